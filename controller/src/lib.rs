@@ -1,0 +1,13 @@
+//! Strato's control plane and host agent, as a library shared by the three
+//! binaries (`strato-controller`, `strato-agent`, `stratoctl`) and the tests.
+//!
+//! Layers: `api` (HTTP, parses requests into commands; never touches storage
+//! or the dataplane itself), `controller` (owns desired state), `agent`
+//! (owns one host's dataplane: loads, attaches and pins the eBPF programs and
+//! reports to the controller), `dataplane` (the eBPF object and its maps),
+//! `client` (the HTTP client the agent and stratoctl use). Nothing here runs
+//! in the packet path; the packet path only reads maps this code writes.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod dataplane;
+pub mod telemetry;

@@ -1,0 +1,6 @@
+//! Strato's load balancers (ELB): the L4 path compiled into the XDP dataplane
+//! (Maglev consistent hashing, VIP translation) and the L7 proxy that runs on
+//! gateway hosts. Owns listener/pool/member selection logic; must never touch
+//! the API store directly (it receives compiled configuration from the
+//! controller). Empty until the load-balancer issue lands.
+#![deny(unsafe_code)]

@@ -1,0 +1,155 @@
+//! Frame builders for fixtures and benchmarks (etherparse's PacketBuilder
+//! for well-formed frames; helpers to break them in precise ways).
+
+use etherparse::{PacketBuilder, VlanId};
+
+pub const SRC_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+pub const DST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
+pub const SRC4: [u8; 4] = [10, 0, 0, 1];
+pub const DST4: [u8; 4] = [10, 0, 0, 2];
+pub const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+pub const DST6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// Offsets in an untagged Ethernet + IPv4 (no options) frame.
+pub const L3: usize = 14;
+pub const L4: usize = 34;
+
+fn write(b: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut v = Vec::new();
+    b(&mut v);
+    v
+}
+
+pub fn ipv4_tcp(payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(SRC4, DST4, 64).tcp(40000, 80, 1, 65535);
+    write(|v| b.write(v, payload).expect("build ipv4/tcp"))
+}
+
+pub fn ipv4_udp(payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(SRC4, DST4, 64).udp(40000, 53);
+    write(|v| b.write(v, payload).expect("build ipv4/udp"))
+}
+
+pub fn ipv4_icmp_echo(payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(SRC4, DST4, 64).icmpv4_echo_request(7, 1);
+    write(|v| b.write(v, payload).expect("build ipv4/icmp"))
+}
+
+pub fn ipv6_tcp(payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv6(SRC6, DST6, 64).tcp(40000, 80, 1, 65535);
+    write(|v| b.write(v, payload).expect("build ipv6/tcp"))
+}
+
+pub fn ipv6_udp(payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv6(SRC6, DST6, 64).udp(40000, 53);
+    write(|v| b.write(v, payload).expect("build ipv6/udp"))
+}
+
+pub fn ipv6_icmp_echo(payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv6(SRC6, DST6, 64).icmpv6_echo_request(7, 1);
+    write(|v| b.write(v, payload).expect("build ipv6/icmpv6"))
+}
+
+pub fn vlan_ipv4_udp(vid: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .single_vlan(VlanId::try_new(vid).expect("vid"))
+        .ipv4(SRC4, DST4, 64)
+        .udp(40000, 53);
+    write(|v| b.write(v, payload).expect("build vlan/ipv4/udp"))
+}
+
+pub fn qinq_ipv4_udp(outer: u16, inner: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .double_vlan(VlanId::try_new(outer).expect("vid"), VlanId::try_new(inner).expect("vid"))
+        .ipv4(SRC4, DST4, 64)
+        .udp(40000, 53);
+    write(|v| b.write(v, payload).expect("build qinq/ipv4/udp"))
+}
+
+/// An Ethernet/IPv4 ARP request (who-has DST4 tell SRC4).
+pub fn arp_request() -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&SRC4);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&DST4);
+    f
+}
+
+/// An Ethernet frame of an ethertype the parser does not look into (LLDP).
+pub fn lldp() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e]);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&0x88ccu16.to_be_bytes());
+    f.extend_from_slice(&[0x02, 0x07, 0x04, 0x02, 0, 0, 0, 0, 1, 0, 0]);
+    f
+}
+
+/// An IPv6 frame with the given raw extension headers (each already padded
+/// to its length) between the fixed header and a UDP datagram. `chain[i].0`
+/// is the header's own protocol number.
+pub fn ipv6_with_ext(chain: &[(u8, Vec<u8>)], udp_payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + udp_payload.len();
+    let ext_len: usize = chain.iter().map(|(_, h)| h.len()).sum();
+    let mut f = Vec::new();
+    f.extend_from_slice(&DST_MAC);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&((ext_len + udp_len) as u16).to_be_bytes());
+    f.push(chain.first().map(|(p, _)| *p).unwrap_or(17));
+    f.push(64);
+    f.extend_from_slice(&SRC6);
+    f.extend_from_slice(&DST6);
+    for (i, (_, h)) in chain.iter().enumerate() {
+        let mut h = h.clone();
+        h[0] = chain.get(i + 1).map(|(p, _)| *p).unwrap_or(17);
+        f.extend_from_slice(&h);
+    }
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&53u16.to_be_bytes());
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(udp_payload);
+    f
+}
+
+/// A generic extension header of `8 * (units + 1)` bytes (hop-by-hop,
+/// routing, destination options): next header placeholder, length, padding.
+pub fn ext_header(units: u8) -> Vec<u8> {
+    let mut h = vec![0u8; 8 * (units as usize + 1)];
+    h[1] = units;
+    h
+}
+
+/// An IPv6 fragment header; `offset` in 8-byte units, `more` fragments flag.
+pub fn frag_header(offset: u16, more: bool) -> Vec<u8> {
+    let fo = (offset << 3) | more as u16;
+    let mut h = vec![0u8; 8];
+    h[2..4].copy_from_slice(&fo.to_be_bytes());
+    h[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    h
+}
+
+/// Recomputes the IPv4 header checksum of an untagged frame (after a test
+/// edited header fields, so the frame is wrong only where the test meant it).
+pub fn fix_ipv4_checksum(f: &mut [u8]) {
+    let ihl = ((f[L3] & 0x0f) as usize) * 4;
+    let end = (L3 + ihl).min(f.len());
+    f[L3 + 10] = 0;
+    f[L3 + 11] = 0;
+    let mut sum = 0u32;
+    for c in f[L3..end].chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    f[L3 + 10..L3 + 12].copy_from_slice(&c.to_be_bytes());
+}
