@@ -48,6 +48,20 @@ fn pin_note(p: &Option<PathBuf>) -> String {
     p.as_ref().map(|p| format!(" (pin directory {})", p.display())).unwrap_or_default()
 }
 
+/// Points the pinned link at `prog` (atomic program replacement). The link
+/// stays pinned, so it outlives this process.
+fn adopt_link(prog: &mut Xdp, pin: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let pinned = PinnedLink::from_pin(pin)?;
+    let fd: FdLink = pinned.into();
+    let link = aya::programs::xdp::XdpLink::try_from(fd)?;
+    let id = prog.attach_to_link(link)?;
+    let owned = prog.take_link(id)?;
+    let fd: FdLink = owned.try_into()?;
+    // Dropping the fd closes our reference only; the pin keeps the link.
+    drop(fd);
+    Ok(())
+}
+
 /// Which entry point an interface gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attach {
@@ -122,19 +136,12 @@ impl Dataplane {
         let prog = self.program(which);
         if let Some(pin) = &link_pin {
             if pin.exists() {
-                match PinnedLink::from_pin(pin) {
-                    Ok(pinned) => {
-                        let fd: FdLink = pinned.into();
-                        let link = aya::programs::xdp::XdpLink::try_from(fd).map_err(|e| attach_err(Box::new(e)))?;
-                        let id = prog.attach_to_link(link).map_err(|e| attach_err(Box::new(e)))?;
-                        // Keep the link attached beyond this process: it is pinned.
-                        let owned = prog.take_link(id).map_err(|e| attach_err(Box::new(e)))?;
-                        let fd: FdLink = owned.try_into().map_err(|e: aya::programs::links::LinkError| attach_err(Box::new(e)))?;
-                        std::mem::forget(fd);
-                        return Ok(());
-                    }
+                match adopt_link(prog, pin) {
+                    Ok(()) => return Ok(()),
                     Err(e) => {
-                        tracing::warn!(iface, pin = %pin.display(), error = %e, "stale link pin, re-attaching");
+                        // The interface was recreated, or the pin is not ours:
+                        // start over with a fresh link.
+                        tracing::info!(iface, pin = %pin.display(), error = %e, "cannot adopt pinned link; re-attaching");
                         let _ = std::fs::remove_file(pin);
                     }
                 }

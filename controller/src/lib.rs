@@ -11,3 +11,8 @@
 
 pub mod dataplane;
 pub mod telemetry;
+pub mod agent;
+pub mod api;
+pub mod client;
+pub mod controller;
+pub mod report;

@@ -1,1 +1,84 @@
-fn main() {}
+//! strato-agent: one per host. Owns the host's eBPF dataplane (loads,
+//! attaches, pins) and reports to the controller.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use strato::{
+    agent::{Agent, AgentConfig},
+    client::Endpoint,
+    dataplane::PIN_ROOT,
+    telemetry,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "strato-agent", version, about = "Strato host agent: loads and attaches the eBPF dataplane, reports to the controller")]
+struct Args {
+    /// This host's name (also its pin directory under --pin-root).
+    #[arg(long, env = "STRATO_HOST")]
+    host: String,
+    /// Controller endpoint: http://HOST:PORT or unix:/path/to/socket. Without
+    /// it the agent runs standalone.
+    #[arg(long, env = "STRATO_CONTROLLER")]
+    controller: Option<Endpoint>,
+    /// Underlay NIC(s) that get the uplink program.
+    #[arg(long = "uplink", default_value = "eth0")]
+    uplinks: Vec<String>,
+    /// Interfaces whose names start with this are VM ports (Nova's tap devices).
+    #[arg(long = "port-prefix", default_value = "tap")]
+    port_prefixes: Vec<String>,
+    /// bpffs directory under which <host>/ holds the pinned maps and links.
+    #[arg(long, default_value = PIN_ROOT)]
+    pin_root: PathBuf,
+    /// Seconds between reconcile-and-report passes.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Enter this named network namespace (/run/netns/NAME) first; for hosts
+    /// simulated by the harness. Only the network namespace changes, so the
+    /// pins stay in the machine's bpffs.
+    #[arg(long)]
+    netns: Option<String>,
+    /// Detach from every interface and remove the pins on exit (default:
+    /// programs stay attached and keep forwarding).
+    #[arg(long)]
+    detach_on_exit: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    telemetry::init("strato-agent");
+    let args = Args::parse();
+    if !(0.05..=3600.0).contains(&args.interval) {
+        anyhow::bail!("--interval must be between 0.05 and 3600 seconds, got {}", args.interval);
+    }
+    if let Some(ns) = &args.netns {
+        // Before any thread exists: setns applies to the calling thread only.
+        let path = PathBuf::from("/run/netns").join(ns);
+        let f = std::fs::File::open(&path).with_context(|| format!("opening network namespace {}", path.display()))?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering network namespace {ns}"))?;
+    }
+    let cfg = AgentConfig {
+        host: args.host,
+        controller: args.controller,
+        uplinks: args.uplinks,
+        port_prefixes: args.port_prefixes,
+        pin_root: args.pin_root,
+        interval: Duration::from_secs_f64(args.interval),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    rt.block_on(async move {
+        let _span = tracing::info_span!("agent", host = %cfg.host).entered();
+        let agent = Agent::start(cfg)?;
+        drop(_span);
+        agent.run(shutdown(), args.detach_on_exit).await
+    })
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,124 @@
+//! The HTTP layer: parses requests into [`Command`]s for the controller and
+//! renders replies and Neutron-style error bodies
+//! (`{"NeutronError": {"type", "message", "detail"}}`). It never touches
+//! state itself. Every response carries `X-Openstack-Request-Id`.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+use axum::{
+    extract::{rejection::JsonRejection, DefaultBodyLimit, Path, Request, State},
+    http::{HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde_json::json;
+
+use crate::{
+    controller::{Command, CommandError, Controller, Reply},
+    report::HostReport,
+};
+
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY: usize = 1 << 20;
+
+pub fn router(controller: Arc<Controller>) -> Router {
+    Router::new()
+        .route("/", get(versions))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/internal/v1/hosts", get(list_hosts))
+        .route("/internal/v1/hosts/{host}", get(show_host).put(report_host))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(request_id))
+        .with_state(controller)
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = format!("req-{:016x}-{:08x}", crate::report::now_ms(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let mut resp = {
+        let _e = span.enter();
+        tracing::debug!("received");
+        drop(_e);
+        next.run(req).await
+    };
+    let status = resp.status().as_u16();
+    span.in_scope(|| tracing::debug!(status, "answered"));
+    if status >= 500 {
+        span.in_scope(|| tracing::warn!(status, "request failed"));
+    }
+    resp.headers_mut().insert("x-openstack-request-id", HeaderValue::from_str(&id).expect("ascii id"));
+    resp
+}
+
+/// A Neutron-style fault body.
+pub fn fault(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let message = message.into();
+    (status, Json(json!({"NeutronError": {"type": kind, "message": message, "detail": ""}}))).into_response()
+}
+
+fn command_error(e: CommandError) -> Response {
+    match e {
+        CommandError::BadRequest(m) => fault(StatusCode::BAD_REQUEST, "BadRequest", m),
+        CommandError::NotFound { kind, .. } => fault(StatusCode::NOT_FOUND, &format!("{kind}NotFound"), e.to_string()),
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> Response {
+    match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            fault(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", format!("request body exceeds {MAX_BODY} bytes"))
+        }
+        _ => fault(StatusCode::BAD_REQUEST, "BadRequest", format!("invalid request body: {}", r.body_text())),
+    }
+}
+
+fn reply(r: Result<Reply, CommandError>) -> Response {
+    match r {
+        Ok(Reply::Accepted) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Reply::Hosts(h)) => Json(json!({ "hosts": h })).into_response(),
+        Ok(Reply::Host(h)) => Json(json!({ "host": h })).into_response(),
+        Err(e) => command_error(e),
+    }
+}
+
+async fn versions() -> Response {
+    Json(json!({
+        "name": "strato",
+        "version": env!("CARGO_PKG_VERSION"),
+        "apis": {"internal": "/internal/v1"},
+    }))
+    .into_response()
+}
+
+async fn not_found() -> Response {
+    fault(StatusCode::NOT_FOUND, "HTTPNotFound", "the resource could not be found")
+}
+
+async fn list_hosts(State(c): State<Arc<Controller>>) -> Response {
+    reply(c.apply(Command::ListHosts))
+}
+
+async fn show_host(State(c): State<Arc<Controller>>, Path(host): Path<String>) -> Response {
+    reply(c.apply(Command::ShowHost { host }))
+}
+
+async fn report_host(
+    State(c): State<Arc<Controller>>,
+    Path(host): Path<String>,
+    body: Result<Json<HostReport>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(report)) => reply(c.apply(Command::ReportHost { host, report })),
+        Err(r) => json_rejection(r),
+    }
+}

@@ -1,0 +1,146 @@
+//! The controller's core: owns the state and applies commands. The HTTP
+//! layer (`api`) parses requests into [`Command`]s and renders [`Reply`]s;
+//! this module never sees HTTP. Today it tracks hosts and their agents'
+//! reports; the Neutron resources, the store and the compiler come next.
+
+use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+
+use thiserror::Error;
+
+use crate::report::{now_ms, HostReport, HostStatus};
+
+/// A host whose agent has not reported for this long is `down`.
+pub const HOST_LIVENESS: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub enum Command {
+    ReportHost { host: String, report: HostReport },
+    ListHosts,
+    ShowHost { host: String },
+}
+
+#[derive(Debug)]
+pub enum Reply {
+    Accepted,
+    Hosts(Vec<HostStatus>),
+    Host(Box<HostStatus>),
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CommandError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{kind} {id} could not be found")]
+    NotFound { kind: &'static str, id: String },
+}
+
+struct Seen {
+    at_ms: u64,
+    report: HostReport,
+}
+
+#[derive(Default)]
+pub struct Controller {
+    hosts: Mutex<BTreeMap<String, Seen>>,
+}
+
+/// Host names as agents and the harness use them.
+pub fn valid_host_name(h: &str) -> bool {
+    let b = h.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+}
+
+impl Controller {
+    pub fn new() -> Controller {
+        Controller::default()
+    }
+
+    pub fn apply(&self, cmd: Command) -> Result<Reply, CommandError> {
+        match cmd {
+            Command::ReportHost { host, report } => {
+                if !valid_host_name(&host) {
+                    return Err(CommandError::BadRequest(format!(
+                        "host name {host:?} is invalid: use 1-63 characters from a-z, 0-9, '-', '.'"
+                    )));
+                }
+                if report.host != host {
+                    return Err(CommandError::BadRequest(format!(
+                        "report is for host {:?} but was sent to /internal/v1/hosts/{host}",
+                        report.host
+                    )));
+                }
+                let mut hosts = self.hosts.lock().expect("hosts lock poisoned");
+                let fresh = !hosts.contains_key(&host);
+                hosts.insert(host.clone(), Seen { at_ms: now_ms(), report });
+                if fresh {
+                    tracing::info!(host, "host registered");
+                }
+                Ok(Reply::Accepted)
+            }
+            Command::ListHosts => {
+                let hosts = self.hosts.lock().expect("hosts lock poisoned");
+                Ok(Reply::Hosts(hosts.iter().map(|(h, s)| status(h, s)).collect()))
+            }
+            Command::ShowHost { host } => {
+                let hosts = self.hosts.lock().expect("hosts lock poisoned");
+                hosts
+                    .get(&host)
+                    .map(|s| Reply::Host(Box::new(status(&host, s))))
+                    .ok_or(CommandError::NotFound { kind: "Host", id: host })
+            }
+        }
+    }
+}
+
+fn status(host: &str, s: &Seen) -> HostStatus {
+    let age = now_ms().saturating_sub(s.at_ms);
+    HostStatus {
+        host: host.to_owned(),
+        last_seen_ms_ago: age,
+        state: if age <= HOST_LIVENESS.as_millis() as u64 { "up" } else { "down" }.to_owned(),
+        report: s.report.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(host: &str) -> HostReport {
+        HostReport { host: host.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn report_then_show_and_list() {
+        let c = Controller::new();
+        c.apply(Command::ReportHost { host: "az1-c1".into(), report: report("az1-c1") }).unwrap();
+        match c.apply(Command::ShowHost { host: "az1-c1".into() }).unwrap() {
+            Reply::Host(h) => assert_eq!(h.state, "up"),
+            r => panic!("{r:?}"),
+        }
+        match c.apply(Command::ListHosts).unwrap() {
+            Reply::Hosts(h) => assert_eq!(h.len(), 1),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_reports_change_nothing() {
+        let c = Controller::new();
+        for (path, body) in [("Bad Name", "Bad Name"), ("", ""), ("a", "b"), ("-x", "-x")] {
+            let e = c.apply(Command::ReportHost { host: path.into(), report: report(body) }).unwrap_err();
+            assert!(matches!(e, CommandError::BadRequest(_)), "{path:?}: {e:?}");
+        }
+        match c.apply(Command::ListHosts).unwrap() {
+            Reply::Hosts(h) => assert!(h.is_empty()),
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(
+            c.apply(Command::ShowHost { host: "nope".into() }).unwrap_err(),
+            CommandError::NotFound { kind: "Host", id: "nope".into() }
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! What an agent reports to the controller about its host: which interfaces
+//! carry which program, and their counters. Serialized as JSON on
+//! `PUT /internal/v1/hosts/{host}`; `stratoctl host` prints it.
+
+use dataplane_common::{DropStats, IfStats};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostReport {
+    pub host: String,
+    pub agent_version: String,
+    pub pid: u32,
+    /// Unix time (ms) the agent process started.
+    pub started_at_ms: u64,
+    /// Pin directory of this host's maps and links.
+    pub pin_dir: String,
+    pub interfaces: Vec<InterfaceReport>,
+    pub drops: Vec<DropReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Uplink,
+    Port,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceReport {
+    pub name: String,
+    pub ifindex: u32,
+    pub role: Role,
+    /// `None` while attached fine; the error text when attaching failed.
+    pub error: Option<String>,
+    pub counters: IfCounters,
+}
+
+/// [`IfStats`] summed over CPUs, as JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IfCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub ipv4: u64,
+    pub ipv6: u64,
+    pub arp: u64,
+    pub other: u64,
+    pub passed: u64,
+    pub dropped: u64,
+}
+
+impl From<IfStats> for IfCounters {
+    fn from(s: IfStats) -> Self {
+        IfCounters {
+            rx_packets: s.rx_packets,
+            rx_bytes: s.rx_bytes,
+            ipv4: s.ipv4,
+            ipv6: s.ipv6,
+            arp: s.arp,
+            other: s.other,
+            passed: s.passed,
+            dropped: s.dropped,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropReport {
+    pub interface: String,
+    /// A `DropReason` label (snake_case).
+    pub reason: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl DropReport {
+    pub fn new(interface: &str, reason: dataplane_common::DropReason, s: DropStats) -> DropReport {
+        DropReport { interface: interface.to_owned(), reason: reason.label().to_owned(), packets: s.packets, bytes: s.bytes }
+    }
+}
+
+/// What the controller answers about a host: the last report and its age.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub host: String,
+    /// Milliseconds since the last report.
+    pub last_seen_ms_ago: u64,
+    /// `up` when reported within the liveness window, else `down`.
+    pub state: String,
+    pub report: HostReport,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
