@@ -67,6 +67,8 @@ fn adopt_link(prog: &mut Xdp, pin: &Path) -> Result<(), Box<dyn std::error::Erro
 pub enum Attach {
     Uplink,
     Port,
+    /// The do-nothing reference program (benchmarks only; never attached).
+    Floor,
 }
 
 impl Attach {
@@ -74,6 +76,7 @@ impl Attach {
         match self {
             Attach::Uplink => programs::UPLINK,
             Attach::Port => programs::PORT,
+            Attach::Floor => programs::FLOOR,
         }
     }
 }
@@ -105,7 +108,7 @@ impl Dataplane {
             pin_dir: pin_dir.map(Path::to_owned),
             source: Box::new(e),
         })?;
-        for name in [programs::UPLINK, programs::PORT] {
+        for name in [programs::UPLINK, programs::PORT, programs::FLOOR] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(DataplaneError::NoProgram { name })?
@@ -121,7 +124,7 @@ impl Dataplane {
         self.ebpf
             .program_mut(which.program())
             .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            .expect("both programs were checked in load()")
+            .expect("every program was checked in load()")
     }
 
     /// Attaches an entry point to an interface (in this process's network

@@ -30,6 +30,9 @@ pub mod programs {
     pub const UPLINK: &str = "strato_uplink";
     /// XDP program attached to a VM port (the host end of its veth "tap").
     pub const PORT: &str = "strato_port";
+    /// Reference program that only returns XDP_PASS: the floor benchmarks
+    /// compare every path against. Never attached to an interface.
+    pub const FLOOR: &str = "strato_floor";
 }
 
 /// Why the dataplane dropped a packet. One list, used by the kernel programs

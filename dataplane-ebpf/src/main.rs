@@ -29,6 +29,12 @@ pub fn strato_port(ctx: XdpContext) -> u32 {
     classify(&ctx)
 }
 
+/// The benchmark floor: one XDP invocation that does nothing. Never attached.
+#[xdp]
+pub fn strato_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn classify(ctx: &XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;

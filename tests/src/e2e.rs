@@ -1,0 +1,164 @@
+//! End-to-end support: a region from the namespace harness with the real
+//! controller and one real agent per host running as processes, talked to
+//! only through the API. Dropping a [`Cloud`] tears everything down (also
+//! when the test panics).
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use netns_harness::{Host, Region, Topology};
+use strato::{client::Endpoint, report::HostStatus};
+
+/// Where the workspace's binaries are (`STRATO_BIN_DIR` overrides).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("STRATO_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (make test does)", p.display());
+    p
+}
+
+/// A run prefix unique to this process and tag (`[a-z][a-z0-9]{0,7}`).
+pub fn unique_prefix(tag: &str) -> String {
+    assert!(tag.len() <= 3 && tag.chars().all(|c| c.is_ascii_lowercase()), "tag {tag:?}");
+    format!("{tag}{}", std::process::id() % 10000)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("addr").port()
+}
+
+pub struct Cloud {
+    pub region: Region,
+    /// The API on loopback, as tenants and stratoctl reach it.
+    pub api: Endpoint,
+    /// The controller's Unix socket, as agents in host namespaces reach it.
+    pub socket: PathBuf,
+}
+
+impl Cloud {
+    /// Brings up `topology` under a unique prefix, starts the controller and
+    /// an agent on every host, and waits until every host reports.
+    pub fn up(tag: &str, topology: &Topology) -> Cloud {
+        crate::require_root("end-to-end tests");
+        let prefix = unique_prefix(tag);
+        // A previous run of this test that was SIGKILLed may have left its
+        // region behind; down is idempotent and removes it.
+        let _ = Region::down(&prefix);
+        let region = Region::up(topology, &prefix).unwrap_or_else(|e| panic!("region up: {e}"));
+        let socket = region.state_dir().join("controller.sock");
+        let api = Endpoint::Tcp(format!("127.0.0.1:{}", free_port()));
+        let cloud = Cloud { region, api, socket };
+        cloud.start_controller();
+        for h in cloud.region.hosts() {
+            cloud.start_agent(&h);
+        }
+        let n = cloud.region.hosts().len();
+        cloud.wait_until("every host's agent reports", Duration::from_secs(30), || {
+            let hosts = cloud.hosts();
+            hosts.len() == n && hosts.iter().all(|h| h.state == "up" && h.report.interfaces.iter().any(|i| i.error.is_none()))
+        });
+        cloud
+    }
+
+    pub fn prefix(&self) -> &str {
+        self.region.prefix()
+    }
+
+    pub fn start_controller(&self) {
+        let Endpoint::Tcp(addr) = &self.api else { unreachable!() };
+        let mut cmd = Command::new(bin("strato-controller"));
+        cmd.args(["--listen", addr, "--socket"]).arg(&self.socket);
+        self.region.spawn("controller", None, cmd).unwrap_or_else(|e| panic!("spawn controller: {e}"));
+        self.wait_until("the controller answers", Duration::from_secs(10), || self.get("/").is_ok());
+    }
+
+    /// Host id as the agents and the controller know it: the namespace name
+    /// (unique across concurrent runs, so pin directories never collide).
+    pub fn host_id(h: &Host) -> String {
+        h.netns.clone()
+    }
+
+    pub fn start_agent(&self, h: &Host) {
+        let mut cmd = Command::new(bin("strato-agent"));
+        cmd.args(["--host", &Self::host_id(h), "--uplink", &h.uplink, "--interval", "0.2", "--controller"])
+            .arg(format!("unix:{}", self.socket.display()));
+        self.region
+            .spawn(&format!("agent-{}", h.name), Some(&h.name), cmd)
+            .unwrap_or_else(|e| panic!("spawn agent on {}: {e}", h.name));
+    }
+
+    /// Stops a spawned process with SIGTERM and waits for it to exit.
+    pub fn stop(&self, name: &str) {
+        let pidfile = self.region.state_dir().join("pids").join(format!("{name}.pid"));
+        let text = std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
+        let pid: i32 = text.split_whitespace().next().and_then(|p| p.parse().ok()).expect("pid in pidfile");
+        // SAFETY: plain kill(2) on a pid this run started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            // Reap if it is our child; harmless otherwise.
+            // SAFETY: waitpid with WNOHANG on a specific pid.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(&pidfile);
+    }
+
+    pub fn get(&self, path: &str) -> Result<serde_json::Value, strato::client::ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(strato::client::get_json(&self.api, path))
+    }
+
+    pub fn hosts(&self) -> Vec<HostStatus> {
+        match self.get("/internal/v1/hosts") {
+            Ok(v) => serde_json::from_value(v["hosts"].clone()).expect("hosts JSON"),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn host(&self, h: &Host) -> HostStatus {
+        let v = self.get(&format!("/internal/v1/hosts/{}", Self::host_id(h))).expect("host status");
+        serde_json::from_value(v["host"].clone()).expect("host JSON")
+    }
+
+    /// Polls `f` until true or panics after `timeout` naming `what`.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if f() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting until {what}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// One ping from a node to an address, 1 s timeout.
+    pub fn ping(&self, node: &str, addr: &str) -> bool {
+        self.region
+            .exec(node, &["ping", "-c1", "-W1", "-q", addr])
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        match Region::down(self.region.prefix()) {
+            Ok(r) => eprintln!("cleanup: {r}"),
+            Err(e) => eprintln!("cleanup of {} failed: {e}", self.region.prefix()),
+        }
+    }
+}
