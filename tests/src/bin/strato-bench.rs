@@ -129,7 +129,7 @@ fn measure_vm_to_vm(region: &Region, seconds: u64, gw_mac: &str) -> anyhow::Resu
     let cfg_s = cfg_path.display().to_string();
     let _ = region.exec(
         "vm-bencha",
-        &["timeout", "-s", "INT", &secs, "trafgen", "--dev", "eth0", "--conf", &cfg_s, "--cpus", "1", "--silent"],
+        &["timeout", "-s", "INT", &secs, "trafgen", "--dev", "eth0", "--conf", &cfg_s, "--cpus", "1"],
     )?;
     let elapsed = start.elapsed().as_secs_f64();
     let after = rx_packets(region, "vm-benchb")?;
@@ -165,7 +165,7 @@ fn linux_baseline(args: &Args, out: &mut String) -> anyhow::Result<()> {
         sh(&region, "az1-c1", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         // Receiver: drop the UDP flood before the socket layer, so the
         // measurement is forwarding, not ICMP port-unreachable generation.
-        sh(&region, "vm-benchb", &["nft", "add table ip sink; add chain ip sink in { type filter hook input priority 0; udp dport 9 drop; }"])?;
+        sh(&region, "vm-benchb", &["nft", "add table ip sink; add chain ip sink input_filter { type filter hook input priority 0; }; add rule ip sink input_filter udp dport 9 drop"])?;
         sh(&region, "vm-bencha", &["ping", "-c1", "-W2", "10.10.2.2"]).context("VMs cannot reach each other through the host")?;
         let link: serde_json::Value =
             serde_json::from_str(&sh(&region, "az1-c1", &["ip", "-j", "link", "show", "tapbencha"])?)?;
@@ -173,7 +173,7 @@ fn linux_baseline(args: &Args, out: &mut String) -> anyhow::Result<()> {
 
         eprintln!("bench: Linux routed, {} s per measurement", args.seconds);
         let routed = measure_vm_to_vm(&region, args.seconds, &gw_mac)?;
-        sh(&region, "az1-c1", &["nft", "add table inet bench; add chain inet bench fwd { type filter hook forward priority 0; policy drop; ct state established,related accept; ct state new ip saddr 10.10.1.0/24 accept; ct state new ip saddr 10.10.2.0/24 accept; }"])?;
+        sh(&region, "az1-c1", &["nft", "add table inet bench; add chain inet bench forward_filter { type filter hook forward priority 0; policy drop; }; add rule inet bench forward_filter ct state established,related accept; add rule inet bench forward_filter ct state new ip saddr 10.10.0.0/16 ip daddr 10.10.0.0/16 accept"])?;
         eprintln!("bench: Linux routed + nftables conntrack");
         let ct = measure_vm_to_vm(&region, args.seconds, &gw_mac)?;
 
@@ -210,8 +210,9 @@ fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     strato_tests::require_root("benchmarks");
     let mut out = String::new();
-    let cmdline = std::env::args().collect::<Vec<_>>().join(" ");
-    writeln!(out, "Produced by `make bench` (`{}`), {}.\n", cmdline.replace(&format!("{}/", env!("CARGO_MANIFEST_DIR")), ""), machine())?;
+    let cwd = std::env::current_dir().map(|d| format!("{}/", d.display())).unwrap_or_default();
+    let cmdline = std::env::args().collect::<Vec<_>>().join(" ").replace(&cwd, "");
+    writeln!(out, "Produced by `make bench` (`{cmdline}`), {}.\n", machine())?;
     program_benchmarks(&args, &mut out)?;
     if !args.skip_netns {
         linux_baseline(&args, &mut out)?;
