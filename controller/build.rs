@@ -10,10 +10,17 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("controller has no parent directory"))?;
     let ebpf_dir = root.join("dataplane-ebpf");
     // The kernel crate also compiles dataplane-common: rebuild when it changes.
-    println!("cargo::rerun-if-changed={}", root.join("dataplane-common/src").display());
+    println!(
+        "cargo::rerun-if-changed={}",
+        root.join("dataplane-common/src").display()
+    );
     let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "dataplane-ebpf", root_dir: ebpf_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "dataplane-ebpf",
+            root_dir: ebpf_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
 }

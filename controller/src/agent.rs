@@ -57,15 +57,25 @@ pub struct Agent {
 /// Interfaces of this process's network namespace: (ifindex, name).
 pub fn interfaces() -> anyhow::Result<Vec<(u32, String)>> {
     let list = nix::net::if_::if_nameindex().context("listing interfaces (if_nameindex)")?;
-    Ok(list.iter().map(|i| (i.index(), i.name().to_string_lossy().into_owned())).collect())
+    Ok(list
+        .iter()
+        .map(|i| (i.index(), i.name().to_string_lossy().into_owned()))
+        .collect())
 }
 
 fn check_bpffs(root: &Path) -> anyhow::Result<()> {
     let bpffs = Path::new("/sys/fs/bpf");
-    let st = nix::sys::statfs::statfs(bpffs)
-        .with_context(|| format!("{} is not accessible: mount bpffs there (mount -t bpf bpf /sys/fs/bpf)", bpffs.display()))?;
+    let st = nix::sys::statfs::statfs(bpffs).with_context(|| {
+        format!(
+            "{} is not accessible: mount bpffs there (mount -t bpf bpf /sys/fs/bpf)",
+            bpffs.display()
+        )
+    })?;
     if st.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
-        anyhow::bail!("{} is not a bpf filesystem: mount -t bpf bpf /sys/fs/bpf", bpffs.display());
+        anyhow::bail!(
+            "{} is not a bpf filesystem: mount -t bpf bpf /sys/fs/bpf",
+            bpffs.display()
+        );
     }
     if !root.starts_with(bpffs) {
         tracing::warn!(pin_root = %root.display(), "pin root is outside /sys/fs/bpf");
@@ -79,7 +89,13 @@ impl Agent {
         let pin_dir = cfg.pin_dir();
         let dp = Dataplane::load(Some(&pin_dir)).context("loading the dataplane")?;
         tracing::info!(host = %cfg.host, pin_dir = %pin_dir.display(), "dataplane loaded");
-        let mut agent = Agent { cfg, dp, attached: BTreeMap::new(), started_at_ms: now_ms(), controller_ok: None };
+        let mut agent = Agent {
+            cfg,
+            dp,
+            attached: BTreeMap::new(),
+            started_at_ms: now_ms(),
+            controller_ok: None,
+        };
         agent.forget_vanished_pins()?;
         Ok(agent)
     }
@@ -104,7 +120,12 @@ impl Agent {
     fn role_of(&self, name: &str) -> Option<Role> {
         if self.cfg.uplinks.iter().any(|u| u == name) {
             Some(Role::Uplink)
-        } else if self.cfg.port_prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+        } else if self
+            .cfg
+            .port_prefixes
+            .iter()
+            .any(|p| name.starts_with(p.as_str()))
+        {
             Some(Role::Port)
         } else {
             None
@@ -115,13 +136,19 @@ impl Agent {
     pub fn reconcile(&mut self) -> anyhow::Result<()> {
         let present = interfaces()?;
         for (ifindex, name) in &present {
-            let Some(role) = self.role_of(name) else { continue };
+            let Some(role) = self.role_of(name) else {
+                continue;
+            };
             if let Some(a) = self.attached.get(name) {
                 if a.ifindex == *ifindex && a.error.is_none() {
                     continue;
                 }
             }
-            let which = if role == Role::Uplink { Attach::Uplink } else { Attach::Port };
+            let which = if role == Role::Uplink {
+                Attach::Uplink
+            } else {
+                Attach::Port
+            };
             let error = match self.dp.attach(which, name) {
                 Ok(()) => {
                     tracing::info!(iface = %name, ifindex, program = which.program(), "attached");
@@ -136,10 +163,21 @@ impl Agent {
                     Some(msg)
                 }
             };
-            self.attached.insert(name.clone(), Attached { ifindex: *ifindex, role, error });
+            self.attached.insert(
+                name.clone(),
+                Attached {
+                    ifindex: *ifindex,
+                    role,
+                    error,
+                },
+            );
         }
-        let gone: Vec<String> =
-            self.attached.keys().filter(|n| !present.iter().any(|(_, p)| p == *n)).cloned().collect();
+        let gone: Vec<String> = self
+            .attached
+            .keys()
+            .filter(|n| !present.iter().any(|(_, p)| p == *n))
+            .cloned()
+            .collect();
         for name in gone {
             tracing::info!(iface = %name, "interface gone; detaching");
             self.attached.remove(&name);
@@ -155,7 +193,11 @@ impl Agent {
 
     pub fn report(&self) -> anyhow::Result<HostReport> {
         let counters = self.dp.counters().context("reading counters")?;
-        let names: BTreeMap<u32, &str> = self.attached.iter().map(|(n, a)| (a.ifindex, n.as_str())).collect();
+        let names: BTreeMap<u32, &str> = self
+            .attached
+            .iter()
+            .map(|(n, a)| (a.ifindex, n.as_str()))
+            .collect();
         let interfaces = self
             .attached
             .iter()
@@ -164,13 +206,20 @@ impl Agent {
                 ifindex: a.ifindex,
                 role: a.role.clone(),
                 error: a.error.clone(),
-                counters: counters.interfaces.get(&a.ifindex).copied().map(IfCounters::from).unwrap_or_default(),
+                counters: counters
+                    .interfaces
+                    .get(&a.ifindex)
+                    .copied()
+                    .map(IfCounters::from)
+                    .unwrap_or_default(),
             })
             .collect();
         let drops = counters
             .drops
             .iter()
-            .filter_map(|((ifindex, reason), s)| names.get(ifindex).map(|n| DropReport::new(n, *reason, *s)))
+            .filter_map(|((ifindex, reason), s)| {
+                names.get(ifindex).map(|n| DropReport::new(n, *reason, *s))
+            })
             .collect();
         Ok(HostReport {
             host: self.cfg.host.clone(),
@@ -184,7 +233,9 @@ impl Agent {
     }
 
     async fn send_report(&mut self) {
-        let Some(ep) = self.cfg.controller.clone() else { return };
+        let Some(ep) = self.cfg.controller.clone() else {
+            return;
+        };
         let report = match self.report() {
             Ok(r) => r,
             Err(e) => {
@@ -212,7 +263,11 @@ impl Agent {
 
     /// Runs until `shutdown` resolves. Programs stay attached afterwards
     /// unless `detach_on_exit`.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>, detach_on_exit: bool) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+        detach_on_exit: bool,
+    ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

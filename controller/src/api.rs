@@ -34,14 +34,37 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/internal/v1/hosts/{host}", get(show_host).put(report_host))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(body_limit))
         .layer(middleware::from_fn(request_id))
         .with_state(controller)
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
 
+/// Refuses a declared body over [`MAX_BODY`] before reading any of it (a
+/// body without Content-Length is cut off by `DefaultBodyLimit` instead).
+async fn body_limit(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return fault(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("request body exceeds {MAX_BODY} bytes"),
+        );
+    }
+    next.run(req).await
+}
+
 async fn request_id(req: Request, next: Next) -> Response {
-    let id = format!("req-{:016x}-{:08x}", crate::report::now_ms(), REQUEST_SEQ.fetch_add(1, Ordering::Relaxed));
+    let id = format!(
+        "req-{:016x}-{:08x}",
+        crate::report::now_ms(),
+        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
@@ -56,29 +79,46 @@ async fn request_id(req: Request, next: Next) -> Response {
     if status >= 500 {
         span.in_scope(|| tracing::warn!(status, "request failed"));
     }
-    resp.headers_mut().insert("x-openstack-request-id", HeaderValue::from_str(&id).expect("ascii id"));
+    resp.headers_mut().insert(
+        "x-openstack-request-id",
+        HeaderValue::from_str(&id).expect("ascii id"),
+    );
     resp
 }
 
 /// A Neutron-style fault body.
 pub fn fault(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     let message = message.into();
-    (status, Json(json!({"NeutronError": {"type": kind, "message": message, "detail": ""}}))).into_response()
+    (
+        status,
+        Json(json!({"NeutronError": {"type": kind, "message": message, "detail": ""}})),
+    )
+        .into_response()
 }
 
 fn command_error(e: CommandError) -> Response {
     match e {
         CommandError::BadRequest(m) => fault(StatusCode::BAD_REQUEST, "BadRequest", m),
-        CommandError::NotFound { kind, .. } => fault(StatusCode::NOT_FOUND, &format!("{kind}NotFound"), e.to_string()),
+        CommandError::NotFound { kind, .. } => fault(
+            StatusCode::NOT_FOUND,
+            &format!("{kind}NotFound"),
+            e.to_string(),
+        ),
     }
 }
 
 fn json_rejection(r: JsonRejection) -> Response {
     match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            fault(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", format!("request body exceeds {MAX_BODY} bytes"))
-        }
-        _ => fault(StatusCode::BAD_REQUEST, "BadRequest", format!("invalid request body: {}", r.body_text())),
+        StatusCode::PAYLOAD_TOO_LARGE => fault(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("request body exceeds {MAX_BODY} bytes"),
+        ),
+        _ => fault(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("invalid request body: {}", r.body_text()),
+        ),
     }
 }
 
@@ -101,7 +141,11 @@ async fn versions() -> Response {
 }
 
 async fn not_found() -> Response {
-    fault(StatusCode::NOT_FOUND, "HTTPNotFound", "the resource could not be found")
+    fault(
+        StatusCode::NOT_FOUND,
+        "HTTPNotFound",
+        "the resource could not be found",
+    )
 }
 
 async fn list_hosts(State(c): State<Arc<Controller>>) -> Response {

@@ -23,7 +23,10 @@ impl FromStr for Endpoint {
     fn from_str(s: &str) -> Result<Endpoint, String> {
         if let Some(p) = s.strip_prefix("unix:") {
             if p.is_empty() {
-                return Err("unix: endpoint needs a socket path, e.g. unix:/run/strato/x/controller.sock".into());
+                return Err(
+                    "unix: endpoint needs a socket path, e.g. unix:/run/strato/x/controller.sock"
+                        .into(),
+                );
             }
             return Ok(Endpoint::Unix(PathBuf::from(p)));
         }
@@ -50,15 +53,36 @@ impl fmt::Display for Endpoint {
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("cannot reach the controller at {endpoint}: {source}")]
-    Connect { endpoint: Endpoint, #[source] source: std::io::Error },
+    Connect {
+        endpoint: Endpoint,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("controller at {endpoint} did not answer within {timeout:?}")]
-    Timeout { endpoint: Endpoint, timeout: Duration },
+    Timeout {
+        endpoint: Endpoint,
+        timeout: Duration,
+    },
     #[error("HTTP exchange with {endpoint} failed: {source}")]
-    Http { endpoint: Endpoint, #[source] source: hyper::Error },
+    Http {
+        endpoint: Endpoint,
+        #[source]
+        source: hyper::Error,
+    },
     #[error("{method} {path} on {endpoint} answered {status}: {body}")]
-    Status { endpoint: Endpoint, method: Method, path: String, status: StatusCode, body: String },
+    Status {
+        endpoint: Endpoint,
+        method: Method,
+        path: String,
+        status: StatusCode,
+        body: String,
+    },
     #[error("{path}: response is not the expected JSON: {source}")]
-    Decode { path: String, #[source] source: serde_json::Error },
+    Decode {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// One request/response exchange (a new connection each time: these are
@@ -73,7 +97,10 @@ pub async fn request(
     let fut = exchange(endpoint, method, path, body);
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(ClientError::Timeout { endpoint: endpoint.clone(), timeout }),
+        Err(_) => Err(ClientError::Timeout {
+            endpoint: endpoint.clone(),
+            timeout,
+        }),
     }
 }
 
@@ -83,17 +110,28 @@ async fn exchange(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(StatusCode, Bytes), ClientError> {
-    let connect_err = |source| ClientError::Connect { endpoint: endpoint.clone(), source };
-    let http_err = |source| ClientError::Http { endpoint: endpoint.clone(), source };
+    let connect_err = |source| ClientError::Connect {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    let http_err = |source| ClientError::Http {
+        endpoint: endpoint.clone(),
+        source,
+    };
     let host = match endpoint {
         Endpoint::Tcp(a) => a.clone(),
         Endpoint::Unix(_) => "localhost".to_owned(),
     };
-    let mut req = Request::builder().method(method).uri(path).header("host", host);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
-    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("static request parts are valid");
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .expect("static request parts are valid");
     let (status, bytes) = match endpoint {
         Endpoint::Tcp(addr) => {
             let stream = TcpStream::connect(addr).await.map_err(connect_err)?;
@@ -122,7 +160,10 @@ where
 }
 
 /// GET a JSON document; non-2xx is an error carrying the body.
-pub async fn get_json<T: serde::de::DeserializeOwned>(endpoint: &Endpoint, path: &str) -> Result<T, ClientError> {
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    endpoint: &Endpoint,
+    path: &str,
+) -> Result<T, ClientError> {
     let (status, body) = request(endpoint, Method::GET, path, None, Duration::from_secs(5)).await?;
     if !status.is_success() {
         return Err(ClientError::Status {
@@ -133,13 +174,27 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(endpoint: &Endpoint, path:
             body: String::from_utf8_lossy(&body).into_owned(),
         });
     }
-    serde_json::from_slice(&body).map_err(|source| ClientError::Decode { path: path.to_owned(), source })
+    serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// PUT a JSON document; non-2xx is an error carrying the body.
-pub async fn put_json<T: serde::Serialize>(endpoint: &Endpoint, path: &str, value: &T) -> Result<(), ClientError> {
+pub async fn put_json<T: serde::Serialize>(
+    endpoint: &Endpoint,
+    path: &str,
+    value: &T,
+) -> Result<(), ClientError> {
     let body = serde_json::to_vec(value).expect("report types serialize");
-    let (status, resp) = request(endpoint, Method::PUT, path, Some(body), Duration::from_secs(5)).await?;
+    let (status, resp) = request(
+        endpoint,
+        Method::PUT,
+        path,
+        Some(body),
+        Duration::from_secs(5),
+    )
+    .await?;
     if !status.is_success() {
         return Err(ClientError::Status {
             endpoint: endpoint.clone(),
@@ -158,10 +213,27 @@ mod tests {
 
     #[test]
     fn endpoints_parse() {
-        assert_eq!("http://127.0.0.1:9696".parse(), Ok(Endpoint::Tcp("127.0.0.1:9696".into())));
-        assert_eq!("http://localhost:1/".parse(), Ok(Endpoint::Tcp("localhost:1".into())));
-        assert_eq!("unix:/run/x.sock".parse(), Ok(Endpoint::Unix("/run/x.sock".into())));
-        for bad in ["", "unix:", "127.0.0.1:9696", "https://a:1", "http://", "http://noport", "http://a:1/x"] {
+        assert_eq!(
+            "http://127.0.0.1:9696".parse(),
+            Ok(Endpoint::Tcp("127.0.0.1:9696".into()))
+        );
+        assert_eq!(
+            "http://localhost:1/".parse(),
+            Ok(Endpoint::Tcp("localhost:1".into()))
+        );
+        assert_eq!(
+            "unix:/run/x.sock".parse(),
+            Ok(Endpoint::Unix("/run/x.sock".into()))
+        );
+        for bad in [
+            "",
+            "unix:",
+            "127.0.0.1:9696",
+            "https://a:1",
+            "http://",
+            "http://noport",
+            "http://a:1/x",
+        ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad:?} accepted");
         }
     }

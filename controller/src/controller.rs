@@ -50,7 +50,8 @@ pub fn valid_host_name(h: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
 }
 
 impl Controller {
@@ -74,7 +75,13 @@ impl Controller {
                 }
                 let mut hosts = self.hosts.lock().expect("hosts lock poisoned");
                 let fresh = !hosts.contains_key(&host);
-                hosts.insert(host.clone(), Seen { at_ms: now_ms(), report });
+                hosts.insert(
+                    host.clone(),
+                    Seen {
+                        at_ms: now_ms(),
+                        report,
+                    },
+                );
                 if fresh {
                     tracing::info!(host, "host registered");
                 }
@@ -82,14 +89,19 @@ impl Controller {
             }
             Command::ListHosts => {
                 let hosts = self.hosts.lock().expect("hosts lock poisoned");
-                Ok(Reply::Hosts(hosts.iter().map(|(h, s)| status(h, s)).collect()))
+                Ok(Reply::Hosts(
+                    hosts.iter().map(|(h, s)| status(h, s)).collect(),
+                ))
             }
             Command::ShowHost { host } => {
                 let hosts = self.hosts.lock().expect("hosts lock poisoned");
                 hosts
                     .get(&host)
                     .map(|s| Reply::Host(Box::new(status(&host, s))))
-                    .ok_or(CommandError::NotFound { kind: "Host", id: host })
+                    .ok_or(CommandError::NotFound {
+                        kind: "Host",
+                        id: host,
+                    })
             }
         }
     }
@@ -100,7 +112,12 @@ fn status(host: &str, s: &Seen) -> HostStatus {
     HostStatus {
         host: host.to_owned(),
         last_seen_ms_ago: age,
-        state: if age <= HOST_LIVENESS.as_millis() as u64 { "up" } else { "down" }.to_owned(),
+        state: if age <= HOST_LIVENESS.as_millis() as u64 {
+            "up"
+        } else {
+            "down"
+        }
+        .to_owned(),
         report: s.report.clone(),
     }
 }
@@ -110,14 +127,26 @@ mod tests {
     use super::*;
 
     fn report(host: &str) -> HostReport {
-        HostReport { host: host.into(), ..Default::default() }
+        HostReport {
+            host: host.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn report_then_show_and_list() {
         let c = Controller::new();
-        c.apply(Command::ReportHost { host: "az1-c1".into(), report: report("az1-c1") }).unwrap();
-        match c.apply(Command::ShowHost { host: "az1-c1".into() }).unwrap() {
+        c.apply(Command::ReportHost {
+            host: "az1-c1".into(),
+            report: report("az1-c1"),
+        })
+        .unwrap();
+        match c
+            .apply(Command::ShowHost {
+                host: "az1-c1".into(),
+            })
+            .unwrap()
+        {
             Reply::Host(h) => assert_eq!(h.state, "up"),
             r => panic!("{r:?}"),
         }
@@ -131,7 +160,12 @@ mod tests {
     fn bad_reports_change_nothing() {
         let c = Controller::new();
         for (path, body) in [("Bad Name", "Bad Name"), ("", ""), ("a", "b"), ("-x", "-x")] {
-            let e = c.apply(Command::ReportHost { host: path.into(), report: report(body) }).unwrap_err();
+            let e = c
+                .apply(Command::ReportHost {
+                    host: path.into(),
+                    report: report(body),
+                })
+                .unwrap_err();
             assert!(matches!(e, CommandError::BadRequest(_)), "{path:?}: {e:?}");
         }
         match c.apply(Command::ListHosts).unwrap() {
@@ -139,8 +173,14 @@ mod tests {
             r => panic!("{r:?}"),
         }
         assert_eq!(
-            c.apply(Command::ShowHost { host: "nope".into() }).unwrap_err(),
-            CommandError::NotFound { kind: "Host", id: "nope".into() }
+            c.apply(Command::ShowHost {
+                host: "nope".into()
+            })
+            .unwrap_err(),
+            CommandError::NotFound {
+                kind: "Host",
+                id: "nope".into()
+            }
         );
     }
 }

@@ -20,7 +20,8 @@ use dataplane_common::{maps, programs, DropKey, DropReason, DropStats, IfStats};
 use thiserror::Error;
 
 /// The kernel programs, built by build.rs from `dataplane-ebpf`.
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/strato-dataplane"));
+pub static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/strato-dataplane"));
 
 /// Root under which every host's pinned state lives: `<root>/<host>/`.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
@@ -31,21 +32,44 @@ pub const MAP_NAMES: [&str; 2] = [maps::IF_STATS, maps::DROP_STATS];
 #[derive(Debug, Error)]
 pub enum DataplaneError {
     #[error("loading the eBPF object{}: {source}", pin_note(.pin_dir))]
-    Load { pin_dir: Option<PathBuf>, #[source] source: Box<aya::EbpfError> },
+    Load {
+        pin_dir: Option<PathBuf>,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
     #[error("program {name} not found in the eBPF object")]
     NoProgram { name: &'static str },
     #[error("program {name}: {source}")]
-    Program { name: &'static str, #[source] source: Box<aya::programs::ProgramError> },
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("attaching {program} to interface {iface}: {source}")]
-    Attach { program: &'static str, iface: String, #[source] source: Box<dyn std::error::Error + Send + Sync> },
+    Attach {
+        program: &'static str,
+        iface: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("map {name}: {source}")]
-    Map { name: &'static str, #[source] source: Box<dyn std::error::Error + Send + Sync> },
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn pin_note(p: &Option<PathBuf>) -> String {
-    p.as_ref().map(|p| format!(" (pin directory {})", p.display())).unwrap_or_default()
+    p.as_ref()
+        .map(|p| format!(" (pin directory {})", p.display()))
+        .unwrap_or_default()
 }
 
 /// Points the pinned link at `prog` (atomic program replacement). The link
@@ -95,8 +119,10 @@ impl Dataplane {
         let mut loader = EbpfLoader::new();
         let paths: Vec<(&str, PathBuf)> = match pin_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|source| DataplaneError::Io { path: dir.to_owned(), source })?;
+                std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Io {
+                    path: dir.to_owned(),
+                    source,
+                })?;
                 MAP_NAMES.iter().map(|m| (*m, dir.join(m))).collect()
             }
             None => Vec::new(),
@@ -113,10 +139,19 @@ impl Dataplane {
                 .program_mut(name)
                 .ok_or(DataplaneError::NoProgram { name })?
                 .try_into()
-                .map_err(|e| DataplaneError::Program { name, source: Box::new(e) })?;
-            prog.load().map_err(|e| DataplaneError::Program { name, source: Box::new(e) })?;
+                .map_err(|e| DataplaneError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
+            prog.load().map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })?;
         }
-        Ok(Dataplane { ebpf, pin_dir: pin_dir.map(Path::to_owned) })
+        Ok(Dataplane {
+            ebpf,
+            pin_dir: pin_dir.map(Path::to_owned),
+        })
     }
 
     /// The loaded program for an attach point (for BPF_PROG_TEST_RUN).
@@ -134,8 +169,11 @@ impl Dataplane {
     pub fn attach(&mut self, which: Attach, iface: &str) -> Result<(), DataplaneError> {
         let program = which.program();
         let link_pin = self.pin_dir.as_ref().map(|d| d.join("links").join(iface));
-        let attach_err =
-            |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach { program, iface: iface.to_owned(), source: e };
+        let attach_err = |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
+            program,
+            iface: iface.to_owned(),
+            source: e,
+        };
         let prog = self.program(which);
         if let Some(pin) = &link_pin {
             if pin.exists() {
@@ -150,12 +188,19 @@ impl Dataplane {
                 }
             }
         }
-        let id = prog.attach(iface, XdpMode::default()).map_err(|e| attach_err(Box::new(e)))?;
+        let id = prog
+            .attach(iface, XdpMode::default())
+            .map_err(|e| attach_err(Box::new(e)))?;
         if let Some(pin) = link_pin {
             let dir = pin.parent().expect("links dir");
-            std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Io { path: dir.to_owned(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
             let owned = prog.take_link(id).map_err(|e| attach_err(Box::new(e)))?;
-            let fd: FdLink = owned.try_into().map_err(|e: aya::programs::links::LinkError| attach_err(Box::new(e)))?;
+            let fd: FdLink = owned
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| attach_err(Box::new(e)))?;
             fd.pin(&pin).map_err(|e| attach_err(Box::new(e)))?;
         }
         Ok(())
@@ -181,34 +226,57 @@ impl Dataplane {
         let ifs: PerCpuHashMap<&MapData, u32, IfStats> = self
             .ebpf
             .map(maps::IF_STATS)
-            .ok_or(DataplaneError::Map { name: maps::IF_STATS, source: "missing".into() })?
+            .ok_or(DataplaneError::Map {
+                name: maps::IF_STATS,
+                source: "missing".into(),
+            })?
             .try_into()
-            .map_err(|e: aya::maps::MapError| DataplaneError::Map { name: maps::IF_STATS, source: Box::new(e) })?;
+            .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+                name: maps::IF_STATS,
+                source: Box::new(e),
+            })?;
         let drops: PerCpuHashMap<&MapData, DropKey, DropStats> = self
             .ebpf
             .map(maps::DROP_STATS)
-            .ok_or(DataplaneError::Map { name: maps::DROP_STATS, source: "missing".into() })?
+            .ok_or(DataplaneError::Map {
+                name: maps::DROP_STATS,
+                source: "missing".into(),
+            })?
             .try_into()
-            .map_err(|e: aya::maps::MapError| DataplaneError::Map { name: maps::DROP_STATS, source: Box::new(e) })?;
+            .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+                name: maps::DROP_STATS,
+                source: Box::new(e),
+            })?;
         Counters::read(&ifs, &drops)
     }
 
     /// Clears every counter (tests run fixture rows one at a time).
     pub fn reset_counters(&mut self) -> Result<(), DataplaneError> {
         for name in MAP_NAMES {
-            let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Map { name, source: "missing".into() })?;
+            let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Map {
+                name,
+                source: "missing".into(),
+            })?;
             match name {
                 maps::IF_STATS => {
                     let mut m: PerCpuHashMap<&mut MapData, u32, IfStats> =
-                        map.try_into().map_err(|e: aya::maps::MapError| DataplaneError::Map { name, source: Box::new(e) })?;
+                        map.try_into()
+                            .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+                                name,
+                                source: Box::new(e),
+                            })?;
                     let keys: Vec<u32> = m.keys().filter_map(Result::ok).collect();
                     for k in keys {
                         let _ = m.remove(&k);
                     }
                 }
                 _ => {
-                    let mut m: PerCpuHashMap<&mut MapData, DropKey, DropStats> =
-                        map.try_into().map_err(|e: aya::maps::MapError| DataplaneError::Map { name, source: Box::new(e) })?;
+                    let mut m: PerCpuHashMap<&mut MapData, DropKey, DropStats> = map
+                        .try_into()
+                        .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+                            name,
+                            source: Box::new(e),
+                        })?;
                     let keys: Vec<DropKey> = m.keys().filter_map(Result::ok).collect();
                     for k in keys {
                         let _ = m.remove(&k);
@@ -234,8 +302,10 @@ impl Counters {
     ) -> Result<Counters, DataplaneError> {
         let mut c = Counters::default();
         for entry in ifs.iter() {
-            let (k, v): (u32, PerCpuValues<IfStats>) =
-                entry.map_err(|e| DataplaneError::Map { name: maps::IF_STATS, source: Box::new(e) })?;
+            let (k, v): (u32, PerCpuValues<IfStats>) = entry.map_err(|e| DataplaneError::Map {
+                name: maps::IF_STATS,
+                source: Box::new(e),
+            })?;
             let sum = c.interfaces.entry(k).or_default();
             for cpu in v.iter() {
                 sum.accumulate(cpu);
@@ -243,10 +313,15 @@ impl Counters {
         }
         for entry in drops.iter() {
             let (k, v): (DropKey, PerCpuValues<DropStats>) =
-                entry.map_err(|e| DataplaneError::Map { name: maps::DROP_STATS, source: Box::new(e) })?;
+                entry.map_err(|e| DataplaneError::Map {
+                    name: maps::DROP_STATS,
+                    source: Box::new(e),
+                })?;
             // A code this build does not know (a newer kernel program) is kept
             // out rather than mislabelled.
-            let Some(reason) = DropReason::from_code(k.reason) else { continue };
+            let Some(reason) = DropReason::from_code(k.reason) else {
+                continue;
+            };
             let sum = c.drops.entry((k.ifindex, reason)).or_default();
             for cpu in v.iter() {
                 sum.accumulate(cpu);
@@ -259,18 +334,29 @@ impl Counters {
     /// loading anything (stratoctl, tests).
     pub fn read_pinned(pin_dir: &Path) -> Result<Counters, DataplaneError> {
         let open = |name: &'static str| {
-            MapData::from_pin(pin_dir.join(name)).map_err(|e| DataplaneError::Map { name, source: Box::new(e) })
+            MapData::from_pin(pin_dir.join(name)).map_err(|e| DataplaneError::Map {
+                name,
+                source: Box::new(e),
+            })
         };
         let ifs = open(maps::IF_STATS)?;
         let drops = open(maps::DROP_STATS)?;
         let ifs_map = aya::maps::Map::PerCpuHashMap(ifs);
         let drops_map = aya::maps::Map::PerCpuHashMap(drops);
-        let ifs: PerCpuHashMap<&MapData, u32, IfStats> = (&ifs_map)
-            .try_into()
-            .map_err(|e: aya::maps::MapError| DataplaneError::Map { name: maps::IF_STATS, source: Box::new(e) })?;
-        let drops: PerCpuHashMap<&MapData, DropKey, DropStats> = (&drops_map)
-            .try_into()
-            .map_err(|e: aya::maps::MapError| DataplaneError::Map { name: maps::DROP_STATS, source: Box::new(e) })?;
+        let ifs: PerCpuHashMap<&MapData, u32, IfStats> =
+            (&ifs_map)
+                .try_into()
+                .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+                    name: maps::IF_STATS,
+                    source: Box::new(e),
+                })?;
+        let drops: PerCpuHashMap<&MapData, DropKey, DropStats> =
+            (&drops_map)
+                .try_into()
+                .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+                    name: maps::DROP_STATS,
+                    source: Box::new(e),
+                })?;
         Counters::read(&ifs, &drops)
     }
 

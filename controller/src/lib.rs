@@ -9,10 +9,10 @@
 //! in the packet path; the packet path only reads maps this code writes.
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod dataplane;
-pub mod telemetry;
 pub mod agent;
 pub mod api;
 pub mod client;
 pub mod controller;
+pub mod dataplane;
 pub mod report;
+pub mod telemetry;

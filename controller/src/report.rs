@@ -78,7 +78,12 @@ pub struct DropReport {
 
 impl DropReport {
     pub fn new(interface: &str, reason: dataplane_common::DropReason, s: DropStats) -> DropReport {
-        DropReport { interface: interface.to_owned(), reason: reason.label().to_owned(), packets: s.packets, bytes: s.bytes }
+        DropReport {
+            interface: interface.to_owned(),
+            reason: reason.label().to_owned(),
+            packets: s.packets,
+            bytes: s.bytes,
+        }
     }
 }
 

@@ -234,7 +234,11 @@ mod tests {
     fn labels_are_unique_snake_case() {
         for (i, a) in DropReason::ALL.iter().enumerate() {
             let l = a.label();
-            assert!(l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()), "{l}");
+            assert!(
+                l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()),
+                "{l}"
+            );
             for b in &DropReason::ALL[i + 1..] {
                 assert_ne!(l, b.label());
             }

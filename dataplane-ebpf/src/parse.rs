@@ -91,7 +91,12 @@ pub fn parse(ctx: &XdpContext, frame_len: u64) -> Result<Parsed, DropReason> {
         ETH_P_IPV4 => parse_ipv4(ctx, off, avail),
         ETH_P_IPV6 => parse_ipv6(ctx, off, avail),
         ETH_P_ARP => parse_arp(ctx, off),
-        _ => Ok(Parsed { l3: L3::Other, l3_off: off, l4_off: 0, l4_proto: 0 }),
+        _ => Ok(Parsed {
+            l3: L3::Other,
+            l3_off: off,
+            l4_off: 0,
+            l4_proto: 0,
+        }),
     }
 }
 
@@ -106,7 +111,12 @@ fn parse_arp(ctx: &XdpContext, off: usize) -> Result<Parsed, DropReason> {
     if htype != 1 || ptype != ETH_P_IPV4 || a[4] != 6 || a[5] != 4 {
         return Err(DropReason::BadArp);
     }
-    Ok(Parsed { l3: L3::Arp, l3_off: off, l4_off: 0, l4_proto: 0 })
+    Ok(Parsed {
+        l3: L3::Arp,
+        l3_off: off,
+        l4_off: 0,
+        l4_proto: 0,
+    })
 }
 
 #[inline(always)]
@@ -136,10 +146,20 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, avail: u64) -> Result<Parsed, DropRe
     let l4_off = off + ihl;
     if frag_offset != 0 {
         // A later fragment: no L4 header to look at.
-        return Ok(Parsed { l3: L3::Ipv4, l3_off: off, l4_off: 0, l4_proto: 0 });
+        return Ok(Parsed {
+            l3: L3::Ipv4,
+            l3_off: off,
+            l4_off: 0,
+            l4_proto: 0,
+        });
     }
     check_l4(ctx, proto, l4_off, total - ihl, more_fragments)?;
-    Ok(Parsed { l3: L3::Ipv4, l3_off: off, l4_off, l4_proto: proto })
+    Ok(Parsed {
+        l3: L3::Ipv4,
+        l3_off: off,
+        l4_off,
+        l4_proto: proto,
+    })
 }
 
 #[inline(always)]
@@ -184,7 +204,12 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, avail: u64) -> Result<Parsed, DropRe
             let fo = u16::from_be_bytes([e[2], e[3]]);
             if fo & 0xfff8 != 0 {
                 // A later fragment: no L4 header.
-                return Ok(Parsed { l3: L3::Ipv6, l3_off: off, l4_off: 0, l4_proto: 0 });
+                return Ok(Parsed {
+                    l3: L3::Ipv6,
+                    l3_off: off,
+                    l4_off: 0,
+                    l4_proto: 0,
+                });
             }
             fragmented = fo & 1 != 0;
         }
@@ -193,12 +218,20 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, avail: u64) -> Result<Parsed, DropRe
         walked += 1;
     }
     if walked == MAX_IPV6_EXT_HEADERS
-        && matches!(next, IPV6_HOPOPTS | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AH | IPV6_DSTOPTS)
+        && matches!(
+            next,
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_FRAGMENT | IPV6_AH | IPV6_DSTOPTS
+        )
     {
         return Err(DropReason::TooManyIpv6ExtHeaders);
     }
     check_l4(ctx, next, cur, payload_end - cur, fragmented)?;
-    Ok(Parsed { l3: L3::Ipv6, l3_off: off, l4_off: cur, l4_proto: next })
+    Ok(Parsed {
+        l3: L3::Ipv6,
+        l3_off: off,
+        l4_off: cur,
+        l4_proto: next,
+    })
 }
 
 /// Checks the L4 header at `off`, `len` bytes of IP payload remaining.

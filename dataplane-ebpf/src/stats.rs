@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{maps, DropKey, DropReason, DropStats, IfStats};
 
-use crate::parse::{L3, Parsed};
+use crate::parse::{Parsed, L3};
 
 #[map(name = "IF_STATS")]
 static IF_STATS: PerCpuHashMap<u32, IfStats> =
@@ -61,7 +61,10 @@ pub fn count_drop(ifindex: u32, len: u64, reason: DropReason) {
         s.rx_bytes += len;
         s.dropped += 1;
     }
-    let key = DropKey { ifindex, reason: reason as u32 };
+    let key = DropKey {
+        ifindex,
+        reason: reason as u32,
+    };
     let p = match DROP_STATS.get_ptr_mut(key) {
         Some(p) => p,
         None => {

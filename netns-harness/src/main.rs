@@ -164,7 +164,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Hosts => {
             for h in Region::attach(prefix)?.hosts() {
-                println!("{} {} {} {} {}", h.name, h.netns, h.role, h.underlay_ip, h.uplink);
+                println!(
+                    "{} {} {} {} {}",
+                    h.name, h.netns, h.role, h.underlay_ip, h.uplink
+                );
             }
         }
         Cmd::Spawn { name, node, argv } => {
@@ -175,7 +178,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!(
                 "{name}: pid {} (log {})",
                 child.id(),
-                region.state_dir().join("logs").join(format!("{name}.log")).display()
+                region
+                    .state_dir()
+                    .join("logs")
+                    .join(format!("{name}.log"))
+                    .display()
             );
         }
         Cmd::Down => {

@@ -6,7 +6,8 @@
 use std::{
     net::TcpListener,
     path::PathBuf,
-    process::Command,
+    process::{Child, Command},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -23,18 +24,29 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (make test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        p.display()
+    );
     p
 }
 
 /// A run prefix unique to this process and tag (`[a-z][a-z0-9]{0,7}`).
 pub fn unique_prefix(tag: &str) -> String {
-    assert!(tag.len() <= 3 && tag.chars().all(|c| c.is_ascii_lowercase()), "tag {tag:?}");
+    assert!(
+        tag.len() <= 3 && tag.chars().all(|c| c.is_ascii_lowercase()),
+        "tag {tag:?}"
+    );
     format!("{tag}{}", std::process::id() % 10000)
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 pub struct Cloud {
@@ -43,6 +55,8 @@ pub struct Cloud {
     pub api: Endpoint,
     /// The controller's Unix socket, as agents in host namespaces reach it.
     pub socket: PathBuf,
+    /// Processes started through the harness, by run name (reaped on stop/drop).
+    children: Mutex<Vec<(String, Child)>>,
 }
 
 impl Cloud {
@@ -57,16 +71,28 @@ impl Cloud {
         let region = Region::up(topology, &prefix).unwrap_or_else(|e| panic!("region up: {e}"));
         let socket = region.state_dir().join("controller.sock");
         let api = Endpoint::Tcp(format!("127.0.0.1:{}", free_port()));
-        let cloud = Cloud { region, api, socket };
+        let cloud = Cloud {
+            region,
+            api,
+            socket,
+            children: Mutex::new(Vec::new()),
+        };
         cloud.start_controller();
         for h in cloud.region.hosts() {
             cloud.start_agent(&h);
         }
         let n = cloud.region.hosts().len();
-        cloud.wait_until("every host's agent reports", Duration::from_secs(30), || {
-            let hosts = cloud.hosts();
-            hosts.len() == n && hosts.iter().all(|h| h.state == "up" && h.report.interfaces.iter().any(|i| i.error.is_none()))
-        });
+        cloud.wait_until(
+            "every host's agent reports",
+            Duration::from_secs(30),
+            || {
+                let hosts = cloud.hosts();
+                hosts.len() == n
+                    && hosts.iter().all(|h| {
+                        h.state == "up" && h.report.interfaces.iter().any(|i| i.error.is_none())
+                    })
+            },
+        );
         cloud
     }
 
@@ -75,11 +101,22 @@ impl Cloud {
     }
 
     pub fn start_controller(&self) {
-        let Endpoint::Tcp(addr) = &self.api else { unreachable!() };
+        let Endpoint::Tcp(addr) = &self.api else {
+            unreachable!()
+        };
         let mut cmd = Command::new(bin("strato-controller"));
         cmd.args(["--listen", addr, "--socket"]).arg(&self.socket);
-        self.region.spawn("controller", None, cmd).unwrap_or_else(|e| panic!("spawn controller: {e}"));
-        self.wait_until("the controller answers", Duration::from_secs(10), || self.get("/").is_ok());
+        let child = self
+            .region
+            .spawn("controller", None, cmd)
+            .unwrap_or_else(|e| panic!("spawn controller: {e}"));
+        self.children
+            .lock()
+            .expect("children")
+            .push(("controller".into(), child));
+        self.wait_until("the controller answers", Duration::from_secs(10), || {
+            self.get("/").is_ok()
+        });
     }
 
     /// Host id as the agents and the controller know it: the namespace name
@@ -90,32 +127,56 @@ impl Cloud {
 
     pub fn start_agent(&self, h: &Host) {
         let mut cmd = Command::new(bin("strato-agent"));
-        cmd.args(["--host", &Self::host_id(h), "--uplink", &h.uplink, "--interval", "0.2", "--controller"])
-            .arg(format!("unix:{}", self.socket.display()));
-        self.region
-            .spawn(&format!("agent-{}", h.name), Some(&h.name), cmd)
+        cmd.args([
+            "--host",
+            &Self::host_id(h),
+            "--uplink",
+            &h.uplink,
+            "--interval",
+            "0.2",
+            "--controller",
+        ])
+        .arg(format!("unix:{}", self.socket.display()));
+        let name = format!("agent-{}", h.name);
+        let child = self
+            .region
+            .spawn(&name, Some(&h.name), cmd)
             .unwrap_or_else(|e| panic!("spawn agent on {}: {e}", h.name));
+        self.children.lock().expect("children").push((name, child));
     }
 
-    /// Stops a spawned process with SIGTERM and waits for it to exit.
+    /// Stops a spawned process with SIGTERM and waits (up to 5 s) for it to exit.
     pub fn stop(&self, name: &str) {
-        let pidfile = self.region.state_dir().join("pids").join(format!("{name}.pid"));
-        let text = std::fs::read_to_string(&pidfile).unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
-        let pid: i32 = text.split_whitespace().next().and_then(|p| p.parse().ok()).expect("pid in pidfile");
-        // SAFETY: plain kill(2) on a pid this run started.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let mut children = self.children.lock().expect("children");
+        let i = children
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no process {name} in this run"));
+        let (_, mut child) = children.remove(i);
+        // SAFETY: plain kill(2) on a child this test started and has not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            // Reap if it is our child; harmless otherwise.
-            // SAFETY: waitpid with WNOHANG on a specific pid.
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        while child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not exit within 5 s of SIGTERM");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::fs::remove_file(&pidfile);
+        let _ = std::fs::remove_file(
+            self.region
+                .state_dir()
+                .join("pids")
+                .join(format!("{name}.pid")),
+        );
     }
 
     pub fn get(&self, path: &str) -> Result<serde_json::Value, strato::client::ClientError> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(strato::client::get_json(&self.api, path))
     }
 
@@ -127,7 +188,9 @@ impl Cloud {
     }
 
     pub fn host(&self, h: &Host) -> HostStatus {
-        let v = self.get(&format!("/internal/v1/hosts/{}", Self::host_id(h))).expect("host status");
+        let v = self
+            .get(&format!("/internal/v1/hosts/{}", Self::host_id(h)))
+            .expect("host status");
         serde_json::from_value(v["host"].clone()).expect("host JSON")
     }
 
@@ -159,6 +222,16 @@ impl Drop for Cloud {
         match Region::down(self.region.prefix()) {
             Ok(r) => eprintln!("cleanup: {r}"),
             Err(e) => eprintln!("cleanup of {} failed: {e}", self.region.prefix()),
+        }
+        // down killed them; reap so no zombie outlives the test.
+        for (_, mut c) in self
+            .children
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }

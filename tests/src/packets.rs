@@ -21,32 +21,44 @@ fn write(b: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 }
 
 pub fn ipv4_tcp(payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(SRC4, DST4, 64).tcp(40000, 80, 1, 65535);
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv4(SRC4, DST4, 64)
+        .tcp(40000, 80, 1, 65535);
     write(|v| b.write(v, payload).expect("build ipv4/tcp"))
 }
 
 pub fn ipv4_udp(payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(SRC4, DST4, 64).udp(40000, 53);
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv4(SRC4, DST4, 64)
+        .udp(40000, 53);
     write(|v| b.write(v, payload).expect("build ipv4/udp"))
 }
 
 pub fn ipv4_icmp_echo(payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv4(SRC4, DST4, 64).icmpv4_echo_request(7, 1);
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv4(SRC4, DST4, 64)
+        .icmpv4_echo_request(7, 1);
     write(|v| b.write(v, payload).expect("build ipv4/icmp"))
 }
 
 pub fn ipv6_tcp(payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv6(SRC6, DST6, 64).tcp(40000, 80, 1, 65535);
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv6(SRC6, DST6, 64)
+        .tcp(40000, 80, 1, 65535);
     write(|v| b.write(v, payload).expect("build ipv6/tcp"))
 }
 
 pub fn ipv6_udp(payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv6(SRC6, DST6, 64).udp(40000, 53);
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv6(SRC6, DST6, 64)
+        .udp(40000, 53);
     write(|v| b.write(v, payload).expect("build ipv6/udp"))
 }
 
 pub fn ipv6_icmp_echo(payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC).ipv6(SRC6, DST6, 64).icmpv6_echo_request(7, 1);
+    let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
+        .ipv6(SRC6, DST6, 64)
+        .icmpv6_echo_request(7, 1);
     write(|v| b.write(v, payload).expect("build ipv6/icmpv6"))
 }
 
@@ -60,7 +72,10 @@ pub fn vlan_ipv4_udp(vid: u16, payload: &[u8]) -> Vec<u8> {
 
 pub fn qinq_ipv4_udp(outer: u16, inner: u16, payload: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
-        .double_vlan(VlanId::try_new(outer).expect("vid"), VlanId::try_new(inner).expect("vid"))
+        .double_vlan(
+            VlanId::try_new(outer).expect("vid"),
+            VlanId::try_new(inner).expect("vid"),
+        )
         .ipv4(SRC4, DST4, 64)
         .udp(40000, 53);
     write(|v| b.write(v, payload).expect("build qinq/ipv4/udp"))

@@ -73,7 +73,13 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(description: impl Into<String>, input: Vec<u8>, expect: Expect) -> Fixture {
-        Fixture { description: description.into(), attach: Attach::Uplink, input, expect, output: None }
+        Fixture {
+            description: description.into(),
+            attach: Attach::Uplink,
+            input,
+            expect,
+            output: None,
+        }
     }
 
     pub fn on(mut self, attach: Attach) -> Fixture {
@@ -100,7 +106,8 @@ impl ProgramTester {
     /// program-test tier is privileged and says so instead of skipping.
     pub fn new() -> ProgramTester {
         crate::require_root("program tests (BPF_PROG_TEST_RUN)");
-        let dp = Dataplane::load(None).unwrap_or_else(|e| panic!("loading the dataplane object: {e:#}"));
+        let dp =
+            Dataplane::load(None).unwrap_or_else(|e| panic!("loading the dataplane object: {e:#}"));
         ProgramTester { dp }
     }
 
@@ -111,7 +118,11 @@ impl ProgramTester {
     }
 
     /// As [`run`](Self::run), but returns the kernel's refusal instead of panicking.
-    pub fn try_run(&mut self, attach: Attach, input: &[u8]) -> Result<Outcome, aya::programs::ProgramError> {
+    pub fn try_run(
+        &mut self,
+        attach: Attach,
+        input: &[u8],
+    ) -> Result<Outcome, aya::programs::ProgramError> {
         self.dp.reset_counters().expect("reset counters");
         // Room for programs that grow the frame (encapsulation) later.
         let mut out = vec![0u8; input.len() + 256];
@@ -126,10 +137,18 @@ impl ProgramTester {
             prog.test_run(opts)?
         };
         out.truncate(result.data_size_out as usize);
-        let verdict = Verdict::from_code(result.return_value)
-            .unwrap_or_else(|| panic!("program returned {} which is not an XDP action", result.return_value));
+        let verdict = Verdict::from_code(result.return_value).unwrap_or_else(|| {
+            panic!(
+                "program returned {} which is not an XDP action",
+                result.return_value
+            )
+        });
         let counters = self.dp.counters().expect("read counters");
-        Ok(Outcome { verdict, output: out, counters })
+        Ok(Outcome {
+            verdict,
+            output: out,
+            counters,
+        })
     }
 
     /// Runs a row and panics with the row's description and every mismatch.
@@ -141,16 +160,34 @@ impl ProgramTester {
     /// (the program still checks it, as defence in depth).
     pub fn check(&mut self, f: &Fixture) {
         if f.input.len() < MIN_FRAME {
-            assert_eq!(f.expect, Expect::Drop(DropReason::TruncatedEthernet), "fixture '{}'", f.description);
-            assert!(self.try_run(f.attach, &f.input).is_err(), "fixture '{}': kernel ran a {}-byte frame", f.description, f.input.len());
+            assert_eq!(
+                f.expect,
+                Expect::Drop(DropReason::TruncatedEthernet),
+                "fixture '{}'",
+                f.description
+            );
+            assert!(
+                self.try_run(f.attach, &f.input).is_err(),
+                "fixture '{}': kernel ran a {}-byte frame",
+                f.description,
+                f.input.len()
+            );
             return;
         }
         let o = self.run(f.attach, &f.input);
         let mut problems = Vec::new();
         let len = f.input.len() as u64;
-        let stats = o.counters.interfaces.get(&TEST_IFINDEX).copied().unwrap_or_default();
+        let stats = o
+            .counters
+            .interfaces
+            .get(&TEST_IFINDEX)
+            .copied()
+            .unwrap_or_default();
         if stats.rx_packets != 1 || stats.rx_bytes != len {
-            problems.push(format!("rx counters {}/{} bytes, want 1/{len}", stats.rx_packets, stats.rx_bytes));
+            problems.push(format!(
+                "rx counters {}/{} bytes, want 1/{len}",
+                stats.rx_packets, stats.rx_bytes
+            ));
         }
         match &f.expect {
             Expect::Pass(class) => {
@@ -159,9 +196,18 @@ impl ProgramTester {
                 }
                 let want_out = f.output.as_ref().unwrap_or(&f.input);
                 if &o.output != want_out {
-                    problems.push(format!("output differs:\n  got  {}\n  want {}", hex(&o.output), hex(want_out)));
+                    problems.push(format!(
+                        "output differs:\n  got  {}\n  want {}",
+                        hex(&o.output),
+                        hex(want_out)
+                    ));
                 }
-                let mut want = IfStats { rx_packets: 1, rx_bytes: len, passed: 1, ..Default::default() };
+                let mut want = IfStats {
+                    rx_packets: 1,
+                    rx_bytes: len,
+                    passed: 1,
+                    ..Default::default()
+                };
                 match class {
                     Class::Ipv4 => want.ipv4 = 1,
                     Class::Ipv6 => want.ipv6 = 1,
@@ -177,16 +223,35 @@ impl ProgramTester {
             }
             Expect::Drop(reason) => {
                 if o.verdict != Verdict::Drop {
-                    problems.push(format!("verdict {:?}, want Drop ({})", o.verdict, reason.label()));
+                    problems.push(format!(
+                        "verdict {:?}, want Drop ({})",
+                        o.verdict,
+                        reason.label()
+                    ));
                 }
                 if stats.dropped != 1 || stats.passed != 0 {
-                    problems.push(format!("interface counters {stats:?}, want dropped=1 passed=0"));
+                    problems.push(format!(
+                        "interface counters {stats:?}, want dropped=1 passed=0"
+                    ));
                 }
-                let want = [((TEST_IFINDEX, *reason), DropStats { packets: 1, bytes: len })];
+                let want = [(
+                    (TEST_IFINDEX, *reason),
+                    DropStats {
+                        packets: 1,
+                        bytes: len,
+                    },
+                )];
                 let got: Vec<_> = o.counters.drops.iter().map(|(k, v)| (*k, *v)).collect();
                 if got != want {
-                    let got: Vec<_> = got.iter().map(|((_, r), s)| format!("{}={}", r.label(), s.packets)).collect();
-                    problems.push(format!("drop counters [{}], want [{}=1]", got.join(", "), reason.label()));
+                    let got: Vec<_> = got
+                        .iter()
+                        .map(|((_, r), s)| format!("{}={}", r.label(), s.packets))
+                        .collect();
+                    problems.push(format!(
+                        "drop counters [{}], want [{}=1]",
+                        got.join(", "),
+                        reason.label()
+                    ));
                 }
             }
         }
@@ -206,7 +271,12 @@ impl ProgramTester {
     pub fn time(&mut self, attach: Attach, input: &[u8], repeat: u32) -> Duration {
         let mut out = vec![0u8; input.len() + 256];
         let prog = self.dp.program(attach);
-        let opts = TestRunOptions { data_in: Some(input), data_out: Some(&mut out), repeat, ..Default::default() };
+        let opts = TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        };
         prog.test_run(opts).expect("BPF_PROG_TEST_RUN").duration
     }
 }
@@ -218,5 +288,8 @@ impl Default for ProgramTester {
 }
 
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join("")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join("")
 }

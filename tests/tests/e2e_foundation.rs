@@ -27,8 +27,15 @@ fn send_raw(cloud: &Cloud, node: &str, iface: &str, frame: &[u8]) {
     let script = format!(
         "import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('{iface}', 0)); s.send(bytes.fromhex('{hex}'))"
     );
-    let out = cloud.region.exec(node, &["/usr/bin/python3", "-c", &script]).expect("exec python3");
-    assert!(out.status.success(), "sending a raw frame: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cloud
+        .region
+        .exec(node, &["/usr/bin/python3", "-c", &script])
+        .expect("exec python3");
+    assert!(
+        out.status.success(),
+        "sending a raw frame: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Processes whose command line mentions the run prefix (agents carry
@@ -58,20 +65,43 @@ fn region_traffic_counters_faults_and_cleanup() {
     let cloud = Cloud::up("fnd", &Topology::default_region());
     let prefix = cloud.prefix().to_owned();
     let hosts = cloud.region.hosts();
-    assert_eq!(hosts.len(), 6, "default region: 2 AZs x (2 compute + 1 gateway)");
+    assert_eq!(
+        hosts.len(),
+        6,
+        "default region: 2 AZs x (2 compute + 1 gateway)"
+    );
 
     // Every agent attached the uplink program and reports it.
     for h in &hosts {
         let s = cloud.host(h);
-        let up = s.report.interfaces.iter().find(|i| i.name == h.uplink).expect("uplink reported");
+        let up = s
+            .report
+            .interfaces
+            .iter()
+            .find(|i| i.name == h.uplink)
+            .expect("uplink reported");
         assert_eq!(up.role, Role::Uplink);
         assert_eq!(up.error, None, "{}: {:?}", h.name, up.error);
-        assert!(Path::new(&s.report.pin_dir).join("IF_STATS").exists(), "{}: maps not pinned", h.name);
-        assert!(Path::new(&s.report.pin_dir).join("links").join(&h.uplink).exists(), "{}: link not pinned", h.name);
+        assert!(
+            Path::new(&s.report.pin_dir).join("IF_STATS").exists(),
+            "{}: maps not pinned",
+            h.name
+        );
+        assert!(
+            Path::new(&s.report.pin_dir)
+                .join("links")
+                .join(&h.uplink)
+                .exists(),
+            "{}: link not pinned",
+            h.name
+        );
     }
 
     // Full mesh over the underlay, through every host's XDP program.
-    let before: Vec<u64> = hosts.iter().map(|h| uplink_counters(&cloud.host(h)).ipv4).collect();
+    let before: Vec<u64> = hosts
+        .iter()
+        .map(|h| uplink_counters(&cloud.host(h)).ipv4)
+        .collect();
     thread::scope(|s| {
         for a in &hosts {
             for b in &hosts {
@@ -80,15 +110,27 @@ fn region_traffic_counters_faults_and_cleanup() {
                 }
                 let cloud = &cloud;
                 s.spawn(move || {
-                    assert!(cloud.ping(&a.name, &b.underlay_ip.to_string()), "{} cannot ping {}", a.name, b.name);
+                    assert!(
+                        cloud.ping(&a.name, &b.underlay_ip.to_string()),
+                        "{} cannot ping {}",
+                        a.name,
+                        b.name
+                    );
                 });
             }
         }
     });
     // Each host received 5 echo requests and 5 replies: counters moved by at least 10.
-    cloud.wait_until("uplink IPv4 counters reflect the mesh", Duration::from_secs(5), || {
-        hosts.iter().zip(&before).all(|(h, b)| uplink_counters(&cloud.host(h)).ipv4 >= b + 10)
-    });
+    cloud.wait_until(
+        "uplink IPv4 counters reflect the mesh",
+        Duration::from_secs(5),
+        || {
+            hosts
+                .iter()
+                .zip(&before)
+                .all(|(h, b)| uplink_counters(&cloud.host(h)).ipv4 >= b + 10)
+        },
+    );
 
     // A malformed frame from the fabric is dropped and counted with its reason.
     let c1 = hosts.iter().find(|h| h.name == "az1-c1").expect("az1-c1");
@@ -99,35 +141,81 @@ fn region_traffic_counters_faults_and_cleanup() {
     for _ in 0..3 {
         send_raw(&cloud, "az1-fab", "c1", &bad);
     }
-    cloud.wait_until("az1-c1 counts bad_ipv4_total_length drops", Duration::from_secs(5), || {
-        cloud.host(c1).report.drops.iter().any(|d| d.interface == "eth0" && d.reason == "bad_ipv4_total_length" && d.packets >= 3)
-    });
+    cloud.wait_until(
+        "az1-c1 counts bad_ipv4_total_length drops",
+        Duration::from_secs(5),
+        || {
+            cloud.host(c1).report.drops.iter().any(|d| {
+                d.interface == "eth0" && d.reason == "bad_ipv4_total_length" && d.packets >= 3
+            })
+        },
+    );
 
     // A VM port appears: the agent attaches the port program and counts its traffic.
     let mut spec = VmSpec::new("v1", "az1-c1", "tapfnd0001-aa");
     spec.addr = Some("10.0.0.5/24".parse().expect("cidr"));
     spec.gateway = Some("10.0.0.1".parse().expect("ip"));
     cloud.region.vm_create(&spec).expect("vm create");
-    cloud.wait_until("the agent attached to the VM port", Duration::from_secs(5), || {
-        cloud.host(c1).report.interfaces.iter().any(|i| i.name == "tapfnd0001-aa" && i.role == Role::Port && i.error.is_none())
-    });
+    cloud.wait_until(
+        "the agent attached to the VM port",
+        Duration::from_secs(5),
+        || {
+            cloud
+                .host(c1)
+                .report
+                .interfaces
+                .iter()
+                .any(|i| i.name == "tapfnd0001-aa" && i.role == Role::Port && i.error.is_none())
+        },
+    );
     // The VM resolves its gateway: ARP requests cross the port program.
-    let _ = cloud.region.exec("vm-v1", &["ping", "-c2", "-W1", "-q", "10.0.0.1"]);
-    cloud.wait_until("the port program counted the VM's ARP", Duration::from_secs(5), || {
-        cloud.host(c1).report.interfaces.iter().any(|i| i.name == "tapfnd0001-aa" && i.counters.arp >= 1)
-    });
+    let _ = cloud
+        .region
+        .exec("vm-v1", &["ping", "-c2", "-W1", "-q", "10.0.0.1"]);
+    cloud.wait_until(
+        "the port program counted the VM's ARP",
+        Duration::from_secs(5),
+        || {
+            cloud
+                .host(c1)
+                .report
+                .interfaces
+                .iter()
+                .any(|i| i.name == "tapfnd0001-aa" && i.counters.arp >= 1)
+        },
+    );
     cloud.region.vm_delete("v1").expect("vm delete");
-    cloud.wait_until("the agent forgot the deleted port", Duration::from_secs(5), || {
-        !cloud.host(c1).report.interfaces.iter().any(|i| i.name == "tapfnd0001-aa")
-    });
-    assert!(!Path::new(&cloud.host(c1).report.pin_dir).join("links/tapfnd0001-aa").exists(), "stale link pin");
+    cloud.wait_until(
+        "the agent forgot the deleted port",
+        Duration::from_secs(5),
+        || {
+            !cloud
+                .host(c1)
+                .report
+                .interfaces
+                .iter()
+                .any(|i| i.name == "tapfnd0001-aa")
+        },
+    );
+    assert!(
+        !Path::new(&cloud.host(c1).report.pin_dir)
+            .join("links/tapfnd0001-aa")
+            .exists(),
+        "stale link pin"
+    );
 
     // Agent restart during a continuous ping: programs stay attached through
     // their pinned links, so nothing is lost.
     let c2 = hosts.iter().find(|h| h.name == "az2-c1").expect("az2-c1");
     let target = c2.underlay_ip.to_string();
     let pinger = {
-        let cmd = cloud.region.command("az1-c1", &["ping", "-i", "0.02", "-c", "150", "-W", "1", "-q", &target]).expect("cmd");
+        let cmd = cloud
+            .region
+            .command(
+                "az1-c1",
+                &["ping", "-i", "0.02", "-c", "150", "-W", "1", "-q", &target],
+            )
+            .expect("cmd");
         spawn_output(cmd)
     };
     thread::sleep(Duration::from_millis(500));
@@ -136,33 +224,72 @@ fn region_traffic_counters_faults_and_cleanup() {
     cloud.start_agent(c2);
     let out = pinger.join().expect("ping thread");
     let loss = received_loss(&out);
-    assert!(loss <= 2, "lost {loss} of 150 pings across an agent restart:\n{out}");
-    cloud.wait_until("the restarted agent reports again", Duration::from_secs(5), || {
-        let s = cloud.host(c2);
-        s.state == "up" && s.last_seen_ms_ago < 1000 && s.report.interfaces.iter().any(|i| i.name == "eth0" && i.error.is_none())
-    });
+    assert!(
+        loss <= 2,
+        "lost {loss} of 150 pings across an agent restart:\n{out}"
+    );
+    cloud.wait_until(
+        "the restarted agent reports again",
+        Duration::from_secs(5),
+        || {
+            let s = cloud.host(c2);
+            s.state == "up"
+                && s.last_seen_ms_ago < 1000
+                && s.report
+                    .interfaces
+                    .iter()
+                    .any(|i| i.name == "eth0" && i.error.is_none())
+        },
+    );
 
     // The AZ's spine link fails: cross-AZ traffic stops, intra-AZ goes on.
-    cloud.region.fail(&FailTarget::Link("az1-spine".into())).expect("fail link");
+    cloud
+        .region
+        .fail(&FailTarget::Link("az1-spine".into()))
+        .expect("fail link");
     let az1_c2 = hosts.iter().find(|h| h.name == "az1-c2").expect("az1-c2");
-    assert!(cloud.ping("az1-c1", &az1_c2.underlay_ip.to_string()), "intra-AZ ping failed during the spine failure");
-    assert!(!cloud.ping("az1-c1", &target), "cross-AZ ping succeeded with az1's spine link down");
+    assert!(
+        cloud.ping("az1-c1", &az1_c2.underlay_ip.to_string()),
+        "intra-AZ ping failed during the spine failure"
+    );
+    assert!(
+        !cloud.ping("az1-c1", &target),
+        "cross-AZ ping succeeded with az1's spine link down"
+    );
     cloud.region.heal().expect("heal");
-    cloud.wait_until("cross-AZ traffic is back after heal", Duration::from_secs(10), || cloud.ping("az1-c1", &target));
+    cloud.wait_until(
+        "cross-AZ traffic is back after heal",
+        Duration::from_secs(10),
+        || cloud.ping("az1-c1", &target),
+    );
 
     // Down leaves no namespace, pin, process or state behind.
     drop(cloud);
-    let left: Vec<String> = String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().expect("ip").stdout)
-        .lines()
-        .filter(|l| l.starts_with(&format!("{prefix}-")))
-        .map(str::to_owned)
-        .collect();
+    let left: Vec<String> = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip")
+            .stdout,
+    )
+    .lines()
+    .filter(|l| l.starts_with(&format!("{prefix}-")))
+    .map(str::to_owned)
+    .collect();
     assert!(left.is_empty(), "namespaces left: {left:?}");
     let pins: Vec<_> = std::fs::read_dir("/sys/fs/bpf/strato")
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&format!("{prefix}-"))).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{prefix}-")))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(pins.is_empty(), "pin dirs left: {pins:?}");
-    assert!(!Path::new("/run/strato").join(&prefix).exists(), "state dir left");
+    assert!(
+        !Path::new("/run/strato").join(&prefix).exists(),
+        "state dir left"
+    );
     let procs = processes_of(&prefix);
     assert!(procs.is_empty(), "processes left: {procs:?}");
 }
@@ -174,18 +301,36 @@ fn controller_outage_does_not_stop_the_dataplane() {
     let cloud = Cloud::up("out", &Topology::default_region());
     let hosts = cloud.region.hosts();
     let a = &hosts[0];
-    let b = hosts.iter().find(|h| h.az != a.az).expect("a host in the other AZ");
+    let b = hosts
+        .iter()
+        .find(|h| h.az != a.az)
+        .expect("a host in the other AZ");
     cloud.stop("controller");
-    assert!(cloud.hosts().is_empty(), "controller still answering after stop");
+    assert!(
+        cloud.hosts().is_empty(),
+        "controller still answering after stop"
+    );
     let pin_dir = Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(b));
-    let before = strato::dataplane::Counters::read_pinned(&pin_dir).expect("pinned counters").total();
-    assert!(cloud.ping(&a.name, &b.underlay_ip.to_string()), "forwarding stopped with the controller down");
-    let after = strato::dataplane::Counters::read_pinned(&pin_dir).expect("pinned counters").total();
-    assert!(after.ipv4 >= before.ipv4 + 1, "counting stopped with the controller down: {before:?} -> {after:?}");
+    let before = strato::dataplane::Counters::read_pinned(&pin_dir)
+        .expect("pinned counters")
+        .total();
+    assert!(
+        cloud.ping(&a.name, &b.underlay_ip.to_string()),
+        "forwarding stopped with the controller down"
+    );
+    let after = strato::dataplane::Counters::read_pinned(&pin_dir)
+        .expect("pinned counters")
+        .total();
+    assert!(
+        after.ipv4 > before.ipv4,
+        "counting stopped with the controller down: {before:?} -> {after:?}"
+    );
     cloud.start_controller();
-    cloud.wait_until("every agent reports to the restarted controller", Duration::from_secs(10), || {
-        cloud.hosts().len() == hosts.len()
-    });
+    cloud.wait_until(
+        "every agent reports to the restarted controller",
+        Duration::from_secs(10),
+        || cloud.hosts().len() == hosts.len(),
+    );
     // The harness state of the run is intact and re-attachable (as `make down` does).
     let again = Region::attach(cloud.prefix()).expect("attach to the run");
     assert_eq!(again.hosts().len(), hosts.len());
@@ -200,7 +345,13 @@ fn spawn_output(mut cmd: Command) -> thread::JoinHandle<String> {
 
 /// Lost packets from ping's summary line ("150 packets transmitted, 149 received").
 fn received_loss(out: &str) -> u64 {
-    let line = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("no ping summary in {out}"));
-    let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|t| t.parse().ok()).collect();
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary in {out}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
     nums[0] - nums[1]
 }

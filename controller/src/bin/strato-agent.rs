@@ -13,7 +13,11 @@ use strato::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "strato-agent", version, about = "Strato host agent: loads and attaches the eBPF dataplane, reports to the controller")]
+#[command(
+    name = "strato-agent",
+    version,
+    about = "Strato host agent: loads and attaches the eBPF dataplane, reports to the controller"
+)]
 struct Args {
     /// This host's name (also its pin directory under --pin-root).
     #[arg(long, env = "STRATO_HOST")]
@@ -49,12 +53,16 @@ fn main() -> anyhow::Result<()> {
     telemetry::init("strato-agent");
     let args = Args::parse();
     if !(0.05..=3600.0).contains(&args.interval) {
-        anyhow::bail!("--interval must be between 0.05 and 3600 seconds, got {}", args.interval);
+        anyhow::bail!(
+            "--interval must be between 0.05 and 3600 seconds, got {}",
+            args.interval
+        );
     }
     if let Some(ns) = &args.netns {
         // Before any thread exists: setns applies to the calling thread only.
         let path = PathBuf::from("/run/netns").join(ns);
-        let f = std::fs::File::open(&path).with_context(|| format!("opening network namespace {}", path.display()))?;
+        let f = std::fs::File::open(&path)
+            .with_context(|| format!("opening network namespace {}", path.display()))?;
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
             .with_context(|| format!("entering network namespace {ns}"))?;
     }
@@ -66,7 +74,10 @@ fn main() -> anyhow::Result<()> {
         pin_root: args.pin_root,
         interval: Duration::from_secs_f64(args.interval),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     rt.block_on(async move {
         let _span = tracing::info_span!("agent", host = %cfg.host).entered();
         let agent = Agent::start(cfg)?;
@@ -76,7 +87,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},

@@ -9,7 +9,11 @@ use clap::Parser;
 use strato::{api, controller::Controller, telemetry};
 
 #[derive(Parser, Debug)]
-#[command(name = "strato-controller", version, about = "Strato controller: API server, desired state, compiler")]
+#[command(
+    name = "strato-controller",
+    version,
+    about = "Strato controller: API server, desired state, compiler"
+)]
 struct Args {
     /// TCP address for the API.
     #[arg(long, default_value = "127.0.0.1:9696", env = "STRATO_LISTEN")]
@@ -33,7 +37,11 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     {
         let app = app.clone();
-        tasks.spawn(async move { axum::serve(tcp, app).with_graceful_shutdown(shutdown()).await });
+        tasks.spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        });
     }
     if let Some(path) = &args.socket {
         if let Some(dir) = path.parent() {
@@ -41,12 +49,18 @@ async fn main() -> anyhow::Result<()> {
         }
         // A socket left by a crashed controller would make bind fail.
         let _ = std::fs::remove_file(path);
-        let unix = tokio::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        let unix = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("binding {}", path.display()))?;
         tracing::info!(socket = %path.display(), "API listening on Unix socket");
-        tasks.spawn(async move { axum::serve(unix, app).with_graceful_shutdown(shutdown()).await });
+        tasks.spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+        });
     }
     while let Some(r) = tasks.join_next().await {
-        r.context("server task panicked")?.context("serving the API")?;
+        r.context("server task panicked")?
+            .context("serving the API")?;
     }
     if let Some(path) = &args.socket {
         let _ = std::fs::remove_file(path);
@@ -56,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},

@@ -13,10 +13,19 @@ use strato::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "stratoctl", version, about = "Inspect a Strato region: hosts, interfaces, counters, drop reasons")]
+#[command(
+    name = "stratoctl",
+    version,
+    about = "Inspect a Strato region: hosts, interfaces, counters, drop reasons"
+)]
 struct Args {
     /// Controller endpoint: http://HOST:PORT or unix:/path/to/socket.
-    #[arg(long, global = true, env = "STRATO_CONTROLLER", default_value = "http://127.0.0.1:9696")]
+    #[arg(
+        long,
+        global = true,
+        env = "STRATO_CONTROLLER",
+        default_value = "http://127.0.0.1:9696"
+    )]
     controller: Endpoint,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -49,16 +58,24 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     match args.cmd {
         Cmd::Hosts => {
-            let v: serde_json::Value = rt.block_on(client::get_json(&args.controller, "/internal/v1/hosts"))?;
-            let hosts: Vec<HostStatus> = serde_json::from_value(v["hosts"].clone()).context("decoding hosts")?;
+            let v: serde_json::Value =
+                rt.block_on(client::get_json(&args.controller, "/internal/v1/hosts"))?;
+            let hosts: Vec<HostStatus> =
+                serde_json::from_value(v["hosts"].clone()).context("decoding hosts")?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&hosts)?);
                 return Ok(());
             }
-            println!("{:<24} {:<5} {:>9} {:>6} {:>12} {:>14} {:>10}", "HOST", "STATE", "SEEN", "IFACES", "RX PACKETS", "RX BYTES", "DROPPED");
+            println!(
+                "{:<24} {:<5} {:>9} {:>6} {:>12} {:>14} {:>10}",
+                "HOST", "STATE", "SEEN", "IFACES", "RX PACKETS", "RX BYTES", "DROPPED"
+            );
             for h in hosts {
                 let (mut p, mut b, mut d) = (0, 0, 0);
                 for i in &h.report.interfaces {
@@ -81,7 +98,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Host { name } => {
             let path = format!("/internal/v1/hosts/{name}");
             let v: serde_json::Value = rt.block_on(client::get_json(&args.controller, &path))?;
-            let h: HostStatus = serde_json::from_value(v["host"].clone()).context("decoding host")?;
+            let h: HostStatus =
+                serde_json::from_value(v["host"].clone()).context("decoding host")?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&h)?);
                 return Ok(());
@@ -95,8 +113,17 @@ fn run(args: Args) -> anyhow::Result<()> {
                 h.report.pin_dir
             );
             println!(
-                "{:<16} {:<7} {:>7} {:>10} {:>12} {:>8} {:>8} {:>6} {:>6} {:>8}  {}",
-                "INTERFACE", "ROLE", "IFINDEX", "RX PKTS", "RX BYTES", "IPV4", "IPV6", "ARP", "OTHER", "DROPPED", "STATUS"
+                "{:<16} {:<7} {:>7} {:>10} {:>12} {:>8} {:>8} {:>6} {:>6} {:>8}  STATUS",
+                "INTERFACE",
+                "ROLE",
+                "IFINDEX",
+                "RX PKTS",
+                "RX BYTES",
+                "IPV4",
+                "IPV6",
+                "ARP",
+                "OTHER",
+                "DROPPED"
             );
             for i in &h.report.interfaces {
                 let c = i.counters;
@@ -116,9 +143,15 @@ fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
             if !h.report.drops.is_empty() {
-                println!("\n{:<16} {:<28} {:>10} {:>12}", "INTERFACE", "DROP REASON", "PACKETS", "BYTES");
+                println!(
+                    "\n{:<16} {:<28} {:>10} {:>12}",
+                    "INTERFACE", "DROP REASON", "PACKETS", "BYTES"
+                );
                 for d in &h.report.drops {
-                    println!("{:<16} {:<28} {:>10} {:>12}", d.interface, d.reason, d.packets, d.bytes);
+                    println!(
+                        "{:<16} {:<28} {:>10} {:>12}",
+                        d.interface, d.reason, d.packets, d.bytes
+                    );
                 }
             }
         }
@@ -136,10 +169,18 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .iter()
                     .map(|((i, r), s)| serde_json::json!({"ifindex": i, "reason": r.label(), "packets": s.packets, "bytes": s.bytes}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"interfaces": ifs, "drops": drops}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"interfaces": ifs, "drops": drops})
+                    )?
+                );
                 return Ok(());
             }
-            println!("{:>7} {:>10} {:>12} {:>8} {:>8} {:>6} {:>6} {:>8}", "IFINDEX", "RX PKTS", "RX BYTES", "IPV4", "IPV6", "ARP", "OTHER", "DROPPED");
+            println!(
+                "{:>7} {:>10} {:>12} {:>8} {:>8} {:>6} {:>6} {:>8}",
+                "IFINDEX", "RX PKTS", "RX BYTES", "IPV4", "IPV6", "ARP", "OTHER", "DROPPED"
+            );
             for (i, s) in &c.interfaces {
                 println!(
                     "{:>7} {:>10} {:>12} {:>8} {:>8} {:>6} {:>6} {:>8}",
@@ -147,7 +188,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
             for ((i, r), s) in &c.drops {
-                println!("drop ifindex {i} {}: {} packets, {} bytes", r.label(), s.packets, s.bytes);
+                println!(
+                    "drop ifindex {i} {}: {} packets, {} bytes",
+                    r.label(),
+                    s.packets,
+                    s.bytes
+                );
             }
         }
     }

@@ -31,14 +31,32 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut a = Args { seconds: 5, repeat: 1_000_000, rounds: 5, write: None, skip_netns: false };
+    let mut a = Args {
+        seconds: 5,
+        repeat: 1_000_000,
+        rounds: 5,
+        write: None,
+        skip_netns: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
-            "--seconds" => a.seconds = val("--seconds")?.parse().context("--seconds: a whole number")?,
-            "--repeat" => a.repeat = val("--repeat")?.parse().context("--repeat: a whole number")?,
-            "--rounds" => a.rounds = val("--rounds")?.parse().context("--rounds: a whole number")?,
+            "--seconds" => {
+                a.seconds = val("--seconds")?
+                    .parse()
+                    .context("--seconds: a whole number")?
+            }
+            "--repeat" => {
+                a.repeat = val("--repeat")?
+                    .parse()
+                    .context("--repeat: a whole number")?
+            }
+            "--rounds" => {
+                a.rounds = val("--rounds")?
+                    .parse()
+                    .context("--rounds: a whole number")?
+            }
             "--write" => a.write = Some(val("--write")?),
             "--skip-netns" => a.skip_netns = true,
             "-h" | "--help" => {
@@ -60,28 +78,67 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
-    eprintln!("bench: program paths through BPF_PROG_TEST_RUN ({} rounds x {} packets)", args.rounds, args.repeat);
+    eprintln!(
+        "bench: program paths through BPF_PROG_TEST_RUN ({} rounds x {} packets)",
+        args.rounds, args.repeat
+    );
     let mut t = ProgramTester::new();
     let mut truncated = packets::ipv4_udp(&[0; 18]);
     truncated[16..18].copy_from_slice(&1500u16.to_be_bytes());
     packets::fix_ipv4_checksum(&mut truncated);
     let rows: Vec<(&str, Attach, Vec<u8>)> = vec![
-        ("floor: XDP_PASS only (reference)", Attach::Floor, packets::ipv4_udp(&[0; 18])),
-        ("uplink: IPv4/UDP 64 B, parse + count, pass", Attach::Uplink, packets::ipv4_udp(&[0; 18])),
-        ("uplink: IPv4/TCP 74 B", Attach::Uplink, packets::ipv4_tcp(&[0; 20])),
-        ("uplink: 802.1Q IPv4/UDP", Attach::Uplink, packets::vlan_ipv4_udp(7, &[0; 18])),
-        ("uplink: IPv6/TCP", Attach::Uplink, packets::ipv6_tcp(&[0; 20])),
-        ("uplink: IPv6 + 2 ext headers/UDP", Attach::Uplink,
-            packets::ipv6_with_ext(&[(0, packets::ext_header(0)), (60, packets::ext_header(0))], &[0; 10])),
+        (
+            "floor: XDP_PASS only (reference)",
+            Attach::Floor,
+            packets::ipv4_udp(&[0; 18]),
+        ),
+        (
+            "uplink: IPv4/UDP 64 B, parse + count, pass",
+            Attach::Uplink,
+            packets::ipv4_udp(&[0; 18]),
+        ),
+        (
+            "uplink: IPv4/TCP 74 B",
+            Attach::Uplink,
+            packets::ipv4_tcp(&[0; 20]),
+        ),
+        (
+            "uplink: 802.1Q IPv4/UDP",
+            Attach::Uplink,
+            packets::vlan_ipv4_udp(7, &[0; 18]),
+        ),
+        (
+            "uplink: IPv6/TCP",
+            Attach::Uplink,
+            packets::ipv6_tcp(&[0; 20]),
+        ),
+        (
+            "uplink: IPv6 + 2 ext headers/UDP",
+            Attach::Uplink,
+            packets::ipv6_with_ext(
+                &[(0, packets::ext_header(0)), (60, packets::ext_header(0))],
+                &[0; 10],
+            ),
+        ),
         ("uplink: ARP", Attach::Uplink, packets::arp_request()),
-        ("uplink: malformed IPv4, drop + reason", Attach::Uplink, truncated),
-        ("port: IPv4/UDP 64 B", Attach::Port, packets::ipv4_udp(&[0; 18])),
+        (
+            "uplink: malformed IPv4, drop + reason",
+            Attach::Uplink,
+            truncated,
+        ),
+        (
+            "port: IPv4/UDP 64 B",
+            Attach::Port,
+            packets::ipv4_udp(&[0; 18]),
+        ),
     ];
     let mut results = Vec::new();
     for (name, attach, frame) in &rows {
         // Warm the per-CPU entries so the insert path is not measured.
         t.time(*attach, frame, 1000);
-        let ns: Vec<f64> = (0..args.rounds).map(|_| t.time(*attach, frame, args.repeat).as_nanos() as f64).collect();
+        let ns: Vec<f64> = (0..args.rounds)
+            .map(|_| t.time(*attach, frame, args.repeat).as_nanos() as f64)
+            .collect();
         results.push((name, median(ns)));
     }
     let floor = results[0].1.max(1.0);
@@ -97,15 +154,29 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
 
 /// Runs in a node; error with stderr unless it succeeds.
 fn sh(region: &Region, node: &str, argv: &[&str]) -> anyhow::Result<String> {
-    let o = region.exec(node, argv).with_context(|| format!("{node}: {}", argv.join(" ")))?;
+    let o = region
+        .exec(node, argv)
+        .with_context(|| format!("{node}: {}", argv.join(" ")))?;
     if !o.status.success() {
-        bail!("{node}: {} failed: {}{}", argv.join(" "), String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+        bail!(
+            "{node}: {} failed: {}{}",
+            argv.join(" "),
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 fn rx_packets(region: &Region, node: &str) -> anyhow::Result<u64> {
-    sh(region, node, &["cat", "/sys/class/net/eth0/statistics/rx_packets"])?.trim().parse().context("rx_packets")
+    sh(
+        region,
+        node,
+        &["cat", "/sys/class/net/eth0/statistics/rx_packets"],
+    )?
+    .trim()
+    .parse()
+    .context("rx_packets")
 }
 
 struct LinuxPath {
@@ -122,30 +193,58 @@ fn measure_vm_to_vm(region: &Region, seconds: u64, gw_mac: &str) -> anyhow::Resu
     let cfg_path = region.state_dir().join("trafgen.cfg");
     std::fs::write(&cfg_path, cfg).context("writing trafgen config")?;
     let before = rx_packets(region, "vm-benchb")?;
-    let sent_before = sh(region, "vm-bencha", &["cat", "/sys/class/net/eth0/statistics/tx_packets"])?.trim().parse::<u64>()?;
+    let sent_before = sh(
+        region,
+        "vm-bencha",
+        &["cat", "/sys/class/net/eth0/statistics/tx_packets"],
+    )?
+    .trim()
+    .parse::<u64>()?;
     let start = Instant::now();
     // trafgen on one CPU, stopped by SIGINT after the interval.
     let secs = seconds.to_string();
     let cfg_s = cfg_path.display().to_string();
     let _ = region.exec(
         "vm-bencha",
-        &["timeout", "-s", "INT", &secs, "trafgen", "--dev", "eth0", "--conf", &cfg_s, "--cpus", "1"],
+        &[
+            "timeout", "-s", "INT", &secs, "trafgen", "--dev", "eth0", "--conf", &cfg_s, "--cpus",
+            "1",
+        ],
     )?;
     let elapsed = start.elapsed().as_secs_f64();
     let after = rx_packets(region, "vm-benchb")?;
-    let sent_after = sh(region, "vm-bencha", &["cat", "/sys/class/net/eth0/statistics/tx_packets"])?.trim().parse::<u64>()?;
+    let sent_after = sh(
+        region,
+        "vm-bencha",
+        &["cat", "/sys/class/net/eth0/statistics/tx_packets"],
+    )?
+    .trim()
+    .parse::<u64>()?;
     let pps = (after - before) as f64 / elapsed;
     let sent_pps = (sent_after - sent_before) as f64 / elapsed;
 
     let mut server = region.command("vm-benchb", &["iperf3", "-s", "-1", "-B", "10.10.2.2"])?;
-    let mut child = server.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?;
+    let mut child = server
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
     std::thread::sleep(Duration::from_millis(300));
-    let json = sh(region, "vm-bencha", &["iperf3", "-c", "10.10.2.2", "-t", &secs, "-J"]);
+    let json = sh(
+        region,
+        "vm-bencha",
+        &["iperf3", "-c", "10.10.2.2", "-t", &secs, "-J"],
+    );
     let _ = child.kill();
     let _ = child.wait();
     let v: serde_json::Value = serde_json::from_str(&json?).context("iperf3 JSON")?;
-    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3: no end.sum_received")?;
-    Ok(LinuxPath { pps, sent_pps, gbps: bps / 1e9 })
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3: no end.sum_received")?;
+    Ok(LinuxPath {
+        pps,
+        sent_pps,
+        gbps: bps / 1e9,
+    })
 }
 
 fn linux_baseline(args: &Args, out: &mut String) -> anyhow::Result<()> {
@@ -153,22 +252,43 @@ fn linux_baseline(args: &Args, out: &mut String) -> anyhow::Result<()> {
     eprintln!("bench: bringing up the default region as {prefix} for the Linux VM-to-VM baseline");
     let region = Region::up(&Topology::default_region(), &prefix).context("region up")?;
     let result = (|| -> anyhow::Result<()> {
-        for (vm, port, addr, gw) in [("bencha", "tapbencha", "10.10.1.2/24", "10.10.1.1"), ("benchb", "tapbenchb", "10.10.2.2/24", "10.10.2.1")] {
+        for (vm, port, addr, gw) in [
+            ("bencha", "tapbencha", "10.10.1.2/24", "10.10.1.1"),
+            ("benchb", "tapbenchb", "10.10.2.2/24", "10.10.2.1"),
+        ] {
             let mut spec = VmSpec::new(vm, "az1-c1", port);
             spec.addr = Some(addr.parse()?);
             spec.gateway = Some(gw.parse()?);
-            region.vm_create(&spec).with_context(|| format!("vm {vm}"))?;
+            region
+                .vm_create(&spec)
+                .with_context(|| format!("vm {vm}"))?;
         }
         // The host routes between the two VMs' subnets: the Linux alternative.
-        sh(&region, "az1-c1", &["ip", "addr", "add", "10.10.1.1/24", "dev", "tapbencha"])?;
-        sh(&region, "az1-c1", &["ip", "addr", "add", "10.10.2.1/24", "dev", "tapbenchb"])?;
-        sh(&region, "az1-c1", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        sh(
+            &region,
+            "az1-c1",
+            &["ip", "addr", "add", "10.10.1.1/24", "dev", "tapbencha"],
+        )?;
+        sh(
+            &region,
+            "az1-c1",
+            &["ip", "addr", "add", "10.10.2.1/24", "dev", "tapbenchb"],
+        )?;
+        sh(
+            &region,
+            "az1-c1",
+            &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        )?;
         // Receiver: drop the UDP flood before the socket layer, so the
         // measurement is forwarding, not ICMP port-unreachable generation.
         sh(&region, "vm-benchb", &["nft", "add table ip sink; add chain ip sink input_filter { type filter hook input priority 0; }; add rule ip sink input_filter udp dport 9 drop"])?;
-        sh(&region, "vm-bencha", &["ping", "-c1", "-W2", "10.10.2.2"]).context("VMs cannot reach each other through the host")?;
-        let link: serde_json::Value =
-            serde_json::from_str(&sh(&region, "az1-c1", &["ip", "-j", "link", "show", "tapbencha"])?)?;
+        sh(&region, "vm-bencha", &["ping", "-c1", "-W2", "10.10.2.2"])
+            .context("VMs cannot reach each other through the host")?;
+        let link: serde_json::Value = serde_json::from_str(&sh(
+            &region,
+            "az1-c1",
+            &["ip", "-j", "link", "show", "tapbencha"],
+        )?)?;
         let gw_mac = link[0]["address"].as_str().context("tap MAC")?.to_owned();
 
         eprintln!("bench: Linux routed, {} s per measurement", args.seconds);
@@ -180,7 +300,10 @@ fn linux_baseline(args: &Args, out: &mut String) -> anyhow::Result<()> {
         writeln!(out, "### VM to VM on one host, Linux baselines ({} s each, trafgen on 1 CPU, iperf3 single stream)\n", args.seconds)?;
         writeln!(out, "| path | 64 B UDP received pkts/s | offered pkts/s | TCP Gbit/s | pkts/s x routed | Gbit/s x routed |")?;
         writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
-        for (name, r) in [("Linux routed namespaces", &routed), ("Linux routed + nftables conntrack", &ct)] {
+        for (name, r) in [
+            ("Linux routed namespaces", &routed),
+            ("Linux routed + nftables conntrack", &ct),
+        ] {
             writeln!(
                 out,
                 "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
@@ -199,10 +322,24 @@ fn linux_baseline(args: &Args, out: &mut String) -> anyhow::Result<()> {
 }
 
 fn machine() -> String {
-    let kernel = Command::new("uname").arg("-r").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-    let commit = Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     format!("{date}, commit {commit}, kernel {kernel}, {cpus} CPUs")
 }
 
@@ -210,9 +347,18 @@ fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     strato_tests::require_root("benchmarks");
     let mut out = String::new();
-    let cwd = std::env::current_dir().map(|d| format!("{}/", d.display())).unwrap_or_default();
-    let cmdline = std::env::args().collect::<Vec<_>>().join(" ").replace(&cwd, "");
-    writeln!(out, "Produced by `make bench` (`{cmdline}`), {}.\n", machine())?;
+    let cwd = std::env::current_dir()
+        .map(|d| format!("{}/", d.display()))
+        .unwrap_or_default();
+    let cmdline = std::env::args()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(&cwd, "");
+    writeln!(
+        out,
+        "Produced by `make bench` (`{cmdline}`), {}.\n",
+        machine()
+    )?;
     program_benchmarks(&args, &mut out)?;
     if !args.skip_netns {
         linux_baseline(&args, &mut out)?;
