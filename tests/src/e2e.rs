@@ -14,6 +14,9 @@ use std::{
 use netns_harness::{Host, Region, Topology};
 use strato::{client::Endpoint, report::HostStatus};
 
+/// The bootstrap administrator's password in every test controller.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
 /// Where the workspace's binaries are (`STRATO_BIN_DIR` overrides).
 pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("STRATO_BIN_DIR") {
@@ -105,7 +108,11 @@ impl Cloud {
             unreachable!()
         };
         let mut cmd = Command::new(bin("strato-controller"));
-        cmd.args(["--listen", addr, "--socket"]).arg(&self.socket);
+        cmd.args(["--listen", addr, "--socket"])
+            .arg(&self.socket)
+            .arg("--db")
+            .arg(self.region.state_dir().join("strato.db"))
+            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD);
         let child = self
             .region
             .spawn("controller", None, cmd)

@@ -20,6 +20,7 @@ use strato_tests::e2e::bin;
 struct Controller {
     child: Child,
     addr: String,
+    dir: std::path::PathBuf,
 }
 
 impl Controller {
@@ -30,13 +31,17 @@ impl Controller {
             .expect("addr")
             .port();
         let addr = format!("127.0.0.1:{port}");
+        let dir = std::env::temp_dir().join(format!("strato-e2e-api-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let child = Command::new(bin("strato-controller"))
-            .args(["--listen", &addr])
+            .args(["--listen", &addr, "--db"])
+            .arg(dir.join("strato.db"))
+            .env("STRATO_ADMIN_PASSWORD", strato_tests::e2e::ADMIN_PASSWORD)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start controller");
-        let c = Controller { child, addr };
+        let c = Controller { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(&c.addr).is_err() {
             assert!(
@@ -94,6 +99,7 @@ impl Drop for Controller {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -2,11 +2,17 @@
 //! TCP (tenants, operators, stratoctl) and optionally on a Unix socket (the
 //! harness's management path for agents in host namespaces).
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use strato::{api, controller::Controller, telemetry};
+use strato::{
+    api,
+    app::{App, Config},
+    hosts::Hosts,
+    state::Core,
+    telemetry,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,14 +27,53 @@ struct Args {
     /// Also serve the API on this Unix socket (agents in host namespaces use it).
     #[arg(long, env = "STRATO_SOCKET")]
     socket: Option<PathBuf>,
+    /// SQLite database (created if missing).
+    #[arg(long, env = "STRATO_DB", default_value = "/var/lib/strato/strato.db")]
+    db: PathBuf,
+    /// URL clients reach the API at, for the service catalog (default:
+    /// http://<--listen>).
+    #[arg(long, env = "STRATO_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Region name in the service catalog.
+    #[arg(long, env = "STRATO_REGION", default_value = "RegionOne")]
+    region: String,
+    /// Token lifetime in seconds.
+    #[arg(long, env = "STRATO_TOKEN_TTL", default_value_t = 3600)]
+    token_ttl: u64,
+    /// Bootstrap administrator's user name.
+    #[arg(long, env = "STRATO_ADMIN_USER", default_value = "admin")]
+    admin_user: String,
+    /// Bootstrap administrator's password (required; from the environment
+    /// preferably, so it does not show in the process list).
+    #[arg(long, env = "STRATO_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: String,
+    /// Bootstrap administrator's project.
+    #[arg(long, env = "STRATO_ADMIN_PROJECT", default_value = "admin")]
+    admin_project: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init("strato-controller");
     let args = Args::parse();
-    let controller = Arc::new(Controller::new());
-    let app = api::router(controller);
+    if !(60..=7 * 86_400).contains(&args.token_ttl) {
+        anyhow::bail!("--token-ttl must be between 60 s and 7 days, got {}", args.token_ttl);
+    }
+    if args.admin_password.len() < 8 {
+        anyhow::bail!("the bootstrap admin password must have at least 8 characters");
+    }
+    let config = Config {
+        db: args.db.clone(),
+        public_url: args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.listen)).trim_end_matches('/').to_owned(),
+        region: args.region.clone(),
+        token_ttl: Duration::from_secs(args.token_ttl),
+        admin_user: args.admin_user.clone(),
+        admin_password: args.admin_password.clone(),
+        admin_project: args.admin_project.clone(),
+    };
+    let core = Core::open(&config.db).with_context(|| format!("opening the store {}", config.db.display()))?;
+    strato::identity::bootstrap(&core, &config).context("bootstrapping identity (roles, admin)")?;
+    let app = api::router(Arc::new(App { config, core, hosts: Hosts::new() }));
 
     let tcp = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -1,7 +1,7 @@
-//! The controller's core: owns the state and applies commands. The HTTP
-//! layer (`api`) parses requests into [`Command`]s and renders [`Reply`]s;
-//! this module never sees HTTP. Today it tracks hosts and their agents'
-//! reports; the Neutron resources, the store and the compiler come next.
+//! The registry of hosts and their agents' latest reports (liveness,
+//! interfaces, counters). The HTTP layer parses requests into [`Command`]s
+//! and renders [`Reply`]s; this module never sees HTTP. Reports are soft
+//! state: kept in memory, refreshed by every agent each interval.
 
 use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
@@ -40,7 +40,7 @@ struct Seen {
 }
 
 #[derive(Default)]
-pub struct Controller {
+pub struct Hosts {
     hosts: Mutex<BTreeMap<String, Seen>>,
 }
 
@@ -54,9 +54,9 @@ pub fn valid_host_name(h: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
 }
 
-impl Controller {
-    pub fn new() -> Controller {
-        Controller::default()
+impl Hosts {
+    pub fn new() -> Hosts {
+        Hosts::default()
     }
 
     pub fn apply(&self, cmd: Command) -> Result<Reply, CommandError> {
@@ -107,6 +107,17 @@ impl Controller {
     }
 }
 
+impl Hosts {
+    /// Whether `host` is up and reports interface `iface` attached.
+    pub fn port_attached(&self, host: &str, iface: &str) -> bool {
+        let hosts = self.hosts.lock().expect("hosts lock poisoned");
+        hosts.get(host).is_some_and(|s| {
+            now_ms().saturating_sub(s.at_ms) <= HOST_LIVENESS.as_millis() as u64
+                && s.report.interfaces.iter().any(|i| i.name == iface && i.error.is_none())
+        })
+    }
+}
+
 fn status(host: &str, s: &Seen) -> HostStatus {
     let age = now_ms().saturating_sub(s.at_ms);
     HostStatus {
@@ -135,7 +146,7 @@ mod tests {
 
     #[test]
     fn report_then_show_and_list() {
-        let c = Controller::new();
+        let c = Hosts::new();
         c.apply(Command::ReportHost {
             host: "az1-c1".into(),
             report: report("az1-c1"),
@@ -158,7 +169,7 @@ mod tests {
 
     #[test]
     fn bad_reports_change_nothing() {
-        let c = Controller::new();
+        let c = Hosts::new();
         for (path, body) in [("Bad Name", "Bad Name"), ("", ""), ("a", "b"), ("-x", "-x")] {
             let e = c
                 .apply(Command::ReportHost {

@@ -1,7 +1,12 @@
-//! The HTTP layer: parses requests into [`Command`]s for the controller and
-//! renders replies and Neutron-style error bodies
-//! (`{"NeutronError": {"type", "message", "detail"}}`). It never touches
-//! state itself. Every response carries `X-Openstack-Request-Id`.
+//! The HTTP layer: parses requests into commands and renders replies and
+//! errors (Neutron style `{"NeutronError": {type, message, detail}}` for the
+//! network API and internal endpoints, Keystone style under `/v3`). It never
+//! touches state itself: identity and network logic live in `identity` and
+//! `network`, durable changes go through `state::Core::mutate`. Every
+//! response carries `X-Openstack-Request-Id`.
+
+pub mod keystone;
+pub mod neutron;
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -19,16 +24,20 @@ use axum::{
 use serde_json::json;
 
 use crate::{
-    controller::{Command, CommandError, Controller, Reply},
+    app::App,
+    auth::Auth,
+    error::ApiError,
+    hosts::{Command, CommandError, Reply},
     report::HostReport,
 };
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY: usize = 1 << 20;
 
-pub fn router(controller: Arc<Controller>) -> Router {
+pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/", get(versions))
+        .merge(keystone::routes())
+        .merge(neutron::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/internal/v1/hosts", get(list_hosts))
         .route("/internal/v1/hosts/{host}", get(show_host).put(report_host))
@@ -36,7 +45,39 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(body_limit))
         .layer(middleware::from_fn(request_id))
-        .with_state(controller)
+        .with_state(app)
+}
+
+/// Renders an [`ApiError`] the Neutron way.
+pub fn neutron_error(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(json!({"NeutronError": {"type": e.kind, "message": e.message, "detail": ""}}))).into_response()
+}
+
+/// Renders an [`ApiError`] the Keystone way.
+pub fn keystone_error(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(json!({"error": {"code": e.status, "title": e.title(), "message": e.message}}))).into_response()
+}
+
+/// The caller behind `X-Auth-Token`, or 401.
+pub fn authenticate(app: &App, headers: &axum::http::HeaderMap) -> Result<Auth, ApiError> {
+    let token = headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("The request you have made requires authentication."))?;
+    crate::identity::authenticate(&app.core.read(), token, crate::model::now_unix())
+}
+
+/// A JSON body, or a 400/413 [`ApiError`] saying what is wrong with it.
+pub fn json_body(body: Result<Json<serde_json::Value>, JsonRejection>) -> Result<serde_json::Value, ApiError> {
+    match body {
+        Ok(Json(v)) => Ok(v),
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(413, "RequestEntityTooLarge", format!("request body exceeds {MAX_BODY} bytes")))
+        }
+        Err(r) => Err(ApiError::bad_request(format!("invalid request body: {}", r.body_text()))),
+    }
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
@@ -131,15 +172,6 @@ fn reply(r: Result<Reply, CommandError>) -> Response {
     }
 }
 
-async fn versions() -> Response {
-    Json(json!({
-        "name": "strato",
-        "version": env!("CARGO_PKG_VERSION"),
-        "apis": {"internal": "/internal/v1"},
-    }))
-    .into_response()
-}
-
 async fn not_found() -> Response {
     fault(
         StatusCode::NOT_FOUND,
@@ -148,21 +180,21 @@ async fn not_found() -> Response {
     )
 }
 
-async fn list_hosts(State(c): State<Arc<Controller>>) -> Response {
-    reply(c.apply(Command::ListHosts))
+async fn list_hosts(State(app): State<Arc<App>>) -> Response {
+    reply(app.hosts.apply(Command::ListHosts))
 }
 
-async fn show_host(State(c): State<Arc<Controller>>, Path(host): Path<String>) -> Response {
-    reply(c.apply(Command::ShowHost { host }))
+async fn show_host(State(app): State<Arc<App>>, Path(host): Path<String>) -> Response {
+    reply(app.hosts.apply(Command::ShowHost { host }))
 }
 
 async fn report_host(
-    State(c): State<Arc<Controller>>,
+    State(app): State<Arc<App>>,
     Path(host): Path<String>,
     body: Result<Json<HostReport>, JsonRejection>,
 ) -> Response {
     match body {
-        Ok(Json(report)) => reply(c.apply(Command::ReportHost { host, report })),
+        Ok(Json(report)) => reply(app.hosts.apply(Command::ReportHost { host, report })),
         Err(r) => json_rejection(r),
     }
 }

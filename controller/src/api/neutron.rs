@@ -1,0 +1,335 @@
+//! Neutron v2.0 routes: version documents, extensions, and the generic
+//! create/list/show/update/delete handlers for networks, subnets, ports and
+//! routers, plus router interfaces and quotas. Handlers authenticate,
+//! extract, call `network::*` through `Core::mutate`, and render.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{rejection::JsonRejection, Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, put},
+    Json, Router,
+};
+use serde_json::{json, Map, Value};
+
+use super::{authenticate, json_body, neutron_error};
+use crate::{
+    app::App,
+    auth::Auth,
+    error::ApiError,
+    model::{Change, Port},
+    network::{self, networks, ports, quotas, routers, subnets},
+    state::State as Desired,
+};
+
+type Reply = Result<(StatusCode, Value), ApiError>;
+
+fn respond(r: Reply) -> Response {
+    match r {
+        Ok((StatusCode::NO_CONTENT, _)) => StatusCode::NO_CONTENT.into_response(),
+        Ok((s, v)) => (s, Json(v)).into_response(),
+        Err(e) => neutron_error(e),
+    }
+}
+
+fn if_match(h: &HeaderMap) -> Option<String> {
+    h.get("if-match").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// What the agents say of a port: ACTIVE once its host reports the port's
+/// tap device attached, DOWN otherwise (unbound, host down, unplugged).
+fn port_status(app: &App, p: &Port) -> &'static str {
+    if p.device_owner == network::OWNER_ROUTER_INTERFACE {
+        return "ACTIVE";
+    }
+    if !p.admin_state_up || p.binding_host_id.is_empty() {
+        return "DOWN";
+    }
+    if app.hosts.port_attached(&p.binding_host_id, &ports::tap_name(&p.meta.id)) {
+        "ACTIVE"
+    } else {
+        "DOWN"
+    }
+}
+
+/// One Neutron collection.
+trait Resource: Send + Sync + 'static {
+    const ONE: &'static str;
+    const MANY: &'static str;
+    fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>>;
+    fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError>;
+    fn create(s: &Desired, a: &Auth, body: &Value) -> Result<(Vec<Change>, String), ApiError>;
+    fn update(s: &Desired, a: &Auth, id: &str, body: &Value, if_match: Option<&str>) -> Result<(Vec<Change>, String), ApiError>;
+    fn delete(s: &Desired, a: &Auth, id: &str, if_match: Option<&str>) -> Result<(Vec<Change>, ()), ApiError>;
+}
+
+struct Networks;
+struct Subnets;
+struct Ports;
+struct Routers;
+
+impl Resource for Networks {
+    const ONE: &'static str = "network";
+    const MANY: &'static str = "networks";
+    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
+        s.networks.values().filter(|n| networks::visible(a, n)).map(|n| networks::render(s, a, n)).collect()
+    }
+    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
+        Ok(networks::render(s, a, networks::get(s, a, id)?))
+    }
+    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
+        networks::create(s, a, b).map(|(c, n)| (c, n.meta.id))
+    }
+    fn update(s: &Desired, a: &Auth, id: &str, b: &Value, m: Option<&str>) -> Result<(Vec<Change>, String), ApiError> {
+        networks::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
+    }
+    fn delete(s: &Desired, a: &Auth, id: &str, m: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+        networks::delete(s, a, id, m)
+    }
+}
+
+impl Resource for Subnets {
+    const ONE: &'static str = "subnet";
+    const MANY: &'static str = "subnets";
+    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
+        s.subnets.values().filter(|x| subnets::get(s, a, &x.meta.id).is_ok()).map(subnets::render).collect()
+    }
+    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
+        Ok(subnets::render(subnets::get(s, a, id)?))
+    }
+    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
+        subnets::create(s, a, b).map(|(c, n)| (c, n.meta.id))
+    }
+    fn update(s: &Desired, a: &Auth, id: &str, b: &Value, m: Option<&str>) -> Result<(Vec<Change>, String), ApiError> {
+        subnets::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
+    }
+    fn delete(s: &Desired, a: &Auth, id: &str, m: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+        subnets::delete(s, a, id, m)
+    }
+}
+
+impl Resource for Ports {
+    const ONE: &'static str = "port";
+    const MANY: &'static str = "ports";
+    fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
+        s.ports.values().filter(|p| a.can_see(&p.meta.project_id)).map(|p| ports::render(a, p, port_status(app, p))).collect()
+    }
+    fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
+        let p = ports::get(s, a, id)?;
+        Ok(ports::render(a, p, port_status(app, p)))
+    }
+    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
+        ports::create(s, a, b).map(|(c, n)| (c, n.meta.id))
+    }
+    fn update(s: &Desired, a: &Auth, id: &str, b: &Value, m: Option<&str>) -> Result<(Vec<Change>, String), ApiError> {
+        ports::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
+    }
+    fn delete(s: &Desired, a: &Auth, id: &str, m: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+        ports::delete(s, a, id, m)
+    }
+}
+
+impl Resource for Routers {
+    const ONE: &'static str = "router";
+    const MANY: &'static str = "routers";
+    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
+        s.routers.values().filter(|r| a.can_see(&r.meta.project_id)).map(routers::render).collect()
+    }
+    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
+        Ok(routers::render(routers::get(s, a, id)?))
+    }
+    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
+        routers::create(s, a, b).map(|(c, n)| (c, n.meta.id))
+    }
+    fn update(s: &Desired, a: &Auth, id: &str, b: &Value, m: Option<&str>) -> Result<(Vec<Change>, String), ApiError> {
+        routers::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
+    }
+    fn delete(s: &Desired, a: &Auth, id: &str, m: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+        routers::delete(s, a, id, m)
+    }
+}
+
+async fn list<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, Query(q): Query<Vec<(String, String)>>) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        let s = app.core.read();
+        let items = R::list(&app, &s, &auth);
+        Ok((StatusCode::OK, network::list_response(R::MANY, items, &q, &app.config.public_url)?))
+    })())
+}
+
+async fn show<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        let s = app.core.read();
+        let item = network::select_fields(R::show(&app, &s, &auth, &id)?, &q);
+        Ok((StatusCode::OK, json!({ R::ONE: item })))
+    })())
+}
+
+async fn create<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, body: Result<Json<Value>, JsonRejection>) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        let body = json_body(body)?;
+        if body.get(R::MANY).is_some() {
+            return Err(ApiError::bad_request(format!("Bulk creation of {} is not supported; create them one by one.", R::MANY)));
+        }
+        let id = app.core.mutate(|s| R::create(s, &auth, &body))?;
+        let s = app.core.read();
+        Ok((StatusCode::CREATED, json!({ R::ONE: R::show(&app, &s, &auth, &id)? })))
+    })())
+}
+
+async fn update<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        let body = json_body(body)?;
+        let m = if_match(&h);
+        let id = app.core.mutate(|s| R::update(s, &auth, &id, &body, m.as_deref()))?;
+        let s = app.core.read();
+        Ok((StatusCode::OK, json!({ R::ONE: R::show(&app, &s, &auth, &id)? })))
+    })())
+}
+
+async fn delete<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        let m = if_match(&h);
+        app.core.mutate(|s| R::delete(s, &auth, &id, m.as_deref()))?;
+        Ok((StatusCode::NO_CONTENT, Value::Null))
+    })())
+}
+
+async fn router_interface(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        let body = json_body(body)?;
+        let info = match action.as_str() {
+            "add_router_interface" => app.core.mutate(|s| routers::add_interface(s, &auth, &id, &body))?,
+            "remove_router_interface" => app.core.mutate(|s| routers::remove_interface(s, &auth, &id, &body))?,
+            other => return Err(ApiError::new(404, "HTTPNotFound", format!("Unknown router action '{other}'"))),
+        };
+        Ok((StatusCode::OK, info))
+    })())
+}
+
+async fn quota_list(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        Ok((StatusCode::OK, quotas::list(&app.core.read(), &auth)?))
+    })())
+}
+
+async fn quota_show(State(app): State<Arc<App>>, h: HeaderMap, Path(project): Path<String>) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        Ok((StatusCode::OK, quotas::show(&app.core.read(), &auth, &project)?))
+    })())
+}
+
+async fn quota_details(State(app): State<Arc<App>>, h: HeaderMap, Path(project): Path<String>) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        Ok((StatusCode::OK, quotas::details(&app.core.read(), &auth, &project)?))
+    })())
+}
+
+async fn quota_update(State(app): State<Arc<App>>, h: HeaderMap, Path(project): Path<String>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        let body = json_body(body)?;
+        Ok((StatusCode::OK, app.core.mutate(|s| quotas::update(s, &auth, &project, &body))?))
+    })())
+}
+
+async fn quota_reset(State(app): State<Arc<App>>, h: HeaderMap, Path(project): Path<String>) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        app.core.mutate(|s| quotas::reset(s, &auth, &project))?;
+        Ok((StatusCode::NO_CONTENT, Value::Null))
+    })())
+}
+
+/// The extensions whose behaviour this API implements.
+const EXTENSIONS: &[(&str, &str, &str)] = &[
+    ("router", "Neutron L3 Router", "Routers connecting subnets into one routing domain (a VPC)"),
+    ("extraroute", "Neutron Extra Route", "Static routes on routers"),
+    ("quotas", "Quota management support", "Per-project quotas on networks, subnets, ports and routers"),
+    ("port-security", "Port Security", "Anti-spoofing per network and port (port_security_enabled)"),
+    ("allowed-address-pairs", "Allowed Address Pairs", "Extra addresses a port may send from"),
+    ("binding", "Port Binding", "binding:host_id and related attributes (admin only)"),
+    ("net-mtu", "Network MTU", "Network MTU attribute (overlay MTU)"),
+    ("project-id", "project_id field enabled", "project_id alongside tenant_id"),
+    ("standard-attr-revisions", "Resource revision numbers", "revision_number on every resource"),
+    ("revision-if-match", "If-Match constraints based on revision_number", "If-Match: revision_number=N on updates and deletes"),
+    ("standard-attr-timestamp", "Resource timestamps", "created_at and updated_at"),
+    ("standard-attr-description", "standard-attr-description", "description on every resource"),
+    ("filter-validation", "Filter parameters validation", "Unknown filter attributes are rejected"),
+    ("pagination", "Pagination support", "limit and marker on lists"),
+    ("sorting", "Sorting support", "sort_key and sort_dir on lists"),
+];
+
+fn extension(alias: &str, name: &str, description: &str) -> Value {
+    json!({"alias": alias, "name": name, "description": description, "updated": "2026-11-23T00:00:00-00:00", "links": []})
+}
+
+async fn extensions(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    respond((|| {
+        authenticate(&app, &h)?;
+        Ok((StatusCode::OK, json!({"extensions": EXTENSIONS.iter().map(|(a, n, d)| extension(a, n, d)).collect::<Vec<_>>()})))
+    })())
+}
+
+async fn extension_show(State(app): State<Arc<App>>, h: HeaderMap, Path(alias): Path<String>) -> Response {
+    respond((|| {
+        authenticate(&app, &h)?;
+        let (a, n, d) = EXTENSIONS.iter().find(|(a, _, _)| *a == alias).ok_or_else(|| ApiError::not_found("extension", &alias))?;
+        Ok((StatusCode::OK, json!({"extension": extension(a, n, d)})))
+    })())
+}
+
+async fn versions(State(app): State<Arc<App>>) -> Response {
+    Json(json!({"versions": [{
+        "id": "v2.0", "status": "CURRENT",
+        "links": [{"href": format!("{}/v2.0/", app.config.public_url), "rel": "self"}]
+    }]}))
+    .into_response()
+}
+
+async fn resources(State(app): State<Arc<App>>) -> Response {
+    let base = &app.config.public_url;
+    let r: Vec<Value> = ["network", "subnet", "port", "router"]
+        .iter()
+        .map(|n| json!({"name": n, "collection": format!("{n}s"), "links": [{"href": format!("{base}/v2.0/{n}s"), "rel": "self"}]}))
+        .collect();
+    Json(json!({ "resources": r })).into_response()
+}
+
+fn collection<R: Resource>(r: Router<Arc<App>>) -> Router<Arc<App>> {
+    r.route(&format!("/v2.0/{}", R::MANY), get(list::<R>).post(create::<R>))
+        .route(&format!("/v2.0/{}/{{id}}", R::MANY), get(show::<R>).put(update::<R>).delete(delete::<R>))
+}
+
+pub fn routes() -> Router<Arc<App>> {
+    let r = Router::new()
+        .route("/", get(versions))
+        .route("/v2.0", get(resources))
+        .route("/v2.0/", get(resources))
+        .route("/v2.0/extensions", get(extensions))
+        .route("/v2.0/extensions/{alias}", get(extension_show))
+        .route("/v2.0/routers/{id}/{action}", put(router_interface))
+        .route("/v2.0/quotas", get(quota_list))
+        .route("/v2.0/quotas/{project}", get(quota_show).put(quota_update).delete(quota_reset))
+        .route("/v2.0/quotas/{project}/details", get(quota_details));
+    let r = collection::<Networks>(r);
+    let r = collection::<Subnets>(r);
+    let r = collection::<Ports>(r);
+    collection::<Routers>(r)
+}

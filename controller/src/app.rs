@@ -1,0 +1,28 @@
+//! The controller process's shared state: configuration, the desired state
+//! (`Core`), the host registry. Handed to every HTTP handler.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{hosts::Hosts, state::Core};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// SQLite database file.
+    pub db: PathBuf,
+    /// Base URL clients reach this API at (catalog endpoints are built from it).
+    pub public_url: String,
+    /// Region name in the catalog.
+    pub region: String,
+    /// Lifetime of issued tokens.
+    pub token_ttl: Duration,
+    /// Bootstrap administrator (created or reset at start-up).
+    pub admin_user: String,
+    pub admin_password: String,
+    pub admin_project: String,
+}
+
+pub struct App {
+    pub config: Config,
+    pub core: Core,
+    pub hosts: Hosts,
+}

@@ -1,0 +1,331 @@
+//! The desired state's objects, as the controller stores them. These are the
+//! internal (storage) forms: the API layer renders them (Keystone/Neutron
+//! JSON, `tenant_id` mirrors, field filters), the compiler reads them. Every
+//! mutation is a list of [`Change`]s committed atomically under one global
+//! revision (see `store` and `state`).
+
+use serde::{Deserialize, Serialize};
+
+/// Kinds of stored objects (the `kind` column of the store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Project,
+    User,
+    Role,
+    Assignment,
+    Token,
+    Network,
+    Subnet,
+    Port,
+    Router,
+    Quota,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Project,
+        Kind::User,
+        Kind::Role,
+        Kind::Assignment,
+        Kind::Token,
+        Kind::Network,
+        Kind::Subnet,
+        Kind::Port,
+        Kind::Router,
+        Kind::Quota,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Project => "project",
+            Kind::User => "user",
+            Kind::Role => "role",
+            Kind::Assignment => "assignment",
+            Kind::Token => "token",
+            Kind::Network => "network",
+            Kind::Subnet => "subnet",
+            Kind::Port => "port",
+            Kind::Router => "router",
+            Kind::Quota => "quota",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+}
+
+/// Common bookkeeping of every Neutron resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub description: String,
+    /// Increments on every change of this resource.
+    pub revision_number: u64,
+    /// RFC 3339, second precision, UTC (`2026-11-23T16:20:00Z`).
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+// ------------------------------------------------------------------ identity
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub domain_id: String,
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    pub enabled: bool,
+    /// PHC string (argon2id); the password itself is never stored or logged.
+    pub password_hash: String,
+    pub default_project_id: Option<String>,
+    pub description: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    pub id: String,
+    /// `admin`, `member` or `reader` (the roles that mean something here).
+    pub name: String,
+}
+
+/// A role of a user on a project. Id: `<project>:<user>:<role>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub project_id: String,
+    pub user_id: String,
+    pub role_id: String,
+}
+
+impl Assignment {
+    pub fn id(&self) -> String {
+        format!("{}:{}:{}", self.project_id, self.user_id, self.role_id)
+    }
+}
+
+/// An issued token. Stored by the SHA-256 of the token (hex), never the
+/// token itself, so a leaked database does not leak live credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub id_hash: String,
+    pub user_id: String,
+    pub project_id: String,
+    /// Role names at issue time.
+    pub roles: Vec<String>,
+    pub issued_at: String,
+    pub expires_at: String,
+    /// Unix seconds, for cheap comparisons.
+    pub expires_unix: u64,
+}
+
+// ------------------------------------------------------------------- network
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub meta: Meta,
+    pub admin_state_up: bool,
+    pub shared: bool,
+    pub mtu: u32,
+    pub port_security_enabled: bool,
+    /// VXLAN network identifier, allocated by the controller.
+    pub vni: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationPool {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRoute {
+    pub destination: String,
+    pub nexthop: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    pub meta: Meta,
+    pub network_id: String,
+    pub ip_version: u8,
+    pub cidr: String,
+    pub gateway_ip: Option<String>,
+    pub allocation_pools: Vec<AllocationPool>,
+    pub enable_dhcp: bool,
+    pub dns_nameservers: Vec<String>,
+    pub host_routes: Vec<HostRoute>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixedIp {
+    pub subnet_id: String,
+    pub ip_address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressPair {
+    pub ip_address: String,
+    pub mac_address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    pub meta: Meta,
+    pub network_id: String,
+    pub mac_address: String,
+    pub fixed_ips: Vec<FixedIp>,
+    pub security_groups: Vec<String>,
+    pub port_security_enabled: bool,
+    pub allowed_address_pairs: Vec<AddressPair>,
+    pub binding_host_id: String,
+    pub device_id: String,
+    pub device_owner: String,
+    pub admin_state_up: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Router {
+    pub meta: Meta,
+    pub admin_state_up: bool,
+    pub routes: Vec<HostRoute>,
+}
+
+/// Per-project limits; absent projects use [`Quota::default`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub project_id: String,
+    pub network: i64,
+    pub subnet: i64,
+    pub port: i64,
+    pub router: i64,
+}
+
+impl Quota {
+    pub fn default_for(project_id: &str) -> Quota {
+        Quota { project_id: project_id.to_owned(), network: 100, subnet: 100, port: 500, router: 10 }
+    }
+}
+
+/// One stored object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Object {
+    Project(Project),
+    User(User),
+    Role(Role),
+    Assignment(Assignment),
+    Token(Token),
+    Network(Network),
+    Subnet(Subnet),
+    Port(Port),
+    Router(Router),
+    Quota(Quota),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Project(_) => Kind::Project,
+            Object::User(_) => Kind::User,
+            Object::Role(_) => Kind::Role,
+            Object::Assignment(_) => Kind::Assignment,
+            Object::Token(_) => Kind::Token,
+            Object::Network(_) => Kind::Network,
+            Object::Subnet(_) => Kind::Subnet,
+            Object::Port(_) => Kind::Port,
+            Object::Router(_) => Kind::Router,
+            Object::Quota(_) => Kind::Quota,
+        }
+    }
+
+    pub fn id(&self) -> String {
+        match self {
+            Object::Project(o) => o.id.clone(),
+            Object::User(o) => o.id.clone(),
+            Object::Role(o) => o.id.clone(),
+            Object::Assignment(o) => o.id(),
+            Object::Token(o) => o.id_hash.clone(),
+            Object::Network(o) => o.meta.id.clone(),
+            Object::Subnet(o) => o.meta.id.clone(),
+            Object::Port(o) => o.meta.id.clone(),
+            Object::Router(o) => o.meta.id.clone(),
+            Object::Quota(o) => o.project_id.clone(),
+        }
+    }
+}
+
+/// One step of a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Create or replace.
+    Put(Object),
+    Delete(Kind, String),
+}
+
+impl Change {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Change::Put(o) => o.kind(),
+            Change::Delete(k, _) => *k,
+        }
+    }
+
+    pub fn id(&self) -> String {
+        match self {
+            Change::Put(o) => o.id(),
+            Change::Delete(_, id) => id.clone(),
+        }
+    }
+}
+
+/// Current time as Neutron/Keystone print it (`2026-11-23T16:20:00Z`).
+pub fn timestamp(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil from days (Howard Hinnant's algorithm), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, (secs / 60) % 60, secs % 60)
+}
+
+/// Unix seconds now.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(timestamp(1_795_449_600 + 3_723), "2026-11-23T01:02:03Z");
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+        }
+    }
+}

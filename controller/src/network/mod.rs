@@ -1,0 +1,424 @@
+//! Neutron v2.0 logic: networks, subnets, ports, routers, quotas. Each
+//! command validates its input the way Neutron does (unknown attributes,
+//! wrong types, ranges, conflicts) against the current `State` and returns
+//! the `Change`s to commit; `state::Core::mutate` commits them atomically.
+//! Rendering to Neutron JSON, filters and field selection live here too;
+//! the HTTP layer only routes and extracts.
+
+pub mod ipam;
+pub mod networks;
+pub mod ports;
+pub mod quotas;
+pub mod routers;
+pub mod subnets;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use crate::{
+    auth::Auth,
+    error::ApiError,
+    model::{now_unix, timestamp, Meta},
+    state::State,
+};
+
+/// Device owner of router interface ports.
+pub const OWNER_ROUTER_INTERFACE: &str = "network:router_interface";
+
+/// A request's attribute map, consumed attribute by attribute; whatever is
+/// left at [`Attrs::finish`] is unknown and rejected, as Neutron does.
+pub struct Attrs<'a> {
+    map: &'a Map<String, Value>,
+    used: BTreeSet<String>,
+}
+
+fn type_error(key: &str, v: &Value, what: &str) -> ApiError {
+    ApiError::invalid(format!("Invalid input for {key}. Reason: '{v}' is not {what}."))
+}
+
+impl<'a> Attrs<'a> {
+    /// The object under `resource` in a body like `{"network": {...}}`.
+    pub fn from_body(body: &'a Value, resource: &str) -> Result<Attrs<'a>, ApiError> {
+        let top = body
+            .as_object()
+            .ok_or_else(|| ApiError::bad_request(format!("Request body must be a JSON object with a '{resource}' key.")))?;
+        if let Some(extra) = top.keys().find(|k| *k != resource) {
+            return Err(ApiError::bad_request(format!(
+                "Unrecognized attribute(s) '{extra}' at the top level; expected '{resource}'."
+            )));
+        }
+        let inner = top
+            .get(resource)
+            .ok_or_else(|| ApiError::bad_request(format!("Resource body required: missing '{resource}'.")))?;
+        let map = inner
+            .as_object()
+            .ok_or_else(|| ApiError::bad_request(format!("Invalid input: '{resource}' must be a JSON object.")))?;
+        Ok(Attrs { map, used: BTreeSet::new() })
+    }
+
+    fn take(&mut self, key: &str) -> Option<&'a Value> {
+        self.used.insert(key.to_owned());
+        self.map.get(key)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// A string attribute (null is a type error).
+    pub fn string(&mut self, key: &str, max: usize) -> Result<Option<String>, ApiError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
+            Some(Value::String(s)) => {
+                Err(ApiError::invalid(format!("Invalid input for {key}. Reason: '{s}' exceeds maximum length of {max}.")))
+            }
+            Some(v) => Err(type_error(key, v, "a valid string")),
+        }
+    }
+
+    /// A string that may be explicitly null: `Some(None)` for null.
+    pub fn nullable_string(&mut self, key: &str, max: usize) -> Result<Option<Option<String>>, ApiError> {
+        match self.map.get(key) {
+            Some(Value::Null) => {
+                self.used.insert(key.to_owned());
+                Ok(Some(None))
+            }
+            _ => Ok(self.string(key, max)?.map(Some)),
+        }
+    }
+
+    pub fn boolean(&mut self, key: &str) -> Result<Option<bool>, ApiError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            // Neutron's converter accepts the strings too.
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(v) => Err(type_error(key, v, "a valid boolean value")),
+        }
+    }
+
+    pub fn integer(&mut self, key: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => match v.as_i64() {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                Some(n) => Err(ApiError::invalid(format!(
+                    "Invalid input for {key}. Reason: '{n}' is not in the range {min}..{max}."
+                ))),
+                None => Err(type_error(key, v, "an integer")),
+            },
+        }
+    }
+
+    /// A list attribute (null is a type error).
+    pub fn list(&mut self, key: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Array(a)) => Ok(Some(a)),
+            Some(v) => Err(type_error(key, v, "a list")),
+        }
+    }
+
+    /// A list of strings.
+    pub fn strings(&mut self, key: &str) -> Result<Option<Vec<String>>, ApiError> {
+        match self.list(key)? {
+            None => Ok(None),
+            Some(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| type_error(key, v, "a list of strings")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+        }
+    }
+
+    /// Any value (callers check its shape).
+    pub fn raw(&mut self, key: &str) -> Option<&'a Value> {
+        self.take(key)
+    }
+
+    /// Rejects attributes nobody consumed.
+    pub fn finish(self) -> Result<(), ApiError> {
+        let unknown: Vec<&str> = self.map.keys().filter(|k| !self.used.contains(*k)).map(String::as_str).collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(format!("Unrecognized attribute(s) '{}'", unknown.join(", "))))
+        }
+    }
+
+    /// Attributes that may only be set at creation: rejected on update.
+    pub fn reject_read_only(&self, keys: &[&str]) -> Result<(), ApiError> {
+        match keys.iter().find(|k| self.map.contains_key(**k)) {
+            Some(k) => Err(ApiError::bad_request(format!("Cannot update read-only attribute {k}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The owning project of a new resource: the caller's, or (admins only)
+/// the one named by `project_id`/`tenant_id`, which must agree.
+pub fn owner(auth: &Auth, attrs: &mut Attrs<'_>, state: &State) -> Result<String, ApiError> {
+    let p = attrs.string("project_id", 255)?;
+    let t = attrs.string("tenant_id", 255)?;
+    let wanted = match (p, t) {
+        (Some(p), Some(t)) if p != t => {
+            return Err(ApiError::bad_request(format!("'project_id' {p} and 'tenant_id' {t} do not match")))
+        }
+        (Some(p), _) | (None, Some(p)) => p,
+        (None, None) => return Ok(auth.project_id.clone()),
+    };
+    if wanted != auth.project_id {
+        if !auth.is_admin() {
+            return Err(ApiError::forbidden("Only an administrator may create resources for another project."));
+        }
+        if !state.projects.contains_key(&wanted) {
+            return Err(ApiError::not_found("project", &wanted));
+        }
+    }
+    Ok(wanted)
+}
+
+/// 403 unless the caller may write.
+pub fn require_write(auth: &Auth) -> Result<(), ApiError> {
+    if auth.can_write() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("The reader role may only read; this request changes resources."))
+    }
+}
+
+/// Fresh bookkeeping for a new resource.
+pub fn new_meta(project_id: String, name: Option<String>, description: Option<String>) -> Meta {
+    let now = timestamp(now_unix());
+    Meta {
+        id: uuid::Uuid::new_v4().to_string(),
+        project_id,
+        name: name.unwrap_or_default(),
+        description: description.unwrap_or_default(),
+        revision_number: 1,
+        created_at: now.clone(),
+        updated_at: now,
+    }
+}
+
+/// Marks a resource changed: next revision, new `updated_at`.
+pub fn touch(meta: &mut Meta) {
+    meta.revision_number += 1;
+    meta.updated_at = timestamp(now_unix());
+}
+
+/// Honours `If-Match: revision_number=N` (412 when it does not hold).
+pub fn check_if_match(if_match: Option<&str>, meta: &Meta) -> Result<(), ApiError> {
+    let Some(h) = if_match else { return Ok(()) };
+    for part in h.split(',') {
+        let part = part.trim();
+        let Some(n) = part.strip_prefix("revision_number=") else {
+            return Err(ApiError::bad_request(format!("If-Match must be 'revision_number=N', got '{part}'")));
+        };
+        let n: u64 = n.parse().map_err(|_| ApiError::bad_request(format!("If-Match revision '{n}' is not a number")))?;
+        if n == meta.revision_number {
+            return Ok(());
+        }
+    }
+    Err(ApiError::precondition_failed(format!(
+        "Constraint {h} does not match the current revision_number {} of {}",
+        meta.revision_number, meta.id
+    )))
+}
+
+/// Standard attributes every resource renders.
+pub fn render_meta(m: &Meta, o: &mut Map<String, Value>) {
+    o.insert("id".into(), m.id.clone().into());
+    o.insert("name".into(), m.name.clone().into());
+    o.insert("description".into(), m.description.clone().into());
+    o.insert("project_id".into(), m.project_id.clone().into());
+    o.insert("tenant_id".into(), m.project_id.clone().into());
+    o.insert("revision_number".into(), m.revision_number.into());
+    o.insert("created_at".into(), m.created_at.clone().into());
+    o.insert("updated_at".into(), m.updated_at.clone().into());
+    o.insert("tags".into(), Value::Array(Vec::new()));
+}
+
+/// Query parameters that are not attribute filters.
+const NON_FILTERS: [&str; 6] = ["fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse"];
+
+fn matches(v: &Value, wanted: &str) -> bool {
+    match v {
+        Value::String(s) => s == wanted,
+        Value::Bool(b) => wanted.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+        Value::Number(n) => n.to_string() == wanted,
+        Value::Null => wanted.is_empty() || wanted == "None",
+        Value::Array(items) => items.iter().any(|i| match i {
+            // fixed_ips=ip_address=10.0.0.3 / fixed_ips=subnet_id=X
+            Value::Object(o) => wanted
+                .split_once('=')
+                .is_some_and(|(k, want)| o.get(k).and_then(Value::as_str) == Some(want)),
+            other => matches(other, wanted),
+        }),
+        Value::Object(_) => false,
+    }
+}
+
+/// Applies Neutron list semantics to rendered resources: attribute filters
+/// (repeated keys OR'ed), `sort_key`/`sort_dir`, `marker`/`limit` pagination
+/// (returns the marker of a next page) and `fields`.
+pub fn list_response(
+    collection: &str,
+    items: Vec<Map<String, Value>>,
+    query: &[(String, String)],
+    base_url: &str,
+) -> Result<Value, ApiError> {
+    let mut filters: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut fields = Vec::new();
+    let (mut limit, mut marker, mut sort_key, mut sort_desc) = (None, None, "id".to_owned(), false);
+    for (k, v) in query {
+        match k.as_str() {
+            "fields" => fields.push(v.as_str()),
+            "limit" => {
+                limit = Some(v.parse::<usize>().map_err(|_| ApiError::bad_request(format!("Bad limit request: '{v}' is not an integer")))?)
+            }
+            "marker" => marker = Some(v.as_str()),
+            "sort_key" => sort_key = v.clone(),
+            "sort_dir" => match v.as_str() {
+                "asc" => sort_desc = false,
+                "desc" => sort_desc = true,
+                _ => return Err(ApiError::bad_request(format!("sort_dir must be asc or desc, got '{v}'"))),
+            },
+            _ if NON_FILTERS.contains(&k.as_str()) => {}
+            _ => filters.entry(k.as_str()).or_default().push(v.as_str()),
+        }
+    }
+    if let Some(first) = items.first() {
+        if let Some(bad) = filters.keys().find(|k| !first.contains_key(**k)) {
+            return Err(ApiError::bad_request(format!("[{bad}] is invalid attribute for filtering")));
+        }
+        if !first.contains_key(&sort_key) {
+            return Err(ApiError::bad_request(format!("{sort_key} is an invalid attribute for sort_key")));
+        }
+    }
+    let mut out: Vec<Map<String, Value>> = items
+        .into_iter()
+        .filter(|item| filters.iter().all(|(k, vals)| item.get(*k).is_some_and(|v| vals.iter().any(|w| matches(v, w)))))
+        .collect();
+    let key = |m: &Map<String, Value>| m.get(&sort_key).map(|v| v.to_string()).unwrap_or_default();
+    out.sort_by(|a, b| {
+        let o = key(a).cmp(&key(b)).then_with(|| a["id"].to_string().cmp(&b["id"].to_string()));
+        if sort_desc {
+            o.reverse()
+        } else {
+            o
+        }
+    });
+    if let Some(m) = marker {
+        let pos = out
+            .iter()
+            .position(|i| i.get("id").and_then(Value::as_str) == Some(m))
+            .ok_or_else(|| ApiError::not_found("marker", m))?;
+        out.drain(..=pos);
+    }
+    let mut next = None;
+    if let Some(l) = limit.filter(|l| *l > 0) {
+        if out.len() > l {
+            out.truncate(l);
+            next = out.last().and_then(|i| i.get("id")).and_then(Value::as_str).map(str::to_owned);
+        }
+    }
+    if !fields.is_empty() {
+        for item in &mut out {
+            item.retain(|k, _| fields.contains(&k.as_str()));
+        }
+    }
+    let mut body = Map::new();
+    body.insert(collection.into(), Value::Array(out.into_iter().map(Value::Object).collect()));
+    if let (Some(next), Some(l)) = (next, limit) {
+        let mut q: Vec<String> = query.iter().filter(|(k, _)| k != "marker" && k != "limit").map(|(k, v)| format!("{k}={v}")).collect();
+        q.push(format!("limit={l}"));
+        q.push(format!("marker={next}"));
+        body.insert(
+            format!("{collection}_links"),
+            serde_json::json!([{"rel": "next", "href": format!("{base_url}/v2.0/{collection}?{}", q.join("&"))}]),
+        );
+    }
+    Ok(Value::Object(body))
+}
+
+/// `fields` applied to a single rendered resource.
+pub fn select_fields(mut item: Map<String, Value>, query: &[(String, String)]) -> Map<String, Value> {
+    let fields: Vec<&str> = query.iter().filter(|(k, _)| k == "fields").map(|(_, v)| v.as_str()).collect();
+    if !fields.is_empty() {
+        item.retain(|k, _| fields.contains(&k.as_str()));
+    }
+    item
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn items() -> Vec<Map<String, Value>> {
+        [
+            json!({"id": "a", "name": "x", "admin_state_up": true, "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.0.3"}]}),
+            json!({"id": "b", "name": "y", "admin_state_up": false, "fixed_ips": []}),
+            json!({"id": "c", "name": "x", "admin_state_up": true, "fixed_ips": []}),
+        ]
+        .into_iter()
+        .map(|v| v.as_object().unwrap().clone())
+        .collect()
+    }
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn filters_fields_pages() {
+        let r = list_response("ports", items(), &q(&[("name", "x")]), "http://h").unwrap();
+        assert_eq!(r["ports"].as_array().unwrap().len(), 2);
+        let r = list_response("ports", items(), &q(&[("name", "x"), ("name", "y")]), "http://h").unwrap();
+        assert_eq!(r["ports"].as_array().unwrap().len(), 3);
+        let r = list_response("ports", items(), &q(&[("admin_state_up", "False")]), "http://h").unwrap();
+        assert_eq!(r["ports"][0]["id"], "b");
+        let r = list_response("ports", items(), &q(&[("fixed_ips", "ip_address=10.0.0.3")]), "http://h").unwrap();
+        assert_eq!(r["ports"][0]["id"], "a");
+        let r = list_response("ports", items(), &q(&[("fields", "id"), ("fields", "name")]), "http://h").unwrap();
+        assert_eq!(r["ports"][0].as_object().unwrap().len(), 2);
+        let r = list_response("ports", items(), &q(&[("limit", "2")]), "http://h").unwrap();
+        assert_eq!(r["ports"].as_array().unwrap().len(), 2);
+        assert!(r["ports_links"][0]["href"].as_str().unwrap().ends_with("limit=2&marker=b"));
+        let r = list_response("ports", items(), &q(&[("limit", "2"), ("marker", "b")]), "http://h").unwrap();
+        assert_eq!(r["ports"][0]["id"], "c");
+        assert!(r.get("ports_links").is_none());
+        assert_eq!(list_response("ports", items(), &q(&[("colour", "red")]), "http://h").unwrap_err().status, 400);
+        assert_eq!(list_response("ports", items(), &q(&[("limit", "x")]), "http://h").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn attrs_reject_unknown_and_bad_types() {
+        let body = json!({"network": {"name": "n", "colour": "red"}});
+        let mut a = Attrs::from_body(&body, "network").unwrap();
+        assert_eq!(a.string("name", 255).unwrap().as_deref(), Some("n"));
+        assert_eq!(a.finish().unwrap_err().message, "Unrecognized attribute(s) 'colour'");
+        let body = json!({"network": {"admin_state_up": "yes"}});
+        let mut a = Attrs::from_body(&body, "network").unwrap();
+        assert_eq!(a.boolean("admin_state_up").unwrap_err().status, 400);
+        assert!(Attrs::from_body(&json!([]), "network").is_err());
+        assert!(Attrs::from_body(&json!({"net": {}}), "network").is_err());
+        assert!(Attrs::from_body(&json!({"network": 5}), "network").is_err());
+    }
+
+    #[test]
+    fn if_match() {
+        let m = new_meta("p".into(), None, None);
+        assert!(check_if_match(None, &m).is_ok());
+        assert!(check_if_match(Some("revision_number=1"), &m).is_ok());
+        assert_eq!(check_if_match(Some("revision_number=2"), &m).unwrap_err().status, 412);
+        assert_eq!(check_if_match(Some("etag"), &m).unwrap_err().status, 400);
+    }
+}
+
+#[cfg(test)]
+mod logic_tests;

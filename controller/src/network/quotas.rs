@@ -1,0 +1,119 @@
+//! Per-project quotas on networks, subnets, ports and routers (409 when a
+//! create would exceed one). Router interface ports do not count.
+
+use serde_json::{json, Map, Value};
+
+use super::{Attrs, OWNER_ROUTER_INTERFACE};
+use crate::{
+    auth::Auth,
+    error::ApiError,
+    model::{Change, Kind, Object, Quota},
+    state::State,
+};
+
+/// Resources of `project` of one kind, as quotas count them.
+pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
+    (match kind {
+        Kind::Network => state.networks.values().filter(|n| n.meta.project_id == project).count(),
+        Kind::Subnet => state.subnets.values().filter(|s| s.meta.project_id == project).count(),
+        Kind::Port => state
+            .ports
+            .values()
+            .filter(|p| p.meta.project_id == project && p.device_owner != OWNER_ROUTER_INTERFACE)
+            .count(),
+        Kind::Router => state.routers.values().filter(|r| r.meta.project_id == project).count(),
+        _ => 0,
+    }) as i64
+}
+
+fn limit(q: &Quota, kind: Kind) -> i64 {
+    match kind {
+        Kind::Network => q.network,
+        Kind::Subnet => q.subnet,
+        Kind::Port => q.port,
+        Kind::Router => q.router,
+        _ => -1,
+    }
+}
+
+/// 409 `OverQuota` if adding `n` resources of `kind` exceeds the limit.
+pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), ApiError> {
+    let l = limit(&state.quota(project), kind);
+    if l >= 0 && used(state, project, kind) + n > l {
+        return Err(ApiError::conflict("OverQuota", format!("Quota exceeded for resources: ['{}'].", kind.as_str())));
+    }
+    Ok(())
+}
+
+fn render(q: &Quota) -> Value {
+    json!({"network": q.network, "subnet": q.subnet, "port": q.port, "router": q.router})
+}
+
+fn may_read(auth: &Auth, project: &str) -> Result<(), ApiError> {
+    if auth.can_see(project) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("Only an administrator may read other projects' quotas."))
+    }
+}
+
+pub fn show(state: &State, auth: &Auth, project: &str) -> Result<Value, ApiError> {
+    may_read(auth, project)?;
+    Ok(json!({"quota": render(&state.quota(project))}))
+}
+
+pub fn details(state: &State, auth: &Auth, project: &str) -> Result<Value, ApiError> {
+    may_read(auth, project)?;
+    let q = state.quota(project);
+    let mut o = Map::new();
+    for k in [Kind::Network, Kind::Subnet, Kind::Port, Kind::Router] {
+        o.insert(k.as_str().into(), json!({"used": used(state, project, k), "limit": limit(&q, k), "reserved": 0}));
+    }
+    Ok(json!({"quota": o}))
+}
+
+pub fn list(state: &State, auth: &Auth) -> Result<Value, ApiError> {
+    if !auth.is_admin() {
+        return Err(ApiError::forbidden("Only an administrator may list quotas."));
+    }
+    let quotas: Vec<Value> = state
+        .quotas
+        .values()
+        .map(|q| {
+            let mut v = render(q);
+            v["project_id"] = q.project_id.clone().into();
+            v["tenant_id"] = q.project_id.clone().into();
+            v
+        })
+        .collect();
+    Ok(json!({"quotas": quotas}))
+}
+
+pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Result<(Vec<Change>, Value), ApiError> {
+    if !auth.is_admin() {
+        return Err(ApiError::forbidden("Only an administrator may change quotas."));
+    }
+    if !state.projects.contains_key(project) {
+        return Err(ApiError::not_found("project", project));
+    }
+    let mut q = state.quota(project);
+    let mut a = Attrs::from_body(body, "quota")?;
+    for (key, slot) in [("network", &mut q.network), ("subnet", &mut q.subnet), ("port", &mut q.port), ("router", &mut q.router)] {
+        if let Some(v) = a.integer(key, -1, i32::MAX as i64)? {
+            *slot = v;
+        }
+    }
+    a.finish()?;
+    let out = json!({"quota": render(&q)});
+    Ok((vec![Change::Put(Object::Quota(q))], out))
+}
+
+pub fn reset(state: &State, auth: &Auth, project: &str) -> Result<(Vec<Change>, ()), ApiError> {
+    if !auth.is_admin() {
+        return Err(ApiError::forbidden("Only an administrator may change quotas."));
+    }
+    if !state.quotas.contains_key(project) {
+        return Ok((vec![], ()));
+    }
+    Ok((vec![Change::Delete(Kind::Quota, project.to_owned())], ()))
+}

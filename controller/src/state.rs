@@ -1,0 +1,140 @@
+//! The desired state in memory, and the one way to change it.
+//!
+//! [`Core::mutate`] is the only writer: it runs a command's validation
+//! against the current [`State`], commits the resulting [`Change`]s to the
+//! store (durable), then applies them in memory and bumps the global
+//! revision. A command that fails validation, or whose commit fails,
+//! changes nothing. Reads take a shared lock and never wait on disk except
+//! behind a writer.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    sync::{Mutex, RwLock, RwLockReadGuard},
+};
+
+use crate::{
+    error::ApiError,
+    model::{
+        Assignment, Change, Kind, Network, Object, Port, Project, Quota, Role, Router, Subnet, Token, User,
+    },
+    store::{Store, StoreError},
+};
+
+/// Everything the controller knows, as of `revision`.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// Global revision: bumped once per committed request.
+    pub revision: u64,
+    pub projects: BTreeMap<String, Project>,
+    pub users: BTreeMap<String, User>,
+    pub roles: BTreeMap<String, Role>,
+    pub assignments: BTreeMap<String, Assignment>,
+    /// By token hash.
+    pub tokens: HashMap<String, Token>,
+    pub networks: BTreeMap<String, Network>,
+    pub subnets: BTreeMap<String, Subnet>,
+    pub ports: BTreeMap<String, Port>,
+    pub routers: BTreeMap<String, Router>,
+    pub quotas: BTreeMap<String, Quota>,
+}
+
+impl State {
+    pub fn apply(&mut self, c: &Change) {
+        match c {
+            Change::Put(o) => match o.clone() {
+                Object::Project(x) => drop(self.projects.insert(x.id.clone(), x)),
+                Object::User(x) => drop(self.users.insert(x.id.clone(), x)),
+                Object::Role(x) => drop(self.roles.insert(x.id.clone(), x)),
+                Object::Assignment(x) => drop(self.assignments.insert(x.id(), x)),
+                Object::Token(x) => drop(self.tokens.insert(x.id_hash.clone(), x)),
+                Object::Network(x) => drop(self.networks.insert(x.meta.id.clone(), x)),
+                Object::Subnet(x) => drop(self.subnets.insert(x.meta.id.clone(), x)),
+                Object::Port(x) => drop(self.ports.insert(x.meta.id.clone(), x)),
+                Object::Router(x) => drop(self.routers.insert(x.meta.id.clone(), x)),
+                Object::Quota(x) => drop(self.quotas.insert(x.project_id.clone(), x)),
+            },
+            Change::Delete(kind, id) => match kind {
+                Kind::Project => drop(self.projects.remove(id)),
+                Kind::User => drop(self.users.remove(id)),
+                Kind::Role => drop(self.roles.remove(id)),
+                Kind::Assignment => drop(self.assignments.remove(id)),
+                Kind::Token => drop(self.tokens.remove(id)),
+                Kind::Network => drop(self.networks.remove(id)),
+                Kind::Subnet => drop(self.subnets.remove(id)),
+                Kind::Port => drop(self.ports.remove(id)),
+                Kind::Router => drop(self.routers.remove(id)),
+                Kind::Quota => drop(self.quotas.remove(id)),
+            },
+        }
+    }
+
+    /// The quota of a project (defaults if never set).
+    pub fn quota(&self, project_id: &str) -> Quota {
+        self.quotas.get(project_id).cloned().unwrap_or_else(|| Quota::default_for(project_id))
+    }
+}
+
+/// The state, its store, and notification of new revisions.
+pub struct Core {
+    state: RwLock<State>,
+    store: Mutex<Store>,
+    revisions: tokio::sync::watch::Sender<u64>,
+}
+
+impl Core {
+    /// Opens the store at `db` and loads everything into memory.
+    pub fn open(db: &Path) -> Result<Core, StoreError> {
+        let store = Store::open(db)?;
+        let loaded = store.load()?;
+        let mut state = State { revision: loaded.revision, ..State::default() };
+        let n = loaded.objects.len();
+        for o in loaded.objects {
+            state.apply(&Change::Put(o));
+        }
+        tracing::info!(db = %db.display(), revision = state.revision, objects = n, "state loaded");
+        let (revisions, _) = tokio::sync::watch::channel(state.revision);
+        Ok(Core { state: RwLock::new(state), store: Mutex::new(store), revisions })
+    }
+
+    /// A consistent read view (held briefly: writers wait for it).
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().expect("state lock poisoned")
+    }
+
+    /// Subscribes to new global revisions.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revisions.subscribe()
+    }
+
+    /// Runs `f` against the current state; commits the changes it returns
+    /// (durably, as one revision) and applies them. Nothing changes if `f`
+    /// or the commit fails.
+    pub fn mutate<T>(&self, f: impl FnOnce(&State) -> Result<(Vec<Change>, T), ApiError>) -> Result<T, ApiError> {
+        let mut state = self.state.write().expect("state lock poisoned");
+        let (changes, out) = f(&state)?;
+        if changes.is_empty() {
+            return Ok(out);
+        }
+        let revision = state.revision + 1;
+        {
+            let mut store = self.store.lock().expect("store lock poisoned");
+            store.commit(revision, &changes).map_err(|e| {
+                tracing::error!(error = %e, revision, "commit failed");
+                ApiError::internal("the change could not be stored; nothing was changed")
+            })?;
+        }
+        for c in &changes {
+            state.apply(c);
+        }
+        state.revision = revision;
+        drop(state);
+        self.revisions.send_replace(revision);
+        Ok(out)
+    }
+
+    /// Changes after `since` from the durable log (for watchers catching up).
+    pub fn changes_since(&self, since: u64) -> Result<Option<Vec<(u64, Kind, String, bool)>>, StoreError> {
+        self.store.lock().expect("store lock poisoned").changes_since(since)
+    }
+}
