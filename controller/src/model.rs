@@ -20,10 +20,11 @@ pub enum Kind {
     Port,
     Router,
     Quota,
+    Host,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Project,
         Kind::User,
         Kind::Role,
@@ -34,6 +35,7 @@ impl Kind {
         Kind::Port,
         Kind::Router,
         Kind::Quota,
+        Kind::Host,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +50,7 @@ impl Kind {
             Kind::Port => "port",
             Kind::Router => "router",
             Kind::Quota => "quota",
+            Kind::Host => "host",
         }
     }
 
@@ -217,6 +220,16 @@ impl Quota {
     }
 }
 
+/// A hypervisor or gateway host, registered by its agent's first report:
+/// the compiler needs its underlay address to tell other hosts where its
+/// ports are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    /// Tunnel endpoint (VXLAN) address on the underlay.
+    pub underlay_ip: String,
+}
+
 /// One stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Object {
@@ -230,6 +243,7 @@ pub enum Object {
     Port(Port),
     Router(Router),
     Quota(Quota),
+    Host(HostRecord),
 }
 
 impl Object {
@@ -245,6 +259,7 @@ impl Object {
             Object::Port(_) => Kind::Port,
             Object::Router(_) => Kind::Router,
             Object::Quota(_) => Kind::Quota,
+            Object::Host(_) => Kind::Host,
         }
     }
 
@@ -260,6 +275,7 @@ impl Object {
             Object::Port(o) => o.meta.id.clone(),
             Object::Router(o) => o.meta.id.clone(),
             Object::Quota(o) => o.project_id.clone(),
+            Object::Host(o) => o.name.clone(),
         }
     }
 }

@@ -14,9 +14,10 @@ use std::{
 };
 
 use crate::{
+    compile::{Compiler, Update},
     error::ApiError,
     model::{
-        Assignment, Change, Kind, Network, Object, Port, Project, Quota, Role, Router, Subnet, Token, User,
+        Assignment, Change, HostRecord, Kind, Network, Object, Port, Project, Quota, Role, Router, Subnet, Token, User,
     },
     store::{Store, StoreError},
 };
@@ -37,6 +38,8 @@ pub struct State {
     pub ports: BTreeMap<String, Port>,
     pub routers: BTreeMap<String, Router>,
     pub quotas: BTreeMap<String, Quota>,
+    /// Registered hosts, by name.
+    pub hosts: BTreeMap<String, HostRecord>,
 }
 
 impl State {
@@ -53,6 +56,7 @@ impl State {
                 Object::Port(x) => drop(self.ports.insert(x.meta.id.clone(), x)),
                 Object::Router(x) => drop(self.routers.insert(x.meta.id.clone(), x)),
                 Object::Quota(x) => drop(self.quotas.insert(x.project_id.clone(), x)),
+                Object::Host(x) => drop(self.hosts.insert(x.name.clone(), x)),
             },
             Change::Delete(kind, id) => match kind {
                 Kind::Project => drop(self.projects.remove(id)),
@@ -65,6 +69,7 @@ impl State {
                 Kind::Port => drop(self.ports.remove(id)),
                 Kind::Router => drop(self.routers.remove(id)),
                 Kind::Quota => drop(self.quotas.remove(id)),
+                Kind::Host => drop(self.hosts.remove(id)),
             },
         }
     }
@@ -79,6 +84,9 @@ impl State {
 pub struct Core {
     state: RwLock<State>,
     store: Mutex<Store>,
+    /// Per-host compiled configuration; updated under the state write lock,
+    /// so it always matches `state.revision`.
+    compiler: Mutex<Compiler>,
     revisions: tokio::sync::watch::Sender<u64>,
 }
 
@@ -92,9 +100,10 @@ impl Core {
         for o in loaded.objects {
             state.apply(&Change::Put(o));
         }
-        tracing::info!(db = %db.display(), revision = state.revision, objects = n, "state loaded");
+        let compiler = Compiler::new(&state);
+        tracing::info!(db = %db.display(), revision = state.revision, objects = n, hosts = compiler.sizes().len(), "state loaded and compiled");
         let (revisions, _) = tokio::sync::watch::channel(state.revision);
-        Ok(Core { state: RwLock::new(state), store: Mutex::new(store), revisions })
+        Ok(Core { state: RwLock::new(state), store: Mutex::new(store), compiler: Mutex::new(compiler), revisions })
     }
 
     /// A consistent read view (held briefly: writers wait for it).
@@ -128,9 +137,20 @@ impl Core {
             state.apply(c);
         }
         state.revision = revision;
+        self.compiler.lock().expect("compiler lock poisoned").on_commit(&state, &changes);
         drop(state);
         self.revisions.send_replace(revision);
         Ok(out)
+    }
+
+    /// What `host`'s agent needs after `since` (see `Compiler::update`).
+    pub fn host_update(&self, host: &str, since: u64, snapshot: bool) -> Option<Update> {
+        self.compiler.lock().expect("compiler lock poisoned").update(host, since, snapshot)
+    }
+
+    /// Compiled entries per host.
+    pub fn compiled_sizes(&self) -> std::collections::BTreeMap<String, usize> {
+        self.compiler.lock().expect("compiler lock poisoned").sizes()
     }
 
     /// Changes after `since` from the durable log (for watchers catching up).
