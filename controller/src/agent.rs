@@ -1,26 +1,43 @@
-//! The host agent: owns one host's dataplane. It loads the eBPF object with
-//! its maps pinned under `/sys/fs/bpf/strato/<host>/`, attaches the uplink
-//! program to the host's underlay NIC(s) and the port program to every VM
-//! port (tap device) that appears, detaches from ports that go away, and
-//! reports interfaces and counters to the controller.
+//! The host agent: owns one host's dataplane and realises the configuration
+//! the controller compiled for it.
 //!
-//! Programs are attached through pinned bpf links: when the agent exits,
-//! forwarding goes on; when it starts again it adopts the links and swaps in
-//! its program atomically. The agent never decides policy; it realises what
-//! it is told (today: which interfaces to cover).
+//! - Loads the eBPF object with its maps pinned under
+//!   `/sys/fs/bpf/strato/<host>/`, attaches the uplink program to the
+//!   host's underlay NIC(s) and the port program to every tap device, all
+//!   through pinned bpf links: when the agent exits, forwarding goes on;
+//!   when it starts again it adopts maps and links and swaps in its program
+//!   atomically.
+//! - Watches its configuration (`/internal/v1/hosts/<host>/watch`): a
+//!   snapshot, then deltas; resumes from the last applied revision after a
+//!   disconnect; keeps the last configuration (and forwarding) while the
+//!   controller is away.
+//! - Writes each bound port into the `PORTS` map once its tap exists, removes
+//!   what the configuration no longer has (only after a snapshot, so a
+//!   restart without a controller disturbs nothing), and reports ports,
+//!   interfaces, counters and the realised revision.
+//!
+//! The agent never decides policy; it realises what it is told.
 
 use std::{
     collections::BTreeMap,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
 use anyhow::Context as _;
+use dataplane_common::{PortInfo, PORT_F_ADMIN_UP, PORT_F_SECURITY};
+use http_body_util::BodyExt as _;
 
 use crate::{
     client::{self, Endpoint},
+    compile::{Entry, PortEntry, Update, UpdateKind},
     dataplane::{Attach, Dataplane},
-    report::{now_ms, DropReport, HostReport, IfCounters, InterfaceReport, Role},
+    report::{now_ms, DropReport, HostReport, IfCounters, InterfaceReport, PortReport, PortState, Role},
 };
 
 #[derive(Clone, Debug)]
@@ -50,6 +67,12 @@ pub struct Agent {
     cfg: AgentConfig,
     dp: Dataplane,
     attached: BTreeMap<String, Attached>,
+    /// The configuration: entries by key, and its revision.
+    desired: BTreeMap<String, Entry>,
+    revision: Arc<AtomicU64>,
+    /// A snapshot arrived since start (until then nothing is removed).
+    have_snapshot: bool,
+    ports: BTreeMap<String, PortReport>,
     started_at_ms: u64,
     controller_ok: Option<bool>,
 }
@@ -57,25 +80,25 @@ pub struct Agent {
 /// Interfaces of this process's network namespace: (ifindex, name).
 pub fn interfaces() -> anyhow::Result<Vec<(u32, String)>> {
     let list = nix::net::if_::if_nameindex().context("listing interfaces (if_nameindex)")?;
-    Ok(list
-        .iter()
-        .map(|i| (i.index(), i.name().to_string_lossy().into_owned()))
-        .collect())
+    Ok(list.iter().map(|i| (i.index(), i.name().to_string_lossy().into_owned())).collect())
+}
+
+/// The first IPv4 address of `iface`.
+fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        if a.interface_name != iface {
+            return None;
+        }
+        a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip()))
+    })
 }
 
 fn check_bpffs(root: &Path) -> anyhow::Result<()> {
     let bpffs = Path::new("/sys/fs/bpf");
-    let st = nix::sys::statfs::statfs(bpffs).with_context(|| {
-        format!(
-            "{} is not accessible: mount bpffs there (mount -t bpf bpf /sys/fs/bpf)",
-            bpffs.display()
-        )
-    })?;
+    let st = nix::sys::statfs::statfs(bpffs)
+        .with_context(|| format!("{} is not accessible: mount bpffs there (mount -t bpf bpf /sys/fs/bpf)", bpffs.display()))?;
     if st.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
-        anyhow::bail!(
-            "{} is not a bpf filesystem: mount -t bpf bpf /sys/fs/bpf",
-            bpffs.display()
-        );
+        anyhow::bail!("{} is not a bpf filesystem: mount -t bpf bpf /sys/fs/bpf", bpffs.display());
     }
     if !root.starts_with(bpffs) {
         tracing::warn!(pin_root = %root.display(), "pin root is outside /sys/fs/bpf");
@@ -83,16 +106,50 @@ fn check_bpffs(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let v: Vec<u8> = s.split(':').filter_map(|p| u8::from_str_radix(p, 16).ok()).collect();
+    v.try_into().ok()
+}
+
+/// The `PORTS` value of a port entry (with the subnet's prefix length from
+/// its network entry).
+fn port_info(p: &PortEntry, desired: &BTreeMap<String, Entry>) -> PortInfo {
+    let mut flags = 0;
+    if p.port_security_enabled {
+        flags |= PORT_F_SECURITY;
+    }
+    if p.admin_state_up {
+        flags |= PORT_F_ADMIN_UP;
+    }
+    let (ipv4, prefix_len) = p
+        .ips
+        .first()
+        .and_then(|(subnet, ip)| {
+            let ip: Ipv4Addr = ip.parse().ok()?;
+            let prefix = match desired.get(&format!("network/{}", p.network_id)) {
+                Some(Entry::Network(n)) => n.subnets.iter().find(|s| &s.id == subnet).and_then(|s| s.cidr.split('/').nth(1)?.parse().ok()),
+                _ => None,
+            };
+            Some((ip.octets(), prefix.unwrap_or(32)))
+        })
+        .unwrap_or(([0; 4], 0));
+    PortInfo { vni: p.vni, flags, mac: parse_mac(&p.mac).unwrap_or_default(), mtu: p.mtu as u16, ipv4, prefix_len, _pad: [0; 3] }
+}
+
 impl Agent {
     pub fn start(cfg: AgentConfig) -> anyhow::Result<Agent> {
         check_bpffs(&cfg.pin_root)?;
         let pin_dir = cfg.pin_dir();
         let dp = Dataplane::load(Some(&pin_dir)).context("loading the dataplane")?;
-        tracing::info!(host = %cfg.host, pin_dir = %pin_dir.display(), "dataplane loaded");
+        tracing::info!(host = %cfg.host, pin_dir = %pin_dir.display(), "dataplane loaded (pinned maps adopted if present)");
         let mut agent = Agent {
             cfg,
             dp,
             attached: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            revision: Arc::new(AtomicU64::new(0)),
+            have_snapshot: false,
+            ports: BTreeMap::new(),
             started_at_ms: now_ms(),
             controller_ok: None,
         };
@@ -120,35 +177,52 @@ impl Agent {
     fn role_of(&self, name: &str) -> Option<Role> {
         if self.cfg.uplinks.iter().any(|u| u == name) {
             Some(Role::Uplink)
-        } else if self
-            .cfg
-            .port_prefixes
-            .iter()
-            .any(|p| name.starts_with(p.as_str()))
-        {
+        } else if self.cfg.port_prefixes.iter().any(|p| name.starts_with(p.as_str())) {
             Some(Role::Port)
         } else {
             None
         }
     }
 
-    /// One reconcile pass: attach to new interfaces, forget vanished ones.
+    /// Applies an update from the controller. Returns false if it does not
+    /// follow from what this agent has (the watch must restart from 0).
+    pub fn apply(&mut self, u: Update) -> bool {
+        let current = self.revision.load(Ordering::SeqCst);
+        match u.kind {
+            UpdateKind::Snapshot => {
+                self.desired = u.upserts.into_iter().map(|e| (e.key(), e)).collect();
+                self.have_snapshot = true;
+            }
+            UpdateKind::Delta => {
+                if u.from != current || !self.have_snapshot {
+                    tracing::warn!(from = u.from, have = current, "delta does not follow the applied revision; resyncing");
+                    return false;
+                }
+                for k in &u.deletes {
+                    self.desired.remove(k);
+                }
+                for e in u.upserts {
+                    self.desired.insert(e.key(), e);
+                }
+            }
+        }
+        self.revision.store(u.revision, Ordering::SeqCst);
+        tracing::debug!(revision = u.revision, entries = self.desired.len(), "configuration applied");
+        true
+    }
+
+    /// One reconcile pass: attach to new interfaces, forget vanished ones,
+    /// write and remove ports.
     pub fn reconcile(&mut self) -> anyhow::Result<()> {
         let present = interfaces()?;
         for (ifindex, name) in &present {
-            let Some(role) = self.role_of(name) else {
-                continue;
-            };
+            let Some(role) = self.role_of(name) else { continue };
             if let Some(a) = self.attached.get(name) {
                 if a.ifindex == *ifindex && a.error.is_none() {
                     continue;
                 }
             }
-            let which = if role == Role::Uplink {
-                Attach::Uplink
-            } else {
-                Attach::Port
-            };
+            let which = if role == Role::Uplink { Attach::Uplink } else { Attach::Port };
             let error = match self.dp.attach(which, name) {
                 Ok(()) => {
                     tracing::info!(iface = %name, ifindex, program = which.program(), "attached");
@@ -163,41 +237,59 @@ impl Agent {
                     Some(msg)
                 }
             };
-            self.attached.insert(
-                name.clone(),
-                Attached {
-                    ifindex: *ifindex,
-                    role,
-                    error,
-                },
-            );
+            self.attached.insert(name.clone(), Attached { ifindex: *ifindex, role, error });
         }
-        let gone: Vec<String> = self
-            .attached
-            .keys()
-            .filter(|n| !present.iter().any(|(_, p)| p == *n))
-            .cloned()
-            .collect();
+        let gone: Vec<String> = self.attached.keys().filter(|n| !present.iter().any(|(_, p)| p == *n)).cloned().collect();
         for name in gone {
             tracing::info!(iface = %name, "interface gone; detaching");
             self.attached.remove(&name);
             let _ = self.dp.detach(&name);
         }
-        for up in &self.cfg.uplinks {
-            if !present.iter().any(|(_, n)| n == up) && !self.attached.contains_key(up) {
-                tracing::debug!(iface = %up, "uplink not present yet");
+        self.reconcile_ports()
+    }
+
+    fn reconcile_ports(&mut self) -> anyhow::Result<()> {
+        let in_map = self.dp.ports().context("reading the ports table")?;
+        let mut wanted: BTreeMap<u32, PortInfo> = BTreeMap::new();
+        let mut reports = BTreeMap::new();
+        for e in self.desired.values() {
+            let Entry::Port(p) = e else { continue };
+            let attached = self.attached.get(&p.tap);
+            let (state, ifindex, error) = match attached {
+                None => (PortState::Waiting, None, None),
+                Some(a) if a.error.is_some() => (PortState::Error, Some(a.ifindex), a.error.clone()),
+                Some(a) => {
+                    let info = port_info(p, &self.desired);
+                    wanted.insert(a.ifindex, info);
+                    if in_map.get(&a.ifindex) != Some(&info) {
+                        match self.dp.set_port(a.ifindex, info) {
+                            Ok(()) => tracing::info!(port = %p.id, tap = %p.tap, ifindex = a.ifindex, vni = p.vni, "port written"),
+                            Err(e) => {
+                                reports.insert(p.id.clone(), PortReport { id: p.id.clone(), tap: p.tap.clone(), ifindex: Some(a.ifindex), state: PortState::Error, error: Some(format!("{e:#}")) });
+                                continue;
+                            }
+                        }
+                    }
+                    (PortState::Active, Some(a.ifindex), None)
+                }
+            };
+            reports.insert(p.id.clone(), PortReport { id: p.id.clone(), tap: p.tap.clone(), ifindex, state, error });
+        }
+        // Entries the configuration no longer has: removed once we know the
+        // whole configuration (a snapshot arrived).
+        if self.have_snapshot {
+            for ifindex in in_map.keys().filter(|i| !wanted.contains_key(i)) {
+                self.dp.remove_port(*ifindex).context("removing a port")?;
+                tracing::info!(ifindex, "port removed from the ports table");
             }
         }
+        self.ports = reports;
         Ok(())
     }
 
-    pub fn report(&self) -> anyhow::Result<HostReport> {
+    pub fn report(&mut self) -> anyhow::Result<HostReport> {
         let counters = self.dp.counters().context("reading counters")?;
-        let names: BTreeMap<u32, &str> = self
-            .attached
-            .iter()
-            .map(|(n, a)| (a.ifindex, n.as_str()))
-            .collect();
+        let names: BTreeMap<u32, &str> = self.attached.iter().map(|(n, a)| (a.ifindex, n.as_str())).collect();
         let interfaces = self
             .attached
             .iter()
@@ -206,21 +298,18 @@ impl Agent {
                 ifindex: a.ifindex,
                 role: a.role.clone(),
                 error: a.error.clone(),
-                counters: counters
-                    .interfaces
-                    .get(&a.ifindex)
-                    .copied()
-                    .map(IfCounters::from)
-                    .unwrap_or_default(),
+                counters: counters.interfaces.get(&a.ifindex).copied().map(IfCounters::from).unwrap_or_default(),
             })
             .collect();
         let drops = counters
             .drops
             .iter()
-            .filter_map(|((ifindex, reason), s)| {
-                names.get(ifindex).map(|n| DropReport::new(n, *reason, *s))
-            })
+            .filter_map(|((ifindex, reason), s)| names.get(ifindex).map(|n| DropReport::new(n, *reason, *s)))
             .collect();
+        let mut maps = BTreeMap::new();
+        maps.insert(dataplane_common::maps::PORTS.to_owned(), self.dp.ports().map(|p| p.len() as u64).unwrap_or(0));
+        maps.insert(dataplane_common::maps::IF_STATS.to_owned(), counters.interfaces.len() as u64);
+        maps.insert(dataplane_common::maps::DROP_STATS.to_owned(), counters.drops.len() as u64);
         Ok(HostReport {
             host: self.cfg.host.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -229,13 +318,15 @@ impl Agent {
             pin_dir: self.cfg.pin_dir().display().to_string(),
             interfaces,
             drops,
+            underlay_ip: self.cfg.uplinks.iter().find_map(|u| ipv4_of(u)).map(|ip| ip.to_string()),
+            realised_revision: self.revision.load(Ordering::SeqCst),
+            ports: self.ports.values().cloned().collect(),
+            maps,
         })
     }
 
     async fn send_report(&mut self) {
-        let Some(ep) = self.cfg.controller.clone() else {
-            return;
-        };
+        let Some(ep) = self.cfg.controller.clone() else { return };
         let report = match self.report() {
             Ok(r) => r,
             Err(e) => {
@@ -263,17 +354,38 @@ impl Agent {
 
     /// Runs until `shutdown` resolves. Programs stay attached afterwards
     /// unless `detach_on_exit`.
-    pub async fn run(
-        mut self,
-        shutdown: impl std::future::Future<Output = ()>,
-        detach_on_exit: bool,
-    ) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>, detach_on_exit: bool) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Update>>(64);
+        let resync = Arc::new(AtomicU64::new(0));
+        if let Some(ep) = self.cfg.controller.clone() {
+            tokio::spawn(watch(ep, self.cfg.host.clone(), self.revision.clone(), resync.clone(), tx));
+        }
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                Some(u) = rx.recv() => {
+                    let Some(u) = u else { continue };
+                    let _span = tracing::info_span!("apply", host = %self.cfg.host, revision = u.revision).entered();
+                    if !self.apply(u) {
+                        resync.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    // Drain what else is queued before touching maps once.
+                    while let Ok(Some(more)) = rx.try_recv() {
+                        if !self.apply(more) {
+                            resync.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                    }
+                    drop(_span);
+                    if let Err(e) = self.reconcile() {
+                        tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
+                    }
+                    self.send_report().await;
+                }
                 _ = tick.tick() => {
                     if let Err(e) = self.reconcile() {
                         tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
@@ -293,5 +405,69 @@ impl Agent {
             tracing::info!("exiting; programs stay attached through their pinned links");
         }
         Ok(())
+    }
+}
+
+/// Follows the host's configuration stream, reconnecting with the last
+/// applied revision (or 0 after a failed delta, which yields a snapshot).
+async fn watch(ep: Endpoint, host: String, applied: Arc<AtomicU64>, resync: Arc<AtomicU64>, tx: tokio::sync::mpsc::Sender<Option<Update>>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut seen_resync = 0;
+    let mut first = true;
+    loop {
+        let r = resync.load(Ordering::SeqCst);
+        // At start and after a failed delta: ask for a snapshot.
+        let since = if first || r != seen_resync { 0 } else { applied.load(Ordering::SeqCst) };
+        seen_resync = r;
+        first = false;
+        let path = format!("/internal/v1/hosts/{host}/watch?since={since}");
+        match follow(&ep, &path, &tx, &resync, r).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "watch interrupted");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Reads one watch response until it ends, fails, goes silent for 3
+/// heartbeats, or a resync is requested.
+async fn follow(
+    ep: &Endpoint,
+    path: &str,
+    tx: &tokio::sync::mpsc::Sender<Option<Update>>,
+    resync: &AtomicU64,
+    resync_at_start: u64,
+) -> anyhow::Result<()> {
+    let resp = client::stream(ep, path).await?;
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(16), body.frame())
+            .await
+            .context("watch silent for 16 s")?;
+        let Some(frame) = frame else { return Ok(()) };
+        let frame = frame.context("reading the watch stream")?;
+        let Ok(data) = frame.into_data() else { continue };
+        buf.extend_from_slice(&data);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let v: serde_json::Value = serde_json::from_slice(&line).context("watch line is not JSON")?;
+            if v.get("kind").and_then(|k| k.as_str()) == Some("heartbeat") {
+                continue;
+            }
+            let u: Update = serde_json::from_value(v).context("watch line is not an update")?;
+            if tx.send(Some(u)).await.is_err() {
+                return Ok(());
+            }
+        }
+        if resync.load(Ordering::SeqCst) != resync_at_start {
+            anyhow::bail!("resync requested");
+        }
     }
 }

@@ -25,4 +25,13 @@ pub struct App {
     pub config: Config,
     pub core: Core,
     pub hosts: Hosts,
+    /// Becomes true when the controller is stopping: long-lived responses
+    /// (configuration watches) end so the servers can drain.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl App {
+    pub fn new(config: Config, core: Core) -> App {
+        App { config, core, hosts: Hosts::new(), stopping: tokio::sync::watch::Sender::new(false) }
+    }
 }

@@ -159,6 +159,51 @@ where
     Ok((status, bytes))
 }
 
+/// Opens a streaming GET (the configuration watch); the caller reads the
+/// body frame by frame. Non-2xx is an error carrying the body.
+pub async fn stream(endpoint: &Endpoint, path: &str) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    let connect_err = |source| ClientError::Connect { endpoint: endpoint.clone(), source };
+    let http_err = |source| ClientError::Http { endpoint: endpoint.clone(), source };
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .expect("static request parts are valid");
+    let (mut sender, conn) = match endpoint {
+        Endpoint::Tcp(addr) => {
+            let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+                .await
+                .map_err(|_| ClientError::Timeout { endpoint: endpoint.clone(), timeout: Duration::from_secs(5) })?
+                .map_err(connect_err)?;
+            let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(http_err)?;
+            (tx, tokio::spawn(async move { let _ = c.await; }))
+        }
+        Endpoint::Unix(p) => {
+            let s = UnixStream::connect(p).await.map_err(connect_err)?;
+            let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(http_err)?;
+            (tx, tokio::spawn(async move { let _ = c.await; }))
+        }
+    };
+    drop(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .map_err(|_| ClientError::Timeout { endpoint: endpoint.clone(), timeout: Duration::from_secs(5) })?
+        .map_err(http_err)?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        return Err(ClientError::Status {
+            endpoint: endpoint.clone(),
+            method: Method::GET,
+            path: path.to_owned(),
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    Ok(resp)
+}
+
 /// GET a JSON document; non-2xx is an error carrying the body.
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     endpoint: &Endpoint,

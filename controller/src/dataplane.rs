@@ -16,7 +16,7 @@ use aya::{
     programs::{links::FdLink, links::PinnedLink, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use dataplane_common::{maps, programs, DropKey, DropReason, DropStats, IfStats};
+use dataplane_common::{maps, programs, DropKey, DropReason, DropStats, IfStats, PortInfo};
 use thiserror::Error;
 
 /// The kernel programs, built by build.rs from `dataplane-ebpf`.
@@ -27,7 +27,7 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 2] = [maps::IF_STATS, maps::DROP_STATS];
+pub const MAP_NAMES: [&str; 3] = [maps::IF_STATS, maps::DROP_STATS, maps::PORTS];
 
 #[derive(Debug, Error)]
 pub enum DataplaneError {
@@ -258,6 +258,7 @@ impl Dataplane {
                 source: "missing".into(),
             })?;
             match name {
+                maps::PORTS => continue,
                 maps::IF_STATS => {
                     let mut m: PerCpuHashMap<&mut MapData, u32, IfStats> =
                         map.try_into()
@@ -285,6 +286,38 @@ impl Dataplane {
             }
         }
         Ok(())
+    }
+}
+
+impl Dataplane {
+    fn ports_map(&mut self) -> Result<aya::maps::HashMap<&mut MapData, u32, PortInfo>, DataplaneError> {
+        let map = self.ebpf.map_mut(maps::PORTS).ok_or(DataplaneError::Map { name: maps::PORTS, source: "missing".into() })?;
+        map.try_into().map_err(|e: aya::maps::MapError| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })
+    }
+
+    /// Every entry of the ports table.
+    pub fn ports(&mut self) -> Result<BTreeMap<u32, PortInfo>, DataplaneError> {
+        let m = self.ports_map()?;
+        let mut out = BTreeMap::new();
+        for kv in m.iter() {
+            let (k, v) = kv.map_err(|e| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })?;
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+
+    /// Writes one port (a single map update: atomic for that port).
+    pub fn set_port(&mut self, ifindex: u32, info: PortInfo) -> Result<(), DataplaneError> {
+        let mut m = self.ports_map()?;
+        m.insert(ifindex, info, 0).map_err(|e| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })
+    }
+
+    pub fn remove_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        let mut m = self.ports_map()?;
+        match m.remove(&ifindex) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(DataplaneError::Map { name: maps::PORTS, source: Box::new(e) }),
+        }
     }
 }
 

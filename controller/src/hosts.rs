@@ -108,12 +108,12 @@ impl Hosts {
 }
 
 impl Hosts {
-    /// Whether `host` is up and reports interface `iface` attached.
-    pub fn port_attached(&self, host: &str, iface: &str) -> bool {
+    /// Whether `host` is up and reports port `port_id` realised.
+    pub fn port_active(&self, host: &str, port_id: &str) -> bool {
         let hosts = self.hosts.lock().expect("hosts lock poisoned");
         hosts.get(host).is_some_and(|s| {
             now_ms().saturating_sub(s.at_ms) <= HOST_LIVENESS.as_millis() as u64
-                && s.report.interfaces.iter().any(|i| i.name == iface && i.error.is_none())
+                && s.report.ports.iter().any(|p| p.id == port_id && p.state == crate::report::PortState::Active)
         })
     }
 }

@@ -250,7 +250,7 @@ fn denied(action: &str) -> ApiError {
     ApiError::forbidden(format!("You are not authorized to perform the requested action: identity:{action}."))
 }
 
-fn require_admin(caller: &Auth, action: &str) -> Result<(), ApiError> {
+pub fn require_admin(caller: &Auth, action: &str) -> Result<(), ApiError> {
     if caller.is_admin() {
         Ok(())
     } else {

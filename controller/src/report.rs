@@ -17,6 +17,39 @@ pub struct HostReport {
     pub pin_dir: String,
     pub interfaces: Vec<InterfaceReport>,
     pub drops: Vec<DropReport>,
+    /// The host's tunnel endpoint address (its uplink's IPv4 address).
+    #[serde(default)]
+    pub underlay_ip: Option<String>,
+    /// Configuration revision the agent has applied.
+    #[serde(default)]
+    pub realised_revision: u64,
+    /// Every port the configuration binds to this host, and how it is.
+    #[serde(default)]
+    pub ports: Vec<PortReport>,
+    /// Entries per pinned map.
+    #[serde(default)]
+    pub maps: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortState {
+    /// Tap found, program attached, maps written.
+    Active,
+    /// No tap device of that name on the host (yet).
+    Waiting,
+    /// Attaching or writing maps failed (see `error`).
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortReport {
+    pub id: String,
+    pub tap: String,
+    pub ifindex: Option<u32>,
+    pub state: PortState,
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

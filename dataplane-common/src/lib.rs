@@ -18,6 +18,11 @@ pub mod maps {
     pub const IF_STATS: &str = "IF_STATS";
     /// Per-CPU hash: [`super::DropKey`] -> [`super::DropStats`].
     pub const DROP_STATS: &str = "DROP_STATS";
+    /// Hash: ifindex of a VM port's tap -> [`super::PortInfo`], written by the
+    /// agent from the compiled configuration.
+    pub const PORTS: &str = "PORTS";
+    /// Capacity of [`PORTS`]: VM ports on one host.
+    pub const PORTS_MAX: u32 = 4096;
     /// Capacity of [`IF_STATS`]: interfaces one host can count.
     pub const IF_STATS_MAX: u32 = 8192;
     /// Capacity of [`DROP_STATS`]: (interface, reason) pairs one host can count.
@@ -138,6 +143,30 @@ impl DropReason {
     }
 }
 
+/// A VM port as the dataplane sees it (value of `PORTS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortInfo {
+    /// VXLAN network identifier of the port's network.
+    pub vni: u32,
+    /// `PORT_F_*` bits.
+    pub flags: u32,
+    /// The port's MAC address.
+    pub mac: [u8; 6],
+    /// MTU of the network (what the VM is told).
+    pub mtu: u16,
+    /// The port's first fixed IPv4 address, network byte order as bytes.
+    pub ipv4: [u8; 4],
+    /// Prefix length of that address's subnet.
+    pub prefix_len: u8,
+    pub _pad: [u8; 3],
+}
+
+/// `PortInfo::flags`: anti-spoofing applies.
+pub const PORT_F_SECURITY: u32 = 1;
+/// `PortInfo::flags`: administratively up.
+pub const PORT_F_ADMIN_UP: u32 = 2;
+
 /// Per-interface counters, one copy per CPU (sum them in user space).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -202,6 +231,7 @@ impl DropStats {
 const _: () = assert!(core::mem::size_of::<IfStats>() == 64);
 const _: () = assert!(core::mem::size_of::<DropKey>() == 8);
 const _: () = assert!(core::mem::size_of::<DropStats>() == 16);
+const _: () = assert!(core::mem::size_of::<PortInfo>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -214,6 +244,8 @@ mod pod {
     unsafe impl aya::Pod for super::DropKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DropStats {}
+    // SAFETY: as above (explicit padding field, size asserted).
+    unsafe impl aya::Pod for super::PortInfo {}
 }
 
 #[cfg(test)]

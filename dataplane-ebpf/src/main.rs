@@ -10,6 +10,7 @@
 #![no_main]
 
 mod parse;
+mod port;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

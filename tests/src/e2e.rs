@@ -85,18 +85,32 @@ impl Cloud {
             cloud.start_agent(&h);
         }
         let n = cloud.region.hosts().len();
-        cloud.wait_until(
-            "every host's agent reports",
-            Duration::from_secs(30),
-            || {
-                let hosts = cloud.hosts();
-                hosts.len() == n
-                    && hosts.iter().all(|h| {
-                        h.state == "up" && h.report.interfaces.iter().any(|i| i.error.is_none())
-                    })
-            },
-        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let hosts = cloud.hosts();
+            let ready = |h: &HostStatus| h.state == "up" && h.report.interfaces.iter().any(|i| i.error.is_none());
+            if hosts.len() == n && hosts.iter().all(ready) {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after 30 s waiting for every host's agent to report; {} of {n} report.\n{}\n{}",
+                    hosts.len(),
+                    cloud.log_tail("controller", 20),
+                    cloud.log_tail(&format!("agent-{}", cloud.region.hosts()[0].name), 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         cloud
+    }
+
+    /// The last `n` lines of a spawned process's log (for failure messages).
+    pub fn log_tail(&self, name: &str, n: usize) -> String {
+        let path = self.region.state_dir().join("logs").join(format!("{name}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
+        let lines: Vec<&str> = text.lines().collect();
+        format!("--- {name} log ---\n{}", lines[lines.len().saturating_sub(n)..].join("\n"))
     }
 
     pub fn prefix(&self) -> &str {
@@ -179,12 +193,15 @@ impl Cloud {
         );
     }
 
+    /// The agents' (and operators') API on the controller's Unix socket.
+    pub fn internal(&self) -> Endpoint {
+        Endpoint::Unix(self.socket.clone())
+    }
+
+    /// GET on the internal API (Unix socket, no token).
     pub fn get(&self, path: &str) -> Result<serde_json::Value, strato::client::ClientError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(strato::client::get_json(&self.api, path))
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(strato::client::get_json(&self.internal(), path))
     }
 
     pub fn hosts(&self) -> Vec<HostStatus> {

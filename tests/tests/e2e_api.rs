@@ -9,8 +9,8 @@
 //! wrong method; agent with --interval 0, a missing --netns, no --host.
 
 use std::{
-    io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
+    os::unix::net::UnixStream,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -21,6 +21,7 @@ struct Controller {
     child: Child,
     addr: String,
     dir: std::path::PathBuf,
+    socket: std::path::PathBuf,
 }
 
 impl Controller {
@@ -33,17 +34,20 @@ impl Controller {
         let addr = format!("127.0.0.1:{port}");
         let dir = std::env::temp_dir().join(format!("strato-e2e-api-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        let socket = dir.join("controller.sock");
         let child = Command::new(bin("strato-controller"))
             .args(["--listen", &addr, "--db"])
             .arg(dir.join("strato.db"))
+            .arg("--socket")
+            .arg(&socket)
             .env("STRATO_ADMIN_PASSWORD", strato_tests::e2e::ADMIN_PASSWORD)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start controller");
-        let c = Controller { child, addr, dir };
+        let c = Controller { child, addr, dir, socket };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(&c.addr).is_err() {
+        while TcpStream::connect(&c.addr).is_err() || UnixStream::connect(&c.socket).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "controller did not listen on {}",
@@ -54,40 +58,57 @@ impl Controller {
         c
     }
 
-    /// One raw HTTP/1.1 exchange: (status, lowercase headers, body).
+    /// One raw HTTP/1.1 exchange on the agents' socket: (status, lowercase headers, body).
     fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, String) {
-        let mut s = TcpStream::connect(&self.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        s.write_all(head.as_bytes()).expect("write head");
-        // Over the limit, the server answers 413 from Content-Length alone
-        // and closes; sending the body would only reset the connection
-        // before the answer is read.
-        if body.len() <= 1 << 20 {
-            s.write_all(body).expect("write body");
-        }
-        let mut resp = Vec::new();
-        let _ = s.read_to_end(&mut resp);
-        let text = String::from_utf8_lossy(&resp).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let mut lines = head.lines();
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {text:?}"));
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        (status, headers, body.to_owned())
+        let s = UnixStream::connect(&self.socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        exchange(s, &self.addr, method, path, body)
     }
 
+    /// The same on the public TCP listener.
+    fn http_tcp(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, String) {
+        let s = TcpStream::connect(&self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        exchange(s, &self.addr, method, path, body)
+    }
+}
+
+fn exchange(
+    mut s: impl std::io::Read + std::io::Write,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, String) {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write head");
+    // Over the limit, the server answers 413 from Content-Length alone
+    // and closes; sending the body would only reset the connection
+    // before the answer is read.
+    if body.len() <= 1 << 20 {
+        s.write_all(body).expect("write body");
+    }
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+impl Controller {
     fn hosts(&self) -> serde_json::Value {
         let (status, _, body) = self.http("GET", "/internal/v1/hosts", b"");
         assert_eq!(status, 200, "{body}");
@@ -226,6 +247,11 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let (status, _, _) = c.http("DELETE", "/internal/v1/hosts", b"");
     assert_eq!(status, 405);
 
+    // The public listener does not take reports, and internal reads need an admin token.
+    let (status, _, _) = c.http_tcp("PUT", "/internal/v1/hosts/h1", report("h1").as_bytes());
+    assert!(matches!(status, 401 | 404 | 405), "PUT report over TCP answered {status}");
+    let (status, _, body) = c.http_tcp("GET", "/internal/v1/hosts", b"");
+    assert_eq!(status, 401, "{body}");
     // A good report is accepted and listed, with its liveness.
     let (status, headers, body) = c.http("PUT", "/internal/v1/hosts/h1", report("h1").as_bytes());
     assert_eq!(status, 204, "{body}");

@@ -1,11 +1,912 @@
-//! Keystone v3 HTTP routes (stub; being written).
+//! Keystone v3 HTTP routes (the subset the `openstack` CLI, openstacksdk and
+//! keystoneauth use): the version document, tokens (issue, validate,
+//! revoke), the catalog, projects, users, roles, role assignments and the
+//! one `default` domain.
+//!
+//! This layer only parses requests (strictly: unknown attributes are 400)
+//! into calls of `identity`, runs argon2 off the async workers (bounded, so
+//! a burst of logins cannot exhaust memory), and renders Keystone JSON and
+//! Keystone error bodies. Policy and validation live in `identity`.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
-use axum::Router;
+use axum::{
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{any, get},
+    Json, Router,
+};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer};
+use serde_json::{json, Map, Value};
+use sha2::{Digest as _, Sha256};
 
-use crate::app::App;
+use super::{json_body, keystone_error};
+use crate::{
+    app::App,
+    auth::Auth,
+    error::ApiError,
+    identity::{
+        self, AssignmentFilter, Bootstrap, DomainRef, Filter, Issue, NewProject, NewUser, ProjectPatch, ProjectRef,
+        TokenInfo, UserPatch, UserRef, DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME,
+    },
+    model::{now_unix, Project, Role, User},
+};
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
+        .route("/v3", get(version))
+        .route("/v3/", get(version))
+        .route("/v3/auth/tokens", get(validate_token).post(issue_token).delete(revoke_token))
+        .route("/v3/auth/catalog", get(auth_catalog))
+        .route("/v3/auth/projects", get(auth_projects))
+        .route("/v3/auth/domains", get(auth_domains))
+        .route("/v3/projects", get(list_projects).post(create_project))
+        .route("/v3/projects/{id}", get(show_project).patch(update_project).delete(delete_project))
+        .route("/v3/projects/{p}/users/{u}/roles", get(list_grants))
+        .route("/v3/projects/{p}/users/{u}/roles/{r}", get(check_grant).put(grant).delete(revoke_grant))
+        .route("/v3/users", get(list_users).post(create_user))
+        .route("/v3/users/{id}", get(show_user).patch(update_user).delete(delete_user))
+        .route("/v3/users/{id}/projects", get(user_projects))
+        .route("/v3/users/{id}/password", axum::routing::post(change_password))
+        .route("/v3/roles", get(list_roles).post(create_role))
+        .route("/v3/roles/{id}", get(show_role))
+        .route("/v3/role_assignments", get(list_assignments))
+        .route("/v3/domains", get(list_domains))
+        .route("/v3/domains/{id}", get(show_domain))
+        .route("/v3/{*rest}", any(unknown))
+}
+
+// ------------------------------------------------------------------ plumbing
+
+/// An [`ApiError`] rendered the Keystone way, so handlers can use `?`.
+struct KsError(ApiError);
+
+impl IntoResponse for KsError {
+    fn into_response(self) -> Response {
+        keystone_error(self.0)
+    }
+}
+
+impl From<ApiError> for KsError {
+    fn from(e: ApiError) -> KsError {
+        KsError(e)
+    }
+}
+
+type Reply = Result<Response, KsError>;
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+type Body = Result<Json<Value>, JsonRejection>;
+
+fn caller(app: &App, headers: &HeaderMap) -> Result<Auth, ApiError> {
+    super::authenticate(app, headers)
+}
+
+fn params(q: Params) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m).map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+}
+
+/// Keystone's truthiness of a query flag (`?enabled=false`, `?include_names`).
+fn flag(v: &str) -> bool {
+    !matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off")
+}
+
+/// A typed body, or 400 naming what is wrong (unknown attribute, missing
+/// field, wrong type).
+fn parse<T: DeserializeOwned>(what: &str, body: Body) -> Result<T, ApiError> {
+    serde_json::from_value(json_body(body)?).map_err(|e| ApiError::bad_request(format!("Invalid input for {what}: {e}.")))
+}
+
+/// `"x": null` and an absent `"x"` differ for PATCH: `Some(None)` vs `None`.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Runs password hashing or verification on the blocking pool, at most 4
+/// at a time (argon2id holds 19 MiB while it runs).
+async fn argon2<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    let _slot = SLOTS
+        .get_or_init(|| tokio::sync::Semaphore::new(4))
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("password hashing is unavailable"))?;
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal("password hashing failed"))
+}
+
+async fn hash_new_password(password: String) -> Result<String, ApiError> {
+    identity::check_password_policy(&password)?;
+    argon2(move || identity::hash_password(&password)).await?
+}
+
+fn url(app: &App, path: &str) -> String {
+    format!("{}{path}", app.config.public_url)
+}
+
+fn collection_links(app: &App, path: &str) -> Value {
+    json!({"self": url(app, path), "previous": null, "next": null})
+}
+
+fn boot(app: &App) -> Bootstrap {
+    Bootstrap::from_config(&app.config)
+}
+
+/// Rejects the Keystone attributes this cloud accepts only in their trivial
+/// form (no project hierarchy, tags or options).
+fn check_trivial(
+    parent_id: Option<&str>,
+    is_domain: Option<bool>,
+    tags: Option<&[String]>,
+    options: Option<&Map<String, Value>>,
+) -> Result<(), ApiError> {
+    if parent_id.is_some_and(|p| p != DEFAULT_DOMAIN_ID) {
+        return Err(ApiError::bad_request(
+            "Invalid input for field 'parent_id': projects are not nested here; the parent is the domain 'default'.",
+        ));
+    }
+    if is_domain == Some(true) {
+        return Err(ApiError::bad_request("Invalid input for field 'is_domain': only the domain 'default' exists."));
+    }
+    if tags.is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::bad_request("Invalid input for field 'tags': tags are not supported."));
+    }
+    if options.is_some_and(|o| !o.is_empty()) {
+        return Err(ApiError::bad_request("Invalid input for field 'options': options are not supported."));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ rendering
+
+fn domain_ref() -> Value {
+    json!({"id": DEFAULT_DOMAIN_ID, "name": DEFAULT_DOMAIN_NAME})
+}
+
+fn domain_json(app: &App) -> Value {
+    json!({
+        "id": DEFAULT_DOMAIN_ID,
+        "name": DEFAULT_DOMAIN_NAME,
+        "description": "The default domain",
+        "enabled": true,
+        "tags": [],
+        "options": {},
+        "links": {"self": url(app, "/v3/domains/default")},
+    })
+}
+
+fn project_json(app: &App, p: &Project) -> Value {
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "domain_id": p.domain_id,
+        "enabled": p.enabled,
+        "is_domain": false,
+        "parent_id": p.domain_id,
+        "tags": [],
+        "options": {},
+        "links": {"self": url(app, &format!("/v3/projects/{}", p.id))},
+    })
+}
+
+/// A user as Keystone shows it: never the password or its hash.
+fn user_json(app: &App, u: &User) -> Value {
+    let mut v = json!({
+        "id": u.id,
+        "name": u.name,
+        "domain_id": u.domain_id,
+        "enabled": u.enabled,
+        "description": u.description,
+        "password_expires_at": null,
+        "options": {},
+        "links": {"self": url(app, &format!("/v3/users/{}", u.id))},
+    });
+    if let Some(p) = &u.default_project_id {
+        v["default_project_id"] = json!(p);
+    }
+    v
+}
+
+fn role_json(app: &App, r: &Role) -> Value {
+    json!({
+        "id": r.id,
+        "name": r.name,
+        "domain_id": null,
+        "description": "",
+        "options": {},
+        "links": {"self": url(app, &format!("/v3/roles/{}", r.id))},
+    })
+}
+
+/// A stable id for a catalog entry (the same across restarts).
+fn catalog_id(seed: &str) -> String {
+    Sha256::digest(seed.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The service catalog: identity (`<public_url>/v3`) and network
+/// (`<public_url>`, where Neutron's version document is served).
+fn catalog(app: &App) -> Value {
+    let region = &app.config.region;
+    let services = [
+        ("identity", "keystone", url(app, "/v3")),
+        ("network", "neutron", app.config.public_url.clone()),
+    ];
+    services
+        .iter()
+        .map(|(kind, name, base)| {
+            let endpoints: Vec<Value> = ["public", "internal", "admin"]
+                .iter()
+                .map(|interface| {
+                    json!({
+                        "id": catalog_id(&format!("{kind}:{interface}")),
+                        "interface": interface,
+                        "region": region,
+                        "region_id": region,
+                        "url": base,
+                    })
+                })
+                .collect();
+            json!({"id": catalog_id(kind), "type": kind, "name": name, "endpoints": endpoints})
+        })
+        .collect()
+}
+
+fn token_json(app: &App, info: &TokenInfo, with_catalog: bool) -> Value {
+    let mut token = json!({
+        "methods": ["password"],
+        "user": {
+            "id": info.user.id,
+            "name": info.user.name,
+            "domain": domain_ref(),
+            "password_expires_at": null,
+        },
+        "project": {"id": info.project.id, "name": info.project.name, "domain": domain_ref()},
+        "is_domain": false,
+        "roles": info.roles.iter().map(|r| json!({"id": r.id, "name": r.name})).collect::<Vec<_>>(),
+        "issued_at": info.token.issued_at,
+        "expires_at": info.token.expires_at,
+        // A non-secret handle of the token: a prefix of its hash.
+        "audit_ids": [&info.token.id_hash[..22.min(info.token.id_hash.len())]],
+    });
+    if with_catalog {
+        token["catalog"] = catalog(app);
+    }
+    json!({ "token": token })
+}
+
+// ------------------------------------------------------------------ version
+
+async fn version(State(app): State<Arc<App>>) -> Response {
+    Json(json!({
+        "version": {
+            "id": "v3.14",
+            "status": "stable",
+            "updated": "2020-04-07T00:00:00Z",
+            "links": [{"rel": "self", "href": url(&app, "/v3/")}],
+            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}],
+        }
+    }))
+    .into_response()
+}
+
+async fn unknown() -> Response {
+    keystone_error(ApiError::new(404, "NotFound", "The resource could not be found."))
+}
+
+// ------------------------------------------------------------------ tokens
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthBody {
+    auth: AuthSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSpec {
+    identity: IdentitySpec,
+    #[serde(default)]
+    scope: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentitySpec {
+    methods: Vec<String>,
+    #[serde(default)]
+    password: Option<PasswordSpec>,
+    #[serde(default)]
+    token: Option<TokenSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordSpec {
+    user: UserSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserSpec {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    domain: Option<DomainSpec>,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainSpec {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenSpec {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeSpec {
+    project: ProjectScopeSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectScopeSpec {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    domain: Option<DomainSpec>,
+}
+
+impl DomainSpec {
+    fn into_ref(self, whose: &str) -> Result<DomainRef, ApiError> {
+        match (self.id, self.name) {
+            (Some(id), _) => Ok(DomainRef::Id(id)),
+            (None, Some(name)) => Ok(DomainRef::Name(name)),
+            (None, None) => Err(ApiError::bad_request(format!("Invalid input for {whose}: the domain needs an id or a name."))),
+        }
+    }
+}
+
+enum Method {
+    Password { user: UserRef, password: String },
+    Token(String),
+}
+
+/// `POST /v3/auth/tokens`'s body as a command.
+fn parse_auth(body: Body) -> Result<(Method, Option<ProjectRef>), ApiError> {
+    let AuthBody { auth } = parse::<AuthBody>("the authentication request", body)?;
+    let id = auth.identity;
+    let method = match id.methods.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["password"] => {
+            let p = id.password.ok_or_else(|| {
+                ApiError::bad_request("Invalid input for the authentication request: method 'password' needs 'password'.")
+            })?;
+            let user = match (p.user.id, p.user.name) {
+                (Some(id), _) => UserRef::Id(id),
+                (None, Some(name)) => {
+                    let domain = p.user.domain.ok_or_else(|| {
+                        ApiError::bad_request("Invalid input for the authentication request: a user named by name needs a domain.")
+                    })?;
+                    UserRef::Name { name, domain: domain.into_ref("the user")? }
+                }
+                (None, None) => {
+                    return Err(ApiError::bad_request(
+                        "Invalid input for the authentication request: the user needs an id or a name.",
+                    ))
+                }
+            };
+            Method::Password { user, password: p.user.password }
+        }
+        ["token"] => Method::Token(
+            id.token
+                .ok_or_else(|| ApiError::bad_request("Invalid input for the authentication request: method 'token' needs 'token'."))?
+                .id,
+        ),
+        _ => return Err(ApiError::unauthorized("Attempted to authenticate with an unsupported method.")),
+    };
+    let scope = match auth.scope {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "unscoped" => None,
+        Some(Value::Object(o)) if o.contains_key("project") => {
+            let s: ScopeSpec = serde_json::from_value(Value::Object(o))
+                .map_err(|e| ApiError::bad_request(format!("Invalid input for the scope: {e}.")))?;
+            Some(match (s.project.id, s.project.name) {
+                (Some(id), _) => ProjectRef::Id(id),
+                (None, Some(name)) => {
+                    let domain = s.project.domain.ok_or_else(|| {
+                        ApiError::bad_request("Invalid input for the scope: a project named by name needs a domain.")
+                    })?;
+                    ProjectRef::Name { name, domain: domain.into_ref("the project")? }
+                }
+                (None, None) => return Err(ApiError::bad_request("Invalid input for the scope: the project needs an id or a name.")),
+            })
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid input for the scope: only project scope is supported (not domain, system or trust scope).",
+            ))
+        }
+    };
+    Ok((method, scope))
+}
+
+async fn issue_token(State(app): State<Arc<App>>, q: Params, body: Body) -> Reply {
+    let q = params(q)?;
+    let (method, scope) = parse_auth(body)?;
+    let now = now_unix();
+    let (user_id, not_after) = match method {
+        Method::Password { user, password } => {
+            let candidate = {
+                let state = app.core.read();
+                identity::find_user(&state, &user).map(|u| (u.id.clone(), u.password_hash.clone()))
+            };
+            let hash = candidate.as_ref().map(|(_, h)| h.clone());
+            let ok = argon2(move || identity::check_login(hash.as_deref(), &password)).await?;
+            match candidate {
+                Some((id, _)) if ok => (id, None),
+                _ => {
+                    let who = match &user {
+                        UserRef::Id(id) => id.clone(),
+                        UserRef::Name { name, .. } => name.clone(),
+                    };
+                    tracing::info!(user = %who, "password authentication refused");
+                    return Err(identity::auth_failed().into());
+                }
+            }
+        }
+        Method::Token(t) => {
+            let a = identity::authenticate(&app.core.read(), &t, now)?;
+            (a.user_id, Some(a.expires_unix))
+        }
+    };
+    let token = identity::new_token()?;
+    let hash = identity::token_hash(&token);
+    let req = Issue {
+        user_id: &user_id,
+        scope: scope.as_ref(),
+        token_hash: &hash,
+        now,
+        ttl_secs: app.config.token_ttl.as_secs(),
+        not_after,
+    };
+    let info = app.core.mutate(|s| identity::issue_token(s, &req))?;
+    let mut resp = (StatusCode::CREATED, Json(token_json(&app, &info, !q.contains_key("nocatalog")))).into_response();
+    resp.headers_mut().insert("x-subject-token", HeaderValue::from_str(&token).expect("hex token"));
+    Ok(resp)
+}
+
+fn subject(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::bad_request("The X-Subject-Token header is required."))
+}
+
+/// `GET` (and `HEAD`) `/v3/auth/tokens`.
+async fn validate_token(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
+    let q = params(q)?;
+    let me = caller(&app, &headers)?;
+    let subject = subject(&headers)?;
+    let info = identity::check_token(&app.core.read(), &me, &identity::token_hash(subject), now_unix())?;
+    let mut resp = Json(token_json(&app, &info, !q.contains_key("nocatalog"))).into_response();
+    resp.headers_mut().insert("x-subject-token", HeaderValue::from_str(subject).expect("was a header"));
+    Ok(resp)
+}
+
+async fn revoke_token(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
+    let me = caller(&app, &headers)?;
+    let hash = identity::token_hash(subject(&headers)?);
+    app.core.mutate(|s| identity::revoke_token(s, &me, &hash, now_unix()))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn auth_catalog(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
+    caller(&app, &headers)?;
+    Ok(Json(json!({"catalog": catalog(&app), "links": collection_links(&app, "/v3/auth/catalog")})).into_response())
+}
+
+/// The enabled projects the token's user holds a role on.
+async fn auth_projects(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
+    let me = caller(&app, &headers)?;
+    let projects = identity::projects_of(&app.core.read(), &me.user_id);
+    let v: Vec<Value> = projects.iter().filter(|p| p.enabled).map(|p| project_json(&app, p)).collect();
+    Ok(Json(json!({"projects": v, "links": collection_links(&app, "/v3/auth/projects")})).into_response())
+}
+
+/// No domain-scoped roles exist here.
+async fn auth_domains(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
+    caller(&app, &headers)?;
+    Ok(Json(json!({"domains": [], "links": collection_links(&app, "/v3/auth/domains")})).into_response())
+}
+
+// ------------------------------------------------------------------ projects
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectBody<T> {
+    project: T,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectCreate {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    domain_id: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    parent_id: Option<String>,
+    #[serde(default)]
+    is_domain: Option<bool>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectUpdate {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    #[serde(default)]
+    domain_id: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    parent_id: Option<String>,
+    #[serde(default)]
+    is_domain: Option<bool>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+}
+
+fn filter(q: &HashMap<String, String>) -> Filter {
+    Filter {
+        name: q.get("name").cloned(),
+        domain_id: q.get("domain_id").cloned(),
+        enabled: q.get("enabled").map(|v| flag(v)),
+    }
+}
+
+async fn list_projects(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
+    let me = caller(&app, &headers)?;
+    let q = params(q)?;
+    let projects = identity::list_projects(&app.core.read(), &me, &filter(&q))?;
+    let v: Vec<Value> = projects.iter().map(|p| project_json(&app, p)).collect();
+    Ok(Json(json!({"projects": v, "links": collection_links(&app, "/v3/projects")})).into_response())
+}
+
+async fn show_project(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let me = caller(&app, &headers)?;
+    let p = identity::get_project(&app.core.read(), &me, &id)?;
+    Ok(Json(json!({"project": project_json(&app, &p)})).into_response())
+}
+
+async fn create_project(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Reply {
+    let me = caller(&app, &headers)?;
+    let ProjectBody { project: b } = parse::<ProjectBody<ProjectCreate>>("project", body)?;
+    check_trivial(b.parent_id.as_deref(), b.is_domain, b.tags.as_deref(), b.options.as_ref())?;
+    let req = NewProject {
+        name: b.name,
+        description: b.description.unwrap_or_default(),
+        domain_id: b.domain_id,
+        enabled: b.enabled.unwrap_or(true),
+    };
+    let p = app.core.mutate(|s| identity::create_project(s, &me, req))?;
+    Ok((StatusCode::CREATED, Json(json!({"project": project_json(&app, &p)}))).into_response())
+}
+
+async fn update_project(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Reply {
+    let me = caller(&app, &headers)?;
+    let ProjectBody { project: b } = parse::<ProjectBody<ProjectUpdate>>("project", body)?;
+    check_trivial(b.parent_id.as_deref(), b.is_domain, b.tags.as_deref(), b.options.as_ref())?;
+    let patch = ProjectPatch {
+        name: b.name,
+        description: b.description.map(Option::unwrap_or_default),
+        enabled: b.enabled,
+        domain_id: b.domain_id,
+    };
+    let boot = boot(&app);
+    let p = app.core.mutate(|s| identity::update_project(s, &me, &boot, &id, patch))?;
+    Ok(Json(json!({"project": project_json(&app, &p)})).into_response())
+}
+
+async fn delete_project(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let me = caller(&app, &headers)?;
+    let boot = boot(&app);
+    app.core.mutate(|s| identity::delete_project(s, &me, &boot, &id))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ------------------------------------------------------------------ users
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody<T> {
+    user: T,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserCreate {
+    name: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    domain_id: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    default_project_id: Option<String>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserUpdate {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    #[serde(default)]
+    domain_id: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    default_project_id: Option<Option<String>>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    password: String,
+    original_password: String,
+}
+
+async fn list_users(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
+    let me = caller(&app, &headers)?;
+    let q = params(q)?;
+    let users = identity::list_users(&app.core.read(), &me, &filter(&q))?;
+    let v: Vec<Value> = users.iter().map(|u| user_json(&app, u)).collect();
+    Ok(Json(json!({"users": v, "links": collection_links(&app, "/v3/users")})).into_response())
+}
+
+async fn show_user(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let me = caller(&app, &headers)?;
+    let u = identity::get_user(&app.core.read(), &me, &id)?;
+    Ok(Json(json!({"user": user_json(&app, &u)})).into_response())
+}
+
+async fn create_user(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Reply {
+    let me = caller(&app, &headers)?;
+    let UserBody { user: b } = parse::<UserBody<UserCreate>>("user", body)?;
+    check_trivial(None, None, None, b.options.as_ref())?;
+    // Refuse before spending a hash on a caller who may not create users.
+    identity::require_admin(&me, "create_user")?;
+    let password_hash = match b.password {
+        Some(p) => Some(hash_new_password(p).await?),
+        None => None,
+    };
+    let req = NewUser {
+        name: b.name,
+        password_hash,
+        description: b.description.unwrap_or_default(),
+        domain_id: b.domain_id,
+        enabled: b.enabled.unwrap_or(true),
+        default_project_id: b.default_project_id,
+    };
+    let u = app.core.mutate(|s| identity::create_user(s, &me, req))?;
+    Ok((StatusCode::CREATED, Json(json!({"user": user_json(&app, &u)}))).into_response())
+}
+
+async fn update_user(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Reply {
+    let me = caller(&app, &headers)?;
+    let UserBody { user: b } = parse::<UserBody<UserUpdate>>("user", body)?;
+    check_trivial(None, None, None, b.options.as_ref())?;
+    identity::require_admin(&me, "update_user")?;
+    let password_hash = match b.password {
+        Some(p) => Some(hash_new_password(p).await?),
+        None => None,
+    };
+    let patch = UserPatch {
+        name: b.name,
+        password_hash,
+        description: b.description.map(Option::unwrap_or_default),
+        enabled: b.enabled,
+        default_project_id: b.default_project_id,
+        domain_id: b.domain_id,
+    };
+    let boot = boot(&app);
+    let u = app.core.mutate(|s| identity::update_user(s, &me, &boot, &id, patch))?;
+    Ok(Json(json!({"user": user_json(&app, &u)})).into_response())
+}
+
+async fn delete_user(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let me = caller(&app, &headers)?;
+    let boot = boot(&app);
+    app.core.mutate(|s| identity::delete_user(s, &me, &boot, &id))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn user_projects(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    let me = caller(&app, &headers)?;
+    let projects = identity::user_projects(&app.core.read(), &me, &id)?;
+    let v: Vec<Value> = projects.iter().map(|p| project_json(&app, p)).collect();
+    Ok(Json(json!({"projects": v, "links": collection_links(&app, &format!("/v3/users/{id}/projects"))})).into_response())
+}
+
+/// `POST /v3/users/{id}/password` (`openstack user password set`): the
+/// user's own change, with the original password.
+async fn change_password(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Reply {
+    let me = caller(&app, &headers)?;
+    let UserBody { user: b } = parse::<UserBody<PasswordChange>>("user", body)?;
+    if id != me.user_id {
+        return Err(ApiError::forbidden("You are not authorized to perform the requested action: identity:change_password.").into());
+    }
+    let current = app.core.read().users.get(&id).map(|u| u.password_hash.clone());
+    let original = b.original_password;
+    if !argon2(move || identity::check_login(current.as_deref(), &original)).await? {
+        return Err(identity::auth_failed().into());
+    }
+    let new_hash = hash_new_password(b.password).await?;
+    app.core.mutate(|s| identity::change_own_password(s, &me, &id, new_hash))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ------------------------------------------------------------------ roles
+
+async fn list_roles(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
+    caller(&app, &headers)?;
+    let q = params(q)?;
+    let roles = identity::list_roles(&app.core.read(), q.get("name").map(String::as_str));
+    let v: Vec<Value> = roles.iter().map(|r| role_json(&app, r)).collect();
+    Ok(Json(json!({"roles": v, "links": collection_links(&app, "/v3/roles")})).into_response())
+}
+
+async fn show_role(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    caller(&app, &headers)?;
+    let r = identity::get_role(&app.core.read(), &id)?;
+    Ok(Json(json!({"role": role_json(&app, &r)})).into_response())
+}
+
+async fn create_role(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
+    caller(&app, &headers)?;
+    Err(ApiError::forbidden("Roles are fixed here: admin, member and reader.").into())
+}
+
+async fn grant(State(app): State<Arc<App>>, headers: HeaderMap, Path((p, u, r)): Path<(String, String, String)>) -> Reply {
+    let me = caller(&app, &headers)?;
+    app.core.mutate(|s| identity::grant(s, &me, &p, &u, &r))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn revoke_grant(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((p, u, r)): Path<(String, String, String)>,
+) -> Reply {
+    let me = caller(&app, &headers)?;
+    let boot = boot(&app);
+    app.core.mutate(|s| identity::revoke_grant(s, &me, &boot, &p, &u, &r))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET` and `HEAD`: 204 if granted.
+async fn check_grant(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((p, u, r)): Path<(String, String, String)>,
+) -> Reply {
+    let me = caller(&app, &headers)?;
+    identity::check_grant(&app.core.read(), &me, &p, &u, &r)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_grants(State(app): State<Arc<App>>, headers: HeaderMap, Path((p, u)): Path<(String, String)>) -> Reply {
+    let me = caller(&app, &headers)?;
+    let roles = identity::list_grants(&app.core.read(), &me, &p, &u)?;
+    let v: Vec<Value> = roles.iter().map(|r| role_json(&app, r)).collect();
+    let links = collection_links(&app, &format!("/v3/projects/{p}/users/{u}/roles"));
+    Ok(Json(json!({"roles": v, "links": links})).into_response())
+}
+
+/// `GET /v3/role_assignments` (`openstack role assignment list`, and
+/// `role add/remove` look-ups): filters `user.id`, `scope.project.id`,
+/// `role.id`; `include_names`; `effective` changes nothing (no groups or
+/// inheritance). Group, domain or system filters match nothing.
+async fn list_assignments(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
+    let me = caller(&app, &headers)?;
+    let q = params(q)?;
+    let f = AssignmentFilter {
+        user_id: q.get("user.id").cloned(),
+        project_id: q.get("scope.project.id").cloned(),
+        role_id: q.get("role.id").cloned(),
+    };
+    let names = q.get("include_names").is_some_and(|v| flag(v));
+    let nothing = ["group.id", "scope.domain.id", "scope.system", "scope.OS-INHERIT:inherited_to"]
+        .iter()
+        .any(|k| q.contains_key(*k));
+    let state = app.core.read();
+    let list = identity::list_assignments(&state, &me, &f)?;
+    let v: Vec<Value> = if nothing {
+        Vec::new()
+    } else {
+        list.iter()
+            .map(|a| {
+                let mut role = json!({"id": a.role_id});
+                let mut user = json!({"id": a.user_id});
+                let mut project = json!({"id": a.project_id});
+                if names {
+                    if let Some(r) = state.roles.get(&a.role_id) {
+                        role["name"] = json!(r.name);
+                    }
+                    if let Some(u) = state.users.get(&a.user_id) {
+                        user["name"] = json!(u.name);
+                        user["domain"] = domain_ref();
+                    }
+                    if let Some(p) = state.projects.get(&a.project_id) {
+                        project["name"] = json!(p.name);
+                        project["domain"] = domain_ref();
+                    }
+                }
+                let link = format!("/v3/projects/{}/users/{}/roles/{}", a.project_id, a.user_id, a.role_id);
+                json!({"role": role, "user": user, "scope": {"project": project}, "links": {"assignment": url(&app, &link)}})
+            })
+            .collect()
+    };
+    drop(state);
+    Ok(Json(json!({"role_assignments": v, "links": collection_links(&app, "/v3/role_assignments")})).into_response())
+}
+
+// ------------------------------------------------------------------ domains
+
+/// The one domain; readable by any authenticated caller (the CLI resolves
+/// `--domain default` through it).
+async fn list_domains(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
+    caller(&app, &headers)?;
+    let q = params(q)?;
+    let shown = q.get("name").is_none_or(|n| n == DEFAULT_DOMAIN_NAME) && q.get("enabled").is_none_or(|v| flag(v));
+    let v = if shown { vec![domain_json(&app)] } else { Vec::new() };
+    Ok(Json(json!({"domains": v, "links": collection_links(&app, "/v3/domains")})).into_response())
+}
+
+async fn show_domain(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+    caller(&app, &headers)?;
+    if id != DEFAULT_DOMAIN_ID {
+        return Err(ApiError::not_found("domain", &id).into());
+    }
+    Ok(Json(json!({"domain": domain_json(&app)})).into_response())
 }

@@ -14,7 +14,10 @@ use std::sync::{
 };
 
 use axum::{
-    extract::{rejection::JsonRejection, DefaultBodyLimit, Path, Request, State},
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        DefaultBodyLimit, Path, Query, Request, State,
+    },
     http::{HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -34,13 +37,34 @@ use crate::{
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY: usize = 1 << 20;
 
-pub fn router(app: Arc<App>) -> Router {
+/// Internal (operator) read endpoints.
+fn internal_reads() -> Router<Arc<App>> {
     Router::new()
-        .merge(keystone::routes())
-        .merge(neutron::routes())
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/internal/v1/hosts", get(list_hosts))
+        .route("/internal/v1/compiled", get(compiled))
+}
+
+/// The public API (TCP): Keystone, Neutron, and the internal read endpoints
+/// for administrators (admin token required).
+pub fn router(app: Arc<App>) -> Router {
+    let internal = internal_reads()
+        .route("/internal/v1/hosts/{host}", get(show_host))
+        .layer(middleware::from_fn_with_state(app.clone(), require_admin));
+    finish(Router::new().merge(keystone::routes()).merge(neutron::routes()).merge(internal), app)
+}
+
+/// The agents' API (the controller's Unix socket, reachable only by root on
+/// the controller machine; in the harness, the management network): host
+/// reports, configuration watches and the internal reads, without tokens.
+pub fn agent_router(app: Arc<App>) -> Router {
+    let r = internal_reads()
         .route("/internal/v1/hosts/{host}", get(show_host).put(report_host))
+        .route("/internal/v1/hosts/{host}/watch", get(watch_host));
+    finish(Router::new().merge(keystone::routes()).merge(neutron::routes()).merge(r), app)
+}
+
+fn finish(r: Router<Arc<App>>, app: Arc<App>) -> Router {
+    r.route("/healthz", get(|| async { "ok\n" }))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(body_limit))
@@ -81,6 +105,15 @@ pub fn json_body(body: Result<Json<serde_json::Value>, JsonRejection>) -> Result
 }
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// Internal reads over TCP need an administrator's token.
+async fn require_admin(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    match authenticate(&app, req.headers()) {
+        Ok(a) if a.is_admin() => next.run(req).await,
+        Ok(_) => neutron_error(ApiError::forbidden("Internal endpoints require the admin role.")),
+        Err(e) => neutron_error(e),
+    }
+}
 
 /// Refuses a declared body over [`MAX_BODY`] before reading any of it (a
 /// body without Content-Length is cut off by `DefaultBodyLimit` instead).
@@ -193,8 +226,107 @@ async fn report_host(
     Path(host): Path<String>,
     body: Result<Json<HostReport>, JsonRejection>,
 ) -> Response {
-    match body {
-        Ok(Json(report)) => reply(app.hosts.apply(Command::ReportHost { host, report })),
-        Err(r) => json_rejection(r),
+    let report = match body {
+        Ok(Json(report)) => report,
+        Err(r) => return json_rejection(r),
+    };
+    let underlay = report.underlay_ip.clone();
+    if let Some(ip) = &underlay {
+        if ip.parse::<std::net::Ipv4Addr>().is_err() {
+            return fault(StatusCode::BAD_REQUEST, "BadRequest", format!("underlay_ip {ip:?} is not an IPv4 address"));
+        }
     }
+    let r = app.hosts.apply(Command::ReportHost { host: host.clone(), report });
+    if r.is_ok() {
+        if let Some(ip) = underlay {
+            // Register (durably) the host and its tunnel endpoint the first
+            // time, or when it moved: the compiler tells other hosts.
+            let rec = crate::model::HostRecord { name: host.clone(), underlay_ip: ip };
+            let res = app.core.mutate(|s| {
+                let changes = if s.hosts.get(&host) == Some(&rec) {
+                    vec![]
+                } else {
+                    vec![crate::model::Change::Put(crate::model::Object::Host(rec.clone()))]
+                };
+                Ok((changes, ()))
+            });
+            if let Err(e) = res {
+                return neutron_error(e);
+            }
+        }
+    }
+    reply(r)
+}
+
+#[derive(serde::Deserialize)]
+struct WatchQuery {
+    #[serde(default)]
+    since: u64,
+}
+
+/// A chunk stream from a channel (the watch response body).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::convert::Infallible>>);
+
+impl futures_core::Stream for ChannelBody {
+    type Item = Result<axum::body::Bytes, std::convert::Infallible>;
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// Seconds between heartbeat lines on an idle watch.
+const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The watch stream of one host's configuration, as JSON lines: first a
+/// snapshot (`since=0`) or the delta since `since` (a snapshot if the log no
+/// longer reaches back), then a delta per change concerning the host, and
+/// `{"kind":"heartbeat",...}` when idle. An agent resumes after a
+/// disconnect with `since=<last revision it applied>`.
+async fn watch_host(State(app): State<Arc<App>>, Path(host): Path<String>, q: Result<Query<WatchQuery>, QueryRejection>) -> Response {
+    if !crate::hosts::valid_host_name(&host) {
+        return fault(StatusCode::BAD_REQUEST, "BadRequest", format!("host name {host:?} is invalid"));
+    }
+    let since = match q {
+        Ok(Query(q)) => q.since,
+        Err(e) => return fault(StatusCode::BAD_REQUEST, "BadRequest", format!("invalid query: {e}")),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut revisions = app.core.subscribe();
+    let mut stopping = app.stopping.subscribe();
+    tokio::spawn(async move {
+        let mut since = since;
+        let mut first = true;
+        loop {
+            if let Some(u) = app.core.host_update(&host, since, first && since == 0) {
+                since = u.revision;
+                let mut line = serde_json::to_vec(&u).expect("updates serialize");
+                line.push(b'\n');
+                if tx.send(Ok(line.into())).await.is_err() {
+                    break;
+                }
+            }
+            first = false;
+            tokio::select! {
+                r = revisions.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep(WATCH_HEARTBEAT) => {
+                    let hb = format!("{{\"kind\":\"heartbeat\",\"host\":\"{host}\",\"revision\":{since}}}\n");
+                    if tx.send(Ok(hb.into())).await.is_err() {
+                        break;
+                    }
+                }
+                _ = tx.closed() => break,
+                _ = stopping.changed() => break,
+            }
+        }
+        tracing::debug!(host, "watch closed");
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(axum::body::Body::from_stream(ChannelBody(rx)))
+        .expect("static response parts")
+}
+
+/// Compiled entries per host (operators, stratoctl).
+async fn compiled(State(app): State<Arc<App>>) -> Response {
+    Json(json!({"revision": app.core.read().revision, "hosts": app.core.compiled_sizes()})).into_response()
 }

@@ -38,8 +38,9 @@ fn if_match(h: &HeaderMap) -> Option<String> {
     h.get("if-match").and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-/// What the agents say of a port: ACTIVE once its host reports the port's
-/// tap device attached, DOWN otherwise (unbound, host down, unplugged).
+/// What the agents say of a port: ACTIVE once its host reports it realised
+/// (tap found, program attached, maps written), DOWN otherwise (unbound,
+/// administratively down, host down, tap missing).
 fn port_status(app: &App, p: &Port) -> &'static str {
     if p.device_owner == network::OWNER_ROUTER_INTERFACE {
         return "ACTIVE";
@@ -47,7 +48,7 @@ fn port_status(app: &App, p: &Port) -> &'static str {
     if !p.admin_state_up || p.binding_host_id.is_empty() {
         return "DOWN";
     }
-    if app.hosts.port_attached(&p.binding_host_id, &ports::tap_name(&p.meta.id)) {
+    if app.hosts.port_active(&p.binding_host_id, &p.meta.id) {
         "ACTIVE"
     } else {
         "DOWN"

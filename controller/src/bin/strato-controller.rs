@@ -9,7 +9,6 @@ use clap::Parser;
 use strato::{
     api,
     app::{App, Config},
-    hosts::Hosts,
     state::Core,
     telemetry,
 };
@@ -73,7 +72,21 @@ async fn main() -> anyhow::Result<()> {
     };
     let core = Core::open(&config.db).with_context(|| format!("opening the store {}", config.db.display()))?;
     strato::identity::bootstrap(&core, &config).context("bootstrapping identity (roles, admin)")?;
-    let app = api::router(Arc::new(App { config, core, hosts: Hosts::new() }));
+    let app = Arc::new(App::new(config, core));
+    {
+        // On SIGTERM/SIGINT: end the watches so both servers drain, and do
+        // not wait on a stuck client for more than 3 s.
+        let app = app.clone();
+        tokio::spawn(async move {
+            shutdown().await;
+            app.stopping.send_replace(true);
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            tracing::warn!("connections still open 3 s after the stop signal; exiting");
+            std::process::exit(0);
+        });
+    }
+    let agent_app = api::agent_router(app.clone());
+    let app = api::router(app);
 
     let tcp = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -96,9 +109,13 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(path);
         let unix = tokio::net::UnixListener::bind(path)
             .with_context(|| format!("binding {}", path.display()))?;
-        tracing::info!(socket = %path.display(), "API listening on Unix socket");
+        // Only root may talk to the agents' API.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", path.display()))?;
+        tracing::info!(socket = %path.display(), "agents' API listening on Unix socket");
         tasks.spawn(async move {
-            axum::serve(unix, app)
+            axum::serve(unix, agent_app)
                 .with_graceful_shutdown(shutdown())
                 .await
         });
