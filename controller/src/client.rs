@@ -6,7 +6,8 @@
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use http_body_util::{BodyExt as _, Full};
-use hyper::{body::Bytes, Method, Request, StatusCode};
+pub use hyper::{HeaderMap, Method, StatusCode};
+use hyper::{body::Bytes, Request};
 use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::{TcpStream, UnixStream};
@@ -77,6 +78,8 @@ pub enum ClientError {
         status: StatusCode,
         body: String,
     },
+    #[error("invalid request: {reason}")]
+    BadRequest { reason: String },
     #[error("{path}: response is not the expected JSON: {source}")]
     Decode {
         path: String,
@@ -94,7 +97,21 @@ pub async fn request(
     body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), ClientError> {
-    let fut = exchange(endpoint, method, path, body);
+    let (status, _, bytes) = call(endpoint, method, path, &[], body, timeout).await?;
+    Ok((status, bytes))
+}
+
+/// One exchange with extra request headers (e.g. `X-Auth-Token`); returns
+/// the response headers too.
+pub async fn call(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ClientError> {
+    let fut = exchange(endpoint, method, path, headers, body);
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
         Err(_) => Err(ClientError::Timeout {
@@ -108,8 +125,9 @@ async fn exchange(
     endpoint: &Endpoint,
     method: Method,
     path: &str,
+    headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
-) -> Result<(StatusCode, Bytes), ClientError> {
+) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ClientError> {
     let connect_err = |source| ClientError::Connect {
         endpoint: endpoint.clone(),
         source,
@@ -129,10 +147,13 @@ async fn exchange(
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .expect("static request parts are valid");
-    let (status, bytes) = match endpoint {
+        .map_err(|e| ClientError::BadRequest { reason: e.to_string() })?;
+    let r = match endpoint {
         Endpoint::Tcp(addr) => {
             let stream = TcpStream::connect(addr).await.map_err(connect_err)?;
             send(stream, req).await.map_err(http_err)?
@@ -142,10 +163,10 @@ async fn exchange(
             send(stream, req).await.map_err(http_err)?
         }
     };
-    Ok((status, bytes))
+    Ok(r)
 }
 
-async fn send<S>(stream: S, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), hyper::Error>
+async fn send<S>(stream: S, req: Request<Full<Bytes>>) -> Result<(StatusCode, hyper::HeaderMap, Bytes), hyper::Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -153,10 +174,11 @@ where
     let conn = tokio::spawn(conn);
     let resp = sender.send_request(req).await?;
     let status = resp.status();
+    let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await?.to_bytes();
     drop(sender);
     let _ = conn.await;
-    Ok((status, bytes))
+    Ok((status, headers, bytes))
 }
 
 /// Opens a streaming GET (the configuration watch); the caller reads the

@@ -321,6 +321,20 @@ impl Dataplane {
     }
 }
 
+/// The ports table a host's agent pinned under `pin_dir` (stratoctl, tests).
+pub fn read_pinned_ports(pin_dir: &Path) -> Result<BTreeMap<u32, PortInfo>, DataplaneError> {
+    let data = MapData::from_pin(pin_dir.join(maps::PORTS)).map_err(|e| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })?;
+    let map = aya::maps::Map::HashMap(data);
+    let m: aya::maps::HashMap<&MapData, u32, PortInfo> =
+        (&map).try_into().map_err(|e: aya::maps::MapError| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })?;
+    let mut out = BTreeMap::new();
+    for kv in m.iter() {
+        let (k, v) = kv.map_err(|e| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })?;
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
 /// Counters summed over CPUs: per interface index, and per (interface, reason).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {

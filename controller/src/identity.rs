@@ -133,7 +133,9 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
         return false;
     }
     match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -146,7 +148,8 @@ pub fn check_login(hash: Option<&str>, password: &str) -> bool {
     match hash {
         Some(h) => verify_password(h, password),
         None => {
-            let dummy = DUMMY.get_or_init(|| hash_password("not a password of anyone").unwrap_or_default());
+            let dummy =
+                DUMMY.get_or_init(|| hash_password("not a password of anyone").unwrap_or_default());
             let _ = verify_password(dummy, password);
             false
         }
@@ -168,7 +171,9 @@ impl DomainRef {
     pub fn resolve(&self) -> Option<&'static str> {
         match self {
             DomainRef::Id(id) if id == DEFAULT_DOMAIN_ID => Some(DEFAULT_DOMAIN_ID),
-            DomainRef::Name(n) if n == DEFAULT_DOMAIN_NAME || n == DEFAULT_DOMAIN_ID => Some(DEFAULT_DOMAIN_ID),
+            DomainRef::Name(n) if n == DEFAULT_DOMAIN_NAME || n == DEFAULT_DOMAIN_ID => {
+                Some(DEFAULT_DOMAIN_ID)
+            }
             _ => None,
         }
     }
@@ -189,11 +194,17 @@ pub enum ProjectRef {
 }
 
 pub fn user_by_name<'a>(state: &'a State, domain_id: &str, name: &str) -> Option<&'a User> {
-    state.users.values().find(|u| u.domain_id == domain_id && u.name == name)
+    state
+        .users
+        .values()
+        .find(|u| u.domain_id == domain_id && u.name == name)
 }
 
 pub fn project_by_name<'a>(state: &'a State, domain_id: &str, name: &str) -> Option<&'a Project> {
-    state.projects.values().find(|p| p.domain_id == domain_id && p.name == name)
+    state
+        .projects
+        .values()
+        .find(|p| p.domain_id == domain_id && p.name == name)
 }
 
 pub fn role_by_name<'a>(state: &'a State, name: &str) -> Option<&'a Role> {
@@ -215,7 +226,11 @@ pub fn find_project<'a>(state: &'a State, r: &ProjectRef) -> Option<&'a Project>
 }
 
 /// The assignments of `user_id` on `project_id` (a range of the id space).
-fn assignments_of<'a>(state: &'a State, project_id: &str, user_id: &str) -> impl Iterator<Item = &'a Assignment> {
+fn assignments_of<'a>(
+    state: &'a State,
+    project_id: &str,
+    user_id: &str,
+) -> impl Iterator<Item = &'a Assignment> {
     let prefix = format!("{project_id}:{user_id}:");
     let (project_id, user_id) = (project_id.to_owned(), user_id.to_owned());
     state
@@ -228,26 +243,37 @@ fn assignments_of<'a>(state: &'a State, project_id: &str, user_id: &str) -> impl
 
 /// The roles `user_id` holds on `project_id` now, by name.
 pub fn roles_on(state: &State, user_id: &str, project_id: &str) -> Vec<Role> {
-    let mut roles: Vec<Role> =
-        assignments_of(state, project_id, user_id).filter_map(|a| state.roles.get(&a.role_id)).cloned().collect();
+    let mut roles: Vec<Role> = assignments_of(state, project_id, user_id)
+        .filter_map(|a| state.roles.get(&a.role_id))
+        .cloned()
+        .collect();
     roles.sort_by(|a, b| a.name.cmp(&b.name));
     roles
 }
 
 /// The projects `user_id` holds any role on.
 pub fn projects_of(state: &State, user_id: &str) -> Vec<Project> {
-    let mut ids: Vec<&str> =
-        state.assignments.values().filter(|a| a.user_id == user_id).map(|a| a.project_id.as_str()).collect();
+    let mut ids: Vec<&str> = state
+        .assignments
+        .values()
+        .filter(|a| a.user_id == user_id)
+        .map(|a| a.project_id.as_str())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
-    ids.into_iter().filter_map(|id| state.projects.get(id)).cloned().collect()
+    ids.into_iter()
+        .filter_map(|id| state.projects.get(id))
+        .cloned()
+        .collect()
 }
 
 // ------------------------------------------------------------------ policy
 
 /// Keystone's 403 wording, naming the policy rule.
 fn denied(action: &str) -> ApiError {
-    ApiError::forbidden(format!("You are not authorized to perform the requested action: identity:{action}."))
+    ApiError::forbidden(format!(
+        "You are not authorized to perform the requested action: identity:{action}."
+    ))
 }
 
 pub fn require_admin(caller: &Auth, action: &str) -> Result<(), ApiError> {
@@ -268,7 +294,10 @@ pub struct Bootstrap {
 
 impl Bootstrap {
     pub fn from_config(config: &Config) -> Bootstrap {
-        Bootstrap { admin_user: config.admin_user.clone(), admin_project: config.admin_project.clone() }
+        Bootstrap {
+            admin_user: config.admin_user.clone(),
+            admin_project: config.admin_project.clone(),
+        }
     }
 
     pub fn is_admin_user(&self, u: &User) -> bool {
@@ -334,7 +363,10 @@ pub fn bootstrap_changes(
         let id = match role_by_name(state, name) {
             Some(r) => r.id.clone(),
             None => {
-                let r = Role { id: new_id(), name: name.to_owned() };
+                let r = Role {
+                    id: new_id(),
+                    name: name.to_owned(),
+                };
                 changes.push(Change::Put(Object::Role(r.clone())));
                 r.id
             }
@@ -348,7 +380,10 @@ pub fn bootstrap_changes(
     let project = match project_by_name(state, DEFAULT_DOMAIN_ID, &boot.admin_project) {
         Some(p) if p.enabled => p.clone(),
         Some(p) => {
-            let p = Project { enabled: true, ..p.clone() };
+            let p = Project {
+                enabled: true,
+                ..p.clone()
+            };
             changes.push(Change::Put(Object::Project(p.clone())));
             p
         }
@@ -381,7 +416,9 @@ pub fn bootstrap_changes(
             changed
         }
         None => {
-            let h = new_hash.ok_or_else(|| ApiError::internal("bootstrap: no password hash for a new admin user"))?;
+            let h = new_hash.ok_or_else(|| {
+                ApiError::internal("bootstrap: no password hash for a new admin user")
+            })?;
             let u = User {
                 id: new_id(),
                 name: boot.admin_user.clone(),
@@ -396,7 +433,11 @@ pub fn bootstrap_changes(
         }
     };
 
-    let a = Assignment { project_id: project.id.clone(), user_id: user.id.clone(), role_id: admin_role_id };
+    let a = Assignment {
+        project_id: project.id.clone(),
+        user_id: user.id.clone(),
+        role_id: admin_role_id,
+    };
     if !state.assignments.contains_key(&a.id()) {
         changes.push(Change::Put(Object::Assignment(a)));
     }
@@ -410,8 +451,15 @@ pub fn bootstrap_changes(
     Ok((changes, summary))
 }
 
-fn tokens_where<'a>(state: &'a State, f: impl Fn(&Token) -> bool + 'a) -> impl Iterator<Item = Change> + 'a {
-    state.tokens.values().filter(move |t| f(t)).map(|t| Change::Delete(Kind::Token, t.id_hash.clone()))
+fn tokens_where<'a>(
+    state: &'a State,
+    f: impl Fn(&Token) -> bool + 'a,
+) -> impl Iterator<Item = Change> + 'a {
+    state
+        .tokens
+        .values()
+        .filter(move |t| f(t))
+        .map(|t| Change::Delete(Kind::Token, t.id_hash.clone()))
 }
 
 /// Removes repeated deletions of the same object (keeps the first).
@@ -467,13 +515,26 @@ pub fn validate(state: &State, hash: &str, now: u64) -> Result<TokenInfo, ApiErr
     if now >= token.expires_unix {
         return Err(auth_failed());
     }
-    let user = state.users.get(&token.user_id).filter(|u| u.enabled).ok_or_else(auth_failed)?;
-    let project = state.projects.get(&token.project_id).filter(|p| p.enabled).ok_or_else(auth_failed)?;
+    let user = state
+        .users
+        .get(&token.user_id)
+        .filter(|u| u.enabled)
+        .ok_or_else(auth_failed)?;
+    let project = state
+        .projects
+        .get(&token.project_id)
+        .filter(|p| p.enabled)
+        .ok_or_else(auth_failed)?;
     let roles = roles_on(state, &user.id, &project.id);
     if roles.is_empty() {
         return Err(auth_failed());
     }
-    Ok(TokenInfo { token: token.clone(), user: user.clone(), project: project.clone(), roles })
+    Ok(TokenInfo {
+        token: token.clone(),
+        user: user.clone(),
+        project: project.clone(),
+        roles,
+    })
 }
 
 /// The caller behind a token string at `now` (unix seconds), or 401.
@@ -502,7 +563,11 @@ pub struct Issue<'a> {
 /// and is enabled and holds a role on the enabled project. Also deletes up
 /// to [`GC_PER_ISSUE`] expired tokens in the same commit.
 pub fn issue_token(state: &State, req: &Issue<'_>) -> Result<(Vec<Change>, TokenInfo), ApiError> {
-    let user = state.users.get(req.user_id).filter(|u| u.enabled).ok_or_else(auth_failed)?;
+    let user = state
+        .users
+        .get(req.user_id)
+        .filter(|u| u.enabled)
+        .ok_or_else(auth_failed)?;
     let project = match req.scope {
         Some(r) => find_project(state, r),
         None => match &user.default_project_id {
@@ -540,17 +605,34 @@ pub fn issue_token(state: &State, req: &Issue<'_>) -> Result<(Vec<Change>, Token
         token = log_id(req.token_hash), expires_at = %token.expires_at, collected = changes.len() - 1,
         "token issued"
     );
-    Ok((changes, TokenInfo { token, user: user.clone(), project: project.clone(), roles }))
+    Ok((
+        changes,
+        TokenInfo {
+            token,
+            user: user.clone(),
+            project: project.clone(),
+            roles,
+        },
+    ))
 }
 
 /// Keystone's 404 for a subject token that is not valid.
 fn token_not_found() -> ApiError {
-    ApiError::new(404, "TokenNotFound", "Could not find token: it is unknown, expired or revoked.")
+    ApiError::new(
+        404,
+        "TokenNotFound",
+        "Could not find token: it is unknown, expired or revoked.",
+    )
 }
 
 /// `GET /v3/auth/tokens`: the subject token, if valid (404 otherwise), for
 /// its own user or an admin (403 otherwise).
-pub fn check_token(state: &State, caller: &Auth, subject_hash: &str, now: u64) -> Result<TokenInfo, ApiError> {
+pub fn check_token(
+    state: &State,
+    caller: &Auth,
+    subject_hash: &str,
+    now: u64,
+) -> Result<TokenInfo, ApiError> {
     let info = validate(state, subject_hash, now).map_err(|_| token_not_found())?;
     if info.user.id != caller.user_id && !caller.is_admin() {
         return Err(denied("validate_token"));
@@ -560,7 +642,12 @@ pub fn check_token(state: &State, caller: &Auth, subject_hash: &str, now: u64) -
 
 /// `DELETE /v3/auth/tokens`: revokes the subject token (its own user or an
 /// admin; 404 if it is not valid).
-pub fn revoke_token(state: &State, caller: &Auth, subject_hash: &str, now: u64) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn revoke_token(
+    state: &State,
+    caller: &Auth,
+    subject_hash: &str,
+    now: u64,
+) -> Result<(Vec<Change>, ()), ApiError> {
     let info = validate(state, subject_hash, now).map_err(|_| token_not_found())?;
     if info.user.id != caller.user_id && !caller.is_admin() {
         return Err(denied("revoke_token"));
@@ -569,7 +656,10 @@ pub fn revoke_token(state: &State, caller: &Auth, subject_hash: &str, now: u64) 
         user = %info.user.name, project = %info.project.name, by = %caller.user_name,
         token = log_id(subject_hash), "token revoked"
     );
-    Ok((vec![Change::Delete(Kind::Token, subject_hash.to_owned())], ()))
+    Ok((
+        vec![Change::Delete(Kind::Token, subject_hash.to_owned())],
+        (),
+    ))
 }
 
 // ------------------------------------------------------------------ validation
@@ -577,7 +667,11 @@ pub fn revoke_token(state: &State, caller: &Auth, subject_hash: &str, now: u64) 
 /// A name must be non-empty, at most `max` characters, without control
 /// characters or surrounding whitespace.
 pub fn check_name(what: &str, name: &str, max: usize) -> Result<(), ApiError> {
-    let bad = |why: &str| ApiError::bad_request(format!("Invalid input for field 'name': {what} name {why}."));
+    let bad = |why: &str| {
+        ApiError::bad_request(format!(
+            "Invalid input for field 'name': {what} name {why}."
+        ))
+    };
     if name.trim().is_empty() {
         return Err(bad("must not be empty"));
     }
@@ -655,7 +749,12 @@ pub struct ProjectPatch {
 
 pub fn list_projects(state: &State, caller: &Auth, f: &Filter) -> Result<Vec<Project>, ApiError> {
     require_admin(caller, "list_projects")?;
-    Ok(state.projects.values().filter(|p| f.matches(&p.name, &p.domain_id, p.enabled)).cloned().collect())
+    Ok(state
+        .projects
+        .values()
+        .filter(|p| f.matches(&p.name, &p.domain_id, p.enabled))
+        .cloned()
+        .collect())
 }
 
 /// An admin sees every project; anyone else only the projects they hold a
@@ -665,10 +764,18 @@ pub fn get_project(state: &State, caller: &Auth, id: &str) -> Result<Project, Ap
     if !visible {
         return Err(denied("get_project"));
     }
-    state.projects.get(id).cloned().ok_or_else(|| ApiError::not_found("project", id))
+    state
+        .projects
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("project", id))
 }
 
-pub fn create_project(state: &State, caller: &Auth, req: NewProject) -> Result<(Vec<Change>, Project), ApiError> {
+pub fn create_project(
+    state: &State,
+    caller: &Auth,
+    req: NewProject,
+) -> Result<(Vec<Change>, Project), ApiError> {
     require_admin(caller, "create_project")?;
     check_name("project", &req.name, MAX_PROJECT_NAME_CHARS)?;
     check_description(&req.description)?;
@@ -695,11 +802,16 @@ pub fn update_project(
     patch: ProjectPatch,
 ) -> Result<(Vec<Change>, Project), ApiError> {
     require_admin(caller, "update_project")?;
-    let old = state.projects.get(id).ok_or_else(|| ApiError::not_found("project", id))?;
+    let old = state
+        .projects
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("project", id))?;
     let mut p = old.clone();
     if let Some(d) = &patch.domain_id {
         if d != &old.domain_id {
-            return Err(ApiError::bad_request("Invalid input for field 'domain_id': a project cannot change domain."));
+            return Err(ApiError::bad_request(
+                "Invalid input for field 'domain_id': a project cannot change domain.",
+            ));
         }
     }
     if let Some(name) = patch.name {
@@ -735,9 +847,17 @@ pub fn update_project(
 /// (and its quota record; users lose it as default project). 409 while it
 /// still owns networks, subnets, ports or routers; 403 for the bootstrap
 /// admin project.
-pub fn delete_project(state: &State, caller: &Auth, boot: &Bootstrap, id: &str) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete_project(
+    state: &State,
+    caller: &Auth,
+    boot: &Bootstrap,
+    id: &str,
+) -> Result<(Vec<Change>, ()), ApiError> {
     require_admin(caller, "delete_project")?;
-    let p = state.projects.get(id).ok_or_else(|| ApiError::not_found("project", id))?;
+    let p = state
+        .projects
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("project", id))?;
     if boot.is_admin_project(p) {
         return Err(ApiError::forbidden(format!(
             "Project {} is the bootstrap admin project (--admin-project) and cannot be deleted: the cloud administrator's role lives on it.",
@@ -745,28 +865,74 @@ pub fn delete_project(state: &State, caller: &Auth, boot: &Bootstrap, id: &str) 
         )));
     }
     let in_use = [
-        ("networks", state.networks.values().filter(|x| x.meta.project_id == id).count()),
-        ("subnets", state.subnets.values().filter(|x| x.meta.project_id == id).count()),
-        ("ports", state.ports.values().filter(|x| x.meta.project_id == id).count()),
-        ("routers", state.routers.values().filter(|x| x.meta.project_id == id).count()),
+        (
+            "networks",
+            state
+                .networks
+                .values()
+                .filter(|x| x.meta.project_id == id)
+                .count(),
+        ),
+        (
+            "subnets",
+            state
+                .subnets
+                .values()
+                .filter(|x| x.meta.project_id == id)
+                .count(),
+        ),
+        (
+            "ports",
+            state
+                .ports
+                .values()
+                .filter(|x| x.meta.project_id == id)
+                .count(),
+        ),
+        (
+            "routers",
+            state
+                .routers
+                .values()
+                .filter(|x| x.meta.project_id == id)
+                .count(),
+        ),
     ];
-    let held: Vec<String> = in_use.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{n} {k}")).collect();
+    let held: Vec<String> = in_use
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
     if !held.is_empty() {
         return Err(ApiError::conflict(
             "Conflict",
-            format!("Project {id} still owns {}; delete them first.", held.join(", ")),
+            format!(
+                "Project {id} still owns {}; delete them first.",
+                held.join(", ")
+            ),
         ));
     }
     let mut changes = vec![Change::Delete(Kind::Project, id.to_owned())];
     changes.extend(
-        state.assignments.values().filter(|a| a.project_id == id).map(|a| Change::Delete(Kind::Assignment, a.id())),
+        state
+            .assignments
+            .values()
+            .filter(|a| a.project_id == id)
+            .map(|a| Change::Delete(Kind::Assignment, a.id())),
     );
     changes.extend(tokens_where(state, |t| t.project_id == id));
     if state.quotas.contains_key(id) {
         changes.push(Change::Delete(Kind::Quota, id.to_owned()));
     }
-    for u in state.users.values().filter(|u| u.default_project_id.as_deref() == Some(id)) {
-        changes.push(Change::Put(Object::User(User { default_project_id: None, ..u.clone() })));
+    for u in state
+        .users
+        .values()
+        .filter(|u| u.default_project_id.as_deref() == Some(id))
+    {
+        changes.push(Change::Put(Object::User(User {
+            default_project_id: None,
+            ..u.clone()
+        })));
     }
     tracing::info!(project = %p.name, project_id = %id, by = %caller.user_name, changes = changes.len(), "project deleted");
     Ok((changes, ()))
@@ -801,7 +967,12 @@ pub struct UserPatch {
 
 pub fn list_users(state: &State, caller: &Auth, f: &Filter) -> Result<Vec<User>, ApiError> {
     require_admin(caller, "list_users")?;
-    Ok(state.users.values().filter(|u| f.matches(&u.name, &u.domain_id, u.enabled)).cloned().collect())
+    Ok(state
+        .users
+        .values()
+        .filter(|u| f.matches(&u.name, &u.domain_id, u.enabled))
+        .cloned()
+        .collect())
 }
 
 /// An admin sees every user; anyone else only themselves (403 otherwise).
@@ -809,18 +980,28 @@ pub fn get_user(state: &State, caller: &Auth, id: &str) -> Result<User, ApiError
     if id != caller.user_id && !caller.is_admin() {
         return Err(denied("get_user"));
     }
-    state.users.get(id).cloned().ok_or_else(|| ApiError::not_found("user", id))
+    state
+        .users
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("user", id))
 }
 
 fn check_default_project(state: &State, id: &str) -> Result<(), ApiError> {
     if state.projects.contains_key(id) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!("Invalid input for field 'default_project_id': project {id} does not exist.")))
+        Err(ApiError::bad_request(format!(
+            "Invalid input for field 'default_project_id': project {id} does not exist."
+        )))
     }
 }
 
-pub fn create_user(state: &State, caller: &Auth, req: NewUser) -> Result<(Vec<Change>, User), ApiError> {
+pub fn create_user(
+    state: &State,
+    caller: &Auth,
+    req: NewUser,
+) -> Result<(Vec<Change>, User), ApiError> {
     require_admin(caller, "create_user")?;
     check_name("user", &req.name, MAX_USER_NAME_CHARS)?;
     check_description(&req.description)?;
@@ -854,11 +1035,16 @@ pub fn update_user(
     patch: UserPatch,
 ) -> Result<(Vec<Change>, User), ApiError> {
     require_admin(caller, "update_user")?;
-    let old = state.users.get(id).ok_or_else(|| ApiError::not_found("user", id))?;
+    let old = state
+        .users
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("user", id))?;
     let mut u = old.clone();
     if let Some(d) = &patch.domain_id {
         if d != &old.domain_id {
-            return Err(ApiError::bad_request("Invalid input for field 'domain_id': a user cannot change domain."));
+            return Err(ApiError::bad_request(
+                "Invalid input for field 'domain_id': a user cannot change domain.",
+            ));
         }
     }
     if let Some(name) = patch.name {
@@ -910,8 +1096,14 @@ pub fn change_own_password(
     if id != caller.user_id {
         return Err(denied("change_password"));
     }
-    let old = state.users.get(id).ok_or_else(|| ApiError::not_found("user", id))?;
-    let mut changes = vec![Change::Put(Object::User(User { password_hash: new_hash, ..old.clone() }))];
+    let old = state
+        .users
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("user", id))?;
+    let mut changes = vec![Change::Put(Object::User(User {
+        password_hash: new_hash,
+        ..old.clone()
+    }))];
     changes.extend(tokens_where(state, |t| t.user_id == id));
     tracing::info!(user = %old.name, user_id = %id, "password changed by its user");
     Ok((changes, ()))
@@ -919,9 +1111,17 @@ pub fn change_own_password(
 
 /// Deletes a user with their role assignments and tokens; 403 for the
 /// bootstrap administrator.
-pub fn delete_user(state: &State, caller: &Auth, boot: &Bootstrap, id: &str) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete_user(
+    state: &State,
+    caller: &Auth,
+    boot: &Bootstrap,
+    id: &str,
+) -> Result<(Vec<Change>, ()), ApiError> {
     require_admin(caller, "delete_user")?;
-    let u = state.users.get(id).ok_or_else(|| ApiError::not_found("user", id))?;
+    let u = state
+        .users
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("user", id))?;
     if boot.is_admin_user(u) {
         return Err(ApiError::forbidden(format!(
             "User {} is the bootstrap administrator (--admin-user) and cannot be deleted: it is the operator's way back in.",
@@ -930,7 +1130,11 @@ pub fn delete_user(state: &State, caller: &Auth, boot: &Bootstrap, id: &str) -> 
     }
     let mut changes = vec![Change::Delete(Kind::User, id.to_owned())];
     changes.extend(
-        state.assignments.values().filter(|a| a.user_id == id).map(|a| Change::Delete(Kind::Assignment, a.id())),
+        state
+            .assignments
+            .values()
+            .filter(|a| a.user_id == id)
+            .map(|a| Change::Delete(Kind::Assignment, a.id())),
     );
     changes.extend(tokens_where(state, |t| t.user_id == id));
     tracing::info!(user = %u.name, user_id = %id, by = %caller.user_name, changes = changes.len(), "user deleted");
@@ -938,7 +1142,11 @@ pub fn delete_user(state: &State, caller: &Auth, boot: &Bootstrap, id: &str) -> 
 }
 
 /// The projects a user holds a role on (admin, or the user themselves).
-pub fn user_projects(state: &State, caller: &Auth, user_id: &str) -> Result<Vec<Project>, ApiError> {
+pub fn user_projects(
+    state: &State,
+    caller: &Auth,
+    user_id: &str,
+) -> Result<Vec<Project>, ApiError> {
     if user_id != caller.user_id && !caller.is_admin() {
         return Err(denied("list_user_projects"));
     }
@@ -952,13 +1160,22 @@ pub fn user_projects(state: &State, caller: &Auth, user_id: &str) -> Result<Vec<
 
 /// Roles are readable by any authenticated caller (three fixed names).
 pub fn list_roles(state: &State, name: Option<&str>) -> Vec<Role> {
-    let mut v: Vec<Role> = state.roles.values().filter(|r| name.is_none_or(|n| n == r.name)).cloned().collect();
+    let mut v: Vec<Role> = state
+        .roles
+        .values()
+        .filter(|r| name.is_none_or(|n| n == r.name))
+        .cloned()
+        .collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v
 }
 
 pub fn get_role(state: &State, id: &str) -> Result<Role, ApiError> {
-    state.roles.get(id).cloned().ok_or_else(|| ApiError::not_found("role", id))
+    state
+        .roles
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("role", id))
 }
 
 /// The project, user and role of a grant, or 404 naming the missing one.
@@ -968,9 +1185,18 @@ fn grant_parts<'a>(
     user_id: &str,
     role_id: &str,
 ) -> Result<(&'a Project, &'a User, &'a Role), ApiError> {
-    let p = state.projects.get(project_id).ok_or_else(|| ApiError::not_found("project", project_id))?;
-    let u = state.users.get(user_id).ok_or_else(|| ApiError::not_found("user", user_id))?;
-    let r = state.roles.get(role_id).ok_or_else(|| ApiError::not_found("role", role_id))?;
+    let p = state
+        .projects
+        .get(project_id)
+        .ok_or_else(|| ApiError::not_found("project", project_id))?;
+    let u = state
+        .users
+        .get(user_id)
+        .ok_or_else(|| ApiError::not_found("user", user_id))?;
+    let r = state
+        .roles
+        .get(role_id)
+        .ok_or_else(|| ApiError::not_found("role", role_id))?;
     Ok((p, u, r))
 }
 
@@ -984,7 +1210,11 @@ pub fn grant(
 ) -> Result<(Vec<Change>, ()), ApiError> {
     require_admin(caller, "create_grant")?;
     let (p, u, r) = grant_parts(state, project_id, user_id, role_id)?;
-    let a = Assignment { project_id: p.id.clone(), user_id: u.id.clone(), role_id: r.id.clone() };
+    let a = Assignment {
+        project_id: p.id.clone(),
+        user_id: u.id.clone(),
+        role_id: r.id.clone(),
+    };
     if state.assignments.contains_key(&a.id()) {
         return Ok((Vec::new(), ()));
     }
@@ -1004,7 +1234,11 @@ pub fn revoke_grant(
 ) -> Result<(Vec<Change>, ()), ApiError> {
     require_admin(caller, "revoke_grant")?;
     let (p, u, r) = grant_parts(state, project_id, user_id, role_id)?;
-    let a = Assignment { project_id: p.id.clone(), user_id: u.id.clone(), role_id: r.id.clone() };
+    let a = Assignment {
+        project_id: p.id.clone(),
+        user_id: u.id.clone(),
+        role_id: r.id.clone(),
+    };
     if !state.assignments.contains_key(&a.id()) {
         return Err(ApiError::not_found("grant", &a.id()));
     }
@@ -1019,12 +1253,23 @@ pub fn revoke_grant(
 }
 
 /// `HEAD/GET .../roles/{r}`: Ok if granted, 404 otherwise (admin or self).
-pub fn check_grant(state: &State, caller: &Auth, project_id: &str, user_id: &str, role_id: &str) -> Result<(), ApiError> {
+pub fn check_grant(
+    state: &State,
+    caller: &Auth,
+    project_id: &str,
+    user_id: &str,
+    role_id: &str,
+) -> Result<(), ApiError> {
     if user_id != caller.user_id && !caller.is_admin() {
         return Err(denied("check_grant"));
     }
     let (p, u, r) = grant_parts(state, project_id, user_id, role_id)?;
-    let id = Assignment { project_id: p.id.clone(), user_id: u.id.clone(), role_id: r.id.clone() }.id();
+    let id = Assignment {
+        project_id: p.id.clone(),
+        user_id: u.id.clone(),
+        role_id: r.id.clone(),
+    }
+    .id();
     if state.assignments.contains_key(&id) {
         Ok(())
     } else {
@@ -1033,7 +1278,12 @@ pub fn check_grant(state: &State, caller: &Auth, project_id: &str, user_id: &str
 }
 
 /// `GET /v3/projects/{p}/users/{u}/roles` (admin or self).
-pub fn list_grants(state: &State, caller: &Auth, project_id: &str, user_id: &str) -> Result<Vec<Role>, ApiError> {
+pub fn list_grants(
+    state: &State,
+    caller: &Auth,
+    project_id: &str,
+    user_id: &str,
+) -> Result<Vec<Role>, ApiError> {
     if user_id != caller.user_id && !caller.is_admin() {
         return Err(denied("list_grants"));
     }
@@ -1056,7 +1306,11 @@ pub struct AssignmentFilter {
 
 /// Admins list any assignments; anyone else only their own (the filter
 /// must name them: `user.id=<self>`).
-pub fn list_assignments(state: &State, caller: &Auth, f: &AssignmentFilter) -> Result<Vec<Assignment>, ApiError> {
+pub fn list_assignments(
+    state: &State,
+    caller: &Auth,
+    f: &AssignmentFilter,
+) -> Result<Vec<Assignment>, ApiError> {
     if !caller.is_admin() && f.user_id.as_deref() != Some(caller.user_id.as_str()) {
         return Err(denied("list_role_assignments"));
     }
@@ -1107,12 +1361,25 @@ mod tests {
     fn login(core: &Core, user: &str, project: &str, now: u64) -> Result<String, ApiError> {
         let token = new_token()?;
         let hash = token_hash(&token);
-        let user_id = user_by_name(&core.read(), DEFAULT_DOMAIN_ID, user).expect("user").id.clone();
-        let scope = ProjectRef::Name { name: project.into(), domain: DomainRef::Name("Default".into()) };
+        let user_id = user_by_name(&core.read(), DEFAULT_DOMAIN_ID, user)
+            .expect("user")
+            .id
+            .clone();
+        let scope = ProjectRef::Name {
+            name: project.into(),
+            domain: DomainRef::Name("Default".into()),
+        };
         core.mutate(|s| {
             issue_token(
                 s,
-                &Issue { user_id: &user_id, scope: Some(&scope), token_hash: &hash, now, ttl_secs: 3600, not_after: None },
+                &Issue {
+                    user_id: &user_id,
+                    scope: Some(&scope),
+                    token_hash: &hash,
+                    now,
+                    ttl_secs: 3600,
+                    not_after: None,
+                },
             )
         })?;
         Ok(token)
@@ -1124,15 +1391,23 @@ mod tests {
     }
 
     fn project(core: &Core, caller: &Auth, name: &str) -> Project {
-        let req = NewProject { name: name.into(), description: String::new(), domain_id: None, enabled: true };
-        core.mutate(|s| create_project(s, caller, req)).expect("project")
+        let req = NewProject {
+            name: name.into(),
+            description: String::new(),
+            domain_id: None,
+            enabled: true,
+        };
+        core.mutate(|s| create_project(s, caller, req))
+            .expect("project")
     }
 
     /// A user with a cheap (but valid) password hash: hashing once per test
     /// file is enough.
     fn user(core: &Core, caller: &Auth, name: &str) -> User {
         static HASH: OnceLock<String> = OnceLock::new();
-        let hash = HASH.get_or_init(|| hash_password(PW).expect("hash")).clone();
+        let hash = HASH
+            .get_or_init(|| hash_password(PW).expect("hash"))
+            .clone();
         let req = NewUser {
             name: name.into(),
             password_hash: Some(hash),
@@ -1154,26 +1429,54 @@ mod tests {
         let rev = core.read().revision;
         {
             let s = core.read();
-            assert_eq!(list_roles(&s, None).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["admin", "member", "reader"]);
+            assert_eq!(
+                list_roles(&s, None)
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>(),
+                ["admin", "member", "reader"]
+            );
             let u = user_by_name(&s, DEFAULT_DOMAIN_ID, "admin").expect("admin user");
-            assert!(u.password_hash.starts_with("$argon2id$"), "{}", u.password_hash);
+            assert!(
+                u.password_hash.starts_with("$argon2id$"),
+                "{}",
+                u.password_hash
+            );
             assert!(!u.password_hash.contains(PW));
             let p = project_by_name(&s, DEFAULT_DOMAIN_ID, "admin").expect("admin project");
-            assert_eq!(roles_on(&s, &u.id, &p.id).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["admin"]);
+            assert_eq!(
+                roles_on(&s, &u.id, &p.id)
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>(),
+                ["admin"]
+            );
         }
         // Same configuration again: nothing to commit.
         bootstrap(&core, &config()).expect("second bootstrap");
-        assert_eq!(core.read().revision, rev, "a second bootstrap committed something");
+        assert_eq!(
+            core.read().revision,
+            rev,
+            "a second bootstrap committed something"
+        );
 
         // A new password: re-hashed, old tokens revoked, old password refused.
         let t = login(&core, "admin", "admin", now_unix()).expect("token");
-        let cfg = Config { admin_password: "another password".into(), ..config() };
+        let cfg = Config {
+            admin_password: "another password".into(),
+            ..config()
+        };
         bootstrap(&core, &cfg).expect("bootstrap with a new password");
         let s = core.read();
         let u = user_by_name(&s, DEFAULT_DOMAIN_ID, "admin").expect("admin");
         assert!(verify_password(&u.password_hash, "another password"));
         assert!(!verify_password(&u.password_hash, PW));
-        assert_eq!(authenticate(&s, &t, now_unix()).expect_err("old token").status, 401);
+        assert_eq!(
+            authenticate(&s, &t, now_unix())
+                .expect_err("old token")
+                .status,
+            401
+        );
         assert_eq!(s.roles.len(), 3, "roles duplicated");
         assert_eq!(s.projects.len(), 1, "admin project duplicated");
     }
@@ -1181,7 +1484,10 @@ mod tests {
     #[test]
     fn bootstrap_refuses_a_short_password() {
         let core = Core::open(Path::new(":memory:")).expect("store");
-        let cfg = Config { admin_password: "short".into(), ..config() };
+        let cfg = Config {
+            admin_password: "short".into(),
+            ..config()
+        };
         assert_eq!(bootstrap(&core, &cfg).expect_err("short").status, 400);
         assert!(core.read().users.is_empty());
     }
@@ -1194,13 +1500,30 @@ mod tests {
         assert!(!verify_password(&h, "s3cret-passworD"));
         assert!(!verify_password("", "s3cret-password"));
         assert!(!verify_password("garbage", "s3cret-password"));
-        assert_ne!(h, hash_password("s3cret-password").expect("hash"), "salt is not random");
+        assert_ne!(
+            h,
+            hash_password("s3cret-password").expect("hash"),
+            "salt is not random"
+        );
         assert!(!check_login(None, "s3cret-password"));
         assert!(check_login(Some(&h), "s3cret-password"));
-        assert_eq!(check_password_policy("1234567").expect_err("7 chars").status, 400);
+        assert_eq!(
+            check_password_policy("1234567")
+                .expect_err("7 chars")
+                .status,
+            400
+        );
         assert!(check_password_policy("12345678").is_ok());
-        assert!(check_password_policy("ééééééééé").is_ok(), "counts characters, not bytes");
-        assert_eq!(check_password_policy(&"x".repeat(MAX_PASSWORD_BYTES + 1)).expect_err("long").status, 400);
+        assert!(
+            check_password_policy("ééééééééé").is_ok(),
+            "counts characters, not bytes"
+        );
+        assert_eq!(
+            check_password_policy(&"x".repeat(MAX_PASSWORD_BYTES + 1))
+                .expect_err("long")
+                .status,
+            400
+        );
     }
 
     #[test]
@@ -1217,10 +1540,23 @@ mod tests {
         assert_eq!(stored.expires_unix, now + 3600);
         assert_eq!(stored.expires_at, "2027-01-15T09:00:00.000000Z");
         let a = authenticate(&s, &t, now + 3599).expect("valid just before expiry");
-        assert_eq!((a.user_name.as_str(), a.project_name.as_str()), ("admin", "admin"));
+        assert_eq!(
+            (a.user_name.as_str(), a.project_name.as_str()),
+            ("admin", "admin")
+        );
         assert!(a.is_admin());
-        assert_eq!(authenticate(&s, &t, now + 3600).expect_err("expired").status, 401);
-        assert_eq!(authenticate(&s, "st1nope", now).expect_err("unknown").status, 401);
+        assert_eq!(
+            authenticate(&s, &t, now + 3600)
+                .expect_err("expired")
+                .status,
+            401
+        );
+        assert_eq!(
+            authenticate(&s, "st1nope", now)
+                .expect_err("unknown")
+                .status,
+            401
+        );
         assert_eq!(authenticate(&s, "", now).expect_err("empty").status, 401);
     }
 
@@ -1233,9 +1569,17 @@ mod tests {
         }
         assert_eq!(core.read().tokens.len(), GC_PER_ISSUE + 3);
         login(&core, "admin", "admin", now_unix()).expect("token");
-        assert_eq!(core.read().tokens.len(), 3 + 1, "{GC_PER_ISSUE} expired tokens collected per issue");
+        assert_eq!(
+            core.read().tokens.len(),
+            3 + 1,
+            "{GC_PER_ISSUE} expired tokens collected per issue"
+        );
         bootstrap(&core, &config()).expect("bootstrap");
-        assert_eq!(core.read().tokens.len(), 1, "bootstrap collects every expired token");
+        assert_eq!(
+            core.read().tokens.len(),
+            1,
+            "bootstrap collects every expired token"
+        );
     }
 
     #[test]
@@ -1249,40 +1593,86 @@ mod tests {
         // No role yet: no token, same message as a wrong password.
         let e = login(&core, "u1", "demo", now_unix()).expect_err("no role");
         assert_eq!(e, auth_failed());
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member)).expect("grant");
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &reader)).expect("grant");
+        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member))
+            .expect("grant");
+        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &reader))
+            .expect("grant");
         let rev = core.read().revision;
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member)).expect("grant again");
-        assert_eq!(core.read().revision, rev, "an existing grant commits nothing");
+        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member))
+            .expect("grant again");
+        assert_eq!(
+            core.read().revision,
+            rev,
+            "an existing grant commits nothing"
+        );
         let t = login(&core, "u1", "demo", now_unix()).expect("member token");
         let a = authenticate(&core.read(), &t, now_unix()).expect("auth");
         assert_eq!(a.roles, ["member", "reader"]);
         assert!(a.can_write() && !a.is_admin());
 
         // Removing a role takes effect on the next request.
-        core.mutate(|s| revoke_grant(s, &adm, &boot(), &p.id, &u.id, &member)).expect("revoke");
+        core.mutate(|s| revoke_grant(s, &adm, &boot(), &p.id, &u.id, &member))
+            .expect("revoke");
         let a = authenticate(&core.read(), &t, now_unix()).expect("auth as reader");
         assert_eq!(a.roles, ["reader"]);
         assert!(!a.can_write());
         // The last role gone: the token is dead.
-        core.mutate(|s| revoke_grant(s, &adm, &boot(), &p.id, &u.id, &reader)).expect("revoke");
-        assert_eq!(authenticate(&core.read(), &t, now_unix()).expect_err("no role").status, 401);
+        core.mutate(|s| revoke_grant(s, &adm, &boot(), &p.id, &u.id, &reader))
+            .expect("revoke");
+        assert_eq!(
+            authenticate(&core.read(), &t, now_unix())
+                .expect_err("no role")
+                .status,
+            401
+        );
 
         // Disabled user, then deleted user.
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member)).expect("grant");
-        assert!(authenticate(&core.read(), &t, now_unix()).is_ok(), "a re-granted role revives a live token");
-        let disable = UserPatch { enabled: Some(false), ..UserPatch::default() };
-        core.mutate(|s| update_user(s, &adm, &boot(), &u.id, disable)).expect("disable");
-        assert_eq!(authenticate(&core.read(), &t, now_unix()).expect_err("disabled").status, 401);
-        assert!(!core.read().tokens.contains_key(&token_hash(&t)), "disabling revokes the user's tokens");
-        let enable = UserPatch { enabled: Some(true), ..UserPatch::default() };
-        core.mutate(|s| update_user(s, &adm, &boot(), &u.id, enable)).expect("enable");
+        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member))
+            .expect("grant");
+        assert!(
+            authenticate(&core.read(), &t, now_unix()).is_ok(),
+            "a re-granted role revives a live token"
+        );
+        let disable = UserPatch {
+            enabled: Some(false),
+            ..UserPatch::default()
+        };
+        core.mutate(|s| update_user(s, &adm, &boot(), &u.id, disable))
+            .expect("disable");
+        assert_eq!(
+            authenticate(&core.read(), &t, now_unix())
+                .expect_err("disabled")
+                .status,
+            401
+        );
+        assert!(
+            !core.read().tokens.contains_key(&token_hash(&t)),
+            "disabling revokes the user's tokens"
+        );
+        let enable = UserPatch {
+            enabled: Some(true),
+            ..UserPatch::default()
+        };
+        core.mutate(|s| update_user(s, &adm, &boot(), &u.id, enable))
+            .expect("enable");
         let t = login(&core, "u1", "demo", now_unix()).expect("token");
-        core.mutate(|s| delete_user(s, &adm, &boot(), &u.id)).expect("delete user");
+        core.mutate(|s| delete_user(s, &adm, &boot(), &u.id))
+            .expect("delete user");
         let s = core.read();
-        assert_eq!(authenticate(&s, &t, now_unix()).expect_err("deleted").status, 401);
-        assert!(s.tokens.values().all(|t| t.user_id != u.id), "tokens of a deleted user remain");
-        assert!(s.assignments.values().all(|a| a.user_id != u.id), "assignments of a deleted user remain");
+        assert_eq!(
+            authenticate(&s, &t, now_unix())
+                .expect_err("deleted")
+                .status,
+            401
+        );
+        assert!(
+            s.tokens.values().all(|t| t.user_id != u.id),
+            "tokens of a deleted user remain"
+        );
+        assert!(
+            s.assignments.values().all(|a| a.user_id != u.id),
+            "assignments of a deleted user remain"
+        );
     }
 
     #[test]
@@ -1291,19 +1681,32 @@ mod tests {
         let adm = admin(&core);
         let p = project(&core, &adm, "demo");
         let u = user(&core, &adm, "u1");
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &role_id(&core, "member"))).expect("grant");
+        let member_id = role_id(&core, "member");
+        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member_id))
+            .expect("grant");
         let issue = |core: &Core| {
             let hash = token_hash(&new_token().expect("token"));
             core.mutate(|s| {
                 issue_token(
                     s,
-                    &Issue { user_id: &u.id, scope: None, token_hash: &hash, now: 100, ttl_secs: 60, not_after: Some(130) },
+                    &Issue {
+                        user_id: &u.id,
+                        scope: None,
+                        token_hash: &hash,
+                        now: 100,
+                        ttl_secs: 60,
+                        not_after: Some(130),
+                    },
                 )
             })
         };
         assert_eq!(issue(&core).expect_err("no default project").status, 401);
-        let patch = UserPatch { default_project_id: Some(Some(p.id.clone())), ..UserPatch::default() };
-        core.mutate(|s| update_user(s, &adm, &boot(), &u.id, patch)).expect("set default project");
+        let patch = UserPatch {
+            default_project_id: Some(Some(p.id.clone())),
+            ..UserPatch::default()
+        };
+        core.mutate(|s| update_user(s, &adm, &boot(), &u.id, patch))
+            .expect("set default project");
         let info = issue(&core).expect("unscoped token");
         assert_eq!(info.project.id, p.id);
         assert_eq!(info.token.expires_unix, 130, "capped by not_after");
@@ -1317,24 +1720,64 @@ mod tests {
         let u = user(&core, &adm, "u1");
         let v = user(&core, &adm, "u2");
         for x in [&u, &v] {
-            core.mutate(|s| grant(s, &adm, &p.id, &x.id, &role_id(&core, "member"))).expect("grant");
+            let member_id = role_id(&core, "member");
+            core.mutate(|s| grant(s, &adm, &p.id, &x.id, &member_id))
+                .expect("grant");
         }
         let now = now_unix();
         let tu = login(&core, "u1", "demo", now).expect("u1");
         let tv = login(&core, "u2", "demo", now).expect("u2");
         let au = authenticate(&core.read(), &tu, now).expect("u1 auth");
         let s = core.read();
-        assert!(check_token(&s, &au, &token_hash(&tu), now).is_ok(), "own token");
-        assert_eq!(check_token(&s, &au, &token_hash(&tv), now).expect_err("other's").status, 403);
-        assert!(check_token(&s, &adm, &token_hash(&tv), now).is_ok(), "admin validates any");
-        assert_eq!(check_token(&s, &adm, &token_hash("st1nope"), now).expect_err("unknown").status, 404);
-        assert_eq!(check_token(&s, &adm, &token_hash(&tv), now + 7200).expect_err("expired").status, 404);
-        assert_eq!(revoke_token(&s, &au, &token_hash(&tv), now).expect_err("other's").status, 403);
+        assert!(
+            check_token(&s, &au, &token_hash(&tu), now).is_ok(),
+            "own token"
+        );
+        assert_eq!(
+            check_token(&s, &au, &token_hash(&tv), now)
+                .expect_err("other's")
+                .status,
+            403
+        );
+        assert!(
+            check_token(&s, &adm, &token_hash(&tv), now).is_ok(),
+            "admin validates any"
+        );
+        assert_eq!(
+            check_token(&s, &adm, &token_hash("st1nope"), now)
+                .expect_err("unknown")
+                .status,
+            404
+        );
+        assert_eq!(
+            check_token(&s, &adm, &token_hash(&tv), now + 7200)
+                .expect_err("expired")
+                .status,
+            404
+        );
+        assert_eq!(
+            revoke_token(&s, &au, &token_hash(&tv), now)
+                .expect_err("other's")
+                .status,
+            403
+        );
         drop(s);
-        core.mutate(|s| revoke_token(s, &au, &token_hash(&tu), now)).expect("revoke own");
-        assert_eq!(authenticate(&core.read(), &tu, now).expect_err("revoked").status, 401);
-        assert_eq!(core.mutate(|s| revoke_token(s, &adm, &token_hash(&tu), now)).expect_err("twice").status, 404);
-        core.mutate(|s| revoke_token(s, &adm, &token_hash(&tv), now)).expect("admin revokes any");
+        core.mutate(|s| revoke_token(s, &au, &token_hash(&tu), now))
+            .expect("revoke own");
+        assert_eq!(
+            authenticate(&core.read(), &tu, now)
+                .expect_err("revoked")
+                .status,
+            401
+        );
+        assert_eq!(
+            core.mutate(|s| revoke_token(s, &adm, &token_hash(&tu), now))
+                .expect_err("twice")
+                .status,
+            404
+        );
+        core.mutate(|s| revoke_token(s, &adm, &token_hash(&tv), now))
+            .expect("admin revokes any");
     }
 
     #[test]
@@ -1344,7 +1787,12 @@ mod tests {
         project(&core, &adm, "demo");
         user(&core, &adm, "u1");
         let rev = core.read().revision;
-        let np = |name: &str| NewProject { name: name.into(), description: String::new(), domain_id: None, enabled: true };
+        let np = |name: &str| NewProject {
+            name: name.into(),
+            description: String::new(),
+            domain_id: None,
+            enabled: true,
+        };
         let s = core.read();
         for (what, name, status) in [
             ("empty", "", 400),
@@ -1355,11 +1803,26 @@ mod tests {
             ("duplicate", "demo", 409),
             ("the admin project's name", "admin", 409),
         ] {
-            assert_eq!(create_project(&s, &adm, np(name)).expect_err(what).status, status, "{what}");
+            assert_eq!(
+                create_project(&s, &adm, np(name)).expect_err(what).status,
+                status,
+                "{what}"
+            );
         }
-        assert!(create_project(&s, &adm, np(&"x".repeat(64))).is_ok(), "64 characters is fine");
-        let other_domain = NewProject { domain_id: Some("other".into()), ..np("x") };
-        assert_eq!(create_project(&s, &adm, other_domain).expect_err("domain").status, 400);
+        assert!(
+            create_project(&s, &adm, np(&"x".repeat(64))).is_ok(),
+            "64 characters is fine"
+        );
+        let other_domain = NewProject {
+            domain_id: Some("other".into()),
+            ..np("x")
+        };
+        assert_eq!(
+            create_project(&s, &adm, other_domain)
+                .expect_err("domain")
+                .status,
+            400
+        );
         let nu = |name: &str| NewUser {
             name: name.into(),
             password_hash: None,
@@ -1368,15 +1831,48 @@ mod tests {
             enabled: true,
             default_project_id: None,
         };
-        assert_eq!(create_user(&s, &adm, nu("u1")).expect_err("duplicate user").status, 409);
-        assert_eq!(create_user(&s, &adm, nu("")).expect_err("empty user").status, 400);
-        let bad_default = NewUser { default_project_id: Some("nope".into()), ..nu("u9") };
-        assert_eq!(create_user(&s, &adm, bad_default).expect_err("default project").status, 400);
-        let demo = project_by_name(&s, DEFAULT_DOMAIN_ID, "demo").expect("demo").id.clone();
-        let rename = ProjectPatch { name: Some("admin".into()), ..ProjectPatch::default() };
-        assert_eq!(update_project(&s, &adm, &boot(), &demo, rename).expect_err("rename to dup").status, 409);
+        assert_eq!(
+            create_user(&s, &adm, nu("u1"))
+                .expect_err("duplicate user")
+                .status,
+            409
+        );
+        assert_eq!(
+            create_user(&s, &adm, nu(""))
+                .expect_err("empty user")
+                .status,
+            400
+        );
+        let bad_default = NewUser {
+            default_project_id: Some("nope".into()),
+            ..nu("u9")
+        };
+        assert_eq!(
+            create_user(&s, &adm, bad_default)
+                .expect_err("default project")
+                .status,
+            400
+        );
+        let demo = project_by_name(&s, DEFAULT_DOMAIN_ID, "demo")
+            .expect("demo")
+            .id
+            .clone();
+        let rename = ProjectPatch {
+            name: Some("admin".into()),
+            ..ProjectPatch::default()
+        };
+        assert_eq!(
+            update_project(&s, &adm, &boot(), &demo, rename)
+                .expect_err("rename to dup")
+                .status,
+            409
+        );
         drop(s);
-        assert_eq!(core.read().revision, rev, "a refused command changed something");
+        assert_eq!(
+            core.read().revision,
+            rev,
+            "a refused command changed something"
+        );
     }
 
     #[test]
@@ -1385,25 +1881,82 @@ mod tests {
         let adm = admin(&core);
         let p = project(&core, &adm, "demo");
         let u = user(&core, &adm, "u1");
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &role_id(&core, "reader"))).expect("grant");
+        let reader_id = role_id(&core, "reader");
+        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &reader_id))
+            .expect("grant");
         let t = login(&core, "u1", "demo", now_unix()).expect("token");
+        let admin_role = role_id(&core, "admin");
         let r = authenticate(&core.read(), &t, now_unix()).expect("reader");
         let s = core.read();
-        let np = NewProject { name: "x".into(), description: String::new(), domain_id: None, enabled: true };
+        let np = NewProject {
+            name: "x".into(),
+            description: String::new(),
+            domain_id: None,
+            enabled: true,
+        };
         assert_eq!(create_project(&s, &r, np).expect_err("create").status, 403);
-        assert_eq!(list_projects(&s, &r, &Filter::default()).expect_err("list").status, 403);
-        assert_eq!(list_users(&s, &r, &Filter::default()).expect_err("list users").status, 403);
-        assert_eq!(delete_project(&s, &r, &boot(), &p.id).expect_err("delete").status, 403);
-        assert_eq!(grant(&s, &r, &p.id, &u.id, &role_id(&core, "admin")).expect_err("self-promotion").status, 403);
-        assert_eq!(get_project(&s, &r, &p.id).expect("own project").name, "demo");
-        assert_eq!(get_project(&s, &r, &adm.project_id).expect_err("other project").status, 403);
+        assert_eq!(
+            list_projects(&s, &r, &Filter::default())
+                .expect_err("list")
+                .status,
+            403
+        );
+        assert_eq!(
+            list_users(&s, &r, &Filter::default())
+                .expect_err("list users")
+                .status,
+            403
+        );
+        assert_eq!(
+            delete_project(&s, &r, &boot(), &p.id)
+                .expect_err("delete")
+                .status,
+            403
+        );
+        assert_eq!(
+            grant(&s, &r, &p.id, &u.id, &admin_role)
+                .expect_err("self-promotion")
+                .status,
+            403
+        );
+        assert_eq!(
+            get_project(&s, &r, &p.id).expect("own project").name,
+            "demo"
+        );
+        assert_eq!(
+            get_project(&s, &r, &adm.project_id)
+                .expect_err("other project")
+                .status,
+            403
+        );
         assert_eq!(get_user(&s, &r, &u.id).expect("self").name, "u1");
-        assert_eq!(get_user(&s, &r, &adm.user_id).expect_err("other user").status, 403);
+        assert_eq!(
+            get_user(&s, &r, &adm.user_id)
+                .expect_err("other user")
+                .status,
+            403
+        );
         assert_eq!(user_projects(&s, &r, &u.id).expect("own projects").len(), 1);
-        let own = AssignmentFilter { user_id: Some(u.id.clone()), ..AssignmentFilter::default() };
-        assert_eq!(list_assignments(&s, &r, &own).expect("own assignments").len(), 1);
-        assert_eq!(list_assignments(&s, &r, &AssignmentFilter::default()).expect_err("all").status, 403);
-        assert_eq!(list_grants(&s, &r, &p.id, &u.id).expect("own grants").len(), 1);
+        let own = AssignmentFilter {
+            user_id: Some(u.id.clone()),
+            ..AssignmentFilter::default()
+        };
+        assert_eq!(
+            list_assignments(&s, &r, &own)
+                .expect("own assignments")
+                .len(),
+            1
+        );
+        assert_eq!(
+            list_assignments(&s, &r, &AssignmentFilter::default())
+                .expect_err("all")
+                .status,
+            403
+        );
+        assert_eq!(
+            list_grants(&s, &r, &p.id, &u.id).expect("own grants").len(),
+            1
+        );
     }
 
     #[test]
@@ -1412,24 +1965,62 @@ mod tests {
         let adm = admin(&core);
         let p = project(&core, &adm, "demo");
         let u = user(&core, &adm, "u1");
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &role_id(&core, "member"))).expect("grant");
-        let patch = UserPatch { default_project_id: Some(Some(p.id.clone())), ..UserPatch::default() };
-        core.mutate(|s| update_user(s, &adm, &boot(), &u.id, patch)).expect("default project");
+        let member_id = role_id(&core, "member");
+        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member_id))
+            .expect("grant");
+        let patch = UserPatch {
+            default_project_id: Some(Some(p.id.clone())),
+            ..UserPatch::default()
+        };
+        core.mutate(|s| update_user(s, &adm, &boot(), &u.id, patch))
+            .expect("default project");
         let t = login(&core, "u1", "demo", now_unix()).expect("token");
 
         // The bootstrap admin and project are protected.
+        let admin_role = role_id(&core, "admin");
         let s = core.read();
         let b = boot();
-        assert_eq!(delete_user(&s, &adm, &b, &adm.user_id).expect_err("admin user").status, 403);
-        assert_eq!(delete_project(&s, &adm, &b, &adm.project_id).expect_err("admin project").status, 403);
-        let off = UserPatch { enabled: Some(false), ..UserPatch::default() };
-        assert_eq!(update_user(&s, &adm, &b, &adm.user_id, off).expect_err("disable admin").status, 403);
-        let rename = ProjectPatch { name: Some("x".into()), ..ProjectPatch::default() };
-        assert_eq!(update_project(&s, &adm, &b, &adm.project_id, rename).expect_err("rename").status, 403);
-        let admin_role = role_id(&core, "admin");
-        let e = revoke_grant(&s, &adm, &b, &adm.project_id, &adm.user_id, &admin_role).expect_err("own admin");
+        assert_eq!(
+            delete_user(&s, &adm, &b, &adm.user_id)
+                .expect_err("admin user")
+                .status,
+            403
+        );
+        assert_eq!(
+            delete_project(&s, &adm, &b, &adm.project_id)
+                .expect_err("admin project")
+                .status,
+            403
+        );
+        let off = UserPatch {
+            enabled: Some(false),
+            ..UserPatch::default()
+        };
+        assert_eq!(
+            update_user(&s, &adm, &b, &adm.user_id, off)
+                .expect_err("disable admin")
+                .status,
+            403
+        );
+        let rename = ProjectPatch {
+            name: Some("x".into()),
+            ..ProjectPatch::default()
+        };
+        assert_eq!(
+            update_project(&s, &adm, &b, &adm.project_id, rename)
+                .expect_err("rename")
+                .status,
+            403
+        );
+        let e = revoke_grant(&s, &adm, &b, &adm.project_id, &adm.user_id, &admin_role)
+            .expect_err("own admin");
         assert_eq!(e.status, 403);
-        assert_eq!(delete_project(&s, &adm, &b, "nope").expect_err("unknown").status, 404);
+        assert_eq!(
+            delete_project(&s, &adm, &b, "nope")
+                .expect_err("unknown")
+                .status,
+            404
+        );
         drop(s);
 
         // A project with a network cannot go.
@@ -1449,18 +2040,37 @@ mod tests {
             port_security_enabled: true,
             vni: 1,
         };
-        core.mutate(|_| Ok((vec![Change::Put(Object::Network(net))], ()))).expect("network");
-        let e = core.mutate(|s| delete_project(s, &adm, &b, &p.id)).expect_err("in use");
+        core.mutate(|_| Ok((vec![Change::Put(Object::Network(net))], ())))
+            .expect("network");
+        let e = core
+            .mutate(|s| delete_project(s, &adm, &b, &p.id))
+            .expect_err("in use");
         assert_eq!(e.status, 409);
         assert!(e.message.contains("1 networks"), "{}", e.message);
-        core.mutate(|_| Ok((vec![Change::Delete(Kind::Network, "n1".into())], ()))).expect("network gone");
+        core.mutate(|_| Ok((vec![Change::Delete(Kind::Network, "n1".into())], ())))
+            .expect("network gone");
 
-        core.mutate(|s| delete_project(s, &adm, &b, &p.id)).expect("delete project");
+        core.mutate(|s| delete_project(s, &adm, &b, &p.id))
+            .expect("delete project");
         let s = core.read();
         assert!(!s.projects.contains_key(&p.id));
-        assert!(s.assignments.values().all(|a| a.project_id != p.id), "assignments remain");
-        assert!(s.tokens.values().all(|t| t.project_id != p.id), "tokens remain");
-        assert_eq!(s.users[&u.id].default_project_id, None, "dangling default project");
-        assert_eq!(authenticate(&s, &t, now_unix()).expect_err("token of a deleted project").status, 401);
+        assert!(
+            s.assignments.values().all(|a| a.project_id != p.id),
+            "assignments remain"
+        );
+        assert!(
+            s.tokens.values().all(|t| t.project_id != p.id),
+            "tokens remain"
+        );
+        assert_eq!(
+            s.users[&u.id].default_project_id, None,
+            "dangling default project"
+        );
+        assert_eq!(
+            authenticate(&s, &t, now_unix())
+                .expect_err("token of a deleted project")
+                .status,
+            401
+        );
     }
 }

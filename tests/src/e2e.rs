@@ -166,6 +166,16 @@ impl Cloud {
         self.children.lock().expect("children").push((name, child));
     }
 
+    /// SIGKILLs a spawned process and reaps it.
+    pub fn kill(&self, name: &str) {
+        let mut children = self.children.lock().expect("children");
+        let i = children.iter().position(|(n, _)| n == name).unwrap_or_else(|| panic!("no process {name} in this run"));
+        let (_, mut child) = children.remove(i);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(self.region.state_dir().join("pids").join(format!("{name}.pid")));
+    }
+
     /// Stops a spawned process with SIGTERM and waits (up to 5 s) for it to exit.
     pub fn stop(&self, name: &str) {
         let mut children = self.children.lock().expect("children");
@@ -257,5 +267,68 @@ impl Drop for Cloud {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A caller of the public API (Keystone + Neutron) with a token.
+pub struct Api {
+    pub endpoint: Endpoint,
+    pub token: String,
+}
+
+/// The body of a password, project-scoped token request.
+pub fn password_auth(user: &str, password: &str, project: &str) -> serde_json::Value {
+    serde_json::json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}}},
+        "scope": {"project": {"name": project, "domain": {"id": "default"}}}
+    }})
+}
+
+/// One call to the public API; returns status, headers and the JSON body
+/// (`Null` when empty).
+pub fn call(
+    endpoint: &Endpoint,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, strato::client::HeaderMap, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let method: strato::client::Method = method.parse().expect("method");
+    let headers: Vec<(&str, &str)> = token.map(|t| vec![("x-auth-token", t)]).unwrap_or_default();
+    let body = body.map(|b| serde_json::to_vec(b).expect("json"));
+    let (status, headers, bytes) = rt
+        .block_on(strato::client::call(endpoint, method.clone(), path, &headers, body, Duration::from_secs(30)))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let v = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+    (status.as_u16(), headers, v)
+}
+
+impl Api {
+    /// Logs in with a password, scoped to `project`.
+    pub fn login(endpoint: &Endpoint, user: &str, password: &str, project: &str) -> Api {
+        let (status, headers, body) = call(endpoint, None, "POST", "/v3/auth/tokens", Some(&password_auth(user, password, project)));
+        assert_eq!(status, 201, "login {user}@{project}: {body}");
+        let token = headers.get("x-subject-token").and_then(|v| v.to_str().ok()).expect("X-Subject-Token").to_owned();
+        Api { endpoint: endpoint.clone(), token }
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let (s, _, v) = call(&self.endpoint, Some(&self.token), method, path, body.as_ref());
+        (s, v)
+    }
+
+    /// A call that must answer `want`; returns the body.
+    pub fn expect(&self, want: u16, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let (s, v) = self.call(method, path, body);
+        assert_eq!(s, want, "{method} {path}: {v}");
+        v
+    }
+}
+
+impl Cloud {
+    /// The bootstrap administrator, scoped to the admin project.
+    pub fn admin(&self) -> Api {
+        Api::login(&self.api, "admin", ADMIN_PASSWORD, "admin")
     }
 }

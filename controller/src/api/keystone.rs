@@ -33,8 +33,9 @@ use crate::{
     auth::Auth,
     error::ApiError,
     identity::{
-        self, AssignmentFilter, Bootstrap, DomainRef, Filter, Issue, NewProject, NewUser, ProjectPatch, ProjectRef,
-        TokenInfo, UserPatch, UserRef, DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME,
+        self, AssignmentFilter, Bootstrap, DomainRef, Filter, Issue, NewProject, NewUser,
+        ProjectPatch, ProjectRef, TokenInfo, UserPatch, UserRef, DEFAULT_DOMAIN_ID,
+        DEFAULT_DOMAIN_NAME,
     },
     model::{now_unix, Project, Role, User},
 };
@@ -43,18 +44,35 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v3", get(version))
         .route("/v3/", get(version))
-        .route("/v3/auth/tokens", get(validate_token).post(issue_token).delete(revoke_token))
+        .route(
+            "/v3/auth/tokens",
+            get(validate_token).post(issue_token).delete(revoke_token),
+        )
         .route("/v3/auth/catalog", get(auth_catalog))
         .route("/v3/auth/projects", get(auth_projects))
         .route("/v3/auth/domains", get(auth_domains))
         .route("/v3/projects", get(list_projects).post(create_project))
-        .route("/v3/projects/{id}", get(show_project).patch(update_project).delete(delete_project))
+        .route(
+            "/v3/projects/{id}",
+            get(show_project)
+                .patch(update_project)
+                .delete(delete_project),
+        )
         .route("/v3/projects/{p}/users/{u}/roles", get(list_grants))
-        .route("/v3/projects/{p}/users/{u}/roles/{r}", get(check_grant).put(grant).delete(revoke_grant))
+        .route(
+            "/v3/projects/{p}/users/{u}/roles/{r}",
+            get(check_grant).put(grant).delete(revoke_grant),
+        )
         .route("/v3/users", get(list_users).post(create_user))
-        .route("/v3/users/{id}", get(show_user).patch(update_user).delete(delete_user))
+        .route(
+            "/v3/users/{id}",
+            get(show_user).patch(update_user).delete(delete_user),
+        )
         .route("/v3/users/{id}/projects", get(user_projects))
-        .route("/v3/users/{id}/password", axum::routing::post(change_password))
+        .route(
+            "/v3/users/{id}/password",
+            axum::routing::post(change_password),
+        )
         .route("/v3/roles", get(list_roles).post(create_role))
         .route("/v3/roles/{id}", get(show_role))
         .route("/v3/role_assignments", get(list_assignments))
@@ -89,22 +107,29 @@ fn caller(app: &App, headers: &HeaderMap) -> Result<Auth, ApiError> {
 }
 
 fn params(q: Params) -> Result<HashMap<String, String>, ApiError> {
-    q.map(|Query(m)| m).map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    q.map(|Query(m)| m)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
 }
 
 /// Keystone's truthiness of a query flag (`?enabled=false`, `?include_names`).
 fn flag(v: &str) -> bool {
-    !matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off")
+    !matches!(
+        v.to_ascii_lowercase().as_str(),
+        "false" | "0" | "no" | "off"
+    )
 }
 
 /// A typed body, or 400 naming what is wrong (unknown attribute, missing
 /// field, wrong type).
 fn parse<T: DeserializeOwned>(what: &str, body: Body) -> Result<T, ApiError> {
-    serde_json::from_value(json_body(body)?).map_err(|e| ApiError::bad_request(format!("Invalid input for {what}: {e}.")))
+    serde_json::from_value(json_body(body)?)
+        .map_err(|e| ApiError::bad_request(format!("Invalid input for {what}: {e}.")))
 }
 
 /// `"x": null` and an absent `"x"` differ for PATCH: `Some(None)` vs `None`.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -117,7 +142,9 @@ async fn argon2<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Re
         .acquire()
         .await
         .map_err(|_| ApiError::internal("password hashing is unavailable"))?;
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::internal("password hashing failed"))
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("password hashing failed"))
 }
 
 async fn hash_new_password(password: String) -> Result<String, ApiError> {
@@ -151,13 +178,19 @@ fn check_trivial(
         ));
     }
     if is_domain == Some(true) {
-        return Err(ApiError::bad_request("Invalid input for field 'is_domain': only the domain 'default' exists."));
+        return Err(ApiError::bad_request(
+            "Invalid input for field 'is_domain': only the domain 'default' exists.",
+        ));
     }
     if tags.is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::bad_request("Invalid input for field 'tags': tags are not supported."));
+        return Err(ApiError::bad_request(
+            "Invalid input for field 'tags': tags are not supported.",
+        ));
     }
     if options.is_some_and(|o| !o.is_empty()) {
-        return Err(ApiError::bad_request("Invalid input for field 'options': options are not supported."));
+        return Err(ApiError::bad_request(
+            "Invalid input for field 'options': options are not supported.",
+        ));
     }
     Ok(())
 }
@@ -226,7 +259,11 @@ fn role_json(app: &App, r: &Role) -> Value {
 
 /// A stable id for a catalog entry (the same across restarts).
 fn catalog_id(seed: &str) -> String {
-    Sha256::digest(seed.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(seed.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The service catalog: identity (`<public_url>/v3`) and network
@@ -296,7 +333,11 @@ async fn version(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn unknown() -> Response {
-    keystone_error(ApiError::new(404, "NotFound", "The resource could not be found."))
+    keystone_error(ApiError::new(
+        404,
+        "NotFound",
+        "The resource could not be found.",
+    ))
 }
 
 // ------------------------------------------------------------------ tokens
@@ -380,7 +421,9 @@ impl DomainSpec {
         match (self.id, self.name) {
             (Some(id), _) => Ok(DomainRef::Id(id)),
             (None, Some(name)) => Ok(DomainRef::Name(name)),
-            (None, None) => Err(ApiError::bad_request(format!("Invalid input for {whose}: the domain needs an id or a name."))),
+            (None, None) => Err(ApiError::bad_request(format!(
+                "Invalid input for {whose}: the domain needs an id or a name."
+            ))),
         }
     }
 }
@@ -488,8 +531,15 @@ async fn issue_token(State(app): State<Arc<App>>, q: Params, body: Body) -> Repl
         not_after,
     };
     let info = app.core.mutate(|s| identity::issue_token(s, &req))?;
-    let mut resp = (StatusCode::CREATED, Json(token_json(&app, &info, !q.contains_key("nocatalog")))).into_response();
-    resp.headers_mut().insert("x-subject-token", HeaderValue::from_str(&token).expect("hex token"));
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(token_json(&app, &info, !q.contains_key("nocatalog"))),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        "x-subject-token",
+        HeaderValue::from_str(&token).expect("hex token"),
+    );
     Ok(resp)
 }
 
@@ -505,36 +555,60 @@ async fn validate_token(State(app): State<Arc<App>>, headers: HeaderMap, q: Para
     let q = params(q)?;
     let me = caller(&app, &headers)?;
     let subject = subject(&headers)?;
-    let info = identity::check_token(&app.core.read(), &me, &identity::token_hash(subject), now_unix())?;
+    let info = identity::check_token(
+        &app.core.read(),
+        &me,
+        &identity::token_hash(subject),
+        now_unix(),
+    )?;
     let mut resp = Json(token_json(&app, &info, !q.contains_key("nocatalog"))).into_response();
-    resp.headers_mut().insert("x-subject-token", HeaderValue::from_str(subject).expect("was a header"));
+    resp.headers_mut().insert(
+        "x-subject-token",
+        HeaderValue::from_str(subject).expect("was a header"),
+    );
     Ok(resp)
 }
 
 async fn revoke_token(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
     let me = caller(&app, &headers)?;
     let hash = identity::token_hash(subject(&headers)?);
-    app.core.mutate(|s| identity::revoke_token(s, &me, &hash, now_unix()))?;
+    app.core
+        .mutate(|s| identity::revoke_token(s, &me, &hash, now_unix()))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn auth_catalog(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
     caller(&app, &headers)?;
-    Ok(Json(json!({"catalog": catalog(&app), "links": collection_links(&app, "/v3/auth/catalog")})).into_response())
+    Ok(
+        Json(
+            json!({"catalog": catalog(&app), "links": collection_links(&app, "/v3/auth/catalog")}),
+        )
+        .into_response(),
+    )
 }
 
 /// The enabled projects the token's user holds a role on.
 async fn auth_projects(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
     let me = caller(&app, &headers)?;
     let projects = identity::projects_of(&app.core.read(), &me.user_id);
-    let v: Vec<Value> = projects.iter().filter(|p| p.enabled).map(|p| project_json(&app, p)).collect();
-    Ok(Json(json!({"projects": v, "links": collection_links(&app, "/v3/auth/projects")})).into_response())
+    let v: Vec<Value> = projects
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| project_json(&app, p))
+        .collect();
+    Ok(
+        Json(json!({"projects": v, "links": collection_links(&app, "/v3/auth/projects")}))
+            .into_response(),
+    )
 }
 
 /// No domain-scoped roles exist here.
 async fn auth_domains(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
     caller(&app, &headers)?;
-    Ok(Json(json!({"domains": [], "links": collection_links(&app, "/v3/auth/domains")})).into_response())
+    Ok(
+        Json(json!({"domains": [], "links": collection_links(&app, "/v3/auth/domains")}))
+            .into_response(),
+    )
 }
 
 // ------------------------------------------------------------------ projects
@@ -599,10 +673,17 @@ async fn list_projects(State(app): State<Arc<App>>, headers: HeaderMap, q: Param
     let q = params(q)?;
     let projects = identity::list_projects(&app.core.read(), &me, &filter(&q))?;
     let v: Vec<Value> = projects.iter().map(|p| project_json(&app, p)).collect();
-    Ok(Json(json!({"projects": v, "links": collection_links(&app, "/v3/projects")})).into_response())
+    Ok(
+        Json(json!({"projects": v, "links": collection_links(&app, "/v3/projects")}))
+            .into_response(),
+    )
 }
 
-async fn show_project(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+async fn show_project(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
     let me = caller(&app, &headers)?;
     let p = identity::get_project(&app.core.read(), &me, &id)?;
     Ok(Json(json!({"project": project_json(&app, &p)})).into_response())
@@ -611,7 +692,12 @@ async fn show_project(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
 async fn create_project(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Reply {
     let me = caller(&app, &headers)?;
     let ProjectBody { project: b } = parse::<ProjectBody<ProjectCreate>>("project", body)?;
-    check_trivial(b.parent_id.as_deref(), b.is_domain, b.tags.as_deref(), b.options.as_ref())?;
+    check_trivial(
+        b.parent_id.as_deref(),
+        b.is_domain,
+        b.tags.as_deref(),
+        b.options.as_ref(),
+    )?;
     let req = NewProject {
         name: b.name,
         description: b.description.unwrap_or_default(),
@@ -619,13 +705,27 @@ async fn create_project(State(app): State<Arc<App>>, headers: HeaderMap, body: B
         enabled: b.enabled.unwrap_or(true),
     };
     let p = app.core.mutate(|s| identity::create_project(s, &me, req))?;
-    Ok((StatusCode::CREATED, Json(json!({"project": project_json(&app, &p)}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"project": project_json(&app, &p)})),
+    )
+        .into_response())
 }
 
-async fn update_project(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Reply {
+async fn update_project(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Reply {
     let me = caller(&app, &headers)?;
     let ProjectBody { project: b } = parse::<ProjectBody<ProjectUpdate>>("project", body)?;
-    check_trivial(b.parent_id.as_deref(), b.is_domain, b.tags.as_deref(), b.options.as_ref())?;
+    check_trivial(
+        b.parent_id.as_deref(),
+        b.is_domain,
+        b.tags.as_deref(),
+        b.options.as_ref(),
+    )?;
     let patch = ProjectPatch {
         name: b.name,
         description: b.description.map(Option::unwrap_or_default),
@@ -633,14 +733,21 @@ async fn update_project(State(app): State<Arc<App>>, headers: HeaderMap, Path(id
         domain_id: b.domain_id,
     };
     let boot = boot(&app);
-    let p = app.core.mutate(|s| identity::update_project(s, &me, &boot, &id, patch))?;
+    let p = app
+        .core
+        .mutate(|s| identity::update_project(s, &me, &boot, &id, patch))?;
     Ok(Json(json!({"project": project_json(&app, &p)})).into_response())
 }
 
-async fn delete_project(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+async fn delete_project(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
     let me = caller(&app, &headers)?;
     let boot = boot(&app);
-    app.core.mutate(|s| identity::delete_project(s, &me, &boot, &id))?;
+    app.core
+        .mutate(|s| identity::delete_project(s, &me, &boot, &id))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -704,7 +811,11 @@ async fn list_users(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) 
     Ok(Json(json!({"users": v, "links": collection_links(&app, "/v3/users")})).into_response())
 }
 
-async fn show_user(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+async fn show_user(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
     let me = caller(&app, &headers)?;
     let u = identity::get_user(&app.core.read(), &me, &id)?;
     Ok(Json(json!({"user": user_json(&app, &u)})).into_response())
@@ -729,10 +840,19 @@ async fn create_user(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
         default_project_id: b.default_project_id,
     };
     let u = app.core.mutate(|s| identity::create_user(s, &me, req))?;
-    Ok((StatusCode::CREATED, Json(json!({"user": user_json(&app, &u)}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user": user_json(&app, &u)})),
+    )
+        .into_response())
 }
 
-async fn update_user(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Reply {
+async fn update_user(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Reply {
     let me = caller(&app, &headers)?;
     let UserBody { user: b } = parse::<UserBody<UserUpdate>>("user", body)?;
     check_trivial(None, None, None, b.options.as_ref())?;
@@ -750,18 +870,29 @@ async fn update_user(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): 
         domain_id: b.domain_id,
     };
     let boot = boot(&app);
-    let u = app.core.mutate(|s| identity::update_user(s, &me, &boot, &id, patch))?;
+    let u = app
+        .core
+        .mutate(|s| identity::update_user(s, &me, &boot, &id, patch))?;
     Ok(Json(json!({"user": user_json(&app, &u)})).into_response())
 }
 
-async fn delete_user(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+async fn delete_user(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
     let me = caller(&app, &headers)?;
     let boot = boot(&app);
-    app.core.mutate(|s| identity::delete_user(s, &me, &boot, &id))?;
+    app.core
+        .mutate(|s| identity::delete_user(s, &me, &boot, &id))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn user_projects(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+async fn user_projects(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
     let me = caller(&app, &headers)?;
     let projects = identity::user_projects(&app.core.read(), &me, &id)?;
     let v: Vec<Value> = projects.iter().map(|p| project_json(&app, p)).collect();
@@ -770,19 +901,33 @@ async fn user_projects(State(app): State<Arc<App>>, headers: HeaderMap, Path(id)
 
 /// `POST /v3/users/{id}/password` (`openstack user password set`): the
 /// user's own change, with the original password.
-async fn change_password(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>, body: Body) -> Reply {
+async fn change_password(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Reply {
     let me = caller(&app, &headers)?;
     let UserBody { user: b } = parse::<UserBody<PasswordChange>>("user", body)?;
     if id != me.user_id {
-        return Err(ApiError::forbidden("You are not authorized to perform the requested action: identity:change_password.").into());
+        return Err(ApiError::forbidden(
+            "You are not authorized to perform the requested action: identity:change_password.",
+        )
+        .into());
     }
-    let current = app.core.read().users.get(&id).map(|u| u.password_hash.clone());
+    let current = app
+        .core
+        .read()
+        .users
+        .get(&id)
+        .map(|u| u.password_hash.clone());
     let original = b.original_password;
     if !argon2(move || identity::check_login(current.as_deref(), &original)).await? {
         return Err(identity::auth_failed().into());
     }
     let new_hash = hash_new_password(b.password).await?;
-    app.core.mutate(|s| identity::change_own_password(s, &me, &id, new_hash))?;
+    app.core
+        .mutate(|s| identity::change_own_password(s, &me, &id, new_hash))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -796,7 +941,11 @@ async fn list_roles(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) 
     Ok(Json(json!({"roles": v, "links": collection_links(&app, "/v3/roles")})).into_response())
 }
 
-async fn show_role(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+async fn show_role(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
     caller(&app, &headers)?;
     let r = identity::get_role(&app.core.read(), &id)?;
     Ok(Json(json!({"role": role_json(&app, &r)})).into_response())
@@ -807,7 +956,11 @@ async fn create_role(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
     Err(ApiError::forbidden("Roles are fixed here: admin, member and reader.").into())
 }
 
-async fn grant(State(app): State<Arc<App>>, headers: HeaderMap, Path((p, u, r)): Path<(String, String, String)>) -> Reply {
+async fn grant(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((p, u, r)): Path<(String, String, String)>,
+) -> Reply {
     let me = caller(&app, &headers)?;
     app.core.mutate(|s| identity::grant(s, &me, &p, &u, &r))?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -820,7 +973,8 @@ async fn revoke_grant(
 ) -> Reply {
     let me = caller(&app, &headers)?;
     let boot = boot(&app);
-    app.core.mutate(|s| identity::revoke_grant(s, &me, &boot, &p, &u, &r))?;
+    app.core
+        .mutate(|s| identity::revoke_grant(s, &me, &boot, &p, &u, &r))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -835,7 +989,11 @@ async fn check_grant(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_grants(State(app): State<Arc<App>>, headers: HeaderMap, Path((p, u)): Path<(String, String)>) -> Reply {
+async fn list_grants(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((p, u)): Path<(String, String)>,
+) -> Reply {
     let me = caller(&app, &headers)?;
     let roles = identity::list_grants(&app.core.read(), &me, &p, &u)?;
     let v: Vec<Value> = roles.iter().map(|r| role_json(&app, r)).collect();
@@ -856,9 +1014,14 @@ async fn list_assignments(State(app): State<Arc<App>>, headers: HeaderMap, q: Pa
         role_id: q.get("role.id").cloned(),
     };
     let names = q.get("include_names").is_some_and(|v| flag(v));
-    let nothing = ["group.id", "scope.domain.id", "scope.system", "scope.OS-INHERIT:inherited_to"]
-        .iter()
-        .any(|k| q.contains_key(*k));
+    let nothing = [
+        "group.id",
+        "scope.domain.id",
+        "scope.system",
+        "scope.OS-INHERIT:inherited_to",
+    ]
+    .iter()
+    .any(|k| q.contains_key(*k));
     let state = app.core.read();
     let list = identity::list_assignments(&state, &me, &f)?;
     let v: Vec<Value> = if nothing {
@@ -888,7 +1051,10 @@ async fn list_assignments(State(app): State<Arc<App>>, headers: HeaderMap, q: Pa
             .collect()
     };
     drop(state);
-    Ok(Json(json!({"role_assignments": v, "links": collection_links(&app, "/v3/role_assignments")})).into_response())
+    Ok(Json(
+        json!({"role_assignments": v, "links": collection_links(&app, "/v3/role_assignments")}),
+    )
+    .into_response())
 }
 
 // ------------------------------------------------------------------ domains
@@ -898,12 +1064,21 @@ async fn list_assignments(State(app): State<Arc<App>>, headers: HeaderMap, q: Pa
 async fn list_domains(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
     caller(&app, &headers)?;
     let q = params(q)?;
-    let shown = q.get("name").is_none_or(|n| n == DEFAULT_DOMAIN_NAME) && q.get("enabled").is_none_or(|v| flag(v));
-    let v = if shown { vec![domain_json(&app)] } else { Vec::new() };
+    let shown = q.get("name").is_none_or(|n| n == DEFAULT_DOMAIN_NAME)
+        && q.get("enabled").is_none_or(|v| flag(v));
+    let v = if shown {
+        vec![domain_json(&app)]
+    } else {
+        Vec::new()
+    };
     Ok(Json(json!({"domains": v, "links": collection_links(&app, "/v3/domains")})).into_response())
 }
 
-async fn show_domain(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Reply {
+async fn show_domain(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
     caller(&app, &headers)?;
     if id != DEFAULT_DOMAIN_ID {
         return Err(ApiError::not_found("domain", &id).into());

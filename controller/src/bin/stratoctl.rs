@@ -19,12 +19,14 @@ use strato::{
     about = "Inspect a Strato region: hosts, interfaces, counters, drop reasons"
 )]
 struct Args {
-    /// Controller endpoint: http://HOST:PORT or unix:/path/to/socket.
+    /// Controller endpoint: its agents' socket unix:/path (root on the
+    /// controller host; the default), or http://HOST:PORT (internal reads
+    /// there need an administrator's token).
     #[arg(
         long,
         global = true,
         env = "STRATO_CONTROLLER",
-        default_value = "http://127.0.0.1:9696"
+        default_value = "unix:/run/strato/controller.sock"
     )]
     controller: Endpoint,
     /// Print JSON instead of tables.
@@ -105,13 +107,30 @@ fn run(args: Args) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!(
-                "host {}  state {}  seen {:.1}s ago  agent pid {}  pins {}",
+                "host {}  state {}  seen {:.1}s ago  agent pid {}  underlay {}  realised revision {}",
                 h.host,
                 h.state,
                 h.last_seen_ms_ago as f64 / 1000.0,
                 h.report.pid,
-                h.report.pin_dir
+                h.report.underlay_ip.as_deref().unwrap_or("-"),
+                h.report.realised_revision,
             );
+            let maps: Vec<String> = h.report.maps.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("pins {}  map entries: {}", h.report.pin_dir, maps.join(" "));
+            if !h.report.ports.is_empty() {
+                println!("\n{:<38} {:<16} {:>7} {:<8} ERROR", "PORT", "TAP", "IFINDEX", "STATE");
+                for p in &h.report.ports {
+                    println!(
+                        "{:<38} {:<16} {:>7} {:<8} {}",
+                        p.id,
+                        p.tap,
+                        p.ifindex.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                        format!("{:?}", p.state).to_lowercase(),
+                        p.error.as_deref().unwrap_or("")
+                    );
+                }
+                println!();
+            }
             println!(
                 "{:<16} {:<7} {:>7} {:>10} {:>12} {:>8} {:>8} {:>6} {:>6} {:>8}  STATUS",
                 "INTERFACE",
