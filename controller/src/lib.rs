@@ -17,6 +17,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod client;
+pub mod clouds;
 pub mod compile;
 pub mod dataplane;
 pub mod error;

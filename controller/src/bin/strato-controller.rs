@@ -46,6 +46,10 @@ struct Args {
     /// preferably, so it does not show in the process list).
     #[arg(long, env = "STRATO_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: String,
+    /// Write a clouds.yaml with the `strato-admin` cloud here (mode 0600),
+    /// for the stock openstack CLI and openstacksdk.
+    #[arg(long, env = "STRATO_CLOUDS_YAML")]
+    write_clouds_yaml: Option<PathBuf>,
     /// Bootstrap administrator's project.
     #[arg(long, env = "STRATO_ADMIN_PROJECT", default_value = "admin")]
     admin_project: String,
@@ -72,6 +76,22 @@ async fn main() -> anyhow::Result<()> {
     };
     let core = Core::open(&config.db).with_context(|| format!("opening the store {}", config.db.display()))?;
     strato::identity::bootstrap(&core, &config).context("bootstrapping identity (roles, admin)")?;
+    if let Some(path) = &args.write_clouds_yaml {
+        let auth_url = format!("{}/v3", config.public_url);
+        strato::clouds::write(
+            path,
+            &[strato::clouds::Cloud {
+                name: "strato-admin",
+                auth_url: &auth_url,
+                username: &config.admin_user,
+                password: &config.admin_password,
+                project: &config.admin_project,
+                region: &config.region,
+            }],
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(path = %path.display(), "clouds.yaml written (cloud strato-admin)");
+    }
     let app = Arc::new(App::new(config, core));
     {
         // On SIGTERM/SIGINT: end the watches so both servers drain, and do

@@ -1,0 +1,158 @@
+"""A new user's first hour with Strato, through software nobody here wrote:
+openstacksdk and the stock `openstack` CLI.
+
+An operator onboards a tenant (project, user, member role); the tenant builds
+a VPC (two networks with subnets, a router with both interfaces) and two
+ports; "Nova" (the namespace harness plus an admin port binding) boots a VM
+for each port on hosts in both AZs; the ports turn ACTIVE; deletes in the
+wrong order fail with 409, in the right order succeed; another tenant sees
+none of it; a reader can look but not touch.
+
+Run by tests/tests/e2e_openstack.rs with:
+  OS_CLIENT_CONFIG_FILE  clouds.yaml holding the `strato-admin` cloud
+  STRATO_HARNESS         path of strato-harness;  STRATO_PREFIX  run prefix
+  STRATO_HOSTS           "az1-c1=<host id>,az2-c1=<host id>"
+  STRATO_OPENSTACK_CLI   path of the `openstack` command
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import openstack
+from openstack import exceptions as exc
+
+HARNESS = os.environ["STRATO_HARNESS"]
+PREFIX = os.environ["STRATO_PREFIX"]
+HOSTS = dict(h.split("=", 1) for h in os.environ["STRATO_HOSTS"].split(","))
+CLI = os.environ["STRATO_OPENSTACK_CLI"]
+CLOUDS = os.environ["OS_CLIENT_CONFIG_FILE"]
+
+
+def step(msg):
+    print(f"--- {msg}", flush=True)
+
+
+def expect(exception, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except exception as e:
+        return e
+    raise AssertionError(f"{fn.__name__}{args} did not raise {exception.__name__}")
+
+
+def harness(*args):
+    subprocess.run([HARNESS, "--prefix", PREFIX, *args], check=True, capture_output=True, text=True)
+
+
+def wait_status(conn, port_id, want, timeout=15):
+    deadline = time.time() + timeout
+    status = None
+    while time.time() < deadline:
+        status = conn.network.get_port(port_id).status
+        if status == want:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"port {port_id} is {status}, wanted {want}")
+
+
+admin = openstack.connect(cloud="strato-admin")
+auth_url = admin.config.auth["auth_url"]
+region = admin.config.region_name
+
+step("operator onboards tenant acme with user alice (member) and rita (reader)")
+acme = admin.identity.create_project(name="acme", domain_id="default", description="a tenant")
+alice_user = admin.identity.create_user(name="alice", password="alice-pass-1", default_project_id=acme.id, domain_id="default")
+rita_user = admin.identity.create_user(name="rita", password="rita-pass-1", default_project_id=acme.id, domain_id="default")
+admin.identity.assign_project_role_to_user(acme, alice_user, admin.identity.find_role("member"))
+admin.identity.assign_project_role_to_user(acme, rita_user, admin.identity.find_role("reader"))
+globex = admin.identity.create_project(name="globex", domain_id="default")
+bob_user = admin.identity.create_user(name="bob", password="bob-pass-12", default_project_id=globex.id, domain_id="default")
+admin.identity.assign_project_role_to_user(globex, bob_user, admin.identity.find_role("member"))
+
+
+def login(user, password, project):
+    return openstack.connect(
+        auth_url=auth_url, username=user, password=password, project_name=project,
+        user_domain_name="Default", project_domain_name="Default", region_name=region,
+        identity_api_version="3",
+    )
+
+
+alice = login("alice", "alice-pass-1", "acme")
+rita = login("rita", "rita-pass-1", "acme")
+bob = login("bob", "bob-pass-12", "globex")
+
+step("alice builds a VPC: two networks, two subnets, a router with both interfaces")
+web = alice.network.create_network(name="web")
+app = alice.network.create_network(name="app")
+web_sub = alice.network.create_subnet(network_id=web.id, name="web-sub", cidr="10.0.1.0/24", ip_version=4,
+                                      dns_nameservers=["10.0.0.53"])
+app_sub = alice.network.create_subnet(network_id=app.id, name="app-sub", cidr="10.0.2.0/24", ip_version=4)
+assert web_sub.gateway_ip == "10.0.1.1", web_sub.gateway_ip
+assert web_sub.allocation_pools == [{"start": "10.0.1.2", "end": "10.0.1.254"}], web_sub.allocation_pools
+router = alice.network.create_router(name="vpc")
+alice.network.add_interface_to_router(router, subnet_id=web_sub.id)
+alice.network.add_interface_to_router(router, subnet_id=app_sub.id)
+e = expect(exc.BadRequestException, alice.network.create_subnet, network_id=web.id, cidr="8.8.8.0/24", ip_version=4)
+assert "private" in str(e), e
+
+step("bob (another tenant) uses the same CIDRs and sees none of alice's resources")
+bob_net = bob.network.create_network(name="web")
+bob.network.create_subnet(network_id=bob_net.id, cidr="10.0.1.0/24", ip_version=4)
+expect(exc.NotFoundException, bob.network.get_network, web.id)
+assert web.id not in [n.id for n in bob.network.networks()]
+
+step("alice creates two ports; Nova boots a VM for each, in two AZs")
+p1 = alice.network.create_port(network_id=web.id, name="web-1")
+p2 = alice.network.create_port(network_id=app.id, name="app-1")
+assert p1.status == "DOWN" and p1.fixed_ips[0]["ip_address"] == "10.0.1.2", (p1.status, p1.fixed_ips)
+for port, vm, host in [(p1, "web1", "az1-c1"), (p2, "app1", "az2-c1")]:
+    ip = port.fixed_ips[0]["ip_address"]
+    gw = ip.rsplit(".", 1)[0] + ".1"
+    harness("vm", "create", vm, "--host", host, "--port", "tap" + port.id[:11], "--mac", port.mac_address,
+            "--ip", ip + "/24", "--gw", gw)
+    admin.network.update_port(port, binding_host_id=HOSTS[host], device_id=vm, device_owner="compute:" + host[:3])
+for port in (p1, p2):
+    wait_status(alice, port.id, "ACTIVE")
+print("ports ACTIVE:", [alice.network.get_port(p.id).status for p in (p1, p2)])
+
+step("the stock openstack CLI with clouds.yaml")
+out = subprocess.run([CLI, "--os-cloud", "strato", "network", "list", "-f", "json"], check=True, capture_output=True, text=True,
+                     env={**os.environ, "OS_CLIENT_CONFIG_FILE": CLOUDS}).stdout
+names = sorted(n["Name"] for n in json.loads(out))
+assert names == ["app", "web"], names
+out = subprocess.run([CLI, "--os-cloud", "strato", "port", "show", p1.id, "-f", "json"], check=True, capture_output=True, text=True,
+                     env={**os.environ, "OS_CLIENT_CONFIG_FILE": CLOUDS}).stdout
+assert json.loads(out)["status"] == "ACTIVE", out
+
+step("rita (reader) can list but not create or delete")
+assert {n.name for n in rita.network.networks()} == {"web", "app"}
+expect(exc.ForbiddenException, rita.network.create_network, name="nope")
+expect(exc.ForbiddenException, rita.network.delete_port, p1.id, ignore_missing=False)
+
+step("deleting in the wrong order is refused with 409")
+expect(exc.ConflictException, alice.network.delete_network, web.id, ignore_missing=False)
+expect(exc.ConflictException, alice.network.delete_subnet, web_sub.id, ignore_missing=False)
+expect(exc.ConflictException, alice.network.delete_router, router.id, ignore_missing=False)
+expect(exc.ConflictException, admin.identity.delete_project, acme.id)  # it still has resources
+
+step("unplugging a VM takes its port DOWN; then everything is deleted in the right order")
+harness("vm", "delete", "web1")
+wait_status(alice, p1.id, "DOWN")
+harness("vm", "delete", "app1")
+alice.network.delete_port(p1, ignore_missing=False)
+alice.network.delete_port(p2, ignore_missing=False)
+alice.network.remove_interface_from_router(router, subnet_id=web_sub.id)
+alice.network.remove_interface_from_router(router, subnet_id=app_sub.id)
+alice.network.delete_router(router, ignore_missing=False)
+alice.network.delete_subnet(web_sub, ignore_missing=False)
+alice.network.delete_network(web, ignore_missing=False)
+alice.network.delete_network(app, ignore_missing=False)  # takes its subnet along
+assert list(alice.network.networks()) == []
+bob.network.delete_network(bob_net, ignore_missing=False)
+admin.identity.delete_project(acme)
+print("scenario passed")
+sys.exit(0)
