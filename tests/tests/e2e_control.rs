@@ -70,6 +70,27 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
     assert!(st.report.realised_revision > 0);
     assert!(st.report.ports.iter().any(|p| p.id == id), "{:?}", st.report.ports);
 
+    // stratoctl shows it per project, and says clearly when a host is unknown.
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(strato_tests::e2e::bin("stratoctl"))
+            .arg("--controller")
+            .arg(format!("unix:{}", cloud.socket.display()))
+            .args(args)
+            .output()
+            .expect("stratoctl")
+    };
+    let out = ctl(&["--json", "resources", "--project", "admin"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("stratoctl JSON");
+    let listed = v[0]["ports"].as_array().expect("ports").iter().find(|p| p["id"] == id.as_str()).cloned().expect("port listed");
+    assert_eq!(listed["status"], "ACTIVE");
+    assert_eq!(listed["host"], Cloud::host_id(host).as_str());
+    let out = ctl(&["host", "no-such-host"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ctl(&["resources", "--project", "nope"]);
+    assert!(!out.status.success());
+
     // Unplugged (the VM is deleted): DOWN, and the table entry goes.
     cloud.region.vm_delete("v1").expect("vm delete");
     wait_status(&cloud, &admin, &id, "DOWN");

@@ -78,6 +78,11 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v3/role_assignments", get(list_assignments))
         .route("/v3/domains", get(list_domains))
         .route("/v3/domains/{id}", get(show_domain))
+        .route("/v3/services", get(list_services))
+        .route("/v3/services/{id}", get(show_service))
+        .route("/v3/endpoints", get(list_endpoints))
+        .route("/v3/regions", get(list_regions))
+        .route("/v3/regions/{id}", get(show_region))
         .route("/v3/{*rest}", any(unknown))
 }
 
@@ -1084,4 +1089,106 @@ async fn show_domain(
         return Err(ApiError::not_found("domain", &id).into());
     }
     Ok(Json(json!({"domain": domain_json(&app)})).into_response())
+}
+
+// ------------------------------------------------------------------ catalog
+
+/// `/v3/services`, `/v3/endpoints`, `/v3/regions`: the fixed catalog, read
+/// only (`openstack service/endpoint/region list`), for any authenticated
+/// caller (every token carries the catalog anyway).
+fn services(app: &App) -> Vec<Value> {
+    catalog(app).as_array().cloned().unwrap_or_default()
+}
+
+fn service_json(app: &App, s: &Value) -> Value {
+    json!({
+        "id": s["id"],
+        "type": s["type"],
+        "name": s["name"],
+        "enabled": true,
+        "links": {"self": url(app, &format!("/v3/services/{}", s["id"].as_str().unwrap_or_default()))},
+    })
+}
+
+async fn list_services(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
+    caller(&app, &headers)?;
+    let q = params(q)?;
+    let v: Vec<Value> = services(&app)
+        .iter()
+        .filter(|s| q.get("type").is_none_or(|t| s["type"] == t.as_str()))
+        .filter(|s| q.get("name").is_none_or(|n| s["name"] == n.as_str()))
+        .map(|s| service_json(&app, s))
+        .collect();
+    Ok(
+        Json(json!({"services": v, "links": collection_links(&app, "/v3/services")}))
+            .into_response(),
+    )
+}
+
+async fn show_service(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    caller(&app, &headers)?;
+    let s = services(&app)
+        .into_iter()
+        .find(|s| s["id"] == id.as_str())
+        .ok_or_else(|| ApiError::not_found("service", &id))?;
+    Ok(Json(json!({"service": service_json(&app, &s)})).into_response())
+}
+
+async fn list_endpoints(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
+    caller(&app, &headers)?;
+    let q = params(q)?;
+    let mut v = Vec::new();
+    for s in services(&app) {
+        for e in s["endpoints"].as_array().into_iter().flatten() {
+            let e = json!({
+                "id": e["id"],
+                "interface": e["interface"],
+                "region": e["region"],
+                "region_id": e["region_id"],
+                "url": e["url"],
+                "service_id": s["id"],
+                "enabled": true,
+                "links": {"self": url(&app, &format!("/v3/endpoints/{}", e["id"].as_str().unwrap_or_default()))},
+            });
+            let keep = ["interface", "service_id", "region_id"]
+                .iter()
+                .all(|k| q.get(*k).is_none_or(|want| e[*k] == want.as_str()));
+            if keep {
+                v.push(e);
+            }
+        }
+    }
+    Ok(
+        Json(json!({"endpoints": v, "links": collection_links(&app, "/v3/endpoints")}))
+            .into_response(),
+    )
+}
+
+fn region_json(app: &App) -> Value {
+    let r = &app.config.region;
+    json!({"id": r, "description": "", "parent_region_id": null, "links": {"self": url(app, &format!("/v3/regions/{r}"))}})
+}
+
+async fn list_regions(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
+    caller(&app, &headers)?;
+    Ok(Json(
+        json!({"regions": [region_json(&app)], "links": collection_links(&app, "/v3/regions")}),
+    )
+    .into_response())
+}
+
+async fn show_region(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    caller(&app, &headers)?;
+    if id != app.config.region {
+        return Err(ApiError::not_found("region", &id).into());
+    }
+    Ok(Json(json!({"region": region_json(&app)})).into_response())
 }

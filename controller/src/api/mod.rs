@@ -42,6 +42,7 @@ fn internal_reads() -> Router<Arc<App>> {
     Router::new()
         .route("/internal/v1/hosts", get(list_hosts))
         .route("/internal/v1/compiled", get(compiled))
+        .route("/internal/v1/resources", get(resources))
 }
 
 /// The public API (TCP): Keystone, Neutron, and the internal read endpoints
@@ -324,6 +325,50 @@ async fn watch_host(State(app): State<Arc<App>>, Path(host): Path<String>, q: Re
         .header("content-type", "application/x-ndjson")
         .body(axum::body::Body::from_stream(ChannelBody(rx)))
         .expect("static response parts")
+}
+
+/// Every project's network resources, for operators (`stratoctl resources`).
+async fn resources(State(app): State<Arc<App>>) -> Response {
+    let s = app.core.read();
+    let mut projects: std::collections::BTreeMap<&str, serde_json::Map<String, serde_json::Value>> = Default::default();
+    for (pid, p) in &s.projects {
+        let mut m = serde_json::Map::new();
+        m.insert("id".into(), pid.clone().into());
+        m.insert("name".into(), p.name.clone().into());
+        for k in ["networks", "routers", "ports"] {
+            m.insert(k.into(), json!([]));
+        }
+        projects.insert(pid.as_str(), m);
+    }
+    let push = |projects: &mut std::collections::BTreeMap<&str, serde_json::Map<String, serde_json::Value>>, pid: &str, k: &str, v: serde_json::Value| {
+        if let Some(m) = projects.get_mut(pid) {
+            if let Some(a) = m.get_mut(k).and_then(|a| a.as_array_mut()) {
+                a.push(v);
+            }
+        }
+    };
+    for n in s.networks.values() {
+        let subnets: Vec<serde_json::Value> = s
+            .subnets
+            .values()
+            .filter(|x| x.network_id == n.meta.id)
+            .map(|x| json!({"id": x.meta.id, "name": x.meta.name, "cidr": x.cidr, "gateway_ip": x.gateway_ip}))
+            .collect();
+        push(&mut projects, &n.meta.project_id, "networks", json!({"id": n.meta.id, "name": n.meta.name, "vni": n.vni, "mtu": n.mtu, "subnets": subnets}));
+    }
+    for r in s.routers.values() {
+        let ifaces = crate::network::routers::interfaces(&s, &r.meta.id).len();
+        push(&mut projects, &r.meta.project_id, "routers", json!({"id": r.meta.id, "name": r.meta.name, "interfaces": ifaces, "routes": r.routes.len()}));
+    }
+    for p in s.ports.values() {
+        let status = crate::api::neutron::port_status(&app, p);
+        let ips: Vec<&str> = p.fixed_ips.iter().map(|f| f.ip_address.as_str()).collect();
+        push(&mut projects, &p.meta.project_id, "ports", json!({
+            "id": p.meta.id, "name": p.meta.name, "network_id": p.network_id, "ips": ips, "mac": p.mac_address,
+            "host": p.binding_host_id, "device_owner": p.device_owner, "status": status
+        }));
+    }
+    Json(json!({"revision": s.revision, "projects": projects.into_values().collect::<Vec<_>>()})).into_response()
 }
 
 /// Compiled entries per host (operators, stratoctl).

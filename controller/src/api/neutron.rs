@@ -41,7 +41,7 @@ fn if_match(h: &HeaderMap) -> Option<String> {
 /// What the agents say of a port: ACTIVE once its host reports it realised
 /// (tap found, program attached, maps written), DOWN otherwise (unbound,
 /// administratively down, host down, tap missing).
-fn port_status(app: &App, p: &Port) -> &'static str {
+pub fn port_status(app: &App, p: &Port) -> &'static str {
     if p.device_owner == network::OWNER_ROUTER_INTERFACE {
         return "ACTIVE";
     }

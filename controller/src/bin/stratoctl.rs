@@ -40,6 +40,13 @@ struct Args {
 enum Cmd {
     /// Hosts known to the controller, whether their agent is up, and totals.
     Hosts,
+    /// Network resources per project: networks (VNI, subnets), routers, ports
+    /// (addresses, host, status).
+    Resources {
+        /// Only this project (name or id).
+        #[arg(long)]
+        project: Option<String>,
+    },
     /// One host: its interfaces, their programs and counters, drop reasons.
     Host { name: String },
     /// Counters read straight from a host's pinned maps (run on that host).
@@ -95,6 +102,48 @@ fn run(args: Args) -> anyhow::Result<()> {
                     b,
                     d
                 );
+            }
+        }
+        Cmd::Resources { project } => {
+            let v: serde_json::Value = rt.block_on(client::get_json(&args.controller, "/internal/v1/resources"))?;
+            let projects: Vec<&serde_json::Value> = v["projects"]
+                .as_array()
+                .context("decoding resources")?
+                .iter()
+                .filter(|p| project.as_deref().is_none_or(|want| p["name"] == want || p["id"] == want))
+                .collect();
+            if let Some(want) = &project {
+                if projects.is_empty() {
+                    anyhow::bail!("no project named or with id {want:?}");
+                }
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&projects)?);
+                return Ok(());
+            }
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+            for p in projects {
+                println!("project {} ({})  revision {}", s(&p["name"]), s(&p["id"]), v["revision"]);
+                for n in p["networks"].as_array().into_iter().flatten() {
+                    let subnets: Vec<String> = n["subnets"].as_array().into_iter().flatten().map(|x| s(&x["cidr"])).collect();
+                    println!("  network {:<20} {}  vni {:<8} mtu {}  subnets {}", s(&n["name"]), s(&n["id"]), n["vni"], n["mtu"], subnets.join(" "));
+                }
+                for r in p["routers"].as_array().into_iter().flatten() {
+                    println!("  router  {:<20} {}  interfaces {}  routes {}", s(&r["name"]), s(&r["id"]), r["interfaces"], r["routes"]);
+                }
+                for x in p["ports"].as_array().into_iter().flatten() {
+                    let ips: Vec<String> = x["ips"].as_array().into_iter().flatten().map(&s).collect();
+                    let host = s(&x["host"]);
+                    println!(
+                        "  port    {:<20} {}  {:<15} {}  host {:<16} {}",
+                        s(&x["name"]),
+                        s(&x["id"]),
+                        ips.join(","),
+                        s(&x["mac"]),
+                        if host.is_empty() { "-".to_owned() } else { host },
+                        s(&x["status"])
+                    );
+                }
             }
         }
         Cmd::Host { name } => {
