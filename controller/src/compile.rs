@@ -156,22 +156,47 @@ pub struct Compiler {
     pub compiles: u64,
 }
 
-/// The routing domain of a network: the network itself, or every network
-/// attached to its router.
-fn domain(state: &State, network_id: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::from([network_id.to_owned()]);
-    let routers: BTreeSet<&str> = state
-        .ports
-        .values()
-        .filter(|p| p.device_owner == OWNER_ROUTER_INTERFACE && p.network_id == network_id)
-        .map(|p| p.device_id.as_str())
-        .collect();
-    for p in state.ports.values() {
-        if p.device_owner == OWNER_ROUTER_INTERFACE && routers.contains(p.device_id.as_str()) {
-            out.insert(p.network_id.clone());
+/// One pass over the ports, shared by every host compiled for a commit.
+pub struct Index<'s> {
+    /// Router interface ports (few: one per attached subnet).
+    router_ifaces: Vec<&'s Port>,
+    /// Bound VM ports per network.
+    vm_ports_by_net: HashMap<&'s str, Vec<&'s Port>>,
+    /// Bound VM ports per host.
+    vm_ports_by_host: HashMap<&'s str, Vec<&'s Port>>,
+}
+
+impl<'s> Index<'s> {
+    pub fn new(state: &'s State) -> Index<'s> {
+        let mut ix = Index { router_ifaces: Vec::new(), vm_ports_by_net: HashMap::new(), vm_ports_by_host: HashMap::new() };
+        for p in state.ports.values() {
+            if p.device_owner == OWNER_ROUTER_INTERFACE {
+                ix.router_ifaces.push(p);
+            } else if !p.binding_host_id.is_empty() {
+                ix.vm_ports_by_net.entry(p.network_id.as_str()).or_default().push(p);
+                ix.vm_ports_by_host.entry(p.binding_host_id.as_str()).or_default().push(p);
+            }
         }
+        ix
     }
-    out
+
+    /// The routing domain of a network: the network itself, or every
+    /// network attached to its router.
+    fn domain(&self, network_id: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::from([network_id.to_owned()]);
+        let routers: BTreeSet<&str> =
+            self.router_ifaces.iter().filter(|p| p.network_id == network_id).map(|p| p.device_id.as_str()).collect();
+        for p in &self.router_ifaces {
+            if routers.contains(p.device_id.as_str()) {
+                out.insert(p.network_id.clone());
+            }
+        }
+        out
+    }
+
+    fn router_of(&self, network_id: &str) -> Option<String> {
+        self.router_ifaces.iter().find(|p| p.network_id == network_id).map(|p| p.device_id.clone())
+    }
 }
 
 fn is_vm_port(p: &Port) -> bool {
@@ -179,21 +204,17 @@ fn is_vm_port(p: &Port) -> bool {
 }
 
 /// Compiles one host from scratch.
-pub fn compile_host(state: &State, host: &str) -> BTreeMap<String, Entry> {
+pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<String, Entry> {
     let mut entries = BTreeMap::new();
-    let local: Vec<&Port> = state.ports.values().filter(|p| is_vm_port(p) && p.binding_host_id == host).collect();
+    let local: &[&Port] = ix.vm_ports_by_host.get(host).map(Vec::as_slice).unwrap_or(&[]);
     let mut networks = BTreeSet::new();
-    for p in &local {
-        networks.extend(domain(state, &p.network_id));
+    let mut seen_nets = BTreeSet::new();
+    for p in local {
+        if seen_nets.insert(p.network_id.as_str()) {
+            networks.extend(ix.domain(&p.network_id));
+        }
     }
-    let router_of = |network_id: &str| {
-        state
-            .ports
-            .values()
-            .find(|p| p.device_owner == OWNER_ROUTER_INTERFACE && p.network_id == network_id)
-            .map(|p| p.device_id.clone())
-    };
-    for p in &local {
+    for p in local {
         let Some(n) = state.networks.get(&p.network_id) else { continue };
         let e = Entry::Port(PortEntry {
             id: p.meta.id.clone(),
@@ -212,7 +233,7 @@ pub fn compile_host(state: &State, host: &str) -> BTreeMap<String, Entry> {
     let mut routers = BTreeSet::new();
     for nid in &networks {
         let Some(n) = state.networks.get(nid) else { continue };
-        let router_id = router_of(nid);
+        let router_id = ix.router_of(nid);
         if let Some(r) = &router_id {
             routers.insert(r.clone());
         }
@@ -224,10 +245,10 @@ pub fn compile_host(state: &State, host: &str) -> BTreeMap<String, Entry> {
                 id: s.meta.id.clone(),
                 cidr: s.cidr.clone(),
                 gateway_ip: s.gateway_ip.clone(),
-                gateway_mac: state
-                    .ports
-                    .values()
-                    .find(|p| p.device_owner == OWNER_ROUTER_INTERFACE && p.fixed_ips.iter().any(|f| f.subnet_id == s.meta.id))
+                gateway_mac: ix
+                    .router_ifaces
+                    .iter()
+                    .find(|p| p.fixed_ips.iter().any(|f| f.subnet_id == s.meta.id))
                     .map(|p| p.mac_address.clone()),
                 enable_dhcp: s.enable_dhcp,
                 dns_nameservers: s.dns_nameservers.clone(),
@@ -235,16 +256,9 @@ pub fn compile_host(state: &State, host: &str) -> BTreeMap<String, Entry> {
             })
             .collect();
         subnets.sort_by(|a, b| a.id.cmp(&b.id));
-        let e = Entry::Network(NetworkEntry {
-            id: nid.clone(),
-            vni: n.vni,
-            mtu: n.mtu,
-            admin_state_up: n.admin_state_up,
-            router_id,
-            subnets,
-        });
+        let e = Entry::Network(NetworkEntry { id: nid.clone(), vni: n.vni, mtu: n.mtu, admin_state_up: n.admin_state_up, router_id, subnets });
         entries.insert(e.key(), e);
-        for p in state.ports.values().filter(|p| is_vm_port(p) && &p.network_id == nid && p.binding_host_id != host) {
+        for p in ix.vm_ports_by_net.get(nid.as_str()).into_iter().flatten().filter(|p| p.binding_host_id != host) {
             let Some(h) = state.hosts.get(&p.binding_host_id) else { continue };
             let e = Entry::Remote(RemoteEntry {
                 port_id: p.meta.id.clone(),
@@ -261,10 +275,10 @@ pub fn compile_host(state: &State, host: &str) -> BTreeMap<String, Entry> {
     }
     for rid in routers {
         let Some(r) = state.routers.get(&rid) else { continue };
-        let mut interfaces: Vec<RouterInterface> = state
-            .ports
-            .values()
-            .filter(|p| p.device_owner == OWNER_ROUTER_INTERFACE && p.device_id == rid)
+        let mut interfaces: Vec<RouterInterface> = ix
+            .router_ifaces
+            .iter()
+            .filter(|p| p.device_id == rid)
             .filter_map(|p| {
                 let f = p.fixed_ips.first()?;
                 let s = state.subnets.get(&f.subnet_id)?;
@@ -314,8 +328,9 @@ impl Compiler {
     pub fn new(state: &State) -> Compiler {
         let mut c = Compiler::default();
         let hosts: BTreeSet<String> = state.ports.values().filter(|p| is_vm_port(p)).map(|p| p.binding_host_id.clone()).chain(state.hosts.keys().cloned()).collect();
+        let ix = Index::new(state);
         for h in hosts {
-            let entries = compile_host(state, &h);
+            let entries = compile_host(state, &ix, &h);
             c.compiles += 1;
             c.hosts.insert(h, HostConfig { revision: state.revision, entries, log: VecDeque::new(), truncated: state.revision });
         }
@@ -323,7 +338,7 @@ impl Compiler {
     }
 
     /// Hosts a commit can concern.
-    fn affected(&self, state: &State, changes: &[Change]) -> BTreeSet<String> {
+    fn affected(&self, ix: &Index<'_>, changes: &[Change]) -> BTreeSet<String> {
         let touched: BTreeSet<String> = changes.iter().map(Change::id).collect();
         let mut out = BTreeSet::new();
         // Hosts whose current entries mention a touched object.
@@ -345,7 +360,7 @@ impl Compiler {
                 (Kind::Network, _) => drop(networks.insert(c.id())),
                 (Kind::Subnet, Change::Put(crate::model::Object::Subnet(s))) => drop(networks.insert(s.network_id.clone())),
                 (Kind::Router, _) => {
-                    for p in state.ports.values().filter(|p| p.device_owner == OWNER_ROUTER_INTERFACE && p.device_id == c.id()) {
+                    for p in ix.router_ifaces.iter().filter(|p| p.device_id == c.id()) {
                         networks.insert(p.network_id.clone());
                     }
                 }
@@ -353,7 +368,7 @@ impl Compiler {
                     // A host's (new) underlay address concerns everyone who
                     // shares a network with it, and the host itself.
                     out.insert(c.id());
-                    for p in state.ports.values().filter(|p| is_vm_port(p) && p.binding_host_id == c.id()) {
+                    for p in ix.vm_ports_by_host.get(c.id().as_str()).into_iter().flatten() {
                         networks.insert(p.network_id.clone());
                     }
                 }
@@ -362,10 +377,10 @@ impl Compiler {
         }
         let mut domains = BTreeSet::new();
         for n in &networks {
-            domains.extend(domain(state, n));
+            domains.extend(ix.domain(n));
         }
-        for p in state.ports.values() {
-            if is_vm_port(p) && domains.contains(&p.network_id) {
+        for d in &domains {
+            for p in ix.vm_ports_by_net.get(d.as_str()).into_iter().flatten() {
                 out.insert(p.binding_host_id.clone());
             }
         }
@@ -374,9 +389,10 @@ impl Compiler {
 
     /// Recompiles the hosts `changes` (committed as `state.revision`) concern.
     pub fn on_commit(&mut self, state: &State, changes: &[Change]) {
-        let affected = self.affected(state, changes);
+        let ix = Index::new(state);
+        let affected = self.affected(&ix, changes);
         for h in affected {
-            let new = compile_host(state, &h);
+            let new = compile_host(state, &ix, &h);
             self.compiles += 1;
             let cfg = self.hosts.entry(h.clone()).or_insert_with(|| HostConfig { revision: 0, entries: BTreeMap::new(), log: VecDeque::new(), truncated: 0 });
             let mut upserts = BTreeSet::new();
