@@ -73,6 +73,8 @@ pub struct Agent {
     /// A snapshot arrived since start (until then nothing is removed).
     have_snapshot: bool,
     ports: BTreeMap<String, PortReport>,
+    /// What the pinned `PORTS` map holds (read once at start: adopted).
+    written: BTreeMap<u32, PortInfo>,
     started_at_ms: u64,
     controller_ok: Option<bool>,
 }
@@ -140,8 +142,9 @@ impl Agent {
     pub fn start(cfg: AgentConfig) -> anyhow::Result<Agent> {
         check_bpffs(&cfg.pin_root)?;
         let pin_dir = cfg.pin_dir();
-        let dp = Dataplane::load(Some(&pin_dir)).context("loading the dataplane")?;
-        tracing::info!(host = %cfg.host, pin_dir = %pin_dir.display(), "dataplane loaded (pinned maps adopted if present)");
+        let mut dp = Dataplane::load(Some(&pin_dir)).context("loading the dataplane")?;
+        let written = dp.ports().context("reading the adopted ports table")?;
+        tracing::info!(host = %cfg.host, pin_dir = %pin_dir.display(), adopted_ports = written.len(), "dataplane loaded (pinned maps adopted if present)");
         let mut agent = Agent {
             cfg,
             dp,
@@ -150,6 +153,7 @@ impl Agent {
             revision: Arc::new(AtomicU64::new(0)),
             have_snapshot: false,
             ports: BTreeMap::new(),
+            written,
             started_at_ms: now_ms(),
             controller_ok: None,
         };
@@ -249,7 +253,6 @@ impl Agent {
     }
 
     fn reconcile_ports(&mut self) -> anyhow::Result<()> {
-        let in_map = self.dp.ports().context("reading the ports table")?;
         let mut wanted: BTreeMap<u32, PortInfo> = BTreeMap::new();
         let mut reports = BTreeMap::new();
         for e in self.desired.values() {
@@ -261,9 +264,12 @@ impl Agent {
                 Some(a) => {
                     let info = port_info(p, &self.desired);
                     wanted.insert(a.ifindex, info);
-                    if in_map.get(&a.ifindex) != Some(&info) {
+                    if self.written.get(&a.ifindex) != Some(&info) {
                         match self.dp.set_port(a.ifindex, info) {
-                            Ok(()) => tracing::info!(port = %p.id, tap = %p.tap, ifindex = a.ifindex, vni = p.vni, "port written"),
+                            Ok(()) => {
+                                self.written.insert(a.ifindex, info);
+                                tracing::info!(port = %p.id, tap = %p.tap, ifindex = a.ifindex, vni = p.vni, "port written")
+                            }
                             Err(e) => {
                                 reports.insert(p.id.clone(), PortReport { id: p.id.clone(), tap: p.tap.clone(), ifindex: Some(a.ifindex), state: PortState::Error, error: Some(format!("{e:#}")) });
                                 continue;
@@ -278,8 +284,10 @@ impl Agent {
         // Entries the configuration no longer has: removed once we know the
         // whole configuration (a snapshot arrived).
         if self.have_snapshot {
-            for ifindex in in_map.keys().filter(|i| !wanted.contains_key(i)) {
-                self.dp.remove_port(*ifindex).context("removing a port")?;
+            let stale: Vec<u32> = self.written.keys().filter(|i| !wanted.contains_key(i)).copied().collect();
+            for ifindex in stale {
+                self.dp.remove_port(ifindex).context("removing a port")?;
+                self.written.remove(&ifindex);
                 tracing::info!(ifindex, "port removed from the ports table");
             }
         }
@@ -307,7 +315,7 @@ impl Agent {
             .filter_map(|((ifindex, reason), s)| names.get(ifindex).map(|n| DropReport::new(n, *reason, *s)))
             .collect();
         let mut maps = BTreeMap::new();
-        maps.insert(dataplane_common::maps::PORTS.to_owned(), self.dp.ports().map(|p| p.len() as u64).unwrap_or(0));
+        maps.insert(dataplane_common::maps::PORTS.to_owned(), self.written.len() as u64);
         maps.insert(dataplane_common::maps::IF_STATS.to_owned(), counters.interfaces.len() as u64);
         maps.insert(dataplane_common::maps::DROP_STATS.to_owned(), counters.drops.len() as u64);
         Ok(HostReport {

@@ -27,6 +27,10 @@
 //!   be deleted, renamed or disabled through the API, nor lose that admin
 //!   role: they are the operator's way back in, and start-up would recreate
 //!   them under their configured names anyway. Change the configuration.
+//!   The admin's password may be changed through the API, but every start
+//!   resets it to the configured one (revoking the admin's tokens).
+//! - Names are unique per domain, compared exactly (case-sensitive), as
+//!   the `?name=` filters compare them.
 
 use std::sync::OnceLock;
 
@@ -140,12 +144,13 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
     }
 }
 
-/// [`verify_password`] against the user's hash if there is a user, else
-/// against a fixed dummy hash (and false), so that an unknown user takes as
-/// long to refuse as a wrong password.
+/// [`verify_password`] against the user's hash if there is a user with a
+/// password, else against a fixed dummy hash (and false), so that an
+/// unknown user, or one without a password, takes as long to refuse as a
+/// wrong password.
 pub fn check_login(hash: Option<&str>, password: &str) -> bool {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    match hash {
+    match hash.filter(|h| PasswordHash::new(h).is_ok()) {
         Some(h) => verify_password(h, password),
         None => {
             let dummy =
@@ -1506,6 +1511,10 @@ mod tests {
             "salt is not random"
         );
         assert!(!check_login(None, "s3cret-password"));
+        assert!(
+            !check_login(Some(""), ""),
+            "a user without a password cannot log in"
+        );
         assert!(check_login(Some(&h), "s3cret-password"));
         assert_eq!(
             check_password_policy("1234567")

@@ -7,6 +7,7 @@
 //! End-to-end tests drive the real binaries in the namespace harness
 //! (`netns-harness`); nothing in this crate mocks a component.
 
+pub mod benchcp;
 pub mod e2e;
 pub mod packets;
 pub mod progtest;

@@ -32,7 +32,7 @@
 
 use std::{
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -689,6 +689,18 @@ fn tokens_projects_users_roles_and_durability() {
     }
 }
 
+/// What, method, path, token, body, expected status, and the exact
+/// message where it matters.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    String,
+    Option<&'a str>,
+    Option<String>,
+    u16,
+    Option<&'a str>,
+);
+
 #[test]
 fn bad_inputs_get_keystone_errors_and_change_nothing() {
     let c = Controller::start("bad");
@@ -753,9 +765,8 @@ fn bad_inputs_get_keystone_errors_and_change_nothing() {
     let too_big = format!("{{\"auth\": \"{}\"}}", "a".repeat(1 << 20));
     let denied = "The request you have made requires authentication.";
 
-    // (what, method, path, token?, body, status, the exact message if it matters)
     let t = Some(admin.as_str());
-    let cases: Vec<(&str, &str, String, Option<&str>, Option<String>, u16, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("malformed JSON", "POST", "/v3/auth/tokens".into(), None, Some("{\"auth\": ".into()), 400, None),
         ("JSON array", "POST", "/v3/auth/tokens".into(), None, Some("[]".into()), 400, None),
         ("unknown attribute", "POST", "/v3/auth/tokens".into(), None, Some(json!({"auth": {"identity": {"methods": ["password"], "password": {"user": named("u1", "u1-password")}}, "colour": "red"}}).to_string()), 400, None),

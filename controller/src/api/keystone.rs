@@ -20,7 +20,7 @@ use axum::{
     },
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
-    routing::{any, get},
+    routing::{any, get, MethodRouter},
     Json, Router,
 };
 use serde::{de::DeserializeOwned, Deserialize, Deserializer};
@@ -41,49 +41,53 @@ use crate::{
 };
 
 pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/v3", get(version))
-        .route("/v3/", get(version))
-        .route(
+    use axum::routing::post;
+    let routes: Vec<(&str, MethodRouter<Arc<App>>)> = vec![
+        ("/v3", get(version)),
+        ("/v3/", get(version)),
+        (
             "/v3/auth/tokens",
             get(validate_token).post(issue_token).delete(revoke_token),
-        )
-        .route("/v3/auth/catalog", get(auth_catalog))
-        .route("/v3/auth/projects", get(auth_projects))
-        .route("/v3/auth/domains", get(auth_domains))
-        .route("/v3/projects", get(list_projects).post(create_project))
-        .route(
+        ),
+        ("/v3/auth/catalog", get(auth_catalog)),
+        ("/v3/auth/projects", get(auth_projects)),
+        ("/v3/auth/domains", get(auth_domains)),
+        ("/v3/projects", get(list_projects).post(create_project)),
+        (
             "/v3/projects/{id}",
             get(show_project)
                 .patch(update_project)
                 .delete(delete_project),
-        )
-        .route("/v3/projects/{p}/users/{u}/roles", get(list_grants))
-        .route(
+        ),
+        ("/v3/projects/{p}/users/{u}/roles", get(list_grants)),
+        (
             "/v3/projects/{p}/users/{u}/roles/{r}",
             get(check_grant).put(grant).delete(revoke_grant),
-        )
-        .route("/v3/users", get(list_users).post(create_user))
-        .route(
+        ),
+        ("/v3/users", get(list_users).post(create_user)),
+        (
             "/v3/users/{id}",
             get(show_user).patch(update_user).delete(delete_user),
-        )
-        .route("/v3/users/{id}/projects", get(user_projects))
-        .route(
-            "/v3/users/{id}/password",
-            axum::routing::post(change_password),
-        )
-        .route("/v3/roles", get(list_roles).post(create_role))
-        .route("/v3/roles/{id}", get(show_role))
-        .route("/v3/role_assignments", get(list_assignments))
-        .route("/v3/domains", get(list_domains))
-        .route("/v3/domains/{id}", get(show_domain))
-        .route("/v3/services", get(list_services))
-        .route("/v3/services/{id}", get(show_service))
-        .route("/v3/endpoints", get(list_endpoints))
-        .route("/v3/regions", get(list_regions))
-        .route("/v3/regions/{id}", get(show_region))
-        .route("/v3/{*rest}", any(unknown))
+        ),
+        ("/v3/users/{id}/projects", get(user_projects)),
+        ("/v3/users/{id}/password", post(change_password)),
+        ("/v3/roles", get(list_roles).post(create_role)),
+        ("/v3/roles/{id}", get(show_role)),
+        ("/v3/role_assignments", get(list_assignments)),
+        ("/v3/domains", get(list_domains)),
+        ("/v3/domains/{id}", get(show_domain)),
+        ("/v3/services", get(list_services)),
+        ("/v3/services/{id}", get(show_service)),
+        ("/v3/endpoints", get(list_endpoints)),
+        ("/v3/regions", get(list_regions)),
+        ("/v3/regions/{id}", get(show_region)),
+    ];
+    let mut router = Router::new();
+    for (path, methods) in routes {
+        // Other methods on a known path: 405 with a Keystone body.
+        router = router.route(path, methods.fallback(method_not_allowed));
+    }
+    router.route("/v3/{*rest}", any(unknown))
 }
 
 // ------------------------------------------------------------------ plumbing
@@ -335,6 +339,14 @@ async fn version(State(app): State<Arc<App>>) -> Response {
         }
     }))
     .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    keystone_error(ApiError::new(
+        405,
+        "MethodNotAllowed",
+        "The method is not allowed for the requested URL.",
+    ))
 }
 
 async fn unknown() -> Response {

@@ -28,6 +28,9 @@ struct Args {
     rounds: usize,
     write: Option<String>,
     skip_netns: bool,
+    skip_cp: bool,
+    cp_ports: usize,
+    cp_sample: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -37,6 +40,9 @@ fn parse_args() -> anyhow::Result<Args> {
         rounds: 5,
         write: None,
         skip_netns: false,
+        skip_cp: false,
+        cp_ports: 10_000,
+        cp_sample: 1_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -59,8 +65,11 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--write" => a.write = Some(val("--write")?),
             "--skip-netns" => a.skip_netns = true,
+            "--skip-control-plane" => a.skip_cp = true,
+            "--cp-ports" => a.cp_ports = val("--cp-ports")?.parse().context("--cp-ports: a whole number")?,
+            "--cp-sample" => a.cp_sample = val("--cp-sample")?.parse().context("--cp-sample: a whole number")?,
             "-h" | "--help" => {
-                println!("usage: strato-bench [--seconds N] [--repeat N] [--rounds N] [--skip-netns] [--write docs/benchmarks.md]");
+                println!("usage: strato-bench [--seconds N] [--repeat N] [--rounds N] [--skip-netns] [--skip-control-plane] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
@@ -362,6 +371,12 @@ fn main() -> anyhow::Result<()> {
     program_benchmarks(&args, &mut out)?;
     if !args.skip_netns {
         linux_baseline(&args, &mut out)?;
+    }
+    if !args.skip_cp {
+        if args.cp_sample == 0 || args.cp_ports < 2 * args.cp_sample {
+            bail!("--cp-ports must be at least twice --cp-sample (and --cp-sample at least 1)");
+        }
+        strato_tests::benchcp::run(&strato_tests::benchcp::Options { total: args.cp_ports, sample: args.cp_sample }, &mut out)?;
     }
     print!("{out}");
     if let Some(path) = &args.write {
