@@ -28,7 +28,7 @@
 //!   bootstrap admin (403); DELETE the bootstrap admin (403), unknown (404).
 //! - Role assignments with an unknown project, user or role (404); revoking
 //!   the bootstrap admin's admin role (403); POST /v3/roles (403).
-//! - An unknown path under /v3 (404).
+//! - An unknown path under /v3 (404), a wrong method on a known one (405).
 
 use std::{
     net::TcpListener,
@@ -822,6 +822,7 @@ fn bad_inputs_get_keystone_errors_and_change_nothing() {
         ("grant: revoke the bootstrap admin's admin role", "DELETE", format!("/v3/projects/{admin_project}/users/{admin_user}/roles/{admin_role}"), t, None, 403, None),
         ("roles are fixed", "POST", "/v3/roles".into(), t, Some(json!({"role": {"name": "boss"}}).to_string()), 403, None),
         ("unknown path", "GET", "/v3/nothing/here".into(), t, None, 404, None),
+        ("wrong method", "PUT", "/v3/projects".into(), t, None, 405, None),
     ];
     for (what, method, path, token, body, want, message) in cases {
         let headers: Vec<(&str, &str)> =
