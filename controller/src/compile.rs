@@ -152,8 +152,50 @@ struct HostConfig {
 #[derive(Default)]
 pub struct Compiler {
     hosts: HashMap<String, HostConfig>,
-    /// Recompiles done (for tests and metrics).
+    /// Full host recompiles done (for tests and metrics).
     pub compiles: u64,
+    /// Commits handled by the incremental path (a VM port changed).
+    pub incremental: u64,
+    /// Bound VM port -> (host, network), from the hosts' port entries.
+    ports: HashMap<String, (String, String)>,
+    /// Network -> hosts that have its entry (their routing domains include it).
+    net_hosts: HashMap<String, BTreeSet<String>>,
+    /// (host, network) -> local ports of the host on the network.
+    local: HashMap<(String, String), usize>,
+}
+
+/// Per-host edits of one commit: upserted entries and deleted keys.
+type Edits = BTreeMap<String, (BTreeMap<String, Entry>, BTreeSet<String>)>;
+
+fn port_entry(state: &State, p: &Port) -> Option<Entry> {
+    let n = state.networks.get(&p.network_id)?;
+    Some(Entry::Port(PortEntry {
+        id: p.meta.id.clone(),
+        tap: tap_name(&p.meta.id),
+        network_id: p.network_id.clone(),
+        vni: n.vni,
+        mtu: n.mtu,
+        mac: p.mac_address.clone(),
+        ips: p.fixed_ips.iter().map(|f| (f.subnet_id.clone(), f.ip_address.clone())).collect(),
+        port_security_enabled: p.port_security_enabled,
+        allowed_address_pairs: p.allowed_address_pairs.clone(),
+        admin_state_up: p.admin_state_up,
+    }))
+}
+
+fn remote_entry(state: &State, p: &Port) -> Option<Entry> {
+    let n = state.networks.get(&p.network_id)?;
+    let h = state.hosts.get(&p.binding_host_id)?;
+    Some(Entry::Remote(RemoteEntry {
+        port_id: p.meta.id.clone(),
+        network_id: p.network_id.clone(),
+        vni: n.vni,
+        mac: p.mac_address.clone(),
+        ips: p.fixed_ips.iter().map(|f| f.ip_address.clone()).collect(),
+        allowed_address_pairs: p.allowed_address_pairs.clone(),
+        host: h.name.clone(),
+        underlay_ip: h.underlay_ip.clone(),
+    }))
 }
 
 /// One pass over the ports, shared by every host compiled for a commit.
@@ -215,20 +257,9 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
         }
     }
     for p in local {
-        let Some(n) = state.networks.get(&p.network_id) else { continue };
-        let e = Entry::Port(PortEntry {
-            id: p.meta.id.clone(),
-            tap: tap_name(&p.meta.id),
-            network_id: p.network_id.clone(),
-            vni: n.vni,
-            mtu: n.mtu,
-            mac: p.mac_address.clone(),
-            ips: p.fixed_ips.iter().map(|f| (f.subnet_id.clone(), f.ip_address.clone())).collect(),
-            port_security_enabled: p.port_security_enabled,
-            allowed_address_pairs: p.allowed_address_pairs.clone(),
-            admin_state_up: p.admin_state_up,
-        });
-        entries.insert(e.key(), e);
+        if let Some(e) = port_entry(state, p) {
+            entries.insert(e.key(), e);
+        }
     }
     let mut routers = BTreeSet::new();
     for nid in &networks {
@@ -259,18 +290,9 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
         let e = Entry::Network(NetworkEntry { id: nid.clone(), vni: n.vni, mtu: n.mtu, admin_state_up: n.admin_state_up, router_id, subnets });
         entries.insert(e.key(), e);
         for p in ix.vm_ports_by_net.get(nid.as_str()).into_iter().flatten().filter(|p| p.binding_host_id != host) {
-            let Some(h) = state.hosts.get(&p.binding_host_id) else { continue };
-            let e = Entry::Remote(RemoteEntry {
-                port_id: p.meta.id.clone(),
-                network_id: nid.clone(),
-                vni: n.vni,
-                mac: p.mac_address.clone(),
-                ips: p.fixed_ips.iter().map(|f| f.ip_address.clone()).collect(),
-                allowed_address_pairs: p.allowed_address_pairs.clone(),
-                host: h.name.clone(),
-                underlay_ip: h.underlay_ip.clone(),
-            });
-            entries.insert(e.key(), e);
+            if let Some(e) = remote_entry(state, p) {
+                entries.insert(e.key(), e);
+            }
         }
     }
     for rid in routers {
@@ -332,6 +354,7 @@ impl Compiler {
         for h in hosts {
             let entries = compile_host(state, &ix, &h);
             c.compiles += 1;
+            c.index(&h, &entries, true);
             c.hosts.insert(h, HostConfig { revision: state.revision, entries, log: VecDeque::new(), truncated: state.revision });
         }
         c
@@ -387,14 +410,158 @@ impl Compiler {
         out
     }
 
-    /// Recompiles the hosts `changes` (committed as `state.revision`) concern.
+    /// Adds (or with `add` false, removes) a host's entries to the indexes.
+    fn index(&mut self, host: &str, entries: &BTreeMap<String, Entry>, add: bool) {
+        for e in entries.values() {
+            match e {
+                Entry::Network(n) => {
+                    let set = self.net_hosts.entry(n.id.clone()).or_default();
+                    if add {
+                        set.insert(host.to_owned());
+                    } else {
+                        set.remove(host);
+                    }
+                }
+                Entry::Port(p) => self.index_port(host, p, add),
+                _ => {}
+            }
+        }
+    }
+
+    fn index_port(&mut self, host: &str, p: &PortEntry, add: bool) {
+        let k = (host.to_owned(), p.network_id.clone());
+        if add {
+            self.ports.insert(p.id.clone(), k.clone());
+            *self.local.entry(k).or_default() += 1;
+        } else {
+            if self.ports.get(&p.id) == Some(&k) {
+                self.ports.remove(&p.id);
+            }
+            if let Some(c) = self.local.get_mut(&k) {
+                *c = c.saturating_sub(1);
+                if *c == 0 {
+                    self.local.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn has(&self, host: &str, key: &str) -> bool {
+        self.hosts.get(host).is_some_and(|c| c.entries.contains_key(key))
+    }
+
+    /// The common case in O(hosts of the domain): only VM ports changed and
+    /// no host gains or loses a network. `None`: take the full path.
+    fn incremental_edits(&self, state: &State, changes: &[Change]) -> Option<Edits> {
+        let mut edits: Edits = BTreeMap::new();
+        let mut local = self.local.clone();
+        let upsert = |edits: &mut Edits, h: &str, e: Entry| {
+            let (u, d) = edits.entry(h.to_owned()).or_default();
+            let k = e.key();
+            d.remove(&k);
+            u.insert(k, e);
+        };
+        let delete = |edits: &mut Edits, h: &str, k: String| {
+            let (u, d) = edits.entry(h.to_owned()).or_default();
+            u.remove(&k);
+            d.insert(k);
+        };
+        for c in changes {
+            let (id, port) = match c {
+                Change::Put(crate::model::Object::Port(p)) if p.device_owner != OWNER_ROUTER_INTERFACE => (p.meta.id.as_str(), Some(p)),
+                Change::Delete(Kind::Port, id) => (id.as_str(), None),
+                _ => return None,
+            };
+            let old = self.ports.get(id).cloned();
+            let net = match (port, &old) {
+                (Some(p), Some((_, n))) if *n != p.network_id => return None,
+                (Some(p), _) => p.network_id.clone(),
+                (None, Some((_, n))) => n.clone(),
+                // A port without entries anywhere (unbound, or a router
+                // interface, whose removal also changes its router).
+                (None, None) => continue,
+            };
+            let new_host = port.filter(|p| is_vm_port(p)).map(|p| p.binding_host_id.clone());
+            // Moving into a host that lacks the network, or out of the
+            // last local port of a network, changes that host's domain.
+            if let Some(h) = &new_host {
+                if old.as_ref().map(|(o, _)| o) != Some(h) && !self.net_hosts.get(&net).is_some_and(|s| s.contains(h)) {
+                    return None;
+                }
+            }
+            if let Some((o, _)) = &old {
+                if new_host.as_ref() != Some(o) {
+                    let k = (o.clone(), net.clone());
+                    if local.get(&k).copied().unwrap_or(0) <= 1 {
+                        return None;
+                    }
+                    *local.get_mut(&k).expect("counted") -= 1;
+                    delete(&mut edits, o, format!("port/{id}"));
+                }
+            }
+            if let (Some(h), Some(p)) = (&new_host, port) {
+                if old.as_ref().map(|(o, _)| o) != Some(h) {
+                    *local.entry((h.clone(), net.clone())).or_default() += 1;
+                }
+                upsert(&mut edits, h, port_entry(state, p)?);
+            }
+            let remote = port.filter(|p| is_vm_port(p)).and_then(|p| remote_entry(state, p));
+            for h in self.net_hosts.get(&net).into_iter().flatten() {
+                let key = format!("remote/{id}");
+                match (&remote, new_host.as_deref() == Some(h.as_str())) {
+                    (Some(e), false) => upsert(&mut edits, h, e.clone()),
+                    _ => {
+                        if self.has(h, &key) || edits.get(h).is_some_and(|(u, _)| u.contains_key(&key)) {
+                            delete(&mut edits, h, key);
+                        }
+                    }
+                }
+            }
+        }
+        Some(edits)
+    }
+
+    /// Recompiles what `changes` (committed as `state.revision`) concern.
     pub fn on_commit(&mut self, state: &State, changes: &[Change]) {
+        if let Some(edits) = self.incremental_edits(state, changes) {
+            self.incremental += 1;
+            for (h, (upserts, deletes)) in edits {
+                let mut cfg = self.hosts.remove(&h).unwrap_or_else(|| HostConfig { revision: 0, entries: BTreeMap::new(), log: VecDeque::new(), truncated: 0 });
+                let mut up_keys = BTreeSet::new();
+                let mut del_keys = BTreeSet::new();
+                for k in deletes {
+                    if let Some(old) = cfg.entries.remove(&k) {
+                        if let Entry::Port(p) = &old {
+                            self.index_port(&h, p, false);
+                        }
+                        del_keys.insert(k);
+                    }
+                }
+                for (k, e) in upserts {
+                    if cfg.entries.get(&k) == Some(&e) {
+                        continue;
+                    }
+                    if let Some(Entry::Port(p)) = cfg.entries.get(&k) {
+                        let p = p.clone();
+                        self.index_port(&h, &p, false);
+                    }
+                    if let Entry::Port(p) = &e {
+                        self.index_port(&h, p, true);
+                    }
+                    cfg.entries.insert(k.clone(), e);
+                    up_keys.insert(k);
+                }
+                self.record(&h, &mut cfg, state.revision, up_keys, del_keys);
+                self.hosts.insert(h, cfg);
+            }
+            return;
+        }
         let ix = Index::new(state);
         let affected = self.affected(&ix, changes);
         for h in affected {
             let new = compile_host(state, &ix, &h);
             self.compiles += 1;
-            let cfg = self.hosts.entry(h.clone()).or_insert_with(|| HostConfig { revision: 0, entries: BTreeMap::new(), log: VecDeque::new(), truncated: 0 });
+            let mut cfg = self.hosts.remove(&h).unwrap_or_else(|| HostConfig { revision: 0, entries: BTreeMap::new(), log: VecDeque::new(), truncated: 0 });
             let mut upserts = BTreeSet::new();
             let mut deletes = BTreeSet::new();
             for (k, e) in &new {
@@ -407,19 +574,46 @@ impl Compiler {
                     deletes.insert(k.clone());
                 }
             }
-            if upserts.is_empty() && deletes.is_empty() {
-                continue;
-            }
-            tracing::debug!(host = %h, revision = state.revision, upserts = upserts.len(), deletes = deletes.len(), "host recompiled");
-            cfg.entries = new;
-            cfg.revision = state.revision;
-            cfg.log.push_back((state.revision, upserts, deletes));
-            while cfg.log.len() > DELTA_LOG {
-                if let Some((r, _, _)) = cfg.log.pop_front() {
-                    cfg.truncated = r;
-                }
+            let old = std::mem::replace(&mut cfg.entries, new);
+            self.index(&h, &old, false);
+            self.index(&h, &cfg.entries.clone(), true);
+            self.record(&h, &mut cfg, state.revision, upserts, deletes);
+            self.hosts.insert(h, cfg);
+        }
+    }
+
+    fn record(&mut self, h: &str, cfg: &mut HostConfig, revision: u64, upserts: BTreeSet<String>, deletes: BTreeSet<String>) {
+        if upserts.is_empty() && deletes.is_empty() {
+            return;
+        }
+        tracing::debug!(host = %h, revision, upserts = upserts.len(), deletes = deletes.len(), "host configuration changed");
+        cfg.revision = revision;
+        cfg.log.push_back((revision, upserts, deletes));
+        while cfg.log.len() > DELTA_LOG {
+            if let Some((r, _, _)) = cfg.log.pop_front() {
+                cfg.truncated = r;
             }
         }
+    }
+
+    /// Every host's entries compiled from scratch equal the incremental
+    /// result (tests).
+    pub fn verify(&self, state: &State) -> Result<(), String> {
+        let ix = Index::new(state);
+        for (h, cfg) in &self.hosts {
+            let fresh = compile_host(state, &ix, h);
+            if fresh != cfg.entries {
+                let a: BTreeSet<&String> = fresh.keys().collect();
+                let b: BTreeSet<&String> = cfg.entries.keys().collect();
+                return Err(format!(
+                    "host {h}: missing {:?}, extra {:?}, differing {:?}",
+                    a.difference(&b).collect::<Vec<_>>(),
+                    b.difference(&a).collect::<Vec<_>>(),
+                    a.intersection(&b).filter(|k| fresh.get(**k) != cfg.entries.get(**k)).collect::<Vec<_>>()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The host's configuration revision (0: nothing for it yet).
@@ -576,6 +770,51 @@ mod tests {
         assert!(s.upserts.is_empty(), "{:?}", keys(&s));
         // An agent from the future or from before a restart gets a snapshot.
         assert_eq!(c.host_update("h1", 9999, false).unwrap().kind, UpdateKind::Snapshot);
+    }
+
+    /// Random port life cycles: after every commit the incrementally
+    /// maintained configuration equals a compilation from scratch, and the
+    /// common case does not recompile any host.
+    #[test]
+    fn incremental_equals_full_compilation() {
+        let c = setup();
+        let a = admin("p1");
+        let (n1, n2) = vpc(&c, &a);
+        let n3 = c.mutate(|s| networks::create(s, &a, &json!({"network": {}}))).unwrap().meta.id; // not routed
+        c.mutate(|s| subnets::create(s, &a, &json!({"subnet": {"network_id": n3, "cidr": "10.0.3.0/24"}}))).unwrap();
+        let nets = [n1, n2, n3];
+        let hosts = ["h1", "h2", "h3", ""];
+        let mut ports: Vec<String> = Vec::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        for step in 0..400 {
+            match next(4) {
+                0 | 1 => {
+                    let net = &nets[next(3)];
+                    let h = hosts[next(4)];
+                    let id = c.mutate(|s| ports::create(s, &a, &json!({"port": {"network_id": net, "binding:host_id": h}}))).unwrap().meta.id;
+                    ports.push(id);
+                }
+                2 if !ports.is_empty() => {
+                    let id = ports[next(ports.len())].clone();
+                    let h = hosts[next(4)];
+                    c.mutate(|s| ports::update(s, &a, &id, &json!({"port": {"binding:host_id": h, "name": format!("s{step}")}}), None)).unwrap();
+                }
+                3 if !ports.is_empty() => {
+                    let id = ports.remove(next(ports.len()));
+                    c.mutate(|s| ports::delete(s, &a, &id, None)).unwrap();
+                }
+                _ => {}
+            }
+            c.verify_compiled().unwrap_or_else(|e| panic!("step {step}: {e}"));
+        }
+        let (full, incremental) = c.verify_compiled().unwrap();
+        assert!(incremental > 200, "most port changes must take the incremental path: {incremental} incremental, {full} full");
     }
 
     #[test]

@@ -148,6 +148,15 @@ impl Core {
         self.compiler.lock().expect("compiler lock poisoned").update(host, since, snapshot)
     }
 
+    /// Checks the incrementally maintained configuration against a full
+    /// compilation; returns (full recompiles, incremental commits).
+    pub fn verify_compiled(&self) -> Result<(u64, u64), String> {
+        let state = self.read();
+        let c = self.compiler.lock().expect("compiler lock poisoned");
+        c.verify(&state)?;
+        Ok((c.compiles, c.incremental))
+    }
+
     /// Compiled entries per host.
     pub fn compiled_sizes(&self) -> std::collections::BTreeMap<String, usize> {
         self.compiler.lock().expect("compiler lock poisoned").sizes()
