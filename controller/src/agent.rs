@@ -77,6 +77,9 @@ pub struct Agent {
     written: BTreeMap<u32, PortInfo>,
     started_at_ms: u64,
     controller_ok: Option<bool>,
+    /// The uplink's IPv4 address, refreshed on every full reconcile (a
+    /// netlink dump is too costly to repeat on every update).
+    underlay_ip: Option<String>,
 }
 
 /// Interfaces of this process's network namespace: (ifindex, name).
@@ -156,6 +159,7 @@ impl Agent {
             written,
             started_at_ms: now_ms(),
             controller_ok: None,
+            underlay_ip: None,
         };
         agent.forget_vanished_pins()?;
         Ok(agent)
@@ -215,9 +219,35 @@ impl Agent {
         true
     }
 
-    /// One reconcile pass: attach to new interfaces, forget vanished ones,
-    /// write and remove ports.
+    /// After an update: resolve just the taps of configured ports that are
+    /// not attached yet (one ioctl each, no interface dump), then write and
+    /// remove ports. Cost: proportional to the host's ports, not to every
+    /// interface's details.
+    pub fn realise(&mut self) -> anyhow::Result<()> {
+        let missing: Vec<String> = self
+            .desired
+            .values()
+            .filter_map(|e| if let Entry::Port(p) = e { Some(p.tap.clone()) } else { None })
+            .filter(|t| self.attached.get(t).is_none_or(|a| a.error.is_some()))
+            .collect();
+        for tap in missing {
+            let Ok(ifindex) = nix::net::if_::if_nametoindex(tap.as_str()) else { continue };
+            let error = match self.dp.attach(Attach::Port, &tap) {
+                Ok(()) => {
+                    tracing::info!(iface = %tap, ifindex, program = Attach::Port.program(), "attached");
+                    None
+                }
+                Err(e) => Some(format!("{e:#}")),
+            };
+            self.attached.insert(tap, Attached { ifindex, role: Role::Port, error });
+        }
+        self.reconcile_ports()
+    }
+
+    /// One full reconcile pass: attach to new interfaces, forget vanished
+    /// ones, write and remove ports.
     pub fn reconcile(&mut self) -> anyhow::Result<()> {
+        self.underlay_ip = self.cfg.uplinks.iter().find_map(|u| ipv4_of(u)).map(|ip| ip.to_string());
         let present = interfaces()?;
         for (ifindex, name) in &present {
             let Some(role) = self.role_of(name) else { continue };
@@ -326,7 +356,7 @@ impl Agent {
             pin_dir: self.cfg.pin_dir().display().to_string(),
             interfaces,
             drops,
-            underlay_ip: self.cfg.uplinks.iter().find_map(|u| ipv4_of(u)).map(|ip| ip.to_string()),
+            underlay_ip: self.underlay_ip.clone(),
             realised_revision: self.revision.load(Ordering::SeqCst),
             ports: self.ports.values().cloned().collect(),
             maps,
@@ -389,7 +419,7 @@ impl Agent {
                         }
                     }
                     drop(_span);
-                    if let Err(e) = self.reconcile() {
+                    if let Err(e) = self.realise() {
                         tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
                     }
                     self.send_report().await;
