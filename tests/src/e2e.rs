@@ -60,6 +60,8 @@ pub struct Cloud {
     pub socket: PathBuf,
     /// Processes started through the harness, by run name (reaped on stop/drop).
     children: Mutex<Vec<(String, Child)>>,
+    /// Seconds between the agents' full reconcile passes.
+    pub agent_interval: String,
 }
 
 impl Cloud {
@@ -79,6 +81,7 @@ impl Cloud {
             api,
             socket,
             children: Mutex::new(Vec::new()),
+            agent_interval: std::env::var("STRATO_AGENT_INTERVAL").unwrap_or_else(|_| "0.2".into()),
         };
         cloud.start_controller();
         for h in cloud.region.hosts() {
@@ -154,7 +157,7 @@ impl Cloud {
             "--uplink",
             &h.uplink,
             "--interval",
-            "0.2",
+            &self.agent_interval,
             "--controller",
         ])
         .arg(format!("unix:{}", self.socket.display()));
