@@ -34,7 +34,7 @@ test: bootstrap
 test-unit test-program test-e2e: bootstrap
 	@./scripts/test $(patsubst test-%,%,$@)
 
-bench: build
+bench: bootstrap
 	@./scripts/bench
 
 lint:
