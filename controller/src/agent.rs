@@ -37,7 +37,9 @@ use crate::{
     client::{self, Endpoint},
     compile::{Entry, PortEntry, Update, UpdateKind},
     dataplane::{Attach, Dataplane},
-    report::{now_ms, DropReport, HostReport, IfCounters, InterfaceReport, PortReport, PortState, Role},
+    report::{
+        now_ms, DropReport, HostReport, IfCounters, InterfaceReport, PortReport, PortState, Role,
+    },
 };
 
 #[derive(Clone, Debug)]
@@ -85,7 +87,10 @@ pub struct Agent {
 /// Interfaces of this process's network namespace: (ifindex, name).
 pub fn interfaces() -> anyhow::Result<Vec<(u32, String)>> {
     let list = nix::net::if_::if_nameindex().context("listing interfaces (if_nameindex)")?;
-    Ok(list.iter().map(|i| (i.index(), i.name().to_string_lossy().into_owned())).collect())
+    Ok(list
+        .iter()
+        .map(|i| (i.index(), i.name().to_string_lossy().into_owned()))
+        .collect())
 }
 
 /// The first IPv4 address of `iface`.
@@ -100,10 +105,17 @@ fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
 
 fn check_bpffs(root: &Path) -> anyhow::Result<()> {
     let bpffs = Path::new("/sys/fs/bpf");
-    let st = nix::sys::statfs::statfs(bpffs)
-        .with_context(|| format!("{} is not accessible: mount bpffs there (mount -t bpf bpf /sys/fs/bpf)", bpffs.display()))?;
+    let st = nix::sys::statfs::statfs(bpffs).with_context(|| {
+        format!(
+            "{} is not accessible: mount bpffs there (mount -t bpf bpf /sys/fs/bpf)",
+            bpffs.display()
+        )
+    })?;
     if st.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
-        anyhow::bail!("{} is not a bpf filesystem: mount -t bpf bpf /sys/fs/bpf", bpffs.display());
+        anyhow::bail!(
+            "{} is not a bpf filesystem: mount -t bpf bpf /sys/fs/bpf",
+            bpffs.display()
+        );
     }
     if !root.starts_with(bpffs) {
         tracing::warn!(pin_root = %root.display(), "pin root is outside /sys/fs/bpf");
@@ -112,7 +124,10 @@ fn check_bpffs(root: &Path) -> anyhow::Result<()> {
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s.split(':').filter_map(|p| u8::from_str_radix(p, 16).ok()).collect();
+    let v: Vec<u8> = s
+        .split(':')
+        .filter_map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
     v.try_into().ok()
 }
 
@@ -132,13 +147,25 @@ fn port_info(p: &PortEntry, desired: &BTreeMap<String, Entry>) -> PortInfo {
         .and_then(|(subnet, ip)| {
             let ip: Ipv4Addr = ip.parse().ok()?;
             let prefix = match desired.get(&format!("network/{}", p.network_id)) {
-                Some(Entry::Network(n)) => n.subnets.iter().find(|s| &s.id == subnet).and_then(|s| s.cidr.split('/').nth(1)?.parse().ok()),
+                Some(Entry::Network(n)) => n
+                    .subnets
+                    .iter()
+                    .find(|s| &s.id == subnet)
+                    .and_then(|s| s.cidr.split('/').nth(1)?.parse().ok()),
                 _ => None,
             };
             Some((ip.octets(), prefix.unwrap_or(32)))
         })
         .unwrap_or(([0; 4], 0));
-    PortInfo { vni: p.vni, flags, mac: parse_mac(&p.mac).unwrap_or_default(), mtu: p.mtu as u16, ipv4, prefix_len, _pad: [0; 3] }
+    PortInfo {
+        vni: p.vni,
+        flags,
+        mac: parse_mac(&p.mac).unwrap_or_default(),
+        mtu: p.mtu as u16,
+        ipv4,
+        prefix_len,
+        _pad: [0; 3],
+    }
 }
 
 impl Agent {
@@ -185,7 +212,12 @@ impl Agent {
     fn role_of(&self, name: &str) -> Option<Role> {
         if self.cfg.uplinks.iter().any(|u| u == name) {
             Some(Role::Uplink)
-        } else if self.cfg.port_prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+        } else if self
+            .cfg
+            .port_prefixes
+            .iter()
+            .any(|p| name.starts_with(p.as_str()))
+        {
             Some(Role::Port)
         } else {
             None
@@ -203,7 +235,11 @@ impl Agent {
             }
             UpdateKind::Delta => {
                 if u.from != current || !self.have_snapshot {
-                    tracing::warn!(from = u.from, have = current, "delta does not follow the applied revision; resyncing");
+                    tracing::warn!(
+                        from = u.from,
+                        have = current,
+                        "delta does not follow the applied revision; resyncing"
+                    );
                     return false;
                 }
                 for k in &u.deletes {
@@ -215,7 +251,11 @@ impl Agent {
             }
         }
         self.revision.store(u.revision, Ordering::SeqCst);
-        tracing::debug!(revision = u.revision, entries = self.desired.len(), "configuration applied");
+        tracing::debug!(
+            revision = u.revision,
+            entries = self.desired.len(),
+            "configuration applied"
+        );
         true
     }
 
@@ -227,11 +267,19 @@ impl Agent {
         let missing: Vec<String> = self
             .desired
             .values()
-            .filter_map(|e| if let Entry::Port(p) = e { Some(p.tap.clone()) } else { None })
+            .filter_map(|e| {
+                if let Entry::Port(p) = e {
+                    Some(p.tap.clone())
+                } else {
+                    None
+                }
+            })
             .filter(|t| self.attached.get(t).is_none_or(|a| a.error.is_some()))
             .collect();
         for tap in missing {
-            let Ok(ifindex) = nix::net::if_::if_nametoindex(tap.as_str()) else { continue };
+            let Ok(ifindex) = nix::net::if_::if_nametoindex(tap.as_str()) else {
+                continue;
+            };
             let error = match self.dp.attach(Attach::Port, &tap) {
                 Ok(()) => {
                     tracing::info!(iface = %tap, ifindex, program = Attach::Port.program(), "attached");
@@ -239,7 +287,14 @@ impl Agent {
                 }
                 Err(e) => Some(format!("{e:#}")),
             };
-            self.attached.insert(tap, Attached { ifindex, role: Role::Port, error });
+            self.attached.insert(
+                tap,
+                Attached {
+                    ifindex,
+                    role: Role::Port,
+                    error,
+                },
+            );
         }
         self.reconcile_ports()
     }
@@ -247,16 +302,27 @@ impl Agent {
     /// One full reconcile pass: attach to new interfaces, forget vanished
     /// ones, write and remove ports.
     pub fn reconcile(&mut self) -> anyhow::Result<()> {
-        self.underlay_ip = self.cfg.uplinks.iter().find_map(|u| ipv4_of(u)).map(|ip| ip.to_string());
+        self.underlay_ip = self
+            .cfg
+            .uplinks
+            .iter()
+            .find_map(|u| ipv4_of(u))
+            .map(|ip| ip.to_string());
         let present = interfaces()?;
         for (ifindex, name) in &present {
-            let Some(role) = self.role_of(name) else { continue };
+            let Some(role) = self.role_of(name) else {
+                continue;
+            };
             if let Some(a) = self.attached.get(name) {
                 if a.ifindex == *ifindex && a.error.is_none() {
                     continue;
                 }
             }
-            let which = if role == Role::Uplink { Attach::Uplink } else { Attach::Port };
+            let which = if role == Role::Uplink {
+                Attach::Uplink
+            } else {
+                Attach::Port
+            };
             let error = match self.dp.attach(which, name) {
                 Ok(()) => {
                     tracing::info!(iface = %name, ifindex, program = which.program(), "attached");
@@ -271,9 +337,21 @@ impl Agent {
                     Some(msg)
                 }
             };
-            self.attached.insert(name.clone(), Attached { ifindex: *ifindex, role, error });
+            self.attached.insert(
+                name.clone(),
+                Attached {
+                    ifindex: *ifindex,
+                    role,
+                    error,
+                },
+            );
         }
-        let gone: Vec<String> = self.attached.keys().filter(|n| !present.iter().any(|(_, p)| p == *n)).cloned().collect();
+        let gone: Vec<String> = self
+            .attached
+            .keys()
+            .filter(|n| !present.iter().any(|(_, p)| p == *n))
+            .cloned()
+            .collect();
         for name in gone {
             tracing::info!(iface = %name, "interface gone; detaching");
             self.attached.remove(&name);
@@ -290,7 +368,9 @@ impl Agent {
             let attached = self.attached.get(&p.tap);
             let (state, ifindex, error) = match attached {
                 None => (PortState::Waiting, None, None),
-                Some(a) if a.error.is_some() => (PortState::Error, Some(a.ifindex), a.error.clone()),
+                Some(a) if a.error.is_some() => {
+                    (PortState::Error, Some(a.ifindex), a.error.clone())
+                }
                 Some(a) => {
                     let info = port_info(p, &self.desired);
                     wanted.insert(a.ifindex, info);
@@ -301,7 +381,16 @@ impl Agent {
                                 tracing::info!(port = %p.id, tap = %p.tap, ifindex = a.ifindex, vni = p.vni, "port written")
                             }
                             Err(e) => {
-                                reports.insert(p.id.clone(), PortReport { id: p.id.clone(), tap: p.tap.clone(), ifindex: Some(a.ifindex), state: PortState::Error, error: Some(format!("{e:#}")) });
+                                reports.insert(
+                                    p.id.clone(),
+                                    PortReport {
+                                        id: p.id.clone(),
+                                        tap: p.tap.clone(),
+                                        ifindex: Some(a.ifindex),
+                                        state: PortState::Error,
+                                        error: Some(format!("{e:#}")),
+                                    },
+                                );
                                 continue;
                             }
                         }
@@ -309,12 +398,26 @@ impl Agent {
                     (PortState::Active, Some(a.ifindex), None)
                 }
             };
-            reports.insert(p.id.clone(), PortReport { id: p.id.clone(), tap: p.tap.clone(), ifindex, state, error });
+            reports.insert(
+                p.id.clone(),
+                PortReport {
+                    id: p.id.clone(),
+                    tap: p.tap.clone(),
+                    ifindex,
+                    state,
+                    error,
+                },
+            );
         }
         // Entries the configuration no longer has: removed once we know the
         // whole configuration (a snapshot arrived).
         if self.have_snapshot {
-            let stale: Vec<u32> = self.written.keys().filter(|i| !wanted.contains_key(i)).copied().collect();
+            let stale: Vec<u32> = self
+                .written
+                .keys()
+                .filter(|i| !wanted.contains_key(i))
+                .copied()
+                .collect();
             for ifindex in stale {
                 self.dp.remove_port(ifindex).context("removing a port")?;
                 self.written.remove(&ifindex);
@@ -327,7 +430,11 @@ impl Agent {
 
     pub fn report(&mut self) -> anyhow::Result<HostReport> {
         let counters = self.dp.counters().context("reading counters")?;
-        let names: BTreeMap<u32, &str> = self.attached.iter().map(|(n, a)| (a.ifindex, n.as_str())).collect();
+        let names: BTreeMap<u32, &str> = self
+            .attached
+            .iter()
+            .map(|(n, a)| (a.ifindex, n.as_str()))
+            .collect();
         let interfaces = self
             .attached
             .iter()
@@ -336,18 +443,34 @@ impl Agent {
                 ifindex: a.ifindex,
                 role: a.role.clone(),
                 error: a.error.clone(),
-                counters: counters.interfaces.get(&a.ifindex).copied().map(IfCounters::from).unwrap_or_default(),
+                counters: counters
+                    .interfaces
+                    .get(&a.ifindex)
+                    .copied()
+                    .map(IfCounters::from)
+                    .unwrap_or_default(),
             })
             .collect();
         let drops = counters
             .drops
             .iter()
-            .filter_map(|((ifindex, reason), s)| names.get(ifindex).map(|n| DropReport::new(n, *reason, *s)))
+            .filter_map(|((ifindex, reason), s)| {
+                names.get(ifindex).map(|n| DropReport::new(n, *reason, *s))
+            })
             .collect();
         let mut maps = BTreeMap::new();
-        maps.insert(dataplane_common::maps::PORTS.to_owned(), self.written.len() as u64);
-        maps.insert(dataplane_common::maps::IF_STATS.to_owned(), counters.interfaces.len() as u64);
-        maps.insert(dataplane_common::maps::DROP_STATS.to_owned(), counters.drops.len() as u64);
+        maps.insert(
+            dataplane_common::maps::PORTS.to_owned(),
+            self.written.len() as u64,
+        );
+        maps.insert(
+            dataplane_common::maps::IF_STATS.to_owned(),
+            counters.interfaces.len() as u64,
+        );
+        maps.insert(
+            dataplane_common::maps::DROP_STATS.to_owned(),
+            counters.drops.len() as u64,
+        );
         Ok(HostReport {
             host: self.cfg.host.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -364,7 +487,9 @@ impl Agent {
     }
 
     async fn send_report(&mut self) {
-        let Some(ep) = self.cfg.controller.clone() else { return };
+        let Some(ep) = self.cfg.controller.clone() else {
+            return;
+        };
         let report = match self.report() {
             Ok(r) => r,
             Err(e) => {
@@ -392,12 +517,22 @@ impl Agent {
 
     /// Runs until `shutdown` resolves. Programs stay attached afterwards
     /// unless `detach_on_exit`.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>, detach_on_exit: bool) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+        detach_on_exit: bool,
+    ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Update>>(64);
         let resync = Arc::new(AtomicU64::new(0));
         if let Some(ep) = self.cfg.controller.clone() {
-            tokio::spawn(watch(ep, self.cfg.host.clone(), self.revision.clone(), resync.clone(), tx));
+            tokio::spawn(watch(
+                ep,
+                self.cfg.host.clone(),
+                self.revision.clone(),
+                resync.clone(),
+                tx,
+            ));
         }
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -448,14 +583,24 @@ impl Agent {
 
 /// Follows the host's configuration stream, reconnecting with the last
 /// applied revision (or 0 after a failed delta, which yields a snapshot).
-async fn watch(ep: Endpoint, host: String, applied: Arc<AtomicU64>, resync: Arc<AtomicU64>, tx: tokio::sync::mpsc::Sender<Option<Update>>) {
+async fn watch(
+    ep: Endpoint,
+    host: String,
+    applied: Arc<AtomicU64>,
+    resync: Arc<AtomicU64>,
+    tx: tokio::sync::mpsc::Sender<Option<Update>>,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut seen_resync = 0;
     let mut first = true;
     loop {
         let r = resync.load(Ordering::SeqCst);
         // At start and after a failed delta: ask for a snapshot.
-        let since = if first || r != seen_resync { 0 } else { applied.load(Ordering::SeqCst) };
+        let since = if first || r != seen_resync {
+            0
+        } else {
+            applied.load(Ordering::SeqCst)
+        };
         seen_resync = r;
         first = false;
         let path = format!("/internal/v1/hosts/{host}/watch?since={since}");
@@ -491,11 +636,14 @@ async fn follow(
             .context("watch silent for 16 s")?;
         let Some(frame) = frame else { return Ok(()) };
         let frame = frame.context("reading the watch stream")?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         buf.extend_from_slice(&data);
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
-            let v: serde_json::Value = serde_json::from_slice(&line).context("watch line is not JSON")?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&line).context("watch line is not JSON")?;
             if v.get("kind").and_then(|k| k.as_str()) == Some("heartbeat") {
                 continue;
             }

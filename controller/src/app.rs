@@ -32,6 +32,11 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, core: Core) -> App {
-        App { config, core, hosts: Hosts::new(), stopping: tokio::sync::watch::Sender::new(false) }
+        App {
+            config,
+            core,
+            hosts: Hosts::new(),
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
     }
 }

@@ -6,8 +6,8 @@
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
 use http_body_util::{BodyExt as _, Full};
-pub use hyper::{HeaderMap, Method, StatusCode};
 use hyper::{body::Bytes, Request};
+pub use hyper::{HeaderMap, Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::{TcpStream, UnixStream};
@@ -152,7 +152,9 @@ async fn exchange(
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| ClientError::BadRequest { reason: e.to_string() })?;
+        .map_err(|e| ClientError::BadRequest {
+            reason: e.to_string(),
+        })?;
     let r = match endpoint {
         Endpoint::Tcp(addr) => {
             let stream = TcpStream::connect(addr).await.map_err(connect_err)?;
@@ -166,7 +168,10 @@ async fn exchange(
     Ok(r)
 }
 
-async fn send<S>(stream: S, req: Request<Full<Bytes>>) -> Result<(StatusCode, hyper::HeaderMap, Bytes), hyper::Error>
+async fn send<S>(
+    stream: S,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, hyper::HeaderMap, Bytes), hyper::Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -183,9 +188,18 @@ where
 
 /// Opens a streaming GET (the configuration watch); the caller reads the
 /// body frame by frame. Non-2xx is an error carrying the body.
-pub async fn stream(endpoint: &Endpoint, path: &str) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-    let connect_err = |source| ClientError::Connect { endpoint: endpoint.clone(), source };
-    let http_err = |source| ClientError::Http { endpoint: endpoint.clone(), source };
+pub async fn stream(
+    endpoint: &Endpoint,
+    path: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    let connect_err = |source| ClientError::Connect {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    let http_err = |source| ClientError::Http {
+        endpoint: endpoint.clone(),
+        source,
+    };
     let req = Request::builder()
         .method(Method::GET)
         .uri(path)
@@ -196,25 +210,50 @@ pub async fn stream(endpoint: &Endpoint, path: &str) -> Result<hyper::Response<h
         Endpoint::Tcp(addr) => {
             let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
                 .await
-                .map_err(|_| ClientError::Timeout { endpoint: endpoint.clone(), timeout: Duration::from_secs(5) })?
+                .map_err(|_| ClientError::Timeout {
+                    endpoint: endpoint.clone(),
+                    timeout: Duration::from_secs(5),
+                })?
                 .map_err(connect_err)?;
-            let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(http_err)?;
-            (tx, tokio::spawn(async move { let _ = c.await; }))
+            let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                .await
+                .map_err(http_err)?;
+            (
+                tx,
+                tokio::spawn(async move {
+                    let _ = c.await;
+                }),
+            )
         }
         Endpoint::Unix(p) => {
             let s = UnixStream::connect(p).await.map_err(connect_err)?;
-            let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(http_err)?;
-            (tx, tokio::spawn(async move { let _ = c.await; }))
+            let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                .await
+                .map_err(http_err)?;
+            (
+                tx,
+                tokio::spawn(async move {
+                    let _ = c.await;
+                }),
+            )
         }
     };
     drop(conn);
     let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
         .await
-        .map_err(|_| ClientError::Timeout { endpoint: endpoint.clone(), timeout: Duration::from_secs(5) })?
+        .map_err(|_| ClientError::Timeout {
+            endpoint: endpoint.clone(),
+            timeout: Duration::from_secs(5),
+        })?
         .map_err(http_err)?;
     if !resp.status().is_success() {
         let status = resp.status();
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         return Err(ClientError::Status {
             endpoint: endpoint.clone(),
             method: Method::GET,

@@ -47,7 +47,12 @@ pub fn write(path: &Path, clouds: &[Cloud<'_>]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(render(clouds).as_bytes())?;
         f.sync_all()?;
     }
@@ -60,8 +65,17 @@ mod tests {
 
     #[test]
     fn renders_quoted_yaml() {
-        let y = render(&[Cloud { name: "strato-admin", auth_url: "http://127.0.0.1:9696/v3", username: "admin", password: "p\"w: x", project: "admin", region: "RegionOne" }]);
-        assert!(y.contains("  \"strato-admin\":\n    auth:\n      auth_url: \"http://127.0.0.1:9696/v3\""));
+        let y = render(&[Cloud {
+            name: "strato-admin",
+            auth_url: "http://127.0.0.1:9696/v3",
+            username: "admin",
+            password: "p\"w: x",
+            project: "admin",
+            region: "RegionOne",
+        }]);
+        assert!(y.contains(
+            "  \"strato-admin\":\n    auth:\n      auth_url: \"http://127.0.0.1:9696/v3\""
+        ));
         assert!(y.contains("password: \"p\\\"w: x\""), "{y}");
     }
 }

@@ -176,7 +176,11 @@ fn port_entry(state: &State, p: &Port) -> Option<Entry> {
         vni: n.vni,
         mtu: n.mtu,
         mac: p.mac_address.clone(),
-        ips: p.fixed_ips.iter().map(|f| (f.subnet_id.clone(), f.ip_address.clone())).collect(),
+        ips: p
+            .fixed_ips
+            .iter()
+            .map(|f| (f.subnet_id.clone(), f.ip_address.clone()))
+            .collect(),
         port_security_enabled: p.port_security_enabled,
         allowed_address_pairs: p.allowed_address_pairs.clone(),
         admin_state_up: p.admin_state_up,
@@ -210,13 +214,23 @@ pub struct Index<'s> {
 
 impl<'s> Index<'s> {
     pub fn new(state: &'s State) -> Index<'s> {
-        let mut ix = Index { router_ifaces: Vec::new(), vm_ports_by_net: HashMap::new(), vm_ports_by_host: HashMap::new() };
+        let mut ix = Index {
+            router_ifaces: Vec::new(),
+            vm_ports_by_net: HashMap::new(),
+            vm_ports_by_host: HashMap::new(),
+        };
         for p in state.ports.values() {
             if p.device_owner == OWNER_ROUTER_INTERFACE {
                 ix.router_ifaces.push(p);
             } else if !p.binding_host_id.is_empty() {
-                ix.vm_ports_by_net.entry(p.network_id.as_str()).or_default().push(p);
-                ix.vm_ports_by_host.entry(p.binding_host_id.as_str()).or_default().push(p);
+                ix.vm_ports_by_net
+                    .entry(p.network_id.as_str())
+                    .or_default()
+                    .push(p);
+                ix.vm_ports_by_host
+                    .entry(p.binding_host_id.as_str())
+                    .or_default()
+                    .push(p);
             }
         }
         ix
@@ -226,8 +240,12 @@ impl<'s> Index<'s> {
     /// network attached to its router.
     fn domain(&self, network_id: &str) -> BTreeSet<String> {
         let mut out = BTreeSet::from([network_id.to_owned()]);
-        let routers: BTreeSet<&str> =
-            self.router_ifaces.iter().filter(|p| p.network_id == network_id).map(|p| p.device_id.as_str()).collect();
+        let routers: BTreeSet<&str> = self
+            .router_ifaces
+            .iter()
+            .filter(|p| p.network_id == network_id)
+            .map(|p| p.device_id.as_str())
+            .collect();
         for p in &self.router_ifaces {
             if routers.contains(p.device_id.as_str()) {
                 out.insert(p.network_id.clone());
@@ -237,7 +255,10 @@ impl<'s> Index<'s> {
     }
 
     fn router_of(&self, network_id: &str) -> Option<String> {
-        self.router_ifaces.iter().find(|p| p.network_id == network_id).map(|p| p.device_id.clone())
+        self.router_ifaces
+            .iter()
+            .find(|p| p.network_id == network_id)
+            .map(|p| p.device_id.clone())
     }
 }
 
@@ -248,7 +269,11 @@ fn is_vm_port(p: &Port) -> bool {
 /// Compiles one host from scratch.
 pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<String, Entry> {
     let mut entries = BTreeMap::new();
-    let local: &[&Port] = ix.vm_ports_by_host.get(host).map(Vec::as_slice).unwrap_or(&[]);
+    let local: &[&Port] = ix
+        .vm_ports_by_host
+        .get(host)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     let mut networks = BTreeSet::new();
     let mut seen_nets = BTreeSet::new();
     for p in local {
@@ -263,7 +288,9 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
     }
     let mut routers = BTreeSet::new();
     for nid in &networks {
-        let Some(n) = state.networks.get(nid) else { continue };
+        let Some(n) = state.networks.get(nid) else {
+            continue;
+        };
         let router_id = ix.router_of(nid);
         if let Some(r) = &router_id {
             routers.insert(r.clone());
@@ -287,16 +314,31 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
             })
             .collect();
         subnets.sort_by(|a, b| a.id.cmp(&b.id));
-        let e = Entry::Network(NetworkEntry { id: nid.clone(), vni: n.vni, mtu: n.mtu, admin_state_up: n.admin_state_up, router_id, subnets });
+        let e = Entry::Network(NetworkEntry {
+            id: nid.clone(),
+            vni: n.vni,
+            mtu: n.mtu,
+            admin_state_up: n.admin_state_up,
+            router_id,
+            subnets,
+        });
         entries.insert(e.key(), e);
-        for p in ix.vm_ports_by_net.get(nid.as_str()).into_iter().flatten().filter(|p| p.binding_host_id != host) {
+        for p in ix
+            .vm_ports_by_net
+            .get(nid.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|p| p.binding_host_id != host)
+        {
             if let Some(e) = remote_entry(state, p) {
                 entries.insert(e.key(), e);
             }
         }
     }
     for rid in routers {
-        let Some(r) = state.routers.get(&rid) else { continue };
+        let Some(r) = state.routers.get(&rid) else {
+            continue;
+        };
         let mut interfaces: Vec<RouterInterface> = ix
             .router_ifaces
             .iter()
@@ -316,7 +358,12 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
             })
             .collect();
         interfaces.sort_by(|a, b| a.subnet_id.cmp(&b.subnet_id));
-        let e = Entry::Router(RouterEntry { id: rid.clone(), admin_state_up: r.admin_state_up, interfaces, routes: r.routes.clone() });
+        let e = Entry::Router(RouterEntry {
+            id: rid.clone(),
+            admin_state_up: r.admin_state_up,
+            interfaces,
+            routes: r.routes.clone(),
+        });
         entries.insert(e.key(), e);
     }
     entries
@@ -349,13 +396,27 @@ impl Compiler {
     /// Builds every host's configuration from the state (start-up).
     pub fn new(state: &State) -> Compiler {
         let mut c = Compiler::default();
-        let hosts: BTreeSet<String> = state.ports.values().filter(|p| is_vm_port(p)).map(|p| p.binding_host_id.clone()).chain(state.hosts.keys().cloned()).collect();
+        let hosts: BTreeSet<String> = state
+            .ports
+            .values()
+            .filter(|p| is_vm_port(p))
+            .map(|p| p.binding_host_id.clone())
+            .chain(state.hosts.keys().cloned())
+            .collect();
         let ix = Index::new(state);
         for h in hosts {
             let entries = compile_host(state, &ix, &h);
             c.compiles += 1;
             c.index(&h, &entries, true);
-            c.hosts.insert(h, HostConfig { revision: state.revision, entries, log: VecDeque::new(), truncated: state.revision });
+            c.hosts.insert(
+                h,
+                HostConfig {
+                    revision: state.revision,
+                    entries,
+                    log: VecDeque::new(),
+                    truncated: state.revision,
+                },
+            );
         }
         c
     }
@@ -366,7 +427,11 @@ impl Compiler {
         let mut out = BTreeSet::new();
         // Hosts whose current entries mention a touched object.
         for (h, cfg) in &self.hosts {
-            if cfg.entries.values().any(|e| mentions(e).iter().any(|id| touched.contains(*id))) {
+            if cfg
+                .entries
+                .values()
+                .any(|e| mentions(e).iter().any(|id| touched.contains(*id)))
+            {
                 out.insert(h.clone());
             }
         }
@@ -381,7 +446,9 @@ impl Compiler {
                     networks.insert(p.network_id.clone());
                 }
                 (Kind::Network, _) => drop(networks.insert(c.id())),
-                (Kind::Subnet, Change::Put(crate::model::Object::Subnet(s))) => drop(networks.insert(s.network_id.clone())),
+                (Kind::Subnet, Change::Put(crate::model::Object::Subnet(s))) => {
+                    drop(networks.insert(s.network_id.clone()))
+                }
                 (Kind::Router, _) => {
                     for p in ix.router_ifaces.iter().filter(|p| p.device_id == c.id()) {
                         networks.insert(p.network_id.clone());
@@ -391,7 +458,12 @@ impl Compiler {
                     // A host's (new) underlay address concerns everyone who
                     // shares a network with it, and the host itself.
                     out.insert(c.id());
-                    for p in ix.vm_ports_by_host.get(c.id().as_str()).into_iter().flatten() {
+                    for p in ix
+                        .vm_ports_by_host
+                        .get(c.id().as_str())
+                        .into_iter()
+                        .flatten()
+                    {
                         networks.insert(p.network_id.clone());
                     }
                 }
@@ -447,7 +519,9 @@ impl Compiler {
     }
 
     fn has(&self, host: &str, key: &str) -> bool {
-        self.hosts.get(host).is_some_and(|c| c.entries.contains_key(key))
+        self.hosts
+            .get(host)
+            .is_some_and(|c| c.entries.contains_key(key))
     }
 
     /// The common case in O(hosts of the domain): only VM ports changed and
@@ -468,7 +542,11 @@ impl Compiler {
         };
         for c in changes {
             let (id, port) = match c {
-                Change::Put(crate::model::Object::Port(p)) if p.device_owner != OWNER_ROUTER_INTERFACE => (p.meta.id.as_str(), Some(p)),
+                Change::Put(crate::model::Object::Port(p))
+                    if p.device_owner != OWNER_ROUTER_INTERFACE =>
+                {
+                    (p.meta.id.as_str(), Some(p))
+                }
                 Change::Delete(Kind::Port, id) => (id.as_str(), None),
                 _ => return None,
             };
@@ -481,11 +559,15 @@ impl Compiler {
                 // interface, whose removal also changes its router).
                 (None, None) => continue,
             };
-            let new_host = port.filter(|p| is_vm_port(p)).map(|p| p.binding_host_id.clone());
+            let new_host = port
+                .filter(|p| is_vm_port(p))
+                .map(|p| p.binding_host_id.clone());
             // Moving into a host that lacks the network, or out of the
             // last local port of a network, changes that host's domain.
             if let Some(h) = &new_host {
-                if old.as_ref().map(|(o, _)| o) != Some(h) && !self.net_hosts.get(&net).is_some_and(|s| s.contains(h)) {
+                if old.as_ref().map(|(o, _)| o) != Some(h)
+                    && !self.net_hosts.get(&net).is_some_and(|s| s.contains(h))
+                {
                     return None;
                 }
             }
@@ -505,13 +587,17 @@ impl Compiler {
                 }
                 upsert(&mut edits, h, port_entry(state, p)?);
             }
-            let remote = port.filter(|p| is_vm_port(p)).and_then(|p| remote_entry(state, p));
+            let remote = port
+                .filter(|p| is_vm_port(p))
+                .and_then(|p| remote_entry(state, p));
             for h in self.net_hosts.get(&net).into_iter().flatten() {
                 let key = format!("remote/{id}");
                 match (&remote, new_host.as_deref() == Some(h.as_str())) {
                     (Some(e), false) => upsert(&mut edits, h, e.clone()),
                     _ => {
-                        if self.has(h, &key) || edits.get(h).is_some_and(|(u, _)| u.contains_key(&key)) {
+                        if self.has(h, &key)
+                            || edits.get(h).is_some_and(|(u, _)| u.contains_key(&key))
+                        {
                             delete(&mut edits, h, key);
                         }
                     }
@@ -526,7 +612,12 @@ impl Compiler {
         if let Some(edits) = self.incremental_edits(state, changes) {
             self.incremental += 1;
             for (h, (upserts, deletes)) in edits {
-                let mut cfg = self.hosts.remove(&h).unwrap_or_else(|| HostConfig { revision: 0, entries: BTreeMap::new(), log: VecDeque::new(), truncated: 0 });
+                let mut cfg = self.hosts.remove(&h).unwrap_or_else(|| HostConfig {
+                    revision: 0,
+                    entries: BTreeMap::new(),
+                    log: VecDeque::new(),
+                    truncated: 0,
+                });
                 let mut up_keys = BTreeSet::new();
                 let mut del_keys = BTreeSet::new();
                 for k in deletes {
@@ -561,7 +652,12 @@ impl Compiler {
         for h in affected {
             let new = compile_host(state, &ix, &h);
             self.compiles += 1;
-            let mut cfg = self.hosts.remove(&h).unwrap_or_else(|| HostConfig { revision: 0, entries: BTreeMap::new(), log: VecDeque::new(), truncated: 0 });
+            let mut cfg = self.hosts.remove(&h).unwrap_or_else(|| HostConfig {
+                revision: 0,
+                entries: BTreeMap::new(),
+                log: VecDeque::new(),
+                truncated: 0,
+            });
             let mut upserts = BTreeSet::new();
             let mut deletes = BTreeSet::new();
             for (k, e) in &new {
@@ -582,7 +678,14 @@ impl Compiler {
         }
     }
 
-    fn record(&mut self, h: &str, cfg: &mut HostConfig, revision: u64, upserts: BTreeSet<String>, deletes: BTreeSet<String>) {
+    fn record(
+        &mut self,
+        h: &str,
+        cfg: &mut HostConfig,
+        revision: u64,
+        upserts: BTreeSet<String>,
+        deletes: BTreeSet<String>,
+    ) {
         if upserts.is_empty() && deletes.is_empty() {
             return;
         }
@@ -609,7 +712,9 @@ impl Compiler {
                     "host {h}: missing {:?}, extra {:?}, differing {:?}",
                     a.difference(&b).collect::<Vec<_>>(),
                     b.difference(&a).collect::<Vec<_>>(),
-                    a.intersection(&b).filter(|k| fresh.get(**k) != cfg.entries.get(**k)).collect::<Vec<_>>()
+                    a.intersection(&b)
+                        .filter(|k| fresh.get(**k) != cfg.entries.get(**k))
+                        .collect::<Vec<_>>()
                 ));
             }
         }
@@ -625,7 +730,12 @@ impl Compiler {
     /// configuration; otherwise `None` if it is up to date, a delta if the
     /// log reaches back to `since`, else a snapshot.
     pub fn update(&self, host: &str, since: u64, snapshot: bool) -> Option<Update> {
-        let empty = HostConfig { revision: 0, entries: BTreeMap::new(), log: VecDeque::new(), truncated: 0 };
+        let empty = HostConfig {
+            revision: 0,
+            entries: BTreeMap::new(),
+            log: VecDeque::new(),
+            truncated: 0,
+        };
         let cfg = self.hosts.get(host).unwrap_or(&empty);
         if !snapshot && since == cfg.revision {
             return None;
@@ -645,8 +755,18 @@ impl Compiler {
                     del.insert(k.clone());
                 }
             }
-            let upserts = up.iter().filter_map(|k| cfg.entries.get(k).cloned()).collect();
-            return Some(Update { kind: UpdateKind::Delta, host: host.to_owned(), from: since, revision: cfg.revision, upserts, deletes: del.into_iter().collect() });
+            let upserts = up
+                .iter()
+                .filter_map(|k| cfg.entries.get(k).cloned())
+                .collect();
+            return Some(Update {
+                kind: UpdateKind::Delta,
+                host: host.to_owned(),
+                from: since,
+                revision: cfg.revision,
+                upserts,
+                deletes: del.into_iter().collect(),
+            });
         }
         Some(Update {
             kind: UpdateKind::Snapshot,
@@ -660,7 +780,10 @@ impl Compiler {
 
     /// Number of entries per host (stratoctl, metrics).
     pub fn sizes(&self) -> BTreeMap<String, usize> {
-        self.hosts.iter().map(|(h, c)| (h.clone(), c.entries.len())).collect()
+        self.hosts
+            .iter()
+            .map(|(h, c)| (h.clone(), c.entries.len()))
+            .collect()
     }
 }
 
@@ -677,7 +800,14 @@ mod tests {
     };
 
     fn admin(p: &str) -> Auth {
-        Auth { user_id: "u".into(), user_name: "u".into(), project_id: p.into(), project_name: p.into(), roles: vec!["admin".into()], expires_unix: u64::MAX }
+        Auth {
+            user_id: "u".into(),
+            user_name: "u".into(),
+            project_id: p.into(),
+            project_name: p.into(),
+            roles: vec!["admin".into()],
+            expires_unix: u64::MAX,
+        }
     }
 
     fn setup() -> Core {
@@ -685,10 +815,23 @@ mod tests {
         c.mutate(|_| {
             let mut v = Vec::new();
             for p in ["p1", "p2"] {
-                v.push(Change::Put(Object::Project(Project { id: p.into(), name: p.into(), description: String::new(), domain_id: "default".into(), enabled: true })));
+                v.push(Change::Put(Object::Project(Project {
+                    id: p.into(),
+                    name: p.into(),
+                    description: String::new(),
+                    domain_id: "default".into(),
+                    enabled: true,
+                })));
             }
-            for (h, ip) in [("h1", "198.18.1.1"), ("h2", "198.18.1.3"), ("h3", "198.18.2.1")] {
-                v.push(Change::Put(Object::Host(HostRecord { name: h.into(), underlay_ip: ip.into() })));
+            for (h, ip) in [
+                ("h1", "198.18.1.1"),
+                ("h2", "198.18.1.3"),
+                ("h3", "198.18.2.1"),
+            ] {
+                v.push(Change::Put(Object::Host(HostRecord {
+                    name: h.into(),
+                    underlay_ip: ip.into(),
+                })));
             }
             Ok((v, ()))
         })
@@ -698,18 +841,61 @@ mod tests {
 
     /// A VPC: router with two networks; returns (net1, net2).
     fn vpc(c: &Core, a: &Auth) -> (String, String) {
-        let n1 = c.mutate(|s| networks::create(s, a, &json!({"network": {}}))).unwrap().meta.id;
-        let n2 = c.mutate(|s| networks::create(s, a, &json!({"network": {}}))).unwrap().meta.id;
-        let s1 = c.mutate(|s| subnets::create(s, a, &json!({"subnet": {"network_id": n1, "cidr": "10.0.1.0/24"}}))).unwrap().meta.id;
-        let s2 = c.mutate(|s| subnets::create(s, a, &json!({"subnet": {"network_id": n2, "cidr": "10.0.2.0/24"}}))).unwrap().meta.id;
-        let r = c.mutate(|s| routers::create(s, a, &json!({"router": {}}))).unwrap().meta.id;
-        c.mutate(|s| routers::add_interface(s, a, &r, &json!({"subnet_id": s1}))).unwrap();
-        c.mutate(|s| routers::add_interface(s, a, &r, &json!({"subnet_id": s2}))).unwrap();
+        let n1 = c
+            .mutate(|s| networks::create(s, a, &json!({"network": {}})))
+            .unwrap()
+            .meta
+            .id;
+        let n2 = c
+            .mutate(|s| networks::create(s, a, &json!({"network": {}})))
+            .unwrap()
+            .meta
+            .id;
+        let s1 = c
+            .mutate(|s| {
+                subnets::create(
+                    s,
+                    a,
+                    &json!({"subnet": {"network_id": n1, "cidr": "10.0.1.0/24"}}),
+                )
+            })
+            .unwrap()
+            .meta
+            .id;
+        let s2 = c
+            .mutate(|s| {
+                subnets::create(
+                    s,
+                    a,
+                    &json!({"subnet": {"network_id": n2, "cidr": "10.0.2.0/24"}}),
+                )
+            })
+            .unwrap()
+            .meta
+            .id;
+        let r = c
+            .mutate(|s| routers::create(s, a, &json!({"router": {}})))
+            .unwrap()
+            .meta
+            .id;
+        c.mutate(|s| routers::add_interface(s, a, &r, &json!({"subnet_id": s1})))
+            .unwrap();
+        c.mutate(|s| routers::add_interface(s, a, &r, &json!({"subnet_id": s2})))
+            .unwrap();
         (n1, n2)
     }
 
     fn bound_port(c: &Core, a: &Auth, net: &str, host: &str) -> String {
-        c.mutate(|s| ports::create(s, a, &json!({"port": {"network_id": net, "binding:host_id": host}}))).unwrap().meta.id
+        c.mutate(|s| {
+            ports::create(
+                s,
+                a,
+                &json!({"port": {"network_id": net, "binding:host_id": host}}),
+            )
+        })
+        .unwrap()
+        .meta
+        .id
     }
 
     fn keys(u: &Update) -> Vec<String> {
@@ -732,11 +918,40 @@ mod tests {
         assert_eq!(u.kind, UpdateKind::Snapshot);
         let k = keys(&u);
         assert!(k.contains(&format!("port/{pa}")) && k.contains(&format!("port/{pc}")));
-        assert!(k.contains(&format!("remote/{pb}")), "h1 must know where p1's other port is: {k:?}");
-        assert!(k.contains(&format!("network/{n2}")), "the whole routing domain: {k:?}");
-        let remote = u.upserts.iter().find_map(|e| if let Entry::Remote(r) = e { (r.port_id == pb).then_some(r.clone()) } else { None }).unwrap();
-        assert_eq!((remote.host.as_str(), remote.underlay_ip.as_str()), ("h3", "198.18.2.1"));
-        let router = u.upserts.iter().find_map(|e| if let Entry::Router(r) = e { Some(r.clone()) } else { None }).unwrap();
+        assert!(
+            k.contains(&format!("remote/{pb}")),
+            "h1 must know where p1's other port is: {k:?}"
+        );
+        assert!(
+            k.contains(&format!("network/{n2}")),
+            "the whole routing domain: {k:?}"
+        );
+        let remote = u
+            .upserts
+            .iter()
+            .find_map(|e| {
+                if let Entry::Remote(r) = e {
+                    (r.port_id == pb).then_some(r.clone())
+                } else {
+                    None
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            (remote.host.as_str(), remote.underlay_ip.as_str()),
+            ("h3", "198.18.2.1")
+        );
+        let router = u
+            .upserts
+            .iter()
+            .find_map(|e| {
+                if let Entry::Router(r) = e {
+                    Some(r.clone())
+                } else {
+                    None
+                }
+            })
+            .unwrap();
         assert_eq!(router.interfaces.len(), 2);
         // h2 has nothing.
         assert!(c.host_update("h2", 0, true).unwrap().upserts.is_empty());
@@ -758,18 +973,25 @@ mod tests {
         let d = c.host_update("h1", r1, false).expect("delta");
         assert_eq!(d.kind, UpdateKind::Delta);
         assert_eq!(keys(&d), vec![format!("remote/{p2}")]);
-        assert!(c.host_update("h3", r3_before, false).is_none(), "h3 is not concerned");
+        assert!(
+            c.host_update("h3", r3_before, false).is_none(),
+            "h3 is not concerned"
+        );
         // Delete it again: merged delta since r1 is empty upserts + delete.
         c.mutate(|s| ports::delete(s, &a, &p2, None)).unwrap();
         let d = c.host_update("h1", r1, false).expect("delta");
         assert!(d.upserts.is_empty());
         assert_eq!(d.deletes, vec![format!("remote/{p2}")]);
         // Unbinding the local port empties h1.
-        c.mutate(|s| ports::update(s, &a, &p1, &json!({"port": {"binding:host_id": ""}}), None)).unwrap();
+        c.mutate(|s| ports::update(s, &a, &p1, &json!({"port": {"binding:host_id": ""}}), None))
+            .unwrap();
         let s = c.host_update("h1", 0, true).unwrap();
         assert!(s.upserts.is_empty(), "{:?}", keys(&s));
         // An agent from the future or from before a restart gets a snapshot.
-        assert_eq!(c.host_update("h1", 9999, false).unwrap().kind, UpdateKind::Snapshot);
+        assert_eq!(
+            c.host_update("h1", 9999, false).unwrap().kind,
+            UpdateKind::Snapshot
+        );
     }
 
     /// Random port life cycles: after every commit the incrementally
@@ -780,8 +1002,19 @@ mod tests {
         let c = setup();
         let a = admin("p1");
         let (n1, n2) = vpc(&c, &a);
-        let n3 = c.mutate(|s| networks::create(s, &a, &json!({"network": {}}))).unwrap().meta.id; // not routed
-        c.mutate(|s| subnets::create(s, &a, &json!({"subnet": {"network_id": n3, "cidr": "10.0.3.0/24"}}))).unwrap();
+        let n3 = c
+            .mutate(|s| networks::create(s, &a, &json!({"network": {}})))
+            .unwrap()
+            .meta
+            .id; // not routed
+        c.mutate(|s| {
+            subnets::create(
+                s,
+                &a,
+                &json!({"subnet": {"network_id": n3, "cidr": "10.0.3.0/24"}}),
+            )
+        })
+        .unwrap();
         let nets = [n1, n2, n3];
         let hosts = ["h1", "h2", "h3", ""];
         let mut ports: Vec<String> = Vec::new();
@@ -797,13 +1030,32 @@ mod tests {
                 0 | 1 => {
                     let net = &nets[next(3)];
                     let h = hosts[next(4)];
-                    let id = c.mutate(|s| ports::create(s, &a, &json!({"port": {"network_id": net, "binding:host_id": h}}))).unwrap().meta.id;
+                    let id = c
+                        .mutate(|s| {
+                            ports::create(
+                                s,
+                                &a,
+                                &json!({"port": {"network_id": net, "binding:host_id": h}}),
+                            )
+                        })
+                        .unwrap()
+                        .meta
+                        .id;
                     ports.push(id);
                 }
                 2 if !ports.is_empty() => {
                     let id = ports[next(ports.len())].clone();
                     let h = hosts[next(4)];
-                    c.mutate(|s| ports::update(s, &a, &id, &json!({"port": {"binding:host_id": h, "name": format!("s{step}")}}), None)).unwrap();
+                    c.mutate(|s| {
+                        ports::update(
+                            s,
+                            &a,
+                            &id,
+                            &json!({"port": {"binding:host_id": h, "name": format!("s{step}")}}),
+                            None,
+                        )
+                    })
+                    .unwrap();
                 }
                 3 if !ports.is_empty() => {
                     let id = ports.remove(next(ports.len()));
@@ -811,7 +1063,8 @@ mod tests {
                 }
                 _ => {}
             }
-            c.verify_compiled().unwrap_or_else(|e| panic!("step {step}: {e}"));
+            c.verify_compiled()
+                .unwrap_or_else(|e| panic!("step {step}: {e}"));
         }
         let (full, incremental) = c.verify_compiled().unwrap();
         assert!(incremental > 200, "most port changes must take the incremental path: {incremental} incremental, {full} full");
@@ -825,11 +1078,24 @@ mod tests {
         bound_port(&c, &a, &n1, "h1");
         let start = c.host_update("h1", 0, true).unwrap().revision;
         for _ in 0..(DELTA_LOG + 5) {
-            c.mutate(|s| networks::update(s, &a, &n1, &json!({"network": {"name": format!("{}", s.revision)}}), None)).unwrap();
+            c.mutate(|s| {
+                networks::update(
+                    s,
+                    &a,
+                    &n1,
+                    &json!({"network": {"name": format!("{}", s.revision)}}),
+                    None,
+                )
+            })
+            .unwrap();
             // name changes do not alter compiled entries; touch the MTU instead.
             let mtu = 1000 + (c.read().revision % 400) as i64;
-            c.mutate(|s| networks::update(s, &a, &n1, &json!({"network": {"mtu": mtu}}), None)).unwrap();
+            c.mutate(|s| networks::update(s, &a, &n1, &json!({"network": {"mtu": mtu}}), None))
+                .unwrap();
         }
-        assert_eq!(c.host_update("h1", start, false).unwrap().kind, UpdateKind::Snapshot);
+        assert_eq!(
+            c.host_update("h1", start, false).unwrap().kind,
+            UpdateKind::Snapshot
+        );
     }
 }

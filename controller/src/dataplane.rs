@@ -290,9 +290,18 @@ impl Dataplane {
 }
 
 impl Dataplane {
-    fn ports_map(&mut self) -> Result<aya::maps::HashMap<&mut MapData, u32, PortInfo>, DataplaneError> {
-        let map = self.ebpf.map_mut(maps::PORTS).ok_or(DataplaneError::Map { name: maps::PORTS, source: "missing".into() })?;
-        map.try_into().map_err(|e: aya::maps::MapError| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })
+    fn ports_map(
+        &mut self,
+    ) -> Result<aya::maps::HashMap<&mut MapData, u32, PortInfo>, DataplaneError> {
+        let map = self.ebpf.map_mut(maps::PORTS).ok_or(DataplaneError::Map {
+            name: maps::PORTS,
+            source: "missing".into(),
+        })?;
+        map.try_into()
+            .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+                name: maps::PORTS,
+                source: Box::new(e),
+            })
     }
 
     /// Every entry of the ports table.
@@ -300,7 +309,10 @@ impl Dataplane {
         let m = self.ports_map()?;
         let mut out = BTreeMap::new();
         for kv in m.iter() {
-            let (k, v) = kv.map_err(|e| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })?;
+            let (k, v) = kv.map_err(|e| DataplaneError::Map {
+                name: maps::PORTS,
+                source: Box::new(e),
+            })?;
             out.insert(k, v);
         }
         Ok(out)
@@ -309,27 +321,44 @@ impl Dataplane {
     /// Writes one port (a single map update: atomic for that port).
     pub fn set_port(&mut self, ifindex: u32, info: PortInfo) -> Result<(), DataplaneError> {
         let mut m = self.ports_map()?;
-        m.insert(ifindex, info, 0).map_err(|e| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })
+        m.insert(ifindex, info, 0).map_err(|e| DataplaneError::Map {
+            name: maps::PORTS,
+            source: Box::new(e),
+        })
     }
 
     pub fn remove_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         let mut m = self.ports_map()?;
         match m.remove(&ifindex) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(DataplaneError::Map { name: maps::PORTS, source: Box::new(e) }),
+            Err(e) => Err(DataplaneError::Map {
+                name: maps::PORTS,
+                source: Box::new(e),
+            }),
         }
     }
 }
 
 /// The ports table a host's agent pinned under `pin_dir` (stratoctl, tests).
 pub fn read_pinned_ports(pin_dir: &Path) -> Result<BTreeMap<u32, PortInfo>, DataplaneError> {
-    let data = MapData::from_pin(pin_dir.join(maps::PORTS)).map_err(|e| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })?;
+    let data = MapData::from_pin(pin_dir.join(maps::PORTS)).map_err(|e| DataplaneError::Map {
+        name: maps::PORTS,
+        source: Box::new(e),
+    })?;
     let map = aya::maps::Map::HashMap(data);
     let m: aya::maps::HashMap<&MapData, u32, PortInfo> =
-        (&map).try_into().map_err(|e: aya::maps::MapError| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })?;
+        (&map)
+            .try_into()
+            .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+                name: maps::PORTS,
+                source: Box::new(e),
+            })?;
     let mut out = BTreeMap::new();
     for kv in m.iter() {
-        let (k, v) = kv.map_err(|e| DataplaneError::Map { name: maps::PORTS, source: Box::new(e) })?;
+        let (k, v) = kv.map_err(|e| DataplaneError::Map {
+            name: maps::PORTS,
+            source: Box::new(e),
+        })?;
         out.insert(k, v);
     }
     Ok(out)

@@ -16,7 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, kind: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError { status, kind: kind.into(), message: message.into() }
+        ApiError {
+            status,
+            kind: kind.into(),
+            message: message.into(),
+        }
     }
     /// 400 with Neutron's `InvalidInput` type.
     pub fn invalid(message: impl Into<String>) -> ApiError {
@@ -34,7 +38,11 @@ impl ApiError {
     /// 404 `<Kind>NotFound`, with Neutron's message form.
     pub fn not_found(kind: &str, id: &str) -> ApiError {
         let title = kind[..1].to_uppercase() + &kind[1..];
-        ApiError::new(404, format!("{title}NotFound"), format!("{title} {id} could not be found."))
+        ApiError::new(
+            404,
+            format!("{title}NotFound"),
+            format!("{title} {id} could not be found."),
+        )
     }
     pub fn conflict(kind: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError::new(409, kind, message)

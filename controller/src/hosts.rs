@@ -14,9 +14,14 @@ pub const HOST_LIVENESS: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub enum Command {
-    ReportHost { host: String, report: HostReport },
+    ReportHost {
+        host: String,
+        report: Box<HostReport>,
+    },
     ListHosts,
-    ShowHost { host: String },
+    ShowHost {
+        host: String,
+    },
 }
 
 #[derive(Debug)]
@@ -79,7 +84,7 @@ impl Hosts {
                     host.clone(),
                     Seen {
                         at_ms: now_ms(),
-                        report,
+                        report: *report,
                     },
                 );
                 if fresh {
@@ -113,7 +118,10 @@ impl Hosts {
         let hosts = self.hosts.lock().expect("hosts lock poisoned");
         hosts.get(host).is_some_and(|s| {
             now_ms().saturating_sub(s.at_ms) <= HOST_LIVENESS.as_millis() as u64
-                && s.report.ports.iter().any(|p| p.id == port_id && p.state == crate::report::PortState::Active)
+                && s.report
+                    .ports
+                    .iter()
+                    .any(|p| p.id == port_id && p.state == crate::report::PortState::Active)
         })
     }
 }
@@ -149,7 +157,7 @@ mod tests {
         let c = Hosts::new();
         c.apply(Command::ReportHost {
             host: "az1-c1".into(),
-            report: report("az1-c1"),
+            report: Box::new(report("az1-c1")),
         })
         .unwrap();
         match c
@@ -174,7 +182,7 @@ mod tests {
             let e = c
                 .apply(Command::ReportHost {
                     host: path.into(),
-                    report: report(body),
+                    report: Box::new(report(body)),
                 })
                 .unwrap_err();
             assert!(matches!(e, CommandError::BadRequest(_)), "{path:?}: {e:?}");

@@ -216,7 +216,13 @@ pub struct Quota {
 
 impl Quota {
     pub fn default_for(project_id: &str) -> Quota {
-        Quota { project_id: project_id.to_owned(), network: 100, subnet: 100, port: 500, router: 10 }
+        Quota {
+            project_id: project_id.to_owned(),
+            network: 100,
+            subnet: 100,
+            port: 500,
+            router: 10,
+        }
     }
 }
 
@@ -280,7 +286,9 @@ impl Object {
     }
 }
 
-/// One step of a commit.
+/// One step of a commit. Short-lived (a request's handful of changes), so
+/// the size of `Put` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Create or replace.
@@ -319,12 +327,20 @@ pub fn timestamp(unix: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, (secs / 60) % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 /// Unix seconds now.
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use crate::{
     compile::{Compiler, Update},
     error::ApiError,
     model::{
-        Assignment, Change, HostRecord, Kind, Network, Object, Port, Project, Quota, Role, Router, Subnet, Token, User,
+        Assignment, Change, HostRecord, Kind, Network, Object, Port, Project, Quota, Role, Router,
+        Subnet, Token, User,
     },
     store::{Store, StoreError},
 };
@@ -76,9 +77,16 @@ impl State {
 
     /// The quota of a project (defaults if never set).
     pub fn quota(&self, project_id: &str) -> Quota {
-        self.quotas.get(project_id).cloned().unwrap_or_else(|| Quota::default_for(project_id))
+        self.quotas
+            .get(project_id)
+            .cloned()
+            .unwrap_or_else(|| Quota::default_for(project_id))
     }
 }
+
+/// Revisions of change log kept in the store, and how often it is trimmed.
+const CHANGE_LOG_KEEP: u64 = 100_000;
+const CHANGE_LOG_COMPACT_EVERY: u64 = 1_000;
 
 /// The state, its store, and notification of new revisions.
 pub struct Core {
@@ -95,7 +103,10 @@ impl Core {
     pub fn open(db: &Path) -> Result<Core, StoreError> {
         let store = Store::open(db)?;
         let loaded = store.load()?;
-        let mut state = State { revision: loaded.revision, ..State::default() };
+        let mut state = State {
+            revision: loaded.revision,
+            ..State::default()
+        };
         let n = loaded.objects.len();
         for o in loaded.objects {
             state.apply(&Change::Put(o));
@@ -103,7 +114,12 @@ impl Core {
         let compiler = Compiler::new(&state);
         tracing::info!(db = %db.display(), revision = state.revision, objects = n, hosts = compiler.sizes().len(), "state loaded and compiled");
         let (revisions, _) = tokio::sync::watch::channel(state.revision);
-        Ok(Core { state: RwLock::new(state), store: Mutex::new(store), compiler: Mutex::new(compiler), revisions })
+        Ok(Core {
+            state: RwLock::new(state),
+            store: Mutex::new(store),
+            compiler: Mutex::new(compiler),
+            revisions,
+        })
     }
 
     /// A consistent read view (held briefly: writers wait for it).
@@ -119,7 +135,10 @@ impl Core {
     /// Runs `f` against the current state; commits the changes it returns
     /// (durably, as one revision) and applies them. Nothing changes if `f`
     /// or the commit fails.
-    pub fn mutate<T>(&self, f: impl FnOnce(&State) -> Result<(Vec<Change>, T), ApiError>) -> Result<T, ApiError> {
+    pub fn mutate<T>(
+        &self,
+        f: impl FnOnce(&State) -> Result<(Vec<Change>, T), ApiError>,
+    ) -> Result<T, ApiError> {
         let mut state = self.state.write().expect("state lock poisoned");
         let (changes, out) = f(&state)?;
         if changes.is_empty() {
@@ -137,7 +156,23 @@ impl Core {
             state.apply(c);
         }
         state.revision = revision;
-        self.compiler.lock().expect("compiler lock poisoned").on_commit(&state, &changes);
+        if revision.is_multiple_of(CHANGE_LOG_COMPACT_EVERY) {
+            // The change log is an audit trail of recent revisions; objects
+            // themselves are never dropped by this.
+            let keep_from = revision.saturating_sub(CHANGE_LOG_KEEP);
+            if let Err(e) = self
+                .store
+                .lock()
+                .expect("store lock poisoned")
+                .compact(keep_from)
+            {
+                tracing::warn!(error = %e, "change log compaction failed");
+            }
+        }
+        self.compiler
+            .lock()
+            .expect("compiler lock poisoned")
+            .on_commit(&state, &changes);
         drop(state);
         self.revisions.send_replace(revision);
         Ok(out)
@@ -145,7 +180,10 @@ impl Core {
 
     /// What `host`'s agent needs after `since` (see `Compiler::update`).
     pub fn host_update(&self, host: &str, since: u64, snapshot: bool) -> Option<Update> {
-        self.compiler.lock().expect("compiler lock poisoned").update(host, since, snapshot)
+        self.compiler
+            .lock()
+            .expect("compiler lock poisoned")
+            .update(host, since, snapshot)
     }
 
     /// Checks the incrementally maintained configuration against a full
@@ -159,11 +197,9 @@ impl Core {
 
     /// Compiled entries per host.
     pub fn compiled_sizes(&self) -> std::collections::BTreeMap<String, usize> {
-        self.compiler.lock().expect("compiler lock poisoned").sizes()
-    }
-
-    /// Changes after `since` from the durable log (for watchers catching up).
-    pub fn changes_since(&self, since: u64) -> Result<Option<Vec<(u64, Kind, String, bool)>>, StoreError> {
-        self.store.lock().expect("store lock poisoned").changes_since(since)
+        self.compiler
+            .lock()
+            .expect("compiler lock poisoned")
+            .sizes()
     }
 }

@@ -39,12 +39,29 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
-    Sqlite { path: PathBuf, #[source] source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("database {path} has schema version {found}, newer than this controller knows ({known}); refusing to touch it")]
-    TooNew { path: PathBuf, found: i64, known: usize },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
     #[error("database {path}: object {kind}/{id} is not valid JSON for its kind: {source}")]
-    Corrupt { path: PathBuf, kind: String, id: String, #[source] source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        kind: String,
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
+
+/// A change-log row: (revision, kind, id, deleted).
+pub type LoggedChange = (u64, Kind, String, bool);
 
 pub struct Store {
     conn: Connection,
@@ -61,50 +78,80 @@ impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     /// `:memory:` gives a throw-away store (unit tests).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let err = |source| StoreError::Sqlite { path: path.to_owned(), source };
+        let err = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
         let mut conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
         // FULL: a commit is on disk (WAL fsynced) before it returns.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
         if version as usize > MIGRATIONS.len() {
-            return Err(StoreError::TooNew { path: path.to_owned(), found: version, known: MIGRATIONS.len() });
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err)?;
             tx.commit().map_err(err)?;
             tracing::info!(db = %path.display(), version = i + 1, "schema migrated");
         }
-        Ok(Store { conn, path: path.to_owned() })
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite { path: self.path.clone(), source }
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Reads every object and the current revision.
     pub fn load(&self) -> Result<Loaded, StoreError> {
         let revision = self.revision()?;
-        let mut stmt = self.conn.prepare("SELECT kind, id, body FROM objects").map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, id, body FROM objects")
+            .map_err(self.err())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .map_err(self.err())?;
         let mut objects = Vec::new();
         for row in rows {
             let (kind, id, body) = row.map_err(self.err())?;
-            let obj: Object = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
-                path: self.path.clone(),
-                kind: kind.clone(),
-                id: id.clone(),
-                source,
-            })?;
+            let obj: Object =
+                serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    kind: kind.clone(),
+                    id: id.clone(),
+                    source,
+                })?;
             objects.push(obj);
         }
         Ok(Loaded { revision, objects })
@@ -113,7 +160,9 @@ impl Store {
     pub fn revision(&self) -> Result<u64, StoreError> {
         let v: String = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+                r.get(0)
+            })
             .map_err(self.err())?;
         Ok(v.parse().unwrap_or(0))
     }
@@ -122,32 +171,45 @@ impl Store {
     /// revision + 1). Returns once the transaction is durable.
     pub fn commit(&mut self, revision: u64, changes: &[Change]) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let err = |source| StoreError::Sqlite { path: path.clone(), source };
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut put = tx
                 .prepare_cached("INSERT OR REPLACE INTO objects (kind, id, body, revision) VALUES (?1, ?2, ?3, ?4)")
                 .map_err(err)?;
-            let mut del = tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND id = ?2").map_err(err)?;
+            let mut del = tx
+                .prepare_cached("DELETE FROM objects WHERE kind = ?1 AND id = ?2")
+                .map_err(err)?;
             let mut log = tx
-                .prepare_cached("INSERT INTO changes (revision, kind, id, deleted) VALUES (?1, ?2, ?3, ?4)")
+                .prepare_cached(
+                    "INSERT INTO changes (revision, kind, id, deleted) VALUES (?1, ?2, ?3, ?4)",
+                )
                 .map_err(err)?;
             for c in changes {
                 let (kind, id) = (c.kind().as_str(), c.id());
                 match c {
                     Change::Put(o) => {
                         let body = serde_json::to_string(o).expect("objects serialize");
-                        put.execute(params![kind, id, body, revision as i64]).map_err(err)?;
-                        log.execute(params![revision as i64, kind, id, 0]).map_err(err)?;
+                        put.execute(params![kind, id, body, revision as i64])
+                            .map_err(err)?;
+                        log.execute(params![revision as i64, kind, id, 0])
+                            .map_err(err)?;
                     }
                     Change::Delete(_, _) => {
                         del.execute(params![kind, id]).map_err(err)?;
-                        log.execute(params![revision as i64, kind, id, 1]).map_err(err)?;
+                        log.execute(params![revision as i64, kind, id, 1])
+                            .map_err(err)?;
                     }
                 }
             }
-            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", params![revision.to_string()])
-                .map_err(err)?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'revision'",
+                params![revision.to_string()],
+            )
+            .map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(())
@@ -155,9 +217,13 @@ impl Store {
 
     /// Changes after `since`, oldest first: (revision, kind, id, deleted).
     /// `None` if the log no longer reaches back that far.
-    pub fn changes_since(&self, since: u64) -> Result<Option<Vec<(u64, Kind, String, bool)>>, StoreError> {
-        let oldest: Option<i64> =
-            self.conn.query_row("SELECT MIN(revision) FROM changes", [], |r| r.get(0)).optional().map_err(self.err())?.flatten();
+    pub fn changes_since(&self, since: u64) -> Result<Option<Vec<LoggedChange>>, StoreError> {
+        let oldest: Option<i64> = self
+            .conn
+            .query_row("SELECT MIN(revision) FROM changes", [], |r| r.get(0))
+            .optional()
+            .map_err(self.err())?
+            .flatten();
         if let Some(oldest) = oldest {
             if since + 1 < oldest as u64 {
                 return Ok(None);
@@ -169,7 +235,12 @@ impl Store {
             .map_err(self.err())?;
         let rows = stmt
             .query_map(params![since as i64], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)? != 0))
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)? != 0,
+                ))
             })
             .map_err(self.err())?;
         let mut out = Vec::new();
@@ -185,7 +256,12 @@ impl Store {
     /// Drops change-log rows at or below `revision` (the log is for watchers
     /// catching up; objects themselves are never dropped by this).
     pub fn compact(&mut self, revision: u64) -> Result<(), StoreError> {
-        self.conn.execute("DELETE FROM changes WHERE revision <= ?1", params![revision as i64]).map_err(self.err())?;
+        self.conn
+            .execute(
+                "DELETE FROM changes WHERE revision <= ?1",
+                params![revision as i64],
+            )
+            .map_err(self.err())?;
         Ok(())
     }
 }
@@ -196,7 +272,13 @@ mod tests {
     use crate::model::{Project, Quota};
 
     fn project(id: &str) -> Object {
-        Object::Project(Project { id: id.into(), name: id.into(), description: String::new(), domain_id: "default".into(), enabled: true })
+        Object::Project(Project {
+            id: id.into(),
+            name: id.into(),
+            description: String::new(),
+            domain_id: "default".into(),
+            enabled: true,
+        })
     }
 
     #[test]
@@ -207,8 +289,22 @@ mod tests {
         {
             let mut s = Store::open(&path).expect("open");
             assert_eq!(s.revision().expect("rev"), 0);
-            s.commit(1, &[Change::Put(project("p1")), Change::Put(Object::Quota(Quota::default_for("p1")))]).expect("commit");
-            s.commit(2, &[Change::Put(project("p2")), Change::Delete(Kind::Project, "p1".into())]).expect("commit");
+            s.commit(
+                1,
+                &[
+                    Change::Put(project("p1")),
+                    Change::Put(Object::Quota(Quota::default_for("p1"))),
+                ],
+            )
+            .expect("commit");
+            s.commit(
+                2,
+                &[
+                    Change::Put(project("p2")),
+                    Change::Delete(Kind::Project, "p1".into()),
+                ],
+            )
+            .expect("commit");
         }
         let s = Store::open(&path).expect("reopen");
         let l = s.load().expect("load");
@@ -231,7 +327,10 @@ mod tests {
         let c = Connection::open(&path).expect("raw");
         c.pragma_update(None, "user_version", 99).expect("bump");
         drop(c);
-        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -34,13 +34,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn pid_of(cloud: &Cloud, name: &str) -> u32 {
-    let text = std::fs::read_to_string(cloud.region.state_dir().join("pids").join(format!("{name}.pid"))).unwrap_or_default();
-    text.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0)
+    let text = std::fs::read_to_string(
+        cloud
+            .region
+            .state_dir()
+            .join("pids")
+            .join(format!("{name}.pid")),
+    )
+    .unwrap_or_default();
+    text.split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Creates the tap devices for `taps` in host `h`'s namespace: veth pairs
@@ -51,7 +65,9 @@ fn plug(cloud: &Cloud, h: &Host, taps: &[String]) {
         .iter()
         .map(|t| {
             let peer = format!("v{}", &t[3..]);
-            format!("link add {t} type veth peer name {peer}\nlink set {t} up\nlink set {peer} up\n")
+            format!(
+                "link add {t} type veth peer name {peer}\nlink set {t} up\nlink set {peer} up\n"
+            )
         })
         .collect();
     let mut child = std::process::Command::new("ip")
@@ -60,8 +76,17 @@ fn plug(cloud: &Cloud, h: &Host, taps: &[String]) {
         .spawn()
         .expect("ip -batch");
     use std::io::Write as _;
-    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write batch");
-    assert!(child.wait().expect("ip").success(), "creating taps on {}", h.name);
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write batch");
+    assert!(
+        child.wait().expect("ip").success(),
+        "creating taps on {}",
+        h.name
+    );
     let _ = cloud;
 }
 
@@ -72,12 +97,22 @@ struct Run {
 }
 
 fn create_port(admin: &Api, net: &str) -> String {
-    let v = admin.expect(201, "POST", "/v2.0/ports", Some(json!({"port": {"network_id": net}})));
+    let v = admin.expect(
+        201,
+        "POST",
+        "/v2.0/ports",
+        Some(json!({"port": {"network_id": net}})),
+    );
     v["port"]["id"].as_str().expect("id").to_owned()
 }
 
 fn bind(admin: &Api, id: &str, host: &str) {
-    admin.expect(200, "PUT", &format!("/v2.0/ports/{id}"), Some(json!({"port": {"binding:host_id": host}})));
+    admin.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/ports/{id}"),
+        Some(json!({"port": {"binding:host_id": host}})),
+    );
 }
 
 fn wait_active(admin: &Api, id: &str) -> bool {
@@ -92,7 +127,14 @@ fn wait_active(admin: &Api, id: &str) -> bool {
     false
 }
 
-fn measured(cloud: &Cloud, admin: &Api, net: &str, hosts: &[Host], n: usize, offset: usize) -> Vec<f64> {
+fn measured(
+    cloud: &Cloud,
+    admin: &Api,
+    net: &str,
+    hosts: &[Host],
+    n: usize,
+    offset: usize,
+) -> Vec<f64> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let h = &hosts[(offset + i) % hosts.len()];
@@ -100,7 +142,11 @@ fn measured(cloud: &Cloud, admin: &Api, net: &str, hosts: &[Host], n: usize, off
         plug(cloud, h, &[strato::network::ports::tap_name(&id)]);
         let t = Instant::now();
         bind(admin, &id, &Cloud::host_id(h));
-        assert!(wait_active(admin, &id), "port {id} never turned ACTIVE on {}", h.name);
+        assert!(
+            wait_active(admin, &id),
+            "port {id} never turned ACTIVE on {}",
+            h.name
+        );
         out.push(t.elapsed().as_secs_f64() * 1e3);
     }
     out.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
@@ -116,14 +162,45 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     let admin = cloud.admin();
     // Unlimited ports for the admin project.
     let projects = admin.expect(200, "GET", "/v3/projects?name=admin", None);
-    let project_id = projects["projects"][0]["id"].as_str().expect("admin project").to_owned();
-    admin.expect(200, "PUT", &format!("/v2.0/quotas/{project_id}"), Some(json!({"quota": {"port": -1, "network": -1, "subnet": -1}})));
-    let net = admin.expect(201, "POST", "/v2.0/networks", Some(json!({"network": {"name": "bench"}})))["network"]["id"].as_str().expect("id").to_owned();
-    admin.expect(201, "POST", "/v2.0/subnets", Some(json!({"subnet": {"network_id": net, "cidr": "10.0.0.0/16", "ip_version": 4}})));
-    let hosts: Vec<Host> = cloud.region.hosts().into_iter().filter(|h| h.role == HostRole::Compute).collect();
+    let project_id = projects["projects"][0]["id"]
+        .as_str()
+        .expect("admin project")
+        .to_owned();
+    admin.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/quotas/{project_id}"),
+        Some(json!({"quota": {"port": -1, "network": -1, "subnet": -1}})),
+    );
+    let net = admin.expect(
+        201,
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {"name": "bench"}})),
+    )["network"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    admin.expect(
+        201,
+        "POST",
+        "/v2.0/subnets",
+        Some(json!({"subnet": {"network_id": net, "cidr": "10.0.0.0/16", "ip_version": 4}})),
+    );
+    let hosts: Vec<Host> = cloud
+        .region
+        .hosts()
+        .into_iter()
+        .filter(|h| h.role == HostRole::Compute)
+        .collect();
 
     let first = measured(&cloud, &admin, &net, &hosts, opts.sample, 0);
-    eprintln!("bench: first {} ports: p50 {:.1} ms, p99 {:.1} ms", opts.sample, percentile(&first, 0.5), percentile(&first, 0.99));
+    eprintln!(
+        "bench: first {} ports: p50 {:.1} ms, p99 {:.1} ms",
+        opts.sample,
+        percentile(&first, 0.5),
+        percentile(&first, 0.99)
+    );
 
     // Fill up to total - sample: create, plug (batched per host), bind; no waiting.
     let fill = opts.total.saturating_sub(2 * opts.sample);
@@ -133,7 +210,11 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         batch.push((create_port(&admin, &net), i % hosts.len()));
         if batch.len() == 200 || i + 1 == fill {
             for (hi, h) in hosts.iter().enumerate() {
-                let taps: Vec<String> = batch.iter().filter(|(_, j)| *j == hi).map(|(id, _)| strato::network::ports::tap_name(id)).collect();
+                let taps: Vec<String> = batch
+                    .iter()
+                    .filter(|(_, j)| *j == hi)
+                    .map(|(id, _)| strato::network::ports::tap_name(id))
+                    .collect();
                 if !taps.is_empty() {
                     plug(&cloud, h, &taps);
                 }
@@ -148,15 +229,38 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     // Let the agents catch up before measuring at scale.
     cloud.wait_until("agents realised the fill", Duration::from_secs(600), || {
         let hosts_status = cloud.hosts();
-        let active: usize = hosts_status.iter().map(|h| h.report.ports.iter().filter(|p| p.state == strato::report::PortState::Active).count()).sum();
+        let active: usize = hosts_status
+            .iter()
+            .map(|h| {
+                h.report
+                    .ports
+                    .iter()
+                    .filter(|p| p.state == strato::report::PortState::Active)
+                    .count()
+            })
+            .sum();
         active >= opts.sample + fill
     });
     let last = measured(&cloud, &admin, &net, &hosts, opts.sample, 1);
-    eprintln!("bench: last {} ports (at {}): p50 {:.1} ms, p99 {:.1} ms", opts.sample, opts.total, percentile(&last, 0.5), percentile(&last, 0.99));
+    eprintln!(
+        "bench: last {} ports (at {}): p50 {:.1} ms, p99 {:.1} ms",
+        opts.sample,
+        opts.total,
+        percentile(&last, 0.5),
+        percentile(&last, 0.99)
+    );
 
     // Memory at scale.
     let ctl_rss = rss_kib(pid_of(&cloud, "controller"));
-    let agent_rss: Vec<(String, u64)> = hosts.iter().map(|h| (h.name.clone(), rss_kib(pid_of(&cloud, &format!("agent-{}", h.name))))).collect();
+    let agent_rss: Vec<(String, u64)> = hosts
+        .iter()
+        .map(|h| {
+            (
+                h.name.clone(),
+                rss_kib(pid_of(&cloud, &format!("agent-{}", h.name))),
+            )
+        })
+        .collect();
 
     // API throughput at scale: single client, sequential.
     let t = Instant::now();
@@ -178,13 +282,23 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         admin.expect(200, "GET", &format!("/v2.0/ports/{some_port}"), None);
     }
     let show_rps = n_show as f64 / t.elapsed().as_secs_f64();
-    let run = Run { latencies_first: first, latencies_last: last, create_rate: fill as f64 * 2.0 / fill_secs.max(1e-9) };
+    let run = Run {
+        latencies_first: first,
+        latencies_last: last,
+        create_rate: fill as f64 * 2.0 / fill_secs.max(1e-9),
+    };
 
     writeln!(out, "### Control plane: port bound -> ACTIVE, memory, API throughput (default region, 4 compute hosts)\n")?;
     writeln!(out, "Latency: from the binding `PUT` to the API showing the port ACTIVE (polled every 0.5 ms), the port's tap already plugged.\n")?;
-    writeln!(out, "| ports in the system | sample | p50 ms | p90 ms | p99 ms | max ms |")?;
+    writeln!(
+        out,
+        "| ports in the system | sample | p50 ms | p90 ms | p99 ms | max ms |"
+    )?;
     writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: |")?;
-    for (at, l) in [(opts.sample, &run.latencies_first), (opts.total, &run.latencies_last)] {
+    for (at, l) in [
+        (opts.sample, &run.latencies_first),
+        (opts.total, &run.latencies_last),
+    ] {
         writeln!(
             out,
             "| {at} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
@@ -195,14 +309,35 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
             l.last().copied().unwrap_or(f64::NAN)
         )?;
     }
-    writeln!(out, "\nMemory (RSS) with {} ports: controller {:.1} MiB; agents {}.\n", opts.total + n_create + 1, ctl_rss as f64 / 1024.0,
-        agent_rss.iter().map(|(h, k)| format!("{h} {:.1} MiB", *k as f64 / 1024.0)).collect::<Vec<_>>().join(", "))?;
-    writeln!(out, "| API call (one client, sequential, {} ports present) | requests/s |", opts.total)?;
+    writeln!(
+        out,
+        "\nMemory (RSS) with {} ports: controller {:.1} MiB; agents {}.\n",
+        opts.total + n_create + 1,
+        ctl_rss as f64 / 1024.0,
+        agent_rss
+            .iter()
+            .map(|(h, k)| format!("{h} {:.1} MiB", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(
+        out,
+        "| API call (one client, sequential, {} ports present) | requests/s |",
+        opts.total
+    )?;
     writeln!(out, "| --- | ---: |")?;
     writeln!(out, "| POST /v2.0/ports | {create_rps:.0} |")?;
     writeln!(out, "| GET /v2.0/ports/{{id}} | {show_rps:.0} |")?;
-    writeln!(out, "| GET /v2.0/ports (all {} ports) | {list_rps:.1} |", opts.total)?;
-    writeln!(out, "| fill: create + bind, pipelined | {:.0} |", run.create_rate)?;
+    writeln!(
+        out,
+        "| GET /v2.0/ports (all {} ports) | {list_rps:.1} |",
+        opts.total
+    )?;
+    writeln!(
+        out,
+        "| fill: create + bind, pipelined | {:.0} |",
+        run.create_rate
+    )?;
     writeln!(out)?;
     drop(cloud);
     Ok(())

@@ -91,7 +91,9 @@ impl Cloud {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let hosts = cloud.hosts();
-            let ready = |h: &HostStatus| h.state == "up" && h.report.interfaces.iter().any(|i| i.error.is_none());
+            let ready = |h: &HostStatus| {
+                h.state == "up" && h.report.interfaces.iter().any(|i| i.error.is_none())
+            };
             if hosts.len() == n && hosts.iter().all(ready) {
                 break;
             }
@@ -110,10 +112,18 @@ impl Cloud {
 
     /// The last `n` lines of a spawned process's log (for failure messages).
     pub fn log_tail(&self, name: &str, n: usize) -> String {
-        let path = self.region.state_dir().join("logs").join(format!("{name}.log"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
+        let path = self
+            .region
+            .state_dir()
+            .join("logs")
+            .join(format!("{name}.log"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
         let lines: Vec<&str> = text.lines().collect();
-        format!("--- {name} log ---\n{}", lines[lines.len().saturating_sub(n)..].join("\n"))
+        format!(
+            "--- {name} log ---\n{}",
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        )
     }
 
     pub fn prefix(&self) -> &str {
@@ -172,11 +182,19 @@ impl Cloud {
     /// SIGKILLs a spawned process and reaps it.
     pub fn kill(&self, name: &str) {
         let mut children = self.children.lock().expect("children");
-        let i = children.iter().position(|(n, _)| n == name).unwrap_or_else(|| panic!("no process {name} in this run"));
+        let i = children
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no process {name} in this run"));
         let (_, mut child) = children.remove(i);
         let _ = child.kill();
         let _ = child.wait();
-        let _ = std::fs::remove_file(self.region.state_dir().join("pids").join(format!("{name}.pid")));
+        let _ = std::fs::remove_file(
+            self.region
+                .state_dir()
+                .join("pids")
+                .join(format!("{name}.pid")),
+        );
     }
 
     /// Stops a spawned process with SIGTERM and waits (up to 5 s) for it to exit.
@@ -213,7 +231,10 @@ impl Cloud {
 
     /// GET on the internal API (Unix socket, no token).
     pub fn get(&self, path: &str) -> Result<serde_json::Value, strato::client::ClientError> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(strato::client::get_json(&self.internal(), path))
     }
 
@@ -296,33 +317,79 @@ pub fn call(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> (u16, strato::client::HeaderMap, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let method: strato::client::Method = method.parse().expect("method");
     let headers: Vec<(&str, &str)> = token.map(|t| vec![("x-auth-token", t)]).unwrap_or_default();
     let body = body.map(|b| serde_json::to_vec(b).expect("json"));
     let (status, headers, bytes) = rt
-        .block_on(strato::client::call(endpoint, method.clone(), path, &headers, body, Duration::from_secs(30)))
+        .block_on(strato::client::call(
+            endpoint,
+            method.clone(),
+            path,
+            &headers,
+            body,
+            Duration::from_secs(30),
+        ))
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let v = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+    let v = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        })
+    };
     (status.as_u16(), headers, v)
 }
 
 impl Api {
     /// Logs in with a password, scoped to `project`.
     pub fn login(endpoint: &Endpoint, user: &str, password: &str, project: &str) -> Api {
-        let (status, headers, body) = call(endpoint, None, "POST", "/v3/auth/tokens", Some(&password_auth(user, password, project)));
+        let (status, headers, body) = call(
+            endpoint,
+            None,
+            "POST",
+            "/v3/auth/tokens",
+            Some(&password_auth(user, password, project)),
+        );
         assert_eq!(status, 201, "login {user}@{project}: {body}");
-        let token = headers.get("x-subject-token").and_then(|v| v.to_str().ok()).expect("X-Subject-Token").to_owned();
-        Api { endpoint: endpoint.clone(), token }
+        let token = headers
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .expect("X-Subject-Token")
+            .to_owned();
+        Api {
+            endpoint: endpoint.clone(),
+            token,
+        }
     }
 
-    pub fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
-        let (s, _, v) = call(&self.endpoint, Some(&self.token), method, path, body.as_ref());
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let (s, _, v) = call(
+            &self.endpoint,
+            Some(&self.token),
+            method,
+            path,
+            body.as_ref(),
+        );
         (s, v)
     }
 
     /// A call that must answer `want`; returns the body.
-    pub fn expect(&self, want: u16, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    pub fn expect(
+        &self,
+        want: u16,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
         let (s, v) = self.call(method, path, body);
         assert_eq!(s, want, "{method} {path}: {v}");
         v

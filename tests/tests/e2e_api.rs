@@ -32,7 +32,8 @@ impl Controller {
             .expect("addr")
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let dir = std::env::temp_dir().join(format!("strato-e2e-api-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("strato-e2e-api-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let socket = dir.join("controller.sock");
         let child = Command::new(bin("strato-controller"))
@@ -45,7 +46,12 @@ impl Controller {
             .stderr(Stdio::null())
             .spawn()
             .expect("start controller");
-        let c = Controller { child, addr, dir, socket };
+        let c = Controller {
+            child,
+            addr,
+            dir,
+            socket,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(&c.addr).is_err() || UnixStream::connect(&c.socket).is_err() {
             assert!(
@@ -61,14 +67,21 @@ impl Controller {
     /// One raw HTTP/1.1 exchange on the agents' socket: (status, lowercase headers, body).
     fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, String) {
         let s = UnixStream::connect(&self.socket).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         exchange(s, &self.addr, method, path, body)
     }
 
     /// The same on the public TCP listener.
-    fn http_tcp(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, String) {
+    fn http_tcp(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> (u16, Vec<(String, String)>, String) {
         let s = TcpStream::connect(&self.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         exchange(s, &self.addr, method, path, body)
     }
 }
@@ -249,7 +262,10 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
 
     // The public listener does not take reports, and internal reads need an admin token.
     let (status, _, _) = c.http_tcp("PUT", "/internal/v1/hosts/h1", report("h1").as_bytes());
-    assert!(matches!(status, 401 | 404 | 405), "PUT report over TCP answered {status}");
+    assert!(
+        matches!(status, 401 | 404 | 405),
+        "PUT report over TCP answered {status}"
+    );
     let (status, _, body) = c.http_tcp("GET", "/internal/v1/hosts", b"");
     assert_eq!(status, 401, "{body}");
     // A good report is accepted and listed, with its liveness.

@@ -14,14 +14,27 @@ use strato_tests::e2e::{Api, Cloud};
 
 /// A network with one subnet; returns (network id, subnet id).
 fn network(api: &Api, cidr: &str) -> (String, String) {
-    let n = api.expect(201, "POST", "/v2.0/networks", Some(json!({"network": {"name": "net"}})));
+    let n = api.expect(
+        201,
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {"name": "net"}})),
+    );
     let nid = n["network"]["id"].as_str().expect("id").to_owned();
-    let s = api.expect(201, "POST", "/v2.0/subnets", Some(json!({"subnet": {"network_id": nid, "cidr": cidr, "ip_version": 4}})));
+    let s = api.expect(
+        201,
+        "POST",
+        "/v2.0/subnets",
+        Some(json!({"subnet": {"network_id": nid, "cidr": cidr, "ip_version": 4}})),
+    );
     (nid, s["subnet"]["id"].as_str().expect("id").to_owned())
 }
 
 fn port_status(api: &Api, id: &str) -> String {
-    api.expect(200, "GET", &format!("/v2.0/ports/{id}"), None)["port"]["status"].as_str().expect("status").to_owned()
+    api.expect(200, "GET", &format!("/v2.0/ports/{id}"), None)["port"]["status"]
+        .as_str()
+        .expect("status")
+        .to_owned()
 }
 
 /// Plays Nova: a VM namespace whose tap is named after the port, then the
@@ -29,7 +42,13 @@ fn port_status(api: &Api, id: &str) -> String {
 fn boot(cloud: &Cloud, admin: &Api, port: &Value, vm: &str, host: &netns_harness::Host) {
     let id = port["id"].as_str().expect("id");
     let mut spec = VmSpec::new(vm, &host.name, &strato::network::ports::tap_name(id));
-    spec.mac = Some(port["mac_address"].as_str().expect("mac").parse().expect("mac"));
+    spec.mac = Some(
+        port["mac_address"]
+            .as_str()
+            .expect("mac")
+            .parse()
+            .expect("mac"),
+    );
     let ip = port["fixed_ips"][0]["ip_address"].as_str().expect("ip");
     spec.addr = Some(format!("{ip}/24").parse().expect("cidr"));
     cloud.region.vm_create(&spec).expect("vm create");
@@ -42,7 +61,11 @@ fn boot(cloud: &Cloud, admin: &Api, port: &Value, vm: &str, host: &netns_harness
 }
 
 fn wait_status(cloud: &Cloud, api: &Api, id: &str, want: &str) {
-    cloud.wait_until(&format!("port {id} is {want}"), Duration::from_secs(10), || port_status(api, id) == want);
+    cloud.wait_until(
+        &format!("port {id} is {want}"),
+        Duration::from_secs(10),
+        || port_status(api, id) == want,
+    );
 }
 
 #[test]
@@ -52,7 +75,13 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
     let hosts = cloud.region.hosts();
     let host = &hosts[0];
     let (net, _) = network(&admin, "10.0.1.0/24");
-    let port = admin.expect(201, "POST", "/v2.0/ports", Some(json!({"port": {"network_id": net}})))["port"].clone();
+    let port = admin.expect(
+        201,
+        "POST",
+        "/v2.0/ports",
+        Some(json!({"port": {"network_id": net}})),
+    )["port"]
+        .clone();
     let id = port["id"].as_str().unwrap().to_owned();
     assert_eq!(port["status"], "DOWN", "an unbound port is DOWN");
     boot(&cloud, &admin, &port, "v1", host);
@@ -63,12 +92,26 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
     let table = read_pinned_ports(&pin).expect("pinned PORTS");
     assert_eq!(table.len(), 1, "{table:?}");
     let info = table.values().next().unwrap();
-    let vni = admin.expect(200, "GET", &format!("/v2.0/networks/{net}"), None)["network"]["provider:segmentation_id"].as_u64().unwrap();
+    let vni = admin.expect(200, "GET", &format!("/v2.0/networks/{net}"), None)["network"]
+        ["provider:segmentation_id"]
+        .as_u64()
+        .unwrap();
     assert_eq!(info.vni as u64, vni);
-    assert_eq!(info.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"), port["mac_address"].as_str().unwrap());
+    assert_eq!(
+        info.mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        port["mac_address"].as_str().unwrap()
+    );
     let st = cloud.host(host);
     assert!(st.report.realised_revision > 0);
-    assert!(st.report.ports.iter().any(|p| p.id == id), "{:?}", st.report.ports);
+    assert!(
+        st.report.ports.iter().any(|p| p.id == id),
+        "{:?}",
+        st.report.ports
+    );
 
     // stratoctl shows it per project, and says clearly when a host is unknown.
     let ctl = |args: &[&str]| {
@@ -80,35 +123,74 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
             .expect("stratoctl")
     };
     let out = ctl(&["--json", "resources", "--project", "admin"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("stratoctl JSON");
-    let listed = v[0]["ports"].as_array().expect("ports").iter().find(|p| p["id"] == id.as_str()).cloned().expect("port listed");
+    let listed = v[0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["id"] == id.as_str())
+        .cloned()
+        .expect("port listed");
     assert_eq!(listed["status"], "ACTIVE");
     assert_eq!(listed["host"], Cloud::host_id(host).as_str());
     let out = ctl(&["host", "no-such-host"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = ctl(&["resources", "--project", "nope"]);
     assert!(!out.status.success());
 
     // Unplugged (the VM is deleted): DOWN, and the table entry goes.
     cloud.region.vm_delete("v1").expect("vm delete");
     wait_status(&cloud, &admin, &id, "DOWN");
-    cloud.wait_until("the port left the table", Duration::from_secs(5), || read_pinned_ports(&pin).map(|t| t.is_empty()).unwrap_or(false));
+    cloud.wait_until("the port left the table", Duration::from_secs(5), || {
+        read_pinned_ports(&pin)
+            .map(|t| t.is_empty())
+            .unwrap_or(false)
+    });
 
     // Plugged again, then the port deleted through the API.
     boot(&cloud, &admin, &port, "v1", host);
     wait_status(&cloud, &admin, &id, "ACTIVE");
     admin.expect(204, "DELETE", &format!("/v2.0/ports/{id}"), None);
-    cloud.wait_until("a deleted port leaves the table", Duration::from_secs(5), || read_pinned_ports(&pin).map(|t| t.is_empty()).unwrap_or(false));
+    cloud.wait_until(
+        "a deleted port leaves the table",
+        Duration::from_secs(5),
+        || {
+            read_pinned_ports(&pin)
+                .map(|t| t.is_empty())
+                .unwrap_or(false)
+        },
+    );
 
     // A host that goes away takes its ports DOWN.
-    let port2 = admin.expect(201, "POST", "/v2.0/ports", Some(json!({"port": {"network_id": net}})))["port"].clone();
+    let port2 = admin.expect(
+        201,
+        "POST",
+        "/v2.0/ports",
+        Some(json!({"port": {"network_id": net}})),
+    )["port"]
+        .clone();
     let id2 = port2["id"].as_str().unwrap().to_owned();
     boot(&cloud, &admin, &port2, "v2", host);
     wait_status(&cloud, &admin, &id2, "ACTIVE");
-    cloud.region.fail(&netns_harness::FailTarget::Host(host.name.clone())).expect("fail host");
-    cloud.wait_until("the port of a failed host is DOWN", Duration::from_secs(15), || port_status(&admin, &id2) == "DOWN");
+    cloud
+        .region
+        .fail(&netns_harness::FailTarget::Host(host.name.clone()))
+        .expect("fail host");
+    cloud.wait_until(
+        "the port of a failed host is DOWN",
+        Duration::from_secs(15),
+        || port_status(&admin, &id2) == "DOWN",
+    );
     cloud.region.heal().expect("heal");
     wait_status(&cloud, &admin, &id2, "ACTIVE");
 }
@@ -123,10 +205,25 @@ fn every_2xx_survives_a_controller_sigkill() {
         ids.push(n);
         ids.push(s);
     }
-    let r = admin.expect(201, "POST", "/v2.0/routers", Some(json!({"router": {"name": "r"}})));
+    let r = admin.expect(
+        201,
+        "POST",
+        "/v2.0/routers",
+        Some(json!({"router": {"name": "r"}})),
+    );
     let rid = r["router"]["id"].as_str().unwrap().to_owned();
-    admin.expect(200, "PUT", &format!("/v2.0/routers/{rid}/add_router_interface"), Some(json!({"subnet_id": ids[1]})));
-    let last = admin.expect(201, "POST", "/v2.0/ports", Some(json!({"port": {"network_id": ids[0], "name": "last"}})));
+    admin.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/routers/{rid}/add_router_interface"),
+        Some(json!({"subnet_id": ids[1]})),
+    );
+    let last = admin.expect(
+        201,
+        "POST",
+        "/v2.0/ports",
+        Some(json!({"port": {"network_id": ids[0], "name": "last"}})),
+    );
     // SIGKILL right after the last answer.
     cloud.kill("controller");
     cloud.start_controller();
@@ -134,13 +231,27 @@ fn every_2xx_survives_a_controller_sigkill() {
     let nets = admin.expect(200, "GET", "/v2.0/networks", None);
     let subnets = admin.expect(200, "GET", "/v2.0/subnets", None);
     for id in &ids {
-        let found = nets["networks"].as_array().unwrap().iter().chain(subnets["subnets"].as_array().unwrap()).any(|x| x["id"] == id.as_str());
+        let found = nets["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(subnets["subnets"].as_array().unwrap())
+            .any(|x| x["id"] == id.as_str());
         assert!(found, "{id} lost in the SIGKILL");
     }
-    let p = admin.expect(200, "GET", &format!("/v2.0/ports/{}", last["port"]["id"].as_str().unwrap()), None);
+    let p = admin.expect(
+        200,
+        "GET",
+        &format!("/v2.0/ports/{}", last["port"]["id"].as_str().unwrap()),
+        None,
+    );
     assert_eq!(p["port"]["name"], "last");
     let ifaces = admin.expect(200, "GET", &format!("/v2.0/ports?device_id={rid}"), None);
-    assert_eq!(ifaces["ports"].as_array().unwrap().len(), 1, "router interface lost");
+    assert_eq!(
+        ifaces["ports"].as_array().unwrap().len(),
+        1,
+        "router interface lost"
+    );
     // Tokens are durable too: the one issued before the kill still works.
     let _ = admin.expect(200, "GET", "/v2.0/routers", None);
 }
@@ -152,7 +263,13 @@ fn agent_restart_adopts_and_controller_outage_is_survived() {
     let hosts = cloud.region.hosts();
     let host = &hosts[1];
     let (net, _) = network(&admin, "10.0.1.0/24");
-    let port = admin.expect(201, "POST", "/v2.0/ports", Some(json!({"port": {"network_id": net}})))["port"].clone();
+    let port = admin.expect(
+        201,
+        "POST",
+        "/v2.0/ports",
+        Some(json!({"port": {"network_id": net}})),
+    )["port"]
+        .clone();
     let id = port["id"].as_str().unwrap().to_owned();
     boot(&cloud, &admin, &port, "v1", host);
     wait_status(&cloud, &admin, &id, "ACTIVE");
@@ -162,25 +279,56 @@ fn agent_restart_adopts_and_controller_outage_is_survived() {
     // Agent restart: the pinned table is adopted, not rewritten.
     let agent = format!("agent-{}", host.name);
     cloud.stop(&agent);
-    assert_eq!(read_pinned_ports(&pin).expect("table"), before, "the table must outlive the agent");
+    assert_eq!(
+        read_pinned_ports(&pin).expect("table"),
+        before,
+        "the table must outlive the agent"
+    );
     let log_len = cloud.log_tail(&agent, 100_000).lines().count();
     cloud.start_agent(host);
-    cloud.wait_until("the restarted agent reports the port active", Duration::from_secs(10), || {
-        let s = cloud.host(host);
-        s.last_seen_ms_ago < 500 && s.report.ports.iter().any(|p| p.id == id && p.state == strato::report::PortState::Active)
-    });
+    cloud.wait_until(
+        "the restarted agent reports the port active",
+        Duration::from_secs(10),
+        || {
+            let s = cloud.host(host);
+            s.last_seen_ms_ago < 500
+                && s.report
+                    .ports
+                    .iter()
+                    .any(|p| p.id == id && p.state == strato::report::PortState::Active)
+        },
+    );
     assert_eq!(read_pinned_ports(&pin).expect("table"), before);
-    let after: Vec<String> = cloud.log_tail(&agent, 100_000).lines().skip(log_len).map(str::to_owned).collect();
-    assert!(!after.iter().any(|l| l.contains("port written")), "adopted entries were rewritten:\n{}", after.join("\n"));
+    let after: Vec<String> = cloud
+        .log_tail(&agent, 100_000)
+        .lines()
+        .skip(log_len)
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !after.iter().any(|l| l.contains("port written")),
+        "adopted entries were rewritten:\n{}",
+        after.join("\n")
+    );
 
     // Controller down: the agent keeps its configuration.
     cloud.stop("controller");
     thread::sleep(Duration::from_secs(1));
-    assert_eq!(read_pinned_ports(&pin).expect("table"), before, "configuration lost with the controller down");
+    assert_eq!(
+        read_pinned_ports(&pin).expect("table"),
+        before,
+        "configuration lost with the controller down"
+    );
     // Back: agents resync, and new configuration reaches them.
     cloud.start_controller();
     let admin = cloud.admin();
-    let port2 = admin.expect(201, "POST", "/v2.0/ports", Some(json!({"port": {"network_id": net}})))["port"].clone();
+    let port2 = admin.expect(
+        201,
+        "POST",
+        "/v2.0/ports",
+        Some(json!({"port": {"network_id": net}})),
+    )["port"]
+        .clone();
     boot(&cloud, &admin, &port2, "v2", host);
     wait_status(&cloud, &admin, port2["id"].as_str().unwrap(), "ACTIVE");
     assert_eq!(port_status(&admin, &id), "ACTIVE");

@@ -12,16 +12,36 @@ const VENV: &str = "/opt/strato/venv";
 #[test]
 fn openstacksdk_and_cli_drive_a_region() {
     let python = Path::new(VENV).join("bin/python");
-    assert!(python.exists(), "{} missing: run scripts/bootstrap (make test does)", python.display());
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/bootstrap (make test does)",
+        python.display()
+    );
     let cloud = Cloud::up("osk", &Topology::default_region());
-    let strato::client::Endpoint::Tcp(addr) = &cloud.api else { unreachable!() };
+    let strato::client::Endpoint::Tcp(addr) = &cloud.api else {
+        unreachable!()
+    };
     let auth_url = format!("http://{addr}/v3");
     let clouds = cloud.region.state_dir().join("clouds.yaml");
     strato::clouds::write(
         &clouds,
         &[
-            strato::clouds::Cloud { name: "strato-admin", auth_url: &auth_url, username: "admin", password: ADMIN_PASSWORD, project: "admin", region: "RegionOne" },
-            strato::clouds::Cloud { name: "strato", auth_url: &auth_url, username: "alice", password: "alice-pass-1", project: "acme", region: "RegionOne" },
+            strato::clouds::Cloud {
+                name: "strato-admin",
+                auth_url: &auth_url,
+                username: "admin",
+                password: ADMIN_PASSWORD,
+                project: "admin",
+                region: "RegionOne",
+            },
+            strato::clouds::Cloud {
+                name: "strato",
+                auth_url: &auth_url,
+                username: "alice",
+                password: "alice-pass-1",
+                project: "acme",
+                region: "RegionOne",
+            },
         ],
     )
     .expect("clouds.yaml");
@@ -39,11 +59,18 @@ fn openstacksdk_and_cli_drive_a_region() {
         .env("STRATO_HARNESS", bin("strato-harness"))
         .env("STRATO_PREFIX", cloud.prefix())
         .env("STRATO_HOSTS", hosts.join(","))
-        .env("STRATO_OPENSTACK_CLI", Path::new(VENV).join("bin/openstack"))
+        .env(
+            "STRATO_OPENSTACK_CLI",
+            Path::new(VENV).join("bin/openstack"),
+        )
         .output()
         .expect("run the scenario");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "scenario failed:\n{stdout}\n{stderr}\n{}", cloud.log_tail("controller", 40));
+    assert!(
+        out.status.success(),
+        "scenario failed:\n{stdout}\n{stderr}\n{}",
+        cloud.log_tail("controller", 40)
+    );
     assert!(stdout.contains("scenario passed"), "{stdout}");
 }

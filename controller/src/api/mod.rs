@@ -51,7 +51,13 @@ pub fn router(app: Arc<App>) -> Router {
     let internal = internal_reads()
         .route("/internal/v1/hosts/{host}", get(show_host))
         .layer(middleware::from_fn_with_state(app.clone(), require_admin));
-    finish(Router::new().merge(keystone::routes()).merge(neutron::routes()).merge(internal), app)
+    finish(
+        Router::new()
+            .merge(keystone::routes())
+            .merge(neutron::routes())
+            .merge(internal),
+        app,
+    )
 }
 
 /// The agents' API (the controller's Unix socket, reachable only by root on
@@ -61,7 +67,13 @@ pub fn agent_router(app: Arc<App>) -> Router {
     let r = internal_reads()
         .route("/internal/v1/hosts/{host}", get(show_host).put(report_host))
         .route("/internal/v1/hosts/{host}/watch", get(watch_host));
-    finish(Router::new().merge(keystone::routes()).merge(neutron::routes()).merge(r), app)
+    finish(
+        Router::new()
+            .merge(keystone::routes())
+            .merge(neutron::routes())
+            .merge(r),
+        app,
+    )
 }
 
 fn finish(r: Router<Arc<App>>, app: Arc<App>) -> Router {
@@ -76,13 +88,21 @@ fn finish(r: Router<Arc<App>>, app: Arc<App>) -> Router {
 /// Renders an [`ApiError`] the Neutron way.
 pub fn neutron_error(e: ApiError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(json!({"NeutronError": {"type": e.kind, "message": e.message, "detail": ""}}))).into_response()
+    (
+        status,
+        Json(json!({"NeutronError": {"type": e.kind, "message": e.message, "detail": ""}})),
+    )
+        .into_response()
 }
 
 /// Renders an [`ApiError`] the Keystone way.
 pub fn keystone_error(e: ApiError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(json!({"error": {"code": e.status, "title": e.title(), "message": e.message}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": e.status, "title": e.title(), "message": e.message}})),
+    )
+        .into_response()
 }
 
 /// The caller behind `X-Auth-Token`, or 401.
@@ -90,18 +110,27 @@ pub fn authenticate(app: &App, headers: &axum::http::HeaderMap) -> Result<Auth, 
     let token = headers
         .get("x-auth-token")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::unauthorized("The request you have made requires authentication."))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("The request you have made requires authentication.")
+        })?;
     crate::identity::authenticate(&app.core.read(), token, crate::model::now_unix())
 }
 
 /// A JSON body, or a 400/413 [`ApiError`] saying what is wrong with it.
-pub fn json_body(body: Result<Json<serde_json::Value>, JsonRejection>) -> Result<serde_json::Value, ApiError> {
+pub fn json_body(
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<serde_json::Value, ApiError> {
     match body {
         Ok(Json(v)) => Ok(v),
-        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Err(ApiError::new(413, "RequestEntityTooLarge", format!("request body exceeds {MAX_BODY} bytes")))
-        }
-        Err(r) => Err(ApiError::bad_request(format!("invalid request body: {}", r.body_text()))),
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("request body exceeds {MAX_BODY} bytes"),
+        )),
+        Err(r) => Err(ApiError::bad_request(format!(
+            "invalid request body: {}",
+            r.body_text()
+        ))),
     }
 }
 
@@ -111,7 +140,9 @@ static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
 async fn require_admin(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     match authenticate(&app, req.headers()) {
         Ok(a) if a.is_admin() => next.run(req).await,
-        Ok(_) => neutron_error(ApiError::forbidden("Internal endpoints require the admin role.")),
+        Ok(_) => neutron_error(ApiError::forbidden(
+            "Internal endpoints require the admin role.",
+        )),
         Err(e) => neutron_error(e),
     }
 }
@@ -234,20 +265,32 @@ async fn report_host(
     let underlay = report.underlay_ip.clone();
     if let Some(ip) = &underlay {
         if ip.parse::<std::net::Ipv4Addr>().is_err() {
-            return fault(StatusCode::BAD_REQUEST, "BadRequest", format!("underlay_ip {ip:?} is not an IPv4 address"));
+            return fault(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("underlay_ip {ip:?} is not an IPv4 address"),
+            );
         }
     }
-    let r = app.hosts.apply(Command::ReportHost { host: host.clone(), report });
+    let r = app.hosts.apply(Command::ReportHost {
+        host: host.clone(),
+        report: Box::new(report),
+    });
     if r.is_ok() {
         if let Some(ip) = underlay {
             // Register (durably) the host and its tunnel endpoint the first
             // time, or when it moved: the compiler tells other hosts.
-            let rec = crate::model::HostRecord { name: host.clone(), underlay_ip: ip };
+            let rec = crate::model::HostRecord {
+                name: host.clone(),
+                underlay_ip: ip,
+            };
             let res = app.core.mutate(|s| {
                 let changes = if s.hosts.get(&host) == Some(&rec) {
                     vec![]
                 } else {
-                    vec![crate::model::Change::Put(crate::model::Object::Host(rec.clone()))]
+                    vec![crate::model::Change::Put(crate::model::Object::Host(
+                        rec.clone(),
+                    ))]
                 };
                 Ok((changes, ()))
             });
@@ -266,11 +309,16 @@ struct WatchQuery {
 }
 
 /// A chunk stream from a channel (the watch response body).
-struct ChannelBody(tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::convert::Infallible>>);
+struct ChannelBody(
+    tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::convert::Infallible>>,
+);
 
 impl futures_core::Stream for ChannelBody {
     type Item = Result<axum::body::Bytes, std::convert::Infallible>;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         self.0.poll_recv(cx)
     }
 }
@@ -283,13 +331,27 @@ const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 /// longer reaches back), then a delta per change concerning the host, and
 /// `{"kind":"heartbeat",...}` when idle. An agent resumes after a
 /// disconnect with `since=<last revision it applied>`.
-async fn watch_host(State(app): State<Arc<App>>, Path(host): Path<String>, q: Result<Query<WatchQuery>, QueryRejection>) -> Response {
+async fn watch_host(
+    State(app): State<Arc<App>>,
+    Path(host): Path<String>,
+    q: Result<Query<WatchQuery>, QueryRejection>,
+) -> Response {
     if !crate::hosts::valid_host_name(&host) {
-        return fault(StatusCode::BAD_REQUEST, "BadRequest", format!("host name {host:?} is invalid"));
+        return fault(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("host name {host:?} is invalid"),
+        );
     }
     let since = match q {
         Ok(Query(q)) => q.since,
-        Err(e) => return fault(StatusCode::BAD_REQUEST, "BadRequest", format!("invalid query: {e}")),
+        Err(e) => {
+            return fault(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("invalid query: {e}"),
+            )
+        }
     };
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let mut revisions = app.core.subscribe();
@@ -330,7 +392,8 @@ async fn watch_host(State(app): State<Arc<App>>, Path(host): Path<String>, q: Re
 /// Every project's network resources, for operators (`stratoctl resources`).
 async fn resources(State(app): State<Arc<App>>) -> Response {
     let s = app.core.read();
-    let mut projects: std::collections::BTreeMap<&str, serde_json::Map<String, serde_json::Value>> = Default::default();
+    let mut projects: std::collections::BTreeMap<&str, serde_json::Map<String, serde_json::Value>> =
+        Default::default();
     for (pid, p) in &s.projects {
         let mut m = serde_json::Map::new();
         m.insert("id".into(), pid.clone().into());
@@ -340,7 +403,13 @@ async fn resources(State(app): State<Arc<App>>) -> Response {
         }
         projects.insert(pid.as_str(), m);
     }
-    let push = |projects: &mut std::collections::BTreeMap<&str, serde_json::Map<String, serde_json::Value>>, pid: &str, k: &str, v: serde_json::Value| {
+    let push = |projects: &mut std::collections::BTreeMap<
+        &str,
+        serde_json::Map<String, serde_json::Value>,
+    >,
+                pid: &str,
+                k: &str,
+                v: serde_json::Value| {
         if let Some(m) = projects.get_mut(pid) {
             if let Some(a) = m.get_mut(k).and_then(|a| a.as_array_mut()) {
                 a.push(v);
@@ -354,24 +423,41 @@ async fn resources(State(app): State<Arc<App>>) -> Response {
             .filter(|x| x.network_id == n.meta.id)
             .map(|x| json!({"id": x.meta.id, "name": x.meta.name, "cidr": x.cidr, "gateway_ip": x.gateway_ip}))
             .collect();
-        push(&mut projects, &n.meta.project_id, "networks", json!({"id": n.meta.id, "name": n.meta.name, "vni": n.vni, "mtu": n.mtu, "subnets": subnets}));
+        push(
+            &mut projects,
+            &n.meta.project_id,
+            "networks",
+            json!({"id": n.meta.id, "name": n.meta.name, "vni": n.vni, "mtu": n.mtu, "subnets": subnets}),
+        );
     }
     for r in s.routers.values() {
         let ifaces = crate::network::routers::interfaces(&s, &r.meta.id).len();
-        push(&mut projects, &r.meta.project_id, "routers", json!({"id": r.meta.id, "name": r.meta.name, "interfaces": ifaces, "routes": r.routes.len()}));
+        push(
+            &mut projects,
+            &r.meta.project_id,
+            "routers",
+            json!({"id": r.meta.id, "name": r.meta.name, "interfaces": ifaces, "routes": r.routes.len()}),
+        );
     }
     for p in s.ports.values() {
         let status = crate::api::neutron::port_status(&app, p);
         let ips: Vec<&str> = p.fixed_ips.iter().map(|f| f.ip_address.as_str()).collect();
-        push(&mut projects, &p.meta.project_id, "ports", json!({
-            "id": p.meta.id, "name": p.meta.name, "network_id": p.network_id, "ips": ips, "mac": p.mac_address,
-            "host": p.binding_host_id, "device_owner": p.device_owner, "status": status
-        }));
+        push(
+            &mut projects,
+            &p.meta.project_id,
+            "ports",
+            json!({
+                "id": p.meta.id, "name": p.meta.name, "network_id": p.network_id, "ips": ips, "mac": p.mac_address,
+                "host": p.binding_host_id, "device_owner": p.device_owner, "status": status
+            }),
+        );
     }
-    Json(json!({"revision": s.revision, "projects": projects.into_values().collect::<Vec<_>>()})).into_response()
+    Json(json!({"revision": s.revision, "projects": projects.into_values().collect::<Vec<_>>()}))
+        .into_response()
 }
 
 /// Compiled entries per host (operators, stratoctl).
 async fn compiled(State(app): State<Arc<App>>) -> Response {
-    Json(json!({"revision": app.core.read().revision, "hosts": app.core.compiled_sizes()})).into_response()
+    Json(json!({"revision": app.core.read().revision, "hosts": app.core.compiled_sizes()}))
+        .into_response()
 }

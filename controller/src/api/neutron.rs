@@ -35,7 +35,9 @@ fn respond(r: Reply) -> Response {
 }
 
 fn if_match(h: &HeaderMap) -> Option<String> {
-    h.get("if-match").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    h.get("if-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// What the agents say of a port: ACTIVE once its host reports it realised
@@ -62,8 +64,19 @@ trait Resource: Send + Sync + 'static {
     fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>>;
     fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError>;
     fn create(s: &Desired, a: &Auth, body: &Value) -> Result<(Vec<Change>, String), ApiError>;
-    fn update(s: &Desired, a: &Auth, id: &str, body: &Value, if_match: Option<&str>) -> Result<(Vec<Change>, String), ApiError>;
-    fn delete(s: &Desired, a: &Auth, id: &str, if_match: Option<&str>) -> Result<(Vec<Change>, ()), ApiError>;
+    fn update(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<(Vec<Change>, String), ApiError>;
+    fn delete(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(Vec<Change>, ()), ApiError>;
 }
 
 struct Networks;
@@ -75,7 +88,11 @@ impl Resource for Networks {
     const ONE: &'static str = "network";
     const MANY: &'static str = "networks";
     fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.networks.values().filter(|n| networks::visible(a, n)).map(|n| networks::render(s, a, n)).collect()
+        s.networks
+            .values()
+            .filter(|n| networks::visible(a, n))
+            .map(|n| networks::render(s, a, n))
+            .collect()
     }
     fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
         Ok(networks::render(s, a, networks::get(s, a, id)?))
@@ -83,10 +100,21 @@ impl Resource for Networks {
     fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
         networks::create(s, a, b).map(|(c, n)| (c, n.meta.id))
     }
-    fn update(s: &Desired, a: &Auth, id: &str, b: &Value, m: Option<&str>) -> Result<(Vec<Change>, String), ApiError> {
+    fn update(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        b: &Value,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, String), ApiError> {
         networks::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
     }
-    fn delete(s: &Desired, a: &Auth, id: &str, m: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+    fn delete(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, ()), ApiError> {
         networks::delete(s, a, id, m)
     }
 }
@@ -95,7 +123,11 @@ impl Resource for Subnets {
     const ONE: &'static str = "subnet";
     const MANY: &'static str = "subnets";
     fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.subnets.values().filter(|x| subnets::get(s, a, &x.meta.id).is_ok()).map(subnets::render).collect()
+        s.subnets
+            .values()
+            .filter(|x| subnets::get(s, a, &x.meta.id).is_ok())
+            .map(subnets::render)
+            .collect()
     }
     fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
         Ok(subnets::render(subnets::get(s, a, id)?))
@@ -103,10 +135,21 @@ impl Resource for Subnets {
     fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
         subnets::create(s, a, b).map(|(c, n)| (c, n.meta.id))
     }
-    fn update(s: &Desired, a: &Auth, id: &str, b: &Value, m: Option<&str>) -> Result<(Vec<Change>, String), ApiError> {
+    fn update(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        b: &Value,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, String), ApiError> {
         subnets::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
     }
-    fn delete(s: &Desired, a: &Auth, id: &str, m: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+    fn delete(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, ()), ApiError> {
         subnets::delete(s, a, id, m)
     }
 }
@@ -115,7 +158,11 @@ impl Resource for Ports {
     const ONE: &'static str = "port";
     const MANY: &'static str = "ports";
     fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.ports.values().filter(|p| a.can_see(&p.meta.project_id)).map(|p| ports::render(a, p, port_status(app, p))).collect()
+        s.ports
+            .values()
+            .filter(|p| a.can_see(&p.meta.project_id))
+            .map(|p| ports::render(a, p, port_status(app, p)))
+            .collect()
     }
     fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
         let p = ports::get(s, a, id)?;
@@ -124,10 +171,21 @@ impl Resource for Ports {
     fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
         ports::create(s, a, b).map(|(c, n)| (c, n.meta.id))
     }
-    fn update(s: &Desired, a: &Auth, id: &str, b: &Value, m: Option<&str>) -> Result<(Vec<Change>, String), ApiError> {
+    fn update(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        b: &Value,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, String), ApiError> {
         ports::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
     }
-    fn delete(s: &Desired, a: &Auth, id: &str, m: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+    fn delete(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, ()), ApiError> {
         ports::delete(s, a, id, m)
     }
 }
@@ -136,7 +194,11 @@ impl Resource for Routers {
     const ONE: &'static str = "router";
     const MANY: &'static str = "routers";
     fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.routers.values().filter(|r| a.can_see(&r.meta.project_id)).map(routers::render).collect()
+        s.routers
+            .values()
+            .filter(|r| a.can_see(&r.meta.project_id))
+            .map(routers::render)
+            .collect()
     }
     fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
         Ok(routers::render(routers::get(s, a, id)?))
@@ -144,24 +206,47 @@ impl Resource for Routers {
     fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
         routers::create(s, a, b).map(|(c, n)| (c, n.meta.id))
     }
-    fn update(s: &Desired, a: &Auth, id: &str, b: &Value, m: Option<&str>) -> Result<(Vec<Change>, String), ApiError> {
+    fn update(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        b: &Value,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, String), ApiError> {
         routers::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
     }
-    fn delete(s: &Desired, a: &Auth, id: &str, m: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+    fn delete(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, ()), ApiError> {
         routers::delete(s, a, id, m)
     }
 }
 
-async fn list<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, Query(q): Query<Vec<(String, String)>>) -> Response {
+async fn list<R: Resource>(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         let s = app.core.read();
         let items = R::list(&app, &s, &auth);
-        Ok((StatusCode::OK, network::list_response(R::MANY, items, &q, &app.config.public_url)?))
+        Ok((
+            StatusCode::OK,
+            network::list_response(R::MANY, items, &q, &app.config.public_url)?,
+        ))
     })())
 }
 
-async fn show<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Response {
+async fn show<R: Resource>(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         let s = app.core.read();
@@ -170,35 +255,60 @@ async fn show<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, Path(id): 
     })())
 }
 
-async fn create<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, body: Result<Json<Value>, JsonRejection>) -> Response {
+async fn create<R: Resource>(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         let body = json_body(body)?;
         if body.get(R::MANY).is_some() {
-            return Err(ApiError::bad_request(format!("Bulk creation of {} is not supported; create them one by one.", R::MANY)));
+            return Err(ApiError::bad_request(format!(
+                "Bulk creation of {} is not supported; create them one by one.",
+                R::MANY
+            )));
         }
         let id = app.core.mutate(|s| R::create(s, &auth, &body))?;
         let s = app.core.read();
-        Ok((StatusCode::CREATED, json!({ R::ONE: R::show(&app, &s, &auth, &id)? })))
+        Ok((
+            StatusCode::CREATED,
+            json!({ R::ONE: R::show(&app, &s, &auth, &id)? }),
+        ))
     })())
 }
 
-async fn update<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>, body: Result<Json<Value>, JsonRejection>) -> Response {
+async fn update<R: Resource>(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         let body = json_body(body)?;
         let m = if_match(&h);
-        let id = app.core.mutate(|s| R::update(s, &auth, &id, &body, m.as_deref()))?;
+        let id = app
+            .core
+            .mutate(|s| R::update(s, &auth, &id, &body, m.as_deref()))?;
         let s = app.core.read();
-        Ok((StatusCode::OK, json!({ R::ONE: R::show(&app, &s, &auth, &id)? })))
+        Ok((
+            StatusCode::OK,
+            json!({ R::ONE: R::show(&app, &s, &auth, &id)? }),
+        ))
     })())
 }
 
-async fn delete<R: Resource>(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>) -> Response {
+async fn delete<R: Resource>(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         let m = if_match(&h);
-        app.core.mutate(|s| R::delete(s, &auth, &id, m.as_deref()))?;
+        app.core
+            .mutate(|s| R::delete(s, &auth, &id, m.as_deref()))?;
         Ok((StatusCode::NO_CONTENT, Value::Null))
     })())
 }
@@ -213,9 +323,19 @@ async fn router_interface(
         let auth = authenticate(&app, &h)?;
         let body = json_body(body)?;
         let info = match action.as_str() {
-            "add_router_interface" => app.core.mutate(|s| routers::add_interface(s, &auth, &id, &body))?,
-            "remove_router_interface" => app.core.mutate(|s| routers::remove_interface(s, &auth, &id, &body))?,
-            other => return Err(ApiError::new(404, "HTTPNotFound", format!("Unknown router action '{other}'"))),
+            "add_router_interface" => app
+                .core
+                .mutate(|s| routers::add_interface(s, &auth, &id, &body))?,
+            "remove_router_interface" => app
+                .core
+                .mutate(|s| routers::remove_interface(s, &auth, &id, &body))?,
+            other => {
+                return Err(ApiError::new(
+                    404,
+                    "HTTPNotFound",
+                    format!("Unknown router action '{other}'"),
+                ))
+            }
         };
         Ok((StatusCode::OK, info))
     })())
@@ -228,29 +348,56 @@ async fn quota_list(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     })())
 }
 
-async fn quota_show(State(app): State<Arc<App>>, h: HeaderMap, Path(project): Path<String>) -> Response {
+async fn quota_show(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(project): Path<String>,
+) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
-        Ok((StatusCode::OK, quotas::show(&app.core.read(), &auth, &project)?))
+        Ok((
+            StatusCode::OK,
+            quotas::show(&app.core.read(), &auth, &project)?,
+        ))
     })())
 }
 
-async fn quota_details(State(app): State<Arc<App>>, h: HeaderMap, Path(project): Path<String>) -> Response {
+async fn quota_details(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(project): Path<String>,
+) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
-        Ok((StatusCode::OK, quotas::details(&app.core.read(), &auth, &project)?))
+        Ok((
+            StatusCode::OK,
+            quotas::details(&app.core.read(), &auth, &project)?,
+        ))
     })())
 }
 
-async fn quota_update(State(app): State<Arc<App>>, h: HeaderMap, Path(project): Path<String>, body: Result<Json<Value>, JsonRejection>) -> Response {
+async fn quota_update(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(project): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         let body = json_body(body)?;
-        Ok((StatusCode::OK, app.core.mutate(|s| quotas::update(s, &auth, &project, &body))?))
+        Ok((
+            StatusCode::OK,
+            app.core
+                .mutate(|s| quotas::update(s, &auth, &project, &body))?,
+        ))
     })())
 }
 
-async fn quota_reset(State(app): State<Arc<App>>, h: HeaderMap, Path(project): Path<String>) -> Response {
+async fn quota_reset(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(project): Path<String>,
+) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         app.core.mutate(|s| quotas::reset(s, &auth, &project))?;
@@ -260,21 +407,81 @@ async fn quota_reset(State(app): State<Arc<App>>, h: HeaderMap, Path(project): P
 
 /// The extensions whose behaviour this API implements.
 const EXTENSIONS: &[(&str, &str, &str)] = &[
-    ("router", "Neutron L3 Router", "Routers connecting subnets into one routing domain (a VPC)"),
-    ("extraroute", "Neutron Extra Route", "Static routes on routers"),
-    ("quotas", "Quota management support", "Per-project quotas on networks, subnets, ports and routers"),
-    ("port-security", "Port Security", "Anti-spoofing per network and port (port_security_enabled)"),
-    ("allowed-address-pairs", "Allowed Address Pairs", "Extra addresses a port may send from"),
-    ("binding", "Port Binding", "binding:host_id and related attributes (admin only)"),
-    ("net-mtu", "Network MTU", "Network MTU attribute (overlay MTU)"),
-    ("project-id", "project_id field enabled", "project_id alongside tenant_id"),
-    ("standard-attr-revisions", "Resource revision numbers", "revision_number on every resource"),
-    ("revision-if-match", "If-Match constraints based on revision_number", "If-Match: revision_number=N on updates and deletes"),
-    ("standard-attr-timestamp", "Resource timestamps", "created_at and updated_at"),
-    ("standard-attr-description", "standard-attr-description", "description on every resource"),
-    ("filter-validation", "Filter parameters validation", "Unknown filter attributes are rejected"),
-    ("pagination", "Pagination support", "limit and marker on lists"),
-    ("sorting", "Sorting support", "sort_key and sort_dir on lists"),
+    (
+        "router",
+        "Neutron L3 Router",
+        "Routers connecting subnets into one routing domain (a VPC)",
+    ),
+    (
+        "extraroute",
+        "Neutron Extra Route",
+        "Static routes on routers",
+    ),
+    (
+        "quotas",
+        "Quota management support",
+        "Per-project quotas on networks, subnets, ports and routers",
+    ),
+    (
+        "port-security",
+        "Port Security",
+        "Anti-spoofing per network and port (port_security_enabled)",
+    ),
+    (
+        "allowed-address-pairs",
+        "Allowed Address Pairs",
+        "Extra addresses a port may send from",
+    ),
+    (
+        "binding",
+        "Port Binding",
+        "binding:host_id and related attributes (admin only)",
+    ),
+    (
+        "net-mtu",
+        "Network MTU",
+        "Network MTU attribute (overlay MTU)",
+    ),
+    (
+        "project-id",
+        "project_id field enabled",
+        "project_id alongside tenant_id",
+    ),
+    (
+        "standard-attr-revisions",
+        "Resource revision numbers",
+        "revision_number on every resource",
+    ),
+    (
+        "revision-if-match",
+        "If-Match constraints based on revision_number",
+        "If-Match: revision_number=N on updates and deletes",
+    ),
+    (
+        "standard-attr-timestamp",
+        "Resource timestamps",
+        "created_at and updated_at",
+    ),
+    (
+        "standard-attr-description",
+        "standard-attr-description",
+        "description on every resource",
+    ),
+    (
+        "filter-validation",
+        "Filter parameters validation",
+        "Unknown filter attributes are rejected",
+    ),
+    (
+        "pagination",
+        "Pagination support",
+        "limit and marker on lists",
+    ),
+    (
+        "sorting",
+        "Sorting support",
+        "sort_key and sort_dir on lists",
+    ),
 ];
 
 fn extension(alias: &str, name: &str, description: &str) -> Value {
@@ -284,14 +491,24 @@ fn extension(alias: &str, name: &str, description: &str) -> Value {
 async fn extensions(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     respond((|| {
         authenticate(&app, &h)?;
-        Ok((StatusCode::OK, json!({"extensions": EXTENSIONS.iter().map(|(a, n, d)| extension(a, n, d)).collect::<Vec<_>>()})))
+        Ok((
+            StatusCode::OK,
+            json!({"extensions": EXTENSIONS.iter().map(|(a, n, d)| extension(a, n, d)).collect::<Vec<_>>()}),
+        ))
     })())
 }
 
-async fn extension_show(State(app): State<Arc<App>>, h: HeaderMap, Path(alias): Path<String>) -> Response {
+async fn extension_show(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(alias): Path<String>,
+) -> Response {
     respond((|| {
         authenticate(&app, &h)?;
-        let (a, n, d) = EXTENSIONS.iter().find(|(a, _, _)| *a == alias).ok_or_else(|| ApiError::not_found("extension", &alias))?;
+        let (a, n, d) = EXTENSIONS
+            .iter()
+            .find(|(a, _, _)| *a == alias)
+            .ok_or_else(|| ApiError::not_found("extension", &alias))?;
         Ok((StatusCode::OK, json!({"extension": extension(a, n, d)})))
     })())
 }
@@ -314,8 +531,14 @@ async fn resources(State(app): State<Arc<App>>) -> Response {
 }
 
 fn collection<R: Resource>(r: Router<Arc<App>>) -> Router<Arc<App>> {
-    r.route(&format!("/v2.0/{}", R::MANY), get(list::<R>).post(create::<R>))
-        .route(&format!("/v2.0/{}/{{id}}", R::MANY), get(show::<R>).put(update::<R>).delete(delete::<R>))
+    r.route(
+        &format!("/v2.0/{}", R::MANY),
+        get(list::<R>).post(create::<R>),
+    )
+    .route(
+        &format!("/v2.0/{}/{{id}}", R::MANY),
+        get(show::<R>).put(update::<R>).delete(delete::<R>),
+    )
 }
 
 pub fn routes() -> Router<Arc<App>> {
@@ -327,7 +550,10 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v2.0/extensions/{alias}", get(extension_show))
         .route("/v2.0/routers/{id}/{action}", put(router_interface))
         .route("/v2.0/quotas", get(quota_list))
-        .route("/v2.0/quotas/{project}", get(quota_show).put(quota_update).delete(quota_reset))
+        .route(
+            "/v2.0/quotas/{project}",
+            get(quota_show).put(quota_update).delete(quota_reset),
+        )
         .route("/v2.0/quotas/{project}/details", get(quota_details));
     let r = collection::<Networks>(r);
     let r = collection::<Subnets>(r);

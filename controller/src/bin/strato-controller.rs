@@ -60,21 +60,30 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init("strato-controller");
     let args = Args::parse();
     if !(60..=7 * 86_400).contains(&args.token_ttl) {
-        anyhow::bail!("--token-ttl must be between 60 s and 7 days, got {}", args.token_ttl);
+        anyhow::bail!(
+            "--token-ttl must be between 60 s and 7 days, got {}",
+            args.token_ttl
+        );
     }
     if args.admin_password.len() < 8 {
         anyhow::bail!("the bootstrap admin password must have at least 8 characters");
     }
     let config = Config {
         db: args.db.clone(),
-        public_url: args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.listen)).trim_end_matches('/').to_owned(),
+        public_url: args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.listen))
+            .trim_end_matches('/')
+            .to_owned(),
         region: args.region.clone(),
         token_ttl: Duration::from_secs(args.token_ttl),
         admin_user: args.admin_user.clone(),
         admin_password: args.admin_password.clone(),
         admin_project: args.admin_project.clone(),
     };
-    let core = Core::open(&config.db).with_context(|| format!("opening the store {}", config.db.display()))?;
+    let core = Core::open(&config.db)
+        .with_context(|| format!("opening the store {}", config.db.display()))?;
     strato::identity::bootstrap(&core, &config).context("bootstrapping identity (roles, admin)")?;
     if let Some(path) = &args.write_clouds_yaml {
         let auth_url = format!("{}/v3", config.public_url);

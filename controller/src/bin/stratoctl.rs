@@ -105,12 +105,17 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         Cmd::Resources { project } => {
-            let v: serde_json::Value = rt.block_on(client::get_json(&args.controller, "/internal/v1/resources"))?;
+            let v: serde_json::Value =
+                rt.block_on(client::get_json(&args.controller, "/internal/v1/resources"))?;
             let projects: Vec<&serde_json::Value> = v["projects"]
                 .as_array()
                 .context("decoding resources")?
                 .iter()
-                .filter(|p| project.as_deref().is_none_or(|want| p["name"] == want || p["id"] == want))
+                .filter(|p| {
+                    project
+                        .as_deref()
+                        .is_none_or(|want| p["name"] == want || p["id"] == want)
+                })
                 .collect();
             if let Some(want) = &project {
                 if projects.is_empty() {
@@ -123,16 +128,40 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
             for p in projects {
-                println!("project {} ({})  revision {}", s(&p["name"]), s(&p["id"]), v["revision"]);
+                println!(
+                    "project {} ({})  revision {}",
+                    s(&p["name"]),
+                    s(&p["id"]),
+                    v["revision"]
+                );
                 for n in p["networks"].as_array().into_iter().flatten() {
-                    let subnets: Vec<String> = n["subnets"].as_array().into_iter().flatten().map(|x| s(&x["cidr"])).collect();
-                    println!("  network {:<20} {}  vni {:<8} mtu {}  subnets {}", s(&n["name"]), s(&n["id"]), n["vni"], n["mtu"], subnets.join(" "));
+                    let subnets: Vec<String> = n["subnets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| s(&x["cidr"]))
+                        .collect();
+                    println!(
+                        "  network {:<20} {}  vni {:<8} mtu {}  subnets {}",
+                        s(&n["name"]),
+                        s(&n["id"]),
+                        n["vni"],
+                        n["mtu"],
+                        subnets.join(" ")
+                    );
                 }
                 for r in p["routers"].as_array().into_iter().flatten() {
-                    println!("  router  {:<20} {}  interfaces {}  routes {}", s(&r["name"]), s(&r["id"]), r["interfaces"], r["routes"]);
+                    println!(
+                        "  router  {:<20} {}  interfaces {}  routes {}",
+                        s(&r["name"]),
+                        s(&r["id"]),
+                        r["interfaces"],
+                        r["routes"]
+                    );
                 }
                 for x in p["ports"].as_array().into_iter().flatten() {
-                    let ips: Vec<String> = x["ips"].as_array().into_iter().flatten().map(&s).collect();
+                    let ips: Vec<String> =
+                        x["ips"].as_array().into_iter().flatten().map(&s).collect();
                     let host = s(&x["host"]);
                     println!(
                         "  port    {:<20} {}  {:<15} {}  host {:<16} {}",
@@ -140,7 +169,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                         s(&x["id"]),
                         ips.join(","),
                         s(&x["mac"]),
-                        if host.is_empty() { "-".to_owned() } else { host },
+                        if host.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            host
+                        },
                         s(&x["status"])
                     );
                 }
@@ -164,16 +197,26 @@ fn run(args: Args) -> anyhow::Result<()> {
                 h.report.underlay_ip.as_deref().unwrap_or("-"),
                 h.report.realised_revision,
             );
-            let maps: Vec<String> = h.report.maps.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let maps: Vec<String> = h
+                .report
+                .maps
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             println!("pins {}  map entries: {}", h.report.pin_dir, maps.join(" "));
             if !h.report.ports.is_empty() {
-                println!("\n{:<38} {:<16} {:>7} {:<8} ERROR", "PORT", "TAP", "IFINDEX", "STATE");
+                println!(
+                    "\n{:<38} {:<16} {:>7} {:<8} ERROR",
+                    "PORT", "TAP", "IFINDEX", "STATE"
+                );
                 for p in &h.report.ports {
                     println!(
                         "{:<38} {:<16} {:>7} {:<8} {}",
                         p.id,
                         p.tap,
-                        p.ifindex.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                        p.ifindex
+                            .map(|i| i.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         format!("{:?}", p.state).to_lowercase(),
                         p.error.as_deref().unwrap_or("")
                     );

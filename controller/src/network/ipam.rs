@@ -16,13 +16,19 @@ pub const PRIVATE: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 pub fn parse_subnet_cidr(s: &str) -> Result<Ipv4Network, ApiError> {
     let net: Ipv4Network = s.parse().map_err(|_| {
         if s.contains(':') {
-            ApiError::invalid(format!("Invalid input for cidr. Reason: '{s}': IPv6 subnets are not supported."))
+            ApiError::invalid(format!(
+                "Invalid input for cidr. Reason: '{s}': IPv6 subnets are not supported."
+            ))
         } else {
-            ApiError::invalid(format!("Invalid input for cidr. Reason: '{s}' is not a valid IPv4 CIDR."))
+            ApiError::invalid(format!(
+                "Invalid input for cidr. Reason: '{s}' is not a valid IPv4 CIDR."
+            ))
         }
     })?;
     if !s.contains('/') {
-        return Err(ApiError::invalid(format!("Invalid input for cidr. Reason: '{s}' has no prefix length.")));
+        return Err(ApiError::invalid(format!(
+            "Invalid input for cidr. Reason: '{s}' has no prefix length."
+        )));
     }
     if net.network() != net.ip() {
         return Err(ApiError::invalid(format!(
@@ -50,14 +56,20 @@ pub fn parse_subnet_cidr(s: &str) -> Result<Ipv4Network, ApiError> {
 }
 
 pub fn parse_ip(field: &str, s: &str) -> Result<Ipv4Addr, ApiError> {
-    s.parse().map_err(|_| ApiError::invalid(format!("Invalid input for {field}. Reason: '{s}' is not a valid IPv4 address.")))
+    s.parse().map_err(|_| {
+        ApiError::invalid(format!(
+            "Invalid input for {field}. Reason: '{s}' is not a valid IPv4 address."
+        ))
+    })
 }
 
 /// Any IPv4 CIDR (host routes, static routes); canonical form required.
 pub fn parse_any_cidr(field: &str, s: &str) -> Result<Ipv4Network, ApiError> {
-    let net: Ipv4Network = s
-        .parse()
-        .map_err(|_| ApiError::invalid(format!("Invalid input for {field}. Reason: '{s}' is not a valid IPv4 CIDR.")))?;
+    let net: Ipv4Network = s.parse().map_err(|_| {
+        ApiError::invalid(format!(
+            "Invalid input for {field}. Reason: '{s}' is not a valid IPv4 CIDR."
+        ))
+    })?;
     if !s.contains('/') || net.network() != net.ip() {
         return Err(ApiError::invalid(format!(
             "Invalid input for {field}. Reason: '{s}' is not a canonical CIDR, '{}/{}' is recommended.",
@@ -98,12 +110,19 @@ pub fn default_pools(net: Ipv4Network, gateway: Option<Ipv4Addr>) -> Vec<Allocat
     }
     pools
         .into_iter()
-        .map(|(a, b)| AllocationPool { start: Ipv4Addr::from(a).to_string(), end: Ipv4Addr::from(b).to_string() })
+        .map(|(a, b)| AllocationPool {
+            start: Ipv4Addr::from(a).to_string(),
+            end: Ipv4Addr::from(b).to_string(),
+        })
         .collect()
 }
 
 /// Validates pools against the subnet and gateway; returns them as ranges.
-pub fn check_pools(net: Ipv4Network, gateway: Option<Ipv4Addr>, pools: &[AllocationPool]) -> Result<Vec<(u32, u32)>, ApiError> {
+pub fn check_pools(
+    net: Ipv4Network,
+    gateway: Option<Ipv4Addr>,
+    pools: &[AllocationPool],
+) -> Result<Vec<(u32, u32)>, ApiError> {
     let mut ranges = Vec::new();
     for p in pools {
         let a = parse_ip("allocation_pools", &p.start)?;
@@ -115,13 +134,19 @@ pub fn check_pools(net: Ipv4Network, gateway: Option<Ipv4Addr>, pools: &[Allocat
             )));
         }
         if a > b {
-            return Err(ApiError::bad_request(format!("The allocation pool {}-{} starts after it ends.", p.start, p.end)));
+            return Err(ApiError::bad_request(format!(
+                "The allocation pool {}-{} starts after it ends.",
+                p.start, p.end
+            )));
         }
         if let Some(g) = gateway {
             if g >= a && g <= b {
                 return Err(ApiError::conflict(
                     "GatewayConflictWithAllocationPools",
-                    format!("Gateway ip {g} conflicts with allocation pool {}-{}.", p.start, p.end),
+                    format!(
+                        "Gateway ip {g} conflicts with allocation pool {}-{}.",
+                        p.start, p.end
+                    ),
                 ));
             }
         }
@@ -146,7 +171,12 @@ pub fn check_pools(net: Ipv4Network, gateway: Option<Ipv4Addr>, pools: &[Allocat
 pub fn first_free(pools: &[AllocationPool], taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
     let mut ranges: Vec<(u32, u32)> = pools
         .iter()
-        .filter_map(|p| Some((u32::from(p.start.parse::<Ipv4Addr>().ok()?), u32::from(p.end.parse::<Ipv4Addr>().ok()?))))
+        .filter_map(|p| {
+            Some((
+                u32::from(p.start.parse::<Ipv4Addr>().ok()?),
+                u32::from(p.end.parse::<Ipv4Addr>().ok()?),
+            ))
+        })
         .collect();
     ranges.sort_unstable();
     for (a, b) in ranges {
@@ -176,13 +206,35 @@ pub fn random_mac() -> String {
 /// Normalises a MAC (lowercase, colon separated); rejects multicast and zero.
 pub fn parse_mac(field: &str, s: &str) -> Result<String, ApiError> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
-    let bytes: Option<Vec<u8>> =
-        if parts.len() == 6 { parts.iter().map(|p| if p.len() == 2 { u8::from_str_radix(p, 16).ok() } else { None }).collect() } else { None };
-    let bytes = bytes.ok_or_else(|| ApiError::invalid(format!("Invalid input for {field}. Reason: '{s}' is not a valid MAC address.")))?;
+    let bytes: Option<Vec<u8>> = if parts.len() == 6 {
+        parts
+            .iter()
+            .map(|p| {
+                if p.len() == 2 {
+                    u8::from_str_radix(p, 16).ok()
+                } else {
+                    None
+                }
+            })
+            .collect()
+    } else {
+        None
+    };
+    let bytes = bytes.ok_or_else(|| {
+        ApiError::invalid(format!(
+            "Invalid input for {field}. Reason: '{s}' is not a valid MAC address."
+        ))
+    })?;
     if bytes[0] & 1 == 1 || bytes.iter().all(|b| *b == 0) {
-        return Err(ApiError::invalid(format!("Invalid input for {field}. Reason: '{s}' is not a valid unicast MAC address.")));
+        return Err(ApiError::invalid(format!(
+            "Invalid input for {field}. Reason: '{s}' is not a valid unicast MAC address."
+        )));
     }
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
+    Ok(bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
 }
 
 #[cfg(test)]
@@ -190,7 +242,10 @@ mod tests {
     use super::*;
 
     fn pool(a: &str, b: &str) -> AllocationPool {
-        AllocationPool { start: a.into(), end: b.into() }
+        AllocationPool {
+            start: a.into(),
+            end: b.into(),
+        }
     }
 
     #[test]
@@ -199,13 +254,13 @@ mod tests {
         assert!(parse_subnet_cidr("172.16.5.0/24").is_ok());
         assert!(parse_subnet_cidr("192.168.0.0/16").is_ok());
         for bad in [
-            "10.0.0.1/24",     // host bits
-            "8.8.8.0/24",      // public
-            "172.32.0.0/16",   // just outside 172.16/12
-            "10.0.0.0/30",     // too small
-            "10.0.0.0",        // no prefix
-            "fd00::/64",       // IPv6
-            "10.0.0.0/33",     // bad prefix
+            "10.0.0.1/24",   // host bits
+            "8.8.8.0/24",    // public
+            "172.32.0.0/16", // just outside 172.16/12
+            "10.0.0.0/30",   // too small
+            "10.0.0.0",      // no prefix
+            "fd00::/64",     // IPv6
+            "10.0.0.0/33",   // bad prefix
             "garbage",
             "0.0.0.0/0",
         ] {
@@ -217,19 +272,67 @@ mod tests {
     fn pools_and_gateway() {
         let n: Ipv4Network = "10.0.0.0/24".parse().unwrap();
         let gw: Ipv4Addr = "10.0.0.1".parse().unwrap();
-        assert_eq!(default_pools(n, Some(gw)), vec![pool("10.0.0.2", "10.0.0.254")]);
+        assert_eq!(
+            default_pools(n, Some(gw)),
+            vec![pool("10.0.0.2", "10.0.0.254")]
+        );
         assert_eq!(
             default_pools(n, Some("10.0.0.100".parse().unwrap())),
-            vec![pool("10.0.0.1", "10.0.0.99"), pool("10.0.0.101", "10.0.0.254")]
+            vec![
+                pool("10.0.0.1", "10.0.0.99"),
+                pool("10.0.0.101", "10.0.0.254")
+            ]
         );
         assert_eq!(default_pools(n, None), vec![pool("10.0.0.1", "10.0.0.254")]);
-        assert!(check_pools(n, Some(gw), &[pool("10.0.0.2", "10.0.0.50"), pool("10.0.0.60", "10.0.0.70")]).is_ok());
-        assert_eq!(check_pools(n, Some(gw), &[pool("10.0.0.1", "10.0.0.5")]).unwrap_err().status, 409);
-        assert_eq!(check_pools(n, Some(gw), &[pool("10.0.0.2", "10.0.1.5")]).unwrap_err().status, 400);
-        assert_eq!(check_pools(n, Some(gw), &[pool("10.0.0.9", "10.0.0.5")]).unwrap_err().status, 400);
-        assert_eq!(check_pools(n, Some(gw), &[pool("10.0.0.2", "10.0.0.9"), pool("10.0.0.9", "10.0.0.20")]).unwrap_err().status, 400);
-        assert_eq!(check_pools(n, Some(gw), &[pool("10.0.0.0", "10.0.0.9")]).unwrap_err().status, 400);
-        assert_eq!(check_pools(n, Some(gw), &[pool("10.0.0.2", "10.0.0.255")]).unwrap_err().status, 400);
+        assert!(check_pools(
+            n,
+            Some(gw),
+            &[
+                pool("10.0.0.2", "10.0.0.50"),
+                pool("10.0.0.60", "10.0.0.70")
+            ]
+        )
+        .is_ok());
+        assert_eq!(
+            check_pools(n, Some(gw), &[pool("10.0.0.1", "10.0.0.5")])
+                .unwrap_err()
+                .status,
+            409
+        );
+        assert_eq!(
+            check_pools(n, Some(gw), &[pool("10.0.0.2", "10.0.1.5")])
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            check_pools(n, Some(gw), &[pool("10.0.0.9", "10.0.0.5")])
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            check_pools(
+                n,
+                Some(gw),
+                &[pool("10.0.0.2", "10.0.0.9"), pool("10.0.0.9", "10.0.0.20")]
+            )
+            .unwrap_err()
+            .status,
+            400
+        );
+        assert_eq!(
+            check_pools(n, Some(gw), &[pool("10.0.0.0", "10.0.0.9")])
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            check_pools(n, Some(gw), &[pool("10.0.0.2", "10.0.0.255")])
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 
     #[test]
@@ -243,13 +346,25 @@ mod tests {
         }
         assert_eq!(got, vec!["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.10"]);
         taken.remove(&"10.0.0.3".parse().unwrap());
-        assert_eq!(first_free(&pools, &taken), Some("10.0.0.3".parse().unwrap()));
+        assert_eq!(
+            first_free(&pools, &taken),
+            Some("10.0.0.3".parse().unwrap())
+        );
     }
 
     #[test]
     fn macs() {
-        assert_eq!(parse_mac("m", "FA-16-3E-00-00-01").unwrap(), "fa:16:3e:00:00:01");
-        for bad in ["01:00:5e:00:00:01", "00:00:00:00:00:00", "fa:16:3e:00:00", "zz:16:3e:00:00:01", "fa:16:3e:00:00:001"] {
+        assert_eq!(
+            parse_mac("m", "FA-16-3E-00-00-01").unwrap(),
+            "fa:16:3e:00:00:01"
+        );
+        for bad in [
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "fa:16:3e:00:00",
+            "zz:16:3e:00:00:01",
+            "fa:16:3e:00:00:001",
+        ] {
             assert!(parse_mac("m", bad).is_err(), "{bad}");
         }
         let m = random_mac();

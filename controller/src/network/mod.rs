@@ -34,27 +34,36 @@ pub struct Attrs<'a> {
 }
 
 fn type_error(key: &str, v: &Value, what: &str) -> ApiError {
-    ApiError::invalid(format!("Invalid input for {key}. Reason: '{v}' is not {what}."))
+    ApiError::invalid(format!(
+        "Invalid input for {key}. Reason: '{v}' is not {what}."
+    ))
 }
 
 impl<'a> Attrs<'a> {
     /// The object under `resource` in a body like `{"network": {...}}`.
     pub fn from_body(body: &'a Value, resource: &str) -> Result<Attrs<'a>, ApiError> {
-        let top = body
-            .as_object()
-            .ok_or_else(|| ApiError::bad_request(format!("Request body must be a JSON object with a '{resource}' key.")))?;
+        let top = body.as_object().ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Request body must be a JSON object with a '{resource}' key."
+            ))
+        })?;
         if let Some(extra) = top.keys().find(|k| *k != resource) {
             return Err(ApiError::bad_request(format!(
                 "Unrecognized attribute(s) '{extra}' at the top level; expected '{resource}'."
             )));
         }
-        let inner = top
-            .get(resource)
-            .ok_or_else(|| ApiError::bad_request(format!("Resource body required: missing '{resource}'.")))?;
-        let map = inner
-            .as_object()
-            .ok_or_else(|| ApiError::bad_request(format!("Invalid input: '{resource}' must be a JSON object.")))?;
-        Ok(Attrs { map, used: BTreeSet::new() })
+        let inner = top.get(resource).ok_or_else(|| {
+            ApiError::bad_request(format!("Resource body required: missing '{resource}'."))
+        })?;
+        let map = inner.as_object().ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Invalid input: '{resource}' must be a JSON object."
+            ))
+        })?;
+        Ok(Attrs {
+            map,
+            used: BTreeSet::new(),
+        })
     }
 
     fn take(&mut self, key: &str) -> Option<&'a Value> {
@@ -71,15 +80,19 @@ impl<'a> Attrs<'a> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
-            Some(Value::String(s)) => {
-                Err(ApiError::invalid(format!("Invalid input for {key}. Reason: '{s}' exceeds maximum length of {max}.")))
-            }
+            Some(Value::String(s)) => Err(ApiError::invalid(format!(
+                "Invalid input for {key}. Reason: '{s}' exceeds maximum length of {max}."
+            ))),
             Some(v) => Err(type_error(key, v, "a valid string")),
         }
     }
 
     /// A string that may be explicitly null: `Some(None)` for null.
-    pub fn nullable_string(&mut self, key: &str, max: usize) -> Result<Option<Option<String>>, ApiError> {
+    pub fn nullable_string(
+        &mut self,
+        key: &str,
+        max: usize,
+    ) -> Result<Option<Option<String>>, ApiError> {
         match self.map.get(key) {
             Some(Value::Null) => {
                 self.used.insert(key.to_owned());
@@ -128,7 +141,11 @@ impl<'a> Attrs<'a> {
             None => Ok(None),
             Some(items) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| type_error(key, v, "a list of strings")))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| type_error(key, v, "a list of strings"))
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
         }
@@ -141,18 +158,28 @@ impl<'a> Attrs<'a> {
 
     /// Rejects attributes nobody consumed.
     pub fn finish(self) -> Result<(), ApiError> {
-        let unknown: Vec<&str> = self.map.keys().filter(|k| !self.used.contains(*k)).map(String::as_str).collect();
+        let unknown: Vec<&str> = self
+            .map
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .map(String::as_str)
+            .collect();
         if unknown.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::bad_request(format!("Unrecognized attribute(s) '{}'", unknown.join(", "))))
+            Err(ApiError::bad_request(format!(
+                "Unrecognized attribute(s) '{}'",
+                unknown.join(", ")
+            )))
         }
     }
 
     /// Attributes that may only be set at creation: rejected on update.
     pub fn reject_read_only(&self, keys: &[&str]) -> Result<(), ApiError> {
         match keys.iter().find(|k| self.map.contains_key(**k)) {
-            Some(k) => Err(ApiError::bad_request(format!("Cannot update read-only attribute {k}"))),
+            Some(k) => Err(ApiError::bad_request(format!(
+                "Cannot update read-only attribute {k}"
+            ))),
             None => Ok(()),
         }
     }
@@ -165,14 +192,18 @@ pub fn owner(auth: &Auth, attrs: &mut Attrs<'_>, state: &State) -> Result<String
     let t = attrs.string("tenant_id", 255)?;
     let wanted = match (p, t) {
         (Some(p), Some(t)) if p != t => {
-            return Err(ApiError::bad_request(format!("'project_id' {p} and 'tenant_id' {t} do not match")))
+            return Err(ApiError::bad_request(format!(
+                "'project_id' {p} and 'tenant_id' {t} do not match"
+            )))
         }
         (Some(p), _) | (None, Some(p)) => p,
         (None, None) => return Ok(auth.project_id.clone()),
     };
     if wanted != auth.project_id {
         if !auth.is_admin() {
-            return Err(ApiError::forbidden("Only an administrator may create resources for another project."));
+            return Err(ApiError::forbidden(
+                "Only an administrator may create resources for another project.",
+            ));
         }
         if !state.projects.contains_key(&wanted) {
             return Err(ApiError::not_found("project", &wanted));
@@ -186,7 +217,9 @@ pub fn require_write(auth: &Auth) -> Result<(), ApiError> {
     if auth.can_write() {
         Ok(())
     } else {
-        Err(ApiError::forbidden("The reader role may only read; this request changes resources."))
+        Err(ApiError::forbidden(
+            "The reader role may only read; this request changes resources.",
+        ))
     }
 }
 
@@ -216,9 +249,13 @@ pub fn check_if_match(if_match: Option<&str>, meta: &Meta) -> Result<(), ApiErro
     for part in h.split(',') {
         let part = part.trim();
         let Some(n) = part.strip_prefix("revision_number=") else {
-            return Err(ApiError::bad_request(format!("If-Match must be 'revision_number=N', got '{part}'")));
+            return Err(ApiError::bad_request(format!(
+                "If-Match must be 'revision_number=N', got '{part}'"
+            )));
         };
-        let n: u64 = n.parse().map_err(|_| ApiError::bad_request(format!("If-Match revision '{n}' is not a number")))?;
+        let n: u64 = n.parse().map_err(|_| {
+            ApiError::bad_request(format!("If-Match revision '{n}' is not a number"))
+        })?;
         if n == meta.revision_number {
             return Ok(());
         }
@@ -243,7 +280,14 @@ pub fn render_meta(m: &Meta, o: &mut Map<String, Value>) {
 }
 
 /// Query parameters that are not attribute filters.
-const NON_FILTERS: [&str; 6] = ["fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse"];
+const NON_FILTERS: [&str; 6] = [
+    "fields",
+    "limit",
+    "marker",
+    "sort_key",
+    "sort_dir",
+    "page_reverse",
+];
 
 fn matches(v: &Value, wanted: &str) -> bool {
     match v {
@@ -278,14 +322,20 @@ pub fn list_response(
         match k.as_str() {
             "fields" => fields.push(v.as_str()),
             "limit" => {
-                limit = Some(v.parse::<usize>().map_err(|_| ApiError::bad_request(format!("Bad limit request: '{v}' is not an integer")))?)
+                limit = Some(v.parse::<usize>().map_err(|_| {
+                    ApiError::bad_request(format!("Bad limit request: '{v}' is not an integer"))
+                })?)
             }
             "marker" => marker = Some(v.as_str()),
             "sort_key" => sort_key = v.clone(),
             "sort_dir" => match v.as_str() {
                 "asc" => sort_desc = false,
                 "desc" => sort_desc = true,
-                _ => return Err(ApiError::bad_request(format!("sort_dir must be asc or desc, got '{v}'"))),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "sort_dir must be asc or desc, got '{v}'"
+                    )))
+                }
             },
             _ if NON_FILTERS.contains(&k.as_str()) => {}
             _ => filters.entry(k.as_str()).or_default().push(v.as_str()),
@@ -293,19 +343,30 @@ pub fn list_response(
     }
     if let Some(first) = items.first() {
         if let Some(bad) = filters.keys().find(|k| !first.contains_key(**k)) {
-            return Err(ApiError::bad_request(format!("[{bad}] is invalid attribute for filtering")));
+            return Err(ApiError::bad_request(format!(
+                "[{bad}] is invalid attribute for filtering"
+            )));
         }
         if !first.contains_key(&sort_key) {
-            return Err(ApiError::bad_request(format!("{sort_key} is an invalid attribute for sort_key")));
+            return Err(ApiError::bad_request(format!(
+                "{sort_key} is an invalid attribute for sort_key"
+            )));
         }
     }
     let mut out: Vec<Map<String, Value>> = items
         .into_iter()
-        .filter(|item| filters.iter().all(|(k, vals)| item.get(*k).is_some_and(|v| vals.iter().any(|w| matches(v, w)))))
+        .filter(|item| {
+            filters.iter().all(|(k, vals)| {
+                item.get(*k)
+                    .is_some_and(|v| vals.iter().any(|w| matches(v, w)))
+            })
+        })
         .collect();
     let key = |m: &Map<String, Value>| m.get(&sort_key).map(|v| v.to_string()).unwrap_or_default();
     out.sort_by(|a, b| {
-        let o = key(a).cmp(&key(b)).then_with(|| a["id"].to_string().cmp(&b["id"].to_string()));
+        let o = key(a)
+            .cmp(&key(b))
+            .then_with(|| a["id"].to_string().cmp(&b["id"].to_string()));
         if sort_desc {
             o.reverse()
         } else {
@@ -323,7 +384,11 @@ pub fn list_response(
     if let Some(l) = limit.filter(|l| *l > 0) {
         if out.len() > l {
             out.truncate(l);
-            next = out.last().and_then(|i| i.get("id")).and_then(Value::as_str).map(str::to_owned);
+            next = out
+                .last()
+                .and_then(|i| i.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
         }
     }
     if !fields.is_empty() {
@@ -332,9 +397,16 @@ pub fn list_response(
         }
     }
     let mut body = Map::new();
-    body.insert(collection.into(), Value::Array(out.into_iter().map(Value::Object).collect()));
+    body.insert(
+        collection.into(),
+        Value::Array(out.into_iter().map(Value::Object).collect()),
+    );
     if let (Some(next), Some(l)) = (next, limit) {
-        let mut q: Vec<String> = query.iter().filter(|(k, _)| k != "marker" && k != "limit").map(|(k, v)| format!("{k}={v}")).collect();
+        let mut q: Vec<String> = query
+            .iter()
+            .filter(|(k, _)| k != "marker" && k != "limit")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         q.push(format!("limit={l}"));
         q.push(format!("marker={next}"));
         body.insert(
@@ -346,8 +418,15 @@ pub fn list_response(
 }
 
 /// `fields` applied to a single rendered resource.
-pub fn select_fields(mut item: Map<String, Value>, query: &[(String, String)]) -> Map<String, Value> {
-    let fields: Vec<&str> = query.iter().filter(|(k, _)| k == "fields").map(|(_, v)| v.as_str()).collect();
+pub fn select_fields(
+    mut item: Map<String, Value>,
+    query: &[(String, String)],
+) -> Map<String, Value> {
+    let fields: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k == "fields")
+        .map(|(_, v)| v.as_str())
+        .collect();
     if !fields.is_empty() {
         item.retain(|k, _| fields.contains(&k.as_str()));
     }
@@ -371,29 +450,75 @@ mod tests {
     }
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn filters_fields_pages() {
         let r = list_response("ports", items(), &q(&[("name", "x")]), "http://h").unwrap();
         assert_eq!(r["ports"].as_array().unwrap().len(), 2);
-        let r = list_response("ports", items(), &q(&[("name", "x"), ("name", "y")]), "http://h").unwrap();
+        let r = list_response(
+            "ports",
+            items(),
+            &q(&[("name", "x"), ("name", "y")]),
+            "http://h",
+        )
+        .unwrap();
         assert_eq!(r["ports"].as_array().unwrap().len(), 3);
-        let r = list_response("ports", items(), &q(&[("admin_state_up", "False")]), "http://h").unwrap();
+        let r = list_response(
+            "ports",
+            items(),
+            &q(&[("admin_state_up", "False")]),
+            "http://h",
+        )
+        .unwrap();
         assert_eq!(r["ports"][0]["id"], "b");
-        let r = list_response("ports", items(), &q(&[("fixed_ips", "ip_address=10.0.0.3")]), "http://h").unwrap();
+        let r = list_response(
+            "ports",
+            items(),
+            &q(&[("fixed_ips", "ip_address=10.0.0.3")]),
+            "http://h",
+        )
+        .unwrap();
         assert_eq!(r["ports"][0]["id"], "a");
-        let r = list_response("ports", items(), &q(&[("fields", "id"), ("fields", "name")]), "http://h").unwrap();
+        let r = list_response(
+            "ports",
+            items(),
+            &q(&[("fields", "id"), ("fields", "name")]),
+            "http://h",
+        )
+        .unwrap();
         assert_eq!(r["ports"][0].as_object().unwrap().len(), 2);
         let r = list_response("ports", items(), &q(&[("limit", "2")]), "http://h").unwrap();
         assert_eq!(r["ports"].as_array().unwrap().len(), 2);
-        assert!(r["ports_links"][0]["href"].as_str().unwrap().ends_with("limit=2&marker=b"));
-        let r = list_response("ports", items(), &q(&[("limit", "2"), ("marker", "b")]), "http://h").unwrap();
+        assert!(r["ports_links"][0]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("limit=2&marker=b"));
+        let r = list_response(
+            "ports",
+            items(),
+            &q(&[("limit", "2"), ("marker", "b")]),
+            "http://h",
+        )
+        .unwrap();
         assert_eq!(r["ports"][0]["id"], "c");
         assert!(r.get("ports_links").is_none());
-        assert_eq!(list_response("ports", items(), &q(&[("colour", "red")]), "http://h").unwrap_err().status, 400);
-        assert_eq!(list_response("ports", items(), &q(&[("limit", "x")]), "http://h").unwrap_err().status, 400);
+        assert_eq!(
+            list_response("ports", items(), &q(&[("colour", "red")]), "http://h")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            list_response("ports", items(), &q(&[("limit", "x")]), "http://h")
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 
     #[test]
@@ -401,7 +526,10 @@ mod tests {
         let body = json!({"network": {"name": "n", "colour": "red"}});
         let mut a = Attrs::from_body(&body, "network").unwrap();
         assert_eq!(a.string("name", 255).unwrap().as_deref(), Some("n"));
-        assert_eq!(a.finish().unwrap_err().message, "Unrecognized attribute(s) 'colour'");
+        assert_eq!(
+            a.finish().unwrap_err().message,
+            "Unrecognized attribute(s) 'colour'"
+        );
         let body = json!({"network": {"admin_state_up": "yes"}});
         let mut a = Attrs::from_body(&body, "network").unwrap();
         assert_eq!(a.boolean("admin_state_up").unwrap_err().status, 400);
@@ -415,7 +543,12 @@ mod tests {
         let m = new_meta("p".into(), None, None);
         assert!(check_if_match(None, &m).is_ok());
         assert!(check_if_match(Some("revision_number=1"), &m).is_ok());
-        assert_eq!(check_if_match(Some("revision_number=2"), &m).unwrap_err().status, 412);
+        assert_eq!(
+            check_if_match(Some("revision_number=2"), &m)
+                .unwrap_err()
+                .status,
+            412
+        );
         assert_eq!(check_if_match(Some("etag"), &m).unwrap_err().status, 400);
     }
 }

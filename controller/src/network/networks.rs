@@ -23,14 +23,20 @@ pub fn visible(auth: &Auth, n: &Network) -> bool {
 /// The network, if the caller may see it (404 otherwise, also for other
 /// projects' networks: their existence is not disclosed).
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Network, ApiError> {
-    state.networks.get(id).filter(|n| visible(auth, n)).ok_or_else(|| ApiError::not_found("network", id))
+    state
+        .networks
+        .get(id)
+        .filter(|n| visible(auth, n))
+        .ok_or_else(|| ApiError::not_found("network", id))
 }
 
 /// As [`get`], but the caller must also own it (or be admin) to change it.
 pub fn get_owned<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Network, ApiError> {
     let n = get(state, auth, id)?;
     if !auth.can_see(&n.meta.project_id) {
-        return Err(ApiError::forbidden(format!("Network {id} is shared with you; only its owner may change it.")));
+        return Err(ApiError::forbidden(format!(
+            "Network {id} is shared with you; only its owner may change it."
+        )));
     }
     Ok(n)
 }
@@ -45,12 +51,19 @@ fn allocate_vni(state: &State) -> Result<u32, ApiError> {
         candidate = v + 1;
     }
     if candidate > VNI_MAX {
-        return Err(ApiError::conflict("NoNetworkAvailable", "Unable to create the network. No tenant network is available for allocation."));
+        return Err(ApiError::conflict(
+            "NoNetworkAvailable",
+            "Unable to create the network. No tenant network is available for allocation.",
+        ));
     }
     Ok(candidate)
 }
 
-pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Network), ApiError> {
+pub fn create(
+    state: &State,
+    auth: &Auth,
+    body: &Value,
+) -> Result<(Vec<Change>, Network), ApiError> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "network")?;
     let project = owner(auth, &mut a, state)?;
@@ -58,7 +71,10 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     let description = a.string("description", 255)?;
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
     let shared = a.boolean("shared")?.unwrap_or(false);
-    let mtu = a.integer("mtu", 68, OVERLAY_MTU as i64)?.map(|m| m as u32).unwrap_or(OVERLAY_MTU);
+    let mtu = a
+        .integer("mtu", 68, OVERLAY_MTU as i64)?
+        .map(|m| m as u32)
+        .unwrap_or(OVERLAY_MTU);
     let port_security_enabled = a.boolean("port_security_enabled")?.unwrap_or(true);
     if let Some(z) = a.strings("availability_zone_hints")? {
         if !z.is_empty() {
@@ -70,7 +86,9 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     }
     a.finish()?;
     if shared && !auth.is_admin() {
-        return Err(ApiError::forbidden("Only an administrator may create shared networks."));
+        return Err(ApiError::forbidden(
+            "Only an administrator may create shared networks.",
+        ));
     }
     quotas::check(state, &project, Kind::Network, 1)?;
     let n = Network {
@@ -85,12 +103,25 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     Ok((vec![Change::Put(Object::Network(n.clone()))], n))
 }
 
-pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Option<&str>) -> Result<(Vec<Change>, Network), ApiError> {
+pub fn update(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<(Vec<Change>, Network), ApiError> {
     require_write(auth)?;
     let mut n = get_owned(state, auth, id)?.clone();
     check_if_match(if_match, &n.meta)?;
     let mut a = Attrs::from_body(body, "network")?;
-    a.reject_read_only(&["id", "project_id", "tenant_id", "status", "subnets", "provider:segmentation_id"])?;
+    a.reject_read_only(&[
+        "id",
+        "project_id",
+        "tenant_id",
+        "status",
+        "subnets",
+        "provider:segmentation_id",
+    ])?;
     if let Some(v) = a.string("name", 255)? {
         n.meta.name = v;
     }
@@ -108,7 +139,9 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Opti
     }
     if let Some(v) = a.boolean("shared")? {
         if v != n.shared && !auth.is_admin() {
-            return Err(ApiError::forbidden("Only an administrator may share or unshare networks."));
+            return Err(ApiError::forbidden(
+                "Only an administrator may share or unshare networks.",
+            ));
         }
         n.shared = v;
     }
@@ -118,7 +151,12 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Opti
 }
 
 /// Deletes the network and its subnets; 409 while any port is on it.
-pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<(Vec<Change>, ()), ApiError> {
     require_write(auth)?;
     let n = get_owned(state, auth, id)?;
     check_if_match(if_match, &n.meta)?;
@@ -128,8 +166,12 @@ pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> R
             format!("Unable to complete operation on network {id}. There are one or more ports still in use on the network."),
         ));
     }
-    let mut changes: Vec<Change> =
-        state.subnets.values().filter(|s| s.network_id == id).map(|s| Change::Delete(Kind::Subnet, s.meta.id.clone())).collect();
+    let mut changes: Vec<Change> = state
+        .subnets
+        .values()
+        .filter(|s| s.network_id == id)
+        .map(|s| Change::Delete(Kind::Subnet, s.meta.id.clone()))
+        .collect();
     changes.push(Change::Delete(Kind::Network, id.to_owned()));
     tracing::info!(network = id, "network deleted");
     Ok((changes, ()))
@@ -138,14 +180,32 @@ pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> R
 pub fn render(state: &State, auth: &Auth, n: &Network) -> Map<String, Value> {
     let mut o = Map::new();
     render_meta(&n.meta, &mut o);
-    let mut subnets: Vec<&crate::model::Subnet> = state.subnets.values().filter(|s| s.network_id == n.meta.id).collect();
-    subnets.sort_by(|a, b| a.meta.created_at.cmp(&b.meta.created_at).then(a.meta.id.cmp(&b.meta.id)));
-    o.insert("subnets".into(), subnets.iter().map(|s| Value::from(s.meta.id.clone())).collect());
+    let mut subnets: Vec<&crate::model::Subnet> = state
+        .subnets
+        .values()
+        .filter(|s| s.network_id == n.meta.id)
+        .collect();
+    subnets.sort_by(|a, b| {
+        a.meta
+            .created_at
+            .cmp(&b.meta.created_at)
+            .then(a.meta.id.cmp(&b.meta.id))
+    });
+    o.insert(
+        "subnets".into(),
+        subnets
+            .iter()
+            .map(|s| Value::from(s.meta.id.clone()))
+            .collect(),
+    );
     o.insert("admin_state_up".into(), n.admin_state_up.into());
     o.insert("status".into(), "ACTIVE".into());
     o.insert("shared".into(), n.shared.into());
     o.insert("mtu".into(), n.mtu.into());
-    o.insert("port_security_enabled".into(), n.port_security_enabled.into());
+    o.insert(
+        "port_security_enabled".into(),
+        n.port_security_enabled.into(),
+    );
     o.insert("router:external".into(), false.into());
     o.insert("availability_zone_hints".into(), Value::Array(vec![]));
     o.insert("availability_zones".into(), Value::Array(vec![]));

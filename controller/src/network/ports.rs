@@ -6,7 +6,10 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use serde_json::{json, Map, Value};
 
-use super::{check_if_match, ipam, networks, new_meta, owner, quotas, render_meta, require_write, subnets, touch, Attrs, OWNER_ROUTER_INTERFACE};
+use super::{
+    check_if_match, ipam, networks, new_meta, owner, quotas, render_meta, require_write, subnets,
+    touch, Attrs, OWNER_ROUTER_INTERFACE,
+};
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -20,12 +23,25 @@ pub fn tap_name(port_id: &str) -> String {
 }
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Port, ApiError> {
-    state.ports.get(id).filter(|p| auth.can_see(&p.meta.project_id)).ok_or_else(|| ApiError::not_found("port", id))
+    state
+        .ports
+        .get(id)
+        .filter(|p| auth.can_see(&p.meta.project_id))
+        .ok_or_else(|| ApiError::not_found("port", id))
 }
 
 fn network_subnets<'s>(state: &'s State, network_id: &str) -> Vec<&'s Subnet> {
-    let mut v: Vec<&Subnet> = state.subnets.values().filter(|s| s.network_id == network_id).collect();
-    v.sort_by(|a, b| a.meta.created_at.cmp(&b.meta.created_at).then(a.meta.id.cmp(&b.meta.id)));
+    let mut v: Vec<&Subnet> = state
+        .subnets
+        .values()
+        .filter(|s| s.network_id == network_id)
+        .collect();
+    v.sort_by(|a, b| {
+        a.meta
+            .created_at
+            .cmp(&b.meta.created_at)
+            .then(a.meta.id.cmp(&b.meta.id))
+    });
     v
 }
 
@@ -56,22 +72,52 @@ pub fn allocate_ips(
                 taken.insert(g.parse().expect("validated gateway"));
             }
             if let Some(ip) = ipam::first_free(&s.allocation_pools, &taken) {
-                return Ok(vec![FixedIp { subnet_id: s.meta.id.clone(), ip_address: ip.to_string() }]);
+                return Ok(vec![FixedIp {
+                    subnet_id: s.meta.id.clone(),
+                    ip_address: ip.to_string(),
+                }]);
             }
         }
         if subnets.is_empty() {
             return Ok(vec![]);
         }
-        return Err(ApiError::conflict("IpAddressGenerationFailure", format!("No more IP addresses available on network {network_id}.")));
+        return Err(ApiError::conflict(
+            "IpAddressGenerationFailure",
+            format!("No more IP addresses available on network {network_id}."),
+        ));
     };
     let mut out: Vec<FixedIp> = Vec::new();
     for r in requested {
-        let o = r.as_object().ok_or_else(|| ApiError::invalid(format!("Invalid input for fixed_ips. Reason: '{r}' is not a dictionary.")))?;
+        let o = r.as_object().ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Invalid input for fixed_ips. Reason: '{r}' is not a dictionary."
+            ))
+        })?;
         if let Some(k) = o.keys().find(|k| *k != "subnet_id" && *k != "ip_address") {
-            return Err(ApiError::invalid(format!("Invalid input for fixed_ips. Reason: unrecognized key '{k}' in {r}.")));
+            return Err(ApiError::invalid(format!(
+                "Invalid input for fixed_ips. Reason: unrecognized key '{k}' in {r}."
+            )));
         }
-        let sid = o.get("subnet_id").map(|v| v.as_str().ok_or_else(|| ApiError::invalid(format!("Invalid input for fixed_ips. Reason: subnet_id in {r} is not a string.")))).transpose()?;
-        let ip = o.get("ip_address").map(|v| v.as_str().ok_or_else(|| ApiError::invalid(format!("Invalid input for fixed_ips. Reason: ip_address in {r} is not a string.")))).transpose()?;
+        let sid = o
+            .get("subnet_id")
+            .map(|v| {
+                v.as_str().ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "Invalid input for fixed_ips. Reason: subnet_id in {r} is not a string."
+                    ))
+                })
+            })
+            .transpose()?;
+        let ip = o
+            .get("ip_address")
+            .map(|v| {
+                v.as_str().ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "Invalid input for fixed_ips. Reason: ip_address in {r} is not a string."
+                    ))
+                })
+            })
+            .transpose()?;
         let ip = ip.map(|i| ipam::parse_ip("fixed_ips", i)).transpose()?;
         let subnet = match (sid, ip) {
             (Some(sid), _) => *subnets.iter().find(|s| s.meta.id == sid).ok_or_else(|| {
@@ -98,7 +144,10 @@ pub fn allocate_ips(
                 if taken.contains(&ip) || (is_gateway && !router_interface) {
                     return Err(ApiError::conflict(
                         "IpAddressAlreadyAllocated",
-                        format!("IP address {ip} already allocated in subnet {}", subnet.meta.id),
+                        format!(
+                            "IP address {ip} already allocated in subnet {}",
+                            subnet.meta.id
+                        ),
                     ));
                 }
                 ip
@@ -108,26 +157,48 @@ pub fn allocate_ips(
                     taken.insert(g.parse().expect("validated gateway"));
                 }
                 ipam::first_free(&subnet.allocation_pools, &taken).ok_or_else(|| {
-                    ApiError::conflict("IpAddressGenerationFailure", format!("No more IP addresses available on subnet {}.", subnet.meta.id))
+                    ApiError::conflict(
+                        "IpAddressGenerationFailure",
+                        format!(
+                            "No more IP addresses available on subnet {}.",
+                            subnet.meta.id
+                        ),
+                    )
                 })?
             }
         };
-        out.push(FixedIp { subnet_id: subnet.meta.id.clone(), ip_address: ip.to_string() });
+        out.push(FixedIp {
+            subnet_id: subnet.meta.id.clone(),
+            ip_address: ip.to_string(),
+        });
     }
     Ok(out)
 }
 
 fn parse_pairs(v: &[Value], port_mac: &str) -> Result<Vec<AddressPair>, ApiError> {
     if v.len() > 10 {
-        return Err(ApiError::bad_request(format!("Exceeded maximum amount of allowed address pairs 10 (got {}).", v.len())));
+        return Err(ApiError::bad_request(format!(
+            "Exceeded maximum amount of allowed address pairs 10 (got {}).",
+            v.len()
+        )));
     }
     let mut out: Vec<AddressPair> = Vec::new();
     for p in v {
-        let o = p.as_object().ok_or_else(|| ApiError::invalid(format!("Invalid input for allowed_address_pairs. Reason: '{p}' is not a dictionary.")))?;
+        let o = p.as_object().ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Invalid input for allowed_address_pairs. Reason: '{p}' is not a dictionary."
+            ))
+        })?;
         if let Some(k) = o.keys().find(|k| *k != "ip_address" && *k != "mac_address") {
-            return Err(ApiError::invalid(format!("Invalid input for allowed_address_pairs. Reason: unrecognized key '{k}' in {p}.")));
+            return Err(ApiError::invalid(format!(
+                "Invalid input for allowed_address_pairs. Reason: unrecognized key '{k}' in {p}."
+            )));
         }
-        let ip = o.get("ip_address").and_then(Value::as_str).ok_or_else(|| ApiError::invalid(format!("Invalid input for allowed_address_pairs. Reason: ip_address missing in {p}.")))?;
+        let ip = o.get("ip_address").and_then(Value::as_str).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Invalid input for allowed_address_pairs. Reason: ip_address missing in {p}."
+            ))
+        })?;
         if ip.contains('/') {
             ipam::parse_any_cidr("allowed_address_pairs", ip)?;
         } else {
@@ -136,11 +207,18 @@ fn parse_pairs(v: &[Value], port_mac: &str) -> Result<Vec<AddressPair>, ApiError
         let mac = match o.get("mac_address") {
             None | Some(Value::Null) => port_mac.to_owned(),
             Some(Value::String(m)) => ipam::parse_mac("allowed_address_pairs", m)?,
-            Some(v) => return Err(ApiError::invalid(format!("Invalid input for allowed_address_pairs. Reason: mac_address {v} is not a string."))),
+            Some(v) => return Err(ApiError::invalid(format!(
+                "Invalid input for allowed_address_pairs. Reason: mac_address {v} is not a string."
+            ))),
         };
-        let pair = AddressPair { ip_address: ip.to_owned(), mac_address: mac };
+        let pair = AddressPair {
+            ip_address: ip.to_owned(),
+            mac_address: mac,
+        };
         if out.contains(&pair) {
-            return Err(ApiError::invalid(format!("Invalid input for allowed_address_pairs. Reason: duplicate pair {p}.")));
+            return Err(ApiError::invalid(format!(
+                "Invalid input for allowed_address_pairs. Reason: duplicate pair {p}."
+            )));
         }
         out.push(pair);
     }
@@ -150,14 +228,18 @@ fn parse_pairs(v: &[Value], port_mac: &str) -> Result<Vec<AddressPair>, ApiError
 fn check_uuid_list(key: &str, v: &[String]) -> Result<(), ApiError> {
     for id in v {
         if uuid::Uuid::parse_str(id).is_err() {
-            return Err(ApiError::invalid(format!("Invalid input for {key}. Reason: '{id}' is not a valid UUID.")));
+            return Err(ApiError::invalid(format!(
+                "Invalid input for {key}. Reason: '{id}' is not a valid UUID."
+            )));
         }
     }
     Ok(())
 }
 
 fn check_security_consistency(p: &Port) -> Result<(), ApiError> {
-    if !p.port_security_enabled && (!p.security_groups.is_empty() || !p.allowed_address_pairs.is_empty()) {
+    if !p.port_security_enabled
+        && (!p.security_groups.is_empty() || !p.allowed_address_pairs.is_empty())
+    {
         return Err(ApiError::conflict(
             "PortSecurityAndIPRequiredForSecurityGroups",
             "Port security must be enabled for a port to have security groups or allowed address pairs.",
@@ -167,7 +249,10 @@ fn check_security_consistency(p: &Port) -> Result<(), ApiError> {
 }
 
 fn mac_in_use(state: &State, network_id: &str, mac: &str, except: &str) -> bool {
-    state.ports.values().any(|p| p.network_id == network_id && p.mac_address == mac && p.meta.id != except)
+    state
+        .ports
+        .values()
+        .any(|p| p.network_id == network_id && p.mac_address == mac && p.meta.id != except)
 }
 
 /// Creates a port. `router_interface`: the caller is the router API, which
@@ -176,7 +261,9 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "port")?;
     let project = owner(auth, &mut a, state)?;
-    let network_id = a.string("network_id", 36)?.ok_or_else(|| ApiError::bad_request("Invalid input: 'network_id' is required."))?;
+    let network_id = a
+        .string("network_id", 36)?
+        .ok_or_else(|| ApiError::bad_request("Invalid input: 'network_id' is required."))?;
     let name = a.string("name", 255)?;
     let description = a.string("description", 255)?;
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
@@ -193,13 +280,17 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
 
     let network = networks::get(state, auth, &network_id)?;
     if network.meta.project_id != project && !network.shared && !auth.is_admin() {
-        return Err(ApiError::forbidden("Only an administrator may create a port on another project's network."));
+        return Err(ApiError::forbidden(
+            "Only an administrator may create a port on another project's network.",
+        ));
     }
     if host.as_deref().is_some_and(|h| !h.is_empty()) && !auth.is_admin() {
         return Err(ApiError::forbidden("Only an administrator (the compute service) may bind a port to a host: binding:host_id."));
     }
     if device_owner.starts_with("network:") && !auth.is_admin() {
-        return Err(ApiError::forbidden(format!("device_owner '{device_owner}' is reserved for the network service.")));
+        return Err(ApiError::forbidden(format!(
+            "device_owner '{device_owner}' is reserved for the network service."
+        )));
     }
     check_uuid_list("security_groups", &security_groups)?;
     let mac = match mac_in {
@@ -248,19 +339,36 @@ fn check_binding_extras(a: &mut Attrs<'_>) -> Result<(), ApiError> {
     match a.raw("binding:profile") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Object(o)) if o.is_empty() => Ok(()),
-        Some(v) => Err(ApiError::invalid(format!("Invalid input for binding:profile. Reason: '{v}' is not supported (only {{}})."))),
+        Some(v) => Err(ApiError::invalid(format!(
+            "Invalid input for binding:profile. Reason: '{v}' is not supported (only {{}})."
+        ))),
     }
 }
 
-pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Option<&str>) -> Result<(Vec<Change>, Port), ApiError> {
+pub fn update(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<(Vec<Change>, Port), ApiError> {
     require_write(auth)?;
     let mut p = get(state, auth, id)?.clone();
     check_if_match(if_match, &p.meta)?;
     let mut a = Attrs::from_body(body, "port")?;
     a.reject_read_only(&["id", "network_id", "project_id", "tenant_id", "status"])?;
     let router_port = p.device_owner == OWNER_ROUTER_INTERFACE;
-    if router_port && ["fixed_ips", "device_owner", "device_id", "mac_address"].iter().any(|k| a.has(k)) {
-        return Err(ApiError::conflict("PortInUse", format!("Port {id} is a router interface: change it through add/remove_router_interface.")));
+    if router_port
+        && ["fixed_ips", "device_owner", "device_id", "mac_address"]
+            .iter()
+            .any(|k| a.has(k))
+    {
+        return Err(ApiError::conflict(
+            "PortInUse",
+            format!(
+                "Port {id} is a router interface: change it through add/remove_router_interface."
+            ),
+        ));
     }
     if let Some(v) = a.string("name", 255)? {
         p.meta.name = v;
@@ -275,13 +383,24 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Opti
         let m = ipam::parse_mac("mac_address", &m)?;
         if m != p.mac_address {
             if !auth.is_admin() {
-                return Err(ApiError::forbidden("Only an administrator may change a port's MAC address."));
+                return Err(ApiError::forbidden(
+                    "Only an administrator may change a port's MAC address.",
+                ));
             }
             if !p.binding_host_id.is_empty() {
-                return Err(ApiError::conflict("PortBound", format!("Unable to change the MAC address of port {id}: it is bound to host {}.", p.binding_host_id)));
+                return Err(ApiError::conflict(
+                    "PortBound",
+                    format!(
+                        "Unable to change the MAC address of port {id}: it is bound to host {}.",
+                        p.binding_host_id
+                    ),
+                ));
             }
             if mac_in_use(state, &p.network_id, &m, id) {
-                return Err(ApiError::conflict("MacAddressInUse", format!("The mac address {m} is in use.")));
+                return Err(ApiError::conflict(
+                    "MacAddressInUse",
+                    format!("The mac address {m} is in use."),
+                ));
             }
             p.mac_address = m;
         }
@@ -310,7 +429,9 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Opti
     }
     if let Some(v) = a.string("device_owner", 255)? {
         if v.starts_with("network:") && !auth.is_admin() {
-            return Err(ApiError::forbidden(format!("device_owner '{v}' is reserved for the network service.")));
+            return Err(ApiError::forbidden(format!(
+                "device_owner '{v}' is reserved for the network service."
+            )));
         }
         p.device_owner = v;
     }
@@ -321,7 +442,12 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Opti
     Ok((vec![Change::Put(Object::Port(p.clone()))], p))
 }
 
-pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<(Vec<Change>, ()), ApiError> {
     require_write(auth)?;
     let p = get(state, auth, id)?;
     check_if_match(if_match, &p.meta)?;
@@ -345,18 +471,38 @@ pub fn render(auth: &Auth, p: &Port, status: &str) -> Map<String, Value> {
     o.insert("status".into(), status.into());
     o.insert("device_id".into(), p.device_id.clone().into());
     o.insert("device_owner".into(), p.device_owner.clone().into());
-    o.insert("fixed_ips".into(), serde_json::to_value(&p.fixed_ips).expect("fixed ips serialize"));
-    o.insert("allowed_address_pairs".into(), serde_json::to_value(&p.allowed_address_pairs).expect("pairs serialize"));
+    o.insert(
+        "fixed_ips".into(),
+        serde_json::to_value(&p.fixed_ips).expect("fixed ips serialize"),
+    );
+    o.insert(
+        "allowed_address_pairs".into(),
+        serde_json::to_value(&p.allowed_address_pairs).expect("pairs serialize"),
+    );
     o.insert("extra_dhcp_opts".into(), Value::Array(vec![]));
-    o.insert("security_groups".into(), serde_json::to_value(&p.security_groups).expect("sgs serialize"));
-    o.insert("port_security_enabled".into(), p.port_security_enabled.into());
+    o.insert(
+        "security_groups".into(),
+        serde_json::to_value(&p.security_groups).expect("sgs serialize"),
+    );
+    o.insert(
+        "port_security_enabled".into(),
+        p.port_security_enabled.into(),
+    );
     o.insert("qos_policy_id".into(), Value::Null);
     o.insert("propagate_uplink_status".into(), false.into());
     o.insert("ip_allocation".into(), "immediate".into());
     o.insert("binding:vnic_type".into(), "normal".into());
     if auth.is_admin() {
         o.insert("binding:host_id".into(), p.binding_host_id.clone().into());
-        o.insert("binding:vif_type".into(), if p.binding_host_id.is_empty() { "unbound" } else { "other" }.into());
+        o.insert(
+            "binding:vif_type".into(),
+            if p.binding_host_id.is_empty() {
+                "unbound"
+            } else {
+                "other"
+            }
+            .into(),
+        );
         o.insert("binding:vif_details".into(), json!({}));
         o.insert("binding:profile".into(), json!({}));
     }

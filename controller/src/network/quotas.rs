@@ -14,14 +14,26 @@ use crate::{
 /// Resources of `project` of one kind, as quotas count them.
 pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
     (match kind {
-        Kind::Network => state.networks.values().filter(|n| n.meta.project_id == project).count(),
-        Kind::Subnet => state.subnets.values().filter(|s| s.meta.project_id == project).count(),
+        Kind::Network => state
+            .networks
+            .values()
+            .filter(|n| n.meta.project_id == project)
+            .count(),
+        Kind::Subnet => state
+            .subnets
+            .values()
+            .filter(|s| s.meta.project_id == project)
+            .count(),
         Kind::Port => state
             .ports
             .values()
             .filter(|p| p.meta.project_id == project && p.device_owner != OWNER_ROUTER_INTERFACE)
             .count(),
-        Kind::Router => state.routers.values().filter(|r| r.meta.project_id == project).count(),
+        Kind::Router => state
+            .routers
+            .values()
+            .filter(|r| r.meta.project_id == project)
+            .count(),
         _ => 0,
     }) as i64
 }
@@ -40,7 +52,10 @@ fn limit(q: &Quota, kind: Kind) -> i64 {
 pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), ApiError> {
     let l = limit(&state.quota(project), kind);
     if l >= 0 && used(state, project, kind) + n > l {
-        return Err(ApiError::conflict("OverQuota", format!("Quota exceeded for resources: ['{}'].", kind.as_str())));
+        return Err(ApiError::conflict(
+            "OverQuota",
+            format!("Quota exceeded for resources: ['{}'].", kind.as_str()),
+        ));
     }
     Ok(())
 }
@@ -53,7 +68,9 @@ fn may_read(auth: &Auth, project: &str) -> Result<(), ApiError> {
     if auth.can_see(project) {
         Ok(())
     } else {
-        Err(ApiError::forbidden("Only an administrator may read other projects' quotas."))
+        Err(ApiError::forbidden(
+            "Only an administrator may read other projects' quotas.",
+        ))
     }
 }
 
@@ -67,14 +84,19 @@ pub fn details(state: &State, auth: &Auth, project: &str) -> Result<Value, ApiEr
     let q = state.quota(project);
     let mut o = Map::new();
     for k in [Kind::Network, Kind::Subnet, Kind::Port, Kind::Router] {
-        o.insert(k.as_str().into(), json!({"used": used(state, project, k), "limit": limit(&q, k), "reserved": 0}));
+        o.insert(
+            k.as_str().into(),
+            json!({"used": used(state, project, k), "limit": limit(&q, k), "reserved": 0}),
+        );
     }
     Ok(json!({"quota": o}))
 }
 
 pub fn list(state: &State, auth: &Auth) -> Result<Value, ApiError> {
     if !auth.is_admin() {
-        return Err(ApiError::forbidden("Only an administrator may list quotas."));
+        return Err(ApiError::forbidden(
+            "Only an administrator may list quotas.",
+        ));
     }
     let quotas: Vec<Value> = state
         .quotas
@@ -89,16 +111,28 @@ pub fn list(state: &State, auth: &Auth) -> Result<Value, ApiError> {
     Ok(json!({"quotas": quotas}))
 }
 
-pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Result<(Vec<Change>, Value), ApiError> {
+pub fn update(
+    state: &State,
+    auth: &Auth,
+    project: &str,
+    body: &Value,
+) -> Result<(Vec<Change>, Value), ApiError> {
     if !auth.is_admin() {
-        return Err(ApiError::forbidden("Only an administrator may change quotas."));
+        return Err(ApiError::forbidden(
+            "Only an administrator may change quotas.",
+        ));
     }
     if !state.projects.contains_key(project) {
         return Err(ApiError::not_found("project", project));
     }
     let mut q = state.quota(project);
     let mut a = Attrs::from_body(body, "quota")?;
-    for (key, slot) in [("network", &mut q.network), ("subnet", &mut q.subnet), ("port", &mut q.port), ("router", &mut q.router)] {
+    for (key, slot) in [
+        ("network", &mut q.network),
+        ("subnet", &mut q.subnet),
+        ("port", &mut q.port),
+        ("router", &mut q.router),
+    ] {
         if let Some(v) = a.integer(key, -1, i32::MAX as i64)? {
             *slot = v;
         }
@@ -110,7 +144,9 @@ pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Result
 
 pub fn reset(state: &State, auth: &Auth, project: &str) -> Result<(Vec<Change>, ()), ApiError> {
     if !auth.is_admin() {
-        return Err(ApiError::forbidden("Only an administrator may change quotas."));
+        return Err(ApiError::forbidden(
+            "Only an administrator may change quotas.",
+        ));
     }
     if !state.quotas.contains_key(project) {
         return Ok((vec![], ()));

@@ -4,7 +4,10 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{check_if_match, ipam, new_meta, owner, ports, quotas, render_meta, require_write, subnets, touch, Attrs, OWNER_ROUTER_INTERFACE};
+use super::{
+    check_if_match, ipam, new_meta, owner, ports, quotas, render_meta, require_write, subnets,
+    touch, Attrs, OWNER_ROUTER_INTERFACE,
+};
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -13,12 +16,20 @@ use crate::{
 };
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Router, ApiError> {
-    state.routers.get(id).filter(|r| auth.can_see(&r.meta.project_id)).ok_or_else(|| ApiError::not_found("router", id))
+    state
+        .routers
+        .get(id)
+        .filter(|r| auth.can_see(&r.meta.project_id))
+        .ok_or_else(|| ApiError::not_found("router", id))
 }
 
 /// The router's interface ports.
 pub fn interfaces<'s>(state: &'s State, router_id: &str) -> Vec<&'s Port> {
-    state.ports.values().filter(|p| p.device_owner == OWNER_ROUTER_INTERFACE && p.device_id == router_id).collect()
+    state
+        .ports
+        .values()
+        .filter(|p| p.device_owner == OWNER_ROUTER_INTERFACE && p.device_id == router_id)
+        .collect()
 }
 
 fn reject_gateway(a: &mut Attrs<'_>) -> Result<(), ApiError> {
@@ -51,12 +62,22 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     }
     a.finish()?;
     quotas::check(state, &project, Kind::Router, 1)?;
-    let r = Router { meta: new_meta(project, name, description), admin_state_up, routes: vec![] };
+    let r = Router {
+        meta: new_meta(project, name, description),
+        admin_state_up,
+        routes: vec![],
+    };
     tracing::info!(router = %r.meta.id, project = %r.meta.project_id, "router created");
     Ok((vec![Change::Put(Object::Router(r.clone()))], r))
 }
 
-pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Option<&str>) -> Result<(Vec<Change>, Router), ApiError> {
+pub fn update(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<(Vec<Change>, Router), ApiError> {
     require_write(auth)?;
     let mut r = get(state, auth, id)?.clone();
     check_if_match(if_match, &r.meta)?;
@@ -88,9 +109,15 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Opti
                     route.destination, route.nexthop
                 )));
             }
-            let gateway_of_attached = interfaces(state, id).iter().flat_map(|p| p.fixed_ips.iter()).any(|f| f.ip_address == route.nexthop);
+            let gateway_of_attached = interfaces(state, id)
+                .iter()
+                .flat_map(|p| p.fixed_ips.iter())
+                .any(|f| f.ip_address == route.nexthop);
             if gateway_of_attached {
-                return Err(ApiError::bad_request(format!("Invalid format for routes: nexthop {} is the router's own address", route.nexthop)));
+                return Err(ApiError::bad_request(format!(
+                    "Invalid format for routes: nexthop {} is the router's own address",
+                    route.nexthop
+                )));
             }
         }
         r.routes = routes;
@@ -100,12 +127,20 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Opti
     Ok((vec![Change::Put(Object::Router(r.clone()))], r))
 }
 
-pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<(Vec<Change>, ()), ApiError> {
     require_write(auth)?;
     let r = get(state, auth, id)?;
     check_if_match(if_match, &r.meta)?;
     if !interfaces(state, id).is_empty() {
-        return Err(ApiError::conflict("RouterInUse", format!("Router {id} still has ports")));
+        return Err(ApiError::conflict(
+            "RouterInUse",
+            format!("Router {id} still has ports"),
+        ));
     }
     tracing::info!(router = id, "router deleted");
     Ok((vec![Change::Delete(Kind::Router, id.to_owned())], ()))
@@ -113,26 +148,40 @@ pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> R
 
 /// `{"subnet_id": ..}` or `{"port_id": ..}`, exactly one.
 fn interface_target(body: &Value) -> Result<(Option<String>, Option<String>), ApiError> {
-    let o = body.as_object().ok_or_else(|| ApiError::bad_request("Request body must be a JSON object with subnet_id or port_id."))?;
+    let o = body.as_object().ok_or_else(|| {
+        ApiError::bad_request("Request body must be a JSON object with subnet_id or port_id.")
+    })?;
     if let Some(k) = o.keys().find(|k| *k != "subnet_id" && *k != "port_id") {
-        return Err(ApiError::bad_request(format!("Unrecognized attribute(s) '{k}'")));
+        return Err(ApiError::bad_request(format!(
+            "Unrecognized attribute(s) '{k}'"
+        )));
     }
     let get = |k: &str| -> Result<Option<String>, ApiError> {
         match o.get(k) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(ApiError::invalid(format!("Invalid input for {k}. Reason: '{v}' is not a valid string."))),
+            Some(v) => Err(ApiError::invalid(format!(
+                "Invalid input for {k}. Reason: '{v}' is not a valid string."
+            ))),
         }
     };
     match (get("subnet_id")?, get("port_id")?) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request("Bad router request: Cannot specify both subnet-id and port-id")),
-        (None, None) => Err(ApiError::bad_request("Bad router request: Either subnet_id or port_id must be specified")),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "Bad router request: Cannot specify both subnet-id and port-id",
+        )),
+        (None, None) => Err(ApiError::bad_request(
+            "Bad router request: Either subnet_id or port_id must be specified",
+        )),
         t => Ok(t),
     }
 }
 
 fn interface_info(router: &Router, port: &Port, network_id: &str) -> Value {
-    let subnet_ids: Vec<&str> = port.fixed_ips.iter().map(|f| f.subnet_id.as_str()).collect();
+    let subnet_ids: Vec<&str> = port
+        .fixed_ips
+        .iter()
+        .map(|f| f.subnet_id.as_str())
+        .collect();
     json!({
         "id": router.meta.id,
         "tenant_id": router.meta.project_id,
@@ -144,21 +193,34 @@ fn interface_info(router: &Router, port: &Port, network_id: &str) -> Value {
     })
 }
 
-pub fn add_interface(state: &State, auth: &Auth, router_id: &str, body: &Value) -> Result<(Vec<Change>, Value), ApiError> {
+pub fn add_interface(
+    state: &State,
+    auth: &Auth,
+    router_id: &str,
+    body: &Value,
+) -> Result<(Vec<Change>, Value), ApiError> {
     require_write(auth)?;
     let router = get(state, auth, router_id)?;
     let (subnet_id, port_id) = interface_target(body)?;
     let mut port = match (subnet_id, port_id) {
         (Some(sid), _) => {
             let subnet = subnets::get(state, auth, &sid)?;
-            if interfaces(state, router_id).iter().any(|p| p.fixed_ips.iter().any(|f| f.subnet_id == sid)) {
-                return Err(ApiError::bad_request(format!("Bad router request: Router already has a port on subnet {sid}.")));
+            if interfaces(state, router_id)
+                .iter()
+                .any(|p| p.fixed_ips.iter().any(|f| f.subnet_id == sid))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "Bad router request: Router already has a port on subnet {sid}."
+                )));
             }
             let gw = subnet.gateway_ip.clone().ok_or_else(|| {
-                ApiError::bad_request(format!("Bad router request: Subnet {sid} does not have a gateway IP"))
+                ApiError::bad_request(format!(
+                    "Bad router request: Subnet {sid} does not have a gateway IP"
+                ))
             })?;
             let requested = vec![json!({"subnet_id": sid, "ip_address": gw})];
-            let fixed_ips = ports::allocate_ips(state, &subnet.network_id, Some(&requested), &[], true)?;
+            let fixed_ips =
+                ports::allocate_ips(state, &subnet.network_id, Some(&requested), &[], true)?;
             let mut meta = new_meta(router.meta.project_id.clone(), None, None);
             meta.name = String::new();
             Port {
@@ -166,7 +228,11 @@ pub fn add_interface(state: &State, auth: &Auth, router_id: &str, body: &Value) 
                 network_id: subnet.network_id.clone(),
                 mac_address: loop {
                     let m = ipam::random_mac();
-                    if !state.ports.values().any(|p| p.network_id == subnet.network_id && p.mac_address == m) {
+                    if !state
+                        .ports
+                        .values()
+                        .any(|p| p.network_id == subnet.network_id && p.mac_address == m)
+                    {
                         break m;
                     }
                 },
@@ -201,11 +267,19 @@ pub fn add_interface(state: &State, auth: &Auth, router_id: &str, body: &Value) 
     };
     // One routing domain: no overlapping subnets, one interface per subnet.
     let new: FixedIp = port.fixed_ips[0].clone();
-    let new_net = subnets::cidr(state.subnets.get(&new.subnet_id).expect("allocated from an existing subnet"));
+    let new_net = subnets::cidr(
+        state
+            .subnets
+            .get(&new.subnet_id)
+            .expect("allocated from an existing subnet"),
+    );
     for existing in interfaces(state, router_id) {
         for f in &existing.fixed_ips {
             if f.subnet_id == new.subnet_id {
-                return Err(ApiError::bad_request(format!("Bad router request: Router already has a port on subnet {}.", new.subnet_id)));
+                return Err(ApiError::bad_request(format!(
+                    "Bad router request: Router already has a port on subnet {}.",
+                    new.subnet_id
+                )));
             }
             if let Some(s) = state.subnets.get(&f.subnet_id) {
                 if subnets::overlaps(subnets::cidr(s), new_net) {
@@ -222,10 +296,21 @@ pub fn add_interface(state: &State, auth: &Auth, router_id: &str, body: &Value) 
     touch(&mut r.meta);
     let info = interface_info(&r, &port, &port.network_id.clone());
     tracing::info!(router = router_id, subnet = %new.subnet_id, port = %port.meta.id, "router interface added");
-    Ok((vec![Change::Put(Object::Port(port)), Change::Put(Object::Router(r))], info))
+    Ok((
+        vec![
+            Change::Put(Object::Port(port)),
+            Change::Put(Object::Router(r)),
+        ],
+        info,
+    ))
 }
 
-pub fn remove_interface(state: &State, auth: &Auth, router_id: &str, body: &Value) -> Result<(Vec<Change>, Value), ApiError> {
+pub fn remove_interface(
+    state: &State,
+    auth: &Auth,
+    router_id: &str,
+    body: &Value,
+) -> Result<(Vec<Change>, Value), ApiError> {
     require_write(auth)?;
     let router = get(state, auth, router_id)?;
     let (subnet_id, port_id) = interface_target(body)?;
@@ -234,18 +319,33 @@ pub fn remove_interface(state: &State, auth: &Auth, router_id: &str, body: &Valu
             .into_iter()
             .find(|p| p.fixed_ips.iter().any(|f| &f.subnet_id == sid))
             .ok_or_else(|| {
-                ApiError::new(404, "RouterInterfaceNotFoundForSubnet", format!("Router {router_id} has no interface on subnet {sid}"))
+                ApiError::new(
+                    404,
+                    "RouterInterfaceNotFoundForSubnet",
+                    format!("Router {router_id} has no interface on subnet {sid}"),
+                )
             })?,
-        (None, Some(pid)) => interfaces(state, router_id).into_iter().find(|p| &p.meta.id == pid).ok_or_else(|| {
-            ApiError::new(404, "RouterInterfaceNotFound", format!("Router {router_id} does not have an interface with id {pid}"))
-        })?,
+        (None, Some(pid)) => interfaces(state, router_id)
+            .into_iter()
+            .find(|p| &p.meta.id == pid)
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "RouterInterfaceNotFound",
+                    format!("Router {router_id} does not have an interface with id {pid}"),
+                )
+            })?,
         (None, None) => unreachable!("interface_target requires one"),
     };
     // Static routes whose nexthop lives in the leaving subnet block removal.
     for f in &port.fixed_ips {
         if let Some(s) = state.subnets.get(&f.subnet_id) {
             let net = subnets::cidr(s);
-            if let Some(route) = router.routes.iter().find(|r| r.nexthop.parse().is_ok_and(|h| net.contains(h))) {
+            if let Some(route) = router
+                .routes
+                .iter()
+                .find(|r| r.nexthop.parse().is_ok_and(|h| net.contains(h)))
+            {
                 return Err(ApiError::conflict(
                     "RouterInterfaceInUseByRoute",
                     format!("Router interface for subnet {} on router {router_id} cannot be deleted, as it is required by one or more routes (nexthop {}).", s.meta.id, route.nexthop),
@@ -257,7 +357,13 @@ pub fn remove_interface(state: &State, auth: &Auth, router_id: &str, body: &Valu
     touch(&mut r.meta);
     let info = interface_info(&r, port, &port.network_id);
     tracing::info!(router = router_id, port = %port.meta.id, "router interface removed");
-    Ok((vec![Change::Delete(Kind::Port, port.meta.id.clone()), Change::Put(Object::Router(r))], info))
+    Ok((
+        vec![
+            Change::Delete(Kind::Port, port.meta.id.clone()),
+            Change::Put(Object::Router(r)),
+        ],
+        info,
+    ))
 }
 
 pub fn render(r: &Router) -> Map<String, Value> {
@@ -266,7 +372,10 @@ pub fn render(r: &Router) -> Map<String, Value> {
     o.insert("admin_state_up".into(), r.admin_state_up.into());
     o.insert("status".into(), "ACTIVE".into());
     o.insert("external_gateway_info".into(), Value::Null);
-    o.insert("routes".into(), serde_json::to_value(&r.routes).expect("routes serialize"));
+    o.insert(
+        "routes".into(),
+        serde_json::to_value(&r.routes).expect("routes serialize"),
+    );
     o.insert("distributed".into(), false.into());
     o.insert("ha".into(), false.into());
     o.insert("availability_zone_hints".into(), Value::Array(vec![]));

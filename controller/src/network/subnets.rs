@@ -6,7 +6,10 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use ipnetwork::Ipv4Network;
 use serde_json::{Map, Value};
 
-use super::{check_if_match, ipam, networks, new_meta, owner, quotas, render_meta, require_write, touch, Attrs, OWNER_ROUTER_INTERFACE};
+use super::{
+    check_if_match, ipam, networks, new_meta, owner, quotas, render_meta, require_write, touch,
+    Attrs, OWNER_ROUTER_INTERFACE,
+};
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -18,7 +21,10 @@ pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Subnet, Ap
     state
         .subnets
         .get(id)
-        .filter(|s| auth.can_see(&s.meta.project_id) || state.networks.get(&s.network_id).is_some_and(|n| n.shared))
+        .filter(|s| {
+            auth.can_see(&s.meta.project_id)
+                || state.networks.get(&s.network_id).is_some_and(|n| n.shared)
+        })
         .ok_or_else(|| ApiError::not_found("subnet", id))
 }
 
@@ -57,13 +63,18 @@ fn parse_pools(key: &str, v: &[Value]) -> Result<Vec<AllocationPool>, ApiError> 
 
 fn parse_dns(v: Vec<String>) -> Result<Vec<String>, ApiError> {
     if v.len() > 5 {
-        return Err(ApiError::bad_request(format!("Number of DNS nameservers exceeds the limit 5 (got {}).", v.len())));
+        return Err(ApiError::bad_request(format!(
+            "Number of DNS nameservers exceeds the limit 5 (got {}).",
+            v.len()
+        )));
     }
     let mut seen = BTreeSet::new();
     for d in &v {
         ipam::parse_ip("dns_nameservers", d)?;
         if !seen.insert(d.clone()) {
-            return Err(ApiError::invalid(format!("Invalid input for dns_nameservers. Reason: duplicate nameserver '{d}'.")));
+            return Err(ApiError::invalid(format!(
+                "Invalid input for dns_nameservers. Reason: duplicate nameserver '{d}'."
+            )));
         }
     }
     Ok(v)
@@ -73,21 +84,46 @@ fn parse_dns(v: Vec<String>) -> Result<Vec<String>, ApiError> {
 /// nexthop address; no duplicates, at most `max`.
 pub fn parse_routes(key: &str, v: &[Value], max: usize) -> Result<Vec<HostRoute>, ApiError> {
     if v.len() > max {
-        return Err(ApiError::bad_request(format!("Number of {key} exceeds the limit {max} (got {}).", v.len())));
+        return Err(ApiError::bad_request(format!(
+            "Number of {key} exceeds the limit {max} (got {}).",
+            v.len()
+        )));
     }
     let mut out: Vec<HostRoute> = Vec::new();
     for r in v {
-        let o = r.as_object().ok_or_else(|| ApiError::invalid(format!("Invalid input for {key}. Reason: '{r}' is not a dictionary.")))?;
+        let o = r.as_object().ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Invalid input for {key}. Reason: '{r}' is not a dictionary."
+            ))
+        })?;
         if let Some(k) = o.keys().find(|k| *k != "destination" && *k != "nexthop") {
-            return Err(ApiError::invalid(format!("Invalid input for {key}. Reason: unrecognized key '{k}' in {r}.")));
+            return Err(ApiError::invalid(format!(
+                "Invalid input for {key}. Reason: unrecognized key '{k}' in {r}."
+            )));
         }
-        let dest = o.get("destination").and_then(Value::as_str).ok_or_else(|| ApiError::invalid(format!("Invalid input for {key}. Reason: 'destination' missing in {r}.")))?;
-        let hop = o.get("nexthop").and_then(Value::as_str).ok_or_else(|| ApiError::invalid(format!("Invalid input for {key}. Reason: 'nexthop' missing in {r}.")))?;
+        let dest = o
+            .get("destination")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "Invalid input for {key}. Reason: 'destination' missing in {r}."
+                ))
+            })?;
+        let hop = o.get("nexthop").and_then(Value::as_str).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Invalid input for {key}. Reason: 'nexthop' missing in {r}."
+            ))
+        })?;
         ipam::parse_any_cidr(key, dest)?;
         ipam::parse_ip(key, hop)?;
-        let route = HostRoute { destination: dest.to_owned(), nexthop: hop.to_owned() };
+        let route = HostRoute {
+            destination: dest.to_owned(),
+            nexthop: hop.to_owned(),
+        };
         if out.contains(&route) {
-            return Err(ApiError::invalid(format!("Invalid input for {key}. Reason: duplicate route {r}.")));
+            return Err(ApiError::invalid(format!(
+                "Invalid input for {key}. Reason: duplicate route {r}."
+            )));
         }
         out.push(route);
     }
@@ -111,12 +147,16 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "subnet")?;
     let project = owner(auth, &mut a, state)?;
-    let network_id = a.string("network_id", 36)?.ok_or_else(|| ApiError::bad_request("Invalid input: 'network_id' is required."))?;
+    let network_id = a
+        .string("network_id", 36)?
+        .ok_or_else(|| ApiError::bad_request("Invalid input: 'network_id' is required."))?;
     let ip_version = a.integer("ip_version", 4, 6)?.unwrap_or(4);
     if ip_version != 4 {
         return Err(ApiError::invalid(format!("Invalid input for ip_version. Reason: '{ip_version}': only IPv4 subnets are supported.")));
     }
-    let cidr_s = a.string("cidr", 64)?.ok_or_else(|| ApiError::bad_request("Invalid input: 'cidr' is required (subnet pools are not supported)."))?;
+    let cidr_s = a.string("cidr", 64)?.ok_or_else(|| {
+        ApiError::bad_request("Invalid input: 'cidr' is required (subnet pools are not supported).")
+    })?;
     let name = a.string("name", 255)?;
     let description = a.string("description", 255)?;
     let gateway_in = a.nullable_string("gateway_ip", 64)?;
@@ -124,10 +164,18 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     let enable_dhcp = a.boolean("enable_dhcp")?.unwrap_or(true);
     let dns = a.strings("dns_nameservers")?.unwrap_or_default();
     let routes = a.list("host_routes")?.cloned().unwrap_or_default();
-    for unsupported in ["subnetpool_id", "prefixlen", "ipv6_ra_mode", "ipv6_address_mode", "segment_id"] {
+    for unsupported in [
+        "subnetpool_id",
+        "prefixlen",
+        "ipv6_ra_mode",
+        "ipv6_address_mode",
+        "segment_id",
+    ] {
         if let Some(v) = a.raw(unsupported) {
             if !v.is_null() {
-                return Err(ApiError::invalid(format!("Invalid input for {unsupported}. Reason: not supported.")));
+                return Err(ApiError::invalid(format!(
+                    "Invalid input for {unsupported}. Reason: not supported."
+                )));
             }
         }
     }
@@ -135,10 +183,16 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
 
     let network = networks::get_owned(state, auth, &network_id)?;
     if network.meta.project_id != project && !auth.is_admin() {
-        return Err(ApiError::forbidden("Only an administrator may create a subnet on another project's network."));
+        return Err(ApiError::forbidden(
+            "Only an administrator may create a subnet on another project's network.",
+        ));
     }
     let net = ipam::parse_subnet_cidr(&cidr_s)?;
-    if let Some(other) = state.subnets.values().find(|s| s.network_id == network_id && overlaps(cidr(s), net)) {
+    if let Some(other) = state
+        .subnets
+        .values()
+        .find(|s| s.network_id == network_id && overlaps(cidr(s), net))
+    {
         return Err(ApiError::bad_request(format!(
             "Invalid input for operation: Requested subnet with cidr: {net} for network: {network_id} overlaps with another subnet {} ({}).",
             other.meta.id, other.cidr
@@ -175,15 +229,31 @@ pub fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
 
-pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Option<&str>) -> Result<(Vec<Change>, Subnet), ApiError> {
+pub fn update(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<(Vec<Change>, Subnet), ApiError> {
     require_write(auth)?;
     let mut s = get(state, auth, id)?.clone();
     if !auth.can_see(&s.meta.project_id) {
-        return Err(ApiError::forbidden(format!("Only the owner of subnet {id} may change it.")));
+        return Err(ApiError::forbidden(format!(
+            "Only the owner of subnet {id} may change it."
+        )));
     }
     check_if_match(if_match, &s.meta)?;
     let mut a = Attrs::from_body(body, "subnet")?;
-    a.reject_read_only(&["id", "cidr", "network_id", "ip_version", "project_id", "tenant_id", "subnetpool_id"])?;
+    a.reject_read_only(&[
+        "id",
+        "cidr",
+        "network_id",
+        "ip_version",
+        "project_id",
+        "tenant_id",
+        "subnetpool_id",
+    ])?;
     let net = cidr(&s);
     if let Some(v) = a.string("name", 255)? {
         s.meta.name = v;
@@ -207,14 +277,18 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Opti
         let g = parse_gateway(net, g)?.map(|g| g.to_string());
         if g != s.gateway_ip {
             let in_use = state.ports.values().any(|p| {
-                p.device_owner == OWNER_ROUTER_INTERFACE && p.fixed_ips.iter().any(|f| f.subnet_id == s.meta.id)
+                p.device_owner == OWNER_ROUTER_INTERFACE
+                    && p.fixed_ips.iter().any(|f| f.subnet_id == s.meta.id)
             });
             if in_use {
                 return Err(ApiError::conflict("GatewayIpInUse", format!("Gateway ip of subnet {id} is in use by a router interface; remove the interface first.")));
             }
             if let Some(ip) = &g {
                 if allocated(state, id).contains(&ip.parse().expect("validated")) {
-                    return Err(ApiError::conflict("IpAddressAlreadyAllocated", format!("IP address {ip} already allocated in subnet {id}")));
+                    return Err(ApiError::conflict(
+                        "IpAddressAlreadyAllocated",
+                        format!("IP address {ip} already allocated in subnet {id}"),
+                    ));
                 }
             }
             s.gateway_ip = g;
@@ -223,19 +297,34 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value, if_match: Opti
     if let Some(p) = pools_in {
         s.allocation_pools = parse_pools("allocation_pools", &p)?;
     }
-    ipam::check_pools(net, s.gateway_ip.as_deref().and_then(|g| g.parse().ok()), &s.allocation_pools)?;
+    ipam::check_pools(
+        net,
+        s.gateway_ip.as_deref().and_then(|g| g.parse().ok()),
+        &s.allocation_pools,
+    )?;
     touch(&mut s.meta);
     Ok((vec![Change::Put(Object::Subnet(s.clone()))], s))
 }
 
-pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<(Vec<Change>, ()), ApiError> {
     require_write(auth)?;
     let s = get(state, auth, id)?;
     if !auth.can_see(&s.meta.project_id) {
-        return Err(ApiError::forbidden(format!("Only the owner of subnet {id} may delete it.")));
+        return Err(ApiError::forbidden(format!(
+            "Only the owner of subnet {id} may delete it."
+        )));
     }
     check_if_match(if_match, &s.meta)?;
-    if state.ports.values().any(|p| p.fixed_ips.iter().any(|f| f.subnet_id == id)) {
+    if state
+        .ports
+        .values()
+        .any(|p| p.fixed_ips.iter().any(|f| f.subnet_id == id))
+    {
         return Err(ApiError::conflict(
             "SubnetInUse",
             format!("Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."),
@@ -251,11 +340,23 @@ pub fn render(s: &Subnet) -> Map<String, Value> {
     o.insert("network_id".into(), s.network_id.clone().into());
     o.insert("ip_version".into(), s.ip_version.into());
     o.insert("cidr".into(), s.cidr.clone().into());
-    o.insert("gateway_ip".into(), s.gateway_ip.clone().map(Value::from).unwrap_or(Value::Null));
-    o.insert("allocation_pools".into(), serde_json::to_value(&s.allocation_pools).expect("pools serialize"));
+    o.insert(
+        "gateway_ip".into(),
+        s.gateway_ip.clone().map(Value::from).unwrap_or(Value::Null),
+    );
+    o.insert(
+        "allocation_pools".into(),
+        serde_json::to_value(&s.allocation_pools).expect("pools serialize"),
+    );
     o.insert("enable_dhcp".into(), s.enable_dhcp.into());
-    o.insert("dns_nameservers".into(), serde_json::to_value(&s.dns_nameservers).expect("dns serialize"));
-    o.insert("host_routes".into(), serde_json::to_value(&s.host_routes).expect("routes serialize"));
+    o.insert(
+        "dns_nameservers".into(),
+        serde_json::to_value(&s.dns_nameservers).expect("dns serialize"),
+    );
+    o.insert(
+        "host_routes".into(),
+        serde_json::to_value(&s.host_routes).expect("routes serialize"),
+    );
     o.insert("ipv6_ra_mode".into(), Value::Null);
     o.insert("ipv6_address_mode".into(), Value::Null);
     o.insert("subnetpool_id".into(), Value::Null);

@@ -66,8 +66,16 @@ fn parse_args() -> anyhow::Result<Args> {
             "--write" => a.write = Some(val("--write")?),
             "--skip-netns" => a.skip_netns = true,
             "--skip-control-plane" => a.skip_cp = true,
-            "--cp-ports" => a.cp_ports = val("--cp-ports")?.parse().context("--cp-ports: a whole number")?,
-            "--cp-sample" => a.cp_sample = val("--cp-sample")?.parse().context("--cp-sample: a whole number")?,
+            "--cp-ports" => {
+                a.cp_ports = val("--cp-ports")?
+                    .parse()
+                    .context("--cp-ports: a whole number")?
+            }
+            "--cp-sample" => {
+                a.cp_sample = val("--cp-sample")?
+                    .parse()
+                    .context("--cp-sample: a whole number")?
+            }
             "-h" | "--help" => {
                 println!("usage: strato-bench [--seconds N] [--repeat N] [--rounds N] [--skip-netns] [--skip-control-plane] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]");
                 std::process::exit(0);
@@ -376,7 +384,13 @@ fn main() -> anyhow::Result<()> {
         if args.cp_sample == 0 || args.cp_ports < 2 * args.cp_sample {
             bail!("--cp-ports must be at least twice --cp-sample (and --cp-sample at least 1)");
         }
-        strato_tests::benchcp::run(&strato_tests::benchcp::Options { total: args.cp_ports, sample: args.cp_sample }, &mut out)?;
+        strato_tests::benchcp::run(
+            &strato_tests::benchcp::Options {
+                total: args.cp_ports,
+                sample: args.cp_sample,
+            },
+            &mut out,
+        )?;
     }
     print!("{out}");
     if let Some(path) = &args.write {
