@@ -39,6 +39,7 @@ use crate::{
     dataplane::{Attach, Dataplane},
     report::{
         now_ms, DropReport, HostReport, IfCounters, InterfaceReport, PortReport, PortState, Role,
+        StatusReport,
     },
 };
 
@@ -51,6 +52,9 @@ pub struct AgentConfig {
     pub port_prefixes: Vec<String>,
     pub pin_root: PathBuf,
     pub interval: Duration,
+    /// How often a full report (every interface's counters, every port)
+    /// goes out; in between, status reports carry only what changed.
+    pub full_report_interval: Duration,
 }
 
 impl AgentConfig {
@@ -82,6 +86,9 @@ pub struct Agent {
     /// The uplink's IPv4 address, refreshed on every full reconcile (a
     /// netlink dump is too costly to repeat on every update).
     underlay_ip: Option<String>,
+    /// The port states the controller holds (`None`: send a full report).
+    reported: Option<BTreeMap<String, PortReport>>,
+    last_full: Option<std::time::Instant>,
 }
 
 /// Interfaces of this process's network namespace: (ifindex, name).
@@ -187,6 +194,8 @@ impl Agent {
             started_at_ms: now_ms(),
             controller_ok: None,
             underlay_ip: None,
+            reported: None,
+            last_full: None,
         };
         agent.forget_vanished_pins()?;
         Ok(agent)
@@ -486,10 +495,66 @@ impl Agent {
         })
     }
 
-    async fn send_report(&mut self) {
+    fn note_controller(&mut self, ok: bool, ep: &Endpoint, err: Option<&client::ClientError>) {
+        if ok {
+            if self.controller_ok != Some(true) {
+                tracing::info!(controller = %ep, "reporting to the controller");
+            }
+        } else if self.controller_ok != Some(false) {
+            // Keep forwarding with what is loaded; say so once per outage.
+            tracing::warn!(controller = %ep, error = %err.map(|e| e.to_string()).unwrap_or_default(), "controller unreachable; forwarding goes on");
+        }
+        self.controller_ok = Some(ok);
+    }
+
+    /// Reports to the controller: a full report when due (or when the
+    /// controller lacks one), else a status report with the ports whose
+    /// state changed; with `only_if_changed`, nothing when nothing changed.
+    async fn send_report(&mut self, only_if_changed: bool) {
         let Some(ep) = self.cfg.controller.clone() else {
             return;
         };
+        let full_due = self
+            .last_full
+            .is_none_or(|t| t.elapsed() >= self.cfg.full_report_interval);
+        if let (Some(reported), false) = (&self.reported, full_due) {
+            let changed: Vec<PortReport> = self
+                .ports
+                .iter()
+                .filter(|(id, p)| reported.get(*id) != Some(*p))
+                .map(|(_, p)| p.clone())
+                .collect();
+            let removed: Vec<String> = reported
+                .keys()
+                .filter(|id| !self.ports.contains_key(*id))
+                .cloned()
+                .collect();
+            if only_if_changed && changed.is_empty() && removed.is_empty() {
+                return;
+            }
+            let status = StatusReport {
+                host: self.cfg.host.clone(),
+                realised_revision: self.revision.load(Ordering::SeqCst),
+                changed,
+                removed,
+            };
+            let path = format!("/internal/v1/hosts/{}/status", self.cfg.host);
+            match client::put_json(&ep, &path, &status).await {
+                Ok(()) => {
+                    self.reported = Some(self.ports.clone());
+                    self.note_controller(true, &ep, None);
+                    return;
+                }
+                // The controller does not know this host (it restarted): send it all.
+                Err(client::ClientError::Status { status, .. })
+                    if status == client::StatusCode::NOT_FOUND => {}
+                Err(e) => {
+                    self.reported = None;
+                    self.note_controller(false, &ep, Some(&e));
+                    return;
+                }
+            }
+        }
         let report = match self.report() {
             Ok(r) => r,
             Err(e) => {
@@ -500,17 +565,13 @@ impl Agent {
         let path = format!("/internal/v1/hosts/{}", self.cfg.host);
         match client::put_json(&ep, &path, &report).await {
             Ok(()) => {
-                if self.controller_ok != Some(true) {
-                    tracing::info!(controller = %ep, "reporting to the controller");
-                }
-                self.controller_ok = Some(true);
+                self.reported = Some(self.ports.clone());
+                self.last_full = Some(std::time::Instant::now());
+                self.note_controller(true, &ep, None);
             }
             Err(e) => {
-                // Keep forwarding with what is loaded; say so once per outage.
-                if self.controller_ok != Some(false) {
-                    tracing::warn!(controller = %ep, error = %e, "controller unreachable; forwarding goes on");
-                }
-                self.controller_ok = Some(false);
+                self.reported = None;
+                self.note_controller(false, &ep, Some(&e));
             }
         }
     }
@@ -557,13 +618,13 @@ impl Agent {
                     if let Err(e) = self.realise() {
                         tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
                     }
-                    self.send_report().await;
+                    self.send_report(true).await;
                 }
                 _ = tick.tick() => {
                     if let Err(e) = self.reconcile() {
                         tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
                     }
-                    self.send_report().await;
+                    self.send_report(false).await;
                 }
             }
         }

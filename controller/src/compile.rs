@@ -445,9 +445,11 @@ impl Compiler {
                     }
                     networks.insert(p.network_id.clone());
                 }
-                (Kind::Network, _) => drop(networks.insert(c.id())),
+                (Kind::Network, _) => {
+                    networks.insert(c.id());
+                }
                 (Kind::Subnet, Change::Put(crate::model::Object::Subnet(s))) => {
-                    drop(networks.insert(s.network_id.clone()))
+                    networks.insert(s.network_id.clone());
                 }
                 (Kind::Router, _) => {
                     for p in ix.router_ifaces.iter().filter(|p| p.device_id == c.id()) {

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
 use thiserror::Error;
 
-use crate::report::{now_ms, HostReport, HostStatus};
+use crate::report::{now_ms, HostReport, HostStatus, PortReport, StatusReport};
 
 /// A host whose agent has not reported for this long is `down`.
 pub const HOST_LIVENESS: Duration = Duration::from_secs(5);
@@ -17,6 +17,12 @@ pub enum Command {
     ReportHost {
         host: String,
         report: Box<HostReport>,
+    },
+    /// A status report; 404 if the host never sent a full report (the
+    /// agent then sends one).
+    HostStatus {
+        host: String,
+        status: StatusReport,
     },
     ListHosts,
     ShowHost {
@@ -41,7 +47,9 @@ pub enum CommandError {
 
 struct Seen {
     at_ms: u64,
+    /// The last full report, with `ports` kept in `ports` instead.
     report: HostReport,
+    ports: BTreeMap<String, PortReport>,
 }
 
 #[derive(Default)]
@@ -80,15 +88,43 @@ impl Hosts {
                 }
                 let mut hosts = self.hosts.lock().expect("hosts lock poisoned");
                 let fresh = !hosts.contains_key(&host);
+                let mut report = *report;
+                let ports = std::mem::take(&mut report.ports)
+                    .into_iter()
+                    .map(|p| (p.id.clone(), p))
+                    .collect();
                 hosts.insert(
                     host.clone(),
                     Seen {
                         at_ms: now_ms(),
-                        report: *report,
+                        report,
+                        ports,
                     },
                 );
                 if fresh {
                     tracing::info!(host, "host registered");
+                }
+                Ok(Reply::Accepted)
+            }
+            Command::HostStatus { host, status } => {
+                if status.host != host {
+                    return Err(CommandError::BadRequest(format!(
+                        "status is for host {:?} but was sent to /internal/v1/hosts/{host}/status",
+                        status.host
+                    )));
+                }
+                let mut hosts = self.hosts.lock().expect("hosts lock poisoned");
+                let seen = hosts.get_mut(&host).ok_or(CommandError::NotFound {
+                    kind: "Host",
+                    id: host.clone(),
+                })?;
+                seen.at_ms = now_ms();
+                seen.report.realised_revision = status.realised_revision;
+                for id in status.removed {
+                    seen.ports.remove(&id);
+                }
+                for p in status.changed {
+                    seen.ports.insert(p.id.clone(), p);
                 }
                 Ok(Reply::Accepted)
             }
@@ -118,15 +154,16 @@ impl Hosts {
         let hosts = self.hosts.lock().expect("hosts lock poisoned");
         hosts.get(host).is_some_and(|s| {
             now_ms().saturating_sub(s.at_ms) <= HOST_LIVENESS.as_millis() as u64
-                && s.report
-                    .ports
-                    .iter()
-                    .any(|p| p.id == port_id && p.state == crate::report::PortState::Active)
+                && s.ports
+                    .get(port_id)
+                    .is_some_and(|p| p.state == crate::report::PortState::Active)
         })
     }
 }
 
 fn status(host: &str, s: &Seen) -> HostStatus {
+    let mut report = s.report.clone();
+    report.ports = s.ports.values().cloned().collect();
     let age = now_ms().saturating_sub(s.at_ms);
     HostStatus {
         host: host.to_owned(),
@@ -137,7 +174,7 @@ fn status(host: &str, s: &Seen) -> HostStatus {
             "down"
         }
         .to_owned(),
-        report: s.report.clone(),
+        report,
     }
 }
 

@@ -577,11 +577,9 @@ pub fn issue_token(state: &State, req: &Issue<'_>) -> Result<(Vec<Change>, Token
         Some(r) => find_project(state, r),
         None => match &user.default_project_id {
             Some(id) => state.projects.get(id),
-            None => {
-                return Err(ApiError::unauthorized(
-                    "Only project-scoped tokens are issued: name a project in the scope (the user has no default project).",
-                ))
-            }
+            // Only project-scoped tokens are issued; the same answer as any
+            // other failure, so it does not confirm the password.
+            None => return Err(auth_failed()),
         },
     }
     .filter(|p| p.enabled)

@@ -351,7 +351,7 @@ mod tests {
     fn timestamps() {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
         assert_eq!(timestamp(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(timestamp(1_795_449_600 + 3_723), "2026-11-23T01:02:03Z");
+        assert_eq!(timestamp(1_795_392_000 + 3_723), "2026-11-23T01:02:03Z");
     }
 
     #[test]

@@ -31,6 +31,20 @@ pub struct HostReport {
     pub maps: std::collections::BTreeMap<String, u64>,
 }
 
+/// Between full reports (which carry every interface's counters): liveness,
+/// the realised revision, and only the ports whose state changed. Cheap at
+/// any number of ports, so agents send it right after applying an update.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    pub host: String,
+    pub realised_revision: u64,
+    #[serde(default)]
+    pub changed: Vec<PortReport>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PortState {

@@ -66,7 +66,11 @@ pub fn router(app: Arc<App>) -> Router {
 pub fn agent_router(app: Arc<App>) -> Router {
     let r = internal_reads()
         .route("/internal/v1/hosts/{host}", get(show_host).put(report_host))
-        .route("/internal/v1/hosts/{host}/watch", get(watch_host));
+        .route("/internal/v1/hosts/{host}/watch", get(watch_host))
+        .route(
+            "/internal/v1/hosts/{host}/status",
+            axum::routing::put(status_host),
+        );
     finish(
         Router::new()
             .merge(keystone::routes())
@@ -302,6 +306,17 @@ async fn report_host(
     reply(r)
 }
 
+async fn status_host(
+    State(app): State<Arc<App>>,
+    Path(host): Path<String>,
+    body: Result<Json<crate::report::StatusReport>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(status)) => reply(app.hosts.apply(Command::HostStatus { host, status })),
+        Err(r) => json_rejection(r),
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct WatchQuery {
     #[serde(default)]
@@ -359,6 +374,13 @@ async fn watch_host(
     tokio::spawn(async move {
         let mut since = since;
         let mut first = true;
+        // A fixed beat: other hosts' commits must not postpone this host's
+        // heartbeats (the agent gives up on a silent stream).
+        let mut beat = tokio::time::interval_at(
+            tokio::time::Instant::now() + WATCH_HEARTBEAT,
+            WATCH_HEARTBEAT,
+        );
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Some(u) = app.core.host_update(&host, since, first && since == 0) {
                 since = u.revision;
@@ -371,7 +393,7 @@ async fn watch_host(
             first = false;
             tokio::select! {
                 r = revisions.changed() => if r.is_err() { break },
-                _ = tokio::time::sleep(WATCH_HEARTBEAT) => {
+                _ = beat.tick() => {
                     let hb = format!("{{\"kind\":\"heartbeat\",\"host\":\"{host}\",\"revision\":{since}}}\n");
                     if tx.send(Ok(hb.into())).await.is_err() {
                         break;

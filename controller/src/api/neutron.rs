@@ -61,6 +61,9 @@ pub fn port_status(app: &App, p: &Port) -> &'static str {
 trait Resource: Send + Sync + 'static {
     const ONE: &'static str;
     const MANY: &'static str;
+    /// Attributes it renders besides `network::STANDARD_ATTRS`: what filters
+    /// and sort_key may name.
+    const ATTRS: &'static [&'static str];
     fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>>;
     fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError>;
     fn create(s: &Desired, a: &Auth, body: &Value) -> Result<(Vec<Change>, String), ApiError>;
@@ -87,6 +90,24 @@ struct Routers;
 impl Resource for Networks {
     const ONE: &'static str = "network";
     const MANY: &'static str = "networks";
+    const ATTRS: &'static [&'static str] = &[
+        "subnets",
+        "admin_state_up",
+        "status",
+        "shared",
+        "mtu",
+        "port_security_enabled",
+        "router:external",
+        "availability_zone_hints",
+        "availability_zones",
+        "ipv4_address_scope",
+        "ipv6_address_scope",
+        "l2_adjacency",
+        "is_default",
+        "provider:network_type",
+        "provider:physical_network",
+        "provider:segmentation_id",
+    ];
     fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
         s.networks
             .values()
@@ -122,6 +143,21 @@ impl Resource for Networks {
 impl Resource for Subnets {
     const ONE: &'static str = "subnet";
     const MANY: &'static str = "subnets";
+    const ATTRS: &'static [&'static str] = &[
+        "network_id",
+        "ip_version",
+        "cidr",
+        "gateway_ip",
+        "allocation_pools",
+        "enable_dhcp",
+        "dns_nameservers",
+        "host_routes",
+        "ipv6_ra_mode",
+        "ipv6_address_mode",
+        "subnetpool_id",
+        "segment_id",
+        "service_types",
+    ];
     fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
         s.subnets
             .values()
@@ -157,6 +193,27 @@ impl Resource for Subnets {
 impl Resource for Ports {
     const ONE: &'static str = "port";
     const MANY: &'static str = "ports";
+    const ATTRS: &'static [&'static str] = &[
+        "network_id",
+        "mac_address",
+        "admin_state_up",
+        "status",
+        "device_id",
+        "device_owner",
+        "fixed_ips",
+        "allowed_address_pairs",
+        "extra_dhcp_opts",
+        "security_groups",
+        "port_security_enabled",
+        "qos_policy_id",
+        "propagate_uplink_status",
+        "ip_allocation",
+        "binding:vnic_type",
+        "binding:host_id",
+        "binding:vif_type",
+        "binding:vif_details",
+        "binding:profile",
+    ];
     fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
         s.ports
             .values()
@@ -193,6 +250,17 @@ impl Resource for Ports {
 impl Resource for Routers {
     const ONE: &'static str = "router";
     const MANY: &'static str = "routers";
+    const ATTRS: &'static [&'static str] = &[
+        "admin_state_up",
+        "status",
+        "external_gateway_info",
+        "routes",
+        "distributed",
+        "ha",
+        "availability_zone_hints",
+        "availability_zones",
+        "flavor_id",
+    ];
     fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
         s.routers
             .values()
@@ -236,7 +304,7 @@ async fn list<R: Resource>(
         let items = R::list(&app, &s, &auth);
         Ok((
             StatusCode::OK,
-            network::list_response(R::MANY, items, &q, &app.config.public_url)?,
+            network::list_response(R::MANY, items, &q, &app.config.public_url, R::ATTRS)?,
         ))
     })())
 }

@@ -35,6 +35,10 @@ struct Args {
     /// bpffs directory under which <host>/ holds the pinned maps and links.
     #[arg(long, default_value = PIN_ROOT)]
     pin_root: PathBuf,
+    /// Seconds between full reports (every interface's counters, every
+    /// port); status reports with what changed go out in between.
+    #[arg(long, default_value_t = 2.0)]
+    full_report_interval: f64,
     /// Seconds between reconcile-and-report passes.
     #[arg(long, default_value_t = 1.0)]
     interval: f64,
@@ -73,6 +77,9 @@ fn main() -> anyhow::Result<()> {
         port_prefixes: args.port_prefixes,
         pin_root: args.pin_root,
         interval: Duration::from_secs_f64(args.interval),
+        full_report_interval: Duration::from_secs_f64(
+            args.full_report_interval.clamp(0.05, 3600.0),
+        ),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

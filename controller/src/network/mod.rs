@@ -266,6 +266,19 @@ pub fn check_if_match(if_match: Option<&str>, meta: &Meta) -> Result<(), ApiErro
     )))
 }
 
+/// Attributes [`render_meta`] renders for every resource.
+pub const STANDARD_ATTRS: [&str; 9] = [
+    "id",
+    "name",
+    "description",
+    "project_id",
+    "tenant_id",
+    "revision_number",
+    "created_at",
+    "updated_at",
+    "tags",
+];
+
 /// Standard attributes every resource renders.
 pub fn render_meta(m: &Meta, o: &mut Map<String, Value>) {
     o.insert("id".into(), m.id.clone().into());
@@ -309,11 +322,14 @@ fn matches(v: &Value, wanted: &str) -> bool {
 /// Applies Neutron list semantics to rendered resources: attribute filters
 /// (repeated keys OR'ed), `sort_key`/`sort_dir`, `marker`/`limit` pagination
 /// (returns the marker of a next page) and `fields`.
+/// `known`: the attributes the resource renders (filters and `sort_key`
+/// must be among them, also when the list is empty).
 pub fn list_response(
     collection: &str,
     items: Vec<Map<String, Value>>,
     query: &[(String, String)],
     base_url: &str,
+    known: &[&str],
 ) -> Result<Value, ApiError> {
     let mut filters: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut fields = Vec::new();
@@ -341,17 +357,16 @@ pub fn list_response(
             _ => filters.entry(k.as_str()).or_default().push(v.as_str()),
         }
     }
-    if let Some(first) = items.first() {
-        if let Some(bad) = filters.keys().find(|k| !first.contains_key(**k)) {
-            return Err(ApiError::bad_request(format!(
-                "[{bad}] is invalid attribute for filtering"
-            )));
-        }
-        if !first.contains_key(&sort_key) {
-            return Err(ApiError::bad_request(format!(
-                "{sort_key} is an invalid attribute for sort_key"
-            )));
-        }
+    let known = |k: &str| known.contains(&k) || STANDARD_ATTRS.contains(&k);
+    if let Some(bad) = filters.keys().find(|k| !known(k)) {
+        return Err(ApiError::bad_request(format!(
+            "[{bad}] is invalid attribute for filtering"
+        )));
+    }
+    if !known(&sort_key) {
+        return Err(ApiError::bad_request(format!(
+            "{sort_key} is an invalid attribute for sort_key"
+        )));
     }
     let mut out: Vec<Map<String, Value>> = items
         .into_iter()
@@ -362,10 +377,8 @@ pub fn list_response(
             })
         })
         .collect();
-    let key = |m: &Map<String, Value>| m.get(&sort_key).map(|v| v.to_string()).unwrap_or_default();
     out.sort_by(|a, b| {
-        let o = key(a)
-            .cmp(&key(b))
+        let o = compare(a.get(&sort_key), b.get(&sort_key))
             .then_with(|| a["id"].to_string().cmp(&b["id"].to_string()));
         if sort_desc {
             o.reverse()
@@ -417,6 +430,24 @@ pub fn list_response(
     Ok(Value::Object(body))
 }
 
+/// Orders attribute values: numbers numerically, everything else by text.
+fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
+    match (a.and_then(Value::as_f64), b.and_then(Value::as_f64)) {
+        (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+        _ => {
+            let text = |v: Option<&Value>| {
+                v.map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .unwrap_or_default()
+            };
+            text(a).cmp(&text(b))
+        }
+    }
+}
+
 /// `fields` applied to a single rendered resource.
 pub fn select_fields(
     mut item: Map<String, Value>,
@@ -438,6 +469,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const KNOWN_TEST: &[&str] = &["id", "name", "admin_state_up", "fixed_ips"];
+
     fn items() -> Vec<Map<String, Value>> {
         [
             json!({"id": "a", "name": "x", "admin_state_up": true, "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.0.3"}]}),
@@ -458,13 +491,21 @@ mod tests {
 
     #[test]
     fn filters_fields_pages() {
-        let r = list_response("ports", items(), &q(&[("name", "x")]), "http://h").unwrap();
+        let r = list_response(
+            "ports",
+            items(),
+            &q(&[("name", "x")]),
+            "http://h",
+            KNOWN_TEST,
+        )
+        .unwrap();
         assert_eq!(r["ports"].as_array().unwrap().len(), 2);
         let r = list_response(
             "ports",
             items(),
             &q(&[("name", "x"), ("name", "y")]),
             "http://h",
+            KNOWN_TEST,
         )
         .unwrap();
         assert_eq!(r["ports"].as_array().unwrap().len(), 3);
@@ -473,6 +514,7 @@ mod tests {
             items(),
             &q(&[("admin_state_up", "False")]),
             "http://h",
+            KNOWN_TEST,
         )
         .unwrap();
         assert_eq!(r["ports"][0]["id"], "b");
@@ -481,6 +523,7 @@ mod tests {
             items(),
             &q(&[("fixed_ips", "ip_address=10.0.0.3")]),
             "http://h",
+            KNOWN_TEST,
         )
         .unwrap();
         assert_eq!(r["ports"][0]["id"], "a");
@@ -489,10 +532,18 @@ mod tests {
             items(),
             &q(&[("fields", "id"), ("fields", "name")]),
             "http://h",
+            KNOWN_TEST,
         )
         .unwrap();
         assert_eq!(r["ports"][0].as_object().unwrap().len(), 2);
-        let r = list_response("ports", items(), &q(&[("limit", "2")]), "http://h").unwrap();
+        let r = list_response(
+            "ports",
+            items(),
+            &q(&[("limit", "2")]),
+            "http://h",
+            KNOWN_TEST,
+        )
+        .unwrap();
         assert_eq!(r["ports"].as_array().unwrap().len(), 2);
         assert!(r["ports_links"][0]["href"]
             .as_str()
@@ -503,22 +554,87 @@ mod tests {
             items(),
             &q(&[("limit", "2"), ("marker", "b")]),
             "http://h",
+            KNOWN_TEST,
         )
         .unwrap();
         assert_eq!(r["ports"][0]["id"], "c");
         assert!(r.get("ports_links").is_none());
         assert_eq!(
-            list_response("ports", items(), &q(&[("colour", "red")]), "http://h")
-                .unwrap_err()
-                .status,
+            list_response(
+                "ports",
+                items(),
+                &q(&[("colour", "red")]),
+                "http://h",
+                KNOWN_TEST
+            )
+            .unwrap_err()
+            .status,
             400
         );
         assert_eq!(
-            list_response("ports", items(), &q(&[("limit", "x")]), "http://h")
-                .unwrap_err()
-                .status,
+            list_response(
+                "ports",
+                items(),
+                &q(&[("limit", "x")]),
+                "http://h",
+                KNOWN_TEST
+            )
+            .unwrap_err()
+            .status,
             400
         );
+    }
+
+    #[test]
+    fn empty_lists_still_validate_and_numbers_sort_numerically() {
+        assert_eq!(
+            list_response(
+                "ports",
+                vec![],
+                &q(&[("colour", "red")]),
+                "http://h",
+                KNOWN_TEST
+            )
+            .unwrap_err()
+            .status,
+            400
+        );
+        assert_eq!(
+            list_response(
+                "ports",
+                vec![],
+                &q(&[("sort_key", "colour")]),
+                "http://h",
+                KNOWN_TEST
+            )
+            .unwrap_err()
+            .status,
+            400
+        );
+        let items: Vec<Map<String, Value>> = [9, 10, 2]
+            .iter()
+            .map(|n| {
+                json!({"id": format!("i{n}"), "revision_number": n})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        let r = list_response(
+            "ports",
+            items,
+            &q(&[("sort_key", "revision_number")]),
+            "http://h",
+            KNOWN_TEST,
+        )
+        .unwrap();
+        let order: Vec<u64> = r["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["revision_number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(order, vec![2, 9, 10]);
     }
 
     #[test]

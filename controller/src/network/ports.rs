@@ -207,9 +207,11 @@ fn parse_pairs(v: &[Value], port_mac: &str) -> Result<Vec<AddressPair>, ApiError
         let mac = match o.get("mac_address") {
             None | Some(Value::Null) => port_mac.to_owned(),
             Some(Value::String(m)) => ipam::parse_mac("allowed_address_pairs", m)?,
-            Some(v) => return Err(ApiError::invalid(format!(
+            Some(v) => {
+                return Err(ApiError::invalid(format!(
                 "Invalid input for allowed_address_pairs. Reason: mac_address {v} is not a string."
-            ))),
+            )))
+            }
         };
         let pair = AddressPair {
             ip_address: ip.to_owned(),
@@ -236,13 +238,20 @@ fn check_uuid_list(key: &str, v: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Neutron's rules: security groups need port security (400), so do
+/// allowed address pairs (409).
 fn check_security_consistency(p: &Port) -> Result<(), ApiError> {
-    if !p.port_security_enabled
-        && (!p.security_groups.is_empty() || !p.allowed_address_pairs.is_empty())
-    {
-        return Err(ApiError::conflict(
+    if !p.port_security_enabled && !p.security_groups.is_empty() {
+        return Err(ApiError::new(
+            400,
             "PortSecurityAndIPRequiredForSecurityGroups",
-            "Port security must be enabled for a port to have security groups or allowed address pairs.",
+            "Port security must be enabled and port must have an IP address in order to use security groups.",
+        ));
+    }
+    if !p.port_security_enabled && !p.allowed_address_pairs.is_empty() {
+        return Err(ApiError::conflict(
+            "AddressPairAndPortSecurityRequired",
+            "Port Security must be enabled in order to have allowed address pairs on a port.",
         ));
     }
     Ok(())

@@ -205,6 +205,11 @@ pub fn add_interface(
     let mut port = match (subnet_id, port_id) {
         (Some(sid), _) => {
             let subnet = subnets::get(state, auth, &sid)?;
+            // A shared network's subnet stays its owner's: attaching it would
+            // take the owner's gateway address.
+            if !auth.can_see(&subnet.meta.project_id) {
+                return Err(ApiError::not_found("subnet", &sid));
+            }
             if interfaces(state, router_id)
                 .iter()
                 .any(|p| p.fixed_ips.iter().any(|f| f.subnet_id == sid))

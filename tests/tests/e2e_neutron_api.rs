@@ -1,0 +1,520 @@
+//! The Neutron API over HTTP against the real controller process (no
+//! namespaces needed): every error class gets its status and a NeutronError
+//! body, and a rejected request changes nothing (the global revision, read
+//! from the internal API, does not move).
+//!
+//! Bad inputs tried: no token, a garbage token, malformed JSON, a JSON array,
+//! the wrong top-level key, an unknown attribute, a wrong type, a body over
+//! 1 MiB, a public CIDR, overlapping subnets, a taken IP, a stale If-Match,
+//! an invalid If-Match, an unknown filter, a bad limit, deletes in the wrong
+//! order, exceeding a quota, another project's resources, a reader writing.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use strato::client::Endpoint;
+use strato_tests::e2e::{bin, call, Api, ADMIN_PASSWORD};
+
+struct Controller {
+    child: Child,
+    api: Endpoint,
+    socket: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Controller {
+    fn start() -> Controller {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("strato-e2e-neutron-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let socket = dir.join("controller.sock");
+        let child = Command::new(bin("strato-controller"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(dir.join("strato.db"))
+            .arg("--socket")
+            .arg(&socket)
+            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start controller");
+        let c = Controller {
+            child,
+            api: Endpoint::Tcp(format!("127.0.0.1:{port}")),
+            socket,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err()
+            || !c.socket.exists()
+        {
+            assert!(Instant::now() < deadline, "controller did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    fn revision(&self) -> u64 {
+        let (s, _, v) = call(
+            &Endpoint::Unix(self.socket.clone()),
+            None,
+            "GET",
+            "/internal/v1/compiled",
+            None,
+        );
+        assert_eq!(s, 200, "{v}");
+        v["revision"].as_u64().expect("revision")
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Asserts a Neutron error of `status` and `kind` (if given) that changed nothing.
+fn refused(
+    c: &Controller,
+    api: &Api,
+    status: u16,
+    kind: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) {
+    let before = c.revision();
+    let (s, v) = api.call(method, path, body);
+    assert_eq!(s, status, "{method} {path}: {v}");
+    assert!(
+        v["NeutronError"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{method} {path}: not a NeutronError: {v}"
+    );
+    if let Some(k) = kind {
+        assert_eq!(v["NeutronError"]["type"], k, "{method} {path}: {v}");
+    }
+    assert_eq!(
+        c.revision(),
+        before,
+        "{method} {path} was refused but changed the state"
+    );
+}
+
+#[test]
+fn neutron_errors_over_http_change_nothing() {
+    let c = Controller::start();
+    let admin = Api::login(&c.api, "admin", ADMIN_PASSWORD, "admin");
+    // Authentication.
+    for token in [None, Some("st1-garbage")] {
+        let (s, _, v) = call(&c.api, token, "GET", "/v2.0/networks", None);
+        assert_eq!(s, 401, "{v}");
+        assert_eq!(v["NeutronError"]["type"], "Unauthorized");
+    }
+    let net = admin.expect(
+        201,
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {"name": "n1"}})),
+    )["network"]
+        .clone();
+    let nid = net["id"].as_str().unwrap().to_owned();
+    assert_eq!(net["tenant_id"], net["project_id"]);
+    assert_eq!(net["revision_number"], 1);
+    assert_eq!(net["status"], "ACTIVE");
+    let sub = admin.expect(
+        201,
+        "POST",
+        "/v2.0/subnets",
+        Some(json!({"subnet": {"network_id": nid, "cidr": "10.1.0.0/24", "ip_version": 4}})),
+    );
+    let sid = sub["subnet"]["id"].as_str().unwrap().to_owned();
+    let port = admin.expect(
+        201,
+        "POST",
+        "/v2.0/ports",
+        Some(json!({"port": {"network_id": nid, "fixed_ips": [{"ip_address": "10.1.0.10"}]}})),
+    );
+    let pid = port["port"]["id"].as_str().unwrap().to_owned();
+
+    // Malformed bodies.
+    let raw = |body: &[u8]| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (s, _, b) = rt
+            .block_on(strato::client::call(
+                &c.api,
+                "POST".parse().unwrap(),
+                "/v2.0/networks",
+                &[
+                    ("x-auth-token", admin.token.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                Some(body.to_vec()),
+                Duration::from_secs(10),
+            ))
+            .expect("call");
+        (
+            s.as_u16(),
+            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+        )
+    };
+    let before = c.revision();
+    let (s, v) = raw(b"{\"network\": ");
+    assert_eq!(s, 400, "{v}");
+    assert!(v["NeutronError"].is_object());
+    let big = format!("{{\"network\": {{\"name\": \"{}\"}}}}", "x".repeat(1 << 20));
+    assert_eq!(raw(big.as_bytes()).0, 413);
+    assert_eq!(c.revision(), before);
+
+    refused(
+        &c,
+        &admin,
+        400,
+        None,
+        "POST",
+        "/v2.0/networks",
+        Some(json!([])),
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        None,
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"net": {}})),
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        None,
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {"colour": "red"}})),
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        Some("InvalidInput"),
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {"admin_state_up": 3}})),
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        None,
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"networks": [{"name": "bulk"}]})),
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        Some("InvalidInput"),
+        "POST",
+        "/v2.0/subnets",
+        Some(json!({"subnet": {"network_id": nid, "cidr": "100.64.0.0/24", "ip_version": 4}})),
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        None,
+        "POST",
+        "/v2.0/subnets",
+        Some(json!({"subnet": {"network_id": nid, "cidr": "10.1.0.128/25", "ip_version": 4}})),
+    );
+    refused(
+        &c,
+        &admin,
+        409,
+        Some("IpAddressAlreadyAllocated"),
+        "POST",
+        "/v2.0/ports",
+        Some(json!({"port": {"network_id": nid, "fixed_ips": [{"ip_address": "10.1.0.10"}]}})),
+    );
+    refused(
+        &c,
+        &admin,
+        404,
+        Some("NetworkNotFound"),
+        "GET",
+        "/v2.0/networks/00000000-0000-0000-0000-000000000000",
+        None,
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        None,
+        "GET",
+        "/v2.0/networks?colour=red",
+        None,
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        None,
+        "GET",
+        "/v2.0/networks?limit=many",
+        None,
+    );
+    refused(
+        &c,
+        &admin,
+        409,
+        Some("NetworkInUse"),
+        "DELETE",
+        &format!("/v2.0/networks/{nid}"),
+        None,
+    );
+    refused(
+        &c,
+        &admin,
+        409,
+        Some("SubnetInUse"),
+        "DELETE",
+        &format!("/v2.0/subnets/{sid}"),
+        None,
+    );
+
+    // If-Match over HTTP.
+    let put = |if_match: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (s, _, b) = rt
+            .block_on(strato::client::call(
+                &c.api,
+                "PUT".parse().unwrap(),
+                &format!("/v2.0/ports/{pid}"),
+                &[
+                    ("x-auth-token", admin.token.as_str()),
+                    ("if-match", if_match),
+                ],
+                Some(serde_json::to_vec(&json!({"port": {"name": "renamed"}})).unwrap()),
+                Duration::from_secs(10),
+            ))
+            .expect("call");
+        (
+            s.as_u16(),
+            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+        )
+    };
+    let before = c.revision();
+    assert_eq!(put("revision_number=99").0, 412);
+    assert_eq!(put("whatever").0, 400);
+    assert_eq!(c.revision(), before);
+    let (s, v) = put("revision_number=1");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["port"]["revision_number"], 2);
+    assert_eq!(v["port"]["name"], "renamed");
+
+    // Filters, fields, pagination.
+    for i in 0..4 {
+        admin.expect(
+            201,
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": format!("page{i}")}})),
+        );
+    }
+    let v = admin.expect(
+        200,
+        "GET",
+        "/v2.0/networks?name=page1&name=page2&fields=name&fields=id",
+        None,
+    );
+    let names: Vec<&str> = v["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(v["networks"][0].as_object().unwrap().len() == 2);
+    let v = admin.expect(200, "GET", "/v2.0/networks?limit=2", None);
+    assert_eq!(v["networks"].as_array().unwrap().len(), 2);
+    let next = v["networks_links"][0]["href"].as_str().expect("next link");
+    assert!(next.contains("marker="), "{next}");
+    let v = admin.expect(
+        200,
+        "GET",
+        &format!("/v2.0/ports?fixed_ips=ip_address%3D10.1.0.10"),
+        None,
+    );
+    assert_eq!(v["ports"].as_array().unwrap().len(), 1, "{v}");
+
+    // Quotas, another project, a reader.
+    let (_, _, me) = call(
+        &c.api,
+        Some(&admin.token),
+        "GET",
+        "/v3/projects?name=admin",
+        None,
+    );
+    let admin_pid = me["projects"][0]["id"].as_str().unwrap().to_owned();
+    admin.expect(
+        201,
+        "POST",
+        "/v3/projects",
+        Some(json!({"project": {"name": "other", "domain_id": "default"}})),
+    );
+    admin.expect(201, "POST", "/v3/users", Some(json!({"user": {"name": "olga", "password": "olga-pass-1", "default_project_id": null, "domain_id": "default"}})));
+    let other_pid = admin.expect(200, "GET", "/v3/projects?name=other", None)["projects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let olga = admin.expect(200, "GET", "/v3/users?name=olga", None)["users"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reader_role = admin.expect(200, "GET", "/v3/roles?name=reader", None)["roles"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let member_role = admin.expect(200, "GET", "/v3/roles?name=member", None)["roles"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    admin.expect(
+        204,
+        "PUT",
+        &format!("/v3/projects/{other_pid}/users/{olga}/roles/{member_role}"),
+        None,
+    );
+    let o = Api::login(&c.api, "olga", "olga-pass-1", "other");
+    refused(
+        &c,
+        &o,
+        404,
+        Some("NetworkNotFound"),
+        "GET",
+        &format!("/v2.0/networks/{nid}"),
+        None,
+    );
+    refused(
+        &c,
+        &o,
+        404,
+        None,
+        "DELETE",
+        &format!("/v2.0/ports/{pid}"),
+        None,
+    );
+    refused(
+        &c,
+        &o,
+        403,
+        None,
+        "PUT",
+        &format!("/v2.0/quotas/{other_pid}"),
+        Some(json!({"quota": {"network": 1}})),
+    );
+    admin.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/quotas/{other_pid}"),
+        Some(json!({"quota": {"network": 1}})),
+    );
+    o.expect(
+        201,
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {"name": "only-one"}})),
+    );
+    refused(
+        &c,
+        &o,
+        409,
+        Some("OverQuota"),
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {"name": "two"}})),
+    );
+    let q = o.expect(
+        200,
+        "GET",
+        &format!("/v2.0/quotas/{other_pid}/details"),
+        None,
+    );
+    assert_eq!(q["quota"]["network"]["used"], 1);
+    refused(
+        &c,
+        &o,
+        403,
+        None,
+        "GET",
+        &format!("/v2.0/quotas/{admin_pid}"),
+        None,
+    );
+    admin.expect(
+        204,
+        "DELETE",
+        &format!("/v3/projects/{other_pid}/users/{olga}/roles/{member_role}"),
+        None,
+    );
+    admin.expect(
+        204,
+        "PUT",
+        &format!("/v3/projects/{other_pid}/users/{olga}/roles/{reader_role}"),
+        None,
+    );
+    let r = Api::login(&c.api, "olga", "olga-pass-1", "other");
+    assert_eq!(
+        r.expect(200, "GET", "/v2.0/networks", None)["networks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    refused(
+        &c,
+        &r,
+        403,
+        None,
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {}})),
+    );
+    // The extensions list names what is implemented.
+    let ext = admin.expect(200, "GET", "/v2.0/extensions", None);
+    let aliases: Vec<&str> = ext["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["alias"].as_str().unwrap())
+        .collect();
+    for a in [
+        "router",
+        "extraroute",
+        "quotas",
+        "port-security",
+        "allowed-address-pairs",
+        "binding",
+        "revision-if-match",
+    ] {
+        assert!(aliases.contains(&a), "{a} missing from {aliases:?}");
+    }
+}
