@@ -43,6 +43,10 @@ use crate::{
     },
 };
 
+/// Every how many passes the agent lists every interface (others check only
+/// the ones it knows).
+const FULL_SCAN_EVERY: u64 = 5;
+
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub host: String,
@@ -101,13 +105,35 @@ pub fn interfaces() -> anyhow::Result<Vec<(u32, String)>> {
 }
 
 /// The first IPv4 address of `iface`.
+/// (One SIOCGIFADDR ioctl: a netlink dump would list every interface.)
 fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
-    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
-        if a.interface_name != iface {
-            return None;
-        }
-        a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip()))
-    })
+    use std::os::fd::AsRawFd as _;
+    let name = iface.as_bytes();
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFADDR reads ifr_name and writes ifr_addr of the ifreq we
+    // own, on a socket we own; the name is NUL-terminated (zeroed, shorter
+    // than IFNAMSIZ).
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFADDR, &mut req) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: on success the kernel stored an AF_INET sockaddr in ifru_addr.
+    let sin: libc::sockaddr_in = unsafe { std::mem::transmute_copy(&req.ifr_ifru.ifru_addr) };
+    Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
 }
 
 fn check_bpffs(root: &Path) -> anyhow::Result<()> {
@@ -310,15 +336,41 @@ impl Agent {
 
     /// One full reconcile pass: attach to new interfaces, forget vanished
     /// ones, write and remove ports.
-    pub fn reconcile(&mut self) -> anyhow::Result<()> {
+    pub fn reconcile(&mut self, full_scan: bool) -> anyhow::Result<()> {
         self.underlay_ip = self
             .cfg
             .uplinks
             .iter()
             .find_map(|u| ipv4_of(u))
             .map(|ip| ip.to_string());
-        let present = interfaces()?;
-        for (ifindex, name) in &present {
+        // Without a full scan, check only what we know (uplinks, attached
+        // interfaces) with one ioctl each: a netlink dump of thousands of
+        // taps costs tens of milliseconds.
+        let candidates: Vec<(u32, String)> = if full_scan {
+            interfaces()?
+        } else {
+            self.cfg
+                .uplinks
+                .iter()
+                .chain(self.attached.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter_map(|n| {
+                    nix::net::if_::if_nametoindex(n.as_str())
+                        .ok()
+                        .map(|i| (i, n.clone()))
+                })
+                .collect()
+        };
+        let present: std::collections::HashSet<&str> =
+            candidates.iter().map(|(_, n)| n.as_str()).collect();
+        let gone: Vec<String> = self
+            .attached
+            .keys()
+            .filter(|n| !present.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for (ifindex, name) in &candidates {
             let Some(role) = self.role_of(name) else {
                 continue;
             };
@@ -355,18 +407,13 @@ impl Agent {
                 },
             );
         }
-        let gone: Vec<String> = self
-            .attached
-            .keys()
-            .filter(|n| !present.iter().any(|(_, p)| p == *n))
-            .cloned()
-            .collect();
         for name in gone {
             tracing::info!(iface = %name, "interface gone; detaching");
             self.attached.remove(&name);
             let _ = self.dp.detach(&name);
         }
-        self.reconcile_ports()
+        // Taps of configured ports that appeared since.
+        self.realise()
     }
 
     fn reconcile_ports(&mut self) -> anyhow::Result<()> {
@@ -596,6 +643,7 @@ impl Agent {
             ));
         }
         let mut tick = tokio::time::interval(self.cfg.interval);
+        let mut ticks: u64 = 0;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -621,7 +669,11 @@ impl Agent {
                     self.send_report(true).await;
                 }
                 _ = tick.tick() => {
-                    if let Err(e) = self.reconcile() {
+                    ticks += 1;
+                    // Unconfigured taps (which get the port program too, so
+                    // they are denied by default) are found by a full scan
+                    // every few passes.
+                    if let Err(e) = self.reconcile(ticks % FULL_SCAN_EVERY == 1) {
                         tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
                     }
                     self.send_report(false).await;
