@@ -82,17 +82,30 @@ pub struct Agent {
     revision: Arc<AtomicU64>,
     /// A snapshot arrived since start (until then nothing is removed).
     have_snapshot: bool,
+    /// Port or network entries changed since the ports table was reconciled.
+    ports_dirty: bool,
     ports: BTreeMap<String, PortReport>,
     /// What the pinned `PORTS` map holds (read once at start: adopted).
     written: BTreeMap<u32, PortInfo>,
     started_at_ms: u64,
-    controller_ok: Option<bool>,
     /// The uplink's IPv4 address, refreshed on every full reconcile (a
     /// netlink dump is too costly to repeat on every update).
     underlay_ip: Option<String>,
     /// The port states the controller holds (`None`: send a full report).
     reported: Option<BTreeMap<String, PortReport>>,
     last_full: Option<std::time::Instant>,
+    /// Counters read off the agent's loop (see `run`).
+    counters: Arc<std::sync::Mutex<Option<crate::dataplane::Counters>>>,
+    /// Reports go out through one task, in order, off the loop.
+    outbox: Option<tokio::sync::mpsc::UnboundedSender<Outgoing>>,
+    /// Set by the sender when the controller must get a full report.
+    need_full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A report queued for the controller.
+enum Outgoing {
+    Full(Box<HostReport>),
+    Status(StatusReport),
 }
 
 /// Interfaces of this process's network namespace: (ifindex, name).
@@ -215,13 +228,16 @@ impl Agent {
             desired: BTreeMap::new(),
             revision: Arc::new(AtomicU64::new(0)),
             have_snapshot: false,
+            ports_dirty: true,
             ports: BTreeMap::new(),
             written,
             started_at_ms: now_ms(),
-            controller_ok: None,
             underlay_ip: None,
             reported: None,
             last_full: None,
+            counters: Arc::new(std::sync::Mutex::new(None)),
+            outbox: None,
+            need_full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         agent.forget_vanished_pins()?;
         Ok(agent)
@@ -267,6 +283,7 @@ impl Agent {
             UpdateKind::Snapshot => {
                 self.desired = u.upserts.into_iter().map(|e| (e.key(), e)).collect();
                 self.have_snapshot = true;
+                self.ports_dirty = true;
             }
             UpdateKind::Delta => {
                 if u.from != current || !self.have_snapshot {
@@ -277,6 +294,11 @@ impl Agent {
                     );
                     return false;
                 }
+                // Only port and network entries shape the ports table;
+                // remote entries (other hosts' ports) do not, yet.
+                let shapes = |k: &str| k.starts_with("port/") || k.starts_with("network/");
+                self.ports_dirty |= u.deletes.iter().any(|k| shapes(k))
+                    || u.upserts.iter().any(|e| shapes(&e.key()));
                 for k in &u.deletes {
                     self.desired.remove(k);
                 }
@@ -299,6 +321,9 @@ impl Agent {
     /// remove ports. Cost: proportional to the host's ports, not to every
     /// interface's details.
     pub fn realise(&mut self) -> anyhow::Result<()> {
+        if !self.ports_dirty {
+            return Ok(());
+        }
         let missing: Vec<String> = self
             .desired
             .values()
@@ -336,7 +361,9 @@ impl Agent {
 
     /// One full reconcile pass: attach to new interfaces, forget vanished
     /// ones, write and remove ports.
-    pub fn reconcile(&mut self, full_scan: bool) -> anyhow::Result<()> {
+    /// `scan`: every interface of the host (from a full listing); without
+    /// it only known interfaces are checked.
+    pub fn reconcile(&mut self, scan: Option<Vec<(u32, String)>>) -> anyhow::Result<()> {
         self.underlay_ip = self
             .cfg
             .uplinks
@@ -346,8 +373,8 @@ impl Agent {
         // Without a full scan, check only what we know (uplinks, attached
         // interfaces) with one ioctl each: a netlink dump of thousands of
         // taps costs tens of milliseconds.
-        let candidates: Vec<(u32, String)> = if full_scan {
-            interfaces()?
+        let candidates: Vec<(u32, String)> = if let Some(all) = scan {
+            all
         } else {
             self.cfg
                 .uplinks
@@ -412,11 +439,14 @@ impl Agent {
             self.attached.remove(&name);
             let _ = self.dp.detach(&name);
         }
-        // Taps of configured ports that appeared since.
+        // Taps of configured ports that appeared since (a periodic pass
+        // always looks).
+        self.ports_dirty = true;
         self.realise()
     }
 
     fn reconcile_ports(&mut self) -> anyhow::Result<()> {
+        self.ports_dirty = false;
         let mut wanted: BTreeMap<u32, PortInfo> = BTreeMap::new();
         let mut reports = BTreeMap::new();
         for e in self.desired.values() {
@@ -485,7 +515,15 @@ impl Agent {
     }
 
     pub fn report(&mut self) -> anyhow::Result<HostReport> {
-        let counters = self.dp.counters().context("reading counters")?;
+        let snapshot = self
+            .counters
+            .lock()
+            .expect("counters lock poisoned")
+            .clone();
+        let counters = match snapshot {
+            Some(c) => c,
+            None => self.dp.counters().context("reading counters")?,
+        };
         let names: BTreeMap<u32, &str> = self
             .attached
             .iter()
@@ -542,25 +580,17 @@ impl Agent {
         })
     }
 
-    fn note_controller(&mut self, ok: bool, ep: &Endpoint, err: Option<&client::ClientError>) {
-        if ok {
-            if self.controller_ok != Some(true) {
-                tracing::info!(controller = %ep, "reporting to the controller");
-            }
-        } else if self.controller_ok != Some(false) {
-            // Keep forwarding with what is loaded; say so once per outage.
-            tracing::warn!(controller = %ep, error = %err.map(|e| e.to_string()).unwrap_or_default(), "controller unreachable; forwarding goes on");
-        }
-        self.controller_ok = Some(ok);
-    }
-
-    /// Reports to the controller: a full report when due (or when the
-    /// controller lacks one), else a status report with the ports whose
-    /// state changed; with `only_if_changed`, nothing when nothing changed.
-    async fn send_report(&mut self, only_if_changed: bool) {
-        let Some(ep) = self.cfg.controller.clone() else {
+    /// Queues a report: a full one when due (or when the controller lacks
+    /// one), else a status report with the ports whose state changed; with
+    /// `only_if_changed`, nothing when nothing changed. Standalone agents
+    /// (no controller) report nothing.
+    fn send_report(&mut self, only_if_changed: bool) {
+        let Some(outbox) = self.outbox.clone() else {
             return;
         };
+        if self.need_full.swap(false, Ordering::SeqCst) {
+            self.reported = None;
+        }
         let full_due = self
             .last_full
             .is_none_or(|t| t.elapsed() >= self.cfg.full_report_interval);
@@ -585,41 +615,17 @@ impl Agent {
                 changed,
                 removed,
             };
-            let path = format!("/internal/v1/hosts/{}/status", self.cfg.host);
-            match client::put_json(&ep, &path, &status).await {
-                Ok(()) => {
-                    self.reported = Some(self.ports.clone());
-                    self.note_controller(true, &ep, None);
-                    return;
-                }
-                // The controller does not know this host (it restarted): send it all.
-                Err(client::ClientError::Status { status, .. })
-                    if status == client::StatusCode::NOT_FOUND => {}
-                Err(e) => {
-                    self.reported = None;
-                    self.note_controller(false, &ep, Some(&e));
-                    return;
-                }
-            }
+            let _ = outbox.send(Outgoing::Status(status));
+            self.reported = Some(self.ports.clone());
+            return;
         }
-        let report = match self.report() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot build report");
-                return;
-            }
-        };
-        let path = format!("/internal/v1/hosts/{}", self.cfg.host);
-        match client::put_json(&ep, &path, &report).await {
-            Ok(()) => {
+        match self.report() {
+            Ok(r) => {
+                let _ = outbox.send(Outgoing::Full(Box::new(r)));
                 self.reported = Some(self.ports.clone());
                 self.last_full = Some(std::time::Instant::now());
-                self.note_controller(true, &ep, None);
             }
-            Err(e) => {
-                self.reported = None;
-                self.note_controller(false, &ep, Some(&e));
-            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot build report"),
         }
     }
 
@@ -634,6 +640,34 @@ impl Agent {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Update>>(64);
         let resync = Arc::new(AtomicU64::new(0));
         if let Some(ep) = self.cfg.controller.clone() {
+            let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+            self.outbox = Some(out_tx);
+            tokio::spawn(sender(
+                ep,
+                self.cfg.host.clone(),
+                out_rx,
+                self.need_full.clone(),
+            ));
+        }
+        {
+            // Counters are read from the pinned maps on their own thread:
+            // thousands of per-CPU entries must not delay configuration.
+            let (slot, pin_dir, every) = (
+                self.counters.clone(),
+                self.cfg.pin_dir(),
+                self.cfg.full_report_interval,
+            );
+            std::thread::Builder::new()
+                .name("counters".into())
+                .spawn(move || loop {
+                    if let Ok(c) = crate::dataplane::Counters::read_pinned(&pin_dir) {
+                        *slot.lock().expect("counters lock poisoned") = Some(c);
+                    }
+                    std::thread::sleep(every.min(Duration::from_secs(1)));
+                })
+                .context("starting the counters thread")?;
+        }
+        if let Some(ep) = self.cfg.controller.clone() {
             tokio::spawn(watch(
                 ep,
                 self.cfg.host.clone(),
@@ -644,9 +678,35 @@ impl Agent {
         }
         let mut tick = tokio::time::interval(self.cfg.interval);
         let mut ticks: u64 = 0;
+        // Unconfigured taps (which get the port program too, so they are
+        // denied by default) and vanished interfaces are found by listing
+        // every interface, a netlink dump that is slow with thousands of
+        // taps: done on its own thread, every few passes.
+        let (scan_tx, mut scan_rx) = tokio::sync::mpsc::channel::<Vec<(u32, String)>>(1);
+        {
+            let every = self.cfg.interval * FULL_SCAN_EVERY as u32;
+            std::thread::Builder::new()
+                .name("scanner".into())
+                .spawn(move || loop {
+                    std::thread::sleep(every);
+                    match interfaces() {
+                        Ok(all) => {
+                            if scan_tx.blocking_send(all).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), "listing interfaces failed")
+                        }
+                    }
+                })
+                .context("starting the scanner thread")?;
+        }
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Configuration first: a queued update beats a periodic pass.
+                biased;
                 _ = &mut shutdown => break,
                 Some(u) = rx.recv() => {
                     let Some(u) = u else { continue };
@@ -666,17 +726,22 @@ impl Agent {
                     if let Err(e) = self.realise() {
                         tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
                     }
-                    self.send_report(true).await;
+                    self.send_report(true);
+                }
+                Some(all) = scan_rx.recv() => {
+                    if let Err(e) = self.reconcile(Some(all)) {
+                        tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
+                    }
                 }
                 _ = tick.tick() => {
                     ticks += 1;
-                    // Unconfigured taps (which get the port program too, so
-                    // they are denied by default) are found by a full scan
-                    // every few passes.
-                    if let Err(e) = self.reconcile(ticks % FULL_SCAN_EVERY == 1) {
+                    // The first pass lists every interface itself; later
+                    // full listings come from the scanner thread.
+                    let scan = if ticks == 1 { Some(interfaces()?) } else { None };
+                    if let Err(e) = self.reconcile(scan) {
                         tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
                     }
-                    self.send_report(false).await;
+                    self.send_report(false);
                 }
             }
         }
@@ -691,6 +756,49 @@ impl Agent {
             tracing::info!("exiting; programs stay attached through their pinned links");
         }
         Ok(())
+    }
+}
+
+/// Sends queued reports in order. After a failure (or a 404 for a status
+/// report: the controller lost this host) it drops status reports until the
+/// agent queues a full one.
+async fn sender(
+    ep: Endpoint,
+    host: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+    need_full: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut ok: Option<bool> = None;
+    let mut skipping = false;
+    while let Some(msg) = rx.recv().await {
+        let r = match msg {
+            Outgoing::Status(_) if skipping => continue,
+            Outgoing::Status(s) => {
+                client::put_json(&ep, &format!("/internal/v1/hosts/{host}/status"), &s).await
+            }
+            Outgoing::Full(r) => {
+                skipping = false;
+                client::put_json(&ep, &format!("/internal/v1/hosts/{host}"), &r).await
+            }
+        };
+        match r {
+            Ok(()) => {
+                if ok != Some(true) {
+                    tracing::info!(controller = %ep, "reporting to the controller");
+                }
+                ok = Some(true);
+            }
+            Err(e) => {
+                let lost_host = matches!(&e, client::ClientError::Status { status, .. } if *status == client::StatusCode::NOT_FOUND);
+                if !lost_host && ok != Some(false) {
+                    // Keep forwarding with what is loaded; say so once per outage.
+                    tracing::warn!(controller = %ep, error = %e, "controller unreachable; forwarding goes on");
+                    ok = Some(false);
+                }
+                skipping = true;
+                need_full.store(true, Ordering::SeqCst);
+            }
+        }
     }
 }
 
