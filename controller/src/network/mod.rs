@@ -185,6 +185,26 @@ impl<'a> Attrs<'a> {
     }
 }
 
+/// One entry of a list attribute that must be a dictionary with only the
+/// `allowed` keys (allocation pools, host routes, fixed IPs, address pairs).
+pub fn dict<'a>(
+    field: &str,
+    v: &'a Value,
+    allowed: &[&str],
+) -> Result<&'a Map<String, Value>, ApiError> {
+    let o = v.as_object().ok_or_else(|| {
+        ApiError::invalid(format!(
+            "Invalid input for {field}. Reason: '{v}' is not a dictionary."
+        ))
+    })?;
+    if let Some(k) = o.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::invalid(format!(
+            "Invalid input for {field}. Reason: unrecognized key '{k}' in {v}."
+        )));
+    }
+    Ok(o)
+}
+
 /// The owning project of a new resource: the caller's, or (admins only)
 /// the one named by `project_id`/`tenant_id`, which must agree.
 pub fn owner(auth: &Auth, attrs: &mut Attrs<'_>, state: &State) -> Result<String, ApiError> {

@@ -7,8 +7,8 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_if_match, ipam, networks, new_meta, owner, quotas, render_meta, require_write, subnets,
-    touch, Attrs, OWNER_ROUTER_INTERFACE,
+    check_if_match, dict, ipam, networks, new_meta, owner, quotas, render_meta, require_write,
+    subnets, touch, Attrs, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
@@ -88,16 +88,7 @@ pub fn allocate_ips(
     };
     let mut out: Vec<FixedIp> = Vec::new();
     for r in requested {
-        let o = r.as_object().ok_or_else(|| {
-            ApiError::invalid(format!(
-                "Invalid input for fixed_ips. Reason: '{r}' is not a dictionary."
-            ))
-        })?;
-        if let Some(k) = o.keys().find(|k| *k != "subnet_id" && *k != "ip_address") {
-            return Err(ApiError::invalid(format!(
-                "Invalid input for fixed_ips. Reason: unrecognized key '{k}' in {r}."
-            )));
-        }
+        let o = dict("fixed_ips", r, &["subnet_id", "ip_address"])?;
         let sid = o
             .get("subnet_id")
             .map(|v| {
@@ -184,16 +175,7 @@ fn parse_pairs(v: &[Value], port_mac: &str) -> Result<Vec<AddressPair>, ApiError
     }
     let mut out: Vec<AddressPair> = Vec::new();
     for p in v {
-        let o = p.as_object().ok_or_else(|| {
-            ApiError::invalid(format!(
-                "Invalid input for allowed_address_pairs. Reason: '{p}' is not a dictionary."
-            ))
-        })?;
-        if let Some(k) = o.keys().find(|k| *k != "ip_address" && *k != "mac_address") {
-            return Err(ApiError::invalid(format!(
-                "Invalid input for allowed_address_pairs. Reason: unrecognized key '{k}' in {p}."
-            )));
-        }
+        let o = dict("allowed_address_pairs", p, &["ip_address", "mac_address"])?;
         let ip = o.get("ip_address").and_then(Value::as_str).ok_or_else(|| {
             ApiError::invalid(format!(
                 "Invalid input for allowed_address_pairs. Reason: ip_address missing in {p}."

@@ -7,8 +7,8 @@ use ipnetwork::Ipv4Network;
 use serde_json::{Map, Value};
 
 use super::{
-    check_if_match, ipam, networks, new_meta, owner, quotas, render_meta, require_write, touch,
-    Attrs, OWNER_ROUTER_INTERFACE,
+    check_if_match, dict, ipam, networks, new_meta, owner, quotas, render_meta, require_write,
+    touch, Attrs, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
@@ -46,10 +46,7 @@ pub fn allocated(state: &State, subnet_id: &str) -> BTreeSet<Ipv4Addr> {
 fn parse_pools(key: &str, v: &[Value]) -> Result<Vec<AllocationPool>, ApiError> {
     v.iter()
         .map(|p| {
-            let o = p.as_object().ok_or_else(|| ApiError::invalid(format!("Invalid input for {key}. Reason: '{p}' is not a dictionary.")))?;
-            if let Some(k) = o.keys().find(|k| *k != "start" && *k != "end") {
-                return Err(ApiError::invalid(format!("Invalid input for {key}. Reason: unrecognized key '{k}' in {p}.")));
-            }
+            let o = dict(key, p, &["start", "end"])?;
             let field = |f: &str| {
                 o.get(f)
                     .and_then(Value::as_str)
@@ -91,16 +88,7 @@ pub fn parse_routes(key: &str, v: &[Value], max: usize) -> Result<Vec<HostRoute>
     }
     let mut out: Vec<HostRoute> = Vec::new();
     for r in v {
-        let o = r.as_object().ok_or_else(|| {
-            ApiError::invalid(format!(
-                "Invalid input for {key}. Reason: '{r}' is not a dictionary."
-            ))
-        })?;
-        if let Some(k) = o.keys().find(|k| *k != "destination" && *k != "nexthop") {
-            return Err(ApiError::invalid(format!(
-                "Invalid input for {key}. Reason: unrecognized key '{k}' in {r}."
-            )));
-        }
+        let o = dict(key, r, &["destination", "nexthop"])?;
         let dest = o
             .get("destination")
             .and_then(Value::as_str)
