@@ -58,6 +58,8 @@ pub enum DataplaneError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("pinning {path}: {reason}")]
+    Pin { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -147,6 +149,15 @@ impl Dataplane {
                 name,
                 source: Box::new(e),
             })?;
+            if let Some(dir) = pin_dir {
+                // Pinned so that `stratoctl trace` can run the live program.
+                let path = dir.join(format!("prog_{name}"));
+                let _ = std::fs::remove_file(&path);
+                prog.pin(&path).map_err(|e| DataplaneError::Pin {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
         }
         Ok(Dataplane {
             ebpf,
@@ -337,6 +348,73 @@ impl Dataplane {
             }),
         }
     }
+}
+
+/// What a synthetic packet did in a host's live program.
+#[derive(Debug)]
+pub struct Trace {
+    /// XDP action (0 aborted, 1 drop, 2 pass, 3 tx, 4 redirect).
+    pub action: u32,
+    pub output: Vec<u8>,
+    /// Drop reasons counted on the ingress interface during the run.
+    pub drops: Vec<DropReason>,
+    /// Nanoseconds the run took in the kernel.
+    pub duration_ns: u64,
+}
+
+/// Runs `frame` once through the live program pinned under `pin_dir` (the
+/// agent pins them) with BPF_PROG_TEST_RUN, as if it arrived on interface
+/// `ingress_ifindex` of the calling thread's network namespace, against the
+/// live maps. The run is counted like a real packet.
+pub fn trace(
+    pin_dir: &Path,
+    which: Attach,
+    ingress_ifindex: u32,
+    frame: &[u8],
+) -> Result<Trace, DataplaneError> {
+    use aya::programs::{TestRun, TestRunOptions};
+    let program = which.program();
+    let path = pin_dir.join(format!("prog_{program}"));
+    let prog = Xdp::from_pin(&path, aya_obj::programs::XdpAttachType::Interface).map_err(|e| {
+        DataplaneError::Program {
+            name: program,
+            source: Box::new(e),
+        }
+    })?;
+    let before = Counters::read_pinned(pin_dir)?;
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 512];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        repeat: 1,
+        ..Default::default()
+    };
+    let r = prog.test_run(opts).map_err(|e| DataplaneError::Program {
+        name: program,
+        source: Box::new(e),
+    })?;
+    out.truncate(r.data_size_out as usize);
+    let after = Counters::read_pinned(pin_dir)?;
+    let drops = after
+        .drops
+        .iter()
+        .filter(|((i, reason), s)| {
+            *i == ingress_ifindex
+                && before.drops.get(&(*i, *reason)).map(|b| b.packets) != Some(s.packets)
+        })
+        .map(|((_, reason), _)| *reason)
+        .collect();
+    Ok(Trace {
+        action: r.return_value,
+        output: out,
+        drops,
+        duration_ns: r.duration.as_nanos() as u64,
+    })
 }
 
 /// The ports table a host's agent pinned under `pin_dir` (stratoctl, tests).

@@ -138,6 +138,70 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
         .expect("port listed");
     assert_eq!(listed["status"], "ACTIVE");
     assert_eq!(listed["host"], Cloud::host_id(host).as_str());
+    // stratoctl trace runs a synthetic packet through the live port program
+    // and its live table, as if it came from the VM.
+    let hid = Cloud::host_id(host);
+    let out = ctl(&[
+        "--json",
+        "trace",
+        "--host",
+        &hid,
+        "--port",
+        &id,
+        "--to",
+        "10.0.1.99",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: Value = serde_json::from_slice(&out.stdout).expect("trace JSON");
+    assert_eq!(t["verdict"], "XDP_PASS", "{t}");
+    assert_eq!(t["port_known"], true, "{t}");
+    assert_eq!(t["vni"].as_u64(), Some(vni), "{t}");
+    assert_eq!(
+        t["packet"]["from"], port["fixed_ips"][0]["ip_address"],
+        "{t}"
+    );
+    for (args, needle) in [
+        (
+            vec![
+                "trace",
+                "--host",
+                "no-such-host",
+                "--port",
+                id.as_str(),
+                "--to",
+                "10.0.1.99",
+            ],
+            "no pinned dataplane",
+        ),
+        (
+            vec![
+                "trace",
+                "--host",
+                hid.as_str(),
+                "--port",
+                "00000000-dead",
+                "--to",
+                "10.0.1.99",
+            ],
+            "no interface",
+        ),
+        (
+            vec!["trace", "--host", hid.as_str(), "--to", "10.0.1.99"],
+            "--port or an --iface",
+        ),
+    ] {
+        let out = ctl(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = ctl(&["host", "no-such-host"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use strato::{
     client::{self, Endpoint},
+    dataplane,
     dataplane::Counters,
     report::HostStatus,
     telemetry,
@@ -49,12 +50,244 @@ enum Cmd {
     },
     /// One host: its interfaces, their programs and counters, drop reasons.
     Host { name: String },
+    /// Runs a synthetic packet through a host's live program (BPF_PROG_TEST_RUN
+    /// against the live maps; the run is counted like a real packet) and
+    /// prints the verdict, the path, the rewrites and any drop reason. Run on
+    /// the host, as root.
+    Trace {
+        /// Host name (its pin directory under --pin-root).
+        #[arg(long)]
+        host: String,
+        /// The port (its tap is `tap` + the first 11 characters of its id).
+        #[arg(long, conflicts_with = "iface")]
+        port: Option<String>,
+        /// Or an interface by name (e.g. the uplink `eth0`).
+        #[arg(long)]
+        iface: Option<String>,
+        /// Network namespace of the host (the harness's hosts; default: the host name if such a namespace exists).
+        #[arg(long)]
+        netns: Option<String>,
+        #[arg(long, default_value = dataplane::PIN_ROOT)]
+        pin_root: PathBuf,
+        /// Destination address.
+        #[arg(long)]
+        to: std::net::Ipv4Addr,
+        /// Source address (default: the port's address from the ports table).
+        #[arg(long)]
+        from: Option<std::net::Ipv4Addr>,
+        #[arg(long, default_value = "tcp")]
+        proto: TraceProto,
+        #[arg(long, default_value_t = 80)]
+        dport: u16,
+        #[arg(long, default_value_t = 40000)]
+        sport: u16,
+        /// Source MAC (default: the port's MAC from the ports table).
+        #[arg(long)]
+        src_mac: Option<String>,
+        /// Destination MAC.
+        #[arg(long, default_value = "fa:16:3e:00:00:01")]
+        dst_mac: String,
+    },
     /// Counters read straight from a host's pinned maps (run on that host).
     Counters {
         /// The host's pin directory, e.g. /sys/fs/bpf/strato/<host>.
         #[arg(long)]
         pin_dir: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TraceProto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+fn mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("{s:?} is not a MAC address"))?;
+    v.try_into()
+        .map_err(|_| anyhow::anyhow!("{s:?} is not a MAC address"))
+}
+
+fn fmt_mac(m: &[u8]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Which headers the program changed (by byte offset, untagged IPv4).
+fn rewrites(a: &[u8], b: &[u8]) -> Vec<String> {
+    if a.len() != b.len() {
+        return vec![format!("length {} -> {} bytes", a.len(), b.len())];
+    }
+    let fields: [(&str, std::ops::Range<usize>); 7] = [
+        ("eth dst", 0..6),
+        ("eth src", 6..12),
+        ("ethertype", 12..14),
+        ("ipv4 ttl", 22..23),
+        ("ipv4 checksum", 24..26),
+        ("ipv4 src", 26..30),
+        ("ipv4 dst", 30..34),
+    ];
+    let mut out: Vec<String> = fields
+        .iter()
+        .filter(|(_, r)| r.end <= a.len() && a[r.clone()] != b[r.clone()])
+        .map(|(n, _)| n.to_string())
+        .collect();
+    if a.len() > 34 && a[34..] != b[34..] {
+        out.push("transport header/payload".into());
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn trace(
+    json: bool,
+    host: &str,
+    port: Option<&str>,
+    iface: Option<&str>,
+    netns: Option<&str>,
+    pin_root: &std::path::Path,
+    to: std::net::Ipv4Addr,
+    from: Option<std::net::Ipv4Addr>,
+    proto: TraceProto,
+    (sport, dport): (u16, u16),
+    src_mac: Option<&str>,
+    dst_mac: &str,
+) -> anyhow::Result<()> {
+    use dataplane::Attach;
+    let pin_dir = pin_root.join(host);
+    if !pin_dir.join(dataplane_common::maps::PORTS).exists() {
+        anyhow::bail!(
+            "no pinned dataplane for host {host} under {} (is its agent running here?)",
+            pin_dir.display()
+        );
+    }
+    let ns = netns.map(str::to_owned).or_else(|| {
+        std::path::Path::new("/run/netns")
+            .join(host)
+            .exists()
+            .then(|| host.to_owned())
+    });
+    if let Some(ns) = &ns {
+        let f = std::fs::File::open(std::path::Path::new("/run/netns").join(ns))
+            .with_context(|| format!("opening network namespace {ns}"))?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering network namespace {ns}"))?;
+    }
+    let (name, which) = match (port, iface) {
+        (Some(p), _) => (strato::network::ports::tap_name(p), Attach::Port),
+        (None, Some(i)) => (
+            i.to_owned(),
+            if i.starts_with("tap") {
+                Attach::Port
+            } else {
+                Attach::Uplink
+            },
+        ),
+        (None, None) => anyhow::bail!("name a --port or an --iface"),
+    };
+    let ifindex = nix::net::if_::if_nametoindex(name.as_str())
+        .with_context(|| format!("no interface {name} on host {host}"))?;
+    let entry = dataplane::read_pinned_ports(&pin_dir)?
+        .get(&ifindex)
+        .copied();
+    let src_mac = match src_mac {
+        Some(m) => mac(m)?,
+        None => entry.map(|e| e.mac).unwrap_or([0x02, 0, 0, 0, 0, 0x02]),
+    };
+    let from = from
+        .or_else(|| entry.map(|e| std::net::Ipv4Addr::from(e.ipv4)))
+        .unwrap_or(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    let b = etherparse::PacketBuilder::ethernet2(src_mac, mac(dst_mac)?).ipv4(
+        from.octets(),
+        to.octets(),
+        64,
+    );
+    let mut frame = Vec::new();
+    match proto {
+        TraceProto::Tcp => b.tcp(sport, dport, 1, 65535).write(&mut frame, &[]),
+        TraceProto::Udp => b.udp(sport, dport).write(&mut frame, &[0; 18]),
+        TraceProto::Icmp => b.icmpv4_echo_request(1, 1).write(&mut frame, &[0; 18]),
+    }
+    .context("building the packet")?;
+    let t = dataplane::trace(&pin_dir, which, ifindex, &frame)?;
+    let verdict = match t.action {
+        0 => "XDP_ABORTED",
+        1 => "XDP_DROP",
+        2 => "XDP_PASS",
+        3 => "XDP_TX",
+        4 => "XDP_REDIRECT",
+        _ => "unknown",
+    };
+    let rw = rewrites(&frame, &t.output);
+    let drops: Vec<&str> = t.drops.iter().map(|d| d.label()).collect();
+    let path = match (t.action, which) {
+        (1, _) => format!("parse -> drop ({})", drops.join(", ")),
+        (2, Attach::Port) => "parse -> pass to the host stack (the VPC pipeline, routing and encapsulation, is the next issue)".to_owned(),
+        (2, _) => "parse -> pass to the host stack".to_owned(),
+        _ => "parse -> other".to_owned(),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "host": host, "interface": name, "ifindex": ifindex, "program": which.program(),
+                "packet": {"src_mac": fmt_mac(&src_mac), "dst_mac": dst_mac, "from": from.to_string(), "to": to.to_string(),
+                           "proto": format!("{proto:?}").to_lowercase(), "sport": sport, "dport": dport, "bytes": frame.len()},
+                "port_known": entry.is_some(), "vni": entry.map(|e| e.vni),
+                "verdict": verdict, "path": path, "rewrites": rw, "drop_reasons": drops, "duration_ns": t.duration_ns,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "trace on host {host}: {name} (ifindex {ifindex}), program {}",
+        which.program()
+    );
+    match entry {
+        Some(e) => println!(
+            "port entry: vni {} mac {} ip {}/{} flags {:#x}",
+            e.vni,
+            fmt_mac(&e.mac),
+            std::net::Ipv4Addr::from(e.ipv4),
+            e.prefix_len,
+            e.flags
+        ),
+        None => println!("port entry: none (not a configured port on this host)"),
+    }
+    println!(
+        "in:       {} -> {} {:?} {sport} -> {dport}, {} bytes, {} -> {dst_mac}",
+        from,
+        to,
+        proto,
+        frame.len(),
+        fmt_mac(&src_mac)
+    );
+    println!("path:     {path}");
+    println!("verdict:  {verdict}");
+    println!(
+        "rewrites: {}",
+        if rw.is_empty() {
+            "none".to_owned()
+        } else {
+            rw.join(", ")
+        }
+    );
+    println!(
+        "drop:     {}",
+        if drops.is_empty() {
+            "-".to_owned()
+        } else {
+            drops.join(", ")
+        }
+    );
+    Ok(())
 }
 
 fn main() {
@@ -265,6 +498,35 @@ fn run(args: Args) -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        Cmd::Trace {
+            host,
+            port,
+            iface,
+            netns,
+            pin_root,
+            to,
+            from,
+            proto,
+            dport,
+            sport,
+            src_mac,
+            dst_mac,
+        } => {
+            trace(
+                args.json,
+                &host,
+                port.as_deref(),
+                iface.as_deref(),
+                netns.as_deref(),
+                &pin_root,
+                to,
+                from,
+                proto,
+                (sport, dport),
+                src_mac.as_deref(),
+                &dst_mac,
+            )?;
         }
         Cmd::Counters { pin_dir } => {
             let c = Counters::read_pinned(&pin_dir)
