@@ -361,7 +361,7 @@ fn neutron_errors_over_http_change_nothing() {
     let v = admin.expect(
         200,
         "GET",
-        &format!("/v2.0/ports?fixed_ips=ip_address%3D10.1.0.10"),
+        "/v2.0/ports?fixed_ips=ip_address%3D10.1.0.10",
         None,
     );
     assert_eq!(v["ports"].as_array().unwrap().len(), 1, "{v}");
