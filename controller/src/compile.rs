@@ -723,11 +723,6 @@ impl Compiler {
         Ok(())
     }
 
-    /// The host's configuration revision (0: nothing for it yet).
-    pub fn revision(&self, host: &str) -> u64 {
-        self.hosts.get(host).map(|c| c.revision).unwrap_or(0)
-    }
-
     /// What an agent at `since` needs: with `snapshot`, the whole
     /// configuration; otherwise `None` if it is up to date, a delta if the
     /// log reaches back to `since`, else a snapshot.

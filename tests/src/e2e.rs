@@ -317,19 +317,36 @@ pub fn call(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> (u16, strato::client::HeaderMap, serde_json::Value) {
+    let headers: Vec<(&str, &str)> = token.map(|t| vec![("x-auth-token", t)]).unwrap_or_default();
+    call_raw(
+        endpoint,
+        &headers,
+        method,
+        path,
+        body.map(|b| serde_json::to_vec(b).expect("json")),
+    )
+}
+
+/// [`call`] with any request headers and a raw body (malformed JSON,
+/// `If-Match`, ...).
+pub fn call_raw(
+    endpoint: &Endpoint,
+    headers: &[(&str, &str)],
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, strato::client::HeaderMap, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let method: strato::client::Method = method.parse().expect("method");
-    let headers: Vec<(&str, &str)> = token.map(|t| vec![("x-auth-token", t)]).unwrap_or_default();
-    let body = body.map(|b| serde_json::to_vec(b).expect("json"));
     let (status, headers, bytes) = rt
         .block_on(strato::client::call(
             endpoint,
             method.clone(),
             path,
-            &headers,
+            headers,
             body,
             Duration::from_secs(30),
         ))

@@ -30,6 +30,17 @@ fn network(api: &Api, cidr: &str) -> (String, String) {
     (nid, s["subnet"]["id"].as_str().expect("id").to_owned())
 }
 
+/// An unbound port on `net`, as the API returned it.
+fn new_port(api: &Api, net: &str) -> Value {
+    api.expect(
+        201,
+        "POST",
+        "/v2.0/ports",
+        Some(json!({"port": {"network_id": net}})),
+    )["port"]
+        .clone()
+}
+
 fn port_status(api: &Api, id: &str) -> String {
     api.expect(200, "GET", &format!("/v2.0/ports/{id}"), None)["port"]["status"]
         .as_str()
@@ -75,13 +86,7 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
     let hosts = cloud.region.hosts();
     let host = &hosts[0];
     let (net, _) = network(&admin, "10.0.1.0/24");
-    let port = admin.expect(
-        201,
-        "POST",
-        "/v2.0/ports",
-        Some(json!({"port": {"network_id": net}})),
-    )["port"]
-        .clone();
+    let port = new_port(&admin, &net);
     let id = port["id"].as_str().unwrap().to_owned();
     assert_eq!(port["status"], "DOWN", "an unbound port is DOWN");
     boot(&cloud, &admin, &port, "v1", host);
@@ -236,13 +241,7 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
     );
 
     // A host that goes away takes its ports DOWN.
-    let port2 = admin.expect(
-        201,
-        "POST",
-        "/v2.0/ports",
-        Some(json!({"port": {"network_id": net}})),
-    )["port"]
-        .clone();
+    let port2 = new_port(&admin, &net);
     let id2 = port2["id"].as_str().unwrap().to_owned();
     boot(&cloud, &admin, &port2, "v2", host);
     wait_status(&cloud, &admin, &id2, "ACTIVE");
@@ -327,13 +326,7 @@ fn agent_restart_adopts_and_controller_outage_is_survived() {
     let hosts = cloud.region.hosts();
     let host = &hosts[1];
     let (net, _) = network(&admin, "10.0.1.0/24");
-    let port = admin.expect(
-        201,
-        "POST",
-        "/v2.0/ports",
-        Some(json!({"port": {"network_id": net}})),
-    )["port"]
-        .clone();
+    let port = new_port(&admin, &net);
     let id = port["id"].as_str().unwrap().to_owned();
     boot(&cloud, &admin, &port, "v1", host);
     wait_status(&cloud, &admin, &id, "ACTIVE");
@@ -386,13 +379,7 @@ fn agent_restart_adopts_and_controller_outage_is_survived() {
     // Back: agents resync, and new configuration reaches them.
     cloud.start_controller();
     let admin = cloud.admin();
-    let port2 = admin.expect(
-        201,
-        "POST",
-        "/v2.0/ports",
-        Some(json!({"port": {"network_id": net}})),
-    )["port"]
-        .clone();
+    let port2 = new_port(&admin, &net);
     boot(&cloud, &admin, &port2, "v2", host);
     wait_status(&cloud, &admin, port2["id"].as_str().unwrap(), "ACTIVE");
     assert_eq!(port_status(&admin, &id), "ACTIVE");

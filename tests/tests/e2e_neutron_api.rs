@@ -16,7 +16,7 @@ use std::{
 
 use serde_json::{json, Value};
 use strato::client::Endpoint;
-use strato_tests::e2e::{bin, call, Api, ADMIN_PASSWORD};
+use strato_tests::e2e::{bin, call, call_raw, Api, ADMIN_PASSWORD};
 
 struct Controller {
     child: Child,
@@ -150,27 +150,12 @@ fn neutron_errors_over_http_change_nothing() {
 
     // Malformed bodies.
     let raw = |body: &[u8]| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (s, _, b) = rt
-            .block_on(strato::client::call(
-                &c.api,
-                "POST".parse().unwrap(),
-                "/v2.0/networks",
-                &[
-                    ("x-auth-token", admin.token.as_str()),
-                    ("content-type", "application/json"),
-                ],
-                Some(body.to_vec()),
-                Duration::from_secs(10),
-            ))
-            .expect("call");
-        (
-            s.as_u16(),
-            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
-        )
+        let h = [
+            ("x-auth-token", admin.token.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let (s, _, v) = call_raw(&c.api, &h, "POST", "/v2.0/networks", Some(body.to_vec()));
+        (s, v)
     };
     let before = c.revision();
     let (s, v) = raw(b"{\"network\": ");
@@ -300,27 +285,13 @@ fn neutron_errors_over_http_change_nothing() {
 
     // If-Match over HTTP.
     let put = |if_match: &str| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (s, _, b) = rt
-            .block_on(strato::client::call(
-                &c.api,
-                "PUT".parse().unwrap(),
-                &format!("/v2.0/ports/{pid}"),
-                &[
-                    ("x-auth-token", admin.token.as_str()),
-                    ("if-match", if_match),
-                ],
-                Some(serde_json::to_vec(&json!({"port": {"name": "renamed"}})).unwrap()),
-                Duration::from_secs(10),
-            ))
-            .expect("call");
-        (
-            s.as_u16(),
-            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
-        )
+        let h = [
+            ("x-auth-token", admin.token.as_str()),
+            ("if-match", if_match),
+        ];
+        let body = serde_json::to_vec(&json!({"port": {"name": "renamed"}})).unwrap();
+        let (s, _, v) = call_raw(&c.api, &h, "PUT", &format!("/v2.0/ports/{pid}"), Some(body));
+        (s, v)
     };
     let before = c.revision();
     assert_eq!(put("revision_number=99").0, 412);
