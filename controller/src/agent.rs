@@ -23,24 +23,26 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
 };
 
 use anyhow::Context as _;
-use dataplane_common::{PortInfo, PORT_F_ADMIN_UP, PORT_F_SECURITY};
+use dataplane_common::HostInfo;
 use http_body_util::BodyExt as _;
 
 use crate::{
     client::{self, Endpoint},
-    compile::{Entry, PortEntry, Update, UpdateKind},
+    compile::{Entry, Update, UpdateKind},
     dataplane::{Attach, Dataplane},
+    dhcp,
     report::{
         now_ms, DropReport, HostReport, IfCounters, InterfaceReport, PortReport, PortState, Role,
         StatusReport,
     },
+    tables::{self, Tables},
 };
 
 /// Every how many passes the agent lists every interface (others check only
@@ -82,11 +84,19 @@ pub struct Agent {
     revision: Arc<AtomicU64>,
     /// A snapshot arrived since start (until then nothing is removed).
     have_snapshot: bool,
-    /// Port or network entries changed since the ports table was reconciled.
+    /// The configuration changed since the tables were reconciled.
     ports_dirty: bool,
     ports: BTreeMap<String, PortReport>,
-    /// What the pinned `PORTS` map holds (read once at start: adopted).
-    written: BTreeMap<u32, PortInfo>,
+    /// What the pinned VPC maps hold (read once at start: adopted).
+    have: Tables,
+    /// Counter slot of every interface that has one (ports, uplink).
+    slots: BTreeMap<u32, u32>,
+    /// What `HOST[0]` holds.
+    host_info: HostInfo,
+    /// DHCP leases by tap ifindex, read by the DHCP server thread.
+    leases: Arc<std::sync::RwLock<std::collections::HashMap<u32, dhcp::Lease>>>,
+    /// The uplink's next hop, and when its neighbour entry was last checked.
+    neighbour_checked: Option<std::time::Instant>,
     started_at_ms: u64,
     /// The uplink's IPv4 address, refreshed on every full reconcile (a
     /// netlink dump is too costly to repeat on every update).
@@ -149,6 +159,102 @@ fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
 }
 
+/// Lease time handed to VMs (Neutron's default).
+const LEASE_SECS: u32 = 86_400;
+
+/// The DHCP lease of every written port whose subnet has DHCP enabled.
+fn leases(
+    desired: &BTreeMap<String, Entry>,
+    have: &Tables,
+) -> std::collections::HashMap<u32, dhcp::Lease> {
+    let by_mac: BTreeMap<[u8; 6], u32> = have.ports.iter().map(|(i, p)| (p.mac, *i)).collect();
+    let mut out = std::collections::HashMap::new();
+    for e in desired.values() {
+        let Entry::Port(p) = e else { continue };
+        let Some(Entry::Network(n)) = desired.get(&format!("network/{}", p.network_id)) else {
+            continue;
+        };
+        let Some(mac) = tables::parse_mac(&p.mac) else {
+            continue;
+        };
+        let Some(ifindex) = by_mac.get(&mac).copied() else {
+            continue;
+        };
+        let Some((sid, ip)) = p.ips.first() else {
+            continue;
+        };
+        let (Some(s), Ok(ip)) = (
+            n.subnets.iter().find(|s| &s.id == sid),
+            ip.parse::<Ipv4Addr>(),
+        ) else {
+            continue;
+        };
+        let Ok(cidr) = s.cidr.parse::<ipnetwork::Ipv4Network>() else {
+            continue;
+        };
+        if !s.enable_dhcp {
+            continue;
+        }
+        let gateway = s.gateway_ip.as_deref().and_then(|g| g.parse().ok());
+        let server_mac = s
+            .gateway_mac
+            .as_deref()
+            .and_then(tables::parse_mac)
+            .unwrap_or([0xfa, 0x16, 0x3e, 0xff, 0xff, 0xfe]);
+        out.insert(
+            ifindex,
+            dhcp::Lease {
+                client_mac: mac,
+                ip,
+                prefix_len: cidr.prefix(),
+                gateway,
+                server_ip: gateway.unwrap_or_else(|| cidr.nth(1).unwrap_or(cidr.ip())),
+                server_mac,
+                dns: s
+                    .dns_nameservers
+                    .iter()
+                    .filter_map(|d| d.parse().ok())
+                    .collect(),
+                routes: s
+                    .host_routes
+                    .iter()
+                    .filter_map(|r| Some((r.destination.parse().ok()?, r.nexthop.parse().ok()?)))
+                    .collect(),
+                mtu: n.mtu as u16,
+                lease_secs: LEASE_SECS,
+                domain_name: None,
+            },
+        );
+    }
+    out
+}
+
+/// The default route's gateway on `iface`, from /proc/net/route.
+fn default_gateway(iface: &str) -> Option<Ipv4Addr> {
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 3 || f[0] != iface || f[1] != "00000000" {
+            return None;
+        }
+        let gw = u32::from_str_radix(f[2], 16).ok()?;
+        // The file prints the raw (network order) word as a host integer.
+        (gw != 0).then(|| Ipv4Addr::from(gw.to_ne_bytes()))
+    })
+}
+
+/// Whether the kernel holds a usable MAC for `ip` on `iface` (/proc/net/arp).
+fn neighbour_resolved(iface: &str, ip: Ipv4Addr) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/net/arp") else {
+        return false;
+    };
+    let ip = ip.to_string();
+    text.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 6 && f[0] == ip && f[5] == iface && f[2] != "0x0"
+    })
+}
+
 fn check_bpffs(root: &Path) -> anyhow::Result<()> {
     let bpffs = Path::new("/sys/fs/bpf");
     let st = nix::sys::statfs::statfs(bpffs).with_context(|| {
@@ -169,58 +275,18 @@ fn check_bpffs(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .filter_map(|p| u8::from_str_radix(p, 16).ok())
-        .collect();
-    v.try_into().ok()
-}
-
-/// The `PORTS` value of a port entry (with the subnet's prefix length from
-/// its network entry).
-fn port_info(p: &PortEntry, desired: &BTreeMap<String, Entry>) -> PortInfo {
-    let mut flags = 0;
-    if p.port_security_enabled {
-        flags |= PORT_F_SECURITY;
-    }
-    if p.admin_state_up {
-        flags |= PORT_F_ADMIN_UP;
-    }
-    let (ipv4, prefix_len) = p
-        .ips
-        .first()
-        .and_then(|(subnet, ip)| {
-            let ip: Ipv4Addr = ip.parse().ok()?;
-            let prefix = match desired.get(&format!("network/{}", p.network_id)) {
-                Some(Entry::Network(n)) => n
-                    .subnets
-                    .iter()
-                    .find(|s| &s.id == subnet)
-                    .and_then(|s| s.cidr.split('/').nth(1)?.parse().ok()),
-                _ => None,
-            };
-            Some((ip.octets(), prefix.unwrap_or(32)))
-        })
-        .unwrap_or(([0; 4], 0));
-    PortInfo {
-        vni: p.vni,
-        flags,
-        mac: parse_mac(&p.mac).unwrap_or_default(),
-        mtu: p.mtu as u16,
-        ipv4,
-        prefix_len,
-        _pad: [0; 3],
-    }
-}
-
 impl Agent {
     pub fn start(cfg: AgentConfig) -> anyhow::Result<Agent> {
         check_bpffs(&cfg.pin_root)?;
         let pin_dir = cfg.pin_dir();
         let mut dp = Dataplane::load(Some(&pin_dir)).context("loading the dataplane")?;
-        let written = dp.ports().context("reading the adopted ports table")?;
-        tracing::info!(host = %cfg.host, pin_dir = %pin_dir.display(), adopted_ports = written.len(), "dataplane loaded (pinned maps adopted if present)");
+        let have = dp.tables().context("reading the adopted tables")?;
+        let host_info = dp.host().context("reading the adopted host record")?;
+        let mut slots: BTreeMap<u32, u32> = have.ports.iter().map(|(i, p)| (*i, p.slot)).collect();
+        if host_info.uplink_ifindex != 0 {
+            slots.insert(host_info.uplink_ifindex, host_info.uplink_slot);
+        }
+        tracing::info!(host = %cfg.host, pin_dir = %pin_dir.display(), adopted_ports = have.ports.len(), adopted_endpoints = have.endpoints.len(), "dataplane loaded (pinned maps adopted if present)");
         let mut agent = Agent {
             cfg,
             dp,
@@ -230,7 +296,11 @@ impl Agent {
             have_snapshot: false,
             ports_dirty: true,
             ports: BTreeMap::new(),
-            written,
+            have,
+            slots,
+            host_info,
+            neighbour_checked: None,
+            leases: Arc::default(),
             started_at_ms: now_ms(),
             underlay_ip: None,
             reported: None,
@@ -294,11 +364,7 @@ impl Agent {
                     );
                     return false;
                 }
-                // Only port and network entries shape the ports table;
-                // remote entries (other hosts' ports) do not, yet.
-                let shapes = |k: &str| k.starts_with("port/") || k.starts_with("network/");
-                self.ports_dirty |= u.deletes.iter().any(|k| shapes(k))
-                    || u.upserts.iter().any(|e| shapes(&e.key()));
+                self.ports_dirty |= !u.deletes.is_empty() || !u.upserts.is_empty();
                 for k in &u.deletes {
                     self.desired.remove(k);
                 }
@@ -445,44 +511,158 @@ impl Agent {
         self.realise()
     }
 
+    /// A counter slot for `ifindex` (new ones start from zero).
+    fn slot_for(&mut self, ifindex: u32) -> u32 {
+        if let Some(s) = self.slots.get(&ifindex) {
+            return *s;
+        }
+        let used: std::collections::BTreeSet<u32> = self.slots.values().copied().collect();
+        let slot = (1..dataplane_common::maps::IF_STATS_MAX)
+            .find(|s| !used.contains(s))
+            .unwrap_or(0);
+        if slot != 0 {
+            if let Err(e) = self.dp.reset_slot(slot) {
+                tracing::warn!(slot, error = %e, "cannot reset a counter slot");
+            }
+        }
+        self.slots.insert(ifindex, slot);
+        slot
+    }
+
+    /// Writes `HOST[0]` when the uplink (ifindex, address) changed.
+    fn reconcile_host(&mut self) {
+        let Some((name, ifindex)) = self
+            .attached
+            .iter()
+            .find(|(_, a)| a.role == Role::Uplink && a.error.is_none())
+            .map(|(n, a)| (n.clone(), a.ifindex))
+        else {
+            return;
+        };
+        let ip = ipv4_of(&name).map(|i| i.octets()).unwrap_or([0; 4]);
+        let slot = self.slot_for(ifindex);
+        let want = HostInfo {
+            underlay_ip: ip,
+            uplink_ifindex: ifindex,
+            uplink_slot: slot,
+            flags: 0,
+        };
+        if want != self.host_info {
+            match self.dp.set_host(want) {
+                Ok(()) => {
+                    tracing::info!(uplink = %name, ifindex, underlay = %Ipv4Addr::from(ip), "host underlay written");
+                    self.host_info = want;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot write the host record"),
+            }
+        }
+    }
+
+    /// Keeps the uplink's next hop resolved in the kernel's neighbour table,
+    /// where the encapsulation path (`bpf_fib_lookup`) reads it: the host
+    /// itself sends nothing on the underlay, so nothing else would.
+    fn warm_neighbour(&mut self) {
+        if self
+            .neighbour_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.neighbour_checked = Some(std::time::Instant::now());
+        for up in &self.cfg.uplinks {
+            let Some(gw) = default_gateway(up) else {
+                continue;
+            };
+            if neighbour_resolved(up, gw) {
+                continue;
+            }
+            // Any datagram makes the kernel resolve the next hop; the discard
+            // port of the fabric router (a namespace of this region).
+            if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
+                let _ = sock.send_to(b"strato", (gw, 9));
+                tracing::debug!(uplink = %up, gateway = %gw, "resolving the underlay next hop");
+            }
+        }
+    }
+
     fn reconcile_ports(&mut self) -> anyhow::Result<()> {
         self.ports_dirty = false;
-        let mut wanted: BTreeMap<u32, PortInfo> = BTreeMap::new();
+        self.reconcile_host();
+        self.warm_neighbour();
+        let taps: BTreeMap<String, u32> = self
+            .attached
+            .iter()
+            .filter(|(_, a)| a.role == Role::Port && a.error.is_none())
+            .map(|(n, a)| (n.clone(), a.ifindex))
+            .collect();
+        // Slots for every attached tap of a configured port, allocated
+        // before the build (which only reads them).
+        let wanted_taps: Vec<u32> = self
+            .desired
+            .values()
+            .filter_map(|e| match e {
+                Entry::Port(p) => taps.get(&p.tap).copied(),
+                _ => None,
+            })
+            .collect();
+        for i in wanted_taps {
+            self.slot_for(i);
+        }
+        let slots = self.slots.clone();
+        let want = tables::build(&self.desired, &|tap| taps.get(tap).copied(), &mut |i| {
+            slots.get(&i).copied().unwrap_or(0)
+        });
+        let mut error = None;
+        // Until the first snapshot the adopted tables stay as they are.
+        if self.have_snapshot {
+            let diff = want.diff(&self.have);
+            if !diff.is_empty() {
+                match self.dp.apply(&diff) {
+                    Ok(()) => {
+                        tracing::info!(
+                            operations = diff.len(),
+                            ports = want.ports.len(),
+                            endpoints = want.endpoints.len(),
+                            routes = want.routes.len(),
+                            "tables written"
+                        );
+                        self.have = want.clone();
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        tracing::warn!(error = %msg, "cannot write the tables; will retry");
+                        error = Some(msg);
+                        self.have = self.dp.tables().unwrap_or_default();
+                        self.ports_dirty = true;
+                    }
+                }
+            }
+            let uplinks: Vec<u32> = self
+                .attached
+                .values()
+                .filter(|a| a.role == Role::Uplink)
+                .map(|a| a.ifindex)
+                .collect();
+            self.slots
+                .retain(|i, _| want.ports.contains_key(i) || uplinks.contains(i));
+        }
         let mut reports = BTreeMap::new();
         for e in self.desired.values() {
             let Entry::Port(p) = e else { continue };
-            let attached = self.attached.get(&p.tap);
-            let (state, ifindex, error) = match attached {
+            let (state, ifindex, err) = match self.attached.get(&p.tap) {
                 None => (PortState::Waiting, None, None),
                 Some(a) if a.error.is_some() => {
                     (PortState::Error, Some(a.ifindex), a.error.clone())
                 }
-                Some(a) => {
-                    let info = port_info(p, &self.desired);
-                    wanted.insert(a.ifindex, info);
-                    if self.written.get(&a.ifindex) != Some(&info) {
-                        match self.dp.set_port(a.ifindex, info) {
-                            Ok(()) => {
-                                self.written.insert(a.ifindex, info);
-                                tracing::info!(port = %p.id, tap = %p.tap, ifindex = a.ifindex, vni = p.vni, "port written")
-                            }
-                            Err(e) => {
-                                reports.insert(
-                                    p.id.clone(),
-                                    PortReport {
-                                        id: p.id.clone(),
-                                        tap: p.tap.clone(),
-                                        ifindex: Some(a.ifindex),
-                                        state: PortState::Error,
-                                        error: Some(format!("{e:#}")),
-                                    },
-                                );
-                                continue;
-                            }
-                        }
-                    }
+                Some(a) if error.is_some() => (PortState::Error, Some(a.ifindex), error.clone()),
+                Some(a) if self.have.ports.contains_key(&a.ifindex) => {
                     (PortState::Active, Some(a.ifindex), None)
                 }
+                Some(a) => (
+                    PortState::Error,
+                    Some(a.ifindex),
+                    Some("port not written (bad MAC or network missing)".to_owned()),
+                ),
             };
             reports.insert(
                 p.id.clone(),
@@ -491,26 +671,13 @@ impl Agent {
                     tap: p.tap.clone(),
                     ifindex,
                     state,
-                    error,
+                    error: err,
                 },
             );
         }
-        // Entries the configuration no longer has: removed once we know the
-        // whole configuration (a snapshot arrived).
-        if self.have_snapshot {
-            let stale: Vec<u32> = self
-                .written
-                .keys()
-                .filter(|i| !wanted.contains_key(i))
-                .copied()
-                .collect();
-            for ifindex in stale {
-                self.dp.remove_port(ifindex).context("removing a port")?;
-                self.written.remove(&ifindex);
-                tracing::info!(ifindex, "port removed from the ports table");
-            }
-        }
         self.ports = reports;
+        let leases = leases(&self.desired, &self.have);
+        *self.leases.write().expect("leases lock poisoned") = leases;
         Ok(())
     }
 
@@ -553,10 +720,15 @@ impl Agent {
             })
             .collect();
         let mut maps = BTreeMap::new();
-        maps.insert(
-            dataplane_common::maps::PORTS.to_owned(),
-            self.written.len() as u64,
-        );
+        for (name, n) in [
+            (dataplane_common::maps::PORTS, self.have.ports.len()),
+            (dataplane_common::maps::ENDPOINTS, self.have.endpoints.len()),
+            (dataplane_common::maps::ROUTES, self.have.routes.len()),
+            (dataplane_common::maps::VNIS, self.have.vnis.len()),
+            (dataplane_common::maps::ALLOWED, self.have.allowed.len()),
+        ] {
+            maps.insert(name.to_owned(), n as u64);
+        }
         maps.insert(
             dataplane_common::maps::IF_STATS.to_owned(),
             counters.interfaces.len() as u64,
@@ -667,6 +839,34 @@ impl Agent {
                 })
                 .context("starting the counters thread")?;
         }
+        let dhcp_stop = Arc::new(AtomicBool::new(false));
+        {
+            // DHCP: the port program passes requests to the stack; one
+            // packet socket on every interface answers them.
+            let (leases, stop) = (self.leases.clone(), dhcp_stop.clone());
+            std::thread::Builder::new()
+                .name("dhcp".into())
+                .spawn(move || {
+                    let server = match dhcp::Server::open() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot open the DHCP socket; VMs get no DHCP");
+                            return;
+                        }
+                    };
+                    let lookup = |ifindex: u32| {
+                        leases
+                            .read()
+                            .expect("leases lock poisoned")
+                            .get(&ifindex)
+                            .cloned()
+                    };
+                    if let Err(e) = server.serve(lookup, &stop) {
+                        tracing::error!(error = %e, "DHCP server stopped");
+                    }
+                })
+                .context("starting the DHCP thread")?;
+        }
         if let Some(ep) = self.cfg.controller.clone() {
             tokio::spawn(watch(
                 ep,
@@ -745,6 +945,7 @@ impl Agent {
                 }
             }
         }
+        dhcp_stop.store(true, Ordering::SeqCst);
         if detach_on_exit {
             let names: Vec<String> = self.attached.keys().cloned().collect();
             for n in names {

@@ -12,11 +12,21 @@ use std::{
 };
 
 use aya::{
-    maps::{MapData, PerCpuHashMap, PerCpuValues},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        PerCpuValues,
+    },
     programs::{links::FdLink, links::PinnedLink, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use dataplane_common::{maps, programs, DropKey, DropReason, DropStats, IfStats, PortInfo};
+use dataplane_common::{
+    maps, programs, AllowedKey, AllowedMac, DropKey, DropReason, DropStats, Endpoint, EpKey,
+    HostInfo, IfStats, PortInfo, Route, RouteKey, VniInfo,
+};
+use ipnetwork::Ipv4Network;
+
+use crate::tables::{Diff, Tables};
 use thiserror::Error;
 
 /// The kernel programs, built by build.rs from `dataplane-ebpf`.
@@ -27,7 +37,43 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 3] = [maps::IF_STATS, maps::DROP_STATS, maps::PORTS];
+pub const MAP_NAMES: [&str; 8] = [
+    maps::IF_STATS,
+    maps::DROP_STATS,
+    maps::PORTS,
+    maps::ENDPOINTS,
+    maps::ROUTES,
+    maps::VNIS,
+    maps::ALLOWED,
+    maps::HOST,
+];
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |e| DataplaneError::Map {
+        name,
+        source: Box::new(e),
+    }
+}
+
+fn lpm_key<T: aya::Pod>(owner: u32, net: Ipv4Network, mk: fn([u8; 4], [u8; 4]) -> T) -> Key<T> {
+    Key::new(
+        32 + net.prefix() as u32,
+        mk(owner.to_be_bytes(), net.ip().octets()),
+    )
+}
+
+fn route_key(d: [u8; 4], ip: [u8; 4]) -> RouteKey {
+    RouteKey { domain: d, ip }
+}
+
+fn allowed_key(i: [u8; 4], ip: [u8; 4]) -> AllowedKey {
+    AllowedKey { ifindex: i, ip }
+}
+
+fn from_lpm(prefix: u32, owner: [u8; 4], ip: [u8; 4]) -> Option<(u32, Ipv4Network)> {
+    let net = Ipv4Network::new(ip.into(), prefix.checked_sub(32)? as u8).ok()?;
+    Some((u32::from_be_bytes(owner), net))
+}
 
 #[derive(Debug, Error)]
 pub enum DataplaneError {
@@ -232,72 +278,245 @@ impl Dataplane {
         Ok(())
     }
 
+    fn map_ref(&self, name: &'static str) -> Result<&Map, DataplaneError> {
+        self.ebpf.map(name).ok_or(DataplaneError::Map {
+            name,
+            source: "missing".into(),
+        })
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, DataplaneError> {
+        self.ebpf.map_mut(name).ok_or(DataplaneError::Map {
+            name,
+            source: "missing".into(),
+        })
+    }
+
     /// Sums the per-CPU counters of this instance.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        let ifs: PerCpuHashMap<&MapData, u32, IfStats> = self
-            .ebpf
-            .map(maps::IF_STATS)
-            .ok_or(DataplaneError::Map {
-                name: maps::IF_STATS,
-                source: "missing".into(),
-            })?
+        let ifs: PerCpuArray<&MapData, IfStats> = self
+            .map_ref(maps::IF_STATS)?
             .try_into()
-            .map_err(|e: aya::maps::MapError| DataplaneError::Map {
-                name: maps::IF_STATS,
-                source: Box::new(e),
-            })?;
+            .map_err(map_err(maps::IF_STATS))?;
         let drops: PerCpuHashMap<&MapData, DropKey, DropStats> = self
-            .ebpf
-            .map(maps::DROP_STATS)
-            .ok_or(DataplaneError::Map {
-                name: maps::DROP_STATS,
-                source: "missing".into(),
-            })?
+            .map_ref(maps::DROP_STATS)?
             .try_into()
-            .map_err(|e: aya::maps::MapError| DataplaneError::Map {
-                name: maps::DROP_STATS,
-                source: Box::new(e),
-            })?;
-        Counters::read(&ifs, &drops)
+            .map_err(map_err(maps::DROP_STATS))?;
+        let ports: BpfHashMap<&MapData, u32, PortInfo> = self
+            .map_ref(maps::PORTS)?
+            .try_into()
+            .map_err(map_err(maps::PORTS))?;
+        let host: Array<&MapData, HostInfo> = self
+            .map_ref(maps::HOST)?
+            .try_into()
+            .map_err(map_err(maps::HOST))?;
+        Counters::read(&ifs, &drops, &ports, &host)
     }
 
     /// Clears every counter (tests run fixture rows one at a time).
     pub fn reset_counters(&mut self) -> Result<(), DataplaneError> {
-        for name in MAP_NAMES {
-            let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Map {
-                name,
-                source: "missing".into(),
-            })?;
-            match name {
-                maps::PORTS => continue,
-                maps::IF_STATS => {
-                    let mut m: PerCpuHashMap<&mut MapData, u32, IfStats> =
-                        map.try_into()
-                            .map_err(|e: aya::maps::MapError| DataplaneError::Map {
-                                name,
-                                source: Box::new(e),
-                            })?;
-                    let keys: Vec<u32> = m.keys().filter_map(Result::ok).collect();
-                    for k in keys {
-                        let _ = m.remove(&k);
-                    }
+        {
+            let mut m: PerCpuArray<&mut MapData, IfStats> = self
+                .map_mut(maps::IF_STATS)?
+                .try_into()
+                .map_err(map_err(maps::IF_STATS))?;
+            for i in 0..m.len() {
+                m.set(i, zeroes()?, 0).map_err(map_err(maps::IF_STATS))?;
+            }
+        }
+        let mut m: PerCpuHashMap<&mut MapData, DropKey, DropStats> = self
+            .map_mut(maps::DROP_STATS)?
+            .try_into()
+            .map_err(map_err(maps::DROP_STATS))?;
+        let keys: Vec<DropKey> = m.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = m.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Zeroes one counter slot (before it is given to a new interface).
+    pub fn reset_slot(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        let mut m: PerCpuArray<&mut MapData, IfStats> = self
+            .map_mut(maps::IF_STATS)?
+            .try_into()
+            .map_err(map_err(maps::IF_STATS))?;
+        m.set(slot, zeroes()?, 0).map_err(map_err(maps::IF_STATS))
+    }
+
+    /// The host's underlay record (`HOST[0]`).
+    pub fn host(&self) -> Result<HostInfo, DataplaneError> {
+        let m: Array<&MapData, HostInfo> = self
+            .map_ref(maps::HOST)?
+            .try_into()
+            .map_err(map_err(maps::HOST))?;
+        m.get(&0, 0).map_err(map_err(maps::HOST))
+    }
+
+    pub fn set_host(&mut self, h: HostInfo) -> Result<(), DataplaneError> {
+        let mut m: Array<&mut MapData, HostInfo> = self
+            .map_mut(maps::HOST)?
+            .try_into()
+            .map_err(map_err(maps::HOST))?;
+        m.set(0, h, 0).map_err(map_err(maps::HOST))
+    }
+
+    /// What the VPC maps hold now (an agent adopts pinned maps with this).
+    pub fn tables(&mut self) -> Result<Tables, DataplaneError> {
+        let mut t = Tables {
+            ports: self.ports()?,
+            ..Tables::default()
+        };
+        {
+            let m: BpfHashMap<&MapData, EpKey, Endpoint> = self
+                .map_ref(maps::ENDPOINTS)?
+                .try_into()
+                .map_err(map_err(maps::ENDPOINTS))?;
+            for kv in m.iter() {
+                let (k, v) = kv.map_err(map_err(maps::ENDPOINTS))?;
+                t.endpoints.insert(k, v);
+            }
+        }
+        {
+            let m: BpfHashMap<&MapData, u32, VniInfo> = self
+                .map_ref(maps::VNIS)?
+                .try_into()
+                .map_err(map_err(maps::VNIS))?;
+            for kv in m.iter() {
+                let (k, v) = kv.map_err(map_err(maps::VNIS))?;
+                t.vnis.insert(k, v);
+            }
+        }
+        {
+            let m: LpmTrie<&MapData, RouteKey, Route> = self
+                .map_ref(maps::ROUTES)?
+                .try_into()
+                .map_err(map_err(maps::ROUTES))?;
+            for kv in m.iter() {
+                let (k, v) = kv.map_err(map_err(maps::ROUTES))?;
+                let d = k.data();
+                if let Some(key) = from_lpm(k.prefix_len(), d.domain, d.ip) {
+                    t.routes.insert(key, v);
                 }
-                _ => {
-                    let mut m: PerCpuHashMap<&mut MapData, DropKey, DropStats> = map
-                        .try_into()
-                        .map_err(|e: aya::maps::MapError| DataplaneError::Map {
-                            name,
-                            source: Box::new(e),
-                        })?;
-                    let keys: Vec<DropKey> = m.keys().filter_map(Result::ok).collect();
-                    for k in keys {
-                        let _ = m.remove(&k);
-                    }
+            }
+        }
+        {
+            let m: LpmTrie<&MapData, AllowedKey, AllowedMac> = self
+                .map_ref(maps::ALLOWED)?
+                .try_into()
+                .map_err(map_err(maps::ALLOWED))?;
+            for kv in m.iter() {
+                let (k, v) = kv.map_err(map_err(maps::ALLOWED))?;
+                let d = k.data();
+                if let Some(key) = from_lpm(k.prefix_len(), d.ifindex, d.ip) {
+                    t.allowed.insert(key, v);
                 }
+            }
+        }
+        Ok(t)
+    }
+
+    /// Writes a diff: every upsert first (tables a port refers to before the
+    /// port), then every delete (ports first). Each map update is atomic for
+    /// its entry; a packet sees an entry old or new, never half written.
+    pub fn apply(&mut self, d: &Diff) -> Result<(), DataplaneError> {
+        {
+            let mut m: BpfHashMap<&mut MapData, EpKey, Endpoint> = self
+                .map_mut(maps::ENDPOINTS)?
+                .try_into()
+                .map_err(map_err(maps::ENDPOINTS))?;
+            for (k, v) in &d.endpoints.0 {
+                m.insert(k, v, 0).map_err(map_err(maps::ENDPOINTS))?;
+            }
+        }
+        {
+            let mut m: LpmTrie<&mut MapData, RouteKey, Route> = self
+                .map_mut(maps::ROUTES)?
+                .try_into()
+                .map_err(map_err(maps::ROUTES))?;
+            for ((dom, net), v) in &d.routes.0 {
+                m.insert(&lpm_key(*dom, *net, route_key), v, 0)
+                    .map_err(map_err(maps::ROUTES))?;
+            }
+        }
+        {
+            let mut m: BpfHashMap<&mut MapData, u32, VniInfo> = self
+                .map_mut(maps::VNIS)?
+                .try_into()
+                .map_err(map_err(maps::VNIS))?;
+            for (k, v) in &d.vnis.0 {
+                m.insert(k, v, 0).map_err(map_err(maps::VNIS))?;
+            }
+        }
+        {
+            let mut m: LpmTrie<&mut MapData, AllowedKey, AllowedMac> = self
+                .map_mut(maps::ALLOWED)?
+                .try_into()
+                .map_err(map_err(maps::ALLOWED))?;
+            for ((i, net), v) in &d.allowed.0 {
+                m.insert(&lpm_key(*i, *net, allowed_key), v, 0)
+                    .map_err(map_err(maps::ALLOWED))?;
+            }
+        }
+        for (k, v) in &d.ports.0 {
+            self.set_port(*k, *v)?;
+        }
+        for k in &d.ports.1 {
+            self.remove_port(*k)?;
+        }
+        let gone = |r: Result<(), MapError>, name| match r {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(name)(e)),
+        };
+        {
+            let mut m: BpfHashMap<&mut MapData, EpKey, Endpoint> = self
+                .map_mut(maps::ENDPOINTS)?
+                .try_into()
+                .map_err(map_err(maps::ENDPOINTS))?;
+            for k in &d.endpoints.1 {
+                gone(m.remove(k), maps::ENDPOINTS)?;
+            }
+        }
+        {
+            let mut m: LpmTrie<&mut MapData, RouteKey, Route> = self
+                .map_mut(maps::ROUTES)?
+                .try_into()
+                .map_err(map_err(maps::ROUTES))?;
+            for (dom, net) in &d.routes.1 {
+                gone(m.remove(&lpm_key(*dom, *net, route_key)), maps::ROUTES)?;
+            }
+        }
+        {
+            let mut m: BpfHashMap<&mut MapData, u32, VniInfo> = self
+                .map_mut(maps::VNIS)?
+                .try_into()
+                .map_err(map_err(maps::VNIS))?;
+            for k in &d.vnis.1 {
+                gone(m.remove(k), maps::VNIS)?;
+            }
+        }
+        {
+            let mut m: LpmTrie<&mut MapData, AllowedKey, AllowedMac> = self
+                .map_mut(maps::ALLOWED)?
+                .try_into()
+                .map_err(map_err(maps::ALLOWED))?;
+            for (i, net) in &d.allowed.1 {
+                gone(m.remove(&lpm_key(*i, *net, allowed_key)), maps::ALLOWED)?;
             }
         }
         Ok(())
     }
+}
+
+fn zeroes() -> Result<PerCpuValues<IfStats>, DataplaneError> {
+    let n = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Map {
+        name: maps::IF_STATS,
+        source: format!("{what}: {e}").into(),
+    })?;
+    PerCpuValues::try_from(vec![IfStats::default(); n]).map_err(|e| DataplaneError::Map {
+        name: maps::IF_STATS,
+        source: Box::new(e),
+    })
 }
 
 impl Dataplane {
@@ -450,27 +669,40 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Sums the counters; slots are named by the interface that holds them
+    /// (ports from `PORTS`, the uplink from `HOST`); slot 0 (frames on
+    /// unconfigured interfaces) is reported as interface 0.
     fn read(
-        ifs: &PerCpuHashMap<&MapData, u32, IfStats>,
+        ifs: &PerCpuArray<&MapData, IfStats>,
         drops: &PerCpuHashMap<&MapData, DropKey, DropStats>,
+        ports: &BpfHashMap<&MapData, u32, PortInfo>,
+        host: &Array<&MapData, HostInfo>,
     ) -> Result<Counters, DataplaneError> {
         let mut c = Counters::default();
-        for entry in ifs.iter() {
-            let (k, v): (u32, PerCpuValues<IfStats>) = entry.map_err(|e| DataplaneError::Map {
-                name: maps::IF_STATS,
-                source: Box::new(e),
-            })?;
-            let sum = c.interfaces.entry(k).or_default();
+        let mut slots: Vec<(u32, u32)> = ports
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(ifindex, p)| (p.slot, ifindex))
+            .collect();
+        if let Ok(h) = host.get(&0, 0) {
+            if h.uplink_ifindex != 0 {
+                slots.push((h.uplink_slot, h.uplink_ifindex));
+            }
+        }
+        slots.push((0, 0));
+        for (slot, ifindex) in slots {
+            let Ok(v) = ifs.get(&slot, 0) else { continue };
+            let mut sum = IfStats::default();
             for cpu in v.iter() {
                 sum.accumulate(cpu);
+            }
+            if sum != IfStats::default() || ifindex != 0 {
+                c.interfaces.entry(ifindex).or_default().accumulate(&sum);
             }
         }
         for entry in drops.iter() {
             let (k, v): (DropKey, PerCpuValues<DropStats>) =
-                entry.map_err(|e| DataplaneError::Map {
-                    name: maps::DROP_STATS,
-                    source: Box::new(e),
-                })?;
+                entry.map_err(map_err(maps::DROP_STATS))?;
             // A code this build does not know (a newer kernel program) is kept
             // out rather than mislabelled.
             let Some(reason) = DropReason::from_code(k.reason) else {
@@ -493,25 +725,19 @@ impl Counters {
                 source: Box::new(e),
             })
         };
-        let ifs = open(maps::IF_STATS)?;
-        let drops = open(maps::DROP_STATS)?;
-        let ifs_map = aya::maps::Map::PerCpuHashMap(ifs);
-        let drops_map = aya::maps::Map::PerCpuHashMap(drops);
-        let ifs: PerCpuHashMap<&MapData, u32, IfStats> =
-            (&ifs_map)
-                .try_into()
-                .map_err(|e: aya::maps::MapError| DataplaneError::Map {
-                    name: maps::IF_STATS,
-                    source: Box::new(e),
-                })?;
+        let ifs_map = Map::PerCpuArray(open(maps::IF_STATS)?);
+        let drops_map = Map::PerCpuHashMap(open(maps::DROP_STATS)?);
+        let ports_map = Map::HashMap(open(maps::PORTS)?);
+        let host_map = Map::Array(open(maps::HOST)?);
+        let ifs: PerCpuArray<&MapData, IfStats> =
+            (&ifs_map).try_into().map_err(map_err(maps::IF_STATS))?;
         let drops: PerCpuHashMap<&MapData, DropKey, DropStats> =
-            (&drops_map)
-                .try_into()
-                .map_err(|e: aya::maps::MapError| DataplaneError::Map {
-                    name: maps::DROP_STATS,
-                    source: Box::new(e),
-                })?;
-        Counters::read(&ifs, &drops)
+            (&drops_map).try_into().map_err(map_err(maps::DROP_STATS))?;
+        let ports: BpfHashMap<&MapData, u32, PortInfo> =
+            (&ports_map).try_into().map_err(map_err(maps::PORTS))?;
+        let host: Array<&MapData, HostInfo> =
+            (&host_map).try_into().map_err(map_err(maps::HOST))?;
+        Counters::read(&ifs, &drops, &ports, &host)
     }
 
     /// Totals over all interfaces.

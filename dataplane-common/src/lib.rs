@@ -14,20 +14,47 @@
 /// Map names, as they appear in the object file and under the pin directory
 /// `/sys/fs/bpf/strato/<host>/`.
 pub mod maps {
-    /// Per-CPU hash: interface index -> [`super::IfStats`].
+    /// Per-CPU array: counter slot -> [`super::IfStats`]. Slot 0 counts
+    /// interfaces without a slot; the agent gives every port and uplink one
+    /// (in [`super::PortInfo::slot`] / [`super::HostInfo::uplink_slot`]).
     pub const IF_STATS: &str = "IF_STATS";
     /// Per-CPU hash: [`super::DropKey`] -> [`super::DropStats`].
     pub const DROP_STATS: &str = "DROP_STATS";
-    /// Hash: ifindex of a VM port's tap -> [`super::PortInfo`], written by the
-    /// agent from the compiled configuration.
+    /// Hash: ifindex of a VM port's tap -> [`super::PortInfo`].
     pub const PORTS: &str = "PORTS";
+    /// Hash: [`super::EpKey`] (routing domain, IPv4) -> [`super::Endpoint`]:
+    /// every port and router interface address of the host's VPCs.
+    pub const ENDPOINTS: &str = "ENDPOINTS";
+    /// LPM trie: [`super::RouteKey`] -> [`super::Route`]: the subnets and
+    /// static routes of each routing domain.
+    pub const ROUTES: &str = "ROUTES";
+    /// Hash: VNI -> [`super::VniInfo`], for decapsulation.
+    pub const VNIS: &str = "VNIS";
+    /// LPM trie: [`super::AllowedKey`] (port, source prefix) -> [`super::AllowedMac`]:
+    /// the addresses a port may send from besides its primary one.
+    pub const ALLOWED: &str = "ALLOWED";
+    /// Array of one [`super::HostInfo`]: the host's underlay.
+    pub const HOST: &str = "HOST";
     /// Capacity of [`PORTS`]: VM ports on one host.
     pub const PORTS_MAX: u32 = 4096;
-    /// Capacity of [`IF_STATS`]: interfaces one host can count.
+    /// Capacity of [`IF_STATS`]: counter slots (ports and uplinks) per host.
     pub const IF_STATS_MAX: u32 = 8192;
     /// Capacity of [`DROP_STATS`]: (interface, reason) pairs one host can count.
     pub const DROP_STATS_MAX: u32 = 16384;
+    /// Capacity of [`ENDPOINTS`]: addresses in the VPCs a host serves.
+    pub const ENDPOINTS_MAX: u32 = 262_144;
+    /// Capacity of [`ROUTES`].
+    pub const ROUTES_MAX: u32 = 65_536;
+    /// Capacity of [`VNIS`].
+    pub const VNIS_MAX: u32 = 16_384;
+    /// Capacity of [`ALLOWED`].
+    pub const ALLOWED_MAX: u32 = 65_536;
 }
+
+/// The VXLAN UDP port (IANA).
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes VXLAN adds to a frame: outer Ethernet, IPv4, UDP and VXLAN headers.
+pub const VXLAN_OVERHEAD: u16 = 14 + 20 + 8 + 8;
 
 /// Program names (the entry-point function names in `dataplane-ebpf`).
 pub mod programs {
@@ -86,11 +113,59 @@ pub enum DropReason {
     BadUdpLength = 18,
     /// ICMP/ICMPv6 header cut off by the end of the IP payload.
     TruncatedIcmp = 19,
+    /// A frame on an interface the agent has not (yet) configured as a port.
+    PortUnknown = 20,
+    /// The port (or its network) is administratively down.
+    PortDown = 21,
+    /// Source MAC is not the port's (nor an allowed address pair's).
+    SpoofedMac = 22,
+    /// Source IPv4 address is not the port's (nor an allowed address pair's).
+    SpoofedIp = 23,
+    /// ARP request for an address nobody has on the port's network (never flooded).
+    ArpUnknownTarget = 24,
+    /// ARP reply or announcement from a VM: answered locally, never forwarded.
+    ArpNotRequest = 25,
+    /// Broadcast or multicast other than ARP and DHCP: not flooded.
+    FloodSuppressed = 26,
+    /// No endpoint with this MAC and IPv4 address on the port's network.
+    UnknownDestination = 27,
+    /// Routed packet with no route in its VPC (ICMP network unreachable sent).
+    NoRoute = 28,
+    /// Routed packet to a subnet address no port holds (ICMP host unreachable sent).
+    HostUnreachable = 29,
+    /// Routed packet whose TTL ran out (ICMP time exceeded sent).
+    TtlExceeded = 30,
+    /// Larger than the path's MTU with DF set (ICMP fragmentation needed sent).
+    FragmentationNeeded = 31,
+    /// Larger than the MTU and not routable with an ICMP answer (no fragmentation in the overlay).
+    TooBig = 32,
+    /// Addressed to a router interface but neither ping nor DHCP.
+    NotForGateway = 33,
+    /// VXLAN frame whose VNI is not a network of this host.
+    UnknownVni = 34,
+    /// VXLAN header without the I flag, or the inner frame cut off.
+    BadVxlan = 35,
+    /// Decapsulated frame for an endpoint that is not a port of this host.
+    NotLocal = 36,
+    /// The underlay next hop's MAC is not resolved yet.
+    UnderlayNoNeighbour = 37,
+    /// No underlay route to the destination host.
+    UnderlayUnreachable = 38,
+    /// IPv6 from a VM: networks are IPv4 only.
+    Ipv6Unsupported = 39,
+    /// Ethertype other than IPv4 and ARP from a VM.
+    UnsupportedEthertype = 40,
+    /// 802.1Q/802.1ad tagged frame from a VM.
+    VlanOnPort = 41,
+    /// The host's underlay (uplink, address) is not configured yet.
+    NoUnderlay = 42,
+    /// The kernel refused to grow or shrink the frame (headroom).
+    AdjustFailed = 43,
 }
 
 impl DropReason {
     /// Every reason, in numeric order.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 43] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedVlan,
         DropReason::TooManyVlanTags,
@@ -110,6 +185,30 @@ impl DropReason {
         DropReason::TruncatedUdp,
         DropReason::BadUdpLength,
         DropReason::TruncatedIcmp,
+        DropReason::PortUnknown,
+        DropReason::PortDown,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedIp,
+        DropReason::ArpUnknownTarget,
+        DropReason::ArpNotRequest,
+        DropReason::FloodSuppressed,
+        DropReason::UnknownDestination,
+        DropReason::NoRoute,
+        DropReason::HostUnreachable,
+        DropReason::TtlExceeded,
+        DropReason::FragmentationNeeded,
+        DropReason::TooBig,
+        DropReason::NotForGateway,
+        DropReason::UnknownVni,
+        DropReason::BadVxlan,
+        DropReason::NotLocal,
+        DropReason::UnderlayNoNeighbour,
+        DropReason::UnderlayUnreachable,
+        DropReason::Ipv6Unsupported,
+        DropReason::UnsupportedEthertype,
+        DropReason::VlanOnPort,
+        DropReason::NoUnderlay,
+        DropReason::AdjustFailed,
     ];
 
     /// Stable snake_case label, used as a metric label and in `stratoctl`.
@@ -134,6 +233,30 @@ impl DropReason {
             DropReason::TruncatedUdp => "truncated_udp",
             DropReason::BadUdpLength => "bad_udp_length",
             DropReason::TruncatedIcmp => "truncated_icmp",
+            DropReason::PortUnknown => "port_unknown",
+            DropReason::PortDown => "port_down",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::ArpUnknownTarget => "arp_unknown_target",
+            DropReason::ArpNotRequest => "arp_not_request",
+            DropReason::FloodSuppressed => "flood_suppressed",
+            DropReason::UnknownDestination => "unknown_destination",
+            DropReason::NoRoute => "no_route",
+            DropReason::HostUnreachable => "host_unreachable",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::FragmentationNeeded => "fragmentation_needed",
+            DropReason::TooBig => "too_big",
+            DropReason::NotForGateway => "not_for_gateway",
+            DropReason::UnknownVni => "unknown_vni",
+            DropReason::BadVxlan => "bad_vxlan",
+            DropReason::NotLocal => "not_local",
+            DropReason::UnderlayNoNeighbour => "underlay_no_neighbour",
+            DropReason::UnderlayUnreachable => "underlay_unreachable",
+            DropReason::Ipv6Unsupported => "ipv6_unsupported",
+            DropReason::UnsupportedEthertype => "unsupported_ethertype",
+            DropReason::VlanOnPort => "vlan_on_port",
+            DropReason::NoUnderlay => "no_underlay",
+            DropReason::AdjustFailed => "adjust_failed",
         }
     }
 
@@ -157,15 +280,124 @@ pub struct PortInfo {
     pub mtu: u16,
     /// The port's first fixed IPv4 address, network byte order as bytes.
     pub ipv4: [u8; 4],
-    /// Prefix length of that address's subnet.
+    /// Gateway address of that address's subnet (source of ICMP errors).
+    pub gw_ip: [u8; 4],
+    /// MAC of the router interface on the port's network; all zero when the
+    /// network has no router (then nothing is routed).
+    pub gw_mac: [u8; 6],
+    /// Prefix length of the port's subnet.
     pub prefix_len: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// Counter slot in `IF_STATS`.
+    pub slot: u32,
+    /// Routing domain: the VPC (router) or the lone network the port is in.
+    pub domain: u32,
 }
 
 /// `PortInfo::flags`: anti-spoofing applies.
 pub const PORT_F_SECURITY: u32 = 1;
-/// `PortInfo::flags`: administratively up.
+/// `PortInfo::flags`: administratively up (port and network).
 pub const PORT_F_ADMIN_UP: u32 = 2;
+
+/// Key of `ENDPOINTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EpKey {
+    pub domain: u32,
+    pub ip: [u8; 4],
+}
+
+/// Where an address of a VPC lives (value of `ENDPOINTS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// MAC of the address's owner (router interface MAC for a gateway).
+    pub mac: [u8; 6],
+    /// MAC of the router interface on the endpoint's network: the source MAC
+    /// of packets routed to it (zero when its network has no router).
+    pub gw_mac: [u8; 6],
+    /// `EP_*`.
+    pub kind: u8,
+    pub _pad: u8,
+    /// MTU of the endpoint's network.
+    pub mtu: u16,
+    /// VNI of the endpoint's network.
+    pub vni: u32,
+    /// `EP_LOCAL`: ifindex of the port's tap.
+    pub ifindex: u32,
+    /// `EP_REMOTE`: underlay address of the port's host.
+    pub underlay: [u8; 4],
+}
+
+/// `Endpoint::kind`: a port on this host.
+pub const EP_LOCAL: u8 = 1;
+/// `Endpoint::kind`: a port on another host (reached over VXLAN).
+pub const EP_REMOTE: u8 = 2;
+/// `Endpoint::kind`: a router interface (the subnet's gateway address).
+pub const EP_GATEWAY: u8 = 3;
+
+/// Data of a `ROUTES` key; the trie's prefix length covers `domain` (32
+/// bits) plus the route's prefix length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteKey {
+    /// Big-endian bytes so that the trie matches the domain first.
+    pub domain: [u8; 4],
+    pub ip: [u8; 4],
+}
+
+/// Value of `ROUTES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// `ROUTE_*`.
+    pub kind: u32,
+    /// `ROUTE_NEXTHOP`: the next hop, an endpoint of the domain.
+    pub nexthop: [u8; 4],
+}
+
+/// `Route::kind`: a subnet of the domain (destinations are endpoints).
+pub const ROUTE_CONNECTED: u32 = 1;
+/// `Route::kind`: a static route of the router.
+pub const ROUTE_NEXTHOP: u32 = 2;
+
+/// Value of `VNIS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VniInfo {
+    pub domain: u32,
+    pub flags: u32,
+}
+
+/// Data of an `ALLOWED` key; prefix length is 32 (ifindex) + the prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowedKey {
+    /// ifindex of the port's tap, big-endian bytes.
+    pub ifindex: [u8; 4],
+    pub ip: [u8; 4],
+}
+
+/// Value of `ALLOWED`: the MAC that may send from the prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowedMac {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Value of `HOST[0]`: the host's underlay.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostInfo {
+    /// The host's underlay (VTEP) address; zero = not configured.
+    pub underlay_ip: [u8; 4],
+    /// ifindex of the uplink.
+    pub uplink_ifindex: u32,
+    /// Counter slot of the uplink.
+    pub uplink_slot: u32,
+    pub flags: u32,
+}
 
 /// Per-interface counters, one copy per CPU (sum them in user space).
 #[repr(C)]
@@ -183,10 +415,15 @@ pub struct IfStats {
     pub arp: u64,
     /// Frames of any other ethertype (passed untouched).
     pub other: u64,
-    /// Frames passed to the kernel stack.
+    /// Frames passed to the kernel stack (uplink: underlay traffic for the
+    /// host; port: DHCP to the agent's slow path).
     pub passed: u64,
     /// Frames dropped (the reason is counted in `DROP_STATS`).
     pub dropped: u64,
+    /// Frames forwarded (redirected to a port or, encapsulated, the uplink).
+    pub forwarded: u64,
+    /// Frames answered by the dataplane itself (ARP, ICMP from the gateway).
+    pub answered: u64,
 }
 
 impl IfStats {
@@ -200,6 +437,8 @@ impl IfStats {
         self.other += o.other;
         self.passed += o.passed;
         self.dropped += o.dropped;
+        self.forwarded += o.forwarded;
+        self.answered += o.answered;
     }
 }
 
@@ -228,10 +467,18 @@ impl DropStats {
 }
 
 // Layouts are an ABI between kernel and user space: pin them.
-const _: () = assert!(core::mem::size_of::<IfStats>() == 64);
+const _: () = assert!(core::mem::size_of::<IfStats>() == 80);
 const _: () = assert!(core::mem::size_of::<DropKey>() == 8);
 const _: () = assert!(core::mem::size_of::<DropStats>() == 16);
-const _: () = assert!(core::mem::size_of::<PortInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<PortInfo>() == 40);
+const _: () = assert!(core::mem::size_of::<EpKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Endpoint>() == 28);
+const _: () = assert!(core::mem::size_of::<RouteKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Route>() == 8);
+const _: () = assert!(core::mem::size_of::<VniInfo>() == 8);
+const _: () = assert!(core::mem::size_of::<AllowedKey>() == 8);
+const _: () = assert!(core::mem::size_of::<AllowedMac>() == 8);
+const _: () = assert!(core::mem::size_of::<HostInfo>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -246,6 +493,22 @@ mod pod {
     unsafe impl aya::Pod for super::DropStats {}
     // SAFETY: as above (explicit padding field, size asserted).
     unsafe impl aya::Pod for super::PortInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EpKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Endpoint {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RouteKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Route {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VniInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllowedKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllowedMac {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HostInfo {}
 }
 
 #[cfg(test)]

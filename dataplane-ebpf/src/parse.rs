@@ -12,7 +12,7 @@ const VLAN_HLEN: usize = 4;
 const MAX_VLAN_TAGS: usize = 2;
 const MAX_IPV6_EXT_HEADERS: usize = 8;
 
-const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -40,8 +40,6 @@ pub enum L3 {
 /// Where the headers of a well-formed packet are. Offsets are from the
 /// start of the frame; `l4_off`/`l4_proto` are 0 when there is no L4 header
 /// to look at (ARP, other ethertypes, non-first fragments).
-// Offsets are read by the VPC pipeline (routing, policy) that builds on this parser.
-#[allow(dead_code)]
 #[derive(Clone, Copy)]
 pub struct Parsed {
     pub l3: L3,
@@ -60,6 +58,12 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
         return None;
     }
     Some((start + off) as *const T)
+}
+
+/// Mutable variant of [`ptr_at`].
+#[inline(always)]
+pub fn ptr_at_mut<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
+    ptr_at::<T>(ctx, off).map(|p| p as *mut T)
 }
 
 #[inline(always)]

@@ -1,17 +1,22 @@
-//! Per-interface and per-drop-reason counters (per-CPU maps, summed in user
-//! space). The only thing the hot path records about a packet.
+//! Counters: per-slot interface counters (a per-CPU array indexed by the
+//! slot the agent gave the port or uplink, so counting costs one array
+//! lookup) and per-(interface, reason) drop counters (a per-CPU hash, touched
+//! only on drops). Summed over CPUs in user space. The only thing the hot
+//! path records about a packet.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::generated::bpf_xdp_get_buff_len, macros::map,
-    maps::PerCpuHashMap, programs::XdpContext,
+    bindings::BPF_NOEXIST,
+    helpers::generated::bpf_xdp_get_buff_len,
+    macros::map,
+    maps::{PerCpuArray, PerCpuHashMap},
+    programs::XdpContext,
 };
 use dataplane_common::{maps, DropKey, DropReason, DropStats, IfStats};
 
-use crate::parse::{Parsed, L3};
+use crate::parse::L3;
 
 #[map(name = "IF_STATS")]
-static IF_STATS: PerCpuHashMap<u32, IfStats> =
-    PerCpuHashMap::with_max_entries(maps::IF_STATS_MAX, 0);
+static IF_STATS: PerCpuArray<IfStats> = PerCpuArray::with_max_entries(maps::IF_STATS_MAX, 0);
 
 #[map(name = "DROP_STATS")]
 static DROP_STATS: PerCpuHashMap<DropKey, DropStats> =
@@ -24,43 +29,64 @@ pub fn frame_len(ctx: &XdpContext) -> u64 {
     unsafe { bpf_xdp_get_buff_len(ctx.ctx) }
 }
 
-#[inline(always)]
-fn if_stats(ifindex: u32) -> Option<*mut IfStats> {
-    if let Some(p) = IF_STATS.get_ptr_mut(ifindex) {
-        return Some(p);
-    }
-    // First packet on this interface and CPU: create the entry. A full map
-    // means this interface is not counted; the packet path goes on.
-    let _ = IF_STATS.insert(ifindex, IfStats::default(), BPF_NOEXIST as u64);
-    IF_STATS.get_ptr_mut(ifindex)
+/// The counters of one slot on this CPU, for the program's run.
+pub struct Slot(Option<*mut IfStats>);
+
+/// What happened to a frame, for the counters.
+#[derive(Clone, Copy)]
+pub enum Outcome {
+    Passed,
+    Forwarded,
+    Answered,
+    Dropped,
 }
 
-#[inline(always)]
-pub fn count_pass(ifindex: u32, len: u64, parsed: &Parsed) {
-    if let Some(s) = if_stats(ifindex) {
-        // SAFETY: per-CPU value owned by this CPU for the program's run.
-        let s = unsafe { &mut *s };
-        s.rx_packets += 1;
-        s.rx_bytes += len;
-        s.passed += 1;
-        match parsed.l3 {
-            L3::Ipv4 => s.ipv4 += 1,
-            L3::Ipv6 => s.ipv6 += 1,
-            L3::Arp => s.arp += 1,
-            L3::Other => s.other += 1,
+impl Slot {
+    /// Counts a received frame of `len` bytes on `slot`.
+    #[inline(always)]
+    pub fn rx(slot: u32, len: u64) -> Slot {
+        let p = IF_STATS.get_ptr_mut(slot);
+        if let Some(p) = p {
+            // SAFETY: per-CPU value owned by this CPU for the program's run.
+            let s = unsafe { &mut *p };
+            s.rx_packets += 1;
+            s.rx_bytes += len;
+        }
+        Slot(p)
+    }
+
+    #[inline(always)]
+    pub fn class(&self, l3: L3) {
+        if let Some(p) = self.0 {
+            // SAFETY: as in rx.
+            let s = unsafe { &mut *p };
+            match l3 {
+                L3::Ipv4 => s.ipv4 += 1,
+                L3::Ipv6 => s.ipv6 += 1,
+                L3::Arp => s.arp += 1,
+                L3::Other => s.other += 1,
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub fn outcome(&self, o: Outcome) {
+        if let Some(p) = self.0 {
+            // SAFETY: as in rx.
+            let s = unsafe { &mut *p };
+            match o {
+                Outcome::Passed => s.passed += 1,
+                Outcome::Forwarded => s.forwarded += 1,
+                Outcome::Answered => s.answered += 1,
+                Outcome::Dropped => s.dropped += 1,
+            }
         }
     }
 }
 
+/// Counts a drop of `len` bytes on `ifindex` for `reason`.
 #[inline(always)]
 pub fn count_drop(ifindex: u32, len: u64, reason: DropReason) {
-    if let Some(s) = if_stats(ifindex) {
-        // SAFETY: as in count_pass.
-        let s = unsafe { &mut *s };
-        s.rx_packets += 1;
-        s.rx_bytes += len;
-        s.dropped += 1;
-    }
     let key = DropKey {
         ifindex,
         reason: reason as u32,
@@ -68,6 +94,8 @@ pub fn count_drop(ifindex: u32, len: u64, reason: DropReason) {
     let p = match DROP_STATS.get_ptr_mut(key) {
         Some(p) => p,
         None => {
+            // First drop of this kind on this interface and CPU. A full map
+            // means it is not counted; the verdict stands.
             let _ = DROP_STATS.insert(key, DropStats::default(), BPF_NOEXIST as u64);
             match DROP_STATS.get_ptr_mut(key) {
                 Some(p) => p,

@@ -1,0 +1,599 @@
+//! From a host's compiled entries to the contents of its dataplane tables.
+//!
+//! Pure: the agent calls [`build`] with its desired entries, the ifindex of
+//! every attached tap and the counter slots it handed out, and writes the
+//! difference between the result and what the maps hold ([`Tables::diff`]).
+//!
+//! Routing domains: a router and every network attached to it are one
+//! domain (the VPC); a network without a router is a domain of its own. The
+//! domain id is the smallest VNI of its networks: unique (VNIs are), stable
+//! while the domain's networks stay, and the same on every host without
+//! coordination.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use dataplane_common::{
+    AllowedMac, Endpoint, EpKey, PortInfo, Route, VniInfo, EP_GATEWAY, EP_LOCAL, EP_REMOTE,
+    PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP,
+};
+use ipnetwork::Ipv4Network;
+
+use crate::compile::{Entry, NetworkEntry, SubnetEntry};
+
+/// Everything the VPC maps should hold, keyed as in the maps (LPM keys as
+/// (domain or ifindex, prefix)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tables {
+    pub ports: BTreeMap<u32, PortInfo>,
+    pub endpoints: BTreeMap<EpKey, Endpoint>,
+    pub routes: BTreeMap<(u32, Ipv4Network), Route>,
+    pub vnis: BTreeMap<u32, VniInfo>,
+    pub allowed: BTreeMap<(u32, Ipv4Network), AllowedMac>,
+}
+
+/// Upserts and deletes that turn one [`Tables`] into another.
+#[derive(Debug, Default)]
+pub struct Diff {
+    pub ports: (Vec<(u32, PortInfo)>, Vec<u32>),
+    pub endpoints: (Vec<(EpKey, Endpoint)>, Vec<EpKey>),
+    pub routes: (Vec<((u32, Ipv4Network), Route)>, Vec<(u32, Ipv4Network)>),
+    pub vnis: (Vec<(u32, VniInfo)>, Vec<u32>),
+    pub allowed: (
+        Vec<((u32, Ipv4Network), AllowedMac)>,
+        Vec<(u32, Ipv4Network)>,
+    ),
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Map operations in the diff.
+    pub fn len(&self) -> usize {
+        self.ports.0.len()
+            + self.ports.1.len()
+            + self.endpoints.0.len()
+            + self.endpoints.1.len()
+            + self.routes.0.len()
+            + self.routes.1.len()
+            + self.vnis.0.len()
+            + self.vnis.1.len()
+            + self.allowed.0.len()
+            + self.allowed.1.len()
+    }
+}
+
+fn diff_map<K: Ord + Copy, V: PartialEq + Copy>(
+    want: &BTreeMap<K, V>,
+    have: &BTreeMap<K, V>,
+) -> (Vec<(K, V)>, Vec<K>) {
+    let up = want
+        .iter()
+        .filter(|(k, v)| have.get(k) != Some(v))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    let del = have
+        .keys()
+        .filter(|k| !want.contains_key(k))
+        .copied()
+        .collect();
+    (up, del)
+}
+
+impl Tables {
+    /// What to write so that maps holding `have` hold `self`.
+    pub fn diff(&self, have: &Tables) -> Diff {
+        Diff {
+            ports: diff_map(&self.ports, &have.ports),
+            endpoints: diff_map(&self.endpoints, &have.endpoints),
+            routes: diff_map(&self.routes, &have.routes),
+            vnis: diff_map(&self.vnis, &have.vnis),
+            allowed: diff_map(&self.allowed, &have.allowed),
+        }
+    }
+}
+
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    v.try_into().ok()
+}
+
+fn ip4(s: &str) -> Option<Ipv4Addr> {
+    s.parse().ok()
+}
+
+/// Domain id of every network the host knows.
+pub fn domains(desired: &BTreeMap<String, Entry>) -> BTreeMap<String, u32> {
+    let mut by_router: BTreeMap<&str, u32> = BTreeMap::new();
+    for e in desired.values() {
+        if let Entry::Network(n) = e {
+            if let Some(r) = &n.router_id {
+                let d = by_router.entry(r.as_str()).or_insert(n.vni);
+                *d = (*d).min(n.vni);
+            }
+        }
+    }
+    desired
+        .values()
+        .filter_map(|e| match e {
+            Entry::Network(n) => Some((
+                n.id.clone(),
+                n.router_id
+                    .as_deref()
+                    .and_then(|r| by_router.get(r).copied())
+                    .unwrap_or(n.vni),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The subnet of `net` holding `ip`.
+fn subnet_of<'n>(net: &'n NetworkEntry, ip: Ipv4Addr) -> Option<&'n SubnetEntry> {
+    net.subnets
+        .iter()
+        .find(|s| s.cidr.parse::<Ipv4Network>().is_ok_and(|c| c.contains(ip)))
+}
+
+/// Gateway MAC of the subnet holding `ip` (its router interface), if routed.
+fn gw_mac_for(net: &NetworkEntry, ip: Ipv4Addr) -> [u8; 6] {
+    subnet_of(net, ip)
+        .and_then(|s| s.gateway_mac.as_deref())
+        .and_then(parse_mac)
+        .unwrap_or_default()
+}
+
+/// Builds the tables. `tap_ifindex`: the ifindex of an attached, working
+/// tap (ports without one are left out: nothing can be delivered to them);
+/// `slot`: the counter slot of an ifindex.
+pub fn build(
+    desired: &BTreeMap<String, Entry>,
+    tap_ifindex: &dyn Fn(&str) -> Option<u32>,
+    slot: &mut dyn FnMut(u32) -> u32,
+) -> Tables {
+    let mut t = Tables::default();
+    let doms = domains(desired);
+    let nets: BTreeMap<&str, &NetworkEntry> = desired
+        .values()
+        .filter_map(|e| match e {
+            Entry::Network(n) => Some((n.id.as_str(), n)),
+            _ => None,
+        })
+        .collect();
+    for n in nets.values() {
+        let domain = doms[&n.id];
+        t.vnis.insert(n.vni, VniInfo { domain, flags: 0 });
+        for s in &n.subnets {
+            if let Ok(c) = s.cidr.parse::<Ipv4Network>() {
+                t.routes.insert(
+                    (
+                        domain,
+                        Ipv4Network::new(c.network(), c.prefix()).expect("valid"),
+                    ),
+                    Route {
+                        kind: ROUTE_CONNECTED,
+                        nexthop: [0; 4],
+                    },
+                );
+            }
+        }
+    }
+    let mut routers_seen = BTreeSet::new();
+    for e in desired.values() {
+        match e {
+            Entry::Router(r) => {
+                if !routers_seen.insert(r.id.as_str()) {
+                    continue;
+                }
+                let Some(domain) = r
+                    .interfaces
+                    .iter()
+                    .find_map(|i| doms.get(&i.network_id).copied())
+                else {
+                    continue;
+                };
+                for i in &r.interfaces {
+                    let (Some(ip), Some(mac)) = (ip4(&i.ip), parse_mac(&i.mac)) else {
+                        continue;
+                    };
+                    let mtu = nets.get(i.network_id.as_str()).map_or(0, |n| n.mtu as u16);
+                    t.endpoints.insert(
+                        EpKey {
+                            domain,
+                            ip: ip.octets(),
+                        },
+                        Endpoint {
+                            mac,
+                            gw_mac: mac,
+                            kind: EP_GATEWAY,
+                            _pad: 0,
+                            mtu,
+                            vni: i.vni,
+                            ifindex: 0,
+                            underlay: [0; 4],
+                        },
+                    );
+                }
+                for rt in &r.routes {
+                    let (Ok(dst), Some(nh)) =
+                        (rt.destination.parse::<Ipv4Network>(), ip4(&rt.nexthop))
+                    else {
+                        continue;
+                    };
+                    let dst = Ipv4Network::new(dst.network(), dst.prefix()).expect("valid");
+                    // A static route never hides a connected subnet.
+                    t.routes.entry((domain, dst)).or_insert(Route {
+                        kind: ROUTE_NEXTHOP,
+                        nexthop: nh.octets(),
+                    });
+                }
+            }
+            Entry::Remote(r) => {
+                let (Some(n), Some(under)) = (nets.get(r.network_id.as_str()), ip4(&r.underlay_ip))
+                else {
+                    continue;
+                };
+                let Some(mac) = parse_mac(&r.mac) else {
+                    continue;
+                };
+                let domain = doms[&n.id];
+                let mut addrs: Vec<(Ipv4Addr, [u8; 6])> = r
+                    .ips
+                    .iter()
+                    .filter_map(|s| ip4(s))
+                    .map(|ip| (ip, mac))
+                    .collect();
+                addrs.extend(pair_hosts(&r.allowed_address_pairs, mac));
+                for (ip, m) in addrs {
+                    t.endpoints
+                        .entry(EpKey {
+                            domain,
+                            ip: ip.octets(),
+                        })
+                        .or_insert(Endpoint {
+                            mac: m,
+                            gw_mac: gw_mac_for(n, ip),
+                            kind: EP_REMOTE,
+                            _pad: 0,
+                            mtu: n.mtu as u16,
+                            vni: n.vni,
+                            ifindex: 0,
+                            underlay: under.octets(),
+                        });
+                }
+            }
+            _ => {}
+        }
+    }
+    for e in desired.values() {
+        let Entry::Port(p) = e else { continue };
+        let (Some(n), Some(ifindex), Some(mac)) = (
+            nets.get(p.network_id.as_str()),
+            tap_ifindex(&p.tap),
+            parse_mac(&p.mac),
+        ) else {
+            continue;
+        };
+        let domain = doms[&n.id];
+        let ips: Vec<(Ipv4Addr, Option<&SubnetEntry>)> = p
+            .ips
+            .iter()
+            .filter_map(|(sid, ip)| Some((ip4(ip)?, n.subnets.iter().find(|s| &s.id == sid))))
+            .collect();
+        let (ipv4, subnet) = ips
+            .first()
+            .copied()
+            .unwrap_or((Ipv4Addr::UNSPECIFIED, None));
+        let gw_mac = subnet
+            .and_then(|s| s.gateway_mac.as_deref())
+            .and_then(parse_mac)
+            .unwrap_or_default();
+        let gw_ip = subnet
+            .and_then(|s| s.gateway_ip.as_deref())
+            .and_then(ip4)
+            .filter(|_| gw_mac != [0; 6])
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let prefix_len = subnet
+            .and_then(|s| s.cidr.parse::<Ipv4Network>().ok())
+            .map_or(32, |c| c.prefix());
+        let mut flags = 0;
+        if p.port_security_enabled {
+            flags |= PORT_F_SECURITY;
+        }
+        if p.admin_state_up && n.admin_state_up {
+            flags |= PORT_F_ADMIN_UP;
+        }
+        t.ports.insert(
+            ifindex,
+            PortInfo {
+                vni: n.vni,
+                flags,
+                mac,
+                mtu: n.mtu as u16,
+                ipv4: ipv4.octets(),
+                gw_ip: gw_ip.octets(),
+                gw_mac,
+                prefix_len,
+                _pad: 0,
+                slot: slot(ifindex),
+                domain,
+            },
+        );
+        let mut addrs: Vec<(Ipv4Addr, [u8; 6])> = ips.iter().map(|(ip, _)| (*ip, mac)).collect();
+        addrs.extend(pair_hosts(&p.allowed_address_pairs, mac));
+        for (ip, m) in addrs {
+            // Local ports win over a remote claim of the same address.
+            t.endpoints.insert(
+                EpKey {
+                    domain,
+                    ip: ip.octets(),
+                },
+                Endpoint {
+                    mac: m,
+                    gw_mac: gw_mac_for(n, ip),
+                    kind: EP_LOCAL,
+                    _pad: 0,
+                    mtu: n.mtu as u16,
+                    vni: n.vni,
+                    ifindex,
+                    underlay: [0; 4],
+                },
+            );
+        }
+        // Sources the port may use besides its primary address.
+        for (ip, _) in ips.iter().skip(1) {
+            t.allowed.insert(
+                (ifindex, Ipv4Network::new(*ip, 32).expect("/32")),
+                AllowedMac { mac, _pad: [0; 2] },
+            );
+        }
+        for pair in &p.allowed_address_pairs {
+            let Some(net) = pair_net(&pair.ip_address) else {
+                continue;
+            };
+            let m = parse_mac(&pair.mac_address).unwrap_or(mac);
+            t.allowed.insert(
+                (ifindex, net),
+                AllowedMac {
+                    mac: m,
+                    _pad: [0; 2],
+                },
+            );
+        }
+    }
+    t
+}
+
+fn pair_net(s: &str) -> Option<Ipv4Network> {
+    let n: Ipv4Network = if s.contains('/') {
+        s.parse().ok()?
+    } else {
+        Ipv4Network::new(s.parse().ok()?, 32).ok()?
+    };
+    Ipv4Network::new(n.network(), n.prefix()).ok()
+}
+
+/// Single addresses among allowed address pairs: reachable like fixed IPs.
+fn pair_hosts(
+    pairs: &[crate::model::AddressPair],
+    port_mac: [u8; 6],
+) -> impl Iterator<Item = (Ipv4Addr, [u8; 6])> + '_ {
+    pairs.iter().filter_map(move |p| {
+        let n = pair_net(&p.ip_address)?;
+        (n.prefix() == 32).then(|| (n.ip(), parse_mac(&p.mac_address).unwrap_or(port_mac)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{PortEntry, RemoteEntry, RouterEntry, RouterInterface};
+    use crate::model::{AddressPair, HostRoute};
+
+    fn net(
+        id: &str,
+        vni: u32,
+        router: Option<&str>,
+        cidr: &str,
+        gw: &str,
+        gw_mac: Option<&str>,
+    ) -> Entry {
+        Entry::Network(NetworkEntry {
+            id: id.into(),
+            vni,
+            mtu: 1450,
+            admin_state_up: true,
+            router_id: router.map(Into::into),
+            subnets: vec![SubnetEntry {
+                id: format!("s-{id}"),
+                cidr: cidr.into(),
+                gateway_ip: Some(gw.into()),
+                gateway_mac: gw_mac.map(Into::into),
+                enable_dhcp: true,
+                dns_nameservers: vec![],
+                host_routes: vec![],
+            }],
+        })
+    }
+
+    fn port(id: &str, netid: &str, mac: &str, ip: &str) -> Entry {
+        Entry::Port(PortEntry {
+            id: id.into(),
+            tap: format!("tap{id}"),
+            network_id: netid.into(),
+            vni: 0,
+            mtu: 1450,
+            mac: mac.into(),
+            ips: vec![(format!("s-{netid}"), ip.into())],
+            port_security_enabled: true,
+            allowed_address_pairs: vec![AddressPair {
+                ip_address: "10.0.0.100/32".into(),
+                mac_address: "fa:16:3e:00:00:99".into(),
+            }],
+            admin_state_up: true,
+        })
+    }
+
+    fn desired(entries: Vec<Entry>) -> BTreeMap<String, Entry> {
+        entries.into_iter().map(|e| (e.key(), e)).collect()
+    }
+
+    #[test]
+    fn vpc_tables() {
+        let d = desired(vec![
+            net(
+                "a",
+                200,
+                Some("r"),
+                "10.0.0.0/24",
+                "10.0.0.1",
+                Some("fa:16:3e:aa:00:01"),
+            ),
+            net(
+                "b",
+                100,
+                Some("r"),
+                "10.0.1.0/24",
+                "10.0.1.1",
+                Some("fa:16:3e:bb:00:01"),
+            ),
+            net("c", 300, None, "10.0.0.0/24", "10.0.0.1", None),
+            port("p1", "a", "fa:16:3e:00:00:01", "10.0.0.5"),
+            port("p3", "c", "fa:16:3e:00:00:03", "10.0.0.5"),
+            port("px", "a", "fa:16:3e:00:00:0x", "10.0.0.6"), // bad MAC: left out
+            Entry::Remote(RemoteEntry {
+                port_id: "p2".into(),
+                network_id: "b".into(),
+                vni: 100,
+                mac: "fa:16:3e:00:00:02".into(),
+                ips: vec!["10.0.1.7".into()],
+                allowed_address_pairs: vec![],
+                host: "h2".into(),
+                underlay_ip: "198.18.1.3".into(),
+            }),
+            Entry::Router(RouterEntry {
+                id: "r".into(),
+                admin_state_up: true,
+                interfaces: vec![
+                    RouterInterface {
+                        port_id: "ra".into(),
+                        subnet_id: "s-a".into(),
+                        network_id: "a".into(),
+                        vni: 200,
+                        cidr: "10.0.0.0/24".into(),
+                        ip: "10.0.0.1".into(),
+                        mac: "fa:16:3e:aa:00:01".into(),
+                    },
+                    RouterInterface {
+                        port_id: "rb".into(),
+                        subnet_id: "s-b".into(),
+                        network_id: "b".into(),
+                        vni: 100,
+                        cidr: "10.0.1.0/24".into(),
+                        ip: "10.0.1.1".into(),
+                        mac: "fa:16:3e:bb:00:01".into(),
+                    },
+                ],
+                routes: vec![
+                    HostRoute {
+                        destination: "192.168.0.0/16".into(),
+                        nexthop: "10.0.1.7".into(),
+                    },
+                    HostRoute {
+                        destination: "10.0.0.0/24".into(),
+                        nexthop: "10.0.1.7".into(),
+                    },
+                ],
+            }),
+        ]);
+        let taps = |t: &str| match t {
+            "tapp1" => Some(11),
+            "tapp3" => Some(13),
+            "tappx" => Some(14),
+            _ => None,
+        };
+        let mut next = 0;
+        let t = build(&d, &taps, &mut |_| {
+            next += 1;
+            next
+        });
+        // Domains: the VPC is 100 (smallest VNI), the lone network its own.
+        assert_eq!(t.vnis[&200].domain, 100);
+        assert_eq!(t.vnis[&100].domain, 100);
+        assert_eq!(t.vnis[&300].domain, 300);
+        let p1 = t.ports[&11];
+        assert_eq!((p1.domain, p1.vni, p1.gw_ip), (100, 200, [10, 0, 0, 1]));
+        assert_eq!(p1.gw_mac, [0xfa, 0x16, 0x3e, 0xaa, 0, 1]);
+        assert_eq!(p1.flags, PORT_F_SECURITY | PORT_F_ADMIN_UP);
+        let p3 = t.ports[&13];
+        assert_eq!((p3.domain, p3.gw_mac, p3.gw_ip), (300, [0; 6], [0; 4]));
+        assert!(
+            !t.ports.contains_key(&14),
+            "port with a bad MAC is left out"
+        );
+        // Same address in two domains: two endpoints.
+        let e1 = t.endpoints[&EpKey {
+            domain: 100,
+            ip: [10, 0, 0, 5],
+        }];
+        let e3 = t.endpoints[&EpKey {
+            domain: 300,
+            ip: [10, 0, 0, 5],
+        }];
+        assert_eq!((e1.kind, e1.ifindex), (EP_LOCAL, 11));
+        assert_eq!((e3.kind, e3.ifindex), (EP_LOCAL, 13));
+        let r = t.endpoints[&EpKey {
+            domain: 100,
+            ip: [10, 0, 1, 7],
+        }];
+        assert_eq!(
+            (r.kind, r.vni, r.underlay),
+            (EP_REMOTE, 100, [198, 18, 1, 3])
+        );
+        assert_eq!(r.gw_mac, [0xfa, 0x16, 0x3e, 0xbb, 0, 1]);
+        let g = t.endpoints[&EpKey {
+            domain: 100,
+            ip: [10, 0, 1, 1],
+        }];
+        assert_eq!(g.kind, EP_GATEWAY);
+        // The /32 pair is an endpoint with its own MAC, and an allowed source.
+        let pair = t.endpoints[&EpKey {
+            domain: 100,
+            ip: [10, 0, 0, 100],
+        }];
+        assert_eq!(pair.mac, [0xfa, 0x16, 0x3e, 0, 0, 0x99]);
+        assert!(t
+            .allowed
+            .contains_key(&(11, "10.0.0.100/32".parse().unwrap())));
+        // Routes: connected subnets, the static route; the static route for a
+        // connected prefix does not replace it.
+        assert_eq!(
+            t.routes[&(100, "10.0.0.0/24".parse().unwrap())].kind,
+            ROUTE_CONNECTED
+        );
+        let s = t.routes[&(100, "192.168.0.0/16".parse().unwrap())];
+        assert_eq!((s.kind, s.nexthop), (ROUTE_NEXTHOP, [10, 0, 1, 7]));
+        assert_eq!(
+            t.routes[&(300, "10.0.0.0/24".parse().unwrap())].kind,
+            ROUTE_CONNECTED
+        );
+
+        // Diff: identical -> empty; one port gone -> its rows deleted.
+        assert!(t.diff(&t).is_empty());
+        let mut d2 = d.clone();
+        d2.remove("port/p3");
+        let t2 = build(&d2, &taps, &mut |_| 2);
+        let diff = t2.diff(&t);
+        assert_eq!(diff.ports.1, vec![13]);
+        assert!(diff.endpoints.1.contains(&EpKey {
+            domain: 300,
+            ip: [10, 0, 0, 5]
+        }));
+    }
+}

@@ -1,0 +1,58 @@
+//! The VPC tables the agent fills from the compiled configuration. Layouts
+//! and names come from `dataplane-common`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
+};
+use dataplane_common::{
+    maps, AllowedKey, AllowedMac, Endpoint, EpKey, HostInfo, PortInfo, Route, RouteKey, VniInfo,
+};
+
+#[map(name = "PORTS")]
+pub static PORTS: HashMap<u32, PortInfo> = HashMap::with_max_entries(maps::PORTS_MAX, 0);
+
+#[map(name = "ENDPOINTS")]
+pub static ENDPOINTS: HashMap<EpKey, Endpoint> = HashMap::with_max_entries(maps::ENDPOINTS_MAX, 0);
+
+#[map(name = "ROUTES")]
+pub static ROUTES: LpmTrie<RouteKey, Route> = LpmTrie::with_max_entries(maps::ROUTES_MAX, 0);
+
+#[map(name = "VNIS")]
+pub static VNIS: HashMap<u32, VniInfo> = HashMap::with_max_entries(maps::VNIS_MAX, 0);
+
+#[map(name = "ALLOWED")]
+pub static ALLOWED: LpmTrie<AllowedKey, AllowedMac> =
+    LpmTrie::with_max_entries(maps::ALLOWED_MAX, 0);
+
+#[map(name = "HOST")]
+pub static HOST: Array<HostInfo> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn endpoint(domain: u32, ip: [u8; 4]) -> Option<&'static Endpoint> {
+    // SAFETY: map values stay valid for the program's run (RCU).
+    unsafe { ENDPOINTS.get(&EpKey { domain, ip }) }
+}
+
+#[inline(always)]
+pub fn route(domain: u32, ip: [u8; 4]) -> Option<&'static Route> {
+    ROUTES.get(Key::new(
+        64,
+        RouteKey {
+            domain: domain.to_be_bytes(),
+            ip,
+        },
+    ))
+}
+
+/// The MAC allowed to send from `ip` on the port with tap `ifindex`.
+#[inline(always)]
+pub fn allowed(ifindex: u32, ip: [u8; 4]) -> Option<&'static AllowedMac> {
+    ALLOWED.get(Key::new(
+        64,
+        AllowedKey {
+            ifindex: ifindex.to_be_bytes(),
+            ip,
+        },
+    ))
+}

@@ -1,0 +1,733 @@
+//! The VPC pipeline.
+//!
+//! Port ingress (a frame a VM sent, seen on the host end of its veth):
+//! port lookup -> admin state -> parse -> anti-spoofing -> ARP answered
+//! here / DHCP to the agent / L2 forward within the network / L3 routing in
+//! the VPC (gateway ping, TTL, MTU, static routes) -> delivery: redirect to a
+//! local port, or VXLAN-encapsulate to the destination's host.
+//!
+//! Uplink ingress: VXLAN to this host's underlay address is decapsulated and
+//! redirected to the destination port; everything else goes to the stack.
+//!
+//! Distributed routing: a packet is routed on the sender's host, so it
+//! crosses the underlay once, already carrying the destination network's VNI
+//! and MACs; the receiving host only delivers.
+
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup, xdp_action},
+    helpers::generated::{
+        bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail,
+    },
+    programs::XdpContext,
+};
+use dataplane_common::{
+    DropReason, Endpoint, PortInfo, EP_GATEWAY, EP_LOCAL, EP_REMOTE, PORT_F_ADMIN_UP,
+    PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP, VXLAN_OVERHEAD, VXLAN_PORT,
+};
+
+use crate::{
+    csum,
+    maps::{allowed, endpoint, route, HOST, PORTS, VNIS},
+    parse::{self, ptr_at, ptr_at_mut, ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_UDP, L3},
+    stats::{count_drop, frame_len, Outcome, Slot},
+};
+
+/// What to do with a frame.
+pub enum Verdict {
+    /// To the kernel stack.
+    Pass,
+    /// Dropped, counted with its reason.
+    Drop(DropReason),
+    /// Sent back out of the interface it came in on (an answer).
+    Tx,
+    /// Redirected to this ifindex.
+    Redirect(u32),
+    /// An answer that replaced a dropped frame (ICMP error): sent back, and
+    /// the original counted as dropped with this reason.
+    TxError(DropReason),
+}
+
+#[inline(always)]
+fn finish(ctx: &XdpContext, ifindex: u32, slot: &Slot, len: u64, v: Verdict) -> u32 {
+    match v {
+        Verdict::Pass => {
+            slot.outcome(Outcome::Passed);
+            xdp_action::XDP_PASS
+        }
+        Verdict::Drop(r) => {
+            slot.outcome(Outcome::Dropped);
+            count_drop(ifindex, len, r);
+            xdp_action::XDP_DROP
+        }
+        Verdict::Tx => {
+            slot.outcome(Outcome::Answered);
+            xdp_action::XDP_TX
+        }
+        Verdict::TxError(r) => {
+            slot.outcome(Outcome::Dropped);
+            count_drop(ifindex, len, r);
+            xdp_action::XDP_TX
+        }
+        Verdict::Redirect(to) => {
+            slot.outcome(Outcome::Forwarded);
+            let _ = ctx;
+            // SAFETY: plain helper call; the kernel validates the ifindex.
+            unsafe { bpf_redirect(to, 0) as u32 }
+        }
+    }
+}
+
+#[inline(always)]
+fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]
+}
+
+#[inline(always)]
+fn mac_zero(a: &[u8; 6]) -> bool {
+    (a[0] | a[1] | a[2] | a[3] | a[4] | a[5]) == 0
+}
+
+#[inline(always)]
+fn ip_eq(a: &[u8; 4], b: &[u8; 4]) -> bool {
+    u32::from_ne_bytes(*a) == u32::from_ne_bytes(*b)
+}
+
+#[inline(always)]
+fn mac_at(b: &[u8; 14], off: usize) -> [u8; 6] {
+    [
+        b[off],
+        b[off + 1],
+        b[off + 2],
+        b[off + 3],
+        b[off + 4],
+        b[off + 5],
+    ]
+}
+
+#[inline(always)]
+fn set_mac(b: &mut [u8; 14], off: usize, m: &[u8; 6]) {
+    b[off] = m[0];
+    b[off + 1] = m[1];
+    b[off + 2] = m[2];
+    b[off + 3] = m[3];
+    b[off + 4] = m[4];
+    b[off + 5] = m[5];
+}
+
+/// XDP on a VM port.
+#[inline(always)]
+pub fn port_ingress(ctx: &XdpContext) -> u32 {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let len = frame_len(ctx);
+    // SAFETY: map values stay valid for the program's run.
+    let Some(port) = (unsafe { PORTS.get(&ifindex) }) else {
+        let slot = Slot::rx(0, len);
+        return finish(
+            ctx,
+            ifindex,
+            &slot,
+            len,
+            Verdict::Drop(DropReason::PortUnknown),
+        );
+    };
+    let slot = Slot::rx(port.slot, len);
+    let v = port_pipeline(ctx, ifindex, port, len, &slot);
+    finish(ctx, ifindex, &slot, len, v)
+}
+
+#[inline(always)]
+fn port_pipeline(
+    ctx: &XdpContext,
+    ifindex: u32,
+    port: &PortInfo,
+    len: u64,
+    slot: &Slot,
+) -> Verdict {
+    if port.flags & PORT_F_ADMIN_UP == 0 {
+        return Verdict::Drop(DropReason::PortDown);
+    }
+    let parsed = match parse::parse(ctx, len) {
+        Ok(p) => p,
+        Err(r) => return Verdict::Drop(r),
+    };
+    slot.class(parsed.l3);
+    if parsed.l3_off != ETH_HLEN {
+        return Verdict::Drop(DropReason::VlanOnPort);
+    }
+    match parsed.l3 {
+        L3::Arp => arp(ctx, ifindex, port),
+        L3::Ipv4 => ipv4(ctx, ifindex, port, parsed.l4_off, parsed.l4_proto),
+        L3::Ipv6 => Verdict::Drop(DropReason::Ipv6Unsupported),
+        L3::Other => Verdict::Drop(DropReason::UnsupportedEthertype),
+    }
+}
+
+/// May this port send from (`mac`, `ip`)?
+#[inline(always)]
+fn source_allowed(
+    ifindex: u32,
+    port: &PortInfo,
+    mac: &[u8; 6],
+    ip: &[u8; 4],
+) -> Result<(), DropReason> {
+    if port.flags & PORT_F_SECURITY == 0 {
+        return Ok(());
+    }
+    if mac_eq(mac, &port.mac) && ip_eq(ip, &port.ipv4) {
+        return Ok(());
+    }
+    match allowed(ifindex, *ip) {
+        Some(a) if mac_eq(&a.mac, mac) => Ok(()),
+        _ if !mac_eq(mac, &port.mac) => Err(DropReason::SpoofedMac),
+        _ => Err(DropReason::SpoofedIp),
+    }
+}
+
+/// ARP from a VM: requests for addresses on its network are answered here
+/// (the owner's MAC, or the router interface's); nothing is flooded.
+#[inline(always)]
+fn arp(ctx: &XdpContext, ifindex: u32, port: &PortInfo) -> Verdict {
+    let (Some(eth), Some(a)) = (
+        ptr_at_mut::<[u8; 14]>(ctx, 0),
+        ptr_at_mut::<[u8; 28]>(ctx, ETH_HLEN),
+    ) else {
+        return Verdict::Drop(DropReason::TruncatedArp);
+    };
+    // SAFETY: both ranges were bounds-checked by ptr_at_mut.
+    let (eth, a) = unsafe { (&mut *eth, &mut *a) };
+    let src = mac_at(eth, 6);
+    let sha = [a[8], a[9], a[10], a[11], a[12], a[13]];
+    let spa = [a[14], a[15], a[16], a[17]];
+    let tpa = [a[24], a[25], a[26], a[27]];
+    if port.flags & PORT_F_SECURITY != 0 {
+        if !mac_eq(&sha, &src) {
+            return Verdict::Drop(DropReason::SpoofedMac);
+        }
+        // An ARP probe (RFC 5227) comes from 0.0.0.0.
+        if u32::from_ne_bytes(spa) != 0 {
+            if let Err(r) = source_allowed(ifindex, port, &src, &spa) {
+                return Verdict::Drop(r);
+            }
+        } else if !mac_eq(&src, &port.mac) {
+            return Verdict::Drop(DropReason::SpoofedMac);
+        }
+    }
+    if a[6] != 0 || a[7] != 1 || ip_eq(&spa, &tpa) {
+        return Verdict::Drop(DropReason::ArpNotRequest);
+    }
+    let Some(ep) = endpoint(port.domain, tpa) else {
+        return Verdict::Drop(DropReason::ArpUnknownTarget);
+    };
+    // Only addresses on the asker's own network are on-link; a port's own
+    // address is never answered (duplicate address detection must see silence).
+    if ep.vni != port.vni || (ep.kind == EP_LOCAL && ep.ifindex == ifindex) {
+        return Verdict::Drop(DropReason::ArpUnknownTarget);
+    }
+    let owner = ep.mac;
+    set_mac(eth, 0, &src);
+    set_mac(eth, 6, &owner);
+    a[7] = 2;
+    // target <- sender, sender <- owner of the asked address.
+    let mut i = 0;
+    while i < 6 {
+        a[18 + i] = sha[i];
+        a[8 + i] = owner[i];
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 4 {
+        a[24 + i] = spa[i];
+        a[14 + i] = tpa[i];
+        i += 1;
+    }
+    Verdict::Tx
+}
+
+#[inline(always)]
+fn is_dhcp_request(ctx: &XdpContext, l4_off: usize, l4_proto: u8) -> bool {
+    if l4_proto != IPPROTO_UDP || l4_off == 0 {
+        return false;
+    }
+    match ptr_at::<[u8; 4]>(ctx, l4_off) {
+        // SAFETY: bounds-checked.
+        Some(p) => unsafe { (*p)[2] == 0 && (*p)[3] == 67 },
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto: u8) -> Verdict {
+    let (Some(eth), Some(ip)) = (
+        ptr_at_mut::<[u8; 14]>(ctx, 0),
+        ptr_at_mut::<[u8; 20]>(ctx, ETH_HLEN),
+    ) else {
+        return Verdict::Drop(DropReason::TruncatedIpv4);
+    };
+    // SAFETY: both ranges were bounds-checked by ptr_at_mut.
+    let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
+    let src_mac = mac_at(eth, 6);
+    let dst_mac = mac_at(eth, 0);
+    let saddr = [ip[12], ip[13], ip[14], ip[15]];
+    let daddr = [ip[16], ip[17], ip[18], ip[19]];
+    let dhcp = is_dhcp_request(ctx, l4_off, l4_proto);
+    if dhcp && u32::from_ne_bytes(saddr) == 0 {
+        // DISCOVER/REQUEST before the VM has an address.
+        if port.flags & PORT_F_SECURITY != 0 && !mac_eq(&src_mac, &port.mac) {
+            return Verdict::Drop(DropReason::SpoofedMac);
+        }
+    } else if let Err(r) = source_allowed(ifindex, port, &src_mac, &saddr) {
+        return Verdict::Drop(r);
+    }
+    if dst_mac[0] & 1 != 0 {
+        return if dhcp {
+            Verdict::Pass
+        } else {
+            Verdict::Drop(DropReason::FloodSuppressed)
+        };
+    }
+    let total = u16::from_be_bytes([ip[2], ip[3]]);
+    let routed = !mac_zero(&port.gw_mac) && mac_eq(&dst_mac, &port.gw_mac);
+    if !routed {
+        // Switched within the network: the destination must be an address
+        // of a port on this network with exactly this MAC.
+        let Some(ep) = endpoint(port.domain, daddr) else {
+            return Verdict::Drop(DropReason::UnknownDestination);
+        };
+        if ep.kind == EP_GATEWAY || ep.vni != port.vni || !mac_eq(&ep.mac, &dst_mac) {
+            return Verdict::Drop(DropReason::UnknownDestination);
+        }
+        if total > port.mtu {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        return deliver(ctx, ep, flow_hash(ctx, ip, l4_off));
+    }
+    // Routed in the VPC.
+    let ep = match endpoint(port.domain, daddr) {
+        Some(ep) => ep,
+        None => match route(port.domain, daddr) {
+            None => return icmp_error(ctx, port, 3, 0, 0, DropReason::NoRoute),
+            Some(r) if r.kind == ROUTE_NEXTHOP => match endpoint(port.domain, r.nexthop) {
+                Some(ep) if ep.kind != EP_GATEWAY => ep,
+                _ => return icmp_error(ctx, port, 3, 1, 0, DropReason::HostUnreachable),
+            },
+            Some(r) if r.kind == ROUTE_CONNECTED => {
+                return icmp_error(ctx, port, 3, 1, 0, DropReason::HostUnreachable)
+            }
+            Some(_) => return icmp_error(ctx, port, 3, 0, 0, DropReason::NoRoute),
+        },
+    };
+    if ep.kind == EP_GATEWAY {
+        if dhcp {
+            // Renewal unicast to the server identifier (the gateway).
+            return Verdict::Pass;
+        }
+        return gateway_ping(ctx, l4_off, l4_proto);
+    }
+    let ttl = ip[8];
+    if ttl <= 1 {
+        return icmp_error(ctx, port, 11, 0, 0, DropReason::TtlExceeded);
+    }
+    if total > ep.mtu {
+        if ip[6] & 0x40 != 0 {
+            return icmp_error(ctx, port, 3, 4, ep.mtu, DropReason::FragmentationNeeded);
+        }
+        return Verdict::Drop(DropReason::TooBig);
+    }
+    let check = u16::from_be_bytes([ip[10], ip[11]]);
+    let old = u16::from_be_bytes([ttl, ip[9]]);
+    let new = u16::from_be_bytes([ttl - 1, ip[9]]);
+    ip[8] = ttl - 1;
+    let c = csum::replace16(check, old, new).to_be_bytes();
+    ip[10] = c[0];
+    ip[11] = c[1];
+    set_mac(eth, 0, &ep.mac);
+    set_mac(eth, 6, &ep.gw_mac);
+    deliver(ctx, ep, flow_hash(ctx, ip, l4_off))
+}
+
+/// Entropy for the outer UDP source port: addresses and, when present, the
+/// L4 ports of the inner packet.
+#[inline(always)]
+fn flow_hash(ctx: &XdpContext, ip: &[u8; 20], l4_off: usize) -> u32 {
+    let mut h = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]])
+        ^ u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]).rotate_left(16)
+        ^ ip[9] as u32;
+    if l4_off != 0 {
+        if let Some(p) = ptr_at::<[u8; 4]>(ctx, l4_off) {
+            // SAFETY: bounds-checked.
+            h ^= u32::from_ne_bytes(unsafe { *p });
+        }
+    }
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x45d9_f3b);
+    h ^ (h >> 16)
+}
+
+#[inline(always)]
+fn deliver(ctx: &XdpContext, ep: &Endpoint, hash: u32) -> Verdict {
+    if ep.kind == EP_LOCAL {
+        return Verdict::Redirect(ep.ifindex);
+    }
+    if ep.kind != EP_REMOTE {
+        return Verdict::Drop(DropReason::UnknownDestination);
+    }
+    match encap(ctx, ep.vni, ep.underlay, hash) {
+        Ok(out) => Verdict::Redirect(out),
+        Err(r) => Verdict::Drop(r),
+    }
+}
+
+const AF_INET: u8 = 2;
+const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
+const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
+const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
+
+/// Pushes outer Ethernet/IPv4/UDP/VXLAN headers for `vni` towards the host
+/// at `underlay`; returns the interface to redirect to. The next hop comes
+/// from the kernel's FIB and neighbour table (`bpf_fib_lookup`). On error the
+/// frame is unchanged.
+#[inline(always)]
+fn encap(ctx: &XdpContext, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32, DropReason> {
+    let Some(host) = HOST.get(0) else {
+        return Err(DropReason::NoUnderlay);
+    };
+    if u32::from_ne_bytes(host.underlay_ip) == 0 {
+        return Err(DropReason::NoUnderlay);
+    }
+    let inner = frame_len(ctx) as u32;
+    let outer_ip_len = inner + (VXLAN_OVERHEAD as u32 - ETH_HLEN as u32);
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.ifindex = host.uplink_ifindex;
+    fib.__bindgen_anon_1.tot_len = outer_ip_len as u16;
+    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(host.underlay_ip);
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(underlay);
+    // SAFETY: fib is a live, correctly sized request; ctx is the program's context.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx as *mut _,
+            &mut fib,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS => {}
+        BPF_FIB_LKUP_RET_NO_NEIGH => return Err(DropReason::UnderlayNoNeighbour),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => return Err(DropReason::TooBig),
+        _ => return Err(DropReason::UnderlayUnreachable),
+    }
+    // SAFETY: growing the head; the kernel checks the headroom.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VXLAN_OVERHEAD as i32)) } != 0 {
+        return Err(DropReason::AdjustFailed);
+    }
+    let Some(h) = ptr_at_mut::<[u8; 50]>(ctx, 0) else {
+        return Err(DropReason::AdjustFailed);
+    };
+    // SAFETY: bounds-checked after the adjustment.
+    let h = unsafe { &mut *h };
+    let mut i = 0;
+    while i < 6 {
+        h[i] = fib.dmac[i];
+        h[6 + i] = fib.smac[i];
+        i += 1;
+    }
+    h[12] = (ETH_P_IPV4 >> 8) as u8;
+    h[13] = ETH_P_IPV4 as u8;
+    let ipl = (outer_ip_len as u16).to_be_bytes();
+    let mut iph: [u8; 20] = [
+        0x45,
+        0,
+        ipl[0],
+        ipl[1],
+        0,
+        0,
+        0,
+        0,
+        64,
+        IPPROTO_UDP,
+        0,
+        0,
+        host.underlay_ip[0],
+        host.underlay_ip[1],
+        host.underlay_ip[2],
+        host.underlay_ip[3],
+        underlay[0],
+        underlay[1],
+        underlay[2],
+        underlay[3],
+    ];
+    let c = csum::ipv4_header(&iph).to_be_bytes();
+    iph[10] = c[0];
+    iph[11] = c[1];
+    let mut i = 0;
+    while i < 20 {
+        h[14 + i] = iph[i];
+        i += 1;
+    }
+    let sport = (0xc000 | (hash & 0x3fff) as u16).to_be_bytes();
+    let ulen = ((outer_ip_len - 20) as u16).to_be_bytes();
+    let dport = VXLAN_PORT.to_be_bytes();
+    let v = vni.to_be_bytes();
+    let tail: [u8; 16] = [
+        sport[0], sport[1], dport[0], dport[1], ulen[0], ulen[1], 0, 0, // UDP, no checksum
+        0x08, 0, 0, 0, v[1], v[2], v[3], 0, // VXLAN: I flag, VNI
+    ];
+    let mut i = 0;
+    while i < 16 {
+        h[34 + i] = tail[i];
+        i += 1;
+    }
+    Ok(fib.ifindex)
+}
+
+/// Echo replies from any router interface address of the VPC; anything else
+/// addressed to a router interface is dropped.
+#[inline(always)]
+fn gateway_ping(ctx: &XdpContext, l4_off: usize, l4_proto: u8) -> Verdict {
+    if l4_proto != IPPROTO_ICMP || l4_off == 0 {
+        return Verdict::Drop(DropReason::NotForGateway);
+    }
+    let (Some(eth), Some(ip), Some(icmp)) = (
+        ptr_at_mut::<[u8; 14]>(ctx, 0),
+        ptr_at_mut::<[u8; 20]>(ctx, ETH_HLEN),
+        ptr_at_mut::<[u8; 4]>(ctx, l4_off),
+    ) else {
+        return Verdict::Drop(DropReason::TruncatedIcmp);
+    };
+    // SAFETY: all three ranges were bounds-checked.
+    let (eth, ip, icmp) = unsafe { (&mut *eth, &mut *ip, &mut *icmp) };
+    if icmp[0] != 8 || icmp[1] != 0 {
+        return Verdict::Drop(DropReason::NotForGateway);
+    }
+    let d = mac_at(eth, 0);
+    let s = mac_at(eth, 6);
+    set_mac(eth, 0, &s);
+    set_mac(eth, 6, &d);
+    let mut i = 12;
+    while i < 16 {
+        ip.swap(i, i + 4);
+        i += 1;
+    }
+    let check = u16::from_be_bytes([ip[10], ip[11]]);
+    let c = csum::replace16(
+        check,
+        u16::from_be_bytes([ip[8], ip[9]]),
+        u16::from_be_bytes([64, ip[9]]),
+    )
+    .to_be_bytes();
+    ip[8] = 64;
+    ip[10] = c[0];
+    ip[11] = c[1];
+    let ic = u16::from_be_bytes([icmp[2], icmp[3]]);
+    let c = csum::replace16(ic, 0x0800, 0x0000).to_be_bytes();
+    icmp[0] = 0;
+    icmp[2] = c[0];
+    icmp[3] = c[1];
+    Verdict::Tx
+}
+
+/// Answers the frame with an ICMP error from the port's gateway (RFC 792/
+/// 1812: the original IP header and 8 bytes of its payload), and counts the
+/// original as dropped with `reason`. Needs a router on the port's network
+/// and an original without IP options; otherwise only drops.
+#[inline(always)]
+fn icmp_error(
+    ctx: &XdpContext,
+    port: &PortInfo,
+    ty: u8,
+    code: u8,
+    mtu: u16,
+    reason: DropReason,
+) -> Verdict {
+    const QUOTE: usize = 28; // original IPv4 header (no options) + 8 bytes
+    const NEW: usize = ETH_HLEN + 20 + 8;
+    {
+        let Some(ip) = ptr_at::<[u8; QUOTE]>(ctx, ETH_HLEN) else {
+            return Verdict::Drop(reason);
+        };
+        // SAFETY: bounds-checked.
+        let ip = unsafe { &*ip };
+        // Never answer an ICMP error with one (RFC 1122), nor fragments
+        // after the first.
+        if ip[0] != 0x45
+            || mac_zero(&port.gw_mac)
+            || (ip[6] & 0x1f) != 0
+            || ip[7] != 0
+            || (ip[9] == IPPROTO_ICMP && ip[20] != 8 && ip[20] != 0)
+        {
+            return Verdict::Drop(reason);
+        }
+    }
+    let len = frame_len(ctx) as i32;
+    // SAFETY: growing the head; the kernel checks the headroom.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((NEW - ETH_HLEN) as i32)) } != 0 {
+        return Verdict::Drop(DropReason::AdjustFailed);
+    }
+    let keep = (NEW + QUOTE) as i32;
+    let grown = len + (NEW - ETH_HLEN) as i32;
+    // SAFETY: shrinking the tail to the ICMP error's size.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, keep - grown) } != 0 {
+        return Verdict::Drop(DropReason::AdjustFailed);
+    }
+    let Some(h) = ptr_at_mut::<[u8; NEW + QUOTE]>(ctx, 0) else {
+        return Verdict::Drop(DropReason::AdjustFailed);
+    };
+    // SAFETY: bounds-checked after both adjustments.
+    let h = unsafe { &mut *h };
+    // The original Ethernet header is now at NEW - ETH_HLEN .. NEW.
+    let orig_eth = NEW - ETH_HLEN;
+    let vm_mac = [
+        h[orig_eth + 6],
+        h[orig_eth + 7],
+        h[orig_eth + 8],
+        h[orig_eth + 9],
+        h[orig_eth + 10],
+        h[orig_eth + 11],
+    ];
+    let vm_ip = [h[NEW + 12], h[NEW + 13], h[NEW + 14], h[NEW + 15]];
+    let mut i = 0;
+    while i < 6 {
+        h[i] = vm_mac[i];
+        h[6 + i] = port.gw_mac[i];
+        i += 1;
+    }
+    h[12] = (ETH_P_IPV4 >> 8) as u8;
+    h[13] = ETH_P_IPV4 as u8;
+    let tl = ((20 + 8 + QUOTE) as u16).to_be_bytes();
+    let g = port.gw_ip;
+    let mut iph: [u8; 20] = [
+        0x45,
+        0xc0,
+        tl[0],
+        tl[1],
+        0,
+        0,
+        0,
+        0,
+        64,
+        IPPROTO_ICMP,
+        0,
+        0,
+        g[0],
+        g[1],
+        g[2],
+        g[3],
+        vm_ip[0],
+        vm_ip[1],
+        vm_ip[2],
+        vm_ip[3],
+    ];
+    let c = csum::ipv4_header(&iph).to_be_bytes();
+    iph[10] = c[0];
+    iph[11] = c[1];
+    let mut i = 0;
+    while i < 20 {
+        h[ETH_HLEN + i] = iph[i];
+        i += 1;
+    }
+    let m = mtu.to_be_bytes();
+    let icmp = ETH_HLEN + 20;
+    h[icmp] = ty;
+    h[icmp + 1] = code;
+    h[icmp + 2] = 0;
+    h[icmp + 3] = 0;
+    h[icmp + 4] = 0;
+    h[icmp + 5] = 0;
+    h[icmp + 6] = m[0];
+    h[icmp + 7] = m[1];
+    // SAFETY: the 36 bytes (ICMP header + quote) lie inside the checked range.
+    let sum = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            h.as_mut_ptr().add(icmp) as *mut u32,
+            (8 + QUOTE) as u32,
+            0,
+        )
+    };
+    let c = (!csum::fold(sum as u64 & 0xffff_ffff)).to_be_bytes();
+    h[icmp + 2] = c[0];
+    h[icmp + 3] = c[1];
+    Verdict::TxError(reason)
+}
+
+/// XDP on the uplink: VXLAN for this host is decapsulated and delivered to
+/// the destination port; all other traffic goes to the stack.
+#[inline(always)]
+pub fn uplink_ingress(ctx: &XdpContext) -> u32 {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let len = frame_len(ctx);
+    let host = HOST.get(0);
+    let slot = Slot::rx(host.map(|h| h.uplink_slot).unwrap_or(0), len);
+    let v = match parse::parse(ctx, len) {
+        Err(r) => Verdict::Drop(r),
+        Ok(p) => {
+            slot.class(p.l3);
+            match host {
+                Some(host) if p.l3 == L3::Ipv4 && p.l4_proto == IPPROTO_UDP => {
+                    decap(ctx, &host.underlay_ip, p.l3_off, p.l4_off)
+                }
+                _ => Verdict::Pass,
+            }
+        }
+    };
+    finish(ctx, ifindex, &slot, len, v)
+}
+
+#[inline(always)]
+fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) -> Verdict {
+    let Some(ip) = ptr_at::<[u8; 20]>(ctx, l3_off) else {
+        return Verdict::Pass;
+    };
+    let Some(udp) = ptr_at::<[u8; 8]>(ctx, l4_off) else {
+        return Verdict::Pass;
+    };
+    // SAFETY: both bounds-checked.
+    let (ip, udp) = unsafe { (&*ip, &*udp) };
+    if !ip_eq(&[ip[16], ip[17], ip[18], ip[19]], underlay_ip)
+        || u16::from_be_bytes([udp[2], udp[3]]) != VXLAN_PORT
+    {
+        return Verdict::Pass;
+    }
+    // We only ever send outer headers without VLAN tags or IP options.
+    if l3_off != ETH_HLEN || l4_off != ETH_HLEN + 20 {
+        return Verdict::Drop(DropReason::BadVxlan);
+    }
+    let off = VXLAN_OVERHEAD as usize;
+    let (Some(vx), Some(inner)) = (
+        ptr_at::<[u8; 8]>(ctx, off - 8),
+        ptr_at::<[u8; 34]>(ctx, off),
+    ) else {
+        return Verdict::Drop(DropReason::BadVxlan);
+    };
+    // SAFETY: both bounds-checked.
+    let (vx, inner) = unsafe { (&*vx, &*inner) };
+    if vx[0] & 0x08 == 0 {
+        return Verdict::Drop(DropReason::BadVxlan);
+    }
+    let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
+    // SAFETY: map values stay valid for the program's run.
+    let Some(net) = (unsafe { VNIS.get(&vni) }) else {
+        return Verdict::Drop(DropReason::UnknownVni);
+    };
+    if u16::from_be_bytes([inner[12], inner[13]]) != ETH_P_IPV4 || inner[14] >> 4 != 4 {
+        return Verdict::Drop(DropReason::UnsupportedEthertype);
+    }
+    let dst = [inner[30], inner[31], inner[32], inner[33]];
+    let dmac = [inner[0], inner[1], inner[2], inner[3], inner[4], inner[5]];
+    let Some(ep) = endpoint(net.domain, dst) else {
+        return Verdict::Drop(DropReason::NotLocal);
+    };
+    if ep.kind != EP_LOCAL || ep.vni != vni || !mac_eq(&ep.mac, &dmac) {
+        return Verdict::Drop(DropReason::NotLocal);
+    }
+    let to = ep.ifindex;
+    // SAFETY: shrinking the head by the outer headers, checked above.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, off as i32) } != 0 {
+        return Verdict::Drop(DropReason::AdjustFailed);
+    }
+    Verdict::Redirect(to)
+}
