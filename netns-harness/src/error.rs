@@ -105,6 +105,20 @@ pub enum HarnessError {
     /// Output of `ip -j` that could not be understood.
     #[error("cannot parse output of `{command}`: {reason}")]
     Parse { command: String, reason: String },
+
+    /// A VM's lease file that cannot be parsed.
+    #[error("lease file {path} is malformed: {reason}")]
+    Lease { path: PathBuf, reason: String },
+
+    /// A DHCP VM has no lease in time, or its client is not running; `tail`
+    /// is the end of the client's log.
+    #[error("VM {vm:?}: {reason}; last lines of the udhcpc log {log}:\n{tail}")]
+    Dhcp {
+        vm: String,
+        reason: String,
+        log: PathBuf,
+        tail: String,
+    },
 }
 
 impl HarnessError {

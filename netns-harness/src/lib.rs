@@ -26,14 +26,21 @@
 //! let region = Region::up(&topo, "t1").expect("region up");
 //! let out = region.exec("az1-c1", &["ping", "-c1", "-W1", "198.18.2.1"]).expect("exec");
 //! assert!(out.status.success());
+//! // No static address: the VM runs a DHCP client (udhcpc).
 //! let vm = region
 //!     .vm_create(&VmSpec::new("vm1", "az1-c1", "tap1a2b3c4d-5e"))
 //!     .expect("vm");
 //! println!("{} on {}", vm.name, vm.host);
+//! // Once the dataplane answers DHCP on the port:
+//! let lease = region
+//!     .vm_wait_lease("vm1", std::time::Duration::from_secs(10))
+//!     .expect("lease");
+//! println!("{} via {:?}", lease.ip, lease.router);
 //! Region::down("t1").expect("down");
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod dhcp;
 mod error;
 mod ip;
 mod netns;
@@ -45,9 +52,10 @@ mod status;
 mod topology;
 mod vm;
 
+pub use dhcp::Lease;
 pub use error::HarnessError;
 pub use plan::{Host, HostRole};
 pub use region::{validate_prefix, DownReport, FailTarget, Region, RUN_DIR};
 pub use status::{LinkEnd, LinkStatus, NamespaceStatus, Status};
 pub use topology::{Az, Internet, Site, Topology, TopologyError};
-pub use vm::{MacAddr, Vm, VmSpec};
+pub use vm::{DhcpMode, MacAddr, Vm, VmSpec};

@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ipnetwork::Ipv4Network;
-use netns_harness::{FailTarget, MacAddr, Region, Topology, VmSpec};
+use netns_harness::{DhcpMode, FailTarget, Lease, MacAddr, Region, Topology, Vm, VmSpec};
 
 /// Simulates a multi-AZ Strato region on this machine with network namespaces.
 #[derive(Parser, Debug)]
@@ -44,7 +45,7 @@ enum Cmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
-    /// Create, delete and list VMs.
+    /// Create, delete and list VMs; show their DHCP leases.
     Vm {
         #[command(subcommand)]
         cmd: VmCmd,
@@ -76,7 +77,9 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum VmCmd {
-    /// Create a VM namespace attached to a host by a veth pair.
+    /// Create a VM namespace attached to a host by a veth pair. Without
+    /// --ip the VM gets its address by DHCP (busybox udhcpc in the VM,
+    /// retrying every second; see `vm lease`).
     Create {
         name: String,
         /// Host logical name, e.g. az1-c1.
@@ -88,18 +91,32 @@ enum VmCmd {
         /// MAC of the VM's eth0 (random if omitted).
         #[arg(long)]
         mac: Option<MacAddr>,
-        /// Address of the VM's eth0 with prefix length, e.g. 10.0.0.5/24.
+        /// Static address of the VM's eth0 with prefix length, e.g.
+        /// 10.0.0.5/24 (no DHCP then).
         #[arg(long = "ip")]
         ip: Option<Ipv4Network>,
-        /// Default gateway.
-        #[arg(long = "gw")]
+        /// Default gateway (with --ip).
+        #[arg(long = "gw", requires = "ip")]
         gw: Option<std::net::Ipv4Addr>,
+        /// Get the address by DHCP (the default without --ip).
+        #[arg(long, conflicts_with_all = ["ip", "gw"])]
+        dhcp: bool,
         /// MTU (default 1500).
         #[arg(long)]
         mtu: Option<u32>,
     },
-    /// Delete a VM.
+    /// Delete a VM (and its DHCP client).
     Delete { name: String },
+    /// Print a DHCP VM's current lease; exit status 1 if it has none.
+    Lease {
+        name: String,
+        /// Wait up to SECS seconds for a lease.
+        #[arg(long, value_name = "SECS")]
+        wait: Option<f64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List VMs.
     List {
         /// Print JSON.
@@ -225,6 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ip,
                     gw,
                     mtu,
+                    dhcp,
                 } => {
                     let vm = region.vm_create(&VmSpec {
                         name,
@@ -234,6 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         addr: ip,
                         gateway: gw,
                         mtu,
+                        dhcp: if dhcp { DhcpMode::On } else { DhcpMode::Auto },
                     })?;
                     println!(
                         "vm {} on {}: port {}, netns {}, mac {}, addr {}",
@@ -242,8 +261,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         vm.port,
                         vm.netns,
                         vm.mac,
-                        vm.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+                        vm.addr_label(None)
                     );
+                    if vm.dhcp {
+                        println!(
+                            "dhcp: udhcpc log {}, lease {}",
+                            region.vm_dhcp_log(&vm.name).display(),
+                            region.vm_lease_path(&vm.name).display()
+                        );
+                    }
+                }
+                VmCmd::Lease { name, wait, json } => {
+                    let lease = match wait {
+                        Some(secs) => {
+                            let timeout =
+                                Duration::try_from_secs_f64(secs).ok().with_context(|| {
+                                    format!("--wait {secs}: not a duration in seconds")
+                                })?;
+                            Some(region.vm_wait_lease(&name, timeout)?)
+                        }
+                        None => region.vm_lease(&name)?,
+                    };
+                    let Some(lease) = lease else {
+                        let vm = region.vms().into_iter().find(|v| v.name == name);
+                        if vm.is_some_and(|v| !v.dhcp) {
+                            anyhow::bail!("VM {name:?} has a static address, not DHCP");
+                        }
+                        anyhow::bail!(
+                            "VM {name:?} has no DHCP lease yet (udhcpc log {})",
+                            region.vm_dhcp_log(&name).display()
+                        );
+                    };
+                    print_lease(&lease, json)?;
                 }
                 VmCmd::Delete { name } => {
                     region.vm_delete(&name)?;
@@ -251,24 +300,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 VmCmd::List { json } => {
                     let vms = region.vms();
+                    let leases: Vec<Option<Lease>> = vms
+                        .iter()
+                        .map(|v| match region.vm_lease(&v.name) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                eprintln!("strato-harness: warning: {e}");
+                                None
+                            }
+                        })
+                        .collect();
                     if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&vms).context("VMs to JSON")?
-                        );
+                        println!("{}", vms_json(&vms, &leases)?);
                     } else {
                         println!(
                             "{:<16} {:<10} {:<16} {:<18} ADDR",
                             "VM", "HOST", "PORT", "MAC"
                         );
-                        for v in vms {
+                        for (v, lease) in vms.iter().zip(&leases) {
                             println!(
                                 "{:<16} {:<10} {:<16} {:<18} {}",
                                 v.name,
                                 v.host,
                                 v.port,
                                 v.mac.to_string(),
-                                v.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+                                v.addr_label(lease.as_ref())
                             );
                         }
                     }
@@ -291,4 +347,112 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_lease(lease: &Lease, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(lease).context("lease to JSON")?
+        );
+    } else {
+        print!("{lease}");
+    }
+    Ok(())
+}
+
+/// `vm list --json`: the VMs as recorded, each with its current `lease`
+/// (null for static VMs and DHCP VMs without one).
+fn vms_json(vms: &[Vm], leases: &[Option<Lease>]) -> anyhow::Result<String> {
+    let list: Vec<serde_json::Value> = vms
+        .iter()
+        .zip(leases)
+        .map(|(v, l)| {
+            let mut j = serde_json::to_value(v)?;
+            j["lease"] = serde_json::to_value(l)?;
+            Ok(j)
+        })
+        .collect::<Result<_, serde_json::Error>>()
+        .context("VMs to JSON")?;
+    serde_json::to_string_pretty(&list).context("VMs to JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("strato-harness").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn vm_create_addressing() {
+        let base = ["vm", "create", "v1", "--host", "az1-c1", "--port", "tapv1"];
+        let create = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            parse(&args)
+        };
+        let dhcp_of = |cli: Cli| match cli.cmd {
+            Cmd::Vm {
+                cmd: VmCmd::Create { dhcp, ip, .. },
+            } => (dhcp, ip),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(dhcp_of(create(&[]).expect("bare")), (false, None));
+        assert_eq!(dhcp_of(create(&["--dhcp"]).expect("--dhcp")), (true, None));
+        let (dhcp, ip) =
+            dhcp_of(create(&["--ip", "10.0.0.5/24", "--gw", "10.0.0.1"]).expect("static"));
+        assert!(!dhcp && ip.is_some());
+        for bad in [
+            &["--dhcp", "--ip", "10.0.0.5/24"][..],
+            &["--ip", "10.0.0.5/24", "--dhcp"],
+            &["--dhcp", "--gw", "10.0.0.1"],
+        ] {
+            let e = create(bad).expect_err("conflict").to_string();
+            assert!(
+                e.contains("--dhcp") && e.contains("cannot be used with"),
+                "{bad:?}: {e}"
+            );
+        }
+        let e = create(&["--gw", "10.0.0.1"])
+            .expect_err("--gw alone")
+            .to_string();
+        assert!(e.contains("--ip"), "{e}");
+    }
+
+    #[test]
+    fn vm_lease_arguments() {
+        match parse(&["vm", "lease", "v1", "--wait", "2.5", "--json"])
+            .expect("lease")
+            .cmd
+        {
+            Cmd::Vm {
+                cmd: VmCmd::Lease { name, wait, json },
+            } => assert_eq!((name.as_str(), wait, json), ("v1", Some(2.5), true)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["vm", "lease", "v1", "--wait", "soon"]).is_err());
+    }
+
+    #[test]
+    fn vm_list_json_has_leases() {
+        let vm: Vm = serde_json::from_str(
+            r#"{"name":"a","host":"az1-c1","port":"tapa","netns":"p-vm-a","mac":"fa:16:3e:00:00:01",
+                "addr":null,"gateway":null,"mtu":1500,"dhcp":true}"#,
+        )
+        .expect("vm");
+        let lease = Lease::parse("ip=10.0.0.7\nmask=24\nrouter=10.0.0.1\n").expect("lease");
+        let text = vms_json(&[vm.clone(), vm], &[Some(lease), None]).expect("json");
+        let j: serde_json::Value = serde_json::from_str(&text).expect("parse");
+        assert_eq!(j[0]["dhcp"], true);
+        assert_eq!(j[0]["lease"]["ip"], "10.0.0.7/24");
+        assert_eq!(j[0]["lease"]["router"], "10.0.0.1");
+        assert!(j[1]["lease"].is_null());
+    }
 }

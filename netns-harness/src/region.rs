@@ -1,5 +1,6 @@
 //! A running region: `up`, `attach`, `down`, exec, VMs, faults, processes.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+use crate::dhcp::{self, Lease};
 use crate::error::HarnessError;
 use crate::ip;
 use crate::netns;
@@ -28,6 +30,99 @@ pub const RUN_DIR: &str = "/run/strato";
 pub const BPF_DIR: &str = "/sys/fs/bpf/strato";
 /// How long `down` waits after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// `ethtool -K eth0` in every VM. An XDP program on the host end of the VM's
+/// veth (the tap) sees each frame the VM sends as one `xdp_buff`, without
+/// the GSO segment size: with TSO/GSO on, a VM's TCP stream would reach it
+/// as 64 KB super-frames that it could neither check against the overlay MTU
+/// nor encapsulate. With them off the VM's stack segments in software and
+/// every frame on the tap is at most the VM's MTU. GRO stays on: it enables
+/// NAPI on the VM end, which a frame that the dataplane XDP_REDIRECTs into
+/// the tap needs to be delivered.
+const VM_OFFLOADS: &[&str] = &["gro", "on", "tso", "off", "gso", "off"];
+
+/// The other segmentation offloads a veth has; `tso off gso off` leaves them
+/// on, and a UDP_SEGMENT (UDP GSO) socket or a tunnel inside the VM would
+/// still pass frames larger than the MTU to the tap. A separate `ethtool`
+/// run, so an ethtool that does not know a name cannot undo the above.
+const VM_SEGMENTATION_OFF: &[&str] = &[
+    "tx-udp-segmentation",
+    "off",
+    "tx-sctp-segmentation",
+    "off",
+    "tx-gso-list",
+    "off",
+    "tx-gre-segmentation",
+    "off",
+    "tx-gre-csum-segmentation",
+    "off",
+    "tx-ipxip4-segmentation",
+    "off",
+    "tx-ipxip6-segmentation",
+    "off",
+    "tx-udp_tnl-segmentation",
+    "off",
+    "tx-udp_tnl-csum-segmentation",
+    "off",
+];
+
+/// The interfaces `up` turns GRO on, per namespace (in plan order). A veth
+/// delivers a frame that an XDP program redirected out of one end
+/// (`ndo_xdp_xmit`) only if the *peer* end has NAPI, i.e. an XDP program of
+/// its own or GRO on. The hosts' programs redirect out of `eth0` (towards
+/// the fabric) and, on gateways, out of `ext0` (towards the internet), so
+/// the peers there get GRO: the `<az>-fab` end of every host uplink and the
+/// internet router's end of every gateway's external link. The hosts' own
+/// `eth0` gets it too (harmless, and ready for frames redirected towards a
+/// host). VM ends get it in [`Region::vm_create`].
+fn gro_targets(plan: &Plan) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut add = |end: &End| match out.iter_mut().find(|(ns, _)| *ns == end.netns) {
+        Some((_, devs)) => devs.push(end.ifname.clone()),
+        None => out.push((end.netns.clone(), vec![end.ifname.clone()])),
+    };
+    for l in &plan.links {
+        match l.kind {
+            LinkKind::HostUplink => {
+                add(&l.a);
+                add(&l.b);
+            }
+            LinkKind::GatewayExternal => add(&l.a),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Runs `ethtool -K DEV ARGS...` for each of `runs` inside `netns`. Returns
+/// the runs that failed (or could not start) with the reason; callers only
+/// warn about those. Fails only if the namespace cannot be entered.
+fn ethtool(netns: &str, runs: &[(&str, &[&str])]) -> Result<Vec<(String, String)>, HarnessError> {
+    netns::run_in(netns, || {
+        let mut failed = Vec::new();
+        for (dev, args) in runs {
+            let line = format!("ethtool -K {dev} {}", args.join(" "));
+            let out = ip::helper("ethtool")
+                .args(["-K", dev])
+                .args(*args)
+                .stdin(Stdio::null())
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => failed.push((
+                    line,
+                    format!(
+                        "{}: {}",
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                )),
+                Err(e) => failed.push((line, e.to_string())),
+            }
+        }
+        failed
+    })
+}
 
 /// Checks a run prefix: `[a-z][a-z0-9]{0,7}` (no dash, so `<prefix>-` never
 /// matches another run's names).
@@ -177,10 +272,14 @@ fn sysctls(router: bool) -> Vec<(&'static str, &'static str)> {
 
 impl Region {
     /// Builds the region of `topology` under `prefix`: every namespace, veth
-    /// pair, address, route and sysctl of the [`crate::plan`]. All or
-    /// nothing: on any failure it tears down what it made (via
-    /// [`Region::down`]) and returns the error. Refuses if anything of
-    /// `prefix` exists already (namespaces or state directory).
+    /// pair, address, route and sysctl of the [`crate::plan`], and GRO on
+    /// the veth ends that frames XDP_REDIRECTed out of a host's `eth0` or
+    /// `ext0` arrive on (the fabric's and the internet router's ends; the
+    /// hosts' `eth0` too), so that such frames are delivered (an `ethtool`
+    /// failure is only a warning). Writes the VMs' udhcpc event script into
+    /// the state directory. All or nothing: on any failure it tears down
+    /// what it made (via [`Region::down`]) and returns the error. Refuses if
+    /// anything of `prefix` exists already (namespaces or state directory).
     pub fn up(topology: &Topology, prefix: &str) -> Result<Region, HarnessError> {
         validate_prefix(prefix)?;
         if !is_root() {
@@ -225,6 +324,7 @@ impl Region {
         let _enter = span.enter();
         mkdir(&dir.join("pids"))?;
         mkdir(&dir.join("logs"))?;
+        dhcp::write_script(&dir)?;
         let mut state = State {
             version: STATE_VERSION,
             prefix: prefix.to_string(),
@@ -270,6 +370,22 @@ impl Region {
             tracing::debug!(node = %node.name, netns = %node.netns, commands = lines.len(), "configure");
             ip::batch(Some(&node.netns), &lines, false)?;
         }
+        let mut offload_warnings = 0;
+        for (ns, devs) in gro_targets(&plan) {
+            let runs: Vec<(&str, &[&str])> = devs
+                .iter()
+                .map(|d| (d.as_str(), &["gro", "on"][..]))
+                .collect();
+            for (command, reason) in ethtool(&ns, &runs)? {
+                offload_warnings += 1;
+                tracing::warn!(netns = %ns, %command, %reason, "ethtool failed; frames XDP_REDIRECTed towards this interface may not be delivered");
+            }
+        }
+        tracing::info!(
+            warnings = offload_warnings,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "offloads set"
+        );
         state.phase = Phase::Up;
         state.save(&dir)?;
         tracing::info!(
@@ -515,13 +631,24 @@ impl Region {
     pub fn status(&self) -> Result<Status, HarnessError> {
         let st = self.current();
         let links = self.all_links(&st.vms);
-        Ok(status::collect(
-            &self.prefix,
-            &self.plan,
-            &links,
-            &st.vms,
-            &st.failures,
-        ))
+        let mut status = status::collect(&self.prefix, &self.plan, &links, &st.vms, &st.failures);
+        status.leases = self.leases(&st.vms);
+        Ok(status)
+    }
+
+    /// The current leases of the DHCP VMs among `vms` (those that have
+    /// one; an unreadable lease file is left out with a warning).
+    fn leases(&self, vms: &[Vm]) -> BTreeMap<String, Lease> {
+        vms.iter()
+            .filter(|v| v.dhcp)
+            .filter_map(|v| match Lease::load(&self.vm_lease_path(&v.name)) {
+                Ok(l) => Some((v.name.clone(), l?)),
+                Err(e) => {
+                    tracing::warn!(vm = %v.name, error = %e, "lease file");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Links of the plan plus one per VM.
@@ -578,9 +705,20 @@ impl Region {
     /// Creates a VM: namespace `<prefix>-vm-<name>`, a veth pair whose host
     /// end (in the host's namespace) is named `spec.port` and left up without
     /// an address (the agent owns it), and whose VM end is `eth0` with the
-    /// MAC, address, MTU and default route of the spec. Runs
-    /// `ethtool -K eth0 gro on` in the VM (so XDP_REDIRECT into the port
-    /// delivers); a failure there is only a warning.
+    /// MAC and MTU of the spec, and either the spec's static address and
+    /// default route or, by default ([`VmSpec::uses_dhcp`]), a DHCP client:
+    /// `busybox udhcpc -f` in the VM's namespace, started like
+    /// [`Region::spawn`] as process `vm-<name>-udhcpc` (so `vm delete` and
+    /// `down` kill it), retrying every second until a server answers and
+    /// renewing its lease for as long as it runs; see [`Region::vm_lease`].
+    ///
+    /// Offloads of the VM's `eth0`: `ethtool -K eth0 gro on tso off gso off`
+    /// and every other segmentation offload off, so each frame the VM sends
+    /// is at most its MTU when the dataplane's XDP program on the tap sees
+    /// it (XDP has no GSO segment size, and the dataplane enforces the
+    /// overlay MTU and encapsulates in XDP), while GRO gives the VM end the
+    /// NAPI that frames XDP_REDIRECTed into the tap need. An ethtool
+    /// failure is only a warning.
     pub fn vm_create(&self, spec: &VmSpec) -> Result<Vm, HarnessError> {
         spec.validate()?;
         let host = self
@@ -644,6 +782,7 @@ impl Region {
                 addr: spec.addr,
                 gateway: spec.gateway,
                 mtu: spec.mtu.unwrap_or(1500),
+                dhcp: spec.uses_dhcp(),
             };
             match self.vm_build(&mut vm, spec.mac.is_some(), &host.netns) {
                 Ok(()) => {
@@ -664,6 +803,7 @@ impl Region {
                         .collect();
                     procs::terminate(&pids, TERM_GRACE);
                     let _ = delete_netns(&ns);
+                    self.vm_remove_files(&vm);
                     Err(e)
                 }
             }
@@ -694,24 +834,150 @@ impl Region {
         let (host_lines, guest_lines) = Self::vm_lines(vm);
         ip::batch(Some(host_ns), &host_lines, false)?;
         ip::batch(Some(&vm.netns), &guest_lines, false)?;
-        let gro = netns::run_in(&vm.netns, || {
-            ip::helper("ethtool")
-                .args(["-K", "eth0", "gro", "on"])
-                .stdin(Stdio::null())
-                .output()
-        })?;
-        match gro {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => tracing::warn!(
+        for (command, reason) in ethtool(
+            &vm.netns,
+            &[("eth0", VM_OFFLOADS), ("eth0", VM_SEGMENTATION_OFF)],
+        )? {
+            tracing::warn!(
                 netns = %vm.netns,
-                stderr = %String::from_utf8_lossy(&out.stderr).trim(),
-                "`ethtool -K eth0 gro on` failed; XDP_REDIRECT into this VM may not deliver"
-            ),
-            Err(e) => {
-                tracing::warn!(netns = %vm.netns, error = %e, "cannot run ethtool; XDP_REDIRECT into this VM may not deliver")
-            }
+                %command,
+                %reason,
+                "ethtool failed; XDP_REDIRECT into this VM may not deliver, or the VM may send frames larger than its MTU"
+            );
+        }
+        if vm.dhcp {
+            self.vm_start_dhcp(vm)?;
         }
         Ok(())
+    }
+
+    /// Starts the VM's DHCP client (see [`Region::vm_create`]).
+    fn vm_start_dhcp(&self, vm: &Vm) -> Result<(), HarnessError> {
+        let script = dhcp::write_script(&self.dir)?;
+        let lease = self.vm_lease_path(&vm.name);
+        // A lease of an earlier VM of this name is not this VM's.
+        match std::fs::remove_file(&lease) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(HarnessError::io("cannot remove lease file", &lease, e)),
+        }
+        let mut cmd = Command::new(dhcp::busybox());
+        cmd.args(dhcp::udhcpc_args(&script, &vm.name))
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            )
+            .env("STRATO_LEASE_FILE", &lease)
+            .stdin(Stdio::null());
+        let mut child = self.spawn_tracked(&vm.dhcp_process(), Some(&vm.netns), cmd)?;
+        // Reap it when it exits (`vm delete`, `down`), so a long-lived
+        // caller collects no zombies; the thread dies with a short-lived one.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(())
+    }
+
+    /// Removes the VM's DHCP pid file and lease file (its log stays until
+    /// `down`).
+    fn vm_remove_files(&self, vm: &Vm) {
+        for p in [
+            self.dir
+                .join("pids")
+                .join(format!("{}.pid", vm.dhcp_process())),
+            self.vm_lease_path(&vm.name),
+        ] {
+            if let Err(e) = std::fs::remove_file(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot remove");
+                }
+            }
+        }
+    }
+
+    /// Where VM `name`'s DHCP client records its lease:
+    /// `/run/strato/<prefix>/vm-<name>.lease` (see [`Region::vm_lease`]).
+    pub fn vm_lease_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("vm-{name}.lease"))
+    }
+
+    /// Log of VM `name`'s DHCP client:
+    /// `/run/strato/<prefix>/logs/vm-<name>-udhcpc.log`.
+    pub fn vm_dhcp_log(&self, name: &str) -> PathBuf {
+        self.dir
+            .join("logs")
+            .join(format!("{}.log", crate::vm::dhcp_process(name)))
+    }
+
+    fn vm(&self, name: &str) -> Result<Vm, HarnessError> {
+        self.vms()
+            .into_iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| HarnessError::UnknownVm {
+                prefix: self.prefix.clone(),
+                name: name.to_string(),
+            })
+    }
+
+    /// The current DHCP lease of VM `name`: `None` while it has none (or if
+    /// it has a static address). The lease file exists only while a lease is
+    /// bound, and is written after the address, MTU and routes of the lease
+    /// are set on the VM's `eth0`.
+    pub fn vm_lease(&self, name: &str) -> Result<Option<Lease>, HarnessError> {
+        let vm = self.vm(name)?;
+        if !vm.dhcp {
+            return Ok(None);
+        }
+        Lease::load(&self.vm_lease_path(name))
+    }
+
+    /// Waits up to `timeout` for VM `name` to have a DHCP lease (polling
+    /// every 50 ms). Fails at once for a VM with a static address or whose
+    /// client is not running, and after `timeout` with an error that quotes
+    /// the end of the client's log.
+    pub fn vm_wait_lease(&self, name: &str, timeout: Duration) -> Result<Lease, HarnessError> {
+        let vm = self.vm(name)?;
+        if !vm.dhcp {
+            return Err(HarnessError::invalid(
+                "VM",
+                name,
+                "has a static address, not DHCP: there is no lease to wait for",
+            ));
+        }
+        let path = self.vm_lease_path(name);
+        let pidfile = self
+            .dir
+            .join("pids")
+            .join(format!("{}.pid", vm.dhcp_process()));
+        let log = self.vm_dhcp_log(name);
+        let fail = |reason: String| HarnessError::Dhcp {
+            vm: name.to_string(),
+            reason,
+            tail: dhcp::tail(&log, 10),
+            log: log.clone(),
+        };
+        let started = Instant::now();
+        loop {
+            if let Some(lease) = Lease::load(&path)? {
+                return Ok(lease);
+            }
+            if !procs::read_pidfile(&pidfile).is_some_and(procs::alive) {
+                return Err(fail("its DHCP client (udhcpc) is not running".into()));
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(fail(format!(
+                    "no DHCP lease after {:.1} s: no DHCP server answered on port {} of host {} \
+                     (udhcpc sends a discover every {} s)",
+                    waited.as_secs_f64(),
+                    vm.port,
+                    vm.host,
+                    dhcp::DISCOVER_INTERVAL_SECS
+                )));
+            }
+            std::thread::sleep((timeout - waited).min(Duration::from_millis(50)));
+        }
     }
 
     /// Deletes a VM: its processes, its port and its namespace.
@@ -741,6 +1007,7 @@ impl Region {
                 tracing::warn!(vm = name, error = %e, "port already gone");
             }
             delete_netns(&vm.netns)?;
+            self.vm_remove_files(&vm);
             st.vms.remove(i);
             st.failures
                 .retain(|f| *f != FailTarget::Link(vm.link_name()));
@@ -880,6 +1147,17 @@ impl Region {
                 ip::batch(Some(&format!("{}-{}", self.prefix, vm.host)), &host, false)?;
                 ip::batch(Some(&vm.netns), &guest, false)?;
             }
+            // DHCP VMs: the lease's MTU and routes as the client set them
+            // (it renews only at T1, and the link going down deleted them).
+            let leases = self.leases(&st.vms);
+            for vm in &st.vms {
+                let Some(lease) = leases.get(&vm.name) else {
+                    continue;
+                };
+                if let Err(e) = ip::batch(Some(&vm.netns), &lease.config_lines(), false) {
+                    tracing::warn!(vm = %vm.name, error = %e, "cannot re-apply the DHCP lease");
+                }
+            }
             let names = netns::list(&self.prefix);
             let mut resumed = 0;
             for p in netns::pids(&names)
@@ -909,7 +1187,7 @@ impl Region {
         &self,
         name: &str,
         node: Option<&str>,
-        mut cmd: Command,
+        cmd: Command,
     ) -> Result<Child, HarnessError> {
         if name.is_empty()
             || name.len() > 64
@@ -924,6 +1202,18 @@ impl Region {
                 "must be 1 to 64 characters of [A-Za-z0-9_.-]",
             ));
         }
+        let ns = node.map(|n| self.netns(n)).transpose()?;
+        self.spawn_tracked(name, ns.as_deref(), cmd)
+    }
+
+    /// [`Region::spawn`] with the namespace itself (`None`: the root's) and
+    /// a name already checked.
+    fn spawn_tracked(
+        &self,
+        name: &str,
+        netns: Option<&str>,
+        mut cmd: Command,
+    ) -> Result<Child, HarnessError> {
         let pidfile = self.dir.join("pids").join(format!("{name}.pid"));
         if let Some(p) = procs::read_pidfile(&pidfile) {
             if procs::alive(p) {
@@ -946,18 +1236,18 @@ impl Region {
             .try_clone()
             .map_err(|e| HarnessError::io("cannot open log file", &log_path, e))?;
         cmd.stdout(log).stderr(log2);
-        let ns_file: Option<(String, File)> = match node {
-            Some(n) => {
-                let ns = self.netns(n)?;
-                let f = File::open(netns::path(&ns)).map_err(|source| HarnessError::Netns {
-                    netns: ns.clone(),
-                    source,
-                })?;
-                Some((ns, f))
+        let ns_file: Option<File> = match netns {
+            Some(ns) => {
+                Some(
+                    File::open(netns::path(ns)).map_err(|source| HarnessError::Netns {
+                        netns: ns.to_string(),
+                        source,
+                    })?,
+                )
             }
             None => None,
         };
-        if let Some((_, f)) = &ns_file {
+        if let Some(f) = &ns_file {
             let fd = f.as_raw_fd();
             // SAFETY: runs in the forked child before exec; setns(2) is a
             // plain syscall (async-signal-safe) on an fd that stays open in
@@ -986,7 +1276,7 @@ impl Region {
         tracing::info!(
             prefix = %self.prefix,
             name,
-            node = node.unwrap_or("(root)"),
+            netns = netns.unwrap_or("(root)"),
             pid = id.pid,
             program = %program,
             log = %log_path.display(),
@@ -1016,6 +1306,30 @@ mod tests {
             let e = validate_prefix(bad).expect_err(bad);
             assert!(e.to_string().contains(why), "{e}");
         }
+    }
+
+    #[test]
+    fn gro_on_the_peers_of_redirecting_ends() {
+        let plan = Plan::new(&Topology::default_region(), "t");
+        let targets = gro_targets(&plan);
+        let of = |ns: &str| {
+            targets
+                .iter()
+                .find(|(n, _)| n == ns)
+                .map(|(_, d)| d.clone())
+                .unwrap_or_default()
+        };
+        // The fabric end of every host uplink.
+        assert_eq!(of("t-az1-fab"), ["c1", "c2", "gw1"]);
+        assert_eq!(of("t-az2-fab"), ["c1", "c2", "gw1"]);
+        // The internet router's end of every gateway's ext0.
+        assert_eq!(of("t-internet"), ["az1-gw1", "az2-gw1"]);
+        // Every host's own uplink, and nothing else there.
+        for h in &plan.hosts {
+            assert_eq!(of(&h.netns), ["eth0"], "{}", h.name);
+        }
+        assert!(of("t-spine").is_empty() && of("t-inet-client1").is_empty());
+        assert_eq!(targets.len(), 2 + 1 + plan.hosts.len());
     }
 
     #[test]

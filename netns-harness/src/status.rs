@@ -1,11 +1,12 @@
 //! `status`: what is actually on the machine for a run, read back with
 //! `ip -j` (one `ip -j -n NS addr show` per namespace).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::Serialize;
 
+use crate::dhcp::Lease;
 use crate::ip;
 use crate::netns;
 use crate::plan::{Link, LinkKind, Plan};
@@ -65,6 +66,8 @@ pub struct Status {
     pub namespaces: Vec<NamespaceStatus>,
     pub links: Vec<LinkStatus>,
     pub vms: Vec<Vm>,
+    /// Current DHCP leases, by VM name (DHCP VMs that have one).
+    pub leases: BTreeMap<String, Lease>,
     pub failures: Vec<FailTarget>,
 }
 
@@ -225,6 +228,7 @@ pub(crate) fn collect(
         namespaces,
         links,
         vms: vms.to_vec(),
+        leases: BTreeMap::new(),
         failures: failures.to_vec(),
     }
 }
@@ -291,6 +295,7 @@ impl fmt::Display for Status {
                 "VM", "HOST", "PORT", "MAC", "ADDR"
             )?;
             for v in &self.vms {
+                let lease = self.leases.get(&v.name);
                 writeln!(
                     f,
                     "{:<16} {:<10} {:<16} {:<18} {:<18} {}",
@@ -298,8 +303,9 @@ impl fmt::Display for Status {
                     v.host,
                     v.port,
                     v.mac.to_string(),
-                    v.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                    v.addr_label(lease),
                     v.gateway
+                        .or(lease.and_then(|l| l.router))
                         .map(|a| a.to_string())
                         .unwrap_or_else(|| "-".into())
                 )?;

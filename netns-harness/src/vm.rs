@@ -1,6 +1,7 @@
 //! VMs: a namespace `<prefix>-vm-<name>` attached to its host by a veth pair
 //! whose host end is named after the port (as Nova names tap devices) and
-//! whose VM end is `eth0`.
+//! whose VM end is `eth0`. A VM's address is static (`--ip`/`--gw`) or, by
+//! default, comes from DHCP (see [`crate::dhcp`]).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -9,6 +10,7 @@ use std::str::FromStr;
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
+use crate::dhcp::Lease;
 use crate::error::HarnessError;
 
 /// An Ethernet address, written `aa:bb:cc:dd:ee:ff`.
@@ -58,6 +60,19 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
+/// Whether a VM runs a DHCP client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DhcpMode {
+    /// DHCP unless the spec gives a static address (`addr`): the default.
+    #[default]
+    Auto,
+    /// DHCP; the spec must not give `addr` or `gateway` (`--dhcp`).
+    On,
+    /// No DHCP client: the static `addr` if given, else no address at all
+    /// (for tests that want a bare interface).
+    Off,
+}
+
 /// What to create: see [`crate::Region::vm_create`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmSpec {
@@ -73,8 +88,11 @@ pub struct VmSpec {
     pub addr: Option<Ipv4Network>,
     /// Default gateway (must be inside `addr`).
     pub gateway: Option<Ipv4Addr>,
-    /// MTU of both ends (default 1500).
+    /// MTU of both ends (default 1500). A DHCP lease's MTU (option 26)
+    /// then changes the VM's `eth0`.
     pub mtu: Option<u32>,
+    /// DHCP client or not; by default DHCP when `addr` is None.
+    pub dhcp: DhcpMode,
 }
 
 impl VmSpec {
@@ -88,6 +106,16 @@ impl VmSpec {
             addr: None,
             gateway: None,
             mtu: None,
+            dhcp: DhcpMode::Auto,
+        }
+    }
+
+    /// Whether the VM will run a DHCP client.
+    pub fn uses_dhcp(&self) -> bool {
+        match self.dhcp {
+            DhcpMode::Auto => self.addr.is_none(),
+            DhcpMode::On => true,
+            DhcpMode::Off => false,
         }
     }
 
@@ -153,6 +181,15 @@ impl VmSpec {
                 ));
             }
         }
+        if self.dhcp == DhcpMode::On {
+            if let Some(addr) = self.addr {
+                return Err(HarnessError::invalid(
+                    "VM address",
+                    addr.to_string(),
+                    "a static address (--ip) and DHCP (--dhcp) exclude each other: give one of them",
+                ));
+            }
+        }
         if let Some(addr) = self.addr {
             if addr.prefix() < 31 && (addr.ip() == addr.network() || addr.ip() == addr.broadcast())
             {
@@ -168,7 +205,7 @@ impl VmSpec {
                 return Err(HarnessError::invalid(
                     "gateway",
                     gw.to_string(),
-                    "needs an address (--ip) for the VM",
+                    "needs a static address (--ip) for the VM; with DHCP the gateway comes from the lease",
                 ));
             };
             if !addr.contains(gw) || gw == addr.ip() {
@@ -195,9 +232,14 @@ pub struct Vm {
     pub netns: String,
     /// The MAC the VM's `eth0` actually has.
     pub mac: MacAddr,
+    /// Static address (None for a DHCP VM: see [`crate::Region::vm_lease`]).
     pub addr: Option<Ipv4Network>,
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u32,
+    /// Whether the VM runs a DHCP client (false in state files written
+    /// before DHCP existed).
+    #[serde(default)]
+    pub dhcp: bool,
 }
 
 impl Vm {
@@ -205,6 +247,27 @@ impl Vm {
     pub fn link_name(&self) -> String {
         format!("vm-{}", self.name)
     }
+
+    /// The ADDR column of listings: the static address, `-` for none,
+    /// `dhcp` for a DHCP VM without a lease, `<leased address> (dhcp)`.
+    pub fn addr_label(&self, lease: Option<&Lease>) -> String {
+        match (self.dhcp, self.addr, lease) {
+            (true, _, Some(l)) => format!("{} (dhcp)", l.ip),
+            (true, _, None) => "dhcp".into(),
+            (false, Some(a), _) => a.to_string(),
+            (false, None, _) => "-".into(),
+        }
+    }
+
+    /// Name of its DHCP client in the run (pid and log file name).
+    pub(crate) fn dhcp_process(&self) -> String {
+        dhcp_process(&self.name)
+    }
+}
+
+/// Process name of VM `name`'s DHCP client: `vm-<name>-udhcpc`.
+pub(crate) fn dhcp_process(name: &str) -> String {
+    format!("vm-{name}-udhcpc")
 }
 
 #[cfg(test)]
@@ -316,5 +379,72 @@ mod tests {
             let e = spec.validate().expect_err(want);
             assert!(e.to_string().contains(want), "{e} should mention {want}");
         }
+    }
+
+    #[test]
+    fn dhcp_modes() {
+        let bare = VmSpec::new("vm1", "az1-c1", "tap1");
+        assert_eq!(bare.dhcp, DhcpMode::Auto);
+        assert!(bare.uses_dhcp(), "DHCP by default");
+        bare.validate().expect("valid");
+        let fixed = VmSpec {
+            addr: Some("10.0.0.5/24".parse().expect("net")),
+            gateway: Some("10.0.0.1".parse().expect("ip")),
+            ..bare.clone()
+        };
+        assert!(!fixed.uses_dhcp(), "a static address means no DHCP");
+        fixed.validate().expect("valid");
+        let on = VmSpec {
+            dhcp: DhcpMode::On,
+            ..bare.clone()
+        };
+        assert!(on.uses_dhcp());
+        on.validate().expect("valid");
+        let off = VmSpec {
+            dhcp: DhcpMode::Off,
+            ..bare.clone()
+        };
+        assert!(!off.uses_dhcp(), "a bare interface");
+        off.validate().expect("valid");
+
+        let e = VmSpec {
+            dhcp: DhcpMode::On,
+            ..fixed.clone()
+        }
+        .validate()
+        .expect_err("--dhcp with --ip");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("--ip") && msg.contains("--dhcp") && msg.contains("exclude"),
+            "{msg}"
+        );
+        let e = VmSpec {
+            gateway: Some("10.0.0.1".parse().expect("ip")),
+            ..on
+        }
+        .validate()
+        .expect_err("--dhcp with --gw");
+        assert!(e.to_string().contains("comes from the lease"), "{e}");
+    }
+
+    #[test]
+    fn old_state_files_have_no_dhcp() {
+        let old = r#"{"name":"web1","host":"az1-c1","port":"tap1","netns":"p-vm-web1",
+            "mac":"fa:16:3e:00:00:01","addr":"10.0.0.5/24","gateway":"10.0.0.1","mtu":1500}"#;
+        let vm: Vm = serde_json::from_str(old).expect("old format");
+        assert!(!vm.dhcp);
+        assert_eq!(vm.dhcp_process(), "vm-web1-udhcpc");
+        assert_eq!(vm.addr_label(None), "10.0.0.5/24");
+        let dhcp = Vm {
+            dhcp: true,
+            addr: None,
+            ..vm.clone()
+        };
+        assert_eq!(dhcp.addr_label(None), "dhcp");
+        let lease = Lease::parse("ip=10.0.0.7\nmask=24\n").expect("lease");
+        assert_eq!(dhcp.addr_label(Some(&lease)), "10.0.0.7/24 (dhcp)");
+        let again: Vm =
+            serde_json::from_str(&serde_json::to_string(&vm).expect("ser")).expect("de");
+        assert_eq!(again, vm);
     }
 }

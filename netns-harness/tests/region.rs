@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use netns_harness::{FailTarget, HarnessError, Host, Region, Topology, VmSpec};
+use netns_harness::{DhcpMode, FailTarget, HarnessError, Host, Region, Topology, VmSpec};
 
 fn is_root() -> bool {
     // SAFETY: geteuid(2) cannot fail and has no side effects.
@@ -64,6 +64,23 @@ fn assert_gone(prefix: &str) {
         })
         .unwrap_or_default();
     assert!(pins.is_empty(), "pin dirs left for {prefix}: {pins:?}");
+    let procs = run_processes(prefix);
+    assert!(procs.is_empty(), "processes left for {prefix}: {procs:?}");
+}
+
+/// Live processes whose command line names the run's state directory (the
+/// VMs' udhcpc clients name their script there). Zombies have no command line.
+fn run_processes(prefix: &str) -> Vec<(i32, String)> {
+    let needle = format!("/run/strato/{prefix}/");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.contains(&needle).then_some((pid, cmd))
+        })
+        .collect()
 }
 
 fn ping(region: &Region, from: &str, to: Ipv4Addr) -> bool {
@@ -617,6 +634,58 @@ fn cli_round_trip() {
         "tap-too-long-name",
     ]);
     assert!(!out.status.success());
+    // DHCP: the default without --ip; --dhcp with --ip is refused.
+    let out = run(&[
+        "vm",
+        "create",
+        "db3",
+        "--host",
+        "az2-c2",
+        "--port",
+        "tapdb3",
+        "--dhcp",
+        "--ip",
+        "10.1.0.10/24",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--dhcp") && stderr.contains("cannot be used with"),
+        "{stderr}"
+    );
+    let out = run(&[
+        "vm", "create", "db3", "--host", "az2-c2", "--port", "tapdb3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("addr dhcp"));
+    let out = run(&["vm", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("db3 ") && l.trim_end().ends_with("dhcp")),
+        "{list}"
+    );
+    let out = run(&["vm", "lease", "db3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no DHCP lease yet"));
+    let out = run(&["vm", "lease", "db3", "--wait", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no DHCP lease after 1") && stderr.contains("udhcpc"),
+        "{stderr}"
+    );
+    let out = run(&["vm", "lease", "db1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("static address"));
+    let out = run(&["vm", "list", "--json"]);
+    let vms: serde_json::Value = serde_json::from_slice(&out.stdout).expect("vm list JSON");
+    assert_eq!(vms[1]["name"], "db3");
+    assert_eq!(vms[1]["dhcp"], true);
+    assert!(vms[1]["lease"].is_null());
     let out = run(&["fail", "link", "az2-spine"]);
     assert!(out.status.success());
     let out = run(&["status", "--json"]);
@@ -626,8 +695,299 @@ fn cli_round_trip() {
     assert_eq!(json["vms"][0]["name"], "db1");
     let out = run(&["status"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+    let db3_ns = json["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .find(|n| n["node"] == "vm-db3")
+        .expect("vm-db3")
+        .clone();
+    let pidfile = format!("/run/strato/{p}/pids/vm-db3-udhcpc.pid");
+    let udhcpc: i32 = std::fs::read_to_string(&pidfile)
+        .expect("udhcpc pid file")
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("pid");
+    assert!(running(udhcpc));
+    assert!(
+        db3_ns["pids"]
+            .as_array()
+            .expect("pids")
+            .iter()
+            .any(|x| x.as_i64() == Some(udhcpc.into())),
+        "udhcpc {udhcpc} in status: {db3_ns}"
+    );
     assert!(run(&["heal"]).status.success());
     assert!(run(&["vm", "delete", "db1"]).status.success());
+    assert!(run(&["vm", "delete", "db3"]).status.success());
+    assert!(!running(udhcpc), "vm delete kills the client");
     assert!(run(&["down"]).status.success());
     assert_gone(&p);
+}
+
+/// `ethtool -k DEV` in `node`.
+fn features(region: &Region, node: &str, dev: &str) -> String {
+    let out = region
+        .exec(node, &["ethtool", "-k", dev])
+        .expect("run ethtool");
+    assert!(out.status.success(), "ethtool -k {dev} in {node}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn has(features: &str, line: &str) -> bool {
+    features.lines().any(|l| l.trim() == line)
+}
+
+/// Pid recorded in `pids/<name>.pid`.
+fn recorded_pid(region: &Region, name: &str) -> i32 {
+    let path = region.state_dir().join(format!("pids/{name}.pid"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("pid")
+}
+
+/// Whether `pid` runs (not a zombie).
+fn running(pid: i32) -> bool {
+    proc_state(pid as u32).is_some_and(|s| s != 'Z' && s != 'X')
+}
+
+#[test]
+fn vm_dhcp_client_and_offloads() {
+    require_root!();
+    let p = prefix('g');
+    let guard = Guard(p.clone());
+    let region = Region::up(&Topology::default_region(), &p).expect("region up");
+
+    // `up`: GRO on the peers of the ends that the hosts' XDP programs
+    // redirect out of (fabric side of each uplink, internet side of each
+    // ext0), and on the hosts' eth0.
+    for (node, dev) in [
+        ("az1-fab", "c1"),
+        ("az1-fab", "gw1"),
+        ("az2-fab", "c2"),
+        ("internet", "az1-gw1"),
+        ("internet", "az2-gw1"),
+        ("az1-c1", "eth0"),
+        ("az2-gw1", "eth0"),
+    ] {
+        let f = features(&region, node, dev);
+        assert!(has(&f, "generic-receive-offload: on"), "{node} {dev}:\n{f}");
+    }
+
+    // A VM without an address runs a DHCP client.
+    let vm = region
+        .vm_create(&VmSpec::new("d1", "az1-c1", "tapd1"))
+        .expect("dhcp vm");
+    assert!(vm.dhcp && vm.addr.is_none(), "{vm:?}");
+    let f = features(&region, "d1", "eth0");
+    for want in [
+        "generic-receive-offload: on",
+        "tcp-segmentation-offload: off",
+        "generic-segmentation-offload: off",
+        "tx-udp-segmentation: off",
+        "tx-gso-list: off",
+    ] {
+        assert!(has(&f, want), "VM eth0 lacks {want:?}:\n{f}");
+    }
+
+    // Tracked like any process of the run: pid file, log, in `status`.
+    let pid = recorded_pid(&region, "vm-d1-udhcpc");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert!(argv.iter().any(|a| a == "udhcpc"), "{argv:?}");
+    assert!(
+        argv.iter().any(|a| a == "-f"),
+        "foreground daemon: {argv:?}"
+    );
+    assert!(
+        !argv.iter().any(|a| a == "-q" || a == "-n"),
+        "must not exit: {argv:?}"
+    );
+    let ino = |path: String| {
+        std::fs::metadata(&path)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    assert_eq!(
+        ino(format!("/proc/{pid}/ns/net")),
+        ino(format!("/run/netns/{p}-vm-d1")),
+        "udhcpc runs in the VM's namespace"
+    );
+    let status = region.status().expect("status");
+    let ns = status
+        .namespaces
+        .iter()
+        .find(|n| n.node == "vm-d1")
+        .expect("vm-d1 in status");
+    // (Its event script may be running too: `deconfig` at start.)
+    assert!(ns.pids.contains(&pid), "{status}");
+    let text = status.to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("d1 ") && l.contains(" dhcp ")),
+        "{text}"
+    );
+    assert_eq!(region.vm_lease("d1").expect("lease"), None);
+    assert!(matches!(
+        region.vm_lease("nope"),
+        Err(HarnessError::UnknownVm { .. })
+    ));
+
+    // Nobody answers: a clear error after the timeout, with the log's tail.
+    let started = Instant::now();
+    let e = region
+        .vm_wait_lease("d1", Duration::from_secs(3))
+        .expect_err("no DHCP server");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(matches!(e, HarnessError::Dhcp { .. }), "{e:?}");
+    let msg = e.to_string();
+    for want in [
+        "VM \"d1\"",
+        "no DHCP lease after 3",
+        "tapd1",
+        "vm-d1-udhcpc.log",
+        "broadcasting discover",
+    ] {
+        assert!(msg.contains(want), "{want:?} not in: {msg}");
+    }
+    assert!(running(pid), "the client keeps trying");
+
+    // Static VMs have no client and no lease; --dhcp with --ip creates nothing.
+    let s1 = VmSpec {
+        addr: Some("10.5.0.5/24".parse().expect("cidr")),
+        gateway: Some("10.5.0.1".parse().expect("ip")),
+        ..VmSpec::new("s1", "az1-c1", "taps1")
+    };
+    assert!(!region.vm_create(&s1).expect("static vm").dhcp);
+    assert!(!region.state_dir().join("pids/vm-s1-udhcpc.pid").exists());
+    assert_eq!(region.vm_lease("s1").expect("lease"), None);
+    let e = region
+        .vm_wait_lease("s1", Duration::from_secs(3))
+        .expect_err("static");
+    assert!(e.to_string().contains("static address"), "{e}");
+    let both = VmSpec {
+        dhcp: DhcpMode::On,
+        ..VmSpec {
+            name: "s2".into(),
+            port: "taps2".into(),
+            ..s1.clone()
+        }
+    };
+    let e = region.vm_create(&both).expect_err("--dhcp with --ip");
+    assert!(e.to_string().contains("exclude each other"), "{e}");
+    assert!(!Path::new(&format!("/run/netns/{p}-vm-s2")).exists());
+
+    // A DHCP server on the port (busybox udhcpd in the host's namespace,
+    // standing in for the dataplane): the VM gets and applies its lease.
+    let conf = region.state_dir().join("udhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "start 10.7.0.50\nend 10.7.0.60\ninterface tapd1\n\
+             lease_file {dir}/udhcpd.leases\npidfile {dir}/udhcpd.pid\n\
+             option subnet 255.255.255.0\noption router 10.7.0.1\noption dns 10.7.0.2\n\
+             option mtu 1400\noption staticroutes 10.20.0.0/16 10.7.0.1\noption lease 600\n",
+            dir = region.state_dir().display()
+        ),
+    )
+    .expect("udhcpd.conf");
+    std::fs::write(region.state_dir().join("udhcpd.leases"), "").expect("leases");
+    let out = region
+        .exec(
+            "az1-c1",
+            &["ip", "addr", "add", "10.7.0.1/24", "dev", "tapd1"],
+        )
+        .expect("exec");
+    assert!(out.status.success());
+    let mut udhcpd = Command::new("busybox");
+    udhcpd.args(["udhcpd", "-f", "-a", "100"]).arg(&conf);
+    let mut server = region
+        .spawn("udhcpd", Some("az1-c1"), udhcpd)
+        .expect("spawn udhcpd");
+    let lease = region
+        .vm_wait_lease("d1", Duration::from_secs(15))
+        .expect("lease from udhcpd");
+    assert_eq!(lease.ip.prefix(), 24);
+    assert!((50..=60).contains(&lease.ip.ip().octets()[3]), "{lease:?}");
+    assert_eq!(lease.router, Some("10.7.0.1".parse().expect("ip")));
+    assert_eq!(lease.dns, ["10.7.0.2".parse::<Ipv4Addr>().expect("ip")]);
+    assert_eq!(lease.mtu, Some(1400));
+    assert_eq!(
+        lease.routes,
+        [(
+            "10.20.0.0/16".parse().expect("net"),
+            "10.7.0.1".parse().expect("ip")
+        )]
+    );
+    assert_eq!(lease.lease_secs, Some(600));
+    assert_eq!(lease.server_id, Some("10.7.0.1".parse().expect("ip")));
+    assert_eq!(region.vm_lease("d1").expect("lease"), Some(lease.clone()));
+    let vm_routes = |region: &Region| {
+        let out = region.exec("d1", &["ip", "route"]).expect("exec");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let routes = vm_routes(&region);
+    assert!(
+        routes.contains("default via 10.7.0.1") && routes.contains("10.20.0.0/16 via 10.7.0.1"),
+        "{routes}"
+    );
+    let out = region
+        .exec("d1", &["ip", "-o", "addr", "show", "dev", "eth0"])
+        .expect("exec");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&lease.ip.to_string()));
+    let out = region
+        .exec("d1", &["ip", "-o", "link", "show", "dev", "eth0"])
+        .expect("exec");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mtu 1400"));
+    assert!(ping(&region, "d1", "10.7.0.1".parse().expect("ip")));
+    assert!(region
+        .status()
+        .expect("status")
+        .to_string()
+        .contains(&format!("{} (dhcp)", lease.ip)));
+
+    // Heal puts back what a failure deleted (the routes of the lease).
+    region
+        .fail(&FailTarget::Link("vm-d1".into()))
+        .expect("fail the VM's link");
+    assert!(!vm_routes(&region).contains("default"));
+    region.heal().expect("heal");
+    let routes = vm_routes(&region);
+    assert!(
+        routes.contains("default via 10.7.0.1") && routes.contains("10.20.0.0/16 via 10.7.0.1"),
+        "after heal: {routes}"
+    );
+
+    // `vm delete` kills the client and forgets its files.
+    region.vm_delete("d1").expect("vm delete");
+    assert!(!running(pid), "udhcpc {pid} survived vm delete");
+    assert!(!region.state_dir().join("pids/vm-d1-udhcpc.pid").exists());
+    assert!(!region.vm_lease_path("d1").exists());
+    // The same name again gets a new client (and no stale lease).
+    region
+        .vm_create(&VmSpec::new("d1", "az1-c1", "tapd1"))
+        .expect("re-create");
+    let pid2 = recorded_pid(&region, "vm-d1-udhcpc");
+    assert!(running(pid2) && pid2 != pid);
+
+    let report = Region::down(&p).expect("down");
+    assert!(!running(pid2), "udhcpc {pid2} survived down");
+    assert!(report.processes_killed.contains(&pid2), "{report:?}");
+    assert!(
+        report.processes_killed.contains(&(server.id() as i32)),
+        "{report:?}"
+    );
+    server.wait().expect("reap udhcpd");
+    assert_gone(&p);
+    drop(guard);
 }
