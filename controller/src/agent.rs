@@ -159,6 +159,15 @@ fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
 }
 
+/// The host's own stack must not talk to VMs through their taps: no IPv6
+/// (router solicitations, MLD reports) on a port's host end.
+fn quiet_tap(tap: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{tap}/disable_ipv6");
+    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != "1") {
+        let _ = std::fs::write(&path, "1");
+    }
+}
+
 /// Lease time handed to VMs (Neutron's default).
 const LEASE_SECS: u32 = 86_400;
 
@@ -406,6 +415,7 @@ impl Agent {
             let Ok(ifindex) = nix::net::if_::if_nametoindex(tap.as_str()) else {
                 continue;
             };
+            quiet_tap(&tap);
             let error = match self.dp.attach(Attach::Port, &tap) {
                 Ok(()) => {
                     tracing::info!(iface = %tap, ifindex, program = Attach::Port.program(), "attached");
@@ -477,6 +487,9 @@ impl Agent {
             } else {
                 Attach::Port
             };
+            if role == Role::Port {
+                quiet_tap(name);
+            }
             let error = match self.dp.attach(which, name) {
                 Ok(()) => {
                     tracing::info!(iface = %name, ifindex, program = which.program(), "attached");
@@ -540,6 +553,22 @@ impl Agent {
             return;
         };
         let ip = ipv4_of(&name).map(|i| i.octets()).unwrap_or([0; 4]);
+        // bpf_fib_lookup answers only for interfaces with IPv4 forwarding on
+        // (even for an output lookup): the encapsulation path needs it.
+        let fwd = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
+        if std::fs::read_to_string(&fwd)
+            .map(|v| v.trim() != "1")
+            .unwrap_or(false)
+        {
+            match std::fs::write(&fwd, "1") {
+                Ok(()) => {
+                    tracing::info!(uplink = %name, "IPv4 forwarding enabled on the uplink (for bpf_fib_lookup)")
+                }
+                Err(e) => {
+                    tracing::warn!(uplink = %name, error = %e, "cannot enable forwarding on the uplink; encapsulation will fail")
+                }
+            }
+        }
         let slot = self.slot_for(ifindex);
         let want = HostInfo {
             underlay_ip: ip,

@@ -60,14 +60,19 @@ fn finish(ctx: &XdpContext, ifindex: u32, slot: &Slot, len: u64, v: Verdict) -> 
             count_drop(ifindex, len, r);
             xdp_action::XDP_DROP
         }
+        // Answers go back out of the ingress interface by redirect, not
+        // XDP_TX: on a veth, XDP_TX only wakes the peer when the peer runs an
+        // XDP program itself (a VM does not), a redirect flushes it.
         Verdict::Tx => {
             slot.outcome(Outcome::Answered);
-            xdp_action::XDP_TX
+            // SAFETY: plain helper call.
+            unsafe { bpf_redirect(ifindex, 0) as u32 }
         }
         Verdict::TxError(r) => {
             slot.outcome(Outcome::Dropped);
             count_drop(ifindex, len, r);
-            xdp_action::XDP_TX
+            // SAFETY: plain helper call.
+            unsafe { bpf_redirect(ifindex, 0) as u32 }
         }
         Verdict::Redirect(to) => {
             slot.outcome(Outcome::Forwarded);
@@ -379,6 +384,11 @@ fn deliver(ctx: &XdpContext, ep: &Endpoint, hash: u32) -> Verdict {
 }
 
 const AF_INET: u8 = 2;
+/// Skip policy rules: the main table.
+const BPF_FIB_LOOKUP_DIRECT: u32 = 1;
+/// Look up as the host sending out of `ifindex` (the uplink), not as a
+/// router forwarding from it: hosts do not forward.
+const BPF_FIB_LOOKUP_OUTPUT: u32 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
 const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
@@ -410,7 +420,7 @@ fn encap(ctx: &XdpContext, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32
             ctx.ctx as *mut _,
             &mut fib,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
+            BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_OUTPUT,
         )
     };
     match rc {

@@ -36,10 +36,13 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 /// the GSO segment size: with TSO/GSO on, a VM's TCP stream would reach it
 /// as 64 KB super-frames that it could neither check against the overlay MTU
 /// nor encapsulate. With them off the VM's stack segments in software and
-/// every frame on the tap is at most the VM's MTU. GRO stays on: it enables
-/// NAPI on the VM end, which a frame that the dataplane XDP_REDIRECTs into
-/// the tap needs to be delivered.
-const VM_OFFLOADS: &[&str] = &["gro", "on", "tso", "off", "gso", "off"];
+/// every frame on the tap is at most the VM's MTU. Transmit checksum offload
+/// is off too: a frame redirected by XDP leaves the skb behind, so a
+/// checksum the VM left for the "hardware" to fill in would arrive at the
+/// other VM unfilled (TCP and UDP would be dropped as corrupt). GRO stays
+/// on: it enables NAPI on the VM end, which a frame that the dataplane
+/// XDP_REDIRECTs into the tap needs to be delivered.
+const VM_OFFLOADS: &[&str] = &["gro", "on", "tx", "off", "tso", "off", "gso", "off"];
 
 /// The other segmentation offloads a veth has; `tso off gso off` leaves them
 /// on, and a UDP_SEGMENT (UDP GSO) socket or a tunnel inside the VM would

@@ -277,6 +277,14 @@ impl Cloud {
 
 impl Drop for Cloud {
     fn drop(&mut self) {
+        if std::env::var("STRATO_KEEP").as_deref() == Ok("1") {
+            eprintln!(
+                "STRATO_KEEP=1: region {} left up (strato-harness --prefix {} down)",
+                self.region.prefix(),
+                self.region.prefix()
+            );
+            return;
+        }
         match Region::down(self.region.prefix()) {
             Ok(r) => eprintln!("cleanup: {r}"),
             Err(e) => eprintln!("cleanup of {} failed: {e}", self.region.prefix()),
@@ -417,5 +425,39 @@ impl Cloud {
     /// The bootstrap administrator, scoped to the admin project.
     pub fn admin(&self) -> Api {
         Api::login(&self.api, "admin", ADMIN_PASSWORD, "admin")
+    }
+}
+
+impl Cloud {
+    /// A new tenant: project `name`, a member user of the same name; logged in.
+    pub fn tenant(&self, name: &str) -> Api {
+        let admin = self.admin();
+        let p = admin.expect(
+            201,
+            "POST",
+            "/v3/projects",
+            Some(serde_json::json!({"project": {"name": name, "domain_id": "default"}})),
+        );
+        let pid = p["project"]["id"].as_str().expect("project id").to_owned();
+        let password = format!("{name}-password");
+        let u = admin.expect(
+            201,
+            "POST",
+            "/v3/users",
+            Some(serde_json::json!({"user": {"name": name, "password": password, "domain_id": "default", "default_project_id": pid}})),
+        );
+        let uid = u["user"]["id"].as_str().expect("user id").to_owned();
+        let roles = admin.expect(200, "GET", "/v3/roles?name=member", None);
+        let rid = roles["roles"][0]["id"]
+            .as_str()
+            .expect("role id")
+            .to_owned();
+        admin.expect(
+            204,
+            "PUT",
+            &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"),
+            None,
+        );
+        Api::login(&self.api, name, &password, name)
     }
 }
