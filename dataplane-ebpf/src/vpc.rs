@@ -303,6 +303,11 @@ fn ipv4(ctx: &XdpContext, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto
             return Verdict::Drop(DropReason::UnknownDestination);
         }
         if total > port.mtu {
+            // The network's router (if any) tells the sender, so path MTU
+            // discovery works on the segment too.
+            if ip[6] & 0x40 != 0 {
+                return icmp_error(ctx, port, 3, 4, port.mtu, DropReason::FragmentationNeeded);
+            }
             return Verdict::Drop(DropReason::TooBig);
         }
         return deliver(ctx, ep, flow_hash(ctx, ip, l4_off));
@@ -658,7 +663,8 @@ fn icmp_error(
             0,
         )
     };
-    let c = (!csum::fold(sum as u64 & 0xffff_ffff)).to_be_bytes();
+    // bpf_csum_diff sums native-order words: store the result in native order.
+    let c = (!csum::fold(sum as u64 & 0xffff_ffff)).to_ne_bytes();
     h[icmp + 2] = c[0];
     h[icmp + 3] = c[1];
     Verdict::TxError(reason)
