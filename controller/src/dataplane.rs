@@ -661,6 +661,33 @@ pub fn read_pinned_ports(pin_dir: &Path) -> Result<BTreeMap<u32, PortInfo>, Data
     Ok(out)
 }
 
+/// The endpoint a host's dataplane holds for `ip` in routing `domain`.
+pub fn read_pinned_endpoint(
+    pin_dir: &Path,
+    domain: u32,
+    ip: std::net::Ipv4Addr,
+) -> Result<Option<Endpoint>, DataplaneError> {
+    let data =
+        MapData::from_pin(pin_dir.join(maps::ENDPOINTS)).map_err(|e| DataplaneError::Map {
+            name: maps::ENDPOINTS,
+            source: Box::new(e),
+        })?;
+    let map = Map::HashMap(data);
+    let m: BpfHashMap<&MapData, EpKey, Endpoint> =
+        (&map).try_into().map_err(map_err(maps::ENDPOINTS))?;
+    match m.get(
+        &EpKey {
+            domain,
+            ip: ip.octets(),
+        },
+        0,
+    ) {
+        Ok(e) => Ok(Some(e)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(map_err(maps::ENDPOINTS)(e)),
+    }
+}
+
 /// Counters summed over CPUs: per interface index, and per (interface, reason).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {

@@ -162,7 +162,13 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
         String::from_utf8_lossy(&out.stderr)
     );
     let t: Value = serde_json::from_slice(&out.stdout).expect("trace JSON");
-    assert_eq!(t["verdict"], "XDP_PASS", "{t}");
+    // Nobody holds 10.0.1.99 on the port's network: dropped, with the reason.
+    assert_eq!(t["verdict"], "XDP_DROP", "{t}");
+    assert_eq!(
+        t["drop_reasons"],
+        serde_json::json!(["unknown_destination"]),
+        "{t}"
+    );
     assert_eq!(t["port_known"], true, "{t}");
     assert_eq!(t["vni"].as_u64(), Some(vni), "{t}");
     assert_eq!(

@@ -345,10 +345,62 @@ fn vpc_end_to_end() {
         );
     }
 
+    trace(&cloud, &vms[0]);
     crafted_frames(&cloud, &vms);
     path_mtu(&cloud, &vms[0]);
     spine_failure(&cloud, &vms[0]);
     agent_restart(&cloud, &vms[0]);
+}
+
+/// `stratoctl trace` runs synthetic packets from r1's port through
+/// az1-c1's live program and names the path each takes.
+fn trace(cloud: &Cloud, red: &[Vm]) {
+    let host = cloud
+        .region
+        .hosts()
+        .into_iter()
+        .find(|h| h.name == "az1-c1")
+        .expect("host");
+    let hid = Cloud::host_id(&host);
+    let run = |to: &str| -> Value {
+        let o = std::process::Command::new(strato_tests::e2e::bin("stratoctl"))
+            .args([
+                "--json",
+                "trace",
+                "--host",
+                &hid,
+                "--port",
+                &red[0].port,
+                "--to",
+                to,
+            ])
+            .args(["--proto", "tcp", "--dport", "7000"])
+            .output()
+            .expect("stratoctl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("trace JSON")
+    };
+    // r2: same subnet, same host.
+    let t = run(&red[1].ip);
+    assert_eq!(t["verdict"], "XDP_REDIRECT", "{t}");
+    let path = t["path"].as_str().unwrap_or_default();
+    assert!(
+        path.contains("switched") && path.contains("redirect to local tap"),
+        "{t}"
+    );
+    // r4: other subnet, other AZ.
+    let t = run(&red[3].ip);
+    assert_eq!(t["verdict"], "XDP_REDIRECT", "{t}");
+    let path = t["path"].as_str().unwrap_or_default();
+    assert!(
+        path.contains("routed") && path.contains("VXLAN") && path.contains("198.18.2.1"),
+        "{t}"
+    );
+    // Nobody: host unreachable, answered by the gateway.
+    let t = run("10.0.2.200");
+    assert_eq!(t["drop_reasons"], json!(["host_unreachable"]), "{t}");
+    let t = run("192.168.7.7");
+    assert_eq!(t["drop_reasons"], json!(["no_route"]), "{t}");
 }
 
 /// A red VM forges frames with scapy: blue's MAC and address as

@@ -84,9 +84,10 @@ enum Cmd {
         /// Source MAC (default: the port's MAC from the ports table).
         #[arg(long)]
         src_mac: Option<String>,
-        /// Destination MAC.
-        #[arg(long, default_value = "fa:16:3e:00:00:01")]
-        dst_mac: String,
+        /// Destination MAC (default: as the VM would address it: the
+        /// destination's MAC on the port's subnet, else the gateway's).
+        #[arg(long)]
+        dst_mac: Option<String>,
     },
     /// Counters read straight from a host's pinned maps (run on that host).
     Counters {
@@ -145,6 +146,68 @@ fn rewrites(a: &[u8], b: &[u8]) -> Vec<String> {
     out
 }
 
+/// The path a traced frame took, read from what came out.
+fn describe(
+    input: &[u8],
+    out: &[u8],
+    action: u32,
+    drops: &[&str],
+    target: Option<dataplane_common::Endpoint>,
+    on_link: bool,
+    which: dataplane::Attach,
+) -> String {
+    let routed = !on_link;
+    let ttl = |f: &[u8], off: usize| f.get(off + 8).copied();
+    match action {
+        1 => format!("drop ({})", drops.join(", ")),
+        2 if which == dataplane::Attach::Port => {
+            "to the host stack (DHCP, the agent's slow path)".into()
+        }
+        2 => "to the host stack (not VXLAN for this host)".into(),
+        4 if out.len() == input.len() + dataplane_common::VXLAN_OVERHEAD as usize
+            && out.len() >= 50 =>
+        {
+            let vni = u32::from_be_bytes([0, out[46], out[47], out[48]]);
+            let under = std::net::Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+            let inner = &out[50..];
+            format!(
+                "{} -> VXLAN encapsulation: vni {vni} to host {under} (outer {} -> {}, udp {} -> 4789), out of the uplink",
+                if routed && ttl(inner, 14) != ttl(input, 14) { "routed in the VPC (ttl-1, MACs rewritten)" } else { "switched in the network" },
+                fmt_mac(&out[6..12]),
+                fmt_mac(&out[0..6]),
+                u16::from_be_bytes([out[34], out[35]]),
+            )
+        }
+        4 if !drops.is_empty() => format!(
+            "answered with an ICMP error from the gateway ({})",
+            drops.join(", ")
+        ),
+        4 if out.len() >= 34 && out[30..34] == input[26..30] => {
+            "answered by the dataplane (gateway)".into()
+        }
+        4 => {
+            let port = target
+                .filter(|t| t.kind == dataplane_common::EP_LOCAL)
+                .map(|t| {
+                    let name = nix::net::if_::if_indextoname(t.ifindex)
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    format!("{name} (ifindex {})", t.ifindex)
+                })
+                .unwrap_or_else(|| "a port".into());
+            format!(
+                "{} -> redirect to local {port}",
+                if routed {
+                    "routed in the VPC (ttl-1, MACs rewritten)"
+                } else {
+                    "switched in the network"
+                }
+            )
+        }
+        _ => "other".into(),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn trace(
     json: bool,
@@ -158,7 +221,7 @@ fn trace(
     proto: TraceProto,
     (sport, dport): (u16, u16),
     src_mac: Option<&str>,
-    dst_mac: &str,
+    dst_mac: Option<&str>,
 ) -> anyhow::Result<()> {
     use dataplane::Attach;
     let pin_dir = pin_root.join(host);
@@ -204,11 +267,22 @@ fn trace(
     let from = from
         .or_else(|| entry.map(|e| std::net::Ipv4Addr::from(e.ipv4)))
         .unwrap_or(std::net::Ipv4Addr::new(10, 0, 0, 2));
-    let b = etherparse::PacketBuilder::ethernet2(src_mac, mac(dst_mac)?).ipv4(
-        from.octets(),
-        to.octets(),
-        64,
-    );
+    let on_link = entry.is_some_and(|e| {
+        let net = ipnetwork::Ipv4Network::new(std::net::Ipv4Addr::from(e.ipv4), e.prefix_len);
+        net.is_ok_and(|n| n.contains(to))
+    });
+    let target = match entry {
+        Some(e) => dataplane::read_pinned_endpoint(&pin_dir, e.domain, to)?,
+        None => None,
+    };
+    let dst_mac = match (dst_mac, entry, target) {
+        (Some(m), _, _) => mac(m)?,
+        (None, Some(_), Some(t)) if on_link => t.mac,
+        (None, Some(e), _) if e.gw_mac != [0; 6] => e.gw_mac,
+        _ => [0xfa, 0x16, 0x3e, 0, 0, 1],
+    };
+    let b =
+        etherparse::PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(from.octets(), to.octets(), 64);
     let mut frame = Vec::new();
     match proto {
         TraceProto::Tcp => b.tcp(sport, dport, 1, 65535).write(&mut frame, &[]),
@@ -227,18 +301,13 @@ fn trace(
     };
     let rw = rewrites(&frame, &t.output);
     let drops: Vec<&str> = t.drops.iter().map(|d| d.label()).collect();
-    let path = match (t.action, which) {
-        (1, _) => format!("parse -> drop ({})", drops.join(", ")),
-        (2, Attach::Port) => "parse -> pass to the host stack (the VPC pipeline, routing and encapsulation, is the next issue)".to_owned(),
-        (2, _) => "parse -> pass to the host stack".to_owned(),
-        _ => "parse -> other".to_owned(),
-    };
+    let path = describe(&frame, &t.output, t.action, &drops, target, on_link, which);
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "host": host, "interface": name, "ifindex": ifindex, "program": which.program(),
-                "packet": {"src_mac": fmt_mac(&src_mac), "dst_mac": dst_mac, "from": from.to_string(), "to": to.to_string(),
+                "packet": {"src_mac": fmt_mac(&src_mac), "dst_mac": fmt_mac(&dst_mac), "from": from.to_string(), "to": to.to_string(),
                            "proto": format!("{proto:?}").to_lowercase(), "sport": sport, "dport": dport, "bytes": frame.len()},
                 "port_known": entry.is_some(), "vni": entry.map(|e| e.vni),
                 "verdict": verdict, "path": path, "rewrites": rw, "drop_reasons": drops, "duration_ns": t.duration_ns,
@@ -262,12 +331,13 @@ fn trace(
         None => println!("port entry: none (not a configured port on this host)"),
     }
     println!(
-        "in:       {} -> {} {:?} {sport} -> {dport}, {} bytes, {} -> {dst_mac}",
+        "in:       {} -> {} {:?} {sport} -> {dport}, {} bytes, {} -> {}",
         from,
         to,
         proto,
         frame.len(),
-        fmt_mac(&src_mac)
+        fmt_mac(&src_mac),
+        fmt_mac(&dst_mac)
     );
     println!("path:     {path}");
     println!("verdict:  {verdict}");
@@ -525,7 +595,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 proto,
                 (sport, dport),
                 src_mac.as_deref(),
-                &dst_mac,
+                dst_mac.as_deref(),
             )?;
         }
         Cmd::Counters { pin_dir } => {
