@@ -804,7 +804,8 @@ mod tests {
                 .filter(|o| o.kind == kind)
                 .flat_map(|o| o.data.to_vec())
                 .collect();
-            packet.options().any(|o| o.kind == kind).then_some(data)
+            let found = packet.options().any(|o| o.kind == kind);
+            found.then_some(data)
         }
     }
 
