@@ -9,11 +9,11 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{fs, io, thread};
 
-use strato_controller::dhcp::{Lease, Server, Stats};
+use strato::dhcp::{Lease, Server, Stats};
 
 const BUSYBOX: &str = "/usr/bin/busybox";
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];

@@ -168,20 +168,21 @@ fn region_traffic_counters_faults_and_cleanup() {
                 .any(|i| i.name == "tapfnd0001-aa" && i.role == Role::Port && i.error.is_none())
         },
     );
-    // The VM resolves its gateway: ARP requests cross the port program.
+    // No port is configured for this tap: whatever the VM sends is dropped
+    // (denied by default) and counted against the tap as port_unknown.
     let _ = cloud
         .region
         .exec("vm-v1", &["ping", "-c2", "-W1", "-q", "10.0.0.1"]);
     cloud.wait_until(
-        "the port program counted the VM's ARP",
+        "the port program dropped the unconfigured VM's frames",
         Duration::from_secs(5),
         || {
             cloud
                 .host(c1)
                 .report
-                .interfaces
+                .drops
                 .iter()
-                .any(|i| i.name == "tapfnd0001-aa" && i.counters.arp >= 1)
+                .any(|d| d.interface == "tapfnd0001-aa" && d.reason == "port_unknown" && d.packets >= 1)
         },
     );
     cloud.region.vm_delete("v1").expect("vm delete");
