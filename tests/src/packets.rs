@@ -168,3 +168,145 @@ pub fn fix_ipv4_checksum(f: &mut [u8]) {
     let c = !(sum as u16);
     f[L3 + 10..L3 + 12].copy_from_slice(&c.to_be_bytes());
 }
+
+// ---------------------------------------------------------------------------
+// Frames with chosen addresses, for the VPC rows: what a VM sends, what a
+// remote host sends over the underlay. Built with etherparse (or byte by
+// byte for ARP and VXLAN, which etherparse 0.16 does not write), never with
+// the dataplane's own code.
+
+/// Offsets in an untagged Ethernet + IPv4 (no options) frame.
+pub const IP_TTL: usize = L3 + 8;
+pub const IP_FLAGS: usize = L3 + 6;
+
+/// Ethernet + IPv4 (DF set, TTL `ttl`) + UDP.
+#[allow(clippy::too_many_arguments)]
+pub fn udp4(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, ttl)
+        .udp(sport, dport);
+    write(|v| b.write(v, payload).expect("build ipv4/udp"))
+}
+
+/// Ethernet + IPv4 (DF set) + TCP SYN-less segment from port 40000 to `dport`.
+pub fn tcp4(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, ttl)
+        .tcp(40000, dport, 1, 65535);
+    write(|v| b.write(v, payload).expect("build ipv4/tcp"))
+}
+
+/// Ethernet + IPv4 (DF set) + ICMP echo request `id`/`seq`.
+#[allow(clippy::too_many_arguments)]
+pub fn ping4(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    id: u16,
+    seq: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, ttl)
+        .icmpv4_echo_request(id, seq);
+    write(|v| b.write(v, payload).expect("build ipv4/icmp"))
+}
+
+/// An Ethernet/IPv4 ARP packet (`op` 1 request, 2 reply).
+pub fn arp(
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    op: u16,
+    sha: [u8; 6],
+    spa: [u8; 4],
+    tha: [u8; 6],
+    tpa: [u8; 4],
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&eth_dst);
+    f.extend_from_slice(&eth_src);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa);
+    f.extend_from_slice(&tha);
+    f.extend_from_slice(&tpa);
+    f
+}
+
+/// A DHCP (BOOTP) message from `mac`, UDP 68 -> 67, `src` -> `dst` (0.0.0.0 ->
+/// 255.255.255.255 for a DISCOVER), message type option `msg_type`.
+pub fn dhcp(mac: [u8; 6], eth_dst: [u8; 6], src: [u8; 4], dst: [u8; 4], msg_type: u8) -> Vec<u8> {
+    let mut bootp = vec![0u8; 236];
+    bootp[0] = 1; // BOOTREQUEST
+    bootp[1] = 1; // Ethernet
+    bootp[2] = 6;
+    bootp[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    bootp[12..16].copy_from_slice(&src);
+    bootp[28..34].copy_from_slice(&mac);
+    bootp.extend_from_slice(&[99, 130, 83, 99]); // magic cookie
+    bootp.extend_from_slice(&[53, 1, msg_type, 255]);
+    let b = PacketBuilder::ethernet2(mac, eth_dst)
+        .ipv4(src, dst, 64)
+        .udp(68, 67);
+    write(|v| b.write(v, &bootp).expect("build dhcp"))
+}
+
+/// Sets or clears DF in an untagged IPv4 frame (checksum fixed).
+pub fn with_df(mut f: Vec<u8>, df: bool) -> Vec<u8> {
+    if df {
+        f[IP_FLAGS] |= 0x40;
+    } else {
+        f[IP_FLAGS] &= !0x40;
+    }
+    fix_ipv4_checksum(&mut f);
+    f
+}
+
+/// The 8-byte VXLAN header (RFC 7348) with `flags` (0x08: VNI valid).
+pub fn vxlan_header(flags: u8, vni: u32) -> [u8; 8] {
+    let v = vni.to_be_bytes();
+    [flags, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// A VXLAN packet on the underlay: Ethernet, IPv4 (TTL 64, DF clear), UDP
+/// `sport` -> 4789 (with a checksum, as some senders do), VXLAN, `inner`.
+#[allow(clippy::too_many_arguments)]
+pub fn vxlan(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    flags: u8,
+    vni: u32,
+    inner: &[u8],
+) -> Vec<u8> {
+    let mut payload = vxlan_header(flags, vni).to_vec();
+    payload.extend_from_slice(inner);
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .udp(sport, 4789);
+    let f = write(|v| b.write(v, &payload).expect("build vxlan"));
+    with_df(f, false)
+}

@@ -1,6 +1,8 @@
 //! Program tests for the parser every entry point starts with: well-formed
-//! frames pass unchanged and are classified; malformed and truncated frames
-//! are dropped with the precise reason; nothing crashes or slips through.
+//! frames pass unchanged on the uplink and are classified (on a port they
+//! are switched, answered or refused, each with its reason); malformed and
+//! truncated frames are dropped with the precise reason on both entry
+//! points; nothing crashes or slips through.
 //!
 //! Bad inputs tried: every truncation point of Ethernet+IPv4+TCP,
 //! Ethernet+IPv6+UDP, ARP and VLAN-tagged frames; IHL 0 and 4; IPv4 version
@@ -8,12 +10,59 @@
 //! the frame; IPv6 payload length past the frame; TCP data offset 0, 4 and
 //! past the segment; UDP length 0, 4 and past the payload; short ICMP; ARP
 //! with wrong lengths/types; three VLAN tags; IPv6 extension headers running
-//! past the payload, and nine of them; and 20,000 random mutations.
+//! past the payload, and nine of them; and 20,000 random mutations per
+//! entry point.
+//!
+//! Every test runs in its own test network (`ProgramTester::in_test_net`)
+//! with a small world: the frames' sender (`SRC_MAC`/`SRC4`) is the port on
+//! `tp1`, their destination (`DST_MAC`/`DST4`) the port on `tp2`, so the
+//! port program reaches its parser and beyond; uplink rows arrive on `up0`.
 
 use dataplane_common::DropReason::{self, *};
 use strato::dataplane::Attach;
-use strato_tests::packets::{self, L3, L4};
-use strato_tests::progtest::{Class, Expect, Fixture, ProgramTester, Verdict, TEST_IFINDEX};
+use strato_tests::packets::{self, DST4, DST_MAC, L3, L4, SRC4, SRC_MAC};
+use strato_tests::progtest::{
+    hex, Class, Expect, Fixture, Net, Port, ProgramTester, Router, Verdict, World, MIN_FRAME,
+    UNDERLAY_IP, UNDERLAY_NEXTHOP_MAC, UPLINK,
+};
+
+const GW_A: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0xfe];
+const GW_B: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0xfe];
+const B1_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x05];
+const B1: [u8; 4] = [10, 0, 1, 5];
+const B2_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 0x07];
+const B2: [u8; 4] = [10, 0, 1, 7];
+const REMOTE_HOST: [u8; 4] = [198, 18, 2, 2];
+
+/// Net a (VNI 100, 10.0.0.0/24: the two parser endpoints) and net b (VNI
+/// 101, 10.0.1.0/24: a port on tp3 and one on another host), joined by a
+/// router.
+fn world() -> World {
+    World::new()
+        .net(Net::new("a", 100).subnet("sa", "10.0.0.0/24", "10.0.0.254"))
+        .net(Net::new("b", 101).subnet("sb", "10.0.1.0/24", "10.0.1.254"))
+        .router(Router::new("r").interface("sa", GW_A).interface("sb", GW_B))
+        .port(Port::local("src", "a", "tp1", SRC_MAC, SRC4))
+        .port(Port::local("dst", "a", "tp2", DST_MAC, DST4))
+        .port(Port::local("b1", "b", "tp3", B1_MAC, B1))
+        .port(Port::remote("b2", "b", REMOTE_HOST, B2_MAC, B2))
+}
+
+fn tester() -> ProgramTester {
+    let mut t = ProgramTester::in_test_net();
+    t.install(&world());
+    t
+}
+
+/// A row's attach point and ingress: the uplink arrives on up0, a port on
+/// tp1 (the sender's tap).
+fn at(t: &ProgramTester, f: Fixture, attach: Attach) -> Fixture {
+    let i = match attach {
+        Attach::Port => t.ifindex("tp1"),
+        _ => t.ifindex(UPLINK),
+    };
+    f.on(attach).at(i)
+}
 
 fn pass(d: &str, f: Vec<u8>, c: Class) -> Fixture {
     Fixture::new(d, f, Expect::Pass(c))
@@ -375,123 +424,280 @@ fn truncations() -> Vec<Fixture> {
     rows
 }
 
-#[test]
-fn well_formed_frames_pass_unchanged_on_every_entry_point() {
-    let mut t = ProgramTester::new();
-    for attach in [Attach::Uplink, Attach::Port] {
-        for f in well_formed() {
-            t.check(&f.on(attach));
+/// What the port program does with each well-formed frame from the port
+/// on tp1 (all of them are addressed to the port on tp2).
+fn on_port(t: &ProgramTester, f: Fixture) -> Fixture {
+    let tagged = matches!(
+        u16::from_be_bytes([f.input[12], f.input[13]]),
+        0x8100 | 0x88a8
+    );
+    let f = at(t, f, Attach::Port);
+    match f.expect {
+        _ if tagged => Fixture {
+            expect: Expect::Drop(VlanOnPort),
+            ..f
+        },
+        Expect::Pass(Class::Ipv6) => Fixture {
+            expect: Expect::Drop(Ipv6Unsupported),
+            ..f
+        },
+        Expect::Pass(Class::Other) => Fixture {
+            expect: Expect::Drop(UnsupportedEthertype),
+            ..f
+        },
+        Expect::Pass(Class::Arp) => {
+            // who-has DST4 tell SRC4: answered for the port on tp2.
+            let mut reply = packets::arp(SRC_MAC, DST_MAC, 2, DST_MAC, DST4, SRC_MAC, SRC4);
+            reply.extend_from_slice(&f.input[reply.len()..]);
+            Fixture {
+                expect: Expect::Answer,
+                ..f
+            }
+            .output(reply)
         }
+        Expect::Pass(Class::Ipv4) => {
+            let to = t.ifindex("tp2");
+            Fixture {
+                expect: Expect::Forward,
+                ..f
+            }
+            .to(to)
+        }
+        other => panic!("not a well-formed row: {other:?}"),
+    }
+}
+
+#[test]
+fn well_formed_frames_pass_unchanged_on_the_uplink() {
+    let mut t = tester();
+    for f in well_formed() {
+        let f = at(&t, f, Attach::Uplink);
+        t.check(&f);
+    }
+}
+
+#[test]
+fn well_formed_frames_on_a_port_are_switched_answered_or_refused() {
+    let mut t = tester();
+    for f in well_formed() {
+        let f = on_port(&t, f);
+        t.check(&f);
     }
 }
 
 #[test]
 fn malformed_frames_are_dropped_with_their_reason() {
-    let mut t = ProgramTester::new();
+    let mut t = tester();
     for attach in [Attach::Uplink, Attach::Port] {
         for f in malformed() {
-            t.check(&f.on(attach));
+            let f = at(&t, f, attach);
+            t.check(&f);
         }
     }
 }
 
 #[test]
 fn every_truncation_point_is_dropped() {
-    let mut t = ProgramTester::new();
+    let mut t = tester();
     let rows = truncations();
     assert!(
         rows.len() > 200,
         "expected every cut of four frames, got {} rows",
         rows.len()
     );
-    for f in rows {
-        t.check(&f);
+    for attach in [Attach::Uplink, Attach::Port] {
+        for f in &rows {
+            let f = at(&t, f.clone(), attach);
+            t.check(&f);
+        }
     }
 }
 
+/// Frames of the world's own traffic, seeds for the port program's
+/// mutations: they reach the ARP responder, the gateway, routing, ICMP
+/// errors and encapsulation.
+fn port_seeds() -> Vec<Vec<u8>> {
+    let p = b"0123456789";
+    vec![
+        packets::ping4(SRC_MAC, GW_A, SRC4, [10, 0, 0, 254], 64, 1, 1, p),
+        packets::udp4(SRC_MAC, GW_A, SRC4, B1, 64, 1000, 2000, p),
+        packets::udp4(SRC_MAC, GW_A, SRC4, B2, 64, 1000, 2000, p),
+        packets::udp4(SRC_MAC, GW_A, SRC4, B1, 1, 1000, 2000, p),
+        packets::tcp4(SRC_MAC, GW_A, SRC4, [10, 9, 9, 9], 64, 80, p),
+        packets::dhcp(SRC_MAC, [0xff; 6], [0; 4], [255; 4], 1),
+        packets::arp(
+            [0xff; 6],
+            SRC_MAC,
+            1,
+            SRC_MAC,
+            SRC4,
+            [0; 6],
+            [10, 0, 0, 254],
+        ),
+    ]
+}
+
+/// VXLAN for this host, seeds for the uplink program's mutations.
+fn uplink_seeds() -> Vec<Vec<u8>> {
+    let p = b"0123456789";
+    let to_src = packets::udp4(DST_MAC, SRC_MAC, DST4, SRC4, 64, 1000, 2000, p);
+    let to_b1 = packets::udp4(GW_B, B1_MAC, SRC4, B1, 63, 1000, 2000, p);
+    let under = |vni, inner: &[u8]| {
+        packets::vxlan(
+            UNDERLAY_NEXTHOP_MAC,
+            [2, 0, 0, 0, 0, 9],
+            REMOTE_HOST,
+            UNDERLAY_IP,
+            50000,
+            0x08,
+            vni,
+            inner,
+        )
+    };
+    vec![under(100, &to_src), under(101, &to_b1)]
+}
+
 /// 20,000 deterministic random mutations (byte flips, truncation, length
-/// field corruption) of well-formed frames: the program always answers Pass
-/// (with the frame unchanged) or Drop (with exactly one reason counted).
+/// field corruption) of well-formed frames per entry point. Whatever the
+/// verdict, the run is accounted for exactly once: one frame received, one
+/// outcome counted (passed, forwarded, answered or dropped), at most one
+/// class, a drop with exactly one reason; a passed or dropped frame is
+/// unchanged; a decapsulated frame is the input without its outer headers.
 #[test]
 fn random_mutations_never_crash_or_corrupt() {
-    let mut t = ProgramTester::new();
-    let seeds: Vec<Vec<u8>> = well_formed().into_iter().map(|f| f.input).collect();
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let (mut passed, mut dropped) = (0, 0);
-    for i in 0..20_000 {
-        let mut f = seeds[(next() as usize) % seeds.len()].clone();
-        for _ in 0..(1 + next() % 4) {
-            match next() % 3 {
-                0 if !f.is_empty() => {
-                    let at = (next() as usize) % f.len();
-                    f[at] ^= (next() as u8) | 1;
+    let mut t = tester();
+    let mut seeds: Vec<Vec<u8>> = well_formed().into_iter().map(|f| f.input).collect();
+    let n_parser = seeds.len();
+    seeds.extend(port_seeds());
+    seeds.extend(uplink_seeds());
+    for attach in [Attach::Uplink, Attach::Port] {
+        let ingress = match attach {
+            Attach::Port => t.ifindex("tp1"),
+            _ => t.ifindex(UPLINK),
+        };
+        let counted_on = t.counted_on(attach, ingress);
+        let seeds: Vec<&Vec<u8>> = match attach {
+            Attach::Port => seeds[..seeds.len() - uplink_seeds().len()].iter().collect(),
+            _ => seeds[..n_parser]
+                .iter()
+                .chain(&seeds[seeds.len() - uplink_seeds().len()..])
+                .collect(),
+        };
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let (mut passed, mut forwarded, mut answered, mut dropped) = (0, 0, 0, 0);
+        for i in 0..20_000 {
+            let mut f = seeds[(next() as usize) % seeds.len()].clone();
+            for _ in 0..(1 + next() % 4) {
+                match next() % 3 {
+                    0 if !f.is_empty() => {
+                        let at = (next() as usize) % f.len();
+                        f[at] ^= (next() as u8) | 1;
+                    }
+                    1 => {
+                        let n = (next() as usize) % (f.len() + 1);
+                        f.truncate(n);
+                    }
+                    _ if f.len() > 20 => {
+                        // Corrupt a byte in the header area, where length fields live.
+                        let at = 12 + (next() as usize) % 50.min(f.len() - 12);
+                        f[at] = next() as u8;
+                    }
+                    _ => {}
                 }
-                1 => {
-                    let n = (next() as usize) % (f.len() + 1);
-                    f.truncate(n);
+            }
+            if f.len() < MIN_FRAME {
+                continue; // the kernel never hands these to XDP (see ProgramTester::check)
+            }
+            let o = t.run(attach, ingress, &f);
+            let what = || format!("{attach:?} mutation {i} ({})", hex(&f));
+            let s = o
+                .counters
+                .interfaces
+                .get(&counted_on)
+                .copied()
+                .unwrap_or_default();
+            assert_eq!(
+                o.counters.interfaces.len(),
+                1,
+                "{}: counters moved on {:?}",
+                what(),
+                o.counters.interfaces.keys()
+            );
+            assert_eq!(
+                (s.rx_packets, s.rx_bytes),
+                (1, f.len() as u64),
+                "{}: rx {s:?}",
+                what()
+            );
+            assert_eq!(
+                s.passed + s.forwarded + s.answered + s.dropped,
+                1,
+                "{}: outcome counters {s:?}",
+                what()
+            );
+            assert!(
+                s.ipv4 + s.ipv6 + s.arp + s.other <= 1,
+                "{}: class counters {s:?}",
+                what()
+            );
+            let reasons: Vec<_> = o.counters.drops.iter().collect();
+            if s.dropped == 1 {
+                assert!(
+                    reasons.len() == 1 && reasons[0].0 .0 == ingress && reasons[0].1.packets == 1,
+                    "{}: a drop counts one reason: {reasons:?}",
+                    what()
+                );
+            } else {
+                assert!(reasons.is_empty(), "{}: drops {reasons:?}", what());
+            }
+            match o.verdict {
+                Verdict::Pass => {
+                    assert_eq!(s.passed, 1, "{}: {s:?}", what());
+                    assert_eq!(o.output, f, "{}: passed frame was modified", what());
+                    passed += 1;
                 }
-                _ if f.len() > 20 => {
-                    // Corrupt a byte in the header area, where length fields live.
-                    let at = 12 + (next() as usize) % 50.min(f.len() - 12);
-                    f[at] = next() as u8;
+                Verdict::Drop => {
+                    assert_eq!(s.dropped, 1, "{}: {s:?}", what());
+                    assert_eq!(o.output, f, "{}: dropped frame was modified", what());
+                    dropped += 1;
                 }
-                _ => {}
+                Verdict::Redirect => {
+                    assert_eq!(s.passed, 0, "{}: {s:?}", what());
+                    if attach == Attach::Uplink {
+                        assert_eq!(s.forwarded, 1, "{}: {s:?}", what());
+                        assert_eq!(
+                            o.output,
+                            f[50..],
+                            "{}: decapsulated frame is not the inner frame",
+                            what()
+                        );
+                    }
+                    forwarded += s.forwarded;
+                    answered += s.answered;
+                    dropped += s.dropped;
+                }
+                v => panic!("{}: verdict {v:?}", what()),
             }
         }
-        if f.len() < strato_tests::progtest::MIN_FRAME {
-            continue; // the kernel never hands these to XDP (see ProgramTester::check)
-        }
-        let o = t.run(Attach::Uplink, &f);
-        let s = o
-            .counters
-            .interfaces
-            .get(&TEST_IFINDEX)
-            .copied()
-            .unwrap_or_default();
-        match o.verdict {
-            Verdict::Pass => {
-                assert_eq!(o.output, f, "mutation {i}: passed frame was modified");
-                assert_eq!(
-                    (s.passed, s.dropped),
-                    (1, 0),
-                    "mutation {i}: counters {s:?}"
-                );
-                assert_eq!(
-                    s.ipv4 + s.ipv6 + s.arp + s.other,
-                    1,
-                    "mutation {i}: class counters {s:?}"
-                );
-                passed += 1;
-            }
-            Verdict::Drop => {
-                assert_eq!(
-                    (s.passed, s.dropped),
-                    (0, 1),
-                    "mutation {i}: counters {s:?}"
-                );
-                assert_eq!(
-                    o.counters.drops.len(),
-                    1,
-                    "mutation {i}: drops {:?}",
-                    o.counters.drops
-                );
-                dropped += 1;
-            }
-            v => panic!(
-                "mutation {i}: verdict {v:?} for {}",
-                strato_tests::progtest::hex(&f)
+        eprintln!(
+            "{attach:?}: passed {passed}, forwarded {forwarded}, answered {answered}, dropped {dropped}"
+        );
+        // Every outcome must actually be exercised for the test to mean anything.
+        match attach {
+            Attach::Port => assert!(
+                passed > 20 && forwarded > 500 && answered > 100 && dropped > 1000,
+                "{attach:?}: passed {passed}, forwarded {forwarded}, answered {answered}, dropped {dropped}"
+            ),
+            _ => assert!(
+                passed > 1000 && dropped > 1000 && forwarded > 100,
+                "{attach:?}: passed {passed}, forwarded {forwarded}, dropped {dropped}"
             ),
         }
     }
-    // Both outcomes must actually be exercised for the test to mean anything.
-    assert!(
-        passed > 1000 && dropped > 1000,
-        "passed {passed}, dropped {dropped}"
-    );
 }
