@@ -416,9 +416,9 @@ impl Agent {
                 continue;
             };
             quiet_tap(&tap);
-            let error = match self.dp.attach(Attach::Port, &tap) {
+            let error = match self.dp.attach(Attach::PortTc, &tap) {
                 Ok(()) => {
-                    tracing::info!(iface = %tap, ifindex, program = Attach::Port.program(), "attached");
+                    tracing::info!(iface = %tap, ifindex, program = Attach::PortTc.program(), "attached");
                     None
                 }
                 Err(e) => Some(format!("{e:#}")),
@@ -485,7 +485,7 @@ impl Agent {
             let which = if role == Role::Uplink {
                 Attach::Uplink
             } else {
-                Attach::Port
+                Attach::PortTc
             };
             if role == Role::Port {
                 quiet_tap(name);

@@ -141,6 +141,12 @@ pub enum Attach {
     Port,
     /// The do-nothing reference program (benchmarks only; never attached).
     Floor,
+    /// The redirect-only ceiling (benchmarks only; never attached by agents).
+    Bare,
+    /// The VPC pipeline as a TC (clsact ingress) program: what agents
+    /// attach to VM ports (it keeps the VMs' offloads; `Port` is the same
+    /// logic at XDP, used by `stratoctl trace`, tests and benchmarks).
+    PortTc,
 }
 
 impl Attach {
@@ -149,6 +155,8 @@ impl Attach {
             Attach::Uplink => programs::UPLINK,
             Attach::Port => programs::PORT,
             Attach::Floor => programs::FLOOR,
+            Attach::Bare => programs::BARE,
+            Attach::PortTc => programs::PORT_TC,
         }
     }
 }
@@ -182,7 +190,12 @@ impl Dataplane {
             pin_dir: pin_dir.map(Path::to_owned),
             source: Box::new(e),
         })?;
-        for name in [programs::UPLINK, programs::PORT, programs::FLOOR] {
+        for name in [
+            programs::UPLINK,
+            programs::PORT,
+            programs::FLOOR,
+            programs::BARE,
+        ] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(DataplaneError::NoProgram { name })?
@@ -197,6 +210,8 @@ impl Dataplane {
             })?;
             if let Some(dir) = pin_dir {
                 // Pinned so that `stratoctl trace` can run the live program.
+                // (The XDP port program shares every map and all the logic
+                // of the TC one agents attach.)
                 let path = dir.join(format!("prog_{name}"));
                 let _ = std::fs::remove_file(&path);
                 prog.pin(&path).map_err(|e| DataplaneError::Pin {
@@ -204,6 +219,21 @@ impl Dataplane {
                     reason: e.to_string(),
                 })?;
             }
+        }
+        {
+            let name = programs::PORT_TC;
+            let prog: &mut aya::programs::SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(DataplaneError::NoProgram { name })?
+                .try_into()
+                .map_err(|e| DataplaneError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
+            prog.load().map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })?;
         }
         Ok(Dataplane {
             ebpf,
@@ -224,6 +254,9 @@ impl Dataplane {
     /// `<pin>/links/<iface>`: if one is already there (an earlier agent), the
     /// link is updated to this program atomically, so not a packet is lost.
     pub fn attach(&mut self, which: Attach, iface: &str) -> Result<(), DataplaneError> {
+        if which == Attach::PortTc {
+            return self.attach_port_tc(iface);
+        }
         let program = which.program();
         let link_pin = self.pin_dir.as_ref().map(|d| d.join("links").join(iface));
         let attach_err = |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
@@ -261,6 +294,102 @@ impl Dataplane {
             fd.pin(&pin).map_err(|e| attach_err(Box::new(e)))?;
         }
         Ok(())
+    }
+
+    /// Attaches the TC port program to `iface`'s clsact ingress (a TCX
+    /// link), pinned and adopted like the XDP links: a pinned link of an
+    /// earlier agent is pointed at this program atomically.
+    fn attach_port_tc(&mut self, iface: &str) -> Result<(), DataplaneError> {
+        use aya::programs::{tc::SchedClassifierLink, SchedClassifier, TcAttachType};
+        let name = programs::PORT_TC;
+        let link_pin = self.pin_dir.as_ref().map(|d| d.join("links").join(iface));
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
+            program: name,
+            iface: iface.to_owned(),
+            source: e,
+        };
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::NoProgram { name })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| err(Box::new(e)))?;
+        if let Some(pin) = &link_pin {
+            if pin.exists() {
+                let adopted = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                    let fd: FdLink = PinnedLink::from_pin(pin)?.into();
+                    let link = SchedClassifierLink::try_from(fd)?;
+                    let id = prog.attach_to_link(link)?;
+                    let owned = prog.take_link(id)?;
+                    let fd: FdLink = owned.try_into()?;
+                    drop(fd);
+                    Ok(())
+                })();
+                match adopted {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        tracing::info!(iface, pin = %pin.display(), error = %e, "cannot adopt pinned link; re-attaching");
+                        let _ = std::fs::remove_file(pin);
+                    }
+                }
+            }
+        }
+        let id = prog
+            .attach(iface, TcAttachType::Ingress)
+            .map_err(|e| err(Box::new(e)))?;
+        if let Some(pin) = link_pin {
+            let dir = pin.parent().expect("links dir");
+            std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+            let owned = prog.take_link(id).map_err(|e| err(Box::new(e)))?;
+            let fd: FdLink = owned
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| err(Box::new(e)))?;
+            fd.pin(&pin).map_err(|e| err(Box::new(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Benchmarks: attaches the TC (clsact ingress) redirect-only ceiling to
+    /// `iface` in this thread's network namespace (the link lives as long as
+    /// this instance).
+    pub fn attach_bare_tc(&mut self, iface: &str) -> Result<(), DataplaneError> {
+        use aya::programs::{tc, SchedClassifier, TcAttachType};
+        let name = programs::BARE_TC;
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
+            program: name,
+            iface: iface.to_owned(),
+            source: e,
+        };
+        // An existing clsact qdisc is fine.
+        let _ = tc::qdisc_add_clsact(iface);
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::NoProgram { name })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| err(Box::new(e)))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| err(Box::new(e)))?;
+        }
+        prog.attach(iface, TcAttachType::Ingress)
+            .map_err(|e| err(Box::new(e)))?;
+        Ok(())
+    }
+
+    /// Benchmarks: where the ceiling programs send frames arriving on `ifindex`.
+    pub fn set_bare(
+        &mut self,
+        ifindex: u32,
+        target: dataplane_common::BareTarget,
+    ) -> Result<(), DataplaneError> {
+        let mut m: BpfHashMap<&mut MapData, u32, dataplane_common::BareTarget> = self
+            .map_mut(maps::BARE)?
+            .try_into()
+            .map_err(map_err(maps::BARE))?;
+        m.insert(ifindex, target, 0).map_err(map_err(maps::BARE))
     }
 
     /// Detaches whatever this host pinned on `iface` (the port went away).

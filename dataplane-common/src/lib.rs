@@ -35,6 +35,9 @@ pub mod maps {
     pub const ALLOWED: &str = "ALLOWED";
     /// Array of one [`super::HostInfo`]: the host's underlay.
     pub const HOST: &str = "HOST";
+    /// Hash: ifindex -> [`super::BareTarget`], for the benchmark ceiling
+    /// programs only (never written by an agent).
+    pub const BARE: &str = "BARE";
     /// Capacity of [`PORTS`]: VM ports on one host.
     pub const PORTS_MAX: u32 = 4096;
     /// Capacity of [`IF_STATS`]: counter slots (ports and uplinks) per host.
@@ -60,11 +63,20 @@ pub const VXLAN_OVERHEAD: u16 = 14 + 20 + 8 + 8;
 pub mod programs {
     /// XDP program attached to a host's uplink (underlay NIC).
     pub const UPLINK: &str = "strato_uplink";
-    /// XDP program attached to a VM port (the host end of its veth "tap").
+    /// XDP program with the VM port pipeline (the host end of its veth
+    /// "tap"): used by `stratoctl trace`, tests and benchmarks.
     pub const PORT: &str = "strato_port";
+    /// The same pipeline as a TC (clsact ingress) program: what agents
+    /// attach to VM ports.
+    pub const PORT_TC: &str = "strato_port_tc";
     /// Reference program that only returns XDP_PASS: the floor benchmarks
     /// compare every path against. Never attached to an interface.
     pub const FLOOR: &str = "strato_floor";
+    /// Benchmark ceiling: XDP that only redirects (per `BARE`). Never
+    /// attached by an agent.
+    pub const BARE: &str = "strato_bare";
+    /// The same ceiling as a TC (clsact ingress) program.
+    pub const BARE_TC: &str = "strato_bare_tc";
 }
 
 /// Why the dataplane dropped a packet. One list, used by the kernel programs
@@ -386,6 +398,20 @@ pub struct AllowedMac {
     pub _pad: [u8; 2],
 }
 
+/// Value of `BARE`: where the ceiling programs send a frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BareTarget {
+    pub ifindex: u32,
+    /// `BARE_F_MACS`: rewrite the MACs.
+    pub flags: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+
+/// `BareTarget::flags`: rewrite destination and source MAC.
+pub const BARE_F_MACS: u32 = 1;
+
 /// Value of `HOST[0]`: the host's underlay.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -479,6 +505,7 @@ const _: () = assert!(core::mem::size_of::<VniInfo>() == 8);
 const _: () = assert!(core::mem::size_of::<AllowedKey>() == 8);
 const _: () = assert!(core::mem::size_of::<AllowedMac>() == 8);
 const _: () = assert!(core::mem::size_of::<HostInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<BareTarget>() == 20);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -509,6 +536,8 @@ mod pod {
     unsafe impl aya::Pod for super::AllowedMac {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::HostInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BareTarget {}
 }
 
 #[cfg(test)]

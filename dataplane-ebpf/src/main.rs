@@ -9,13 +9,19 @@
 #![no_std]
 #![no_main]
 
+mod bare;
 mod csum;
+mod ctx;
 mod maps;
 mod parse;
 mod stats;
 mod vpc;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 /// XDP on a host's uplink (the underlay NIC): VXLAN for this host is
 /// decapsulated and delivered to its port; the rest goes to the stack.
@@ -29,6 +35,15 @@ pub fn strato_uplink(ctx: XdpContext) -> u32 {
 /// XDP on a VM port (host end of the VM's veth): the VPC pipeline.
 #[xdp(frags)]
 pub fn strato_port(ctx: XdpContext) -> u32 {
+    vpc::port_ingress(&ctx) as u32
+}
+
+/// The same VPC pipeline at TC (clsact ingress of the port): what the agent
+/// attaches, because it keeps the VM's TSO/GSO and checksum offloads (see
+/// docs/benchmarks.md for XDP against TC on VM ports).
+#[classifier]
+pub fn strato_port_tc(ctx: TcContext) -> i32 {
+    ctx::tc_linearize(&ctx, 128);
     vpc::port_ingress(&ctx)
 }
 
@@ -36,6 +51,18 @@ pub fn strato_port(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn strato_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Benchmark ceiling: redirect only (see `bare`).
+#[xdp(frags)]
+pub fn strato_bare(ctx: XdpContext) -> u32 {
+    bare::xdp(&ctx)
+}
+
+/// Benchmark ceiling at TC (clsact ingress): redirect only.
+#[classifier]
+pub fn strato_bare_tc(ctx: TcContext) -> i32 {
+    bare::tc(&ctx)
 }
 
 #[cfg(not(test))]

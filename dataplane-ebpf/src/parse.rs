@@ -4,7 +4,7 @@
 //! malformed or truncated is an `Err(DropReason)`, never a half-parsed
 //! packet. All packet access goes through [`ptr_at`].
 
-use aya_ebpf::programs::XdpContext;
+use crate::ctx::Pkt;
 use dataplane_common::DropReason;
 
 pub const ETH_HLEN: usize = 14;
@@ -51,7 +51,7 @@ pub struct Parsed {
 /// Bounds-checked pointer to a `T` at `off` bytes into the frame's linear
 /// part, or `None` if it would run past `data_end`.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
+pub fn ptr_at<C: Pkt, T>(ctx: &C, off: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + off + core::mem::size_of::<T>() > end {
@@ -62,21 +62,21 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
 
 /// Mutable variant of [`ptr_at`].
 #[inline(always)]
-pub fn ptr_at_mut<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
-    ptr_at::<T>(ctx, off).map(|p| p as *mut T)
+pub fn ptr_at_mut<C: Pkt, T>(ctx: &C, off: usize) -> Option<*mut T> {
+    ptr_at::<C, T>(ctx, off).map(|p| p as *mut T)
 }
 
 #[inline(always)]
-fn be16_at(ctx: &XdpContext, off: usize) -> Option<u16> {
+fn be16_at<C: Pkt>(ctx: &C, off: usize) -> Option<u16> {
     // SAFETY: ptr_at checked both bytes lie inside the packet; unaligned read.
-    ptr_at::<[u8; 2]>(ctx, off).map(|p| u16::from_be_bytes(unsafe { *p }))
+    ptr_at::<C, [u8; 2]>(ctx, off).map(|p| u16::from_be_bytes(unsafe { *p }))
 }
 
 /// Parses the frame. `frame_len` is the whole frame (linear part and
 /// fragments); length fields are checked against it, headers must be in the
 /// linear part.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext, frame_len: u64) -> Result<Parsed, DropReason> {
+pub fn parse<C: Pkt>(ctx: &C, frame_len: u64) -> Result<Parsed, DropReason> {
     let mut ethertype = be16_at(ctx, 12).ok_or(DropReason::TruncatedEthernet)?;
     let mut off = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
@@ -105,9 +105,9 @@ pub fn parse(ctx: &XdpContext, frame_len: u64) -> Result<Parsed, DropReason> {
 }
 
 #[inline(always)]
-fn parse_arp(ctx: &XdpContext, off: usize) -> Result<Parsed, DropReason> {
+fn parse_arp<C: Pkt>(ctx: &C, off: usize) -> Result<Parsed, DropReason> {
     // Ethernet/IPv4 ARP is 28 bytes: htype, ptype, hlen, plen, oper, 2x(MAC, IP).
-    let p = ptr_at::<[u8; 28]>(ctx, off).ok_or(DropReason::TruncatedArp)?;
+    let p = ptr_at::<C, [u8; 28]>(ctx, off).ok_or(DropReason::TruncatedArp)?;
     // SAFETY: ptr_at checked the 28 bytes.
     let a = unsafe { &*p };
     let htype = u16::from_be_bytes([a[0], a[1]]);
@@ -124,8 +124,8 @@ fn parse_arp(ctx: &XdpContext, off: usize) -> Result<Parsed, DropReason> {
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, off: usize, avail: u64) -> Result<Parsed, DropReason> {
-    let p = ptr_at::<[u8; 20]>(ctx, off).ok_or(DropReason::TruncatedIpv4)?;
+fn parse_ipv4<C: Pkt>(ctx: &C, off: usize, avail: u64) -> Result<Parsed, DropReason> {
+    let p = ptr_at::<C, [u8; 20]>(ctx, off).ok_or(DropReason::TruncatedIpv4)?;
     // SAFETY: ptr_at checked the 20 bytes of the fixed header.
     let h = unsafe { &*p };
     if h[0] >> 4 != 4 {
@@ -140,7 +140,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, avail: u64) -> Result<Parsed, DropRe
         return Err(DropReason::BadIpv4TotalLength);
     }
     // Options must be readable from the linear part.
-    if ptr_at::<u8>(ctx, off + ihl - 1).is_none() {
+    if ptr_at::<C, u8>(ctx, off + ihl - 1).is_none() {
         return Err(DropReason::BadIpv4HeaderLength);
     }
     let frag = u16::from_be_bytes([h[6], h[7]]);
@@ -167,8 +167,8 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, avail: u64) -> Result<Parsed, DropRe
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, off: usize, avail: u64) -> Result<Parsed, DropReason> {
-    let p = ptr_at::<[u8; 40]>(ctx, off).ok_or(DropReason::TruncatedIpv6)?;
+fn parse_ipv6<C: Pkt>(ctx: &C, off: usize, avail: u64) -> Result<Parsed, DropReason> {
+    let p = ptr_at::<C, [u8; 40]>(ctx, off).ok_or(DropReason::TruncatedIpv6)?;
     // SAFETY: ptr_at checked the 40 bytes of the fixed header.
     let h = unsafe { &*p };
     if h[0] >> 4 != 6 {
@@ -193,7 +193,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, avail: u64) -> Result<Parsed, DropRe
         {
             break;
         }
-        let e = ptr_at::<[u8; 8]>(ctx, cur).ok_or(DropReason::TruncatedIpv6ExtHeader)?;
+        let e = ptr_at::<C, [u8; 8]>(ctx, cur).ok_or(DropReason::TruncatedIpv6ExtHeader)?;
         // SAFETY: ptr_at checked the 8 bytes every extension header has.
         let e = unsafe { &*e };
         let len = match next {
@@ -242,8 +242,8 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, avail: u64) -> Result<Parsed, DropRe
 /// `first_fragment`: only part of the datagram is here, so length fields that
 /// describe the whole datagram (UDP length) cannot be checked against `len`.
 #[inline(always)]
-fn check_l4(
-    ctx: &XdpContext,
+fn check_l4<C: Pkt>(
+    ctx: &C,
     proto: u8,
     off: usize,
     len: usize,
@@ -254,7 +254,7 @@ fn check_l4(
             if len < 20 {
                 return Err(DropReason::TruncatedTcp);
             }
-            let t = ptr_at::<[u8; 20]>(ctx, off).ok_or(DropReason::TruncatedTcp)?;
+            let t = ptr_at::<C, [u8; 20]>(ctx, off).ok_or(DropReason::TruncatedTcp)?;
             // SAFETY: ptr_at checked the 20 bytes of the fixed header.
             let doff = ((unsafe { (*t)[12] } >> 4) as usize) * 4;
             if doff < 20 || doff > len {
@@ -271,7 +271,7 @@ fn check_l4(
             }
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if len < 8 || ptr_at::<[u8; 8]>(ctx, off).is_none() {
+            if len < 8 || ptr_at::<C, [u8; 8]>(ctx, off).is_none() {
                 return Err(DropReason::TruncatedIcmp);
             }
         }

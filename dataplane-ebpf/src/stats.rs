@@ -6,10 +6,8 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::generated::bpf_xdp_get_buff_len,
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::XdpContext,
 };
 use dataplane_common::{maps, DropKey, DropReason, DropStats, IfStats};
 
@@ -21,13 +19,6 @@ static IF_STATS: PerCpuArray<IfStats> = PerCpuArray::with_max_entries(maps::IF_S
 #[map(name = "DROP_STATS")]
 static DROP_STATS: PerCpuHashMap<DropKey, DropStats> =
     PerCpuHashMap::with_max_entries(maps::DROP_STATS_MAX, 0);
-
-/// Whole frame length, including the fragments of a multi-buffer frame.
-#[inline(always)]
-pub fn frame_len(ctx: &XdpContext) -> u64 {
-    // SAFETY: ctx.ctx is the live xdp_md the kernel handed to this program.
-    unsafe { bpf_xdp_get_buff_len(ctx.ctx) }
-}
 
 /// The counters of one slot on this CPU, for the program's run.
 pub struct Slot(Option<*mut IfStats>);

@@ -14,10 +14,9 @@
 //! and MACs; the receiving host only delivers.
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup, xdp_action},
+    bindings::bpf_fib_lookup,
     helpers::generated::{
         bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_xdp_adjust_head,
-        bpf_xdp_adjust_tail,
     },
     programs::XdpContext,
 };
@@ -28,9 +27,10 @@ use dataplane_common::{
 
 use crate::{
     csum,
+    ctx::Pkt,
     maps::{allowed, endpoint, route, HOST, PORTS, VNIS},
     parse::{self, ptr_at, ptr_at_mut, ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_UDP, L3},
-    stats::{count_drop, frame_len, Outcome, Slot},
+    stats::{count_drop, Outcome, Slot},
 };
 
 /// What to do with a frame.
@@ -49,36 +49,36 @@ pub enum Verdict {
 }
 
 #[inline(always)]
-fn finish(ctx: &XdpContext, ifindex: u32, slot: &Slot, len: u64, v: Verdict) -> u32 {
+fn finish<C: Pkt>(ifindex: u32, slot: &Slot, len: u64, v: Verdict) -> i32 {
     match v {
         Verdict::Pass => {
             slot.outcome(Outcome::Passed);
-            xdp_action::XDP_PASS
+            C::PASS
         }
         Verdict::Drop(r) => {
             slot.outcome(Outcome::Dropped);
             count_drop(ifindex, len, r);
-            xdp_action::XDP_DROP
+            C::DROP
         }
         // Answers go back out of the ingress interface by redirect, not
         // XDP_TX: on a veth, XDP_TX only wakes the peer when the peer runs an
-        // XDP program itself (a VM does not), a redirect flushes it.
+        // XDP program itself (a VM does not), a redirect flushes it. At TC a
+        // redirect to the ingress device's egress reaches the VM.
         Verdict::Tx => {
             slot.outcome(Outcome::Answered);
             // SAFETY: plain helper call.
-            unsafe { bpf_redirect(ifindex, 0) as u32 }
+            unsafe { bpf_redirect(ifindex, 0) as i32 }
         }
         Verdict::TxError(r) => {
             slot.outcome(Outcome::Dropped);
             count_drop(ifindex, len, r);
             // SAFETY: plain helper call.
-            unsafe { bpf_redirect(ifindex, 0) as u32 }
+            unsafe { bpf_redirect(ifindex, 0) as i32 }
         }
         Verdict::Redirect(to) => {
             slot.outcome(Outcome::Forwarded);
-            let _ = ctx;
             // SAFETY: plain helper call; the kernel validates the ifindex.
-            unsafe { bpf_redirect(to, 0) as u32 }
+            unsafe { bpf_redirect(to, 0) as i32 }
         }
     }
 }
@@ -120,35 +120,23 @@ fn set_mac(b: &mut [u8; 14], off: usize, m: &[u8; 6]) {
     b[off + 5] = m[5];
 }
 
-/// XDP on a VM port.
+/// A frame from a VM, at either attach point of its port.
 #[inline(always)]
-pub fn port_ingress(ctx: &XdpContext) -> u32 {
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let len = frame_len(ctx);
+pub fn port_ingress<C: Pkt>(ctx: &C) -> i32 {
+    let ifindex = ctx.ingress_ifindex();
+    let len = ctx.len();
     // SAFETY: map values stay valid for the program's run.
     let Some(port) = (unsafe { PORTS.get(&ifindex) }) else {
         let slot = Slot::rx(0, len);
-        return finish(
-            ctx,
-            ifindex,
-            &slot,
-            len,
-            Verdict::Drop(DropReason::PortUnknown),
-        );
+        return finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::PortUnknown));
     };
     let slot = Slot::rx(port.slot, len);
     let v = port_pipeline(ctx, ifindex, port, len, &slot);
-    finish(ctx, ifindex, &slot, len, v)
+    finish::<C>(ifindex, &slot, len, v)
 }
 
 #[inline(always)]
-fn port_pipeline(
-    ctx: &XdpContext,
-    ifindex: u32,
-    port: &PortInfo,
-    len: u64,
-    slot: &Slot,
-) -> Verdict {
+fn port_pipeline<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, len: u64, slot: &Slot) -> Verdict {
     if port.flags & PORT_F_ADMIN_UP == 0 {
         return Verdict::Drop(DropReason::PortDown);
     }
@@ -192,10 +180,10 @@ fn source_allowed(
 /// ARP from a VM: requests for addresses on its network are answered here
 /// (the owner's MAC, or the router interface's); nothing is flooded.
 #[inline(always)]
-fn arp(ctx: &XdpContext, ifindex: u32, port: &PortInfo) -> Verdict {
+fn arp<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo) -> Verdict {
     let (Some(eth), Some(a)) = (
-        ptr_at_mut::<[u8; 14]>(ctx, 0),
-        ptr_at_mut::<[u8; 28]>(ctx, ETH_HLEN),
+        ptr_at_mut::<_, [u8; 14]>(ctx, 0),
+        ptr_at_mut::<_, [u8; 28]>(ctx, ETH_HLEN),
     ) else {
         return Verdict::Drop(DropReason::TruncatedArp);
     };
@@ -250,11 +238,11 @@ fn arp(ctx: &XdpContext, ifindex: u32, port: &PortInfo) -> Verdict {
 }
 
 #[inline(always)]
-fn is_dhcp_request(ctx: &XdpContext, l4_off: usize, l4_proto: u8) -> bool {
+fn is_dhcp_request<C: Pkt>(ctx: &C, l4_off: usize, l4_proto: u8) -> bool {
     if l4_proto != IPPROTO_UDP || l4_off == 0 {
         return false;
     }
-    match ptr_at::<[u8; 4]>(ctx, l4_off) {
+    match ptr_at::<_, [u8; 4]>(ctx, l4_off) {
         // SAFETY: bounds-checked.
         Some(p) => unsafe { (*p)[2] == 0 && (*p)[3] == 67 },
         None => false,
@@ -262,10 +250,10 @@ fn is_dhcp_request(ctx: &XdpContext, l4_off: usize, l4_proto: u8) -> bool {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto: u8) -> Verdict {
+fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto: u8) -> Verdict {
     let (Some(eth), Some(ip)) = (
-        ptr_at_mut::<[u8; 14]>(ctx, 0),
-        ptr_at_mut::<[u8; 20]>(ctx, ETH_HLEN),
+        ptr_at_mut::<_, [u8; 14]>(ctx, 0),
+        ptr_at_mut::<_, [u8; 20]>(ctx, ETH_HLEN),
     ) else {
         return Verdict::Drop(DropReason::TruncatedIpv4);
     };
@@ -291,7 +279,7 @@ fn ipv4(ctx: &XdpContext, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto
             Verdict::Drop(DropReason::FloodSuppressed)
         };
     }
-    let total = u16::from_be_bytes([ip[2], ip[3]]);
+    let total = wire_len(ctx, u16::from_be_bytes([ip[2], ip[3]]), l4_off, l4_proto);
     let routed = !mac_zero(&port.gw_mac) && mac_eq(&dst_mac, &port.gw_mac);
     if !routed {
         // Switched within the network: the destination must be an address
@@ -356,15 +344,34 @@ fn ipv4(ctx: &XdpContext, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto
     deliver(ctx, ep, flow_hash(ctx, ip, l4_off))
 }
 
+/// The IPv4 length each packet will have on the wire: the datagram's, or
+/// for a TSO/GSO aggregate (TC only) one segment's.
+#[inline(always)]
+fn wire_len<C: Pkt>(ctx: &C, total: u16, l4_off: usize, l4_proto: u8) -> u16 {
+    let gso = ctx.gso_size();
+    if gso == 0 || l4_off == 0 {
+        return total;
+    }
+    let l4_hdr = match l4_proto {
+        parse::IPPROTO_TCP => match ptr_at::<_, [u8; 13]>(ctx, l4_off) {
+            // SAFETY: bounds-checked.
+            Some(t) => ((unsafe { (*t)[12] } >> 4) as usize) * 4,
+            None => 20,
+        },
+        _ => 8,
+    };
+    (l4_off - ETH_HLEN + l4_hdr + gso as usize) as u16
+}
+
 /// Entropy for the outer UDP source port: addresses and, when present, the
 /// L4 ports of the inner packet.
 #[inline(always)]
-fn flow_hash(ctx: &XdpContext, ip: &[u8; 20], l4_off: usize) -> u32 {
+fn flow_hash<C: Pkt>(ctx: &C, ip: &[u8; 20], l4_off: usize) -> u32 {
     let mut h = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]])
         ^ u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]).rotate_left(16)
         ^ ip[9] as u32;
     if l4_off != 0 {
-        if let Some(p) = ptr_at::<[u8; 4]>(ctx, l4_off) {
+        if let Some(p) = ptr_at::<_, [u8; 4]>(ctx, l4_off) {
             // SAFETY: bounds-checked.
             h ^= u32::from_ne_bytes(unsafe { *p });
         }
@@ -375,7 +382,7 @@ fn flow_hash(ctx: &XdpContext, ip: &[u8; 20], l4_off: usize) -> u32 {
 }
 
 #[inline(always)]
-fn deliver(ctx: &XdpContext, ep: &Endpoint, hash: u32) -> Verdict {
+fn deliver<C: Pkt>(ctx: &C, ep: &Endpoint, hash: u32) -> Verdict {
     if ep.kind == EP_LOCAL {
         return Verdict::Redirect(ep.ifindex);
     }
@@ -403,26 +410,37 @@ const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 /// from the kernel's FIB and neighbour table (`bpf_fib_lookup`). On error the
 /// frame is unchanged.
 #[inline(always)]
-fn encap(ctx: &XdpContext, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32, DropReason> {
+fn encap<C: Pkt>(ctx: &C, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32, DropReason> {
     let Some(host) = HOST.get(0) else {
         return Err(DropReason::NoUnderlay);
     };
     if u32::from_ne_bytes(host.underlay_ip) == 0 {
         return Err(DropReason::NoUnderlay);
     }
-    let inner = frame_len(ctx) as u32;
+    let inner = ctx.len() as u32;
     let outer_ip_len = inner + (VXLAN_OVERHEAD as u32 - ETH_HLEN as u32);
+    let Some(eth) = ptr_at::<_, [u8; 14]>(ctx, 0) else {
+        return Err(DropReason::TruncatedEthernet);
+    };
+    // SAFETY: bounds-checked; copied before the frame is resized.
+    let inner_eth = unsafe { *eth };
     // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
     let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
     fib.ifindex = host.uplink_ifindex;
-    fib.__bindgen_anon_1.tot_len = outer_ip_len as u16;
+    // A GSO aggregate is checked segment by segment (by the caller against
+    // the overlay MTU); the FIB only checks plain frames.
+    fib.__bindgen_anon_1.tot_len = if ctx.gso_size() == 0 {
+        outer_ip_len as u16
+    } else {
+        0
+    };
     fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(host.underlay_ip);
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(underlay);
     // SAFETY: fib is a live, correctly sized request; ctx is the program's context.
     let rc = unsafe {
         fib_lookup(
-            ctx.ctx as *mut _,
+            ctx.raw(),
             &mut fib,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
             BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_OUTPUT,
@@ -434,15 +452,20 @@ fn encap(ctx: &XdpContext, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32
         BPF_FIB_LKUP_RET_FRAG_NEEDED => return Err(DropReason::TooBig),
         _ => return Err(DropReason::UnderlayUnreachable),
     }
-    // SAFETY: growing the head; the kernel checks the headroom.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VXLAN_OVERHEAD as i32)) } != 0 {
+    // Room for outer IPv4/UDP/VXLAN and the inner Ethernet header.
+    if !ctx.grow_l3(VXLAN_OVERHEAD as u32, true) {
         return Err(DropReason::AdjustFailed);
     }
-    let Some(h) = ptr_at_mut::<[u8; 50]>(ctx, 0) else {
+    let Some(h) = ptr_at_mut::<_, [u8; 64]>(ctx, 0) else {
         return Err(DropReason::AdjustFailed);
     };
     // SAFETY: bounds-checked after the adjustment.
     let h = unsafe { &mut *h };
+    let mut i = 0;
+    while i < 14 {
+        h[50 + i] = inner_eth[i];
+        i += 1;
+    }
     let mut i = 0;
     while i < 6 {
         h[i] = fib.dmac[i];
@@ -501,14 +524,14 @@ fn encap(ctx: &XdpContext, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32
 /// Echo replies from any router interface address of the VPC; anything else
 /// addressed to a router interface is dropped.
 #[inline(always)]
-fn gateway_ping(ctx: &XdpContext, l4_off: usize, l4_proto: u8) -> Verdict {
+fn gateway_ping<C: Pkt>(ctx: &C, l4_off: usize, l4_proto: u8) -> Verdict {
     if l4_proto != IPPROTO_ICMP || l4_off == 0 {
         return Verdict::Drop(DropReason::NotForGateway);
     }
     let (Some(eth), Some(ip), Some(icmp)) = (
-        ptr_at_mut::<[u8; 14]>(ctx, 0),
-        ptr_at_mut::<[u8; 20]>(ctx, ETH_HLEN),
-        ptr_at_mut::<[u8; 4]>(ctx, l4_off),
+        ptr_at_mut::<_, [u8; 14]>(ctx, 0),
+        ptr_at_mut::<_, [u8; 20]>(ctx, ETH_HLEN),
+        ptr_at_mut::<_, [u8; 4]>(ctx, l4_off),
     ) else {
         return Verdict::Drop(DropReason::TruncatedIcmp);
     };
@@ -545,26 +568,48 @@ fn gateway_ping(ctx: &XdpContext, l4_off: usize, l4_proto: u8) -> Verdict {
 }
 
 /// Answers the frame with an ICMP error from the port's gateway (RFC 792/
-/// 1812: the original IP header and 8 bytes of its payload), and counts the
-/// original as dropped with `reason`. Needs a router on the port's network
-/// and an original without IP options; otherwise only drops.
+/// 1812: the original IP header and at least 8 bytes of its payload), and
+/// counts the original as dropped with `reason`. Quotes 20 payload bytes
+/// when the original has them: an sk_buff whose TCP checksum is still to be
+/// filled in cannot be cut before that field. Needs a router on the port's
+/// network and an original without IP options; otherwise only drops.
 #[inline(always)]
-fn icmp_error(
-    ctx: &XdpContext,
+fn icmp_error<C: Pkt>(
+    ctx: &C,
     port: &PortInfo,
     ty: u8,
     code: u8,
     mtu: u16,
     reason: DropReason,
 ) -> Verdict {
-    const QUOTE: usize = 28; // original IPv4 header (no options) + 8 bytes
+    match ptr_at::<_, [u8; 4]>(ctx, ETH_HLEN) {
+        // SAFETY: bounds-checked.
+        Some(ip) if u16::from_be_bytes(unsafe { [(*ip)[2], (*ip)[3]] }) >= 40 => {
+            icmp_error_quoting::<C, 40, { ETH_HLEN + 28 + 40 }>(ctx, port, ty, code, mtu, reason)
+        }
+        _ => icmp_error_quoting::<C, 28, { ETH_HLEN + 28 + 28 }>(ctx, port, ty, code, mtu, reason),
+    }
+}
+
+#[inline(always)]
+fn icmp_error_quoting<C: Pkt, const QUOTE: usize, const TOTAL: usize>(
+    ctx: &C,
+    port: &PortInfo,
+    ty: u8,
+    code: u8,
+    mtu: u16,
+    reason: DropReason,
+) -> Verdict {
     const NEW: usize = ETH_HLEN + 20 + 8;
-    {
-        let Some(ip) = ptr_at::<[u8; QUOTE]>(ctx, ETH_HLEN) else {
+    let (vm_mac, vm_ip) = {
+        let (Some(eth), Some(ip)) = (
+            ptr_at::<_, [u8; 14]>(ctx, 0),
+            ptr_at::<_, [u8; QUOTE]>(ctx, ETH_HLEN),
+        ) else {
             return Verdict::Drop(reason);
         };
         // SAFETY: bounds-checked.
-        let ip = unsafe { &*ip };
+        let (eth, ip) = unsafe { (&*eth, &*ip) };
         // Never answer an ICMP error with one (RFC 1122), nor fragments
         // after the first.
         if ip[0] != 0x45
@@ -575,34 +620,18 @@ fn icmp_error(
         {
             return Verdict::Drop(reason);
         }
-    }
-    let len = frame_len(ctx) as i32;
-    // SAFETY: growing the head; the kernel checks the headroom.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((NEW - ETH_HLEN) as i32)) } != 0 {
+        (mac_at(eth, 6), [ip[12], ip[13], ip[14], ip[15]])
+    };
+    // Room for the new IPv4 and ICMP headers in front of the original IPv4
+    // header, then cut what follows its first 8 payload bytes.
+    if !ctx.grow_l3((NEW - ETH_HLEN) as u32, false) || !ctx.truncate(TOTAL as u32) {
         return Verdict::Drop(DropReason::AdjustFailed);
     }
-    let keep = (NEW + QUOTE) as i32;
-    let grown = len + (NEW - ETH_HLEN) as i32;
-    // SAFETY: shrinking the tail to the ICMP error's size.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, keep - grown) } != 0 {
-        return Verdict::Drop(DropReason::AdjustFailed);
-    }
-    let Some(h) = ptr_at_mut::<[u8; NEW + QUOTE]>(ctx, 0) else {
+    let Some(h) = ptr_at_mut::<_, [u8; TOTAL]>(ctx, 0) else {
         return Verdict::Drop(DropReason::AdjustFailed);
     };
     // SAFETY: bounds-checked after both adjustments.
     let h = unsafe { &mut *h };
-    // The original Ethernet header is now at NEW - ETH_HLEN .. NEW.
-    let orig_eth = NEW - ETH_HLEN;
-    let vm_mac = [
-        h[orig_eth + 6],
-        h[orig_eth + 7],
-        h[orig_eth + 8],
-        h[orig_eth + 9],
-        h[orig_eth + 10],
-        h[orig_eth + 11],
-    ];
-    let vm_ip = [h[NEW + 12], h[NEW + 13], h[NEW + 14], h[NEW + 15]];
     let mut i = 0;
     while i < 6 {
         h[i] = vm_mac[i];
@@ -674,8 +703,8 @@ fn icmp_error(
 /// the destination port; all other traffic goes to the stack.
 #[inline(always)]
 pub fn uplink_ingress(ctx: &XdpContext) -> u32 {
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let len = frame_len(ctx);
+    let ifindex = Pkt::ingress_ifindex(ctx);
+    let len = Pkt::len(ctx);
     let host = HOST.get(0);
     let slot = Slot::rx(host.map(|h| h.uplink_slot).unwrap_or(0), len);
     let v = match parse::parse(ctx, len) {
@@ -690,15 +719,15 @@ pub fn uplink_ingress(ctx: &XdpContext) -> u32 {
             }
         }
     };
-    finish(ctx, ifindex, &slot, len, v)
+    finish::<XdpContext>(ifindex, &slot, len, v) as u32
 }
 
 #[inline(always)]
 fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) -> Verdict {
-    let Some(ip) = ptr_at::<[u8; 20]>(ctx, l3_off) else {
+    let Some(ip) = ptr_at::<_, [u8; 20]>(ctx, l3_off) else {
         return Verdict::Pass;
     };
-    let Some(udp) = ptr_at::<[u8; 8]>(ctx, l4_off) else {
+    let Some(udp) = ptr_at::<_, [u8; 8]>(ctx, l4_off) else {
         return Verdict::Pass;
     };
     // SAFETY: both bounds-checked.
@@ -714,8 +743,8 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
     }
     let off = VXLAN_OVERHEAD as usize;
     let (Some(vx), Some(inner)) = (
-        ptr_at::<[u8; 8]>(ctx, off - 8),
-        ptr_at::<[u8; 34]>(ctx, off),
+        ptr_at::<_, [u8; 8]>(ctx, off - 8),
+        ptr_at::<_, [u8; 34]>(ctx, off),
     ) else {
         return Verdict::Drop(DropReason::BadVxlan);
     };

@@ -31,24 +31,26 @@ pub const BPF_DIR: &str = "/sys/fs/bpf/strato";
 /// How long `down` waits after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
-/// `ethtool -K eth0` in every VM. An XDP program on the host end of the VM's
-/// veth (the tap) sees each frame the VM sends as one `xdp_buff`, without
-/// the GSO segment size: with TSO/GSO on, a VM's TCP stream would reach it
-/// as 64 KB super-frames that it could neither check against the overlay MTU
-/// nor encapsulate. With them off the VM's stack segments in software and
-/// every frame on the tap is at most the VM's MTU. Transmit checksum offload
-/// is off too: a frame redirected by XDP leaves the skb behind, so a
-/// checksum the VM left for the "hardware" to fill in would arrive at the
-/// other VM unfilled (TCP and UDP would be dropped as corrupt). GRO stays
-/// on: it enables NAPI on the VM end, which a frame that the dataplane
-/// XDP_REDIRECTs into the tap needs to be delivered.
-const VM_OFFLOADS: &[&str] = &["gro", "on", "tx", "off", "tso", "off", "gso", "off"];
+/// `ethtool -K eth0` in every VM. VMs keep their TSO/GSO and checksum
+/// offloads (virtio VMs have them): the dataplane's port program runs at TC,
+/// where the kernel still knows segment sizes and pending checksums. GRO is
+/// on: it enables NAPI on the VM end, which a frame that the uplink's XDP
+/// program redirects into the tap needs to be delivered.
+const VM_OFFLOADS: &[&str] = &["gro", "on"];
 
-/// The other segmentation offloads a veth has; `tso off gso off` leaves them
-/// on, and a UDP_SEGMENT (UDP GSO) socket or a tunnel inside the VM would
-/// still pass frames larger than the MTU to the tap. A separate `ethtool`
-/// run, so an ethtool that does not know a name cannot undo the above.
-const VM_SEGMENTATION_OFF: &[&str] = &[
+/// `ethtool -K eth0` on every host's uplink, like a NIC without tunnel
+/// offloads: a VM's TSO/GSO aggregate that the port program encapsulates
+/// (as a UDP tunnel GSO packet) is segmented, and its pending checksums are
+/// filled in, before it leaves the host. Otherwise the veth would carry the
+/// aggregate through the fabric (which no wire does) and the receiving
+/// host's XDP program would see one 64 KB frame with its checksums unfilled.
+const UPLINK_OFFLOADS: &[&str] = &["gro", "on", "tx", "off", "tso", "off", "gso", "off"];
+
+/// The other segmentation offloads a veth has (on the uplink): `tso off gso
+/// off` leaves them on, and UDP tunnel GSO in particular would pass an
+/// encapsulated aggregate through unsegmented. A separate `ethtool` run, so
+/// an ethtool that does not know a name cannot undo the above.
+const UPLINK_SEGMENTATION_OFF: &[&str] = &[
     "tx-udp-segmentation",
     "off",
     "tx-sctp-segmentation",
@@ -374,11 +376,21 @@ impl Region {
             ip::batch(Some(&node.netns), &lines, false)?;
         }
         let mut offload_warnings = 0;
+        let uplinks: Vec<(&str, &str)> = plan
+            .hosts
+            .iter()
+            .map(|h| (h.netns.as_str(), h.uplink.as_str()))
+            .collect();
         for (ns, devs) in gro_targets(&plan) {
-            let runs: Vec<(&str, &[&str])> = devs
-                .iter()
-                .map(|d| (d.as_str(), &["gro", "on"][..]))
-                .collect();
+            let mut runs: Vec<(&str, &[&str])> = Vec::new();
+            for d in &devs {
+                if uplinks.contains(&(ns.as_str(), d.as_str())) {
+                    runs.push((d.as_str(), UPLINK_OFFLOADS));
+                    runs.push((d.as_str(), UPLINK_SEGMENTATION_OFF));
+                } else {
+                    runs.push((d.as_str(), &["gro", "on"][..]));
+                }
+            }
             for (command, reason) in ethtool(&ns, &runs)? {
                 offload_warnings += 1;
                 tracing::warn!(netns = %ns, %command, %reason, "ethtool failed; frames XDP_REDIRECTed towards this interface may not be delivered");
@@ -837,10 +849,7 @@ impl Region {
         let (host_lines, guest_lines) = Self::vm_lines(vm);
         ip::batch(Some(host_ns), &host_lines, false)?;
         ip::batch(Some(&vm.netns), &guest_lines, false)?;
-        for (command, reason) in ethtool(
-            &vm.netns,
-            &[("eth0", VM_OFFLOADS), ("eth0", VM_SEGMENTATION_OFF)],
-        )? {
+        for (command, reason) in ethtool(&vm.netns, &[("eth0", VM_OFFLOADS)])? {
             tracing::warn!(
                 netns = %vm.netns,
                 %command,

@@ -776,6 +776,19 @@ fn vm_dhcp_client_and_offloads() {
         let f = features(&region, node, dev);
         assert!(has(&f, "generic-receive-offload: on"), "{node} {dev}:\n{f}");
     }
+    // Hosts' uplinks segment and checksum in software, like a NIC without
+    // tunnel offloads.
+    for node in ["az1-c1", "az2-gw1"] {
+        let f = features(&region, node, "eth0");
+        for want in [
+            "tx-checksumming: off",
+            "tcp-segmentation-offload: off",
+            "generic-segmentation-offload: off",
+            "tx-udp_tnl-segmentation: off",
+        ] {
+            assert!(has(&f, want), "{node} eth0 lacks {want:?}:\n{f}");
+        }
+    }
 
     // A VM without an address runs a DHCP client.
     let vm = region
@@ -783,12 +796,11 @@ fn vm_dhcp_client_and_offloads() {
         .expect("dhcp vm");
     assert!(vm.dhcp && vm.addr.is_none(), "{vm:?}");
     let f = features(&region, "d1", "eth0");
+    // VMs keep their offloads (the port program runs at TC); GRO for NAPI.
     for want in [
         "generic-receive-offload: on",
-        "tcp-segmentation-offload: off",
-        "generic-segmentation-offload: off",
-        "tx-udp-segmentation: off",
-        "tx-gso-list: off",
+        "tcp-segmentation-offload: on",
+        "tx-checksumming: on",
     ] {
         assert!(has(&f, want), "VM eth0 lacks {want:?}:\n{f}");
     }

@@ -378,6 +378,12 @@ fn main() -> anyhow::Result<()> {
     )?;
     program_benchmarks(&args, &mut out)?;
     if !args.skip_netns {
+        strato_tests::benchvpc::run(
+            &strato_tests::benchvpc::Options {
+                seconds: args.seconds,
+            },
+            &mut out,
+        )?;
         linux_baseline(&args, &mut out)?;
     }
     if !args.skip_cp {

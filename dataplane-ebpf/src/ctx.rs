@@ -1,0 +1,154 @@
+//! What the pipeline needs from a packet context, for both attach points:
+//! XDP (`XdpContext`, an xdp_buff) and TC (`TcContext`, an sk_buff). The
+//! logic is written once against [`Pkt`]; only resizing and the verdict
+//! codes differ.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_OK, TC_ACT_SHOT,
+    },
+    cty::c_void,
+    helpers::generated::{
+        bpf_skb_change_tail, bpf_skb_pull_data, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_get_buff_len,
+    },
+    programs::{TcContext, XdpContext},
+    EbpfContext,
+};
+
+pub trait Pkt {
+    /// Verdict: continue into the kernel stack.
+    const PASS: i32;
+    /// Verdict: drop.
+    const DROP: i32;
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Whole frame length (linear part and fragments).
+    fn len(&self) -> u64;
+    fn ingress_ifindex(&self) -> u32;
+    /// The raw context, for helpers that take either kind.
+    fn raw(&self) -> *mut c_void;
+    /// Inserts `n` bytes after the Ethernet header. Afterwards the first
+    /// `14 + n` bytes are unspecified: the caller writes all of them.
+    /// `encap`: the new bytes are IPv4/UDP tunnel headers plus an inner
+    /// Ethernet header (so GSO packets are segmented as a tunnel).
+    fn grow_l3(&self, n: u32, encap: bool) -> bool;
+    /// Cuts the frame to `len` bytes.
+    fn truncate(&self, len: u32) -> bool;
+    /// GSO segment size of a TSO/GSO aggregate (0: a plain frame).
+    fn gso_size(&self) -> u32;
+}
+
+impl Pkt for XdpContext {
+    const PASS: i32 = xdp_action::XDP_PASS as i32;
+    const DROP: i32 = xdp_action::XDP_DROP as i32;
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn len(&self) -> u64 {
+        // SAFETY: self.ctx is the live xdp_md.
+        unsafe { bpf_xdp_get_buff_len(self.ctx) }
+    }
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        XdpContext::ingress_ifindex(self) as u32
+    }
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.ctx as *mut c_void
+    }
+    #[inline(always)]
+    fn grow_l3(&self, n: u32, _encap: bool) -> bool {
+        // Growing the head: the old Ethernet header ends up at n..n+14,
+        // inside the bytes the caller rewrites.
+        // SAFETY: the kernel checks the headroom.
+        unsafe { bpf_xdp_adjust_head(self.ctx, -(n as i32)) == 0 }
+    }
+    #[inline(always)]
+    fn truncate(&self, len: u32) -> bool {
+        let cur = self.len() as i64;
+        // SAFETY: shrinking only; the kernel checks the bounds.
+        unsafe { bpf_xdp_adjust_tail(self.ctx, (len as i64 - cur) as i32) == 0 }
+    }
+    #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        0
+    }
+}
+
+/// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: the inner L2 header's length.
+const fn adj_room_encap_l2(len: u64) -> u64 {
+    (len & 0xff) << 56
+}
+
+impl Pkt for TcContext {
+    const PASS: i32 = TC_ACT_OK;
+    const DROP: i32 = TC_ACT_SHOT;
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn len(&self) -> u64 {
+        TcContext::len(self) as u64
+    }
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: the live __sk_buff; on clsact ingress `ifindex` is the
+        // device the packet arrived on.
+        unsafe { (*self.skb.skb).ifindex }
+    }
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.as_ptr()
+    }
+    #[inline(always)]
+    fn grow_l3(&self, n: u32, encap: bool) -> bool {
+        let flags = if encap {
+            (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+                | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
+                | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
+                | adj_room_encap_l2(14)
+        } else {
+            0
+        };
+        self.skb
+            .adjust_room(n as i32, BPF_ADJ_ROOM_MAC, flags)
+            .is_ok()
+    }
+    #[inline(always)]
+    fn truncate(&self, len: u32) -> bool {
+        // SAFETY: the live __sk_buff.
+        unsafe { bpf_skb_change_tail(self.skb.skb, len, 0) == 0 }
+    }
+    #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        // SAFETY: the live __sk_buff.
+        unsafe { (*self.skb.skb).gso_size }
+    }
+}
+
+/// Makes the first `want` bytes of an sk_buff directly readable (headers
+/// of a non-linear skb may sit in its fragments).
+#[inline(always)]
+pub fn tc_linearize(ctx: &TcContext, want: u32) {
+    let len = ctx.len();
+    let want = if len < want { len } else { want };
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        // SAFETY: the live __sk_buff.
+        unsafe {
+            let _ = bpf_skb_pull_data(ctx.skb.skb, want);
+        }
+    }
+}
