@@ -254,11 +254,26 @@ impl Dataplane {
     /// `<pin>/links/<iface>`: if one is already there (an earlier agent), the
     /// link is updated to this program atomically, so not a packet is lost.
     pub fn attach(&mut self, which: Attach, iface: &str) -> Result<(), DataplaneError> {
+        self.attach_inner(which, iface, true)
+    }
+
+    /// Attaches an XDP entry point without pinning the link: it lasts as
+    /// long as this instance (benchmarks run the XDP port program over an
+    /// agent's pinned maps this way).
+    pub fn attach_transient(&mut self, which: Attach, iface: &str) -> Result<(), DataplaneError> {
+        self.attach_inner(which, iface, false)
+    }
+
+    fn attach_inner(&mut self, which: Attach, iface: &str, pin: bool) -> Result<(), DataplaneError> {
         if which == Attach::PortTc {
             return self.attach_port_tc(iface);
         }
         let program = which.program();
-        let link_pin = self.pin_dir.as_ref().map(|d| d.join("links").join(iface));
+        let link_pin = self
+            .pin_dir
+            .as_ref()
+            .filter(|_| pin)
+            .map(|d| d.join("links").join(iface));
         let attach_err = |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
             program,
             iface: iface.to_owned(),

@@ -12,8 +12,8 @@
 //! sender; the receiver drops them in nftables before any socket), and one
 //! iperf3 TCP stream's Gbit/s. XDP cannot see the segment size of TSO/GSO
 //! frames nor fill in offloaded checksums, so VMs on XDP paths run with
-//! those offloads off (the harness default); Linux and TC are measured both
-//! ways.
+//! those offloads off; VMs have them on by default (Strato attaches its
+//! port program at TC); Linux and TC are measured both ways.
 
 use std::{fmt::Write as _, net::Ipv4Addr, sync::mpsc, time::Duration};
 
@@ -297,6 +297,14 @@ fn strato_vm(
     Ok((ip, pid))
 }
 
+fn hosts_named(region: &Region, name: &str) -> anyhow::Result<netns_harness::Host> {
+    region
+        .hosts()
+        .into_iter()
+        .find(|h| h.name == name)
+        .with_context(|| format!("no host {name}"))
+}
+
 /// Runs every path and writes the tables.
 pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     eprintln!("bench: VM to VM: bringing up the default region with a controller and agents");
@@ -309,7 +317,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     let admin = cloud.admin();
     let api = cloud.tenant("bench");
     let (nets, _router) = vpc(&api);
-    let (ip_a, _) = strato_vm(&cloud, &admin, &api, &nets[0], "sa", "az1-c1")?;
+    let (ip_a, port_a) = strato_vm(&cloud, &admin, &api, &nets[0], "sa", "az1-c1")?;
     let (ip_b, port_b) = strato_vm(&cloud, &admin, &api, &nets[1], "sb", "az1-c1")?;
     let (ip_c, port_c) = strato_vm(&cloud, &admin, &api, &nets[1], "sc", "az1-c2")?;
     for p in [&port_b, &port_c] {
@@ -344,17 +352,41 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
             .to_owned()
     };
     eprintln!("bench: Strato VPC, same host (routed)");
-    rows.push((
-        "same host",
-        "Strato VPC (XDP, routed)",
-        measure(region, ("sa", &ip_a), ("sb", &ip_b), &gw_mac, s)?,
-    ));
+    let same = measure(region, ("sa", &ip_a), ("sb", &ip_b), &gw_mac, s)?;
+    rows.push(("same host", "Strato VPC (TC port, routed)", same));
     eprintln!("bench: Strato VPC, two hosts (routed + VXLAN)");
-    rows.push((
-        "two hosts",
-        "Strato VPC (XDP, routed + VXLAN)",
-        measure(region, ("sa", &ip_a), ("sc", &ip_c), &gw_mac, s)?,
-    ));
+    let two = measure(region, ("sa", &ip_a), ("sc", &ip_c), &gw_mac, s)?;
+    rows.push(("two hosts", "Strato VPC (TC port, routed + VXLAN)", two));
+    // The same pipeline at XDP on the same ports, over the agent's own
+    // maps (XDP runs before TC, so the TC program sees nothing meanwhile).
+    {
+        let host = hosts_named(region, "az1-c1")?;
+        let pin = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&host));
+        let taps = [
+            strato::network::ports::tap_name(&port_a),
+            strato::network::ports::tap_name(&port_b),
+        ];
+        let (done, h) = hold_in_netns(&host.netns, move || {
+            let mut dp = Dataplane::load(Some(&pin))?;
+            for t in &taps {
+                dp.attach_transient(Attach::Port, t)?;
+            }
+            Ok(dp)
+        })?;
+        for v in ["sa", "sb", "sc"] {
+            offloads(region, v, false)?;
+        }
+        eprintln!("bench: Strato VPC with XDP ports");
+        let same = measure(region, ("sa", &ip_a), ("sb", &ip_b), &gw_mac, s);
+        let two = measure(region, ("sa", &ip_a), ("sc", &ip_c), &gw_mac, s);
+        let _ = done.send(());
+        let _ = h.join();
+        for v in ["sa", "sb", "sc"] {
+            offloads(region, v, true)?;
+        }
+        rows.push(("same host", "Strato VPC (XDP port, VM offloads off)", same?));
+        rows.push(("two hosts", "Strato VPC (XDP port, VM offloads off)", two?));
+    }
 
     // --- Linux: the hosts route (veth names outside the agents' tap prefix).
     vm(
