@@ -249,9 +249,12 @@ fn echo_reply(request: &[u8]) -> Vec<u8> {
 
 /// The ICMP error a router interface (`gw`, `gw_mac`) sends the sender of
 /// `original` (RFC 792/1812): TOS 0xc0 (internetwork control), TTL 64, the
-/// original IP header and the first 8 bytes of its payload.
+/// original IP header and the first 20 bytes of its payload when it has
+/// them (a TCP header up to its checksum), else the first 8 (at least what
+/// RFC 792 asks for).
 fn icmp_error(original: &[u8], ty: Icmpv4Type, gw: [u8; 4], gw_mac: [u8; 6]) -> Vec<u8> {
-    let quote = &original[L3..L3 + 28];
+    let total = ipv4_header(original).total_len as usize;
+    let quote = &original[L3..L3 + if total >= 40 { 40 } else { 28 }];
     let icmp = Icmpv4Header::with_checksum(ty, quote);
     let vm_ip: [u8; 4] = original[L3 + 12..L3 + 16].try_into().expect("4");
     let mut ip = Ipv4Header::new(
