@@ -22,7 +22,7 @@ use aya::{
 };
 use dataplane_common::{
     maps, programs, AllowedKey, AllowedMac, DropKey, DropReason, DropStats, Endpoint, EpKey,
-    HostInfo, IfStats, PortInfo, Route, RouteKey, VniInfo,
+    HostInfo, IfStats, MacKey, PortInfo, Route, RouteKey, VniInfo,
 };
 use ipnetwork::Ipv4Network;
 
@@ -37,13 +37,14 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 8] = [
+pub const MAP_NAMES: [&str; 9] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
     maps::ENDPOINTS,
     maps::ROUTES,
     maps::VNIS,
+    maps::MACS,
     maps::ALLOWED,
     maps::HOST,
 ];
@@ -264,7 +265,12 @@ impl Dataplane {
         self.attach_inner(which, iface, false)
     }
 
-    fn attach_inner(&mut self, which: Attach, iface: &str, pin: bool) -> Result<(), DataplaneError> {
+    fn attach_inner(
+        &mut self,
+        which: Attach,
+        iface: &str,
+        pin: bool,
+    ) -> Result<(), DataplaneError> {
         if which == Attach::PortTc {
             return self.attach_port_tc(iface);
         }
@@ -532,6 +538,16 @@ impl Dataplane {
             }
         }
         {
+            let m: BpfHashMap<&MapData, MacKey, u32> = self
+                .map_ref(maps::MACS)?
+                .try_into()
+                .map_err(map_err(maps::MACS))?;
+            for kv in m.iter() {
+                let (k, v) = kv.map_err(map_err(maps::MACS))?;
+                t.macs.insert(k, v);
+            }
+        }
+        {
             let m: LpmTrie<&MapData, RouteKey, Route> = self
                 .map_ref(maps::ROUTES)?
                 .try_into()
@@ -593,6 +609,15 @@ impl Dataplane {
             }
         }
         {
+            let mut m: BpfHashMap<&mut MapData, MacKey, u32> = self
+                .map_mut(maps::MACS)?
+                .try_into()
+                .map_err(map_err(maps::MACS))?;
+            for (k, v) in &d.macs.0 {
+                m.insert(k, v, 0).map_err(map_err(maps::MACS))?;
+            }
+        }
+        {
             let mut m: LpmTrie<&mut MapData, AllowedKey, AllowedMac> = self
                 .map_mut(maps::ALLOWED)?
                 .try_into()
@@ -637,6 +662,15 @@ impl Dataplane {
                 .map_err(map_err(maps::VNIS))?;
             for k in &d.vnis.1 {
                 gone(m.remove(k), maps::VNIS)?;
+            }
+        }
+        {
+            let mut m: BpfHashMap<&mut MapData, MacKey, u32> = self
+                .map_mut(maps::MACS)?
+                .try_into()
+                .map_err(map_err(maps::MACS))?;
+            for k in &d.macs.1 {
+                gone(m.remove(k), maps::MACS)?;
             }
         }
         {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use dataplane_common::{
-    AllowedMac, Endpoint, EpKey, PortInfo, Route, VniInfo, EP_GATEWAY, EP_LOCAL, EP_REMOTE,
+    AllowedMac, Endpoint, EpKey, MacKey, PortInfo, Route, VniInfo, EP_GATEWAY, EP_LOCAL, EP_REMOTE,
     PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP,
 };
 use ipnetwork::Ipv4Network;
@@ -29,6 +29,7 @@ pub struct Tables {
     pub endpoints: BTreeMap<EpKey, Endpoint>,
     pub routes: BTreeMap<(u32, Ipv4Network), Route>,
     pub vnis: BTreeMap<u32, VniInfo>,
+    pub macs: BTreeMap<MacKey, u32>,
     pub allowed: BTreeMap<(u32, Ipv4Network), AllowedMac>,
 }
 
@@ -39,6 +40,7 @@ pub struct Diff {
     pub endpoints: (Vec<(EpKey, Endpoint)>, Vec<EpKey>),
     pub routes: (Vec<((u32, Ipv4Network), Route)>, Vec<(u32, Ipv4Network)>),
     pub vnis: (Vec<(u32, VniInfo)>, Vec<u32>),
+    pub macs: (Vec<(MacKey, u32)>, Vec<MacKey>),
     pub allowed: (
         Vec<((u32, Ipv4Network), AllowedMac)>,
         Vec<(u32, Ipv4Network)>,
@@ -60,6 +62,8 @@ impl Diff {
             + self.routes.1.len()
             + self.vnis.0.len()
             + self.vnis.1.len()
+            + self.macs.0.len()
+            + self.macs.1.len()
             + self.allowed.0.len()
             + self.allowed.1.len()
     }
@@ -90,6 +94,7 @@ impl Tables {
             endpoints: diff_map(&self.endpoints, &have.endpoints),
             routes: diff_map(&self.routes, &have.routes),
             vnis: diff_map(&self.vnis, &have.vnis),
+            macs: diff_map(&self.macs, &have.macs),
             allowed: diff_map(&self.allowed, &have.allowed),
         }
     }
@@ -327,6 +332,22 @@ pub fn build(
         );
         let mut addrs: Vec<(Ipv4Addr, [u8; 6])> = ips.iter().map(|(ip, _)| (*ip, mac)).collect();
         addrs.extend(pair_hosts(&p.allowed_address_pairs, mac));
+        // Where decapsulated frames for this port go: its MAC, and the MACs
+        // of its address pairs, on its network's VNI.
+        let pair_macs = p
+            .allowed_address_pairs
+            .iter()
+            .filter_map(|a| parse_mac(&a.mac_address));
+        for m in std::iter::once(mac).chain(pair_macs) {
+            t.macs.insert(
+                MacKey {
+                    vni: n.vni,
+                    mac: m,
+                    _pad: [0; 2],
+                },
+                ifindex,
+            );
+        }
         for (ip, m) in addrs {
             // Local ports win over a remote claim of the same address.
             t.endpoints.insert(

@@ -30,6 +30,9 @@ pub mod maps {
     pub const ROUTES: &str = "ROUTES";
     /// Hash: VNI -> [`super::VniInfo`], for decapsulation.
     pub const VNIS: &str = "VNIS";
+    /// Hash: [`super::MacKey`] (VNI, MAC) -> ifindex of the local port's tap,
+    /// where decapsulated frames go.
+    pub const MACS: &str = "MACS";
     /// LPM trie: [`super::AllowedKey`] (port, source prefix) -> [`super::AllowedMac`]:
     /// the addresses a port may send from besides its primary one.
     pub const ALLOWED: &str = "ALLOWED";
@@ -48,6 +51,8 @@ pub mod maps {
     pub const ENDPOINTS_MAX: u32 = 262_144;
     /// Capacity of [`ROUTES`].
     pub const ROUTES_MAX: u32 = 65_536;
+    /// Capacity of [`MACS`].
+    pub const MACS_MAX: u32 = 16_384;
     /// Capacity of [`VNIS`].
     pub const VNIS_MAX: u32 = 16_384;
     /// Capacity of [`ALLOWED`].
@@ -381,6 +386,15 @@ pub struct VniInfo {
     pub flags: u32,
 }
 
+/// Key of `MACS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacKey {
+    pub vni: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 /// Data of an `ALLOWED` key; prefix length is 32 (ifindex) + the prefix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -502,6 +516,7 @@ const _: () = assert!(core::mem::size_of::<Endpoint>() == 28);
 const _: () = assert!(core::mem::size_of::<RouteKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Route>() == 8);
 const _: () = assert!(core::mem::size_of::<VniInfo>() == 8);
+const _: () = assert!(core::mem::size_of::<MacKey>() == 12);
 const _: () = assert!(core::mem::size_of::<AllowedKey>() == 8);
 const _: () = assert!(core::mem::size_of::<AllowedMac>() == 8);
 const _: () = assert!(core::mem::size_of::<HostInfo>() == 16);
@@ -530,6 +545,8 @@ mod pod {
     unsafe impl aya::Pod for super::Route {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::VniInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MacKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AllowedKey {}
     // SAFETY: as above.

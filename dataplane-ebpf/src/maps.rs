@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
 };
 use dataplane_common::{
-    maps, AllowedKey, AllowedMac, Endpoint, EpKey, HostInfo, PortInfo, Route, RouteKey, VniInfo,
+    maps, AllowedKey, AllowedMac, Endpoint, EpKey, HostInfo, MacKey, PortInfo, Route, RouteKey,
+    VniInfo,
 };
 
 #[map(name = "PORTS")]
@@ -20,6 +21,9 @@ pub static ROUTES: LpmTrie<RouteKey, Route> = LpmTrie::with_max_entries(maps::RO
 
 #[map(name = "VNIS")]
 pub static VNIS: HashMap<u32, VniInfo> = HashMap::with_max_entries(maps::VNIS_MAX, 0);
+
+#[map(name = "MACS")]
+pub static MACS: HashMap<MacKey, u32> = HashMap::with_max_entries(maps::MACS_MAX, 0);
 
 #[map(name = "ALLOWED")]
 pub static ALLOWED: LpmTrie<AllowedKey, AllowedMac> =

@@ -21,14 +21,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dataplane_common::{
-    DropReason, Endpoint, PortInfo, EP_GATEWAY, EP_LOCAL, EP_REMOTE, PORT_F_ADMIN_UP,
+    DropReason, Endpoint, MacKey, PortInfo, EP_GATEWAY, EP_LOCAL, EP_REMOTE, PORT_F_ADMIN_UP,
     PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP, VXLAN_OVERHEAD, VXLAN_PORT,
 };
 
 use crate::{
     csum,
     ctx::Pkt,
-    maps::{allowed, endpoint, route, HOST, PORTS, VNIS},
+    maps::{allowed, endpoint, route, HOST, MACS, PORTS, VNIS},
     parse::{self, ptr_at, ptr_at_mut, ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_UDP, L3},
     stats::{count_drop, Outcome, Slot},
 };
@@ -754,25 +754,32 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
         return Verdict::Drop(DropReason::BadVxlan);
     }
     let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
-    // SAFETY: map values stay valid for the program's run.
-    let Some(net) = (unsafe { VNIS.get(&vni) }) else {
-        return Verdict::Drop(DropReason::UnknownVni);
-    };
     if u16::from_be_bytes([inner[12], inner[13]]) != ETH_P_IPV4 || inner[14] >> 4 != 4 {
         return Verdict::Drop(DropReason::UnsupportedEthertype);
     }
-    let dst = [inner[30], inner[31], inner[32], inner[33]];
     let dmac = [inner[0], inner[1], inner[2], inner[3], inner[4], inner[5]];
-    let Some(ep) = endpoint(net.domain, dst) else {
-        return Verdict::Drop(DropReason::NotLocal);
+    // The sender already chose the destination (its MAC on the VNI's
+    // network): a port of this host, or a VM that a static route points at.
+    // SAFETY: map values stay valid for the program's run.
+    let Some(to) = (unsafe {
+        MACS.get(&MacKey {
+            vni,
+            mac: dmac,
+            _pad: [0; 2],
+        })
+    }) else {
+        // Only on a miss: is it the VNI or the destination that is unknown?
+        // SAFETY: as above.
+        return Verdict::Drop(if unsafe { VNIS.get(&vni) }.is_none() {
+            DropReason::UnknownVni
+        } else {
+            DropReason::NotLocal
+        });
     };
-    if ep.kind != EP_LOCAL || ep.vni != vni || !mac_eq(&ep.mac, &dmac) {
-        return Verdict::Drop(DropReason::NotLocal);
-    }
-    let to = ep.ifindex;
+
     // SAFETY: shrinking the head by the outer headers, checked above.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, off as i32) } != 0 {
         return Verdict::Drop(DropReason::AdjustFailed);
     }
-    Verdict::Redirect(to)
+    Verdict::Redirect(*to)
 }

@@ -19,6 +19,7 @@ use strato_tests::e2e::{Api, Cloud};
 const CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 
 struct Vpc {
+    router: String,
     nets: Vec<String>,
     subnets: Vec<String>,
 }
@@ -39,6 +40,7 @@ fn vpc(api: &Api) -> Vpc {
         "router",
     );
     let mut out = Vpc {
+        router: r.clone(),
         nets: vec![],
         subnets: vec![],
     };
@@ -239,6 +241,7 @@ fn vpc_end_to_end() {
         [(0, "az2-c2"), (0, "az1-c2"), (1, "az2-c2"), (1, "az1-c1")],
     ];
     let mut vms: Vec<Vec<Vm>> = vec![];
+    let mut vpcs = vec![];
     for (t, api) in tenants.iter().enumerate() {
         let v = vpc(api);
         let mut list = vec![];
@@ -247,6 +250,7 @@ fn vpc_end_to_end() {
             list.push(boot(&cloud, &admin, api, &v.nets[*net], &name, host));
         }
         vms.push(list);
+        vpcs.push(v);
     }
     for (t, api) in tenants.iter().enumerate() {
         for vm in &vms[t] {
@@ -346,6 +350,8 @@ fn vpc_end_to_end() {
     }
 
     trace(&cloud, &vms[0]);
+    static_route(&cloud, &tenants[0], &vpcs[0], &vms[0]);
+    dhcp_renewal(&cloud, &vms[0][1]);
     crafted_frames(&cloud, &vms);
     path_mtu(&cloud, &vms[0]);
     spine_failure(&cloud, &vms[0]);
@@ -401,6 +407,77 @@ fn trace(cloud: &Cloud, red: &[Vm]) {
     assert_eq!(t["drop_reasons"], json!(["host_unreachable"]), "{t}");
     let t = run("192.168.7.7");
     assert_eq!(t["drop_reasons"], json!(["no_route"]), "{t}");
+}
+
+/// The router's static route sends a prefix to a VM (r3) that owns it
+/// through an allowed address pair (a VM acting as a router, Neutron's way).
+fn static_route(cloud: &Cloud, api: &Api, vpc: &Vpc, red: &[Vm]) {
+    let (r1, r3) = (&red[0], &red[2]);
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/routers/{}", vpc.router),
+        Some(json!({"router": {"routes": [{"destination": "192.168.50.0/24", "nexthop": r3.ip}]}})),
+    );
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/ports/{}", r3.port),
+        Some(json!({"port": {"allowed_address_pairs": [{"ip_address": "192.168.50.0/24"}]}})),
+    );
+    let o = cloud
+        .region
+        .exec(
+            &r3.name,
+            &["ip", "addr", "add", "192.168.50.1/32", "dev", "lo"],
+        )
+        .expect("exec");
+    assert!(o.status.success());
+    cloud.wait_until(
+        "r1 reaches 192.168.50.1 through the static route to r3",
+        Duration::from_secs(10),
+        || cloud.ping(&r1.name, "192.168.50.1"),
+    );
+    // Removing the route removes the path (ICMP network unreachable).
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/routers/{}", vpc.router),
+        Some(json!({"router": {"routes": []}})),
+    );
+    cloud.wait_until("the route is gone", Duration::from_secs(10), || {
+        !cloud.ping(&r1.name, "192.168.50.1")
+    });
+}
+
+/// udhcpc renews its lease (SIGUSR1): a unicast REQUEST to the server
+/// identifier (the gateway), answered by the host's DHCP server.
+fn dhcp_renewal(cloud: &Cloud, vm: &Vm) {
+    let dir = cloud.region.state_dir();
+    let lease = dir.join(format!("vm-{}.lease", vm.name));
+    let before = std::fs::metadata(&lease)
+        .and_then(|m| m.modified())
+        .expect("lease file");
+    let pid = std::fs::read_to_string(dir.join("pids").join(format!("vm-{}-udhcpc.pid", vm.name)))
+        .expect("udhcpc pid file");
+    let pid = pid.split_whitespace().next().expect("pid").to_owned();
+    std::thread::sleep(Duration::from_millis(20));
+    let o = std::process::Command::new("kill")
+        .args(["-USR1", &pid])
+        .output()
+        .expect("kill");
+    assert!(o.status.success(), "kill -USR1 {pid}");
+    cloud.wait_until("the lease is renewed", Duration::from_secs(10), || {
+        std::fs::metadata(&lease)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t > before)
+    });
+    let l = cloud
+        .region
+        .vm_lease(&vm.name)
+        .expect("lease")
+        .expect("a lease");
+    assert_eq!(l.ip.ip().to_string(), vm.ip);
 }
 
 /// A red VM forges frames with scapy: blue's MAC and address as
