@@ -754,6 +754,7 @@ impl Agent {
             (dataplane_common::maps::ENDPOINTS, self.have.endpoints.len()),
             (dataplane_common::maps::ROUTES, self.have.routes.len()),
             (dataplane_common::maps::VNIS, self.have.vnis.len()),
+            (dataplane_common::maps::MACS, self.have.macs.len()),
             (dataplane_common::maps::ALLOWED, self.have.allowed.len()),
         ] {
             maps.insert(name.to_owned(), n as u64);
