@@ -289,6 +289,8 @@ impl Agent {
         check_bpffs(&cfg.pin_root)?;
         let pin_dir = cfg.pin_dir();
         let mut dp = Dataplane::load(Some(&pin_dir)).context("loading the dataplane")?;
+        dp.resync_port_index()
+            .context("rewriting the dense port index")?;
         let have = dp.tables().context("reading the adopted tables")?;
         let host_info = dp.host().context("reading the adopted host record")?;
         let mut slots: BTreeMap<u32, u32> = have.ports.iter().map(|(i, p)| (*i, p.slot)).collect();

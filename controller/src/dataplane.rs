@@ -37,10 +37,11 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 9] = [
+pub const MAP_NAMES: [&str; 10] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
+    maps::PORT_INDEX,
     maps::ENDPOINTS,
     maps::ROUTES,
     maps::VNIS,
@@ -728,14 +729,43 @@ impl Dataplane {
 
     /// Writes one port (a single map update: atomic for that port).
     pub fn set_port(&mut self, ifindex: u32, info: PortInfo) -> Result<(), DataplaneError> {
+        let info = PortInfo {
+            flags: info.flags | dataplane_common::PORT_F_PRESENT,
+            ..info
+        };
         let mut m = self.ports_map()?;
-        m.insert(ifindex, info, 0).map_err(|e| DataplaneError::Map {
-            name: maps::PORTS,
-            source: Box::new(e),
-        })
+        m.insert(ifindex, info, 0)
+            .map_err(|e| DataplaneError::Map {
+                name: maps::PORTS,
+                source: Box::new(e),
+            })?;
+        self.set_port_index(ifindex, info)
+    }
+
+    /// Rewrites the dense copy from the ports table (at start: a pinned
+    /// table of an older agent may have no copy).
+    pub fn resync_port_index(&mut self) -> Result<(), DataplaneError> {
+        for (i, p) in self.ports()? {
+            self.set_port_index(i, p)?;
+        }
+        Ok(())
+    }
+
+    /// The dense copy the packet path reads first (ifindexes that fit).
+    fn set_port_index(&mut self, ifindex: u32, info: PortInfo) -> Result<(), DataplaneError> {
+        if ifindex >= maps::PORT_INDEX_MAX {
+            return Ok(());
+        }
+        let mut a: Array<&mut MapData, PortInfo> = self
+            .map_mut(maps::PORT_INDEX)?
+            .try_into()
+            .map_err(map_err(maps::PORT_INDEX))?;
+        a.set(ifindex, info, 0).map_err(map_err(maps::PORT_INDEX))
     }
 
     pub fn remove_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        // The packet path stops seeing the port first.
+        self.set_port_index(ifindex, PortInfo::default())?;
         let mut m = self.ports_map()?;
         match m.remove(&ifindex) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 
 use dataplane_common::{
     AllowedMac, Endpoint, EpKey, MacKey, PortInfo, Route, VniInfo, EP_GATEWAY, EP_LOCAL, EP_REMOTE,
-    PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP,
+    PORT_F_ADMIN_UP, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP,
 };
 use ipnetwork::Ipv4Network;
 
@@ -307,7 +307,7 @@ pub fn build(
         let prefix_len = subnet
             .and_then(|s| s.cidr.parse::<Ipv4Network>().ok())
             .map_or(32, |c| c.prefix());
-        let mut flags = 0;
+        let mut flags = PORT_F_PRESENT;
         if p.port_security_enabled {
             flags |= PORT_F_SECURITY;
         }
@@ -551,7 +551,7 @@ mod tests {
         let p1 = t.ports[&11];
         assert_eq!((p1.domain, p1.vni, p1.gw_ip), (100, 200, [10, 0, 0, 1]));
         assert_eq!(p1.gw_mac, [0xfa, 0x16, 0x3e, 0xaa, 0, 1]);
-        assert_eq!(p1.flags, PORT_F_SECURITY | PORT_F_ADMIN_UP);
+        assert_eq!(p1.flags, PORT_F_PRESENT | PORT_F_SECURITY | PORT_F_ADMIN_UP);
         let p3 = t.ports[&13];
         assert_eq!((p3.domain, p3.gw_mac, p3.gw_ip), (300, [0; 6], [0; 4]));
         assert!(

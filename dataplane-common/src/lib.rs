@@ -20,8 +20,16 @@ pub mod maps {
     pub const IF_STATS: &str = "IF_STATS";
     /// Per-CPU hash: [`super::DropKey`] -> [`super::DropStats`].
     pub const DROP_STATS: &str = "DROP_STATS";
-    /// Hash: ifindex of a VM port's tap -> [`super::PortInfo`].
+    /// Hash: ifindex of a VM port's tap -> [`super::PortInfo`]: the ports
+    /// table user space reads and writes.
     pub const PORTS: &str = "PORTS";
+    /// Array, ifindex -> [`super::PortInfo`]: a dense copy of `PORTS` for
+    /// ifindexes below [`PORT_INDEX_MAX`] (entries without
+    /// [`super::PORT_F_PRESENT`] are empty). The packet path reads it first:
+    /// an array lookup is a few instructions, a hash lookup a helper call.
+    pub const PORT_INDEX: &str = "PORT_INDEX";
+    /// Size of [`PORT_INDEX`].
+    pub const PORT_INDEX_MAX: u32 = 65_536;
     /// Hash: [`super::EpKey`] (routing domain, IPv4) -> [`super::Endpoint`]:
     /// every port and router interface address of the host's VPCs.
     pub const ENDPOINTS: &str = "ENDPOINTS";
@@ -315,6 +323,9 @@ pub struct PortInfo {
 pub const PORT_F_SECURITY: u32 = 1;
 /// `PortInfo::flags`: administratively up (port and network).
 pub const PORT_F_ADMIN_UP: u32 = 2;
+/// `PortInfo::flags`: the entry is a configured port (set on every entry
+/// written; an all-zero `PORT_INDEX` slot is no port).
+pub const PORT_F_PRESENT: u32 = 4;
 
 /// Key of `ENDPOINTS`.
 #[repr(C)]

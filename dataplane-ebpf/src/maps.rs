@@ -13,6 +13,22 @@ use dataplane_common::{
 #[map(name = "PORTS")]
 pub static PORTS: HashMap<u32, PortInfo> = HashMap::with_max_entries(maps::PORTS_MAX, 0);
 
+#[map(name = "PORT_INDEX")]
+pub static PORT_INDEX: Array<PortInfo> = Array::with_max_entries(maps::PORT_INDEX_MAX, 0);
+
+/// The port whose tap is `ifindex`: the dense array when the ifindex fits,
+/// else the hash.
+#[inline(always)]
+pub fn port(ifindex: u32) -> Option<&'static PortInfo> {
+    if ifindex < maps::PORT_INDEX_MAX {
+        return PORT_INDEX
+            .get(ifindex)
+            .filter(|p| p.flags & dataplane_common::PORT_F_PRESENT != 0);
+    }
+    // SAFETY: map values stay valid for the program's run.
+    unsafe { PORTS.get(&ifindex) }
+}
+
 #[map(name = "ENDPOINTS")]
 pub static ENDPOINTS: HashMap<EpKey, Endpoint> = HashMap::with_max_entries(maps::ENDPOINTS_MAX, 0);
 

@@ -28,7 +28,7 @@ use dataplane_common::{
 use crate::{
     csum,
     ctx::Pkt,
-    maps::{allowed, endpoint, route, HOST, MACS, PORTS, VNIS},
+    maps::{self, allowed, endpoint, route, HOST, MACS, VNIS},
     parse::{self, ptr_at, ptr_at_mut, ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_UDP, L3},
     stats::{count_drop, Outcome, Slot},
 };
@@ -125,8 +125,7 @@ fn set_mac(b: &mut [u8; 14], off: usize, m: &[u8; 6]) {
 pub fn port_ingress<C: Pkt>(ctx: &C) -> i32 {
     let ifindex = ctx.ingress_ifindex();
     let len = ctx.len();
-    // SAFETY: map values stay valid for the program's run.
-    let Some(port) = (unsafe { PORTS.get(&ifindex) }) else {
+    let Some(port) = maps::port(ifindex) else {
         let slot = Slot::rx(0, len);
         return finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::PortUnknown));
     };
@@ -298,7 +297,7 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
             }
             return Verdict::Drop(DropReason::TooBig);
         }
-        return deliver(ctx, ep, flow_hash(ctx, ip, l4_off));
+        return deliver(ctx, ep, l4_off);
     }
     // Routed in the VPC.
     let ep = match endpoint(port.domain, daddr) {
@@ -341,7 +340,7 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
     ip[11] = c[1];
     set_mac(eth, 0, &ep.mac);
     set_mac(eth, 6, &ep.gw_mac);
-    deliver(ctx, ep, flow_hash(ctx, ip, l4_off))
+    deliver(ctx, ep, l4_off)
 }
 
 /// The IPv4 length each packet will have on the wire: the datagram's, or
@@ -382,13 +381,19 @@ fn flow_hash<C: Pkt>(ctx: &C, ip: &[u8; 20], l4_off: usize) -> u32 {
 }
 
 #[inline(always)]
-fn deliver<C: Pkt>(ctx: &C, ep: &Endpoint, hash: u32) -> Verdict {
+fn deliver<C: Pkt>(ctx: &C, ep: &Endpoint, l4_off: usize) -> Verdict {
     if ep.kind == EP_LOCAL {
         return Verdict::Redirect(ep.ifindex);
     }
     if ep.kind != EP_REMOTE {
         return Verdict::Drop(DropReason::UnknownDestination);
     }
+    // Only a tunnelled packet needs the flow hash (outer source port).
+    let hash = match ptr_at::<_, [u8; 20]>(ctx, ETH_HLEN) {
+        // SAFETY: bounds-checked.
+        Some(ip) => flow_hash(ctx, unsafe { &*ip }, l4_off),
+        None => 0,
+    };
     match encap(ctx, ep.vni, ep.underlay, hash) {
         Ok(out) => Verdict::Redirect(out),
         Err(r) => Verdict::Drop(r),

@@ -169,6 +169,154 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A UDP frame with 18 bytes of payload (64 bytes on the wire).
+fn udp_frame(smac: [u8; 6], dmac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(smac, dmac)
+        .ipv4(src, dst, 64)
+        .udp(4000, 9)
+        .write(&mut f, &[0; 18])
+        .expect("frame");
+    f
+}
+
+/// The VPC paths through BPF_PROG_TEST_RUN (the port pipeline's XDP build,
+/// the logic the TC program runs too), with 10 and 100,000 remote ports in
+/// the maps: the cost must not grow with them.
+fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
+    use strato_tests::progtest::{Net, Port, Router, World, UPLINK, UPLINK_MAC};
+    const MAC: fn(u8, u8) -> [u8; 6] = |a, b| [0xfa, 0x16, 0x3e, 0, a, b];
+    let (gw_a, gw_b) = (MAC(0xa0, 1), MAC(0xb0, 1));
+    let (a1, a2, b1, b3) = (
+        (MAC(1, 5), [10, 1, 0, 5]),
+        (MAC(1, 6), [10, 1, 0, 6]),
+        (MAC(2, 5), [10, 1, 1, 5]),
+        (MAC(2, 7), [10, 1, 1, 7]),
+    );
+    let world = |n: u32| {
+        let mut w = World::new()
+            .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
+            .net(Net::new("b", 101).subnet("sb", "10.1.1.0/24", "10.1.1.1"))
+            .net(Net::new("c", 102).subnet("sc", "10.64.0.0/12", "10.64.0.1"))
+            .router(
+                Router::new("r1")
+                    .interface("sa", gw_a)
+                    .interface("sb", gw_b)
+                    .interface("sc", MAC(0xc0, 1)),
+            )
+            .port(Port::local("a1", "a", "tp1", a1.0, a1.1))
+            .port(Port::local("a2", "a", "tp2", a2.0, a2.1))
+            .port(Port::local("b1", "b", "tp3", b1.0, b1.1))
+            .port(Port::remote("b3", "b", [198, 18, 2, 3], b3.0, b3.1));
+        // Filler: remote ports on 100 other hosts.
+        for i in 0..n {
+            let ip = [10, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8 | 1];
+            let mac = [0xfa, 0x16, 0x3f, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            w = w.port(Port::remote(
+                &format!("f{i}"),
+                "c",
+                [198, 18, 3, (i % 100) as u8],
+                mac,
+                ip,
+            ));
+        }
+        w
+    };
+    let mut t = ProgramTester::in_test_net();
+    let (tp1, up) = (t.ifindex("tp1"), t.ifindex(UPLINK));
+    let vxlan = {
+        let inner = udp_frame(gw_b, b1.0, b3.1, b1.1);
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0x5e, 2, 2, 3], UPLINK_MAC)
+            .ipv4([198, 18, 2, 3], [198, 18, 1, 1], 64)
+            .udp(50000, 4789)
+            .write(
+                &mut f,
+                &[&[0x08, 0, 0, 0, 0, 0, 101, 0][..], &inner].concat(),
+            )
+            .expect("frame");
+        f
+    };
+    let rows: Vec<(&str, Attach, u32, Vec<u8>)> = vec![
+        (
+            "floor: XDP_PASS only (reference)",
+            Attach::Floor,
+            0,
+            udp_frame(a1.0, a2.0, a1.1, a2.1),
+        ),
+        (
+            "port: switched to a local port",
+            Attach::Port,
+            tp1,
+            udp_frame(a1.0, a2.0, a1.1, a2.1),
+        ),
+        (
+            "port: routed to a local port",
+            Attach::Port,
+            tp1,
+            udp_frame(a1.0, gw_a, a1.1, b1.1),
+        ),
+        (
+            "port: routed + VXLAN encapsulation",
+            Attach::Port,
+            tp1,
+            udp_frame(a1.0, gw_a, a1.1, b3.1),
+        ),
+        (
+            "uplink: VXLAN decapsulation to a local port",
+            Attach::Uplink,
+            up,
+            vxlan,
+        ),
+        ("port: ARP reply for the gateway", Attach::Port, tp1, {
+            // Ethernet broadcast, ARP request who-has 10.1.0.1 tell a1.
+            let mut f = vec![0xff; 6];
+            f.extend_from_slice(&a1.0);
+            f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+            f.extend_from_slice(&a1.0);
+            f.extend_from_slice(&a1.1);
+            f.extend_from_slice(&[0; 6]);
+            f.extend_from_slice(&[10, 1, 0, 1]);
+            f
+        }),
+    ];
+    let sizes = [10u32, 100_000];
+    let mut results: Vec<Vec<f64>> = vec![vec![]; rows.len()];
+    for n in sizes {
+        eprintln!("bench: VPC program paths with {n} remote ports in the maps");
+        t.install(&world(n));
+        for (i, (_, attach, ingress, frame)) in rows.iter().enumerate() {
+            t.time_on(*attach, *ingress, frame, 1000);
+            let ns: Vec<f64> = (0..args.rounds)
+                .map(|_| t.time_on(*attach, *ingress, frame, args.repeat).as_nanos() as f64)
+                .collect();
+            results[i].push(median(ns));
+        }
+    }
+    t.install(&World::new());
+    let floor = results[0][0].max(1.0);
+    writeln!(out, "### VPC paths, ns/packet (BPF_PROG_TEST_RUN, median of {} rounds of {} packets), as the maps grow
+", args.rounds, args.repeat)?;
+    writeln!(out, "The port pipeline's XDP build (the TC program agents attach runs the same code). 64-byte UDP frames.\n")?;
+    writeln!(
+        out,
+        "| path | 10 ports | 100,000 ports | 100k / 10 | x floor (10) |"
+    )?;
+    writeln!(out, "| --- | ---: | ---: | ---: | ---: |")?;
+    for ((name, ..), r) in rows.iter().zip(&results) {
+        writeln!(
+            out,
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            r[0],
+            r[1],
+            r[1] / r[0].max(1.0),
+            r[0] / floor
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
 /// Runs in a node; error with stderr unless it succeeds.
 fn sh(region: &Region, node: &str, argv: &[&str]) -> anyhow::Result<String> {
     let o = region
@@ -377,6 +525,16 @@ fn main() -> anyhow::Result<()> {
         machine()
     )?;
     program_benchmarks(&args, &mut out)?;
+    // On its own thread: the test network is entered by the calling thread.
+    let vpc = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let mut o = String::new();
+            vpc_program_benchmarks(&args, &mut o).map(|()| o)
+        })
+        .join()
+        .expect("bench thread")
+    })?;
+    out.push_str(&vpc);
     if !args.skip_netns {
         strato_tests::benchvpc::run(
             &strato_tests::benchvpc::Options {
