@@ -92,6 +92,13 @@ pub struct RemoteEntry {
     pub allowed_address_pairs: Vec<AddressPair>,
     pub host: String,
     pub underlay_ip: String,
+    /// Administratively down ports receive nothing.
+    #[serde(default = "yes")]
+    pub admin_state_up: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +206,7 @@ fn remote_entry(state: &State, p: &Port) -> Option<Entry> {
         allowed_address_pairs: p.allowed_address_pairs.clone(),
         host: h.name.clone(),
         underlay_ip: h.underlay_ip.clone(),
+        admin_state_up: p.admin_state_up,
     }))
 }
 

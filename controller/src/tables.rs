@@ -14,8 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use dataplane_common::{
-    AllowedMac, Endpoint, EpKey, MacKey, PortInfo, Route, VniInfo, EP_GATEWAY, EP_LOCAL, EP_REMOTE,
-    PORT_F_ADMIN_UP, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP,
+    AllowedMac, Endpoint, EpKey, MacKey, PortInfo, Route, VniInfo, EP_F_DOWN, EP_GATEWAY, EP_LOCAL,
+    EP_REMOTE, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED,
+    ROUTE_NEXTHOP,
 };
 use ipnetwork::Ipv4Network;
 
@@ -33,18 +34,20 @@ pub struct Tables {
     pub allowed: BTreeMap<(u32, Ipv4Network), AllowedMac>,
 }
 
+/// An LPM key as the tables hold it: (domain or ifindex, prefix).
+pub type LpmKey = (u32, Ipv4Network);
+/// Upserts (key, value) and deletes (key) of one map.
+pub type Changes<K, V> = (Vec<(K, V)>, Vec<K>);
+
 /// Upserts and deletes that turn one [`Tables`] into another.
 #[derive(Debug, Default)]
 pub struct Diff {
-    pub ports: (Vec<(u32, PortInfo)>, Vec<u32>),
-    pub endpoints: (Vec<(EpKey, Endpoint)>, Vec<EpKey>),
-    pub routes: (Vec<((u32, Ipv4Network), Route)>, Vec<(u32, Ipv4Network)>),
-    pub vnis: (Vec<(u32, VniInfo)>, Vec<u32>),
-    pub macs: (Vec<(MacKey, u32)>, Vec<MacKey>),
-    pub allowed: (
-        Vec<((u32, Ipv4Network), AllowedMac)>,
-        Vec<(u32, Ipv4Network)>,
-    ),
+    pub ports: Changes<u32, PortInfo>,
+    pub endpoints: Changes<EpKey, Endpoint>,
+    pub routes: Changes<LpmKey, Route>,
+    pub vnis: Changes<u32, VniInfo>,
+    pub macs: Changes<MacKey, u32>,
+    pub allowed: Changes<LpmKey, AllowedMac>,
 }
 
 impl Diff {
@@ -140,7 +143,7 @@ pub fn domains(desired: &BTreeMap<String, Entry>) -> BTreeMap<String, u32> {
 }
 
 /// The subnet of `net` holding `ip`.
-fn subnet_of<'n>(net: &'n NetworkEntry, ip: Ipv4Addr) -> Option<&'n SubnetEntry> {
+fn subnet_of(net: &NetworkEntry, ip: Ipv4Addr) -> Option<&SubnetEntry> {
     net.subnets
         .iter()
         .find(|s| s.cidr.parse::<Ipv4Network>().is_ok_and(|c| c.contains(ip)))
@@ -174,7 +177,9 @@ pub fn build(
     for n in nets.values() {
         let domain = doms[&n.id];
         t.vnis.insert(n.vni, VniInfo { domain, flags: 0 });
-        for s in &n.subnets {
+        // Connected routes only for subnets with a router interface: the
+        // others are reachable on their network, not routed to.
+        for s in n.subnets.iter().filter(|s| s.gateway_mac.is_some()) {
             if let Ok(c) = s.cidr.parse::<Ipv4Network>() {
                 t.routes.insert(
                     (
@@ -217,7 +222,7 @@ pub fn build(
                             mac,
                             gw_mac: mac,
                             kind: EP_GATEWAY,
-                            _pad: 0,
+                            flags: 0,
                             mtu,
                             vni: i.vni,
                             ifindex: 0,
@@ -265,7 +270,11 @@ pub fn build(
                             mac: m,
                             gw_mac: gw_mac_for(n, ip),
                             kind: EP_REMOTE,
-                            _pad: 0,
+                            flags: if r.admin_state_up && n.admin_state_up {
+                                0
+                            } else {
+                                EP_F_DOWN
+                            },
                             mtu: n.mtu as u16,
                             vni: n.vni,
                             ifindex: 0,
@@ -311,7 +320,8 @@ pub fn build(
         if p.port_security_enabled {
             flags |= PORT_F_SECURITY;
         }
-        if p.admin_state_up && n.admin_state_up {
+        let up = p.admin_state_up && n.admin_state_up;
+        if up {
             flags |= PORT_F_ADMIN_UP;
         }
         t.ports.insert(
@@ -345,7 +355,7 @@ pub fn build(
                     mac: m,
                     _pad: [0; 2],
                 },
-                ifindex,
+                if up { ifindex } else { MACS_DOWN },
             );
         }
         for (ip, m) in addrs {
@@ -359,7 +369,7 @@ pub fn build(
                     mac: m,
                     gw_mac: gw_mac_for(n, ip),
                     kind: EP_LOCAL,
-                    _pad: 0,
+                    flags: if up { 0 } else { EP_F_DOWN },
                     mtu: n.mtu as u16,
                     vni: n.vni,
                     ifindex,
@@ -497,6 +507,7 @@ mod tests {
                 allowed_address_pairs: vec![],
                 host: "h2".into(),
                 underlay_ip: "198.18.1.3".into(),
+                admin_state_up: true,
             }),
             Entry::Router(RouterEntry {
                 id: "r".into(),
@@ -600,10 +611,8 @@ mod tests {
         );
         let s = t.routes[&(100, "192.168.0.0/16".parse().unwrap())];
         assert_eq!((s.kind, s.nexthop), (ROUTE_NEXTHOP, [10, 0, 1, 7]));
-        assert_eq!(
-            t.routes[&(300, "10.0.0.0/24".parse().unwrap())].kind,
-            ROUTE_CONNECTED
-        );
+        // A network without a router has no routes: nothing is routed there.
+        assert!(!t.routes.keys().any(|(d, _)| *d == 300));
 
         // Diff: identical -> empty; one port gone -> its rows deleted.
         assert!(t.diff(&t).is_empty());

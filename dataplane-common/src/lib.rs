@@ -346,7 +346,8 @@ pub struct Endpoint {
     pub gw_mac: [u8; 6],
     /// `EP_*`.
     pub kind: u8,
-    pub _pad: u8,
+    /// `EP_F_*`.
+    pub flags: u8,
     /// MTU of the endpoint's network.
     pub mtu: u16,
     /// VNI of the endpoint's network.
@@ -363,6 +364,12 @@ pub const EP_LOCAL: u8 = 1;
 pub const EP_REMOTE: u8 = 2;
 /// `Endpoint::kind`: a router interface (the subnet's gateway address).
 pub const EP_GATEWAY: u8 = 3;
+/// `Endpoint::flags`: the port (or its network) is administratively down:
+/// nothing is delivered to it.
+pub const EP_F_DOWN: u8 = 1;
+
+/// A `MACS` value: no port receives (the port is administratively down).
+pub const MACS_DOWN: u32 = 0;
 
 /// Data of a `ROUTES` key; the trie's prefix length covers `domain` (32
 /// bits) plus the route's prefix length.

@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dataplane_common::{
-    DropReason, Endpoint, MacKey, PortInfo, EP_GATEWAY, EP_LOCAL, EP_REMOTE, PORT_F_ADMIN_UP,
-    PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP, VXLAN_OVERHEAD, VXLAN_PORT,
+    DropReason, Endpoint, MacKey, PortInfo, EP_F_DOWN, EP_GATEWAY, EP_LOCAL, EP_REMOTE, MACS_DOWN,
+    PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP, VXLAN_OVERHEAD, VXLAN_PORT,
 };
 
 use crate::{
@@ -263,8 +263,8 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
     let saddr = [ip[12], ip[13], ip[14], ip[15]];
     let daddr = [ip[16], ip[17], ip[18], ip[19]];
     let dhcp = is_dhcp_request(ctx, l4_off, l4_proto);
-    if dhcp && u32::from_ne_bytes(saddr) == 0 {
-        // DISCOVER/REQUEST before the VM has an address.
+    if dhcp && u32::from_ne_bytes(saddr) == 0 && dst_mac[0] & 1 != 0 {
+        // DISCOVER/REQUEST (broadcast) before the VM has an address.
         if port.flags & PORT_F_SECURITY != 0 && !mac_eq(&src_mac, &port.mac) {
             return Verdict::Drop(DropReason::SpoofedMac);
         }
@@ -288,6 +288,9 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
         };
         if ep.kind == EP_GATEWAY || ep.vni != port.vni || !mac_eq(&ep.mac, &dst_mac) {
             return Verdict::Drop(DropReason::UnknownDestination);
+        }
+        if ep.flags & EP_F_DOWN != 0 {
+            return Verdict::Drop(DropReason::PortDown);
         }
         if total > port.mtu {
             // The network's router (if any) tells the sender, so path MTU
@@ -320,6 +323,13 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
             return Verdict::Pass;
         }
         return gateway_ping(ctx, l4_off, l4_proto);
+    }
+    if mac_zero(&ep.gw_mac) {
+        // The destination's subnet has no router interface: not routable.
+        return icmp_error(ctx, port, 3, 0, 0, DropReason::NoRoute);
+    }
+    if ep.flags & EP_F_DOWN != 0 {
+        return Verdict::Drop(DropReason::PortDown);
     }
     let ttl = ip[8];
     if ttl <= 1 {
@@ -480,6 +490,8 @@ fn encap<C: Pkt>(ctx: &C, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32,
     h[12] = (ETH_P_IPV4 >> 8) as u8;
     h[13] = ETH_P_IPV4 as u8;
     let ipl = (outer_ip_len as u16).to_be_bytes();
+    // DF: the underlay must not fragment (the overlay MTU leaves room for
+    // the outer headers); ID 0 is then allowed (RFC 6864).
     let mut iph: [u8; 20] = [
         0x45,
         0,
@@ -487,7 +499,7 @@ fn encap<C: Pkt>(ctx: &C, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32,
         ipl[1],
         0,
         0,
-        0,
+        0x40,
         0,
         64,
         IPPROTO_UDP,
@@ -542,7 +554,8 @@ fn gateway_ping<C: Pkt>(ctx: &C, l4_off: usize, l4_proto: u8) -> Verdict {
     };
     // SAFETY: all three ranges were bounds-checked.
     let (eth, ip, icmp) = unsafe { (&mut *eth, &mut *ip, &mut *icmp) };
-    if icmp[0] != 8 || icmp[1] != 0 {
+    // No reassembly here: a fragmented echo request is not answered.
+    if icmp[0] != 8 || icmp[1] != 0 || (ip[6] & 0x3f) != 0 || ip[7] != 0 {
         return Verdict::Drop(DropReason::NotForGateway);
     }
     let d = mac_at(eth, 0);
@@ -742,8 +755,9 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
     {
         return Verdict::Pass;
     }
-    // We only ever send outer headers without VLAN tags or IP options.
-    if l3_off != ETH_HLEN || l4_off != ETH_HLEN + 20 {
+    // We only ever send outer headers without VLAN tags or IP options, and
+    // never fragmented (DF): the inner frame must be whole.
+    if l3_off != ETH_HLEN || l4_off != ETH_HLEN + 20 || (ip[6] & 0x3f) != 0 || ip[7] != 0 {
         return Verdict::Drop(DropReason::BadVxlan);
     }
     let off = VXLAN_OVERHEAD as usize;
@@ -782,6 +796,9 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
         });
     };
 
+    if *to == MACS_DOWN {
+        return Verdict::Drop(DropReason::PortDown);
+    }
     // SAFETY: shrinking the head by the outer headers, checked above.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, off as i32) } != 0 {
         return Verdict::Drop(DropReason::AdjustFailed);

@@ -740,6 +740,7 @@ impl World {
                     allowed_address_pairs: pairs,
                     host: format!("host-{under}"),
                     underlay_ip: under.clone(),
+                    admin_state_up: p.admin_up,
                 }),
             });
         }

@@ -177,12 +177,9 @@ fn region_traffic_counters_faults_and_cleanup() {
         "the port program dropped the unconfigured VM's frames",
         Duration::from_secs(5),
         || {
-            cloud
-                .host(c1)
-                .report
-                .drops
-                .iter()
-                .any(|d| d.interface == "tapfnd0001-aa" && d.reason == "port_unknown" && d.packets >= 1)
+            cloud.host(c1).report.drops.iter().any(|d| {
+                d.interface == "tapfnd0001-aa" && d.reason == "port_unknown" && d.packets >= 1
+            })
         },
     );
     cloud.region.vm_delete("v1").expect("vm delete");

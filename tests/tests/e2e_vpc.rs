@@ -18,6 +18,20 @@ use strato_tests::e2e::{Api, Cloud};
 
 const CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 
+/// Servers started in VMs: reaped at the end (the region's teardown kills them).
+static SERVERS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+fn reap_servers() {
+    for mut c in SERVERS
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default()
+    {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 struct Vpc {
     router: String,
     nets: Vec<String>,
@@ -137,10 +151,11 @@ fn boot(cloud: &Cloud, admin: &Api, api: &Api, net: &str, name: &str, host: &str
             ],
         )
         .expect("command");
-    cloud
+    let child = cloud
         .region
         .spawn(&format!("tcp-{name}"), None, server)
         .expect("spawn tcp server");
+    SERVERS.lock().expect("servers").push(child);
     Vm {
         name: name.to_owned(),
         ip,
@@ -356,6 +371,7 @@ fn vpc_end_to_end() {
     path_mtu(&cloud, &vms[0]);
     spine_failure(&cloud, &vms[0]);
     agent_restart(&cloud, &vms[0]);
+    reap_servers();
 }
 
 /// `stratoctl trace` runs synthetic packets from r1's port through
@@ -589,10 +605,11 @@ fn path_mtu(cloud: &Cloud, red: &[Vm]) {
         .region
         .command(&b.name, &["/usr/bin/python3", "-c", &server_py])
         .expect("command");
-    cloud
+    let child = cloud
         .region
         .spawn("pmtu-server", None, server)
         .expect("spawn");
+    SERVERS.lock().expect("servers").push(child);
     std::thread::sleep(Duration::from_millis(500));
     let before = drops(cloud);
     // 4 MB in full-size segments: the first ones are all too big.
