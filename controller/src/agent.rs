@@ -86,6 +86,13 @@ pub struct Agent {
     have_snapshot: bool,
     /// The configuration changed since the tables were reconciled.
     ports_dirty: bool,
+    /// Something other than remote ports changed (or taps did): the next
+    /// reconcile rebuilds every table; otherwise only the remote ports in
+    /// `dirty_remotes` are recomputed.
+    full_needed: bool,
+    dirty_remotes: std::collections::BTreeSet<String>,
+    /// Who provides each endpoint (from the last full build, kept current).
+    providers: tables::Providers,
     ports: BTreeMap<String, PortReport>,
     /// What the pinned VPC maps hold (read once at start: adopted).
     have: Tables,
@@ -306,6 +313,9 @@ impl Agent {
             revision: Arc::new(AtomicU64::new(0)),
             have_snapshot: false,
             ports_dirty: true,
+            full_needed: true,
+            dirty_remotes: std::collections::BTreeSet::new(),
+            providers: tables::Providers::default(),
             ports: BTreeMap::new(),
             have,
             slots,
@@ -321,6 +331,15 @@ impl Agent {
             need_full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         agent.forget_vanished_pins()?;
+        // Taps created from now on start without IPv6 (turning it off on a
+        // live interface waits for an RCU grace period, ~10 ms, on the
+        // path from binding to ACTIVE); quiet_tap covers older ones.
+        let default = "/proc/sys/net/ipv6/conf/default/disable_ipv6";
+        if std::fs::read_to_string(default).is_ok_and(|v| v.trim() != "1") {
+            if let Err(e) = std::fs::write(default, "1") {
+                tracing::warn!(error = %e, "cannot make new interfaces start without IPv6");
+            }
+        }
         Ok(agent)
     }
 
@@ -365,6 +384,7 @@ impl Agent {
                 self.desired = u.upserts.into_iter().map(|e| (e.key(), e)).collect();
                 self.have_snapshot = true;
                 self.ports_dirty = true;
+                self.full_needed = true;
             }
             UpdateKind::Delta => {
                 if u.from != current || !self.have_snapshot {
@@ -375,7 +395,19 @@ impl Agent {
                     );
                     return false;
                 }
-                self.ports_dirty |= !u.deletes.is_empty() || !u.upserts.is_empty();
+                for k in u
+                    .deletes
+                    .iter()
+                    .cloned()
+                    .chain(u.upserts.iter().map(Entry::key))
+                {
+                    self.ports_dirty = true;
+                    if k.starts_with("remote/") {
+                        self.dirty_remotes.insert(k);
+                    } else {
+                        self.full_needed = true;
+                    }
+                }
                 for k in &u.deletes {
                     self.desired.remove(k);
                 }
@@ -398,9 +430,6 @@ impl Agent {
     /// remove ports. Cost: proportional to the host's ports, not to every
     /// interface's details.
     pub fn realise(&mut self) -> anyhow::Result<()> {
-        if !self.ports_dirty {
-            return Ok(());
-        }
         let missing: Vec<String> = self
             .desired
             .values()
@@ -417,6 +446,9 @@ impl Agent {
             let Ok(ifindex) = nix::net::if_::if_nametoindex(tap.as_str()) else {
                 continue;
             };
+            // A tap appeared (or an attach is retried): the tables change.
+            self.ports_dirty = true;
+            self.full_needed = true;
             quiet_tap(&tap);
             let error = match self.dp.attach(Attach::PortTc, &tap) {
                 Ok(()) => {
@@ -433,6 +465,9 @@ impl Agent {
                     error,
                 },
             );
+        }
+        if !self.ports_dirty {
+            return Ok(());
         }
         self.reconcile_ports()
     }
@@ -489,6 +524,8 @@ impl Agent {
             } else {
                 Attach::PortTc
             };
+            self.ports_dirty = true;
+            self.full_needed = true;
             if role == Role::Port {
                 quiet_tap(name);
             }
@@ -519,10 +556,13 @@ impl Agent {
             tracing::info!(iface = %name, "interface gone; detaching");
             self.attached.remove(&name);
             let _ = self.dp.detach(&name);
+            self.ports_dirty = true;
+            self.full_needed = true;
         }
-        // Taps of configured ports that appeared since (a periodic pass
-        // always looks).
-        self.ports_dirty = true;
+        self.reconcile_host();
+        self.warm_neighbour();
+        // Taps of configured ports that appeared since are found by
+        // realise; the tables are rebuilt only when something changed.
         self.realise()
     }
 
@@ -616,7 +656,91 @@ impl Agent {
         }
     }
 
+    /// Only remote ports changed: recompute just their endpoints and write
+    /// the difference (no full rebuild, whose cost grows with the ports in
+    /// the host's VPCs). Returns false when a full rebuild is needed after
+    /// all (an endpoint with several providers is involved).
+    fn reconcile_remotes(&mut self) -> anyhow::Result<bool> {
+        let doms = tables::domains(&self.desired);
+        let nets: BTreeMap<&str, &crate::compile::NetworkEntry> = self
+            .desired
+            .values()
+            .filter_map(|e| match e {
+                Entry::Network(n) => Some((n.id.as_str(), n)),
+                _ => None,
+            })
+            .collect();
+        let mut prov = self.providers.clone();
+        let mut ups: BTreeMap<dataplane_common::EpKey, dataplane_common::Endpoint> =
+            BTreeMap::new();
+        let mut dels = std::collections::BTreeSet::new();
+        for k in &self.dirty_remotes {
+            for e in prov.remote.remove(k).unwrap_or_default() {
+                match prov.count.get(&e).copied() {
+                    Some(1) => {
+                        prov.count.remove(&e);
+                        dels.insert(e);
+                    }
+                    Some(_) => return Ok(false),
+                    None => {}
+                }
+            }
+            let Some(Entry::Remote(r)) = self.desired.get(k) else {
+                continue;
+            };
+            let eps = tables::remote_endpoints(&doms, &nets, r);
+            let mut keys = Vec::with_capacity(eps.len());
+            for (ek, ev) in eps {
+                if prov.count.contains_key(&ek) {
+                    return Ok(false);
+                }
+                prov.count.insert(ek, 1);
+                dels.remove(&ek);
+                keys.push(ek);
+                ups.insert(ek, ev);
+            }
+            prov.remote.insert(k.clone(), keys);
+        }
+        let diff = tables::Diff {
+            endpoints: (
+                ups.iter()
+                    .filter(|(k, v)| self.have.endpoints.get(k) != Some(v))
+                    .map(|(k, v)| (*k, *v))
+                    .collect(),
+                dels.iter().copied().collect(),
+            ),
+            ..tables::Diff::default()
+        };
+        self.dp.apply(&diff).context("writing remote endpoints")?;
+        for k in &dels {
+            self.have.endpoints.remove(k);
+        }
+        self.have.endpoints.extend(ups);
+        self.providers = prov;
+        if !diff.is_empty() {
+            tracing::debug!(
+                operations = diff.len(),
+                remotes = self.dirty_remotes.len(),
+                "remote endpoints written"
+            );
+        }
+        self.dirty_remotes.clear();
+        Ok(true)
+    }
+
     fn reconcile_ports(&mut self) -> anyhow::Result<()> {
+        if self.have_snapshot && !self.full_needed && !self.dirty_remotes.is_empty() {
+            match self.reconcile_remotes() {
+                Ok(true) => {
+                    self.ports_dirty = false;
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "incremental update failed; rebuilding")
+                }
+            }
+        }
         self.ports_dirty = false;
         self.reconcile_host();
         self.warm_neighbour();
@@ -640,9 +764,10 @@ impl Agent {
             self.slot_for(i);
         }
         let slots = self.slots.clone();
-        let want = tables::build(&self.desired, &|tap| taps.get(tap).copied(), &mut |i| {
-            slots.get(&i).copied().unwrap_or(0)
-        });
+        let (want, providers) =
+            tables::build_parts(&self.desired, &|tap| taps.get(tap).copied(), &mut |i| {
+                slots.get(&i).copied().unwrap_or(0)
+            });
         let mut error = None;
         // Until the first snapshot the adopted tables stay as they are.
         if self.have_snapshot {
@@ -665,8 +790,14 @@ impl Agent {
                         error = Some(msg);
                         self.have = self.dp.tables().unwrap_or_default();
                         self.ports_dirty = true;
+                        self.full_needed = true;
                     }
                 }
+            }
+            if error.is_none() {
+                self.providers = providers;
+                self.full_needed = false;
+                self.dirty_remotes.clear();
             }
             let uplinks: Vec<u32> = self
                 .attached
@@ -955,10 +1086,18 @@ impl Agent {
                         }
                     }
                     drop(_span);
+                    let started = std::time::Instant::now();
                     if let Err(e) = self.realise() {
                         tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
                     }
+                    let realised_us = started.elapsed().as_micros() as u64;
                     self.send_report(true);
+                    tracing::debug!(
+                        revision = self.revision.load(Ordering::SeqCst),
+                        realised_us,
+                        total_us = started.elapsed().as_micros() as u64,
+                        "update realised and reported"
+                    );
                 }
                 Some(all) = scan_rx.recv() => {
                     if let Err(e) = self.reconcile(Some(all)) {
