@@ -318,11 +318,20 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Attaches the TC port program to `iface`'s clsact ingress (a TCX
-    /// link), pinned and adopted like the XDP links: a pinned link of an
-    /// earlier agent is pointed at this program atomically.
+    /// Attaches the TC port program to `iface`'s clsact ingress as a
+    /// netlink (cls_bpf, direct-action) filter at a fixed priority and
+    /// handle. Such a filter outlives the agent without a pin, and a filter
+    /// an earlier agent left there is replaced atomically (no packet sees no
+    /// program). Not a TCX link: attaching one waits for an RCU grace period
+    /// (about 10 ms), which would sit on the path from binding to ACTIVE.
+    /// A TCX link pinned by an earlier agent is still adopted.
     fn attach_port_tc(&mut self, iface: &str) -> Result<(), DataplaneError> {
-        use aya::programs::{tc::SchedClassifierLink, SchedClassifier, TcAttachType};
+        use aya::programs::{
+            tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+            SchedClassifier, TcAttachType,
+        };
+        const PRIORITY: u16 = 1;
+        let handle = TcHandle::new(0, 1);
         let name = programs::PORT_TC;
         let link_pin = self.pin_dir.as_ref().map(|d| d.join("links").join(iface));
         let err = |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
@@ -336,41 +345,48 @@ impl Dataplane {
             .ok_or(DataplaneError::NoProgram { name })?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| err(Box::new(e)))?;
-        if let Some(pin) = &link_pin {
-            if pin.exists() {
-                let adopted = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-                    let fd: FdLink = PinnedLink::from_pin(pin)?.into();
-                    let link = SchedClassifierLink::try_from(fd)?;
-                    let id = prog.attach_to_link(link)?;
-                    let owned = prog.take_link(id)?;
-                    let fd: FdLink = owned.try_into()?;
-                    drop(fd);
-                    Ok(())
-                })();
-                match adopted {
-                    Ok(()) => return Ok(()),
-                    Err(e) => {
-                        tracing::info!(iface, pin = %pin.display(), error = %e, "cannot adopt pinned link; re-attaching");
-                        let _ = std::fs::remove_file(pin);
-                    }
+        if let Some(pin) = link_pin.as_ref().filter(|p| p.exists()) {
+            let adopted = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+                let fd: FdLink = PinnedLink::from_pin(pin)?.into();
+                let link = SchedClassifierLink::try_from(fd)?;
+                let id = prog.attach_to_link(link)?;
+                let owned = prog.take_link(id)?;
+                let fd: FdLink = owned.try_into()?;
+                drop(fd);
+                Ok(())
+            })();
+            match adopted {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(iface, pin = %pin.display(), error = %e, "cannot adopt pinned link; re-attaching");
+                    let _ = std::fs::remove_file(pin);
                 }
             }
         }
-        let id = prog
-            .attach(iface, TcAttachType::Ingress)
-            .map_err(|e| err(Box::new(e)))?;
-        if let Some(pin) = link_pin {
-            let dir = pin.parent().expect("links dir");
-            std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Io {
-                path: dir.to_owned(),
-                source,
-            })?;
-            let owned = prog.take_link(id).map_err(|e| err(Box::new(e)))?;
-            let fd: FdLink = owned
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| err(Box::new(e)))?;
-            fd.pin(&pin).map_err(|e| err(Box::new(e)))?;
-        }
+        // An existing clsact qdisc is fine.
+        let _ = aya::programs::tc::qdisc_add_clsact(iface);
+        // Replace our filter if an earlier agent left one, else create it.
+        let replaced =
+            SchedClassifierLink::attached(iface, TcAttachType::Ingress, PRIORITY, handle, None)
+                .map_err(|e| err(Box::new(e)))
+                .and_then(|link| prog.attach_to_link(link).map_err(|e| err(Box::new(e))));
+        let id = match replaced {
+            Ok(id) => id,
+            Err(_) => prog
+                .attach_with_options(
+                    iface,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::Netlink(NlOptions {
+                        priority: PRIORITY,
+                        handle,
+                        ..NlOptions::default()
+                    }),
+                )
+                .map_err(|e| err(Box::new(e)))?,
+        };
+        // The filter stays when this process ends: never detach it on drop.
+        let link = prog.take_link(id).map_err(|e| err(Box::new(e)))?;
+        std::mem::forget(link);
         Ok(())
     }
 

@@ -713,6 +713,22 @@ fn agent_restart(cloud: &Cloud, red: &[Vm]) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("ping output: {out}"));
     eprintln!("agent restart: {received} of 200 pings answered");
+    // The restarted agent replaced its TC filter on the port, not added one.
+    let tap = strato::network::ports::tap_name(&a.port);
+    cloud.wait_until(
+        "the restarted agent reports",
+        Duration::from_secs(10),
+        || cloud.host(&host).state == "up",
+    );
+    let o = cloud
+        .region
+        .exec("az1-c1", &["tc", "filter", "show", "dev", &tap, "ingress"])
+        .expect("tc");
+    let filters = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("strato_port_tc"))
+        .count();
+    assert_eq!(filters, 1, "{}", String::from_utf8_lossy(&o.stdout));
     assert!(
         received >= 195,
         "lost {} of 200 pings across an agent restart: {out}",
