@@ -91,6 +91,7 @@ pub struct Agent {
     /// `dirty_remotes` are recomputed.
     full_needed: bool,
     dirty_remotes: std::collections::BTreeSet<String>,
+    dirty_ports: std::collections::BTreeSet<String>,
     /// Who provides each endpoint (from the last full build, kept current).
     providers: tables::Providers,
     ports: BTreeMap<String, PortReport>,
@@ -187,62 +188,59 @@ fn leases(
     let mut out = std::collections::HashMap::new();
     for e in desired.values() {
         let Entry::Port(p) = e else { continue };
-        let Some(Entry::Network(n)) = desired.get(&format!("network/{}", p.network_id)) else {
+        let Some(ifindex) = tables::parse_mac(&p.mac).and_then(|m| by_mac.get(&m).copied()) else {
             continue;
         };
-        let Some(mac) = tables::parse_mac(&p.mac) else {
-            continue;
-        };
-        let Some(ifindex) = by_mac.get(&mac).copied() else {
-            continue;
-        };
-        let Some((sid, ip)) = p.ips.first() else {
-            continue;
-        };
-        let (Some(s), Ok(ip)) = (
-            n.subnets.iter().find(|s| &s.id == sid),
-            ip.parse::<Ipv4Addr>(),
-        ) else {
-            continue;
-        };
-        let Ok(cidr) = s.cidr.parse::<ipnetwork::Ipv4Network>() else {
-            continue;
-        };
-        if !s.enable_dhcp {
-            continue;
+        if let Some(l) = lease_for(desired, p) {
+            out.insert(ifindex, l);
         }
-        let gateway = s.gateway_ip.as_deref().and_then(|g| g.parse().ok());
-        let server_mac = s
-            .gateway_mac
-            .as_deref()
-            .and_then(tables::parse_mac)
-            .unwrap_or([0xfa, 0x16, 0x3e, 0xff, 0xff, 0xfe]);
-        out.insert(
-            ifindex,
-            dhcp::Lease {
-                client_mac: mac,
-                ip,
-                prefix_len: cidr.prefix(),
-                gateway,
-                server_ip: gateway.unwrap_or_else(|| cidr.nth(1).unwrap_or(cidr.ip())),
-                server_mac,
-                dns: s
-                    .dns_nameservers
-                    .iter()
-                    .filter_map(|d| d.parse().ok())
-                    .collect(),
-                routes: s
-                    .host_routes
-                    .iter()
-                    .filter_map(|r| Some((r.destination.parse().ok()?, r.nexthop.parse().ok()?)))
-                    .collect(),
-                mtu: n.mtu as u16,
-                lease_secs: LEASE_SECS,
-                domain_name: None,
-            },
-        );
     }
     out
+}
+
+/// The DHCP lease of one port, if its subnet has DHCP enabled.
+fn lease_for(
+    desired: &BTreeMap<String, Entry>,
+    p: &crate::compile::PortEntry,
+) -> Option<dhcp::Lease> {
+    let Some(Entry::Network(n)) = desired.get(&format!("network/{}", p.network_id)) else {
+        return None;
+    };
+    let mac = tables::parse_mac(&p.mac)?;
+    let (sid, ip) = p.ips.first()?;
+    let s = n.subnets.iter().find(|s| &s.id == sid)?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let cidr: ipnetwork::Ipv4Network = s.cidr.parse().ok()?;
+    if !s.enable_dhcp {
+        return None;
+    }
+    let gateway = s.gateway_ip.as_deref().and_then(|g| g.parse().ok());
+    let server_mac = s
+        .gateway_mac
+        .as_deref()
+        .and_then(tables::parse_mac)
+        .unwrap_or([0xfa, 0x16, 0x3e, 0xff, 0xff, 0xfe]);
+    Some(dhcp::Lease {
+        client_mac: mac,
+        ip,
+        prefix_len: cidr.prefix(),
+        gateway,
+        server_ip: gateway.unwrap_or_else(|| cidr.nth(1).unwrap_or(cidr.ip())),
+        server_mac,
+        dns: s
+            .dns_nameservers
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .collect(),
+        routes: s
+            .host_routes
+            .iter()
+            .filter_map(|r| Some((r.destination.parse().ok()?, r.nexthop.parse().ok()?)))
+            .collect(),
+        mtu: n.mtu as u16,
+        lease_secs: LEASE_SECS,
+        domain_name: None,
+    })
 }
 
 /// The default route's gateway on `iface`, from /proc/net/route.
@@ -315,6 +313,7 @@ impl Agent {
             ports_dirty: true,
             full_needed: true,
             dirty_remotes: std::collections::BTreeSet::new(),
+            dirty_ports: std::collections::BTreeSet::new(),
             providers: tables::Providers::default(),
             ports: BTreeMap::new(),
             have,
@@ -404,6 +403,8 @@ impl Agent {
                     self.ports_dirty = true;
                     if k.starts_with("remote/") {
                         self.dirty_remotes.insert(k);
+                    } else if k.starts_with("port/") {
+                        self.dirty_ports.insert(k);
                     } else {
                         self.full_needed = true;
                     }
@@ -446,9 +447,11 @@ impl Agent {
             let Ok(ifindex) = nix::net::if_::if_nametoindex(tap.as_str()) else {
                 continue;
             };
-            // A tap appeared (or an attach is retried): the tables change.
+            // A tap appeared (or an attach is retried): its port changes.
             self.ports_dirty = true;
-            self.full_needed = true;
+            if let Some(k) = self.port_key_of_tap(&tap) {
+                self.dirty_ports.insert(k);
+            }
             quiet_tap(&tap);
             let error = match self.dp.attach(Attach::PortTc, &tap) {
                 Ok(()) => {
@@ -525,7 +528,17 @@ impl Agent {
                 Attach::PortTc
             };
             self.ports_dirty = true;
-            self.full_needed = true;
+            match (role == Role::Port)
+                .then(|| self.port_key_of_tap(name))
+                .flatten()
+            {
+                Some(k) => {
+                    self.dirty_ports.insert(k);
+                }
+                None if role == Role::Uplink => self.full_needed = true,
+                // An unconfigured tap (denied by default): no table changes.
+                None => {}
+            }
             if role == Role::Port {
                 quiet_tap(name);
             }
@@ -656,11 +669,22 @@ impl Agent {
         }
     }
 
-    /// Only remote ports changed: recompute just their endpoints and write
-    /// the difference (no full rebuild, whose cost grows with the ports in
-    /// the host's VPCs). Returns false when a full rebuild is needed after
-    /// all (an endpoint with several providers is involved).
-    fn reconcile_remotes(&mut self) -> anyhow::Result<bool> {
+    /// The `port/` key of the configured port whose tap is `tap`.
+    fn port_key_of_tap(&self, tap: &str) -> Option<String> {
+        self.desired.values().find_map(|e| match e {
+            Entry::Port(p) if p.tap == tap => Some(e.key()),
+            _ => None,
+        })
+    }
+
+    /// Only ports changed (remote ones, or local ones without a change to
+    /// networks or routers): recompute just their contributions and write
+    /// the difference, instead of rebuilding every table (whose cost grows
+    /// with the ports in the host's VPCs). Returns false when a full
+    /// rebuild is needed after all (an address with several providers is
+    /// involved); the full rebuild then recomputes the providers.
+    fn reconcile_incremental(&mut self) -> anyhow::Result<bool> {
+        use dataplane_common::{Endpoint as Ep, EpKey};
         let doms = tables::domains(&self.desired);
         let nets: BTreeMap<&str, &crate::compile::NetworkEntry> = self
             .desired
@@ -670,20 +694,28 @@ impl Agent {
                 _ => None,
             })
             .collect();
-        let mut prov = self.providers.clone();
-        let mut ups: BTreeMap<dataplane_common::EpKey, dataplane_common::Endpoint> =
-            BTreeMap::new();
-        let mut dels = std::collections::BTreeSet::new();
+        let mut prov = std::mem::take(&mut self.providers);
+        let mut ep_ups: BTreeMap<EpKey, Ep> = BTreeMap::new();
+        let mut ep_dels = std::collections::BTreeSet::new();
+        let mut diff = tables::Diff::default();
+        // Endpoints one entry stops providing / starts providing.
+        let release = |prov: &mut tables::Providers,
+                       e: EpKey,
+                       dels: &mut std::collections::BTreeSet<EpKey>| {
+            match prov.count.get(&e).copied() {
+                Some(1) => {
+                    prov.count.remove(&e);
+                    dels.insert(e);
+                    true
+                }
+                Some(_) => false,
+                None => true,
+            }
+        };
+        let mut conflict = false;
         for k in &self.dirty_remotes {
             for e in prov.remote.remove(k).unwrap_or_default() {
-                match prov.count.get(&e).copied() {
-                    Some(1) => {
-                        prov.count.remove(&e);
-                        dels.insert(e);
-                    }
-                    Some(_) => return Ok(false),
-                    None => {}
-                }
+                conflict |= !release(&mut prov, e, &mut ep_dels);
             }
             let Some(Entry::Remote(r)) = self.desired.get(k) else {
                 continue;
@@ -691,46 +723,209 @@ impl Agent {
             let eps = tables::remote_endpoints(&doms, &nets, r);
             let mut keys = Vec::with_capacity(eps.len());
             for (ek, ev) in eps {
-                if prov.count.contains_key(&ek) {
-                    return Ok(false);
-                }
+                conflict |= prov.count.contains_key(&ek);
                 prov.count.insert(ek, 1);
-                dels.remove(&ek);
+                ep_dels.remove(&ek);
                 keys.push(ek);
-                ups.insert(ek, ev);
+                ep_ups.insert(ek, ev);
             }
             prov.remote.insert(k.clone(), keys);
         }
-        let diff = tables::Diff {
-            endpoints: (
-                ups.iter()
-                    .filter(|(k, v)| self.have.endpoints.get(k) != Some(v))
-                    .map(|(k, v)| (*k, *v))
-                    .collect(),
-                dels.iter().copied().collect(),
-            ),
-            ..tables::Diff::default()
-        };
-        self.dp.apply(&diff).context("writing remote endpoints")?;
-        for k in &dels {
+        let mut new_ports = Vec::new();
+        for k in &self.dirty_ports {
+            let old = prov.ports.remove(k);
+            let new = match self.desired.get(k) {
+                Some(Entry::Port(p)) => self
+                    .attached
+                    .get(&p.tap)
+                    .filter(|a| a.error.is_none() && a.role == Role::Port)
+                    .map(|a| a.ifindex)
+                    .and_then(|ifindex| {
+                        let slot = self.slots.get(&ifindex).copied();
+                        tables::port_part(&doms, &nets, p, ifindex, slot.unwrap_or(0))
+                            .map(|part| (part, slot.is_none()))
+                    }),
+                _ => None,
+            };
+            if let Some(o) = &old {
+                for (e, _) in &o.endpoints {
+                    conflict |= !release(&mut prov, *e, &mut ep_dels);
+                }
+                let keep = |m: &tables::MacOrLpm| {
+                    new.as_ref().is_some_and(|(n, _)| match m {
+                        tables::MacOrLpm::Mac(k) => n.macs.iter().any(|(x, _)| x == k),
+                        tables::MacOrLpm::Lpm(k) => n.allowed.iter().any(|(x, _)| x == k),
+                    })
+                };
+                for (m, _) in &o.macs {
+                    if !keep(&tables::MacOrLpm::Mac(*m)) {
+                        diff.macs.1.push(*m);
+                    }
+                }
+                for (a, _) in &o.allowed {
+                    if !keep(&tables::MacOrLpm::Lpm(*a)) {
+                        diff.allowed.1.push(*a);
+                    }
+                }
+                if new.as_ref().is_none_or(|(n, _)| n.ifindex != o.ifindex) {
+                    diff.ports.1.push(o.ifindex);
+                }
+            }
+            if let Some((n, _)) = &new {
+                for (ek, ev) in &n.endpoints {
+                    conflict |= prov.count.contains_key(ek);
+                    prov.count.insert(*ek, 1);
+                    ep_dels.remove(ek);
+                    ep_ups.insert(*ek, *ev);
+                }
+            }
+            new_ports.push((k.clone(), new));
+        }
+        if conflict {
+            // Several entries claim one address: let a full build decide.
+            return Ok(false);
+        }
+        // Slots for new ports (the part was built with slot 0 for them).
+        let mut parts = Vec::new();
+        for (k, new) in new_ports {
+            if let Some((mut part, needs_slot)) = new {
+                if needs_slot {
+                    part.info.slot = self.slot_for(part.ifindex);
+                }
+                parts.push((k, part));
+            }
+        }
+        for (_, part) in &parts {
+            if self.have.ports.get(&part.ifindex) != Some(&part.info) {
+                diff.ports.0.push((part.ifindex, part.info));
+            }
+            for (m, v) in &part.macs {
+                if self.have.macs.get(m) != Some(v) {
+                    diff.macs.0.push((*m, *v));
+                }
+            }
+            for (a, v) in &part.allowed {
+                if self.have.allowed.get(a) != Some(v) {
+                    diff.allowed.0.push((*a, *v));
+                }
+            }
+        }
+        diff.ports
+            .1
+            .retain(|i| !parts.iter().any(|(_, p)| p.ifindex == *i));
+        diff.endpoints = (
+            ep_ups
+                .iter()
+                .filter(|(k, v)| self.have.endpoints.get(k) != Some(v))
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+            ep_dels.iter().copied().collect(),
+        );
+        self.dp.apply(&diff).context("writing changed ports")?;
+        for k in &ep_dels {
             self.have.endpoints.remove(k);
         }
-        self.have.endpoints.extend(ups);
+        self.have.endpoints.extend(ep_ups);
+        for i in &diff.ports.1 {
+            self.have.ports.remove(i);
+            self.slots.remove(i);
+            self.leases.write().expect("leases lock poisoned").remove(i);
+        }
+        for m in &diff.macs.1 {
+            self.have.macs.remove(m);
+        }
+        for a in &diff.allowed.1 {
+            self.have.allowed.remove(a);
+        }
+        for (_, part) in &parts {
+            self.have.ports.insert(part.ifindex, part.info);
+            self.have.macs.extend(part.macs.iter().copied());
+            self.have.allowed.extend(part.allowed.iter().copied());
+        }
+        // Leases and reports of the changed ports.
+        for k in &self.dirty_ports {
+            let id = k.trim_start_matches("port/").to_owned();
+            match self.desired.get(k) {
+                Some(Entry::Port(p)) => {
+                    let part = parts.iter().find(|(pk, _)| pk == k).map(|(_, p)| p);
+                    if let Some(part) = part {
+                        let mut leases = self.leases.write().expect("leases lock poisoned");
+                        match lease_for(&self.desired, p) {
+                            Some(l) => leases.insert(part.ifindex, l),
+                            None => leases.remove(&part.ifindex),
+                        };
+                    }
+                    let (state, ifindex, error) = match self.attached.get(&p.tap) {
+                        None => (PortState::Waiting, None, None),
+                        Some(a) if a.error.is_some() => {
+                            (PortState::Error, Some(a.ifindex), a.error.clone())
+                        }
+                        Some(a) if part.is_some() => (PortState::Active, Some(a.ifindex), None),
+                        Some(a) => (
+                            PortState::Error,
+                            Some(a.ifindex),
+                            Some("port not written (bad MAC or network missing)".to_owned()),
+                        ),
+                    };
+                    self.ports.insert(
+                        id.clone(),
+                        PortReport {
+                            id,
+                            tap: p.tap.clone(),
+                            ifindex,
+                            state,
+                            error,
+                        },
+                    );
+                }
+                _ => {
+                    self.ports.remove(&id);
+                }
+            }
+        }
+        for (k, part) in parts {
+            prov.ports.insert(k, part);
+        }
         self.providers = prov;
         if !diff.is_empty() {
             tracing::debug!(
                 operations = diff.len(),
                 remotes = self.dirty_remotes.len(),
-                "remote endpoints written"
+                ports = self.dirty_ports.len(),
+                "changed ports written"
             );
         }
         self.dirty_remotes.clear();
+        self.dirty_ports.clear();
+        // Debug builds (every test tier) check the incremental result
+        // against a full build.
+        #[cfg(debug_assertions)]
+        {
+            let taps: BTreeMap<String, u32> = self
+                .attached
+                .iter()
+                .filter(|(_, a)| a.role == Role::Port && a.error.is_none())
+                .map(|(n, a)| (n.clone(), a.ifindex))
+                .collect();
+            let slots = self.slots.clone();
+            let full = tables::build(&self.desired, &|t| taps.get(t).copied(), &mut |i| {
+                slots.get(&i).copied().unwrap_or(0)
+            });
+            let d = full.diff(&self.have);
+            assert!(
+                d.is_empty(),
+                "incremental tables differ from a full build: {d:?}"
+            );
+        }
         Ok(true)
     }
 
     fn reconcile_ports(&mut self) -> anyhow::Result<()> {
-        if self.have_snapshot && !self.full_needed && !self.dirty_remotes.is_empty() {
-            match self.reconcile_remotes() {
+        if self.have_snapshot
+            && !self.full_needed
+            && !(self.dirty_remotes.is_empty() && self.dirty_ports.is_empty())
+        {
+            match self.reconcile_incremental() {
                 Ok(true) => {
                     self.ports_dirty = false;
                     return Ok(());
@@ -798,6 +993,7 @@ impl Agent {
                 self.providers = providers;
                 self.full_needed = false;
                 self.dirty_remotes.clear();
+                self.dirty_ports.clear();
             }
             let uplinks: Vec<u32> = self
                 .attached

@@ -227,6 +227,152 @@ pub struct Providers {
     pub remote: std::collections::HashMap<String, Vec<EpKey>>,
     /// Endpoint key -> how many entries (remote, local, gateway) provide it.
     pub count: std::collections::HashMap<EpKey, u32>,
+    /// Port entry key -> what the local port contributes.
+    pub ports: std::collections::HashMap<String, PortPart>,
+}
+
+/// A key of `MACS` or of an LPM table (for the agent's incremental path).
+pub enum MacOrLpm {
+    Mac(MacKey),
+    Lpm(LpmKey),
+}
+
+/// What one local port contributes to the tables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PortPart {
+    pub ifindex: u32,
+    pub info: PortInfo,
+    pub endpoints: Vec<(EpKey, Endpoint)>,
+    pub macs: Vec<(MacKey, u32)>,
+    pub allowed: Vec<(LpmKey, AllowedMac)>,
+}
+
+/// A local port's contribution: its `PORTS` entry, its addresses (fixed
+/// IPs, single-address pairs), where decapsulated frames for its MACs go,
+/// and the sources it may use besides its first address. None when its
+/// network is unknown or its MAC malformed.
+pub fn port_part(
+    doms: &BTreeMap<String, u32>,
+    nets: &BTreeMap<&str, &NetworkEntry>,
+    p: &crate::compile::PortEntry,
+    ifindex: u32,
+    slot: u32,
+) -> Option<PortPart> {
+    let n = nets.get(p.network_id.as_str())?;
+    let mac = parse_mac(&p.mac)?;
+    let domain = *doms.get(&n.id)?;
+    let ips: Vec<(Ipv4Addr, Option<&SubnetEntry>)> = p
+        .ips
+        .iter()
+        .filter_map(|(sid, ip)| Some((ip4(ip)?, n.subnets.iter().find(|s| &s.id == sid))))
+        .collect();
+    let (ipv4, subnet) = ips
+        .first()
+        .copied()
+        .unwrap_or((Ipv4Addr::UNSPECIFIED, None));
+    let gw_mac = subnet
+        .and_then(|s| s.gateway_mac.as_deref())
+        .and_then(parse_mac)
+        .unwrap_or_default();
+    let gw_ip = subnet
+        .and_then(|s| s.gateway_ip.as_deref())
+        .and_then(ip4)
+        .filter(|_| gw_mac != [0; 6])
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let prefix_len = subnet
+        .and_then(|s| s.cidr.parse::<Ipv4Network>().ok())
+        .map_or(32, |c| c.prefix());
+    let mut flags = PORT_F_PRESENT;
+    if p.port_security_enabled {
+        flags |= PORT_F_SECURITY;
+    }
+    let up = p.admin_state_up && n.admin_state_up;
+    if up {
+        flags |= PORT_F_ADMIN_UP;
+    }
+    let info = PortInfo {
+        vni: n.vni,
+        flags,
+        mac,
+        mtu: n.mtu as u16,
+        ipv4: ipv4.octets(),
+        gw_ip: gw_ip.octets(),
+        gw_mac,
+        prefix_len,
+        _pad: 0,
+        slot,
+        domain,
+    };
+    let mut addrs: Vec<(Ipv4Addr, [u8; 6])> = ips.iter().map(|(ip, _)| (*ip, mac)).collect();
+    addrs.extend(pair_hosts(&p.allowed_address_pairs, mac));
+    // Where decapsulated frames for this port go: its MAC, and the MACs of
+    // its address pairs, on its network's VNI.
+    let pair_macs = p
+        .allowed_address_pairs
+        .iter()
+        .filter_map(|a| parse_mac(&a.mac_address));
+    let mut macs: Vec<(MacKey, u32)> = Vec::new();
+    for m in std::iter::once(mac).chain(pair_macs) {
+        let k = MacKey {
+            vni: n.vni,
+            mac: m,
+            _pad: [0; 2],
+        };
+        if !macs.iter().any(|(x, _)| *x == k) {
+            macs.push((k, if up { ifindex } else { MACS_DOWN }));
+        }
+    }
+    let mut endpoints: Vec<(EpKey, Endpoint)> = Vec::new();
+    for (ip, m) in addrs {
+        let k = EpKey {
+            domain,
+            ip: ip.octets(),
+        };
+        if endpoints.iter().any(|(x, _)| *x == k) {
+            continue;
+        }
+        endpoints.push((
+            k,
+            Endpoint {
+                mac: m,
+                gw_mac: gw_mac_for(n, ip),
+                kind: EP_LOCAL,
+                flags: if up { 0 } else { EP_F_DOWN },
+                mtu: n.mtu as u16,
+                vni: n.vni,
+                ifindex,
+                underlay: [0; 4],
+            },
+        ));
+    }
+    let mut allowed: BTreeMap<LpmKey, AllowedMac> = BTreeMap::new();
+    // Sources the port may use besides its primary address.
+    for (ip, _) in ips.iter().skip(1) {
+        allowed.insert(
+            (ifindex, Ipv4Network::new(*ip, 32).expect("/32")),
+            AllowedMac { mac, _pad: [0; 2] },
+        );
+    }
+    for pair in &p.allowed_address_pairs {
+        let Some(net) = pair_net(&pair.ip_address) else {
+            continue;
+        };
+        let m = parse_mac(&pair.mac_address).unwrap_or(mac);
+        allowed.insert(
+            (ifindex, net),
+            AllowedMac {
+                mac: m,
+                _pad: [0; 2],
+            },
+        );
+    }
+    Some(PortPart {
+        ifindex,
+        info,
+        endpoints,
+        macs,
+        allowed: allowed.into_iter().collect(),
+    })
 }
 
 /// As [`build`], also returning who provides each endpoint.
@@ -330,120 +476,27 @@ pub fn build_parts(
     }
     for e in desired.values() {
         let Entry::Port(p) = e else { continue };
-        let (Some(n), Some(ifindex), Some(mac)) = (
-            nets.get(p.network_id.as_str()),
-            tap_ifindex(&p.tap),
-            parse_mac(&p.mac),
-        ) else {
+        let Some(ifindex) = tap_ifindex(&p.tap) else {
             continue;
         };
-        let domain = doms[&n.id];
-        let ips: Vec<(Ipv4Addr, Option<&SubnetEntry>)> = p
-            .ips
-            .iter()
-            .filter_map(|(sid, ip)| Some((ip4(ip)?, n.subnets.iter().find(|s| &s.id == sid))))
-            .collect();
-        let (ipv4, subnet) = ips
-            .first()
-            .copied()
-            .unwrap_or((Ipv4Addr::UNSPECIFIED, None));
-        let gw_mac = subnet
-            .and_then(|s| s.gateway_mac.as_deref())
-            .and_then(parse_mac)
-            .unwrap_or_default();
-        let gw_ip = subnet
-            .and_then(|s| s.gateway_ip.as_deref())
-            .and_then(ip4)
-            .filter(|_| gw_mac != [0; 6])
-            .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let prefix_len = subnet
-            .and_then(|s| s.cidr.parse::<Ipv4Network>().ok())
-            .map_or(32, |c| c.prefix());
-        let mut flags = PORT_F_PRESENT;
-        if p.port_security_enabled {
-            flags |= PORT_F_SECURITY;
-        }
-        let up = p.admin_state_up && n.admin_state_up;
-        if up {
-            flags |= PORT_F_ADMIN_UP;
-        }
-        t.ports.insert(
-            ifindex,
-            PortInfo {
-                vni: n.vni,
-                flags,
-                mac,
-                mtu: n.mtu as u16,
-                ipv4: ipv4.octets(),
-                gw_ip: gw_ip.octets(),
-                gw_mac,
-                prefix_len,
-                _pad: 0,
-                slot: slot(ifindex),
-                domain,
-            },
-        );
-        let mut addrs: Vec<(Ipv4Addr, [u8; 6])> = ips.iter().map(|(ip, _)| (*ip, mac)).collect();
-        addrs.extend(pair_hosts(&p.allowed_address_pairs, mac));
-        // Where decapsulated frames for this port go: its MAC, and the MACs
-        // of its address pairs, on its network's VNI.
-        let pair_macs = p
-            .allowed_address_pairs
-            .iter()
-            .filter_map(|a| parse_mac(&a.mac_address));
-        for m in std::iter::once(mac).chain(pair_macs) {
-            t.macs.insert(
-                MacKey {
-                    vni: n.vni,
-                    mac: m,
-                    _pad: [0; 2],
-                },
-                if up { ifindex } else { MACS_DOWN },
-            );
-        }
-        for (ip, m) in addrs {
-            // Local ports win over a remote claim of the same address.
-            t.endpoints.insert(
-                EpKey {
-                    domain,
-                    ip: ip.octets(),
-                },
-                Endpoint {
-                    mac: m,
-                    gw_mac: gw_mac_for(n, ip),
-                    kind: EP_LOCAL,
-                    flags: if up { 0 } else { EP_F_DOWN },
-                    mtu: n.mtu as u16,
-                    vni: n.vni,
-                    ifindex,
-                    underlay: [0; 4],
-                },
-            );
-        }
-        // Sources the port may use besides its primary address.
-        for (ip, _) in ips.iter().skip(1) {
-            t.allowed.insert(
-                (ifindex, Ipv4Network::new(*ip, 32).expect("/32")),
-                AllowedMac { mac, _pad: [0; 2] },
-            );
-        }
-        for pair in &p.allowed_address_pairs {
-            let Some(net) = pair_net(&pair.ip_address) else {
-                continue;
-            };
-            let m = parse_mac(&pair.mac_address).unwrap_or(mac);
-            t.allowed.insert(
-                (ifindex, net),
-                AllowedMac {
-                    mac: m,
-                    _pad: [0; 2],
-                },
-            );
-        }
+        let Some(part) = port_part(&doms, &nets, p, ifindex, slot(ifindex)) else {
+            continue;
+        };
+        t.ports.insert(part.ifindex, part.info);
+        t.macs.extend(part.macs.iter().copied());
+        t.allowed.extend(part.allowed.iter().copied());
+        // Local ports win over a remote claim of the same address.
+        t.endpoints.extend(part.endpoints.iter().copied());
+        prov.ports.insert(e.key(), part);
     }
     // Gateways and local ports provide their keys too.
     for (k, v) in &t.endpoints {
-        if v.kind != EP_REMOTE {
+        if v.kind == EP_GATEWAY {
+            *prov.count.entry(*k).or_default() += 1;
+        }
+    }
+    for part in prov.ports.values() {
+        for (k, _) in &part.endpoints {
             *prov.count.entry(*k).or_default() += 1;
         }
     }
