@@ -390,6 +390,46 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Runs `frame` once through the TC port program (BPF_PROG_TEST_RUN
+    /// with an sk_buff) as if it arrived on `ingress` of the calling thread's
+    /// network namespace; returns the TC verdict and the frame as it left
+    /// the program (tests: the TC build against the XDP one).
+    pub fn test_run_tc(
+        &mut self,
+        ingress: u32,
+        frame: &[u8],
+    ) -> Result<(i32, Vec<u8>), DataplaneError> {
+        use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+        let name = programs::PORT_TC;
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::NoProgram { name })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })?;
+        // struct __sk_buff up to `ifindex` (offset 40): the device the
+        // packet arrives on; everything before it must be zero.
+        let mut ctx = [0u8; 44];
+        ctx[40..44].copy_from_slice(&ingress.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 512];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        };
+        let r = prog.test_run(opts).map_err(|e| DataplaneError::Program {
+            name,
+            source: Box::new(e),
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value as i32, out))
+    }
+
     /// Benchmarks: attaches the TC (clsact ingress) redirect-only ceiling to
     /// `iface` in this thread's network namespace (the link lives as long as
     /// this instance).

@@ -1357,6 +1357,14 @@ impl ProgramTester {
         }
     }
 
+    /// Runs one frame through the TC build of the port pipeline arriving on
+    /// `ingress`: (TC verdict, output frame).
+    pub fn run_tc(&mut self, ingress: u32, input: &[u8]) -> (i32, Vec<u8>) {
+        self.dp
+            .test_run_tc(ingress, input)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN (TC) on {} bytes: {e:#}", input.len()))
+    }
+
     /// Mean time per packet over `repeat` runs inside the kernel (the
     /// benchmark primitive: BPF_PROG_TEST_RUN's own duration), without a
     /// context (the loopback device is the ingress).
