@@ -669,6 +669,15 @@ impl Agent {
         }
     }
 
+    /// Working port taps: name -> ifindex.
+    fn port_taps(&self) -> BTreeMap<String, u32> {
+        self.attached
+            .iter()
+            .filter(|(_, a)| a.role == Role::Port && a.error.is_none())
+            .map(|(n, a)| (n.clone(), a.ifindex))
+            .collect()
+    }
+
     /// The `port/` key of the configured port whose tap is `tap`.
     fn port_key_of_tap(&self, tap: &str) -> Option<String> {
         self.desired.values().find_map(|e| match e {
@@ -901,12 +910,7 @@ impl Agent {
         // against a full build.
         #[cfg(debug_assertions)]
         {
-            let taps: BTreeMap<String, u32> = self
-                .attached
-                .iter()
-                .filter(|(_, a)| a.role == Role::Port && a.error.is_none())
-                .map(|(n, a)| (n.clone(), a.ifindex))
-                .collect();
+            let taps = self.port_taps();
             let slots = self.slots.clone();
             let full = tables::build(&self.desired, &|t| taps.get(t).copied(), &mut |i| {
                 slots.get(&i).copied().unwrap_or(0)
@@ -939,12 +943,7 @@ impl Agent {
         self.ports_dirty = false;
         self.reconcile_host();
         self.warm_neighbour();
-        let taps: BTreeMap<String, u32> = self
-            .attached
-            .iter()
-            .filter(|(_, a)| a.role == Role::Port && a.error.is_none())
-            .map(|(n, a)| (n.clone(), a.ifindex))
-            .collect();
+        let taps = self.port_taps();
         // Slots for every attached tap of a configured port, allocated
         // before the build (which only reads them).
         let wanted_taps: Vec<u32> = self

@@ -29,3 +29,25 @@ pub fn ipv4_header(h: &[u8; 20]) -> u16 {
     }
     !fold(s)
 }
+
+/// A 20-byte IPv4 header (no options, ID 0, TTL 64) with its checksum.
+/// `flags`: the high byte of the flags/fragment field (0x40: DF).
+#[inline(always)]
+pub fn ipv4_header_with_checksum(
+    tos: u8,
+    total_len: u16,
+    flags: u8,
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> [u8; 20] {
+    let l = total_len.to_be_bytes();
+    let mut h: [u8; 20] = [
+        0x45, tos, l[0], l[1], 0, 0, flags, 0, 64, proto, 0, 0, src[0], src[1], src[2], src[3],
+        dst[0], dst[1], dst[2], dst[3],
+    ];
+    let c = ipv4_header(&h).to_be_bytes();
+    h[10] = c[0];
+    h[11] = c[1];
+    h
+}

@@ -489,34 +489,16 @@ fn encap<C: Pkt>(ctx: &C, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32,
     }
     h[12] = (ETH_P_IPV4 >> 8) as u8;
     h[13] = ETH_P_IPV4 as u8;
-    let ipl = (outer_ip_len as u16).to_be_bytes();
     // DF: the underlay must not fragment (the overlay MTU leaves room for
     // the outer headers); ID 0 is then allowed (RFC 6864).
-    let mut iph: [u8; 20] = [
-        0x45,
+    let iph = csum::ipv4_header_with_checksum(
         0,
-        ipl[0],
-        ipl[1],
-        0,
-        0,
+        outer_ip_len as u16,
         0x40,
-        0,
-        64,
         IPPROTO_UDP,
-        0,
-        0,
-        host.underlay_ip[0],
-        host.underlay_ip[1],
-        host.underlay_ip[2],
-        host.underlay_ip[3],
-        underlay[0],
-        underlay[1],
-        underlay[2],
-        underlay[3],
-    ];
-    let c = csum::ipv4_header(&iph).to_be_bytes();
-    iph[10] = c[0];
-    iph[11] = c[1];
+        host.underlay_ip,
+        underlay,
+    );
     let mut i = 0;
     while i < 20 {
         h[14 + i] = iph[i];
@@ -658,33 +640,14 @@ fn icmp_error_quoting<C: Pkt, const QUOTE: usize, const TOTAL: usize>(
     }
     h[12] = (ETH_P_IPV4 >> 8) as u8;
     h[13] = ETH_P_IPV4 as u8;
-    let tl = ((20 + 8 + QUOTE) as u16).to_be_bytes();
-    let g = port.gw_ip;
-    let mut iph: [u8; 20] = [
-        0x45,
+    let iph = csum::ipv4_header_with_checksum(
         0xc0,
-        tl[0],
-        tl[1],
+        (20 + 8 + QUOTE) as u16,
         0,
-        0,
-        0,
-        0,
-        64,
         IPPROTO_ICMP,
-        0,
-        0,
-        g[0],
-        g[1],
-        g[2],
-        g[3],
-        vm_ip[0],
-        vm_ip[1],
-        vm_ip[2],
-        vm_ip[3],
-    ];
-    let c = csum::ipv4_header(&iph).to_be_bytes();
-    iph[10] = c[0];
-    iph[11] = c[1];
+        port.gw_ip,
+        vm_ip,
+    );
     let mut i = 0;
     while i < 20 {
         h[ETH_HLEN + i] = iph[i];

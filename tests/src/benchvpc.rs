@@ -36,7 +36,8 @@ pub struct Sample {
     pub gbps: f64,
 }
 
-fn sh(region: &Region, node: &str, argv: &[&str]) -> anyhow::Result<String> {
+/// Runs in a node; an error with its output unless it succeeds.
+pub fn sh(region: &Region, node: &str, argv: &[&str]) -> anyhow::Result<String> {
     let o = region
         .exec(node, argv)
         .with_context(|| format!("{node}: {}", argv.join(" ")))?;

@@ -317,21 +317,7 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs in a node; error with stderr unless it succeeds.
-fn sh(region: &Region, node: &str, argv: &[&str]) -> anyhow::Result<String> {
-    let o = region
-        .exec(node, argv)
-        .with_context(|| format!("{node}: {}", argv.join(" ")))?;
-    if !o.status.success() {
-        bail!(
-            "{node}: {} failed: {}{}",
-            argv.join(" "),
-            String::from_utf8_lossy(&o.stderr),
-            String::from_utf8_lossy(&o.stdout)
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
+use strato_tests::benchvpc::sh;
 
 fn rx_packets(region: &Region, node: &str) -> anyhow::Result<u64> {
     sh(
