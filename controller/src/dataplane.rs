@@ -570,176 +570,129 @@ impl Dataplane {
 
     /// What the VPC maps hold now (an agent adopts pinned maps with this).
     pub fn tables(&mut self) -> Result<Tables, DataplaneError> {
-        let mut t = Tables {
+        Ok(Tables {
             ports: self.ports()?,
-            ..Tables::default()
-        };
-        {
-            let m: BpfHashMap<&MapData, EpKey, Endpoint> = self
-                .map_ref(maps::ENDPOINTS)?
-                .try_into()
-                .map_err(map_err(maps::ENDPOINTS))?;
-            for kv in m.iter() {
-                let (k, v) = kv.map_err(map_err(maps::ENDPOINTS))?;
-                t.endpoints.insert(k, v);
-            }
-        }
-        {
-            let m: BpfHashMap<&MapData, u32, VniInfo> = self
-                .map_ref(maps::VNIS)?
-                .try_into()
-                .map_err(map_err(maps::VNIS))?;
-            for kv in m.iter() {
-                let (k, v) = kv.map_err(map_err(maps::VNIS))?;
-                t.vnis.insert(k, v);
-            }
-        }
-        {
-            let m: BpfHashMap<&MapData, MacKey, u32> = self
-                .map_ref(maps::MACS)?
-                .try_into()
-                .map_err(map_err(maps::MACS))?;
-            for kv in m.iter() {
-                let (k, v) = kv.map_err(map_err(maps::MACS))?;
-                t.macs.insert(k, v);
-            }
-        }
-        {
-            let m: LpmTrie<&MapData, RouteKey, Route> = self
-                .map_ref(maps::ROUTES)?
-                .try_into()
-                .map_err(map_err(maps::ROUTES))?;
-            for kv in m.iter() {
-                let (k, v) = kv.map_err(map_err(maps::ROUTES))?;
-                let d = k.data();
-                if let Some(key) = from_lpm(k.prefix_len(), d.domain, d.ip) {
-                    t.routes.insert(key, v);
-                }
-            }
-        }
-        {
-            let m: LpmTrie<&MapData, AllowedKey, AllowedMac> = self
-                .map_ref(maps::ALLOWED)?
-                .try_into()
-                .map_err(map_err(maps::ALLOWED))?;
-            for kv in m.iter() {
-                let (k, v) = kv.map_err(map_err(maps::ALLOWED))?;
-                let d = k.data();
-                if let Some(key) = from_lpm(k.prefix_len(), d.ifindex, d.ip) {
-                    t.allowed.insert(key, v);
-                }
-            }
-        }
-        Ok(t)
+            endpoints: self.hash_read(maps::ENDPOINTS)?,
+            vnis: self.hash_read(maps::VNIS)?,
+            macs: self.hash_read(maps::MACS)?,
+            routes: self.lpm_read(maps::ROUTES, |k: RouteKey| (k.domain, k.ip))?,
+            allowed: self.lpm_read(maps::ALLOWED, |k: AllowedKey| (k.ifindex, k.ip))?,
+        })
     }
 
     /// Writes a diff: every upsert first (tables a port refers to before the
     /// port), then every delete (ports first). Each map update is atomic for
     /// its entry; a packet sees an entry old or new, never half written.
     pub fn apply(&mut self, d: &Diff) -> Result<(), DataplaneError> {
-        {
-            let mut m: BpfHashMap<&mut MapData, EpKey, Endpoint> = self
-                .map_mut(maps::ENDPOINTS)?
-                .try_into()
-                .map_err(map_err(maps::ENDPOINTS))?;
-            for (k, v) in &d.endpoints.0 {
-                m.insert(k, v, 0).map_err(map_err(maps::ENDPOINTS))?;
-            }
-        }
-        {
-            let mut m: LpmTrie<&mut MapData, RouteKey, Route> = self
-                .map_mut(maps::ROUTES)?
-                .try_into()
-                .map_err(map_err(maps::ROUTES))?;
-            for ((dom, net), v) in &d.routes.0 {
-                m.insert(&lpm_key(*dom, *net, route_key), v, 0)
-                    .map_err(map_err(maps::ROUTES))?;
-            }
-        }
-        {
-            let mut m: BpfHashMap<&mut MapData, u32, VniInfo> = self
-                .map_mut(maps::VNIS)?
-                .try_into()
-                .map_err(map_err(maps::VNIS))?;
-            for (k, v) in &d.vnis.0 {
-                m.insert(k, v, 0).map_err(map_err(maps::VNIS))?;
-            }
-        }
-        {
-            let mut m: BpfHashMap<&mut MapData, MacKey, u32> = self
-                .map_mut(maps::MACS)?
-                .try_into()
-                .map_err(map_err(maps::MACS))?;
-            for (k, v) in &d.macs.0 {
-                m.insert(k, v, 0).map_err(map_err(maps::MACS))?;
-            }
-        }
-        {
-            let mut m: LpmTrie<&mut MapData, AllowedKey, AllowedMac> = self
-                .map_mut(maps::ALLOWED)?
-                .try_into()
-                .map_err(map_err(maps::ALLOWED))?;
-            for ((i, net), v) in &d.allowed.0 {
-                m.insert(&lpm_key(*i, *net, allowed_key), v, 0)
-                    .map_err(map_err(maps::ALLOWED))?;
-            }
-        }
+        self.hash_upsert(maps::ENDPOINTS, &d.endpoints.0)?;
+        self.lpm_upsert(maps::ROUTES, &d.routes.0, route_key)?;
+        self.hash_upsert(maps::VNIS, &d.vnis.0)?;
+        self.hash_upsert(maps::MACS, &d.macs.0)?;
+        self.lpm_upsert(maps::ALLOWED, &d.allowed.0, allowed_key)?;
         for (k, v) in &d.ports.0 {
             self.set_port(*k, *v)?;
         }
         for k in &d.ports.1 {
             self.remove_port(*k)?;
         }
-        let gone = |r: Result<(), MapError>, name| match r {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(name)(e)),
-        };
-        {
-            let mut m: BpfHashMap<&mut MapData, EpKey, Endpoint> = self
-                .map_mut(maps::ENDPOINTS)?
-                .try_into()
-                .map_err(map_err(maps::ENDPOINTS))?;
-            for k in &d.endpoints.1 {
-                gone(m.remove(k), maps::ENDPOINTS)?;
-            }
-        }
-        {
-            let mut m: LpmTrie<&mut MapData, RouteKey, Route> = self
-                .map_mut(maps::ROUTES)?
-                .try_into()
-                .map_err(map_err(maps::ROUTES))?;
-            for (dom, net) in &d.routes.1 {
-                gone(m.remove(&lpm_key(*dom, *net, route_key)), maps::ROUTES)?;
-            }
-        }
-        {
-            let mut m: BpfHashMap<&mut MapData, u32, VniInfo> = self
-                .map_mut(maps::VNIS)?
-                .try_into()
-                .map_err(map_err(maps::VNIS))?;
-            for k in &d.vnis.1 {
-                gone(m.remove(k), maps::VNIS)?;
-            }
-        }
-        {
-            let mut m: BpfHashMap<&mut MapData, MacKey, u32> = self
-                .map_mut(maps::MACS)?
-                .try_into()
-                .map_err(map_err(maps::MACS))?;
-            for k in &d.macs.1 {
-                gone(m.remove(k), maps::MACS)?;
-            }
-        }
-        {
-            let mut m: LpmTrie<&mut MapData, AllowedKey, AllowedMac> = self
-                .map_mut(maps::ALLOWED)?
-                .try_into()
-                .map_err(map_err(maps::ALLOWED))?;
-            for (i, net) in &d.allowed.1 {
-                gone(m.remove(&lpm_key(*i, *net, allowed_key)), maps::ALLOWED)?;
-            }
+        self.hash_delete::<EpKey, Endpoint>(maps::ENDPOINTS, &d.endpoints.1)?;
+        self.lpm_delete::<RouteKey, Route>(maps::ROUTES, &d.routes.1, route_key)?;
+        self.hash_delete::<u32, VniInfo>(maps::VNIS, &d.vnis.1)?;
+        self.hash_delete::<MacKey, u32>(maps::MACS, &d.macs.1)?;
+        self.lpm_delete::<AllowedKey, AllowedMac>(maps::ALLOWED, &d.allowed.1, allowed_key)?;
+        Ok(())
+    }
+
+    fn hash_read<K: aya::Pod + Ord, V: aya::Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<BTreeMap<K, V>, DataplaneError> {
+        let m: BpfHashMap<&MapData, K, V> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        m.iter()
+            .map(|kv| kv.map_err(map_err(name)))
+            .collect::<Result<BTreeMap<K, V>, _>>()
+    }
+
+    fn hash_upsert<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        rows: &[(K, V)],
+    ) -> Result<(), DataplaneError> {
+        let mut m: BpfHashMap<&mut MapData, K, V> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        for (k, v) in rows {
+            m.insert(k, v, 0).map_err(map_err(name))?;
         }
         Ok(())
+    }
+
+    fn hash_delete<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keys: &[K],
+    ) -> Result<(), DataplaneError> {
+        let mut m: BpfHashMap<&mut MapData, K, V> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        for k in keys {
+            gone(m.remove(k), name)?;
+        }
+        Ok(())
+    }
+
+    /// An LPM trie keyed (owner, prefix), as [`Tables`] holds it.
+    fn lpm_read<K: aya::Pod, V: aya::Pod>(
+        &self,
+        name: &'static str,
+        parts: fn(K) -> ([u8; 4], [u8; 4]),
+    ) -> Result<BTreeMap<(u32, Ipv4Network), V>, DataplaneError> {
+        let m: LpmTrie<&MapData, K, V> = self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        let mut out = BTreeMap::new();
+        for kv in m.iter() {
+            let (k, v) = kv.map_err(map_err(name))?;
+            let (owner, ip) = parts(k.data());
+            if let Some(key) = from_lpm(k.prefix_len(), owner, ip) {
+                out.insert(key, v);
+            }
+        }
+        Ok(out)
+    }
+
+    fn lpm_upsert<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        rows: &[((u32, Ipv4Network), V)],
+        mk: fn([u8; 4], [u8; 4]) -> K,
+    ) -> Result<(), DataplaneError> {
+        let mut m: LpmTrie<&mut MapData, K, V> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        for ((owner, net), v) in rows {
+            m.insert(&lpm_key(*owner, *net, mk), v, 0)
+                .map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
+    fn lpm_delete<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keys: &[(u32, Ipv4Network)],
+        mk: fn([u8; 4], [u8; 4]) -> K,
+    ) -> Result<(), DataplaneError> {
+        let mut m: LpmTrie<&mut MapData, K, V> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        for (owner, net) in keys {
+            gone(m.remove(&lpm_key(*owner, *net, mk)), name)?;
+        }
+        Ok(())
+    }
+}
+
+/// A removal that found nothing is fine (the entry is gone either way).
+fn gone(r: Result<(), MapError>, name: &'static str) -> Result<(), DataplaneError> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err(name)(e)),
     }
 }
 
