@@ -418,6 +418,24 @@ fn trace(cloud: &Cloud, red: &[Vm]) {
         path.contains("routed") && path.contains("VXLAN") && path.contains("198.18.2.1"),
         "{t}"
     );
+    // Without --host: the controller says where the port is bound.
+    let o = std::process::Command::new(strato_tests::e2e::bin("stratoctl"))
+        .arg("--controller")
+        .arg(format!("unix:{}", cloud.socket.display()))
+        .args([
+            "--json",
+            "trace",
+            "--port",
+            &red[0].port,
+            "--to",
+            &red[1].ip,
+        ])
+        .output()
+        .expect("stratoctl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t: Value = serde_json::from_slice(&o.stdout).expect("trace JSON");
+    assert_eq!(t["host"], hid.as_str(), "{t}");
+    assert_eq!(t["verdict"], "XDP_REDIRECT", "{t}");
     // Nobody: host unreachable, answered by the gateway.
     let t = run("10.0.2.200");
     assert_eq!(t["drop_reasons"], json!(["host_unreachable"]), "{t}");

@@ -55,9 +55,10 @@ enum Cmd {
     /// prints the verdict, the path, the rewrites and any drop reason. Run on
     /// the host, as root.
     Trace {
-        /// Host name (its pin directory under --pin-root).
+        /// Host name (its pin directory under --pin-root); default: the
+        /// host the port is bound to, asked of the controller.
         #[arg(long)]
-        host: String,
+        host: Option<String>,
         /// The port (its tap is `tap` + the first 11 characters of its id).
         #[arg(long, conflicts_with = "iface")]
         port: Option<String>,
@@ -583,6 +584,28 @@ fn run(args: Args) -> anyhow::Result<()> {
             src_mac,
             dst_mac,
         } => {
+            let host = match (host, &port) {
+                (Some(h), _) => h,
+                (None, Some(p)) => {
+                    let v: serde_json::Value = rt
+                        .block_on(client::get_json(&args.controller, "/internal/v1/resources"))
+                        .context(
+                            "asking the controller where the port is bound (or give --host)",
+                        )?;
+                    let found = v["projects"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|pr| pr["ports"].as_array().into_iter().flatten())
+                        .find(|x| x["id"].as_str().is_some_and(|id| id == p))
+                        .with_context(|| format!("no port {p}"))?;
+                    match found["host"].as_str() {
+                        Some(h) if !h.is_empty() => h.to_owned(),
+                        _ => anyhow::bail!("port {p} is not bound to a host"),
+                    }
+                }
+                (None, None) => anyhow::bail!("name a --port (or an --iface with --host)"),
+            };
             trace(
                 args.json,
                 &host,
