@@ -84,8 +84,6 @@ pub struct Agent {
     revision: Arc<AtomicU64>,
     /// A snapshot arrived since start (until then nothing is removed).
     have_snapshot: bool,
-    /// The configuration changed since the tables were reconciled.
-    ports_dirty: bool,
     /// Something other than remote ports changed (or taps did): the next
     /// reconcile rebuilds every table; otherwise only the remote ports in
     /// `dirty_remotes` are recomputed.
@@ -310,7 +308,6 @@ impl Agent {
             desired: BTreeMap::new(),
             revision: Arc::new(AtomicU64::new(0)),
             have_snapshot: false,
-            ports_dirty: true,
             full_needed: true,
             dirty_remotes: std::collections::BTreeSet::new(),
             dirty_ports: std::collections::BTreeSet::new(),
@@ -382,7 +379,6 @@ impl Agent {
             UpdateKind::Snapshot => {
                 self.desired = u.upserts.into_iter().map(|e| (e.key(), e)).collect();
                 self.have_snapshot = true;
-                self.ports_dirty = true;
                 self.full_needed = true;
             }
             UpdateKind::Delta => {
@@ -400,7 +396,6 @@ impl Agent {
                     .cloned()
                     .chain(u.upserts.iter().map(Entry::key))
                 {
-                    self.ports_dirty = true;
                     if k.starts_with("remote/") {
                         self.dirty_remotes.insert(k);
                     } else if k.starts_with("port/") {
@@ -448,7 +443,6 @@ impl Agent {
                 continue;
             };
             // A tap appeared (or an attach is retried): its port changes.
-            self.ports_dirty = true;
             if let Some(k) = self.port_key_of_tap(&tap) {
                 self.dirty_ports.insert(k);
             }
@@ -469,7 +463,7 @@ impl Agent {
                 },
             );
         }
-        if !self.ports_dirty {
+        if !self.tables_dirty() {
             return Ok(());
         }
         self.reconcile_ports()
@@ -527,7 +521,6 @@ impl Agent {
             } else {
                 Attach::PortTc
             };
-            self.ports_dirty = true;
             match (role == Role::Port)
                 .then(|| self.port_key_of_tap(name))
                 .flatten()
@@ -569,7 +562,6 @@ impl Agent {
             tracing::info!(iface = %name, "interface gone; detaching");
             self.attached.remove(&name);
             let _ = self.dp.detach(&name);
-            self.ports_dirty = true;
             self.full_needed = true;
         }
         self.reconcile_host();
@@ -667,6 +659,11 @@ impl Agent {
                 tracing::debug!(uplink = %up, gateway = %gw, "resolving the underlay next hop");
             }
         }
+    }
+
+    /// Whether the tables must be reconciled: something changed since.
+    fn tables_dirty(&self) -> bool {
+        self.full_needed || !self.dirty_remotes.is_empty() || !self.dirty_ports.is_empty()
     }
 
     /// Working port taps: name -> ifindex.
@@ -931,7 +928,6 @@ impl Agent {
         {
             match self.reconcile_incremental() {
                 Ok(true) => {
-                    self.ports_dirty = false;
                     return Ok(());
                 }
                 Ok(false) => {}
@@ -940,7 +936,6 @@ impl Agent {
                 }
             }
         }
-        self.ports_dirty = false;
         self.reconcile_host();
         self.warm_neighbour();
         let taps = self.port_taps();
@@ -983,7 +978,6 @@ impl Agent {
                         tracing::warn!(error = %msg, "cannot write the tables; will retry");
                         error = Some(msg);
                         self.have = self.dp.tables().unwrap_or_default();
-                        self.ports_dirty = true;
                         self.full_needed = true;
                     }
                 }

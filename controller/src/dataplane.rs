@@ -224,14 +224,7 @@ impl Dataplane {
         }
         {
             let name = programs::PORT_TC;
-            let prog: &mut aya::programs::SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(DataplaneError::NoProgram { name })?
-                .try_into()
-                .map_err(|e| DataplaneError::Program {
-                    name,
-                    source: Box::new(e),
-                })?;
+            let prog = classifier(&mut ebpf, name)?;
             prog.load().map_err(|e| DataplaneError::Program {
                 name,
                 source: Box::new(e),
@@ -328,7 +321,7 @@ impl Dataplane {
     fn attach_port_tc(&mut self, iface: &str) -> Result<(), DataplaneError> {
         use aya::programs::{
             tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
-            SchedClassifier, TcAttachType,
+            TcAttachType,
         };
         const PRIORITY: u16 = 1;
         let handle = TcHandle::new(0, 1);
@@ -339,12 +332,7 @@ impl Dataplane {
             iface: iface.to_owned(),
             source: e,
         };
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::NoProgram { name })?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| err(Box::new(e)))?;
+        let prog = classifier(&mut self.ebpf, name)?;
         if let Some(pin) = link_pin.as_ref().filter(|p| p.exists()) {
             let adopted = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 let fd: FdLink = PinnedLink::from_pin(pin)?.into();
@@ -399,17 +387,9 @@ impl Dataplane {
         ingress: u32,
         frame: &[u8],
     ) -> Result<(i32, Vec<u8>), DataplaneError> {
-        use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+        use aya::programs::{TestRun, TestRunOptions};
         let name = programs::PORT_TC;
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::NoProgram { name })?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DataplaneError::Program {
-                name,
-                source: Box::new(e),
-            })?;
+        let prog = classifier(&mut self.ebpf, name)?;
         // struct __sk_buff up to `ifindex` (offset 40): the device the
         // packet arrives on; everything before it must be zero.
         let mut ctx = [0u8; 44];
@@ -434,7 +414,7 @@ impl Dataplane {
     /// `iface` in this thread's network namespace (the link lives as long as
     /// this instance).
     pub fn attach_bare_tc(&mut self, iface: &str) -> Result<(), DataplaneError> {
-        use aya::programs::{tc, SchedClassifier, TcAttachType};
+        use aya::programs::{tc, TcAttachType};
         let name = programs::BARE_TC;
         let err = |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
             program: name,
@@ -443,12 +423,7 @@ impl Dataplane {
         };
         // An existing clsact qdisc is fine.
         let _ = tc::qdisc_add_clsact(iface);
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::NoProgram { name })?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| err(Box::new(e)))?;
+        let prog = classifier(&mut self.ebpf, name)?;
         if prog.fd().is_err() {
             prog.load().map_err(|e| err(Box::new(e)))?;
         }
@@ -686,6 +661,20 @@ impl Dataplane {
         }
         Ok(())
     }
+}
+
+/// The loaded object's TC program `name`.
+fn classifier<'e>(
+    ebpf: &'e mut Ebpf,
+    name: &'static str,
+) -> Result<&'e mut aya::programs::SchedClassifier, DataplaneError> {
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::NoProgram { name })?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| DataplaneError::Program {
+            name,
+            source: Box::new(e),
+        })
 }
 
 /// A removal that found nothing is fine (the entry is gone either way).

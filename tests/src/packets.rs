@@ -83,15 +83,20 @@ pub fn qinq_ipv4_udp(outer: u16, inner: u16, payload: &[u8]) -> Vec<u8> {
 
 /// An Ethernet/IPv4 ARP request (who-has DST4 tell SRC4).
 pub fn arp_request() -> Vec<u8> {
+    arp_request_from(SRC_MAC, SRC4, DST4)
+}
+
+/// Broadcast ARP request: who has `target`, tell `sender` (`mac`).
+pub fn arp_request_from(mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     let mut f = Vec::with_capacity(42);
     f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&mac);
     f.extend_from_slice(&0x0806u16.to_be_bytes());
     f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend_from_slice(&SRC_MAC);
-    f.extend_from_slice(&SRC4);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&sender);
     f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&DST4);
+    f.extend_from_slice(&target);
     f
 }
 

@@ -70,16 +70,7 @@ fn tc_and_xdp_builds_agree_on_every_path() {
     let mut t = ProgramTester::in_test_net();
     t.install(&world());
     let tp1 = t.ifindex("tp1");
-    let arp = {
-        let mut f = vec![0xff; 6];
-        f.extend_from_slice(&A1.0);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&A1.0);
-        f.extend_from_slice(&A1.1);
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&[10, 1, 0, 1]);
-        f
-    };
+    let arp = strato_tests::packets::arp_request_from(A1.0, A1.1, [10, 1, 0, 1]);
     // (what, frame, expected verdict, expected output length: None = same)
     let cases: Vec<(&str, Vec<u8>, Verdict, Option<usize>)> = vec![
         (

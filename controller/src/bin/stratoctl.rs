@@ -106,13 +106,7 @@ enum TraceProto {
 }
 
 fn mac(s: &str) -> anyhow::Result<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| anyhow::anyhow!("{s:?} is not a MAC address"))?;
-    v.try_into()
-        .map_err(|_| anyhow::anyhow!("{s:?} is not a MAC address"))
+    strato::tables::parse_mac(s).ok_or_else(|| anyhow::anyhow!("{s:?} is not a MAC address"))
 }
 
 fn fmt_mac(m: &[u8]) -> String {

@@ -268,17 +268,12 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
             up,
             vxlan,
         ),
-        ("port: ARP reply for the gateway", Attach::Port, tp1, {
-            // Ethernet broadcast, ARP request who-has 10.1.0.1 tell a1.
-            let mut f = vec![0xff; 6];
-            f.extend_from_slice(&a1.0);
-            f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-            f.extend_from_slice(&a1.0);
-            f.extend_from_slice(&a1.1);
-            f.extend_from_slice(&[0; 6]);
-            f.extend_from_slice(&[10, 1, 0, 1]);
-            f
-        }),
+        (
+            "port: ARP reply for the gateway",
+            Attach::Port,
+            tp1,
+            packets::arp_request_from(a1.0, a1.1, [10, 1, 0, 1]),
+        ),
     ];
     let sizes = [10u32, 100_000];
     let mut results: Vec<Vec<f64>> = vec![vec![]; rows.len()];
