@@ -21,10 +21,12 @@ pub enum Kind {
     Router,
     Quota,
     Host,
+    SecurityGroup,
+    SecurityGroupRule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Project,
         Kind::User,
         Kind::Role,
@@ -36,6 +38,8 @@ impl Kind {
         Kind::Router,
         Kind::Quota,
         Kind::Host,
+        Kind::SecurityGroup,
+        Kind::SecurityGroupRule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +55,8 @@ impl Kind {
             Kind::Router => "router",
             Kind::Quota => "quota",
             Kind::Host => "host",
+            Kind::SecurityGroup => "security_group",
+            Kind::SecurityGroupRule => "security_group_rule",
         }
     }
 
@@ -204,6 +210,113 @@ pub struct Router {
     pub routes: Vec<HostRoute>,
 }
 
+/// Traffic direction of a security group rule, seen from the port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Ethertype {
+    IPv4,
+    IPv6,
+}
+
+impl Ethertype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ethertype::IPv4 => "IPv4",
+            Ethertype::IPv6 => "IPv6",
+        }
+    }
+}
+
+/// A security group: a named set of allow rules. A port's policy is the
+/// union of its groups' rules; what no rule allows is dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    pub meta: Meta,
+    /// Stateful groups track connections (replies pass without rules);
+    /// stateless ones evaluate every packet in both directions.
+    pub stateful: bool,
+}
+
+/// One allow rule of a security group. `meta.name` is unused (Neutron rules
+/// have none); `meta.project_id` is the group's project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupRule {
+    pub meta: Meta,
+    pub security_group_id: String,
+    pub direction: Direction,
+    pub ethertype: Ethertype,
+    /// As the request gave it, names lower-cased (`tcp`, `6`, `icmp`);
+    /// `None` is any protocol.
+    pub protocol: Option<String>,
+    /// Ports for TCP/UDP/SCTP/UDP-Lite/DCCP; ICMP type (min) and code (max).
+    pub port_range_min: Option<u32>,
+    pub port_range_max: Option<u32>,
+    /// Normalised CIDR (host bits cleared); `None` with no remote group is
+    /// any address.
+    pub remote_ip_prefix: Option<String>,
+    /// The rule matches addresses of this group's member ports.
+    pub remote_group_id: Option<String>,
+}
+
+/// IANA protocol names Neutron accepts in security group rules.
+pub const PROTOCOL_NAMES: &[(&str, u8)] = &[
+    ("hopopt", 0),
+    ("icmp", 1),
+    ("igmp", 2),
+    ("ipip", 4),
+    ("tcp", 6),
+    ("egp", 8),
+    ("udp", 17),
+    ("ipv6-encap", 41),
+    ("ipv6-route", 43),
+    ("ipv6-frag", 44),
+    ("rsvp", 46),
+    ("gre", 47),
+    ("esp", 50),
+    ("ah", 51),
+    ("ipv6-icmp", 58),
+    ("icmpv6", 58),
+    ("ipv6-nonxt", 59),
+    ("ipv6-opts", 60),
+    ("ospf", 89),
+    ("pgm", 113),
+    ("vrrp", 112),
+    ("sctp", 132),
+    ("udplite", 136),
+    ("dccp", 33),
+];
+
+/// Protocol number of a rule's `protocol` (a name or a number).
+pub fn protocol_number(p: &str) -> Option<u8> {
+    PROTOCOL_NAMES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(p))
+        .map(|(_, v)| *v)
+        .or_else(|| p.parse().ok())
+}
+
+impl SecurityGroupRule {
+    /// `None`: any protocol.
+    pub fn protocol_number(&self) -> Option<u8> {
+        self.protocol.as_deref().and_then(protocol_number)
+    }
+}
+
 /// Per-project limits; absent projects use [`Quota::default`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
@@ -212,6 +325,18 @@ pub struct Quota {
     pub subnet: i64,
     pub port: i64,
     pub router: i64,
+    #[serde(default = "default_security_group_quota")]
+    pub security_group: i64,
+    #[serde(default = "default_security_group_rule_quota")]
+    pub security_group_rule: i64,
+}
+
+fn default_security_group_quota() -> i64 {
+    10
+}
+
+fn default_security_group_rule_quota() -> i64 {
+    100
 }
 
 impl Quota {
@@ -222,6 +347,8 @@ impl Quota {
             subnet: 100,
             port: 500,
             router: 10,
+            security_group: default_security_group_quota(),
+            security_group_rule: default_security_group_rule_quota(),
         }
     }
 }
@@ -250,6 +377,8 @@ pub enum Object {
     Router(Router),
     Quota(Quota),
     Host(HostRecord),
+    SecurityGroup(SecurityGroup),
+    SecurityGroupRule(SecurityGroupRule),
 }
 
 impl Object {
@@ -266,6 +395,8 @@ impl Object {
             Object::Router(_) => Kind::Router,
             Object::Quota(_) => Kind::Quota,
             Object::Host(_) => Kind::Host,
+            Object::SecurityGroup(_) => Kind::SecurityGroup,
+            Object::SecurityGroupRule(_) => Kind::SecurityGroupRule,
         }
     }
 
@@ -282,6 +413,8 @@ impl Object {
             Object::Router(o) => o.meta.id.clone(),
             Object::Quota(o) => o.project_id.clone(),
             Object::Host(o) => o.name.clone(),
+            Object::SecurityGroup(o) => o.meta.id.clone(),
+            Object::SecurityGroupRule(o) => o.meta.id.clone(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! behind a writer.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::Path,
     sync::{Mutex, RwLock, RwLockReadGuard},
 };
@@ -18,7 +18,7 @@ use crate::{
     error::ApiError,
     model::{
         Assignment, Change, HostRecord, Kind, Network, Object, Port, Project, Quota, Role, Router,
-        Subnet, Token, User,
+        SecurityGroup, SecurityGroupRule, Subnet, Token, User,
     },
     store::{Store, StoreError},
 };
@@ -41,6 +41,10 @@ pub struct State {
     pub quotas: BTreeMap<String, Quota>,
     /// Registered hosts, by name.
     pub hosts: BTreeMap<String, HostRecord>,
+    pub security_groups: BTreeMap<String, SecurityGroup>,
+    pub security_group_rules: BTreeMap<String, SecurityGroupRule>,
+    /// Group id -> ids of its rules (maintained by `apply`).
+    pub rules_by_group: HashMap<String, BTreeSet<String>>,
 }
 
 impl State {
@@ -58,6 +62,16 @@ impl State {
                 Object::Router(x) => drop(self.routers.insert(x.meta.id.clone(), x)),
                 Object::Quota(x) => drop(self.quotas.insert(x.project_id.clone(), x)),
                 Object::Host(x) => drop(self.hosts.insert(x.name.clone(), x)),
+                Object::SecurityGroup(x) => drop(self.security_groups.insert(x.meta.id.clone(), x)),
+                Object::SecurityGroupRule(x) => {
+                    self.rules_by_group
+                        .entry(x.security_group_id.clone())
+                        .or_default()
+                        .insert(x.meta.id.clone());
+                    if let Some(old) = self.security_group_rules.insert(x.meta.id.clone(), x) {
+                        self.unindex_rule_if_moved(&old);
+                    }
+                }
             },
             Change::Delete(kind, id) => match kind {
                 Kind::Project => drop(self.projects.remove(id)),
@@ -71,8 +85,47 @@ impl State {
                 Kind::Router => drop(self.routers.remove(id)),
                 Kind::Quota => drop(self.quotas.remove(id)),
                 Kind::Host => drop(self.hosts.remove(id)),
+                Kind::SecurityGroup => drop(self.security_groups.remove(id)),
+                Kind::SecurityGroupRule => {
+                    if let Some(old) = self.security_group_rules.remove(id) {
+                        self.unindex_rule(&old);
+                    }
+                }
             },
         }
+    }
+
+    fn unindex_rule(&mut self, r: &SecurityGroupRule) {
+        if let Some(set) = self.rules_by_group.get_mut(&r.security_group_id) {
+            set.remove(&r.meta.id);
+            if set.is_empty() {
+                self.rules_by_group.remove(&r.security_group_id);
+            }
+        }
+    }
+
+    /// A replaced rule that changed groups (never done by the API, but the
+    /// index must stay true whatever is stored).
+    fn unindex_rule_if_moved(&mut self, old: &SecurityGroupRule) {
+        let moved = self
+            .security_group_rules
+            .get(&old.meta.id)
+            .is_some_and(|new| new.security_group_id != old.security_group_id);
+        if moved {
+            self.unindex_rule(old);
+        }
+    }
+
+    /// The rules of a group, in id order.
+    pub fn group_rules<'s>(
+        &'s self,
+        group_id: &str,
+    ) -> impl Iterator<Item = &'s SecurityGroupRule> {
+        self.rules_by_group
+            .get(group_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.security_group_rules.get(id))
     }
 
     /// The quota of a project (defaults if never set).

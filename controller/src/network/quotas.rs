@@ -1,5 +1,6 @@
-//! Per-project quotas on networks, subnets, ports and routers (409 when a
-//! create would exceed one). Router interface ports do not count.
+//! Per-project quotas on networks, subnets, ports, routers, security groups
+//! and security group rules (409 when a create would exceed one). Router
+//! interface ports do not count.
 
 use serde_json::{json, Map, Value};
 
@@ -34,6 +35,16 @@ pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
             .values()
             .filter(|r| r.meta.project_id == project)
             .count(),
+        Kind::SecurityGroup => state
+            .security_groups
+            .values()
+            .filter(|g| g.meta.project_id == project)
+            .count(),
+        Kind::SecurityGroupRule => state
+            .security_group_rules
+            .values()
+            .filter(|r| r.meta.project_id == project)
+            .count(),
         _ => 0,
     }) as i64
 }
@@ -44,6 +55,8 @@ fn limit(q: &Quota, kind: Kind) -> i64 {
         Kind::Subnet => q.subnet,
         Kind::Port => q.port,
         Kind::Router => q.router,
+        Kind::SecurityGroup => q.security_group,
+        Kind::SecurityGroupRule => q.security_group_rule,
         _ => -1,
     }
 }
@@ -61,7 +74,8 @@ pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), Api
 }
 
 fn render(q: &Quota) -> Value {
-    json!({"network": q.network, "subnet": q.subnet, "port": q.port, "router": q.router})
+    json!({"network": q.network, "subnet": q.subnet, "port": q.port, "router": q.router,
+           "security_group": q.security_group, "security_group_rule": q.security_group_rule})
 }
 
 fn may_read(auth: &Auth, project: &str) -> Result<(), ApiError> {
@@ -83,7 +97,14 @@ pub fn details(state: &State, auth: &Auth, project: &str) -> Result<Value, ApiEr
     may_read(auth, project)?;
     let q = state.quota(project);
     let mut o = Map::new();
-    for k in [Kind::Network, Kind::Subnet, Kind::Port, Kind::Router] {
+    for k in [
+        Kind::Network,
+        Kind::Subnet,
+        Kind::Port,
+        Kind::Router,
+        Kind::SecurityGroup,
+        Kind::SecurityGroupRule,
+    ] {
         o.insert(
             k.as_str().into(),
             json!({"used": used(state, project, k), "limit": limit(&q, k), "reserved": 0}),
@@ -132,6 +153,8 @@ pub fn update(
         ("subnet", &mut q.subnet),
         ("port", &mut q.port),
         ("router", &mut q.router),
+        ("security_group", &mut q.security_group),
+        ("security_group_rule", &mut q.security_group_rule),
     ] {
         if let Some(v) = a.integer(key, -1, i32::MAX as i64)? {
             *slot = v;
