@@ -48,6 +48,8 @@ use crate::{
 /// Every how many passes the agent lists every interface (others check only
 /// the ones it knows).
 const FULL_SCAN_EVERY: u64 = 5;
+/// Seconds between sweeps of the connection table.
+const CT_GC_EVERY_S: u64 = 5;
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -61,6 +63,9 @@ pub struct AgentConfig {
     /// How often a full report (every interface's counters, every port)
     /// goes out; in between, status reports carry only what changed.
     pub full_report_interval: Duration,
+    /// Size of the connection tracking table (flows); `None`: the default
+    /// (`dataplane_common::maps::CT_MAX_DEFAULT`).
+    pub ct_max: Option<u32>,
 }
 
 impl AgentConfig {
@@ -116,6 +121,15 @@ pub struct Agent {
     outbox: Option<tokio::sync::mpsc::UnboundedSender<Outgoing>>,
     /// Set by the sender when the controller must get a full report.
     need_full: Arc<std::sync::atomic::AtomicBool>,
+    /// Security group policies written to the maps.
+    policies: crate::policy::Policies,
+    /// Groups or remote-group members changed since the last plan.
+    policies_dirty: bool,
+    /// Entries of a previous agent's policies were swept (once, after the
+    /// first complete build).
+    policies_swept: bool,
+    /// When the connection table was last swept of expired entries.
+    ct_gc_at: Option<std::time::Instant>,
 }
 
 /// A report queued for the controller.
@@ -291,7 +305,15 @@ impl Agent {
     pub fn start(cfg: AgentConfig) -> anyhow::Result<Agent> {
         check_bpffs(&cfg.pin_root)?;
         let pin_dir = cfg.pin_dir();
-        let mut dp = Dataplane::load(Some(&pin_dir)).context("loading the dataplane")?;
+        let mut dp =
+            Dataplane::load_with(Some(&pin_dir), cfg.ct_max).context("loading the dataplane")?;
+        // Policies of a previous agent stay in force until ours replace
+        // them; ours are numbered above theirs.
+        let (max_policy, max_class) = dp
+            .policy_sweep(&|_| true, &|_| true)
+            .context("reading the adopted policies")?;
+        let mut policies = crate::policy::Policies::default();
+        policies.start_after(max_policy, max_class);
         dp.resync_port_index()
             .context("rewriting the dense port index")?;
         let have = dp.tables().context("reading the adopted tables")?;
@@ -325,6 +347,10 @@ impl Agent {
             counters: Arc::new(std::sync::Mutex::new(None)),
             outbox: None,
             need_full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            policies,
+            policies_dirty: true,
+            policies_swept: false,
+            ct_gc_at: None,
         };
         agent.forget_vanished_pins()?;
         // Taps created from now on start without IPv6 (turning it off on a
@@ -400,6 +426,8 @@ impl Agent {
                         self.dirty_remotes.insert(k);
                     } else if k.starts_with("port/") {
                         self.dirty_ports.insert(k);
+                    } else if k.starts_with("sg/") || k.starts_with("sgmember/") {
+                        self.policies_dirty = true;
                     } else {
                         self.full_needed = true;
                     }
@@ -663,7 +691,101 @@ impl Agent {
 
     /// Whether the tables must be reconciled: something changed since.
     fn tables_dirty(&self) -> bool {
-        self.full_needed || !self.dirty_remotes.is_empty() || !self.dirty_ports.is_empty()
+        self.full_needed
+            || self.policies_dirty
+            || !self.dirty_remotes.is_empty()
+            || !self.dirty_ports.is_empty()
+    }
+
+    /// Policy of every local port (by port id): (policy id, stateless).
+    fn port_policies(&self) -> std::collections::HashMap<String, (u32, bool)> {
+        self.desired
+            .values()
+            .filter_map(|e| match e {
+                Entry::Port(p) if p.port_security_enabled => {
+                    let pol = self.policies.of(&p.security_groups)?;
+                    Some((p.id.clone(), (pol.id, pol.flat.stateless)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Builds and writes the policies the ports need (before the ports
+    /// refer to them); ports whose policy changed become dirty.
+    fn sync_policies(&mut self) {
+        if !self.have_snapshot {
+            return;
+        }
+        let check = std::mem::take(&mut self.policies_dirty);
+        let plan = self.policies.plan(&self.desired, check);
+        for p in &plan.new {
+            let started = std::time::Instant::now();
+            match self.dp.policy_write(p.id, p.class_base, &p.flat) {
+                Ok(()) => tracing::info!(
+                    policy = p.id,
+                    rules = p.flat.rules.len(),
+                    addresses = p.flat.addr.len(),
+                    classes = p.flat.classes.len(),
+                    port_entries = p.flat.port_entries(),
+                    write_ms = started.elapsed().as_millis() as u64,
+                    "security policy written"
+                ),
+                Err(e) => {
+                    tracing::warn!(policy = p.id, error = %format!("{e:#}"), "cannot write a security policy; will retry");
+                    self.policies.forget(p.id);
+                    self.policies_dirty = true;
+                }
+            }
+        }
+        for id in plan.moved_ports {
+            self.dirty_ports.insert(format!("port/{id}"));
+        }
+    }
+
+    /// Removes replaced policies (after the ports moved to their successors)
+    /// and, once, whatever a previous agent left.
+    fn retire_policies(&mut self) {
+        for p in std::mem::take(&mut self.policies.retired) {
+            if let Err(e) = self.dp.policy_delete(p.id, p.class_base, &p.flat) {
+                tracing::warn!(policy = p.id, error = %format!("{e:#}"), "cannot remove a replaced security policy");
+            }
+        }
+        if !self.policies_swept && self.have_snapshot && !self.full_needed {
+            let pol = &self.policies;
+            match self
+                .dp
+                .policy_sweep(&|id| pol.is_live(id), &|c| pol.is_live_class(c))
+            {
+                Ok(_) => self.policies_swept = true,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot sweep adopted policies")
+                }
+            }
+        }
+    }
+
+    /// Drops expired connection entries and those of vanished ports (every
+    /// few seconds; the programs ignore expired entries anyway).
+    fn ct_gc(&mut self) {
+        if self
+            .ct_gc_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(CT_GC_EVERY_S))
+        {
+            return;
+        }
+        self.ct_gc_at = Some(std::time::Instant::now());
+        let ports = &self.have.ports;
+        match self.dp.ct_gc(crate::dataplane::coarse_now_ns(), &|z| {
+            !ports.contains_key(&z)
+        }) {
+            Ok((live, removed)) => {
+                if removed > 0 {
+                    tracing::debug!(live, removed, "connection table swept");
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "connection table sweep failed"),
+        }
     }
 
     /// Working port taps: name -> ifindex.
@@ -700,6 +822,7 @@ impl Agent {
                 _ => None,
             })
             .collect();
+        let pols = self.port_policies();
         let mut prov = std::mem::take(&mut self.providers);
         let mut ep_ups: BTreeMap<EpKey, Ep> = BTreeMap::new();
         let mut ep_dels = std::collections::BTreeSet::new();
@@ -748,8 +871,15 @@ impl Agent {
                     .map(|a| a.ifindex)
                     .and_then(|ifindex| {
                         let slot = self.slots.get(&ifindex).copied();
-                        tables::port_part(&doms, &nets, p, ifindex, slot.unwrap_or(0))
-                            .map(|part| (part, slot.is_none()))
+                        tables::port_part(
+                            &doms,
+                            &nets,
+                            p,
+                            ifindex,
+                            slot.unwrap_or(0),
+                            pols.get(&p.id).copied().unwrap_or((0, false)),
+                        )
+                        .map(|part| (part, slot.is_none()))
                     }),
                 _ => None,
             };
@@ -909,9 +1039,12 @@ impl Agent {
         {
             let taps = self.port_taps();
             let slots = self.slots.clone();
-            let full = tables::build(&self.desired, &|t| taps.get(t).copied(), &mut |i| {
-                slots.get(&i).copied().unwrap_or(0)
-            });
+            let full = tables::build(
+                &self.desired,
+                &|t| taps.get(t).copied(),
+                &mut |i| slots.get(&i).copied().unwrap_or(0),
+                &|id| pols.get(id).copied().unwrap_or((0, false)),
+            );
             let d = full.diff(&self.have);
             assert!(
                 d.is_empty(),
@@ -922,6 +1055,13 @@ impl Agent {
     }
 
     fn reconcile_ports(&mut self) -> anyhow::Result<()> {
+        self.sync_policies();
+        let r = self.reconcile_tables();
+        self.retire_policies();
+        r
+    }
+
+    fn reconcile_tables(&mut self) -> anyhow::Result<()> {
         if self.have_snapshot
             && !self.full_needed
             && !(self.dirty_remotes.is_empty() && self.dirty_ports.is_empty())
@@ -953,10 +1093,13 @@ impl Agent {
             self.slot_for(i);
         }
         let slots = self.slots.clone();
-        let (want, providers) =
-            tables::build_parts(&self.desired, &|tap| taps.get(tap).copied(), &mut |i| {
-                slots.get(&i).copied().unwrap_or(0)
-            });
+        let pols = self.port_policies();
+        let (want, providers) = tables::build_parts(
+            &self.desired,
+            &|tap| taps.get(tap).copied(),
+            &mut |i| slots.get(&i).copied().unwrap_or(0),
+            &|id| pols.get(id).copied().unwrap_or((0, false)),
+        );
         let mut error = None;
         // Until the first snapshot the adopted tables stay as they are.
         if self.have_snapshot {
@@ -1301,6 +1444,7 @@ impl Agent {
                     if let Err(e) = self.reconcile(scan) {
                         tracing::warn!(error = %format!("{e:#}"), "reconcile failed");
                     }
+                    self.ct_gc();
                     self.send_report(false);
                 }
             }

@@ -37,6 +37,43 @@ pub struct PortEntry {
     pub port_security_enabled: bool,
     pub allowed_address_pairs: Vec<AddressPair>,
     pub admin_state_up: bool,
+    /// The port's security groups, sorted (empty when port security is
+    /// off: nothing is filtered).
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+}
+
+/// A security group some local port uses, with its rules.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupEntry {
+    pub id: String,
+    pub stateful: bool,
+    /// Sorted by id.
+    pub rules: Vec<SgRuleEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SgRuleEntry {
+    pub id: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// `IPv4` or `IPv6`.
+    pub ethertype: String,
+    /// Protocol number; `None`: any.
+    pub protocol: Option<u8>,
+    pub port_range_min: Option<u32>,
+    pub port_range_max: Option<u32>,
+    pub remote_ip_prefix: Option<String>,
+    pub remote_group_id: Option<String>,
+}
+
+/// One member port of a group that a local port's rules name as
+/// `remote_group_id`: its addresses (fixed IPs and address pairs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SgMemberEntry {
+    pub group_id: String,
+    pub port_id: String,
+    pub ips: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +145,8 @@ pub enum Entry {
     Network(NetworkEntry),
     Router(RouterEntry),
     Remote(RemoteEntry),
+    SecurityGroup(SecurityGroupEntry),
+    SgMember(SgMemberEntry),
 }
 
 impl Entry {
@@ -118,6 +157,8 @@ impl Entry {
             Entry::Network(n) => format!("network/{}", n.id),
             Entry::Router(r) => format!("router/{}", r.id),
             Entry::Remote(r) => format!("remote/{}", r.port_id),
+            Entry::SecurityGroup(g) => format!("sg/{}", g.id),
+            Entry::SgMember(m) => format!("sgmember/{}/{}", m.group_id, m.port_id),
         }
     }
 }
@@ -169,6 +210,12 @@ pub struct Compiler {
     net_hosts: HashMap<String, BTreeSet<String>>,
     /// (host, network) -> local ports of the host on the network.
     local: HashMap<(String, String), usize>,
+    /// (host, group) -> local ports of the host in the group.
+    group_users: HashMap<(String, String), usize>,
+    /// Group -> hosts whose rules name it as a remote group.
+    remote_refs: HashMap<String, BTreeSet<String>>,
+    /// Every VM port's groups (bound or not), as of the last commit.
+    port_groups: HashMap<String, Vec<String>>,
 }
 
 /// Per-host edits of one commit: upserted entries and deleted keys.
@@ -191,7 +238,54 @@ fn port_entry(state: &State, p: &Port) -> Option<Entry> {
         port_security_enabled: p.port_security_enabled,
         allowed_address_pairs: p.allowed_address_pairs.clone(),
         admin_state_up: p.admin_state_up,
+        security_groups: port_groups(p),
     }))
+}
+
+/// The groups whose rules filter a port: none without port security.
+fn port_groups(p: &Port) -> Vec<String> {
+    if !p.port_security_enabled {
+        return Vec::new();
+    }
+    let mut g = p.security_groups.clone();
+    g.sort();
+    g.dedup();
+    g
+}
+
+fn rule_entry(r: &crate::model::SecurityGroupRule) -> SgRuleEntry {
+    SgRuleEntry {
+        id: r.meta.id.clone(),
+        direction: r.direction.as_str().to_owned(),
+        ethertype: r.ethertype.as_str().to_owned(),
+        protocol: r.protocol_number(),
+        port_range_min: r.port_range_min,
+        port_range_max: r.port_range_max,
+        remote_ip_prefix: r.remote_ip_prefix.clone(),
+        remote_group_id: r.remote_group_id.clone(),
+    }
+}
+
+fn group_entry(state: &State, id: &str) -> Option<Entry> {
+    let g = state.security_groups.get(id)?;
+    let mut rules: Vec<SgRuleEntry> = state.group_rules(id).map(rule_entry).collect();
+    rules.sort_by(|a, b| a.id.cmp(&b.id));
+    Some(Entry::SecurityGroup(SecurityGroupEntry {
+        id: id.to_owned(),
+        stateful: g.stateful,
+        rules,
+    }))
+}
+
+/// A port's addresses as a remote-group member: fixed IPs and address pairs.
+fn member_entry(group: &str, p: &Port) -> Entry {
+    let mut ips: Vec<String> = p.fixed_ips.iter().map(|f| f.ip_address.clone()).collect();
+    ips.extend(p.allowed_address_pairs.iter().map(|a| a.ip_address.clone()));
+    Entry::SgMember(SgMemberEntry {
+        group_id: group.to_owned(),
+        port_id: p.meta.id.clone(),
+        ips,
+    })
 }
 
 fn remote_entry(state: &State, p: &Port) -> Option<Entry> {
@@ -218,6 +312,8 @@ pub struct Index<'s> {
     vm_ports_by_net: HashMap<&'s str, Vec<&'s Port>>,
     /// Bound VM ports per host.
     vm_ports_by_host: HashMap<&'s str, Vec<&'s Port>>,
+    /// VM ports (bound or not) per security group.
+    ports_by_group: HashMap<&'s str, Vec<&'s Port>>,
 }
 
 impl<'s> Index<'s> {
@@ -226,8 +322,14 @@ impl<'s> Index<'s> {
             router_ifaces: Vec::new(),
             vm_ports_by_net: HashMap::new(),
             vm_ports_by_host: HashMap::new(),
+            ports_by_group: HashMap::new(),
         };
         for p in state.ports.values() {
+            if p.device_owner != OWNER_ROUTER_INTERFACE {
+                for g in &p.security_groups {
+                    ix.ports_by_group.entry(g.as_str()).or_default().push(p);
+                }
+            }
             if p.device_owner == OWNER_ROUTER_INTERFACE {
                 ix.router_ifaces.push(p);
             } else if !p.binding_host_id.is_empty() {
@@ -274,6 +376,16 @@ fn is_vm_port(p: &Port) -> bool {
     p.device_owner != OWNER_ROUTER_INTERFACE && !p.binding_host_id.is_empty()
 }
 
+/// Every VM port's security groups.
+fn vm_port_groups(state: &State) -> HashMap<String, Vec<String>> {
+    state
+        .ports
+        .values()
+        .filter(|p| p.device_owner != OWNER_ROUTER_INTERFACE)
+        .map(|p| (p.meta.id.clone(), p.security_groups.clone()))
+        .collect()
+}
+
 /// Compiles one host from scratch.
 pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<String, Entry> {
     let mut entries = BTreeMap::new();
@@ -289,8 +401,27 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
             networks.extend(ix.domain(&p.network_id));
         }
     }
+    let mut groups = BTreeSet::new();
     for p in local {
         if let Some(e) = port_entry(state, p) {
+            if let Entry::Port(pe) = &e {
+                groups.extend(pe.security_groups.iter().cloned());
+            }
+            entries.insert(e.key(), e);
+        }
+    }
+    let mut remote_groups = BTreeSet::new();
+    for g in &groups {
+        if let Some(e) = group_entry(state, g) {
+            if let Entry::SecurityGroup(sg) = &e {
+                remote_groups.extend(sg.rules.iter().filter_map(|r| r.remote_group_id.clone()));
+            }
+            entries.insert(e.key(), e);
+        }
+    }
+    for g in &remote_groups {
+        for p in ix.ports_by_group.get(g.as_str()).into_iter().flatten() {
+            let e = member_entry(g, p);
             entries.insert(e.key(), e);
         }
     }
@@ -397,6 +528,15 @@ fn mentions(e: &Entry) -> Vec<&str> {
             v
         }
         Entry::Remote(r) => vec![r.port_id.as_str(), r.network_id.as_str(), r.host.as_str()],
+        Entry::SecurityGroup(g) => {
+            let mut v = vec![g.id.as_str()];
+            for r in &g.rules {
+                v.push(r.id.as_str());
+                v.extend(r.remote_group_id.as_deref());
+            }
+            v
+        }
+        Entry::SgMember(m) => vec![m.group_id.as_str(), m.port_id.as_str()],
     }
 }
 
@@ -411,6 +551,7 @@ impl Compiler {
             .map(|p| p.binding_host_id.clone())
             .chain(state.hosts.keys().cloned())
             .collect();
+        c.port_groups = vm_port_groups(state);
         let ix = Index::new(state);
         for h in hosts {
             let entries = compile_host(state, &ix, &h);
@@ -431,7 +572,20 @@ impl Compiler {
 
     /// Hosts a commit can concern.
     fn affected(&self, ix: &Index<'_>, changes: &[Change]) -> BTreeSet<String> {
-        let touched: BTreeSet<String> = changes.iter().map(Change::id).collect();
+        let mut touched: BTreeSet<String> = changes.iter().map(Change::id).collect();
+        // A port joining or leaving a group concerns the hosts whose rules
+        // name the group (remote groups) and those using it.
+        for c in changes {
+            if let Change::Put(crate::model::Object::Port(p)) = c {
+                touched.extend(p.security_groups.iter().cloned());
+            }
+            if c.kind() == Kind::Port {
+                touched.extend(self.port_groups.get(&c.id()).into_iter().flatten().cloned());
+            }
+            if let Change::Put(crate::model::Object::SecurityGroupRule(r)) = c {
+                touched.insert(r.security_group_id.clone());
+            }
+        }
         let mut out = BTreeSet::new();
         // Hosts whose current entries mention a touched object.
         for (h, cfg) in &self.hosts {
@@ -505,12 +659,36 @@ impl Compiler {
                     }
                 }
                 Entry::Port(p) => self.index_port(host, p, add),
+                Entry::SecurityGroup(g) => {
+                    for r in g.rules.iter().filter_map(|r| r.remote_group_id.as_ref()) {
+                        let set = self.remote_refs.entry(r.clone()).or_default();
+                        if add {
+                            set.insert(host.to_owned());
+                        } else {
+                            set.remove(host);
+                            if set.is_empty() {
+                                self.remote_refs.remove(r);
+                            }
+                        }
+                    }
+                }
                 _ => {}
             }
         }
     }
 
     fn index_port(&mut self, host: &str, p: &PortEntry, add: bool) {
+        for g in &p.security_groups {
+            let k = (host.to_owned(), g.clone());
+            if add {
+                *self.group_users.entry(k).or_default() += 1;
+            } else if let Some(c) = self.group_users.get_mut(&k) {
+                *c = c.saturating_sub(1);
+                if *c == 0 {
+                    self.group_users.remove(&k);
+                }
+            }
+        }
         let k = (host.to_owned(), p.network_id.clone());
         if add {
             self.ports.insert(p.id.clone(), k.clone());
@@ -561,6 +739,74 @@ impl Compiler {
                 _ => return None,
             };
             let old = self.ports.get(id).cloned();
+            // Remote-group membership: the hosts whose rules name one of
+            // the port's groups (before or after) get its member entry.
+            let mut groups: BTreeSet<&str> = port
+                .map(|p| p.security_groups.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            groups.extend(
+                self.port_groups
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            );
+            for g in groups {
+                let member = port.filter(|p| p.security_groups.iter().any(|x| x == g));
+                for h in self.remote_refs.get(g).into_iter().flatten() {
+                    let key = format!("sgmember/{g}/{id}");
+                    match member {
+                        Some(p) => upsert(&mut edits, h, member_entry(g, p)),
+                        None => {
+                            if self.has(h, &key)
+                                || edits.get(h).is_some_and(|(u, _)| u.contains_key(&key))
+                            {
+                                delete(&mut edits, h, key);
+                            }
+                        }
+                    }
+                }
+            }
+            // The port's own groups: a host must already have them, and
+            // keep them for its other ports; otherwise recompile.
+            let old_groups: Vec<String> = old
+                .as_ref()
+                .and_then(|(h, _)| self.hosts.get(h)?.entries.get(&format!("port/{id}")))
+                .map(|e| match e {
+                    Entry::Port(pe) => pe.security_groups.clone(),
+                    _ => Vec::new(),
+                })
+                .unwrap_or_default();
+            let new_groups = port
+                .filter(|p| is_vm_port(p))
+                .map(port_groups)
+                .unwrap_or_default();
+            let old_host = old.as_ref().map(|(h, _)| h.as_str());
+            let new_host_ref = port
+                .filter(|p| is_vm_port(p))
+                .map(|p| p.binding_host_id.as_str());
+            if old_host == new_host_ref {
+                if old_groups != new_groups {
+                    return None;
+                }
+            } else {
+                let users = |h: &str, g: &str| {
+                    self.group_users
+                        .get(&(h.to_owned(), g.to_owned()))
+                        .copied()
+                        .unwrap_or(0)
+                };
+                if let Some(h) = new_host_ref {
+                    if new_groups.iter().any(|g| users(h, g) == 0) {
+                        return None;
+                    }
+                }
+                if let Some(h) = old_host {
+                    if old_groups.iter().any(|g| users(h, g) <= 1) {
+                        return None;
+                    }
+                }
+            }
             let net = match (port, &old) {
                 (Some(p), Some((_, n))) if *n != p.network_id => return None,
                 (Some(p), _) => p.network_id.clone(),
@@ -619,6 +865,24 @@ impl Compiler {
 
     /// Recompiles what `changes` (committed as `state.revision`) concern.
     pub fn on_commit(&mut self, state: &State, changes: &[Change]) {
+        self.apply_commit(state, changes);
+        for c in changes {
+            match c {
+                Change::Put(crate::model::Object::Port(p))
+                    if p.device_owner != OWNER_ROUTER_INTERFACE =>
+                {
+                    self.port_groups
+                        .insert(p.meta.id.clone(), p.security_groups.clone());
+                }
+                Change::Delete(Kind::Port, id) => {
+                    self.port_groups.remove(id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn apply_commit(&mut self, state: &State, changes: &[Change]) {
         if let Some(edits) = self.incremental_edits(state, changes) {
             self.incremental += 1;
             for (h, (upserts, deletes)) in edits {

@@ -21,8 +21,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use dataplane_common::{
-    maps, programs, AllowedKey, AllowedMac, DropKey, DropReason, DropStats, Endpoint, EpKey,
-    HostInfo, IfStats, MacKey, PortInfo, Route, RouteKey, VniInfo,
+    maps, programs, AllowedKey, AllowedMac, CtEntry, CtKey, CtStats, DropKey, DropReason,
+    DropStats, Endpoint, EpKey, HostInfo, IfStats, MacKey, PolicyAddrKey, PolicyAllow, PolicyClass,
+    PolicyPortKey, PortInfo, Route, RouteKey, VniInfo,
 };
 use ipnetwork::Ipv4Network;
 
@@ -37,7 +38,7 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 10] = [
+pub const MAP_NAMES: [&str; 14] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
@@ -48,6 +49,10 @@ pub const MAP_NAMES: [&str; 10] = [
     maps::MACS,
     maps::ALLOWED,
     maps::HOST,
+    maps::CT,
+    maps::CT_STATS,
+    maps::POLICY_ADDR,
+    maps::POLICY_PORT,
 ];
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
@@ -174,7 +179,20 @@ impl Dataplane {
     /// pinned there (an existing pin is adopted, so counters and, later,
     /// tables survive an agent restart); without, maps are private (tests).
     pub fn load(pin_dir: Option<&Path>) -> Result<Dataplane, DataplaneError> {
+        Dataplane::load_with(pin_dir, None)
+    }
+
+    /// [`Dataplane::load`] with the connection tracking table sized for
+    /// `ct_max` flows (default [`maps::CT_MAX_DEFAULT`]). A pinned table is
+    /// adopted only if its size matches.
+    pub fn load_with(
+        pin_dir: Option<&Path>,
+        ct_max: Option<u32>,
+    ) -> Result<Dataplane, DataplaneError> {
         let mut loader = EbpfLoader::new();
+        if let Some(n) = ct_max {
+            loader.map_max_entries(maps::CT, n);
+        }
         let paths: Vec<(&str, PathBuf)> = match pin_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Io {
@@ -661,6 +679,202 @@ impl Dataplane {
         }
         Ok(())
     }
+}
+
+/// A `POLICY_ADDR` key.
+fn policy_addr_key(policy: u32, dir: u32, net: Ipv4Network) -> Key<PolicyAddrKey> {
+    Key::new(
+        32 + net.prefix() as u32,
+        PolicyAddrKey {
+            policy_dir: ((policy << 1) | dir).to_be_bytes(),
+            ip: net.network().octets(),
+        },
+    )
+}
+
+/// A `POLICY_PORT` key.
+fn policy_port_key(class: u32, m: &crate::policy::PortMatch) -> Key<PolicyPortKey> {
+    Key::new(
+        m.key_prefix_len(),
+        PolicyPortKey {
+            class: class.to_be_bytes(),
+            proto: m.proto.unwrap_or(0),
+            port: m.port.to_be_bytes(),
+            _pad: 0,
+        },
+    )
+}
+
+/// Connection tracking state, read by the agent's garbage collection and
+/// `stratoctl`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CtSummary {
+    pub entries: u64,
+    pub expired_removed: u64,
+    pub stats: CtStats,
+}
+
+impl Dataplane {
+    /// Writes a flattened policy as `id` with classes `class_base..`: the
+    /// classes first, then the addresses that lead to them, so a packet
+    /// never finds a class without its ports.
+    pub fn policy_write(
+        &mut self,
+        id: u32,
+        class_base: u32,
+        f: &crate::policy::Flattened,
+    ) -> Result<(), DataplaneError> {
+        {
+            let name = maps::POLICY_PORT;
+            let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            for (i, class) in f.classes.iter().enumerate() {
+                for (pm, rule) in class {
+                    m.insert(
+                        &policy_port_key(class_base + i as u32, pm),
+                        PolicyAllow { rule: *rule },
+                        0,
+                    )
+                    .map_err(map_err(name))?;
+                }
+            }
+        }
+        let name = maps::POLICY_ADDR;
+        let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        for (dir, net, class) in &f.addr {
+            m.insert(
+                &policy_addr_key(id, *dir, *net),
+                PolicyClass {
+                    class: class_base + class,
+                },
+                0,
+            )
+            .map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a policy written by [`Dataplane::policy_write`] (addresses
+    /// first).
+    pub fn policy_delete(
+        &mut self,
+        id: u32,
+        class_base: u32,
+        f: &crate::policy::Flattened,
+    ) -> Result<(), DataplaneError> {
+        {
+            let name = maps::POLICY_ADDR;
+            let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            for (dir, net, _) in &f.addr {
+                gone(m.remove(&policy_addr_key(id, *dir, *net)), name)?;
+            }
+        }
+        let name = maps::POLICY_PORT;
+        let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        for (i, class) in f.classes.iter().enumerate() {
+            for (pm, _) in class {
+                gone(m.remove(&policy_port_key(class_base + i as u32, pm)), name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every policy entry whose policy id is not `live` (ids) and
+    /// every class not in `live_classes` (an agent adopting the tables of a
+    /// previous one). Returns the largest policy id and class seen.
+    pub fn policy_sweep(
+        &mut self,
+        live: &dyn Fn(u32) -> bool,
+        live_class: &dyn Fn(u32) -> bool,
+    ) -> Result<(u32, u32), DataplaneError> {
+        let (mut max_id, mut max_class) = (0, 0);
+        {
+            let name = maps::POLICY_ADDR;
+            let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            let keys: Vec<Key<PolicyAddrKey>> = m.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let id = u32::from_be_bytes(k.data().policy_dir) >> 1;
+                max_id = max_id.max(id);
+                if !live(id) {
+                    gone(m.remove(&k), name)?;
+                }
+            }
+        }
+        let name = maps::POLICY_PORT;
+        let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        let keys: Vec<Key<PolicyPortKey>> = m.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let c = u32::from_be_bytes(k.data().class);
+            max_class = max_class.max(c);
+            if !live_class(c) {
+                gone(m.remove(&k), name)?;
+            }
+        }
+        Ok((max_id, max_class))
+    }
+
+    /// Connection tracking counters, summed over CPUs.
+    pub fn ct_stats(&self) -> Result<CtStats, DataplaneError> {
+        let name = maps::CT_STATS;
+        let m: PerCpuArray<&MapData, CtStats> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        let mut total = CtStats::default();
+        for v in m.get(&0, 0).map_err(map_err(name))?.iter() {
+            total.accumulate(v);
+        }
+        Ok(total)
+    }
+
+    /// One garbage collection pass over the connection table: removes
+    /// entries past their state's timeout (at `now_ns`, the coarse
+    /// monotonic clock the programs use) and those of zones `drop_zone`
+    /// says are gone. Returns the live entries left and those removed.
+    pub fn ct_gc(
+        &mut self,
+        now_ns: u64,
+        drop_zone: &dyn Fn(u32) -> bool,
+    ) -> Result<(u64, u64), DataplaneError> {
+        let name = maps::CT;
+        let mut m: BpfHashMap<&mut MapData, CtKey, CtEntry> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        let mut dead = Vec::new();
+        let mut live = 0u64;
+        for kv in m.iter() {
+            let Ok((k, e)) = kv else { continue };
+            let age = now_ns.saturating_sub(e.last_seen);
+            if drop_zone(k.zone)
+                || age > dataplane_common::ct_timeout_secs(e.state, e.flags) * 1_000_000_000
+            {
+                dead.push(k);
+            } else {
+                live += 1;
+            }
+        }
+        for k in &dead {
+            gone(m.remove(k), name)?;
+        }
+        Ok((live, dead.len() as u64))
+    }
+
+    /// Every connection table entry (tests, `stratoctl`).
+    pub fn ct_entries(&self) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
+        let name = maps::CT;
+        let m: BpfHashMap<&MapData, CtKey, CtEntry> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+}
+
+/// The coarse monotonic clock the programs stamp entries with.
+pub fn coarse_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// The loaded object's TC program `name`.

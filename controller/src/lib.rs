@@ -26,6 +26,7 @@ pub mod hosts;
 pub mod identity;
 pub mod model;
 pub mod network;
+pub mod policy;
 pub mod report;
 pub mod state;
 pub mod store;

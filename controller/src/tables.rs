@@ -215,8 +215,18 @@ pub fn build(
     desired: &BTreeMap<String, Entry>,
     tap_ifindex: &dyn Fn(&str) -> Option<u32>,
     slot: &mut dyn FnMut(u32) -> u32,
+    policy_of: PolicyOf<'_>,
 ) -> Tables {
-    build_parts(desired, tap_ifindex, slot).0
+    build_parts(desired, tap_ifindex, slot, policy_of).0
+}
+
+/// The installed policy of a port (by id): (policy id, stateless); (0,
+/// false) for none.
+pub type PolicyOf<'a> = &'a dyn Fn(&str) -> (u32, bool);
+
+/// No port has a policy (tests of the VPC tables alone).
+pub fn no_policy(_: &str) -> (u32, bool) {
+    (0, false)
 }
 
 /// Which entries provide each `ENDPOINTS` key: what the incremental path
@@ -257,6 +267,7 @@ pub fn port_part(
     p: &crate::compile::PortEntry,
     ifindex: u32,
     slot: u32,
+    policy: (u32, bool),
 ) -> Option<PortPart> {
     let n = nets.get(p.network_id.as_str())?;
     let mac = parse_mac(&p.mac)?;
@@ -290,6 +301,15 @@ pub fn port_part(
     if up {
         flags |= PORT_F_ADMIN_UP;
     }
+    // Port security off: nothing filtered, whatever is installed.
+    let policy = if p.port_security_enabled {
+        policy
+    } else {
+        (0, false)
+    };
+    if policy.1 && policy.0 != 0 {
+        flags |= dataplane_common::PORT_F_STATELESS;
+    }
     let info = PortInfo {
         vni: n.vni,
         flags,
@@ -302,6 +322,7 @@ pub fn port_part(
         _pad: 0,
         slot,
         domain,
+        policy: policy.0,
     };
     let mut addrs: Vec<(Ipv4Addr, [u8; 6])> = ips.iter().map(|(ip, _)| (*ip, mac)).collect();
     addrs.extend(pair_hosts(&p.allowed_address_pairs, mac));
@@ -380,6 +401,7 @@ pub fn build_parts(
     desired: &BTreeMap<String, Entry>,
     tap_ifindex: &dyn Fn(&str) -> Option<u32>,
     slot: &mut dyn FnMut(u32) -> u32,
+    policy_of: PolicyOf<'_>,
 ) -> (Tables, Providers) {
     let mut prov = Providers::default();
     let mut t = Tables::default();
@@ -479,7 +501,8 @@ pub fn build_parts(
         let Some(ifindex) = tap_ifindex(&p.tap) else {
             continue;
         };
-        let Some(part) = port_part(&doms, &nets, p, ifindex, slot(ifindex)) else {
+        let Some(part) = port_part(&doms, &nets, p, ifindex, slot(ifindex), policy_of(&p.id))
+        else {
             continue;
         };
         t.ports.insert(part.ifindex, part.info);
@@ -570,6 +593,7 @@ mod tests {
                 mac_address: "fa:16:3e:00:00:99".into(),
             }],
             admin_state_up: true,
+            security_groups: vec![],
         })
     }
 
@@ -653,10 +677,15 @@ mod tests {
             _ => None,
         };
         let mut next = 0;
-        let t = build(&d, &taps, &mut |_| {
-            next += 1;
-            next
-        });
+        let t = build(
+            &d,
+            &taps,
+            &mut |_| {
+                next += 1;
+                next
+            },
+            &no_policy,
+        );
         // Domains: the VPC is 100 (smallest VNI), the lone network its own.
         assert_eq!(t.vnis[&200].domain, 100);
         assert_eq!(t.vnis[&100].domain, 100);
@@ -720,7 +749,7 @@ mod tests {
         assert!(t.diff(&t).is_empty());
         let mut d2 = d.clone();
         d2.remove("port/p3");
-        let t2 = build(&d2, &taps, &mut |_| 2);
+        let t2 = build(&d2, &taps, &mut |_| 2, &no_policy);
         let diff = t2.diff(&t);
         assert_eq!(diff.ports.1, vec![13]);
         assert!(diff.endpoints.1.contains(&EpKey {
@@ -773,7 +802,7 @@ mod cost {
             d.insert(e.key(), e);
         }
         let t0 = std::time::Instant::now();
-        let a = build(&d, &|_| None, &mut |_| 0);
+        let a = build(&d, &|_| None, &mut |_| 0, &no_policy);
         let t1 = std::time::Instant::now();
         let diff = a.diff(&a);
         let t2 = std::time::Instant::now();

@@ -65,6 +65,25 @@ pub mod maps {
     pub const VNIS_MAX: u32 = 16_384;
     /// Capacity of [`ALLOWED`].
     pub const ALLOWED_MAX: u32 = 65_536;
+    /// LRU hash: [`super::CtKey`] -> [`super::CtEntry`]: the connection
+    /// tracking table (one per host). Its size is set by the agent at load
+    /// time; the object's default is [`CT_MAX_DEFAULT`].
+    pub const CT: &str = "CT";
+    /// Flows one host tracks by default.
+    pub const CT_MAX_DEFAULT: u32 = 1_000_000;
+    /// Per-CPU array of one [`super::CtStats`].
+    pub const CT_STATS: &str = "CT_STATS";
+    /// LPM trie: [`super::PolicyAddrKey`] (policy, direction, remote
+    /// address) -> [`super::PolicyClass`]: stage one of a policy lookup.
+    pub const POLICY_ADDR: &str = "POLICY_ADDR";
+    /// LPM trie: [`super::PolicyPortKey`] (class, protocol, port) ->
+    /// [`super::PolicyAllow`]: stage two; a hit allows.
+    pub const POLICY_PORT: &str = "POLICY_PORT";
+    /// Capacity of [`POLICY_ADDR`] (no preallocation: an LPM trie takes
+    /// memory per entry).
+    pub const POLICY_ADDR_MAX: u32 = 1 << 21;
+    /// Capacity of [`POLICY_PORT`].
+    pub const POLICY_PORT_MAX: u32 = 1 << 21;
 }
 
 /// The VXLAN UDP port (IANA).
@@ -186,11 +205,23 @@ pub enum DropReason {
     NoUnderlay = 42,
     /// The kernel refused to grow or shrink the frame (headroom).
     AdjustFailed = 43,
+    /// No security group rule of the destination port allows the packet in.
+    PolicyDeniedIngress = 44,
+    /// No security group rule of the source port allows the packet out.
+    PolicyDeniedEgress = 45,
+    /// TCP flags no connection can have (SYN+FIN, SYN+RST, FIN without
+    /// ACK, none), or a SYN-ACK that acknowledges nothing we saw.
+    CtInvalid = 46,
+    /// TCP segment outside the window of its tracked connection.
+    CtOutOfWindow = 47,
+    /// A tracked connection the port's current rules no longer allow: its
+    /// entry is removed and the packet dropped.
+    PolicyRevoked = 48,
 }
 
 impl DropReason {
     /// Every reason, in numeric order.
-    pub const ALL: [DropReason; 43] = [
+    pub const ALL: [DropReason; 48] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedVlan,
         DropReason::TooManyVlanTags,
@@ -234,6 +265,11 @@ impl DropReason {
         DropReason::VlanOnPort,
         DropReason::NoUnderlay,
         DropReason::AdjustFailed,
+        DropReason::PolicyDeniedIngress,
+        DropReason::PolicyDeniedEgress,
+        DropReason::CtInvalid,
+        DropReason::CtOutOfWindow,
+        DropReason::PolicyRevoked,
     ];
 
     /// Stable snake_case label, used as a metric label and in `stratoctl`.
@@ -282,6 +318,11 @@ impl DropReason {
             DropReason::VlanOnPort => "vlan_on_port",
             DropReason::NoUnderlay => "no_underlay",
             DropReason::AdjustFailed => "adjust_failed",
+            DropReason::PolicyDeniedIngress => "policy_denied_ingress",
+            DropReason::PolicyDeniedEgress => "policy_denied_egress",
+            DropReason::CtInvalid => "ct_invalid",
+            DropReason::CtOutOfWindow => "ct_out_of_window",
+            DropReason::PolicyRevoked => "policy_revoked",
         }
     }
 
@@ -317,6 +358,10 @@ pub struct PortInfo {
     pub slot: u32,
     /// Routing domain: the VPC (router) or the lone network the port is in.
     pub domain: u32,
+    /// Security policy (the compiled union of the port's groups); 0: none
+    /// (port security off). A rebuilt policy gets a new id, so a tracked
+    /// connection admitted under another id is checked again.
+    pub policy: u32,
 }
 
 /// `PortInfo::flags`: anti-spoofing applies.
@@ -326,6 +371,178 @@ pub const PORT_F_ADMIN_UP: u32 = 2;
 /// `PortInfo::flags`: the entry is a configured port (set on every entry
 /// written; an all-zero `PORT_INDEX` slot is no port).
 pub const PORT_F_PRESENT: u32 = 4;
+/// `PortInfo::flags`: the port's groups are stateless: every packet is
+/// checked against the rules, nothing is tracked.
+pub const PORT_F_STATELESS: u32 = 8;
+
+/// Policy direction, seen from the port (the low bit of a policy key).
+pub const DIR_INGRESS: u32 = 0;
+pub const DIR_EGRESS: u32 = 1;
+
+/// Data of a `POLICY_ADDR` key; the prefix length covers `policy_dir` (32
+/// bits) plus the remote prefix's length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyAddrKey {
+    /// `(policy << 1) | direction`, big-endian bytes.
+    pub policy_dir: [u8; 4],
+    /// The remote address (source for ingress, destination for egress).
+    pub ip: [u8; 4],
+}
+
+/// Value of `POLICY_ADDR`: the port class of the longest matching prefix
+/// (every rule whose remote prefix contains it, flattened).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyClass {
+    pub class: u32,
+}
+
+/// Data of a `POLICY_PORT` key; the prefix length is 32 (class) for any
+/// protocol, 40 for any port of `proto`, 40 + n for a port prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyPortKey {
+    /// Big-endian bytes.
+    pub class: [u8; 4],
+    pub proto: u8,
+    /// Destination port (TCP, UDP, SCTP, UDP-Lite, DCCP), or ICMP
+    /// `type << 8 | code`; big-endian bytes.
+    pub port: [u8; 2],
+    pub _pad: u8,
+}
+
+/// Value of `POLICY_PORT`: the rule that allows (index in the agent's rule
+/// table, for `stratoctl trace` and counters).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyAllow {
+    pub rule: u32,
+}
+
+/// Key of `CT`: a flow in a port's zone, addresses and ports ordered so
+/// that both directions of a connection find the same entry
+/// (`(addr_a, port_a) <= (addr_b, port_b)`, compared as big-endian bytes).
+/// ICMP echo uses the identifier as both ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// ifindex of the port whose policy admitted the flow.
+    pub zone: u32,
+    pub addr_a: [u8; 4],
+    pub addr_b: [u8; 4],
+    pub port_a: u16,
+    pub port_b: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `CT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// `bpf_ktime_get_coarse_ns` of the last packet.
+    pub last_seen: u64,
+    /// The policy id the flow was admitted (or last checked) under.
+    pub policy: u32,
+    /// The admitting rule (`PolicyAllow::rule`).
+    pub rule: u32,
+    /// `CT_*` state.
+    pub state: u8,
+    /// `CT_F_*`.
+    pub flags: u8,
+    /// TCP window scale of side a and side b.
+    pub wscale: [u8; 2],
+    /// The policy port of the first packet (destination port, or ICMP
+    /// `type << 8 | code`): what a re-check after a policy change matches.
+    pub policy_port: u16,
+    pub _pad: u16,
+    /// TCP window tracking per side (a, b): highest sequence end sent,
+    /// highest sequence end the peer allowed, largest window advertised.
+    pub end: [u32; 2],
+    pub maxend: [u32; 2],
+    pub maxwin: [u32; 2],
+}
+
+/// `CtEntry::state` values. TCP states follow the kernel's (merged where
+/// the kernel's timeouts agree).
+pub const CT_TCP_SYN_SENT: u8 = 1;
+pub const CT_TCP_SYN_RECV: u8 = 2;
+pub const CT_TCP_ESTABLISHED: u8 = 3;
+/// One side sent FIN.
+pub const CT_TCP_FIN_WAIT: u8 = 4;
+/// Both sides sent FIN.
+pub const CT_TCP_TIME_WAIT: u8 = 5;
+/// Reset.
+pub const CT_TCP_CLOSE: u8 = 6;
+pub const CT_UDP: u8 = 7;
+pub const CT_ICMP: u8 = 8;
+/// Any other protocol.
+pub const CT_OTHER: u8 = 9;
+
+/// `CtEntry::flags`: the connection's initiator is side a.
+pub const CT_F_ORIG_A: u8 = 1;
+/// `CtEntry::flags`: initiated towards the port (admitted by an ingress rule).
+pub const CT_F_INGRESS: u8 = 2;
+/// `CtEntry::flags`: a packet in the reply direction was seen.
+pub const CT_F_REPLIED: u8 = 4;
+/// `CtEntry::flags`: side a / side b sent FIN.
+pub const CT_F_FIN_A: u8 = 8;
+pub const CT_F_FIN_B: u8 = 16;
+/// `CtEntry::flags`: side a / side b offered window scaling in its SYN.
+pub const CT_F_WS_A: u8 = 32;
+pub const CT_F_WS_B: u8 = 64;
+
+/// Seconds an entry lives after its last packet, per state and flags: the
+/// Linux defaults (nf_conntrack_tcp_timeout_*, udp, icmp, generic).
+pub const fn ct_timeout_secs(state: u8, flags: u8) -> u64 {
+    match state {
+        CT_TCP_SYN_SENT => 120,
+        CT_TCP_SYN_RECV => 60,
+        CT_TCP_ESTABLISHED => 432_000,
+        CT_TCP_FIN_WAIT => 120,
+        CT_TCP_TIME_WAIT => 120,
+        CT_TCP_CLOSE => 10,
+        CT_UDP if flags & CT_F_REPLIED != 0 => 120,
+        CT_UDP => 30,
+        CT_ICMP => 30,
+        _ => 600,
+    }
+}
+
+/// Connection tracking counters, one copy per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtStats {
+    /// Packets that found their flow's entry.
+    pub hits: u64,
+    /// Entries created.
+    pub inserts: u64,
+    /// Entries the kernel refused to create (the packet was still decided
+    /// by the rules, and passed only if they allow it).
+    pub insert_failures: u64,
+    /// Entries removed by the packet path (revoked, or reopened).
+    pub removed: u64,
+    /// First packets checked against the rules.
+    pub policy_lookups: u64,
+    /// ICMP errors passed as related to a tracked flow.
+    pub related: u64,
+    /// Entries checked again after their port's policy changed.
+    pub rechecked: u64,
+    pub _reserved: u64,
+}
+
+impl CtStats {
+    pub fn accumulate(&mut self, o: &CtStats) {
+        self.hits += o.hits;
+        self.inserts += o.inserts;
+        self.insert_failures += o.insert_failures;
+        self.removed += o.removed;
+        self.policy_lookups += o.policy_lookups;
+        self.related += o.related;
+        self.rechecked += o.rechecked;
+    }
+}
 
 /// Key of `ENDPOINTS`.
 #[repr(C)]
@@ -528,7 +745,14 @@ impl DropStats {
 const _: () = assert!(core::mem::size_of::<IfStats>() == 80);
 const _: () = assert!(core::mem::size_of::<DropKey>() == 8);
 const _: () = assert!(core::mem::size_of::<DropStats>() == 16);
-const _: () = assert!(core::mem::size_of::<PortInfo>() == 40);
+const _: () = assert!(core::mem::size_of::<PortInfo>() == 44);
+const _: () = assert!(core::mem::size_of::<PolicyAddrKey>() == 8);
+const _: () = assert!(core::mem::size_of::<PolicyClass>() == 4);
+const _: () = assert!(core::mem::size_of::<PolicyPortKey>() == 8);
+const _: () = assert!(core::mem::size_of::<PolicyAllow>() == 4);
+const _: () = assert!(core::mem::size_of::<CtKey>() == 20);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 48);
+const _: () = assert!(core::mem::size_of::<CtStats>() == 64);
 const _: () = assert!(core::mem::size_of::<EpKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Endpoint>() == 28);
 const _: () = assert!(core::mem::size_of::<RouteKey>() == 8);
@@ -573,6 +797,20 @@ mod pod {
     unsafe impl aya::Pod for super::HostInfo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BareTarget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyAddrKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyClass {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyPortKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyAllow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtKey {}
+    // SAFETY: as above (explicit padding fields, size asserted).
+    unsafe impl aya::Pod for super::CtEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtStats {}
 }
 
 #[cfg(test)]

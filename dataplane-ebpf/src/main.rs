@@ -1,6 +1,6 @@
 //! Strato's kernel programs: one entry point per attach point, the logic in
-//! one module per concern (`parse`, `stats`, `maps`, `vpc`, later
-//! `conntrack`, `policy`, `nat`, `lb`).
+//! one module per concern (`parse`, `stats`, `maps`, `vpc`, `policy`
+//! (security groups and conntrack), later `nat`, `lb`).
 //!
 //! Built for `bpfel-unknown-none` by `controller/build.rs` (aya-build) and
 //! embedded into the user-space loader. Every map layout and drop reason comes
@@ -14,6 +14,7 @@ mod csum;
 mod ctx;
 mod maps;
 mod parse;
+mod policy;
 mod stats;
 mod vpc;
 

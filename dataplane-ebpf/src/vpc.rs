@@ -21,8 +21,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dataplane_common::{
-    DropReason, Endpoint, MacKey, PortInfo, EP_F_DOWN, EP_GATEWAY, EP_LOCAL, EP_REMOTE, MACS_DOWN,
-    PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP, VXLAN_OVERHEAD, VXLAN_PORT,
+    DropReason, Endpoint, MacKey, PortInfo, DIR_EGRESS, DIR_INGRESS, EP_F_DOWN, EP_GATEWAY,
+    EP_LOCAL, EP_REMOTE, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED,
+    ROUTE_NEXTHOP, VXLAN_OVERHEAD, VXLAN_PORT,
 };
 
 use crate::{
@@ -30,6 +31,7 @@ use crate::{
     ctx::Pkt,
     maps::{self, allowed, endpoint, route, HOST, MACS, VNIS},
     parse::{self, ptr_at, ptr_at_mut, ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_UDP, L3},
+    policy::{self, Flow},
     stats::{count_drop, Outcome, Slot},
 };
 
@@ -278,6 +280,18 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
             Verdict::Drop(DropReason::FloodSuppressed)
         };
     }
+    // Security groups: the sender's egress rules here, the receiver's
+    // ingress rules at delivery (here for a local port, at the receiving
+    // host's uplink otherwise). DHCP to the agent is always allowed.
+    let flow = match Flow::read(ctx, ETH_HLEN) {
+        Ok(f) => f,
+        Err(r) => return Verdict::Drop(r),
+    };
+    if !dhcp {
+        if let Err(r) = policy::enforce(ifindex, port, DIR_EGRESS, &flow) {
+            return Verdict::Drop(r);
+        }
+    }
     let total = wire_len(ctx, u16::from_be_bytes([ip[2], ip[3]]), l4_off, l4_proto);
     let routed = !mac_zero(&port.gw_mac) && mac_eq(&dst_mac, &port.gw_mac);
     if !routed {
@@ -300,7 +314,7 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
             }
             return Verdict::Drop(DropReason::TooBig);
         }
-        return deliver(ctx, ep, l4_off);
+        return deliver(ctx, ep, l4_off, &flow);
     }
     // Routed in the VPC.
     let ep = match endpoint(port.domain, daddr) {
@@ -350,7 +364,7 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
     ip[11] = c[1];
     set_mac(eth, 0, &ep.mac);
     set_mac(eth, 6, &ep.gw_mac);
-    deliver(ctx, ep, l4_off)
+    deliver(ctx, ep, l4_off, &flow)
 }
 
 /// The IPv4 length each packet will have on the wire: the datagram's, or
@@ -391,8 +405,13 @@ fn flow_hash<C: Pkt>(ctx: &C, ip: &[u8; 20], l4_off: usize) -> u32 {
 }
 
 #[inline(always)]
-fn deliver<C: Pkt>(ctx: &C, ep: &Endpoint, l4_off: usize) -> Verdict {
+fn deliver<C: Pkt>(ctx: &C, ep: &Endpoint, l4_off: usize, flow: &Flow) -> Verdict {
     if ep.kind == EP_LOCAL {
+        if let Some(dst) = maps::port(ep.ifindex) {
+            if let Err(r) = policy::enforce(ep.ifindex, dst, DIR_INGRESS, flow) {
+                return Verdict::Drop(r);
+            }
+        }
         return Verdict::Redirect(ep.ifindex);
     }
     if ep.kind != EP_REMOTE {
@@ -759,12 +778,25 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
         });
     };
 
-    if *to == MACS_DOWN {
+    let to = *to;
+    if to == MACS_DOWN {
         return Verdict::Drop(DropReason::PortDown);
+    }
+    // The receiving port's ingress rules.
+    if let Some(dst) = maps::port(to) {
+        if dst.policy != 0 {
+            let flow = match Flow::read(ctx, off + ETH_HLEN) {
+                Ok(f) => f,
+                Err(r) => return Verdict::Drop(r),
+            };
+            if let Err(r) = policy::enforce(to, dst, DIR_INGRESS, &flow) {
+                return Verdict::Drop(r);
+            }
+        }
     }
     // SAFETY: shrinking the head by the outer headers, checked above.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, off as i32) } != 0 {
         return Verdict::Drop(DropReason::AdjustFailed);
     }
-    Verdict::Redirect(*to)
+    Verdict::Redirect(to)
 }

@@ -39,8 +39,10 @@ use std::{
 
 use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions};
 use dataplane_common::{DropReason, DropStats, HostInfo, IfStats};
+pub use strato::compile::SgRuleEntry;
 use strato::compile::{
-    Entry, NetworkEntry, PortEntry, RemoteEntry, RouterEntry, RouterInterface, SubnetEntry,
+    Entry, NetworkEntry, PortEntry, RemoteEntry, RouterEntry, RouterInterface, SecurityGroupEntry,
+    SgMemberEntry, SubnetEntry,
 };
 use strato::dataplane::{Attach, Counters, Dataplane};
 use strato::model::{AddressPair, HostRoute};
@@ -538,6 +540,7 @@ pub struct Port {
     security: bool,
     admin_up: bool,
     place: Place,
+    groups: Vec<String>,
 }
 
 impl Port {
@@ -552,7 +555,15 @@ impl Port {
             security: true,
             admin_up: true,
             place: Place::Tap(tap.into()),
+            groups: vec![OPEN_GROUP.to_owned()],
         }
+    }
+
+    /// Security groups filtering the port (the world's `group`s).
+    pub fn groups(mut self, groups: &[&str]) -> Port {
+        self.groups = groups.iter().map(|g| g.to_string()).collect();
+        self.groups.sort();
+        self
     }
 
     /// A port on the host whose underlay address is `underlay`.
@@ -590,11 +601,34 @@ impl Port {
 
 /// A host's view of a cloud, described briefly and compiled into the
 /// entries the controller's compiler would send the host.
+/// The group ports have unless a row gives them others: stateless, every
+/// IPv4 packet allowed both ways (the VPC rows test forwarding, not policy).
+pub const OPEN_GROUP: &str = "open";
+
+pub fn open_group() -> SecurityGroupEntry {
+    let rule = |id: &str, dir: &str| SgRuleEntry {
+        id: id.into(),
+        direction: dir.into(),
+        ethertype: "IPv4".into(),
+        protocol: None,
+        port_range_min: None,
+        port_range_max: None,
+        remote_ip_prefix: None,
+        remote_group_id: None,
+    };
+    SecurityGroupEntry {
+        id: OPEN_GROUP.into(),
+        stateful: false,
+        rules: vec![rule("open-in", "ingress"), rule("open-out", "egress")],
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct World {
     nets: Vec<Net>,
     routers: Vec<Router>,
     ports: Vec<Port>,
+    groups: Vec<SecurityGroupEntry>,
 }
 
 fn in_cidr(ip: &str, cidr: &str) -> bool {
@@ -615,6 +649,13 @@ impl World {
 
     pub fn net(mut self, n: Net) -> World {
         self.nets.push(n);
+        self
+    }
+
+    /// A security group (rules as the compiler sends them). Members of
+    /// groups named as remote groups are the world's ports listing them.
+    pub fn group(mut self, g: SecurityGroupEntry) -> World {
+        self.groups.push(g);
         self
     }
 
@@ -729,6 +770,11 @@ impl World {
                         port_security_enabled: p.security,
                         allowed_address_pairs: pairs,
                         admin_state_up: p.admin_up,
+                        security_groups: if p.security {
+                            p.groups.clone()
+                        } else {
+                            Vec::new()
+                        },
                     })
                 }
                 Place::Remote(under) => Entry::Remote(RemoteEntry {
@@ -743,6 +789,18 @@ impl World {
                     admin_state_up: p.admin_up,
                 }),
             });
+        }
+        for g in self.groups.iter().chain(std::iter::once(&open_group())) {
+            out.push(Entry::SecurityGroup(g.clone()));
+            for r in g.rules.iter().filter_map(|r| r.remote_group_id.as_ref()) {
+                for p in self.ports.iter().filter(|p| p.groups.contains(r)) {
+                    out.push(Entry::SgMember(SgMemberEntry {
+                        group_id: r.clone(),
+                        port_id: p.id.clone(),
+                        ips: p.ips.clone(),
+                    }));
+                }
+            }
         }
         out.into_iter().map(|e| (e.key(), e)).collect()
     }
@@ -993,6 +1051,7 @@ pub struct ProgramTester {
     dp: Dataplane,
     slots: BTreeMap<u32, u32>,
     net: Option<TestNet>,
+    policies: strato::policy::Policies,
 }
 
 /// `struct xdp_md` for BPF_PROG_TEST_RUN: data, data_end, data_meta,
@@ -1016,6 +1075,11 @@ impl ProgramTester {
             dp,
             slots: BTreeMap::new(),
             net: None,
+            policies: {
+                let mut p = strato::policy::Policies::default();
+                p.start_after(0, 0);
+                p
+            },
         }
     }
 
@@ -1082,11 +1146,37 @@ impl ProgramTester {
             self.slot_for(*i);
         }
         let slots = self.slots.clone();
-        let want = tables::build(&world.entries(), &|tap| taps.get(tap).copied(), &mut |i| {
-            slots.get(&i).copied().unwrap_or(0)
-        });
+        let entries = world.entries();
+        // Policies with the agent's code: plan, write, point the ports.
+        let plan = self.policies.plan(&entries, true);
+        for p in &plan.new {
+            self.dp
+                .policy_write(p.id, p.class_base, &p.flat)
+                .expect("write a policy");
+        }
+        let pols: BTreeMap<String, (u32, bool)> = entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Port(p) if p.port_security_enabled => {
+                    let i = self.policies.of(&p.security_groups)?;
+                    Some((p.id.clone(), (i.id, i.flat.stateless)))
+                }
+                _ => None,
+            })
+            .collect();
+        let want = tables::build(
+            &entries,
+            &|tap| taps.get(tap).copied(),
+            &mut |i| slots.get(&i).copied().unwrap_or(0),
+            &|id| pols.get(id).copied().unwrap_or((0, false)),
+        );
         let have = self.dp.tables().expect("read the tables");
         self.dp.apply(&want.diff(&have)).expect("write the tables");
+        for p in std::mem::take(&mut self.policies.retired) {
+            self.dp
+                .policy_delete(p.id, p.class_base, &p.flat)
+                .expect("remove a replaced policy");
+        }
         assert_eq!(
             self.dp.tables().expect("read the tables"),
             want,

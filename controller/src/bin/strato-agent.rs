@@ -51,6 +51,11 @@ struct Args {
     /// programs stay attached and keep forwarding).
     #[arg(long)]
     detach_on_exit: bool,
+    /// Flows the connection tracking table holds (LRU: the least recently
+    /// used entry makes room when it is full). Memory is reserved up front,
+    /// about 100 bytes per flow.
+    #[arg(long, env = "STRATO_CT_MAX", default_value_t = dataplane_common::maps::CT_MAX_DEFAULT)]
+    ct_max: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +65,12 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!(
             "--interval must be between 0.05 and 3600 seconds, got {}",
             args.interval
+        );
+    }
+    if !(1024..=64_000_000).contains(&args.ct_max) {
+        anyhow::bail!(
+            "--ct-max must be between 1024 and 64000000 flows, got {}",
+            args.ct_max
         );
     }
     if let Some(ns) = &args.netns {
@@ -80,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         full_report_interval: Duration::from_secs_f64(
             args.full_report_interval.clamp(0.05, 3600.0),
         ),
+        ct_max: Some(args.ct_max),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,0 +1,608 @@
+//! Security groups in the packet path: connection tracking and the policy
+//! lookup.
+//!
+//! A port with a policy (`PortInfo::policy != 0`) has every IPv4 packet it
+//! sends checked in the egress direction, and every packet for it checked in
+//! the ingress direction (on the sender's host when both are local, on the
+//! receiving uplink otherwise). Stateful policies track connections in `CT`,
+//! zoned by the port: a packet of a tracked flow passes without rule
+//! evaluation (after TCP state and window checks); a first packet is looked
+//! up in the policy and, if allowed, creates the entry. ICMP errors about a
+//! tracked flow pass as related.
+//!
+//! The policy lookup is two LPM tries, whatever the number of rules: the
+//! remote address selects a class (`POLICY_ADDR`, keyed by policy and
+//! direction), the class with protocol and port selects an allow
+//! (`POLICY_PORT`). The agent flattens the rules into those tries.
+
+use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_coarse_ns,
+    macros::map,
+    maps::{lpm_trie::Key, LpmTrie, LruHashMap, PerCpuArray},
+};
+use dataplane_common::{
+    ct_timeout_secs, maps, CtEntry, CtKey, CtStats, DropReason, PolicyAddrKey, PolicyAllow,
+    PolicyClass, PolicyPortKey, PortInfo, CT_F_FIN_A, CT_F_FIN_B, CT_F_INGRESS, CT_F_ORIG_A,
+    CT_F_REPLIED, CT_F_WS_A, CT_F_WS_B, CT_ICMP, CT_OTHER, CT_TCP_CLOSE, CT_TCP_ESTABLISHED,
+    CT_TCP_FIN_WAIT, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_TCP_TIME_WAIT, CT_UDP, DIR_EGRESS,
+    DIR_INGRESS, PORT_F_STATELESS,
+};
+
+use crate::{
+    ctx::Pkt,
+    parse::{ptr_at, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+};
+
+#[map(name = "CT")]
+pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(maps::CT_MAX_DEFAULT, 0);
+
+#[map(name = "CT_STATS")]
+static CT_STATS: PerCpuArray<CtStats> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "POLICY_ADDR")]
+static POLICY_ADDR: LpmTrie<PolicyAddrKey, PolicyClass> =
+    LpmTrie::with_max_entries(maps::POLICY_ADDR_MAX, 0);
+
+#[map(name = "POLICY_PORT")]
+static POLICY_PORT: LpmTrie<PolicyPortKey, PolicyAllow> =
+    LpmTrie::with_max_entries(maps::POLICY_PORT_MAX, 0);
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+/// Smallest window the ACK check allows for (the kernel's MAXACKWINDOW floor).
+const MIN_ACK_WINDOW: u32 = 66_000;
+/// Entries picked up mid-connection skip the window checks (the kernel's
+/// "be liberal" for loose pickup): their window scale is unknown.
+const CT_F_LIBERAL: u8 = 128;
+
+/// What the policy and conntrack need of an IPv4 packet.
+#[derive(Clone, Copy)]
+pub struct Flow {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub proto: u8,
+    /// TCP/UDP ports; the ICMP echo identifier in both; 0 otherwise.
+    pub sport: u16,
+    pub dport: u16,
+    /// What rules match: the destination port, or ICMP `type << 8 | code`.
+    pub policy_port: u16,
+    pub tcp_flags: u8,
+    /// An ICMP error (destination unreachable, source quench, time exceeded,
+    /// parameter problem): `inner` holds the quoted flow.
+    pub icmp_error: bool,
+    /// TCP: sequence, acknowledgement, raw window, payload length, and the
+    /// window scale the segment offers (SYN only; 0xff: none).
+    pub seq: u32,
+    pub ack: u32,
+    pub win: u16,
+    pub wscale: u8,
+    pub payload: u32,
+    /// The quoted flow of an ICMP error, in its own orientation (valid
+    /// when `icmp_error` and `inner.proto != 0`).
+    pub inner: Inner,
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct Inner {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+#[inline(always)]
+fn be16(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+#[inline(always)]
+fn be32(b: &[u8], i: usize) -> u32 {
+    u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+impl Flow {
+    /// Reads the flow of the IPv4 packet at `l3`. The header must have been
+    /// checked (the port parser, or our own encapsulation on the uplink);
+    /// what cannot be read is an error with the parser's reasons.
+    #[inline(always)]
+    pub fn read<C: Pkt>(ctx: &C, l3: usize) -> Result<Flow, DropReason> {
+        let ip = ptr_at::<_, [u8; 20]>(ctx, l3).ok_or(DropReason::TruncatedIpv4)?;
+        // SAFETY: bounds-checked.
+        let ip = unsafe { &*ip };
+        let ihl = ((ip[0] & 0x0f) as usize) * 4;
+        if ihl < 20 {
+            return Err(DropReason::BadIpv4HeaderLength);
+        }
+        let total = be16(ip, 2) as u32;
+        let mut f = Flow {
+            saddr: [ip[12], ip[13], ip[14], ip[15]],
+            daddr: [ip[16], ip[17], ip[18], ip[19]],
+            proto: ip[9],
+            sport: 0,
+            dport: 0,
+            policy_port: 0,
+            tcp_flags: 0,
+            icmp_error: false,
+            seq: 0,
+            ack: 0,
+            win: 0,
+            wscale: 0xff,
+            payload: 0,
+            inner: Inner::default(),
+        };
+        // A later fragment carries no ports: matched by protocol only.
+        if be16(ip, 6) & 0x1fff != 0 {
+            return Ok(f);
+        }
+        let l4 = l3 + (ihl & 0x3c);
+        match f.proto {
+            IPPROTO_TCP => {
+                let t = ptr_at::<_, [u8; 20]>(ctx, l4).ok_or(DropReason::TruncatedTcp)?;
+                // SAFETY: bounds-checked.
+                let t = unsafe { &*t };
+                f.sport = be16(t, 0);
+                f.dport = be16(t, 2);
+                f.policy_port = f.dport;
+                f.seq = be32(t, 4);
+                f.ack = be32(t, 8);
+                f.tcp_flags = t[13];
+                f.win = be16(t, 14);
+                let doff = ((t[12] >> 4) as u32) * 4;
+                f.payload = total.saturating_sub(ihl as u32 + doff);
+                // The window scale option is not parsed (a variable walk
+                // over the options the verifier rejects here): a SYN with
+                // options is assumed to scale by the maximum, 14. The checks
+                // then still reject acknowledgements of unsent data and
+                // segments outside a 1 GiB window, never a valid segment.
+                if f.tcp_flags & TCP_SYN != 0 && doff > 20 {
+                    f.wscale = 14;
+                }
+            }
+            IPPROTO_UDP => {
+                let u = ptr_at::<_, [u8; 4]>(ctx, l4).ok_or(DropReason::TruncatedUdp)?;
+                // SAFETY: bounds-checked.
+                let u = unsafe { &*u };
+                f.sport = be16(u, 0);
+                f.dport = be16(u, 2);
+                f.policy_port = f.dport;
+            }
+            IPPROTO_ICMP => {
+                let c = ptr_at::<_, [u8; 8]>(ctx, l4).ok_or(DropReason::TruncatedIcmp)?;
+                // SAFETY: bounds-checked.
+                let c = unsafe { &*c };
+                f.policy_port = be16(c, 0);
+                match c[0] {
+                    0 | 8 => {
+                        f.sport = be16(c, 4);
+                        f.dport = f.sport;
+                    }
+                    3 | 4 | 11 | 12 => {
+                        f.icmp_error = true;
+                        read_inner(ctx, l4 + 8, &mut f.inner);
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        Ok(f)
+    }
+
+    /// The remote address of a packet in direction `dir` of the port.
+    #[inline(always)]
+    fn remote(&self, dir: u32) -> [u8; 4] {
+        if dir == DIR_EGRESS {
+            self.daddr
+        } else {
+            self.saddr
+        }
+    }
+}
+
+/// The flow an ICMP error quotes (its IPv4 header and first 8 bytes).
+#[inline(always)]
+fn read_inner<C: Pkt>(ctx: &C, off: usize, i: &mut Inner) {
+    let Some(ip) = ptr_at::<_, [u8; 20]>(ctx, off) else {
+        return;
+    };
+    // SAFETY: bounds-checked.
+    let ip = unsafe { &*ip };
+    if ip[0] != 0x45 {
+        // Quoted headers with options are not matched (never related).
+        return;
+    }
+    let Some(l4) = ptr_at::<_, [u8; 8]>(ctx, off + 20) else {
+        return;
+    };
+    i.saddr = [ip[12], ip[13], ip[14], ip[15]];
+    i.daddr = [ip[16], ip[17], ip[18], ip[19]];
+    i.proto = ip[9];
+    // SAFETY: bounds-checked.
+    let l4 = unsafe { &*l4 };
+    match i.proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            i.sport = be16(l4, 0);
+            i.dport = be16(l4, 2);
+        }
+        IPPROTO_ICMP if l4[0] == 8 || l4[0] == 0 => {
+            i.sport = be16(l4, 4);
+            i.dport = i.sport;
+        }
+        _ => {}
+    }
+}
+
+/// The conntrack key of a flow in `zone`, and whether the packet comes from
+/// side a.
+#[inline(always)]
+fn ct_key(
+    zone: u32,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+) -> (CtKey, bool) {
+    let s = u32::from_be_bytes(saddr);
+    let d = u32::from_be_bytes(daddr);
+    let from_a = s < d || (s == d && sport <= dport);
+    let key = if from_a {
+        CtKey {
+            zone,
+            addr_a: saddr,
+            addr_b: daddr,
+            port_a: sport,
+            port_b: dport,
+            proto,
+            _pad: [0; 3],
+        }
+    } else {
+        CtKey {
+            zone,
+            addr_a: daddr,
+            addr_b: saddr,
+            port_a: dport,
+            port_b: sport,
+            proto,
+            _pad: [0; 3],
+        }
+    };
+    (key, from_a)
+}
+
+/// The rule of `policy` that allows `proto`/`port` to or from `remote` in
+/// `dir`, if any: two trie lookups whatever the rule count.
+#[inline(always)]
+pub fn lookup(policy: u32, dir: u32, remote: [u8; 4], proto: u8, port: u16) -> Option<u32> {
+    let class = POLICY_ADDR.get(Key::new(
+        64,
+        PolicyAddrKey {
+            policy_dir: ((policy << 1) | dir).to_be_bytes(),
+            ip: remote,
+        },
+    ))?;
+    POLICY_PORT
+        .get(Key::new(
+            56,
+            PolicyPortKey {
+                class: class.class.to_be_bytes(),
+                proto,
+                port: port.to_be_bytes(),
+                _pad: 0,
+            },
+        ))
+        .map(|a| a.rule)
+}
+
+#[inline(always)]
+fn stats() -> Option<&'static mut CtStats> {
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    CT_STATS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn denied(dir: u32) -> DropReason {
+    if dir == DIR_EGRESS {
+        DropReason::PolicyDeniedEgress
+    } else {
+        DropReason::PolicyDeniedIngress
+    }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+#[inline(always)]
+fn expired(e: &CtEntry, now: u64) -> bool {
+    now.wrapping_sub(e.last_seen) > ct_timeout_secs(e.state, e.flags) * 1_000_000_000
+}
+
+/// TCP flag combinations no connection has.
+#[inline(always)]
+fn tcp_flags_invalid(fl: u8) -> bool {
+    let f = fl & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK);
+    f == 0
+        || (f & TCP_SYN != 0 && f & (TCP_FIN | TCP_RST) != 0)
+        || (f & TCP_FIN != 0 && f & TCP_ACK == 0)
+}
+
+/// Decides a packet of the port with tap `zone` in direction `dir`: `Ok`
+/// passes. Ports without a policy pass everything.
+#[inline(always)]
+pub fn enforce(zone: u32, port: &PortInfo, dir: u32, f: &Flow) -> Result<(), DropReason> {
+    if port.policy == 0 {
+        return Ok(());
+    }
+    let remote = f.remote(dir);
+    if port.flags & PORT_F_STATELESS != 0 {
+        return match lookup(port.policy, dir, remote, f.proto, f.policy_port) {
+            Some(_) => Ok(()),
+            None => Err(denied(dir)),
+        };
+    }
+    let st = stats();
+    let now = now();
+    let (key, from_a) = ct_key(zone, f.saddr, f.daddr, f.sport, f.dport, f.proto);
+    if let Some(e) = CT.get_ptr_mut(&key) {
+        // SAFETY: map values stay valid for the program's run; concurrent
+        // updates of one entry from two CPUs are benign (last writer wins).
+        let e = unsafe { &mut *e };
+        let reopen = f.proto == IPPROTO_TCP
+            && f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+            && (e.state == CT_TCP_TIME_WAIT || e.state == CT_TCP_CLOSE);
+        if !expired(e, now) && !reopen {
+            if let Some(s) = st {
+                s.hits += 1;
+            }
+            if e.policy != port.policy {
+                recheck(&key, e, port.policy)?;
+            }
+            return track(e, from_a, f, now);
+        }
+    }
+    if f.icmp_error && f.inner.proto != 0 {
+        {
+            let i = f.inner;
+            let (k, _) = ct_key(zone, i.saddr, i.daddr, i.sport, i.dport, i.proto);
+            // SAFETY: as above.
+            if let Some(e) = unsafe { CT.get(&k) } {
+                if !expired(e, now) && e.policy == port.policy {
+                    if let Some(s) = st {
+                        s.related += 1;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+    if f.proto == IPPROTO_TCP && tcp_flags_invalid(f.tcp_flags) {
+        return Err(DropReason::CtInvalid);
+    }
+    if let Some(s) = stats() {
+        s.policy_lookups += 1;
+    }
+    let Some(rule) = lookup(port.policy, dir, remote, f.proto, f.policy_port) else {
+        return Err(denied(dir));
+    };
+    // Untracked: errors (allowed by a rule of their own) and resets.
+    if f.icmp_error || (f.proto == IPPROTO_TCP && f.tcp_flags & TCP_RST != 0) {
+        return Ok(());
+    }
+    let mut e = CtEntry {
+        last_seen: now,
+        policy: port.policy,
+        rule,
+        state: CT_OTHER,
+        flags: if dir == DIR_INGRESS { CT_F_INGRESS } else { 0 }
+            | if from_a { CT_F_ORIG_A } else { 0 },
+        wscale: [0; 2],
+        policy_port: f.policy_port,
+        _pad: 0,
+        end: [0; 2],
+        maxend: [0; 2],
+        maxwin: [0; 2],
+    };
+    match f.proto {
+        IPPROTO_TCP => {
+            let s = if from_a { 0 } else { 1 };
+            if f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                e.state = CT_TCP_SYN_SENT;
+                let end = f.seq.wrapping_add(f.payload).wrapping_add(1);
+                e.end[s] = end;
+                e.maxend[s] = end;
+                e.maxwin[s] = if f.win == 0 { 1 } else { f.win as u32 };
+                if f.wscale != 0xff {
+                    e.wscale[s] = f.wscale;
+                    e.flags |= if from_a { CT_F_WS_A } else { CT_F_WS_B };
+                }
+            } else {
+                // Picked up mid-connection (an entry lost to eviction, or a
+                // policy that now allows it): tracked liberally.
+                e.state = if f.tcp_flags & TCP_FIN != 0 {
+                    CT_TCP_FIN_WAIT
+                } else {
+                    CT_TCP_ESTABLISHED
+                };
+                e.flags |= CT_F_LIBERAL;
+            }
+        }
+        IPPROTO_UDP => e.state = CT_UDP,
+        IPPROTO_ICMP => e.state = CT_ICMP,
+        _ => {}
+    }
+    match CT.insert(&key, &e, 0) {
+        Ok(()) => {
+            if let Some(s) = stats() {
+                s.inserts += 1;
+            }
+        }
+        Err(_) => {
+            // Not tracked: this packet was allowed by a rule; its replies
+            // will be decided by the rules too (never fail open).
+            if let Some(s) = stats() {
+                s.insert_failures += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A tracked flow whose port's policy changed: still allowed (as first
+/// admitted: same direction, remote and port) keeps it, else it is cut.
+#[inline(always)]
+fn recheck(key: &CtKey, e: &mut CtEntry, policy: u32) -> Result<(), DropReason> {
+    if let Some(s) = stats() {
+        s.rechecked += 1;
+    }
+    let ingress = e.flags & CT_F_INGRESS != 0;
+    let init_a = e.flags & CT_F_ORIG_A != 0;
+    // Ingress: the remote is the initiator; egress: the responder.
+    let remote = if ingress == init_a {
+        key.addr_a
+    } else {
+        key.addr_b
+    };
+    let dir = if ingress { DIR_INGRESS } else { DIR_EGRESS };
+    match lookup(policy, dir, remote, key.proto, e.policy_port) {
+        Some(rule) => {
+            e.policy = policy;
+            e.rule = rule;
+            Ok(())
+        }
+        None => {
+            let _ = CT.remove(key);
+            if let Some(s) = stats() {
+                s.removed += 1;
+            }
+            Err(DropReason::PolicyRevoked)
+        }
+    }
+}
+
+#[inline(always)]
+fn before_eq(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) <= 0
+}
+
+/// Updates a tracked flow with its packet from side a (`from_a`) or b.
+#[inline(always)]
+fn track(e: &mut CtEntry, from_a: bool, f: &Flow, now: u64) -> Result<(), DropReason> {
+    let orig = from_a == (e.flags & CT_F_ORIG_A != 0);
+    if f.proto == IPPROTO_TCP {
+        tcp(e, from_a, orig, f)?;
+    }
+    if !orig {
+        e.flags |= CT_F_REPLIED;
+    }
+    e.last_seen = now;
+    Ok(())
+}
+
+#[inline(always)]
+fn tcp(e: &mut CtEntry, from_a: bool, orig: bool, f: &Flow) -> Result<(), DropReason> {
+    let fl = f.tcp_flags;
+    if tcp_flags_invalid(fl) {
+        return Err(DropReason::CtInvalid);
+    }
+    let (s, r) = if from_a { (0, 1) } else { (1, 0) };
+    let syn = fl & TCP_SYN != 0;
+    let ack = fl & TCP_ACK != 0;
+    if syn && ack {
+        // SYN-ACK: the responder's first segment, acknowledging the SYN.
+        if orig || (e.state != CT_TCP_SYN_SENT && e.state != CT_TCP_SYN_RECV) {
+            if e.flags & CT_F_LIBERAL == 0 && e.state != CT_TCP_ESTABLISHED {
+                return Err(DropReason::CtInvalid);
+            }
+        } else if e.flags & CT_F_LIBERAL == 0 && f.ack != e.end[r] {
+            return Err(DropReason::CtInvalid);
+        } else if f.wscale != 0xff {
+            e.wscale[s] = f.wscale;
+            e.flags |= if from_a { CT_F_WS_A } else { CT_F_WS_B };
+        }
+    }
+    if e.flags & CT_F_LIBERAL == 0 {
+        window(e, s, r, f)?;
+    }
+    if fl & TCP_RST != 0 {
+        e.state = CT_TCP_CLOSE;
+    } else if syn && ack {
+        if e.state == CT_TCP_SYN_SENT {
+            e.state = CT_TCP_SYN_RECV;
+        }
+    } else if fl & TCP_FIN != 0 {
+        e.flags |= if from_a { CT_F_FIN_A } else { CT_F_FIN_B };
+        e.state = if e.flags & (CT_F_FIN_A | CT_F_FIN_B) == (CT_F_FIN_A | CT_F_FIN_B) {
+            CT_TCP_TIME_WAIT
+        } else {
+            CT_TCP_FIN_WAIT
+        };
+    } else if ack && e.state == CT_TCP_SYN_RECV && orig {
+        e.state = CT_TCP_ESTABLISHED;
+    }
+    Ok(())
+}
+
+/// The window checks of the kernel's tcp_in_window (Rooij's), reduced:
+/// sequence inside what the peer allowed, not older than a window, and an
+/// acknowledgement of nothing unsent.
+#[inline(always)]
+fn window(e: &mut CtEntry, s: usize, r: usize, f: &Flow) -> Result<(), DropReason> {
+    let fl = f.tcp_flags;
+    let syn = fl & TCP_SYN != 0;
+    let end = f
+        .seq
+        .wrapping_add(f.payload)
+        .wrapping_add(syn as u32)
+        .wrapping_add((fl & TCP_FIN != 0) as u32);
+    let both_ws = e.flags & (CT_F_WS_A | CT_F_WS_B) == (CT_F_WS_A | CT_F_WS_B);
+    let shift = if both_ws && !syn { e.wscale[s] & 15 } else { 0 };
+    let win = (f.win as u32) << shift;
+    let has_ack = fl & TCP_ACK != 0;
+    if e.maxwin[s] == 0 || e.maxwin[r] == 0 {
+        // The side's first segment (the SYN-ACK), or the peer has not sent
+        // yet (SYN retransmissions): nothing to check against.
+        if e.maxwin[s] != 0 && !before_eq(f.seq, e.maxend[s]) {
+            return Err(DropReason::CtOutOfWindow);
+        }
+        if e.maxwin[s] == 0 {
+            e.end[s] = end;
+            e.maxend[s] = end;
+            e.maxwin[s] = if win == 0 { 1 } else { win };
+        }
+    } else {
+        let ack = if has_ack { f.ack } else { e.end[r] };
+        let in_window = before_eq(f.seq, e.maxend[s])
+            && before_eq(e.end[s].wrapping_sub(e.maxwin[r]), end)
+            && before_eq(ack, e.end[r])
+            && before_eq(
+                e.end[r].wrapping_sub(if e.maxwin[s] > MIN_ACK_WINDOW {
+                    e.maxwin[s]
+                } else {
+                    MIN_ACK_WINDOW
+                }),
+                ack,
+            );
+        if !in_window {
+            return Err(DropReason::CtOutOfWindow);
+        }
+        if e.maxwin[s] < win {
+            e.maxwin[s] = win;
+        }
+        if !before_eq(end, e.end[s]) {
+            e.end[s] = end;
+        }
+    }
+    if has_ack {
+        let me = f.ack.wrapping_add(if win == 0 { 1 } else { win });
+        if !before_eq(me, e.maxend[r]) {
+            e.maxend[r] = me;
+        }
+    }
+    Ok(())
+}
