@@ -314,7 +314,10 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
             }
             return Verdict::Drop(DropReason::TooBig);
         }
-        return deliver(ctx, ep, l4_off, &flow);
+        if let Err(r) = local_ingress(ep, &flow) {
+            return Verdict::Drop(r);
+        }
+        return deliver(ctx, ep, l4_off);
     }
     // Routed in the VPC.
     let ep = match endpoint(port.domain, daddr) {
@@ -355,6 +358,9 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
         }
         return Verdict::Drop(DropReason::TooBig);
     }
+    if let Err(r) = local_ingress(ep, &flow) {
+        return Verdict::Drop(r);
+    }
     let check = u16::from_be_bytes([ip[10], ip[11]]);
     let old = u16::from_be_bytes([ttl, ip[9]]);
     let new = u16::from_be_bytes([ttl - 1, ip[9]]);
@@ -364,7 +370,7 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
     ip[11] = c[1];
     set_mac(eth, 0, &ep.mac);
     set_mac(eth, 6, &ep.gw_mac);
-    deliver(ctx, ep, l4_off, &flow)
+    deliver(ctx, ep, l4_off)
 }
 
 /// The IPv4 length each packet will have on the wire: the datagram's, or
@@ -405,13 +411,22 @@ fn flow_hash<C: Pkt>(ctx: &C, ip: &[u8; 20], l4_off: usize) -> u32 {
 }
 
 #[inline(always)]
-fn deliver<C: Pkt>(ctx: &C, ep: &Endpoint, l4_off: usize, flow: &Flow) -> Verdict {
+/// The ingress rules of a local destination port (remote ones are checked
+/// on their host's uplink). Before any rewrite: a drop leaves the frame as
+/// it came.
+#[inline(always)]
+fn local_ingress(ep: &Endpoint, flow: &Flow) -> Result<(), DropReason> {
     if ep.kind == EP_LOCAL {
         if let Some(dst) = maps::port(ep.ifindex) {
-            if let Err(r) = policy::enforce(ep.ifindex, dst, DIR_INGRESS, flow) {
-                return Verdict::Drop(r);
-            }
+            return policy::enforce(ep.ifindex, dst, DIR_INGRESS, flow);
         }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn deliver<C: Pkt>(ctx: &C, ep: &Endpoint, l4_off: usize) -> Verdict {
+    if ep.kind == EP_LOCAL {
         return Verdict::Redirect(ep.ifindex);
     }
     if ep.kind != EP_REMOTE {

@@ -39,11 +39,11 @@ use std::{
 
 use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions};
 use dataplane_common::{DropReason, DropStats, HostInfo, IfStats};
-pub use strato::compile::SgRuleEntry;
 use strato::compile::{
-    Entry, NetworkEntry, PortEntry, RemoteEntry, RouterEntry, RouterInterface, SecurityGroupEntry,
-    SgMemberEntry, SubnetEntry,
+    Entry, NetworkEntry, PortEntry, RemoteEntry, RouterEntry, RouterInterface, SgMemberEntry,
+    SubnetEntry,
 };
+pub use strato::compile::{SecurityGroupEntry, SgRuleEntry};
 use strato::dataplane::{Attach, Counters, Dataplane};
 use strato::model::{AddressPair, HostRoute};
 use strato::tables::{self, Tables};
@@ -1099,6 +1099,16 @@ impl ProgramTester {
         let host = t.default_host();
         t.set_host(host);
         t
+    }
+
+    /// Every connection tracking entry.
+    pub fn ct_entries(&self) -> Vec<(dataplane_common::CtKey, dataplane_common::CtEntry)> {
+        self.dp.ct_entries().expect("read the connection table")
+    }
+
+    /// Connection tracking counters.
+    pub fn ct_stats(&self) -> dataplane_common::CtStats {
+        self.dp.ct_stats().expect("read the connection counters")
     }
 
     /// The test network. Panics for a tester made with [`ProgramTester::new`].
