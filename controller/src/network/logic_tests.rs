@@ -1368,3 +1368,34 @@ fn ports_take_only_their_projects_groups() {
     .unwrap();
     assert!(dhcp.security_groups.is_empty());
 }
+
+#[test]
+fn deleting_a_project_takes_its_default_group_not_others() {
+    let c = core();
+    let a = member("p1");
+    let admin = auth("p2", "admin");
+    let boot = crate::identity::Bootstrap {
+        admin_user: "admin".into(),
+        admin_project: "admin".into(),
+    };
+    let g = group(&c, &a, json!({"name": "web"})).unwrap().meta.id;
+    let d = sg::default_group(&c.read(), "p1").unwrap().meta.id.clone();
+    let e = run(&c, |s| {
+        crate::identity::delete_project(s, &admin, &boot, "p1")
+    })
+    .unwrap_err();
+    assert_eq!(e.status, 409);
+    assert!(e.message.contains("1 security groups"), "{e}");
+    run(&c, |s| sg::delete(s, &a, &g, None)).unwrap();
+    run(&c, |s| {
+        crate::identity::delete_project(s, &admin, &boot, "p1")
+    })
+    .unwrap();
+    let s = c.read();
+    assert!(!s.security_groups.contains_key(&d));
+    assert_eq!(s.group_rules(&d).count(), 0);
+    assert!(s
+        .security_group_rules
+        .values()
+        .all(|r| r.meta.project_id != "p1"));
+}

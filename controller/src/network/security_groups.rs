@@ -263,6 +263,24 @@ pub fn update(
     Ok((vec![Change::Put(Object::SecurityGroup(g.clone()))], g))
 }
 
+/// Deleting a group: its rules, the rules of other groups that name it as
+/// their remote group (Neutron's foreign key cascade), then the group.
+pub fn removal(state: &State, id: &str) -> Vec<Change> {
+    let mut changes: Vec<Change> = state
+        .group_rules(id)
+        .map(|r| Change::Delete(Kind::SecurityGroupRule, r.meta.id.clone()))
+        .collect();
+    changes.extend(
+        state
+            .security_group_rules
+            .values()
+            .filter(|r| r.remote_group_id.as_deref() == Some(id) && r.security_group_id != id)
+            .map(|r| Change::Delete(Kind::SecurityGroupRule, r.meta.id.clone())),
+    );
+    changes.push(Change::Delete(Kind::SecurityGroup, id.to_owned()));
+    changes
+}
+
 pub fn delete(
     state: &State,
     auth: &Auth,
@@ -281,18 +299,7 @@ pub fn delete(
             "Insufficient rights for removing default security group.",
         ));
     }
-    let mut changes: Vec<Change> = state
-        .group_rules(id)
-        .map(|r| Change::Delete(Kind::SecurityGroupRule, r.meta.id.clone()))
-        .collect();
-    changes.extend(
-        state
-            .security_group_rules
-            .values()
-            .filter(|r| r.remote_group_id.as_deref() == Some(id) && r.security_group_id != id)
-            .map(|r| Change::Delete(Kind::SecurityGroupRule, r.meta.id.clone())),
-    );
-    changes.push(Change::Delete(Kind::SecurityGroup, id.to_owned()));
+    let changes = removal(state, id);
     tracing::info!(
         group = id,
         rules = changes.len() - 1,
