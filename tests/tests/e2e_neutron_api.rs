@@ -684,6 +684,41 @@ fn security_groups_over_http() {
         );
     }
 
+    // 10,000 rules in one request (about 2 MB: bulk rule creation may post
+    // up to 16 MiB), one commit.
+    let project = g["project_id"].as_str().unwrap();
+    admin.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/quotas/{project}"),
+        Some(json!({"quota": {"security_group_rule": -1}})),
+    );
+    let many: Vec<Value> = (0..10_000u32)
+        .map(|i| json!({"security_group_id": gid, "direction": "ingress", "protocol": "udp", "port_range_min": 1000 + i, "port_range_max": 1000 + i, "remote_ip_prefix": "172.16.0.0/12", "description": format!("rule {i}")}))
+        .collect();
+    let before = c.revision();
+    let t = Instant::now();
+    let made = admin.expect(
+        201,
+        "POST",
+        rules,
+        Some(json!({ "security_group_rules": many })),
+    );
+    assert_eq!(
+        made["security_group_rules"].as_array().unwrap().len(),
+        10_000
+    );
+    assert_eq!(c.revision(), before + 1);
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let g = admin.expect(200, "GET", &format!("/v2.0/security-groups/{gid}"), None);
+    assert_eq!(
+        g["security_group"]["security_group_rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10_005
+    );
+
     // Deleting the group takes its rules.
     let (s, _) = admin.call("DELETE", &format!("/v2.0/security-groups/{gid}"), None);
     assert_eq!(s, 204);

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, Query, State},
+    extract::{rejection::JsonRejection, DefaultBodyLimit, Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, put},
@@ -821,8 +821,10 @@ pub fn routes() -> Router<Arc<App>> {
     let r = collection::<Routers>(r);
     let r = collection::<SecurityGroups>(r);
     r.route(
-        &format!("/v2.0/{}", SecurityGroupRules::PATH),
-        get(list::<SecurityGroupRules>).post(rule_create),
+        super::BULK_RULES_PATH,
+        get(list::<SecurityGroupRules>)
+            .post(rule_create)
+            .layer(DefaultBodyLimit::max(super::MAX_BULK_BODY)),
     )
     .route(
         &format!("/v2.0/{}/{{id}}", SecurityGroupRules::PATH),
