@@ -515,7 +515,17 @@ fn neutron_errors_over_http_change_nothing() {
 fn security_groups_over_http() {
     let c = Controller::start();
     let admin = Api::login(&c.api, "admin", ADMIN_PASSWORD, "admin");
-    // The first list gives the project its default group, once.
+    // A list refused for its filters creates nothing; the first good list
+    // gives the project its default group, once.
+    refused(
+        &c,
+        &admin,
+        400,
+        None,
+        "GET",
+        "/v2.0/security-groups?colour=red",
+        None,
+    );
     let groups = admin.expect(200, "GET", "/v2.0/security-groups", None);
     let rev = c.revision();
     let groups = groups["security_groups"].as_array().unwrap().clone();

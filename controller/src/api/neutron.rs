@@ -423,6 +423,11 @@ async fn list<R: Resource>(
     respond((|| {
         let auth = authenticate(&app, &h)?;
         if R::ENSURES_DEFAULT_GROUP {
+            // A list refused for its query must change nothing: check it
+            // (all but the marker, which needs the items) first.
+            let probe: Vec<(String, String)> =
+                q.iter().filter(|(k, _)| k != "marker").cloned().collect();
+            network::list_response(R::MANY, vec![], &probe, "", R::ATTRS)?;
             ensure_default_group(&app, &auth, &q)?;
         }
         let s = app.core.read();

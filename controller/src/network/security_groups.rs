@@ -548,7 +548,7 @@ fn parse_rule(
 ) -> Result<SecurityGroupRule, ApiError> {
     let mut a = Attrs::from_map(map);
     owner(auth, &mut a, state)?;
-    let group_id = required(a.string("security_group_id", 36)?, "security_group_id")?;
+    let group_id = required(a.string("security_group_id", 255)?, "security_group_id")?;
     let direction = match required(a.string("direction", 16)?, "direction")?.as_str() {
         "ingress" => Direction::Ingress,
         "egress" => Direction::Egress,
@@ -574,7 +574,7 @@ fn parse_rule(
     let port_range_min = parse_port(a.raw("port_range_min"))?;
     let port_range_max = parse_port(a.raw("port_range_max"))?;
     let prefix_in = a.raw("remote_ip_prefix");
-    let remote_group_id = a.nullable_string("remote_group_id", 36)?.flatten();
+    let remote_group_id = a.nullable_string("remote_group_id", 255)?.flatten();
     match a.raw("remote_address_group_id") {
         None | Some(Value::Null) => {}
         Some(_) => return Err(ApiError::invalid(
