@@ -45,6 +45,7 @@ use crate::{
     auth::{self, Auth},
     error::ApiError,
     model::{now_unix, timestamp, Assignment, Change, Kind, Object, Project, Role, Token, User},
+    network::security_groups,
     state::{Core, State},
 };
 
@@ -847,9 +848,9 @@ pub fn update_project(
 }
 
 /// Deletes a project with its role assignments and the tokens scoped to it
-/// (and its quota record; users lose it as default project). 409 while it
-/// still owns networks, subnets, ports or routers; 403 for the bootstrap
-/// admin project.
+/// (and its quota record and default security group; users lose it as
+/// default project). 409 while it still owns networks, subnets, ports,
+/// routers or other security groups; 403 for the bootstrap admin project.
 pub fn delete_project(
     state: &State,
     caller: &Auth,
@@ -900,6 +901,14 @@ pub fn delete_project(
                 .filter(|x| x.meta.project_id == id)
                 .count(),
         ),
+        (
+            "security groups",
+            state
+                .security_groups
+                .values()
+                .filter(|x| x.meta.project_id == id && !security_groups::is_default(x))
+                .count(),
+        ),
     ];
     let held: Vec<String> = in_use
         .iter()
@@ -916,6 +925,11 @@ pub fn delete_project(
         ));
     }
     let mut changes = vec![Change::Delete(Kind::Project, id.to_owned())];
+    // The default security group came with the project's first use and only
+    // an administrator could remove it: it goes with the project.
+    if let Some(g) = security_groups::default_group(state, id) {
+        changes.extend(security_groups::removal(state, &g.meta.id));
+    }
     changes.extend(
         state
             .assignments

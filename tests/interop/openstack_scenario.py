@@ -3,7 +3,8 @@ openstacksdk and the stock `openstack` CLI.
 
 An operator onboards a tenant (project, user, member role); the tenant builds
 a VPC (two networks with subnets, a router with both interfaces) and two
-ports; "Nova" (the namespace harness plus an admin port binding) boots a VM
+ports (in the project's default security group); a security group with an
+SSH rule goes on a port through the CLI; "Nova" (the namespace harness plus an admin port binding) boots a VM
 for each port on hosts in both AZs; the ports turn ACTIVE; deletes in the
 wrong order fail with 409, in the right order succeed; another tenant sees
 none of it; a reader can look but not touch.
@@ -127,6 +128,42 @@ assert names == ["app", "web"], names
 out = subprocess.run([CLI, "--os-cloud", "strato", "port", "show", p1.id, "-f", "json"], check=True, capture_output=True, text=True,
                      env={**os.environ, "OS_CLIENT_CONFIG_FILE": CLOUDS}).stdout
 assert json.loads(out)["status"] == "ACTIVE", out
+
+step("security groups: the default group, and a group with an SSH rule through the CLI")
+default_sg = alice.network.find_security_group("default", ignore_missing=False)
+assert {r["direction"] for r in default_sg.security_group_rules} == {"ingress", "egress"}, default_sg
+assert len(default_sg.security_group_rules) == 4, default_sg.security_group_rules
+assert alice.network.get_port(p1.id).security_group_ids == [default_sg.id]
+assert "default" in [g.name for g in bob.network.security_groups()]
+assert default_sg.id not in [g.id for g in bob.network.security_groups()]
+
+
+def cli(*args, fmt=True, check=True):
+    r = subprocess.run([CLI, "--os-cloud", "strato", *args, *(["-f", "json"] if fmt else [])], capture_output=True,
+                       text=True, env={**os.environ, "OS_CLIENT_CONFIG_FILE": CLOUDS})
+    if check and r.returncode != 0:
+        raise AssertionError(f"openstack {' '.join(args)} failed: {r.stdout}{r.stderr}")
+    return r
+
+
+ssh = json.loads(cli("security", "group", "create", "ssh", "--description", "ssh in").stdout)
+assert len(ssh["rules"]) == 2, ssh
+rule = json.loads(cli("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22",
+                      "--remote-ip", "10.1.0.0/24", "ssh").stdout)
+assert (rule["port_range_min"], rule["port_range_max"], rule["remote_ip_prefix"]) == (22, 22, "10.1.0.0/24"), rule
+dup = cli("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", "--remote-ip",
+          "10.1.0.0/24", "ssh", check=False)
+assert dup.returncode != 0 and "already exists" in dup.stderr, (dup.stdout, dup.stderr)
+listed = json.loads(cli("security", "group", "rule", "list", "ssh").stdout)
+assert len(listed) == 3, listed
+assert [r for r in listed if r["IP Range"] == "10.1.0.0/24" and r["Port Range"] == "22:22"], listed
+sg_port = json.loads(cli("port", "create", "--network", "web", "--security-group", "ssh", "sg-port").stdout)
+assert sg_port["security_group_ids"] == [ssh["id"]], sg_port
+busy = cli("security", "group", "delete", "ssh", fmt=False, check=False)
+assert busy.returncode != 0 and "in use" in busy.stderr, (busy.stdout, busy.stderr)
+cli("port", "delete", "sg-port", fmt=False)
+cli("security", "group", "delete", "ssh", fmt=False)
+assert "ssh" not in [g.name for g in alice.network.security_groups()]
 
 step("rita (reader) can list but not create or delete")
 assert {n.name for n in rita.network.networks()} == {"web", "app"}

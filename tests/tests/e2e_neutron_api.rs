@@ -510,3 +510,235 @@ fn neutron_errors_over_http_change_nothing() {
         assert!(aliases.contains(&a), "{a} missing from {aliases:?}");
     }
 }
+
+#[test]
+fn security_groups_over_http() {
+    let c = Controller::start();
+    let admin = Api::login(&c.api, "admin", ADMIN_PASSWORD, "admin");
+    // A list refused for its filters creates nothing; the first good list
+    // gives the project its default group, once.
+    refused(
+        &c,
+        &admin,
+        400,
+        None,
+        "GET",
+        "/v2.0/security-groups?colour=red",
+        None,
+    );
+    let groups = admin.expect(200, "GET", "/v2.0/security-groups", None);
+    let rev = c.revision();
+    let groups = groups["security_groups"].as_array().unwrap().clone();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["name"], "default");
+    assert_eq!(
+        groups[0]["security_group_rules"].as_array().unwrap().len(),
+        4
+    );
+    let default_id = groups[0]["id"].as_str().unwrap().to_owned();
+    admin.expect(200, "GET", "/v2.0/security-groups", None);
+    assert_eq!(c.revision(), rev, "listing again changes nothing");
+
+    let g = admin.expect(
+        201,
+        "POST",
+        "/v2.0/security-groups",
+        Some(json!({"security_group": {"name": "web", "stateful": false}})),
+    )["security_group"]
+        .clone();
+    let gid = g["id"].as_str().unwrap().to_owned();
+    assert_eq!(g["stateful"], false);
+    assert_eq!(g["shared"], false);
+    assert_eq!(g["security_group_rules"].as_array().unwrap().len(), 2);
+    let r = admin.expect(
+        201,
+        "POST",
+        "/v2.0/security-group-rules",
+        Some(json!({"security_group_rule": {"security_group_id": gid, "direction": "ingress", "protocol": "TCP", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "10.1.0.9/24"}})),
+    )["security_group_rule"]
+        .clone();
+    assert_eq!(r["protocol"], "tcp");
+    assert_eq!(r["remote_ip_prefix"], "10.1.0.0/24");
+    assert_eq!(r["normalized_cidr"], "10.1.0.0/24");
+    assert_eq!(r["belongs_to_default_sg"], false);
+    let rid = r["id"].as_str().unwrap().to_owned();
+    let bulk = admin.expect(
+        201,
+        "POST",
+        "/v2.0/security-group-rules",
+        Some(json!({"security_group_rules": [
+            {"security_group_id": gid, "direction": "ingress", "protocol": "tcp", "port_range_min": 80, "port_range_max": 80},
+            {"security_group_id": gid, "direction": "ingress", "protocol": "icmp", "port_range_min": 8},
+        ]})),
+    );
+    assert_eq!(bulk["security_group_rules"].as_array().unwrap().len(), 2);
+
+    let rules = "/v2.0/security-group-rules";
+    refused(
+        &c,
+        &admin,
+        409,
+        Some("SecurityGroupRuleExists"),
+        "POST",
+        rules,
+        Some(
+            json!({"security_group_rule": {"security_group_id": gid, "direction": "ingress", "protocol": "6", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "10.1.0.0/24"}}),
+        ),
+    );
+    refused(
+        &c,
+        &admin,
+        409,
+        Some("DuplicateSecurityGroupRuleInPost"),
+        "POST",
+        rules,
+        Some(json!({"security_group_rules": [
+            {"security_group_id": gid, "direction": "egress", "protocol": "udp", "port_range_min": 53, "port_range_max": 53},
+            {"security_group_id": gid, "direction": "egress", "protocol": "udp", "port_range_min": 53, "port_range_max": 53},
+        ]})),
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        Some("SecurityGroupRuleInvalidProtocol"),
+        "POST",
+        rules,
+        Some(
+            json!({"security_group_rule": {"security_group_id": gid, "direction": "ingress", "protocol": "tcpp"}}),
+        ),
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        Some("SecurityGroupRemoteGroupAndRemoteIpPrefix"),
+        "POST",
+        rules,
+        Some(
+            json!({"security_group_rule": {"security_group_id": gid, "direction": "ingress", "remote_group_id": gid, "remote_ip_prefix": "10.0.0.0/8"}}),
+        ),
+    );
+    refused(
+        &c,
+        &admin,
+        404,
+        Some("SecurityGroupNotFound"),
+        "POST",
+        rules,
+        Some(
+            json!({"security_group_rule": {"security_group_id": "3b0c1bd6-1c42-4b4e-a6e2-4e4f6fe2c0c1", "direction": "ingress"}}),
+        ),
+    );
+    refused(
+        &c,
+        &admin,
+        409,
+        Some("SecurityGroupCannotUpdateDefault"),
+        "PUT",
+        &format!("/v2.0/security-groups/{default_id}"),
+        Some(json!({"security_group": {"name": "x"}})),
+    );
+    refused(
+        &c,
+        &admin,
+        409,
+        Some("SecurityGroupDefaultAlreadyExists"),
+        "POST",
+        "/v2.0/security-groups",
+        Some(json!({"security_group": {"name": "default"}})),
+    );
+    refused(
+        &c,
+        &admin,
+        400,
+        None,
+        "PUT",
+        &format!("{rules}/{rid}"),
+        Some(json!({"security_group_rule": {"port_range_min": 23}})),
+    );
+
+    // Filters, pagination over the hyphenated path.
+    let tcp = admin.expect(
+        200,
+        "GET",
+        &format!("{rules}?security_group_id={gid}&protocol=tcp"),
+        None,
+    );
+    assert_eq!(tcp["security_group_rules"].as_array().unwrap().len(), 2);
+    let page = admin.expect(
+        200,
+        "GET",
+        &format!("{rules}?security_group_id={gid}&limit=2"),
+        None,
+    );
+    assert!(page["security_group_rules_links"][0]["href"]
+        .as_str()
+        .unwrap()
+        .contains("/v2.0/security-group-rules?"));
+    let res = admin.expect(200, "GET", "/v2.0/", None);
+    assert!(res["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["collection"] == "security_groups"));
+    let ext = admin.expect(200, "GET", "/v2.0/extensions", None);
+    for a in ["security-group", "stateful-security-group"] {
+        assert!(
+            ext["extensions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["alias"] == a),
+            "{a}"
+        );
+    }
+
+    // 10,000 rules in one request (about 2 MB: bulk rule creation may post
+    // up to 16 MiB), one commit.
+    let project = g["project_id"].as_str().unwrap();
+    admin.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/quotas/{project}"),
+        Some(json!({"quota": {"security_group_rule": -1}})),
+    );
+    let many: Vec<Value> = (0..10_000u32)
+        .map(|i| json!({"security_group_id": gid, "direction": "ingress", "protocol": "udp", "port_range_min": 1000 + i, "port_range_max": 1000 + i, "remote_ip_prefix": "172.16.0.0/12", "description": format!("rule {i}")}))
+        .collect();
+    let before = c.revision();
+    let t = Instant::now();
+    let made = admin.expect(
+        201,
+        "POST",
+        rules,
+        Some(json!({ "security_group_rules": many })),
+    );
+    assert_eq!(
+        made["security_group_rules"].as_array().unwrap().len(),
+        10_000
+    );
+    assert_eq!(c.revision(), before + 1);
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let g = admin.expect(200, "GET", &format!("/v2.0/security-groups/{gid}"), None);
+    assert_eq!(
+        g["security_group"]["security_group_rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10_005
+    );
+
+    // Deleting the group takes its rules.
+    let (s, _) = admin.call("DELETE", &format!("/v2.0/security-groups/{gid}"), None);
+    assert_eq!(s, 204);
+    refused(
+        &c,
+        &admin,
+        404,
+        Some("SecurityGroupRuleNotFound"),
+        "GET",
+        &format!("{rules}/{rid}"),
+        None,
+    );
+}

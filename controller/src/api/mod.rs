@@ -37,6 +37,20 @@ use crate::{
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// Where bulk security group rule creation is posted: its bodies may carry
+/// tens of thousands of rules (about 200 bytes each), so they may be up to
+/// [`MAX_BULK_BODY`].
+pub const BULK_RULES_PATH: &str = "/v2.0/security-group-rules";
+pub const MAX_BULK_BODY: usize = 16 << 20;
+
+fn max_body(path: &str) -> usize {
+    if path == BULK_RULES_PATH {
+        MAX_BULK_BODY
+    } else {
+        MAX_BODY
+    }
+}
+
 /// Internal (operator) read endpoints.
 fn internal_reads() -> Router<Arc<App>> {
     Router::new()
@@ -129,7 +143,9 @@ pub fn json_body(
         Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
             413,
             "RequestEntityTooLarge",
-            format!("request body exceeds {MAX_BODY} bytes"),
+            format!(
+                "request body exceeds {MAX_BODY} bytes ({MAX_BULK_BODY} for bulk security group rule creation)"
+            ),
         )),
         Err(r) => Err(ApiError::bad_request(format!(
             "invalid request body: {}",
@@ -151,19 +167,21 @@ async fn require_admin(State(app): State<Arc<App>>, req: Request, next: Next) ->
     }
 }
 
-/// Refuses a declared body over [`MAX_BODY`] before reading any of it (a
-/// body without Content-Length is cut off by `DefaultBodyLimit` instead).
+/// Refuses a declared body over [`MAX_BODY`] ([`MAX_BULK_BODY`] for bulk
+/// rule creation) before reading any of it (a body without Content-Length
+/// is cut off by `DefaultBodyLimit` instead).
 async fn body_limit(req: Request, next: Next) -> Response {
+    let max = max_body(req.uri().path());
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > max as u64) {
         return fault(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
-            format!("request body exceeds {MAX_BODY} bytes"),
+            format!("request body exceeds {max} bytes"),
         );
     }
     next.run(req).await

@@ -1,12 +1,13 @@
 //! Neutron v2.0 routes: version documents, extensions, and the generic
-//! create/list/show/update/delete handlers for networks, subnets, ports and
-//! routers, plus router interfaces and quotas. Handlers authenticate,
+//! create/list/show/update/delete handlers for networks, subnets, ports,
+//! routers, security groups and their rules, plus router interfaces, bulk
+//! rule creation and quotas. Handlers authenticate,
 //! extract, call `network::*` through `Core::mutate`, and render.
 
 use std::sync::Arc;
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, Query, State},
+    extract::{rejection::JsonRejection, DefaultBodyLimit, Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, put},
@@ -20,7 +21,7 @@ use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, Port},
-    network::{self, networks, ports, quotas, routers, subnets},
+    network::{self, networks, ports, quotas, routers, security_groups, subnets},
     state::State as Desired,
 };
 
@@ -61,6 +62,12 @@ pub fn port_status(app: &App, p: &Port) -> &'static str {
 trait Resource: Send + Sync + 'static {
     const ONE: &'static str;
     const MANY: &'static str;
+    /// The collection's URL path segment (`security-groups` for
+    /// `security_groups`).
+    const PATH: &'static str = Self::MANY;
+    /// Listing it gives the caller's project its default security group
+    /// first (as Neutron does).
+    const ENSURES_DEFAULT_GROUP: bool = false;
     /// Attributes it renders besides `network::STANDARD_ATTRS`: what filters
     /// and sort_key may name.
     const ATTRS: &'static [&'static str];
@@ -86,6 +93,8 @@ struct Networks;
 struct Subnets;
 struct Ports;
 struct Routers;
+struct SecurityGroups;
+struct SecurityGroupRules;
 
 impl Resource for Networks {
     const ONE: &'static str = "network";
@@ -293,6 +302,119 @@ impl Resource for Routers {
     }
 }
 
+impl Resource for SecurityGroups {
+    const ONE: &'static str = "security_group";
+    const MANY: &'static str = "security_groups";
+    const PATH: &'static str = "security-groups";
+    const ENSURES_DEFAULT_GROUP: bool = true;
+    const ATTRS: &'static [&'static str] = &["stateful", "shared", "security_group_rules"];
+    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
+        s.security_groups
+            .values()
+            .filter(|g| security_groups::visible(a, g))
+            .map(|g| security_groups::render(s, g))
+            .collect()
+    }
+    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
+        Ok(security_groups::render(s, security_groups::get(s, a, id)?))
+    }
+    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
+        security_groups::create(s, a, b).map(|(c, g)| (c, g.meta.id))
+    }
+    fn update(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        b: &Value,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, String), ApiError> {
+        security_groups::update(s, a, id, b, m).map(|(c, g)| (c, g.meta.id))
+    }
+    fn delete(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, ()), ApiError> {
+        security_groups::delete(s, a, id, m)
+    }
+}
+
+impl Resource for SecurityGroupRules {
+    const ONE: &'static str = "security_group_rule";
+    const MANY: &'static str = "security_group_rules";
+    const PATH: &'static str = "security-group-rules";
+    const ENSURES_DEFAULT_GROUP: bool = true;
+    const ATTRS: &'static [&'static str] = &[
+        "security_group_id",
+        "direction",
+        "ethertype",
+        "protocol",
+        "port_range_min",
+        "port_range_max",
+        "remote_ip_prefix",
+        "remote_group_id",
+        "remote_address_group_id",
+        "normalized_cidr",
+        "belongs_to_default_sg",
+    ];
+    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
+        s.security_group_rules
+            .values()
+            .filter(|r| a.can_see(&r.meta.project_id))
+            .map(|r| security_groups::render_rule(s, r))
+            .collect()
+    }
+    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
+        Ok(security_groups::render_rule(
+            s,
+            security_groups::get_rule(s, a, id)?,
+        ))
+    }
+    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
+        security_groups::create_rules(s, a, b).map(|(c, r)| (c, r[0].meta.id.clone()))
+    }
+    fn update(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        b: &Value,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, String), ApiError> {
+        security_groups::update_rule(s, a, id, b, m).map(|(c, r)| (c, r.meta.id))
+    }
+    fn delete(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, ()), ApiError> {
+        security_groups::delete_rule(s, a, id, m)
+    }
+}
+
+/// Gives the project the caller lists for (its own, or an admin's
+/// `project_id`/`tenant_id` filter) its default security group, in its own
+/// commit; nothing (not even a write lock) when it already has one.
+fn ensure_default_group(app: &App, auth: &Auth, q: &[(String, String)]) -> Result<(), ApiError> {
+    let project = q
+        .iter()
+        .find(|(k, _)| k == "project_id" || k == "tenant_id")
+        .map(|(_, v)| v.clone())
+        .filter(|p| auth.can_see(p))
+        .unwrap_or_else(|| auth.project_id.clone());
+    {
+        let s = app.core.read();
+        if !s.projects.contains_key(&project)
+            || security_groups::default_group(&s, &project).is_some()
+        {
+            return Ok(());
+        }
+    }
+    app.core
+        .mutate(|s| Ok((security_groups::ensure_default(s, &project).0, ())))
+}
+
 async fn list<R: Resource>(
     State(app): State<Arc<App>>,
     h: HeaderMap,
@@ -300,12 +422,33 @@ async fn list<R: Resource>(
 ) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
+        if R::ENSURES_DEFAULT_GROUP {
+            // A list refused for its query must change nothing: check it
+            // (all but the marker, which needs the items) first.
+            let probe: Vec<(String, String)> =
+                q.iter().filter(|(k, _)| k != "marker").cloned().collect();
+            network::list_response(R::MANY, vec![], &probe, "", R::ATTRS)?;
+            ensure_default_group(&app, &auth, &q)?;
+        }
         let s = app.core.read();
         let items = R::list(&app, &s, &auth);
-        Ok((
-            StatusCode::OK,
-            network::list_response(R::MANY, items, &q, &app.config.public_url, R::ATTRS)?,
-        ))
+        let mut body =
+            network::list_response(R::MANY, items, &q, &app.config.public_url, R::ATTRS)?;
+        if R::PATH != R::MANY {
+            // Next-page links name the URL path, not the collection.
+            if let Some(Value::String(href)) = body
+                .get_mut(format!("{}_links", R::MANY))
+                .and_then(|l| l.get_mut(0))
+                .and_then(|l| l.get_mut("href"))
+            {
+                *href = href.replacen(
+                    &format!("/v2.0/{}?", R::MANY),
+                    &format!("/v2.0/{}?", R::PATH),
+                    1,
+                );
+            }
+        }
+        Ok((StatusCode::OK, body))
     })())
 }
 
@@ -378,6 +521,34 @@ async fn delete<R: Resource>(
         app.core
             .mutate(|s| R::delete(s, &auth, &id, m.as_deref()))?;
         Ok((StatusCode::NO_CONTENT, Value::Null))
+    })())
+}
+
+/// POST /v2.0/security-group-rules: one rule, or many
+/// (`{"security_group_rules": [...]}`) in one all-or-nothing commit.
+async fn rule_create(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        let body = json_body(body)?;
+        let bulk = body.get(SecurityGroupRules::MANY).is_some();
+        let rules = app
+            .core
+            .mutate(|s| security_groups::create_rules(s, &auth, &body))?;
+        let s = app.core.read();
+        let mut rendered: Vec<Value> = rules
+            .iter()
+            .map(|r| Value::Object(security_groups::render_rule(&s, r)))
+            .collect();
+        let body = if bulk {
+            json!({ SecurityGroupRules::MANY: rendered })
+        } else {
+            json!({ SecurityGroupRules::ONE: rendered.swap_remove(0) })
+        };
+        Ok((StatusCode::CREATED, body))
     })())
 }
 
@@ -488,7 +659,22 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     (
         "quotas",
         "Quota management support",
-        "Per-project quotas on networks, subnets, ports and routers",
+        "Per-project quotas on networks, subnets, ports, routers, security groups and rules",
+    ),
+    (
+        "security-group",
+        "security-group",
+        "The security groups extension: groups of allow rules on ports",
+    ),
+    (
+        "stateful-security-group",
+        "Stateful security group",
+        "Security groups may be stateless (stateful: false)",
+    ),
+    (
+        "security-groups-normalized-cidr",
+        "Normalized CIDR field for security group rules",
+        "normalized_cidr on security group rules",
     ),
     (
         "port-security",
@@ -591,20 +777,31 @@ async fn versions(State(app): State<Arc<App>>) -> Response {
 
 async fn resources(State(app): State<Arc<App>>) -> Response {
     let base = &app.config.public_url;
-    let r: Vec<Value> = ["network", "subnet", "port", "router"]
-        .iter()
-        .map(|n| json!({"name": n, "collection": format!("{n}s"), "links": [{"href": format!("{base}/v2.0/{n}s"), "rel": "self"}]}))
-        .collect();
+    let r: Vec<Value> = [
+        ("network", "networks", "networks"),
+        ("subnet", "subnets", "subnets"),
+        ("port", "ports", "ports"),
+        ("router", "routers", "routers"),
+        ("security_group", "security_groups", "security-groups"),
+        (
+            "security_group_rule",
+            "security_group_rules",
+            "security-group-rules",
+        ),
+    ]
+    .iter()
+    .map(|(n, c, p)| json!({"name": n, "collection": c, "links": [{"href": format!("{base}/v2.0/{p}"), "rel": "self"}]}))
+    .collect();
     Json(json!({ "resources": r })).into_response()
 }
 
 fn collection<R: Resource>(r: Router<Arc<App>>) -> Router<Arc<App>> {
     r.route(
-        &format!("/v2.0/{}", R::MANY),
+        &format!("/v2.0/{}", R::PATH),
         get(list::<R>).post(create::<R>),
     )
     .route(
-        &format!("/v2.0/{}/{{id}}", R::MANY),
+        &format!("/v2.0/{}/{{id}}", R::PATH),
         get(show::<R>).put(update::<R>).delete(delete::<R>),
     )
 }
@@ -626,5 +823,18 @@ pub fn routes() -> Router<Arc<App>> {
     let r = collection::<Networks>(r);
     let r = collection::<Subnets>(r);
     let r = collection::<Ports>(r);
-    collection::<Routers>(r)
+    let r = collection::<Routers>(r);
+    let r = collection::<SecurityGroups>(r);
+    r.route(
+        super::BULK_RULES_PATH,
+        get(list::<SecurityGroupRules>)
+            .post(rule_create)
+            .layer(DefaultBodyLimit::max(super::MAX_BULK_BODY)),
+    )
+    .route(
+        &format!("/v2.0/{}/{{id}}", SecurityGroupRules::PATH),
+        get(show::<SecurityGroupRules>)
+            .put(update::<SecurityGroupRules>)
+            .delete(delete::<SecurityGroupRules>),
+    )
 }

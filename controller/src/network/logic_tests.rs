@@ -594,3 +594,808 @@ fn quotas_limit_creation() {
     run(&c, |s| quotas::reset(s, &admin, "p1")).unwrap();
     net(&c, &a);
 }
+
+// ------------------------------------------------------------ security groups
+
+use crate::model::{Direction, Ethertype, Kind, SecurityGroup, SecurityGroupRule};
+use security_groups as sg;
+
+fn group(c: &Core, a: &Auth, body: Value) -> Result<SecurityGroup, ApiError> {
+    run(c, |s| sg::create(s, a, &json!({ "security_group": body })))
+}
+
+fn rule(c: &Core, a: &Auth, body: Value) -> Result<SecurityGroupRule, ApiError> {
+    run(c, |s| {
+        sg::create_rules(s, a, &json!({ "security_group_rule": body }))
+            .map(|(c, mut r)| (c, r.remove(0)))
+    })
+}
+
+fn rules(c: &Core, a: &Auth, body: Vec<Value>) -> Result<Vec<SecurityGroupRule>, ApiError> {
+    run(c, |s| {
+        sg::create_rules(s, a, &json!({ "security_group_rules": body }))
+    })
+}
+
+/// The project's default group, made (or found) the way the list handler
+/// does: through `Core::mutate`.
+fn default_sg(c: &Core, project: &str) -> String {
+    c.mutate(|s| Ok(sg::ensure_default(s, project))).unwrap()
+}
+
+fn set_quota(c: &Core, project: &str, q: Value) {
+    run(c, |s| {
+        quotas::update(s, &auth(project, "admin"), project, &json!({ "quota": q }))
+    })
+    .expect("quota");
+}
+
+#[test]
+fn default_security_group_once_with_neutron_rules() {
+    let c = core();
+    let before = c.read().revision;
+    let id = default_sg(&c, "p1");
+    assert_eq!(c.read().revision, before + 1, "one commit");
+    assert_eq!(default_sg(&c, "p1"), id, "idempotent");
+    assert_eq!(c.read().revision, before + 1, "no changes, no revision");
+    let s = c.read();
+    let g = &s.security_groups[&id];
+    assert_eq!((g.meta.name.as_str(), g.stateful), ("default", true));
+    let mut shape: Vec<(Direction, Ethertype, Option<String>)> = s
+        .group_rules(&id)
+        .map(|r| {
+            assert!(r.protocol.is_none() && r.remote_ip_prefix.is_none());
+            assert!(r.port_range_min.is_none() && r.port_range_max.is_none());
+            assert_eq!(r.meta.project_id, "p1");
+            (r.direction, r.ethertype, r.remote_group_id.clone())
+        })
+        .collect();
+    shape.sort();
+    assert_eq!(
+        shape,
+        vec![
+            (Direction::Ingress, Ethertype::IPv4, Some(id.clone())),
+            (Direction::Ingress, Ethertype::IPv6, Some(id.clone())),
+            (Direction::Egress, Ethertype::IPv4, None),
+            (Direction::Egress, Ethertype::IPv6, None),
+        ]
+    );
+    let r = sg::render(&s, g);
+    assert_eq!(r["security_group_rules"].as_array().unwrap().len(), 4);
+    assert_eq!(r["security_group_rules"][0]["belongs_to_default_sg"], true);
+    assert_eq!(r["shared"], false);
+    assert_eq!(r["tenant_id"], "p1");
+    drop(s);
+
+    // A port without groups gets its project's default group, created in
+    // the port's own commit if the project has none yet.
+    let a2 = member("p2");
+    let n = net(&c, &a2);
+    let rev = c.read().revision;
+    let p = port(&c, &a2, json!({"network_id": n})).unwrap();
+    assert_eq!(
+        c.read().revision,
+        rev + 1,
+        "group, rules and port: one commit"
+    );
+    let d2 = sg::default_group(&c.read(), "p2").unwrap().meta.id.clone();
+    assert_eq!(p.security_groups, vec![d2.clone()]);
+    let p = port(&c, &a2, json!({"network_id": n})).unwrap();
+    assert_eq!(p.security_groups, vec![d2]);
+    assert_eq!(
+        c.read()
+            .security_groups
+            .values()
+            .filter(|g| g.meta.project_id == "p2")
+            .count(),
+        1
+    );
+    // Port security off, or an explicit empty list: no groups.
+    let p = port(
+        &c,
+        &a2,
+        json!({"network_id": n, "port_security_enabled": false}),
+    )
+    .unwrap();
+    assert!(p.security_groups.is_empty());
+    let p = port(&c, &a2, json!({"network_id": n, "security_groups": []})).unwrap();
+    assert!(p.security_groups.is_empty());
+}
+
+#[test]
+fn security_groups_create_update_delete_like_neutron() {
+    let c = core();
+    let a = member("p1");
+    let admin = auth("p1", "admin");
+    let rev = c.read().revision;
+    let web = group(&c, &a, json!({"name": "web", "description": "d"})).unwrap();
+    assert_eq!(c.read().revision, rev + 1);
+    assert!(web.stateful);
+    {
+        let s = c.read();
+        // The first group of a project brings the default group along.
+        let d = sg::default_group(&s, "p1").expect("default group");
+        assert_eq!(s.group_rules(&d.meta.id).count(), 4);
+        let mut e: Vec<Ethertype> = s
+            .group_rules(&web.meta.id)
+            .map(|r| {
+                assert_eq!(r.direction, Direction::Egress);
+                assert!(r.remote_group_id.is_none() && r.protocol.is_none());
+                r.ethertype
+            })
+            .collect();
+        e.sort();
+        assert_eq!(e, vec![Ethertype::IPv4, Ethertype::IPv6]);
+    }
+    let stateless = group(&c, &a, json!({"name": "sl", "stateful": false})).unwrap();
+    assert!(!stateless.stateful);
+    assert_eq!(c.read().group_rules(&stateless.meta.id).count(), 2);
+    let d = sg::default_group(&c.read(), "p1").unwrap().meta.id.clone();
+
+    for (bad, status) in [
+        (json!({"name": "default"}), 409),
+        (json!({"name": "Default"}), 409),
+        (json!({"name": 5}), 400),
+        (json!({"colour": "red"}), 400),
+        (json!({"stateful": "maybe"}), 400),
+        (json!({"project_id": "p2"}), 403),
+        (json!({"name": "x".repeat(256)}), 400),
+    ] {
+        let e = group(&c, &a, bad.clone()).unwrap_err();
+        assert_eq!(e.status, status, "{bad}: {e}");
+    }
+    assert_eq!(
+        group(&c, &auth("p1", "reader"), json!({}))
+            .unwrap_err()
+            .status,
+        403
+    );
+    let upd = |id: &str, who: &Auth, b: Value, m: Option<&str>| {
+        run(&c, |s| {
+            sg::update(s, who, id, &json!({ "security_group": b }), m)
+        })
+    };
+    assert_eq!(
+        upd(&d, &a, json!({"name": "x"}), None).unwrap_err().kind,
+        "SecurityGroupCannotUpdateDefault"
+    );
+    assert_eq!(
+        upd(&d, &admin, json!({"name": "default"}), None)
+            .unwrap_err()
+            .status,
+        409
+    );
+    upd(&d, &a, json!({"description": "ours"}), None).unwrap();
+    assert_eq!(
+        upd(&web.meta.id, &a, json!({"name": "DEFAULT"}), None)
+            .unwrap_err()
+            .status,
+        409
+    );
+    assert_eq!(
+        upd(
+            &web.meta.id,
+            &a,
+            json!({"name": "w"}),
+            Some("revision_number=9")
+        )
+        .unwrap_err()
+        .status,
+        412
+    );
+    assert_eq!(
+        upd(&web.meta.id, &a, json!({"id": "x"}), None)
+            .unwrap_err()
+            .status,
+        400
+    );
+    let w = upd(
+        &web.meta.id,
+        &a,
+        json!({"name": "w", "stateful": false}),
+        Some("revision_number=1"),
+    )
+    .unwrap();
+    assert_eq!(
+        (w.meta.name.as_str(), w.stateful, w.meta.revision_number),
+        ("w", false, 2)
+    );
+    assert_eq!(
+        upd(&web.meta.id, &member("p2"), json!({"name": "x"}), None)
+            .unwrap_err()
+            .status,
+        404
+    );
+
+    // In use by a port: no delete, no stateful switch.
+    let n = net(&c, &a);
+    let p = port(
+        &c,
+        &a,
+        json!({"network_id": n, "security_groups": [web.meta.id]}),
+    )
+    .unwrap();
+    assert_eq!(p.security_groups, vec![web.meta.id.clone()]);
+    let del = |id: &str, who: &Auth| run(&c, |s| sg::delete(s, who, id, None));
+    let e = del(&web.meta.id, &a).unwrap_err();
+    assert_eq!((e.status, e.kind.as_str()), (409, "SecurityGroupInUse"));
+    assert_eq!(
+        upd(&web.meta.id, &a, json!({"stateful": true}), None)
+            .unwrap_err()
+            .kind,
+        "SecurityGroupInUse"
+    );
+    upd(&web.meta.id, &a, json!({"stateful": false}), None).unwrap();
+    let e = del(&d, &a).unwrap_err();
+    assert_eq!(
+        (e.status, e.message.as_str()),
+        (
+            409,
+            "Insufficient rights for removing default security group."
+        )
+    );
+    assert_eq!(del(&web.meta.id, &member("p2")).unwrap_err().status, 404);
+    assert_eq!(
+        del(&web.meta.id, &auth("p1", "reader")).unwrap_err().status,
+        403
+    );
+
+    // Cascade: the group's rules, and other groups' rules naming it.
+    let other = group(&c, &a, json!({"name": "other"})).unwrap();
+    let via = rule(&c, &a, json!({"security_group_id": other.meta.id, "direction": "ingress", "remote_group_id": stateless.meta.id})).unwrap();
+    let own = rule(&c, &a, json!({"security_group_id": stateless.meta.id, "direction": "ingress", "protocol": "tcp", "port_range_min": 22, "port_range_max": 22})).unwrap();
+    del(&stateless.meta.id, &a).unwrap();
+    let s = c.read();
+    assert!(!s.security_groups.contains_key(&stateless.meta.id));
+    assert!(!s.security_group_rules.contains_key(&via.meta.id));
+    assert!(!s.security_group_rules.contains_key(&own.meta.id));
+    assert_eq!(s.group_rules(&stateless.meta.id).count(), 0);
+    assert_eq!(s.group_rules(&other.meta.id).count(), 2);
+    drop(s);
+    // Admins may remove the default group (when no port uses it).
+    del(&d, &admin).unwrap();
+    assert!(sg::default_group(&c.read(), "p1").is_none());
+}
+
+#[test]
+fn security_group_rules_validate_like_neutron() {
+    let c = core();
+    let a = member("p1");
+    let g = group(&c, &a, json!({"name": "g"})).unwrap().meta.id;
+    let foreign = group(&c, &member("p2"), json!({"name": "f"}))
+        .unwrap()
+        .meta
+        .id;
+    let r = |extra: Value| {
+        let mut b = json!({"security_group_id": g, "direction": "ingress"});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"direction": "ingress"}), 400, "BadRequest"),
+        (json!({"security_group_id": g}), 400, "BadRequest"),
+        (r(json!({"direction": "inbound"})), 400, "InvalidInput"),
+        (
+            r(json!({"ethertype": "IPv5"})),
+            400,
+            "SecurityGroupRuleInvalidEtherType",
+        ),
+        (
+            r(json!({"protocol": "tcpp"})),
+            400,
+            "SecurityGroupRuleInvalidProtocol",
+        ),
+        (
+            r(json!({"protocol": 256})),
+            400,
+            "SecurityGroupRuleInvalidProtocol",
+        ),
+        (
+            r(json!({"protocol": "-1"})),
+            400,
+            "SecurityGroupRuleInvalidProtocol",
+        ),
+        (
+            r(json!({"protocol": true})),
+            400,
+            "SecurityGroupRuleInvalidProtocol",
+        ),
+        (
+            r(json!({"port_range_min": 22})),
+            400,
+            "SecurityGroupProtocolRequiredWithPorts",
+        ),
+        (
+            r(json!({"protocol": "tcp", "port_range_min": 22})),
+            400,
+            "SecurityGroupInvalidPortRange",
+        ),
+        (
+            r(json!({"protocol": "tcp", "port_range_max": 22})),
+            400,
+            "SecurityGroupInvalidPortRange",
+        ),
+        (
+            r(json!({"protocol": "tcp", "port_range_min": 23, "port_range_max": 22})),
+            400,
+            "SecurityGroupInvalidPortRange",
+        ),
+        (
+            r(json!({"protocol": "tcp", "port_range_min": 0, "port_range_max": 22})),
+            400,
+            "SecurityGroupInvalidPortValue",
+        ),
+        (
+            r(json!({"protocol": "udp", "port_range_min": 1, "port_range_max": 65536})),
+            400,
+            "SecurityGroupInvalidPortValue",
+        ),
+        (
+            r(json!({"protocol": "udp", "port_range_min": -1, "port_range_max": 5})),
+            400,
+            "SecurityGroupInvalidPortValue",
+        ),
+        (
+            r(json!({"protocol": "udp", "port_range_min": "x", "port_range_max": 5})),
+            400,
+            "SecurityGroupInvalidPortValue",
+        ),
+        (
+            r(json!({"protocol": "gre", "port_range_min": 1, "port_range_max": 5})),
+            400,
+            "SecurityGroupInvalidProtocolForPort",
+        ),
+        (
+            r(json!({"protocol": "icmp", "port_range_min": 256})),
+            400,
+            "SecurityGroupInvalidIcmpValue",
+        ),
+        (
+            r(json!({"protocol": "icmp", "port_range_min": 8, "port_range_max": 256})),
+            400,
+            "SecurityGroupInvalidIcmpValue",
+        ),
+        (
+            r(json!({"protocol": "icmp", "port_range_max": 0})),
+            400,
+            "SecurityGroupMissingIcmpType",
+        ),
+        (
+            r(json!({"protocol": "ipv6-icmp"})),
+            400,
+            "SecurityGroupEthertypeConflictWithProtocol",
+        ),
+        (
+            r(json!({"protocol": "icmpv6", "ethertype": "IPv4"})),
+            400,
+            "SecurityGroupEthertypeConflictWithProtocol",
+        ),
+        (
+            r(json!({"protocol": "58"})),
+            400,
+            "SecurityGroupEthertypeConflictWithProtocol",
+        ),
+        (
+            r(json!({"remote_ip_prefix": "10.0.0.0/33"})),
+            400,
+            "InvalidCIDR",
+        ),
+        (r(json!({"remote_ip_prefix": "nope"})), 400, "InvalidCIDR"),
+        (
+            r(json!({"remote_ip_prefix": "2001:db8::/64"})),
+            400,
+            "SecurityGroupRuleParameterConflict",
+        ),
+        (
+            r(json!({"remote_ip_prefix": "10.0.0.0/8", "ethertype": "IPv6"})),
+            400,
+            "SecurityGroupRuleParameterConflict",
+        ),
+        (
+            r(json!({"remote_ip_prefix": "10.0.0.0/8", "remote_group_id": g})),
+            400,
+            "SecurityGroupRemoteGroupAndRemoteIpPrefix",
+        ),
+        (
+            r(json!({"remote_group_id": foreign})),
+            404,
+            "SecurityGroupNotFound",
+        ),
+        (
+            r(json!({"remote_group_id": "3b0c1bd6-1c42-4b4e-a6e2-4e4f6fe2c0c1"})),
+            404,
+            "SecurityGroupNotFound",
+        ),
+        (
+            r(json!({"security_group_id": foreign})),
+            404,
+            "SecurityGroupNotFound",
+        ),
+        (
+            r(json!({"security_group_id": "nope"})),
+            404,
+            "SecurityGroupNotFound",
+        ),
+        (r(json!({"colour": "red"})), 400, "BadRequest"),
+        (
+            r(json!({"remote_address_group_id": "x"})),
+            400,
+            "InvalidInput",
+        ),
+        (r(json!({"project_id": "p2"})), 403, "Forbidden"),
+    ];
+    for (body, status, kind) in cases {
+        let e = rule(&c, &a, body.clone()).unwrap_err();
+        assert_eq!((e.status, e.kind.as_str()), (status, kind), "{body}: {e}");
+    }
+    for bad in [
+        json!({}),
+        json!({"security_group_rule": []}),
+        json!({"security_group_rules": {}}),
+        json!({"security_group_rules": []}),
+        json!({"security_group_rules": [5]}),
+        json!({"security_group_rule": {}, "security_group_rules": []}),
+        json!({"rule": {}}),
+    ] {
+        let e = run(&c, |s| sg::create_rules(s, &a, &bad)).unwrap_err();
+        assert_eq!(e.status, 400, "{bad}: {e}");
+    }
+    assert_eq!(
+        rule(&c, &auth("p1", "reader"), r(json!({})))
+            .unwrap_err()
+            .status,
+        403
+    );
+    // Admins may add rules to any project's group; they are that project's.
+    let x = rule(&c, &auth("p1", "admin"), r(json!({"security_group_id": foreign, "protocol": "tcp", "port_range_min": 80, "port_range_max": 80}))).unwrap();
+    assert_eq!(x.meta.project_id, "p2");
+
+    // What is accepted, and how it is stored.
+    let ok = |extra: Value| rule(&c, &a, r(extra)).unwrap();
+    let t = ok(
+        json!({"protocol": "TCP", "port_range_min": "22", "port_range_max": 22, "remote_ip_prefix": "10.1.0.7/24", "description": "ssh"}),
+    );
+    assert_eq!(t.protocol.as_deref(), Some("tcp"));
+    assert_eq!((t.port_range_min, t.port_range_max), (Some(22), Some(22)));
+    assert_eq!(t.remote_ip_prefix.as_deref(), Some("10.1.0.0/24"));
+    assert_eq!(t.ethertype, Ethertype::IPv4);
+    assert_eq!(t.meta.description, "ssh");
+    let h = ok(json!({"protocol": 17, "remote_ip_prefix": "192.168.0.1"}));
+    assert_eq!(h.protocol.as_deref(), Some("17"));
+    assert_eq!(h.remote_ip_prefix.as_deref(), Some("192.168.0.1/32"));
+    let v6 = ok(
+        json!({"ethertype": "ipv6", "protocol": "icmp", "port_range_min": 128, "remote_ip_prefix": "2001:db8::1/64"}),
+    );
+    assert_eq!(v6.protocol.as_deref(), Some("ipv6-icmp"));
+    assert_eq!(v6.ethertype, Ethertype::IPv6);
+    assert_eq!(v6.remote_ip_prefix.as_deref(), Some("2001:db8::/64"));
+    let any = ok(json!({"protocol": "any", "remote_group_id": g}));
+    assert!(any.protocol.is_none());
+    let icmp = ok(json!({"protocol": "icmp", "port_range_min": 8, "port_range_max": 0}));
+    assert_eq!(
+        (icmp.port_range_min, icmp.port_range_max),
+        (Some(8), Some(0))
+    );
+    let rendered = sg::render_rule(&c.read(), &t);
+    for (k, v) in [
+        ("normalized_cidr", json!("10.1.0.0/24")),
+        ("remote_address_group_id", Value::Null),
+        ("belongs_to_default_sg", json!(false)),
+        ("tenant_id", json!("p1")),
+        ("port_range_min", json!(22)),
+        ("protocol", json!("tcp")),
+        ("direction", json!("ingress")),
+        ("ethertype", json!("IPv4")),
+    ] {
+        assert_eq!(rendered[k], v, "{k}");
+    }
+
+    // Only the description may change; other projects see nothing.
+    let upd = |id: &str, who: &Auth, b: Value| {
+        run(&c, |s| {
+            sg::update_rule(s, who, id, &json!({ "security_group_rule": b }), None)
+        })
+    };
+    assert_eq!(
+        upd(&t.meta.id, &a, json!({"description": "x"}))
+            .unwrap()
+            .meta
+            .revision_number,
+        2
+    );
+    assert_eq!(
+        upd(&t.meta.id, &a, json!({"protocol": "udp"}))
+            .unwrap_err()
+            .status,
+        400
+    );
+    assert_eq!(
+        upd(&t.meta.id, &member("p2"), json!({"description": "y"}))
+            .unwrap_err()
+            .status,
+        404
+    );
+    assert_eq!(
+        run(&c, |s| sg::delete_rule(s, &member("p2"), &t.meta.id, None))
+            .unwrap_err()
+            .status,
+        404
+    );
+    run(&c, |s| sg::delete_rule(s, &a, &t.meta.id, None)).unwrap();
+    assert_eq!(
+        run(&c, |s| sg::delete_rule(s, &a, &t.meta.id, None))
+            .unwrap_err()
+            .kind,
+        "SecurityGroupRuleNotFound"
+    );
+}
+
+#[test]
+fn security_group_rule_duplicates_bulk_and_quota() {
+    let c = core();
+    let a = member("p1");
+    let g = group(&c, &a, json!({"name": "g"})).unwrap().meta.id;
+    let base = |extra: Value| {
+        let mut b = json!({"security_group_id": g, "direction": "ingress"});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let ssh = rule(
+        &c,
+        &a,
+        base(json!({"protocol": "tcp", "port_range_min": 22, "port_range_max": 22})),
+    )
+    .unwrap();
+    for dup in [
+        json!({"protocol": "6", "port_range_min": 22, "port_range_max": 22}),
+        json!({"protocol": 6, "port_range_min": "22", "port_range_max": 22, "ethertype": "IPv4"}),
+        json!({"protocol": "TCP", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "0.0.0.0/0"}),
+    ] {
+        let e = rule(&c, &a, base(dup.clone())).unwrap_err();
+        assert_eq!(
+            (e.status, e.kind.as_str()),
+            (409, "SecurityGroupRuleExists"),
+            "{dup}"
+        );
+        assert!(
+            e.message.ends_with(&format!("Rule id is {}.", ssh.meta.id)),
+            "{e}"
+        );
+    }
+    // The automatic egress rules count as existing rules too.
+    assert_eq!(
+        rule(
+            &c,
+            &a,
+            base(json!({"direction": "egress", "ethertype": "IPv6"}))
+        )
+        .unwrap_err()
+        .kind,
+        "SecurityGroupRuleExists"
+    );
+    let net = rule(&c, &a, base(json!({"remote_ip_prefix": "10.0.0.0/24"}))).unwrap();
+    let e = rule(&c, &a, base(json!({"remote_ip_prefix": "10.0.0.9/24"}))).unwrap_err();
+    assert!(
+        e.message.contains(&net.meta.id),
+        "host bits do not make a rule new"
+    );
+    rule(
+        &c,
+        &a,
+        base(json!({"ethertype": "IPv6", "protocol": "icmp"})),
+    )
+    .unwrap();
+    assert_eq!(
+        rule(&c, &a, base(json!({"ethertype": "IPv6", "protocol": "58"})))
+            .unwrap_err()
+            .kind,
+        "SecurityGroupRuleExists"
+    );
+    // Same rule in another group is no duplicate.
+    let g2 = group(&c, &a, json!({"name": "g2"})).unwrap().meta.id;
+    rule(&c, &a, json!({"security_group_id": g2, "direction": "ingress", "protocol": "tcp", "port_range_min": 22, "port_range_max": 22})).unwrap();
+
+    // Bulk: all or nothing.
+    let n_before = c.read().security_group_rules.len();
+    let port_rule =
+        |p: u32| base(json!({"protocol": "udp", "port_range_min": p, "port_range_max": p}));
+    let e = rules(
+        &c,
+        &a,
+        vec![port_rule(1000), port_rule(1001), port_rule(1000)],
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.status, e.kind.as_str()),
+        (409, "DuplicateSecurityGroupRuleInPost")
+    );
+    let e = rules(
+        &c,
+        &a,
+        vec![
+            port_rule(1000),
+            base(json!({"protocol": "tcp", "port_range_min": 22, "port_range_max": 22})),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, "SecurityGroupRuleExists");
+    let e = rules(
+        &c,
+        &a,
+        vec![port_rule(1000), base(json!({"protocol": "bogus"}))],
+    )
+    .unwrap_err();
+    assert_eq!(e.status, 400);
+    assert_eq!(c.read().security_group_rules.len(), n_before);
+    let rev = c.read().revision;
+    let made = rules(&c, &a, vec![port_rule(1000), port_rule(1001), json!({"security_group_id": g2, "direction": "egress", "protocol": "tcp", "port_range_min": 1, "port_range_max": 65535})]).unwrap();
+    assert_eq!(made.len(), 3);
+    assert_eq!(c.read().revision, rev + 1, "one commit");
+
+    // Quota: the rule count of the project (default group's rules included).
+    let used = quotas::used(&c.read(), "p1", Kind::SecurityGroupRule);
+    set_quota(&c, "p1", json!({"security_group_rule": used + 2}));
+    let e = rules(
+        &c,
+        &a,
+        vec![port_rule(2000), port_rule(2001), port_rule(2002)],
+    )
+    .unwrap_err();
+    assert_eq!((e.status, e.kind.as_str()), (409, "OverQuota"));
+    rules(&c, &a, vec![port_rule(2000), port_rule(2001)]).unwrap();
+    assert_eq!(rule(&c, &a, port_rule(2003)).unwrap_err().kind, "OverQuota");
+    // A new group needs room for its two egress rules, as in Neutron.
+    assert_eq!(
+        group(&c, &a, json!({"name": "full"})).unwrap_err().kind,
+        "OverQuota"
+    );
+    set_quota(
+        &c,
+        "p1",
+        json!({"security_group_rule": -1, "security_group": 3}),
+    );
+    // default, g, g2: full.
+    assert_eq!(
+        group(&c, &a, json!({"name": "x"})).unwrap_err().kind,
+        "OverQuota"
+    );
+}
+
+#[test]
+fn ten_thousand_rules_in_one_bulk_request() {
+    let c = core();
+    let a = member("p1");
+    set_quota(&c, "p1", json!({"security_group_rule": -1}));
+    let g = group(&c, &a, json!({"name": "big"})).unwrap().meta.id;
+    let body = |from: u32, n: u32| -> Vec<Value> {
+        (from..from + n)
+            .map(|i| json!({"security_group_id": g, "direction": "ingress", "protocol": "tcp", "port_range_min": 1 + i % 60000, "port_range_max": 1 + i % 60000, "remote_ip_prefix": format!("10.{}.0.0/16", i / 60000)}))
+            .collect()
+    };
+    let t = std::time::Instant::now();
+    let made = rules(&c, &a, body(0, 10_000)).unwrap();
+    assert_eq!(made.len(), 10_000);
+    let made = rules(&c, &a, body(10_000, 10_000)).unwrap();
+    assert_eq!(made.len(), 10_000);
+    assert_eq!(c.read().group_rules(&g).count(), 20_002);
+    // A duplicate at the end of a big batch: rejected, nothing stored.
+    let mut b = body(20_000, 9_999);
+    b.push(body(5, 1).remove(0));
+    assert_eq!(
+        rules(&c, &a, b).unwrap_err().kind,
+        "SecurityGroupRuleExists"
+    );
+    assert_eq!(c.read().group_rules(&g).count(), 20_002);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(60),
+        "bulk creation too slow: {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn ports_take_only_their_projects_groups() {
+    let c = core();
+    let a = member("p1");
+    let n = net(&c, &a);
+    let mine = group(&c, &a, json!({"name": "mine"})).unwrap().meta.id;
+    let theirs = group(&c, &member("p2"), json!({"name": "theirs"}))
+        .unwrap()
+        .meta
+        .id;
+    let missing = "3b0c1bd6-1c42-4b4e-a6e2-4e4f6fe2c0c1";
+    for bad in [vec![theirs.clone()], vec![mine.clone(), missing.to_owned()]] {
+        let e = port(&c, &a, json!({"network_id": n, "security_groups": bad})).unwrap_err();
+        assert_eq!((e.status, e.kind.as_str()), (404, "SecurityGroupNotFound"));
+    }
+    // An admin's port for p1 still needs p1's groups.
+    let e = port(
+        &c,
+        &auth("p2", "admin"),
+        json!({"network_id": n, "project_id": "p1", "security_groups": [theirs]}),
+    )
+    .unwrap_err();
+    assert_eq!(e.status, 404);
+    assert_eq!(
+        port(
+            &c,
+            &a,
+            json!({"network_id": n, "port_security_enabled": false, "security_groups": [mine]})
+        )
+        .unwrap_err()
+        .status,
+        400
+    );
+    let p = port(
+        &c,
+        &a,
+        json!({"network_id": n, "security_groups": [mine, mine]}),
+    )
+    .unwrap();
+    assert_eq!(p.security_groups, vec![mine.clone()]);
+    let upd = |b: Value| {
+        run(&c, |s| {
+            ports::update(s, &a, &p.meta.id, &json!({ "port": b }), None)
+        })
+    };
+    assert_eq!(
+        upd(json!({"security_groups": [theirs]}))
+            .unwrap_err()
+            .status,
+        404
+    );
+    let d = sg::default_group(&c.read(), "p1").unwrap().meta.id.clone();
+    assert_eq!(
+        upd(json!({"security_groups": [d, mine]}))
+            .unwrap()
+            .security_groups,
+        vec![d.clone(), mine.clone()]
+    );
+    assert!(upd(json!({"security_groups": []}))
+        .unwrap()
+        .security_groups
+        .is_empty());
+    // Network-owned ports (admin-made) get no default group.
+    let dhcp = port(
+        &c,
+        &auth("p1", "admin"),
+        json!({"network_id": n, "device_owner": "network:dhcp"}),
+    )
+    .unwrap();
+    assert!(dhcp.security_groups.is_empty());
+}
+
+#[test]
+fn deleting_a_project_takes_its_default_group_not_others() {
+    let c = core();
+    let a = member("p1");
+    let admin = auth("p2", "admin");
+    let boot = crate::identity::Bootstrap {
+        admin_user: "admin".into(),
+        admin_project: "admin".into(),
+    };
+    let g = group(&c, &a, json!({"name": "web"})).unwrap().meta.id;
+    let d = sg::default_group(&c.read(), "p1").unwrap().meta.id.clone();
+    let e = run(&c, |s| {
+        crate::identity::delete_project(s, &admin, &boot, "p1")
+    })
+    .unwrap_err();
+    assert_eq!(e.status, 409);
+    assert!(e.message.contains("1 security groups"), "{e}");
+    run(&c, |s| sg::delete(s, &a, &g, None)).unwrap();
+    run(&c, |s| {
+        crate::identity::delete_project(s, &admin, &boot, "p1")
+    })
+    .unwrap();
+    let s = c.read();
+    assert!(!s.security_groups.contains_key(&d));
+    assert_eq!(s.group_rules(&d).count(), 0);
+    assert!(s
+        .security_group_rules
+        .values()
+        .all(|r| r.meta.project_id != "p1"));
+}

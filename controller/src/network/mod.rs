@@ -1,7 +1,7 @@
-//! Neutron v2.0 logic: networks, subnets, ports, routers, quotas. Each
-//! command validates its input the way Neutron does (unknown attributes,
-//! wrong types, ranges, conflicts) against the current `State` and returns
-//! the `Change`s to commit; `state::Core::mutate` commits them atomically.
+//! Neutron v2.0 logic: networks, subnets, ports, routers, quotas, security
+//! groups and their rules. Each command validates its input the way Neutron
+//! does (unknown attributes, wrong types, ranges, conflicts) against the
+//! current `State` and returns the `Change`s to commit; `state::Core::mutate` commits them atomically.
 //! Rendering to Neutron JSON, filters and field selection live here too;
 //! the HTTP layer only routes and extracts.
 
@@ -10,6 +10,7 @@ pub mod networks;
 pub mod ports;
 pub mod quotas;
 pub mod routers;
+pub mod security_groups;
 pub mod subnets;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +65,14 @@ impl<'a> Attrs<'a> {
             map,
             used: BTreeSet::new(),
         })
+    }
+
+    /// A bare attribute map (one entry of a bulk request).
+    pub fn from_map(map: &'a Map<String, Value>) -> Attrs<'a> {
+        Attrs {
+            map,
+            used: BTreeSet::new(),
+        }
     }
 
     fn take(&mut self, key: &str) -> Option<&'a Value> {

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_if_match, dict, ipam, networks, new_meta, owner, quotas, render_meta, require_write,
-    subnets, touch, Attrs, OWNER_ROUTER_INTERFACE,
+    security_groups as sg, subnets, touch, Attrs, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
@@ -260,7 +260,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
     let mac_in = a.string("mac_address", 32)?;
     let fixed_in = a.list("fixed_ips")?.cloned();
-    let security_groups = a.strings("security_groups")?.unwrap_or_default();
+    let groups_in = a.strings("security_groups")?;
     let port_security = a.boolean("port_security_enabled")?;
     let pairs_in = a.list("allowed_address_pairs")?.cloned();
     let host = a.string("binding:host_id", 255)?;
@@ -283,7 +283,23 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
             "device_owner '{device_owner}' is reserved for the network service."
         )));
     }
-    check_uuid_list("security_groups", &security_groups)?;
+    let port_security_enabled = port_security.unwrap_or(network.port_security_enabled);
+    // Like Neutron: the groups asked for must be the port's project's; with
+    // none asked for, a port with port security gets the project's default
+    // group (created now if need be), a network-owned port none.
+    let mut changes = Vec::new();
+    let security_groups = match groups_in {
+        Some(ids) => {
+            check_uuid_list("security_groups", &ids)?;
+            sg::port_groups(state, &project, &ids)?
+        }
+        None if port_security_enabled && !device_owner.starts_with("network:") => {
+            let (c, id) = sg::ensure_default(state, &project);
+            changes = c;
+            vec![id]
+        }
+        None => vec![],
+    };
     let mac = match mac_in {
         Some(m) => {
             let m = ipam::parse_mac("mac_address", &m)?;
@@ -308,7 +324,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
         mac_address: mac,
         fixed_ips,
         security_groups,
-        port_security_enabled: port_security.unwrap_or(network.port_security_enabled),
+        port_security_enabled,
         allowed_address_pairs,
         binding_host_id: host.unwrap_or_default(),
         device_id,
@@ -317,7 +333,8 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     };
     check_security_consistency(&port)?;
     tracing::info!(port = %port.meta.id, network = %port.network_id, host = %port.binding_host_id, "port created");
-    Ok((vec![Change::Put(Object::Port(port.clone()))], port))
+    changes.push(Change::Put(Object::Port(port.clone())));
+    Ok((changes, port))
 }
 
 /// binding:vnic_type and binding:profile: only the defaults are supported.
@@ -401,7 +418,7 @@ pub fn update(
     }
     if let Some(v) = a.strings("security_groups")? {
         check_uuid_list("security_groups", &v)?;
-        p.security_groups = v;
+        p.security_groups = sg::port_groups(state, &p.meta.project_id, &v)?;
     }
     if let Some(v) = a.boolean("port_security_enabled")? {
         p.port_security_enabled = v;
