@@ -1241,7 +1241,16 @@ mod tests {
         let p2 = bound_port(&c, &a, &n1, "h2");
         let d = c.host_update("h1", r1, false).expect("delta");
         assert_eq!(d.kind, UpdateKind::Delta);
-        assert_eq!(keys(&d), vec![format!("remote/{p2}")]);
+        // ... and, both ports being in the project's default group (whose
+        // rules name itself), p2's member entry.
+        let (member, other): (Vec<String>, Vec<String>) = keys(&d)
+            .into_iter()
+            .partition(|k| k.starts_with("sgmember/"));
+        assert_eq!(other, vec![format!("remote/{p2}")]);
+        assert!(
+            member.len() == 1 && member[0].ends_with(&format!("/{p2}")),
+            "{member:?}"
+        );
         assert!(
             c.host_update("h3", r3_before, false).is_none(),
             "h3 is not concerned"
@@ -1250,7 +1259,10 @@ mod tests {
         c.mutate(|s| ports::delete(s, &a, &p2, None)).unwrap();
         let d = c.host_update("h1", r1, false).expect("delta");
         assert!(d.upserts.is_empty());
-        assert_eq!(d.deletes, vec![format!("remote/{p2}")]);
+        let (member, other): (Vec<&String>, Vec<&String>) =
+            d.deletes.iter().partition(|k| k.starts_with("sgmember/"));
+        assert_eq!(other, vec![&format!("remote/{p2}")]);
+        assert_eq!(member.len(), 1);
         // Unbinding the local port empties h1.
         c.mutate(|s| ports::update(s, &a, &p1, &json!({"port": {"binding:host_id": ""}}), None))
             .unwrap();
