@@ -280,7 +280,7 @@ fn trace(
         etherparse::PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(from.octets(), to.octets(), 64);
     let mut frame = Vec::new();
     match proto {
-        TraceProto::Tcp => b.tcp(sport, dport, 1, 65535).write(&mut frame, &[]),
+        TraceProto::Tcp => b.tcp(sport, dport, 1, 65535).syn().write(&mut frame, &[]),
         TraceProto::Udp => b.udp(sport, dport).write(&mut frame, &[0; 18]),
         TraceProto::Icmp => b.icmpv4_echo_request(1, 1).write(&mut frame, &[0; 18]),
     }
