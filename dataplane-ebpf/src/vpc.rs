@@ -410,7 +410,6 @@ fn flow_hash<C: Pkt>(ctx: &C, ip: &[u8; 20], l4_off: usize) -> u32 {
     h ^ (h >> 16)
 }
 
-#[inline(always)]
 /// The ingress rules of a local destination port (remote ones are checked
 /// on their host's uplink). Before any rewrite: a drop leaves the frame as
 /// it came.
