@@ -312,6 +312,182 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Security groups through BPF_PROG_TEST_RUN: a first packet (connection
+/// table miss and two policy lookups, one per port) with 10 to 100,000 rules
+/// on the receiver's group, and established packets (two table hits).
+/// Every row runs c1 -> w1 on one network (switched), so the difference to
+/// the "no group" row is the security group's cost.
+fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
+    use strato_tests::progtest::{Net, Port, SecurityGroupEntry, SgRuleEntry, World};
+    const MAC: fn(u8, u8) -> [u8; 6] = |a, b| [0xfa, 0x16, 0x3e, 0, a, b];
+    let (w1, c1) = ((MAC(1, 5), [10, 1, 0, 5]), (MAC(1, 6), [10, 1, 0, 6]));
+    let rule =
+        |id: String, dir: &str, proto: Option<u8>, port: Option<u32>, prefix: Option<String>| {
+            SgRuleEntry {
+                id,
+                direction: dir.into(),
+                ethertype: "IPv4".into(),
+                protocol: proto,
+                port_range_min: port,
+                port_range_max: port,
+                remote_ip_prefix: prefix,
+                remote_group_id: None,
+            }
+        };
+    // The receiver's group: TCP 443 and UDP 53 from the sender's subnet,
+    // plus fillers: each a /32 elsewhere with its own TCP port.
+    let web = |n: u32| {
+        let mut rules = vec![
+            rule(
+                "https".into(),
+                "ingress",
+                Some(6),
+                Some(443),
+                Some("10.1.0.0/24".into()),
+            ),
+            rule(
+                "dns".into(),
+                "ingress",
+                Some(17),
+                Some(53),
+                Some("10.1.0.0/24".into()),
+            ),
+            rule("out".into(), "egress", None, None, None),
+        ];
+        for i in 0..n.saturating_sub(3) {
+            let ip = std::net::Ipv4Addr::from(0x0a80_0000 + i * 7);
+            rules.push(rule(
+                format!("f{i}"),
+                "ingress",
+                Some(6),
+                Some(1024 + i % 60_000),
+                Some(format!("{ip}/32")),
+            ));
+        }
+        SecurityGroupEntry {
+            id: "web".into(),
+            stateful: true,
+            rules,
+        }
+    };
+    let client = SecurityGroupEntry {
+        id: "client".into(),
+        stateful: true,
+        rules: vec![rule("c-out".into(), "egress", None, None, None)],
+    };
+    let world = |n: u32, groups: bool| {
+        let w = World::new().net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"));
+        if groups {
+            w.group(web(n))
+                .group(client.clone())
+                .port(Port::local("w1", "a", "tp1", w1.0, w1.1).groups(&["web"]))
+                .port(Port::local("c1", "a", "tp2", c1.0, c1.1).groups(&["client"]))
+        } else {
+            w.port(Port::local("w1", "a", "tp1", w1.0, w1.1).no_security())
+                .port(Port::local("c1", "a", "tp2", c1.0, c1.1).no_security())
+        }
+    };
+    let tcp = |flags: u8, seq: u32, ack: u32| {
+        let mut b = etherparse::PacketBuilder::ethernet2(c1.0, w1.0)
+            .ipv4(c1.1, w1.1, 64)
+            .tcp(40000, 443, seq, 65535);
+        if flags & 0x02 != 0 {
+            b = b.syn();
+        }
+        if flags & 0x10 != 0 {
+            b = b.ack(ack);
+        }
+        if flags & 0x04 != 0 {
+            b = b.rst();
+        }
+        let mut f = Vec::new();
+        b.write(&mut f, &[]).expect("frame");
+        f
+    };
+    let syn_ack = {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2(w1.0, c1.0)
+            .ipv4(w1.1, c1.1, 64)
+            .tcp(443, 40000, 5000, 65535)
+            .syn()
+            .ack(1001)
+            .write(&mut f, &[])
+            .expect("frame");
+        f
+    };
+    let udp = udp_frame(c1.0, w1.0, c1.1, w1.1);
+    let mut t = ProgramTester::in_test_net();
+    let (tp1, tp2) = (t.ifindex("tp1"), t.ifindex("tp2"));
+    let time = |t: &mut ProgramTester, ingress: u32, frame: &[u8]| {
+        t.time_on(Attach::Port, ingress, frame, 1000);
+        median(
+            (0..args.rounds)
+                .map(|_| {
+                    t.time_on(Attach::Port, ingress, frame, args.repeat)
+                        .as_nanos() as f64
+                })
+                .collect(),
+        )
+    };
+    eprintln!("bench: security groups, no group (reference)");
+    t.install(&world(0, false));
+    let none = time(&mut t, tp2, &udp);
+    let sizes = [10u32, 1_000, 100_000];
+    let mut first = vec![];
+    let mut est_udp = vec![];
+    let mut est_tcp = vec![];
+    for n in sizes {
+        eprintln!("bench: security groups with {n} rules on the receiver's group");
+        let started = std::time::Instant::now();
+        t.install(&world(n, true));
+        eprintln!("bench:   installed in {} ms", started.elapsed().as_millis());
+        // A reset is never tracked: every run misses the table and looks
+        // the policies up (the first packet's work but the insertion).
+        first.push(time(&mut t, tp2, &tcp(0x04 | 0x10, 1, 1)));
+        // UDP: the first run creates the entries, the rest hit them.
+        est_udp.push(time(&mut t, tp2, &udp));
+        // TCP: handshake, then the same ACK again and again (in window).
+        for (i, f) in [
+            (tp2, tcp(0x02, 1000, 0)),
+            (tp1, syn_ack.clone()),
+            (tp2, tcp(0x10, 1001, 5001)),
+        ] {
+            t.run(Attach::Port, i, &f);
+        }
+        est_tcp.push(time(&mut t, tp2, &tcp(0x10, 1001, 5001)));
+        t.install(&world(0, false));
+    }
+    writeln!(
+        out,
+        "### Security groups, ns/packet (BPF_PROG_TEST_RUN, median of {} rounds of {} packets)
+",
+        args.rounds, args.repeat
+    )?;
+    writeln!(out, "c1 -> w1 switched on one network; each packet is checked on c1's egress and w1's ingress. Rules on w1's group: TCP 443 and UDP 53 from c1's subnet, the rest fillers (a /32 and a port each). First packet: a TCP reset (never tracked), so every run misses the connection table and looks both policies up. Reference without groups (port security off): {none:.0} ns.\n")?;
+    writeln!(
+        out,
+        "| path | 10 rules | 1,000 rules | 100,000 rules | 100k / 10 | x no group |"
+    )?;
+    writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
+    for (name, r) in [
+        ("first packet (table miss, 2 policy lookups)", &first),
+        ("established UDP (2 table hits)", &est_udp),
+        ("established TCP (2 table hits, window checks)", &est_tcp),
+    ] {
+        writeln!(
+            out,
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            r[0],
+            r[1],
+            r[2],
+            r[2] / r[0].max(1.0),
+            r[0] / none.max(1.0)
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
 use strato_tests::benchvpc::sh;
 
 fn rx_packets(region: &Region, node: &str) -> anyhow::Result<u64> {
@@ -510,7 +686,9 @@ fn main() -> anyhow::Result<()> {
     let vpc = std::thread::scope(|sc| {
         sc.spawn(|| {
             let mut o = String::new();
-            vpc_program_benchmarks(&args, &mut o).map(|()| o)
+            vpc_program_benchmarks(&args, &mut o)?;
+            policy_program_benchmarks(&args, &mut o)?;
+            anyhow::Ok(o)
         })
         .join()
         .expect("bench thread")
