@@ -352,12 +352,50 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
             .context("gateway MAC")?
             .to_owned()
     };
-    eprintln!("bench: Strato VPC, same host (routed)");
+    eprintln!("bench: Strato VPC, same host (routed), default security group on every port");
     let same = measure(region, ("sa", &ip_a), ("sb", &ip_b), &gw_mac, s)?;
-    rows.push(("same host", "Strato VPC (TC port, routed)", same));
-    eprintln!("bench: Strato VPC, two hosts (routed + VXLAN)");
+    rows.push((
+        "same host",
+        "Strato VPC (TC port, routed, security group)",
+        same,
+    ));
+    eprintln!("bench: Strato VPC, two hosts (routed + VXLAN), default security group");
     let two = measure(region, ("sa", &ip_a), ("sc", &ip_c), &gw_mac, s)?;
-    rows.push(("two hosts", "Strato VPC (TC port, routed + VXLAN)", two));
+    rows.push((
+        "two hosts",
+        "Strato VPC (TC port, routed + VXLAN, security group)",
+        two,
+    ));
+    // The same without security groups (port security off): their cost.
+    for p in [&port_a, &port_b, &port_c] {
+        api.expect(
+            200,
+            "PUT",
+            &format!("/v2.0/ports/{p}"),
+            Some(json!({"port": {"security_groups": [], "port_security_enabled": false}})),
+        );
+    }
+    // The agents apply it within a pass; give them a moment, then check
+    // the path still works.
+    std::thread::sleep(Duration::from_secs(2));
+    for ip in [&ip_b, &ip_c] {
+        if !(0..20).any(|_| sh(region, "sa", &["ping", "-c1", "-W1", ip]).is_ok()) {
+            bail!("Strato path to {ip} without security groups does not work");
+        }
+    }
+    eprintln!("bench: Strato VPC without security groups");
+    let same_open = measure(region, ("sa", &ip_a), ("sb", &ip_b), &gw_mac, s)?;
+    let two_open = measure(region, ("sa", &ip_a), ("sc", &ip_c), &gw_mac, s)?;
+    rows.push((
+        "same host",
+        "Strato VPC (TC port, routed, no security group)",
+        same_open,
+    ));
+    rows.push((
+        "two hosts",
+        "Strato VPC (TC port, routed + VXLAN, no security group)",
+        two_open,
+    ));
     // The same pipeline at XDP on the same ports, over the agent's own
     // maps (XDP runs before TC, so the TC program sees nothing meanwhile).
     {
@@ -497,6 +535,51 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         rows.push(("same host", n1, same));
         rows.push(("two hosts", n2, two));
     }
+    // Linux with the default group's equivalent in nftables on every
+    // routing host: conntrack, replies and members allowed, the rest
+    // dropped.
+    for v in ["la", "lb", "lc"] {
+        offloads(region, v, true)?;
+    }
+    let nft = "add table inet sg; \
+        add chain inet sg fwd { type filter hook forward priority 0; policy drop; }; \
+        add rule inet sg fwd ct state established,related accept; \
+        add rule inet sg fwd ct state invalid drop; \
+        add rule inet sg fwd ip saddr 10.40.0.0/16 ip daddr 10.40.0.0/16 accept";
+    for host in ["az1-c1", "az1-c2"] {
+        sh(region, host, &["nft", nft])?;
+    }
+    for ip in ["10.40.2.2", "10.40.3.2"] {
+        sh(region, "la", &["ping", "-c1", "-W2", ip]).context("Linux + nftables path")?;
+    }
+    eprintln!("bench: Linux routed + nftables conntrack");
+    let same = measure(
+        region,
+        ("la", "10.40.1.2"),
+        ("lb", "10.40.2.2"),
+        &lxa_mac,
+        s,
+    )?;
+    let two = measure(
+        region,
+        ("la", "10.40.1.2"),
+        ("lc", "10.40.3.2"),
+        &lxa_mac,
+        s,
+    )?;
+    for host in ["az1-c1", "az1-c2"] {
+        sh(region, host, &["nft", "delete table inet sg"])?;
+    }
+    rows.push((
+        "same host",
+        "Linux routed + nftables conntrack (VM offloads on)",
+        same,
+    ));
+    rows.push((
+        "two hosts",
+        "Linux routed underlay + nftables conntrack (VM offloads on)",
+        two,
+    ));
 
     // --- Ceilings: redirect only, between two VMs' veths on one host.
     vm(
@@ -618,7 +701,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     }
 
     writeln!(out, "### VM to VM: Strato vs Linux vs a bare redirect ({s} s each, trafgen 64 B UDP on 1 CPU, iperf3 1 TCP stream)\n")?;
-    writeln!(out, "Ratios against Linux routed with the VMs' offloads on (what a VM gets today), same placement.\n")?;
+    writeln!(out, "Ratios against Linux routed with the VMs' offloads on (what a VM gets today), same placement. Strato's rows with a security group have the project's default group (stateful, remote-group rules) on both ports; the nftables rows put its equivalent (conntrack, members allowed) in the routing hosts' forward chains.\n")?;
     writeln!(out, "| placement | path | 64 B pkts/s received | offered | TCP Gbit/s | pkts/s x Linux | Gbit/s x Linux |")?;
     writeln!(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")?;
     for place in ["same host", "two hosts"] {

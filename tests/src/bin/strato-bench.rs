@@ -29,6 +29,8 @@ struct Args {
     write: Option<String>,
     skip_netns: bool,
     skip_cp: bool,
+    /// Only the security group program rows (while tuning them).
+    only_policy: bool,
     cp_ports: usize,
     cp_sample: usize,
 }
@@ -41,6 +43,7 @@ fn parse_args() -> anyhow::Result<Args> {
         write: None,
         skip_netns: false,
         skip_cp: false,
+        only_policy: false,
         cp_ports: 10_000,
         cp_sample: 1_000,
     };
@@ -66,6 +69,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--write" => a.write = Some(val("--write")?),
             "--skip-netns" => a.skip_netns = true,
             "--skip-control-plane" => a.skip_cp = true,
+            "--only-policy" => a.only_policy = true,
             "--cp-ports" => {
                 a.cp_ports = val("--cp-ports")?
                     .parse()
@@ -77,7 +81,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .context("--cp-sample: a whole number")?
             }
             "-h" | "--help" => {
-                println!("usage: strato-bench [--seconds N] [--repeat N] [--rounds N] [--skip-netns] [--skip-control-plane] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]");
+                println!("usage: strato-bench [--seconds N] [--repeat N] [--rounds N] [--skip-netns] [--skip-control-plane] [--only-policy] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
@@ -415,7 +419,15 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
             .expect("frame");
         f
     };
-    let udp = udp_frame(c1.0, w1.0, c1.1, w1.1);
+    let udp = {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2(c1.0, w1.0)
+            .ipv4(c1.1, w1.1, 64)
+            .udp(4000, 53)
+            .write(&mut f, &[0; 18])
+            .expect("frame");
+        f
+    };
     let mut t = ProgramTester::in_test_net();
     let (tp1, tp2) = (t.ifindex("tp1"), t.ifindex("tp2"));
     let time = |t: &mut ProgramTester, ingress: u32, frame: &[u8]| {
@@ -445,7 +457,14 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
         // the policies up (the first packet's work but the insertion).
         first.push(time(&mut t, tp2, &tcp(0x04 | 0x10, 1, 1)));
         // UDP: the first run creates the entries, the rest hit them.
+        let before = t.ct_stats();
         est_udp.push(time(&mut t, tp2, &udp));
+        let after = t.ct_stats();
+        // Every run must have hit both zones' entries.
+        anyhow::ensure!(
+            after.hits - before.hits >= 2 * args.repeat as u64 * args.rounds as u64,
+            "established UDP did not hit the connection table: {before:?} -> {after:?}"
+        );
         // TCP: handshake, then the same ACK again and again (in window).
         for (i, f) in [
             (tp2, tcp(0x02, 1000, 0)),
@@ -454,7 +473,14 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
         ] {
             t.run(Attach::Port, i, &f);
         }
+        let before = t.ct_stats();
         est_tcp.push(time(&mut t, tp2, &tcp(0x10, 1001, 5001)));
+        let after = t.ct_stats();
+        anyhow::ensure!(
+            after.hits - before.hits >= 2 * args.repeat as u64 * args.rounds as u64
+                && after.policy_lookups == before.policy_lookups,
+            "established TCP did not hit the connection table: {before:?} -> {after:?}"
+        );
         t.install(&world(0, false));
     }
     writeln!(
@@ -681,6 +707,19 @@ fn main() -> anyhow::Result<()> {
         "Produced by `make bench` (`{cmdline}`), {}.\n",
         machine()
     )?;
+    if args.only_policy {
+        let o = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let mut o = String::new();
+                policy_program_benchmarks(&args, &mut o)?;
+                anyhow::Ok(o)
+            })
+            .join()
+            .expect("bench thread")
+        })?;
+        print!("{o}");
+        return Ok(());
+    }
     program_benchmarks(&args, &mut out)?;
     // On its own thread: the test network is entered by the calling thread.
     let vpc = std::thread::scope(|sc| {
