@@ -213,6 +213,7 @@ impl Dataplane {
         for name in [
             programs::UPLINK,
             programs::PORT,
+            programs::PORT_TRACE,
             programs::FLOOR,
             programs::BARE,
         ] {
@@ -1012,7 +1013,13 @@ pub fn trace(
     frame: &[u8],
 ) -> Result<Trace, DataplaneError> {
     use aya::programs::{TestRun, TestRunOptions};
-    let program = which.program();
+    // The port pipeline's trace build: decides as the live one, writes no
+    // connection entry.
+    let program = if which == Attach::Port {
+        programs::PORT_TRACE
+    } else {
+        which.program()
+    };
     let path = pin_dir.join(format!("prog_{program}"));
     let prog = Xdp::from_pin(&path, aya_obj::programs::XdpAttachType::Interface).map_err(|e| {
         DataplaneError::Program {
@@ -1105,6 +1112,76 @@ pub fn read_pinned_endpoint(
         Ok(e) => Ok(Some(e)),
         Err(MapError::KeyNotFound) => Ok(None),
         Err(e) => Err(map_err(maps::ENDPOINTS)(e)),
+    }
+}
+
+/// The connection entry a host holds for `key`, if any (read only).
+pub fn read_pinned_ct(pin_dir: &Path, key: &CtKey) -> Result<Option<CtEntry>, DataplaneError> {
+    let data = MapData::from_pin(pin_dir.join(maps::CT)).map_err(|e| DataplaneError::Map {
+        name: maps::CT,
+        source: Box::new(e),
+    })?;
+    let map = Map::LruHashMap(data);
+    let m: BpfHashMap<&MapData, CtKey, CtEntry> = (&map).try_into().map_err(map_err(maps::CT))?;
+    match m.get(key, 0) {
+        Ok(e) => Ok(Some(e)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(map_err(maps::CT)(e)),
+    }
+}
+
+/// The rule number of `policy` that allows (`dir`, `remote`, `proto`,
+/// `port`) on a host, looked up in its pinned tries as the programs do.
+pub fn read_pinned_policy(
+    pin_dir: &Path,
+    policy: u32,
+    dir: u32,
+    remote: std::net::Ipv4Addr,
+    proto: u8,
+    port: u16,
+) -> Result<Option<u32>, DataplaneError> {
+    let open = |name: &'static str| -> Result<Map, DataplaneError> {
+        let data = MapData::from_pin(pin_dir.join(name)).map_err(|e| DataplaneError::Map {
+            name,
+            source: Box::new(e),
+        })?;
+        Ok(Map::LpmTrie(data))
+    };
+    let addr = open(maps::POLICY_ADDR)?;
+    let ports = open(maps::POLICY_PORT)?;
+    let a: LpmTrie<&MapData, PolicyAddrKey, PolicyClass> =
+        (&addr).try_into().map_err(map_err(maps::POLICY_ADDR))?;
+    let class = match a.get(
+        &Key::new(
+            64,
+            PolicyAddrKey {
+                policy_dir: ((policy << 1) | dir).to_be_bytes(),
+                ip: remote.octets(),
+            },
+        ),
+        0,
+    ) {
+        Ok(c) => c.class,
+        Err(MapError::KeyNotFound) => return Ok(None),
+        Err(e) => return Err(map_err(maps::POLICY_ADDR)(e)),
+    };
+    let p: LpmTrie<&MapData, PolicyPortKey, PolicyAllow> =
+        (&ports).try_into().map_err(map_err(maps::POLICY_PORT))?;
+    match p.get(
+        &Key::new(
+            56,
+            PolicyPortKey {
+                class: class.to_be_bytes(),
+                proto,
+                port: port.to_be_bytes(),
+                _pad: 0,
+            },
+        ),
+        0,
+    ) {
+        Ok(v) => Ok(Some(v.rule)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(map_err(maps::POLICY_PORT)(e)),
     }
 }
 

@@ -50,6 +50,13 @@ impl PortMatch {
     }
 }
 
+/// A rule and its group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleRef {
+    pub id: String,
+    pub group: String,
+}
+
 /// A policy flattened into trie entries, with class numbers local to it
 /// (`0..classes.len()`); the agent offsets them to make them unique.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,8 +65,8 @@ pub struct Flattened {
     pub addr: Vec<(u32, Ipv4Network, u32)>,
     /// Per local class: (match, allowing rule number).
     pub classes: Vec<Vec<(PortMatch, u32)>>,
-    /// Rule numbers (1-based, as stored in `PolicyAllow::rule`) -> rule id.
-    pub rules: Vec<String>,
+    /// Rule numbers (1-based, as stored in `PolicyAllow::rule`) -> rule.
+    pub rules: Vec<RuleRef>,
     /// Every group is stateless (no connection tracking).
     pub stateless: bool,
 }
@@ -186,7 +193,10 @@ pub fn flatten(
                 "egress" => DIR_EGRESS,
                 _ => continue,
             };
-            out.rules.push(r.id.clone());
+            out.rules.push(RuleRef {
+                id: r.id.clone(),
+                group: g.id.clone(),
+            });
             let number = out.rules.len() as u32;
             let m = matches(r);
             for net in remotes(r, members) {

@@ -101,6 +101,9 @@ pub mod programs {
     /// The same pipeline as a TC (clsact ingress) program: what agents
     /// attach to VM ports.
     pub const PORT_TC: &str = "strato_port_tc";
+    /// The XDP port pipeline that reads the connection table but never
+    /// writes it: what `stratoctl trace` runs over the live maps.
+    pub const PORT_TRACE: &str = "strato_port_trace";
     /// Reference program that only returns XDP_PASS: the floor benchmarks
     /// compare every path against. Never attached to an interface.
     pub const FLOOR: &str = "strato_floor";
@@ -435,6 +438,62 @@ pub struct CtKey {
     pub port_b: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
+}
+
+impl CtKey {
+    /// The key of a flow in `zone`, and whether the packet (`saddr`,
+    /// `sport` -> `daddr`, `dport`) comes from side a. The same function
+    /// in the programs and in user space (`stratoctl trace`).
+    #[inline(always)]
+    pub fn of_flow(
+        zone: u32,
+        saddr: [u8; 4],
+        daddr: [u8; 4],
+        sport: u16,
+        dport: u16,
+        proto: u8,
+    ) -> (CtKey, bool) {
+        let s = u32::from_be_bytes(saddr);
+        let d = u32::from_be_bytes(daddr);
+        let from_a = s < d || (s == d && sport <= dport);
+        let key = if from_a {
+            CtKey {
+                zone,
+                addr_a: saddr,
+                addr_b: daddr,
+                port_a: sport,
+                port_b: dport,
+                proto,
+                _pad: [0; 3],
+            }
+        } else {
+            CtKey {
+                zone,
+                addr_a: daddr,
+                addr_b: saddr,
+                port_a: dport,
+                port_b: sport,
+                proto,
+                _pad: [0; 3],
+            }
+        };
+        (key, from_a)
+    }
+}
+
+/// A connection state's name (metrics, `stratoctl`).
+pub const fn ct_state_label(state: u8) -> &'static str {
+    match state {
+        CT_TCP_SYN_SENT => "syn_sent",
+        CT_TCP_SYN_RECV => "syn_recv",
+        CT_TCP_ESTABLISHED => "established",
+        CT_TCP_FIN_WAIT => "fin_wait",
+        CT_TCP_TIME_WAIT => "time_wait",
+        CT_TCP_CLOSE => "close",
+        CT_UDP => "udp",
+        CT_ICMP => "icmp",
+        _ => "other",
+    }
 }
 
 /// Value of `CT`.

@@ -36,7 +36,7 @@ pub fn strato_uplink(ctx: XdpContext) -> u32 {
 /// XDP on a VM port (host end of the VM's veth): the VPC pipeline.
 #[xdp(frags)]
 pub fn strato_port(ctx: XdpContext) -> u32 {
-    vpc::port_ingress(&ctx) as u32
+    vpc::port_ingress::<_, false>(&ctx) as u32
 }
 
 /// The same VPC pipeline at TC (clsact ingress of the port): what the agent
@@ -45,7 +45,15 @@ pub fn strato_port(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn strato_port_tc(ctx: TcContext) -> i32 {
     ctx::tc_linearize(&ctx, 128);
-    vpc::port_ingress(&ctx)
+    vpc::port_ingress::<_, false>(&ctx)
+}
+
+/// The port pipeline for `stratoctl trace`: the XDP build, reading the
+/// connection table but never writing it (a diagnostic changes nothing).
+/// Never attached.
+#[xdp(frags)]
+pub fn strato_port_trace(ctx: XdpContext) -> u32 {
+    vpc::port_ingress::<_, true>(&ctx) as u32
 }
 
 /// The benchmark floor: one XDP invocation that does nothing. Never attached.

@@ -236,7 +236,7 @@ fn read_inner<C: Pkt>(ctx: &C, off: usize, i: &mut Inner) {
 }
 
 /// The conntrack key of a flow in `zone`, and whether the packet comes from
-/// side a.
+/// side a (the one definition, shared with user space).
 #[inline(always)]
 fn ct_key(
     zone: u32,
@@ -246,31 +246,7 @@ fn ct_key(
     dport: u16,
     proto: u8,
 ) -> (CtKey, bool) {
-    let s = u32::from_be_bytes(saddr);
-    let d = u32::from_be_bytes(daddr);
-    let from_a = s < d || (s == d && sport <= dport);
-    let key = if from_a {
-        CtKey {
-            zone,
-            addr_a: saddr,
-            addr_b: daddr,
-            port_a: sport,
-            port_b: dport,
-            proto,
-            _pad: [0; 3],
-        }
-    } else {
-        CtKey {
-            zone,
-            addr_a: daddr,
-            addr_b: saddr,
-            port_a: dport,
-            port_b: sport,
-            proto,
-            _pad: [0; 3],
-        }
-    };
-    (key, from_a)
+    CtKey::of_flow(zone, saddr, daddr, sport, dport, proto)
 }
 
 /// The rule of `policy` that allows `proto`/`port` to or from `remote` in
@@ -333,9 +309,16 @@ fn tcp_flags_invalid(fl: u8) -> bool {
 }
 
 /// Decides a packet of the port with tap `zone` in direction `dir`: `Ok`
-/// passes. Ports without a policy pass everything.
+/// passes. Ports without a policy pass everything. `TRACE`: decide as the
+/// live path would, but leave the connection table (and its counters) as
+/// they are.
 #[inline(always)]
-pub fn enforce(zone: u32, port: &PortInfo, dir: u32, f: &Flow) -> Result<(), DropReason> {
+pub fn enforce<const TRACE: bool>(
+    zone: u32,
+    port: &PortInfo,
+    dir: u32,
+    f: &Flow,
+) -> Result<(), DropReason> {
     if port.policy == 0 {
         return Ok(());
     }
@@ -346,7 +329,7 @@ pub fn enforce(zone: u32, port: &PortInfo, dir: u32, f: &Flow) -> Result<(), Dro
             None => Err(denied(dir)),
         };
     }
-    let st = stats();
+    let st = if TRACE { None } else { stats() };
     let now = now();
     let (key, from_a) = ct_key(zone, f.saddr, f.daddr, f.sport, f.dport, f.proto);
     if let Some(e) = CT.get_ptr_mut(&key) {
@@ -360,8 +343,17 @@ pub fn enforce(zone: u32, port: &PortInfo, dir: u32, f: &Flow) -> Result<(), Dro
             if let Some(s) = st {
                 s.hits += 1;
             }
+            if TRACE {
+                // What the live path decides for a tracked flow, without
+                // its state updates (a trace probe is a first packet, the
+                // TCP state and window checks are not rerun).
+                if e.policy != port.policy {
+                    recheck::<true>(&key, e, port.policy)?;
+                }
+                return Ok(());
+            }
             if e.policy != port.policy {
-                recheck(&key, e, port.policy)?;
+                recheck::<false>(&key, e, port.policy)?;
             }
             return track(e, from_a, f, now);
         }
@@ -384,14 +376,14 @@ pub fn enforce(zone: u32, port: &PortInfo, dir: u32, f: &Flow) -> Result<(), Dro
     if f.proto == IPPROTO_TCP && tcp_flags_invalid(f.tcp_flags) {
         return Err(DropReason::CtInvalid);
     }
-    if let Some(s) = stats() {
+    if let Some(s) = st {
         s.policy_lookups += 1;
     }
     let Some(rule) = lookup(port.policy, dir, remote, f.proto, f.policy_port) else {
         return Err(denied(dir));
     };
     // Untracked: errors (allowed by a rule of their own) and resets.
-    if f.icmp_error || (f.proto == IPPROTO_TCP && f.tcp_flags & TCP_RST != 0) {
+    if TRACE || f.icmp_error || (f.proto == IPPROTO_TCP && f.tcp_flags & TCP_RST != 0) {
         return Ok(());
     }
     let mut e = CtEntry {
@@ -456,7 +448,23 @@ pub fn enforce(zone: u32, port: &PortInfo, dir: u32, f: &Flow) -> Result<(), Dro
 /// A tracked flow whose port's policy changed: still allowed (as first
 /// admitted: same direction, remote and port) keeps it, else it is cut.
 #[inline(always)]
-fn recheck(key: &CtKey, e: &mut CtEntry, policy: u32) -> Result<(), DropReason> {
+fn recheck<const TRACE: bool>(key: &CtKey, e: &mut CtEntry, policy: u32) -> Result<(), DropReason> {
+    if TRACE {
+        let dir = if e.flags & CT_F_INGRESS != 0 {
+            DIR_INGRESS
+        } else {
+            DIR_EGRESS
+        };
+        let remote = if (e.flags & CT_F_INGRESS != 0) == (e.flags & CT_F_ORIG_A != 0) {
+            key.addr_a
+        } else {
+            key.addr_b
+        };
+        return match lookup(policy, dir, remote, key.proto, e.policy_port) {
+            Some(_) => Ok(()),
+            None => Err(DropReason::PolicyRevoked),
+        };
+    }
     if let Some(s) = stats() {
         s.rechecked += 1;
     }

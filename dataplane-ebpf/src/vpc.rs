@@ -124,7 +124,7 @@ fn set_mac(b: &mut [u8; 14], off: usize, m: &[u8; 6]) {
 
 /// A frame from a VM, at either attach point of its port.
 #[inline(always)]
-pub fn port_ingress<C: Pkt>(ctx: &C) -> i32 {
+pub fn port_ingress<C: Pkt, const TRACE: bool>(ctx: &C) -> i32 {
     let ifindex = ctx.ingress_ifindex();
     let len = ctx.len();
     let Some(port) = maps::port(ifindex) else {
@@ -132,12 +132,18 @@ pub fn port_ingress<C: Pkt>(ctx: &C) -> i32 {
         return finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::PortUnknown));
     };
     let slot = Slot::rx(port.slot, len);
-    let v = port_pipeline(ctx, ifindex, port, len, &slot);
+    let v = port_pipeline::<C, TRACE>(ctx, ifindex, port, len, &slot);
     finish::<C>(ifindex, &slot, len, v)
 }
 
 #[inline(always)]
-fn port_pipeline<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, len: u64, slot: &Slot) -> Verdict {
+fn port_pipeline<C: Pkt, const TRACE: bool>(
+    ctx: &C,
+    ifindex: u32,
+    port: &PortInfo,
+    len: u64,
+    slot: &Slot,
+) -> Verdict {
     if port.flags & PORT_F_ADMIN_UP == 0 {
         return Verdict::Drop(DropReason::PortDown);
     }
@@ -151,7 +157,7 @@ fn port_pipeline<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, len: u64, slot:
     }
     match parsed.l3 {
         L3::Arp => arp(ctx, ifindex, port),
-        L3::Ipv4 => ipv4(ctx, ifindex, port, parsed.l4_off, parsed.l4_proto),
+        L3::Ipv4 => ipv4::<C, TRACE>(ctx, ifindex, port, parsed.l4_off, parsed.l4_proto),
         L3::Ipv6 => Verdict::Drop(DropReason::Ipv6Unsupported),
         L3::Other => Verdict::Drop(DropReason::UnsupportedEthertype),
     }
@@ -251,7 +257,13 @@ fn is_dhcp_request<C: Pkt>(ctx: &C, l4_off: usize, l4_proto: u8) -> bool {
 }
 
 #[inline(always)]
-fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto: u8) -> Verdict {
+fn ipv4<C: Pkt, const TRACE: bool>(
+    ctx: &C,
+    ifindex: u32,
+    port: &PortInfo,
+    l4_off: usize,
+    l4_proto: u8,
+) -> Verdict {
     let (Some(eth), Some(ip)) = (
         ptr_at_mut::<_, [u8; 14]>(ctx, 0),
         ptr_at_mut::<_, [u8; 20]>(ctx, ETH_HLEN),
@@ -288,7 +300,7 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
         Err(r) => return Verdict::Drop(r),
     };
     if !dhcp {
-        if let Err(r) = policy::enforce(ifindex, port, DIR_EGRESS, &flow) {
+        if let Err(r) = policy::enforce::<TRACE>(ifindex, port, DIR_EGRESS, &flow) {
             return Verdict::Drop(r);
         }
     }
@@ -314,7 +326,7 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
             }
             return Verdict::Drop(DropReason::TooBig);
         }
-        if let Err(r) = local_ingress(ep, &flow) {
+        if let Err(r) = local_ingress::<TRACE>(ep, &flow) {
             return Verdict::Drop(r);
         }
         return deliver(ctx, ep, l4_off);
@@ -358,7 +370,7 @@ fn ipv4<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo, l4_off: usize, l4_proto:
         }
         return Verdict::Drop(DropReason::TooBig);
     }
-    if let Err(r) = local_ingress(ep, &flow) {
+    if let Err(r) = local_ingress::<TRACE>(ep, &flow) {
         return Verdict::Drop(r);
     }
     let check = u16::from_be_bytes([ip[10], ip[11]]);
@@ -414,10 +426,10 @@ fn flow_hash<C: Pkt>(ctx: &C, ip: &[u8; 20], l4_off: usize) -> u32 {
 /// on their host's uplink). Before any rewrite: a drop leaves the frame as
 /// it came.
 #[inline(always)]
-fn local_ingress(ep: &Endpoint, flow: &Flow) -> Result<(), DropReason> {
+fn local_ingress<const TRACE: bool>(ep: &Endpoint, flow: &Flow) -> Result<(), DropReason> {
     if ep.kind == EP_LOCAL {
         if let Some(dst) = maps::port(ep.ifindex) {
-            return policy::enforce(ep.ifindex, dst, DIR_INGRESS, flow);
+            return policy::enforce::<TRACE>(ep.ifindex, dst, DIR_INGRESS, flow);
         }
     }
     Ok(())
@@ -803,7 +815,7 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
                 Ok(f) => f,
                 Err(r) => return Verdict::Drop(r),
             };
-            if let Err(r) = policy::enforce(to, dst, DIR_INGRESS, &flow) {
+            if let Err(r) = policy::enforce::<false>(to, dst, DIR_INGRESS, &flow) {
                 return Verdict::Drop(r);
             }
         }

@@ -4,7 +4,10 @@ openstacksdk and the stock `openstack` CLI.
 An operator onboards a tenant (project, user, member role); the tenant builds
 a VPC (two networks with subnets, a router with both interfaces) and two
 ports (in the project's default security group); a security group with an
-SSH rule goes on a port through the CLI; "Nova" (the namespace harness plus an admin port binding) boots a VM
+SSH rule goes on a port through the CLI; a web group with rules by port
+range, CIDR and remote group goes on a port through openstacksdk (duplicates,
+bad ranges, mismatched ethertypes, mixing stateful and stateless groups and
+deleting a group in use are refused); "Nova" (the namespace harness plus an admin port binding) boots a VM
 for each port on hosts in both AZs; the ports turn ACTIVE; deletes in the
 wrong order fail with 409, in the right order succeed; another tenant sees
 none of it; a reader can look but not touch.
@@ -164,6 +167,34 @@ assert busy.returncode != 0 and "in use" in busy.stderr, (busy.stdout, busy.stde
 cli("port", "delete", "sg-port", fmt=False)
 cli("security", "group", "delete", "ssh", fmt=False)
 assert "ssh" not in [g.name for g in alice.network.security_groups()]
+
+step("security groups through openstacksdk: a web group, rules by port range, CIDR and remote group")
+web_sg = alice.network.create_security_group(name="web", description="http from the app subnet")
+http = alice.network.create_security_group_rule(security_group_id=web_sg.id, direction="ingress", ethertype="IPv4",
+                                                protocol="tcp", port_range_min=80, port_range_max=80,
+                                                remote_ip_prefix="10.2.0.0/24")
+assert (http.port_range_min, http.port_range_max, http.remote_ip_prefix) == (80, 80, "10.2.0.0/24"), http
+icmp = alice.network.create_security_group_rule(security_group_id=web_sg.id, direction="ingress", ethertype="IPv4",
+                                                protocol="icmp", port_range_min=8, remote_group_id=default_sg.id)
+assert (icmp.protocol, icmp.port_range_min, icmp.remote_group_id) == ("icmp", 8, default_sg.id), icmp
+expect(exc.ConflictException, alice.network.create_security_group_rule, security_group_id=web_sg.id,
+       direction="ingress", ethertype="IPv4", protocol="tcp", port_range_min=80, port_range_max=80,
+       remote_ip_prefix="10.2.0.0/24")
+expect(exc.BadRequestException, alice.network.create_security_group_rule, security_group_id=web_sg.id,
+       direction="ingress", ethertype="IPv4", protocol="tcp", port_range_min=90, port_range_max=80)
+expect(exc.BadRequestException, alice.network.create_security_group_rule, security_group_id=web_sg.id,
+       direction="ingress", ethertype="IPv6", remote_ip_prefix="10.0.0.0/8")
+alice.network.update_port(p1.id, security_groups=[web_sg.id, default_sg.id])
+assert sorted(alice.network.get_port(p1.id).security_group_ids) == sorted([web_sg.id, default_sg.id])
+loose = alice.network.create_security_group(name="loose", stateful=False)
+assert loose.stateful is False, loose
+expect(exc.ConflictException, alice.network.update_port, p1.id, security_groups=[web_sg.id, loose.id])
+expect(exc.ConflictException, alice.network.delete_security_group, web_sg.id, ignore_missing=False)
+alice.network.update_port(p1.id, security_groups=[default_sg.id])
+alice.network.delete_security_group_rule(http.id, ignore_missing=False)
+alice.network.delete_security_group(web_sg.id, ignore_missing=False)
+alice.network.delete_security_group(loose.id, ignore_missing=False)
+assert {g.name for g in alice.network.security_groups()} == {"default"}
 
 step("rita (reader) can list but not create or delete")
 assert {n.name for n in rita.network.networks()} == {"web", "app"}

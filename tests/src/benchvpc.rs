@@ -542,10 +542,10 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         offloads(region, v, true)?;
     }
     let nft = "add table inet sg; \
-        add chain inet sg fwd { type filter hook forward priority 0; policy drop; }; \
-        add rule inet sg fwd ct state established,related accept; \
-        add rule inet sg fwd ct state invalid drop; \
-        add rule inet sg fwd ip saddr 10.40.0.0/16 ip daddr 10.40.0.0/16 accept";
+        add chain inet sg sgchain { type filter hook forward priority 0; policy drop; }; \
+        add rule inet sg sgchain ct state established,related accept; \
+        add rule inet sg sgchain ct state invalid drop; \
+        add rule inet sg sgchain ip saddr 10.40.0.0/16 ip daddr 10.40.0.0/16 accept";
     for host in ["az1-c1", "az1-c2"] {
         sh(region, host, &["nft", nft])?;
     }

@@ -342,6 +342,40 @@ fn security_groups_end_to_end() {
     assert!(!reaches(&cloud, &cl2, &db1), "cl2 is not in web");
     assert!(!reaches(&cloud, &cl1, &db1), "cl1 is not in web");
 
+    // stratoctl trace names the rule and the group, from the live maps
+    // (cl3 and web1 share a host: both ports' rules are checked there).
+    let ctl = |args: &[&str]| -> Value {
+        let o = std::process::Command::new(strato_tests::e2e::bin("stratoctl"))
+            .arg("--controller")
+            .arg(format!("unix:{}", cloud.socket.display()))
+            .args(args)
+            .output()
+            .expect("stratoctl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("stratoctl JSON")
+    };
+    let t = ctl(&[
+        "--json", "trace", "--port", &cl3.port, "--to", &web1.ip, "--dport", "7000",
+    ]);
+    let sec = t["security"].as_array().expect("security");
+    assert_eq!(sec.len(), 2, "{t}");
+    assert_eq!(sec[0]["direction"], "egress", "{t}");
+    assert_eq!(sec[0]["rule"]["group"], default[0]["id"], "{t}");
+    assert_eq!(sec[1]["direction"], "ingress", "{t}");
+    assert_eq!(sec[1]["rule"]["group"], web.as_str(), "{t}");
+    assert_eq!(t["verdict"], "XDP_REDIRECT", "{t}");
+    let t = ctl(&[
+        "--json", "trace", "--port", &cl3.port, "--to", &web1.ip, "--dport", "7001",
+    ]);
+    assert_eq!(t["drop_reasons"], json!(["policy_denied_ingress"]), "{t}");
+    assert!(
+        t["security"][1]["decision"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no ingress rule"),
+        "{t}"
+    );
+
     // Long-lived connections cl1 -> web1 on 7100 and 7200: removing the
     // 7100 rule cuts that one; the 7200 one carries on, also through a rule
     // addition.

@@ -57,6 +57,7 @@ fn internal_reads() -> Router<Arc<App>> {
         .route("/internal/v1/hosts", get(list_hosts))
         .route("/internal/v1/compiled", get(compiled))
         .route("/internal/v1/resources", get(resources))
+        .route("/internal/v1/hosts/{host}/config", get(host_config))
 }
 
 /// The public API (TCP): Keystone, Neutron, and the internal read endpoints
@@ -497,6 +498,26 @@ async fn resources(State(app): State<Arc<App>>) -> Response {
 }
 
 /// Compiled entries per host (operators, stratoctl).
+/// A host's compiled configuration as its agent would receive it (a
+/// snapshot): what `stratoctl trace` names rules from.
+async fn host_config(State(app): State<Arc<App>>, Path(host): Path<String>) -> Response {
+    if !crate::hosts::valid_host_name(&host) {
+        return fault(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("host name {host:?} is invalid"),
+        );
+    }
+    match app.core.host_update(&host, 0, true) {
+        Some(u) => Json(u).into_response(),
+        None => fault(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no configuration for host {host:?}"),
+        ),
+    }
+}
+
 async fn compiled(State(app): State<Arc<App>>) -> Response {
     Json(json!({"revision": app.core.read().revision, "hosts": app.core.compiled_sizes()}))
         .into_response()

@@ -205,6 +205,7 @@ fn describe(
 
 #[allow(clippy::too_many_arguments)]
 fn trace(
+    config: Option<&strato::compile::Update>,
     json: bool,
     host: &str,
     port: Option<&str>,
@@ -296,6 +297,44 @@ fn trace(
     };
     let rw = rewrites(&frame, &t.output);
     let drops: Vec<&str> = t.drops.iter().map(|d| d.label()).collect();
+    let ports = dataplane::read_pinned_ports(&pin_dir)?;
+    let mut zones: Vec<(String, u32, dataplane_common::PortInfo, u32)> = Vec::new();
+    if let Some(e) = entry {
+        zones.push((name.clone(), ifindex, e, dataplane_common::DIR_EGRESS));
+    }
+    let mut remote_note = None;
+    if let Some(ep) = target {
+        if ep.kind == dataplane_common::EP_LOCAL {
+            if let Some(p) = ports.get(&ep.ifindex) {
+                let tap = nix::net::if_::if_indextoname(ep.ifindex)
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| format!("ifindex {}", ep.ifindex));
+                zones.push((tap, ep.ifindex, *p, dataplane_common::DIR_INGRESS));
+            }
+        } else if ep.kind == dataplane_common::EP_REMOTE {
+            remote_note = Some(format!(
+                "the destination's ingress rules are checked on its host ({}) at decapsulation",
+                std::net::Ipv4Addr::from(ep.underlay)
+            ));
+        }
+    }
+    let (proto_n, sp, dp, policy_port) = match proto {
+        TraceProto::Tcp => (6u8, sport, dport, dport),
+        TraceProto::Udp => (17, sport, dport, dport),
+        TraceProto::Icmp => (1, 1, 1, 0x0800),
+    };
+    let mut security = Vec::new();
+    for (tap, zone, info, dir) in &zones {
+        security.push(security_zone(
+            config,
+            &pin_dir,
+            tap,
+            *zone,
+            info,
+            *dir,
+            (from, to, proto_n, sp, dp, policy_port),
+        )?);
+    }
     let path = describe(&frame, &t.output, t.action, &drops, target, on_link, which);
     if json {
         println!(
@@ -306,6 +345,7 @@ fn trace(
                            "proto": format!("{proto:?}").to_lowercase(), "sport": sport, "dport": dport, "bytes": frame.len()},
                 "port_known": entry.is_some(), "vni": entry.map(|e| e.vni),
                 "verdict": verdict, "path": path, "rewrites": rw, "drop_reasons": drops, "duration_ns": t.duration_ns,
+                "security": security, "security_note": remote_note,
             }))?
         );
         return Ok(());
@@ -352,7 +392,119 @@ fn trace(
             drops.join(", ")
         }
     );
+    for z in &security {
+        println!(
+            "security: {} of {}: {}",
+            z["direction"].as_str().unwrap_or(""),
+            z["port"].as_str().unwrap_or(""),
+            z["decision"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(n) = remote_note {
+        println!("security: {n}");
+    }
     Ok(())
+}
+
+/// What one port's security groups make of the traced packet: its policy,
+/// the flow's connection entry in the port's zone, and the rule that allows
+/// a first packet (named from the host's configuration). Read only.
+fn security_zone(
+    config: Option<&strato::compile::Update>,
+    pin_dir: &std::path::Path,
+    tap: &str,
+    zone: u32,
+    info: &dataplane_common::PortInfo,
+    dir: u32,
+    (from, to, proto, sport, dport, policy_port): (
+        std::net::Ipv4Addr,
+        std::net::Ipv4Addr,
+        u8,
+        u16,
+        u16,
+        u16,
+    ),
+) -> anyhow::Result<serde_json::Value> {
+    use strato::compile::Entry;
+    let direction = if dir == dataplane_common::DIR_EGRESS {
+        "egress"
+    } else {
+        "ingress"
+    };
+    if info.policy == 0 {
+        return Ok(
+            serde_json::json!({"port": tap, "direction": direction, "policy": 0,
+            "decision": "not filtered (port security off)"}),
+        );
+    }
+    let (key, from_a) =
+        dataplane_common::CtKey::of_flow(zone, from.octets(), to.octets(), sport, dport, proto);
+    let ct = dataplane::read_pinned_ct(pin_dir, &key)?.map(|e| {
+        let init_a = e.flags & dataplane_common::CT_F_ORIG_A != 0;
+        serde_json::json!({
+            "state": dataplane_common::ct_state_label(e.state),
+            "packet_is": if init_a == from_a { "original direction" } else { "reply" },
+            "admitted_by": if e.flags & dataplane_common::CT_F_INGRESS != 0 { "ingress rule" } else { "egress rule" },
+            "policy": e.policy,
+        })
+    });
+    let remote = if dir == dataplane_common::DIR_EGRESS {
+        to
+    } else {
+        from
+    };
+    let rule =
+        dataplane::read_pinned_policy(pin_dir, info.policy, dir, remote, proto, policy_port)?;
+    // Name the rule as the agent numbered it: the port's groups flattened
+    // from the same configuration.
+    let named = rule.and_then(|n| {
+        let cfg = config?;
+        let entries: std::collections::BTreeMap<String, Entry> =
+            cfg.upserts.iter().map(|e| (e.key(), e.clone())).collect();
+        let port = entries.values().find_map(|e| match e {
+            Entry::Port(p) if p.tap == tap => Some(p),
+            _ => None,
+        })?;
+        let groups: Vec<&strato::compile::SecurityGroupEntry> = port
+            .security_groups
+            .iter()
+            .filter_map(|g| match entries.get(&format!("sg/{g}")) {
+                Some(Entry::SecurityGroup(sg)) => Some(sg),
+                _ => None,
+            })
+            .collect();
+        let mut members: std::collections::HashMap<&str, Vec<String>> = Default::default();
+        for e in entries.values() {
+            if let Entry::SgMember(m) = e {
+                members
+                    .entry(m.group_id.as_str())
+                    .or_default()
+                    .extend(m.ips.iter().cloned());
+            }
+        }
+        let prefixes = members
+            .iter()
+            .map(|(g, ips)| (*g, strato::policy::member_prefixes(ips)))
+            .collect();
+        let flat = strato::policy::flatten(&groups, &prefixes);
+        flat.rules.get(n as usize - 1).cloned()
+    });
+    let stateless = info.flags & dataplane_common::PORT_F_STATELESS != 0;
+    let decision = match (&ct, rule, &named) {
+        (Some(c), _, _) if !stateless => format!(
+            "tracked connection ({}, {}): passes without rules",
+            c["state"].as_str().unwrap_or(""),
+            c["packet_is"].as_str().unwrap_or("")
+        ),
+        (_, Some(_), Some(r)) => format!("allowed by rule {} of group {}", r.id, r.group),
+        (_, Some(n), None) => format!("allowed by rule number {n} of policy {}", info.policy),
+        (_, None, _) => format!("no {direction} rule allows it (policy_denied_{direction})"),
+    };
+    Ok(serde_json::json!({
+        "port": tap, "direction": direction, "policy": info.policy, "stateless": stateless,
+        "conntrack": ct, "rule": named.map(|r| serde_json::json!({"id": r.id, "group": r.group})),
+        "decision": decision,
+    }))
 }
 
 fn main() {
@@ -600,7 +752,17 @@ fn run(args: Args) -> anyhow::Result<()> {
                 }
                 (None, None) => anyhow::bail!("name a --port (or an --iface with --host)"),
             };
+            // The host's configuration names the rules (best effort: the
+            // verdicts come from the maps either way).
+            let config: Option<strato::compile::Update> = rt
+                .block_on(client::get_json(
+                    &args.controller,
+                    &format!("/internal/v1/hosts/{host}/config"),
+                ))
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok());
             trace(
+                config.as_ref(),
                 args.json,
                 &host,
                 port.as_deref(),

@@ -831,5 +831,13 @@ pub fn port_groups(state: &State, project: &str, ids: &[String]) -> Result<Vec<S
     if !missing.is_empty() {
         return Err(group_not_found(&missing.join(", ")));
     }
+    // Neutron: a port's groups are all stateful or all stateless.
+    let stateful = |id: &String| state.security_groups.get(id).is_some_and(|g| g.stateful);
+    if out.iter().any(stateful) && !out.iter().all(stateful) {
+        return Err(ApiError::conflict(
+            "Conflict",
+            "Cannot apply both stateful and stateless security groups on the same port at the same time while attempting the operation on the port",
+        ));
+    }
     Ok(out)
 }
