@@ -307,6 +307,8 @@ impl Agent {
         let pin_dir = cfg.pin_dir();
         let mut dp =
             Dataplane::load_with(Some(&pin_dir), cfg.ct_max).context("loading the dataplane")?;
+        dp.preload(&[Attach::Uplink, Attach::PortTc])
+            .context("loading the dataplane programs")?;
         // Policies of a previous agent stay in force until ours replace
         // them; ours are numbered above theirs.
         let (max_policy, max_class) = dp

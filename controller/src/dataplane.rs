@@ -152,8 +152,11 @@ pub enum Attach {
     Bare,
     /// The VPC pipeline as a TC (clsact ingress) program: what agents
     /// attach to VM ports (it keeps the VMs' offloads; `Port` is the same
-    /// logic at XDP, used by `stratoctl trace`, tests and benchmarks).
+    /// logic at XDP, used by tests and benchmarks).
     PortTc,
+    /// The XDP port pipeline that reads but never writes the connection
+    /// table: `stratoctl trace`.
+    PortTrace,
 }
 
 impl Attach {
@@ -164,6 +167,7 @@ impl Attach {
             Attach::Floor => programs::FLOOR,
             Attach::Bare => programs::BARE,
             Attach::PortTc => programs::PORT_TC,
+            Attach::PortTrace => programs::PORT_TRACE,
         }
     }
 }
@@ -206,34 +210,68 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT).map_err(|e| DataplaneError::Load {
+        let ebpf = loader.load(OBJECT).map_err(|e| DataplaneError::Load {
             pin_dir: pin_dir.map(Path::to_owned),
             source: Box::new(e),
         })?;
-        for name in [
-            programs::UPLINK,
-            programs::PORT,
-            programs::PORT_TRACE,
-            programs::FLOOR,
-            programs::BARE,
-        ] {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(DataplaneError::NoProgram { name })?
-                .try_into()
-                .map_err(|e| DataplaneError::Program {
-                    name,
-                    source: Box::new(e),
-                })?;
+        // Programs are verified when first needed (verifying the big ones
+        // takes seconds of kernel time): an agent loads what it attaches,
+        // `stratoctl trace` the trace build, tests what they run.
+        Ok(Dataplane {
+            ebpf,
+            pin_dir: pin_dir.map(Path::to_owned),
+        })
+    }
+
+    /// Loads (verifies) the programs for these attach points now; an agent
+    /// does this at start so a broken object fails there, not at the first
+    /// port.
+    pub fn preload(&mut self, which: &[Attach]) -> Result<(), DataplaneError> {
+        for w in which {
+            match w {
+                Attach::PortTc => {
+                    let name = programs::PORT_TC;
+                    let prog = classifier(&mut self.ebpf, name)?;
+                    if prog.fd().is_err() {
+                        prog.load().map_err(|e| DataplaneError::Program {
+                            name,
+                            source: Box::new(e),
+                        })?;
+                    }
+                }
+                _ => {
+                    self.xdp(*w)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The XDP program of an attach point, loaded on first use. With a pin
+    /// directory the uplink program is pinned there too (`stratoctl trace`
+    /// of the uplink runs the live one).
+    fn xdp(&mut self, which: Attach) -> Result<&mut Xdp, DataplaneError> {
+        let name = which.program();
+        let pin = self
+            .pin_dir
+            .as_ref()
+            .filter(|_| which == Attach::Uplink)
+            .map(|d| d.join(format!("prog_{name}")));
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::NoProgram { name })?
+            .try_into()
+            .map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })?;
+        if prog.fd().is_err() {
             prog.load().map_err(|e| DataplaneError::Program {
                 name,
                 source: Box::new(e),
             })?;
-            if let Some(dir) = pin_dir {
-                // Pinned so that `stratoctl trace` can run the live program.
-                // (The XDP port program shares every map and all the logic
-                // of the TC one agents attach.)
-                let path = dir.join(format!("prog_{name}"));
+            if let Some(path) = pin {
                 let _ = std::fs::remove_file(&path);
                 prog.pin(&path).map_err(|e| DataplaneError::Pin {
                     path: path.clone(),
@@ -241,26 +279,14 @@ impl Dataplane {
                 })?;
             }
         }
-        {
-            let name = programs::PORT_TC;
-            let prog = classifier(&mut ebpf, name)?;
-            prog.load().map_err(|e| DataplaneError::Program {
-                name,
-                source: Box::new(e),
-            })?;
-        }
-        Ok(Dataplane {
-            ebpf,
-            pin_dir: pin_dir.map(Path::to_owned),
-        })
+        Ok(prog)
     }
 
-    /// The loaded program for an attach point (for BPF_PROG_TEST_RUN).
+    /// The program for an attach point (for BPF_PROG_TEST_RUN), loaded on
+    /// first use. Panics if the kernel refuses it (tests and benchmarks).
     pub fn program(&mut self, which: Attach) -> &mut Xdp {
-        self.ebpf
-            .program_mut(which.program())
-            .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            .expect("every program was checked in load()")
+        self.xdp(which)
+            .unwrap_or_else(|e| panic!("loading {}: {e}", which.program()))
     }
 
     /// Attaches an entry point to an interface (in this process's network
@@ -298,7 +324,7 @@ impl Dataplane {
             iface: iface.to_owned(),
             source: e,
         };
-        let prog = self.program(which);
+        let prog = self.xdp(which)?;
         if let Some(pin) = &link_pin {
             if pin.exists() {
                 match adopt_link(prog, pin) {
@@ -351,6 +377,7 @@ impl Dataplane {
             iface: iface.to_owned(),
             source: e,
         };
+        self.preload(&[Attach::PortTc])?;
         let prog = classifier(&mut self.ebpf, name)?;
         if let Some(pin) = link_pin.as_ref().filter(|p| p.exists()) {
             let adopted = (|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -408,6 +435,7 @@ impl Dataplane {
     ) -> Result<(i32, Vec<u8>), DataplaneError> {
         use aya::programs::{TestRun, TestRunOptions};
         let name = programs::PORT_TC;
+        self.preload(&[Attach::PortTc])?;
         let prog = classifier(&mut self.ebpf, name)?;
         // struct __sk_buff up to `ifindex` (offset 40): the device the
         // packet arrives on; everything before it must be zero.
@@ -1013,20 +1041,27 @@ pub fn trace(
     frame: &[u8],
 ) -> Result<Trace, DataplaneError> {
     use aya::programs::{TestRun, TestRunOptions};
-    // The port pipeline's trace build: decides as the live one, writes no
-    // connection entry.
-    let program = if which == Attach::Port {
-        programs::PORT_TRACE
+    // A port: the pipeline's trace build (decides as the live one, writes
+    // no connection entry), loaded here over the host's pinned maps. The
+    // uplink: the agent's pinned program.
+    let mut own = None;
+    let pinned;
+    let (program, prog): (&'static str, &Xdp) = if which == Attach::Port {
+        let dp = own.insert(Dataplane::load(Some(pin_dir))?);
+        let p = dp.xdp(Attach::PortTrace)?;
+        (programs::PORT_TRACE, &*p)
     } else {
-        which.program()
+        let program = which.program();
+        let path = pin_dir.join(format!("prog_{program}"));
+        pinned =
+            Xdp::from_pin(&path, aya_obj::programs::XdpAttachType::Interface).map_err(|e| {
+                DataplaneError::Program {
+                    name: program,
+                    source: Box::new(e),
+                }
+            })?;
+        (program, &pinned)
     };
-    let path = pin_dir.join(format!("prog_{program}"));
-    let prog = Xdp::from_pin(&path, aya_obj::programs::XdpAttachType::Interface).map_err(|e| {
-        DataplaneError::Program {
-            name: program,
-            source: Box::new(e),
-        }
-    })?;
     let before = Counters::read_pinned(pin_dir)?;
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let mut ctx = [0u8; 24];
