@@ -899,6 +899,62 @@ impl Dataplane {
     }
 }
 
+/// Kernel memory charged to a map (`memlock` of its fdinfo), in bytes.
+fn fd_memlock(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Kernel memory of a pinned map, in bytes.
+pub fn pinned_map_memlock(path: &Path) -> Option<u64> {
+    use std::os::fd::AsFd;
+    let m = MapData::from_pin(path).ok()?;
+    fd_memlock(m.fd().as_fd())
+}
+
+impl Dataplane {
+    /// Kernel memory of one of this instance's maps, in bytes.
+    pub fn map_memlock(&self, name: &'static str) -> Option<u64> {
+        use std::os::fd::AsFd;
+        let m = self.map_ref(name).ok()?;
+        let data = match m {
+            Map::LruHashMap(d) | Map::HashMap(d) | Map::LpmTrie(d) | Map::PerCpuArray(d) => d,
+            _ => return None,
+        };
+        fd_memlock(data.fd().as_fd())
+    }
+
+    /// Benchmarks: fills the connection table with `n` entries of zone
+    /// `zone` (synthetic flows 198.51.x.y, fresh) from user space.
+    pub fn ct_fill(&mut self, zone: u32, n: u32) -> Result<(), DataplaneError> {
+        let name = maps::CT;
+        let now = coarse_now_ns();
+        let mut m: BpfHashMap<&mut MapData, CtKey, CtEntry> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        for i in 0..n {
+            let (k, _) = CtKey::of_flow(
+                zone,
+                [198, 51, (i >> 16) as u8, (i >> 8) as u8],
+                [203, 0, 113, i as u8],
+                40_000,
+                443,
+                17,
+            );
+            let e = CtEntry {
+                last_seen: now,
+                state: dataplane_common::CT_UDP,
+                ..CtEntry::default()
+            };
+            m.insert(k, e, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+}
+
 /// The coarse monotonic clock the programs stamp entries with.
 pub fn coarse_now_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)

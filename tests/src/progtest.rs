@@ -1111,6 +1111,16 @@ impl ProgramTester {
         self.dp.ct_stats().expect("read the connection counters")
     }
 
+    /// Fills the connection table with `n` synthetic entries.
+    pub fn ct_fill(&mut self, zone: u32, n: u32) {
+        self.dp.ct_fill(zone, n).expect("fill the connection table");
+    }
+
+    /// Kernel memory of a map, in bytes.
+    pub fn map_memlock(&self, name: &'static str) -> Option<u64> {
+        self.dp.map_memlock(name)
+    }
+
     /// The test network. Panics for a tester made with [`ProgramTester::new`].
     pub fn net(&self) -> &TestNet {
         self.net
