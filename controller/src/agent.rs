@@ -130,6 +130,9 @@ pub struct Agent {
     policies_swept: bool,
     /// When the connection table was last swept of expired entries.
     ct_gc_at: Option<std::time::Instant>,
+    /// Live entries at the last sweep, and entries the sweeps removed.
+    ct_live: u64,
+    ct_swept: u64,
 }
 
 /// A report queued for the controller.
@@ -353,6 +356,8 @@ impl Agent {
             policies_dirty: true,
             policies_swept: false,
             ct_gc_at: None,
+            ct_live: 0,
+            ct_swept: 0,
         };
         agent.forget_vanished_pins()?;
         // Taps created from now on start without IPv6 (turning it off on a
@@ -782,6 +787,8 @@ impl Agent {
             !ports.contains_key(&z)
         }) {
             Ok((live, removed)) => {
+                self.ct_live = live;
+                self.ct_swept += removed;
                 if removed > 0 {
                     tracing::debug!(live, removed, "connection table swept");
                 }
@@ -1234,6 +1241,37 @@ impl Agent {
             dataplane_common::maps::DROP_STATS.to_owned(),
             counters.drops.len() as u64,
         );
+        let (mut addr, mut port) = (0u64, 0u64);
+        for (_, p) in self.policies.installed() {
+            addr += p.flat.addr.len() as u64;
+            port += p.flat.port_entries() as u64;
+        }
+        maps.insert(dataplane_common::maps::POLICY_ADDR.to_owned(), addr);
+        maps.insert(dataplane_common::maps::POLICY_PORT.to_owned(), port);
+        maps.insert(dataplane_common::maps::CT.to_owned(), self.ct_live);
+        let conntrack = self
+            .dp
+            .ct_stats()
+            .ok()
+            .map(|s| crate::report::ConntrackReport {
+                entries: self.ct_live,
+                capacity: self
+                    .cfg
+                    .ct_max
+                    .unwrap_or(dataplane_common::maps::CT_MAX_DEFAULT)
+                    as u64,
+                inserts: s.inserts,
+                insert_failures: s.insert_failures,
+                evictions: s
+                    .inserts
+                    .saturating_sub(s.removed + self.ct_swept + self.ct_live),
+                expired: self.ct_swept,
+                revoked: s.removed,
+                hits: s.hits,
+                policy_lookups: s.policy_lookups,
+                related: s.related,
+                rechecked: s.rechecked,
+            });
         Ok(HostReport {
             host: self.cfg.host.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -1246,6 +1284,7 @@ impl Agent {
             realised_revision: self.revision.load(Ordering::SeqCst),
             ports: self.ports.values().cloned().collect(),
             maps,
+            conntrack,
         })
     }
 

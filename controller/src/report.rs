@@ -29,6 +29,32 @@ pub struct HostReport {
     /// Entries per pinned map.
     #[serde(default)]
     pub maps: std::collections::BTreeMap<String, u64>,
+    /// The connection tracking table.
+    #[serde(default)]
+    pub conntrack: Option<ConntrackReport>,
+}
+
+/// Connection tracking of a host: the table's fill and the packet path's
+/// counters (since the table was created).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackReport {
+    /// Live entries at the last sweep, and the table's size.
+    pub entries: u64,
+    pub capacity: u64,
+    pub inserts: u64,
+    pub insert_failures: u64,
+    /// Entries evicted by the LRU to make room (derived: inserted and not
+    /// removed by the packet path, the sweeps or still live).
+    pub evictions: u64,
+    /// Removed by the agent's sweeps (expired, or their port gone) since
+    /// the agent started.
+    pub expired: u64,
+    /// Removed by the packet path (revoked by a rule change).
+    pub revoked: u64,
+    pub hits: u64,
+    pub policy_lookups: u64,
+    pub related: u64,
+    pub rechecked: u64,
 }
 
 /// Between full reports (which carry every interface's counters): liveness,
