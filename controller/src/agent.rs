@@ -704,14 +704,20 @@ impl Agent {
             || !self.dirty_ports.is_empty()
     }
 
-    /// Policy of every local port (by port id): (policy id, stateless).
-    fn port_policies(&self) -> std::collections::HashMap<String, (u32, bool)> {
+    /// Policy of every local port (by port id).
+    fn port_policies(&self) -> std::collections::HashMap<String, tables::PortPolicy> {
         self.desired
             .values()
             .filter_map(|e| match e {
                 Entry::Port(p) if p.port_security_enabled => {
                     let pol = self.policies.of(&p.security_groups)?;
-                    Some((p.id.clone(), (pol.id, pol.flat.stateless)))
+                    Some((
+                        p.id.clone(),
+                        tables::PortPolicy {
+                            id: pol.id,
+                            stateless: pol.stateless,
+                        },
+                    ))
                 }
                 _ => None,
             })
@@ -726,22 +732,32 @@ impl Agent {
         }
         let check = std::mem::take(&mut self.policies_dirty);
         let plan = self.policies.plan(&self.desired, check);
-        for p in &plan.new {
+        for ops in &plan.ops {
             let started = std::time::Instant::now();
-            match self.dp.policy_write(p.id, p.class_base, &p.flat) {
-                Ok(()) => tracing::info!(
-                    policy = p.id,
-                    rules = p.flat.rules.len(),
-                    addresses = p.flat.addr.len(),
-                    classes = p.flat.classes.len(),
-                    port_entries = p.flat.port_entries(),
-                    write_ms = started.elapsed().as_millis() as u64,
-                    "security policy written"
-                ),
+            match self.dp.policy_apply(ops) {
+                Ok(()) => {
+                    let (rules, _) = self
+                        .policies
+                        .installed()
+                        .find(|(_, p)| p.id == ops.id)
+                        .map(|(_, p)| (p.rules, p.id))
+                        .unwrap_or_default();
+                    tracing::info!(
+                        policy = ops.id,
+                        rules,
+                        writes = ops.len(),
+                        addresses_added = ops.addr_upserts.len(),
+                        addresses_removed = ops.addr_deletes.len(),
+                        classes_added = ops.new_classes.len(),
+                        write_ms = started.elapsed().as_millis() as u64,
+                        "security policy written"
+                    )
+                }
                 Err(e) => {
-                    tracing::warn!(policy = p.id, error = %format!("{e:#}"), "cannot write a security policy; will retry");
-                    self.policies.forget(p.id);
+                    tracing::warn!(policy = ops.id, error = %format!("{e:#}"), "cannot write a security policy; will rebuild it");
+                    self.policies.forget(ops.id);
                     self.policies_dirty = true;
+                    self.policies_swept = false;
                 }
             }
         }
@@ -753,16 +769,18 @@ impl Agent {
     /// Removes replaced policies (after the ports moved to their successors)
     /// and, once, whatever a previous agent left.
     fn retire_policies(&mut self) {
-        for p in std::mem::take(&mut self.policies.retired) {
-            if let Err(e) = self.dp.policy_delete(p.id, p.class_base, &p.flat) {
-                tracing::warn!(policy = p.id, error = %format!("{e:#}"), "cannot remove a replaced security policy");
+        for ops in std::mem::take(&mut self.policies.retired) {
+            if let Err(e) = self.dp.policy_apply(&ops) {
+                tracing::warn!(policy = ops.id, error = %format!("{e:#}"), "cannot remove an unused security policy");
+                self.policies_swept = false;
             }
         }
         if !self.policies_swept && self.have_snapshot && !self.full_needed {
             let pol = &self.policies;
+            let classes = pol.live_classes();
             match self
                 .dp
-                .policy_sweep(&|id| pol.is_live(id), &|c| pol.is_live_class(c))
+                .policy_sweep(&|id| pol.is_live(id), &|c| classes.contains(&c))
             {
                 Ok(_) => self.policies_swept = true,
                 Err(e) => {
@@ -886,7 +904,7 @@ impl Agent {
                             p,
                             ifindex,
                             slot.unwrap_or(0),
-                            pols.get(&p.id).copied().unwrap_or((0, false)),
+                            pols.get(&p.id).copied().unwrap_or_default(),
                         )
                         .map(|part| (part, slot.is_none()))
                     }),
@@ -1052,7 +1070,7 @@ impl Agent {
                 &self.desired,
                 &|t| taps.get(t).copied(),
                 &mut |i| slots.get(&i).copied().unwrap_or(0),
-                &|id| pols.get(id).copied().unwrap_or((0, false)),
+                &|id| pols.get(id).copied().unwrap_or_default(),
             );
             let d = full.diff(&self.have);
             assert!(
@@ -1107,7 +1125,7 @@ impl Agent {
             &self.desired,
             &|tap| taps.get(tap).copied(),
             &mut |i| slots.get(&i).copied().unwrap_or(0),
-            &|id| pols.get(id).copied().unwrap_or((0, false)),
+            &|id| pols.get(id).copied().unwrap_or_default(),
         );
         let mut error = None;
         // Until the first snapshot the adopted tables stay as they are.
@@ -1243,8 +1261,8 @@ impl Agent {
         );
         let (mut addr, mut port) = (0u64, 0u64);
         for (_, p) in self.policies.installed() {
-            addr += p.flat.addr.len() as u64;
-            port += p.flat.port_entries() as u64;
+            addr += p.addr_entries() as u64;
+            port += p.port_entries() as u64;
         }
         maps.insert(dataplane_common::maps::POLICY_ADDR.to_owned(), addr);
         maps.insert(dataplane_common::maps::POLICY_PORT.to_owned(), port);

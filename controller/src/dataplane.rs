@@ -744,68 +744,42 @@ pub struct CtSummary {
 }
 
 impl Dataplane {
-    /// Writes a flattened policy as `id` with classes `class_base..`: the
-    /// classes first, then the addresses that lead to them, so a packet
-    /// never finds a class without its ports.
-    pub fn policy_write(
-        &mut self,
-        id: u32,
-        class_base: u32,
-        f: &crate::policy::Flattened,
-    ) -> Result<(), DataplaneError> {
+    /// Applies one policy's writes in their safe order (see
+    /// [`crate::policy::PolicyOps`]).
+    pub fn policy_apply(&mut self, ops: &crate::policy::PolicyOps) -> Result<(), DataplaneError> {
         {
             let name = maps::POLICY_PORT;
             let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
                 self.map_mut(name)?.try_into().map_err(map_err(name))?;
-            for (i, class) in f.classes.iter().enumerate() {
-                for (pm, rule) in class {
-                    m.insert(
-                        &policy_port_key(class_base + i as u32, pm),
-                        PolicyAllow { rule: *rule },
-                        0,
-                    )
-                    .map_err(map_err(name))?;
+            for (class, entries) in &ops.new_classes {
+                for (pm, rule) in entries {
+                    m.insert(&policy_port_key(*class, pm), PolicyAllow { rule: *rule }, 0)
+                        .map_err(map_err(name))?;
                 }
             }
         }
-        let name = maps::POLICY_ADDR;
-        let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
-            self.map_mut(name)?.try_into().map_err(map_err(name))?;
-        for (dir, net, class) in &f.addr {
-            m.insert(
-                &policy_addr_key(id, *dir, *net),
-                PolicyClass {
-                    class: class_base + class,
-                },
-                0,
-            )
-            .map_err(map_err(name))?;
-        }
-        Ok(())
-    }
-
-    /// Removes a policy written by [`Dataplane::policy_write`] (addresses
-    /// first).
-    pub fn policy_delete(
-        &mut self,
-        id: u32,
-        class_base: u32,
-        f: &crate::policy::Flattened,
-    ) -> Result<(), DataplaneError> {
         {
             let name = maps::POLICY_ADDR;
             let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
                 self.map_mut(name)?.try_into().map_err(map_err(name))?;
-            for (dir, net, _) in &f.addr {
-                gone(m.remove(&policy_addr_key(id, *dir, *net)), name)?;
+            for (dir, net, class) in &ops.addr_upserts {
+                m.insert(
+                    &policy_addr_key(ops.id, *dir, *net),
+                    PolicyClass { class: *class },
+                    0,
+                )
+                .map_err(map_err(name))?;
+            }
+            for (dir, net) in &ops.addr_deletes {
+                gone(m.remove(&policy_addr_key(ops.id, *dir, *net)), name)?;
             }
         }
         let name = maps::POLICY_PORT;
         let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
             self.map_mut(name)?.try_into().map_err(map_err(name))?;
-        for (i, class) in f.classes.iter().enumerate() {
-            for (pm, _) in class {
-                gone(m.remove(&policy_port_key(class_base + i as u32, pm)), name)?;
+        for (class, shape) in &ops.class_deletes {
+            for pm in shape {
+                gone(m.remove(&policy_port_key(*class, pm)), name)?;
             }
         }
         Ok(())

@@ -250,14 +250,83 @@ pub fn flatten(
     out
 }
 
-/// A policy as written to the maps.
+/// A policy as written to the maps. Its trie id stays for as long as its
+/// set of groups is in use; changes are written in place as a diff.
 #[derive(Clone, Debug)]
 pub struct Installed {
+    /// Key of its `POLICY_ADDR` entries, and what tracked connections
+    /// record: a new id whenever the policy stops allowing something.
     pub id: u32,
-    pub class_base: u32,
-    pub flat: Flattened,
+    pub stateless: bool,
+    /// Rules flattened (for logs).
+    pub rules: usize,
+    /// Class contents -> (class id, entries with their rule numbers).
+    classes: HashMap<Vec<PortMatch>, (u32, Vec<(PortMatch, u32)>)>,
+    /// (direction, remote prefix) -> class id.
+    addr: HashMap<(u32, Ipv4Network), u32>,
     /// What it was built from (compared when groups or members change).
     inputs: Inputs,
+}
+
+impl Installed {
+    pub fn addr_entries(&self) -> usize {
+        self.addr.len()
+    }
+
+    pub fn port_entries(&self) -> usize {
+        self.classes.values().map(|(_, e)| e.len()).sum()
+    }
+
+    pub fn class_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.classes.values().map(|(id, _)| *id)
+    }
+
+    /// The writes that remove it (addresses first).
+    fn removal(&self) -> PolicyOps {
+        PolicyOps {
+            id: self.id,
+            addr_deletes: self.addr.keys().copied().collect(),
+            class_deletes: self
+                .classes
+                .iter()
+                .map(|(s, (id, _))| (*id, s.clone()))
+                .collect(),
+            ..PolicyOps::default()
+        }
+    }
+}
+
+/// Map writes that bring one policy from what the maps hold to what it
+/// should be, in this order: new classes' ports, addresses upserted,
+/// addresses deleted, unused classes' ports deleted. A packet never finds
+/// an address without its class, and every map update is atomic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyOps {
+    pub id: u32,
+    pub new_classes: Vec<(u32, Vec<(PortMatch, u32)>)>,
+    pub addr_upserts: Vec<(u32, Ipv4Network, u32)>,
+    pub addr_deletes: Vec<(u32, Ipv4Network)>,
+    pub class_deletes: Vec<(u32, Vec<PortMatch>)>,
+}
+
+impl PolicyOps {
+    pub fn is_empty(&self) -> bool {
+        self.new_classes.is_empty()
+            && self.addr_upserts.is_empty()
+            && self.addr_deletes.is_empty()
+            && self.class_deletes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.new_classes.iter().map(|(_, e)| e.len()).sum::<usize>()
+            + self.addr_upserts.len()
+            + self.addr_deletes.len()
+            + self
+                .class_deletes
+                .iter()
+                .map(|(_, e)| e.len())
+                .sum::<usize>()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,26 +335,32 @@ struct Inputs {
     members: BTreeMap<String, Vec<String>>,
 }
 
-/// The agent's policies: one per distinct set of groups among its ports,
-/// rebuilt under a new id when its rules or remote-group members change
-/// (the maps hold old and new side by side until every port points at the
-/// new one; tracked connections are then checked against it).
+/// The agent's policies: one per distinct set of groups among its ports.
+/// A change that only adds (members joining, rules added) is written in
+/// place as the difference; one that takes anything away is written under
+/// a new id, the ports moved to it and the old one removed, so tracked
+/// connections are checked against the new rules at their next packet.
 #[derive(Debug, Default)]
 pub struct Policies {
     next_id: u32,
     next_class: u32,
     by_groups: HashMap<Vec<String>, Installed>,
-    /// Replaced or unused policies, removed after the ports moved off.
-    pub retired: Vec<Installed>,
+    /// Removals of policies no port uses any more: applied after the
+    /// ports moved off them.
+    pub retired: Vec<PolicyOps>,
 }
 
 /// What [`Policies::plan`] decided.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Policies to write before the ports refer to them.
-    pub new: Vec<Installed>,
+    /// Map writes, before the ports refer to the result.
+    pub ops: Vec<PolicyOps>,
     /// Ports whose policy id changed.
     pub moved_ports: Vec<String>,
+}
+
+fn subset(a: &[PortMatch], b: &[PortMatch]) -> bool {
+    a.iter().all(|m| b.contains(m))
 }
 
 impl Policies {
@@ -299,10 +374,12 @@ impl Policies {
         self.by_groups.values().any(|p| p.id == id)
     }
 
-    pub fn is_live_class(&self, c: u32) -> bool {
+    /// Every class id in use.
+    pub fn live_classes(&self) -> std::collections::HashSet<u32> {
         self.by_groups
             .values()
-            .any(|p| c >= p.class_base && c < p.class_base + p.flat.classes.len().max(1) as u32)
+            .flat_map(Installed::class_ids)
+            .collect()
     }
 
     /// The installed policy of a group set.
@@ -312,6 +389,77 @@ impl Policies {
 
     pub fn installed(&self) -> impl Iterator<Item = (&Vec<String>, &Installed)> {
         self.by_groups.iter()
+    }
+
+    /// The writes from `old` to `flat` (under `old.id`), the resulting
+    /// classes and addresses, and whether anything allowed is taken away.
+    #[allow(clippy::type_complexity)]
+    fn diff(
+        &mut self,
+        old: &Installed,
+        flat: &Flattened,
+    ) -> (
+        PolicyOps,
+        HashMap<Vec<PortMatch>, (u32, Vec<(PortMatch, u32)>)>,
+        HashMap<(u32, Ipv4Network), u32>,
+        bool,
+    ) {
+        let mut ops = PolicyOps {
+            id: old.id,
+            ..PolicyOps::default()
+        };
+        // Classes by content: unchanged ones keep their id and entries.
+        let mut classes: HashMap<Vec<PortMatch>, (u32, Vec<(PortMatch, u32)>)> = HashMap::new();
+        let mut global = Vec::with_capacity(flat.classes.len());
+        for entries in &flat.classes {
+            let shape: Vec<PortMatch> = entries.iter().map(|(m, _)| *m).collect();
+            let (id, kept) = match old.classes.get(&shape) {
+                Some((id, e)) => (*id, e.clone()),
+                None => {
+                    let id = self.next_class;
+                    self.next_class += 1;
+                    ops.new_classes.push((id, entries.clone()));
+                    (id, entries.clone())
+                }
+            };
+            global.push(id);
+            classes.insert(shape, (id, kept));
+        }
+        let old_shape: HashMap<u32, &Vec<PortMatch>> =
+            old.classes.iter().map(|(s, (id, _))| (*id, s)).collect();
+        let new_shape: HashMap<u32, &Vec<PortMatch>> =
+            classes.iter().map(|(s, (id, _))| (*id, s)).collect();
+        let mut addr: HashMap<(u32, Ipv4Network), u32> = HashMap::new();
+        let mut shrank = false;
+        for (dir, net, local) in &flat.addr {
+            let c = global[*local as usize];
+            addr.insert((*dir, *net), c);
+            match old.addr.get(&(*dir, *net)) {
+                Some(o) if *o == c => {}
+                Some(o) => {
+                    ops.addr_upserts.push((*dir, *net, c));
+                    shrank |= match (old_shape.get(o), new_shape.get(&c)) {
+                        (Some(a), Some(b)) => !subset(a, b),
+                        _ => true,
+                    };
+                }
+                None => ops.addr_upserts.push((*dir, *net, c)),
+            }
+        }
+        for k in old.addr.keys() {
+            if !addr.contains_key(k) {
+                ops.addr_deletes.push(*k);
+                shrank = true;
+            }
+        }
+        let used: std::collections::HashSet<u32> = addr.values().copied().collect();
+        for (shape, (id, _)) in &old.classes {
+            if !used.contains(id) {
+                ops.class_deletes.push((*id, shape.clone()));
+            }
+        }
+        classes.retain(|_, (id, _)| used.contains(id));
+        (ops, classes, addr, shrank)
     }
 
     /// Brings the policies in line with `desired`. `check_inputs`: groups
@@ -384,21 +532,58 @@ impl Policies {
                 .map(|(g, ips)| (g.as_str(), member_prefixes(ips)))
                 .collect();
             let flat = flatten(&gs, &prefixes);
-            let p = Installed {
-                id: self.next_id,
-                class_base: self.next_class,
-                flat,
-                inputs,
-            };
-            self.next_id += 1;
-            self.next_class += p.flat.classes.len().max(1) as u32;
-            plan.new.push(p.clone());
-            plan.moved_ports.extend(ports.iter().cloned());
-            if let Some(old) = self.by_groups.insert(set.clone(), p) {
-                self.retired.push(old);
+            let old = self.by_groups.remove(set);
+            // In place when the change only adds (remote-group members
+            // joining, rules added): same id, tracked connections stay
+            // valid. Anything taken away: a new id written beside the old
+            // one, the ports moved to it, the old one removed; tracked
+            // connections are then checked again at their next packet.
+            let mut done = None;
+            if let Some(o) = &old {
+                let (ops, classes, addr, shrank) = self.diff(o, &flat);
+                if !shrank && o.stateless == flat.stateless {
+                    done = Some((o.id, ops, classes, addr, false));
+                }
             }
+            let (id, ops, classes, addr, moved) = match done {
+                Some(d) => d,
+                None => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    let empty = Installed {
+                        id,
+                        stateless: flat.stateless,
+                        rules: 0,
+                        classes: HashMap::new(),
+                        addr: HashMap::new(),
+                        inputs: inputs.clone(),
+                    };
+                    let (ops, classes, addr, _) = self.diff(&empty, &flat);
+                    if let Some(o) = old {
+                        self.retired.push(o.removal());
+                    }
+                    (id, ops, classes, addr, true)
+                }
+            };
+            if moved {
+                plan.moved_ports.extend(ports.iter().cloned());
+            }
+            if !ops.is_empty() {
+                plan.ops.push(ops);
+            }
+            self.by_groups.insert(
+                set.clone(),
+                Installed {
+                    id,
+                    stateless: flat.stateless,
+                    rules: flat.rules.len(),
+                    classes,
+                    addr,
+                    inputs,
+                },
+            );
         }
-        // Sets no port uses any more.
+        // Sets no port uses any more: removed after the ports moved.
         let unused: Vec<Vec<String>> = self
             .by_groups
             .keys()
@@ -407,14 +592,14 @@ impl Policies {
             .collect();
         for k in unused {
             if let Some(old) = self.by_groups.remove(&k) {
-                self.retired.push(old);
+                self.retired.push(old.removal());
             }
         }
         plan
     }
 
-    /// Forgets an installed policy that could not be written (so the next
-    /// plan builds it again).
+    /// Forgets a policy whose writes failed: the next plan builds it anew
+    /// (under a new id; the agent sweeps what the failed one left).
     pub fn forget(&mut self, id: u32) {
         self.by_groups.retain(|_, p| p.id != id);
     }
@@ -653,5 +838,80 @@ mod tests {
         let f = flatten(&[&g], &HashMap::new());
         assert!(f.addr.is_empty());
         assert!(f.stateless);
+    }
+
+    fn desired(members: &[&str], rule_ports: &[u32]) -> BTreeMap<String, crate::compile::Entry> {
+        use crate::compile::{Entry, PortEntry, SgMemberEntry};
+        let mut rules = vec![rule("self", "ingress", None, (None, None), None, Some("g"))];
+        for p in rule_ports {
+            rules.push(rule(
+                &format!("p{p}"),
+                "ingress",
+                Some(6),
+                (Some(*p), Some(*p)),
+                None,
+                None,
+            ));
+        }
+        let mut v = vec![
+            Entry::SecurityGroup(SecurityGroupEntry {
+                id: "g".into(),
+                stateful: true,
+                rules,
+            }),
+            Entry::Port(PortEntry {
+                id: "local".into(),
+                tap: "tapx".into(),
+                network_id: "n".into(),
+                vni: 1,
+                mtu: 1450,
+                mac: "fa:16:3e:00:00:01".into(),
+                ips: vec![],
+                port_security_enabled: true,
+                allowed_address_pairs: vec![],
+                admin_state_up: true,
+                security_groups: vec!["g".into()],
+            }),
+        ];
+        for m in members {
+            v.push(Entry::SgMember(SgMemberEntry {
+                group_id: "g".into(),
+                port_id: m.to_string(),
+                ips: vec![format!("10.0.0.{}", m.trim_start_matches('m'))],
+            }));
+        }
+        v.into_iter().map(|e| (e.key(), e)).collect()
+    }
+
+    #[test]
+    fn additions_are_written_in_place_removals_under_a_new_id() {
+        let mut p = Policies::default();
+        p.start_after(0, 0);
+        let plan = p.plan(&desired(&["m1", "m2"], &[80]), true);
+        assert_eq!(plan.moved_ports, vec!["local".to_owned()]);
+        let id = p.of(&["g".to_owned()]).unwrap().id;
+        // A member joins, a rule is added: in place, only what is new.
+        let plan = p.plan(&desired(&["m1", "m2", "m3"], &[80, 443]), true);
+        assert!(plan.moved_ports.is_empty());
+        assert_eq!(p.of(&["g".to_owned()]).unwrap().id, id);
+        let ops = &plan.ops[0];
+        assert_eq!(ops.id, id);
+        assert!(
+            ops.addr_deletes.is_empty() && p.retired.is_empty(),
+            "{ops:?}"
+        );
+        // Unchanged input: nothing to write.
+        assert!(p
+            .plan(&desired(&["m1", "m2", "m3"], &[80, 443]), true)
+            .ops
+            .is_empty());
+        // A member leaves: a new id, the ports move, the old one goes.
+        let plan = p.plan(&desired(&["m1", "m3"], &[80, 443]), true);
+        assert_eq!(plan.moved_ports, vec!["local".to_owned()]);
+        let new = p.of(&["g".to_owned()]).unwrap().id;
+        assert_ne!(new, id);
+        assert_eq!(p.retired.len(), 1);
+        assert_eq!(p.retired[0].id, id);
+        assert_eq!(plan.ops[0].id, new);
     }
 }

@@ -220,13 +220,19 @@ pub fn build(
     build_parts(desired, tap_ifindex, slot, policy_of).0
 }
 
-/// The installed policy of a port (by id): (policy id, stateless); (0,
-/// false) for none.
-pub type PolicyOf<'a> = &'a dyn Fn(&str) -> (u32, bool);
+/// A port's installed policy: its id and whether it is stateless.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortPolicy {
+    pub id: u32,
+    pub stateless: bool,
+}
+
+/// The installed policy of a port (by port id); the default for none.
+pub type PolicyOf<'a> = &'a dyn Fn(&str) -> PortPolicy;
 
 /// No port has a policy (tests of the VPC tables alone).
-pub fn no_policy(_: &str) -> (u32, bool) {
-    (0, false)
+pub fn no_policy(_: &str) -> PortPolicy {
+    PortPolicy::default()
 }
 
 /// Which entries provide each `ENDPOINTS` key: what the incremental path
@@ -267,7 +273,7 @@ pub fn port_part(
     p: &crate::compile::PortEntry,
     ifindex: u32,
     slot: u32,
-    policy: (u32, bool),
+    policy: PortPolicy,
 ) -> Option<PortPart> {
     let n = nets.get(p.network_id.as_str())?;
     let mac = parse_mac(&p.mac)?;
@@ -305,9 +311,9 @@ pub fn port_part(
     let policy = if p.port_security_enabled {
         policy
     } else {
-        (0, false)
+        PortPolicy::default()
     };
-    if policy.1 && policy.0 != 0 {
+    if policy.stateless && policy.id != 0 {
         flags |= dataplane_common::PORT_F_STATELESS;
     }
     let info = PortInfo {
@@ -322,7 +328,7 @@ pub fn port_part(
         _pad: 0,
         slot,
         domain,
-        policy: policy.0,
+        policy: policy.id,
     };
     let mut addrs: Vec<(Ipv4Addr, [u8; 6])> = ips.iter().map(|(ip, _)| (*ip, mac)).collect();
     addrs.extend(pair_hosts(&p.allowed_address_pairs, mac));

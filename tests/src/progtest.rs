@@ -1169,17 +1169,21 @@ impl ProgramTester {
         let entries = world.entries();
         // Policies with the agent's code: plan, write, point the ports.
         let plan = self.policies.plan(&entries, true);
-        for p in &plan.new {
-            self.dp
-                .policy_write(p.id, p.class_base, &p.flat)
-                .expect("write a policy");
+        for ops in &plan.ops {
+            self.dp.policy_apply(ops).expect("write a policy");
         }
-        let pols: BTreeMap<String, (u32, bool)> = entries
+        let pols: BTreeMap<String, tables::PortPolicy> = entries
             .values()
             .filter_map(|e| match e {
                 Entry::Port(p) if p.port_security_enabled => {
                     let i = self.policies.of(&p.security_groups)?;
-                    Some((p.id.clone(), (i.id, i.flat.stateless)))
+                    Some((
+                        p.id.clone(),
+                        tables::PortPolicy {
+                            id: i.id,
+                            stateless: i.stateless,
+                        },
+                    ))
                 }
                 _ => None,
             })
@@ -1188,14 +1192,12 @@ impl ProgramTester {
             &entries,
             &|tap| taps.get(tap).copied(),
             &mut |i| slots.get(&i).copied().unwrap_or(0),
-            &|id| pols.get(id).copied().unwrap_or((0, false)),
+            &|id| pols.get(id).copied().unwrap_or_default(),
         );
         let have = self.dp.tables().expect("read the tables");
         self.dp.apply(&want.diff(&have)).expect("write the tables");
-        for p in std::mem::take(&mut self.policies.retired) {
-            self.dp
-                .policy_delete(p.id, p.class_base, &p.flat)
-                .expect("remove a replaced policy");
+        for ops in std::mem::take(&mut self.policies.retired) {
+            self.dp.policy_apply(&ops).expect("remove an unused policy");
         }
         assert_eq!(
             self.dp.tables().expect("read the tables"),
