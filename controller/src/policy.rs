@@ -250,6 +250,9 @@ pub fn flatten(
     out
 }
 
+/// Class contents -> (class id, entries with their rule numbers).
+type Classes = HashMap<Vec<PortMatch>, (u32, Vec<(PortMatch, u32)>)>;
+
 /// A policy as written to the maps. Its trie id stays for as long as its
 /// set of groups is in use; changes are written in place as a diff.
 #[derive(Clone, Debug)]
@@ -260,8 +263,7 @@ pub struct Installed {
     pub stateless: bool,
     /// Rules flattened (for logs).
     pub rules: usize,
-    /// Class contents -> (class id, entries with their rule numbers).
-    classes: HashMap<Vec<PortMatch>, (u32, Vec<(PortMatch, u32)>)>,
+    classes: Classes,
     /// (direction, remote prefix) -> class id.
     addr: HashMap<(u32, Ipv4Network), u32>,
     /// What it was built from (compared when groups or members change).
@@ -393,23 +395,17 @@ impl Policies {
 
     /// The writes from `old` to `flat` (under `old.id`), the resulting
     /// classes and addresses, and whether anything allowed is taken away.
-    #[allow(clippy::type_complexity)]
     fn diff(
         &mut self,
         old: &Installed,
         flat: &Flattened,
-    ) -> (
-        PolicyOps,
-        HashMap<Vec<PortMatch>, (u32, Vec<(PortMatch, u32)>)>,
-        HashMap<(u32, Ipv4Network), u32>,
-        bool,
-    ) {
+    ) -> (PolicyOps, Classes, HashMap<(u32, Ipv4Network), u32>, bool) {
         let mut ops = PolicyOps {
             id: old.id,
             ..PolicyOps::default()
         };
         // Classes by content: unchanged ones keep their id and entries.
-        let mut classes: HashMap<Vec<PortMatch>, (u32, Vec<(PortMatch, u32)>)> = HashMap::new();
+        let mut classes: Classes = HashMap::new();
         let mut global = Vec::with_capacity(flat.classes.len());
         for entries in &flat.classes {
             let shape: Vec<PortMatch> = entries.iter().map(|(m, _)| *m).collect();

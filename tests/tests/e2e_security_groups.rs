@@ -22,6 +22,25 @@ const CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 const SGCONN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/sgconn.py");
 const PYTHON: &str = "/usr/bin/python3";
 
+/// Servers started in VMs: reaped at the end (the region's teardown kills
+/// them anyway).
+static SERVERS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+fn keep(c: std::process::Child) {
+    SERVERS.lock().expect("servers").push(c);
+}
+
+fn reap_servers() {
+    for mut c in SERVERS
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default()
+    {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 fn id(v: &Value, kind: &str) -> String {
     v[kind]["id"].as_str().expect("id").to_owned()
 }
@@ -130,10 +149,12 @@ fn boot(
             ],
         )
         .expect("command");
-    cloud
-        .region
-        .spawn(&format!("tcp-{name}"), None, server)
-        .expect("spawn tcp server");
+    keep(
+        cloud
+            .region
+            .spawn(&format!("tcp-{name}"), None, server)
+            .expect("spawn tcp server"),
+    );
     Vm {
         name: name.to_owned(),
         ip,
@@ -398,10 +419,12 @@ fn security_groups_end_to_end() {
             &[PYTHON, SGCONN, "serve", "7100", "7200", "25000", "30000"],
         )
         .expect("command");
-    cloud
-        .region
-        .spawn("sgconn-web1", None, server)
-        .expect("spawn");
+    keep(
+        cloud
+            .region
+            .spawn("sgconn-web1", None, server)
+            .expect("spawn"),
+    );
     cloud.wait_until("web1 serves 7100", Duration::from_secs(10), || {
         connects(&cloud, &cl1, &web1, 7100, "1")
     });
@@ -525,4 +548,5 @@ fn security_groups_end_to_end() {
         "cl2 is not in 10.0.1.0/24"
     );
     assert!(reaches(&cloud, &cl1, &web1), "the first rule still holds");
+    reap_servers();
 }
