@@ -43,8 +43,10 @@ pub struct ConntrackReport {
     pub capacity: u64,
     pub inserts: u64,
     pub insert_failures: u64,
-    /// Entries evicted by the LRU to make room (derived: inserted and not
-    /// removed by the packet path, the sweeps or still live).
+    /// Entries evicted by the LRU to make room, estimated: inserted and not
+    /// revoked, swept or live at the last sweep. An entry re-created over
+    /// an expired or closed one counts here too, and the live count is up
+    /// to a sweep interval old, so small figures are noise.
     pub evictions: u64,
     /// Removed by the agent's sweeps (expired, or their port gone) since
     /// the agent started.

@@ -656,7 +656,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             println!("pins {}  map entries: {}", h.report.pin_dir, maps.join(" "));
             if let Some(c) = &h.report.conntrack {
                 println!(
-                    "conntrack: {}/{} entries  inserts {} (refused {})  evicted {}  expired {}  revoked {}  hits {}  rule lookups {}  related {}  rechecked {}",
+                    "conntrack: {}/{} entries  inserts {} (refused {})  evicted~{}  expired {}  revoked {}  hits {}  rule lookups {}  related {}  rechecked {}",
                     c.entries, c.capacity, c.inserts, c.insert_failures, c.evictions, c.expired,
                     c.revoked, c.hits, c.policy_lookups, c.related, c.rechecked
                 );
