@@ -731,7 +731,12 @@ impl Agent {
             return;
         }
         let check = std::mem::take(&mut self.policies_dirty);
+        let planned = std::time::Instant::now();
         let plan = self.policies.plan(&self.desired, check);
+        let plan_ms = planned.elapsed().as_millis() as u64;
+        if plan.ops.is_empty() && plan_ms >= 10 {
+            tracing::debug!(plan_ms, "security policies checked, nothing to write");
+        }
         for ops in &plan.ops {
             let started = std::time::Instant::now();
             match self.dp.policy_apply(ops) {
@@ -749,6 +754,7 @@ impl Agent {
                         addresses_added = ops.addr_upserts.len(),
                         addresses_removed = ops.addr_deletes.len(),
                         classes_added = ops.new_classes.len(),
+                        plan_ms,
                         write_ms = started.elapsed().as_millis() as u64,
                         "security policy written"
                     )
