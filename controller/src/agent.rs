@@ -706,22 +706,7 @@ impl Agent {
 
     /// Policy of every local port (by port id).
     fn port_policies(&self) -> std::collections::HashMap<String, tables::PortPolicy> {
-        self.desired
-            .values()
-            .filter_map(|e| match e {
-                Entry::Port(p) if p.port_security_enabled => {
-                    let pol = self.policies.of(&p.security_groups)?;
-                    Some((
-                        p.id.clone(),
-                        tables::PortPolicy {
-                            id: pol.id,
-                            stateless: pol.stateless,
-                        },
-                    ))
-                }
-                _ => None,
-            })
-            .collect()
+        self.policies.port_policies(&self.desired)
     }
 
     /// Builds and writes the policies the ports need (before the ports

@@ -1153,46 +1153,46 @@ pub fn read_pinned_ports(pin_dir: &Path) -> Result<BTreeMap<u32, PortInfo>, Data
     Ok(out)
 }
 
+/// One key of a host's pinned hash map (`lru`: an LRU hash), read only.
+fn read_pinned_key<K: aya::Pod, V: aya::Pod>(
+    pin_dir: &Path,
+    name: &'static str,
+    lru: bool,
+    key: &K,
+) -> Result<Option<V>, DataplaneError> {
+    let data = MapData::from_pin(pin_dir.join(name)).map_err(|e| DataplaneError::Map {
+        name,
+        source: Box::new(e),
+    })?;
+    let map = if lru {
+        Map::LruHashMap(data)
+    } else {
+        Map::HashMap(data)
+    };
+    let m: BpfHashMap<&MapData, K, V> = (&map).try_into().map_err(map_err(name))?;
+    match m.get(key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
+
 /// The endpoint a host's dataplane holds for `ip` in routing `domain`.
 pub fn read_pinned_endpoint(
     pin_dir: &Path,
     domain: u32,
     ip: std::net::Ipv4Addr,
 ) -> Result<Option<Endpoint>, DataplaneError> {
-    let data =
-        MapData::from_pin(pin_dir.join(maps::ENDPOINTS)).map_err(|e| DataplaneError::Map {
-            name: maps::ENDPOINTS,
-            source: Box::new(e),
-        })?;
-    let map = Map::HashMap(data);
-    let m: BpfHashMap<&MapData, EpKey, Endpoint> =
-        (&map).try_into().map_err(map_err(maps::ENDPOINTS))?;
-    match m.get(
-        &EpKey {
-            domain,
-            ip: ip.octets(),
-        },
-        0,
-    ) {
-        Ok(e) => Ok(Some(e)),
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(e) => Err(map_err(maps::ENDPOINTS)(e)),
-    }
+    let key = EpKey {
+        domain,
+        ip: ip.octets(),
+    };
+    read_pinned_key(pin_dir, maps::ENDPOINTS, false, &key)
 }
 
 /// The connection entry a host holds for `key`, if any (read only).
 pub fn read_pinned_ct(pin_dir: &Path, key: &CtKey) -> Result<Option<CtEntry>, DataplaneError> {
-    let data = MapData::from_pin(pin_dir.join(maps::CT)).map_err(|e| DataplaneError::Map {
-        name: maps::CT,
-        source: Box::new(e),
-    })?;
-    let map = Map::LruHashMap(data);
-    let m: BpfHashMap<&MapData, CtKey, CtEntry> = (&map).try_into().map_err(map_err(maps::CT))?;
-    match m.get(key, 0) {
-        Ok(e) => Ok(Some(e)),
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(e) => Err(map_err(maps::CT)(e)),
-    }
+    read_pinned_key(pin_dir, maps::CT, true, key)
 }
 
 /// The rule number of `policy` that allows (`dir`, `remote`, `proto`,

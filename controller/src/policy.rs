@@ -393,6 +393,30 @@ impl Policies {
         self.by_groups.iter()
     }
 
+    /// The installed policy of every port in `desired` with port security
+    /// (by port id): what its `PORTS` entry carries.
+    pub fn port_policies(
+        &self,
+        desired: &BTreeMap<String, crate::compile::Entry>,
+    ) -> HashMap<String, crate::tables::PortPolicy> {
+        desired
+            .values()
+            .filter_map(|e| match e {
+                crate::compile::Entry::Port(p) if p.port_security_enabled => {
+                    let pol = self.of(&p.security_groups)?;
+                    Some((
+                        p.id.clone(),
+                        crate::tables::PortPolicy {
+                            id: pol.id,
+                            stateless: pol.stateless,
+                        },
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The writes from `old` to `flat` (under `old.id`), the resulting
     /// classes and addresses, and whether anything allowed is taken away.
     fn diff(

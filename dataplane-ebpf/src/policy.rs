@@ -235,20 +235,6 @@ fn read_inner<C: Pkt>(ctx: &C, off: usize, i: &mut Inner) {
     }
 }
 
-/// The conntrack key of a flow in `zone`, and whether the packet comes from
-/// side a (the one definition, shared with user space).
-#[inline(always)]
-fn ct_key(
-    zone: u32,
-    saddr: [u8; 4],
-    daddr: [u8; 4],
-    sport: u16,
-    dport: u16,
-    proto: u8,
-) -> (CtKey, bool) {
-    CtKey::of_flow(zone, saddr, daddr, sport, dport, proto)
-}
-
 /// The rule of `policy` that allows `proto`/`port` to or from `remote` in
 /// `dir`, if any: two trie lookups whatever the rule count.
 #[inline(always)]
@@ -329,9 +315,9 @@ pub fn enforce<const TRACE: bool>(
             None => Err(denied(dir)),
         };
     }
-    let st = if TRACE { None } else { stats() };
+    let mut st = if TRACE { None } else { stats() };
     let now = now();
-    let (key, from_a) = ct_key(zone, f.saddr, f.daddr, f.sport, f.dport, f.proto);
+    let (key, from_a) = CtKey::of_flow(zone, f.saddr, f.daddr, f.sport, f.dport, f.proto);
     if let Some(e) = CT.get_ptr_mut(&key) {
         // SAFETY: map values stay valid for the program's run; concurrent
         // updates of one entry from two CPUs are benign (last writer wins).
@@ -340,7 +326,7 @@ pub fn enforce<const TRACE: bool>(
             && f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
             && (e.state == CT_TCP_TIME_WAIT || e.state == CT_TCP_CLOSE);
         if !expired(e, now) && !reopen {
-            if let Some(s) = st {
+            if let Some(s) = st.as_deref_mut() {
                 s.hits += 1;
             }
             if TRACE {
@@ -359,24 +345,22 @@ pub fn enforce<const TRACE: bool>(
         }
     }
     if f.icmp_error && f.inner.proto != 0 {
-        {
-            let i = f.inner;
-            let (k, _) = ct_key(zone, i.saddr, i.daddr, i.sport, i.dport, i.proto);
-            // SAFETY: as above.
-            if let Some(e) = unsafe { CT.get(&k) } {
-                if !expired(e, now) && e.policy == port.policy {
-                    if let Some(s) = st {
-                        s.related += 1;
-                    }
-                    return Ok(());
+        let i = f.inner;
+        let (k, _) = CtKey::of_flow(zone, i.saddr, i.daddr, i.sport, i.dport, i.proto);
+        // SAFETY: as above.
+        if let Some(e) = unsafe { CT.get(&k) } {
+            if !expired(e, now) && e.policy == port.policy {
+                if let Some(s) = st.as_deref_mut() {
+                    s.related += 1;
                 }
+                return Ok(());
             }
         }
     }
     if f.proto == IPPROTO_TCP && tcp_flags_invalid(f.tcp_flags) {
         return Err(DropReason::CtInvalid);
     }
-    if let Some(s) = st {
+    if let Some(s) = st.as_deref_mut() {
         s.policy_lookups += 1;
     }
     let Some(rule) = lookup(port.policy, dir, remote, f.proto, f.policy_port) else {
@@ -430,14 +414,14 @@ pub fn enforce<const TRACE: bool>(
     }
     match CT.insert(&key, &e, 0) {
         Ok(()) => {
-            if let Some(s) = stats() {
+            if let Some(s) = st {
                 s.inserts += 1;
             }
         }
         Err(_) => {
             // Not tracked: this packet was allowed by a rule; its replies
             // will be decided by the rules too (never fail open).
-            if let Some(s) = stats() {
+            if let Some(s) = st {
                 s.insert_failures += 1;
             }
         }

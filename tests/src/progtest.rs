@@ -1172,22 +1172,7 @@ impl ProgramTester {
         for ops in &plan.ops {
             self.dp.policy_apply(ops).expect("write a policy");
         }
-        let pols: BTreeMap<String, tables::PortPolicy> = entries
-            .values()
-            .filter_map(|e| match e {
-                Entry::Port(p) if p.port_security_enabled => {
-                    let i = self.policies.of(&p.security_groups)?;
-                    Some((
-                        p.id.clone(),
-                        tables::PortPolicy {
-                            id: i.id,
-                            stateless: i.stateless,
-                        },
-                    ))
-                }
-                _ => None,
-            })
-            .collect();
+        let pols = self.policies.port_policies(&entries);
         let want = tables::build(
             &entries,
             &|tap| taps.get(tap).copied(),
