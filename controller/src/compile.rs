@@ -67,6 +67,29 @@ pub struct SgRuleEntry {
     pub remote_group_id: Option<String>,
 }
 
+impl SgRuleEntry {
+    /// An IPv4 rule (fixtures, tests and benchmarks build rules with it).
+    pub fn ipv4(
+        id: &str,
+        direction: &str,
+        protocol: Option<u8>,
+        (port_range_min, port_range_max): (Option<u32>, Option<u32>),
+        remote_ip_prefix: Option<&str>,
+        remote_group_id: Option<&str>,
+    ) -> SgRuleEntry {
+        SgRuleEntry {
+            id: id.into(),
+            direction: direction.into(),
+            ethertype: "IPv4".into(),
+            protocol,
+            port_range_min,
+            port_range_max,
+            remote_ip_prefix: remote_ip_prefix.map(str::to_owned),
+            remote_group_id: remote_group_id.map(str::to_owned),
+        }
+    }
+}
+
 /// One member port of a group that a local port's rules name as
 /// `remote_group_id`: its addresses (fixed IPs and address pairs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -629,26 +629,6 @@ impl Policies {
 mod tests {
     use super::*;
 
-    fn rule(
-        id: &str,
-        dir: &str,
-        proto: Option<u8>,
-        ports: (Option<u32>, Option<u32>),
-        prefix: Option<&str>,
-        group: Option<&str>,
-    ) -> SgRuleEntry {
-        SgRuleEntry {
-            id: id.into(),
-            direction: dir.into(),
-            ethertype: "IPv4".into(),
-            protocol: proto,
-            port_range_min: ports.0,
-            port_range_max: ports.1,
-            remote_ip_prefix: prefix.map(str::to_owned),
-            remote_group_id: group.map(str::to_owned),
-        }
-    }
-
     /// The reference: does any rule allow it? (evaluated directly)
     fn reference(
         g: &SecurityGroupEntry,
@@ -736,7 +716,7 @@ mod tests {
             id: "g".into(),
             stateful: true,
             rules: vec![
-                rule(
+                SgRuleEntry::ipv4(
                     "a",
                     "ingress",
                     Some(6),
@@ -744,7 +724,7 @@ mod tests {
                     Some("10.0.0.0/16"),
                     None,
                 ),
-                rule(
+                SgRuleEntry::ipv4(
                     "b",
                     "ingress",
                     Some(6),
@@ -752,7 +732,7 @@ mod tests {
                     Some("10.0.1.0/24"),
                     None,
                 ),
-                rule(
+                SgRuleEntry::ipv4(
                     "c",
                     "ingress",
                     Some(17),
@@ -760,8 +740,8 @@ mod tests {
                     Some("10.0.1.128/25"),
                     None,
                 ),
-                rule("d", "ingress", Some(1), (Some(8), None), None, None),
-                rule(
+                SgRuleEntry::ipv4("d", "ingress", Some(1), (Some(8), None), None, None),
+                SgRuleEntry::ipv4(
                     "e",
                     "ingress",
                     Some(6),
@@ -769,8 +749,8 @@ mod tests {
                     None,
                     Some("web"),
                 ),
-                rule("f", "egress", None, (None, None), None, None),
-                rule(
+                SgRuleEntry::ipv4("f", "egress", None, (None, None), None, None),
+                SgRuleEntry::ipv4(
                     "g",
                     "ingress",
                     Some(1),
@@ -822,7 +802,7 @@ mod tests {
         let rules: Vec<SgRuleEntry> = (0..10_000u32)
             .map(|i| {
                 let ip = Ipv4Addr::from(0x0a00_0000 + i);
-                rule(
+                SgRuleEntry::ipv4(
                     &format!("r{i}"),
                     "ingress",
                     Some(6),
@@ -845,14 +825,14 @@ mod tests {
 
     #[test]
     fn ipv6_rules_and_empty_remote_groups_allow_nothing() {
-        let mut r = rule("a", "ingress", None, (None, None), None, None);
+        let mut r = SgRuleEntry::ipv4("a", "ingress", None, (None, None), None, None);
         r.ethertype = "IPv6".into();
         let g = SecurityGroupEntry {
             id: "g".into(),
             stateful: false,
             rules: vec![
                 r,
-                rule("b", "ingress", None, (None, None), None, Some("empty")),
+                SgRuleEntry::ipv4("b", "ingress", None, (None, None), None, Some("empty")),
             ],
         };
         let f = flatten(&[&g], &HashMap::new());
@@ -862,9 +842,16 @@ mod tests {
 
     fn desired(members: &[&str], rule_ports: &[u32]) -> BTreeMap<String, crate::compile::Entry> {
         use crate::compile::{Entry, PortEntry, SgMemberEntry};
-        let mut rules = vec![rule("self", "ingress", None, (None, None), None, Some("g"))];
+        let mut rules = vec![SgRuleEntry::ipv4(
+            "self",
+            "ingress",
+            None,
+            (None, None),
+            None,
+            Some("g"),
+        )];
         for p in rule_ports {
-            rules.push(rule(
+            rules.push(SgRuleEntry::ipv4(
                 &format!("p{p}"),
                 "ingress",
                 Some(6),

@@ -606,16 +606,7 @@ impl Port {
 pub const OPEN_GROUP: &str = "open";
 
 pub fn open_group() -> SecurityGroupEntry {
-    let rule = |id: &str, dir: &str| SgRuleEntry {
-        id: id.into(),
-        direction: dir.into(),
-        ethertype: "IPv4".into(),
-        protocol: None,
-        port_range_min: None,
-        port_range_max: None,
-        remote_ip_prefix: None,
-        remote_group_id: None,
-    };
+    let rule = |id: &str, dir: &str| SgRuleEntry::ipv4(id, dir, None, (None, None), None, None);
     SecurityGroupEntry {
         id: OPEN_GROUP.into(),
         stateful: false,

@@ -74,29 +74,9 @@ const R3: Vm = Vm {
 const HOST_R3: [u8; 4] = [198, 18, 2, 2];
 const PEER_HOST_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x02, 0x02, 0x02];
 
-fn rule(
-    id: &str,
-    dir: &str,
-    proto: Option<u8>,
-    ports: (Option<u32>, Option<u32>),
-    prefix: Option<&str>,
-    group: Option<&str>,
-) -> SgRuleEntry {
-    SgRuleEntry {
-        id: id.into(),
-        direction: dir.into(),
-        ethertype: "IPv4".into(),
-        protocol: proto,
-        port_range_min: ports.0,
-        port_range_max: ports.1,
-        remote_ip_prefix: prefix.map(str::to_owned),
-        remote_group_id: group.map(str::to_owned),
-    }
-}
-
 fn web(allow_80: bool) -> SecurityGroupEntry {
     let mut rules = vec![
-        rule(
+        SgRuleEntry::ipv4(
             "web-8000",
             "ingress",
             Some(6),
@@ -104,11 +84,11 @@ fn web(allow_80: bool) -> SecurityGroupEntry {
             Some("10.1.1.0/24"),
             None,
         ),
-        rule("web-ping", "ingress", Some(1), (Some(8), None), None, None),
-        rule("web-out", "egress", None, (None, None), None, None),
+        SgRuleEntry::ipv4("web-ping", "ingress", Some(1), (Some(8), None), None, None),
+        SgRuleEntry::ipv4("web-out", "egress", None, (None, None), None, None),
     ];
     if allow_80 {
-        rules.push(rule(
+        rules.push(SgRuleEntry::ipv4(
             "web-80",
             "ingress",
             Some(6),
@@ -137,13 +117,20 @@ fn world(allow_80: bool) -> World {
         .group(SecurityGroupEntry {
             id: "client".into(),
             stateful: true,
-            rules: vec![rule("client-out", "egress", None, (None, None), None, None)],
+            rules: vec![SgRuleEntry::ipv4(
+                "client-out",
+                "egress",
+                None,
+                (None, None),
+                None,
+                None,
+            )],
         })
         .group(SecurityGroupEntry {
             id: "db".into(),
             stateful: true,
             rules: vec![
-                rule(
+                SgRuleEntry::ipv4(
                     "db-5432",
                     "ingress",
                     Some(6),
@@ -151,14 +138,14 @@ fn world(allow_80: bool) -> World {
                     None,
                     Some("web"),
                 ),
-                rule("db-out", "egress", None, (None, None), None, None),
+                SgRuleEntry::ipv4("db-out", "egress", None, (None, None), None, None),
             ],
         })
         .group(SecurityGroupEntry {
             id: "dns".into(),
             stateful: false,
             rules: vec![
-                rule(
+                SgRuleEntry::ipv4(
                     "dns-in",
                     "ingress",
                     Some(17),
@@ -166,7 +153,7 @@ fn world(allow_80: bool) -> World {
                     None,
                     None,
                 ),
-                rule("dns-out", "egress", Some(17), (None, None), None, None),
+                SgRuleEntry::ipv4("dns-out", "egress", Some(17), (None, None), None, None),
             ],
         })
         .port(Port::local("w1", "a", W1.tap, W1.mac, W1.ip).groups(&["web"]))

@@ -327,16 +327,7 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
     let (w1, c1) = ((MAC(1, 5), [10, 1, 0, 5]), (MAC(1, 6), [10, 1, 0, 6]));
     let rule =
         |id: String, dir: &str, proto: Option<u8>, port: Option<u32>, prefix: Option<String>| {
-            SgRuleEntry {
-                id,
-                direction: dir.into(),
-                ethertype: "IPv4".into(),
-                protocol: proto,
-                port_range_min: port,
-                port_range_max: port,
-                remote_ip_prefix: prefix,
-                remote_group_id: None,
-            }
+            SgRuleEntry::ipv4(&id, dir, proto, (port, port), prefix.as_deref(), None)
         };
     // The receiver's group: TCP 443 and UDP 53 from the sender's subnet,
     // plus fillers: each a /32 elsewhere with its own TCP port.
