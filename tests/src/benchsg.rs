@@ -16,20 +16,16 @@ use std::{
 use netns_harness::{HostRole, Topology, VmSpec};
 use serde_json::{json, Value};
 
-use crate::e2e::{Api, Cloud};
+use crate::{
+    benchcp::percentile,
+    e2e::{Api, Cloud},
+};
 
 pub struct Options {
     /// Single-rule POSTs measured per group size.
     pub samples: usize,
     /// Rules in the large group.
     pub large: usize,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Whether every host's maps allow TCP `port` from 10.9.1.1 into its port

@@ -461,3 +461,152 @@ impl Cloud {
         Api::login(&self.api, name, &password, name)
     }
 }
+
+/// A VPC built through the API: a router with one network and subnet per
+/// CIDR attached.
+pub struct Vpc {
+    pub router: String,
+    pub nets: Vec<String>,
+    pub subnets: Vec<String>,
+}
+
+/// A VM booted by [`Cloud::boot`]: its port's address, MAC and id.
+#[derive(Clone, Debug)]
+pub struct Vm {
+    pub name: String,
+    pub ip: String,
+    pub mac: String,
+    pub port: String,
+}
+
+fn id_of(v: &serde_json::Value, kind: &str) -> String {
+    v[kind]["id"].as_str().expect("id").to_owned()
+}
+
+impl Cloud {
+    /// A router with a network and subnet per CIDR (subnets get `dns`).
+    pub fn vpc(api: &Api, cidrs: &[&str], dns: &[&str]) -> Vpc {
+        use serde_json::json;
+        let r = id_of(
+            &api.expect(
+                201,
+                "POST",
+                "/v2.0/routers",
+                Some(json!({"router": {"name": "vpc"}})),
+            ),
+            "router",
+        );
+        let mut out = Vpc {
+            router: r.clone(),
+            nets: vec![],
+            subnets: vec![],
+        };
+        for (i, cidr) in cidrs.iter().enumerate() {
+            let n = id_of(
+                &api.expect(
+                    201,
+                    "POST",
+                    "/v2.0/networks",
+                    Some(json!({"network": {"name": format!("net{i}")}})),
+                ),
+                "network",
+            );
+            let s = id_of(
+                &api.expect(
+                    201,
+                    "POST",
+                    "/v2.0/subnets",
+                    Some(
+                        json!({"subnet": {"network_id": n, "cidr": cidr, "ip_version": 4,
+                        "dns_nameservers": dns}}),
+                    ),
+                ),
+                "subnet",
+            );
+            api.expect(
+                200,
+                "PUT",
+                &format!("/v2.0/routers/{r}/add_router_interface"),
+                Some(json!({"subnet_id": s})),
+            );
+            out.nets.push(n);
+            out.subnets.push(s);
+        }
+        out
+    }
+
+    /// Plays Nova: a port on `net` (in `groups`, or the project's default
+    /// group), a VM namespace with its tap (the VM runs udhcpc), then the
+    /// binding to `host`.
+    pub fn boot(
+        &self,
+        admin: &Api,
+        api: &Api,
+        net: &str,
+        name: &str,
+        host: &str,
+        groups: Option<&[&str]>,
+    ) -> Vm {
+        use serde_json::json;
+        let mut body = json!({"port": {"network_id": net, "name": name}});
+        if let Some(g) = groups {
+            body["port"]["security_groups"] = json!(g);
+        }
+        let p = api.expect(201, "POST", "/v2.0/ports", Some(body))["port"].clone();
+        let pid = p["id"].as_str().expect("id").to_owned();
+        let ip = p["fixed_ips"][0]["ip_address"]
+            .as_str()
+            .expect("ip")
+            .to_owned();
+        let mac = p["mac_address"].as_str().expect("mac").to_owned();
+        let h = self
+            .region
+            .hosts()
+            .into_iter()
+            .find(|h| h.name == host)
+            .expect("host");
+        let mut spec =
+            netns_harness::VmSpec::new(name, host, &strato::network::ports::tap_name(&pid));
+        spec.mac = Some(mac.parse().expect("mac"));
+        self.region.vm_create(&spec).expect("vm create");
+        admin.expect(
+            200,
+            "PUT",
+            &format!("/v2.0/ports/{pid}"),
+            Some(
+                json!({"port": {"binding:host_id": Cloud::host_id(&h), "device_id": name,
+                "device_owner": format!("compute:{}", h.az)}}),
+            ),
+        );
+        Vm {
+            name: name.to_owned(),
+            ip,
+            mac,
+            port: pid,
+        }
+    }
+
+    /// A TCP service on port 7000 of VM `name` that answers with
+    /// `hello-from-<name>` (the caller keeps the child and reaps it).
+    pub fn hello_server(&self, name: &str) -> std::process::Child {
+        let server = self
+            .region
+            .command(
+                name,
+                &[
+                    "busybox",
+                    "nc",
+                    "-ll",
+                    "-p",
+                    "7000",
+                    "-e",
+                    "/bin/echo",
+                    &format!("hello-from-{name}"),
+                ],
+            )
+            .expect("command");
+        self.region
+            .spawn(&format!("tcp-{name}"), None, server)
+            .expect("spawn tcp server")
+    }
+}

@@ -14,9 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use netns_harness::{Topology, VmSpec};
+use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud};
+use strato_tests::e2e::{Api, Cloud, Vm};
 
 const CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 const SGCONN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/sgconn.py");
@@ -45,56 +45,7 @@ fn id(v: &Value, kind: &str) -> String {
     v[kind]["id"].as_str().expect("id").to_owned()
 }
 
-/// A router with two networks and subnets attached; returns the networks.
-fn vpc(api: &Api) -> Vec<String> {
-    let r = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/routers",
-            Some(json!({"router": {"name": "vpc"}})),
-        ),
-        "router",
-    );
-    let mut nets = vec![];
-    for (i, cidr) in CIDRS.iter().enumerate() {
-        let n = id(
-            &api.expect(
-                201,
-                "POST",
-                "/v2.0/networks",
-                Some(json!({"network": {"name": format!("net{i}")}})),
-            ),
-            "network",
-        );
-        let s = id(
-            &api.expect(
-                201,
-                "POST",
-                "/v2.0/subnets",
-                Some(json!({"subnet": {"network_id": n, "cidr": cidr, "ip_version": 4}})),
-            ),
-            "subnet",
-        );
-        api.expect(
-            200,
-            "PUT",
-            &format!("/v2.0/routers/{r}/add_router_interface"),
-            Some(json!({"subnet_id": s})),
-        );
-        nets.push(n);
-    }
-    nets
-}
-
-struct Vm {
-    name: String,
-    ip: String,
-    port: String,
-}
-
-/// Plays Nova: a port (in `groups`, or the default group), a VM with its
-/// tap, the binding; a TCP service on 7000 that names the VM.
+/// Plays Nova (see `Cloud::boot`), and starts the TCP service on 7000.
 fn boot(
     cloud: &Cloud,
     admin: &Api,
@@ -104,62 +55,9 @@ fn boot(
     host: &str,
     groups: Option<&[&str]>,
 ) -> Vm {
-    let mut body = json!({"port": {"network_id": net, "name": name}});
-    if let Some(g) = groups {
-        body["port"]["security_groups"] = json!(g);
-    }
-    let p = api.expect(201, "POST", "/v2.0/ports", Some(body))["port"].clone();
-    let pid = p["id"].as_str().expect("id").to_owned();
-    let ip = p["fixed_ips"][0]["ip_address"]
-        .as_str()
-        .expect("ip")
-        .to_owned();
-    let mac = p["mac_address"].as_str().expect("mac").to_owned();
-    let h = cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == host)
-        .expect("host");
-    let mut spec = VmSpec::new(name, host, &strato::network::ports::tap_name(&pid));
-    spec.mac = Some(mac.parse().expect("mac"));
-    cloud.region.vm_create(&spec).expect("vm create");
-    admin.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/ports/{pid}"),
-        Some(
-            json!({"port": {"binding:host_id": Cloud::host_id(&h), "device_id": name,
-            "device_owner": format!("compute:{}", h.az)}}),
-        ),
-    );
-    let server = cloud
-        .region
-        .command(
-            name,
-            &[
-                "busybox",
-                "nc",
-                "-ll",
-                "-p",
-                "7000",
-                "-e",
-                "/bin/echo",
-                &format!("hello-from-{name}"),
-            ],
-        )
-        .expect("command");
-    keep(
-        cloud
-            .region
-            .spawn(&format!("tcp-{name}"), None, server)
-            .expect("spawn tcp server"),
-    );
-    Vm {
-        name: name.to_owned(),
-        ip,
-        port: pid,
-    }
+    let vm = cloud.boot(admin, api, net, name, host, groups);
+    keep(cloud.hello_server(name));
+    vm
 }
 
 fn group(api: &Api, name: &str) -> String {
@@ -240,7 +138,7 @@ fn security_groups_end_to_end() {
     let cloud = Cloud::up("sg", &Topology::default_region());
     let admin = cloud.admin();
     let api = cloud.tenant("sgt");
-    let nets = vpc(&api);
+    let nets = Cloud::vpc(&api, &CIDRS, &[]).nets;
     let web = group(&api, "web");
     let db = group(&api, "db");
     rule(

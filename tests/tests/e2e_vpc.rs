@@ -12,9 +12,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use netns_harness::{Topology, VmSpec};
+use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud};
+use strato_tests::e2e::{Api, Cloud, Vm, Vpc};
 
 const CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 
@@ -32,136 +32,18 @@ fn reap_servers() {
     }
 }
 
-struct Vpc {
-    router: String,
-    nets: Vec<String>,
-    subnets: Vec<String>,
-}
-
-fn id(v: &Value, kind: &str) -> String {
-    v[kind]["id"].as_str().expect("id").to_owned()
-}
-
-/// A router with two networks and subnets attached.
 fn vpc(api: &Api) -> Vpc {
-    let r = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/routers",
-            Some(json!({"router": {"name": "vpc"}})),
-        ),
-        "router",
-    );
-    let mut out = Vpc {
-        router: r.clone(),
-        nets: vec![],
-        subnets: vec![],
-    };
-    for (i, cidr) in CIDRS.iter().enumerate() {
-        let n = id(
-            &api.expect(
-                201,
-                "POST",
-                "/v2.0/networks",
-                Some(json!({"network": {"name": format!("net{i}")}})),
-            ),
-            "network",
-        );
-        let s = id(
-            &api.expect(
-                201,
-                "POST",
-                "/v2.0/subnets",
-                Some(
-                    json!({"subnet": {"network_id": n, "cidr": cidr, "ip_version": 4,
-                    "dns_nameservers": ["10.0.1.53"]}}),
-                ),
-            ),
-            "subnet",
-        );
-        api.expect(
-            200,
-            "PUT",
-            &format!("/v2.0/routers/{r}/add_router_interface"),
-            Some(json!({"subnet_id": s})),
-        );
-        out.nets.push(n);
-        out.subnets.push(s);
-    }
-    out
+    Cloud::vpc(api, &CIDRS, &["10.0.1.53"])
 }
 
-#[derive(Clone, Debug)]
-struct Vm {
-    name: String,
-    ip: String,
-    mac: String,
-    port: String,
-}
-
-/// Plays Nova: a port on `net`, a VM namespace with its tap, the binding.
+/// A VM in the project's default group, with the TCP service that names it.
 fn boot(cloud: &Cloud, admin: &Api, api: &Api, net: &str, name: &str, host: &str) -> Vm {
-    let p = api.expect(
-        201,
-        "POST",
-        "/v2.0/ports",
-        Some(json!({"port": {"network_id": net, "name": name}})),
-    )["port"]
-        .clone();
-    let pid = p["id"].as_str().expect("id").to_owned();
-    let ip = p["fixed_ips"][0]["ip_address"]
-        .as_str()
-        .expect("ip")
-        .to_owned();
-    let mac = p["mac_address"].as_str().expect("mac").to_owned();
-    let h = cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == host)
-        .expect("host");
-    // No address given: the VM runs udhcpc, our dataplane's DHCP answers.
-    let mut spec = VmSpec::new(name, host, &strato::network::ports::tap_name(&pid));
-    spec.mac = Some(mac.parse().expect("mac"));
-    cloud.region.vm_create(&spec).expect("vm create");
-    admin.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/ports/{pid}"),
-        Some(
-            json!({"port": {"binding:host_id": Cloud::host_id(&h), "device_id": name,
-            "device_owner": format!("compute:{}", h.az)}}),
-        ),
-    );
-    // A TCP service that says who answers.
-    let server = cloud
-        .region
-        .command(
-            name,
-            &[
-                "busybox",
-                "nc",
-                "-ll",
-                "-p",
-                "7000",
-                "-e",
-                "/bin/echo",
-                &format!("hello-from-{name}"),
-            ],
-        )
-        .expect("command");
-    let child = cloud
-        .region
-        .spawn(&format!("tcp-{name}"), None, server)
-        .expect("spawn tcp server");
-    SERVERS.lock().expect("servers").push(child);
-    Vm {
-        name: name.to_owned(),
-        ip,
-        mac,
-        port: pid,
-    }
+    let vm = cloud.boot(admin, api, net, name, host, None);
+    SERVERS
+        .lock()
+        .expect("servers")
+        .push(cloud.hello_server(name));
+    vm
 }
 
 fn port_status(api: &Api, id: &str) -> String {
