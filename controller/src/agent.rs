@@ -791,9 +791,12 @@ impl Agent {
             return;
         }
         self.ct_gc_at = Some(std::time::Instant::now());
-        let ports = &self.have.ports;
+        // Entries are keyed by routing domain: a domain without local
+        // ports left has no flows here any more.
+        let domains: std::collections::HashSet<u32> =
+            self.have.ports.values().map(|p| p.domain).collect();
         match self.dp.ct_gc(crate::dataplane::coarse_now_ns(), &|z| {
-            !ports.contains_key(&z)
+            !domains.contains(&z)
         }) {
             Ok((live, removed)) => {
                 self.ct_live = live;

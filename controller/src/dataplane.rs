@@ -835,8 +835,8 @@ impl Dataplane {
 
     /// One garbage collection pass over the connection table: removes
     /// entries past their state's timeout (at `now_ns`, the coarse
-    /// monotonic clock the programs use) and those of zones `drop_zone`
-    /// says are gone. Returns the live entries left and those removed.
+    /// monotonic clock the programs use) and those of zones (routing domains)
+    /// `drop_zone` says are gone. Returns the live entries left and those removed.
     pub fn ct_gc(
         &mut self,
         now_ns: u64,

@@ -220,11 +220,14 @@ pub enum DropReason {
     /// A tracked connection the port's current rules no longer allow: its
     /// entry is removed and the packet dropped.
     PolicyRevoked = 48,
+    /// The programs' per-CPU scratch map could not be read (never expected:
+    /// a missing map).
+    NoScratch = 49,
 }
 
 impl DropReason {
     /// Every reason, in numeric order.
-    pub const ALL: [DropReason; 48] = [
+    pub const ALL: [DropReason; 49] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedVlan,
         DropReason::TooManyVlanTags,
@@ -273,6 +276,7 @@ impl DropReason {
         DropReason::CtInvalid,
         DropReason::CtOutOfWindow,
         DropReason::PolicyRevoked,
+        DropReason::NoScratch,
     ];
 
     /// Stable snake_case label, used as a metric label and in `stratoctl`.
@@ -326,6 +330,7 @@ impl DropReason {
             DropReason::CtInvalid => "ct_invalid",
             DropReason::CtOutOfWindow => "ct_out_of_window",
             DropReason::PolicyRevoked => "policy_revoked",
+            DropReason::NoScratch => "no_scratch",
         }
     }
 
@@ -423,14 +428,16 @@ pub struct PolicyAllow {
     pub rule: u32,
 }
 
-/// Key of `CT`: a flow in a port's zone, addresses and ports ordered so
+/// Key of `CT`: a flow in its routing domain (the VPC: addresses are unique
+/// there), addresses and ports ordered so
 /// that both directions of a connection find the same entry
 /// (`(addr_a, port_a) <= (addr_b, port_b)`, compared as big-endian bytes).
 /// ICMP echo uses the identifier as both ports.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
-    /// ifindex of the port whose policy admitted the flow.
+    /// The routing domain (`PortInfo::domain`) of the flow's ports: one
+    /// entry per connection and host, whichever of its two ends are local.
     pub zone: u32,
     pub addr_a: [u8; 4],
     pub addr_b: [u8; 4],
@@ -502,10 +509,12 @@ pub const fn ct_state_label(state: u8) -> &'static str {
 pub struct CtEntry {
     /// `bpf_ktime_get_coarse_ns` of the last packet.
     pub last_seen: u64,
-    /// The policy id the flow was admitted (or last checked) under.
-    pub policy: u32,
-    /// The admitting rule (`PolicyAllow::rule`).
-    pub rule: u32,
+    /// Per side (a, b): the policy id of that side's port under which the
+    /// flow was admitted (or last checked) on this host; 0: that side's
+    /// port is not here, or has no stateful policy.
+    pub policy: [u32; 2],
+    /// Per side: the admitting rule (`PolicyAllow::rule`).
+    pub rule: [u32; 2],
     /// `CT_*` state.
     pub state: u8,
     /// `CT_F_*`.
@@ -521,6 +530,18 @@ pub struct CtEntry {
     pub end: [u32; 2],
     pub maxend: [u32; 2],
     pub maxwin: [u32; 2],
+}
+
+impl CtEntry {
+    /// The side (0: a, 1: b) that initiated the connection: its port
+    /// admitted it by an egress rule, the other side's by an ingress rule.
+    pub const fn initiator(&self) -> usize {
+        if self.flags & CT_F_ORIG_A != 0 {
+            0
+        } else {
+            1
+        }
+    }
 }
 
 /// `CtEntry::state` values. TCP states follow the kernel's (merged where
@@ -541,8 +562,6 @@ pub const CT_OTHER: u8 = 9;
 
 /// `CtEntry::flags`: the connection's initiator is side a.
 pub const CT_F_ORIG_A: u8 = 1;
-/// `CtEntry::flags`: initiated towards the port (admitted by an ingress rule).
-pub const CT_F_INGRESS: u8 = 2;
 /// `CtEntry::flags`: a packet in the reply direction was seen.
 pub const CT_F_REPLIED: u8 = 4;
 /// `CtEntry::flags`: side a / side b sent FIN.
@@ -810,7 +829,7 @@ const _: () = assert!(core::mem::size_of::<PolicyClass>() == 4);
 const _: () = assert!(core::mem::size_of::<PolicyPortKey>() == 8);
 const _: () = assert!(core::mem::size_of::<PolicyAllow>() == 4);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 20);
-const _: () = assert!(core::mem::size_of::<CtEntry>() == 48);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 const _: () = assert!(core::mem::size_of::<CtStats>() == 64);
 const _: () = assert!(core::mem::size_of::<EpKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Endpoint>() == 28);

@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     ct_timeout_secs, maps, CtEntry, CtKey, CtStats, DropReason, PolicyAddrKey, PolicyAllow,
-    PolicyClass, PolicyPortKey, PortInfo, CT_F_FIN_A, CT_F_FIN_B, CT_F_INGRESS, CT_F_ORIG_A,
+    PolicyClass, PolicyPortKey, PortInfo, CT_F_FIN_A, CT_F_FIN_B, CT_F_ORIG_A,
     CT_F_REPLIED, CT_F_WS_A, CT_F_WS_B, CT_ICMP, CT_OTHER, CT_TCP_CLOSE, CT_TCP_ESTABLISHED,
     CT_TCP_FIN_WAIT, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_TCP_TIME_WAIT, CT_UDP, DIR_EGRESS,
     DIR_INGRESS, PORT_F_STATELESS,
@@ -47,6 +47,40 @@ static POLICY_ADDR: LpmTrie<PolicyAddrKey, PolicyClass> =
 static POLICY_PORT: LpmTrie<PolicyPortKey, PolicyAllow> =
     LpmTrie::with_max_entries(maps::POLICY_PORT_MAX, 0);
 
+/// Per-CPU scratch of one program run: the packet's flow, and the routing
+/// step a port packet takes (`vpc`). Kept out of the 512-byte stack, and
+/// read back through a pointer the compiler cannot see through
+/// ([`launder`]): values written on different paths (constants included)
+/// reach the verifier as plain numbers, so those paths merge instead of
+/// being verified once each. Never read from user space.
+#[repr(C)]
+pub struct Scratch {
+    pub flow: Flow,
+    /// `vpc::Step` without its endpoint: kind, then its arguments.
+    pub step: [u32; 4],
+}
+
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's scratch.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: per-CPU value owned by this CPU for the program's run
+    // (programs on one CPU do not nest).
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// The same reference, through a volatile read of the pointer: the
+/// compiler must load what was stored through it again instead of reusing
+/// the stored values (see [`Scratch`]).
+#[inline(always)]
+pub fn launder<T>(r: &'static mut T) -> &'static mut T {
+    let p: *mut T = r;
+    // SAFETY: reads back the pointer just written; it stays valid.
+    unsafe { &mut *core::ptr::read_volatile(&p) }
+}
+
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -58,6 +92,7 @@ const MIN_ACK_WINDOW: u32 = 66_000;
 const CT_F_LIBERAL: u8 = 128;
 
 /// What the policy and conntrack need of an IPv4 packet.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Flow {
     pub saddr: [u8; 4],
@@ -84,6 +119,7 @@ pub struct Flow {
     pub inner: Inner,
 }
 
+#[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct Inner {
     pub saddr: [u8; 4],
@@ -108,7 +144,13 @@ impl Flow {
     /// checked (the port parser, or our own encapsulation on the uplink);
     /// what cannot be read is an error with the parser's reasons.
     #[inline(always)]
-    pub fn read<C: Pkt>(ctx: &C, l3: usize) -> Result<Flow, DropReason> {
+    pub fn read_into<C: Pkt>(ctx: &C, l3: usize, out: &mut Flow) -> Result<(), DropReason> {
+        *out = Flow::read(ctx, l3)?;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn read<C: Pkt>(ctx: &C, l3: usize) -> Result<Flow, DropReason> {
         let ip = ptr_at::<_, [u8; 20]>(ctx, l3).ok_or(DropReason::TruncatedIpv4)?;
         // SAFETY: bounds-checked.
         let ip = unsafe { &*ip };
@@ -294,186 +336,289 @@ fn tcp_flags_invalid(fl: u8) -> bool {
         || (f & TCP_FIN != 0 && f & TCP_ACK == 0)
 }
 
-/// Decides a packet of the port with tap `zone` in direction `dir`: `Ok`
-/// passes. Ports without a policy pass everything. `TRACE`: decide as the
-/// live path would, but leave the connection table (and its counters) as
-/// they are.
-#[inline(always)]
-pub fn enforce<const TRACE: bool>(
-    zone: u32,
-    port: &PortInfo,
-    dir: u32,
-    f: &Flow,
-) -> Result<(), DropReason> {
-    if port.policy == 0 {
-        return Ok(());
+/// One packet's passage through the security groups of this host: the
+/// sender's egress rules (`sender`, early, before anything is answered or
+/// rewritten), the receiver's ingress rules when it is local (`receiver`),
+/// then `commit` updates or creates the flow's one connection entry.
+///
+/// The entry is keyed in the flow's routing domain and records, per side,
+/// the policy its port admitted the flow under: a packet between two local
+/// ports costs one table lookup, and TCP is tracked once per host.
+pub struct Check {
+    key: CtKey,
+    /// The packet comes from side a of `key`: 1, else 0 (a `u32`, not a
+    /// `bool`: an index derived from a byte the compiler knows is 0 or 1
+    /// loses its bound in the verifier's eyes once spilled).
+    from_a: u32,
+    now: u64,
+    /// The flow's entry when looked up and found; null otherwise.
+    entry: *mut CtEntry,
+    /// `entry` is live: not expired, not a TCP connection reopened.
+    live: bool,
+    looked_up: bool,
+    /// Per side: the policy and rule a first packet was admitted under
+    /// (0: not checked here), for the entry `commit` creates.
+    policy: [u32; 2],
+    rule: [u32; 2],
+    /// A stateful side saw this packet: `commit` has work.
+    tracked: bool,
+}
+
+impl Check {
+    #[inline(always)]
+    pub fn new(domain: u32, f: &Flow) -> Check {
+        let (key, from_a) = CtKey::of_flow(domain, f.saddr, f.daddr, f.sport, f.dport, f.proto);
+        Check {
+            key,
+            from_a: from_a as u32,
+            now: 0,
+            entry: core::ptr::null_mut(),
+            live: false,
+            looked_up: false,
+            policy: [0; 2],
+            rule: [0; 2],
+            tracked: false,
+        }
     }
-    let remote = f.remote(dir);
-    if port.flags & PORT_F_STATELESS != 0 {
-        return match lookup(port.policy, dir, remote, f.proto, f.policy_port) {
-            Some(_) => Ok(()),
-            None => Err(denied(dir)),
+
+    /// The sender's egress rules.
+    #[inline(always)]
+    pub fn sender<const TRACE: bool>(&mut self, port: &PortInfo, f: &Flow) -> Result<(), DropReason> {
+        let side = (self.from_a ^ 1) as usize & 1;
+        self.side::<TRACE>(port, DIR_EGRESS, side, f)
+    }
+
+    /// The (local) receiver's ingress rules.
+    #[inline(always)]
+    pub fn receiver<const TRACE: bool>(
+        &mut self,
+        port: &PortInfo,
+        f: &Flow,
+    ) -> Result<(), DropReason> {
+        let side = self.from_a as usize & 1;
+        self.side::<TRACE>(port, DIR_INGRESS, side, f)
+    }
+
+    /// Finds the flow's entry, once per packet.
+    #[inline(always)]
+    fn lookup_entry(&mut self, f: &Flow) {
+        if self.looked_up {
+            return;
+        }
+        self.looked_up = true;
+        self.now = now();
+        // Kept as the raw lookup result (never a computed select between
+        // pointers, which the verifier would see as a plain number).
+        self.entry = CT.get_ptr_mut(&self.key).unwrap_or(core::ptr::null_mut());
+        // SAFETY: map values stay valid for the program's run.
+        if let Some(r) = unsafe { self.entry.as_ref() } {
+            let reopen = f.proto == IPPROTO_TCP
+                && f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+                && (r.state == CT_TCP_TIME_WAIT || r.state == CT_TCP_CLOSE);
+            self.live = !expired(r, self.now) && !reopen;
+        }
+    }
+
+    /// The flow's live entry, if any.
+    #[inline(always)]
+    fn live_entry(&self) -> Option<&'static mut CtEntry> {
+        if !self.live {
+            return None;
+        }
+        // SAFETY: a map value found by `lookup_entry`, valid for the
+        // program's run; concurrent updates of one entry from two CPUs are
+        // benign (last writer wins).
+        unsafe { self.entry.as_mut() }
+    }
+
+    #[inline(always)]
+    fn side<const TRACE: bool>(
+        &mut self,
+        port: &PortInfo,
+        dir: u32,
+        side: usize,
+        f: &Flow,
+    ) -> Result<(), DropReason> {
+        if port.policy == 0 {
+            return Ok(());
+        }
+        let remote = f.remote(dir);
+        if port.flags & PORT_F_STATELESS != 0 {
+            return match lookup(port.policy, dir, remote, f.proto, f.policy_port) {
+                Some(_) => Ok(()),
+                None => Err(denied(dir)),
+            };
+        }
+        self.lookup_entry(f);
+        self.tracked = true;
+        if let Some(e) = self.live_entry() {
+            if e.policy[side & 1] == port.policy {
+                return Ok(());
+            }
+            // The port's policy changed since (or the side was not
+            // checked here yet): the flow as first admitted must still be
+            // allowed.
+            return self.recheck::<TRACE>(e, side, port.policy);
+        }
+        if f.icmp_error && f.inner.proto != 0 && related(self.key.zone, f, port.policy, self.now)
+        {
+            if !TRACE {
+                if let Some(s) = stats() {
+                    s.related += 1;
+                }
+            }
+            return Ok(());
+        }
+        if f.proto == IPPROTO_TCP && tcp_flags_invalid(f.tcp_flags) {
+            return Err(DropReason::CtInvalid);
+        }
+        if !TRACE {
+            if let Some(s) = stats() {
+                s.policy_lookups += 1;
+            }
+        }
+        let Some(rule) = lookup(port.policy, dir, remote, f.proto, f.policy_port) else {
+            return Err(denied(dir));
         };
+        self.policy[side & 1] = port.policy;
+        self.rule[side & 1] = rule;
+        Ok(())
     }
-    let mut st = if TRACE { None } else { stats() };
-    let now = now();
-    let (key, from_a) = CtKey::of_flow(zone, f.saddr, f.daddr, f.sport, f.dport, f.proto);
-    if let Some(e) = CT.get_ptr_mut(&key) {
-        // SAFETY: map values stay valid for the program's run; concurrent
-        // updates of one entry from two CPUs are benign (last writer wins).
-        let e = unsafe { &mut *e };
-        let reopen = f.proto == IPPROTO_TCP
-            && f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-            && (e.state == CT_TCP_TIME_WAIT || e.state == CT_TCP_CLOSE);
-        if !expired(e, now) && !reopen {
+
+    /// A tracked flow whose port on `side` has another policy now: still
+    /// allowed (as first admitted: that side's direction, the other side's
+    /// address, the first packet's port) keeps it, else it is cut.
+    #[inline(always)]
+    fn recheck<const TRACE: bool>(
+        &mut self,
+        e: &mut CtEntry,
+        side: usize,
+        policy: u32,
+    ) -> Result<(), DropReason> {
+        let dir = if side == e.initiator() {
+            DIR_EGRESS
+        } else {
+            DIR_INGRESS
+        };
+        let remote = if side == 0 {
+            self.key.addr_b
+        } else {
+            self.key.addr_a
+        };
+        let found = lookup(policy, dir, remote, self.key.proto, e.policy_port);
+        if TRACE {
+            return found.map(|_| ()).ok_or(DropReason::PolicyRevoked);
+        }
+        if let Some(s) = stats() {
+            s.rechecked += 1;
+        }
+        match found {
+            Some(rule) => {
+                e.policy[side & 1] = policy;
+                e.rule[side & 1] = rule;
+                Ok(())
+            }
+            None => {
+                let _ = CT.remove(&self.key);
+                self.live = false;
+                self.tracked = false;
+                if let Some(s) = stats() {
+                    s.removed += 1;
+                }
+                Err(DropReason::PolicyRevoked)
+            }
+        }
+    }
+
+    /// After every check passed: the tracked flow's state and window are
+    /// updated (and may still refuse the packet), or a first packet creates
+    /// the entry. Nothing when no stateful side saw the packet.
+    #[inline(always)]
+    pub fn commit(&mut self, f: &Flow) -> Result<(), DropReason> {
+        if !self.tracked {
+            return Ok(());
+        }
+        let mut st = stats();
+        if let Some(e) = self.live_entry() {
             if let Some(s) = st.as_deref_mut() {
                 s.hits += 1;
             }
-            if TRACE {
-                // What the live path decides for a tracked flow, without
-                // its state updates (a trace probe is a first packet, the
-                // TCP state and window checks are not rerun).
-                if e.policy != port.policy {
-                    recheck::<true>(&key, e, port.policy)?;
-                }
-                return Ok(());
-            }
-            if e.policy != port.policy {
-                recheck::<false>(&key, e, port.policy)?;
-            }
-            return track(e, from_a, f, now);
+            return track(e, self.from_a & 1 != 0, f, self.now);
         }
-    }
-    if f.icmp_error && f.inner.proto != 0 {
-        let i = f.inner;
-        let (k, _) = CtKey::of_flow(zone, i.saddr, i.daddr, i.sport, i.dport, i.proto);
-        // SAFETY: as above.
-        if let Some(e) = unsafe { CT.get(&k) } {
-            if !expired(e, now) && e.policy == port.policy {
-                if let Some(s) = st.as_deref_mut() {
-                    s.related += 1;
-                }
-                return Ok(());
-            }
+        // Untracked: related errors, errors allowed by a rule of their
+        // own, and resets.
+        if f.icmp_error || (f.proto == IPPROTO_TCP && f.tcp_flags & TCP_RST != 0) {
+            return Ok(());
         }
-    }
-    if f.proto == IPPROTO_TCP && tcp_flags_invalid(f.tcp_flags) {
-        return Err(DropReason::CtInvalid);
-    }
-    if let Some(s) = st.as_deref_mut() {
-        s.policy_lookups += 1;
-    }
-    let Some(rule) = lookup(port.policy, dir, remote, f.proto, f.policy_port) else {
-        return Err(denied(dir));
-    };
-    // Untracked: errors (allowed by a rule of their own) and resets.
-    if TRACE || f.icmp_error || (f.proto == IPPROTO_TCP && f.tcp_flags & TCP_RST != 0) {
-        return Ok(());
-    }
-    let mut e = CtEntry {
-        last_seen: now,
-        policy: port.policy,
-        rule,
-        state: CT_OTHER,
-        flags: if dir == DIR_INGRESS { CT_F_INGRESS } else { 0 }
-            | if from_a { CT_F_ORIG_A } else { 0 },
-        wscale: [0; 2],
-        policy_port: f.policy_port,
-        _pad: 0,
-        end: [0; 2],
-        maxend: [0; 2],
-        maxwin: [0; 2],
-    };
-    match f.proto {
-        IPPROTO_TCP => {
-            let s = if from_a { 0 } else { 1 };
-            if f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-                e.state = CT_TCP_SYN_SENT;
-                let end = f.seq.wrapping_add(f.payload).wrapping_add(1);
-                e.end[s] = end;
-                e.maxend[s] = end;
-                e.maxwin[s] = if f.win == 0 { 1 } else { f.win as u32 };
-                if f.wscale != 0xff {
-                    e.wscale[s] = f.wscale;
-                    e.flags |= if from_a { CT_F_WS_A } else { CT_F_WS_B };
-                }
-            } else {
-                // Picked up mid-connection (an entry lost to eviction, or a
-                // policy that now allows it): tracked liberally.
-                e.state = if f.tcp_flags & TCP_FIN != 0 {
-                    CT_TCP_FIN_WAIT
+        let from_a = self.from_a & 1 != 0;
+        let mut e = CtEntry {
+            last_seen: self.now,
+            policy: self.policy,
+            rule: self.rule,
+            state: CT_OTHER,
+            flags: if from_a { CT_F_ORIG_A } else { 0 },
+            wscale: [0; 2],
+            policy_port: f.policy_port,
+            _pad: 0,
+            end: [0; 2],
+            maxend: [0; 2],
+            maxwin: [0; 2],
+        };
+        match f.proto {
+            IPPROTO_TCP => {
+                let s = if from_a { 0 } else { 1 };
+                if f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                    e.state = CT_TCP_SYN_SENT;
+                    let end = f.seq.wrapping_add(f.payload).wrapping_add(1);
+                    e.end[s] = end;
+                    e.maxend[s] = end;
+                    e.maxwin[s] = if f.win == 0 { 1 } else { f.win as u32 };
+                    if f.wscale != 0xff {
+                        e.wscale[s] = f.wscale;
+                        e.flags |= if from_a { CT_F_WS_A } else { CT_F_WS_B };
+                    }
                 } else {
-                    CT_TCP_ESTABLISHED
-                };
-                e.flags |= CT_F_LIBERAL;
+                    // Picked up mid-connection (an entry lost to eviction,
+                    // or a policy that now allows it): tracked liberally.
+                    e.state = if f.tcp_flags & TCP_FIN != 0 {
+                        CT_TCP_FIN_WAIT
+                    } else {
+                        CT_TCP_ESTABLISHED
+                    };
+                    e.flags |= CT_F_LIBERAL;
+                }
+            }
+            IPPROTO_UDP => e.state = CT_UDP,
+            IPPROTO_ICMP => e.state = CT_ICMP,
+            _ => {}
+        }
+        match CT.insert(&self.key, &e, 0) {
+            Ok(()) => {
+                if let Some(s) = st {
+                    s.inserts += 1;
+                }
+            }
+            Err(_) => {
+                // Not tracked: this packet was allowed by the rules; its
+                // replies will be decided by the rules too (never fail open).
+                if let Some(s) = st {
+                    s.insert_failures += 1;
+                }
             }
         }
-        IPPROTO_UDP => e.state = CT_UDP,
-        IPPROTO_ICMP => e.state = CT_ICMP,
-        _ => {}
+        Ok(())
     }
-    match CT.insert(&key, &e, 0) {
-        Ok(()) => {
-            if let Some(s) = st {
-                s.inserts += 1;
-            }
-        }
-        Err(_) => {
-            // Not tracked: this packet was allowed by a rule; its replies
-            // will be decided by the rules too (never fail open).
-            if let Some(s) = st {
-                s.insert_failures += 1;
-            }
-        }
-    }
-    Ok(())
 }
 
-/// A tracked flow whose port's policy changed: still allowed (as first
-/// admitted: same direction, remote and port) keeps it, else it is cut.
+/// An ICMP error quoting a live flow that `policy` admitted on either side.
 #[inline(always)]
-fn recheck<const TRACE: bool>(key: &CtKey, e: &mut CtEntry, policy: u32) -> Result<(), DropReason> {
-    if TRACE {
-        let dir = if e.flags & CT_F_INGRESS != 0 {
-            DIR_INGRESS
-        } else {
-            DIR_EGRESS
-        };
-        let remote = if (e.flags & CT_F_INGRESS != 0) == (e.flags & CT_F_ORIG_A != 0) {
-            key.addr_a
-        } else {
-            key.addr_b
-        };
-        return match lookup(policy, dir, remote, key.proto, e.policy_port) {
-            Some(_) => Ok(()),
-            None => Err(DropReason::PolicyRevoked),
-        };
-    }
-    if let Some(s) = stats() {
-        s.rechecked += 1;
-    }
-    let ingress = e.flags & CT_F_INGRESS != 0;
-    let init_a = e.flags & CT_F_ORIG_A != 0;
-    // Ingress: the remote is the initiator; egress: the responder.
-    let remote = if ingress == init_a {
-        key.addr_a
-    } else {
-        key.addr_b
-    };
-    let dir = if ingress { DIR_INGRESS } else { DIR_EGRESS };
-    match lookup(policy, dir, remote, key.proto, e.policy_port) {
-        Some(rule) => {
-            e.policy = policy;
-            e.rule = rule;
-            Ok(())
-        }
-        None => {
-            let _ = CT.remove(key);
-            if let Some(s) = stats() {
-                s.removed += 1;
-            }
-            Err(DropReason::PolicyRevoked)
-        }
+fn related(domain: u32, f: &Flow, policy: u32, now: u64) -> bool {
+    let i = f.inner;
+    let (k, _) = CtKey::of_flow(domain, i.saddr, i.daddr, i.sport, i.dport, i.proto);
+    // SAFETY: map values stay valid for the program's run.
+    match unsafe { CT.get(&k) } {
+        Some(e) => !expired(e, now) && (e.policy[0] == policy || e.policy[1] == policy),
+        None => false,
     }
 }
 

@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dataplane_common::{
-    DropReason, Endpoint, MacKey, PortInfo, DIR_EGRESS, DIR_INGRESS, EP_F_DOWN, EP_GATEWAY,
+    DropReason, Endpoint, MacKey, PortInfo, EP_F_DOWN, EP_GATEWAY,
     EP_LOCAL, EP_REMOTE, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED,
     ROUTE_NEXTHOP, VXLAN_OVERHEAD, VXLAN_PORT,
 };
@@ -31,7 +31,7 @@ use crate::{
     ctx::Pkt,
     maps::{self, allowed, endpoint, route, HOST, MACS, VNIS},
     parse::{self, ptr_at, ptr_at_mut, ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_UDP, L3},
-    policy::{self, Flow},
+    policy::{self, Check, Flow, Scratch},
     stats::{count_drop, Outcome, Slot},
 };
 
@@ -256,6 +256,48 @@ fn is_dhcp_request<C: Pkt>(ctx: &C, l4_off: usize, l4_proto: u8) -> bool {
     }
 }
 
+/// `Scratch::step`: `[kind, argument, MTU, drop reason]`, every field
+/// written on every path (a partly written value would reach the verifier
+/// as an uninitialised register).
+const STEP_PASS: u32 = 0;
+const STEP_DROP: u32 = 1;
+/// Argument: routed (TTL and MACs rewritten) or switched.
+const STEP_DELIVER: u32 = 2;
+/// An echo request to the router interface.
+const STEP_PING: u32 = 3;
+/// An ICMP error answers; argument `type << 8 | code`.
+const STEP_ERROR: u32 = 4;
+
+#[inline(always)]
+fn step(sc: &mut Scratch, kind: u32, arg: u32, mtu: u16, reason: DropReason) {
+    sc.step = [kind, arg, mtu as u32, reason as u32];
+}
+
+#[inline(always)]
+fn step_drop(sc: &mut Scratch, reason: DropReason) -> Option<&'static Endpoint> {
+    step(sc, STEP_DROP, 0, 0, reason);
+    None
+}
+
+#[inline(always)]
+fn step_error(
+    sc: &mut Scratch,
+    ty: u8,
+    code: u8,
+    mtu: u16,
+    reason: DropReason,
+) -> Option<&'static Endpoint> {
+    step(sc, STEP_ERROR, (ty as u32) << 8 | code as u32, mtu, reason);
+    None
+}
+
+/// A drop reason read back from `Scratch::step`.
+#[inline(always)]
+fn step_reason(v: u32) -> DropReason {
+    // SAFETY: only ever written from a `DropReason` (`repr(u32)`).
+    unsafe { core::mem::transmute(v) }
+}
+
 #[inline(always)]
 fn ipv4<C: Pkt, const TRACE: bool>(
     ctx: &C,
@@ -264,45 +306,126 @@ fn ipv4<C: Pkt, const TRACE: bool>(
     l4_off: usize,
     l4_proto: u8,
 ) -> Verdict {
-    let (Some(eth), Some(ip)) = (
-        ptr_at_mut::<_, [u8; 14]>(ctx, 0),
-        ptr_at_mut::<_, [u8; 20]>(ctx, ETH_HLEN),
-    ) else {
-        return Verdict::Drop(DropReason::TruncatedIpv4);
+    let Some(sc) = policy::scratch() else {
+        return Verdict::Drop(DropReason::NoScratch);
     };
-    // SAFETY: both ranges were bounds-checked by ptr_at_mut.
-    let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
+    let dhcp = is_dhcp_request(ctx, l4_off, l4_proto);
+    // The decision goes through the scratch (see `policy::Scratch`): what
+    // follows is verified once, not once per way of getting here.
+    let ep = route_step(ctx, ifindex, port, l4_off, l4_proto, dhcp, sc);
+    let sc = policy::launder(sc);
+    let st = sc.step;
+    if st[0] == STEP_PASS {
+        return Verdict::Pass;
+    }
+    if st[0] == STEP_DROP {
+        return Verdict::Drop(step_reason(st[3]));
+    }
+    // Security groups, once every earlier check passed: the sender's
+    // egress rules for whatever leaves the port (also what the router
+    // answers: its errors and pings); for a delivery, the receiver's
+    // ingress rules when it is local (a remote one is checked by its host's
+    // uplink), then the connection entry, all before any rewrite. DHCP to
+    // the agent is always allowed.
+    if let Err(r) = Flow::read_into(ctx, ETH_HLEN, &mut sc.flow) {
+        return Verdict::Drop(r);
+    }
+    let sc = policy::launder(sc);
+    let flow = &sc.flow;
+    let mut check = Check::new(port.domain, flow);
+    if !dhcp {
+        if let Err(r) = check.sender::<TRACE>(port, flow) {
+            return Verdict::Drop(r);
+        }
+    }
+    let Some(ep) = ep else {
+        if st[0] == STEP_PING {
+            return gateway_ping(ctx, l4_off, l4_proto);
+        }
+        return icmp_error(
+            ctx,
+            port,
+            (st[1] >> 8) as u8,
+            st[1] as u8,
+            st[2] as u16,
+            step_reason(st[3]),
+        );
+    };
+    if ep.kind == EP_LOCAL {
+        if let Some(dst) = maps::port(ep.ifindex) {
+            if let Err(r) = check.receiver::<TRACE>(dst, flow) {
+                return Verdict::Drop(r);
+            }
+        }
+    }
+    if !TRACE {
+        if let Err(r) = check.commit(flow) {
+            return Verdict::Drop(r);
+        }
+    }
+    if st[1] != 0 {
+        // Routed: TTL and MACs.
+        let (Some(eth), Some(ip)) = (
+            ptr_at_mut::<_, [u8; 14]>(ctx, 0),
+            ptr_at_mut::<_, [u8; 20]>(ctx, ETH_HLEN),
+        ) else {
+            return Verdict::Drop(DropReason::TruncatedIpv4);
+        };
+        // SAFETY: both ranges were bounds-checked by ptr_at_mut.
+        let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
+        let ttl = ip[8];
+        let sum = u16::from_be_bytes([ip[10], ip[11]]);
+        let old = u16::from_be_bytes([ttl, ip[9]]);
+        let new = u16::from_be_bytes([ttl.wrapping_sub(1), ip[9]]);
+        ip[8] = ttl.wrapping_sub(1);
+        let c = csum::replace16(sum, old, new).to_be_bytes();
+        ip[10] = c[0];
+        ip[11] = c[1];
+        set_mac(eth, 0, &ep.mac);
+        set_mac(eth, 6, &ep.gw_mac);
+    }
+    deliver(ctx, ep, l4_off)
+}
+
+/// Anti-spoofing, then the switching or routing decision for an IPv4
+/// packet from a port, written to `sc.step`; the destination when it is
+/// delivered.
+#[inline(always)]
+fn route_step<C: Pkt>(
+    ctx: &C,
+    ifindex: u32,
+    port: &PortInfo,
+    l4_off: usize,
+    l4_proto: u8,
+    dhcp: bool,
+    sc: &mut Scratch,
+) -> Option<&'static Endpoint> {
+    let (Some(eth), Some(ip)) = (
+        ptr_at::<_, [u8; 14]>(ctx, 0),
+        ptr_at::<_, [u8; 20]>(ctx, ETH_HLEN),
+    ) else {
+        return step_drop(sc, DropReason::TruncatedIpv4);
+    };
+    // SAFETY: both ranges were bounds-checked by ptr_at.
+    let (eth, ip) = unsafe { (&*eth, &*ip) };
     let src_mac = mac_at(eth, 6);
     let dst_mac = mac_at(eth, 0);
     let saddr = [ip[12], ip[13], ip[14], ip[15]];
     let daddr = [ip[16], ip[17], ip[18], ip[19]];
-    let dhcp = is_dhcp_request(ctx, l4_off, l4_proto);
     if dhcp && u32::from_ne_bytes(saddr) == 0 && dst_mac[0] & 1 != 0 {
         // DISCOVER/REQUEST (broadcast) before the VM has an address.
         if port.flags & PORT_F_SECURITY != 0 && !mac_eq(&src_mac, &port.mac) {
-            return Verdict::Drop(DropReason::SpoofedMac);
+            return step_drop(sc, DropReason::SpoofedMac);
         }
     } else if let Err(r) = source_allowed(ifindex, port, &src_mac, &saddr) {
-        return Verdict::Drop(r);
+        return step_drop(sc, r);
     }
     if dst_mac[0] & 1 != 0 {
-        return if dhcp {
-            Verdict::Pass
-        } else {
-            Verdict::Drop(DropReason::FloodSuppressed)
-        };
-    }
-    // Security groups: the sender's egress rules here, the receiver's
-    // ingress rules at delivery (here for a local port, at the receiving
-    // host's uplink otherwise). DHCP to the agent is always allowed.
-    let flow = match Flow::read(ctx, ETH_HLEN) {
-        Ok(f) => f,
-        Err(r) => return Verdict::Drop(r),
-    };
-    if !dhcp {
-        if let Err(r) = policy::enforce::<TRACE>(ifindex, port, DIR_EGRESS, &flow) {
-            return Verdict::Drop(r);
+        if dhcp {
+            step(sc, STEP_PASS, 0, 0, DropReason::FloodSuppressed);
+            return None;
         }
+        return step_drop(sc, DropReason::FloodSuppressed);
     }
     let total = wire_len(ctx, u16::from_be_bytes([ip[2], ip[3]]), l4_off, l4_proto);
     let routed = !mac_zero(&port.gw_mac) && mac_eq(&dst_mac, &port.gw_mac);
@@ -310,79 +433,67 @@ fn ipv4<C: Pkt, const TRACE: bool>(
         // Switched within the network: the destination must be an address
         // of a port on this network with exactly this MAC.
         let Some(ep) = endpoint(port.domain, daddr) else {
-            return Verdict::Drop(DropReason::UnknownDestination);
+            return step_drop(sc, DropReason::UnknownDestination);
         };
         if ep.kind == EP_GATEWAY || ep.vni != port.vni || !mac_eq(&ep.mac, &dst_mac) {
-            return Verdict::Drop(DropReason::UnknownDestination);
+            return step_drop(sc, DropReason::UnknownDestination);
         }
         if ep.flags & EP_F_DOWN != 0 {
-            return Verdict::Drop(DropReason::PortDown);
+            return step_drop(sc, DropReason::PortDown);
         }
         if total > port.mtu {
             // The network's router (if any) tells the sender, so path MTU
             // discovery works on the segment too.
             if ip[6] & 0x40 != 0 {
-                return icmp_error(ctx, port, 3, 4, port.mtu, DropReason::FragmentationNeeded);
+                return step_error(sc, 3, 4, port.mtu, DropReason::FragmentationNeeded);
             }
-            return Verdict::Drop(DropReason::TooBig);
+            return step_drop(sc, DropReason::TooBig);
         }
-        if let Err(r) = local_ingress::<TRACE>(ep, &flow) {
-            return Verdict::Drop(r);
-        }
-        return deliver(ctx, ep, l4_off);
+        step(sc, STEP_DELIVER, 0, 0, DropReason::TooBig);
+        return Some(ep);
     }
     // Routed in the VPC.
     let ep = match endpoint(port.domain, daddr) {
         Some(ep) => ep,
         None => match route(port.domain, daddr) {
-            None => return icmp_error(ctx, port, 3, 0, 0, DropReason::NoRoute),
+            None => return step_error(sc, 3, 0, 0, DropReason::NoRoute),
             Some(r) if r.kind == ROUTE_NEXTHOP => match endpoint(port.domain, r.nexthop) {
                 Some(ep) if ep.kind != EP_GATEWAY => ep,
-                _ => return icmp_error(ctx, port, 3, 1, 0, DropReason::HostUnreachable),
+                _ => return step_error(sc, 3, 1, 0, DropReason::HostUnreachable),
             },
             Some(r) if r.kind == ROUTE_CONNECTED => {
-                return icmp_error(ctx, port, 3, 1, 0, DropReason::HostUnreachable)
+                return step_error(sc, 3, 1, 0, DropReason::HostUnreachable)
             }
-            Some(_) => return icmp_error(ctx, port, 3, 0, 0, DropReason::NoRoute),
+            Some(_) => return step_error(sc, 3, 0, 0, DropReason::NoRoute),
         },
     };
     if ep.kind == EP_GATEWAY {
         if dhcp {
             // Renewal unicast to the server identifier (the gateway).
-            return Verdict::Pass;
+            step(sc, STEP_PASS, 0, 0, DropReason::NotForGateway);
+            return None;
         }
-        return gateway_ping(ctx, l4_off, l4_proto);
+        step(sc, STEP_PING, 0, 0, DropReason::NotForGateway);
+        return None;
     }
     if mac_zero(&ep.gw_mac) {
         // The destination's subnet has no router interface: not routable.
-        return icmp_error(ctx, port, 3, 0, 0, DropReason::NoRoute);
+        return step_error(sc, 3, 0, 0, DropReason::NoRoute);
     }
     if ep.flags & EP_F_DOWN != 0 {
-        return Verdict::Drop(DropReason::PortDown);
+        return step_drop(sc, DropReason::PortDown);
     }
-    let ttl = ip[8];
-    if ttl <= 1 {
-        return icmp_error(ctx, port, 11, 0, 0, DropReason::TtlExceeded);
+    if ip[8] <= 1 {
+        return step_error(sc, 11, 0, 0, DropReason::TtlExceeded);
     }
     if total > ep.mtu {
         if ip[6] & 0x40 != 0 {
-            return icmp_error(ctx, port, 3, 4, ep.mtu, DropReason::FragmentationNeeded);
+            return step_error(sc, 3, 4, ep.mtu, DropReason::FragmentationNeeded);
         }
-        return Verdict::Drop(DropReason::TooBig);
+        return step_drop(sc, DropReason::TooBig);
     }
-    if let Err(r) = local_ingress::<TRACE>(ep, &flow) {
-        return Verdict::Drop(r);
-    }
-    let check = u16::from_be_bytes([ip[10], ip[11]]);
-    let old = u16::from_be_bytes([ttl, ip[9]]);
-    let new = u16::from_be_bytes([ttl - 1, ip[9]]);
-    ip[8] = ttl - 1;
-    let c = csum::replace16(check, old, new).to_be_bytes();
-    ip[10] = c[0];
-    ip[11] = c[1];
-    set_mac(eth, 0, &ep.mac);
-    set_mac(eth, 6, &ep.gw_mac);
-    deliver(ctx, ep, l4_off)
+    step(sc, STEP_DELIVER, 1, 0, DropReason::TooBig);
+    Some(ep)
 }
 
 /// The IPv4 length each packet will have on the wire: the datagram's, or
@@ -420,19 +531,6 @@ fn flow_hash<C: Pkt>(ctx: &C, ip: &[u8; 20], l4_off: usize) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x45d9_f3b);
     h ^ (h >> 16)
-}
-
-/// The ingress rules of a local destination port (remote ones are checked
-/// on their host's uplink). Before any rewrite: a drop leaves the frame as
-/// it came.
-#[inline(always)]
-fn local_ingress<const TRACE: bool>(ep: &Endpoint, flow: &Flow) -> Result<(), DropReason> {
-    if ep.kind == EP_LOCAL {
-        if let Some(dst) = maps::port(ep.ifindex) {
-            return policy::enforce::<TRACE>(ep.ifindex, dst, DIR_INGRESS, flow);
-        }
-    }
-    Ok(())
 }
 
 #[inline(always)]
@@ -811,11 +909,18 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
     // The receiving port's ingress rules.
     if let Some(dst) = maps::port(to) {
         if dst.policy != 0 {
-            let flow = match Flow::read(ctx, off + ETH_HLEN) {
-                Ok(f) => f,
-                Err(r) => return Verdict::Drop(r),
+            let Some(sc) = policy::scratch() else {
+                return Verdict::Drop(DropReason::NoScratch);
             };
-            if let Err(r) = policy::enforce::<false>(to, dst, DIR_INGRESS, &flow) {
+            if let Err(r) = Flow::read_into(ctx, off + ETH_HLEN, &mut sc.flow) {
+                return Verdict::Drop(r);
+            }
+            let flow = &policy::launder(sc).flow;
+            let mut check = Check::new(dst.domain, flow);
+            if let Err(r) = check.receiver::<false>(dst, flow) {
+                return Verdict::Drop(r);
+            }
+            if let Err(r) = check.commit(flow) {
                 return Verdict::Drop(r);
             }
         }

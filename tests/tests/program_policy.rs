@@ -538,8 +538,8 @@ fn tcp_states_and_policy_dimensions() {
     }
     assert_eq!(
         state_of(&t, C1.ip, W1.ip, 40000, 80),
-        vec![CT_TCP_ESTABLISHED, CT_TCP_ESTABLISHED],
-        "one entry in c1's zone (egress), one in w1's (ingress)"
+        vec![CT_TCP_ESTABLISHED],
+        "one entry for the connection on this host (c1's egress and w1's ingress side)"
     );
     // Teardown by FIN from both sides.
     for f in [
@@ -569,8 +569,8 @@ fn tcp_states_and_policy_dimensions() {
     }
     assert_eq!(
         state_of(&t, C1.ip, W1.ip, 40000, 80),
-        vec![CT_TCP_TIME_WAIT, CT_TCP_TIME_WAIT],
-        "both zones (c1 egress, w1 ingress) saw the close"
+        vec![CT_TCP_TIME_WAIT],
+        "the entry saw the close"
     );
     // Reset, then a new SYN on the same ports reopens (checked again).
     for f in [
@@ -595,7 +595,7 @@ fn tcp_states_and_policy_dimensions() {
         .iter()
         .all(|s| *s == CT_TCP_CLOSE));
     let s = t.ct_stats();
-    assert!(s.inserts >= 8 && s.hits >= 10 && s.related >= 1, "{s:?}");
+    assert!(s.inserts >= 4 && s.hits >= 10 && s.related >= 1, "{s:?}");
     assert_eq!(s.insert_failures, 0);
 }
 

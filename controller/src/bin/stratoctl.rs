@@ -298,9 +298,9 @@ fn trace(
     let rw = rewrites(&frame, &t.output);
     let drops: Vec<&str> = t.drops.iter().map(|d| d.label()).collect();
     let ports = dataplane::read_pinned_ports(&pin_dir)?;
-    let mut zones: Vec<(String, u32, dataplane_common::PortInfo, u32)> = Vec::new();
+    let mut zones: Vec<(String, dataplane_common::PortInfo, u32)> = Vec::new();
     if let Some(e) = entry {
-        zones.push((name.clone(), ifindex, e, dataplane_common::DIR_EGRESS));
+        zones.push((name.clone(), e, dataplane_common::DIR_EGRESS));
     }
     let mut remote_note = None;
     if let Some(ep) = target {
@@ -309,7 +309,7 @@ fn trace(
                 let tap = nix::net::if_::if_indextoname(ep.ifindex)
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|_| format!("ifindex {}", ep.ifindex));
-                zones.push((tap, ep.ifindex, *p, dataplane_common::DIR_INGRESS));
+                zones.push((tap, *p, dataplane_common::DIR_INGRESS));
             }
         } else if ep.kind == dataplane_common::EP_REMOTE {
             remote_note = Some(format!(
@@ -324,12 +324,11 @@ fn trace(
         TraceProto::Icmp => (1, 1, 1, 0x0800),
     };
     let mut security = Vec::new();
-    for (tap, zone, info, dir) in &zones {
+    for (tap, info, dir) in &zones {
         security.push(security_zone(
             config,
             &pin_dir,
             tap,
-            *zone,
             info,
             *dir,
             (from, to, proto_n, sp, dp, policy_port),
@@ -407,13 +406,12 @@ fn trace(
 }
 
 /// What one port's security groups make of the traced packet: its policy,
-/// the flow's connection entry in the port's zone, and the rule that allows
+/// the flow's connection entry (the port's side of it), and the rule that allows
 /// a first packet (named from the host's configuration). Read only.
 fn security_zone(
     config: Option<&strato::compile::Update>,
     pin_dir: &std::path::Path,
     tap: &str,
-    zone: u32,
     info: &dataplane_common::PortInfo,
     dir: u32,
     (from, to, proto, sport, dport, policy_port): (
@@ -437,15 +435,24 @@ fn security_zone(
             "decision": "not filtered (port security off)"}),
         );
     }
-    let (key, from_a) =
-        dataplane_common::CtKey::of_flow(zone, from.octets(), to.octets(), sport, dport, proto);
+    // One entry per connection and host, in the ports' routing domain; each
+    // side records the policy its port admitted the flow under.
+    let (key, from_a) = dataplane_common::CtKey::of_flow(
+        info.domain,
+        from.octets(),
+        to.octets(),
+        sport,
+        dport,
+        proto,
+    );
+    let side = usize::from((dir == dataplane_common::DIR_EGRESS) != from_a);
     let ct = dataplane::read_pinned_ct(pin_dir, &key)?.map(|e| {
-        let init_a = e.flags & dataplane_common::CT_F_ORIG_A != 0;
         serde_json::json!({
             "state": dataplane_common::ct_state_label(e.state),
-            "packet_is": if init_a == from_a { "original direction" } else { "reply" },
-            "admitted_by": if e.flags & dataplane_common::CT_F_INGRESS != 0 { "ingress rule" } else { "egress rule" },
-            "policy": e.policy,
+            "packet_is": if e.initiator() == usize::from(!from_a) { "original direction" } else { "reply" },
+            "admitted_by": if e.initiator() == side { "egress rule" } else { "ingress rule" },
+            "policy": e.policy[side],
+            "rule": e.rule[side],
         })
     });
     let remote = if dir == dataplane_common::DIR_EGRESS {
@@ -491,7 +498,7 @@ fn security_zone(
     });
     let stateless = info.flags & dataplane_common::PORT_F_STATELESS != 0;
     let decision = match (&ct, rule, &named) {
-        (Some(c), _, _) if !stateless => format!(
+        (Some(c), _, _) if !stateless && c["policy"] == info.policy => format!(
             "tracked connection ({}, {}): passes without rules",
             c["state"].as_str().unwrap_or(""),
             c["packet_is"].as_str().unwrap_or("")
