@@ -247,6 +247,22 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Instructions the kernel's verifier processed to accept an entry
+    /// point (loading it if needed): its share of the 1,000,000 budget.
+    pub fn verified_instructions(&mut self, which: Attach) -> Result<u32, DataplaneError> {
+        self.preload(&[which])?;
+        let name = which.program();
+        let prog = self
+            .ebpf
+            .program(name)
+            .ok_or(DataplaneError::NoProgram { name })?;
+        let info = prog.info().map_err(|e| DataplaneError::Program {
+            name,
+            source: Box::new(e),
+        })?;
+        Ok(info.verified_instruction_count().unwrap_or(0))
+    }
+
     /// The XDP program of an attach point, loaded on first use. With a pin
     /// directory the uplink program is pinned there too (`stratoctl trace`
     /// of the uplink runs the live one).

@@ -104,6 +104,32 @@ pub fn parse<C: Pkt>(ctx: &C, frame_len: u64) -> Result<Parsed, DropReason> {
     }
 }
 
+/// Parses a frame a VM sent: only untagged IPv4 and ARP go further, so a
+/// tag (`VlanOnPort`) or IPv6 (`L3::Ipv6`, refused by the caller) ends it
+/// at the ethertype. Keeps the port program small: the tag and IPv6
+/// extension header walks would multiply the paths the verifier follows
+/// through everything after.
+#[inline(always)]
+pub fn parse_port<C: Pkt>(ctx: &C, frame_len: u64) -> Result<Parsed, DropReason> {
+    let ethertype = be16_at(ctx, 12).ok_or(DropReason::TruncatedEthernet)?;
+    let avail = frame_len.saturating_sub(ETH_HLEN as u64);
+    let other = |l3| {
+        Ok(Parsed {
+            l3,
+            l3_off: ETH_HLEN,
+            l4_off: 0,
+            l4_proto: 0,
+        })
+    };
+    match ethertype {
+        ETH_P_IPV4 => parse_ipv4(ctx, ETH_HLEN, avail),
+        ETH_P_ARP => parse_arp(ctx, ETH_HLEN),
+        ETH_P_8021Q | ETH_P_8021AD => Err(DropReason::VlanOnPort),
+        ETH_P_IPV6 => other(L3::Ipv6),
+        _ => other(L3::Other),
+    }
+}
+
 #[inline(always)]
 fn parse_arp<C: Pkt>(ctx: &C, off: usize) -> Result<Parsed, DropReason> {
     // Ethernet/IPv4 ARP is 28 bytes: htype, ptype, hlen, plen, oper, 2x(MAC, IP).

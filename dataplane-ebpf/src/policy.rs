@@ -22,10 +22,10 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     ct_timeout_secs, maps, CtEntry, CtKey, CtStats, DropReason, PolicyAddrKey, PolicyAllow,
-    PolicyClass, PolicyPortKey, PortInfo, CT_F_FIN_A, CT_F_FIN_B, CT_F_ORIG_A,
-    CT_F_REPLIED, CT_F_WS_A, CT_F_WS_B, CT_ICMP, CT_OTHER, CT_TCP_CLOSE, CT_TCP_ESTABLISHED,
-    CT_TCP_FIN_WAIT, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_TCP_TIME_WAIT, CT_UDP, DIR_EGRESS,
-    DIR_INGRESS, PORT_F_STATELESS,
+    PolicyClass, PolicyPortKey, PortInfo, CT_F_FIN_A, CT_F_FIN_B, CT_F_ORIG_A, CT_F_REPLIED,
+    CT_F_WS_A, CT_F_WS_B, CT_ICMP, CT_OTHER, CT_TCP_CLOSE, CT_TCP_ESTABLISHED, CT_TCP_FIN_WAIT,
+    CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_TCP_TIME_WAIT, CT_UDP, DIR_EGRESS, DIR_INGRESS,
+    PORT_F_STATELESS,
 };
 
 use crate::{
@@ -56,7 +56,9 @@ static POLICY_PORT: LpmTrie<PolicyPortKey, PolicyAllow> =
 #[repr(C)]
 pub struct Scratch {
     pub flow: Flow,
-    /// `vpc::Step` without its endpoint: kind, then its arguments.
+    pub check: CheckState,
+    /// The routing decision of a port packet (`vpc`): kind, argument,
+    /// MTU, drop reason.
     pub step: [u32; 4],
 }
 
@@ -345,46 +347,70 @@ fn tcp_flags_invalid(fl: u8) -> bool {
 /// the policy its port admitted the flow under: a packet between two local
 /// ports costs one table lookup, and TCP is tracked once per host.
 pub struct Check {
-    key: CtKey,
-    /// The packet comes from side a of `key`: 1, else 0 (a `u32`, not a
-    /// `bool`: an index derived from a byte the compiler knows is 0 or 1
-    /// loses its bound in the verifier's eyes once spilled).
-    from_a: u32,
-    now: u64,
+    /// This run's [`CheckState`] in the scratch, read back through a
+    /// laundered pointer at each stage (see [`Scratch`]).
+    s: *mut CheckState,
     /// The flow's entry when looked up and found; null otherwise.
     entry: *mut CtEntry,
-    /// `entry` is live: not expired, not a TCP connection reopened.
-    live: bool,
-    looked_up: bool,
+}
+
+/// What a [`Check`] carries from stage to stage.
+#[repr(C)]
+pub struct CheckState {
+    key: CtKey,
+    /// The packet comes from side a of `key`: 1, else 0.
+    from_a: u32,
+    /// `entry` is live (1): not expired, not a TCP connection reopened.
+    live: u32,
+    looked_up: u32,
+    /// A stateful side saw this packet (1): `commit` has work.
+    tracked: u32,
+    now: u64,
     /// Per side: the policy and rule a first packet was admitted under
     /// (0: not checked here), for the entry `commit` creates.
     policy: [u32; 2],
     rule: [u32; 2],
-    /// A stateful side saw this packet: `commit` has work.
-    tracked: bool,
 }
 
 impl Check {
     #[inline(always)]
-    pub fn new(domain: u32, f: &Flow) -> Check {
+    pub fn new(domain: u32, f: &Flow, state: &'static mut CheckState) -> Check {
         let (key, from_a) = CtKey::of_flow(domain, f.saddr, f.daddr, f.sport, f.dport, f.proto);
-        Check {
+        *state = CheckState {
             key,
             from_a: from_a as u32,
+            live: 0,
+            looked_up: 0,
+            tracked: 0,
             now: 0,
-            entry: core::ptr::null_mut(),
-            live: false,
-            looked_up: false,
             policy: [0; 2],
             rule: [0; 2],
-            tracked: false,
+        };
+        Check {
+            s: state,
+            entry: core::ptr::null_mut(),
+        }
+    }
+
+    /// The state, through a pointer the compiler must load again: values
+    /// written before are read from memory, unknown to the verifier.
+    #[inline(always)]
+    fn st(&mut self) -> &'static mut CheckState {
+        // SAFETY: reads back the pointer to this CPU's scratch.
+        unsafe {
+            self.s = core::ptr::read_volatile(&self.s);
+            &mut *self.s
         }
     }
 
     /// The sender's egress rules.
     #[inline(always)]
-    pub fn sender<const TRACE: bool>(&mut self, port: &PortInfo, f: &Flow) -> Result<(), DropReason> {
-        let side = (self.from_a ^ 1) as usize & 1;
+    pub fn sender<const TRACE: bool>(
+        &mut self,
+        port: &PortInfo,
+        f: &Flow,
+    ) -> Result<(), DropReason> {
+        let side = (self.st().from_a ^ 1) as usize & 1;
         self.side::<TRACE>(port, DIR_EGRESS, side, f)
     }
 
@@ -395,34 +421,35 @@ impl Check {
         port: &PortInfo,
         f: &Flow,
     ) -> Result<(), DropReason> {
-        let side = self.from_a as usize & 1;
+        let side = self.st().from_a as usize & 1;
         self.side::<TRACE>(port, DIR_INGRESS, side, f)
     }
 
     /// Finds the flow's entry, once per packet.
     #[inline(always)]
     fn lookup_entry(&mut self, f: &Flow) {
-        if self.looked_up {
+        let st = self.st();
+        if st.looked_up != 0 {
             return;
         }
-        self.looked_up = true;
-        self.now = now();
+        st.looked_up = 1;
+        st.now = now();
         // Kept as the raw lookup result (never a computed select between
         // pointers, which the verifier would see as a plain number).
-        self.entry = CT.get_ptr_mut(&self.key).unwrap_or(core::ptr::null_mut());
+        self.entry = CT.get_ptr_mut(&st.key).unwrap_or(core::ptr::null_mut());
         // SAFETY: map values stay valid for the program's run.
         if let Some(r) = unsafe { self.entry.as_ref() } {
             let reopen = f.proto == IPPROTO_TCP
                 && f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
                 && (r.state == CT_TCP_TIME_WAIT || r.state == CT_TCP_CLOSE);
-            self.live = !expired(r, self.now) && !reopen;
+            st.live = (!expired(r, st.now) && !reopen) as u32;
         }
     }
 
     /// The flow's live entry, if any.
     #[inline(always)]
-    fn live_entry(&self) -> Option<&'static mut CtEntry> {
-        if !self.live {
+    fn live_entry(&mut self) -> Option<&'static mut CtEntry> {
+        if self.st().live == 0 {
             return None;
         }
         // SAFETY: a map value found by `lookup_entry`, valid for the
@@ -450,7 +477,7 @@ impl Check {
             };
         }
         self.lookup_entry(f);
-        self.tracked = true;
+        self.st().tracked = 1;
         if let Some(e) = self.live_entry() {
             if e.policy[side & 1] == port.policy {
                 return Ok(());
@@ -460,8 +487,8 @@ impl Check {
             // allowed.
             return self.recheck::<TRACE>(e, side, port.policy);
         }
-        if f.icmp_error && f.inner.proto != 0 && related(self.key.zone, f, port.policy, self.now)
-        {
+        let st = self.st();
+        if f.icmp_error && f.inner.proto != 0 && related(st.key.zone, f, port.policy, st.now) {
             if !TRACE {
                 if let Some(s) = stats() {
                     s.related += 1;
@@ -480,8 +507,9 @@ impl Check {
         let Some(rule) = lookup(port.policy, dir, remote, f.proto, f.policy_port) else {
             return Err(denied(dir));
         };
-        self.policy[side & 1] = port.policy;
-        self.rule[side & 1] = rule;
+        let st = self.st();
+        st.policy[side & 1] = port.policy;
+        st.rule[side & 1] = rule;
         Ok(())
     }
 
@@ -500,12 +528,13 @@ impl Check {
         } else {
             DIR_INGRESS
         };
+        let st = self.st();
         let remote = if side == 0 {
-            self.key.addr_b
+            st.key.addr_b
         } else {
-            self.key.addr_a
+            st.key.addr_a
         };
-        let found = lookup(policy, dir, remote, self.key.proto, e.policy_port);
+        let found = lookup(policy, dir, remote, st.key.proto, e.policy_port);
         if TRACE {
             return found.map(|_| ()).ok_or(DropReason::PolicyRevoked);
         }
@@ -519,9 +548,9 @@ impl Check {
                 Ok(())
             }
             None => {
-                let _ = CT.remove(&self.key);
-                self.live = false;
-                self.tracked = false;
+                let _ = CT.remove(&st.key);
+                st.live = 0;
+                st.tracked = 0;
                 if let Some(s) = stats() {
                     s.removed += 1;
                 }
@@ -535,26 +564,28 @@ impl Check {
     /// the entry. Nothing when no stateful side saw the packet.
     #[inline(always)]
     pub fn commit(&mut self, f: &Flow) -> Result<(), DropReason> {
-        if !self.tracked {
+        if self.st().tracked == 0 {
             return Ok(());
         }
-        let mut st = stats();
+        let mut counters = stats();
         if let Some(e) = self.live_entry() {
-            if let Some(s) = st.as_deref_mut() {
+            if let Some(s) = counters.as_deref_mut() {
                 s.hits += 1;
             }
-            return track(e, self.from_a & 1 != 0, f, self.now);
+            let st = self.st();
+            return track(e, st.from_a & 1 != 0, f, st.now);
         }
         // Untracked: related errors, errors allowed by a rule of their
         // own, and resets.
         if f.icmp_error || (f.proto == IPPROTO_TCP && f.tcp_flags & TCP_RST != 0) {
             return Ok(());
         }
-        let from_a = self.from_a & 1 != 0;
+        let st = self.st();
+        let from_a = st.from_a & 1 != 0;
         let mut e = CtEntry {
-            last_seen: self.now,
-            policy: self.policy,
-            rule: self.rule,
+            last_seen: st.now,
+            policy: st.policy,
+            rule: st.rule,
             state: CT_OTHER,
             flags: if from_a { CT_F_ORIG_A } else { 0 },
             wscale: [0; 2],
@@ -592,16 +623,16 @@ impl Check {
             IPPROTO_ICMP => e.state = CT_ICMP,
             _ => {}
         }
-        match CT.insert(&self.key, &e, 0) {
+        match CT.insert(&st.key, &e, 0) {
             Ok(()) => {
-                if let Some(s) = st {
+                if let Some(s) = counters {
                     s.inserts += 1;
                 }
             }
             Err(_) => {
                 // Not tracked: this packet was allowed by the rules; its
                 // replies will be decided by the rules too (never fail open).
-                if let Some(s) = st {
+                if let Some(s) = counters {
                     s.insert_failures += 1;
                 }
             }

@@ -21,9 +21,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dataplane_common::{
-    DropReason, Endpoint, MacKey, PortInfo, EP_F_DOWN, EP_GATEWAY,
-    EP_LOCAL, EP_REMOTE, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED,
-    ROUTE_NEXTHOP, VXLAN_OVERHEAD, VXLAN_PORT,
+    DropReason, Endpoint, MacKey, PortInfo, EP_F_DOWN, EP_GATEWAY, EP_LOCAL, EP_REMOTE, MACS_DOWN,
+    PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP, VXLAN_OVERHEAD, VXLAN_PORT,
 };
 
 use crate::{
@@ -147,14 +146,11 @@ fn port_pipeline<C: Pkt, const TRACE: bool>(
     if port.flags & PORT_F_ADMIN_UP == 0 {
         return Verdict::Drop(DropReason::PortDown);
     }
-    let parsed = match parse::parse(ctx, len) {
+    let parsed = match parse::parse_port(ctx, len) {
         Ok(p) => p,
         Err(r) => return Verdict::Drop(r),
     };
     slot.class(parsed.l3);
-    if parsed.l3_off != ETH_HLEN {
-        return Verdict::Drop(DropReason::VlanOnPort);
-    }
     match parsed.l3 {
         L3::Arp => arp(ctx, ifindex, port),
         L3::Ipv4 => ipv4::<C, TRACE>(ctx, ifindex, port, parsed.l4_off, parsed.l4_proto),
@@ -332,7 +328,7 @@ fn ipv4<C: Pkt, const TRACE: bool>(
     }
     let sc = policy::launder(sc);
     let flow = &sc.flow;
-    let mut check = Check::new(port.domain, flow);
+    let mut check = Check::new(port.domain, flow, &mut sc.check);
     if !dhcp {
         if let Err(r) = check.sender::<TRACE>(port, flow) {
             return Verdict::Drop(r);
@@ -915,8 +911,9 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
             if let Err(r) = Flow::read_into(ctx, off + ETH_HLEN, &mut sc.flow) {
                 return Verdict::Drop(r);
             }
-            let flow = &policy::launder(sc).flow;
-            let mut check = Check::new(dst.domain, flow);
+            let sc = policy::launder(sc);
+            let flow = &sc.flow;
+            let mut check = Check::new(dst.domain, flow, &mut sc.check);
             if let Err(r) = check.receiver::<false>(dst, flow) {
                 return Verdict::Drop(r);
             }

@@ -1074,6 +1074,13 @@ impl ProgramTester {
         }
     }
 
+    /// Instructions the verifier processed for an entry point.
+    pub fn verified_instructions(&mut self, which: Attach) -> u32 {
+        self.dp
+            .verified_instructions(which)
+            .unwrap_or_else(|e| panic!("loading {}: {e:#}", which.program()))
+    }
+
     /// A tester in a fresh [`TestNet`] (entered on this thread), with the
     /// host record written (underlay [`UNDERLAY_IP`] on [`UPLINK`]) and the
     /// do-nothing program on every veth peer, so that frames redirected to
