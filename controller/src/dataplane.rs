@@ -157,6 +157,12 @@ pub enum Attach {
     /// The XDP port pipeline that reads but never writes the connection
     /// table: `stratoctl trace`.
     PortTrace,
+    /// Benchmark harness (never attached): the frame set with
+    /// [`Dataplane::bench_frame`] put back before each run, then the port
+    /// pipeline, the uplink program, or nothing.
+    BenchPort,
+    BenchUplink,
+    BenchRestore,
 }
 
 impl Attach {
@@ -168,6 +174,9 @@ impl Attach {
             Attach::Bare => programs::BARE,
             Attach::PortTc => programs::PORT_TC,
             Attach::PortTrace => programs::PORT_TRACE,
+            Attach::BenchPort => programs::BENCH_PORT,
+            Attach::BenchUplink => programs::BENCH_UPLINK,
+            Attach::BenchRestore => programs::BENCH_RESTORE,
         }
     }
 }
@@ -245,6 +254,30 @@ impl Dataplane {
             }
         }
         Ok(())
+    }
+
+    /// Benchmarks: the frame the harness programs (`Attach::Bench*`) put
+    /// back before each run.
+    pub fn bench_frame(&mut self, frame: &[u8]) -> Result<(), DataplaneError> {
+        let name = maps::BENCH_FRAME;
+        if frame.is_empty() || frame.len() > dataplane_common::BENCH_FRAME_MAX {
+            return Err(DataplaneError::Map {
+                name,
+                source: Box::new(std::io::Error::other(format!(
+                    "a benchmark frame is 1 to {} bytes, not {}",
+                    dataplane_common::BENCH_FRAME_MAX,
+                    frame.len()
+                ))),
+            });
+        }
+        let mut v = dataplane_common::BenchFrame {
+            len: frame.len() as u32,
+            bytes: [0; dataplane_common::BENCH_FRAME_MAX],
+        };
+        v.bytes[..frame.len()].copy_from_slice(frame);
+        let mut m: aya::maps::Array<&mut MapData, dataplane_common::BenchFrame> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        m.set(0, v, 0).map_err(map_err(name))
     }
 
     /// Instructions the kernel's verifier processed to accept an entry

@@ -46,6 +46,9 @@ pub mod maps {
     pub const ALLOWED: &str = "ALLOWED";
     /// Array of one [`super::HostInfo`]: the host's underlay.
     pub const HOST: &str = "HOST";
+    /// Array of one [`super::BenchFrame`]: the frame the benchmark harness
+    /// programs put back before each run.
+    pub const BENCH_FRAME: &str = "BENCH_FRAME";
     /// Hash: ifindex -> [`super::BareTarget`], for the benchmark ceiling
     /// programs only (never written by an agent).
     pub const BARE: &str = "BARE";
@@ -112,6 +115,15 @@ pub mod programs {
     pub const BARE: &str = "strato_bare";
     /// The same ceiling as a TC (clsact ingress) program.
     pub const BARE_TC: &str = "strato_bare_tc";
+    /// Benchmark harness: puts `BENCH_FRAME` back into the packet, then runs
+    /// the port pipeline. A repeated BPF_PROG_TEST_RUN reuses one buffer,
+    /// and paths that rewrite the frame would otherwise time something else
+    /// from the second run on. Never attached.
+    pub const BENCH_PORT: &str = "strato_bench_port";
+    /// The same for the uplink program.
+    pub const BENCH_UPLINK: &str = "strato_bench_uplink";
+    /// The harness's own cost: puts the frame back, passes.
+    pub const BENCH_RESTORE: &str = "strato_bench_restore";
 }
 
 /// Why the dataplane dropped a packet. One list, used by the kernel programs
@@ -739,6 +751,18 @@ pub struct BareTarget {
 /// `BareTarget::flags`: rewrite destination and source MAC.
 pub const BARE_F_MACS: u32 = 1;
 
+/// Value of `BENCH_FRAME[0]`: a frame of `len` bytes (1 to
+/// [`BENCH_FRAME_MAX`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchFrame {
+    pub len: u32,
+    pub bytes: [u8; BENCH_FRAME_MAX],
+}
+
+/// Largest frame the benchmark harness restores.
+pub const BENCH_FRAME_MAX: usize = 252;
+
 /// Value of `HOST[0]`: the host's underlay.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -841,6 +865,7 @@ const _: () = assert!(core::mem::size_of::<AllowedKey>() == 8);
 const _: () = assert!(core::mem::size_of::<AllowedMac>() == 8);
 const _: () = assert!(core::mem::size_of::<HostInfo>() == 16);
 const _: () = assert!(core::mem::size_of::<BareTarget>() == 20);
+const _: () = assert!(core::mem::size_of::<BenchFrame>() == 256);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -875,6 +900,7 @@ mod pod {
     unsafe impl aya::Pod for super::HostInfo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BareTarget {}
+    unsafe impl aya::Pod for super::BenchFrame {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PolicyAddrKey {}
     // SAFETY: as above.

@@ -5,17 +5,43 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK},
-    helpers::generated::bpf_redirect,
+    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_store_bytes},
     macros::map,
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::{TcContext, XdpContext},
 };
-use dataplane_common::{BareTarget, BARE_F_MACS};
+use dataplane_common::{BareTarget, BenchFrame, BARE_F_MACS, BENCH_FRAME_MAX};
 
 use crate::parse::ptr_at_mut;
 
 #[map(name = "BARE")]
 static BARE: HashMap<u32, BareTarget> = HashMap::with_max_entries(64, 0);
+
+#[map(name = "BENCH_FRAME")]
+static BENCH_FRAME: Array<BenchFrame> = Array::with_max_entries(1, 0);
+
+/// Benchmark harness: makes the packet the frame in `BENCH_FRAME` again
+/// (its length, then its bytes), whatever the previous run of a repeated
+/// test did to it. False if it cannot.
+#[inline(always)]
+pub fn restore(ctx: &XdpContext) -> bool {
+    let Some(f) = BENCH_FRAME.get(0) else {
+        return false;
+    };
+    let want = f.len as usize;
+    if want == 0 || want > BENCH_FRAME_MAX {
+        return false;
+    }
+    let cur = ctx.data_end() - ctx.data();
+    if cur != want {
+        // SAFETY: plain helper call; the kernel checks the headroom.
+        if unsafe { bpf_xdp_adjust_head(ctx.ctx, cur as i32 - want as i32) } != 0 {
+            return false;
+        }
+    }
+    // SAFETY: `want` bytes of the map value, into a packet of that length.
+    unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, f.bytes.as_ptr() as *mut _, want as u32) == 0 }
+}
 
 #[inline(always)]
 pub fn xdp(ctx: &XdpContext) -> u32 {

@@ -74,6 +74,34 @@ pub fn strato_bare_tc(ctx: TcContext) -> i32 {
     bare::tc(&ctx)
 }
 
+/// Benchmark harness: the frame put back, then the port pipeline (see
+/// `programs::BENCH_PORT`). Never attached.
+#[xdp(frags)]
+pub fn strato_bench_port(ctx: XdpContext) -> u32 {
+    if !bare::restore(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    vpc::port_ingress::<_, false>(&ctx) as u32
+}
+
+/// Benchmark harness: the frame put back, then the uplink program.
+#[xdp(frags)]
+pub fn strato_bench_uplink(ctx: XdpContext) -> u32 {
+    if !bare::restore(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    vpc::uplink_ingress(&ctx)
+}
+
+/// The harness's own cost: the frame put back, passed.
+#[xdp(frags)]
+pub fn strato_bench_restore(ctx: XdpContext) -> u32 {
+    if !bare::restore(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -1109,6 +1109,22 @@ impl ProgramTester {
         self.dp.ct_stats().expect("read the connection counters")
     }
 
+    /// Benchmarks: the frame the harness programs put back before each run.
+    pub fn bench_frame(&mut self, frame: &[u8]) {
+        self.dp
+            .bench_frame(frame)
+            .expect("write the benchmark frame");
+    }
+
+    /// Frames the programs counted, over every interface: (forwarded or
+    /// answered, dropped).
+    pub fn outcomes(&self) -> (u64, u64) {
+        let c = self.dp.counters().expect("read counters");
+        c.interfaces.values().fold((0, 0), |(ok, dropped), s| {
+            (ok + s.forwarded + s.answered, dropped + s.dropped)
+        })
+    }
+
     /// Fills the connection table with `n` synthetic entries.
     pub fn ct_fill(&mut self, zone: u32, n: u32) {
         self.dp.ct_fill(zone, n).expect("fill the connection table");
