@@ -230,30 +230,42 @@ fn security_groups_end_to_end() {
             c.name
         );
     }
+    // Each refusal is counted: TCP from the other subnet, then ICMP and
+    // UDP from the allowed one (only TCP 7000 is open).
     let denied = drops(&cloud, "policy_denied_ingress");
     assert!(
         !reaches(&cloud, &cl2, &web1),
         "cl2 (10.0.2.0/24) must not reach web1"
     );
+    let after_tcp = drops(&cloud, "policy_denied_ingress");
+    assert!(after_tcp > denied, "TCP from cl2 counted as policy_denied_ingress");
     assert!(!cloud.ping(&cl1.name, &web1.ip), "no ICMP rule on web");
-    let udp = cloud
+    let after_ping = drops(&cloud, "policy_denied_ingress");
+    assert!(after_ping > after_tcp, "ping from cl1 counted as policy_denied_ingress");
+    // One datagram (bash's /dev/udp: busybox nc has no UDP here).
+    let sent = cloud
         .region
         .command(
             &cl1.name,
-            &["busybox", "nc", "-u", "-w", "1", &web1.ip, "7000"],
+            &[
+                "bash",
+                "-c",
+                &format!("echo udp-probe > /dev/udp/{}/7000", web1.ip),
+            ],
         )
         .expect("command")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().expect("stdin").write_all(b"udp probe\n")?;
-            c.wait()
-        });
-    assert!(udp.is_ok());
+        .status()
+        .expect("bash");
+    assert!(sent.success(), "the UDP probe was sent");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while drops(&cloud, "policy_denied_ingress") == after_ping
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(
-        drops(&cloud, "policy_denied_ingress") >= denied + 3,
-        "TCP from cl2, ping and UDP from cl1 counted as policy_denied_ingress"
+        drops(&cloud, "policy_denied_ingress") > after_ping,
+        "the UDP datagram to 7000 counted as policy_denied_ingress"
     );
 
     // remote_group_id: db1 only for members of web.
