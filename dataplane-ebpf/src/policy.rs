@@ -360,32 +360,45 @@ pub struct CheckState {
     key: CtKey,
     /// The packet comes from side a of `key`: 1, else 0.
     from_a: u32,
-    /// `entry` is live (1): not expired, not a TCP connection reopened.
-    live: u32,
-    looked_up: u32,
-    /// A stateful side saw this packet (1): `commit` has work.
-    tracked: u32,
+    /// `CS_*` bits.
+    flags: u32,
     now: u64,
-    /// Per side: the policy and rule a first packet was admitted under
-    /// (0: not checked here), for the entry `commit` creates.
+    /// Per side, when its `CS_ADMITTED` bit is set: the policy and rule a
+    /// first packet was admitted under, for the entry `commit` creates.
     policy: [u32; 2],
     rule: [u32; 2],
 }
+
+/// `CheckState::flags`: the entry was looked up (`Check::entry` is the
+/// result).
+const CS_LOOKED_UP: u32 = 1;
+/// The entry is live: not expired, not a TCP connection reopened.
+const CS_LIVE: u32 = 2;
+/// A stateful side saw this packet: `commit` has work.
+const CS_TRACKED: u32 = 4;
+/// Side a's rules admitted a first packet (side b: shifted by one).
+const CS_ADMITTED: u32 = 8;
 
 impl Check {
     #[inline(always)]
     pub fn new(domain: u32, f: &Flow, state: &'static mut CheckState) -> Check {
         let (key, from_a) = CtKey::of_flow(domain, f.saddr, f.daddr, f.sport, f.dport, f.proto);
-        *state = CheckState {
-            key,
-            from_a: from_a as u32,
-            live: 0,
-            looked_up: 0,
-            tracked: 0,
-            now: 0,
-            policy: [0; 2],
-            rule: [0; 2],
-        };
+        // Word by word, volatile: the compiler would otherwise turn the
+        // key's zero padding (and any run of zeros) into calls to `memset`,
+        // a loop the verifier runs byte by byte, on every packet.
+        // SAFETY: `CtKey` is five plain words (`repr(C)`, 20 bytes, its
+        // padding a zeroed field); the destination is this CPU's scratch.
+        unsafe {
+            let words: [u32; 5] = core::mem::transmute(key);
+            let dst = &mut state.key as *mut CtKey as *mut u32;
+            let mut i = 0;
+            while i < 5 {
+                core::ptr::write_volatile(dst.add(i), words[i]);
+                i += 1;
+            }
+            core::ptr::write_volatile(&mut state.from_a, from_a as u32);
+            core::ptr::write_volatile(&mut state.flags, 0);
+        }
         Check {
             s: state,
             entry: core::ptr::null_mut(),
@@ -429,10 +442,10 @@ impl Check {
     #[inline(always)]
     fn lookup_entry(&mut self, f: &Flow) {
         let st = self.st();
-        if st.looked_up != 0 {
+        if st.flags & CS_LOOKED_UP != 0 {
             return;
         }
-        st.looked_up = 1;
+        st.flags |= CS_LOOKED_UP;
         st.now = now();
         // Kept as the raw lookup result (never a computed select between
         // pointers, which the verifier would see as a plain number).
@@ -442,14 +455,16 @@ impl Check {
             let reopen = f.proto == IPPROTO_TCP
                 && f.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
                 && (r.state == CT_TCP_TIME_WAIT || r.state == CT_TCP_CLOSE);
-            st.live = (!expired(r, st.now) && !reopen) as u32;
+            if !expired(r, st.now) && !reopen {
+                st.flags |= CS_LIVE;
+            }
         }
     }
 
     /// The flow's live entry, if any.
     #[inline(always)]
     fn live_entry(&mut self) -> Option<&'static mut CtEntry> {
-        if self.st().live == 0 {
+        if self.st().flags & CS_LIVE == 0 {
             return None;
         }
         // SAFETY: a map value found by `lookup_entry`, valid for the
@@ -477,7 +492,7 @@ impl Check {
             };
         }
         self.lookup_entry(f);
-        self.st().tracked = 1;
+        self.st().flags |= CS_TRACKED;
         if let Some(e) = self.live_entry() {
             if e.policy[side & 1] == port.policy {
                 return Ok(());
@@ -510,6 +525,7 @@ impl Check {
         let st = self.st();
         st.policy[side & 1] = port.policy;
         st.rule[side & 1] = rule;
+        st.flags |= CS_ADMITTED << (side & 1);
         Ok(())
     }
 
@@ -549,8 +565,7 @@ impl Check {
             }
             None => {
                 let _ = CT.remove(&st.key);
-                st.live = 0;
-                st.tracked = 0;
+                st.flags &= !(CS_LIVE | CS_TRACKED);
                 if let Some(s) = stats() {
                     s.removed += 1;
                 }
@@ -564,7 +579,7 @@ impl Check {
     /// the entry. Nothing when no stateful side saw the packet.
     #[inline(always)]
     pub fn commit(&mut self, f: &Flow) -> Result<(), DropReason> {
-        if self.st().tracked == 0 {
+        if self.st().flags & CS_TRACKED == 0 {
             return Ok(());
         }
         let mut counters = stats();
@@ -582,10 +597,17 @@ impl Check {
         }
         let st = self.st();
         let from_a = st.from_a & 1 != 0;
+        let admitted = |side: usize| st.flags & (CS_ADMITTED << side) != 0;
         let mut e = CtEntry {
             last_seen: st.now,
-            policy: st.policy,
-            rule: st.rule,
+            policy: [
+                if admitted(0) { st.policy[0] } else { 0 },
+                if admitted(1) { st.policy[1] } else { 0 },
+            ],
+            rule: [
+                if admitted(0) { st.rule[0] } else { 0 },
+                if admitted(1) { st.rule[1] } else { 0 },
+            ],
             state: CT_OTHER,
             flags: if from_a { CT_F_ORIG_A } else { 0 },
             wscale: [0; 2],
