@@ -56,6 +56,8 @@ static POLICY_PORT: LpmTrie<PolicyPortKey, PolicyAllow> =
 #[repr(C)]
 pub struct Scratch {
     pub flow: Flow,
+    /// The TCP option walk (see `tcp_wscale`).
+    pub options: Options,
     pub check: CheckState,
     /// The routing decision of a port packet (`vpc`): kind, argument,
     /// MTU, drop reason.
@@ -146,13 +148,18 @@ impl Flow {
     /// checked (the port parser, or our own encapsulation on the uplink);
     /// what cannot be read is an error with the parser's reasons.
     #[inline(always)]
-    pub fn read_into<C: Pkt>(ctx: &C, l3: usize, out: &mut Flow) -> Result<(), DropReason> {
-        *out = Flow::read(ctx, l3)?;
+    pub fn read_into<C: Pkt>(
+        ctx: &C,
+        l3: usize,
+        out: &mut Flow,
+        options: &mut Options,
+    ) -> Result<(), DropReason> {
+        *out = Flow::read(ctx, l3, options)?;
         Ok(())
     }
 
     #[inline(always)]
-    fn read<C: Pkt>(ctx: &C, l3: usize) -> Result<Flow, DropReason> {
+    fn read<C: Pkt>(ctx: &C, l3: usize, options: &mut Options) -> Result<Flow, DropReason> {
         let ip = ptr_at::<_, [u8; 20]>(ctx, l3).ok_or(DropReason::TruncatedIpv4)?;
         // SAFETY: bounds-checked.
         let ip = unsafe { &*ip };
@@ -196,13 +203,8 @@ impl Flow {
                 f.win = be16(t, 14);
                 let doff = ((t[12] >> 4) as u32) * 4;
                 f.payload = total.saturating_sub(ihl as u32 + doff);
-                // The window scale option is not parsed (a variable walk
-                // over the options the verifier rejects here): a SYN with
-                // options is assumed to scale by the maximum, 14. The checks
-                // then still reject acknowledgements of unsent data and
-                // segments outside a 1 GiB window, never a valid segment.
                 if f.tcp_flags & TCP_SYN != 0 && doff > 20 {
-                    f.wscale = 14;
+                    f.wscale = tcp_wscale(ctx, l4 + 20, doff as usize - 20, options);
                 }
             }
             IPPROTO_UDP => {
@@ -244,6 +246,90 @@ impl Flow {
             self.saddr
         }
     }
+}
+
+/// Where the TCP option walk works (see [`tcp_wscale`]).
+#[repr(C)]
+pub struct Options {
+    /// The walk's position.
+    cursor: u32,
+    /// The options, copied out of the packet.
+    bytes: [u8; 64],
+}
+
+/// Copies `N` option bytes at `start` into the scratch (volatile stores:
+/// never a `memcpy` call with a packet pointer).
+#[inline(always)]
+fn copy_options<C: Pkt, const N: usize>(ctx: &C, start: usize, o: &mut Options) -> bool {
+    let Some(p) = ptr_at::<_, [u8; N]>(ctx, start) else {
+        return false;
+    };
+    // SAFETY: bounds-checked.
+    let p = unsafe { &*p };
+    let mut i = 0;
+    while i < N {
+        // SAFETY: `i < N <= 40 < 64`.
+        unsafe { core::ptr::write_volatile(&mut o.bytes[i], p[i]) };
+        i += 1;
+    }
+    true
+}
+
+/// The window scale a SYN offers (RFC 7323: option 3, length 3), capped at
+/// 14 as the kernel does; 0xff when it offers none. `len` option bytes (a
+/// multiple of 4, at most 40) are copied out of the packet by constant-size
+/// reads, then walked in at most 20 steps; a malformed list ends the walk
+/// (the segment is judged without scaling). The position goes through the
+/// scratch at each step, so the verifier follows one state per step rather
+/// than one per combination of option lengths.
+#[inline(always)]
+fn tcp_wscale<C: Pkt>(ctx: &C, start: usize, len: usize, o: &mut Options) -> u8 {
+    let copied = match len {
+        4 => copy_options::<C, 4>(ctx, start, o),
+        8 => copy_options::<C, 8>(ctx, start, o),
+        12 => copy_options::<C, 12>(ctx, start, o),
+        16 => copy_options::<C, 16>(ctx, start, o),
+        20 => copy_options::<C, 20>(ctx, start, o),
+        24 => copy_options::<C, 24>(ctx, start, o),
+        28 => copy_options::<C, 28>(ctx, start, o),
+        32 => copy_options::<C, 32>(ctx, start, o),
+        36 => copy_options::<C, 36>(ctx, start, o),
+        40 => copy_options::<C, 40>(ctx, start, o),
+        _ => false,
+    };
+    if !copied {
+        return 0xff;
+    }
+    // SAFETY: plain field of this CPU's scratch.
+    unsafe { core::ptr::write_volatile(&mut o.cursor, 0) };
+    for _ in 0..20 {
+        // SAFETY: as above.
+        let mut i = unsafe { core::ptr::read_volatile(&o.cursor) } as usize;
+        if i >= len {
+            break;
+        }
+        match o.bytes[i & 63] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let olen = o.bytes[(i + 1) & 63] as usize;
+                if kind == 3 {
+                    return if olen == 3 {
+                        o.bytes[(i + 2) & 63].min(14)
+                    } else {
+                        0xff
+                    };
+                }
+                if olen < 2 {
+                    break;
+                }
+                i += olen;
+            }
+        }
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(&mut o.cursor, i as u32) };
+    }
+    0xff
 }
 
 /// The flow an ICMP error quotes (its IPv4 header and first 8 bytes).

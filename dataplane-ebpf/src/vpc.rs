@@ -323,7 +323,7 @@ fn ipv4<C: Pkt, const TRACE: bool>(
     // ingress rules when it is local (a remote one is checked by its host's
     // uplink), then the connection entry, all before any rewrite. DHCP to
     // the agent is always allowed.
-    if let Err(r) = Flow::read_into(ctx, ETH_HLEN, &mut sc.flow) {
+    if let Err(r) = Flow::read_into(ctx, ETH_HLEN, &mut sc.flow, &mut sc.options) {
         return Verdict::Drop(r);
     }
     let sc = policy::launder(sc);
@@ -908,7 +908,7 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
             let Some(sc) = policy::scratch() else {
                 return Verdict::Drop(DropReason::NoScratch);
             };
-            if let Err(r) = Flow::read_into(ctx, off + ETH_HLEN, &mut sc.flow) {
+            if let Err(r) = Flow::read_into(ctx, off + ETH_HLEN, &mut sc.flow, &mut sc.options) {
                 return Verdict::Drop(r);
             }
             let sc = policy::launder(sc);

@@ -238,10 +238,16 @@ fn security_groups_end_to_end() {
         "cl2 (10.0.2.0/24) must not reach web1"
     );
     let after_tcp = drops(&cloud, "policy_denied_ingress");
-    assert!(after_tcp > denied, "TCP from cl2 counted as policy_denied_ingress");
+    assert!(
+        after_tcp > denied,
+        "TCP from cl2 counted as policy_denied_ingress"
+    );
     assert!(!cloud.ping(&cl1.name, &web1.ip), "no ICMP rule on web");
     let after_ping = drops(&cloud, "policy_denied_ingress");
-    assert!(after_ping > after_tcp, "ping from cl1 counted as policy_denied_ingress");
+    assert!(
+        after_ping > after_tcp,
+        "ping from cl1 counted as policy_denied_ingress"
+    );
     // One datagram (bash's /dev/udp: busybox nc has no UDP here).
     let sent = cloud
         .region

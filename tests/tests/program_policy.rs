@@ -599,6 +599,87 @@ fn tcp_states_and_policy_dimensions() {
     assert_eq!(s.insert_failures, 0);
 }
 
+/// A SYN or SYN-ACK offering window scale `ws` among the options Linux
+/// sends (MSS, SACK permitted, timestamps, NOP, window scale).
+fn syn_scaled(from: Vm, to: Vm, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    use etherparse::TcpOptionElement::*;
+    let mut b = PacketBuilder::ethernet2(from.mac, to.mac)
+        .ipv4(from.ip, to.ip, 64)
+        .tcp(sport, dport, seq, 65535)
+        .syn();
+    if flags & ACK != 0 {
+        b = b.ack(ack);
+    }
+    let b = b
+        .options(&[
+            MaximumSegmentSize(1460),
+            SelectiveAcknowledgementPermitted,
+            Timestamp(1, 0),
+            Noop,
+            WindowScale(2),
+        ])
+        .expect("options");
+    let mut v = Vec::new();
+    b.write(&mut v, b"").expect("build tcp");
+    v
+}
+
+/// The window scale comes from the SYN options (both sides offer 2: a
+/// 65,535 window means 262,140 bytes): a segment inside the scaled window
+/// passes, one beyond it (but inside what the largest scale, 14, would
+/// allow) is out of window.
+#[test]
+fn window_scale_from_the_syn_options() {
+    let mut t = tester();
+    let rows = vec![
+        fwd(
+            &t,
+            "SYN c1 -> w1:80 offering window scale 2",
+            C1,
+            W1,
+            syn_scaled(C1, W1, 40100, 80, SYN, 1000, 0),
+        ),
+        fwd(
+            &t,
+            "SYN-ACK w1 -> c1 offering window scale 2",
+            W1,
+            C1,
+            syn_scaled(W1, C1, 80, 40100, SYN | ACK, 5000, 1001),
+        ),
+        fwd(
+            &t,
+            "ACK c1 -> w1",
+            C1,
+            W1,
+            tcp(C1, W1, 40100, 80, ACK, 1001, 5001, b""),
+        ),
+        fwd(
+            &t,
+            "ACK w1 -> c1: window 65535 << 2",
+            W1,
+            C1,
+            tcp(W1, C1, 80, 40100, ACK, 5001, 1001, b""),
+        ),
+        fwd(
+            &t,
+            "c1 -> w1 200,000 bytes ahead: inside the scaled window",
+            C1,
+            W1,
+            tcp(C1, W1, 40100, 80, ACK, 1001 + 200_000, 5001, b"x"),
+        ),
+        port(
+            &t,
+            "c1 -> w1 300,000 bytes ahead: beyond it",
+            C1,
+            tcp(C1, W1, 40100, 80, ACK, 1001 + 300_000, 5001, b"x"),
+            Expect::Drop(CtOutOfWindow),
+        ),
+    ];
+    for f in &rows {
+        t.check(f);
+    }
+}
+
 #[test]
 fn ingress_rules_at_the_uplink() {
     let mut t = tester();
