@@ -125,6 +125,11 @@ pub struct Agent {
     policies: crate::policy::Policies,
     /// Groups or remote-group members changed since the last plan.
     policies_dirty: bool,
+    /// The policies must be planned in full (not only `member_adds`).
+    policies_full: bool,
+    /// Ports that joined remote groups since the last sync: (group, port,
+    /// addresses).
+    member_adds: Vec<(String, String, Vec<String>)>,
     /// Entries of a previous agent's policies were swept (once, after the
     /// first complete build).
     policies_swept: bool,
@@ -354,6 +359,8 @@ impl Agent {
             need_full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             policies,
             policies_dirty: true,
+            policies_full: true,
+            member_adds: Vec::new(),
             policies_swept: false,
             ct_gc_at: None,
             ct_live: 0,
@@ -413,6 +420,9 @@ impl Agent {
                 self.desired = u.upserts.into_iter().map(|e| (e.key(), e)).collect();
                 self.have_snapshot = true;
                 self.full_needed = true;
+                self.policies_dirty = true;
+                self.policies_full = true;
+                self.member_adds.clear();
             }
             UpdateKind::Delta => {
                 if u.from != current || !self.have_snapshot {
@@ -423,18 +433,33 @@ impl Agent {
                     );
                     return false;
                 }
-                for k in u
+                let deleted: std::collections::HashSet<&String> = u.deletes.iter().collect();
+                let keys = u
                     .deletes
                     .iter()
-                    .cloned()
-                    .chain(u.upserts.iter().map(Entry::key))
-                {
+                    .map(|k| (k.clone(), None))
+                    .chain(u.upserts.iter().map(|e| (e.key(), Some(e))));
+                for (k, upsert) in keys {
                     if k.starts_with("remote/") {
                         self.dirty_remotes.insert(k);
                     } else if k.starts_with("port/") {
                         self.dirty_ports.insert(k);
                     } else if k.starts_with("sg/") || k.starts_with("sgmember/") {
                         self.policies_dirty = true;
+                        // A new member entry is an addition the policies
+                        // take in place; anything else is planned in full.
+                        match upsert {
+                            Some(Entry::SgMember(m))
+                                if !self.desired.contains_key(&k) && !deleted.contains(&k) =>
+                            {
+                                self.member_adds.push((
+                                    m.group_id.clone(),
+                                    m.port_id.clone(),
+                                    m.ips.clone(),
+                                ))
+                            }
+                            _ => self.policies_full = true,
+                        }
                     } else {
                         self.full_needed = true;
                     }
@@ -716,8 +741,26 @@ impl Agent {
             return;
         }
         let check = std::mem::take(&mut self.policies_dirty);
+        let full = std::mem::take(&mut self.policies_full);
+        let adds = std::mem::take(&mut self.member_adds);
         let planned = std::time::Instant::now();
-        let plan = self.policies.plan(&self.desired, check);
+        // Ports joining remote groups (a VM booting into the default
+        // group): written in place, without flattening the policies again;
+        // anything else is planned in full.
+        let mut fast = Vec::new();
+        let in_place = check
+            && !full
+            && !adds.is_empty()
+            && match self.policies.add_members(&adds) {
+                Some(ops) => {
+                    fast = ops;
+                    true
+                }
+                None => false,
+            };
+        let mut plan = self.policies.plan(&self.desired, check && !in_place);
+        fast.append(&mut plan.ops);
+        plan.ops = fast;
         let plan_ms = planned.elapsed().as_millis() as u64;
         if plan.ops.is_empty() && plan_ms >= 10 {
             tracing::debug!(plan_ms, "security policies checked, nothing to write");
@@ -748,6 +791,7 @@ impl Agent {
                     tracing::warn!(policy = ops.id, error = %format!("{e:#}"), "cannot write a security policy; will rebuild it");
                     self.policies.forget(ops.id);
                     self.policies_dirty = true;
+                    self.policies_full = true;
                     self.policies_swept = false;
                 }
             }
@@ -1077,7 +1121,19 @@ impl Agent {
 
     fn reconcile_ports(&mut self) -> anyhow::Result<()> {
         self.sync_policies();
-        let r = self.reconcile_tables();
+        // Only policies changed (a remote-group member, a rule) and no port
+        // moved to another policy: the tables are as they were. Rebuilding
+        // them here made every host of a large group rebuild all its tables
+        // whenever any port of the group was bound.
+        let r = if self.have_snapshot
+            && !self.full_needed
+            && self.dirty_remotes.is_empty()
+            && self.dirty_ports.is_empty()
+        {
+            Ok(())
+        } else {
+            self.reconcile_tables()
+        };
         self.retire_policies();
         r
     }

@@ -69,6 +69,12 @@ pub struct Flattened {
     pub rules: Vec<RuleRef>,
     /// Every group is stateless (no connection tracking).
     pub stateless: bool,
+    /// (direction, remote prefix) -> the matches of the rules naming that
+    /// prefix itself (before flattening): what an incremental addition
+    /// extends.
+    pub own: Vec<((u32, Ipv4Network), Vec<(PortMatch, u32)>)>,
+    /// Remote group -> the rules naming it: (direction, matches, number).
+    pub remote_rules: Vec<(String, u32, Vec<PortMatch>, u32)>,
 }
 
 impl Flattened {
@@ -199,6 +205,9 @@ pub fn flatten(
             });
             let number = out.rules.len() as u32;
             let m = matches(r);
+            if let Some(rg) = &r.remote_group_id {
+                out.remote_rules.push((rg.clone(), dir, m.clone(), number));
+            }
             for net in remotes(r, members) {
                 own[dir as usize]
                     .entry(net)
@@ -207,6 +216,11 @@ pub fn flatten(
             }
         }
     }
+    out.own = own
+        .iter()
+        .enumerate()
+        .flat_map(|(dir, p)| p.iter().map(move |(n, v)| ((dir as u32, *n), v.clone())))
+        .collect();
     let mut class_of: HashMap<Vec<PortMatch>, u32> = HashMap::new();
     for (dir, prefixes) in own.iter().enumerate() {
         let present: HashSet<Ipv4Network> = prefixes.keys().copied().collect();
@@ -268,6 +282,11 @@ pub struct Installed {
     addr: HashMap<(u32, Ipv4Network), u32>,
     /// What it was built from (compared when groups or members change).
     inputs: Inputs,
+    /// For additions in place (`add_members`): each prefix's own matches,
+    /// the rules naming each remote group, addresses per class.
+    own: HashMap<(u32, Ipv4Network), Vec<(PortMatch, u32)>>,
+    remote_rules: HashMap<String, Vec<(u32, Vec<PortMatch>, u32)>>,
+    refs: HashMap<u32, usize>,
 }
 
 impl Installed {
@@ -334,7 +353,8 @@ impl PolicyOps {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Inputs {
     groups: Vec<SecurityGroupEntry>,
-    members: BTreeMap<String, Vec<String>>,
+    /// Remote group -> member port -> its addresses.
+    members: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
 /// The agent's policies: one per distinct set of groups among its ports.
@@ -536,11 +556,15 @@ impl Policies {
             };
             for g in &gs {
                 for r in g.rules.iter().filter_map(|r| r.remote_group_id.as_deref()) {
-                    let ips: Vec<String> = members
+                    let ports: BTreeMap<String, Vec<String>> = members
                         .get(r)
-                        .map(|m| m.values().flat_map(|v| v.iter().cloned()).collect())
+                        .map(|m| {
+                            m.iter()
+                                .map(|(p, ips)| ((*p).to_owned(), (*ips).clone()))
+                                .collect()
+                        })
                         .unwrap_or_default();
-                    inputs.members.insert(r.to_owned(), ips);
+                    inputs.members.insert(r.to_owned(), ports);
                 }
             }
             if have.is_some_and(|h| h.inputs == inputs) {
@@ -549,7 +573,10 @@ impl Policies {
             let prefixes: HashMap<&str, Vec<Ipv4Network>> = inputs
                 .members
                 .iter()
-                .map(|(g, ips)| (g.as_str(), member_prefixes(ips)))
+                .map(|(g, ports)| {
+                    let ips: Vec<String> = ports.values().flatten().cloned().collect();
+                    (g.as_str(), member_prefixes(&ips))
+                })
                 .collect();
             let flat = flatten(&gs, &prefixes);
             let old = self.by_groups.remove(set);
@@ -577,6 +604,9 @@ impl Policies {
                         classes: HashMap::new(),
                         addr: HashMap::new(),
                         inputs: inputs.clone(),
+                        own: HashMap::new(),
+                        remote_rules: HashMap::new(),
+                        refs: HashMap::new(),
                     };
                     let (ops, classes, addr, _) = self.diff(&empty, &flat);
                     if let Some(o) = old {
@@ -591,6 +621,14 @@ impl Policies {
             if !ops.is_empty() {
                 plan.ops.push(ops);
             }
+            let mut refs: HashMap<u32, usize> = HashMap::new();
+            for c in addr.values() {
+                *refs.entry(*c).or_default() += 1;
+            }
+            let mut remote_rules: HashMap<String, Vec<(u32, Vec<PortMatch>, u32)>> = HashMap::new();
+            for (g, dir, m, n) in flat.remote_rules {
+                remote_rules.entry(g).or_default().push((dir, m, n));
+            }
             self.by_groups.insert(
                 set.clone(),
                 Installed {
@@ -600,6 +638,9 @@ impl Policies {
                     classes,
                     addr,
                     inputs,
+                    own: flat.own.into_iter().collect(),
+                    remote_rules,
+                    refs,
                 },
             );
         }
@@ -616,6 +657,122 @@ impl Policies {
             }
         }
         plan
+    }
+
+    /// Ports joining remote groups (`(group, port, addresses)`, new member
+    /// entries only), written in place without flattening anything again:
+    /// each new address gets its own matches plus its nearest enclosing
+    /// prefix's, and a class by that content. `None`, with nothing changed,
+    /// when an addition is not that simple (a prefix rather than a host
+    /// address, or a port already a member): the caller plans in full.
+    pub fn add_members(
+        &mut self,
+        adds: &[(String, String, Vec<String>)],
+    ) -> Option<Vec<PolicyOps>> {
+        // Decided before anything changes: all or nothing.
+        for (g, port, ips) in adds {
+            if member_prefixes(ips).iter().any(|q| q.prefix() < 32) {
+                return None;
+            }
+            let known = self.by_groups.values().any(|inst| {
+                inst.remote_rules.contains_key(g)
+                    && inst
+                        .inputs
+                        .members
+                        .get(g)
+                        .is_some_and(|m| m.contains_key(port))
+            });
+            if known {
+                return None;
+            }
+        }
+        let mut out = Vec::new();
+        for inst in self.by_groups.values_mut() {
+            let mut ops = PolicyOps {
+                id: inst.id,
+                ..PolicyOps::default()
+            };
+            for (g, port, ips) in adds {
+                let Some(rules) = inst.remote_rules.get(g) else {
+                    continue;
+                };
+                inst.inputs
+                    .members
+                    .entry(g.clone())
+                    .or_default()
+                    .insert(port.clone(), ips.clone());
+                // Host addresses only (checked above): none encloses another.
+                for q in member_prefixes(ips) {
+                    for (dir, m, number) in rules {
+                        let (dir, number) = (*dir, *number);
+                        let own = inst.own.entry((dir, q)).or_default();
+                        own.extend(m.iter().map(|x| (*x, number)));
+                        let mut set: BTreeMap<PortMatch, u32> = BTreeMap::new();
+                        for (x, rule) in own.iter() {
+                            let e = set.entry(*x).or_insert(*rule);
+                            *e = (*e).min(*rule);
+                        }
+                        // The nearest enclosing prefix carries its own
+                        // parents' matches already.
+                        let parent = (0..q.prefix()).rev().find_map(|len| {
+                            let p = Ipv4Network::new(q.network(), len).ok()?;
+                            let p = Ipv4Network::new(p.network(), len).ok()?;
+                            inst.addr.get(&(dir, p)).copied()
+                        });
+                        if let Some(pc) = parent {
+                            let entries = inst
+                                .classes
+                                .values()
+                                .find(|(id, _)| *id == pc)
+                                .map(|(_, e)| e.clone())
+                                .unwrap_or_default();
+                            for (x, rule) in entries {
+                                let e = set.entry(x).or_insert(rule);
+                                *e = (*e).min(rule);
+                            }
+                        }
+                        let list: Vec<(PortMatch, u32)> = set.into_iter().collect();
+                        let shape: Vec<PortMatch> = list.iter().map(|(x, _)| *x).collect();
+                        let class = match inst.classes.get(&shape) {
+                            Some((id, _)) => *id,
+                            None => {
+                                let id = self.next_class;
+                                self.next_class += 1;
+                                ops.new_classes.push((id, list.clone()));
+                                inst.classes.insert(shape, (id, list));
+                                id
+                            }
+                        };
+                        let old = inst.addr.insert((dir, q), class);
+                        if old == Some(class) {
+                            continue;
+                        }
+                        ops.addr_upserts.push((dir, q, class));
+                        *inst.refs.entry(class).or_default() += 1;
+                        if let Some(o) = old {
+                            let n = inst.refs.entry(o).or_default();
+                            *n = n.saturating_sub(1);
+                            if *n == 0 {
+                                inst.refs.remove(&o);
+                                if let Some(shape) = inst
+                                    .classes
+                                    .iter()
+                                    .find(|(_, (id, _))| *id == o)
+                                    .map(|(s, _)| s.clone())
+                                {
+                                    inst.classes.remove(&shape);
+                                    ops.class_deletes.push((o, shape));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !ops.is_empty() {
+                out.push(ops);
+            }
+        }
+        Some(out)
     }
 
     /// Forgets a policy whose writes failed: the next plan builds it anew
@@ -920,5 +1077,92 @@ mod tests {
         assert_eq!(p.retired.len(), 1);
         assert_eq!(p.retired[0].id, id);
         assert_eq!(plan.ops[0].id, new);
+    }
+
+    /// Each address's allowed matches (its class's shape), per direction.
+    fn shapes(i: &Installed) -> BTreeMap<(u32, Ipv4Network), Vec<PortMatch>> {
+        let by_id: HashMap<u32, &Vec<PortMatch>> =
+            i.classes.iter().map(|(s, (id, _))| (*id, s)).collect();
+        i.addr.iter().map(|(k, c)| (*k, by_id[c].clone())).collect()
+    }
+
+    /// Ports joining one by one, written in place by `add_members`, give
+    /// the same policy as planning everything afresh; a later full plan
+    /// finds nothing to write; a prefix member falls back (nothing changed).
+    #[test]
+    fn members_added_in_place_equal_a_full_plan() {
+        use crate::compile::{Entry, SgMemberEntry};
+        let member = |i: u32| -> (String, String) {
+            // Some inside 10.0.0.0/24 (under the web rule's prefix), some not.
+            let ip = if i % 3 == 0 {
+                format!("10.0.0.{}", (i * 7) % 250 + 1)
+            } else {
+                format!("10.{}.{}.{}", 1 + i % 5, (i * 13) % 250, (i * 31) % 250 + 1)
+            };
+            (format!("m{i}"), ip)
+        };
+        let build = |n: u32| -> BTreeMap<String, Entry> {
+            let mut d = desired(&[], &[]);
+            if let Some(Entry::SecurityGroup(g)) = d.get_mut("sg/g") {
+                g.rules.push(SgRuleEntry::ipv4(
+                    "web",
+                    "ingress",
+                    Some(6),
+                    (Some(80), Some(80)),
+                    Some("10.0.0.0/24"),
+                    None,
+                ));
+                g.rules.push(SgRuleEntry::ipv4(
+                    "dns",
+                    "ingress",
+                    Some(17),
+                    (Some(53), Some(53)),
+                    None,
+                    Some("g"),
+                ));
+            }
+            for i in 0..n {
+                let (port, ip) = member(i);
+                let e = Entry::SgMember(SgMemberEntry {
+                    group_id: "g".into(),
+                    port_id: port,
+                    ips: vec![ip],
+                });
+                d.insert(e.key(), e);
+            }
+            d
+        };
+        let set = vec!["g".to_owned()];
+        let mut p = Policies::default();
+        p.start_after(0, 0);
+        p.plan(&build(5), true);
+        let id = p.of(&set).unwrap().id;
+        for n in 5..60 {
+            let (port, ip) = member(n);
+            let ops = p
+                .add_members(&[("g".into(), port, vec![ip])])
+                .expect("a host address is added in place");
+            assert!(ops.iter().all(|o| o.id == id && o.addr_deletes.is_empty()));
+            let mut fresh = Policies::default();
+            fresh.start_after(0, 0);
+            fresh.plan(&build(n + 1), true);
+            assert_eq!(
+                shapes(p.of(&set).unwrap()),
+                shapes(fresh.of(&set).unwrap()),
+                "after {} members",
+                n + 1
+            );
+            assert!(p.plan(&build(n + 1), true).ops.is_empty());
+        }
+        assert_eq!(p.of(&set).unwrap().id, id, "never a new policy id");
+        // A prefix, or a port already known: not in place, nothing changed.
+        let before = shapes(p.of(&set).unwrap());
+        assert!(p
+            .add_members(&[("g".into(), "mx".into(), vec!["10.9.0.0/24".into()])])
+            .is_none());
+        assert!(p
+            .add_members(&[("g".into(), "m1".into(), vec!["10.9.9.9".into()])])
+            .is_none());
+        assert_eq!(shapes(p.of(&set).unwrap()), before);
     }
 }
