@@ -1309,13 +1309,19 @@ impl Agent {
             dataplane_common::maps::DROP_STATS.to_owned(),
             counters.drops.len() as u64,
         );
-        let (mut addr, mut port) = (0u64, 0u64);
+        let (mut addr, mut host, mut port, mut exact) = (0u64, 0u64, 0u64, 0u64);
         for (_, p) in self.policies.installed() {
-            addr += p.addr_entries() as u64;
-            port += p.port_entries() as u64;
+            let (a, h) = p.addr_entries();
+            let (r, e) = p.port_entries();
+            addr += a as u64;
+            host += h as u64;
+            port += r as u64;
+            exact += e as u64;
         }
         maps.insert(dataplane_common::maps::POLICY_ADDR.to_owned(), addr);
+        maps.insert(dataplane_common::maps::POLICY_HOST.to_owned(), host);
         maps.insert(dataplane_common::maps::POLICY_PORT.to_owned(), port);
+        maps.insert(dataplane_common::maps::POLICY_EXACT.to_owned(), exact);
         maps.insert(dataplane_common::maps::CT.to_owned(), self.ct_live);
         let conntrack = self
             .dp

@@ -38,7 +38,7 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 14] = [
+pub const MAP_NAMES: [&str; 16] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
@@ -53,6 +53,8 @@ pub const MAP_NAMES: [&str; 14] = [
     maps::CT_STATS,
     maps::POLICY_ADDR,
     maps::POLICY_PORT,
+    maps::POLICY_HOST,
+    maps::POLICY_EXACT,
 ];
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
@@ -796,39 +798,70 @@ impl Dataplane {
     /// Applies one policy's writes in their safe order (see
     /// [`crate::policy::PolicyOps`]).
     pub fn policy_apply(&mut self, ops: &crate::policy::PolicyOps) -> Result<(), DataplaneError> {
-        {
-            let name = maps::POLICY_PORT;
-            let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
-                self.map_mut(name)?.try_into().map_err(map_err(name))?;
-            for (class, entries) in &ops.new_classes {
-                for (pm, rule) in entries {
-                    m.insert(&policy_port_key(*class, pm), PolicyAllow { rule: *rule }, 0)
+        // Host addresses and single ports go to the hashes, the rest to the
+        // tries (`lookup` in the programs tries the hash first).
+        let exact = |pm: &crate::policy::PortMatch| pm.proto.is_some() && pm.plen == 16;
+        for (class, entries) in &ops.new_classes {
+            for (pm, rule) in entries {
+                let v = PolicyAllow { rule: *rule };
+                if exact(pm) {
+                    let name = maps::POLICY_EXACT;
+                    let mut m: BpfHashMap<&mut MapData, PolicyPortKey, PolicyAllow> =
+                        self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                    m.insert(policy_port_key(*class, pm).data(), v, 0)
+                        .map_err(map_err(name))?;
+                } else {
+                    let name = maps::POLICY_PORT;
+                    let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
+                        self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                    m.insert(&policy_port_key(*class, pm), v, 0)
                         .map_err(map_err(name))?;
                 }
             }
         }
-        {
-            let name = maps::POLICY_ADDR;
-            let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
-                self.map_mut(name)?.try_into().map_err(map_err(name))?;
-            for (dir, net, class) in &ops.addr_upserts {
-                m.insert(
-                    &policy_addr_key(ops.id, *dir, *net),
-                    PolicyClass { class: *class },
-                    0,
-                )
-                .map_err(map_err(name))?;
-            }
-            for (dir, net) in &ops.addr_deletes {
-                gone(m.remove(&policy_addr_key(ops.id, *dir, *net)), name)?;
+        for (dir, net, class) in &ops.addr_upserts {
+            let k = policy_addr_key(ops.id, *dir, *net);
+            let v = PolicyClass { class: *class };
+            if net.prefix() == 32 {
+                let name = maps::POLICY_HOST;
+                let mut m: BpfHashMap<&mut MapData, PolicyAddrKey, PolicyClass> =
+                    self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                m.insert(k.data(), v, 0).map_err(map_err(name))?;
+            } else {
+                let name = maps::POLICY_ADDR;
+                let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
+                    self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                m.insert(&k, v, 0).map_err(map_err(name))?;
             }
         }
-        let name = maps::POLICY_PORT;
-        let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
-            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        for (dir, net) in &ops.addr_deletes {
+            let k = policy_addr_key(ops.id, *dir, *net);
+            if net.prefix() == 32 {
+                let name = maps::POLICY_HOST;
+                let mut m: BpfHashMap<&mut MapData, PolicyAddrKey, PolicyClass> =
+                    self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                gone(m.remove(&k.data()), name)?;
+            } else {
+                let name = maps::POLICY_ADDR;
+                let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
+                    self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                gone(m.remove(&k), name)?;
+            }
+        }
         for (class, shape) in &ops.class_deletes {
             for pm in shape {
-                gone(m.remove(&policy_port_key(*class, pm)), name)?;
+                let k = policy_port_key(*class, pm);
+                if exact(pm) {
+                    let name = maps::POLICY_EXACT;
+                    let mut m: BpfHashMap<&mut MapData, PolicyPortKey, PolicyAllow> =
+                        self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                    gone(m.remove(&k.data()), name)?;
+                } else {
+                    let name = maps::POLICY_PORT;
+                    let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
+                        self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                    gone(m.remove(&k), name)?;
+                }
             }
         }
         Ok(())
@@ -852,6 +885,32 @@ impl Dataplane {
                 let id = u32::from_be_bytes(k.data().policy_dir) >> 1;
                 max_id = max_id.max(id);
                 if !live(id) {
+                    gone(m.remove(&k), name)?;
+                }
+            }
+        }
+        {
+            let name = maps::POLICY_HOST;
+            let mut m: BpfHashMap<&mut MapData, PolicyAddrKey, PolicyClass> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            let keys: Vec<PolicyAddrKey> = m.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let id = u32::from_be_bytes(k.policy_dir) >> 1;
+                max_id = max_id.max(id);
+                if !live(id) {
+                    gone(m.remove(&k), name)?;
+                }
+            }
+        }
+        {
+            let name = maps::POLICY_EXACT;
+            let mut m: BpfHashMap<&mut MapData, PolicyPortKey, PolicyAllow> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            let keys: Vec<PolicyPortKey> = m.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let c = u32::from_be_bytes(k.class);
+                max_class = max_class.max(c);
+                if !live_class(c) {
                     gone(m.remove(&k), name)?;
                 }
             }
@@ -1254,45 +1313,52 @@ pub fn read_pinned_policy(
     proto: u8,
     port: u16,
 ) -> Result<Option<u32>, DataplaneError> {
-    let open = |name: &'static str| -> Result<Map, DataplaneError> {
-        let data = MapData::from_pin(pin_dir.join(name)).map_err(|e| DataplaneError::Map {
+    let open = |name: &'static str| -> Result<MapData, DataplaneError> {
+        MapData::from_pin(pin_dir.join(name)).map_err(|e| DataplaneError::Map {
             name,
             source: Box::new(e),
-        })?;
-        Ok(Map::LpmTrie(data))
+        })
     };
-    let addr = open(maps::POLICY_ADDR)?;
-    let ports = open(maps::POLICY_PORT)?;
-    let a: LpmTrie<&MapData, PolicyAddrKey, PolicyClass> =
-        (&addr).try_into().map_err(map_err(maps::POLICY_ADDR))?;
-    let class = match a.get(
-        &Key::new(
-            64,
-            PolicyAddrKey {
-                policy_dir: ((policy << 1) | dir).to_be_bytes(),
-                ip: remote.octets(),
-            },
-        ),
-        0,
-    ) {
+    // As the programs look up: the hashes first, then the tries.
+    let akey = PolicyAddrKey {
+        policy_dir: ((policy << 1) | dir).to_be_bytes(),
+        ip: remote.octets(),
+    };
+    let host = Map::HashMap(open(maps::POLICY_HOST)?);
+    let h: BpfHashMap<&MapData, PolicyAddrKey, PolicyClass> =
+        (&host).try_into().map_err(map_err(maps::POLICY_HOST))?;
+    let class = match h.get(&akey, 0) {
         Ok(c) => c.class,
-        Err(MapError::KeyNotFound) => return Ok(None),
-        Err(e) => return Err(map_err(maps::POLICY_ADDR)(e)),
+        Err(MapError::KeyNotFound) => {
+            let addr = Map::LpmTrie(open(maps::POLICY_ADDR)?);
+            let a: LpmTrie<&MapData, PolicyAddrKey, PolicyClass> =
+                (&addr).try_into().map_err(map_err(maps::POLICY_ADDR))?;
+            match a.get(&Key::new(64, akey), 0) {
+                Ok(c) => c.class,
+                Err(MapError::KeyNotFound) => return Ok(None),
+                Err(e) => return Err(map_err(maps::POLICY_ADDR)(e)),
+            }
+        }
+        Err(e) => return Err(map_err(maps::POLICY_HOST)(e)),
     };
+    let pkey = PolicyPortKey {
+        class: class.to_be_bytes(),
+        proto,
+        port: port.to_be_bytes(),
+        _pad: 0,
+    };
+    let exact = Map::HashMap(open(maps::POLICY_EXACT)?);
+    let e: BpfHashMap<&MapData, PolicyPortKey, PolicyAllow> =
+        (&exact).try_into().map_err(map_err(maps::POLICY_EXACT))?;
+    match e.get(&pkey, 0) {
+        Ok(v) => return Ok(Some(v.rule)),
+        Err(MapError::KeyNotFound) => {}
+        Err(e) => return Err(map_err(maps::POLICY_EXACT)(e)),
+    }
+    let ports = Map::LpmTrie(open(maps::POLICY_PORT)?);
     let p: LpmTrie<&MapData, PolicyPortKey, PolicyAllow> =
         (&ports).try_into().map_err(map_err(maps::POLICY_PORT))?;
-    match p.get(
-        &Key::new(
-            56,
-            PolicyPortKey {
-                class: class.to_be_bytes(),
-                proto,
-                port: port.to_be_bytes(),
-                _pad: 0,
-            },
-        ),
-        0,
-    ) {
+    match p.get(&Key::new(56, pkey), 0) {
         Ok(v) => Ok(Some(v.rule)),
         Err(MapError::KeyNotFound) => Ok(None),
         Err(e) => Err(map_err(maps::POLICY_PORT)(e)),

@@ -290,12 +290,22 @@ pub struct Installed {
 }
 
 impl Installed {
-    pub fn addr_entries(&self) -> usize {
-        self.addr.len()
+    /// Entries in `POLICY_ADDR` (prefixes) and `POLICY_HOST` (/32s).
+    pub fn addr_entries(&self) -> (usize, usize) {
+        let hosts = self.addr.keys().filter(|(_, n)| n.prefix() == 32).count();
+        (self.addr.len() - hosts, hosts)
     }
 
-    pub fn port_entries(&self) -> usize {
-        self.classes.values().map(|(_, e)| e.len()).sum()
+    /// Entries in `POLICY_PORT` (ranges, any port) and `POLICY_EXACT`.
+    pub fn port_entries(&self) -> (usize, usize) {
+        let all: usize = self.classes.values().map(|(_, e)| e.len()).sum();
+        let exact = self
+            .classes
+            .values()
+            .flat_map(|(_, e)| e.iter())
+            .filter(|(m, _)| m.proto.is_some() && m.plen == 16)
+            .count();
+        (all - exact, exact)
     }
 
     pub fn class_ids(&self) -> impl Iterator<Item = u32> + '_ {

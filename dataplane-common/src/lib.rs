@@ -82,8 +82,19 @@ pub mod maps {
     /// LPM trie: [`super::PolicyPortKey`] (class, protocol, port) ->
     /// [`super::PolicyAllow`]: stage two; a hit allows.
     pub const POLICY_PORT: &str = "POLICY_PORT";
+    /// Hash: [`super::PolicyAddrKey`] -> [`super::PolicyClass`] for host
+    /// addresses (/32 remote prefixes, every remote-group member), looked up
+    /// before `POLICY_ADDR`: a /32 is always the longest match, and a hash
+    /// lookup costs the same however many there are (an LPM trie's walk
+    /// grows with its depth).
+    pub const POLICY_HOST: &str = "POLICY_HOST";
+    /// Hash: [`super::PolicyPortKey`] -> [`super::PolicyAllow`] for single
+    /// ports (and ICMP type and code), looked up before `POLICY_PORT`
+    /// (every entry is an allow: any hit allows).
+    pub const POLICY_EXACT: &str = "POLICY_EXACT";
     /// Capacity of [`POLICY_ADDR`] (no preallocation: an LPM trie takes
-    /// memory per entry).
+    /// memory per entry); the same for the hashes (created without
+    /// preallocation).
     pub const POLICY_ADDR_MAX: u32 = 1 << 21;
     /// Capacity of [`POLICY_PORT`].
     pub const POLICY_PORT_MAX: u32 = 1 << 21;

@@ -16,9 +16,10 @@
 //! (`POLICY_PORT`). The agent flattens the rules into those tries.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     helpers::generated::bpf_ktime_get_coarse_ns,
     macros::map,
-    maps::{lpm_trie::Key, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use dataplane_common::{
     ct_timeout_secs, maps, CtEntry, CtKey, CtStats, DropReason, PolicyAddrKey, PolicyAllow,
@@ -46,6 +47,14 @@ static POLICY_ADDR: LpmTrie<PolicyAddrKey, PolicyClass> =
 #[map(name = "POLICY_PORT")]
 static POLICY_PORT: LpmTrie<PolicyPortKey, PolicyAllow> =
     LpmTrie::with_max_entries(maps::POLICY_PORT_MAX, 0);
+
+#[map(name = "POLICY_HOST")]
+static POLICY_HOST: HashMap<PolicyAddrKey, PolicyClass> =
+    HashMap::with_max_entries(maps::POLICY_ADDR_MAX, BPF_F_NO_PREALLOC);
+
+#[map(name = "POLICY_EXACT")]
+static POLICY_EXACT: HashMap<PolicyPortKey, PolicyAllow> =
+    HashMap::with_max_entries(maps::POLICY_PORT_MAX, BPF_F_NO_PREALLOC);
 
 /// Per-CPU scratch of one program run: the packet's flow, and the routing
 /// step a port packet takes (`vpc`). Kept out of the 512-byte stack, and
@@ -366,27 +375,31 @@ fn read_inner<C: Pkt>(ctx: &C, off: usize, i: &mut Inner) {
 }
 
 /// The rule of `policy` that allows `proto`/`port` to or from `remote` in
-/// `dir`, if any: two trie lookups whatever the rule count.
+/// `dir`, if any: a hash lookup and at most a trie lookup per stage,
+/// whatever the rule count (host addresses and single ports are hashed; the
+/// tries hold only real prefixes and ranges).
 #[inline(always)]
 pub fn lookup(policy: u32, dir: u32, remote: [u8; 4], proto: u8, port: u16) -> Option<u32> {
-    let class = POLICY_ADDR.get(Key::new(
-        64,
-        PolicyAddrKey {
-            policy_dir: ((policy << 1) | dir).to_be_bytes(),
-            ip: remote,
-        },
-    ))?;
-    POLICY_PORT
-        .get(Key::new(
-            56,
-            PolicyPortKey {
-                class: class.class.to_be_bytes(),
-                proto,
-                port: port.to_be_bytes(),
-                _pad: 0,
-            },
-        ))
-        .map(|a| a.rule)
+    let akey = PolicyAddrKey {
+        policy_dir: ((policy << 1) | dir).to_be_bytes(),
+        ip: remote,
+    };
+    // SAFETY: map values stay valid for the program's run.
+    let class = match unsafe { POLICY_HOST.get(&akey) } {
+        Some(c) => c.class,
+        None => POLICY_ADDR.get(Key::new(64, akey))?.class,
+    };
+    let pkey = PolicyPortKey {
+        class: class.to_be_bytes(),
+        proto,
+        port: port.to_be_bytes(),
+        _pad: 0,
+    };
+    // SAFETY: as above.
+    if let Some(a) = unsafe { POLICY_EXACT.get(&pkey) } {
+        return Some(a.rule);
+    }
+    POLICY_PORT.get(Key::new(56, pkey)).map(|a| a.rule)
 }
 
 #[inline(always)]

@@ -182,8 +182,10 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         opts.samples
     );
     let small = measure(&api, &group, &pins, 20_000, opts.samples)?;
-    let small_addr = memlock_kib(&pins, dataplane_common::maps::POLICY_ADDR);
-    let small_port = memlock_kib(&pins, dataplane_common::maps::POLICY_PORT);
+    let small_addr = memlock_kib(&pins, dataplane_common::maps::POLICY_ADDR)
+        + memlock_kib(&pins, dataplane_common::maps::POLICY_HOST);
+    let small_port = memlock_kib(&pins, dataplane_common::maps::POLICY_PORT)
+        + memlock_kib(&pins, dataplane_common::maps::POLICY_EXACT);
     // The large group: bulk requests of 10,000 rules (ports 1024 + i, each
     // from its own /32), then the last one's enforcement everywhere.
     eprintln!(
@@ -229,8 +231,10 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         opts.samples
     );
     let large = measure(&api, &group, &pins, 21_000, opts.samples)?;
-    let large_addr = memlock_kib(&pins, dataplane_common::maps::POLICY_ADDR);
-    let large_port = memlock_kib(&pins, dataplane_common::maps::POLICY_PORT);
+    let large_addr = memlock_kib(&pins, dataplane_common::maps::POLICY_ADDR)
+        + memlock_kib(&pins, dataplane_common::maps::POLICY_HOST);
+    let large_port = memlock_kib(&pins, dataplane_common::maps::POLICY_PORT)
+        + memlock_kib(&pins, dataplane_common::maps::POLICY_EXACT);
     let ct = memlock_kib(&pins, dataplane_common::maps::CT);
 
     writeln!(out, "### Security groups: rule POST to enforcement on every host ({} compute hosts, one port each in the group)\n", pins.len())?;

@@ -1109,6 +1109,13 @@ impl ProgramTester {
         self.dp.ct_stats().expect("read the connection counters")
     }
 
+    /// Empties the connection table.
+    pub fn ct_clear(&mut self) {
+        self.dp
+            .ct_gc(0, &|_| true)
+            .expect("empty the connection table");
+    }
+
     /// Benchmarks: the frame the harness programs put back before each run.
     pub fn bench_frame(&mut self, frame: &[u8]) {
         self.dp

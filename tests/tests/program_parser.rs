@@ -705,9 +705,10 @@ fn random_mutations_never_crash_or_corrupt() {
 /// Every entry point verifies with room to spare (the kernel stops at
 /// 1,000,000 processed instructions): what comes next (NAT, load balancing)
 /// needs the budget, and a change that makes paths multiply shows here
-/// first. The figures are printed for `--nocapture`.
+/// first. The limit is 60% of the budget; the figures are printed for
+/// `--nocapture` (docs/architecture.md, "Verifier budget").
 #[test]
-fn programs_verify_within_half_the_budget() {
+fn programs_verify_with_room_to_spare() {
     let mut t = ProgramTester::new();
     for a in [
         Attach::Uplink,
@@ -718,7 +719,7 @@ fn programs_verify_within_half_the_budget() {
         let n = t.verified_instructions(a);
         eprintln!("{}: {n} instructions verified", a.program());
         assert!(
-            n > 0 && n < 500_000,
+            n > 0 && n < 600_000,
             "{} took {n} of the verifier's 1,000,000 instructions",
             a.program()
         );
