@@ -804,13 +804,15 @@ impl Dataplane {
         for (class, entries) in &ops.new_classes {
             for (pm, rule) in entries {
                 let v = PolicyAllow { rule: *rule };
+                let mut in_hash = false;
                 if exact(pm) {
                     let name = maps::POLICY_EXACT;
                     let mut m: BpfHashMap<&mut MapData, PolicyPortKey, PolicyAllow> =
                         self.map_mut(name)?.try_into().map_err(map_err(name))?;
-                    m.insert(policy_port_key(*class, pm).data(), v, 0)
-                        .map_err(map_err(name))?;
-                } else {
+                    // Full: the trie takes it (the lookup falls back to it).
+                    in_hash = m.insert(policy_port_key(*class, pm).data(), v, 0).is_ok();
+                }
+                if !in_hash {
                     let name = maps::POLICY_PORT;
                     let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
                         self.map_mut(name)?.try_into().map_err(map_err(name))?;
@@ -822,12 +824,15 @@ impl Dataplane {
         for (dir, net, class) in &ops.addr_upserts {
             let k = policy_addr_key(ops.id, *dir, *net);
             let v = PolicyClass { class: *class };
+            let mut in_hash = false;
             if net.prefix() == 32 {
                 let name = maps::POLICY_HOST;
                 let mut m: BpfHashMap<&mut MapData, PolicyAddrKey, PolicyClass> =
                     self.map_mut(name)?.try_into().map_err(map_err(name))?;
-                m.insert(k.data(), v, 0).map_err(map_err(name))?;
-            } else {
+                // Full: the trie takes it (the lookup falls back to it).
+                in_hash = m.insert(k.data(), v, 0).is_ok();
+            }
+            if !in_hash {
                 let name = maps::POLICY_ADDR;
                 let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
                     self.map_mut(name)?.try_into().map_err(map_err(name))?;
@@ -835,18 +840,19 @@ impl Dataplane {
             }
         }
         for (dir, net) in &ops.addr_deletes {
+            // From the hash and the trie: a host address may have
+            // overflowed into the trie.
             let k = policy_addr_key(ops.id, *dir, *net);
             if net.prefix() == 32 {
                 let name = maps::POLICY_HOST;
                 let mut m: BpfHashMap<&mut MapData, PolicyAddrKey, PolicyClass> =
                     self.map_mut(name)?.try_into().map_err(map_err(name))?;
                 gone(m.remove(&k.data()), name)?;
-            } else {
-                let name = maps::POLICY_ADDR;
-                let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
-                    self.map_mut(name)?.try_into().map_err(map_err(name))?;
-                gone(m.remove(&k), name)?;
             }
+            let name = maps::POLICY_ADDR;
+            let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            gone(m.remove(&k), name)?;
         }
         for (class, shape) in &ops.class_deletes {
             for pm in shape {
@@ -856,12 +862,11 @@ impl Dataplane {
                     let mut m: BpfHashMap<&mut MapData, PolicyPortKey, PolicyAllow> =
                         self.map_mut(name)?.try_into().map_err(map_err(name))?;
                     gone(m.remove(&k.data()), name)?;
-                } else {
-                    let name = maps::POLICY_PORT;
-                    let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
-                        self.map_mut(name)?.try_into().map_err(map_err(name))?;
-                    gone(m.remove(&k), name)?;
                 }
+                let name = maps::POLICY_PORT;
+                let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
+                    self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                gone(m.remove(&k), name)?;
             }
         }
         Ok(())

@@ -93,9 +93,13 @@ pub mod maps {
     /// (every entry is an allow: any hit allows).
     pub const POLICY_EXACT: &str = "POLICY_EXACT";
     /// Capacity of [`POLICY_ADDR`] (no preallocation: an LPM trie takes
-    /// memory per entry); the same for the hashes (created without
-    /// preallocation).
+    /// memory per entry).
     pub const POLICY_ADDR_MAX: u32 = 1 << 21;
+    /// Capacity of [`POLICY_HOST`] and [`POLICY_EXACT`] each. Created
+    /// without preallocation, but the kernel allocates a hash's bucket
+    /// array up front (16 bytes a bucket: 2 MiB here). Entries beyond it go
+    /// to the tries, which answer the same (slower).
+    pub const POLICY_HASH_MAX: u32 = 1 << 17;
     /// Capacity of [`POLICY_PORT`].
     pub const POLICY_PORT_MAX: u32 = 1 << 21;
 }

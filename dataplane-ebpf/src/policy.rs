@@ -50,11 +50,11 @@ static POLICY_PORT: LpmTrie<PolicyPortKey, PolicyAllow> =
 
 #[map(name = "POLICY_HOST")]
 static POLICY_HOST: HashMap<PolicyAddrKey, PolicyClass> =
-    HashMap::with_max_entries(maps::POLICY_ADDR_MAX, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(maps::POLICY_HASH_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "POLICY_EXACT")]
 static POLICY_EXACT: HashMap<PolicyPortKey, PolicyAllow> =
-    HashMap::with_max_entries(maps::POLICY_PORT_MAX, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(maps::POLICY_HASH_MAX, BPF_F_NO_PREALLOC);
 
 /// Per-CPU scratch of one program run: the packet's flow, and the routing
 /// step a port packet takes (`vpc`). Kept out of the 512-byte stack, and
