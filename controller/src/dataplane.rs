@@ -1067,6 +1067,8 @@ fn classifier<'e>(
 fn gone(r: Result<(), MapError>, name: &'static str) -> Result<(), DataplaneError> {
     match r {
         Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        // An LPM trie reports a missing key as the syscall's ENOENT.
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(2) => Ok(()),
         Err(e) => Err(map_err(name)(e)),
     }
 }
