@@ -50,6 +50,9 @@ impl PortMatch {
     }
 }
 
+/// (direction, remote prefix).
+pub type AddrKey = (u32, Ipv4Network);
+
 /// A rule and its group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleRef {
@@ -72,7 +75,7 @@ pub struct Flattened {
     /// (direction, remote prefix) -> the matches of the rules naming that
     /// prefix itself (before flattening): what an incremental addition
     /// extends.
-    pub own: Vec<((u32, Ipv4Network), Vec<(PortMatch, u32)>)>,
+    pub own: Vec<(AddrKey, Vec<(PortMatch, u32)>)>,
     /// Remote group -> the rules naming it: (direction, matches, number).
     pub remote_rules: Vec<(String, u32, Vec<PortMatch>, u32)>,
 }
@@ -1104,7 +1107,7 @@ mod tests {
         use crate::compile::{Entry, SgMemberEntry};
         let member = |i: u32| -> (String, String) {
             // Some inside 10.0.0.0/24 (under the web rule's prefix), some not.
-            let ip = if i % 3 == 0 {
+            let ip = if i.is_multiple_of(3) {
                 format!("10.0.0.{}", (i * 7) % 250 + 1)
             } else {
                 format!("10.{}.{}.{}", 1 + i % 5, (i * 13) % 250, (i * 31) % 250 + 1)
