@@ -66,6 +66,11 @@ pub struct AgentConfig {
     /// Size of the connection tracking table (flows); `None`: the default
     /// (`dataplane_common::maps::CT_MAX_DEFAULT`).
     pub ct_max: Option<u32>,
+    /// Availability zone of this host (reported; the controller picks the
+    /// gateway hosts of a VM's zone for its internet traffic).
+    pub az: String,
+    /// Gateway hosts: the interface towards the internet (external network).
+    pub external: Option<String>,
 }
 
 impl AgentConfig {
@@ -1355,6 +1360,8 @@ impl Agent {
             interfaces,
             drops,
             underlay_ip: self.underlay_ip.clone(),
+            az: self.cfg.az.clone(),
+            external: self.cfg.external.clone(),
             realised_revision: self.revision.load(Ordering::SeqCst),
             ports: self.ports.values().cloned().collect(),
             maps,

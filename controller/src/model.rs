@@ -23,10 +23,12 @@ pub enum Kind {
     Host,
     SecurityGroup,
     SecurityGroupRule,
+    FloatingIp,
+    QosPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Project,
         Kind::User,
         Kind::Role,
@@ -40,6 +42,8 @@ impl Kind {
         Kind::Host,
         Kind::SecurityGroup,
         Kind::SecurityGroupRule,
+        Kind::FloatingIp,
+        Kind::QosPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +61,8 @@ impl Kind {
             Kind::Host => "host",
             Kind::SecurityGroup => "security_group",
             Kind::SecurityGroupRule => "security_group_rule",
+            Kind::FloatingIp => "floating_ip",
+            Kind::QosPolicy => "qos_policy",
         }
     }
 
@@ -149,6 +155,11 @@ pub struct Network {
     pub port_security_enabled: bool,
     /// VXLAN network identifier, allocated by the controller.
     pub vni: u32,
+    /// `router:external`: the operator's network towards the internet,
+    /// whose subnets' allocation pools are the elastic IP pool. Visible to
+    /// every project; only administrators create or change it.
+    #[serde(default)]
+    pub external: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +219,69 @@ pub struct Router {
     pub meta: Meta,
     pub admin_state_up: bool,
     pub routes: Vec<HostRoute>,
+    /// `external_gateway_info`: the router's leg on an external network.
+    #[serde(default)]
+    pub gateway: Option<RouterGateway>,
+}
+
+/// A router's external gateway: a port on an external network (device
+/// owner `network:router_gateway`) whose address is the source of SNAT.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterGateway {
+    pub network_id: String,
+    /// VMs without an elastic IP reach the external network through SNAT
+    /// to the gateway port's address.
+    pub enable_snat: bool,
+    /// The `network:router_gateway` port (its fixed IPs are
+    /// `external_fixed_ips`).
+    pub port_id: String,
+}
+
+/// Device owner of a router's external gateway port.
+pub const OWNER_ROUTER_GATEWAY: &str = "network:router_gateway";
+/// Device owner of the port that holds a floating IP's address.
+pub const OWNER_FLOATING_IP: &str = "network:floatingip";
+
+/// An elastic IP (Neutron floating IP): an address of an external network,
+/// allocated to a project, bound (1:1 NAT) to one fixed IP of a port or
+/// unbound. It stays allocated when its port is deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIp {
+    /// `meta.name` is unused (Neutron floating IPs have none).
+    pub meta: Meta,
+    pub floating_network_id: String,
+    pub floating_ip_address: String,
+    /// The `network:floatingip` port on the external network that holds
+    /// the address (so IP allocation and in-use checks are the ports').
+    pub floating_port_id: String,
+    /// Bound: the port and which of its fixed IPs.
+    pub port_id: Option<String>,
+    pub fixed_ip_address: Option<String>,
+    /// Bound: the router joining the port's subnet to the external network.
+    pub router_id: Option<String>,
+    pub qos_policy_id: Option<String>,
+}
+
+/// A QoS policy: bandwidth limits applied to what uses it (floating IPs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QosPolicy {
+    pub meta: Meta,
+    pub shared: bool,
+    pub is_default: bool,
+    /// At most one per direction.
+    pub bandwidth_limit_rules: Vec<BandwidthLimitRule>,
+}
+
+/// `bandwidth_limit_rules` of a QoS policy. Direction as Neutron: `egress`
+/// is what leaves the VM (towards the internet), `ingress` what reaches it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandwidthLimitRule {
+    pub id: String,
+    /// 1,000 (1 Mbit/s) to 1,000,000 (1 Gbit/s).
+    pub max_kbps: u64,
+    /// Bucket depth in kilobits; 0: the dataplane's default (see the agent).
+    pub max_burst_kbps: u64,
+    pub direction: Direction,
 }
 
 /// Traffic direction of a security group rule, seen from the port.
@@ -329,6 +403,12 @@ pub struct Quota {
     pub security_group: i64,
     #[serde(default = "default_security_group_rule_quota")]
     pub security_group_rule: i64,
+    #[serde(default = "default_floatingip_quota")]
+    pub floatingip: i64,
+}
+
+fn default_floatingip_quota() -> i64 {
+    50
 }
 
 fn default_security_group_quota() -> i64 {
@@ -349,6 +429,7 @@ impl Quota {
             router: 10,
             security_group: default_security_group_quota(),
             security_group_rule: default_security_group_rule_quota(),
+            floatingip: default_floatingip_quota(),
         }
     }
 }
@@ -361,6 +442,13 @@ pub struct HostRecord {
     pub name: String,
     /// Tunnel endpoint (VXLAN) address on the underlay.
     pub underlay_ip: String,
+    /// Availability zone, as the agent reports it (empty: unknown).
+    #[serde(default)]
+    pub az: String,
+    /// A gateway host: it has an external interface and forwards elastic IP
+    /// and SNAT traffic between the internet and the overlay.
+    #[serde(default)]
+    pub gateway: bool,
 }
 
 /// One stored object.
@@ -379,6 +467,8 @@ pub enum Object {
     Host(HostRecord),
     SecurityGroup(SecurityGroup),
     SecurityGroupRule(SecurityGroupRule),
+    FloatingIp(FloatingIp),
+    QosPolicy(QosPolicy),
 }
 
 impl Object {
@@ -397,6 +487,8 @@ impl Object {
             Object::Host(_) => Kind::Host,
             Object::SecurityGroup(_) => Kind::SecurityGroup,
             Object::SecurityGroupRule(_) => Kind::SecurityGroupRule,
+            Object::FloatingIp(_) => Kind::FloatingIp,
+            Object::QosPolicy(_) => Kind::QosPolicy,
         }
     }
 
@@ -415,6 +507,8 @@ impl Object {
             Object::Host(o) => o.name.clone(),
             Object::SecurityGroup(o) => o.meta.id.clone(),
             Object::SecurityGroupRule(o) => o.meta.id.clone(),
+            Object::FloatingIp(o) => o.meta.id.clone(),
+            Object::QosPolicy(o) => o.meta.id.clone(),
         }
     }
 }

@@ -20,6 +20,12 @@ pub struct HostReport {
     /// The host's tunnel endpoint address (its uplink's IPv4 address).
     #[serde(default)]
     pub underlay_ip: Option<String>,
+    /// Availability zone the host is in (`--az`).
+    #[serde(default)]
+    pub az: String,
+    /// The external interface (`--external`), on gateway hosts only.
+    #[serde(default)]
+    pub external: Option<String>,
     /// Configuration revision the agent has applied.
     #[serde(default)]
     pub realised_revision: u64,

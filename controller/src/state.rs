@@ -17,7 +17,7 @@ use crate::{
     compile::{Compiler, Update},
     error::ApiError,
     model::{
-        Assignment, Change, HostRecord, Kind, Network, Object, Port, Project, Quota, Role, Router,
+        Assignment, Change, FloatingIp, HostRecord, QosPolicy, Kind, Network, Object, Port, Project, Quota, Role, Router,
         SecurityGroup, SecurityGroupRule, Subnet, Token, User,
     },
     store::{Store, StoreError},
@@ -43,6 +43,8 @@ pub struct State {
     pub hosts: BTreeMap<String, HostRecord>,
     pub security_groups: BTreeMap<String, SecurityGroup>,
     pub security_group_rules: BTreeMap<String, SecurityGroupRule>,
+    pub floating_ips: BTreeMap<String, FloatingIp>,
+    pub qos_policies: BTreeMap<String, QosPolicy>,
     /// Group id -> ids of its rules (maintained by `apply`).
     pub rules_by_group: HashMap<String, BTreeSet<String>>,
 }
@@ -63,6 +65,8 @@ impl State {
                 Object::Quota(x) => drop(self.quotas.insert(x.project_id.clone(), x)),
                 Object::Host(x) => drop(self.hosts.insert(x.name.clone(), x)),
                 Object::SecurityGroup(x) => drop(self.security_groups.insert(x.meta.id.clone(), x)),
+                Object::FloatingIp(x) => drop(self.floating_ips.insert(x.meta.id.clone(), x)),
+                Object::QosPolicy(x) => drop(self.qos_policies.insert(x.meta.id.clone(), x)),
                 Object::SecurityGroupRule(x) => {
                     self.rules_by_group
                         .entry(x.security_group_id.clone())
@@ -86,6 +90,8 @@ impl State {
                 Kind::Quota => drop(self.quotas.remove(id)),
                 Kind::Host => drop(self.hosts.remove(id)),
                 Kind::SecurityGroup => drop(self.security_groups.remove(id)),
+                Kind::FloatingIp => drop(self.floating_ips.remove(id)),
+                Kind::QosPolicy => drop(self.qos_policies.remove(id)),
                 Kind::SecurityGroupRule => {
                     if let Some(old) = self.security_group_rules.remove(id) {
                         self.unindex_rule(&old);

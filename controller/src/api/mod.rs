@@ -286,6 +286,7 @@ async fn report_host(
         Err(r) => return json_rejection(r),
     };
     let underlay = report.underlay_ip.clone();
+    let (az, gateway) = (report.az.clone(), report.external.is_some());
     if let Some(ip) = &underlay {
         if ip.parse::<std::net::Ipv4Addr>().is_err() {
             return fault(
@@ -306,6 +307,8 @@ async fn report_host(
             let rec = crate::model::HostRecord {
                 name: host.clone(),
                 underlay_ip: ip,
+                az,
+                gateway,
             };
             let res = app.core.mutate(|s| {
                 let changes = if s.hosts.get(&host) == Some(&rec) {

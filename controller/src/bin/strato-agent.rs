@@ -56,6 +56,13 @@ struct Args {
     /// about 100 bytes per flow.
     #[arg(long, env = "STRATO_CT_MAX", default_value_t = dataplane_common::maps::CT_MAX_DEFAULT)]
     ct_max: u32,
+    /// Availability zone of this host.
+    #[arg(long, env = "STRATO_AZ", default_value = "")]
+    az: String,
+    /// Gateway hosts: the interface on the external network (towards the
+    /// internet); it gets the external program.
+    #[arg(long)]
+    external: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +99,8 @@ fn main() -> anyhow::Result<()> {
             args.full_report_interval.clamp(0.05, 3600.0),
         ),
         ct_max: Some(args.ct_max),
+        az: args.az,
+        external: args.external,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

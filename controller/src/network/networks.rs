@@ -98,6 +98,7 @@ pub fn create(
         mtu,
         port_security_enabled,
         vni: allocate_vni(state)?,
+        external: false,
     };
     tracing::info!(network = %n.meta.id, project = %n.meta.project_id, vni = n.vni, "network created");
     Ok((vec![Change::Put(Object::Network(n.clone()))], n))

@@ -66,6 +66,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
         meta: new_meta(project, name, description),
         admin_state_up,
         routes: vec![],
+        gateway: None,
     };
     tracing::info!(router = %r.meta.id, project = %r.meta.project_id, "router created");
     Ok((vec![Change::Put(Object::Router(r.clone()))], r))
