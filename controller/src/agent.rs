@@ -268,18 +268,54 @@ fn lease_for(
     })
 }
 
-/// The default route's gateway on `iface`, from /proc/net/route.
-fn default_gateway(iface: &str) -> Option<Ipv4Addr> {
-    let text = std::fs::read_to_string("/proc/net/route").ok()?;
-    text.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() < 3 || f[0] != iface || f[1] != "00000000" {
-            return None;
+/// The gateways of `iface`'s routes (the default route's first), from
+/// /proc/net/route.
+fn gateways_of(iface: &str) -> Vec<Ipv4Addr> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(bool, Ipv4Addr)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 3 || f[0] != iface {
+                return None;
+            }
+            let gw = u32::from_str_radix(f[2], 16).ok()?;
+            // The file prints the raw (network order) word as a host integer.
+            (gw != 0).then(|| (f[1] != "00000000", Ipv4Addr::from(gw.to_ne_bytes())))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out.into_iter().map(|(_, g)| g).collect()
+}
+
+/// bpf_fib_lookup answers only for interfaces with IPv4 forwarding on (even
+/// for an output lookup): the uplink (encapsulation) and a gateway's
+/// external interface need it.
+fn enable_forwarding(iface: &str) {
+    let fwd = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
+    if std::fs::read_to_string(&fwd)
+        .map(|v| v.trim() != "1")
+        .unwrap_or(false)
+    {
+        match std::fs::write(&fwd, "1") {
+            Ok(()) => {
+                tracing::info!(iface, "IPv4 forwarding enabled (for bpf_fib_lookup)")
+            }
+            Err(e) => {
+                tracing::warn!(iface, error = %e, "cannot enable forwarding; lookups from XDP will fail")
+            }
         }
-        let gw = u32::from_str_radix(f[2], 16).ok()?;
-        // The file prints the raw (network order) word as a host integer.
-        (gw != 0).then(|| Ipv4Addr::from(gw.to_ne_bytes()))
-    })
+    }
+}
+
+/// The MAC address of `iface` (sysfs).
+fn mac_of(iface: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).ok()?;
+    tables::parse_mac(text.trim())
 }
 
 /// Whether the kernel holds a usable MAC for `ip` on `iface` (/proc/net/arp).
@@ -404,6 +440,8 @@ impl Agent {
     fn role_of(&self, name: &str) -> Option<Role> {
         if self.cfg.uplinks.iter().any(|u| u == name) {
             Some(Role::Uplink)
+        } else if self.cfg.external.as_deref() == Some(name) {
+            Some(Role::External)
         } else if self
             .cfg
             .port_prefixes
@@ -554,6 +592,7 @@ impl Agent {
             self.cfg
                 .uplinks
                 .iter()
+                .chain(self.cfg.external.iter())
                 .chain(self.attached.keys())
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
@@ -581,10 +620,10 @@ impl Agent {
                     continue;
                 }
             }
-            let which = if role == Role::Uplink {
-                Attach::Uplink
-            } else {
-                Attach::PortTc
+            let which = match role {
+                Role::Uplink => Attach::Uplink,
+                Role::External => Attach::External,
+                Role::Port => Attach::PortTc,
             };
             match (role == Role::Port)
                 .then(|| self.port_key_of_tap(name))
@@ -593,7 +632,7 @@ impl Agent {
                 Some(k) => {
                     self.dirty_ports.insert(k);
                 }
-                None if role == Role::Uplink => self.full_needed = true,
+                None if role != Role::Port => self.full_needed = true,
                 // An unconfigured tap (denied by default): no table changes.
                 None => {}
             }
@@ -665,29 +704,27 @@ impl Agent {
             return;
         };
         let ip = ipv4_of(&name).map(|i| i.octets()).unwrap_or([0; 4]);
-        // bpf_fib_lookup answers only for interfaces with IPv4 forwarding on
-        // (even for an output lookup): the encapsulation path needs it.
-        let fwd = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
-        if std::fs::read_to_string(&fwd)
-            .map(|v| v.trim() != "1")
-            .unwrap_or(false)
-        {
-            match std::fs::write(&fwd, "1") {
-                Ok(()) => {
-                    tracing::info!(uplink = %name, "IPv4 forwarding enabled on the uplink (for bpf_fib_lookup)")
-                }
-                Err(e) => {
-                    tracing::warn!(uplink = %name, error = %e, "cannot enable forwarding on the uplink; encapsulation will fail")
-                }
-            }
-        }
+        enable_forwarding(&name);
         let slot = self.slot_for(ifindex);
-        let want = HostInfo {
+        let mut want = HostInfo {
             underlay_ip: ip,
             uplink_ifindex: ifindex,
             uplink_slot: slot,
-            flags: 0,
+            ..HostInfo::default()
         };
+        // A gateway host: its external interface, once attached.
+        let ext = self
+            .attached
+            .iter()
+            .find(|(_, a)| a.role == Role::External && a.error.is_none())
+            .map(|(n, a)| (n.clone(), a.ifindex));
+        if let Some((ext, ext_ifindex)) = ext {
+            enable_forwarding(&ext);
+            want.flags |= dataplane_common::HOST_F_GATEWAY;
+            want.ext_ifindex = ext_ifindex;
+            want.ext_slot = self.slot_for(ext_ifindex);
+            want.ext_mac = mac_of(&ext).unwrap_or([0; 6]);
+        }
         if want != self.host_info {
             match self.dp.set_host(want) {
                 Ok(()) => {
@@ -710,8 +747,9 @@ impl Agent {
             return;
         }
         self.neighbour_checked = Some(std::time::Instant::now());
-        for up in &self.cfg.uplinks {
-            let Some(gw) = default_gateway(up) else {
+        let ifaces = self.cfg.uplinks.iter().chain(self.cfg.external.iter());
+        for up in ifaces {
+            let Some(gw) = gateways_of(up).into_iter().next() else {
                 continue;
             };
             if neighbour_resolved(up, gw) {
@@ -1216,7 +1254,7 @@ impl Agent {
             let uplinks: Vec<u32> = self
                 .attached
                 .values()
-                .filter(|a| a.role == Role::Uplink)
+                .filter(|a| a.role != Role::Port)
                 .map(|a| a.ifindex)
                 .collect();
             self.slots

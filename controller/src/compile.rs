@@ -139,6 +139,50 @@ pub struct RouterEntry {
     pub admin_state_up: bool,
     pub interfaces: Vec<RouterInterface>,
     pub routes: Vec<HostRoute>,
+    /// The router's external gateway, if it has one.
+    #[serde(default)]
+    pub external: Option<RouterExternal>,
+}
+
+/// How traffic leaves a VPC whose router has an external gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterExternal {
+    pub network_id: String,
+    /// The external network's VNI (tunnels to and from gateway hosts).
+    pub vni: u32,
+    pub mtu: u32,
+    pub enable_snat: bool,
+    /// The gateway port's address (the SNAT source) and MAC.
+    pub ip: Option<String>,
+    pub mac: String,
+    /// Gateway hosts for this host's traffic, preferred first (those of the
+    /// host's own availability zone).
+    pub gateways: Vec<GatewayHost>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayHost {
+    pub name: String,
+    pub az: String,
+    pub underlay_ip: String,
+}
+
+/// A bound elastic IP, on the host of its port (which translates) and on
+/// every gateway host (which steer its inbound traffic to that host).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIpEntry {
+    pub id: String,
+    pub floating_ip_address: String,
+    pub fixed_ip_address: String,
+    pub port_id: String,
+    /// The external network and its VNI.
+    pub network_id: String,
+    pub vni: u32,
+    /// The bound port's host and its underlay address.
+    pub host: String,
+    pub underlay_ip: String,
+    /// Compiled for a gateway host: steer (the port's host translates).
+    pub steer: bool,
 }
 
 /// A port on another host that local ports may talk to.
@@ -170,6 +214,7 @@ pub enum Entry {
     Remote(RemoteEntry),
     SecurityGroup(SecurityGroupEntry),
     SgMember(SgMemberEntry),
+    FloatingIp(FloatingIpEntry),
 }
 
 impl Entry {
@@ -182,6 +227,7 @@ impl Entry {
             Entry::Remote(r) => format!("remote/{}", r.port_id),
             Entry::SecurityGroup(g) => format!("sg/{}", g.id),
             Entry::SgMember(m) => format!("sgmember/{}/{}", m.group_id, m.port_id),
+            Entry::FloatingIp(f) => format!("fip/{}", f.id),
         }
     }
 }
@@ -525,10 +571,80 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
             admin_state_up: r.admin_state_up,
             interfaces,
             routes: r.routes.clone(),
+            external: router_external(state, r, host),
         });
         entries.insert(e.key(), e);
     }
+    // Elastic IPs: those of local ports (translated here), and on a
+    // gateway host every bound one (steered to its port's host).
+    let gateway = state.hosts.get(host).is_some_and(|h| h.gateway);
+    for f in state.floating_ips.values() {
+        let Some(port) = f.port_id.as_deref().and_then(|p| state.ports.get(p)) else {
+            continue;
+        };
+        let local = port.binding_host_id == host;
+        if !(local || gateway) {
+            continue;
+        }
+        if let Some(e) = floating_ip_entry(state, f, port, !local) {
+            entries.insert(e.key(), e);
+        }
+    }
     entries
+}
+
+/// A router's external gateway as `host` uses it.
+fn router_external(
+    state: &State,
+    r: &crate::model::Router,
+    host: &str,
+) -> Option<RouterExternal> {
+    let g = r.gateway.as_ref()?;
+    let net = state.networks.get(&g.network_id)?;
+    let port = state.ports.get(&g.port_id)?;
+    let az = state.hosts.get(host).map(|h| h.az.as_str()).unwrap_or("");
+    let mut gateways: Vec<GatewayHost> = state
+        .hosts
+        .values()
+        .filter(|h| h.gateway)
+        .map(|h| GatewayHost {
+            name: h.name.clone(),
+            az: h.az.clone(),
+            underlay_ip: h.underlay_ip.clone(),
+        })
+        .collect();
+    // Own zone first, then by name: every host of a zone picks the same.
+    gateways.sort_by(|a, b| (a.az != az, &a.name).cmp(&(b.az != az, &b.name)));
+    Some(RouterExternal {
+        network_id: g.network_id.clone(),
+        vni: net.vni,
+        mtu: net.mtu,
+        enable_snat: g.enable_snat,
+        ip: port.fixed_ips.first().map(|f| f.ip_address.clone()),
+        mac: port.mac_address.clone(),
+        gateways,
+    })
+}
+
+fn floating_ip_entry(
+    state: &State,
+    f: &crate::model::FloatingIp,
+    port: &Port,
+    steer: bool,
+) -> Option<Entry> {
+    let h = state.hosts.get(&port.binding_host_id)?;
+    let net = state.networks.get(&f.floating_network_id)?;
+    Some(Entry::FloatingIp(FloatingIpEntry {
+        id: f.meta.id.clone(),
+        floating_ip_address: f.floating_ip_address.clone(),
+        fixed_ip_address: f.fixed_ip_address.clone()?,
+        port_id: port.meta.id.clone(),
+        network_id: f.floating_network_id.clone(),
+        vni: net.vni,
+        host: h.name.clone(),
+        underlay_ip: h.underlay_ip.clone(),
+        steer,
+    }))
 }
 
 /// Ids an entry depends on (a change to any of them may change the entry).
@@ -548,6 +664,10 @@ fn mentions(e: &Entry) -> Vec<&str> {
         Entry::Router(r) => {
             let mut v = vec![r.id.as_str()];
             v.extend(r.interfaces.iter().map(|i| i.port_id.as_str()));
+            if let Some(x) = &r.external {
+                v.push(x.network_id.as_str());
+                v.extend(x.gateways.iter().map(|g| g.name.as_str()));
+            }
             v
         }
         Entry::Remote(r) => vec![r.port_id.as_str(), r.network_id.as_str(), r.host.as_str()],
@@ -560,6 +680,12 @@ fn mentions(e: &Entry) -> Vec<&str> {
             v
         }
         Entry::SgMember(m) => vec![m.group_id.as_str(), m.port_id.as_str()],
+        Entry::FloatingIp(f) => vec![
+            f.id.as_str(),
+            f.port_id.as_str(),
+            f.network_id.as_str(),
+            f.host.as_str(),
+        ],
     }
 }
 
@@ -594,7 +720,7 @@ impl Compiler {
     }
 
     /// Hosts a commit can concern.
-    fn affected(&self, ix: &Index<'_>, changes: &[Change]) -> BTreeSet<String> {
+    fn affected(&self, state: &State, ix: &Index<'_>, changes: &[Change]) -> BTreeSet<String> {
         let mut touched: BTreeSet<String> = changes.iter().map(Change::id).collect();
         // A port joining or leaving a group concerns the hosts whose rules
         // name the group (remote groups) and those using it.
@@ -640,6 +766,24 @@ impl Compiler {
                     for p in ix.router_ifaces.iter().filter(|p| p.device_id == c.id()) {
                         networks.insert(p.network_id.clone());
                     }
+                }
+                (Kind::FloatingIp, c) => {
+                    // Every gateway steers it; the bound port's host
+                    // translates (a host that had it mentions its id).
+                    out.extend(state.hosts.values().filter(|h| h.gateway).map(|h| h.name.clone()));
+                    if let Change::Put(crate::model::Object::FloatingIp(f)) = c {
+                        if let Some(p) = f.port_id.as_deref().and_then(|p| state.ports.get(p)) {
+                            if is_vm_port(p) {
+                                out.insert(p.binding_host_id.clone());
+                            }
+                        }
+                    }
+                }
+                (Kind::Host, Change::Put(crate::model::Object::Host(h))) if h.gateway => {
+                    // A gateway host (new or moved) concerns every host: the
+                    // routers' ways out, and its own elastic IP table.
+                    out.extend(self.hosts.keys().cloned());
+                    out.insert(h.name.clone());
                 }
                 (Kind::Host, _) => {
                     // A host's (new) underlay address concerns everyone who
@@ -761,6 +905,14 @@ impl Compiler {
                 Change::Delete(Kind::Port, id) => (id.as_str(), None),
                 _ => return None,
             };
+            // A port with an elastic IP: its entries follow the port.
+            if state
+                .floating_ips
+                .values()
+                .any(|f| f.port_id.as_deref() == Some(id))
+            {
+                return None;
+            }
             let old = self.ports.get(id).cloned();
             // Remote-group membership: the hosts whose rules name one of
             // the port's groups (before or after) get its member entry.
@@ -945,7 +1097,7 @@ impl Compiler {
             return;
         }
         let ix = Index::new(state);
-        let affected = self.affected(&ix, changes);
+        let affected = self.affected(state, &ix, changes);
         for h in affected {
             let new = compile_host(state, &ix, &h);
             self.compiles += 1;

@@ -22,7 +22,7 @@ use aya::{
 };
 use dataplane_common::{
     maps, programs, AllowedKey, AllowedMac, CtEntry, CtKey, CtStats, DropKey, DropReason,
-    DropStats, Endpoint, EpKey, HostInfo, IfStats, MacKey, PolicyAddrKey, PolicyAllow, PolicyClass,
+    DropStats, EipEntry, EipOut, Endpoint, EpKey, HostInfo, IfStats, MacKey, PolicyAddrKey, PolicyAllow, PolicyClass,
     PolicyPortKey, PortInfo, Route, RouteKey, VniInfo,
 };
 use ipnetwork::Ipv4Network;
@@ -38,7 +38,7 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 16] = [
+pub const MAP_NAMES: [&str; 18] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
@@ -55,6 +55,8 @@ pub const MAP_NAMES: [&str; 16] = [
     maps::POLICY_PORT,
     maps::POLICY_HOST,
     maps::POLICY_EXACT,
+    maps::EIPS,
+    maps::EIP_OUT,
 ];
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
@@ -165,6 +167,9 @@ pub enum Attach {
     BenchPort,
     BenchUplink,
     BenchRestore,
+    /// A gateway host's external interface.
+    External,
+    BenchExternal,
 }
 
 impl Attach {
@@ -179,6 +184,8 @@ impl Attach {
             Attach::BenchPort => programs::BENCH_PORT,
             Attach::BenchUplink => programs::BENCH_UPLINK,
             Attach::BenchRestore => programs::BENCH_RESTORE,
+            Attach::External => programs::EXTERNAL,
+            Attach::BenchExternal => programs::BENCH_EXTERNAL,
         }
     }
 }
@@ -306,7 +313,7 @@ impl Dataplane {
         let pin = self
             .pin_dir
             .as_ref()
-            .filter(|_| which == Attach::Uplink)
+            .filter(|_| which == Attach::Uplink || which == Attach::External)
             .map(|d| d.join(format!("prog_{name}")));
         let prog: &mut Xdp = self
             .ebpf
@@ -650,6 +657,8 @@ impl Dataplane {
             macs: self.hash_read(maps::MACS)?,
             routes: self.lpm_read(maps::ROUTES, |k: RouteKey| (k.domain, k.ip))?,
             allowed: self.lpm_read(maps::ALLOWED, |k: AllowedKey| (k.ifindex, k.ip))?,
+            eips: self.hash_read(maps::EIPS)?,
+            eip_out: self.hash_read(maps::EIP_OUT)?,
         })
     }
 
@@ -662,6 +671,8 @@ impl Dataplane {
         self.hash_upsert(maps::VNIS, &d.vnis.0)?;
         self.hash_upsert(maps::MACS, &d.macs.0)?;
         self.lpm_upsert(maps::ALLOWED, &d.allowed.0, allowed_key)?;
+        self.hash_upsert(maps::EIPS, &d.eips.0)?;
+        self.hash_upsert(maps::EIP_OUT, &d.eip_out.0)?;
         for (k, v) in &d.ports.0 {
             self.set_port(*k, *v)?;
         }
@@ -673,6 +684,8 @@ impl Dataplane {
         self.hash_delete::<u32, VniInfo>(maps::VNIS, &d.vnis.1)?;
         self.hash_delete::<MacKey, u32>(maps::MACS, &d.macs.1)?;
         self.lpm_delete::<AllowedKey, AllowedMac>(maps::ALLOWED, &d.allowed.1, allowed_key)?;
+        self.hash_delete::<[u8; 4], EipEntry>(maps::EIPS, &d.eips.1)?;
+        self.hash_delete::<EpKey, EipOut>(maps::EIP_OUT, &d.eip_out.1)?;
         Ok(())
     }
 

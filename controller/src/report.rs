@@ -105,6 +105,8 @@ pub struct PortReport {
 pub enum Role {
     Uplink,
     Port,
+    /// A gateway host's interface on the external network.
+    External,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,9 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use dataplane_common::{
-    AllowedMac, Endpoint, EpKey, MacKey, PortInfo, Route, VniInfo, EP_F_DOWN, EP_GATEWAY, EP_LOCAL,
-    EP_REMOTE, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED,
-    ROUTE_NEXTHOP,
+    AllowedMac, EipEntry, EipOut, Endpoint, EpKey, MacKey, PortInfo, Route, VniInfo, EIP_F_LOCAL,
+    EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN, EP_GATEWAY, EP_LOCAL, EP_REMOTE, MACS_DOWN,
+    PORT_F_ADMIN_UP, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL,
+    ROUTE_NEXTHOP, VNI_F_EXTERNAL,
 };
 use ipnetwork::Ipv4Network;
 
@@ -32,6 +33,10 @@ pub struct Tables {
     pub vnis: BTreeMap<u32, VniInfo>,
     pub macs: BTreeMap<MacKey, u32>,
     pub allowed: BTreeMap<(u32, Ipv4Network), AllowedMac>,
+    /// Elastic IPs: translated here (local port) or steered (gateway).
+    pub eips: BTreeMap<[u8; 4], EipEntry>,
+    /// (domain, fixed IP) of a local port -> its elastic IP.
+    pub eip_out: BTreeMap<EpKey, EipOut>,
 }
 
 /// An LPM key as the tables hold it: (domain or ifindex, prefix).
@@ -48,6 +53,8 @@ pub struct Diff {
     pub vnis: Changes<u32, VniInfo>,
     pub macs: Changes<MacKey, u32>,
     pub allowed: Changes<LpmKey, AllowedMac>,
+    pub eips: Changes<[u8; 4], EipEntry>,
+    pub eip_out: Changes<EpKey, EipOut>,
 }
 
 impl Diff {
@@ -69,6 +76,10 @@ impl Diff {
             + self.macs.1.len()
             + self.allowed.0.len()
             + self.allowed.1.len()
+            + self.eips.0.len()
+            + self.eips.1.len()
+            + self.eip_out.0.len()
+            + self.eip_out.1.len()
     }
 }
 
@@ -99,6 +110,8 @@ impl Tables {
             vnis: diff_map(&self.vnis, &have.vnis),
             macs: diff_map(&self.macs, &have.macs),
             allowed: diff_map(&self.allowed, &have.allowed),
+            eips: diff_map(&self.eips, &have.eips),
+            eip_out: diff_map(&self.eip_out, &have.eip_out),
         }
     }
 }
@@ -488,6 +501,9 @@ pub fn build_parts(
                         nexthop: nh.octets(),
                     });
                 }
+                if let Some(x) = &r.external {
+                    external_exit(&mut t, domain, x);
+                }
             }
             Entry::Remote(r) => {
                 let eps = remote_endpoints(&doms, &nets, r);
@@ -518,6 +534,63 @@ pub fn build_parts(
         t.endpoints.extend(part.endpoints.iter().copied());
         prov.ports.insert(e.key(), part);
     }
+    // Elastic IPs.
+    for e in desired.values() {
+        let Entry::FloatingIp(f) = e else { continue };
+        let (Some(eip), Some(fixed)) = (ip4(&f.floating_ip_address), ip4(&f.fixed_ip_address))
+        else {
+            continue;
+        };
+        t.vnis.insert(
+            f.vni,
+            VniInfo {
+                domain: 0,
+                flags: VNI_F_EXTERNAL,
+            },
+        );
+        if f.steer {
+            let Some(underlay) = ip4(&f.underlay_ip) else {
+                continue;
+            };
+            t.eips.insert(
+                eip.octets(),
+                EipEntry {
+                    fixed: [0; 4],
+                    domain: 0,
+                    underlay: underlay.octets(),
+                    vni: f.vni,
+                    flags: EIP_F_STEER,
+                },
+            );
+            continue;
+        }
+        let Some(Entry::Port(p)) = desired.get(&format!("port/{}", f.port_id)) else {
+            continue;
+        };
+        let Some(&domain) = doms.get(&p.network_id) else {
+            continue;
+        };
+        t.eips.insert(
+            eip.octets(),
+            EipEntry {
+                fixed: fixed.octets(),
+                domain,
+                underlay: [0; 4],
+                vni: f.vni,
+                flags: EIP_F_LOCAL,
+            },
+        );
+        t.eip_out.insert(
+            EpKey {
+                domain,
+                ip: fixed.octets(),
+            },
+            EipOut {
+                eip: eip.octets(),
+                flags: 0,
+            },
+        );
+    }
     // Gateways and local ports provide their keys too.
     for (k, v) in &t.endpoints {
         if v.kind == EP_GATEWAY {
@@ -530,6 +603,46 @@ pub fn build_parts(
         }
     }
     (t, prov)
+}
+
+/// The way out of a VPC whose router has an external gateway: a default
+/// route (unless a static one is there) to the domain's external endpoint,
+/// the tunnel to the preferred gateway host.
+fn external_exit(t: &mut Tables, domain: u32, x: &crate::compile::RouterExternal) {
+    let Some(mac) = parse_mac(&x.mac) else {
+        return;
+    };
+    let gateway = x.gateways.iter().find_map(|g| ip4(&g.underlay_ip));
+    t.routes
+        .entry((domain, Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid")))
+        .or_insert(Route {
+            kind: ROUTE_EXTERNAL,
+            nexthop: [0; 4],
+        });
+    t.endpoints.insert(
+        EpKey {
+            domain,
+            ip: [0; 4],
+        },
+        Endpoint {
+            mac,
+            gw_mac: mac,
+            kind: EP_EXTERNAL,
+            // No gateway host registered: nothing leaves.
+            flags: if gateway.is_some() { 0 } else { EP_F_DOWN },
+            mtu: x.mtu.min(u16::MAX as u32) as u16,
+            vni: x.vni,
+            ifindex: 0,
+            underlay: gateway.map_or([0; 4], |g| g.octets()),
+        },
+    );
+    t.vnis.insert(
+        x.vni,
+        VniInfo {
+            domain: 0,
+            flags: VNI_F_EXTERNAL,
+        },
+    );
 }
 
 fn pair_net(s: &str) -> Option<Ipv4Network> {
@@ -674,6 +787,7 @@ mod tests {
                         nexthop: "10.0.1.7".into(),
                     },
                 ],
+                external: None,
             }),
         ]);
         let taps = |t: &str| match t {

@@ -102,6 +102,17 @@ pub mod maps {
     pub const POLICY_HASH_MAX: u32 = 1 << 17;
     /// Capacity of [`POLICY_PORT`].
     pub const POLICY_PORT_MAX: u32 = 1 << 21;
+    /// Hash: elastic IP (`[u8; 4]`) -> [`super::EipEntry`]. On the host of
+    /// the bound port: translate inbound traffic to the fixed IP. On gateway
+    /// hosts: steer inbound traffic to that host over the overlay.
+    pub const EIPS: &str = "EIPS";
+    /// Capacity of [`EIPS`].
+    pub const EIPS_MAX: u32 = 65_536;
+    /// Hash: [`super::EpKey`] (routing domain, fixed IP) -> [`super::EipOut`]:
+    /// the elastic IP outbound traffic of a local port is translated to.
+    pub const EIP_OUT: &str = "EIP_OUT";
+    /// Capacity of [`EIP_OUT`].
+    pub const EIP_OUT_MAX: u32 = 65_536;
 }
 
 /// The VXLAN UDP port (IANA).
@@ -139,6 +150,11 @@ pub mod programs {
     pub const BENCH_UPLINK: &str = "strato_bench_uplink";
     /// The harness's own cost: puts the frame back, passes.
     pub const BENCH_RESTORE: &str = "strato_bench_restore";
+    /// XDP program on a gateway host's external interface: answers ARP for
+    /// elastic IPs and steers their traffic to the bound port's host.
+    pub const EXTERNAL: &str = "strato_external";
+    /// Benchmark harness: the frame put back, then the external program.
+    pub const BENCH_EXTERNAL: &str = "strato_bench_external";
 }
 
 /// Why the dataplane dropped a packet. One list, used by the kernel programs
@@ -250,11 +266,25 @@ pub enum DropReason {
     /// The programs' per-CPU scratch map could not be read (never expected:
     /// a missing map).
     NoScratch = 49,
+    /// A packet from a VM towards the external network, but the VM's
+    /// address has no elastic IP and its router does no SNAT.
+    NoElasticIp = 50,
+    /// Traffic to an elastic IP that is not bound (or not to a port of this
+    /// host, or on a gateway: to no known host).
+    UnknownElasticIp = 51,
+    /// External-network traffic reached a host that is not a gateway.
+    NotGateway = 52,
+    /// A gateway host has no neighbour entry for the next hop on the
+    /// external network yet (the kernel resolves it; later packets pass).
+    ExternalNoNeighbour = 53,
+    /// A gateway host has no route on its external interface to the
+    /// destination.
+    ExternalUnreachable = 54,
 }
 
 impl DropReason {
     /// Every reason, in numeric order.
-    pub const ALL: [DropReason; 49] = [
+    pub const ALL: [DropReason; 54] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedVlan,
         DropReason::TooManyVlanTags,
@@ -304,6 +334,11 @@ impl DropReason {
         DropReason::CtOutOfWindow,
         DropReason::PolicyRevoked,
         DropReason::NoScratch,
+        DropReason::NoElasticIp,
+        DropReason::UnknownElasticIp,
+        DropReason::NotGateway,
+        DropReason::ExternalNoNeighbour,
+        DropReason::ExternalUnreachable,
     ];
 
     /// Stable snake_case label, used as a metric label and in `stratoctl`.
@@ -358,6 +393,11 @@ impl DropReason {
             DropReason::CtOutOfWindow => "ct_out_of_window",
             DropReason::PolicyRevoked => "policy_revoked",
             DropReason::NoScratch => "no_scratch",
+            DropReason::NoElasticIp => "no_elastic_ip",
+            DropReason::UnknownElasticIp => "unknown_elastic_ip",
+            DropReason::NotGateway => "not_gateway",
+            DropReason::ExternalNoNeighbour => "external_no_neighbour",
+            DropReason::ExternalUnreachable => "external_unreachable",
         }
     }
 
@@ -686,6 +726,10 @@ pub const EP_LOCAL: u8 = 1;
 pub const EP_REMOTE: u8 = 2;
 /// `Endpoint::kind`: a router interface (the subnet's gateway address).
 pub const EP_GATEWAY: u8 = 3;
+/// `Endpoint::kind`: the way out of a routing domain whose router has an
+/// external gateway (key: the domain and 0.0.0.0). `vni` is the external
+/// network's, `underlay` the gateway host's, `mtu` the external network's.
+pub const EP_EXTERNAL: u8 = 4;
 /// `Endpoint::flags`: the port (or its network) is administratively down:
 /// nothing is delivered to it.
 pub const EP_F_DOWN: u8 = 1;
@@ -717,6 +761,42 @@ pub struct Route {
 pub const ROUTE_CONNECTED: u32 = 1;
 /// `Route::kind`: a static route of the router.
 pub const ROUTE_NEXTHOP: u32 = 2;
+/// `Route::kind`: the default route of a router with an external gateway:
+/// out through the [`EP_EXTERNAL`] endpoint.
+pub const ROUTE_EXTERNAL: u32 = 3;
+
+/// `VniInfo::flags`: the VNI of an external network (elastic IP traffic
+/// between gateway hosts and the hosts of bound ports).
+pub const VNI_F_EXTERNAL: u32 = 1;
+
+/// Value of `EIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EipEntry {
+    /// `EIP_F_LOCAL`: the bound fixed IP (inbound destination after DNAT).
+    pub fixed: [u8; 4],
+    /// `EIP_F_LOCAL`: the routing domain of the fixed IP.
+    pub domain: u32,
+    /// `EIP_F_STEER`: underlay address of the bound port's host.
+    pub underlay: [u8; 4],
+    /// `EIP_F_STEER`: VNI of the external network (the tunnel to that host).
+    pub vni: u32,
+    /// `EIP_F_*`.
+    pub flags: u32,
+}
+
+/// `EipEntry::flags`: the bound port is on this host: translate.
+pub const EIP_F_LOCAL: u32 = 1;
+/// `EipEntry::flags`: a gateway host forwards to `underlay`.
+pub const EIP_F_STEER: u32 = 2;
+
+/// Value of `EIP_OUT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EipOut {
+    pub eip: [u8; 4],
+    pub flags: u32,
+}
 
 /// Value of `VNIS`.
 #[repr(C)]
@@ -788,8 +868,19 @@ pub struct HostInfo {
     pub uplink_ifindex: u32,
     /// Counter slot of the uplink.
     pub uplink_slot: u32,
+    /// `HOST_F_*`.
     pub flags: u32,
+    /// Gateway hosts: ifindex of the external interface (0: none).
+    pub ext_ifindex: u32,
+    /// Counter slot of the external interface.
+    pub ext_slot: u32,
+    /// MAC of the external interface (the answer to ARP for elastic IPs).
+    pub ext_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
+
+/// `HostInfo::flags`: a gateway host (external traffic leaves here).
+pub const HOST_F_GATEWAY: u32 = 1;
 
 /// Per-interface counters, one copy per CPU (sum them in user space).
 #[repr(C)]
@@ -878,7 +969,9 @@ const _: () = assert!(core::mem::size_of::<VniInfo>() == 8);
 const _: () = assert!(core::mem::size_of::<MacKey>() == 12);
 const _: () = assert!(core::mem::size_of::<AllowedKey>() == 8);
 const _: () = assert!(core::mem::size_of::<AllowedMac>() == 8);
-const _: () = assert!(core::mem::size_of::<HostInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<HostInfo>() == 32);
+const _: () = assert!(core::mem::size_of::<EipEntry>() == 20);
+const _: () = assert!(core::mem::size_of::<EipOut>() == 8);
 const _: () = assert!(core::mem::size_of::<BareTarget>() == 20);
 const _: () = assert!(core::mem::size_of::<BenchFrame>() == 256);
 
@@ -915,6 +1008,10 @@ mod pod {
     unsafe impl aya::Pod for super::HostInfo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BareTarget {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EipEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EipOut {}
     unsafe impl aya::Pod for super::BenchFrame {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PolicyAddrKey {}

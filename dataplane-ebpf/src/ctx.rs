@@ -6,11 +6,12 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_OK, TC_ACT_SHOT,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_MARK_MANGLED_0,
+        BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT,
     },
     cty::c_void,
     helpers::generated::{
-        bpf_skb_change_tail, bpf_skb_pull_data, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_l4_csum_replace, bpf_skb_change_tail, bpf_skb_pull_data, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
         bpf_xdp_get_buff_len,
     },
     programs::{TcContext, XdpContext},
@@ -38,6 +39,38 @@ pub trait Pkt {
     fn truncate(&self, len: u32) -> bool;
     /// GSO segment size of a TSO/GSO aggregate (0: a plain frame).
     fn gso_size(&self) -> u32;
+    /// Updates the TCP/UDP checksum at `off` for a pseudo-header address
+    /// that changed from `from` to `to` (network-order words as read). A
+    /// UDP checksum of 0 (none) stays 0. At TC the kernel's helper does it,
+    /// so a checksum the NIC is still to complete (CHECKSUM_PARTIAL) stays
+    /// right; packet pointers must be taken again afterwards.
+    fn l4_csum_replace4(&self, off: usize, from: u32, to: u32, udp: bool) -> bool;
+}
+
+/// RFC 1624 update of the checksum at `off` in the linear part for a
+/// 32-bit word that changed; the XDP implementation of
+/// [`Pkt::l4_csum_replace4`].
+#[inline(always)]
+fn csum_replace4_direct(data: usize, data_end: usize, off: usize, from: u32, to: u32, udp: bool) -> bool {
+    if data + off + 2 > data_end {
+        return false;
+    }
+    let p = (data + off) as *mut [u8; 2];
+    // SAFETY: bounds-checked above.
+    let b = unsafe { &mut *p };
+    let old = u16::from_be_bytes(*b);
+    if udp && old == 0 {
+        return true;
+    }
+    let f = from.to_ne_bytes();
+    let t = to.to_ne_bytes();
+    let mut c = crate::csum::replace16(old, u16::from_be_bytes([f[0], f[1]]), u16::from_be_bytes([t[0], t[1]]));
+    c = crate::csum::replace16(c, u16::from_be_bytes([f[2], f[3]]), u16::from_be_bytes([t[2], t[3]]));
+    if udp && c == 0 {
+        c = 0xffff;
+    }
+    *b = c.to_be_bytes();
+    true
 }
 
 impl Pkt for XdpContext {
@@ -80,6 +113,10 @@ impl Pkt for XdpContext {
     #[inline(always)]
     fn gso_size(&self) -> u32 {
         0
+    }
+    #[inline(always)]
+    fn l4_csum_replace4(&self, off: usize, from: u32, to: u32, udp: bool) -> bool {
+        csum_replace4_direct(self.data(), self.data_end(), off, from, to, udp)
     }
 }
 
@@ -136,6 +173,15 @@ impl Pkt for TcContext {
     fn gso_size(&self) -> u32 {
         // SAFETY: the live __sk_buff.
         unsafe { (*self.skb.skb).gso_size }
+    }
+    #[inline(always)]
+    fn l4_csum_replace4(&self, off: usize, from: u32, to: u32, udp: bool) -> bool {
+        let mut flags = (BPF_F_PSEUDO_HDR | 4) as u64;
+        if udp {
+            flags |= BPF_F_MARK_MANGLED_0 as u64;
+        }
+        // SAFETY: the live __sk_buff; the helper checks the offset.
+        unsafe { bpf_l4_csum_replace(self.skb.skb, off as u32, from as u64, to as u64, flags) == 0 }
     }
 }
 

@@ -13,6 +13,7 @@ mod bare;
 mod csum;
 mod ctx;
 mod maps;
+mod nat;
 mod parse;
 mod policy;
 mod stats;
@@ -56,6 +57,12 @@ pub fn strato_port_trace(ctx: XdpContext) -> u32 {
     vpc::port_ingress::<_, true>(&ctx) as u32
 }
 
+/// XDP on a gateway host's external interface (see `vpc::external_ingress`).
+#[xdp(frags)]
+pub fn strato_external(ctx: XdpContext) -> u32 {
+    vpc::external_ingress(&ctx)
+}
+
 /// The benchmark floor: one XDP invocation that does nothing. Never attached.
 #[xdp]
 pub fn strato_floor(_ctx: XdpContext) -> u32 {
@@ -91,6 +98,15 @@ pub fn strato_bench_uplink(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     vpc::uplink_ingress(&ctx)
+}
+
+/// Benchmark harness: the frame put back, then the external program.
+#[xdp(frags)]
+pub fn strato_bench_external(ctx: XdpContext) -> u32 {
+    if !bare::restore(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    vpc::external_ingress(&ctx)
 }
 
 /// The harness's own cost: the frame put back, passed.

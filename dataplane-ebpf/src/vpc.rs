@@ -21,14 +21,17 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dataplane_common::{
-    DropReason, Endpoint, MacKey, PortInfo, EP_F_DOWN, EP_GATEWAY, EP_LOCAL, EP_REMOTE, MACS_DOWN,
-    PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_NEXTHOP, VXLAN_OVERHEAD, VXLAN_PORT,
+    DropReason, EipEntry, Endpoint, HostInfo, MacKey, PortInfo, EIP_F_LOCAL, EIP_F_STEER,
+    EP_EXTERNAL, EP_F_DOWN, EP_GATEWAY, EP_LOCAL, EP_REMOTE, HOST_F_GATEWAY, MACS_DOWN,
+    PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL, ROUTE_NEXTHOP,
+    VNI_F_EXTERNAL, VXLAN_OVERHEAD, VXLAN_PORT,
 };
 
 use crate::{
     csum,
     ctx::Pkt,
     maps::{self, allowed, endpoint, route, HOST, MACS, VNIS},
+    nat,
     parse::{self, ptr_at, ptr_at_mut, ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_UDP, L3},
     policy::{self, Check, Flow, Scratch},
     stats::{count_drop, Outcome, Slot},
@@ -261,6 +264,10 @@ const STEP_DROP: u32 = 1;
 const STEP_DELIVER: u32 = 2;
 /// An echo request to the router interface.
 const STEP_PING: u32 = 3;
+/// `STEP_DELIVER` arguments.
+const DELIVER_ROUTED: u32 = 1;
+/// Routed out of the VPC: the source becomes the port's elastic IP.
+const DELIVER_EXTERNAL: u32 = 2;
 /// An ICMP error answers; argument `type << 8 | code`.
 const STEP_ERROR: u32 = 4;
 
@@ -354,8 +361,21 @@ fn ipv4<C: Pkt, const TRACE: bool>(
             }
         }
     }
+    // Towards the external network: the source address's elastic IP.
+    let mut eip = [0u8; 4];
+    if st[1] == DELIVER_EXTERNAL {
+        match nat::eip_out(port.domain, flow.saddr) {
+            Some(o) => eip = o.eip,
+            None => return Verdict::Drop(DropReason::NoElasticIp),
+        }
+    }
     if !TRACE {
         if let Err(r) = check.commit(flow) {
+            return Verdict::Drop(r);
+        }
+    }
+    if st[1] == DELIVER_EXTERNAL {
+        if let Err(r) = nat::translate(ctx, ETH_HLEN, nat::SRC, eip) {
             return Verdict::Drop(r);
         }
     }
@@ -369,14 +389,7 @@ fn ipv4<C: Pkt, const TRACE: bool>(
         };
         // SAFETY: both ranges were bounds-checked by ptr_at_mut.
         let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
-        let ttl = ip[8];
-        let sum = u16::from_be_bytes([ip[10], ip[11]]);
-        let old = u16::from_be_bytes([ttl, ip[9]]);
-        let new = u16::from_be_bytes([ttl.wrapping_sub(1), ip[9]]);
-        ip[8] = ttl.wrapping_sub(1);
-        let c = csum::replace16(sum, old, new).to_be_bytes();
-        ip[10] = c[0];
-        ip[11] = c[1];
+        decrement_ttl(ip);
         set_mac(eth, 0, &ep.mac);
         set_mac(eth, 6, &ep.gw_mac);
     }
@@ -460,6 +473,11 @@ fn route_step<C: Pkt>(
             Some(r) if r.kind == ROUTE_CONNECTED => {
                 return step_error(sc, 3, 1, 0, DropReason::HostUnreachable)
             }
+            // Out of the VPC through its router's external gateway.
+            Some(r) if r.kind == ROUTE_EXTERNAL => match endpoint(port.domain, [0; 4]) {
+                Some(ep) if ep.kind == EP_EXTERNAL => ep,
+                _ => return step_error(sc, 3, 0, 0, DropReason::NoRoute),
+            },
             Some(_) => return step_error(sc, 3, 0, 0, DropReason::NoRoute),
         },
     };
@@ -488,7 +506,12 @@ fn route_step<C: Pkt>(
         }
         return step_drop(sc, DropReason::TooBig);
     }
-    step(sc, STEP_DELIVER, 1, 0, DropReason::TooBig);
+    let how = if ep.kind == EP_EXTERNAL {
+        DELIVER_EXTERNAL
+    } else {
+        DELIVER_ROUTED
+    };
+    step(sc, STEP_DELIVER, how, 0, DropReason::TooBig);
     Some(ep)
 }
 
@@ -534,7 +557,7 @@ fn deliver<C: Pkt>(ctx: &C, ep: &Endpoint, l4_off: usize) -> Verdict {
     if ep.kind == EP_LOCAL {
         return Verdict::Redirect(ep.ifindex);
     }
-    if ep.kind != EP_REMOTE {
+    if ep.kind != EP_REMOTE && ep.kind != EP_EXTERNAL {
         return Verdict::Drop(DropReason::UnknownDestination);
     }
     // Only a tunnelled packet needs the flow hash (outer source port).
@@ -889,13 +912,14 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
             _pad: [0; 2],
         })
     }) else {
-        // Only on a miss: is it the VNI or the destination that is unknown?
+        // Only on a miss: is it the VNI or the destination that is unknown,
+        // or the external network (no port has a MAC there)?
         // SAFETY: as above.
-        return Verdict::Drop(if unsafe { VNIS.get(&vni) }.is_none() {
-            DropReason::UnknownVni
-        } else {
-            DropReason::NotLocal
-        });
+        return match unsafe { VNIS.get(&vni) } {
+            None => Verdict::Drop(DropReason::UnknownVni),
+            Some(v) if v.flags & VNI_F_EXTERNAL != 0 => external_decap(ctx, off),
+            Some(_) => Verdict::Drop(DropReason::NotLocal),
+        };
     };
 
     let to = *to;
@@ -904,22 +928,8 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
     }
     // The receiving port's ingress rules.
     if let Some(dst) = maps::port(to) {
-        if dst.policy != 0 {
-            let Some(sc) = policy::scratch() else {
-                return Verdict::Drop(DropReason::NoScratch);
-            };
-            if let Err(r) = Flow::read_into(ctx, off + ETH_HLEN, &mut sc.flow, &mut sc.options) {
-                return Verdict::Drop(r);
-            }
-            let sc = policy::launder(sc);
-            let flow = &sc.flow;
-            let mut check = Check::new(dst.domain, flow, &mut sc.check);
-            if let Err(r) = check.receiver::<false>(dst, flow) {
-                return Verdict::Drop(r);
-            }
-            if let Err(r) = check.commit(flow) {
-                return Verdict::Drop(r);
-            }
+        if let Err(r) = ingress_policy(ctx, dst, off + ETH_HLEN) {
+            return Verdict::Drop(r);
         }
     }
     // SAFETY: shrinking the head by the outer headers, checked above.
@@ -927,4 +937,229 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
         return Verdict::Drop(DropReason::AdjustFailed);
     }
     Verdict::Redirect(to)
+}
+
+/// A local port's ingress rules and the connection entry, for the IPv4
+/// packet at `l3` that is about to be delivered to it.
+#[inline(always)]
+fn ingress_policy<C: Pkt>(ctx: &C, dst: &PortInfo, l3: usize) -> Result<(), DropReason> {
+    if dst.policy == 0 {
+        return Ok(());
+    }
+    let Some(sc) = policy::scratch() else {
+        return Err(DropReason::NoScratch);
+    };
+    Flow::read_into(ctx, l3, &mut sc.flow, &mut sc.options)?;
+    let sc = policy::launder(sc);
+    let flow = &sc.flow;
+    let mut check = Check::new(dst.domain, flow, &mut sc.check);
+    check.receiver::<false>(dst, flow)?;
+    check.commit(flow)
+}
+
+/// A frame tunnelled on an external network's VNI: inbound to an elastic
+/// IP bound to a port of this host (translate and deliver), or, on a
+/// gateway host, outbound from a VM's host (out of the external interface).
+#[inline(always)]
+fn external_decap(ctx: &XdpContext, off: usize) -> Verdict {
+    let Some(ip) = ptr_at::<_, [u8; 20]>(ctx, off + ETH_HLEN) else {
+        return Verdict::Drop(DropReason::TruncatedIpv4);
+    };
+    // SAFETY: bounds-checked.
+    let ip = unsafe { &*ip };
+    let daddr = [ip[16], ip[17], ip[18], ip[19]];
+    if let Some(e) = nat::eip(daddr) {
+        if e.flags & EIP_F_LOCAL != 0 {
+            return eip_in(ctx, e, off);
+        }
+    }
+    match HOST.get(0) {
+        Some(h) if h.flags & HOST_F_GATEWAY != 0 && h.ext_ifindex != 0 => to_external(ctx, h, off),
+        _ => Verdict::Drop(DropReason::UnknownElasticIp),
+    }
+}
+
+/// Inbound to an elastic IP of a local port: destination to the fixed IP,
+/// routed (TTL, MACs of the port's router), the port's ingress rules, then
+/// delivered without the outer headers.
+#[inline(always)]
+fn eip_in(ctx: &XdpContext, e: &EipEntry, off: usize) -> Verdict {
+    let fixed = e.fixed;
+    let ep = match endpoint(e.domain, fixed) {
+        Some(ep) if ep.kind == EP_LOCAL => ep,
+        _ => return Verdict::Drop(DropReason::UnknownElasticIp),
+    };
+    if ep.flags & EP_F_DOWN != 0 {
+        return Verdict::Drop(DropReason::PortDown);
+    }
+    let Some(dst) = maps::port(ep.ifindex) else {
+        return Verdict::Drop(DropReason::UnknownElasticIp);
+    };
+    let l3 = off + ETH_HLEN;
+    match ptr_at::<_, [u8; 20]>(ctx, l3) {
+        // SAFETY: bounds-checked.
+        Some(ip) if unsafe { (*ip)[8] } > 1 => {}
+        Some(_) => return Verdict::Drop(DropReason::TtlExceeded),
+        None => return Verdict::Drop(DropReason::TruncatedIpv4),
+    }
+    if let Err(r) = nat::translate(ctx, l3, nat::DST, fixed) {
+        return Verdict::Drop(r);
+    }
+    if let Err(r) = ingress_policy(ctx, dst, l3) {
+        return Verdict::Drop(r);
+    }
+    let (Some(eth), Some(ip)) = (
+        ptr_at_mut::<_, [u8; 14]>(ctx, off),
+        ptr_at_mut::<_, [u8; 20]>(ctx, l3),
+    ) else {
+        return Verdict::Drop(DropReason::TruncatedIpv4);
+    };
+    // SAFETY: both bounds-checked.
+    let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
+    decrement_ttl(ip);
+    set_mac(eth, 0, &ep.mac);
+    set_mac(eth, 6, &ep.gw_mac);
+    // SAFETY: shrinking the head by the outer headers, checked by the caller.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, off as i32) } != 0 {
+        return Verdict::Drop(DropReason::AdjustFailed);
+    }
+    Verdict::Redirect(ep.ifindex)
+}
+
+#[inline(always)]
+fn decrement_ttl(ip: &mut [u8; 20]) {
+    let ttl = ip[8];
+    let sum = u16::from_be_bytes([ip[10], ip[11]]);
+    let old = u16::from_be_bytes([ttl, ip[9]]);
+    let new = u16::from_be_bytes([ttl.wrapping_sub(1), ip[9]]);
+    ip[8] = ttl.wrapping_sub(1);
+    let c = csum::replace16(sum, old, new).to_be_bytes();
+    ip[10] = c[0];
+    ip[11] = c[1];
+}
+
+/// On a gateway host: an already translated packet from a VM's host leaves
+/// through the external interface, to the next hop the kernel's FIB and
+/// neighbour table give for its destination.
+#[inline(always)]
+fn to_external(ctx: &XdpContext, host: &HostInfo, off: usize) -> Verdict {
+    let Some(ip) = ptr_at::<_, [u8; 20]>(ctx, off + ETH_HLEN) else {
+        return Verdict::Drop(DropReason::TruncatedIpv4);
+    };
+    // SAFETY: bounds-checked.
+    let ip = unsafe { &*ip };
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.ifindex = host.ext_ifindex;
+    fib.__bindgen_anon_1.tot_len = u16::from_be_bytes([ip[2], ip[3]]);
+    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    // SAFETY: fib is a live, correctly sized request; ctx is the program's context.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.ctx as *mut _,
+            &mut fib,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_OUTPUT,
+        )
+    };
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS => {}
+        BPF_FIB_LKUP_RET_NO_NEIGH => return Verdict::Drop(DropReason::ExternalNoNeighbour),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => return Verdict::Drop(DropReason::TooBig),
+        _ => return Verdict::Drop(DropReason::ExternalUnreachable),
+    }
+    // SAFETY: shrinking the head by the outer headers, checked by the caller.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, off as i32) } != 0 {
+        return Verdict::Drop(DropReason::AdjustFailed);
+    }
+    let Some(eth) = ptr_at_mut::<_, [u8; 14]>(ctx, 0) else {
+        return Verdict::Drop(DropReason::AdjustFailed);
+    };
+    // SAFETY: bounds-checked.
+    let eth = unsafe { &mut *eth };
+    set_mac(eth, 0, &fib.dmac);
+    set_mac(eth, 6, &fib.smac);
+    Verdict::Redirect(fib.ifindex)
+}
+
+/// XDP on a gateway host's external interface: ARP for elastic IPs is
+/// answered with the interface's MAC; IPv4 to a bound elastic IP is
+/// tunnelled to the host of its port; everything else goes to the stack.
+#[inline(always)]
+pub fn external_ingress(ctx: &XdpContext) -> u32 {
+    let ifindex = Pkt::ingress_ifindex(ctx);
+    let len = Pkt::len(ctx);
+    let host = HOST.get(0);
+    let slot = Slot::rx(host.map(|h| h.ext_slot).unwrap_or(0), len);
+    let v = match parse::parse(ctx, len) {
+        Err(r) => Verdict::Drop(r),
+        Ok(p) => {
+            slot.class(p.l3);
+            match host {
+                Some(h) if p.l3_off == ETH_HLEN && p.l3 == L3::Arp => external_arp(ctx, h),
+                Some(_) if p.l3_off == ETH_HLEN && p.l3 == L3::Ipv4 => steer(ctx, p.l4_off),
+                _ => Verdict::Pass,
+            }
+        }
+    };
+    finish::<XdpContext>(ifindex, &slot, len, v) as u32
+}
+
+#[inline(always)]
+fn steer(ctx: &XdpContext, l4_off: usize) -> Verdict {
+    let Some(ip) = ptr_at::<_, [u8; 20]>(ctx, ETH_HLEN) else {
+        return Verdict::Pass;
+    };
+    // SAFETY: bounds-checked.
+    let ip = unsafe { &*ip };
+    let Some(e) = nat::eip([ip[16], ip[17], ip[18], ip[19]]) else {
+        return Verdict::Pass;
+    };
+    if e.flags & EIP_F_STEER == 0 {
+        return Verdict::Drop(DropReason::UnknownElasticIp);
+    }
+    let hash = flow_hash(ctx, ip, l4_off);
+    match encap(ctx, e.vni, e.underlay, hash) {
+        Ok(out) => Verdict::Redirect(out),
+        Err(r) => Verdict::Drop(r),
+    }
+}
+
+/// ARP requests on the external network for an elastic IP this region
+/// serves are answered with the external interface's MAC.
+#[inline(always)]
+fn external_arp(ctx: &XdpContext, host: &HostInfo) -> Verdict {
+    let (Some(eth), Some(a)) = (
+        ptr_at_mut::<_, [u8; 14]>(ctx, 0),
+        ptr_at_mut::<_, [u8; 28]>(ctx, ETH_HLEN),
+    ) else {
+        return Verdict::Drop(DropReason::TruncatedArp);
+    };
+    // SAFETY: both ranges were bounds-checked by ptr_at_mut.
+    let (eth, a) = unsafe { (&mut *eth, &mut *a) };
+    let tpa = [a[24], a[25], a[26], a[27]];
+    if a[6] != 0 || a[7] != 1 || nat::eip(tpa).is_none() || mac_zero(&host.ext_mac) {
+        return Verdict::Pass;
+    }
+    let sha = [a[8], a[9], a[10], a[11], a[12], a[13]];
+    let spa = [a[14], a[15], a[16], a[17]];
+    let src = mac_at(eth, 6);
+    set_mac(eth, 0, &src);
+    set_mac(eth, 6, &host.ext_mac);
+    a[7] = 2;
+    let mut i = 0;
+    while i < 6 {
+        a[18 + i] = sha[i];
+        a[8 + i] = host.ext_mac[i];
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 4 {
+        a[24 + i] = spa[i];
+        a[14 + i] = tpa[i];
+        i += 1;
+    }
+    Verdict::Tx
 }

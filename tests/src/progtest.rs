@@ -40,8 +40,8 @@ use std::{
 use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions};
 use dataplane_common::{DropReason, DropStats, HostInfo, IfStats};
 use strato::compile::{
-    Entry, NetworkEntry, PortEntry, RemoteEntry, RouterEntry, RouterInterface, SgMemberEntry,
-    SubnetEntry,
+    Entry, FloatingIpEntry, GatewayHost, NetworkEntry, PortEntry, RemoteEntry, RouterEntry,
+    RouterExternal, RouterInterface, SgMemberEntry, SubnetEntry,
 };
 pub use strato::compile::{SecurityGroupEntry, SgRuleEntry};
 use strato::dataplane::{Attach, Counters, Dataplane};
@@ -499,6 +499,7 @@ pub struct Router {
     interfaces: Vec<(String, String)>,
     /// (destination CIDR, next hop)
     routes: Vec<(String, String)>,
+    external: Option<RouterExternal>,
 }
 
 impl Router {
@@ -507,7 +508,28 @@ impl Router {
             id: id.into(),
             interfaces: Vec::new(),
             routes: Vec::new(),
+            external: None,
         }
+    }
+
+    /// An external gateway on the external network with VNI `vni`
+    /// (gateway port `ip`/`mac`), leaving through the gateway host at
+    /// `gateway_underlay`.
+    pub fn external(mut self, vni: u32, ip: [u8; 4], mac: [u8; 6], gateway_underlay: [u8; 4]) -> Router {
+        self.external = Some(RouterExternal {
+            network_id: format!("ext{vni}"),
+            vni,
+            mtu: 1450,
+            enable_snat: true,
+            ip: Some(Ipv4Addr::from(ip).to_string()),
+            mac: mac_str(&mac),
+            gateways: vec![GatewayHost {
+                name: "gw".into(),
+                az: "az1".into(),
+                underlay_ip: Ipv4Addr::from(gateway_underlay).to_string(),
+            }],
+        });
+        self
     }
 
     /// An interface on `subnet` with `mac`, holding the subnet's gateway address.
@@ -620,6 +642,7 @@ pub struct World {
     routers: Vec<Router>,
     ports: Vec<Port>,
     groups: Vec<SecurityGroupEntry>,
+    fips: Vec<FloatingIpEntry>,
 }
 
 fn in_cidr(ip: &str, cidr: &str) -> bool {
@@ -657,6 +680,32 @@ impl World {
 
     pub fn port(mut self, p: Port) -> World {
         self.ports.push(p);
+        self
+    }
+
+    /// An elastic IP `eip` (external network VNI `vni`) bound to `fixed` of
+    /// the world's port `port`, whose host has underlay `underlay`. `steer`:
+    /// as compiled for a gateway host.
+    pub fn floating_ip(
+        mut self,
+        eip: [u8; 4],
+        vni: u32,
+        port: &str,
+        fixed: [u8; 4],
+        underlay: [u8; 4],
+        steer: bool,
+    ) -> World {
+        self.fips.push(FloatingIpEntry {
+            id: format!("fip-{}", Ipv4Addr::from(eip)),
+            floating_ip_address: Ipv4Addr::from(eip).to_string(),
+            fixed_ip_address: Ipv4Addr::from(fixed).to_string(),
+            port_id: port.into(),
+            network_id: format!("ext{vni}"),
+            vni,
+            host: "h".into(),
+            underlay_ip: Ipv4Addr::from(underlay).to_string(),
+            steer,
+        });
         self
     }
 
@@ -704,6 +753,7 @@ impl World {
                         nexthop: n.clone(),
                     })
                     .collect(),
+                external: r.external.clone(),
             }));
         }
         for n in &self.nets {
@@ -793,6 +843,7 @@ impl World {
                 }
             }
         }
+        out.extend(self.fips.iter().cloned().map(Entry::FloatingIp));
         out.into_iter().map(|e| (e.key(), e)).collect()
     }
 }
@@ -1166,7 +1217,7 @@ impl ProgramTester {
             underlay_ip: UNDERLAY_IP,
             uplink_ifindex: up,
             uplink_slot: self.slot_for(up),
-            flags: 0,
+            ..HostInfo::default()
         }
     }
 
