@@ -373,6 +373,9 @@ impl Agent {
         if host_info.uplink_ifindex != 0 {
             slots.insert(host_info.uplink_ifindex, host_info.uplink_slot);
         }
+        if host_info.ext_ifindex != 0 {
+            slots.insert(host_info.ext_ifindex, host_info.ext_slot);
+        }
         tracing::info!(host = %cfg.host, pin_dir = %pin_dir.display(), adopted_ports = have.ports.len(), adopted_endpoints = have.endpoints.len(), "dataplane loaded (pinned maps adopted if present)");
         let mut agent = Agent {
             cfg,

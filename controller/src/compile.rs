@@ -594,11 +594,7 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
 }
 
 /// A router's external gateway as `host` uses it.
-fn router_external(
-    state: &State,
-    r: &crate::model::Router,
-    host: &str,
-) -> Option<RouterExternal> {
+fn router_external(state: &State, r: &crate::model::Router, host: &str) -> Option<RouterExternal> {
     let g = r.gateway.as_ref()?;
     let net = state.networks.get(&g.network_id)?;
     let port = state.ports.get(&g.port_id)?;
@@ -770,7 +766,13 @@ impl Compiler {
                 (Kind::FloatingIp, c) => {
                     // Every gateway steers it; the bound port's host
                     // translates (a host that had it mentions its id).
-                    out.extend(state.hosts.values().filter(|h| h.gateway).map(|h| h.name.clone()));
+                    out.extend(
+                        state
+                            .hosts
+                            .values()
+                            .filter(|h| h.gateway)
+                            .map(|h| h.name.clone()),
+                    );
                     if let Change::Put(crate::model::Object::FloatingIp(f)) = c {
                         if let Some(p) = f.port_id.as_deref().and_then(|p| state.ports.get(p)) {
                             if is_vm_port(p) {

@@ -22,8 +22,8 @@ use aya::{
 };
 use dataplane_common::{
     maps, programs, AllowedKey, AllowedMac, CtEntry, CtKey, CtStats, DropKey, DropReason,
-    DropStats, EipEntry, EipOut, Endpoint, EpKey, HostInfo, IfStats, MacKey, PolicyAddrKey, PolicyAllow, PolicyClass,
-    PolicyPortKey, PortInfo, Route, RouteKey, VniInfo,
+    DropStats, EipEntry, EipOut, Endpoint, EpKey, HostInfo, IfStats, MacKey, PolicyAddrKey,
+    PolicyAllow, PolicyClass, PolicyPortKey, PortInfo, Route, RouteKey, VniInfo,
 };
 use ipnetwork::Ipv4Network;
 
@@ -1411,6 +1411,9 @@ impl Counters {
         if let Ok(h) = host.get(&0, 0) {
             if h.uplink_ifindex != 0 {
                 slots.push((h.uplink_slot, h.uplink_ifindex));
+            }
+            if h.ext_ifindex != 0 {
+                slots.push((h.ext_slot, h.ext_ifindex));
             }
         }
         slots.push((0, 0));

@@ -17,8 +17,8 @@ use crate::{
     compile::{Compiler, Update},
     error::ApiError,
     model::{
-        Assignment, Change, FloatingIp, HostRecord, QosPolicy, Kind, Network, Object, Port, Project, Quota, Role, Router,
-        SecurityGroup, SecurityGroupRule, Subnet, Token, User,
+        Assignment, Change, FloatingIp, HostRecord, Kind, Network, Object, Port, Project,
+        QosPolicy, Quota, Role, Router, SecurityGroup, SecurityGroupRule, Subnet, Token, User,
     },
     store::{Store, StoreError},
 };

@@ -614,16 +614,16 @@ fn external_exit(t: &mut Tables, domain: u32, x: &crate::compile::RouterExternal
     };
     let gateway = x.gateways.iter().find_map(|g| ip4(&g.underlay_ip));
     t.routes
-        .entry((domain, Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid")))
+        .entry((
+            domain,
+            Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"),
+        ))
         .or_insert(Route {
             kind: ROUTE_EXTERNAL,
             nexthop: [0; 4],
         });
     t.endpoints.insert(
-        EpKey {
-            domain,
-            ip: [0; 4],
-        },
+        EpKey { domain, ip: [0; 4] },
         Endpoint {
             mac,
             gw_mac: mac,

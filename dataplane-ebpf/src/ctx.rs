@@ -11,8 +11,8 @@ use aya_ebpf::{
     },
     cty::c_void,
     helpers::generated::{
-        bpf_l4_csum_replace, bpf_skb_change_tail, bpf_skb_pull_data, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
-        bpf_xdp_get_buff_len,
+        bpf_l4_csum_replace, bpf_skb_change_tail, bpf_skb_pull_data, bpf_xdp_adjust_head,
+        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
     },
     programs::{TcContext, XdpContext},
     EbpfContext,
@@ -51,7 +51,14 @@ pub trait Pkt {
 /// 32-bit word that changed; the XDP implementation of
 /// [`Pkt::l4_csum_replace4`].
 #[inline(always)]
-fn csum_replace4_direct(data: usize, data_end: usize, off: usize, from: u32, to: u32, udp: bool) -> bool {
+fn csum_replace4_direct(
+    data: usize,
+    data_end: usize,
+    off: usize,
+    from: u32,
+    to: u32,
+    udp: bool,
+) -> bool {
     if data + off + 2 > data_end {
         return false;
     }
@@ -64,8 +71,16 @@ fn csum_replace4_direct(data: usize, data_end: usize, off: usize, from: u32, to:
     }
     let f = from.to_ne_bytes();
     let t = to.to_ne_bytes();
-    let mut c = crate::csum::replace16(old, u16::from_be_bytes([f[0], f[1]]), u16::from_be_bytes([t[0], t[1]]));
-    c = crate::csum::replace16(c, u16::from_be_bytes([f[2], f[3]]), u16::from_be_bytes([t[2], t[3]]));
+    let mut c = crate::csum::replace16(
+        old,
+        u16::from_be_bytes([f[0], f[1]]),
+        u16::from_be_bytes([t[0], t[1]]),
+    );
+    c = crate::csum::replace16(
+        c,
+        u16::from_be_bytes([f[2], f[3]]),
+        u16::from_be_bytes([t[2], t[3]]),
+    );
     if udp && c == 0 {
         c = 0xffff;
     }

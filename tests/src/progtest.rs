@@ -264,8 +264,11 @@ impl TestNet {
         }
         // bpf_fib_lookup refuses (BPF_FIB_LKUP_RET_FWD_DISABLED) unless the
         // interface it is asked about forwards; the agent turns this on.
-        let k = format!("/proc/sys/net/ipv4/conf/{UPLINK}/forwarding");
-        std::fs::write(&k, "1").map_err(|e| format!("{k}: {e}"))?;
+        // up1 doubles as a gateway host's external interface (NAT rows).
+        for l in [UPLINK, OTHER_LINK] {
+            let k = format!("/proc/sys/net/ipv4/conf/{l}/forwarding");
+            std::fs::write(&k, "1").map_err(|e| format!("{k}: {e}"))?;
+        }
         for l in inside_links() {
             for n in [l.to_string(), format!("{l}p")] {
                 let c = CString::new(n.clone()).expect("no NUL");
@@ -515,7 +518,13 @@ impl Router {
     /// An external gateway on the external network with VNI `vni`
     /// (gateway port `ip`/`mac`), leaving through the gateway host at
     /// `gateway_underlay`.
-    pub fn external(mut self, vni: u32, ip: [u8; 4], mac: [u8; 6], gateway_underlay: [u8; 4]) -> Router {
+    pub fn external(
+        mut self,
+        vni: u32,
+        ip: [u8; 4],
+        mac: [u8; 6],
+        gateway_underlay: [u8; 4],
+    ) -> Router {
         self.external = Some(RouterExternal {
             network_id: format!("ext{vni}"),
             vni,
@@ -1205,7 +1214,7 @@ impl ProgramTester {
         self.net().ifindex(name)
     }
 
-    fn slot_for(&mut self, ifindex: u32) -> u32 {
+    pub fn slot_for(&mut self, ifindex: u32) -> u32 {
         let next = self.slots.len() as u32 + 1;
         *self.slots.entry(ifindex).or_insert(next)
     }
@@ -1345,6 +1354,7 @@ impl ProgramTester {
         match attach {
             Attach::Port if self.dp.ports().expect("read PORTS").contains_key(&i) => i,
             Attach::Uplink => self.dp.host().map(|h| h.uplink_ifindex).unwrap_or(0),
+            Attach::External => self.dp.host().map(|h| h.ext_ifindex).unwrap_or(0),
             // The reference programs count nothing.
             _ => 0,
         }
