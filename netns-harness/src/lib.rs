@@ -54,7 +54,7 @@ mod vm;
 
 pub use dhcp::Lease;
 pub use error::HarnessError;
-pub use plan::{Host, HostRole};
+pub use plan::{Host, HostRole, EXTERNAL_IFACE};
 pub use region::{validate_prefix, DownReport, FailTarget, Region, RUN_DIR};
 pub use status::{LinkEnd, LinkStatus, NamespaceStatus, Status};
 pub use topology::{Az, Internet, Site, Topology, TopologyError};

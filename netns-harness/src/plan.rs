@@ -31,6 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::topology::Topology;
 
+/// A gateway host's interface towards the internet router.
+pub const EXTERNAL_IFACE: &str = "ext0";
+
 /// What a host is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -281,7 +284,7 @@ impl Plan {
                         name: format!("{name}-ext"),
                         kind: LinkKind::GatewayExternal,
                         a: end("internet", &name, Some(router)),
-                        b: end(&name, "ext0", Some(ext)),
+                        b: end(&name, EXTERNAL_IFACE, Some(ext)),
                         mtu: None,
                     });
                 }

@@ -168,9 +168,14 @@ impl Cloud {
             &h.uplink,
             "--interval",
             &self.agent_interval,
+            "--az",
+            &h.az,
             "--controller",
         ])
         .arg(format!("unix:{}", self.socket.display()));
+        if h.role == netns_harness::HostRole::Gateway {
+            cmd.args(["--external", netns_harness::EXTERNAL_IFACE]);
+        }
         let name = format!("agent-{}", h.name);
         let child = self
             .region
