@@ -38,7 +38,7 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 18] = [
+pub const MAP_NAMES: [&str; 23] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
@@ -57,6 +57,11 @@ pub const MAP_NAMES: [&str; 18] = [
     maps::POLICY_EXACT,
     maps::EIPS,
     maps::EIP_OUT,
+    maps::SNAT_ROUTERS,
+    maps::SNAT_OUT,
+    maps::SNAT_IN,
+    maps::PORT_OUT_XDP,
+    maps::PORT_OUT_TC,
 ];
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
@@ -170,6 +175,9 @@ pub enum Attach {
     /// A gateway host's external interface.
     External,
     BenchExternal,
+    /// The port pipeline's tail for external traffic (never attached;
+    /// loaded with the object, see `install_tails`).
+    PortOut,
 }
 
 impl Attach {
@@ -186,6 +194,7 @@ impl Attach {
             Attach::BenchRestore => programs::BENCH_RESTORE,
             Attach::External => programs::EXTERNAL,
             Attach::BenchExternal => programs::BENCH_EXTERNAL,
+            Attach::PortOut => programs::PORT_OUT,
         }
     }
 }
@@ -234,11 +243,78 @@ impl Dataplane {
         })?;
         // Programs are verified when first needed (verifying the big ones
         // takes seconds of kernel time): an agent loads what it attaches,
-        // `stratoctl trace` the trace build, tests what they run.
-        Ok(Dataplane {
+        // `stratoctl trace` the trace build, tests what they run. The port
+        // pipeline's tails are small, and the pipeline needs them in its
+        // program arrays before its first packet.
+        let mut dp = Dataplane {
             ebpf,
             pin_dir: pin_dir.map(Path::to_owned),
-        })
+        };
+        dp.install_tails()?;
+        Ok(dp)
+    }
+
+    /// Loads the port pipeline's tail programs and puts them in their
+    /// program arrays (a pinned array an earlier agent filled is updated).
+    fn install_tails(&mut self) -> Result<(), DataplaneError> {
+        use aya::maps::ProgramArray;
+        let name = programs::PORT_OUT;
+        let fd = {
+            let prog: &mut Xdp = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(DataplaneError::NoProgram { name })?
+                .try_into()
+                .map_err(|e| DataplaneError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
+            if prog.fd().is_err() {
+                prog.load().map_err(|e| DataplaneError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
+            }
+            prog.fd()
+                .map_err(|e| DataplaneError::Program {
+                    name,
+                    source: Box::new(e),
+                })?
+                .try_clone()
+                .map_err(|source| DataplaneError::Io {
+                    path: PathBuf::from(name),
+                    source,
+                })?
+        };
+        let map = maps::PORT_OUT_XDP;
+        let mut arr: ProgramArray<&mut MapData> =
+            self.map_mut(map)?.try_into().map_err(map_err(map))?;
+        arr.set(0, &fd, 0).map_err(map_err(map))?;
+        let name = programs::PORT_OUT_TC;
+        let fd = {
+            let prog = classifier(&mut self.ebpf, name)?;
+            if prog.fd().is_err() {
+                prog.load().map_err(|e| DataplaneError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
+            }
+            prog.fd()
+                .map_err(|e| DataplaneError::Program {
+                    name,
+                    source: Box::new(e),
+                })?
+                .try_clone()
+                .map_err(|source| DataplaneError::Io {
+                    path: PathBuf::from(name),
+                    source,
+                })?
+        };
+        let map = maps::PORT_OUT_TC;
+        let mut arr: ProgramArray<&mut MapData> =
+            self.map_mut(map)?.try_into().map_err(map_err(map))?;
+        arr.set(0, &fd, 0).map_err(map_err(map))?;
+        Ok(())
     }
 
     /// Loads (verifies) the programs for these attach points now; an agent

@@ -113,6 +113,25 @@ pub mod maps {
     pub const EIP_OUT: &str = "EIP_OUT";
     /// Capacity of [`EIP_OUT`].
     pub const EIP_OUT_MAX: u32 = 65_536;
+    /// Hash: routing domain -> [`super::SnatRouter`]: the routers whose
+    /// SNAT this gateway host does (each router has one such host).
+    pub const SNAT_ROUTERS: &str = "SNAT_ROUTERS";
+    /// Capacity of [`SNAT_ROUTERS`].
+    pub const SNAT_ROUTERS_MAX: u32 = 16_384;
+    /// LRU hash: [`super::NatKey`] (a VM's flow) -> [`super::NatOut`]: the
+    /// external address and port it was given.
+    pub const SNAT_OUT: &str = "SNAT_OUT";
+    /// LRU hash: [`super::NatRevKey`] (the translated flow as the remote
+    /// end sees it) -> [`super::NatIn`]: the VM behind it.
+    pub const SNAT_IN: &str = "SNAT_IN";
+    /// Capacity of [`SNAT_OUT`] and [`SNAT_IN`]: translated flows per
+    /// gateway host.
+    pub const SNAT_MAX: u32 = 262_144;
+    /// Program array of one: the XDP port pipeline's tail for packets
+    /// leaving the VPC ([`super::programs::PORT_OUT`]).
+    pub const PORT_OUT_XDP: &str = "PORT_OUT_XDP";
+    /// The same for the TC build ([`super::programs::PORT_OUT_TC`]).
+    pub const PORT_OUT_TC: &str = "PORT_OUT_TC";
 }
 
 /// The VXLAN UDP port (IANA).
@@ -155,6 +174,13 @@ pub mod programs {
     pub const EXTERNAL: &str = "strato_external";
     /// Benchmark harness: the frame put back, then the external program.
     pub const BENCH_EXTERNAL: &str = "strato_bench_external";
+    /// Tail of the XDP port pipeline (reached by tail call through
+    /// `PORT_OUT_XDP`, never attached): a packet leaving the VPC gets its
+    /// elastic IP (or goes to the router's SNAT untranslated) and is
+    /// tunnelled to a gateway host.
+    pub const PORT_OUT: &str = "strato_port_out";
+    /// The same tail for the TC build (`PORT_OUT_TC`).
+    pub const PORT_OUT_TC: &str = "strato_port_out_tc";
 }
 
 /// Why the dataplane dropped a packet. One list, used by the kernel programs
@@ -280,11 +306,26 @@ pub enum DropReason {
     /// A gateway host has no route on its external interface to the
     /// destination.
     ExternalUnreachable = 54,
+    /// Router SNAT: every external port for this remote address and port
+    /// is taken (the allocation tried several and found none free).
+    SnatExhausted = 55,
+    /// Router SNAT translates TCP, UDP and ICMP echo only.
+    SnatUnsupported = 56,
+    /// Router SNAT cannot translate IPv4 fragments (the ports are in the
+    /// first fragment only).
+    SnatFragment = 57,
+    /// SNAT traffic for a router whose SNAT another gateway host does.
+    NotSnatGateway = 58,
+    /// A reply to the SNAT address with no translated flow behind it.
+    SnatNoFlow = 59,
+    /// The port pipeline's tail for external traffic is not loaded (the
+    /// tail call failed).
+    NoTailCall = 60,
 }
 
 impl DropReason {
     /// Every reason, in numeric order.
-    pub const ALL: [DropReason; 54] = [
+    pub const ALL: [DropReason; 60] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedVlan,
         DropReason::TooManyVlanTags,
@@ -339,6 +380,12 @@ impl DropReason {
         DropReason::NotGateway,
         DropReason::ExternalNoNeighbour,
         DropReason::ExternalUnreachable,
+        DropReason::SnatExhausted,
+        DropReason::SnatUnsupported,
+        DropReason::SnatFragment,
+        DropReason::NotSnatGateway,
+        DropReason::SnatNoFlow,
+        DropReason::NoTailCall,
     ];
 
     /// Stable snake_case label, used as a metric label and in `stratoctl`.
@@ -398,6 +445,12 @@ impl DropReason {
             DropReason::NotGateway => "not_gateway",
             DropReason::ExternalNoNeighbour => "external_no_neighbour",
             DropReason::ExternalUnreachable => "external_unreachable",
+            DropReason::SnatExhausted => "snat_exhausted",
+            DropReason::SnatUnsupported => "snat_unsupported",
+            DropReason::SnatFragment => "snat_fragment",
+            DropReason::NotSnatGateway => "not_snat_gateway",
+            DropReason::SnatNoFlow => "snat_no_flow",
+            DropReason::NoTailCall => "no_tail_call",
         }
     }
 
@@ -789,6 +842,90 @@ pub struct EipEntry {
 pub const EIP_F_LOCAL: u32 = 1;
 /// `EipEntry::flags`: a gateway host forwards to `underlay`.
 pub const EIP_F_STEER: u32 = 2;
+/// `EipEntry::flags`: a router's SNAT address, translated on this gateway
+/// host (see `SNAT_IN`).
+pub const EIP_F_SNAT: u32 = 4;
+
+/// `VniInfo::flags`: a VNI of a routing domain whose router's SNAT this
+/// gateway host does: untranslated traffic from VMs arrives on it.
+pub const VNI_F_SNAT: u32 = 2;
+
+/// `Endpoint::flags` of an [`EP_EXTERNAL`] endpoint: VMs without an elastic
+/// IP leave through SNAT (the router's `enable_snat`).
+pub const EP_F_SNAT: u8 = 2;
+
+/// Value of `SNAT_ROUTERS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnatRouter {
+    /// The router's gateway port address: the translated source.
+    pub ext_ip: [u8; 4],
+    pub flags: u32,
+}
+
+/// Key of `SNAT_OUT`: a VM's flow (ICMP echo: the identifier as the
+/// inside port, remote port 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NatKey {
+    pub domain: u32,
+    pub inside: [u8; 4],
+    pub remote: [u8; 4],
+    pub inside_port: u16,
+    pub remote_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `SNAT_OUT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatOut {
+    pub ext_ip: [u8; 4],
+    pub ext_port: u16,
+    pub _pad: u16,
+    /// `bpf_ktime_get_coarse_ns` of the last packet out.
+    pub last_seen: u64,
+}
+
+/// Key of `SNAT_IN`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NatRevKey {
+    pub ext_ip: [u8; 4],
+    pub remote: [u8; 4],
+    pub ext_port: u16,
+    pub remote_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `SNAT_IN`: the VM behind a translated flow, and how to reach it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatIn {
+    pub domain: u32,
+    pub inside: [u8; 4],
+    /// Underlay address of the VM's host (the tunnel it came through).
+    pub underlay: [u8; 4],
+    /// VNI of the VM's network.
+    pub vni: u32,
+    pub inside_port: u16,
+    pub _pad: u16,
+    pub vm_mac: [u8; 6],
+    /// MAC of the router interface on the VM's network.
+    pub gw_mac: [u8; 6],
+    /// `bpf_ktime_get_coarse_ns` of the last packet either way.
+    pub last_seen: u64,
+}
+
+/// Seconds a translated flow lives without traffic.
+pub const fn snat_timeout_secs(proto: u8) -> u64 {
+    match proto {
+        6 => 7440,
+        _ => 60,
+    }
+}
 
 /// Value of `EIP_OUT`.
 #[repr(C)]
@@ -972,6 +1109,11 @@ const _: () = assert!(core::mem::size_of::<AllowedMac>() == 8);
 const _: () = assert!(core::mem::size_of::<HostInfo>() == 32);
 const _: () = assert!(core::mem::size_of::<EipEntry>() == 20);
 const _: () = assert!(core::mem::size_of::<EipOut>() == 8);
+const _: () = assert!(core::mem::size_of::<SnatRouter>() == 8);
+const _: () = assert!(core::mem::size_of::<NatKey>() == 20);
+const _: () = assert!(core::mem::size_of::<NatOut>() == 16);
+const _: () = assert!(core::mem::size_of::<NatRevKey>() == 16);
+const _: () = assert!(core::mem::size_of::<NatIn>() == 40);
 const _: () = assert!(core::mem::size_of::<BareTarget>() == 20);
 const _: () = assert!(core::mem::size_of::<BenchFrame>() == 256);
 
@@ -1012,6 +1154,16 @@ mod pod {
     unsafe impl aya::Pod for super::EipEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EipOut {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SnatRouter {}
+    // SAFETY: as above (explicit padding fields, sizes asserted).
+    unsafe impl aya::Pod for super::NatKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NatOut {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NatRevKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NatIn {}
     unsafe impl aya::Pod for super::BenchFrame {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PolicyAddrKey {}

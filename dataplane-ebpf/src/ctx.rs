@@ -45,6 +45,9 @@ pub trait Pkt {
     /// so a checksum the NIC is still to complete (CHECKSUM_PARTIAL) stays
     /// right; packet pointers must be taken again afterwards.
     fn l4_csum_replace4(&self, off: usize, from: u32, to: u32, udp: bool) -> bool;
+    /// Tail-calls the port pipeline's tail for external traffic (the
+    /// program of this context's kind); returns only if that failed.
+    fn tail_external(&self);
 }
 
 /// RFC 1624 update of the checksum at `off` in the linear part for a
@@ -133,6 +136,11 @@ impl Pkt for XdpContext {
     fn l4_csum_replace4(&self, off: usize, from: u32, to: u32, udp: bool) -> bool {
         csum_replace4_direct(self.data(), self.data_end(), off, from, to, udp)
     }
+    #[inline(always)]
+    fn tail_external(&self) {
+        // SAFETY: the array holds an XDP program of the same kind (frags).
+        unsafe { crate::maps::PORT_OUT_XDP.tail_call(self, 0) }
+    }
 }
 
 /// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: the inner L2 header's length.
@@ -197,6 +205,11 @@ impl Pkt for TcContext {
         }
         // SAFETY: the live __sk_buff; the helper checks the offset.
         unsafe { bpf_l4_csum_replace(self.skb.skb, off as u32, from as u64, to as u64, flags) == 0 }
+    }
+    #[inline(always)]
+    fn tail_external(&self) {
+        // SAFETY: the array holds a TC program.
+        unsafe { crate::maps::PORT_OUT_TC.tail_call(self, 0) }
     }
 }
 

@@ -16,6 +16,7 @@ mod maps;
 mod nat;
 mod parse;
 mod policy;
+mod snat;
 mod stats;
 mod vpc;
 
@@ -47,6 +48,19 @@ pub fn strato_port(ctx: XdpContext) -> u32 {
 pub fn strato_port_tc(ctx: TcContext) -> i32 {
     ctx::tc_linearize(&ctx, 128);
     vpc::port_ingress::<_, false>(&ctx)
+}
+
+/// Tail of the XDP port pipeline for packets leaving the VPC (reached by
+/// tail call only; see `vpc::port_out`).
+#[xdp(frags)]
+pub fn strato_port_out(ctx: XdpContext) -> u32 {
+    vpc::port_out(&ctx) as u32
+}
+
+/// The same tail for the TC build.
+#[classifier]
+pub fn strato_port_out_tc(ctx: TcContext) -> i32 {
+    vpc::port_out(&ctx)
 }
 
 /// The port pipeline for `stratoctl trace`: the XDP build, reading the

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, ProgramArray},
 };
 use dataplane_common::{
     maps, AllowedKey, AllowedMac, Endpoint, EpKey, HostInfo, MacKey, PortInfo, Route, RouteKey,
@@ -44,6 +44,14 @@ pub static MACS: HashMap<MacKey, u32> = HashMap::with_max_entries(maps::MACS_MAX
 #[map(name = "ALLOWED")]
 pub static ALLOWED: LpmTrie<AllowedKey, AllowedMac> =
     LpmTrie::with_max_entries(maps::ALLOWED_MAX, 0);
+
+/// The port pipeline's tail for external traffic (XDP builds).
+#[map(name = "PORT_OUT_XDP")]
+pub static PORT_OUT_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The same for the TC build.
+#[map(name = "PORT_OUT_TC")]
+pub static PORT_OUT_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 #[map(name = "HOST")]
 pub static HOST: Array<HostInfo> = Array::with_max_entries(1, 0);

@@ -46,6 +46,13 @@ impl Slot {
         Slot(p)
     }
 
+    /// The counters of `slot` without counting a frame (a tail program's
+    /// view of the frame its caller counted).
+    #[inline(always)]
+    pub fn at(slot: u32) -> Slot {
+        Slot(IF_STATS.get_ptr_mut(slot))
+    }
+
     #[inline(always)]
     pub fn class(&self, l3: L3) {
         if let Some(p) = self.0 {

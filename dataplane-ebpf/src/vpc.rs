@@ -21,10 +21,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dataplane_common::{
-    DropReason, EipEntry, Endpoint, HostInfo, MacKey, PortInfo, EIP_F_LOCAL, EIP_F_STEER,
-    EP_EXTERNAL, EP_F_DOWN, EP_GATEWAY, EP_LOCAL, EP_REMOTE, HOST_F_GATEWAY, MACS_DOWN,
-    PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL, ROUTE_NEXTHOP,
-    VNI_F_EXTERNAL, VXLAN_OVERHEAD, VXLAN_PORT,
+    DropReason, EipEntry, Endpoint, HostInfo, MacKey, PortInfo, EIP_F_LOCAL, EIP_F_SNAT,
+    EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE,
+    HOST_F_GATEWAY, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL,
+    ROUTE_NEXTHOP, VNI_F_EXTERNAL, VNI_F_SNAT, VXLAN_OVERHEAD, VXLAN_PORT,
 };
 
 use crate::{
@@ -34,6 +34,7 @@ use crate::{
     nat,
     parse::{self, ptr_at, ptr_at_mut, ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_UDP, L3},
     policy::{self, Check, Flow, Scratch},
+    snat,
     stats::{count_drop, Outcome, Slot},
 };
 
@@ -50,6 +51,21 @@ pub enum Verdict {
     /// An answer that replaced a dropped frame (ICMP error): sent back, and
     /// the original counted as dropped with this reason.
     TxError(DropReason),
+    /// Continues in the tail program for external traffic (see
+    /// `ExternalStep`).
+    Tail,
+}
+
+/// What the port pipeline hands its tail (through the scratch) for a packet
+/// that leaves the VPC through its router's external gateway: the sending
+/// port's domain, VNI and counter slot (the tail looks up the domain's
+/// external endpoint again: the pipeline's verifier budget is tight).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExternalStep {
+    pub domain: u32,
+    pub vni: u32,
+    pub slot: u32,
 }
 
 #[inline(always)]
@@ -83,6 +99,12 @@ fn finish<C: Pkt>(ifindex: u32, slot: &Slot, len: u64, v: Verdict) -> i32 {
             slot.outcome(Outcome::Forwarded);
             // SAFETY: plain helper call; the kernel validates the ifindex.
             unsafe { bpf_redirect(to, 0) as i32 }
+        }
+        // Handled by the caller (it needs the context); never reaches here.
+        Verdict::Tail => {
+            slot.outcome(Outcome::Dropped);
+            count_drop(ifindex, len, DropReason::NoTailCall);
+            C::DROP
         }
     }
 }
@@ -135,7 +157,82 @@ pub fn port_ingress<C: Pkt, const TRACE: bool>(ctx: &C) -> i32 {
     };
     let slot = Slot::rx(port.slot, len);
     let v = port_pipeline::<C, TRACE>(ctx, ifindex, port, len, &slot);
+    if let Verdict::Tail = v {
+        ctx.tail_external();
+    }
     finish::<C>(ifindex, &slot, len, v)
+}
+
+/// The port pipeline's tail: a packet leaving the VPC (see [`ExternalStep`]).
+#[inline(always)]
+pub fn port_out<C: Pkt>(ctx: &C) -> i32 {
+    let ifindex = ctx.ingress_ifindex();
+    let len = ctx.len();
+    let Some(sc) = policy::scratch() else {
+        let slot = Slot::at(0);
+        return finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::NoScratch));
+    };
+    let x = sc.external;
+    let slot = Slot::at(x.slot);
+    let v = external_out(ctx, &x);
+    finish::<C>(ifindex, &slot, len, v)
+}
+
+/// A packet leaving the VPC: its source's elastic IP, or without one the
+/// router's SNAT (the packet goes to that gateway host untranslated, on the
+/// port's own VNI, MACs as the VM sent them so that host learns them).
+#[inline(always)]
+fn external_out<C: Pkt>(ctx: &C, x: &ExternalStep) -> Verdict {
+    let ep = match endpoint(x.domain, [0; 4]) {
+        Some(ep) if ep.kind == EP_EXTERNAL => ep,
+        _ => return Verdict::Drop(DropReason::NoRoute),
+    };
+    let Some(ip) = ptr_at::<_, [u8; 20]>(ctx, ETH_HLEN) else {
+        return Verdict::Drop(DropReason::TruncatedIpv4);
+    };
+    // SAFETY: bounds-checked.
+    let saddr = unsafe { [(*ip)[12], (*ip)[13], (*ip)[14], (*ip)[15]] };
+    let snat = match nat::eip_out(x.domain, saddr) {
+        Some(o) => {
+            let eip = o.eip;
+            if let Err(r) = nat::translate(ctx, ETH_HLEN, nat::SRC, eip) {
+                return Verdict::Drop(r);
+            }
+            false
+        }
+        None if ep.flags & EP_F_SNAT != 0 => true,
+        None => return Verdict::Drop(DropReason::NoElasticIp),
+    };
+    let (Some(eth), Some(ip)) = (
+        ptr_at_mut::<_, [u8; 14]>(ctx, 0),
+        ptr_at_mut::<_, [u8; 20]>(ctx, ETH_HLEN),
+    ) else {
+        return Verdict::Drop(DropReason::TruncatedIpv4);
+    };
+    // SAFETY: both bounds-checked.
+    let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
+    decrement_ttl(ip);
+    if !snat {
+        set_mac(eth, 0, &ep.mac);
+        set_mac(eth, 6, &ep.gw_mac);
+    }
+    let first = (ip[6] & 0x1f) == 0 && ip[7] == 0;
+    let l4_off = if first {
+        ETH_HLEN + ((ip[0] & 0x0f) as usize) * 4
+    } else {
+        0
+    };
+    let hash = flow_hash(ctx, ip, l4_off);
+    // An external endpoint's `ifindex` is the SNAT gateway host's address.
+    let (vni, underlay) = if snat {
+        (x.vni, ep.ifindex.to_ne_bytes())
+    } else {
+        (ep.vni, ep.underlay)
+    };
+    match encap(ctx, vni, underlay, hash) {
+        Ok(out) => Verdict::Redirect(out),
+        Err(r) => Verdict::Drop(r),
+    }
 }
 
 #[inline(always)]
@@ -362,22 +459,23 @@ fn ipv4<C: Pkt, const TRACE: bool>(
         }
     }
     // Towards the external network: the source address's elastic IP.
-    let mut eip = [0u8; 4];
-    if st[1] == DELIVER_EXTERNAL {
-        match nat::eip_out(port.domain, flow.saddr) {
-            Some(o) => eip = o.eip,
-            None => return Verdict::Drop(DropReason::NoElasticIp),
-        }
-    }
+    // Without one, through the router's SNAT (on its gateway host): the
+    // packet goes there untranslated, on the port's own VNI. The rest is
+    // the tail program's (its own verifier budget).
+    // Out of the VPC: the tail program translates (or hands the packet
+    // to the router's SNAT) and tunnels it, with its own verifier budget.
     if !TRACE {
         if let Err(r) = check.commit(flow) {
             return Verdict::Drop(r);
         }
     }
     if st[1] == DELIVER_EXTERNAL {
-        if let Err(r) = nat::translate(ctx, ETH_HLEN, nat::SRC, eip) {
-            return Verdict::Drop(r);
-        }
+        sc.external = ExternalStep {
+            domain: port.domain,
+            vni: port.vni,
+            slot: port.slot,
+        };
+        return Verdict::Tail;
     }
     if st[1] != 0 {
         // Routed: TTL and MACs.
@@ -537,7 +635,7 @@ fn wire_len<C: Pkt>(ctx: &C, total: u16, l4_off: usize, l4_proto: u8) -> u16 {
 /// Entropy for the outer UDP source port: addresses and, when present, the
 /// L4 ports of the inner packet.
 #[inline(always)]
-fn flow_hash<C: Pkt>(ctx: &C, ip: &[u8; 20], l4_off: usize) -> u32 {
+pub fn flow_hash<C: Pkt>(ctx: &C, ip: &[u8; 20], l4_off: usize) -> u32 {
     let mut h = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]])
         ^ u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]).rotate_left(16)
         ^ ip[9] as u32;
@@ -557,7 +655,7 @@ fn deliver<C: Pkt>(ctx: &C, ep: &Endpoint, l4_off: usize) -> Verdict {
     if ep.kind == EP_LOCAL {
         return Verdict::Redirect(ep.ifindex);
     }
-    if ep.kind != EP_REMOTE && ep.kind != EP_EXTERNAL {
+    if ep.kind != EP_REMOTE {
         return Verdict::Drop(DropReason::UnknownDestination);
     }
     // Only a tunnelled packet needs the flow hash (outer source port).
@@ -587,7 +685,7 @@ const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 /// from the kernel's FIB and neighbour table (`bpf_fib_lookup`). On error the
 /// frame is unchanged.
 #[inline(always)]
-fn encap<C: Pkt>(ctx: &C, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32, DropReason> {
+pub fn encap<C: Pkt>(ctx: &C, vni: u32, underlay: [u8; 4], hash: u32) -> Result<u32, DropReason> {
     let Some(host) = HOST.get(0) else {
         return Err(DropReason::NoUnderlay);
     };
@@ -918,6 +1016,10 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
         return match unsafe { VNIS.get(&vni) } {
             None => Verdict::Drop(DropReason::UnknownVni),
             Some(v) if v.flags & VNI_F_EXTERNAL != 0 => external_decap(ctx, off),
+            Some(v) if v.flags & VNI_F_SNAT != 0 => match HOST.get(0) {
+                Some(h) if h.ext_ifindex != 0 => snat::snat_out(ctx, off, v.domain, vni, h),
+                _ => Verdict::Drop(DropReason::NotGateway),
+            },
             Some(_) => Verdict::Drop(DropReason::NotLocal),
         };
     };
@@ -971,6 +1073,9 @@ fn external_decap(ctx: &XdpContext, off: usize) -> Verdict {
     if let Some(e) = nat::eip(daddr) {
         if e.flags & EIP_F_LOCAL != 0 {
             return eip_in(ctx, e, off);
+        }
+        if e.flags & EIP_F_SNAT != 0 {
+            return snat::snat_in_tunnelled(ctx, off);
         }
     }
     match HOST.get(0) {
@@ -1027,7 +1132,7 @@ fn eip_in(ctx: &XdpContext, e: &EipEntry, off: usize) -> Verdict {
 }
 
 #[inline(always)]
-fn decrement_ttl(ip: &mut [u8; 20]) {
+pub fn decrement_ttl(ip: &mut [u8; 20]) {
     let ttl = ip[8];
     let sum = u16::from_be_bytes([ip[10], ip[11]]);
     let old = u16::from_be_bytes([ttl, ip[9]]);
@@ -1042,7 +1147,7 @@ fn decrement_ttl(ip: &mut [u8; 20]) {
 /// through the external interface, to the next hop the kernel's FIB and
 /// neighbour table give for its destination.
 #[inline(always)]
-fn to_external(ctx: &XdpContext, host: &HostInfo, off: usize) -> Verdict {
+pub fn to_external(ctx: &XdpContext, host: &HostInfo, off: usize) -> Verdict {
     let Some(ip) = ptr_at::<_, [u8; 20]>(ctx, off + ETH_HLEN) else {
         return Verdict::Drop(DropReason::TruncatedIpv4);
     };
@@ -1117,6 +1222,9 @@ fn steer(ctx: &XdpContext, l4_off: usize) -> Verdict {
     let Some(e) = nat::eip([ip[16], ip[17], ip[18], ip[19]]) else {
         return Verdict::Pass;
     };
+    if e.flags & EIP_F_SNAT != 0 {
+        return snat::snat_in(ctx);
+    }
     if e.flags & EIP_F_STEER == 0 {
         return Verdict::Drop(DropReason::UnknownElasticIp);
     }

@@ -272,6 +272,42 @@ impl Cloud {
     }
 
     /// One ping from a node to an address, 1 s timeout.
+    /// Waits until every VM's port is ACTIVE and the VM holds its DHCP lease.
+    pub fn wait_until_active(&self, api: &Api, vms: &[&Vm]) {
+        for vm in vms {
+            self.wait_until(
+                &format!("port of {} ACTIVE", vm.name),
+                Duration::from_secs(15),
+                || {
+                    api.expect(200, "GET", &format!("/v2.0/ports/{}", vm.port), None)["port"]
+                        ["status"]
+                        == "ACTIVE"
+                },
+            );
+            self.region
+                .vm_wait_lease(&vm.name, Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("{}: {e}", vm.name));
+        }
+    }
+
+    /// Every host's drop counter for `reason` (a label), summed, read from
+    /// the pinned maps (current, not as of the last report).
+    pub fn drops(&self, reason: &str) -> u64 {
+        let mut n = 0;
+        for h in self.region.hosts() {
+            let dir = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&h));
+            if let Ok(c) = strato::dataplane::Counters::read_pinned(&dir) {
+                n += c
+                    .drops
+                    .iter()
+                    .filter(|((_, r), _)| r.label() == reason)
+                    .map(|(_, s)| s.packets)
+                    .sum::<u64>();
+            }
+        }
+        n
+    }
+
     pub fn ping(&self, node: &str, addr: &str) -> bool {
         self.region
             .exec(node, &["ping", "-c1", "-W1", "-q", addr])

@@ -704,11 +704,10 @@ fn random_mutations_never_crash_or_corrupt() {
 
 /// Every entry point verifies with room to spare (the kernel stops at
 /// 1,000,000 processed instructions): a change that makes paths multiply
-/// shows here first. The limit is 75% of the budget (the elastic IP
-/// translation took the port program from 548k to 680k); what comes next
-/// (load balancing, router SNAT) goes into programs of its own reached by
-/// tail calls. The figures are printed for `--nocapture`
-/// (docs/architecture.md, "Verifier budget").
+/// shows here first. The limit is 60% of the budget: what comes next (load
+/// balancing) goes into programs of its own reached by tail calls, as
+/// traffic leaving the VPC does (`strato_port_out`). The figures are
+/// printed for `--nocapture` (docs/architecture.md, "Verifier budget").
 #[test]
 fn programs_verify_with_room_to_spare() {
     let mut t = ProgramTester::new();
@@ -718,11 +717,12 @@ fn programs_verify_with_room_to_spare() {
         Attach::PortTc,
         Attach::PortTrace,
         Attach::External,
+        Attach::PortOut,
     ] {
         let n = t.verified_instructions(a);
         eprintln!("{}: {n} instructions verified", a.program());
         assert!(
-            n > 0 && n < 750_000,
+            n > 0 && n < 600_000,
             "{} took {n} of the verifier's 1,000,000 instructions",
             a.program()
         );

@@ -1,0 +1,269 @@
+//! End to end, elastic IPs, in the default region (two AZs, a gateway host
+//! in each, an internet namespace with a client), configured only through
+//! the API, with real TCP, UDP and ICMP:
+//!
+//! - the operator creates the external network and its EIP pool; a tenant
+//!   gives its router an external gateway and binds an EIP to a VM;
+//! - the internet client reaches the VM by its EIP only on the port its
+//!   security group allows (TCP 7000 yes; ping and TCP 7001 no);
+//! - the VM reaches the internet with its EIP as the source (TCP and UDP,
+//!   as the client sees them);
+//! - a VM without an EIP does not reach the internet (no SNAT yet), and the
+//!   drop is counted as `no_elastic_ip`;
+//! - unbinding stops inbound traffic; deleting the VM's port keeps the EIP
+//!   allocated (DOWN, unbound); binding it to a VM in the other AZ works.
+
+use std::time::Duration;
+
+use netns_harness::Topology;
+use serde_json::{json, Value};
+use strato_tests::e2e::{Api, Cloud};
+
+const CLIENT: &str = "inet-client1";
+const CLIENT_IP: &str = "203.0.113.5";
+const WHOAMI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/whoami.py");
+const PYTHON: &str = "/usr/bin/python3";
+
+static SERVERS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+fn keep(c: std::process::Child) {
+    SERVERS.lock().expect("servers").push(c);
+}
+
+fn reap_servers() {
+    for mut c in SERVERS
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default()
+    {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+fn id(v: &Value, kind: &str) -> String {
+    v[kind]["id"].as_str().expect("id").to_owned()
+}
+
+fn exec(cloud: &Cloud, node: &str, argv: &[&str]) -> (bool, String) {
+    let o = cloud.region.exec(node, argv).expect("exec");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+    )
+}
+
+/// The banner of `addr`:`port` as `node` reads it ("" when unreachable).
+fn banner(cloud: &Cloud, node: &str, addr: &str, port: u16) -> String {
+    exec(
+        cloud,
+        node,
+        &["busybox", "nc", "-w", "2", addr, &port.to_string()],
+    )
+    .1
+}
+
+/// The source address the client sees for `node`'s UDP datagram.
+fn udp_source(cloud: &Cloud, node: &str) -> String {
+    let script = format!(
+        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); \
+         s.sendto(b'x', ('{CLIENT_IP}', 8000)); print(s.recv(100).decode().strip())"
+    );
+    exec(cloud, node, &[PYTHON, "-c", &script]).1
+}
+
+fn fip_status(api: &Api, fip: &str) -> Value {
+    api.expect(200, "GET", &format!("/v2.0/floatingips/{fip}"), None)["floatingip"].clone()
+}
+
+#[test]
+fn elastic_ips_end_to_end() {
+    let cloud = Cloud::up("eip", &Topology::default_region());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cloud)));
+    reap_servers();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn run(cloud: &Cloud) {
+    let admin = cloud.admin();
+    let api = cloud.tenant("eipt");
+    // The operator's external network and its EIP pool.
+    let ext = id(
+        &admin.expect(
+            201,
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": "internet", "router:external": true}})),
+        ),
+        "network",
+    );
+    admin.expect(
+        201,
+        "POST",
+        "/v2.0/subnets",
+        Some(
+            json!({"subnet": {"network_id": ext, "cidr": "198.51.100.0/24", "ip_version": 4,
+            "gateway_ip": "198.51.100.1", "enable_dhcp": false,
+            "allocation_pools": [{"start": "198.51.100.10", "end": "198.51.100.250"}]}}),
+        ),
+    );
+    // The tenant's VPC, its way out, and a group open on TCP 7000 only.
+    let vpc = Cloud::vpc(&api, &["10.0.1.0/24", "10.0.2.0/24"], &[]);
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/routers/{}", vpc.router),
+        Some(json!({"router": {"external_gateway_info": {"network_id": ext}}})),
+    );
+    let web = id(
+        &api.expect(
+            201,
+            "POST",
+            "/v2.0/security-groups",
+            Some(json!({"security_group": {"name": "web"}})),
+        ),
+        "security_group",
+    );
+    api.expect(
+        201,
+        "POST",
+        "/v2.0/security-group-rules",
+        Some(
+            json!({"security_group_rule": {"security_group_id": web, "direction": "ingress",
+            "protocol": "tcp", "port_range_min": 7000, "port_range_max": 7000,
+            "remote_ip_prefix": "0.0.0.0/0"}}),
+        ),
+    );
+    let vm1 = cloud.boot(&admin, &api, &vpc.nets[0], "vm1", "az1-c1", Some(&[&web]));
+    let vm2 = cloud.boot(&admin, &api, &vpc.nets[1], "vm2", "az2-c1", None);
+    for vm in [&vm1, &vm2] {
+        keep(cloud.hello_server(&vm.name));
+    }
+    keep(
+        cloud
+            .region
+            .command(
+                &vm1.name,
+                &[
+                    "busybox",
+                    "nc",
+                    "-ll",
+                    "-p",
+                    "7001",
+                    "-e",
+                    "/bin/echo",
+                    "seven-thousand-one",
+                ],
+            )
+            .expect("command")
+            .spawn()
+            .expect("spawn"),
+    );
+    keep(
+        cloud
+            .region
+            .command(CLIENT, &[PYTHON, WHOAMI, "8000"])
+            .expect("command")
+            .spawn()
+            .expect("spawn"),
+    );
+    cloud.wait_until_active(&api, &[&vm1, &vm2]);
+
+    // Allocate from the pool, then bind.
+    let f = api.expect(
+        201,
+        "POST",
+        "/v2.0/floatingips",
+        Some(json!({"floatingip": {"floating_network_id": ext}})),
+    )["floatingip"]
+        .clone();
+    let fip = f["id"].as_str().expect("id").to_owned();
+    let eip = f["floating_ip_address"]
+        .as_str()
+        .expect("address")
+        .to_owned();
+    assert_eq!(f["status"], "DOWN", "unbound: {f}");
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/floatingips/{fip}"),
+        Some(json!({"floatingip": {"port_id": vm1.port}})),
+    );
+    cloud.wait_until("the EIP is ACTIVE", Duration::from_secs(10), || {
+        fip_status(&api, &fip)["status"] == "ACTIVE"
+    });
+    let bound = fip_status(&api, &fip);
+    assert_eq!(bound["fixed_ip_address"], vm1.ip.as_str());
+    assert_eq!(bound["router_id"], vpc.router.as_str());
+
+    // Inbound: only what the group allows.
+    cloud.wait_until(
+        "the client reaches vm1 by its EIP",
+        Duration::from_secs(10),
+        || banner(cloud, CLIENT, &eip, 7000) == "hello-from-vm1",
+    );
+    assert_eq!(
+        banner(cloud, CLIENT, &eip, 7001),
+        "",
+        "TCP 7001 is not allowed"
+    );
+    assert!(!cloud.ping(CLIENT, &eip), "ICMP is not allowed in");
+    // Outbound: the client sees the EIP.
+    assert_eq!(banner(cloud, &vm1.name, CLIENT_IP, 8000), eip, "TCP source");
+    assert_eq!(udp_source(cloud, &vm1.name), eip, "UDP source");
+    assert!(cloud.ping(&vm1.name, CLIENT_IP), "vm1 pings the client");
+
+    // A VM without an EIP (and no SNAT yet) does not get out.
+    let before = cloud.drops("no_elastic_ip");
+    assert_eq!(banner(cloud, &vm2.name, CLIENT_IP, 8000), "");
+    cloud.wait_until("the refusal is counted", Duration::from_secs(5), || {
+        cloud.drops("no_elastic_ip") > before
+    });
+
+    // Unbind: inbound stops.
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/floatingips/{fip}"),
+        Some(json!({"floatingip": {"port_id": null}})),
+    );
+    cloud.wait_until(
+        "unbound: the client no longer reaches vm1",
+        Duration::from_secs(10),
+        || banner(cloud, CLIENT, &eip, 7000).is_empty(),
+    );
+    assert_eq!(fip_status(&api, &fip)["status"], "DOWN");
+
+    // Rebind, delete the port: the EIP stays allocated; bind it to vm3 in the other AZ.
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/floatingips/{fip}"),
+        Some(json!({"floatingip": {"port_id": vm1.port}})),
+    );
+    cloud.wait_until("rebound to vm1", Duration::from_secs(10), || {
+        banner(cloud, CLIENT, &eip, 7000) == "hello-from-vm1"
+    });
+    api.expect(204, "DELETE", &format!("/v2.0/ports/{}", vm1.port), None);
+    let kept = fip_status(&api, &fip);
+    assert_eq!(kept["port_id"], Value::Null, "{kept}");
+    assert_eq!(kept["status"], "DOWN");
+    assert_eq!(kept["floating_ip_address"], eip.as_str());
+    let vm3 = cloud.boot(&admin, &api, &vpc.nets[0], "vm3", "az2-c2", Some(&[&web]));
+    keep(cloud.hello_server(&vm3.name));
+    cloud.wait_until_active(&api, &[&vm3]);
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/floatingips/{fip}"),
+        Some(json!({"floatingip": {"port_id": vm3.port}})),
+    );
+    cloud.wait_until(
+        "the client reaches vm3 by the same EIP",
+        Duration::from_secs(10),
+        || banner(cloud, CLIENT, &eip, 7000) == "hello-from-vm3",
+    );
+    assert_eq!(banner(cloud, &vm3.name, CLIENT_IP, 8000), eip);
+}
