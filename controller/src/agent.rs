@@ -897,6 +897,15 @@ impl Agent {
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "connection table sweep failed"),
         }
+        if self.cfg.external.is_some() {
+            match self.dp.snat_gc(crate::dataplane::coarse_now_ns()) {
+                Ok((live, removed)) if removed > 0 => {
+                    tracing::debug!(live, removed, "SNAT mappings swept")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "SNAT sweep failed"),
+            }
+        }
     }
 
     /// Working port taps: name -> ifindex.

@@ -40,3 +40,46 @@ impl App {
         }
     }
 }
+
+/// Watches the gateway hosts' liveness: a gateway whose agent stops
+/// reporting is marked unavailable (a durable change, so the compiler moves
+/// the routers' SNAT and the VMs' way out to the other gateways); its next
+/// report marks it available again (see the report handler).
+pub async fn watch_gateways(app: std::sync::Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let down: Vec<crate::model::HostRecord> = app
+            .core
+            .read()
+            .hosts
+            .values()
+            .filter(|h| h.gateway && h.available && !app.hosts.is_up(&h.name))
+            .cloned()
+            .collect();
+        for mut h in down {
+            h.available = false;
+            let name = h.name.clone();
+            let r = app.core.mutate(|s| {
+                // Still the same record, still down: mark it.
+                let changes = match s.hosts.get(&name) {
+                    Some(cur) if cur.available && !app.hosts.is_up(&name) => {
+                        vec![crate::model::Change::Put(crate::model::Object::Host(
+                            h.clone(),
+                        ))]
+                    }
+                    _ => vec![],
+                };
+                Ok((changes, ()))
+            });
+            match r {
+                Ok(()) => {
+                    tracing::warn!(host = %name, "gateway host stopped reporting; marked unavailable")
+                }
+                Err(e) => {
+                    tracing::warn!(host = %name, error = %e.message, "cannot mark a gateway host unavailable")
+                }
+            }
+        }
+    }
+}

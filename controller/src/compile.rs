@@ -155,9 +155,31 @@ pub struct RouterExternal {
     /// The gateway port's address (the SNAT source) and MAC.
     pub ip: Option<String>,
     pub mac: String,
-    /// Gateway hosts for this host's traffic, preferred first (those of the
-    /// host's own availability zone).
+    /// Available gateway hosts for this host's traffic, preferred first
+    /// (those of the host's own availability zone).
     pub gateways: Vec<GatewayHost>,
+    /// The gateway host doing this router's SNAT (none: SNAT off, or no
+    /// gateway host available).
+    #[serde(default)]
+    pub snat_gateway: Option<GatewayHost>,
+}
+
+/// A router's SNAT as a gateway host needs it: on the host doing it
+/// (`local`), the router's address and networks; on the others, where to
+/// steer replies that the internet's ECMP sent to them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnatEntry {
+    pub router_id: String,
+    /// The router's gateway port address (the translated source).
+    pub ip: String,
+    /// VNI of the external network.
+    pub ext_vni: u32,
+    /// VNIs of the router's networks (the smallest is the domain id).
+    pub vnis: Vec<u32>,
+    /// The gateway host doing it.
+    pub host: String,
+    pub underlay_ip: String,
+    pub local: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +237,7 @@ pub enum Entry {
     SecurityGroup(SecurityGroupEntry),
     SgMember(SgMemberEntry),
     FloatingIp(FloatingIpEntry),
+    Snat(SnatEntry),
 }
 
 impl Entry {
@@ -228,6 +251,7 @@ impl Entry {
             Entry::SecurityGroup(g) => format!("sg/{}", g.id),
             Entry::SgMember(m) => format!("sgmember/{}/{}", m.group_id, m.port_id),
             Entry::FloatingIp(f) => format!("fip/{}", f.id),
+            Entry::Snat(n) => format!("snat/{}", n.router_id),
         }
     }
 }
@@ -578,6 +602,11 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
     // Elastic IPs: those of local ports (translated here), and on a
     // gateway host every bound one (steered to its port's host).
     let gateway = state.hosts.get(host).is_some_and(|h| h.gateway);
+    if gateway {
+        for e in snat_entries(state, ix, host) {
+            entries.insert(e.key(), e);
+        }
+    }
     for f in state.floating_ips.values() {
         let Some(port) = f.port_id.as_deref().and_then(|p| state.ports.get(p)) else {
             continue;
@@ -602,12 +631,8 @@ fn router_external(state: &State, r: &crate::model::Router, host: &str) -> Optio
     let mut gateways: Vec<GatewayHost> = state
         .hosts
         .values()
-        .filter(|h| h.gateway)
-        .map(|h| GatewayHost {
-            name: h.name.clone(),
-            az: h.az.clone(),
-            underlay_ip: h.underlay_ip.clone(),
-        })
+        .filter(|h| h.gateway && h.available)
+        .map(gateway_host)
         .collect();
     // Own zone first, then by name: every host of a zone picks the same.
     gateways.sort_by(|a, b| (a.az != az, &a.name).cmp(&(b.az != az, &b.name)));
@@ -619,7 +644,83 @@ fn router_external(state: &State, r: &crate::model::Router, host: &str) -> Optio
         ip: port.fixed_ips.first().map(|f| f.ip_address.clone()),
         mac: port.mac_address.clone(),
         gateways,
+        snat_gateway: snat_host(state, r).map(gateway_host),
     })
+}
+
+fn gateway_host(h: &crate::model::HostRecord) -> GatewayHost {
+    GatewayHost {
+        name: h.name.clone(),
+        az: h.az.clone(),
+        underlay_ip: h.underlay_ip.clone(),
+    }
+}
+
+/// The gateway host that does a router's SNAT: one of the available
+/// gateway hosts, chosen by a stable hash of the router's id (so routers
+/// spread over them, and every host agrees); another one when it fails.
+pub fn snat_host<'s>(
+    state: &'s State,
+    r: &crate::model::Router,
+) -> Option<&'s crate::model::HostRecord> {
+    let g = r.gateway.as_ref()?;
+    if !g.enable_snat {
+        return None;
+    }
+    let mut hosts: Vec<&crate::model::HostRecord> = state
+        .hosts
+        .values()
+        .filter(|h| h.gateway && h.available)
+        .collect();
+    if hosts.is_empty() {
+        return None;
+    }
+    hosts.sort_by(|a, b| (&a.az, &a.name).cmp(&(&b.az, &b.name)));
+    // FNV-1a: stable across processes and releases.
+    let h = r.meta.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Some(hosts[(h % hosts.len() as u64) as usize])
+}
+
+/// Every router's SNAT, as gateway host `host` needs it.
+fn snat_entries(state: &State, ix: &Index<'_>, host: &str) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for r in state.routers.values() {
+        let (Some(g), Some(h)) = (r.gateway.as_ref(), snat_host(state, r)) else {
+            continue;
+        };
+        let (Some(port), Some(net)) = (
+            state.ports.get(&g.port_id),
+            state.networks.get(&g.network_id),
+        ) else {
+            continue;
+        };
+        let Some(ip) = port.fixed_ips.first() else {
+            continue;
+        };
+        let mut vnis: Vec<u32> = ix
+            .router_ifaces
+            .iter()
+            .filter(|p| p.device_id == r.meta.id)
+            .filter_map(|p| state.networks.get(&p.network_id).map(|n| n.vni))
+            .collect();
+        vnis.sort();
+        vnis.dedup();
+        if vnis.is_empty() {
+            continue;
+        }
+        out.push(Entry::Snat(SnatEntry {
+            router_id: r.meta.id.clone(),
+            ip: ip.ip_address.clone(),
+            ext_vni: net.vni,
+            vnis,
+            host: h.name.clone(),
+            underlay_ip: h.underlay_ip.clone(),
+            local: h.name == host,
+        }));
+    }
+    out
 }
 
 fn floating_ip_entry(
@@ -663,6 +764,7 @@ fn mentions(e: &Entry) -> Vec<&str> {
             if let Some(x) = &r.external {
                 v.push(x.network_id.as_str());
                 v.extend(x.gateways.iter().map(|g| g.name.as_str()));
+                v.extend(x.snat_gateway.iter().map(|g| g.name.as_str()));
             }
             v
         }
@@ -682,6 +784,7 @@ fn mentions(e: &Entry) -> Vec<&str> {
             f.network_id.as_str(),
             f.host.as_str(),
         ],
+        Entry::Snat(n) => vec![n.router_id.as_str(), n.host.as_str()],
     }
 }
 
@@ -762,6 +865,14 @@ impl Compiler {
                     for p in ix.router_ifaces.iter().filter(|p| p.device_id == c.id()) {
                         networks.insert(p.network_id.clone());
                     }
+                    // Its SNAT (gateway and networks) is every gateway's.
+                    out.extend(
+                        state
+                            .hosts
+                            .values()
+                            .filter(|h| h.gateway)
+                            .map(|h| h.name.clone()),
+                    );
                 }
                 (Kind::FloatingIp, c) => {
                     // Every gateway steers it; the bound port's host
@@ -1277,6 +1388,9 @@ mod tests {
                 v.push(Change::Put(Object::Host(HostRecord {
                     name: h.into(),
                     underlay_ip: ip.into(),
+                    az: String::new(),
+                    gateway: false,
+                    available: true,
                 })));
             }
             Ok((v, ()))

@@ -22,8 +22,9 @@ use aya::{
 };
 use dataplane_common::{
     maps, programs, AllowedKey, AllowedMac, CtEntry, CtKey, CtStats, DropKey, DropReason,
-    DropStats, EipEntry, EipOut, Endpoint, EpKey, HostInfo, IfStats, MacKey, PolicyAddrKey,
-    PolicyAllow, PolicyClass, PolicyPortKey, PortInfo, Route, RouteKey, VniInfo,
+    DropStats, EipEntry, EipOut, Endpoint, EpKey, HostInfo, IfStats, MacKey, NatIn, NatKey, NatOut,
+    NatRevKey, PolicyAddrKey, PolicyAllow, PolicyClass, PolicyPortKey, PortInfo, Route, RouteKey,
+    SnatRouter, VniInfo,
 };
 use ipnetwork::Ipv4Network;
 
@@ -735,6 +736,7 @@ impl Dataplane {
             allowed: self.lpm_read(maps::ALLOWED, |k: AllowedKey| (k.ifindex, k.ip))?,
             eips: self.hash_read(maps::EIPS)?,
             eip_out: self.hash_read(maps::EIP_OUT)?,
+            snat_routers: self.hash_read(maps::SNAT_ROUTERS)?,
         })
     }
 
@@ -749,6 +751,7 @@ impl Dataplane {
         self.lpm_upsert(maps::ALLOWED, &d.allowed.0, allowed_key)?;
         self.hash_upsert(maps::EIPS, &d.eips.0)?;
         self.hash_upsert(maps::EIP_OUT, &d.eip_out.0)?;
+        self.hash_upsert(maps::SNAT_ROUTERS, &d.snat_routers.0)?;
         for (k, v) in &d.ports.0 {
             self.set_port(*k, *v)?;
         }
@@ -762,6 +765,7 @@ impl Dataplane {
         self.lpm_delete::<AllowedKey, AllowedMac>(maps::ALLOWED, &d.allowed.1, allowed_key)?;
         self.hash_delete::<[u8; 4], EipEntry>(maps::EIPS, &d.eips.1)?;
         self.hash_delete::<EpKey, EipOut>(maps::EIP_OUT, &d.eip_out.1)?;
+        self.hash_delete::<u32, SnatRouter>(maps::SNAT_ROUTERS, &d.snat_routers.1)?;
         Ok(())
     }
 
@@ -1064,6 +1068,75 @@ impl Dataplane {
             gone(m.remove(k), name)?;
         }
         Ok((live, dead.len() as u64))
+    }
+
+    /// Removes router SNAT mappings idle past their timeout (and each
+    /// direction whose other one is gone). Returns (live, removed).
+    pub fn snat_gc(&mut self, now_ns: u64) -> Result<(u64, u64), DataplaneError> {
+        let (name_in, name_out) = (maps::SNAT_IN, maps::SNAT_OUT);
+        let mut dead_in = Vec::new();
+        let mut live_in = std::collections::BTreeSet::new();
+        {
+            let m: BpfHashMap<&MapData, NatRevKey, NatIn> = self
+                .map_ref(name_in)?
+                .try_into()
+                .map_err(map_err(name_in))?;
+            for kv in m.iter() {
+                let Ok((k, v)) = kv else { continue };
+                let idle = now_ns.saturating_sub(v.last_seen);
+                if idle > dataplane_common::snat_timeout_secs(k.proto) * 1_000_000_000 {
+                    dead_in.push(k);
+                } else {
+                    live_in.insert((k.ext_ip, k.ext_port, k.remote, k.remote_port, k.proto));
+                }
+            }
+        }
+        let mut dead_out = Vec::new();
+        let mut live = 0u64;
+        {
+            let m: BpfHashMap<&MapData, NatKey, NatOut> = self
+                .map_ref(name_out)?
+                .try_into()
+                .map_err(map_err(name_out))?;
+            for kv in m.iter() {
+                let Ok((k, v)) = kv else { continue };
+                let idle = now_ns.saturating_sub(v.last_seen);
+                let back = (v.ext_ip, v.ext_port, k.remote, k.remote_port, k.proto);
+                if idle > dataplane_common::snat_timeout_secs(k.proto) * 1_000_000_000
+                    || !live_in.contains(&back)
+                {
+                    dead_out.push(k);
+                } else {
+                    live += 1;
+                }
+            }
+        }
+        {
+            let mut m: BpfHashMap<&mut MapData, NatRevKey, NatIn> = self
+                .map_mut(name_in)?
+                .try_into()
+                .map_err(map_err(name_in))?;
+            for k in &dead_in {
+                gone(m.remove(k), name_in)?;
+            }
+        }
+        let mut m: BpfHashMap<&mut MapData, NatKey, NatOut> = self
+            .map_mut(name_out)?
+            .try_into()
+            .map_err(map_err(name_out))?;
+        for k in &dead_out {
+            gone(m.remove(k), name_out)?;
+        }
+        Ok((live, (dead_in.len() + dead_out.len()) as u64))
+    }
+
+    /// Every router SNAT mapping: (the VM's flow, its external address and
+    /// port) (tests, `stratoctl`).
+    pub fn snat_entries(&self) -> Result<Vec<(NatKey, NatOut)>, DataplaneError> {
+        let name = maps::SNAT_OUT;
+        let m: BpfHashMap<&MapData, NatKey, NatOut> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        Ok(m.iter().filter_map(Result::ok).collect())
     }
 
     /// Every connection table entry (tests, `stratoctl`).

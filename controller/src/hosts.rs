@@ -149,6 +149,14 @@ impl Hosts {
 }
 
 impl Hosts {
+    /// Whether `host`'s agent reported within [`HOST_LIVENESS`].
+    pub fn is_up(&self, host: &str) -> bool {
+        let hosts = self.hosts.lock().expect("hosts lock poisoned");
+        hosts
+            .get(host)
+            .is_some_and(|s| now_ms().saturating_sub(s.at_ms) <= HOST_LIVENESS.as_millis() as u64)
+    }
+
     /// Whether `host` is up and reports port `port_id` realised.
     pub fn port_active(&self, host: &str, port_id: &str) -> bool {
         let hosts = self.hosts.lock().expect("hosts lock poisoned");

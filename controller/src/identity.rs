@@ -2060,6 +2060,7 @@ mod tests {
             mtu: 1450,
             port_security_enabled: true,
             vni: 1,
+            external: false,
         };
         core.mutate(|_| Ok((vec![Change::Put(Object::Network(net))], ())))
             .expect("network");

@@ -449,6 +449,14 @@ pub struct HostRecord {
     /// and SNAT traffic between the internet and the overlay.
     #[serde(default)]
     pub gateway: bool,
+    /// Gateway hosts: false while its agent does not report (the controller
+    /// moves the routers' SNAT and the VMs' way out to other gateways).
+    #[serde(default = "available_default")]
+    pub available: bool,
+}
+
+fn available_default() -> bool {
+    true
 }
 
 /// One stored object.

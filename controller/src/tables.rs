@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use dataplane_common::{
-    AllowedMac, EipEntry, EipOut, Endpoint, EpKey, MacKey, PortInfo, Route, VniInfo, EIP_F_LOCAL,
-    EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN, EP_GATEWAY, EP_LOCAL, EP_REMOTE, MACS_DOWN,
-    PORT_F_ADMIN_UP, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL,
-    ROUTE_NEXTHOP, VNI_F_EXTERNAL,
+    AllowedMac, EipEntry, EipOut, Endpoint, EpKey, MacKey, PortInfo, Route, SnatRouter, VniInfo,
+    EIP_F_LOCAL, EIP_F_SNAT, EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL,
+    EP_REMOTE, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED,
+    ROUTE_EXTERNAL, ROUTE_NEXTHOP, VNI_F_EXTERNAL, VNI_F_SNAT,
 };
 use ipnetwork::Ipv4Network;
 
@@ -37,6 +37,8 @@ pub struct Tables {
     pub eips: BTreeMap<[u8; 4], EipEntry>,
     /// (domain, fixed IP) of a local port -> its elastic IP.
     pub eip_out: BTreeMap<EpKey, EipOut>,
+    /// Gateway hosts: domain -> the router whose SNAT this host does.
+    pub snat_routers: BTreeMap<u32, SnatRouter>,
 }
 
 /// An LPM key as the tables hold it: (domain or ifindex, prefix).
@@ -55,6 +57,7 @@ pub struct Diff {
     pub allowed: Changes<LpmKey, AllowedMac>,
     pub eips: Changes<[u8; 4], EipEntry>,
     pub eip_out: Changes<EpKey, EipOut>,
+    pub snat_routers: Changes<u32, SnatRouter>,
 }
 
 impl Diff {
@@ -80,6 +83,8 @@ impl Diff {
             + self.eips.1.len()
             + self.eip_out.0.len()
             + self.eip_out.1.len()
+            + self.snat_routers.0.len()
+            + self.snat_routers.1.len()
     }
 }
 
@@ -112,6 +117,7 @@ impl Tables {
             allowed: diff_map(&self.allowed, &have.allowed),
             eips: diff_map(&self.eips, &have.eips),
             eip_out: diff_map(&self.eip_out, &have.eip_out),
+            snat_routers: diff_map(&self.snat_routers, &have.snat_routers),
         }
     }
 }
@@ -591,6 +597,55 @@ pub fn build_parts(
             },
         );
     }
+    // Routers' SNAT (gateway hosts).
+    for e in desired.values() {
+        let Entry::Snat(n) = e else { continue };
+        let (Some(ip), Some(&domain)) = (ip4(&n.ip), n.vnis.iter().min()) else {
+            continue;
+        };
+        t.vnis.insert(
+            n.ext_vni,
+            VniInfo {
+                domain: 0,
+                flags: VNI_F_EXTERNAL,
+            },
+        );
+        if n.local {
+            t.snat_routers.insert(
+                domain,
+                SnatRouter {
+                    ext_ip: ip.octets(),
+                    flags: 0,
+                },
+            );
+            for v in &n.vnis {
+                t.vnis.insert(
+                    *v,
+                    VniInfo {
+                        domain,
+                        flags: VNI_F_SNAT,
+                    },
+                );
+            }
+            t.eips.insert(
+                ip.octets(),
+                EipEntry {
+                    flags: EIP_F_SNAT,
+                    ..EipEntry::default()
+                },
+            );
+        } else if let Some(owner) = ip4(&n.underlay_ip) {
+            t.eips.insert(
+                ip.octets(),
+                EipEntry {
+                    underlay: owner.octets(),
+                    vni: n.ext_vni,
+                    flags: EIP_F_STEER,
+                    ..EipEntry::default()
+                },
+            );
+        }
+    }
     // Gateways and local ports provide their keys too.
     for (k, v) in &t.endpoints {
         if v.kind == EP_GATEWAY {
@@ -613,6 +668,11 @@ fn external_exit(t: &mut Tables, domain: u32, x: &crate::compile::RouterExternal
         return;
     };
     let gateway = x.gateways.iter().find_map(|g| ip4(&g.underlay_ip));
+    let snat = x
+        .snat_gateway
+        .as_ref()
+        .filter(|_| x.enable_snat)
+        .and_then(|g| ip4(&g.underlay_ip));
     t.routes
         .entry((
             domain,
@@ -629,10 +689,13 @@ fn external_exit(t: &mut Tables, domain: u32, x: &crate::compile::RouterExternal
             gw_mac: mac,
             kind: EP_EXTERNAL,
             // No gateway host registered: nothing leaves.
-            flags: if gateway.is_some() { 0 } else { EP_F_DOWN },
+            flags: if gateway.is_some() { 0 } else { EP_F_DOWN }
+                | if snat.is_some() { EP_F_SNAT } else { 0 },
             mtu: x.mtu.min(u16::MAX as u32) as u16,
             vni: x.vni,
-            ifindex: 0,
+            // An external endpoint's `ifindex` holds the SNAT gateway
+            // host's underlay address (network order, as the bytes).
+            ifindex: snat.map_or(0, |g| u32::from_ne_bytes(g.octets())),
             underlay: gateway.map_or([0; 4], |g| g.octets()),
         },
     );

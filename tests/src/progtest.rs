@@ -537,6 +537,11 @@ impl Router {
                 az: "az1".into(),
                 underlay_ip: Ipv4Addr::from(gateway_underlay).to_string(),
             }],
+            snat_gateway: Some(GatewayHost {
+                name: "gw".into(),
+                az: "az1".into(),
+                underlay_ip: Ipv4Addr::from(gateway_underlay).to_string(),
+            }),
         });
         self
     }

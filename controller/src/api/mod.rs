@@ -309,6 +309,7 @@ async fn report_host(
                 underlay_ip: ip,
                 az,
                 gateway,
+                available: true,
             };
             let res = app.core.mutate(|s| {
                 let changes = if s.hosts.get(&host) == Some(&rec) {

@@ -21,7 +21,9 @@ use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, Port},
-    network::{self, networks, ports, quotas, routers, security_groups, subnets},
+    network::{
+        self, floating_ips, networks, ports, qos, quotas, routers, security_groups, subnets,
+    },
     state::State as Desired,
 };
 
@@ -95,6 +97,159 @@ struct Ports;
 struct Routers;
 struct SecurityGroups;
 struct SecurityGroupRules;
+struct FloatingIps;
+struct QosPolicies;
+
+impl Resource for FloatingIps {
+    const ONE: &'static str = "floatingip";
+    const MANY: &'static str = "floatingips";
+    const ATTRS: &'static [&'static str] = floating_ips::ATTRS;
+    fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
+        s.floating_ips
+            .values()
+            .filter(|f| a.can_see(&f.meta.project_id))
+            .map(|f| floating_ips::render(s, f, &|p| port_status(app, p)))
+            .collect()
+    }
+    fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
+        let f = floating_ips::get(s, a, id)?;
+        Ok(floating_ips::render(s, f, &|p| port_status(app, p)))
+    }
+    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
+        floating_ips::create(s, a, b).map(|(c, f)| (c, f.meta.id))
+    }
+    fn update(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        b: &Value,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, String), ApiError> {
+        floating_ips::update(s, a, id, b, m).map(|(c, f)| (c, f.meta.id))
+    }
+    fn delete(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, ()), ApiError> {
+        floating_ips::delete(s, a, id, m)
+    }
+}
+
+impl Resource for QosPolicies {
+    const ONE: &'static str = "policy";
+    const MANY: &'static str = "policies";
+    const PATH: &'static str = "qos/policies";
+    const ATTRS: &'static [&'static str] = qos::ATTRS;
+    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
+        s.qos_policies
+            .values()
+            .filter(|p| p.shared || a.can_see(&p.meta.project_id))
+            .map(qos::render)
+            .collect()
+    }
+    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
+        Ok(qos::render(qos::get(s, a, id)?))
+    }
+    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
+        qos::create(s, a, b).map(|(c, p)| (c, p.meta.id))
+    }
+    fn update(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        b: &Value,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, String), ApiError> {
+        qos::update(s, a, id, b, m).map(|(c, p)| (c, p.meta.id))
+    }
+    fn delete(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        m: Option<&str>,
+    ) -> Result<(Vec<Change>, ()), ApiError> {
+        qos::delete(s, a, id, m)
+    }
+}
+
+/// GET/POST /v2.0/qos/policies/{id}/bandwidth_limit_rules
+async fn bw_rules(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(policy): Path<String>,
+    method: axum::http::Method,
+    body: Option<Json<Value>>,
+) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        if method == axum::http::Method::POST {
+            let body = body.map(|Json(b)| b).ok_or_else(|| {
+                ApiError::bad_request(
+                    "Request body must be JSON with a 'bandwidth_limit_rule' key.",
+                )
+            })?;
+            let rule = app
+                .core
+                .mutate(|s| qos::rule_create(s, &auth, &policy, &body))?;
+            return Ok((StatusCode::CREATED, json!({ "bandwidth_limit_rule": rule })));
+        }
+        let s = app.core.read();
+        let p = qos::get(&s, &auth, &policy)?;
+        let rules: Vec<Value> = p
+            .bandwidth_limit_rules
+            .iter()
+            .map(|r| Value::Object(qos::render_rule(p, r)))
+            .collect();
+        Ok((StatusCode::OK, json!({ "bandwidth_limit_rules": rules })))
+    })())
+}
+
+/// GET/PUT/DELETE /v2.0/qos/policies/{id}/bandwidth_limit_rules/{rule}
+async fn bw_rule(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path((policy, rule)): Path<(String, String)>,
+    method: axum::http::Method,
+    body: Option<Json<Value>>,
+) -> Response {
+    respond((|| {
+        let auth = authenticate(&app, &h)?;
+        if method == axum::http::Method::PUT {
+            let body = body.map(|Json(b)| b).ok_or_else(|| {
+                ApiError::bad_request(
+                    "Request body must be JSON with a 'bandwidth_limit_rule' key.",
+                )
+            })?;
+            let r = app
+                .core
+                .mutate(|s| qos::rule_update(s, &auth, &policy, &rule, &body))?;
+            return Ok((StatusCode::OK, json!({ "bandwidth_limit_rule": r })));
+        }
+        if method == axum::http::Method::DELETE {
+            app.core
+                .mutate(|s| qos::rule_delete(s, &auth, &policy, &rule))?;
+            return Ok((StatusCode::NO_CONTENT, Value::Null));
+        }
+        let s = app.core.read();
+        let (p, r) = qos::rule_get(&s, &auth, &policy, &rule)?;
+        Ok((
+            StatusCode::OK,
+            json!({ "bandwidth_limit_rule": qos::render_rule(p, r) }),
+        ))
+    })())
+}
+
+async fn qos_rule_types(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    respond((|| {
+        authenticate(&app, &h)?;
+        Ok((
+            StatusCode::OK,
+            json!({"rule_types": [{"type": "bandwidth_limit"}]}),
+        ))
+    })())
+}
 
 impl Resource for Networks {
     const ONE: &'static str = "network";
@@ -274,11 +429,11 @@ impl Resource for Routers {
         s.routers
             .values()
             .filter(|r| a.can_see(&r.meta.project_id))
-            .map(routers::render)
+            .map(|r| routers::render(s, r))
             .collect()
     }
     fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(routers::render(routers::get(s, a, id)?))
+        Ok(routers::render(s, routers::get(s, a, id)?))
     }
     fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
         routers::create(s, a, b).map(|(c, n)| (c, n.meta.id))
@@ -736,6 +891,36 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
         "Sorting support",
         "sort_key and sort_dir on lists",
     ),
+    (
+        "external-net",
+        "Neutron external network",
+        "router:external networks: the elastic IP pool (administrators create them)",
+    ),
+    (
+        "ext-gw-mode",
+        "Neutron L3 Configurable external gateway mode",
+        "enable_snat in a router's external_gateway_info",
+    ),
+    (
+        "fip-port-details",
+        "Floating IP Port Details Extension",
+        "port_details on floating IPs",
+    ),
+    (
+        "qos",
+        "Quality of Service",
+        "QoS policies with bandwidth limit rules",
+    ),
+    (
+        "qos-bw-limit-direction",
+        "Direction for QoS bandwidth limit rule",
+        "ingress and egress bandwidth limit rules",
+    ),
+    (
+        "qos-fip",
+        "Floating IP QoS",
+        "qos_policy_id on floating IPs",
+    ),
 ];
 
 fn extension(alias: &str, name: &str, description: &str) -> Value {
@@ -788,6 +973,8 @@ async fn resources(State(app): State<Arc<App>>) -> Response {
             "security_group_rules",
             "security-group-rules",
         ),
+        ("floatingip", "floatingips", "floatingips"),
+        ("policy", "policies", "qos/policies"),
     ]
     .iter()
     .map(|(n, c, p)| json!({"name": n, "collection": c, "links": [{"href": format!("{base}/v2.0/{p}"), "rel": "self"}]}))
@@ -825,6 +1012,18 @@ pub fn routes() -> Router<Arc<App>> {
     let r = collection::<Ports>(r);
     let r = collection::<Routers>(r);
     let r = collection::<SecurityGroups>(r);
+    let r = collection::<FloatingIps>(r);
+    let r = collection::<QosPolicies>(r);
+    let r = r
+        .route("/v2.0/qos/rule-types", get(qos_rule_types))
+        .route(
+            "/v2.0/qos/policies/{id}/bandwidth_limit_rules",
+            get(bw_rules).post(bw_rules),
+        )
+        .route(
+            "/v2.0/qos/policies/{id}/bandwidth_limit_rules/{rule}",
+            get(bw_rule).put(bw_rule).delete(bw_rule),
+        );
     r.route(
         super::BULK_RULES_PATH,
         get(list::<SecurityGroupRules>)

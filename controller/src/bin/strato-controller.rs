@@ -114,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(0);
         });
     }
+    tokio::spawn(strato::app::watch_gateways(app.clone()));
     let agent_app = api::agent_router(app.clone());
     let app = api::router(app);
 

@@ -14,6 +14,12 @@ pub const PRIVATE: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 /// Parses a tenant subnet CIDR: canonical (no host bits), /8 to /29, inside
 /// an RFC 1918 range.
 pub fn parse_subnet_cidr(s: &str) -> Result<Ipv4Network, ApiError> {
+    parse_cidr(s, true)
+}
+
+/// [`parse_subnet_cidr`]; `private`: must lie in an RFC 1918 range (an
+/// external network's subnet, the elastic IP pool, need not).
+pub fn parse_cidr(s: &str, private: bool) -> Result<Ipv4Network, ApiError> {
     let net: Ipv4Network = s.parse().map_err(|_| {
         if s.contains(':') {
             ApiError::invalid(format!(
@@ -46,7 +52,7 @@ pub fn parse_subnet_cidr(s: &str) -> Result<Ipv4Network, ApiError> {
         let p: Ipv4Network = p.parse().expect("static CIDR");
         p.prefix() <= net.prefix() && p.contains(net.network())
     });
-    if !inside {
+    if private && !inside {
         return Err(ApiError::invalid(format!(
             "Invalid input for cidr. Reason: '{s}' is not inside a private range ({}).",
             PRIVATE.join(", ")

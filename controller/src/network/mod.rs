@@ -5,9 +5,11 @@
 //! Rendering to Neutron JSON, filters and field selection live here too;
 //! the HTTP layer only routes and extracts.
 
+pub mod floating_ips;
 pub mod ipam;
 pub mod networks;
 pub mod ports;
+pub mod qos;
 pub mod quotas;
 pub mod routers;
 pub mod security_groups;

@@ -16,8 +16,9 @@ pub const OVERLAY_MTU: u32 = 1450;
 pub const VNI_MIN: u32 = 100;
 pub const VNI_MAX: u32 = (1 << 24) - 1;
 
+/// Shared and external networks are visible to every project.
 pub fn visible(auth: &Auth, n: &Network) -> bool {
-    n.shared || auth.can_see(&n.meta.project_id)
+    n.shared || n.external || auth.can_see(&n.meta.project_id)
 }
 
 /// The network, if the caller may see it (404 otherwise, also for other
@@ -81,13 +82,16 @@ pub fn create(
             return Err(ApiError::invalid("Invalid input for availability_zone_hints. Reason: networks span every availability zone of the region."));
         }
     }
-    if a.boolean("router:external")?.unwrap_or(false) {
-        return Err(ApiError::invalid("Invalid input for router:external. Reason: external networks are operator-managed and not available yet."));
-    }
+    let external = a.boolean("router:external")?.unwrap_or(false);
     a.finish()?;
     if shared && !auth.is_admin() {
         return Err(ApiError::forbidden(
             "Only an administrator may create shared networks.",
+        ));
+    }
+    if external && !auth.is_admin() {
+        return Err(ApiError::forbidden(
+            "Only an administrator may create external networks (router:external).",
         ));
     }
     quotas::check(state, &project, Kind::Network, 1)?;
@@ -98,7 +102,7 @@ pub fn create(
         mtu,
         port_security_enabled,
         vni: allocate_vni(state)?,
-        external: false,
+        external,
     };
     tracing::info!(network = %n.meta.id, project = %n.meta.project_id, vni = n.vni, "network created");
     Ok((vec![Change::Put(Object::Network(n.clone()))], n))
@@ -145,6 +149,23 @@ pub fn update(
             ));
         }
         n.shared = v;
+    }
+    if let Some(v) = a.boolean("router:external")? {
+        if v != n.external {
+            if !auth.is_admin() {
+                return Err(ApiError::forbidden(
+                    "Only an administrator may change router:external.",
+                ));
+            }
+            // Router gateways and floating IPs are ports on it.
+            if !v && state.ports.values().any(|p| p.network_id == id) {
+                return Err(ApiError::conflict(
+                    "NetworkInUse",
+                    format!("Unable to complete operation on network {id}: router gateways or floating IPs still use it as an external network."),
+                ));
+            }
+        }
+        n.external = v;
     }
     a.finish()?;
     touch(&mut n.meta);
@@ -207,7 +228,7 @@ pub fn render(state: &State, auth: &Auth, n: &Network) -> Map<String, Value> {
         "port_security_enabled".into(),
         n.port_security_enabled.into(),
     );
-    o.insert("router:external".into(), false.into());
+    o.insert("router:external".into(), n.external.into());
     o.insert("availability_zone_hints".into(), Value::Array(vec![]));
     o.insert("availability_zones".into(), Value::Array(vec![]));
     o.insert("ipv4_address_scope".into(), Value::Null);

@@ -239,6 +239,16 @@ fn check_security_consistency(p: &Port) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A random MAC no port of `network_id` has.
+pub fn unused_mac(state: &State, network_id: &str) -> String {
+    loop {
+        let m = ipam::random_mac();
+        if !mac_in_use(state, network_id, &m, "") {
+            return m;
+        }
+    }
+}
+
 fn mac_in_use(state: &State, network_id: &str, mac: &str, except: &str) -> bool {
     state
         .ports
@@ -270,6 +280,11 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     a.finish()?;
 
     let network = networks::get(state, auth, &network_id)?;
+    if network.external && !auth.is_admin() {
+        return Err(ApiError::forbidden(format!(
+            "Network {network_id} is an external network: its addresses are floating IPs and router gateways, not ports."
+        )));
+    }
     if network.meta.project_id != project && !network.shared && !auth.is_admin() {
         return Err(ApiError::forbidden(
             "Only an administrator may create a port on another project's network.",
@@ -308,12 +323,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
             }
             m
         }
-        None => loop {
-            let m = ipam::random_mac();
-            if !mac_in_use(state, &network_id, &m, "") {
-                break m;
-            }
-        },
+        None => unused_mac(state, &network_id),
     };
     let fixed_ips = allocate_ips(state, &network_id, fixed_in.as_ref(), &[], false)?;
     let allowed_address_pairs = parse_pairs(pairs_in.as_deref().unwrap_or(&[]), &mac)?;
@@ -465,8 +475,36 @@ pub fn delete(
             format!("Port {id} cannot be deleted directly via the port API: has device owner {OWNER_ROUTER_INTERFACE}."),
         ));
     }
-    tracing::info!(port = id, "port deleted");
-    Ok((vec![Change::Delete(Kind::Port, id.to_owned())], ()))
+    if p.device_owner.starts_with("network:") {
+        return Err(ApiError::conflict(
+            "PortInUse",
+            format!(
+                "Port {id} cannot be deleted directly via the port API: has device owner {}.",
+                p.device_owner
+            ),
+        ));
+    }
+    // Its floating IPs stay allocated, unbound.
+    let mut changes: Vec<Change> = state
+        .floating_ips
+        .values()
+        .filter(|f| f.port_id.as_deref() == Some(id))
+        .map(|f| {
+            let mut f = f.clone();
+            f.port_id = None;
+            f.fixed_ip_address = None;
+            f.router_id = None;
+            touch(&mut f.meta);
+            Change::Put(Object::FloatingIp(f))
+        })
+        .collect();
+    tracing::info!(
+        port = id,
+        unbound_floating_ips = changes.len(),
+        "port deleted"
+    );
+    changes.push(Change::Delete(Kind::Port, id.to_owned()));
+    Ok((changes, ()))
 }
 
 /// `status`: what the agents report (see `api::neutron`).

@@ -1,6 +1,6 @@
-//! Per-project quotas on networks, subnets, ports, routers, security groups
-//! and security group rules (409 when a create would exceed one). Router
-//! interface ports do not count.
+//! Per-project quotas on networks, subnets, ports, routers, security groups,
+//! security group rules and floating IPs (409 when a create would exceed
+//! one). Router interface ports do not count.
 
 use serde_json::{json, Map, Value};
 
@@ -45,8 +45,21 @@ pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
             .values()
             .filter(|r| r.meta.project_id == project)
             .count(),
+        Kind::FloatingIp => state
+            .floating_ips
+            .values()
+            .filter(|f| f.meta.project_id == project)
+            .count(),
         _ => 0,
     }) as i64
+}
+
+/// The quota's name in the API (Neutron's, not always the kind's).
+fn key(kind: Kind) -> &'static str {
+    match kind {
+        Kind::FloatingIp => "floatingip",
+        k => k.as_str(),
+    }
 }
 
 fn limit(q: &Quota, kind: Kind) -> i64 {
@@ -57,6 +70,7 @@ fn limit(q: &Quota, kind: Kind) -> i64 {
         Kind::Router => q.router,
         Kind::SecurityGroup => q.security_group,
         Kind::SecurityGroupRule => q.security_group_rule,
+        Kind::FloatingIp => q.floatingip,
         _ => -1,
     }
 }
@@ -67,7 +81,7 @@ pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), Api
     if l >= 0 && used(state, project, kind) + n > l {
         return Err(ApiError::conflict(
             "OverQuota",
-            format!("Quota exceeded for resources: ['{}'].", kind.as_str()),
+            format!("Quota exceeded for resources: ['{}'].", key(kind)),
         ));
     }
     Ok(())
@@ -75,7 +89,8 @@ pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), Api
 
 fn render(q: &Quota) -> Value {
     json!({"network": q.network, "subnet": q.subnet, "port": q.port, "router": q.router,
-           "security_group": q.security_group, "security_group_rule": q.security_group_rule})
+           "security_group": q.security_group, "security_group_rule": q.security_group_rule,
+           "floatingip": q.floatingip})
 }
 
 fn may_read(auth: &Auth, project: &str) -> Result<(), ApiError> {
@@ -104,9 +119,10 @@ pub fn details(state: &State, auth: &Auth, project: &str) -> Result<Value, ApiEr
         Kind::Router,
         Kind::SecurityGroup,
         Kind::SecurityGroupRule,
+        Kind::FloatingIp,
     ] {
         o.insert(
-            k.as_str().into(),
+            key(k).into(),
             json!({"used": used(state, project, k), "limit": limit(&q, k), "reserved": 0}),
         );
     }
@@ -155,6 +171,7 @@ pub fn update(
         ("router", &mut q.router),
         ("security_group", &mut q.security_group),
         ("security_group_rule", &mut q.security_group_rule),
+        ("floatingip", &mut q.floatingip),
     ] {
         if let Some(v) = a.integer(key, -1, i32::MAX as i64)? {
             *slot = v;

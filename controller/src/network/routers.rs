@@ -11,7 +11,7 @@ use super::{
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, FixedIp, Kind, Object, Port, Router},
+    model::{Change, FixedIp, Kind, Object, Port, Router, RouterGateway, OWNER_ROUTER_GATEWAY},
     state::State,
 };
 
@@ -32,12 +32,158 @@ pub fn interfaces<'s>(state: &'s State, router_id: &str) -> Vec<&'s Port> {
         .collect()
 }
 
-fn reject_gateway(a: &mut Attrs<'_>) -> Result<(), ApiError> {
-    match a.raw("external_gateway_info") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Object(o)) if o.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::bad_request("external_gateway_info: no external network is available yet (elastic IPs and SNAT come with the external-network service).")),
+/// A requested `external_gateway_info`: `None` clears it.
+struct GatewaySpec {
+    network_id: String,
+    enable_snat: Option<bool>,
+    external_fixed_ips: Option<Vec<Value>>,
+}
+
+/// `external_gateway_info` of a request: absent (`None`), cleared
+/// (`Some(None)`: null or `{}`), or set.
+fn parse_gateway(a: &mut Attrs<'_>) -> Result<Option<Option<GatewaySpec>>, ApiError> {
+    let bad = |why: String| {
+        ApiError::invalid(format!(
+            "Invalid input for external_gateway_info. Reason: {why}."
+        ))
+    };
+    let o = match a.raw("external_gateway_info") {
+        None => return Ok(None),
+        Some(Value::Null) => return Ok(Some(None)),
+        Some(Value::Object(o)) if o.is_empty() => return Ok(Some(None)),
+        Some(Value::Object(o)) => o,
+        Some(v) => return Err(bad(format!("'{v}' is not a dictionary"))),
+    };
+    if let Some(k) = o
+        .keys()
+        .find(|k| !["network_id", "enable_snat", "external_fixed_ips"].contains(&k.as_str()))
+    {
+        return Err(bad(format!("unrecognized key '{k}'")));
     }
+    let network_id = match o.get("network_id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => return Err(bad(format!("network_id '{v}' is not a string"))),
+        None => return Err(bad("network_id is required".into())),
+    };
+    let enable_snat = match o.get("enable_snat") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(v) => return Err(bad(format!("enable_snat '{v}' is not a boolean"))),
+    };
+    let external_fixed_ips = match o.get("external_fixed_ips") {
+        None => None,
+        Some(Value::Array(v)) => Some(v.clone()),
+        Some(v) => return Err(bad(format!("external_fixed_ips '{v}' is not a list"))),
+    };
+    Ok(Some(Some(GatewaySpec {
+        network_id,
+        enable_snat,
+        external_fixed_ips,
+    })))
+}
+
+/// Floating IPs bound through router `id`.
+fn floating_ips_via<'s>(state: &'s State, id: &str) -> Vec<&'s crate::model::FloatingIp> {
+    state
+        .floating_ips
+        .values()
+        .filter(|f| f.router_id.as_deref() == Some(id))
+        .collect()
+}
+
+/// Applies a requested gateway to `r`: the changes to its gateway port.
+fn apply_gateway(
+    state: &State,
+    auth: &Auth,
+    r: &mut Router,
+    spec: Option<GatewaySpec>,
+) -> Result<Vec<Change>, ApiError> {
+    let in_use = || {
+        ApiError::conflict(
+            "RouterExternalGatewayInUseByFloatingIp",
+            format!(
+                "Gateway cannot be updated for router {}, since a gateway to external network {} is required by one or more floating IPs.",
+                r.meta.id,
+                r.gateway.as_ref().map(|g| g.network_id.as_str()).unwrap_or("")
+            ),
+        )
+    };
+    let mut changes = Vec::new();
+    let Some(spec) = spec else {
+        if let Some(g) = &r.gateway {
+            if !floating_ips_via(state, &r.meta.id).is_empty() {
+                return Err(in_use());
+            }
+            changes.push(Change::Delete(Kind::Port, g.port_id.clone()));
+        }
+        r.gateway = None;
+        return Ok(changes);
+    };
+    let net = super::networks::get(state, auth, &spec.network_id)?;
+    if !net.external {
+        return Err(ApiError::bad_request(format!(
+            "Bad router request: Network {} is not a valid external network.",
+            spec.network_id
+        )));
+    }
+    let enable_snat = spec
+        .enable_snat
+        .or(r.gateway.as_ref().map(|g| g.enable_snat))
+        .unwrap_or(true);
+    let same_net = r
+        .gateway
+        .as_ref()
+        .is_some_and(|g| g.network_id == spec.network_id);
+    if same_net && spec.external_fixed_ips.is_none() {
+        if let Some(g) = r.gateway.as_mut() {
+            g.enable_snat = enable_snat;
+        }
+        return Ok(changes);
+    }
+    let old = r.gateway.as_ref().and_then(|g| state.ports.get(&g.port_id));
+    if !same_net && old.is_some() && !floating_ips_via(state, &r.meta.id).is_empty() {
+        return Err(in_use());
+    }
+    let own: Vec<FixedIp> = old
+        .filter(|_| same_net)
+        .map(|p| p.fixed_ips.clone())
+        .unwrap_or_default();
+    let fixed_ips = ports::allocate_ips(
+        state,
+        &spec.network_id,
+        spec.external_fixed_ips.as_ref(),
+        &own,
+        false,
+    )?;
+    if fixed_ips.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "Bad router request: external network {} has no subnet to take the gateway address from.",
+            spec.network_id
+        )));
+    }
+    if let Some(p) = old {
+        changes.push(Change::Delete(Kind::Port, p.meta.id.clone()));
+    }
+    let port = Port {
+        meta: new_meta(String::new(), None, None),
+        network_id: spec.network_id.clone(),
+        mac_address: ports::unused_mac(state, &spec.network_id),
+        fixed_ips,
+        security_groups: vec![],
+        port_security_enabled: false,
+        allowed_address_pairs: vec![],
+        binding_host_id: String::new(),
+        device_id: r.meta.id.clone(),
+        device_owner: OWNER_ROUTER_GATEWAY.to_owned(),
+        admin_state_up: true,
+    };
+    r.gateway = Some(RouterGateway {
+        network_id: spec.network_id,
+        enable_snat,
+        port_id: port.meta.id.clone(),
+    });
+    changes.push(Change::Put(Object::Port(port)));
+    Ok(changes)
 }
 
 pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Router), ApiError> {
@@ -47,7 +193,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     let name = a.string("name", 255)?;
     let description = a.string("description", 255)?;
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
-    reject_gateway(&mut a)?;
+    let gateway = parse_gateway(&mut a)?;
     for (k, ok) in [("distributed", false), ("ha", false)] {
         if let Some(v) = a.boolean(k)? {
             if v != ok {
@@ -62,14 +208,16 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     }
     a.finish()?;
     quotas::check(state, &project, Kind::Router, 1)?;
-    let r = Router {
+    let mut r = Router {
         meta: new_meta(project, name, description),
         admin_state_up,
         routes: vec![],
         gateway: None,
     };
-    tracing::info!(router = %r.meta.id, project = %r.meta.project_id, "router created");
-    Ok((vec![Change::Put(Object::Router(r.clone()))], r))
+    let mut changes = apply_gateway(state, auth, &mut r, gateway.flatten())?;
+    tracing::info!(router = %r.meta.id, project = %r.meta.project_id, gateway = ?r.gateway.as_ref().map(|g| &g.network_id), "router created");
+    changes.push(Change::Put(Object::Router(r.clone())));
+    Ok((changes, r))
 }
 
 pub fn update(
@@ -93,7 +241,7 @@ pub fn update(
     if let Some(v) = a.boolean("admin_state_up")? {
         r.admin_state_up = v;
     }
-    reject_gateway(&mut a)?;
+    let gateway = parse_gateway(&mut a)?;
     if let Some(v) = a.list("routes")? {
         let routes = subnets::parse_routes("routes", v, 30)?;
         let attached: Vec<ipnetwork::Ipv4Network> = interfaces(state, id)
@@ -124,8 +272,13 @@ pub fn update(
         r.routes = routes;
     }
     a.finish()?;
+    let mut changes = match gateway {
+        Some(spec) => apply_gateway(state, auth, &mut r, spec)?,
+        None => vec![],
+    };
     touch(&mut r.meta);
-    Ok((vec![Change::Put(Object::Router(r.clone()))], r))
+    changes.push(Change::Put(Object::Router(r.clone())));
+    Ok((changes, r))
 }
 
 pub fn delete(
@@ -143,8 +296,13 @@ pub fn delete(
             format!("Router {id} still has ports"),
         ));
     }
+    let mut changes = Vec::new();
+    if let Some(g) = &r.gateway {
+        changes.push(Change::Delete(Kind::Port, g.port_id.clone()));
+    }
     tracing::info!(router = id, "router deleted");
-    Ok((vec![Change::Delete(Kind::Router, id.to_owned())], ()))
+    changes.push(Change::Delete(Kind::Router, id.to_owned()));
+    Ok((changes, ()))
 }
 
 /// `{"subnet_id": ..}` or `{"port_id": ..}`, exactly one.
@@ -343,6 +501,20 @@ pub fn remove_interface(
             })?,
         (None, None) => unreachable!("interface_target requires one"),
     };
+    // Floating IPs bound through this interface block removal.
+    for f in &port.fixed_ips {
+        if let Some(fip) = floating_ips_via(state, router_id).into_iter().find(|fip| {
+            fip.port_id
+                .as_deref()
+                .and_then(|p| state.ports.get(p))
+                .is_some_and(|p| p.fixed_ips.iter().any(|x| x.subnet_id == f.subnet_id))
+        }) {
+            return Err(ApiError::conflict(
+                "RouterInterfaceInUseByFloatingIP",
+                format!("Router interface for subnet {} on router {router_id} cannot be deleted, as it is required by one or more floating IPs ({}).", f.subnet_id, fip.meta.id),
+            ));
+        }
+    }
     // Static routes whose nexthop lives in the leaving subnet block removal.
     for f in &port.fixed_ips {
         if let Some(s) = state.subnets.get(&f.subnet_id) {
@@ -372,12 +544,25 @@ pub fn remove_interface(
     ))
 }
 
-pub fn render(r: &Router) -> Map<String, Value> {
+pub fn render(state: &State, r: &Router) -> Map<String, Value> {
     let mut o = Map::new();
     render_meta(&r.meta, &mut o);
     o.insert("admin_state_up".into(), r.admin_state_up.into());
     o.insert("status".into(), "ACTIVE".into());
-    o.insert("external_gateway_info".into(), Value::Null);
+    let gw = r.gateway.as_ref().map(|g| {
+        let ips: Vec<Value> = state
+            .ports
+            .get(&g.port_id)
+            .map(|p| {
+                p.fixed_ips
+                    .iter()
+                    .map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({"network_id": g.network_id, "enable_snat": g.enable_snat, "external_fixed_ips": ips})
+    });
+    o.insert("external_gateway_info".into(), gw.unwrap_or(Value::Null));
     o.insert(
         "routes".into(),
         serde_json::to_value(&r.routes).expect("routes serialize"),

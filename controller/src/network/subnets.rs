@@ -175,7 +175,9 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
             "Only an administrator may create a subnet on another project's network.",
         ));
     }
-    let net = ipam::parse_subnet_cidr(&cidr_s)?;
+    // Tenant subnets are private; an external network's is the operator's
+    // public range (the elastic IP pool).
+    let net = ipam::parse_cidr(&cidr_s, !network.external)?;
     if let Some(other) = state
         .subnets
         .values()
