@@ -312,10 +312,40 @@ fn enable_forwarding(iface: &str) {
     }
 }
 
-/// The MAC address of `iface` (sysfs).
+/// The MAC address of `iface` (one SIOCGIFHWADDR ioctl: sysfs shows the
+/// mount namespace's interfaces, and an agent only enters the network
+/// namespace of its host).
 fn mac_of(iface: &str) -> Option<[u8; 6]> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).ok()?;
-    tables::parse_mac(text.trim())
+    use std::os::fd::AsRawFd as _;
+    let name = iface.as_bytes();
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr of the ifreq
+    // we own, on a socket we own; the name is NUL-terminated.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: on success the kernel stored the hardware address in ifru_hwaddr.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Some(mac)
 }
 
 /// Whether the kernel holds a usable MAC for `ip` on `iface` (/proc/net/arp).

@@ -376,11 +376,21 @@ impl Region {
             ip::batch(Some(&node.netns), &lines, false)?;
         }
         let mut offload_warnings = 0;
-        let uplinks: Vec<(&str, &str)> = plan
+        // Ends that behave like a NIC on a wire (complete checksums, no
+        // aggregates): the hosts' uplinks, and the internet router's end of
+        // each gateway's external link (what arrives at a gateway's ext0
+        // from the internet is what a physical NIC would hand XDP).
+        let mut uplinks: Vec<(&str, &str)> = plan
             .hosts
             .iter()
             .map(|h| (h.netns.as_str(), h.uplink.as_str()))
             .collect();
+        uplinks.extend(
+            plan.links
+                .iter()
+                .filter(|l| l.kind == LinkKind::GatewayExternal)
+                .map(|l| (l.a.netns.as_str(), l.a.ifname.as_str())),
+        );
         for (ns, devs) in gro_targets(&plan) {
             let mut runs: Vec<(&str, &[&str])> = Vec::new();
             for d in &devs {

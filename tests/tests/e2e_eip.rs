@@ -8,8 +8,11 @@
 //!   security group allows (TCP 7000 yes; ping and TCP 7001 no);
 //! - the VM reaches the internet with its EIP as the source (TCP and UDP,
 //!   as the client sees them);
-//! - a VM without an EIP does not reach the internet (no SNAT yet), and the
-//!   drop is counted as `no_elastic_ip`;
+//! - a VM without an EIP reaches the internet through the router's SNAT,
+//!   with the router's gateway address as its source; with SNAT off it does
+//!   not (counted as `no_elastic_ip`);
+//! - the gateway host doing the router's SNAT fails: SNAT moves to the
+//!   other zone's gateway host, and the EIP keeps working;
 //! - unbinding stops inbound traffic; deleting the VM's port keeps the EIP
 //!   allocated (DOWN, unbound); binding it to a VM in the other AZ works.
 
@@ -215,12 +218,95 @@ fn run(cloud: &Cloud) {
     assert_eq!(udp_source(cloud, &vm1.name), eip, "UDP source");
     assert!(cloud.ping(&vm1.name, CLIENT_IP), "vm1 pings the client");
 
-    // A VM without an EIP (and no SNAT yet) does not get out.
+    // A VM without an EIP gets out through the router's SNAT, with the
+    // router's gateway address as its source (TCP, UDP, ICMP echo).
+    let router =
+        api.expect(200, "GET", &format!("/v2.0/routers/{}", vpc.router), None)["router"].clone();
+    let snat_ip = router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+        .as_str()
+        .expect("gateway address")
+        .to_owned();
+    assert_eq!(
+        router["external_gateway_info"]["enable_snat"], true,
+        "{router}"
+    );
+    cloud.wait_until(
+        "vm2 reaches the client through SNAT",
+        Duration::from_secs(10),
+        || banner(cloud, &vm2.name, CLIENT_IP, 8000) == snat_ip,
+    );
+    assert_eq!(udp_source(cloud, &vm2.name), snat_ip, "UDP through SNAT");
+    assert!(
+        cloud.ping(&vm2.name, CLIENT_IP),
+        "vm2 pings the client through SNAT"
+    );
+    // Nothing comes in through the SNAT address unasked.
+    assert_eq!(banner(cloud, CLIENT, &snat_ip, 7000), "");
+
+    // SNAT off: vm2 no longer gets out (counted); vm1 still does by its EIP.
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/routers/{}", vpc.router),
+        Some(
+            json!({"router": {"external_gateway_info": {"network_id": ext, "enable_snat": false}}}),
+        ),
+    );
     let before = cloud.drops("no_elastic_ip");
-    assert_eq!(banner(cloud, &vm2.name, CLIENT_IP, 8000), "");
+    cloud.wait_until(
+        "SNAT off: vm2 no longer gets out",
+        Duration::from_secs(10),
+        || banner(cloud, &vm2.name, CLIENT_IP, 8000).is_empty(),
+    );
     cloud.wait_until("the refusal is counted", Duration::from_secs(5), || {
         cloud.drops("no_elastic_ip") > before
     });
+    assert_eq!(banner(cloud, &vm1.name, CLIENT_IP, 8000), eip);
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/routers/{}", vpc.router),
+        Some(
+            json!({"router": {"external_gateway_info": {"network_id": ext, "enable_snat": true}}}),
+        ),
+    );
+    cloud.wait_until("SNAT on again", Duration::from_secs(10), || {
+        banner(cloud, &vm2.name, CLIENT_IP, 8000) == snat_ip
+    });
+
+    // The gateway host doing the router's SNAT fails: SNAT moves to the
+    // other zone's gateway host (the router's availability zone says where).
+    let zones = |api: &Api| {
+        api.expect(200, "GET", &format!("/v2.0/routers/{}", vpc.router), None)["router"]
+            ["availability_zones"]
+            .clone()
+    };
+    let az = zones(&api)[0]
+        .as_str()
+        .expect("router scheduled")
+        .to_owned();
+    let failed = format!("{az}-gw1");
+    cloud
+        .region
+        .fail(&netns_harness::FailTarget::Host(failed.clone()))
+        .expect("fail gateway");
+    cloud.wait_until(
+        "the router's SNAT moves to the other zone",
+        Duration::from_secs(15),
+        || zones(&api)[0].as_str().is_some_and(|z| z != az),
+    );
+    cloud.wait_until(
+        "vm2 gets out through the other gateway",
+        Duration::from_secs(10),
+        || banner(cloud, &vm2.name, CLIENT_IP, 8000) == snat_ip,
+    );
+    cloud.wait_until(
+        "the client still reaches vm1 by its EIP",
+        Duration::from_secs(10),
+        || banner(cloud, CLIENT, &eip, 7000) == "hello-from-vm1",
+    );
+    cloud.region.heal().expect("heal");
+    eprintln!("gateway {failed} failed and healed; SNAT moved away from {az}");
 
     // Unbind: inbound stops.
     api.expect(

@@ -570,7 +570,15 @@ pub fn render(state: &State, r: &Router) -> Map<String, Value> {
     o.insert("distributed".into(), false.into());
     o.insert("ha".into(), false.into());
     o.insert("availability_zone_hints".into(), Value::Array(vec![]));
-    o.insert("availability_zones".into(), Value::Array(vec![]));
+    // Where it is scheduled: the zone of the gateway host doing its SNAT.
+    o.insert(
+        "availability_zones".into(),
+        Value::Array(
+            crate::compile::snat_host(state, r)
+                .map(|h| vec![Value::from(h.az.clone())])
+                .unwrap_or_default(),
+        ),
+    );
     o.insert("flavor_id".into(), Value::Null);
     o
 }
