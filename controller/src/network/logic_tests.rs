@@ -1399,3 +1399,324 @@ fn deleting_a_project_takes_its_default_group_not_others() {
         .values()
         .all(|r| r.meta.project_id != "p1"));
 }
+
+// ------------------------------------------------------------ elastic IPs
+//
+// Bad inputs tried: a tenant creating an external network or a port on
+// one; a router gateway on a network that is not external or unknown, with
+// unknown keys or wrong types; floating IPs on a non-external network,
+// with an address outside the pool or in use, beyond the quota, with DNS
+// attributes, bound to another project's port, to a router-owned port, to
+// a fixed IP the port lacks, to a port whose subnet has no router with a
+// gateway, twice to one fixed IP, changing read-only attributes; clearing
+// a gateway or removing an interface that a floating IP needs; QoS rates
+// below 1 Mbit/s and above 1 Gbit/s, bad directions, two rules in one
+// direction, deleting a policy in use.
+
+/// The operator (its own project).
+fn admin() -> Auth {
+    auth("ops", "admin")
+}
+
+/// The operator's external network with pool 198.51.100.10-.20.
+fn external(c: &Core) -> String {
+    let a = admin();
+    let n = run(c, |s| {
+        networks::create(
+            s,
+            &a,
+            &json!({"network": {"name": "internet", "router:external": true}}),
+        )
+    })
+    .expect("external network")
+    .meta
+    .id;
+    run(c, |s| {
+        subnets::create(
+            s,
+            &a,
+            &json!({"subnet": {"network_id": n, "cidr": "198.51.100.0/24", "ip_version": 4,
+                "enable_dhcp": false,
+                "allocation_pools": [{"start": "198.51.100.10", "end": "198.51.100.20"}]}}),
+        )
+    })
+    .expect("pool subnet");
+    n
+}
+
+/// A tenant VPC: router with a gateway on `ext` and one attached subnet;
+/// returns (router, network, a VM port).
+fn vpc(c: &Core, a: &Auth, ext: &str, cidr: &str) -> (String, String, crate::model::Port) {
+    let n = net(c, a);
+    let s = subnet(c, a, &n, cidr).expect("subnet").meta.id;
+    let r = run(c, |st| {
+        routers::create(
+            st,
+            a,
+            &json!({"router": {"external_gateway_info": {"network_id": ext}}}),
+        )
+    })
+    .expect("router")
+    .meta
+    .id;
+    run(c, |st| {
+        routers::add_interface(st, a, &r, &json!({"subnet_id": s}))
+    })
+    .expect("interface");
+    let p = port(c, a, json!({"network_id": n})).expect("port");
+    (r, n, p)
+}
+
+fn fip(c: &Core, a: &Auth, body: Value) -> Result<crate::model::FloatingIp, ApiError> {
+    run(c, |s| floating_ips::create(s, a, &json!({ "floatingip": body })))
+}
+
+fn fip_update(c: &Core, a: &Auth, id: &str, body: Value) -> Result<crate::model::FloatingIp, ApiError> {
+    run(c, |s| {
+        floating_ips::update(s, a, id, &json!({ "floatingip": body }), None)
+    })
+}
+
+#[test]
+fn external_networks_are_the_operators() {
+    let c = core();
+    let a1 = member("p1");
+    let e = run(&c, |s| {
+        networks::create(s, &a1, &json!({"network": {"router:external": true}}))
+    })
+    .unwrap_err();
+    assert_eq!(e.status, 403);
+    let ext = external(&c);
+    let s = c.read();
+    assert!(s.networks[&ext].external);
+    // Visible to every project, rendered as external.
+    let n = networks::get(&s, &member("p2"), &ext).expect("visible");
+    assert_eq!(networks::render(&s, &member("p2"), n)["router:external"], true);
+    drop(s);
+    // Tenants make no ports or subnets on it.
+    assert_eq!(port(&c, &a1, json!({"network_id": ext})).unwrap_err().status, 403);
+    assert_eq!(subnet(&c, &a1, &ext, "10.9.0.0/24").unwrap_err().status, 403);
+    // Tenant subnets stay private; the external one need not be.
+    let n = net(&c, &a1);
+    assert_eq!(subnet(&c, &a1, &n, "198.51.101.0/24").unwrap_err().status, 400);
+}
+
+#[test]
+fn router_gateways() {
+    let c = core();
+    let a1 = member("p1");
+    let ext = external(&c);
+    let plain = net(&c, &a1);
+    let r = run(&c, |s| routers::create(s, &a1, &json!({"router": {}})))
+        .unwrap()
+        .meta
+        .id;
+    let set = |body: Value| {
+        run(&c, |s| {
+            routers::update(s, &a1, &r, &json!({"router": {"external_gateway_info": body}}), None)
+        })
+    };
+    assert_eq!(set(json!({"network_id": plain})).unwrap_err().status, 400);
+    assert_eq!(set(json!({"network_id": "nope"})).unwrap_err().status, 404);
+    assert_eq!(set(json!({"network_id": ext, "colour": 1})).unwrap_err().status, 400);
+    assert_eq!(set(json!({"network_id": ext, "enable_snat": "yes"})).unwrap_err().status, 400);
+    assert_eq!(set(json!("x")).unwrap_err().status, 400);
+    let g = set(json!({"network_id": ext})).unwrap().gateway.expect("gateway");
+    assert!(g.enable_snat, "SNAT is on by default");
+    let s = c.read();
+    let gp = &s.ports[&g.port_id];
+    assert_eq!(gp.device_owner, crate::model::OWNER_ROUTER_GATEWAY);
+    assert_eq!(gp.fixed_ips[0].ip_address, "198.51.100.10");
+    let rendered = routers::render(&s, &s.routers[&r]);
+    assert_eq!(
+        rendered["external_gateway_info"]["external_fixed_ips"][0]["ip_address"],
+        "198.51.100.10"
+    );
+    drop(s);
+    // SNAT off keeps the port (and its address).
+    let g2 = set(json!({"network_id": ext, "enable_snat": false})).unwrap().gateway.unwrap();
+    assert_eq!((g2.port_id.as_str(), g2.enable_snat), (g.port_id.as_str(), false));
+    // Cleared: the port goes.
+    assert!(set(Value::Null).unwrap().gateway.is_none());
+    assert!(!c.read().ports.contains_key(&g.port_id));
+    // A requested address outside the subnet or taken.
+    assert_eq!(
+        set(json!({"network_id": ext, "external_fixed_ips": [{"ip_address": "198.51.100.15"}]}))
+            .unwrap()
+            .gateway
+            .map(|g| c.read().ports[&g.port_id].fixed_ips[0].ip_address.clone())
+            .unwrap(),
+        "198.51.100.15"
+    );
+    let r2 = run(&c, |s| routers::create(s, &a1, &json!({"router": {}}))).unwrap().meta.id;
+    let e = run(&c, |s| {
+        routers::update(
+            s,
+            &a1,
+            &r2,
+            &json!({"router": {"external_gateway_info": {"network_id": ext, "external_fixed_ips": [{"ip_address": "198.51.100.15"}]}}}),
+            None,
+        )
+    })
+    .unwrap_err();
+    assert_eq!(e.status, 409);
+    // Deleting the router releases its gateway port.
+    let gp = c.read().routers[&r].gateway.clone().unwrap().port_id;
+    run(&c, |s| routers::delete(s, &a1, &r, None)).unwrap();
+    assert!(!c.read().ports.contains_key(&gp));
+}
+
+#[test]
+fn floating_ips_allocate_bind_release() {
+    let c = core();
+    let (a1, a2) = (member("p1"), member("p2"));
+    let ext = external(&c);
+    let (r, n, p) = vpc(&c, &a1, &ext, "10.0.1.0/24");
+    let (_, _, p2) = vpc(&c, &a2, &ext, "10.0.1.0/24");
+    // Allocation: from the pool (the router gateway took .10), or asked for.
+    let f = fip(&c, &a1, json!({"floating_network_id": ext})).unwrap();
+    assert_eq!(f.floating_ip_address, "198.51.100.12");
+    assert!(f.port_id.is_none());
+    let asked = fip(&c, &a1, json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.20"}))
+        .unwrap();
+    assert_eq!(asked.floating_ip_address, "198.51.100.20");
+    for (body, status) in [
+        (json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.20"}), 409),
+        (json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.99"}), 409),
+        (json!({"floating_network_id": ext, "floating_ip_address": "10.0.0.1"}), 409),
+        (json!({"floating_network_id": n}), 400),
+        (json!({"floating_network_id": "nope"}), 404),
+        (json!({}), 400),
+        (json!({"floating_network_id": ext, "dns_name": "www"}), 400),
+        (json!({"floating_network_id": ext, "colour": "red"}), 400),
+        (json!({"floating_network_id": ext, "port_id": p2.meta.id}), 404),
+        (json!({"floating_network_id": ext, "port_id": p.meta.id, "fixed_ip_address": "10.0.1.99"}), 400),
+    ] {
+        assert_eq!(fip(&c, &a1, body.clone()).unwrap_err().status, status, "{body}");
+    }
+    // Bind: the router on the way is recorded.
+    let b = fip_update(&c, &a1, &f.meta.id, json!({"port_id": p.meta.id})).unwrap();
+    assert_eq!(b.router_id.as_deref(), Some(r.as_str()));
+    assert_eq!(b.fixed_ip_address, Some(p.fixed_ips[0].ip_address.clone()));
+    // One floating IP per fixed IP; another project's port is not found.
+    assert_eq!(
+        fip_update(&c, &a1, &asked.meta.id, json!({"port_id": p.meta.id})).unwrap_err().status,
+        409
+    );
+    assert_eq!(
+        fip_update(&c, &a1, &asked.meta.id, json!({"port_id": p2.meta.id})).unwrap_err().status,
+        404
+    );
+    assert_eq!(
+        fip_update(&c, &a1, &asked.meta.id, json!({"floating_ip_address": "198.51.100.13"}))
+            .unwrap_err()
+            .status,
+        400
+    );
+    // Another project sees none of it.
+    assert_eq!(floating_ips::get(&c.read(), &a2, &f.meta.id).unwrap_err().status, 404);
+    // The interface and gateway the binding needs cannot go.
+    let sid = p.fixed_ips[0].subnet_id.clone();
+    let e = run(&c, |s| routers::remove_interface(s, &a1, &r, &json!({"subnet_id": sid}))).unwrap_err();
+    assert_eq!(e.status, 409);
+    let e = run(&c, |s| {
+        routers::update(s, &a1, &r, &json!({"router": {"external_gateway_info": null}}), None)
+    })
+    .unwrap_err();
+    assert_eq!(e.status, 409);
+    // Unbind, rebind, delete the port: the floating IP stays, unbound.
+    let u = fip_update(&c, &a1, &f.meta.id, json!({"port_id": null})).unwrap();
+    assert!(u.port_id.is_none() && u.router_id.is_none() && u.fixed_ip_address.is_none());
+    fip_update(&c, &a1, &f.meta.id, json!({"port_id": p.meta.id})).unwrap();
+    run(&c, |s| ports::delete(s, &a1, &p.meta.id, None)).unwrap();
+    let kept = c.read().floating_ips[&f.meta.id].clone();
+    assert!(kept.port_id.is_none());
+    assert_eq!(kept.floating_ip_address, "198.51.100.12");
+    // Rebind to another VM.
+    let p3 = port(&c, &a1, json!({"network_id": n})).unwrap();
+    fip_update(&c, &a1, &f.meta.id, json!({"port_id": p3.meta.id})).unwrap();
+    // The holder port cannot be deleted on its own; releasing frees the address.
+    let holder = kept.floating_port_id.clone();
+    assert_eq!(run(&c, |s| ports::delete(s, &admin(), &holder, None)).unwrap_err().status, 409);
+    run(&c, |s| floating_ips::delete(s, &a1, &f.meta.id, None)).unwrap();
+    assert!(!c.read().ports.contains_key(&holder));
+    let again = fip(&c, &a1, json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.12"}));
+    assert!(again.is_ok(), "a released address is free again");
+}
+
+#[test]
+fn floating_ip_needs_a_router_with_a_gateway() {
+    let c = core();
+    let a1 = member("p1");
+    let ext = external(&c);
+    let n = net(&c, &a1);
+    let s = subnet(&c, &a1, &n, "10.0.5.0/24").unwrap().meta.id;
+    let r = run(&c, |st| routers::create(st, &a1, &json!({"router": {}}))).unwrap().meta.id;
+    run(&c, |st| routers::add_interface(st, &a1, &r, &json!({"subnet_id": s}))).unwrap();
+    let p = port(&c, &a1, json!({"network_id": n})).unwrap();
+    let f = fip(&c, &a1, json!({"floating_network_id": ext})).unwrap();
+    let e = fip_update(&c, &a1, &f.meta.id, json!({"port_id": p.meta.id})).unwrap_err();
+    assert_eq!((e.status, e.kind.as_str()), (409, "ExternalGatewayForFloatingIPNotFound"));
+    assert!(c.read().floating_ips[&f.meta.id].port_id.is_none());
+}
+
+#[test]
+fn floating_ip_quota() {
+    let c = core();
+    let a1 = member("p1");
+    let ext = external(&c);
+    run(&c, |s| {
+        quotas::update(s, &admin(), "p1", &json!({"quota": {"floatingip": 2}}))
+    })
+    .unwrap();
+    for _ in 0..2 {
+        fip(&c, &a1, json!({"floating_network_id": ext})).unwrap();
+    }
+    let ports_before = c.read().ports.len();
+    let e = fip(&c, &a1, json!({"floating_network_id": ext})).unwrap_err();
+    assert_eq!(e.status, 409);
+    assert!(e.message.contains("floatingip"), "{}", e.message);
+    assert_eq!(c.read().ports.len(), ports_before, "no address was taken");
+}
+
+#[test]
+fn qos_policies_and_bandwidth_rules() {
+    let c = core();
+    let (a1, a2) = (member("p1"), member("p2"));
+    let p = run(&c, |s| qos::create(s, &a1, &json!({"policy": {"name": "10M"}})))
+        .unwrap()
+        .meta
+        .id;
+    let rule = |body: Value| {
+        run(&c, |s| {
+            qos::rule_create(s, &a1, &p, &json!({ "bandwidth_limit_rule": body }))
+        })
+    };
+    for (body, status) in [
+        (json!({"max_kbps": 999}), 400),
+        (json!({"max_kbps": 1_000_001}), 400),
+        (json!({"max_kbps": "fast"}), 400),
+        (json!({}), 400),
+        (json!({"max_kbps": 10_000, "direction": "sideways"}), 400),
+        (json!({"max_kbps": 10_000, "max_burst_kbps": -1}), 400),
+    ] {
+        assert_eq!(rule(body.clone()).unwrap_err().status, status, "{body}");
+    }
+    let egress = rule(json!({"max_kbps": 10_000, "max_burst_kbps": 1_000})).unwrap();
+    assert_eq!(egress["direction"], "egress");
+    rule(json!({"max_kbps": 200_000, "direction": "ingress"})).unwrap();
+    assert_eq!(rule(json!({"max_kbps": 5_000})).unwrap_err().status, 409);
+    // Another project neither sees nor uses it (unless shared).
+    assert_eq!(qos::get(&c.read(), &a2, &p).unwrap_err().status, 404);
+    // In use by a floating IP: not deleted.
+    let ext = external(&c);
+    let f = fip(&c, &a1, json!({"floating_network_id": ext, "qos_policy_id": p})).unwrap();
+    assert_eq!(f.qos_policy_id.as_deref(), Some(p.as_str()));
+    assert_eq!(run(&c, |s| qos::delete(s, &a1, &p, None)).unwrap_err().status, 409);
+    assert_eq!(
+        fip(&c, &a2, json!({"floating_network_id": ext, "qos_policy_id": p})).unwrap_err().status,
+        404
+    );
+    fip_update(&c, &a1, &f.meta.id, json!({"qos_policy_id": null})).unwrap();
+    run(&c, |s| qos::delete(s, &a1, &p, None)).unwrap();
+}
