@@ -205,6 +205,20 @@ pub struct FloatingIpEntry {
     pub underlay_ip: String,
     /// Compiled for a gateway host: steer (the port's host translates).
     pub steer: bool,
+    /// Its QoS policy, and that policy's bandwidth limits.
+    #[serde(default)]
+    pub qos_policy_id: Option<String>,
+    #[serde(default)]
+    pub limits: Vec<BandwidthLimit>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandwidthLimit {
+    /// `ingress` (towards the VM) or `egress`.
+    pub direction: String,
+    pub max_kbps: u64,
+    /// 0: the default depth (see `tables`).
+    pub max_burst_kbps: u64,
 }
 
 /// A port on another host that local ports may talk to.
@@ -741,6 +755,23 @@ fn floating_ip_entry(
         host: h.name.clone(),
         underlay_ip: h.underlay_ip.clone(),
         steer,
+        qos_policy_id: f.qos_policy_id.clone(),
+        limits: f
+            .qos_policy_id
+            .as_deref()
+            .and_then(|q| state.qos_policies.get(q))
+            .filter(|_| !steer)
+            .map(|q| {
+                q.bandwidth_limit_rules
+                    .iter()
+                    .map(|r| BandwidthLimit {
+                        direction: r.direction.as_str().to_owned(),
+                        max_kbps: r.max_kbps,
+                        max_burst_kbps: r.max_burst_kbps,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }))
 }
 
@@ -778,12 +809,16 @@ fn mentions(e: &Entry) -> Vec<&str> {
             v
         }
         Entry::SgMember(m) => vec![m.group_id.as_str(), m.port_id.as_str()],
-        Entry::FloatingIp(f) => vec![
-            f.id.as_str(),
-            f.port_id.as_str(),
-            f.network_id.as_str(),
-            f.host.as_str(),
-        ],
+        Entry::FloatingIp(f) => {
+            let mut v = vec![
+                f.id.as_str(),
+                f.port_id.as_str(),
+                f.network_id.as_str(),
+                f.host.as_str(),
+            ];
+            v.extend(f.qos_policy_id.as_deref());
+            v
+        }
         Entry::Snat(n) => vec![n.router_id.as_str(), n.host.as_str()],
     }
 }

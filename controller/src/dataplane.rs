@@ -23,8 +23,8 @@ use aya::{
 use dataplane_common::{
     maps, programs, AllowedKey, AllowedMac, CtEntry, CtKey, CtStats, DropKey, DropReason,
     DropStats, EipEntry, EipOut, Endpoint, EpKey, HostInfo, IfStats, MacKey, NatIn, NatKey, NatOut,
-    NatRevKey, PolicyAddrKey, PolicyAllow, PolicyClass, PolicyPortKey, PortInfo, Route, RouteKey,
-    SnatRouter, VniInfo,
+    NatRevKey, PolicyAddrKey, PolicyAllow, PolicyClass, PolicyPortKey, PortInfo, QosBucket, QosKey,
+    Route, RouteKey, SnatRouter, VniInfo,
 };
 use ipnetwork::Ipv4Network;
 
@@ -39,7 +39,7 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 23] = [
+pub const MAP_NAMES: [&str; 24] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
@@ -61,6 +61,7 @@ pub const MAP_NAMES: [&str; 23] = [
     maps::SNAT_ROUTERS,
     maps::SNAT_OUT,
     maps::SNAT_IN,
+    maps::EIP_QOS,
     maps::PORT_OUT_XDP,
     maps::PORT_OUT_TC,
 ];
@@ -737,6 +738,11 @@ impl Dataplane {
             eips: self.hash_read(maps::EIPS)?,
             eip_out: self.hash_read(maps::EIP_OUT)?,
             snat_routers: self.hash_read(maps::SNAT_ROUTERS)?,
+            eip_qos: self
+                .hash_read::<QosKey, QosBucket>(maps::EIP_QOS)?
+                .into_iter()
+                .map(|(k, v)| (k, QosBucket { clock_ns: 0, ..v }))
+                .collect(),
         })
     }
 
@@ -752,6 +758,7 @@ impl Dataplane {
         self.hash_upsert(maps::EIPS, &d.eips.0)?;
         self.hash_upsert(maps::EIP_OUT, &d.eip_out.0)?;
         self.hash_upsert(maps::SNAT_ROUTERS, &d.snat_routers.0)?;
+        self.hash_upsert(maps::EIP_QOS, &d.eip_qos.0)?;
         for (k, v) in &d.ports.0 {
             self.set_port(*k, *v)?;
         }
@@ -766,6 +773,7 @@ impl Dataplane {
         self.hash_delete::<[u8; 4], EipEntry>(maps::EIPS, &d.eips.1)?;
         self.hash_delete::<EpKey, EipOut>(maps::EIP_OUT, &d.eip_out.1)?;
         self.hash_delete::<u32, SnatRouter>(maps::SNAT_ROUTERS, &d.snat_routers.1)?;
+        self.hash_delete::<QosKey, QosBucket>(maps::EIP_QOS, &d.eip_qos.1)?;
         Ok(())
     }
 

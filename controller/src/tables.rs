@@ -14,10 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use dataplane_common::{
-    AllowedMac, EipEntry, EipOut, Endpoint, EpKey, MacKey, PortInfo, Route, SnatRouter, VniInfo,
-    EIP_F_LOCAL, EIP_F_SNAT, EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL,
-    EP_REMOTE, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED,
-    ROUTE_EXTERNAL, ROUTE_NEXTHOP, VNI_F_EXTERNAL, VNI_F_SNAT,
+    AllowedMac, EipEntry, EipOut, Endpoint, EpKey, MacKey, PortInfo, QosBucket, QosKey, Route,
+    SnatRouter, VniInfo, DIR_EGRESS, DIR_INGRESS, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER,
+    EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, MACS_DOWN, PORT_F_ADMIN_UP,
+    PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL, ROUTE_NEXTHOP,
+    VNI_F_EXTERNAL, VNI_F_SNAT,
 };
 use ipnetwork::Ipv4Network;
 
@@ -39,6 +40,9 @@ pub struct Tables {
     pub eip_out: BTreeMap<EpKey, EipOut>,
     /// Gateway hosts: domain -> the router whose SNAT this host does.
     pub snat_routers: BTreeMap<u32, SnatRouter>,
+    /// Bandwidth limits of local ports' elastic IPs (clocks as written:
+    /// zero; [`crate::dataplane::Dataplane::tables`] reads them back zeroed).
+    pub eip_qos: BTreeMap<QosKey, QosBucket>,
 }
 
 /// An LPM key as the tables hold it: (domain or ifindex, prefix).
@@ -58,6 +62,7 @@ pub struct Diff {
     pub eips: Changes<[u8; 4], EipEntry>,
     pub eip_out: Changes<EpKey, EipOut>,
     pub snat_routers: Changes<u32, SnatRouter>,
+    pub eip_qos: Changes<QosKey, QosBucket>,
 }
 
 impl Diff {
@@ -85,6 +90,8 @@ impl Diff {
             + self.eip_out.1.len()
             + self.snat_routers.0.len()
             + self.snat_routers.1.len()
+            + self.eip_qos.0.len()
+            + self.eip_qos.1.len()
     }
 }
 
@@ -118,6 +125,7 @@ impl Tables {
             eips: diff_map(&self.eips, &have.eips),
             eip_out: diff_map(&self.eip_out, &have.eip_out),
             snat_routers: diff_map(&self.snat_routers, &have.snat_routers),
+            eip_qos: diff_map(&self.eip_qos, &have.eip_qos),
         }
     }
 }
@@ -576,6 +584,23 @@ pub fn build_parts(
         let Some(&domain) = doms.get(&p.network_id) else {
             continue;
         };
+        let (mut in_flags, mut out_flags) = (EIP_F_LOCAL, 0);
+        for l in &f.limits {
+            let direction = if l.direction == "ingress" {
+                in_flags |= EIP_F_QOS;
+                DIR_INGRESS
+            } else {
+                out_flags |= EIP_F_QOS;
+                DIR_EGRESS
+            };
+            t.eip_qos.insert(
+                QosKey {
+                    eip: eip.octets(),
+                    direction,
+                },
+                qos_bucket(l.max_kbps, l.max_burst_kbps),
+            );
+        }
         t.eips.insert(
             eip.octets(),
             EipEntry {
@@ -583,7 +608,7 @@ pub fn build_parts(
                 domain,
                 underlay: [0; 4],
                 vni: f.vni,
-                flags: EIP_F_LOCAL,
+                flags: in_flags,
             },
         );
         t.eip_out.insert(
@@ -593,7 +618,7 @@ pub fn build_parts(
             },
             EipOut {
                 eip: eip.octets(),
-                flags: 0,
+                flags: out_flags,
             },
         );
     }
@@ -658,6 +683,27 @@ pub fn build_parts(
         }
     }
     (t, prov)
+}
+
+/// Bucket depth when a rule gives none (`max_burst_kbps` 0): 200 ms at
+/// the rate. Enough for TCP to fill the rate through a policer; at most 2%
+/// over the rate across a 10 s transfer.
+pub const DEFAULT_BURST_MS: u64 = 200;
+
+/// The token bucket of a bandwidth limit rule (see `QosBucket`).
+pub fn qos_bucket(max_kbps: u64, max_burst_kbps: u64) -> QosBucket {
+    let rate_bps = max_kbps.max(1) * 1000;
+    let burst_ns = if max_burst_kbps == 0 {
+        DEFAULT_BURST_MS * 1_000_000
+    } else {
+        // kbit of depth at kbit/s: seconds.
+        max_burst_kbps.saturating_mul(1_000_000_000) / max_kbps.max(1)
+    };
+    QosBucket {
+        rate_bps,
+        burst_ns,
+        clock_ns: 0,
+    }
 }
 
 /// The way out of a VPC whose router has an external gateway: a default

@@ -127,6 +127,11 @@ pub mod maps {
     /// Capacity of [`SNAT_OUT`] and [`SNAT_IN`]: translated flows per
     /// gateway host.
     pub const SNAT_MAX: u32 = 262_144;
+    /// Hash: [`super::QosKey`] (elastic IP, direction) -> [`super::QosBucket`]:
+    /// the bandwidth limit of an elastic IP in one direction.
+    pub const EIP_QOS: &str = "EIP_QOS";
+    /// Capacity of [`EIP_QOS`].
+    pub const EIP_QOS_MAX: u32 = 131_072;
     /// Program array of one: the XDP port pipeline's tail for packets
     /// leaving the VPC ([`super::programs::PORT_OUT`]).
     pub const PORT_OUT_XDP: &str = "PORT_OUT_XDP";
@@ -321,11 +326,14 @@ pub enum DropReason {
     /// The port pipeline's tail for external traffic is not loaded (the
     /// tail call failed).
     NoTailCall = 60,
+    /// Over an elastic IP's bandwidth limit (its QoS policy) in this
+    /// direction.
+    QosRateExceeded = 61,
 }
 
 impl DropReason {
     /// Every reason, in numeric order.
-    pub const ALL: [DropReason; 60] = [
+    pub const ALL: [DropReason; 61] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedVlan,
         DropReason::TooManyVlanTags,
@@ -386,6 +394,7 @@ impl DropReason {
         DropReason::NotSnatGateway,
         DropReason::SnatNoFlow,
         DropReason::NoTailCall,
+        DropReason::QosRateExceeded,
     ];
 
     /// Stable snake_case label, used as a metric label and in `stratoctl`.
@@ -451,6 +460,7 @@ impl DropReason {
             DropReason::NotSnatGateway => "not_snat_gateway",
             DropReason::SnatNoFlow => "snat_no_flow",
             DropReason::NoTailCall => "no_tail_call",
+            DropReason::QosRateExceeded => "qos_rate_exceeded",
         }
     }
 
@@ -845,6 +855,33 @@ pub const EIP_F_STEER: u32 = 2;
 /// `EipEntry::flags`: a router's SNAT address, translated on this gateway
 /// host (see `SNAT_IN`).
 pub const EIP_F_SNAT: u32 = 4;
+/// `EipEntry::flags` / `EipOut::flags`: the elastic IP has a bandwidth
+/// limit in that direction (inbound / outbound): see `EIP_QOS`.
+pub const EIP_F_QOS: u32 = 8;
+
+/// Key of `EIP_QOS`. `direction` as Neutron's: [`DIR_INGRESS`] towards the
+/// VM, [`DIR_EGRESS`] from it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QosKey {
+    pub eip: [u8; 4],
+    pub direction: u32,
+}
+
+/// Value of `EIP_QOS`: a token bucket kept as a virtual clock. A packet of
+/// `len` bytes costs `len * 8e9 / rate_bps` ns; it conforms if the clock,
+/// after being pulled up to no earlier than `now - burst_ns` (a full
+/// bucket), plus the cost is not in the future; then the clock advances by
+/// the cost. Otherwise it is dropped (policing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QosBucket {
+    pub rate_bps: u64,
+    /// Bucket depth as time at the rate.
+    pub burst_ns: u64,
+    /// The virtual clock (written by the dataplane; 0 for a fresh bucket).
+    pub clock_ns: u64,
+}
 
 /// `VniInfo::flags`: a VNI of a routing domain whose router's SNAT this
 /// gateway host does: untranslated traffic from VMs arrives on it.
@@ -1110,6 +1147,8 @@ const _: () = assert!(core::mem::size_of::<HostInfo>() == 32);
 const _: () = assert!(core::mem::size_of::<EipEntry>() == 20);
 const _: () = assert!(core::mem::size_of::<EipOut>() == 8);
 const _: () = assert!(core::mem::size_of::<SnatRouter>() == 8);
+const _: () = assert!(core::mem::size_of::<QosKey>() == 8);
+const _: () = assert!(core::mem::size_of::<QosBucket>() == 24);
 const _: () = assert!(core::mem::size_of::<NatKey>() == 20);
 const _: () = assert!(core::mem::size_of::<NatOut>() == 16);
 const _: () = assert!(core::mem::size_of::<NatRevKey>() == 16);
@@ -1156,6 +1195,10 @@ mod pod {
     unsafe impl aya::Pod for super::EipOut {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SnatRouter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::QosKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::QosBucket {}
     // SAFETY: as above (explicit padding fields, sizes asserted).
     unsafe impl aya::Pod for super::NatKey {}
     // SAFETY: as above.

@@ -13,8 +13,8 @@
 //! (its opposite address, its header and L4 checksums, and the ICMP
 //! checksum over them), so the sender matches the error to its connection.
 
-use aya_ebpf::{macros::map, maps::HashMap};
-use dataplane_common::{maps, DropReason, EipEntry, EipOut, EpKey};
+use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, macros::map, maps::HashMap};
+use dataplane_common::{maps, DropReason, EipEntry, EipOut, EpKey, QosBucket, QosKey};
 
 use crate::{
     csum,
@@ -27,6 +27,36 @@ pub static EIPS: HashMap<[u8; 4], EipEntry> = HashMap::with_max_entries(maps::EI
 
 #[map(name = "EIP_OUT")]
 pub static EIP_OUT: HashMap<EpKey, EipOut> = HashMap::with_max_entries(maps::EIP_OUT_MAX, 0);
+
+#[map(name = "EIP_QOS")]
+static EIP_QOS: HashMap<QosKey, QosBucket> = HashMap::with_max_entries(maps::EIP_QOS_MAX, 0);
+
+/// Does a packet of `len` bytes conform to `eip`'s bandwidth limit in
+/// `direction`? (See [`QosBucket`]; a missing bucket is no limit.) The
+/// clock is updated without a lock: two CPUs racing may both pass a packet
+/// the limit had room for once, a small overshoot.
+#[inline(always)]
+pub fn police(eip: [u8; 4], direction: u32, len: u64) -> bool {
+    let Some(b) = EIP_QOS.get_ptr_mut(&QosKey { eip, direction }) else {
+        return true;
+    };
+    // SAFETY: a live map value.
+    let b = unsafe { &mut *b };
+    // No panic path in the division (a rate of 0 is no limit).
+    let Some(cost) = ((len & 0xffff_ffff) * 8_000_000_000).checked_div(b.rate_bps) else {
+        return true;
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let full = now.saturating_sub(b.burst_ns);
+    let clock = if b.clock_ns < full { full } else { b.clock_ns };
+    let next = clock + cost;
+    if next > now {
+        return false;
+    }
+    b.clock_ns = next;
+    true
+}
 
 #[inline(always)]
 pub fn eip(ip: [u8; 4]) -> Option<&'static EipEntry> {

@@ -21,10 +21,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dataplane_common::{
-    DropReason, EipEntry, Endpoint, HostInfo, MacKey, PortInfo, EIP_F_LOCAL, EIP_F_SNAT,
-    EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE,
-    HOST_F_GATEWAY, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL,
-    ROUTE_NEXTHOP, VNI_F_EXTERNAL, VNI_F_SNAT, VXLAN_OVERHEAD, VXLAN_PORT,
+    DropReason, EipEntry, Endpoint, HostInfo, MacKey, PortInfo, DIR_EGRESS, DIR_INGRESS,
+    EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY,
+    EP_LOCAL, EP_REMOTE, HOST_F_GATEWAY, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_SECURITY,
+    ROUTE_CONNECTED, ROUTE_EXTERNAL, ROUTE_NEXTHOP, VNI_F_EXTERNAL, VNI_F_SNAT, VXLAN_OVERHEAD,
+    VXLAN_PORT,
 };
 
 use crate::{
@@ -195,6 +196,11 @@ fn external_out<C: Pkt>(ctx: &C, x: &ExternalStep) -> Verdict {
     let snat = match nat::eip_out(x.domain, saddr) {
         Some(o) => {
             let eip = o.eip;
+            // Limits count IP bytes (what the tenant's rate means).
+            let bytes = ctx.len().saturating_sub(ETH_HLEN as u64);
+            if o.flags & EIP_F_QOS != 0 && !nat::police(eip, DIR_EGRESS, bytes) {
+                return Verdict::Drop(DropReason::QosRateExceeded);
+            }
             if let Err(r) = nat::translate(ctx, ETH_HLEN, nat::SRC, eip) {
                 return Verdict::Drop(r);
             }
@@ -1101,11 +1107,18 @@ fn eip_in(ctx: &XdpContext, e: &EipEntry, off: usize) -> Verdict {
         return Verdict::Drop(DropReason::UnknownElasticIp);
     };
     let l3 = off + ETH_HLEN;
-    match ptr_at::<_, [u8; 20]>(ctx, l3) {
+    let eip = match ptr_at::<_, [u8; 20]>(ctx, l3) {
         // SAFETY: bounds-checked.
-        Some(ip) if unsafe { (*ip)[8] } > 1 => {}
+        Some(ip) if unsafe { (*ip)[8] } > 1 => unsafe {
+            [(*ip)[16], (*ip)[17], (*ip)[18], (*ip)[19]]
+        },
         Some(_) => return Verdict::Drop(DropReason::TtlExceeded),
         None => return Verdict::Drop(DropReason::TruncatedIpv4),
+    };
+    if e.flags & EIP_F_QOS != 0
+        && !nat::police(eip, DIR_INGRESS, Pkt::len(ctx).saturating_sub(l3 as u64))
+    {
+        return Verdict::Drop(DropReason::QosRateExceeded);
     }
     if let Err(r) = nat::translate(ctx, l3, nat::DST, fixed) {
         return Verdict::Drop(r);

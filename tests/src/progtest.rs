@@ -719,6 +719,8 @@ impl World {
             host: "h".into(),
             underlay_ip: Ipv4Addr::from(underlay).to_string(),
             steer,
+            qos_policy_id: None,
+            limits: vec![],
         });
         self
     }

@@ -353,3 +353,191 @@ fn run(cloud: &Cloud) {
     );
     assert_eq!(banner(cloud, &vm3.name, CLIENT_IP, 8000), eip);
 }
+
+/// iperf3 from `client` to `server_addr` (the server runs in `server`):
+/// the rate received, in Mbit/s. `reverse`: the server sends. `udp`: UDP
+/// offered at `udp_mbps`.
+fn iperf(
+    cloud: &Cloud,
+    server: &str,
+    client: &str,
+    server_addr: &str,
+    reverse: bool,
+    udp: Option<u32>,
+) -> f64 {
+    let mut s = cloud
+        .region
+        .command(server, &["iperf3", "-s", "-1"])
+        .expect("command")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut argv = vec!["iperf3", "-c", server_addr, "-t", "4", "-O", "1", "-J"];
+    if reverse {
+        argv.push("-R");
+    }
+    let rate;
+    if let Some(m) = udp {
+        rate = format!("{m}M");
+        argv.extend(["-u", "-b", &rate, "-l", "1200"]);
+    }
+    let o = cloud.region.exec(client, &argv).expect("iperf3 client");
+    let _ = s.kill();
+    let _ = s.wait();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 JSON: {e}: {}", String::from_utf8_lossy(&o.stdout)));
+    let end = &v["end"];
+    let bps = if udp.is_some() {
+        match end["sum_received"]["bits_per_second"].as_f64() {
+            Some(b) => b,
+            None => {
+                let sum = &end["sum"];
+                sum["bits_per_second"].as_f64().unwrap_or(0.0)
+                    * (1.0 - sum["lost_percent"].as_f64().unwrap_or(0.0) / 100.0)
+            }
+        }
+    } else {
+        end["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("iperf3: no end.sum_received: {v}"))
+    };
+    bps / 1e6
+}
+
+/// Per-EIP bandwidth limits (Neutron QoS on the floating IP), enforced in
+/// the dataplane in both directions: iperf3 TCP and UDP at 10 and 200
+/// Mbit/s, each within 10% of the limit.
+#[test]
+fn elastic_ip_bandwidth_limits() {
+    let cloud = Cloud::up("eqs", &Topology::default_region());
+    let admin = cloud.admin();
+    let api = cloud.tenant("eqst");
+    let ext = id(
+        &admin.expect(
+            201,
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": "internet", "router:external": true}})),
+        ),
+        "network",
+    );
+    admin.expect(
+        201,
+        "POST",
+        "/v2.0/subnets",
+        Some(
+            json!({"subnet": {"network_id": ext, "cidr": "198.51.100.0/24", "ip_version": 4,
+            "enable_dhcp": false,
+            "allocation_pools": [{"start": "198.51.100.10", "end": "198.51.100.250"}]}}),
+        ),
+    );
+    let vpc = Cloud::vpc(&api, &["10.0.1.0/24"], &[]);
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/routers/{}", vpc.router),
+        Some(json!({"router": {"external_gateway_info": {"network_id": ext}}})),
+    );
+    let open = id(
+        &api.expect(
+            201,
+            "POST",
+            "/v2.0/security-groups",
+            Some(json!({"security_group": {"name": "open"}})),
+        ),
+        "security_group",
+    );
+    api.expect(
+        201,
+        "POST",
+        "/v2.0/security-group-rules",
+        Some(
+            json!({"security_group_rule": {"security_group_id": open, "direction": "ingress",
+            "remote_ip_prefix": "0.0.0.0/0"}}),
+        ),
+    );
+    let vm = cloud.boot(&admin, &api, &vpc.nets[0], "vq", "az2-c1", Some(&[&open]));
+    cloud.wait_until_active(&api, &[&vm]);
+    let policy = id(
+        &api.expect(
+            201,
+            "POST",
+            "/v2.0/qos/policies",
+            Some(json!({"policy": {"name": "eip-bandwidth"}})),
+        ),
+        "policy",
+    );
+    let rule = |dir: &str| {
+        api.expect(
+            201,
+            "POST",
+            &format!("/v2.0/qos/policies/{policy}/bandwidth_limit_rules"),
+            Some(json!({"bandwidth_limit_rule": {"max_kbps": 10_000, "direction": dir}})),
+        )["bandwidth_limit_rule"]["id"]
+            .as_str()
+            .expect("rule id")
+            .to_owned()
+    };
+    let rules = [rule("ingress"), rule("egress")];
+    let f = api.expect(
+        201,
+        "POST",
+        "/v2.0/floatingips",
+        Some(
+            json!({"floatingip": {"floating_network_id": ext, "port_id": vm.port,
+            "qos_policy_id": policy}}),
+        ),
+    )["floatingip"]
+        .clone();
+    let eip = f["floating_ip_address"].as_str().expect("eip").to_owned();
+    cloud.wait_until(
+        "the client reaches the VM by its EIP",
+        Duration::from_secs(15),
+        || cloud.ping(CLIENT, &eip),
+    );
+    let mut report = Vec::new();
+    for mbps in [10.0, 200.0] {
+        if mbps != 10.0 {
+            for r in &rules {
+                api.expect(
+                    200,
+                    "PUT",
+                    &format!("/v2.0/qos/policies/{policy}/bandwidth_limit_rules/{r}"),
+                    Some(json!({"bandwidth_limit_rule": {"max_kbps": (mbps * 1000.0) as u64}})),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let offered = (mbps * 1.5) as u32;
+        let runs = [
+            ("TCP in", iperf(&cloud, &vm.name, CLIENT, &eip, false, None)),
+            ("TCP out", iperf(&cloud, &vm.name, CLIENT, &eip, true, None)),
+            (
+                "UDP in",
+                iperf(&cloud, &vm.name, CLIENT, &eip, false, Some(offered)),
+            ),
+            (
+                "UDP out",
+                iperf(&cloud, &vm.name, CLIENT, &eip, true, Some(offered)),
+            ),
+        ];
+        for (what, got) in runs {
+            eprintln!(
+                "limit {mbps} Mbit/s, {what}: {got:.1} Mbit/s ({:.2}x)",
+                got / mbps
+            );
+            report.push((mbps, what, got));
+        }
+    }
+    for (mbps, what, got) in report {
+        assert!(
+            (got / mbps - 1.0).abs() <= 0.10,
+            "limit {mbps} Mbit/s, {what}: measured {got:.1} Mbit/s, not within 10%"
+        );
+    }
+    assert!(
+        cloud.drops("qos_rate_exceeded") > 0,
+        "the limit dropped something"
+    );
+}

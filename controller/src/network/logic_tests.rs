@@ -1468,10 +1468,17 @@ fn vpc(c: &Core, a: &Auth, ext: &str, cidr: &str) -> (String, String, crate::mod
 }
 
 fn fip(c: &Core, a: &Auth, body: Value) -> Result<crate::model::FloatingIp, ApiError> {
-    run(c, |s| floating_ips::create(s, a, &json!({ "floatingip": body })))
+    run(c, |s| {
+        floating_ips::create(s, a, &json!({ "floatingip": body }))
+    })
 }
 
-fn fip_update(c: &Core, a: &Auth, id: &str, body: Value) -> Result<crate::model::FloatingIp, ApiError> {
+fn fip_update(
+    c: &Core,
+    a: &Auth,
+    id: &str,
+    body: Value,
+) -> Result<crate::model::FloatingIp, ApiError> {
     run(c, |s| {
         floating_ips::update(s, a, id, &json!({ "floatingip": body }), None)
     })
@@ -1491,14 +1498,28 @@ fn external_networks_are_the_operators() {
     assert!(s.networks[&ext].external);
     // Visible to every project, rendered as external.
     let n = networks::get(&s, &member("p2"), &ext).expect("visible");
-    assert_eq!(networks::render(&s, &member("p2"), n)["router:external"], true);
+    assert_eq!(
+        networks::render(&s, &member("p2"), n)["router:external"],
+        true
+    );
     drop(s);
     // Tenants make no ports or subnets on it.
-    assert_eq!(port(&c, &a1, json!({"network_id": ext})).unwrap_err().status, 403);
-    assert_eq!(subnet(&c, &a1, &ext, "10.9.0.0/24").unwrap_err().status, 403);
+    assert_eq!(
+        port(&c, &a1, json!({"network_id": ext}))
+            .unwrap_err()
+            .status,
+        403
+    );
+    assert_eq!(
+        subnet(&c, &a1, &ext, "10.9.0.0/24").unwrap_err().status,
+        403
+    );
     // Tenant subnets stay private; the external one need not be.
     let n = net(&c, &a1);
-    assert_eq!(subnet(&c, &a1, &n, "198.51.101.0/24").unwrap_err().status, 400);
+    assert_eq!(
+        subnet(&c, &a1, &n, "198.51.101.0/24").unwrap_err().status,
+        400
+    );
 }
 
 #[test]
@@ -1513,15 +1534,34 @@ fn router_gateways() {
         .id;
     let set = |body: Value| {
         run(&c, |s| {
-            routers::update(s, &a1, &r, &json!({"router": {"external_gateway_info": body}}), None)
+            routers::update(
+                s,
+                &a1,
+                &r,
+                &json!({"router": {"external_gateway_info": body}}),
+                None,
+            )
         })
     };
     assert_eq!(set(json!({"network_id": plain})).unwrap_err().status, 400);
     assert_eq!(set(json!({"network_id": "nope"})).unwrap_err().status, 404);
-    assert_eq!(set(json!({"network_id": ext, "colour": 1})).unwrap_err().status, 400);
-    assert_eq!(set(json!({"network_id": ext, "enable_snat": "yes"})).unwrap_err().status, 400);
+    assert_eq!(
+        set(json!({"network_id": ext, "colour": 1}))
+            .unwrap_err()
+            .status,
+        400
+    );
+    assert_eq!(
+        set(json!({"network_id": ext, "enable_snat": "yes"}))
+            .unwrap_err()
+            .status,
+        400
+    );
     assert_eq!(set(json!("x")).unwrap_err().status, 400);
-    let g = set(json!({"network_id": ext})).unwrap().gateway.expect("gateway");
+    let g = set(json!({"network_id": ext}))
+        .unwrap()
+        .gateway
+        .expect("gateway");
     assert!(g.enable_snat, "SNAT is on by default");
     let s = c.read();
     let gp = &s.ports[&g.port_id];
@@ -1534,8 +1574,14 @@ fn router_gateways() {
     );
     drop(s);
     // SNAT off keeps the port (and its address).
-    let g2 = set(json!({"network_id": ext, "enable_snat": false})).unwrap().gateway.unwrap();
-    assert_eq!((g2.port_id.as_str(), g2.enable_snat), (g.port_id.as_str(), false));
+    let g2 = set(json!({"network_id": ext, "enable_snat": false}))
+        .unwrap()
+        .gateway
+        .unwrap();
+    assert_eq!(
+        (g2.port_id.as_str(), g2.enable_snat),
+        (g.port_id.as_str(), false)
+    );
     // Cleared: the port goes.
     assert!(set(Value::Null).unwrap().gateway.is_none());
     assert!(!c.read().ports.contains_key(&g.port_id));
@@ -1548,7 +1594,10 @@ fn router_gateways() {
             .unwrap(),
         "198.51.100.15"
     );
-    let r2 = run(&c, |s| routers::create(s, &a1, &json!({"router": {}}))).unwrap().meta.id;
+    let r2 = run(&c, |s| routers::create(s, &a1, &json!({"router": {}})))
+        .unwrap()
+        .meta
+        .id;
     let e = run(&c, |s| {
         routers::update(
             s,
@@ -1577,22 +1626,45 @@ fn floating_ips_allocate_bind_release() {
     let f = fip(&c, &a1, json!({"floating_network_id": ext})).unwrap();
     assert_eq!(f.floating_ip_address, "198.51.100.12");
     assert!(f.port_id.is_none());
-    let asked = fip(&c, &a1, json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.20"}))
-        .unwrap();
+    let asked = fip(
+        &c,
+        &a1,
+        json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.20"}),
+    )
+    .unwrap();
     assert_eq!(asked.floating_ip_address, "198.51.100.20");
     for (body, status) in [
-        (json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.20"}), 409),
-        (json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.99"}), 409),
-        (json!({"floating_network_id": ext, "floating_ip_address": "10.0.0.1"}), 409),
+        (
+            json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.20"}),
+            409,
+        ),
+        (
+            json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.99"}),
+            409,
+        ),
+        (
+            json!({"floating_network_id": ext, "floating_ip_address": "10.0.0.1"}),
+            409,
+        ),
         (json!({"floating_network_id": n}), 400),
         (json!({"floating_network_id": "nope"}), 404),
         (json!({}), 400),
         (json!({"floating_network_id": ext, "dns_name": "www"}), 400),
         (json!({"floating_network_id": ext, "colour": "red"}), 400),
-        (json!({"floating_network_id": ext, "port_id": p2.meta.id}), 404),
-        (json!({"floating_network_id": ext, "port_id": p.meta.id, "fixed_ip_address": "10.0.1.99"}), 400),
+        (
+            json!({"floating_network_id": ext, "port_id": p2.meta.id}),
+            404,
+        ),
+        (
+            json!({"floating_network_id": ext, "port_id": p.meta.id, "fixed_ip_address": "10.0.1.99"}),
+            400,
+        ),
     ] {
-        assert_eq!(fip(&c, &a1, body.clone()).unwrap_err().status, status, "{body}");
+        assert_eq!(
+            fip(&c, &a1, body.clone()).unwrap_err().status,
+            status,
+            "{body}"
+        );
     }
     // Bind: the router on the way is recorded.
     let b = fip_update(&c, &a1, &f.meta.id, json!({"port_id": p.meta.id})).unwrap();
@@ -1600,27 +1672,50 @@ fn floating_ips_allocate_bind_release() {
     assert_eq!(b.fixed_ip_address, Some(p.fixed_ips[0].ip_address.clone()));
     // One floating IP per fixed IP; another project's port is not found.
     assert_eq!(
-        fip_update(&c, &a1, &asked.meta.id, json!({"port_id": p.meta.id})).unwrap_err().status,
+        fip_update(&c, &a1, &asked.meta.id, json!({"port_id": p.meta.id}))
+            .unwrap_err()
+            .status,
         409
     );
     assert_eq!(
-        fip_update(&c, &a1, &asked.meta.id, json!({"port_id": p2.meta.id})).unwrap_err().status,
+        fip_update(&c, &a1, &asked.meta.id, json!({"port_id": p2.meta.id}))
+            .unwrap_err()
+            .status,
         404
     );
     assert_eq!(
-        fip_update(&c, &a1, &asked.meta.id, json!({"floating_ip_address": "198.51.100.13"}))
-            .unwrap_err()
-            .status,
+        fip_update(
+            &c,
+            &a1,
+            &asked.meta.id,
+            json!({"floating_ip_address": "198.51.100.13"})
+        )
+        .unwrap_err()
+        .status,
         400
     );
     // Another project sees none of it.
-    assert_eq!(floating_ips::get(&c.read(), &a2, &f.meta.id).unwrap_err().status, 404);
+    assert_eq!(
+        floating_ips::get(&c.read(), &a2, &f.meta.id)
+            .unwrap_err()
+            .status,
+        404
+    );
     // The interface and gateway the binding needs cannot go.
     let sid = p.fixed_ips[0].subnet_id.clone();
-    let e = run(&c, |s| routers::remove_interface(s, &a1, &r, &json!({"subnet_id": sid}))).unwrap_err();
+    let e = run(&c, |s| {
+        routers::remove_interface(s, &a1, &r, &json!({"subnet_id": sid}))
+    })
+    .unwrap_err();
     assert_eq!(e.status, 409);
     let e = run(&c, |s| {
-        routers::update(s, &a1, &r, &json!({"router": {"external_gateway_info": null}}), None)
+        routers::update(
+            s,
+            &a1,
+            &r,
+            &json!({"router": {"external_gateway_info": null}}),
+            None,
+        )
     })
     .unwrap_err();
     assert_eq!(e.status, 409);
@@ -1637,10 +1732,19 @@ fn floating_ips_allocate_bind_release() {
     fip_update(&c, &a1, &f.meta.id, json!({"port_id": p3.meta.id})).unwrap();
     // The holder port cannot be deleted on its own; releasing frees the address.
     let holder = kept.floating_port_id.clone();
-    assert_eq!(run(&c, |s| ports::delete(s, &admin(), &holder, None)).unwrap_err().status, 409);
+    assert_eq!(
+        run(&c, |s| ports::delete(s, &admin(), &holder, None))
+            .unwrap_err()
+            .status,
+        409
+    );
     run(&c, |s| floating_ips::delete(s, &a1, &f.meta.id, None)).unwrap();
     assert!(!c.read().ports.contains_key(&holder));
-    let again = fip(&c, &a1, json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.12"}));
+    let again = fip(
+        &c,
+        &a1,
+        json!({"floating_network_id": ext, "floating_ip_address": "198.51.100.12"}),
+    );
     assert!(again.is_ok(), "a released address is free again");
 }
 
@@ -1651,12 +1755,21 @@ fn floating_ip_needs_a_router_with_a_gateway() {
     let ext = external(&c);
     let n = net(&c, &a1);
     let s = subnet(&c, &a1, &n, "10.0.5.0/24").unwrap().meta.id;
-    let r = run(&c, |st| routers::create(st, &a1, &json!({"router": {}}))).unwrap().meta.id;
-    run(&c, |st| routers::add_interface(st, &a1, &r, &json!({"subnet_id": s}))).unwrap();
+    let r = run(&c, |st| routers::create(st, &a1, &json!({"router": {}})))
+        .unwrap()
+        .meta
+        .id;
+    run(&c, |st| {
+        routers::add_interface(st, &a1, &r, &json!({"subnet_id": s}))
+    })
+    .unwrap();
     let p = port(&c, &a1, json!({"network_id": n})).unwrap();
     let f = fip(&c, &a1, json!({"floating_network_id": ext})).unwrap();
     let e = fip_update(&c, &a1, &f.meta.id, json!({"port_id": p.meta.id})).unwrap_err();
-    assert_eq!((e.status, e.kind.as_str()), (409, "ExternalGatewayForFloatingIPNotFound"));
+    assert_eq!(
+        (e.status, e.kind.as_str()),
+        (409, "ExternalGatewayForFloatingIPNotFound")
+    );
     assert!(c.read().floating_ips[&f.meta.id].port_id.is_none());
 }
 
@@ -1683,10 +1796,12 @@ fn floating_ip_quota() {
 fn qos_policies_and_bandwidth_rules() {
     let c = core();
     let (a1, a2) = (member("p1"), member("p2"));
-    let p = run(&c, |s| qos::create(s, &a1, &json!({"policy": {"name": "10M"}})))
-        .unwrap()
-        .meta
-        .id;
+    let p = run(&c, |s| {
+        qos::create(s, &a1, &json!({"policy": {"name": "10M"}}))
+    })
+    .unwrap()
+    .meta
+    .id;
     let rule = |body: Value| {
         run(&c, |s| {
             qos::rule_create(s, &a1, &p, &json!({ "bandwidth_limit_rule": body }))
@@ -1710,11 +1825,27 @@ fn qos_policies_and_bandwidth_rules() {
     assert_eq!(qos::get(&c.read(), &a2, &p).unwrap_err().status, 404);
     // In use by a floating IP: not deleted.
     let ext = external(&c);
-    let f = fip(&c, &a1, json!({"floating_network_id": ext, "qos_policy_id": p})).unwrap();
+    let f = fip(
+        &c,
+        &a1,
+        json!({"floating_network_id": ext, "qos_policy_id": p}),
+    )
+    .unwrap();
     assert_eq!(f.qos_policy_id.as_deref(), Some(p.as_str()));
-    assert_eq!(run(&c, |s| qos::delete(s, &a1, &p, None)).unwrap_err().status, 409);
     assert_eq!(
-        fip(&c, &a2, json!({"floating_network_id": ext, "qos_policy_id": p})).unwrap_err().status,
+        run(&c, |s| qos::delete(s, &a1, &p, None))
+            .unwrap_err()
+            .status,
+        409
+    );
+    assert_eq!(
+        fip(
+            &c,
+            &a2,
+            json!({"floating_network_id": ext, "qos_policy_id": p})
+        )
+        .unwrap_err()
+        .status,
         404
     );
     fip_update(&c, &a1, &f.meta.id, json!({"qos_policy_id": null})).unwrap();
