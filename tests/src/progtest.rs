@@ -547,6 +547,15 @@ impl Router {
     }
 
     /// An interface on `subnet` with `mac`, holding the subnet's gateway address.
+    /// The external gateway without SNAT (`enable_snat: false`).
+    pub fn no_snat(mut self) -> Router {
+        if let Some(x) = self.external.as_mut() {
+            x.enable_snat = false;
+            x.snat_gateway = None;
+        }
+        self
+    }
+
     pub fn interface(mut self, subnet: &str, mac: [u8; 6]) -> Router {
         self.interfaces.push((subnet.into(), mac_str(&mac)));
         self
@@ -657,6 +666,7 @@ pub struct World {
     ports: Vec<Port>,
     groups: Vec<SecurityGroupEntry>,
     fips: Vec<FloatingIpEntry>,
+    extra: Vec<Entry>,
 }
 
 fn in_cidr(ip: &str, cidr: &str) -> bool {
@@ -694,6 +704,12 @@ impl World {
 
     pub fn port(mut self, p: Port) -> World {
         self.ports.push(p);
+        self
+    }
+
+    /// Any further compiled entry, as the controller would send it.
+    pub fn entry(mut self, e: Entry) -> World {
+        self.extra.push(e);
         self
     }
 
@@ -860,6 +876,7 @@ impl World {
             }
         }
         out.extend(self.fips.iter().cloned().map(Entry::FloatingIp));
+        out.extend(self.extra.iter().cloned());
         out.into_iter().map(|e| (e.key(), e)).collect()
     }
 }

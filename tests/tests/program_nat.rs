@@ -16,7 +16,7 @@ use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type, PacketBuilder};
 use strato::dataplane::Attach;
 use strato_tests::packets::{self, L3};
 use strato_tests::progtest::{
-    Expect, Expected, Fixture, Net, Port, ProgramTester, Router, World, OTHER_LINK,
+    Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict, World, OTHER_LINK,
     OTHER_LINK_NEXTHOP_MAC, OTHER_LINK_UNDERLAY, UNDERLAY_IP, UNDERLAY_NEXTHOP_MAC, UPLINK,
     UPLINK_MAC,
 };
@@ -201,8 +201,9 @@ fn outbound_source_becomes_the_elastic_ip() {
         port(&t, "a1 -> internet, a later fragment (no L4 header): translated, IPv4 checksum only", "tp1",
             later_fragment(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
             .output(out(later_fragment(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        port(&t, "a2 (no elastic IP, no SNAT yet) -> internet: dropped", "tp2",
-            udp(A2_MAC, GW_A_MAC, A2, CLIENT, 64), Expect::Drop(NoElasticIp)),
+        port(&t, "a2 (no elastic IP) -> internet: to the router's SNAT gateway untranslated, on net a's VNI, MACs kept", "tp2",
+            udp(A2_MAC, GW_A_MAC, A2, CLIENT, 64), Expect::Forward)
+            .output(encapsulated(&udp(A2_MAC, GW_A_MAC, A2, CLIENT, 63), 100, GATEWAY_HOST)).to(up),
     ];
     run_rows(&mut t, rows);
 }
@@ -275,6 +276,276 @@ fn gateway_steers_and_forwards() {
         uplink(&t, "VNI 900 from a VM's host (source already its EIP): out of the external interface to the FIB's next hop",
             vxlan_in(EXT_VNI, &outbound), Expect::Forward)
             .output(Expected::from(sent).any(6..12)).to(ext),
+    ];
+    run_rows(&mut t, rows);
+}
+
+// ---------------------------------------------------------------------------
+// Router SNAT on the gateway host, and the bandwidth limit's burst.
+
+const SNAT_IP: [u8; 4] = [198, 51, 100, 2];
+
+/// A gateway host (external interface up1) doing router r1's SNAT.
+fn snat_tester() -> ProgramTester {
+    let w = World::new()
+        .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
+        .router(Router::new("r1").interface("sa", GW_A_MAC))
+        .entry(strato::compile::Entry::Snat(strato::compile::SnatEntry {
+            router_id: "r1".into(),
+            ip: "198.51.100.2".into(),
+            ext_vni: EXT_VNI,
+            vnis: vec![100],
+            host: "gw".into(),
+            underlay_ip: "198.18.1.1".into(),
+            local: true,
+        }));
+    let mut t = ProgramTester::in_test_net();
+    t.install(&w);
+    let ext = t.ifindex(OTHER_LINK);
+    let host = HostInfo {
+        flags: HOST_F_GATEWAY,
+        ext_ifindex: ext,
+        ext_slot: t.slot_for(ext),
+        ext_mac: [0x02, 0x00, 0x5e, 0x0e, 0x0e, 0x0e],
+        ..t.default_host()
+    };
+    t.set_host(host);
+    t
+}
+
+/// The IPv4 and L4 checksums of an untagged frame are right (etherparse
+/// recomputes them over the whole packet).
+fn checksums_ok(f: &[u8]) -> Result<(), String> {
+    let p = etherparse::SlicedPacket::from_ethernet(f).map_err(|e| format!("parse: {e}"))?;
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+        return Err("not IPv4".into());
+    };
+    let h = ip.header().to_header();
+    if h.header_checksum != h.calc_header_checksum() {
+        return Err("IPv4 header checksum".into());
+    }
+    match &p.transport {
+        Some(etherparse::TransportSlice::Udp(u)) => {
+            let want = u
+                .to_header()
+                .calc_checksum_ipv4(&h, u.payload())
+                .map_err(|e| e.to_string())?;
+            (u.checksum() == want)
+                .then_some(())
+                .ok_or_else(|| format!("UDP checksum {:#x} want {want:#x}", u.checksum()))
+        }
+        Some(etherparse::TransportSlice::Tcp(t)) => {
+            let want = t
+                .to_header()
+                .calc_checksum_ipv4(&h, t.payload())
+                .map_err(|e| e.to_string())?;
+            (t.checksum() == want)
+                .then_some(())
+                .ok_or_else(|| format!("TCP checksum {:#x} want {want:#x}", t.checksum()))
+        }
+        Some(etherparse::TransportSlice::Icmpv4(i)) => {
+            let want = i.icmp_type().calc_checksum(i.payload());
+            (i.checksum() == want)
+                .then_some(())
+                .ok_or_else(|| "ICMP checksum".to_string())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn udp_from(mac: [u8; 6], src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    packets::udp4(mac, GW_A_MAC, src, dst, 63, sport, dport, PAYLOAD)
+}
+
+#[test]
+fn router_snat_on_the_gateway() {
+    let mut t = snat_tester();
+    let (up, ext) = (t.ifindex(UPLINK), t.ifindex(OTHER_LINK));
+    let remote = OTHER_LINK_UNDERLAY;
+    let out =
+        |t: &mut ProgramTester, frame: Vec<u8>| t.run(Attach::Uplink, up, &vxlan_in(100, &frame));
+    // A VM's datagram: source the router's address and a port of 1024+.
+    let o = out(&mut t, udp_from(A1_MAC, A1, 40000, remote, 5000));
+    assert_eq!(o.verdict, Verdict::Redirect, "translated and sent");
+    let f = &o.output;
+    assert_eq!(
+        &f[0..6],
+        &OTHER_LINK_NEXTHOP_MAC,
+        "to the external next hop"
+    );
+    assert_eq!(&f[L3 + 12..L3 + 16], &SNAT_IP);
+    assert_eq!(&f[L3 + 16..L3 + 20], &remote);
+    let port = u16::from_be_bytes([f[L3 + 20], f[L3 + 21]]);
+    assert!(port >= 1024);
+    checksums_ok(f).expect("checksums after SNAT");
+    // The same flow keeps its port; another VM's gets another.
+    let again = out(&mut t, udp_from(A1_MAC, A1, 40000, remote, 5000));
+    assert_eq!(
+        u16::from_be_bytes([again.output[L3 + 20], again.output[L3 + 21]]),
+        port
+    );
+    let other = out(&mut t, udp_from(A2_MAC, A2, 40000, remote, 5000));
+    assert_ne!(
+        u16::from_be_bytes([other.output[L3 + 20], other.output[L3 + 21]]),
+        port
+    );
+    // The reply, on the external interface: back to a1, tunnelled to its
+    // host (the one it came from) on its network's VNI.
+    let reply = packets::udp4(
+        ROUTER_MAC,
+        [0x02, 0x00, 0x5e, 0x0e, 0x0e, 0x0e],
+        remote,
+        SNAT_IP,
+        64,
+        5000,
+        port,
+        PAYLOAD,
+    );
+    let inner = packets::udp4(GW_A_MAC, A1_MAC, remote, A1, 63, 5000, 40000, PAYLOAD);
+    let rows = vec![
+        Fixture::new("reply to the SNAT address: back to a1's address and port, tunnelled on VNI 100 to a1's host", reply.clone(), Expect::Forward)
+            .on(Attach::External)
+            .at(ext)
+            .output(encapsulated(&inner, 100, GATEWAY_HOST))
+            .to(up),
+        Fixture::new("a datagram to the SNAT address that no flow expects: dropped",
+            packets::udp4(ROUTER_MAC, [0x02, 0x00, 0x5e, 0x0e, 0x0e, 0x0e], remote, SNAT_IP, 64, 5000, 1, PAYLOAD),
+            Expect::Drop(SnatNoFlow))
+            .on(Attach::External)
+            .at(ext),
+        uplink(&t, "a VM's later fragment: SNAT cannot translate it",
+            vxlan_in(100, &later_fragment(A1_MAC, GW_A_MAC, A1, remote, 63)), Expect::Drop(SnatFragment)),
+        uplink(&t, "a VM's TCP segment: translated",
+            vxlan_in(100, &tcp(A1_MAC, GW_A_MAC, A1, remote, 63)), Expect::Forward)
+            .output(Expected::from(tcp(A1_MAC, GW_A_MAC, A1, remote, 63)).any(0..4096).check("checksums", checksums_ok))
+            .to(ext),
+    ];
+    // The TCP row's bytes depend on the port given: check what matters.
+    let mut rows = rows;
+    let tcp_row = rows.pop().expect("tcp row");
+    run_rows(&mut t, rows);
+    let o = t.run(tcp_row.attach, tcp_row.ingress, &tcp_row.input);
+    assert_eq!(o.verdict, Verdict::Redirect);
+    checksums_ok(&o.output).expect("TCP checksums after SNAT");
+    // ICMP echo: the identifier is the port.
+    let ping_out = out(&mut t, ping(A1_MAC, GW_A_MAC, A1, remote, 63));
+    assert_eq!(ping_out.verdict, Verdict::Redirect);
+    checksums_ok(&ping_out.output).expect("ICMP checksum after SNAT");
+    let id = u16::from_be_bytes([ping_out.output[L3 + 24], ping_out.output[L3 + 25]]);
+    let echo_reply = {
+        let b = PacketBuilder::ethernet2(ROUTER_MAC, [0x02, 0x00, 0x5e, 0x0e, 0x0e, 0x0e])
+            .ipv4(remote, SNAT_IP, 64)
+            .icmpv4_echo_reply(id, 1);
+        let mut v = Vec::new();
+        b.write(&mut v, PAYLOAD).expect("echo reply");
+        v
+    };
+    let back = t.run(Attach::External, ext, &echo_reply);
+    assert_eq!(back.verdict, Verdict::Redirect, "the echo reply goes back");
+    let inner = &back.output[50..];
+    assert_eq!(&inner[L3 + 16..L3 + 20], &A1, "to a1");
+    assert_eq!(
+        u16::from_be_bytes([inner[L3 + 24], inner[L3 + 25]]),
+        7,
+        "with a1's identifier"
+    );
+    checksums_ok(inner).expect("ICMP checksum back");
+}
+
+#[test]
+fn bandwidth_limit_honours_the_burst() {
+    // 1 Mbit/s with an 80 kbit (10,000-byte) bucket: ten 1,000-byte
+    // datagrams pass at once, then the limit drops (refill in the test's
+    // few milliseconds: well under one more).
+    let mut fip = strato::compile::FloatingIpEntry {
+        id: "fip-q".into(),
+        floating_ip_address: "198.51.100.10".into(),
+        fixed_ip_address: "10.1.0.5".into(),
+        port_id: "a1".into(),
+        network_id: format!("ext{EXT_VNI}"),
+        vni: EXT_VNI,
+        host: "h".into(),
+        underlay_ip: "198.18.1.1".into(),
+        steer: false,
+        qos_policy_id: Some("q".into()),
+        limits: vec![strato::compile::BandwidthLimit {
+            direction: "egress".into(),
+            max_kbps: 1_000,
+            max_burst_kbps: 80,
+        }],
+    };
+    let w = World::new()
+        .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
+        .router(Router::new("r1").interface("sa", GW_A_MAC).external(
+            EXT_VNI,
+            EXT_PORT_IP,
+            EXT_PORT_MAC,
+            GATEWAY_HOST,
+        ))
+        .port(Port::local("a1", "a", "tp1", A1_MAC, A1))
+        .entry(strato::compile::Entry::FloatingIp(fip.clone()));
+    let mut t = ProgramTester::in_test_net();
+    t.install(&w);
+    let tp1 = t.ifindex("tp1");
+    // IP length 1,000.
+    let frame = packets::udp4(A1_MAC, GW_A_MAC, A1, CLIENT, 64, 40000, 5000, &[0x5a; 972]);
+    let mut passed = 0;
+    for _ in 0..20 {
+        if t.run(Attach::Port, tp1, &frame).verdict == Verdict::Redirect {
+            passed += 1;
+        }
+    }
+    assert!(
+        (10..=11).contains(&passed),
+        "{passed} of 20 passed, want the 10 the burst holds"
+    );
+    // Without a limit all pass.
+    fip.limits.clear();
+    let w = w.entry(strato::compile::Entry::FloatingIp(fip));
+    t.install(&w);
+    let all = (0..20)
+        .filter(|_| t.run(Attach::Port, tp1, &frame).verdict == Verdict::Redirect)
+        .count();
+    assert_eq!(all, 20);
+}
+
+#[test]
+fn without_snat_a_vm_without_an_elastic_ip_stays_in() {
+    let w = World::new()
+        .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
+        .router(
+            Router::new("r1")
+                .interface("sa", GW_A_MAC)
+                .external(EXT_VNI, EXT_PORT_IP, EXT_PORT_MAC, GATEWAY_HOST)
+                .no_snat(),
+        )
+        .port(Port::local("a1", "a", "tp1", A1_MAC, A1))
+        .port(Port::local("a2", "a", "tp2", A2_MAC, A2))
+        .floating_ip(EIP, EXT_VNI, "a1", A1, UNDERLAY_IP, false);
+    let mut t = ProgramTester::in_test_net();
+    t.install(&w);
+    let up = t.ifindex(UPLINK);
+    let rows = vec![
+        port(
+            &t,
+            "enable_snat false: a2 (no elastic IP) -> internet: dropped",
+            "tp2",
+            udp(A2_MAC, GW_A_MAC, A2, CLIENT, 64),
+            Expect::Drop(NoElasticIp),
+        ),
+        port(
+            &t,
+            "enable_snat false: a1 still leaves by its elastic IP",
+            "tp1",
+            udp(A1_MAC, GW_A_MAC, A1, CLIENT, 64),
+            Expect::Forward,
+        )
+        .output(encapsulated(
+            &udp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63),
+            EXT_VNI,
+            GATEWAY_HOST,
+        ))
+        .to(up),
     ];
     run_rows(&mut t, rows);
 }
