@@ -3,7 +3,10 @@ openstacksdk and the stock `openstack` CLI.
 
 An operator onboards a tenant (project, user, member role); the tenant builds
 a VPC (two networks with subnets, a router with both interfaces) and two
-ports (in the project's default security group); a security group with an
+ports (in the project's default security group); the operator's external
+network, a router gateway, a floating IP bound to a VM with a QoS policy (a
+floating IP on a tenant network, another tenant binding it, a rate below
+1 Mbit/s and two rules in one direction are refused); a security group with an
 SSH rule goes on a port through the CLI; a web group with rules by port
 range, CIDR and remote group goes on a port through openstacksdk (duplicates,
 bad ranges, mismatched ethertypes, mixing stateful and stateless groups and
@@ -196,8 +199,46 @@ alice.network.delete_security_group(web_sg.id, ignore_missing=False)
 alice.network.delete_security_group(loose.id, ignore_missing=False)
 assert {g.name for g in alice.network.security_groups()} == {"default"}
 
+step("elastic IPs: the operator's external network, alice's router gateway, a floating IP on web1 with a QoS policy")
+public = admin.network.create_network(name="public", is_router_external=True)
+assert public.is_router_external is True, public
+admin.network.create_subnet(network_id=public.id, name="public-sub", cidr="198.51.100.0/24", ip_version=4,
+                            enable_dhcp=False, allocation_pools=[{"start": "198.51.100.10", "end": "198.51.100.250"}])
+assert public.id in [n.id for n in alice.network.networks(is_router_external=True)]
+expect(exc.ForbiddenException, alice.network.create_network, name="mine", is_router_external=True)
+expect(exc.BadRequestException, alice.network.create_ip, floating_network_id=web.id)
+router = alice.network.update_router(router, external_gateway_info={"network_id": public.id})
+assert router.external_gateway_info["network_id"] == public.id, router.external_gateway_info
+assert router.external_gateway_info["enable_snat"] is True, router.external_gateway_info
+fip = alice.network.create_ip(floating_network_id=public.id)
+assert fip.status == "DOWN" and fip.port_id is None, fip
+expect(exc.NotFoundException, bob.network.update_ip, fip.id, port_id=p1.id)
+expect(exc.NotFoundException, bob.network.get_ip, fip.id)
+fip = alice.network.update_ip(fip, port_id=p1.id)
+assert fip.fixed_ip_address == p1.fixed_ips[0]["ip_address"] and fip.router_id == router.id, fip
+deadline = time.time() + 15
+while alice.network.get_ip(fip.id).status != "ACTIVE" and time.time() < deadline:
+    time.sleep(0.2)
+assert alice.network.get_ip(fip.id).status == "ACTIVE", alice.network.get_ip(fip.id)
+policy = alice.network.create_qos_policy(name="10M")
+rule = alice.network.create_qos_bandwidth_limit_rule(policy, max_kbps=10000, max_burst_kbps=2000, direction="egress")
+assert (rule.max_kbps, rule.direction) == (10000, "egress"), rule
+expect(exc.BadRequestException, alice.network.create_qos_bandwidth_limit_rule, policy, max_kbps=999)
+expect(exc.ConflictException, alice.network.create_qos_bandwidth_limit_rule, policy, max_kbps=5000, direction="egress")
+fip = alice.network.update_ip(fip, qos_policy_id=policy.id)
+assert fip.qos_policy_id == policy.id, fip
+expect(exc.ConflictException, alice.network.delete_qos_policy, policy.id, ignore_missing=False)
+listed = json.loads(cli("floating", "ip", "list").stdout)
+assert [f for f in listed if f["Floating IP Address"] == fip.floating_ip_address], listed
+alice.network.update_ip(fip, qos_policy_id=None)
+alice.network.delete_qos_policy(policy, ignore_missing=False)
+alice.network.update_ip(fip, port_id=None)
+assert alice.network.get_ip(fip.id).status == "DOWN"
+alice.network.delete_ip(fip, ignore_missing=False)
+expect(exc.NotFoundException, alice.network.get_ip, fip.id)
+
 step("rita (reader) can list but not create or delete")
-assert {n.name for n in rita.network.networks()} == {"web", "app"}
+assert {n.name for n in rita.network.networks()} == {"web", "app", "public"}  # external: everyone's
 expect(exc.ForbiddenException, rita.network.create_network, name="nope")
 expect(exc.ForbiddenException, rita.network.delete_port, p1.id, ignore_missing=False)
 
@@ -219,6 +260,7 @@ alice.network.delete_router(router, ignore_missing=False)
 alice.network.delete_subnet(web_sub, ignore_missing=False)
 alice.network.delete_network(web, ignore_missing=False)
 alice.network.delete_network(app, ignore_missing=False)  # takes its subnet along
+admin.network.delete_network(public, ignore_missing=False)  # the router's gateway port went with it
 assert list(alice.network.networks()) == []
 bob.network.delete_network(bob_net, ignore_missing=False)
 admin.identity.delete_project(acme)
