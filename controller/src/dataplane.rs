@@ -211,17 +211,31 @@ impl Dataplane {
     /// Loads the object and both programs. With `pin_dir`, every map is
     /// pinned there (an existing pin is adopted, so counters and, later,
     /// tables survive an agent restart); without, maps are private (tests).
+    /// With `pin_dir` (inspecting a host's live dataplane: `stratoctl
+    /// trace`, benchmarks) the program arrays the agent filled are left
+    /// alone.
     pub fn load(pin_dir: Option<&Path>) -> Result<Dataplane, DataplaneError> {
-        Dataplane::load_with(pin_dir, None)
+        let mut dp = Dataplane::open(pin_dir, None)?;
+        if pin_dir.is_none() {
+            dp.install_tails()?;
+        }
+        Ok(dp)
     }
 
     /// [`Dataplane::load`] with the connection tracking table sized for
     /// `ct_max` flows (default [`maps::CT_MAX_DEFAULT`]). A pinned table is
     /// adopted only if its size matches.
+    /// The agent's load: it owns the host's program arrays and fills them.
     pub fn load_with(
         pin_dir: Option<&Path>,
         ct_max: Option<u32>,
     ) -> Result<Dataplane, DataplaneError> {
+        let mut dp = Dataplane::open(pin_dir, ct_max)?;
+        dp.install_tails()?;
+        Ok(dp)
+    }
+
+    fn open(pin_dir: Option<&Path>, ct_max: Option<u32>) -> Result<Dataplane, DataplaneError> {
         let mut loader = EbpfLoader::new();
         if let Some(n) = ct_max {
             loader.map_max_entries(maps::CT, n);
@@ -248,17 +262,15 @@ impl Dataplane {
         // `stratoctl trace` the trace build, tests what they run. The port
         // pipeline's tails are small, and the pipeline needs them in its
         // program arrays before its first packet.
-        let mut dp = Dataplane {
+        Ok(Dataplane {
             ebpf,
             pin_dir: pin_dir.map(Path::to_owned),
-        };
-        dp.install_tails()?;
-        Ok(dp)
+        })
     }
 
     /// Loads the port pipeline's tail programs and puts them in their
     /// program arrays (a pinned array an earlier agent filled is updated).
-    fn install_tails(&mut self) -> Result<(), DataplaneError> {
+    pub fn install_tails(&mut self) -> Result<(), DataplaneError> {
         use aya::maps::ProgramArray;
         let name = programs::PORT_OUT;
         let fd = {

@@ -71,8 +71,6 @@ pub struct Scratch {
     /// The routing decision of a port packet (`vpc`): kind, argument,
     /// MTU, drop reason.
     pub step: [u32; 4],
-    /// What the port pipeline's tail needs for a packet leaving the VPC.
-    pub external: crate::vpc::ExternalStep,
 }
 
 #[map(name = "SCRATCH")]

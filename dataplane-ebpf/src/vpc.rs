@@ -52,21 +52,9 @@ pub enum Verdict {
     /// An answer that replaced a dropped frame (ICMP error): sent back, and
     /// the original counted as dropped with this reason.
     TxError(DropReason),
-    /// Continues in the tail program for external traffic (see
-    /// `ExternalStep`).
+    /// Continues in the tail program for traffic leaving the VPC
+    /// (`port_out`).
     Tail,
-}
-
-/// What the port pipeline hands its tail (through the scratch) for a packet
-/// that leaves the VPC through its router's external gateway: the sending
-/// port's domain, VNI and counter slot (the tail looks up the domain's
-/// external endpoint again: the pipeline's verifier budget is tight).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ExternalStep {
-    pub domain: u32,
-    pub vni: u32,
-    pub slot: u32,
 }
 
 #[inline(always)]
@@ -164,18 +152,20 @@ pub fn port_ingress<C: Pkt, const TRACE: bool>(ctx: &C) -> i32 {
     finish::<C>(ifindex, &slot, len, v)
 }
 
-/// The port pipeline's tail: a packet leaving the VPC (see [`ExternalStep`]).
+/// The port pipeline's tail: a packet leaving the VPC through its router's
+/// external gateway, every check done. It needs nothing from the caller
+/// but the packet: the port (domain, VNI, counters) is looked up again (an
+/// array read), so no state crosses the tail call.
 #[inline(always)]
 pub fn port_out<C: Pkt>(ctx: &C) -> i32 {
     let ifindex = ctx.ingress_ifindex();
     let len = ctx.len();
-    let Some(sc) = policy::scratch() else {
+    let Some(port) = maps::port(ifindex) else {
         let slot = Slot::at(0);
-        return finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::NoScratch));
+        return finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::PortUnknown));
     };
-    let x = sc.external;
-    let slot = Slot::at(x.slot);
-    let v = external_out(ctx, &x);
+    let slot = Slot::at(port.slot);
+    let v = external_out(ctx, port);
     finish::<C>(ifindex, &slot, len, v)
 }
 
@@ -183,7 +173,7 @@ pub fn port_out<C: Pkt>(ctx: &C) -> i32 {
 /// router's SNAT (the packet goes to that gateway host untranslated, on the
 /// port's own VNI, MACs as the VM sent them so that host learns them).
 #[inline(always)]
-fn external_out<C: Pkt>(ctx: &C, x: &ExternalStep) -> Verdict {
+fn external_out<C: Pkt>(ctx: &C, x: &PortInfo) -> Verdict {
     let ep = match endpoint(x.domain, [0; 4]) {
         Some(ep) if ep.kind == EP_EXTERNAL => ep,
         _ => return Verdict::Drop(DropReason::NoRoute),
@@ -476,11 +466,6 @@ fn ipv4<C: Pkt, const TRACE: bool>(
         }
     }
     if st[1] == DELIVER_EXTERNAL {
-        sc.external = ExternalStep {
-            domain: port.domain,
-            vni: port.vni,
-            slot: port.slot,
-        };
         return Verdict::Tail;
     }
     if st[1] != 0 {

@@ -213,6 +213,26 @@ fn run(cloud: &Cloud) {
         "TCP 7001 is not allowed"
     );
     assert!(!cloud.ping(CLIENT, &eip), "ICMP is not allowed in");
+    // An operator's trace of the way out runs the live programs and
+    // changes nothing (it once replaced the agent's tail programs).
+    let trace = std::process::Command::new(strato_tests::e2e::bin("stratoctl"))
+        .arg("--controller")
+        .arg(format!("unix:{}", cloud.socket.display()))
+        .args([
+            "trace", "--port", &vm1.port, "--to", CLIENT_IP, "--proto", "tcp", "--dport", "8000",
+        ])
+        .output()
+        .expect("stratoctl trace");
+    let text = String::from_utf8_lossy(&trace.stdout);
+    assert!(
+        trace.status.success(),
+        "trace: {text} {}",
+        String::from_utf8_lossy(&trace.stderr)
+    );
+    assert!(
+        text.contains("XDP_REDIRECT") && text.contains("VXLAN encapsulation"),
+        "the trace shows the way out through a gateway host: {text}"
+    );
     // Outbound: the client sees the EIP.
     assert_eq!(banner(cloud, &vm1.name, CLIENT_IP, 8000), eip, "TCP source");
     assert_eq!(udp_source(cloud, &vm1.name), eip, "UDP source");

@@ -549,3 +549,17 @@ fn without_snat_a_vm_without_an_elastic_ip_stays_in() {
     ];
     run_rows(&mut t, rows);
 }
+
+#[test]
+fn the_tc_build_leaves_the_vpc_too() {
+    let mut t = tester(false);
+    let tp1 = t.ifindex("tp1");
+    for frame in [
+        udp(A1_MAC, GW_A_MAC, A1, CLIENT, 64),
+        ping(A1_MAC, GW_A_MAC, A1, CLIENT, 64),
+        tcp(A1_MAC, GW_A_MAC, A1, CLIENT, 64),
+    ] {
+        let (verdict, out) = t.run_tc(tp1, &frame);
+        assert_eq!(verdict, 7, "TC_ACT_REDIRECT; output {out:02x?}");
+    }
+}
