@@ -63,7 +63,7 @@ fn counter(region: &Region, vm: &str, name: &str) -> anyhow::Result<u64> {
     .context("interface counter")
 }
 
-fn mac_of(region: &Region, node: &str, dev: &str) -> anyhow::Result<String> {
+pub fn mac_of(region: &Region, node: &str, dev: &str) -> anyhow::Result<String> {
     let v: Value = serde_json::from_str(&sh(region, node, &["ip", "-j", "link", "show", dev])?)?;
     Ok(v[0]["address"].as_str().context("MAC")?.to_owned())
 }
@@ -93,7 +93,7 @@ fn offloads(region: &Region, vm: &str, on: bool) -> anyhow::Result<()> {
 }
 
 /// The receiver drops the flood in nftables, before any socket.
-fn sink(region: &Region, vm: &str) -> anyhow::Result<()> {
+pub fn sink(region: &Region, vm: &str) -> anyhow::Result<()> {
     sh(region, vm, &["nft", "add table ip sink; add chain ip sink input_filter { type filter hook input priority 0; }; add rule ip sink input_filter udp dport 9 drop"])?;
     Ok(())
 }
@@ -102,8 +102,21 @@ fn sink(region: &Region, vm: &str) -> anyhow::Result<()> {
 /// `seconds`, then one TCP stream for `seconds`.
 fn measure(
     region: &Region,
-    (from, src): (&str, &str),
+    from: (&str, &str),
     (to, dst): (&str, &str),
+    dmac: &str,
+    seconds: u64,
+) -> anyhow::Result<Sample> {
+    measure_to(region, from, (to, dst), dst, dmac, seconds)
+}
+
+/// [`measure`] where the sender addresses `dst` but the receiver (`to`)
+/// has another address (`bind`: the traffic is translated on the way).
+pub fn measure_to(
+    region: &Region,
+    (from, src): (&str, &str),
+    (to, bind): (&str, &str),
+    dst: &str,
     dmac: &str,
     seconds: u64,
 ) -> anyhow::Result<Sample> {
@@ -131,7 +144,7 @@ fn measure(
         counter(region, to, "rx_packets")?,
         counter(region, from, "tx_packets")?,
     );
-    let mut server = region.command(to, &["iperf3", "-s", "-1", "-B", dst])?;
+    let mut server = region.command(to, &["iperf3", "-s", "-1", "-B", bind])?;
     let mut child = server
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -152,7 +165,7 @@ fn measure(
 }
 
 /// A VM with a static address on `host`, its veth's host end named `port`.
-fn vm(
+pub fn vm(
     region: &Region,
     name: &str,
     host: &str,

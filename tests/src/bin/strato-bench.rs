@@ -31,6 +31,10 @@ struct Args {
     skip_cp: bool,
     /// Only the security group program rows (while tuning them).
     only_policy: bool,
+    /// Only the elastic IP / SNAT program rows.
+    only_nat: bool,
+    /// Only internet to VM through an elastic IP (namespaces).
+    only_eip_netns: bool,
     cp_ports: usize,
     cp_sample: usize,
 }
@@ -44,6 +48,8 @@ fn parse_args() -> anyhow::Result<Args> {
         skip_netns: false,
         skip_cp: false,
         only_policy: false,
+        only_nat: false,
+        only_eip_netns: false,
         cp_ports: 10_000,
         cp_sample: 1_000,
     };
@@ -70,6 +76,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--skip-netns" => a.skip_netns = true,
             "--skip-control-plane" => a.skip_cp = true,
             "--only-policy" => a.only_policy = true,
+            "--only-nat" => a.only_nat = true,
+            "--only-eip-netns" => a.only_eip_netns = true,
             "--cp-ports" => {
                 a.cp_ports = val("--cp-ports")?
                     .parse()
@@ -81,7 +89,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .context("--cp-sample: a whole number")?
             }
             "-h" | "--help" => {
-                println!("usage: strato-bench [--seconds N] [--repeat N] [--rounds N] [--skip-netns] [--skip-control-plane] [--only-policy] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]");
+                println!("usage: strato-bench [--seconds N] [--repeat N] [--rounds N] [--skip-netns] [--skip-control-plane] [--only-policy] [--only-nat] [--only-eip-netns] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
@@ -330,6 +338,19 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     }
     writeln!(out)?;
     Ok(())
+}
+
+/// Elastic IP and SNAT paths (see `strato_tests::benchnat`).
+fn nat_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
+    let mut t = ProgramTester::in_test_net();
+    strato_tests::benchnat::run(
+        &mut t,
+        &strato_tests::benchnat::Options {
+            rounds: args.rounds,
+            repeat: args.repeat,
+        },
+        out,
+    )
 }
 
 /// Security groups through BPF_PROG_TEST_RUN: a first packet (connection
@@ -757,11 +778,20 @@ fn main() -> anyhow::Result<()> {
         "Produced by `make bench` (`{cmdline}`), {}.\n",
         machine()
     )?;
-    if args.only_policy {
+    if args.only_eip_netns {
+        strato_tests::benchnat::run_netns(args.seconds, &mut out)?;
+        print!("{out}");
+        return Ok(());
+    }
+    if args.only_policy || args.only_nat {
         let o = std::thread::scope(|sc| {
             sc.spawn(|| {
                 let mut o = String::new();
-                policy_program_benchmarks(&args, &mut o)?;
+                if args.only_nat {
+                    nat_program_benchmarks(&args, &mut o)?;
+                } else {
+                    policy_program_benchmarks(&args, &mut o)?;
+                }
                 anyhow::Ok(o)
             })
             .join()
@@ -777,6 +807,7 @@ fn main() -> anyhow::Result<()> {
             let mut o = String::new();
             vpc_program_benchmarks(&args, &mut o)?;
             policy_program_benchmarks(&args, &mut o)?;
+            nat_program_benchmarks(&args, &mut o)?;
             anyhow::Ok(o)
         })
         .join()
@@ -791,6 +822,7 @@ fn main() -> anyhow::Result<()> {
             &mut out,
         )?;
         linux_baseline(&args, &mut out)?;
+        strato_tests::benchnat::run_netns(args.seconds, &mut out)?;
     }
     if !args.skip_cp {
         if args.cp_sample == 0 || args.cp_ports < 2 * args.cp_sample {

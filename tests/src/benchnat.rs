@@ -1,0 +1,530 @@
+//! Elastic IP and SNAT paths through BPF_PROG_TEST_RUN, with 10 and 10,000
+//! elastic IPs bound in the maps (the cost must not grow with them), and
+//! the memory their tables take.
+//!
+//! Rows (64-byte UDP frames, every run gets its frame back from the bench
+//! harness program first; the harness's own cost is taken off):
+//! - on the host of the bound port, the VM's group stateful (connection
+//!   table hit after the first run): the way out (routed, the source
+//!   becomes the EIP in the tail program, tunnelled to a gateway host) and
+//!   the way in (decapsulated, the destination becomes the fixed IP, the
+//!   port's ingress rules and connection entry, delivered); the same paths
+//!   without NAT (routed + VXLAN to a remote port; decapsulation to a local
+//!   port) for comparison;
+//! - on a gateway host: internet -> EIP steered over VXLAN; router SNAT of
+//!   an established flow out of the external interface, and its reply back
+//!   over VXLAN.
+
+use std::fmt::Write as _;
+
+use dataplane_common::{HostInfo, HOST_F_GATEWAY};
+use strato::compile::{Entry, FloatingIpEntry, SnatEntry};
+use strato::dataplane::Attach;
+
+use crate::progtest::{
+    Net, Port, ProgramTester, Router, SecurityGroupEntry, SgRuleEntry, World, OTHER_LINK, UPLINK,
+    UPLINK_MAC,
+};
+
+pub struct Options {
+    pub rounds: usize,
+    pub repeat: u32,
+}
+
+const fn mac(a: u8, b: u8) -> [u8; 6] {
+    [0xfa, 0x16, 0x3e, 0, a, b]
+}
+
+const GW_A: [u8; 6] = mac(0xa0, 1);
+const A1: ([u8; 6], [u8; 4]) = (mac(1, 5), [10, 1, 0, 5]);
+const B3: ([u8; 6], [u8; 4]) = (mac(2, 7), [10, 1, 1, 7]);
+const GW_B: [u8; 6] = mac(0xb0, 1);
+const EXT_VNI: u32 = 900;
+const EXT_MAC: [u8; 6] = mac(0xe0, 1);
+const EIP: [u8; 4] = [198, 51, 100, 10];
+const SNAT_IP: [u8; 4] = [198, 51, 100, 2];
+const CLIENT: [u8; 4] = [198, 18, 100, 7];
+const GATEWAY_HOST: [u8; 4] = [198, 18, 2, 2];
+const PEER: [u8; 6] = [2, 0, 0x5e, 2, 2, 2];
+const EXT_IF_MAC: [u8; 6] = [2, 0, 0x5e, 0x0e, 0x0e, 0x0e];
+
+fn udp(
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(smac, dmac)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut f, &[0; 18])
+        .expect("frame");
+    f
+}
+
+fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
+    let v = vni.to_be_bytes();
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(PEER, UPLINK_MAC)
+        .ipv4(GATEWAY_HOST, [198, 18, 1, 1], 64)
+        .udp(50000, 4789)
+        .write(
+            &mut f,
+            &[&[0x08, 0, 0, 0, v[1], v[2], v[3], 0][..], inner].concat(),
+        )
+        .expect("frame");
+    f
+}
+
+/// A stateful group open both ways: connection entries, rule lookups only
+/// for first packets.
+fn open_stateful() -> SecurityGroupEntry {
+    SecurityGroupEntry {
+        id: "open-stateful".into(),
+        stateful: true,
+        rules: vec![
+            SgRuleEntry::ipv4("in", "ingress", None, (None, None), Some("0.0.0.0/0"), None),
+            SgRuleEntry::ipv4("out", "egress", None, (None, None), Some("0.0.0.0/0"), None),
+        ],
+    }
+}
+
+/// `n` elastic IPs bound to ports of other hosts (what fills the gateway's
+/// steering table; on a compute host they are entries it never matches).
+fn filler(mut w: World, n: u32) -> World {
+    for i in 0..n {
+        w = w.entry(Entry::FloatingIp(FloatingIpEntry {
+            id: format!("fill-{i}"),
+            floating_ip_address: format!("100.{}.{}.{}", 64 + (i >> 16), (i >> 8) & 0xff, i & 0xff),
+            fixed_ip_address: "10.9.0.9".into(),
+            port_id: format!("remote-{i}"),
+            network_id: format!("ext{EXT_VNI}"),
+            vni: EXT_VNI,
+            host: "other".into(),
+            underlay_ip: format!("198.18.3.{}", i % 100),
+            steer: true,
+            qos_policy_id: None,
+            limits: vec![],
+        }));
+    }
+    w
+}
+
+fn compute_world(n: u32) -> World {
+    let w = World::new()
+        .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
+        .net(Net::new("b", 101).subnet("sb", "10.1.1.0/24", "10.1.1.1"))
+        .group(open_stateful())
+        .router(
+            Router::new("r1")
+                .interface("sa", GW_A)
+                .interface("sb", GW_B)
+                .external(EXT_VNI, SNAT_IP, EXT_MAC, GATEWAY_HOST),
+        )
+        .port(Port::local("a1", "a", "tp1", A1.0, A1.1).groups(&["open-stateful"]))
+        .port(Port::remote("b3", "b", [198, 18, 2, 3], B3.0, B3.1))
+        .floating_ip(EIP, EXT_VNI, "a1", A1.1, [198, 18, 1, 1], false);
+    filler(w, n)
+}
+
+fn gateway_world(n: u32) -> World {
+    let w = World::new()
+        .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
+        .router(Router::new("r1").interface("sa", GW_A))
+        .entry(Entry::Snat(SnatEntry {
+            router_id: "r1".into(),
+            ip: "198.51.100.2".into(),
+            ext_vni: EXT_VNI,
+            vnis: vec![100],
+            host: "gw".into(),
+            underlay_ip: "198.18.1.1".into(),
+            local: true,
+        }));
+    filler(w, n)
+}
+
+pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::Result<()> {
+    let (tp1, up, ext) = (t.ifindex("tp1"), t.ifindex(UPLINK), t.ifindex(OTHER_LINK));
+    let sizes = [10u32, 10_000];
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        v[v.len() / 2]
+    };
+    let timed = |t: &mut ProgramTester, attach: Attach, ingress: u32, frame: &[u8], name: &str| {
+        t.bench_frame(frame);
+        let before = t.outcomes();
+        let checked = attach != Attach::BenchRestore;
+        t.time_on(attach, ingress, frame, 1000);
+        let ns = median(
+            (0..opts.rounds)
+                .map(|_| t.time_on(attach, ingress, frame, opts.repeat).as_nanos() as f64)
+                .collect(),
+        );
+        let after = t.outcomes();
+        let runs = opts.rounds as u64 * opts.repeat as u64 + 1000;
+        anyhow::ensure!(
+            !checked || (after.0 - before.0 == runs && after.1 == before.1),
+            "{name}: {} of {runs} runs forwarded, {} dropped",
+            after.0 - before.0,
+            after.1 - before.1
+        );
+        anyhow::Ok(ns)
+    };
+    type Row = (&'static str, Attach, u32, Vec<u8>);
+    let compute_rows: Vec<Row> = vec![
+        (
+            "host of the port: out, routed + VXLAN to a remote port (no NAT)",
+            Attach::BenchPort,
+            tp1,
+            udp(A1.0, GW_A, A1.1, B3.1, 4000, 9),
+        ),
+        (
+            "host of the port: out by the EIP (SNAT in the tail program) + VXLAN to the gateway",
+            Attach::BenchPort,
+            tp1,
+            udp(A1.0, GW_A, A1.1, CLIENT, 4000, 9),
+        ),
+        (
+            "host of the port: in, VXLAN decapsulation to the port (no NAT)",
+            Attach::BenchUplink,
+            up,
+            vxlan(100, &udp(GW_A, A1.0, B3.1, A1.1, 9, 4000)),
+        ),
+        (
+            "host of the port: in to the EIP (DNAT), decapsulated, delivered",
+            Attach::BenchUplink,
+            up,
+            vxlan(EXT_VNI, &udp(PEER, EXT_IF_MAC, CLIENT, EIP, 9, 4000)),
+        ),
+    ];
+    let gateway_rows: Vec<Row> = vec![
+        (
+            "gateway: internet -> EIP, steered over VXLAN to the port's host",
+            Attach::BenchExternal,
+            ext,
+            udp(PEER, EXT_IF_MAC, CLIENT, [100, 64, 0, 5], 9, 4000),
+        ),
+        (
+            "gateway: router SNAT of an established flow, out of the external interface",
+            Attach::BenchUplink,
+            up,
+            vxlan(100, &udp(A1.0, GW_A, A1.1, CLIENT, 4000, 9)),
+        ),
+    ];
+    let mut results: Vec<Vec<f64>> = vec![vec![]; compute_rows.len() + gateway_rows.len() + 1];
+    let mut memory = Vec::new();
+    let mut restore = 0.0;
+    for n in sizes {
+        eprintln!("bench: elastic IP paths with {n} elastic IPs bound");
+        t.install(&compute_world(n));
+        let h = t.default_host();
+        t.set_host(h);
+        let f = udp(A1.0, GW_A, A1.1, B3.1, 4000, 9);
+        restore = timed(t, Attach::BenchRestore, 0, &f, "restore")?;
+        t.ct_clear();
+        for (i, (name, attach, ingress, frame)) in compute_rows.iter().enumerate() {
+            results[i].push(timed(t, *attach, *ingress, frame, name)? - restore);
+        }
+        t.install(&gateway_world(n));
+        let host = HostInfo {
+            flags: HOST_F_GATEWAY,
+            ext_ifindex: ext,
+            ext_slot: t.slot_for(ext),
+            ext_mac: EXT_IF_MAC,
+            ..t.default_host()
+        };
+        t.set_host(host);
+        let base = compute_rows.len();
+        for (i, (name, attach, ingress, frame)) in gateway_rows.iter().enumerate() {
+            results[base + i].push(timed(t, *attach, *ingress, frame, name)? - restore);
+        }
+        // The reply to the SNAT flow above needs its port: take it from a
+        // translated copy.
+        let o = t.run(Attach::Uplink, up, &gateway_rows[1].3);
+        let port = u16::from_be_bytes([o.output[34], o.output[35]]);
+        let reply = udp(PEER, EXT_IF_MAC, CLIENT, SNAT_IP, 9, port);
+        results[base + gateway_rows.len()]
+            .push(timed(t, Attach::BenchExternal, ext, &reply, "SNAT reply")? - restore);
+        memory.push(
+            ["EIPS", "EIP_OUT", "EIP_QOS", "SNAT_OUT", "SNAT_IN"]
+                .iter()
+                .map(|m| (*m, t.map_memlock(m).unwrap_or(0)))
+                .collect::<Vec<_>>(),
+        );
+        let h = t.default_host();
+        t.set_host(h);
+    }
+    t.install(&World::new());
+    writeln!(out, "### Elastic IP and SNAT paths, ns/packet (BPF_PROG_TEST_RUN, median of {} rounds of {} packets), 10 and 10,000 EIPs bound\n", opts.rounds, opts.repeat)?;
+    writeln!(out, "64-byte UDP frames; the VM's group is stateful and open (after the first run every packet is a connection-table hit); the bench harness's cost ({restore:.0} ns) is taken off, and the bench checks that every run was forwarded. NAT rows next to the same path without NAT: the difference is the translation.\n")?;
+    writeln!(out, "| path | 10 EIPs | 10,000 EIPs | 10k / 10 |")?;
+    writeln!(out, "| --- | ---: | ---: | ---: |")?;
+    let names: Vec<&str> = compute_rows
+        .iter()
+        .chain(&gateway_rows)
+        .map(|r| r.0)
+        .chain(std::iter::once(
+            "gateway: the reply to that flow, translated back, VXLAN to the VM's host",
+        ))
+        .collect();
+    for (name, r) in names.iter().zip(&results) {
+        writeln!(
+            out,
+            "| {name} | {:.0} | {:.0} | {:.2} |",
+            r[0],
+            r[1],
+            r[1] / r[0].max(1.0)
+        )?;
+    }
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let list = |m: &[(&str, u64)]| {
+        m.iter()
+            .map(|(n, b)| format!("{n} {:.1}", mib(*b)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        out,
+        "\nTheir tables as the kernel accounts them, MiB (hashes preallocate their capacity, so 10,000 EIPs take what 10 do): with 10 EIPs {}; with 10,000 {}.\n",
+        list(&memory[0]),
+        list(&memory[1])
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Internet to VM through an elastic IP, in the default region.
+
+/// Internet client -> VM, one region, one run, side by side, over the same
+/// hops (client -> internet router -> az1-gw1 -> az1 fabric -> az1-c1 ->
+/// VM): Strato's elastic IP (steered by the gateway's XDP, translated by
+/// az1-c1's, the VM's group on its port); Linux on the same hosts, the
+/// gateway translating with nftables DNAT (conntrack) and both hosts
+/// routing; and Linux routing alone (no translation: the ceiling these hops
+/// allow; a bare redirect cannot cross hosts without a tunnel).
+pub fn run_netns(seconds: u64, out: &mut String) -> anyhow::Result<()> {
+    use crate::benchvpc::{measure_to, sh, sink, vm};
+    use crate::e2e::Cloud;
+    use serde_json::json;
+    use std::time::Duration;
+    eprintln!("bench: internet to VM: bringing up the default region with a controller and agents");
+    let cloud = Cloud::up("be", &netns_harness::Topology::default_region());
+    let region = &cloud.region;
+    let admin = cloud.admin();
+    let api = cloud.tenant("bench");
+    let id = |v: serde_json::Value, k: &str| v[k]["id"].as_str().expect("id").to_owned();
+    let ext = id(
+        admin.expect(
+            201,
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": "internet", "router:external": true}})),
+        ),
+        "network",
+    );
+    admin.expect(
+        201,
+        "POST",
+        "/v2.0/subnets",
+        Some(
+            json!({"subnet": {"network_id": ext, "cidr": "198.51.100.0/24", "ip_version": 4,
+            "enable_dhcp": false,
+            "allocation_pools": [{"start": "198.51.100.10", "end": "198.51.100.250"}]}}),
+        ),
+    );
+    let vpc = Cloud::vpc(&api, &["10.0.1.0/24"], &[]);
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/routers/{}", vpc.router),
+        Some(json!({"router": {"external_gateway_info": {"network_id": ext}}})),
+    );
+    let g = id(
+        api.expect(
+            201,
+            "POST",
+            "/v2.0/security-groups",
+            Some(json!({"security_group": {"name": "bench"}})),
+        ),
+        "security_group",
+    );
+    for (proto, port) in [("udp", 9), ("tcp", 5201)] {
+        api.expect(
+            201,
+            "POST",
+            "/v2.0/security-group-rules",
+            Some(
+                json!({"security_group_rule": {"security_group_id": g, "direction": "ingress",
+                "protocol": proto, "port_range_min": port, "port_range_max": port,
+                "remote_ip_prefix": "0.0.0.0/0"}}),
+            ),
+        );
+    }
+    let v = cloud.boot(&admin, &api, &vpc.nets[0], "ev", "az1-c1", Some(&[&g]));
+    cloud.wait_until_active(&api, &[&v]);
+    let f = api.expect(
+        201,
+        "POST",
+        "/v2.0/floatingips",
+        Some(json!({"floatingip": {"floating_network_id": ext, "port_id": v.port}})),
+    );
+    let eip = f["floatingip"]["floating_ip_address"]
+        .as_str()
+        .expect("eip")
+        .to_owned();
+    sink(region, "ev")?;
+    // The client's next hop (the internet router) for trafgen's frames.
+    let router_mac = {
+        sh(
+            region,
+            "inet-client1",
+            &["ping", "-c1", "-W2", "203.0.113.4"],
+        )?;
+        let o = sh(
+            region,
+            "inet-client1",
+            &["ip", "neigh", "show", "203.0.113.4"],
+        )?;
+        o.split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no neighbour entry for the internet router"))?
+    };
+    // TCP 5201 is open in the group: a listener answering means the path works.
+    let mut probe = region
+        .command(
+            "ev",
+            &["busybox", "nc", "-ll", "-p", "5201", "-e", "/bin/true"],
+        )?
+        .spawn()?;
+    cloud.wait_until(
+        "the client reaches the VM by its EIP",
+        Duration::from_secs(15),
+        || {
+            sh(
+                region,
+                "inet-client1",
+                &["busybox", "nc", "-w", "1", &eip, "5201"],
+            )
+            .is_ok()
+        },
+    );
+    let _ = probe.kill();
+    let _ = probe.wait();
+    let mut rows: Vec<(&str, crate::benchvpc::Sample)> = vec![];
+    eprintln!("bench: internet -> VM through Strato's elastic IP");
+    rows.push((
+        "Strato elastic IP (gateway XDP steering, DNAT in XDP on the VM's host, security group)",
+        measure_to(
+            region,
+            ("inet-client1", "203.0.113.5"),
+            ("ev", &v.ip),
+            &eip,
+            &router_mac,
+            seconds,
+        )?,
+    ));
+
+    // Linux on the same hops: a VM on az1-c1 behind a veth the agent does
+    // not own, 192.0.2.10 translated to it by nftables on az1-gw1.
+    vm(
+        region,
+        "lv",
+        "az1-c1",
+        "lxv",
+        "10.41.0.2/24",
+        "10.41.0.1",
+        None,
+    )?;
+    let hosts = region.hosts();
+    let underlay = |n: &str| {
+        hosts
+            .iter()
+            .find(|h| h.name == n)
+            .map(|h| h.underlay_ip.to_string())
+            .ok_or_else(|| anyhow::anyhow!("no host {n}"))
+    };
+    let (c1, gw1) = (underlay("az1-c1")?, underlay("az1-gw1")?);
+    for (node, cmd) in [
+        ("az1-c1", "ip addr add 10.41.0.1/24 dev lxv".to_owned()),
+        ("az1-c1", "sysctl -qw net.ipv4.ip_forward=1".to_owned()),
+        ("az1-fab", format!("ip route add 10.41.0.0/24 via {c1}")),
+        ("az1-fab", format!("ip route add 203.0.113.0/24 via {gw1}")),
+        ("az1-gw1", "sysctl -qw net.ipv4.ip_forward=1".to_owned()),
+        (
+            "internet",
+            "ip route add 192.0.2.0/24 via 203.0.113.1".to_owned(),
+        ),
+    ] {
+        let argv: Vec<&str> = cmd.split(' ').collect();
+        sh(region, node, &argv)?;
+    }
+    sink(region, "lv")?;
+    sh(region, "inet-client1", &["ping", "-c1", "-W2", "10.41.0.2"])
+        .or_else(|_| {
+            sh(
+                region,
+                "internet",
+                &["ip", "route", "add", "10.41.0.0/24", "via", "203.0.113.1"],
+            )
+            .and_then(|_| sh(region, "inet-client1", &["ping", "-c1", "-W2", "10.41.0.2"]))
+        })
+        .map_err(|e| anyhow::anyhow!("Linux routed path: {e}"))?;
+    eprintln!("bench: internet -> VM, Linux routing (no translation)");
+    rows.push((
+        "Linux routing on the same hosts, no translation (ceiling of these hops)",
+        measure_to(
+            region,
+            ("inet-client1", "203.0.113.5"),
+            ("lv", "10.41.0.2"),
+            "10.41.0.2",
+            &router_mac,
+            seconds,
+        )?,
+    ));
+    sh(region, "az1-gw1", &["nft", "add table ip bench; add chain ip bench pre { type nat hook prerouting priority -100; }; add rule ip bench pre ip daddr 192.0.2.10 dnat to 10.41.0.2"])?;
+    sh(
+        region,
+        "inet-client1",
+        &["ping", "-c1", "-W2", "192.0.2.10"],
+    )
+    .map_err(|e| anyhow::anyhow!("nftables DNAT path: {e}"))?;
+    eprintln!("bench: internet -> VM, Linux nftables DNAT on the gateway");
+    rows.push((
+        "Linux nftables DNAT on the gateway host (conntrack), routed",
+        measure_to(
+            region,
+            ("inet-client1", "203.0.113.5"),
+            ("lv", "10.41.0.2"),
+            "192.0.2.10",
+            &router_mac,
+            seconds,
+        )?,
+    ));
+    writeln!(out, "### Internet to VM through an elastic IP ({seconds} s each, trafgen 64 B UDP on 1 CPU from the internet client, iperf3 1 TCP stream)\n")?;
+    writeln!(out, "Same hops for every row: client -> internet router -> az1-gw1 -> az1 fabric -> az1-c1 -> VM. Ratios against nftables DNAT.\n")?;
+    writeln!(out, "| path | 64 B pkts/s received | offered | TCP Gbit/s | pkts/s x nftables DNAT | Gbit/s x nftables DNAT |")?;
+    writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
+    let base = rows
+        .iter()
+        .find(|(n, _)| n.contains("nftables"))
+        .map(|(_, r)| (r.pps.max(1.0), r.gbps.max(1e-9)))
+        .unwrap_or((1.0, 1.0));
+    for (name, r) in &rows {
+        writeln!(
+            out,
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            r.pps,
+            r.offered_pps,
+            r.gbps,
+            r.pps / base.0,
+            r.gbps / base.1
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
