@@ -160,9 +160,10 @@ pub fn interfaces() -> anyhow::Result<Vec<(u32, String)>> {
         .collect())
 }
 
-/// The first IPv4 address of `iface`.
-/// (One SIOCGIFADDR ioctl: a netlink dump would list every interface.)
-fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
+/// One SIOCGIF* ioctl for `iface` on a throwaway socket: the filled
+/// `ifreq` (a netlink dump would list every interface; sysfs shows the mount
+/// namespace's interfaces, and an agent only enters a network namespace).
+fn ifreq(iface: &str, request: libc::c_ulong) -> Option<libc::ifreq> {
     use std::os::fd::AsRawFd as _;
     let name = iface.as_bytes();
     if name.len() >= libc::IFNAMSIZ {
@@ -180,13 +181,16 @@ fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
     for (dst, src) in req.ifr_name.iter_mut().zip(name) {
         *dst = *src as libc::c_char;
     }
-    // SAFETY: SIOCGIFADDR reads ifr_name and writes ifr_addr of the ifreq we
-    // own, on a socket we own; the name is NUL-terminated (zeroed, shorter
-    // than IFNAMSIZ).
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFADDR, &mut req) };
-    if rc != 0 {
-        return None;
-    }
+    // SAFETY: the SIOCGIF* requests read ifr_name and write ifr_ifru of the
+    // ifreq we own, on a socket we own; the name is NUL-terminated (zeroed,
+    // shorter than IFNAMSIZ).
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req) };
+    (rc == 0).then_some(req)
+}
+
+/// The first IPv4 address of `iface` (SIOCGIFADDR).
+fn ipv4_of(iface: &str) -> Option<Ipv4Addr> {
+    let req = ifreq(iface, libc::SIOCGIFADDR)?;
     // SAFETY: on success the kernel stored an AF_INET sockaddr in ifru_addr.
     let sin: libc::sockaddr_in = unsafe { std::mem::transmute_copy(&req.ifr_ifru.ifru_addr) };
     Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
@@ -312,33 +316,9 @@ fn enable_forwarding(iface: &str) {
     }
 }
 
-/// The MAC address of `iface` (one SIOCGIFHWADDR ioctl: sysfs shows the
-/// mount namespace's interfaces, and an agent only enters the network
-/// namespace of its host).
+/// The MAC address of `iface` (SIOCGIFHWADDR).
 fn mac_of(iface: &str) -> Option<[u8; 6]> {
-    use std::os::fd::AsRawFd as _;
-    let name = iface.as_bytes();
-    if name.len() >= libc::IFNAMSIZ {
-        return None;
-    }
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .ok()?;
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr of the ifreq
-    // we own, on a socket we own; the name is NUL-terminated.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
-    if rc != 0 {
-        return None;
-    }
+    let req = ifreq(iface, libc::SIOCGIFHWADDR)?;
     // SAFETY: on success the kernel stored the hardware address in ifru_hwaddr.
     let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
     let mut mac = [0u8; 6];

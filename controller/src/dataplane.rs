@@ -271,64 +271,44 @@ impl Dataplane {
     /// Loads the port pipeline's tail programs and puts them in their
     /// program arrays (a pinned array an earlier agent filled is updated).
     pub fn install_tails(&mut self) -> Result<(), DataplaneError> {
-        use aya::maps::ProgramArray;
         let name = programs::PORT_OUT;
-        let fd = {
-            let prog: &mut Xdp = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(DataplaneError::NoProgram { name })?
-                .try_into()
-                .map_err(|e| DataplaneError::Program {
-                    name,
-                    source: Box::new(e),
-                })?;
-            if prog.fd().is_err() {
-                prog.load().map_err(|e| DataplaneError::Program {
-                    name,
-                    source: Box::new(e),
-                })?;
-            }
-            prog.fd()
-                .map_err(|e| DataplaneError::Program {
-                    name,
-                    source: Box::new(e),
-                })?
-                .try_clone()
-                .map_err(|source| DataplaneError::Io {
-                    path: PathBuf::from(name),
-                    source,
-                })?
-        };
-        let map = maps::PORT_OUT_XDP;
-        let mut arr: ProgramArray<&mut MapData> =
-            self.map_mut(map)?.try_into().map_err(map_err(map))?;
-        arr.set(0, &fd, 0).map_err(map_err(map))?;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::NoProgram { name })?
+            .try_into()
+            .map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })?;
+        }
+        let fd = owned_fd(name, prog.fd())?;
+        self.set_tail(maps::PORT_OUT_XDP, &fd)?;
         let name = programs::PORT_OUT_TC;
-        let fd = {
-            let prog = classifier(&mut self.ebpf, name)?;
-            if prog.fd().is_err() {
-                prog.load().map_err(|e| DataplaneError::Program {
-                    name,
-                    source: Box::new(e),
-                })?;
-            }
-            prog.fd()
-                .map_err(|e| DataplaneError::Program {
-                    name,
-                    source: Box::new(e),
-                })?
-                .try_clone()
-                .map_err(|source| DataplaneError::Io {
-                    path: PathBuf::from(name),
-                    source,
-                })?
-        };
-        let map = maps::PORT_OUT_TC;
-        let mut arr: ProgramArray<&mut MapData> =
+        let prog = classifier(&mut self.ebpf, name)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })?;
+        }
+        let fd = owned_fd(name, prog.fd())?;
+        self.set_tail(maps::PORT_OUT_TC, &fd)
+    }
+
+    fn set_tail(
+        &mut self,
+        map: &'static str,
+        fd: &aya::programs::ProgramFd,
+    ) -> Result<(), DataplaneError> {
+        let mut arr: aya::maps::ProgramArray<&mut MapData> =
             self.map_mut(map)?.try_into().map_err(map_err(map))?;
-        arr.set(0, &fd, 0).map_err(map_err(map))?;
-        Ok(())
+        arr.set(0, fd, 0).map_err(map_err(map))
     }
 
     /// Loads (verifies) the programs for these attach points now; an agent
@@ -1243,6 +1223,22 @@ fn classifier<'e>(
             name,
             source: Box::new(e),
         })
+}
+
+/// A loaded program's fd, owned (the program array keeps its own reference).
+fn owned_fd(
+    name: &'static str,
+    fd: Result<&aya::programs::ProgramFd, aya::programs::ProgramError>,
+) -> Result<aya::programs::ProgramFd, DataplaneError> {
+    fd.map_err(|e| DataplaneError::Program {
+        name,
+        source: Box::new(e),
+    })?
+    .try_clone()
+    .map_err(|source| DataplaneError::Io {
+        path: PathBuf::from(name),
+        source,
+    })
 }
 
 /// A removal that found nothing is fine (the entry is gone either way).

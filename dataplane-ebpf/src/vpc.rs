@@ -316,11 +316,21 @@ fn arp<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo) -> Verdict {
     if ep.vni != port.vni || (ep.kind == EP_LOCAL && ep.ifindex == ifindex) {
         return Verdict::Drop(DropReason::ArpUnknownTarget);
     }
-    let owner = ep.mac;
+    arp_reply(eth, a, &ep.mac);
+    Verdict::Tx
+}
+
+/// Turns the ARP request in `eth`/`a` into its reply from `owner`: target
+/// <- sender, sender <- the owner of the asked address.
+#[inline(always)]
+fn arp_reply(eth: &mut [u8; 14], a: &mut [u8; 28], owner: &[u8; 6]) {
+    let src = mac_at(eth, 6);
+    let sha = [a[8], a[9], a[10], a[11], a[12], a[13]];
+    let spa = [a[14], a[15], a[16], a[17]];
+    let tpa = [a[24], a[25], a[26], a[27]];
     set_mac(eth, 0, &src);
-    set_mac(eth, 6, &owner);
+    set_mac(eth, 6, owner);
     a[7] = 2;
-    // target <- sender, sender <- owner of the asked address.
     let mut i = 0;
     while i < 6 {
         a[18 + i] = sha[i];
@@ -333,7 +343,6 @@ fn arp<C: Pkt>(ctx: &C, ifindex: u32, port: &PortInfo) -> Verdict {
         a[14 + i] = tpa[i];
         i += 1;
     }
-    Verdict::Tx
 }
 
 #[inline(always)]
@@ -1249,23 +1258,6 @@ fn external_arp(ctx: &XdpContext, host: &HostInfo) -> Verdict {
     if a[6] != 0 || a[7] != 1 || nat::eip(tpa).is_none() || mac_zero(&host.ext_mac) {
         return Verdict::Pass;
     }
-    let sha = [a[8], a[9], a[10], a[11], a[12], a[13]];
-    let spa = [a[14], a[15], a[16], a[17]];
-    let src = mac_at(eth, 6);
-    set_mac(eth, 0, &src);
-    set_mac(eth, 6, &host.ext_mac);
-    a[7] = 2;
-    let mut i = 0;
-    while i < 6 {
-        a[18 + i] = sha[i];
-        a[8 + i] = host.ext_mac[i];
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 4 {
-        a[24 + i] = spa[i];
-        a[14 + i] = tpa[i];
-        i += 1;
-    }
+    arp_reply(eth, a, &host.ext_mac);
     Verdict::Tx
 }

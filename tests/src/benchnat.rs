@@ -223,7 +223,10 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
     let mut restore = 0.0;
     for rep in 0..3 {
         for (si, &n) in sizes.iter().enumerate() {
-            eprintln!("bench: elastic IP paths with {n} elastic IPs bound ({}/3)", rep + 1);
+            eprintln!(
+                "bench: elastic IP paths with {n} elastic IPs bound ({}/3)",
+                rep + 1
+            );
             t.install(&compute_world(n));
             let h = t.default_host();
             t.set_host(h);
@@ -328,32 +331,9 @@ pub fn run_netns(seconds: u64, out: &mut String) -> anyhow::Result<()> {
     let admin = cloud.admin();
     let api = cloud.tenant("bench");
     let id = |v: serde_json::Value, k: &str| v[k]["id"].as_str().expect("id").to_owned();
-    let ext = id(
-        admin.expect(
-            201,
-            "POST",
-            "/v2.0/networks",
-            Some(json!({"network": {"name": "internet", "router:external": true}})),
-        ),
-        "network",
-    );
-    admin.expect(
-        201,
-        "POST",
-        "/v2.0/subnets",
-        Some(
-            json!({"subnet": {"network_id": ext, "cidr": "198.51.100.0/24", "ip_version": 4,
-            "enable_dhcp": false,
-            "allocation_pools": [{"start": "198.51.100.10", "end": "198.51.100.250"}]}}),
-        ),
-    );
+    let ext = Cloud::external_network(&admin);
     let vpc = Cloud::vpc(&api, &["10.0.1.0/24"], &[]);
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/routers/{}", vpc.router),
-        Some(json!({"router": {"external_gateway_info": {"network_id": ext}}})),
-    );
+    Cloud::router_gateway(&api, &vpc.router, &ext);
     let g = id(
         api.expect(
             201,

@@ -52,6 +52,40 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Processes a test starts in VMs and nodes (servers, listeners) for its
+/// whole length: `reap` kills and waits for them (the region's teardown
+/// would kill them anyway; reaping leaves no zombies). A test keeps one in
+/// a `static` and reaps at its end.
+pub struct Servers(Mutex<Vec<Child>>);
+
+impl Servers {
+    pub const fn new() -> Servers {
+        Servers(Mutex::new(Vec::new()))
+    }
+
+    pub fn keep(&self, c: Child) {
+        self.0.lock().expect("servers").push(c);
+    }
+
+    pub fn reap(&self) {
+        let children = self
+            .0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        for mut c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Default for Servers {
+    fn default() -> Servers {
+        Servers::new()
+    }
+}
+
 pub struct Cloud {
     pub region: Region,
     /// The API on loopback, as tenants and stratoctl reach it.
@@ -272,6 +306,43 @@ impl Cloud {
     }
 
     /// One ping from a node to an address, 1 s timeout.
+    /// The operator's external network with the elastic IP pool
+    /// 198.51.100.10-250 (the harness's internet routes 198.51.100.0/24 to
+    /// the gateway hosts); its id.
+    pub fn external_network(admin: &Api) -> String {
+        use serde_json::json;
+        let ext = id_of(
+            &admin.expect(
+                201,
+                "POST",
+                "/v2.0/networks",
+                Some(json!({"network": {"name": "internet", "router:external": true}})),
+            ),
+            "network",
+        );
+        admin.expect(
+            201,
+            "POST",
+            "/v2.0/subnets",
+            Some(
+                json!({"subnet": {"network_id": ext, "cidr": "198.51.100.0/24", "ip_version": 4,
+                "gateway_ip": "198.51.100.1", "enable_dhcp": false,
+                "allocation_pools": [{"start": "198.51.100.10", "end": "198.51.100.250"}]}}),
+            ),
+        );
+        ext
+    }
+
+    /// Gives `router` a gateway on external network `ext` (SNAT on).
+    pub fn router_gateway(api: &Api, router: &str, ext: &str) {
+        api.expect(
+            200,
+            "PUT",
+            &format!("/v2.0/routers/{router}"),
+            Some(serde_json::json!({"router": {"external_gateway_info": {"network_id": ext}}})),
+        );
+    }
+
     /// Waits until every VM's port is ACTIVE and the VM holds its DHCP lease.
     pub fn wait_until_active(&self, api: &Api, vms: &[&Vm]) {
         for vm in vms {

@@ -20,28 +20,17 @@ use std::time::Duration;
 
 use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud};
+use strato_tests::e2e::{Api, Cloud, Servers};
 
 const CLIENT: &str = "inet-client1";
 const CLIENT_IP: &str = "203.0.113.5";
 const WHOAMI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/whoami.py");
 const PYTHON: &str = "/usr/bin/python3";
 
-static SERVERS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+static SERVERS: Servers = Servers::new();
 
 fn keep(c: std::process::Child) {
-    SERVERS.lock().expect("servers").push(c);
-}
-
-fn reap_servers() {
-    for mut c in SERVERS
-        .lock()
-        .map(|mut v| std::mem::take(&mut *v))
-        .unwrap_or_default()
-    {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    SERVERS.keep(c);
 }
 
 fn id(v: &Value, kind: &str) -> String {
@@ -83,7 +72,7 @@ fn fip_status(api: &Api, fip: &str) -> Value {
 fn elastic_ips_end_to_end() {
     let cloud = Cloud::up("eip", &Topology::default_region());
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cloud)));
-    reap_servers();
+    SERVERS.reap();
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
@@ -93,33 +82,10 @@ fn run(cloud: &Cloud) {
     let admin = cloud.admin();
     let api = cloud.tenant("eipt");
     // The operator's external network and its EIP pool.
-    let ext = id(
-        &admin.expect(
-            201,
-            "POST",
-            "/v2.0/networks",
-            Some(json!({"network": {"name": "internet", "router:external": true}})),
-        ),
-        "network",
-    );
-    admin.expect(
-        201,
-        "POST",
-        "/v2.0/subnets",
-        Some(
-            json!({"subnet": {"network_id": ext, "cidr": "198.51.100.0/24", "ip_version": 4,
-            "gateway_ip": "198.51.100.1", "enable_dhcp": false,
-            "allocation_pools": [{"start": "198.51.100.10", "end": "198.51.100.250"}]}}),
-        ),
-    );
+    let ext = Cloud::external_network(&admin);
     // The tenant's VPC, its way out, and a group open on TCP 7000 only.
     let vpc = Cloud::vpc(&api, &["10.0.1.0/24", "10.0.2.0/24"], &[]);
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/routers/{}", vpc.router),
-        Some(json!({"router": {"external_gateway_info": {"network_id": ext}}})),
-    );
+    Cloud::router_gateway(&api, &vpc.router, &ext);
     let web = id(
         &api.expect(
             201,
@@ -433,32 +399,9 @@ fn elastic_ip_bandwidth_limits() {
     let cloud = Cloud::up("eqs", &Topology::default_region());
     let admin = cloud.admin();
     let api = cloud.tenant("eqst");
-    let ext = id(
-        &admin.expect(
-            201,
-            "POST",
-            "/v2.0/networks",
-            Some(json!({"network": {"name": "internet", "router:external": true}})),
-        ),
-        "network",
-    );
-    admin.expect(
-        201,
-        "POST",
-        "/v2.0/subnets",
-        Some(
-            json!({"subnet": {"network_id": ext, "cidr": "198.51.100.0/24", "ip_version": 4,
-            "enable_dhcp": false,
-            "allocation_pools": [{"start": "198.51.100.10", "end": "198.51.100.250"}]}}),
-        ),
-    );
+    let ext = Cloud::external_network(&admin);
     let vpc = Cloud::vpc(&api, &["10.0.1.0/24"], &[]);
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/routers/{}", vpc.router),
-        Some(json!({"router": {"external_gateway_info": {"network_id": ext}}})),
-    );
+    Cloud::router_gateway(&api, &vpc.router, &ext);
     let open = id(
         &api.expect(
             201,

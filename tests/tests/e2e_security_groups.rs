@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud, Vm};
+use strato_tests::e2e::{Api, Cloud, Servers, Vm};
 
 const CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 const SGCONN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/sgconn.py");
@@ -24,21 +24,10 @@ const PYTHON: &str = "/usr/bin/python3";
 
 /// Servers started in VMs: reaped at the end (the region's teardown kills
 /// them anyway).
-static SERVERS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+static SERVERS: Servers = Servers::new();
 
 fn keep(c: std::process::Child) {
-    SERVERS.lock().expect("servers").push(c);
-}
-
-fn reap_servers() {
-    for mut c in SERVERS
-        .lock()
-        .map(|mut v| std::mem::take(&mut *v))
-        .unwrap_or_default()
-    {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    SERVERS.keep(c);
 }
 
 fn id(v: &Value, kind: &str) -> String {
@@ -464,5 +453,5 @@ fn security_groups_end_to_end() {
         "cl2 is not in 10.0.1.0/24"
     );
     assert!(reaches(&cloud, &cl1, &web1), "the first rule still holds");
-    reap_servers();
+    SERVERS.reap();
 }

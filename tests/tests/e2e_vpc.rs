@@ -14,23 +14,12 @@ use std::{collections::BTreeMap, time::Duration};
 
 use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud, Vm, Vpc};
+use strato_tests::e2e::{Api, Cloud, Servers, Vm, Vpc};
 
 const CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 
 /// Servers started in VMs: reaped at the end (the region's teardown kills them).
-static SERVERS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
-
-fn reap_servers() {
-    for mut c in SERVERS
-        .lock()
-        .map(|mut v| std::mem::take(&mut *v))
-        .unwrap_or_default()
-    {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
+static SERVERS: Servers = Servers::new();
 
 fn vpc(api: &Api) -> Vpc {
     Cloud::vpc(api, &CIDRS, &["10.0.1.53"])
@@ -39,10 +28,7 @@ fn vpc(api: &Api) -> Vpc {
 /// A VM in the project's default group, with the TCP service that names it.
 fn boot(cloud: &Cloud, admin: &Api, api: &Api, net: &str, name: &str, host: &str) -> Vm {
     let vm = cloud.boot(admin, api, net, name, host, None);
-    SERVERS
-        .lock()
-        .expect("servers")
-        .push(cloud.hello_server(name));
+    SERVERS.keep(cloud.hello_server(name));
     vm
 }
 
@@ -253,7 +239,7 @@ fn vpc_end_to_end() {
     path_mtu(&cloud, &vms[0]);
     spine_failure(&cloud, &vms[0]);
     agent_restart(&cloud, &vms[0]);
-    reap_servers();
+    SERVERS.reap();
 }
 
 /// `stratoctl trace` runs synthetic packets from r1's port through
@@ -509,7 +495,7 @@ fn path_mtu(cloud: &Cloud, red: &[Vm]) {
         .region
         .spawn("pmtu-server", None, server)
         .expect("spawn");
-    SERVERS.lock().expect("servers").push(child);
+    SERVERS.keep(child);
     std::thread::sleep(Duration::from_millis(500));
     let before = drops(cloud);
     // 4 MB in full-size segments: the first ones are all too big.
