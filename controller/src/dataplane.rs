@@ -1130,6 +1130,42 @@ impl Dataplane {
         Ok((live, (dead_in.len() + dead_out.len()) as u64))
     }
 
+    /// Takes every external port in `ports` of `ext_ip` for flows to
+    /// `remote`:`remote_port` (`proto`), as if other VMs held them: tests of
+    /// exhaustion.
+    pub fn snat_occupy(
+        &mut self,
+        ext_ip: [u8; 4],
+        remote: [u8; 4],
+        remote_port: u16,
+        proto: u8,
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> Result<(), DataplaneError> {
+        let name = maps::SNAT_IN;
+        let mut m: BpfHashMap<&mut MapData, NatRevKey, NatIn> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        let now = coarse_now_ns();
+        for p in ports {
+            let k = NatRevKey {
+                ext_ip,
+                remote,
+                ext_port: p,
+                remote_port,
+                proto,
+                _pad: [0; 3],
+            };
+            let v = NatIn {
+                domain: 0,
+                inside: [10, 255, 255, 1],
+                inside_port: p,
+                last_seen: now,
+                ..NatIn::default()
+            };
+            m.insert(k, v, 0).map_err(map_err(name))?;
+        }
+        Ok(())
+    }
+
     /// Every router SNAT mapping: (the VM's flow, its external address and
     /// port) (tests, `stratoctl`).
     pub fn snat_entries(&self) -> Result<Vec<(NatKey, NatOut)>, DataplaneError> {

@@ -1222,6 +1222,11 @@ impl ProgramTester {
     }
 
     /// Kernel memory of a map, in bytes.
+    /// The dataplane under test (for what no helper here covers).
+    pub fn dataplane(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+
     pub fn map_memlock(&self, name: &'static str) -> Option<u64> {
         self.dp.map_memlock(name)
     }

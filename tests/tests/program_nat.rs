@@ -563,3 +563,32 @@ fn the_tc_build_leaves_the_vpc_too() {
         assert_eq!(verdict, 7, "TC_ACT_REDIRECT; output {out:02x?}");
     }
 }
+
+#[test]
+fn router_snat_exhaustion_is_counted() {
+    let mut t = snat_tester();
+    let up = t.ifindex(UPLINK);
+    let remote = OTHER_LINK_UNDERLAY;
+    // Every external port towards remote:5000 taken by other VMs' flows.
+    t.dataplane()
+        .snat_occupy(SNAT_IP, remote, 5000, 17, 1024..=65535)
+        .expect("occupy the ports");
+    let rows = vec![uplink(
+        &t,
+        "a new flow to remote:5000 with every port taken: dropped, counted as snat_exhausted",
+        vxlan_in(100, &udp_from(A1_MAC, A1, 40000, remote, 5000)),
+        Expect::Drop(SnatExhausted),
+    )];
+    run_rows(&mut t, rows);
+    // Mappings depend on the remote end: another remote port still gets one.
+    let o = t.run(
+        Attach::Uplink,
+        up,
+        &vxlan_in(100, &udp_from(A1_MAC, A1, 40000, remote, 5001)),
+    );
+    assert_eq!(
+        o.verdict,
+        Verdict::Redirect,
+        "another remote port is not exhausted"
+    );
+}
