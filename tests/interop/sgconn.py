@@ -8,6 +8,7 @@ inside VM namespaces (the host's python; no packages).
                                      print JSON: per port, the monotonic
                                      times (s since start) of the echoes that
                                      came back, and the error that ended it
+                                     ("reset": the connection was reset)
 """
 
 import json
@@ -59,6 +60,10 @@ def hold(host, seconds, ports):
             try:
                 f.write(f"{n}\n".encode())
                 line = f.readline()
+            except (ConnectionResetError, BrokenPipeError):
+                # The other end (or whoever now owns its address) reset it.
+                r["error"] = "reset"
+                return
             except OSError as e:
                 # A timeout: the echo did not come (dropped); keep trying so
                 # a later recovery would show.

@@ -14,7 +14,9 @@
 //! - the gateway host doing the router's SNAT fails: SNAT moves to the
 //!   other zone's gateway host, and the EIP keeps working;
 //! - unbinding stops inbound traffic; deleting the VM's port keeps the EIP
-//!   allocated (DOWN, unbound); binding it to a VM in the other AZ works.
+//!   allocated (DOWN, unbound); binding it to a VM in the other AZ works;
+//! - moving the EIP to another VM resets the connections held to the old one
+//!   (no hang), and new connections reach the new one.
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use strato_tests::e2e::{Api, Cloud, Servers};
 const CLIENT: &str = "inet-client1";
 const CLIENT_IP: &str = "203.0.113.5";
 const WHOAMI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/whoami.py");
+const SGCONN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/sgconn.py");
 const PYTHON: &str = "/usr/bin/python3";
 
 static SERVERS: Servers = Servers::new();
@@ -338,6 +341,79 @@ fn run(cloud: &Cloud) {
         || banner(cloud, CLIENT, &eip, 7000) == "hello-from-vm3",
     );
     assert_eq!(banner(cloud, &vm3.name, CLIENT_IP, 8000), eip);
+
+    // Rebinding ends the old flows cleanly: a connection to the EIP held
+    // while the EIP moves to another VM (whose group admits the port but
+    // which has no such socket) is reset by that VM, not left hanging.
+    api.expect(
+        201,
+        "POST",
+        "/v2.0/security-group-rules",
+        Some(
+            json!({"security_group_rule": {"security_group_id": web, "direction": "ingress",
+            "protocol": "tcp", "port_range_min": 7100, "port_range_max": 7100,
+            "remote_ip_prefix": "0.0.0.0/0"}}),
+        ),
+    );
+    keep(
+        cloud
+            .region
+            .command(&vm3.name, &[PYTHON, SGCONN, "serve", "7100"])
+            .expect("command")
+            .spawn()
+            .expect("spawn"),
+    );
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/ports/{}", vm2.port),
+        Some(json!({"port": {"security_groups": [web]}})),
+    );
+    cloud.wait_until(
+        "the client reaches vm3:7100 by the EIP",
+        Duration::from_secs(10),
+        || {
+            cloud
+                .region
+                .exec(CLIENT, &[PYTHON, SGCONN, "connect", &eip, "7100", "1"])
+                .is_ok_and(|o| o.status.success())
+        },
+    );
+    let hold = cloud
+        .region
+        .command(CLIENT, &[PYTHON, SGCONN, "hold", &eip, "6", "7100"])
+        .expect("command")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn hold");
+    std::thread::sleep(Duration::from_secs(2));
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/floatingips/{fip}"),
+        Some(json!({"floatingip": {"port_id": vm2.port}})),
+    );
+    let held = hold.wait_with_output().expect("hold");
+    let v: Value = serde_json::from_slice(&held.stdout).unwrap_or_else(|e| {
+        panic!(
+            "hold output: {e}: {}",
+            String::from_utf8_lossy(&held.stdout)
+        )
+    });
+    let c = &v["7100"];
+    assert!(
+        c["echoes"].as_array().is_some_and(|e| e.len() >= 5),
+        "the connection worked before the move: {c}"
+    );
+    assert_eq!(
+        c["error"], "reset",
+        "the old flow ends with a reset after the move: {c}"
+    );
+    assert_eq!(
+        banner(cloud, CLIENT, &eip, 7000),
+        "hello-from-vm2",
+        "new connections reach vm2"
+    );
 }
 
 /// iperf3 from `client` to `server_addr` (the server runs in `server`):
