@@ -294,17 +294,35 @@ pub fn snat_in(ctx: &XdpContext) -> Verdict {
     let remote = [ip[12], ip[13], ip[14], ip[15]];
     let ext_ip = [ip[16], ip[17], ip[18], ip[19]];
     let l4 = l3 + 20;
-    let (remote_port, ext_port) = match flow_ports(ctx, l4, proto, 0) {
-        Ok(p) => p,
-        Err(r) => return Verdict::Drop(r),
+    // An ICMP error about a translated flow (path MTU discovery, port
+    // unreachable): the flow is the one it quotes.
+    let quoted = if proto == IPPROTO_ICMP {
+        match ptr_at::<_, [u8; 1]>(ctx, l4) {
+            // SAFETY: bounds-checked.
+            Some(t) => is_error(unsafe { (*t)[0] }),
+            None => return Verdict::Drop(DropReason::TruncatedIcmp),
+        }
+    } else {
+        false
     };
-    let rev = NatRevKey {
-        ext_ip,
-        remote,
-        ext_port,
-        remote_port,
-        proto,
-        _pad: [0; 3],
+    let rev = if quoted {
+        match quoted_key(ctx, l4, ext_ip) {
+            Ok(k) => k,
+            Err(r) => return Verdict::Drop(r),
+        }
+    } else {
+        let (remote_port, ext_port) = match flow_ports(ctx, l4, proto, 0) {
+            Ok(p) => p,
+            Err(r) => return Verdict::Drop(r),
+        };
+        NatRevKey {
+            ext_ip,
+            remote,
+            ext_port,
+            remote_port,
+            proto,
+            _pad: [0; 3],
+        }
     };
     let Some(b) = SNAT_IN.get_ptr_mut(&rev) else {
         return Verdict::Drop(DropReason::SnatNoFlow);
@@ -323,7 +341,12 @@ pub fn snat_in(ctx: &XdpContext) -> Verdict {
     if let Err(r) = nat::translate(ctx, l3, nat::DST, inside) {
         return Verdict::Drop(r);
     }
-    if let Err(r) = rewrite_port(ctx, l4, proto, false, inside_port) {
+    let r = if quoted {
+        rewrite_quoted_port(ctx, l4, rev.proto, inside_port)
+    } else {
+        rewrite_port(ctx, l4, proto, false, inside_port)
+    };
+    if let Err(r) = r {
         return Verdict::Drop(r);
     }
     let (Some(eth), Some(ip)) = (
@@ -346,6 +369,100 @@ pub fn snat_in(ctx: &XdpContext) -> Verdict {
         Ok(out) => Verdict::Redirect(out),
         Err(r) => Verdict::Drop(r),
     }
+}
+
+/// ICMP types whose body quotes the packet that caused them.
+#[inline(always)]
+fn is_error(ty: u8) -> bool {
+    ty == 3 || ty == 4 || ty == 5 || ty == 11 || ty == 12
+}
+
+#[inline(always)]
+fn word(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+/// The translated flow an ICMP error (header at `l4`) quotes: the packet
+/// the VM sent, as it left (source `ext_ip` and the external port).
+#[inline(always)]
+fn quoted_key(ctx: &XdpContext, l4: usize, ext_ip: [u8; 4]) -> Result<NatRevKey, DropReason> {
+    let Some(m) = ptr_at::<_, [u8; 36]>(ctx, l4) else {
+        return Err(DropReason::TruncatedIcmp);
+    };
+    // SAFETY: bounds-checked: ICMP header, quoted IPv4 header, 8 bytes.
+    let m = unsafe { &*m };
+    if m[8] != 0x45 || m[20..24] != ext_ip || (m[14] & 0x1f) != 0 || m[15] != 0 {
+        return Err(DropReason::SnatUnsupported);
+    }
+    let proto = m[17];
+    let (ext_port, remote_port) = match proto {
+        IPPROTO_TCP | IPPROTO_UDP => (word(m, 28), word(m, 30)),
+        IPPROTO_ICMP if m[28] == 8 => (word(m, 32), 0),
+        _ => return Err(DropReason::SnatUnsupported),
+    };
+    Ok(NatRevKey {
+        ext_ip,
+        remote: [m[24], m[25], m[26], m[27]],
+        ext_port,
+        remote_port,
+        proto,
+        _pad: [0; 3],
+    })
+}
+
+/// In an ICMP error (header at `l4`) quoting a translated packet of
+/// protocol `proto`: its source port (ICMP echo: identifier) back to `to`,
+/// the quoted L4 checksum when the quote holds it, and the ICMP checksum.
+#[inline(always)]
+fn rewrite_quoted_port(ctx: &XdpContext, l4: usize, proto: u8, to: u16) -> Result<(), DropReason> {
+    // Port at 28 (ICMP: identifier at 32); quoted checksum: UDP at 34,
+    // inner ICMP at 30, TCP at 44 (only when the quote reaches it).
+    let (at, sum_at) = match proto {
+        IPPROTO_TCP => (28, 44),
+        IPPROTO_UDP => (28, 34),
+        _ => (32, 30),
+    };
+    if let Some(m) = ptr_at_mut::<_, [u8; 46]>(ctx, l4) {
+        // SAFETY: bounds-checked.
+        let m = unsafe { &mut *m };
+        quoted_port_in(m, at, sum_at, proto == IPPROTO_UDP, to);
+        return Ok(());
+    }
+    let Some(m) = ptr_at_mut::<_, [u8; 36]>(ctx, l4) else {
+        return Err(DropReason::TruncatedIcmp);
+    };
+    // SAFETY: bounds-checked.
+    let m = unsafe { &mut *m };
+    // A short quote: the TCP checksum is not in it (nothing to update).
+    let sum_at = if sum_at + 2 <= 36 { sum_at } else { 0 };
+    quoted_port_in(m, at, sum_at, proto == IPPROTO_UDP, to);
+    Ok(())
+}
+
+#[inline(always)]
+fn quoted_port_in<const N: usize>(m: &mut [u8; N], at: usize, sum_at: usize, udp: bool, to: u16) {
+    let mut icmp = word(m, 2);
+    let old = word(m, at);
+    icmp = csum::replace16(icmp, old, to);
+    let t = to.to_be_bytes();
+    m[at] = t[0];
+    m[at + 1] = t[1];
+    if sum_at != 0 {
+        let sum = word(m, sum_at);
+        if !(udp && sum == 0) {
+            let mut new = csum::replace16(sum, old, to);
+            if udp && new == 0 {
+                new = 0xffff;
+            }
+            icmp = csum::replace16(icmp, sum, new);
+            let n = new.to_be_bytes();
+            m[sum_at] = n[0];
+            m[sum_at + 1] = n[1];
+        }
+    }
+    let c = icmp.to_be_bytes();
+    m[2] = c[0];
+    m[3] = c[1];
 }
 
 /// [`snat_in`] for a frame tunnelled from another gateway host: the outer

@@ -229,6 +229,14 @@ fn run(cloud: &Cloud) {
         cloud.ping(&vm2.name, CLIENT_IP),
         "vm2 pings the client through SNAT"
     );
+    // ICMP errors about SNAT'd flows come back translated: a datagram to a
+    // closed port of the client gets "connection refused".
+    let refused = "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.connect(('203.0.113.5', 9))\ns.send(b'x')\ntime.sleep(0.5)\ntry:\n    s.send(b'x')\n    s.settimeout(1)\n    s.recv(10)\n    print('no error')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')\n";
+    assert_eq!(
+        exec(cloud, &vm2.name, &[PYTHON, "-c", refused]).1,
+        "refused",
+        "the port unreachable reaches the VM behind SNAT"
+    );
     // Nothing comes in through the SNAT address unasked.
     assert_eq!(banner(cloud, CLIENT, &snat_ip, 7000), "");
 

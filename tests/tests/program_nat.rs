@@ -592,3 +592,84 @@ fn router_snat_exhaustion_is_counted() {
         "another remote port is not exhausted"
     );
 }
+
+/// An ICMP port unreachable `src` -> `dst` quoting the IPv4 + UDP headers
+/// of `quoted` (a whole frame).
+fn unreachable_quoting(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, ttl)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::Port,
+        ));
+    let mut out = Vec::new();
+    b.write(&mut out, &quoted[L3..L3 + 28]).expect("icmp error");
+    out
+}
+
+#[test]
+fn router_snat_translates_icmp_errors_back() {
+    let mut t = snat_tester();
+    let (up, ext) = (t.ifindex(UPLINK), t.ifindex(OTHER_LINK));
+    let remote = OTHER_LINK_UNDERLAY;
+    // a1's datagram goes out translated; the port it got:
+    let o = t.run(
+        Attach::Uplink,
+        up,
+        &vxlan_in(100, &udp_from(A1_MAC, A1, 40000, remote, 5000)),
+    );
+    assert_eq!(o.verdict, Verdict::Redirect);
+    let port = u16::from_be_bytes([o.output[L3 + 20], o.output[L3 + 21]]);
+    // The remote end answers with port unreachable, quoting the datagram
+    // as it arrived (from the router's address and that port).
+    let as_sent = packets::udp4(
+        EXT_PORT_MAC,
+        EXT_PORT_MAC,
+        SNAT_IP,
+        remote,
+        62,
+        port,
+        5000,
+        PAYLOAD,
+    );
+    let error = unreachable_quoting(
+        ROUTER_MAC,
+        [0x02, 0x00, 0x5e, 0x0e, 0x0e, 0x0e],
+        remote,
+        SNAT_IP,
+        64,
+        &as_sent,
+    );
+    // a1 gets it quoting its own datagram: address, port and checksums.
+    let as_a1_sent = packets::udp4(
+        EXT_PORT_MAC,
+        EXT_PORT_MAC,
+        A1,
+        remote,
+        62,
+        40000,
+        5000,
+        PAYLOAD,
+    );
+    let want = unreachable_quoting(GW_A_MAC, A1_MAC, remote, A1, 63, &as_a1_sent);
+    let rows = vec![
+        Fixture::new("port unreachable for a translated datagram: back to a1, quoting a1's address and port (checksums right)", error, Expect::Forward)
+            .on(Attach::External)
+            .at(ext)
+            .output(encapsulated(&want, 100, GATEWAY_HOST))
+            .to(up),
+        Fixture::new("an ICMP error quoting a flow nobody has: dropped",
+            unreachable_quoting(ROUTER_MAC, [0x02, 0x00, 0x5e, 0x0e, 0x0e, 0x0e], remote, SNAT_IP, 64,
+                &packets::udp4(EXT_PORT_MAC, EXT_PORT_MAC, SNAT_IP, remote, 62, 1, 5000, PAYLOAD)),
+            Expect::Drop(SnatNoFlow))
+            .on(Attach::External)
+            .at(ext),
+    ];
+    run_rows(&mut t, rows);
+}
