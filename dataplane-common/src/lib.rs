@@ -132,6 +132,17 @@ pub mod maps {
     pub const EIP_QOS: &str = "EIP_QOS";
     /// Capacity of [`EIP_QOS`].
     pub const EIP_QOS_MAX: u32 = 131_072;
+    /// Per-CPU LRU hash: [`super::NextHopKey`] (interface, destination) ->
+    /// [`super::NextHop`]: the next hop of a tunnel (or, on gateway hosts, of
+    /// the external interface) as `bpf_fib_lookup` last gave it, reused for
+    /// [`NEXTHOP_TTL_NS`] (the FIB lookup is most of a tunnelled packet's
+    /// cost).
+    pub const NEXTHOPS: &str = "NEXTHOPS";
+    /// Capacity of [`NEXTHOPS`] (per CPU).
+    pub const NEXTHOPS_MAX: u32 = 16_384;
+    /// How long a cached next hop is used before the FIB is asked again: a
+    /// route or neighbour change reaches tunnelled traffic within this.
+    pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
     /// Program array of one: the XDP port pipeline's tail for packets
     /// leaving the VPC ([`super::programs::PORT_OUT`]).
     pub const PORT_OUT_XDP: &str = "PORT_OUT_XDP";
@@ -891,6 +902,32 @@ pub const VNI_F_SNAT: u32 = 2;
 /// IP leave through SNAT (the router's `enable_snat`).
 pub const EP_F_SNAT: u8 = 2;
 
+/// Key of `NEXTHOPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NextHopKey {
+    /// The interface the lookup is pinned to (uplink or external).
+    pub ifindex: u32,
+    pub ip: [u8; 4],
+}
+
+/// Value of `NEXTHOPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// `bpf_ktime_get_coarse_ns` after which the FIB is asked again.
+    pub expires_ns: u64,
+    /// Interface the tunnel leaves by.
+    pub ifindex: u32,
+    /// The largest outer IPv4 length the FIB accepted (its MTU check); a
+    /// larger plain frame asks the FIB again.
+    pub max_len: u16,
+    pub _pad: u16,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub _pad2: [u8; 4],
+}
+
 /// Value of `SNAT_ROUTERS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1148,6 +1185,8 @@ const _: () = assert!(core::mem::size_of::<EipEntry>() == 20);
 const _: () = assert!(core::mem::size_of::<EipOut>() == 8);
 const _: () = assert!(core::mem::size_of::<SnatRouter>() == 8);
 const _: () = assert!(core::mem::size_of::<QosKey>() == 8);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
+const _: () = assert!(core::mem::size_of::<NextHopKey>() == 8);
 const _: () = assert!(core::mem::size_of::<QosBucket>() == 24);
 const _: () = assert!(core::mem::size_of::<NatKey>() == 20);
 const _: () = assert!(core::mem::size_of::<NatOut>() == 16);
@@ -1197,6 +1236,10 @@ mod pod {
     unsafe impl aya::Pod for super::SnatRouter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::QosKey {}
+    // SAFETY: as above (explicit padding fields, size asserted).
+    unsafe impl aya::Pod for super::NextHop {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NextHopKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::QosBucket {}
     // SAFETY: as above (explicit padding fields, sizes asserted).

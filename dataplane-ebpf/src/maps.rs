@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, ProgramArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruPerCpuHashMap, ProgramArray},
 };
 use dataplane_common::{
-    maps, AllowedKey, AllowedMac, Endpoint, EpKey, HostInfo, MacKey, PortInfo, Route, RouteKey,
-    VniInfo,
+    maps, AllowedKey, AllowedMac, Endpoint, EpKey, HostInfo, MacKey, NextHop, NextHopKey, PortInfo,
+    Route, RouteKey, VniInfo,
 };
 
 #[map(name = "PORTS")]
@@ -52,6 +52,10 @@ pub static PORT_OUT_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// The same for the TC build.
 #[map(name = "PORT_OUT_TC")]
 pub static PORT_OUT_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+#[map(name = "NEXTHOPS")]
+pub static NEXTHOPS: LruPerCpuHashMap<NextHopKey, NextHop> =
+    LruPerCpuHashMap::with_max_entries(maps::NEXTHOPS_MAX, 0);
 
 #[map(name = "HOST")]
 pub static HOST: Array<HostInfo> = Array::with_max_entries(1, 0);

@@ -16,16 +16,17 @@
 use aya_ebpf::{
     bindings::bpf_fib_lookup,
     helpers::generated::{
-        bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_xdp_adjust_head,
+        bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect,
+        bpf_xdp_adjust_head,
     },
     programs::XdpContext,
 };
 use dataplane_common::{
-    DropReason, EipEntry, Endpoint, HostInfo, MacKey, PortInfo, DIR_EGRESS, DIR_INGRESS,
-    EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY,
-    EP_LOCAL, EP_REMOTE, HOST_F_GATEWAY, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_SECURITY,
-    ROUTE_CONNECTED, ROUTE_EXTERNAL, ROUTE_NEXTHOP, VNI_F_EXTERNAL, VNI_F_SNAT, VXLAN_OVERHEAD,
-    VXLAN_PORT,
+    maps::NEXTHOP_TTL_NS, DropReason, EipEntry, Endpoint, HostInfo, MacKey, NextHop, NextHopKey,
+    PortInfo, DIR_EGRESS, DIR_INGRESS, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER,
+    EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, HOST_F_GATEWAY, MACS_DOWN,
+    PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL, ROUTE_NEXTHOP,
+    VNI_F_EXTERNAL, VNI_F_SNAT, VXLAN_OVERHEAD, VXLAN_PORT,
 };
 
 use crate::{
@@ -699,34 +700,25 @@ pub fn encap<C: Pkt>(ctx: &C, vni: u32, underlay: [u8; 4], hash: u32) -> Result<
     };
     // SAFETY: bounds-checked; copied before the frame is resized.
     let inner_eth = unsafe { *eth };
-    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET;
-    fib.ifindex = host.uplink_ifindex;
     // A GSO aggregate is checked segment by segment (by the caller against
     // the overlay MTU); the FIB only checks plain frames.
-    fib.__bindgen_anon_1.tot_len = if ctx.gso_size() == 0 {
+    let check_len = if ctx.gso_size() == 0 {
         outer_ip_len as u16
     } else {
         0
     };
-    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(host.underlay_ip);
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(underlay);
-    // SAFETY: fib is a live, correctly sized request; ctx is the program's context.
-    let rc = unsafe {
-        fib_lookup(
-            ctx.raw(),
-            &mut fib,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_OUTPUT,
-        )
+    let hop = match next_hop(
+        ctx,
+        host.uplink_ifindex,
+        host.underlay_ip,
+        underlay,
+        check_len,
+    ) {
+        Ok(h) => h,
+        Err(BPF_FIB_LKUP_RET_NO_NEIGH) => return Err(DropReason::UnderlayNoNeighbour),
+        Err(BPF_FIB_LKUP_RET_FRAG_NEEDED) => return Err(DropReason::TooBig),
+        Err(_) => return Err(DropReason::UnderlayUnreachable),
     };
-    match rc {
-        BPF_FIB_LKUP_RET_SUCCESS => {}
-        BPF_FIB_LKUP_RET_NO_NEIGH => return Err(DropReason::UnderlayNoNeighbour),
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => return Err(DropReason::TooBig),
-        _ => return Err(DropReason::UnderlayUnreachable),
-    }
     // Room for outer IPv4/UDP/VXLAN and the inner Ethernet header.
     if !ctx.grow_l3(VXLAN_OVERHEAD as u32, true) {
         return Err(DropReason::AdjustFailed);
@@ -743,8 +735,8 @@ pub fn encap<C: Pkt>(ctx: &C, vni: u32, underlay: [u8; 4], hash: u32) -> Result<
     }
     let mut i = 0;
     while i < 6 {
-        h[i] = fib.dmac[i];
-        h[6 + i] = fib.smac[i];
+        h[i] = hop.dmac[i];
+        h[6 + i] = hop.smac[i];
         i += 1;
     }
     h[12] = (ETH_P_IPV4 >> 8) as u8;
@@ -777,7 +769,72 @@ pub fn encap<C: Pkt>(ctx: &C, vni: u32, underlay: [u8; 4], hash: u32) -> Result<
         h[34 + i] = tail[i];
         i += 1;
     }
-    Ok(fib.ifindex)
+    Ok(hop.ifindex)
+}
+
+/// The next hop towards `dst` out of `oif` (source `src`): the cached
+/// answer while it is fresh and was given for a frame at least this long
+/// (`len`, 0 for an aggregate), else the kernel's FIB and neighbour table
+/// (`bpf_fib_lookup`, an output lookup pinned to `oif`), whose answer is
+/// then cached. Failures (the lookup's code) are not cached: an unresolved
+/// neighbour is asked about again every packet.
+#[inline(always)]
+fn next_hop<C: Pkt>(
+    ctx: &C,
+    oif: u32,
+    src: [u8; 4],
+    dst: [u8; 4],
+    len: u16,
+) -> Result<NextHop, i64> {
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let key = NextHopKey {
+        ifindex: oif,
+        ip: dst,
+    };
+    let mut proven = 0;
+    if let Some(c) = maps::NEXTHOPS.get_ptr_mut(&key) {
+        // SAFETY: a live per-CPU map value.
+        let c = unsafe { &*c };
+        if c.expires_ns > now {
+            if len <= c.max_len {
+                return Ok(*c);
+            }
+            proven = c.max_len;
+        }
+    }
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.ifindex = oif;
+    fib.__bindgen_anon_1.tot_len = len;
+    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    // SAFETY: fib is a live, correctly sized request; ctx is the program's context.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.raw(),
+            &mut fib,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_OUTPUT,
+        )
+    };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS {
+        return Err(rc);
+    }
+    let hop = NextHop {
+        expires_ns: now + NEXTHOP_TTL_NS,
+        ifindex: fib.ifindex,
+        // The largest plain frame the FIB has accepted (an aggregate, 0,
+        // proves nothing about the MTU).
+        max_len: if len > proven { len } else { proven },
+        _pad: 0,
+        dmac: fib.dmac,
+        smac: fib.smac,
+        _pad2: [0; 4],
+    };
+    let _ = maps::NEXTHOPS.insert(&key, &hop, 0);
+    Ok(hop)
 }
 
 /// Echo replies from any router interface address of the VPC; anything else
@@ -1160,28 +1217,18 @@ pub fn to_external(ctx: &XdpContext, host: &HostInfo, off: usize) -> Verdict {
     };
     // SAFETY: bounds-checked.
     let ip = unsafe { &*ip };
-    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    fib.family = AF_INET;
-    fib.ifindex = host.ext_ifindex;
-    fib.__bindgen_anon_1.tot_len = u16::from_be_bytes([ip[2], ip[3]]);
-    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    // SAFETY: fib is a live, correctly sized request; ctx is the program's context.
-    let rc = unsafe {
-        fib_lookup(
-            ctx.ctx as *mut _,
-            &mut fib,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_OUTPUT,
-        )
+    let hop = match next_hop(
+        ctx,
+        host.ext_ifindex,
+        [ip[12], ip[13], ip[14], ip[15]],
+        [ip[16], ip[17], ip[18], ip[19]],
+        u16::from_be_bytes([ip[2], ip[3]]),
+    ) {
+        Ok(h) => h,
+        Err(BPF_FIB_LKUP_RET_NO_NEIGH) => return Verdict::Drop(DropReason::ExternalNoNeighbour),
+        Err(BPF_FIB_LKUP_RET_FRAG_NEEDED) => return Verdict::Drop(DropReason::TooBig),
+        Err(_) => return Verdict::Drop(DropReason::ExternalUnreachable),
     };
-    match rc {
-        BPF_FIB_LKUP_RET_SUCCESS => {}
-        BPF_FIB_LKUP_RET_NO_NEIGH => return Verdict::Drop(DropReason::ExternalNoNeighbour),
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => return Verdict::Drop(DropReason::TooBig),
-        _ => return Verdict::Drop(DropReason::ExternalUnreachable),
-    }
     // SAFETY: shrinking the head by the outer headers, checked by the caller.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, off as i32) } != 0 {
         return Verdict::Drop(DropReason::AdjustFailed);
@@ -1191,9 +1238,9 @@ pub fn to_external(ctx: &XdpContext, host: &HostInfo, off: usize) -> Verdict {
     };
     // SAFETY: bounds-checked.
     let eth = unsafe { &mut *eth };
-    set_mac(eth, 0, &fib.dmac);
-    set_mac(eth, 6, &fib.smac);
-    Verdict::Redirect(fib.ifindex)
+    set_mac(eth, 0, &hop.dmac);
+    set_mac(eth, 6, &hop.smac);
+    Verdict::Redirect(hop.ifindex)
 }
 
 /// XDP on a gateway host's external interface: ARP for elastic IPs is
