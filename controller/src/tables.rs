@@ -685,10 +685,11 @@ pub fn build_parts(
     (t, prov)
 }
 
-/// Bucket depth when a rule gives none (`max_burst_kbps` 0): 200 ms at
-/// the rate. Enough for TCP to fill the rate through a policer; at most 2%
-/// over the rate across a 10 s transfer.
-pub const DEFAULT_BURST_MS: u64 = 200;
+/// Bucket depth when a rule gives none (`max_burst_kbps` 0): 500 ms at
+/// the rate. A TCP sender that lost a burst to the policer and waited out
+/// a retransmission timeout (200 ms at least) can catch up on the time it
+/// lost; a sustained flow gets the rate once the first burst is spent.
+pub const DEFAULT_BURST_MS: u64 = 500;
 
 /// The token bucket of a bandwidth limit rule (see `QosBucket`).
 pub fn qos_bucket(max_kbps: u64, max_burst_kbps: u64) -> QosBucket {

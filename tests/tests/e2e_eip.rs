@@ -443,7 +443,9 @@ fn iperf(
         .spawn()
         .expect("iperf3 server");
     std::thread::sleep(Duration::from_millis(300));
-    let mut argv = vec!["iperf3", "-c", server_addr, "-t", "4", "-O", "1", "-J"];
+    // The first 2 s are left out: they hold the bucket's initial burst and
+    // TCP's start.
+    let mut argv = vec!["iperf3", "-c", server_addr, "-t", "6", "-O", "2", "-J"];
     if reverse {
         argv.push("-R");
     }
