@@ -271,23 +271,7 @@ impl Dataplane {
     /// Loads the port pipeline's tail programs and puts them in their
     /// program arrays (a pinned array an earlier agent filled is updated).
     pub fn install_tails(&mut self) -> Result<(), DataplaneError> {
-        let name = programs::PORT_OUT;
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::NoProgram { name })?
-            .try_into()
-            .map_err(|e| DataplaneError::Program {
-                name,
-                source: Box::new(e),
-            })?;
-        if prog.fd().is_err() {
-            prog.load().map_err(|e| DataplaneError::Program {
-                name,
-                source: Box::new(e),
-            })?;
-        }
-        let fd = owned_fd(name, prog.fd())?;
+        let fd = owned_fd(programs::PORT_OUT, self.xdp(Attach::PortOut)?.fd())?;
         self.set_tail(maps::PORT_OUT_XDP, &fd)?;
         let name = programs::PORT_OUT_TC;
         let prog = classifier(&mut self.ebpf, name)?;
