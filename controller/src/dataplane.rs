@@ -39,7 +39,7 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 24] = [
+pub const MAP_NAMES: [&str; 31] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
@@ -64,6 +64,13 @@ pub const MAP_NAMES: [&str; 24] = [
     maps::EIP_QOS,
     maps::PORT_OUT_XDP,
     maps::PORT_OUT_TC,
+    maps::LB_SERVICES,
+    maps::LB_BACKENDS,
+    maps::LB_MAGLEV,
+    maps::LB_FLOWS,
+    maps::LB_REV,
+    maps::LB_SERVICE_STATS,
+    maps::LB_BACKEND_STATS,
 ];
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
@@ -180,6 +187,10 @@ pub enum Attach {
     /// The port pipeline's tail for external traffic (never attached;
     /// loaded with the object, see `install_tails`).
     PortOut,
+    /// The port pipeline's tails for packets to load balancer VIPs and for
+    /// members' replies to local ports (never attached, as `PortOut`).
+    PortLb,
+    PortLbReply,
 }
 
 impl Attach {
@@ -197,6 +208,8 @@ impl Attach {
             Attach::External => programs::EXTERNAL,
             Attach::BenchExternal => programs::BENCH_EXTERNAL,
             Attach::PortOut => programs::PORT_OUT,
+            Attach::PortLb => programs::PORT_LB,
+            Attach::PortLbReply => programs::PORT_LB_REPLY,
         }
     }
 }
@@ -205,6 +218,10 @@ impl Attach {
 pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
+    /// This instance fills the port pipeline's program arrays (an agent, or
+    /// private maps), so the pipeline itself goes into `TAIL_PORT` when it
+    /// is loaded.
+    owns_tails: bool,
 }
 
 impl Dataplane {
@@ -265,34 +282,68 @@ impl Dataplane {
         Ok(Dataplane {
             ebpf,
             pin_dir: pin_dir.map(Path::to_owned),
+            owns_tails: false,
         })
     }
 
     /// Loads the port pipeline's tail programs and puts them in their
     /// program arrays (a pinned array an earlier agent filled is updated).
+    /// The pipeline itself (`TAIL_PORT`) goes in when it is loaded.
     pub fn install_tails(&mut self) -> Result<(), DataplaneError> {
-        let fd = owned_fd(programs::PORT_OUT, self.xdp(Attach::PortOut)?.fd())?;
-        self.set_tail(maps::PORT_OUT_XDP, &fd)?;
-        let name = programs::PORT_OUT_TC;
+        self.owns_tails = true;
+        for (which, slot) in [
+            (Attach::PortOut, maps::TAIL_EXTERNAL),
+            (Attach::PortLb, maps::TAIL_LB),
+            (Attach::PortLbReply, maps::TAIL_LB_REPLY),
+        ] {
+            let fd = owned_fd(which.program(), self.xdp(which)?.fd())?;
+            self.set_tail(maps::PORT_OUT_XDP, slot, &fd)?;
+        }
+        for (name, slot) in [
+            (programs::PORT_OUT_TC, maps::TAIL_EXTERNAL),
+            (programs::PORT_LB_TC, maps::TAIL_LB),
+            (programs::PORT_LB_REPLY_TC, maps::TAIL_LB_REPLY),
+        ] {
+            let fd = self.load_classifier(name)?;
+            self.set_tail(maps::PORT_OUT_TC, slot, &fd)?;
+        }
+        // A pipeline loaded before (an agent's preload) goes in too.
+        if let Ok(fd) = classifier(&mut self.ebpf, programs::PORT_TC)?.fd() {
+            let fd = owned_fd(programs::PORT_TC, Ok(fd))?;
+            self.set_tail(maps::PORT_OUT_TC, maps::TAIL_PORT, &fd)?;
+        }
+        Ok(())
+    }
+
+    /// The TC program `name`, loaded on first use; its fd.
+    fn load_classifier(
+        &mut self,
+        name: &'static str,
+    ) -> Result<aya::programs::ProgramFd, DataplaneError> {
         let prog = classifier(&mut self.ebpf, name)?;
-        if prog.fd().is_err() {
+        let first = prog.fd().is_err();
+        if first {
             prog.load().map_err(|e| DataplaneError::Program {
                 name,
                 source: Box::new(e),
             })?;
         }
         let fd = owned_fd(name, prog.fd())?;
-        self.set_tail(maps::PORT_OUT_TC, &fd)
+        if first && name == programs::PORT_TC && self.owns_tails {
+            self.set_tail(maps::PORT_OUT_TC, maps::TAIL_PORT, &fd)?;
+        }
+        Ok(fd)
     }
 
     fn set_tail(
         &mut self,
         map: &'static str,
+        slot: u32,
         fd: &aya::programs::ProgramFd,
     ) -> Result<(), DataplaneError> {
         let mut arr: aya::maps::ProgramArray<&mut MapData> =
             self.map_mut(map)?.try_into().map_err(map_err(map))?;
-        arr.set(0, fd, 0).map_err(map_err(map))
+        arr.set(slot, fd, 0).map_err(map_err(map))
     }
 
     /// Loads (verifies) the programs for these attach points now; an agent
@@ -302,14 +353,7 @@ impl Dataplane {
         for w in which {
             match w {
                 Attach::PortTc => {
-                    let name = programs::PORT_TC;
-                    let prog = classifier(&mut self.ebpf, name)?;
-                    if prog.fd().is_err() {
-                        prog.load().map_err(|e| DataplaneError::Program {
-                            name,
-                            source: Box::new(e),
-                        })?;
-                    }
+                    self.load_classifier(programs::PORT_TC)?;
                 }
                 _ => {
                     self.xdp(*w)?;
@@ -390,8 +434,19 @@ impl Dataplane {
                     reason: e.to_string(),
                 })?;
             }
+            if which == Attach::Port && self.owns_tails {
+                let fd = owned_fd(name, prog.fd())?;
+                self.set_tail(maps::PORT_OUT_XDP, maps::TAIL_PORT, &fd)?;
+            }
         }
-        Ok(prog)
+        self.ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::NoProgram { name })?
+            .try_into()
+            .map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })
     }
 
     /// The program for an attach point (for BPF_PROG_TEST_RUN), loaded on

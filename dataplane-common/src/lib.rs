@@ -148,6 +148,34 @@ pub mod maps {
     pub const PORT_OUT_XDP: &str = "PORT_OUT_XDP";
     /// The same for the TC build ([`super::programs::PORT_OUT_TC`]).
     pub const PORT_OUT_TC: &str = "PORT_OUT_TC";
+    /// Slots of the program arrays `PORT_OUT_XDP` / `PORT_OUT_TC`.
+    pub const TAIL_EXTERNAL: u32 = 0;
+    /// The load balancer's translation of a packet to a VIP.
+    pub const TAIL_LB: u32 = 1;
+    /// The port pipeline itself: a packet the load balancer translated
+    /// goes through it again, towards its backend.
+    pub const TAIL_PORT: u32 = 2;
+    /// Delivery of a local member's reply, translated back to the VIP.
+    pub const TAIL_LB_REPLY: u32 = 3;
+    pub const TAILS: u32 = 4;
+    /// `LbServiceKey` -> `LbService`: the listeners of load balancers.
+    pub const LB_SERVICES: &str = "LB_SERVICES";
+    pub const LB_SERVICES_MAX: u32 = 65_536;
+    /// Backend id -> `LbBackend`.
+    pub const LB_BACKENDS: &str = "LB_BACKENDS";
+    pub const LB_BACKENDS_MAX: u32 = 262_144;
+    /// The Maglev lookup tables of every service, back to back: backend
+    /// ids (`LbService::table_off` .. `+ table_size`).
+    pub const LB_MAGLEV: &str = "LB_MAGLEV";
+    pub const LB_MAGLEV_MAX: u32 = 1 << 23;
+    /// `LbFlowKey` (client -> VIP) -> `LbFlow`: a connection's backend.
+    pub const LB_FLOWS: &str = "LB_FLOWS";
+    /// `LbFlowKey` (backend -> client, as the reply) -> `LbRev`.
+    pub const LB_REV: &str = "LB_REV";
+    pub const LB_FLOWS_MAX: u32 = 524_288;
+    /// Per-CPU counters by service id and by backend id (`LbStats`).
+    pub const LB_SERVICE_STATS: &str = "LB_SERVICE_STATS";
+    pub const LB_BACKEND_STATS: &str = "LB_BACKEND_STATS";
 }
 
 /// The VXLAN UDP port (IANA).
@@ -197,6 +225,12 @@ pub mod programs {
     pub const PORT_OUT: &str = "strato_port_out";
     /// The same tail for the TC build (`PORT_OUT_TC`).
     pub const PORT_OUT_TC: &str = "strato_port_out_tc";
+    /// Tail of the port pipeline for packets to a load balancer VIP.
+    pub const PORT_LB: &str = "strato_port_lb";
+    pub const PORT_LB_TC: &str = "strato_port_lb_tc";
+    /// Tail of the port pipeline for a member's packets to local ports.
+    pub const PORT_LB_REPLY: &str = "strato_port_lb_reply";
+    pub const PORT_LB_REPLY_TC: &str = "strato_port_lb_reply_tc";
 }
 
 /// Why the dataplane dropped a packet. One list, used by the kernel programs
@@ -340,11 +374,24 @@ pub enum DropReason {
     /// Over an elastic IP's bandwidth limit (its QoS policy) in this
     /// direction.
     QosRateExceeded = 61,
+    /// A load balancer listener with no backend to take the connection
+    /// (all members down, disabled or weight 0): TCP is answered with a
+    /// reset, UDP with an ICMP port unreachable.
+    LbNoBackend = 62,
+    /// A packet to a load balancer's address on a port or protocol no
+    /// listener serves (answered like [`DropReason::LbNoBackend`]).
+    LbNoListener = 63,
+    /// A packet to a load balancer's address that is neither TCP nor UDP,
+    /// or a fragment (the ports are in the first fragment only).
+    LbUnsupported = 64,
+    /// A connection to a drained member after its listener's drain timeout:
+    /// reset.
+    LbDrained = 65,
 }
 
 impl DropReason {
     /// Every reason, in numeric order.
-    pub const ALL: [DropReason; 61] = [
+    pub const ALL: [DropReason; 65] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedVlan,
         DropReason::TooManyVlanTags,
@@ -406,6 +453,10 @@ impl DropReason {
         DropReason::SnatNoFlow,
         DropReason::NoTailCall,
         DropReason::QosRateExceeded,
+        DropReason::LbNoBackend,
+        DropReason::LbNoListener,
+        DropReason::LbUnsupported,
+        DropReason::LbDrained,
     ];
 
     /// Stable snake_case label, used as a metric label and in `stratoctl`.
@@ -472,6 +523,10 @@ impl DropReason {
             DropReason::SnatNoFlow => "snat_no_flow",
             DropReason::NoTailCall => "no_tail_call",
             DropReason::QosRateExceeded => "qos_rate_exceeded",
+            DropReason::LbNoBackend => "lb_no_backend",
+            DropReason::LbNoListener => "lb_no_listener",
+            DropReason::LbUnsupported => "lb_unsupported",
+            DropReason::LbDrained => "lb_drained",
         }
     }
 
@@ -523,6 +578,10 @@ pub const PORT_F_PRESENT: u32 = 4;
 /// `PortInfo::flags`: the port's groups are stateless: every packet is
 /// checked against the rules, nothing is tracked.
 pub const PORT_F_STATELESS: u32 = 8;
+/// `PortInfo::flags`: an address of the port is a load balancer member:
+/// what it delivers to local ports may be a reply to translate back to a
+/// VIP.
+pub const PORT_F_LB_MEMBER: u32 = 16;
 
 /// Policy direction, seen from the port (the low bit of a policy key).
 pub const DIR_INGRESS: u32 = 0;
@@ -804,6 +863,9 @@ pub const EP_GATEWAY: u8 = 3;
 /// external gateway (key: the domain and 0.0.0.0). `vni` is the external
 /// network's, `underlay` the gateway host's, `mtu` the external network's.
 pub const EP_EXTERNAL: u8 = 4;
+/// `Endpoint::kind`: a load balancer's VIP: packets to it are translated
+/// to a backend (`LB_SERVICES`) and routed again.
+pub const EP_VIP: u8 = 5;
 /// `Endpoint::flags`: the port (or its network) is administratively down:
 /// nothing is delivered to it.
 pub const EP_F_DOWN: u8 = 1;
@@ -1092,6 +1154,9 @@ pub struct HostInfo {
 
 /// `HostInfo::flags`: a gateway host (external traffic leaves here).
 pub const HOST_F_GATEWAY: u32 = 1;
+/// `HostInfo::flags`: load balancers are configured: replies arriving on
+/// the uplink may need translating back to a VIP (`LB_REV`).
+pub const HOST_F_LB: u32 = 2;
 
 /// Per-interface counters, one copy per CPU (sum them in user space).
 #[repr(C)]
@@ -1161,7 +1226,172 @@ impl DropStats {
 }
 
 // Layouts are an ABI between kernel and user space: pin them.
+/// Key of `LB_SERVICES`: a listener, as the address and port clients
+/// connect to in a routing domain.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbServiceKey {
+    pub domain: u32,
+    pub vip: [u8; 4],
+    /// Host byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `LB_SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbService {
+    /// The listener's number on this host: its slot in `LB_SERVICE_STATS`.
+    pub id: u32,
+    /// `LB_SVC_F_*`.
+    pub flags: u32,
+    /// The service's Maglev table: `LB_MAGLEV[table_off .. table_off +
+    /// table_size]` (a prime size); 0: no backend takes new connections.
+    pub table_off: u32,
+    pub table_size: u32,
+    /// A connection idle this long is forgotten (the next packet chooses
+    /// again).
+    pub idle_timeout_s: u32,
+    pub _pad: u32,
+}
+
+/// `LbService::flags`: session persistence by source address: the backend
+/// is chosen from a hash of the client address alone.
+pub const LB_SVC_F_SOURCE_IP: u32 = 1;
+
+/// Value of `LB_BACKENDS` (indexed by backend id, the values of
+/// `LB_MAGLEV`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbBackend {
+    pub ip: [u8; 4],
+    /// Host byte order.
+    pub port: u16,
+    /// `LB_B_*`; 0: gone (its connections are reset).
+    pub flags: u16,
+    /// `LB_B_DRAINING`: `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC) after
+    /// which its connections are reset.
+    pub drain_until_ns: u64,
+}
+
+/// `LbBackend::flags`: healthy and enabled: in its service's table.
+pub const LB_B_ACTIVE: u16 = 1;
+/// `LbBackend::flags`: removed, disabled or weight 0: no new connections,
+/// established ones continue until `drain_until_ns`.
+pub const LB_B_DRAINING: u16 = 2;
+
+/// Key of `LB_FLOWS` (client -> VIP, `remote` the VIP) and `LB_REV`
+/// (the reply, `remote` the backend).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbFlowKey {
+    pub domain: u32,
+    pub client: [u8; 4],
+    pub remote: [u8; 4],
+    /// Host byte order.
+    pub client_port: u16,
+    pub remote_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `LB_FLOWS`: the backend a connection was given, and what it
+/// sent (client to backend).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbFlow {
+    pub backend: u32,
+    pub service: u32,
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Value of `LB_REV`: how a backend's reply is translated back, and what
+/// the backend sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbRev {
+    pub vip: [u8; 4],
+    /// Host byte order.
+    pub vip_port: u16,
+    pub _pad: u16,
+    pub service: u32,
+    pub backend: u32,
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Per-CPU counters of a service (`LB_SERVICE_STATS`) or a backend
+/// (`LB_BACKEND_STATS`). `in` is client to backend, `out` the replies
+/// (the seed's "incoming" and "outgoing" traffic of a listener).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbStats {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// Connections given a backend.
+    pub connections: u64,
+    /// Packets answered with a reset or unreachable: no backend, no
+    /// listener, drained.
+    pub refused: u64,
+}
+
+impl LbStats {
+    pub fn add(&mut self, o: &LbStats) {
+        self.packets_in += o.packets_in;
+        self.bytes_in += o.bytes_in;
+        self.packets_out += o.packets_out;
+        self.bytes_out += o.bytes_out;
+        self.connections += o.connections;
+        self.refused += o.refused;
+    }
+}
+
+/// The hash that picks a connection's slot in its service's Maglev table
+/// (the same function in the programs and in user space, so tests can
+/// predict a choice). `source_only`: session persistence by client address.
+#[inline(always)]
+pub fn lb_hash(
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    source_only: bool,
+) -> u32 {
+    let mut h = fmix32(u32::from_be_bytes(saddr) ^ 0x9e37_79b9);
+    if !source_only {
+        h = fmix32(h ^ u32::from_be_bytes(daddr));
+        h = fmix32(h ^ ((sport as u32) << 16 | dport as u32) ^ ((proto as u32) << 8));
+    }
+    h
+}
+
+/// MurmurHash3's finaliser: every input bit affects every output bit.
+#[inline(always)]
+pub fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
 const _: () = assert!(core::mem::size_of::<IfStats>() == 80);
+const _: () = assert!(core::mem::size_of::<LbServiceKey>() == 12);
+const _: () = assert!(core::mem::size_of::<LbService>() == 24);
+const _: () = assert!(core::mem::size_of::<LbBackend>() == 16);
+const _: () = assert!(core::mem::size_of::<LbFlowKey>() == 20);
+const _: () = assert!(core::mem::size_of::<LbFlow>() == 40);
+const _: () = assert!(core::mem::size_of::<LbRev>() == 40);
+const _: () = assert!(core::mem::size_of::<LbStats>() == 48);
 const _: () = assert!(core::mem::size_of::<DropKey>() == 8);
 const _: () = assert!(core::mem::size_of::<DropStats>() == 16);
 const _: () = assert!(core::mem::size_of::<PortInfo>() == 44);
@@ -1265,6 +1495,21 @@ mod pod {
     unsafe impl aya::Pod for super::CtEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CtStats {}
+    // SAFETY: as above (load balancer tables: explicit padding, sizes
+    // asserted).
+    unsafe impl aya::Pod for super::LbServiceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbService {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbBackend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbFlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbFlow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbRev {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbStats {}
 }
 
 #[cfg(test)]

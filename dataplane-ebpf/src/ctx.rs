@@ -45,9 +45,15 @@ pub trait Pkt {
     /// so a checksum the NIC is still to complete (CHECKSUM_PARTIAL) stays
     /// right; packet pointers must be taken again afterwards.
     fn l4_csum_replace4(&self, off: usize, from: u32, to: u32, udp: bool) -> bool;
-    /// Tail-calls the port pipeline's tail for external traffic (the
-    /// program of this context's kind); returns only if that failed.
-    fn tail_external(&self);
+    /// Updates the TCP/UDP checksum at `off` for a 16-bit field outside
+    /// the pseudo-header (a port) that changed from `from` to `to` (host
+    /// order numbers). A UDP checksum of 0 stays 0; at TC the kernel's
+    /// helper leaves a checksum still to be completed alone.
+    fn l4_csum_replace2(&self, off: usize, from: u16, to: u16, udp: bool) -> bool;
+    /// Tail-calls the program in `slot` (`maps::TAIL_*`) of the port
+    /// pipeline's program array of this context's kind; returns only if
+    /// that failed.
+    fn tail(&self, slot: u32);
 }
 
 /// RFC 1624 update of the checksum at `off` in the linear part for a
@@ -137,9 +143,29 @@ impl Pkt for XdpContext {
         csum_replace4_direct(self.data(), self.data_end(), off, from, to, udp)
     }
     #[inline(always)]
-    fn tail_external(&self) {
-        // SAFETY: the array holds an XDP program of the same kind (frags).
-        unsafe { crate::maps::PORT_OUT_XDP.tail_call(self, 0) }
+    fn l4_csum_replace2(&self, off: usize, from: u16, to: u16, udp: bool) -> bool {
+        let (data, end) = (self.data(), self.data_end());
+        if data + off + 2 > end {
+            return false;
+        }
+        let p = (data + off) as *mut [u8; 2];
+        // SAFETY: bounds-checked above.
+        let b = unsafe { &mut *p };
+        let old = u16::from_be_bytes(*b);
+        if udp && old == 0 {
+            return true;
+        }
+        let mut c = crate::csum::replace16(old, from, to);
+        if udp && c == 0 {
+            c = 0xffff;
+        }
+        *b = c.to_be_bytes();
+        true
+    }
+    #[inline(always)]
+    fn tail(&self, slot: u32) {
+        // SAFETY: the array holds XDP programs of the same kind (frags).
+        unsafe { crate::maps::PORT_OUT_XDP.tail_call(self, slot) }
     }
 }
 
@@ -207,9 +233,20 @@ impl Pkt for TcContext {
         unsafe { bpf_l4_csum_replace(self.skb.skb, off as u32, from as u64, to as u64, flags) == 0 }
     }
     #[inline(always)]
-    fn tail_external(&self) {
-        // SAFETY: the array holds a TC program.
-        unsafe { crate::maps::PORT_OUT_TC.tail_call(self, 0) }
+    fn l4_csum_replace2(&self, off: usize, from: u16, to: u16, udp: bool) -> bool {
+        let mut flags = 2u64;
+        if udp {
+            flags |= BPF_F_MARK_MANGLED_0 as u64;
+        }
+        // The helper takes the values as they sit in the packet.
+        let (f, t) = (from.to_be() as u64, to.to_be() as u64);
+        // SAFETY: the live __sk_buff; the helper checks the offset.
+        unsafe { bpf_l4_csum_replace(self.skb.skb, off as u32, f, t, flags) == 0 }
+    }
+    #[inline(always)]
+    fn tail(&self, slot: u32) {
+        // SAFETY: the array holds TC programs.
+        unsafe { crate::maps::PORT_OUT_TC.tail_call(self, slot) }
     }
 }
 

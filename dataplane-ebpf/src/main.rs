@@ -12,6 +12,7 @@
 mod bare;
 mod csum;
 mod ctx;
+mod lb;
 mod maps;
 mod nat;
 mod parse;
@@ -61,6 +62,32 @@ pub fn strato_port_out(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn strato_port_out_tc(ctx: TcContext) -> i32 {
     vpc::port_out(&ctx)
+}
+
+/// Tail of the XDP port pipeline for packets to a load balancer's VIP
+/// (see `lb::port_lb`); the packet re-enters `strato_port`.
+#[xdp(frags)]
+pub fn strato_port_lb(ctx: XdpContext) -> u32 {
+    lb::port_lb(&ctx) as u32
+}
+
+/// The same tail for the TC build (re-enters `strato_port_tc`).
+#[classifier]
+pub fn strato_port_lb_tc(ctx: TcContext) -> i32 {
+    lb::port_lb(&ctx)
+}
+
+/// Tail of the XDP port pipeline for a load balancer member's packets to
+/// local ports (see `lb::port_lb_reply`).
+#[xdp(frags)]
+pub fn strato_port_lb_reply(ctx: XdpContext) -> u32 {
+    lb::port_lb_reply(&ctx) as u32
+}
+
+/// The same tail for the TC build.
+#[classifier]
+pub fn strato_port_lb_reply_tc(ctx: TcContext) -> i32 {
+    lb::port_lb_reply(&ctx)
 }
 
 /// The port pipeline for `stratoctl trace`: the XDP build, reading the

@@ -45,13 +45,15 @@ pub static MACS: HashMap<MacKey, u32> = HashMap::with_max_entries(maps::MACS_MAX
 pub static ALLOWED: LpmTrie<AllowedKey, AllowedMac> =
     LpmTrie::with_max_entries(maps::ALLOWED_MAX, 0);
 
-/// The port pipeline's tail for external traffic (XDP builds).
+/// The port pipeline's tails (XDP builds), by `maps::TAIL_*`: external
+/// traffic, the load balancer, the pipeline itself (re-entered after the
+/// load balancer's translation), local replies of load balancer members.
 #[map(name = "PORT_OUT_XDP")]
-pub static PORT_OUT_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static PORT_OUT_XDP: ProgramArray = ProgramArray::with_max_entries(maps::TAILS, 0);
 
 /// The same for the TC build.
 #[map(name = "PORT_OUT_TC")]
-pub static PORT_OUT_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static PORT_OUT_TC: ProgramArray = ProgramArray::with_max_entries(maps::TAILS, 0);
 
 #[map(name = "NEXTHOPS")]
 pub static NEXTHOPS: LruPerCpuHashMap<NextHopKey, NextHop> =

@@ -53,6 +53,19 @@ impl Slot {
         Slot(IF_STATS.get_ptr_mut(slot))
     }
 
+    /// Takes back the frame `rx` counted (the frame goes through the
+    /// pipeline again, which counts it once more).
+    #[inline(always)]
+    pub fn uncount(&self, len: u64) {
+        if let Some(p) = self.0 {
+            // SAFETY: as in rx.
+            let s = unsafe { &mut *p };
+            s.rx_packets = s.rx_packets.wrapping_sub(1);
+            s.rx_bytes = s.rx_bytes.wrapping_sub(len);
+            s.ipv4 = s.ipv4.wrapping_sub(1);
+        }
+    }
+
     #[inline(always)]
     pub fn class(&self, l3: L3) {
         if let Some(p) = self.0 {

@@ -22,16 +22,18 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dataplane_common::{
-    maps::NEXTHOP_TTL_NS, DropReason, EipEntry, Endpoint, HostInfo, MacKey, NextHop, NextHopKey,
+    maps::{NEXTHOP_TTL_NS, TAIL_EXTERNAL, TAIL_LB, TAIL_LB_REPLY},
+    DropReason, EipEntry, Endpoint, HostInfo, MacKey, NextHop, NextHopKey,
     PortInfo, DIR_EGRESS, DIR_INGRESS, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER,
-    EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, HOST_F_GATEWAY, MACS_DOWN,
-    PORT_F_ADMIN_UP, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL, ROUTE_NEXTHOP,
+    EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, EP_VIP, HOST_F_GATEWAY,
+    HOST_F_LB, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_LB_MEMBER, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL, ROUTE_NEXTHOP,
     VNI_F_EXTERNAL, VNI_F_SNAT, VXLAN_OVERHEAD, VXLAN_PORT,
 };
 
 use crate::{
     csum,
     ctx::Pkt,
+    lb,
     maps::{self, allowed, endpoint, route, HOST, MACS, VNIS},
     nat,
     parse::{self, ptr_at, ptr_at_mut, ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_UDP, L3},
@@ -53,13 +55,13 @@ pub enum Verdict {
     /// An answer that replaced a dropped frame (ICMP error): sent back, and
     /// the original counted as dropped with this reason.
     TxError(DropReason),
-    /// Continues in the tail program for traffic leaving the VPC
-    /// (`port_out`).
-    Tail,
+    /// Continues in the tail program in this slot of the port pipeline's
+    /// program array (`maps::TAIL_*`).
+    Tail(u32),
 }
 
 #[inline(always)]
-fn finish<C: Pkt>(ifindex: u32, slot: &Slot, len: u64, v: Verdict) -> i32 {
+pub fn finish<C: Pkt>(ifindex: u32, slot: &Slot, len: u64, v: Verdict) -> i32 {
     match v {
         Verdict::Pass => {
             slot.outcome(Outcome::Passed);
@@ -91,7 +93,7 @@ fn finish<C: Pkt>(ifindex: u32, slot: &Slot, len: u64, v: Verdict) -> i32 {
             unsafe { bpf_redirect(to, 0) as i32 }
         }
         // Handled by the caller (it needs the context); never reaches here.
-        Verdict::Tail => {
+        Verdict::Tail(_) => {
             slot.outcome(Outcome::Dropped);
             count_drop(ifindex, len, DropReason::NoTailCall);
             C::DROP
@@ -147,8 +149,8 @@ pub fn port_ingress<C: Pkt, const TRACE: bool>(ctx: &C) -> i32 {
     };
     let slot = Slot::rx(port.slot, len);
     let v = port_pipeline::<C, TRACE>(ctx, ifindex, port, len, &slot);
-    if let Verdict::Tail = v {
-        ctx.tail_external();
+    if let Verdict::Tail(slot) = v {
+        ctx.tail(slot);
     }
     finish::<C>(ifindex, &slot, len, v)
 }
@@ -371,6 +373,22 @@ const STEP_PING: u32 = 3;
 const DELIVER_ROUTED: u32 = 1;
 /// Routed out of the VPC: the source becomes the port's elastic IP.
 const DELIVER_EXTERNAL: u32 = 2;
+/// To a load balancer VIP (`TAIL_LB`).
+const DELIVER_LB: u32 = 4;
+/// From a load balancer member to a local port (`TAIL_LB_REPLY`).
+const DELIVER_LB_REPLY: u32 = 8;
+
+/// How a delivery to `ep` continues, besides routing.
+#[inline(always)]
+fn deliver_how(port: &PortInfo, ep: &Endpoint) -> u32 {
+    if ep.kind == EP_VIP {
+        DELIVER_LB
+    } else if ep.kind == EP_LOCAL && port.flags & PORT_F_LB_MEMBER != 0 {
+        DELIVER_LB_REPLY
+    } else {
+        0
+    }
+}
 /// An ICMP error answers; argument `type << 8 | code`.
 const STEP_ERROR: u32 = 4;
 
@@ -427,6 +445,11 @@ fn ipv4<C: Pkt, const TRACE: bool>(
     if st[0] == STEP_DROP {
         return Verdict::Drop(step_reason(st[3]));
     }
+    // To a load balancer's VIP: translated to a backend by the tail, then
+    // through this pipeline again (security groups see the backend).
+    if st[1] & DELIVER_LB != 0 {
+        return Verdict::Tail(TAIL_LB);
+    }
     // Security groups, once every earlier check passed: the sender's
     // egress rules for whatever leaves the port (also what the router
     // answers: its errors and pings); for a delivery, the receiver's
@@ -476,9 +499,9 @@ fn ipv4<C: Pkt, const TRACE: bool>(
         }
     }
     if st[1] == DELIVER_EXTERNAL {
-        return Verdict::Tail;
+        return Verdict::Tail(TAIL_EXTERNAL);
     }
-    if st[1] != 0 {
+    if st[1] & DELIVER_ROUTED != 0 {
         // Routed: TTL and MACs.
         let (Some(eth), Some(ip)) = (
             ptr_at_mut::<_, [u8; 14]>(ctx, 0),
@@ -491,6 +514,11 @@ fn ipv4<C: Pkt, const TRACE: bool>(
         decrement_ttl(ip);
         set_mac(eth, 0, &ep.mac);
         set_mac(eth, 6, &ep.gw_mac);
+    }
+    // A load balancer member's packet to a local port may be a reply to
+    // translate back to the VIP (the tail delivers it).
+    if st[1] & DELIVER_LB_REPLY != 0 {
+        return Verdict::Tail(TAIL_LB_REPLY);
     }
     deliver(ctx, ep, l4_off)
 }
@@ -557,7 +585,7 @@ fn route_step<C: Pkt>(
             }
             return step_drop(sc, DropReason::TooBig);
         }
-        step(sc, STEP_DELIVER, 0, 0, DropReason::TooBig);
+        step(sc, STEP_DELIVER, deliver_how(port, ep), 0, DropReason::TooBig);
         return Some(ep);
     }
     // Routed in the VPC.
@@ -608,7 +636,7 @@ fn route_step<C: Pkt>(
     let how = if ep.kind == EP_EXTERNAL {
         DELIVER_EXTERNAL
     } else {
-        DELIVER_ROUTED
+        DELIVER_ROUTED | deliver_how(port, ep)
     };
     step(sc, STEP_DELIVER, how, 0, DropReason::TooBig);
     Some(ep)
@@ -891,7 +919,7 @@ fn gateway_ping<C: Pkt>(ctx: &C, l4_off: usize, l4_proto: u8) -> Verdict {
 /// filled in cannot be cut before that field. Needs a router on the port's
 /// network and an original without IP options; otherwise only drops.
 #[inline(always)]
-fn icmp_error<C: Pkt>(
+pub fn icmp_error<C: Pkt>(
     ctx: &C,
     port: &PortInfo,
     ty: u8,
@@ -1085,10 +1113,18 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
     if to == MACS_DOWN {
         return Verdict::Drop(DropReason::PortDown);
     }
-    // The receiving port's ingress rules.
+    // The receiving port's ingress rules; then, with load balancers on
+    // this host, a backend's reply becomes the VIP's.
     if let Some(dst) = maps::port(to) {
         if let Err(r) = ingress_policy(ctx, dst, off + ETH_HLEN) {
             return Verdict::Drop(r);
+        }
+        if let Some(h) = HOST.get(0) {
+            if h.flags & HOST_F_LB != 0 {
+                if let Err(r) = lb::reply(ctx, off + ETH_HLEN, dst.domain) {
+                    return Verdict::Drop(r);
+                }
+            }
         }
     }
     // SAFETY: shrinking the head by the outer headers, checked above.

@@ -2,5 +2,10 @@
 //! (Maglev consistent hashing, VIP translation) and the L7 proxy that runs on
 //! gateway hosts. Owns listener/pool/member selection logic; must never touch
 //! the API store directly (it receives compiled configuration from the
-//! controller). Empty until the load-balancer issue lands.
+//! controller).
+//!
+//! - [`maglev`]: builds the weighted Maglev lookup table of a pool, in the
+//!   control plane, that the dataplane indexes with a flow hash.
 #![deny(unsafe_code)]
+
+pub mod maglev;

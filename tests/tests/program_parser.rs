@@ -718,6 +718,8 @@ fn programs_verify_with_room_to_spare() {
         Attach::PortTrace,
         Attach::External,
         Attach::PortOut,
+        Attach::PortLb,
+        Attach::PortLbReply,
     ] {
         let n = t.verified_instructions(a);
         eprintln!("{}: {n} instructions verified", a.program());

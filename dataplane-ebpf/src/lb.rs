@@ -1,0 +1,506 @@
+//! The L4 load balancer, distributed: a VM's packet to a listener's VIP is
+//! translated on the VM's own host (east-west, like Cilium's kube-proxy
+//! replacement), before any security group sees it.
+//!
+//! The port pipeline finds the destination is a VIP (`EP_VIP`) and
+//! tail-calls [`port_lb`]: the listener (`LB_SERVICES`: domain, VIP, port,
+//! protocol) gives a Maglev table; a connection already known
+//! (`LB_FLOWS`) keeps its backend while that backend is active or
+//! draining; a new one hashes its 5-tuple (or the client address alone,
+//! for session persistence) into the table. The destination address, port
+//! and MAC become the backend's, and the packet re-enters the port pipeline
+//! (`TAIL_PORT`), which routes it, applies the security groups to it as
+//! sent to the backend, and tracks it.
+//!
+//! Replies are translated back where they reach the client: on the uplink
+//! after decapsulation ([`reply`]), or for a member on the same host in the
+//! member's pipeline tail [`port_lb_reply`]. `LB_REV` holds the VIP per
+//! (client, backend) flow.
+//!
+//! No backend (all down, disabled or weight 0), no listener on the port, or
+//! a connection drained past its timeout: TCP is answered with a reset,
+//! UDP with an ICMP port unreachable. Never a black hole.
+
+use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_coarse_ns,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use dataplane_common::{
+    lb_hash, maps, DropReason, LbBackend, LbFlow, LbFlowKey, LbRev, LbService, LbServiceKey,
+    LbStats, PortInfo, LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_SOURCE_IP,
+};
+
+use crate::{
+    csum,
+    ctx::Pkt,
+    maps::endpoint,
+    nat,
+    parse::{ptr_at, ptr_at_mut, ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP},
+    stats::Slot,
+    vpc::{self, Verdict},
+};
+
+#[map(name = "LB_SERVICES")]
+static LB_SERVICES: HashMap<LbServiceKey, LbService> =
+    HashMap::with_max_entries(maps::LB_SERVICES_MAX, 0);
+
+#[map(name = "LB_BACKENDS")]
+static LB_BACKENDS: Array<LbBackend> = Array::with_max_entries(maps::LB_BACKENDS_MAX, 0);
+
+#[map(name = "LB_MAGLEV")]
+static LB_MAGLEV: Array<u32> = Array::with_max_entries(maps::LB_MAGLEV_MAX, 0);
+
+#[map(name = "LB_FLOWS")]
+static LB_FLOWS: LruHashMap<LbFlowKey, LbFlow> = LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
+
+#[map(name = "LB_REV")]
+static LB_REV: LruHashMap<LbFlowKey, LbRev> = LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
+
+#[map(name = "LB_SERVICE_STATS")]
+static LB_SERVICE_STATS: PerCpuArray<LbStats> =
+    PerCpuArray::with_max_entries(maps::LB_SERVICES_MAX, 0);
+
+#[map(name = "LB_BACKEND_STATS")]
+static LB_BACKEND_STATS: PerCpuArray<LbStats> =
+    PerCpuArray::with_max_entries(maps::LB_BACKENDS_MAX, 0);
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+#[inline(always)]
+fn stats(map: &PerCpuArray<LbStats>, i: u32) -> Option<&'static mut LbStats> {
+    // SAFETY: per-CPU value owned by this CPU for the program's run.
+    map.get_ptr_mut(i).map(|p| unsafe { &mut *p })
+}
+
+/// The tail for a packet a VM sent to a VIP.
+#[inline(always)]
+pub fn port_lb<C: Pkt>(ctx: &C) -> i32 {
+    let ifindex = ctx.ingress_ifindex();
+    let len = ctx.len();
+    let Some(port) = crate::maps::port(ifindex) else {
+        let slot = Slot::at(0);
+        return vpc::finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::PortUnknown));
+    };
+    let slot = Slot::at(port.slot);
+    match to_backend(ctx, port, len) {
+        Ok(()) => {
+            // The pipeline counts the frame again when it re-enters.
+            slot.uncount(len);
+            ctx.tail(maps::TAIL_PORT);
+            vpc::finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::NoTailCall))
+        }
+        Err(v) => vpc::finish::<C>(ifindex, &slot, len, v),
+    }
+}
+
+/// The tail for a local member's packet to a local port: a reply to
+/// translate back when it belongs to a balanced connection.
+#[inline(always)]
+pub fn port_lb_reply<C: Pkt>(ctx: &C) -> i32 {
+    let ifindex = ctx.ingress_ifindex();
+    let len = ctx.len();
+    let Some(port) = crate::maps::port(ifindex) else {
+        let slot = Slot::at(0);
+        return vpc::finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::PortUnknown));
+    };
+    let slot = Slot::at(port.slot);
+    let v = match reply(ctx, ETH_HLEN, port.domain) {
+        Err(r) => Verdict::Drop(r),
+        Ok(daddr) => match endpoint(port.domain, daddr) {
+            Some(ep) if ep.kind == dataplane_common::EP_LOCAL => Verdict::Redirect(ep.ifindex),
+            _ => Verdict::Drop(DropReason::UnknownDestination),
+        },
+    };
+    vpc::finish::<C>(ifindex, &slot, len, v)
+}
+
+/// What the translation needs of a packet: addresses, ports, TCP flags.
+struct Tuple {
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    flags: u8,
+    l4: usize,
+}
+
+/// The tuple of the IPv4 packet at `l3`; `None` for anything but a whole
+/// (or first-fragment-free) TCP or UDP packet.
+#[inline(always)]
+fn tuple<C: Pkt>(ctx: &C, l3: usize) -> Option<Tuple> {
+    let ip = ptr_at::<_, [u8; 20]>(ctx, l3)?;
+    // SAFETY: bounds-checked.
+    let ip = unsafe { &*ip };
+    let proto = ip[9];
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || (ip[6] & 0x3f) != 0 || ip[7] != 0 {
+        return None;
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return None;
+    }
+    let l4 = l3 + (ihl & 0x3c);
+    let p = ptr_at::<_, [u8; 14]>(ctx, l4);
+    let (sport, dport, flags) = match p {
+        // SAFETY: bounds-checked.
+        Some(p) => unsafe {
+            let p = &*p;
+            let f = if proto == IPPROTO_TCP { p[13] } else { 0 };
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+                f,
+            )
+        },
+        None => {
+            // A UDP header is 8 bytes.
+            let p = ptr_at::<_, [u8; 8]>(ctx, l4)?;
+            // SAFETY: bounds-checked.
+            let p = unsafe { &*p };
+            if proto != IPPROTO_UDP {
+                return None;
+            }
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u16::from_be_bytes([p[2], p[3]]),
+                0,
+            )
+        }
+    };
+    Some(Tuple {
+        saddr: [ip[12], ip[13], ip[14], ip[15]],
+        daddr: [ip[16], ip[17], ip[18], ip[19]],
+        sport,
+        dport,
+        proto,
+        flags,
+        l4,
+    })
+}
+
+/// May a connection on `b` go on at `now`?
+#[inline(always)]
+fn usable(b: &LbBackend, now: u64) -> bool {
+    b.flags & LB_B_ACTIVE != 0 || (b.flags & LB_B_DRAINING != 0 && now < b.drain_until_ns)
+}
+
+/// Chooses (or finds) the packet's backend and rewrites its destination
+/// to it. `Err`: the verdict instead (a refusal answered, or a drop).
+#[inline(always)]
+fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict> {
+    let Some(t) = tuple(ctx, ETH_HLEN) else {
+        return Err(Verdict::Drop(DropReason::LbUnsupported));
+    };
+    let skey = LbServiceKey {
+        domain: port.domain,
+        vip: t.daddr,
+        port: t.dport,
+        proto: t.proto,
+        _pad: 0,
+    };
+    // SAFETY: map values stay valid for the program's run.
+    let Some(svc) = (unsafe { LB_SERVICES.get(&skey) }) else {
+        return Err(refuse(ctx, port, &t, DropReason::LbNoListener));
+    };
+    let svc = *svc;
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let fkey = LbFlowKey {
+        domain: port.domain,
+        client: t.saddr,
+        remote: t.daddr,
+        client_port: t.sport,
+        remote_port: t.dport,
+        proto: t.proto,
+        _pad: [0; 3],
+    };
+    let syn = t.proto == IPPROTO_TCP && t.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let mut chosen: Option<(u32, LbBackend)> = None;
+    if let Some(f) = LB_FLOWS.get_ptr_mut(&fkey) {
+        // SAFETY: a map value, valid for the program's run.
+        let f = unsafe { &mut *f };
+        let idle = now.saturating_sub(f.last_seen_ns) > svc.idle_timeout_s as u64 * 1_000_000_000;
+        if let Some(b) = LB_BACKENDS.get(f.backend) {
+            if !idle && usable(b, now) && (!syn || b.flags & LB_B_ACTIVE != 0) {
+                f.last_seen_ns = now;
+                f.packets += 1;
+                f.bytes += len;
+                chosen = Some((f.backend, *b));
+            } else if t.proto == IPPROTO_TCP && !syn && !idle {
+                // A connection on a drained (or gone) backend cannot move:
+                // the client learns at once.
+                let _ = LB_FLOWS.remove(&fkey);
+                return Err(refuse(ctx, port, &t, DropReason::LbDrained));
+            }
+        }
+    }
+    let (id, b) = match chosen {
+        Some(c) => c,
+        None => {
+            let Some(c) = choose(&svc, &t) else {
+                return Err(refuse(ctx, port, &t, DropReason::LbNoBackend));
+            };
+            let flow = LbFlow {
+                backend: c.0,
+                service: svc.id,
+                created_ns: now,
+                last_seen_ns: now,
+                packets: 1,
+                bytes: len,
+            };
+            let _ = LB_FLOWS.insert(&fkey, &flow, 0);
+            let rkey = LbFlowKey {
+                domain: port.domain,
+                client: t.saddr,
+                remote: c.1.ip,
+                client_port: t.sport,
+                remote_port: c.1.port,
+                proto: t.proto,
+                _pad: [0; 3],
+            };
+            let rev = LbRev {
+                vip: t.daddr,
+                vip_port: t.dport,
+                _pad: 0,
+                service: svc.id,
+                backend: c.0,
+                last_seen_ns: now,
+                packets: 0,
+                bytes: 0,
+            };
+            let _ = LB_REV.insert(&rkey, &rev, 0);
+            if let Some(s) = stats(&LB_SERVICE_STATS, svc.id) {
+                s.connections += 1;
+            }
+            if let Some(s) = stats(&LB_BACKEND_STATS, c.0) {
+                s.connections += 1;
+            }
+            c
+        }
+    };
+    if let Some(s) = stats(&LB_SERVICE_STATS, svc.id) {
+        s.packets_in += 1;
+        s.bytes_in += len;
+    }
+    if let Some(s) = stats(&LB_BACKEND_STATS, id) {
+        s.packets_in += 1;
+        s.bytes_in += len;
+    }
+    rewrite(ctx, port, &t, &b).map_err(Verdict::Drop)
+}
+
+/// A new connection's backend: its hash's slot in the service's Maglev
+/// table.
+#[inline(always)]
+fn choose(svc: &LbService, t: &Tuple) -> Option<(u32, LbBackend)> {
+    if svc.table_size == 0 {
+        return None;
+    }
+    let h = lb_hash(
+        t.saddr,
+        t.daddr,
+        t.sport,
+        t.dport,
+        t.proto,
+        svc.flags & LB_SVC_F_SOURCE_IP != 0,
+    );
+    let slot = h.checked_rem(svc.table_size)?;
+    let id = *LB_MAGLEV.get(svc.table_off.wrapping_add(slot))?;
+    let b = LB_BACKENDS.get(id)?;
+    if b.flags & LB_B_ACTIVE == 0 {
+        return None;
+    }
+    Some((id, *b))
+}
+
+/// Destination address, port and MAC become the backend's: its own MAC
+/// when it is on the sender's network (switched), else the sender's router
+/// (routed again by the pipeline).
+#[inline(always)]
+fn rewrite<C: Pkt>(ctx: &C, port: &PortInfo, t: &Tuple, b: &LbBackend) -> Result<(), DropReason> {
+    let dmac = match endpoint(port.domain, b.ip) {
+        Some(ep) if ep.vni == port.vni => ep.mac,
+        _ => port.gw_mac,
+    };
+    nat::translate(ctx, ETH_HLEN, nat::DST, b.ip)?;
+    set_port(ctx, t, false, b.port)?;
+    let Some(eth) = ptr_at_mut::<_, [u8; 6]>(ctx, 0) else {
+        return Err(DropReason::TruncatedEthernet);
+    };
+    // SAFETY: bounds-checked.
+    unsafe { *eth = dmac };
+    Ok(())
+}
+
+/// The source (`src`) or destination port of the TCP/UDP packet becomes
+/// `to`, with its checksum.
+#[inline(always)]
+fn set_port<C: Pkt>(ctx: &C, t: &Tuple, src: bool, to: u16) -> Result<(), DropReason> {
+    let (at, from) = if src { (0, t.sport) } else { (2, t.dport) };
+    if from == to {
+        return Ok(());
+    }
+    let (sum_at, udp) = if t.proto == IPPROTO_TCP {
+        (16, false)
+    } else {
+        (6, true)
+    };
+    if !ctx.l4_csum_replace2(t.l4 + sum_at, from, to, udp) {
+        return Err(DropReason::TruncatedTcp);
+    }
+    let Some(p) = ptr_at_mut::<_, [u8; 4]>(ctx, t.l4) else {
+        return Err(DropReason::TruncatedTcp);
+    };
+    // SAFETY: bounds-checked.
+    let p = unsafe { &mut *p };
+    let b = to.to_be_bytes();
+    p[at & 2] = b[0];
+    p[(at & 2) + 1] = b[1];
+    Ok(())
+}
+
+/// A backend's packet to a client, at `l3` in the frame, in `domain`: if it
+/// belongs to a balanced connection, its source becomes the VIP and the
+/// listener's port. Returns the destination (the client).
+#[inline(always)]
+pub fn reply<C: Pkt>(ctx: &C, l3: usize, domain: u32) -> Result<[u8; 4], DropReason> {
+    let Some(t) = tuple(ctx, l3) else {
+        return match ptr_at::<_, [u8; 20]>(ctx, l3) {
+            // SAFETY: bounds-checked.
+            Some(ip) => unsafe { Ok([(*ip)[16], (*ip)[17], (*ip)[18], (*ip)[19]]) },
+            None => Err(DropReason::TruncatedIpv4),
+        };
+    };
+    let key = LbFlowKey {
+        domain,
+        client: t.daddr,
+        remote: t.saddr,
+        client_port: t.dport,
+        remote_port: t.sport,
+        proto: t.proto,
+        _pad: [0; 3],
+    };
+    let Some(r) = LB_REV.get_ptr_mut(&key) else {
+        return Ok(t.daddr);
+    };
+    // SAFETY: a map value, valid for the program's run.
+    let r = unsafe { &mut *r };
+    let len = ctx.len().saturating_sub(l3 as u64 - ETH_HLEN as u64);
+    // SAFETY: plain helper call.
+    r.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    r.packets += 1;
+    r.bytes += len;
+    let (vip, vport, service, backend) = (r.vip, r.vip_port, r.service, r.backend);
+    if let Some(s) = stats(&LB_SERVICE_STATS, service) {
+        s.packets_out += 1;
+        s.bytes_out += len;
+    }
+    if let Some(s) = stats(&LB_BACKEND_STATS, backend) {
+        s.packets_out += 1;
+        s.bytes_out += len;
+    }
+    nat::translate(ctx, l3, nat::SRC, vip)?;
+    set_port(ctx, &t, true, vport)?;
+    Ok(t.daddr)
+}
+
+/// Answers a refused packet: TCP with a reset (RFC 9293 3.10.7.1), UDP
+/// with an ICMP port unreachable from the port's gateway; a reset or
+/// anything else is only dropped. Counted as dropped with `reason`.
+#[inline(always)]
+fn refuse<C: Pkt>(ctx: &C, port: &PortInfo, t: &Tuple, reason: DropReason) -> Verdict {
+    if let Some(s) = stats(&LB_SERVICE_STATS, 0) {
+        // Slot 0 is never a service: refusals in total.
+        s.refused += 1;
+    }
+    if t.proto == IPPROTO_UDP {
+        return vpc::icmp_error(ctx, port, 3, 3, 0, reason);
+    }
+    if t.flags & TCP_RST != 0 || t.l4 != ETH_HLEN + 20 {
+        return Verdict::Drop(reason);
+    }
+    reset(ctx, t, reason)
+}
+
+const RST_LEN: usize = ETH_HLEN + 20 + 20;
+
+/// Turns the TCP segment into the reset that answers it, back to its
+/// sender.
+#[inline(always)]
+fn reset<C: Pkt>(ctx: &C, t: &Tuple, reason: DropReason) -> Verdict {
+    let Some(h) = ptr_at_mut::<_, [u8; RST_LEN]>(ctx, 0) else {
+        return Verdict::Drop(reason);
+    };
+    // SAFETY: bounds-checked.
+    let h = unsafe { &mut *h };
+    let total = u16::from_be_bytes([h[16], h[17]]) as u32;
+    const T: usize = ETH_HLEN + 20;
+    let doff = ((h[T + 12] >> 4) as u32) * 4;
+    let payload = total.saturating_sub(20 + doff);
+    let seq = u32::from_be_bytes([h[T + 4], h[T + 5], h[T + 6], h[T + 7]]);
+    let ack = u32::from_be_bytes([h[T + 8], h[T + 9], h[T + 10], h[T + 11]]);
+    let (rseq, rack, rflags) = if t.flags & TCP_ACK != 0 {
+        (ack, 0, TCP_RST)
+    } else {
+        let mut n = seq.wrapping_add(payload);
+        if t.flags & TCP_SYN != 0 {
+            n = n.wrapping_add(1);
+        }
+        if t.flags & TCP_FIN != 0 {
+            n = n.wrapping_add(1);
+        }
+        (0, n, TCP_RST | TCP_ACK)
+    };
+    // Ethernet: back to the sender, from what it sent to.
+    let mut i = 0;
+    while i < 6 {
+        let d = h[i];
+        h[i] = h[6 + i];
+        h[6 + i] = d;
+        i += 1;
+    }
+    let iph = csum::ipv4_header_with_checksum(0, 40, 0x40, IPPROTO_TCP, t.daddr, t.saddr);
+    let mut i = 0;
+    while i < 20 {
+        h[ETH_HLEN + i] = iph[i];
+        i += 1;
+    }
+    let sp = t.dport.to_be_bytes();
+    let dp = t.sport.to_be_bytes();
+    let s = rseq.to_be_bytes();
+    let a = rack.to_be_bytes();
+    let tcp: [u8; 20] = [
+        sp[0], sp[1], dp[0], dp[1], s[0], s[1], s[2], s[3], a[0], a[1], a[2], a[3], 0x50, rflags,
+        0, 0, 0, 0, 0, 0,
+    ];
+    let mut i = 0;
+    while i < 20 {
+        h[T + i] = tcp[i];
+        i += 1;
+    }
+    // Pseudo-header (addresses, protocol, TCP length) and the header.
+    let mut sum = (u16::from_be_bytes([t.saddr[0], t.saddr[1]]) as u64)
+        + (u16::from_be_bytes([t.saddr[2], t.saddr[3]]) as u64)
+        + (u16::from_be_bytes([t.daddr[0], t.daddr[1]]) as u64)
+        + (u16::from_be_bytes([t.daddr[2], t.daddr[3]]) as u64)
+        + IPPROTO_TCP as u64
+        + 20;
+    let mut i = 0;
+    while i < 20 {
+        sum += u16::from_be_bytes([tcp[i], tcp[i + 1]]) as u64;
+        i += 2;
+    }
+    let c = !csum::fold(sum);
+    let c = c.to_be_bytes();
+    h[T + 16] = c[0];
+    h[T + 17] = c[1];
+    if !ctx.truncate(RST_LEN as u32) {
+        return Verdict::Drop(DropReason::AdjustFailed);
+    }
+    Verdict::TxError(reason)
+}
