@@ -143,6 +143,8 @@ pub struct Agent {
     /// Live entries at the last sweep, and entries the sweeps removed.
     ct_live: u64,
     ct_swept: u64,
+    /// Load balancer numbering, tables and drains (see `lbmaps`).
+    lb: crate::lbmaps::LbState,
 }
 
 /// A report queued for the controller.
@@ -419,7 +421,14 @@ impl Agent {
             ct_gc_at: None,
             ct_live: 0,
             ct_swept: 0,
+            lb: crate::lbmaps::LbState::default(),
         };
+        // The load balancer's numbering is this agent's: what a previous
+        // one left is cleared (a connection's next packet hashes to the
+        // same member again: the tables depend only on the members).
+        if let Err(e) = agent.dp.lb_clear() {
+            tracing::warn!(error = %e, "cannot clear the load balancer maps");
+        }
         agent.forget_vanished_pins()?;
         // Taps created from now on start without IPv6 (turning it off on a
         // live interface waits for an RCU grace period, ~10 ms, on the
@@ -731,6 +740,13 @@ impl Agent {
             .iter()
             .find(|(_, a)| a.role == Role::External && a.error.is_none())
             .map(|(n, a)| (n.clone(), a.ifindex));
+        if self
+            .desired
+            .values()
+            .any(|e| matches!(e, Entry::LoadBalancer(_)))
+        {
+            want.flags |= dataplane_common::HOST_F_LB;
+        }
         if let Some((ext, ext_ifindex)) = ext {
             enable_forwarding(&ext);
             want.flags |= dataplane_common::HOST_F_GATEWAY;
@@ -881,6 +897,47 @@ impl Agent {
         }
     }
 
+    /// Writes the load balancers' services, backends and tables.
+    fn sync_lb(&mut self) {
+        let doms = tables::domains(&self.desired);
+        let lbs = self.desired.values().filter_map(|e| match e {
+            Entry::LoadBalancer(l) => Some(l),
+            _ => None,
+        });
+        let specs = crate::lbmaps::specs(lbs, &doms);
+        let ops = self.lb.sync(&specs, crate::dataplane::coarse_now_ns());
+        if ops.is_empty() {
+            return;
+        }
+        match self.dp.lb_apply(&ops) {
+            Ok(()) => tracing::info!(
+                services = ops.services.len(),
+                backends = ops.backends.len(),
+                tables = ops.tables.len(),
+                "load balancer tables written"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot write the load balancer tables")
+            }
+        }
+    }
+
+    /// Ends drains that are over, and forgets idle balanced connections.
+    fn lb_housekeeping(&mut self) {
+        let now = crate::dataplane::coarse_now_ns();
+        let ops = self.lb.tick(now);
+        if !ops.is_empty() {
+            if let Err(e) = self.dp.lb_apply(&ops) {
+                tracing::warn!(error = %format!("{e:#}"), "cannot release drained members");
+            }
+        }
+        // The programs choose again after a service's idle timeout; the
+        // entries go after the longest one allowed (1 day).
+        if let Err(e) = self.dp.lb_gc(now, 86_400 * 1_000_000_000) {
+            tracing::warn!(error = %format!("{e:#}"), "load balancer sweep failed");
+        }
+    }
+
     /// Drops expired connection entries and those of vanished ports (every
     /// few seconds; the programs ignore expired entries anyway).
     fn ct_gc(&mut self) {
@@ -891,6 +948,7 @@ impl Agent {
             return;
         }
         self.ct_gc_at = Some(std::time::Instant::now());
+        self.lb_housekeeping();
         // Entries are keyed by routing domain: a domain without local
         // ports left has no flows here any more.
         let domains: std::collections::HashSet<u32> =
@@ -990,6 +1048,7 @@ impl Agent {
             }
             prov.remote.insert(k.clone(), keys);
         }
+        let members = tables::lb_members(&self.desired, &doms);
         let mut new_ports = Vec::new();
         for k in &self.dirty_ports {
             let old = prov.ports.remove(k);
@@ -1009,7 +1068,16 @@ impl Agent {
                             slot.unwrap_or(0),
                             pols.get(&p.id).copied().unwrap_or_default(),
                         )
-                        .map(|part| (part, slot.is_none()))
+                        .map(|mut part| {
+                            let key = dataplane_common::EpKey {
+                                domain: part.info.domain,
+                                ip: part.info.ipv4,
+                            };
+                            if members.contains(&key) {
+                                part.info.flags |= dataplane_common::PORT_F_LB_MEMBER;
+                            }
+                            (part, slot.is_none())
+                        })
                     }),
                 _ => None,
             };
@@ -1245,6 +1313,8 @@ impl Agent {
         let mut error = None;
         // Until the first snapshot the adopted tables stay as they are.
         if self.have_snapshot {
+            // Listeners before their VIPs appear.
+            self.sync_lb();
             let diff = want.diff(&self.have);
             if !diff.is_empty() {
                 match self.dp.apply(&diff) {

@@ -221,6 +221,54 @@ pub struct BandwidthLimit {
     pub max_burst_kbps: u64,
 }
 
+/// A load balancer, on every host with ports in its VIP's routing domain
+/// (clients are balanced on their own host): its VIP and, per listener,
+/// the members that may take connections.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerEntry {
+    pub id: String,
+    /// The VIP port's network (its VNI and routing domain) and MAC.
+    pub vip_network_id: String,
+    pub vip_address: String,
+    pub vip_mac: String,
+    pub admin_state_up: bool,
+    /// Sorted by id.
+    pub listeners: Vec<ListenerEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEntry {
+    pub id: String,
+    /// `TCP` or `UDP`.
+    pub protocol: String,
+    pub protocol_port: u16,
+    /// A connection idle this long is forgotten (seconds).
+    pub idle_timeout_s: u32,
+    /// How long connections to a removed or disabled member go on
+    /// (seconds).
+    pub drain_timeout_s: u32,
+    /// Session persistence by source address.
+    pub source_ip: bool,
+    /// The default pool.
+    pub pool_id: Option<String>,
+    /// The default pool's members, sorted by id (none: every connection
+    /// is refused).
+    pub members: Vec<MemberEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    pub id: String,
+    pub address: String,
+    pub protocol_port: u16,
+    pub weight: u16,
+    pub backup: bool,
+    /// `active` (takes new connections), `draining` (admin down or weight
+    /// 0: existing connections go on until the drain timeout), `down`
+    /// (failed its health check: existing connections are reset).
+    pub state: String,
+}
+
 /// A port on another host that local ports may talk to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteEntry {
@@ -252,6 +300,7 @@ pub enum Entry {
     SgMember(SgMemberEntry),
     FloatingIp(FloatingIpEntry),
     Snat(SnatEntry),
+    LoadBalancer(LoadBalancerEntry),
 }
 
 impl Entry {
@@ -266,6 +315,7 @@ impl Entry {
             Entry::SgMember(m) => format!("sgmember/{}/{}", m.group_id, m.port_id),
             Entry::FloatingIp(f) => format!("fip/{}", f.id),
             Entry::Snat(n) => format!("snat/{}", n.router_id),
+            Entry::LoadBalancer(l) => format!("lb/{}", l.id),
         }
     }
 }
@@ -820,6 +870,15 @@ fn mentions(e: &Entry) -> Vec<&str> {
             v
         }
         Entry::Snat(n) => vec![n.router_id.as_str(), n.host.as_str()],
+        Entry::LoadBalancer(l) => {
+            let mut v = vec![l.id.as_str(), l.vip_network_id.as_str()];
+            for x in &l.listeners {
+                v.push(x.id.as_str());
+                v.extend(x.pool_id.as_deref());
+                v.extend(x.members.iter().map(|m| m.id.as_str()));
+            }
+            v
+        }
     }
 }
 

@@ -28,6 +28,8 @@ use dataplane_common::{
 };
 use ipnetwork::Ipv4Network;
 
+mod lb;
+
 use crate::tables::{Diff, Tables};
 use thiserror::Error;
 

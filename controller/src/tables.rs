@@ -16,9 +16,9 @@ use std::net::Ipv4Addr;
 use dataplane_common::{
     AllowedMac, EipEntry, EipOut, Endpoint, EpKey, MacKey, PortInfo, QosBucket, QosKey, Route,
     SnatRouter, VniInfo, DIR_EGRESS, DIR_INGRESS, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER,
-    EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, MACS_DOWN, PORT_F_ADMIN_UP,
-    PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL, ROUTE_NEXTHOP,
-    VNI_F_EXTERNAL, VNI_F_SNAT,
+    EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, EP_VIP, MACS_DOWN,
+    PORT_F_ADMIN_UP, PORT_F_LB_MEMBER, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED,
+    ROUTE_EXTERNAL, ROUTE_NEXTHOP, VNI_F_EXTERNAL, VNI_F_SNAT,
 };
 use ipnetwork::Ipv4Network;
 
@@ -233,6 +233,30 @@ pub fn remote_endpoints(
             )
         })
         .collect()
+}
+
+/// The (domain, address) of every load balancer member: a local port
+/// with one of these addresses gets `PORT_F_LB_MEMBER`.
+pub fn lb_members(
+    desired: &BTreeMap<String, Entry>,
+    doms: &BTreeMap<String, u32>,
+) -> BTreeSet<EpKey> {
+    let mut out = BTreeSet::new();
+    for e in desired.values() {
+        let Entry::LoadBalancer(l) = e else { continue };
+        let Some(&domain) = doms.get(&l.vip_network_id) else {
+            continue;
+        };
+        for m in l.listeners.iter().flat_map(|x| &x.members) {
+            if let Some(ip) = ip4(&m.address) {
+                out.insert(EpKey {
+                    domain,
+                    ip: ip.octets(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Builds the tables. `tap_ifindex`: the ifindex of an attached, working
@@ -547,6 +571,51 @@ pub fn build_parts(
         // Local ports win over a remote claim of the same address.
         t.endpoints.extend(part.endpoints.iter().copied());
         prov.ports.insert(e.key(), part);
+    }
+    // Load balancers: their VIPs, and the local ports that are members
+    // (their packets to local ports may be replies to translate back).
+    let members = lb_members(desired, &doms);
+    for info in t.ports.values_mut() {
+        if members.contains(&EpKey {
+            domain: info.domain,
+            ip: info.ipv4,
+        }) {
+            info.flags |= PORT_F_LB_MEMBER;
+        }
+    }
+    for e in desired.values() {
+        let Entry::LoadBalancer(l) = e else { continue };
+        let (Some(&domain), Some(n), Some(vip), Some(mac)) = (
+            doms.get(&l.vip_network_id),
+            nets.get(l.vip_network_id.as_str()),
+            ip4(&l.vip_address),
+            parse_mac(&l.vip_mac),
+        ) else {
+            continue;
+        };
+        let gw_mac = n
+            .subnets
+            .iter()
+            .find(|s| s.cidr.parse::<Ipv4Network>().is_ok_and(|c| c.contains(vip)))
+            .and_then(|s| s.gateway_mac.as_deref())
+            .and_then(parse_mac)
+            .unwrap_or([0; 6]);
+        t.endpoints.insert(
+            EpKey {
+                domain,
+                ip: vip.octets(),
+            },
+            Endpoint {
+                mac,
+                gw_mac,
+                kind: EP_VIP,
+                flags: 0,
+                mtu: n.mtu as u16,
+                vni: n.vni,
+                ifindex: 0,
+                underlay: [0; 4],
+            },
+        );
     }
     // Elastic IPs.
     for e in desired.values() {

@@ -52,7 +52,8 @@ static LB_BACKENDS: Array<LbBackend> = Array::with_max_entries(maps::LB_BACKENDS
 static LB_MAGLEV: Array<u32> = Array::with_max_entries(maps::LB_MAGLEV_MAX, 0);
 
 #[map(name = "LB_FLOWS")]
-static LB_FLOWS: LruHashMap<LbFlowKey, LbFlow> = LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
+static LB_FLOWS: LruHashMap<LbFlowKey, LbFlow> =
+    LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
 
 #[map(name = "LB_REV")]
 static LB_REV: LruHashMap<LbFlowKey, LbRev> = LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);

@@ -23,11 +23,11 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     maps::{NEXTHOP_TTL_NS, TAIL_EXTERNAL, TAIL_LB, TAIL_LB_REPLY},
-    DropReason, EipEntry, Endpoint, HostInfo, MacKey, NextHop, NextHopKey,
-    PortInfo, DIR_EGRESS, DIR_INGRESS, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER,
-    EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, EP_VIP, HOST_F_GATEWAY,
-    HOST_F_LB, MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_LB_MEMBER, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL, ROUTE_NEXTHOP,
-    VNI_F_EXTERNAL, VNI_F_SNAT, VXLAN_OVERHEAD, VXLAN_PORT,
+    DropReason, EipEntry, Endpoint, HostInfo, MacKey, NextHop, NextHopKey, PortInfo, DIR_EGRESS,
+    DIR_INGRESS, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN,
+    EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, EP_VIP, HOST_F_GATEWAY, HOST_F_LB, MACS_DOWN,
+    PORT_F_ADMIN_UP, PORT_F_LB_MEMBER, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL,
+    ROUTE_NEXTHOP, VNI_F_EXTERNAL, VNI_F_SNAT, VXLAN_OVERHEAD, VXLAN_PORT,
 };
 
 use crate::{
@@ -585,7 +585,13 @@ fn route_step<C: Pkt>(
             }
             return step_drop(sc, DropReason::TooBig);
         }
-        step(sc, STEP_DELIVER, deliver_how(port, ep), 0, DropReason::TooBig);
+        step(
+            sc,
+            STEP_DELIVER,
+            deliver_how(port, ep),
+            0,
+            DropReason::TooBig,
+        );
         return Some(ep);
     }
     // Routed in the VPC.

@@ -1127,6 +1127,8 @@ pub struct ProgramTester {
     slots: BTreeMap<u32, u32>,
     net: Option<TestNet>,
     policies: strato::policy::Policies,
+    /// The load balancer's numbering, as the agent keeps it.
+    pub lb: strato::lbmaps::LbState,
 }
 
 /// `struct xdp_md` for BPF_PROG_TEST_RUN: data, data_end, data_meta,
@@ -1150,6 +1152,7 @@ impl ProgramTester {
             dp,
             slots: BTreeMap::new(),
             net: None,
+            lb: strato::lbmaps::LbState::default(),
             policies: {
                 let mut p = strato::policy::Policies::default();
                 p.start_after(0, 0);
@@ -1283,6 +1286,16 @@ impl ProgramTester {
             self.dp.policy_apply(ops).expect("write a policy");
         }
         let pols = self.policies.port_policies(&entries);
+        // Load balancers with the agent's code, before their VIPs appear.
+        let lbs = entries.values().filter_map(|e| match e {
+            Entry::LoadBalancer(l) => Some(l),
+            _ => None,
+        });
+        let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries));
+        let ops = self.lb.sync(&specs, strato::dataplane::coarse_now_ns());
+        self.dp
+            .lb_apply(&ops)
+            .expect("write the load balancer tables");
         let want = tables::build(
             &entries,
             &|tap| taps.get(tap).copied(),

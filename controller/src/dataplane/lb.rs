@@ -1,0 +1,204 @@
+//! The load balancer's maps: writes from [`LbOps`], and what the agent
+//! reads back (connections for access logs and gauges, counters).
+
+use std::collections::BTreeMap;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
+use dataplane_common::{
+    maps, LbBackend, LbFlow, LbFlowKey, LbRev, LbService, LbServiceKey, LbStats,
+};
+
+use super::{map_err, Dataplane, DataplaneError};
+use crate::lbmaps::LbOps;
+
+fn lb_zeroes(name: &'static str) -> Result<PerCpuValues<LbStats>, DataplaneError> {
+    let n = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Map {
+        name,
+        source: format!("{what}: {e}").into(),
+    })?;
+    PerCpuValues::try_from(vec![LbStats::default(); n]).map_err(|e| DataplaneError::Map {
+        name,
+        source: Box::new(e),
+    })
+}
+
+impl Dataplane {
+    /// Applies load balancer writes in their order (see `lbmaps`).
+    pub fn lb_apply(&mut self, ops: &LbOps) -> Result<(), DataplaneError> {
+        {
+            let name = maps::LB_MAGLEV;
+            let mut m: Array<&mut MapData, u32> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            for (off, table) in &ops.tables {
+                for (i, id) in table.iter().enumerate() {
+                    m.set(off + i as u32, id, 0).map_err(map_err(name))?;
+                }
+            }
+        }
+        for (name, ids) in [
+            (maps::LB_SERVICE_STATS, &ops.new_services),
+            (maps::LB_BACKEND_STATS, &ops.new_backends),
+        ] {
+            let mut m: PerCpuArray<&mut MapData, LbStats> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            for id in ids {
+                m.set(*id, lb_zeroes(name)?, 0).map_err(map_err(name))?;
+            }
+        }
+        {
+            let name = maps::LB_BACKENDS;
+            let mut m: Array<&mut MapData, LbBackend> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            for (id, b) in &ops.backends {
+                m.set(*id, b, 0).map_err(map_err(name))?;
+            }
+        }
+        {
+            let name = maps::LB_SERVICES;
+            let mut m: BpfHashMap<&mut MapData, LbServiceKey, LbService> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            for (k, v) in &ops.services {
+                m.insert(k, v, 0).map_err(map_err(name))?;
+            }
+            for k in &ops.service_deletes {
+                match m.remove(k) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err(name)(e)),
+                }
+            }
+        }
+        if !ops.released.is_empty() {
+            self.lb_forget(&ops.released)?;
+        }
+        Ok(())
+    }
+
+    /// Empties the services, backends and connections (an agent starting
+    /// hands out its own numbers).
+    pub fn lb_clear(&mut self) -> Result<(), DataplaneError> {
+        {
+            let name = maps::LB_SERVICES;
+            let mut m: BpfHashMap<&mut MapData, LbServiceKey, LbService> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            let keys: Vec<_> = m.keys().filter_map(Result::ok).collect();
+            for k in &keys {
+                let _ = m.remove(k);
+            }
+        }
+        for name in [maps::LB_FLOWS, maps::LB_REV] {
+            let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbFlow> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            let keys: Vec<_> = m.keys().filter_map(Result::ok).collect();
+            for k in &keys {
+                let _ = m.remove(k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the connections of these backends from `LB_FLOWS` and
+    /// `LB_REV` (before their numbers are handed out again).
+    pub fn lb_forget(&mut self, backends: &[u32]) -> Result<(), DataplaneError> {
+        let gone: std::collections::BTreeSet<u32> = backends.iter().copied().collect();
+        let name = maps::LB_FLOWS;
+        let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbFlow> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        let dead: Vec<LbFlowKey> = m
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| gone.contains(&v.backend))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead {
+            let _ = m.remove(k);
+        }
+        let name = maps::LB_REV;
+        let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbRev> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        let dead: Vec<LbFlowKey> = m
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| gone.contains(&v.backend))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead {
+            let _ = m.remove(k);
+        }
+        Ok(())
+    }
+
+    /// Every balanced connection: client -> VIP.
+    pub fn lb_flows(&self) -> Result<Vec<(LbFlowKey, LbFlow)>, DataplaneError> {
+        let name = maps::LB_FLOWS;
+        let m: BpfHashMap<&MapData, LbFlowKey, LbFlow> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Every reply translation: (client, backend) -> VIP.
+    pub fn lb_replies(&self) -> Result<Vec<(LbFlowKey, LbRev)>, DataplaneError> {
+        let name = maps::LB_REV;
+        let m: BpfHashMap<&MapData, LbFlowKey, LbRev> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Removes connections idle past `idle_ns` (each service's own
+    /// timeout is enforced by the program; this only frees the entries).
+    /// Returns how many went.
+    pub fn lb_gc(&mut self, now_ns: u64, idle_ns: u64) -> Result<u64, DataplaneError> {
+        let mut n = 0;
+        let name = maps::LB_FLOWS;
+        let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbFlow> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        let dead: Vec<LbFlowKey> = m
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| now_ns.saturating_sub(v.last_seen_ns) > idle_ns)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead {
+            n += m.remove(k).is_ok() as u64;
+        }
+        let name = maps::LB_REV;
+        let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbRev> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        let dead: Vec<LbFlowKey> = m
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| now_ns.saturating_sub(v.last_seen_ns) > idle_ns)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &dead {
+            let _ = m.remove(k);
+        }
+        Ok(n)
+    }
+
+    /// Counters of these service (`backends`: backend) numbers, summed
+    /// over CPUs.
+    pub fn lb_stats(
+        &self,
+        ids: impl IntoIterator<Item = u32>,
+        backends: bool,
+    ) -> Result<BTreeMap<u32, LbStats>, DataplaneError> {
+        let name = if backends {
+            maps::LB_BACKEND_STATS
+        } else {
+            maps::LB_SERVICE_STATS
+        };
+        let m: PerCpuArray<&MapData, LbStats> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        let mut out = BTreeMap::new();
+        for id in ids {
+            let mut sum = LbStats::default();
+            if let Ok(v) = m.get(&id, 0) {
+                for s in v.iter() {
+                    sum.add(s);
+                }
+            }
+            out.insert(id, sum);
+        }
+        Ok(out)
+    }
+}
