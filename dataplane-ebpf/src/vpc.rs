@@ -447,7 +447,7 @@ fn ipv4<C: Pkt, const TRACE: bool>(
     }
     // To a load balancer's VIP: translated to a backend by the tail, then
     // through this pipeline again (security groups see the backend).
-    if st[1] & DELIVER_LB != 0 {
+    if st[0] == STEP_DELIVER && st[1] & DELIVER_LB != 0 {
         return Verdict::Tail(TAIL_LB);
     }
     // Security groups, once every earlier check passed: the sender's
