@@ -25,6 +25,7 @@ pub mod error;
 pub mod hosts;
 pub mod identity;
 pub mod lbmaps;
+pub mod lbprobe;
 pub mod model;
 pub mod network;
 pub mod policy;

@@ -1,0 +1,644 @@
+//! Health checks of load balancer members, run by the agent of the host
+//! where each member's port is (so a check never crosses an AZ).
+//!
+//! A check is a handful of frames written straight onto the member's tap
+//! from its subnet's gateway address (the one address every VM reaches
+//! on-link), with a source port in [`PROBE_PORTS`] (outside Linux's
+//! ephemeral range, so replies are told apart by a socket filter): the
+//! VM's answer is read by an AF_PACKET socket, which sees a VM's frames
+//! before the port's TC program.
+//! - `TCP`: SYN; a SYN-ACK is up (answered with a reset), a reset or
+//!   silence is down.
+//! - `HTTP`: the handshake, then `<method> <path> HTTP/1.0`; up when the
+//!   status is one of `expected_codes`.
+//! - `PING`: an ICMP echo; the reply is up.
+//! - `UDP-CONNECT`: a datagram; an ICMP port unreachable is down, silence
+//!   up (Octavia's meaning).
+//!
+//! A member goes up after `max_retries` successes in a row and down after
+//! `max_retries_down` failures in a row (its first result counts at once
+//! when it is a success). Changes are handed to a callback, which reports
+//! them to the controller.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    mem::{size_of, zeroed},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+/// Source ports of checks (and so destination ports of the answers).
+pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 61_000..=61_999;
+/// ICMP echo identifier of checks.
+const PING_ID: u16 = 0x5354;
+
+/// What a check sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Ping,
+    Tcp,
+    UdpConnect,
+    Http {
+        method: String,
+        path: String,
+        /// Inclusive ranges of healthy statuses.
+        expected: Vec<(u16, u16)>,
+    },
+}
+
+/// Octavia's `expected_codes` (`200`, `200,202`, `200-204`) as ranges;
+/// `None` when malformed.
+pub fn parse_expected(s: &str) -> Option<Vec<(u16, u16)>> {
+    s.split(',')
+        .map(|p| {
+            let p = p.trim();
+            match p.split_once('-') {
+                Some((a, b)) => Some((a.trim().parse().ok()?, b.trim().parse().ok()?)),
+                None => {
+                    let c = p.parse().ok()?;
+                    Some((c, c))
+                }
+            }
+        })
+        .collect()
+}
+
+/// One member to check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub member_id: String,
+    /// The member port's tap.
+    pub ifindex: u32,
+    /// Its subnet's gateway: the check's source.
+    pub src_ip: [u8; 4],
+    pub src_mac: [u8; 6],
+    pub dst_ip: [u8; 4],
+    pub dst_mac: [u8; 6],
+    pub port: u16,
+    pub kind: Kind,
+    pub delay: Duration,
+    pub timeout: Duration,
+    pub max_retries: u8,
+    pub max_retries_down: u8,
+}
+
+/// Where a check is.
+#[derive(Debug)]
+enum Flight {
+    /// SYN sent (TCP, HTTP) with this sequence number.
+    Syn { seq: u32 },
+    /// HTTP request sent; the response's first segment is awaited.
+    Request,
+    /// Echo request sent with this sequence number.
+    Echo { seq: u16 },
+    /// Datagram sent; an unreachable within the timeout is a failure.
+    Datagram,
+}
+
+#[derive(Debug)]
+struct Check {
+    target: Target,
+    sport: u16,
+    next: Instant,
+    flight: Option<(Flight, Instant)>,
+    ok_run: u32,
+    fail_run: u32,
+    up: Option<bool>,
+}
+
+/// The checker thread's handle: give it targets, stop it on drop.
+pub struct Prober {
+    targets: Arc<Mutex<Vec<Target>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Prober {
+    /// Opens the socket and starts the thread; `report` gets every
+    /// member's state whenever one changes (and every 10 s).
+    pub fn spawn(report: Box<dyn Fn(Vec<(String, bool)>) + Send>) -> io::Result<Prober> {
+        let sock = Socket::open()?;
+        let targets: Arc<Mutex<Vec<Target>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (t, s) = (targets.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("lb-health".into())
+            .spawn(move || run(sock, t, s, report))?;
+        Ok(Prober { targets, stop })
+    }
+
+    /// The members to check from now on.
+    pub fn set(&self, targets: Vec<Target>) {
+        *self.targets.lock().expect("targets lock poisoned") = targets;
+    }
+}
+
+fn run(
+    sock: Socket,
+    targets: Arc<Mutex<Vec<Target>>>,
+    stop: Arc<AtomicBool>,
+    report: Box<dyn Fn(Vec<(String, bool)>) + Send>,
+) {
+    let mut checks: BTreeMap<String, Check> = BTreeMap::new();
+    let mut buf = vec![0u8; 4096];
+    let mut last_report = Instant::now();
+    let mut next_port = *PROBE_PORTS.start();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        // Targets: new ones start after a spread of their delay, changed
+        // ones start over.
+        {
+            let want = targets.lock().expect("targets lock poisoned").clone();
+            checks.retain(|k, c| want.iter().any(|t| &t.member_id == k && *t == c.target));
+            for (i, t) in want.into_iter().enumerate() {
+                if checks.contains_key(&t.member_id) {
+                    continue;
+                }
+                let sport = next_port;
+                next_port = if next_port >= *PROBE_PORTS.end() {
+                    *PROBE_PORTS.start()
+                } else {
+                    next_port + 1
+                };
+                checks.insert(
+                    t.member_id.clone(),
+                    Check {
+                        next: now + Duration::from_millis(50 * (i as u64 % 20)),
+                        target: t,
+                        sport,
+                        flight: None,
+                        ok_run: 0,
+                        fail_run: 0,
+                        up: None,
+                    },
+                );
+            }
+        }
+        let mut changed = false;
+        for c in checks.values_mut() {
+            if let Some((_, deadline)) = &c.flight {
+                if now >= *deadline {
+                    // Silence: a datagram not refused is up.
+                    let ok = matches!(c.flight, Some((Flight::Datagram, _)));
+                    c.flight = None;
+                    changed |= c.result(ok);
+                }
+            }
+            if c.flight.is_none() && now >= c.next {
+                c.next = now + c.target.delay;
+                match c.send_first(&sock) {
+                    Ok(f) => c.flight = Some((f, now + c.target.timeout)),
+                    Err(e) => {
+                        tracing::debug!(member = %c.target.member_id, error = %e, "health check not sent");
+                        changed |= c.result(false);
+                    }
+                }
+            }
+        }
+        // Answers, for up to 20 ms.
+        let until = Instant::now() + Duration::from_millis(20);
+        while Instant::now() < until {
+            let Some((len, ifindex)) = sock.recv(&mut buf) else {
+                break;
+            };
+            let frame = &buf[..len.min(buf.len())];
+            for c in checks.values_mut() {
+                if c.target.ifindex != ifindex || c.flight.is_none() {
+                    continue;
+                }
+                if let Some(ok) = c.answer(&sock, frame) {
+                    c.flight = None;
+                    changed |= c.result(ok);
+                }
+            }
+        }
+        if changed || last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            let states: Vec<(String, bool)> = checks
+                .iter()
+                .filter_map(|(k, c)| c.up.map(|u| (k.clone(), u)))
+                .collect();
+            if !states.is_empty() || changed {
+                report(states);
+            }
+        }
+    }
+}
+
+impl Check {
+    /// Counts a result; true when the member's state changed.
+    fn result(&mut self, ok: bool) -> bool {
+        let before = self.up;
+        if ok {
+            self.fail_run = 0;
+            self.ok_run += 1;
+            if self.up.is_none() || self.ok_run >= self.target.max_retries.max(1) as u32 {
+                self.up = Some(true);
+            }
+        } else {
+            self.ok_run = 0;
+            self.fail_run += 1;
+            if self.fail_run >= self.target.max_retries_down.max(1) as u32 {
+                self.up = Some(false);
+            }
+        }
+        if before != self.up {
+            tracing::info!(
+                member = %self.target.member_id,
+                up = self.up.unwrap_or(false),
+                "member health changed"
+            );
+        }
+        before != self.up
+    }
+
+    fn builder(&self) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+        let t = &self.target;
+        PacketBuilder::ethernet2(t.src_mac, t.dst_mac).ipv4(t.src_ip, t.dst_ip, 64)
+    }
+
+    fn send_first(&mut self, sock: &Socket) -> io::Result<Flight> {
+        let t = self.target.clone();
+        let mut frame = Vec::new();
+        let flight = match &t.kind {
+            Kind::Tcp | Kind::Http { .. } => {
+                let seq: u32 = rand_u32();
+                self.builder()
+                    .tcp(self.sport, t.port, seq, 64240)
+                    .syn()
+                    .write(&mut frame, &[])
+                    .map_err(io::Error::other)?;
+                Flight::Syn { seq }
+            }
+            Kind::Ping => {
+                let seq = (rand_u32() & 0xffff) as u16;
+                self.builder()
+                    .icmpv4_echo_request(PING_ID, seq)
+                    .write(&mut frame, b"strato health check")
+                    .map_err(io::Error::other)?;
+                Flight::Echo { seq }
+            }
+            Kind::UdpConnect => {
+                self.builder()
+                    .udp(self.sport, t.port)
+                    .write(&mut frame, b"strato health check")
+                    .map_err(io::Error::other)?;
+                Flight::Datagram
+            }
+        };
+        sock.send(t.ifindex, &frame)?;
+        Ok(flight)
+    }
+
+    /// The frame's verdict on the check in flight, if it is its answer.
+    fn answer(&mut self, sock: &Socket, frame: &[u8]) -> Option<bool> {
+        let p = SlicedPacket::from_ethernet(frame).ok()?;
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            return None;
+        };
+        let h = ip.header();
+        if h.destination() != self.target.src_ip {
+            return None;
+        }
+        let from_member = h.source() == self.target.dst_ip;
+        let (flight, _) = self.flight.as_ref()?;
+        match (&p.transport, flight) {
+            (Some(TransportSlice::Tcp(tcp)), Flight::Syn { seq }) if from_member => {
+                if tcp.source_port() != self.target.port || tcp.destination_port() != self.sport {
+                    return None;
+                }
+                if tcp.rst() {
+                    return Some(false);
+                }
+                if !(tcp.syn() && tcp.ack() && tcp.acknowledgment_number() == seq.wrapping_add(1)) {
+                    return None;
+                }
+                let (ours, theirs) = (seq.wrapping_add(1), tcp.sequence_number().wrapping_add(1));
+                match self.target.kind.clone() {
+                    Kind::Http { method, path, .. } => {
+                        let req = format!(
+                            "{method} {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: strato-health-check\r\n\r\n",
+                            std::net::Ipv4Addr::from(self.target.dst_ip)
+                        );
+                        let mut f = Vec::new();
+                        let ok = self
+                            .builder()
+                            .tcp(self.sport, self.target.port, ours, 64240)
+                            .ack(theirs)
+                            .psh()
+                            .write(&mut f, req.as_bytes())
+                            .is_ok()
+                            && sock.send(self.target.ifindex, &f).is_ok();
+                        if !ok {
+                            return Some(false);
+                        }
+                        if let Some((fl, _)) = self.flight.as_mut() {
+                            *fl = Flight::Request;
+                        }
+                        None
+                    }
+                    _ => {
+                        self.reset(sock, ours);
+                        Some(true)
+                    }
+                }
+            }
+            (Some(TransportSlice::Tcp(tcp)), Flight::Request) if from_member => {
+                if tcp.source_port() != self.target.port || tcp.destination_port() != self.sport {
+                    return None;
+                }
+                if tcp.rst() {
+                    return Some(false);
+                }
+                let body = tcp.payload();
+                if body.is_empty() {
+                    return None;
+                }
+                self.reset(sock, tcp.acknowledgment_number());
+                let Kind::Http { expected, .. } = &self.target.kind else {
+                    return Some(false);
+                };
+                Some(http_status(body).is_some_and(|c| expected.iter().any(|(a, b)| (*a..=*b).contains(&c))))
+            }
+            (Some(TransportSlice::Icmpv4(icmp)), Flight::Echo { seq }) if from_member => {
+                match icmp.icmp_type() {
+                    etherparse::Icmpv4Type::EchoReply(e) if e.id == PING_ID && e.seq == *seq => {
+                        Some(true)
+                    }
+                    _ => None,
+                }
+            }
+            (Some(TransportSlice::Icmpv4(icmp)), Flight::Datagram) => {
+                // An unreachable quoting our datagram (IPv4 header, then
+                // the UDP source port).
+                let etherparse::Icmpv4Type::DestinationUnreachable(_) = icmp.icmp_type() else {
+                    return None;
+                };
+                let q = icmp.payload();
+                let ihl = (*q.first()? as usize & 0x0f) * 4;
+                let sport = u16::from_be_bytes([*q.get(ihl)?, *q.get(ihl + 1)?]);
+                let dst: [u8; 4] = q.get(16..20)?.try_into().ok()?;
+                (sport == self.sport && dst == self.target.dst_ip).then_some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// Ends a check connection (the member must not keep it open).
+    fn reset(&self, sock: &Socket, seq: u32) {
+        let mut f = Vec::new();
+        if self
+            .builder()
+            .tcp(self.sport, self.target.port, seq, 0)
+            .rst()
+            .write(&mut f, &[])
+            .is_ok()
+        {
+            let _ = sock.send(self.target.ifindex, &f);
+        }
+    }
+}
+
+/// The status code of an HTTP response's first line.
+fn http_status(body: &[u8]) -> Option<u16> {
+    let line = body.split(|&b| b == b'\r' || b == b'\n').next()?;
+    let s = std::str::from_utf8(line).ok()?;
+    let mut parts = s.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        return t ^ 0x9e37_79b9;
+    }
+    u32::from_ne_bytes(b)
+}
+
+/// One AF_PACKET socket on every interface, seeing only what may answer a
+/// check: TCP or UDP to a [`PROBE_PORTS`] port, and ICMP.
+struct Socket {
+    fd: OwnedFd,
+}
+
+fn sock_filter() -> [libc::sock_filter; 14] {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let (lo, hi) = (*PROBE_PORTS.start() as u32, *PROBE_PORTS.end() as u32);
+    [
+        op(0x28, 0, 0, 12),        // ldh [12]           ethertype
+        op(0x15, 0, 10, 0x0800),   // jeq #IPv4          else drop
+        op(0x30, 0, 0, 23),        // ldb [23]           protocol
+        op(0x15, 9, 0, 1),         // jeq #ICMP          accept
+        op(0x15, 1, 0, 6),         // jeq #TCP           -> ports
+        op(0x15, 0, 6, 17),        // jeq #UDP           else drop
+        op(0x28, 0, 0, 20),        // ldh [20]           flags+fragment
+        op(0x45, 4, 0, 0x1fff),    // jset #0x1fff       later fragment: drop
+        op(0xb1, 0, 0, 14),        // ldxb 4*([14]&0xf)  IP header length
+        op(0x48, 0, 0, 16),        // ldh [x + 16]       destination port
+        op(0x35, 0, 1, lo),        // jge #lo            else drop
+        op(0x25, 0, 1, hi),        // jgt #hi            drop, else accept
+        op(0x06, 0, 0, 0),         // ret #0             drop
+        op(0x06, 0, 0, 0x0004_0000), // ret #262144      accept
+    ]
+}
+
+impl Socket {
+    fn open() -> io::Result<Socket> {
+        // SAFETY: plain syscall without pointers.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut prog = sock_filter();
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_mut_ptr(),
+        };
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)?;
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 5_000,
+        };
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
+        let addr = link_addr(0, None);
+        // SAFETY: a valid sockaddr_ll and its size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Socket { fd })
+    }
+
+    fn send(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+        let addr = link_addr(ifindex as i32, Some(frame_dst(frame)));
+        // SAFETY: `frame` is readable for its length; `addr` a valid sockaddr_ll.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// One incoming frame (length, ifindex); `None` on timeout, our own
+    /// outgoing frames and errors.
+    fn recv(&self, buf: &mut [u8]) -> Option<(usize, u32)> {
+        let mut addr = link_addr(0, None);
+        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `buf` writable for its length; `addr`/`len` a writable sockaddr_ll.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_TRUNC,
+                (&mut addr as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        };
+        if n < 0 || addr.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            return None;
+        }
+        Some((n as usize, addr.sll_ifindex as u32))
+    }
+}
+
+fn frame_dst(frame: &[u8]) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    if frame.len() >= 6 {
+        m.copy_from_slice(&frame[..6]);
+    }
+    m
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live T and the length is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn link_addr(ifindex: i32, mac: Option<[u8; 6]>) -> libc::sockaddr_ll {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+    let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+    addr.sll_ifindex = ifindex;
+    if let Some(mac) = mac {
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&mac);
+    }
+    addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_codes_as_octavia_writes_them() {
+        assert_eq!(parse_expected("200"), Some(vec![(200, 200)]));
+        assert_eq!(
+            parse_expected("200,202"),
+            Some(vec![(200, 200), (202, 202)])
+        );
+        assert_eq!(parse_expected("200-204"), Some(vec![(200, 204)]));
+        assert_eq!(parse_expected("20x"), None);
+        assert_eq!(parse_expected(""), None);
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(http_status(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(http_status(b"HTTP/1.0 500 x"), Some(500));
+        assert_eq!(http_status(b"SSH-2.0-OpenSSH"), None);
+        assert_eq!(http_status(b""), None);
+    }
+
+    fn check(retries: u8, down: u8) -> Check {
+        Check {
+            target: Target {
+                member_id: "m".into(),
+                ifindex: 1,
+                src_ip: [10, 0, 0, 1],
+                src_mac: [2; 6],
+                dst_ip: [10, 0, 0, 5],
+                dst_mac: [4; 6],
+                port: 80,
+                kind: Kind::Tcp,
+                delay: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                max_retries: retries,
+                max_retries_down: down,
+            },
+            sport: 61_000,
+            next: Instant::now(),
+            flight: None,
+            ok_run: 0,
+            fail_run: 0,
+            up: None,
+        }
+    }
+
+    #[test]
+    fn retries_decide_up_and_down() {
+        let mut c = check(2, 3);
+        assert!(c.result(true), "a first success counts at once");
+        assert_eq!(c.up, Some(true));
+        assert!(!c.result(false));
+        assert!(!c.result(false));
+        assert!(c.result(false), "down after three failures in a row");
+        assert_eq!(c.up, Some(false));
+        assert!(!c.result(true), "one success is not enough to come back");
+        assert!(!c.result(false));
+        assert!(!c.result(true));
+        assert!(c.result(true), "two in a row are");
+        assert_eq!(c.up, Some(true));
+    }
+}
