@@ -24,6 +24,7 @@ pub mod dhcp;
 pub mod error;
 pub mod hosts;
 pub mod identity;
+pub mod lbaas;
 pub mod model;
 pub mod network;
 pub mod policy;
