@@ -78,8 +78,12 @@ trait Resource: Send + Sync + 'static {
     fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>>;
     fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError>;
     fn create(s: &Desired, a: &Auth, body: &Value) -> Result<(Vec<Change>, String), ApiError>;
-    fn update(s: &Desired, a: &Auth, id: &str, body: &Value)
-        -> Result<(Vec<Change>, String), ApiError>;
+    fn update(
+        s: &Desired,
+        a: &Auth,
+        id: &str,
+        body: &Value,
+    ) -> Result<(Vec<Change>, String), ApiError>;
     fn delete(
         s: &Desired,
         a: &Auth,
@@ -284,7 +288,11 @@ fn list_body(
     let q = normalise_query(q)?;
     let mut body = network::list_response(many, items, &q, &app.config.public_url, attrs)?;
     let key = format!("{many}_links");
-    match body.get_mut(&key).and_then(|l| l.get_mut(0)).and_then(|l| l.get_mut("href")) {
+    match body
+        .get_mut(&key)
+        .and_then(|l| l.get_mut(0))
+        .and_then(|l| l.get_mut("href"))
+    {
         Some(Value::String(href)) => {
             *href = href.replacen(
                 &format!("{}/v2.0/{many}?", app.config.public_url),
@@ -358,7 +366,10 @@ async fn update<R: Resource>(
         let body = json_body(body)?;
         let id = app.core.mutate(|s| R::update(s, &auth, &id, &body))?;
         let s = app.core.read();
-        Ok((StatusCode::OK, json!({ R::ONE: R::show(&app, &s, &auth, &id)? })))
+        Ok((
+            StatusCode::OK,
+            json!({ R::ONE: R::show(&app, &s, &auth, &id)? }),
+        ))
     })())
 }
 
@@ -493,11 +504,7 @@ async fn member_delete(
 
 // ------------------------------------------------------- status and stats
 
-async fn lb_status(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn lb_status(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         let s = app.core.read();
@@ -518,16 +525,15 @@ fn stats_body(c: Counters) -> Value {
     }})
 }
 
-async fn lb_stats(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn lb_stats(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         let s = app.core.read();
         lbaas::load_balancer(&s, &auth, &id)?;
-        Ok((StatusCode::OK, stats_body(app.lb_stats.load_balancer(&s, &id))))
+        Ok((
+            StatusCode::OK,
+            stats_body(app.lb_stats.load_balancer(&s, &id)),
+        ))
     })())
 }
 
@@ -625,7 +631,11 @@ async fn versions(State(app): State<Arc<App>>) -> Response {
 
 /// The API root of a version: its collections.
 async fn root(State(app): State<Arc<App>>, uri: Uri) -> Response {
-    let base = format!("{}{}", app.config.public_url, uri.path().trim_end_matches('/'));
+    let base = format!(
+        "{}{}",
+        app.config.public_url,
+        uri.path().trim_end_matches('/')
+    );
     let links: Vec<Value> = [
         "loadbalancers",
         "listeners",

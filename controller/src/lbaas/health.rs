@@ -32,11 +32,14 @@ use crate::{
     state::State,
 };
 
+/// What each host last said of one member: host -> (up, when reported).
+type MemberReports = HashMap<String, (bool, Instant)>;
+
 /// Member health as the hosts report it.
 #[derive(Default)]
 pub struct LbHealth {
-    /// member id -> host -> (up, when reported).
-    reports: Mutex<HashMap<String, HashMap<String, (bool, Instant)>>>,
+    /// member id -> its reports.
+    reports: Mutex<HashMap<String, MemberReports>>,
 }
 
 impl LbHealth {

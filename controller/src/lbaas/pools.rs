@@ -92,9 +92,11 @@ fn parse_persistence(v: &Value) -> Result<Option<SessionPersistence>, ApiError> 
         None | Some(Value::Null) => DEFAULT_PERSISTENCE_TIMEOUT,
         Some(t) => match t.as_u64() {
             Some(n) if n <= MAX_PERSISTENCE_TIMEOUT => n as u32,
-            _ => return Err(bad(format!(
+            _ => {
+                return Err(bad(format!(
                 "persistence_timeout must be an integer 0..={MAX_PERSISTENCE_TIMEOUT} (seconds)."
-            ))),
+            )))
+            }
         },
     };
     let granularity = match o.get("persistence_granularity") {
