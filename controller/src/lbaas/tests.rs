@@ -1299,3 +1299,35 @@ fn kinds_are_stored_and_deleted_like_the_others() {
         );
     }
 }
+
+#[test]
+fn a_member_subnet_stays_while_members_are_in_it() {
+    let f = fixture();
+    let (_, _, p) = f.stack();
+    // A second subnet on the VIP's network: routable, no port in it.
+    let s5 = run(&f.c, |s| {
+        subnets::create(
+            s,
+            &f.a,
+            &json!({"subnet": {"network_id": f.n1, "cidr": "10.0.5.0/24", "ip_version": 4}}),
+        )
+    })
+    .expect("subnet")
+    .meta
+    .id;
+    let m = f
+        .member(
+            &p,
+            json!({"address": "10.0.5.9", "protocol_port": 80, "subnet_id": s5}),
+        )
+        .expect("member on the VIP network")
+        .meta
+        .id;
+    refused(
+        run(&f.c, |s| subnets::delete(s, &f.a, &s5, None)),
+        409,
+        "load balancer member",
+    );
+    run(&f.c, |s| members::delete(s, &f.a, &p, &m)).expect("member deleted");
+    run(&f.c, |s| subnets::delete(s, &f.a, &s5, None)).expect("then the subnet goes");
+}
