@@ -3,7 +3,11 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::{hosts::Hosts, state::Core};
+use crate::{
+    hosts::Hosts,
+    lbaas::health::{LbHealth, LbStats},
+    state::Core,
+};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -25,6 +29,12 @@ pub struct App {
     pub config: Config,
     pub core: Core,
     pub hosts: Hosts,
+    /// Load-balancer member health as the agents report it (operating
+    /// status is derived from it, never stored).
+    pub lb_health: LbHealth,
+    /// Load-balancer traffic counters as the agents report them (the
+    /// latest report of each host).
+    pub lb_stats: LbStats,
     /// Becomes true when the controller is stopping: long-lived responses
     /// (configuration watches) end so the servers can drain.
     pub stopping: tokio::sync::watch::Sender<bool>,
@@ -36,6 +46,8 @@ impl App {
             config,
             core,
             hosts: Hosts::new(),
+            lb_health: LbHealth::new(),
+            lb_stats: LbStats::new(),
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }

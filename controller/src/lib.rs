@@ -24,6 +24,7 @@ pub mod dhcp;
 pub mod error;
 pub mod hosts;
 pub mod identity;
+pub mod lbaas;
 pub mod lbmaps;
 pub mod lbprobe;
 pub mod model;

@@ -25,10 +25,15 @@ pub enum Kind {
     SecurityGroupRule,
     FloatingIp,
     QosPolicy,
+    LoadBalancer,
+    Listener,
+    Pool,
+    Member,
+    HealthMonitor,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Project,
         Kind::User,
         Kind::Role,
@@ -44,6 +49,11 @@ impl Kind {
         Kind::SecurityGroupRule,
         Kind::FloatingIp,
         Kind::QosPolicy,
+        Kind::LoadBalancer,
+        Kind::Listener,
+        Kind::Pool,
+        Kind::Member,
+        Kind::HealthMonitor,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +73,11 @@ impl Kind {
             Kind::SecurityGroupRule => "security_group_rule",
             Kind::FloatingIp => "floating_ip",
             Kind::QosPolicy => "qos_policy",
+            Kind::LoadBalancer => "load_balancer",
+            Kind::Listener => "listener",
+            Kind::Pool => "pool",
+            Kind::Member => "member",
+            Kind::HealthMonitor => "health_monitor",
         }
     }
 
@@ -391,6 +406,262 @@ impl SecurityGroupRule {
     }
 }
 
+// ------------------------------------------------------------ load balancers
+
+/// An enum whose values travel as Octavia spells them (`"TCP"`,
+/// `"ROUND_ROBIN"`, `"UDP-CONNECT"`): serde, `as_str` and `parse` agree.
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $v,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $s,)+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                Self::ALL.iter().copied().find(|x| x.as_str() == s)
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// Octavia's `provisioning_status`: where the control plane is with a
+    /// resource. Stored; `PENDING_*` until the agents acknowledge the
+    /// revision that carries it (`lbaas::mark_active`).
+    ProvisioningStatus {
+        Active = "ACTIVE",
+        PendingCreate = "PENDING_CREATE",
+        PendingUpdate = "PENDING_UPDATE",
+        PendingDelete = "PENDING_DELETE",
+        Error = "ERROR",
+    }
+}
+
+impl ProvisioningStatus {
+    /// `PENDING_CREATE`, `PENDING_UPDATE` or `PENDING_DELETE`.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            ProvisioningStatus::PendingCreate
+                | ProvisioningStatus::PendingUpdate
+                | ProvisioningStatus::PendingDelete
+        )
+    }
+}
+
+wire_enum! {
+    /// Listener and pool protocols. The L4 dataplane balances `TCP` and
+    /// `UDP`; the L7 ones are known (so the API can say "not supported
+    /// yet") but refused until L7 load balancing lands.
+    LbProtocol {
+        Tcp = "TCP",
+        Udp = "UDP",
+        Http = "HTTP",
+        Https = "HTTPS",
+        TerminatedHttps = "TERMINATED_HTTPS",
+    }
+}
+
+wire_enum! {
+    /// How a pool picks a member for a new connection.
+    LbAlgorithm {
+        RoundRobin = "ROUND_ROBIN",
+        LeastConnections = "LEAST_CONNECTIONS",
+        SourceIp = "SOURCE_IP",
+    }
+}
+
+wire_enum! {
+    /// Session persistence types; only `SOURCE_IP` is accepted (the cookie
+    /// types need L7).
+    PersistenceType {
+        SourceIp = "SOURCE_IP",
+        HttpCookie = "HTTP_COOKIE",
+        AppCookie = "APP_COOKIE",
+    }
+}
+
+wire_enum! {
+    /// Health monitor types. `PING`, `TCP`, `UDP-CONNECT` and `HTTP` are
+    /// accepted; the others are refused (400).
+    MonitorType {
+        Ping = "PING",
+        Tcp = "TCP",
+        UdpConnect = "UDP-CONNECT",
+        Http = "HTTP",
+        Https = "HTTPS",
+        TlsHello = "TLS-HELLO",
+        Sctp = "SCTP",
+    }
+}
+
+/// A load balancer: a virtual IP (VIP) in a tenant subnet, held by a port
+/// (device owner `Octavia`, device id `lb-<id>`, unless the user supplied
+/// the port), under which listeners accept connections.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    pub meta: Meta,
+    /// The subnet the VIP address is in.
+    pub vip_subnet_id: String,
+    /// That subnet's network.
+    pub vip_network_id: String,
+    /// The port holding the VIP address.
+    pub vip_port_id: String,
+    /// The VIP (IPv4, dotted quad).
+    pub vip_address: String,
+    /// False: the load balancer answers nothing (operating status OFFLINE).
+    pub admin_state_up: bool,
+    /// Availability zone the user asked for (informational for now).
+    pub availability_zone: Option<String>,
+    /// Always `"strato"` (the only provider).
+    pub provider: String,
+    /// `PENDING_CREATE` when created, `PENDING_UPDATE` when it or a child
+    /// changed, `ACTIVE` once the agents report it programmed.
+    pub provisioning_status: ProvisioningStatus,
+    /// Why `provisioning_status` is `ERROR`, when it is.
+    pub error_reason: Option<String>,
+}
+
+/// A listener: a protocol and port on its load balancer's VIP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    pub meta: Meta,
+    /// The load balancer whose VIP it listens on (immutable).
+    pub loadbalancer_id: String,
+    /// `TCP` or `UDP` (immutable).
+    pub protocol: LbProtocol,
+    /// 1..=65535, unique per (load balancer, protocol) (immutable).
+    pub protocol_port: u16,
+    /// Maximum concurrent connections; -1 is unlimited.
+    pub connection_limit: i64,
+    /// The pool connections go to; `None`: connections are refused.
+    pub default_pool_id: Option<String>,
+    /// False: the listener accepts nothing (operating status OFFLINE).
+    pub admin_state_up: bool,
+    /// Idle timeout of the client side, ms (0..=86,400,000; default 50,000).
+    pub timeout_client_data: u32,
+    /// Time to connect to a member, ms (default 5,000).
+    pub timeout_member_connect: u32,
+    /// Idle timeout of the member side, ms (default 50,000).
+    pub timeout_member_data: u32,
+    /// Time to wait for content inspection, ms (default 0; L7 only).
+    pub timeout_tcp_inspect: u32,
+    /// Connection draining (Strato extension attribute
+    /// `connection_drain_timeout`): how long connections established to a
+    /// member that is removed, disabled or set to weight 0 may continue,
+    /// ms (0..=3,600,000; default 60,000). New connections never go to it.
+    pub connection_drain_timeout: u32,
+    /// See [`LoadBalancer::provisioning_status`].
+    pub provisioning_status: ProvisioningStatus,
+}
+
+/// Session persistence of a pool: connections from one client stick to one
+/// member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionPersistence {
+    /// Only `SOURCE_IP`.
+    #[serde(rename = "type")]
+    pub kind: PersistenceType,
+    /// How long a client's stickiness outlives its last connection, s
+    /// (default 360).
+    pub persistence_timeout: u32,
+    /// Netmask applied to the client address before sticking (e.g.
+    /// `255.255.255.0`: a /24 sticks together); `None`: the whole address.
+    pub persistence_granularity: Option<String>,
+}
+
+/// A pool of members that connections are balanced over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub meta: Meta,
+    /// Its load balancer (immutable).
+    pub loadbalancer_id: String,
+    /// The listener whose default pool it is, if any (a listener has at
+    /// most one default pool, a pool is the default of at most one
+    /// listener; kept in step with `Listener::default_pool_id`).
+    pub listener_id: Option<String>,
+    /// `TCP` or `UDP`, the listener's (immutable).
+    pub protocol: LbProtocol,
+    /// Member selection.
+    pub lb_algorithm: LbAlgorithm,
+    /// Stickiness; `None`: none.
+    pub session_persistence: Option<SessionPersistence>,
+    /// False: the pool sends nothing to its members (OFFLINE).
+    pub admin_state_up: bool,
+    /// See [`LoadBalancer::provisioning_status`].
+    pub provisioning_status: ProvisioningStatus,
+}
+
+/// A backend of a pool: an address and port in a subnet routable from the
+/// VIP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub meta: Meta,
+    /// Its pool.
+    pub pool_id: String,
+    /// IPv4 address inside `subnet_id` (immutable).
+    pub address: String,
+    /// 1..=65535 (immutable).
+    pub protocol_port: u16,
+    /// Relative share of new connections, 0..=256 (default 1). 0: no new
+    /// connections (draining); established ones continue.
+    pub weight: u16,
+    /// The member's subnet: in the VIP's network or attached to a router
+    /// the VIP's subnet is attached to (immutable).
+    pub subnet_id: String,
+    /// False: no traffic (operating status OFFLINE).
+    pub admin_state_up: bool,
+    /// A backup member only receives traffic when every non-backup member
+    /// is down.
+    pub backup: bool,
+    /// Where health checks go instead of `address`, if set.
+    pub monitor_address: Option<String>,
+    /// Where health checks go instead of `protocol_port`, if set.
+    pub monitor_port: Option<u16>,
+    /// See [`LoadBalancer::provisioning_status`].
+    pub provisioning_status: ProvisioningStatus,
+}
+
+/// The health check of a pool's members (one per pool).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthMonitor {
+    pub meta: Meta,
+    /// Its pool (immutable).
+    pub pool_id: String,
+    /// `PING`, `TCP`, `UDP-CONNECT` or `HTTP` (immutable).
+    #[serde(rename = "type")]
+    pub kind: MonitorType,
+    /// Seconds between checks of a member (1..=86,400).
+    pub delay: u32,
+    /// Seconds a check may take (1..=`delay`).
+    pub timeout: u32,
+    /// Consecutive successes that bring a member ONLINE (1..=10).
+    pub max_retries: u8,
+    /// Consecutive failures that take a member to ERROR (1..=10, default 3).
+    pub max_retries_down: u8,
+    /// HTTP monitors: the method (default `GET`).
+    pub http_method: String,
+    /// HTTP monitors: the path requested (default `/`).
+    pub url_path: String,
+    /// HTTP monitors: the statuses that mean healthy, as Octavia writes
+    /// them: `200`, `200,202`, `200-204` (default `200`).
+    pub expected_codes: String,
+    /// False: members are not checked (they show NO_MONITOR).
+    pub admin_state_up: bool,
+    /// See [`LoadBalancer::provisioning_status`].
+    pub provisioning_status: ProvisioningStatus,
+}
+
 /// Per-project limits; absent projects use [`Quota::default`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
@@ -405,6 +676,41 @@ pub struct Quota {
     pub security_group_rule: i64,
     #[serde(default = "default_floatingip_quota")]
     pub floatingip: i64,
+    /// Octavia quotas (see `lbaas::quotas`): load balancers, listeners,
+    /// pools, members and health monitors per project (-1: unlimited).
+    #[serde(default = "default_loadbalancer_quota")]
+    pub loadbalancer: i64,
+    #[serde(default = "default_listener_quota")]
+    pub listener: i64,
+    #[serde(default = "default_pool_quota")]
+    pub pool: i64,
+    #[serde(default = "default_member_quota")]
+    pub member: i64,
+    #[serde(default = "default_healthmonitor_quota")]
+    pub healthmonitor: i64,
+}
+
+// Octavia's own defaults are -1 (unlimited); a public cloud bounds what one
+// project can make the dataplane hold (every member is a Maglev table slot
+// on every host of the VPC).
+fn default_loadbalancer_quota() -> i64 {
+    10
+}
+
+fn default_listener_quota() -> i64 {
+    50
+}
+
+fn default_pool_quota() -> i64 {
+    50
+}
+
+fn default_member_quota() -> i64 {
+    500
+}
+
+fn default_healthmonitor_quota() -> i64 {
+    50
 }
 
 fn default_floatingip_quota() -> i64 {
@@ -430,6 +736,11 @@ impl Quota {
             security_group: default_security_group_quota(),
             security_group_rule: default_security_group_rule_quota(),
             floatingip: default_floatingip_quota(),
+            loadbalancer: default_loadbalancer_quota(),
+            listener: default_listener_quota(),
+            pool: default_pool_quota(),
+            member: default_member_quota(),
+            healthmonitor: default_healthmonitor_quota(),
         }
     }
 }
@@ -477,6 +788,11 @@ pub enum Object {
     SecurityGroupRule(SecurityGroupRule),
     FloatingIp(FloatingIp),
     QosPolicy(QosPolicy),
+    LoadBalancer(LoadBalancer),
+    Listener(Listener),
+    Pool(Pool),
+    Member(Member),
+    HealthMonitor(HealthMonitor),
 }
 
 impl Object {
@@ -497,6 +813,11 @@ impl Object {
             Object::SecurityGroupRule(_) => Kind::SecurityGroupRule,
             Object::FloatingIp(_) => Kind::FloatingIp,
             Object::QosPolicy(_) => Kind::QosPolicy,
+            Object::LoadBalancer(_) => Kind::LoadBalancer,
+            Object::Listener(_) => Kind::Listener,
+            Object::Pool(_) => Kind::Pool,
+            Object::Member(_) => Kind::Member,
+            Object::HealthMonitor(_) => Kind::HealthMonitor,
         }
     }
 
@@ -517,6 +838,11 @@ impl Object {
             Object::SecurityGroupRule(o) => o.meta.id.clone(),
             Object::FloatingIp(o) => o.meta.id.clone(),
             Object::QosPolicy(o) => o.meta.id.clone(),
+            Object::LoadBalancer(o) => o.meta.id.clone(),
+            Object::Listener(o) => o.meta.id.clone(),
+            Object::Pool(o) => o.meta.id.clone(),
+            Object::Member(o) => o.meta.id.clone(),
+            Object::HealthMonitor(o) => o.meta.id.clone(),
         }
     }
 }

@@ -17,8 +17,9 @@ use crate::{
     compile::{Compiler, Update},
     error::ApiError,
     model::{
-        Assignment, Change, FloatingIp, HostRecord, Kind, Network, Object, Port, Project,
-        QosPolicy, Quota, Role, Router, SecurityGroup, SecurityGroupRule, Subnet, Token, User,
+        Assignment, Change, FloatingIp, HealthMonitor, HostRecord, Kind, Listener, LoadBalancer,
+        Member, Network, Object, Pool, Port, Project, QosPolicy, Quota, Role, Router,
+        SecurityGroup, SecurityGroupRule, Subnet, Token, User,
     },
     store::{Store, StoreError},
 };
@@ -45,6 +46,13 @@ pub struct State {
     pub security_group_rules: BTreeMap<String, SecurityGroupRule>,
     pub floating_ips: BTreeMap<String, FloatingIp>,
     pub qos_policies: BTreeMap<String, QosPolicy>,
+    /// Octavia: load balancers and their listeners, pools, members and
+    /// health monitors, by id.
+    pub load_balancers: BTreeMap<String, LoadBalancer>,
+    pub listeners: BTreeMap<String, Listener>,
+    pub pools: BTreeMap<String, Pool>,
+    pub members: BTreeMap<String, Member>,
+    pub health_monitors: BTreeMap<String, HealthMonitor>,
     /// Group id -> ids of its rules (maintained by `apply`).
     pub rules_by_group: HashMap<String, BTreeSet<String>>,
 }
@@ -67,6 +75,11 @@ impl State {
                 Object::SecurityGroup(x) => drop(self.security_groups.insert(x.meta.id.clone(), x)),
                 Object::FloatingIp(x) => drop(self.floating_ips.insert(x.meta.id.clone(), x)),
                 Object::QosPolicy(x) => drop(self.qos_policies.insert(x.meta.id.clone(), x)),
+                Object::LoadBalancer(x) => drop(self.load_balancers.insert(x.meta.id.clone(), x)),
+                Object::Listener(x) => drop(self.listeners.insert(x.meta.id.clone(), x)),
+                Object::Pool(x) => drop(self.pools.insert(x.meta.id.clone(), x)),
+                Object::Member(x) => drop(self.members.insert(x.meta.id.clone(), x)),
+                Object::HealthMonitor(x) => drop(self.health_monitors.insert(x.meta.id.clone(), x)),
                 Object::SecurityGroupRule(x) => {
                     self.rules_by_group
                         .entry(x.security_group_id.clone())
@@ -92,6 +105,11 @@ impl State {
                 Kind::SecurityGroup => drop(self.security_groups.remove(id)),
                 Kind::FloatingIp => drop(self.floating_ips.remove(id)),
                 Kind::QosPolicy => drop(self.qos_policies.remove(id)),
+                Kind::LoadBalancer => drop(self.load_balancers.remove(id)),
+                Kind::Listener => drop(self.listeners.remove(id)),
+                Kind::Pool => drop(self.pools.remove(id)),
+                Kind::Member => drop(self.members.remove(id)),
+                Kind::HealthMonitor => drop(self.health_monitors.remove(id)),
                 Kind::SecurityGroupRule => {
                     if let Some(old) = self.security_group_rules.remove(id) {
                         self.unindex_rule(&old);

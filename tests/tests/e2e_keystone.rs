@@ -325,7 +325,8 @@ fn tokens_projects_users_roles_and_durability() {
     assert_eq!(v["version"]["links"][0]["href"], format!("{base}/v3/"));
     assert_eq!(c.http("GET", "/v3/", &[], None).0, 200);
 
-    // The admin's token: catalog with identity and network on every interface.
+    // The admin's token: catalog with identity, network and load-balancer
+    // on every interface.
     let (admin, body) = c.login("admin", ADMIN_PASSWORD, "admin");
     assert!(admin.starts_with("st1") && admin.len() == 67, "{admin}");
     let t = &body["token"];
@@ -337,6 +338,7 @@ fn tokens_projects_users_roles_and_durability() {
     for (kind, url) in [
         ("identity", format!("{base}/v3")),
         ("network", base.clone()),
+        ("load-balancer", format!("{base}/load-balancer")),
     ] {
         let eps = endpoints_of(&body, kind);
         let mut interfaces: Vec<&str> = eps

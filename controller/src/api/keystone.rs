@@ -275,13 +275,19 @@ fn catalog_id(seed: &str) -> String {
         .collect()
 }
 
-/// The service catalog: identity (`<public_url>/v3`) and network
-/// (`<public_url>`, where Neutron's version document is served).
+/// The service catalog: identity (`<public_url>/v3`), network
+/// (`<public_url>`, where Neutron's version document is served) and
+/// load-balancer (`<public_url>/load-balancer`, where Octavia's is).
 fn catalog(app: &App) -> Value {
     let region = &app.config.region;
     let services = [
         ("identity", "keystone", url(app, "/v3")),
         ("network", "neutron", app.config.public_url.clone()),
+        (
+            "load-balancer",
+            "octavia",
+            url(app, super::octavia::ENDPOINT_PATH),
+        ),
     ];
     services
         .iter()

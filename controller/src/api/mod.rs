@@ -1,12 +1,14 @@
 //! The HTTP layer: parses requests into commands and renders replies and
 //! errors (Neutron style `{"NeutronError": {type, message, detail}}` for the
-//! network API and internal endpoints, Keystone style under `/v3`). It never
+//! network API and internal endpoints, Keystone style under `/v3`, Octavia
+//! style `{"faultcode", "faultstring", "debuginfo"}` for load balancers). It never
 //! touches state itself: identity and network logic live in `identity` and
 //! `network`, durable changes go through `state::Core::mutate`. Every
 //! response carries `X-Openstack-Request-Id`.
 
 pub mod keystone;
 pub mod neutron;
+pub mod octavia;
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -70,6 +72,7 @@ pub fn router(app: Arc<App>) -> Router {
         Router::new()
             .merge(keystone::routes())
             .merge(neutron::routes())
+            .merge(octavia::routes())
             .merge(internal),
         app,
     )
@@ -90,6 +93,8 @@ pub fn agent_router(app: Arc<App>) -> Router {
         Router::new()
             .merge(keystone::routes())
             .merge(neutron::routes())
+            .merge(octavia::routes())
+            .merge(octavia::agent_routes())
             .merge(r),
         app,
     )

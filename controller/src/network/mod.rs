@@ -86,6 +86,11 @@ impl<'a> Attrs<'a> {
         self.map.contains_key(key)
     }
 
+    /// The attribute is present and null.
+    pub fn is_null(&self, key: &str) -> bool {
+        matches!(self.map.get(key), Some(Value::Null))
+    }
+
     /// A string attribute (null is a type error).
     pub fn string(&mut self, key: &str, max: usize) -> Result<Option<String>, ApiError> {
         match self.take(key) {

@@ -188,6 +188,9 @@ pub fn delete(
             format!("Unable to complete operation on network {id}. There are one or more ports still in use on the network."),
         ));
     }
+    for s in state.subnets.values().filter(|s| s.network_id == id) {
+        super::subnets::check_no_members(state, &s.meta.id)?;
+    }
     let mut changes: Vec<Change> = state
         .subnets
         .values()

@@ -475,6 +475,15 @@ pub fn delete(
             format!("Port {id} cannot be deleted directly via the port API: has device owner {OWNER_ROUTER_INTERFACE}."),
         ));
     }
+    if let Some(lb) = state.load_balancers.values().find(|l| l.vip_port_id == id) {
+        return Err(ApiError::conflict(
+            "PortInUse",
+            format!(
+                "Port {id} is the VIP port of load balancer {}: delete the load balancer instead.",
+                lb.meta.id
+            ),
+        ));
+    }
     if p.device_owner.starts_with("network:") {
         return Err(ApiError::conflict(
             "PortInUse",

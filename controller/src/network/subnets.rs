@@ -320,8 +320,24 @@ pub fn delete(
             format!("Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."),
         ));
     }
+    check_no_members(state, id)?;
     tracing::info!(subnet = id, "subnet deleted");
     Ok((vec![Change::Delete(Kind::Subnet, id.to_owned())], ()))
+}
+
+/// 409 while load balancer members are in the subnet (their backends
+/// would become unreachable without a word).
+pub fn check_no_members(state: &State, id: &str) -> Result<(), ApiError> {
+    if let Some(m) = state.members.values().find(|m| m.subnet_id == id) {
+        return Err(ApiError::conflict(
+            "SubnetInUse",
+            format!(
+                "Unable to complete operation on subnet {id}: load balancer member {} (pool {}) is in it.",
+                m.meta.id, m.pool_id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub fn render(s: &Subnet) -> Map<String, Value> {

@@ -1,0 +1,285 @@
+//! What the agents report about load balancing, kept in memory (never
+//! stored: it is observed, not desired): member health ([`LbHealth`]) and
+//! traffic counters ([`LbStats`]), fed by `PUT /internal/v1/hosts/{host}/
+//! lb-health` and `.../lb-stats` on the agents' socket. The operating
+//! status of members, pools, listeners and load balancers is derived from
+//! them at render time.
+//!
+//! Member operating status, in order:
+//! - `OFFLINE`: the member is administratively down;
+//! - `DRAINING`: weight 0 (no new connections, established ones continue);
+//! - `NO_MONITOR`: its pool has no health monitor, or the monitor is
+//!   administratively down (nothing checks it; traffic goes to it);
+//! - `ONLINE` / `ERROR`: the latest report from any host says up / down;
+//! - `OFFLINE` before any host reported on it: a monitored member is not
+//!   known healthy yet (Octavia shows a new member of a monitored pool
+//!   `OFFLINE` until its first health message, not `ONLINE`, and not
+//!   `NO_MONITOR`, which would claim there is no monitor).
+//!
+//! Pools, listeners and load balancers (OFFLINE if administratively down)
+//! aggregate their children's statuses, ignoring OFFLINE and DRAINING
+//! children: `ERROR` if every counted child is ERROR, `DEGRADED` if some
+//! are ERROR or DEGRADED, `ONLINE` otherwise (also with no children). A
+//! listener's child is its default pool; a load balancer's, its listeners.
+
+use std::{collections::HashMap, sync::Mutex, time::Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{members, pool_members, pool_monitor};
+use crate::{
+    model::{Listener, LoadBalancer, Member, Pool},
+    state::State,
+};
+
+/// What each host last said of one member: host -> (up, when reported).
+type MemberReports = HashMap<String, (bool, Instant)>;
+
+/// Member health as the hosts report it.
+#[derive(Default)]
+pub struct LbHealth {
+    /// member id -> its reports.
+    reports: Mutex<HashMap<String, MemberReports>>,
+}
+
+impl LbHealth {
+    pub fn new() -> LbHealth {
+        LbHealth::default()
+    }
+
+    /// `host` says `member_id` is up (or down) as of `at`.
+    pub fn report(&self, host: &str, member_id: &str, up: bool, at: Instant) {
+        self.reports
+            .lock()
+            .expect("health lock poisoned")
+            .entry(member_id.to_owned())
+            .or_default()
+            .insert(host.to_owned(), (up, at));
+    }
+
+    /// Forgets members for which `keep` is false (deleted ones).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.reports
+            .lock()
+            .expect("health lock poisoned")
+            .retain(|id, _| keep(id));
+    }
+
+    /// The latest report on a member, from any host.
+    pub fn latest(&self, member_id: &str) -> Option<bool> {
+        self.reports
+            .lock()
+            .expect("health lock poisoned")
+            .get(member_id)
+            .and_then(|h| h.values().max_by_key(|(_, at)| *at).map(|(up, _)| *up))
+    }
+
+    /// A member's operating status (see the module's documentation).
+    /// `has_monitor`: its pool has a health monitor that is up.
+    pub fn member_status(&self, m: &Member, has_monitor: bool) -> &'static str {
+        if !m.admin_state_up {
+            return "OFFLINE";
+        }
+        if m.weight == 0 {
+            return "DRAINING";
+        }
+        if !has_monitor {
+            return "NO_MONITOR";
+        }
+        match self.latest(&m.meta.id) {
+            Some(true) => "ONLINE",
+            Some(false) => "ERROR",
+            None => "OFFLINE",
+        }
+    }
+
+    pub fn pool_status(&self, state: &State, p: &Pool) -> &'static str {
+        if !p.admin_state_up {
+            return "OFFLINE";
+        }
+        let monitored = members::monitored(pool_monitor(state, &p.meta.id));
+        aggregate(pool_members(state, &p.meta.id).map(|m| self.member_status(m, monitored)))
+    }
+
+    pub fn listener_status(&self, state: &State, l: &Listener) -> &'static str {
+        if !l.admin_state_up {
+            return "OFFLINE";
+        }
+        aggregate(
+            l.default_pool_id
+                .as_deref()
+                .and_then(|p| state.pools.get(p))
+                .map(|p| self.pool_status(state, p)),
+        )
+    }
+
+    pub fn lb_status(&self, state: &State, lb: &LoadBalancer) -> &'static str {
+        if !lb.admin_state_up {
+            return "OFFLINE";
+        }
+        aggregate(
+            state
+                .listeners
+                .values()
+                .filter(|l| l.loadbalancer_id == lb.meta.id)
+                .map(|l| self.listener_status(state, l)),
+        )
+    }
+}
+
+/// Children's statuses to their parent's (OFFLINE and DRAINING children
+/// do not count).
+pub fn aggregate(children: impl IntoIterator<Item = &'static str>) -> &'static str {
+    let (mut counted, mut error, mut degraded) = (0, 0, 0);
+    for s in children {
+        match s {
+            "OFFLINE" | "DRAINING" => continue,
+            "ERROR" => error += 1,
+            "DEGRADED" => degraded += 1,
+            _ => {}
+        }
+        counted += 1;
+    }
+    if counted > 0 && error == counted {
+        "ERROR"
+    } else if error > 0 || degraded > 0 {
+        "DEGRADED"
+    } else {
+        "ONLINE"
+    }
+}
+
+/// Traffic counters of a listener or member (Octavia's `stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
+    #[serde(default)]
+    pub active_connections: u64,
+    #[serde(default)]
+    pub total_connections: u64,
+    #[serde(default)]
+    pub request_errors: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.bytes_in = self.bytes_in.saturating_add(o.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(o.bytes_out);
+        self.active_connections = self.active_connections.saturating_add(o.active_connections);
+        self.total_connections = self.total_connections.saturating_add(o.total_connections);
+        self.request_errors = self.request_errors.saturating_add(o.request_errors);
+    }
+}
+
+/// One entry of a stats report: a listener's or member's id and its
+/// counters (absent ones 0).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountersOf {
+    pub id: String,
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
+    #[serde(default)]
+    pub active_connections: u64,
+    #[serde(default)]
+    pub total_connections: u64,
+    #[serde(default)]
+    pub request_errors: u64,
+}
+
+impl CountersOf {
+    pub fn counters(&self) -> Counters {
+        Counters {
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            active_connections: self.active_connections,
+            total_connections: self.total_connections,
+            request_errors: self.request_errors,
+        }
+    }
+}
+
+/// `PUT /internal/v1/hosts/{host}/lb-stats`: a host's counters (totals
+/// since its agent started, per listener and member); it replaces that
+/// host's previous report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsReport {
+    #[serde(default)]
+    pub listeners: Vec<CountersOf>,
+    #[serde(default)]
+    pub members: Vec<CountersOf>,
+}
+
+/// One entry of a health report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberHealth {
+    pub id: String,
+    pub up: bool,
+}
+
+/// `PUT /internal/v1/hosts/{host}/lb-health`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthReport {
+    pub members: Vec<MemberHealth>,
+}
+
+/// The latest stats report of every host.
+#[derive(Default)]
+pub struct LbStats {
+    hosts: Mutex<HashMap<String, StatsReport>>,
+}
+
+impl LbStats {
+    pub fn new() -> LbStats {
+        LbStats::default()
+    }
+
+    /// Replaces `host`'s report.
+    pub fn report(&self, host: &str, r: StatsReport) {
+        self.hosts
+            .lock()
+            .expect("stats lock poisoned")
+            .insert(host.to_owned(), r);
+    }
+
+    /// A listener's counters, summed over hosts.
+    pub fn listener(&self, id: &str) -> Counters {
+        self.sum(|r| &r.listeners, id)
+    }
+
+    /// A member's counters, summed over hosts.
+    pub fn member(&self, id: &str) -> Counters {
+        self.sum(|r| &r.members, id)
+    }
+
+    /// A load balancer's: the sum of its listeners'.
+    pub fn load_balancer(&self, state: &State, lb_id: &str) -> Counters {
+        let mut c = Counters::default();
+        for l in state
+            .listeners
+            .values()
+            .filter(|l| l.loadbalancer_id == lb_id)
+        {
+            c.add(&self.listener(&l.meta.id));
+        }
+        c
+    }
+
+    fn sum(&self, pick: impl Fn(&StatsReport) -> &Vec<CountersOf>, id: &str) -> Counters {
+        let mut c = Counters::default();
+        for r in self.hosts.lock().expect("stats lock poisoned").values() {
+            for e in pick(r).iter().filter(|e| e.id == id) {
+                c.add(&e.counters());
+            }
+        }
+        c
+    }
+}

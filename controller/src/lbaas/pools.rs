@@ -1,0 +1,374 @@
+//! Pools: the members a listener's connections are balanced over, with the
+//! algorithm and session persistence. A pool belongs to one load balancer;
+//! created with `listener_id`, it becomes that listener's default pool in
+//! the same commit. Deleting a pool deletes its members and health monitor
+//! (as Octavia does) and leaves its listener without a default pool.
+
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Map, Value};
+
+use super::{
+    check_mutable, child_owner, health::LbHealth, id_refs, listener, listeners::check_l4,
+    load_balancer, parent_pending, pool, pool_members, pool_monitor, quotas, render_meta, wire,
+};
+use crate::{
+    auth::Auth,
+    error::ApiError,
+    model::{
+        Change, Kind, LbAlgorithm, LbProtocol, Object, PersistenceType, Pool, ProvisioningStatus,
+        SessionPersistence,
+    },
+    network::{dict, new_meta, require_write, touch, Attrs},
+    state::State,
+};
+
+/// Default stickiness timeout, s.
+pub const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
+/// Longest stickiness timeout, s (a day).
+pub const MAX_PERSISTENCE_TIMEOUT: u64 = 86_400;
+
+/// Attributes a pool renders.
+pub const ATTRS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "project_id",
+    "created_at",
+    "updated_at",
+    "tags",
+    "admin_state_up",
+    "provisioning_status",
+    "operating_status",
+    "protocol",
+    "lb_algorithm",
+    "session_persistence",
+    "loadbalancers",
+    "listeners",
+    "members",
+    "healthmonitor_id",
+    "tls_enabled",
+];
+
+/// `session_persistence`: null (none) or `{"type": "SOURCE_IP",
+/// "persistence_timeout": s, "persistence_granularity": "<netmask>"}`.
+fn parse_persistence(v: &Value) -> Result<Option<SessionPersistence>, ApiError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let o = dict(
+        "session_persistence",
+        v,
+        &[
+            "type",
+            "cookie_name",
+            "persistence_timeout",
+            "persistence_granularity",
+        ],
+    )?;
+    let bad = |why: String| {
+        ApiError::bad_request(format!(
+            "Invalid input for field/attribute session_persistence. Value: '{v}'. {why}"
+        ))
+    };
+    let t = o
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("'type' is mandatory.".into()))?;
+    let kind = PersistenceType::parse(t).ok_or_else(|| {
+        bad(format!(
+            "'type' must be one of SOURCE_IP, HTTP_COOKIE, APP_COOKIE, not '{t}'."
+        ))
+    })?;
+    if kind != PersistenceType::SourceIp {
+        return Err(bad(format!(
+            "Session persistence type {t} needs an HTTP pool; TCP and UDP pools support SOURCE_IP only."
+        )));
+    }
+    if o.get("cookie_name").is_some_and(|c| !c.is_null()) {
+        return Err(bad("cookie_name must be null for SOURCE_IP.".into()));
+    }
+    let timeout = match o.get("persistence_timeout") {
+        None | Some(Value::Null) => DEFAULT_PERSISTENCE_TIMEOUT,
+        Some(t) => match t.as_u64() {
+            Some(n) if n <= MAX_PERSISTENCE_TIMEOUT => n as u32,
+            _ => {
+                return Err(bad(format!(
+                "persistence_timeout must be an integer 0..={MAX_PERSISTENCE_TIMEOUT} (seconds)."
+            )))
+            }
+        },
+    };
+    let granularity = match o.get("persistence_granularity") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(g)) => {
+            let mask: Ipv4Addr = g
+                .parse()
+                .map_err(|_| bad(format!("persistence_granularity '{g}' is not a netmask.")))?;
+            let m = u32::from(mask);
+            if m.leading_ones() + m.trailing_zeros() != 32 {
+                return Err(bad(format!(
+                    "persistence_granularity '{g}' is not a netmask."
+                )));
+            }
+            Some(g.clone())
+        }
+        Some(_) => return Err(bad("persistence_granularity must be a string.".into())),
+    };
+    Ok(Some(SessionPersistence {
+        kind,
+        persistence_timeout: timeout,
+        persistence_granularity: granularity,
+    }))
+}
+
+/// Pool attributes of TLS to members: accepted when off/empty.
+fn reject_tls(a: &mut Attrs<'_>) -> Result<(), ApiError> {
+    for k in [
+        "tls_enabled",
+        "tls_container_ref",
+        "ca_tls_container_ref",
+        "crl_container_ref",
+        "tls_ciphers",
+        "tls_versions",
+        "alpn_protocols",
+    ] {
+        match a.raw(k) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(Value::Array(v)) if v.is_empty() => {}
+            Some(v) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid input for field/attribute {k}. Value: '{v}'. TLS to members is not supported yet."
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Pool), ApiError> {
+    require_write(auth)?;
+    let mut a = Attrs::from_body(body, "pool")?;
+    let lb_in = a.nullable_string("loadbalancer_id", 36)?.flatten();
+    let listener_in = a.nullable_string("listener_id", 36)?.flatten();
+    let protocol = wire(&mut a, "protocol", LbProtocol::ALL, LbProtocol::as_str)?
+        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute protocol. Value: 'None'. Mandatory field missing."))?;
+    let algorithm = wire(&mut a, "lb_algorithm", LbAlgorithm::ALL, LbAlgorithm::as_str)?
+        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute lb_algorithm. Value: 'None'. Mandatory field missing."))?;
+    let persistence = match a.raw("session_persistence") {
+        None => None,
+        Some(v) => parse_persistence(v)?,
+    };
+    let name = a.nullable_string("name", 255)?.flatten();
+    let description = a.nullable_string("description", 255)?.flatten();
+    let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
+    reject_tls(&mut a)?;
+    let l = listener_in
+        .as_deref()
+        .map(|id| listener(state, auth, id))
+        .transpose()?;
+    let lb_id = match (&lb_in, l) {
+        (Some(lb), Some(l)) if *lb != l.loadbalancer_id => {
+            return Err(ApiError::bad_request(format!(
+                "Listener {} is not on load balancer {lb}.",
+                l.meta.id
+            )))
+        }
+        (Some(lb), _) => lb.clone(),
+        (None, Some(l)) => l.loadbalancer_id.clone(),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "Validation failure: loadbalancer_id or listener_id must be specified.",
+            ))
+        }
+    };
+    let lb = load_balancer(state, auth, &lb_id)?;
+    let project = child_owner(&mut a, lb)?;
+    a.finish()?;
+    check_l4("protocol", protocol)?;
+    check_mutable(lb)?;
+    if let Some(l) = l {
+        if l.protocol != protocol {
+            return Err(ApiError::bad_request(format!(
+                "The pool protocol '{}' is invalid while the listener protocol is '{}'.",
+                protocol.as_str(),
+                l.protocol.as_str()
+            )));
+        }
+        if let Some(p) = &l.default_pool_id {
+            return Err(ApiError::conflict(
+                "DuplicatePoolEntry",
+                format!("Listener {} already has default pool {p}.", l.meta.id),
+            ));
+        }
+    }
+    quotas::check(state, &project, Kind::Pool, 1)?;
+    let p = Pool {
+        meta: new_meta(project, name, description),
+        loadbalancer_id: lb_id.clone(),
+        listener_id: l.map(|l| l.meta.id.clone()),
+        protocol,
+        lb_algorithm: algorithm,
+        session_persistence: persistence,
+        admin_state_up,
+        provisioning_status: ProvisioningStatus::PendingCreate,
+    };
+    let mut changes = vec![Change::Put(Object::Pool(p.clone()))];
+    if let Some(l) = l {
+        let mut l = l.clone();
+        l.default_pool_id = Some(p.meta.id.clone());
+        touch(&mut l.meta);
+        if l.provisioning_status != ProvisioningStatus::PendingCreate {
+            l.provisioning_status = ProvisioningStatus::PendingUpdate;
+        }
+        changes.push(Change::Put(Object::Listener(l)));
+    }
+    changes.extend(parent_pending(state, &lb_id));
+    tracing::info!(pool = %p.meta.id, loadbalancer = %lb_id, listener = ?p.listener_id, "pool created");
+    Ok((changes, p))
+}
+
+pub fn update(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    body: &Value,
+) -> Result<(Vec<Change>, Pool), ApiError> {
+    require_write(auth)?;
+    let mut p = pool(state, auth, id)?.clone();
+    check_mutable(load_balancer(state, auth, &p.loadbalancer_id)?)?;
+    let mut a = Attrs::from_body(body, "pool")?;
+    a.reject_read_only(&[
+        "id",
+        "project_id",
+        "tenant_id",
+        "loadbalancer_id",
+        "listener_id",
+        "loadbalancers",
+        "listeners",
+        "members",
+        "healthmonitor_id",
+        "protocol",
+        "provisioning_status",
+        "operating_status",
+        "created_at",
+        "updated_at",
+    ])?;
+    if let Some(v) = a.nullable_string("name", 255)? {
+        p.meta.name = v.unwrap_or_default();
+    }
+    if let Some(v) = a.nullable_string("description", 255)? {
+        p.meta.description = v.unwrap_or_default();
+    }
+    if let Some(v) = a.boolean("admin_state_up")? {
+        p.admin_state_up = v;
+    }
+    if let Some(v) = wire(
+        &mut a,
+        "lb_algorithm",
+        LbAlgorithm::ALL,
+        LbAlgorithm::as_str,
+    )? {
+        p.lb_algorithm = v;
+    }
+    if let Some(v) = a.raw("session_persistence") {
+        p.session_persistence = parse_persistence(v)?;
+    }
+    reject_tls(&mut a)?;
+    a.finish()?;
+    touch(&mut p.meta);
+    if p.provisioning_status != ProvisioningStatus::PendingCreate {
+        p.provisioning_status = ProvisioningStatus::PendingUpdate;
+    }
+    let mut changes = vec![Change::Put(Object::Pool(p.clone()))];
+    changes.extend(parent_pending(state, &p.loadbalancer_id));
+    Ok((changes, p))
+}
+
+/// The changes that remove a pool with its members and monitor, and free
+/// its listener.
+pub fn removal(state: &State, p: &Pool) -> Vec<Change> {
+    let mut changes: Vec<Change> = pool_members(state, &p.meta.id)
+        .map(|m| Change::Delete(Kind::Member, m.meta.id.clone()))
+        .collect();
+    if let Some(hm) = pool_monitor(state, &p.meta.id) {
+        changes.push(Change::Delete(Kind::HealthMonitor, hm.meta.id.clone()));
+    }
+    if let Some(l) = p
+        .listener_id
+        .as_deref()
+        .and_then(|l| state.listeners.get(l))
+    {
+        let mut l = l.clone();
+        l.default_pool_id = None;
+        touch(&mut l.meta);
+        if l.provisioning_status != ProvisioningStatus::PendingCreate {
+            l.provisioning_status = ProvisioningStatus::PendingUpdate;
+        }
+        changes.push(Change::Put(Object::Listener(l)));
+    }
+    changes.push(Change::Delete(Kind::Pool, p.meta.id.clone()));
+    changes
+}
+
+pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()), ApiError> {
+    require_write(auth)?;
+    let p = pool(state, auth, id)?;
+    check_mutable(load_balancer(state, auth, &p.loadbalancer_id)?)?;
+    let mut changes = removal(state, p);
+    changes.extend(parent_pending(state, &p.loadbalancer_id));
+    tracing::info!(pool = id, "pool deleted");
+    Ok((changes, ()))
+}
+
+pub fn render_persistence(sp: &Option<SessionPersistence>) -> Value {
+    match sp {
+        None => Value::Null,
+        Some(s) => json!({
+            "type": s.kind.as_str(), "cookie_name": null,
+            "persistence_timeout": s.persistence_timeout,
+            "persistence_granularity": s.persistence_granularity,
+        }),
+    }
+}
+
+pub fn render(state: &State, health: &LbHealth, p: &Pool) -> Map<String, Value> {
+    let mut o = Map::new();
+    render_meta(&p.meta, &mut o);
+    o.insert("admin_state_up".into(), p.admin_state_up.into());
+    o.insert(
+        "provisioning_status".into(),
+        p.provisioning_status.as_str().into(),
+    );
+    o.insert(
+        "operating_status".into(),
+        health.pool_status(state, p).into(),
+    );
+    o.insert("protocol".into(), p.protocol.as_str().into());
+    o.insert("lb_algorithm".into(), p.lb_algorithm.as_str().into());
+    o.insert(
+        "session_persistence".into(),
+        render_persistence(&p.session_persistence),
+    );
+    o.insert(
+        "loadbalancers".into(),
+        id_refs([p.loadbalancer_id.as_str()]),
+    );
+    o.insert("listeners".into(), id_refs(p.listener_id.as_deref()));
+    o.insert(
+        "members".into(),
+        id_refs(pool_members(state, &p.meta.id).map(|m| m.meta.id.as_str())),
+    );
+    o.insert(
+        "healthmonitor_id".into(),
+        json!(pool_monitor(state, &p.meta.id).map(|m| m.meta.id.clone())),
+    );
+    o.insert("tls_enabled".into(), false.into());
+    o.insert("tls_container_ref".into(), Value::Null);
+    o.insert("ca_tls_container_ref".into(), Value::Null);
+    o.insert("crl_container_ref".into(), Value::Null);
+    o.insert("tls_ciphers".into(), Value::Null);
+    o.insert("tls_versions".into(), Value::Null);
+    o.insert("alpn_protocols".into(), Value::Null);
+    o
+}

@@ -1,0 +1,197 @@
+//! Octavia quotas: load balancers, listeners, pools, members and health
+//! monitors per project, stored in the project's `Quota` record beside the
+//! Neutron ones. Defaults (Octavia's are unlimited): 10 load balancers,
+//! 50 listeners, 50 pools, 500 members, 50 health monitors. A create that
+//! would exceed one is refused as Octavia refuses it: 403 "Quota has been
+//! met for resources: Load Balancer".
+
+use serde_json::{json, Value};
+
+use crate::{
+    auth::Auth,
+    error::ApiError,
+    model::{Change, Kind, Object, Quota},
+    network::Attrs,
+    state::State,
+};
+
+/// The kinds Octavia quotas count, with the names the API uses for them
+/// (the first is the current one, the second the deprecated spelling) and
+/// the one its error message uses.
+pub const KINDS: [(Kind, &str, &str, &str); 5] = [
+    (
+        Kind::LoadBalancer,
+        "load_balancer",
+        "loadbalancer",
+        "Load Balancer",
+    ),
+    (Kind::Listener, "listener", "listener", "Listener"),
+    (Kind::Pool, "pool", "pool", "Pool"),
+    (Kind::Member, "member", "member", "Member"),
+    (
+        Kind::HealthMonitor,
+        "health_monitor",
+        "healthmonitor",
+        "Health Monitor",
+    ),
+];
+
+/// Resources of `kind` that `project` holds.
+pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
+    (match kind {
+        Kind::LoadBalancer => state
+            .load_balancers
+            .values()
+            .filter(|x| x.meta.project_id == project)
+            .count(),
+        Kind::Listener => state
+            .listeners
+            .values()
+            .filter(|x| x.meta.project_id == project)
+            .count(),
+        Kind::Pool => state
+            .pools
+            .values()
+            .filter(|x| x.meta.project_id == project)
+            .count(),
+        Kind::Member => state
+            .members
+            .values()
+            .filter(|x| x.meta.project_id == project)
+            .count(),
+        Kind::HealthMonitor => state
+            .health_monitors
+            .values()
+            .filter(|x| x.meta.project_id == project)
+            .count(),
+        _ => 0,
+    }) as i64
+}
+
+fn slot(q: &mut Quota, kind: Kind) -> Option<&mut i64> {
+    match kind {
+        Kind::LoadBalancer => Some(&mut q.loadbalancer),
+        Kind::Listener => Some(&mut q.listener),
+        Kind::Pool => Some(&mut q.pool),
+        Kind::Member => Some(&mut q.member),
+        Kind::HealthMonitor => Some(&mut q.healthmonitor),
+        _ => None,
+    }
+}
+
+pub fn limit(q: &Quota, kind: Kind) -> i64 {
+    let mut q = q.clone();
+    slot(&mut q, kind).map(|v| *v).unwrap_or(-1)
+}
+
+/// 403 if `n` more resources of `kind` would exceed `project`'s quota.
+pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), ApiError> {
+    let l = limit(&state.quota(project), kind);
+    if n > 0 && l >= 0 && used(state, project, kind) + n > l {
+        let name = KINDS
+            .iter()
+            .find(|k| k.0 == kind)
+            .map(|k| k.3)
+            .unwrap_or("resource");
+        return Err(ApiError::new(
+            403,
+            "QuotaException",
+            format!("Quota has been met for resources: {name}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Octavia's quota body (both spellings of the renamed keys, as Octavia
+/// renders them; L7 quotas unlimited until L7 lands).
+pub fn render(q: &Quota) -> Value {
+    let mut o = serde_json::Map::new();
+    for (kind, name, old, _) in KINDS {
+        let v = limit(q, kind);
+        o.insert(name.into(), v.into());
+        o.insert(old.into(), v.into());
+    }
+    o.insert("l7policy".into(), (-1).into());
+    o.insert("l7rule".into(), (-1).into());
+    Value::Object(o)
+}
+
+pub fn show(state: &State, auth: &Auth, project: &str) -> Result<Value, ApiError> {
+    if !auth.can_see(project) {
+        return Err(ApiError::forbidden(
+            "Only an administrator may read other projects' quotas.",
+        ));
+    }
+    Ok(json!({"quota": render(&state.quota(project))}))
+}
+
+pub fn list(state: &State, auth: &Auth) -> Result<Value, ApiError> {
+    let quotas: Vec<Value> = state
+        .quotas
+        .values()
+        .filter(|q| auth.can_see(&q.project_id))
+        .map(|q| {
+            let mut v = render(q);
+            v["project_id"] = q.project_id.clone().into();
+            v
+        })
+        .collect();
+    Ok(json!({"quotas": quotas, "quotas_links": []}))
+}
+
+pub fn defaults(auth: &Auth) -> Result<Value, ApiError> {
+    Ok(json!({"quota": render(&Quota::default_for(&auth.project_id))}))
+}
+
+/// PUT /v2/lbaas/quotas/{project} (administrators).
+pub fn update(
+    state: &State,
+    auth: &Auth,
+    project: &str,
+    body: &Value,
+) -> Result<(Vec<Change>, Value), ApiError> {
+    if !auth.is_admin() {
+        return Err(ApiError::forbidden(
+            "Only an administrator may change quotas.",
+        ));
+    }
+    if !state.projects.contains_key(project) {
+        return Err(crate::lbaas::not_found("Project", project));
+    }
+    let mut q = state.quota(project);
+    let mut a = Attrs::from_body(body, "quota")?;
+    for (kind, name, old, _) in KINDS {
+        for key in [name, old] {
+            if let Some(v) = a.integer(key, -1, i32::MAX as i64)? {
+                *slot(&mut q, kind).expect("an Octavia kind") = v;
+            }
+        }
+    }
+    for key in ["l7policy", "l7rule"] {
+        if a.integer(key, -1, -1)?.is_some() {
+            // Only "unlimited" until L7 lands.
+        }
+    }
+    a.finish()?;
+    let out = json!({"quota": render(&q)});
+    Ok((vec![Change::Put(Object::Quota(q))], out))
+}
+
+/// DELETE /v2/lbaas/quotas/{project}: back to the defaults (the Neutron
+/// quotas of the project too: they share the record).
+pub fn reset(state: &State, auth: &Auth, project: &str) -> Result<(Vec<Change>, ()), ApiError> {
+    if !auth.is_admin() {
+        return Err(ApiError::forbidden(
+            "Only an administrator may change quotas.",
+        ));
+    }
+    let Some(cur) = state.quotas.get(project) else {
+        return Ok((vec![], ()));
+    };
+    let mut q = cur.clone();
+    let d = Quota::default_for(project);
+    for (kind, ..) in KINDS {
+        *slot(&mut q, kind).expect("an Octavia kind") = limit(&d, kind);
+    }
+    Ok((vec![Change::Put(Object::Quota(q))], ()))
+}

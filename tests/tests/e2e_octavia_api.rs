@@ -1,0 +1,750 @@
+//! The Octavia v2 API over HTTP against the real controller process (no
+//! namespaces needed): a tenant builds a VPC through Neutron (two networks
+//! joined by a router, a third one apart), then a load balancer with TCP and
+//! UDP listeners, pools, members in two subnets and a health monitor
+//! through Octavia; renders are Octavia's; every refusal has its status and
+//! an Octavia fault body and changes nothing (the global revision, read
+//! from the internal API, does not move); the status tree follows member
+//! health reported on the agents' socket, the stats are the agents'
+//! counters summed over hosts; a cascade delete removes everything with the
+//! VIP port. The same API answers below the catalog's load-balancer
+//! endpoint.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use strato::client::Endpoint;
+use strato_tests::e2e::{bin, call, Api, ADMIN_PASSWORD};
+
+struct Controller {
+    child: Child,
+    api: Endpoint,
+    socket: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Controller {
+    fn start() -> Controller {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("strato-e2e-octavia-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let socket = dir.join("controller.sock");
+        let child = Command::new(bin("strato-controller"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(dir.join("strato.db"))
+            .arg("--socket")
+            .arg(&socket)
+            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start controller");
+        let c = Controller {
+            child,
+            api: Endpoint::Tcp(format!("127.0.0.1:{port}")),
+            socket,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err()
+            || !c.socket.exists()
+        {
+            assert!(Instant::now() < deadline, "controller did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    fn agent(&self) -> Endpoint {
+        Endpoint::Unix(self.socket.clone())
+    }
+
+    fn revision(&self) -> u64 {
+        let (s, _, v) = call(&self.agent(), None, "GET", "/internal/v1/compiled", None);
+        assert_eq!(s, 200, "{v}");
+        v["revision"].as_u64().expect("revision")
+    }
+
+    /// A project with a user of `role` on it, logged in.
+    fn tenant(&self, admin: &Api, name: &str, role: &str) -> (Api, String) {
+        let pid = admin.expect(
+            201,
+            "POST",
+            "/v3/projects",
+            Some(json!({"project": {"name": name, "domain_id": "default"}})),
+        )["project"]["id"]
+            .as_str()
+            .expect("project id")
+            .to_owned();
+        let password = format!("{name}-password-1");
+        let uid = admin.expect(
+            201,
+            "POST",
+            "/v3/users",
+            Some(json!({"user": {"name": name, "password": password, "domain_id": "default", "default_project_id": pid}})),
+        )["user"]["id"]
+            .as_str()
+            .expect("user id")
+            .to_owned();
+        let rid = admin.expect(200, "GET", &format!("/v3/roles?name={role}"), None)["roles"][0]
+            ["id"]
+            .as_str()
+            .expect("role id")
+            .to_owned();
+        admin.expect(
+            204,
+            "PUT",
+            &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"),
+            None,
+        );
+        (Api::login(&self.api, name, &password, name), pid)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Asserts an Octavia fault of `status` (whose faultstring contains
+/// `text`) that changed nothing.
+#[track_caller]
+fn refused(
+    c: &Controller,
+    api: &Api,
+    status: u16,
+    text: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) {
+    let before = c.revision();
+    let (s, v) = api.call(method, path, body);
+    assert_eq!(s, status, "{method} {path}: {v}");
+    assert_eq!(
+        v["faultcode"], "Client",
+        "{method} {path}: not an Octavia fault: {v}"
+    );
+    assert!(v.get("debuginfo").is_some(), "{v}");
+    let msg = v["faultstring"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(text),
+        "{method} {path}: {msg:?} lacks {text:?}"
+    );
+    assert_eq!(
+        c.revision(),
+        before,
+        "{method} {path} was refused but changed the state"
+    );
+}
+
+fn id(v: &Value, kind: &str) -> String {
+    v[kind]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{kind} id in {v}"))
+        .to_owned()
+}
+
+/// A network with one subnet: (network, subnet).
+fn network(api: &Api, cidr: &str) -> (String, String) {
+    let n = id(
+        &api.expect(
+            201,
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": cidr}})),
+        ),
+        "network",
+    );
+    let s = id(
+        &api.expect(
+            201,
+            "POST",
+            "/v2.0/subnets",
+            Some(json!({"subnet": {"network_id": n, "cidr": cidr, "ip_version": 4}})),
+        ),
+        "subnet",
+    );
+    (n, s)
+}
+
+#[test]
+fn octavia_over_http() {
+    let c = Controller::start();
+    let admin = Api::login(&c.api, "admin", ADMIN_PASSWORD, "admin");
+    let (t, pid) = c.tenant(&admin, "acme", "member");
+
+    // The catalog's load-balancer endpoint and its version document.
+    let (s, _, v) = call(
+        &c.api,
+        None,
+        "POST",
+        "/v3/auth/tokens",
+        Some(&strato_tests::e2e::password_auth(
+            "acme",
+            "acme-password-1",
+            "acme",
+        )),
+    );
+    assert_eq!(s, 201, "{v}");
+    let lb_ep = v["token"]["catalog"]
+        .as_array()
+        .expect("catalog")
+        .iter()
+        .find(|s| s["type"] == "load-balancer")
+        .expect("a load-balancer service")["endpoints"][0]["url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    assert!(lb_ep.ends_with("/load-balancer"), "{lb_ep}");
+    let (s, _, v) = call(&c.api, None, "GET", "/load-balancer/", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["versions"][0]["id"], "v2.0");
+    assert_eq!(v["versions"][0]["links"][0]["href"], format!("{lb_ep}/v2"));
+
+    // The VPC, through Neutron.
+    let (n1, s1) = network(&t, "10.20.1.0/24");
+    let (_, s2) = network(&t, "10.20.2.0/24");
+    let (_, s3) = network(&t, "10.20.3.0/24");
+    let router = id(
+        &t.expect(
+            201,
+            "POST",
+            "/v2.0/routers",
+            Some(json!({"router": {"name": "r"}})),
+        ),
+        "router",
+    );
+    for s in [&s1, &s2] {
+        t.expect(
+            200,
+            "PUT",
+            &format!("/v2.0/routers/{router}/add_router_interface"),
+            Some(json!({"subnet_id": s})),
+        );
+    }
+
+    // The load balancer and its VIP port.
+    let lb = t.expect(201, "POST", "/v2/lbaas/loadbalancers", Some(json!({"loadbalancer": {"name": "web", "vip_subnet_id": s1, "vip_address": "10.20.1.100"}})))["loadbalancer"].clone();
+    let lbid = lb["id"].as_str().expect("id").to_owned();
+    assert_eq!(lb["vip_address"], "10.20.1.100");
+    assert_eq!(lb["vip_network_id"], n1.as_str());
+    assert_eq!(lb["provisioning_status"], "PENDING_CREATE");
+    assert_eq!(lb["operating_status"], "ONLINE");
+    assert_eq!(lb["provider"], "strato");
+    assert_eq!(lb["project_id"], pid.as_str());
+    assert_eq!(lb["listeners"], json!([]));
+    let vip_port = lb["vip_port_id"].as_str().expect("vip port").to_owned();
+    let port = t.expect(200, "GET", &format!("/v2.0/ports/{vip_port}"), None)["port"].clone();
+    assert_eq!(port["device_owner"], "Octavia");
+    assert_eq!(port["device_id"], format!("lb-{lbid}"));
+    assert_eq!(port["fixed_ips"][0]["ip_address"], "10.20.1.100");
+
+    // Listeners: TCP and UDP on port 80.
+    let tcp = id(&t.expect(201, "POST", "/v2/lbaas/listeners", Some(json!({"listener": {"loadbalancer_id": lbid, "protocol": "TCP", "protocol_port": 80, "connection_drain_timeout": 30000}}))), "listener");
+    let udp_l = t.expect(
+        201,
+        "POST",
+        "/v2.0/lbaas/listeners",
+        Some(
+            json!({"listener": {"loadbalancer_id": lbid, "protocol": "UDP", "protocol_port": 80}}),
+        ),
+    )["listener"]
+        .clone();
+    let udp = udp_l["id"].as_str().expect("id").to_owned();
+    assert_eq!(udp_l["timeout_client_data"], 50000);
+    assert_eq!(udp_l["connection_drain_timeout"], 60000);
+    assert_eq!(udp_l["loadbalancers"], json!([{"id": lbid}]));
+    refused(
+        &c,
+        &t,
+        409,
+        "Another Listener on this Load Balancer is already using protocol_port 80",
+        "POST",
+        "/v2/lbaas/listeners",
+        Some(
+            json!({"listener": {"loadbalancer_id": lbid, "protocol": "TCP", "protocol_port": 80}}),
+        ),
+    );
+    refused(
+        &c,
+        &t,
+        400,
+        "not supported yet",
+        "POST",
+        "/v2/lbaas/listeners",
+        Some(
+            json!({"listener": {"loadbalancer_id": lbid, "protocol": "HTTP", "protocol_port": 8080}}),
+        ),
+    );
+    refused(
+        &c,
+        &t,
+        400,
+        "read-only",
+        "PUT",
+        &format!("/v2/lbaas/listeners/{tcp}"),
+        Some(json!({"listener": {"protocol_port": 81}})),
+    );
+
+    // Pools on the listeners.
+    let pool = t.expect(201, "POST", "/v2/lbaas/pools", Some(json!({"pool": {"listener_id": tcp, "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN", "session_persistence": {"type": "SOURCE_IP"}}})))["pool"].clone();
+    let pool_id = pool["id"].as_str().expect("id").to_owned();
+    assert_eq!(pool["listeners"], json!([{"id": tcp}]));
+    assert_eq!(pool["session_persistence"]["persistence_timeout"], 360);
+    let l = t.expect(200, "GET", &format!("/v2/lbaas/listeners/{tcp}"), None);
+    assert_eq!(l["listener"]["default_pool_id"], pool_id.as_str());
+    refused(
+        &c,
+        &t,
+        409,
+        "already has default pool",
+        "POST",
+        "/v2/lbaas/pools",
+        Some(
+            json!({"pool": {"listener_id": tcp, "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}}),
+        ),
+    );
+    refused(
+        &c,
+        &t,
+        400,
+        "invalid while the listener protocol is 'UDP'",
+        "POST",
+        "/v2/lbaas/pools",
+        Some(
+            json!({"pool": {"listener_id": udp, "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}}),
+        ),
+    );
+    let udp_pool = id(&t.expect(201, "POST", "/v2/lbaas/pools", Some(json!({"pool": {"listener_id": udp, "protocol": "UDP", "lb_algorithm": "SOURCE_IP"}}))), "pool");
+
+    // Members in two subnets (one across the router); refusals.
+    let members = format!("/v2/lbaas/pools/{pool_id}/members");
+    let m1 = id(
+        &t.expect(
+            201,
+            "POST",
+            &members,
+            Some(json!({"member": {"address": "10.20.1.10", "protocol_port": 8080}})),
+        ),
+        "member",
+    );
+    let m2v = t.expect(201, "POST", &members, Some(json!({"member": {"address": "10.20.2.10", "protocol_port": 8080, "subnet_id": s2, "weight": 3}})))["member"].clone();
+    let m2 = m2v["id"].as_str().expect("id").to_owned();
+    assert_eq!(m2v["weight"], 3);
+    assert_eq!(m2v["operating_status"], "NO_MONITOR");
+    refused(
+        &c,
+        &t,
+        409,
+        "already using ip 10.20.1.10 on protocol_port 8080",
+        "POST",
+        &members,
+        Some(json!({"member": {"address": "10.20.1.10", "protocol_port": 8080}})),
+    );
+    refused(
+        &c,
+        &t,
+        409,
+        "not routable from the VIP",
+        "POST",
+        &members,
+        Some(json!({"member": {"address": "10.20.3.10", "protocol_port": 8080, "subnet_id": s3}})),
+    );
+    refused(
+        &c,
+        &t,
+        400,
+        "not a host address",
+        "POST",
+        &members,
+        Some(json!({"member": {"address": "10.20.9.10", "protocol_port": 8080, "subnet_id": s2}})),
+    );
+    refused(
+        &c,
+        &t,
+        400,
+        "range",
+        "POST",
+        &members,
+        Some(json!({"member": {"address": "10.20.1.11", "protocol_port": 8080, "weight": 257}})),
+    );
+    refused(
+        &c,
+        &t,
+        400,
+        "read-only",
+        "PUT",
+        &format!("{members}/{m1}"),
+        Some(json!({"member": {"address": "10.20.1.12"}})),
+    );
+    t.expect(
+        201,
+        "POST",
+        &format!("/v2/lbaas/pools/{udp_pool}/members"),
+        Some(json!({"member": {"address": "10.20.2.20", "protocol_port": 53, "subnet_id": s2}})),
+    );
+
+    // The health monitor.
+    let hm = t.expect(201, "POST", "/v2/lbaas/healthmonitors", Some(json!({"healthmonitor": {"pool_id": pool_id, "type": "HTTP", "delay": 5, "timeout": 3, "max_retries": 2, "url_path": "/health"}})))["healthmonitor"].clone();
+    assert_eq!(hm["expected_codes"], "200");
+    assert_eq!(hm["max_retries_down"], 3);
+    assert_eq!(hm["pools"], json!([{"id": pool_id}]));
+    refused(
+        &c,
+        &t,
+        409,
+        "already has a health monitor",
+        "POST",
+        "/v2/lbaas/healthmonitors",
+        Some(
+            json!({"healthmonitor": {"pool_id": pool_id, "type": "TCP", "delay": 5, "timeout": 3, "max_retries": 2}}),
+        ),
+    );
+    refused(
+        &c,
+        &t,
+        400,
+        "larger than the request timeout",
+        "POST",
+        "/v2/lbaas/healthmonitors",
+        Some(
+            json!({"healthmonitor": {"pool_id": udp_pool, "type": "UDP-CONNECT", "delay": 1, "timeout": 3, "max_retries": 2}}),
+        ),
+    );
+
+    // Generic refusals.
+    refused(
+        &c,
+        &t,
+        400,
+        "colour",
+        "POST",
+        "/v2/lbaas/loadbalancers",
+        Some(json!({"loadbalancer": {"vip_subnet_id": s1, "colour": "red"}})),
+    );
+    refused(
+        &c,
+        &t,
+        400,
+        "",
+        "POST",
+        "/v2/lbaas/loadbalancers",
+        Some(json!([])),
+    );
+    refused(
+        &c,
+        &t,
+        404,
+        "not found",
+        "GET",
+        "/v2/lbaas/loadbalancers/00000000-0000-0000-0000-000000000000",
+        None,
+    );
+    refused(
+        &c,
+        &t,
+        400,
+        "invalid attribute for filtering",
+        "GET",
+        "/v2/lbaas/loadbalancers?colour=red",
+        None,
+    );
+    refused(
+        &c,
+        &t,
+        409,
+        "it has children",
+        "DELETE",
+        &format!("/v2/lbaas/loadbalancers/{lbid}"),
+        None,
+    );
+    let before = c.revision();
+    let (s, v) = t.call("DELETE", &format!("/v2.0/ports/{vip_port}"), None);
+    assert_eq!(
+        (s, v["NeutronError"]["type"].as_str()),
+        (409, Some("PortInUse")),
+        "{v}"
+    );
+    assert_eq!(c.revision(), before);
+    let (s, _, v) = call(&c.api, None, "GET", "/v2/lbaas/loadbalancers", None);
+    assert_eq!(s, 401, "{v}");
+
+    // Lists: filters, fields, sort; the same under the catalog endpoint.
+    let v = t.expect(
+        200,
+        "GET",
+        "/v2/lbaas/listeners?protocol=UDP&fields=id&fields=protocol",
+        None,
+    );
+    assert_eq!(v["listeners"], json!([{"id": udp, "protocol": "UDP"}]));
+    assert_eq!(v["listeners_links"], json!([]));
+    let v = t.expect(200, "GET", "/v2/lbaas/listeners?sort=protocol:desc", None);
+    assert_eq!(v["listeners"][0]["protocol"], "UDP");
+    let v = t.expect(200, "GET", "/load-balancer/v2/lbaas/loadbalancers", None);
+    assert_eq!(v["loadbalancers"][0]["id"], lbid.as_str());
+    assert_eq!(
+        t.expect(
+            200,
+            "GET",
+            &format!("/load-balancer/v2.0/lbaas/pools/{pool_id}/members"),
+            None
+        )["members"]
+            .as_array()
+            .expect("members")
+            .len(),
+        2
+    );
+
+    // Another project and a reader.
+    let (other, _) = c.tenant(&admin, "other", "member");
+    refused(
+        &c,
+        &other,
+        404,
+        "not found",
+        "GET",
+        &format!("/v2/lbaas/loadbalancers/{lbid}"),
+        None,
+    );
+    refused(
+        &c,
+        &other,
+        404,
+        "not found",
+        "POST",
+        "/v2/lbaas/listeners",
+        Some(
+            json!({"listener": {"loadbalancer_id": lbid, "protocol": "TCP", "protocol_port": 81}}),
+        ),
+    );
+    refused(
+        &c,
+        &other,
+        404,
+        "Subnet",
+        "POST",
+        "/v2/lbaas/loadbalancers",
+        Some(json!({"loadbalancer": {"vip_subnet_id": s1}})),
+    );
+    assert_eq!(
+        other.expect(200, "GET", "/v2/lbaas/loadbalancers", None)["loadbalancers"],
+        json!([])
+    );
+    let (reader, _) = c.tenant(&admin, "peek", "reader");
+    let (rn, rs) = network(&admin, "10.30.0.0/24");
+    let _ = rn;
+    refused(
+        &c,
+        &reader,
+        403,
+        "reader",
+        "POST",
+        "/v2/lbaas/loadbalancers",
+        Some(json!({"loadbalancer": {"vip_subnet_id": rs}})),
+    );
+
+    // Quota: Octavia's 403.
+    admin.expect(
+        202,
+        "PUT",
+        &format!("/v2/lbaas/quotas/{pid}"),
+        Some(json!({"quota": {"loadbalancer": 1}})),
+    );
+    let q = t.expect(200, "GET", &format!("/v2/lbaas/quotas/{pid}"), None);
+    assert_eq!(q["quota"]["load_balancer"], 1);
+    refused(
+        &c,
+        &t,
+        403,
+        "Quota has been met for resources: Load Balancer",
+        "POST",
+        "/v2/lbaas/loadbalancers",
+        Some(json!({"loadbalancer": {"vip_subnet_id": s2}})),
+    );
+    refused(
+        &c,
+        &t,
+        403,
+        "administrator",
+        "PUT",
+        &format!("/v2/lbaas/quotas/{pid}"),
+        Some(json!({"quota": {"loadbalancer": 5}})),
+    );
+
+    // Health and stats from the agents' socket.
+    let agent = c.agent();
+    let (s, _, v) = call(
+        &agent,
+        None,
+        "PUT",
+        "/internal/v1/hosts/az1-c1/lb-health",
+        Some(
+            &json!({"members": [{"id": m1, "up": true}, {"id": m2, "up": false}, {"id": "gone", "up": true}]}),
+        ),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v, json!({"accepted": 2, "unknown": 1}));
+    let (s, _, v) = call(
+        &agent,
+        None,
+        "PUT",
+        "/internal/v1/hosts/az1-c1/lb-health",
+        Some(&json!({"members": "nope"})),
+    );
+    assert_eq!(s, 400, "{v}");
+    let tree = t.expect(
+        200,
+        "GET",
+        &format!("/v2/lbaas/loadbalancers/{lbid}/status"),
+        None,
+    );
+    let root = &tree["statuses"]["loadbalancer"];
+    assert_eq!(root["id"], lbid.as_str());
+    assert_eq!(root["operating_status"], "DEGRADED");
+    let lt = root["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .find(|l| l["id"] == tcp.as_str())
+        .expect("tcp listener")
+        .clone();
+    assert_eq!(lt["operating_status"], "DEGRADED");
+    assert_eq!(lt["pools"][0]["operating_status"], "DEGRADED");
+    assert_eq!(lt["pools"][0]["health_monitor"]["type"], "HTTP");
+    let ms = lt["pools"][0]["members"].as_array().expect("members");
+    let st =
+        |m: &str| ms.iter().find(|x| x["id"] == m).expect("member")["operating_status"].clone();
+    assert_eq!((st(&m1), st(&m2)), (json!("ONLINE"), json!("ERROR")));
+    t.expect(
+        200,
+        "PUT",
+        &format!("{members}/{m2}"),
+        Some(json!({"member": {"weight": 0}})),
+    );
+    let v = t.expect(200, "GET", &format!("{members}/{m2}"), None);
+    assert_eq!(v["member"]["operating_status"], "DRAINING");
+    assert_eq!(
+        t.expect(200, "GET", &format!("/v2/lbaas/loadbalancers/{lbid}"), None)["loadbalancer"]
+            ["operating_status"],
+        "ONLINE"
+    );
+    let report = |host: &str, n: u64| {
+        let (s, _, v) = call(
+            &agent,
+            None,
+            "PUT",
+            &format!("/internal/v1/hosts/{host}/lb-stats"),
+            Some(
+                &json!({"listeners": [{"id": tcp, "bytes_in": n, "bytes_out": 2 * n, "active_connections": 1, "total_connections": n, "request_errors": 0}, {"id": udp, "bytes_in": 1}], "members": [{"id": m1, "bytes_in": n}]}),
+            ),
+        );
+        assert_eq!(s, 200, "{v}");
+    };
+    report("az1-c1", 100);
+    report("az2-c1", 10);
+    report("az2-c1", 20);
+    let v = t.expect(
+        200,
+        "GET",
+        &format!("/v2/lbaas/listeners/{tcp}/stats"),
+        None,
+    );
+    assert_eq!(
+        v["stats"],
+        json!({"bytes_in": 120, "bytes_out": 240, "active_connections": 2, "total_connections": 120, "request_errors": 0})
+    );
+    let v = t.expect(
+        200,
+        "GET",
+        &format!("/v2/lbaas/loadbalancers/{lbid}/stats"),
+        None,
+    );
+    assert_eq!(v["stats"]["bytes_in"], 122);
+    let (s, _, v) = call(
+        &agent,
+        None,
+        "PUT",
+        "/internal/v1/hosts/az1-c1/lb-stats",
+        Some(&json!({"listeners": [{"id": tcp, "bogus": 1}]})),
+    );
+    assert_eq!(s, 400, "{v}");
+    // Not on the public port.
+    let (s, _, _) = call(
+        &c.api,
+        Some(&admin.token),
+        "PUT",
+        "/internal/v1/hosts/az1-c1/lb-stats",
+        Some(&json!({})),
+    );
+    assert!(s == 404 || s == 405, "{s}");
+
+    // Batch member update: one kept (updated), one new, one gone.
+    let (s, v) = t.call("PUT", &members, Some(json!({"members": [{"address": "10.20.1.10", "protocol_port": 8080, "weight": 7}, {"address": "10.20.2.30", "protocol_port": 8080, "subnet_id": s2}]})));
+    assert_eq!(s, 202, "{v}");
+    let list = t.expect(200, "GET", &members, None)["members"]
+        .as_array()
+        .expect("members")
+        .clone();
+    assert_eq!(list.len(), 2);
+    assert!(list
+        .iter()
+        .any(|m| m["id"] == m1.as_str() && m["weight"] == 7));
+    assert!(list.iter().all(|m| m["id"] != m2.as_str()));
+
+    // Cascade delete: everything goes, the VIP port with it.
+    t.expect(
+        204,
+        "DELETE",
+        &format!("/v2/lbaas/loadbalancers/{lbid}?cascade=true"),
+        None,
+    );
+    refused(
+        &c,
+        &t,
+        404,
+        "not found",
+        "GET",
+        &format!("/v2/lbaas/pools/{pool_id}"),
+        None,
+    );
+    refused(
+        &c,
+        &t,
+        404,
+        "not found",
+        "GET",
+        &format!("/v2/lbaas/listeners/{udp}"),
+        None,
+    );
+    for path in [
+        "/v2/lbaas/loadbalancers",
+        "/v2/lbaas/listeners",
+        "/v2/lbaas/pools",
+        "/v2/lbaas/healthmonitors",
+    ] {
+        let v = t.expect(200, "GET", path, None);
+        let key = path.rsplit('/').next().expect("collection");
+        assert_eq!(v[key], json!([]), "{path}");
+    }
+    let (s, v) = t.call("GET", &format!("/v2.0/ports/{vip_port}"), None);
+    assert_eq!(s, 404, "the VIP port must be gone: {v}");
+    // The quota is free again.
+    t.expect(
+        201,
+        "POST",
+        "/v2/lbaas/loadbalancers",
+        Some(json!({"loadbalancer": {"vip_network_id": n1}})),
+    );
+}

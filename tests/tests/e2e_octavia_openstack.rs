@@ -1,0 +1,70 @@
+//! Interop: the stock `openstack` CLI with python-octaviaclient and
+//! openstacksdk's load_balancer proxy (installed by the bootstrap into
+//! /opt/strato/venv) drive the Octavia API of a real controller process
+//! (no namespaces needed); see tests/interop/octavia_scenario.py.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use strato_tests::e2e::{bin, ADMIN_PASSWORD};
+
+const VENV: &str = "/opt/strato/venv";
+
+#[test]
+fn openstack_cli_and_sdk_drive_load_balancers() {
+    let python = Path::new(VENV).join("bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/bootstrap (make test does)",
+        python.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = std::env::temp_dir().join(format!(
+        "strato-e2e-octavia-osc-{}-{port}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("state dir");
+    let clouds = dir.join("clouds.yaml");
+    let mut child = Command::new(bin("strato-controller"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(dir.join("strato.db"))
+        .arg("--socket")
+        .arg(dir.join("controller.sock"))
+        .arg("--write-clouds-yaml")
+        .arg(&clouds)
+        .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start controller");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() || !clouds.exists() {
+        assert!(Instant::now() < deadline, "controller did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/octavia_scenario.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .env(
+            "STRATO_OPENSTACK_CLI",
+            Path::new(VENV).join("bin/openstack"),
+        )
+        .output()
+        .expect("run the scenario");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "scenario failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("scenario passed"), "{stdout}");
+}
