@@ -145,12 +145,18 @@ pub struct Agent {
     ct_swept: u64,
     /// Load balancer numbering, tables and drains (see `lbmaps`).
     lb: crate::lbmaps::LbState,
+    /// Health checks of the load balancer members on this host.
+    prober: Option<crate::lbprobe::Prober>,
 }
 
 /// A report queued for the controller.
 enum Outgoing {
     Full(Box<HostReport>),
     Status(StatusReport),
+    /// Health of the members this host checks.
+    LbHealth(crate::lbaas::health::HealthReport),
+    /// Load balancer counters of this host.
+    LbStats(crate::lbaas::health::StatsReport),
 }
 
 /// Interfaces of this process's network namespace: (ifindex, name).
@@ -422,6 +428,7 @@ impl Agent {
             ct_live: 0,
             ct_swept: 0,
             lb: crate::lbmaps::LbState::default(),
+            prober: None,
         };
         // The load balancer's numbering is this agent's: what a previous
         // one left is cleared (a connection's next packet hashes to the
@@ -906,6 +913,9 @@ impl Agent {
         });
         let specs = crate::lbmaps::specs(lbs, &doms);
         let ops = self.lb.sync(&specs, crate::dataplane::coarse_now_ns());
+        if let Some(p) = &self.prober {
+            p.set(self.probe_targets(&doms));
+        }
         if ops.is_empty() {
             return;
         }
@@ -920,6 +930,162 @@ impl Agent {
                 tracing::warn!(error = %format!("{e:#}"), "cannot write the load balancer tables")
             }
         }
+    }
+
+    /// The members on this host whose pool has a health monitor: checked
+    /// here, from their subnet's gateway address, through their tap.
+    fn probe_targets(&self, doms: &BTreeMap<String, u32>) -> Vec<crate::lbprobe::Target> {
+        use crate::lbprobe::{Kind, Target};
+        let nets: BTreeMap<&str, &crate::compile::NetworkEntry> = self
+            .desired
+            .values()
+            .filter_map(|e| match e {
+                Entry::Network(n) => Some((n.id.as_str(), n)),
+                _ => None,
+            })
+            .collect();
+        let taps = self.port_taps();
+        let mut out = Vec::new();
+        for e in self.desired.values() {
+            let Entry::LoadBalancer(lb) = e else { continue };
+            let Some(&domain) = doms.get(&lb.vip_network_id) else {
+                continue;
+            };
+            for l in &lb.listeners {
+                let Some(mon) = &l.monitor else { continue };
+                let kind = match mon.kind.as_str() {
+                    "PING" => Kind::Ping,
+                    "TCP" => Kind::Tcp,
+                    "UDP-CONNECT" => Kind::UdpConnect,
+                    "HTTP" => Kind::Http {
+                        method: mon.http_method.clone(),
+                        path: mon.url_path.clone(),
+                        expected: crate::lbprobe::parse_expected(&mon.expected_codes)
+                            .unwrap_or_else(|| vec![(200, 200)]),
+                    },
+                    _ => continue,
+                };
+                for m in &l.members {
+                    let addr = m.monitor_address.as_deref().unwrap_or(&m.address);
+                    let Ok(ip) = addr.parse::<Ipv4Addr>() else {
+                        continue;
+                    };
+                    // The local port with that address in the VPC.
+                    let found = self.desired.values().find_map(|e| match e {
+                        Entry::Port(p)
+                            if doms.get(&p.network_id) == Some(&domain)
+                                && p.ips.iter().any(|(_, a)| a == addr) =>
+                        {
+                            Some(p)
+                        }
+                        _ => None,
+                    });
+                    let Some(p) = found else { continue };
+                    let (Some(&ifindex), Some(mac)) =
+                        (taps.get(&p.tap), tables::parse_mac(&p.mac))
+                    else {
+                        continue;
+                    };
+                    let gw = nets.get(p.network_id.as_str()).and_then(|n| {
+                        n.subnets.iter().find(|s| {
+                            s.cidr
+                                .parse::<ipnetwork::Ipv4Network>()
+                                .is_ok_and(|c| c.contains(ip))
+                        })
+                    });
+                    let Some((Some(gw_ip), Some(gw_mac))) = gw.map(|s| {
+                        (
+                            s.gateway_ip.as_deref().and_then(|g| g.parse::<Ipv4Addr>().ok()),
+                            s.gateway_mac.as_deref().and_then(tables::parse_mac),
+                        )
+                    }) else {
+                        continue;
+                    };
+                    out.push(Target {
+                        member_id: m.id.clone(),
+                        ifindex,
+                        src_ip: gw_ip.octets(),
+                        src_mac: gw_mac,
+                        dst_ip: ip.octets(),
+                        dst_mac: mac,
+                        port: m.monitor_port.unwrap_or(m.protocol_port),
+                        kind: kind.clone(),
+                        delay: Duration::from_secs(mon.delay.max(1) as u64),
+                        timeout: Duration::from_secs(mon.timeout.max(1) as u64),
+                        max_retries: mon.max_retries,
+                        max_retries_down: mon.max_retries_down,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Queues this host's load balancer counters: per listener and member,
+    /// totals since the agent started, and the connections held now.
+    fn send_lb_stats(&mut self) {
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
+        let services = self.lb.services();
+        if services.is_empty() {
+            return;
+        }
+        let backends = self.lb.backends();
+        let (Ok(sstats), Ok(bstats), Ok(flows)) = (
+            self.dp.lb_stats(services.keys().copied(), false),
+            self.dp.lb_stats(backends.keys().copied(), true),
+            self.dp.lb_flows(),
+        ) else {
+            return;
+        };
+        // Active: a connection with a packet in the last minute.
+        let now = crate::dataplane::coarse_now_ns();
+        let mut active_s: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut active_b: BTreeMap<u32, u64> = BTreeMap::new();
+        for (_, f) in &flows {
+            if now.saturating_sub(f.last_seen_ns) < 60_000_000_000 {
+                *active_s.entry(f.service).or_default() += 1;
+                *active_b.entry(f.backend).or_default() += 1;
+            }
+        }
+        let of = |id: String, s: &dataplane_common::LbStats, active: u64| {
+            crate::lbaas::health::CountersOf {
+                id,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                active_connections: active,
+                total_connections: s.connections,
+                request_errors: s.refused,
+            }
+        };
+        let listeners = services
+            .iter()
+            .filter_map(|(n, l)| {
+                let s = sstats.get(n)?;
+                Some(of(l.clone(), s, active_s.get(n).copied().unwrap_or(0)))
+            })
+            .collect();
+        // A member may serve several listeners: summed.
+        let mut members: BTreeMap<String, crate::lbaas::health::CountersOf> = BTreeMap::new();
+        for (n, (_, m)) in &backends {
+            let Some(s) = bstats.get(n) else { continue };
+            let c = of(m.clone(), s, active_b.get(n).copied().unwrap_or(0));
+            members
+                .entry(m.clone())
+                .and_modify(|x| {
+                    x.bytes_in += c.bytes_in;
+                    x.bytes_out += c.bytes_out;
+                    x.active_connections += c.active_connections;
+                    x.total_connections += c.total_connections;
+                    x.request_errors += c.request_errors;
+                })
+                .or_insert(c);
+        }
+        let _ = outbox.send(Outgoing::LbStats(crate::lbaas::health::StatsReport {
+            listeners,
+            members: members.into_values().collect(),
+        }));
     }
 
     /// Ends drains that are over, and forgets idle balanced connections.
@@ -1568,6 +1734,23 @@ impl Agent {
                 self.need_full.clone(),
             ));
         }
+        // Health checks of local load balancer members, reported as they
+        // change.
+        if let Some(out) = self.outbox.clone() {
+            let report = move |states: Vec<(String, bool)>| {
+                let members = states
+                    .into_iter()
+                    .map(|(id, up)| crate::lbaas::health::MemberHealth { id, up })
+                    .collect();
+                let _ = out.send(Outgoing::LbHealth(crate::lbaas::health::HealthReport {
+                    members,
+                }));
+            };
+            match crate::lbprobe::Prober::spawn(Box::new(report)) {
+                Ok(p) => self.prober = Some(p),
+                Err(e) => tracing::error!(error = %e, "cannot start health checks; members are not checked"),
+            }
+        }
         {
             // Counters are read from the pinned maps on their own thread:
             // thousands of per-CPU entries must not delay configuration.
@@ -1698,6 +1881,7 @@ impl Agent {
                     }
                     self.ct_gc();
                     self.send_report(false);
+                    self.send_lb_stats();
                 }
             }
         }
@@ -1736,6 +1920,23 @@ async fn sender(
             Outgoing::Full(r) => {
                 skipping = false;
                 client::put_json(&ep, &format!("/internal/v1/hosts/{host}"), &r).await
+            }
+            // Observations: one lost is replaced by the next.
+            Outgoing::LbHealth(h) => {
+                if let Err(e) =
+                    client::put_json(&ep, &format!("/internal/v1/hosts/{host}/lb-health"), &h).await
+                {
+                    tracing::debug!(error = %e, "health report not delivered");
+                }
+                continue;
+            }
+            Outgoing::LbStats(s) => {
+                if let Err(e) =
+                    client::put_json(&ep, &format!("/internal/v1/hosts/{host}/lb-stats"), &s).await
+                {
+                    tracing::debug!(error = %e, "load balancer counters not delivered");
+                }
+                continue;
             }
         };
         match r {

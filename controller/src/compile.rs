@@ -251,6 +251,10 @@ pub struct ListenerEntry {
     pub source_ip: bool,
     /// The default pool.
     pub pool_id: Option<String>,
+    /// The pool's health monitor, when it has one that is up: the agents
+    /// of the members' hosts run it.
+    #[serde(default)]
+    pub monitor: Option<MonitorEntry>,
     /// The default pool's members, sorted by id (none: every connection
     /// is refused).
     pub members: Vec<MemberEntry>,
@@ -267,6 +271,27 @@ pub struct MemberEntry {
     /// 0: existing connections go on until the drain timeout), `down`
     /// (failed its health check: existing connections are reset).
     pub state: String,
+    /// Where health checks go instead of `address` / `protocol_port`.
+    #[serde(default)]
+    pub monitor_address: Option<String>,
+    #[serde(default)]
+    pub monitor_port: Option<u16>,
+}
+
+/// A pool's health monitor as the checking agents need it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorEntry {
+    pub id: String,
+    /// `PING`, `TCP`, `UDP-CONNECT` or `HTTP`.
+    pub kind: String,
+    /// Seconds between checks, and for one check.
+    pub delay: u32,
+    pub timeout: u32,
+    pub max_retries: u8,
+    pub max_retries_down: u8,
+    pub http_method: String,
+    pub url_path: String,
+    pub expected_codes: String,
 }
 
 /// A port on another host that local ports may talk to.
@@ -663,6 +688,15 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
         });
         entries.insert(e.key(), e);
     }
+    // Load balancers whose VIP is in one of this host's VPCs: its VMs are
+    // balanced here.
+    for lb in state.load_balancers.values() {
+        if networks.contains(&lb.vip_network_id) {
+            if let Some(e) = load_balancer_entry(state, lb) {
+                entries.insert(e.key(), e);
+            }
+        }
+    }
     // Elastic IPs: those of local ports (translated here), and on a
     // gateway host every bound one (steered to its port's host).
     let gateway = state.hosts.get(host).is_some_and(|h| h.gateway);
@@ -825,6 +859,107 @@ fn floating_ip_entry(
     }))
 }
 
+/// A load balancer as every host of its VPC balances it.
+fn load_balancer_entry(state: &State, lb: &crate::model::LoadBalancer) -> Option<Entry> {
+    use crate::model::{LbAlgorithm, LbProtocol, PersistenceType};
+    let vip_port = state.ports.get(&lb.vip_port_id)?;
+    let mut listeners: Vec<ListenerEntry> = state
+        .listeners
+        .values()
+        .filter(|l| l.loadbalancer_id == lb.meta.id && l.admin_state_up)
+        .filter_map(|l| {
+            let protocol = match l.protocol {
+                LbProtocol::Tcp => "TCP",
+                LbProtocol::Udp => "UDP",
+                _ => return None,
+            };
+            let pool = l
+                .default_pool_id
+                .as_ref()
+                .and_then(|p| state.pools.get(p));
+            let monitor = pool
+                .and_then(|p| crate::lbaas::pool_monitor(state, &p.meta.id))
+                .filter(|m| m.admin_state_up);
+            let mut members: Vec<MemberEntry> = pool
+                .filter(|p| p.admin_state_up)
+                .map(|p| {
+                    crate::lbaas::pool_members(state, &p.meta.id)
+                        .map(|m| MemberEntry {
+                            id: m.meta.id.clone(),
+                            address: m.address.clone(),
+                            protocol_port: m.protocol_port,
+                            weight: m.weight,
+                            backup: m.backup,
+                            state: if !m.admin_state_up || m.weight == 0 {
+                                "draining"
+                            } else if monitor.is_some() && m.health_down {
+                                "down"
+                            } else {
+                                "active"
+                            }
+                            .to_owned(),
+                            monitor_address: m.monitor_address.clone(),
+                            monitor_port: m.monitor_port,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            members.sort_by(|a, b| a.id.cmp(&b.id));
+            let source_ip = pool.is_some_and(|p| {
+                p.lb_algorithm == LbAlgorithm::SourceIp
+                    || p
+                        .session_persistence
+                        .as_ref()
+                        .is_some_and(|s| s.kind == PersistenceType::SourceIp)
+            });
+            Some(ListenerEntry {
+                id: l.meta.id.clone(),
+                protocol: protocol.to_owned(),
+                protocol_port: l.protocol_port,
+                idle_timeout_s: (l.timeout_client_data / 1000).max(1),
+                drain_timeout_s: l.connection_drain_timeout / 1000,
+                source_ip,
+                pool_id: pool.map(|p| p.meta.id.clone()),
+                monitor: monitor.map(|m| MonitorEntry {
+                    id: m.meta.id.clone(),
+                    kind: m.kind.as_str().to_owned(),
+                    delay: m.delay,
+                    timeout: m.timeout,
+                    max_retries: m.max_retries,
+                    max_retries_down: m.max_retries_down,
+                    http_method: m.http_method.clone(),
+                    url_path: m.url_path.clone(),
+                    expected_codes: m.expected_codes.clone(),
+                }),
+                members,
+            })
+        })
+        .collect();
+    listeners.sort_by(|a, b| a.id.cmp(&b.id));
+    Some(Entry::LoadBalancer(LoadBalancerEntry {
+        id: lb.meta.id.clone(),
+        vip_network_id: lb.vip_network_id.clone(),
+        vip_address: lb.vip_address.clone(),
+        vip_mac: vip_port.mac_address.clone(),
+        admin_state_up: lb.admin_state_up,
+        listeners,
+    }))
+}
+
+/// The load balancer a load balancing object belongs to.
+fn lb_of(state: &State, c: &Change) -> Option<String> {
+    use crate::model::Object;
+    let pool_lb = |pool: &str| state.pools.get(pool).map(|p| p.loadbalancer_id.clone());
+    match c {
+        Change::Put(Object::LoadBalancer(l)) => Some(l.meta.id.clone()),
+        Change::Put(Object::Listener(l)) => Some(l.loadbalancer_id.clone()),
+        Change::Put(Object::Pool(p)) => Some(p.loadbalancer_id.clone()),
+        Change::Put(Object::Member(m)) => pool_lb(&m.pool_id),
+        Change::Put(Object::HealthMonitor(m)) => pool_lb(&m.pool_id),
+        _ => None,
+    }
+}
+
 /// Ids an entry depends on (a change to any of them may change the entry).
 fn mentions(e: &Entry) -> Vec<&str> {
     match e {
@@ -875,6 +1010,7 @@ fn mentions(e: &Entry) -> Vec<&str> {
             for x in &l.listeners {
                 v.push(x.id.as_str());
                 v.extend(x.pool_id.as_deref());
+                v.extend(x.monitor.as_ref().map(|m| m.id.as_str()));
                 v.extend(x.members.iter().map(|m| m.id.as_str()));
             }
             v
@@ -927,6 +1063,9 @@ impl Compiler {
             if let Change::Put(crate::model::Object::SecurityGroupRule(r)) = c {
                 touched.insert(r.security_group_id.clone());
             }
+            // A listener, pool, member or monitor changes its load
+            // balancer's entry.
+            touched.extend(lb_of(state, c));
         }
         let mut out = BTreeSet::new();
         // Hosts whose current entries mention a touched object.
@@ -951,6 +1090,9 @@ impl Compiler {
                 }
                 (Kind::Network, _) => {
                     networks.insert(c.id());
+                }
+                (Kind::LoadBalancer, Change::Put(crate::model::Object::LoadBalancer(l))) => {
+                    networks.insert(l.vip_network_id.clone());
                 }
                 (Kind::Subnet, Change::Put(crate::model::Object::Subnet(s))) => {
                     networks.insert(s.network_id.clone());

@@ -630,6 +630,11 @@ pub struct Member {
     pub monitor_port: Option<u16>,
     /// See [`LoadBalancer::provisioning_status`].
     pub provisioning_status: ProvisioningStatus,
+    /// The agents' health checks find it down (kept by the controller
+    /// from their reports, not an API attribute): no new connections, its
+    /// connections are reset. Only while its pool has a monitor that is up.
+    #[serde(default)]
+    pub health_down: bool,
 }
 
 /// The health check of a pool's members (one per pool).

@@ -58,6 +58,8 @@ fn member(id: &str, ip: [u8; 4], port: u16, weight: u16, state: &str) -> MemberE
         weight,
         backup: false,
         state: state.into(),
+        monitor_address: None,
+        monitor_port: None,
     }
 }
 
@@ -70,6 +72,7 @@ fn listener(id: &str, protocol: &str, port: u16, members: Vec<MemberEntry>) -> L
         drain_timeout_s: 30,
         source_ip: false,
         pool_id: Some(format!("pool-{id}")),
+        monitor: None,
         members,
     }
 }

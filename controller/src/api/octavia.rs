@@ -31,7 +31,7 @@ use crate::{
         health::{Counters, HealthReport, StatsReport},
         health_monitors, listeners, load_balancers, members, pools, quotas,
     },
-    model::Change,
+    model::{Change, Object},
     network,
     state::State as Desired,
 };
@@ -677,18 +677,40 @@ pub async fn report_health(
     let r = (|| {
         valid_host(&host)?;
         let Json(report) = body.map_err(report_rejection)?;
-        let s = app.core.read();
-        let now = std::time::Instant::now();
-        let (mut accepted, mut unknown) = (0, 0);
-        for m in &report.members {
-            if s.members.contains_key(&m.id) {
-                app.lb_health.report(&host, &m.id, m.up, now);
-                accepted += 1;
-            } else {
-                unknown += 1;
+        let (accepted, unknown) = {
+            let s = app.core.read();
+            let now = std::time::Instant::now();
+            let (mut accepted, mut unknown) = (0, 0);
+            for m in &report.members {
+                if s.members.contains_key(&m.id) {
+                    app.lb_health.report(&host, &m.id, m.up, now);
+                    accepted += 1;
+                } else {
+                    unknown += 1;
+                }
             }
-        }
-        app.lb_health.retain(|id| s.members.contains_key(id));
+            app.lb_health.retain(|id| s.members.contains_key(id));
+            (accepted, unknown)
+        };
+        // A member whose health flipped is stored so, which recompiles the
+        // hosts of its VPC: they stop (or start again) sending it new
+        // connections.
+        app.core.mutate(|s| {
+            let changes = report
+                .members
+                .iter()
+                .filter_map(|r| {
+                    let m = s.members.get(&r.id)?;
+                    let down = app.lb_health.latest(&r.id) == Some(false);
+                    (m.health_down != down).then(|| {
+                        let mut m = m.clone();
+                        m.health_down = down;
+                        Change::Put(Object::Member(m))
+                    })
+                })
+                .collect();
+            Ok((changes, ()))
+        })?;
         Ok::<_, ApiError>(json!({"accepted": accepted, "unknown": unknown}))
     })();
     match r {

@@ -160,6 +160,7 @@ fn parse_new(
         monitor_address,
         monitor_port,
         provisioning_status: ProvisioningStatus::PendingCreate,
+        health_down: false,
     })
 }
 
