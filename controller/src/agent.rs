@@ -981,9 +981,10 @@ impl Agent {
                         _ => None,
                     });
                     let Some(p) = found else { continue };
-                    let (Some(&ifindex), Some(mac)) =
-                        (taps.get(&p.tap), tables::parse_mac(&p.mac))
-                    else {
+                    // A member whose tap is gone (its VM died) is still
+                    // checked: every check fails.
+                    let ifindex = taps.get(&p.tap).copied().unwrap_or(0);
+                    let Some(mac) = tables::parse_mac(&p.mac) else {
                         continue;
                     };
                     let gw = nets.get(p.network_id.as_str()).and_then(|n| {
@@ -995,7 +996,9 @@ impl Agent {
                     });
                     let Some((Some(gw_ip), Some(gw_mac))) = gw.map(|s| {
                         (
-                            s.gateway_ip.as_deref().and_then(|g| g.parse::<Ipv4Addr>().ok()),
+                            s.gateway_ip
+                                .as_deref()
+                                .and_then(|g| g.parse::<Ipv4Addr>().ok()),
                             s.gateway_mac.as_deref().and_then(tables::parse_mac),
                         )
                     }) else {
@@ -1748,7 +1751,9 @@ impl Agent {
             };
             match crate::lbprobe::Prober::spawn(Box::new(report)) {
                 Ok(p) => self.prober = Some(p),
-                Err(e) => tracing::error!(error = %e, "cannot start health checks; members are not checked"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start health checks; members are not checked")
+                }
             }
         }
         {

@@ -873,10 +873,7 @@ fn load_balancer_entry(state: &State, lb: &crate::model::LoadBalancer) -> Option
                 LbProtocol::Udp => "UDP",
                 _ => return None,
             };
-            let pool = l
-                .default_pool_id
-                .as_ref()
-                .and_then(|p| state.pools.get(p));
+            let pool = l.default_pool_id.as_ref().and_then(|p| state.pools.get(p));
             let monitor = pool
                 .and_then(|p| crate::lbaas::pool_monitor(state, &p.meta.id))
                 .filter(|m| m.admin_state_up);
@@ -907,8 +904,7 @@ fn load_balancer_entry(state: &State, lb: &crate::model::LoadBalancer) -> Option
             members.sort_by(|a, b| a.id.cmp(&b.id));
             let source_ip = pool.is_some_and(|p| {
                 p.lb_algorithm == LbAlgorithm::SourceIp
-                    || p
-                        .session_persistence
+                    || p.session_persistence
                         .as_ref()
                         .is_some_and(|s| s.kind == PersistenceType::SourceIp)
             });

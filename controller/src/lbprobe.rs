@@ -5,8 +5,10 @@
 //! from its subnet's gateway address (the one address every VM reaches
 //! on-link), with a source port in [`PROBE_PORTS`] (outside Linux's
 //! ephemeral range, so replies are told apart by a socket filter): the
-//! VM's answer is read by an AF_PACKET socket, which sees a VM's frames
-//! before the port's TC program.
+//! VM's answer is read by an AF_PACKET socket on the tap (`ETH_P_ALL`,
+//! bound to the device: it sees the VM's frames before the port's TC
+//! program, which drops what is addressed to the gateway, and only that
+//! device's frames run its filter).
 //! - `TCP`: SYN; a SYN-ACK is up (answered with a reset), a reset or
 //!   silence is down.
 //! - `HTTP`: the handshake, then `<method> <path> HTTP/1.0`; up when the
@@ -74,7 +76,7 @@ pub fn parse_expected(s: &str) -> Option<Vec<(u16, u16)>> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub member_id: String,
-    /// The member port's tap.
+    /// The member port's tap (0: gone; every check fails).
     pub ifindex: u32,
     /// Its subnet's gateway: the check's source.
     pub src_ip: [u8; 4],
@@ -129,13 +131,12 @@ impl Prober {
     /// Opens the socket and starts the thread; `report` gets every
     /// member's state whenever one changes (and every 10 s).
     pub fn spawn(report: Box<dyn Fn(Vec<(String, bool)>) + Send>) -> io::Result<Prober> {
-        let sock = Socket::open()?;
         let targets: Arc<Mutex<Vec<Target>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (targets.clone(), stop.clone());
         std::thread::Builder::new()
             .name("lb-health".into())
-            .spawn(move || run(sock, t, s, report))?;
+            .spawn(move || run(t, s, report))?;
         Ok(Prober { targets, stop })
     }
 
@@ -146,12 +147,12 @@ impl Prober {
 }
 
 fn run(
-    sock: Socket,
     targets: Arc<Mutex<Vec<Target>>>,
     stop: Arc<AtomicBool>,
     report: Box<dyn Fn(Vec<(String, bool)>) + Send>,
 ) {
     let mut checks: BTreeMap<String, Check> = BTreeMap::new();
+    let mut socks: BTreeMap<u32, Socket> = BTreeMap::new();
     let mut buf = vec![0u8; 4096];
     let mut last_report = Instant::now();
     let mut next_port = *PROBE_PORTS.start();
@@ -186,6 +187,22 @@ fn run(
                 );
             }
         }
+        // A socket per member tap (a vanished tap's goes).
+        socks.retain(|i, _| checks.values().any(|c| c.target.ifindex == *i));
+        for c in checks.values() {
+            let i = c.target.ifindex;
+            if i == 0 {
+                continue;
+            }
+            if let std::collections::btree_map::Entry::Vacant(v) = socks.entry(i) {
+                match Socket::open(i) {
+                    Ok(sk) => {
+                        v.insert(sk);
+                    }
+                    Err(e) => tracing::debug!(ifindex = i, error = %e, "no health check socket"),
+                }
+            }
+        }
         let mut changed = false;
         for c in checks.values_mut() {
             if let Some((_, deadline)) = &c.flight {
@@ -198,7 +215,11 @@ fn run(
             }
             if c.flight.is_none() && now >= c.next {
                 c.next = now + c.target.delay;
-                match c.send_first(&sock) {
+                let sent = match socks.get(&c.target.ifindex) {
+                    Some(sock) => c.send_first(sock),
+                    None => Err(io::Error::other("the member's tap is gone")),
+                };
+                match sent {
                     Ok(f) => c.flight = Some((f, now + c.target.timeout)),
                     Err(e) => {
                         tracing::debug!(member = %c.target.member_id, error = %e, "health check not sent");
@@ -207,21 +228,27 @@ fn run(
                 }
             }
         }
-        // Answers, for up to 20 ms.
+        // Answers, for about 20 ms.
         let until = Instant::now() + Duration::from_millis(20);
         while Instant::now() < until {
-            let Some((len, ifindex)) = sock.recv(&mut buf) else {
-                break;
-            };
-            let frame = &buf[..len.min(buf.len())];
-            for c in checks.values_mut() {
-                if c.target.ifindex != ifindex || c.flight.is_none() {
-                    continue;
+            let mut got = false;
+            for (&ifindex, sock) in &socks {
+                while let Some(len) = sock.recv(&mut buf) {
+                    got = true;
+                    let frame = &buf[..len.min(buf.len())];
+                    for c in checks.values_mut() {
+                        if c.target.ifindex != ifindex || c.flight.is_none() {
+                            continue;
+                        }
+                        if let Some(ok) = c.answer(sock, frame) {
+                            c.flight = None;
+                            changed |= c.result(ok);
+                        }
+                    }
                 }
-                if let Some(ok) = c.answer(&sock, frame) {
-                    c.flight = None;
-                    changed |= c.result(ok);
-                }
+            }
+            if !got {
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
         if changed || last_report.elapsed() >= Duration::from_secs(10) {
@@ -370,7 +397,10 @@ impl Check {
                 let Kind::Http { expected, .. } = &self.target.kind else {
                     return Some(false);
                 };
-                Some(http_status(body).is_some_and(|c| expected.iter().any(|(a, b)| (*a..=*b).contains(&c))))
+                Some(
+                    http_status(body)
+                        .is_some_and(|c| expected.iter().any(|(a, b)| (*a..=*b).contains(&c))),
+                )
             }
             (Some(TransportSlice::Icmpv4(icmp)), Flight::Echo { seq }) if from_member => {
                 match icmp.icmp_type() {
@@ -434,35 +464,36 @@ fn rand_u32() -> u32 {
     u32::from_ne_bytes(b)
 }
 
-/// One AF_PACKET socket on every interface, seeing only what may answer a
-/// check: TCP or UDP to a [`PROBE_PORTS`] port, and ICMP.
+/// An AF_PACKET socket on one tap, seeing only what may answer a check:
+/// TCP or UDP to a [`PROBE_PORTS`] port, and ICMP.
 struct Socket {
     fd: OwnedFd,
+    ifindex: u32,
 }
 
 fn sock_filter() -> [libc::sock_filter; 14] {
     let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     let (lo, hi) = (*PROBE_PORTS.start() as u32, *PROBE_PORTS.end() as u32);
     [
-        op(0x28, 0, 0, 12),        // ldh [12]           ethertype
-        op(0x15, 0, 10, 0x0800),   // jeq #IPv4          else drop
-        op(0x30, 0, 0, 23),        // ldb [23]           protocol
-        op(0x15, 9, 0, 1),         // jeq #ICMP          accept
-        op(0x15, 1, 0, 6),         // jeq #TCP           -> ports
-        op(0x15, 0, 6, 17),        // jeq #UDP           else drop
-        op(0x28, 0, 0, 20),        // ldh [20]           flags+fragment
-        op(0x45, 4, 0, 0x1fff),    // jset #0x1fff       later fragment: drop
-        op(0xb1, 0, 0, 14),        // ldxb 4*([14]&0xf)  IP header length
-        op(0x48, 0, 0, 16),        // ldh [x + 16]       destination port
-        op(0x35, 0, 1, lo),        // jge #lo            else drop
-        op(0x25, 0, 1, hi),        // jgt #hi            drop, else accept
-        op(0x06, 0, 0, 0),         // ret #0             drop
+        op(0x28, 0, 0, 12),          // ldh [12]           ethertype
+        op(0x15, 0, 10, 0x0800),     // jeq #IPv4          else drop
+        op(0x30, 0, 0, 23),          // ldb [23]           protocol
+        op(0x15, 9, 0, 1),           // jeq #ICMP          accept
+        op(0x15, 1, 0, 6),           // jeq #TCP           -> ports
+        op(0x15, 0, 6, 17),          // jeq #UDP           else drop
+        op(0x28, 0, 0, 20),          // ldh [20]           flags+fragment
+        op(0x45, 4, 0, 0x1fff),      // jset #0x1fff       later fragment: drop
+        op(0xb1, 0, 0, 14),          // ldxb 4*([14]&0xf)  IP header length
+        op(0x48, 0, 0, 16),          // ldh [x + 16]       destination port
+        op(0x35, 0, 1, lo),          // jge #lo            else drop
+        op(0x25, 0, 1, hi),          // jgt #hi            drop, else accept
+        op(0x06, 0, 0, 0),           // ret #0             drop
         op(0x06, 0, 0, 0x0004_0000), // ret #262144      accept
     ]
 }
 
 impl Socket {
-    fn open() -> io::Result<Socket> {
+    fn open(ifindex: u32) -> io::Result<Socket> {
         // SAFETY: plain syscall without pointers.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
@@ -476,12 +507,8 @@ impl Socket {
             filter: prog.as_mut_ptr(),
         };
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)?;
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 5_000,
-        };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
-        let addr = link_addr(0, None);
+        let mut addr = link_addr(ifindex as i32, None);
+        addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: a valid sockaddr_ll and its size.
         let rc = unsafe {
             libc::bind(
@@ -493,11 +520,12 @@ impl Socket {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Socket { fd })
+        Ok(Socket { fd, ifindex })
     }
 
     fn send(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
-        let addr = link_addr(ifindex as i32, Some(frame_dst(frame)));
+        debug_assert_eq!(ifindex, self.ifindex);
+        let addr = link_addr(self.ifindex as i32, Some(frame_dst(frame)));
         // SAFETY: `frame` is readable for its length; `addr` a valid sockaddr_ll.
         let n = unsafe {
             libc::sendto(
@@ -515,9 +543,9 @@ impl Socket {
         Ok(())
     }
 
-    /// One incoming frame (length, ifindex); `None` on timeout, our own
-    /// outgoing frames and errors.
-    fn recv(&self, buf: &mut [u8]) -> Option<(usize, u32)> {
+    /// One incoming frame's length, without waiting; `None` when there is
+    /// none (our own outgoing frames are skipped).
+    fn recv(&self, buf: &mut [u8]) -> Option<usize> {
         let mut addr = link_addr(0, None);
         let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
         // SAFETY: `buf` writable for its length; `addr`/`len` a writable sockaddr_ll.
@@ -526,15 +554,18 @@ impl Socket {
                 self.fd.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
-                libc::MSG_TRUNC,
+                libc::MSG_TRUNC | libc::MSG_DONTWAIT,
                 (&mut addr as *mut libc::sockaddr_ll).cast(),
                 &mut len,
             )
         };
-        if n < 0 || addr.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+        if n < 0 {
             return None;
         }
-        Some((n as usize, addr.sll_ifindex as u32))
+        if addr.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            return Some(0);
+        }
+        Some(n as usize)
     }
 }
 
