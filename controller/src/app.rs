@@ -95,3 +95,36 @@ pub async fn watch_gateways(app: std::sync::Arc<App>) {
         }
     }
 }
+
+/// Moves load balancing resources from `PENDING_CREATE` / `PENDING_UPDATE`
+/// to `ACTIVE` once every host that reports has realised its latest
+/// configuration (so whatever carried them is programmed everywhere it
+/// matters). Checked every 200 ms while something is pending.
+pub async fn watch_lb_provisioning(app: std::sync::Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let pending = crate::lbaas::pending_ids(&app.core.read());
+        if pending.is_empty() {
+            continue;
+        }
+        let hosts = app.hosts.realised();
+        let caught_up = !hosts.is_empty()
+            && hosts
+                .iter()
+                .all(|(h, r)| app.core.host_update(h, *r, false).is_none());
+        if !caught_up {
+            continue;
+        }
+        let r = app.core.mutate(|s| {
+            Ok((
+                crate::lbaas::mark_active(s, pending.iter().map(String::as_str)),
+                (),
+            ))
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e.message, "cannot mark load balancers active");
+        }
+    }
+}

@@ -234,6 +234,32 @@ pub struct LoadBalancerEntry {
     pub admin_state_up: bool,
     /// Sorted by id.
     pub listeners: Vec<ListenerEntry>,
+    /// The VIP's routing domain as the tables number it (the smallest VNI
+    /// of the VPC's networks): gateway hosts have no network entries.
+    #[serde(default)]
+    pub domain: u32,
+    /// A public load balancer: the floating IP on its VIP port (its id and
+    /// address).
+    #[serde(default)]
+    pub floating_ip: Option<(String, String)>,
+    /// Compiled for a gateway host: it balances what arrives for the
+    /// floating IP and tunnels it to members (`MemberEntry::location`).
+    #[serde(default)]
+    pub gateway: bool,
+}
+
+/// Where a member's port is, for gateway hosts: the tunnel to its host and
+/// the MACs of a packet routed to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberLocation {
+    pub port_id: String,
+    pub vni: u32,
+    pub mtu: u32,
+    pub mac: String,
+    /// The router interface MAC on the member's subnet.
+    pub gw_mac: String,
+    pub host: String,
+    pub underlay_ip: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,6 +302,9 @@ pub struct MemberEntry {
     pub monitor_address: Option<String>,
     #[serde(default)]
     pub monitor_port: Option<u16>,
+    /// Gateway hosts only: where the member's port is.
+    #[serde(default)]
+    pub location: Option<MemberLocation>,
 }
 
 /// A pool's health monitor as the checking agents need it.
@@ -689,17 +718,19 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
         entries.insert(e.key(), e);
     }
     // Load balancers whose VIP is in one of this host's VPCs: its VMs are
-    // balanced here.
+    // balanced here. Public ones on every gateway host too.
+    let gateway = state.hosts.get(host).is_some_and(|h| h.gateway);
     for lb in state.load_balancers.values() {
-        if networks.contains(&lb.vip_network_id) {
-            if let Some(e) = load_balancer_entry(state, lb) {
+        let public = gateway && lb_floating_ip(state, lb).is_some();
+        if networks.contains(&lb.vip_network_id) || public {
+            if let Some(e) = load_balancer_entry(state, ix, lb, public) {
                 entries.insert(e.key(), e);
             }
         }
     }
     // Elastic IPs: those of local ports (translated here), and on a
-    // gateway host every bound one (steered to its port's host).
-    let gateway = state.hosts.get(host).is_some_and(|h| h.gateway);
+    // gateway host every bound one (steered to its port's host); a load
+    // balancer's is its entry's.
     if gateway {
         for e in snat_entries(state, ix, host) {
             entries.insert(e.key(), e);
@@ -709,6 +740,9 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
         let Some(port) = f.port_id.as_deref().and_then(|p| state.ports.get(p)) else {
             continue;
         };
+        if port.device_owner == crate::lbaas::OWNER_OCTAVIA {
+            continue;
+        }
         let local = port.binding_host_id == host;
         if !(local || gateway) {
             continue;
@@ -859,10 +893,60 @@ fn floating_ip_entry(
     }))
 }
 
-/// A load balancer as every host of its VPC balances it.
-fn load_balancer_entry(state: &State, lb: &crate::model::LoadBalancer) -> Option<Entry> {
+/// The floating IP bound to a load balancer's VIP port: (id, address).
+fn lb_floating_ip(state: &State, lb: &crate::model::LoadBalancer) -> Option<(String, String)> {
+    state
+        .floating_ips
+        .values()
+        .find(|f| f.port_id.as_deref() == Some(lb.vip_port_id.as_str()))
+        .map(|f| (f.meta.id.clone(), f.floating_ip_address.clone()))
+}
+
+/// Where the port holding `address` in the VIP's VPC is (gateway hosts).
+fn member_location(
+    state: &State,
+    ix: &Index<'_>,
+    domain: &BTreeSet<String>,
+    address: &str,
+) -> Option<MemberLocation> {
+    let p = domain
+        .iter()
+        .flat_map(|n| ix.vm_ports_by_net.get(n.as_str()).into_iter().flatten())
+        .find(|p| p.fixed_ips.iter().any(|f| f.ip_address == address))?;
+    let f = p.fixed_ips.iter().find(|f| f.ip_address == address)?;
+    let n = state.networks.get(&p.network_id)?;
+    let h = state.hosts.get(&p.binding_host_id)?;
+    let gw_mac = ix
+        .router_ifaces
+        .iter()
+        .find(|r| r.fixed_ips.iter().any(|x| x.subnet_id == f.subnet_id))
+        .map(|r| r.mac_address.clone())?;
+    Some(MemberLocation {
+        port_id: p.meta.id.clone(),
+        vni: n.vni,
+        mtu: n.mtu,
+        mac: p.mac_address.clone(),
+        gw_mac,
+        host: h.name.clone(),
+        underlay_ip: h.underlay_ip.clone(),
+    })
+}
+
+/// A load balancer as every host of its VPC balances it (`gateway`: as a
+/// gateway host balances its floating IP's traffic).
+fn load_balancer_entry(
+    state: &State,
+    ix: &Index<'_>,
+    lb: &crate::model::LoadBalancer,
+    gateway: bool,
+) -> Option<Entry> {
     use crate::model::{LbAlgorithm, LbProtocol, PersistenceType};
     let vip_port = state.ports.get(&lb.vip_port_id)?;
+    let domain_nets = ix.domain(&lb.vip_network_id);
+    let domain = domain_nets
+        .iter()
+        .filter_map(|n| state.networks.get(n).map(|n| n.vni))
+        .min()?;
     let mut listeners: Vec<ListenerEntry> = state
         .listeners
         .values()
@@ -897,6 +981,11 @@ fn load_balancer_entry(state: &State, lb: &crate::model::LoadBalancer) -> Option
                             .to_owned(),
                             monitor_address: m.monitor_address.clone(),
                             monitor_port: m.monitor_port,
+                            location: if gateway {
+                                member_location(state, ix, &domain_nets, &m.address)
+                            } else {
+                                None
+                            },
                         })
                         .collect()
                 })
@@ -939,6 +1028,9 @@ fn load_balancer_entry(state: &State, lb: &crate::model::LoadBalancer) -> Option
         vip_mac: vip_port.mac_address.clone(),
         admin_state_up: lb.admin_state_up,
         listeners,
+        domain,
+        floating_ip: lb_floating_ip(state, lb),
+        gateway,
     }))
 }
 
@@ -1003,11 +1095,16 @@ fn mentions(e: &Entry) -> Vec<&str> {
         Entry::Snat(n) => vec![n.router_id.as_str(), n.host.as_str()],
         Entry::LoadBalancer(l) => {
             let mut v = vec![l.id.as_str(), l.vip_network_id.as_str()];
+            v.extend(l.floating_ip.as_ref().map(|f| f.0.as_str()));
             for x in &l.listeners {
                 v.push(x.id.as_str());
                 v.extend(x.pool_id.as_deref());
                 v.extend(x.monitor.as_ref().map(|m| m.id.as_str()));
                 v.extend(x.members.iter().map(|m| m.id.as_str()));
+                for m in x.members.iter().filter_map(|m| m.location.as_ref()) {
+                    v.push(m.port_id.as_str());
+                    v.push(m.host.as_str());
+                }
             }
             v
         }
@@ -1120,6 +1217,11 @@ impl Compiler {
                         if let Some(p) = f.port_id.as_deref().and_then(|p| state.ports.get(p)) {
                             if is_vm_port(p) {
                                 out.insert(p.binding_host_id.clone());
+                            }
+                            // A load balancer's VIP: its VPC's hosts answer
+                            // as the floating IP.
+                            if p.device_owner == crate::lbaas::OWNER_OCTAVIA {
+                                networks.insert(p.network_id.clone());
                             }
                         }
                     }

@@ -41,7 +41,7 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 31] = [
+pub const MAP_NAMES: [&str; 32] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
@@ -73,6 +73,7 @@ pub const MAP_NAMES: [&str; 31] = [
     maps::LB_REV,
     maps::LB_SERVICE_STATS,
     maps::LB_BACKEND_STATS,
+    maps::LB_PUBLIC_OUT,
 ];
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {

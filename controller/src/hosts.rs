@@ -157,6 +157,17 @@ impl Hosts {
             .is_some_and(|s| now_ms().saturating_sub(s.at_ms) <= HOST_LIVENESS.as_millis() as u64)
     }
 
+    /// The hosts up now, with the configuration revision each realised.
+    pub fn realised(&self) -> Vec<(String, u64)> {
+        let hosts = self.hosts.lock().expect("hosts lock poisoned");
+        let now = now_ms();
+        hosts
+            .iter()
+            .filter(|(_, s)| now.saturating_sub(s.at_ms) <= HOST_LIVENESS.as_millis() as u64)
+            .map(|(h, s)| (h.clone(), s.report.realised_revision))
+            .collect()
+    }
+
     /// Whether `host` is up and reports port `port_id` realised.
     pub fn port_active(&self, host: &str, port_id: &str) -> bool {
         let hosts = self.hosts.lock().expect("hosts lock poisoned");

@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use dataplane_common::{
-    maps, LbBackend, LbService, LbServiceKey, LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_SOURCE_IP,
+    maps, LbBackend, LbPublic, LbService, LbServiceKey, LB_B_ACTIVE, LB_B_DRAINING,
+    LB_SVC_F_SOURCE_IP,
 };
 use strato_lb::maglev::{self, MaglevBackend};
 
@@ -52,6 +53,9 @@ pub struct ServiceSpec {
     pub idle_timeout_s: u32,
     pub drain_timeout_s: u32,
     pub members: Vec<MemberSpec>,
+    /// A public load balancer's floating IP: members answer the internet
+    /// as it (`LB_PUBLIC_OUT`).
+    pub public: Option<[u8; 4]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,12 +78,19 @@ pub fn specs<'e>(
 ) -> Vec<ServiceSpec> {
     let mut out = Vec::new();
     for lb in entries {
-        let (Some(&domain), Ok(vip)) = (
-            domains.get(&lb.vip_network_id),
+        // Gateway hosts know the domain only from the entry.
+        let domain = domains.get(&lb.vip_network_id).copied().or(Some(lb.domain));
+        let (Some(domain), Ok(vip)) = (
+            domain.filter(|d| *d != 0),
             lb.vip_address.parse::<Ipv4Addr>(),
         ) else {
             continue;
         };
+        let public = lb
+            .floating_ip
+            .as_ref()
+            .and_then(|(_, a)| a.parse::<Ipv4Addr>().ok())
+            .map(|a| a.octets());
         if !lb.admin_state_up {
             continue;
         }
@@ -116,6 +127,7 @@ pub fn specs<'e>(
                 idle_timeout_s: l.idle_timeout_s.max(1),
                 drain_timeout_s: l.drain_timeout_s,
                 members,
+                public,
             });
         }
     }
@@ -133,6 +145,9 @@ pub struct LbOps {
     pub backends: Vec<(u32, LbBackend)>,
     pub services: Vec<(LbServiceKey, LbService)>,
     pub service_deletes: Vec<LbServiceKey>,
+    /// `LB_PUBLIC_OUT`: (domain, member address, member port, protocol).
+    pub public_out: Vec<(LbServiceKey, LbPublic)>,
+    pub public_deletes: Vec<LbServiceKey>,
     /// Backends given back: their connections are forgotten (`LB_FLOWS`,
     /// `LB_REV`) before the number is reused.
     pub released: Vec<u32>,
@@ -174,6 +189,7 @@ pub struct LbState {
     service_ids: Ids,
     backend_ids: Ids,
     ranges: Ranges,
+    public_out: BTreeMap<LbServiceKey, LbPublic>,
 }
 
 impl Default for LbState {
@@ -185,6 +201,7 @@ impl Default for LbState {
             service_ids: Ids::new(maps::LB_SERVICES_MAX),
             backend_ids: Ids::new(maps::LB_BACKENDS_MAX),
             ranges: Ranges::new(maps::LB_MAGLEV_MAX),
+            public_out: BTreeMap::new(),
         }
     }
 }
@@ -381,6 +398,40 @@ impl LbState {
         for (off, size) in freed_ranges {
             self.ranges.give(off, size);
         }
+        // Members of public listeners answer as the floating IP (the first
+        // listener wins when one member port serves several).
+        let mut public = BTreeMap::new();
+        for s in desired {
+            let (Some(eip), Some(svc)) = (s.public, self.services.get(&s.listener_id)) else {
+                continue;
+            };
+            for m in &s.members {
+                let k = LbServiceKey {
+                    domain: s.key.domain,
+                    vip: m.ip,
+                    port: m.port,
+                    proto: s.key.proto,
+                    _pad: 0,
+                };
+                public.entry(k).or_insert(LbPublic {
+                    eip,
+                    port: s.key.port,
+                    _pad: 0,
+                    service: svc.id,
+                });
+            }
+        }
+        for (k, v) in &public {
+            if self.public_out.get(k) != Some(v) {
+                ops.public_out.push((*k, *v));
+            }
+        }
+        for k in self.public_out.keys() {
+            if !public.contains_key(k) {
+                ops.public_deletes.push(*k);
+            }
+        }
+        self.public_out = public;
         ops
     }
 
@@ -555,6 +606,7 @@ mod tests {
             idle_timeout_s: 50,
             drain_timeout_s: 10,
             members,
+            public: None,
         }
     }
 

@@ -15,9 +15,9 @@ use std::net::Ipv4Addr;
 
 use dataplane_common::{
     AllowedMac, EipEntry, EipOut, Endpoint, EpKey, MacKey, PortInfo, QosBucket, QosKey, Route,
-    SnatRouter, VniInfo, DIR_EGRESS, DIR_INGRESS, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER,
-    EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, EP_VIP, MACS_DOWN,
-    PORT_F_ADMIN_UP, PORT_F_LB_MEMBER, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED,
+    SnatRouter, VniInfo, DIR_EGRESS, DIR_INGRESS, EIP_F_LB, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT,
+    EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN, EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, EP_VIP,
+    MACS_DOWN, PORT_F_ADMIN_UP, PORT_F_LB_MEMBER, PORT_F_PRESENT, PORT_F_SECURITY, ROUTE_CONNECTED,
     ROUTE_EXTERNAL, ROUTE_NEXTHOP, VNI_F_EXTERNAL, VNI_F_SNAT,
 };
 use ipnetwork::Ipv4Network;
@@ -233,6 +233,50 @@ pub fn remote_endpoints(
             )
         })
         .collect()
+}
+
+/// On a gateway host, a public load balancer: its floating IP balanced
+/// here (`EIP_F_LB`), and where its members are.
+fn public_load_balancer(t: &mut Tables, l: &crate::compile::LoadBalancerEntry) {
+    let (Some((_, fip)), Some(vip)) = (&l.floating_ip, ip4(&l.vip_address)) else {
+        return;
+    };
+    let Some(eip) = ip4(fip) else { return };
+    t.eips.insert(
+        eip.octets(),
+        EipEntry {
+            fixed: vip.octets(),
+            domain: l.domain,
+            flags: EIP_F_LB,
+            ..EipEntry::default()
+        },
+    );
+    for m in l.listeners.iter().flat_map(|x| &x.members) {
+        let Some(loc) = &m.location else { continue };
+        let (Some(ip), Some(mac), Some(gw_mac), Some(underlay)) = (
+            ip4(&m.address),
+            parse_mac(&loc.mac),
+            parse_mac(&loc.gw_mac),
+            ip4(&loc.underlay_ip),
+        ) else {
+            continue;
+        };
+        t.endpoints
+            .entry(EpKey {
+                domain: l.domain,
+                ip: ip.octets(),
+            })
+            .or_insert(Endpoint {
+                mac,
+                gw_mac,
+                kind: EP_REMOTE,
+                flags: 0,
+                mtu: loc.mtu as u16,
+                vni: loc.vni,
+                ifindex: 0,
+                underlay: underlay.octets(),
+            });
+    }
 }
 
 /// The (domain, address) of every load balancer member: a local port
@@ -585,6 +629,9 @@ pub fn build_parts(
     }
     for e in desired.values() {
         let Entry::LoadBalancer(l) = e else { continue };
+        if l.gateway {
+            public_load_balancer(&mut t, l);
+        }
         let (Some(&domain), Some(n), Some(vip), Some(mac)) = (
             doms.get(&l.vip_network_id),
             nets.get(l.vip_network_id.as_str()),

@@ -173,6 +173,11 @@ pub mod maps {
     /// `LbFlowKey` (backend -> client, as the reply) -> `LbRev`.
     pub const LB_REV: &str = "LB_REV";
     pub const LB_FLOWS_MAX: u32 = 524_288;
+    /// `LbServiceKey` (domain, member address, member port, protocol) ->
+    /// `LbPublic`: a public listener's member answers the internet as the
+    /// listener's elastic IP and port.
+    pub const LB_PUBLIC_OUT: &str = "LB_PUBLIC_OUT";
+    pub const LB_PUBLIC_OUT_MAX: u32 = 65_536;
     /// Per-CPU counters by service id and by backend id (`LbStats`).
     pub const LB_SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const LB_BACKEND_STATS: &str = "LB_BACKEND_STATS";
@@ -931,6 +936,10 @@ pub const EIP_F_SNAT: u32 = 4;
 /// `EipEntry::flags` / `EipOut::flags`: the elastic IP has a bandwidth
 /// limit in that direction (inbound / outbound): see `EIP_QOS`.
 pub const EIP_F_QOS: u32 = 8;
+/// `EipEntry::flags`: the elastic IP of a load balancer's VIP (`fixed`,
+/// in `domain`): a gateway host balances its connections itself and
+/// tunnels them to the chosen member.
+pub const EIP_F_LB: u32 = 16;
 
 /// Key of `EIP_QOS`. `direction` as Neutron's: [`DIR_INGRESS`] towards the
 /// VM, [`DIR_EGRESS`] from it.
@@ -1326,6 +1335,18 @@ pub struct LbRev {
     pub bytes: u64,
 }
 
+/// Value of `LB_PUBLIC_OUT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbPublic {
+    pub eip: [u8; 4],
+    /// The listener's port (host byte order).
+    pub port: u16,
+    pub _pad: u16,
+    /// The listener's number on this host (its counters).
+    pub service: u32,
+}
+
 /// Per-CPU counters of a service (`LB_SERVICE_STATS`) or a backend
 /// (`LB_BACKEND_STATS`). `in` is client to backend, `out` the replies
 /// (the seed's "incoming" and "outgoing" traffic of a listener).
@@ -1392,6 +1413,7 @@ const _: () = assert!(core::mem::size_of::<LbFlowKey>() == 20);
 const _: () = assert!(core::mem::size_of::<LbFlow>() == 40);
 const _: () = assert!(core::mem::size_of::<LbRev>() == 40);
 const _: () = assert!(core::mem::size_of::<LbStats>() == 48);
+const _: () = assert!(core::mem::size_of::<LbPublic>() == 12);
 const _: () = assert!(core::mem::size_of::<DropKey>() == 8);
 const _: () = assert!(core::mem::size_of::<DropStats>() == 16);
 const _: () = assert!(core::mem::size_of::<PortInfo>() == 44);
@@ -1510,6 +1532,8 @@ mod pod {
     unsafe impl aya::Pod for super::LbRev {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LbStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbPublic {}
 }
 
 #[cfg(test)]

@@ -21,14 +21,16 @@
 //! a connection drained past its timeout: TCP is answered with a reset,
 //! UDP with an ICMP port unreachable. Never a black hole.
 
+use aya_ebpf::programs::XdpContext;
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_coarse_ns,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use dataplane_common::{
-    lb_hash, maps, DropReason, LbBackend, LbFlow, LbFlowKey, LbRev, LbService, LbServiceKey,
-    LbStats, PortInfo, LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_SOURCE_IP,
+    lb_hash, maps, DropReason, EipEntry, LbBackend, LbFlow, LbFlowKey, LbPublic, LbRev, LbService,
+    LbServiceKey, LbStats, PortInfo, EP_LOCAL, EP_REMOTE, LB_B_ACTIVE, LB_B_DRAINING,
+    LB_SVC_F_SOURCE_IP,
 };
 
 use crate::{
@@ -57,6 +59,10 @@ static LB_FLOWS: LruHashMap<LbFlowKey, LbFlow> =
 
 #[map(name = "LB_REV")]
 static LB_REV: LruHashMap<LbFlowKey, LbRev> = LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
+
+#[map(name = "LB_PUBLIC_OUT")]
+static LB_PUBLIC_OUT: HashMap<LbServiceKey, LbPublic> =
+    HashMap::with_max_entries(maps::LB_PUBLIC_OUT_MAX, 0);
 
 #[map(name = "LB_SERVICE_STATS")]
 static LB_SERVICE_STATS: PerCpuArray<LbStats> =
@@ -197,24 +203,42 @@ fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict>
     let Some(t) = tuple(ctx, ETH_HLEN) else {
         return Err(Verdict::Drop(DropReason::LbUnsupported));
     };
+    let (_, b) = match select(port.domain, t.daddr, &t, len, true) {
+        Ok(c) => c,
+        Err(r) => return Err(refuse(ctx, port, &t, r)),
+    };
+    rewrite(ctx, port, &t, &b).map_err(Verdict::Drop)
+}
+
+/// The backend of the connection `t` to the listener at `vip` in `domain`:
+/// the one it has while that one may go on, else a new choice (`rev`: also
+/// record how replies are translated back). `Err`: why it is refused.
+#[inline(always)]
+fn select(
+    domain: u32,
+    vip: [u8; 4],
+    t: &Tuple,
+    len: u64,
+    rev: bool,
+) -> Result<(u32, LbBackend), DropReason> {
     let skey = LbServiceKey {
-        domain: port.domain,
-        vip: t.daddr,
+        domain,
+        vip,
         port: t.dport,
         proto: t.proto,
         _pad: 0,
     };
     // SAFETY: map values stay valid for the program's run.
     let Some(svc) = (unsafe { LB_SERVICES.get(&skey) }) else {
-        return Err(refuse(ctx, port, &t, DropReason::LbNoListener));
+        return Err(DropReason::LbNoListener);
     };
     let svc = *svc;
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let fkey = LbFlowKey {
-        domain: port.domain,
+        domain,
         client: t.saddr,
-        remote: t.daddr,
+        remote: vip,
         client_port: t.sport,
         remote_port: t.dport,
         proto: t.proto,
@@ -236,15 +260,15 @@ fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict>
                 // A connection on a drained (or gone) backend cannot move:
                 // the client learns at once.
                 let _ = LB_FLOWS.remove(&fkey);
-                return Err(refuse(ctx, port, &t, DropReason::LbDrained));
+                return Err(DropReason::LbDrained);
             }
         }
     }
     let (id, b) = match chosen {
         Some(c) => c,
         None => {
-            let Some(c) = choose(&svc, &t) else {
-                return Err(refuse(ctx, port, &t, DropReason::LbNoBackend));
+            let Some(c) = choose(&svc, t) else {
+                return Err(DropReason::LbNoBackend);
             };
             let flow = LbFlow {
                 backend: c.0,
@@ -255,26 +279,28 @@ fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict>
                 bytes: len,
             };
             let _ = LB_FLOWS.insert(&fkey, &flow, 0);
-            let rkey = LbFlowKey {
-                domain: port.domain,
-                client: t.saddr,
-                remote: c.1.ip,
-                client_port: t.sport,
-                remote_port: c.1.port,
-                proto: t.proto,
-                _pad: [0; 3],
-            };
-            let rev = LbRev {
-                vip: t.daddr,
-                vip_port: t.dport,
-                _pad: 0,
-                service: svc.id,
-                backend: c.0,
-                last_seen_ns: now,
-                packets: 0,
-                bytes: 0,
-            };
-            let _ = LB_REV.insert(&rkey, &rev, 0);
+            if rev {
+                let rkey = LbFlowKey {
+                    domain,
+                    client: t.saddr,
+                    remote: c.1.ip,
+                    client_port: t.sport,
+                    remote_port: c.1.port,
+                    proto: t.proto,
+                    _pad: [0; 3],
+                };
+                let r = LbRev {
+                    vip,
+                    vip_port: t.dport,
+                    _pad: 0,
+                    service: svc.id,
+                    backend: c.0,
+                    last_seen_ns: now,
+                    packets: 0,
+                    bytes: 0,
+                };
+                let _ = LB_REV.insert(&rkey, &r, 0);
+            }
             if let Some(s) = stats(&LB_SERVICE_STATS, svc.id) {
                 s.connections += 1;
             }
@@ -292,7 +318,97 @@ fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict>
         s.packets_in += 1;
         s.bytes_in += len;
     }
-    rewrite(ctx, port, &t, &b).map_err(Verdict::Drop)
+    Ok((id, b))
+}
+
+/// On a gateway host: a packet from the internet to the elastic IP of a
+/// load balancer's VIP (`e`). The connection gets a member as a VM's would
+/// (the same tables, so every gateway makes the same choice), the packet
+/// is routed to it (destination address and port, MACs, TTL) and tunnelled
+/// to the member's host. The member's host answers as the elastic IP
+/// itself ([`public_reply`]). Refused TCP is reset from the elastic IP.
+#[inline(always)]
+pub fn from_internet(ctx: &XdpContext, e: &EipEntry) -> Verdict {
+    let len = Pkt::len(ctx);
+    let Some(t) = tuple(ctx, ETH_HLEN) else {
+        return Verdict::Drop(DropReason::LbUnsupported);
+    };
+    let (_, b) = match select(e.domain, e.fixed, &t, len, false) {
+        Ok(c) => c,
+        Err(r) => {
+            if t.proto == IPPROTO_TCP && t.flags & TCP_RST == 0 && t.l4 == ETH_HLEN + 20 {
+                return reset(ctx, &t, r);
+            }
+            return Verdict::Drop(r);
+        }
+    };
+    let ep = match endpoint(e.domain, b.ip) {
+        Some(ep) if ep.kind == EP_REMOTE => ep,
+        Some(ep) if ep.kind == EP_LOCAL => ep,
+        _ => return Verdict::Drop(DropReason::UnknownDestination),
+    };
+    if let Err(r) = nat::translate(ctx, ETH_HLEN, nat::DST, b.ip) {
+        return Verdict::Drop(r);
+    }
+    if let Err(r) = set_port(ctx, &t, false, b.port) {
+        return Verdict::Drop(r);
+    }
+    let (Some(eth), Some(ip)) = (
+        ptr_at_mut::<_, [u8; 12]>(ctx, 0),
+        ptr_at_mut::<_, [u8; 20]>(ctx, ETH_HLEN),
+    ) else {
+        return Verdict::Drop(DropReason::TruncatedIpv4);
+    };
+    // SAFETY: both bounds-checked.
+    let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
+    if ip[8] <= 1 {
+        return Verdict::Drop(DropReason::TtlExceeded);
+    }
+    vpc::decrement_ttl(ip);
+    let mut i = 0;
+    while i < 6 {
+        eth[i] = ep.mac[i];
+        eth[6 + i] = ep.gw_mac[i];
+        i += 1;
+    }
+    if ep.kind == EP_LOCAL {
+        return Verdict::Redirect(ep.ifindex);
+    }
+    let hash = vpc::flow_hash(ctx, ip, t.l4);
+    match vpc::encap(ctx, ep.vni, ep.underlay, hash) {
+        Ok(out) => Verdict::Redirect(out),
+        Err(r) => Verdict::Drop(r),
+    }
+}
+
+/// On a member's host: its packet leaving the VPC, if it answers a
+/// connection to a public listener, leaves as the listener's elastic IP and
+/// port. Whether it was translated.
+#[inline(always)]
+pub fn public_reply<C: Pkt>(ctx: &C, domain: u32) -> Result<bool, DropReason> {
+    let Some(t) = tuple(ctx, ETH_HLEN) else {
+        return Ok(false);
+    };
+    let key = LbServiceKey {
+        domain,
+        vip: t.saddr,
+        port: t.sport,
+        proto: t.proto,
+        _pad: 0,
+    };
+    // SAFETY: map values stay valid for the program's run.
+    let Some(o) = (unsafe { LB_PUBLIC_OUT.get(&key) }) else {
+        return Ok(false);
+    };
+    let (eip, port, service) = (o.eip, o.port, o.service);
+    let len = ctx.len().saturating_sub(ETH_HLEN as u64);
+    if let Some(s) = stats(&LB_SERVICE_STATS, service) {
+        s.packets_out += 1;
+        s.bytes_out += len;
+    }
+    nat::translate(ctx, ETH_HLEN, nat::SRC, eip)?;
+    set_port(ctx, &t, true, port)?;
+    Ok(true)
 }
 
 /// A new connection's backend: its hash's slot in the service's Maglev

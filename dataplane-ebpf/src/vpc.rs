@@ -24,7 +24,7 @@ use aya_ebpf::{
 use dataplane_common::{
     maps::{NEXTHOP_TTL_NS, TAIL_EXTERNAL, TAIL_LB, TAIL_LB_REPLY},
     DropReason, EipEntry, Endpoint, HostInfo, MacKey, NextHop, NextHopKey, PortInfo, DIR_EGRESS,
-    DIR_INGRESS, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN,
+    DIR_INGRESS, EIP_F_LB, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN,
     EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, EP_VIP, HOST_F_GATEWAY, HOST_F_LB, MACS_DOWN,
     PORT_F_ADMIN_UP, PORT_F_LB_MEMBER, PORT_F_SECURITY, ROUTE_CONNECTED, ROUTE_EXTERNAL,
     ROUTE_NEXTHOP, VNI_F_EXTERNAL, VNI_F_SNAT, VXLAN_OVERHEAD, VXLAN_PORT,
@@ -186,7 +186,17 @@ fn external_out<C: Pkt>(ctx: &C, x: &PortInfo) -> Verdict {
     };
     // SAFETY: bounds-checked.
     let saddr = unsafe { [(*ip)[12], (*ip)[13], (*ip)[14], (*ip)[15]] };
+    // A public listener's member answers as the listener's elastic IP.
+    let public = if x.flags & PORT_F_LB_MEMBER != 0 {
+        match lb::public_reply(ctx, x.domain) {
+            Ok(p) => p,
+            Err(r) => return Verdict::Drop(r),
+        }
+    } else {
+        false
+    };
     let snat = match nat::eip_out(x.domain, saddr) {
+        _ if public => false,
         Some(o) => {
             let eip = o.eip;
             // Limits count IP bytes (what the tenant's rate means).
@@ -1320,6 +1330,9 @@ fn steer(ctx: &XdpContext, l4_off: usize) -> Verdict {
     };
     if e.flags & EIP_F_SNAT != 0 {
         return snat::snat_in(ctx);
+    }
+    if e.flags & EIP_F_LB != 0 {
+        return lb::from_internet(ctx, e);
     }
     if e.flags & EIP_F_STEER == 0 {
         return Verdict::Drop(DropReason::UnknownElasticIp);

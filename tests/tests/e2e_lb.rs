@@ -12,7 +12,10 @@
 //! - a member's VM is deleted: its health check marks it ERROR within
 //!   delay x max_retries_down plus an interval, and no new connection
 //!   fails or reaches it afterwards;
-//! - the listener's stats count the connections and bytes.
+//! - a floating IP on the VIP port: the internet client's connections are
+//!   balanced by the gateway hosts and answered as the floating IP;
+//! - the listener's stats count the connections and bytes;
+//! - provisioning status becomes ACTIVE once every host programmed it.
 
 use std::{
     collections::BTreeMap,
@@ -27,6 +30,8 @@ use strato_tests::e2e::{Api, Cloud, Servers, Vm};
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/lbserver.py");
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/lbclient.py");
 const PYTHON: &str = "/usr/bin/python3";
+/// The internet namespace's client.
+const INTERNET: &str = "inet-client1";
 /// The health monitor: a check a second, down after two failures.
 const DELAY_S: u64 = 1;
 const RETRIES_DOWN: u64 = 2;
@@ -121,6 +126,7 @@ struct Lb<'a> {
     api: &'a Api,
     id: String,
     vip: String,
+    vip_port: String,
 }
 
 impl Lb<'_> {
@@ -209,6 +215,10 @@ fn run(cloud: &Cloud) {
             .as_str()
             .expect("vip")
             .to_owned(),
+        vip_port: v["loadbalancer"]["vip_port_id"]
+            .as_str()
+            .expect("vip port")
+            .to_owned(),
     };
     let (l80, p80) = lb.listener("TCP", 80, false);
     let mut members = BTreeMap::new();
@@ -227,6 +237,16 @@ fn run(cloud: &Cloud) {
     cloud.wait_until("every member ONLINE", Duration::from_secs(20), || {
         let s = member_status(&api, &lb.id);
         s.len() == 4 && s.values().all(|v| v == "ONLINE")
+    });
+    // Every host has programmed it.
+    cloud.wait_until("the load balancer ACTIVE", Duration::from_secs(10), || {
+        api.expect(
+            200,
+            "GET",
+            &format!("/v2/lbaas/loadbalancers/{}", lb.id),
+            None,
+        )["loadbalancer"]["provisioning_status"]
+            == "ACTIVE"
     });
 
     // 1,000 connections, 500 from a VM in each AZ, spread by weight.
@@ -294,6 +314,50 @@ fn run(cloud: &Cloud) {
             r.counts
         );
     }
+
+    // Public: a floating IP on the VIP port; the internet client reaches
+    // the members through the gateway hosts (which balance), the members
+    // answer as the floating IP.
+    let ext = Cloud::external_network(&admin);
+    Cloud::router_gateway(&api, &vpc.router, &ext);
+    let groups = api.expect(200, "GET", "/v2.0/security-groups?name=default", None);
+    let default_sg = groups["security_groups"][0]["id"]
+        .as_str()
+        .expect("default group")
+        .to_owned();
+    api.expect(
+        201,
+        "POST",
+        "/v2.0/security-group-rules",
+        Some(
+            json!({"security_group_rule": {"security_group_id": default_sg,
+            "direction": "ingress", "protocol": "tcp", "port_range_min": 7000,
+            "port_range_max": 7000, "remote_ip_prefix": "0.0.0.0/0"}}),
+        ),
+    );
+    let fip = api.expect(
+        201,
+        "POST",
+        "/v2.0/floatingips",
+        Some(json!({"floatingip": {"floating_network_id": ext, "port_id": lb.vip_port}})),
+    )["floatingip"]["floating_ip_address"]
+        .as_str()
+        .expect("floating ip")
+        .to_owned();
+    cloud.wait_until("the public VIP answers", Duration::from_secs(15), || {
+        count(cloud, INTERNET, &fip, 80, 1, false).counts.len() == 1
+    });
+    let r = count(cloud, INTERNET, &fip, 80, 200, false);
+    eprintln!(
+        "200 connections from the internet to {fip}:80: {:?}",
+        r.counts
+    );
+    assert_eq!((r.failed, r.refused), (0, 0), "{:?}", r.counts);
+    assert!(
+        r.counts.len() >= 3,
+        "spread over the members: {:?}",
+        r.counts
+    );
 
     // No member: refused at once.
     lb.listener("TCP", 83, false);

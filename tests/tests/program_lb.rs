@@ -60,6 +60,7 @@ fn member(id: &str, ip: [u8; 4], port: u16, weight: u16, state: &str) -> MemberE
         state: state.into(),
         monitor_address: None,
         monitor_port: None,
+        location: None,
     }
 }
 
@@ -96,6 +97,9 @@ fn load_balancer(m1_state: &str) -> LoadBalancerEntry {
             listener("l53", "UDP", 53, vec![member("m1", M1, 5353, 1, "active")]),
             listener("l70", "TCP", 70, spread),
         ],
+        domain: 0,
+        floating_ip: None,
+        gateway: false,
     }
 }
 

@@ -115,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     tokio::spawn(strato::app::watch_gateways(app.clone()));
+    tokio::spawn(strato::app::watch_lb_provisioning(app.clone()));
     let agent_app = api::agent_router(app.clone());
     let app = api::router(app);
 

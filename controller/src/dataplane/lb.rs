@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 use dataplane_common::{
-    maps, LbBackend, LbFlow, LbFlowKey, LbRev, LbService, LbServiceKey, LbStats,
+    maps, LbBackend, LbFlow, LbFlowKey, LbPublic, LbRev, LbService, LbServiceKey, LbStats,
 };
 
 use super::{map_err, Dataplane, DataplaneError};
@@ -67,6 +67,20 @@ impl Dataplane {
                 }
             }
         }
+        {
+            let name = maps::LB_PUBLIC_OUT;
+            let mut m: BpfHashMap<&mut MapData, LbServiceKey, LbPublic> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            for (k, v) in &ops.public_out {
+                m.insert(k, v, 0).map_err(map_err(name))?;
+            }
+            for k in &ops.public_deletes {
+                match m.remove(k) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err(name)(e)),
+                }
+            }
+        }
         if !ops.released.is_empty() {
             self.lb_forget(&ops.released)?;
         }
@@ -79,6 +93,15 @@ impl Dataplane {
         {
             let name = maps::LB_SERVICES;
             let mut m: BpfHashMap<&mut MapData, LbServiceKey, LbService> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            let keys: Vec<_> = m.keys().filter_map(Result::ok).collect();
+            for k in &keys {
+                let _ = m.remove(k);
+            }
+        }
+        {
+            let name = maps::LB_PUBLIC_OUT;
+            let mut m: BpfHashMap<&mut MapData, LbServiceKey, LbPublic> =
                 self.map_mut(name)?.try_into().map_err(map_err(name))?;
             let keys: Vec<_> = m.keys().filter_map(Result::ok).collect();
             for k in &keys {
