@@ -71,6 +71,9 @@ pub struct AgentConfig {
     pub az: String,
     /// Gateway hosts: the interface towards the internet (external network).
     pub external: Option<String>,
+    /// Where the agent writes what it observes for operators: the load
+    /// balancer access log and metrics (`lblog`). `None`: nothing written.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -147,6 +150,8 @@ pub struct Agent {
     lb: crate::lbmaps::LbState,
     /// Health checks of the load balancer members on this host.
     prober: Option<crate::lbprobe::Prober>,
+    /// Connections followed for the access log.
+    access_log: Option<crate::lblog::AccessLog>,
 }
 
 /// A report queued for the controller.
@@ -429,7 +434,16 @@ impl Agent {
             ct_swept: 0,
             lb: crate::lbmaps::LbState::default(),
             prober: None,
+            access_log: None,
         };
+        if let Some(dir) = &agent.cfg.state_dir {
+            match std::fs::create_dir_all(dir) {
+                Ok(()) => agent.access_log = Some(crate::lblog::AccessLog::new(dir)),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "no state directory; no access log or metrics files")
+                }
+            }
+        }
         // The load balancer's numbering is this agent's: what a previous
         // one left is cleared (a connection's next packet hashes to the
         // same member again: the tables depend only on the members).
@@ -1025,15 +1039,17 @@ impl Agent {
     }
 
     /// Queues this host's load balancer counters: per listener and member,
-    /// totals since the agent started, and the connections held now.
+    /// totals since the agent started, and the connections held now; writes
+    /// the metrics file and the access log.
     fn send_lb_stats(&mut self) {
-        let Some(outbox) = self.outbox.clone() else {
-            return;
-        };
         let services = self.lb.services();
         if services.is_empty() {
             return;
         }
+        self.write_lb_files(&services);
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
         let backends = self.lb.backends();
         let (Ok(sstats), Ok(bstats), Ok(flows)) = (
             self.dp.lb_stats(services.keys().copied(), false),
@@ -1089,6 +1105,85 @@ impl Agent {
             listeners,
             members: members.into_values().collect(),
         }));
+    }
+
+    /// The access log's new lines and the metrics file.
+    fn write_lb_files(&mut self, services: &BTreeMap<u32, String>) {
+        let Some(dir) = self.cfg.state_dir.clone() else {
+            return;
+        };
+        let backends = self.lb.backends();
+        let (Ok(flows), Ok(revs), Ok(sstats), Ok(bstats)) = (
+            self.dp.lb_flows(),
+            self.dp.lb_replies(),
+            self.dp.lb_stats(services.keys().copied(), false),
+            self.dp.lb_stats(backends.keys().copied(), true),
+        ) else {
+            return;
+        };
+        let now = crate::dataplane::coarse_now_ns();
+        let idle: BTreeMap<u32, u64> = self
+            .lb
+            .service_idle()
+            .into_iter()
+            .map(|(n, s)| (n, s as u64 * 1_000_000_000))
+            .collect();
+        let dp = &self.dp;
+        let names = |s: u32, b: u32| {
+            (
+                services.get(&s).cloned().unwrap_or_default(),
+                backends.get(&b).map(|x| x.1.clone()).unwrap_or_default(),
+            )
+        };
+        let closed = |k: &dataplane_common::LbFlowKey, r: &dataplane_common::LbFlowKey| {
+            if k.proto != 6 {
+                return false;
+            }
+            let (ck, _) = dataplane_common::CtKey::of_flow(
+                k.domain,
+                k.client,
+                r.remote,
+                k.client_port,
+                r.remote_port,
+                k.proto,
+            );
+            dp.ct_get(&ck).ok().flatten().is_some_and(|e| {
+                e.state == dataplane_common::CT_TCP_TIME_WAIT
+                    || e.state == dataplane_common::CT_TCP_CLOSE
+            })
+        };
+        let idle_of = |s: u32| idle.get(&s).copied().unwrap_or(50_000_000_000);
+        if let Some(log) = self.access_log.as_mut() {
+            if let Err(e) = log.tick(now, &flows, &revs, &names, &closed, &idle_of) {
+                tracing::warn!(error = %e, "cannot write the access log");
+            }
+        }
+        let (sg, bg) = crate::lblog::gauges(now, &flows);
+        let listeners: Vec<_> = services
+            .iter()
+            .map(|(n, l)| {
+                (
+                    l.clone(),
+                    sstats.get(n).copied().unwrap_or_default(),
+                    sg.get(n).copied().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let members: Vec<_> = backends
+            .iter()
+            .map(|(n, (l, m))| {
+                (
+                    l.clone(),
+                    m.clone(),
+                    bstats.get(n).copied().unwrap_or_default(),
+                    bg.get(n).copied().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let text = crate::lblog::prometheus(&self.cfg.host, &listeners, &members);
+        if let Err(e) = crate::lblog::write_metrics(&dir, &text) {
+            tracing::warn!(error = %e, "cannot write the metrics file");
+        }
     }
 
     /// Ends drains that are over, and forgets idle balanced connections.

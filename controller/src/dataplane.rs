@@ -41,7 +41,7 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 32] = [
+pub const MAP_NAMES: [&str; 33] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
@@ -74,6 +74,7 @@ pub const MAP_NAMES: [&str; 32] = [
     maps::LB_SERVICE_STATS,
     maps::LB_BACKEND_STATS,
     maps::LB_PUBLIC_OUT,
+    maps::LB_PUBLIC_FLOWS,
 ];
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
@@ -1215,6 +1216,18 @@ impl Dataplane {
         let m: BpfHashMap<&MapData, NatKey, NatOut> =
             self.map_ref(name)?.try_into().map_err(map_err(name))?;
         Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// One connection table entry.
+    pub fn ct_get(&self, key: &CtKey) -> Result<Option<CtEntry>, DataplaneError> {
+        let name = maps::CT;
+        let m: BpfHashMap<&MapData, CtKey, CtEntry> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        match m.get(key, 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(name)(e)),
+        }
     }
 
     /// Every connection table entry (tests, `stratoctl`).

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use dataplane_common::{
-    maps, LbBackend, LbPublic, LbService, LbServiceKey, LB_B_ACTIVE, LB_B_DRAINING,
+    maps, LbBackend, LbPublic, LbPublicKey, LbService, LbServiceKey, LB_B_ACTIVE, LB_B_DRAINING,
     LB_SVC_F_SOURCE_IP,
 };
 use strato_lb::maglev::{self, MaglevBackend};
@@ -145,9 +145,10 @@ pub struct LbOps {
     pub backends: Vec<(u32, LbBackend)>,
     pub services: Vec<(LbServiceKey, LbService)>,
     pub service_deletes: Vec<LbServiceKey>,
-    /// `LB_PUBLIC_OUT`: (domain, member address, member port, protocol).
-    pub public_out: Vec<(LbServiceKey, LbPublic)>,
-    pub public_deletes: Vec<LbServiceKey>,
+    /// `LB_PUBLIC_OUT`: (domain, member, member port, listener port,
+    /// protocol).
+    pub public_out: Vec<(LbPublicKey, LbPublic)>,
+    pub public_deletes: Vec<LbPublicKey>,
     /// Backends given back: their connections are forgotten (`LB_FLOWS`,
     /// `LB_REV`) before the number is reused.
     pub released: Vec<u32>,
@@ -189,7 +190,7 @@ pub struct LbState {
     service_ids: Ids,
     backend_ids: Ids,
     ranges: Ranges,
-    public_out: BTreeMap<LbServiceKey, LbPublic>,
+    public_out: BTreeMap<LbPublicKey, LbPublic>,
 }
 
 impl Default for LbState {
@@ -398,20 +399,21 @@ impl LbState {
         for (off, size) in freed_ranges {
             self.ranges.give(off, size);
         }
-        // Members of public listeners answer as the floating IP (the first
-        // listener wins when one member port serves several).
+        // Members of public listeners answer as the floating IP (by member
+        // and listener port: one member port may serve several listeners).
         let mut public = BTreeMap::new();
         for s in desired {
             let (Some(eip), Some(svc)) = (s.public, self.services.get(&s.listener_id)) else {
                 continue;
             };
             for m in &s.members {
-                let k = LbServiceKey {
+                let k = LbPublicKey {
                     domain: s.key.domain,
-                    vip: m.ip,
-                    port: m.port,
+                    member: m.ip,
+                    member_port: m.port,
+                    listener_port: s.key.port,
                     proto: s.key.proto,
-                    _pad: 0,
+                    _pad: [0; 3],
                 };
                 public.entry(k).or_insert(LbPublic {
                     eip,
@@ -474,6 +476,14 @@ impl LbState {
         } else {
             primary
         }
+    }
+
+    /// Idle timeout (seconds) of each service number.
+    pub fn service_idle(&self) -> BTreeMap<u32, u32> {
+        self.services
+            .values()
+            .map(|s| (s.id, s.value.idle_timeout_s))
+            .collect()
     }
 
     /// Listener of each service number.

@@ -115,6 +115,9 @@ struct Check {
     up: Option<bool>,
 }
 
+/// Where results go: every checked member's state (id, up).
+pub type Report = Box<dyn Fn(Vec<(String, bool)>) + Send>;
+
 /// The checker thread's handle: give it targets, stop it on drop.
 pub struct Prober {
     targets: Arc<Mutex<Vec<Target>>>,
@@ -130,7 +133,7 @@ impl Drop for Prober {
 impl Prober {
     /// Opens the socket and starts the thread; `report` gets every
     /// member's state whenever one changes (and every 10 s).
-    pub fn spawn(report: Box<dyn Fn(Vec<(String, bool)>) + Send>) -> io::Result<Prober> {
+    pub fn spawn(report: Report) -> io::Result<Prober> {
         let targets: Arc<Mutex<Vec<Target>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (targets.clone(), stop.clone());
@@ -146,11 +149,7 @@ impl Prober {
     }
 }
 
-fn run(
-    targets: Arc<Mutex<Vec<Target>>>,
-    stop: Arc<AtomicBool>,
-    report: Box<dyn Fn(Vec<(String, bool)>) + Send>,
-) {
+fn run(targets: Arc<Mutex<Vec<Target>>>, stop: Arc<AtomicBool>, report: Report) {
     let mut checks: BTreeMap<String, Check> = BTreeMap::new();
     let mut socks: BTreeMap<u32, Socket> = BTreeMap::new();
     let mut buf = vec![0u8; 4096];
@@ -562,7 +561,7 @@ impl Socket {
         if n < 0 {
             return None;
         }
-        if addr.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+        if addr.sll_pkttype == libc::PACKET_OUTGOING {
             return Some(0);
         }
         Some(n as usize)

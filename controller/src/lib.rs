@@ -25,6 +25,7 @@ pub mod error;
 pub mod hosts;
 pub mod identity;
 pub mod lbaas;
+pub mod lblog;
 pub mod lbmaps;
 pub mod lbprobe;
 pub mod model;

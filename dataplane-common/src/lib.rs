@@ -173,11 +173,14 @@ pub mod maps {
     /// `LbFlowKey` (backend -> client, as the reply) -> `LbRev`.
     pub const LB_REV: &str = "LB_REV";
     pub const LB_FLOWS_MAX: u32 = 524_288;
-    /// `LbServiceKey` (domain, member address, member port, protocol) ->
-    /// `LbPublic`: a public listener's member answers the internet as the
-    /// listener's elastic IP and port.
+    /// `LbPublicKey` -> `LbPublic`: the elastic IP of a public listener,
+    /// by member and listener port (a member's host learns each internet
+    /// connection's listener from its tunnel header, see `VXLAN_F_LB`).
     pub const LB_PUBLIC_OUT: &str = "LB_PUBLIC_OUT";
     pub const LB_PUBLIC_OUT_MAX: u32 = 65_536;
+    /// `LbFlowKey` (client, member) -> `LbPublic`: how a member's host
+    /// translates the replies of one internet connection.
+    pub const LB_PUBLIC_FLOWS: &str = "LB_PUBLIC_FLOWS";
     /// Per-CPU counters by service id and by backend id (`LbStats`).
     pub const LB_SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const LB_BACKEND_STATS: &str = "LB_BACKEND_STATS";
@@ -1335,7 +1338,26 @@ pub struct LbRev {
     pub bytes: u64,
 }
 
-/// Value of `LB_PUBLIC_OUT`.
+/// Key of `LB_PUBLIC_OUT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbPublicKey {
+    pub domain: u32,
+    pub member: [u8; 4],
+    /// Host byte order, both.
+    pub member_port: u16,
+    pub listener_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// VXLAN flags bit (a reserved bit, only ever set between Strato hosts):
+/// a gateway host balanced this packet from the internet; the next two
+/// header bytes hold the listener's port (big-endian), so the member's
+/// host can answer as the listener.
+pub const VXLAN_F_LB: u8 = 0x01;
+
+/// Value of `LB_PUBLIC_OUT` and `LB_PUBLIC_FLOWS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LbPublic {
@@ -1414,6 +1436,7 @@ const _: () = assert!(core::mem::size_of::<LbFlow>() == 40);
 const _: () = assert!(core::mem::size_of::<LbRev>() == 40);
 const _: () = assert!(core::mem::size_of::<LbStats>() == 48);
 const _: () = assert!(core::mem::size_of::<LbPublic>() == 12);
+const _: () = assert!(core::mem::size_of::<LbPublicKey>() == 16);
 const _: () = assert!(core::mem::size_of::<DropKey>() == 8);
 const _: () = assert!(core::mem::size_of::<DropStats>() == 16);
 const _: () = assert!(core::mem::size_of::<PortInfo>() == 44);
@@ -1534,6 +1557,8 @@ mod pod {
     unsafe impl aya::Pod for super::LbStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LbPublic {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LbPublicKey {}
 }
 
 #[cfg(test)]

@@ -28,9 +28,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use dataplane_common::{
-    lb_hash, maps, DropReason, EipEntry, LbBackend, LbFlow, LbFlowKey, LbPublic, LbRev, LbService,
-    LbServiceKey, LbStats, PortInfo, EP_LOCAL, EP_REMOTE, LB_B_ACTIVE, LB_B_DRAINING,
-    LB_SVC_F_SOURCE_IP,
+    lb_hash, maps, DropReason, EipEntry, LbBackend, LbFlow, LbFlowKey, LbPublic, LbPublicKey,
+    LbRev, LbService, LbServiceKey, LbStats, PortInfo, EP_LOCAL, EP_REMOTE, LB_B_ACTIVE,
+    LB_B_DRAINING, LB_SVC_F_SOURCE_IP, VXLAN_F_LB,
 };
 
 use crate::{
@@ -61,8 +61,12 @@ static LB_FLOWS: LruHashMap<LbFlowKey, LbFlow> =
 static LB_REV: LruHashMap<LbFlowKey, LbRev> = LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
 
 #[map(name = "LB_PUBLIC_OUT")]
-static LB_PUBLIC_OUT: HashMap<LbServiceKey, LbPublic> =
+static LB_PUBLIC_OUT: HashMap<LbPublicKey, LbPublic> =
     HashMap::with_max_entries(maps::LB_PUBLIC_OUT_MAX, 0);
+
+#[map(name = "LB_PUBLIC_FLOWS")]
+static LB_PUBLIC_FLOWS: LruHashMap<LbFlowKey, LbPublic> =
+    LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
 
 #[map(name = "LB_SERVICE_STATS")]
 static LB_SERVICE_STATS: PerCpuArray<LbStats> =
@@ -375,9 +379,58 @@ pub fn from_internet(ctx: &XdpContext, e: &EipEntry) -> Verdict {
         return Verdict::Redirect(ep.ifindex);
     }
     let hash = vpc::flow_hash(ctx, ip, t.l4);
-    match vpc::encap(ctx, ep.vni, ep.underlay, hash) {
-        Ok(out) => Verdict::Redirect(out),
-        Err(r) => Verdict::Drop(r),
+    let out = match vpc::encap(ctx, ep.vni, ep.underlay, hash) {
+        Ok(out) => out,
+        Err(r) => return Verdict::Drop(r),
+    };
+    // The listener's port rides in the tunnel header (see `VXLAN_F_LB`).
+    let Some(vx) = ptr_at_mut::<_, [u8; 4]>(ctx, dataplane_common::VXLAN_OVERHEAD as usize - 8)
+    else {
+        return Verdict::Drop(DropReason::AdjustFailed);
+    };
+    // SAFETY: bounds-checked.
+    let vx = unsafe { &mut *vx };
+    let p = t.dport.to_be_bytes();
+    vx[0] |= VXLAN_F_LB;
+    vx[1] = p[0];
+    vx[2] = p[1];
+    Verdict::Redirect(out)
+}
+
+/// On a member's host: a packet a gateway balanced from the internet
+/// (`listener_port` from its tunnel header), inner IPv4 at `l3`, for a
+/// port in `domain`. Its connection's replies will leave as the listener's
+/// elastic IP and port.
+#[inline(always)]
+pub fn public_inbound<C: Pkt>(ctx: &C, l3: usize, domain: u32, listener_port: u16) {
+    let Some(t) = tuple(ctx, l3) else {
+        return;
+    };
+    let key = LbPublicKey {
+        domain,
+        member: t.daddr,
+        member_port: t.dport,
+        listener_port,
+        proto: t.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: map values stay valid for the program's run.
+    let Some(o) = (unsafe { LB_PUBLIC_OUT.get(&key) }) else {
+        return;
+    };
+    let o = *o;
+    let fkey = LbFlowKey {
+        domain,
+        client: t.saddr,
+        remote: t.daddr,
+        client_port: t.sport,
+        remote_port: t.dport,
+        proto: t.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: as above.
+    if unsafe { LB_PUBLIC_FLOWS.get(&fkey) } != Some(&o) {
+        let _ = LB_PUBLIC_FLOWS.insert(&fkey, &o, 0);
     }
 }
 
@@ -389,15 +442,17 @@ pub fn public_reply<C: Pkt>(ctx: &C, domain: u32) -> Result<bool, DropReason> {
     let Some(t) = tuple(ctx, ETH_HLEN) else {
         return Ok(false);
     };
-    let key = LbServiceKey {
+    let key = LbFlowKey {
         domain,
-        vip: t.saddr,
-        port: t.sport,
+        client: t.daddr,
+        remote: t.saddr,
+        client_port: t.dport,
+        remote_port: t.sport,
         proto: t.proto,
-        _pad: 0,
+        _pad: [0; 3],
     };
     // SAFETY: map values stay valid for the program's run.
-    let Some(o) = (unsafe { LB_PUBLIC_OUT.get(&key) }) else {
+    let Some(o) = (unsafe { LB_PUBLIC_FLOWS.get(&key) }) else {
         return Ok(false);
     };
     let (eip, port, service) = (o.eip, o.port, o.service);

@@ -1097,6 +1097,7 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
         return Verdict::Drop(DropReason::BadVxlan);
     }
     let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
+    let (vx_flags, vx_port) = (vx[0], u16::from_be_bytes([vx[1], vx[2]]));
     if u16::from_be_bytes([inner[12], inner[13]]) != ETH_P_IPV4 || inner[14] >> 4 != 4 {
         return Verdict::Drop(DropReason::UnsupportedEthertype);
     }
@@ -1141,6 +1142,10 @@ fn decap(ctx: &XdpContext, underlay_ip: &[u8; 4], l3_off: usize, l4_off: usize) 
                     return Verdict::Drop(r);
                 }
             }
+        }
+        // Balanced from the internet by a gateway: remember the listener.
+        if vx_flags & dataplane_common::VXLAN_F_LB != 0 {
+            lb::public_inbound(ctx, off + ETH_HLEN, dst.domain, vx_port);
         }
     }
     // SAFETY: shrinking the head by the outer headers, checked above.

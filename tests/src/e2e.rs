@@ -210,12 +210,20 @@ impl Cloud {
         if h.role == netns_harness::HostRole::Gateway {
             cmd.args(["--external", netns_harness::EXTERNAL_IFACE]);
         }
+        // Access log and metrics inside the region's state directory
+        // (removed with the region).
+        cmd.arg("--state-dir").arg(self.agent_dir(h));
         let name = format!("agent-{}", h.name);
         let child = self
             .region
             .spawn(&name, Some(&h.name), cmd)
             .unwrap_or_else(|e| panic!("spawn agent on {}: {e}", h.name));
         self.children.lock().expect("children").push((name, child));
+    }
+
+    /// The agent's state directory on `h` (access log, metrics).
+    pub fn agent_dir(&self, h: &Host) -> std::path::PathBuf {
+        self.region.state_dir().join("agents").join(&h.name)
     }
 
     /// SIGKILLs a spawned process and reaps it.

@@ -358,6 +358,11 @@ fn run(cloud: &Cloud) {
         "spread over the members: {:?}",
         r.counts
     );
+    // The same members serve listener 82 (persistence): a member's host
+    // answers each connection as the listener it came for.
+    let r = count(cloud, INTERNET, &fip, 82, 20, false);
+    assert_eq!((r.failed, r.refused), (0, 0), "{:?}", r.counts);
+    assert_eq!(r.counts.len(), 1, "one client, one member: {:?}", r.counts);
 
     // No member: refused at once.
     lb.listener("TCP", 83, false);
@@ -419,6 +424,51 @@ fn run(cloud: &Cloud) {
         "the held connection went on: {held}"
     );
     eprintln!("held connection on {holder}: {held}");
+    // Its start and end in the access log of the client's host, through
+    // stratoctl; the host's metrics file counts the listener's connections.
+    let c1_host = cloud
+        .region
+        .hosts()
+        .into_iter()
+        .find(|h| h.name == "az1-c1")
+        .expect("az1-c1");
+    let dir = cloud.agent_dir(&c1_host);
+    let c1_client = format!("{}:", c1.ip);
+    cloud.wait_until(
+        "the held connection's end is logged",
+        Duration::from_secs(10),
+        || {
+            let o = std::process::Command::new(strato_tests::e2e::bin("stratoctl"))
+                .args(["--json", "lb-log", "--listener", &l80, "--state-dir"])
+                .arg(&dir)
+                .output()
+                .expect("stratoctl lb-log");
+            let lines: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            lines.iter().any(|l| {
+                l["event"] == "end"
+                    && l["client"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with(&c1_client))
+                    && l["duration_ms"].as_u64().unwrap_or(0) >= 5_000
+                    && l["bytes_in"].as_u64().unwrap_or(0) > 1_000
+                    && l["bytes_out"].as_u64().unwrap_or(0) > 1_000
+                    && l["member"] == members[&holder].as_str()
+            })
+        },
+    );
+    let metrics = std::fs::read_to_string(dir.join("metrics.prom")).expect("metrics.prom");
+    let total: u64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("strato_lb_listener_connections_total{")
+                && l.contains(&format!("listener=\"{l80}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        total >= 500,
+        "c1's host gave at least its 500 connections a member: {total}"
+    );
     api.expect(
         200,
         "PUT",

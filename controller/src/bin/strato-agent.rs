@@ -63,6 +63,11 @@ struct Args {
     /// internet); it gets the external program.
     #[arg(long)]
     external: Option<String>,
+    /// Where the load balancer access log (`lb-access.log`) and metrics
+    /// (`metrics.prom`, Prometheus text) are written; default
+    /// `/run/strato/agent-<host>`.
+    #[arg(long)]
+    state_dir: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +93,10 @@ fn main() -> anyhow::Result<()> {
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
             .with_context(|| format!("entering network namespace {ns}"))?;
     }
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(format!("/run/strato/agent-{}", args.host)));
     let cfg = AgentConfig {
         host: args.host,
         controller: args.controller,
@@ -101,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         ct_max: Some(args.ct_max),
         az: args.az,
         external: args.external,
+        state_dir: Some(state_dir),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

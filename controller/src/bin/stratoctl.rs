@@ -96,6 +96,24 @@ enum Cmd {
         #[arg(long)]
         pin_dir: PathBuf,
     },
+    /// A host's load balancer access log: one line per connection start
+    /// and end (client, VIP, member, bytes each way, duration).
+    LbLog {
+        /// The agent's state directory (its --state-dir).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Only lines of this listener id.
+        #[arg(long)]
+        listener: Option<String>,
+    },
+    /// A host's load balancer metrics (Prometheus text format).
+    LbMetrics {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -790,6 +808,59 @@ fn run(args: Args) -> anyhow::Result<()> {
                 src_mac.as_deref(),
                 dst_mac.as_deref(),
             )?;
+        }
+        Cmd::LbLog {
+            state_dir,
+            tail,
+            listener,
+        } => {
+            let path = state_dir.join(strato::lblog::ACCESS_LOG);
+            let text = std::fs::read_to_string(&path)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Ok(String::new()),
+                    _ => Err(e),
+                })
+                .with_context(|| format!("reading {}", path.display()))?;
+            let lines: Vec<strato::lblog::AccessLine> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .filter(|l: &strato::lblog::AccessLine| {
+                    listener.as_deref().is_none_or(|x| l.listener == x)
+                })
+                .collect();
+            let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&lines[skip..])?);
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<5} {:<4} {:<21} {:<21} {:<21} {:>10} {:>10} {:>9}",
+                "TIME", "EVENT", "PROT", "CLIENT", "VIP", "BACKEND", "BYTES IN", "BYTES OUT", "MS"
+            );
+            for l in &lines[skip..] {
+                println!(
+                    "{:<20} {:<5} {:<4} {:<21} {:<21} {:<21} {:>10} {:>10} {:>9}",
+                    l.time,
+                    l.event,
+                    l.protocol,
+                    l.client,
+                    l.vip,
+                    l.backend,
+                    l.bytes_in,
+                    l.bytes_out,
+                    l.duration_ms
+                );
+            }
+        }
+        Cmd::LbMetrics { state_dir } => {
+            let path = state_dir.join(strato::lblog::METRICS);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading {} (no load balancer on this host yet?)",
+                    path.display()
+                )
+            })?;
+            print!("{text}");
         }
         Cmd::Counters { pin_dir } => {
             let c = Counters::read_pinned(&pin_dir)

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
 use dataplane_common::{
-    maps, LbBackend, LbFlow, LbFlowKey, LbPublic, LbRev, LbService, LbServiceKey, LbStats,
+    maps, LbBackend, LbFlow, LbFlowKey, LbPublic, LbPublicKey, LbRev, LbService, LbServiceKey,
+    LbStats,
 };
 
 use super::{map_err, Dataplane, DataplaneError};
@@ -69,7 +70,7 @@ impl Dataplane {
         }
         {
             let name = maps::LB_PUBLIC_OUT;
-            let mut m: BpfHashMap<&mut MapData, LbServiceKey, LbPublic> =
+            let mut m: BpfHashMap<&mut MapData, LbPublicKey, LbPublic> =
                 self.map_mut(name)?.try_into().map_err(map_err(name))?;
             for (k, v) in &ops.public_out {
                 m.insert(k, v, 0).map_err(map_err(name))?;
@@ -101,7 +102,16 @@ impl Dataplane {
         }
         {
             let name = maps::LB_PUBLIC_OUT;
-            let mut m: BpfHashMap<&mut MapData, LbServiceKey, LbPublic> =
+            let mut m: BpfHashMap<&mut MapData, LbPublicKey, LbPublic> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            let keys: Vec<_> = m.keys().filter_map(Result::ok).collect();
+            for k in &keys {
+                let _ = m.remove(k);
+            }
+        }
+        {
+            let name = maps::LB_PUBLIC_FLOWS;
+            let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbPublic> =
                 self.map_mut(name)?.try_into().map_err(map_err(name))?;
             let keys: Vec<_> = m.keys().filter_map(Result::ok).collect();
             for k in &keys {
