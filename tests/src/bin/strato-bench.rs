@@ -35,6 +35,10 @@ struct Args {
     only_nat: bool,
     /// Only internet to VM through an elastic IP (namespaces).
     only_eip_netns: bool,
+    /// Only the load balancer program rows.
+    only_lb: bool,
+    /// Only connections/s through load balancers (namespaces).
+    only_lb_netns: bool,
     cp_ports: usize,
     cp_sample: usize,
 }
@@ -50,6 +54,8 @@ fn parse_args() -> anyhow::Result<Args> {
         only_policy: false,
         only_nat: false,
         only_eip_netns: false,
+        only_lb: false,
+        only_lb_netns: false,
         cp_ports: 10_000,
         cp_sample: 1_000,
     };
@@ -78,6 +84,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--only-policy" => a.only_policy = true,
             "--only-nat" => a.only_nat = true,
             "--only-eip-netns" => a.only_eip_netns = true,
+            "--only-lb" => a.only_lb = true,
+            "--only-lb-netns" => a.only_lb_netns = true,
             "--cp-ports" => {
                 a.cp_ports = val("--cp-ports")?
                     .parse()
@@ -89,7 +97,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .context("--cp-sample: a whole number")?
             }
             "-h" | "--help" => {
-                println!("usage: strato-bench [--seconds N] [--repeat N] [--rounds N] [--skip-netns] [--skip-control-plane] [--only-policy] [--only-nat] [--only-eip-netns] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]");
+                println!("usage: strato-bench [--seconds N] [--repeat N] [--rounds N] [--skip-netns] [--skip-control-plane] [--only-policy] [--only-nat] [--only-eip-netns] [--only-lb] [--only-lb-netns] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
@@ -346,6 +354,19 @@ fn nat_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     strato_tests::benchnat::run(
         &mut t,
         &strato_tests::benchnat::Options {
+            rounds: args.rounds,
+            repeat: args.repeat,
+        },
+        out,
+    )
+}
+
+/// The L4 load balancer (see `strato_tests::benchlb`).
+fn lb_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
+    let mut t = ProgramTester::in_test_net();
+    strato_tests::benchlb::run(
+        &mut t,
+        &strato_tests::benchlb::Options {
             rounds: args.rounds,
             repeat: args.repeat,
         },
@@ -783,12 +804,19 @@ fn main() -> anyhow::Result<()> {
         print!("{out}");
         return Ok(());
     }
-    if args.only_policy || args.only_nat {
+    if args.only_lb_netns {
+        strato_tests::benchlb::run_netns(args.seconds, &mut out)?;
+        print!("{out}");
+        return Ok(());
+    }
+    if args.only_policy || args.only_nat || args.only_lb {
         let o = std::thread::scope(|sc| {
             sc.spawn(|| {
                 let mut o = String::new();
                 if args.only_nat {
                     nat_program_benchmarks(&args, &mut o)?;
+                } else if args.only_lb {
+                    lb_program_benchmarks(&args, &mut o)?;
                 } else {
                     policy_program_benchmarks(&args, &mut o)?;
                 }
@@ -808,6 +836,7 @@ fn main() -> anyhow::Result<()> {
             vpc_program_benchmarks(&args, &mut o)?;
             policy_program_benchmarks(&args, &mut o)?;
             nat_program_benchmarks(&args, &mut o)?;
+            lb_program_benchmarks(&args, &mut o)?;
             anyhow::Ok(o)
         })
         .join()
@@ -823,6 +852,7 @@ fn main() -> anyhow::Result<()> {
         )?;
         linux_baseline(&args, &mut out)?;
         strato_tests::benchnat::run_netns(args.seconds, &mut out)?;
+        strato_tests::benchlb::run_netns(args.seconds, &mut out)?;
     }
     if !args.skip_cp {
         if args.cp_sample == 0 || args.cp_ports < 2 * args.cp_sample {
