@@ -205,8 +205,13 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
         );
         anyhow::Ok(ns)
     };
-    for &n in &vips {
-        for &b in &backends {
+    // The first configuration once more before the others, unreported: the
+    // first measurements of a fresh tester run cold.
+    let configs: Vec<(u32, u32)> = std::iter::once((vips[0], backends[0]))
+        .chain(vips.iter().flat_map(|&n| backends.iter().map(move |&b| (n, b))))
+        .collect();
+    for (k, &(n, b)) in configs.iter().enumerate() {
+        {
             eprintln!("bench: load balancer paths, {b} members, {n} VIPs");
             let started = std::time::Instant::now();
             t.install(&world(b, n));
@@ -303,6 +308,10 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
             fig.first_single = median(first);
             fig.established_single = median(est1);
             fig.direct_single = median(dir1);
+            if k == 0 {
+                restore.clear();
+                continue;
+            }
             results.push(((b, n), fig));
         }
     }
@@ -463,6 +472,11 @@ fn topology() -> anyhow::Result<Netns> {
             &["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535"],
         )?;
         net.sh(n, &["sysctl", "-qw", "net.core.somaxconn=4096"])?;
+        // No TIME_WAIT sockets: the rows reuse the client's ports towards
+        // the same members, and a SYN meeting the previous row's TIME_WAIT
+        // socket waits for a retransmission (a row run after the others
+        // fell from 11,000 to 2,000 connections/s).
+        net.sh(n, &["sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=0"])?;
     }
     let h = net.ns("h");
     for (tap, gw_mac, vm, vm_mac, addr, gw) in [
@@ -500,7 +514,7 @@ fn nginx(net: &mut Netns, vm: &str) -> anyhow::Result<u32> {
     let d = net.dir.join(format!("nginx-{vm}"));
     std::fs::create_dir_all(&d)?;
     let conf = format!(
-        "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+        "user root;\n# One process, no master: it is the pid we started (and stop).\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          events {{ worker_connections 16384; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
            fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n\
@@ -520,9 +534,17 @@ fn nginx(net: &mut Netns, vm: &str) -> anyhow::Result<u32> {
 
 /// One wrk run from the client: requests/s, and the errors it counted
 /// (socket errors and non-2xx answers).
-fn wrk(net: &Netns, url: &str, close: bool, seconds: u64) -> anyhow::Result<(f64, u64)> {
+fn wrk(
+    net: &Netns,
+    url: &str,
+    close: bool,
+    seconds: u64,
+    (threads, connections): (usize, usize),
+) -> anyhow::Result<(f64, u64)> {
     let d = format!("{seconds}s");
-    let mut argv = vec!["wrk", "-t1", "-c32", "-d", &d];
+    let c = format!("-c{connections}");
+    let t = format!("-t{threads}");
+    let mut argv = vec!["wrk", &t, &c, "-d", &d];
     if close {
         argv.extend(["-H", "Connection: close"]);
     }
@@ -548,9 +570,9 @@ fn wrk(net: &Netns, url: &str, close: bool, seconds: u64) -> anyhow::Result<(f64
     Ok((rps, errors))
 }
 
-/// Busy and total CPU time of the machine so far (seconds, from
-/// /proc/stat: user, nice, system, irq, softirq, steal are busy).
-fn machine_cpu() -> anyhow::Result<(f64, f64)> {
+/// Busy CPU time of the machine so far (seconds, from /proc/stat: user,
+/// nice, system, irq, softirq, steal).
+fn machine_cpu() -> anyhow::Result<f64> {
     let s = std::fs::read_to_string("/proc/stat")?;
     let l = s.lines().next().context("/proc/stat")?;
     let v: Vec<f64> = l
@@ -560,9 +582,7 @@ fn machine_cpu() -> anyhow::Result<(f64, f64)> {
         .collect();
     ensure!(v.len() >= 8, "/proc/stat: {l}");
     let hz = 100.0;
-    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
-    let total: f64 = v.iter().take(8).sum();
-    Ok((busy / hz, total / hz))
+    Ok((v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz)
 }
 
 /// User + system CPU time of a process so far (seconds).
@@ -573,12 +593,6 @@ fn process_cpu(pid: u32) -> anyhow::Result<f64> {
     // Fields 14 and 15 (utime, stime); `rest` starts at field 3.
     let t: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
     Ok(t / 100.0)
-}
-
-/// The pid of the haproxy process that `ip netns exec` became.
-fn haproxy_pid(launcher: u32) -> u32 {
-    // `ip netns exec` execs the command: the same pid.
-    launcher
 }
 
 /// Run time and runs of a BPF program so far (kernel.bpf_stats_enabled).
@@ -729,132 +743,241 @@ struct LbRow {
     own_ms_per_kconn: Option<f64>,
 }
 
+/// The balancing steps compared, in the order of the table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    DirectOne,
+    DirectBoth,
+    Strato,
+    Haproxy,
+    Nftables,
+}
+
+impl Step {
+    const ALL: [Step; 5] = [
+        Step::DirectOne,
+        Step::DirectBoth,
+        Step::Strato,
+        Step::Haproxy,
+        Step::Nftables,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::DirectOne => "direct to one member (no balancer; the host routes)",
+            Step::DirectBoth => {
+                "direct to both members (no balancer; two wrk, 1 thread and 16 connections to each)"
+            }
+            Step::Strato => "Strato (TC port program on the host's taps: Maglev in the client's port)",
+            Step::Haproxy => "HAProxy 2.6, mode tcp, roundrobin, 1 thread (in the host)",
+            Step::Nftables => "nftables DNAT, numgen inc mod 2 (conntrack, in the host)",
+        }
+    }
+}
+
+/// Busy CPU seconds of the machine, and of the balancer where it can be
+/// attributed.
+type CpuProbe<'a> = &'a dyn Fn() -> anyhow::Result<f64>;
+
+/// Keep-alive requests/s, then new connections/s with CPU times around it,
+/// from `urls` (one wrk each, the 32 connections shared out).
+fn measure(
+    net: &Netns,
+    urls: &[&str],
+    seconds: u64,
+    own: CpuProbe<'_>,
+) -> anyhow::Result<LbRow> {
+    for url in urls {
+        ready(net, url)?;
+    }
+    let both = |close: bool| -> anyhow::Result<(f64, u64)> {
+        std::thread::scope(|sc| {
+            let hs: Vec<_> = urls
+                .iter()
+                .map(|u| sc.spawn(move || wrk(net, u, close, seconds, (2 / urls.len(), 32 / urls.len()))))
+                .collect();
+            let mut sum = (0.0, 0);
+            for h in hs {
+                let (r, e) = h.join().expect("wrk thread")?;
+                sum.0 += r;
+                sum.1 += e;
+            }
+            Ok(sum)
+        })
+    };
+    let (rps, e1) = both(false)?;
+    let (m0, o0) = (machine_cpu()?, own()?);
+    let (cps, e2) = both(true)?;
+    let (m1, o1) = (machine_cpu()?, own()?);
+    let kconn = (cps * seconds as f64 / 1000.0).max(1e-9);
+    Ok(LbRow {
+        rps,
+        cps,
+        errors: e1 + e2,
+        machine_ms_per_kconn: (m1 - m0) * 1000.0 / kconn,
+        own_ms_per_kconn: Some((o1 - o0) * 1000.0 / kconn),
+    })
+}
+
+/// The URL answers (nginx up, the balancer in place).
+fn ready(net: &Netns, url: &str) -> anyhow::Result<()> {
+    for _ in 0..50 {
+        if net
+            .sh("c", &["busybox", "wget", "-q", "-O", "-", url])
+            .is_ok()
+        {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    net.sh("c", &["busybox", "wget", "-q", "-O", "-", url])
+        .map(|_| ())
+}
+
+fn flush_neighbours(net: &Netns) -> anyhow::Result<()> {
+    for n in ["c", "m1", "m2", "h"] {
+        net.sh(n, &["ip", "neigh", "flush", "all"])?;
+    }
+    Ok(())
+}
+
+const VIP_URL: &str = "http://10.1.0.100/";
+
+/// Puts the balancing step in place, measures it, takes it away.
+fn measure_step(net: &mut Netns, step: Step, seconds: u64) -> anyhow::Result<LbRow> {
+    let none = || anyhow::Ok(0.0);
+    flush_neighbours(net)?;
+    match step {
+        Step::DirectOne => {
+            let mut r = measure(net, &["http://10.2.0.10:8080/"], seconds, &none)?;
+            r.own_ms_per_kconn = None;
+            Ok(r)
+        }
+        Step::DirectBoth => {
+            let urls = ["http://10.2.0.10:8080/", "http://10.3.0.11:8080/"];
+            let mut r = measure(net, &urls, seconds, &none)?;
+            r.own_ms_per_kconn = None;
+            Ok(r)
+        }
+        Step::Strato => {
+            let (done, h) = strato_up(net)?;
+            let r = (|| {
+                let id = tc_prog_id(net, "lbc")?;
+                let was = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+                    .unwrap_or_else(|_| "0".into());
+                std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+                    .context("enable bpf_stats")?;
+                let r = measure(net, &[VIP_URL], seconds, &|| Ok(bpf_prog_stats(id)?.0));
+                let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", was.trim());
+                r
+            })();
+            let _ = done.send(());
+            let _ = h.join();
+            for tap in ["lbc", "lbm1", "lbm2"] {
+                let _ = net.sh("h", &["tc", "qdisc", "del", "dev", tap, "clsact"]);
+            }
+            r
+        }
+        Step::Haproxy => {
+            let cfg = net.dir.join("haproxy.cfg");
+            std::fs::write(
+                &cfg,
+                "global\n  maxconn 8000\n  nbthread 1\n\
+                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+                 frontend vip\n  bind 10.1.0.100:80\n  default_backend members\n\
+                 backend members\n  balance roundrobin\n  server m1 10.2.0.10:8080\n  server m2 10.3.0.11:8080\n",
+            )?;
+            let c = cfg.display().to_string();
+            // `ip netns exec` execs the command: its pid is haproxy's.
+            let pid = net.spawn("h", &["haproxy", "-db", "-f", &c], "haproxy.log")?;
+            let r = measure(net, &[VIP_URL], seconds, &|| process_cpu(pid));
+            net.stop(pid);
+            r.with_context(|| {
+                std::fs::read_to_string(net.dir.join("haproxy.log")).unwrap_or_default()
+            })
+        }
+        Step::Nftables => {
+            net.sh("h", &["nft", "add table ip lb; add chain ip lb pre { type nat hook prerouting priority -100; }; add rule ip lb pre ip daddr 10.1.0.100 tcp dport 80 dnat ip to numgen inc mod 2 map { 0 : 10.2.0.10 . 8080, 1 : 10.3.0.11 . 8080 }"])?;
+            let r = measure(net, &[VIP_URL], seconds, &none);
+            let _ = net.sh("h", &["nft", "delete table ip lb"]);
+            let mut r = r?;
+            r.own_ms_per_kconn = None;
+            Ok(r)
+        }
+    }
+}
+
+/// Two passes, the second in reverse order (a slow stretch of the shared
+/// machine then weighs on every row alike); each figure is the mean of
+/// the two.
 pub fn run_netns(seconds: u64, out: &mut String) -> anyhow::Result<()> {
     eprintln!("bench: load balancers in namespaces (wrk, 2 nginx members)");
     let mut net = topology()?;
     for m in ["m1", "m2"] {
         nginx(&mut net, m)?;
     }
-    let flush = |net: &Netns| -> anyhow::Result<()> {
-        for n in ["c", "m1", "m2", "h"] {
-            net.sh(n, &["ip", "neigh", "flush", "all"])?;
+    let mut samples: Vec<Vec<LbRow>> = Step::ALL.iter().map(|_| vec![]).collect();
+    for pass in 0..2 {
+        let mut order: Vec<usize> = (0..Step::ALL.len()).collect();
+        if pass == 1 {
+            order.reverse();
         }
-        Ok(())
-    };
-    // Members answer (and warm up).
-    let ready = |net: &Netns, url: &str| -> anyhow::Result<()> {
-        for _ in 0..50 {
-            if net
-                .sh("c", &["busybox", "wget", "-q", "-O", "-", url])
-                .is_ok()
-            {
-                return Ok(());
+        // STRATO_BENCH_LB_STEPS=2,4 (indices into the table): only those
+        // rows (while investigating one).
+        let only: Option<Vec<usize>> = std::env::var("STRATO_BENCH_LB_STEPS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect());
+        for i in order {
+            if only.as_ref().is_some_and(|o| !o.contains(&i)) {
+                samples[i].push(LbRow::default());
+                continue;
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            let step = Step::ALL[i];
+            eprintln!("bench: LB netns ({}/2): {}", pass + 1, step.name());
+            let r = measure_step(&mut net, step, seconds)?;
+            eprintln!(
+                "bench:   {:.0} requests/s, {:.0} connections/s, {:.1} ms CPU / 1k conn, own {:?}, {} errors",
+                r.rps, r.cps, r.machine_ms_per_kconn, r.own_ms_per_kconn, r.errors
+            );
+            samples[i].push(r);
         }
-        net.sh("c", &["busybox", "wget", "-q", "-O", "-", url])
-            .map(|_| ())
-    };
-    // Each row: keep-alive requests/s, then new connections/s with CPU
-    // times around it (`own`: the balancer's own CPU seconds so far).
-    let measure =
-        |net: &Netns, url: &str, own: &dyn Fn() -> anyhow::Result<f64>| -> anyhow::Result<LbRow> {
-            ready(net, url)?;
-            let (rps, e1) = wrk(net, url, false, seconds)?;
-            let (m0, o0) = (machine_cpu()?.0, own()?);
-            let (cps, e2) = wrk(net, url, true, seconds)?;
-            let (m1, o1) = (machine_cpu()?.0, own()?);
-            let kconn = cps * seconds as f64 / 1000.0;
-            Ok(LbRow {
-                rps,
-                cps,
-                errors: e1 + e2,
-                machine_ms_per_kconn: (m1 - m0) * 1000.0 / kconn.max(1e-9),
-                own_ms_per_kconn: Some((o1 - o0) * 1000.0 / kconn.max(1e-9)),
-            })
-        };
-    let none = || anyhow::Ok(0.0);
-    let mut rows: Vec<(&str, LbRow)> = vec![];
-
-    eprintln!("bench: LB netns: direct to one member");
-    let mut direct = measure(&net, "http://10.2.0.10:8080/", &none)?;
-    direct.own_ms_per_kconn = None;
-    rows.push(("direct to one member (no balancer; host routes)", direct));
-
-    eprintln!("bench: LB netns: Strato");
-    flush(&net)?;
-    let (done, h) = strato_up(&net)?;
-    let strato = (|| {
-        let id = tc_prog_id(&net, "lbc")?;
-        let was = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-            .unwrap_or_else(|_| "0".into());
-        std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enable bpf_stats")?;
-        let r = measure(&net, "http://10.1.0.100/", &|| Ok(bpf_prog_stats(id)?.0));
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", was.trim());
-        r
-    })();
-    let _ = done.send(());
-    let _ = h.join();
-    for tap in ["lbc", "lbm1", "lbm2"] {
-        let _ = net.sh("h", &["tc", "qdisc", "del", "dev", tap, "clsact"]);
     }
-    rows.push((
-        "Strato (TC port program on the host's taps, Maglev in the client's port)",
-        strato?,
-    ));
-
-    eprintln!("bench: LB netns: HAProxy");
-    flush(&net)?;
-    let cfg = net.dir.join("haproxy.cfg");
-    std::fs::write(
-        &cfg,
-        "global\n  maxconn 8000\n  nbthread 1\n\
-         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-         frontend vip\n  bind 10.1.0.100:80\n  default_backend members\n\
-         backend members\n  balance roundrobin\n  server m1 10.2.0.10:8080\n  server m2 10.3.0.11:8080\n",
-    )?;
-    let c = cfg.display().to_string();
-    let launcher = net.spawn("h", &["haproxy", "-db", "-f", &c], "haproxy.log")?;
-    let pid = haproxy_pid(launcher);
-    let haproxy = measure(&net, "http://10.1.0.100/", &|| process_cpu(pid));
-    net.stop(launcher);
-    rows.push((
-        "HAProxy 2.6, mode tcp, roundrobin, 1 thread (in the host)",
-        haproxy?,
-    ));
-
-    eprintln!("bench: LB netns: nftables DNAT");
-    flush(&net)?;
-    net.sh("h", &["nft", "add table ip lb; add chain ip lb pre { type nat hook prerouting priority -100; }; add rule ip lb pre ip daddr 10.1.0.100 tcp dport 80 dnat ip to numgen inc mod 2 map { 0 : 10.2.0.10 . 8080, 1 : 10.3.0.11 . 8080 }"])?;
-    let mut nft = measure(&net, "http://10.1.0.100/", &none)?;
-    nft.own_ms_per_kconn = None;
-    let _ = net.sh("h", &["nft", "delete table ip lb"]);
-    rows.push((
-        "nftables DNAT, numgen inc mod 2 (conntrack, in the host)",
-        nft,
-    ));
-
-    let base = &rows[0].1;
-    let hap = &rows[2].1;
-    writeln!(out, "### Load balancer: new connections/s and requests/s in namespaces ({seconds} s each, wrk 1 thread 32 connections, 2 nginx members)\n")?;
-    writeln!(out, "Same namespaces and cores for every row: client VM -> host (the balancing step) -> two member VMs running nginx (1 worker, a 3-byte answer). Requests/s: keep-alive; new connections/s: `-H 'Connection: close'` (one connection per request). Direct: the client asks one member, the host routes. CPU per 1,000 connections, over the new-connection run: the machine's busy time (/proc/stat, every process and softirq: wrk, nginx, the balancer), the excess over direct's, and the balancer's own where it can be attributed: HAProxy's process (user + system), Strato's TC program (kernel BPF statistics: run time of the port program and its tails on the three taps, every packet both ways); nftables works in the softirqs of the packets, not attributable.\n")?;
-    writeln!(out, "| balancing step | requests/s | connections/s | conn/s x direct | conn/s x HAProxy | req/s x direct | req/s x HAProxy | machine CPU ms / 1k conn | excess over direct | balancer's own CPU ms / 1k conn | errors |")?;
-    writeln!(
-        out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    )?;
-    for (name, r) in &rows {
+    let rows: Vec<LbRow> = samples
+        .iter()
+        .map(|v| {
+            let n = v.len() as f64;
+            LbRow {
+                rps: v.iter().map(|r| r.rps).sum::<f64>() / n,
+                cps: v.iter().map(|r| r.cps).sum::<f64>() / n,
+                errors: v.iter().map(|r| r.errors).sum(),
+                machine_ms_per_kconn: v.iter().map(|r| r.machine_ms_per_kconn).sum::<f64>() / n,
+                own_ms_per_kconn: v
+                    .iter()
+                    .map(|r| r.own_ms_per_kconn)
+                    .sum::<Option<f64>>()
+                    .map(|s| s / n),
+            }
+        })
+        .collect();
+    let (one, both, hap) = (&rows[0], &rows[1], &rows[3]);
+    writeln!(out, "### Load balancer: new connections/s and requests/s in namespaces ({seconds} s each, two passes, wrk 2 threads 32 connections, 2 nginx members)\n")?;
+    writeln!(out, "Same namespaces and cores for every row: client VM -> host (the balancing step) -> two member VMs running nginx (one process each, a 3-byte answer). Requests/s: keep-alive; new connections/s: `-H 'Connection: close'` (one connection per request). Direct to one member: the client asks m1, the host routes (one nginx worker serves: on 2 cores that is the bound); direct to both: two wrk at once, 1 thread and 16 connections to each member (the same endpoints as the balanced rows, no balancer). Each figure: the mean of two passes, the second in reverse order. CPU per 1,000 new connections: the machine's busy time (/proc/stat: every process and softirq: wrk, nginx, the balancer), its excess over direct to both members, and the balancer's own where it can be attributed: HAProxy's process (user + system; not the kernel's TCP work in softirq), Strato's TC program (the kernel's BPF statistics: run time of the port program and its tails on the three taps, every packet both ways; enabled for that row only); nftables works in the packets' softirqs: not attributable.\n")?;
+    writeln!(out, "| balancing step | requests/s | connections/s | conn/s x direct (1 member) | conn/s x direct (both) | conn/s x HAProxy | req/s x direct (both) | req/s x HAProxy | machine CPU ms / 1k conn | excess over direct (both) | balancer's own CPU ms / 1k conn | errors |")?;
+    writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")?;
+    for (step, r) in Step::ALL.iter().zip(&rows) {
         writeln!(
             out,
-            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:+.1} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:+.1} | {} | {} |",
+            step.name(),
             r.rps,
             r.cps,
-            r.cps / base.cps.max(1.0),
+            r.cps / one.cps.max(1.0),
+            r.cps / both.cps.max(1.0),
             r.cps / hap.cps.max(1.0),
-            r.rps / base.rps.max(1.0),
+            r.rps / both.rps.max(1.0),
             r.rps / hap.rps.max(1.0),
             r.machine_ms_per_kconn,
-            r.machine_ms_per_kconn - base.machine_ms_per_kconn,
+            r.machine_ms_per_kconn - both.machine_ms_per_kconn,
             r.own_ms_per_kconn
                 .map_or("-".to_string(), |v| format!("{v:.2}")),
             r.errors,
