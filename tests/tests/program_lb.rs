@@ -79,6 +79,13 @@ fn listener(id: &str, protocol: &str, port: u16, members: Vec<MemberEntry>) -> L
 }
 
 fn load_balancer(m1_state: &str) -> LoadBalancerEntry {
+    // "drain-expired": m1 disabled under a listener without drain time.
+    let (state, drain) = match m1_state {
+        "drain-expired" => ("draining", 0),
+        s => (s, 30),
+    };
+    let mut l80 = listener("l80", "TCP", 80, vec![member("m1", M1, 8080, 1, state)]);
+    l80.drain_timeout_s = drain;
     let mut spread = vec![member("m2", M2, 8080, 1, "active")];
     for (i, (ip, w)) in SPREAD.iter().enumerate() {
         spread.push(member(&format!("s{i}"), *ip, 8080, *w, "active"));
@@ -90,7 +97,7 @@ fn load_balancer(m1_state: &str) -> LoadBalancerEntry {
         vip_mac: "fa:16:3e:00:01:64".into(),
         admin_state_up: true,
         listeners: vec![
-            listener("l80", "TCP", 80, vec![member("m1", M1, 8080, 1, m1_state)]),
+            l80,
             listener("l90", "TCP", 90, vec![member("m2", M2, 8080, 1, "active")]),
             listener("l81", "TCP", 81, vec![]),
             listener("l81u", "UDP", 81, vec![]),
@@ -436,4 +443,34 @@ fn new_connections_spread_by_weight() {
             "{ip:?}: {got} connections, want {want} (weights {weights:?}, got {count:?})"
         );
     }
+}
+
+/// A drained member's connection goes on until its listener's drain
+/// timeout, and is reset after it.
+#[test]
+fn connections_are_reset_after_the_drain_timeout() {
+    let mut t = tester();
+    let tp2 = t.ifindex("tp2");
+    t.check(
+        &port(
+            &t,
+            "SYN to VIP:80 -> m1",
+            "tp1",
+            tcp((C1_MAC, VIP_MAC), (C1, 42000), (VIP, 80), 64, true),
+            Expect::Forward,
+        )
+        .to(tp2)
+        .output(tcp((GW_B_MAC, M1_MAC), (C1, 42000), (M1, 8080), 63, true)),
+    );
+    t.install(&world("drain-expired"));
+    t.check(
+        &port(
+            &t,
+            "past the drain timeout the connection is reset",
+            "tp1",
+            tcp((C1_MAC, VIP_MAC), (C1, 42000), (VIP, 80), 64, false),
+            Expect::AnswerError(LbDrained),
+        )
+        .output(reset(80, 42000, false)),
+    );
 }
