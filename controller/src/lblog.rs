@@ -11,7 +11,8 @@
 //! says the TCP connection closed, or when it has been idle past its
 //! listener's idle timeout. Short connections are logged as they are seen:
 //! one that starts and ends between two ticks is not (the totals in the
-//! metrics still count it).
+//! metrics still count it) unless its entry is still there, closed: then
+//! both lines are written at once.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -67,6 +68,9 @@ struct Open {
 pub struct AccessLog {
     path: PathBuf,
     open: HashMap<LbFlowKey, Open>,
+    /// Connections already logged as ended whose entry is still in the
+    /// table (it stays until it expires): by their start time.
+    ended: HashMap<LbFlowKey, u64>,
 }
 
 fn endpoint(ip: [u8; 4], port: u16) -> String {
@@ -94,6 +98,7 @@ impl AccessLog {
         AccessLog {
             path: dir.join(ACCESS_LOG),
             open: HashMap::new(),
+            ended: HashMap::new(),
         }
     }
 
@@ -128,6 +133,9 @@ impl AccessLog {
                 .get(&(k.domain, k.client, k.client_port, k.proto, f.backend))
                 .copied();
             seen.insert(*k);
+            if self.ended.get(k) == Some(&f.created_ns) {
+                continue;
+            }
             let ended = if rev.is_some_and(|(rk, _)| closed(k, &rk)) {
                 Some("closed")
             } else if now_ns.saturating_sub(f.last_seen_ns) > idle_ns(f.service) {
@@ -153,10 +161,17 @@ impl AccessLog {
                 (Some(_), Some(why)) => {
                     lines.push(self.line("end", k, f, rev.as_ref(), names, why));
                     self.open.remove(k);
+                    self.ended.insert(*k, f.created_ns);
                 }
-                (None, Some(_)) => {}
+                (None, Some(why)) => {
+                    // Started and ended between two ticks.
+                    lines.push(self.line("start", k, f, rev.as_ref(), names, ""));
+                    lines.push(self.line("end", k, f, rev.as_ref(), names, why));
+                    self.ended.insert(*k, f.created_ns);
+                }
             }
         }
+        self.ended.retain(|k, _| seen.contains(k));
         let gone: Vec<LbFlowKey> = self
             .open
             .keys()
@@ -447,6 +462,19 @@ mod tests {
             .unwrap(),
             1
         );
+        // Still in the table after it ended: not logged again.
+        assert_eq!(
+            log.tick(
+                3 * s,
+                &[(key(1), flow(s, 3 * s))],
+                &[rev(1)],
+                &names,
+                &closed,
+                &idle
+            )
+            .unwrap(),
+            0
+        );
         // A second connection that goes away without a word.
         log.tick(
             4 * s,
@@ -458,6 +486,19 @@ mod tests {
         )
         .unwrap();
         log.tick(5 * s, &[], &[], &names, &never, &idle).unwrap();
+        // A short one, opened and closed between two ticks: both lines.
+        assert_eq!(
+            log.tick(
+                6 * s,
+                &[(key(3), flow(6 * s, 6 * s))],
+                &[rev(3)],
+                &names,
+                &closed,
+                &idle
+            )
+            .unwrap(),
+            2
+        );
         let lines = read(&dir);
         let events: Vec<(&str, &str)> = lines
             .iter()
@@ -469,7 +510,9 @@ mod tests {
                 ("start", ""),
                 ("end", "closed"),
                 ("start", ""),
-                ("end", "gone")
+                ("end", "gone"),
+                ("start", ""),
+                ("end", "closed")
             ]
         );
         let end = &lines[1];
