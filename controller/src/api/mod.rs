@@ -448,7 +448,7 @@ async fn resources(State(app): State<Arc<App>>) -> Response {
         let mut m = serde_json::Map::new();
         m.insert("id".into(), pid.clone().into());
         m.insert("name".into(), p.name.clone().into());
-        for k in ["networks", "routers", "ports"] {
+        for k in ["networks", "routers", "ports", "load_balancers"] {
             m.insert(k.into(), json!([]));
         }
         projects.insert(pid.as_str(), m);
@@ -500,6 +500,43 @@ async fn resources(State(app): State<Arc<App>>) -> Response {
                 "id": p.meta.id, "name": p.meta.name, "network_id": p.network_id, "ips": ips, "mac": p.mac_address,
                 "host": p.binding_host_id, "device_owner": p.device_owner, "status": status
             }),
+        );
+    }
+    for lb in s.load_balancers.values() {
+        let listeners: Vec<serde_json::Value> = s
+            .listeners
+            .values()
+            .filter(|l| l.loadbalancer_id == lb.meta.id)
+            .map(|l| {
+                let members: Vec<serde_json::Value> = l
+                    .default_pool_id
+                    .iter()
+                    .flat_map(|p| crate::lbaas::pool_members(&s, p))
+                    .map(|m| {
+                        let monitored = crate::lbaas::members::monitored(
+                            crate::lbaas::pool_monitor(&s, &m.pool_id),
+                        );
+                        json!({"id": m.meta.id, "name": m.meta.name, "address": m.address,
+                            "port": m.protocol_port, "weight": m.weight,
+                            "status": app.lb_health.member_status(m, monitored)})
+                    })
+                    .collect();
+                json!({"id": l.meta.id, "protocol": l.protocol.as_str(), "port": l.protocol_port,
+                    "members": members})
+            })
+            .collect();
+        let fip = s
+            .floating_ips
+            .values()
+            .find(|f| f.port_id.as_deref() == Some(lb.vip_port_id.as_str()))
+            .map(|f| f.floating_ip_address.clone());
+        push(
+            &mut projects,
+            &lb.meta.project_id,
+            "load_balancers",
+            json!({"id": lb.meta.id, "name": lb.meta.name, "vip": lb.vip_address,
+                "floating_ip": fip, "provisioning_status": lb.provisioning_status.as_str(),
+                "operating_status": app.lb_health.lb_status(&s, lb), "listeners": listeners}),
         );
     }
     Json(json!({"revision": s.revision, "projects": projects.into_values().collect::<Vec<_>>()}))

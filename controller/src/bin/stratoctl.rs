@@ -634,6 +634,46 @@ fn run(args: Args) -> anyhow::Result<()> {
                         r["routes"]
                     );
                 }
+                for l in p["load_balancers"].as_array().into_iter().flatten() {
+                    println!(
+                        "  lb      {:<20} {}  vip {}{}  {} / {}",
+                        s(&l["name"]),
+                        s(&l["id"]),
+                        s(&l["vip"]),
+                        l["floating_ip"]
+                            .as_str()
+                            .map(|f| format!(" (floating {f})"))
+                            .unwrap_or_default(),
+                        s(&l["provisioning_status"]),
+                        s(&l["operating_status"])
+                    );
+                    for x in l["listeners"].as_array().into_iter().flatten() {
+                        let members: Vec<String> = x["members"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|m| {
+                                format!(
+                                    "{}:{} w{} {}",
+                                    s(&m["address"]),
+                                    m["port"],
+                                    m["weight"],
+                                    s(&m["status"])
+                                )
+                            })
+                            .collect();
+                        println!(
+                            "          listener {} {}  -> {}",
+                            s(&x["protocol"]),
+                            x["port"],
+                            if members.is_empty() {
+                                "-".to_owned()
+                            } else {
+                                members.join(", ")
+                            }
+                        );
+                    }
+                }
                 for x in p["ports"].as_array().into_iter().flatten() {
                     let ips: Vec<String> =
                         x["ips"].as_array().into_iter().flatten().map(&s).collect();
