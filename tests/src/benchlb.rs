@@ -208,7 +208,10 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
     // The first configuration once more before the others, unreported: the
     // first measurements of a fresh tester run cold.
     let configs: Vec<(u32, u32)> = std::iter::once((vips[0], backends[0]))
-        .chain(vips.iter().flat_map(|&n| backends.iter().map(move |&b| (n, b))))
+        .chain(
+            vips.iter()
+                .flat_map(|&n| backends.iter().map(move |&b| (n, b))),
+        )
         .collect();
     for (k, &(n, b)) in configs.iter().enumerate() {
         {
@@ -768,7 +771,9 @@ impl Step {
             Step::DirectBoth => {
                 "direct to both members (no balancer; two wrk, 1 thread and 16 connections to each)"
             }
-            Step::Strato => "Strato (TC port program on the host's taps: Maglev in the client's port)",
+            Step::Strato => {
+                "Strato (TC port program on the host's taps: Maglev in the client's port)"
+            }
             Step::Haproxy => "HAProxy 2.6, mode tcp, roundrobin, 1 thread (in the host)",
             Step::Nftables => "nftables DNAT, numgen inc mod 2 (conntrack, in the host)",
         }
@@ -781,12 +786,7 @@ type CpuProbe<'a> = &'a dyn Fn() -> anyhow::Result<f64>;
 
 /// Keep-alive requests/s, then new connections/s with CPU times around it,
 /// from `urls` (one wrk each, the 32 connections shared out).
-fn measure(
-    net: &Netns,
-    urls: &[&str],
-    seconds: u64,
-    own: CpuProbe<'_>,
-) -> anyhow::Result<LbRow> {
+fn measure(net: &Netns, urls: &[&str], seconds: u64, own: CpuProbe<'_>) -> anyhow::Result<LbRow> {
     for url in urls {
         ready(net, url)?;
     }
@@ -794,7 +794,9 @@ fn measure(
         std::thread::scope(|sc| {
             let hs: Vec<_> = urls
                 .iter()
-                .map(|u| sc.spawn(move || wrk(net, u, close, seconds, (2 / urls.len(), 32 / urls.len()))))
+                .map(|u| {
+                    sc.spawn(move || wrk(net, u, close, seconds, (2 / urls.len(), 32 / urls.len())))
+                })
                 .collect();
             let mut sum = (0.0, 0);
             for h in hs {
@@ -963,7 +965,10 @@ pub fn run_netns(seconds: u64, out: &mut String) -> anyhow::Result<()> {
     writeln!(out, "### Load balancer: new connections/s and requests/s in namespaces ({seconds} s each, two passes, wrk 2 threads 32 connections, 2 nginx members)\n")?;
     writeln!(out, "Same namespaces and cores for every row: client VM -> host (the balancing step) -> two member VMs running nginx (one process each, a 3-byte answer). Requests/s: keep-alive; new connections/s: `-H 'Connection: close'` (one connection per request). Direct to one member: the client asks m1, the host routes (one nginx worker serves: on 2 cores that is the bound); direct to both: two wrk at once, 1 thread and 16 connections to each member (the same endpoints as the balanced rows, no balancer). Each figure: the mean of two passes, the second in reverse order. CPU per 1,000 new connections: the machine's busy time (/proc/stat: every process and softirq: wrk, nginx, the balancer), its excess over direct to both members, and the balancer's own where it can be attributed: HAProxy's process (user + system; not the kernel's TCP work in softirq), Strato's TC program (the kernel's BPF statistics: run time of the port program and its tails on the three taps, every packet both ways; enabled for that row only); nftables works in the packets' softirqs: not attributable.\n")?;
     writeln!(out, "| balancing step | requests/s | connections/s | conn/s x direct (1 member) | conn/s x direct (both) | conn/s x HAProxy | req/s x direct (both) | req/s x HAProxy | machine CPU ms / 1k conn | excess over direct (both) | balancer's own CPU ms / 1k conn | errors |")?;
-    writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")?;
+    writeln!(
+        out,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )?;
     for (step, r) in Step::ALL.iter().zip(&rows) {
         writeln!(
             out,
