@@ -37,7 +37,8 @@ use std::{
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
 /// Source ports of checks (and so destination ports of the answers).
-pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 61_000..=61_999;
+pub const PROBE_PORTS: std::ops::RangeInclusive<u16> =
+    dataplane_common::maps::PROBE_PORT_MIN..=dataplane_common::maps::PROBE_PORT_MAX;
 /// ICMP echo identifier of checks.
 const PING_ID: u16 = 0x5354;
 

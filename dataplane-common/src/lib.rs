@@ -148,6 +148,10 @@ pub mod maps {
     pub const PORT_OUT_XDP: &str = "PORT_OUT_XDP";
     /// The same for the TC build ([`super::programs::PORT_OUT_TC`]).
     pub const PORT_OUT_TC: &str = "PORT_OUT_TC";
+    /// Source ports of the agents' load balancer health checks (outside
+    /// Linux's ephemeral range): what VMs answer to.
+    pub const PROBE_PORT_MIN: u16 = 61_000;
+    pub const PROBE_PORT_MAX: u16 = 61_999;
     /// Slots of the program arrays `PORT_OUT_XDP` / `PORT_OUT_TC`.
     pub const TAIL_EXTERNAL: u32 = 0;
     /// The load balancer's translation of a packet to a VIP.
@@ -395,11 +399,15 @@ pub enum DropReason {
     /// A connection to a drained member after its listener's drain timeout:
     /// reset.
     LbDrained = 65,
+    /// A VM's answer to a load balancer health check (addressed to its
+    /// gateway, from a check port, or an echo reply): read by the agent's
+    /// socket before this program, not forwarded.
+    LbHealthAnswer = 66,
 }
 
 impl DropReason {
     /// Every reason, in numeric order.
-    pub const ALL: [DropReason; 65] = [
+    pub const ALL: [DropReason; 66] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedVlan,
         DropReason::TooManyVlanTags,
@@ -465,6 +473,7 @@ impl DropReason {
         DropReason::LbNoListener,
         DropReason::LbUnsupported,
         DropReason::LbDrained,
+        DropReason::LbHealthAnswer,
     ];
 
     /// Stable snake_case label, used as a metric label and in `stratoctl`.
@@ -535,6 +544,7 @@ impl DropReason {
             DropReason::LbNoListener => "lb_no_listener",
             DropReason::LbUnsupported => "lb_unsupported",
             DropReason::LbDrained => "lb_drained",
+            DropReason::LbHealthAnswer => "lb_health_answer",
         }
     }
 

@@ -22,7 +22,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use dataplane_common::{
-    maps::{NEXTHOP_TTL_NS, TAIL_EXTERNAL, TAIL_LB, TAIL_LB_REPLY},
+    maps::{NEXTHOP_TTL_NS, PROBE_PORT_MAX, PROBE_PORT_MIN, TAIL_EXTERNAL, TAIL_LB, TAIL_LB_REPLY},
     DropReason, EipEntry, Endpoint, HostInfo, MacKey, NextHop, NextHopKey, PortInfo, DIR_EGRESS,
     DIR_INGRESS, EIP_F_LB, EIP_F_LOCAL, EIP_F_QOS, EIP_F_SNAT, EIP_F_STEER, EP_EXTERNAL, EP_F_DOWN,
     EP_F_SNAT, EP_GATEWAY, EP_LOCAL, EP_REMOTE, EP_VIP, HOST_F_GATEWAY, HOST_F_LB, MACS_DOWN,
@@ -886,6 +886,16 @@ fn next_hop<C: Pkt>(
 #[inline(always)]
 fn gateway_ping<C: Pkt>(ctx: &C, l4_off: usize, l4_proto: u8) -> Verdict {
     if l4_proto != IPPROTO_ICMP || l4_off == 0 {
+        // An answer to a load balancer health check (the agent read it).
+        if l4_off != 0 {
+            if let Some(p) = ptr_at::<_, [u8; 4]>(ctx, l4_off) {
+                // SAFETY: bounds-checked.
+                let dport = unsafe { u16::from_be_bytes([(*p)[2], (*p)[3]]) };
+                if (PROBE_PORT_MIN..=PROBE_PORT_MAX).contains(&dport) {
+                    return Verdict::Drop(DropReason::LbHealthAnswer);
+                }
+            }
+        }
         return Verdict::Drop(DropReason::NotForGateway);
     }
     let (Some(eth), Some(ip), Some(icmp)) = (
@@ -898,6 +908,10 @@ fn gateway_ping<C: Pkt>(ctx: &C, l4_off: usize, l4_proto: u8) -> Verdict {
     // SAFETY: all three ranges were bounds-checked.
     let (eth, ip, icmp) = unsafe { (&mut *eth, &mut *ip, &mut *icmp) };
     // No reassembly here: a fragmented echo request is not answered.
+    if icmp[0] == 0 {
+        // Echo replies to a gateway answer the agents' PING checks.
+        return Verdict::Drop(DropReason::LbHealthAnswer);
+    }
     if icmp[0] != 8 || icmp[1] != 0 || (ip[6] & 0x3f) != 0 || ip[7] != 0 {
         return Verdict::Drop(DropReason::NotForGateway);
     }

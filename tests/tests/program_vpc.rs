@@ -1282,10 +1282,17 @@ fn gateway_and_broadcasts() {
         ),
         port(
             &t,
-            "ICMP echo reply to the gateway",
+            "ICMP echo reply to the gateway: an answer to a PING health check",
             "tp1",
             echo_reply_to_gw,
-            Expect::Drop(NotForGateway),
+            Expect::Drop(LbHealthAnswer),
+        ),
+        port(
+            &t,
+            "TCP to the gateway on a health check port: an answer to a check",
+            "tp1",
+            packets::tcp4(A1.mac, GW_A_MAC, A1.ip, GW_A, 64, 61_000, PAYLOAD),
+            Expect::Drop(LbHealthAnswer),
         ),
         port(
             &t,
