@@ -470,7 +470,12 @@ fn udp_dst_port_67_filter() -> [libc::sock_filter; 11] {
     ]
 }
 
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+pub(crate) fn setsockopt<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: `value` points to a live, initialised T and the length passed is exactly its size.
     let rc = unsafe {
         libc::setsockopt(
@@ -488,7 +493,7 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T)
     }
 }
 
-fn link_addr(ifindex: i32, mac: Option<[u8; 6]>) -> libc::sockaddr_ll {
+pub(crate) fn link_addr(ifindex: i32, mac: Option<[u8; 6]>) -> libc::sockaddr_ll {
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;

@@ -25,7 +25,7 @@
 use std::{
     collections::BTreeMap,
     io,
-    mem::{size_of, zeroed},
+    mem::size_of,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -35,6 +35,8 @@ use std::{
 };
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+use crate::dhcp::{link_addr, setsockopt};
 
 /// Source ports of checks (and so destination ports of the answers).
 pub const PROBE_PORTS: std::ops::RangeInclusive<u16> =
@@ -575,37 +577,6 @@ fn frame_dst(frame: &[u8]) -> [u8; 6] {
         m.copy_from_slice(&frame[..6]);
     }
     m
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live T and the length is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn link_addr(ifindex: i32, mac: Option<[u8; 6]>) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
-    let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-    addr.sll_ifindex = ifindex;
-    if let Some(mac) = mac {
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&mac);
-    }
-    addr
 }
 
 #[cfg(test)]

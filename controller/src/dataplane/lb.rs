@@ -88,44 +88,32 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Empties the services, backends and connections (an agent starting
-    /// hands out its own numbers).
+    /// Removes the entries of hash map `name` for which `dead` is true;
+    /// returns how many went.
+    fn lb_remove_where<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        dead: impl Fn(&V) -> bool,
+    ) -> Result<u64, DataplaneError> {
+        let mut m: BpfHashMap<&mut MapData, K, V> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        let keys: Vec<K> = m
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| dead(v))
+            .map(|(k, _)| k)
+            .collect();
+        Ok(keys.iter().filter(|k| m.remove(k).is_ok()).count() as u64)
+    }
+
+    /// Empties the services, public translations and connections (an agent
+    /// starting hands out its own numbers).
     pub fn lb_clear(&mut self) -> Result<(), DataplaneError> {
-        {
-            let name = maps::LB_SERVICES;
-            let mut m: BpfHashMap<&mut MapData, LbServiceKey, LbService> =
-                self.map_mut(name)?.try_into().map_err(map_err(name))?;
-            let keys: Vec<_> = m.keys().filter_map(Result::ok).collect();
-            for k in &keys {
-                let _ = m.remove(k);
-            }
-        }
-        {
-            let name = maps::LB_PUBLIC_OUT;
-            let mut m: BpfHashMap<&mut MapData, LbPublicKey, LbPublic> =
-                self.map_mut(name)?.try_into().map_err(map_err(name))?;
-            let keys: Vec<_> = m.keys().filter_map(Result::ok).collect();
-            for k in &keys {
-                let _ = m.remove(k);
-            }
-        }
-        {
-            let name = maps::LB_PUBLIC_FLOWS;
-            let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbPublic> =
-                self.map_mut(name)?.try_into().map_err(map_err(name))?;
-            let keys: Vec<_> = m.keys().filter_map(Result::ok).collect();
-            for k in &keys {
-                let _ = m.remove(k);
-            }
-        }
-        for name in [maps::LB_FLOWS, maps::LB_REV] {
-            let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbFlow> =
-                self.map_mut(name)?.try_into().map_err(map_err(name))?;
-            let keys: Vec<_> = m.keys().filter_map(Result::ok).collect();
-            for k in &keys {
-                let _ = m.remove(k);
-            }
-        }
+        self.lb_remove_where::<LbServiceKey, LbService>(maps::LB_SERVICES, |_| true)?;
+        self.lb_remove_where::<LbPublicKey, LbPublic>(maps::LB_PUBLIC_OUT, |_| true)?;
+        self.lb_remove_where::<LbFlowKey, LbPublic>(maps::LB_PUBLIC_FLOWS, |_| true)?;
+        self.lb_remove_where::<LbFlowKey, LbFlow>(maps::LB_FLOWS, |_| true)?;
+        self.lb_remove_where::<LbFlowKey, LbRev>(maps::LB_REV, |_| true)?;
         Ok(())
     }
 
@@ -133,30 +121,8 @@ impl Dataplane {
     /// `LB_REV` (before their numbers are handed out again).
     pub fn lb_forget(&mut self, backends: &[u32]) -> Result<(), DataplaneError> {
         let gone: std::collections::BTreeSet<u32> = backends.iter().copied().collect();
-        let name = maps::LB_FLOWS;
-        let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbFlow> =
-            self.map_mut(name)?.try_into().map_err(map_err(name))?;
-        let dead: Vec<LbFlowKey> = m
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| gone.contains(&v.backend))
-            .map(|(k, _)| k)
-            .collect();
-        for k in &dead {
-            let _ = m.remove(k);
-        }
-        let name = maps::LB_REV;
-        let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbRev> =
-            self.map_mut(name)?.try_into().map_err(map_err(name))?;
-        let dead: Vec<LbFlowKey> = m
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| gone.contains(&v.backend))
-            .map(|(k, _)| k)
-            .collect();
-        for k in &dead {
-            let _ = m.remove(k);
-        }
+        self.lb_remove_where::<LbFlowKey, LbFlow>(maps::LB_FLOWS, |v| gone.contains(&v.backend))?;
+        self.lb_remove_where::<LbFlowKey, LbRev>(maps::LB_REV, |v| gone.contains(&v.backend))?;
         Ok(())
     }
 
@@ -180,31 +146,12 @@ impl Dataplane {
     /// timeout is enforced by the program; this only frees the entries).
     /// Returns how many went.
     pub fn lb_gc(&mut self, now_ns: u64, idle_ns: u64) -> Result<u64, DataplaneError> {
-        let mut n = 0;
-        let name = maps::LB_FLOWS;
-        let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbFlow> =
-            self.map_mut(name)?.try_into().map_err(map_err(name))?;
-        let dead: Vec<LbFlowKey> = m
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| now_ns.saturating_sub(v.last_seen_ns) > idle_ns)
-            .map(|(k, _)| k)
-            .collect();
-        for k in &dead {
-            n += m.remove(k).is_ok() as u64;
-        }
-        let name = maps::LB_REV;
-        let mut m: BpfHashMap<&mut MapData, LbFlowKey, LbRev> =
-            self.map_mut(name)?.try_into().map_err(map_err(name))?;
-        let dead: Vec<LbFlowKey> = m
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| now_ns.saturating_sub(v.last_seen_ns) > idle_ns)
-            .map(|(k, _)| k)
-            .collect();
-        for k in &dead {
-            let _ = m.remove(k);
-        }
+        let n = self.lb_remove_where::<LbFlowKey, LbFlow>(maps::LB_FLOWS, |v| {
+            now_ns.saturating_sub(v.last_seen_ns) > idle_ns
+        })?;
+        self.lb_remove_where::<LbFlowKey, LbRev>(maps::LB_REV, |v| {
+            now_ns.saturating_sub(v.last_seen_ns) > idle_ns
+        })?;
         Ok(n)
     }
 
