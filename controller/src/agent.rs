@@ -925,7 +925,7 @@ impl Agent {
             Entry::LoadBalancer(l) => Some(l),
             _ => None,
         });
-        let specs = crate::lbmaps::specs(lbs, &doms);
+        let specs = crate::lbmaps::specs(lbs, &doms, &tables::vnis(&self.desired));
         let ops = self.lb.sync(&specs, crate::dataplane::coarse_now_ns());
         if let Some(p) = &self.prober {
             p.set(self.probe_targets(&doms));

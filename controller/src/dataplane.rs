@@ -41,7 +41,7 @@ pub static OBJECT: &[u8] =
 pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 33] = [
+pub const MAP_NAMES: [&str; 34] = [
     maps::IF_STATS,
     maps::DROP_STATS,
     maps::PORTS,
@@ -67,6 +67,7 @@ pub const MAP_NAMES: [&str; 33] = [
     maps::PORT_OUT_XDP,
     maps::PORT_OUT_TC,
     maps::LB_SERVICES,
+    maps::LB_VIP_FILTER,
     maps::LB_BACKENDS,
     maps::LB_MAGLEV,
     maps::LB_FLOWS,

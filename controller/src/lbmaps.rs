@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use dataplane_common::{
-    maps, LbBackend, LbPublic, LbPublicKey, LbService, LbServiceKey, LB_B_ACTIVE, LB_B_DRAINING,
+    lb_vip_bit, maps, LbBackend, LbPublic, LbPublicKey, LbService, LbServiceKey, LB_B_ACTIVE, LB_B_DRAINING,
     LB_SVC_F_SOURCE_IP,
 };
 use strato_lb::maglev::{self, MaglevBackend};
@@ -56,6 +56,9 @@ pub struct ServiceSpec {
     /// A public load balancer's floating IP: members answer the internet
     /// as it (`LB_PUBLIC_OUT`).
     pub public: Option<[u8; 4]>,
+    /// The VIP port's network VNI (0: not known on this host) and MAC.
+    pub vni: u32,
+    pub mac: [u8; 6],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,12 +72,13 @@ pub struct MemberSpec {
 }
 
 /// The services of these load balancers; `domains` maps a network to its
-/// routing domain (`tables::domains`). Load balancers whose network is not
-/// known here, or that are administratively down, have none (their VIP
-/// refuses every connection).
+/// routing domain (`tables::domains`), `vnis` to its VNI. Load balancers
+/// whose network is not known here, or that are administratively down,
+/// have none (their VIP refuses every connection).
 pub fn specs<'e>(
     entries: impl Iterator<Item = &'e LoadBalancerEntry>,
     domains: &BTreeMap<String, u32>,
+    vnis: &BTreeMap<String, u32>,
 ) -> Vec<ServiceSpec> {
     let mut out = Vec::new();
     for lb in entries {
@@ -128,6 +132,8 @@ pub fn specs<'e>(
                 drain_timeout_s: l.drain_timeout_s,
                 members,
                 public,
+                vni: vnis.get(&lb.vip_network_id).copied().unwrap_or(0),
+                mac: crate::tables::parse_mac(&lb.vip_mac).unwrap_or([0; 6]),
             });
         }
     }
@@ -152,6 +158,8 @@ pub struct LbOps {
     /// Backends given back: their connections are forgotten (`LB_FLOWS`,
     /// `LB_REV`) before the number is reused.
     pub released: Vec<u32>,
+    /// `LB_VIP_FILTER` words that changed: (index, bits).
+    pub filter: Vec<(u32, u64)>,
 }
 
 impl LbOps {
@@ -191,6 +199,8 @@ pub struct LbState {
     backend_ids: Ids,
     ranges: Ranges,
     public_out: BTreeMap<LbPublicKey, LbPublic>,
+    /// The non-zero words of `LB_VIP_FILTER`.
+    filter: BTreeMap<u32, u64>,
 }
 
 impl Default for LbState {
@@ -203,6 +213,7 @@ impl Default for LbState {
             backend_ids: Ids::new(maps::LB_BACKENDS_MAX),
             ranges: Ranges::new(maps::LB_MAGLEV_MAX),
             public_out: BTreeMap::new(),
+            filter: BTreeMap::new(),
         }
     }
 }
@@ -245,6 +256,8 @@ impl LbState {
                     port: m.port,
                     flags,
                     drain_until_ns: until,
+                    idle_timeout_s: s.idle_timeout_s,
+                    _pad: 0,
                 };
                 match old {
                     Some(b) if b.value == value => {}
@@ -279,7 +292,9 @@ impl LbState {
             }
         }
         // Members gone: drained for their listener's timeout, then released
-        // by `tick`.
+        // by `tick`; those of a listener that is gone too are reset at once
+        // (nothing listens any more).
+        let listening: BTreeSet<&str> = desired.iter().map(|s| s.listener_id.as_str()).collect();
         let gone: Vec<_> = self
             .backends
             .keys()
@@ -290,10 +305,10 @@ impl LbState {
             let Some(b) = self.backends.remove(&k) else {
                 continue;
             };
-            let until = if b.value.flags == LB_B_DRAINING {
-                b.value.drain_until_ns
-            } else if b.value.flags == 0 {
+            let until = if !listening.contains(k.0.as_str()) || b.value.flags == 0 {
                 now_ns
+            } else if b.value.flags == LB_B_DRAINING {
+                b.value.drain_until_ns
             } else {
                 now_ns + b.drain_timeout_s as u64 * 1_000_000_000
             };
@@ -359,7 +374,9 @@ impl LbState {
                 table_off: range.map_or(0, |r| r.0),
                 table_size: range.map_or(0, |r| r.1),
                 idle_timeout_s: s.idle_timeout_s,
-                _pad: 0,
+                vni: s.vni,
+                mac: s.mac,
+                _pad: [0; 2],
             };
             if let Some(o) = &old {
                 if o.key != s.key {
@@ -434,6 +451,23 @@ impl LbState {
             }
         }
         self.public_out = public;
+        // The VIP filter: a bit per listener's (domain, VIP).
+        let mut filter: BTreeMap<u32, u64> = BTreeMap::new();
+        for s in self.services.values() {
+            let (word, bit) = lb_vip_bit(s.key.domain, s.key.vip);
+            *filter.entry(word).or_default() |= bit;
+        }
+        for (w, bits) in &filter {
+            if self.filter.get(w) != Some(bits) {
+                ops.filter.push((*w, *bits));
+            }
+        }
+        for w in self.filter.keys() {
+            if !filter.contains_key(w) {
+                ops.filter.push((*w, 0));
+            }
+        }
+        self.filter = filter;
         ops
     }
 
@@ -617,6 +651,8 @@ mod tests {
             drain_timeout_s: 10,
             members,
             public: None,
+            vni: 5,
+            mac: [2, 0, 0, 0, 0, 100],
         }
     }
 

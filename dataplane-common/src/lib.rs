@@ -185,6 +185,13 @@ pub mod maps {
     /// `LbFlowKey` (client, member) -> `LbPublic`: how a member's host
     /// translates the replies of one internet connection.
     pub const LB_PUBLIC_FLOWS: &str = "LB_PUBLIC_FLOWS";
+    /// A bit per (domain, address) hash ([`crate::lb_vip_bit`]), set for
+    /// every listener's VIP: the port program looks a packet up in
+    /// `LB_SERVICES` only when its destination's bit is set, so traffic
+    /// that is not to a VIP pays an array read, not a hash lookup.
+    pub const LB_VIP_FILTER: &str = "LB_VIP_FILTER";
+    /// 2^20 bits in u64 words.
+    pub const LB_VIP_FILTER_WORDS: u32 = 16_384;
     /// Per-CPU counters by service id and by backend id (`LbStats`).
     pub const LB_SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const LB_BACKEND_STATS: &str = "LB_BACKEND_STATS";
@@ -1276,7 +1283,12 @@ pub struct LbService {
     /// A connection idle this long is forgotten (the next packet chooses
     /// again).
     pub idle_timeout_s: u32,
-    pub _pad: u32,
+    /// The VIP port's network (VNI) and MAC: a VM on that network may
+    /// address the VIP directly, any other through its router. VNI 0:
+    /// not known here (a gateway host).
+    pub vni: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// `LbService::flags`: session persistence by source address: the backend
@@ -1296,6 +1308,10 @@ pub struct LbBackend {
     /// `LB_B_DRAINING`: `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC) after
     /// which its connections are reset.
     pub drain_until_ns: u64,
+    /// Its listener's idle timeout: a connection idle this long is
+    /// forgotten (here, so a known connection needs no listener lookup).
+    pub idle_timeout_s: u32,
+    pub _pad: u32,
 }
 
 /// `LbBackend::flags`: healthy and enabled: in its service's table.
@@ -1427,6 +1443,15 @@ pub fn lb_hash(
     h
 }
 
+/// The bit of `LB_VIP_FILTER` for address `ip` in routing `domain`:
+/// (word, mask).
+#[inline(always)]
+pub fn lb_vip_bit(domain: u32, ip: [u8; 4]) -> (u32, u64) {
+    let h = fmix32(domain.wrapping_mul(0x9e37_79b9) ^ u32::from_be_bytes(ip));
+    let bit = h & (maps::LB_VIP_FILTER_WORDS * 64 - 1);
+    (bit / 64, 1u64 << (bit % 64))
+}
+
 /// MurmurHash3's finaliser: every input bit affects every output bit.
 #[inline(always)]
 pub fn fmix32(mut h: u32) -> u32 {
@@ -1439,8 +1464,9 @@ pub fn fmix32(mut h: u32) -> u32 {
 
 const _: () = assert!(core::mem::size_of::<IfStats>() == 80);
 const _: () = assert!(core::mem::size_of::<LbServiceKey>() == 12);
-const _: () = assert!(core::mem::size_of::<LbService>() == 24);
-const _: () = assert!(core::mem::size_of::<LbBackend>() == 16);
+const _: () = assert!(core::mem::size_of::<LbService>() == 32);
+const _: () = assert!(maps::LB_VIP_FILTER_WORDS.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<LbBackend>() == 24);
 const _: () = assert!(core::mem::size_of::<LbFlowKey>() == 20);
 const _: () = assert!(core::mem::size_of::<LbFlow>() == 40);
 const _: () = assert!(core::mem::size_of::<LbRev>() == 40);

@@ -28,9 +28,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use dataplane_common::{
-    lb_hash, maps, DropReason, EipEntry, LbBackend, LbFlow, LbFlowKey, LbPublic, LbPublicKey,
+    lb_hash, lb_vip_bit, maps, DropReason, EipEntry, Endpoint, LbBackend, LbFlow, LbFlowKey, LbPublic, LbPublicKey,
     LbRev, LbService, LbServiceKey, LbStats, PortInfo, EP_LOCAL, EP_REMOTE, LB_B_ACTIVE,
-    LB_B_DRAINING, LB_SVC_F_SOURCE_IP, VXLAN_F_LB,
+    LB_B_DRAINING, LB_SVC_F_SOURCE_IP, PORT_F_ADMIN_UP, PORT_F_SECURITY, VXLAN_F_LB,
 };
 
 use crate::{
@@ -67,6 +67,9 @@ static LB_PUBLIC_OUT: HashMap<LbPublicKey, LbPublic> =
 #[map(name = "LB_PUBLIC_FLOWS")]
 static LB_PUBLIC_FLOWS: LruHashMap<LbFlowKey, LbPublic> =
     LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
+
+#[map(name = "LB_VIP_FILTER")]
+static LB_VIP_FILTER: Array<u64> = Array::with_max_entries(maps::LB_VIP_FILTER_WORDS, 0);
 
 #[map(name = "LB_SERVICE_STATS")]
 static LB_SERVICE_STATS: PerCpuArray<LbStats> =
@@ -137,6 +140,7 @@ struct Tuple {
     dport: u16,
     proto: u8,
     flags: u8,
+    ttl: u8,
     l4: usize,
 }
 
@@ -190,6 +194,7 @@ fn tuple<C: Pkt>(ctx: &C, l3: usize) -> Option<Tuple> {
         dport,
         proto,
         flags,
+        ttl: ip[8],
         l4,
     })
 }
@@ -207,16 +212,141 @@ fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict>
     let Some(t) = tuple(ctx, ETH_HLEN) else {
         return Err(Verdict::Drop(DropReason::LbUnsupported));
     };
-    let (_, b) = match select(port.domain, t.daddr, &t, len, true) {
+    let Some(s) = lb_scratch() else {
+        return Err(Verdict::Drop(DropReason::NoScratch));
+    };
+    let b = match select(port.domain, t.daddr, &t, len, true, true, s) {
         Ok(c) => c,
         Err(r) => return Err(refuse(ctx, port, &t, r)),
     };
     rewrite(ctx, port, &t, &b).map_err(Verdict::Drop)
 }
 
+/// The load balancer in front of the port pipeline, for every frame a VM
+/// sends: a packet to a listener's VIP gets its connection's backend, or a
+/// new one by Maglev, and its destination address and port become the
+/// backend's (`LbScratch::balanced` tells the pipeline, which sets the
+/// destination MAC from the backend's endpoint as it routes). The pipeline
+/// then decides everything for the backend, in the same program run:
+/// routing, security groups, connection tracking, delivery.
+///
+/// Only what is plainly balanced is done here: a unicast IPv4 TCP or UDP
+/// packet from the port's own addresses (when port security is on), to a
+/// VIP whose bit is set in `LB_VIP_FILTER`, addressed as the VIP's port
+/// would be (its MAC on its network, or routed). Anything else, refusals
+/// included, is left untouched with no table changed: the pipeline finds
+/// the VIP (`EP_VIP`) and the tail [`port_lb`] answers it.
+///
+/// A function of its own (a BPF-to-BPF call, not inlined), called before
+/// the pipeline: whichever way it returns, the pipeline starts from the
+/// same state, so the verifier checks the pipeline once, not once per way
+/// through the load balancer.
+#[inline(never)]
+pub fn port_balance<C: Pkt>(ctx: &C) -> u32 {
+    let Some(s) = lb_scratch() else {
+        return 0;
+    };
+    s.balanced = 0;
+    let Some(port) = crate::maps::port(ctx.ingress_ifindex()) else {
+        return 0;
+    };
+    if port.flags & PORT_F_ADMIN_UP == 0 {
+        return 0;
+    }
+    let Some(eth) = ptr_at::<_, [u8; 14]>(ctx, 0) else {
+        return 0;
+    };
+    // SAFETY: bounds-checked.
+    let eth = unsafe { &*eth };
+    if eth[12] != 0x08 || eth[13] != 0x00 || eth[0] & 1 != 0 {
+        return 0;
+    }
+    let dmac = [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]];
+    let smac = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
+    let Some(t) = tuple(ctx, ETH_HLEN) else {
+        return 0;
+    };
+    let (word, bit) = lb_vip_bit(port.domain, t.daddr);
+    match LB_VIP_FILTER.get(word) {
+        Some(w) if *w & bit != 0 => {}
+        _ => return 0,
+    }
+    if port.flags & PORT_F_SECURITY != 0 && !(eq6(&smac, &port.mac) && eq4(&t.saddr, &port.ipv4))
+    {
+        return 0;
+    }
+    let len = ctx.len();
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let b = match known(port.domain, t.daddr, &t, len, now, s) {
+        Known::Goes(b) => b,
+        Known::Drained => return 0,
+        Known::New => {
+            let Some(svc) = service(port.domain, t.daddr, &t, s) else {
+                return 0;
+            };
+            // Addressed to the VIP as to its port: switched on the VIP's
+            // own network, or routed by the sender's router.
+            let routed = !eq6(&port.gw_mac, &[0; 6]) && eq6(&dmac, &port.gw_mac);
+            if !(routed && t.ttl > 1 || !routed && svc.vni == port.vni && eq6(&dmac, &svc.mac)) {
+                return 0;
+            }
+            match open(svc, port.domain, t.daddr, &t, len, true, now, s) {
+                Ok(b) => b,
+                Err(_) => return 0,
+            }
+        }
+    };
+    let (ip, bport) = (b.ip, b.port);
+    if nat::translate(ctx, ETH_HLEN, nat::DST, ip).is_err() {
+        // Cannot happen after `tuple`; the pipeline drops what is left.
+        return 0;
+    }
+    if set_port(ctx, &t, false, bport).is_err() {
+        return 0;
+    }
+    s.balanced = 1;
+    1
+}
+
+#[inline(always)]
+fn eq6(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]
+}
+
+#[inline(always)]
+fn eq4(a: &[u8; 4], b: &[u8; 4]) -> bool {
+    u32::from_ne_bytes(*a) == u32::from_ne_bytes(*b)
+}
+
+/// The load balancer's keys and values while it works, in the per-CPU
+/// scratch (`policy::Scratch`) rather than on the port pipeline's stack,
+/// which has no room for them.
+#[repr(C)]
+pub struct LbScratch {
+    skey: LbServiceKey,
+    fkey: LbFlowKey,
+    flow: LbFlow,
+    rkey: LbFlowKey,
+    rev: LbRev,
+    /// This frame's destination was rewritten to a backend by
+    /// [`port_balance`]: its MAC is still the VIP's (or the router's).
+    pub balanced: u32,
+}
+
+/// This CPU's load balancer scratch, for the programs that do not hold
+/// the whole scratch already.
+#[inline(always)]
+fn lb_scratch() -> Option<&'static mut LbScratch> {
+    crate::policy::scratch().map(|s| &mut s.lb)
+}
+
 /// The backend of the connection `t` to the listener at `vip` in `domain`:
 /// the one it has while that one may go on, else a new choice (`rev`: also
-/// record how replies are translated back). `Err`: why it is refused.
+/// record how replies are translated back). `Err`: why it is refused; a
+/// TCP connection whose backend was drained is also forgotten when
+/// `forget_drained` (else nothing is changed on a refusal).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn select(
     domain: u32,
@@ -224,22 +354,45 @@ fn select(
     t: &Tuple,
     len: u64,
     rev: bool,
-) -> Result<(u32, LbBackend), DropReason> {
-    let skey = LbServiceKey {
-        domain,
-        vip,
-        port: t.dport,
-        proto: t.proto,
-        _pad: 0,
-    };
-    // SAFETY: map values stay valid for the program's run.
-    let Some(svc) = (unsafe { LB_SERVICES.get(&skey) }) else {
-        return Err(DropReason::LbNoListener);
-    };
-    let svc = *svc;
+    forget_drained: bool,
+    s: &mut LbScratch,
+) -> Result<&'static LbBackend, DropReason> {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let fkey = LbFlowKey {
+    match known(domain, vip, t, len, now, s) {
+        Known::Goes(b) => return Ok(b),
+        Known::Drained => {
+            if forget_drained {
+                let _ = LB_FLOWS.remove(&s.fkey);
+            }
+            return Err(DropReason::LbDrained);
+        }
+        Known::New => {}
+    }
+    let Some(svc) = service(domain, vip, t, s) else {
+        return Err(DropReason::LbNoListener);
+    };
+    open(svc, domain, vip, t, len, rev, now, s)
+}
+
+/// What [`known`] found of a connection.
+enum Known {
+    /// It goes on to this backend (counted).
+    Goes(&'static LbBackend),
+    /// A TCP connection whose backend was drained (or is gone, with its
+    /// listener): it cannot move, the client is told (`s.fkey` is its key).
+    Drained,
+    /// Not known, idle past its listener's timeout, or opening again: a
+    /// new choice.
+    New,
+}
+
+/// The connection `t` to `vip` in `LB_FLOWS` (its key left in `s.fkey`).
+/// A known connection needs no listener lookup: its backend entry carries
+/// the listener's idle timeout, and a removed listener's backends are gone.
+#[inline(always)]
+fn known(domain: u32, vip: [u8; 4], t: &Tuple, len: u64, now: u64, s: &mut LbScratch) -> Known {
+    s.fkey = LbFlowKey {
         domain,
         client: t.saddr,
         remote: vip,
@@ -248,81 +401,118 @@ fn select(
         proto: t.proto,
         _pad: [0; 3],
     };
-    let syn = t.proto == IPPROTO_TCP && t.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let mut chosen: Option<(u32, LbBackend)> = None;
-    if let Some(f) = LB_FLOWS.get_ptr_mut(&fkey) {
-        // SAFETY: a map value, valid for the program's run.
-        let f = unsafe { &mut *f };
-        let idle = now.saturating_sub(f.last_seen_ns) > svc.idle_timeout_s as u64 * 1_000_000_000;
-        if let Some(b) = LB_BACKENDS.get(f.backend) {
-            if !idle && usable(b, now) && (!syn || b.flags & LB_B_ACTIVE != 0) {
-                f.last_seen_ns = now;
-                f.packets += 1;
-                f.bytes += len;
-                chosen = Some((f.backend, *b));
-            } else if t.proto == IPPROTO_TCP && !syn && !idle {
-                // A connection on a drained (or gone) backend cannot move:
-                // the client learns at once.
-                let _ = LB_FLOWS.remove(&fkey);
-                return Err(DropReason::LbDrained);
-            }
-        }
-    }
-    let (id, b) = match chosen {
-        Some(c) => c,
-        None => {
-            let Some(c) = choose(&svc, t) else {
-                return Err(DropReason::LbNoBackend);
-            };
-            let flow = LbFlow {
-                backend: c.0,
-                service: svc.id,
-                created_ns: now,
-                last_seen_ns: now,
-                packets: 1,
-                bytes: len,
-            };
-            let _ = LB_FLOWS.insert(&fkey, &flow, 0);
-            if rev {
-                let rkey = LbFlowKey {
-                    domain,
-                    client: t.saddr,
-                    remote: c.1.ip,
-                    client_port: t.sport,
-                    remote_port: c.1.port,
-                    proto: t.proto,
-                    _pad: [0; 3],
-                };
-                let r = LbRev {
-                    vip,
-                    vip_port: t.dport,
-                    _pad: 0,
-                    service: svc.id,
-                    backend: c.0,
-                    last_seen_ns: now,
-                    packets: 0,
-                    bytes: 0,
-                };
-                let _ = LB_REV.insert(&rkey, &r, 0);
-            }
-            if let Some(s) = stats(&LB_SERVICE_STATS, svc.id) {
-                s.connections += 1;
-            }
-            if let Some(s) = stats(&LB_BACKEND_STATS, c.0) {
-                s.connections += 1;
-            }
-            c
-        }
+    let Some(f) = LB_FLOWS.get_ptr_mut(&s.fkey) else {
+        return Known::New;
     };
-    if let Some(s) = stats(&LB_SERVICE_STATS, svc.id) {
-        s.packets_in += 1;
-        s.bytes_in += len;
+    // SAFETY: a map value, valid for the program's run.
+    let f = unsafe { &mut *f };
+    let Some(b) = LB_BACKENDS.get(f.backend) else {
+        return Known::New;
+    };
+    let syn = t.proto == IPPROTO_TCP && t.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let idle = now.saturating_sub(f.last_seen_ns) > b.idle_timeout_s as u64 * 1_000_000_000;
+    if !idle && usable(b, now) && (!syn || b.flags & LB_B_ACTIVE != 0) {
+        f.last_seen_ns = now;
+        f.packets += 1;
+        f.bytes += len;
+        count_in(f.service, f.backend, len);
+        return Known::Goes(b);
     }
-    if let Some(s) = stats(&LB_BACKEND_STATS, id) {
-        s.packets_in += 1;
-        s.bytes_in += len;
+    if t.proto == IPPROTO_TCP && !syn && !idle {
+        return Known::Drained;
     }
-    Ok((id, b))
+    Known::New
+}
+
+/// Client-to-backend traffic in the counters of a listener and a backend.
+#[inline(always)]
+fn count_in(service: u32, backend: u32, len: u64) {
+    if let Some(st) = stats(&LB_SERVICE_STATS, service) {
+        st.packets_in += 1;
+        st.bytes_in += len;
+    }
+    if let Some(st) = stats(&LB_BACKEND_STATS, backend) {
+        st.packets_in += 1;
+        st.bytes_in += len;
+    }
+}
+
+/// The listener `t` is for at `vip` in `domain`.
+#[inline(always)]
+fn service(
+    domain: u32,
+    vip: [u8; 4],
+    t: &Tuple,
+    s: &mut LbScratch,
+) -> Option<&'static LbService> {
+    s.skey = LbServiceKey {
+        domain,
+        vip,
+        port: t.dport,
+        proto: t.proto,
+        _pad: 0,
+    };
+    // SAFETY: map values stay valid for the program's run.
+    unsafe { LB_SERVICES.get(&s.skey) }
+}
+
+/// A new connection `t` (key in `s.fkey`, from [`known`]) to the listener
+/// `svc`: a backend by Maglev, recorded in `LB_FLOWS` (and `LB_REV` when
+/// `rev`) and counted.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn open(
+    svc: &LbService,
+    domain: u32,
+    vip: [u8; 4],
+    t: &Tuple,
+    len: u64,
+    rev: bool,
+    now: u64,
+    s: &mut LbScratch,
+) -> Result<&'static LbBackend, DropReason> {
+    let Some((id, b)) = choose(svc, t) else {
+        return Err(DropReason::LbNoBackend);
+    };
+    s.flow = LbFlow {
+        backend: id,
+        service: svc.id,
+        created_ns: now,
+        last_seen_ns: now,
+        packets: 1,
+        bytes: len,
+    };
+    let _ = LB_FLOWS.insert(&s.fkey, &s.flow, 0);
+    if rev {
+        s.rkey = LbFlowKey {
+            domain,
+            client: t.saddr,
+            remote: b.ip,
+            client_port: t.sport,
+            remote_port: b.port,
+            proto: t.proto,
+            _pad: [0; 3],
+        };
+        s.rev = LbRev {
+            vip,
+            vip_port: t.dport,
+            _pad: 0,
+            service: svc.id,
+            backend: id,
+            last_seen_ns: now,
+            packets: 0,
+            bytes: 0,
+        };
+        let _ = LB_REV.insert(&s.rkey, &s.rev, 0);
+    }
+    if let Some(st) = stats(&LB_SERVICE_STATS, svc.id) {
+        st.connections += 1;
+    }
+    if let Some(st) = stats(&LB_BACKEND_STATS, id) {
+        st.connections += 1;
+    }
+    count_in(svc.id, id, len);
+    Ok(b)
 }
 
 /// On a gateway host: a packet from the internet to the elastic IP of a
@@ -337,7 +527,10 @@ pub fn from_internet(ctx: &XdpContext, e: &EipEntry) -> Verdict {
     let Some(t) = tuple(ctx, ETH_HLEN) else {
         return Verdict::Drop(DropReason::LbUnsupported);
     };
-    let (_, b) = match select(e.domain, e.fixed, &t, len, false) {
+    let Some(s) = lb_scratch() else {
+        return Verdict::Drop(DropReason::NoScratch);
+    };
+    let b = match select(e.domain, e.fixed, &t, len, false, true, s) {
         Ok(c) => c,
         Err(r) => {
             if t.proto == IPPROTO_TCP && t.flags & TCP_RST == 0 && t.l4 == ETH_HLEN + 20 {
@@ -469,7 +662,7 @@ pub fn public_reply<C: Pkt>(ctx: &C, domain: u32) -> Result<bool, DropReason> {
 /// A new connection's backend: its hash's slot in the service's Maglev
 /// table.
 #[inline(always)]
-fn choose(svc: &LbService, t: &Tuple) -> Option<(u32, LbBackend)> {
+fn choose(svc: &LbService, t: &Tuple) -> Option<(u32, &'static LbBackend)> {
     if svc.table_size == 0 {
         return None;
     }
@@ -487,7 +680,7 @@ fn choose(svc: &LbService, t: &Tuple) -> Option<(u32, LbBackend)> {
     if b.flags & LB_B_ACTIVE == 0 {
         return None;
     }
-    Some((id, *b))
+    Some((id, b))
 }
 
 /// Destination address, port and MAC become the backend's: its own MAC
@@ -495,17 +688,34 @@ fn choose(svc: &LbService, t: &Tuple) -> Option<(u32, LbBackend)> {
 /// (routed again by the pipeline).
 #[inline(always)]
 fn rewrite<C: Pkt>(ctx: &C, port: &PortInfo, t: &Tuple, b: &LbBackend) -> Result<(), DropReason> {
-    let dmac = match endpoint(port.domain, b.ip) {
+    let dmac = backend_mac(port, endpoint(port.domain, b.ip));
+    write_backend(ctx, t, b, &dmac)
+}
+
+/// The destination MAC towards a backend (endpoint `ep`) from `port`.
+#[inline(always)]
+pub fn backend_mac(port: &PortInfo, ep: Option<&Endpoint>) -> [u8; 6] {
+    match ep {
         Some(ep) if ep.vni == port.vni => ep.mac,
         _ => port.gw_mac,
-    };
+    }
+}
+
+/// Writes the backend's address, port and `dmac` into the frame.
+#[inline(always)]
+fn write_backend<C: Pkt>(
+    ctx: &C,
+    t: &Tuple,
+    b: &LbBackend,
+    dmac: &[u8; 6],
+) -> Result<(), DropReason> {
     nat::translate(ctx, ETH_HLEN, nat::DST, b.ip)?;
     set_port(ctx, t, false, b.port)?;
     let Some(eth) = ptr_at_mut::<_, [u8; 6]>(ctx, 0) else {
         return Err(DropReason::TruncatedEthernet);
     };
     // SAFETY: bounds-checked.
-    unsafe { *eth = dmac };
+    unsafe { *eth = *dmac };
     Ok(())
 }
 

@@ -39,7 +39,7 @@ pub fn strato_uplink(ctx: XdpContext) -> u32 {
 /// XDP on a VM port (host end of the VM's veth): the VPC pipeline.
 #[xdp(frags)]
 pub fn strato_port(ctx: XdpContext) -> u32 {
-    vpc::port_ingress::<_, false>(&ctx) as u32
+    vpc::port_entry(&ctx) as u32
 }
 
 /// The same VPC pipeline at TC (clsact ingress of the port): what the agent
@@ -48,7 +48,7 @@ pub fn strato_port(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn strato_port_tc(ctx: TcContext) -> i32 {
     ctx::tc_linearize(&ctx, 128);
-    vpc::port_ingress::<_, false>(&ctx)
+    vpc::port_entry(&ctx)
 }
 
 /// Tail of the XDP port pipeline for packets leaving the VPC (reached by
@@ -65,7 +65,8 @@ pub fn strato_port_out_tc(ctx: TcContext) -> i32 {
 }
 
 /// Tail of the XDP port pipeline for packets to a load balancer's VIP
-/// (see `lb::port_lb`); the packet re-enters `strato_port`.
+/// that were not balanced in front of it (refusals; see `lb::port_lb`); a
+/// translated packet re-enters `strato_port`.
 #[xdp(frags)]
 pub fn strato_port_lb(ctx: XdpContext) -> u32 {
     lb::port_lb(&ctx) as u32
@@ -129,7 +130,7 @@ pub fn strato_bench_port(ctx: XdpContext) -> u32 {
     if !bare::restore(&ctx) {
         return xdp_action::XDP_ABORTED;
     }
-    vpc::port_ingress::<_, false>(&ctx) as u32
+    vpc::port_entry(&ctx) as u32
 }
 
 /// Benchmark harness: the frame put back, then the uplink program.

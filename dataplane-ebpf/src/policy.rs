@@ -71,6 +71,8 @@ pub struct Scratch {
     /// The routing decision of a port packet (`vpc`): kind, argument,
     /// MTU, drop reason.
     pub step: [u32; 4],
+    /// The load balancer's keys and values (`lb`).
+    pub lb: crate::lb::LbScratch,
 }
 
 #[map(name = "SCRATCH")]

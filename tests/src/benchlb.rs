@@ -692,7 +692,11 @@ fn strato_up(
                 Entry::LoadBalancer(l) => Some(l),
                 _ => None,
             });
-            let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries));
+            let specs = strato::lbmaps::specs(
+                lbs,
+                &tables::domains(&entries),
+                &tables::vnis(&entries),
+            );
             let mut lb = strato::lbmaps::LbState::default();
             dp.lb_apply(&lb.sync(&specs, strato::dataplane::coarse_now_ns()))?;
             let slots: std::collections::BTreeMap<u32, u32> = ifindex

@@ -1291,7 +1291,11 @@ impl ProgramTester {
             Entry::LoadBalancer(l) => Some(l),
             _ => None,
         });
-        let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries));
+        let specs = strato::lbmaps::specs(
+                lbs,
+                &tables::domains(&entries),
+                &tables::vnis(&entries),
+            );
         let ops = self.lb.sync(&specs, strato::dataplane::coarse_now_ns());
         self.dp
             .lb_apply(&ops)

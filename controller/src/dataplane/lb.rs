@@ -85,6 +85,16 @@ impl Dataplane {
         if !ops.released.is_empty() {
             self.lb_forget(&ops.released)?;
         }
+        // The filter last: a VIP's bit is set once its listener is there
+        // (a bit set early, or cleared late, only costs a lookup).
+        {
+            let name = maps::LB_VIP_FILTER;
+            let mut m: Array<&mut MapData, u64> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            for (w, bits) in &ops.filter {
+                m.set(*w, bits, 0).map_err(map_err(name))?;
+            }
+        }
         Ok(())
     }
 
@@ -114,6 +124,14 @@ impl Dataplane {
         self.lb_remove_where::<LbFlowKey, LbPublic>(maps::LB_PUBLIC_FLOWS, |_| true)?;
         self.lb_remove_where::<LbFlowKey, LbFlow>(maps::LB_FLOWS, |_| true)?;
         self.lb_remove_where::<LbFlowKey, LbRev>(maps::LB_REV, |_| true)?;
+        let name = maps::LB_VIP_FILTER;
+        let mut m: Array<&mut MapData, u64> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        for w in 0..maps::LB_VIP_FILTER_WORDS {
+            if m.get(&w, 0).map_err(map_err(name))? != 0 {
+                m.set(w, 0, 0).map_err(map_err(name))?;
+            }
+        }
         Ok(())
     }
 
