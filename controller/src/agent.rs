@@ -919,13 +919,16 @@ impl Agent {
     }
 
     /// Writes the load balancers' services, backends and tables.
-    fn sync_lb(&mut self) {
+    fn sync_lb(
+        &mut self,
+        endpoints: &BTreeMap<dataplane_common::EpKey, dataplane_common::Endpoint>,
+    ) {
         let doms = tables::domains(&self.desired);
         let lbs = self.desired.values().filter_map(|e| match e {
             Entry::LoadBalancer(l) => Some(l),
             _ => None,
         });
-        let specs = crate::lbmaps::specs(lbs, &doms, &tables::vnis(&self.desired));
+        let specs = crate::lbmaps::specs(lbs, &doms, endpoints);
         let ops = self.lb.sync(&specs, crate::dataplane::coarse_now_ns());
         if let Some(p) = &self.prober {
             p.set(self.probe_targets(&doms));
@@ -1578,7 +1581,7 @@ impl Agent {
         // Until the first snapshot the adopted tables stay as they are.
         if self.have_snapshot {
             // Listeners before their VIPs appear.
-            self.sync_lb();
+            self.sync_lb(&want.endpoints);
             let diff = want.diff(&self.have);
             if !diff.is_empty() {
                 match self.dp.apply(&diff) {

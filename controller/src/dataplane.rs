@@ -340,6 +340,18 @@ impl Dataplane {
         Ok(fd)
     }
 
+    /// Empties `slot` of the port pipeline's program arrays (both
+    /// builds): a tail call to it fails, and the packet is dropped as
+    /// `no_tail_call`. For tests that show what runs without that tail.
+    pub fn clear_tail(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        for map in [maps::PORT_OUT_XDP, maps::PORT_OUT_TC] {
+            let mut arr: aya::maps::ProgramArray<&mut MapData> =
+                self.map_mut(map)?.try_into().map_err(map_err(map))?;
+            arr.clear_index(&slot).map_err(map_err(map))?;
+        }
+        Ok(())
+    }
+
     fn set_tail(
         &mut self,
         map: &'static str,

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use dataplane_common::{
-    lb_vip_bit, maps, LbBackend, LbPublic, LbPublicKey, LbService, LbServiceKey, LB_B_ACTIVE, LB_B_DRAINING,
-    LB_SVC_F_SOURCE_IP,
+    lb_vip_bit, maps, Endpoint, EpKey, LbBackend, LbPublic, LbPublicKey, LbService, LbServiceKey,
+    EP_LOCAL, EP_REMOTE, EP_VIP, LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_SOURCE_IP,
 };
 use strato_lb::maglev::{self, MaglevBackend};
 
@@ -65,20 +65,33 @@ pub struct ServiceSpec {
 pub struct MemberSpec {
     pub id: String,
     pub ip: [u8; 4],
+    /// Its port's network (VNI; 0: no port known here) and MAC.
+    pub vni: u32,
+    pub mac: [u8; 6],
     pub port: u16,
     pub weight: u16,
     pub backup: bool,
     pub state: MemberState,
 }
 
+/// The network and MAC of the port holding `ip` in `domain`, when there
+/// is one on this host or a remote one it knows; else (0, zeros).
+fn port_of(endpoints: &BTreeMap<EpKey, Endpoint>, domain: u32, ip: [u8; 4]) -> (u32, [u8; 6]) {
+    match endpoints.get(&EpKey { domain, ip }) {
+        Some(ep) if ep.kind == EP_LOCAL || ep.kind == EP_REMOTE => (ep.vni, ep.mac),
+        _ => (0, [0; 6]),
+    }
+}
+
 /// The services of these load balancers; `domains` maps a network to its
-/// routing domain (`tables::domains`), `vnis` to its VNI. Load balancers
-/// whose network is not known here, or that are administratively down,
-/// have none (their VIP refuses every connection).
+/// routing domain (`tables::domains`), `endpoints` are this host's
+/// (`tables::build`: the VIPs' and the members' networks and MACs). Load
+/// balancers whose network is not known here, or that are administratively
+/// down, have none (their VIP refuses every connection).
 pub fn specs<'e>(
     entries: impl Iterator<Item = &'e LoadBalancerEntry>,
     domains: &BTreeMap<String, u32>,
-    vnis: &BTreeMap<String, u32>,
+    endpoints: &BTreeMap<EpKey, Endpoint>,
 ) -> Vec<ServiceSpec> {
     let mut out = Vec::new();
     for lb in entries {
@@ -98,6 +111,13 @@ pub fn specs<'e>(
         if !lb.admin_state_up {
             continue;
         }
+        let (vip_vni, vip_mac) = match endpoints.get(&EpKey {
+            domain,
+            ip: vip.octets(),
+        }) {
+            Some(ep) if ep.kind == EP_VIP => (ep.vni, ep.mac),
+            _ => (0, [0; 6]),
+        };
         for l in &lb.listeners {
             let proto = match l.protocol.as_str() {
                 "TCP" => 6,
@@ -108,9 +128,13 @@ pub fn specs<'e>(
                 .members
                 .iter()
                 .filter_map(|m| {
+                    let ip = m.address.parse::<Ipv4Addr>().ok()?.octets();
+                    let (vni, mac) = port_of(endpoints, domain, ip);
                     Some(MemberSpec {
                         id: m.id.clone(),
-                        ip: m.address.parse::<Ipv4Addr>().ok()?.octets(),
+                        ip,
+                        vni,
+                        mac,
                         port: m.protocol_port,
                         weight: m.weight,
                         backup: m.backup,
@@ -132,8 +156,8 @@ pub fn specs<'e>(
                 drain_timeout_s: l.drain_timeout_s,
                 members,
                 public,
-                vni: vnis.get(&lb.vip_network_id).copied().unwrap_or(0),
-                mac: crate::tables::parse_mac(&lb.vip_mac).unwrap_or([0; 6]),
+                vni: vip_vni,
+                mac: vip_mac,
             });
         }
     }
@@ -257,7 +281,9 @@ impl LbState {
                     flags,
                     drain_until_ns: until,
                     idle_timeout_s: s.idle_timeout_s,
-                    _pad: 0,
+                    vni: m.vni,
+                    mac: m.mac,
+                    _pad: [0; 2],
                 };
                 match old {
                     Some(b) if b.value == value => {}
@@ -629,6 +655,8 @@ mod tests {
         MemberSpec {
             id: id.into(),
             ip: [10, 0, 0, last],
+            vni: 5,
+            mac: [2, 0, 0, 0, 0, last],
             port: 80,
             weight,
             backup: false,
@@ -692,6 +720,73 @@ mod tests {
         assert_eq!(drained.drain_until_ns, 110 * S);
         // The same desired state again: nothing to write.
         assert!(st.sync(&d, 101 * S).is_empty());
+    }
+
+    #[test]
+    fn a_removed_listener_resets_its_connections_at_once() {
+        let mut st = LbState::default();
+        let d = [service(
+            "l1",
+            80,
+            vec![member("a", 1, 1, MemberState::Active)],
+        )];
+        st.sync(&d, 0);
+        let ops = st.sync(&[], 5 * S);
+        // No drain: nothing listens any more (a known connection needs no
+        // listener lookup in the programs, so its backend says so).
+        assert_eq!(ops.backends.len(), 1);
+        assert_eq!(ops.backends[0].1.flags, 0);
+        assert_eq!(ops.service_deletes.len(), 1);
+        assert_eq!(st.tick(5 * S).released.len(), 1);
+    }
+
+    #[test]
+    fn backends_carry_the_idle_timeout_and_the_member_port() {
+        let mut st = LbState::default();
+        let mut d = [service(
+            "l1",
+            80,
+            vec![member("a", 1, 1, MemberState::Active)],
+        )];
+        let ops = st.sync(&d, 0);
+        let b = ops.backends[0].1;
+        assert_eq!(
+            (b.idle_timeout_s, b.vni, b.mac),
+            (50, 5, [2, 0, 0, 0, 0, 1])
+        );
+        let svc = ops.services[0].1;
+        assert_eq!((svc.vni, svc.mac), (5, [2, 0, 0, 0, 0, 100]));
+        // A new idle timeout reaches the backends.
+        d[0].idle_timeout_s = 7;
+        let ops = st.sync(&d, 0);
+        assert_eq!(ops.backends.len(), 1);
+        assert_eq!(ops.backends[0].1.idle_timeout_s, 7);
+    }
+
+    #[test]
+    fn the_vip_filter_has_a_bit_per_vip() {
+        let mut st = LbState::default();
+        let a = service("l1", 80, vec![member("a", 1, 1, MemberState::Active)]);
+        let mut b = service("l2", 81, vec![member("a", 1, 1, MemberState::Active)]);
+        b.key.vip = [10, 0, 0, 101];
+        let ops = st.sync(&[a.clone(), b.clone()], 0);
+        let (wa, ba) = lb_vip_bit(7, [10, 0, 0, 100]);
+        let (wb, bb) = lb_vip_bit(7, [10, 0, 0, 101]);
+        let word =
+            |ops: &LbOps, w: u32| ops.filter.iter().rev().find(|(i, _)| *i == w).map(|x| x.1);
+        assert_eq!(word(&ops, wa).unwrap() & ba, ba);
+        assert_eq!(word(&ops, wb).unwrap() & bb, bb);
+        // A second listener on the same VIP changes nothing; removing
+        // every listener of a VIP clears its bit (unless it shares it).
+        let mut a2 = service("l3", 82, vec![member("a", 1, 1, MemberState::Active)]);
+        a2.key.vip = a.key.vip;
+        assert!(st.sync(&[a.clone(), b.clone(), a2], 0).filter.is_empty());
+        let ops = st.sync(&[a], 0);
+        if wa != wb {
+            assert_eq!(word(&ops, wb), Some(0));
+        }
+        let ops = st.sync(&[], 0);
+        assert_eq!(word(&ops, wa), Some(0));
     }
 
     #[test]

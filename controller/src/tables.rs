@@ -143,17 +143,6 @@ fn ip4(s: &str) -> Option<Ipv4Addr> {
     s.parse().ok()
 }
 
-/// VNI of every network the host knows.
-pub fn vnis(desired: &BTreeMap<String, Entry>) -> BTreeMap<String, u32> {
-    desired
-        .values()
-        .filter_map(|e| match e {
-            Entry::Network(n) => Some((n.id.clone(), n.vni)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Domain id of every network the host knows.
 pub fn domains(desired: &BTreeMap<String, Entry>) -> BTreeMap<String, u32> {
     let mut by_router: BTreeMap<&str, u32> = BTreeMap::new();

@@ -1311,7 +1311,11 @@ pub struct LbBackend {
     /// Its listener's idle timeout: a connection idle this long is
     /// forgotten (here, so a known connection needs no listener lookup).
     pub idle_timeout_s: u32,
-    pub _pad: u32,
+    /// The member's port: its network (VNI; 0: not known here) and MAC,
+    /// the destination MAC of a VM on that network balanced to it.
+    pub vni: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// `LbBackend::flags`: healthy and enabled: in its service's table.
@@ -1466,7 +1470,7 @@ const _: () = assert!(core::mem::size_of::<IfStats>() == 80);
 const _: () = assert!(core::mem::size_of::<LbServiceKey>() == 12);
 const _: () = assert!(core::mem::size_of::<LbService>() == 32);
 const _: () = assert!(maps::LB_VIP_FILTER_WORDS.is_power_of_two());
-const _: () = assert!(core::mem::size_of::<LbBackend>() == 24);
+const _: () = assert!(core::mem::size_of::<LbBackend>() == 32);
 const _: () = assert!(core::mem::size_of::<LbFlowKey>() == 20);
 const _: () = assert!(core::mem::size_of::<LbFlow>() == 40);
 const _: () = assert!(core::mem::size_of::<LbRev>() == 40);

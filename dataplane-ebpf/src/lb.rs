@@ -28,9 +28,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use dataplane_common::{
-    lb_hash, lb_vip_bit, maps, DropReason, EipEntry, Endpoint, LbBackend, LbFlow, LbFlowKey, LbPublic, LbPublicKey,
-    LbRev, LbService, LbServiceKey, LbStats, PortInfo, EP_LOCAL, EP_REMOTE, LB_B_ACTIVE,
-    LB_B_DRAINING, LB_SVC_F_SOURCE_IP, PORT_F_ADMIN_UP, PORT_F_SECURITY, VXLAN_F_LB,
+    lb_hash, lb_vip_bit, maps, DropReason, EipEntry, Endpoint, LbBackend, LbFlow, LbFlowKey,
+    LbPublic, LbPublicKey, LbRev, LbService, LbServiceKey, LbStats, PortInfo, EP_LOCAL, EP_REMOTE,
+    LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_SOURCE_IP, PORT_F_ADMIN_UP, PORT_F_SECURITY, VXLAN_F_LB,
 };
 
 use crate::{
@@ -224,11 +224,11 @@ fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict>
 
 /// The load balancer in front of the port pipeline, for every frame a VM
 /// sends: a packet to a listener's VIP gets its connection's backend, or a
-/// new one by Maglev, and its destination address and port become the
-/// backend's (`LbScratch::balanced` tells the pipeline, which sets the
-/// destination MAC from the backend's endpoint as it routes). The pipeline
-/// then decides everything for the backend, in the same program run:
-/// routing, security groups, connection tracking, delivery.
+/// new one by Maglev, and its destination address, port and MAC become the
+/// backend's (the MAC as the VM would have sent it: the backend's own on
+/// the VM's network, else the router's). The pipeline then decides
+/// everything for the backend, in the same program run: routing, security
+/// groups, connection tracking, delivery.
 ///
 /// Only what is plainly balanced is done here: a unicast IPv4 TCP or UDP
 /// packet from the port's own addresses (when port security is on), to a
@@ -246,7 +246,6 @@ pub fn port_balance<C: Pkt>(ctx: &C) -> u32 {
     let Some(s) = lb_scratch() else {
         return 0;
     };
-    s.balanced = 0;
     let Some(port) = crate::maps::port(ctx.ingress_ifindex()) else {
         return 0;
     };
@@ -271,8 +270,7 @@ pub fn port_balance<C: Pkt>(ctx: &C) -> u32 {
         Some(w) if *w & bit != 0 => {}
         _ => return 0,
     }
-    if port.flags & PORT_F_SECURITY != 0 && !(eq6(&smac, &port.mac) && eq4(&t.saddr, &port.ipv4))
-    {
+    if port.flags & PORT_F_SECURITY != 0 && !(eq6(&smac, &port.mac) && eq4(&t.saddr, &port.ipv4)) {
         return 0;
     }
     let len = ctx.len();
@@ -297,16 +295,49 @@ pub fn port_balance<C: Pkt>(ctx: &C) -> u32 {
             }
         }
     };
-    let (ip, bport) = (b.ip, b.port);
-    if nat::translate(ctx, ETH_HLEN, nat::DST, ip).is_err() {
+    // The backend's own MAC when it is on the sender's network, else the
+    // router's: as if the VM had sent the packet to the backend.
+    let dmac = if b.vni != 0 && b.vni == port.vni {
+        b.mac
+    } else {
+        port.gw_mac
+    };
+    if !to_address(ctx, &t, b.ip) || set_port(ctx, &t, false, b.port).is_err() {
         // Cannot happen after `tuple`; the pipeline drops what is left.
         return 0;
     }
-    if set_port(ctx, &t, false, bport).is_err() {
+    let Some(eth) = ptr_at_mut::<_, [u8; 6]>(ctx, 0) else {
         return 0;
-    }
-    s.balanced = 1;
+    };
+    // SAFETY: bounds-checked.
+    unsafe { *eth = dmac };
     1
+}
+
+/// The destination address of the whole TCP or UDP packet `t` becomes
+/// `to`, with the IPv4 and L4 checksums (`nat::translate` without the
+/// fragment and ICMP cases `tuple` has ruled out).
+#[inline(always)]
+fn to_address<C: Pkt>(ctx: &C, t: &Tuple, to: [u8; 4]) -> bool {
+    let Some(ip) = ptr_at_mut::<_, [u8; 20]>(ctx, ETH_HLEN) else {
+        return false;
+    };
+    // SAFETY: bounds-checked.
+    let ip = unsafe { &mut *ip };
+    let c = nat::replace_addr(nat::word(ip, 10), &t.daddr, &to).to_be_bytes();
+    ip[10] = c[0];
+    ip[11] = c[1];
+    ip[16] = to[0];
+    ip[17] = to[1];
+    ip[18] = to[2];
+    ip[19] = to[3];
+    let (at, udp) = if t.proto == IPPROTO_TCP {
+        (16, false)
+    } else {
+        (6, true)
+    };
+    let (f, n) = (u32::from_ne_bytes(t.daddr), u32::from_ne_bytes(to));
+    ctx.l4_csum_replace4(t.l4 + at, f, n, udp)
 }
 
 #[inline(always)]
@@ -329,9 +360,6 @@ pub struct LbScratch {
     flow: LbFlow,
     rkey: LbFlowKey,
     rev: LbRev,
-    /// This frame's destination was rewritten to a backend by
-    /// [`port_balance`]: its MAC is still the VIP's (or the router's).
-    pub balanced: u32,
 }
 
 /// This CPU's load balancer scratch, for the programs that do not hold
@@ -439,12 +467,7 @@ fn count_in(service: u32, backend: u32, len: u64) {
 
 /// The listener `t` is for at `vip` in `domain`.
 #[inline(always)]
-fn service(
-    domain: u32,
-    vip: [u8; 4],
-    t: &Tuple,
-    s: &mut LbScratch,
-) -> Option<&'static LbService> {
+fn service(domain: u32, vip: [u8; 4], t: &Tuple, s: &mut LbScratch) -> Option<&'static LbService> {
     s.skey = LbServiceKey {
         domain,
         vip,
@@ -694,7 +717,7 @@ fn rewrite<C: Pkt>(ctx: &C, port: &PortInfo, t: &Tuple, b: &LbBackend) -> Result
 
 /// The destination MAC towards a backend (endpoint `ep`) from `port`.
 #[inline(always)]
-pub fn backend_mac(port: &PortInfo, ep: Option<&Endpoint>) -> [u8; 6] {
+fn backend_mac(port: &PortInfo, ep: Option<&Endpoint>) -> [u8; 6] {
     match ep {
         Some(ep) if ep.vni == port.vni => ep.mac,
         _ => port.gw_mac,

@@ -463,7 +463,7 @@ fn ipv4<C: Pkt, const TRACE: bool>(
     let dhcp = is_dhcp_request(ctx, l4_off, l4_proto);
     // The decision goes through the scratch (see `policy::Scratch`): what
     // follows is verified once, not once per way of getting here.
-    let ep = route_step(ctx, ifindex, port, l4_off, l4_proto, dhcp, !TRACE, sc);
+    let ep = route_step(ctx, ifindex, port, l4_off, l4_proto, dhcp, sc);
     let sc = policy::launder(sc);
     let st = sc.step;
     if st[0] == STEP_PASS {
@@ -472,9 +472,9 @@ fn ipv4<C: Pkt, const TRACE: bool>(
     if st[0] == STEP_DROP {
         return Verdict::Drop(step_reason(st[3]));
     }
-    // To a load balancer's VIP that `route_step` left for the tail (a
-    // refusal to answer, or a trace): the tail translates or refuses, a
-    // translated packet comes through this pipeline again.
+    // To a load balancer's VIP, not balanced in front of the pipeline (a
+    // refusal to answer, or a trace): the tail refuses or translates, and
+    // a translated packet comes through this pipeline again.
     if st[0] == STEP_DELIVER && st[1] & DELIVER_LB != 0 {
         return Verdict::Tail(TAIL_LB);
     }
@@ -553,9 +553,7 @@ fn ipv4<C: Pkt, const TRACE: bool>(
 
 /// Anti-spoofing, then the switching or routing decision for an IPv4
 /// packet from a port, written to `sc.step`; the destination when it is
-/// delivered. `balance`: the load balancer ran in front of the pipeline
-/// (`lb::port_balance`; not for `stratoctl trace`).
-#[allow(clippy::too_many_arguments)]
+/// delivered.
 #[inline(always)]
 fn route_step<C: Pkt>(
     ctx: &C,
@@ -564,7 +562,6 @@ fn route_step<C: Pkt>(
     l4_off: usize,
     l4_proto: u8,
     dhcp: bool,
-    balance: bool,
     sc: &mut Scratch,
 ) -> Option<&'static Endpoint> {
     let (Some(eth), Some(ip)) = (
@@ -576,12 +573,9 @@ fn route_step<C: Pkt>(
     // SAFETY: both ranges were bounds-checked by ptr_at.
     let (eth, ip) = unsafe { (&*eth, &*ip) };
     let src_mac = mac_at(eth, 6);
-    let mut dst_mac = mac_at(eth, 0);
+    let dst_mac = mac_at(eth, 0);
     let saddr = [ip[12], ip[13], ip[14], ip[15]];
     let daddr = [ip[16], ip[17], ip[18], ip[19]];
-    // Neither changes with the destination MAC written below.
-    let ttl = ip[8];
-    let df = ip[6] & 0x40 != 0;
     if dhcp && u32::from_ne_bytes(saddr) == 0 && dst_mac[0] & 1 != 0 {
         // DISCOVER/REQUEST (broadcast) before the VM has an address.
         if port.flags & PORT_F_SECURITY != 0 && !mac_eq(&src_mac, &port.mac) {
@@ -598,25 +592,11 @@ fn route_step<C: Pkt>(
         return step_drop(sc, DropReason::FloodSuppressed);
     }
     let total = wire_len(ctx, u16::from_be_bytes([ip[2], ip[3]]), l4_off, l4_proto);
-    let mut routed = !mac_zero(&port.gw_mac) && mac_eq(&dst_mac, &port.gw_mac);
-    let dest = endpoint(port.domain, daddr);
-    // Given a backend by the load balancer in front of the pipeline
-    // (`lb::port_balance`): the frame still carries the MAC it was sent to
-    // (the VIP's or the router's); it becomes the backend's own on this
-    // network, else the router's (routed to it).
-    if balance && sc.lb.balanced != 0 {
-        dst_mac = lb::backend_mac(port, dest);
-        let Some(eth) = ptr_at_mut::<_, [u8; 6]>(ctx, 0) else {
-            return step_drop(sc, DropReason::TruncatedEthernet);
-        };
-        // SAFETY: bounds-checked.
-        unsafe { *eth = dst_mac };
-        routed = !mac_zero(&port.gw_mac) && mac_eq(&dst_mac, &port.gw_mac);
-    }
+    let routed = !mac_zero(&port.gw_mac) && mac_eq(&dst_mac, &port.gw_mac);
     if !routed {
         // Switched within the network: the destination must be an address
         // of a port on this network with exactly this MAC.
-        let Some(ep) = dest else {
+        let Some(ep) = endpoint(port.domain, daddr) else {
             return step_drop(sc, DropReason::UnknownDestination);
         };
         if ep.kind == EP_GATEWAY || ep.vni != port.vni || !mac_eq(&ep.mac, &dst_mac) {
@@ -628,7 +608,7 @@ fn route_step<C: Pkt>(
         if total > port.mtu {
             // The network's router (if any) tells the sender, so path MTU
             // discovery works on the segment too.
-            if df {
+            if ip[6] & 0x40 != 0 {
                 return step_error(sc, 3, 4, port.mtu, DropReason::FragmentationNeeded);
             }
             return step_drop(sc, DropReason::TooBig);
@@ -643,7 +623,7 @@ fn route_step<C: Pkt>(
         return Some(ep);
     }
     // Routed in the VPC.
-    let ep = match dest {
+    let ep = match endpoint(port.domain, daddr) {
         Some(ep) => ep,
         None => match route(port.domain, daddr) {
             None => return step_error(sc, 3, 0, 0, DropReason::NoRoute),
@@ -678,11 +658,11 @@ fn route_step<C: Pkt>(
     if ep.flags & EP_F_DOWN != 0 {
         return step_drop(sc, DropReason::PortDown);
     }
-    if ttl <= 1 {
+    if ip[8] <= 1 {
         return step_error(sc, 11, 0, 0, DropReason::TtlExceeded);
     }
     if total > ep.mtu {
-        if df {
+        if ip[6] & 0x40 != 0 {
             return step_error(sc, 3, 4, ep.mtu, DropReason::FragmentationNeeded);
         }
         return step_drop(sc, DropReason::TooBig);

@@ -688,17 +688,6 @@ fn strato_up(
                 dp.policy_apply(ops)?;
             }
             let pols = policies.port_policies(&entries);
-            let lbs = entries.values().filter_map(|e| match e {
-                Entry::LoadBalancer(l) => Some(l),
-                _ => None,
-            });
-            let specs = strato::lbmaps::specs(
-                lbs,
-                &tables::domains(&entries),
-                &tables::vnis(&entries),
-            );
-            let mut lb = strato::lbmaps::LbState::default();
-            dp.lb_apply(&lb.sync(&specs, strato::dataplane::coarse_now_ns()))?;
             let slots: std::collections::BTreeMap<u32, u32> = ifindex
                 .values()
                 .enumerate()
@@ -710,6 +699,13 @@ fn strato_up(
                 &mut |i| slots.get(&i).copied().unwrap_or(0),
                 &|id| pols.get(id).copied().unwrap_or_default(),
             );
+            let lbs = entries.values().filter_map(|e| match e {
+                Entry::LoadBalancer(l) => Some(l),
+                _ => None,
+            });
+            let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries), &want.endpoints);
+            let mut lb = strato::lbmaps::LbState::default();
+            dp.lb_apply(&lb.sync(&specs, strato::dataplane::coarse_now_ns()))?;
             let have = dp.tables()?;
             dp.apply(&want.diff(&have))?;
             dp.set_host(dataplane_common::HostInfo {

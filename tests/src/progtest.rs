@@ -1286,26 +1286,22 @@ impl ProgramTester {
             self.dp.policy_apply(ops).expect("write a policy");
         }
         let pols = self.policies.port_policies(&entries);
-        // Load balancers with the agent's code, before their VIPs appear.
-        let lbs = entries.values().filter_map(|e| match e {
-            Entry::LoadBalancer(l) => Some(l),
-            _ => None,
-        });
-        let specs = strato::lbmaps::specs(
-                lbs,
-                &tables::domains(&entries),
-                &tables::vnis(&entries),
-            );
-        let ops = self.lb.sync(&specs, strato::dataplane::coarse_now_ns());
-        self.dp
-            .lb_apply(&ops)
-            .expect("write the load balancer tables");
         let want = tables::build(
             &entries,
             &|tap| taps.get(tap).copied(),
             &mut |i| slots.get(&i).copied().unwrap_or(0),
             &|id| pols.get(id).copied().unwrap_or_default(),
         );
+        // Load balancers with the agent's code, before their VIPs appear.
+        let lbs = entries.values().filter_map(|e| match e {
+            Entry::LoadBalancer(l) => Some(l),
+            _ => None,
+        });
+        let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries), &want.endpoints);
+        let ops = self.lb.sync(&specs, strato::dataplane::coarse_now_ns());
+        self.dp
+            .lb_apply(&ops)
+            .expect("write the load balancer tables");
         let have = self.dp.tables().expect("read the tables");
         self.dp.apply(&want.diff(&have)).expect("write the tables");
         for ops in std::mem::take(&mut self.policies.retired) {

@@ -339,6 +339,65 @@ fn vip_translation_reply_and_refusals() {
     assert!(f80.packets >= 2, "{f80:?}");
 }
 
+/// The load balancer in front of the pipeline translates in the same
+/// program run: with the tail program (`TAIL_LB`) gone, connections to a
+/// listener are still balanced, new and known ones; only what is refused
+/// needs the tail (here it fails, dropped as `no_tail_call`).
+#[test]
+fn listeners_are_balanced_in_front_of_the_pipeline() {
+    let mut t = tester();
+    let tp2 = t.ifindex("tp2");
+    t.dataplane()
+        .clear_tail(dataplane_common::maps::TAIL_LB)
+        .expect("empty the load balancer's tail slot");
+    let rows = vec![
+        port(
+            &t,
+            "SYN to VIP:80 -> m1:8080 without the tail",
+            "tp1",
+            tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, true),
+            Expect::Forward,
+        )
+        .to(tp2)
+        .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, true)),
+        port(
+            &t,
+            "its next segment, a known connection",
+            "tp1",
+            tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, false),
+            Expect::Forward,
+        )
+        .to(tp2)
+        .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, false)),
+        port(
+            &t,
+            "UDP to VIP:53 -> m1:5353 without the tail",
+            "tp1",
+            udp((C1_MAC, VIP_MAC), (C1, 41001), (VIP, 53), 64),
+            Expect::Forward,
+        )
+        .to(tp2)
+        .output(udp((GW_B_MAC, M1_MAC), (C1, 41001), (M1, 5353), 63)),
+        port(
+            &t,
+            "a refusal (listener without members) is the tail's",
+            "tp1",
+            tcp((C1_MAC, VIP_MAC), (C1, 41002), (VIP, 81), 64, true),
+            Expect::Drop(NoTailCall),
+        ),
+        port(
+            &t,
+            "a VIP addressed to another port's MAC is not balanced in front",
+            "tp1",
+            tcp((C1_MAC, C1_MAC), (C1, 41003), (VIP, 80), 64, true),
+            Expect::Drop(UnknownDestination),
+        ),
+    ];
+    for f in rows {
+        t.check(&f);
+    }
+}
+
 /// An ICMP port unreachable from net a's gateway quoting `original`'s IPv4
 /// header and first 20 payload bytes (what the pipeline's error path
 /// quotes when there are that many).
