@@ -184,6 +184,8 @@ pub enum Attach {
     /// [`Dataplane::bench_frame`] put back before each run, then the port
     /// pipeline, the uplink program, or nothing.
     BenchPort,
+    /// `BenchPort` without the load balancer in front of the pipeline.
+    BenchPortPlain,
     BenchUplink,
     BenchRestore,
     /// A gateway host's external interface.
@@ -208,6 +210,7 @@ impl Attach {
             Attach::PortTc => programs::PORT_TC,
             Attach::PortTrace => programs::PORT_TRACE,
             Attach::BenchPort => programs::BENCH_PORT,
+            Attach::BenchPortPlain => programs::BENCH_PORT_PLAIN,
             Attach::BenchUplink => programs::BENCH_UPLINK,
             Attach::BenchRestore => programs::BENCH_RESTORE,
             Attach::External => programs::EXTERNAL,

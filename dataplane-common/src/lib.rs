@@ -228,6 +228,9 @@ pub mod programs {
     /// and paths that rewrite the frame would otherwise time something else
     /// from the second run on. Never attached.
     pub const BENCH_PORT: &str = "strato_bench_port";
+    /// The same without the load balancer in front of the pipeline: what
+    /// that front check costs a packet that is not to a VIP.
+    pub const BENCH_PORT_PLAIN: &str = "strato_bench_port_plain";
     /// The same for the uplink program.
     pub const BENCH_UPLINK: &str = "strato_bench_uplink";
     /// The harness's own cost: puts the frame back, passes.

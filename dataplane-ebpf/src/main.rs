@@ -133,6 +133,16 @@ pub fn strato_bench_port(ctx: XdpContext) -> u32 {
     vpc::port_entry(&ctx) as u32
 }
 
+/// Benchmark harness: the frame put back, then the port pipeline without
+/// the load balancer in front. Never attached.
+#[xdp(frags)]
+pub fn strato_bench_port_plain(ctx: XdpContext) -> u32 {
+    if !bare::restore(&ctx) {
+        return xdp_action::XDP_ABORTED;
+    }
+    vpc::port_ingress::<_, false>(&ctx) as u32
+}
+
 /// Benchmark harness: the frame put back, then the uplink program.
 #[xdp(frags)]
 pub fn strato_bench_uplink(ctx: XdpContext) -> u32 {

@@ -145,7 +145,9 @@ fn set_mac(b: &mut [u8; 14], off: usize, m: &[u8; 6]) {
 /// side, not nested.
 #[inline(always)]
 pub fn port_entry<C: Pkt>(ctx: &C) -> i32 {
-    lb::port_balance(ctx);
+    if let Some(port) = lb::may_balance(ctx) {
+        lb::port_balance(ctx, port);
+    }
     port_ingress_call(ctx)
 }
 

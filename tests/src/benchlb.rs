@@ -166,6 +166,8 @@ struct Figures {
     /// Repeated runs through the harness (its cost taken off).
     established: f64,
     direct: f64,
+    /// `direct` without the load balancer in front of the pipeline.
+    plain: f64,
     /// Single runs (one BPF_PROG_TEST_RUN each), medians.
     first_single: f64,
     established_single: f64,
@@ -183,16 +185,13 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
     let mut results: Vec<((u32, u32), Figures)> = vec![];
     // Each configuration's single runs use source ports of their own.
     let mut next_sport: u16 = 1024;
-    let timed = |t: &mut ProgramTester, frame: &[u8], name: &str| {
+    let timed = |t: &mut ProgramTester, on: Attach, frame: &[u8], name: &str| {
         t.bench_frame(frame);
         let before = t.outcomes();
-        t.time_on(Attach::BenchPort, tp1, frame, 1000);
+        t.time_on(on, tp1, frame, 1000);
         let ns = median(
             (0..opts.rounds)
-                .map(|_| {
-                    t.time_on(Attach::BenchPort, tp1, frame, opts.repeat)
-                        .as_nanos() as f64
-                })
+                .map(|_| t.time_on(on, tp1, frame, opts.repeat).as_nanos() as f64)
                 .collect(),
         );
         let after = t.outcomes();
@@ -276,7 +275,7 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
             let direct = tcp(GW_A, chosen, est_sport, MEMBER_PORT, false);
             let s0 = stats(t);
             let mut fig = Figures {
-                established: timed(t, &est, "established")? - r,
+                established: timed(t, Attach::BenchPort, &est, "established")? - r,
                 ..Figures::default()
             };
             let s1 = stats(t);
@@ -286,7 +285,8 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
                         == opts.rounds as u64 * opts.repeat as u64 + 1000,
                 "established packets were not all LB_FLOWS hits: {s0:?} -> {s1:?}"
             );
-            fig.direct = timed(t, &direct, "direct")? - r;
+            fig.direct = timed(t, Attach::BenchPort, &direct, "direct")? - r;
+            fig.plain = timed(t, Attach::BenchPortPlain, &direct, "plain")? - r;
             // Single runs, interleaved: a new connection (a SYN from a new
             // source port: Maglev, LB_FLOWS and LB_REV inserted), the
             // established segment, the direct one (new source ports too).
@@ -324,16 +324,16 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
     let first_cost = |f: &Figures| f.first_single - f.direct_single;
     let est_cost = |f: &Figures| f.established - f.direct;
     writeln!(out, "### Load balancer, ns/packet (BPF_PROG_TEST_RUN), 2 to 1,000 members per listener, 1 to 10,000 VIPs\n")?;
-    writeln!(out, "A VM's TCP segment (74 B) to a VIP on its network: the port pipeline, the load balancer's tail (listener, connection, Maglev, translation), the pipeline again, routed + VXLAN to the chosen member on another host. **LB cost** is the difference to the same segment sent straight to that member (no load balancer; same route and tunnel). Established: an `LB_FLOWS` hit, median of {} rounds of {} runs through the bench harness (its {restore:.0} ns taken off; the bench checks every run was forwarded and counted by the listener, no new connection). First packet: a repeated run reuses its frame, so every repetition after the first would be a hit; instead {SINGLE_RUNS} single runs (`repeat` 1), each a SYN from a new source port (the bench checks each made a connection: Maglev, `LB_FLOWS` and `LB_REV` inserted), interleaved with single runs of the direct SYN and of the established segment; medians. A single run also times the kernel's timer and context set-up, the same for all three, so compare single runs with single runs: the LB cost of a first packet is its median minus the direct one's. Port security off. Members other than the measured listener's: each filler VIP has a listener with 2 (Maglev tables of 251 slots); the measured listener's table is the first prime >= 100 x its members.\n", opts.rounds, opts.repeat)?;
-    writeln!(out, "| members | VIPs | first packet LB cost | established LB cost | established | direct | established x direct | first x smallest | established x smallest | single runs: first / established / direct |")?;
+    writeln!(out, "A VM's TCP segment (74 B) to a VIP on its network: the load balancer in front of the port pipeline (`LB_VIP_FILTER`, then the connection in `LB_FLOWS`, or the listener and Maglev; translation), then the pipeline, routed + VXLAN to the chosen member on another host, in one program run. **LB cost** is the difference to the same segment sent straight to that member (same route and tunnel; it passes the front check, its destination's filter bit clear). **Front check**: what that check costs such a packet (not to a VIP), against the pipeline alone (a harness without it). Established: an `LB_FLOWS` hit, median of {} rounds of {} runs through the bench harness (its {restore:.0} ns taken off; the bench checks every run was forwarded and counted by the listener, no new connection). First packet: a repeated run reuses its frame, so every repetition after the first would be a hit; instead {SINGLE_RUNS} single runs (`repeat` 1), each a SYN from a new source port (the bench checks each made a connection: Maglev, `LB_FLOWS` and `LB_REV` inserted), interleaved with single runs of the direct SYN and of the established segment; medians. A single run also times the kernel's timer and context set-up, the same for all three, so compare single runs with single runs: the LB cost of a first packet is its median minus the direct one's. Port security off. Members other than the measured listener's: each filler VIP has a listener with 2 (Maglev tables of 251 slots); the measured listener's table is the first prime >= 100 x its members.\n", opts.rounds, opts.repeat)?;
+    writeln!(out, "| members | VIPs | first packet LB cost | established LB cost | established | direct | established x direct | first x smallest | established x smallest | single runs: first / established / direct | front check |")?;
     writeln!(
         out,
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )?;
     for ((b, n), f) in &results {
         writeln!(
             out,
-            "| {b} | {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} / {:.0} / {:.0} |",
+            "| {b} | {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} |",
             first_cost(f),
             est_cost(f),
             f.established,
@@ -344,6 +344,7 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
             f.first_single,
             f.established_single,
             f.direct_single,
+            f.direct - f.plain,
         )?;
     }
     writeln!(out)?;
