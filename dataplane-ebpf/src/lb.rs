@@ -28,8 +28,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use dataplane_common::{
-    lb_hash, lb_vip_bit, maps, DropReason, EipEntry, Endpoint, LbBackend, LbFlow, LbFlowKey,
-    LbPublic, LbPublicKey, LbRev, LbService, LbServiceKey, LbStats, PortInfo, EP_LOCAL, EP_REMOTE,
+    lb_hash, lb_vip_bit, maps, DropReason, EipEntry, LbBackend, LbFlow, LbFlowKey, LbPublic,
+    LbPublicKey, LbRev, LbService, LbServiceKey, LbStats, PortInfo, EP_LOCAL, EP_REMOTE,
     LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_SOURCE_IP, PORT_F_ADMIN_UP, PORT_F_SECURITY, VXLAN_F_LB,
 };
 
@@ -40,7 +40,7 @@ use crate::{
     nat,
     parse::{ptr_at, ptr_at_mut, ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP},
     stats::Slot,
-    vpc::{self, Verdict},
+    vpc::{self, ip_eq, mac_eq, mac_zero, Verdict},
 };
 
 #[map(name = "LB_SERVICES")]
@@ -215,11 +215,11 @@ fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict>
     let Some(s) = lb_scratch() else {
         return Err(Verdict::Drop(DropReason::NoScratch));
     };
-    let b = match select(port.domain, t.daddr, &t, len, true, true, s) {
+    let b = match select(port.domain, t.daddr, &t, len, true, s) {
         Ok(c) => c,
         Err(r) => return Err(refuse(ctx, port, &t, r)),
     };
-    rewrite(ctx, port, &t, &b).map_err(Verdict::Drop)
+    to_member(ctx, port, &t, b).map_err(Verdict::Drop)
 }
 
 /// Whether a VM's frame may be to a VIP: IPv4 from a known port, its
@@ -263,104 +263,55 @@ pub fn may_balance<C: Pkt>(ctx: &C) -> Option<&'static PortInfo> {
 /// same state, so the verifier checks the pipeline once, not once per way
 /// through the load balancer.
 #[inline(never)]
-pub fn port_balance<C: Pkt>(ctx: &C, port: &PortInfo) -> u32 {
+pub fn port_balance<C: Pkt>(ctx: &C, port: &PortInfo) {
     let Some(s) = lb_scratch() else {
-        return 0;
+        return;
     };
     if port.flags & PORT_F_ADMIN_UP == 0 {
-        return 0;
+        return;
     }
     let Some(eth) = ptr_at::<_, [u8; 14]>(ctx, 0) else {
-        return 0;
+        return;
     };
     // SAFETY: bounds-checked.
     let eth = unsafe { &*eth };
     if eth[0] & 1 != 0 {
-        return 0;
+        return;
     }
     let dmac = [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]];
     let smac = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
     let Some(t) = tuple(ctx, ETH_HLEN) else {
-        return 0;
+        return;
     };
-    if port.flags & PORT_F_SECURITY != 0 && !(eq6(&smac, &port.mac) && eq4(&t.saddr, &port.ipv4)) {
-        return 0;
+    if port.flags & PORT_F_SECURITY != 0
+        && !(mac_eq(&smac, &port.mac) && ip_eq(&t.saddr, &port.ipv4))
+    {
+        return;
     }
     let len = ctx.len();
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let b = match known(port.domain, t.daddr, &t, len, now, s) {
         Known::Goes(b) => b,
-        Known::Drained => return 0,
+        Known::Drained => return,
         Known::New => {
             let Some(svc) = service(port.domain, t.daddr, &t, s) else {
-                return 0;
+                return;
             };
             // Addressed to the VIP as to its port: switched on the VIP's
             // own network, or routed by the sender's router.
-            let routed = !eq6(&port.gw_mac, &[0; 6]) && eq6(&dmac, &port.gw_mac);
-            if !(routed && t.ttl > 1 || !routed && svc.vni == port.vni && eq6(&dmac, &svc.mac)) {
-                return 0;
+            let routed = !mac_zero(&port.gw_mac) && mac_eq(&dmac, &port.gw_mac);
+            if !(routed && t.ttl > 1 || !routed && svc.vni == port.vni && mac_eq(&dmac, &svc.mac)) {
+                return;
             }
             match open(svc, port.domain, t.daddr, &t, len, true, now, s) {
                 Ok(b) => b,
-                Err(_) => return 0,
+                Err(_) => return,
             }
         }
     };
-    // The backend's own MAC when it is on the sender's network, else the
-    // router's: as if the VM had sent the packet to the backend.
-    let dmac = if b.vni != 0 && b.vni == port.vni {
-        b.mac
-    } else {
-        port.gw_mac
-    };
-    if !to_address(ctx, &t, b.ip) || set_port(ctx, &t, false, b.port).is_err() {
-        // Cannot happen after `tuple`; the pipeline drops what is left.
-        return 0;
-    }
-    let Some(eth) = ptr_at_mut::<_, [u8; 6]>(ctx, 0) else {
-        return 0;
-    };
-    // SAFETY: bounds-checked.
-    unsafe { *eth = dmac };
-    1
-}
-
-/// The destination address of the whole TCP or UDP packet `t` becomes
-/// `to`, with the IPv4 and L4 checksums (`nat::translate` without the
-/// fragment and ICMP cases `tuple` has ruled out).
-#[inline(always)]
-fn to_address<C: Pkt>(ctx: &C, t: &Tuple, to: [u8; 4]) -> bool {
-    let Some(ip) = ptr_at_mut::<_, [u8; 20]>(ctx, ETH_HLEN) else {
-        return false;
-    };
-    // SAFETY: bounds-checked.
-    let ip = unsafe { &mut *ip };
-    let c = nat::replace_addr(nat::word(ip, 10), &t.daddr, &to).to_be_bytes();
-    ip[10] = c[0];
-    ip[11] = c[1];
-    ip[16] = to[0];
-    ip[17] = to[1];
-    ip[18] = to[2];
-    ip[19] = to[3];
-    let (at, udp) = if t.proto == IPPROTO_TCP {
-        (16, false)
-    } else {
-        (6, true)
-    };
-    let (f, n) = (u32::from_ne_bytes(t.daddr), u32::from_ne_bytes(to));
-    ctx.l4_csum_replace4(t.l4 + at, f, n, udp)
-}
-
-#[inline(always)]
-fn eq6(a: &[u8; 6], b: &[u8; 6]) -> bool {
-    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]
-}
-
-#[inline(always)]
-fn eq4(a: &[u8; 4], b: &[u8; 4]) -> bool {
-    u32::from_ne_bytes(*a) == u32::from_ne_bytes(*b)
+    // A rewrite cannot fail after `tuple`; the pipeline drops what is left.
+    let _ = to_member(ctx, port, &t, b);
 }
 
 /// The load balancer's keys and values while it works, in the per-CPU
@@ -384,10 +335,8 @@ fn lb_scratch() -> Option<&'static mut LbScratch> {
 
 /// The backend of the connection `t` to the listener at `vip` in `domain`:
 /// the one it has while that one may go on, else a new choice (`rev`: also
-/// record how replies are translated back). `Err`: why it is refused; a
-/// TCP connection whose backend was drained is also forgotten when
-/// `forget_drained` (else nothing is changed on a refusal).
-#[allow(clippy::too_many_arguments)]
+/// record how replies are translated back). `Err`: why it is refused (a
+/// TCP connection whose backend was drained is forgotten too).
 #[inline(always)]
 fn select(
     domain: u32,
@@ -395,7 +344,6 @@ fn select(
     t: &Tuple,
     len: u64,
     rev: bool,
-    forget_drained: bool,
     s: &mut LbScratch,
 ) -> Result<&'static LbBackend, DropReason> {
     // SAFETY: plain helper call.
@@ -403,9 +351,7 @@ fn select(
     match known(domain, vip, t, len, now, s) {
         Known::Goes(b) => return Ok(b),
         Known::Drained => {
-            if forget_drained {
-                let _ = LB_FLOWS.remove(&s.fkey);
-            }
+            let _ = LB_FLOWS.remove(&s.fkey);
             return Err(DropReason::LbDrained);
         }
         Known::New => {}
@@ -456,7 +402,7 @@ fn known(domain: u32, vip: [u8; 4], t: &Tuple, len: u64, now: u64, s: &mut LbScr
         f.last_seen_ns = now;
         f.packets += 1;
         f.bytes += len;
-        count_in(f.service, f.backend, len);
+        count(f.service, f.backend, len, true);
         return Known::Goes(b);
     }
     if t.proto == IPPROTO_TCP && !syn && !idle {
@@ -465,16 +411,20 @@ fn known(domain: u32, vip: [u8; 4], t: &Tuple, len: u64, now: u64, s: &mut LbScr
     Known::New
 }
 
-/// Client-to-backend traffic in the counters of a listener and a backend.
+/// A packet of `len` bytes in the counters of a listener and a backend:
+/// client to backend (`in`), or the reply.
 #[inline(always)]
-fn count_in(service: u32, backend: u32, len: u64) {
-    if let Some(st) = stats(&LB_SERVICE_STATS, service) {
-        st.packets_in += 1;
-        st.bytes_in += len;
-    }
-    if let Some(st) = stats(&LB_BACKEND_STATS, backend) {
-        st.packets_in += 1;
-        st.bytes_in += len;
+fn count(service: u32, backend: u32, len: u64, inbound: bool) {
+    for (map, i) in [(&LB_SERVICE_STATS, service), (&LB_BACKEND_STATS, backend)] {
+        if let Some(st) = stats(map, i) {
+            if inbound {
+                st.packets_in += 1;
+                st.bytes_in += len;
+            } else {
+                st.packets_out += 1;
+                st.bytes_out += len;
+            }
+        }
     }
 }
 
@@ -547,7 +497,7 @@ fn open(
     if let Some(st) = stats(&LB_BACKEND_STATS, id) {
         st.connections += 1;
     }
-    count_in(svc.id, id, len);
+    count(svc.id, id, len, true);
     Ok(b)
 }
 
@@ -566,7 +516,7 @@ pub fn from_internet(ctx: &XdpContext, e: &EipEntry) -> Verdict {
     let Some(s) = lb_scratch() else {
         return Verdict::Drop(DropReason::NoScratch);
     };
-    let b = match select(e.domain, e.fixed, &t, len, false, true, s) {
+    let b = match select(e.domain, e.fixed, &t, len, false, s) {
         Ok(c) => c,
         Err(r) => {
             if t.proto == IPPROTO_TCP && t.flags & TCP_RST == 0 && t.l4 == ETH_HLEN + 20 {
@@ -719,39 +669,24 @@ fn choose(svc: &LbService, t: &Tuple) -> Option<(u32, &'static LbBackend)> {
     Some((id, b))
 }
 
-/// Destination address, port and MAC become the backend's: its own MAC
-/// when it is on the sender's network (switched), else the sender's router
-/// (routed again by the pipeline).
+/// Destination address, port and MAC become the backend's, as if the VM
+/// had sent the packet to it: its port's own MAC when that port is on the
+/// sender's network (switched), else the sender's router (routed by the
+/// pipeline).
 #[inline(always)]
-fn rewrite<C: Pkt>(ctx: &C, port: &PortInfo, t: &Tuple, b: &LbBackend) -> Result<(), DropReason> {
-    let dmac = backend_mac(port, endpoint(port.domain, b.ip));
-    write_backend(ctx, t, b, &dmac)
-}
-
-/// The destination MAC towards a backend (endpoint `ep`) from `port`.
-#[inline(always)]
-fn backend_mac(port: &PortInfo, ep: Option<&Endpoint>) -> [u8; 6] {
-    match ep {
-        Some(ep) if ep.vni == port.vni => ep.mac,
-        _ => port.gw_mac,
-    }
-}
-
-/// Writes the backend's address, port and `dmac` into the frame.
-#[inline(always)]
-fn write_backend<C: Pkt>(
-    ctx: &C,
-    t: &Tuple,
-    b: &LbBackend,
-    dmac: &[u8; 6],
-) -> Result<(), DropReason> {
+fn to_member<C: Pkt>(ctx: &C, port: &PortInfo, t: &Tuple, b: &LbBackend) -> Result<(), DropReason> {
+    let dmac = if b.vni != 0 && b.vni == port.vni {
+        b.mac
+    } else {
+        port.gw_mac
+    };
     nat::translate(ctx, ETH_HLEN, nat::DST, b.ip)?;
     set_port(ctx, t, false, b.port)?;
     let Some(eth) = ptr_at_mut::<_, [u8; 6]>(ctx, 0) else {
         return Err(DropReason::TruncatedEthernet);
     };
     // SAFETY: bounds-checked.
-    unsafe { *eth = *dmac };
+    unsafe { *eth = dmac };
     Ok(())
 }
 
@@ -813,15 +748,8 @@ pub fn reply<C: Pkt>(ctx: &C, l3: usize, domain: u32) -> Result<[u8; 4], DropRea
     r.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
     r.packets += 1;
     r.bytes += len;
-    let (vip, vport, service, backend) = (r.vip, r.vip_port, r.service, r.backend);
-    if let Some(s) = stats(&LB_SERVICE_STATS, service) {
-        s.packets_out += 1;
-        s.bytes_out += len;
-    }
-    if let Some(s) = stats(&LB_BACKEND_STATS, backend) {
-        s.packets_out += 1;
-        s.bytes_out += len;
-    }
+    let (vip, vport) = (r.vip, r.vip_port);
+    count(r.service, r.backend, len, false);
     nat::translate(ctx, l3, nat::SRC, vip)?;
     set_port(ctx, &t, true, vport)?;
     Ok(t.daddr)

@@ -76,13 +76,13 @@ pub const SRC: usize = 12;
 pub const DST: usize = 16;
 
 #[inline(always)]
-pub fn word(b: &[u8], i: usize) -> u16 {
+fn word(b: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([b[i], b[i + 1]])
 }
 
 /// `check` after the 4 bytes `from` became `to`.
 #[inline(always)]
-pub fn replace_addr(check: u16, from: &[u8; 4], to: &[u8; 4]) -> u16 {
+fn replace_addr(check: u16, from: &[u8; 4], to: &[u8; 4]) -> u16 {
     let c = csum::replace16(check, word(from, 0), word(to, 0));
     csum::replace16(c, word(from, 2), word(to, 2))
 }

@@ -102,17 +102,17 @@ pub fn finish<C: Pkt>(ifindex: u32, slot: &Slot, len: u64, v: Verdict) -> i32 {
 }
 
 #[inline(always)]
-fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
+pub fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
     a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5]
 }
 
 #[inline(always)]
-fn mac_zero(a: &[u8; 6]) -> bool {
+pub fn mac_zero(a: &[u8; 6]) -> bool {
     (a[0] | a[1] | a[2] | a[3] | a[4] | a[5]) == 0
 }
 
 #[inline(always)]
-fn ip_eq(a: &[u8; 4], b: &[u8; 4]) -> bool {
+pub fn ip_eq(a: &[u8; 4], b: &[u8; 4]) -> bool {
     u32::from_ne_bytes(*a) == u32::from_ne_bytes(*b)
 }
 

@@ -704,9 +704,10 @@ fn random_mutations_never_crash_or_corrupt() {
 
 /// Every entry point verifies with room to spare (the kernel stops at
 /// 1,000,000 processed instructions): a change that makes paths multiply
-/// shows here first. The limit is 60% of the budget: what comes next (load
-/// balancing) goes into programs of its own reached by tail calls, as
-/// traffic leaving the VPC does (`strato_port_out`). The figures are
+/// shows here first. The limit is 60% of the budget: new stages go into
+/// programs of their own reached by tail calls (`strato_port_out`,
+/// `strato_port_lb`) or into functions verified beside the pipeline rather
+/// than inside it (`lb::port_balance`). The figures are
 /// printed for `--nocapture` (docs/architecture.md, "Verifier budget").
 #[test]
 fn programs_verify_with_room_to_spare() {
