@@ -17,7 +17,7 @@ use aya::{
         Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
         PerCpuValues,
     },
-    programs::{links::FdLink, links::PinnedLink, Xdp, XdpMode},
+    programs::{links::FdLink, links::PinnedLink, xdp::XdpLinkId, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use dataplane_common::{
@@ -541,6 +541,33 @@ impl Dataplane {
             fd.pin(&pin).map_err(|e| attach_err(Box::new(e)))?;
         }
         Ok(())
+    }
+
+    /// Attaches an XDP entry point to `iface` in native (driver) mode,
+    /// unpinned, and returns its link for [`Dataplane::detach_link`]: the
+    /// program tier moves an interface between entry points row by row and
+    /// sends real frames through them. Native mode is asked for explicitly,
+    /// so a kernel that would fall back to generic XDP refuses instead.
+    pub fn attach_link(&mut self, which: Attach, iface: &str) -> Result<XdpLinkId, DataplaneError> {
+        let program = which.program();
+        self.xdp(which)?
+            .attach(iface, XdpMode::Driver)
+            .map_err(|e| DataplaneError::Attach {
+                program,
+                iface: iface.to_owned(),
+                source: Box::new(e),
+            })
+    }
+
+    /// Detaches a link made by [`Dataplane::attach_link`].
+    pub fn detach_link(&mut self, which: Attach, link: XdpLinkId) -> Result<(), DataplaneError> {
+        let name = which.program();
+        self.xdp(which)?
+            .detach(link)
+            .map_err(|e| DataplaneError::Program {
+                name,
+                source: Box::new(e),
+            })
     }
 
     /// Attaches the TC port program to `iface`'s clsact ingress as a

@@ -15,9 +15,14 @@
 //! production table builder (`tables::build` + `Dataplane::apply`), so a row
 //! tests compiled configuration -> maps -> packet. Each run carries an
 //! `xdp_md` context with the row's ingress ifindex. A row whose frame leaves
-//! by redirect is run a second time with live frames
-//! (`BPF_F_TEST_XDP_LIVE_FRAMES`): the frame really goes out, and the row
-//! checks which interface it came out of (captured on the veth peer).
+//! by redirect is then delivered for real: the row's entry point is attached
+//! (native XDP) to its ingress interface, the frame is sent into it from the
+//! veth peer with a packet socket, and the row checks which interface it came
+//! out of and its bytes (captured on the peers). Live frames
+//! (`BPF_F_TEST_XDP_LIVE_FRAMES`) would be shorter, but kernels refuse them
+//! (6.18 answers EPERM for every program), and a real interface is the
+//! production path anyway. `program_kernel.rs` checks once, first, that
+//! the kernel allows everything this tier needs, and says what it refuses.
 //!
 //! The namespace is entered by the creating thread only, so every test
 //! makes its own tester and the tests run in parallel (`scripts/test
@@ -37,7 +42,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions};
+use aya::programs::{xdp::XdpLinkId, ProgramError, TestRun, TestRunOptions};
 use dataplane_common::{DropReason, DropStats, HostInfo, IfStats};
 use strato::compile::{
     Entry, FloatingIpEntry, GatewayHost, NetworkEntry, PortEntry, RemoteEntry, RouterEntry,
@@ -83,6 +88,9 @@ pub const OTHER_LINK_UNDERLAY: [u8; 4] = [198, 18, 100, 7];
 pub const OTHER_LINK_NEXTHOP_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x03, 0x03, 0x00];
 /// An underlay address with no route at all.
 pub const UNROUTED_UNDERLAY: [u8; 4] = [203, 0, 113, 9];
+/// MTU of the taps and their peers: above every network's MTU, and low
+/// enough for native XDP on veth without multi-buffer frames.
+pub const VM_LINK_MTU: u32 = 2000;
 /// The VM taps (host ends; the VM ends are `<tap>p`).
 pub const TAPS: [&str; 8] = ["tp1", "tp2", "tp3", "tp4", "tp5", "tp6", "tp7", "tp8"];
 
@@ -220,8 +228,12 @@ impl TestNet {
             mac_str(&UPLINK_MAC)
         );
         batch += &format!("link add {OTHER_LINK} type veth peer name {OTHER_LINK}p\n");
+        // VM links take frames above the networks' MTU (1500), so rows can
+        // send what a VM with a larger MTU would and be answered "too big".
         for t in TAPS {
-            batch += &format!("link add {t} type veth peer name {t}p\n");
+            batch += &format!(
+                "link add {t} mtu {VM_LINK_MTU} type veth peer name {t}p mtu {VM_LINK_MTU}\n"
+            );
         }
         batch += "link set dev lo up\n";
         for l in inside_links() {
@@ -313,6 +325,36 @@ impl TestNet {
     /// The VM-side peers (where frames redirected to a tap or uplink arrive).
     pub fn peers(&self) -> Vec<String> {
         inside_links().iter().map(|l| format!("{l}p")).collect()
+    }
+
+    /// Writes `frame` into inside interface `inside` from its veth peer (the
+    /// peer's packet socket), as a VM or the underlay would send it.
+    fn send_into(&self, inside: u32, frame: &[u8]) -> std::io::Result<()> {
+        let fd = self.captures.get(&inside).ok_or_else(|| {
+            std::io::Error::other(format!(
+                "{} has no peer in the test net",
+                self.name_of(inside)
+            ))
+        })?;
+        // SAFETY: fd is our bound packet socket; the buffer is live for the call.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if n as usize != frame.len() {
+            return Err(std::io::Error::other(format!(
+                "sent {n} of {} bytes",
+                frame.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Discards whatever the captures hold.
@@ -1129,6 +1171,9 @@ pub struct ProgramTester {
     policies: strato::policy::Policies,
     /// The load balancer's numbering, as the agent keeps it.
     pub lb: strato::lbmaps::LbState,
+    /// The entry point attached to each ingress interface that rows were
+    /// delivered through (native XDP, unpinned: gone with `dp`).
+    attached: BTreeMap<u32, (Attach, XdpLinkId)>,
 }
 
 /// `struct xdp_md` for BPF_PROG_TEST_RUN: data, data_end, data_meta,
@@ -1153,6 +1198,7 @@ impl ProgramTester {
             slots: BTreeMap::new(),
             net: None,
             lb: strato::lbmaps::LbState::default(),
+            attached: BTreeMap::new(),
             policies: {
                 let mut p = strato::policy::Policies::default();
                 p.start_after(0, 0);
@@ -1365,26 +1411,45 @@ impl ProgramTester {
         })
     }
 
-    /// Runs the frame once with live frames (it really leaves by redirect,
-    /// XDP_TX or the stack) and returns what came out of inside interfaces
-    /// of the test network: (inside ifindex, frame).
+    /// Sends the frame into `ingress` for real and returns what came out of
+    /// inside interfaces of the test network: (inside ifindex, frame).
+    ///
+    /// The entry point `attach` is attached (native XDP) to the ingress
+    /// interface (replacing another entry point a previous row left there),
+    /// and the frame is written by a packet socket on its veth peer, so the
+    /// program runs in the kernel's receive path with the interface's real
+    /// ifindex and its redirect, XDP_TX or pass really happens.
     pub fn deliver(&mut self, attach: Attach, ingress: u32, input: &[u8]) -> Vec<(u32, Vec<u8>)> {
         let net = self
             .net
             .as_ref()
-            .expect("live runs need a TestNet (ProgramTester::in_test_net)");
+            .expect("deliveries need a TestNet (ProgramTester::in_test_net)");
+        assert!(
+            ingress != 0,
+            "a delivered frame must arrive on an interface of the test net (Fixture::at)"
+        );
+        let iface = net.name_of(ingress);
+        match self.attached.get(&ingress) {
+            Some((a, _)) if *a == attach => {}
+            _ => {
+                if let Some((old, link)) = self.attached.remove(&ingress) {
+                    self.dp.detach_link(old, link).unwrap_or_else(|e| {
+                        panic!("detaching {} from {iface}: {e:#}", old.program())
+                    });
+                }
+                let link = self.dp.attach_link(attach, &iface).unwrap_or_else(|e| {
+                    panic!(
+                        "attaching {} to {iface} (native XDP) to deliver a row: {e:#}",
+                        attach.program()
+                    )
+                });
+                self.attached.insert(ingress, (attach, link));
+            }
+        }
+        let net = self.net.as_ref().expect("checked above");
         net.drain();
-        let ctx = xdp_md(ingress, input.len());
-        let prog = self.dp.program(attach);
-        let opts = TestRunOptions {
-            data_in: Some(input),
-            ctx_in: Some(&ctx),
-            repeat: 1,
-            attrs: TestRunAttrs::new().xdp_live_frames(1),
-            ..Default::default()
-        };
-        prog.test_run(opts)
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN with live frames: {e}"));
+        net.send_into(ingress, input)
+            .unwrap_or_else(|e| panic!("sending {} bytes into {iface}: {e}", input.len()));
         net.collect(Duration::from_secs(1), Duration::from_millis(30))
     }
 
@@ -1540,7 +1605,17 @@ impl ProgramTester {
         if let Some(why) = expected.mismatch(&o.output) {
             problems.push(format!("output {why}"));
         }
-        // Where did it go? Only a live run shows the redirect's target.
+        // Where did it go? Only a real delivery shows the redirect's target,
+        // so every row that expects one names where it must come out.
+        if o.verdict == Verdict::Redirect && verdict == Verdict::Redirect {
+            if self.net.is_none() {
+                problems.push(
+                    "a redirect row needs a TestNet (ProgramTester::in_test_net) to prove where the frame goes".into(),
+                );
+            } else if f.leaves_by().is_none() {
+                problems.push("a forwarding row must name its egress (Fixture::to)".into());
+            }
+        }
         if let (Some(egress), true, Verdict::Redirect) =
             (f.leaves_by(), self.net.is_some(), o.verdict)
         {
@@ -1553,9 +1628,9 @@ impl ProgramTester {
                         problems.push(format!("frame out of {name} {why}"));
                     }
                 }
-                [] => problems.push(format!("live run: nothing came out (want {name})")),
+                [] => problems.push(format!("delivered: nothing came out (want {name})")),
                 many => problems.push(format!(
-                    "live run: frames came out of [{}], want one out of {name}",
+                    "delivered: frames came out of [{}], want one out of {name}",
                     many.iter()
                         .map(|(i, fr)| format!("{} ({} bytes)", net.name_of(*i), fr.len()))
                         .collect::<Vec<_>>()

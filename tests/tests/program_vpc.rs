@@ -22,7 +22,8 @@
 //!
 //! Expected outputs are computed here, with etherparse and by hand, never
 //! with the dataplane's code. Rows whose frame leaves by redirect are also
-//! run with live frames, which shows the interface it leaves by.
+//! sent through the program attached to their ingress interface, which
+//! shows the interface they leave by.
 
 use dataplane_common::{DropReason::*, HostInfo};
 use etherparse::{
