@@ -37,9 +37,8 @@ test-unit test-program test-e2e: bootstrap
 bench: bootstrap
 	@./scripts/bench
 
-lint:
-	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) fmt --all --check
+lint: bootstrap
+	@./scripts/test lint
 
 clean:
 	$(CARGO) clean
