@@ -122,7 +122,10 @@ impl Cloud {
             cloud.start_agent(&h);
         }
         let n = cloud.region.hosts().len();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: six agents verifying the object at once on a loaded
+        // 2-core machine took more than 30 s.
+        let wait = Duration::from_secs(120);
+        let deadline = Instant::now() + wait;
         loop {
             let hosts = cloud.hosts();
             let ready = |h: &HostStatus| {
@@ -133,7 +136,7 @@ impl Cloud {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "timed out after 30 s waiting for every host's agent to report; {} of {n} report.\n{}\n{}",
+                    "timed out after {wait:?} waiting for every host's agent to report; {} of {n} report.\n{}\n{}",
                     hosts.len(),
                     cloud.log_tail("controller", 20),
                     cloud.log_tail(&format!("agent-{}", cloud.region.hosts()[0].name), 20)
