@@ -33,7 +33,13 @@ pub trait Pkt {
     /// into the sk_buff's metadata (`skb_vlan_untag` runs before clsact
     /// ingress), so the Ethernet header shows the inner ethertype and the
     /// tag would be put back on by whichever device the frame is redirected
-    /// to. XDP sees every tag in the data: always false there.
+    /// to (also a tag that never was in the data: one a VLAN device in a
+    /// veth peer's namespace left in the sk_buff). XDP sees a tag the VM
+    /// put in the frame in the data: always false there. (A tag a veth
+    /// peer carried in the sk_buff is readable at XDP only through the
+    /// `bpf_xdp_metadata_rx_vlan_tag` kfunc, which aya-ebpf 0.2 cannot
+    /// call; a redirected xdp_frame carries no tag, so it is lost, not
+    /// forwarded. Agents attach the TC build.)
     fn vlan_tagged(&self) -> bool;
     /// The raw context, for helpers that take either kind.
     fn raw(&self) -> *mut c_void;
