@@ -28,6 +28,19 @@ pub trait Pkt {
     /// Whole frame length (linear part and fragments).
     fn len(&self) -> u64;
     fn ingress_ifindex(&self) -> u32;
+    /// The frame carries a VLAN tag outside its data. At TC the kernel has
+    /// already moved the outer 802.1Q or 802.1ad tag of a received frame
+    /// into the sk_buff's metadata (`skb_vlan_untag` runs before clsact
+    /// ingress), so the Ethernet header shows the inner ethertype and the
+    /// tag would be put back on by whichever device the frame is redirected
+    /// to (also a tag that never was in the data: one a VLAN device in a
+    /// veth peer's namespace left in the sk_buff). XDP sees a tag the VM
+    /// put in the frame in the data: always false there. (A tag a veth
+    /// peer carried in the sk_buff is readable at XDP only through the
+    /// `bpf_xdp_metadata_rx_vlan_tag` kfunc, which aya-ebpf 0.2 cannot
+    /// call; a redirected xdp_frame carries no tag, so it is lost, not
+    /// forwarded. Agents attach the TC build.)
+    fn vlan_tagged(&self) -> bool;
     /// The raw context, for helpers that take either kind.
     fn raw(&self) -> *mut c_void;
     /// Inserts `n` bytes after the Ethernet header. Afterwards the first
@@ -118,6 +131,10 @@ impl Pkt for XdpContext {
         XdpContext::ingress_ifindex(self) as u32
     }
     #[inline(always)]
+    fn vlan_tagged(&self) -> bool {
+        false
+    }
+    #[inline(always)]
     fn raw(&self) -> *mut c_void {
         self.ctx as *mut c_void
     }
@@ -194,6 +211,12 @@ impl Pkt for TcContext {
         // SAFETY: the live __sk_buff; on clsact ingress `ifindex` is the
         // device the packet arrived on.
         unsafe { (*self.skb.skb).ifindex }
+    }
+    #[inline(always)]
+    fn vlan_tagged(&self) -> bool {
+        // SAFETY: the live __sk_buff; `vlan_present` reads the skb's tag
+        // (the kernel rewrites the access to its `vlan_all`).
+        unsafe { (*self.skb.skb).vlan_present != 0 }
     }
     #[inline(always)]
     fn raw(&self) -> *mut c_void {

@@ -228,6 +228,11 @@ fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict>
 /// what every other frame pays for the load balancer.
 #[inline(always)]
 pub fn may_balance<C: Pkt>(ctx: &C) -> Option<&'static PortInfo> {
+    // A tagged frame (tag in the sk_buff's metadata at TC; in the data the
+    // ethertype check below refuses it) is the pipeline's to drop.
+    if ctx.vlan_tagged() {
+        return None;
+    }
     let port = crate::maps::port(ctx.ingress_ifindex())?;
     let h = ptr_at::<_, [u8; 34]>(ctx, 0)?;
     // SAFETY: bounds-checked.

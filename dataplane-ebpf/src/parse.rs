@@ -109,8 +109,16 @@ pub fn parse<C: Pkt>(ctx: &C, frame_len: u64) -> Result<Parsed, DropReason> {
 /// at the ethertype. Keeps the port program small: the tag and IPv6
 /// extension header walks would multiply the paths the verifier follows
 /// through everything after.
+///
+/// A tag is looked for in both places it can be: in the data (XDP, and an
+/// inner tag of a QinQ frame at TC) and in the sk_buff's metadata (the
+/// outer tag at TC, see [`Pkt::vlan_tagged`]). A tenant's tag must never
+/// reach a peer or, as an outer tag of the VXLAN packet, the underlay.
 #[inline(always)]
 pub fn parse_port<C: Pkt>(ctx: &C, frame_len: u64) -> Result<Parsed, DropReason> {
+    if ctx.vlan_tagged() {
+        return Err(DropReason::VlanOnPort);
+    }
     let ethertype = be16_at(ctx, 12).ok_or(DropReason::TruncatedEthernet)?;
     let avail = frame_len.saturating_sub(ETH_HLEN as u64);
     let other = |l3| {
