@@ -122,7 +122,9 @@ impl Cloud {
             cloud.start_agent(&h);
         }
         let n = cloud.region.hosts().len();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: six agents load their programs at once, on a machine
+        // that may be busy with other work.
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let hosts = cloud.hosts();
             let ready = |h: &HostStatus| {
@@ -133,7 +135,7 @@ impl Cloud {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "timed out after 30 s waiting for every host's agent to report; {} of {n} report.\n{}\n{}",
+                    "timed out after 180 s waiting for every host's agent to report; {} of {n} report.\n{}\n{}",
                     hosts.len(),
                     cloud.log_tail("controller", 20),
                     cloud.log_tail(&format!("agent-{}", cloud.region.hosts()[0].name), 20)
