@@ -9,10 +9,21 @@ inside VM namespaces (the host's python; no packages).
                                      times (s since start) of the echoes that
                                      came back, and the error that ended it
                                      ("reset": the connection was reset)
+  sgconn.py follow HOST PORT...      one connection per PORT; every 0.1 s
+                                     send a line and wait for its echo, for
+                                     as long as stdin is open; one JSON line
+                                     per event, as it happens: {"port", "echo":
+                                     n} when echo n came back, {"port",
+                                     "waiting": n} every 0.5 s without it;
+                                     each with "retrans" (the socket's TCP
+                                     retransmissions so far); and at the end
+                                     {"port", "final": true, "echoes",
+                                     "retrans", "error"}
 """
 
 import json
 import socket
+import struct
 import sys
 import threading
 import time
@@ -84,6 +95,65 @@ def hold(host, seconds, ports):
     print(json.dumps(out))
 
 
+def total_retrans(s):
+    # struct tcp_info: tcpi_total_retrans is the u32 at offset 100.
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("I", info, 100)[0]
+
+
+def follow(host, ports):
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def emit(d):
+        with lock:
+            print(json.dumps(d), flush=True)
+
+    def run(p):
+        try:
+            s = socket.create_connection((host, p), timeout=5)
+        except OSError as e:
+            emit({"port": p, "final": True, "echoes": 0, "retrans": 0, "error": f"connect: {e}"})
+            return
+        s.settimeout(0.5)
+        n, buf, echoes, err = 0, b"", 0, None
+        while not stop.is_set() and err is None:
+            n += 1
+            try:
+                s.sendall(f"{n}\n".encode())
+            except OSError as e:
+                err = f"send: {e}"
+                break
+            while not stop.is_set():
+                try:
+                    chunk = s.recv(100)
+                except socket.timeout:
+                    emit({"port": p, "waiting": n, "retrans": total_retrans(s)})
+                    continue
+                except OSError as e:
+                    err = f"recv: {e}"
+                    break
+                if not chunk:
+                    err = "closed"
+                    break
+                buf += chunk
+                if b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    echoes += 1
+                    emit({"port": p, "echo": int(line), "retrans": total_retrans(s)})
+                    break
+            stop.wait(0.1)
+        emit({"port": p, "final": True, "echoes": echoes, "retrans": total_retrans(s), "error": err})
+
+    ts = [threading.Thread(target=run, args=(p,)) for p in ports]
+    for t in ts:
+        t.start()
+    sys.stdin.read()
+    stop.set()
+    for t in ts:
+        t.join()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve([int(p) for p in sys.argv[2:]])
@@ -92,6 +162,8 @@ if __name__ == "__main__":
             socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=float(sys.argv[4])).close()
         except OSError as e:
             sys.exit(f"{e}")
+    elif sys.argv[1] == "follow":
+        follow(sys.argv[2], [int(p) for p in sys.argv[3:]])
     elif sys.argv[1] == "hold":
         hold(sys.argv[2], float(sys.argv[3]), [int(p) for p in sys.argv[4:]])
     else:

@@ -815,3 +815,45 @@ impl Pinger {
         }
     }
 }
+
+impl Cloud {
+    /// Host `host`'s (by harness name) drop counter for `reason` (a label),
+    /// summed over its interfaces, read from its pinned maps now.
+    pub fn host_drops(&self, host: &str, reason: &str) -> u64 {
+        let h = self
+            .region
+            .hosts()
+            .into_iter()
+            .find(|h| h.name == host)
+            .unwrap_or_else(|| panic!("no host {host} in the region"));
+        let dir = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&h));
+        let c = strato::dataplane::Counters::read_pinned(&dir)
+            .unwrap_or_else(|e| panic!("counters of {host}: {e}"));
+        c.drops
+            .iter()
+            .filter(|((_, r), _)| r.label() == reason)
+            .map(|(_, s)| s.packets)
+            .sum()
+    }
+
+    /// Asserts that `attempt` (which says whether it got through) does not
+    /// get through, and that `host`'s dataplane counted drops for `reason`
+    /// while it ran: a broken network, which loses the packets elsewhere,
+    /// cannot pass for the refusal.
+    #[track_caller]
+    pub fn assert_dropped(
+        &self,
+        host: &str,
+        reason: &str,
+        what: &str,
+        attempt: impl FnOnce() -> bool,
+    ) {
+        let before = self.host_drops(host, reason);
+        assert!(!attempt(), "{what}: got through");
+        let after = self.host_drops(host, reason);
+        assert!(
+            after > before,
+            "{what}: not counted as {reason} on {host} ({before} -> {after})"
+        );
+    }
+}
