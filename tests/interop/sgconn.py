@@ -18,7 +18,8 @@ inside VM namespaces (the host's python; no packages).
                                      each with "retrans" (the socket's TCP
                                      retransmissions so far); and at the end
                                      {"port", "final": true, "echoes",
-                                     "retrans", "error"}
+                                     "retrans", "error"} ("reset": as hold's),
+                                     also as soon as a connection ends
 """
 
 import json
@@ -121,6 +122,9 @@ def follow(host, ports):
             n += 1
             try:
                 s.sendall(f"{n}\n".encode())
+            except (ConnectionResetError, BrokenPipeError):
+                err = "reset"
+                break
             except OSError as e:
                 err = f"send: {e}"
                 break
@@ -130,6 +134,9 @@ def follow(host, ports):
                 except socket.timeout:
                     emit({"port": p, "waiting": n, "retrans": total_retrans(s)})
                     continue
+                except (ConnectionResetError, BrokenPipeError):
+                    err = "reset"
+                    break
                 except OSError as e:
                     err = f"recv: {e}"
                     break
