@@ -370,8 +370,7 @@ fn security_groups_end_to_end() {
             cloud.host_drops("az1-c1", "policy_revoked") > revoked
                 && events()
                     .iter()
-                    .filter(of(7100))
-                    .last()
+                    .rfind(|e| e["port"].as_u64() == Some(7100))
                     .is_some_and(|e| e["waiting"].is_u64())
         },
     );
