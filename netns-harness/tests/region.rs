@@ -1,5 +1,5 @@
 //! End-to-end tests of the harness: real namespaces, real pings. They need
-//! root and print "skipped: needs root" otherwise. Every test uses its own
+//! root and fail, saying so, otherwise (a skipped test would pass). Every test uses its own
 //! prefix (`h` + a letter + pid digits) and a guard that runs `down` even when
 //! the test fails, and checks at the end that nothing of its prefix is left.
 
@@ -18,10 +18,10 @@ fn is_root() -> bool {
 
 macro_rules! require_root {
     () => {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        assert!(
+            is_root(),
+            "the harness tests create network namespaces: run them as root"
+        );
     };
 }
 
@@ -139,7 +139,7 @@ fn proc_state(pid: u32) -> Option<char> {
 }
 
 fn wait_state(pid: u32, want: char) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if proc_state(pid) == Some(want) {
             return true;
@@ -154,14 +154,10 @@ fn region_lifecycle() {
     require_root!();
     let p = prefix('a');
     let guard = Guard(p.clone());
+    // (How long `up` takes is a benchmark figure, not this test's.)
     let started = Instant::now();
     let region = Region::up(&Topology::default_region(), &p).expect("region up");
     eprintln!("up took {:?}", started.elapsed());
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "up is slow: {:?}",
-        started.elapsed()
-    );
 
     let hosts = region.hosts();
     assert_eq!(hosts.len(), 6);
@@ -857,8 +853,10 @@ fn vm_dhcp_client_and_offloads() {
         .vm_wait_lease("d1", Duration::from_secs(3))
         .expect_err("no DHCP server");
     let waited = started.elapsed();
+    // It waited the whole timeout, and then gave up (eventually: the bound
+    // is generous, only a wait that ignores its timeout can miss it).
     assert!(
-        waited >= Duration::from_secs(3) && waited < Duration::from_secs(5),
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(3 + 60),
         "{waited:?}"
     );
     assert!(matches!(e, HarnessError::Dhcp { .. }), "{e:?}");

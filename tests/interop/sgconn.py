@@ -3,16 +3,23 @@ inside VM namespaces (the host's python; no packages).
 
   sgconn.py serve PORT...            echo every line back, on every PORT
   sgconn.py connect HOST PORT SECONDS exit 0 when a TCP connection opens
-  sgconn.py hold HOST SECONDS PORT... one connection per PORT; every 0.1 s
-                                     send a line and wait (1 s) for its echo;
-                                     print JSON: per port, the monotonic
-                                     times (s since start) of the echoes that
-                                     came back, and the error that ended it
-                                     ("reset": the connection was reset)
+  sgconn.py follow HOST PORT...      one connection per PORT; every 0.1 s
+                                     send a line and wait for its echo, for
+                                     as long as stdin is open; one JSON line
+                                     per event, as it happens: {"port", "echo":
+                                     n} when echo n came back, {"port",
+                                     "waiting": n} every 0.5 s without it;
+                                     each with "retrans" (the socket's TCP
+                                     retransmissions so far); and at the end
+                                     {"port", "final": true, "echoes",
+                                     "retrans", "error"} ("reset": the
+                                     connection was reset),
+                                     also as soon as a connection ends
 """
 
 import json
 import socket
+import struct
 import sys
 import threading
 import time
@@ -40,48 +47,69 @@ def serve(ports):
         time.sleep(3600)
 
 
-def hold(host, seconds, ports):
-    start = time.monotonic()
-    out = {}
+def total_retrans(s):
+    # struct tcp_info: tcpi_total_retrans is the u32 at offset 100.
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("I", info, 100)[0]
+
+
+def follow(host, ports):
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def emit(d):
+        with lock:
+            print(json.dumps(d), flush=True)
 
     def run(p):
-        r = {"echoes": [], "error": None}
-        out[str(p)] = r
         try:
-            s = socket.create_connection((host, p), timeout=2)
+            s = socket.create_connection((host, p), timeout=5)
         except OSError as e:
-            r["error"] = f"connect: {e}"
+            emit({"port": p, "final": True, "echoes": 0, "retrans": 0, "error": f"connect: {e}"})
             return
-        s.settimeout(1.0)
-        f = s.makefile("rwb", buffering=0)
-        n = 0
-        while time.monotonic() - start < seconds:
+        s.settimeout(0.5)
+        n, buf, echoes, err = 0, b"", 0, None
+        while not stop.is_set() and err is None:
             n += 1
             try:
-                f.write(f"{n}\n".encode())
-                line = f.readline()
+                s.sendall(f"{n}\n".encode())
             except (ConnectionResetError, BrokenPipeError):
-                # The other end (or whoever now owns its address) reset it.
-                r["error"] = "reset"
-                return
+                err = "reset"
+                break
             except OSError as e:
-                # A timeout: the echo did not come (dropped); keep trying so
-                # a later recovery would show.
-                r.setdefault("timeouts", 0)
-                r["timeouts"] += 1
-                continue
-            if not line:
-                r["error"] = "closed"
-                return
-            r["echoes"].append(round(time.monotonic() - start, 3))
-            time.sleep(0.1)
+                err = f"send: {e}"
+                break
+            while not stop.is_set():
+                try:
+                    chunk = s.recv(100)
+                except socket.timeout:
+                    emit({"port": p, "waiting": n, "retrans": total_retrans(s)})
+                    continue
+                except (ConnectionResetError, BrokenPipeError):
+                    err = "reset"
+                    break
+                except OSError as e:
+                    err = f"recv: {e}"
+                    break
+                if not chunk:
+                    err = "closed"
+                    break
+                buf += chunk
+                if b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    echoes += 1
+                    emit({"port": p, "echo": int(line), "retrans": total_retrans(s)})
+                    break
+            stop.wait(0.1)
+        emit({"port": p, "final": True, "echoes": echoes, "retrans": total_retrans(s), "error": err})
 
     ts = [threading.Thread(target=run, args=(p,)) for p in ports]
     for t in ts:
         t.start()
+    sys.stdin.read()
+    stop.set()
     for t in ts:
         t.join()
-    print(json.dumps(out))
 
 
 if __name__ == "__main__":
@@ -92,7 +120,7 @@ if __name__ == "__main__":
             socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=float(sys.argv[4])).close()
         except OSError as e:
             sys.exit(f"{e}")
-    elif sys.argv[1] == "hold":
-        hold(sys.argv[2], float(sys.argv[3]), [int(p) for p in sys.argv[4:]])
+    elif sys.argv[1] == "follow":
+        follow(sys.argv[2], [int(p) for p in sys.argv[3:]])
     else:
         sys.exit(f"unknown mode {sys.argv[1]}")

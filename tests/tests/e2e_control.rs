@@ -294,9 +294,11 @@ fn every_2xx_survives_a_controller_sigkill() {
         Some(json!({"port": {"network_id": ids[0], "name": "last"}})),
     );
     // SIGKILL right after the last answer.
+    let before = admin;
     cloud.kill("controller");
     cloud.start_controller();
     let admin = cloud.admin();
+    assert_ne!(admin.token, before.token, "a new login gets a new token");
     let nets = admin.expect(200, "GET", "/v2.0/networks", None);
     let subnets = admin.expect(200, "GET", "/v2.0/subnets", None);
     for id in &ids {
@@ -321,8 +323,22 @@ fn every_2xx_survives_a_controller_sigkill() {
         1,
         "router interface lost"
     );
-    // Tokens are durable too: the one issued before the kill still works.
-    let _ = admin.expect(200, "GET", "/v2.0/routers", None);
+    // Tokens are durable too: the one issued before the kill still works
+    // (an unknown token answers 401).
+    let unknown = Api {
+        endpoint: before.endpoint.clone(),
+        token: format!("{}x", before.token),
+    };
+    assert_eq!(unknown.call("GET", "/v2.0/routers", None).0, 401);
+    let routers = before.expect(200, "GET", "/v2.0/routers", None);
+    assert!(
+        routers["routers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == rid.as_str()),
+        "the old token sees the router: {routers}"
+    );
 }
 
 #[test]

@@ -176,12 +176,19 @@ fn run(cloud: &Cloud) {
         Duration::from_secs(10),
         || banner(cloud, CLIENT, &eip, 7000) == "hello-from-vm1",
     );
-    assert_eq!(
-        banner(cloud, CLIENT, &eip, 7001),
-        "",
-        "TCP 7001 is not allowed"
+    // Refused by vm1's group, counted on vm1's host.
+    cloud.assert_dropped(
+        "az1-c1",
+        "policy_denied_ingress",
+        "TCP 7001 by the EIP (not allowed)",
+        || !banner(cloud, CLIENT, &eip, 7001).is_empty(),
     );
-    assert!(!cloud.ping(CLIENT, &eip), "ICMP is not allowed in");
+    cloud.assert_dropped(
+        "az1-c1",
+        "policy_denied_ingress",
+        "ICMP by the EIP (not allowed)",
+        || cloud.ping(CLIENT, &eip),
+    );
     // An operator's trace of the way out runs the live programs and
     // changes nothing (it once replaced the agent's tail programs).
     let trace = std::process::Command::new(strato_tests::e2e::bin("stratoctl"))
@@ -237,8 +244,21 @@ fn run(cloud: &Cloud) {
         "refused",
         "the port unreachable reaches the VM behind SNAT"
     );
-    // Nothing comes in through the SNAT address unasked.
-    assert_eq!(banner(cloud, CLIENT, &snat_ip, 7000), "");
+    // Nothing comes in through the SNAT address unasked: the gateway host
+    // doing the router's SNAT drops it as a flow it does not know.
+    let snat_host = format!(
+        "{}-gw1",
+        api.expect(200, "GET", &format!("/v2.0/routers/{}", vpc.router), None)["router"]
+            ["availability_zones"][0]
+            .as_str()
+            .expect("router scheduled")
+    );
+    cloud.assert_dropped(
+        &snat_host,
+        "snat_no_flow",
+        "the client -> the SNAT address:7000, unasked",
+        || !banner(cloud, CLIENT, &snat_ip, 7000).is_empty(),
+    );
 
     // SNAT off: vm2 no longer gets out (counted); vm1 still does by its EIP.
     api.expect(
@@ -249,15 +269,17 @@ fn run(cloud: &Cloud) {
             json!({"router": {"external_gateway_info": {"network_id": ext, "enable_snat": false}}}),
         ),
     );
-    let before = cloud.drops("no_elastic_ip");
     cloud.wait_until(
         "SNAT off: vm2 no longer gets out",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || banner(cloud, &vm2.name, CLIENT_IP, 8000).is_empty(),
     );
-    cloud.wait_until("the refusal is counted", Duration::from_secs(5), || {
-        cloud.drops("no_elastic_ip") > before
-    });
+    cloud.assert_dropped(
+        "az2-c1",
+        "no_elastic_ip",
+        "SNAT off: vm2 -> the client",
+        || !banner(cloud, &vm2.name, CLIENT_IP, 8000).is_empty(),
+    );
     assert_eq!(banner(cloud, &vm1.name, CLIENT_IP, 8000), eip);
     api.expect(
         200,
@@ -387,32 +409,44 @@ fn run(cloud: &Cloud) {
                 .is_ok_and(|o| o.status.success())
         },
     );
-    let hold = cloud
+    // The client follows the connection (tracked by the region: killed
+    // by its teardown on failure) until it ends.
+    let mut follow = std::process::Command::new(PYTHON);
+    follow
+        .args([SGCONN, "follow", &eip, "7100"])
+        .stdin(std::process::Stdio::piped());
+    let mut hold = cloud
         .region
-        .command(CLIENT, &[PYTHON, SGCONN, "hold", &eip, "6", "7100"])
-        .expect("command")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn hold");
-    std::thread::sleep(Duration::from_secs(2));
+        .spawn("sgconn-eip", Some(CLIENT), follow)
+        .expect("spawn follow");
+    let log = cloud.region.state_dir().join("logs/sgconn-eip.log");
+    let events = || -> Vec<Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    cloud.wait_until(
+        "the held connection works before the move",
+        Duration::from_secs(60),
+        || events().iter().filter(|e| e["echo"].is_u64()).count() >= 5,
+    );
     api.expect(
         200,
         "PUT",
         &format!("/v2.0/floatingips/{fip}"),
         Some(json!({"floatingip": {"port_id": vm2.port}})),
     );
-    let held = hold.wait_with_output().expect("hold");
-    let v: Value = serde_json::from_slice(&held.stdout).unwrap_or_else(|e| {
-        panic!(
-            "hold output: {e}: {}",
-            String::from_utf8_lossy(&held.stdout)
-        )
-    });
-    let c = &v["7100"];
-    assert!(
-        c["echoes"].as_array().is_some_and(|e| e.len() >= 5),
-        "the connection worked before the move: {c}"
+    cloud.wait_until(
+        "the old flow ends after the move",
+        Duration::from_secs(60),
+        || events().iter().any(|e| e["final"] == true),
     );
+    drop(hold.stdin.take());
+    let _ = hold.wait();
+    let all = events();
+    let c = all.iter().find(|e| e["final"] == true).expect("final");
     assert_eq!(
         c["error"], "reset",
         "the old flow ends with a reset after the move: {c}"

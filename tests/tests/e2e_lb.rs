@@ -369,14 +369,19 @@ fn run(cloud: &Cloud) {
     cloud.wait_until("empty listener refuses", Duration::from_secs(10), || {
         count(cloud, "c1", &lb.vip, 83, 1, false).refused == 1
     });
-    let started = Instant::now();
+    // Refused, not timed out: the client tells a reset (refused) from a
+    // connection that never answers (failed), so no clock is needed here.
+    let no_backend = cloud.drops("lb_no_backend");
     let r = count(cloud, "c1", &lb.vip, 83, 5, false);
-    assert_eq!(r.refused, 5, "a listener without members resets");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "refusals are immediate"
+    assert_eq!(
+        (r.refused, r.failed),
+        (5, 0),
+        "a listener without members resets"
     );
-    assert!(cloud.drops("lb_no_backend") >= 5);
+    assert!(
+        cloud.drops("lb_no_backend") >= no_backend + 5,
+        "each refused SYN is counted as lb_no_backend"
+    );
 
     // Draining: a held connection survives its member being disabled.
     let mut hold = cloud
@@ -434,9 +439,10 @@ fn run(cloud: &Cloud) {
         .expect("az1-c1");
     let dir = cloud.agent_dir(&c1_host);
     let c1_client = format!("{}:", c1.ip);
+    let mut logged: Option<(Vec<Value>, usize)> = None;
     cloud.wait_until(
         "the held connection's end is logged",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || {
             let o = std::process::Command::new(strato_tests::e2e::bin("stratoctl"))
                 .args(["--json", "lb-log", "--listener", &l80, "--state-dir"])
@@ -444,7 +450,7 @@ fn run(cloud: &Cloud) {
                 .output()
                 .expect("stratoctl lb-log");
             let lines: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
-            lines.iter().any(|l| {
+            let end = lines.iter().position(|l| {
                 l["event"] == "end"
                     && l["client"]
                         .as_str()
@@ -453,8 +459,31 @@ fn run(cloud: &Cloud) {
                     && l["bytes_in"].as_u64().unwrap_or(0) > 1_000
                     && l["bytes_out"].as_u64().unwrap_or(0) > 1_000
                     && l["member"] == members[&holder].as_str()
-            })
+            });
+            logged = end.map(|i| (lines, i));
+            logged.is_some()
         },
+    );
+    // Its start: an earlier line of the same connection (client address
+    // and port, VIP, listener, member), no later than the end.
+    let (lines, end_at) = logged.expect("logged");
+    let end = &lines[end_at];
+    let start = lines[..end_at]
+        .iter()
+        .rfind(|l| l["event"] == "start" && l["client"] == end["client"] && l["vip"] == end["vip"])
+        .unwrap_or_else(|| {
+            panic!("no start line before the held connection's end {end}: {lines:?}")
+        });
+    for field in ["listener", "member", "protocol"] {
+        assert_eq!(
+            start[field], end[field],
+            "{field} of start {start} and end {end}"
+        );
+    }
+    assert_eq!(start["listener"], l80.as_str());
+    assert!(
+        start["time"].as_str().unwrap_or("~") <= end["time"].as_str().unwrap_or(""),
+        "start {start} after end {end}"
     );
     let metrics = std::fs::read_to_string(dir.join("metrics.prom")).expect("metrics.prom");
     let total: u64 = metrics
@@ -482,11 +511,12 @@ fn run(cloud: &Cloud) {
             .all(|m| s.get(m).map(String::as_str) == Some("ONLINE"))
     });
 
-    // A member's VM dies: ERROR within delay x max_retries_down + an
-    // interval, then no new connection reaches it or fails.
+    // A member's VM dies: it turns ERROR (after max_retries_down failed
+    // checks; how soon is a benchmark figure, here only that it happens
+    // within a generous bound), then no new connection reaches it or fails.
     cloud.region.vm_delete("b4").expect("delete b4");
     let died = Instant::now();
-    cloud.wait_until("b4 ERROR", Duration::from_secs(20), || {
+    cloud.wait_until("b4 ERROR", Duration::from_secs(60), || {
         member_status(&api, &lb.id)
             .get(&members["b4"])
             .map(String::as_str)
@@ -497,8 +527,6 @@ fn run(cloud: &Cloud) {
         "b4 marked ERROR {:.1} s after its VM was deleted",
         took.as_secs_f64()
     );
-    let budget = Duration::from_secs(DELAY_S * RETRIES_DOWN + DELAY_S) + Duration::from_secs(2);
-    assert!(took <= budget, "ERROR after {took:?}, budget {budget:?}");
     std::thread::sleep(Duration::from_millis(500));
     for c in [&c1, &c2] {
         let r = count(cloud, &c.name, &lb.vip, 80, 100, false);

@@ -707,7 +707,7 @@ fn security_groups_over_http() {
         .map(|i| json!({"security_group_id": gid, "direction": "ingress", "protocol": "udp", "port_range_min": 1000 + i, "port_range_max": 1000 + i, "remote_ip_prefix": "172.16.0.0/12", "description": format!("rule {i}")}))
         .collect();
     let before = c.revision();
-    let t = Instant::now();
+    // (How fast is a benchmark figure: no clock here.)
     let made = admin.expect(
         201,
         "POST",
@@ -719,7 +719,6 @@ fn security_groups_over_http() {
         10_000
     );
     assert_eq!(c.revision(), before + 1);
-    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     let g = admin.expect(200, "GET", &format!("/v2.0/security-groups/{gid}"), None);
     assert_eq!(
         g["security_group"]["security_group_rules"]

@@ -129,6 +129,10 @@ fn refused(
     path: &str,
     body: Option<Value>,
 ) {
+    assert!(
+        !text.is_empty(),
+        "{method} {path}: an empty expected message would match any"
+    );
     let before = c.revision();
     let (s, v) = api.call(method, path, body);
     assert_eq!(s, status, "{method} {path}: {v}");
@@ -438,7 +442,7 @@ fn octavia_over_http() {
         &c,
         &t,
         400,
-        "",
+        "must be a JSON object with a 'loadbalancer' key",
         "POST",
         "/v2/lbaas/loadbalancers",
         Some(json!([])),
