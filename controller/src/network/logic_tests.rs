@@ -561,6 +561,24 @@ fn quotas_limit_creation() {
         .status,
         400
     );
+    // An integral number with a fraction is an integer (JSON Schema's and
+    // Neutron's int() reading); a real fraction is not.
+    let q = run(&c, |s| {
+        quotas::update(s, &admin, "p1", &json!({"quota": {"subnet": 7.0}}))
+    })
+    .unwrap();
+    assert_eq!(q["quota"]["subnet"], 7);
+    assert_eq!(
+        run(&c, |s| quotas::update(
+            s,
+            &admin,
+            "p1",
+            &json!({"quota": {"subnet": 7.5}})
+        ))
+        .unwrap_err()
+        .status,
+        400
+    );
     assert_eq!(
         run(&c, |s| quotas::update(
             s,

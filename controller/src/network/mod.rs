@@ -132,7 +132,13 @@ impl<'a> Attrs<'a> {
     pub fn integer(&mut self, key: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
         match self.take(key) {
             None => Ok(None),
-            Some(v) => match v.as_i64() {
+            // An integral number written with a fraction (`5.0`) is an
+            // integer, as for JSON Schema and for Neutron's int() converters.
+            Some(v) => match v.as_i64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
+                    .map(|f| f as i64)
+            }) {
                 Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
                 Some(n) => Err(ApiError::invalid(format!(
                     "Invalid input for {key}. Reason: '{n}' is not in the range {min}..{max}."
