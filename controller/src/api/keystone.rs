@@ -1259,6 +1259,10 @@ mod tests {
         assert!(!ok(json!({"user": {"enabled": null}})));
         let e = check_shape("project", &json!({"project": {"name": null}})).unwrap_err();
         assert_eq!(e.status, 400);
-        assert!(e.message.contains("'name' must not be null"), "{}", e.message);
+        assert!(
+            e.message.contains("'name' must not be null"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -95,7 +95,8 @@ impl<'a> Attrs<'a> {
     pub fn string(&mut self, key: &str, max: usize) -> Result<Option<String>, ApiError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
+            // Characters, not bytes, as Neutron's and Octavia's validators count.
+            Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
             Some(Value::String(s)) => Err(ApiError::invalid(format!(
                 "Invalid input for {key}. Reason: '{s}' exceeds maximum length of {max}."
             ))),
