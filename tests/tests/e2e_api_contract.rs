@@ -108,12 +108,15 @@ impl Drop for Controller {
     }
 }
 
-/// "Selected: 134/139" -> the line's figures, for the report.
-fn summary_line<'a>(out: &'a str, key: &str) -> &'a str {
-    out.lines()
-        .map(str::trim)
-        .find(|l| l.starts_with(key))
-        .unwrap_or("?")
+/// The summary line starting with `key` ("Selected: 134/139"), or the line
+/// after it when `key` is a heading ("Test cases:"), for the report.
+fn summary_line(out: &str, key: &str) -> String {
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    match lines.iter().position(|l| l.starts_with(key)) {
+        Some(i) if lines[i] == key => format!("{key} {}", lines.get(i + 1).unwrap_or(&"?")),
+        Some(i) => lines[i].to_owned(),
+        None => format!("{key} ?"),
+    }
 }
 
 #[test]
