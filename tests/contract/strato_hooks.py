@@ -54,7 +54,9 @@ def map_case(context, case):
     # A case hook, not a body hook: it applies in every phase (coverage too).
     if isinstance(case.body, dict):
         for inner in case.body.values():
-            _fix(inner)
+            # {"network": {...}}, or bulk {"security_group_rules": [{...}]}
+            for obj in inner if isinstance(inner, list) else [inner]:
+                _fix(obj)
     return case
 
 

@@ -10,10 +10,10 @@
 //!
 //! The controller runs alone on loopback (no agents: the API does not need
 //! them to answer), with an external network and its subnet so that floating
-//! IPs and router gateways can be created, and requests carry the bootstrap
-//! administrator's token, which reaches every operation (the policy for
-//! members and readers is covered by e2e_keystone, e2e_neutron_api and
-//! e2e_octavia_api). The exceptions to "every check on every operation" are
+//! IPs and router gateways can be created. Schemathesis runs twice: with the
+//! bootstrap administrator's token, which reaches every operation, and with
+//! a member of a project of its own (403 for what only admins may do, 404
+//! for other projects' resources). The exceptions to "every check on every operation" are
 //! in `tests/contract/schemathesis.toml`, each with its reason; the rules a
 //! schema cannot state are applied to generated bodies by
 //! `tests/contract/strato_hooks.py`.
@@ -31,9 +31,11 @@ use serde_json::json;
 use strato::client::Endpoint;
 use strato_tests::e2e::{bin, Api, ADMIN_PASSWORD};
 
-/// Examples per operation and phase, and the seed: a run is reproducible and
-/// takes about 1.5 minutes on two cores.
+/// Examples per operation and phase (as the administrator, and as a member),
+/// and the seed: a run is reproducible and takes about 3 minutes on two
+/// cores.
 const MAX_EXAMPLES: &str = "10";
+const TENANT_EXAMPLES: &str = "5";
 const SEED: &str = "20261207";
 
 fn schemathesis() -> PathBuf {
@@ -125,76 +127,131 @@ fn openapi_document_and_controller_agree() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let c = Controller::start();
     let endpoint = Endpoint::Tcp(c.addr.clone());
-    let admin = Api::login(&endpoint, "admin", ADMIN_PASSWORD, "admin");
-    // Realistic data for what needs it: an external network with a subnet
-    // (floating IPs, router gateways).
-    let ext = admin.expect(
+    let contract = repo.join("tests/contract");
+    // Each pass prepares its own data after the previous pass (which may
+    // have deleted anything it could list, and revoked tokens).
+    for (who, cidr, examples) in [
+        ("admin", "198.51.100.0/24", MAX_EXAMPLES),
+        ("member", "203.0.113.0/24", TENANT_EXAMPLES),
+    ] {
+        let admin = Api::login(&endpoint, "admin", ADMIN_PASSWORD, "admin");
+        // Realistic data for what needs it: an external network with a
+        // subnet (floating IPs, router gateways).
+        let ext = admin.expect(
+            201,
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": format!("contract-public-{who}"),
+                "router:external": true}})),
+        )["network"]["id"]
+            .as_str()
+            .expect("network id")
+            .to_owned();
+        admin.expect(
+            201,
+            "POST",
+            "/v2.0/subnets",
+            Some(json!({"subnet": {"network_id": ext, "cidr": cidr,
+                "ip_version": 4, "enable_dhcp": false}})),
+        );
+        // The administrator reaches every operation; a member of a project
+        // of its own sees them as a tenant does (403 for what only admins
+        // may do, 404 for other projects' resources).
+        let (api, project) = if who == "admin" {
+            let project = admin.expect(200, "GET", "/v3/projects?name=admin", None)["projects"][0]
+                ["id"]
+                .as_str()
+                .expect("admin project id")
+                .to_owned();
+            (admin, project)
+        } else {
+            tenant(&admin, &endpoint)
+        };
+        // Run in the controller's temporary directory: schemathesis and
+        // hypothesis write nothing into the repository.
+        let out = Command::new(&st)
+            .current_dir(&c.dir)
+            .arg("--config-file")
+            .arg(contract.join("schemathesis.toml"))
+            .arg("run")
+            .arg(repo.join("docs/openapi.yaml"))
+            .args(["--url", &format!("http://{}", c.addr)])
+            .args(["--header", &format!("X-Auth-Token: {}", api.token)])
+            .args(["--checks", "all"])
+            .args(["--max-examples", examples])
+            .args(["--seed", SEED])
+            .args(["--generation-database", "none"])
+            .args(["--workers", "2"])
+            .args(["--request-timeout", "30"])
+            .arg("--no-color")
+            .env("PYTHONPATH", &contract)
+            .env("SCHEMATHESIS_HOOKS", "strato_hooks")
+            .env("STRATO_CONTRACT_PROJECT_ID", &project)
+            .env("STRATO_CONTRACT_EXTERNAL_NETWORK_ID", &ext)
+            .output()
+            .expect("run schemathesis");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "schemathesis as {who}: {}; {}",
+            summary_line(&report, "Selected:"),
+            summary_line(&report, "Test cases:")
+        );
+        assert!(
+            out.status.success(),
+            "schemathesis as {who} found mismatches between docs/openapi.yaml and the \
+             controller (exit {}):\n{report}\n--- controller log (tail) ---\n{}",
+            out.status,
+            c.log()
+        );
+        // A run that tested nothing would also exit 0.
+        assert!(
+            report.contains("Tested:") && !report.contains("Tested: 0"),
+            "schemathesis as {who} tested no operation:\n{report}"
+        );
+    }
+}
+
+/// A project `contract-tenant` with a member user, logged in; and the
+/// project's id.
+fn tenant(admin: &Api, endpoint: &Endpoint) -> (Api, String) {
+    let pid = admin.expect(
         201,
         "POST",
-        "/v2.0/networks",
-        Some(json!({"network": {"name": "contract-public", "router:external": true}})),
-    )["network"]["id"]
+        "/v3/projects",
+        Some(json!({"project": {"name": "contract-tenant"}})),
+    )["project"]["id"]
         .as_str()
-        .expect("network id")
+        .expect("project id")
+        .to_owned();
+    let uid = admin.expect(
+        201,
+        "POST",
+        "/v3/users",
+        Some(json!({"user": {"name": "contract-tenant",
+            "password": "contract-tenant-password", "default_project_id": pid}})),
+    )["user"]["id"]
+        .as_str()
+        .expect("user id")
+        .to_owned();
+    let rid = admin.expect(200, "GET", "/v3/roles?name=member", None)["roles"][0]["id"]
+        .as_str()
+        .expect("role id")
         .to_owned();
     admin.expect(
-        201,
-        "POST",
-        "/v2.0/subnets",
-        Some(
-            json!({"subnet": {"network_id": ext, "cidr": "198.51.100.0/24",
-            "ip_version": 4, "enable_dhcp": false}}),
-        ),
+        204,
+        "PUT",
+        &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"),
+        None,
     );
-    let project = admin.expect(200, "GET", "/v3/projects?name=admin", None)["projects"][0]["id"]
-        .as_str()
-        .expect("admin project id")
-        .to_owned();
-
-    let contract = repo.join("tests/contract");
-    // Run in the controller's temporary directory: schemathesis and
-    // hypothesis write nothing into the repository.
-    let out = Command::new(&st)
-        .current_dir(&c.dir)
-        .arg("--config-file")
-        .arg(contract.join("schemathesis.toml"))
-        .arg("run")
-        .arg(repo.join("docs/openapi.yaml"))
-        .args(["--url", &format!("http://{}", c.addr)])
-        .args(["--header", &format!("X-Auth-Token: {}", admin.token)])
-        .args(["--checks", "all"])
-        .args(["--max-examples", MAX_EXAMPLES])
-        .args(["--seed", SEED])
-        .args(["--generation-database", "none"])
-        .args(["--workers", "2"])
-        .args(["--request-timeout", "30"])
-        .arg("--no-color")
-        .env("PYTHONPATH", &contract)
-        .env("SCHEMATHESIS_HOOKS", "strato_hooks")
-        .env("STRATO_CONTRACT_PROJECT_ID", &project)
-        .env("STRATO_CONTRACT_EXTERNAL_NETWORK_ID", &ext)
-        .output()
-        .expect("run schemathesis");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let api = Api::login(
+        endpoint,
+        "contract-tenant",
+        "contract-tenant-password",
+        "contract-tenant",
     );
-    println!(
-        "schemathesis: {}; {}",
-        summary_line(&report, "Selected:"),
-        summary_line(&report, "Test cases:")
-    );
-    assert!(
-        out.status.success(),
-        "schemathesis found mismatches between docs/openapi.yaml and the controller \
-         (exit {}):\n{report}\n--- controller log (tail) ---\n{}",
-        out.status,
-        c.log()
-    );
-    // A run that tested nothing would also exit 0.
-    assert!(
-        report.contains("Tested:") && !report.contains("Tested: 0"),
-        "schemathesis tested no operation:\n{report}"
-    );
+    (api, pid)
 }
