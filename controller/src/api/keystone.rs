@@ -131,8 +131,38 @@ fn flag(v: &str) -> bool {
 /// A typed body, or 400 naming what is wrong (unknown attribute, missing
 /// field, wrong type).
 fn parse<T: DeserializeOwned>(what: &str, body: Body) -> Result<T, ApiError> {
-    serde_json::from_value(json_body(body)?)
+    let v = json_body(body)?;
+    check_shape(what, &v)?;
+    serde_json::from_value(v)
         .map_err(|e| ApiError::bad_request(format!("Invalid input for {what}: {e}.")))
+}
+
+/// Attributes Keystone's schemas allow to be `null` in a project or user body.
+const NULLABLE: &[&str] = &["description", "default_project_id"];
+
+/// What Keystone's JSON schemas check and serde alone would let through:
+/// every body is an object of objects (serde reads a struct from an array
+/// too), and in a project or user an attribute is `null` only where
+/// Keystone allows it (serde reads `null` as absent).
+fn check_shape(what: &str, v: &Value) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::bad_request(format!("Invalid input for {what}: {m}."));
+    let Some(root) = v.as_object() else {
+        return Err(bad("the body must be a JSON object".into()));
+    };
+    for (key, inner) in root {
+        let Some(inner) = inner.as_object() else {
+            return Err(bad(format!("'{key}' must be an object")));
+        };
+        if key == "project" || key == "user" {
+            if let Some((k, _)) = inner
+                .iter()
+                .find(|(k, v)| v.is_null() && !NULLABLE.contains(&k.as_str()))
+            {
+                return Err(bad(format!("'{k}' must not be null")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `"x": null` and an absent `"x"` differ for PATCH: `Some(None)` vs `None`.
@@ -1209,4 +1239,30 @@ async fn show_region(
         return Err(ApiError::not_found("region", &id).into());
     }
     Ok(Json(json!({"region": region_json(&app)})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_objects_and_nulls_only_where_keystone_allows_them() {
+        let ok = |v: Value| check_shape("user", &v).is_ok();
+        assert!(ok(json!({"user": {"name": "a", "description": null}})));
+        assert!(ok(json!({"user": {"default_project_id": null}})));
+        assert!(ok(json!({"project": {"description": null}})));
+        // serde would read these as a struct (from an array) or as an
+        // absent attribute (null): Keystone answers 400.
+        assert!(!ok(json!({"user": [null, null]})));
+        assert!(!ok(json!([{"user": {}}])));
+        assert!(!ok(json!({"project": {"name": null}})));
+        assert!(!ok(json!({"user": {"enabled": null}})));
+        let e = check_shape("project", &json!({"project": {"name": null}})).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.message.contains("'name' must not be null"),
+            "{}",
+            e.message
+        );
+    }
 }

@@ -180,16 +180,14 @@ async fn bw_rules(
     h: HeaderMap,
     Path(policy): Path<String>,
     method: axum::http::Method,
-    body: Option<Json<Value>>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         if method == axum::http::Method::POST {
-            let body = body.map(|Json(b)| b).ok_or_else(|| {
-                ApiError::bad_request(
-                    "Request body must be JSON with a 'bandwidth_limit_rule' key.",
-                )
-            })?;
+            // A body that is not JSON gets a Neutron error, not axum's
+            // plain-text rejection.
+            let body = json_body(body)?;
             let rule = app
                 .core
                 .mutate(|s| qos::rule_create(s, &auth, &policy, &body))?;
@@ -212,16 +210,14 @@ async fn bw_rule(
     h: HeaderMap,
     Path((policy, rule)): Path<(String, String)>,
     method: axum::http::Method,
-    body: Option<Json<Value>>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
     respond((|| {
         let auth = authenticate(&app, &h)?;
         if method == axum::http::Method::PUT {
-            let body = body.map(|Json(b)| b).ok_or_else(|| {
-                ApiError::bad_request(
-                    "Request body must be JSON with a 'bandwidth_limit_rule' key.",
-                )
-            })?;
+            // A body that is not JSON gets a Neutron error, not axum's
+            // plain-text rejection.
+            let body = json_body(body)?;
             let r = app
                 .core
                 .mutate(|s| qos::rule_update(s, &auth, &policy, &rule, &body))?;

@@ -103,10 +103,13 @@ fn binding(
                 .is_some_and(|g| g.network_id == network_id)
         })
         .ok_or_else(|| {
-            ApiError::conflict(
+            // Neutron's ExternalGatewayForFloatingIPNotFound is a NotFound
+            // (404), with its message word for word (two spaces included).
+            ApiError::new(
+                404,
                 "ExternalGatewayForFloatingIPNotFound",
                 format!(
-                    "External network {network_id} is not reachable from subnet {}. Therefore, cannot associate Port {port_id} with a Floating IP.",
+                    "External network {network_id} is not reachable from subnet {}.  Therefore, cannot associate Port {port_id} with a Floating IP.",
                     fixed.subnet_id
                 ),
             )

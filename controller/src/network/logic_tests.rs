@@ -561,6 +561,24 @@ fn quotas_limit_creation() {
         .status,
         400
     );
+    // An integral number with a fraction is an integer (JSON Schema's and
+    // Neutron's int() reading); a real fraction is not.
+    let q = run(&c, |s| {
+        quotas::update(s, &admin, "p1", &json!({"quota": {"subnet": 7.0}}))
+    })
+    .unwrap();
+    assert_eq!(q["quota"]["subnet"], 7);
+    assert_eq!(
+        run(&c, |s| quotas::update(
+            s,
+            &admin,
+            "p1",
+            &json!({"quota": {"subnet": 7.5}})
+        ))
+        .unwrap_err()
+        .status,
+        400
+    );
     assert_eq!(
         run(&c, |s| quotas::update(
             s,
@@ -1761,11 +1779,32 @@ fn floating_ip_needs_a_router_with_a_gateway() {
     let p = port(&c, &a1, json!({"network_id": n})).unwrap();
     let f = fip(&c, &a1, json!({"floating_network_id": ext})).unwrap();
     let e = fip_update(&c, &a1, &f.meta.id, json!({"port_id": p.meta.id})).unwrap_err();
+    // Neutron's fault is a NotFound: 404, not 409, with its message.
     assert_eq!(
         (e.status, e.kind.as_str()),
-        (409, "ExternalGatewayForFloatingIPNotFound")
+        (404, "ExternalGatewayForFloatingIPNotFound")
+    );
+    assert_eq!(
+        e.message,
+        format!(
+            "External network {ext} is not reachable from subnet {s}.  Therefore, cannot associate Port {} with a Floating IP.",
+            p.meta.id
+        )
     );
     assert!(c.read().floating_ips[&f.meta.id].port_id.is_none());
+    // The same on create with port_id: 404 and nothing allocated.
+    let before = c.read().floating_ips.len();
+    let e = fip(
+        &c,
+        &a1,
+        json!({"floating_network_id": ext, "port_id": p.meta.id}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.status, e.kind.as_str()),
+        (404, "ExternalGatewayForFloatingIPNotFound")
+    );
+    assert_eq!(c.read().floating_ips.len(), before);
 }
 
 #[test]

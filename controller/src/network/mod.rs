@@ -95,7 +95,8 @@ impl<'a> Attrs<'a> {
     pub fn string(&mut self, key: &str, max: usize) -> Result<Option<String>, ApiError> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
+            // Characters, not bytes, as Neutron's and Octavia's validators count.
+            Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
             Some(Value::String(s)) => Err(ApiError::invalid(format!(
                 "Invalid input for {key}. Reason: '{s}' exceeds maximum length of {max}."
             ))),
@@ -132,7 +133,13 @@ impl<'a> Attrs<'a> {
     pub fn integer(&mut self, key: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
         match self.take(key) {
             None => Ok(None),
-            Some(v) => match v.as_i64() {
+            // An integral number written with a fraction (`5.0`) is an
+            // integer, as for JSON Schema and for Neutron's int() converters.
+            Some(v) => match v.as_i64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
+                    .map(|f| f as i64)
+            }) {
                 Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
                 Some(n) => Err(ApiError::invalid(format!(
                     "Invalid input for {key}. Reason: '{n}' is not in the range {min}..{max}."

@@ -26,7 +26,13 @@ pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s QosPolicy,
         .qos_policies
         .get(id)
         .filter(|p| p.shared || auth.can_see(&p.meta.project_id))
-        .ok_or_else(|| ApiError::not_found("QoS policy", id))
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "QosPolicyNotFound",
+                format!("QoS policy {id} could not be found."),
+            )
+        })
 }
 
 fn get_owned<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s QosPolicy, ApiError> {
@@ -227,7 +233,13 @@ pub fn rule_get<'s>(
         .bandwidth_limit_rules
         .iter()
         .find(|r| r.id == rule_id)
-        .ok_or_else(|| ApiError::not_found("bandwidth_limit_rule", rule_id))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                404,
+                "QosRuleNotFound",
+                format!("QoS rule {rule_id} for policy {policy_id} could not be found."),
+            )
+        })?;
     Ok((p, r))
 }
 

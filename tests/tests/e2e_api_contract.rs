@@ -1,0 +1,257 @@
+//! The API contract: `docs/openapi.yaml` and the real `strato-controller`
+//! agree. Schemathesis (installed by `make bootstrap`) generates requests
+//! from the document for every operation served over TCP, with every one of
+//! its checks (`--checks all`: no 5xx, only documented status codes, content
+//! types and headers, responses valid against their schemas, schema-valid
+//! requests accepted, schema-violating ones rejected, deleted resources gone,
+//! created ones available, authentication not ignored, allowed methods), a
+//! bounded number of examples per operation and a fixed seed. Any failure
+//! fails the test with schemathesis' own report.
+//!
+//! The controller runs alone on loopback (no agents: the API does not need
+//! them to answer), with an external network and its subnet so that floating
+//! IPs and router gateways can be created. Schemathesis runs twice: with the
+//! bootstrap administrator's token, which reaches every operation, and with
+//! a member of a project of its own (403 for what only admins may do, 404
+//! for other projects' resources). The exceptions to "every check on every operation" are
+//! in `tests/contract/schemathesis.toml`, each with its reason; the rules a
+//! schema cannot state are applied to generated bodies by
+//! `tests/contract/strato_hooks.py`.
+//!
+//! By hand: docs/operations.md, "Checking the API contract".
+
+use std::{
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use strato::client::Endpoint;
+use strato_tests::e2e::{bin, Api, ADMIN_PASSWORD};
+
+/// Examples per operation and phase (as the administrator, and as a member),
+/// and the seed: a run is reproducible and takes about 3 minutes on two
+/// cores.
+const MAX_EXAMPLES: &str = "10";
+const TENANT_EXAMPLES: &str = "5";
+const SEED: &str = "20261207";
+
+fn schemathesis() -> PathBuf {
+    let p = std::env::var("STRATO_SCHEMATHESIS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/opt/strato/schemathesis/bin/schemathesis"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `make bootstrap` (it installs schemathesis), or set STRATO_SCHEMATHESIS",
+        p.display()
+    );
+    p
+}
+
+/// The controller process and its directory; both go when dropped.
+struct Controller {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+impl Controller {
+    fn start() -> Controller {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let dir =
+            std::env::temp_dir().join(format!("strato-e2e-contract-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let log = std::fs::File::create(dir.join("controller.log")).expect("log file");
+        let child = Command::new(bin("strato-controller"))
+            .args(["--listen", &addr, "--db"])
+            .arg(dir.join("strato.db"))
+            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start controller");
+        let mut c = Controller { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&c.addr).is_err() {
+            if let Some(status) = c.child.try_wait().expect("try_wait") {
+                panic!("controller exited with {status}:\n{}", c.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "controller did not listen on {}:\n{}",
+                c.addr,
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    fn log(&self) -> String {
+        let all = std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default();
+        let tail: Vec<&str> = all.lines().rev().take(40).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The summary line starting with `key` ("Selected: 134/139"), or the line
+/// after it when `key` is a heading ("Test cases:"), for the report.
+fn summary_line(out: &str, key: &str) -> String {
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    match lines.iter().position(|l| l.starts_with(key)) {
+        Some(i) if lines[i] == key => format!("{key} {}", lines.get(i + 1).unwrap_or(&"?")),
+        Some(i) => lines[i].to_owned(),
+        None => format!("{key} ?"),
+    }
+}
+
+#[test]
+fn openapi_document_and_controller_agree() {
+    let st = schemathesis();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let c = Controller::start();
+    let endpoint = Endpoint::Tcp(c.addr.clone());
+    let contract = repo.join("tests/contract");
+    // Each pass prepares its own data after the previous pass (which may
+    // have deleted anything it could list, and revoked tokens).
+    for (who, cidr, examples) in [
+        ("admin", "198.51.100.0/24", MAX_EXAMPLES),
+        ("member", "203.0.113.0/24", TENANT_EXAMPLES),
+    ] {
+        let admin = Api::login(&endpoint, "admin", ADMIN_PASSWORD, "admin");
+        // Realistic data for what needs it: an external network with a
+        // subnet (floating IPs, router gateways).
+        let ext = admin.expect(
+            201,
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": format!("contract-public-{who}"),
+                "router:external": true}})),
+        )["network"]["id"]
+            .as_str()
+            .expect("network id")
+            .to_owned();
+        admin.expect(
+            201,
+            "POST",
+            "/v2.0/subnets",
+            Some(json!({"subnet": {"network_id": ext, "cidr": cidr,
+                "ip_version": 4, "enable_dhcp": false}})),
+        );
+        // The administrator reaches every operation; a member of a project
+        // of its own sees them as a tenant does (403 for what only admins
+        // may do, 404 for other projects' resources).
+        let (api, project) = if who == "admin" {
+            let project = admin.expect(200, "GET", "/v3/projects?name=admin", None)["projects"][0]
+                ["id"]
+                .as_str()
+                .expect("admin project id")
+                .to_owned();
+            (admin, project)
+        } else {
+            tenant(&admin, &endpoint)
+        };
+        // Run in the controller's temporary directory: schemathesis and
+        // hypothesis write nothing into the repository.
+        let out = Command::new(&st)
+            .current_dir(&c.dir)
+            .arg("--config-file")
+            .arg(contract.join("schemathesis.toml"))
+            .arg("run")
+            .arg(repo.join("docs/openapi.yaml"))
+            .args(["--url", &format!("http://{}", c.addr)])
+            .args(["--header", &format!("X-Auth-Token: {}", api.token)])
+            .args(["--checks", "all"])
+            .args(["--max-examples", examples])
+            .args(["--seed", SEED])
+            .args(["--generation-database", "none"])
+            .args(["--workers", "2"])
+            .args(["--request-timeout", "30"])
+            .arg("--no-color")
+            .env("PYTHONPATH", &contract)
+            .env("SCHEMATHESIS_HOOKS", "strato_hooks")
+            .env("STRATO_CONTRACT_PROJECT_ID", &project)
+            .env("STRATO_CONTRACT_EXTERNAL_NETWORK_ID", &ext)
+            .output()
+            .expect("run schemathesis");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "schemathesis as {who}: {}; {}",
+            summary_line(&report, "Selected:"),
+            summary_line(&report, "Test cases:")
+        );
+        assert!(
+            out.status.success(),
+            "schemathesis as {who} found mismatches between docs/openapi.yaml and the \
+             controller (exit {}):\n{report}\n--- controller log (tail) ---\n{}",
+            out.status,
+            c.log()
+        );
+        // A run that tested nothing would also exit 0.
+        assert!(
+            report.contains("Tested:") && !report.contains("Tested: 0"),
+            "schemathesis as {who} tested no operation:\n{report}"
+        );
+    }
+}
+
+/// A project `contract-tenant` with a member user, logged in; and the
+/// project's id.
+fn tenant(admin: &Api, endpoint: &Endpoint) -> (Api, String) {
+    let pid = admin.expect(
+        201,
+        "POST",
+        "/v3/projects",
+        Some(json!({"project": {"name": "contract-tenant"}})),
+    )["project"]["id"]
+        .as_str()
+        .expect("project id")
+        .to_owned();
+    let uid = admin.expect(
+        201,
+        "POST",
+        "/v3/users",
+        Some(json!({"user": {"name": "contract-tenant",
+            "password": "contract-tenant-password", "default_project_id": pid}})),
+    )["user"]["id"]
+        .as_str()
+        .expect("user id")
+        .to_owned();
+    let rid = admin.expect(200, "GET", "/v3/roles?name=member", None)["roles"][0]["id"]
+        .as_str()
+        .expect("role id")
+        .to_owned();
+    admin.expect(
+        204,
+        "PUT",
+        &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"),
+        None,
+    );
+    let api = Api::login(
+        endpoint,
+        "contract-tenant",
+        "contract-tenant-password",
+        "contract-tenant",
+    );
+    (api, pid)
+}
