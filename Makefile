@@ -37,7 +37,7 @@ test-unit test-program test-e2e: bootstrap
 bench: bootstrap
 	@./scripts/bench
 
-lint: bootstrap
+lint:
 	@./scripts/test lint
 
 clean:

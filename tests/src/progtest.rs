@@ -357,11 +357,18 @@ impl TestNet {
         Ok(())
     }
 
-    /// Discards whatever the captures hold.
-    fn drain(&self) {
-        for fd in self.captures.values() {
-            while recv_frame(fd).is_some() {}
+    /// Empties the captures and returns the frames the inside interfaces
+    /// sent (nothing should be there between deliveries).
+    fn drain(&self) -> Vec<(u32, Vec<u8>)> {
+        let mut got = Vec::new();
+        for (inside, fd) in &self.captures {
+            while let Some((kind, frame)) = recv_frame(fd) {
+                if kind != PACKET_OUTGOING {
+                    got.push((*inside, frame));
+                }
+            }
         }
+        got
     }
 
     /// Frames that came out of inside interfaces (as seen on their peers):
@@ -1447,7 +1454,21 @@ impl ProgramTester {
             }
         }
         let net = self.net.as_ref().expect("checked above");
-        net.drain();
+        let stale = net.drain();
+        assert!(
+            stale.is_empty(),
+            "frames came out of [{}] after the previous delivery was collected",
+            stale
+                .iter()
+                .map(|(i, fr)| format!(
+                    "{} ({} bytes: {})",
+                    net.name_of(*i),
+                    fr.len(),
+                    hex(&fr[..fr.len().min(48)])
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         net.send_into(ingress, input)
             .unwrap_or_else(|e| panic!("sending {} bytes into {iface}: {e}", input.len()));
         net.collect(Duration::from_secs(1), Duration::from_millis(30))
@@ -1496,8 +1517,23 @@ impl ProgramTester {
         } else {
             f.ingress
         };
-        let o = self.run(f.attach, f.ingress, &f.input);
+        let expected = f
+            .output
+            .clone()
+            .unwrap_or_else(|| Expected::from(f.input.clone()));
         let mut problems = Vec::new();
+        // A row whose frame must leave (forwarded or answered) runs once, for
+        // real: only a delivery shows where a redirect goes, and a second run
+        // would touch the connection table, SNAT ports, balancer flows and
+        // buckets twice. Every other row runs through BPF_PROG_TEST_RUN.
+        let delivered = match (f.leaves_by(), self.net.is_some()) {
+            (Some(egress), true) => Some(egress),
+            _ => None,
+        };
+        let o = match delivered {
+            Some(egress) => self.deliver_row(f, egress, &expected, &mut problems),
+            None => self.run(f.attach, f.ingress, &f.input),
+        };
         let len = f.input.len() as u64;
         let moved: Vec<u32> = o
             .counters
@@ -1598,44 +1634,19 @@ impl ProgramTester {
                 show(&want_drops)
             ));
         }
-        let expected = f
-            .output
-            .clone()
-            .unwrap_or_else(|| Expected::from(f.input.clone()));
-        if let Some(why) = expected.mismatch(&o.output) {
-            problems.push(format!("output {why}"));
-        }
-        // Where did it go? Only a real delivery shows the redirect's target,
-        // so every row that expects one names where it must come out.
-        if o.verdict == Verdict::Redirect && verdict == Verdict::Redirect {
-            if self.net.is_none() {
-                problems.push(
-                    "a redirect row needs a TestNet (ProgramTester::in_test_net) to prove where the frame goes".into(),
-                );
-            } else if f.leaves_by().is_none() {
-                problems.push("a forwarding row must name its egress (Fixture::to)".into());
+        if delivered.is_none() {
+            if let Some(why) = expected.mismatch(&o.output) {
+                problems.push(format!("output {why}"));
             }
-        }
-        if let (Some(egress), true, Verdict::Redirect) =
-            (f.leaves_by(), self.net.is_some(), o.verdict)
-        {
-            let out = self.deliver(f.attach, f.ingress, &f.input);
-            let net = self.net();
-            let name = net.name_of(egress);
-            match out.as_slice() {
-                [(i, frame)] if *i == egress => {
-                    if let Some(why) = expected.mismatch(frame) {
-                        problems.push(format!("frame out of {name} {why}"));
-                    }
-                }
-                [] => problems.push(format!("delivered: nothing came out (want {name})")),
-                many => problems.push(format!(
-                    "delivered: frames came out of [{}], want one out of {name}",
-                    many.iter()
-                        .map(|(i, fr)| format!("{} ({} bytes)", net.name_of(*i), fr.len()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+            // Where did it go? Only a real delivery shows the redirect's
+            // target, so every row that expects one names where it must
+            // come out, in a test network.
+            if o.verdict == Verdict::Redirect && verdict == Verdict::Redirect {
+                problems.push(if self.net.is_none() {
+                    "a redirect row needs a TestNet (ProgramTester::in_test_net) to prove where the frame goes".into()
+                } else {
+                    "a forwarding row must name its egress (Fixture::to)".into()
+                });
             }
         }
         if !problems.is_empty() {
@@ -1650,6 +1661,71 @@ impl ProgramTester {
                 hex(&f.input[..f.input.len().min(64)]),
                 problems.join("\n  - ")
             );
+        }
+    }
+
+    /// Delivers a row's frame for real ([`deliver`](Self::deliver)) and
+    /// returns what the checks need: the frame that came out of `egress`
+    /// (problems pushed when it is not exactly one frame, out of `egress`,
+    /// with the expected bytes), the counters it moved, and the verdict the
+    /// kernel's receive path shows: a frame out means a redirect; nothing
+    /// out, the drop or pass the program counted (a run that counted
+    /// neither is reported as aborted).
+    fn deliver_row(
+        &mut self,
+        f: &Fixture,
+        egress: u32,
+        expected: &Expected,
+        problems: &mut Vec<String>,
+    ) -> Outcome {
+        let before = self.dp.counters().expect("read counters");
+        let out = self.deliver(f.attach, f.ingress, &f.input);
+        let counters = delta(&before, &self.dp.counters().expect("read counters"));
+        let net = self.net();
+        let name = net.name_of(egress);
+        let output = match out.as_slice() {
+            [(i, frame)] if *i == egress => {
+                if let Some(why) = expected.mismatch(frame) {
+                    problems.push(format!("frame out of {name} {why}"));
+                }
+                frame.clone()
+            }
+            [] => {
+                problems.push(format!("delivered: nothing came out (want {name})"));
+                Vec::new()
+            }
+            many => {
+                problems.push(format!(
+                    "delivered: frames came out of [{}], want one out of {name}",
+                    many.iter()
+                        .map(|(i, fr)| format!("{} ({} bytes)", net.name_of(*i), fr.len()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                Vec::new()
+            }
+        };
+        let total = counters
+            .interfaces
+            .values()
+            .fold(IfStats::default(), |mut t, s| {
+                t.dropped += s.dropped;
+                t.passed += s.passed;
+                t
+            });
+        let verdict = if !out.is_empty() {
+            Verdict::Redirect
+        } else if total.dropped > 0 {
+            Verdict::Drop
+        } else if total.passed > 0 {
+            Verdict::Pass
+        } else {
+            Verdict::Aborted
+        };
+        Outcome {
+            verdict,
+            output,
+            counters,
         }
     }
 

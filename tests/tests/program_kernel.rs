@@ -56,6 +56,27 @@ fn kernel_allows_the_program_tier() {
         }
     );
 
+    // Every entry point the rows deliver through attaches natively to the
+    // kind of interface it serves (and detaches again).
+    for (attach, iface) in [
+        (Attach::Port, "tp3"),
+        (Attach::Uplink, "up0"),
+        (Attach::External, "up1"),
+    ] {
+        let link = t
+            .dataplane()
+            .attach_link(attach, iface)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "native XDP attach of {} to the veth {iface} refused by this kernel: {e:#}",
+                    attach.program()
+                )
+            });
+        t.dataplane()
+            .detach_link(attach, link)
+            .unwrap_or_else(|e| panic!("detaching {} from {iface}: {e:#}", attach.program()));
+    }
+
     // A real delivery: a1 (tp1) to a2 (tp2) on one network, port security
     // off, through the port program attached natively to tp1.
     t.install(
