@@ -1,0 +1,471 @@
+//! What every benchmark shares: timing through BPF_PROG_TEST_RUN that
+//! checks the verdict of the timed runs, figures as a median with their
+//! spread, comparisons that say "within noise" when the difference is
+//! smaller than the spread, the targets table, and the kernel's BPF run
+//! statistics (proof that a namespace row went through Strato's program).
+//!
+//! A check that fails is an error: the bench run stops with it (in smoke
+//! mode too, which runs every path and every check with tiny counts).
+
+use std::{
+    fmt::Write as _,
+    os::fd::OwnedFd,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _};
+use aya::programs::{TestRun as _, TestRunOptions};
+use strato::dataplane::Attach;
+
+use crate::progtest::{Outcome, ProgramTester, Verdict};
+
+// ---------------------------------------------------------------------------
+// Figures with their spread.
+
+/// A set of samples summarised: median, min and max.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Stat {
+    /// Panics on no samples or a NaN (a bench bug, not a measurement).
+    pub fn of(v: &[f64]) -> Stat {
+        assert!(!v.is_empty(), "a figure without samples");
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN among the samples"));
+        let n = s.len();
+        let median = if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        };
+        Stat {
+            median,
+            min: s[0],
+            max: s[n - 1],
+            n,
+        }
+    }
+
+    /// max - min.
+    pub fn spread(&self) -> f64 {
+        self.max - self.min
+    }
+
+    /// "median (min-max)" with `prec` decimals; the median alone for one
+    /// sample.
+    pub fn fmt(&self, prec: usize) -> String {
+        if self.n <= 1 || self.min == self.max {
+            format!("{:.prec$}", self.median)
+        } else {
+            format!(
+                "{:.prec$} ({:.prec$}-{:.prec$})",
+                self.median, self.min, self.max
+            )
+        }
+    }
+}
+
+/// Element-wise `f(a[i], b[i])` of samples taken in the same rounds
+/// (interleaved): the per-round differences or ratios, whose spread is the
+/// spread of the comparison.
+pub fn paired(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    assert_eq!(a.len(), b.len(), "paired samples of unequal rounds");
+    a.iter().zip(b).map(|(x, y)| f(*x, *y)).collect()
+}
+
+/// Per-round ratios a / b (b floored at a tiny positive value).
+pub fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    paired(a, b, |x, y| x / y.max(1e-9))
+}
+
+/// Whether A and B differ by less than their spread: the larger of the two
+/// min-max ranges.
+pub fn within_noise(a: &Stat, b: &Stat) -> bool {
+    (a.median - b.median).abs() <= a.spread().max(b.spread())
+}
+
+/// "1.23x (1.20-1.26)" for per-round ratios of A over B, or the same
+/// followed by ", within noise" when A and B differ by less than their
+/// spread (then the ratio says nothing).
+pub fn ratio_text(a: &[f64], b: &[f64]) -> String {
+    let r = Stat::of(&ratios(a, b));
+    let t = r.fmt(2);
+    if within_noise(&Stat::of(a), &Stat::of(b)) {
+        format!("{t}, within noise")
+    } else {
+        t
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Targets.
+
+/// What a target asks of a figure.
+#[derive(Clone, Copy, Debug)]
+pub enum Bound {
+    AtMost(f64),
+    AtLeast(f64),
+    /// A ratio between the two (flat: e.g. 0.9 ..= 1.1).
+    Between(f64, f64),
+}
+
+impl Bound {
+    fn holds(self, x: f64) -> bool {
+        match self {
+            Bound::AtMost(b) => x <= b,
+            Bound::AtLeast(b) => x >= b,
+            Bound::Between(lo, hi) => (lo..=hi).contains(&x),
+        }
+    }
+}
+
+struct TargetRow {
+    table: String,
+    target: String,
+    measured: String,
+    outcome: &'static str,
+}
+
+static TARGETS: Mutex<Vec<TargetRow>> = Mutex::new(Vec::new());
+
+/// Records a target and how the figure compares: **met** when the whole
+/// spread meets it, **missed** when the whole spread misses it, otherwise
+/// "within noise" (the spread straddles the bound).
+pub fn target(table: &str, target: &str, bound: Bound, measured: &Stat, prec: usize, unit: &str) {
+    let (lo, hi) = (bound.holds(measured.min), bound.holds(measured.max));
+    let med = bound.holds(measured.median);
+    let outcome = match (lo && hi && med, !lo && !hi && !med) {
+        (true, _) => "met",
+        (_, true) => "**missed**",
+        _ => "within noise of the target",
+    };
+    TARGETS.lock().expect("targets").push(TargetRow {
+        table: table.into(),
+        target: target.into(),
+        measured: format!("{}{unit}", measured.fmt(prec)),
+        outcome,
+    });
+}
+
+/// A target whose figure could not be measured in this run (the table was
+/// not run): listed as not measured, so the table never silently shrinks.
+pub fn target_not_run(table: &str, target: &str) {
+    TARGETS.lock().expect("targets").push(TargetRow {
+        table: table.into(),
+        target: target.into(),
+        measured: "not run".into(),
+        outcome: "-",
+    });
+}
+
+/// The targets table of everything recorded so far (and forgets them).
+pub fn targets_table(out: &mut String) -> std::fmt::Result {
+    let rows = std::mem::take(&mut *TARGETS.lock().expect("targets"));
+    writeln!(out, "### Targets\n")?;
+    writeln!(out, "Each target as docs/benchmarks.md states it, the figure of this run (median, min-max over the rounds) and the outcome: met when the whole spread meets it, missed when the whole spread misses it, otherwise within noise of the target.\n")?;
+    writeln!(out, "| table | target | measured | outcome |")?;
+    writeln!(out, "| --- | --- | ---: | --- |")?;
+    for r in rows {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            r.table, r.target, r.measured, r.outcome
+        )?;
+    }
+    writeln!(out)
+}
+
+// ---------------------------------------------------------------------------
+// Checked runs through BPF_PROG_TEST_RUN.
+
+/// `struct xdp_md` for BPF_PROG_TEST_RUN (as `progtest` builds it).
+fn xdp_md(ingress: u32, len: usize) -> [u8; 24] {
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ingress.to_ne_bytes());
+    ctx
+}
+
+/// ns per packet over `repeat` runs (the kernel's own timing), and an
+/// error unless the runs returned `want` (BPF_PROG_TEST_RUN reports the
+/// last repetition's verdict: a path that changes verdict after the first
+/// run, as a rewritten frame would, is caught).
+pub fn time_checked(
+    t: &mut ProgramTester,
+    attach: Attach,
+    ingress: u32,
+    frame: &[u8],
+    repeat: u32,
+    want: Verdict,
+    what: &str,
+) -> anyhow::Result<f64> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let ctx = xdp_md(ingress, frame.len());
+    let prog = t.dataplane().program(attach);
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: (ingress != 0).then_some(&ctx[..]),
+            repeat,
+            ..Default::default()
+        })
+        .with_context(|| format!("{what}: BPF_PROG_TEST_RUN"))?;
+    let got = Verdict::from_code(r.return_value);
+    ensure!(
+        got == Some(want),
+        "{what}: the timed runs returned {:?} (code {}), the path's verdict is {want:?}",
+        got,
+        r.return_value
+    );
+    Ok(r.duration.as_nanos() as f64)
+}
+
+/// One un-timed run of the frame (fresh counters, the output kept), and an
+/// error unless its verdict is `want`: run before timing a path, so the
+/// figure is the path the row names.
+pub fn run_checked(
+    t: &mut ProgramTester,
+    attach: Attach,
+    ingress: u32,
+    frame: &[u8],
+    want: Verdict,
+    what: &str,
+) -> anyhow::Result<Outcome> {
+    let o = t
+        .try_run(attach, ingress, frame)
+        .map_err(|e| anyhow::anyhow!("{what}: BPF_PROG_TEST_RUN: {e}"))?;
+    ensure!(
+        o.verdict == want,
+        "{what}: verdict {:?}, the path's is {want:?} (counters moved: {:?})",
+        o.verdict,
+        o.counters
+    );
+    Ok(o)
+}
+
+/// The outer destination of a VXLAN frame (Ethernet + IPv4 + UDP 4789),
+/// and its inner frame; an error unless the output is one.
+pub fn vxlan_parts(what: &str, frame: &[u8]) -> anyhow::Result<([u8; 4], Vec<u8>)> {
+    ensure!(
+        frame.len() > 50 + 14
+            && frame[12..14] == [0x08, 0x00]
+            && frame[23] == 17
+            && frame[36..38] == 4789u16.to_be_bytes(),
+        "{what}: the output is not a VXLAN frame: {}",
+        crate::progtest::hex(frame)
+    );
+    Ok((frame[30..34].try_into().expect("4"), frame[50..].to_vec()))
+}
+
+// ---------------------------------------------------------------------------
+// The kernel's BPF run statistics.
+
+/// Keeps the kernel's BPF run-time statistics on while held
+/// (BPF_ENABLE_STATS: reference-counted, so other users of the machine are
+/// not disturbed, and off again when dropped, also on an error).
+pub struct BpfStats(#[allow(dead_code)] OwnedFd);
+
+impl BpfStats {
+    pub fn enable() -> anyhow::Result<BpfStats> {
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .context("BPF_ENABLE_STATS (the kernel's BPF run statistics)")?;
+        Ok(BpfStats(fd))
+    }
+}
+
+/// Runs and run time of a BPF program so far (needs [`BpfStats`] held
+/// while the traffic runs). Missing fields are an error, never 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgRuns {
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
+}
+
+impl std::ops::Sub for ProgRuns {
+    type Output = ProgRuns;
+    fn sub(self, o: ProgRuns) -> ProgRuns {
+        ProgRuns {
+            run_cnt: self.run_cnt.saturating_sub(o.run_cnt),
+            run_time_ns: self.run_time_ns.saturating_sub(o.run_time_ns),
+        }
+    }
+}
+
+pub fn prog_runs(id: u64) -> anyhow::Result<ProgRuns> {
+    let o = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show", "id", &id.to_string()])
+        .output()
+        .context("bpftool")?;
+    ensure!(
+        o.status.success(),
+        "bpftool prog show id {id}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).context("bpftool JSON")?;
+    // bpftool leaves the fields out while the statistics are off.
+    let (Some(run_cnt), Some(run_time_ns)) = (v["run_cnt"].as_u64(), v["run_time_ns"].as_u64())
+    else {
+        bail!("program {id}: no run_cnt/run_time_ns (are the kernel's BPF statistics on?): {v}");
+    };
+    Ok(ProgRuns {
+        run_cnt,
+        run_time_ns,
+    })
+}
+
+/// Sum of the runs of several programs.
+pub fn progs_runs(ids: &[u64]) -> anyhow::Result<ProgRuns> {
+    ids.iter().try_fold(ProgRuns::default(), |acc, id| {
+        let r = prog_runs(*id)?;
+        Ok(ProgRuns {
+            run_cnt: acc.run_cnt + r.run_cnt,
+            run_time_ns: acc.run_time_ns + r.run_time_ns,
+        })
+    })
+}
+
+/// The XDP program attached to `dev` (in the namespace `ip` runs in:
+/// `ip_prefix` is e.g. `["ip", "netns", "exec", ns]`), and an error unless
+/// it is attached in driver (native) mode: a generic-mode program would
+/// make an "XDP" row a row of the kernel's skb path.
+pub fn xdp_native_prog(ip_prefix: &[&str], dev: &str) -> anyhow::Result<u64> {
+    let mut argv: Vec<&str> = ip_prefix.to_vec();
+    argv.extend(["ip", "-j", "-d", "link", "show", "dev", dev]);
+    let o = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .context("ip link show")?;
+    ensure!(
+        o.status.success(),
+        "{}: {}",
+        argv.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).context("ip JSON")?;
+    let xdp = &v[0]["xdp"];
+    // XDP_ATTACHED_DRV = 1 (2: generic/skb, 3: hardware).
+    ensure!(
+        xdp["mode"].as_u64() == Some(1),
+        "{dev}: no XDP program in driver mode: {xdp}"
+    );
+    xdp["prog"]["id"]
+        .as_u64()
+        .with_context(|| format!("{dev}: XDP program without an id: {xdp}"))
+}
+
+/// The BPF program of the TC filter on `dev`'s ingress.
+pub fn tc_ingress_prog(ip_prefix: &[&str], dev: &str) -> anyhow::Result<u64> {
+    let mut argv: Vec<&str> = ip_prefix.to_vec();
+    argv.extend(["tc", "-j", "filter", "show", "dev", dev, "ingress"]);
+    let o = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .context("tc filter show")?;
+    ensure!(
+        o.status.success(),
+        "{}: {}",
+        argv.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).context("tc JSON")?;
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|f| f["options"]["prog"]["id"].as_u64())
+        .with_context(|| format!("no BPF filter on {dev}'s ingress: {v}"))
+}
+
+// ---------------------------------------------------------------------------
+// Waiting.
+
+/// Polls `f` until it answers `Some`, up to `limit`; the last error
+/// otherwise.
+pub fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let t0 = Instant::now();
+    loop {
+        let r = f();
+        match r {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) if t0.elapsed() > limit => bail!("{what}: not within {limit:?}"),
+            Err(e) if t0.elapsed() > limit => {
+                return Err(e.context(format!("{what}: not within {limit:?}")))
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_median_and_spread() {
+        let s = Stat::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        assert_eq!(Stat::of(&[1.0, 3.0]).median, 2.0);
+        assert_eq!(s.fmt(0), "2 (1-3)");
+        assert_eq!(Stat::of(&[5.0]).fmt(1), "5.0");
+    }
+
+    #[test]
+    fn a_difference_smaller_than_the_spread_is_noise() {
+        assert!(ratio_text(&[100.0, 110.0, 90.0], &[104.0, 98.0, 102.0]).ends_with("within noise"));
+        assert_eq!(ratio_text(&[200.0, 210.0], &[100.0, 105.0]), "2.00");
+    }
+
+    #[test]
+    fn targets_say_met_missed_or_within_noise() {
+        let _ = std::mem::take(&mut *TARGETS.lock().unwrap());
+        target(
+            "t",
+            "a",
+            Bound::AtMost(10.0),
+            &Stat::of(&[8.0, 9.0]),
+            0,
+            " ns",
+        );
+        target(
+            "t",
+            "b",
+            Bound::AtMost(10.0),
+            &Stat::of(&[11.0, 12.0]),
+            0,
+            " ns",
+        );
+        target(
+            "t",
+            "c",
+            Bound::AtMost(10.0),
+            &Stat::of(&[9.0, 11.0]),
+            0,
+            " ns",
+        );
+        target(
+            "t",
+            "d",
+            Bound::Between(0.9, 1.1),
+            &Stat::of(&[1.0]),
+            2,
+            "x",
+        );
+        let mut s = String::new();
+        targets_table(&mut s).unwrap();
+        let lines: Vec<&str> = s.lines().filter(|l| l.starts_with("| t |")).collect();
+        assert!(lines[0].ends_with("| met |"), "{s}");
+        assert!(lines[1].ends_with("| **missed** |"), "{s}");
+        assert!(lines[2].ends_with("| within noise of the target |"), "{s}");
+        assert!(lines[3].ends_with("| met |"), "{s}");
+    }
+}
