@@ -309,14 +309,24 @@ pub fn prog_runs(id: u64) -> anyhow::Result<ProgRuns> {
         String::from_utf8_lossy(&o.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).context("bpftool JSON")?;
-    // bpftool leaves the fields out while the statistics are off.
-    let (Some(run_cnt), Some(run_time_ns)) = (v["run_cnt"].as_u64(), v["run_time_ns"].as_u64())
-    else {
-        bail!("program {id}: no run_cnt/run_time_ns (are the kernel's BPF statistics on?): {v}");
+    // bpftool leaves both fields out while the run time is 0 (no run
+    // since the statistics went on): that is 0 runs, and the callers'
+    // checks (runs > 0) fail on it.
+    let field = |k: &str| -> anyhow::Result<u64> {
+        match v.get(k) {
+            None => Ok(0),
+            Some(x) => x
+                .as_u64()
+                .with_context(|| format!("program {id}: {k} is not a count: {v}")),
+        }
     };
+    ensure!(
+        v["id"].as_u64() == Some(id),
+        "bpftool prog show id {id}: another answer: {v}"
+    );
     Ok(ProgRuns {
-        run_cnt,
-        run_time_ns,
+        run_cnt: field("run_cnt")?,
+        run_time_ns: field("run_time_ns")?,
     })
 }
 
@@ -360,26 +370,42 @@ pub fn xdp_native_prog(ip_prefix: &[&str], dev: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("{dev}: XDP program without an id: {xdp}"))
 }
 
-/// The BPF program of the TC filter on `dev`'s ingress.
+/// The BPF program on `dev`'s TC ingress: a netlink filter (as agents
+/// attach) or a TCX link.
 pub fn tc_ingress_prog(ip_prefix: &[&str], dev: &str) -> anyhow::Result<u64> {
-    let mut argv: Vec<&str> = ip_prefix.to_vec();
-    argv.extend(["tc", "-j", "filter", "show", "dev", dev, "ingress"]);
-    let o = std::process::Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .context("tc filter show")?;
-    ensure!(
-        o.status.success(),
-        "{}: {}",
-        argv.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).context("tc JSON")?;
-    v.as_array()
+    let run = |tail: &[&str]| -> anyhow::Result<serde_json::Value> {
+        let mut argv: Vec<&str> = ip_prefix.to_vec();
+        argv.extend(tail);
+        let o = std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .output()
+            .with_context(|| argv.join(" "))?;
+        ensure!(
+            o.status.success(),
+            "{}: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).with_context(|| format!("{}: JSON", argv.join(" ")))
+    };
+    let filters = run(&["tc", "-j", "filter", "show", "dev", dev, "ingress"])?;
+    if let Some(id) = filters
+        .as_array()
         .into_iter()
         .flatten()
         .find_map(|f| f["options"]["prog"]["id"].as_u64())
-        .with_context(|| format!("no BPF filter on {dev}'s ingress: {v}"))
+    {
+        return Ok(id);
+    }
+    // bpftool lists TCX links too: [{"tc": [{"kind": "tcx/ingress", "prog_id": ..}]}].
+    let net = run(&["bpftool", "-j", "net", "show", "dev", dev])?;
+    net.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["tc"].as_array().into_iter().flatten())
+        .find(|t| t["kind"].as_str().is_some_and(|k| k.ends_with("ingress")))
+        .and_then(|t| t["prog_id"].as_u64())
+        .with_context(|| format!("no BPF program on {dev}'s TC ingress: {filters} / {net}"))
 }
 
 // ---------------------------------------------------------------------------
