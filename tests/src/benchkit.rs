@@ -432,6 +432,60 @@ pub fn wait_for<T>(
     }
 }
 
+// ---------------------------------------------------------------------------
+// The hand-written prose around the results block.
+
+/// The markers of the generated results block in docs/benchmarks.md.
+pub const BLOCK_BEGIN: &str = "<!-- bench:begin -->";
+pub const BLOCK_END: &str = "<!-- bench:end -->";
+
+/// The figures of a text: numbers not part of a name (`IPv4`, `802.1Q`,
+/// `5xx` are names; `1.2x`, `10,000`, `0.5` are figures).
+pub fn figures(text: &str) -> std::collections::BTreeSet<String> {
+    let c: Vec<char> = text.chars().collect();
+    let mut out = std::collections::BTreeSet::new();
+    let mut i = 0;
+    while i < c.len() {
+        let starts = c[i].is_ascii_digit()
+            && (i == 0 || !(c[i - 1].is_alphanumeric() || c[i - 1] == '_' || c[i - 1] == '.'));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < c.len()
+            && (c[j].is_ascii_digit()
+                || ((c[j] == ',' || c[j] == '.') && j + 1 < c.len() && c[j + 1].is_ascii_digit()))
+        {
+            j += 1;
+        }
+        // A letter right after makes it a name, but for a ratio's lone x.
+        let ratio_x = c.get(j) == Some(&'x') && !c.get(j + 1).is_some_and(|n| n.is_alphanumeric());
+        let name = c.get(j).is_some_and(|n| n.is_alphabetic() || *n == '_') && !ratio_x;
+        if !name {
+            out.insert(c[i..j].iter().collect());
+        }
+        i = j;
+    }
+    out
+}
+
+/// Figures of the prose of `doc` (everything outside the results block)
+/// that the block does not contain: the prose must refer to the block's
+/// tables instead of stating figures of its own.
+pub fn prose_figures_not_in_block(doc: &str) -> anyhow::Result<Vec<String>> {
+    let (Some(i), Some(j)) = (doc.find(BLOCK_BEGIN), doc.find(BLOCK_END)) else {
+        bail!("no {BLOCK_BEGIN} ... {BLOCK_END} block");
+    };
+    ensure!(i < j, "{BLOCK_END} before {BLOCK_BEGIN}");
+    let block = figures(&doc[i..j]);
+    let prose = format!("{}\n{}", &doc[..i], &doc[j..]);
+    Ok(figures(&prose)
+        .into_iter()
+        .filter(|f| !block.contains(f))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,6 +503,21 @@ mod tests {
     fn a_difference_smaller_than_the_spread_is_noise() {
         assert!(ratio_text(&[100.0, 110.0, 90.0], &[104.0, 98.0, 102.0]).ends_with("within noise"));
         assert_eq!(ratio_text(&[200.0, 210.0], &[100.0, 105.0]), "2.00");
+    }
+
+    #[test]
+    fn figures_are_numbers_not_names() {
+        let f =
+            figures("IPv4 and 802.1Q, 5xx, 10,000 rules, 1.2x, 0.5 ms, 64-byte, v2.0, `repeat` 1.");
+        let want: Vec<&str> = vec!["1", "1.2", "10,000", "64", "0.5"];
+        let mut want: Vec<String> = want.into_iter().map(String::from).collect();
+        want.sort();
+        assert_eq!(f.into_iter().collect::<Vec<_>>(), want);
+        let doc = format!("about 160 ns; 2 cores\n{BLOCK_BEGIN}\n| 2 | 253 |\n{BLOCK_END}\n");
+        assert_eq!(
+            prose_figures_not_in_block(&doc).unwrap(),
+            vec!["160".to_string()]
+        );
     }
 
     #[test]

@@ -1140,21 +1140,44 @@ fn main() -> anyhow::Result<()> {
     }
     let took = started.elapsed().as_secs_f64();
     if args.smoke {
+        // The committed docs: their prose states no figure their results
+        // block does not (once the block is one with a targets table).
+        let docs = "docs/benchmarks.md";
+        if let Ok(text) = std::fs::read_to_string(docs) {
+            if text.contains("### Targets") {
+                check_prose(docs, &text)?;
+            } else {
+                eprintln!("bench: {docs} has no generated targets table yet (run `make bench`): prose not checked");
+            }
+        }
         println!("strato-bench --smoke: every benchmark path ran and every check passed in {took:.0} s (no figures kept)");
         return Ok(());
     }
     benchkit::targets_table(&mut out)?;
-    writeln!(out, "The run took {:.0} min.\n", took / 60.0)?;
+    writeln!(out, "The run took {:.1} min.\n", took / 60.0)?;
     print!("{out}");
     if let Some(path) = &args.write {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-        let (b, e) = ("<!-- bench:begin -->", "<!-- bench:end -->");
+        let (b, e) = (benchkit::BLOCK_BEGIN, benchkit::BLOCK_END);
         let (Some(i), Some(j)) = (text.find(b), text.find(e)) else {
             bail!("{path} has no {b} ... {e} block to replace");
         };
         let new = format!("{}{b}\n{out}{}", &text[..i], &text[j..]);
-        std::fs::write(path, new).with_context(|| format!("writing {path}"))?;
+        std::fs::write(path, &new).with_context(|| format!("writing {path}"))?;
         eprintln!("bench: results written to {path}");
+        check_prose(path, &new)?;
     }
+    Ok(())
+}
+
+/// An error listing the figures the hand-written prose of `path` states
+/// that its results block does not contain.
+fn check_prose(path: &str, text: &str) -> anyhow::Result<()> {
+    let missing = benchkit::prose_figures_not_in_block(text)?;
+    ensure!(
+        missing.is_empty(),
+        "{path}: the prose states figures its results block does not contain: {}; refer to the block's tables instead",
+        missing.join(", ")
+    );
     Ok(())
 }
