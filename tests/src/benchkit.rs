@@ -94,6 +94,10 @@ pub fn within_noise(a: &Stat, b: &Stat) -> bool {
 /// followed by ", within noise" when A and B differ by less than their
 /// spread (then the ratio says nothing).
 pub fn ratio_text(a: &[f64], b: &[f64]) -> String {
+    if a == b {
+        // The reference row against itself.
+        return "1.00".into();
+    }
     let r = Stat::of(&ratios(a, b));
     let t = r.fmt(2);
     if within_noise(&Stat::of(a), &Stat::of(b)) {

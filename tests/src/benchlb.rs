@@ -28,6 +28,8 @@ use crate::progtest::{Net, Port, ProgramTester, Router, World};
 pub struct Options {
     pub rounds: usize,
     pub repeat: u32,
+    /// Passes over the configurations (every other one reversed).
+    pub passes: usize,
     /// Two small configurations and a few single runs, no figures.
     pub smoke: bool,
 }
@@ -187,16 +189,21 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
     let single_runs: u16 = if opts.smoke { 20 } else { SINGLE_RUNS };
     let mut restore = vec![];
     let mut results: Vec<((u32, u32), Figures)> = vec![];
-    // Each configuration's single runs use source ports of their own.
-    let mut next_sport: u16 = 1024;
-    // The first configuration once more before the others, unreported: the
-    // first measurements of a fresh tester run cold.
-    let configs: Vec<(u32, u32)> = std::iter::once((vips[0], backends[0]))
-        .chain(
-            vips.iter()
-                .flat_map(|&n| backends.iter().map(move |&b| (n, b))),
-        )
+    // The configurations, `passes` times, every other pass in reverse
+    // order; the first configuration once more before the others,
+    // unreported: the first measurements of a fresh tester run cold.
+    let grid: Vec<(u32, u32)> = vips
+        .iter()
+        .flat_map(|&n| backends.iter().map(move |&b| (n, b)))
         .collect();
+    let mut configs = vec![grid[0]];
+    for pass in 0..opts.passes {
+        if pass % 2 == 0 {
+            configs.extend(grid.iter().copied());
+        } else {
+            configs.extend(grid.iter().rev().copied());
+        }
+    }
     for (k, &(n, b)) in configs.iter().enumerate() {
         eprintln!("bench: load balancer paths, {b} members, {n} VIPs");
         let started = std::time::Instant::now();
@@ -337,7 +344,8 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
         // established segment, the direct one (new source ports too).
         let (mut first, mut est1, mut dir1) = (vec![], vec![], vec![]);
         let s0 = stats(t);
-        let base = next_sport;
+        // Source ports start over: the tables were emptied above.
+        let base: u16 = 1024;
         for i in 0..single_runs {
             let sport = base + i;
             let syn = tcp(VIP_MAC, VIP, sport, VIP_PORT, true);
@@ -370,7 +378,6 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
                 "direct, single",
             )?);
         }
-        next_sport = base + single_runs;
         let s1 = stats(t);
         ensure!(
             s1.connections - s0.connections == single_runs as u64,
@@ -390,8 +397,20 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
             continue;
         }
         restore.extend(restore_s);
-        results.push(((b, n), fig));
+        // The passes of a configuration pooled: its rounds and chunks.
+        match results.iter_mut().find(|(c, _)| *c == (b, n)) {
+            Some((_, f)) => {
+                f.established.extend(fig.established);
+                f.direct.extend(fig.direct);
+                f.plain.extend(fig.plain);
+                f.first_single.extend(fig.first_single);
+                f.established_single.extend(fig.established_single);
+                f.direct_single.extend(fig.direct_single);
+            }
+            None => results.push(((b, n), fig)),
+        }
     }
+    results.sort_by_key(|((b, n), _)| (*n, *b));
     t.install(&World::new());
     if opts.smoke {
         return Ok(());
@@ -443,7 +462,7 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
     benchkit::target(table, "first packet flat from 2 to 1,000 members and 1 to 10,000 VIPs (each configuration / the smallest, within 10%)", Bound::Between(0.9, 1.1), &flat(&|f| med(&f.first_single)), 2, "x");
     benchkit::target(table, "established flat from 2 to 1,000 members and 1 to 10,000 VIPs (each configuration / the smallest, within 10%)", Bound::Between(0.9, 1.1), &flat(&|f| med(&f.established)), 2, "x");
     writeln!(out, "### Load balancer, ns/packet (BPF_PROG_TEST_RUN), 2 to 1,000 members per listener, 1 to 10,000 VIPs\n")?;
-    writeln!(out, "A VM's TCP segment (74 B) to a VIP on its network: the load balancer in front of the port pipeline (`LB_VIP_FILTER`, then the connection in `LB_FLOWS`, or the listener and Maglev; translation), then the pipeline, routed + VXLAN to the chosen member on another host, in one program run. **LB cost** is the difference to the same segment sent straight to that member (same route and tunnel; it passes the front check, its destination's filter bit clear). **Front check**: what that check costs such a packet (not to a VIP), against the pipeline alone (a harness without it). Established: an `LB_FLOWS` hit, {} rounds of {} runs through the bench harness with established, direct and direct without the front check interleaved (the harness's cost, {} ns, measured in the same rounds and taken off; differences per round). The bench checks the SYN, the established and the direct segment once with their output (tunnelled to the chosen member's port), the verdict of every timed run, that every run was forwarded and that the listener counted every established run without a new connection. First packet: a repeated run reuses its frame, so every repetition after the first would be a hit; instead {single_runs} single runs (`repeat` 1), each a SYN from a new source port (the bench checks each was forwarded and made a connection: Maglev, `LB_FLOWS` and `LB_REV` inserted), interleaved with single runs of the direct SYN and of the established segment; medians of {} consecutive chunks. A single run also times the kernel's timer and context set-up, the same for all three, so compare single runs with single runs: the LB cost of a first packet is its median minus the direct one's. Port security off. Members other than the measured listener's: each filler VIP has a listener with 2 (Maglev tables of 251 slots); the measured listener's table is the first prime >= 100 x its members. Every figure: median (min-max) over the rounds or chunks; a cost whose range includes 0 is within noise.\n", opts.rounds, opts.repeat, Stat::of(&restore).fmt(0), opts.rounds)?;
+    writeln!(out, "A VM's TCP segment (74 B) to a VIP on its network: the load balancer in front of the port pipeline (`LB_VIP_FILTER`, then the connection in `LB_FLOWS`, or the listener and Maglev; translation), then the pipeline, routed + VXLAN to the chosen member on another host, in one program run. **LB cost** is the difference to the same segment sent straight to that member (same route and tunnel; it passes the front check, its destination's filter bit clear). **Front check**: what that check costs such a packet (not to a VIP), against the pipeline alone (a harness without it). The configurations alternate over {} passes (every other one in reverse order), each configuration's rounds and chunks pooled. Established: an `LB_FLOWS` hit, {} rounds of {} runs through the bench harness with established, direct and direct without the front check interleaved (the harness's cost, {} ns, measured in the same rounds and taken off; differences per round). The bench checks the SYN, the established and the direct segment once with their output (tunnelled to the chosen member's port), the verdict of every timed run, that every run was forwarded and that the listener counted every established run without a new connection. First packet: a repeated run reuses its frame, so every repetition after the first would be a hit; instead {single_runs} single runs (`repeat` 1), each a SYN from a new source port (the bench checks each was forwarded and made a connection: Maglev, `LB_FLOWS` and `LB_REV` inserted), interleaved with single runs of the direct SYN and of the established segment; medians of {} consecutive chunks. A single run also times the kernel's timer and context set-up, the same for all three, so compare single runs with single runs: the LB cost of a first packet is its median minus the direct one's. Port security off. Members other than the measured listener's: each filler VIP has a listener with 2 (Maglev tables of 251 slots); the measured listener's table is the first prime >= 100 x its members. Every figure: median (min-max) over the rounds or chunks; a cost whose range includes 0 is within noise.\n", opts.passes, opts.rounds, opts.repeat, Stat::of(&restore).fmt(0), opts.rounds)?;
     writeln!(out, "| members | VIPs | first packet LB cost | established LB cost | established | direct | single runs: first / established / direct | front check |")?;
     writeln!(
         out,

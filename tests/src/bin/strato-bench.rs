@@ -216,7 +216,7 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
             .port(Port::local("p1", "a", "tp1", p1.0, p1.1).no_security())
             .port(Port::local("p2", "a", "tp2", p2.0, p2.1).no_security()),
     );
-    let (tp1, tp2) = (t.ifindex("tp1"), t.ifindex("tp2"));
+    let tp1 = t.ifindex("tp1");
     let mut truncated = packets::ipv4_udp(&[0; 18]);
     truncated[16..18].copy_from_slice(&1500u16.to_be_bytes());
     packets::fix_ipv4_checksum(&mut truncated);
@@ -306,7 +306,6 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         "port: switching changed the frame or did not count it forwarded: {:?}",
         o.counters
     );
-    let _ = tp2;
     let samples = interleaved(&mut t, &rows, args.rounds, args.repeat)?;
     t.install(&World::new());
     if args.smoke {
@@ -637,6 +636,7 @@ fn lb_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         &strato_tests::benchlb::Options {
             rounds: args.rounds,
             repeat: args.repeat,
+            passes: args.passes,
             smoke: args.smoke,
         },
         out,
