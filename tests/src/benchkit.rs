@@ -84,15 +84,25 @@ pub fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
     paired(a, b, |x, y| x / y.max(1e-9))
 }
 
-/// Whether A and B differ by less than their spread: the larger of the two
-/// min-max ranges.
-pub fn within_noise(a: &Stat, b: &Stat) -> bool {
-    (a.median - b.median).abs() <= a.spread().max(b.spread())
+/// Whether differences taken per round are smaller than their spread
+/// over the rounds: |median| <= max - min (then the difference is not a
+/// result). Rounds run interleaved, so a slow stretch of the machine moves
+/// both rows of a round alike and the per-round difference keeps only
+/// what the rows do differently.
+pub fn noise(differences: &[f64]) -> bool {
+    let d = Stat::of(differences);
+    d.median.abs() <= d.spread()
 }
 
-/// "1.23x (1.20-1.26)" for per-round ratios of A over B, or the same
-/// followed by ", within noise" when A and B differ by less than their
-/// spread (then the ratio says nothing).
+/// Whether A and B, sampled in the same rounds, differ by less than the
+/// spread of their per-round differences.
+pub fn within_noise(a: &[f64], b: &[f64]) -> bool {
+    noise(&paired(a, b, |x, y| x - y))
+}
+
+/// "1.23 (1.20-1.26)" for per-round ratios of A over B, or the same
+/// followed by ", within noise" when A and B differ by less than the
+/// spread of their per-round differences (then the ratio says nothing).
 pub fn ratio_text(a: &[f64], b: &[f64]) -> String {
     if a == b {
         // The reference row against itself.
@@ -100,7 +110,7 @@ pub fn ratio_text(a: &[f64], b: &[f64]) -> String {
     }
     let r = Stat::of(&ratios(a, b));
     let t = r.fmt(2);
-    if within_noise(&Stat::of(a), &Stat::of(b)) {
+    if within_noise(a, b) {
         format!("{t}, within noise")
     } else {
         t
@@ -505,8 +515,12 @@ mod tests {
 
     #[test]
     fn a_difference_smaller_than_the_spread_is_noise() {
+        // Differences -4, 12, -12: the spread (24) exceeds the median (4).
         assert!(ratio_text(&[100.0, 110.0, 90.0], &[104.0, 98.0, 102.0]).ends_with("within noise"));
+        // Differences 100, 105: a result.
         assert_eq!(ratio_text(&[200.0, 210.0], &[100.0, 105.0]), "2.00");
+        // The machine slowed down in the second round, for both rows alike.
+        assert_eq!(ratio_text(&[110.0, 220.0], &[100.0, 200.0]), "1.10");
     }
 
     #[test]

@@ -425,7 +425,7 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
     for (name, r) in names.iter().zip(&samples) {
         let flat = {
             let t = Stat::of(&ratios(&r[1], &r[0])).fmt(2);
-            if benchkit::within_noise(&Stat::of(&r[0]), &Stat::of(&r[1])) {
+            if benchkit::within_noise(&r[1], &r[0]) {
                 format!("{t}, within noise")
             } else {
                 t

@@ -341,9 +341,8 @@ fn udp_frame(smac: [u8; 6], dmac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8
 /// Ratio of the larger size's samples to the smaller's, and the flatness
 /// text for a table cell.
 fn flat_cell(small: &[f64], large: &[f64]) -> String {
-    let (a, b) = (Stat::of(small), Stat::of(large));
     let r = Stat::of(&ratios(large, small)).fmt(2);
-    if benchkit::within_noise(&a, &b) {
+    if benchkit::within_noise(large, small) {
         format!("{r}, within noise")
     } else {
         r
