@@ -312,7 +312,7 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         return Ok(());
     }
     writeln!(out, "### Dataplane programs, ns/packet (BPF_PROG_TEST_RUN, {} rounds of {} packets, rows interleaved; median (min-max))\n", args.rounds, args.repeat)?;
-    writeln!(out, "The bench checks every row's verdict (an un-timed run, then every timed run): the uplink rows pass to the host's stack (no tunnel in their frames), the malformed one is dropped, the port row is switched to the other port.\n")?;
+    writeln!(out, "The bench checks every row's verdict (an un-timed run, then every timed run): the uplink rows pass to the host's stack (no tunnel in their frames), the malformed one is dropped, the port row is switched to the other port. Every row includes the program's invocation (the floor); the VPC table below takes a harness's cost, invocation included, off its rows, so its figures and these do not add up.\n")?;
     writeln!(out, "| path | ns/packet | x floor |")?;
     writeln!(out, "| --- | ---: | ---: |")?;
     for ((name, ..), s) in rows.iter().zip(&samples) {
