@@ -290,7 +290,22 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         ),
     ];
     for (name, attach, ingress, frame, want) in &rows {
-        run_checked(&mut t, *attach, *ingress, frame, *want, name)?;
+        let o = run_checked(&mut t, *attach, *ingress, frame, *want, name)?;
+        // The programs count what they did (the floor counts nothing):
+        // passed on an interface, or dropped with a reason.
+        let passed: u64 = o.counters.interfaces.values().map(|s| s.passed).sum();
+        let dropped: u64 = o.counters.drops.values().map(|d| d.packets).sum();
+        let counted = match (attach, want) {
+            (Attach::Floor, _) => true,
+            (_, Verdict::Pass) => passed == 1 && dropped == 0,
+            (_, Verdict::Drop) => dropped == 1 && passed == 0,
+            _ => true,
+        };
+        ensure!(
+            counted,
+            "{name}: counted {passed} passed and {dropped} dropped: {:?}",
+            o.counters
+        );
     }
     // The port row: the frame goes out unchanged to the other port.
     let o = run_checked(
