@@ -673,9 +673,14 @@ impl Dataplane {
 
     /// Benchmarks: attaches the TC (clsact ingress) redirect-only ceiling to
     /// `iface` in this thread's network namespace (the link lives as long as
-    /// this instance).
+    /// this instance). A netlink cls_bpf filter, as agents attach the port
+    /// program: the ceiling and Strato's rows differ only by the program
+    /// (and `tc filter show` lists it, so the benchmark can read its runs).
     pub fn attach_bare_tc(&mut self, iface: &str) -> Result<(), DataplaneError> {
-        use aya::programs::{tc, TcAttachType};
+        use aya::programs::{
+            tc::{self, NlOptions, TcAttachOptions},
+            TcAttachType,
+        };
         let name = programs::BARE_TC;
         let err = |e: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
             program: name,
@@ -688,8 +693,12 @@ impl Dataplane {
         if prog.fd().is_err() {
             prog.load().map_err(|e| err(Box::new(e)))?;
         }
-        prog.attach(iface, TcAttachType::Ingress)
-            .map_err(|e| err(Box::new(e)))?;
+        prog.attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .map_err(|e| err(Box::new(e)))?;
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use netns_harness::{Host, HostRole, Topology};
 use serde_json::json;
 
@@ -21,6 +22,8 @@ use crate::e2e::{Api, Cloud};
 pub struct Options {
     pub total: usize,
     pub sample: usize,
+    /// No figures.
+    pub smoke: bool,
 }
 
 /// The `p` quantile of sorted samples (NaN when empty).
@@ -32,30 +35,30 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+/// Resident memory of a process, KiB; an error if it cannot be read.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .filter(|k| *k > 0)
+        .with_context(|| format!("/proc/{pid}/status: no VmRSS"))
 }
 
-fn pid_of(cloud: &Cloud, name: &str) -> u32 {
-    let text = std::fs::read_to_string(
-        cloud
-            .region
-            .state_dir()
-            .join("pids")
-            .join(format!("{name}.pid")),
-    )
-    .unwrap_or_default();
+/// The pid of a process the harness started; an error if it is unknown.
+fn pid_of(cloud: &Cloud, name: &str) -> anyhow::Result<u32> {
+    let path = cloud
+        .region
+        .state_dir()
+        .join("pids")
+        .join(format!("{name}.pid"));
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
     text.split_whitespace()
         .next()
         .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
+        .filter(|p| *p > 0)
+        .with_context(|| format!("{}: no pid", path.display()))
 }
 
 /// Creates the tap devices for `taps` in host `h`'s namespace: veth pairs
@@ -252,32 +255,30 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     );
 
     // Memory at scale.
-    let ctl_rss = rss_kib(pid_of(&cloud, "controller"));
-    let agent_rss: Vec<(String, u64)> = hosts
-        .iter()
-        .map(|h| {
-            (
-                h.name.clone(),
-                rss_kib(pid_of(&cloud, &format!("agent-{}", h.name))),
-            )
-        })
-        .collect();
+    let ctl_rss = rss_kib(pid_of(&cloud, "controller")?)?;
+    let mut agent_rss: Vec<(String, u64)> = vec![];
+    for h in &hosts {
+        agent_rss.push((
+            h.name.clone(),
+            rss_kib(pid_of(&cloud, &format!("agent-{}", h.name))?)?,
+        ));
+    }
 
     // API throughput at scale: single client, sequential.
     let t = Instant::now();
-    let n_create = 200;
+    let n_create = if opts.smoke { 5 } else { 200 };
     for _ in 0..n_create {
         create_port(&admin, &net);
     }
     let create_rps = n_create as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let n_list = 10;
+    let n_list = if opts.smoke { 2 } else { 10 };
     for _ in 0..n_list {
         admin.expect(200, "GET", "/v2.0/ports", None);
     }
     let list_rps = n_list as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let n_show = 500;
+    let n_show = if opts.smoke { 5 } else { 500 };
     let some_port = create_port(&admin, &net);
     for _ in 0..n_show {
         admin.expect(200, "GET", &format!("/v2.0/ports/{some_port}"), None);
@@ -289,6 +290,21 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         create_rate: fill as f64 * 2.0 / fill_secs.max(1e-9),
     };
 
+    if opts.smoke {
+        return Ok(());
+    }
+    let p99 = percentile(&run.latencies_last, 0.99);
+    crate::benchkit::target(
+        "Control plane",
+        &format!(
+            "port bound -> ACTIVE: p99 <= 100 ms at {} ports",
+            opts.total
+        ),
+        crate::benchkit::Bound::AtMost(100.0),
+        &crate::benchkit::Stat::of(&[p99]),
+        1,
+        " ms",
+    );
     writeln!(out, "### Control plane: port bound -> ACTIVE, memory, API throughput (default region, 4 compute hosts)\n")?;
     writeln!(out, "Latency: from the binding `PUT` to the API showing the port ACTIVE (polled every 0.5 ms), the port's tap already plugged.\n")?;
     writeln!(

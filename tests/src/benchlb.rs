@@ -28,6 +28,10 @@ use crate::progtest::{Net, Port, ProgramTester, Router, World};
 pub struct Options {
     pub rounds: usize,
     pub repeat: u32,
+    /// Passes over the configurations (every other one reversed).
+    pub passes: usize,
+    /// Two small configurations and a few single runs, no figures.
+    pub smoke: bool,
 }
 
 const fn mac(a: u8, b: u8, c: u8) -> [u8; 6] {
@@ -155,196 +159,335 @@ fn tcp(dmac: [u8; 6], dst: [u8; 4], sport: u16, dport: u16, syn: bool) -> Vec<u8
     f
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// One configuration's figures (ns/packet).
-#[derive(Clone, Copy, Debug, Default)]
+/// One configuration's figures (ns/packet), one per round (or chunk of
+/// single runs).
+#[derive(Clone, Debug, Default)]
 struct Figures {
     /// Repeated runs through the harness (its cost taken off).
-    established: f64,
-    direct: f64,
+    established: Vec<f64>,
+    direct: Vec<f64>,
     /// `direct` without the load balancer in front of the pipeline.
-    plain: f64,
-    /// Single runs (one BPF_PROG_TEST_RUN each), medians.
-    first_single: f64,
-    established_single: f64,
-    direct_single: f64,
+    plain: Vec<f64>,
+    /// Single runs (one BPF_PROG_TEST_RUN each), medians of chunks.
+    first_single: Vec<f64>,
+    established_single: Vec<f64>,
+    direct_single: Vec<f64>,
 }
 
 /// Single runs per configuration for the first-packet rows.
 const SINGLE_RUNS: u16 = 4000;
 
 pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::Result<()> {
+    use crate::benchkit::{self, run_checked, time_checked, vxlan_parts, Bound, Stat};
+    use crate::progtest::Verdict;
     let tp1 = t.ifindex("tp1");
-    let backends = [2u32, 10, 100, 1_000];
-    let vips = [1u32, 100, 10_000];
+    let (backends, vips): (&[u32], &[u32]) = if opts.smoke {
+        (&[2, 1_000], &[1, 100])
+    } else {
+        (&[2, 10, 100, 1_000], &[1, 100, 10_000])
+    };
+    let single_runs: u16 = if opts.smoke { 20 } else { SINGLE_RUNS };
     let mut restore = vec![];
     let mut results: Vec<((u32, u32), Figures)> = vec![];
-    // Each configuration's single runs use source ports of their own.
-    let mut next_sport: u16 = 1024;
-    let timed = |t: &mut ProgramTester, on: Attach, frame: &[u8], name: &str| {
-        t.bench_frame(frame);
-        let before = t.outcomes();
-        t.time_on(on, tp1, frame, 1000);
-        let ns = median(
-            (0..opts.rounds)
-                .map(|_| t.time_on(on, tp1, frame, opts.repeat).as_nanos() as f64)
-                .collect(),
-        );
-        let after = t.outcomes();
-        let runs = opts.rounds as u64 * opts.repeat as u64 + 1000;
-        ensure!(
-            after.0 - before.0 == runs && after.1 == before.1,
-            "{name}: {} of {runs} runs forwarded, {} dropped",
-            after.0 - before.0,
-            after.1 - before.1
-        );
-        anyhow::Ok(ns)
-    };
-    // The first configuration once more before the others, unreported: the
-    // first measurements of a fresh tester run cold.
-    let configs: Vec<(u32, u32)> = std::iter::once((vips[0], backends[0]))
-        .chain(
-            vips.iter()
-                .flat_map(|&n| backends.iter().map(move |&b| (n, b))),
-        )
+    // The configurations, `passes` times, every other pass in reverse
+    // order; the first configuration once more before the others,
+    // unreported: the first measurements of a fresh tester run cold.
+    let grid: Vec<(u32, u32)> = vips
+        .iter()
+        .flat_map(|&n| backends.iter().map(move |&b| (n, b)))
         .collect();
-    for (k, &(n, b)) in configs.iter().enumerate() {
-        {
-            eprintln!("bench: load balancer paths, {b} members, {n} VIPs");
-            let started = std::time::Instant::now();
-            t.install(&world(b, n));
-            let mut host = t.default_host();
-            host.flags |= HOST_F_LB;
-            t.set_host(host);
-            eprintln!(
-                "bench:   installed in {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            let svc =
-                t.lb.services()
-                    .into_iter()
-                    .find(|(_, l)| l == LISTENER)
-                    .map(|(id, _)| id)
-                    .context("the measured listener has no service number")?;
-            let stats = |t: &mut ProgramTester| {
-                t.dataplane()
-                    .lb_stats([svc], false)
-                    .expect("read LB_SERVICE_STATS")
-                    .remove(&svc)
-                    .unwrap_or_default()
-            };
-            // No connection of an earlier configuration is left.
-            t.dataplane()
-                .lb_gc(u64::MAX, 0)
-                .context("empty LB_FLOWS and LB_REV")?;
-            let r = {
-                let f = tcp(GW_A, member_ip(0), 4000, MEMBER_PORT, false);
-                t.bench_frame(&f);
-                t.time_on(Attach::BenchRestore, 0, &f, 1000);
-                median(
-                    (0..opts.rounds)
-                        .map(|_| {
-                            t.time_on(Attach::BenchRestore, 0, &f, opts.repeat)
-                                .as_nanos() as f64
-                        })
-                        .collect(),
-                )
-            };
-            restore.push(r);
-            // The established connection: its SYN chose a member; the
-            // direct rows send the same segments to that member.
-            let est_sport = 60_000;
-            let o = t.run(
-                Attach::Port,
-                tp1,
-                &tcp(VIP_MAC, VIP, est_sport, VIP_PORT, true),
-            );
-            // Outer Ethernet, IPv4, UDP, VXLAN (50 bytes), inner Ethernet.
-            let inner = 50 + 14;
-            ensure!(
-                o.output.len() > inner + 20 && o.output[30..34] == MEMBER_HOST,
-                "the SYN to the VIP did not leave tunnelled to the members' host: {}",
-                crate::progtest::hex(&o.output)
-            );
-            let chosen: [u8; 4] = o.output[inner + 16..inner + 20].try_into().expect("4");
-            let est = tcp(VIP_MAC, VIP, est_sport, VIP_PORT, false);
-            let direct = tcp(GW_A, chosen, est_sport, MEMBER_PORT, false);
-            let s0 = stats(t);
-            let mut fig = Figures {
-                established: timed(t, Attach::BenchPort, &est, "established")? - r,
-                ..Figures::default()
-            };
-            let s1 = stats(t);
-            ensure!(
-                s1.connections == s0.connections
-                    && s1.packets_in - s0.packets_in
-                        == opts.rounds as u64 * opts.repeat as u64 + 1000,
-                "established packets were not all LB_FLOWS hits: {s0:?} -> {s1:?}"
-            );
-            fig.direct = timed(t, Attach::BenchPort, &direct, "direct")? - r;
-            fig.plain = timed(t, Attach::BenchPortPlain, &direct, "plain")? - r;
-            // Single runs, interleaved: a new connection (a SYN from a new
-            // source port: Maglev, LB_FLOWS and LB_REV inserted), the
-            // established segment, the direct one (new source ports too).
-            let (mut first, mut est1, mut dir1) = (vec![], vec![], vec![]);
-            let s0 = stats(t);
-            let base = next_sport;
-            for i in 0..SINGLE_RUNS {
-                let sport = base + i;
-                let syn = tcp(VIP_MAC, VIP, sport, VIP_PORT, true);
-                first.push(t.time_on(Attach::Port, tp1, &syn, 1).as_nanos() as f64);
-                est1.push(t.time_on(Attach::Port, tp1, &est, 1).as_nanos() as f64);
-                let d = tcp(GW_A, chosen, sport, MEMBER_PORT, true);
-                dir1.push(t.time_on(Attach::Port, tp1, &d, 1).as_nanos() as f64);
-            }
-            next_sport = base + SINGLE_RUNS;
-            let s1 = stats(t);
-            ensure!(
-                s1.connections - s0.connections == SINGLE_RUNS as u64,
-                "{} of {SINGLE_RUNS} first packets made a connection",
-                s1.connections - s0.connections
-            );
-            fig.first_single = median(first);
-            fig.established_single = median(est1);
-            fig.direct_single = median(dir1);
-            if k == 0 {
-                restore.clear();
-                continue;
-            }
-            results.push(((b, n), fig));
+    let mut configs = vec![grid[0]];
+    for pass in 0..opts.passes {
+        if pass % 2 == 0 {
+            configs.extend(grid.iter().copied());
+        } else {
+            configs.extend(grid.iter().rev().copied());
         }
     }
+    for (k, &(n, b)) in configs.iter().enumerate() {
+        eprintln!("bench: load balancer paths, {b} members, {n} VIPs");
+        let started = std::time::Instant::now();
+        t.install(&world(b, n));
+        let mut host = t.default_host();
+        host.flags |= HOST_F_LB;
+        t.set_host(host);
+        eprintln!(
+            "bench:   installed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let svc =
+            t.lb.services()
+                .into_iter()
+                .find(|(_, l)| l == LISTENER)
+                .map(|(id, _)| id)
+                .context("the measured listener has no service number")?;
+        let stats = |t: &mut ProgramTester| {
+            t.dataplane()
+                .lb_stats([svc], false)
+                .expect("read LB_SERVICE_STATS")
+                .remove(&svc)
+                .unwrap_or_default()
+        };
+        // No connection of an earlier configuration is left.
+        t.dataplane()
+            .lb_gc(u64::MAX, 0)
+            .context("empty LB_FLOWS and LB_REV")?;
+        // The established connection: its SYN chose a member; the direct
+        // rows send the same segments to that member.
+        let est_sport = 60_000;
+        let o = run_checked(
+            t,
+            Attach::Port,
+            tp1,
+            &tcp(VIP_MAC, VIP, est_sport, VIP_PORT, true),
+            Verdict::Redirect,
+            "SYN to the VIP",
+        )?;
+        let (outer, inner) = vxlan_parts("SYN to the VIP", &o.output)?;
+        ensure!(
+            outer == MEMBER_HOST && inner[36..38] == MEMBER_PORT.to_be_bytes(),
+            "the SYN to the VIP did not leave tunnelled to a member's port on the members' host: {}",
+            crate::progtest::hex(&o.output)
+        );
+        let chosen: [u8; 4] = inner[30..34].try_into().expect("4");
+        ensure!(
+            (0..b).any(|i| member_ip(i) == chosen),
+            "the SYN went to {chosen:?}, not a member of the listener"
+        );
+        let est = tcp(VIP_MAC, VIP, est_sport, VIP_PORT, false);
+        let direct = tcp(GW_A, chosen, est_sport, MEMBER_PORT, false);
+        // Each once, un-timed: both reach the chosen member, translated
+        // the same way (the established segment to the member's port).
+        for (what, f) in [("established", &est), ("direct", &direct)] {
+            let o = run_checked(t, Attach::Port, tp1, f, Verdict::Redirect, what)?;
+            let (outer, inner) = vxlan_parts(what, &o.output)?;
+            ensure!(
+                outer == MEMBER_HOST
+                    && inner[30..34] == chosen
+                    && inner[36..38] == MEMBER_PORT.to_be_bytes(),
+                "{what}: not to the chosen member {chosen:?}:{MEMBER_PORT}: {}",
+                crate::progtest::hex(&o.output)
+            );
+        }
+        // Repeated runs through the harness, interleaved: restore (its
+        // cost), established, direct, direct without the front check.
+        let rows: [(&str, Attach, &[u8]); 4] = [
+            ("restore", Attach::BenchRestore, &direct),
+            ("established", Attach::BenchPort, &est),
+            ("direct", Attach::BenchPort, &direct),
+            ("direct, no front check", Attach::BenchPortPlain, &direct),
+        ];
+        let s0 = stats(t);
+        let before = t.outcomes();
+        let verdict = |a: Attach| {
+            if a == Attach::BenchRestore {
+                Verdict::Pass
+            } else {
+                Verdict::Redirect
+            }
+        };
+        for (name, a, f) in rows {
+            t.bench_frame(f);
+            time_checked(
+                t,
+                a,
+                if a == Attach::BenchRestore { 0 } else { tp1 },
+                f,
+                1000,
+                verdict(a),
+                name,
+            )?;
+        }
+        let mut s: Vec<Vec<f64>> = vec![vec![]; rows.len()];
+        for _ in 0..opts.rounds {
+            for (i, (name, a, f)) in rows.iter().enumerate() {
+                t.bench_frame(f);
+                let ingress = if *a == Attach::BenchRestore { 0 } else { tp1 };
+                s[i].push(time_checked(
+                    t,
+                    *a,
+                    ingress,
+                    f,
+                    opts.repeat,
+                    verdict(*a),
+                    name,
+                )?);
+            }
+        }
+        let after = t.outcomes();
+        let s1 = stats(t);
+        let n_runs = opts.rounds as u64 * opts.repeat as u64 + 1000;
+        ensure!(
+            after.0 - before.0 == 3 * n_runs && after.1 == before.1,
+            "load balancer rows: {} of {} runs forwarded, {} dropped",
+            after.0 - before.0,
+            3 * n_runs,
+            after.1 - before.1
+        );
+        ensure!(
+            s1.connections == s0.connections && s1.packets_in - s0.packets_in == n_runs,
+            "established packets were not all LB_FLOWS hits (and only they counted by the listener): {s0:?} -> {s1:?}"
+        );
+        let restore_s = s.remove(0);
+        let net: Vec<Vec<f64>> = s
+            .iter()
+            .map(|r| benchkit::paired(r, &restore_s, |a, b| a - b))
+            .collect();
+        let mut fig = Figures {
+            established: net[0].clone(),
+            direct: net[1].clone(),
+            plain: net[2].clone(),
+            ..Figures::default()
+        };
+        // Single runs, interleaved: a new connection (a SYN from a new
+        // source port: Maglev, LB_FLOWS and LB_REV inserted), the
+        // established segment, the direct one (new source ports too).
+        let (mut first, mut est1, mut dir1) = (vec![], vec![], vec![]);
+        let s0 = stats(t);
+        // Source ports start over: the tables were emptied above.
+        let base: u16 = 1024;
+        for i in 0..single_runs {
+            let sport = base + i;
+            let syn = tcp(VIP_MAC, VIP, sport, VIP_PORT, true);
+            first.push(time_checked(
+                t,
+                Attach::Port,
+                tp1,
+                &syn,
+                1,
+                Verdict::Redirect,
+                "first packet",
+            )?);
+            est1.push(time_checked(
+                t,
+                Attach::Port,
+                tp1,
+                &est,
+                1,
+                Verdict::Redirect,
+                "established, single",
+            )?);
+            let d = tcp(GW_A, chosen, sport, MEMBER_PORT, true);
+            dir1.push(time_checked(
+                t,
+                Attach::Port,
+                tp1,
+                &d,
+                1,
+                Verdict::Redirect,
+                "direct, single",
+            )?);
+        }
+        let s1 = stats(t);
+        ensure!(
+            s1.connections - s0.connections == single_runs as u64,
+            "{} of {single_runs} first packets made a connection",
+            s1.connections - s0.connections
+        );
+        // The single runs in `rounds` consecutive chunks: a median each,
+        // so the first packet's figures have a spread too.
+        let chunks = |v: &[f64]| -> Vec<f64> {
+            let n = (v.len() / opts.rounds).max(1);
+            v.chunks(n).map(|c| Stat::of(c).median).collect()
+        };
+        fig.first_single = chunks(&first);
+        fig.established_single = chunks(&est1);
+        fig.direct_single = chunks(&dir1);
+        if k == 0 {
+            continue;
+        }
+        restore.extend(restore_s);
+        // The passes of a configuration pooled: its rounds and chunks.
+        match results.iter_mut().find(|(c, _)| *c == (b, n)) {
+            Some((_, f)) => {
+                f.established.extend(fig.established);
+                f.direct.extend(fig.direct);
+                f.plain.extend(fig.plain);
+                f.first_single.extend(fig.first_single);
+                f.established_single.extend(fig.established_single);
+                f.direct_single.extend(fig.direct_single);
+            }
+            None => results.push(((b, n), fig)),
+        }
+    }
+    results.sort_by_key(|((b, n), _)| (*n, *b));
     t.install(&World::new());
-    let restore = median(restore);
-    let base = results[0].1;
-    let first_cost = |f: &Figures| f.first_single - f.direct_single;
-    let est_cost = |f: &Figures| f.established - f.direct;
+    if opts.smoke {
+        return Ok(());
+    }
+    let first_cost =
+        |f: &Figures| benchkit::paired(&f.first_single, &f.direct_single, |a, b| a - b);
+    let est_cost = |f: &Figures| benchkit::paired(&f.established, &f.direct, |a, b| a - b);
+    let front = |f: &Figures| benchkit::paired(&f.direct, &f.plain, |a, b| a - b);
+    let med = |v: &[f64]| Stat::of(v).median;
+    let base = results[0].1.clone();
+    // Targets: the worst configuration of each cost, and flatness as the
+    // spread of the configurations' medians against the smallest one.
+    let table = "Load balancer";
+    let worst = |cost: &dyn Fn(&Figures) -> Vec<f64>| {
+        results
+            .iter()
+            .max_by(|a, b| med(&cost(&a.1)).total_cmp(&med(&cost(&b.1))))
+            .map(|((b, n), f)| ((*b, *n), Stat::of(&cost(f))))
+            .expect("configurations")
+    };
+    let ((b, n), s) = worst(&first_cost);
+    benchkit::target(
+        table,
+        &format!(
+            "first packet: LB cost <= 150 ns (the worst configuration: {b} members, {n} VIPs)"
+        ),
+        Bound::AtMost(150.0),
+        &s,
+        0,
+        " ns",
+    );
+    let ((b, n), s) = worst(&est_cost);
+    benchkit::target(
+        table,
+        &format!("established: LB cost <= 100 ns (the worst configuration: {b} members, {n} VIPs)"),
+        Bound::AtMost(100.0),
+        &s,
+        0,
+        " ns",
+    );
+    let flat = |v: &dyn Fn(&Figures) -> f64| {
+        Stat::of(
+            &results
+                .iter()
+                .map(|(_, f)| v(f) / v(&base).max(1e-9))
+                .collect::<Vec<_>>(),
+        )
+    };
+    benchkit::target(table, "first packet flat from 2 to 1,000 members and 1 to 10,000 VIPs (each configuration / the smallest, within 10%)", Bound::Between(0.9, 1.1), &flat(&|f| med(&f.first_single)), 2, "x");
+    benchkit::target(table, "established flat from 2 to 1,000 members and 1 to 10,000 VIPs (each configuration / the smallest, within 10%)", Bound::Between(0.9, 1.1), &flat(&|f| med(&f.established)), 2, "x");
     writeln!(out, "### Load balancer, ns/packet (BPF_PROG_TEST_RUN), 2 to 1,000 members per listener, 1 to 10,000 VIPs\n")?;
-    writeln!(out, "A VM's TCP segment (74 B) to a VIP on its network: the load balancer in front of the port pipeline (`LB_VIP_FILTER`, then the connection in `LB_FLOWS`, or the listener and Maglev; translation), then the pipeline, routed + VXLAN to the chosen member on another host, in one program run. **LB cost** is the difference to the same segment sent straight to that member (same route and tunnel; it passes the front check, its destination's filter bit clear). **Front check**: what that check costs such a packet (not to a VIP), against the pipeline alone (a harness without it). Established: an `LB_FLOWS` hit, median of {} rounds of {} runs through the bench harness (its {restore:.0} ns taken off; the bench checks every run was forwarded and counted by the listener, no new connection). First packet: a repeated run reuses its frame, so every repetition after the first would be a hit; instead {SINGLE_RUNS} single runs (`repeat` 1), each a SYN from a new source port (the bench checks each made a connection: Maglev, `LB_FLOWS` and `LB_REV` inserted), interleaved with single runs of the direct SYN and of the established segment; medians. A single run also times the kernel's timer and context set-up, the same for all three, so compare single runs with single runs: the LB cost of a first packet is its median minus the direct one's. Port security off. Members other than the measured listener's: each filler VIP has a listener with 2 (Maglev tables of 251 slots); the measured listener's table is the first prime >= 100 x its members.\n", opts.rounds, opts.repeat)?;
-    writeln!(out, "| members | VIPs | first packet LB cost | established LB cost | established | direct | established x direct | first x smallest | established x smallest | single runs: first / established / direct | front check |")?;
+    writeln!(out, "A VM's TCP segment (74 B) to a VIP on its network: the load balancer in front of the port pipeline (`LB_VIP_FILTER`, then the connection in `LB_FLOWS`, or the listener and Maglev; translation), then the pipeline, routed + VXLAN to the chosen member on another host, in one program run. **LB cost** is the difference to the same segment sent straight to that member (same route and tunnel; it passes the front check, its destination's filter bit clear). **Front check**: what that check costs such a packet (not to a VIP), against the pipeline alone (a harness without it). The configurations alternate over {} passes (every other one in reverse order), each configuration's rounds and chunks pooled. Established: an `LB_FLOWS` hit, {} rounds of {} runs through the bench harness with established, direct and direct without the front check interleaved (the harness's cost, {} ns, measured in the same rounds and taken off; differences per round). The bench checks the SYN, the established and the direct segment once with their output (tunnelled to the chosen member's port), the verdict of every timed run, that every run was forwarded and that the listener counted every established run without a new connection. First packet: a repeated run reuses its frame, so every repetition after the first would be a hit; instead {single_runs} single runs (`repeat` 1), each a SYN from a new source port (the bench checks each was forwarded and made a connection: Maglev, `LB_FLOWS` and `LB_REV` inserted), interleaved with single runs of the direct SYN and of the established segment; medians of {} consecutive chunks. A single run also times the kernel's timer and context set-up, the same for all three, so compare single runs with single runs: the LB cost of a first packet is its median minus the direct one's. Port security off. Members other than the measured listener's: each filler VIP has a listener with 2 (Maglev tables of 251 slots); the measured listener's table is the first prime >= 100 x its members. Every figure: median (min-max) over the rounds or chunks; a cost smaller than its spread is within noise.\n", opts.passes, opts.rounds, opts.repeat, Stat::of(&restore).fmt(0), opts.rounds)?;
+    writeln!(out, "| members | VIPs | first packet LB cost | established LB cost | established | direct | single runs: first / established / direct | front check |")?;
     writeln!(
         out,
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )?;
+    let cost_cell = |v: Vec<f64>| {
+        let s = Stat::of(&v);
+        if benchkit::noise(&v) {
+            format!("{}, within noise", s.fmt(0))
+        } else {
+            s.fmt(0)
+        }
+    };
     for ((b, n), f) in &results {
         writeln!(
             out,
-            "| {b} | {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} |",
-            first_cost(f),
-            est_cost(f),
-            f.established,
-            f.direct,
-            f.established / f.direct.max(1.0),
-            f.first_single / base.first_single.max(1.0),
-            f.established / base.established.max(1.0),
-            f.first_single,
-            f.established_single,
-            f.direct_single,
-            f.direct - f.plain,
+            "| {b} | {n} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} | {} |",
+            cost_cell(first_cost(f)),
+            cost_cell(est_cost(f)),
+            Stat::of(&f.established).fmt(0),
+            Stat::of(&f.direct).fmt(0),
+            med(&f.first_single),
+            med(&f.established_single),
+            med(&f.direct_single),
+            cost_cell(front(f)),
         )?;
     }
     writeln!(out)?;
@@ -536,15 +679,15 @@ fn nginx(net: &mut Netns, vm: &str) -> anyhow::Result<u32> {
     )
 }
 
-/// One wrk run from the client: requests/s, and the errors it counted
-/// (socket errors and non-2xx answers).
+/// One wrk run from the client: requests/s; an error if wrk counted any
+/// error (socket errors, non-2xx answers).
 fn wrk(
     net: &Netns,
     url: &str,
     close: bool,
     seconds: u64,
     (threads, connections): (usize, usize),
-) -> anyhow::Result<(f64, u64)> {
+) -> anyhow::Result<f64> {
     let d = format!("{seconds}s");
     let c = format!("-c{connections}");
     let t = format!("-t{threads}");
@@ -563,15 +706,26 @@ fn wrk(
     for l in o.lines() {
         let l = l.trim();
         if let Some(r) = l.strip_prefix("Socket errors:") {
-            errors += r
-                .split(',')
-                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
-                .sum::<u64>();
+            // "connect 0, read 0, write 0, timeout 0"
+            for p in r.split(',') {
+                let n = p.split_whitespace().last().unwrap_or_default();
+                errors += n
+                    .parse::<u64>()
+                    .with_context(|| format!("wrk: cannot read {l:?}"))?;
+            }
         } else if let Some(r) = l.strip_prefix("Non-2xx or 3xx responses:") {
-            errors += r.trim().parse::<u64>().unwrap_or(0);
+            errors += r
+                .trim()
+                .parse::<u64>()
+                .with_context(|| format!("wrk: cannot read {l:?}"))?;
         }
     }
-    Ok((rps, errors))
+    ensure!(
+        errors == 0,
+        "wrk to {url}: {errors} errors (socket errors and non-2xx answers): {o}"
+    );
+    ensure!(rps > 0.0, "wrk to {url}: no requests: {o}");
+    Ok(rps)
 }
 
 /// Busy CPU time of the machine so far (seconds, from /proc/stat: user,
@@ -599,27 +753,10 @@ fn process_cpu(pid: u32) -> anyhow::Result<f64> {
     Ok(t / 100.0)
 }
 
-/// Run time and runs of a BPF program so far (kernel.bpf_stats_enabled).
-fn bpf_prog_stats(id: u64) -> anyhow::Result<(f64, u64)> {
-    let o = std::process::Command::new("bpftool")
-        .args(["-j", "prog", "show", "id", &id.to_string()])
-        .output()?;
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).context("bpftool JSON")?;
-    Ok((
-        v["run_time_ns"].as_f64().unwrap_or(0.0) / 1e9,
-        v["run_cnt"].as_u64().unwrap_or(0),
-    ))
-}
-
 /// The id of the program of the TC filter on `dev`'s ingress in the host.
 fn tc_prog_id(net: &Netns, dev: &str) -> anyhow::Result<u64> {
-    let o = net.sh("h", &["tc", "-j", "filter", "show", "dev", dev, "ingress"])?;
-    let v: serde_json::Value = serde_json::from_str(&o).context("tc JSON")?;
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|f| f["options"]["prog"]["id"].as_u64())
-        .with_context(|| format!("no BPF filter on {dev}: {o}"))
+    let ns = net.ns("h");
+    crate::benchkit::tc_ingress_prog(&["ip", "netns", "exec", &ns], dev)
 }
 
 /// The Strato world of the namespaces: client c1 on `lbc` (net a), members
@@ -739,7 +876,6 @@ fn strato_up(
 struct LbRow {
     rps: f64,
     cps: f64,
-    errors: u64,
     /// Machine busy CPU seconds per 1,000 connections (new-connection run).
     machine_ms_per_kconn: f64,
     /// The balancer's own CPU per 1,000 connections, where it can be
@@ -791,7 +927,7 @@ fn measure(net: &Netns, urls: &[&str], seconds: u64, own: CpuProbe<'_>) -> anyho
     for url in urls {
         ready(net, url)?;
     }
-    let both = |close: bool| -> anyhow::Result<(f64, u64)> {
+    let both = |close: bool| -> anyhow::Result<f64> {
         std::thread::scope(|sc| {
             let hs: Vec<_> = urls
                 .iter()
@@ -799,24 +935,21 @@ fn measure(net: &Netns, urls: &[&str], seconds: u64, own: CpuProbe<'_>) -> anyho
                     sc.spawn(move || wrk(net, u, close, seconds, (2 / urls.len(), 32 / urls.len())))
                 })
                 .collect();
-            let mut sum = (0.0, 0);
+            let mut sum = 0.0;
             for h in hs {
-                let (r, e) = h.join().expect("wrk thread")?;
-                sum.0 += r;
-                sum.1 += e;
+                sum += h.join().expect("wrk thread")?;
             }
             Ok(sum)
         })
     };
-    let (rps, e1) = both(false)?;
+    let rps = both(false)?;
     let (m0, o0) = (machine_cpu()?, own()?);
-    let (cps, e2) = both(true)?;
+    let cps = both(true)?;
     let (m1, o1) = (machine_cpu()?, own()?);
     let kconn = (cps * seconds as f64 / 1000.0).max(1e-9);
     Ok(LbRow {
         rps,
         cps,
-        errors: e1 + e2,
         machine_ms_per_kconn: (m1 - m0) * 1000.0 / kconn,
         own_ms_per_kconn: Some((o1 - o0) * 1000.0 / kconn),
     })
@@ -865,14 +998,34 @@ fn measure_step(net: &mut Netns, step: Step, seconds: u64) -> anyhow::Result<LbR
         Step::Strato => {
             let (done, h) = strato_up(net)?;
             let r = (|| {
+                // The same program on the three taps: its runs and run
+                // time count every packet both ways (the kernel's BPF
+                // statistics, on for this row only).
                 let id = tc_prog_id(net, "lbc")?;
-                let was = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-                    .unwrap_or_else(|_| "0".into());
-                std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
-                    .context("enable bpf_stats")?;
-                let r = measure(net, &[VIP_URL], seconds, &|| Ok(bpf_prog_stats(id)?.0));
-                let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", was.trim());
-                r
+                for tap in ["lbm1", "lbm2"] {
+                    ensure!(
+                        tc_prog_id(net, tap)? == id,
+                        "{tap}: not the client's port program"
+                    );
+                }
+                let _stats = crate::benchkit::BpfStats::enable()?;
+                let runs0 = crate::benchkit::prog_runs(id)?;
+                let r = measure(net, &[VIP_URL], seconds, &|| {
+                    Ok(crate::benchkit::prog_runs(id)?.run_time_ns as f64 / 1e9)
+                })?;
+                let runs = crate::benchkit::prog_runs(id)? - runs0;
+                // At least the SYN, the ACK and the request of every
+                // connection went through the program, in measurable time.
+                let conns = (r.cps * seconds as f64) as u64;
+                ensure!(
+                    runs.run_cnt >= 3 * conns
+                        && runs.run_time_ns > 0
+                        && r.own_ms_per_kconn.is_some_and(|v| v > 0.0),
+                    "Strato's program ran {} times ({} ns) for {conns} connections: the row did not go through it",
+                    runs.run_cnt,
+                    runs.run_time_ns
+                );
+                Ok(r)
             })();
             let _ = done.send(());
             let _ = h.join();
@@ -893,7 +1046,13 @@ fn measure_step(net: &mut Netns, step: Step, seconds: u64) -> anyhow::Result<LbR
             let c = cfg.display().to_string();
             // `ip netns exec` execs the command: its pid is haproxy's.
             let pid = net.spawn("h", &["haproxy", "-db", "-f", &c], "haproxy.log")?;
-            let r = measure(net, &[VIP_URL], seconds, &|| process_cpu(pid));
+            let r = measure(net, &[VIP_URL], seconds, &|| process_cpu(pid)).and_then(|r| {
+                ensure!(
+                    r.own_ms_per_kconn.is_some_and(|v| v > 0.0),
+                    "HAProxy's own CPU time did not move"
+                );
+                Ok(r)
+            });
             net.stop(pid);
             r.with_context(|| {
                 std::fs::read_to_string(net.dir.join("haproxy.log")).unwrap_or_default()
@@ -910,83 +1069,92 @@ fn measure_step(net: &mut Netns, step: Step, seconds: u64) -> anyhow::Result<LbR
     }
 }
 
-/// Two passes, the second in reverse order (a slow stretch of the shared
-/// machine then weighs on every row alike); each figure is the mean of
-/// the two.
-pub fn run_netns(seconds: u64, out: &mut String) -> anyhow::Result<()> {
+/// `passes` passes, every other one in reverse order (a slow stretch of
+/// the shared machine then weighs on every row alike); each figure is the
+/// median (min-max) of the passes.
+pub fn run_netns(seconds: u64, passes: usize, smoke: bool, out: &mut String) -> anyhow::Result<()> {
+    use crate::benchkit::{self, Bound, Stat};
     eprintln!("bench: load balancers in namespaces (wrk, 2 nginx members)");
     let mut net = topology()?;
     for m in ["m1", "m2"] {
         nginx(&mut net, m)?;
     }
     let mut samples: Vec<Vec<LbRow>> = Step::ALL.iter().map(|_| vec![]).collect();
-    for pass in 0..2 {
+    for pass in 0..passes {
         let mut order: Vec<usize> = (0..Step::ALL.len()).collect();
-        if pass == 1 {
+        if pass % 2 == 1 {
             order.reverse();
         }
-        // STRATO_BENCH_LB_STEPS=2,4 (indices into the table): only those
-        // rows (while investigating one).
-        let only: Option<Vec<usize>> = std::env::var("STRATO_BENCH_LB_STEPS")
-            .ok()
-            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect());
         for i in order {
-            if only.as_ref().is_some_and(|o| !o.contains(&i)) {
-                samples[i].push(LbRow::default());
-                continue;
-            }
             let step = Step::ALL[i];
-            eprintln!("bench: LB netns ({}/2): {}", pass + 1, step.name());
-            let r = measure_step(&mut net, step, seconds)?;
+            eprintln!("bench: LB netns ({}/{passes}): {}", pass + 1, step.name());
+            let r =
+                measure_step(&mut net, step, seconds).with_context(|| step.name().to_owned())?;
             eprintln!(
-                "bench:   {:.0} requests/s, {:.0} connections/s, {:.1} ms CPU / 1k conn, own {:?}, {} errors",
-                r.rps, r.cps, r.machine_ms_per_kconn, r.own_ms_per_kconn, r.errors
+                "bench:   {:.0} requests/s, {:.0} connections/s, {:.1} ms CPU / 1k conn, own {:?}",
+                r.rps, r.cps, r.machine_ms_per_kconn, r.own_ms_per_kconn
             );
             samples[i].push(r);
         }
     }
-    let rows: Vec<LbRow> = samples
-        .iter()
-        .map(|v| {
-            let n = v.len() as f64;
-            LbRow {
-                rps: v.iter().map(|r| r.rps).sum::<f64>() / n,
-                cps: v.iter().map(|r| r.cps).sum::<f64>() / n,
-                errors: v.iter().map(|r| r.errors).sum(),
-                machine_ms_per_kconn: v.iter().map(|r| r.machine_ms_per_kconn).sum::<f64>() / n,
-                own_ms_per_kconn: v
-                    .iter()
-                    .map(|r| r.own_ms_per_kconn)
-                    .sum::<Option<f64>>()
-                    .map(|s| s / n),
-            }
-        })
-        .collect();
-    let (one, both, hap) = (&rows[0], &rows[1], &rows[3]);
-    writeln!(out, "### Load balancer: new connections/s and requests/s in namespaces ({seconds} s each, two passes, wrk 2 threads 32 connections, 2 nginx members)\n")?;
-    writeln!(out, "Same namespaces and cores for every row: client VM -> host (the balancing step) -> two member VMs running nginx (one process each, a 3-byte answer). Requests/s: keep-alive; new connections/s: `-H 'Connection: close'` (one connection per request). Direct to one member: the client asks m1, the host routes (one nginx worker serves: on 2 cores that is the bound); direct to both: two wrk at once, 1 thread and 16 connections to each member (the same endpoints as the balanced rows, no balancer). Each figure: the mean of two passes, the second in reverse order. CPU per 1,000 new connections: the machine's busy time (/proc/stat: every process and softirq: wrk, nginx, the balancer), its excess over direct to both members, and the balancer's own where it can be attributed: HAProxy's process (user + system; not the kernel's TCP work in softirq), Strato's TC program (the kernel's BPF statistics: run time of the port program and its tails on the three taps, every packet both ways; enabled for that row only); nftables works in the packets' softirqs: not attributable.\n")?;
-    writeln!(out, "| balancing step | requests/s | connections/s | conn/s x direct (1 member) | conn/s x direct (both) | conn/s x HAProxy | req/s x direct (both) | req/s x HAProxy | machine CPU ms / 1k conn | excess over direct (both) | balancer's own CPU ms / 1k conn | errors |")?;
+    if smoke {
+        return Ok(());
+    }
+    let col = |i: usize, f: &dyn Fn(&LbRow) -> f64| samples[i].iter().map(f).collect::<Vec<f64>>();
+    let (one, both, strato, hap) = (0, 1, 2, 3);
+    let cps = |i| col(i, &|r| r.cps);
+    let rps = |i| col(i, &|r| r.rps);
+    let own = |i| col(i, &|r| r.own_ms_per_kconn.unwrap_or(f64::NAN));
+    let table = "Load balancer, namespaces";
+    benchkit::target(
+        table,
+        "Strato: new connections/s >= 0.95x direct to one member",
+        Bound::AtLeast(0.95),
+        &Stat::of(&benchkit::ratios(&cps(strato), &cps(one))),
+        2,
+        "x",
+    );
+    benchkit::target(
+        table,
+        "Strato: new connections/s >= 1.25x HAProxy",
+        Bound::AtLeast(1.25),
+        &Stat::of(&benchkit::ratios(&cps(strato), &cps(hap))),
+        2,
+        "x",
+    );
+    benchkit::target(
+        table,
+        "Strato: the balancer's own CPU per connection <= 0.5x HAProxy's",
+        Bound::AtMost(0.5),
+        &Stat::of(&benchkit::ratios(&own(strato), &own(hap))),
+        2,
+        "x",
+    );
+    writeln!(out, "### Load balancer: new connections/s and requests/s in namespaces ({seconds} s each, {passes} passes, wrk 2 threads 32 connections, 2 nginx members)\n")?;
+    writeln!(out, "Same namespaces and cores for every row: client VM -> host (the balancing step) -> two member VMs running nginx (one process each, a 3-byte answer). Requests/s: keep-alive; new connections/s: `-H 'Connection: close'` (one connection per request). Direct to one member: the client asks m1, the host routes (one nginx worker serves: on 2 cores that is the bound); direct to both: two wrk at once, 1 thread and 16 connections to each member (the same endpoints as the balanced rows, no balancer). Each step is put in place, measured and taken away in turn, every pass (the order reversed every other pass); every figure is the median (min-max) of the passes, ratios per pass. CPU per 1,000 new connections: the machine's busy time (/proc/stat: every process and softirq: wrk, nginx, the balancer), and the balancer's own where it can be attributed: HAProxy's process (user + system; not the kernel's TCP work in softirq), Strato's TC program (the kernel's BPF statistics: run time of the port program and its tails on the three taps, every packet both ways; on for that row only); nftables works in the packets' softirqs: not attributable. The bench fails on any wrk error (socket errors, non-2xx answers), checks that Strato's program ran for at least three packets of every connection, and that the balancers' own CPU figures moved.\n")?;
+    writeln!(out, "| balancing step | requests/s | connections/s | conn/s x direct (1 member) | conn/s x direct (both) | conn/s x HAProxy | req/s x direct (both) | req/s x HAProxy | machine CPU ms / 1k conn | balancer's own CPU ms / 1k conn |")?;
     writeln!(
         out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )?;
-    for (step, r) in Step::ALL.iter().zip(&rows) {
+    for (i, step) in Step::ALL.iter().enumerate() {
         writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:+.1} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             step.name(),
-            r.rps,
-            r.cps,
-            r.cps / one.cps.max(1.0),
-            r.cps / both.cps.max(1.0),
-            r.cps / hap.cps.max(1.0),
-            r.rps / both.rps.max(1.0),
-            r.rps / hap.rps.max(1.0),
-            r.machine_ms_per_kconn,
-            r.machine_ms_per_kconn - both.machine_ms_per_kconn,
-            r.own_ms_per_kconn
-                .map_or("-".to_string(), |v| format!("{v:.2}")),
-            r.errors,
+            Stat::of(&rps(i)).fmt(0),
+            Stat::of(&cps(i)).fmt(0),
+            benchkit::ratio_text(&cps(i), &cps(one)),
+            benchkit::ratio_text(&cps(i), &cps(both)),
+            benchkit::ratio_text(&cps(i), &cps(hap)),
+            benchkit::ratio_text(&rps(i), &rps(both)),
+            benchkit::ratio_text(&rps(i), &rps(hap)),
+            Stat::of(&col(i, &|r| r.machine_ms_per_kconn)).fmt(1),
+            if samples[i][0].own_ms_per_kconn.is_some() {
+                Stat::of(&own(i)).fmt(2)
+            } else {
+                "-".into()
+            },
         )?;
     }
     writeln!(out)?;

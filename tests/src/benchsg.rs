@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use netns_harness::{HostRole, Topology, VmSpec};
 use serde_json::{json, Value};
 
@@ -26,6 +27,8 @@ pub struct Options {
     pub samples: usize,
     /// Rules in the large group.
     pub large: usize,
+    /// No figures.
+    pub smoke: bool,
 }
 
 /// Whether every host's maps allow TCP `port` from 10.9.1.1 into its port
@@ -93,12 +96,17 @@ fn measure(
     Ok(out)
 }
 
-fn memlock_kib(pins: &[PathBuf], map: &str) -> u64 {
-    pins.iter()
-        .filter_map(|p| strato::dataplane::pinned_map_memlock(&p.join(map)))
-        .max()
-        .unwrap_or(0)
-        / 1024
+/// The largest kernel memory of a pinned map over the hosts, KiB; an
+/// error if any host's cannot be read.
+fn memlock_kib(pins: &[PathBuf], map: &str) -> anyhow::Result<u64> {
+    let mut max = 0;
+    for p in pins {
+        let path = p.join(map);
+        let b = strato::dataplane::pinned_map_memlock(&path)
+            .with_context(|| format!("the kernel memory of {} cannot be read", path.display()))?;
+        max = max.max(b);
+    }
+    Ok(max / 1024)
 }
 
 pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
@@ -182,10 +190,10 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         opts.samples
     );
     let small = measure(&api, &group, &pins, 20_000, opts.samples)?;
-    let small_addr = memlock_kib(&pins, dataplane_common::maps::POLICY_ADDR)
-        + memlock_kib(&pins, dataplane_common::maps::POLICY_HOST);
-    let small_port = memlock_kib(&pins, dataplane_common::maps::POLICY_PORT)
-        + memlock_kib(&pins, dataplane_common::maps::POLICY_EXACT);
+    let small_addr = memlock_kib(&pins, dataplane_common::maps::POLICY_ADDR)?
+        + memlock_kib(&pins, dataplane_common::maps::POLICY_HOST)?;
+    let small_port = memlock_kib(&pins, dataplane_common::maps::POLICY_PORT)?
+        + memlock_kib(&pins, dataplane_common::maps::POLICY_EXACT)?;
     // The large group: bulk requests of 10,000 rules (ports 1024 + i, each
     // from its own /32), then the last one's enforcement everywhere.
     eprintln!(
@@ -231,12 +239,16 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         opts.samples
     );
     let large = measure(&api, &group, &pins, 21_000, opts.samples)?;
-    let large_addr = memlock_kib(&pins, dataplane_common::maps::POLICY_ADDR)
-        + memlock_kib(&pins, dataplane_common::maps::POLICY_HOST);
-    let large_port = memlock_kib(&pins, dataplane_common::maps::POLICY_PORT)
-        + memlock_kib(&pins, dataplane_common::maps::POLICY_EXACT);
-    let ct = memlock_kib(&pins, dataplane_common::maps::CT);
+    let large_addr = memlock_kib(&pins, dataplane_common::maps::POLICY_ADDR)?
+        + memlock_kib(&pins, dataplane_common::maps::POLICY_HOST)?;
+    let large_port = memlock_kib(&pins, dataplane_common::maps::POLICY_PORT)?
+        + memlock_kib(&pins, dataplane_common::maps::POLICY_EXACT)?;
+    let ct = memlock_kib(&pins, dataplane_common::maps::CT)?;
 
+    if opts.smoke {
+        return Ok(());
+    }
+    let large_name = format!("with {} rules", opts.large);
     writeln!(out, "### Security groups: rule POST to enforcement on every host ({} compute hosts, one port each in the group)\n", pins.len())?;
     writeln!(out, "From the POST of one rule to the moment every host's policy tries (what its programs look up) allow what it allows. {} rules each. Then {} rules were added in bulk requests of 10,000: posted in {:.1} s, enforced everywhere {:.1} s after the first request.\n", opts.samples, opts.large, posted_s, bulk_s)?;
     writeln!(
@@ -246,7 +258,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     writeln!(out, "| --- | ---: | ---: | ---: | ---: |")?;
     for (name, v, a, p) in [
         ("a few rules", &small, small_addr, small_port),
-        ("with 100,000 rules", &large, large_addr, large_port),
+        (large_name.as_str(), &large, large_addr, large_port),
     ] {
         writeln!(
             out,

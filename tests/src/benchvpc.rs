@@ -17,23 +17,40 @@
 
 use std::{fmt::Write as _, net::Ipv4Addr, sync::mpsc, time::Duration};
 
-use anyhow::{bail, Context as _};
+use anyhow::{bail, ensure, Context as _};
 use dataplane_common::{BareTarget, BARE_F_MACS};
 use netns_harness::{Region, Topology, VmSpec};
 use serde_json::{json, Value};
 use strato::dataplane::{Attach, Dataplane};
 
-use crate::e2e::{Api, Cloud};
+use crate::{
+    benchkit::{self, Bound, Stat},
+    e2e::{Api, Cloud},
+};
 
 pub struct Options {
     pub seconds: u64,
+    /// Passes over every configuration.
+    pub passes: usize,
+    /// No figures.
+    pub smoke: bool,
 }
 
 /// One measured path.
+#[derive(Clone, Copy, Debug)]
 pub struct Sample {
     pub pps: f64,
     pub offered_pps: f64,
     pub gbps: f64,
+}
+
+/// What a row checks about the programs on its path while its 64-byte
+/// flood runs: the kernel's BPF run counts of these programs (their sum)
+/// must cover the packets received.
+#[derive(Clone, Default)]
+pub struct PathProgs {
+    pub ids: Vec<u64>,
+    pub what: String,
 }
 
 /// Runs in a node; an error with its output unless it succeeds.
@@ -43,8 +60,9 @@ pub fn sh(region: &Region, node: &str, argv: &[&str]) -> anyhow::Result<String> 
         .with_context(|| format!("{node}: {}", argv.join(" ")))?;
     if !o.status.success() {
         bail!(
-            "{node}: {} failed: {}{}",
+            "{node}: {} failed ({}): {}{}",
             argv.join(" "),
+            o.status,
             String::from_utf8_lossy(&o.stderr),
             String::from_utf8_lossy(&o.stdout)
         );
@@ -98,6 +116,35 @@ pub fn sink(region: &Region, vm: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ip netns exec <host's namespace>`: for the benchkit probes.
+pub fn in_host(region: &Region, host: &str) -> anyhow::Result<Vec<String>> {
+    let h = hosts_named(region, host)?;
+    Ok(vec!["ip".into(), "netns".into(), "exec".into(), h.netns])
+}
+
+/// The TC port program agents attach, on `tap` of `host`.
+pub fn tc_prog(region: &Region, host: &str, tap: &str) -> anyhow::Result<u64> {
+    let p = in_host(region, host)?;
+    let p: Vec<&str> = p.iter().map(String::as_str).collect();
+    benchkit::tc_ingress_prog(&p, tap)
+}
+
+/// Every XDP program attached in `host` (each must be in driver mode).
+pub fn host_xdp_progs(region: &Region, host: &str) -> anyhow::Result<Vec<u64>> {
+    let v: Value = serde_json::from_str(&sh(region, host, &["ip", "-j", "link", "show"])?)?;
+    let p = in_host(region, host)?;
+    let p: Vec<&str> = p.iter().map(String::as_str).collect();
+    let mut ids = vec![];
+    for l in v.as_array().into_iter().flatten() {
+        if l.get("xdp").is_some() {
+            let dev = l["ifname"].as_str().context("ifname")?;
+            ids.push(benchkit::xdp_native_prog(&p, dev)?);
+        }
+    }
+    ensure!(!ids.is_empty(), "{host}: no XDP program attached");
+    Ok(ids)
+}
+
 /// 64-byte UDP frames from `from` (its eth0 MAC) to `dmac`/`dst` for
 /// `seconds`, then one TCP stream for `seconds`.
 fn measure(
@@ -106,12 +153,17 @@ fn measure(
     (to, dst): (&str, &str),
     dmac: &str,
     seconds: u64,
+    progs: &PathProgs,
 ) -> anyhow::Result<Sample> {
-    measure_to(region, from, (to, dst), dst, dmac, seconds)
+    measure_to(region, from, (to, dst), dst, dmac, seconds, progs)
 }
 
 /// [`measure`] where the sender addresses `dst` but the receiver (`to`)
 /// has another address (`bind`: the traffic is translated on the way).
+/// Checks trafgen's and iperf3's exit status, that packets and bytes
+/// arrived, and (with `progs`) that the programs of the path ran for
+/// every packet received (the kernel's BPF statistics must be on:
+/// [`benchkit::BpfStats`]).
 pub fn measure_to(
     region: &Region,
     (from, src): (&str, &str),
@@ -119,6 +171,7 @@ pub fn measure_to(
     dst: &str,
     dmac: &str,
     seconds: u64,
+    progs: &PathProgs,
 ) -> anyhow::Result<Sample> {
     // 14 + 20 + 8 + 18 bytes of payload + 4 FCS = 64 bytes on the wire.
     let cfg = format!(
@@ -130,20 +183,68 @@ pub fn measure_to(
         counter(region, to, "rx_packets")?,
         counter(region, from, "tx_packets")?,
     );
+    let runs0 = benchkit::progs_runs(&progs.ids)?;
     let start = std::time::Instant::now();
     let secs = seconds.to_string();
     let p = path.display().to_string();
-    let _ = region.exec(
-        from,
-        &[
-            "timeout", "-s", "INT", &secs, "trafgen", "--dev", "eth0", "--conf", &p, "--cpus", "1",
-        ],
-    )?;
+    // trafgen stops on SIGINT and exits 0; --preserve-status makes that
+    // the status. One failure is not the measurement's: at SIGINT the
+    // final flush of its TX ring can find the device busy (EAGAIN, seen
+    // with XDP on the receiving veth); the frames sent until then are
+    // what the counters count. Any other failure fails the row.
+    let argv = [
+        "timeout",
+        "--preserve-status",
+        "-s",
+        "INT",
+        &secs,
+        "trafgen",
+        "--dev",
+        "eth0",
+        "--conf",
+        &p,
+        "--cpus",
+        "1",
+    ];
+    let o = region
+        .exec(from, &argv)
+        .with_context(|| format!("{from}: trafgen"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let busy_flush = o.status.code() == Some(1)
+        && text.contains("Flushing TX_RING failed: Resource temporarily unavailable");
+    ensure!(
+        o.status.success() || busy_flush,
+        "{from}: trafgen failed ({}): {text}",
+        o.status
+    );
     let elapsed = start.elapsed().as_secs_f64();
     let (rx1, tx1) = (
         counter(region, to, "rx_packets")?,
         counter(region, from, "tx_packets")?,
     );
+    let runs = benchkit::progs_runs(&progs.ids)? - runs0;
+    let rx = rx1 - rx0;
+    ensure!(
+        rx > 0 && tx1 > tx0,
+        "{from} -> {to}: {} packets sent, {rx} received",
+        tx1 - tx0
+    );
+    if !progs.ids.is_empty() {
+        // Every packet received went through the path's programs (a few
+        // packets of other traffic allowed for).
+        ensure!(
+            runs.run_cnt > 0 && runs.run_cnt + rx / 100 >= rx && runs.run_time_ns > 0,
+            "{from} -> {to}: {} received, but {} ran {} times ({} ns): the row did not take the path it names",
+            rx,
+            progs.what,
+            runs.run_cnt,
+            runs.run_time_ns
+        );
+    }
     let mut server = region.command(to, &["iperf3", "-s", "-1", "-B", bind])?;
     let mut child = server
         .stdout(std::process::Stdio::null())
@@ -153,12 +254,19 @@ pub fn measure_to(
     let json = sh(region, from, &["iperf3", "-c", dst, "-t", &secs, "-J"]);
     let _ = child.kill();
     let _ = child.wait();
-    let v: Value = serde_json::from_str(&json?).context("iperf3 JSON")?;
+    let json = json.context("iperf3 client")?;
+    let v: Value = serde_json::from_str(&json).context("iperf3 JSON")?;
+    ensure!(
+        v.get("error").is_none(),
+        "iperf3 {from} -> {to}: {}",
+        v["error"]
+    );
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .context("iperf3: no end.sum_received")?;
+    ensure!(bps > 0.0, "iperf3 {from} -> {to}: nothing received");
     Ok(Sample {
-        pps: (rx1 - rx0) as f64 / elapsed,
+        pps: rx as f64 / elapsed,
         offered_pps: (tx1 - tx0) as f64 / elapsed,
         gbps: bps / 1e9,
     })
@@ -319,13 +427,141 @@ fn hosts_named(region: &Region, name: &str) -> anyhow::Result<netns_harness::Hos
         .with_context(|| format!("no host {name}"))
 }
 
-/// Runs every path and writes the tables.
+/// The configurations of the VM-to-VM table, each put in place, measured
+/// and taken away in turn, every pass (the order reversed every other
+/// pass).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Config {
+    StratoSg,
+    StratoNoSg,
+    StratoXdp,
+    LinuxOn,
+    LinuxOff,
+    LinuxNft,
+    BareXdp,
+    BareTcOn,
+    BareTcOff,
+}
+
+impl Config {
+    const ALL: [Config; 9] = [
+        Config::StratoSg,
+        Config::StratoNoSg,
+        Config::StratoXdp,
+        Config::LinuxOn,
+        Config::LinuxOff,
+        Config::LinuxNft,
+        Config::BareXdp,
+        Config::BareTcOn,
+        Config::BareTcOff,
+    ];
+
+    /// (same host, two hosts) row names; bare redirects have no second.
+    fn rows(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Config::StratoSg => (
+                "Strato VPC (TC port, routed, security group)",
+                Some("Strato VPC (TC port, routed + VXLAN, security group)"),
+            ),
+            Config::StratoNoSg => (
+                "Strato VPC (TC port, routed, no security group)",
+                Some("Strato VPC (TC port, routed + VXLAN, no security group)"),
+            ),
+            Config::StratoXdp => (
+                "Strato VPC (XDP port, routed, security group, VM offloads off)",
+                Some("Strato VPC (XDP port, routed + VXLAN, security group, VM offloads off)"),
+            ),
+            Config::LinuxOn => (
+                "Linux routed (VM offloads on)",
+                Some("Linux routed underlay (VM offloads on)"),
+            ),
+            Config::LinuxOff => (
+                "Linux routed (VM offloads off)",
+                Some("Linux routed underlay (VM offloads off)"),
+            ),
+            Config::LinuxNft => (
+                "Linux routed + nftables conntrack (VM offloads on)",
+                Some("Linux routed underlay + nftables conntrack (VM offloads on)"),
+            ),
+            Config::BareXdp => ("bare XDP redirect (VM offloads off)", None),
+            Config::BareTcOn => ("bare TC redirect (VM offloads on)", None),
+            Config::BareTcOff => ("bare TC redirect (VM offloads off)", None),
+        }
+    }
+}
+
+/// Port security of Strato's bench ports, set through the API and read
+/// back from the API and from what the agents wrote in their pinned maps
+/// (`PORTS`: a policy and the anti-spoofing flag, or neither).
+struct StratoPorts<'a> {
+    cloud: &'a Cloud,
+    api: &'a Api,
+    /// (port id, its default groups, host, tap).
+    ports: Vec<(String, Value, String, String)>,
+    secured: Option<bool>,
+}
+
+impl StratoPorts<'_> {
+    fn set(&mut self, on: bool) -> anyhow::Result<()> {
+        if self.secured == Some(on) {
+            return Ok(());
+        }
+        for (id, groups, _, _) in &self.ports {
+            let body = if on {
+                json!({"port": {"port_security_enabled": true, "security_groups": groups}})
+            } else {
+                json!({"port": {"security_groups": [], "port_security_enabled": false}})
+            };
+            self.api
+                .expect(200, "PUT", &format!("/v2.0/ports/{id}"), Some(body));
+            let p = self
+                .api
+                .expect(200, "GET", &format!("/v2.0/ports/{id}"), None);
+            ensure!(
+                p["port"]["port_security_enabled"] == on
+                    && p["port"]["security_groups"]
+                        .as_array()
+                        .is_some_and(|g| g.is_empty() != on),
+                "port {id}: the API did not keep port security {on}: {}",
+                p["port"]
+            );
+        }
+        // The agents' maps: what the packet path reads.
+        let region = &self.cloud.region;
+        for (id, _, host, tap) in &self.ports {
+            let h = hosts_named(region, host)?;
+            let pin = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&h));
+            let ifindex = ifindex_of(region, host, tap)?;
+            benchkit::wait_for(
+                &format!("port {id}: the agent on {host} applies port security {on}"),
+                Duration::from_secs(30),
+                || {
+                    let ports = strato::dataplane::read_pinned_ports(&pin)
+                        .with_context(|| format!("{host}: reading the pinned PORTS"))?;
+                    let p = ports
+                        .get(&ifindex)
+                        .with_context(|| format!("{host}: {tap} is not in PORTS"))?;
+                    let has = p.policy != 0 && p.flags & dataplane_common::PORT_F_SECURITY != 0;
+                    let none = p.policy == 0 && p.flags & dataplane_common::PORT_F_SECURITY == 0;
+                    Ok((if on { has } else { none }).then_some(()))
+                },
+            )?;
+        }
+        self.secured = Some(on);
+        Ok(())
+    }
+}
+
+/// Runs every path and writes the table.
 pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     eprintln!("bench: VM to VM: bringing up the default region with a controller and agents");
     let cloud = Cloud::up("bv", &Topology::default_region());
     let region = &cloud.region;
     let s = opts.seconds;
-    let mut rows: Vec<(&str, &str, Sample)> = vec![];
+    // The kernel's BPF run statistics, for every row: the rows with
+    // programs prove they ran through them (they pay the statistics'
+    // cost: two clock reads per program run; Linux's rows have none).
+    let _stats = benchkit::BpfStats::enable()?;
 
     // --- Strato: a VPC through the API.
     let admin = cloud.admin();
@@ -334,11 +570,35 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     let (ip_a, port_a) = strato_vm(&cloud, &admin, &api, &nets[0], "sa", "az1-c1")?;
     let (ip_b, port_b) = strato_vm(&cloud, &admin, &api, &nets[1], "sb", "az1-c1")?;
     let (ip_c, port_c) = strato_vm(&cloud, &admin, &api, &nets[1], "sc", "az1-c2")?;
-    for p in [&port_b, &port_c] {
+    for p in [&port_a, &port_b, &port_c] {
         cloud.wait_until("bench ports ACTIVE", Duration::from_secs(20), || {
             api.expect(200, "GET", &format!("/v2.0/ports/{p}"), None)["port"]["status"] == "ACTIVE"
         });
     }
+    let tap = strato::network::ports::tap_name;
+    let mut strato_ports = StratoPorts {
+        cloud: &cloud,
+        api: &api,
+        ports: vec![],
+        secured: None,
+    };
+    for (p, host) in [
+        (&port_a, "az1-c1"),
+        (&port_b, "az1-c1"),
+        (&port_c, "az1-c2"),
+    ] {
+        let groups = api.expect(200, "GET", &format!("/v2.0/ports/{p}"), None)["port"]
+            ["security_groups"]
+            .clone();
+        ensure!(
+            groups.as_array().is_some_and(|g| !g.is_empty()),
+            "port {p} has no default security group: {groups}"
+        );
+        strato_ports
+            .ports
+            .push((p.clone(), groups, host.to_owned(), tap(p)));
+    }
+    strato_ports.set(true)?;
     for v in ["sb", "sc"] {
         sink(region, v)?;
     }
@@ -365,80 +625,11 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
             .context("gateway MAC")?
             .to_owned()
     };
-    eprintln!("bench: Strato VPC, same host (routed), default security group on every port");
-    let same = measure(region, ("sa", &ip_a), ("sb", &ip_b), &gw_mac, s)?;
-    rows.push((
-        "same host",
-        "Strato VPC (TC port, routed, security group)",
-        same,
-    ));
-    eprintln!("bench: Strato VPC, two hosts (routed + VXLAN), default security group");
-    let two = measure(region, ("sa", &ip_a), ("sc", &ip_c), &gw_mac, s)?;
-    rows.push((
-        "two hosts",
-        "Strato VPC (TC port, routed + VXLAN, security group)",
-        two,
-    ));
-    // The same without security groups (port security off): their cost.
-    for p in [&port_a, &port_b, &port_c] {
-        api.expect(
-            200,
-            "PUT",
-            &format!("/v2.0/ports/{p}"),
-            Some(json!({"port": {"security_groups": [], "port_security_enabled": false}})),
-        );
-    }
-    // The agents apply it within a pass; give them a moment, then check
-    // the path still works.
-    std::thread::sleep(Duration::from_secs(2));
-    for ip in [&ip_b, &ip_c] {
-        if !(0..20).any(|_| sh(region, "sa", &["ping", "-c1", "-W1", ip]).is_ok()) {
-            bail!("Strato path to {ip} without security groups does not work");
-        }
-    }
-    eprintln!("bench: Strato VPC without security groups");
-    let same_open = measure(region, ("sa", &ip_a), ("sb", &ip_b), &gw_mac, s)?;
-    let two_open = measure(region, ("sa", &ip_a), ("sc", &ip_c), &gw_mac, s)?;
-    rows.push((
-        "same host",
-        "Strato VPC (TC port, routed, no security group)",
-        same_open,
-    ));
-    rows.push((
-        "two hosts",
-        "Strato VPC (TC port, routed + VXLAN, no security group)",
-        two_open,
-    ));
-    // The same pipeline at XDP on the same ports, over the agent's own
-    // maps (XDP runs before TC, so the TC program sees nothing meanwhile).
-    {
-        let host = hosts_named(region, "az1-c1")?;
-        let pin = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&host));
-        let taps = [
-            strato::network::ports::tap_name(&port_a),
-            strato::network::ports::tap_name(&port_b),
-        ];
-        let (done, h) = hold_in_netns(&host.netns, move || {
-            let mut dp = Dataplane::load(Some(&pin))?;
-            for t in &taps {
-                dp.attach_transient(Attach::Port, t)?;
-            }
-            Ok(dp)
-        })?;
-        for v in ["sa", "sb", "sc"] {
-            offloads(region, v, false)?;
-        }
-        eprintln!("bench: Strato VPC with XDP ports");
-        let same = measure(region, ("sa", &ip_a), ("sb", &ip_b), &gw_mac, s);
-        let two = measure(region, ("sa", &ip_a), ("sc", &ip_c), &gw_mac, s);
-        let _ = done.send(());
-        let _ = h.join();
-        for v in ["sa", "sb", "sc"] {
-            offloads(region, v, true)?;
-        }
-        rows.push(("same host", "Strato VPC (XDP port, VM offloads off)", same?));
-        rows.push(("two hosts", "Strato VPC (XDP port, VM offloads off)", two?));
-    }
+    let tap_a = tap(&port_a);
+    let tc_a = PathProgs {
+        ids: vec![tc_prog(region, "az1-c1", &tap_a)?],
+        what: format!("the TC port program on {tap_a}"),
+    };
 
     // --- Linux: the hosts route (veth names outside the agents' tap prefix).
     vm(
@@ -510,89 +701,13 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         sh(region, "la", &["ping", "-c1", "-W2", ip]).context("Linux path")?;
     }
     let lxa_mac = mac_of(region, "az1-c1", "lxa")?;
-    for on in [true, false] {
-        for v in ["la", "lb", "lc"] {
-            offloads(region, v, on)?;
-        }
-        let tag = if on {
-            "VM offloads on"
-        } else {
-            "VM offloads off"
-        };
-        eprintln!("bench: Linux routed, {tag}");
-        let same = measure(
-            region,
-            ("la", "10.40.1.2"),
-            ("lb", "10.40.2.2"),
-            &lxa_mac,
-            s,
-        )?;
-        let two = measure(
-            region,
-            ("la", "10.40.1.2"),
-            ("lc", "10.40.3.2"),
-            &lxa_mac,
-            s,
-        )?;
-        let (n1, n2) = if on {
-            (
-                "Linux routed (VM offloads on)",
-                "Linux routed underlay (VM offloads on)",
-            )
-        } else {
-            (
-                "Linux routed (VM offloads off)",
-                "Linux routed underlay (VM offloads off)",
-            )
-        };
-        rows.push(("same host", n1, same));
-        rows.push(("two hosts", n2, two));
-    }
-    // Linux with the default group's equivalent in nftables on every
-    // routing host: conntrack, replies and members allowed, the rest
-    // dropped.
-    for v in ["la", "lb", "lc"] {
-        offloads(region, v, true)?;
-    }
+    // The default group's equivalent in nftables on every routing host:
+    // conntrack, replies and members allowed, the rest dropped.
     let nft = "add table inet sg; \
         add chain inet sg sgchain { type filter hook forward priority 0; policy drop; }; \
         add rule inet sg sgchain ct state established,related accept; \
         add rule inet sg sgchain ct state invalid drop; \
         add rule inet sg sgchain ip saddr 10.40.0.0/16 ip daddr 10.40.0.0/16 accept";
-    for host in ["az1-c1", "az1-c2"] {
-        sh(region, host, &["nft", nft])?;
-    }
-    for ip in ["10.40.2.2", "10.40.3.2"] {
-        sh(region, "la", &["ping", "-c1", "-W2", ip]).context("Linux + nftables path")?;
-    }
-    eprintln!("bench: Linux routed + nftables conntrack");
-    let same = measure(
-        region,
-        ("la", "10.40.1.2"),
-        ("lb", "10.40.2.2"),
-        &lxa_mac,
-        s,
-    )?;
-    let two = measure(
-        region,
-        ("la", "10.40.1.2"),
-        ("lc", "10.40.3.2"),
-        &lxa_mac,
-        s,
-    )?;
-    for host in ["az1-c1", "az1-c2"] {
-        sh(region, host, &["nft", "delete table inet sg"])?;
-    }
-    rows.push((
-        "same host",
-        "Linux routed + nftables conntrack (VM offloads on)",
-        same,
-    ));
-    rows.push((
-        "two hosts",
-        "Linux routed underlay + nftables conntrack (VM offloads on)",
-        two,
-    ));
 
     // --- Ceilings: redirect only, between two VMs' veths on one host.
     vm(
@@ -623,34 +738,13 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         mac_of(region, "az1-c1", "brb")?,
     );
     // Same subnet: the VMs address each other directly.
-    sh(
-        region,
-        "ba",
-        &[
-            "ip",
-            "neigh",
-            "replace",
-            "10.50.1.3",
-            "lladdr",
-            &bb_mac,
-            "dev",
-            "eth0",
-        ],
-    )?;
-    sh(
-        region,
-        "bb",
-        &[
-            "ip",
-            "neigh",
-            "replace",
-            "10.50.1.2",
-            "lladdr",
-            &ba_mac,
-            "dev",
-            "eth0",
-        ],
-    )?;
+    for (vm, ip, mac) in [("ba", "10.50.1.3", &bb_mac), ("bb", "10.50.1.2", &ba_mac)] {
+        sh(
+            region,
+            vm,
+            &["ip", "neigh", "replace", ip, "lladdr", mac, "dev", "eth0"],
+        )?;
+    }
     sink(region, "bb")?;
     let targets = [
         (
@@ -672,68 +766,292 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
             },
         ),
     ];
-    let ns = format!("{}-az1-c1", region.prefix());
-    for tc in [false, true] {
-        let t = targets;
-        let (done, h) = hold_in_netns(&ns, move || {
-            let mut dp = Dataplane::load(None)?;
-            for (i, target) in t {
-                dp.set_bare(i, target)?;
-            }
-            for iface in ["bra", "brb"] {
-                if tc {
-                    dp.attach_bare_tc(iface)?;
-                } else {
-                    dp.attach(Attach::Bare, iface)?;
-                }
-            }
-            Ok(dp)
-        })?;
-        let mut result = vec![];
-        for on in if tc { vec![true, false] } else { vec![false] } {
-            for v in ["ba", "bb"] {
-                offloads(region, v, on)?;
-            }
-            let name = match (tc, on) {
-                (false, _) => "bare XDP redirect (VM offloads off)",
-                (true, true) => "bare TC redirect (VM offloads on)",
-                (true, false) => "bare TC redirect (VM offloads off)",
-            };
-            eprintln!("bench: {name}");
-            sh(region, "ba", &["ping", "-c1", "-W2", "10.50.1.3"]).context("bare path")?;
-            result.push((
-                name,
-                measure(region, ("ba", "10.50.1.2"), ("bb", "10.50.1.3"), &bb_mac, s)?,
-            ));
+    let c1_ns = hosts_named(region, "az1-c1")?.netns;
+    let c1_exec = in_host(region, "az1-c1")?;
+    let c1_exec: Vec<&str> = c1_exec.iter().map(String::as_str).collect();
+
+    // samples[row name]: one Sample per pass.
+    let mut samples: std::collections::BTreeMap<&str, Vec<Sample>> = Default::default();
+    for pass in 0..opts.passes {
+        let mut order = Config::ALL.to_vec();
+        if pass % 2 == 1 {
+            order.reverse();
         }
-        let _ = done.send(());
-        let _ = h.join();
-        for (name, r) in result {
-            rows.push(("same host", name, r));
+        for c in order {
+            let (same_name, two_name) = c.rows();
+            eprintln!("bench: VM to VM ({}/{}): {c:?}", pass + 1, opts.passes);
+            let (same, two) = match c {
+                Config::StratoSg | Config::StratoNoSg => {
+                    strato_ports.set(c == Config::StratoSg)?;
+                    for ip in [&ip_b, &ip_c] {
+                        if !(0..20).any(|_| sh(region, "sa", &["ping", "-c1", "-W1", ip]).is_ok()) {
+                            bail!("{c:?}: Strato path to {ip} does not work");
+                        }
+                    }
+                    (
+                        measure(region, ("sa", &ip_a), ("sb", &ip_b), &gw_mac, s, &tc_a)?,
+                        Some(measure(
+                            region,
+                            ("sa", &ip_a),
+                            ("sc", &ip_c),
+                            &gw_mac,
+                            s,
+                            &tc_a,
+                        )?),
+                    )
+                }
+                Config::StratoXdp => {
+                    // The same pipeline at XDP on the same ports, over the
+                    // agent's own maps (XDP runs before TC, so the TC
+                    // program sees nothing meanwhile).
+                    strato_ports.set(true)?;
+                    let host = hosts_named(region, "az1-c1")?;
+                    let pin = std::path::Path::new(strato::dataplane::PIN_ROOT)
+                        .join(Cloud::host_id(&host));
+                    let taps = [tap(&port_a), tap(&port_b)];
+                    let (done, h) = hold_in_netns(&host.netns, move || {
+                        let mut dp = Dataplane::load(Some(&pin))?;
+                        for t in &taps {
+                            dp.attach_transient(Attach::Port, t)?;
+                        }
+                        Ok(dp)
+                    })?;
+                    let r = (|| {
+                        for v in ["sa", "sb", "sc"] {
+                            offloads(region, v, false)?;
+                        }
+                        let xdp = PathProgs {
+                            ids: vec![benchkit::xdp_native_prog(&c1_exec, &tap_a)?],
+                            what: format!("the XDP port program on {tap_a}"),
+                        };
+                        anyhow::Ok((
+                            measure(region, ("sa", &ip_a), ("sb", &ip_b), &gw_mac, s, &xdp)?,
+                            Some(measure(
+                                region,
+                                ("sa", &ip_a),
+                                ("sc", &ip_c),
+                                &gw_mac,
+                                s,
+                                &xdp,
+                            )?),
+                        ))
+                    })();
+                    let _ = done.send(());
+                    let _ = h.join();
+                    for v in ["sa", "sb", "sc"] {
+                        offloads(region, v, true)?;
+                    }
+                    r?
+                }
+                Config::LinuxOn | Config::LinuxOff | Config::LinuxNft => {
+                    let on = c != Config::LinuxOff;
+                    for v in ["la", "lb", "lc"] {
+                        offloads(region, v, on)?;
+                    }
+                    if c == Config::LinuxNft {
+                        for host in ["az1-c1", "az1-c2"] {
+                            sh(region, host, &["nft", nft])?;
+                        }
+                    }
+                    let r = (|| {
+                        for ip in ["10.40.2.2", "10.40.3.2"] {
+                            sh(region, "la", &["ping", "-c1", "-W2", ip])
+                                .with_context(|| format!("{c:?}: Linux path"))?;
+                        }
+                        let none = PathProgs::default();
+                        anyhow::Ok((
+                            measure(
+                                region,
+                                ("la", "10.40.1.2"),
+                                ("lb", "10.40.2.2"),
+                                &lxa_mac,
+                                s,
+                                &none,
+                            )?,
+                            Some(measure(
+                                region,
+                                ("la", "10.40.1.2"),
+                                ("lc", "10.40.3.2"),
+                                &lxa_mac,
+                                s,
+                                &none,
+                            )?),
+                        ))
+                    })();
+                    if c == Config::LinuxNft {
+                        for host in ["az1-c1", "az1-c2"] {
+                            sh(region, host, &["nft", "delete table inet sg"])?;
+                        }
+                    }
+                    for v in ["la", "lb", "lc"] {
+                        offloads(region, v, true)?;
+                    }
+                    r?
+                }
+                Config::BareXdp | Config::BareTcOn | Config::BareTcOff => {
+                    let tc = c != Config::BareXdp;
+                    let t = targets;
+                    let (done, h) = hold_in_netns(&c1_ns, move || {
+                        let mut dp = Dataplane::load(None)?;
+                        for (i, target) in t {
+                            dp.set_bare(i, target)?;
+                        }
+                        for iface in ["bra", "brb"] {
+                            if tc {
+                                dp.attach_bare_tc(iface)?;
+                            } else {
+                                dp.attach(Attach::Bare, iface)?;
+                            }
+                        }
+                        Ok(dp)
+                    })?;
+                    let r = (|| {
+                        for v in ["ba", "bb"] {
+                            offloads(region, v, c == Config::BareTcOn)?;
+                        }
+                        let progs = PathProgs {
+                            ids: vec![if tc {
+                                benchkit::tc_ingress_prog(&c1_exec, "bra")?
+                            } else {
+                                benchkit::xdp_native_prog(&c1_exec, "bra")?
+                            }],
+                            what: "the bare redirect program on bra".into(),
+                        };
+                        sh(region, "ba", &["ping", "-c1", "-W2", "10.50.1.3"])
+                            .context("bare path")?;
+                        anyhow::Ok((
+                            measure(
+                                region,
+                                ("ba", "10.50.1.2"),
+                                ("bb", "10.50.1.3"),
+                                &bb_mac,
+                                s,
+                                &progs,
+                            )?,
+                            None,
+                        ))
+                    })();
+                    let _ = done.send(());
+                    let _ = h.join();
+                    if tc {
+                        for iface in ["bra", "brb"] {
+                            let _ = sh(
+                                region,
+                                "az1-c1",
+                                &["tc", "qdisc", "del", "dev", iface, "clsact"],
+                            );
+                        }
+                    }
+                    r?
+                }
+            };
+            samples.entry(same_name).or_default().push(same);
+            if let (Some(n), Some(t)) = (two_name, two) {
+                samples.entry(n).or_default().push(t);
+            }
         }
     }
+    if opts.smoke {
+        return Ok(());
+    }
+    let pps = |n: &str| samples[n].iter().map(|s| s.pps).collect::<Vec<f64>>();
+    let gbps = |n: &str| samples[n].iter().map(|s| s.gbps).collect::<Vec<f64>>();
+    let table = "VM to VM";
+    let target = |what: &str, a: &str, b: &str, bound: Bound, gbit: bool| {
+        let (x, y) = if gbit {
+            (gbps(a), gbps(b))
+        } else {
+            (pps(a), pps(b))
+        };
+        benchkit::target(
+            table,
+            &format!("{what}: {a} / {b}"),
+            bound,
+            &Stat::of(&benchkit::ratios(&x, &y)),
+            2,
+            "x",
+        );
+    };
+    for (place, strato_open, strato_sg, linux, nftables) in [
+        (
+            "same host",
+            Config::StratoNoSg.rows().0,
+            Config::StratoSg.rows().0,
+            Config::LinuxOn.rows().0,
+            Config::LinuxNft.rows().0,
+        ),
+        (
+            "two hosts",
+            Config::StratoNoSg.rows().1.expect("two"),
+            Config::StratoSg.rows().1.expect("two"),
+            Config::LinuxOn.rows().1.expect("two"),
+            Config::LinuxNft.rows().1.expect("two"),
+        ),
+    ] {
+        target(
+            &format!("{place}, pkts/s >= 1.2x Linux routed"),
+            strato_open,
+            linux,
+            Bound::AtLeast(1.2),
+            false,
+        );
+        target(
+            &format!("{place}, Gbit/s >= 1.0x Linux routed"),
+            strato_open,
+            linux,
+            Bound::AtLeast(1.0),
+            true,
+        );
+        target(
+            &format!("{place}, with security groups, pkts/s >= 1.3x nftables conntrack"),
+            strato_sg,
+            nftables,
+            Bound::AtLeast(1.3),
+            false,
+        );
+    }
+    let bare = Config::BareTcOn.rows().0;
+    target(
+        "same host, pkts/s within 10% of the bare redirect",
+        Config::StratoNoSg.rows().0,
+        bare,
+        Bound::AtLeast(0.9),
+        false,
+    );
+    target(
+        "same host, with security groups, pkts/s within 15% of the bare redirect",
+        Config::StratoSg.rows().0,
+        bare,
+        Bound::AtLeast(0.85),
+        false,
+    );
 
-    writeln!(out, "### VM to VM: Strato vs Linux vs a bare redirect ({s} s each, trafgen 64 B UDP on 1 CPU, iperf3 1 TCP stream)\n")?;
-    writeln!(out, "Ratios against Linux routed with the VMs' offloads on (what a VM gets today), same placement. Strato's rows with a security group have the project's default group (stateful, remote-group rules) on both ports; the nftables rows put its equivalent (conntrack, members allowed) in the routing hosts' forward chains.\n")?;
+    writeln!(out, "### VM to VM: Strato vs Linux vs a bare redirect ({s} s each, trafgen 64 B UDP on 1 CPU, iperf3 1 TCP stream, {} passes)\n", opts.passes)?;
+    writeln!(out, "Ratios against Linux routed with the VMs' offloads on (what a VM gets today), same placement, per pass. Each configuration is put in place, measured and taken away in turn, every pass (the order reversed every other pass); every figure is the median (min-max) of the passes. Strato's rows with a security group have the project's default group (stateful, remote-group rules) on the ports; \"no security group\": port security off, read back from the API and from the agents' maps before the row runs. The nftables rows put the default group's equivalent (conntrack, members allowed) in the routing hosts' forward chains. The bench checks trafgen's and iperf3's exit status and that packets arrived, and for the rows with programs that the program on the sender's port (Strato's TC or XDP port program, the bare redirect) ran for every packet received (the kernel's BPF statistics, on for every row: a program run costs two clock reads more); XDP rows check the program is attached in driver mode.\n")?;
     writeln!(out, "| placement | path | 64 B pkts/s received | offered | TCP Gbit/s | pkts/s x Linux | Gbit/s x Linux |")?;
     writeln!(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")?;
-    for place in ["same host", "two hosts"] {
-        let base = rows
-            .iter()
-            .find(|(p, n, _)| {
-                *p == place && n.starts_with("Linux routed") && n.contains("offloads on")
-            })
-            .map(|(_, _, r)| (r.pps.max(1.0), r.gbps.max(1e-9)))
-            .unwrap_or((1.0, 1.0));
-        for (p, name, r) in rows.iter().filter(|(p, _, _)| *p == place) {
+    for (place, pick) in [("same host", 0), ("two hosts", 1)] {
+        let base = if pick == 0 {
+            Config::LinuxOn.rows().0
+        } else {
+            Config::LinuxOn.rows().1.expect("two")
+        };
+        for c in Config::ALL {
+            let name = match (pick, c.rows()) {
+                (0, (n, _)) => n,
+                (_, (_, Some(n))) => n,
+                _ => continue,
+            };
+            let v = &samples[name];
+            let st = |f: &dyn Fn(&Sample) -> f64| Stat::of(&v.iter().map(f).collect::<Vec<_>>());
             writeln!(
                 out,
-                "| {p} | {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
-                r.pps,
-                r.offered_pps,
-                r.gbps,
-                r.pps / base.0,
-                r.gbps / base.1
+                "| {place} | {name} | {} | {} | {} | {} | {} |",
+                st(&|s| s.pps).fmt(0),
+                st(&|s| s.offered_pps).fmt(0),
+                st(&|s| s.gbps).fmt(2),
+                benchkit::ratio_text(&pps(name), &pps(base)),
+                benchkit::ratio_text(&gbps(name), &gbps(base)),
             )?;
         }
     }

@@ -8,6 +8,7 @@
 //! (`netns-harness`); nothing in this crate mocks a component.
 
 pub mod benchcp;
+pub mod benchkit;
 pub mod benchlb;
 pub mod benchnat;
 pub mod benchsg;

@@ -3,30 +3,41 @@
 //!
 //! 1. ns/packet of each dataplane path through BPF_PROG_TEST_RUN, against
 //!    the do-nothing floor program;
-//! 2. VM-to-VM on one harness host through the Linux alternatives Strato's
-//!    VPC path will be compared with: routed namespaces, and routed +
-//!    nftables conntrack filter. 64-byte UDP packets/s (trafgen) and
-//!    single-stream TCP Gbit/s (iperf3).
+//! 2. VM-to-VM, internet-to-VM and load balancing between namespaces:
+//!    Strato against the Linux alternatives and bare redirect programs;
+//! 3. the control plane: binding to ACTIVE, rule POST to enforcement.
 //!
-//! Prints a Markdown report and, with `--write FILE`, replaces the block
-//! between `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE.
+//! Every row checks its own path (the verdict of the runs it times, the
+//! counters, the kernel's BPF run counts of Strato's programs, the traffic
+//! tools' exit status and errors): a failed check fails the run. Compared
+//! rows run interleaved, several rounds; each figure is the median with its
+//! spread (min-max), and a difference smaller than the spread is reported
+//! as "within noise". A "Targets" table closes the results: each target the
+//! docs state, the figure, met or missed.
+//!
+//! `--smoke`: every path once with tiny counts and sizes, every check,
+//! no figures (for `make test`). `--write FILE` replaces the block between
+//! `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE.
 
-use std::{
-    fmt::Write as _,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{fmt::Write as _, process::Command, time::Instant};
 
-use anyhow::{bail, Context as _};
-use netns_harness::{Region, Topology, VmSpec};
+use anyhow::{bail, ensure, Context as _};
 use strato::dataplane::Attach;
-use strato_tests::{packets, progtest::ProgramTester};
+use strato_tests::{
+    benchkit::{self, ratios, run_checked, time_checked, vxlan_parts, Bound, Stat},
+    packets,
+    progtest::{ProgramTester, Verdict},
+};
 
 struct Args {
     seconds: u64,
     repeat: u32,
     rounds: usize,
+    /// Passes over the configurations compared across installs (sizes)
+    /// and over the namespace rows.
+    passes: usize,
     write: Option<String>,
+    smoke: bool,
     skip_netns: bool,
     skip_cp: bool,
     /// Only the security group program rows (while tuning them).
@@ -39,16 +50,26 @@ struct Args {
     only_lb: bool,
     /// Only connections/s through load balancers (namespaces).
     only_lb_netns: bool,
+    /// Only VM to VM (namespaces).
+    only_vpc_netns: bool,
+    /// Only the program tables.
+    only_programs: bool,
+    /// Only the control plane.
+    only_cp: bool,
     cp_ports: usize,
     cp_sample: usize,
 }
+
+const USAGE: &str = "usage: strato-bench [--smoke] [--seconds N] [--repeat N] [--rounds N] [--passes N] [--skip-netns] [--skip-control-plane] [--only-programs] [--only-policy] [--only-nat] [--only-lb] [--only-vpc-netns] [--only-eip-netns] [--only-lb-netns] [--only-cp] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
         seconds: 5,
         repeat: 1_000_000,
         rounds: 5,
+        passes: 3,
         write: None,
+        smoke: false,
         skip_netns: false,
         skip_cp: false,
         only_policy: false,
@@ -56,134 +77,266 @@ fn parse_args() -> anyhow::Result<Args> {
         only_eip_netns: false,
         only_lb: false,
         only_lb_netns: false,
+        only_vpc_netns: false,
+        only_programs: false,
+        only_cp: false,
         cp_ports: 10_000,
         cp_sample: 1_000,
     };
     let mut it = std::env::args().skip(1);
+    let mut set = vec![];
     while let Some(arg) = it.next() {
         let mut val = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        let num = |name: &str, v: String| -> anyhow::Result<u64> {
+            v.parse().with_context(|| format!("{name}: a whole number"))
+        };
         match arg.as_str() {
-            "--seconds" => {
-                a.seconds = val("--seconds")?
-                    .parse()
-                    .context("--seconds: a whole number")?
-            }
-            "--repeat" => {
-                a.repeat = val("--repeat")?
-                    .parse()
-                    .context("--repeat: a whole number")?
-            }
-            "--rounds" => {
-                a.rounds = val("--rounds")?
-                    .parse()
-                    .context("--rounds: a whole number")?
-            }
+            "--seconds" => a.seconds = num("--seconds", val("--seconds")?)?,
+            "--repeat" => a.repeat = num("--repeat", val("--repeat")?)? as u32,
+            "--rounds" => a.rounds = num("--rounds", val("--rounds")?)? as usize,
+            "--passes" => a.passes = num("--passes", val("--passes")?)? as usize,
             "--write" => a.write = Some(val("--write")?),
+            "--smoke" => a.smoke = true,
             "--skip-netns" => a.skip_netns = true,
             "--skip-control-plane" => a.skip_cp = true,
+            "--only-programs" => a.only_programs = true,
             "--only-policy" => a.only_policy = true,
             "--only-nat" => a.only_nat = true,
             "--only-eip-netns" => a.only_eip_netns = true,
             "--only-lb" => a.only_lb = true,
             "--only-lb-netns" => a.only_lb_netns = true,
-            "--cp-ports" => {
-                a.cp_ports = val("--cp-ports")?
-                    .parse()
-                    .context("--cp-ports: a whole number")?
-            }
-            "--cp-sample" => {
-                a.cp_sample = val("--cp-sample")?
-                    .parse()
-                    .context("--cp-sample: a whole number")?
-            }
+            "--only-vpc-netns" => a.only_vpc_netns = true,
+            "--only-cp" => a.only_cp = true,
+            "--cp-ports" => a.cp_ports = num("--cp-ports", val("--cp-ports")?)? as usize,
+            "--cp-sample" => a.cp_sample = num("--cp-sample", val("--cp-sample")?)? as usize,
             "-h" | "--help" => {
-                println!("usage: strato-bench [--seconds N] [--repeat N] [--rounds N] [--skip-netns] [--skip-control-plane] [--only-policy] [--only-nat] [--only-eip-netns] [--only-lb] [--only-lb-netns] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
         }
+        set.push(arg);
     }
-    if a.seconds == 0 || a.seconds > 600 || a.repeat == 0 || a.rounds == 0 {
-        bail!("--seconds must be 1..=600, --repeat and --rounds at least 1");
+    if a.smoke {
+        // Every path once, every check, tiny counts; figures are not kept.
+        if let Some(o) = set.iter().find(|o| {
+            [
+                "--write",
+                "--seconds",
+                "--repeat",
+                "--rounds",
+                "--passes",
+                "--cp-ports",
+                "--cp-sample",
+            ]
+            .contains(&o.as_str())
+        }) {
+            bail!("--smoke sets its own counts and writes no figures: drop {o}");
+        }
+        a.seconds = 1;
+        a.repeat = 1000;
+        a.rounds = 2;
+        a.passes = 1;
+        a.cp_ports = 8;
+        a.cp_sample = 4;
+    }
+    if a.seconds == 0 || a.seconds > 600 || a.repeat == 0 || a.rounds == 0 || a.passes == 0 {
+        bail!("--seconds must be 1..=600, --repeat, --rounds and --passes at least 1");
+    }
+    if a.cp_sample == 0 || a.cp_ports < 2 * a.cp_sample {
+        bail!("--cp-ports must be at least twice --cp-sample (and --cp-sample at least 1)");
     }
     Ok(a)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
+/// A timed row: name, entry point, ingress, frame, the verdict of its path.
+type Row = (&'static str, Attach, u32, Vec<u8>, Verdict);
+
+/// Times `rows` interleaved: every round runs each row once (`repeat`
+/// packets), so a slow stretch of the machine weighs on all of them
+/// alike. Checks the verdict of every timed run (the caller checks each
+/// path once, un-timed, with its output, before). Returns the ns/packet
+/// samples of each row, one per round.
+fn interleaved(
+    t: &mut ProgramTester,
+    rows: &[Row],
+    rounds: usize,
+    repeat: u32,
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    for (name, attach, ingress, frame, want) in rows {
+        if is_harness(*attach) {
+            t.bench_frame(frame);
+        }
+        // Warm the per-CPU entries and caches, checked like the rest.
+        time_checked(t, *attach, *ingress, frame, 1000, *want, name)?;
+    }
+    let mut samples = vec![vec![]; rows.len()];
+    for _ in 0..rounds {
+        for (i, (name, attach, ingress, frame, want)) in rows.iter().enumerate() {
+            if is_harness(*attach) {
+                t.bench_frame(frame);
+            }
+            samples[i].push(time_checked(
+                t, *attach, *ingress, frame, repeat, *want, name,
+            )?);
+        }
+    }
+    Ok(samples)
 }
 
+/// Harness rows put their frame back before each run: the frame to put
+/// back is written before each row is timed.
+fn is_harness(attach: Attach) -> bool {
+    matches!(
+        attach,
+        Attach::BenchPort
+            | Attach::BenchPortPlain
+            | Attach::BenchUplink
+            | Attach::BenchExternal
+            | Attach::BenchRestore
+    )
+}
+
+const MAC: fn(u8, u8) -> [u8; 6] = |a, b| [0xfa, 0x16, 0x3e, 0, a, b];
+
+/// The entry points with a minimal world: the uplink with its host record
+/// and no tunnel (traffic for the host's stack: parsed, counted, passed),
+/// and the port program on a configured port switching to another.
 fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
+    use strato_tests::progtest::{Net, Port, World};
     eprintln!(
-        "bench: program paths through BPF_PROG_TEST_RUN ({} rounds x {} packets)",
+        "bench: entry points through BPF_PROG_TEST_RUN ({} rounds x {} packets, interleaved)",
         args.rounds, args.repeat
     );
-    let mut t = ProgramTester::new();
+    let mut t = ProgramTester::in_test_net();
+    let (p1, p2) = ((MAC(1, 5), [10, 1, 0, 5]), (MAC(1, 6), [10, 1, 0, 6]));
+    t.install(
+        &World::new()
+            .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
+            .port(Port::local("p1", "a", "tp1", p1.0, p1.1).no_security())
+            .port(Port::local("p2", "a", "tp2", p2.0, p2.1).no_security()),
+    );
+    let tp1 = t.ifindex("tp1");
     let mut truncated = packets::ipv4_udp(&[0; 18]);
     truncated[16..18].copy_from_slice(&1500u16.to_be_bytes());
     packets::fix_ipv4_checksum(&mut truncated);
-    let rows: Vec<(&str, Attach, Vec<u8>)> = vec![
+    let switched = udp_frame(p1.0, p2.0, p1.1, p2.1);
+    let rows: Vec<Row> = vec![
         (
             "floor: XDP_PASS only (reference)",
             Attach::Floor,
+            0,
             packets::ipv4_udp(&[0; 18]),
+            Verdict::Pass,
         ),
         (
             "uplink: IPv4/UDP 64 B, parse + count, pass",
             Attach::Uplink,
+            0,
             packets::ipv4_udp(&[0; 18]),
+            Verdict::Pass,
         ),
         (
             "uplink: IPv4/TCP 74 B",
             Attach::Uplink,
+            0,
             packets::ipv4_tcp(&[0; 20]),
+            Verdict::Pass,
         ),
         (
             "uplink: 802.1Q IPv4/UDP",
             Attach::Uplink,
+            0,
             packets::vlan_ipv4_udp(7, &[0; 18]),
+            Verdict::Pass,
         ),
         (
             "uplink: IPv6/TCP",
             Attach::Uplink,
+            0,
             packets::ipv6_tcp(&[0; 20]),
+            Verdict::Pass,
         ),
         (
             "uplink: IPv6 + 2 ext headers/UDP",
             Attach::Uplink,
+            0,
             packets::ipv6_with_ext(
                 &[(0, packets::ext_header(0)), (60, packets::ext_header(0))],
                 &[0; 10],
             ),
+            Verdict::Pass,
         ),
-        ("uplink: ARP", Attach::Uplink, packets::arp_request()),
+        (
+            "uplink: ARP",
+            Attach::Uplink,
+            0,
+            packets::arp_request(),
+            Verdict::Pass,
+        ),
         (
             "uplink: malformed IPv4, drop + reason",
             Attach::Uplink,
+            0,
             truncated,
+            Verdict::Drop,
         ),
         (
-            "port: IPv4/UDP 64 B",
+            "port: IPv4/UDP 64 B from a configured port, switched to another (port security off)",
             Attach::Port,
-            packets::ipv4_udp(&[0; 18]),
+            tp1,
+            switched.clone(),
+            Verdict::Redirect,
         ),
     ];
-    let mut results = Vec::new();
-    for (name, attach, frame) in &rows {
-        // Warm the per-CPU entries so the insert path is not measured.
-        t.time(*attach, frame, 1000);
-        let ns: Vec<f64> = (0..args.rounds)
-            .map(|_| t.time(*attach, frame, args.repeat).as_nanos() as f64)
-            .collect();
-        results.push((name, median(ns)));
+    for (name, attach, ingress, frame, want) in &rows {
+        let o = run_checked(&mut t, *attach, *ingress, frame, *want, name)?;
+        // The programs count what they did (the floor counts nothing):
+        // passed on an interface, or dropped with a reason.
+        let passed: u64 = o.counters.interfaces.values().map(|s| s.passed).sum();
+        let dropped: u64 = o.counters.drops.values().map(|d| d.packets).sum();
+        let counted = match (attach, want) {
+            (Attach::Floor, _) => true,
+            (_, Verdict::Pass) => passed == 1 && dropped == 0,
+            (_, Verdict::Drop) => dropped == 1 && passed == 0,
+            _ => true,
+        };
+        ensure!(
+            counted,
+            "{name}: counted {passed} passed and {dropped} dropped: {:?}",
+            o.counters
+        );
     }
-    let floor = results[0].1.max(1.0);
-    writeln!(out, "### Dataplane programs, ns/packet (BPF_PROG_TEST_RUN, median of {} rounds of {} packets)\n", args.rounds, args.repeat)?;
+    // The port row: the frame goes out unchanged to the other port.
+    let o = run_checked(
+        &mut t,
+        Attach::Port,
+        tp1,
+        &switched,
+        Verdict::Redirect,
+        "port",
+    )?;
+    ensure!(
+        o.output == switched && o.counters.interfaces.get(&tp1).map(|s| s.forwarded) == Some(1),
+        "port: switching changed the frame or did not count it forwarded: {:?}",
+        o.counters
+    );
+    let samples = interleaved(&mut t, &rows, args.rounds, args.repeat)?;
+    t.install(&World::new());
+    if args.smoke {
+        return Ok(());
+    }
+    writeln!(out, "### Dataplane programs, ns/packet (BPF_PROG_TEST_RUN, {} rounds of {} packets, rows interleaved; median (min-max))\n", args.rounds, args.repeat)?;
+    writeln!(out, "The bench checks every row's verdict (an un-timed run, then every timed run): the uplink rows pass to the host's stack (no tunnel in their frames), the malformed one is dropped, the port row is switched to the other port. Every row includes the program's invocation (the floor); the VPC table below takes a harness's cost, invocation included, off its rows, so its figures and these do not add up.\n")?;
     writeln!(out, "| path | ns/packet | x floor |")?;
     writeln!(out, "| --- | ---: | ---: |")?;
-    for (name, ns) in &results {
-        writeln!(out, "| {name} | {ns:.0} | {:.2} |", ns / floor)?;
+    for ((name, ..), s) in rows.iter().zip(&samples) {
+        writeln!(
+            out,
+            "| {name} | {} | {} |",
+            Stat::of(s).fmt(0),
+            Stat::of(&ratios(s, &samples[0])).fmt(2)
+        )?;
     }
     writeln!(out)?;
     Ok(())
@@ -200,12 +353,22 @@ fn udp_frame(smac: [u8; 6], dmac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8
     f
 }
 
+/// Ratio of the larger size's samples to the smaller's, and the flatness
+/// text for a table cell.
+fn flat_cell(small: &[f64], large: &[f64]) -> String {
+    let r = Stat::of(&ratios(large, small)).fmt(2);
+    if benchkit::within_noise(large, small) {
+        format!("{r}, within noise")
+    } else {
+        r
+    }
+}
+
 /// The VPC paths through BPF_PROG_TEST_RUN (the port pipeline's XDP build,
 /// the logic the TC program runs too), with 10 and 100,000 remote ports in
 /// the maps: the cost must not grow with them.
 fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     use strato_tests::progtest::{Net, Port, Router, World, UPLINK, UPLINK_MAC};
-    const MAC: fn(u8, u8) -> [u8; 6] = |a, b| [0xfa, 0x16, 0x3e, 0, a, b];
     let (gw_a, gw_b) = (MAC(0xa0, 1), MAC(0xb0, 1));
     let (a1, a2, b1, b3) = (
         (MAC(1, 5), [10, 1, 0, 5]),
@@ -245,7 +408,7 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         w
     };
     let mut t = ProgramTester::in_test_net();
-    let (tp1, up) = (t.ifindex("tp1"), t.ifindex(UPLINK));
+    let (tp1, tp3, up) = (t.ifindex("tp1"), t.ifindex("tp3"), t.ifindex(UPLINK));
     let vxlan = {
         let inner = udp_frame(gw_b, b1.0, b3.1, b1.1);
         let mut f = Vec::new();
@@ -262,86 +425,202 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     // Every row runs through the harness, which puts the frame back before
     // each run (these paths rewrite it: a repeated test reuses one buffer);
     // its own cost is the "restore" row, taken off the others.
-    let rows: Vec<(&str, Attach, u32, Vec<u8>)> = vec![
+    let rows: Vec<Row> = vec![
         (
             "port: switched to a local port",
             Attach::BenchPort,
             tp1,
             udp_frame(a1.0, a2.0, a1.1, a2.1),
+            Verdict::Redirect,
         ),
         (
             "port: routed to a local port",
             Attach::BenchPort,
             tp1,
             udp_frame(a1.0, gw_a, a1.1, b1.1),
+            Verdict::Redirect,
         ),
         (
             "port: routed + VXLAN encapsulation",
             Attach::BenchPort,
             tp1,
             udp_frame(a1.0, gw_a, a1.1, b3.1),
+            Verdict::Redirect,
         ),
         (
             "uplink: VXLAN decapsulation to a local port",
             Attach::BenchUplink,
             up,
             vxlan,
+            Verdict::Redirect,
         ),
         (
             "port: ARP reply for the gateway",
             Attach::BenchPort,
             tp1,
             packets::arp_request_from(a1.0, a1.1, [10, 1, 0, 1]),
+            Verdict::Redirect,
         ),
     ];
-    let sizes = [10u32, 100_000];
-    let mut results: Vec<Vec<f64>> = vec![vec![]; rows.len()];
-    let (mut floor, mut restore) = (vec![], vec![]);
-    let timed = |t: &mut ProgramTester, attach: Attach, ingress: u32, frame: &[u8]| {
-        t.bench_frame(frame);
-        t.time_on(attach, ingress, frame, 1000);
-        median(
-            (0..args.rounds)
-                .map(|_| t.time_on(attach, ingress, frame, args.repeat).as_nanos() as f64)
-                .collect(),
-        )
+    let sizes: [u32; 2] = if args.smoke { [10, 100] } else { [10, 100_000] };
+    let refs = |f: &[u8]| -> Vec<Row> {
+        vec![
+            ("floor", Attach::Floor, 0, f.to_vec(), Verdict::Pass),
+            (
+                "restore",
+                Attach::BenchRestore,
+                0,
+                f.to_vec(),
+                Verdict::Pass,
+            ),
+        ]
     };
-    for n in sizes {
-        eprintln!("bench: VPC program paths with {n} remote ports in the maps");
-        t.install(&world(n));
-        let f = udp_frame(a1.0, a2.0, a1.1, a2.1);
-        floor.push(timed(&mut t, Attach::Floor, 0, &f));
-        let r = timed(&mut t, Attach::BenchRestore, 0, &f);
-        restore.push(r);
-        for (i, (name, attach, ingress, frame)) in rows.iter().enumerate() {
+    // samples[row][size]: ns with the harness's cost of the same round
+    // taken off; refs[0/1][size]: floor and restore.
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![vec![]; sizes.len()]; rows.len()];
+    let mut ref_samples: Vec<Vec<Vec<f64>>> = vec![vec![vec![]; sizes.len()]; 2];
+    for pass in 0..args.passes {
+        for (si, &n) in sizes.iter().enumerate() {
+            eprintln!(
+                "bench: VPC program paths with {n} remote ports in the maps (pass {}/{})",
+                pass + 1,
+                args.passes
+            );
+            t.install(&world(n));
+            // Each path checked once, with its output, before timing.
+            let o = run_checked(
+                &mut t,
+                Attach::Port,
+                tp1,
+                &rows[0].3,
+                Verdict::Redirect,
+                rows[0].0,
+            )?;
+            ensure!(o.output == rows[0].3, "{}: the frame changed", rows[0].0);
+            let o = run_checked(
+                &mut t,
+                Attach::Port,
+                tp1,
+                &rows[1].3,
+                Verdict::Redirect,
+                rows[1].0,
+            )?;
+            ensure!(
+                o.output[0..6] == b1.0 && o.output[6..12] == gw_b && o.output[22] == 63,
+                "{}: not routed to b1 (MACs, TTL): {}",
+                rows[1].0,
+                strato_tests::progtest::hex(&o.output)
+            );
+            let o = run_checked(
+                &mut t,
+                Attach::Port,
+                tp1,
+                &rows[2].3,
+                Verdict::Redirect,
+                rows[2].0,
+            )?;
+            let (outer, inner) = vxlan_parts(rows[2].0, &o.output)?;
+            ensure!(
+                outer == [198, 18, 2, 3] && inner[0..6] == b3.0,
+                "{}: not tunnelled to b3's host",
+                rows[2].0
+            );
+            let o = run_checked(
+                &mut t,
+                Attach::Uplink,
+                up,
+                &rows[3].3,
+                Verdict::Redirect,
+                rows[3].0,
+            )?;
+            ensure!(
+                o.output[0..6] == b1.0
+                    && o.counters.interfaces.get(&up).map(|s| s.forwarded) == Some(1),
+                "{}: not delivered to b1: {:?}",
+                rows[3].0,
+                o.counters
+            );
+            let o = run_checked(
+                &mut t,
+                Attach::Port,
+                tp1,
+                &rows[4].3,
+                Verdict::Redirect,
+                rows[4].0,
+            )?;
+            ensure!(
+                o.output[12..14] == [0x08, 0x06] && o.output[20..22] == [0, 2],
+                "{}: no ARP reply",
+                rows[4].0
+            );
+            let _ = tp3;
             let before = t.outcomes();
-            let ns = timed(&mut t, *attach, *ingress, frame);
+            let all: Vec<Row> = refs(&rows[0].3)
+                .into_iter()
+                .chain(rows.iter().cloned())
+                .collect();
+            let s = interleaved(&mut t, &all, args.rounds, args.repeat)?;
             let after = t.outcomes();
-            // Every run took the path the row names: forwarded or answered,
-            // nothing dropped.
-            let runs = (args.rounds as u64 * args.repeat as u64) + 1000;
-            anyhow::ensure!(
+            // Every run of the rows (not the references, which count
+            // nothing) was forwarded or answered, nothing dropped.
+            let runs = rows.len() as u64 * (args.rounds as u64 * args.repeat as u64 + 1000);
+            ensure!(
                 after.0 - before.0 == runs && after.1 == before.1,
-                "{name}: {} of {runs} runs forwarded or answered, {} dropped",
+                "VPC rows: {} of {runs} runs forwarded or answered, {} dropped",
                 after.0 - before.0,
                 after.1 - before.1
             );
-            results[i].push(ns - r);
+            for r in 0..2 {
+                ref_samples[r][si].extend(&s[r]);
+            }
+            for (i, row) in s[2..].iter().enumerate() {
+                samples[i][si].extend(benchkit::paired(row, &s[1], |a, b| a - b));
+            }
         }
     }
     t.install(&World::new());
-    writeln!(out, "### VPC paths, ns/packet (BPF_PROG_TEST_RUN, median of {} rounds of {} packets), as the maps grow
-", args.rounds, args.repeat)?;
-    writeln!(out, "The port pipeline's XDP build (the TC program agents attach runs the same code), 64-byte UDP frames, port security off (security groups: next table). Every run gets the original frame back from a harness program first (a repeated test reuses one buffer, and these paths rewrite it); the harness's own cost, {:.0} ns (XDP_PASS alone: {:.0} ns), is taken off. The bench checks that every run was forwarded or answered.\n", restore[0], floor[0])?;
+    if args.smoke {
+        return Ok(());
+    }
+    let table = "VPC paths";
+    for (i, (name, ..)) in rows.iter().enumerate() {
+        let (small, large) = (&samples[i][0], &samples[i][1]);
+        let bound = if i == 2 { 100.0 } else { 80.0 };
+        if i < 3 {
+            for (s, at) in [(small, "10"), (large, "100,000")] {
+                benchkit::target(
+                    table,
+                    &format!("{name}, {at} ports: <= {bound:.0} ns"),
+                    Bound::AtMost(bound),
+                    &Stat::of(s),
+                    0,
+                    " ns",
+                );
+            }
+        }
+        benchkit::target(
+            table,
+            &format!("{name}: flat within 10% from 10 to 100,000 ports (100k / 10)"),
+            Bound::Between(0.9, 1.1),
+            &Stat::of(&ratios(large, small)),
+            2,
+            "x",
+        );
+    }
+    writeln!(
+        out,
+        "### VPC paths, ns/packet (BPF_PROG_TEST_RUN), as the maps grow\n"
+    )?;
+    writeln!(out, "The port pipeline's XDP build (the TC program agents attach runs the same code), 64-byte UDP frames, port security off (security groups: their own table). Every run gets the original frame back from a harness program first (a repeated test reuses one buffer, and these paths rewrite it); the harness's own cost, measured in the same round, is taken off: {} ns (XDP_PASS alone: {} ns). The sizes alternate, {} passes, each {} rounds of {} packets with the rows interleaved; median (min-max) over all of them. The bench checks each path's verdict and output before timing, the verdict of every timed run, and that every run was forwarded or answered.\n", Stat::of(&ref_samples[1][0]).fmt(0), Stat::of(&ref_samples[0][0]).fmt(0), args.passes, args.rounds, args.repeat)?;
     writeln!(out, "| path | 10 ports | 100,000 ports | 100k / 10 |")?;
     writeln!(out, "| --- | ---: | ---: | ---: |")?;
-    for ((name, ..), r) in rows.iter().zip(&results) {
+    for ((name, ..), r) in rows.iter().zip(&samples) {
         writeln!(
             out,
-            "| {name} | {:.0} | {:.0} | {:.2} |",
-            r[0],
-            r[1],
-            r[1] / r[0].max(1.0),
+            "| {name} | {} | {} | {} |",
+            Stat::of(&r[0]).fmt(0),
+            Stat::of(&r[1]).fmt(0),
+            flat_cell(&r[0], &r[1]),
         )?;
     }
     writeln!(out)?;
@@ -356,6 +635,8 @@ fn nat_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         &strato_tests::benchnat::Options {
             rounds: args.rounds,
             repeat: args.repeat,
+            passes: args.passes,
+            smoke: args.smoke,
         },
         out,
     )
@@ -369,6 +650,8 @@ fn lb_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         &strato_tests::benchlb::Options {
             rounds: args.rounds,
             repeat: args.repeat,
+            passes: args.passes,
+            smoke: args.smoke,
         },
         out,
     )
@@ -381,7 +664,6 @@ fn lb_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
 /// the "no group" row is the security group's cost.
 fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     use strato_tests::progtest::{Net, Port, SecurityGroupEntry, SgRuleEntry, World};
-    const MAC: fn(u8, u8) -> [u8; 6] = |a, b| [0xfa, 0x16, 0x3e, 0, a, b];
     let (w1, c1) = ((MAC(1, 5), [10, 1, 0, 5]), (MAC(1, 6), [10, 1, 0, 6]));
     let rule =
         |id: String, dir: &str, proto: Option<u8>, port: Option<u32>, prefix: Option<String>| {
@@ -440,10 +722,10 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
                 .port(Port::local("c1", "a", "tp2", c1.0, c1.1).no_security())
         }
     };
-    let tcp = |flags: u8, seq: u32, ack: u32| {
+    let tcp_from = |sport: u16, flags: u8, seq: u32, ack: u32| {
         let mut b = etherparse::PacketBuilder::ethernet2(c1.0, w1.0)
             .ipv4(c1.1, w1.1, 64)
-            .tcp(40000, 443, seq, 65535);
+            .tcp(sport, 443, seq, 65535);
         if flags & 0x02 != 0 {
             b = b.syn();
         }
@@ -457,6 +739,7 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
         b.write(&mut f, &[]).expect("frame");
         f
     };
+    let tcp = |flags: u8, seq: u32, ack: u32| tcp_from(40000, flags, seq, ack);
     let syn_ack = {
         let mut f = Vec::new();
         etherparse::PacketBuilder::ethernet2(w1.0, c1.0)
@@ -468,297 +751,293 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
             .expect("frame");
         f
     };
-    let udp = {
+    let udp_from = |sport: u16| {
         let mut f = Vec::new();
         etherparse::PacketBuilder::ethernet2(c1.0, w1.0)
             .ipv4(c1.1, w1.1, 64)
-            .udp(4000, 53)
+            .udp(sport, 53)
             .write(&mut f, &[0; 18])
             .expect("frame");
         f
     };
+    let udp = udp_from(4000);
     let mut t = ProgramTester::in_test_net();
     let (tp1, tp2) = (t.ifindex("tp1"), t.ifindex("tp2"));
-    let time = |t: &mut ProgramTester, ingress: u32, frame: &[u8]| {
-        // A whole round first: the first rows otherwise ran on a cold CPU.
-        t.time_on(Attach::Port, ingress, frame, args.repeat);
-        median(
-            (0..args.rounds)
-                .map(|_| {
-                    t.time_on(Attach::Port, ingress, frame, args.repeat)
-                        .as_nanos() as f64
-                })
-                .collect(),
-        )
+    // Delivered to w1 unchanged, counted forwarded on c1's port.
+    let delivered = |t: &mut ProgramTester, frame: &[u8], what: &str| -> anyhow::Result<()> {
+        let o = run_checked(t, Attach::Port, tp2, frame, Verdict::Redirect, what)?;
+        ensure!(
+            o.output == frame
+                && o.counters.interfaces.get(&tp2).map(|s| s.forwarded) == Some(1)
+                && o.counters.drops.is_empty(),
+            "{what}: not delivered to w1 unchanged: {:?}",
+            o.counters
+        );
+        Ok(())
     };
-    eprintln!("bench: security groups, no group (reference)");
-    t.install(&world(0, false));
-    let none = time(&mut t, tp2, &udp);
-    let sizes = [10u32, 1_000, 100_000];
-    let mut first = vec![];
-    let mut est_udp = vec![];
-    let mut est_tcp = vec![];
-    for n in sizes {
-        eprintln!("bench: security groups with {n} rules on the receiver's group");
-        let started = std::time::Instant::now();
-        t.install(&world(n, true));
-        eprintln!("bench:   installed in {} ms", started.elapsed().as_millis());
-        // The previous size's connections would turn the first packet
-        // into a hit (and a recheck under the new policy).
-        t.ct_clear();
-        // A reset is never tracked: every run misses the table and looks
-        // the policies up (the first packet's work but the insertion).
-        let before = t.ct_stats();
-        first.push(time(&mut t, tp2, &tcp(0x04 | 0x10, 1, 1)));
-        let after = t.ct_stats();
-        anyhow::ensure!(
-            after.hits == before.hits
-                && after.policy_lookups - before.policy_lookups
-                    >= 2 * args.repeat as u64 * args.rounds as u64,
-            "the first-packet row hit the connection table: {before:?} -> {after:?}"
-        );
-        // UDP: the first run creates the entries, the rest hit them.
-        let before = t.ct_stats();
-        est_udp.push(time(&mut t, tp2, &udp));
-        let after = t.ct_stats();
-        // Every run must have hit the connection's entry.
-        anyhow::ensure!(
-            after.hits - before.hits >= args.repeat as u64 * args.rounds as u64,
-            "established UDP did not hit the connection table: {before:?} -> {after:?}"
-        );
-        // TCP: handshake, then the same ACK again and again (in window).
-        for (i, f) in [
-            (tp2, tcp(0x02, 1000, 0)),
-            (tp1, syn_ack.clone()),
-            (tp2, tcp(0x10, 1001, 5001)),
-        ] {
-            t.run(Attach::Port, i, &f);
-        }
-        let before = t.ct_stats();
-        est_tcp.push(time(&mut t, tp2, &tcp(0x10, 1001, 5001)));
-        let after = t.ct_stats();
-        anyhow::ensure!(
-            after.hits - before.hits >= args.repeat as u64 * args.rounds as u64
-                && after.policy_lookups == before.policy_lookups,
-            "established TCP did not hit the connection table: {before:?} -> {after:?}"
+    let runs = |n: usize| (n * args.rounds) as u64 * args.repeat as u64;
+    let sizes: [u32; 3] = if args.smoke {
+        [10, 100, 1_000]
+    } else {
+        [10, 1_000, 100_000]
+    };
+    let est_tcp = tcp(0x10, 1001, 5001);
+    // The sizes alternate over the passes, the reference without groups
+    // first in each; within a size the three rows run interleaved.
+    let mut none: Vec<f64> = vec![];
+    let (mut first, mut est_u, mut est_t) = (
+        vec![vec![]; sizes.len()],
+        vec![vec![]; sizes.len()],
+        vec![vec![]; sizes.len()],
+    );
+    for pass in 0..args.passes {
+        eprintln!(
+            "bench: security groups, no group (reference; pass {}/{})",
+            pass + 1,
+            args.passes
         );
         t.install(&world(0, false));
+        delivered(&mut t, &udp, "no group: UDP")?;
+        let s = interleaved(
+            &mut t,
+            &[(
+                "no group",
+                Attach::Port,
+                tp2,
+                udp.clone(),
+                Verdict::Redirect,
+            )],
+            args.rounds,
+            args.repeat,
+        )?;
+        none.extend(&s[0]);
+        for (si, &n) in sizes.iter().enumerate() {
+            eprintln!("bench: security groups with {n} rules on the receiver's group");
+            let started = Instant::now();
+            t.install(&world(n, true));
+            eprintln!("bench:   installed in {} ms", started.elapsed().as_millis());
+            // The previous size's connections would turn the first packet
+            // into a hit (and a recheck under the new policy).
+            t.ct_clear();
+            // TCP: handshake, then the same ACK again and again (in window).
+            for (what, i, f) in [
+                ("SYN", tp2, tcp(0x02, 1000, 0)),
+                ("SYN-ACK", tp1, syn_ack.clone()),
+                ("ACK", tp2, est_tcp.clone()),
+            ] {
+                run_checked(&mut t, Attach::Port, i, &f, Verdict::Redirect, what)?;
+            }
+            // UDP: the first run creates the entries, the rest hit them.
+            delivered(&mut t, &udp, "UDP")?;
+            // A reset (of another connection) is never tracked: every run
+            // misses the table and looks the policies up (the first
+            // packet's work but the insertion). It is allowed (TCP 443
+            // from c1's subnet).
+            let rst = tcp_from(41000, 0x04 | 0x10, 1, 1);
+            // What one run of each does to the connection counters.
+            let mut per_run = vec![];
+            for (what, f) in [
+                ("first packet (RST)", &rst),
+                ("established UDP", &udp),
+                ("established TCP", &est_tcp),
+            ] {
+                let b = t.ct_stats();
+                delivered(&mut t, f, what)?;
+                let a = t.ct_stats();
+                per_run.push((
+                    a.hits - b.hits,
+                    a.policy_lookups - b.policy_lookups,
+                    a.inserts - b.inserts,
+                ));
+            }
+            ensure!(
+                per_run[0].0 == 0 && per_run[0].1 >= 2 && per_run[0].2 == 0,
+                "first packet (RST): (hits, policy lookups, inserts) {:?}, want no hit, both policies, no entry",
+                per_run[0]
+            );
+            for (what, p) in [
+                ("established UDP", per_run[1]),
+                ("established TCP", per_run[2]),
+            ] {
+                ensure!(
+                    p.0 >= 1 && p.1 == 0 && p.2 == 0,
+                    "{what}: (hits, policy lookups, inserts) {p:?}, want a hit and nothing else"
+                );
+            }
+            let before = t.ct_stats();
+            let rows: Vec<Row> = vec![
+                (
+                    "first packet",
+                    Attach::Port,
+                    tp2,
+                    rst.clone(),
+                    Verdict::Redirect,
+                ),
+                (
+                    "established UDP",
+                    Attach::Port,
+                    tp2,
+                    udp.clone(),
+                    Verdict::Redirect,
+                ),
+                (
+                    "established TCP",
+                    Attach::Port,
+                    tp2,
+                    est_tcp.clone(),
+                    Verdict::Redirect,
+                ),
+            ];
+            let s = interleaved(&mut t, &rows, args.rounds, args.repeat)?;
+            let after = t.ct_stats();
+            // Every timed run did what its one run did.
+            let n = runs(1) + 1000;
+            let want = ((per_run[1].0 + per_run[2].0) * n, per_run[0].1 * n, 0);
+            let got = (
+                after.hits - before.hits,
+                after.policy_lookups - before.policy_lookups,
+                after.inserts - before.inserts,
+            );
+            ensure!(
+                got == want,
+                "security group rows, {n} runs each: (hits, policy lookups, inserts) {got:?}, want {want:?}"
+            );
+            first[si].extend(&s[0]);
+            est_u[si].extend(&s[1]);
+            est_t[si].extend(&s[2]);
+        }
     }
     // The connection table empty, then full (1,000,000 entries): new flows
     // (each frame a new UDP source port: one insertion, evictions when
     // full), one run each; and established packets.
     t.install(&world(10, true));
-    let new_flows = |t: &mut ProgramTester, base: u16, n: u16| -> f64 {
-        let mut v: Vec<f64> = (0..n)
+    t.ct_clear();
+    let flows: u16 = if args.smoke { 50 } else { 5000 };
+    let new_flows = |t: &mut ProgramTester, base: u16| -> anyhow::Result<Vec<f64>> {
+        // One un-timed new flow first: delivered, and one entry more.
+        let n0 = t.ct_stats().inserts;
+        delivered(t, &udp_from(base - 1), "new UDP flow")?;
+        ensure!(t.ct_stats().inserts == n0 + 1, "the new flow made no entry");
+        (0..flows)
             .map(|i| {
-                let mut f = Vec::new();
-                etherparse::PacketBuilder::ethernet2(c1.0, w1.0)
-                    .ipv4(c1.1, w1.1, 64)
-                    .udp(base + i, 53)
-                    .write(&mut f, &[0; 18])
-                    .expect("frame");
-                t.time_on(Attach::Port, tp2, &f, 1).as_nanos() as f64
+                time_checked(
+                    t,
+                    Attach::Port,
+                    tp2,
+                    &udp_from(base + i),
+                    1,
+                    Verdict::Redirect,
+                    "new UDP flow",
+                )
             })
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+            .collect()
     };
     eprintln!("bench: security groups: new flows into an empty connection table");
-    let new_empty = new_flows(&mut t, 1024, 5000);
-    let est_empty = time(&mut t, tp2, &udp);
+    let s0 = t.ct_stats();
+    let new_empty = new_flows(&mut t, 1025)?;
+    let s1 = t.ct_stats();
+    ensure!(
+        s1.inserts - s0.inserts == flows as u64 + 1,
+        "{} of {} new flows inserted into the empty table",
+        s1.inserts - s0.inserts,
+        flows as u64 + 1
+    );
+    delivered(&mut t, &udp, "established UDP")?;
+    let est_empty = interleaved(
+        &mut t,
+        &[(
+            "established UDP, table nearly empty",
+            Attach::Port,
+            tp2,
+            udp.clone(),
+            Verdict::Redirect,
+        )],
+        args.rounds,
+        args.repeat,
+    )?
+    .remove(0);
     eprintln!("bench: security groups: filling the connection table");
     let capacity = dataplane_common::maps::CT_MAX_DEFAULT;
     t.ct_fill(999, capacity);
-    let ct_mib = t.map_memlock(dataplane_common::maps::CT).unwrap_or(0) as f64 / (1024.0 * 1024.0);
+    let ct_mib = t
+        .map_memlock(dataplane_common::maps::CT)
+        .context("the connection table's kernel memory cannot be read")? as f64
+        / (1024.0 * 1024.0);
     let before = t.ct_stats();
-    let new_full = new_flows(&mut t, 10_000, 5000);
+    let new_full = new_flows(&mut t, 20_000)?;
     let after = t.ct_stats();
-    let est_full = time(&mut t, tp2, &udp);
+    delivered(&mut t, &udp, "established UDP, table full")?;
+    let est_full = interleaved(
+        &mut t,
+        &[(
+            "established UDP, table full",
+            Attach::Port,
+            tp2,
+            udp.clone(),
+            Verdict::Redirect,
+        )],
+        args.rounds,
+        args.repeat,
+    )?
+    .remove(0);
     t.install(&world(0, false));
+    if args.smoke {
+        return Ok(());
+    }
+    let table = "Security groups";
+    benchkit::target(
+        table,
+        "first packet flat within 15% from 10 to 100,000 rules (100k / 10)",
+        Bound::Between(0.85, 1.15),
+        &Stat::of(&ratios(&first[2], &first[0])),
+        2,
+        "x",
+    );
+    for (name, r) in [("UDP", &est_u), ("TCP", &est_t)] {
+        for (si, at) in [(0, "10"), (2, "100,000")] {
+            benchkit::target(
+                table,
+                &format!("established {name}, {at} rules: the group's cost (established - no group) <= 100 ns"),
+                Bound::AtMost(100.0),
+                &Stat::of(&benchkit::paired(&r[si], &none, |a, b| a - b)),
+                0,
+                " ns",
+            );
+        }
+    }
+    benchkit::target(
+        table,
+        "established UDP flat as the connection table fills (full / nearly empty, within 10%)",
+        Bound::Between(0.9, 1.1),
+        &Stat::of(&ratios(&est_full, &est_empty)),
+        2,
+        "x",
+    );
+    writeln!(out, "### Security groups, ns/packet (BPF_PROG_TEST_RUN)\n")?;
+    writeln!(out, "c1 -> w1 switched on one network, both ports on this host with a stateful group: each packet is checked against c1's egress and w1's ingress rules, and the connection has one entry for both. Rules on w1's group: TCP 443 and UDP 53 from c1's subnet, the rest fillers (a /32 and a port each). First packet: a TCP reset (never tracked), so every run misses the connection table and looks both policies up. The sizes alternate, {} passes (the reference without groups, port security off, first in each), each {} rounds of {} packets with the three rows interleaved; median (min-max). The bench checks that each row's frame is delivered to w1 unchanged, the verdict of every timed run, that the resets never hit the connection table and the established packets always did. Reference without groups: {} ns.\n", args.passes, args.rounds, args.repeat, Stat::of(&none).fmt(0))?;
     writeln!(
         out,
-        "### Security groups, ns/packet (BPF_PROG_TEST_RUN, median of {} rounds of {} packets)\n",
-        args.rounds, args.repeat
-    )?;
-    writeln!(out, "c1 -> w1 switched on one network, both ports on this host with a stateful group: each packet is checked against c1's egress and w1's ingress rules, and the connection has one entry for both. Rules on w1's group: TCP 443 and UDP 53 from c1's subnet, the rest fillers (a /32 and a port each). First packet: a TCP reset (never tracked), so every run misses the connection table and looks both policies up. Reference without groups (port security off): {none:.0} ns.\n")?;
-    writeln!(
-        out,
-        "| path | 10 rules | 1,000 rules | 100,000 rules | 100k / 10 | x no group |"
+        "| path | 10 rules | 1,000 rules | 100,000 rules | 100k / 10 | x no group (10 rules) |"
     )?;
     writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
     for (name, r) in [
         ("first packet (table miss, 2 policy lookups)", &first),
-        ("established UDP (1 table hit)", &est_udp),
-        ("established TCP (1 table hit, window checks)", &est_tcp),
+        ("established UDP (1 table hit)", &est_u),
+        ("established TCP (1 table hit, window checks)", &est_t),
     ] {
         writeln!(
             out,
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
-            r[0],
-            r[1],
-            r[2],
-            r[2] / r[0].max(1.0),
-            r[0] / none.max(1.0)
+            "| {name} | {} | {} | {} | {} | {} |",
+            Stat::of(&r[0]).fmt(0),
+            Stat::of(&r[1]).fmt(0),
+            Stat::of(&r[2]).fmt(0),
+            flat_cell(&r[0], &r[2]),
+            benchkit::ratio_text(&r[0], &none),
         )?;
     }
     writeln!(out)?;
-    writeln!(out, "Connection table of {capacity} flows (LRU hash, preallocated): {ct_mib:.0} MiB of kernel memory. New UDP flow (both ports' rules looked up, one entry inserted; median of 5,000 single runs): {new_empty:.0} ns into an empty table, {new_full:.0} ns into the full one (the LRU evicts; {} insertions refused while full). Established UDP: {est_empty:.0} ns with the table nearly empty, {est_full:.0} ns full.\n", after.insert_failures - before.insert_failures)?;
+    writeln!(out, "Connection table of {capacity} flows (LRU hash, preallocated): {ct_mib:.0} MiB of kernel memory. New UDP flow (both ports' rules looked up, one entry inserted; {flows} single runs, each checked delivered): {} ns into an empty table, {} ns into the full one (the LRU evicts; {} insertions refused while full); median (min-max) of single runs. Established UDP: {} ns with the table nearly empty, {} ns full (full / empty {}).\n", Stat::of(&new_empty).fmt(0), Stat::of(&new_full).fmt(0), after.insert_failures - before.insert_failures, Stat::of(&est_empty).fmt(0), Stat::of(&est_full).fmt(0), flat_cell(&est_empty, &est_full))?;
     Ok(())
-}
-
-use strato_tests::benchvpc::sh;
-
-fn rx_packets(region: &Region, node: &str) -> anyhow::Result<u64> {
-    sh(
-        region,
-        node,
-        &["cat", "/sys/class/net/eth0/statistics/rx_packets"],
-    )?
-    .trim()
-    .parse()
-    .context("rx_packets")
-}
-
-struct LinuxPath {
-    pps: f64,
-    sent_pps: f64,
-    gbps: f64,
-}
-
-fn measure_vm_to_vm(region: &Region, seconds: u64, gw_mac: &str) -> anyhow::Result<LinuxPath> {
-    // 64-byte frames on the wire: 14 + 20 + 8 + 18 bytes of payload + 4 FCS.
-    let cfg = format!(
-        "{{ eth(da={gw_mac}, type=0x0800), ipv4(saddr=10.10.1.2, daddr=10.10.2.2, ttl=64), udp(sport=4000, dport=9), fill(0x00, 18) }}\n"
-    );
-    let cfg_path = region.state_dir().join("trafgen.cfg");
-    std::fs::write(&cfg_path, cfg).context("writing trafgen config")?;
-    let before = rx_packets(region, "vm-benchb")?;
-    let sent_before = sh(
-        region,
-        "vm-bencha",
-        &["cat", "/sys/class/net/eth0/statistics/tx_packets"],
-    )?
-    .trim()
-    .parse::<u64>()?;
-    let start = Instant::now();
-    // trafgen on one CPU, stopped by SIGINT after the interval.
-    let secs = seconds.to_string();
-    let cfg_s = cfg_path.display().to_string();
-    let _ = region.exec(
-        "vm-bencha",
-        &[
-            "timeout", "-s", "INT", &secs, "trafgen", "--dev", "eth0", "--conf", &cfg_s, "--cpus",
-            "1",
-        ],
-    )?;
-    let elapsed = start.elapsed().as_secs_f64();
-    let after = rx_packets(region, "vm-benchb")?;
-    let sent_after = sh(
-        region,
-        "vm-bencha",
-        &["cat", "/sys/class/net/eth0/statistics/tx_packets"],
-    )?
-    .trim()
-    .parse::<u64>()?;
-    let pps = (after - before) as f64 / elapsed;
-    let sent_pps = (sent_after - sent_before) as f64 / elapsed;
-
-    let mut server = region.command("vm-benchb", &["iperf3", "-s", "-1", "-B", "10.10.2.2"])?;
-    let mut child = server
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    std::thread::sleep(Duration::from_millis(300));
-    let json = sh(
-        region,
-        "vm-bencha",
-        &["iperf3", "-c", "10.10.2.2", "-t", &secs, "-J"],
-    );
-    let _ = child.kill();
-    let _ = child.wait();
-    let v: serde_json::Value = serde_json::from_str(&json?).context("iperf3 JSON")?;
-    let bps = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .context("iperf3: no end.sum_received")?;
-    Ok(LinuxPath {
-        pps,
-        sent_pps,
-        gbps: bps / 1e9,
-    })
-}
-
-fn linux_baseline(args: &Args, out: &mut String) -> anyhow::Result<()> {
-    let prefix = format!("bn{}", std::process::id() % 100000);
-    eprintln!("bench: bringing up the default region as {prefix} for the Linux VM-to-VM baseline");
-    let region = Region::up(&Topology::default_region(), &prefix).context("region up")?;
-    let result = (|| -> anyhow::Result<()> {
-        for (vm, port, addr, gw) in [
-            ("bencha", "tapbencha", "10.10.1.2/24", "10.10.1.1"),
-            ("benchb", "tapbenchb", "10.10.2.2/24", "10.10.2.1"),
-        ] {
-            let mut spec = VmSpec::new(vm, "az1-c1", port);
-            spec.addr = Some(addr.parse()?);
-            spec.gateway = Some(gw.parse()?);
-            region
-                .vm_create(&spec)
-                .with_context(|| format!("vm {vm}"))?;
-        }
-        // The host routes between the two VMs' subnets: the Linux alternative.
-        sh(
-            &region,
-            "az1-c1",
-            &["ip", "addr", "add", "10.10.1.1/24", "dev", "tapbencha"],
-        )?;
-        sh(
-            &region,
-            "az1-c1",
-            &["ip", "addr", "add", "10.10.2.1/24", "dev", "tapbenchb"],
-        )?;
-        sh(
-            &region,
-            "az1-c1",
-            &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
-        )?;
-        // Receiver: drop the UDP flood before the socket layer, so the
-        // measurement is forwarding, not ICMP port-unreachable generation.
-        sh(&region, "vm-benchb", &["nft", "add table ip sink; add chain ip sink input_filter { type filter hook input priority 0; }; add rule ip sink input_filter udp dport 9 drop"])?;
-        sh(&region, "vm-bencha", &["ping", "-c1", "-W2", "10.10.2.2"])
-            .context("VMs cannot reach each other through the host")?;
-        let link: serde_json::Value = serde_json::from_str(&sh(
-            &region,
-            "az1-c1",
-            &["ip", "-j", "link", "show", "tapbencha"],
-        )?)?;
-        let gw_mac = link[0]["address"].as_str().context("tap MAC")?.to_owned();
-
-        eprintln!("bench: Linux routed, {} s per measurement", args.seconds);
-        let routed = measure_vm_to_vm(&region, args.seconds, &gw_mac)?;
-        sh(&region, "az1-c1", &["nft", "add table inet bench; add chain inet bench forward_filter { type filter hook forward priority 0; policy drop; }; add rule inet bench forward_filter ct state established,related accept; add rule inet bench forward_filter ct state new ip saddr 10.10.0.0/16 ip daddr 10.10.0.0/16 accept"])?;
-        eprintln!("bench: Linux routed + nftables conntrack");
-        let ct = measure_vm_to_vm(&region, args.seconds, &gw_mac)?;
-
-        writeln!(out, "### VM to VM on one host, Linux baselines ({} s each, trafgen on 1 CPU, iperf3 single stream)\n", args.seconds)?;
-        writeln!(out, "| path | 64 B UDP received pkts/s | offered pkts/s | TCP Gbit/s | pkts/s x routed | Gbit/s x routed |")?;
-        writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
-        for (name, r) in [
-            ("Linux routed namespaces", &routed),
-            ("Linux routed + nftables conntrack", &ct),
-        ] {
-            writeln!(
-                out,
-                "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
-                r.pps,
-                r.sent_pps,
-                r.gbps,
-                r.pps / routed.pps.max(1.0),
-                r.gbps / routed.gbps.max(1e-9)
-            )?;
-        }
-        writeln!(out)?;
-        Ok(())
-    })();
-    Region::down(&prefix).context("region down")?;
-    result
 }
 
 fn machine() -> String {
@@ -786,6 +1065,18 @@ fn machine() -> String {
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     strato_tests::require_root("benchmarks");
+    let started = Instant::now();
+    let only = args.only_programs
+        || args.only_policy
+        || args.only_nat
+        || args.only_lb
+        || args.only_vpc_netns
+        || args.only_eip_netns
+        || args.only_lb_netns
+        || args.only_cp;
+    if args.write.is_some() && (only || args.skip_netns || args.skip_cp) {
+        bail!("--write replaces the whole results block: it needs every table (no --only-* or --skip-*)");
+    }
     let mut out = String::new();
     let cwd = std::env::current_dir()
         .map(|d| format!("{}/", d.display()))
@@ -799,90 +1090,108 @@ fn main() -> anyhow::Result<()> {
         "Produced by `make bench` (`{cmdline}`), {}.\n",
         machine()
     )?;
-    if args.only_eip_netns {
-        strato_tests::benchnat::run_netns(args.seconds, &mut out)?;
-        print!("{out}");
-        return Ok(());
-    }
-    if args.only_lb_netns {
-        strato_tests::benchlb::run_netns(args.seconds, &mut out)?;
-        print!("{out}");
-        return Ok(());
-    }
-    if args.only_policy || args.only_nat || args.only_lb {
+    let all_programs = !only || args.only_programs;
+    if all_programs || args.only_policy || args.only_nat || args.only_lb {
+        // On its own thread: the test networks are entered by the calling
+        // thread.
         let o = std::thread::scope(|sc| {
             sc.spawn(|| {
                 let mut o = String::new();
-                if args.only_nat {
-                    nat_program_benchmarks(&args, &mut o)?;
-                } else if args.only_lb {
-                    lb_program_benchmarks(&args, &mut o)?;
-                } else {
+                if all_programs {
+                    program_benchmarks(&args, &mut o)?;
+                    vpc_program_benchmarks(&args, &mut o)?;
+                }
+                if all_programs || args.only_policy {
                     policy_program_benchmarks(&args, &mut o)?;
+                }
+                if all_programs || args.only_nat {
+                    nat_program_benchmarks(&args, &mut o)?;
+                }
+                if all_programs || args.only_lb {
+                    lb_program_benchmarks(&args, &mut o)?;
                 }
                 anyhow::Ok(o)
             })
             .join()
             .expect("bench thread")
         })?;
-        print!("{o}");
-        return Ok(());
+        out.push_str(&o);
     }
-    program_benchmarks(&args, &mut out)?;
-    // On its own thread: the test network is entered by the calling thread.
-    let vpc = std::thread::scope(|sc| {
-        sc.spawn(|| {
-            let mut o = String::new();
-            vpc_program_benchmarks(&args, &mut o)?;
-            policy_program_benchmarks(&args, &mut o)?;
-            nat_program_benchmarks(&args, &mut o)?;
-            lb_program_benchmarks(&args, &mut o)?;
-            anyhow::Ok(o)
-        })
-        .join()
-        .expect("bench thread")
-    })?;
-    out.push_str(&vpc);
-    if !args.skip_netns {
+    let netns = !only && !args.skip_netns;
+    if netns || args.only_vpc_netns {
         strato_tests::benchvpc::run(
             &strato_tests::benchvpc::Options {
                 seconds: args.seconds,
+                passes: args.passes,
+                smoke: args.smoke,
             },
             &mut out,
         )?;
-        linux_baseline(&args, &mut out)?;
-        strato_tests::benchnat::run_netns(args.seconds, &mut out)?;
-        strato_tests::benchlb::run_netns(args.seconds, &mut out)?;
     }
-    if !args.skip_cp {
-        if args.cp_sample == 0 || args.cp_ports < 2 * args.cp_sample {
-            bail!("--cp-ports must be at least twice --cp-sample (and --cp-sample at least 1)");
-        }
+    if netns || args.only_eip_netns {
+        strato_tests::benchnat::run_netns(args.seconds, args.passes, args.smoke, &mut out)?;
+    }
+    if netns || args.only_lb_netns {
+        strato_tests::benchlb::run_netns(args.seconds, args.passes, args.smoke, &mut out)?;
+    }
+    if (!only && !args.skip_cp) || args.only_cp {
         strato_tests::benchcp::run(
             &strato_tests::benchcp::Options {
                 total: args.cp_ports,
                 sample: args.cp_sample,
+                smoke: args.smoke,
             },
             &mut out,
         )?;
         strato_tests::benchsg::run(
             &strato_tests::benchsg::Options {
-                samples: 50,
-                large: 100_000,
+                samples: if args.smoke { 3 } else { 50 },
+                large: if args.smoke { 200 } else { 100_000 },
+                smoke: args.smoke,
             },
             &mut out,
         )?;
     }
+    let took = started.elapsed().as_secs_f64();
+    if args.smoke {
+        // The committed docs: their prose states no figure their results
+        // block does not (once the block is one with a targets table).
+        let docs = "docs/benchmarks.md";
+        if let Ok(text) = std::fs::read_to_string(docs) {
+            if text.contains("### Targets") {
+                check_prose(docs, &text)?;
+            } else {
+                eprintln!("bench: {docs} has no generated targets table yet (run `make bench`): prose not checked");
+            }
+        }
+        println!("strato-bench --smoke: every benchmark path ran and every check passed in {took:.0} s (no figures kept)");
+        return Ok(());
+    }
+    benchkit::targets_table(&mut out)?;
+    writeln!(out, "The run took {:.1} min.\n", took / 60.0)?;
     print!("{out}");
     if let Some(path) = &args.write {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-        let (b, e) = ("<!-- bench:begin -->", "<!-- bench:end -->");
+        let (b, e) = (benchkit::BLOCK_BEGIN, benchkit::BLOCK_END);
         let (Some(i), Some(j)) = (text.find(b), text.find(e)) else {
             bail!("{path} has no {b} ... {e} block to replace");
         };
         let new = format!("{}{b}\n{out}{}", &text[..i], &text[j..]);
-        std::fs::write(path, new).with_context(|| format!("writing {path}"))?;
+        std::fs::write(path, &new).with_context(|| format!("writing {path}"))?;
         eprintln!("bench: results written to {path}");
+        check_prose(path, &new)?;
     }
+    Ok(())
+}
+
+/// An error listing the figures the hand-written prose of `path` states
+/// that its results block does not contain.
+fn check_prose(path: &str, text: &str) -> anyhow::Result<()> {
+    let missing = benchkit::prose_figures_not_in_block(text)?;
+    ensure!(
+        missing.is_empty(),
+        "{path}: the prose states figures its results block does not contain: {}; refer to the block's tables instead",
+        missing.join(", ")
+    );
     Ok(())
 }
