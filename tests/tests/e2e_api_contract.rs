@@ -207,6 +207,19 @@ fn openapi_document_and_controller_agree() {
             out.status,
             c.log()
         );
+        // Every operation but the five served only on the agents' socket
+        // (disabled in schemathesis.toml) is selected: "Selected: N/M".
+        let selected = summary_line(&report, "Selected:");
+        let counts: Vec<u32> = selected
+            .trim_start_matches("Selected:")
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .take(2)
+            .collect();
+        assert!(
+            matches!(counts.as_slice(), [n, m] if *n + 5 == *m && *n > 0),
+            "schemathesis as {who}: {selected}, want every operation but the 5 socket-only ones:\n{report}"
+        );
         // A run that tested nothing would also exit 0.
         assert!(
             report.contains("Tested:") && !report.contains("Tested: 0"),

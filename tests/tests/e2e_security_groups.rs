@@ -404,12 +404,18 @@ fn security_groups_end_to_end() {
         Some(cut_7100 as u64),
         "no echo on 7100 after its rule went: {f7100}"
     );
-    // Never interrupted: no segment of 7200 was lost (a drop would have
-    // been retransmitted), and it was neither reset nor closed.
-    assert_eq!(
-        (f7200["retrans"].as_u64(), &f7200["error"]),
-        (Some(0), &Value::Null),
-        "7200 was interrupted: {f7200}"
+    // Never interrupted: 7200 never went 0.5 s without an echo (the client
+    // reports "waiting" then) and was neither reset nor closed. Its TCP
+    // retransmissions are shown, not asserted: a tail-loss probe fires when
+    // an echo is merely late on a busy machine.
+    let stalls: Vec<&Value> = all
+        .iter()
+        .filter(of(7200))
+        .filter(|e| e["waiting"].is_u64())
+        .collect();
+    assert!(
+        stalls.is_empty() && f7200["error"].is_null(),
+        "7200 was interrupted: {f7200}; stalls {stalls:?}"
     );
 
     // 10,000 rules on web in one request: ports 20000-29999 from net0.
