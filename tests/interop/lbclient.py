@@ -4,15 +4,19 @@ object on stdout.
   lbclient.py count ADDR PORT N [udp]
       N new connections (or datagrams), one after the other; each reads the
       member's greeting. {"counts": {name: n}, "failed": k, "refused": r}
-  lbclient.py hold ADDR PORT SECONDS
-      One connection held open SECONDS, a line echoed every 0.2 s. Prints
-      the member's name on a line of its own as soon as it is known, then
-      {"member": name, "echoes": n, "error": null or why}
+  lbclient.py hold ADDR PORT
+      One connection held open, a line echoed every 0.2 s, for as long as
+      stdin is open. Prints the member's name on a line of its own as soon
+      as it is known. A line "mark" on stdin starts a second count; once
+      stdin closes it goes on until 10 echoes followed the mark (at most
+      30 s more), then prints
+      {"member": name, "echoes": n, "after_mark": m or null, "error": null or why}
 """
 
 import json
 import socket
 import sys
+import threading
 import time
 
 
@@ -41,15 +45,29 @@ def count(addr, port, n, udp):
     print(json.dumps({"counts": counts, "failed": failed, "refused": refused}))
 
 
-def hold(addr, port, seconds):
-    out = {"member": None, "echoes": 0, "error": None}
+def hold(addr, port):
+    out = {"member": None, "echoes": 0, "after_mark": None, "error": None}
+    state = {"mark": None, "eof": None}
+
+    def stdin():
+        for line in sys.stdin:
+            if line.strip() == "mark":
+                state["mark"] = out["echoes"]
+        state["eof"] = time.time()
+
+    threading.Thread(target=stdin, daemon=True).start()
     try:
         s = socket.create_connection((addr, port), timeout=3)
         f = s.makefile("rb")
         out["member"] = f.readline().decode().strip()
         print(out["member"], flush=True)
-        end = time.time() + seconds
-        while time.time() < end:
+        while True:
+            after = None if state["mark"] is None else out["echoes"] - state["mark"]
+            out["after_mark"] = after
+            if state["eof"] is not None and (
+                (after or 0) >= 10 or time.time() > state["eof"] + 30
+            ):
+                break
             s.sendall(b"ping\n")
             if f.readline().strip() != b"ping":
                 out["error"] = "echo lost"
@@ -68,6 +86,6 @@ if __name__ == "__main__":
         udp = len(sys.argv) > 5 and sys.argv[5] == "udp"
         count(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), udp)
     elif mode == "hold":
-        hold(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+        hold(sys.argv[2], int(sys.argv[3]))
     else:
         sys.exit("usage: lbclient.py count|hold ...")

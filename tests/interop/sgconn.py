@@ -67,6 +67,11 @@ def follow(host, ports):
         except OSError as e:
             emit({"port": p, "final": True, "echoes": 0, "retrans": 0, "error": f"connect: {e}"})
             return
+        # Closing aborts (one RST) instead of leaving a socket behind that
+        # retransmits its FIN and unacknowledged data for minutes into a
+        # path a rule now cuts: those drops would be counted while later
+        # checks of the test read the same counters.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.settimeout(0.5)
         n, buf, echoes, err = 0, b"", 0, None
         while not stop.is_set() and err is None:
@@ -102,6 +107,7 @@ def follow(host, ports):
                     break
             stop.wait(0.1)
         emit({"port": p, "final": True, "echoes": echoes, "retrans": total_retrans(s), "error": err})
+        s.close()
 
     ts = [threading.Thread(target=run, args=(p,)) for p in ports]
     for t in ts:

@@ -837,6 +837,33 @@ impl Cloud {
             .sum()
     }
 
+    /// Waits until host `host` (by harness name) has realised the
+    /// controller's current configuration revision: for a change that
+    /// touches that host, its tables now hold it.
+    pub fn wait_realised(&self, host: &str) {
+        let h = self
+            .region
+            .hosts()
+            .into_iter()
+            .find(|h| h.name == host)
+            .unwrap_or_else(|| panic!("no host {host} in the region"));
+        let id = Cloud::host_id(&h);
+        let r = self
+            .get("/internal/v1/compiled")
+            .expect("the compiled revision")["revision"]
+            .as_u64()
+            .expect("revision");
+        self.wait_until(
+            &format!("{host} realises revision {r}"),
+            Duration::from_secs(120),
+            || {
+                self.hosts()
+                    .iter()
+                    .any(|s| s.host == id && s.report.realised_revision >= r)
+            },
+        );
+    }
+
     /// Asserts that `attempt` (which says whether it got through) does not
     /// get through, and that `host`'s dataplane counted drops for `reason`
     /// while it ran: a broken network, which loses the packets elsewhere,

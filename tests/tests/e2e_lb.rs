@@ -19,7 +19,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::BufRead,
+    io::{BufRead, Write},
     time::{Duration, Instant},
 };
 
@@ -386,8 +386,9 @@ fn run(cloud: &Cloud) {
     // Draining: a held connection survives its member being disabled.
     let mut hold = cloud
         .region
-        .command("c1", &[PYTHON, "-u", CLIENT, "hold", &lb.vip, "80", "6"])
+        .command("c1", &[PYTHON, "-u", CLIENT, "hold", &lb.vip, "80"])
         .expect("command")
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -412,7 +413,21 @@ fn run(cloud: &Cloud) {
                 == Some("OFFLINE")
         },
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // From here on the held connection must keep echoing: the client
+    // counts its echoes after this mark and goes on for 10 more after its
+    // stdin closes, so the count cannot be met before the disable.
+    let mut holder_in = hold.stdin.take().expect("stdin");
+    holder_in.write_all(b"mark\n").expect("mark the holder");
+    // The hosts apply the disable (new connections avoid the member).
+    cloud.wait_until(
+        "new connections avoid the disabled member",
+        Duration::from_secs(60),
+        || {
+            !count(cloud, "c2", &lb.vip, 80, 10, false)
+                .counts
+                .contains_key(&holder)
+        },
+    );
     let r = count(cloud, "c2", &lb.vip, 80, 100, false);
     assert_eq!(r.failed, 0);
     assert!(
@@ -420,13 +435,14 @@ fn run(cloud: &Cloud) {
         "the disabled member {holder} takes no new connection: {:?}",
         r.counts
     );
+    drop(holder_in);
     let mut line = String::new();
     let _ = out.read_line(&mut line);
     let _ = hold.wait();
     let held: Value = serde_json::from_str(line.trim()).expect("hold result");
     assert!(
-        held["error"].is_null() && held["echoes"].as_u64().unwrap_or(0) >= 20,
-        "the held connection went on: {held}"
+        held["error"].is_null() && held["after_mark"].as_u64().unwrap_or(0) >= 10,
+        "the held connection went on after its member was disabled: {held}"
     );
     eprintln!("held connection on {holder}: {held}");
     // Its start and end in the access log of the client's host, through
@@ -527,8 +543,16 @@ fn run(cloud: &Cloud) {
         "b4 marked ERROR {:.1} s after its VM was deleted",
         took.as_secs_f64()
     );
-    std::thread::sleep(Duration::from_millis(500));
     for c in [&c1, &c2] {
+        cloud.wait_until(
+            &format!("{}'s new connections avoid b4", c.name),
+            Duration::from_secs(60),
+            || {
+                !count(cloud, &c.name, &lb.vip, 80, 10, false)
+                    .counts
+                    .contains_key("b4")
+            },
+        );
         let r = count(cloud, &c.name, &lb.vip, 80, 100, false);
         assert_eq!(
             (r.failed, r.refused),

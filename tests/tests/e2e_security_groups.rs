@@ -374,7 +374,7 @@ fn security_groups_end_to_end() {
                     .is_some_and(|e| e["waiting"].is_u64())
         },
     );
-    let (cut_7100, cut_7200) = (echoes(7100), echoes(7200));
+    let cut_7100 = echoes(7100);
     // A rule addition in between changes nothing for either.
     rule(
         &api,
@@ -382,8 +382,11 @@ fn security_groups_end_to_end() {
         json!({"direction": "ingress", "protocol": "udp", "port_range_min": 9000,
                "port_range_max": 9100}),
     );
+    // Count only once web1's host holds the new rule.
+    cloud.wait_realised("az1-c1");
+    let cut_7200 = echoes(7200);
     cloud.wait_until(
-        "7200 echoes on (20 more after the cut)",
+        "7200 echoes on (20 more after the rule is in force)",
         Duration::from_secs(60),
         || echoes(7200) >= cut_7200 + 20,
     );
