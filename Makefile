@@ -8,7 +8,7 @@ PREFIX ?= demo
 REGION ?= examples/region.toml
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all bootstrap build demo down test test-unit test-program test-e2e bench clean lint
+.PHONY: all bootstrap build demo down test test-unit test-program test-e2e test-bench bench clean lint
 
 all: build
 
@@ -31,7 +31,7 @@ down:
 test: bootstrap
 	@./scripts/test
 
-test-unit test-program test-e2e: bootstrap
+test-unit test-program test-e2e test-bench: bootstrap
 	@./scripts/test $(patsubst test-%,%,$@)
 
 bench: bootstrap
