@@ -8,8 +8,8 @@ object on stdout.
       One connection held open, a line echoed every 0.2 s, for as long as
       stdin is open. Prints the member's name on a line of its own as soon
       as it is known. A line "mark" on stdin starts a second count; once
-      stdin closes it goes on until 10 echoes followed the mark (at most
-      30 s more), then prints
+      stdin closes it goes on until 10 echoes followed the mark and the
+      connection is 6 s old (at most 30 s more), then prints
       {"member": name, "echoes": n, "after_mark": m or null, "error": null or why}
 """
 
@@ -61,12 +61,12 @@ def hold(addr, port):
         f = s.makefile("rb")
         out["member"] = f.readline().decode().strip()
         print(out["member"], flush=True)
+        opened = time.time()
         while True:
             after = None if state["mark"] is None else out["echoes"] - state["mark"]
             out["after_mark"] = after
-            if state["eof"] is not None and (
-                (after or 0) >= 10 or time.time() > state["eof"] + 30
-            ):
+            done = (after or 0) >= 10 and time.time() >= opened + 6
+            if state["eof"] is not None and (done or time.time() > state["eof"] + 30):
                 break
             s.sendall(b"ping\n")
             if f.readline().strip() != b"ping":
