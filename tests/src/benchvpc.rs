@@ -54,6 +54,30 @@ pub struct PathProgs {
 }
 
 /// Runs in a node; an error with its output unless it succeeds.
+/// Waits until something in `node` listens on TCP `port` (a server just
+/// spawned: a client started before would be refused), up to `timeout`.
+pub fn wait_listening(
+    region: &Region,
+    node: &str,
+    port: u16,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    let filter = format!("sport = :{port}");
+    loop {
+        let o = region
+            .exec(node, &["ss", "-Hltn", &filter])
+            .with_context(|| format!("{node}: ss"))?;
+        if o.status.success() && !o.stdout.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{node}: nothing listens on TCP {port} after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn sh(region: &Region, node: &str, argv: &[&str]) -> anyhow::Result<String> {
     let o = region
         .exec(node, argv)
@@ -250,7 +274,7 @@ pub fn measure_to(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening(region, to, 5201, Duration::from_secs(30))?;
     let json = sh(region, from, &["iperf3", "-c", dst, "-t", &secs, "-J"]);
     let _ = child.kill();
     let _ = child.wait();

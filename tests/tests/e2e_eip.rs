@@ -476,7 +476,8 @@ fn iperf(
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("iperf3 server");
-    std::thread::sleep(Duration::from_millis(300));
+    strato_tests::benchvpc::wait_listening(&cloud.region, server, 5201, Duration::from_secs(30))
+        .expect("the iperf3 server listens");
     // The first 2 s are left out: they hold the bucket's initial burst and
     // TCP's start.
     let mut argv = vec!["iperf3", "-c", server_addr, "-t", "6", "-O", "2", "-J"];
