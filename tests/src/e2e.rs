@@ -6,7 +6,7 @@
 use std::{
     net::TcpListener,
     path::PathBuf,
-    process::{Child, Command},
+    process::{Child, Command, Stdio},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -551,37 +551,133 @@ impl Cloud {
     }
 }
 
+/// A controller process on its own, without a region or agents: the public
+/// API on a free loopback port, the agents' Unix socket, its database and
+/// log in a temporary directory (`strato-e2e-<tag>-<pid>-<port>`). The
+/// process and the directory go when it is dropped.
+pub struct LocalController {
+    child: Child,
+    /// `127.0.0.1:<port>` of the public API.
+    pub addr: String,
+    /// The public API.
+    pub api: Endpoint,
+    /// The agents' socket.
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl LocalController {
+    /// Starts it and waits until both listeners answer (panics with the
+    /// log if the process exits or does not listen within 30 s).
+    pub fn start(tag: &str) -> LocalController {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let dir =
+            std::env::temp_dir().join(format!("strato-e2e-{tag}-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let socket = dir.join("controller.sock");
+        let log = std::fs::File::create(dir.join("controller.log")).expect("log file");
+        let child = Command::new(bin("strato-controller"))
+            .args(["--listen", &addr, "--db"])
+            .arg(dir.join("strato.db"))
+            .arg("--socket")
+            .arg(&socket)
+            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start controller");
+        let mut c = LocalController {
+            child,
+            api: Endpoint::Tcp(addr.clone()),
+            addr,
+            socket,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&c.addr).is_err()
+            || std::os::unix::net::UnixStream::connect(&c.socket).is_err()
+        {
+            if let Some(status) = c.child.try_wait().expect("try_wait") {
+                panic!("controller exited with {status}:\n{}", c.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "controller did not listen on {}:\n{}",
+                c.addr,
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    /// The agents' socket as an endpoint.
+    pub fn agent(&self) -> Endpoint {
+        Endpoint::Unix(self.socket.clone())
+    }
+
+    /// The configuration revision the controller has compiled.
+    pub fn revision(&self) -> u64 {
+        let (s, _, v) = call(&self.agent(), None, "GET", "/internal/v1/compiled", None);
+        assert_eq!(s, 200, "{v}");
+        v["revision"].as_u64().expect("revision")
+    }
+
+    /// The last 40 lines of its log.
+    pub fn log(&self) -> String {
+        let all = std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default();
+        let tail: Vec<&str> = all.lines().rev().take(40).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for LocalController {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A new tenant made by `admin`: project `name` and a user of the same name
+/// (password `<name>-password`) with `role` on it, logged in; and the
+/// project's id.
+pub fn new_tenant(admin: &Api, name: &str, role: &str) -> (Api, String) {
+    let p = admin.expect(
+        201,
+        "POST",
+        "/v3/projects",
+        Some(serde_json::json!({"project": {"name": name, "domain_id": "default"}})),
+    );
+    let pid = p["project"]["id"].as_str().expect("project id").to_owned();
+    let password = format!("{name}-password");
+    let u = admin.expect(
+        201,
+        "POST",
+        "/v3/users",
+        Some(serde_json::json!({"user": {"name": name, "password": password, "domain_id": "default", "default_project_id": pid}})),
+    );
+    let uid = u["user"]["id"].as_str().expect("user id").to_owned();
+    let roles = admin.expect(200, "GET", &format!("/v3/roles?name={role}"), None);
+    let rid = roles["roles"][0]["id"]
+        .as_str()
+        .expect("role id")
+        .to_owned();
+    admin.expect(
+        204,
+        "PUT",
+        &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"),
+        None,
+    );
+    (Api::login(&admin.endpoint, name, &password, name), pid)
+}
+
 impl Cloud {
     /// A new tenant: project `name`, a member user of the same name; logged in.
     pub fn tenant(&self, name: &str) -> Api {
-        let admin = self.admin();
-        let p = admin.expect(
-            201,
-            "POST",
-            "/v3/projects",
-            Some(serde_json::json!({"project": {"name": name, "domain_id": "default"}})),
-        );
-        let pid = p["project"]["id"].as_str().expect("project id").to_owned();
-        let password = format!("{name}-password");
-        let u = admin.expect(
-            201,
-            "POST",
-            "/v3/users",
-            Some(serde_json::json!({"user": {"name": name, "password": password, "domain_id": "default", "default_project_id": pid}})),
-        );
-        let uid = u["user"]["id"].as_str().expect("user id").to_owned();
-        let roles = admin.expect(200, "GET", "/v3/roles?name=member", None);
-        let rid = roles["roles"][0]["id"]
-            .as_str()
-            .expect("role id")
-            .to_owned();
-        admin.expect(
-            204,
-            "PUT",
-            &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"),
-            None,
-        );
-        Api::login(&self.api, name, &password, name)
+        new_tenant(&self.admin(), name, "member").0
     }
 }
 

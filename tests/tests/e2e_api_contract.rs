@@ -21,15 +21,13 @@
 //! By hand: docs/operations.md, "Checking the API contract".
 
 use std::{
-    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
 };
 
 use serde_json::json;
 use strato::client::Endpoint;
-use strato_tests::e2e::{bin, Api, ADMIN_PASSWORD};
+use strato_tests::e2e::{Api, LocalController, ADMIN_PASSWORD};
 
 /// Examples per operation and phase (as the administrator, and as a member),
 /// and the seed: a run is reproducible and takes about 3 minutes on two
@@ -50,66 +48,6 @@ fn schemathesis() -> PathBuf {
     p
 }
 
-/// The controller process and its directory; both go when dropped.
-struct Controller {
-    child: Child,
-    addr: String,
-    dir: PathBuf,
-}
-
-impl Controller {
-    fn start() -> Controller {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let dir =
-            std::env::temp_dir().join(format!("strato-e2e-contract-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let log = std::fs::File::create(dir.join("controller.log")).expect("log file");
-        let child = Command::new(bin("strato-controller"))
-            .args(["--listen", &addr, "--db"])
-            .arg(dir.join("strato.db"))
-            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start controller");
-        let mut c = Controller { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&c.addr).is_err() {
-            if let Some(status) = c.child.try_wait().expect("try_wait") {
-                panic!("controller exited with {status}:\n{}", c.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "controller did not listen on {}:\n{}",
-                c.addr,
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        c
-    }
-
-    fn log(&self) -> String {
-        let all = std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default();
-        let tail: Vec<&str> = all.lines().rev().take(40).collect();
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// The summary line starting with `key` ("Selected: 134/139"), or the line
 /// after it when `key` is a heading ("Test cases:"), for the report.
 fn summary_line(out: &str, key: &str) -> String {
@@ -125,7 +63,7 @@ fn summary_line(out: &str, key: &str) -> String {
 fn openapi_document_and_controller_agree() {
     let st = schemathesis();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let c = Controller::start();
+    let c = LocalController::start("contract");
     let endpoint = Endpoint::Tcp(c.addr.clone());
     let contract = repo.join("tests/contract");
     // Each pass prepares its own data after the previous pass (which may
@@ -168,7 +106,7 @@ fn openapi_document_and_controller_agree() {
                 project,
             )
         } else {
-            tenant(&admin, &endpoint)
+            strato_tests::e2e::new_tenant(&admin, "contract-tenant", "member")
         };
         // The identities the passes log in with are not changed by them
         // (strato_hooks.py drops such requests).
@@ -255,45 +193,4 @@ fn openapi_document_and_controller_agree() {
             "schemathesis as {who} tested no operation:\n{report}"
         );
     }
-}
-
-/// A project `contract-tenant` with a member user, logged in; and the
-/// project's id.
-fn tenant(admin: &Api, endpoint: &Endpoint) -> (Api, String) {
-    let pid = admin.expect(
-        201,
-        "POST",
-        "/v3/projects",
-        Some(json!({"project": {"name": "contract-tenant"}})),
-    )["project"]["id"]
-        .as_str()
-        .expect("project id")
-        .to_owned();
-    let uid = admin.expect(
-        201,
-        "POST",
-        "/v3/users",
-        Some(json!({"user": {"name": "contract-tenant",
-            "password": "contract-tenant-password", "default_project_id": pid}})),
-    )["user"]["id"]
-        .as_str()
-        .expect("user id")
-        .to_owned();
-    let rid = admin.expect(200, "GET", "/v3/roles?name=member", None)["roles"][0]["id"]
-        .as_str()
-        .expect("role id")
-        .to_owned();
-    admin.expect(
-        204,
-        "PUT",
-        &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"),
-        None,
-    );
-    let api = Api::login(
-        endpoint,
-        "contract-tenant",
-        "contract-tenant-password",
-        "contract-tenant",
-    );
-    (api, pid)
 }

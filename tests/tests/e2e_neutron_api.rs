@@ -9,79 +9,11 @@
 //! an invalid If-Match, an unknown filter, a bad limit, deletes in the wrong
 //! order, exceeding a quota, another project's resources, a reader writing.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
-
 use serde_json::{json, Value};
-use strato::client::Endpoint;
-use strato_tests::e2e::{bin, call, call_raw, Api, ADMIN_PASSWORD};
+use strato_tests::e2e::{call, call_raw, Api, ADMIN_PASSWORD};
 
-struct Controller {
-    child: Child,
-    api: Endpoint,
-    socket: std::path::PathBuf,
-    dir: std::path::PathBuf,
-}
-
-impl Controller {
-    fn start() -> Controller {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("strato-e2e-neutron-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let socket = dir.join("controller.sock");
-        let child = Command::new(bin("strato-controller"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(dir.join("strato.db"))
-            .arg("--socket")
-            .arg(&socket)
-            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start controller");
-        let c = Controller {
-            child,
-            api: Endpoint::Tcp(format!("127.0.0.1:{port}")),
-            socket,
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err()
-            || !c.socket.exists()
-        {
-            assert!(Instant::now() < deadline, "controller did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        c
-    }
-
-    fn revision(&self) -> u64 {
-        let (s, _, v) = call(
-            &Endpoint::Unix(self.socket.clone()),
-            None,
-            "GET",
-            "/internal/v1/compiled",
-            None,
-        );
-        assert_eq!(s, 200, "{v}");
-        v["revision"].as_u64().expect("revision")
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// The controller under test.
+use strato_tests::e2e::LocalController as Controller;
 
 /// Asserts a Neutron error of `status` and `kind` (if given) that changed nothing.
 fn refused(
@@ -114,7 +46,7 @@ fn refused(
 
 #[test]
 fn neutron_errors_over_http_change_nothing() {
-    let c = Controller::start();
+    let c = Controller::start("neutron");
     let admin = Api::login(&c.api, "admin", ADMIN_PASSWORD, "admin");
     // Authentication.
     for token in [None, Some("st1-garbage")] {
@@ -513,7 +445,7 @@ fn neutron_errors_over_http_change_nothing() {
 
 #[test]
 fn security_groups_over_http() {
-    let c = Controller::start();
+    let c = Controller::start("neutron");
     let admin = Api::login(&c.api, "admin", ADMIN_PASSWORD, "admin");
     // A list refused for its filters creates nothing; the first good list
     // gives the project its default group, once.

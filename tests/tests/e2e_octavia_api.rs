@@ -10,112 +10,11 @@
 //! VIP port. The same API answers below the catalog's load-balancer
 //! endpoint.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
-
 use serde_json::{json, Value};
-use strato::client::Endpoint;
-use strato_tests::e2e::{bin, call, Api, ADMIN_PASSWORD};
+use strato_tests::e2e::{call, new_tenant, Api, ADMIN_PASSWORD};
 
-struct Controller {
-    child: Child,
-    api: Endpoint,
-    socket: std::path::PathBuf,
-    dir: std::path::PathBuf,
-}
-
-impl Controller {
-    fn start() -> Controller {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("strato-e2e-octavia-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let socket = dir.join("controller.sock");
-        let child = Command::new(bin("strato-controller"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--db"])
-            .arg(dir.join("strato.db"))
-            .arg("--socket")
-            .arg(&socket)
-            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start controller");
-        let c = Controller {
-            child,
-            api: Endpoint::Tcp(format!("127.0.0.1:{port}")),
-            socket,
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err()
-            || !c.socket.exists()
-        {
-            assert!(Instant::now() < deadline, "controller did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        c
-    }
-
-    fn agent(&self) -> Endpoint {
-        Endpoint::Unix(self.socket.clone())
-    }
-
-    fn revision(&self) -> u64 {
-        let (s, _, v) = call(&self.agent(), None, "GET", "/internal/v1/compiled", None);
-        assert_eq!(s, 200, "{v}");
-        v["revision"].as_u64().expect("revision")
-    }
-
-    /// A project with a user of `role` on it, logged in.
-    fn tenant(&self, admin: &Api, name: &str, role: &str) -> (Api, String) {
-        let pid = admin.expect(
-            201,
-            "POST",
-            "/v3/projects",
-            Some(json!({"project": {"name": name, "domain_id": "default"}})),
-        )["project"]["id"]
-            .as_str()
-            .expect("project id")
-            .to_owned();
-        let password = format!("{name}-password-1");
-        let uid = admin.expect(
-            201,
-            "POST",
-            "/v3/users",
-            Some(json!({"user": {"name": name, "password": password, "domain_id": "default", "default_project_id": pid}})),
-        )["user"]["id"]
-            .as_str()
-            .expect("user id")
-            .to_owned();
-        let rid = admin.expect(200, "GET", &format!("/v3/roles?name={role}"), None)["roles"][0]
-            ["id"]
-            .as_str()
-            .expect("role id")
-            .to_owned();
-        admin.expect(
-            204,
-            "PUT",
-            &format!("/v3/projects/{pid}/users/{uid}/roles/{rid}"),
-            None,
-        );
-        (Api::login(&self.api, name, &password, name), pid)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// The controller under test.
+use strato_tests::e2e::LocalController as Controller;
 
 /// Asserts an Octavia fault of `status` (whose faultstring contains
 /// `text`) that changed nothing.
@@ -185,9 +84,9 @@ fn network(api: &Api, cidr: &str) -> (String, String) {
 
 #[test]
 fn octavia_over_http() {
-    let c = Controller::start();
+    let c = Controller::start("octavia");
     let admin = Api::login(&c.api, "admin", ADMIN_PASSWORD, "admin");
-    let (t, pid) = c.tenant(&admin, "acme", "member");
+    let (t, pid) = new_tenant(&admin, "acme", "member");
 
     // The catalog's load-balancer endpoint and its version document.
     let (s, _, v) = call(
@@ -197,7 +96,7 @@ fn octavia_over_http() {
         "/v3/auth/tokens",
         Some(&strato_tests::e2e::password_auth(
             "acme",
-            "acme-password-1",
+            "acme-password",
             "acme",
         )),
     );
@@ -512,7 +411,7 @@ fn octavia_over_http() {
     );
 
     // Another project and a reader.
-    let (other, _) = c.tenant(&admin, "other", "member");
+    let (other, _) = new_tenant(&admin, "other", "member");
     refused(
         &c,
         &other,
@@ -546,7 +445,7 @@ fn octavia_over_http() {
         other.expect(200, "GET", "/v2/lbaas/loadbalancers", None)["loadbalancers"],
         json!([])
     );
-    let (reader, _) = c.tenant(&admin, "peek", "reader");
+    let (reader, _) = new_tenant(&admin, "peek", "reader");
     let (rn, rs) = network(&admin, "10.30.0.0/24");
     let _ = rn;
     refused(
