@@ -9,7 +9,7 @@
 //! `strato_proto::config` entries), `state` (the in-memory desired state
 //! and its only writer), `store` (SQLite durability), `model` (the stored
 //! objects). `hosts` keeps the agents' reports; `app` the process's shared
-//! state and its reconcile loops. Nothing here loads BPF or runs in the
+//! state; `reconcile` the loops that follow the agents' reports. Nothing here loads BPF or runs in the
 //! packet path: the agents (`strato-agent`) do, from what `compile` emits.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -24,5 +24,6 @@ pub mod identity;
 pub mod lbaas;
 pub mod model;
 pub mod network;
+pub mod reconcile;
 pub mod state;
 pub mod store;

@@ -115,8 +115,8 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(0);
         });
     }
-    tokio::spawn(strato_controller::app::watch_gateways(app.clone()));
-    tokio::spawn(strato_controller::app::watch_lb_provisioning(app.clone()));
+    tokio::spawn(strato_controller::reconcile::gateway_failover(app.clone()));
+    tokio::spawn(strato_controller::reconcile::lb_provisioning(app.clone()));
     let agent_app = api::agent_router(app.clone());
     let app = api::router(app);
 
