@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::dhcp::{self, Lease};
 use crate::error::HarnessError;
@@ -19,6 +19,7 @@ use crate::ip;
 use crate::netns;
 use crate::plan::{End, Host, Link, LinkKind, Plan};
 use crate::procs::{self, ProcId};
+pub use crate::state::FailTarget;
 use crate::state::{self, Phase, State, STATE_VERSION};
 use crate::status::{self, Status};
 use crate::topology::Topology;
@@ -155,30 +156,6 @@ pub fn validate_prefix(prefix: &str) -> Result<(), HarnessError> {
         return bad("it may contain only lowercase letters and digits");
     }
     Ok(())
-}
-
-/// What `fail` breaks. Names are logical: a host `az1-c1`, a link `az1-spine`
-/// (see [`crate::plan`] for link names; a VM's link is `vm-<name>`), an AZ `az1`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
-pub enum FailTarget {
-    /// All the host's links down (both ends, its VMs' ports too) and every
-    /// process in its namespace and its VMs' namespaces stopped (SIGSTOP).
-    Host(String),
-    /// One link down, both ends.
-    Link(String),
-    /// The AZ's spine link down and every host of the AZ failed as by `Host`.
-    Az(String),
-}
-
-impl fmt::Display for FailTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FailTarget::Host(n) => write!(f, "host {n}"),
-            FailTarget::Link(n) => write!(f, "link {n}"),
-            FailTarget::Az(n) => write!(f, "az {n}"),
-        }
-    }
 }
 
 /// What `down` removed.

@@ -3,6 +3,7 @@
 //! failures). Writers hold an exclusive `flock` on `<dir>/lock` around
 //! read-modify-write and replace the file atomically (write + rename).
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,6 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::error::HarnessError;
-use crate::region::FailTarget;
 use crate::vm::Vm;
 
 /// Bumped when the format changes incompatibly.
@@ -74,4 +74,28 @@ pub(crate) fn lock(dir: &Path) -> Result<Flock<File>, HarnessError> {
         .map_err(|e| HarnessError::io("cannot open lock file", &path, e))?;
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, errno)| HarnessError::io("cannot lock", &path, errno.into()))
+}
+
+/// What `fail` breaks. Names are logical: a host `az1-c1`, a link `az1-spine`
+/// (see [`crate::plan`] for link names; a VM's link is `vm-<name>`), an AZ `az1`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
+pub enum FailTarget {
+    /// All the host's links down (both ends, its VMs' ports too) and every
+    /// process in its namespace and its VMs' namespaces stopped (SIGSTOP).
+    Host(String),
+    /// One link down, both ends.
+    Link(String),
+    /// The AZ's spine link down and every host of the AZ failed as by `Host`.
+    Az(String),
+}
+
+impl fmt::Display for FailTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailTarget::Host(n) => write!(f, "host {n}"),
+            FailTarget::Link(n) => write!(f, "link {n}"),
+            FailTarget::Az(n) => write!(f, "az {n}"),
+        }
+    }
 }

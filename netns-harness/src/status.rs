@@ -10,7 +10,7 @@ use crate::dhcp::Lease;
 use crate::ip;
 use crate::netns;
 use crate::plan::{Link, LinkKind, Plan};
-use crate::region::FailTarget;
+use crate::state::FailTarget;
 use crate::vm::Vm;
 
 /// One namespace of the run.

@@ -14,6 +14,7 @@ pub mod benchnat;
 pub mod benchsg;
 pub mod benchvpc;
 pub mod e2e;
+pub mod layout;
 pub mod packets;
 pub mod progtest;
 
