@@ -116,3 +116,84 @@ impl Tables {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vni(domain: u32) -> VniInfo {
+        VniInfo { domain, flags: 0 }
+    }
+
+    fn tables(vnis: &[(u32, u32)], routes: &[(u32, &str)]) -> Tables {
+        Tables {
+            vnis: vnis.iter().map(|(k, d)| (*k, vni(*d))).collect(),
+            routes: routes
+                .iter()
+                .map(|(d, p)| ((*d, p.parse().expect("prefix")), Route::default()))
+                .collect(),
+            ..Tables::default()
+        }
+    }
+
+    #[test]
+    fn equal_tables_need_no_write() {
+        let t = tables(&[(100, 100), (101, 100)], &[(100, "10.0.0.0/24")]);
+        let d = t.diff(&t.clone());
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn the_diff_upserts_what_is_new_or_changed_and_deletes_what_is_gone() {
+        let have = tables(
+            &[(100, 100), (101, 100), (102, 102)],
+            &[(100, "10.0.0.0/24")],
+        );
+        let want = tables(
+            &[(100, 100), (101, 101), (103, 103)],
+            &[(100, "10.0.0.0/24"), (100, "10.0.1.0/24")],
+        );
+        let d = want.diff(&have);
+        // 101 changed, 103 new; 102 gone; 100 untouched.
+        assert_eq!(d.vnis.0, vec![(101, vni(101)), (103, vni(103))]);
+        assert_eq!(d.vnis.1, vec![102]);
+        assert_eq!(
+            d.routes.0,
+            vec![(
+                (100, "10.0.1.0/24".parse().expect("prefix")),
+                Route::default()
+            )]
+        );
+        assert!(d.routes.1.is_empty());
+        assert_eq!(d.len(), 4);
+        assert!(!d.is_empty());
+        // The other way round undoes it.
+        let back = have.diff(&want);
+        assert_eq!(back.vnis.1, vec![103]);
+        assert_eq!(back.routes.1.len(), 1);
+    }
+
+    #[test]
+    fn every_map_of_the_tables_is_diffed() {
+        // One entry in each map: a diff against nothing upserts ten entries,
+        // so a map added to `Tables` but forgotten in `diff` or `len` fails.
+        let mut t = Tables::default();
+        t.ports.insert(1, PortInfo::default());
+        t.endpoints.insert(EpKey::default(), Endpoint::default());
+        t.routes
+            .insert((1, "0.0.0.0/0".parse().expect("prefix")), Route::default());
+        t.vnis.insert(1, vni(1));
+        t.macs.insert(MacKey::default(), 1);
+        t.allowed.insert(
+            (1, "10.0.0.1/32".parse().expect("prefix")),
+            AllowedMac::default(),
+        );
+        t.eips.insert([192, 0, 2, 1], EipEntry::default());
+        t.eip_out.insert(EpKey::default(), EipOut::default());
+        t.snat_routers.insert(1, SnatRouter::default());
+        t.eip_qos.insert(QosKey::default(), QosBucket::default());
+        assert_eq!(t.diff(&Tables::default()).len(), 10);
+        assert_eq!(Tables::default().diff(&t).len(), 10);
+    }
+}
