@@ -128,10 +128,6 @@ async fn exchange(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ClientError> {
-    let connect_err = |source| ClientError::Connect {
-        endpoint: endpoint.clone(),
-        source,
-    };
     let http_err = |source| ClientError::Http {
         endpoint: endpoint.clone(),
         source,
@@ -155,35 +151,68 @@ async fn exchange(
         .map_err(|e| ClientError::BadRequest {
             reason: e.to_string(),
         })?;
-    let r = match endpoint {
-        Endpoint::Tcp(addr) => {
-            let stream = TcpStream::connect(addr).await.map_err(connect_err)?;
-            send(stream, req).await.map_err(http_err)?
-        }
-        Endpoint::Unix(path) => {
-            let stream = UnixStream::connect(path).await.map_err(connect_err)?;
-            send(stream, req).await.map_err(http_err)?
-        }
-    };
-    Ok(r)
-}
-
-async fn send<S>(
-    stream: S,
-    req: Request<Full<Bytes>>,
-) -> Result<(StatusCode, hyper::HeaderMap, Bytes), hyper::Error>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let conn = tokio::spawn(conn);
-    let resp = sender.send_request(req).await?;
+    let (mut sender, conn) = connect(endpoint, None).await?;
+    let resp = sender.send_request(req).await.map_err(http_err)?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await?.to_bytes();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(http_err)?
+        .to_bytes();
     drop(sender);
     let _ = conn.await;
     Ok((status, headers, bytes))
+}
+
+/// An HTTP/1 connection to `endpoint` (TCP connects give up after
+/// `timeout`, when one is given): the request sender, and the task driving
+/// the connection, which ends when the sender is dropped.
+async fn connect(
+    endpoint: &Endpoint,
+    timeout: Option<Duration>,
+) -> Result<(Sender, tokio::task::JoinHandle<()>), ClientError> {
+    let connect_err = |source| ClientError::Connect {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    let http_err = |source| ClientError::Http {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            let s = match timeout {
+                Some(t) => tokio::time::timeout(t, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| ClientError::Timeout {
+                        endpoint: endpoint.clone(),
+                        timeout: t,
+                    })?,
+                None => TcpStream::connect(addr).await,
+            }
+            .map_err(connect_err)?;
+            handshake(s).await.map_err(http_err)
+        }
+        Endpoint::Unix(p) => {
+            let s = UnixStream::connect(p).await.map_err(connect_err)?;
+            handshake(s).await.map_err(http_err)
+        }
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn handshake<S>(stream: S) -> Result<(Sender, tokio::task::JoinHandle<()>), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok((sender, conn))
 }
 
 /// Opens a streaming GET (the configuration watch); the caller reads the
@@ -192,10 +221,6 @@ pub async fn stream(
     endpoint: &Endpoint,
     path: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-    let connect_err = |source| ClientError::Connect {
-        endpoint: endpoint.clone(),
-        source,
-    };
     let http_err = |source| ClientError::Http {
         endpoint: endpoint.clone(),
         source,
@@ -206,38 +231,7 @@ pub async fn stream(
         .header("host", "localhost")
         .body(Full::new(Bytes::new()))
         .expect("static request parts are valid");
-    let (mut sender, conn) = match endpoint {
-        Endpoint::Tcp(addr) => {
-            let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    endpoint: endpoint.clone(),
-                    timeout: Duration::from_secs(5),
-                })?
-                .map_err(connect_err)?;
-            let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                .await
-                .map_err(http_err)?;
-            (
-                tx,
-                tokio::spawn(async move {
-                    let _ = c.await;
-                }),
-            )
-        }
-        Endpoint::Unix(p) => {
-            let s = UnixStream::connect(p).await.map_err(connect_err)?;
-            let (tx, c) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                .await
-                .map_err(http_err)?;
-            (
-                tx,
-                tokio::spawn(async move {
-                    let _ = c.await;
-                }),
-            )
-        }
-    };
+    let (mut sender, conn) = connect(endpoint, Some(Duration::from_secs(5))).await?;
     drop(conn);
     let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
         .await
