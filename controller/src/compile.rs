@@ -1368,49 +1368,34 @@ mod tests {
         c
     }
 
+    fn network(c: &Core, a: &Auth) -> String {
+        c.mutate(|s| networks::create(s, a, &json!({"network": {}})))
+            .unwrap()
+            .meta
+            .id
+    }
+
+    fn subnet(c: &Core, a: &Auth, net: &str, cidr: &str) -> String {
+        c.mutate(|s| subnets::create(s, a, &json!({"subnet": {"network_id": net, "cidr": cidr}})))
+            .unwrap()
+            .meta
+            .id
+    }
+
     /// A VPC: router with two networks; returns (net1, net2).
     fn vpc(c: &Core, a: &Auth) -> (String, String) {
-        let n1 = c
-            .mutate(|s| networks::create(s, a, &json!({"network": {}})))
-            .unwrap()
-            .meta
-            .id;
-        let n2 = c
-            .mutate(|s| networks::create(s, a, &json!({"network": {}})))
-            .unwrap()
-            .meta
-            .id;
-        let s1 = c
-            .mutate(|s| {
-                subnets::create(
-                    s,
-                    a,
-                    &json!({"subnet": {"network_id": n1, "cidr": "10.0.1.0/24"}}),
-                )
-            })
-            .unwrap()
-            .meta
-            .id;
-        let s2 = c
-            .mutate(|s| {
-                subnets::create(
-                    s,
-                    a,
-                    &json!({"subnet": {"network_id": n2, "cidr": "10.0.2.0/24"}}),
-                )
-            })
-            .unwrap()
-            .meta
-            .id;
+        let (n1, n2) = (network(c, a), network(c, a));
+        let s1 = subnet(c, a, &n1, "10.0.1.0/24");
+        let s2 = subnet(c, a, &n2, "10.0.2.0/24");
         let r = c
             .mutate(|s| routers::create(s, a, &json!({"router": {}})))
             .unwrap()
             .meta
             .id;
-        c.mutate(|s| routers::add_interface(s, a, &r, &json!({"subnet_id": s1})))
-            .unwrap();
-        c.mutate(|s| routers::add_interface(s, a, &r, &json!({"subnet_id": s2})))
-            .unwrap();
+        for sub in [s1, s2] {
+            c.mutate(|s| routers::add_interface(s, a, &r, &json!({"subnet_id": sub})))
+                .unwrap();
+        }
         (n1, n2)
     }
 
@@ -1543,19 +1528,8 @@ mod tests {
         let c = setup();
         let a = admin("p1");
         let (n1, n2) = vpc(&c, &a);
-        let n3 = c
-            .mutate(|s| networks::create(s, &a, &json!({"network": {}})))
-            .unwrap()
-            .meta
-            .id; // not routed
-        c.mutate(|s| {
-            subnets::create(
-                s,
-                &a,
-                &json!({"subnet": {"network_id": n3, "cidr": "10.0.3.0/24"}}),
-            )
-        })
-        .unwrap();
+        let n3 = network(&c, &a); // not routed
+        subnet(&c, &a, &n3, "10.0.3.0/24");
         let nets = [n1, n2, n3];
         let hosts = ["h1", "h2", "h3", ""];
         let mut ports: Vec<String> = Vec::new();
