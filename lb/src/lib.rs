@@ -6,6 +6,11 @@
 //!
 //! - [`maglev`]: builds the weighted Maglev lookup table of a pool, in the
 //!   control plane, that the dataplane indexes with a flow hash.
+//! - [`numbering`]: the dense ids (services, backends) and the ranges of
+//!   the shared Maglev array handed out and given back.
+//! - [`health`]: a member's health from its checks' results (rise/fall).
 #![deny(unsafe_code)]
 
+pub mod health;
 pub mod maglev;
+pub mod numbering;
