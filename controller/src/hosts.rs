@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 
 use thiserror::Error;
 
-use crate::report::{now_ms, HostReport, HostStatus, PortReport, StatusReport};
+use strato_proto::{
+    report::{HostReport, HostStatus, PortReport, StatusReport},
+    time::now_ms,
+};
 
 /// A host whose agent has not reported for this long is `down`.
 pub const HOST_LIVENESS: Duration = Duration::from_secs(5);
@@ -175,7 +178,7 @@ impl Hosts {
             now_ms().saturating_sub(s.at_ms) <= HOST_LIVENESS.as_millis() as u64
                 && s.ports
                     .get(port_id)
-                    .is_some_and(|p| p.state == crate::report::PortState::Active)
+                    .is_some_and(|p| p.state == strato_proto::report::PortState::Active)
         })
     }
 }

@@ -13,8 +13,10 @@ use std::{
     sync::{Mutex, RwLock, RwLockReadGuard},
 };
 
+use strato_proto::config::Update;
+
 use crate::{
-    compile::{Compiler, Update},
+    compile::Compiler,
     error::ApiError,
     model::{
         Assignment, Change, FloatingIp, HealthMonitor, HostRecord, Kind, Listener, LoadBalancer,

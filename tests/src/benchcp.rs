@@ -143,7 +143,7 @@ fn measured(
     for i in 0..n {
         let h = &hosts[(offset + i) % hosts.len()];
         let id = create_port(admin, net);
-        plug(cloud, h, &[strato::network::ports::tap_name(&id)]);
+        plug(cloud, h, &[strato_proto::naming::tap_name(&id)]);
         let t = Instant::now();
         bind(admin, &id, &Cloud::host_id(h));
         assert!(
@@ -217,7 +217,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
                 let taps: Vec<String> = batch
                     .iter()
                     .filter(|(_, j)| *j == hi)
-                    .map(|(id, _)| strato::network::ports::tap_name(id))
+                    .map(|(id, _)| strato_proto::naming::tap_name(id))
                     .collect();
                 if !taps.is_empty() {
                     plug(&cloud, h, &taps);
@@ -239,7 +239,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
                 h.report
                     .ports
                     .iter()
-                    .filter(|p| p.state == strato::report::PortState::Active)
+                    .filter(|p| p.state == strato_proto::report::PortState::Active)
                     .count()
             })
             .sum();

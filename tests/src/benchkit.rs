@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _};
 use aya::programs::{TestRun as _, TestRunOptions};
-use strato::dataplane::Attach;
+use strato_dataplane::Attach;
 
 use crate::progtest::{Outcome, ProgramTester, Verdict};
 

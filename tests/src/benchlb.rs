@@ -20,8 +20,8 @@ use std::{fmt::Write as _, net::Ipv4Addr};
 
 use anyhow::{ensure, Context as _};
 use dataplane_common::HOST_F_LB;
-use strato::compile::{Entry, ListenerEntry, LoadBalancerEntry, MemberEntry};
-use strato::dataplane::Attach;
+use strato_dataplane::Attach;
+use strato_proto::config::{Entry, ListenerEntry, LoadBalancerEntry, MemberEntry};
 
 use crate::progtest::{Net, Port, ProgramTester, Router, World};
 
@@ -800,8 +800,8 @@ fn strato_up(
     net: &Netns,
 ) -> anyhow::Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     use std::sync::mpsc;
-    use strato::dataplane::Dataplane;
-    use strato::tables;
+    use strato_agent::vpc as tables;
+    use strato_dataplane::Dataplane;
     let path = std::path::Path::new("/run/netns").join(net.ns("h"));
     let mut ifindex = std::collections::BTreeMap::new();
     for tap in ["lbc", "lbm1", "lbm2"] {
@@ -820,7 +820,7 @@ fn strato_up(
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
             let mut dp = Dataplane::load(None)?;
             let entries = netns_world().entries();
-            let mut policies = strato::policy::Policies::default();
+            let mut policies = strato_agent::security_groups::Policies::default();
             policies.start_after(0, 0);
             for ops in &policies.plan(&entries, true).ops {
                 dp.policy_apply(ops)?;
@@ -841,9 +841,9 @@ fn strato_up(
                 Entry::LoadBalancer(l) => Some(l),
                 _ => None,
             });
-            let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries), &want.endpoints);
-            let mut lb = strato::lbmaps::LbState::default();
-            dp.lb_apply(&lb.sync(&specs, strato::dataplane::coarse_now_ns()))?;
+            let specs = strato_agent::lb::specs(lbs, &tables::domains(&entries), &want.endpoints);
+            let mut lb = strato_agent::lb::LbState::default();
+            dp.lb_apply(&lb.sync(&specs, strato_dataplane::coarse_now_ns()))?;
             let have = dp.tables()?;
             dp.apply(&want.diff(&have))?;
             dp.set_host(dataplane_common::HostInfo {

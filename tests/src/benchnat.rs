@@ -20,8 +20,8 @@ use std::fmt::Write as _;
 use anyhow::Context as _;
 
 use dataplane_common::{HostInfo, HOST_F_GATEWAY};
-use strato::compile::{Entry, FloatingIpEntry, SnatEntry};
-use strato::dataplane::Attach;
+use strato_dataplane::Attach;
+use strato_proto::config::{Entry, FloatingIpEntry, SnatEntry};
 
 use crate::progtest::{
     Net, Port, ProgramTester, Router, SecurityGroupEntry, SgRuleEntry, World, OTHER_LINK, UPLINK,

@@ -35,11 +35,11 @@ pub struct Options {
 /// (the one port with a policy on each host).
 fn enforced(pins: &[PathBuf], port: u16) -> bool {
     pins.iter().all(|pin| {
-        let Ok(ports) = strato::dataplane::read_pinned_ports(pin) else {
+        let Ok(ports) = strato_dataplane::read_pinned_ports(pin) else {
             return false;
         };
         ports.values().filter(|p| p.policy != 0).any(|p| {
-            strato::dataplane::read_pinned_policy(
+            strato_dataplane::read_pinned_policy(
                 pin,
                 p.policy,
                 dataplane_common::DIR_INGRESS,
@@ -102,7 +102,7 @@ fn memlock_kib(pins: &[PathBuf], map: &str) -> anyhow::Result<u64> {
     let mut max = 0;
     for p in pins {
         let path = p.join(map);
-        let b = strato::dataplane::pinned_map_memlock(&path)
+        let b = strato_dataplane::pinned_map_memlock(&path)
             .with_context(|| format!("the kernel memory of {} cannot be read", path.display()))?;
         max = max.max(b);
     }
@@ -172,7 +172,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         cloud.region.vm_create(&VmSpec::new(
             &name,
             &h.name,
-            &strato::network::ports::tap_name(&p),
+            &strato_proto::naming::tap_name(&p),
         ))?;
         admin.expect(
             200,
@@ -183,7 +183,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         cloud.wait_until("bench port ACTIVE", Duration::from_secs(20), || {
             api.expect(200, "GET", &format!("/v2.0/ports/{p}"), None)["port"]["status"] == "ACTIVE"
         });
-        pins.push(std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(h)));
+        pins.push(std::path::Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(h)));
     }
     eprintln!(
         "bench: security groups: {} single rules on a small group",

@@ -21,7 +21,7 @@ use anyhow::{bail, ensure, Context as _};
 use dataplane_common::{BareTarget, BARE_F_MACS};
 use netns_harness::{Region, Topology, VmSpec};
 use serde_json::{json, Value};
-use strato::dataplane::{Attach, Dataplane};
+use strato_dataplane::{Attach, Dataplane};
 
 use crate::{
     benchkit::{self, Bound, Stat},
@@ -119,7 +119,7 @@ fn ifindex_of(region: &Region, node: &str, dev: &str) -> anyhow::Result<u32> {
 }
 
 fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
-    strato::tables::parse_mac(s).with_context(|| format!("{s:?} is not a MAC"))
+    strato_proto::naming::parse_mac(s).with_context(|| format!("{s:?} is not a MAC"))
 }
 
 /// VM offloads: off is what XDP needs (and the harness default), on is
@@ -417,7 +417,7 @@ fn strato_vm(
         &cloud.region,
         name,
         host,
-        &strato::network::ports::tap_name(&pid),
+        &strato_proto::naming::tap_name(&pid),
         &format!("{ip}/24"),
         &gw,
         Some(&mac),
@@ -554,13 +554,13 @@ impl StratoPorts<'_> {
         let region = &self.cloud.region;
         for (id, _, host, tap) in &self.ports {
             let h = hosts_named(region, host)?;
-            let pin = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&h));
+            let pin = std::path::Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(&h));
             let ifindex = ifindex_of(region, host, tap)?;
             benchkit::wait_for(
                 &format!("port {id}: the agent on {host} applies port security {on}"),
                 Duration::from_secs(30),
                 || {
-                    let ports = strato::dataplane::read_pinned_ports(&pin)
+                    let ports = strato_dataplane::read_pinned_ports(&pin)
                         .with_context(|| format!("{host}: reading the pinned PORTS"))?;
                     let p = ports
                         .get(&ifindex)
@@ -599,7 +599,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
             api.expect(200, "GET", &format!("/v2.0/ports/{p}"), None)["port"]["status"] == "ACTIVE"
         });
     }
-    let tap = strato::network::ports::tap_name;
+    let tap = strato_proto::naming::tap_name;
     let mut strato_ports = StratoPorts {
         cloud: &cloud,
         api: &api,
@@ -830,7 +830,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
                     // program sees nothing meanwhile).
                     strato_ports.set(true)?;
                     let host = hosts_named(region, "az1-c1")?;
-                    let pin = std::path::Path::new(strato::dataplane::PIN_ROOT)
+                    let pin = std::path::Path::new(strato_proto::naming::PIN_ROOT)
                         .join(Cloud::host_id(&host));
                     let taps = [tap(&port_a), tap(&port_b)];
                     let (done, h) = hold_in_netns(&host.netns, move || {

@@ -12,7 +12,7 @@ use std::{
 };
 
 use netns_harness::{Host, Region, Topology};
-use strato::{client::Endpoint, report::HostStatus};
+use strato_proto::{client::Endpoint, report::HostStatus};
 
 /// The bootstrap administrator's password in every test controller.
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
@@ -280,12 +280,12 @@ impl Cloud {
     }
 
     /// GET on the internal API (Unix socket, no token).
-    pub fn get(&self, path: &str) -> Result<serde_json::Value, strato::client::ClientError> {
+    pub fn get(&self, path: &str) -> Result<serde_json::Value, strato_proto::client::ClientError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(strato::client::get_json(&self.internal(), path))
+        rt.block_on(strato_proto::client::get_json(&self.internal(), path))
     }
 
     pub fn hosts(&self) -> Vec<HostStatus> {
@@ -377,8 +377,8 @@ impl Cloud {
     pub fn drops(&self, reason: &str) -> u64 {
         let mut n = 0;
         for h in self.region.hosts() {
-            let dir = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&h));
-            if let Ok(c) = strato::dataplane::Counters::read_pinned(&dir) {
+            let dir = std::path::Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(&h));
+            if let Ok(c) = strato_dataplane::Counters::read_pinned(&dir) {
                 n += c
                     .drops
                     .iter()
@@ -447,7 +447,7 @@ pub fn call(
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
-) -> (u16, strato::client::HeaderMap, serde_json::Value) {
+) -> (u16, strato_proto::client::HeaderMap, serde_json::Value) {
     let headers: Vec<(&str, &str)> = token.map(|t| vec![("x-auth-token", t)]).unwrap_or_default();
     call_raw(
         endpoint,
@@ -466,14 +466,14 @@ pub fn call_raw(
     method: &str,
     path: &str,
     body: Option<Vec<u8>>,
-) -> (u16, strato::client::HeaderMap, serde_json::Value) {
+) -> (u16, strato_proto::client::HeaderMap, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let method: strato::client::Method = method.parse().expect("method");
+    let method: strato_proto::client::Method = method.parse().expect("method");
     let (status, headers, bytes) = rt
-        .block_on(strato::client::call(
+        .block_on(strato_proto::client::call(
             endpoint,
             method.clone(),
             path,
@@ -785,7 +785,7 @@ impl Cloud {
             .find(|h| h.name == host)
             .expect("host");
         let mut spec =
-            netns_harness::VmSpec::new(name, host, &strato::network::ports::tap_name(&pid));
+            netns_harness::VmSpec::new(name, host, &strato_proto::naming::tap_name(&pid));
         spec.mac = Some(mac.parse().expect("mac"));
         self.region.vm_create(&spec).expect("vm create");
         admin.expect(
@@ -923,8 +923,8 @@ impl Cloud {
             .into_iter()
             .find(|h| h.name == host)
             .unwrap_or_else(|| panic!("no host {host} in the region"));
-        let dir = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&h));
-        let c = strato::dataplane::Counters::read_pinned(&dir)
+        let dir = std::path::Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(&h));
+        let c = strato_dataplane::Counters::read_pinned(&dir)
             .unwrap_or_else(|e| panic!("counters of {host}: {e}"));
         c.drops
             .iter()

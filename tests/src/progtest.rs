@@ -44,14 +44,15 @@ use std::{
 
 use aya::programs::{xdp::XdpLinkId, ProgramError, TestRun, TestRunOptions};
 use dataplane_common::{DropReason, DropStats, HostInfo, IfStats};
-use strato::compile::{
+use strato_agent::vpc as tables;
+use strato_dataplane::tables::Tables;
+use strato_dataplane::{Attach, Counters, Dataplane};
+use strato_proto::config::{AddressPair, HostRoute};
+use strato_proto::config::{
     Entry, FloatingIpEntry, GatewayHost, NetworkEntry, PortEntry, RemoteEntry, RouterEntry,
     RouterExternal, RouterInterface, SgMemberEntry, SubnetEntry,
 };
-pub use strato::compile::{SecurityGroupEntry, SgRuleEntry};
-use strato::dataplane::{Attach, Counters, Dataplane};
-use strato::model::{AddressPair, HostRoute};
-use strato::tables::{self, Tables};
+pub use strato_proto::config::{SecurityGroupEntry, SgRuleEntry};
 
 /// The ingress of a run without a context: BPF_PROG_TEST_RUN then runs the
 /// program as if the frame came in on the loopback device of the caller's
@@ -1175,9 +1176,9 @@ pub struct ProgramTester {
     dp: Dataplane,
     slots: BTreeMap<u32, u32>,
     net: Option<TestNet>,
-    policies: strato::policy::Policies,
+    policies: strato_agent::security_groups::Policies,
     /// The load balancer's numbering, as the agent keeps it.
-    pub lb: strato::lbmaps::LbState,
+    pub lb: strato_agent::lb::LbState,
     /// The entry point attached to each ingress interface that rows were
     /// delivered through (native XDP, unpinned: gone with `dp`).
     attached: BTreeMap<u32, (Attach, XdpLinkId)>,
@@ -1204,10 +1205,10 @@ impl ProgramTester {
             dp,
             slots: BTreeMap::new(),
             net: None,
-            lb: strato::lbmaps::LbState::default(),
+            lb: strato_agent::lb::LbState::default(),
             attached: BTreeMap::new(),
             policies: {
-                let mut p = strato::policy::Policies::default();
+                let mut p = strato_agent::security_groups::Policies::default();
                 p.start_after(0, 0);
                 p
             },
@@ -1350,8 +1351,8 @@ impl ProgramTester {
             Entry::LoadBalancer(l) => Some(l),
             _ => None,
         });
-        let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries), &want.endpoints);
-        let ops = self.lb.sync(&specs, strato::dataplane::coarse_now_ns());
+        let specs = strato_agent::lb::specs(lbs, &tables::domains(&entries), &want.endpoints);
+        let ops = self.lb.sync(&specs, strato_dataplane::coarse_now_ns());
         self.dp
             .lb_apply(&ops)
             .expect("write the load balancer tables");

@@ -26,7 +26,7 @@ use std::{
 };
 
 use serde_json::json;
-use strato::client::Endpoint;
+use strato_proto::client::Endpoint;
 use strato_tests::e2e::{Api, LocalController, ADMIN_PASSWORD};
 
 /// Examples per operation and phase (as the administrator, and as a member),

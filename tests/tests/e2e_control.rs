@@ -9,7 +9,7 @@ use std::{path::Path, thread, time::Duration};
 
 use netns_harness::{Topology, VmSpec};
 use serde_json::{json, Value};
-use strato::dataplane::read_pinned_ports;
+use strato_dataplane::read_pinned_ports;
 use strato_tests::e2e::{Api, Cloud};
 
 /// A network with one subnet; returns (network id, subnet id).
@@ -52,7 +52,7 @@ fn port_status(api: &Api, id: &str) -> String {
 /// binding (admin) to the host.
 fn boot(cloud: &Cloud, admin: &Api, port: &Value, vm: &str, host: &netns_harness::Host) {
     let id = port["id"].as_str().expect("id");
-    let mut spec = VmSpec::new(vm, &host.name, &strato::network::ports::tap_name(id));
+    let mut spec = VmSpec::new(vm, &host.name, &strato_proto::naming::tap_name(id));
     spec.mac = Some(
         port["mac_address"]
             .as_str()
@@ -93,7 +93,7 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
     wait_status(&cloud, &admin, &id, "ACTIVE");
 
     // The agent wrote the port into its pinned table, with the network's VNI.
-    let pin = Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(host));
+    let pin = Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(host));
     let table = read_pinned_ports(&pin).expect("pinned PORTS");
     assert_eq!(table.len(), 1, "{table:?}");
     let info = table.values().next().unwrap();
@@ -352,7 +352,7 @@ fn agent_restart_adopts_and_controller_outage_is_survived() {
     let id = port["id"].as_str().unwrap().to_owned();
     boot(&cloud, &admin, &port, "v1", host);
     wait_status(&cloud, &admin, &id, "ACTIVE");
-    let pin = Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(host));
+    let pin = Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(host));
     let before = read_pinned_ports(&pin).expect("table");
 
     // Agent restart: the pinned table is adopted, not rewritten.
@@ -374,7 +374,7 @@ fn agent_restart_adopts_and_controller_outage_is_survived() {
                 && s.report
                     .ports
                     .iter()
-                    .any(|p| p.id == id && p.state == strato::report::PortState::Active)
+                    .any(|p| p.id == id && p.state == strato_proto::report::PortState::Active)
         },
     );
     assert_eq!(read_pinned_ports(&pin).expect("table"), before);

@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{fs, io, thread};
 
-use strato::dhcp::{Lease, Server, Stats};
+use strato_agent::dhcp::{Lease, Server, Stats};
 
 const BUSYBOX: &str = "/usr/bin/busybox";
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];

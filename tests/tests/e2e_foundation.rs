@@ -9,10 +9,10 @@
 use std::{path::Path, process::Command, thread, time::Duration};
 
 use netns_harness::{FailTarget, Region, Topology, VmSpec};
-use strato::report::{HostStatus, Role};
+use strato_proto::report::{HostStatus, Role};
 use strato_tests::e2e::Cloud;
 
-fn uplink_counters(h: &HostStatus) -> strato::report::IfCounters {
+fn uplink_counters(h: &HostStatus) -> strato_proto::report::IfCounters {
     h.report
         .interfaces
         .iter()
@@ -215,7 +215,7 @@ fn region_traffic_counters_faults_and_cleanup() {
     thread::sleep(Duration::from_millis(500));
     cloud.stop("agent-az2-c1");
     thread::sleep(Duration::from_millis(300));
-    let restarted_ms = strato::report::now_ms();
+    let restarted_ms = strato_proto::time::now_ms();
     cloud.start_agent(c2);
     cloud.wait_until(
         "the restarted agent reports (a report newer than the restart)",
@@ -310,22 +310,22 @@ fn controller_outage_does_not_stop_the_dataplane() {
         cloud.hosts().is_empty(),
         "controller still answering after stop"
     );
-    let pin_dir = Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(b));
-    let before = strato::dataplane::Counters::read_pinned(&pin_dir)
+    let pin_dir = Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(b));
+    let before = strato_dataplane::Counters::read_pinned(&pin_dir)
         .expect("pinned counters")
         .total();
     assert!(
         cloud.ping(&a.name, &b.underlay_ip.to_string()),
         "forwarding stopped with the controller down"
     );
-    let after = strato::dataplane::Counters::read_pinned(&pin_dir)
+    let after = strato_dataplane::Counters::read_pinned(&pin_dir)
         .expect("pinned counters")
         .total();
     assert!(
         after.ipv4 > before.ipv4,
         "counting stopped with the controller down: {before:?} -> {after:?}"
     );
-    let restarted_ms = strato::report::now_ms();
+    let restarted_ms = strato_proto::time::now_ms();
     cloud.start_controller();
     cloud.wait_until(
         "every agent reports to the restarted controller (reports newer than its start)",
@@ -334,7 +334,8 @@ fn controller_outage_does_not_stop_the_dataplane() {
             let seen = cloud.hosts();
             seen.len() == hosts.len()
                 && seen.iter().all(|s| {
-                    s.state == "up" && s.last_seen_ms_ago <= strato::report::now_ms() - restarted_ms
+                    s.state == "up"
+                        && s.last_seen_ms_ago <= strato_proto::time::now_ms() - restarted_ms
                 })
         },
     );

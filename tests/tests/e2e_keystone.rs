@@ -38,7 +38,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use strato::client::Endpoint;
+use strato_proto::client::Endpoint;
 use strato_tests::e2e::bin;
 
 const ADMIN_PASSWORD: &str = "keystone-admin-pass";
@@ -203,7 +203,7 @@ impl Drop for Controller {
     }
 }
 
-type Reply = (u16, strato::client::HeaderMap, Value);
+type Reply = (u16, strato_proto::client::HeaderMap, Value);
 
 fn try_http(
     endpoint: &Endpoint,
@@ -211,13 +211,13 @@ fn try_http(
     path: &str,
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
-) -> Result<Reply, strato::client::ClientError> {
+) -> Result<Reply, strato_proto::client::ClientError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let m: strato::client::Method = method.parse().expect("method");
-    let (status, headers, bytes) = rt.block_on(strato::client::call(
+    let m: strato_proto::client::Method = method.parse().expect("method");
+    let (status, headers, bytes) = rt.block_on(strato_proto::client::call(
         endpoint,
         m,
         path,

@@ -101,7 +101,7 @@ fn neutron_errors_over_http_change_nothing() {
         .enable_all()
         .build()
         .expect("runtime");
-    let outcome = rt.block_on(strato::client::call(
+    let outcome = rt.block_on(strato_proto::client::call(
         &c.api,
         "POST".parse().expect("method"),
         "/v2.0/networks",

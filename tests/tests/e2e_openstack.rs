@@ -18,15 +18,15 @@ fn openstacksdk_and_cli_drive_a_region() {
         python.display()
     );
     let cloud = Cloud::up("osk", &Topology::default_region());
-    let strato::client::Endpoint::Tcp(addr) = &cloud.api else {
+    let strato_proto::client::Endpoint::Tcp(addr) = &cloud.api else {
         unreachable!()
     };
     let auth_url = format!("http://{addr}/v3");
     let clouds = cloud.region.state_dir().join("clouds.yaml");
-    strato::clouds::write(
+    strato_controller::clouds::write(
         &clouds,
         &[
-            strato::clouds::Cloud {
+            strato_controller::clouds::Cloud {
                 name: "strato-admin",
                 auth_url: &auth_url,
                 username: "admin",
@@ -34,7 +34,7 @@ fn openstacksdk_and_cli_drive_a_region() {
                 project: "admin",
                 region: "RegionOne",
             },
-            strato::clouds::Cloud {
+            strato_controller::clouds::Cloud {
                 name: "strato",
                 auth_url: &auth_url,
                 username: "alice",

@@ -120,8 +120,8 @@ fn tagged_lines(capture: &str) -> Vec<&str> {
 /// The port's `vlan_on_port` drops, read from the host's pinned maps
 /// (current, not as of the last report).
 fn vlan_drops(host: &netns_harness::Host, ifindex: u32) -> u64 {
-    let dir = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(host));
-    let c = strato::dataplane::Counters::read_pinned(&dir)
+    let dir = std::path::Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(host));
+    let c = strato_dataplane::Counters::read_pinned(&dir)
         .unwrap_or_else(|e| panic!("read the counters of {}: {e}", host.name));
     c.drops
         .iter()

@@ -43,8 +43,8 @@ fn port_status(api: &Api, id: &str) -> String {
 fn dump(cloud: &Cloud) -> String {
     let mut out = String::new();
     for h in cloud.region.hosts() {
-        let dir = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&h));
-        match strato::dataplane::Counters::read_pinned(&dir) {
+        let dir = std::path::Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(&h));
+        match strato_dataplane::Counters::read_pinned(&dir) {
             Ok(c) => {
                 out += &format!("{}:\n", h.name);
                 for (i, s) in &c.interfaces {
@@ -98,8 +98,8 @@ fn ping_ok(cloud: &Cloud, from: &str, to: &str) -> bool {
 fn drops(cloud: &Cloud) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for h in cloud.region.hosts() {
-        let dir = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&h));
-        if let Ok(c) = strato::dataplane::Counters::read_pinned(&dir) {
+        let dir = std::path::Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(&h));
+        if let Ok(c) = strato_dataplane::Counters::read_pinned(&dir) {
             for ((_, r), st) in &c.drops {
                 *out.entry(r.label().to_owned()).or_default() += st.packets;
             }
@@ -585,7 +585,7 @@ fn agent_restart(cloud: &Cloud, red: &[Vm]) {
     std::thread::sleep(Duration::from_millis(800));
     cloud.kill("agent-az1-c1");
     std::thread::sleep(Duration::from_millis(500));
-    let restarted_ms = strato::report::now_ms();
+    let restarted_ms = strato_proto::time::now_ms();
     cloud.start_agent(&host);
     cloud.wait_until(
         "the restarted agent reports (a report newer than the restart)",
@@ -602,7 +602,7 @@ fn agent_restart(cloud: &Cloud, red: &[Vm]) {
         ping.received, ping.transmitted
     );
     // The restarted agent replaced its TC filter on the port, not added one.
-    let tap = strato::network::ports::tap_name(&a.port);
+    let tap = strato_proto::naming::tap_name(&a.port);
     let o = cloud
         .region
         .exec("az1-c1", &["tc", "filter", "show", "dev", &tap, "ingress"])

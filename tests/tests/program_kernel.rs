@@ -10,7 +10,7 @@
 //! needed: kernel 6.18 refuses them (EPERM) for every program.
 
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
-use strato::dataplane::Attach;
+use strato_dataplane::Attach;
 use strato_tests::packets;
 use strato_tests::progtest::{Net, Port, ProgramTester, World};
 

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use dataplane_common::{DropReason::*, HOST_F_LB};
 use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type, PacketBuilder};
-use strato::compile::{Entry, ListenerEntry, LoadBalancerEntry, MemberEntry};
-use strato::dataplane::Attach;
+use strato_dataplane::Attach;
+use strato_proto::config::{Entry, ListenerEntry, LoadBalancerEntry, MemberEntry};
 use strato_tests::progtest::{
     Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict, World, UNDERLAY_IP,
     UPLINK, UPLINK_MAC,

@@ -13,8 +13,8 @@
 
 use dataplane_common::{DropReason::*, HostInfo, QosBucket, QosKey, DIR_EGRESS, HOST_F_GATEWAY};
 use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type, PacketBuilder};
-use strato::dataplane::Attach;
-use strato::tables::Diff;
+use strato_dataplane::tables::Diff;
+use strato_dataplane::Attach;
 use strato_tests::packets::{self, L3};
 use strato_tests::progtest::{
     Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict, World, OTHER_LINK,
@@ -293,15 +293,17 @@ fn snat_tester() -> ProgramTester {
     let w = World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .router(Router::new("r1").interface("sa", GW_A_MAC))
-        .entry(strato::compile::Entry::Snat(strato::compile::SnatEntry {
-            router_id: "r1".into(),
-            ip: "198.51.100.2".into(),
-            ext_vni: EXT_VNI,
-            vnis: vec![100],
-            host: "gw".into(),
-            underlay_ip: "198.18.1.1".into(),
-            local: true,
-        }));
+        .entry(strato_proto::config::Entry::Snat(
+            strato_proto::config::SnatEntry {
+                router_id: "r1".into(),
+                ip: "198.51.100.2".into(),
+                ext_vni: EXT_VNI,
+                vnis: vec![100],
+                host: "gw".into(),
+                underlay_ip: "198.18.1.1".into(),
+                local: true,
+            },
+        ));
     let mut t = ProgramTester::in_test_net();
     t.install(&w);
     let ext = t.ifindex(OTHER_LINK);
@@ -540,7 +542,7 @@ fn bandwidth_limit_honours_the_burst() {
     // that really passed (measured around the runs) as the only slack, one
     // more datagram per second. So the check holds on a machine of any
     // speed and still fails on a wrong bucket.
-    let mut fip = strato::compile::FloatingIpEntry {
+    let mut fip = strato_proto::config::FloatingIpEntry {
         id: "fip-q".into(),
         floating_ip_address: "198.51.100.10".into(),
         fixed_ip_address: "10.1.0.5".into(),
@@ -551,7 +553,7 @@ fn bandwidth_limit_honours_the_burst() {
         underlay_ip: "198.18.1.1".into(),
         steer: false,
         qos_policy_id: Some("q".into()),
-        limits: vec![strato::compile::BandwidthLimit {
+        limits: vec![strato_proto::config::BandwidthLimit {
             direction: "egress".into(),
             max_kbps: 8,
             max_burst_kbps: 80,
@@ -567,7 +569,7 @@ fn bandwidth_limit_honours_the_burst() {
             GATEWAY_HOST,
         ))
         .port(Port::local("a1", "a", "tp1", A1_MAC, A1))
-        .entry(strato::compile::Entry::FloatingIp(fip.clone()));
+        .entry(strato_proto::config::Entry::FloatingIp(fip.clone()));
     let mut t = ProgramTester::in_test_net();
     t.install(&w);
     let tp1 = t.ifindex("tp1");
@@ -649,7 +651,7 @@ fn bandwidth_limit_honours_the_burst() {
     );
     // Without a limit all pass.
     fip.limits.clear();
-    let w = w.entry(strato::compile::Entry::FloatingIp(fip));
+    let w = w.entry(strato_proto::config::Entry::FloatingIp(fip));
     t.install(&w);
     let all = (0..20)
         .filter(|_| t.run(Attach::Port, tp1, &frame).verdict == Verdict::Redirect)

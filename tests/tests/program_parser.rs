@@ -19,7 +19,7 @@
 //! port program reaches its parser and beyond; uplink rows arrive on `up0`.
 
 use dataplane_common::DropReason::{self, *};
-use strato::dataplane::Attach;
+use strato_dataplane::Attach;
 use strato_tests::packets::{self, DST4, DST_MAC, L3, L4, SRC4, SRC_MAC};
 use strato_tests::progtest::{
     hex, Class, Expect, Fixture, Net, Port, ProgramTester, Router, Verdict, World, MIN_FRAME,

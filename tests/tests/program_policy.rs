@@ -21,7 +21,7 @@
 
 use dataplane_common::{DropReason::*, CT_TCP_CLOSE, CT_TCP_ESTABLISHED, CT_TCP_TIME_WAIT};
 use etherparse::PacketBuilder;
-use strato::dataplane::Attach;
+use strato_dataplane::Attach;
 use strato_tests::packets;
 use strato_tests::progtest::{
     Expect, Fixture, Net, Port, ProgramTester, Router, SecurityGroupEntry, SgRuleEntry, World,

@@ -4,7 +4,7 @@
 //! resizing with `bpf_skb_adjust_room`/`bpf_skb_change_tail` for VXLAN and
 //! ICMP errors and the sk_buff context, runs here.
 
-use strato::dataplane::Attach;
+use strato_dataplane::Attach;
 use strato_tests::progtest::{Net, Port, ProgramTester, Router, Verdict, World};
 
 const fn mac(a: u8, b: u8) -> [u8; 6] {

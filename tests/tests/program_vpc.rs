@@ -30,7 +30,7 @@ use etherparse::{
     icmpv4::{DestUnreachableHeader, TimeExceededCode},
     EtherType, Ethernet2Header, Icmpv4Header, Icmpv4Type, IpNumber, Ipv4Dscp, Ipv4Header,
 };
-use strato::dataplane::Attach;
+use strato_dataplane::Attach;
 use strato_tests::packets::{self, IP_TTL, L3, L4};
 use strato_tests::progtest::{
     Class, Expect, Expected, Fixture, Net, Port, ProgramTester, Router, World, OTHER_LINK_UNDERLAY,

@@ -33,8 +33,8 @@ use crate::{
     auth::Auth,
     error::ApiError,
     hosts::{Command, CommandError, Reply},
-    report::HostReport,
 };
+use strato_proto::report::HostReport;
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY: usize = 1 << 20;
@@ -196,7 +196,7 @@ async fn body_limit(req: Request, next: Next) -> Response {
 async fn request_id(req: Request, next: Next) -> Response {
     let id = format!(
         "req-{:016x}-{:08x}",
-        crate::report::now_ms(),
+        strato_proto::time::now_ms(),
         REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
     );
     let method = req.method().clone();
@@ -337,7 +337,7 @@ async fn report_host(
 async fn status_host(
     State(app): State<Arc<App>>,
     Path(host): Path<String>,
-    body: Result<Json<crate::report::StatusReport>, JsonRejection>,
+    body: Result<Json<strato_proto::report::StatusReport>, JsonRejection>,
 ) -> Response {
     match body {
         Ok(Json(status)) => reply(app.hosts.apply(Command::HostStatus { host, status })),

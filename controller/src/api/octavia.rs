@@ -22,15 +22,13 @@ use axum::{
 use serde_json::{json, Map, Value};
 
 use super::{authenticate, json_body};
+use strato_proto::lb::{Counters, HealthReport, StatsReport};
+
 use crate::{
     app::App,
     auth::Auth,
     error::ApiError,
-    lbaas::{
-        self,
-        health::{Counters, HealthReport, StatsReport},
-        health_monitors, listeners, load_balancers, members, pools, quotas,
-    },
+    lbaas::{self, health_monitors, listeners, load_balancers, members, pools, quotas},
     model::{Change, Object},
     network,
     state::State as Desired,

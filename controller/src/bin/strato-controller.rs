@@ -6,12 +6,12 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use strato::{
+use strato_controller::{
     api,
     app::{App, Config},
     state::Core,
-    telemetry,
 };
+use strato_proto::telemetry;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -84,12 +84,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let core = Core::open(&config.db)
         .with_context(|| format!("opening the store {}", config.db.display()))?;
-    strato::identity::bootstrap(&core, &config).context("bootstrapping identity (roles, admin)")?;
+    strato_controller::identity::bootstrap(&core, &config)
+        .context("bootstrapping identity (roles, admin)")?;
     if let Some(path) = &args.write_clouds_yaml {
         let auth_url = format!("{}/v3", config.public_url);
-        strato::clouds::write(
+        strato_controller::clouds::write(
             path,
-            &[strato::clouds::Cloud {
+            &[strato_controller::clouds::Cloud {
                 name: "strato-admin",
                 auth_url: &auth_url,
                 username: &config.admin_user,
@@ -114,8 +115,8 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(0);
         });
     }
-    tokio::spawn(strato::app::watch_gateways(app.clone()));
-    tokio::spawn(strato::app::watch_lb_provisioning(app.clone()));
+    tokio::spawn(strato_controller::reconcile::gateway_failover(app.clone()));
+    tokio::spawn(strato_controller::reconcile::lb_provisioning(app.clone()));
     let agent_app = api::agent_router(app.clone());
     let app = api::router(app);
 

@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use strato_proto::lb::{CountersOf, StatsReport};
+
 use super::{
-    health::{aggregate, CountersOf, LbHealth, LbStats, StatsReport},
+    health::{aggregate, LbHealth, LbStats},
     *,
 };
 use crate::{

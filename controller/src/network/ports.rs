@@ -17,11 +17,6 @@ use crate::{
     state::State,
 };
 
-/// Nova's tap device name for a port: `tap` + the first 11 characters of its id.
-pub fn tap_name(port_id: &str) -> String {
-    format!("tap{}", &port_id[..port_id.len().min(11)])
-}
-
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Port, ApiError> {
     state
         .ports

@@ -22,7 +22,7 @@
 use std::{fmt::Write as _, process::Command, time::Instant};
 
 use anyhow::{bail, ensure, Context as _};
-use strato::dataplane::Attach;
+use strato_dataplane::Attach;
 use strato_tests::{
     benchkit::{self, ratios, run_checked, time_checked, vxlan_parts, Bound, Stat},
     packets,

@@ -1,15 +1,24 @@
 //! stratoctl: the operator's inspection CLI. Human tables by default,
 //! `--json` for scripts; clear errors when the controller is unreachable.
+//!
+//! It reaches the controller through the contract (`strato_proto`: the
+//! client, the hosts' reports and configuration) and, for the commands run
+//! on a host (`trace`, `counters`), reads that host's pinned maps through
+//! `strato_dataplane`, read-only. It never links the controller or the
+//! agent.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use strato::{
+use strato_dataplane as dataplane;
+use strato_dataplane::Counters;
+use strato_proto::{
     client::{self, Endpoint},
-    dataplane,
-    dataplane::Counters,
-    report::HostStatus,
+    config::{Entry, SecurityGroupEntry, Update},
+    lb::AccessLine,
+    naming::{parse_mac, tap_name, ACCESS_LOG, METRICS},
+    report::{HostStatus, IfCounters},
     telemetry,
 };
 
@@ -124,7 +133,7 @@ enum TraceProto {
 }
 
 fn mac(s: &str) -> anyhow::Result<[u8; 6]> {
-    strato::tables::parse_mac(s).ok_or_else(|| anyhow::anyhow!("{s:?} is not a MAC address"))
+    parse_mac(s).ok_or_else(|| anyhow::anyhow!("{s:?} is not a MAC address"))
 }
 
 fn fmt_mac(m: &[u8]) -> String {
@@ -223,7 +232,7 @@ fn describe(
 
 #[allow(clippy::too_many_arguments)]
 fn trace(
-    config: Option<&strato::compile::Update>,
+    config: Option<&Update>,
     json: bool,
     host: &str,
     port: Option<&str>,
@@ -258,7 +267,7 @@ fn trace(
             .with_context(|| format!("entering network namespace {ns}"))?;
     }
     let (name, which) = match (port, iface) {
-        (Some(p), _) => (strato::network::ports::tap_name(p), Attach::Port),
+        (Some(p), _) => (tap_name(p), Attach::Port),
         (None, Some(i)) => (
             i.to_owned(),
             if i.starts_with("tap") {
@@ -427,7 +436,7 @@ fn trace(
 /// the flow's connection entry (the port's side of it), and the rule that allows
 /// a first packet (named from the host's configuration). Read only.
 fn security_zone(
-    config: Option<&strato::compile::Update>,
+    config: Option<&Update>,
     pin_dir: &std::path::Path,
     tap: &str,
     info: &dataplane_common::PortInfo,
@@ -441,7 +450,6 @@ fn security_zone(
         u16,
     ),
 ) -> anyhow::Result<serde_json::Value> {
-    use strato::compile::Entry;
     let direction = if dir == dataplane_common::DIR_EGRESS {
         "egress"
     } else {
@@ -490,7 +498,7 @@ fn security_zone(
             Entry::Port(p) if p.tap == tap => Some(p),
             _ => None,
         })?;
-        let groups: Vec<&strato::compile::SecurityGroupEntry> = port
+        let groups: Vec<&SecurityGroupEntry> = port
             .security_groups
             .iter()
             .filter_map(|g| match entries.get(&format!("sg/{g}")) {
@@ -509,9 +517,9 @@ fn security_zone(
         }
         let prefixes = members
             .iter()
-            .map(|(g, ips)| (*g, strato::policy::member_prefixes(ips)))
+            .map(|(g, ips)| (*g, dataplane::security_groups::member_prefixes(ips)))
             .collect();
-        let flat = strato::policy::flatten(&groups, &prefixes);
+        let flat = dataplane::security_groups::flatten(&groups, &prefixes);
         flat.rules.get(n as usize - 1).cloned()
     });
     let stateless = info.flags & dataplane_common::PORT_F_STATELESS != 0;
@@ -826,7 +834,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             };
             // The host's configuration names the rules (best effort: the
             // verdicts come from the maps either way).
-            let config: Option<strato::compile::Update> = rt
+            let config: Option<Update> = rt
                 .block_on(client::get_json(
                     &args.controller,
                     &format!("/internal/v1/hosts/{host}/config"),
@@ -854,19 +862,17 @@ fn run(args: Args) -> anyhow::Result<()> {
             tail,
             listener,
         } => {
-            let path = state_dir.join(strato::lblog::ACCESS_LOG);
+            let path = state_dir.join(ACCESS_LOG);
             let text = std::fs::read_to_string(&path)
                 .or_else(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => Ok(String::new()),
                     _ => Err(e),
                 })
                 .with_context(|| format!("reading {}", path.display()))?;
-            let lines: Vec<strato::lblog::AccessLine> = text
+            let lines: Vec<AccessLine> = text
                 .lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
-                .filter(|l: &strato::lblog::AccessLine| {
-                    listener.as_deref().is_none_or(|x| l.listener == x)
-                })
+                .filter(|l: &AccessLine| listener.as_deref().is_none_or(|x| l.listener == x))
                 .collect();
             let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
             if args.json {
@@ -893,7 +899,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         Cmd::LbMetrics { state_dir } => {
-            let path = state_dir.join(strato::lblog::METRICS);
+            let path = state_dir.join(METRICS);
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!(
                     "reading {} (no load balancer on this host yet?)",
@@ -909,7 +915,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 let ifs: Vec<_> = c
                     .interfaces
                     .iter()
-                    .map(|(i, s)| serde_json::json!({"ifindex": i, "counters": strato::report::IfCounters::from(*s)}))
+                    .map(|(i, s)| serde_json::json!({"ifindex": i, "counters": IfCounters::from(*s)}))
                     .collect();
                 let drops: Vec<_> = c
                     .drops

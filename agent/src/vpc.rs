@@ -1,4 +1,6 @@
-//! From a host's compiled entries to the contents of its dataplane tables.
+//! The VPC, realised: from a host's configuration entries to the contents
+//! of its VPC maps (ports, endpoints, routes, VNIs, MACs, allowed
+//! addresses, elastic IPs, SNAT, bandwidth buckets) as a [`Tables`] value.
 //!
 //! Pure: the agent calls [`build`] with its desired entries, the ifindex of
 //! every attached tap and the counter slots it handed out, and writes the
@@ -22,122 +24,11 @@ use dataplane_common::{
 };
 use ipnetwork::Ipv4Network;
 
-use crate::compile::{Entry, NetworkEntry, SubnetEntry};
-
-/// Everything the VPC maps should hold, keyed as in the maps (LPM keys as
-/// (domain or ifindex, prefix)).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tables {
-    pub ports: BTreeMap<u32, PortInfo>,
-    pub endpoints: BTreeMap<EpKey, Endpoint>,
-    pub routes: BTreeMap<(u32, Ipv4Network), Route>,
-    pub vnis: BTreeMap<u32, VniInfo>,
-    pub macs: BTreeMap<MacKey, u32>,
-    pub allowed: BTreeMap<(u32, Ipv4Network), AllowedMac>,
-    /// Elastic IPs: translated here (local port) or steered (gateway).
-    pub eips: BTreeMap<[u8; 4], EipEntry>,
-    /// (domain, fixed IP) of a local port -> its elastic IP.
-    pub eip_out: BTreeMap<EpKey, EipOut>,
-    /// Gateway hosts: domain -> the router whose SNAT this host does.
-    pub snat_routers: BTreeMap<u32, SnatRouter>,
-    /// Bandwidth limits of local ports' elastic IPs (clocks as written:
-    /// zero; [`crate::dataplane::Dataplane::tables`] reads them back zeroed).
-    pub eip_qos: BTreeMap<QosKey, QosBucket>,
-}
-
-/// An LPM key as the tables hold it: (domain or ifindex, prefix).
-pub type LpmKey = (u32, Ipv4Network);
-/// Upserts (key, value) and deletes (key) of one map.
-pub type Changes<K, V> = (Vec<(K, V)>, Vec<K>);
-
-/// Upserts and deletes that turn one [`Tables`] into another.
-#[derive(Debug, Default)]
-pub struct Diff {
-    pub ports: Changes<u32, PortInfo>,
-    pub endpoints: Changes<EpKey, Endpoint>,
-    pub routes: Changes<LpmKey, Route>,
-    pub vnis: Changes<u32, VniInfo>,
-    pub macs: Changes<MacKey, u32>,
-    pub allowed: Changes<LpmKey, AllowedMac>,
-    pub eips: Changes<[u8; 4], EipEntry>,
-    pub eip_out: Changes<EpKey, EipOut>,
-    pub snat_routers: Changes<u32, SnatRouter>,
-    pub eip_qos: Changes<QosKey, QosBucket>,
-}
-
-impl Diff {
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Map operations in the diff.
-    pub fn len(&self) -> usize {
-        self.ports.0.len()
-            + self.ports.1.len()
-            + self.endpoints.0.len()
-            + self.endpoints.1.len()
-            + self.routes.0.len()
-            + self.routes.1.len()
-            + self.vnis.0.len()
-            + self.vnis.1.len()
-            + self.macs.0.len()
-            + self.macs.1.len()
-            + self.allowed.0.len()
-            + self.allowed.1.len()
-            + self.eips.0.len()
-            + self.eips.1.len()
-            + self.eip_out.0.len()
-            + self.eip_out.1.len()
-            + self.snat_routers.0.len()
-            + self.snat_routers.1.len()
-            + self.eip_qos.0.len()
-            + self.eip_qos.1.len()
-    }
-}
-
-fn diff_map<K: Ord + Copy, V: PartialEq + Copy>(
-    want: &BTreeMap<K, V>,
-    have: &BTreeMap<K, V>,
-) -> (Vec<(K, V)>, Vec<K>) {
-    let up = want
-        .iter()
-        .filter(|(k, v)| have.get(k) != Some(v))
-        .map(|(k, v)| (*k, *v))
-        .collect();
-    let del = have
-        .keys()
-        .filter(|k| !want.contains_key(k))
-        .copied()
-        .collect();
-    (up, del)
-}
-
-impl Tables {
-    /// What to write so that maps holding `have` hold `self`.
-    pub fn diff(&self, have: &Tables) -> Diff {
-        Diff {
-            ports: diff_map(&self.ports, &have.ports),
-            endpoints: diff_map(&self.endpoints, &have.endpoints),
-            routes: diff_map(&self.routes, &have.routes),
-            vnis: diff_map(&self.vnis, &have.vnis),
-            macs: diff_map(&self.macs, &have.macs),
-            allowed: diff_map(&self.allowed, &have.allowed),
-            eips: diff_map(&self.eips, &have.eips),
-            eip_out: diff_map(&self.eip_out, &have.eip_out),
-            snat_routers: diff_map(&self.snat_routers, &have.snat_routers),
-            eip_qos: diff_map(&self.eip_qos, &have.eip_qos),
-        }
-    }
-}
-
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    v.try_into().ok()
-}
+use strato_dataplane::tables::{LpmKey, Tables};
+use strato_proto::{
+    config::{Entry, NetworkEntry, SubnetEntry},
+    naming::parse_mac,
+};
 
 fn ip4(s: &str) -> Option<Ipv4Addr> {
     s.parse().ok()
@@ -189,7 +80,7 @@ fn gw_mac_for(net: &NetworkEntry, ip: Ipv4Addr) -> [u8; 6] {
 pub fn remote_endpoints(
     doms: &BTreeMap<String, u32>,
     nets: &BTreeMap<&str, &NetworkEntry>,
-    r: &crate::compile::RemoteEntry,
+    r: &strato_proto::config::RemoteEntry,
 ) -> Vec<(EpKey, Endpoint)> {
     let (Some(n), Some(under), Some(mac)) = (
         nets.get(r.network_id.as_str()),
@@ -237,7 +128,7 @@ pub fn remote_endpoints(
 
 /// On a gateway host, a public load balancer: its floating IP balanced
 /// here (`EIP_F_LB`), and where its members are.
-fn public_load_balancer(t: &mut Tables, l: &crate::compile::LoadBalancerEntry) {
+fn public_load_balancer(t: &mut Tables, l: &strato_proto::config::LoadBalancerEntry) {
     let (Some((_, fip)), Some(vip)) = (&l.floating_ip, ip4(&l.vip_address)) else {
         return;
     };
@@ -365,7 +256,7 @@ pub struct PortPart {
 pub fn port_part(
     doms: &BTreeMap<String, u32>,
     nets: &BTreeMap<&str, &NetworkEntry>,
-    p: &crate::compile::PortEntry,
+    p: &strato_proto::config::PortEntry,
     ifindex: u32,
     slot: u32,
     policy: PortPolicy,
@@ -826,7 +717,7 @@ pub fn qos_bucket(max_kbps: u64, max_burst_kbps: u64) -> QosBucket {
 /// The way out of a VPC whose router has an external gateway: a default
 /// route (unless a static one is there) to the domain's external endpoint,
 /// the tunnel to the preferred gateway host.
-fn external_exit(t: &mut Tables, domain: u32, x: &crate::compile::RouterExternal) {
+fn external_exit(t: &mut Tables, domain: u32, x: &strato_proto::config::RouterExternal) {
     let Some(mac) = parse_mac(&x.mac) else {
         return;
     };
@@ -882,7 +773,7 @@ fn pair_net(s: &str) -> Option<Ipv4Network> {
 
 /// Single addresses among allowed address pairs: reachable like fixed IPs.
 fn pair_hosts(
-    pairs: &[crate::model::AddressPair],
+    pairs: &[strato_proto::config::AddressPair],
     port_mac: [u8; 6],
 ) -> impl Iterator<Item = (Ipv4Addr, [u8; 6])> + '_ {
     pairs.iter().filter_map(move |p| {
@@ -894,8 +785,8 @@ fn pair_hosts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::{PortEntry, RemoteEntry, RouterEntry, RouterInterface};
-    use crate::model::{AddressPair, HostRoute};
+    use strato_proto::config::{AddressPair, HostRoute};
+    use strato_proto::config::{PortEntry, RemoteEntry, RouterEntry, RouterInterface};
 
     fn net(
         id: &str,
@@ -1110,7 +1001,7 @@ mod scale {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::compile::{NetworkEntry, RemoteEntry, SubnetEntry};
+    use strato_proto::config::{NetworkEntry, RemoteEntry, SubnetEntry};
 
     /// 10,000 remote ports: every one becomes its endpoint, and the diff
     /// against the same tables is empty, against nothing is every entry,

@@ -23,35 +23,11 @@ use std::{
 };
 
 use dataplane_common::{LbFlow, LbFlowKey, LbRev, LbStats};
-use serde::{Deserialize, Serialize};
 
-pub const ACCESS_LOG: &str = "lb-access.log";
-pub const METRICS: &str = "metrics.prom";
-
-/// One access log line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessLine {
-    /// RFC 3339 UTC.
-    pub time: String,
-    /// `start` or `end`.
-    pub event: String,
-    pub listener: String,
-    pub member: String,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-    pub client: String,
-    pub vip: String,
-    pub backend: String,
-    pub packets_in: u64,
-    pub bytes_in: u64,
-    pub packets_out: u64,
-    pub bytes_out: u64,
-    /// `end`: how long the connection lasted (first to last packet), ms.
-    pub duration_ms: u64,
-    /// `end`: `closed`, `idle` or `gone` (evicted, drained or removed).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-}
+use strato_proto::{
+    lb::AccessLine,
+    naming::{ACCESS_LOG, METRICS},
+};
 
 /// (domain, client, client port, protocol, backend number): a
 /// connection's reply side.
@@ -90,7 +66,7 @@ fn rfc3339_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    crate::model::timestamp(secs)
+    strato_proto::time::timestamp(secs)
 }
 
 impl AccessLog {

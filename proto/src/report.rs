@@ -180,11 +180,3 @@ pub struct HostStatus {
     pub state: String,
     pub report: HostReport,
 }
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}

@@ -10,7 +10,6 @@ use dataplane_common::{
 };
 
 use super::{map_err, Dataplane, DataplaneError};
-use crate::lbmaps::LbOps;
 
 fn lb_zeroes(name: &'static str) -> Result<PerCpuValues<LbStats>, DataplaneError> {
     let n = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Map {
@@ -198,5 +197,33 @@ impl Dataplane {
             out.insert(id, sum);
         }
         Ok(out)
+    }
+}
+
+/// Map writes, applied in field order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LbOps {
+    /// `LB_MAGLEV` ranges: (offset, backend ids).
+    pub tables: Vec<(u32, Vec<u32>)>,
+    /// Counter slots handed out anew (zero them before use).
+    pub new_services: Vec<u32>,
+    pub new_backends: Vec<u32>,
+    pub backends: Vec<(u32, LbBackend)>,
+    pub services: Vec<(LbServiceKey, LbService)>,
+    pub service_deletes: Vec<LbServiceKey>,
+    /// `LB_PUBLIC_OUT`: (domain, member, member port, listener port,
+    /// protocol).
+    pub public_out: Vec<(LbPublicKey, LbPublic)>,
+    pub public_deletes: Vec<LbPublicKey>,
+    /// Backends given back: their connections are forgotten (`LB_FLOWS`,
+    /// `LB_REV`) before the number is reused.
+    pub released: Vec<u32>,
+    /// `LB_VIP_FILTER` words that changed: (index, bits).
+    pub filter: Vec<(u32, u64)>,
+}
+
+impl LbOps {
+    pub fn is_empty(&self) -> bool {
+        *self == LbOps::default()
     }
 }

@@ -5,12 +5,8 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use strato::{
-    agent::{Agent, AgentConfig},
-    client::Endpoint,
-    dataplane::PIN_ROOT,
-    telemetry,
-};
+use strato_agent::agent::{Agent, AgentConfig};
+use strato_proto::{client::Endpoint, naming::PIN_ROOT, telemetry};
 
 #[derive(Parser, Debug)]
 #[command(

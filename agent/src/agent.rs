@@ -33,17 +33,22 @@ use anyhow::Context as _;
 use dataplane_common::HostInfo;
 use http_body_util::BodyExt as _;
 
-use crate::{
+use strato_dataplane::{
+    tables::{Diff, Tables},
+    Attach, Dataplane,
+};
+use strato_proto::{
     client::{self, Endpoint},
-    compile::{Entry, Update, UpdateKind},
-    dataplane::{Attach, Dataplane},
-    dhcp,
+    config::{Entry, Update, UpdateKind},
+    naming::parse_mac,
     report::{
-        now_ms, DropReport, HostReport, IfCounters, InterfaceReport, PortReport, PortState, Role,
+        DropReport, HostReport, IfCounters, InterfaceReport, PortReport, PortState, Role,
         StatusReport,
     },
-    tables::{self, Tables},
+    time::now_ms,
 };
+
+use crate::{dhcp, vpc};
 
 /// Every how many passes the agent lists every interface (others check only
 /// the ones it knows).
@@ -104,7 +109,7 @@ pub struct Agent {
     dirty_remotes: std::collections::BTreeSet<String>,
     dirty_ports: std::collections::BTreeSet<String>,
     /// Who provides each endpoint (from the last full build, kept current).
-    providers: tables::Providers,
+    providers: vpc::Providers,
     ports: BTreeMap<String, PortReport>,
     /// What the pinned VPC maps hold (read once at start: adopted).
     have: Tables,
@@ -124,13 +129,13 @@ pub struct Agent {
     reported: Option<BTreeMap<String, PortReport>>,
     last_full: Option<std::time::Instant>,
     /// Counters read off the agent's loop (see `run`).
-    counters: Arc<std::sync::Mutex<Option<crate::dataplane::Counters>>>,
+    counters: Arc<std::sync::Mutex<Option<strato_dataplane::Counters>>>,
     /// Reports go out through one task, in order, off the loop.
     outbox: Option<tokio::sync::mpsc::UnboundedSender<Outgoing>>,
     /// Set by the sender when the controller must get a full report.
     need_full: Arc<std::sync::atomic::AtomicBool>,
     /// Security group policies written to the maps.
-    policies: crate::policy::Policies,
+    policies: crate::security_groups::Policies,
     /// Groups or remote-group members changed since the last plan.
     policies_dirty: bool,
     /// The policies must be planned in full (not only `member_adds`).
@@ -147,11 +152,11 @@ pub struct Agent {
     ct_live: u64,
     ct_swept: u64,
     /// Load balancer numbering, tables and drains (see `lbmaps`).
-    lb: crate::lbmaps::LbState,
+    lb: crate::lb::LbState,
     /// Health checks of the load balancer members on this host.
-    prober: Option<crate::lbprobe::Prober>,
+    prober: Option<crate::lb::probe::Prober>,
     /// Connections followed for the access log.
-    access_log: Option<crate::lblog::AccessLog>,
+    access_log: Option<crate::lb::access_log::AccessLog>,
 }
 
 /// A report queued for the controller.
@@ -159,9 +164,9 @@ enum Outgoing {
     Full(Box<HostReport>),
     Status(StatusReport),
     /// Health of the members this host checks.
-    LbHealth(crate::lbaas::health::HealthReport),
+    LbHealth(strato_proto::lb::HealthReport),
     /// Load balancer counters of this host.
-    LbStats(crate::lbaas::health::StatsReport),
+    LbStats(strato_proto::lb::StatsReport),
 }
 
 /// Interfaces of this process's network namespace: (ifindex, name).
@@ -230,7 +235,7 @@ fn leases(
     let mut out = std::collections::HashMap::new();
     for e in desired.values() {
         let Entry::Port(p) = e else { continue };
-        let Some(ifindex) = tables::parse_mac(&p.mac).and_then(|m| by_mac.get(&m).copied()) else {
+        let Some(ifindex) = parse_mac(&p.mac).and_then(|m| by_mac.get(&m).copied()) else {
             continue;
         };
         if let Some(l) = lease_for(desired, p) {
@@ -243,12 +248,12 @@ fn leases(
 /// The DHCP lease of one port, if its subnet has DHCP enabled.
 fn lease_for(
     desired: &BTreeMap<String, Entry>,
-    p: &crate::compile::PortEntry,
+    p: &strato_proto::config::PortEntry,
 ) -> Option<dhcp::Lease> {
     let Some(Entry::Network(n)) = desired.get(&format!("network/{}", p.network_id)) else {
         return None;
     };
-    let mac = tables::parse_mac(&p.mac)?;
+    let mac = parse_mac(&p.mac)?;
     let (sid, ip) = p.ips.first()?;
     let s = n.subnets.iter().find(|s| &s.id == sid)?;
     let ip: Ipv4Addr = ip.parse().ok()?;
@@ -260,7 +265,7 @@ fn lease_for(
     let server_mac = s
         .gateway_mac
         .as_deref()
-        .and_then(tables::parse_mac)
+        .and_then(parse_mac)
         .unwrap_or([0xfa, 0x16, 0x3e, 0xff, 0xff, 0xfe]);
     Some(dhcp::Lease {
         client_mac: mac,
@@ -386,7 +391,7 @@ impl Agent {
         let (max_policy, max_class) = dp
             .policy_sweep(&|_| true, &|_| true)
             .context("reading the adopted policies")?;
-        let mut policies = crate::policy::Policies::default();
+        let mut policies = crate::security_groups::Policies::default();
         policies.start_after(max_policy, max_class);
         dp.resync_port_index()
             .context("rewriting the dense port index")?;
@@ -410,7 +415,7 @@ impl Agent {
             full_needed: true,
             dirty_remotes: std::collections::BTreeSet::new(),
             dirty_ports: std::collections::BTreeSet::new(),
-            providers: tables::Providers::default(),
+            providers: vpc::Providers::default(),
             ports: BTreeMap::new(),
             have,
             slots,
@@ -432,13 +437,13 @@ impl Agent {
             ct_gc_at: None,
             ct_live: 0,
             ct_swept: 0,
-            lb: crate::lbmaps::LbState::default(),
+            lb: crate::lb::LbState::default(),
             prober: None,
             access_log: None,
         };
         if let Some(dir) = &agent.cfg.state_dir {
             match std::fs::create_dir_all(dir) {
-                Ok(()) => agent.access_log = Some(crate::lblog::AccessLog::new(dir)),
+                Ok(()) => agent.access_log = Some(crate::lb::access_log::AccessLog::new(dir)),
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "no state directory; no access log or metrics files")
                 }
@@ -823,7 +828,7 @@ impl Agent {
     }
 
     /// Policy of every local port (by port id).
-    fn port_policies(&self) -> std::collections::HashMap<String, tables::PortPolicy> {
+    fn port_policies(&self) -> std::collections::HashMap<String, vpc::PortPolicy> {
         self.policies.port_policies(&self.desired)
     }
 
@@ -923,13 +928,13 @@ impl Agent {
         &mut self,
         endpoints: &BTreeMap<dataplane_common::EpKey, dataplane_common::Endpoint>,
     ) {
-        let doms = tables::domains(&self.desired);
+        let doms = vpc::domains(&self.desired);
         let lbs = self.desired.values().filter_map(|e| match e {
             Entry::LoadBalancer(l) => Some(l),
             _ => None,
         });
-        let specs = crate::lbmaps::specs(lbs, &doms, endpoints);
-        let ops = self.lb.sync(&specs, crate::dataplane::coarse_now_ns());
+        let specs = crate::lb::specs(lbs, &doms, endpoints);
+        let ops = self.lb.sync(&specs, strato_dataplane::coarse_now_ns());
         if let Some(p) = &self.prober {
             p.set(self.probe_targets(&doms));
         }
@@ -951,9 +956,9 @@ impl Agent {
 
     /// The members on this host whose pool has a health monitor: checked
     /// here, from their subnet's gateway address, through their tap.
-    fn probe_targets(&self, doms: &BTreeMap<String, u32>) -> Vec<crate::lbprobe::Target> {
-        use crate::lbprobe::{Kind, Target};
-        let nets: BTreeMap<&str, &crate::compile::NetworkEntry> = self
+    fn probe_targets(&self, doms: &BTreeMap<String, u32>) -> Vec<crate::lb::probe::Target> {
+        use crate::lb::probe::{Kind, Target};
+        let nets: BTreeMap<&str, &strato_proto::config::NetworkEntry> = self
             .desired
             .values()
             .filter_map(|e| match e {
@@ -977,7 +982,7 @@ impl Agent {
                     "HTTP" => Kind::Http {
                         method: mon.http_method.clone(),
                         path: mon.url_path.clone(),
-                        expected: crate::lbprobe::parse_expected(&mon.expected_codes)
+                        expected: crate::lb::probe::parse_expected(&mon.expected_codes)
                             .unwrap_or_else(|| vec![(200, 200)]),
                     },
                     _ => continue,
@@ -1001,7 +1006,7 @@ impl Agent {
                     // A member whose tap is gone (its VM died) is still
                     // checked: every check fails.
                     let ifindex = taps.get(&p.tap).copied().unwrap_or(0);
-                    let Some(mac) = tables::parse_mac(&p.mac) else {
+                    let Some(mac) = parse_mac(&p.mac) else {
                         continue;
                     };
                     let gw = nets.get(p.network_id.as_str()).and_then(|n| {
@@ -1016,7 +1021,7 @@ impl Agent {
                             s.gateway_ip
                                 .as_deref()
                                 .and_then(|g| g.parse::<Ipv4Addr>().ok()),
-                            s.gateway_mac.as_deref().and_then(tables::parse_mac),
+                            s.gateway_mac.as_deref().and_then(parse_mac),
                         )
                     }) else {
                         continue;
@@ -1062,7 +1067,7 @@ impl Agent {
             return;
         };
         // Active: a connection with a packet in the last minute.
-        let now = crate::dataplane::coarse_now_ns();
+        let now = strato_dataplane::coarse_now_ns();
         let mut active_s: BTreeMap<u32, u64> = BTreeMap::new();
         let mut active_b: BTreeMap<u32, u64> = BTreeMap::new();
         for (_, f) in &flows {
@@ -1071,16 +1076,15 @@ impl Agent {
                 *active_b.entry(f.backend).or_default() += 1;
             }
         }
-        let of = |id: String, s: &dataplane_common::LbStats, active: u64| {
-            crate::lbaas::health::CountersOf {
+        let of =
+            |id: String, s: &dataplane_common::LbStats, active: u64| strato_proto::lb::CountersOf {
                 id,
                 bytes_in: s.bytes_in,
                 bytes_out: s.bytes_out,
                 active_connections: active,
                 total_connections: s.connections,
                 request_errors: s.refused,
-            }
-        };
+            };
         let listeners = services
             .iter()
             .filter_map(|(n, l)| {
@@ -1089,7 +1093,7 @@ impl Agent {
             })
             .collect();
         // A member may serve several listeners: summed.
-        let mut members: BTreeMap<String, crate::lbaas::health::CountersOf> = BTreeMap::new();
+        let mut members: BTreeMap<String, strato_proto::lb::CountersOf> = BTreeMap::new();
         for (n, (_, m)) in &backends {
             let Some(s) = bstats.get(n) else { continue };
             let c = of(m.clone(), s, active_b.get(n).copied().unwrap_or(0));
@@ -1104,7 +1108,7 @@ impl Agent {
                 })
                 .or_insert(c);
         }
-        let _ = outbox.send(Outgoing::LbStats(crate::lbaas::health::StatsReport {
+        let _ = outbox.send(Outgoing::LbStats(strato_proto::lb::StatsReport {
             listeners,
             members: members.into_values().collect(),
         }));
@@ -1124,7 +1128,7 @@ impl Agent {
         ) else {
             return;
         };
-        let now = crate::dataplane::coarse_now_ns();
+        let now = strato_dataplane::coarse_now_ns();
         let idle: BTreeMap<u32, u64> = self
             .lb
             .service_idle()
@@ -1161,7 +1165,7 @@ impl Agent {
                 tracing::warn!(error = %e, "cannot write the access log");
             }
         }
-        let (sg, bg) = crate::lblog::gauges(now, &flows);
+        let (sg, bg) = crate::lb::access_log::gauges(now, &flows);
         let listeners: Vec<_> = services
             .iter()
             .map(|(n, l)| {
@@ -1183,15 +1187,15 @@ impl Agent {
                 )
             })
             .collect();
-        let text = crate::lblog::prometheus(&self.cfg.host, &listeners, &members);
-        if let Err(e) = crate::lblog::write_metrics(&dir, &text) {
+        let text = crate::lb::access_log::prometheus(&self.cfg.host, &listeners, &members);
+        if let Err(e) = crate::lb::access_log::write_metrics(&dir, &text) {
             tracing::warn!(error = %e, "cannot write the metrics file");
         }
     }
 
     /// Ends drains that are over, and forgets idle balanced connections.
     fn lb_housekeeping(&mut self) {
-        let now = crate::dataplane::coarse_now_ns();
+        let now = strato_dataplane::coarse_now_ns();
         let ops = self.lb.tick(now);
         if !ops.is_empty() {
             if let Err(e) = self.dp.lb_apply(&ops) {
@@ -1220,7 +1224,7 @@ impl Agent {
         // ports left has no flows here any more.
         let domains: std::collections::HashSet<u32> =
             self.have.ports.values().map(|p| p.domain).collect();
-        match self.dp.ct_gc(crate::dataplane::coarse_now_ns(), &|z| {
+        match self.dp.ct_gc(strato_dataplane::coarse_now_ns(), &|z| {
             !domains.contains(&z)
         }) {
             Ok((live, removed)) => {
@@ -1233,7 +1237,7 @@ impl Agent {
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "connection table sweep failed"),
         }
         if self.cfg.external.is_some() {
-            match self.dp.snat_gc(crate::dataplane::coarse_now_ns()) {
+            match self.dp.snat_gc(strato_dataplane::coarse_now_ns()) {
                 Ok((live, removed)) if removed > 0 => {
                     tracing::debug!(live, removed, "SNAT mappings swept")
                 }
@@ -1268,8 +1272,8 @@ impl Agent {
     /// involved); the full rebuild then recomputes the providers.
     fn reconcile_incremental(&mut self) -> anyhow::Result<bool> {
         use dataplane_common::{Endpoint as Ep, EpKey};
-        let doms = tables::domains(&self.desired);
-        let nets: BTreeMap<&str, &crate::compile::NetworkEntry> = self
+        let doms = vpc::domains(&self.desired);
+        let nets: BTreeMap<&str, &strato_proto::config::NetworkEntry> = self
             .desired
             .values()
             .filter_map(|e| match e {
@@ -1281,21 +1285,20 @@ impl Agent {
         let mut prov = std::mem::take(&mut self.providers);
         let mut ep_ups: BTreeMap<EpKey, Ep> = BTreeMap::new();
         let mut ep_dels = std::collections::BTreeSet::new();
-        let mut diff = tables::Diff::default();
+        let mut diff = Diff::default();
         // Endpoints one entry stops providing / starts providing.
-        let release = |prov: &mut tables::Providers,
-                       e: EpKey,
-                       dels: &mut std::collections::BTreeSet<EpKey>| {
-            match prov.count.get(&e).copied() {
-                Some(1) => {
-                    prov.count.remove(&e);
-                    dels.insert(e);
-                    true
+        let release =
+            |prov: &mut vpc::Providers, e: EpKey, dels: &mut std::collections::BTreeSet<EpKey>| {
+                match prov.count.get(&e).copied() {
+                    Some(1) => {
+                        prov.count.remove(&e);
+                        dels.insert(e);
+                        true
+                    }
+                    Some(_) => false,
+                    None => true,
                 }
-                Some(_) => false,
-                None => true,
-            }
-        };
+            };
         let mut conflict = false;
         for k in &self.dirty_remotes {
             for e in prov.remote.remove(k).unwrap_or_default() {
@@ -1304,7 +1307,7 @@ impl Agent {
             let Some(Entry::Remote(r)) = self.desired.get(k) else {
                 continue;
             };
-            let eps = tables::remote_endpoints(&doms, &nets, r);
+            let eps = vpc::remote_endpoints(&doms, &nets, r);
             let mut keys = Vec::with_capacity(eps.len());
             for (ek, ev) in eps {
                 conflict |= prov.count.contains_key(&ek);
@@ -1315,7 +1318,7 @@ impl Agent {
             }
             prov.remote.insert(k.clone(), keys);
         }
-        let members = tables::lb_members(&self.desired, &doms);
+        let members = vpc::lb_members(&self.desired, &doms);
         let mut new_ports = Vec::new();
         for k in &self.dirty_ports {
             let old = prov.ports.remove(k);
@@ -1327,7 +1330,7 @@ impl Agent {
                     .map(|a| a.ifindex)
                     .and_then(|ifindex| {
                         let slot = self.slots.get(&ifindex).copied();
-                        tables::port_part(
+                        vpc::port_part(
                             &doms,
                             &nets,
                             p,
@@ -1352,19 +1355,19 @@ impl Agent {
                 for (e, _) in &o.endpoints {
                     conflict |= !release(&mut prov, *e, &mut ep_dels);
                 }
-                let keep = |m: &tables::MacOrLpm| {
+                let keep = |m: &vpc::MacOrLpm| {
                     new.as_ref().is_some_and(|(n, _)| match m {
-                        tables::MacOrLpm::Mac(k) => n.macs.iter().any(|(x, _)| x == k),
-                        tables::MacOrLpm::Lpm(k) => n.allowed.iter().any(|(x, _)| x == k),
+                        vpc::MacOrLpm::Mac(k) => n.macs.iter().any(|(x, _)| x == k),
+                        vpc::MacOrLpm::Lpm(k) => n.allowed.iter().any(|(x, _)| x == k),
                     })
                 };
                 for (m, _) in &o.macs {
-                    if !keep(&tables::MacOrLpm::Mac(*m)) {
+                    if !keep(&vpc::MacOrLpm::Mac(*m)) {
                         diff.macs.1.push(*m);
                     }
                 }
                 for (a, _) in &o.allowed {
-                    if !keep(&tables::MacOrLpm::Lpm(*a)) {
+                    if !keep(&vpc::MacOrLpm::Lpm(*a)) {
                         diff.allowed.1.push(*a);
                     }
                 }
@@ -1504,7 +1507,7 @@ impl Agent {
         {
             let taps = self.port_taps();
             let slots = self.slots.clone();
-            let full = tables::build(
+            let full = vpc::build(
                 &self.desired,
                 &|t| taps.get(t).copied(),
                 &mut |i| slots.get(&i).copied().unwrap_or(0),
@@ -1571,7 +1574,7 @@ impl Agent {
         }
         let slots = self.slots.clone();
         let pols = self.port_policies();
-        let (want, providers) = tables::build_parts(
+        let (want, providers) = vpc::build_parts(
             &self.desired,
             &|tap| taps.get(tap).copied(),
             &mut |i| slots.get(&i).copied().unwrap_or(0),
@@ -1729,7 +1732,7 @@ impl Agent {
             .dp
             .ct_stats()
             .ok()
-            .map(|s| crate::report::ConntrackReport {
+            .map(|s| strato_proto::report::ConntrackReport {
                 entries: self.ct_live,
                 capacity: self
                     .cfg
@@ -1841,13 +1844,13 @@ impl Agent {
             let report = move |states: Vec<(String, bool)>| {
                 let members = states
                     .into_iter()
-                    .map(|(id, up)| crate::lbaas::health::MemberHealth { id, up })
+                    .map(|(id, up)| strato_proto::lb::MemberHealth { id, up })
                     .collect();
-                let _ = out.send(Outgoing::LbHealth(crate::lbaas::health::HealthReport {
+                let _ = out.send(Outgoing::LbHealth(strato_proto::lb::HealthReport {
                     members,
                 }));
             };
-            match crate::lbprobe::Prober::spawn(Box::new(report)) {
+            match crate::lb::probe::Prober::spawn(Box::new(report)) {
                 Ok(p) => self.prober = Some(p),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start health checks; members are not checked")
@@ -1865,7 +1868,7 @@ impl Agent {
             std::thread::Builder::new()
                 .name("counters".into())
                 .spawn(move || loop {
-                    if let Ok(c) = crate::dataplane::Counters::read_pinned(&pin_dir) {
+                    if let Ok(c) = strato_dataplane::Counters::read_pinned(&pin_dir) {
                         *slot.lock().expect("counters lock poisoned") = Some(c);
                     }
                     std::thread::sleep(every.min(Duration::from_secs(1)));

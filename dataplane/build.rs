@@ -7,7 +7,7 @@ fn main() -> anyhow::Result<()> {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
     let root = std::path::Path::new(&manifest_dir)
         .parent()
-        .ok_or_else(|| anyhow!("controller has no parent directory"))?;
+        .ok_or_else(|| anyhow!("dataplane has no parent directory"))?;
     let ebpf_dir = root.join("dataplane-ebpf");
     // The kernel crate also compiles dataplane-common: rebuild when it changes.
     println!(

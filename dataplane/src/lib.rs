@@ -28,17 +28,18 @@ use dataplane_common::{
 };
 use ipnetwork::Ipv4Network;
 
-mod lb;
+pub mod lb;
+pub mod security_groups;
+pub mod tables;
 
-use crate::tables::{Diff, Tables};
+pub use lb::LbOps;
+pub use strato_proto::naming::PIN_ROOT;
+use tables::{Diff, Tables};
 use thiserror::Error;
 
 /// The kernel programs, built by build.rs from `dataplane-ebpf`.
 pub static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/strato-dataplane"));
-
-/// Root under which every host's pinned state lives: `<root>/<host>/`.
-pub const PIN_ROOT: &str = "/sys/fs/bpf/strato";
 
 /// Every map the object defines (pinned by the agent).
 pub const MAP_NAMES: [&str; 34] = [
@@ -961,7 +962,7 @@ fn policy_addr_key(policy: u32, dir: u32, net: Ipv4Network) -> Key<PolicyAddrKey
 }
 
 /// A `POLICY_PORT` key.
-fn policy_port_key(class: u32, m: &crate::policy::PortMatch) -> Key<PolicyPortKey> {
+fn policy_port_key(class: u32, m: &crate::security_groups::PortMatch) -> Key<PolicyPortKey> {
     Key::new(
         m.key_prefix_len(),
         PolicyPortKey {
@@ -984,11 +985,14 @@ pub struct CtSummary {
 
 impl Dataplane {
     /// Applies one policy's writes in their safe order (see
-    /// [`crate::policy::PolicyOps`]).
-    pub fn policy_apply(&mut self, ops: &crate::policy::PolicyOps) -> Result<(), DataplaneError> {
+    /// [`crate::security_groups::PolicyOps`]).
+    pub fn policy_apply(
+        &mut self,
+        ops: &crate::security_groups::PolicyOps,
+    ) -> Result<(), DataplaneError> {
         // Host addresses and single ports go to the hashes, the rest to the
         // tries (`lookup` in the programs tries the hash first).
-        let exact = |pm: &crate::policy::PortMatch| pm.proto.is_some() && pm.plen == 16;
+        let exact = |pm: &crate::security_groups::PortMatch| pm.proto.is_some() && pm.plen == 16;
         for (class, entries) in &ops.new_classes {
             for (pm, rule) in entries {
                 let v = PolicyAllow { rule: *rule };

@@ -11,6 +11,9 @@
 //! written to a free range, then the backends, then the service is pointed
 //! at the new range; the old range is reused only by a later sync.
 
+pub mod access_log;
+pub mod probe;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
@@ -18,9 +21,10 @@ use dataplane_common::{
     lb_vip_bit, maps, Endpoint, EpKey, LbBackend, LbPublic, LbPublicKey, LbService, LbServiceKey,
     EP_LOCAL, EP_REMOTE, EP_VIP, LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_SOURCE_IP,
 };
+use strato_dataplane::LbOps;
 use strato_lb::maglev::{self, MaglevBackend};
 
-use crate::compile::LoadBalancerEntry;
+use strato_proto::config::LoadBalancerEntry;
 
 /// What a member may do now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,34 +166,6 @@ pub fn specs<'e>(
         }
     }
     out
-}
-
-/// Map writes, applied in field order.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct LbOps {
-    /// `LB_MAGLEV` ranges: (offset, backend ids).
-    pub tables: Vec<(u32, Vec<u32>)>,
-    /// Counter slots handed out anew (zero them before use).
-    pub new_services: Vec<u32>,
-    pub new_backends: Vec<u32>,
-    pub backends: Vec<(u32, LbBackend)>,
-    pub services: Vec<(LbServiceKey, LbService)>,
-    pub service_deletes: Vec<LbServiceKey>,
-    /// `LB_PUBLIC_OUT`: (domain, member, member port, listener port,
-    /// protocol).
-    pub public_out: Vec<(LbPublicKey, LbPublic)>,
-    pub public_deletes: Vec<LbPublicKey>,
-    /// Backends given back: their connections are forgotten (`LB_FLOWS`,
-    /// `LB_REV`) before the number is reused.
-    pub released: Vec<u32>,
-    /// `LB_VIP_FILTER` words that changed: (index, bits).
-    pub filter: Vec<(u32, u64)>,
-}
-
-impl LbOps {
-    pub fn is_empty(&self) -> bool {
-        *self == LbOps::default()
-    }
 }
 
 #[derive(Clone, Debug)]
