@@ -13,7 +13,7 @@
 //!    IPs, SNAT, the load balancer (never importing one another);
 //! 4. [`paths`]: port, uplink and external: features put together.
 //!
-//! Built for `bpfel-unknown-none` by `controller/build.rs` (aya-build) and
+//! Built for `bpfel-unknown-none` by `dataplane/build.rs` (aya-build) and
 //! embedded into the user-space loader. Every map layout, map name and
 //! drop reason comes from `dataplane-common`; this crate must never define
 //! its own (a map's static is named exactly as its `dataplane_common::maps`
