@@ -1826,35 +1826,45 @@ mod objects {
     }
 
     fn set<'a>(lists: impl IntoIterator<Item = &'a [&'a str]>) -> BTreeSet<String> {
-        lists
-            .into_iter()
-            .flatten()
-            .map(|s| s.to_string())
-            .collect()
+        lists.into_iter().flatten().map(|s| s.to_string()).collect()
     }
 
     #[test]
     fn production_object_has_exactly_the_production_maps_and_programs() {
         let (m, p) = contents(OBJECT);
         assert_eq!(m, set([maps::PRODUCTION]), "maps of strato-dataplane");
-        assert_eq!(p, set([programs::PRODUCTION]), "programs of strato-dataplane");
+        assert_eq!(
+            p,
+            set([programs::PRODUCTION]),
+            "programs of strato-dataplane"
+        );
     }
 
     #[test]
     fn production_object_carries_no_benchmark_program_or_map() {
         let (m, p) = contents(OBJECT);
         for name in maps::BENCH {
-            assert!(!m.contains(*name), "benchmark map {name} in the production object");
+            assert!(
+                !m.contains(*name),
+                "benchmark map {name} in the production object"
+            );
         }
         for name in programs::BENCH {
-            assert!(!p.contains(*name), "benchmark program {name} in the production object");
+            assert!(
+                !p.contains(*name),
+                "benchmark program {name} in the production object"
+            );
         }
     }
 
     #[test]
     fn bench_object_is_production_plus_bench() {
         let (m, p) = contents(BENCH_OBJECT);
-        assert_eq!(m, set([maps::PRODUCTION, maps::BENCH]), "maps of strato-dataplane-bench");
+        assert_eq!(
+            m,
+            set([maps::PRODUCTION, maps::BENCH]),
+            "maps of strato-dataplane-bench"
+        );
         assert_eq!(
             p,
             set([programs::PRODUCTION, programs::BENCH]),
@@ -1866,7 +1876,10 @@ mod objects {
     fn the_agent_pins_only_production_maps() {
         let production = set([maps::PRODUCTION]);
         for name in super::MAP_NAMES {
-            assert!(production.contains(*name), "{name} pinned but not in the object");
+            assert!(
+                production.contains(*name),
+                "{name} pinned but not in the object"
+            );
         }
     }
 }

@@ -1250,8 +1250,7 @@ impl ProgramTester {
         let net = TestNet::new();
         let mut t = ProgramTester::new();
         t.floor = Some(
-            Dataplane::load_floor()
-                .unwrap_or_else(|e| panic!("loading the floor program: {e:#}")),
+            Dataplane::load_floor().unwrap_or_else(|e| panic!("loading the floor program: {e:#}")),
         );
         t.in_net(net)
     }
