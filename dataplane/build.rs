@@ -1,6 +1,7 @@
 //! Builds the kernel programs (`dataplane-ebpf`) for bpfel-unknown-none with
 //! aya-build (nightly + build-std) and leaves the object in OUT_DIR, where
-//! `src/dataplane.rs` embeds it.
+//! `src/lib.rs` embeds them: `strato-dataplane` (production) and
+//! `strato-dataplane-bench` (benchmarks and the program tests' harness).
 use anyhow::{anyhow, Context as _};
 
 fn main() -> anyhow::Result<()> {

@@ -37,47 +37,21 @@ pub use strato_proto::naming::PIN_ROOT;
 use tables::{Diff, Tables};
 use thiserror::Error;
 
-/// The kernel programs, built by build.rs from `dataplane-ebpf`.
+/// The production object (`strato-dataplane`), built by build.rs from
+/// `dataplane-ebpf`: what agents and `stratoctl` load. Its programs are
+/// [`programs::PRODUCTION`], its maps [`maps::PRODUCTION`].
 pub static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/strato-dataplane"));
 
-/// Every map the object defines (pinned by the agent).
-pub const MAP_NAMES: [&str; 34] = [
-    maps::IF_STATS,
-    maps::DROP_STATS,
-    maps::PORTS,
-    maps::PORT_INDEX,
-    maps::ENDPOINTS,
-    maps::ROUTES,
-    maps::VNIS,
-    maps::MACS,
-    maps::ALLOWED,
-    maps::HOST,
-    maps::CT,
-    maps::CT_STATS,
-    maps::POLICY_ADDR,
-    maps::POLICY_PORT,
-    maps::POLICY_HOST,
-    maps::POLICY_EXACT,
-    maps::EIPS,
-    maps::EIP_OUT,
-    maps::SNAT_ROUTERS,
-    maps::SNAT_OUT,
-    maps::SNAT_IN,
-    maps::EIP_QOS,
-    maps::PORT_OUT_XDP,
-    maps::PORT_OUT_TC,
-    maps::LB_SERVICES,
-    maps::LB_VIP_FILTER,
-    maps::LB_BACKENDS,
-    maps::LB_MAGLEV,
-    maps::LB_FLOWS,
-    maps::LB_REV,
-    maps::LB_SERVICE_STATS,
-    maps::LB_BACKEND_STATS,
-    maps::LB_PUBLIC_OUT,
-    maps::LB_PUBLIC_FLOWS,
-];
+/// The benchmark object (`strato-dataplane-bench`), from the same source:
+/// the production programs and maps plus [`programs::BENCH`] and
+/// [`maps::BENCH`] (floor, ceilings, harness). Benchmarks and the program
+/// tests' harness only; never an agent.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/strato-dataplane-bench"));
+
+/// Every map the agent pins (the others are private to each load).
+pub const MAP_NAMES: &[&str] = maps::PINNED;
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
     move |e| DataplaneError::Map {
@@ -241,7 +215,40 @@ impl Dataplane {
     /// trace`, benchmarks) the program arrays the agent filled are left
     /// alone.
     pub fn load(pin_dir: Option<&Path>) -> Result<Dataplane, DataplaneError> {
-        let mut dp = Dataplane::open(pin_dir, None)?;
+        Dataplane::load_object(OBJECT, pin_dir)
+    }
+
+    /// [`Dataplane::load`] of the benchmark object ([`BENCH_OBJECT`]): the
+    /// production programs and the benchmark ones (`Attach::Floor`,
+    /// `Attach::Bare`, `Attach::Bench*`), over the same maps.
+    pub fn load_bench(pin_dir: Option<&Path>) -> Result<Dataplane, DataplaneError> {
+        Dataplane::load_object(BENCH_OBJECT, pin_dir)
+    }
+
+    /// The benchmark object with every map at one entry and nothing
+    /// installed: only for programs that read no map (`Attach::Floor` on
+    /// the veth peers of a test network), at a fraction of a full load's
+    /// kernel memory.
+    pub fn load_floor() -> Result<Dataplane, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        for name in maps::PRODUCTION.iter().chain(maps::BENCH) {
+            loader.map_max_entries(name, 1);
+        }
+        let ebpf = loader
+            .load(BENCH_OBJECT)
+            .map_err(|e| DataplaneError::Load {
+                pin_dir: None,
+                source: Box::new(e),
+            })?;
+        Ok(Dataplane {
+            ebpf,
+            pin_dir: None,
+            owns_tails: false,
+        })
+    }
+
+    fn load_object(object: &[u8], pin_dir: Option<&Path>) -> Result<Dataplane, DataplaneError> {
+        let mut dp = Dataplane::open(object, pin_dir, None)?;
         if pin_dir.is_none() {
             dp.install_tails()?;
         }
@@ -256,12 +263,16 @@ impl Dataplane {
         pin_dir: Option<&Path>,
         ct_max: Option<u32>,
     ) -> Result<Dataplane, DataplaneError> {
-        let mut dp = Dataplane::open(pin_dir, ct_max)?;
+        let mut dp = Dataplane::open(OBJECT, pin_dir, ct_max)?;
         dp.install_tails()?;
         Ok(dp)
     }
 
-    fn open(pin_dir: Option<&Path>, ct_max: Option<u32>) -> Result<Dataplane, DataplaneError> {
+    fn open(
+        object: &[u8],
+        pin_dir: Option<&Path>,
+        ct_max: Option<u32>,
+    ) -> Result<Dataplane, DataplaneError> {
         let mut loader = EbpfLoader::new();
         if let Some(n) = ct_max {
             loader.map_max_entries(maps::CT, n);
@@ -279,7 +290,7 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let ebpf = loader.load(OBJECT).map_err(|e| DataplaneError::Load {
+        let ebpf = loader.load(object).map_err(|e| DataplaneError::Load {
             pin_dir: pin_dir.map(Path::to_owned),
             source: Box::new(e),
         })?;
@@ -1786,5 +1797,89 @@ impl Counters {
             t.accumulate(s);
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod objects {
+    //! The two kernel objects against the lists in `dataplane_common`: a
+    //! map or program added on one side only fails here, before anything
+    //! is loaded.
+    use std::collections::BTreeSet;
+
+    use dataplane_common::{maps, programs};
+
+    use super::{BENCH_OBJECT, OBJECT};
+
+    /// (maps, programs) of an object, by name; the compiler's data
+    /// sections (`.rodata`, `.bss`, ...) are not maps of ours.
+    fn contents(object: &[u8]) -> (BTreeSet<String>, BTreeSet<String>) {
+        let obj = aya_obj::Object::parse(object).expect("parse the eBPF object");
+        let maps = obj
+            .maps
+            .keys()
+            .filter(|m| !m.starts_with('.'))
+            .cloned()
+            .collect();
+        let programs = obj.programs.keys().cloned().collect();
+        (maps, programs)
+    }
+
+    fn set<'a>(lists: impl IntoIterator<Item = &'a [&'a str]>) -> BTreeSet<String> {
+        lists.into_iter().flatten().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn production_object_has_exactly_the_production_maps_and_programs() {
+        let (m, p) = contents(OBJECT);
+        assert_eq!(m, set([maps::PRODUCTION]), "maps of strato-dataplane");
+        assert_eq!(
+            p,
+            set([programs::PRODUCTION]),
+            "programs of strato-dataplane"
+        );
+    }
+
+    #[test]
+    fn production_object_carries_no_benchmark_program_or_map() {
+        let (m, p) = contents(OBJECT);
+        for name in maps::BENCH {
+            assert!(
+                !m.contains(*name),
+                "benchmark map {name} in the production object"
+            );
+        }
+        for name in programs::BENCH {
+            assert!(
+                !p.contains(*name),
+                "benchmark program {name} in the production object"
+            );
+        }
+    }
+
+    #[test]
+    fn bench_object_is_production_plus_bench() {
+        let (m, p) = contents(BENCH_OBJECT);
+        assert_eq!(
+            m,
+            set([maps::PRODUCTION, maps::BENCH]),
+            "maps of strato-dataplane-bench"
+        );
+        assert_eq!(
+            p,
+            set([programs::PRODUCTION, programs::BENCH]),
+            "programs of strato-dataplane-bench"
+        );
+    }
+
+    #[test]
+    fn the_agent_pins_only_production_maps() {
+        let production = set([maps::PRODUCTION]);
+        for name in super::MAP_NAMES {
+            assert!(
+                production.contains(*name),
+                "{name} pinned but not in the object"
+            );
+        }
     }
 }

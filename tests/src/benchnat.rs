@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 
 use anyhow::Context as _;
 
-use dataplane_common::{HostInfo, HOST_F_GATEWAY};
+use dataplane_common::{maps, HostInfo, HOST_F_GATEWAY};
 use strato_dataplane::Attach;
 use strato_proto::config::{Entry, FloatingIpEntry, SnatEntry};
 
@@ -366,7 +366,13 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
             restore.extend(s.last().expect("restore"));
             if pass == 0 {
                 let mut m = vec![];
-                for name in ["EIPS", "EIP_OUT", "EIP_QOS", "SNAT_OUT", "SNAT_IN"] {
+                for name in [
+                    maps::EIPS,
+                    maps::EIP_OUT,
+                    maps::EIP_QOS,
+                    maps::SNAT_OUT,
+                    maps::SNAT_IN,
+                ] {
                     m.push((
                         name,
                         t.map_memlock(name).with_context(|| {

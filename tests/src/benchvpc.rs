@@ -916,7 +916,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
                     let tc = c != Config::BareXdp;
                     let t = targets;
                     let (done, h) = hold_in_netns(&c1_ns, move || {
-                        let mut dp = Dataplane::load(None)?;
+                        let mut dp = Dataplane::load_bench(None)?;
                         for (i, target) in t {
                             dp.set_bare(i, target)?;
                         }

@@ -1174,6 +1174,10 @@ pub struct ProgramTester {
     // Dropped before `net`: the program's links on the namespace's peers go
     // while the namespace (and this thread's place in it) still exists.
     dp: Dataplane,
+    /// A tester of the production object in a [`TestNet`]: the benchmark
+    /// object, every map at one entry, whose floor program sits on the
+    /// veth peers (the production object has no floor).
+    floor: Option<Dataplane>,
     slots: BTreeMap<u32, u32>,
     net: Option<TestNet>,
     policies: strato_agent::security_groups::Policies,
@@ -1194,15 +1198,30 @@ fn xdp_md(ingress: u32, len: usize) -> [u8; 24] {
 }
 
 impl ProgramTester {
-    /// Loads the real object in the caller's namespace, with empty tables.
-    /// Needs root (CAP_BPF + CAP_NET_ADMIN): the program-test tier is
-    /// privileged and says so instead of skipping.
+    /// Loads the real (production) object in the caller's namespace, with
+    /// empty tables. Needs root (CAP_BPF + CAP_NET_ADMIN): the program-test
+    /// tier is privileged and says so instead of skipping.
     pub fn new() -> ProgramTester {
         crate::require_root("program tests (BPF_PROG_TEST_RUN)");
         let dp =
             Dataplane::load(None).unwrap_or_else(|e| panic!("loading the dataplane object: {e:#}"));
+        ProgramTester::with(dp)
+    }
+
+    /// [`ProgramTester::new`] with the benchmark object: the production
+    /// programs and the benchmark ones (`Attach::Bench*`, `Attach::Floor`,
+    /// `Attach::Bare`) over one set of tables.
+    pub fn bench() -> ProgramTester {
+        crate::require_root("program benchmarks (BPF_PROG_TEST_RUN)");
+        let dp = Dataplane::load_bench(None)
+            .unwrap_or_else(|e| panic!("loading the benchmark object: {e:#}"));
+        ProgramTester::with(dp)
+    }
+
+    fn with(dp: Dataplane) -> ProgramTester {
         ProgramTester {
             dp,
+            floor: None,
             slots: BTreeMap::new(),
             net: None,
             lb: strato_agent::lb::LbState::default(),
@@ -1230,14 +1249,37 @@ impl ProgramTester {
     pub fn in_test_net() -> ProgramTester {
         let net = TestNet::new();
         let mut t = ProgramTester::new();
+        t.floor = Some(
+            Dataplane::load_floor().unwrap_or_else(|e| panic!("loading the floor program: {e:#}")),
+        );
+        t.in_net(net)
+    }
+
+    /// [`ProgramTester::in_test_net`] with the benchmark object
+    /// ([`ProgramTester::bench`]).
+    pub fn bench_in_test_net() -> ProgramTester {
+        let net = TestNet::new();
+        ProgramTester::bench().in_net(net)
+    }
+
+    fn in_net(self, net: TestNet) -> ProgramTester {
+        let mut t = self;
         for p in net.peers() {
-            t.dp.attach(Attach::Floor, &p)
+            t.floor()
+                .attach(Attach::Floor, &p)
                 .unwrap_or_else(|e| panic!("attaching the floor program to {p}: {e:#}"));
         }
         t.net = Some(net);
         let host = t.default_host();
         t.set_host(host);
         t
+    }
+
+    /// The instance whose floor program (`Attach::Floor`) this tester
+    /// runs: the benchmark object's (the tester's own, or the one on the
+    /// veth peers of a production tester's test network).
+    pub fn floor(&mut self) -> &mut Dataplane {
+        self.floor.as_mut().unwrap_or(&mut self.dp)
     }
 
     /// Every connection tracking entry.
@@ -1394,7 +1436,12 @@ impl ProgramTester {
         let mut out = vec![0u8; input.len() + 256];
         let ctx = xdp_md(ingress, input.len());
         let result = {
-            let prog = self.dp.program(attach);
+            // The floor is the benchmark object's (see `floor`).
+            let prog = if attach == Attach::Floor {
+                self.floor().program(attach)
+            } else {
+                self.dp.program(attach)
+            };
             let opts = TestRunOptions {
                 data_in: Some(input),
                 data_out: Some(&mut out),

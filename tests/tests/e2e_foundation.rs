@@ -83,7 +83,9 @@ fn region_traffic_counters_faults_and_cleanup() {
         assert_eq!(up.role, Role::Uplink);
         assert_eq!(up.error, None, "{}: {:?}", h.name, up.error);
         assert!(
-            Path::new(&s.report.pin_dir).join("IF_STATS").exists(),
+            Path::new(&s.report.pin_dir)
+                .join(dataplane_common::maps::IF_STATS)
+                .exists(),
             "{}: maps not pinned",
             h.name
         );

@@ -35,7 +35,7 @@ fn kernel_allows_the_program_tier() {
 
     // Informational: the tier does not use live frames.
     let live = {
-        let prog = t.dataplane().program(Attach::Floor);
+        let prog = t.floor().program(Attach::Floor);
         prog.test_run(TestRunOptions {
             data_in: Some(&frame),
             repeat: 1,

@@ -208,7 +208,7 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         "bench: entry points through BPF_PROG_TEST_RUN ({} rounds x {} packets, interleaved)",
         args.rounds, args.repeat
     );
-    let mut t = ProgramTester::in_test_net();
+    let mut t = ProgramTester::bench_in_test_net();
     let (p1, p2) = ((MAC(1, 5), [10, 1, 0, 5]), (MAC(1, 6), [10, 1, 0, 6]));
     t.install(
         &World::new()
@@ -407,7 +407,7 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         }
         w
     };
-    let mut t = ProgramTester::in_test_net();
+    let mut t = ProgramTester::bench_in_test_net();
     let (tp1, tp3, up) = (t.ifindex("tp1"), t.ifindex("tp3"), t.ifindex(UPLINK));
     let vxlan = {
         let inner = udp_frame(gw_b, b1.0, b3.1, b1.1);
@@ -629,7 +629,7 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
 
 /// Elastic IP and SNAT paths (see `strato_tests::benchnat`).
 fn nat_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
-    let mut t = ProgramTester::in_test_net();
+    let mut t = ProgramTester::bench_in_test_net();
     strato_tests::benchnat::run(
         &mut t,
         &strato_tests::benchnat::Options {
@@ -644,7 +644,7 @@ fn nat_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
 
 /// The L4 load balancer (see `strato_tests::benchlb`).
 fn lb_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
-    let mut t = ProgramTester::in_test_net();
+    let mut t = ProgramTester::bench_in_test_net();
     strato_tests::benchlb::run(
         &mut t,
         &strato_tests::benchlb::Options {
@@ -761,7 +761,7 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
         f
     };
     let udp = udp_from(4000);
-    let mut t = ProgramTester::in_test_net();
+    let mut t = ProgramTester::bench_in_test_net();
     let (tp1, tp2) = (t.ifindex("tp1"), t.ifindex("tp2"));
     // Delivered to w1 unchanged, counted forwarded on c1's port.
     let delivered = |t: &mut ProgramTester, frame: &[u8], what: &str| -> anyhow::Result<()> {

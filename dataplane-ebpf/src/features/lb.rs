@@ -3,7 +3,7 @@
 //! replacement), before any security group sees it.
 //!
 //! The port pipeline finds the destination is a VIP (`EP_VIP`) and
-//! tail-calls [`port_lb`]: the listener (`LB_SERVICES`: domain, VIP, port,
+//! tail-calls the port path's load balancer tail (`paths::port::lb_tail`): the listener (`LB_SERVICES`: domain, VIP, port,
 //! protocol) gives a Maglev table; a connection already known
 //! (`LB_FLOWS`) keeps its backend while that backend is active or
 //! draining; a new one hashes its 5-tuple (or the client address alone,
@@ -14,7 +14,7 @@
 //!
 //! Replies are translated back where they reach the client: on the uplink
 //! after decapsulation ([`reply`]), or for a member on the same host in the
-//! member's pipeline tail [`port_lb_reply`]. `LB_REV` holds the VIP per
+//! member's pipeline tail (`paths::port::lb_reply_tail`). `LB_REV` holds the VIP per
 //! (client, backend) flow.
 //!
 //! No backend (all down, disabled or weight 0), no listener on the port, or
@@ -23,7 +23,6 @@
 
 use aya_ebpf::programs::XdpContext;
 use aya_ebpf::{
-    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -34,102 +33,66 @@ use dataplane_common::{
 };
 
 use crate::{
-    csum,
-    ctx::Pkt,
-    maps::endpoint,
-    nat,
-    parse::{ptr_at, ptr_at_mut, ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP},
-    stats::Slot,
-    vpc::{self, ip_eq, mac_eq, mac_zero, Verdict},
+    base::{
+        addr::{ip_eq, mac_eq, mac_zero},
+        clock, csum,
+        ctx::Pkt,
+        parse::{
+            ptr_at, ptr_at_mut, ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
+            TCP_SYN,
+        },
+        scratch::{scratch, LbScratch},
+        verdict::Verdict,
+    },
+    net::{
+        icmp::icmp_error,
+        nat,
+        port::port,
+        routing::{decrement_ttl, endpoint, flow_hash},
+        tunnel::encap,
+    },
 };
 
-#[map(name = "LB_SERVICES")]
+#[map]
 static LB_SERVICES: HashMap<LbServiceKey, LbService> =
     HashMap::with_max_entries(maps::LB_SERVICES_MAX, 0);
 
-#[map(name = "LB_BACKENDS")]
+#[map]
 static LB_BACKENDS: Array<LbBackend> = Array::with_max_entries(maps::LB_BACKENDS_MAX, 0);
 
-#[map(name = "LB_MAGLEV")]
+#[map]
 static LB_MAGLEV: Array<u32> = Array::with_max_entries(maps::LB_MAGLEV_MAX, 0);
 
-#[map(name = "LB_FLOWS")]
+#[map]
 static LB_FLOWS: LruHashMap<LbFlowKey, LbFlow> =
     LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
 
-#[map(name = "LB_REV")]
+#[map]
 static LB_REV: LruHashMap<LbFlowKey, LbRev> = LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
 
-#[map(name = "LB_PUBLIC_OUT")]
+#[map]
 static LB_PUBLIC_OUT: HashMap<LbPublicKey, LbPublic> =
     HashMap::with_max_entries(maps::LB_PUBLIC_OUT_MAX, 0);
 
-#[map(name = "LB_PUBLIC_FLOWS")]
+#[map]
 static LB_PUBLIC_FLOWS: LruHashMap<LbFlowKey, LbPublic> =
     LruHashMap::with_max_entries(maps::LB_FLOWS_MAX, 0);
 
-#[map(name = "LB_VIP_FILTER")]
+#[map]
 static LB_VIP_FILTER: Array<u64> = Array::with_max_entries(maps::LB_VIP_FILTER_WORDS, 0);
 
-#[map(name = "LB_SERVICE_STATS")]
+#[map]
 static LB_SERVICE_STATS: PerCpuArray<LbStats> =
     PerCpuArray::with_max_entries(maps::LB_SERVICES_MAX, 0);
 
-#[map(name = "LB_BACKEND_STATS")]
+#[map]
 static LB_BACKEND_STATS: PerCpuArray<LbStats> =
     PerCpuArray::with_max_entries(maps::LB_BACKENDS_MAX, 0);
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 
 #[inline(always)]
 fn stats(map: &PerCpuArray<LbStats>, i: u32) -> Option<&'static mut LbStats> {
     // SAFETY: per-CPU value owned by this CPU for the program's run.
     map.get_ptr_mut(i).map(|p| unsafe { &mut *p })
-}
-
-/// The tail for a packet a VM sent to a VIP.
-#[inline(always)]
-pub fn port_lb<C: Pkt>(ctx: &C) -> i32 {
-    let ifindex = ctx.ingress_ifindex();
-    let len = ctx.len();
-    let Some(port) = crate::maps::port(ifindex) else {
-        let slot = Slot::at(0);
-        return vpc::finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::PortUnknown));
-    };
-    let slot = Slot::at(port.slot);
-    match to_backend(ctx, port, len) {
-        Ok(()) => {
-            // The pipeline counts the frame again when it re-enters.
-            slot.uncount(len);
-            ctx.tail(maps::TAIL_PORT);
-            vpc::finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::NoTailCall))
-        }
-        Err(v) => vpc::finish::<C>(ifindex, &slot, len, v),
-    }
-}
-
-/// The tail for a local member's packet to a local port: a reply to
-/// translate back when it belongs to a balanced connection.
-#[inline(always)]
-pub fn port_lb_reply<C: Pkt>(ctx: &C) -> i32 {
-    let ifindex = ctx.ingress_ifindex();
-    let len = ctx.len();
-    let Some(port) = crate::maps::port(ifindex) else {
-        let slot = Slot::at(0);
-        return vpc::finish::<C>(ifindex, &slot, len, Verdict::Drop(DropReason::PortUnknown));
-    };
-    let slot = Slot::at(port.slot);
-    let v = match reply(ctx, ETH_HLEN, port.domain) {
-        Err(r) => Verdict::Drop(r),
-        Ok(daddr) => match endpoint(port.domain, daddr) {
-            Some(ep) if ep.kind == dataplane_common::EP_LOCAL => Verdict::Redirect(ep.ifindex),
-            _ => Verdict::Drop(DropReason::UnknownDestination),
-        },
-    };
-    vpc::finish::<C>(ifindex, &slot, len, v)
 }
 
 /// What the translation needs of a packet: addresses, ports, TCP flags.
@@ -208,7 +171,7 @@ fn usable(b: &LbBackend, now: u64) -> bool {
 /// Chooses (or finds) the packet's backend and rewrites its destination
 /// to it. `Err`: the verdict instead (a refusal answered, or a drop).
 #[inline(always)]
-fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict> {
+pub fn to_backend<C: Pkt>(ctx: &C, port: &PortInfo, len: u64) -> Result<(), Verdict> {
     let Some(t) = tuple(ctx, ETH_HLEN) else {
         return Err(Verdict::Drop(DropReason::LbUnsupported));
     };
@@ -233,7 +196,7 @@ pub fn may_balance<C: Pkt>(ctx: &C) -> Option<&'static PortInfo> {
     if ctx.vlan_tagged() {
         return None;
     }
-    let port = crate::maps::port(ctx.ingress_ifindex())?;
+    let port = port(ctx.ingress_ifindex())?;
     let h = ptr_at::<_, [u8; 34]>(ctx, 0)?;
     // SAFETY: bounds-checked.
     let h = unsafe { &*h };
@@ -294,8 +257,7 @@ pub fn port_balance<C: Pkt>(ctx: &C, port: &PortInfo) {
         return;
     }
     let len = ctx.len();
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::now();
     let b = match known(port.domain, t.daddr, &t, len, now, s) {
         Known::Goes(b) => b,
         Known::Drained => return,
@@ -319,23 +281,11 @@ pub fn port_balance<C: Pkt>(ctx: &C, port: &PortInfo) {
     let _ = to_member(ctx, port, &t, b);
 }
 
-/// The load balancer's keys and values while it works, in the per-CPU
-/// scratch (`policy::Scratch`) rather than on the port pipeline's stack,
-/// which has no room for them.
-#[repr(C)]
-pub struct LbScratch {
-    skey: LbServiceKey,
-    fkey: LbFlowKey,
-    flow: LbFlow,
-    rkey: LbFlowKey,
-    rev: LbRev,
-}
-
 /// This CPU's load balancer scratch, for the programs that do not hold
 /// the whole scratch already.
 #[inline(always)]
 fn lb_scratch() -> Option<&'static mut LbScratch> {
-    crate::policy::scratch().map(|s| &mut s.lb)
+    scratch().map(|s| &mut s.lb)
 }
 
 /// The backend of the connection `t` to the listener at `vip` in `domain`:
@@ -351,8 +301,7 @@ fn select(
     rev: bool,
     s: &mut LbScratch,
 ) -> Result<&'static LbBackend, DropReason> {
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::now();
     match known(domain, vip, t, len, now, s) {
         Known::Goes(b) => return Ok(b),
         Known::Drained => {
@@ -552,7 +501,7 @@ pub fn from_internet(ctx: &XdpContext, e: &EipEntry) -> Verdict {
     if ip[8] <= 1 {
         return Verdict::Drop(DropReason::TtlExceeded);
     }
-    vpc::decrement_ttl(ip);
+    decrement_ttl(ip);
     let mut i = 0;
     while i < 6 {
         eth[i] = ep.mac[i];
@@ -562,8 +511,8 @@ pub fn from_internet(ctx: &XdpContext, e: &EipEntry) -> Verdict {
     if ep.kind == EP_LOCAL {
         return Verdict::Redirect(ep.ifindex);
     }
-    let hash = vpc::flow_hash(ctx, ip, t.l4);
-    let out = match vpc::encap(ctx, ep.vni, ep.underlay, hash) {
+    let hash = flow_hash(ctx, ip, t.l4);
+    let out = match encap(ctx, ep.vni, ep.underlay, hash) {
         Ok(out) => out,
         Err(r) => return Verdict::Drop(r),
     };
@@ -749,8 +698,7 @@ pub fn reply<C: Pkt>(ctx: &C, l3: usize, domain: u32) -> Result<[u8; 4], DropRea
     // SAFETY: a map value, valid for the program's run.
     let r = unsafe { &mut *r };
     let len = ctx.len().saturating_sub(l3 as u64 - ETH_HLEN as u64);
-    // SAFETY: plain helper call.
-    r.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    r.last_seen_ns = clock::now();
     r.packets += 1;
     r.bytes += len;
     let (vip, vport) = (r.vip, r.vip_port);
@@ -770,7 +718,7 @@ fn refuse<C: Pkt>(ctx: &C, port: &PortInfo, t: &Tuple, reason: DropReason) -> Ve
         s.refused += 1;
     }
     if t.proto == IPPROTO_UDP {
-        return vpc::icmp_error(ctx, port, 3, 3, 0, reason);
+        return icmp_error(ctx, port, 3, 3, 0, reason);
     }
     if t.flags & TCP_RST != 0 || t.l4 != ETH_HLEN + 20 {
         return Verdict::Drop(reason);

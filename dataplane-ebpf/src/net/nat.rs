@@ -1,82 +1,27 @@
-//! Elastic IPs: distributed 1:1 NAT.
-//!
-//! The host of the bound port translates: outbound (a VM towards the
-//! external network) the source becomes the elastic IP before the packet is
-//! tunnelled to a gateway host; inbound (tunnelled from a gateway host) the
-//! destination becomes the fixed IP before the port's ingress rules and
-//! delivery. Gateway hosts only steer: they answer ARP for elastic IPs on
-//! the external network and tunnel their traffic to the bound port's host.
-//!
-//! Checksums are updated incrementally (RFC 1624): the IPv4 header, the
-//! TCP/UDP pseudo-header (first fragments only: later ones carry no L4
-//! header, and 1:1 NAT needs none), and for ICMP errors the quoted packet
-//! (its opposite address, its header and L4 checksums, and the ICMP
-//! checksum over them), so the sender matches the error to its connection.
+//! Address rewriting with every checksum that covers the address
+//! ([`translate`]): the IPv4 header, the TCP/UDP pseudo-header (first
+//! fragments only: later ones carry no L4 header), and for ICMP errors the
+//! quoted packet (its opposite address, its header and L4 checksums, and
+//! the ICMP checksum over them), so the sender matches the error to its
+//! connection. Checksums are updated incrementally (RFC 1624). Shared by
+//! elastic IPs, SNAT and the load balancer.
 
-use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, macros::map, maps::HashMap};
-use dataplane_common::{maps, DropReason, EipEntry, EipOut, EpKey, QosBucket, QosKey};
+use dataplane_common::DropReason;
 
-use crate::{
+use crate::base::{
     csum,
     ctx::Pkt,
     parse::{ptr_at_mut, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-#[map(name = "EIPS")]
-pub static EIPS: HashMap<[u8; 4], EipEntry> = HashMap::with_max_entries(maps::EIPS_MAX, 0);
-
-#[map(name = "EIP_OUT")]
-pub static EIP_OUT: HashMap<EpKey, EipOut> = HashMap::with_max_entries(maps::EIP_OUT_MAX, 0);
-
-#[map(name = "EIP_QOS")]
-static EIP_QOS: HashMap<QosKey, QosBucket> = HashMap::with_max_entries(maps::EIP_QOS_MAX, 0);
-
-/// Does a packet of `len` bytes conform to `eip`'s bandwidth limit in
-/// `direction`? (See [`QosBucket`]; a missing bucket is no limit.) The
-/// clock is updated without a lock: two CPUs racing may both pass a packet
-/// the limit had room for once, a small overshoot.
-#[inline(always)]
-pub fn police(eip: [u8; 4], direction: u32, len: u64) -> bool {
-    let Some(b) = EIP_QOS.get_ptr_mut(&QosKey { eip, direction }) else {
-        return true;
-    };
-    // SAFETY: a live map value.
-    let b = unsafe { &mut *b };
-    // No panic path in the division (a rate of 0 is no limit).
-    let Some(cost) = ((len & 0xffff_ffff) * 8_000_000_000).checked_div(b.rate_bps) else {
-        return true;
-    };
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let full = now.saturating_sub(b.burst_ns);
-    let clock = if b.clock_ns < full { full } else { b.clock_ns };
-    let next = clock + cost;
-    if next > now {
-        return false;
-    }
-    b.clock_ns = next;
-    true
-}
-
-#[inline(always)]
-pub fn eip(ip: [u8; 4]) -> Option<&'static EipEntry> {
-    // SAFETY: map values stay valid for the program's run (RCU).
-    unsafe { EIPS.get(&ip) }
-}
-
-#[inline(always)]
-pub fn eip_out(domain: u32, ip: [u8; 4]) -> Option<&'static EipOut> {
-    // SAFETY: as above.
-    unsafe { EIP_OUT.get(&EpKey { domain, ip }) }
-}
-
 /// Offset of the source address in an IPv4 header.
 pub const SRC: usize = 12;
+
 /// Offset of the destination address.
 pub const DST: usize = 16;
 
 #[inline(always)]
-fn word(b: &[u8], i: usize) -> u16 {
+pub fn word(b: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([b[i], b[i + 1]])
 }
 
@@ -89,7 +34,7 @@ fn replace_addr(check: u16, from: &[u8; 4], to: &[u8; 4]) -> u16 {
 
 /// ICMP types whose body quotes the packet that caused them.
 #[inline(always)]
-fn is_icmp_error(ty: u8) -> bool {
+pub fn is_icmp_error(ty: u8) -> bool {
     ty == 3 || ty == 4 || ty == 5 || ty == 11 || ty == 12
 }
 

@@ -11,12 +11,12 @@ use aya_ebpf::{
 };
 use dataplane_common::{maps, DropKey, DropReason, DropStats, IfStats};
 
-use crate::parse::L3;
+use super::parse::L3;
 
-#[map(name = "IF_STATS")]
+#[map]
 static IF_STATS: PerCpuArray<IfStats> = PerCpuArray::with_max_entries(maps::IF_STATS_MAX, 0);
 
-#[map(name = "DROP_STATS")]
+#[map]
 static DROP_STATS: PerCpuHashMap<DropKey, DropStats> =
     PerCpuHashMap::with_max_entries(maps::DROP_STATS_MAX, 0);
 

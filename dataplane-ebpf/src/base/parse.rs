@@ -4,7 +4,7 @@
 //! malformed or truncated is an `Err(DropReason)`, never a half-parsed
 //! packet. All packet access goes through [`ptr_at`].
 
-use crate::ctx::Pkt;
+use super::ctx::Pkt;
 use dataplane_common::DropReason;
 
 pub const ETH_HLEN: usize = 14;
@@ -22,6 +22,12 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// TCP header flags.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 const IPV6_HOPOPTS: u8 = 0;
 const IPV6_ROUTING: u8 = 43;

@@ -14,9 +14,23 @@ use aya_ebpf::{
         bpf_l4_csum_replace, bpf_skb_change_tail, bpf_skb_pull_data, bpf_xdp_adjust_head,
         bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
     },
+    macros::map,
+    maps::ProgramArray,
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
+use dataplane_common::maps;
+
+/// The port pipeline's tails (XDP builds), by `maps::TAIL_*`: external
+/// traffic, the load balancer, the pipeline itself (re-entered after the
+/// load balancer's translation), local replies of load balancer members.
+/// Here because [`Pkt::tail`] jumps through them.
+#[map]
+pub static PORT_OUT_XDP: ProgramArray = ProgramArray::with_max_entries(maps::TAILS, 0);
+
+/// The same for the TC build.
+#[map]
+pub static PORT_OUT_TC: ProgramArray = ProgramArray::with_max_entries(maps::TAILS, 0);
 
 pub trait Pkt {
     /// Verdict: continue into the kernel stack.
@@ -93,12 +107,12 @@ fn csum_replace4_direct(
     }
     let f = from.to_ne_bytes();
     let t = to.to_ne_bytes();
-    let mut c = crate::csum::replace16(
+    let mut c = super::csum::replace16(
         old,
         u16::from_be_bytes([f[0], f[1]]),
         u16::from_be_bytes([t[0], t[1]]),
     );
-    c = crate::csum::replace16(
+    c = super::csum::replace16(
         c,
         u16::from_be_bytes([f[2], f[3]]),
         u16::from_be_bytes([t[2], t[3]]),
@@ -172,7 +186,7 @@ impl Pkt for XdpContext {
         if udp && old == 0 {
             return true;
         }
-        let mut c = crate::csum::replace16(old, from, to);
+        let mut c = super::csum::replace16(old, from, to);
         if udp && c == 0 {
             c = 0xffff;
         }
@@ -182,7 +196,7 @@ impl Pkt for XdpContext {
     #[inline(always)]
     fn tail(&self, slot: u32) {
         // SAFETY: the array holds XDP programs of the same kind (frags).
-        unsafe { crate::maps::PORT_OUT_XDP.tail_call(self, slot) }
+        unsafe { PORT_OUT_XDP.tail_call(self, slot) }
     }
 }
 
@@ -269,7 +283,7 @@ impl Pkt for TcContext {
     #[inline(always)]
     fn tail(&self, slot: u32) {
         // SAFETY: the array holds TC programs.
-        unsafe { crate::maps::PORT_OUT_TC.tail_call(self, slot) }
+        unsafe { PORT_OUT_TC.tail_call(self, slot) }
     }
 }
 

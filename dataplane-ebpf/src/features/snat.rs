@@ -15,7 +15,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head},
+    helpers::generated::bpf_xdp_adjust_head,
     macros::map,
     maps::{HashMap, LruHashMap},
     programs::XdpContext,
@@ -23,32 +23,37 @@ use aya_ebpf::{
 use dataplane_common::{maps, DropReason, HostInfo, NatIn, NatKey, NatOut, NatRevKey, SnatRouter};
 
 use crate::{
-    csum, nat,
-    parse::{ptr_at, ptr_at_mut, ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
-    vpc::{self, Verdict},
+    base::{
+        clock::now,
+        csum,
+        parse::{ptr_at, ptr_at_mut, ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+        verdict::Verdict,
+    },
+    net::{
+        fib::to_external,
+        nat::{self, is_icmp_error, word},
+        routing::{decrement_ttl, flow_hash},
+        tunnel::encap,
+    },
 };
 
-#[map(name = "SNAT_ROUTERS")]
+#[map]
 static SNAT_ROUTERS: HashMap<u32, SnatRouter> =
     HashMap::with_max_entries(maps::SNAT_ROUTERS_MAX, 0);
 
-#[map(name = "SNAT_OUT")]
+#[map]
 static SNAT_OUT: LruHashMap<NatKey, NatOut> = LruHashMap::with_max_entries(maps::SNAT_MAX, 0);
 
-#[map(name = "SNAT_IN")]
+#[map]
 static SNAT_IN: LruHashMap<NatRevKey, NatIn> = LruHashMap::with_max_entries(maps::SNAT_MAX, 0);
 
 /// First external port handed out (below are the well-known ports).
 const PORT_BASE: u32 = 1024;
+
 const PORT_SPAN: u32 = 65536 - PORT_BASE;
+
 /// Ports a new flow tries before it counts as exhaustion.
 const TRIES: u32 = 8;
-
-#[inline(always)]
-fn now() -> u64 {
-    // SAFETY: plain helper call.
-    unsafe { bpf_ktime_get_coarse_ns() }
-}
 
 /// The (source, destination) ports of the TCP/UDP packet at `l4`, or for an
 /// ICMP echo request (`ty` 8) / reply (0) of that type its identifier in
@@ -267,7 +272,7 @@ pub fn snat_out(ctx: &XdpContext, off: usize, domain: u32, vni: u32, host: &Host
     if let Err(r) = rewrite_port(ctx, l4, proto, true, ext_port) {
         return Verdict::Drop(r);
     }
-    vpc::to_external(ctx, host, off)
+    to_external(ctx, host, off)
 }
 
 /// A reply to a router's SNAT address, the frame at offset 0 (arrived on
@@ -299,7 +304,7 @@ pub fn snat_in(ctx: &XdpContext) -> Verdict {
     let quoted = if proto == IPPROTO_ICMP {
         match ptr_at::<_, [u8; 1]>(ctx, l4) {
             // SAFETY: bounds-checked.
-            Some(t) => is_error(unsafe { (*t)[0] }),
+            Some(t) => is_icmp_error(unsafe { (*t)[0] }),
             None => return Verdict::Drop(DropReason::TruncatedIcmp),
         }
     } else {
@@ -357,29 +362,18 @@ pub fn snat_in(ctx: &XdpContext) -> Verdict {
     };
     // SAFETY: both bounds-checked.
     let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
-    vpc::decrement_ttl(ip);
+    decrement_ttl(ip);
     let mut i = 0;
     while i < 6 {
         eth[i] = vm_mac[i];
         eth[6 + i] = gw_mac[i];
         i += 1;
     }
-    let hash = vpc::flow_hash(ctx, ip, l4);
-    match vpc::encap(ctx, vni, underlay, hash) {
+    let hash = flow_hash(ctx, ip, l4);
+    match encap(ctx, vni, underlay, hash) {
         Ok(out) => Verdict::Redirect(out),
         Err(r) => Verdict::Drop(r),
     }
-}
-
-/// ICMP types whose body quotes the packet that caused them.
-#[inline(always)]
-fn is_error(ty: u8) -> bool {
-    ty == 3 || ty == 4 || ty == 5 || ty == 11 || ty == 12
-}
-
-#[inline(always)]
-fn word(b: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([b[i], b[i + 1]])
 }
 
 /// The translated flow an ICMP error (header at `l4`) quotes: the packet
