@@ -46,16 +46,27 @@ pub const CRATE_RULES: &[(&str, &[&str])] = &[
     ("netns-harness", &[]),
 ];
 
-/// The kernel programs' layers, lowest first: (layer, its top-level
-/// modules). A module imports only modules of lower layers, or of its own
-/// layer when the layer allows it (`true`); `main` (the entry points) may
-/// import every layer.
+/// The kernel programs' layers, lowest first: (layer, its modules, whether
+/// modules of the layer may import one another). A module imports only
+/// modules of lower layers, or of its own layer where allowed. `features`
+/// is split into its features (`features::lb`, ...), which never import
+/// one another: where two features meet, a path puts them together. The
+/// top layer holds the objects' roots and entry points.
 pub const KERNEL_LAYERS: &[(&str, &[&str], bool)] = &[
     ("base", &["base"], true),
     ("net", &["net"], true),
-    ("features", &["features"], false),
+    ("features", &["features", "features::*"], false),
     ("paths", &["paths"], true),
+    (
+        "entry points",
+        &["main", "bench_main", "entry", "bench"],
+        true,
+    ),
 ];
+
+/// Top-level modules of the kernel crate whose submodules are nodes of
+/// their own in the module graph.
+pub const KERNEL_SPLIT: &[&str] = &["features"];
 
 /// Package name -> (its folder, the workspace packages it depends on).
 pub fn workspace_crates(root: &Path) -> Result<BTreeMap<String, (PathBuf, Vec<String>)>, String> {
@@ -197,48 +208,70 @@ fn production_code(text: &str) -> String {
     s
 }
 
-/// The first segments of every `crate::` path in `code`, including those in
-/// `use crate::{a::x, b, c::{..}}` groups.
-fn crate_refs(code: &str) -> BTreeSet<String> {
+/// The first segments of every path starting with `prefix` (`crate::` or
+/// `super::`) in `code`, including those in `use crate::{a::x, b, c::{..}}`
+/// groups; for a module in `split`, its first two (`features::lb`).
+fn crate_refs(code: &str, prefix: &str, split: &[&str]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let ident = |s: &str| -> String {
         s.chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect()
     };
-    for (at, _) in code.match_indices("crate::") {
-        let rest = &code[at + "crate::".len()..];
+    // `name` followed by `::sub` (or `::{a, b}`) in `rest`.
+    let named = |name: String, rest: &str, out: &mut BTreeSet<String>| {
+        if name.is_empty() || name == "self" || name == "super" {
+            return;
+        }
+        if split.contains(&name.as_str()) {
+            if let Some(after) = rest[name.len()..].strip_prefix("::") {
+                let subs: Vec<String> = match after.strip_prefix('{') {
+                    Some(g) => g
+                        .split('}')
+                        .next()
+                        .unwrap_or("")
+                        .split(',')
+                        .map(|x| ident(x.trim()))
+                        .collect(),
+                    None => vec![ident(after)],
+                };
+                for sub in subs.into_iter().filter(|x| !x.is_empty() && x != "self") {
+                    out.insert(format!("{name}::{sub}"));
+                }
+                return;
+            }
+        }
+        out.insert(name);
+    };
+    for (at, _) in code.match_indices(prefix) {
+        // `super::` must not be the tail of `crate::super::` or a longer path.
+        if at > 0 && code[..at].ends_with("::") {
+            continue;
+        }
+        let rest = &code[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             let mut depth = 1usize;
             let mut item_start = true;
-            let mut k = 0;
-            let chars: Vec<char> = group.chars().collect();
-            while k < chars.len() && depth > 0 {
-                let c = chars[k];
+            for (k, c) in group.char_indices() {
                 match c {
                     '{' => depth += 1,
                     '}' => depth -= 1,
                     ',' if depth == 1 => {
                         item_start = true;
-                        k += 1;
                         continue;
                     }
                     _ => {}
                 }
+                if depth == 0 {
+                    break;
+                }
                 if depth == 1 && item_start && !c.is_whitespace() {
-                    let name = ident(&chars[k..].iter().collect::<String>());
-                    if !name.is_empty() && name != "self" {
-                        out.insert(name);
-                    }
+                    named(ident(&group[k..]), &group[k..], &mut out);
                     item_start = false;
                 }
-                k += 1;
             }
         } else {
-            let name = ident(rest);
-            if !name.is_empty() {
-                out.insert(name);
-            }
+            named(ident(rest), rest, &mut out);
         }
     }
     out
@@ -247,7 +280,10 @@ fn crate_refs(code: &str) -> BTreeSet<String> {
 /// Top-level module -> the top-level modules its production code names,
 /// for the crate whose sources are in `src`. The crate root (`lib.rs` or
 /// `main.rs`) is the module `main`; `bin/` targets are left out.
-pub fn module_graph(src: &Path) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
+pub fn module_graph(
+    src: &Path,
+    split: &[&str],
+) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
     fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for e in std::fs::read_dir(dir)? {
             let p = e?.path();
@@ -293,19 +329,52 @@ pub fn module_graph(src: &Path) -> Result<BTreeMap<String, BTreeSet<String>>, St
         if first == "bin" || test_files.contains(f) {
             continue;
         }
-        let module = match first.strip_suffix(".rs").unwrap_or(first) {
+        let top = match first.strip_suffix(".rs").unwrap_or(first) {
             "lib" | "main" => "main".to_owned(),
             m => m.to_owned(),
         };
+        // In a split module, `features/lb.rs` and `features/lb/*` are the
+        // node `features::lb`; `features/mod.rs` is `features`.
+        let sub = rel
+            .components()
+            .nth(1)
+            .and_then(|c| c.as_os_str().to_str())
+            .map(|c| c.strip_suffix(".rs").unwrap_or(c).to_owned())
+            .filter(|c| c != "mod" && split.contains(&top.as_str()));
+        let module = match &sub {
+            Some(c) => format!("{top}::{c}"),
+            None => top.clone(),
+        };
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let refs = crate_refs(&production_code(&text));
+        let code = production_code(&text);
+        let mut refs = crate_refs(&code, "crate::", split);
+        // `super::x` in a file directly below a split module names a sibling.
+        let depth = rel.components().count();
+        let direct = depth == 2 || (depth == 3 && rel.ends_with("mod.rs"));
+        if sub.is_some() && direct {
+            for r in crate_refs(&code, "super::", &[]) {
+                refs.insert(format!("{top}::{r}"));
+            }
+        }
         let entry = graph.entry(module.clone()).or_default();
         entry.extend(refs.into_iter().filter(|r| *r != module));
     }
-    // Only edges to modules (not to items re-exported at the root).
+    // Only edges to modules (not to items re-exported at the root): a
+    // reference into a split module's item (`features::x` that is not a
+    // node) is an edge to the split module itself.
     let modules: BTreeSet<String> = graph.keys().cloned().collect();
     for deps in graph.values_mut() {
-        deps.retain(|d| modules.contains(d));
+        *deps = deps
+            .iter()
+            .filter_map(|d| {
+                if modules.contains(d) {
+                    Some(d.clone())
+                } else {
+                    let top = d.split("::").next().unwrap_or(d);
+                    (d.contains("::") && modules.contains(top)).then(|| top.to_owned())
+                }
+            })
+            .collect();
     }
     Ok(graph)
 }
@@ -346,15 +415,15 @@ pub fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 /// Kernel module edges that go up a layer, or across features.
 pub fn kernel_violations(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     let layer_of = |m: &str| {
-        KERNEL_LAYERS
-            .iter()
-            .position(|(_, mods, _)| mods.contains(&m))
+        KERNEL_LAYERS.iter().position(|(_, mods, _)| {
+            mods.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => m.starts_with(prefix),
+                None => *p == m,
+            })
+        })
     };
     let mut bad = Vec::new();
     for (m, deps) in graph {
-        if m == "main" {
-            continue;
-        }
         let Some(l) = layer_of(m) else {
             bad.push(format!("kernel module {m} is in no layer of KERNEL_LAYERS"));
             continue;
@@ -362,7 +431,8 @@ pub fn kernel_violations(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Stri
         for d in deps {
             match layer_of(d) {
                 Some(dl) if dl < l => {}
-                Some(dl) if dl == l && KERNEL_LAYERS[l].2 => {}
+                // A feature may use what its layer's `mod.rs` holds.
+                Some(dl) if dl == l && (KERNEL_LAYERS[l].2 || !d.contains("::")) => {}
                 Some(dl) => bad.push(format!(
                     "kernel: {m} ({}) imports {d} ({})",
                     KERNEL_LAYERS[l].0, KERNEL_LAYERS[dl].0
@@ -400,7 +470,12 @@ mod tests {
         let crates = workspace_crates(&root()).expect("the manifests read");
         let mut bad = Vec::new();
         for (name, (dir, _)) in &crates {
-            let graph = module_graph(&dir.join("src")).expect("the sources read");
+            let split: &[&str] = if name == "dataplane-ebpf" {
+                KERNEL_SPLIT
+            } else {
+                &[]
+            };
+            let graph = module_graph(&dir.join("src"), split).expect("the sources read");
             for c in cycles(&graph) {
                 bad.push(format!("{name}: {}", c.join(" <-> ")));
             }
@@ -410,7 +485,13 @@ mod tests {
 
     #[test]
     fn the_kernel_programs_are_layered() {
-        let graph = module_graph(&root().join("dataplane-ebpf/src")).expect("the sources read");
+        let graph = module_graph(&root().join("dataplane-ebpf/src"), KERNEL_SPLIT)
+            .expect("the sources read");
+        assert!(
+            graph.keys().filter(|m| m.starts_with("features::")).count() >= 4,
+            "the features are nodes of their own: {:?}",
+            graph.keys().collect::<Vec<_>>()
+        );
         let bad = kernel_violations(&graph);
         assert!(bad.is_empty(), "kernel layering:\n{}", bad.join("\n"));
     }
@@ -420,11 +501,23 @@ mod tests {
         // A cycle, a test module that must not count, and a group import.
         let a = "use crate::{b::x, c};\nfn f() { crate::d::g(); }\n\
                  #[cfg(test)]\nmod tests { use crate::e; }\n// crate::f\n";
-        let refs = crate_refs(&production_code(a));
+        let refs = crate_refs(&production_code(a), "crate::", &[]);
         assert_eq!(
             refs.into_iter().collect::<Vec<_>>(),
             ["b", "c", "d"],
             "edges of the sample"
+        );
+        let f = "use crate::features::{lb, snat::x};\nuse crate::base::y;\nfn g() { crate::features::elastic_ips::f(); }";
+        assert_eq!(
+            crate_refs(f, "crate::", &["features"])
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [
+                "base",
+                "features::elastic_ips",
+                "features::lb",
+                "features::snat"
+            ]
         );
         let g: BTreeMap<String, BTreeSet<String>> = [
             ("a", vec!["b"]),
@@ -438,15 +531,20 @@ mod tests {
         assert_eq!(cycles(&g), vec![vec!["a", "b", "c"]]);
         let k: BTreeMap<String, BTreeSet<String>> = [
             ("base", vec![]),
-            ("features", vec!["paths", "base"]),
-            ("paths", vec!["features"]),
+            ("features", vec!["base"]),
+            ("features::lb", vec!["features", "base", "features::snat"]),
+            ("features::snat", vec!["paths"]),
+            ("paths", vec!["features::lb"]),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
         .collect();
         assert_eq!(
             kernel_violations(&k),
-            ["kernel: features (features) imports paths (paths)"]
+            [
+                "kernel: features::lb (features) imports features::snat (features)",
+                "kernel: features::snat (features) imports paths (paths)"
+            ]
         );
     }
 }
