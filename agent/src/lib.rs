@@ -18,7 +18,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod agent;
+mod desired;
 pub mod dhcp;
+mod host;
+mod interfaces;
 pub mod lb;
+mod realise;
+mod report;
 pub mod security_groups;
+pub mod sys;
 pub mod vpc;
+mod watch;
