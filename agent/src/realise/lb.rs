@@ -400,3 +400,212 @@ fn gateway_of(
     let gw_mac = s.gateway_mac.as_deref().and_then(parse_mac)?;
     Some((gw_ip, gw_mac))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::tests::{network, port};
+    use strato_proto::config::{ListenerEntry, LoadBalancerEntry, MemberEntry, MonitorEntry};
+
+    fn monitor(kind: &str) -> MonitorEntry {
+        MonitorEntry {
+            id: "m1".into(),
+            kind: kind.into(),
+            delay: 0,
+            timeout: 3,
+            max_retries: 2,
+            max_retries_down: 3,
+            http_method: "GET".into(),
+            url_path: "/health".into(),
+            expected_codes: "200-204".into(),
+        }
+    }
+
+    fn member(id: &str, address: &str) -> MemberEntry {
+        MemberEntry {
+            id: id.into(),
+            address: address.into(),
+            protocol_port: 80,
+            weight: 1,
+            backup: false,
+            state: "ACTIVE".into(),
+            monitor_address: None,
+            monitor_port: None,
+            location: None,
+        }
+    }
+
+    fn lb(mon: Option<MonitorEntry>, members: Vec<MemberEntry>) -> Entry {
+        Entry::LoadBalancer(LoadBalancerEntry {
+            id: "lb1".into(),
+            vip_network_id: "n1".into(),
+            vip_address: "10.0.0.100".into(),
+            vip_mac: "fa:16:3e:00:01:00".into(),
+            admin_state_up: true,
+            listeners: vec![ListenerEntry {
+                id: "l1".into(),
+                protocol: "TCP".into(),
+                protocol_port: 80,
+                idle_timeout_s: 50,
+                drain_timeout_s: 0,
+                source_ip: false,
+                pool_id: Some("pool1".into()),
+                monitor: mon,
+                members,
+            }],
+            domain: 0,
+            floating_ip: None,
+            gateway: false,
+        })
+    }
+
+    fn targets(entries: Vec<Entry>, taps: &[(&str, u32)]) -> Vec<Target> {
+        let desired: BTreeMap<String, Entry> = entries.into_iter().map(|e| (e.key(), e)).collect();
+        let taps = taps.iter().map(|(t, i)| (t.to_string(), *i)).collect();
+        probe_targets(&desired, &vpc::domains(&desired), &taps)
+    }
+
+    #[test]
+    fn local_members_with_a_monitor_are_probed_from_their_gateway() {
+        let mut far = member("m-far", "10.0.0.77");
+        far.monitor_port = Some(8080);
+        let t = targets(
+            vec![
+                network("n1", "10.0.0.0/24", true),
+                port("p1", "n1", "tap1", "fa:16:3e:00:00:01", "10.0.0.5"),
+                port("p2", "n1", "tap2", "fa:16:3e:00:00:02", "10.0.0.6"),
+                lb(
+                    Some(monitor("HTTP")),
+                    vec![member("m1", "10.0.0.5"), member("m2", "10.0.0.6"), far],
+                ),
+            ],
+            &[("tap1", 7)],
+        );
+        assert_eq!(
+            t.len(),
+            2,
+            "a member without a local port is not probed here: {t:?}"
+        );
+        assert_eq!((t[0].member_id.as_str(), t[0].ifindex), ("m1", 7));
+        assert_eq!(t[0].src_ip, [10, 0, 0, 1]);
+        assert_eq!(t[0].src_mac, [0xfa, 0x16, 0x3e, 0, 0, 0xfe]);
+        assert_eq!(
+            (t[0].dst_ip, t[0].dst_mac),
+            ([10, 0, 0, 5], [0xfa, 0x16, 0x3e, 0, 0, 1])
+        );
+        assert_eq!(t[0].port, 80);
+        assert_eq!(t[0].delay, Duration::from_secs(1), "a delay of 0 is 1 s");
+        assert_eq!(
+            t[0].kind,
+            Kind::Http {
+                method: "GET".into(),
+                path: "/health".into(),
+                expected: vec![(200, 204)]
+            }
+        );
+        assert_eq!(
+            (t[1].member_id.as_str(), t[1].ifindex),
+            ("m2", 0),
+            "tap gone: ifindex 0"
+        );
+    }
+
+    #[test]
+    fn no_probes_without_a_known_monitor_or_a_gateway() {
+        let base = || {
+            vec![
+                network("n1", "10.0.0.0/24", true),
+                port("p1", "n1", "tap1", "fa:16:3e:00:00:01", "10.0.0.5"),
+            ]
+        };
+        let with = |mon: Option<MonitorEntry>| {
+            let mut e = base();
+            e.push(lb(mon, vec![member("m1", "10.0.0.5")]));
+            targets(e, &[("tap1", 7)])
+        };
+        assert!(with(None).is_empty());
+        assert!(with(Some(monitor("SCTP"))).is_empty());
+        assert_eq!(with(Some(monitor("PING")))[0].kind, Kind::Ping);
+        assert_eq!(with(Some(monitor("UDP-CONNECT")))[0].kind, Kind::UdpConnect);
+        let mut e = base();
+        if let Some(Entry::Network(n)) = e.first_mut() {
+            n.subnets[0].gateway_mac = None;
+        }
+        e.push(lb(Some(monitor("TCP")), vec![member("m1", "10.0.0.5")]));
+        assert!(
+            targets(e, &[("tap1", 7)]).is_empty(),
+            "no gateway MAC to probe from"
+        );
+    }
+
+    #[test]
+    fn counters_are_per_listener_and_summed_per_member() {
+        let services: BTreeMap<u32, String> = [(1, "l1".into()), (2, "l2".into())].into();
+        let backends: BTreeMap<u32, (String, String)> = [
+            (10, ("l1".into(), "m1".into())),
+            (20, ("l2".into(), "m1".into())),
+            (21, ("l2".into(), "m2".into())),
+        ]
+        .into();
+        let st = |b: u64| LbStats {
+            bytes_in: b,
+            bytes_out: 2 * b,
+            connections: 1,
+            refused: 0,
+            ..Default::default()
+        };
+        let sstats: BTreeMap<u32, LbStats> = [(1, st(100))].into();
+        let bstats: BTreeMap<u32, LbStats> = [(10, st(5)), (20, st(7)), (21, st(9))].into();
+        let now = 100 * ACTIVE_NS;
+        let flow = |service, backend, last_seen_ns| {
+            let f = LbFlow {
+                service,
+                backend,
+                last_seen_ns,
+                ..Default::default()
+            };
+            (LbFlowKey::default(), f)
+        };
+        let flows = [
+            flow(1, 10, now - 1),
+            flow(2, 20, now - ACTIVE_NS / 2),
+            flow(2, 21, now - ACTIVE_NS),
+        ];
+        let s = Stats {
+            services: &services,
+            backends: &backends,
+            sstats: &sstats,
+            bstats: &bstats,
+        };
+        let r = stats_report(&s, &flows, now);
+        assert_eq!(
+            r.listeners.len(),
+            1,
+            "a listener without counters is left out"
+        );
+        assert_eq!(
+            (r.listeners[0].id.as_str(), r.listeners[0].bytes_in),
+            ("l1", 100)
+        );
+        assert_eq!(r.listeners[0].active_connections, 1);
+        let m1 = r
+            .members
+            .iter()
+            .find(|m| m.id == "m1")
+            .expect("m1 reported");
+        assert_eq!(
+            (m1.bytes_in, m1.bytes_out, m1.total_connections),
+            (12, 24, 2)
+        );
+        assert_eq!(m1.active_connections, 2);
+        let m2 = r
+            .members
+            .iter()
+            .find(|m| m.id == "m2")
+            .expect("m2 reported");
+        assert_eq!(
+            m2.active_connections, 0,
+            "a minute without packets is not active"
+        );
+    }
+}

@@ -552,3 +552,83 @@ fn pending_removals(
         pending.diff.ports.1.push(old.ifindex);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adopted() -> VpcRealiser {
+        let mut have = Tables::default();
+        let info = dataplane_common::PortInfo {
+            slot: 3,
+            ..Default::default()
+        };
+        have.ports.insert(7, info);
+        let host = HostInfo {
+            uplink_ifindex: 2,
+            uplink_slot: 1,
+            ..HostInfo::default()
+        };
+        VpcRealiser::adopt(have, host)
+    }
+
+    fn keys(k: &[&str]) -> BTreeSet<String> {
+        k.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn adopted_slots_are_kept() {
+        let v = adopted();
+        assert_eq!(v.slots, [(2, 1), (7, 3)].into());
+        assert!(v.full_needed, "the first pass rebuilds everything");
+    }
+
+    #[test]
+    fn which_pass_a_change_needs() {
+        let mut v = adopted();
+        v.full_needed = false;
+        assert!(!v.dirty());
+        assert!(v.unchanged(true));
+        assert!(!v.only_ports_changed(true));
+        v.mark(keys(&["remote/r1"]), keys(&[]), false);
+        assert!(v.dirty() && v.only_ports_changed(true) && !v.unchanged(true));
+        assert!(
+            !v.only_ports_changed(false),
+            "nothing incremental before a snapshot"
+        );
+        v.mark(keys(&[]), keys(&["port/p1"]), false);
+        assert_eq!(v.dirty_ports, keys(&["port/p1"]));
+        assert!(v.only_ports_changed(true));
+        v.mark(keys(&[]), keys(&[]), true);
+        assert!(v.dirty() && !v.only_ports_changed(true) && !v.unchanged(true));
+        v.mark(keys(&[]), keys(&[]), false);
+        assert!(
+            v.full_needed,
+            "a later port change does not undo a full rebuild"
+        );
+    }
+
+    #[test]
+    fn an_address_with_two_providers_is_a_conflict() {
+        let mut prov = Providers::default();
+        let mut p = Pending::default();
+        let k = EpKey {
+            domain: 1,
+            ip: [10, 0, 0, 5],
+        };
+        p.provide(&mut prov, k, Ep::default());
+        assert!(!p.conflict);
+        assert_eq!(prov.count[&k], 1);
+        p.release(&mut prov, k);
+        assert!(!p.conflict && p.ep_dels.contains(&k) && !prov.count.contains_key(&k));
+        p.provide(&mut prov, k, Ep::default());
+        assert!(!p.ep_dels.contains(&k), "provided again: not deleted");
+        p.provide(&mut prov, k, Ep::default());
+        assert!(p.conflict, "a second provider");
+        let mut p = Pending::default();
+        prov.count.insert(k, 2);
+        p.release(&mut prov, k);
+        assert!(p.conflict, "releasing one of several providers");
+        assert!(!p.ep_dels.contains(&k));
+    }
+}
