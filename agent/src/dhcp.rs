@@ -9,7 +9,7 @@
 //! port's own.
 
 use std::io;
-use std::mem::{size_of, zeroed};
+use std::mem::size_of;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +21,8 @@ use smoltcp::wire::{
     DHCP_CLIENT_PORT, DHCP_MAX_DNS_SERVER_COUNT, DHCP_SERVER_PORT, ETHERNET_HEADER_LEN,
     IPV4_HEADER_LEN, UDP_HEADER_LEN,
 };
+
+use crate::sys::{link_addr, setsockopt};
 
 /// The one address a port may have, and everything its DHCP replies carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -468,42 +470,6 @@ fn udp_dst_port_67_filter() -> [libc::sock_filter; 11] {
         op(0x06, 0, 0, 0x0004_0000),                 // ret #262144         accept
         op(0x06, 0, 0, 0),                           // ret #0              drop
     ]
-}
-
-pub(crate) fn setsockopt<T>(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> io::Result<()> {
-    // SAFETY: `value` points to a live, initialised T and the length passed is exactly its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-pub(crate) fn link_addr(ifindex: i32, mac: Option<[u8; 6]>) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut addr: libc::sockaddr_ll = unsafe { zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = ETH_P_IP.to_be();
-    addr.sll_ifindex = ifindex;
-    if let Some(mac) = mac {
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&mac);
-    }
-    addr
 }
 
 impl Server {

@@ -36,7 +36,7 @@ use std::{
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
-use crate::dhcp::{link_addr, setsockopt};
+use crate::sys::{link_addr, setsockopt};
 
 /// Source ports of checks (and so destination ports of the answers).
 pub const PROBE_PORTS: std::ops::RangeInclusive<u16> =
