@@ -78,7 +78,7 @@ pub struct AgentConfig {
     /// Gateway hosts: the interface towards the internet (external network).
     pub external: Option<String>,
     /// Where the agent writes what it observes for operators: the load
-    /// balancer access log and metrics (`lblog`). `None`: nothing written.
+    /// balancer access log and metrics (`lb::access_log`). `None`: nothing written.
     pub state_dir: Option<PathBuf>,
 }
 

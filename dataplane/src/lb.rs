@@ -23,7 +23,7 @@ fn lb_zeroes(name: &'static str) -> Result<PerCpuValues<LbStats>, DataplaneError
 }
 
 impl Dataplane {
-    /// Applies load balancer writes in their order (see `lbmaps`).
+    /// Applies load balancer writes in their order (see the agent's `lb` realiser).
     pub fn lb_apply(&mut self, ops: &LbOps) -> Result<(), DataplaneError> {
         {
             let name = maps::LB_MAGLEV;

@@ -1,7 +1,7 @@
 //! The agent's load balancer tables: from the compiled load balancers to
 //! the contents of `LB_SERVICES`, `LB_BACKENDS` and `LB_MAGLEV`.
 //!
-//! Unlike the VPC tables (`tables`), these are not a pure function of the
+//! Unlike the VPC tables (`crate::vpc`), these are not a pure function of the
 //! entries: numbers are handed out (a service per listener, a backend per
 //! listener and member), Maglev tables get ranges of one shared array, and
 //! a member that goes away drains for its listener's drain timeout before
@@ -22,7 +22,10 @@ use dataplane_common::{
     EP_LOCAL, EP_REMOTE, EP_VIP, LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_SOURCE_IP,
 };
 use strato_dataplane::LbOps;
-use strato_lb::maglev::{self, MaglevBackend};
+use strato_lb::{
+    maglev::{self, MaglevBackend},
+    numbering::{Ids, Ranges},
+};
 
 use strato_proto::config::LoadBalancerEntry;
 
@@ -88,8 +91,8 @@ fn port_of(endpoints: &BTreeMap<EpKey, Endpoint>, domain: u32, ip: [u8; 4]) -> (
 }
 
 /// The services of these load balancers; `domains` maps a network to its
-/// routing domain (`tables::domains`), `endpoints` are this host's
-/// (`tables::build`: the VIPs' and the members' networks and MACs). Load
+/// routing domain (`vpc::domains`), `endpoints` are this host's
+/// (`vpc::build`: the VIPs' and the members' networks and MACs). Load
 /// balancers whose network is not known here, or that are administratively
 /// down, have none (their VIP refuses every connection).
 pub fn specs<'e>(
@@ -549,80 +552,6 @@ impl LbState {
     }
 }
 
-/// Numbers 1.. (0 is never handed out: it means none).
-#[derive(Debug)]
-struct Ids {
-    next: u32,
-    max: u32,
-    free: Vec<u32>,
-}
-
-impl Ids {
-    fn new(max: u32) -> Ids {
-        Ids {
-            next: 1,
-            max,
-            free: Vec::new(),
-        }
-    }
-
-    fn take(&mut self) -> Option<u32> {
-        if let Some(i) = self.free.pop() {
-            return Some(i);
-        }
-        if self.next >= self.max {
-            return None;
-        }
-        self.next += 1;
-        Some(self.next - 1)
-    }
-
-    fn give(&mut self, i: u32) {
-        self.free.push(i);
-    }
-}
-
-/// First-fit ranges of `LB_MAGLEV`, merged when given back.
-#[derive(Debug)]
-struct Ranges {
-    /// offset -> length, non-overlapping, not adjacent.
-    free: BTreeMap<u32, u32>,
-}
-
-impl Ranges {
-    fn new(total: u32) -> Ranges {
-        Ranges {
-            free: BTreeMap::from([(0, total)]),
-        }
-    }
-
-    fn take(&mut self, len: u32) -> Option<u32> {
-        let (&off, &have) = self.free.iter().find(|(_, &l)| l >= len)?;
-        self.free.remove(&off);
-        if have > len {
-            self.free.insert(off + len, have - len);
-        }
-        Some(off)
-    }
-
-    fn give(&mut self, off: u32, len: u32) {
-        let mut off = off;
-        let mut len = len;
-        if let Some((&p, &pl)) = self.free.range(..off).next_back() {
-            if p + pl == off {
-                self.free.remove(&p);
-                off = p;
-                len += pl;
-            }
-        }
-        if let Some(&nl) = self.free.get(&(off + len)) {
-            self.free.remove(&(off + len));
-            len += nl;
-        }
-        self.free.insert(off, len);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -854,7 +783,7 @@ mod tests {
         }
         // Everything removed, then added again: the same space serves.
         assert_eq!(st.sync(&[], 1).service_deletes.len(), 20);
-        assert_eq!(st.ranges.free.len(), 1);
+        assert_eq!(st.ranges.free_runs().len(), 1);
         st.sync(&d, 2);
         assert_eq!(st.ranges().len(), 20);
     }

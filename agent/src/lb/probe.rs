@@ -35,6 +35,7 @@ use std::{
 };
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use strato_lb::health::RiseFall;
 
 use crate::sys::{link_addr, setsockopt};
 
@@ -113,9 +114,8 @@ struct Check {
     sport: u16,
     next: Instant,
     flight: Option<(Flight, Instant)>,
-    ok_run: u32,
-    fail_run: u32,
-    up: Option<bool>,
+    /// Results in a row, and the state they decided.
+    health: RiseFall,
 }
 
 /// Where results go: every checked member's state (id, up).
@@ -182,9 +182,7 @@ fn run(targets: Arc<Mutex<Vec<Target>>>, stop: Arc<AtomicBool>, report: Report) 
                         target: t,
                         sport,
                         flight: None,
-                        ok_run: 0,
-                        fail_run: 0,
-                        up: None,
+                        health: RiseFall::default(),
                     },
                 );
             }
@@ -257,7 +255,7 @@ fn run(targets: Arc<Mutex<Vec<Target>>>, stop: Arc<AtomicBool>, report: Report) 
             last_report = Instant::now();
             let states: Vec<(String, bool)> = checks
                 .iter()
-                .filter_map(|(k, c)| c.up.map(|u| (k.clone(), u)))
+                .filter_map(|(k, c)| c.health.up().map(|u| (k.clone(), u)))
                 .collect();
             if !states.is_empty() || changed {
                 report(states);
@@ -269,28 +267,19 @@ fn run(targets: Arc<Mutex<Vec<Target>>>, stop: Arc<AtomicBool>, report: Report) 
 impl Check {
     /// Counts a result; true when the member's state changed.
     fn result(&mut self, ok: bool) -> bool {
-        let before = self.up;
-        if ok {
-            self.fail_run = 0;
-            self.ok_run += 1;
-            if self.up.is_none() || self.ok_run >= self.target.max_retries.max(1) as u32 {
-                self.up = Some(true);
-            }
-        } else {
-            self.ok_run = 0;
-            self.fail_run += 1;
-            if self.fail_run >= self.target.max_retries_down.max(1) as u32 {
-                self.up = Some(false);
-            }
-        }
-        if before != self.up {
+        // The thresholds are the target's as of now (a monitor update
+        // changes them in place).
+        self.health.rise = self.target.max_retries;
+        self.health.fall = self.target.max_retries_down;
+        let changed = self.health.record(ok);
+        if changed {
             tracing::info!(
                 member = %self.target.member_id,
-                up = self.up.unwrap_or(false),
+                up = self.health.up().unwrap_or(false),
                 "member health changed"
             );
         }
-        before != self.up
+        changed
     }
 
     fn builder(&self) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
@@ -622,9 +611,7 @@ mod tests {
             sport: 61_000,
             next: Instant::now(),
             flight: None,
-            ok_run: 0,
-            fail_run: 0,
-            up: None,
+            health: RiseFall::default(),
         }
     }
 
@@ -632,15 +619,15 @@ mod tests {
     fn retries_decide_up_and_down() {
         let mut c = check(2, 3);
         assert!(c.result(true), "a first success counts at once");
-        assert_eq!(c.up, Some(true));
+        assert_eq!(c.health.up(), Some(true));
         assert!(!c.result(false));
         assert!(!c.result(false));
         assert!(c.result(false), "down after three failures in a row");
-        assert_eq!(c.up, Some(false));
+        assert_eq!(c.health.up(), Some(false));
         assert!(!c.result(true), "one success is not enough to come back");
         assert!(!c.result(false));
         assert!(!c.result(true));
         assert!(c.result(true), "two in a row are");
-        assert_eq!(c.up, Some(true));
+        assert_eq!(c.health.up(), Some(true));
     }
 }

@@ -76,6 +76,6 @@ pub struct BandwidthLimit {
     /// `ingress` (towards the VM) or `egress`.
     pub direction: String,
     pub max_kbps: u64,
-    /// 0: the default depth (see `tables`).
+    /// 0: the default depth (see the agent's `vpc::qos_bucket`).
     pub max_burst_kbps: u64,
 }
