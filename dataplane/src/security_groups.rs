@@ -22,10 +22,21 @@
 //! The cost of the flattening is memory in the worst case (many nested
 //! prefixes each with many port ranges); the lookup stays two tries.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
+use std::collections::BTreeMap;
+
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    HashMap as BpfHashMap, MapData, MapError, PerCpuArray,
+};
+use dataplane_common::{
+    maps, CtEntry, CtKey, CtStats, PolicyAddrKey, PolicyAllow, PolicyClass, PolicyPortKey,
+};
+
+use crate::{coarse_now_ns, map_access::gone, map_err, Dataplane, DataplaneError};
 
 use dataplane_common::{DIR_EGRESS, DIR_INGRESS};
 use strato_proto::config::{SecurityGroupEntry, SgRuleEntry};
@@ -297,6 +308,275 @@ impl PolicyOps {
                 .iter()
                 .map(|(_, e)| e.len())
                 .sum::<usize>()
+    }
+}
+
+/// A `POLICY_ADDR` key.
+pub(crate) fn policy_addr_key(policy: u32, dir: u32, net: Ipv4Network) -> Key<PolicyAddrKey> {
+    Key::new(
+        32 + net.prefix() as u32,
+        PolicyAddrKey {
+            policy_dir: ((policy << 1) | dir).to_be_bytes(),
+            ip: net.network().octets(),
+        },
+    )
+}
+
+/// A `POLICY_PORT` key.
+pub(crate) fn policy_port_key(
+    class: u32,
+    m: &crate::security_groups::PortMatch,
+) -> Key<PolicyPortKey> {
+    Key::new(
+        m.key_prefix_len(),
+        PolicyPortKey {
+            class: class.to_be_bytes(),
+            proto: m.proto.unwrap_or(0),
+            port: m.port.to_be_bytes(),
+            _pad: 0,
+        },
+    )
+}
+
+/// Connection tracking state, read by the agent's garbage collection and
+/// `stratoctl`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CtSummary {
+    pub entries: u64,
+    pub expired_removed: u64,
+    pub stats: CtStats,
+}
+
+impl Dataplane {
+    /// Applies one policy's writes in their safe order (see
+    /// [`crate::security_groups::PolicyOps`]).
+    pub fn policy_apply(
+        &mut self,
+        ops: &crate::security_groups::PolicyOps,
+    ) -> Result<(), DataplaneError> {
+        // Host addresses and single ports go to the hashes, the rest to the
+        // tries (`lookup` in the programs tries the hash first).
+        let exact = |pm: &crate::security_groups::PortMatch| pm.proto.is_some() && pm.plen == 16;
+        for (class, entries) in &ops.new_classes {
+            for (pm, rule) in entries {
+                let v = PolicyAllow { rule: *rule };
+                let mut in_hash = false;
+                if exact(pm) {
+                    let name = maps::POLICY_EXACT;
+                    let mut m: BpfHashMap<&mut MapData, PolicyPortKey, PolicyAllow> =
+                        self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                    // Full: the trie takes it (the lookup falls back to it).
+                    in_hash = m.insert(policy_port_key(*class, pm).data(), v, 0).is_ok();
+                }
+                if !in_hash {
+                    let name = maps::POLICY_PORT;
+                    let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
+                        self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                    m.insert(&policy_port_key(*class, pm), v, 0)
+                        .map_err(map_err(name))?;
+                }
+            }
+        }
+        for (dir, net, class) in &ops.addr_upserts {
+            let k = policy_addr_key(ops.id, *dir, *net);
+            let v = PolicyClass { class: *class };
+            let mut in_hash = false;
+            if net.prefix() == 32 {
+                let name = maps::POLICY_HOST;
+                let mut m: BpfHashMap<&mut MapData, PolicyAddrKey, PolicyClass> =
+                    self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                // Full: the trie takes it (the lookup falls back to it).
+                in_hash = m.insert(k.data(), v, 0).is_ok();
+            }
+            if !in_hash {
+                let name = maps::POLICY_ADDR;
+                let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
+                    self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                m.insert(&k, v, 0).map_err(map_err(name))?;
+            }
+        }
+        for (dir, net) in &ops.addr_deletes {
+            // From the hash and the trie: a host address may have
+            // overflowed into the trie.
+            let k = policy_addr_key(ops.id, *dir, *net);
+            if net.prefix() == 32 {
+                let name = maps::POLICY_HOST;
+                let mut m: BpfHashMap<&mut MapData, PolicyAddrKey, PolicyClass> =
+                    self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                gone(m.remove(&k.data()), name)?;
+            }
+            let name = maps::POLICY_ADDR;
+            let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            gone(m.remove(&k), name)?;
+        }
+        for (class, shape) in &ops.class_deletes {
+            for pm in shape {
+                let k = policy_port_key(*class, pm);
+                if exact(pm) {
+                    let name = maps::POLICY_EXACT;
+                    let mut m: BpfHashMap<&mut MapData, PolicyPortKey, PolicyAllow> =
+                        self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                    gone(m.remove(&k.data()), name)?;
+                }
+                let name = maps::POLICY_PORT;
+                let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
+                    self.map_mut(name)?.try_into().map_err(map_err(name))?;
+                gone(m.remove(&k), name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every policy entry whose policy id is not `live` (ids) and
+    /// every class not in `live_classes` (an agent adopting the tables of a
+    /// previous one). Returns the largest policy id and class seen.
+    pub fn policy_sweep(
+        &mut self,
+        live: &dyn Fn(u32) -> bool,
+        live_class: &dyn Fn(u32) -> bool,
+    ) -> Result<(u32, u32), DataplaneError> {
+        let (mut max_id, mut max_class) = (0, 0);
+        {
+            let name = maps::POLICY_ADDR;
+            let mut m: LpmTrie<&mut MapData, PolicyAddrKey, PolicyClass> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            let keys: Vec<Key<PolicyAddrKey>> = m.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let id = u32::from_be_bytes(k.data().policy_dir) >> 1;
+                max_id = max_id.max(id);
+                if !live(id) {
+                    gone(m.remove(&k), name)?;
+                }
+            }
+        }
+        {
+            let name = maps::POLICY_HOST;
+            let mut m: BpfHashMap<&mut MapData, PolicyAddrKey, PolicyClass> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            let keys: Vec<PolicyAddrKey> = m.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let id = u32::from_be_bytes(k.policy_dir) >> 1;
+                max_id = max_id.max(id);
+                if !live(id) {
+                    gone(m.remove(&k), name)?;
+                }
+            }
+        }
+        {
+            let name = maps::POLICY_EXACT;
+            let mut m: BpfHashMap<&mut MapData, PolicyPortKey, PolicyAllow> =
+                self.map_mut(name)?.try_into().map_err(map_err(name))?;
+            let keys: Vec<PolicyPortKey> = m.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                let c = u32::from_be_bytes(k.class);
+                max_class = max_class.max(c);
+                if !live_class(c) {
+                    gone(m.remove(&k), name)?;
+                }
+            }
+        }
+        let name = maps::POLICY_PORT;
+        let mut m: LpmTrie<&mut MapData, PolicyPortKey, PolicyAllow> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        let keys: Vec<Key<PolicyPortKey>> = m.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let c = u32::from_be_bytes(k.data().class);
+            max_class = max_class.max(c);
+            if !live_class(c) {
+                gone(m.remove(&k), name)?;
+            }
+        }
+        Ok((max_id, max_class))
+    }
+
+    /// Connection tracking counters, summed over CPUs.
+    pub fn ct_stats(&self) -> Result<CtStats, DataplaneError> {
+        let name = maps::CT_STATS;
+        let m: PerCpuArray<&MapData, CtStats> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        let mut total = CtStats::default();
+        for v in m.get(&0, 0).map_err(map_err(name))?.iter() {
+            total.accumulate(v);
+        }
+        Ok(total)
+    }
+
+    /// One garbage collection pass over the connection table: removes
+    /// entries past their state's timeout (at `now_ns`, the coarse
+    /// monotonic clock the programs use) and those of zones (routing domains)
+    /// `drop_zone` says are gone. Returns the live entries left and those removed.
+    pub fn ct_gc(
+        &mut self,
+        now_ns: u64,
+        drop_zone: &dyn Fn(u32) -> bool,
+    ) -> Result<(u64, u64), DataplaneError> {
+        let name = maps::CT;
+        let mut m: BpfHashMap<&mut MapData, CtKey, CtEntry> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        let mut dead = Vec::new();
+        let mut live = 0u64;
+        for kv in m.iter() {
+            let Ok((k, e)) = kv else { continue };
+            let age = now_ns.saturating_sub(e.last_seen);
+            if drop_zone(k.zone)
+                || age > dataplane_common::ct_timeout_secs(e.state, e.flags) * 1_000_000_000
+            {
+                dead.push(k);
+            } else {
+                live += 1;
+            }
+        }
+        for k in &dead {
+            gone(m.remove(k), name)?;
+        }
+        Ok((live, dead.len() as u64))
+    }
+
+    /// One connection table entry.
+    pub fn ct_get(&self, key: &CtKey) -> Result<Option<CtEntry>, DataplaneError> {
+        let name = maps::CT;
+        let m: BpfHashMap<&MapData, CtKey, CtEntry> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        match m.get(key, 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(name)(e)),
+        }
+    }
+
+    /// Every connection table entry (tests, `stratoctl`).
+    pub fn ct_entries(&self) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
+        let name = maps::CT;
+        let m: BpfHashMap<&MapData, CtKey, CtEntry> =
+            self.map_ref(name)?.try_into().map_err(map_err(name))?;
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Benchmarks: fills the connection table with `n` entries of zone
+    /// `zone` (synthetic flows 198.51.x.y, fresh) from user space.
+    pub fn ct_fill(&mut self, zone: u32, n: u32) -> Result<(), DataplaneError> {
+        let name = maps::CT;
+        let now = coarse_now_ns();
+        let mut m: BpfHashMap<&mut MapData, CtKey, CtEntry> =
+            self.map_mut(name)?.try_into().map_err(map_err(name))?;
+        for i in 0..n {
+            let (k, _) = CtKey::of_flow(
+                zone,
+                [198, 51, (i >> 16) as u8, (i >> 8) as u8],
+                [203, 0, 113, i as u8],
+                40_000,
+                443,
+                17,
+            );
+            let e = CtEntry {
+                last_seen: now,
+                state: dataplane_common::CT_UDP,
+                ..CtEntry::default()
+            };
+            m.insert(k, e, 0).map_err(map_err(name))?;
+        }
+        Ok(())
     }
 }
 
