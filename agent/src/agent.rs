@@ -24,7 +24,6 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -35,12 +34,12 @@ use std::{
 use anyhow::Context as _;
 use strato_dataplane::{Attach, Dataplane};
 use strato_proto::{
-    client::Endpoint,
     config::{Entry, Update},
     report::{HostReport, PortReport, Role},
     time::now_ms,
 };
 
+pub use crate::config::AgentConfig;
 use crate::{
     desired::{Applied, Desired},
     dhcp, host,
@@ -56,37 +55,6 @@ pub use crate::sys::interfaces;
 /// Every how many passes the agent lists every interface (others check only
 /// the ones it knows).
 const FULL_SCAN_EVERY: u64 = 5;
-
-#[derive(Clone, Debug)]
-pub struct AgentConfig {
-    pub host: String,
-    pub controller: Option<Endpoint>,
-    pub uplinks: Vec<String>,
-    /// Interfaces whose name starts with one of these are VM ports.
-    pub port_prefixes: Vec<String>,
-    pub pin_root: PathBuf,
-    pub interval: Duration,
-    /// How often a full report (every interface's counters, every port)
-    /// goes out; in between, status reports carry only what changed.
-    pub full_report_interval: Duration,
-    /// Size of the connection tracking table (flows); `None`: the default
-    /// (`dataplane_common::maps::CT_MAX_DEFAULT`).
-    pub ct_max: Option<u32>,
-    /// Availability zone of this host (reported; the controller picks the
-    /// gateway hosts of a VM's zone for its internet traffic).
-    pub az: String,
-    /// Gateway hosts: the interface towards the internet (external network).
-    pub external: Option<String>,
-    /// Where the agent writes what it observes for operators: the load
-    /// balancer access log and metrics (`lb::access_log`). `None`: nothing written.
-    pub state_dir: Option<PathBuf>,
-}
-
-impl AgentConfig {
-    pub fn pin_dir(&self) -> PathBuf {
-        self.pin_root.join(&self.host)
-    }
-}
 
 pub struct Agent {
     cfg: AgentConfig,

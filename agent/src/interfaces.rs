@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use strato_proto::report::{PortReport, PortState, Role};
 
-use crate::agent::AgentConfig;
+use crate::config::AgentConfig;
 
 /// One interface with a program attached (or an attach that failed).
 pub(crate) struct Attached {

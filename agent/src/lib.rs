@@ -28,6 +28,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod agent;
+pub mod config;
 mod desired;
 pub mod dhcp;
 mod host;

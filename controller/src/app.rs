@@ -5,9 +5,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
+    commit::Core,
     hosts::Hosts,
     lbaas::health::{LbHealth, LbStats},
-    state::Core,
 };
 
 #[derive(Clone, Debug)]

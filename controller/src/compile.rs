@@ -411,7 +411,7 @@ fn router_external(state: &State, r: &crate::model::Router, host: &str) -> Optio
         ip: port.fixed_ips.first().map(|f| f.ip_address.clone()),
         mac: port.mac_address.clone(),
         gateways,
-        snat_gateway: snat_host(state, r).map(gateway_host),
+        snat_gateway: crate::network::routers::snat_host(state, r).map(gateway_host),
     })
 }
 
@@ -423,38 +423,14 @@ fn gateway_host(h: &crate::model::HostRecord) -> GatewayHost {
     }
 }
 
-/// The gateway host that does a router's SNAT: one of the available
-/// gateway hosts, chosen by a stable hash of the router's id (so routers
-/// spread over them, and every host agrees); another one when it fails.
-pub fn snat_host<'s>(
-    state: &'s State,
-    r: &crate::model::Router,
-) -> Option<&'s crate::model::HostRecord> {
-    let g = r.gateway.as_ref()?;
-    if !g.enable_snat {
-        return None;
-    }
-    let mut hosts: Vec<&crate::model::HostRecord> = state
-        .hosts
-        .values()
-        .filter(|h| h.gateway && h.available)
-        .collect();
-    if hosts.is_empty() {
-        return None;
-    }
-    hosts.sort_by(|a, b| (&a.az, &a.name).cmp(&(&b.az, &b.name)));
-    // FNV-1a: stable across processes and releases.
-    let h = r.meta.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    Some(hosts[(h % hosts.len() as u64) as usize])
-}
-
 /// Every router's SNAT, as gateway host `host` needs it.
 fn snat_entries(state: &State, ix: &Index<'_>, host: &str) -> Vec<Entry> {
     let mut out = Vec::new();
     for r in state.routers.values() {
-        let (Some(g), Some(h)) = (r.gateway.as_ref(), snat_host(state, r)) else {
+        let (Some(g), Some(h)) = (
+            r.gateway.as_ref(),
+            crate::network::routers::snat_host(state, r),
+        ) else {
             continue;
         };
         let (Some(port), Some(net)) = (
@@ -1320,9 +1296,9 @@ mod tests {
     use super::*;
     use crate::{
         auth::Auth,
+        commit::Core,
         model::{HostRecord, Object, Project},
         network::{networks, ports, routers, subnets},
-        state::Core,
     };
 
     fn admin(p: &str) -> Auth {

@@ -43,10 +43,11 @@ use sha2::{Digest as _, Sha256};
 use crate::{
     app::Config,
     auth::{self, Auth},
+    commit::Core,
     error::ApiError,
     model::{now_unix, timestamp, Assignment, Change, Kind, Object, Project, Role, Token, User},
     network::security_groups,
-    state::{Core, State},
+    state::State,
 };
 
 pub const DEFAULT_DOMAIN_ID: &str = "default";

@@ -17,6 +17,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod clouds;
+pub mod commit;
 pub mod compile;
 pub mod error;
 pub mod hosts;

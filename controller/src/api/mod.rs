@@ -3,7 +3,7 @@
 //! network API and internal endpoints, Keystone style under `/v3`, Octavia
 //! style `{"faultcode", "faultstring", "debuginfo"}` for load balancers). It never
 //! touches state itself: identity and network logic live in `identity` and
-//! `network`, durable changes go through `state::Core::mutate`. Every
+//! `network`, durable changes go through `commit::Core::mutate`. Every
 //! response carries `X-Openstack-Request-Id`.
 
 pub mod keystone;

@@ -9,7 +9,7 @@ use clap::Parser;
 use strato_controller::{
     api,
     app::{App, Config},
-    state::Core,
+    commit::Core,
 };
 use strato_proto::telemetry;
 

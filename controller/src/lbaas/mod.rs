@@ -4,7 +4,7 @@
 //! validates its input against the current `State` (Octavia's rules:
 //! hierarchy, protocol compatibility, duplicates, immutable attributes,
 //! tenancy) and returns the `Change`s of the whole request, which
-//! `state::Core::mutate` commits in one revision; a rejected request changes
+//! `commit::Core::mutate` commits in one revision; a rejected request changes
 //! nothing. Operating status and statistics are not stored: they come from
 //! the agents' reports ([`health`]). The dataplane (Maglev tables, health
 //! checks) compiles from the stored objects and never calls into here except

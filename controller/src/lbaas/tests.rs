@@ -14,9 +14,9 @@ use super::{
 };
 use crate::{
     auth::Auth,
+    commit::Core,
     model::{Change, Kind, Object, Project, ProvisioningStatus, Quota},
     network::{networks, ports, routers, subnets},
-    state::Core,
 };
 
 fn core() -> Core {

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use super::*;
 use crate::{
     auth::Auth,
+    commit::Core,
     model::{Change, Project},
-    state::Core,
 };
 
 fn core() -> Core {

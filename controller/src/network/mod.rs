@@ -1,7 +1,7 @@
 //! Neutron v2.0 logic: networks, subnets, ports, routers, quotas, security
 //! groups and their rules. Each command validates its input the way Neutron
 //! does (unknown attributes, wrong types, ranges, conflicts) against the
-//! current `State` and returns the `Change`s to commit; `state::Core::mutate` commits them atomically.
+//! current `State` and returns the `Change`s to commit; `commit::Core::mutate` commits them atomically.
 //! Rendering to Neutron JSON, filters and field selection live here too;
 //! the HTTP layer only routes and extracts.
 

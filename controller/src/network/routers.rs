@@ -574,11 +574,38 @@ pub fn render(state: &State, r: &Router) -> Map<String, Value> {
     o.insert(
         "availability_zones".into(),
         Value::Array(
-            crate::compile::snat_host(state, r)
+            snat_host(state, r)
                 .map(|h| vec![Value::from(h.az.clone())])
                 .unwrap_or_default(),
         ),
     );
     o.insert("flavor_id".into(), Value::Null);
     o
+}
+
+/// The gateway host that does a router's SNAT: one of the available
+/// gateway hosts, chosen by a stable hash of the router's id (so routers
+/// spread over them, and every host agrees); another one when it fails.
+pub fn snat_host<'s>(
+    state: &'s State,
+    r: &crate::model::Router,
+) -> Option<&'s crate::model::HostRecord> {
+    let g = r.gateway.as_ref()?;
+    if !g.enable_snat {
+        return None;
+    }
+    let mut hosts: Vec<&crate::model::HostRecord> = state
+        .hosts
+        .values()
+        .filter(|h| h.gateway && h.available)
+        .collect();
+    if hosts.is_empty() {
+        return None;
+    }
+    hosts.sort_by(|a, b| (&a.az, &a.name).cmp(&(&b.az, &b.name)));
+    // FNV-1a: stable across processes and releases.
+    let h = r.meta.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Some(hosts[(h % hosts.len() as u64) as usize])
 }
