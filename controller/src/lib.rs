@@ -1,16 +1,23 @@
 //! Strato's controller, as a library shared by the `strato-controller`
 //! binary and the tests.
 //!
-//! Layers, each depending only on those after it: `api` (HTTP, parses
-//! requests into commands; never touches storage or the dataplane itself),
-//! `identity`, `network` and `lbaas` (Keystone, Neutron and Octavia logic:
-//! validate a command against the state, return the changes; never see
-//! HTTP), `compile` (desired state -> each host's configuration, the
-//! `strato_proto::config` entries), `state` (the in-memory desired state
-//! and its only writer), `store` (SQLite durability), `model` (the stored
-//! objects). `hosts` keeps the agents' reports; `app` the process's shared
-//! state; `reconcile` the loops that follow the agents' reports. Nothing here loads BPF or runs in the
-//! packet path: the agents (`strato-agent`) do, from what `compile` emits.
+//! Modules, each depending only on those after it (`tests/src/layout.rs`
+//! checks there is no cycle):
+//! - `api`: HTTP turned into typed commands at the edge, and rendering;
+//!   never touches storage or the dataplane itself. `reconcile`: the loops
+//!   that follow the agents' reports (gateway failover, LB provisioning).
+//! - `identity`, then `app` (the process's shared state handed to
+//!   handlers), `hosts` (agents' latest reports).
+//! - `commit`: `Core`, the only writer: validate, store, apply, compile.
+//! - `compile`: desired state -> each host's configuration (the
+//!   `strato_proto::config` entries) and deltas.
+//! - `lbaas`, then `network`: Octavia and Neutron logic; validate a
+//!   command against the state and return the changes; never see HTTP.
+//! - `state` (the desired state in memory), `store` (SQLite durability),
+//!   `model` (the stored objects), `auth`, `error`.
+//!
+//! Nothing here loads BPF or runs in the packet path: the agents
+//! (`strato-agent`) do, from what `compile` emits.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod api;
