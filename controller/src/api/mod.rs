@@ -6,6 +6,7 @@
 //! `network`, durable changes go through `state::Core::mutate`. Every
 //! response carries `X-Openstack-Request-Id`.
 
+pub mod crud;
 pub mod keystone;
 pub mod neutron;
 pub mod octavia;

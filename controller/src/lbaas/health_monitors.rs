@@ -7,14 +7,14 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health_monitor, id_refs, load_balancer, parent_pending, pool,
-    pool_monitor, quotas, render_meta, wire,
+    check_mutable, check_mutable_id, child_owner, health_monitor, id_refs, load_balancer,
+    parent_pending, pool, pool_monitor, quotas, render_meta, updated, wire,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, HealthMonitor, Kind, LbProtocol, MonitorType, Object, ProvisioningStatus},
-    network::{new_meta, require_write, touch, Attrs},
+    network::{edit, new_meta, require_write, Attrs},
     state::State,
 };
 
@@ -253,12 +253,7 @@ pub fn update(
     id: &str,
     body: &Value,
 ) -> Result<(Vec<Change>, HealthMonitor), ApiError> {
-    require_write(auth)?;
-    let mut m = health_monitor(state, auth, id)?.clone();
-    let p = pool(state, auth, &m.pool_id)?;
-    check_mutable(load_balancer(state, auth, &p.loadbalancer_id)?)?;
-    let mut a = Attrs::from_body(body, "healthmonitor")?;
-    a.reject_read_only(&[
+    const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
         "tenant_id",
@@ -269,23 +264,29 @@ pub fn update(
         "operating_status",
         "created_at",
         "updated_at",
-    ])?;
-    if let Some(v) = a.nullable_string("name", 255)? {
-        m.meta.name = v.unwrap_or_default();
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        m.admin_state_up = v;
-    }
-    timing(&mut a, &mut m)?;
-    http_attrs(&mut a, &mut m)?;
-    a.finish()?;
-    touch(&mut m.meta);
-    if m.provisioning_status != ProvisioningStatus::PendingCreate {
-        m.provisioning_status = ProvisioningStatus::PendingUpdate;
-    }
-    let mut changes = vec![Change::Put(Object::HealthMonitor(m.clone()))];
-    changes.extend(parent_pending(state, &p.loadbalancer_id));
-    Ok((changes, m))
+    ];
+    let found = || health_monitor(state, auth, id);
+    let guard = |m: &HealthMonitor| {
+        let p = pool(state, auth, &m.pool_id)?;
+        check_mutable_id(state, auth, &p.loadbalancer_id)
+    };
+    let (m, ()) = edit(
+        auth,
+        found,
+        guard,
+        body,
+        ("healthmonitor", READ_ONLY),
+        |m, a| {
+            a.rename_nullable(&mut m.meta, false)?;
+            if let Some(v) = a.boolean("admin_state_up")? {
+                m.admin_state_up = v;
+            }
+            timing(a, m)?;
+            http_attrs(a, m)
+        },
+    )?;
+    let lb = pool(state, auth, &m.pool_id)?.loadbalancer_id.clone();
+    Ok(updated(state, m, vec![], Some(&lb)))
 }
 
 pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()), ApiError> {

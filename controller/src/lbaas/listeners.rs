@@ -6,14 +6,14 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health::LbHealth, id_refs, listener, load_balancer, not_found,
-    parent_pending, port_number, quotas, render_meta, wire,
+    check_mutable, check_mutable_id, child_owner, health::LbHealth, id_refs, listener,
+    load_balancer, not_found, parent_pending, port_number, quotas, render_meta, updated, wire,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, Kind, LbProtocol, Listener, Object, Pool, ProvisioningStatus},
-    network::{new_meta, require_write, touch, Attrs},
+    network::{edit, new_meta, require_write, touch, Attrs},
     state::State,
 };
 
@@ -230,12 +230,7 @@ pub fn update(
     id: &str,
     body: &Value,
 ) -> Result<(Vec<Change>, Listener), ApiError> {
-    require_write(auth)?;
-    let mut l = listener(state, auth, id)?.clone();
-    let lb = load_balancer(state, auth, &l.loadbalancer_id)?;
-    check_mutable(lb)?;
-    let mut a = Attrs::from_body(body, "listener")?;
-    a.reject_read_only(&[
+    const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
         "tenant_id",
@@ -247,24 +242,23 @@ pub fn update(
         "operating_status",
         "created_at",
         "updated_at",
-    ])?;
-    if let Some(v) = a.nullable_string("name", 255)? {
-        l.meta.name = v.unwrap_or_default();
-    }
-    if let Some(v) = a.nullable_string("description", 255)? {
-        l.meta.description = v.unwrap_or_default();
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        l.admin_state_up = v;
-    }
-    let pool = if a.has("default_pool_id") {
-        Some(a.nullable_string("default_pool_id", 36)?.flatten())
-    } else {
-        None
-    };
-    timeouts(&mut a, &mut l)?;
-    reject_l7(&mut a)?;
-    a.finish()?;
+    ];
+    let found = || listener(state, auth, id);
+    let guard = |l: &Listener| check_mutable_id(state, auth, &l.loadbalancer_id);
+    let (mut l, pool) = edit(auth, found, guard, body, ("listener", READ_ONLY), |l, a| {
+        a.rename_nullable(&mut l.meta, true)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            l.admin_state_up = v;
+        }
+        let pool = if a.has("default_pool_id") {
+            Some(a.nullable_string("default_pool_id", 36)?.flatten())
+        } else {
+            None
+        };
+        timeouts(a, l)?;
+        reject_l7(a)?;
+        Ok(pool)
+    })?;
     let mut changes = Vec::new();
     if let Some(new) = pool {
         if new != l.default_pool_id {
@@ -287,13 +281,8 @@ pub fn update(
             l.default_pool_id = new;
         }
     }
-    touch(&mut l.meta);
-    if l.provisioning_status != ProvisioningStatus::PendingCreate {
-        l.provisioning_status = ProvisioningStatus::PendingUpdate;
-    }
-    changes.push(Change::Put(Object::Listener(l.clone())));
-    changes.extend(parent_pending(state, &l.loadbalancer_id));
-    Ok((changes, l))
+    let lb = l.loadbalancer_id.clone();
+    Ok(updated(state, l, changes, Some(&lb)))
 }
 
 /// Deletes a listener; its default pool stays (no longer a default).

@@ -9,13 +9,14 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_mutable, health::LbHealth, health_monitors, id_refs, load_balancer, members, not_found,
-    pool_members, pool_monitor, quotas, render_meta, vip_device_id, OWNER_OCTAVIA, PROVIDER,
+    pool_members, pool_monitor, quotas, render_meta, updated, vip_device_id, OWNER_OCTAVIA,
+    PROVIDER,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, Kind, LoadBalancer, Object, Port, ProvisioningStatus},
-    network::{ipam, networks, new_meta, owner, ports, require_write, subnets, touch, Attrs},
+    network::{edit, ipam, networks, new_meta, owner, ports, require_write, subnets, Attrs},
     state::State,
 };
 
@@ -259,11 +260,7 @@ pub fn update(
     id: &str,
     body: &Value,
 ) -> Result<(Vec<Change>, LoadBalancer), ApiError> {
-    require_write(auth)?;
-    let mut lb = load_balancer(state, auth, id)?.clone();
-    check_mutable(&lb)?;
-    let mut a = Attrs::from_body(body, "loadbalancer")?;
-    a.reject_read_only(&[
+    const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
         "tenant_id",
@@ -280,28 +277,29 @@ pub fn update(
         "pools",
         "created_at",
         "updated_at",
-    ])?;
-    if let Some(v) = a.nullable_string("name", 255)? {
-        lb.meta.name = v.unwrap_or_default();
-    }
-    if let Some(v) = a.nullable_string("description", 255)? {
-        lb.meta.description = v.unwrap_or_default();
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        lb.admin_state_up = v;
-    }
-    if a.has("vip_qos_policy_id") && !a.is_null("vip_qos_policy_id") {
-        return Err(ApiError::bad_request(
-            "Invalid input for field/attribute vip_qos_policy_id: QoS on VIPs is not supported.",
-        ));
-    }
-    a.raw("vip_qos_policy_id");
-    a.finish()?;
-    touch(&mut lb.meta);
-    if lb.provisioning_status != ProvisioningStatus::PendingCreate {
-        lb.provisioning_status = ProvisioningStatus::PendingUpdate;
-    }
-    Ok((vec![Change::Put(Object::LoadBalancer(lb.clone()))], lb))
+    ];
+    let found = || load_balancer(state, auth, id);
+    let (lb, ()) = edit(
+        auth,
+        found,
+        check_mutable,
+        body,
+        ("loadbalancer", READ_ONLY),
+        |lb, a| {
+            a.rename_nullable(&mut lb.meta, true)?;
+            if let Some(v) = a.boolean("admin_state_up")? {
+                lb.admin_state_up = v;
+            }
+            if a.has("vip_qos_policy_id") && !a.is_null("vip_qos_policy_id") {
+                return Err(ApiError::bad_request(
+                "Invalid input for field/attribute vip_qos_policy_id: QoS on VIPs is not supported.",
+            ));
+            }
+            a.raw("vip_qos_policy_id");
+            Ok(())
+        },
+    )?;
+    Ok(updated(state, lb, vec![], None))
 }
 
 /// Deletes a load balancer: 409 while it has listeners or pools, unless

@@ -9,8 +9,9 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health::LbHealth, load_balancer, member, nullable_port,
-    parent_pending, pool, pool_members, pool_monitor, port_number, quotas, render_meta,
+    check_mutable, check_mutable_id, child_owner, health::LbHealth, load_balancer, member,
+    nullable_port, parent_pending, pending_update, pool, pool_members, pool_monitor, port_number,
+    quotas, render_meta, updated,
 };
 use crate::{
     auth::Auth,
@@ -18,7 +19,7 @@ use crate::{
     model::{
         Change, HealthMonitor, Kind, LoadBalancer, Member, Object, Pool, ProvisioningStatus, Subnet,
     },
-    network::{ipam, new_meta, require_write, subnets, touch, Attrs, OWNER_ROUTER_INTERFACE},
+    network::{edit, ipam, new_meta, require_write, subnets, Attrs, OWNER_ROUTER_INTERFACE},
     state::State,
 };
 
@@ -201,9 +202,7 @@ pub fn create(
 /// Applies the mutable attributes of `a` to `m` (the immutable ones must
 /// be absent, or, in a batch, equal).
 fn apply_update(m: &mut Member, a: &mut Attrs<'_>) -> Result<(), ApiError> {
-    if let Some(v) = a.nullable_string("name", 255)? {
-        m.meta.name = v.unwrap_or_default();
-    }
+    a.rename_nullable(&mut m.meta, false)?;
     if let Some(v) = a.integer("weight", 0, MAX_WEIGHT)? {
         m.weight = v as u16;
     }
@@ -225,13 +224,6 @@ fn apply_update(m: &mut Member, a: &mut Attrs<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn pending_update(m: &mut Member) {
-    touch(&mut m.meta);
-    if m.provisioning_status != ProvisioningStatus::PendingCreate {
-        m.provisioning_status = ProvisioningStatus::PendingUpdate;
-    }
-}
-
 pub fn update(
     state: &State,
     auth: &Auth,
@@ -239,12 +231,7 @@ pub fn update(
     id: &str,
     body: &Value,
 ) -> Result<(Vec<Change>, Member), ApiError> {
-    require_write(auth)?;
-    let mut m = member(state, auth, pool_id, id)?.clone();
-    let p = pool(state, auth, pool_id)?;
-    check_mutable(load_balancer(state, auth, &p.loadbalancer_id)?)?;
-    let mut a = Attrs::from_body(body, "member")?;
-    a.reject_read_only(&[
+    const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
         "tenant_id",
@@ -256,13 +243,20 @@ pub fn update(
         "operating_status",
         "created_at",
         "updated_at",
-    ])?;
-    apply_update(&mut m, &mut a)?;
-    a.finish()?;
-    pending_update(&mut m);
-    let mut changes = vec![Change::Put(Object::Member(m.clone()))];
-    changes.extend(parent_pending(state, &p.loadbalancer_id));
-    Ok((changes, m))
+    ];
+    let found = || member(state, auth, pool_id, id);
+    let guard =
+        |_: &Member| check_mutable_id(state, auth, &pool(state, auth, pool_id)?.loadbalancer_id);
+    let (m, ()) = edit(
+        auth,
+        found,
+        guard,
+        body,
+        ("member", READ_ONLY),
+        apply_update,
+    )?;
+    let lb = pool(state, auth, pool_id)?.loadbalancer_id.clone();
+    Ok(updated(state, m, vec![], Some(&lb)))
 }
 
 pub fn delete(

@@ -7,8 +7,10 @@
 //! `state::Core::mutate` commits in one revision; a rejected request changes
 //! nothing. Operating status and statistics are not stored: they come from
 //! the agents' reports ([`health`]). The dataplane (Maglev tables, health
-//! checks) compiles from the stored objects and never calls into here except
-//! [`mark_active`].
+//! checks) compiles from the stored objects and never calls into here; the
+//! only writer outside the API is `app::watch_lb_provisioning`, through
+//! [`mark_active`]. Like `network`, this module never renders an HTTP
+//! response and never commits: it returns changes.
 //!
 //! Provisioning status: a created resource is `PENDING_CREATE`, a changed
 //! one `PENDING_UPDATE`; creating, changing or deleting a child also puts its
@@ -35,20 +37,21 @@ use crate::{
     error::ApiError,
     model::{
         Change, HealthMonitor, Listener, LoadBalancer, Member, Meta, Object, Pool,
-        ProvisioningStatus,
+        ProvisioningStatus, Resource,
     },
-    network::Attrs,
+    network::{find, find_own, touch, Attrs},
     state::State,
 };
 
 /// Octavia answers 409 "Invalid state PENDING_UPDATE of loadbalancer
 /// resource <id>" to any change under a load balancer that is still
 /// `PENDING_*`, so that a client serialises its changes behind the
-/// dataplane. That needs the dataplane's acknowledgement ([`mark_active`],
-/// called when every host has programmed a revision), which lands with the
-/// load balancer compiler; until it is wired, nothing would ever leave
-/// `PENDING_*` and every second request would be refused. So the check
-/// exists ([`check_mutable`]) but is off.
+/// dataplane. The acknowledgement that ends `PENDING_*` is wired
+/// ([`mark_active`], called by `app::watch_lb_provisioning` once every
+/// reporting host has programmed the latest revision), but a controller
+/// without reporting hosts never acknowledges, and clients of this API
+/// do not wait for `ACTIVE` between requests today: turning the check on is
+/// an API change. So the check exists ([`check_mutable`]) but is off.
 pub const STRICT_PENDING: bool = false;
 
 /// The only provider.
@@ -73,27 +76,15 @@ pub fn load_balancer<'s>(
     auth: &Auth,
     id: &str,
 ) -> Result<&'s LoadBalancer, ApiError> {
-    state
-        .load_balancers
-        .get(id)
-        .filter(|x| auth.can_see(&x.meta.project_id))
-        .ok_or_else(|| not_found("Load Balancer", id))
+    find_own(state, auth, id, || not_found("Load Balancer", id))
 }
 
 pub fn listener<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Listener, ApiError> {
-    state
-        .listeners
-        .get(id)
-        .filter(|x| auth.can_see(&x.meta.project_id))
-        .ok_or_else(|| not_found("Listener", id))
+    find_own(state, auth, id, || not_found("Listener", id))
 }
 
 pub fn pool<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Pool, ApiError> {
-    state
-        .pools
-        .get(id)
-        .filter(|x| auth.can_see(&x.meta.project_id))
-        .ok_or_else(|| not_found("Pool", id))
+    find_own(state, auth, id, || not_found("Pool", id))
 }
 
 /// A member of `pool_id` (a member of another pool is not found).
@@ -104,11 +95,12 @@ pub fn member<'s>(
     id: &str,
 ) -> Result<&'s Member, ApiError> {
     pool(state, auth, pool_id)?;
-    state
-        .members
-        .get(id)
-        .filter(|x| x.pool_id == pool_id && auth.can_see(&x.meta.project_id))
-        .ok_or_else(|| not_found("Member", id))
+    find(
+        state,
+        id,
+        |x: &Member| x.pool_id == pool_id && auth.can_see(&x.meta.project_id),
+        || not_found("Member", id),
+    )
 }
 
 pub fn health_monitor<'s>(
@@ -116,11 +108,13 @@ pub fn health_monitor<'s>(
     auth: &Auth,
     id: &str,
 ) -> Result<&'s HealthMonitor, ApiError> {
-    state
-        .health_monitors
-        .get(id)
-        .filter(|x| auth.can_see(&x.meta.project_id))
-        .ok_or_else(|| not_found("Health Monitor", id))
+    find_own(state, auth, id, || not_found("Health Monitor", id))
+}
+
+/// 409 unless the load balancer `lb_id` (the caller's) may change now
+/// ([`check_mutable`]): the guard of every update under it.
+pub fn check_mutable_id(state: &State, auth: &Auth, lb_id: &str) -> Result<(), ApiError> {
+    check_mutable(load_balancer(state, auth, lb_id)?)
 }
 
 /// The health monitor of a pool, if it has one.
@@ -170,113 +164,106 @@ pub fn parent_pending(state: &State, lb_id: &str) -> Option<Change> {
     Some(Change::Put(Object::LoadBalancer(lb)))
 }
 
+/// A load-balancing resource: it has a provisioning status.
+pub trait Provisioned: Resource {
+    fn provisioning_status(&self) -> ProvisioningStatus;
+    fn provisioning_status_mut(&mut self) -> &mut ProvisioningStatus;
+}
+
+macro_rules! provisioned {
+    ($($ty:ty),*) => {$(
+        impl Provisioned for $ty {
+            fn provisioning_status(&self) -> ProvisioningStatus {
+                self.provisioning_status
+            }
+            fn provisioning_status_mut(&mut self) -> &mut ProvisioningStatus {
+                &mut self.provisioning_status
+            }
+        }
+    )*};
+}
+
+provisioned!(LoadBalancer, Listener, Pool, Member, HealthMonitor);
+
+/// Marks a changed resource: its next revision, and `PENDING_UPDATE`
+/// unless it is still `PENDING_CREATE`.
+pub fn pending_update<T: Provisioned>(x: &mut T) {
+    touch(x.meta_mut());
+    if x.provisioning_status() != ProvisioningStatus::PendingCreate {
+        *x.provisioning_status_mut() = ProvisioningStatus::PendingUpdate;
+    }
+}
+
+/// A changed resource ([`pending_update`]) stored after `changes`, then
+/// its load balancer `parent` put in `PENDING_UPDATE` ([`parent_pending`]).
+pub fn updated<T: Provisioned>(
+    state: &State,
+    mut x: T,
+    mut changes: Vec<Change>,
+    parent: Option<&str>,
+) -> (Vec<Change>, T) {
+    pending_update(&mut x);
+    changes.push(x.clone().put());
+    changes.extend(parent.and_then(|lb| parent_pending(state, lb)));
+    (changes, x)
+}
+
+fn is_pending(s: ProvisioningStatus) -> bool {
+    matches!(
+        s,
+        ProvisioningStatus::PendingCreate | ProvisioningStatus::PendingUpdate
+    )
+}
+
+/// `id` of kind `T`, `ACTIVE`, if it is `PENDING_*`.
+fn activated<T: Provisioned>(state: &State, id: &str) -> Option<T> {
+    let mut x = T::table(state)
+        .get(id)
+        .filter(|x| is_pending(x.provisioning_status()))?
+        .clone();
+    *x.provisioning_status_mut() = ProvisioningStatus::Active;
+    Some(x)
+}
+
 /// Marks the named load balancers, listeners, pools, members and health
 /// monitors `ACTIVE` if they are `PENDING_CREATE` or `PENDING_UPDATE` (and
-/// clears a load balancer's `error_reason`): for the compiler to call
-/// (inside `Core::mutate`) once every host concerned has programmed the
-/// revision that carries them. Unknown ids and resources in other states
-/// are skipped; no change at all if nothing is pending.
+/// clears a load balancer's `error_reason`): `app::watch_lb_provisioning`
+/// calls it (inside `Core::mutate`) once every host that reports has
+/// programmed the latest revision. Unknown ids and resources in other
+/// states are skipped; no change at all if nothing is pending.
 pub fn mark_active<'a>(state: &State, ids: impl IntoIterator<Item = &'a str>) -> Vec<Change> {
-    let pending = |s: ProvisioningStatus| {
-        matches!(
-            s,
-            ProvisioningStatus::PendingCreate | ProvisioningStatus::PendingUpdate
-        )
-    };
-    let mut out = Vec::new();
-    for id in ids {
-        if let Some(x) = state
-            .load_balancers
-            .get(id)
-            .filter(|x| pending(x.provisioning_status))
-        {
-            let mut x = x.clone();
-            x.provisioning_status = ProvisioningStatus::Active;
-            x.error_reason = None;
-            out.push(Change::Put(Object::LoadBalancer(x)));
-        } else if let Some(x) = state
-            .listeners
-            .get(id)
-            .filter(|x| pending(x.provisioning_status))
-        {
-            let mut x = x.clone();
-            x.provisioning_status = ProvisioningStatus::Active;
-            out.push(Change::Put(Object::Listener(x)));
-        } else if let Some(x) = state
-            .pools
-            .get(id)
-            .filter(|x| pending(x.provisioning_status))
-        {
-            let mut x = x.clone();
-            x.provisioning_status = ProvisioningStatus::Active;
-            out.push(Change::Put(Object::Pool(x)));
-        } else if let Some(x) = state
-            .members
-            .get(id)
-            .filter(|x| pending(x.provisioning_status))
-        {
-            let mut x = x.clone();
-            x.provisioning_status = ProvisioningStatus::Active;
-            out.push(Change::Put(Object::Member(x)));
-        } else if let Some(x) = state
-            .health_monitors
-            .get(id)
-            .filter(|x| pending(x.provisioning_status))
-        {
-            let mut x = x.clone();
-            x.provisioning_status = ProvisioningStatus::Active;
-            out.push(Change::Put(Object::HealthMonitor(x)));
-        }
-    }
-    out
+    ids.into_iter()
+        .filter_map(|id| {
+            activated::<LoadBalancer>(state, id)
+                .map(|mut lb| {
+                    lb.error_reason = None;
+                    lb.put()
+                })
+                .or_else(|| activated::<Listener>(state, id).map(Resource::put))
+                .or_else(|| activated::<Pool>(state, id).map(Resource::put))
+                .or_else(|| activated::<Member>(state, id).map(Resource::put))
+                .or_else(|| activated::<HealthMonitor>(state, id).map(Resource::put))
+        })
+        .collect()
+}
+
+/// Ids of the resources of kind `T` that are `PENDING_*`.
+fn pending_of<T: Provisioned>(state: &State) -> impl Iterator<Item = String> + '_ {
+    T::table(state)
+        .values()
+        .filter(|x| is_pending(x.provisioning_status()))
+        .map(|x| x.meta().id.clone())
 }
 
 /// Ids of every load-balancing resource that is `PENDING_CREATE` or
 /// `PENDING_UPDATE` (what [`mark_active`] would act on).
 pub fn pending_ids(state: &State) -> Vec<String> {
-    let p = |s: ProvisioningStatus| {
-        matches!(
-            s,
-            ProvisioningStatus::PendingCreate | ProvisioningStatus::PendingUpdate
-        )
-    };
-    let mut v: Vec<String> = Vec::new();
-    v.extend(
-        state
-            .load_balancers
-            .values()
-            .filter(|x| p(x.provisioning_status))
-            .map(|x| x.meta.id.clone()),
-    );
-    v.extend(
-        state
-            .listeners
-            .values()
-            .filter(|x| p(x.provisioning_status))
-            .map(|x| x.meta.id.clone()),
-    );
-    v.extend(
-        state
-            .pools
-            .values()
-            .filter(|x| p(x.provisioning_status))
-            .map(|x| x.meta.id.clone()),
-    );
-    v.extend(
-        state
-            .members
-            .values()
-            .filter(|x| p(x.provisioning_status))
-            .map(|x| x.meta.id.clone()),
-    );
-    v.extend(
-        state
-            .health_monitors
-            .values()
-            .filter(|x| p(x.provisioning_status))
-            .map(|x| x.meta.id.clone()),
-    );
-    v
+    pending_of::<LoadBalancer>(state)
+        .chain(pending_of::<Listener>(state))
+        .chain(pending_of::<Pool>(state))
+        .chain(pending_of::<Member>(state))
+        .chain(pending_of::<HealthMonitor>(state))
+        .collect()
 }
 
 /// The owner of a child resource: its load balancer's project. A

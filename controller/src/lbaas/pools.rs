@@ -9,17 +9,19 @@ use std::net::Ipv4Addr;
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health::LbHealth, id_refs, listener, listeners::check_l4,
-    load_balancer, parent_pending, pool, pool_members, pool_monitor, quotas, render_meta, wire,
+    check_mutable, check_mutable_id, child_owner, health::LbHealth, id_refs, listener,
+    listeners::check_l4, load_balancer, parent_pending, pending_update, pool, pool_members,
+    pool_monitor, quotas, render_meta, updated, wire,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
+    model::Resource as _,
     model::{
         Change, Kind, LbAlgorithm, LbProtocol, Object, PersistenceType, Pool, ProvisioningStatus,
         SessionPersistence,
     },
-    network::{dict, new_meta, require_write, touch, Attrs},
+    network::{dict, edit, new_meta, require_write, touch, Attrs},
     state::State,
 };
 
@@ -234,11 +236,7 @@ pub fn update(
     id: &str,
     body: &Value,
 ) -> Result<(Vec<Change>, Pool), ApiError> {
-    require_write(auth)?;
-    let mut p = pool(state, auth, id)?.clone();
-    check_mutable(load_balancer(state, auth, &p.loadbalancer_id)?)?;
-    let mut a = Attrs::from_body(body, "pool")?;
-    a.reject_read_only(&[
+    const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
         "tenant_id",
@@ -253,36 +251,24 @@ pub fn update(
         "operating_status",
         "created_at",
         "updated_at",
-    ])?;
-    if let Some(v) = a.nullable_string("name", 255)? {
-        p.meta.name = v.unwrap_or_default();
-    }
-    if let Some(v) = a.nullable_string("description", 255)? {
-        p.meta.description = v.unwrap_or_default();
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        p.admin_state_up = v;
-    }
-    if let Some(v) = wire(
-        &mut a,
-        "lb_algorithm",
-        LbAlgorithm::ALL,
-        LbAlgorithm::as_str,
-    )? {
-        p.lb_algorithm = v;
-    }
-    if let Some(v) = a.raw("session_persistence") {
-        p.session_persistence = parse_persistence(v)?;
-    }
-    reject_tls(&mut a)?;
-    a.finish()?;
-    touch(&mut p.meta);
-    if p.provisioning_status != ProvisioningStatus::PendingCreate {
-        p.provisioning_status = ProvisioningStatus::PendingUpdate;
-    }
-    let mut changes = vec![Change::Put(Object::Pool(p.clone()))];
-    changes.extend(parent_pending(state, &p.loadbalancer_id));
-    Ok((changes, p))
+    ];
+    let found = || pool(state, auth, id);
+    let guard = |p: &Pool| check_mutable_id(state, auth, &p.loadbalancer_id);
+    let (p, ()) = edit(auth, found, guard, body, ("pool", READ_ONLY), |p, a| {
+        a.rename_nullable(&mut p.meta, true)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            p.admin_state_up = v;
+        }
+        if let Some(v) = wire(a, "lb_algorithm", LbAlgorithm::ALL, LbAlgorithm::as_str)? {
+            p.lb_algorithm = v;
+        }
+        if let Some(v) = a.raw("session_persistence") {
+            p.session_persistence = parse_persistence(v)?;
+        }
+        reject_tls(a)
+    })?;
+    let lb = p.loadbalancer_id.clone();
+    Ok(updated(state, p, vec![], Some(&lb)))
 }
 
 /// The changes that remove a pool with its members and monitor, and free
@@ -301,11 +287,8 @@ pub fn removal(state: &State, p: &Pool) -> Vec<Change> {
     {
         let mut l = l.clone();
         l.default_pool_id = None;
-        touch(&mut l.meta);
-        if l.provisioning_status != ProvisioningStatus::PendingCreate {
-            l.provisioning_status = ProvisioningStatus::PendingUpdate;
-        }
-        changes.push(Change::Put(Object::Listener(l)));
+        pending_update(&mut l);
+        changes.push(l.put());
     }
     changes.push(Change::Delete(Kind::Pool, p.meta.id.clone()));
     changes
@@ -314,7 +297,7 @@ pub fn removal(state: &State, p: &Pool) -> Vec<Change> {
 pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()), ApiError> {
     require_write(auth)?;
     let p = pool(state, auth, id)?;
-    check_mutable(load_balancer(state, auth, &p.loadbalancer_id)?)?;
+    check_mutable_id(state, auth, &p.loadbalancer_id)?;
     let mut changes = removal(state, p);
     changes.extend(parent_pending(state, &p.loadbalancer_id));
     tracing::info!(pool = id, "pool deleted");

@@ -12,8 +12,8 @@ use std::net::Ipv4Addr;
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_if_match, ipam, networks, new_meta, owner, ports, quotas, render_meta, require_write,
-    touch, Attrs, OWNER_ROUTER_INTERFACE,
+    edit_if_match, find_own, ipam, networks, new_meta, owner, ports, quotas, removable,
+    render_meta, require_write, updated, Attrs, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
@@ -23,11 +23,7 @@ use crate::{
 };
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s FloatingIp, ApiError> {
-    state
-        .floating_ips
-        .get(id)
-        .filter(|f| auth.can_see(&f.meta.project_id))
-        .ok_or_else(|| ApiError::not_found("floatingip", id))
+    find_own(state, auth, id, || ApiError::not_found("floatingip", id))
 }
 
 /// Attributes that name DNS integration (not supported).
@@ -272,11 +268,7 @@ pub fn update(
     body: &Value,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, FloatingIp), ApiError> {
-    require_write(auth)?;
-    let mut f = get(state, auth, id)?.clone();
-    check_if_match(if_match, &f.meta)?;
-    let mut a = Attrs::from_body(body, "floatingip")?;
-    a.reject_read_only(&[
+    const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
         "tenant_id",
@@ -285,23 +277,27 @@ pub fn update(
         "floating_network_id",
         "router_id",
         "subnet_id",
-    ])?;
-    let port = if a.has("port_id") {
-        Some(a.nullable_string("port_id", 36)?.flatten())
-    } else {
-        None
-    };
-    let fixed = a.string("fixed_ip_address", 64)?;
-    if let Some(v) = a.string("description", 255)? {
-        f.meta.description = v;
-    }
-    let qos = if a.has("qos_policy_id") {
-        Some(a.nullable_string("qos_policy_id", 36)?.flatten())
-    } else {
-        None
-    };
-    reject_dns(&mut a)?;
-    a.finish()?;
+    ];
+    let found = || get(state, auth, id);
+    let attrs = ("floatingip", READ_ONLY);
+    let (mut f, (port, fixed, qos)) = edit_if_match(auth, found, if_match, body, attrs, |f, a| {
+        let port = if a.has("port_id") {
+            Some(a.nullable_string("port_id", 36)?.flatten())
+        } else {
+            None
+        };
+        let fixed = a.string("fixed_ip_address", 64)?;
+        if let Some(v) = a.string("description", 255)? {
+            f.meta.description = v;
+        }
+        let qos = if a.has("qos_policy_id") {
+            Some(a.nullable_string("qos_policy_id", 36)?.flatten())
+        } else {
+            None
+        };
+        reject_dns(a)?;
+        Ok((port, fixed, qos))
+    })?;
     if let Some(q) = qos {
         if let Some(id) = &q {
             check_qos(state, auth, id)?;
@@ -349,9 +345,8 @@ pub fn update(
         }
         (None, None) => {}
     }
-    touch(&mut f.meta);
     tracing::info!(floatingip = %f.meta.id, port = ?f.port_id, fixed = ?f.fixed_ip_address, "floating IP updated");
-    Ok((vec![Change::Put(Object::FloatingIp(f.clone()))], f))
+    Ok(updated(f, vec![]))
 }
 
 /// Releases the address (the floating IP and its holder port).
@@ -361,9 +356,7 @@ pub fn delete(
     id: &str,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let f = get(state, auth, id)?;
-    check_if_match(if_match, &f.meta)?;
+    let f = removable(auth, || get(state, auth, id), if_match)?;
     tracing::info!(floatingip = id, address = %f.floating_ip_address, "floating IP released");
     Ok((
         vec![

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{now_unix, timestamp, Meta},
+    model::{now_unix, timestamp, Change, Meta, Resource},
     state::State,
 };
 
@@ -197,6 +197,32 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    /// Neutron's `name` and `description` (at most 255 characters) into
+    /// `meta`.
+    pub fn rename(&mut self, meta: &mut Meta) -> Result<(), ApiError> {
+        if let Some(v) = self.string("name", 255)? {
+            meta.name = v;
+        }
+        if let Some(v) = self.string("description", 255)? {
+            meta.description = v;
+        }
+        Ok(())
+    }
+
+    /// Octavia's `name` (and `description`, when it has one): null clears
+    /// them.
+    pub fn rename_nullable(&mut self, meta: &mut Meta, description: bool) -> Result<(), ApiError> {
+        if let Some(v) = self.nullable_string("name", 255)? {
+            meta.name = v.unwrap_or_default();
+        }
+        if description {
+            if let Some(v) = self.nullable_string("description", 255)? {
+                meta.description = v.unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+
     /// Attributes that may only be set at creation: rejected on update.
     pub fn reject_read_only(&self, keys: &[&str]) -> Result<(), ApiError> {
         match keys.iter().find(|k| self.map.contains_key(**k)) {
@@ -307,6 +333,127 @@ pub fn check_if_match(if_match: Option<&str>, meta: &Meta) -> Result<(), ApiErro
         "Constraint {h} does not match the current revision_number {} of {}",
         meta.revision_number, meta.id
     )))
+}
+
+/// The resource `id` of `T`'s table if the caller may see it (`visible`);
+/// `missing` otherwise (other projects' resources are not disclosed).
+pub fn find<'s, T: Resource>(
+    state: &'s State,
+    id: &str,
+    visible: impl FnOnce(&T) -> bool,
+    missing: impl FnOnce() -> ApiError,
+) -> Result<&'s T, ApiError> {
+    T::table(state)
+        .get(id)
+        .filter(|x| visible(x))
+        .ok_or_else(missing)
+}
+
+/// [`find`] of a resource only its own project (and administrators) see.
+pub fn find_own<'s, T: Resource>(
+    state: &'s State,
+    auth: &Auth,
+    id: &str,
+    missing: impl FnOnce() -> ApiError,
+) -> Result<&'s T, ApiError> {
+    find(
+        state,
+        id,
+        |x: &T| auth.can_see(&x.meta().project_id),
+        missing,
+    )
+}
+
+/// A resource the caller sees but may only change if it owns it (a shared
+/// network or QoS policy): 403 with `refusal` otherwise.
+pub fn owned<'s, T: Resource>(
+    x: &'s T,
+    auth: &Auth,
+    refusal: impl FnOnce() -> String,
+) -> Result<&'s T, ApiError> {
+    if auth.can_see(&x.meta().project_id) {
+        Ok(x)
+    } else {
+        Err(ApiError::forbidden(refusal()))
+    }
+}
+
+/// The course every update takes, in this order: the caller may write;
+/// `found` gives the resource (deciding visibility and ownership); `guard`
+/// may refuse it (`If-Match`, a load balancer that must not change now);
+/// the body is the object under `root`, in which `read_only` attributes are
+/// refused; `parse` applies the attributes it knows to a copy and returns
+/// what the caller checks after the body; attributes nobody read are
+/// refused last. Store the copy with [`updated`] (or `lbaas::updated`).
+pub fn edit<'s, 'b, T: Resource, P>(
+    auth: &Auth,
+    found: impl FnOnce() -> Result<&'s T, ApiError>,
+    guard: impl FnOnce(&T) -> Result<(), ApiError>,
+    body: &'b Value,
+    (root, read_only): (&str, &[&str]),
+    parse: impl FnOnce(&mut T, &mut Attrs<'b>) -> Result<P, ApiError>,
+) -> Result<(T, P), ApiError> {
+    require_write(auth)?;
+    let x = found()?;
+    guard(x)?;
+    let mut x = x.clone();
+    let mut a = Attrs::from_body(body, root)?;
+    a.reject_read_only(read_only)?;
+    let p = parse(&mut x, &mut a)?;
+    a.finish()?;
+    Ok((x, p))
+}
+
+/// [`edit`] with Neutron's `If-Match` as the guard.
+pub fn edit_if_match<'s, 'b, T: Resource, P>(
+    auth: &Auth,
+    found: impl FnOnce() -> Result<&'s T, ApiError>,
+    if_match: Option<&str>,
+    body: &'b Value,
+    attrs: (&str, &[&str]),
+    parse: impl FnOnce(&mut T, &mut Attrs<'b>) -> Result<P, ApiError>,
+) -> Result<(T, P), ApiError> {
+    edit(
+        auth,
+        found,
+        |x| check_if_match(if_match, x.meta()),
+        body,
+        attrs,
+        parse,
+    )
+}
+
+/// The course every delete opens with: the caller may write, `found` gives
+/// the resource, `If-Match` must hold.
+pub fn removable<'s, T: Resource>(
+    auth: &Auth,
+    found: impl FnOnce() -> Result<&'s T, ApiError>,
+    if_match: Option<&str>,
+) -> Result<&'s T, ApiError> {
+    require_write(auth)?;
+    let x = found()?;
+    check_if_match(if_match, x.meta())?;
+    Ok(x)
+}
+
+/// A changed resource stored after `changes`, at its next revision.
+pub fn updated<T: Resource>(mut x: T, mut changes: Vec<Change>) -> (Vec<Change>, T) {
+    touch(x.meta_mut());
+    changes.push(x.clone().put());
+    (changes, x)
+}
+
+/// 409 `kind` with `message` when `in_use`.
+pub fn refuse_in_use(
+    in_use: bool,
+    kind: &str,
+    message: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    if in_use {
+        Err(ApiError::conflict(kind, message()))
+    } else {
+        Ok(())
+    }
 }
 
 /// Attributes [`render_meta`] renders for every resource.

@@ -7,8 +7,8 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_if_match, dict, ipam, networks, new_meta, owner, quotas, render_meta, require_write,
-    security_groups as sg, subnets, touch, Attrs, OWNER_ROUTER_INTERFACE,
+    dict, edit_if_match, find_own, ipam, networks, new_meta, owner, quotas, removable, render_meta,
+    require_write, security_groups as sg, subnets, touch, updated, Attrs, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
@@ -23,11 +23,7 @@ pub fn tap_name(port_id: &str) -> String {
 }
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Port, ApiError> {
-    state
-        .ports
-        .get(id)
-        .filter(|p| auth.can_see(&p.meta.project_id))
-        .ok_or_else(|| ApiError::not_found("port", id))
+    find_own(state, auth, id, || ApiError::not_found("port", id))
 }
 
 fn network_subnets<'s>(state: &'s State, network_id: &str) -> Vec<&'s Subnet> {
@@ -370,11 +366,23 @@ pub fn update(
     body: &Value,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, Port), ApiError> {
-    require_write(auth)?;
-    let mut p = get(state, auth, id)?.clone();
-    check_if_match(if_match, &p.meta)?;
-    let mut a = Attrs::from_body(body, "port")?;
-    a.reject_read_only(&["id", "network_id", "project_id", "tenant_id", "status"])?;
+    const READ_ONLY: &[&str] = &["id", "network_id", "project_id", "tenant_id", "status"];
+    let found = || get(state, auth, id);
+    let (p, ()) = edit_if_match(auth, found, if_match, body, ("port", READ_ONLY), |p, a| {
+        edit(state, auth, id, p, a)
+    })?;
+    check_security_consistency(&p)?;
+    Ok(updated(p, vec![]))
+}
+
+/// What an update may change of a port, applied to `p`.
+fn edit(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    p: &mut Port,
+    a: &mut Attrs<'_>,
+) -> Result<(), ApiError> {
     let router_port = p.device_owner == OWNER_ROUTER_INTERFACE;
     if router_port
         && ["fixed_ips", "device_owner", "device_id", "mac_address"]
@@ -388,12 +396,7 @@ pub fn update(
             ),
         ));
     }
-    if let Some(v) = a.string("name", 255)? {
-        p.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        p.meta.description = v;
-    }
+    a.rename(&mut p.meta)?;
     if let Some(v) = a.boolean("admin_state_up")? {
         p.admin_state_up = v;
     }
@@ -453,11 +456,7 @@ pub fn update(
         }
         p.device_owner = v;
     }
-    check_binding_extras(&mut a)?;
-    a.finish()?;
-    check_security_consistency(&p)?;
-    touch(&mut p.meta);
-    Ok((vec![Change::Put(Object::Port(p.clone()))], p))
+    check_binding_extras(a)
 }
 
 pub fn delete(
@@ -466,9 +465,7 @@ pub fn delete(
     id: &str,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let p = get(state, auth, id)?;
-    check_if_match(if_match, &p.meta)?;
+    let p = removable(auth, || get(state, auth, id), if_match)?;
     if p.device_owner == OWNER_ROUTER_INTERFACE {
         return Err(ApiError::conflict(
             "PortInUse",

@@ -6,7 +6,10 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{check_if_match, new_meta, owner, render_meta, require_write, touch, Attrs};
+use super::{
+    edit_if_match, find, new_meta, owned, owner, removable, render_meta, require_write, touch,
+    updated, Attrs,
+};
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -22,27 +25,24 @@ pub const MAX_BURST_KBITS: i64 = 10_000_000;
 
 /// A policy the caller may see: its own, or shared.
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s QosPolicy, ApiError> {
-    state
-        .qos_policies
-        .get(id)
-        .filter(|p| p.shared || auth.can_see(&p.meta.project_id))
-        .ok_or_else(|| {
+    find(
+        state,
+        id,
+        |p: &QosPolicy| p.shared || auth.can_see(&p.meta.project_id),
+        || {
             ApiError::new(
                 404,
                 "QosPolicyNotFound",
                 format!("QoS policy {id} could not be found."),
             )
-        })
+        },
+    )
 }
 
 fn get_owned<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s QosPolicy, ApiError> {
-    let p = get(state, auth, id)?;
-    if !auth.can_see(&p.meta.project_id) {
-        return Err(ApiError::forbidden(format!(
-            "QoS policy {id} is shared with you; only its owner may change it."
-        )));
-    }
-    Ok(p)
+    owned(get(state, auth, id)?, auth, || {
+        format!("QoS policy {id} is shared with you; only its owner may change it.")
+    })
 }
 
 fn reject_default(a: &mut Attrs<'_>) -> Result<(), ApiError> {
@@ -84,24 +84,23 @@ pub fn update(
     body: &Value,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, QosPolicy), ApiError> {
-    require_write(auth)?;
-    let mut p = get_owned(state, auth, id)?.clone();
-    check_if_match(if_match, &p.meta)?;
-    let mut a = Attrs::from_body(body, "policy")?;
-    a.reject_read_only(&["id", "project_id", "tenant_id", "rules"])?;
-    if let Some(v) = a.string("name", 255)? {
-        p.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        p.meta.description = v;
-    }
-    if let Some(v) = a.boolean("shared")? {
-        p.shared = v;
-    }
-    reject_default(&mut a)?;
-    a.finish()?;
-    touch(&mut p.meta);
-    Ok((vec![Change::Put(Object::QosPolicy(p.clone()))], p))
+    const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "rules"];
+    let found = || get_owned(state, auth, id);
+    let (p, ()) = edit_if_match(
+        auth,
+        found,
+        if_match,
+        body,
+        ("policy", READ_ONLY),
+        |p, a| {
+            a.rename(&mut p.meta)?;
+            if let Some(v) = a.boolean("shared")? {
+                p.shared = v;
+            }
+            reject_default(a)
+        },
+    )?;
+    Ok(updated(p, vec![]))
 }
 
 pub fn delete(
@@ -110,9 +109,7 @@ pub fn delete(
     id: &str,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let p = get_owned(state, auth, id)?;
-    check_if_match(if_match, &p.meta)?;
+    removable(auth, || get_owned(state, auth, id), if_match)?;
     if let Some(f) = state
         .floating_ips
         .values()

@@ -5,22 +5,20 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_if_match, ipam, new_meta, owner, ports, quotas, render_meta, require_write, subnets,
-    touch, Attrs, OWNER_ROUTER_INTERFACE,
+    edit_if_match, find_own, ipam, new_meta, owner, ports, quotas, refuse_in_use, removable,
+    render_meta, require_write, subnets, touch, updated, Attrs, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, FixedIp, Kind, Object, Port, Router, RouterGateway, OWNER_ROUTER_GATEWAY},
+    model::{
+        Change, FixedIp, HostRoute, Kind, Object, Port, Router, RouterGateway, OWNER_ROUTER_GATEWAY,
+    },
     state::State,
 };
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Router, ApiError> {
-    state
-        .routers
-        .get(id)
-        .filter(|r| auth.can_see(&r.meta.project_id))
-        .ok_or_else(|| ApiError::not_found("router", id))
+    find_own(state, auth, id, || ApiError::not_found("router", id))
 }
 
 /// The router's interface ports.
@@ -227,58 +225,63 @@ pub fn update(
     body: &Value,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, Router), ApiError> {
-    require_write(auth)?;
-    let mut r = get(state, auth, id)?.clone();
-    check_if_match(if_match, &r.meta)?;
-    let mut a = Attrs::from_body(body, "router")?;
-    a.reject_read_only(&["id", "project_id", "tenant_id", "status"])?;
-    if let Some(v) = a.string("name", 255)? {
-        r.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        r.meta.description = v;
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        r.admin_state_up = v;
-    }
-    let gateway = parse_gateway(&mut a)?;
-    if let Some(v) = a.list("routes")? {
-        let routes = subnets::parse_routes("routes", v, 30)?;
-        let attached: Vec<ipnetwork::Ipv4Network> = interfaces(state, id)
-            .iter()
-            .flat_map(|p| p.fixed_ips.iter())
-            .filter_map(|f| state.subnets.get(&f.subnet_id))
-            .map(subnets::cidr)
-            .collect();
-        for route in &routes {
-            let hop = ipam::parse_ip("routes", &route.nexthop)?;
-            if !attached.iter().any(|n| ipam::is_host_address(*n, hop)) {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid format for routes: {{'destination': '{}', 'nexthop': '{}'}}, the nexthop is not connected with router",
-                    route.destination, route.nexthop
-                )));
+    const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "status"];
+    let found = || get(state, auth, id);
+    let (mut r, gateway) = edit_if_match(
+        auth,
+        found,
+        if_match,
+        body,
+        ("router", READ_ONLY),
+        |r, a| {
+            a.rename(&mut r.meta)?;
+            if let Some(v) = a.boolean("admin_state_up")? {
+                r.admin_state_up = v;
             }
-            let gateway_of_attached = interfaces(state, id)
-                .iter()
-                .flat_map(|p| p.fixed_ips.iter())
-                .any(|f| f.ip_address == route.nexthop);
-            if gateway_of_attached {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid format for routes: nexthop {} is the router's own address",
-                    route.nexthop
-                )));
+            let gateway = parse_gateway(a)?;
+            if let Some(v) = a.list("routes")? {
+                r.routes = parse_routes(state, id, v)?;
             }
-        }
-        r.routes = routes;
-    }
-    a.finish()?;
-    let mut changes = match gateway {
+            Ok(gateway)
+        },
+    )?;
+    let changes = match gateway {
         Some(spec) => apply_gateway(state, auth, &mut r, spec)?,
         None => vec![],
     };
-    touch(&mut r.meta);
-    changes.push(Change::Put(Object::Router(r.clone())));
-    Ok((changes, r))
+    Ok(updated(r, changes))
+}
+
+/// A router's new static routes: each next hop in an attached subnet and
+/// not one of the router's own addresses.
+fn parse_routes(state: &State, id: &str, v: &[Value]) -> Result<Vec<HostRoute>, ApiError> {
+    let routes = subnets::parse_routes("routes", v, 30)?;
+    let attached: Vec<ipnetwork::Ipv4Network> = interfaces(state, id)
+        .iter()
+        .flat_map(|p| p.fixed_ips.iter())
+        .filter_map(|f| state.subnets.get(&f.subnet_id))
+        .map(subnets::cidr)
+        .collect();
+    for route in &routes {
+        let hop = ipam::parse_ip("routes", &route.nexthop)?;
+        if !attached.iter().any(|n| ipam::is_host_address(*n, hop)) {
+            return Err(ApiError::bad_request(format!(
+                "Invalid format for routes: {{'destination': '{}', 'nexthop': '{}'}}, the nexthop is not connected with router",
+                route.destination, route.nexthop
+            )));
+        }
+        let gateway_of_attached = interfaces(state, id)
+            .iter()
+            .flat_map(|p| p.fixed_ips.iter())
+            .any(|f| f.ip_address == route.nexthop);
+        if gateway_of_attached {
+            return Err(ApiError::bad_request(format!(
+                "Invalid format for routes: nexthop {} is the router's own address",
+                route.nexthop
+            )));
+        }
+    }
+    Ok(routes)
 }
 
 pub fn delete(
@@ -287,15 +290,10 @@ pub fn delete(
     id: &str,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let r = get(state, auth, id)?;
-    check_if_match(if_match, &r.meta)?;
-    if !interfaces(state, id).is_empty() {
-        return Err(ApiError::conflict(
-            "RouterInUse",
-            format!("Router {id} still has ports"),
-        ));
-    }
+    let r = removable(auth, || get(state, auth, id), if_match)?;
+    refuse_in_use(!interfaces(state, id).is_empty(), "RouterInUse", || {
+        format!("Router {id} still has ports")
+    })?;
     let mut changes = Vec::new();
     if let Some(g) = &r.gateway {
         changes.push(Change::Delete(Kind::Port, g.port_id.clone()));

@@ -10,7 +10,10 @@ use std::collections::{HashMap, HashSet};
 use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
 
-use super::{check_if_match, new_meta, owner, quotas, render_meta, require_write, touch, Attrs};
+use super::{
+    edit_if_match, find, find_own, new_meta, owner, quotas, removable, render_meta, require_write,
+    updated, Attrs,
+};
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -68,11 +71,7 @@ pub fn visible(auth: &Auth, g: &SecurityGroup) -> bool {
 }
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s SecurityGroup, ApiError> {
-    state
-        .security_groups
-        .get(id)
-        .filter(|g| visible(auth, g))
-        .ok_or_else(|| group_not_found(id))
+    find(state, id, |g| visible(auth, g), || group_not_found(id))
 }
 
 pub fn get_rule<'s>(
@@ -80,11 +79,7 @@ pub fn get_rule<'s>(
     auth: &Auth,
     id: &str,
 ) -> Result<&'s SecurityGroupRule, ApiError> {
-    state
-        .security_group_rules
-        .get(id)
-        .filter(|r| auth.can_see(&r.meta.project_id))
-        .ok_or_else(|| rule_not_found(id))
+    find_own(state, auth, id, || rule_not_found(id))
 }
 
 pub fn is_default(g: &SecurityGroup) -> bool {
@@ -232,35 +227,34 @@ pub fn update(
     body: &Value,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, SecurityGroup), ApiError> {
-    require_write(auth)?;
-    let mut g = get(state, auth, id)?.clone();
-    check_if_match(if_match, &g.meta)?;
-    let mut a = Attrs::from_body(body, "security_group")?;
-    a.reject_read_only(&["id", "project_id", "tenant_id", "security_group_rules"])?;
-    if is_default(&g) && a.has("name") {
-        return Err(ApiError::conflict(
-            "SecurityGroupCannotUpdateDefault",
-            "Updating default security group not allowed.",
-        ));
-    }
-    let name = a.string("name", 255)?;
-    check_name(&name)?;
-    if let Some(v) = name {
-        g.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        g.meta.description = v;
-    }
-    if let Some(v) = a.boolean("stateful")? {
-        // Ports' connection tracking cannot switch under them.
-        if v != g.stateful && in_use(state, id) {
-            return Err(in_use_error(id));
-        }
-        g.stateful = v;
-    }
-    a.finish()?;
-    touch(&mut g.meta);
-    Ok((vec![Change::Put(Object::SecurityGroup(g.clone()))], g))
+    const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "security_group_rules"];
+    let found = || get(state, auth, id);
+    let (g, ()) = edit_if_match(
+        auth,
+        found,
+        if_match,
+        body,
+        ("security_group", READ_ONLY),
+        |g, a| {
+            if is_default(g) && a.has("name") {
+                return Err(ApiError::conflict(
+                    "SecurityGroupCannotUpdateDefault",
+                    "Updating default security group not allowed.",
+                ));
+            }
+            check_name(&a.string("name", 255)?)?;
+            a.rename(&mut g.meta)?;
+            if let Some(v) = a.boolean("stateful")? {
+                // Ports' connection tracking cannot switch under them.
+                if v != g.stateful && in_use(state, id) {
+                    return Err(in_use_error(id));
+                }
+                g.stateful = v;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(updated(g, vec![]))
 }
 
 /// Deleting a group: its rules, the rules of other groups that name it as
@@ -287,9 +281,7 @@ pub fn delete(
     id: &str,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let g = get(state, auth, id)?;
-    check_if_match(if_match, &g.meta)?;
+    let g = removable(auth, || get(state, auth, id), if_match)?;
     if in_use(state, id) {
         return Err(in_use_error(id));
     }
@@ -731,11 +723,7 @@ pub fn update_rule(
     body: &Value,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, SecurityGroupRule), ApiError> {
-    require_write(auth)?;
-    let mut r = get_rule(state, auth, id)?.clone();
-    check_if_match(if_match, &r.meta)?;
-    let mut a = Attrs::from_body(body, "security_group_rule")?;
-    a.reject_read_only(&[
+    const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
         "tenant_id",
@@ -748,13 +736,16 @@ pub fn update_rule(
         "remote_ip_prefix",
         "remote_group_id",
         "remote_address_group_id",
-    ])?;
-    if let Some(v) = a.string("description", 255)? {
-        r.meta.description = v;
-    }
-    a.finish()?;
-    touch(&mut r.meta);
-    Ok((vec![Change::Put(Object::SecurityGroupRule(r.clone()))], r))
+    ];
+    let found = || get_rule(state, auth, id);
+    let attrs = ("security_group_rule", READ_ONLY);
+    let (r, ()) = edit_if_match(auth, found, if_match, body, attrs, |r, a| {
+        if let Some(v) = a.string("description", 255)? {
+            r.meta.description = v;
+        }
+        Ok(())
+    })?;
+    Ok(updated(r, vec![]))
 }
 
 pub fn delete_rule(
@@ -763,9 +754,7 @@ pub fn delete_rule(
     id: &str,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let r = get_rule(state, auth, id)?;
-    check_if_match(if_match, &r.meta)?;
+    let r = removable(auth, || get_rule(state, auth, id), if_match)?;
     tracing::info!(rule = id, group = %r.security_group_id, "security group rule deleted");
     Ok((
         vec![Change::Delete(Kind::SecurityGroupRule, id.to_owned())],

@@ -7,8 +7,8 @@ use ipnetwork::Ipv4Network;
 use serde_json::{Map, Value};
 
 use super::{
-    check_if_match, dict, ipam, networks, new_meta, owner, quotas, render_meta, require_write,
-    touch, Attrs, OWNER_ROUTER_INTERFACE,
+    dict, edit_if_match, find, ipam, networks, new_meta, owner, quotas, refuse_in_use, removable,
+    render_meta, require_write, updated, Attrs, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
@@ -18,14 +18,28 @@ use crate::{
 };
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Subnet, ApiError> {
-    state
-        .subnets
-        .get(id)
-        .filter(|s| {
+    find(
+        state,
+        id,
+        |s: &Subnet| {
             auth.can_see(&s.meta.project_id)
                 || state.networks.get(&s.network_id).is_some_and(|n| n.shared)
-        })
-        .ok_or_else(|| ApiError::not_found("subnet", id))
+        },
+        || ApiError::not_found("subnet", id),
+    )
+}
+
+/// [`get`], for its owner only (a shared network's subnets are its
+/// owner's): 403 saying it may not `what` it otherwise.
+fn get_owned<'s>(
+    state: &'s State,
+    auth: &Auth,
+    id: &str,
+    what: &str,
+) -> Result<&'s Subnet, ApiError> {
+    super::owned(get(state, auth, id)?, auth, || {
+        format!("Only the owner of subnet {id} may {what} it.")
+    })
 }
 
 pub fn cidr(s: &Subnet) -> Ipv4Network {
@@ -226,16 +240,7 @@ pub fn update(
     body: &Value,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, Subnet), ApiError> {
-    require_write(auth)?;
-    let mut s = get(state, auth, id)?.clone();
-    if !auth.can_see(&s.meta.project_id) {
-        return Err(ApiError::forbidden(format!(
-            "Only the owner of subnet {id} may change it."
-        )));
-    }
-    check_if_match(if_match, &s.meta)?;
-    let mut a = Attrs::from_body(body, "subnet")?;
-    a.reject_read_only(&[
+    const READ_ONLY: &[&str] = &[
         "id",
         "cidr",
         "network_id",
@@ -243,26 +248,31 @@ pub fn update(
         "project_id",
         "tenant_id",
         "subnetpool_id",
-    ])?;
+    ];
+    let found = || get_owned(state, auth, id, "change");
+    let (mut s, (gateway_in, pools_in)) = edit_if_match(
+        auth,
+        found,
+        if_match,
+        body,
+        ("subnet", READ_ONLY),
+        |s, a| {
+            a.rename(&mut s.meta)?;
+            let gateway_in = a.nullable_string("gateway_ip", 64)?;
+            let pools_in = a.list("allocation_pools")?;
+            if let Some(v) = a.boolean("enable_dhcp")? {
+                s.enable_dhcp = v;
+            }
+            if let Some(v) = a.strings("dns_nameservers")? {
+                s.dns_nameservers = parse_dns(v)?;
+            }
+            if let Some(v) = a.list("host_routes")? {
+                s.host_routes = parse_routes("host_routes", v, 20)?;
+            }
+            Ok((gateway_in, pools_in))
+        },
+    )?;
     let net = cidr(&s);
-    if let Some(v) = a.string("name", 255)? {
-        s.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        s.meta.description = v;
-    }
-    let gateway_in = a.nullable_string("gateway_ip", 64)?;
-    let pools_in = a.list("allocation_pools")?.cloned();
-    if let Some(v) = a.boolean("enable_dhcp")? {
-        s.enable_dhcp = v;
-    }
-    if let Some(v) = a.strings("dns_nameservers")? {
-        s.dns_nameservers = parse_dns(v)?;
-    }
-    if let Some(v) = a.list("host_routes")? {
-        s.host_routes = parse_routes("host_routes", v, 20)?;
-    }
-    a.finish()?;
     if let Some(g) = gateway_in {
         let g = parse_gateway(net, g)?.map(|g| g.to_string());
         if g != s.gateway_ip {
@@ -270,9 +280,9 @@ pub fn update(
                 p.device_owner == OWNER_ROUTER_INTERFACE
                     && p.fixed_ips.iter().any(|f| f.subnet_id == s.meta.id)
             });
-            if in_use {
-                return Err(ApiError::conflict("GatewayIpInUse", format!("Gateway ip of subnet {id} is in use by a router interface; remove the interface first.")));
-            }
+            refuse_in_use(in_use, "GatewayIpInUse", || {
+                format!("Gateway ip of subnet {id} is in use by a router interface; remove the interface first.")
+            })?;
             if let Some(ip) = &g {
                 if allocated(state, id).contains(&ip.parse().expect("validated")) {
                     return Err(ApiError::conflict(
@@ -285,15 +295,14 @@ pub fn update(
         }
     }
     if let Some(p) = pools_in {
-        s.allocation_pools = parse_pools("allocation_pools", &p)?;
+        s.allocation_pools = parse_pools("allocation_pools", p)?;
     }
     ipam::check_pools(
         net,
         s.gateway_ip.as_deref().and_then(|g| g.parse().ok()),
         &s.allocation_pools,
     )?;
-    touch(&mut s.meta);
-    Ok((vec![Change::Put(Object::Subnet(s.clone()))], s))
+    Ok(updated(s, vec![]))
 }
 
 pub fn delete(
@@ -302,24 +311,14 @@ pub fn delete(
     id: &str,
     if_match: Option<&str>,
 ) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let s = get(state, auth, id)?;
-    if !auth.can_see(&s.meta.project_id) {
-        return Err(ApiError::forbidden(format!(
-            "Only the owner of subnet {id} may delete it."
-        )));
-    }
-    check_if_match(if_match, &s.meta)?;
-    if state
+    removable(auth, || get_owned(state, auth, id, "delete"), if_match)?;
+    let in_use = state
         .ports
         .values()
-        .any(|p| p.fixed_ips.iter().any(|f| f.subnet_id == id))
-    {
-        return Err(ApiError::conflict(
-            "SubnetInUse",
-            format!("Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."),
-        ));
-    }
+        .any(|p| p.fixed_ips.iter().any(|f| f.subnet_id == id));
+    refuse_in_use(in_use, "SubnetInUse", || {
+        format!("Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet.")
+    })?;
     check_no_members(state, id)?;
     tracing::info!(subnet = id, "subnet deleted");
     Ok((vec![Change::Delete(Kind::Subnet, id.to_owned())], ()))
