@@ -27,12 +27,7 @@ use serde_json::{json, Map, Value};
 
 use super::{authenticate, json_body, neutron_error, octavia::octavia_error};
 use crate::{
-    app::App,
-    auth::Auth,
-    error::ApiError,
-    model::{Change, Resource},
-    network,
-    state::State as Desired,
+    app::App, auth::Auth, error::ApiError, model::Resource, network, state::State as Desired,
 };
 
 /// A handler's outcome before rendering: status and body, or the error.
@@ -41,9 +36,7 @@ pub type Reply = Result<(StatusCode, Value), ApiError>;
 /// A query string as pairs, in order (keys may repeat).
 pub type Pairs = Vec<(String, String)>;
 
-/// What a command returns for the commit: the changes and the stored
-/// object.
-pub type Made<T> = Result<(Vec<Change>, T), ApiError>;
+pub use crate::network::Made;
 
 /// Which API a collection belongs to: how its answers, errors, pages and
 /// creations look.

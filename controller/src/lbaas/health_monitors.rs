@@ -7,14 +7,15 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, check_mutable_id, child_owner, health_monitor, id_refs, load_balancer,
-    parent_pending, pool, pool_monitor, quotas, render_meta, updated, wire,
+    check_mutable, child_owner, health_monitor, id_refs, load_balancer, parent_pending, pool,
+    pool_monitor, quotas, read_only, render_meta, updated, wire, writable,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, HealthMonitor, Kind, LbProtocol, MonitorType, Object, ProvisioningStatus},
-    network::{edit, new_meta, require_write, Attrs},
+    network::{new_meta, require_write, update_attrs, Attrs},
     state::State,
 };
 
@@ -25,14 +26,9 @@ pub const HTTP_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH",
 ];
 
-/// Attributes a health monitor renders.
+/// Attributes a health monitor renders besides `network::STANDARD_ATTRS` (what
+/// filters and sort keys may name).
 pub const ATTRS: &[&str] = &[
-    "id",
-    "name",
-    "project_id",
-    "created_at",
-    "updated_at",
-    "tags",
     "admin_state_up",
     "provisioning_status",
     "operating_status",
@@ -162,11 +158,7 @@ fn timing(a: &mut Attrs<'_>, m: &mut HealthMonitor) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, HealthMonitor), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<HealthMonitor> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "healthmonitor")?;
     let pool_id = a.string("pool_id", 36)?.ok_or_else(|| {
@@ -247,49 +239,21 @@ pub fn create(
     Ok((changes, m))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, HealthMonitor), ApiError> {
-    const READ_ONLY: &[&str] = &[
-        "id",
-        "project_id",
-        "tenant_id",
-        "pool_id",
-        "pools",
-        "type",
-        "provisioning_status",
-        "operating_status",
-        "created_at",
-        "updated_at",
-    ];
-    let found = || health_monitor(state, auth, id);
-    let guard = |m: &HealthMonitor| {
-        let p = pool(state, auth, &m.pool_id)?;
-        check_mutable_id(state, auth, &p.loadbalancer_id)
-    };
-    let (m, ()) = edit(
-        auth,
-        found,
-        guard,
-        body,
-        ("healthmonitor", READ_ONLY),
-        |m, a| {
-            a.rename_nullable(&mut m.meta, false)?;
-            if let Some(v) = a.boolean("admin_state_up")? {
-                m.admin_state_up = v;
-            }
-            timing(a, m)?;
-            http_attrs(a, m)
-        },
-    )?;
-    let lb = pool(state, auth, &m.pool_id)?.loadbalancer_id.clone();
-    Ok(updated(state, m, vec![], Some(&lb)))
+pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<HealthMonitor> {
+    let mut m = writable(state, auth, || health_monitor(state, auth, id))?;
+    let specific = ["pool_id", "pools", "type"];
+    update_attrs(body, "healthmonitor", &read_only(&specific), |a| {
+        a.rename_nullable(&mut m.meta, false)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            m.admin_state_up = v;
+        }
+        timing(a, &mut m)?;
+        http_attrs(a, &mut m)
+    })?;
+    updated(state, m, vec![])
 }
 
-pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
     require_write(auth)?;
     let m = health_monitor(state, auth, id)?;
     let lb_id = state

@@ -6,14 +6,15 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, check_mutable_id, child_owner, health::LbHealth, id_refs, listener,
-    load_balancer, not_found, parent_pending, port_number, quotas, render_meta, updated, wire,
+    check_mutable, child_owner, health::LbHealth, id_refs, listener, load_balancer, not_found,
+    parent_pending, port_number, quotas, read_only, render_meta, updated, wire, writable,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, Kind, LbProtocol, Listener, Object, Pool, ProvisioningStatus},
-    network::{edit, new_meta, require_write, touch, Attrs},
+    network::{new_meta, require_write, touch, update_attrs, Attrs},
     state::State,
 };
 
@@ -27,15 +28,9 @@ pub const DEFAULT_TIMEOUT_TCP_INSPECT: u32 = 0;
 pub const DEFAULT_DRAIN_TIMEOUT: u32 = 60_000;
 pub const MAX_DRAIN_TIMEOUT_MS: i64 = 3_600_000;
 
-/// Attributes a listener renders.
+/// Attributes a listener renders besides `network::STANDARD_ATTRS` (what
+/// filters and sort keys may name).
 pub const ATTRS: &[&str] = &[
-    "id",
-    "name",
-    "description",
-    "project_id",
-    "created_at",
-    "updated_at",
-    "tags",
     "admin_state_up",
     "provisioning_status",
     "operating_status",
@@ -159,11 +154,7 @@ fn reject_l7(a: &mut Attrs<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, Listener), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Listener> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "listener")?;
     let lb_id = a
@@ -224,28 +215,15 @@ pub fn create(
     Ok((changes, l))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Listener), ApiError> {
-    const READ_ONLY: &[&str] = &[
-        "id",
-        "project_id",
-        "tenant_id",
+pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<Listener> {
+    let mut l = writable(state, auth, || listener(state, auth, id))?;
+    let specific = [
         "loadbalancer_id",
         "loadbalancers",
         "protocol",
         "protocol_port",
-        "provisioning_status",
-        "operating_status",
-        "created_at",
-        "updated_at",
     ];
-    let found = || listener(state, auth, id);
-    let guard = |l: &Listener| check_mutable_id(state, auth, &l.loadbalancer_id);
-    let (mut l, pool) = edit(auth, found, guard, body, ("listener", READ_ONLY), |l, a| {
+    let pool = update_attrs(body, "listener", &read_only(&specific), |a| {
         a.rename_nullable(&mut l.meta, true)?;
         if let Some(v) = a.boolean("admin_state_up")? {
             l.admin_state_up = v;
@@ -255,7 +233,7 @@ pub fn update(
         } else {
             None
         };
-        timeouts(a, l)?;
+        timeouts(a, &mut l)?;
         reject_l7(a)?;
         Ok(pool)
     })?;
@@ -281,12 +259,11 @@ pub fn update(
             l.default_pool_id = new;
         }
     }
-    let lb = l.loadbalancer_id.clone();
-    Ok(updated(state, l, changes, Some(&lb)))
+    updated(state, l, changes)
 }
 
 /// Deletes a listener; its default pool stays (no longer a default).
-pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
     require_write(auth)?;
     let l = listener(state, auth, id)?;
     let lb = state

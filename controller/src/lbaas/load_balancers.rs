@@ -9,26 +9,23 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_mutable, health::LbHealth, health_monitors, id_refs, load_balancer, members, not_found,
-    pool_members, pool_monitor, quotas, render_meta, updated, vip_device_id, OWNER_OCTAVIA,
-    PROVIDER,
+    pool_members, pool_monitor, quotas, render_meta, updated, vip_device_id, writable,
+    OWNER_OCTAVIA, PROVIDER,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, Kind, LoadBalancer, Object, Port, ProvisioningStatus},
-    network::{edit, ipam, networks, new_meta, owner, ports, require_write, subnets, Attrs},
+    network::{
+        ipam, networks, new_meta, owner, ports, require_write, subnets, update_attrs, Attrs,
+    },
     state::State,
 };
 
-/// Attributes a load balancer renders (what filters and sort keys name).
+/// Attributes a load balancer renders besides `network::STANDARD_ATTRS` (what
+/// filters and sort keys may name).
 pub const ATTRS: &[&str] = &[
-    "id",
-    "name",
-    "description",
-    "project_id",
-    "created_at",
-    "updated_at",
-    "tags",
     "admin_state_up",
     "provisioning_status",
     "operating_status",
@@ -51,11 +48,7 @@ struct Vip {
     fixed_ips: Option<Vec<Value>>,
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, LoadBalancer), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<LoadBalancer> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "loadbalancer")?;
     let project = owner(auth, &mut a, state)?;
@@ -254,12 +247,7 @@ fn resolve_vip(
     })
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, LoadBalancer), ApiError> {
+pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<LoadBalancer> {
     const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
@@ -278,39 +266,27 @@ pub fn update(
         "created_at",
         "updated_at",
     ];
-    let found = || load_balancer(state, auth, id);
-    let (lb, ()) = edit(
-        auth,
-        found,
-        check_mutable,
-        body,
-        ("loadbalancer", READ_ONLY),
-        |lb, a| {
-            a.rename_nullable(&mut lb.meta, true)?;
-            if let Some(v) = a.boolean("admin_state_up")? {
-                lb.admin_state_up = v;
-            }
-            if a.has("vip_qos_policy_id") && !a.is_null("vip_qos_policy_id") {
-                return Err(ApiError::bad_request(
+    let mut lb = writable(state, auth, || load_balancer(state, auth, id))?;
+    update_attrs(body, "loadbalancer", READ_ONLY, |a| {
+        a.rename_nullable(&mut lb.meta, true)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            lb.admin_state_up = v;
+        }
+        if a.has("vip_qos_policy_id") && !a.is_null("vip_qos_policy_id") {
+            return Err(ApiError::bad_request(
                 "Invalid input for field/attribute vip_qos_policy_id: QoS on VIPs is not supported.",
             ));
-            }
-            a.raw("vip_qos_policy_id");
-            Ok(())
-        },
-    )?;
-    Ok(updated(state, lb, vec![], None))
+        }
+        a.raw("vip_qos_policy_id");
+        Ok(())
+    })?;
+    updated(state, lb, vec![])
 }
 
 /// Deletes a load balancer: 409 while it has listeners or pools, unless
 /// `cascade` (then they go too, with their members and health monitors).
 /// Its own VIP port goes with it; a port the user supplied stays.
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    cascade: bool,
-) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(state: &State, auth: &Auth, id: &str, cascade: bool) -> Made<()> {
     require_write(auth)?;
     let lb = load_balancer(state, auth, id)?;
     check_mutable(lb)?;

@@ -9,31 +9,29 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, check_mutable_id, child_owner, health::LbHealth, load_balancer, member,
-    nullable_port, parent_pending, pending_update, pool, pool_members, pool_monitor, port_number,
-    quotas, render_meta, updated,
+    check_mutable, child_owner, health::LbHealth, load_balancer, member, nullable_port,
+    parent_pending, pending_update, pool, pool_members, pool_monitor, port_number, quotas,
+    read_only, render_meta, updated, writable,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{
         Change, HealthMonitor, Kind, LoadBalancer, Member, Object, Pool, ProvisioningStatus, Subnet,
     },
-    network::{edit, ipam, new_meta, require_write, subnets, Attrs, OWNER_ROUTER_INTERFACE},
+    network::{
+        ipam, new_meta, require_write, subnets, update_attrs, Attrs, OWNER_ROUTER_INTERFACE,
+    },
     state::State,
 };
 
 /// Largest member weight.
 pub const MAX_WEIGHT: i64 = 256;
 
-/// Attributes a member renders.
+/// Attributes a member renders besides `network::STANDARD_ATTRS` (what
+/// filters and sort keys may name).
 pub const ATTRS: &[&str] = &[
-    "id",
-    "name",
-    "project_id",
-    "created_at",
-    "updated_at",
-    "tags",
     "admin_state_up",
     "provisioning_status",
     "operating_status",
@@ -175,12 +173,7 @@ fn duplicate(m: &Member) -> ApiError {
     )
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    pool_id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Member), ApiError> {
+pub fn create(state: &State, auth: &Auth, pool_id: &str, body: &Value) -> Made<Member> {
     require_write(auth)?;
     let p = pool(state, auth, pool_id)?;
     let lb = load_balancer(state, auth, &p.loadbalancer_id)?;
@@ -224,47 +217,16 @@ fn apply_update(m: &mut Member, a: &mut Attrs<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    pool_id: &str,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Member), ApiError> {
-    const READ_ONLY: &[&str] = &[
-        "id",
-        "project_id",
-        "tenant_id",
-        "address",
-        "protocol_port",
-        "subnet_id",
-        "pool_id",
-        "provisioning_status",
-        "operating_status",
-        "created_at",
-        "updated_at",
-    ];
-    let found = || member(state, auth, pool_id, id);
-    let guard =
-        |_: &Member| check_mutable_id(state, auth, &pool(state, auth, pool_id)?.loadbalancer_id);
-    let (m, ()) = edit(
-        auth,
-        found,
-        guard,
-        body,
-        ("member", READ_ONLY),
-        apply_update,
-    )?;
-    let lb = pool(state, auth, pool_id)?.loadbalancer_id.clone();
-    Ok(updated(state, m, vec![], Some(&lb)))
+pub fn update(state: &State, auth: &Auth, pool_id: &str, id: &str, body: &Value) -> Made<Member> {
+    let mut m = writable(state, auth, || member(state, auth, pool_id, id))?;
+    let specific = ["address", "protocol_port", "subnet_id", "pool_id"];
+    update_attrs(body, "member", &read_only(&specific), |a| {
+        apply_update(&mut m, a)
+    })?;
+    updated(state, m, vec![])
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    pool_id: &str,
-    id: &str,
-) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(state: &State, auth: &Auth, pool_id: &str, id: &str) -> Made<()> {
     require_write(auth)?;
     member(state, auth, pool_id, id)?;
     let p = pool(state, auth, pool_id)?;
@@ -286,7 +248,7 @@ pub fn batch(
     pool_id: &str,
     body: &Value,
     additive_only: bool,
-) -> Result<(Vec<Change>, ()), ApiError> {
+) -> Made<()> {
     require_write(auth)?;
     let p = pool(state, auth, pool_id)?;
     let lb = load_balancer(state, auth, &p.loadbalancer_id)?;

@@ -39,7 +39,7 @@ use crate::{
         Change, HealthMonitor, Listener, LoadBalancer, Member, Meta, Object, Pool,
         ProvisioningStatus, Resource,
     },
-    network::{find, find_own, touch, Attrs},
+    network::{find, find_own, require_write, touch, Attrs, Made},
     state::State,
 };
 
@@ -111,12 +111,6 @@ pub fn health_monitor<'s>(
     find_own(state, auth, id, || not_found("Health Monitor", id))
 }
 
-/// 409 unless the load balancer `lb_id` (the caller's) may change now
-/// ([`check_mutable`]): the guard of every update under it.
-pub fn check_mutable_id(state: &State, auth: &Auth, lb_id: &str) -> Result<(), ApiError> {
-    check_mutable(load_balancer(state, auth, lb_id)?)
-}
-
 /// The health monitor of a pool, if it has one.
 pub fn pool_monitor<'s>(state: &'s State, pool_id: &str) -> Option<&'s HealthMonitor> {
     state
@@ -164,14 +158,61 @@ pub fn parent_pending(state: &State, lb_id: &str) -> Option<Change> {
     Some(Change::Put(Object::LoadBalancer(lb)))
 }
 
-/// A load-balancing resource: it has a provisioning status.
+/// The attributes an update of a child resource refuses: the standard
+/// ones and `specific`, in the order Octavia's validation names them.
+pub fn read_only<'a>(specific: &[&'a str]) -> Vec<&'a str> {
+    let head = ["id", "project_id", "tenant_id"];
+    let tail = [
+        "provisioning_status",
+        "operating_status",
+        "created_at",
+        "updated_at",
+    ];
+    [&head[..], specific, &tail[..]].concat()
+}
+
+/// What a load-balancing resource hangs from.
+pub enum Under<'a> {
+    /// Nothing: it is a load balancer.
+    Nothing,
+    LoadBalancer(&'a str),
+    Pool(&'a str),
+}
+
+/// A load-balancing resource: it has a provisioning status, and hangs
+/// from a load balancer that must let it change ([`check_mutable`]).
 pub trait Provisioned: Resource {
     fn provisioning_status(&self) -> ProvisioningStatus;
     fn provisioning_status_mut(&mut self) -> &mut ProvisioningStatus;
+    fn under(&self) -> Under<'_>;
+
+    /// The load balancer it is under (itself, for a load balancer), as the
+    /// caller sees it.
+    fn load_balancer<'s>(
+        &self,
+        state: &'s State,
+        auth: &Auth,
+    ) -> Result<&'s LoadBalancer, ApiError> {
+        match self.under() {
+            Under::Nothing => load_balancer(state, auth, &self.meta().id),
+            Under::LoadBalancer(id) => load_balancer(state, auth, id),
+            Under::Pool(id) => load_balancer(state, auth, &pool(state, auth, id)?.loadbalancer_id),
+        }
+    }
+
+    /// The load balancer a change of it puts in `PENDING_UPDATE`
+    /// ([`parent_pending`]): none for a load balancer itself.
+    fn parent(&self, state: &State) -> Option<String> {
+        match self.under() {
+            Under::Nothing => None,
+            Under::LoadBalancer(id) => Some(id.to_owned()),
+            Under::Pool(id) => state.pools.get(id).map(|p| p.loadbalancer_id.clone()),
+        }
+    }
 }
 
 macro_rules! provisioned {
-    ($($ty:ty),*) => {$(
+    ($($ty:ty => |$x:ident| $under:expr),* $(,)?) => {$(
         impl Provisioned for $ty {
             fn provisioning_status(&self) -> ProvisioningStatus {
                 self.provisioning_status
@@ -179,11 +220,36 @@ macro_rules! provisioned {
             fn provisioning_status_mut(&mut self) -> &mut ProvisioningStatus {
                 &mut self.provisioning_status
             }
+            fn under(&self) -> Under<'_> {
+                let $x = self;
+                $under
+            }
         }
     )*};
 }
 
-provisioned!(LoadBalancer, Listener, Pool, Member, HealthMonitor);
+provisioned! {
+    LoadBalancer => |_x| Under::Nothing,
+    Listener => |x| Under::LoadBalancer(&x.loadbalancer_id),
+    Pool => |x| Under::LoadBalancer(&x.loadbalancer_id),
+    Member => |x| Under::Pool(&x.pool_id),
+    HealthMonitor => |x| Under::Pool(&x.pool_id),
+}
+
+/// The course every update opens with: the caller may write, `found`
+/// gives the resource, and its load balancer lets it change now
+/// ([`check_mutable`]). Returns a copy to change and store with
+/// [`updated`].
+pub fn writable<'s, T: Provisioned>(
+    state: &State,
+    auth: &Auth,
+    found: impl FnOnce() -> Result<&'s T, ApiError>,
+) -> Result<T, ApiError> {
+    require_write(auth)?;
+    let x = found()?;
+    check_mutable(x.load_balancer(state, auth)?)?;
+    Ok(x.clone())
+}
 
 /// Marks a changed resource: its next revision, and `PENDING_UPDATE`
 /// unless it is still `PENDING_CREATE`.
@@ -195,17 +261,12 @@ pub fn pending_update<T: Provisioned>(x: &mut T) {
 }
 
 /// A changed resource ([`pending_update`]) stored after `changes`, then
-/// its load balancer `parent` put in `PENDING_UPDATE` ([`parent_pending`]).
-pub fn updated<T: Provisioned>(
-    state: &State,
-    mut x: T,
-    mut changes: Vec<Change>,
-    parent: Option<&str>,
-) -> (Vec<Change>, T) {
+/// its load balancer put in `PENDING_UPDATE` ([`Provisioned::parent`]).
+pub fn updated<T: Provisioned>(state: &State, mut x: T, mut changes: Vec<Change>) -> Made<T> {
     pending_update(&mut x);
     changes.push(x.clone().put());
-    changes.extend(parent.and_then(|lb| parent_pending(state, lb)));
-    (changes, x)
+    changes.extend(x.parent(state).and_then(|lb| parent_pending(state, &lb)));
+    Ok((changes, x))
 }
 
 fn is_pending(s: ProvisioningStatus) -> bool {

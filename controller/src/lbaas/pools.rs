@@ -9,10 +9,11 @@ use std::net::Ipv4Addr;
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, check_mutable_id, child_owner, health::LbHealth, id_refs, listener,
-    listeners::check_l4, load_balancer, parent_pending, pending_update, pool, pool_members,
-    pool_monitor, quotas, render_meta, updated, wire,
+    check_mutable, child_owner, health::LbHealth, id_refs, listener, listeners::check_l4,
+    load_balancer, parent_pending, pending_update, pool, pool_members, pool_monitor, quotas,
+    read_only, render_meta, updated, wire, writable, Provisioned,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -21,7 +22,7 @@ use crate::{
         Change, Kind, LbAlgorithm, LbProtocol, Object, PersistenceType, Pool, ProvisioningStatus,
         SessionPersistence,
     },
-    network::{dict, edit, new_meta, require_write, touch, Attrs},
+    network::{dict, new_meta, require_write, touch, update_attrs, Attrs},
     state::State,
 };
 
@@ -30,15 +31,9 @@ pub const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
 /// Longest stickiness timeout, s (a day).
 pub const MAX_PERSISTENCE_TIMEOUT: u64 = 86_400;
 
-/// Attributes a pool renders.
+/// Attributes a pool renders besides `network::STANDARD_ATTRS` (what
+/// filters and sort keys may name).
 pub const ATTRS: &[&str] = &[
-    "id",
-    "name",
-    "description",
-    "project_id",
-    "created_at",
-    "updated_at",
-    "tags",
     "admin_state_up",
     "provisioning_status",
     "operating_status",
@@ -148,7 +143,7 @@ fn reject_tls(a: &mut Attrs<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Pool), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Pool> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "pool")?;
     let lb_in = a.nullable_string("loadbalancer_id", 36)?.flatten();
@@ -230,16 +225,9 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     Ok((changes, p))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Pool), ApiError> {
-    const READ_ONLY: &[&str] = &[
-        "id",
-        "project_id",
-        "tenant_id",
+pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<Pool> {
+    let mut p = writable(state, auth, || pool(state, auth, id))?;
+    let specific = [
         "loadbalancer_id",
         "listener_id",
         "loadbalancers",
@@ -247,14 +235,8 @@ pub fn update(
         "members",
         "healthmonitor_id",
         "protocol",
-        "provisioning_status",
-        "operating_status",
-        "created_at",
-        "updated_at",
     ];
-    let found = || pool(state, auth, id);
-    let guard = |p: &Pool| check_mutable_id(state, auth, &p.loadbalancer_id);
-    let (p, ()) = edit(auth, found, guard, body, ("pool", READ_ONLY), |p, a| {
+    update_attrs(body, "pool", &read_only(&specific), |a| {
         a.rename_nullable(&mut p.meta, true)?;
         if let Some(v) = a.boolean("admin_state_up")? {
             p.admin_state_up = v;
@@ -267,8 +249,7 @@ pub fn update(
         }
         reject_tls(a)
     })?;
-    let lb = p.loadbalancer_id.clone();
-    Ok(updated(state, p, vec![], Some(&lb)))
+    updated(state, p, vec![])
 }
 
 /// The changes that remove a pool with its members and monitor, and free
@@ -294,10 +275,10 @@ pub fn removal(state: &State, p: &Pool) -> Vec<Change> {
     changes
 }
 
-pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
     require_write(auth)?;
     let p = pool(state, auth, id)?;
-    check_mutable_id(state, auth, &p.loadbalancer_id)?;
+    check_mutable(p.load_balancer(state, auth)?)?;
     let mut changes = removal(state, p);
     changes.extend(parent_pending(state, &p.loadbalancer_id));
     tracing::info!(pool = id, "pool deleted");

@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -144,12 +145,7 @@ pub fn defaults(auth: &Auth) -> Result<Value, ApiError> {
 }
 
 /// PUT /v2/lbaas/quotas/{project} (administrators).
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    project: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Value), ApiError> {
+pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Made<Value> {
     if !auth.is_admin() {
         return Err(ApiError::forbidden(
             "Only an administrator may change quotas.",
@@ -179,7 +175,7 @@ pub fn update(
 
 /// DELETE /v2/lbaas/quotas/{project}: back to the defaults (the Neutron
 /// quotas of the project too: they share the record).
-pub fn reset(state: &State, auth: &Auth, project: &str) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn reset(state: &State, auth: &Auth, project: &str) -> Made<()> {
     if !auth.is_admin() {
         return Err(ApiError::forbidden(
             "Only an administrator may change quotas.",

@@ -12,9 +12,10 @@ use std::net::Ipv4Addr;
 use serde_json::{json, Map, Value};
 
 use super::{
-    edit_if_match, find_own, ipam, networks, new_meta, owner, ports, quotas, removable,
-    render_meta, require_write, updated, Attrs, OWNER_ROUTER_INTERFACE,
+    find_own, ipam, networks, new_meta, owner, ports, quotas, render_meta, require_write,
+    update_attrs, updated, writable, Attrs, OWNER_ROUTER_INTERFACE,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -150,11 +151,7 @@ fn in_pools(state: &State, network_id: &str, ip: Ipv4Addr) -> bool {
         })
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, FloatingIp), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<FloatingIp> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "floatingip")?;
     let project = owner(auth, &mut a, state)?;
@@ -267,7 +264,7 @@ pub fn update(
     id: &str,
     body: &Value,
     if_match: Option<&str>,
-) -> Result<(Vec<Change>, FloatingIp), ApiError> {
+) -> Made<FloatingIp> {
     const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
@@ -278,9 +275,8 @@ pub fn update(
         "router_id",
         "subnet_id",
     ];
-    let found = || get(state, auth, id);
-    let attrs = ("floatingip", READ_ONLY);
-    let (mut f, (port, fixed, qos)) = edit_if_match(auth, found, if_match, body, attrs, |f, a| {
+    let mut f = writable(auth, || get(state, auth, id), if_match)?.clone();
+    let (port, fixed, qos) = update_attrs(body, "floatingip", READ_ONLY, |a| {
         let port = if a.has("port_id") {
             Some(a.nullable_string("port_id", 36)?.flatten())
         } else {
@@ -350,13 +346,8 @@ pub fn update(
 }
 
 /// Releases the address (the floating IP and its holder port).
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    let f = removable(auth, || get(state, auth, id), if_match)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    let f = writable(auth, || get(state, auth, id), if_match)?;
     tracing::info!(floatingip = id, address = %f.floating_ip_address, "floating IP released");
     Ok((
         vec![

@@ -26,6 +26,10 @@ use crate::{
     state::State,
 };
 
+/// What a command returns for `Core::mutate` to commit: the changes, and
+/// what the caller answers with (the stored object, mostly).
+pub type Made<T> = Result<(Vec<Change>, T), ApiError>;
+
 /// Device owner of router interface ports.
 pub const OWNER_ROUTER_INTERFACE: &str = "network:router_interface";
 
@@ -378,54 +382,10 @@ pub fn owned<'s, T: Resource>(
     }
 }
 
-/// The course every update takes, in this order: the caller may write;
-/// `found` gives the resource (deciding visibility and ownership); `guard`
-/// may refuse it (`If-Match`, a load balancer that must not change now);
-/// the body is the object under `root`, in which `read_only` attributes are
-/// refused; `parse` applies the attributes it knows to a copy and returns
-/// what the caller checks after the body; attributes nobody read are
-/// refused last. Store the copy with [`updated`] (or `lbaas::updated`).
-pub fn edit<'s, 'b, T: Resource, P>(
-    auth: &Auth,
-    found: impl FnOnce() -> Result<&'s T, ApiError>,
-    guard: impl FnOnce(&T) -> Result<(), ApiError>,
-    body: &'b Value,
-    (root, read_only): (&str, &[&str]),
-    parse: impl FnOnce(&mut T, &mut Attrs<'b>) -> Result<P, ApiError>,
-) -> Result<(T, P), ApiError> {
-    require_write(auth)?;
-    let x = found()?;
-    guard(x)?;
-    let mut x = x.clone();
-    let mut a = Attrs::from_body(body, root)?;
-    a.reject_read_only(read_only)?;
-    let p = parse(&mut x, &mut a)?;
-    a.finish()?;
-    Ok((x, p))
-}
-
-/// [`edit`] with Neutron's `If-Match` as the guard.
-pub fn edit_if_match<'s, 'b, T: Resource, P>(
-    auth: &Auth,
-    found: impl FnOnce() -> Result<&'s T, ApiError>,
-    if_match: Option<&str>,
-    body: &'b Value,
-    attrs: (&str, &[&str]),
-    parse: impl FnOnce(&mut T, &mut Attrs<'b>) -> Result<P, ApiError>,
-) -> Result<(T, P), ApiError> {
-    edit(
-        auth,
-        found,
-        |x| check_if_match(if_match, x.meta()),
-        body,
-        attrs,
-        parse,
-    )
-}
-
-/// The course every delete opens with: the caller may write, `found` gives
-/// the resource, `If-Match` must hold.
-pub fn removable<'s, T: Resource>(
+/// The course every change of an existing resource opens with: the caller
+/// may write, `found` gives the resource (deciding visibility and
+/// ownership), and `If-Match: revision_number=N` holds.
+pub fn writable<'s, T: Resource>(
     auth: &Auth,
     found: impl FnOnce() -> Result<&'s T, ApiError>,
     if_match: Option<&str>,
@@ -434,6 +394,23 @@ pub fn removable<'s, T: Resource>(
     let x = found()?;
     check_if_match(if_match, x.meta())?;
     Ok(x)
+}
+
+/// An update's body: the object under `root`, in which `read_only`
+/// attributes are refused first; `apply` reads the attributes it knows
+/// (returning what the caller checks once the body is read); attributes
+/// nobody read are refused last.
+pub fn update_attrs<'b, P>(
+    body: &'b Value,
+    root: &str,
+    read_only: &[&str],
+    apply: impl FnOnce(&mut Attrs<'b>) -> Result<P, ApiError>,
+) -> Result<P, ApiError> {
+    let mut a = Attrs::from_body(body, root)?;
+    a.reject_read_only(read_only)?;
+    let p = apply(&mut a)?;
+    a.finish()?;
+    Ok(p)
 }
 
 /// A changed resource stored after `changes`, at its next revision.

@@ -3,9 +3,10 @@
 use serde_json::{Map, Value};
 
 use super::{
-    edit_if_match, find, new_meta, owned, owner, quotas, refuse_in_use, removable, render_meta,
-    require_write, updated, Attrs,
+    find, new_meta, owned, owner, quotas, refuse_in_use, render_meta, require_write, update_attrs,
+    updated, writable, Attrs,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -60,11 +61,7 @@ fn allocate_vni(state: &State) -> Result<u32, ApiError> {
     Ok(candidate)
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, Network), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Network> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "network")?;
     let project = owner(auth, &mut a, state)?;
@@ -114,7 +111,7 @@ pub fn update(
     id: &str,
     body: &Value,
     if_match: Option<&str>,
-) -> Result<(Vec<Change>, Network), ApiError> {
+) -> Made<Network> {
     const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
@@ -123,64 +120,52 @@ pub fn update(
         "subnets",
         "provider:segmentation_id",
     ];
-    let found = || get_owned(state, auth, id);
-    let (n, ()) = edit_if_match(
-        auth,
-        found,
-        if_match,
-        body,
-        ("network", READ_ONLY),
-        |n, a| {
-            a.rename(&mut n.meta)?;
-            if let Some(v) = a.boolean("admin_state_up")? {
-                n.admin_state_up = v;
+    let mut n = writable(auth, || get_owned(state, auth, id), if_match)?.clone();
+    update_attrs(body, "network", READ_ONLY, |a| {
+        a.rename(&mut n.meta)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            n.admin_state_up = v;
+        }
+        if let Some(v) = a.integer("mtu", 68, OVERLAY_MTU as i64)? {
+            n.mtu = v as u32;
+        }
+        if let Some(v) = a.boolean("port_security_enabled")? {
+            n.port_security_enabled = v;
+        }
+        if let Some(v) = a.boolean("shared")? {
+            if v != n.shared && !auth.is_admin() {
+                return Err(ApiError::forbidden(
+                    "Only an administrator may share or unshare networks.",
+                ));
             }
-            if let Some(v) = a.integer("mtu", 68, OVERLAY_MTU as i64)? {
-                n.mtu = v as u32;
-            }
-            if let Some(v) = a.boolean("port_security_enabled")? {
-                n.port_security_enabled = v;
-            }
-            if let Some(v) = a.boolean("shared")? {
-                if v != n.shared && !auth.is_admin() {
+            n.shared = v;
+        }
+        if let Some(v) = a.boolean("router:external")? {
+            if v != n.external {
+                if !auth.is_admin() {
                     return Err(ApiError::forbidden(
-                        "Only an administrator may share or unshare networks.",
+                        "Only an administrator may change router:external.",
                     ));
                 }
-                n.shared = v;
+                // Router gateways and floating IPs are ports on it.
+                refuse_in_use(
+                    !v && state.ports.values().any(|p| p.network_id == id),
+                    "NetworkInUse",
+                    || {
+                        format!("Unable to complete operation on network {id}: router gateways or floating IPs still use it as an external network.")
+                    },
+                )?;
             }
-            if let Some(v) = a.boolean("router:external")? {
-                if v != n.external {
-                    if !auth.is_admin() {
-                        return Err(ApiError::forbidden(
-                            "Only an administrator may change router:external.",
-                        ));
-                    }
-                    // Router gateways and floating IPs are ports on it.
-                    refuse_in_use(
-                        !v && state.ports.values().any(|p| p.network_id == id),
-                        "NetworkInUse",
-                        || {
-                            format!("Unable to complete operation on network {id}: router gateways or floating IPs still use it as an external network.")
-                        },
-                    )?;
-                }
-                n.external = v;
-            }
-            Ok(())
-        },
-    )?;
+            n.external = v;
+        }
+        Ok(())
+    })?;
     Ok(updated(n, vec![]))
 }
 
 /// Deletes the network and its subnets; 409 while any port is on it.
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    removable(auth, || get_owned(state, auth, id), if_match)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    writable(auth, || get_owned(state, auth, id), if_match)?;
     refuse_in_use(
         state.ports.values().any(|p| p.network_id == id),
         "NetworkInUse",

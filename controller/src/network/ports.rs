@@ -7,9 +7,11 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde_json::{json, Map, Value};
 
 use super::{
-    dict, edit_if_match, find_own, ipam, networks, new_meta, owner, quotas, removable, render_meta,
-    require_write, security_groups as sg, subnets, touch, updated, Attrs, OWNER_ROUTER_INTERFACE,
+    dict, find_own, ipam, networks, new_meta, owner, quotas, render_meta, require_write,
+    security_groups as sg, subnets, touch, update_attrs, updated, writable, Attrs,
+    OWNER_ROUTER_INTERFACE,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -254,7 +256,7 @@ fn mac_in_use(state: &State, network_id: &str, mac: &str, except: &str) -> bool 
 
 /// Creates a port. `router_interface`: the caller is the router API, which
 /// may take the gateway address and the reserved device owner.
-pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Port), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Port> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "port")?;
     let project = owner(auth, &mut a, state)?;
@@ -365,11 +367,11 @@ pub fn update(
     id: &str,
     body: &Value,
     if_match: Option<&str>,
-) -> Result<(Vec<Change>, Port), ApiError> {
+) -> Made<Port> {
     const READ_ONLY: &[&str] = &["id", "network_id", "project_id", "tenant_id", "status"];
-    let found = || get(state, auth, id);
-    let (p, ()) = edit_if_match(auth, found, if_match, body, ("port", READ_ONLY), |p, a| {
-        edit(state, auth, id, p, a)
+    let mut p = writable(auth, || get(state, auth, id), if_match)?.clone();
+    update_attrs(body, "port", READ_ONLY, |a| {
+        edit(state, auth, id, &mut p, a)
     })?;
     check_security_consistency(&p)?;
     Ok(updated(p, vec![]))
@@ -459,13 +461,8 @@ fn edit(
     check_binding_extras(a)
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    let p = removable(auth, || get(state, auth, id), if_match)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    let p = writable(auth, || get(state, auth, id), if_match)?;
     if p.device_owner == OWNER_ROUTER_INTERFACE {
         return Err(ApiError::conflict(
             "PortInUse",

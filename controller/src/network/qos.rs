@@ -7,9 +7,10 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    edit_if_match, find, new_meta, owned, owner, removable, render_meta, require_write, touch,
-    updated, Attrs,
+    find, new_meta, owned, owner, render_meta, require_write, touch, update_attrs, updated,
+    writable, Attrs,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -54,11 +55,7 @@ fn reject_default(a: &mut Attrs<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, QosPolicy), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<QosPolicy> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "policy")?;
     let project = owner(auth, &mut a, state)?;
@@ -83,33 +80,21 @@ pub fn update(
     id: &str,
     body: &Value,
     if_match: Option<&str>,
-) -> Result<(Vec<Change>, QosPolicy), ApiError> {
+) -> Made<QosPolicy> {
     const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "rules"];
-    let found = || get_owned(state, auth, id);
-    let (p, ()) = edit_if_match(
-        auth,
-        found,
-        if_match,
-        body,
-        ("policy", READ_ONLY),
-        |p, a| {
-            a.rename(&mut p.meta)?;
-            if let Some(v) = a.boolean("shared")? {
-                p.shared = v;
-            }
-            reject_default(a)
-        },
-    )?;
+    let mut p = writable(auth, || get_owned(state, auth, id), if_match)?.clone();
+    update_attrs(body, "policy", READ_ONLY, |a| {
+        a.rename(&mut p.meta)?;
+        if let Some(v) = a.boolean("shared")? {
+            p.shared = v;
+        }
+        reject_default(a)
+    })?;
     Ok(updated(p, vec![]))
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    removable(auth, || get_owned(state, auth, id), if_match)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    writable(auth, || get_owned(state, auth, id), if_match)?;
     if let Some(f) = state
         .floating_ips
         .values()
@@ -191,7 +176,7 @@ pub fn rule_create(
     auth: &Auth,
     policy_id: &str,
     body: &Value,
-) -> Result<(Vec<Change>, Map<String, Value>), ApiError> {
+) -> Made<Map<String, Value>> {
     require_write(auth)?;
     let mut p = get_owned(state, auth, policy_id)?.clone();
     let mut a = Attrs::from_body(body, "bandwidth_limit_rule")?;
@@ -246,7 +231,7 @@ pub fn rule_update(
     policy_id: &str,
     rule_id: &str,
     body: &Value,
-) -> Result<(Vec<Change>, Map<String, Value>), ApiError> {
+) -> Made<Map<String, Value>> {
     require_write(auth)?;
     get_owned(state, auth, policy_id)?;
     let (p, r) = rule_get(state, auth, policy_id, rule_id)?;
@@ -274,12 +259,7 @@ pub fn rule_update(
     Ok((vec![Change::Put(Object::QosPolicy(p))], out))
 }
 
-pub fn rule_delete(
-    state: &State,
-    auth: &Auth,
-    policy_id: &str,
-    rule_id: &str,
-) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn rule_delete(state: &State, auth: &Auth, policy_id: &str, rule_id: &str) -> Made<()> {
     require_write(auth)?;
     get_owned(state, auth, policy_id)?;
     let (p, _) = rule_get(state, auth, policy_id, rule_id)?;

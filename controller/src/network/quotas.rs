@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{Attrs, OWNER_ROUTER_INTERFACE};
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -148,12 +149,7 @@ pub fn list(state: &State, auth: &Auth) -> Result<Value, ApiError> {
     Ok(json!({"quotas": quotas}))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    project: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Value), ApiError> {
+pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Made<Value> {
     if !auth.is_admin() {
         return Err(ApiError::forbidden(
             "Only an administrator may change quotas.",
@@ -182,7 +178,7 @@ pub fn update(
     Ok((vec![Change::Put(Object::Quota(q))], out))
 }
 
-pub fn reset(state: &State, auth: &Auth, project: &str) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn reset(state: &State, auth: &Auth, project: &str) -> Made<()> {
     if !auth.is_admin() {
         return Err(ApiError::forbidden(
             "Only an administrator may change quotas.",

@@ -5,9 +5,10 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    edit_if_match, find_own, ipam, new_meta, owner, ports, quotas, refuse_in_use, removable,
-    render_meta, require_write, subnets, touch, updated, Attrs, OWNER_ROUTER_INTERFACE,
+    find_own, ipam, new_meta, owner, ports, quotas, refuse_in_use, render_meta, require_write,
+    subnets, touch, update_attrs, updated, writable, Attrs, OWNER_ROUTER_INTERFACE,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -184,7 +185,7 @@ fn apply_gateway(
     Ok(changes)
 }
 
-pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Router), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Router> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "router")?;
     let project = owner(auth, &mut a, state)?;
@@ -224,27 +225,20 @@ pub fn update(
     id: &str,
     body: &Value,
     if_match: Option<&str>,
-) -> Result<(Vec<Change>, Router), ApiError> {
+) -> Made<Router> {
     const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "status"];
-    let found = || get(state, auth, id);
-    let (mut r, gateway) = edit_if_match(
-        auth,
-        found,
-        if_match,
-        body,
-        ("router", READ_ONLY),
-        |r, a| {
-            a.rename(&mut r.meta)?;
-            if let Some(v) = a.boolean("admin_state_up")? {
-                r.admin_state_up = v;
-            }
-            let gateway = parse_gateway(a)?;
-            if let Some(v) = a.list("routes")? {
-                r.routes = parse_routes(state, id, v)?;
-            }
-            Ok(gateway)
-        },
-    )?;
+    let mut r = writable(auth, || get(state, auth, id), if_match)?.clone();
+    let gateway = update_attrs(body, "router", READ_ONLY, |a| {
+        a.rename(&mut r.meta)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            r.admin_state_up = v;
+        }
+        let gateway = parse_gateway(a)?;
+        if let Some(v) = a.list("routes")? {
+            r.routes = parse_routes(state, id, v)?;
+        }
+        Ok(gateway)
+    })?;
     let changes = match gateway {
         Some(spec) => apply_gateway(state, auth, &mut r, spec)?,
         None => vec![],
@@ -284,13 +278,8 @@ fn parse_routes(state: &State, id: &str, v: &[Value]) -> Result<Vec<HostRoute>, 
     Ok(routes)
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    let r = removable(auth, || get(state, auth, id), if_match)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    let r = writable(auth, || get(state, auth, id), if_match)?;
     refuse_in_use(!interfaces(state, id).is_empty(), "RouterInUse", || {
         format!("Router {id} still has ports")
     })?;
@@ -350,12 +339,7 @@ fn interface_info(router: &Router, port: &Port, network_id: &str) -> Value {
     })
 }
 
-pub fn add_interface(
-    state: &State,
-    auth: &Auth,
-    router_id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Value), ApiError> {
+pub fn add_interface(state: &State, auth: &Auth, router_id: &str, body: &Value) -> Made<Value> {
     require_write(auth)?;
     let router = get(state, auth, router_id)?;
     let (subnet_id, port_id) = interface_target(body)?;
@@ -467,12 +451,7 @@ pub fn add_interface(
     ))
 }
 
-pub fn remove_interface(
-    state: &State,
-    auth: &Auth,
-    router_id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Value), ApiError> {
+pub fn remove_interface(state: &State, auth: &Auth, router_id: &str, body: &Value) -> Made<Value> {
     require_write(auth)?;
     let router = get(state, auth, router_id)?;
     let (subnet_id, port_id) = interface_target(body)?;

@@ -11,9 +11,10 @@ use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
 
 use super::{
-    edit_if_match, find, find_own, new_meta, owner, quotas, removable, render_meta, require_write,
-    updated, Attrs,
+    find, find_own, new_meta, owner, quotas, render_meta, require_write, update_attrs, updated,
+    writable, Attrs,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -185,11 +186,7 @@ fn in_use_error(id: &str) -> ApiError {
     ApiError::conflict("SecurityGroupInUse", format!("Security Group {id} in use."))
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, SecurityGroup), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<SecurityGroup> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "security_group")?;
     let project = owner(auth, &mut a, state)?;
@@ -226,34 +223,27 @@ pub fn update(
     id: &str,
     body: &Value,
     if_match: Option<&str>,
-) -> Result<(Vec<Change>, SecurityGroup), ApiError> {
+) -> Made<SecurityGroup> {
     const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "security_group_rules"];
-    let found = || get(state, auth, id);
-    let (g, ()) = edit_if_match(
-        auth,
-        found,
-        if_match,
-        body,
-        ("security_group", READ_ONLY),
-        |g, a| {
-            if is_default(g) && a.has("name") {
-                return Err(ApiError::conflict(
-                    "SecurityGroupCannotUpdateDefault",
-                    "Updating default security group not allowed.",
-                ));
+    let mut g = writable(auth, || get(state, auth, id), if_match)?.clone();
+    update_attrs(body, "security_group", READ_ONLY, |a| {
+        if is_default(&g) && a.has("name") {
+            return Err(ApiError::conflict(
+                "SecurityGroupCannotUpdateDefault",
+                "Updating default security group not allowed.",
+            ));
+        }
+        check_name(&a.string("name", 255)?)?;
+        a.rename(&mut g.meta)?;
+        if let Some(v) = a.boolean("stateful")? {
+            // Ports' connection tracking cannot switch under them.
+            if v != g.stateful && in_use(state, id) {
+                return Err(in_use_error(id));
             }
-            check_name(&a.string("name", 255)?)?;
-            a.rename(&mut g.meta)?;
-            if let Some(v) = a.boolean("stateful")? {
-                // Ports' connection tracking cannot switch under them.
-                if v != g.stateful && in_use(state, id) {
-                    return Err(in_use_error(id));
-                }
-                g.stateful = v;
-            }
-            Ok(())
-        },
-    )?;
+            g.stateful = v;
+        }
+        Ok(())
+    })?;
     Ok(updated(g, vec![]))
 }
 
@@ -275,13 +265,8 @@ pub fn removal(state: &State, id: &str) -> Vec<Change> {
     changes
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    let g = removable(auth, || get(state, auth, id), if_match)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    let g = writable(auth, || get(state, auth, id), if_match)?;
     if in_use(state, id) {
         return Err(in_use_error(id));
     }
@@ -627,11 +612,7 @@ fn parse_rule(
 /// all rules or none, in one commit. Duplicates (of existing rules, or
 /// within the request) are found with one fingerprint set per group, built
 /// once per request.
-pub fn create_rules(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, Vec<SecurityGroupRule>), ApiError> {
+pub fn create_rules(state: &State, auth: &Auth, body: &Value) -> Made<Vec<SecurityGroupRule>> {
     require_write(auth)?;
     let top = body.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
         ApiError::bad_request(
@@ -722,7 +703,7 @@ pub fn update_rule(
     id: &str,
     body: &Value,
     if_match: Option<&str>,
-) -> Result<(Vec<Change>, SecurityGroupRule), ApiError> {
+) -> Made<SecurityGroupRule> {
     const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
@@ -737,9 +718,8 @@ pub fn update_rule(
         "remote_group_id",
         "remote_address_group_id",
     ];
-    let found = || get_rule(state, auth, id);
-    let attrs = ("security_group_rule", READ_ONLY);
-    let (r, ()) = edit_if_match(auth, found, if_match, body, attrs, |r, a| {
+    let mut r = writable(auth, || get_rule(state, auth, id), if_match)?.clone();
+    update_attrs(body, "security_group_rule", READ_ONLY, |a| {
         if let Some(v) = a.string("description", 255)? {
             r.meta.description = v;
         }
@@ -748,13 +728,8 @@ pub fn update_rule(
     Ok(updated(r, vec![]))
 }
 
-pub fn delete_rule(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    let r = removable(auth, || get_rule(state, auth, id), if_match)?;
+pub fn delete_rule(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    let r = writable(auth, || get_rule(state, auth, id), if_match)?;
     tracing::info!(rule = id, group = %r.security_group_id, "security group rule deleted");
     Ok((
         vec![Change::Delete(Kind::SecurityGroupRule, id.to_owned())],

@@ -7,9 +7,10 @@ use ipnetwork::Ipv4Network;
 use serde_json::{Map, Value};
 
 use super::{
-    dict, edit_if_match, find, ipam, networks, new_meta, owner, quotas, refuse_in_use, removable,
-    render_meta, require_write, updated, Attrs, OWNER_ROUTER_INTERFACE,
+    dict, find, ipam, networks, new_meta, owner, quotas, refuse_in_use, render_meta, require_write,
+    update_attrs, updated, writable, Attrs, OWNER_ROUTER_INTERFACE,
 };
+use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -145,7 +146,7 @@ fn parse_gateway(net: Ipv4Network, v: Option<String>) -> Result<Option<Ipv4Addr>
     }
 }
 
-pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Subnet), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Subnet> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "subnet")?;
     let project = owner(auth, &mut a, state)?;
@@ -239,7 +240,7 @@ pub fn update(
     id: &str,
     body: &Value,
     if_match: Option<&str>,
-) -> Result<(Vec<Change>, Subnet), ApiError> {
+) -> Made<Subnet> {
     const READ_ONLY: &[&str] = &[
         "id",
         "cidr",
@@ -249,29 +250,22 @@ pub fn update(
         "tenant_id",
         "subnetpool_id",
     ];
-    let found = || get_owned(state, auth, id, "change");
-    let (mut s, (gateway_in, pools_in)) = edit_if_match(
-        auth,
-        found,
-        if_match,
-        body,
-        ("subnet", READ_ONLY),
-        |s, a| {
-            a.rename(&mut s.meta)?;
-            let gateway_in = a.nullable_string("gateway_ip", 64)?;
-            let pools_in = a.list("allocation_pools")?;
-            if let Some(v) = a.boolean("enable_dhcp")? {
-                s.enable_dhcp = v;
-            }
-            if let Some(v) = a.strings("dns_nameservers")? {
-                s.dns_nameservers = parse_dns(v)?;
-            }
-            if let Some(v) = a.list("host_routes")? {
-                s.host_routes = parse_routes("host_routes", v, 20)?;
-            }
-            Ok((gateway_in, pools_in))
-        },
-    )?;
+    let mut s = writable(auth, || get_owned(state, auth, id, "change"), if_match)?.clone();
+    let (gateway_in, pools_in) = update_attrs(body, "subnet", READ_ONLY, |a| {
+        a.rename(&mut s.meta)?;
+        let gateway_in = a.nullable_string("gateway_ip", 64)?;
+        let pools_in = a.list("allocation_pools")?;
+        if let Some(v) = a.boolean("enable_dhcp")? {
+            s.enable_dhcp = v;
+        }
+        if let Some(v) = a.strings("dns_nameservers")? {
+            s.dns_nameservers = parse_dns(v)?;
+        }
+        if let Some(v) = a.list("host_routes")? {
+            s.host_routes = parse_routes("host_routes", v, 20)?;
+        }
+        Ok((gateway_in, pools_in))
+    })?;
     let net = cidr(&s);
     if let Some(g) = gateway_in {
         let g = parse_gateway(net, g)?.map(|g| g.to_string());
@@ -305,13 +299,8 @@ pub fn update(
     Ok(updated(s, vec![]))
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    removable(auth, || get_owned(state, auth, id, "delete"), if_match)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    writable(auth, || get_owned(state, auth, id, "delete"), if_match)?;
     let in_use = state
         .ports
         .values()
