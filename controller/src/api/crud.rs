@@ -27,7 +27,12 @@ use serde_json::{json, Map, Value};
 
 use super::{authenticate, json_body, neutron_error, octavia::octavia_error};
 use crate::{
-    app::App, auth::Auth, error::ApiError, model::Resource, network, state::State as Desired,
+    app::App,
+    auth::Auth,
+    error::ApiError,
+    model::Resource,
+    network::{self, Edit},
+    state::State as Desired,
 };
 
 /// A handler's outcome before rendering: status and body, or the error.
@@ -146,7 +151,7 @@ fn octavia_sort(q: &[(String, String)]) -> Result<Pairs, ApiError> {
 /// How a resource is updated.
 pub enum Update<T> {
     /// Neutron's: `If-Match: revision_number=N` must hold (412).
-    IfMatch(fn(&Desired, &Auth, &str, &Value, Option<&str>) -> Made<T>),
+    IfMatch(fn(&Desired, &Auth, Edit) -> Made<T>),
     /// Octavia's: no precondition.
     Plain(fn(&Desired, &Auth, &str, &Value) -> Made<T>),
 }
@@ -292,7 +297,9 @@ impl<T: Resource> Collection<T> {
             Command::Update { id, body, if_match } => {
                 let id = app.core.mutate(|s| {
                     id_of(match &self.update {
-                        Update::IfMatch(f) => f(s, auth, &id, &body, if_match.as_deref()),
+                        Update::IfMatch(f) => {
+                            f(s, auth, Edit::new(&id, &body).if_match(if_match.as_deref()))
+                        }
                         Update::Plain(f) => f(s, auth, &id, &body),
                     })
                 })?;

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_mutable, child_owner, health_monitor, id_refs, load_balancer, parent_pending, pool,
-    pool_monitor, quotas, read_only, render_meta, updated, wire, writable,
+    pool_monitor, quotas, read_only, render_base, updated, wire, writable,
 };
 use crate::network::Made;
 use crate::{
@@ -271,15 +271,8 @@ pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
 }
 
 pub fn render(m: &HealthMonitor) -> Map<String, Value> {
-    let mut o = Map::new();
-    render_meta(&m.meta, &mut o);
+    let mut o = render_base(m, m.admin_state_up, operating_status(m));
     o.remove("description");
-    o.insert("admin_state_up".into(), m.admin_state_up.into());
-    o.insert(
-        "provisioning_status".into(),
-        m.provisioning_status.as_str().into(),
-    );
-    o.insert("operating_status".into(), operating_status(m).into());
     o.insert("type".into(), m.kind.as_str().into());
     o.insert("delay".into(), m.delay.into());
     o.insert("timeout".into(), m.timeout.into());

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_mutable, child_owner, health::LbHealth, id_refs, listener, load_balancer, not_found,
-    parent_pending, port_number, quotas, read_only, render_meta, updated, wire, writable,
+    parent_pending, port_number, quotas, read_only, render_base, updated, wire, writable,
 };
 use crate::network::Made;
 use crate::{
@@ -289,17 +289,7 @@ pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
 }
 
 pub fn render(state: &State, health: &LbHealth, l: &Listener) -> Map<String, Value> {
-    let mut o = Map::new();
-    render_meta(&l.meta, &mut o);
-    o.insert("admin_state_up".into(), l.admin_state_up.into());
-    o.insert(
-        "provisioning_status".into(),
-        l.provisioning_status.as_str().into(),
-    );
-    o.insert(
-        "operating_status".into(),
-        health.listener_status(state, l).into(),
-    );
+    let mut o = render_base(l, l.admin_state_up, health.listener_status(state, l));
     o.insert("protocol".into(), l.protocol.as_str().into());
     o.insert("protocol_port".into(), l.protocol_port.into());
     o.insert("connection_limit".into(), l.connection_limit.into());

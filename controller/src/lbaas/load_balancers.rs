@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_mutable, health::LbHealth, health_monitors, id_refs, load_balancer, members, not_found,
-    pool_members, pool_monitor, quotas, render_meta, updated, vip_device_id, writable,
+    pool_members, pool_monitor, quotas, render_base, updated, vip_device_id, writable,
     OWNER_OCTAVIA, PROVIDER,
 };
 use crate::network::Made;
@@ -338,17 +338,7 @@ pub fn delete(state: &State, auth: &Auth, id: &str, cascade: bool) -> Made<()> {
 }
 
 pub fn render(state: &State, health: &LbHealth, lb: &LoadBalancer) -> Map<String, Value> {
-    let mut o = Map::new();
-    render_meta(&lb.meta, &mut o);
-    o.insert("admin_state_up".into(), lb.admin_state_up.into());
-    o.insert(
-        "provisioning_status".into(),
-        lb.provisioning_status.as_str().into(),
-    );
-    o.insert(
-        "operating_status".into(),
-        health.lb_status(state, lb).into(),
-    );
+    let mut o = render_base(lb, lb.admin_state_up, health.lb_status(state, lb));
     o.insert("vip_address".into(), lb.vip_address.clone().into());
     o.insert("vip_port_id".into(), lb.vip_port_id.clone().into());
     o.insert("vip_subnet_id".into(), lb.vip_subnet_id.clone().into());

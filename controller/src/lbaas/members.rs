@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::{
     check_mutable, child_owner, health::LbHealth, load_balancer, member, nullable_port,
     parent_pending, pending_update, pool, pool_members, pool_monitor, port_number, quotas,
-    read_only, render_meta, updated, writable,
+    read_only, render_base, updated, writable,
 };
 use crate::network::Made;
 use crate::{
@@ -338,18 +338,8 @@ pub fn batch(
 }
 
 pub fn render(health: &LbHealth, m: &Member, monitor: bool) -> Map<String, Value> {
-    let mut o = Map::new();
-    render_meta(&m.meta, &mut o);
+    let mut o = render_base(m, m.admin_state_up, health.member_status(m, monitor));
     o.remove("description");
-    o.insert("admin_state_up".into(), m.admin_state_up.into());
-    o.insert(
-        "provisioning_status".into(),
-        m.provisioning_status.as_str().into(),
-    );
-    o.insert(
-        "operating_status".into(),
-        health.member_status(m, monitor).into(),
-    );
     o.insert("address".into(), m.address.clone().into());
     o.insert("protocol_port".into(), m.protocol_port.into());
     o.insert("weight".into(), m.weight.into());

@@ -36,8 +36,8 @@ use crate::{
     auth::Auth,
     error::ApiError,
     model::{
-        Change, HealthMonitor, Listener, LoadBalancer, Member, Meta, Object, Pool,
-        ProvisioningStatus, Resource,
+        Change, HealthMonitor, Listener, LoadBalancer, Member, Object, Pool, ProvisioningStatus,
+        Resource,
     },
     network::{find, find_own, require_write, touch, Attrs, Made},
     state::State,
@@ -380,8 +380,17 @@ pub fn wire<E: Copy>(
         })
 }
 
-/// Attributes every Octavia resource renders.
-pub fn render_meta(m: &Meta, o: &mut Map<String, Value>) {
+/// What every Octavia resource renders first: its bookkeeping (without
+/// Neutron's `tenant_id` and `revision_number`), `admin_state_up`,
+/// `provisioning_status` and the `operating_status` the agents' reports
+/// give it.
+pub fn render_base<T: Provisioned>(
+    x: &T,
+    admin_state_up: bool,
+    operating_status: &str,
+) -> Map<String, Value> {
+    let m = x.meta();
+    let mut o = Map::new();
     o.insert("id".into(), m.id.clone().into());
     o.insert("name".into(), m.name.clone().into());
     o.insert("description".into(), m.description.clone().into());
@@ -389,6 +398,13 @@ pub fn render_meta(m: &Meta, o: &mut Map<String, Value>) {
     o.insert("created_at".into(), m.created_at.clone().into());
     o.insert("updated_at".into(), m.updated_at.clone().into());
     o.insert("tags".into(), Value::Array(vec![]));
+    o.insert("admin_state_up".into(), admin_state_up.into());
+    o.insert(
+        "provisioning_status".into(),
+        x.provisioning_status().as_str().into(),
+    );
+    o.insert("operating_status".into(), operating_status.into());
+    o
 }
 
 /// `[{"id": ...}, ...]`, as Octavia renders references.

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::{
     check_mutable, child_owner, health::LbHealth, id_refs, listener, listeners::check_l4,
     load_balancer, parent_pending, pending_update, pool, pool_members, pool_monitor, quotas,
-    read_only, render_meta, updated, wire, writable, Provisioned,
+    read_only, render_base, updated, wire, writable, Provisioned,
 };
 use crate::network::Made;
 use crate::{
@@ -297,17 +297,7 @@ pub fn render_persistence(sp: &Option<SessionPersistence>) -> Value {
 }
 
 pub fn render(state: &State, health: &LbHealth, p: &Pool) -> Map<String, Value> {
-    let mut o = Map::new();
-    render_meta(&p.meta, &mut o);
-    o.insert("admin_state_up".into(), p.admin_state_up.into());
-    o.insert(
-        "provisioning_status".into(),
-        p.provisioning_status.as_str().into(),
-    );
-    o.insert(
-        "operating_status".into(),
-        health.pool_status(state, p).into(),
-    );
+    let mut o = render_base(p, p.admin_state_up, health.pool_status(state, p));
     o.insert("protocol".into(), p.protocol.as_str().into());
     o.insert("lb_algorithm".into(), p.lb_algorithm.as_str().into());
     o.insert(

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     find_own, ipam, networks, new_meta, owner, ports, quotas, render_meta, require_write,
-    update_attrs, updated, writable, Attrs, OWNER_ROUTER_INTERFACE,
+    update_attrs, updated, writable, Attrs, Edit, OWNER_ROUTER_INTERFACE,
 };
 use crate::network::Made;
 use crate::{
@@ -258,13 +258,8 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<FloatingIp> {
     ))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Made<FloatingIp> {
+pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<FloatingIp> {
+    let Edit { id, body, if_match } = e;
     const READ_ONLY: &[&str] = &[
         "id",
         "project_id",

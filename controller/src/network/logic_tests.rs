@@ -252,9 +252,7 @@ fn subnets_validate_like_neutron() {
         run(&c, |st| subnets::update(
             st,
             &a,
-            &s1.meta.id,
-            &json!({"subnet": {"cidr": "10.9.0.0/24"}}),
-            None
+            Edit::new(&s1.meta.id, &json!({"subnet": {"cidr": "10.9.0.0/24"}}))
         ))
         .unwrap_err()
         .status,
@@ -492,9 +490,10 @@ fn routers_interfaces_routes_and_order() {
             routers::update(
                 s,
                 &a,
-                &rid,
-                &json!({"router": {"routes": [{"destination": "192.168.0.0/16", "nexthop": hop}]}}),
-                None,
+                Edit::new(
+                    &rid,
+                    &json!({"router": {"routes": [{"destination": "192.168.0.0/16", "nexthop": hop}]}}),
+                ),
             )
         })
     };
@@ -523,7 +522,7 @@ fn routers_interfaces_routes_and_order() {
     assert_eq!(rm(&s3.meta.id).unwrap_err().status, 404);
     // Right order.
     run(&c, |s| {
-        routers::update(s, &a, &rid, &json!({"router": {"routes": []}}), None)
+        routers::update(s, &a, Edit::new(&rid, &json!({"router": {"routes": []}})))
     })
     .unwrap();
     rm(&s1.meta.id).unwrap();
@@ -770,7 +769,11 @@ fn security_groups_create_update_delete_like_neutron() {
     );
     let upd = |id: &str, who: &Auth, b: Value, m: Option<&str>| {
         run(&c, |s| {
-            sg::update(s, who, id, &json!({ "security_group": b }), m)
+            sg::update(
+                s,
+                who,
+                Edit::new(id, &json!({ "security_group": b })).if_match(m),
+            )
         })
     };
     assert_eq!(
@@ -1113,7 +1116,7 @@ fn security_group_rules_validate_like_neutron() {
     // Only the description may change; other projects see nothing.
     let upd = |id: &str, who: &Auth, b: Value| {
         run(&c, |s| {
-            sg::update_rule(s, who, id, &json!({ "security_group_rule": b }), None)
+            sg::update_rule(s, who, Edit::new(id, &json!({ "security_group_rule": b })))
         })
     };
     assert_eq!(
@@ -1493,7 +1496,7 @@ fn fip_update(
     body: Value,
 ) -> Result<crate::model::FloatingIp, ApiError> {
     run(c, |s| {
-        floating_ips::update(s, a, id, &json!({ "floatingip": body }), None)
+        floating_ips::update(s, a, Edit::new(id, &json!({ "floatingip": body })))
     })
 }
 
@@ -1550,9 +1553,7 @@ fn router_gateways() {
             routers::update(
                 s,
                 &a1,
-                &r,
-                &json!({"router": {"external_gateway_info": body}}),
-                None,
+                Edit::new(&r, &json!({"router": {"external_gateway_info": body}})),
             )
         })
     };
@@ -1612,13 +1613,7 @@ fn router_gateways() {
         .meta
         .id;
     let e = run(&c, |s| {
-        routers::update(
-            s,
-            &a1,
-            &r2,
-            &json!({"router": {"external_gateway_info": {"network_id": ext, "external_fixed_ips": [{"ip_address": "198.51.100.15"}]}}}),
-            None,
-        )
+        routers::update(s, &a1, Edit::new(&r2, &json!({"router": {"external_gateway_info": {"network_id": ext, "external_fixed_ips": [{"ip_address": "198.51.100.15"}]}}})))
     })
     .unwrap_err();
     assert_eq!(e.status, 409);
@@ -1725,9 +1720,7 @@ fn floating_ips_allocate_bind_release() {
         routers::update(
             s,
             &a1,
-            &r,
-            &json!({"router": {"external_gateway_info": null}}),
-            None,
+            Edit::new(&r, &json!({"router": {"external_gateway_info": null}})),
         )
     })
     .unwrap_err();

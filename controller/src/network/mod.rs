@@ -30,6 +30,31 @@ use crate::{
 /// what the caller answers with (the stored object, mostly).
 pub type Made<T> = Result<(Vec<Change>, T), ApiError>;
 
+/// An update as the API edge parsed it: which resource, the request's
+/// body, and Neutron's `If-Match: revision_number=N` precondition.
+#[derive(Clone, Copy, Debug)]
+pub struct Edit<'a> {
+    pub id: &'a str,
+    pub body: &'a Value,
+    pub if_match: Option<&'a str>,
+}
+
+impl<'a> Edit<'a> {
+    /// An update of `id` with `body`, unconditional.
+    pub fn new(id: &'a str, body: &'a Value) -> Edit<'a> {
+        Edit {
+            id,
+            body,
+            if_match: None,
+        }
+    }
+
+    /// The same, only if the resource's revision matches `if_match`.
+    pub fn if_match(self, if_match: Option<&'a str>) -> Edit<'a> {
+        Edit { if_match, ..self }
+    }
+}
+
 /// Device owner of router interface ports.
 pub const OWNER_ROUTER_INTERFACE: &str = "network:router_interface";
 

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     find, new_meta, owned, owner, render_meta, require_write, touch, update_attrs, updated,
-    writable, Attrs,
+    writable, Attrs, Edit,
 };
 use crate::network::Made;
 use crate::{
@@ -74,13 +74,8 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<QosPolicy> {
     Ok((vec![Change::Put(Object::QosPolicy(p.clone()))], p))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Made<QosPolicy> {
+pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<QosPolicy> {
+    let Edit { id, body, if_match } = e;
     const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "rules"];
     let mut p = writable(auth, || get_owned(state, auth, id), if_match)?.clone();
     update_attrs(body, "policy", READ_ONLY, |a| {

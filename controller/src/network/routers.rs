@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     find_own, ipam, new_meta, owner, ports, quotas, refuse_in_use, render_meta, require_write,
-    subnets, touch, update_attrs, updated, writable, Attrs, OWNER_ROUTER_INTERFACE,
+    subnets, touch, update_attrs, updated, writable, Attrs, Edit, OWNER_ROUTER_INTERFACE,
 };
 use crate::network::Made;
 use crate::{
@@ -219,13 +219,8 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Router> {
     Ok((changes, r))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Made<Router> {
+pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<Router> {
+    let Edit { id, body, if_match } = e;
     const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "status"];
     let mut r = writable(auth, || get(state, auth, id), if_match)?.clone();
     let gateway = update_attrs(body, "router", READ_ONLY, |a| {

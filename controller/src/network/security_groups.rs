@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::{
     find, find_own, new_meta, owner, quotas, render_meta, require_write, update_attrs, updated,
-    writable, Attrs,
+    writable, Attrs, Edit,
 };
 use crate::network::Made;
 use crate::{
@@ -217,13 +217,8 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<SecurityGroup> {
     Ok((changes, g))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Made<SecurityGroup> {
+pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<SecurityGroup> {
+    let Edit { id, body, if_match } = e;
     const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "security_group_rules"];
     let mut g = writable(auth, || get(state, auth, id), if_match)?.clone();
     update_attrs(body, "security_group", READ_ONLY, |a| {
@@ -697,13 +692,8 @@ pub fn create_rules(state: &State, auth: &Auth, body: &Value) -> Made<Vec<Securi
 
 /// Only the description of a rule may change (Neutron: every other
 /// attribute is create-only).
-pub fn update_rule(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Made<SecurityGroupRule> {
+pub fn update_rule(state: &State, auth: &Auth, e: Edit) -> Made<SecurityGroupRule> {
+    let Edit { id, body, if_match } = e;
     const READ_ONLY: &[&str] = &[
         "id",
         "project_id",

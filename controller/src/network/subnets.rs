@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{
     dict, find, ipam, networks, new_meta, owner, quotas, refuse_in_use, render_meta, require_write,
-    update_attrs, updated, writable, Attrs, OWNER_ROUTER_INTERFACE,
+    update_attrs, updated, writable, Attrs, Edit, OWNER_ROUTER_INTERFACE,
 };
 use crate::network::Made;
 use crate::{
@@ -234,13 +234,8 @@ pub fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Made<Subnet> {
+pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<Subnet> {
+    let Edit { id, body, if_match } = e;
     const READ_ONLY: &[&str] = &[
         "id",
         "cidr",
