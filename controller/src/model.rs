@@ -750,6 +750,33 @@ impl Quota {
     }
 }
 
+impl Quota {
+    /// The limit on `kind` (-1: unlimited; kinds without a quota have none).
+    pub fn limit(&self, kind: Kind) -> i64 {
+        let mut q = self.clone();
+        q.slot(kind).map(|v| *v).unwrap_or(-1)
+    }
+
+    /// Where the limit on `kind` is kept, if it has one.
+    pub fn slot(&mut self, kind: Kind) -> Option<&mut i64> {
+        Some(match kind {
+            Kind::Network => &mut self.network,
+            Kind::Subnet => &mut self.subnet,
+            Kind::Port => &mut self.port,
+            Kind::Router => &mut self.router,
+            Kind::SecurityGroup => &mut self.security_group,
+            Kind::SecurityGroupRule => &mut self.security_group_rule,
+            Kind::FloatingIp => &mut self.floatingip,
+            Kind::LoadBalancer => &mut self.loadbalancer,
+            Kind::Listener => &mut self.listener,
+            Kind::Pool => &mut self.pool,
+            Kind::Member => &mut self.member,
+            Kind::HealthMonitor => &mut self.healthmonitor,
+            _ => return None,
+        })
+    }
+}
+
 /// A hypervisor or gateway host, registered by its agent's first report:
 /// the compiler needs its underlay address to tell other hosts where its
 /// ports are.

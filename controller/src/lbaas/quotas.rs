@@ -11,8 +11,11 @@ use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, Kind, Object, Quota},
-    network::Attrs,
+    model::{Change, HealthMonitor, Kind, Listener, LoadBalancer, Member, Object, Pool, Quota},
+    network::{
+        quotas::{held, require_admin},
+        Attrs,
+    },
     state::State,
 };
 
@@ -39,50 +42,22 @@ pub const KINDS: [(Kind, &str, &str, &str); 5] = [
 
 /// Resources of `kind` that `project` holds.
 pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
-    (match kind {
-        Kind::LoadBalancer => state
-            .load_balancers
-            .values()
-            .filter(|x| x.meta.project_id == project)
-            .count(),
-        Kind::Listener => state
-            .listeners
-            .values()
-            .filter(|x| x.meta.project_id == project)
-            .count(),
-        Kind::Pool => state
-            .pools
-            .values()
-            .filter(|x| x.meta.project_id == project)
-            .count(),
-        Kind::Member => state
-            .members
-            .values()
-            .filter(|x| x.meta.project_id == project)
-            .count(),
-        Kind::HealthMonitor => state
-            .health_monitors
-            .values()
-            .filter(|x| x.meta.project_id == project)
-            .count(),
-        _ => 0,
-    }) as i64
-}
-
-fn slot(q: &mut Quota, kind: Kind) -> Option<&mut i64> {
     match kind {
-        Kind::LoadBalancer => Some(&mut q.loadbalancer),
-        Kind::Listener => Some(&mut q.listener),
-        Kind::Pool => Some(&mut q.pool),
-        Kind::Member => Some(&mut q.member),
-        Kind::HealthMonitor => Some(&mut q.healthmonitor),
-        _ => None,
+        Kind::LoadBalancer => held::<LoadBalancer>(state, project),
+        Kind::Listener => held::<Listener>(state, project),
+        Kind::Pool => held::<Pool>(state, project),
+        Kind::Member => held::<Member>(state, project),
+        Kind::HealthMonitor => held::<HealthMonitor>(state, project),
+        _ => 0,
     }
 }
 
+fn slot(q: &mut Quota, kind: Kind) -> Option<&mut i64> {
+    q.slot(kind)
+}
+
 pub fn limit(q: &Quota, kind: Kind) -> i64 {
-    let mut q = q.clone();
-    slot(&mut q, kind).map(|v| *v).unwrap_or(-1)
+    q.limit(kind)
 }
 
 /// 403 if `n` more resources of `kind` would exceed `project`'s quota.
@@ -146,11 +121,7 @@ pub fn defaults(auth: &Auth) -> Result<Value, ApiError> {
 
 /// PUT /v2/lbaas/quotas/{project} (administrators).
 pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Made<Value> {
-    if !auth.is_admin() {
-        return Err(ApiError::forbidden(
-            "Only an administrator may change quotas.",
-        ));
-    }
+    require_admin(auth)?;
     if !state.projects.contains_key(project) {
         return Err(crate::lbaas::not_found("Project", project));
     }
@@ -176,11 +147,7 @@ pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Made<V
 /// DELETE /v2/lbaas/quotas/{project}: back to the defaults (the Neutron
 /// quotas of the project too: they share the record).
 pub fn reset(state: &State, auth: &Auth, project: &str) -> Made<()> {
-    if !auth.is_admin() {
-        return Err(ApiError::forbidden(
-            "Only an administrator may change quotas.",
-        ));
-    }
+    require_admin(auth)?;
     let Some(cur) = state.quotas.get(project) else {
         return Ok((vec![], ()));
     };

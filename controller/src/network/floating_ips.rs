@@ -12,8 +12,8 @@ use std::net::Ipv4Addr;
 use serde_json::{json, Map, Value};
 
 use super::{
-    find_own, ipam, networks, new_meta, owner, ports, quotas, render_meta, require_write,
-    update_attrs, updated, writable, Attrs, Edit, OWNER_ROUTER_INTERFACE,
+    creating, find_own, ipam, networks, new_meta, ports, quotas, render_meta, update_attrs,
+    updated, writable, Attrs, Edit, OWNER_ROUTER_INTERFACE,
 };
 use crate::network::Made;
 use crate::{
@@ -152,9 +152,7 @@ fn in_pools(state: &State, network_id: &str, ip: Ipv4Addr) -> bool {
 }
 
 pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<FloatingIp> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "floatingip")?;
-    let project = owner(auth, &mut a, state)?;
+    let (mut a, project) = creating(state, auth, body, "floatingip")?;
     let network_id = a.string("floating_network_id", 36)?.ok_or_else(|| {
         ApiError::bad_request("Invalid input: 'floating_network_id' is required.")
     })?;

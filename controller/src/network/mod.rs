@@ -226,13 +226,18 @@ impl<'a> Attrs<'a> {
         }
     }
 
-    /// Neutron's `name` and `description` (at most 255 characters) into
-    /// `meta`.
+    /// Neutron's `name` and `description` (at most 255 characters).
+    pub fn names(&mut self) -> Result<(Option<String>, Option<String>), ApiError> {
+        Ok((self.string("name", 255)?, self.string("description", 255)?))
+    }
+
+    /// [`Attrs::names`] into `meta`.
     pub fn rename(&mut self, meta: &mut Meta) -> Result<(), ApiError> {
-        if let Some(v) = self.string("name", 255)? {
+        let (name, description) = self.names()?;
+        if let Some(v) = name {
             meta.name = v;
         }
-        if let Some(v) = self.string("description", 255)? {
+        if let Some(v) = description {
             meta.description = v;
         }
         Ok(())
@@ -308,6 +313,20 @@ pub fn owner(auth: &Auth, attrs: &mut Attrs<'_>, state: &State) -> Result<String
         }
     }
     Ok(wanted)
+}
+
+/// The course every create opens with: the caller may write, the body is
+/// the object under `root`, and the new resource's project is [`owner`]'s.
+pub fn creating<'b>(
+    state: &State,
+    auth: &Auth,
+    body: &'b Value,
+    root: &str,
+) -> Result<(Attrs<'b>, String), ApiError> {
+    require_write(auth)?;
+    let mut a = Attrs::from_body(body, root)?;
+    let project = owner(auth, &mut a, state)?;
+    Ok((a, project))
 }
 
 /// 403 unless the caller may write.

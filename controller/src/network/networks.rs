@@ -3,8 +3,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    find, new_meta, owned, owner, quotas, refuse_in_use, render_meta, require_write, update_attrs,
-    updated, writable, Attrs,
+    creating, find, new_meta, owned, quotas, refuse_in_use, render_meta, update_attrs, updated,
+    writable,
 };
 use crate::network::Made;
 use crate::{
@@ -62,11 +62,8 @@ fn allocate_vni(state: &State) -> Result<u32, ApiError> {
 }
 
 pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Network> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "network")?;
-    let project = owner(auth, &mut a, state)?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+    let (mut a, project) = creating(state, auth, body, "network")?;
+    let (name, description) = a.names()?;
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
     let shared = a.boolean("shared")?.unwrap_or(false);
     let mtu = a

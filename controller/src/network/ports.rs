@@ -7,9 +7,8 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde_json::{json, Map, Value};
 
 use super::{
-    dict, find_own, ipam, networks, new_meta, owner, quotas, render_meta, require_write,
-    security_groups as sg, subnets, touch, update_attrs, updated, writable, Attrs,
-    OWNER_ROUTER_INTERFACE,
+    creating, dict, find_own, ipam, networks, new_meta, quotas, render_meta, security_groups as sg,
+    subnets, touch, update_attrs, updated, writable, Attrs, OWNER_ROUTER_INTERFACE,
 };
 use crate::network::Made;
 use crate::{
@@ -257,14 +256,11 @@ fn mac_in_use(state: &State, network_id: &str, mac: &str, except: &str) -> bool 
 /// Creates a port. `router_interface`: the caller is the router API, which
 /// may take the gateway address and the reserved device owner.
 pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Port> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "port")?;
-    let project = owner(auth, &mut a, state)?;
+    let (mut a, project) = creating(state, auth, body, "port")?;
     let network_id = a
         .string("network_id", 36)?
         .ok_or_else(|| ApiError::bad_request("Invalid input: 'network_id' is required."))?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+    let (name, description) = a.names()?;
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
     let mac_in = a.string("mac_address", 32)?;
     let fixed_in = a.list("fixed_ips")?.cloned();

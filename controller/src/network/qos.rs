@@ -7,7 +7,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    find, new_meta, owned, owner, render_meta, require_write, touch, update_attrs, updated,
+    creating, find, new_meta, owned, render_meta, require_write, touch, update_attrs, updated,
     writable, Attrs, Edit,
 };
 use crate::network::Made;
@@ -56,11 +56,8 @@ fn reject_default(a: &mut Attrs<'_>) -> Result<(), ApiError> {
 }
 
 pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<QosPolicy> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "policy")?;
-    let project = owner(auth, &mut a, state)?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+    let (mut a, project) = creating(state, auth, body, "policy")?;
+    let (name, description) = a.names()?;
     let shared = a.boolean("shared")?.unwrap_or(false);
     reject_default(&mut a)?;
     a.finish()?;

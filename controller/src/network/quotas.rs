@@ -9,50 +9,40 @@ use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, Kind, Object, Quota},
+    model::{
+        Change, FloatingIp, Kind, Network, Object, Port, Quota, Resource, Router, SecurityGroup,
+        SecurityGroupRule, Subnet,
+    },
     state::State,
 };
 
+/// Resources of kind `T` that `project` holds.
+pub fn held<T: Resource>(state: &State, project: &str) -> i64 {
+    held_where::<T>(state, project, |_| true)
+}
+
+/// Resources of kind `T` that `project` holds and `counts`.
+pub fn held_where<T: Resource>(state: &State, project: &str, counts: impl Fn(&T) -> bool) -> i64 {
+    T::table(state)
+        .values()
+        .filter(|x| x.meta().project_id == project && counts(x))
+        .count() as i64
+}
+
 /// Resources of `project` of one kind, as quotas count them.
 pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
-    (match kind {
-        Kind::Network => state
-            .networks
-            .values()
-            .filter(|n| n.meta.project_id == project)
-            .count(),
-        Kind::Subnet => state
-            .subnets
-            .values()
-            .filter(|s| s.meta.project_id == project)
-            .count(),
-        Kind::Port => state
-            .ports
-            .values()
-            .filter(|p| p.meta.project_id == project && p.device_owner != OWNER_ROUTER_INTERFACE)
-            .count(),
-        Kind::Router => state
-            .routers
-            .values()
-            .filter(|r| r.meta.project_id == project)
-            .count(),
-        Kind::SecurityGroup => state
-            .security_groups
-            .values()
-            .filter(|g| g.meta.project_id == project)
-            .count(),
-        Kind::SecurityGroupRule => state
-            .security_group_rules
-            .values()
-            .filter(|r| r.meta.project_id == project)
-            .count(),
-        Kind::FloatingIp => state
-            .floating_ips
-            .values()
-            .filter(|f| f.meta.project_id == project)
-            .count(),
+    match kind {
+        Kind::Network => held::<Network>(state, project),
+        Kind::Subnet => held::<Subnet>(state, project),
+        Kind::Port => held_where(state, project, |p: &Port| {
+            p.device_owner != OWNER_ROUTER_INTERFACE
+        }),
+        Kind::Router => held::<Router>(state, project),
+        Kind::SecurityGroup => held::<SecurityGroup>(state, project),
+        Kind::SecurityGroupRule => held::<SecurityGroupRule>(state, project),
+        Kind::FloatingIp => held::<FloatingIp>(state, project),
         _ => 0,
-    }) as i64
+    }
 }
 
 /// The quota's name in the API (Neutron's, not always the kind's).
@@ -64,16 +54,7 @@ fn key(kind: Kind) -> &'static str {
 }
 
 fn limit(q: &Quota, kind: Kind) -> i64 {
-    match kind {
-        Kind::Network => q.network,
-        Kind::Subnet => q.subnet,
-        Kind::Port => q.port,
-        Kind::Router => q.router,
-        Kind::SecurityGroup => q.security_group,
-        Kind::SecurityGroupRule => q.security_group_rule,
-        Kind::FloatingIp => q.floatingip,
-        _ => -1,
-    }
+    q.limit(kind)
 }
 
 /// 409 `OverQuota` if adding `n` resources of `kind` exceeds the limit.
@@ -92,6 +73,18 @@ fn render(q: &Quota) -> Value {
     json!({"network": q.network, "subnet": q.subnet, "port": q.port, "router": q.router,
            "security_group": q.security_group, "security_group_rule": q.security_group_rule,
            "floatingip": q.floatingip})
+}
+
+/// 403 unless an administrator asks (both quota APIs: quotas change only
+/// so).
+pub fn require_admin(auth: &Auth) -> Result<(), ApiError> {
+    if auth.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "Only an administrator may change quotas.",
+        ))
+    }
 }
 
 fn may_read(auth: &Auth, project: &str) -> Result<(), ApiError> {
@@ -179,11 +172,7 @@ pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Made<V
 }
 
 pub fn reset(state: &State, auth: &Auth, project: &str) -> Made<()> {
-    if !auth.is_admin() {
-        return Err(ApiError::forbidden(
-            "Only an administrator may change quotas.",
-        ));
-    }
+    require_admin(auth)?;
     if !state.quotas.contains_key(project) {
         return Ok((vec![], ()));
     }

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    find_own, ipam, new_meta, owner, ports, quotas, refuse_in_use, render_meta, require_write,
+    creating, find_own, ipam, new_meta, ports, quotas, refuse_in_use, render_meta, require_write,
     subnets, touch, update_attrs, updated, writable, Attrs, Edit, OWNER_ROUTER_INTERFACE,
 };
 use crate::network::Made;
@@ -186,11 +186,8 @@ fn apply_gateway(
 }
 
 pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Router> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "router")?;
-    let project = owner(auth, &mut a, state)?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+    let (mut a, project) = creating(state, auth, body, "router")?;
+    let (name, description) = a.names()?;
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
     let gateway = parse_gateway(&mut a)?;
     for (k, ok) in [("distributed", false), ("ha", false)] {

@@ -11,8 +11,8 @@ use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
 
 use super::{
-    find, find_own, new_meta, owner, quotas, render_meta, require_write, update_attrs, updated,
-    writable, Attrs, Edit,
+    creating, find, find_own, new_meta, owner, quotas, render_meta, require_write, update_attrs,
+    updated, writable, Attrs, Edit,
 };
 use crate::network::Made;
 use crate::{
@@ -187,11 +187,8 @@ fn in_use_error(id: &str) -> ApiError {
 }
 
 pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<SecurityGroup> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "security_group")?;
-    let project = owner(auth, &mut a, state)?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+    let (mut a, project) = creating(state, auth, body, "security_group")?;
+    let (name, description) = a.names()?;
     let stateful = a.boolean("stateful")?.unwrap_or(true);
     a.finish()?;
     check_name(&name)?;

@@ -7,8 +7,8 @@ use ipnetwork::Ipv4Network;
 use serde_json::{Map, Value};
 
 use super::{
-    dict, find, ipam, networks, new_meta, owner, quotas, refuse_in_use, render_meta, require_write,
-    update_attrs, updated, writable, Attrs, Edit, OWNER_ROUTER_INTERFACE,
+    creating, dict, find, ipam, networks, new_meta, quotas, refuse_in_use, render_meta,
+    update_attrs, updated, writable, Edit, OWNER_ROUTER_INTERFACE,
 };
 use crate::network::Made;
 use crate::{
@@ -147,9 +147,7 @@ fn parse_gateway(net: Ipv4Network, v: Option<String>) -> Result<Option<Ipv4Addr>
 }
 
 pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Subnet> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "subnet")?;
-    let project = owner(auth, &mut a, state)?;
+    let (mut a, project) = creating(state, auth, body, "subnet")?;
     let network_id = a
         .string("network_id", 36)?
         .ok_or_else(|| ApiError::bad_request("Invalid input: 'network_id' is required."))?;
@@ -160,8 +158,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Subnet> {
     let cidr_s = a.string("cidr", 64)?.ok_or_else(|| {
         ApiError::bad_request("Invalid input: 'cidr' is required (subnet pools are not supported).")
     })?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+    let (name, description) = a.names()?;
     let gateway_in = a.nullable_string("gateway_ip", 64)?;
     let pools_in = a.list("allocation_pools")?.cloned();
     let enable_dhcp = a.boolean("enable_dhcp")?.unwrap_or(true);
