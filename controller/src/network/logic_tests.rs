@@ -14,62 +14,11 @@
 
 use serde_json::{json, Value};
 
-use super::*;
-use crate::{
-    auth::Auth,
-    model::{Change, Project},
-    state::Core,
+use super::{
+    testkit::{auth, core, member, run},
+    *,
 };
-
-fn core() -> Core {
-    let c = Core::open(std::path::Path::new(":memory:")).expect("in-memory core");
-    c.mutate(|_| {
-        let p = |id: &str| {
-            Change::Put(crate::model::Object::Project(Project {
-                id: id.into(),
-                name: id.into(),
-                description: String::new(),
-                domain_id: "default".into(),
-                enabled: true,
-            }))
-        };
-        Ok((vec![p("p1"), p("p2")], ()))
-    })
-    .expect("projects");
-    c
-}
-
-fn auth(project: &str, role: &str) -> Auth {
-    Auth {
-        user_id: format!("u-{project}"),
-        user_name: format!("u-{project}"),
-        project_id: project.into(),
-        project_name: project.into(),
-        roles: vec![role.into()],
-        expires_unix: u64::MAX,
-    }
-}
-
-fn member(p: &str) -> Auth {
-    auth(p, "member")
-}
-
-/// Runs a command; on error asserts nothing changed (same revision).
-fn run<T>(
-    c: &Core,
-    f: impl FnOnce(&State) -> Result<(Vec<Change>, T), ApiError>,
-) -> Result<T, ApiError> {
-    let before = c.read().revision;
-    let r = c.mutate(f);
-    if r.is_err() {
-        assert_eq!(
-            c.read().revision,
-            before,
-            "a rejected command changed the state"
-        );
-    }
-    r
-}
+use crate::{auth::Auth, state::Core};
 
 fn net(c: &Core, a: &Auth) -> String {
     run(c, |s| {

@@ -882,3 +882,5 @@ mod tests {
 
 #[cfg(test)]
 mod logic_tests;
+#[cfg(test)]
+pub(crate) mod testkit;
