@@ -487,68 +487,25 @@ fn quotas_limit_creation() {
     let c = core();
     let a = member("p1");
     let admin = auth("p1", "admin");
-    assert_eq!(
-        run(&c, |s| quotas::update(
-            s,
-            &a,
-            "p1",
-            &json!({"quota": {"network": 1}})
-        ))
-        .unwrap_err()
-        .status,
-        403
-    );
-    assert_eq!(
-        run(&c, |s| quotas::update(
-            s,
-            &admin,
-            "p1",
-            &json!({"quota": {"network": -2}})
-        ))
-        .unwrap_err()
-        .status,
-        400
-    );
+    let set = |who: &Auth, project: &str, q: Value| {
+        run(&c, |s| {
+            quotas::update(s, who, project, &json!({ "quota": q }))
+        })
+    };
     // An integral number with a fraction is an integer (JSON Schema's and
     // Neutron's int() reading); a real fraction is not.
-    let q = run(&c, |s| {
-        quotas::update(s, &admin, "p1", &json!({"quota": {"subnet": 7.0}}))
-    })
-    .unwrap();
+    for (who, project, q, status) in [
+        (&a, "p1", json!({"network": 1}), 403),
+        (&admin, "p1", json!({"network": -2}), 400),
+        (&admin, "p1", json!({"subnet": 7.5}), 400),
+        (&admin, "p1", json!({"colour": 1}), 400),
+        (&admin, "nope", json!({"network": 1}), 404),
+    ] {
+        let e = set(who, project, q.clone()).expect_err("refused");
+        assert_eq!(e.status, status, "{q}");
+    }
+    let q = set(&admin, "p1", json!({"subnet": 7.0})).unwrap();
     assert_eq!(q["quota"]["subnet"], 7);
-    assert_eq!(
-        run(&c, |s| quotas::update(
-            s,
-            &admin,
-            "p1",
-            &json!({"quota": {"subnet": 7.5}})
-        ))
-        .unwrap_err()
-        .status,
-        400
-    );
-    assert_eq!(
-        run(&c, |s| quotas::update(
-            s,
-            &admin,
-            "p1",
-            &json!({"quota": {"colour": 1}})
-        ))
-        .unwrap_err()
-        .status,
-        400
-    );
-    assert_eq!(
-        run(&c, |s| quotas::update(
-            s,
-            &admin,
-            "nope",
-            &json!({"quota": {"network": 1}})
-        ))
-        .unwrap_err()
-        .status,
-        404
-    );
     run(&c, |s| {
         quotas::update(s, &admin, "p1", &json!({"quota": {"network": 1}}))
     })

@@ -700,128 +700,39 @@ mod tests {
             .collect()
     }
 
+    /// `list_response` of `items` (the three above when `None`).
+    fn list(items: Option<Vec<Map<String, Value>>>, pairs: &[(&str, &str)]) -> Result<Value, u16> {
+        let items = items.unwrap_or_else(self::items);
+        list_response("ports", items, &q(pairs), "http://h", KNOWN_TEST).map_err(|e| e.status)
+    }
+
     #[test]
     fn filters_fields_pages() {
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("name", "x")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
-        assert_eq!(r["ports"].as_array().unwrap().len(), 2);
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("name", "x"), ("name", "y")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
-        assert_eq!(r["ports"].as_array().unwrap().len(), 3);
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("admin_state_up", "False")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
-        assert_eq!(r["ports"][0]["id"], "b");
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("fixed_ips", "ip_address=10.0.0.3")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
-        assert_eq!(r["ports"][0]["id"], "a");
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("fields", "id"), ("fields", "name")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
-        assert_eq!(r["ports"][0].as_object().unwrap().len(), 2);
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("limit", "2")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
+        let ports = |pairs: &[(&str, &str)]| list(None, pairs).unwrap()["ports"].clone();
+        assert_eq!(ports(&[("name", "x")]).as_array().unwrap().len(), 2);
+        let both = ports(&[("name", "x"), ("name", "y")]);
+        assert_eq!(both.as_array().unwrap().len(), 3);
+        assert_eq!(ports(&[("admin_state_up", "False")])[0]["id"], "b");
+        assert_eq!(ports(&[("fixed_ips", "ip_address=10.0.0.3")])[0]["id"], "a");
+        let fields = ports(&[("fields", "id"), ("fields", "name")]);
+        assert_eq!(fields[0].as_object().unwrap().len(), 2);
+        let r = list(None, &[("limit", "2")]).unwrap();
         assert_eq!(r["ports"].as_array().unwrap().len(), 2);
         assert!(r["ports_links"][0]["href"]
             .as_str()
             .unwrap()
             .ends_with("limit=2&marker=b"));
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("limit", "2"), ("marker", "b")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
+        let r = list(None, &[("limit", "2"), ("marker", "b")]).unwrap();
         assert_eq!(r["ports"][0]["id"], "c");
         assert!(r.get("ports_links").is_none());
-        assert_eq!(
-            list_response(
-                "ports",
-                items(),
-                &q(&[("colour", "red")]),
-                "http://h",
-                KNOWN_TEST
-            )
-            .unwrap_err()
-            .status,
-            400
-        );
-        assert_eq!(
-            list_response(
-                "ports",
-                items(),
-                &q(&[("limit", "x")]),
-                "http://h",
-                KNOWN_TEST
-            )
-            .unwrap_err()
-            .status,
-            400
-        );
+        assert_eq!(list(None, &[("colour", "red")]), Err(400));
+        assert_eq!(list(None, &[("limit", "x")]), Err(400));
     }
 
     #[test]
     fn empty_lists_still_validate_and_numbers_sort_numerically() {
-        assert_eq!(
-            list_response(
-                "ports",
-                vec![],
-                &q(&[("colour", "red")]),
-                "http://h",
-                KNOWN_TEST
-            )
-            .unwrap_err()
-            .status,
-            400
-        );
-        assert_eq!(
-            list_response(
-                "ports",
-                vec![],
-                &q(&[("sort_key", "colour")]),
-                "http://h",
-                KNOWN_TEST
-            )
-            .unwrap_err()
-            .status,
-            400
-        );
+        assert_eq!(list(Some(vec![]), &[("colour", "red")]), Err(400));
+        assert_eq!(list(Some(vec![]), &[("sort_key", "colour")]), Err(400));
         let items: Vec<Map<String, Value>> = [9, 10, 2]
             .iter()
             .map(|n| {
@@ -831,14 +742,7 @@ mod tests {
                     .clone()
             })
             .collect();
-        let r = list_response(
-            "ports",
-            items,
-            &q(&[("sort_key", "revision_number")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
+        let r = list(Some(items), &[("sort_key", "revision_number")]).unwrap();
         let order: Vec<u64> = r["ports"]
             .as_array()
             .unwrap()
