@@ -166,6 +166,12 @@ pub enum Delete {
     Cascade(fn(&Desired, &Auth, &str, bool) -> Made<()>),
 }
 
+/// How a resource is created (from the body of a POST).
+pub type Create<T> = fn(&Desired, &Auth, &Value) -> Made<T>;
+
+/// What runs before a list is read (with the query).
+pub type PrepareList = fn(&App, &Auth, &[(String, String)]) -> Result<(), ApiError>;
+
 /// One collection of the Neutron or Octavia API: all a resource declares.
 pub struct Collection<T: Resource> {
     pub api: Api,
@@ -183,12 +189,12 @@ pub struct Collection<T: Resource> {
     pub get: for<'s> fn(&'s Desired, &Auth, &str) -> Result<&'s T, ApiError>,
     pub render: fn(&App, &Desired, &Auth, &T) -> Map<String, Value>,
     /// `None`: creation is routed elsewhere.
-    pub create: Option<fn(&Desired, &Auth, &Value) -> Made<T>>,
+    pub create: Option<Create<T>>,
     pub update: Update<T>,
     pub delete: Delete,
     /// Runs (after the query is found valid) before a list is read: Neutron
     /// gives the project its default security group.
-    pub prepare_list: Option<fn(&App, &Auth, &[(String, String)]) -> Result<(), ApiError>>,
+    pub prepare_list: Option<PrepareList>,
 }
 
 /// Visible to its own project (and administrators).

@@ -293,46 +293,39 @@ pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<FloatingIp> {
         }
         f.qos_policy_id = q;
     }
-    match (port, fixed) {
+    // The port (and fixed IP) to bind to: the one named, or for a new
+    // fixed IP alone the bound one; `port_id: null` unbinds.
+    let target = match (port, fixed) {
         (Some(None), _) => {
             f.port_id = None;
             f.fixed_ip_address = None;
             f.router_id = None;
+            None
         }
-        (Some(Some(p)), fixed) => {
-            let (p, fx, r) = binding(
-                state,
-                auth,
-                &f.meta.id,
-                &f.meta.project_id,
-                &f.floating_network_id,
-                &p,
-                fixed.as_deref(),
-            )?;
-            f.port_id = Some(p);
-            f.fixed_ip_address = Some(fx);
-            f.router_id = Some(r);
-        }
+        (Some(Some(p)), fixed) => Some((p, fixed)),
         (None, Some(fixed)) => {
             let Some(p) = f.port_id.clone() else {
                 return Err(ApiError::bad_request(
                     "Bad floatingip request: fixed_ip_address needs port_id.",
                 ));
             };
-            let (p, fx, r) = binding(
-                state,
-                auth,
-                &f.meta.id,
-                &f.meta.project_id,
-                &f.floating_network_id,
-                &p,
-                Some(&fixed),
-            )?;
-            f.port_id = Some(p);
-            f.fixed_ip_address = Some(fx);
-            f.router_id = Some(r);
+            Some((p, Some(fixed)))
         }
-        (None, None) => {}
+        (None, None) => None,
+    };
+    if let Some((p, fixed)) = target {
+        let (p, fx, r) = binding(
+            state,
+            auth,
+            &f.meta.id,
+            &f.meta.project_id,
+            &f.floating_network_id,
+            &p,
+            fixed.as_deref(),
+        )?;
+        f.port_id = Some(p);
+        f.fixed_ip_address = Some(fx);
+        f.router_id = Some(r);
     }
     tracing::info!(floatingip = %f.meta.id, port = ?f.port_id, fixed = ?f.fixed_ip_address, "floating IP updated");
     Ok(updated(f, vec![]))
