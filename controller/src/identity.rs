@@ -5,7 +5,8 @@
 //! Every command is a function of the current [`State`] (plus the caller's
 //! [`Auth`]) that either refuses with an [`ApiError`] or returns the
 //! [`Change`]s to commit through [`Core::mutate`]; nothing here touches HTTP
-//! or the store. Slow work (argon2) is done by the caller *outside*
+//! or the store. Projects and users are both an [`Account`]: their lookups,
+//! name rules, creation checks and common updates are written once. Slow work (argon2) is done by the caller *outside*
 //! `mutate`, so the state lock is never held while hashing: the API hashes
 //! or verifies first, then commits with the result.
 //!

@@ -667,7 +667,7 @@ pub struct HealthMonitor {
     pub provisioning_status: ProvisioningStatus,
 }
 
-/// Per-project limits; absent projects use [`Quota::default`].
+/// Per-project limits; absent projects use [`Quota::default_for`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
     pub project_id: String,

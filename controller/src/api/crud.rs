@@ -7,7 +7,7 @@
 //! of its project's objects a caller sees, and its `network`/`lbaas`
 //! calls); its [`Api`] renders the answer and the errors the way that API
 //! does (Neutron's `NeutronError`, Octavia's `faultstring`). [`Quotas`] is
-//! the same for the two quota APIs, [`read`] and [`write`] for the
+//! the same for the two quota APIs, [`read`], [`write()`] and [`write_body`] for the
 //! handlers that are not CRUD.
 //!
 //! This module never validates a resource's attributes nor decides

@@ -44,7 +44,7 @@ use crate::{
 };
 
 /// Octavia answers 409 "Invalid state PENDING_UPDATE of loadbalancer
-/// resource <id>" to any change under a load balancer that is still
+/// resource `<id>`" to any change under a load balancer that is still
 /// `PENDING_*`, so that a client serialises its changes behind the
 /// dataplane. The acknowledgement that ends `PENDING_*` is wired
 /// ([`mark_active`], called by `app::watch_lb_provisioning` once every

@@ -1,9 +1,19 @@
 //! Neutron v2.0 logic: networks, subnets, ports, routers, quotas, security
 //! groups and their rules. Each command validates its input the way Neutron
 //! does (unknown attributes, wrong types, ranges, conflicts) against the
-//! current `State` and returns the `Change`s to commit; `state::Core::mutate` commits them atomically.
-//! Rendering to Neutron JSON, filters and field selection live here too;
-//! the HTTP layer only routes and extracts.
+//! current `State` and returns the `Change`s to commit ([`Made`]);
+//! `state::Core::mutate` commits them atomically. Rendering to Neutron JSON,
+//! filters and field selection live here too; the HTTP layer only routes
+//! and extracts (an update arrives as an [`Edit`]).
+//!
+//! Every command takes the same course, through the shared steps here (and
+//! `lbaas` uses them too): [`creating`] (write permission, the body, the
+//! owner), or [`writable`] (write permission, the lookup that decides
+//! visibility and ownership, `If-Match`) then [`update_attrs`] (read-only
+//! attributes refused, the resource's own attributes, unknown attributes
+//! refused) and [`updated`] (next revision, stored). This module never
+//! commits, never reads HTTP (headers, query strings, paths) and never
+//! renders a status line: it returns changes or an `ApiError`.
 
 pub mod floating_ips;
 pub mod ipam;

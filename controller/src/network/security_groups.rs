@@ -687,26 +687,32 @@ pub fn create_rules(state: &State, auth: &Auth, body: &Value) -> Made<Vec<Securi
     Ok((changes, rules))
 }
 
+/// Attributes a rule renders besides `STANDARD_ATTRS` (what filters and
+/// sort keys may name): those given at creation, then the last
+/// [`DERIVED_RULE_ATTRS`], derived from them.
+pub const RULE_ATTRS: &[&str] = &[
+    "security_group_id",
+    "direction",
+    "ethertype",
+    "protocol",
+    "port_range_min",
+    "port_range_max",
+    "remote_ip_prefix",
+    "remote_group_id",
+    "remote_address_group_id",
+    "normalized_cidr",
+    "belongs_to_default_sg",
+];
+pub const DERIVED_RULE_ATTRS: usize = 2;
+
 /// Only the description of a rule may change (Neutron: every other
 /// attribute is create-only).
 pub fn update_rule(state: &State, auth: &Auth, e: Edit) -> Made<SecurityGroupRule> {
     let Edit { id, body, if_match } = e;
-    const READ_ONLY: &[&str] = &[
-        "id",
-        "project_id",
-        "tenant_id",
-        "security_group_id",
-        "direction",
-        "ethertype",
-        "protocol",
-        "port_range_min",
-        "port_range_max",
-        "remote_ip_prefix",
-        "remote_group_id",
-        "remote_address_group_id",
-    ];
+    let given = &RULE_ATTRS[..RULE_ATTRS.len() - DERIVED_RULE_ATTRS];
+    let read_only = [&["id", "project_id", "tenant_id"][..], given].concat();
     let mut r = writable(auth, || get_rule(state, auth, id), if_match)?.clone();
-    update_attrs(body, "security_group_rule", READ_ONLY, |a| {
+    update_attrs(body, "security_group_rule", &read_only, |a| {
         if let Some(v) = a.string("description", 255)? {
             r.meta.description = v;
         }
