@@ -1467,6 +1467,17 @@ mod tests {
         role_by_name(&core.read(), name).expect("role").id.clone()
     }
 
+    /// The administrator, project `demo` and user `u1` holding `role` on it.
+    fn demo(core: &Core, role: &str) -> (Auth, Project, User) {
+        let adm = admin(core);
+        let p = project(core, &adm, "demo");
+        let u = user(core, &adm, "u1");
+        let r = role_id(core, role);
+        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &r))
+            .expect("grant");
+        (adm, p, u)
+    }
+
     #[test]
     fn bootstrap_is_idempotent_and_resets_the_password() {
         let core = core();
@@ -1726,12 +1737,7 @@ mod tests {
     #[test]
     fn unscoped_requests_use_the_default_project() {
         let core = core();
-        let adm = admin(&core);
-        let p = project(&core, &adm, "demo");
-        let u = user(&core, &adm, "u1");
-        let member_id = role_id(&core, "member");
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member_id))
-            .expect("grant");
+        let (adm, p, u) = demo(&core, "member");
         let issue = |core: &Core| {
             let hash = token_hash(&new_token().expect("token"));
             core.mutate(|s| {
@@ -1926,12 +1932,7 @@ mod tests {
     #[test]
     fn only_admins_write_and_list() {
         let core = core();
-        let adm = admin(&core);
-        let p = project(&core, &adm, "demo");
-        let u = user(&core, &adm, "u1");
-        let reader_id = role_id(&core, "reader");
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &reader_id))
-            .expect("grant");
+        let (adm, p, u) = demo(&core, "reader");
         let t = login(&core, "u1", "demo", now_unix()).expect("token");
         let admin_role = role_id(&core, "admin");
         let r = authenticate(&core.read(), &t, now_unix()).expect("reader");
@@ -2010,12 +2011,7 @@ mod tests {
     #[test]
     fn deletions_cascade_and_protect() {
         let core = core();
-        let adm = admin(&core);
-        let p = project(&core, &adm, "demo");
-        let u = user(&core, &adm, "u1");
-        let member_id = role_id(&core, "member");
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member_id))
-            .expect("grant");
+        let (adm, p, u) = demo(&core, "member");
         let patch = UserPatch {
             default_project_id: Some(Some(p.id.clone())),
             ..UserPatch::default()
