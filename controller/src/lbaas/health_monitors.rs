@@ -7,8 +7,8 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health_monitor, id_refs, load_balancer, parent_pending, pool,
-    pool_monitor, quotas, read_only, render_base, updated, wire, writable,
+    check_mutable, child_owner, health_monitor, id_refs, load_balancer, mandatory, parent_pending,
+    pool, pool_monitor, quotas, read_only, render_base, updated, wire, writable,
 };
 use crate::network::Made;
 use crate::{
@@ -161,21 +161,14 @@ fn timing(a: &mut Attrs<'_>, m: &mut HealthMonitor) -> Result<(), ApiError> {
 pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<HealthMonitor> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "healthmonitor")?;
-    let pool_id = a.string("pool_id", 36)?.ok_or_else(|| {
-        ApiError::bad_request(
-            "Invalid input for field/attribute pool_id. Value: 'None'. Mandatory field missing.",
-        )
-    })?;
-    let kind = wire(&mut a, "type", MonitorType::ALL, MonitorType::as_str)?.ok_or_else(|| {
-        ApiError::bad_request(
-            "Invalid input for field/attribute type. Value: 'None'. Mandatory field missing.",
-        )
-    })?;
+    let pool_id = a
+        .string("pool_id", 36)?
+        .ok_or_else(|| mandatory("pool_id"))?;
+    let kind = wire(&mut a, "type", MonitorType::ALL, MonitorType::as_str)?
+        .ok_or_else(|| mandatory("type"))?;
     for k in ["delay", "timeout", "max_retries"] {
         if !a.has(k) {
-            return Err(ApiError::bad_request(format!(
-                "Invalid input for field/attribute {k}. Value: 'None'. Mandatory field missing."
-            )));
+            return Err(mandatory(k));
         }
     }
     let name = a.nullable_string("name", 255)?.flatten();

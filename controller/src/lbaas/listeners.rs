@@ -6,8 +6,9 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health::LbHealth, id_refs, listener, load_balancer, not_found,
-    parent_pending, port_number, quotas, read_only, render_base, updated, wire, writable,
+    check_mutable, child_owner, health::LbHealth, id_refs, listener, load_balancer, mandatory,
+    not_found, parent_pending, port_number, quotas, read_only, render_base, updated, wire,
+    writable,
 };
 use crate::network::Made;
 use crate::{
@@ -159,11 +160,10 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Listener> {
     let mut a = Attrs::from_body(body, "listener")?;
     let lb_id = a
         .string("loadbalancer_id", 36)?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute loadbalancer_id. Value: 'None'. Mandatory field missing."))?;
+        .ok_or_else(|| mandatory("loadbalancer_id"))?;
     let protocol = wire(&mut a, "protocol", LbProtocol::ALL, LbProtocol::as_str)?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute protocol. Value: 'None'. Mandatory field missing."))?;
-    let port = port_number(&mut a, "protocol_port")?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute protocol_port. Value: 'None'. Mandatory field missing."))?;
+        .ok_or_else(|| mandatory("protocol"))?;
+    let port = port_number(&mut a, "protocol_port")?.ok_or_else(|| mandatory("protocol_port"))?;
     let name = a.nullable_string("name", 255)?.flatten();
     let description = a.nullable_string("description", 255)?.flatten();
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);

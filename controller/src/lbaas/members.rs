@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health::LbHealth, load_balancer, member, nullable_port,
+    check_mutable, child_owner, health::LbHealth, load_balancer, mandatory, member, nullable_port,
     parent_pending, pending_update, pool, pool_members, pool_monitor, port_number, quotas,
     read_only, render_base, updated, writable,
 };
@@ -84,14 +84,11 @@ fn parse_new(
     lb: &LoadBalancer,
     mut a: Attrs<'_>,
 ) -> Result<Member, ApiError> {
-    let address = a.string("address", 64)?.ok_or_else(|| {
-        ApiError::bad_request(
-            "Invalid input for field/attribute address. Value: 'None'. Mandatory field missing.",
-        )
-    })?;
+    let address = a
+        .string("address", 64)?
+        .ok_or_else(|| mandatory("address"))?;
     let ip = ipam::parse_ip("address", &address)?;
-    let port = port_number(&mut a, "protocol_port")?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute protocol_port. Value: 'None'. Mandatory field missing."))?;
+    let port = port_number(&mut a, "protocol_port")?.ok_or_else(|| mandatory("protocol_port"))?;
     let weight = a.integer("weight", 0, MAX_WEIGHT)?.unwrap_or(1) as u16;
     let subnet_in = a.nullable_string("subnet_id", 36)?.flatten();
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);

@@ -66,6 +66,13 @@ pub fn vip_device_id(lb_id: &str) -> String {
     format!("lb-{lb_id}")
 }
 
+/// Octavia's 400 for a required attribute the request lacks.
+pub fn mandatory(key: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "Invalid input for field/attribute {key}. Value: 'None'. Mandatory field missing."
+    ))
+}
+
 /// Octavia's 404: `"<Resource> <id> not found."`.
 pub fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::new(404, "NotFound", format!("{what} {id} not found."))

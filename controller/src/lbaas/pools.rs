@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_mutable, child_owner, health::LbHealth, id_refs, listener, listeners::check_l4,
-    load_balancer, parent_pending, pending_update, pool, pool_members, pool_monitor, quotas,
-    read_only, render_base, updated, wire, writable, Provisioned,
+    load_balancer, mandatory, parent_pending, pending_update, pool, pool_members, pool_monitor,
+    quotas, read_only, render_base, updated, wire, writable, Provisioned,
 };
 use crate::network::Made;
 use crate::{
@@ -149,9 +149,14 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Pool> {
     let lb_in = a.nullable_string("loadbalancer_id", 36)?.flatten();
     let listener_in = a.nullable_string("listener_id", 36)?.flatten();
     let protocol = wire(&mut a, "protocol", LbProtocol::ALL, LbProtocol::as_str)?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute protocol. Value: 'None'. Mandatory field missing."))?;
-    let algorithm = wire(&mut a, "lb_algorithm", LbAlgorithm::ALL, LbAlgorithm::as_str)?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute lb_algorithm. Value: 'None'. Mandatory field missing."))?;
+        .ok_or_else(|| mandatory("protocol"))?;
+    let algorithm = wire(
+        &mut a,
+        "lb_algorithm",
+        LbAlgorithm::ALL,
+        LbAlgorithm::as_str,
+    )?
+    .ok_or_else(|| mandatory("lb_algorithm"))?;
     let persistence = match a.raw("session_persistence") {
         None => None,
         Some(v) => parse_persistence(v)?,
