@@ -10,12 +10,11 @@ use super::{
     check_mutable, child_owner, health_monitor, id_refs, load_balancer, mandatory, parent_pending,
     pool, pool_monitor, quotas, read_only, render_base, updated, wire, writable,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, HealthMonitor, Kind, LbProtocol, MonitorType, Object, ProvisioningStatus},
-    network::{new_meta, require_write, update_attrs, Attrs},
+    network::{new_meta, require_write, update_attrs, Attrs, Made},
     state::State,
 };
 

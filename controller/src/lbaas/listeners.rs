@@ -10,12 +10,11 @@ use super::{
     not_found, parent_pending, port_number, quotas, read_only, render_base, updated, wire,
     writable,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, Kind, LbProtocol, Listener, Object, Pool, ProvisioningStatus},
-    network::{new_meta, require_write, touch, update_attrs, Attrs},
+    network::{new_meta, require_write, touch, update_attrs, Attrs, Made},
     state::State,
 };
 

@@ -12,13 +12,12 @@ use super::{
     pool_members, pool_monitor, quotas, render_base, updated, vip_device_id, writable,
     OWNER_OCTAVIA, PROVIDER,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, Kind, LoadBalancer, Object, Port, ProvisioningStatus},
     network::{
-        ipam, networks, new_meta, owner, ports, require_write, subnets, update_attrs, Attrs,
+        ipam, networks, new_meta, owner, ports, require_write, subnets, update_attrs, Attrs, Made,
     },
     state::State,
 };

@@ -13,7 +13,6 @@ use super::{
     parent_pending, pending_update, pool, pool_members, pool_monitor, port_number, quotas,
     read_only, render_base, updated, writable,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -21,7 +20,7 @@ use crate::{
         Change, HealthMonitor, Kind, LoadBalancer, Member, Object, Pool, ProvisioningStatus, Subnet,
     },
     network::{
-        ipam, new_meta, require_write, subnets, update_attrs, Attrs, OWNER_ROUTER_INTERFACE,
+        ipam, new_meta, require_write, subnets, update_attrs, Attrs, Made, OWNER_ROUTER_INTERFACE,
     },
     state::State,
 };

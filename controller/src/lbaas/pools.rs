@@ -13,7 +13,6 @@ use super::{
     load_balancer, mandatory, parent_pending, pending_update, pool, pool_members, pool_monitor,
     quotas, read_only, render_base, updated, wire, writable, Provisioned,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -22,7 +21,7 @@ use crate::{
         Change, Kind, LbAlgorithm, LbProtocol, Object, PersistenceType, Pool, ProvisioningStatus,
         SessionPersistence,
     },
-    network::{dict, new_meta, require_write, touch, update_attrs, Attrs},
+    network::{dict, new_meta, require_write, touch, update_attrs, Attrs, Made},
     state::State,
 };
 

@@ -7,14 +7,13 @@
 
 use serde_json::{json, Value};
 
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, HealthMonitor, Kind, Listener, LoadBalancer, Member, Object, Pool, Quota},
     network::{
         quotas::{held, require_admin},
-        Attrs,
+        Attrs, Made,
     },
     state::State,
 };

@@ -13,9 +13,8 @@ use serde_json::{json, Map, Value};
 
 use super::{
     creating, find_own, ipam, networks, new_meta, ports, quotas, render_meta, update_attrs,
-    updated, writable, Attrs, Edit, OWNER_ROUTER_INTERFACE,
+    updated, writable, Attrs, Edit, Made, OWNER_ROUTER_INTERFACE,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,

@@ -4,9 +4,8 @@ use serde_json::{Map, Value};
 
 use super::{
     creating, find, new_meta, owned, quotas, refuse_in_use, render_meta, update_attrs, updated,
-    writable,
+    writable, Made,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,

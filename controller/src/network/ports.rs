@@ -8,9 +8,8 @@ use serde_json::{json, Map, Value};
 
 use super::{
     creating, dict, find_own, ipam, networks, new_meta, quotas, render_meta, security_groups as sg,
-    subnets, touch, update_attrs, updated, writable, Attrs, OWNER_ROUTER_INTERFACE,
+    subnets, touch, update_attrs, updated, writable, Attrs, Made, OWNER_ROUTER_INTERFACE,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,

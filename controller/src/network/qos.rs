@@ -8,9 +8,8 @@ use serde_json::{json, Map, Value};
 
 use super::{
     creating, find, new_meta, owned, render_meta, require_write, touch, update_attrs, updated,
-    writable, Attrs, Edit,
+    writable, Attrs, Edit, Made,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,

@@ -4,8 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{Attrs, OWNER_ROUTER_INTERFACE};
-use crate::network::Made;
+use super::{Attrs, Made, OWNER_ROUTER_INTERFACE};
 use crate::{
     auth::Auth,
     error::ApiError,

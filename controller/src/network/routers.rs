@@ -6,9 +6,8 @@ use serde_json::{json, Map, Value};
 
 use super::{
     creating, find_own, ipam, new_meta, ports, quotas, refuse_in_use, render_meta, require_write,
-    subnets, touch, update_attrs, updated, writable, Attrs, Edit, OWNER_ROUTER_INTERFACE,
+    subnets, touch, update_attrs, updated, writable, Attrs, Edit, Made, OWNER_ROUTER_INTERFACE,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,

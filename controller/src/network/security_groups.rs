@@ -12,9 +12,8 @@ use serde_json::{Map, Value};
 
 use super::{
     creating, find, find_own, new_meta, owner, quotas, render_meta, require_write, update_attrs,
-    updated, writable, Attrs, Edit,
+    updated, writable, Attrs, Edit, Made,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,

@@ -8,9 +8,8 @@ use serde_json::{Map, Value};
 
 use super::{
     creating, dict, find, ipam, networks, new_meta, quotas, refuse_in_use, render_meta,
-    update_attrs, updated, writable, Edit, OWNER_ROUTER_INTERFACE,
+    update_attrs, updated, writable, Edit, Made, OWNER_ROUTER_INTERFACE,
 };
-use crate::network::Made;
 use crate::{
     auth::Auth,
     error::ApiError,
