@@ -7,13 +7,13 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health_monitor, id_refs, load_balancer, mandatory, parent_pending,
-    pool, pool_monitor, quotas, read_only, render_base, updated, wire, writable,
+    check_mutable, child_owner, created, health_monitor, id_refs, load_balancer, mandatory,
+    parent_pending, pool, pool_monitor, quotas, read_only, render_base, updated, wire, writable,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, HealthMonitor, Kind, LbProtocol, MonitorType, Object, ProvisioningStatus},
+    model::{Change, HealthMonitor, Kind, LbProtocol, MonitorType, ProvisioningStatus},
     network::{new_meta, require_write, update_attrs, Attrs, Made},
     state::State,
 };
@@ -226,9 +226,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<HealthMonitor> {
     }
     quotas::check(state, &project, Kind::HealthMonitor, 1)?;
     tracing::info!(healthmonitor = %m.meta.id, pool = %pool_id, kind = kind.as_str(), "health monitor created");
-    let mut changes = vec![Change::Put(Object::HealthMonitor(m.clone()))];
-    changes.extend(parent_pending(state, &p.loadbalancer_id));
-    Ok((changes, m))
+    created(state, m, vec![])
 }
 
 pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<HealthMonitor> {

@@ -6,9 +6,9 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health::LbHealth, id_refs, listener, load_balancer, mandatory,
-    not_found, parent_pending, port_number, quotas, read_only, render_base, updated, wire,
-    writable,
+    check_mutable, child_owner, created, health::LbHealth, id_refs, listener, load_balancer,
+    mandatory, not_found, parent_pending, port_number, quotas, read_only, render_base, updated,
+    wire, writable,
 };
 use crate::{
     auth::Auth,
@@ -208,10 +208,8 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Listener> {
         l.default_pool_id = Some(pid.clone());
         changes.push(Change::Put(Object::Pool(p)));
     }
-    changes.push(Change::Put(Object::Listener(l.clone())));
-    changes.extend(parent_pending(state, &lb_id));
     tracing::info!(listener = %l.meta.id, loadbalancer = %lb_id, protocol = protocol.as_str(), port, "listener created");
-    Ok((changes, l))
+    created(state, l, changes)
 }
 
 pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<Listener> {

@@ -9,9 +9,9 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health::LbHealth, load_balancer, mandatory, member, nullable_port,
-    parent_pending, pending_update, pool, pool_members, pool_monitor, port_number, quotas,
-    read_only, render_base, updated, writable,
+    check_mutable, child_owner, created, health::LbHealth, load_balancer, mandatory, member,
+    nullable_port, parent_pending, pending_update, pool, pool_members, pool_monitor, port_number,
+    quotas, read_only, render_base, updated, writable,
 };
 use crate::{
     auth::Auth,
@@ -183,9 +183,7 @@ pub fn create(state: &State, auth: &Auth, pool_id: &str, body: &Value) -> Made<M
     }
     quotas::check(state, &m.meta.project_id, Kind::Member, 1)?;
     tracing::info!(member = %m.meta.id, pool = pool_id, address = %m.address, port = m.protocol_port, "member created");
-    let mut changes = vec![Change::Put(Object::Member(m.clone()))];
-    changes.extend(parent_pending(state, &p.loadbalancer_id));
-    Ok((changes, m))
+    created(state, m, vec![])
 }
 
 /// Applies the mutable attributes of `a` to `m` (the immutable ones must

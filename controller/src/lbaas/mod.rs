@@ -267,13 +267,19 @@ pub fn pending_update<T: Provisioned>(x: &mut T) {
     }
 }
 
-/// A changed resource ([`pending_update`]) stored after `changes`, then
-/// its load balancer put in `PENDING_UPDATE` ([`Provisioned::parent`]).
-pub fn updated<T: Provisioned>(state: &State, mut x: T, mut changes: Vec<Change>) -> Made<T> {
-    pending_update(&mut x);
+/// A new resource stored after `changes`, then its load balancer put in
+/// `PENDING_UPDATE` ([`Provisioned::parent`]).
+pub fn created<T: Provisioned>(state: &State, x: T, mut changes: Vec<Change>) -> Made<T> {
     changes.push(x.clone().put());
     changes.extend(x.parent(state).and_then(|lb| parent_pending(state, &lb)));
     Ok((changes, x))
+}
+
+/// A changed resource ([`pending_update`]) stored as [`created`] stores a
+/// new one.
+pub fn updated<T: Provisioned>(state: &State, mut x: T, changes: Vec<Change>) -> Made<T> {
+    pending_update(&mut x);
+    created(state, x, changes)
 }
 
 fn is_pending(s: ProvisioningStatus) -> bool {
