@@ -13,7 +13,7 @@ use super::{
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, Kind, LbProtocol, Listener, Object, Pool, ProvisioningStatus},
+    model::{Change, Kind, LbProtocol, Listener, Pool, ProvisioningStatus, Resource as _},
     network::{new_meta, require_write, touch, update_attrs, Attrs, Made},
     state::State,
 };
@@ -92,6 +92,15 @@ fn default_pool<'s>(
         ));
     }
     Ok(p)
+}
+
+/// The change that makes `p` the default pool of `listener` (`None`: of
+/// no listener).
+fn default_of(p: &Pool, listener: Option<&str>) -> Change {
+    let mut p = p.clone();
+    p.listener_id = listener.map(str::to_owned);
+    touch(&mut p.meta);
+    p.put()
 }
 
 fn timeouts(a: &mut Attrs<'_>, l: &mut Listener) -> Result<(), ApiError> {
@@ -202,11 +211,9 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Listener> {
     quotas::check(state, &project, Kind::Listener, 1)?;
     let mut changes = Vec::new();
     if let Some(pid) = &pool_id {
-        let mut p = default_pool(state, auth, &l, pid)?.clone();
-        p.listener_id = Some(l.meta.id.clone());
-        touch(&mut p.meta);
+        let p = default_pool(state, auth, &l, pid)?;
         l.default_pool_id = Some(pid.clone());
-        changes.push(Change::Put(Object::Pool(p)));
+        changes.push(default_of(p, Some(&l.meta.id)));
     }
     tracing::info!(listener = %l.meta.id, loadbalancer = %lb_id, protocol = protocol.as_str(), port, "listener created");
     created(state, l, changes)
@@ -242,16 +249,11 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<Listen
                 .as_deref()
                 .and_then(|p| state.pools.get(p))
             {
-                let mut old = old.clone();
-                old.listener_id = None;
-                touch(&mut old.meta);
-                changes.push(Change::Put(Object::Pool(old)));
+                changes.push(default_of(old, None));
             }
             if let Some(pid) = &new {
-                let mut p = default_pool(state, auth, &l, pid)?.clone();
-                p.listener_id = Some(l.meta.id.clone());
-                touch(&mut p.meta);
-                changes.push(Change::Put(Object::Pool(p)));
+                let p = default_pool(state, auth, &l, pid)?;
+                changes.push(default_of(p, Some(&l.meta.id)));
             }
             l.default_pool_id = new;
         }
@@ -274,10 +276,7 @@ pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
         .as_deref()
         .and_then(|p| state.pools.get(p))
     {
-        let mut p = p.clone();
-        p.listener_id = None;
-        touch(&mut p.meta);
-        changes.push(Change::Put(Object::Pool(p)));
+        changes.push(default_of(p, None));
     }
     changes.push(Change::Delete(Kind::Listener, id.to_owned()));
     changes.extend(parent_pending(state, &l.loadbalancer_id));
