@@ -12,7 +12,7 @@ use crate::{
     error::ApiError,
     model::{Change, HealthMonitor, Kind, Listener, LoadBalancer, Member, Object, Pool, Quota},
     network::{
-        quotas::{held, require_admin},
+        quotas::{exceeded, held, require_admin},
         Attrs, Made,
     },
     state::State,
@@ -51,18 +51,9 @@ pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
     }
 }
 
-fn slot(q: &mut Quota, kind: Kind) -> Option<&mut i64> {
-    q.slot(kind)
-}
-
-pub fn limit(q: &Quota, kind: Kind) -> i64 {
-    q.limit(kind)
-}
-
 /// 403 if `n` more resources of `kind` would exceed `project`'s quota.
 pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), ApiError> {
-    let l = limit(&state.quota(project), kind);
-    if n > 0 && l >= 0 && used(state, project, kind) + n > l {
+    if n > 0 && exceeded(state, project, kind, used(state, project, kind) + n) {
         let name = KINDS
             .iter()
             .find(|k| k.0 == kind)
@@ -82,7 +73,7 @@ pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), Api
 pub fn render(q: &Quota) -> Value {
     let mut o = serde_json::Map::new();
     for (kind, name, old, _) in KINDS {
-        let v = limit(q, kind);
+        let v = q.limit(kind);
         o.insert(name.into(), v.into());
         o.insert(old.into(), v.into());
     }
@@ -129,7 +120,7 @@ pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Made<V
     for (kind, name, old, _) in KINDS {
         for key in [name, old] {
             if let Some(v) = a.integer(key, -1, i32::MAX as i64)? {
-                *slot(&mut q, kind).expect("an Octavia kind") = v;
+                *q.slot(kind).expect("an Octavia kind") = v;
             }
         }
     }
@@ -153,7 +144,7 @@ pub fn reset(state: &State, auth: &Auth, project: &str) -> Made<()> {
     let mut q = cur.clone();
     let d = Quota::default_for(project);
     for (kind, ..) in KINDS {
-        *slot(&mut q, kind).expect("an Octavia kind") = limit(&d, kind);
+        *q.slot(kind).expect("an Octavia kind") = d.limit(kind);
     }
     Ok((vec![Change::Put(Object::Quota(q))], ()))
 }

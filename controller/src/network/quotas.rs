@@ -52,14 +52,16 @@ fn key(kind: Kind) -> &'static str {
     }
 }
 
-fn limit(q: &Quota, kind: Kind) -> i64 {
-    q.limit(kind)
+/// Whether `project` holding `total` resources of `kind` is over its
+/// limit on them (both quota APIs refuse a create that would be).
+pub fn exceeded(state: &State, project: &str, kind: Kind, total: i64) -> bool {
+    let l = state.quota(project).limit(kind);
+    l >= 0 && total > l
 }
 
 /// 409 `OverQuota` if adding `n` resources of `kind` exceeds the limit.
 pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), ApiError> {
-    let l = limit(&state.quota(project), kind);
-    if l >= 0 && used(state, project, kind) + n > l {
+    if exceeded(state, project, kind, used(state, project, kind) + n) {
         return Err(ApiError::conflict(
             "OverQuota",
             format!("Quota exceeded for resources: ['{}'].", key(kind)),
@@ -116,7 +118,7 @@ pub fn details(state: &State, auth: &Auth, project: &str) -> Result<Value, ApiEr
     ] {
         o.insert(
             key(k).into(),
-            json!({"used": used(state, project, k), "limit": limit(&q, k), "reserved": 0}),
+            json!({"used": used(state, project, k), "limit": q.limit(k), "reserved": 0}),
         );
     }
     Ok(json!({"quota": o}))
