@@ -5,7 +5,8 @@
 //! Every command is a function of the current [`State`] (plus the caller's
 //! [`Auth`]) that either refuses with an [`ApiError`] or returns the
 //! [`Change`]s to commit through [`Core::mutate`]; nothing here touches HTTP
-//! or the store. Slow work (argon2) is done by the caller *outside*
+//! or the store. Projects and users are both an [`Account`]: their lookups,
+//! name rules, creation checks and common updates are written once. Slow work (argon2) is done by the caller *outside*
 //! `mutate`, so the state lock is never held while hashing: the API hashes
 //! or verifies first, then commits with the result.
 //!
@@ -32,7 +33,7 @@
 //! - Names are unique per domain, compared exactly (case-sensitive), as
 //!   the `?name=` filters compare them.
 
-use std::sync::OnceLock;
+use std::{collections::BTreeMap, sync::OnceLock};
 
 use argon2::{
     password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString},
@@ -45,8 +46,14 @@ use crate::{
     auth::{self, Auth},
     commit::Core,
     error::ApiError,
-    model::{now_unix, timestamp, Assignment, Change, Kind, Object, Project, Role, Token, User},
-    network::security_groups,
+    model::{
+        now_unix, timestamp, Assignment, Change, Kind, Network, Object, Port, Project, Role,
+        Router, Subnet, Token, User,
+    },
+    network::{
+        quotas::{held, held_where},
+        security_groups,
+    },
     state::State,
 };
 
@@ -200,18 +207,67 @@ pub enum ProjectRef {
     Name { name: String, domain: DomainRef },
 }
 
-pub fn user_by_name<'a>(state: &'a State, domain_id: &str, name: &str) -> Option<&'a User> {
-    state
-        .users
+/// What projects and users share, and Keystone validates alike: a name
+/// unique in their domain, a description and an enabled flag.
+pub trait Account: Clone + 'static {
+    /// `project` or `user`, as messages name it.
+    const WHAT: &'static str;
+    const MAX_NAME_CHARS: usize;
+    fn table(state: &State) -> &BTreeMap<String, Self>;
+    fn name(&self) -> &str;
+    fn domain_id(&self) -> &str;
+    fn enabled(&self) -> bool;
+    /// Its name, description and enabled flag, to change.
+    fn common_mut(&mut self) -> (&mut String, &mut String, &mut bool);
+}
+
+macro_rules! account {
+    ($ty:ty, $what:literal, $max:expr, $table:ident) => {
+        impl Account for $ty {
+            const WHAT: &'static str = $what;
+            const MAX_NAME_CHARS: usize = $max;
+            fn table(state: &State) -> &BTreeMap<String, Self> {
+                &state.$table
+            }
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn domain_id(&self) -> &str {
+                &self.domain_id
+            }
+            fn enabled(&self) -> bool {
+                self.enabled
+            }
+            fn common_mut(&mut self) -> (&mut String, &mut String, &mut bool) {
+                (&mut self.name, &mut self.description, &mut self.enabled)
+            }
+        }
+    };
+}
+
+account!(Project, "project", MAX_PROJECT_NAME_CHARS, projects);
+account!(User, "user", MAX_USER_NAME_CHARS, users);
+
+/// The account named `name` in `domain_id`.
+pub fn by_name<'a, A: Account>(state: &'a State, domain_id: &str, name: &str) -> Option<&'a A> {
+    A::table(state)
         .values()
-        .find(|u| u.domain_id == domain_id && u.name == name)
+        .find(|a| a.domain_id() == domain_id && a.name() == name)
+}
+
+pub fn user_by_name<'a>(state: &'a State, domain_id: &str, name: &str) -> Option<&'a User> {
+    by_name(state, domain_id, name)
 }
 
 pub fn project_by_name<'a>(state: &'a State, domain_id: &str, name: &str) -> Option<&'a Project> {
-    state
-        .projects
-        .values()
-        .find(|p| p.domain_id == domain_id && p.name == name)
+    by_name(state, domain_id, name)
+}
+
+/// The account `id` (404 otherwise).
+fn account<'a, A: Account>(state: &'a State, id: &str) -> Result<&'a A, ApiError> {
+    A::table(state)
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(A::WHAT, id))
 }
 
 pub fn role_by_name<'a>(state: &'a State, name: &str) -> Option<&'a Role> {
@@ -710,6 +766,84 @@ fn check_domain(domain_id: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// The fields a new account comes with: a valid name and description, the
+/// one domain, and a name no other account of its kind has.
+fn check_new<A: Account>(
+    state: &State,
+    name: &str,
+    description: &str,
+    domain_id: Option<&str>,
+    more: impl FnOnce() -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    check_name(A::WHAT, name, A::MAX_NAME_CHARS)?;
+    check_description(description)?;
+    check_domain(domain_id)?;
+    more()?;
+    if by_name::<A>(state, DEFAULT_DOMAIN_ID, name).is_some() {
+        return Err(duplicate(A::WHAT, name));
+    }
+    Ok(())
+}
+
+/// A change of what every account has; absent fields stay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+    /// Must stay `default` if given.
+    pub domain_id: Option<String>,
+}
+
+/// Applies `patch` to `new`, a copy of `old`: the domain cannot change, a
+/// new name must be valid and free in its domain.
+fn apply_patch<A: Account>(
+    state: &State,
+    old: &A,
+    new: &mut A,
+    patch: AccountPatch,
+) -> Result<(), ApiError> {
+    if let Some(d) = &patch.domain_id {
+        if d != old.domain_id() {
+            return Err(ApiError::bad_request(format!(
+                "Invalid input for field 'domain_id': a {} cannot change domain.",
+                A::WHAT
+            )));
+        }
+    }
+    let (name, description, enabled) = new.common_mut();
+    if let Some(n) = patch.name {
+        check_name(A::WHAT, &n, A::MAX_NAME_CHARS)?;
+        if n != old.name() && by_name::<A>(state, old.domain_id(), &n).is_some() {
+            return Err(duplicate(A::WHAT, &n));
+        }
+        *name = n;
+    }
+    if let Some(d) = patch.description {
+        check_description(&d)?;
+        *description = d;
+    }
+    if let Some(e) = patch.enabled {
+        *enabled = e;
+    }
+    Ok(())
+}
+
+/// The accounts of kind `A` that pass `f` (administrators only).
+fn list<A: Account>(
+    state: &State,
+    caller: &Auth,
+    f: &Filter,
+    action: &str,
+) -> Result<Vec<A>, ApiError> {
+    require_admin(caller, action)?;
+    Ok(A::table(state)
+        .values()
+        .filter(|a| f.matches(a.name(), a.domain_id(), a.enabled()))
+        .cloned()
+        .collect())
+}
+
 fn duplicate(kind: &str, name: &str) -> ApiError {
     ApiError::conflict(
         "Conflict",
@@ -743,23 +877,11 @@ pub struct NewProject {
     pub enabled: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProjectPatch {
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub enabled: Option<bool>,
-    /// Must stay `default` if given.
-    pub domain_id: Option<String>,
-}
+/// A project has nothing besides what every account has.
+pub type ProjectPatch = AccountPatch;
 
 pub fn list_projects(state: &State, caller: &Auth, f: &Filter) -> Result<Vec<Project>, ApiError> {
-    require_admin(caller, "list_projects")?;
-    Ok(state
-        .projects
-        .values()
-        .filter(|p| f.matches(&p.name, &p.domain_id, p.enabled))
-        .cloned()
-        .collect())
+    list(state, caller, f, "list_projects")
 }
 
 /// An admin sees every project; anyone else only the projects they hold a
@@ -769,11 +891,7 @@ pub fn get_project(state: &State, caller: &Auth, id: &str) -> Result<Project, Ap
     if !visible {
         return Err(denied("get_project"));
     }
-    state
-        .projects
-        .get(id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("project", id))
+    account::<Project>(state, id).cloned()
 }
 
 pub fn create_project(
@@ -782,12 +900,8 @@ pub fn create_project(
     req: NewProject,
 ) -> Result<(Vec<Change>, Project), ApiError> {
     require_admin(caller, "create_project")?;
-    check_name("project", &req.name, MAX_PROJECT_NAME_CHARS)?;
-    check_description(&req.description)?;
-    check_domain(req.domain_id.as_deref())?;
-    if project_by_name(state, DEFAULT_DOMAIN_ID, &req.name).is_some() {
-        return Err(duplicate("project", &req.name));
-    }
+    let domain = req.domain_id.as_deref();
+    check_new::<Project>(state, &req.name, &req.description, domain, || Ok(()))?;
     let p = Project {
         id: new_id(),
         name: req.name,
@@ -807,32 +921,9 @@ pub fn update_project(
     patch: ProjectPatch,
 ) -> Result<(Vec<Change>, Project), ApiError> {
     require_admin(caller, "update_project")?;
-    let old = state
-        .projects
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("project", id))?;
+    let old = account::<Project>(state, id)?;
     let mut p = old.clone();
-    if let Some(d) = &patch.domain_id {
-        if d != &old.domain_id {
-            return Err(ApiError::bad_request(
-                "Invalid input for field 'domain_id': a project cannot change domain.",
-            ));
-        }
-    }
-    if let Some(name) = patch.name {
-        check_name("project", &name, MAX_PROJECT_NAME_CHARS)?;
-        if name != old.name && project_by_name(state, &old.domain_id, &name).is_some() {
-            return Err(duplicate("project", &name));
-        }
-        p.name = name;
-    }
-    if let Some(d) = patch.description {
-        check_description(&d)?;
-        p.description = d;
-    }
-    if let Some(e) = patch.enabled {
-        p.enabled = e;
-    }
+    apply_patch(state, old, &mut p, patch)?;
     if boot.is_admin_project(old) && (p.name != old.name || !p.enabled) {
         return Err(ApiError::forbidden(format!(
             "Project {} is the bootstrap admin project (--admin-project): it cannot be renamed or disabled.",
@@ -859,10 +950,7 @@ pub fn delete_project(
     id: &str,
 ) -> Result<(Vec<Change>, ()), ApiError> {
     require_admin(caller, "delete_project")?;
-    let p = state
-        .projects
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("project", id))?;
+    let p = account::<Project>(state, id)?;
     if boot.is_admin_project(p) {
         return Err(ApiError::forbidden(format!(
             "Project {} is the bootstrap admin project (--admin-project) and cannot be deleted: the cloud administrator's role lives on it.",
@@ -870,45 +958,13 @@ pub fn delete_project(
         )));
     }
     let in_use = [
-        (
-            "networks",
-            state
-                .networks
-                .values()
-                .filter(|x| x.meta.project_id == id)
-                .count(),
-        ),
-        (
-            "subnets",
-            state
-                .subnets
-                .values()
-                .filter(|x| x.meta.project_id == id)
-                .count(),
-        ),
-        (
-            "ports",
-            state
-                .ports
-                .values()
-                .filter(|x| x.meta.project_id == id)
-                .count(),
-        ),
-        (
-            "routers",
-            state
-                .routers
-                .values()
-                .filter(|x| x.meta.project_id == id)
-                .count(),
-        ),
+        ("networks", held::<Network>(state, id)),
+        ("subnets", held::<Subnet>(state, id)),
+        ("ports", held::<Port>(state, id)),
+        ("routers", held::<Router>(state, id)),
         (
             "security groups",
-            state
-                .security_groups
-                .values()
-                .filter(|x| x.meta.project_id == id && !security_groups::is_default(x))
-                .count(),
+            held_where(state, id, |g| !security_groups::is_default(g)),
         ),
     ];
     let held: Vec<String> = in_use
@@ -983,14 +1039,20 @@ pub struct UserPatch {
     pub domain_id: Option<String>,
 }
 
+impl UserPatch {
+    /// What it changes of what every account has.
+    fn account(&mut self) -> AccountPatch {
+        AccountPatch {
+            name: self.name.take(),
+            description: self.description.take(),
+            enabled: self.enabled.take(),
+            domain_id: self.domain_id.take(),
+        }
+    }
+}
+
 pub fn list_users(state: &State, caller: &Auth, f: &Filter) -> Result<Vec<User>, ApiError> {
-    require_admin(caller, "list_users")?;
-    Ok(state
-        .users
-        .values()
-        .filter(|u| f.matches(&u.name, &u.domain_id, u.enabled))
-        .cloned()
-        .collect())
+    list(state, caller, f, "list_users")
 }
 
 /// An admin sees every user; anyone else only themselves (403 otherwise).
@@ -998,11 +1060,7 @@ pub fn get_user(state: &State, caller: &Auth, id: &str) -> Result<User, ApiError
     if id != caller.user_id && !caller.is_admin() {
         return Err(denied("get_user"));
     }
-    state
-        .users
-        .get(id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("user", id))
+    account::<User>(state, id).cloned()
 }
 
 fn check_default_project(state: &State, id: &str) -> Result<(), ApiError> {
@@ -1021,15 +1079,13 @@ pub fn create_user(
     req: NewUser,
 ) -> Result<(Vec<Change>, User), ApiError> {
     require_admin(caller, "create_user")?;
-    check_name("user", &req.name, MAX_USER_NAME_CHARS)?;
-    check_description(&req.description)?;
-    check_domain(req.domain_id.as_deref())?;
-    if let Some(p) = &req.default_project_id {
-        check_default_project(state, p)?;
-    }
-    if user_by_name(state, DEFAULT_DOMAIN_ID, &req.name).is_some() {
-        return Err(duplicate("user", &req.name));
-    }
+    let domain = req.domain_id.as_deref();
+    check_new::<User>(state, &req.name, &req.description, domain, || {
+        match &req.default_project_id {
+            Some(p) => check_default_project(state, p),
+            None => Ok(()),
+        }
+    })?;
     let u = User {
         id: new_id(),
         name: req.name,
@@ -1050,35 +1106,12 @@ pub fn update_user(
     caller: &Auth,
     boot: &Bootstrap,
     id: &str,
-    patch: UserPatch,
+    mut patch: UserPatch,
 ) -> Result<(Vec<Change>, User), ApiError> {
     require_admin(caller, "update_user")?;
-    let old = state
-        .users
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("user", id))?;
+    let old = account::<User>(state, id)?;
     let mut u = old.clone();
-    if let Some(d) = &patch.domain_id {
-        if d != &old.domain_id {
-            return Err(ApiError::bad_request(
-                "Invalid input for field 'domain_id': a user cannot change domain.",
-            ));
-        }
-    }
-    if let Some(name) = patch.name {
-        check_name("user", &name, MAX_USER_NAME_CHARS)?;
-        if name != old.name && user_by_name(state, &old.domain_id, &name).is_some() {
-            return Err(duplicate("user", &name));
-        }
-        u.name = name;
-    }
-    if let Some(d) = patch.description {
-        check_description(&d)?;
-        u.description = d;
-    }
-    if let Some(e) = patch.enabled {
-        u.enabled = e;
-    }
+    apply_patch(state, old, &mut u, patch.account())?;
     if let Some(dp) = patch.default_project_id {
         if let Some(p) = &dp {
             check_default_project(state, p)?;
@@ -1114,10 +1147,7 @@ pub fn change_own_password(
     if id != caller.user_id {
         return Err(denied("change_password"));
     }
-    let old = state
-        .users
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("user", id))?;
+    let old = account::<User>(state, id)?;
     let mut changes = vec![Change::Put(Object::User(User {
         password_hash: new_hash,
         ..old.clone()
@@ -1136,10 +1166,7 @@ pub fn delete_user(
     id: &str,
 ) -> Result<(Vec<Change>, ()), ApiError> {
     require_admin(caller, "delete_user")?;
-    let u = state
-        .users
-        .get(id)
-        .ok_or_else(|| ApiError::not_found("user", id))?;
+    let u = account::<User>(state, id)?;
     if boot.is_admin_user(u) {
         return Err(ApiError::forbidden(format!(
             "User {} is the bootstrap administrator (--admin-user) and cannot be deleted: it is the operator's way back in.",
@@ -1441,6 +1468,17 @@ mod tests {
         role_by_name(&core.read(), name).expect("role").id.clone()
     }
 
+    /// The administrator, project `demo` and user `u1` holding `role` on it.
+    fn demo(core: &Core, role: &str) -> (Auth, Project, User) {
+        let adm = admin(core);
+        let p = project(core, &adm, "demo");
+        let u = user(core, &adm, "u1");
+        let r = role_id(core, role);
+        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &r))
+            .expect("grant");
+        (adm, p, u)
+    }
+
     #[test]
     fn bootstrap_is_idempotent_and_resets_the_password() {
         let core = core();
@@ -1700,12 +1738,7 @@ mod tests {
     #[test]
     fn unscoped_requests_use_the_default_project() {
         let core = core();
-        let adm = admin(&core);
-        let p = project(&core, &adm, "demo");
-        let u = user(&core, &adm, "u1");
-        let member_id = role_id(&core, "member");
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member_id))
-            .expect("grant");
+        let (adm, p, u) = demo(&core, "member");
         let issue = |core: &Core| {
             let hash = token_hash(&new_token().expect("token"));
             core.mutate(|s| {
@@ -1900,12 +1933,7 @@ mod tests {
     #[test]
     fn only_admins_write_and_list() {
         let core = core();
-        let adm = admin(&core);
-        let p = project(&core, &adm, "demo");
-        let u = user(&core, &adm, "u1");
-        let reader_id = role_id(&core, "reader");
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &reader_id))
-            .expect("grant");
+        let (adm, p, u) = demo(&core, "reader");
         let t = login(&core, "u1", "demo", now_unix()).expect("token");
         let admin_role = role_id(&core, "admin");
         let r = authenticate(&core.read(), &t, now_unix()).expect("reader");
@@ -1984,12 +2012,7 @@ mod tests {
     #[test]
     fn deletions_cascade_and_protect() {
         let core = core();
-        let adm = admin(&core);
-        let p = project(&core, &adm, "demo");
-        let u = user(&core, &adm, "u1");
-        let member_id = role_id(&core, "member");
-        core.mutate(|s| grant(s, &adm, &p.id, &u.id, &member_id))
-            .expect("grant");
+        let (adm, p, u) = demo(&core, "member");
         let patch = UserPatch {
             default_project_id: Some(Some(p.id.clone())),
             ..UserPatch::default()

@@ -659,7 +659,7 @@ pub struct HealthMonitor {
     pub provisioning_status: ProvisioningStatus,
 }
 
-/// Per-project limits; absent projects use [`Quota::default`].
+/// Per-project limits; absent projects use [`Quota::default_for`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
     pub project_id: String,
@@ -739,6 +739,33 @@ impl Quota {
             member: default_member_quota(),
             healthmonitor: default_healthmonitor_quota(),
         }
+    }
+}
+
+impl Quota {
+    /// The limit on `kind` (-1: unlimited; kinds without a quota have none).
+    pub fn limit(&self, kind: Kind) -> i64 {
+        let mut q = self.clone();
+        q.slot(kind).map(|v| *v).unwrap_or(-1)
+    }
+
+    /// Where the limit on `kind` is kept, if it has one.
+    pub fn slot(&mut self, kind: Kind) -> Option<&mut i64> {
+        Some(match kind {
+            Kind::Network => &mut self.network,
+            Kind::Subnet => &mut self.subnet,
+            Kind::Port => &mut self.port,
+            Kind::Router => &mut self.router,
+            Kind::SecurityGroup => &mut self.security_group,
+            Kind::SecurityGroupRule => &mut self.security_group_rule,
+            Kind::FloatingIp => &mut self.floatingip,
+            Kind::LoadBalancer => &mut self.loadbalancer,
+            Kind::Listener => &mut self.listener,
+            Kind::Pool => &mut self.pool,
+            Kind::Member => &mut self.member,
+            Kind::HealthMonitor => &mut self.healthmonitor,
+            _ => return None,
+        })
     }
 }
 
@@ -842,6 +869,57 @@ impl Object {
             Object::HealthMonitor(o) => o.meta.id.clone(),
         }
     }
+}
+
+/// A resource with Neutron's or Octavia's bookkeeping ([`Meta`]), stored
+/// as one [`Object`] kind in one table of the desired state: what the
+/// generic lookups, updates, deletes and quota counts of `network` and
+/// `lbaas` need to know of it.
+pub trait Resource: Clone + 'static {
+    /// Its stored kind.
+    const KIND: Kind;
+    fn meta(&self) -> &Meta;
+    fn meta_mut(&mut self) -> &mut Meta;
+    /// The change that stores it.
+    fn put(self) -> Change;
+    /// Its table, by id.
+    fn table(state: &crate::state::State) -> &std::collections::BTreeMap<String, Self>;
+}
+
+macro_rules! resources {
+    ($($ty:ident => $table:ident),* $(,)?) => {$(
+        impl Resource for $ty {
+            const KIND: Kind = Kind::$ty;
+            fn meta(&self) -> &Meta {
+                &self.meta
+            }
+            fn meta_mut(&mut self) -> &mut Meta {
+                &mut self.meta
+            }
+            fn put(self) -> Change {
+                Change::Put(Object::$ty(self))
+            }
+            fn table(state: &crate::state::State) -> &std::collections::BTreeMap<String, Self> {
+                &state.$table
+            }
+        }
+    )*};
+}
+
+resources! {
+    Network => networks,
+    Subnet => subnets,
+    Port => ports,
+    Router => routers,
+    SecurityGroup => security_groups,
+    SecurityGroupRule => security_group_rules,
+    FloatingIp => floating_ips,
+    QosPolicy => qos_policies,
+    LoadBalancer => load_balancers,
+    Listener => listeners,
+    Pool => pools,
+    Member => members,
+    HealthMonitor => health_monitors,
 }
 
 /// One step of a commit. Short-lived (a request's handful of changes), so

@@ -23,7 +23,7 @@ use axum::{
     routing::{any, get, MethodRouter},
     Json, Router,
 };
-use serde::{de::DeserializeOwned, Deserialize, Deserializer};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -38,6 +38,8 @@ use crate::{
         DEFAULT_DOMAIN_NAME,
     },
     model::{now_unix, Project, Role, User},
+    network::Made,
+    state::State as DesiredState,
 };
 
 pub fn routes() -> Router<Arc<App>> {
@@ -52,22 +54,27 @@ pub fn routes() -> Router<Arc<App>> {
         ("/v3/auth/catalog", get(auth_catalog)),
         ("/v3/auth/projects", get(auth_projects)),
         ("/v3/auth/domains", get(auth_domains)),
-        ("/v3/projects", get(list_projects).post(create_project)),
+        (
+            "/v3/projects",
+            get(list_accounts::<Project>).post(create_project),
+        ),
         (
             "/v3/projects/{id}",
-            get(show_project)
+            get(show_account::<Project>)
                 .patch(update_project)
-                .delete(delete_project),
+                .delete(delete_account::<Project>),
         ),
         ("/v3/projects/{p}/users/{u}/roles", get(list_grants)),
         (
             "/v3/projects/{p}/users/{u}/roles/{r}",
             get(check_grant).put(grant).delete(revoke_grant),
         ),
-        ("/v3/users", get(list_users).post(create_user)),
+        ("/v3/users", get(list_accounts::<User>).post(create_user)),
         (
             "/v3/users/{id}",
-            get(show_user).patch(update_user).delete(delete_user),
+            get(show_account::<User>)
+                .patch(update_user)
+                .delete(delete_account::<User>),
         ),
         ("/v3/users/{id}/projects", get(user_projects)),
         ("/v3/users/{id}/password", post(change_password)),
@@ -201,6 +208,89 @@ fn collection_links(app: &App, path: &str) -> Value {
 
 fn boot(app: &App) -> Bootstrap {
     Bootstrap::from_config(&app.config)
+}
+
+/// `{"<many>": [...], "links": {...}}`: a Keystone list of what `path`
+/// lists.
+fn listed(app: &App, many: &str, path: &str, items: impl Serialize) -> Reply {
+    Ok(Json(json!({ many: items, "links": collection_links(app, path) })).into_response())
+}
+
+/// `{"<key>": {...}}`, answered with `status`.
+fn one(status: StatusCode, key: &str, v: Value) -> Reply {
+    Ok((status, Json(json!({ key: v }))).into_response())
+}
+
+/// 204, no body.
+fn done() -> Reply {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// How Keystone shows projects and users, and the identity calls behind
+/// their collections' list, show and delete (create and update differ).
+trait Shown: identity::Account {
+    const ONE: &'static str;
+    const MANY: &'static str;
+    const PATH: &'static str;
+    const JSON: fn(&App, &Self) -> Value;
+    const LIST: fn(&DesiredState, &Auth, &Filter) -> Result<Vec<Self>, ApiError>;
+    const GET: fn(&DesiredState, &Auth, &str) -> Result<Self, ApiError>;
+    const DELETE: fn(&DesiredState, &Auth, &Bootstrap, &str) -> Made<()>;
+}
+
+impl Shown for Project {
+    const ONE: &'static str = "project";
+    const MANY: &'static str = "projects";
+    const PATH: &'static str = "/v3/projects";
+    const JSON: fn(&App, &Self) -> Value = project_json;
+    const LIST: fn(&DesiredState, &Auth, &Filter) -> Result<Vec<Self>, ApiError> =
+        identity::list_projects;
+    const GET: fn(&DesiredState, &Auth, &str) -> Result<Self, ApiError> = identity::get_project;
+    const DELETE: fn(&DesiredState, &Auth, &Bootstrap, &str) -> Made<()> = identity::delete_project;
+}
+
+impl Shown for User {
+    const ONE: &'static str = "user";
+    const MANY: &'static str = "users";
+    const PATH: &'static str = "/v3/users";
+    const JSON: fn(&App, &Self) -> Value = user_json;
+    const LIST: fn(&DesiredState, &Auth, &Filter) -> Result<Vec<Self>, ApiError> =
+        identity::list_users;
+    const GET: fn(&DesiredState, &Auth, &str) -> Result<Self, ApiError> = identity::get_user;
+    const DELETE: fn(&DesiredState, &Auth, &Bootstrap, &str) -> Made<()> = identity::delete_user;
+}
+
+async fn list_accounts<A: Shown>(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    q: Params,
+) -> Reply {
+    let me = caller(&app, &headers)?;
+    let q = params(q)?;
+    let all = (A::LIST)(&app.core.read(), &me, &filter(&q))?;
+    let v: Vec<Value> = all.iter().map(|x| (A::JSON)(&app, x)).collect();
+    listed(&app, A::MANY, A::PATH, v)
+}
+
+async fn show_account<A: Shown>(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    let me = caller(&app, &headers)?;
+    let x = (A::GET)(&app.core.read(), &me, &id)?;
+    one(StatusCode::OK, A::ONE, (A::JSON)(&app, &x))
+}
+
+async fn delete_account<A: Shown>(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Reply {
+    let me = caller(&app, &headers)?;
+    let boot = boot(&app);
+    app.core.mutate(|s| (A::DELETE)(s, &me, &boot, &id))?;
+    done()
 }
 
 /// Rejects the Keystone attributes this cloud accepts only in their trivial
@@ -627,17 +717,12 @@ async fn revoke_token(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply 
     let hash = identity::token_hash(subject(&headers)?);
     app.core
         .mutate(|s| identity::revoke_token(s, &me, &hash, now_unix()))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    done()
 }
 
 async fn auth_catalog(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
     caller(&app, &headers)?;
-    Ok(
-        Json(
-            json!({"catalog": catalog(&app), "links": collection_links(&app, "/v3/auth/catalog")}),
-        )
-        .into_response(),
-    )
+    listed(&app, "catalog", "/v3/auth/catalog", catalog(&app))
 }
 
 /// The enabled projects the token's user holds a role on.
@@ -649,19 +734,13 @@ async fn auth_projects(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply
         .filter(|p| p.enabled)
         .map(|p| project_json(&app, p))
         .collect();
-    Ok(
-        Json(json!({"projects": v, "links": collection_links(&app, "/v3/auth/projects")}))
-            .into_response(),
-    )
+    listed(&app, "projects", "/v3/auth/projects", v)
 }
 
 /// No domain-scoped roles exist here.
 async fn auth_domains(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
     caller(&app, &headers)?;
-    Ok(
-        Json(json!({"domains": [], "links": collection_links(&app, "/v3/auth/domains")}))
-            .into_response(),
-    )
+    listed(&app, "domains", "/v3/auth/domains", json!([]))
 }
 
 // ------------------------------------------------------------------ projects
@@ -721,27 +800,6 @@ fn filter(q: &HashMap<String, String>) -> Filter {
     }
 }
 
-async fn list_projects(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
-    let me = caller(&app, &headers)?;
-    let q = params(q)?;
-    let projects = identity::list_projects(&app.core.read(), &me, &filter(&q))?;
-    let v: Vec<Value> = projects.iter().map(|p| project_json(&app, p)).collect();
-    Ok(
-        Json(json!({"projects": v, "links": collection_links(&app, "/v3/projects")}))
-            .into_response(),
-    )
-}
-
-async fn show_project(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Reply {
-    let me = caller(&app, &headers)?;
-    let p = identity::get_project(&app.core.read(), &me, &id)?;
-    Ok(Json(json!({"project": project_json(&app, &p)})).into_response())
-}
-
 async fn create_project(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Reply {
     let me = caller(&app, &headers)?;
     let ProjectBody { project: b } = parse::<ProjectBody<ProjectCreate>>("project", body)?;
@@ -758,11 +816,7 @@ async fn create_project(State(app): State<Arc<App>>, headers: HeaderMap, body: B
         enabled: b.enabled.unwrap_or(true),
     };
     let p = app.core.mutate(|s| identity::create_project(s, &me, req))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"project": project_json(&app, &p)})),
-    )
-        .into_response())
+    one(StatusCode::CREATED, "project", project_json(&app, &p))
 }
 
 async fn update_project(
@@ -789,19 +843,7 @@ async fn update_project(
     let p = app
         .core
         .mutate(|s| identity::update_project(s, &me, &boot, &id, patch))?;
-    Ok(Json(json!({"project": project_json(&app, &p)})).into_response())
-}
-
-async fn delete_project(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Reply {
-    let me = caller(&app, &headers)?;
-    let boot = boot(&app);
-    app.core
-        .mutate(|s| identity::delete_project(s, &me, &boot, &id))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    one(StatusCode::OK, "project", project_json(&app, &p))
 }
 
 // ------------------------------------------------------------------ users
@@ -856,24 +898,6 @@ struct PasswordChange {
     original_password: String,
 }
 
-async fn list_users(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
-    let me = caller(&app, &headers)?;
-    let q = params(q)?;
-    let users = identity::list_users(&app.core.read(), &me, &filter(&q))?;
-    let v: Vec<Value> = users.iter().map(|u| user_json(&app, u)).collect();
-    Ok(Json(json!({"users": v, "links": collection_links(&app, "/v3/users")})).into_response())
-}
-
-async fn show_user(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Reply {
-    let me = caller(&app, &headers)?;
-    let u = identity::get_user(&app.core.read(), &me, &id)?;
-    Ok(Json(json!({"user": user_json(&app, &u)})).into_response())
-}
-
 async fn create_user(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Reply {
     let me = caller(&app, &headers)?;
     let UserBody { user: b } = parse::<UserBody<UserCreate>>("user", body)?;
@@ -893,11 +917,7 @@ async fn create_user(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
         default_project_id: b.default_project_id,
     };
     let u = app.core.mutate(|s| identity::create_user(s, &me, req))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"user": user_json(&app, &u)})),
-    )
-        .into_response())
+    one(StatusCode::CREATED, "user", user_json(&app, &u))
 }
 
 async fn update_user(
@@ -926,19 +946,7 @@ async fn update_user(
     let u = app
         .core
         .mutate(|s| identity::update_user(s, &me, &boot, &id, patch))?;
-    Ok(Json(json!({"user": user_json(&app, &u)})).into_response())
-}
-
-async fn delete_user(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Reply {
-    let me = caller(&app, &headers)?;
-    let boot = boot(&app);
-    app.core
-        .mutate(|s| identity::delete_user(s, &me, &boot, &id))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    one(StatusCode::OK, "user", user_json(&app, &u))
 }
 
 async fn user_projects(
@@ -949,7 +957,7 @@ async fn user_projects(
     let me = caller(&app, &headers)?;
     let projects = identity::user_projects(&app.core.read(), &me, &id)?;
     let v: Vec<Value> = projects.iter().map(|p| project_json(&app, p)).collect();
-    Ok(Json(json!({"projects": v, "links": collection_links(&app, &format!("/v3/users/{id}/projects"))})).into_response())
+    listed(&app, "projects", &format!("/v3/users/{id}/projects"), v)
 }
 
 /// `POST /v3/users/{id}/password` (`openstack user password set`): the
@@ -981,7 +989,7 @@ async fn change_password(
     let new_hash = hash_new_password(b.password).await?;
     app.core
         .mutate(|s| identity::change_own_password(s, &me, &id, new_hash))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    done()
 }
 
 // ------------------------------------------------------------------ roles
@@ -991,7 +999,7 @@ async fn list_roles(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) 
     let q = params(q)?;
     let roles = identity::list_roles(&app.core.read(), q.get("name").map(String::as_str));
     let v: Vec<Value> = roles.iter().map(|r| role_json(&app, r)).collect();
-    Ok(Json(json!({"roles": v, "links": collection_links(&app, "/v3/roles")})).into_response())
+    listed(&app, "roles", "/v3/roles", v)
 }
 
 async fn show_role(
@@ -1001,7 +1009,7 @@ async fn show_role(
 ) -> Reply {
     caller(&app, &headers)?;
     let r = identity::get_role(&app.core.read(), &id)?;
-    Ok(Json(json!({"role": role_json(&app, &r)})).into_response())
+    one(StatusCode::OK, "role", role_json(&app, &r))
 }
 
 async fn create_role(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
@@ -1016,7 +1024,7 @@ async fn grant(
 ) -> Reply {
     let me = caller(&app, &headers)?;
     app.core.mutate(|s| identity::grant(s, &me, &p, &u, &r))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    done()
 }
 
 async fn revoke_grant(
@@ -1028,7 +1036,7 @@ async fn revoke_grant(
     let boot = boot(&app);
     app.core
         .mutate(|s| identity::revoke_grant(s, &me, &boot, &p, &u, &r))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    done()
 }
 
 /// `GET` and `HEAD`: 204 if granted.
@@ -1039,7 +1047,7 @@ async fn check_grant(
 ) -> Reply {
     let me = caller(&app, &headers)?;
     identity::check_grant(&app.core.read(), &me, &p, &u, &r)?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    done()
 }
 
 async fn list_grants(
@@ -1050,8 +1058,12 @@ async fn list_grants(
     let me = caller(&app, &headers)?;
     let roles = identity::list_grants(&app.core.read(), &me, &p, &u)?;
     let v: Vec<Value> = roles.iter().map(|r| role_json(&app, r)).collect();
-    let links = collection_links(&app, &format!("/v3/projects/{p}/users/{u}/roles"));
-    Ok(Json(json!({"roles": v, "links": links})).into_response())
+    listed(
+        &app,
+        "roles",
+        &format!("/v3/projects/{p}/users/{u}/roles"),
+        v,
+    )
 }
 
 /// `GET /v3/role_assignments` (`openstack role assignment list`, and
@@ -1104,10 +1116,7 @@ async fn list_assignments(State(app): State<Arc<App>>, headers: HeaderMap, q: Pa
             .collect()
     };
     drop(state);
-    Ok(Json(
-        json!({"role_assignments": v, "links": collection_links(&app, "/v3/role_assignments")}),
-    )
-    .into_response())
+    listed(&app, "role_assignments", "/v3/role_assignments", v)
 }
 
 // ------------------------------------------------------------------ domains
@@ -1124,7 +1133,7 @@ async fn list_domains(State(app): State<Arc<App>>, headers: HeaderMap, q: Params
     } else {
         Vec::new()
     };
-    Ok(Json(json!({"domains": v, "links": collection_links(&app, "/v3/domains")})).into_response())
+    listed(&app, "domains", "/v3/domains", v)
 }
 
 async fn show_domain(
@@ -1136,7 +1145,7 @@ async fn show_domain(
     if id != DEFAULT_DOMAIN_ID {
         return Err(ApiError::not_found("domain", &id).into());
     }
-    Ok(Json(json!({"domain": domain_json(&app)})).into_response())
+    one(StatusCode::OK, "domain", domain_json(&app))
 }
 
 // ------------------------------------------------------------------ catalog
@@ -1167,10 +1176,7 @@ async fn list_services(State(app): State<Arc<App>>, headers: HeaderMap, q: Param
         .filter(|s| q.get("name").is_none_or(|n| s["name"] == n.as_str()))
         .map(|s| service_json(&app, s))
         .collect();
-    Ok(
-        Json(json!({"services": v, "links": collection_links(&app, "/v3/services")}))
-            .into_response(),
-    )
+    listed(&app, "services", "/v3/services", v)
 }
 
 async fn show_service(
@@ -1183,7 +1189,7 @@ async fn show_service(
         .into_iter()
         .find(|s| s["id"] == id.as_str())
         .ok_or_else(|| ApiError::not_found("service", &id))?;
-    Ok(Json(json!({"service": service_json(&app, &s)})).into_response())
+    one(StatusCode::OK, "service", service_json(&app, &s))
 }
 
 async fn list_endpoints(State(app): State<Arc<App>>, headers: HeaderMap, q: Params) -> Reply {
@@ -1210,10 +1216,7 @@ async fn list_endpoints(State(app): State<Arc<App>>, headers: HeaderMap, q: Para
             }
         }
     }
-    Ok(
-        Json(json!({"endpoints": v, "links": collection_links(&app, "/v3/endpoints")}))
-            .into_response(),
-    )
+    listed(&app, "endpoints", "/v3/endpoints", v)
 }
 
 fn region_json(app: &App) -> Value {
@@ -1223,10 +1226,7 @@ fn region_json(app: &App) -> Value {
 
 async fn list_regions(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
     caller(&app, &headers)?;
-    Ok(Json(
-        json!({"regions": [region_json(&app)], "links": collection_links(&app, "/v3/regions")}),
-    )
-    .into_response())
+    listed(&app, "regions", "/v3/regions", [region_json(&app)])
 }
 
 async fn show_region(
@@ -1238,7 +1238,7 @@ async fn show_region(
     if id != app.config.region {
         return Err(ApiError::not_found("region", &id).into());
     }
-    Ok(Json(json!({"region": region_json(&app)})).into_response())
+    one(StatusCode::OK, "region", region_json(&app))
 }
 
 #[cfg(test)]

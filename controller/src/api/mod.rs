@@ -4,8 +4,11 @@
 //! style `{"faultcode", "faultstring", "debuginfo"}` for load balancers). It never
 //! touches state itself: identity and network logic live in `identity` and
 //! `network`, durable changes go through `commit::Core::mutate`. Every
-//! response carries `X-Openstack-Request-Id`.
+//! response carries `X-Openstack-Request-Id`. The Neutron and Octavia
+//! collections are descriptors served by the one generic path of [`crud`];
+//! `neutron` and `octavia` declare them and hold what is not CRUD.
 
+pub mod crud;
 pub mod keystone;
 pub mod neutron;
 pub mod octavia;

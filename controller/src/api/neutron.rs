@@ -1,47 +1,39 @@
-//! Neutron v2.0 routes: version documents, extensions, and the generic
-//! create/list/show/update/delete handlers for networks, subnets, ports,
-//! routers, security groups and their rules, plus router interfaces, bulk
-//! rule creation and quotas. Handlers authenticate,
-//! extract, call `network::*` through `Core::mutate`, and render.
+//! Neutron v2.0 routes: version documents, extensions, the collections
+//! (networks, subnets, ports, routers, security groups and their rules,
+//! floating IPs, QoS policies) as [`crud::Collection`] descriptors served by
+//! the generic handlers of `api::crud`, and what is not CRUD: router
+//! interfaces, bulk rule creation, QoS bandwidth limit rules and quotas.
+//! Handlers authenticate, extract, call `network::*` through
+//! `Core::mutate`, and render; they never validate attributes themselves.
 
 use std::sync::Arc;
 
 use axum::{
-    extract::{rejection::JsonRejection, DefaultBodyLimit, Path, Query, State},
+    extract::{DefaultBodyLimit, Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, put},
     Json, Router,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::{authenticate, json_body, neutron_error};
+use super::crud::{
+    self, project_scoped, read, write, write_body, Api, Body, Collection, Delete, Quotas, Update,
+};
 use crate::{
     app::App,
     auth::Auth,
     error::ApiError,
-    model::{Change, Port},
+    model::{
+        FloatingIp, Network, Port, QosPolicy, Router as L3Router, SecurityGroup, SecurityGroupRule,
+        Subnet,
+    },
     network::{
         self, floating_ips, networks, ports, qos, quotas, routers, security_groups, subnets,
     },
-    state::State as Desired,
 };
 
-type Reply = Result<(StatusCode, Value), ApiError>;
-
-fn respond(r: Reply) -> Response {
-    match r {
-        Ok((StatusCode::NO_CONTENT, _)) => StatusCode::NO_CONTENT.into_response(),
-        Ok((s, v)) => (s, Json(v)).into_response(),
-        Err(e) => neutron_error(e),
-    }
-}
-
-fn if_match(h: &HeaderMap) -> Option<String> {
-    h.get("if-match")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
+const API: Api = Api::Neutron;
 
 /// What the agents say of a port: ACTIVE once its host reports it realised
 /// (tap found, program attached, maps written), DOWN otherwise (unbound,
@@ -60,197 +52,12 @@ pub fn port_status(app: &App, p: &Port) -> &'static str {
     }
 }
 
-/// One Neutron collection.
-trait Resource: Send + Sync + 'static {
-    const ONE: &'static str;
-    const MANY: &'static str;
-    /// The collection's URL path segment (`security-groups` for
-    /// `security_groups`).
-    const PATH: &'static str = Self::MANY;
-    /// Listing it gives the caller's project its default security group
-    /// first (as Neutron does).
-    const ENSURES_DEFAULT_GROUP: bool = false;
-    /// Attributes it renders besides `network::STANDARD_ATTRS`: what filters
-    /// and sort_key may name.
-    const ATTRS: &'static [&'static str];
-    fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>>;
-    fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError>;
-    fn create(s: &Desired, a: &Auth, body: &Value) -> Result<(Vec<Change>, String), ApiError>;
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        body: &Value,
-        if_match: Option<&str>,
-    ) -> Result<(Vec<Change>, String), ApiError>;
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        if_match: Option<&str>,
-    ) -> Result<(Vec<Change>, ()), ApiError>;
-}
-
-struct Networks;
-struct Subnets;
-struct Ports;
-struct Routers;
-struct SecurityGroups;
-struct SecurityGroupRules;
-struct FloatingIps;
-struct QosPolicies;
-
-impl Resource for FloatingIps {
-    const ONE: &'static str = "floatingip";
-    const MANY: &'static str = "floatingips";
-    const ATTRS: &'static [&'static str] = floating_ips::ATTRS;
-    fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.floating_ips
-            .values()
-            .filter(|f| a.can_see(&f.meta.project_id))
-            .map(|f| floating_ips::render(s, f, &|p| port_status(app, p)))
-            .collect()
-    }
-    fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        let f = floating_ips::get(s, a, id)?;
-        Ok(floating_ips::render(s, f, &|p| port_status(app, p)))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        floating_ips::create(s, a, b).map(|(c, f)| (c, f.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        floating_ips::update(s, a, id, b, m).map(|(c, f)| (c, f.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        floating_ips::delete(s, a, id, m)
-    }
-}
-
-impl Resource for QosPolicies {
-    const ONE: &'static str = "policy";
-    const MANY: &'static str = "policies";
-    const PATH: &'static str = "qos/policies";
-    const ATTRS: &'static [&'static str] = qos::ATTRS;
-    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.qos_policies
-            .values()
-            .filter(|p| p.shared || a.can_see(&p.meta.project_id))
-            .map(qos::render)
-            .collect()
-    }
-    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(qos::render(qos::get(s, a, id)?))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        qos::create(s, a, b).map(|(c, p)| (c, p.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        qos::update(s, a, id, b, m).map(|(c, p)| (c, p.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        qos::delete(s, a, id, m)
-    }
-}
-
-/// GET/POST /v2.0/qos/policies/{id}/bandwidth_limit_rules
-async fn bw_rules(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(policy): Path<String>,
-    method: axum::http::Method,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        if method == axum::http::Method::POST {
-            // A body that is not JSON gets a Neutron error, not axum's
-            // plain-text rejection.
-            let body = json_body(body)?;
-            let rule = app
-                .core
-                .mutate(|s| qos::rule_create(s, &auth, &policy, &body))?;
-            return Ok((StatusCode::CREATED, json!({ "bandwidth_limit_rule": rule })));
-        }
-        let s = app.core.read();
-        let p = qos::get(&s, &auth, &policy)?;
-        let rules: Vec<Value> = p
-            .bandwidth_limit_rules
-            .iter()
-            .map(|r| Value::Object(qos::render_rule(p, r)))
-            .collect();
-        Ok((StatusCode::OK, json!({ "bandwidth_limit_rules": rules })))
-    })())
-}
-
-/// GET/PUT/DELETE /v2.0/qos/policies/{id}/bandwidth_limit_rules/{rule}
-async fn bw_rule(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path((policy, rule)): Path<(String, String)>,
-    method: axum::http::Method,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        if method == axum::http::Method::PUT {
-            // A body that is not JSON gets a Neutron error, not axum's
-            // plain-text rejection.
-            let body = json_body(body)?;
-            let r = app
-                .core
-                .mutate(|s| qos::rule_update(s, &auth, &policy, &rule, &body))?;
-            return Ok((StatusCode::OK, json!({ "bandwidth_limit_rule": r })));
-        }
-        if method == axum::http::Method::DELETE {
-            app.core
-                .mutate(|s| qos::rule_delete(s, &auth, &policy, &rule))?;
-            return Ok((StatusCode::NO_CONTENT, Value::Null));
-        }
-        let s = app.core.read();
-        let (p, r) = qos::rule_get(&s, &auth, &policy, &rule)?;
-        Ok((
-            StatusCode::OK,
-            json!({ "bandwidth_limit_rule": qos::render_rule(p, r) }),
-        ))
-    })())
-}
-
-async fn qos_rule_types(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    respond((|| {
-        authenticate(&app, &h)?;
-        Ok((
-            StatusCode::OK,
-            json!({"rule_types": [{"type": "bandwidth_limit"}]}),
-        ))
-    })())
-}
-
-impl Resource for Networks {
-    const ONE: &'static str = "network";
-    const MANY: &'static str = "networks";
-    const ATTRS: &'static [&'static str] = &[
+static NETWORKS: Collection<Network> = Collection {
+    api: API,
+    one: "network",
+    many: "networks",
+    path: "networks",
+    attrs: &[
         "subnets",
         "admin_state_up",
         "status",
@@ -267,43 +74,24 @@ impl Resource for Networks {
         "provider:network_type",
         "provider:physical_network",
         "provider:segmentation_id",
-    ];
-    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.networks
-            .values()
-            .filter(|n| networks::visible(a, n))
-            .map(|n| networks::render(s, a, n))
-            .collect()
-    }
-    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(networks::render(s, a, networks::get(s, a, id)?))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        networks::create(s, a, b).map(|(c, n)| (c, n.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        networks::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        networks::delete(s, a, id, m)
-    }
-}
+    ],
+    visible: |_, a, n| networks::visible(a, n),
+    get: networks::get,
+    render: |_, s, a, n| networks::render(s, a, n),
+    create: Some(networks::create),
+    // networks::update and ports::update keep their positional parameters:
+    // the compiler's tests call them.
+    update: Update::IfMatch(|s, a, e| networks::update(s, a, e.id, e.body, e.if_match)),
+    delete: Delete::IfMatch(networks::delete),
+    prepare_list: None,
+};
 
-impl Resource for Subnets {
-    const ONE: &'static str = "subnet";
-    const MANY: &'static str = "subnets";
-    const ATTRS: &'static [&'static str] = &[
+static SUBNETS: Collection<Subnet> = Collection {
+    api: API,
+    one: "subnet",
+    many: "subnets",
+    path: "subnets",
+    attrs: &[
         "network_id",
         "ip_version",
         "cidr",
@@ -317,43 +105,22 @@ impl Resource for Subnets {
         "subnetpool_id",
         "segment_id",
         "service_types",
-    ];
-    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.subnets
-            .values()
-            .filter(|x| subnets::get(s, a, &x.meta.id).is_ok())
-            .map(subnets::render)
-            .collect()
-    }
-    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(subnets::render(subnets::get(s, a, id)?))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        subnets::create(s, a, b).map(|(c, n)| (c, n.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        subnets::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        subnets::delete(s, a, id, m)
-    }
-}
+    ],
+    visible: |s, a, x| subnets::get(s, a, &x.meta.id).is_ok(),
+    get: subnets::get,
+    render: |_, _, _, x| subnets::render(x),
+    create: Some(subnets::create),
+    update: Update::IfMatch(subnets::update),
+    delete: Delete::IfMatch(subnets::delete),
+    prepare_list: None,
+};
 
-impl Resource for Ports {
-    const ONE: &'static str = "port";
-    const MANY: &'static str = "ports";
-    const ATTRS: &'static [&'static str] = &[
+static PORTS: Collection<Port> = Collection {
+    api: API,
+    one: "port",
+    many: "ports",
+    path: "ports",
+    attrs: &[
         "network_id",
         "mac_address",
         "admin_state_up",
@@ -373,44 +140,22 @@ impl Resource for Ports {
         "binding:vif_type",
         "binding:vif_details",
         "binding:profile",
-    ];
-    fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.ports
-            .values()
-            .filter(|p| a.can_see(&p.meta.project_id))
-            .map(|p| ports::render(a, p, port_status(app, p)))
-            .collect()
-    }
-    fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        let p = ports::get(s, a, id)?;
-        Ok(ports::render(a, p, port_status(app, p)))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        ports::create(s, a, b).map(|(c, n)| (c, n.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        ports::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        ports::delete(s, a, id, m)
-    }
-}
+    ],
+    visible: project_scoped,
+    get: ports::get,
+    render: |app, _, a, p| ports::render(a, p, port_status(app, p)),
+    create: Some(ports::create),
+    update: Update::IfMatch(|s, a, e| ports::update(s, a, e.id, e.body, e.if_match)),
+    delete: Delete::IfMatch(ports::delete),
+    prepare_list: None,
+};
 
-impl Resource for Routers {
-    const ONE: &'static str = "router";
-    const MANY: &'static str = "routers";
-    const ATTRS: &'static [&'static str] = &[
+static ROUTERS: Collection<L3Router> = Collection {
+    api: API,
+    one: "router",
+    many: "routers",
+    path: "routers",
+    attrs: &[
         "admin_state_up",
         "status",
         "external_gateway_info",
@@ -420,128 +165,157 @@ impl Resource for Routers {
         "availability_zone_hints",
         "availability_zones",
         "flavor_id",
-    ];
-    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.routers
-            .values()
-            .filter(|r| a.can_see(&r.meta.project_id))
-            .map(|r| routers::render(s, r))
-            .collect()
-    }
-    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(routers::render(s, routers::get(s, a, id)?))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        routers::create(s, a, b).map(|(c, n)| (c, n.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        routers::update(s, a, id, b, m).map(|(c, n)| (c, n.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        routers::delete(s, a, id, m)
-    }
+    ],
+    visible: project_scoped,
+    get: routers::get,
+    render: |_, s, _, r| routers::render(s, r),
+    create: Some(routers::create),
+    update: Update::IfMatch(routers::update),
+    delete: Delete::IfMatch(routers::delete),
+    prepare_list: None,
+};
+
+static SECURITY_GROUPS: Collection<SecurityGroup> = Collection {
+    api: API,
+    one: "security_group",
+    many: "security_groups",
+    path: "security-groups",
+    attrs: &["stateful", "shared", "security_group_rules"],
+    visible: |_, a, g| security_groups::visible(a, g),
+    get: security_groups::get,
+    render: |_, s, _, g| security_groups::render(s, g),
+    create: Some(security_groups::create),
+    update: Update::IfMatch(security_groups::update),
+    delete: Delete::IfMatch(security_groups::delete),
+    prepare_list: Some(ensure_default_group),
+};
+
+/// Rules are created by [`rule_create`] (one or many).
+static SECURITY_GROUP_RULES: Collection<SecurityGroupRule> = Collection {
+    api: API,
+    one: "security_group_rule",
+    many: "security_group_rules",
+    path: "security-group-rules",
+    attrs: security_groups::RULE_ATTRS,
+    visible: project_scoped,
+    get: security_groups::get_rule,
+    render: |_, s, _, r| security_groups::render_rule(s, r),
+    create: None,
+    update: Update::IfMatch(security_groups::update_rule),
+    delete: Delete::IfMatch(security_groups::delete_rule),
+    prepare_list: Some(ensure_default_group),
+};
+
+static FLOATING_IPS: Collection<FloatingIp> = Collection {
+    api: API,
+    one: "floatingip",
+    many: "floatingips",
+    path: "floatingips",
+    attrs: floating_ips::ATTRS,
+    visible: project_scoped,
+    get: floating_ips::get,
+    render: |app, s, _, f| floating_ips::render(s, f, &|p| port_status(app, p)),
+    create: Some(floating_ips::create),
+    update: Update::IfMatch(floating_ips::update),
+    delete: Delete::IfMatch(floating_ips::delete),
+    prepare_list: None,
+};
+
+static QOS_POLICIES: Collection<QosPolicy> = Collection {
+    api: API,
+    one: "policy",
+    many: "policies",
+    path: "qos/policies",
+    attrs: qos::ATTRS,
+    visible: |_, a, p| p.shared || a.can_see(&p.meta.project_id),
+    get: qos::get,
+    render: |_, _, _, p| qos::render(p),
+    create: Some(qos::create),
+    update: Update::IfMatch(qos::update),
+    delete: Delete::IfMatch(qos::delete),
+    prepare_list: None,
+};
+
+static QUOTAS: Quotas = Quotas {
+    api: API,
+    list: quotas::list,
+    show: quotas::show,
+    update: quotas::update,
+    updated: StatusCode::OK,
+    reset: quotas::reset,
+};
+
+/// GET /v2.0/qos/policies/{id}/bandwidth_limit_rules
+async fn bw_rules(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(policy): Path<String>,
+) -> Response {
+    read(API, &app, &h, |s, auth| {
+        let p = qos::get(s, auth, &policy)?;
+        let rules: Vec<Value> = p
+            .bandwidth_limit_rules
+            .iter()
+            .map(|r| Value::Object(qos::render_rule(p, r)))
+            .collect();
+        Ok(json!({ "bandwidth_limit_rules": rules }))
+    })
 }
 
-impl Resource for SecurityGroups {
-    const ONE: &'static str = "security_group";
-    const MANY: &'static str = "security_groups";
-    const PATH: &'static str = "security-groups";
-    const ENSURES_DEFAULT_GROUP: bool = true;
-    const ATTRS: &'static [&'static str] = &["stateful", "shared", "security_group_rules"];
-    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.security_groups
-            .values()
-            .filter(|g| security_groups::visible(a, g))
-            .map(|g| security_groups::render(s, g))
-            .collect()
-    }
-    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(security_groups::render(s, security_groups::get(s, a, id)?))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        security_groups::create(s, a, b).map(|(c, g)| (c, g.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        security_groups::update(s, a, id, b, m).map(|(c, g)| (c, g.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        security_groups::delete(s, a, id, m)
-    }
+/// POST /v2.0/qos/policies/{id}/bandwidth_limit_rules
+async fn bw_rule_create(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(policy): Path<String>,
+    body: Body,
+) -> Response {
+    write_body(API, &app, &h, body, StatusCode::CREATED, |s, auth, b| {
+        let (c, rule) = qos::rule_create(s, auth, &policy, b)?;
+        Ok((c, json!({ "bandwidth_limit_rule": rule })))
+    })
 }
 
-impl Resource for SecurityGroupRules {
-    const ONE: &'static str = "security_group_rule";
-    const MANY: &'static str = "security_group_rules";
-    const PATH: &'static str = "security-group-rules";
-    const ENSURES_DEFAULT_GROUP: bool = true;
-    const ATTRS: &'static [&'static str] = &[
-        "security_group_id",
-        "direction",
-        "ethertype",
-        "protocol",
-        "port_range_min",
-        "port_range_max",
-        "remote_ip_prefix",
-        "remote_group_id",
-        "remote_address_group_id",
-        "normalized_cidr",
-        "belongs_to_default_sg",
-    ];
-    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.security_group_rules
-            .values()
-            .filter(|r| a.can_see(&r.meta.project_id))
-            .map(|r| security_groups::render_rule(s, r))
-            .collect()
-    }
-    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(security_groups::render_rule(
-            s,
-            security_groups::get_rule(s, a, id)?,
-        ))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        security_groups::create_rules(s, a, b).map(|(c, r)| (c, r[0].meta.id.clone()))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        security_groups::update_rule(s, a, id, b, m).map(|(c, r)| (c, r.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        m: Option<&str>,
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        security_groups::delete_rule(s, a, id, m)
-    }
+/// GET /v2.0/qos/policies/{id}/bandwidth_limit_rules/{rule}
+async fn bw_rule(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path((policy, rule)): Path<(String, String)>,
+) -> Response {
+    read(API, &app, &h, |s, auth| {
+        let (p, r) = qos::rule_get(s, auth, &policy, &rule)?;
+        Ok(json!({ "bandwidth_limit_rule": qos::render_rule(p, r) }))
+    })
+}
+
+/// PUT /v2.0/qos/policies/{id}/bandwidth_limit_rules/{rule}
+async fn bw_rule_update(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path((policy, rule)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    write_body(API, &app, &h, body, StatusCode::OK, |s, auth, b| {
+        let (c, r) = qos::rule_update(s, auth, &policy, &rule, b)?;
+        Ok((c, json!({ "bandwidth_limit_rule": r })))
+    })
+}
+
+/// DELETE /v2.0/qos/policies/{id}/bandwidth_limit_rules/{rule}
+async fn bw_rule_delete(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path((policy, rule)): Path<(String, String)>,
+) -> Response {
+    write(API, &app, &h, StatusCode::NO_CONTENT, |s, auth| {
+        let (c, ()) = qos::rule_delete(s, auth, &policy, &rule)?;
+        Ok((c, Value::Null))
+    })
+}
+
+async fn qos_rule_types(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    read(API, &app, &h, |_, _| {
+        Ok(json!({"rule_types": [{"type": "bandwidth_limit"}]}))
+    })
 }
 
 /// Gives the project the caller lists for (its own, or an admin's
@@ -566,233 +340,54 @@ fn ensure_default_group(app: &App, auth: &Auth, q: &[(String, String)]) -> Resul
         .mutate(|s| Ok((security_groups::ensure_default(s, &project).0, ())))
 }
 
-async fn list<R: Resource>(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        if R::ENSURES_DEFAULT_GROUP {
-            // A list refused for its query must change nothing: check it
-            // (all but the marker, which needs the items) first.
-            let probe: Vec<(String, String)> =
-                q.iter().filter(|(k, _)| k != "marker").cloned().collect();
-            network::list_response(R::MANY, vec![], &probe, "", R::ATTRS)?;
-            ensure_default_group(&app, &auth, &q)?;
-        }
-        let s = app.core.read();
-        let items = R::list(&app, &s, &auth);
-        let mut body =
-            network::list_response(R::MANY, items, &q, &app.config.public_url, R::ATTRS)?;
-        if R::PATH != R::MANY {
-            // Next-page links name the URL path, not the collection.
-            if let Some(Value::String(href)) = body
-                .get_mut(format!("{}_links", R::MANY))
-                .and_then(|l| l.get_mut(0))
-                .and_then(|l| l.get_mut("href"))
-            {
-                *href = href.replacen(
-                    &format!("/v2.0/{}?", R::MANY),
-                    &format!("/v2.0/{}?", R::PATH),
-                    1,
-                );
-            }
-        }
-        Ok((StatusCode::OK, body))
-    })())
-}
-
-async fn show<R: Resource>(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let s = app.core.read();
-        let item = network::select_fields(R::show(&app, &s, &auth, &id)?, &q);
-        Ok((StatusCode::OK, json!({ R::ONE: item })))
-    })())
-}
-
-async fn create<R: Resource>(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let body = json_body(body)?;
-        if body.get(R::MANY).is_some() {
-            return Err(ApiError::bad_request(format!(
-                "Bulk creation of {} is not supported; create them one by one.",
-                R::MANY
-            )));
-        }
-        let id = app.core.mutate(|s| R::create(s, &auth, &body))?;
-        let s = app.core.read();
-        Ok((
-            StatusCode::CREATED,
-            json!({ R::ONE: R::show(&app, &s, &auth, &id)? }),
-        ))
-    })())
-}
-
-async fn update<R: Resource>(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let body = json_body(body)?;
-        let m = if_match(&h);
-        let id = app
-            .core
-            .mutate(|s| R::update(s, &auth, &id, &body, m.as_deref()))?;
-        let s = app.core.read();
-        Ok((
-            StatusCode::OK,
-            json!({ R::ONE: R::show(&app, &s, &auth, &id)? }),
-        ))
-    })())
-}
-
-async fn delete<R: Resource>(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let m = if_match(&h);
-        app.core
-            .mutate(|s| R::delete(s, &auth, &id, m.as_deref()))?;
-        Ok((StatusCode::NO_CONTENT, Value::Null))
-    })())
-}
-
 /// POST /v2.0/security-group-rules: one rule, or many
 /// (`{"security_group_rules": [...]}`) in one all-or-nothing commit.
-async fn rule_create(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let body = json_body(body)?;
-        let bulk = body.get(SecurityGroupRules::MANY).is_some();
-        let rules = app
+async fn rule_create(State(app): State<Arc<App>>, h: HeaderMap, body: Body) -> Response {
+    let rules = &SECURITY_GROUP_RULES;
+    API.respond((|| {
+        let auth = super::authenticate(&app, &h)?;
+        let body = super::json_body(body)?;
+        let bulk = body.get(rules.many).is_some();
+        let created = app
             .core
             .mutate(|s| security_groups::create_rules(s, &auth, &body))?;
         let s = app.core.read();
-        let mut rendered: Vec<Value> = rules
+        let mut rendered: Vec<Value> = created
             .iter()
             .map(|r| Value::Object(security_groups::render_rule(&s, r)))
             .collect();
         let body = if bulk {
-            json!({ SecurityGroupRules::MANY: rendered })
+            json!({ rules.many: rendered })
         } else {
-            json!({ SecurityGroupRules::ONE: rendered.swap_remove(0) })
+            json!({ rules.one: rendered.swap_remove(0) })
         };
         Ok((StatusCode::CREATED, body))
     })())
 }
 
+/// PUT /v2.0/routers/{id}/add_router_interface (and remove_).
 async fn router_interface(
     State(app): State<Arc<App>>,
     h: HeaderMap,
     Path((id, action)): Path<(String, String)>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Body,
 ) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let body = json_body(body)?;
-        let info = match action.as_str() {
-            "add_router_interface" => app
-                .core
-                .mutate(|s| routers::add_interface(s, &auth, &id, &body))?,
-            "remove_router_interface" => app
-                .core
-                .mutate(|s| routers::remove_interface(s, &auth, &id, &body))?,
-            other => {
-                return Err(ApiError::new(
-                    404,
-                    "HTTPNotFound",
-                    format!("Unknown router action '{other}'"),
-                ))
-            }
-        };
-        Ok((StatusCode::OK, info))
-    })())
-}
-
-async fn quota_list(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        Ok((StatusCode::OK, quotas::list(&app.core.read(), &auth)?))
-    })())
-}
-
-async fn quota_show(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(project): Path<String>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        Ok((
-            StatusCode::OK,
-            quotas::show(&app.core.read(), &auth, &project)?,
-        ))
-    })())
-}
-
-async fn quota_details(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(project): Path<String>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        Ok((
-            StatusCode::OK,
-            quotas::details(&app.core.read(), &auth, &project)?,
-        ))
-    })())
-}
-
-async fn quota_update(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(project): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let body = json_body(body)?;
-        Ok((
-            StatusCode::OK,
-            app.core
-                .mutate(|s| quotas::update(s, &auth, &project, &body))?,
-        ))
-    })())
-}
-
-async fn quota_reset(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(project): Path<String>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        app.core.mutate(|s| quotas::reset(s, &auth, &project))?;
-        Ok((StatusCode::NO_CONTENT, Value::Null))
-    })())
+    write_body(
+        API,
+        &app,
+        &h,
+        body,
+        StatusCode::OK,
+        |s, auth, b| match action.as_str() {
+            "add_router_interface" => routers::add_interface(s, auth, &id, b),
+            "remove_router_interface" => routers::remove_interface(s, auth, &id, b),
+            other => Err(ApiError::new(
+                404,
+                "HTTPNotFound",
+                format!("Unknown router action '{other}'"),
+            )),
+        },
+    )
 }
 
 /// The extensions whose behaviour this API implements.
@@ -924,13 +519,11 @@ fn extension(alias: &str, name: &str, description: &str) -> Value {
 }
 
 async fn extensions(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    respond((|| {
-        authenticate(&app, &h)?;
-        Ok((
-            StatusCode::OK,
+    read(API, &app, &h, |_, _| {
+        Ok(
             json!({"extensions": EXTENSIONS.iter().map(|(a, n, d)| extension(a, n, d)).collect::<Vec<_>>()}),
-        ))
-    })())
+        )
+    })
 }
 
 async fn extension_show(
@@ -938,14 +531,13 @@ async fn extension_show(
     h: HeaderMap,
     Path(alias): Path<String>,
 ) -> Response {
-    respond((|| {
-        authenticate(&app, &h)?;
+    read(API, &app, &h, |_, _| {
         let (a, n, d) = EXTENSIONS
             .iter()
             .find(|(a, _, _)| *a == alias)
             .ok_or_else(|| ApiError::not_found("extension", &alias))?;
-        Ok((StatusCode::OK, json!({"extension": extension(a, n, d)})))
-    })())
+        Ok(json!({"extension": extension(a, n, d)}))
+    })
 }
 
 async fn versions(State(app): State<Arc<App>>) -> Response {
@@ -978,17 +570,6 @@ async fn resources(State(app): State<Arc<App>>) -> Response {
     Json(json!({ "resources": r })).into_response()
 }
 
-fn collection<R: Resource>(r: Router<Arc<App>>) -> Router<Arc<App>> {
-    r.route(
-        &format!("/v2.0/{}", R::PATH),
-        get(list::<R>).post(create::<R>),
-    )
-    .route(
-        &format!("/v2.0/{}/{{id}}", R::PATH),
-        get(show::<R>).put(update::<R>).delete(delete::<R>),
-    )
-}
-
 pub fn routes() -> Router<Arc<App>> {
     let r = Router::new()
         .route("/", get(versions))
@@ -997,39 +578,38 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v2.0/extensions", get(extensions))
         .route("/v2.0/extensions/{alias}", get(extension_show))
         .route("/v2.0/routers/{id}/{action}", put(router_interface))
-        .route("/v2.0/quotas", get(quota_list))
         .route(
-            "/v2.0/quotas/{project}",
-            get(quota_show).put(quota_update).delete(quota_reset),
-        )
-        .route("/v2.0/quotas/{project}/details", get(quota_details));
-    let r = collection::<Networks>(r);
-    let r = collection::<Subnets>(r);
-    let r = collection::<Ports>(r);
-    let r = collection::<Routers>(r);
-    let r = collection::<SecurityGroups>(r);
-    let r = collection::<FloatingIps>(r);
-    let r = collection::<QosPolicies>(r);
+            "/v2.0/quotas/{project}/details",
+            get(
+                |State(app): State<Arc<App>>, h: HeaderMap, Path(p): Path<String>| async move {
+                    read(API, &app, &h, |s, a| quotas::details(s, a, &p))
+                },
+            ),
+        );
+    let r = crud::route_quotas(r, "/v2.0", &QUOTAS);
+    let r = crud::route(r, "/v2.0", &NETWORKS);
+    let r = crud::route(r, "/v2.0", &SUBNETS);
+    let r = crud::route(r, "/v2.0", &PORTS);
+    let r = crud::route(r, "/v2.0", &ROUTERS);
+    let r = crud::route(r, "/v2.0", &SECURITY_GROUPS);
+    let r = crud::route(r, "/v2.0", &FLOATING_IPS);
+    let r = crud::route(r, "/v2.0", &QOS_POLICIES);
     let r = r
         .route("/v2.0/qos/rule-types", get(qos_rule_types))
         .route(
             "/v2.0/qos/policies/{id}/bandwidth_limit_rules",
-            get(bw_rules).post(bw_rules),
+            get(bw_rules).post(bw_rule_create),
         )
         .route(
             "/v2.0/qos/policies/{id}/bandwidth_limit_rules/{rule}",
-            get(bw_rule).put(bw_rule).delete(bw_rule),
+            get(bw_rule).put(bw_rule_update).delete(bw_rule_delete),
         );
+    let (rules, rule) = crud::methods(&SECURITY_GROUP_RULES);
     r.route(
         super::BULK_RULES_PATH,
-        get(list::<SecurityGroupRules>)
+        rules
             .post(rule_create)
             .layer(DefaultBodyLimit::max(super::MAX_BULK_BODY)),
     )
-    .route(
-        &format!("/v2.0/{}/{{id}}", SecurityGroupRules::PATH),
-        get(show::<SecurityGroupRules>)
-            .put(update::<SecurityGroupRules>)
-            .delete(delete::<SecurityGroupRules>),
-    )
+    .route(&format!("/v2.0/{}/{{id}}", SECURITY_GROUP_RULES.path), rule)
 }

@@ -7,8 +7,10 @@
 //! `/v2.0` to the endpoint). Errors are Octavia's
 //! `{"faultcode", "faultstring", "debuginfo"}`. Also the agents' reports of
 //! member health and traffic counters (`/internal/v1/hosts/{host}/lb-*`).
-//! Handlers authenticate, extract, call `lbaas::*` through `Core::mutate`,
-//! and render.
+//! The top-level collections are [`crud::Collection`] descriptors served
+//! by the generic handlers of `api::crud`. Handlers authenticate, extract,
+//! call `lbaas::*` through `Core::mutate`, and render; they never validate
+//! attributes themselves.
 
 use std::sync::Arc;
 
@@ -19,19 +21,24 @@ use axum::{
     routing::{get, put},
     Json, Router,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::{authenticate, json_body};
 use strato_proto::lb::{Counters, HealthReport, StatsReport};
 
+use super::{
+    authenticate,
+    crud::{
+        self, project_scoped, read, write, Api, Body, Collection, Delete, Pairs, Quotas, Update,
+    },
+    json_body,
+};
 use crate::{
     app::App,
     auth::Auth,
     error::ApiError,
     lbaas::{self, health_monitors, listeners, load_balancers, members, pools, quotas},
-    model::{Change, Object},
+    model::{Change, HealthMonitor, Listener, LoadBalancer, Object, Pool},
     network,
-    state::State as Desired,
 };
 
 /// Where the Octavia API is served: its own paths and, below the
@@ -46,8 +53,6 @@ pub const PREFIXES: [&str; 4] = [
 /// The catalog's `load-balancer` endpoint, below the public URL.
 pub const ENDPOINT_PATH: &str = "/load-balancer";
 
-type Reply = Result<(StatusCode, Value), ApiError>;
-
 /// Renders an [`ApiError`] the Octavia way.
 pub fn octavia_error(e: ApiError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -59,330 +64,76 @@ pub fn octavia_error(e: ApiError) -> Response {
         .into_response()
 }
 
-fn respond(r: Reply) -> Response {
-    match r {
-        Ok((StatusCode::NO_CONTENT, _)) => StatusCode::NO_CONTENT.into_response(),
-        Ok((StatusCode::ACCEPTED, Value::Null)) => StatusCode::ACCEPTED.into_response(),
-        Ok((s, v)) => (s, Json(v)).into_response(),
-        Err(e) => octavia_error(e),
-    }
-}
+const API: Api = Api::Octavia;
 
-/// One top-level Octavia collection.
-trait Resource: Send + Sync + 'static {
-    const ONE: &'static str;
-    const MANY: &'static str;
-    const ATTRS: &'static [&'static str];
-    fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>>;
-    fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError>;
-    fn create(s: &Desired, a: &Auth, body: &Value) -> Result<(Vec<Change>, String), ApiError>;
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        body: &Value,
-    ) -> Result<(Vec<Change>, String), ApiError>;
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        q: &[(String, String)],
-    ) -> Result<(Vec<Change>, ()), ApiError>;
-}
+static LOAD_BALANCERS: Collection<LoadBalancer> = Collection {
+    api: API,
+    one: "loadbalancer",
+    many: "loadbalancers",
+    path: "loadbalancers",
+    attrs: load_balancers::ATTRS,
+    visible: project_scoped,
+    get: lbaas::load_balancer,
+    render: |app, s, _, x| load_balancers::render(s, &app.lb_health, x),
+    create: Some(load_balancers::create),
+    update: Update::Plain(load_balancers::update),
+    delete: Delete::Cascade(load_balancers::delete),
+    prepare_list: None,
+};
 
-struct LoadBalancers;
-struct Listeners;
-struct Pools;
-struct HealthMonitors;
+static LISTENERS: Collection<Listener> = Collection {
+    api: API,
+    one: "listener",
+    many: "listeners",
+    path: "listeners",
+    attrs: listeners::ATTRS,
+    visible: project_scoped,
+    get: lbaas::listener,
+    render: |app, s, _, x| listeners::render(s, &app.lb_health, x),
+    create: Some(listeners::create),
+    update: Update::Plain(listeners::update),
+    delete: Delete::Plain(listeners::delete),
+    prepare_list: None,
+};
 
-impl Resource for LoadBalancers {
-    const ONE: &'static str = "loadbalancer";
-    const MANY: &'static str = "loadbalancers";
-    const ATTRS: &'static [&'static str] = load_balancers::ATTRS;
-    fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.load_balancers
-            .values()
-            .filter(|x| a.can_see(&x.meta.project_id))
-            .map(|x| load_balancers::render(s, &app.lb_health, x))
-            .collect()
-    }
-    fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(load_balancers::render(
-            s,
-            &app.lb_health,
-            lbaas::load_balancer(s, a, id)?,
-        ))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        load_balancers::create(s, a, b).map(|(c, x)| (c, x.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        load_balancers::update(s, a, id, b).map(|(c, x)| (c, x.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        q: &[(String, String)],
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        let cascade = match q.iter().find(|(k, _)| k == "cascade").map(|(_, v)| v.as_str()) {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
-            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
-            Some(v) => {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid input for field/attribute cascade. Value: '{v}'. Value should be a boolean."
-                )))
-            }
-        };
-        load_balancers::delete(s, a, id, cascade)
-    }
-}
+static POOLS: Collection<Pool> = Collection {
+    api: API,
+    one: "pool",
+    many: "pools",
+    path: "pools",
+    attrs: pools::ATTRS,
+    visible: project_scoped,
+    get: lbaas::pool,
+    render: |app, s, _, x| pools::render(s, &app.lb_health, x),
+    create: Some(pools::create),
+    update: Update::Plain(pools::update),
+    delete: Delete::Plain(pools::delete),
+    prepare_list: None,
+};
 
-impl Resource for Listeners {
-    const ONE: &'static str = "listener";
-    const MANY: &'static str = "listeners";
-    const ATTRS: &'static [&'static str] = listeners::ATTRS;
-    fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.listeners
-            .values()
-            .filter(|x| a.can_see(&x.meta.project_id))
-            .map(|x| listeners::render(s, &app.lb_health, x))
-            .collect()
-    }
-    fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(listeners::render(
-            s,
-            &app.lb_health,
-            lbaas::listener(s, a, id)?,
-        ))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        listeners::create(s, a, b).map(|(c, x)| (c, x.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        listeners::update(s, a, id, b).map(|(c, x)| (c, x.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        _: &[(String, String)],
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        listeners::delete(s, a, id)
-    }
-}
+static HEALTH_MONITORS: Collection<HealthMonitor> = Collection {
+    api: API,
+    one: "healthmonitor",
+    many: "healthmonitors",
+    path: "healthmonitors",
+    attrs: health_monitors::ATTRS,
+    visible: project_scoped,
+    get: lbaas::health_monitor,
+    render: |_, _, _, x| health_monitors::render(x),
+    create: Some(health_monitors::create),
+    update: Update::Plain(health_monitors::update),
+    delete: Delete::Plain(health_monitors::delete),
+    prepare_list: None,
+};
 
-impl Resource for Pools {
-    const ONE: &'static str = "pool";
-    const MANY: &'static str = "pools";
-    const ATTRS: &'static [&'static str] = pools::ATTRS;
-    fn list(app: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.pools
-            .values()
-            .filter(|x| a.can_see(&x.meta.project_id))
-            .map(|x| pools::render(s, &app.lb_health, x))
-            .collect()
-    }
-    fn show(app: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(pools::render(s, &app.lb_health, lbaas::pool(s, a, id)?))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        pools::create(s, a, b).map(|(c, x)| (c, x.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        pools::update(s, a, id, b).map(|(c, x)| (c, x.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        _: &[(String, String)],
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        pools::delete(s, a, id)
-    }
-}
-
-impl Resource for HealthMonitors {
-    const ONE: &'static str = "healthmonitor";
-    const MANY: &'static str = "healthmonitors";
-    const ATTRS: &'static [&'static str] = health_monitors::ATTRS;
-    fn list(_: &App, s: &Desired, a: &Auth) -> Vec<Map<String, Value>> {
-        s.health_monitors
-            .values()
-            .filter(|x| a.can_see(&x.meta.project_id))
-            .map(health_monitors::render)
-            .collect()
-    }
-    fn show(_: &App, s: &Desired, a: &Auth, id: &str) -> Result<Map<String, Value>, ApiError> {
-        Ok(health_monitors::render(lbaas::health_monitor(s, a, id)?))
-    }
-    fn create(s: &Desired, a: &Auth, b: &Value) -> Result<(Vec<Change>, String), ApiError> {
-        health_monitors::create(s, a, b).map(|(c, x)| (c, x.meta.id))
-    }
-    fn update(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        b: &Value,
-    ) -> Result<(Vec<Change>, String), ApiError> {
-        health_monitors::update(s, a, id, b).map(|(c, x)| (c, x.meta.id))
-    }
-    fn delete(
-        s: &Desired,
-        a: &Auth,
-        id: &str,
-        _: &[(String, String)],
-    ) -> Result<(Vec<Change>, ()), ApiError> {
-        health_monitors::delete(s, a, id)
-    }
-}
-
-/// Octavia's `sort=key:dir,...` as the `sort_key`/`sort_dir` the shared
-/// list machinery understands (the first key decides).
-fn normalise_query(q: &[(String, String)]) -> Result<Vec<(String, String)>, ApiError> {
-    let mut out = Vec::new();
-    for (k, v) in q {
-        if k == "sort" {
-            let first = v.split(',').next().unwrap_or_default();
-            let (key, dir) = first.split_once(':').unwrap_or((first, "asc"));
-            if key.is_empty() {
-                return Err(ApiError::bad_request(format!("Invalid sort '{v}'.")));
-            }
-            out.push(("sort_key".to_owned(), key.to_owned()));
-            out.push(("sort_dir".to_owned(), dir.to_owned()));
-        } else {
-            out.push((k.clone(), v.clone()));
-        }
-    }
-    Ok(out)
-}
-
-/// Filters, `fields`, sorting and pages over rendered items, with
-/// Octavia's `<collection>_links` (next page, to the path that was asked).
-fn list_body(
-    app: &App,
-    many: &str,
-    attrs: &[&str],
-    items: Vec<Map<String, Value>>,
-    q: &[(String, String)],
-    path: &str,
-) -> Result<Value, ApiError> {
-    let q = normalise_query(q)?;
-    let mut body = network::list_response(many, items, &q, &app.config.public_url, attrs)?;
-    let key = format!("{many}_links");
-    match body
-        .get_mut(&key)
-        .and_then(|l| l.get_mut(0))
-        .and_then(|l| l.get_mut("href"))
-    {
-        Some(Value::String(href)) => {
-            *href = href.replacen(
-                &format!("{}/v2.0/{many}?", app.config.public_url),
-                &format!("{}{path}?", app.config.public_url),
-                1,
-            );
-        }
-        _ => {
-            body[key] = json!([]);
-        }
-    }
-    Ok(body)
-}
-
-async fn list<R: Resource>(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    uri: Uri,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let s = app.core.read();
-        let items = R::list(&app, &s, &auth);
-        Ok((
-            StatusCode::OK,
-            list_body(&app, R::MANY, R::ATTRS, items, &q, uri.path())?,
-        ))
-    })())
-}
-
-async fn show<R: Resource>(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let s = app.core.read();
-        let item = network::select_fields(R::show(&app, &s, &auth, &id)?, &q);
-        Ok((StatusCode::OK, json!({ R::ONE: item })))
-    })())
-}
-
-async fn create<R: Resource>(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let body = json_body(body)?;
-        let id = app.core.mutate(|s| R::create(s, &auth, &body))?;
-        let s = app.core.read();
-        Ok((
-            StatusCode::CREATED,
-            json!({ R::ONE: R::show(&app, &s, &auth, &id)? }),
-        ))
-    })())
-}
-
-async fn update<R: Resource>(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let body = json_body(body)?;
-        let id = app.core.mutate(|s| R::update(s, &auth, &id, &body))?;
-        let s = app.core.read();
-        Ok((
-            StatusCode::OK,
-            json!({ R::ONE: R::show(&app, &s, &auth, &id)? }),
-        ))
-    })())
-}
-
-async fn delete<R: Resource>(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<Vec<(String, String)>>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        app.core.mutate(|s| R::delete(s, &auth, &id, &q))?;
-        Ok((StatusCode::NO_CONTENT, Value::Null))
-    })())
-}
+static QUOTAS: Quotas = Quotas {
+    api: API,
+    list: quotas::list,
+    show: quotas::show,
+    update: quotas::update,
+    updated: StatusCode::ACCEPTED,
+    reset: quotas::reset,
+};
 
 // ------------------------------------------------------------------ members
 
@@ -391,39 +142,40 @@ async fn member_list(
     h: HeaderMap,
     uri: Uri,
     Path(pool_id): Path<String>,
-    Query(q): Query<Vec<(String, String)>>,
+    Query(q): Query<Pairs>,
 ) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let s = app.core.read();
-        lbaas::pool(&s, &auth, &pool_id)?;
-        let items = lbaas::pool_members(&s, &pool_id)
-            .map(|m| members::render_in(&s, &app.lb_health, m))
+    read(API, &app, &h, |s, auth| {
+        lbaas::pool(s, auth, &pool_id)?;
+        let items = lbaas::pool_members(s, &pool_id)
+            .map(|m| members::render_in(s, &app.lb_health, m))
             .collect();
-        Ok((
-            StatusCode::OK,
-            list_body(&app, "members", members::ATTRS, items, &q, uri.path())?,
-        ))
-    })())
+        let many = "members";
+        API.list_body(&app, many, many, members::ATTRS, items, &q, uri.path())
+    })
+}
+
+/// A member of the pool, rendered, as the state now holds it.
+fn member_reply(app: &App, auth: &Auth, pool_id: &str, id: &str) -> Result<Value, ApiError> {
+    let s = app.core.read();
+    let m = lbaas::member(&s, auth, pool_id, id)?;
+    Ok(json!({"member": members::render_in(&s, &app.lb_health, m)}))
 }
 
 async fn member_create(
     State(app): State<Arc<App>>,
     h: HeaderMap,
     Path(pool_id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Body,
 ) -> Response {
-    respond((|| {
+    API.respond((|| {
         let auth = authenticate(&app, &h)?;
         let body = json_body(body)?;
         let m = app
             .core
             .mutate(|s| members::create(s, &auth, &pool_id, &body))?;
-        let s = app.core.read();
-        let m = lbaas::member(&s, &auth, &pool_id, &m.meta.id)?;
         Ok((
             StatusCode::CREATED,
-            json!({"member": members::render_in(&s, &app.lb_health, m)}),
+            member_reply(&app, &auth, &pool_id, &m.meta.id)?,
         ))
     })())
 }
@@ -440,9 +192,9 @@ async fn member_batch(
     h: HeaderMap,
     Path(pool_id): Path<String>,
     q: Result<Query<BatchQuery>, axum::extract::rejection::QueryRejection>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Body,
 ) -> Response {
-    respond((|| {
+    API.respond((|| {
         let auth = authenticate(&app, &h)?;
         let Query(q) = q.map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
         let body = json_body(body)?;
@@ -456,34 +208,27 @@ async fn member_show(
     State(app): State<Arc<App>>,
     h: HeaderMap,
     Path((pool_id, id)): Path<(String, String)>,
-    Query(q): Query<Vec<(String, String)>>,
+    Query(q): Query<Pairs>,
 ) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let s = app.core.read();
-        let m = lbaas::member(&s, &auth, &pool_id, &id)?;
-        let item = network::select_fields(members::render_in(&s, &app.lb_health, m), &q);
-        Ok((StatusCode::OK, json!({ "member": item })))
-    })())
+    read(API, &app, &h, |s, auth| {
+        let m = lbaas::member(s, auth, &pool_id, &id)?;
+        let item = network::select_fields(members::render_in(s, &app.lb_health, m), &q);
+        Ok(json!({ "member": item }))
+    })
 }
 
 async fn member_update(
     State(app): State<Arc<App>>,
     h: HeaderMap,
     Path((pool_id, id)): Path<(String, String)>,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Body,
 ) -> Response {
-    respond((|| {
+    API.respond((|| {
         let auth = authenticate(&app, &h)?;
         let body = json_body(body)?;
         app.core
             .mutate(|s| members::update(s, &auth, &pool_id, &id, &body))?;
-        let s = app.core.read();
-        let m = lbaas::member(&s, &auth, &pool_id, &id)?;
-        Ok((
-            StatusCode::OK,
-            json!({"member": members::render_in(&s, &app.lb_health, m)}),
-        ))
+        Ok((StatusCode::OK, member_reply(&app, &auth, &pool_id, &id)?))
     })())
 }
 
@@ -492,26 +237,19 @@ async fn member_delete(
     h: HeaderMap,
     Path((pool_id, id)): Path<(String, String)>,
 ) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        app.core
-            .mutate(|s| members::delete(s, &auth, &pool_id, &id))?;
-        Ok((StatusCode::NO_CONTENT, Value::Null))
-    })())
+    write(API, &app, &h, StatusCode::NO_CONTENT, |s, auth| {
+        let (c, ()) = members::delete(s, auth, &pool_id, &id)?;
+        Ok((c, Value::Null))
+    })
 }
 
 // ------------------------------------------------------- status and stats
 
 async fn lb_status(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let s = app.core.read();
-        let lb = lbaas::load_balancer(&s, &auth, &id)?;
-        Ok((
-            StatusCode::OK,
-            load_balancers::status_tree(&s, &app.lb_health, lb),
-        ))
-    })())
+    read(API, &app, &h, |s, auth| {
+        let lb = lbaas::load_balancer(s, auth, &id)?;
+        Ok(load_balancers::status_tree(s, &app.lb_health, lb))
+    })
 }
 
 fn stats_body(c: Counters) -> Value {
@@ -524,15 +262,10 @@ fn stats_body(c: Counters) -> Value {
 }
 
 async fn lb_stats(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let s = app.core.read();
-        lbaas::load_balancer(&s, &auth, &id)?;
-        Ok((
-            StatusCode::OK,
-            stats_body(app.lb_stats.load_balancer(&s, &id)),
-        ))
-    })())
+    read(API, &app, &h, |s, auth| {
+        lbaas::load_balancer(s, auth, &id)?;
+        Ok(stats_body(app.lb_stats.load_balancer(s, &id)))
+    })
 }
 
 async fn listener_stats(
@@ -540,81 +273,24 @@ async fn listener_stats(
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let s = app.core.read();
-        lbaas::listener(&s, &auth, &id)?;
-        Ok((StatusCode::OK, stats_body(app.lb_stats.listener(&id))))
-    })())
+    read(API, &app, &h, |s, auth| {
+        lbaas::listener(s, auth, &id)?;
+        Ok(stats_body(app.lb_stats.listener(&id)))
+    })
 }
 
 // ------------------------------------------------- quotas, providers, versions
 
-async fn quota_list(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        Ok((StatusCode::OK, quotas::list(&app.core.read(), &auth)?))
-    })())
-}
-
 async fn quota_defaults(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        Ok((StatusCode::OK, quotas::defaults(&auth)?))
-    })())
-}
-
-async fn quota_show(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(project): Path<String>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        Ok((
-            StatusCode::OK,
-            quotas::show(&app.core.read(), &auth, &project)?,
-        ))
-    })())
-}
-
-async fn quota_update(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(project): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        let body = json_body(body)?;
-        Ok((
-            StatusCode::ACCEPTED,
-            app.core
-                .mutate(|s| quotas::update(s, &auth, &project, &body))?,
-        ))
-    })())
-}
-
-async fn quota_reset(
-    State(app): State<Arc<App>>,
-    h: HeaderMap,
-    Path(project): Path<String>,
-) -> Response {
-    respond((|| {
-        let auth = authenticate(&app, &h)?;
-        app.core.mutate(|s| quotas::reset(s, &auth, &project))?;
-        Ok((StatusCode::NO_CONTENT, Value::Null))
-    })())
+    read(API, &app, &h, |_, auth| quotas::defaults(auth))
 }
 
 async fn providers(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    respond((|| {
-        authenticate(&app, &h)?;
-        Ok((
-            StatusCode::OK,
+    read(API, &app, &h, |_, _| {
+        Ok(
             json!({"providers": [{"name": lbaas::PROVIDER, "description": "Strato: eBPF L4 load balancing (Maglev) on every host"}]}),
-        ))
-    })())
+        )
+    })
 }
 
 /// The version document at the catalog's `load-balancer` endpoint.
@@ -742,17 +418,6 @@ pub async fn report_stats(
     }
 }
 
-fn collection<R: Resource>(r: Router<Arc<App>>, prefix: &str) -> Router<Arc<App>> {
-    r.route(
-        &format!("{prefix}/{}", R::MANY),
-        get(list::<R>).post(create::<R>),
-    )
-    .route(
-        &format!("{prefix}/{}/{{id}}", R::MANY),
-        get(show::<R>).put(update::<R>).delete(delete::<R>),
-    )
-}
-
 pub fn routes() -> Router<Arc<App>> {
     let mut r = Router::new()
         .route(ENDPOINT_PATH, get(versions))
@@ -761,10 +426,11 @@ pub fn routes() -> Router<Arc<App>> {
         r = r.route(v, get(root)).route(&format!("{v}/"), get(root));
     }
     for p in PREFIXES {
-        r = collection::<LoadBalancers>(r, p);
-        r = collection::<Listeners>(r, p);
-        r = collection::<Pools>(r, p);
-        r = collection::<HealthMonitors>(r, p);
+        r = crud::route(r, p, &LOAD_BALANCERS);
+        r = crud::route(r, p, &LISTENERS);
+        r = crud::route(r, p, &POOLS);
+        r = crud::route(r, p, &HEALTH_MONITORS);
+        r = crud::route_quotas(r, p, &QUOTAS);
         r = r
             .route(&format!("{p}/loadbalancers/{{id}}/status"), get(lb_status))
             .route(&format!("{p}/loadbalancers/{{id}}/stats"), get(lb_stats))
@@ -777,12 +443,7 @@ pub fn routes() -> Router<Arc<App>> {
                 &format!("{p}/pools/{{id}}/members/{{member}}"),
                 get(member_show).put(member_update).delete(member_delete),
             )
-            .route(&format!("{p}/quotas"), get(quota_list))
             .route(&format!("{p}/quotas/defaults"), get(quota_defaults))
-            .route(
-                &format!("{p}/quotas/{{project}}"),
-                get(quota_show).put(quota_update).delete(quota_reset),
-            )
             .route(&format!("{p}/providers"), get(providers));
     }
     r

@@ -7,14 +7,14 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health_monitor, id_refs, load_balancer, parent_pending, pool,
-    pool_monitor, quotas, render_meta, wire,
+    check_mutable, child_owner, created, health_monitor, id_refs, load_balancer, mandatory,
+    parent_pending, pool, pool_monitor, quotas, read_only, render_base, updated, wire, writable,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, HealthMonitor, Kind, LbProtocol, MonitorType, Object, ProvisioningStatus},
-    network::{new_meta, require_write, touch, Attrs},
+    model::{Change, HealthMonitor, Kind, LbProtocol, MonitorType, ProvisioningStatus},
+    network::{new_meta, require_write, update_attrs, Attrs, Made},
     state::State,
 };
 
@@ -25,14 +25,9 @@ pub const HTTP_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH",
 ];
 
-/// Attributes a health monitor renders.
+/// Attributes a health monitor renders besides `network::STANDARD_ATTRS` (what
+/// filters and sort keys may name).
 pub const ATTRS: &[&str] = &[
-    "id",
-    "name",
-    "project_id",
-    "created_at",
-    "updated_at",
-    "tags",
     "admin_state_up",
     "provisioning_status",
     "operating_status",
@@ -162,28 +157,17 @@ fn timing(a: &mut Attrs<'_>, m: &mut HealthMonitor) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, HealthMonitor), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<HealthMonitor> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "healthmonitor")?;
-    let pool_id = a.string("pool_id", 36)?.ok_or_else(|| {
-        ApiError::bad_request(
-            "Invalid input for field/attribute pool_id. Value: 'None'. Mandatory field missing.",
-        )
-    })?;
-    let kind = wire(&mut a, "type", MonitorType::ALL, MonitorType::as_str)?.ok_or_else(|| {
-        ApiError::bad_request(
-            "Invalid input for field/attribute type. Value: 'None'. Mandatory field missing.",
-        )
-    })?;
+    let pool_id = a
+        .string("pool_id", 36)?
+        .ok_or_else(|| mandatory("pool_id"))?;
+    let kind = wire(&mut a, "type", MonitorType::ALL, MonitorType::as_str)?
+        .ok_or_else(|| mandatory("type"))?;
     for k in ["delay", "timeout", "max_retries"] {
         if !a.has(k) {
-            return Err(ApiError::bad_request(format!(
-                "Invalid input for field/attribute {k}. Value: 'None'. Mandatory field missing."
-            )));
+            return Err(mandatory(k));
         }
     }
     let name = a.nullable_string("name", 255)?.flatten();
@@ -242,53 +226,24 @@ pub fn create(
     }
     quotas::check(state, &project, Kind::HealthMonitor, 1)?;
     tracing::info!(healthmonitor = %m.meta.id, pool = %pool_id, kind = kind.as_str(), "health monitor created");
-    let mut changes = vec![Change::Put(Object::HealthMonitor(m.clone()))];
-    changes.extend(parent_pending(state, &p.loadbalancer_id));
-    Ok((changes, m))
+    created(state, m, vec![])
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, HealthMonitor), ApiError> {
-    require_write(auth)?;
-    let mut m = health_monitor(state, auth, id)?.clone();
-    let p = pool(state, auth, &m.pool_id)?;
-    check_mutable(load_balancer(state, auth, &p.loadbalancer_id)?)?;
-    let mut a = Attrs::from_body(body, "healthmonitor")?;
-    a.reject_read_only(&[
-        "id",
-        "project_id",
-        "tenant_id",
-        "pool_id",
-        "pools",
-        "type",
-        "provisioning_status",
-        "operating_status",
-        "created_at",
-        "updated_at",
-    ])?;
-    if let Some(v) = a.nullable_string("name", 255)? {
-        m.meta.name = v.unwrap_or_default();
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        m.admin_state_up = v;
-    }
-    timing(&mut a, &mut m)?;
-    http_attrs(&mut a, &mut m)?;
-    a.finish()?;
-    touch(&mut m.meta);
-    if m.provisioning_status != ProvisioningStatus::PendingCreate {
-        m.provisioning_status = ProvisioningStatus::PendingUpdate;
-    }
-    let mut changes = vec![Change::Put(Object::HealthMonitor(m.clone()))];
-    changes.extend(parent_pending(state, &p.loadbalancer_id));
-    Ok((changes, m))
+pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<HealthMonitor> {
+    let mut m = writable(state, auth, || health_monitor(state, auth, id))?;
+    let specific = ["pool_id", "pools", "type"];
+    update_attrs(body, "healthmonitor", &read_only(&specific), |a| {
+        a.rename_nullable(&mut m.meta, false)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            m.admin_state_up = v;
+        }
+        timing(a, &mut m)?;
+        http_attrs(a, &mut m)
+    })?;
+    updated(state, m, vec![])
 }
 
-pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
     require_write(auth)?;
     let m = health_monitor(state, auth, id)?;
     let lb_id = state
@@ -306,15 +261,8 @@ pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()),
 }
 
 pub fn render(m: &HealthMonitor) -> Map<String, Value> {
-    let mut o = Map::new();
-    render_meta(&m.meta, &mut o);
+    let mut o = render_base(m, m.admin_state_up, operating_status(m));
     o.remove("description");
-    o.insert("admin_state_up".into(), m.admin_state_up.into());
-    o.insert(
-        "provisioning_status".into(),
-        m.provisioning_status.as_str().into(),
-    );
-    o.insert("operating_status".into(), operating_status(m).into());
     o.insert("type".into(), m.kind.as_str().into());
     o.insert("delay".into(), m.delay.into());
     o.insert("timeout".into(), m.timeout.into());

@@ -6,14 +6,15 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health::LbHealth, id_refs, listener, load_balancer, not_found,
-    parent_pending, port_number, quotas, render_meta, wire,
+    check_mutable, child_owner, created, health::LbHealth, id_refs, listener, load_balancer,
+    mandatory, not_found, parent_pending, port_number, quotas, read_only, render_base, updated,
+    wire, writable,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, Kind, LbProtocol, Listener, Object, Pool, ProvisioningStatus},
-    network::{new_meta, require_write, touch, Attrs},
+    model::{Change, Kind, LbProtocol, Listener, Pool, ProvisioningStatus, Resource as _},
+    network::{new_meta, require_write, touch, update_attrs, Attrs, Made},
     state::State,
 };
 
@@ -27,15 +28,9 @@ pub const DEFAULT_TIMEOUT_TCP_INSPECT: u32 = 0;
 pub const DEFAULT_DRAIN_TIMEOUT: u32 = 60_000;
 pub const MAX_DRAIN_TIMEOUT_MS: i64 = 3_600_000;
 
-/// Attributes a listener renders.
+/// Attributes a listener renders besides `network::STANDARD_ATTRS` (what
+/// filters and sort keys may name).
 pub const ATTRS: &[&str] = &[
-    "id",
-    "name",
-    "description",
-    "project_id",
-    "created_at",
-    "updated_at",
-    "tags",
     "admin_state_up",
     "provisioning_status",
     "operating_status",
@@ -99,6 +94,15 @@ fn default_pool<'s>(
     Ok(p)
 }
 
+/// The change that makes `p` the default pool of `listener` (`None`: of
+/// no listener).
+fn default_of(p: &Pool, listener: Option<&str>) -> Change {
+    let mut p = p.clone();
+    p.listener_id = listener.map(str::to_owned);
+    touch(&mut p.meta);
+    p.put()
+}
+
 fn timeouts(a: &mut Attrs<'_>, l: &mut Listener) -> Result<(), ApiError> {
     for (key, slot) in [
         ("timeout_client_data", &mut l.timeout_client_data),
@@ -159,20 +163,15 @@ fn reject_l7(a: &mut Attrs<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, Listener), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Listener> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "listener")?;
     let lb_id = a
         .string("loadbalancer_id", 36)?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute loadbalancer_id. Value: 'None'. Mandatory field missing."))?;
+        .ok_or_else(|| mandatory("loadbalancer_id"))?;
     let protocol = wire(&mut a, "protocol", LbProtocol::ALL, LbProtocol::as_str)?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute protocol. Value: 'None'. Mandatory field missing."))?;
-    let port = port_number(&mut a, "protocol_port")?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute protocol_port. Value: 'None'. Mandatory field missing."))?;
+        .ok_or_else(|| mandatory("protocol"))?;
+    let port = port_number(&mut a, "protocol_port")?.ok_or_else(|| mandatory("protocol_port"))?;
     let name = a.nullable_string("name", 255)?.flatten();
     let description = a.nullable_string("description", 255)?.flatten();
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
@@ -212,59 +211,36 @@ pub fn create(
     quotas::check(state, &project, Kind::Listener, 1)?;
     let mut changes = Vec::new();
     if let Some(pid) = &pool_id {
-        let mut p = default_pool(state, auth, &l, pid)?.clone();
-        p.listener_id = Some(l.meta.id.clone());
-        touch(&mut p.meta);
+        let p = default_pool(state, auth, &l, pid)?;
         l.default_pool_id = Some(pid.clone());
-        changes.push(Change::Put(Object::Pool(p)));
+        changes.push(default_of(p, Some(&l.meta.id)));
     }
-    changes.push(Change::Put(Object::Listener(l.clone())));
-    changes.extend(parent_pending(state, &lb_id));
     tracing::info!(listener = %l.meta.id, loadbalancer = %lb_id, protocol = protocol.as_str(), port, "listener created");
-    Ok((changes, l))
+    created(state, l, changes)
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Listener), ApiError> {
-    require_write(auth)?;
-    let mut l = listener(state, auth, id)?.clone();
-    let lb = load_balancer(state, auth, &l.loadbalancer_id)?;
-    check_mutable(lb)?;
-    let mut a = Attrs::from_body(body, "listener")?;
-    a.reject_read_only(&[
-        "id",
-        "project_id",
-        "tenant_id",
+pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<Listener> {
+    let mut l = writable(state, auth, || listener(state, auth, id))?;
+    let specific = [
         "loadbalancer_id",
         "loadbalancers",
         "protocol",
         "protocol_port",
-        "provisioning_status",
-        "operating_status",
-        "created_at",
-        "updated_at",
-    ])?;
-    if let Some(v) = a.nullable_string("name", 255)? {
-        l.meta.name = v.unwrap_or_default();
-    }
-    if let Some(v) = a.nullable_string("description", 255)? {
-        l.meta.description = v.unwrap_or_default();
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        l.admin_state_up = v;
-    }
-    let pool = if a.has("default_pool_id") {
-        Some(a.nullable_string("default_pool_id", 36)?.flatten())
-    } else {
-        None
-    };
-    timeouts(&mut a, &mut l)?;
-    reject_l7(&mut a)?;
-    a.finish()?;
+    ];
+    let pool = update_attrs(body, "listener", &read_only(&specific), |a| {
+        a.rename_nullable(&mut l.meta, true)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            l.admin_state_up = v;
+        }
+        let pool = if a.has("default_pool_id") {
+            Some(a.nullable_string("default_pool_id", 36)?.flatten())
+        } else {
+            None
+        };
+        timeouts(a, &mut l)?;
+        reject_l7(a)?;
+        Ok(pool)
+    })?;
     let mut changes = Vec::new();
     if let Some(new) = pool {
         if new != l.default_pool_id {
@@ -273,31 +249,20 @@ pub fn update(
                 .as_deref()
                 .and_then(|p| state.pools.get(p))
             {
-                let mut old = old.clone();
-                old.listener_id = None;
-                touch(&mut old.meta);
-                changes.push(Change::Put(Object::Pool(old)));
+                changes.push(default_of(old, None));
             }
             if let Some(pid) = &new {
-                let mut p = default_pool(state, auth, &l, pid)?.clone();
-                p.listener_id = Some(l.meta.id.clone());
-                touch(&mut p.meta);
-                changes.push(Change::Put(Object::Pool(p)));
+                let p = default_pool(state, auth, &l, pid)?;
+                changes.push(default_of(p, Some(&l.meta.id)));
             }
             l.default_pool_id = new;
         }
     }
-    touch(&mut l.meta);
-    if l.provisioning_status != ProvisioningStatus::PendingCreate {
-        l.provisioning_status = ProvisioningStatus::PendingUpdate;
-    }
-    changes.push(Change::Put(Object::Listener(l.clone())));
-    changes.extend(parent_pending(state, &l.loadbalancer_id));
-    Ok((changes, l))
+    updated(state, l, changes)
 }
 
 /// Deletes a listener; its default pool stays (no longer a default).
-pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
     require_write(auth)?;
     let l = listener(state, auth, id)?;
     let lb = state
@@ -311,10 +276,7 @@ pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()),
         .as_deref()
         .and_then(|p| state.pools.get(p))
     {
-        let mut p = p.clone();
-        p.listener_id = None;
-        touch(&mut p.meta);
-        changes.push(Change::Put(Object::Pool(p)));
+        changes.push(default_of(p, None));
     }
     changes.push(Change::Delete(Kind::Listener, id.to_owned()));
     changes.extend(parent_pending(state, &l.loadbalancer_id));
@@ -323,17 +285,7 @@ pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()),
 }
 
 pub fn render(state: &State, health: &LbHealth, l: &Listener) -> Map<String, Value> {
-    let mut o = Map::new();
-    render_meta(&l.meta, &mut o);
-    o.insert("admin_state_up".into(), l.admin_state_up.into());
-    o.insert(
-        "provisioning_status".into(),
-        l.provisioning_status.as_str().into(),
-    );
-    o.insert(
-        "operating_status".into(),
-        health.listener_status(state, l).into(),
-    );
+    let mut o = render_base(l, l.admin_state_up, health.listener_status(state, l));
     o.insert("protocol".into(), l.protocol.as_str().into());
     o.insert("protocol_port".into(), l.protocol_port.into());
     o.insert("connection_limit".into(), l.connection_limit.into());

@@ -9,25 +9,22 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_mutable, health::LbHealth, health_monitors, id_refs, load_balancer, members, not_found,
-    pool_members, pool_monitor, quotas, render_meta, vip_device_id, OWNER_OCTAVIA, PROVIDER,
+    pool_members, pool_monitor, quotas, render_base, updated, vip_device_id, writable,
+    OWNER_OCTAVIA, PROVIDER,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
     model::{Change, Kind, LoadBalancer, Object, Port, ProvisioningStatus},
-    network::{ipam, networks, new_meta, owner, ports, require_write, subnets, touch, Attrs},
+    network::{
+        ipam, networks, new_meta, owner, ports, require_write, subnets, update_attrs, Attrs, Made,
+    },
     state::State,
 };
 
-/// Attributes a load balancer renders (what filters and sort keys name).
+/// Attributes a load balancer renders besides `network::STANDARD_ATTRS` (what
+/// filters and sort keys may name).
 pub const ATTRS: &[&str] = &[
-    "id",
-    "name",
-    "description",
-    "project_id",
-    "created_at",
-    "updated_at",
-    "tags",
     "admin_state_up",
     "provisioning_status",
     "operating_status",
@@ -50,11 +47,7 @@ struct Vip {
     fixed_ips: Option<Vec<Value>>,
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, LoadBalancer), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<LoadBalancer> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "loadbalancer")?;
     let project = owner(auth, &mut a, state)?;
@@ -253,17 +246,8 @@ fn resolve_vip(
     })
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, LoadBalancer), ApiError> {
-    require_write(auth)?;
-    let mut lb = load_balancer(state, auth, id)?.clone();
-    check_mutable(&lb)?;
-    let mut a = Attrs::from_body(body, "loadbalancer")?;
-    a.reject_read_only(&[
+pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<LoadBalancer> {
+    const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
         "tenant_id",
@@ -280,39 +264,28 @@ pub fn update(
         "pools",
         "created_at",
         "updated_at",
-    ])?;
-    if let Some(v) = a.nullable_string("name", 255)? {
-        lb.meta.name = v.unwrap_or_default();
-    }
-    if let Some(v) = a.nullable_string("description", 255)? {
-        lb.meta.description = v.unwrap_or_default();
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        lb.admin_state_up = v;
-    }
-    if a.has("vip_qos_policy_id") && !a.is_null("vip_qos_policy_id") {
-        return Err(ApiError::bad_request(
-            "Invalid input for field/attribute vip_qos_policy_id: QoS on VIPs is not supported.",
-        ));
-    }
-    a.raw("vip_qos_policy_id");
-    a.finish()?;
-    touch(&mut lb.meta);
-    if lb.provisioning_status != ProvisioningStatus::PendingCreate {
-        lb.provisioning_status = ProvisioningStatus::PendingUpdate;
-    }
-    Ok((vec![Change::Put(Object::LoadBalancer(lb.clone()))], lb))
+    ];
+    let mut lb = writable(state, auth, || load_balancer(state, auth, id))?;
+    update_attrs(body, "loadbalancer", READ_ONLY, |a| {
+        a.rename_nullable(&mut lb.meta, true)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            lb.admin_state_up = v;
+        }
+        if a.has("vip_qos_policy_id") && !a.is_null("vip_qos_policy_id") {
+            return Err(ApiError::bad_request(
+                "Invalid input for field/attribute vip_qos_policy_id: QoS on VIPs is not supported.",
+            ));
+        }
+        a.raw("vip_qos_policy_id");
+        Ok(())
+    })?;
+    updated(state, lb, vec![])
 }
 
 /// Deletes a load balancer: 409 while it has listeners or pools, unless
 /// `cascade` (then they go too, with their members and health monitors).
 /// Its own VIP port goes with it; a port the user supplied stays.
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    cascade: bool,
-) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(state: &State, auth: &Auth, id: &str, cascade: bool) -> Made<()> {
     require_write(auth)?;
     let lb = load_balancer(state, auth, id)?;
     check_mutable(lb)?;
@@ -364,17 +337,7 @@ pub fn delete(
 }
 
 pub fn render(state: &State, health: &LbHealth, lb: &LoadBalancer) -> Map<String, Value> {
-    let mut o = Map::new();
-    render_meta(&lb.meta, &mut o);
-    o.insert("admin_state_up".into(), lb.admin_state_up.into());
-    o.insert(
-        "provisioning_status".into(),
-        lb.provisioning_status.as_str().into(),
-    );
-    o.insert(
-        "operating_status".into(),
-        health.lb_status(state, lb).into(),
-    );
+    let mut o = render_base(lb, lb.admin_state_up, health.lb_status(state, lb));
     o.insert("vip_address".into(), lb.vip_address.clone().into());
     o.insert("vip_port_id".into(), lb.vip_port_id.clone().into());
     o.insert("vip_subnet_id".into(), lb.vip_subnet_id.clone().into());

@@ -9,8 +9,9 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health::LbHealth, load_balancer, member, nullable_port,
-    parent_pending, pool, pool_members, pool_monitor, port_number, quotas, render_meta,
+    check_mutable, child_owner, created, health::LbHealth, load_balancer, mandatory, member,
+    nullable_port, parent_pending, pending_update, pool, pool_members, pool_monitor, port_number,
+    quotas, read_only, render_base, updated, writable,
 };
 use crate::{
     auth::Auth,
@@ -18,21 +19,18 @@ use crate::{
     model::{
         Change, HealthMonitor, Kind, LoadBalancer, Member, Object, Pool, ProvisioningStatus, Subnet,
     },
-    network::{ipam, new_meta, require_write, subnets, touch, Attrs, OWNER_ROUTER_INTERFACE},
+    network::{
+        ipam, new_meta, require_write, subnets, update_attrs, Attrs, Made, OWNER_ROUTER_INTERFACE,
+    },
     state::State,
 };
 
 /// Largest member weight.
 pub const MAX_WEIGHT: i64 = 256;
 
-/// Attributes a member renders.
+/// Attributes a member renders besides `network::STANDARD_ATTRS` (what
+/// filters and sort keys may name).
 pub const ATTRS: &[&str] = &[
-    "id",
-    "name",
-    "project_id",
-    "created_at",
-    "updated_at",
-    "tags",
     "admin_state_up",
     "provisioning_status",
     "operating_status",
@@ -85,14 +83,11 @@ fn parse_new(
     lb: &LoadBalancer,
     mut a: Attrs<'_>,
 ) -> Result<Member, ApiError> {
-    let address = a.string("address", 64)?.ok_or_else(|| {
-        ApiError::bad_request(
-            "Invalid input for field/attribute address. Value: 'None'. Mandatory field missing.",
-        )
-    })?;
+    let address = a
+        .string("address", 64)?
+        .ok_or_else(|| mandatory("address"))?;
     let ip = ipam::parse_ip("address", &address)?;
-    let port = port_number(&mut a, "protocol_port")?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute protocol_port. Value: 'None'. Mandatory field missing."))?;
+    let port = port_number(&mut a, "protocol_port")?.ok_or_else(|| mandatory("protocol_port"))?;
     let weight = a.integer("weight", 0, MAX_WEIGHT)?.unwrap_or(1) as u16;
     let subnet_in = a.nullable_string("subnet_id", 36)?.flatten();
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
@@ -174,12 +169,7 @@ fn duplicate(m: &Member) -> ApiError {
     )
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    pool_id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Member), ApiError> {
+pub fn create(state: &State, auth: &Auth, pool_id: &str, body: &Value) -> Made<Member> {
     require_write(auth)?;
     let p = pool(state, auth, pool_id)?;
     let lb = load_balancer(state, auth, &p.loadbalancer_id)?;
@@ -193,17 +183,13 @@ pub fn create(
     }
     quotas::check(state, &m.meta.project_id, Kind::Member, 1)?;
     tracing::info!(member = %m.meta.id, pool = pool_id, address = %m.address, port = m.protocol_port, "member created");
-    let mut changes = vec![Change::Put(Object::Member(m.clone()))];
-    changes.extend(parent_pending(state, &p.loadbalancer_id));
-    Ok((changes, m))
+    created(state, m, vec![])
 }
 
 /// Applies the mutable attributes of `a` to `m` (the immutable ones must
 /// be absent, or, in a batch, equal).
 fn apply_update(m: &mut Member, a: &mut Attrs<'_>) -> Result<(), ApiError> {
-    if let Some(v) = a.nullable_string("name", 255)? {
-        m.meta.name = v.unwrap_or_default();
-    }
+    a.rename_nullable(&mut m.meta, false)?;
     if let Some(v) = a.integer("weight", 0, MAX_WEIGHT)? {
         m.weight = v as u16;
     }
@@ -225,52 +211,16 @@ fn apply_update(m: &mut Member, a: &mut Attrs<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn pending_update(m: &mut Member) {
-    touch(&mut m.meta);
-    if m.provisioning_status != ProvisioningStatus::PendingCreate {
-        m.provisioning_status = ProvisioningStatus::PendingUpdate;
-    }
+pub fn update(state: &State, auth: &Auth, pool_id: &str, id: &str, body: &Value) -> Made<Member> {
+    let mut m = writable(state, auth, || member(state, auth, pool_id, id))?;
+    let specific = ["address", "protocol_port", "subnet_id", "pool_id"];
+    update_attrs(body, "member", &read_only(&specific), |a| {
+        apply_update(&mut m, a)
+    })?;
+    updated(state, m, vec![])
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    pool_id: &str,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Member), ApiError> {
-    require_write(auth)?;
-    let mut m = member(state, auth, pool_id, id)?.clone();
-    let p = pool(state, auth, pool_id)?;
-    check_mutable(load_balancer(state, auth, &p.loadbalancer_id)?)?;
-    let mut a = Attrs::from_body(body, "member")?;
-    a.reject_read_only(&[
-        "id",
-        "project_id",
-        "tenant_id",
-        "address",
-        "protocol_port",
-        "subnet_id",
-        "pool_id",
-        "provisioning_status",
-        "operating_status",
-        "created_at",
-        "updated_at",
-    ])?;
-    apply_update(&mut m, &mut a)?;
-    a.finish()?;
-    pending_update(&mut m);
-    let mut changes = vec![Change::Put(Object::Member(m.clone()))];
-    changes.extend(parent_pending(state, &p.loadbalancer_id));
-    Ok((changes, m))
-}
-
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    pool_id: &str,
-    id: &str,
-) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(state: &State, auth: &Auth, pool_id: &str, id: &str) -> Made<()> {
     require_write(auth)?;
     member(state, auth, pool_id, id)?;
     let p = pool(state, auth, pool_id)?;
@@ -292,7 +242,7 @@ pub fn batch(
     pool_id: &str,
     body: &Value,
     additive_only: bool,
-) -> Result<(Vec<Change>, ()), ApiError> {
+) -> Made<()> {
     require_write(auth)?;
     let p = pool(state, auth, pool_id)?;
     let lb = load_balancer(state, auth, &p.loadbalancer_id)?;
@@ -382,18 +332,8 @@ pub fn batch(
 }
 
 pub fn render(health: &LbHealth, m: &Member, monitor: bool) -> Map<String, Value> {
-    let mut o = Map::new();
-    render_meta(&m.meta, &mut o);
+    let mut o = render_base(m, m.admin_state_up, health.member_status(m, monitor));
     o.remove("description");
-    o.insert("admin_state_up".into(), m.admin_state_up.into());
-    o.insert(
-        "provisioning_status".into(),
-        m.provisioning_status.as_str().into(),
-    );
-    o.insert(
-        "operating_status".into(),
-        health.member_status(m, monitor).into(),
-    );
     o.insert("address".into(), m.address.clone().into());
     o.insert("protocol_port".into(), m.protocol_port.into());
     o.insert("weight".into(), m.weight.into());

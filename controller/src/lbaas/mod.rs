@@ -7,8 +7,10 @@
 //! `commit::Core::mutate` commits in one revision; a rejected request changes
 //! nothing. Operating status and statistics are not stored: they come from
 //! the agents' reports ([`health`]). The dataplane (Maglev tables, health
-//! checks) compiles from the stored objects and never calls into here except
-//! [`mark_active`].
+//! checks) compiles from the stored objects and never calls into here; the
+//! only writer outside the API is `app::watch_lb_provisioning`, through
+//! [`mark_active`]. Like `network`, this module never renders an HTTP
+//! response and never commits: it returns changes.
 //!
 //! Provisioning status: a created resource is `PENDING_CREATE`, a changed
 //! one `PENDING_UPDATE`; creating, changing or deleting a child also puts its
@@ -34,21 +36,22 @@ use crate::{
     auth::Auth,
     error::ApiError,
     model::{
-        Change, HealthMonitor, Listener, LoadBalancer, Member, Meta, Object, Pool,
-        ProvisioningStatus,
+        Change, HealthMonitor, Listener, LoadBalancer, Member, Object, Pool, ProvisioningStatus,
+        Resource,
     },
-    network::Attrs,
+    network::{find, find_own, require_write, touch, Attrs, Made},
     state::State,
 };
 
 /// Octavia answers 409 "Invalid state PENDING_UPDATE of loadbalancer
-/// resource <id>" to any change under a load balancer that is still
+/// resource `<id>`" to any change under a load balancer that is still
 /// `PENDING_*`, so that a client serialises its changes behind the
-/// dataplane. That needs the dataplane's acknowledgement ([`mark_active`],
-/// called when every host has programmed a revision), which lands with the
-/// load balancer compiler; until it is wired, nothing would ever leave
-/// `PENDING_*` and every second request would be refused. So the check
-/// exists ([`check_mutable`]) but is off.
+/// dataplane. The acknowledgement that ends `PENDING_*` is wired
+/// ([`mark_active`], called by `app::watch_lb_provisioning` once every
+/// reporting host has programmed the latest revision), but a controller
+/// without reporting hosts never acknowledges, and clients of this API
+/// do not wait for `ACTIVE` between requests today: turning the check on is
+/// an API change. So the check exists ([`check_mutable`]) but is off.
 pub const STRICT_PENDING: bool = false;
 
 /// The only provider.
@@ -63,6 +66,13 @@ pub fn vip_device_id(lb_id: &str) -> String {
     format!("lb-{lb_id}")
 }
 
+/// Octavia's 400 for a required attribute the request lacks.
+pub fn mandatory(key: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "Invalid input for field/attribute {key}. Value: 'None'. Mandatory field missing."
+    ))
+}
+
 /// Octavia's 404: `"<Resource> <id> not found."`.
 pub fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::new(404, "NotFound", format!("{what} {id} not found."))
@@ -73,27 +83,15 @@ pub fn load_balancer<'s>(
     auth: &Auth,
     id: &str,
 ) -> Result<&'s LoadBalancer, ApiError> {
-    state
-        .load_balancers
-        .get(id)
-        .filter(|x| auth.can_see(&x.meta.project_id))
-        .ok_or_else(|| not_found("Load Balancer", id))
+    find_own(state, auth, id, || not_found("Load Balancer", id))
 }
 
 pub fn listener<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Listener, ApiError> {
-    state
-        .listeners
-        .get(id)
-        .filter(|x| auth.can_see(&x.meta.project_id))
-        .ok_or_else(|| not_found("Listener", id))
+    find_own(state, auth, id, || not_found("Listener", id))
 }
 
 pub fn pool<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Pool, ApiError> {
-    state
-        .pools
-        .get(id)
-        .filter(|x| auth.can_see(&x.meta.project_id))
-        .ok_or_else(|| not_found("Pool", id))
+    find_own(state, auth, id, || not_found("Pool", id))
 }
 
 /// A member of `pool_id` (a member of another pool is not found).
@@ -104,11 +102,12 @@ pub fn member<'s>(
     id: &str,
 ) -> Result<&'s Member, ApiError> {
     pool(state, auth, pool_id)?;
-    state
-        .members
-        .get(id)
-        .filter(|x| x.pool_id == pool_id && auth.can_see(&x.meta.project_id))
-        .ok_or_else(|| not_found("Member", id))
+    find(
+        state,
+        id,
+        |x: &Member| x.pool_id == pool_id && auth.can_see(&x.meta.project_id),
+        || not_found("Member", id),
+    )
 }
 
 pub fn health_monitor<'s>(
@@ -116,11 +115,7 @@ pub fn health_monitor<'s>(
     auth: &Auth,
     id: &str,
 ) -> Result<&'s HealthMonitor, ApiError> {
-    state
-        .health_monitors
-        .get(id)
-        .filter(|x| auth.can_see(&x.meta.project_id))
-        .ok_or_else(|| not_found("Health Monitor", id))
+    find_own(state, auth, id, || not_found("Health Monitor", id))
 }
 
 /// The health monitor of a pool, if it has one.
@@ -170,113 +165,179 @@ pub fn parent_pending(state: &State, lb_id: &str) -> Option<Change> {
     Some(Change::Put(Object::LoadBalancer(lb)))
 }
 
-/// Marks the named load balancers, listeners, pools, members and health
-/// monitors `ACTIVE` if they are `PENDING_CREATE` or `PENDING_UPDATE` (and
-/// clears a load balancer's `error_reason`): for the compiler to call
-/// (inside `Core::mutate`) once every host concerned has programmed the
-/// revision that carries them. Unknown ids and resources in other states
-/// are skipped; no change at all if nothing is pending.
-pub fn mark_active<'a>(state: &State, ids: impl IntoIterator<Item = &'a str>) -> Vec<Change> {
-    let pending = |s: ProvisioningStatus| {
-        matches!(
-            s,
-            ProvisioningStatus::PendingCreate | ProvisioningStatus::PendingUpdate
-        )
-    };
-    let mut out = Vec::new();
-    for id in ids {
-        if let Some(x) = state
-            .load_balancers
-            .get(id)
-            .filter(|x| pending(x.provisioning_status))
-        {
-            let mut x = x.clone();
-            x.provisioning_status = ProvisioningStatus::Active;
-            x.error_reason = None;
-            out.push(Change::Put(Object::LoadBalancer(x)));
-        } else if let Some(x) = state
-            .listeners
-            .get(id)
-            .filter(|x| pending(x.provisioning_status))
-        {
-            let mut x = x.clone();
-            x.provisioning_status = ProvisioningStatus::Active;
-            out.push(Change::Put(Object::Listener(x)));
-        } else if let Some(x) = state
-            .pools
-            .get(id)
-            .filter(|x| pending(x.provisioning_status))
-        {
-            let mut x = x.clone();
-            x.provisioning_status = ProvisioningStatus::Active;
-            out.push(Change::Put(Object::Pool(x)));
-        } else if let Some(x) = state
-            .members
-            .get(id)
-            .filter(|x| pending(x.provisioning_status))
-        {
-            let mut x = x.clone();
-            x.provisioning_status = ProvisioningStatus::Active;
-            out.push(Change::Put(Object::Member(x)));
-        } else if let Some(x) = state
-            .health_monitors
-            .get(id)
-            .filter(|x| pending(x.provisioning_status))
-        {
-            let mut x = x.clone();
-            x.provisioning_status = ProvisioningStatus::Active;
-            out.push(Change::Put(Object::HealthMonitor(x)));
+/// The attributes an update of a child resource refuses: the standard
+/// ones and `specific`, in the order Octavia's validation names them.
+pub fn read_only<'a>(specific: &[&'a str]) -> Vec<&'a str> {
+    let head = ["id", "project_id", "tenant_id"];
+    let tail = [
+        "provisioning_status",
+        "operating_status",
+        "created_at",
+        "updated_at",
+    ];
+    [&head[..], specific, &tail[..]].concat()
+}
+
+/// What a load-balancing resource hangs from.
+pub enum Under<'a> {
+    /// Nothing: it is a load balancer.
+    Nothing,
+    LoadBalancer(&'a str),
+    Pool(&'a str),
+}
+
+/// A load-balancing resource: it has a provisioning status, and hangs
+/// from a load balancer that must let it change ([`check_mutable`]).
+pub trait Provisioned: Resource {
+    fn provisioning_status(&self) -> ProvisioningStatus;
+    fn provisioning_status_mut(&mut self) -> &mut ProvisioningStatus;
+    fn under(&self) -> Under<'_>;
+
+    /// The load balancer it is under (itself, for a load balancer), as the
+    /// caller sees it.
+    fn load_balancer<'s>(
+        &self,
+        state: &'s State,
+        auth: &Auth,
+    ) -> Result<&'s LoadBalancer, ApiError> {
+        match self.under() {
+            Under::Nothing => load_balancer(state, auth, &self.meta().id),
+            Under::LoadBalancer(id) => load_balancer(state, auth, id),
+            Under::Pool(id) => load_balancer(state, auth, &pool(state, auth, id)?.loadbalancer_id),
         }
     }
-    out
+
+    /// The load balancer a change of it puts in `PENDING_UPDATE`
+    /// ([`parent_pending`]): none for a load balancer itself.
+    fn parent(&self, state: &State) -> Option<String> {
+        match self.under() {
+            Under::Nothing => None,
+            Under::LoadBalancer(id) => Some(id.to_owned()),
+            Under::Pool(id) => state.pools.get(id).map(|p| p.loadbalancer_id.clone()),
+        }
+    }
+}
+
+macro_rules! provisioned {
+    ($($ty:ty => |$x:ident| $under:expr),* $(,)?) => {$(
+        impl Provisioned for $ty {
+            fn provisioning_status(&self) -> ProvisioningStatus {
+                self.provisioning_status
+            }
+            fn provisioning_status_mut(&mut self) -> &mut ProvisioningStatus {
+                &mut self.provisioning_status
+            }
+            fn under(&self) -> Under<'_> {
+                let $x = self;
+                $under
+            }
+        }
+    )*};
+}
+
+provisioned! {
+    LoadBalancer => |_x| Under::Nothing,
+    Listener => |x| Under::LoadBalancer(&x.loadbalancer_id),
+    Pool => |x| Under::LoadBalancer(&x.loadbalancer_id),
+    Member => |x| Under::Pool(&x.pool_id),
+    HealthMonitor => |x| Under::Pool(&x.pool_id),
+}
+
+/// The course every update opens with: the caller may write, `found`
+/// gives the resource, and its load balancer lets it change now
+/// ([`check_mutable`]). Returns a copy to change and store with
+/// [`updated`].
+pub fn writable<'s, T: Provisioned>(
+    state: &State,
+    auth: &Auth,
+    found: impl FnOnce() -> Result<&'s T, ApiError>,
+) -> Result<T, ApiError> {
+    require_write(auth)?;
+    let x = found()?;
+    check_mutable(x.load_balancer(state, auth)?)?;
+    Ok(x.clone())
+}
+
+/// Marks a changed resource: its next revision, and `PENDING_UPDATE`
+/// unless it is still `PENDING_CREATE`.
+pub fn pending_update<T: Provisioned>(x: &mut T) {
+    touch(x.meta_mut());
+    if x.provisioning_status() != ProvisioningStatus::PendingCreate {
+        *x.provisioning_status_mut() = ProvisioningStatus::PendingUpdate;
+    }
+}
+
+/// A new resource stored after `changes`, then its load balancer put in
+/// `PENDING_UPDATE` ([`Provisioned::parent`]).
+pub fn created<T: Provisioned>(state: &State, x: T, mut changes: Vec<Change>) -> Made<T> {
+    changes.push(x.clone().put());
+    changes.extend(x.parent(state).and_then(|lb| parent_pending(state, &lb)));
+    Ok((changes, x))
+}
+
+/// A changed resource ([`pending_update`]) stored as [`created`] stores a
+/// new one.
+pub fn updated<T: Provisioned>(state: &State, mut x: T, changes: Vec<Change>) -> Made<T> {
+    pending_update(&mut x);
+    created(state, x, changes)
+}
+
+fn is_pending(s: ProvisioningStatus) -> bool {
+    matches!(
+        s,
+        ProvisioningStatus::PendingCreate | ProvisioningStatus::PendingUpdate
+    )
+}
+
+/// `id` of kind `T`, `ACTIVE`, if it is `PENDING_*`.
+fn activated<T: Provisioned>(state: &State, id: &str) -> Option<T> {
+    let mut x = T::table(state)
+        .get(id)
+        .filter(|x| is_pending(x.provisioning_status()))?
+        .clone();
+    *x.provisioning_status_mut() = ProvisioningStatus::Active;
+    Some(x)
+}
+
+/// Marks the named load balancers, listeners, pools, members and health
+/// monitors `ACTIVE` if they are `PENDING_CREATE` or `PENDING_UPDATE` (and
+/// clears a load balancer's `error_reason`): `app::watch_lb_provisioning`
+/// calls it (inside `Core::mutate`) once every host that reports has
+/// programmed the latest revision. Unknown ids and resources in other
+/// states are skipped; no change at all if nothing is pending.
+pub fn mark_active<'a>(state: &State, ids: impl IntoIterator<Item = &'a str>) -> Vec<Change> {
+    ids.into_iter()
+        .filter_map(|id| {
+            activated::<LoadBalancer>(state, id)
+                .map(|mut lb| {
+                    lb.error_reason = None;
+                    lb.put()
+                })
+                .or_else(|| activated::<Listener>(state, id).map(Resource::put))
+                .or_else(|| activated::<Pool>(state, id).map(Resource::put))
+                .or_else(|| activated::<Member>(state, id).map(Resource::put))
+                .or_else(|| activated::<HealthMonitor>(state, id).map(Resource::put))
+        })
+        .collect()
+}
+
+/// Ids of the resources of kind `T` that are `PENDING_*`.
+fn pending_of<T: Provisioned>(state: &State) -> impl Iterator<Item = String> + '_ {
+    T::table(state)
+        .values()
+        .filter(|x| is_pending(x.provisioning_status()))
+        .map(|x| x.meta().id.clone())
 }
 
 /// Ids of every load-balancing resource that is `PENDING_CREATE` or
 /// `PENDING_UPDATE` (what [`mark_active`] would act on).
 pub fn pending_ids(state: &State) -> Vec<String> {
-    let p = |s: ProvisioningStatus| {
-        matches!(
-            s,
-            ProvisioningStatus::PendingCreate | ProvisioningStatus::PendingUpdate
-        )
-    };
-    let mut v: Vec<String> = Vec::new();
-    v.extend(
-        state
-            .load_balancers
-            .values()
-            .filter(|x| p(x.provisioning_status))
-            .map(|x| x.meta.id.clone()),
-    );
-    v.extend(
-        state
-            .listeners
-            .values()
-            .filter(|x| p(x.provisioning_status))
-            .map(|x| x.meta.id.clone()),
-    );
-    v.extend(
-        state
-            .pools
-            .values()
-            .filter(|x| p(x.provisioning_status))
-            .map(|x| x.meta.id.clone()),
-    );
-    v.extend(
-        state
-            .members
-            .values()
-            .filter(|x| p(x.provisioning_status))
-            .map(|x| x.meta.id.clone()),
-    );
-    v.extend(
-        state
-            .health_monitors
-            .values()
-            .filter(|x| p(x.provisioning_status))
-            .map(|x| x.meta.id.clone()),
-    );
-    v
+    pending_of::<LoadBalancer>(state)
+        .chain(pending_of::<Listener>(state))
+        .chain(pending_of::<Pool>(state))
+        .chain(pending_of::<Member>(state))
+        .chain(pending_of::<HealthMonitor>(state))
+        .collect()
 }
 
 /// The owner of a child resource: its load balancer's project. A
@@ -332,8 +393,17 @@ pub fn wire<E: Copy>(
         })
 }
 
-/// Attributes every Octavia resource renders.
-pub fn render_meta(m: &Meta, o: &mut Map<String, Value>) {
+/// What every Octavia resource renders first: its bookkeeping (without
+/// Neutron's `tenant_id` and `revision_number`), `admin_state_up`,
+/// `provisioning_status` and the `operating_status` the agents' reports
+/// give it.
+pub fn render_base<T: Provisioned>(
+    x: &T,
+    admin_state_up: bool,
+    operating_status: &str,
+) -> Map<String, Value> {
+    let m = x.meta();
+    let mut o = Map::new();
     o.insert("id".into(), m.id.clone().into());
     o.insert("name".into(), m.name.clone().into());
     o.insert("description".into(), m.description.clone().into());
@@ -341,6 +411,13 @@ pub fn render_meta(m: &Meta, o: &mut Map<String, Value>) {
     o.insert("created_at".into(), m.created_at.clone().into());
     o.insert("updated_at".into(), m.updated_at.clone().into());
     o.insert("tags".into(), Value::Array(vec![]));
+    o.insert("admin_state_up".into(), admin_state_up.into());
+    o.insert(
+        "provisioning_status".into(),
+        x.provisioning_status().as_str().into(),
+    );
+    o.insert("operating_status".into(), operating_status.into());
+    o
 }
 
 /// `[{"id": ...}, ...]`, as Octavia renders references.

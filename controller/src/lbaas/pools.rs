@@ -10,16 +10,18 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_mutable, child_owner, health::LbHealth, id_refs, listener, listeners::check_l4,
-    load_balancer, parent_pending, pool, pool_members, pool_monitor, quotas, render_meta, wire,
+    load_balancer, mandatory, parent_pending, pending_update, pool, pool_members, pool_monitor,
+    quotas, read_only, render_base, updated, wire, writable, Provisioned,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
+    model::Resource as _,
     model::{
         Change, Kind, LbAlgorithm, LbProtocol, Object, PersistenceType, Pool, ProvisioningStatus,
         SessionPersistence,
     },
-    network::{dict, new_meta, require_write, touch, Attrs},
+    network::{dict, new_meta, require_write, touch, update_attrs, Attrs, Made},
     state::State,
 };
 
@@ -28,15 +30,9 @@ pub const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
 /// Longest stickiness timeout, s (a day).
 pub const MAX_PERSISTENCE_TIMEOUT: u64 = 86_400;
 
-/// Attributes a pool renders.
+/// Attributes a pool renders besides `network::STANDARD_ATTRS` (what
+/// filters and sort keys may name).
 pub const ATTRS: &[&str] = &[
-    "id",
-    "name",
-    "description",
-    "project_id",
-    "created_at",
-    "updated_at",
-    "tags",
     "admin_state_up",
     "provisioning_status",
     "operating_status",
@@ -146,15 +142,20 @@ fn reject_tls(a: &mut Attrs<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Pool), ApiError> {
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Pool> {
     require_write(auth)?;
     let mut a = Attrs::from_body(body, "pool")?;
     let lb_in = a.nullable_string("loadbalancer_id", 36)?.flatten();
     let listener_in = a.nullable_string("listener_id", 36)?.flatten();
     let protocol = wire(&mut a, "protocol", LbProtocol::ALL, LbProtocol::as_str)?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute protocol. Value: 'None'. Mandatory field missing."))?;
-    let algorithm = wire(&mut a, "lb_algorithm", LbAlgorithm::ALL, LbAlgorithm::as_str)?
-        .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute lb_algorithm. Value: 'None'. Mandatory field missing."))?;
+        .ok_or_else(|| mandatory("protocol"))?;
+    let algorithm = wire(
+        &mut a,
+        "lb_algorithm",
+        LbAlgorithm::ALL,
+        LbAlgorithm::as_str,
+    )?
+    .ok_or_else(|| mandatory("lb_algorithm"))?;
     let persistence = match a.raw("session_persistence") {
         None => None,
         Some(v) => parse_persistence(v)?,
@@ -228,20 +229,9 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     Ok((changes, p))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Pool), ApiError> {
-    require_write(auth)?;
-    let mut p = pool(state, auth, id)?.clone();
-    check_mutable(load_balancer(state, auth, &p.loadbalancer_id)?)?;
-    let mut a = Attrs::from_body(body, "pool")?;
-    a.reject_read_only(&[
-        "id",
-        "project_id",
-        "tenant_id",
+pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<Pool> {
+    let mut p = writable(state, auth, || pool(state, auth, id))?;
+    let specific = [
         "loadbalancer_id",
         "listener_id",
         "loadbalancers",
@@ -249,40 +239,21 @@ pub fn update(
         "members",
         "healthmonitor_id",
         "protocol",
-        "provisioning_status",
-        "operating_status",
-        "created_at",
-        "updated_at",
-    ])?;
-    if let Some(v) = a.nullable_string("name", 255)? {
-        p.meta.name = v.unwrap_or_default();
-    }
-    if let Some(v) = a.nullable_string("description", 255)? {
-        p.meta.description = v.unwrap_or_default();
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        p.admin_state_up = v;
-    }
-    if let Some(v) = wire(
-        &mut a,
-        "lb_algorithm",
-        LbAlgorithm::ALL,
-        LbAlgorithm::as_str,
-    )? {
-        p.lb_algorithm = v;
-    }
-    if let Some(v) = a.raw("session_persistence") {
-        p.session_persistence = parse_persistence(v)?;
-    }
-    reject_tls(&mut a)?;
-    a.finish()?;
-    touch(&mut p.meta);
-    if p.provisioning_status != ProvisioningStatus::PendingCreate {
-        p.provisioning_status = ProvisioningStatus::PendingUpdate;
-    }
-    let mut changes = vec![Change::Put(Object::Pool(p.clone()))];
-    changes.extend(parent_pending(state, &p.loadbalancer_id));
-    Ok((changes, p))
+    ];
+    update_attrs(body, "pool", &read_only(&specific), |a| {
+        a.rename_nullable(&mut p.meta, true)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            p.admin_state_up = v;
+        }
+        if let Some(v) = wire(a, "lb_algorithm", LbAlgorithm::ALL, LbAlgorithm::as_str)? {
+            p.lb_algorithm = v;
+        }
+        if let Some(v) = a.raw("session_persistence") {
+            p.session_persistence = parse_persistence(v)?;
+        }
+        reject_tls(a)
+    })?;
+    updated(state, p, vec![])
 }
 
 /// The changes that remove a pool with its members and monitor, and free
@@ -301,20 +272,17 @@ pub fn removal(state: &State, p: &Pool) -> Vec<Change> {
     {
         let mut l = l.clone();
         l.default_pool_id = None;
-        touch(&mut l.meta);
-        if l.provisioning_status != ProvisioningStatus::PendingCreate {
-            l.provisioning_status = ProvisioningStatus::PendingUpdate;
-        }
-        changes.push(Change::Put(Object::Listener(l)));
+        pending_update(&mut l);
+        changes.push(l.put());
     }
     changes.push(Change::Delete(Kind::Pool, p.meta.id.clone()));
     changes
 }
 
-pub fn delete(state: &State, auth: &Auth, id: &str) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
     require_write(auth)?;
     let p = pool(state, auth, id)?;
-    check_mutable(load_balancer(state, auth, &p.loadbalancer_id)?)?;
+    check_mutable(p.load_balancer(state, auth)?)?;
     let mut changes = removal(state, p);
     changes.extend(parent_pending(state, &p.loadbalancer_id));
     tracing::info!(pool = id, "pool deleted");
@@ -333,17 +301,7 @@ pub fn render_persistence(sp: &Option<SessionPersistence>) -> Value {
 }
 
 pub fn render(state: &State, health: &LbHealth, p: &Pool) -> Map<String, Value> {
-    let mut o = Map::new();
-    render_meta(&p.meta, &mut o);
-    o.insert("admin_state_up".into(), p.admin_state_up.into());
-    o.insert(
-        "provisioning_status".into(),
-        p.provisioning_status.as_str().into(),
-    );
-    o.insert(
-        "operating_status".into(),
-        health.pool_status(state, p).into(),
-    );
+    let mut o = render_base(p, p.admin_state_up, health.pool_status(state, p));
     o.insert("protocol".into(), p.protocol.as_str().into());
     o.insert("lb_algorithm".into(), p.lb_algorithm.as_str().into());
     o.insert(

@@ -10,8 +10,11 @@ use serde_json::{json, Value};
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, Kind, Object, Quota},
-    network::Attrs,
+    model::{Change, HealthMonitor, Kind, Listener, LoadBalancer, Member, Object, Pool, Quota},
+    network::{
+        quotas::{exceeded, held, require_admin},
+        Attrs, Made,
+    },
     state::State,
 };
 
@@ -38,56 +41,19 @@ pub const KINDS: [(Kind, &str, &str, &str); 5] = [
 
 /// Resources of `kind` that `project` holds.
 pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
-    (match kind {
-        Kind::LoadBalancer => state
-            .load_balancers
-            .values()
-            .filter(|x| x.meta.project_id == project)
-            .count(),
-        Kind::Listener => state
-            .listeners
-            .values()
-            .filter(|x| x.meta.project_id == project)
-            .count(),
-        Kind::Pool => state
-            .pools
-            .values()
-            .filter(|x| x.meta.project_id == project)
-            .count(),
-        Kind::Member => state
-            .members
-            .values()
-            .filter(|x| x.meta.project_id == project)
-            .count(),
-        Kind::HealthMonitor => state
-            .health_monitors
-            .values()
-            .filter(|x| x.meta.project_id == project)
-            .count(),
-        _ => 0,
-    }) as i64
-}
-
-fn slot(q: &mut Quota, kind: Kind) -> Option<&mut i64> {
     match kind {
-        Kind::LoadBalancer => Some(&mut q.loadbalancer),
-        Kind::Listener => Some(&mut q.listener),
-        Kind::Pool => Some(&mut q.pool),
-        Kind::Member => Some(&mut q.member),
-        Kind::HealthMonitor => Some(&mut q.healthmonitor),
-        _ => None,
+        Kind::LoadBalancer => held::<LoadBalancer>(state, project),
+        Kind::Listener => held::<Listener>(state, project),
+        Kind::Pool => held::<Pool>(state, project),
+        Kind::Member => held::<Member>(state, project),
+        Kind::HealthMonitor => held::<HealthMonitor>(state, project),
+        _ => 0,
     }
-}
-
-pub fn limit(q: &Quota, kind: Kind) -> i64 {
-    let mut q = q.clone();
-    slot(&mut q, kind).map(|v| *v).unwrap_or(-1)
 }
 
 /// 403 if `n` more resources of `kind` would exceed `project`'s quota.
 pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), ApiError> {
-    let l = limit(&state.quota(project), kind);
-    if n > 0 && l >= 0 && used(state, project, kind) + n > l {
+    if n > 0 && exceeded(state, project, kind, used(state, project, kind) + n) {
         let name = KINDS
             .iter()
             .find(|k| k.0 == kind)
@@ -107,7 +73,7 @@ pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), Api
 pub fn render(q: &Quota) -> Value {
     let mut o = serde_json::Map::new();
     for (kind, name, old, _) in KINDS {
-        let v = limit(q, kind);
+        let v = q.limit(kind);
         o.insert(name.into(), v.into());
         o.insert(old.into(), v.into());
     }
@@ -144,17 +110,8 @@ pub fn defaults(auth: &Auth) -> Result<Value, ApiError> {
 }
 
 /// PUT /v2/lbaas/quotas/{project} (administrators).
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    project: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Value), ApiError> {
-    if !auth.is_admin() {
-        return Err(ApiError::forbidden(
-            "Only an administrator may change quotas.",
-        ));
-    }
+pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Made<Value> {
+    require_admin(auth)?;
     if !state.projects.contains_key(project) {
         return Err(crate::lbaas::not_found("Project", project));
     }
@@ -163,7 +120,7 @@ pub fn update(
     for (kind, name, old, _) in KINDS {
         for key in [name, old] {
             if let Some(v) = a.integer(key, -1, i32::MAX as i64)? {
-                *slot(&mut q, kind).expect("an Octavia kind") = v;
+                *q.slot(kind).expect("an Octavia kind") = v;
             }
         }
     }
@@ -179,19 +136,15 @@ pub fn update(
 
 /// DELETE /v2/lbaas/quotas/{project}: back to the defaults (the Neutron
 /// quotas of the project too: they share the record).
-pub fn reset(state: &State, auth: &Auth, project: &str) -> Result<(Vec<Change>, ()), ApiError> {
-    if !auth.is_admin() {
-        return Err(ApiError::forbidden(
-            "Only an administrator may change quotas.",
-        ));
-    }
+pub fn reset(state: &State, auth: &Auth, project: &str) -> Made<()> {
+    require_admin(auth)?;
     let Some(cur) = state.quotas.get(project) else {
         return Ok((vec![], ()));
     };
     let mut q = cur.clone();
     let d = Quota::default_for(project);
     for (kind, ..) in KINDS {
-        *slot(&mut q, kind).expect("an Octavia kind") = limit(&d, kind);
+        *q.slot(kind).expect("an Octavia kind") = d.limit(kind);
     }
     Ok((vec![Change::Put(Object::Quota(q))], ()))
 }

@@ -15,67 +15,12 @@ use super::{
 use crate::{
     auth::Auth,
     commit::Core,
-    model::{Change, Kind, Object, Project, ProvisioningStatus, Quota},
-    network::{networks, ports, routers, subnets},
+    model::{Change, Kind, Object, ProvisioningStatus, Quota},
+    network::{
+        networks, ports, routers, subnets,
+        testkit::{auth, core, member as member_of, refused, run},
+    },
 };
-
-fn core() -> Core {
-    let c = Core::open(std::path::Path::new(":memory:")).expect("in-memory core");
-    c.mutate(|_| {
-        let p = |id: &str| {
-            Change::Put(Object::Project(Project {
-                id: id.into(),
-                name: id.into(),
-                description: String::new(),
-                domain_id: "default".into(),
-                enabled: true,
-            }))
-        };
-        Ok((vec![p("p1"), p("p2")], ()))
-    })
-    .expect("projects");
-    c
-}
-
-fn auth(project: &str, role: &str) -> Auth {
-    Auth {
-        user_id: format!("u-{project}"),
-        user_name: format!("u-{project}"),
-        project_id: project.into(),
-        project_name: project.into(),
-        roles: vec![role.into()],
-        expires_unix: u64::MAX,
-    }
-}
-
-fn member_of(p: &str) -> Auth {
-    auth(p, "member")
-}
-
-/// Runs a command; on error asserts nothing changed.
-fn run<T>(
-    c: &Core,
-    f: impl FnOnce(&State) -> Result<(Vec<Change>, T), ApiError>,
-) -> Result<T, ApiError> {
-    let before = c.read().revision;
-    let r = c.mutate(f);
-    if r.is_err() {
-        assert_eq!(
-            c.read().revision,
-            before,
-            "a rejected command changed the state"
-        );
-    }
-    r
-}
-
-/// Asserts a refusal with `status` (and a message containing `text`).
-#[track_caller]
-fn refused<T: std::fmt::Debug>(r: Result<T, ApiError>, status: u16, text: &str) {
-    let e = r.expect_err("must be refused");
-    assert_eq!(e.status, status, "{e}");
-    assert!(e.message.contains(text), "{:?} lacks {text:?}", e.message);
-}
 
 /// A project's VPC: networks n1 (10.0.1.0/24), n2 (10.0.2.0/24) joined by
 /// a router, and n3 (10.0.3.0/24) on its own.

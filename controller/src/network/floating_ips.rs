@@ -12,8 +12,8 @@ use std::net::Ipv4Addr;
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_if_match, ipam, networks, new_meta, owner, ports, quotas, render_meta, require_write,
-    touch, Attrs, OWNER_ROUTER_INTERFACE,
+    creating, find_own, ipam, networks, new_meta, ports, quotas, render_meta, update_attrs,
+    updated, writable, Attrs, Edit, Made, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
@@ -23,11 +23,7 @@ use crate::{
 };
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s FloatingIp, ApiError> {
-    state
-        .floating_ips
-        .get(id)
-        .filter(|f| auth.can_see(&f.meta.project_id))
-        .ok_or_else(|| ApiError::not_found("floatingip", id))
+    find_own(state, auth, id, || ApiError::not_found("floatingip", id))
 }
 
 /// Attributes that name DNS integration (not supported).
@@ -154,14 +150,8 @@ fn in_pools(state: &State, network_id: &str, ip: Ipv4Addr) -> bool {
         })
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, FloatingIp), ApiError> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "floatingip")?;
-    let project = owner(auth, &mut a, state)?;
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<FloatingIp> {
+    let (mut a, project) = creating(state, auth, body, "floatingip")?;
     let network_id = a.string("floating_network_id", 36)?.ok_or_else(|| {
         ApiError::bad_request("Invalid input: 'floating_network_id' is required.")
     })?;
@@ -265,18 +255,9 @@ pub fn create(
     ))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, FloatingIp), ApiError> {
-    require_write(auth)?;
-    let mut f = get(state, auth, id)?.clone();
-    check_if_match(if_match, &f.meta)?;
-    let mut a = Attrs::from_body(body, "floatingip")?;
-    a.reject_read_only(&[
+pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<FloatingIp> {
+    let Edit { id, body, if_match } = e;
+    const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
         "tenant_id",
@@ -285,85 +266,73 @@ pub fn update(
         "floating_network_id",
         "router_id",
         "subnet_id",
-    ])?;
-    let port = if a.has("port_id") {
-        Some(a.nullable_string("port_id", 36)?.flatten())
-    } else {
-        None
-    };
-    let fixed = a.string("fixed_ip_address", 64)?;
-    if let Some(v) = a.string("description", 255)? {
-        f.meta.description = v;
-    }
-    let qos = if a.has("qos_policy_id") {
-        Some(a.nullable_string("qos_policy_id", 36)?.flatten())
-    } else {
-        None
-    };
-    reject_dns(&mut a)?;
-    a.finish()?;
+    ];
+    let mut f = writable(auth, || get(state, auth, id), if_match)?.clone();
+    let (port, fixed, qos) = update_attrs(body, "floatingip", READ_ONLY, |a| {
+        let port = if a.has("port_id") {
+            Some(a.nullable_string("port_id", 36)?.flatten())
+        } else {
+            None
+        };
+        let fixed = a.string("fixed_ip_address", 64)?;
+        if let Some(v) = a.string("description", 255)? {
+            f.meta.description = v;
+        }
+        let qos = if a.has("qos_policy_id") {
+            Some(a.nullable_string("qos_policy_id", 36)?.flatten())
+        } else {
+            None
+        };
+        reject_dns(a)?;
+        Ok((port, fixed, qos))
+    })?;
     if let Some(q) = qos {
         if let Some(id) = &q {
             check_qos(state, auth, id)?;
         }
         f.qos_policy_id = q;
     }
-    match (port, fixed) {
+    // The port (and fixed IP) to bind to: the one named, or for a new
+    // fixed IP alone the bound one; `port_id: null` unbinds.
+    let target = match (port, fixed) {
         (Some(None), _) => {
             f.port_id = None;
             f.fixed_ip_address = None;
             f.router_id = None;
+            None
         }
-        (Some(Some(p)), fixed) => {
-            let (p, fx, r) = binding(
-                state,
-                auth,
-                &f.meta.id,
-                &f.meta.project_id,
-                &f.floating_network_id,
-                &p,
-                fixed.as_deref(),
-            )?;
-            f.port_id = Some(p);
-            f.fixed_ip_address = Some(fx);
-            f.router_id = Some(r);
-        }
+        (Some(Some(p)), fixed) => Some((p, fixed)),
         (None, Some(fixed)) => {
             let Some(p) = f.port_id.clone() else {
                 return Err(ApiError::bad_request(
                     "Bad floatingip request: fixed_ip_address needs port_id.",
                 ));
             };
-            let (p, fx, r) = binding(
-                state,
-                auth,
-                &f.meta.id,
-                &f.meta.project_id,
-                &f.floating_network_id,
-                &p,
-                Some(&fixed),
-            )?;
-            f.port_id = Some(p);
-            f.fixed_ip_address = Some(fx);
-            f.router_id = Some(r);
+            Some((p, Some(fixed)))
         }
-        (None, None) => {}
+        (None, None) => None,
+    };
+    if let Some((p, fixed)) = target {
+        let (p, fx, r) = binding(
+            state,
+            auth,
+            &f.meta.id,
+            &f.meta.project_id,
+            &f.floating_network_id,
+            &p,
+            fixed.as_deref(),
+        )?;
+        f.port_id = Some(p);
+        f.fixed_ip_address = Some(fx);
+        f.router_id = Some(r);
     }
-    touch(&mut f.meta);
     tracing::info!(floatingip = %f.meta.id, port = ?f.port_id, fixed = ?f.fixed_ip_address, "floating IP updated");
-    Ok((vec![Change::Put(Object::FloatingIp(f.clone()))], f))
+    Ok(updated(f, vec![]))
 }
 
 /// Releases the address (the floating IP and its holder port).
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let f = get(state, auth, id)?;
-    check_if_match(if_match, &f.meta)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    let f = writable(auth, || get(state, auth, id), if_match)?;
     tracing::info!(floatingip = id, address = %f.floating_ip_address, "floating IP released");
     Ok((
         vec![

@@ -14,62 +14,11 @@
 
 use serde_json::{json, Value};
 
-use super::*;
-use crate::{
-    auth::Auth,
-    commit::Core,
-    model::{Change, Project},
+use super::{
+    testkit::{auth, core, member, run},
+    *,
 };
-
-fn core() -> Core {
-    let c = Core::open(std::path::Path::new(":memory:")).expect("in-memory core");
-    c.mutate(|_| {
-        let p = |id: &str| {
-            Change::Put(crate::model::Object::Project(Project {
-                id: id.into(),
-                name: id.into(),
-                description: String::new(),
-                domain_id: "default".into(),
-                enabled: true,
-            }))
-        };
-        Ok((vec![p("p1"), p("p2")], ()))
-    })
-    .expect("projects");
-    c
-}
-
-fn auth(project: &str, role: &str) -> Auth {
-    Auth {
-        user_id: format!("u-{project}"),
-        user_name: format!("u-{project}"),
-        project_id: project.into(),
-        project_name: project.into(),
-        roles: vec![role.into()],
-        expires_unix: u64::MAX,
-    }
-}
-
-fn member(p: &str) -> Auth {
-    auth(p, "member")
-}
-
-/// Runs a command; on error asserts nothing changed (same revision).
-fn run<T>(
-    c: &Core,
-    f: impl FnOnce(&State) -> Result<(Vec<Change>, T), ApiError>,
-) -> Result<T, ApiError> {
-    let before = c.read().revision;
-    let r = c.mutate(f);
-    if r.is_err() {
-        assert_eq!(
-            c.read().revision,
-            before,
-            "a rejected command changed the state"
-        );
-    }
-    r
-}
+use crate::{auth::Auth, commit::Core};
 
 fn net(c: &Core, a: &Auth) -> String {
     run(c, |s| {
@@ -252,9 +201,7 @@ fn subnets_validate_like_neutron() {
         run(&c, |st| subnets::update(
             st,
             &a,
-            &s1.meta.id,
-            &json!({"subnet": {"cidr": "10.9.0.0/24"}}),
-            None
+            Edit::new(&s1.meta.id, &json!({"subnet": {"cidr": "10.9.0.0/24"}}))
         ))
         .unwrap_err()
         .status,
@@ -492,9 +439,10 @@ fn routers_interfaces_routes_and_order() {
             routers::update(
                 s,
                 &a,
-                &rid,
-                &json!({"router": {"routes": [{"destination": "192.168.0.0/16", "nexthop": hop}]}}),
-                None,
+                Edit::new(
+                    &rid,
+                    &json!({"router": {"routes": [{"destination": "192.168.0.0/16", "nexthop": hop}]}}),
+                ),
             )
         })
     };
@@ -523,7 +471,7 @@ fn routers_interfaces_routes_and_order() {
     assert_eq!(rm(&s3.meta.id).unwrap_err().status, 404);
     // Right order.
     run(&c, |s| {
-        routers::update(s, &a, &rid, &json!({"router": {"routes": []}}), None)
+        routers::update(s, &a, Edit::new(&rid, &json!({"router": {"routes": []}})))
     })
     .unwrap();
     rm(&s1.meta.id).unwrap();
@@ -539,68 +487,25 @@ fn quotas_limit_creation() {
     let c = core();
     let a = member("p1");
     let admin = auth("p1", "admin");
-    assert_eq!(
-        run(&c, |s| quotas::update(
-            s,
-            &a,
-            "p1",
-            &json!({"quota": {"network": 1}})
-        ))
-        .unwrap_err()
-        .status,
-        403
-    );
-    assert_eq!(
-        run(&c, |s| quotas::update(
-            s,
-            &admin,
-            "p1",
-            &json!({"quota": {"network": -2}})
-        ))
-        .unwrap_err()
-        .status,
-        400
-    );
+    let set = |who: &Auth, project: &str, q: Value| {
+        run(&c, |s| {
+            quotas::update(s, who, project, &json!({ "quota": q }))
+        })
+    };
     // An integral number with a fraction is an integer (JSON Schema's and
     // Neutron's int() reading); a real fraction is not.
-    let q = run(&c, |s| {
-        quotas::update(s, &admin, "p1", &json!({"quota": {"subnet": 7.0}}))
-    })
-    .unwrap();
+    for (who, project, q, status) in [
+        (&a, "p1", json!({"network": 1}), 403),
+        (&admin, "p1", json!({"network": -2}), 400),
+        (&admin, "p1", json!({"subnet": 7.5}), 400),
+        (&admin, "p1", json!({"colour": 1}), 400),
+        (&admin, "nope", json!({"network": 1}), 404),
+    ] {
+        let e = set(who, project, q.clone()).expect_err("refused");
+        assert_eq!(e.status, status, "{q}");
+    }
+    let q = set(&admin, "p1", json!({"subnet": 7.0})).unwrap();
     assert_eq!(q["quota"]["subnet"], 7);
-    assert_eq!(
-        run(&c, |s| quotas::update(
-            s,
-            &admin,
-            "p1",
-            &json!({"quota": {"subnet": 7.5}})
-        ))
-        .unwrap_err()
-        .status,
-        400
-    );
-    assert_eq!(
-        run(&c, |s| quotas::update(
-            s,
-            &admin,
-            "p1",
-            &json!({"quota": {"colour": 1}})
-        ))
-        .unwrap_err()
-        .status,
-        400
-    );
-    assert_eq!(
-        run(&c, |s| quotas::update(
-            s,
-            &admin,
-            "nope",
-            &json!({"quota": {"network": 1}})
-        ))
-        .unwrap_err()
-        .status,
-        404
-    );
     run(&c, |s| {
         quotas::update(s, &admin, "p1", &json!({"quota": {"network": 1}}))
     })
@@ -770,7 +675,11 @@ fn security_groups_create_update_delete_like_neutron() {
     );
     let upd = |id: &str, who: &Auth, b: Value, m: Option<&str>| {
         run(&c, |s| {
-            sg::update(s, who, id, &json!({ "security_group": b }), m)
+            sg::update(
+                s,
+                who,
+                Edit::new(id, &json!({ "security_group": b })).if_match(m),
+            )
         })
     };
     assert_eq!(
@@ -1113,7 +1022,7 @@ fn security_group_rules_validate_like_neutron() {
     // Only the description may change; other projects see nothing.
     let upd = |id: &str, who: &Auth, b: Value| {
         run(&c, |s| {
-            sg::update_rule(s, who, id, &json!({ "security_group_rule": b }), None)
+            sg::update_rule(s, who, Edit::new(id, &json!({ "security_group_rule": b })))
         })
     };
     assert_eq!(
@@ -1493,7 +1402,7 @@ fn fip_update(
     body: Value,
 ) -> Result<crate::model::FloatingIp, ApiError> {
     run(c, |s| {
-        floating_ips::update(s, a, id, &json!({ "floatingip": body }), None)
+        floating_ips::update(s, a, Edit::new(id, &json!({ "floatingip": body })))
     })
 }
 
@@ -1550,9 +1459,7 @@ fn router_gateways() {
             routers::update(
                 s,
                 &a1,
-                &r,
-                &json!({"router": {"external_gateway_info": body}}),
-                None,
+                Edit::new(&r, &json!({"router": {"external_gateway_info": body}})),
             )
         })
     };
@@ -1612,13 +1519,7 @@ fn router_gateways() {
         .meta
         .id;
     let e = run(&c, |s| {
-        routers::update(
-            s,
-            &a1,
-            &r2,
-            &json!({"router": {"external_gateway_info": {"network_id": ext, "external_fixed_ips": [{"ip_address": "198.51.100.15"}]}}}),
-            None,
-        )
+        routers::update(s, &a1, Edit::new(&r2, &json!({"router": {"external_gateway_info": {"network_id": ext, "external_fixed_ips": [{"ip_address": "198.51.100.15"}]}}})))
     })
     .unwrap_err();
     assert_eq!(e.status, 409);
@@ -1725,9 +1626,7 @@ fn floating_ips_allocate_bind_release() {
         routers::update(
             s,
             &a1,
-            &r,
-            &json!({"router": {"external_gateway_info": null}}),
-            None,
+            Edit::new(&r, &json!({"router": {"external_gateway_info": null}})),
         )
     })
     .unwrap_err();

@@ -1,9 +1,19 @@
 //! Neutron v2.0 logic: networks, subnets, ports, routers, quotas, security
 //! groups and their rules. Each command validates its input the way Neutron
 //! does (unknown attributes, wrong types, ranges, conflicts) against the
-//! current `State` and returns the `Change`s to commit; `commit::Core::mutate` commits them atomically.
-//! Rendering to Neutron JSON, filters and field selection live here too;
-//! the HTTP layer only routes and extracts.
+//! current `State` and returns the `Change`s to commit ([`Made`]);
+//! `commit::Core::mutate` commits them atomically. Rendering to Neutron JSON,
+//! filters and field selection live here too; the HTTP layer only routes
+//! and extracts (an update arrives as an [`Edit`]).
+//!
+//! Every command takes the same course, through the shared steps here (and
+//! `lbaas` uses them too): [`creating`] (write permission, the body, the
+//! owner), or [`writable`] (write permission, the lookup that decides
+//! visibility and ownership, `If-Match`) then [`update_attrs`] (read-only
+//! attributes refused, the resource's own attributes, unknown attributes
+//! refused) and [`updated`] (next revision, stored). This module never
+//! commits, never reads HTTP (headers, query strings, paths) and never
+//! renders a status line: it returns changes or an `ApiError`.
 
 pub mod floating_ips;
 pub mod ipam;
@@ -22,9 +32,38 @@ use serde_json::{Map, Value};
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{now_unix, timestamp, Meta},
+    model::{now_unix, timestamp, Change, Meta, Resource},
     state::State,
 };
+
+/// What a command returns for `Core::mutate` to commit: the changes, and
+/// what the caller answers with (the stored object, mostly).
+pub type Made<T> = Result<(Vec<Change>, T), ApiError>;
+
+/// An update as the API edge parsed it: which resource, the request's
+/// body, and Neutron's `If-Match: revision_number=N` precondition.
+#[derive(Clone, Copy, Debug)]
+pub struct Edit<'a> {
+    pub id: &'a str,
+    pub body: &'a Value,
+    pub if_match: Option<&'a str>,
+}
+
+impl<'a> Edit<'a> {
+    /// An update of `id` with `body`, unconditional.
+    pub fn new(id: &'a str, body: &'a Value) -> Edit<'a> {
+        Edit {
+            id,
+            body,
+            if_match: None,
+        }
+    }
+
+    /// The same, only if the resource's revision matches `if_match`.
+    pub fn if_match(self, if_match: Option<&'a str>) -> Edit<'a> {
+        Edit { if_match, ..self }
+    }
+}
 
 /// Device owner of router interface ports.
 pub const OWNER_ROUTER_INTERFACE: &str = "network:router_interface";
@@ -197,6 +236,37 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    /// Neutron's `name` and `description` (at most 255 characters).
+    pub fn names(&mut self) -> Result<(Option<String>, Option<String>), ApiError> {
+        Ok((self.string("name", 255)?, self.string("description", 255)?))
+    }
+
+    /// [`Attrs::names`] into `meta`.
+    pub fn rename(&mut self, meta: &mut Meta) -> Result<(), ApiError> {
+        let (name, description) = self.names()?;
+        if let Some(v) = name {
+            meta.name = v;
+        }
+        if let Some(v) = description {
+            meta.description = v;
+        }
+        Ok(())
+    }
+
+    /// Octavia's `name` (and `description`, when it has one): null clears
+    /// them.
+    pub fn rename_nullable(&mut self, meta: &mut Meta, description: bool) -> Result<(), ApiError> {
+        if let Some(v) = self.nullable_string("name", 255)? {
+            meta.name = v.unwrap_or_default();
+        }
+        if description {
+            if let Some(v) = self.nullable_string("description", 255)? {
+                meta.description = v.unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+
     /// Attributes that may only be set at creation: rejected on update.
     pub fn reject_read_only(&self, keys: &[&str]) -> Result<(), ApiError> {
         match keys.iter().find(|k| self.map.contains_key(**k)) {
@@ -255,6 +325,20 @@ pub fn owner(auth: &Auth, attrs: &mut Attrs<'_>, state: &State) -> Result<String
     Ok(wanted)
 }
 
+/// The course every create opens with: the caller may write, the body is
+/// the object under `root`, and the new resource's project is [`owner`]'s.
+pub fn creating<'b>(
+    state: &State,
+    auth: &Auth,
+    body: &'b Value,
+    root: &str,
+) -> Result<(Attrs<'b>, String), ApiError> {
+    require_write(auth)?;
+    let mut a = Attrs::from_body(body, root)?;
+    let project = owner(auth, &mut a, state)?;
+    Ok((a, project))
+}
+
 /// 403 unless the caller may write.
 pub fn require_write(auth: &Auth) -> Result<(), ApiError> {
     if auth.can_write() {
@@ -307,6 +391,100 @@ pub fn check_if_match(if_match: Option<&str>, meta: &Meta) -> Result<(), ApiErro
         "Constraint {h} does not match the current revision_number {} of {}",
         meta.revision_number, meta.id
     )))
+}
+
+/// The resource `id` of `T`'s table if the caller may see it (`visible`);
+/// `missing` otherwise (other projects' resources are not disclosed).
+pub fn find<'s, T: Resource>(
+    state: &'s State,
+    id: &str,
+    visible: impl FnOnce(&T) -> bool,
+    missing: impl FnOnce() -> ApiError,
+) -> Result<&'s T, ApiError> {
+    T::table(state)
+        .get(id)
+        .filter(|x| visible(x))
+        .ok_or_else(missing)
+}
+
+/// [`find`] of a resource only its own project (and administrators) see.
+pub fn find_own<'s, T: Resource>(
+    state: &'s State,
+    auth: &Auth,
+    id: &str,
+    missing: impl FnOnce() -> ApiError,
+) -> Result<&'s T, ApiError> {
+    find(
+        state,
+        id,
+        |x: &T| auth.can_see(&x.meta().project_id),
+        missing,
+    )
+}
+
+/// A resource the caller sees but may only change if it owns it (a shared
+/// network or QoS policy): 403 with `refusal` otherwise.
+pub fn owned<'s, T: Resource>(
+    x: &'s T,
+    auth: &Auth,
+    refusal: impl FnOnce() -> String,
+) -> Result<&'s T, ApiError> {
+    if auth.can_see(&x.meta().project_id) {
+        Ok(x)
+    } else {
+        Err(ApiError::forbidden(refusal()))
+    }
+}
+
+/// The course every change of an existing resource opens with: the caller
+/// may write, `found` gives the resource (deciding visibility and
+/// ownership), and `If-Match: revision_number=N` holds.
+pub fn writable<'s, T: Resource>(
+    auth: &Auth,
+    found: impl FnOnce() -> Result<&'s T, ApiError>,
+    if_match: Option<&str>,
+) -> Result<&'s T, ApiError> {
+    require_write(auth)?;
+    let x = found()?;
+    check_if_match(if_match, x.meta())?;
+    Ok(x)
+}
+
+/// An update's body: the object under `root`, in which `read_only`
+/// attributes are refused first; `apply` reads the attributes it knows
+/// (returning what the caller checks once the body is read); attributes
+/// nobody read are refused last.
+pub fn update_attrs<'b, P>(
+    body: &'b Value,
+    root: &str,
+    read_only: &[&str],
+    apply: impl FnOnce(&mut Attrs<'b>) -> Result<P, ApiError>,
+) -> Result<P, ApiError> {
+    let mut a = Attrs::from_body(body, root)?;
+    a.reject_read_only(read_only)?;
+    let p = apply(&mut a)?;
+    a.finish()?;
+    Ok(p)
+}
+
+/// A changed resource stored after `changes`, at its next revision.
+pub fn updated<T: Resource>(mut x: T, mut changes: Vec<Change>) -> (Vec<Change>, T) {
+    touch(x.meta_mut());
+    changes.push(x.clone().put());
+    (changes, x)
+}
+
+/// 409 `kind` with `message` when `in_use`.
+pub fn refuse_in_use(
+    in_use: bool,
+    kind: &str,
+    message: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    if in_use {
+        Err(ApiError::conflict(kind, message()))
+    } else {
+        Ok(())
+    }
 }
 
 /// Attributes [`render_meta`] renders for every resource.
@@ -532,128 +710,39 @@ mod tests {
             .collect()
     }
 
+    /// `list_response` of `items` (the three above when `None`).
+    fn list(items: Option<Vec<Map<String, Value>>>, pairs: &[(&str, &str)]) -> Result<Value, u16> {
+        let items = items.unwrap_or_else(self::items);
+        list_response("ports", items, &q(pairs), "http://h", KNOWN_TEST).map_err(|e| e.status)
+    }
+
     #[test]
     fn filters_fields_pages() {
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("name", "x")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
-        assert_eq!(r["ports"].as_array().unwrap().len(), 2);
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("name", "x"), ("name", "y")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
-        assert_eq!(r["ports"].as_array().unwrap().len(), 3);
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("admin_state_up", "False")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
-        assert_eq!(r["ports"][0]["id"], "b");
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("fixed_ips", "ip_address=10.0.0.3")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
-        assert_eq!(r["ports"][0]["id"], "a");
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("fields", "id"), ("fields", "name")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
-        assert_eq!(r["ports"][0].as_object().unwrap().len(), 2);
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("limit", "2")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
+        let ports = |pairs: &[(&str, &str)]| list(None, pairs).unwrap()["ports"].clone();
+        assert_eq!(ports(&[("name", "x")]).as_array().unwrap().len(), 2);
+        let both = ports(&[("name", "x"), ("name", "y")]);
+        assert_eq!(both.as_array().unwrap().len(), 3);
+        assert_eq!(ports(&[("admin_state_up", "False")])[0]["id"], "b");
+        assert_eq!(ports(&[("fixed_ips", "ip_address=10.0.0.3")])[0]["id"], "a");
+        let fields = ports(&[("fields", "id"), ("fields", "name")]);
+        assert_eq!(fields[0].as_object().unwrap().len(), 2);
+        let r = list(None, &[("limit", "2")]).unwrap();
         assert_eq!(r["ports"].as_array().unwrap().len(), 2);
         assert!(r["ports_links"][0]["href"]
             .as_str()
             .unwrap()
             .ends_with("limit=2&marker=b"));
-        let r = list_response(
-            "ports",
-            items(),
-            &q(&[("limit", "2"), ("marker", "b")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
+        let r = list(None, &[("limit", "2"), ("marker", "b")]).unwrap();
         assert_eq!(r["ports"][0]["id"], "c");
         assert!(r.get("ports_links").is_none());
-        assert_eq!(
-            list_response(
-                "ports",
-                items(),
-                &q(&[("colour", "red")]),
-                "http://h",
-                KNOWN_TEST
-            )
-            .unwrap_err()
-            .status,
-            400
-        );
-        assert_eq!(
-            list_response(
-                "ports",
-                items(),
-                &q(&[("limit", "x")]),
-                "http://h",
-                KNOWN_TEST
-            )
-            .unwrap_err()
-            .status,
-            400
-        );
+        assert_eq!(list(None, &[("colour", "red")]), Err(400));
+        assert_eq!(list(None, &[("limit", "x")]), Err(400));
     }
 
     #[test]
     fn empty_lists_still_validate_and_numbers_sort_numerically() {
-        assert_eq!(
-            list_response(
-                "ports",
-                vec![],
-                &q(&[("colour", "red")]),
-                "http://h",
-                KNOWN_TEST
-            )
-            .unwrap_err()
-            .status,
-            400
-        );
-        assert_eq!(
-            list_response(
-                "ports",
-                vec![],
-                &q(&[("sort_key", "colour")]),
-                "http://h",
-                KNOWN_TEST
-            )
-            .unwrap_err()
-            .status,
-            400
-        );
+        assert_eq!(list(Some(vec![]), &[("colour", "red")]), Err(400));
+        assert_eq!(list(Some(vec![]), &[("sort_key", "colour")]), Err(400));
         let items: Vec<Map<String, Value>> = [9, 10, 2]
             .iter()
             .map(|n| {
@@ -663,14 +752,7 @@ mod tests {
                     .clone()
             })
             .collect();
-        let r = list_response(
-            "ports",
-            items,
-            &q(&[("sort_key", "revision_number")]),
-            "http://h",
-            KNOWN_TEST,
-        )
-        .unwrap();
+        let r = list(Some(items), &[("sort_key", "revision_number")]).unwrap();
         let order: Vec<u64> = r["ports"]
             .as_array()
             .unwrap()
@@ -714,3 +796,5 @@ mod tests {
 
 #[cfg(test)]
 mod logic_tests;
+#[cfg(test)]
+pub(crate) mod testkit;

@@ -2,7 +2,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{check_if_match, new_meta, owner, quotas, render_meta, require_write, touch, Attrs};
+use super::{
+    creating, find, new_meta, owned, quotas, refuse_in_use, render_meta, update_attrs, updated,
+    writable, Made,
+};
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -24,22 +27,19 @@ pub fn visible(auth: &Auth, n: &Network) -> bool {
 /// The network, if the caller may see it (404 otherwise, also for other
 /// projects' networks: their existence is not disclosed).
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Network, ApiError> {
-    state
-        .networks
-        .get(id)
-        .filter(|n| visible(auth, n))
-        .ok_or_else(|| ApiError::not_found("network", id))
+    find(
+        state,
+        id,
+        |n| visible(auth, n),
+        || ApiError::not_found("network", id),
+    )
 }
 
 /// As [`get`], but the caller must also own it (or be admin) to change it.
 pub fn get_owned<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Network, ApiError> {
-    let n = get(state, auth, id)?;
-    if !auth.can_see(&n.meta.project_id) {
-        return Err(ApiError::forbidden(format!(
-            "Network {id} is shared with you; only its owner may change it."
-        )));
-    }
-    Ok(n)
+    owned(get(state, auth, id)?, auth, || {
+        format!("Network {id} is shared with you; only its owner may change it.")
+    })
 }
 
 fn allocate_vni(state: &State) -> Result<u32, ApiError> {
@@ -60,16 +60,9 @@ fn allocate_vni(state: &State) -> Result<u32, ApiError> {
     Ok(candidate)
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, Network), ApiError> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "network")?;
-    let project = owner(auth, &mut a, state)?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Network> {
+    let (mut a, project) = creating(state, auth, body, "network")?;
+    let (name, description) = a.names()?;
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
     let shared = a.boolean("shared")?.unwrap_or(false);
     let mtu = a
@@ -114,80 +107,68 @@ pub fn update(
     id: &str,
     body: &Value,
     if_match: Option<&str>,
-) -> Result<(Vec<Change>, Network), ApiError> {
-    require_write(auth)?;
-    let mut n = get_owned(state, auth, id)?.clone();
-    check_if_match(if_match, &n.meta)?;
-    let mut a = Attrs::from_body(body, "network")?;
-    a.reject_read_only(&[
+) -> Made<Network> {
+    const READ_ONLY: &[&str] = &[
         "id",
         "project_id",
         "tenant_id",
         "status",
         "subnets",
         "provider:segmentation_id",
-    ])?;
-    if let Some(v) = a.string("name", 255)? {
-        n.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        n.meta.description = v;
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        n.admin_state_up = v;
-    }
-    if let Some(v) = a.integer("mtu", 68, OVERLAY_MTU as i64)? {
-        n.mtu = v as u32;
-    }
-    if let Some(v) = a.boolean("port_security_enabled")? {
-        n.port_security_enabled = v;
-    }
-    if let Some(v) = a.boolean("shared")? {
-        if v != n.shared && !auth.is_admin() {
-            return Err(ApiError::forbidden(
-                "Only an administrator may share or unshare networks.",
-            ));
+    ];
+    let mut n = writable(auth, || get_owned(state, auth, id), if_match)?.clone();
+    update_attrs(body, "network", READ_ONLY, |a| {
+        a.rename(&mut n.meta)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            n.admin_state_up = v;
         }
-        n.shared = v;
-    }
-    if let Some(v) = a.boolean("router:external")? {
-        if v != n.external {
-            if !auth.is_admin() {
+        if let Some(v) = a.integer("mtu", 68, OVERLAY_MTU as i64)? {
+            n.mtu = v as u32;
+        }
+        if let Some(v) = a.boolean("port_security_enabled")? {
+            n.port_security_enabled = v;
+        }
+        if let Some(v) = a.boolean("shared")? {
+            if v != n.shared && !auth.is_admin() {
                 return Err(ApiError::forbidden(
-                    "Only an administrator may change router:external.",
+                    "Only an administrator may share or unshare networks.",
                 ));
             }
-            // Router gateways and floating IPs are ports on it.
-            if !v && state.ports.values().any(|p| p.network_id == id) {
-                return Err(ApiError::conflict(
-                    "NetworkInUse",
-                    format!("Unable to complete operation on network {id}: router gateways or floating IPs still use it as an external network."),
-                ));
-            }
+            n.shared = v;
         }
-        n.external = v;
-    }
-    a.finish()?;
-    touch(&mut n.meta);
-    Ok((vec![Change::Put(Object::Network(n.clone()))], n))
+        if let Some(v) = a.boolean("router:external")? {
+            if v != n.external {
+                if !auth.is_admin() {
+                    return Err(ApiError::forbidden(
+                        "Only an administrator may change router:external.",
+                    ));
+                }
+                // Router gateways and floating IPs are ports on it.
+                refuse_in_use(
+                    !v && state.ports.values().any(|p| p.network_id == id),
+                    "NetworkInUse",
+                    || {
+                        format!("Unable to complete operation on network {id}: router gateways or floating IPs still use it as an external network.")
+                    },
+                )?;
+            }
+            n.external = v;
+        }
+        Ok(())
+    })?;
+    Ok(updated(n, vec![]))
 }
 
 /// Deletes the network and its subnets; 409 while any port is on it.
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let n = get_owned(state, auth, id)?;
-    check_if_match(if_match, &n.meta)?;
-    if state.ports.values().any(|p| p.network_id == id) {
-        return Err(ApiError::conflict(
-            "NetworkInUse",
-            format!("Unable to complete operation on network {id}. There are one or more ports still in use on the network."),
-        ));
-    }
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    writable(auth, || get_owned(state, auth, id), if_match)?;
+    refuse_in_use(
+        state.ports.values().any(|p| p.network_id == id),
+        "NetworkInUse",
+        || {
+            format!("Unable to complete operation on network {id}. There are one or more ports still in use on the network.")
+        },
+    )?;
     for s in state.subnets.values().filter(|s| s.network_id == id) {
         super::subnets::check_no_members(state, &s.meta.id)?;
     }

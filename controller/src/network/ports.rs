@@ -7,8 +7,8 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_if_match, dict, ipam, networks, new_meta, owner, quotas, render_meta, require_write,
-    security_groups as sg, subnets, touch, Attrs, OWNER_ROUTER_INTERFACE,
+    creating, dict, find_own, ipam, networks, new_meta, quotas, render_meta, security_groups as sg,
+    subnets, touch, update_attrs, updated, writable, Attrs, Made, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
@@ -18,11 +18,7 @@ use crate::{
 };
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Port, ApiError> {
-    state
-        .ports
-        .get(id)
-        .filter(|p| auth.can_see(&p.meta.project_id))
-        .ok_or_else(|| ApiError::not_found("port", id))
+    find_own(state, auth, id, || ApiError::not_found("port", id))
 }
 
 fn network_subnets<'s>(state: &'s State, network_id: &str) -> Vec<&'s Subnet> {
@@ -253,15 +249,12 @@ fn mac_in_use(state: &State, network_id: &str, mac: &str, except: &str) -> bool 
 
 /// Creates a port. `router_interface`: the caller is the router API, which
 /// may take the gateway address and the reserved device owner.
-pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Port), ApiError> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "port")?;
-    let project = owner(auth, &mut a, state)?;
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Port> {
+    let (mut a, project) = creating(state, auth, body, "port")?;
     let network_id = a
         .string("network_id", 36)?
         .ok_or_else(|| ApiError::bad_request("Invalid input: 'network_id' is required."))?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+    let (name, description) = a.names()?;
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
     let mac_in = a.string("mac_address", 32)?;
     let fixed_in = a.list("fixed_ips")?.cloned();
@@ -364,12 +357,24 @@ pub fn update(
     id: &str,
     body: &Value,
     if_match: Option<&str>,
-) -> Result<(Vec<Change>, Port), ApiError> {
-    require_write(auth)?;
-    let mut p = get(state, auth, id)?.clone();
-    check_if_match(if_match, &p.meta)?;
-    let mut a = Attrs::from_body(body, "port")?;
-    a.reject_read_only(&["id", "network_id", "project_id", "tenant_id", "status"])?;
+) -> Made<Port> {
+    const READ_ONLY: &[&str] = &["id", "network_id", "project_id", "tenant_id", "status"];
+    let mut p = writable(auth, || get(state, auth, id), if_match)?.clone();
+    update_attrs(body, "port", READ_ONLY, |a| {
+        edit(state, auth, id, &mut p, a)
+    })?;
+    check_security_consistency(&p)?;
+    Ok(updated(p, vec![]))
+}
+
+/// What an update may change of a port, applied to `p`.
+fn edit(
+    state: &State,
+    auth: &Auth,
+    id: &str,
+    p: &mut Port,
+    a: &mut Attrs<'_>,
+) -> Result<(), ApiError> {
     let router_port = p.device_owner == OWNER_ROUTER_INTERFACE;
     if router_port
         && ["fixed_ips", "device_owner", "device_id", "mac_address"]
@@ -383,12 +388,7 @@ pub fn update(
             ),
         ));
     }
-    if let Some(v) = a.string("name", 255)? {
-        p.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        p.meta.description = v;
-    }
+    a.rename(&mut p.meta)?;
     if let Some(v) = a.boolean("admin_state_up")? {
         p.admin_state_up = v;
     }
@@ -448,22 +448,11 @@ pub fn update(
         }
         p.device_owner = v;
     }
-    check_binding_extras(&mut a)?;
-    a.finish()?;
-    check_security_consistency(&p)?;
-    touch(&mut p.meta);
-    Ok((vec![Change::Put(Object::Port(p.clone()))], p))
+    check_binding_extras(a)
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let p = get(state, auth, id)?;
-    check_if_match(if_match, &p.meta)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    let p = writable(auth, || get(state, auth, id), if_match)?;
     if p.device_owner == OWNER_ROUTER_INTERFACE {
         return Err(ApiError::conflict(
             "PortInUse",

@@ -6,7 +6,10 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{check_if_match, new_meta, owner, render_meta, require_write, touch, Attrs};
+use super::{
+    creating, find, new_meta, owned, render_meta, require_write, touch, update_attrs, updated,
+    writable, Attrs, Edit, Made,
+};
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -22,27 +25,24 @@ pub const MAX_BURST_KBITS: i64 = 10_000_000;
 
 /// A policy the caller may see: its own, or shared.
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s QosPolicy, ApiError> {
-    state
-        .qos_policies
-        .get(id)
-        .filter(|p| p.shared || auth.can_see(&p.meta.project_id))
-        .ok_or_else(|| {
+    find(
+        state,
+        id,
+        |p: &QosPolicy| p.shared || auth.can_see(&p.meta.project_id),
+        || {
             ApiError::new(
                 404,
                 "QosPolicyNotFound",
                 format!("QoS policy {id} could not be found."),
             )
-        })
+        },
+    )
 }
 
 fn get_owned<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s QosPolicy, ApiError> {
-    let p = get(state, auth, id)?;
-    if !auth.can_see(&p.meta.project_id) {
-        return Err(ApiError::forbidden(format!(
-            "QoS policy {id} is shared with you; only its owner may change it."
-        )));
-    }
-    Ok(p)
+    owned(get(state, auth, id)?, auth, || {
+        format!("QoS policy {id} is shared with you; only its owner may change it.")
+    })
 }
 
 fn reject_default(a: &mut Attrs<'_>) -> Result<(), ApiError> {
@@ -54,16 +54,9 @@ fn reject_default(a: &mut Attrs<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, QosPolicy), ApiError> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "policy")?;
-    let project = owner(auth, &mut a, state)?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<QosPolicy> {
+    let (mut a, project) = creating(state, auth, body, "policy")?;
+    let (name, description) = a.names()?;
     let shared = a.boolean("shared")?.unwrap_or(false);
     reject_default(&mut a)?;
     a.finish()?;
@@ -77,42 +70,22 @@ pub fn create(
     Ok((vec![Change::Put(Object::QosPolicy(p.clone()))], p))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, QosPolicy), ApiError> {
-    require_write(auth)?;
-    let mut p = get_owned(state, auth, id)?.clone();
-    check_if_match(if_match, &p.meta)?;
-    let mut a = Attrs::from_body(body, "policy")?;
-    a.reject_read_only(&["id", "project_id", "tenant_id", "rules"])?;
-    if let Some(v) = a.string("name", 255)? {
-        p.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        p.meta.description = v;
-    }
-    if let Some(v) = a.boolean("shared")? {
-        p.shared = v;
-    }
-    reject_default(&mut a)?;
-    a.finish()?;
-    touch(&mut p.meta);
-    Ok((vec![Change::Put(Object::QosPolicy(p.clone()))], p))
+pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<QosPolicy> {
+    let Edit { id, body, if_match } = e;
+    const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "rules"];
+    let mut p = writable(auth, || get_owned(state, auth, id), if_match)?.clone();
+    update_attrs(body, "policy", READ_ONLY, |a| {
+        a.rename(&mut p.meta)?;
+        if let Some(v) = a.boolean("shared")? {
+            p.shared = v;
+        }
+        reject_default(a)
+    })?;
+    Ok(updated(p, vec![]))
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let p = get_owned(state, auth, id)?;
-    check_if_match(if_match, &p.meta)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    writable(auth, || get_owned(state, auth, id), if_match)?;
     if let Some(f) = state
         .floating_ips
         .values()
@@ -194,7 +167,7 @@ pub fn rule_create(
     auth: &Auth,
     policy_id: &str,
     body: &Value,
-) -> Result<(Vec<Change>, Map<String, Value>), ApiError> {
+) -> Made<Map<String, Value>> {
     require_write(auth)?;
     let mut p = get_owned(state, auth, policy_id)?.clone();
     let mut a = Attrs::from_body(body, "bandwidth_limit_rule")?;
@@ -249,7 +222,7 @@ pub fn rule_update(
     policy_id: &str,
     rule_id: &str,
     body: &Value,
-) -> Result<(Vec<Change>, Map<String, Value>), ApiError> {
+) -> Made<Map<String, Value>> {
     require_write(auth)?;
     get_owned(state, auth, policy_id)?;
     let (p, r) = rule_get(state, auth, policy_id, rule_id)?;
@@ -277,12 +250,7 @@ pub fn rule_update(
     Ok((vec![Change::Put(Object::QosPolicy(p))], out))
 }
 
-pub fn rule_delete(
-    state: &State,
-    auth: &Auth,
-    policy_id: &str,
-    rule_id: &str,
-) -> Result<(Vec<Change>, ()), ApiError> {
+pub fn rule_delete(state: &State, auth: &Auth, policy_id: &str, rule_id: &str) -> Made<()> {
     require_write(auth)?;
     get_owned(state, auth, policy_id)?;
     let (p, _) = rule_get(state, auth, policy_id, rule_id)?;

@@ -4,54 +4,44 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{Attrs, OWNER_ROUTER_INTERFACE};
+use super::{Attrs, Made, OWNER_ROUTER_INTERFACE};
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, Kind, Object, Quota},
+    model::{
+        Change, FloatingIp, Kind, Network, Object, Port, Quota, Resource, Router, SecurityGroup,
+        SecurityGroupRule, Subnet,
+    },
     state::State,
 };
 
+/// Resources of kind `T` that `project` holds.
+pub fn held<T: Resource>(state: &State, project: &str) -> i64 {
+    held_where::<T>(state, project, |_| true)
+}
+
+/// Resources of kind `T` that `project` holds and `counts`.
+pub fn held_where<T: Resource>(state: &State, project: &str, counts: impl Fn(&T) -> bool) -> i64 {
+    T::table(state)
+        .values()
+        .filter(|x| x.meta().project_id == project && counts(x))
+        .count() as i64
+}
+
 /// Resources of `project` of one kind, as quotas count them.
 pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
-    (match kind {
-        Kind::Network => state
-            .networks
-            .values()
-            .filter(|n| n.meta.project_id == project)
-            .count(),
-        Kind::Subnet => state
-            .subnets
-            .values()
-            .filter(|s| s.meta.project_id == project)
-            .count(),
-        Kind::Port => state
-            .ports
-            .values()
-            .filter(|p| p.meta.project_id == project && p.device_owner != OWNER_ROUTER_INTERFACE)
-            .count(),
-        Kind::Router => state
-            .routers
-            .values()
-            .filter(|r| r.meta.project_id == project)
-            .count(),
-        Kind::SecurityGroup => state
-            .security_groups
-            .values()
-            .filter(|g| g.meta.project_id == project)
-            .count(),
-        Kind::SecurityGroupRule => state
-            .security_group_rules
-            .values()
-            .filter(|r| r.meta.project_id == project)
-            .count(),
-        Kind::FloatingIp => state
-            .floating_ips
-            .values()
-            .filter(|f| f.meta.project_id == project)
-            .count(),
+    match kind {
+        Kind::Network => held::<Network>(state, project),
+        Kind::Subnet => held::<Subnet>(state, project),
+        Kind::Port => held_where(state, project, |p: &Port| {
+            p.device_owner != OWNER_ROUTER_INTERFACE
+        }),
+        Kind::Router => held::<Router>(state, project),
+        Kind::SecurityGroup => held::<SecurityGroup>(state, project),
+        Kind::SecurityGroupRule => held::<SecurityGroupRule>(state, project),
+        Kind::FloatingIp => held::<FloatingIp>(state, project),
         _ => 0,
-    }) as i64
+    }
 }
 
 /// The quota's name in the API (Neutron's, not always the kind's).
@@ -62,23 +52,16 @@ fn key(kind: Kind) -> &'static str {
     }
 }
 
-fn limit(q: &Quota, kind: Kind) -> i64 {
-    match kind {
-        Kind::Network => q.network,
-        Kind::Subnet => q.subnet,
-        Kind::Port => q.port,
-        Kind::Router => q.router,
-        Kind::SecurityGroup => q.security_group,
-        Kind::SecurityGroupRule => q.security_group_rule,
-        Kind::FloatingIp => q.floatingip,
-        _ => -1,
-    }
+/// Whether `project` holding `total` resources of `kind` is over its
+/// limit on them (both quota APIs refuse a create that would be).
+pub fn exceeded(state: &State, project: &str, kind: Kind, total: i64) -> bool {
+    let l = state.quota(project).limit(kind);
+    l >= 0 && total > l
 }
 
 /// 409 `OverQuota` if adding `n` resources of `kind` exceeds the limit.
 pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), ApiError> {
-    let l = limit(&state.quota(project), kind);
-    if l >= 0 && used(state, project, kind) + n > l {
+    if exceeded(state, project, kind, used(state, project, kind) + n) {
         return Err(ApiError::conflict(
             "OverQuota",
             format!("Quota exceeded for resources: ['{}'].", key(kind)),
@@ -91,6 +74,18 @@ fn render(q: &Quota) -> Value {
     json!({"network": q.network, "subnet": q.subnet, "port": q.port, "router": q.router,
            "security_group": q.security_group, "security_group_rule": q.security_group_rule,
            "floatingip": q.floatingip})
+}
+
+/// 403 unless an administrator asks (both quota APIs: quotas change only
+/// so).
+pub fn require_admin(auth: &Auth) -> Result<(), ApiError> {
+    if auth.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "Only an administrator may change quotas.",
+        ))
+    }
 }
 
 fn may_read(auth: &Auth, project: &str) -> Result<(), ApiError> {
@@ -123,7 +118,7 @@ pub fn details(state: &State, auth: &Auth, project: &str) -> Result<Value, ApiEr
     ] {
         o.insert(
             key(k).into(),
-            json!({"used": used(state, project, k), "limit": limit(&q, k), "reserved": 0}),
+            json!({"used": used(state, project, k), "limit": q.limit(k), "reserved": 0}),
         );
     }
     Ok(json!({"quota": o}))
@@ -148,12 +143,7 @@ pub fn list(state: &State, auth: &Auth) -> Result<Value, ApiError> {
     Ok(json!({"quotas": quotas}))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    project: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Value), ApiError> {
+pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Made<Value> {
     if !auth.is_admin() {
         return Err(ApiError::forbidden(
             "Only an administrator may change quotas.",
@@ -182,12 +172,8 @@ pub fn update(
     Ok((vec![Change::Put(Object::Quota(q))], out))
 }
 
-pub fn reset(state: &State, auth: &Auth, project: &str) -> Result<(Vec<Change>, ()), ApiError> {
-    if !auth.is_admin() {
-        return Err(ApiError::forbidden(
-            "Only an administrator may change quotas.",
-        ));
-    }
+pub fn reset(state: &State, auth: &Auth, project: &str) -> Made<()> {
+    require_admin(auth)?;
     if !state.quotas.contains_key(project) {
         return Ok((vec![], ()));
     }

@@ -5,22 +5,20 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_if_match, ipam, new_meta, owner, ports, quotas, render_meta, require_write, subnets,
-    touch, Attrs, OWNER_ROUTER_INTERFACE,
+    creating, find_own, ipam, new_meta, ports, quotas, refuse_in_use, render_meta, require_write,
+    subnets, touch, update_attrs, updated, writable, Attrs, Edit, Made, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, FixedIp, Kind, Object, Port, Router, RouterGateway, OWNER_ROUTER_GATEWAY},
+    model::{
+        Change, FixedIp, HostRoute, Kind, Object, Port, Router, RouterGateway, OWNER_ROUTER_GATEWAY,
+    },
     state::State,
 };
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Router, ApiError> {
-    state
-        .routers
-        .get(id)
-        .filter(|r| auth.can_see(&r.meta.project_id))
-        .ok_or_else(|| ApiError::not_found("router", id))
+    find_own(state, auth, id, || ApiError::not_found("router", id))
 }
 
 /// The router's interface ports.
@@ -186,12 +184,9 @@ fn apply_gateway(
     Ok(changes)
 }
 
-pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Router), ApiError> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "router")?;
-    let project = owner(auth, &mut a, state)?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Router> {
+    let (mut a, project) = creating(state, auth, body, "router")?;
+    let (name, description) = a.names()?;
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
     let gateway = parse_gateway(&mut a)?;
     for (k, ok) in [("distributed", false), ("ha", false)] {
@@ -220,82 +215,65 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     Ok((changes, r))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, Router), ApiError> {
-    require_write(auth)?;
-    let mut r = get(state, auth, id)?.clone();
-    check_if_match(if_match, &r.meta)?;
-    let mut a = Attrs::from_body(body, "router")?;
-    a.reject_read_only(&["id", "project_id", "tenant_id", "status"])?;
-    if let Some(v) = a.string("name", 255)? {
-        r.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        r.meta.description = v;
-    }
-    if let Some(v) = a.boolean("admin_state_up")? {
-        r.admin_state_up = v;
-    }
-    let gateway = parse_gateway(&mut a)?;
-    if let Some(v) = a.list("routes")? {
-        let routes = subnets::parse_routes("routes", v, 30)?;
-        let attached: Vec<ipnetwork::Ipv4Network> = interfaces(state, id)
-            .iter()
-            .flat_map(|p| p.fixed_ips.iter())
-            .filter_map(|f| state.subnets.get(&f.subnet_id))
-            .map(subnets::cidr)
-            .collect();
-        for route in &routes {
-            let hop = ipam::parse_ip("routes", &route.nexthop)?;
-            if !attached.iter().any(|n| ipam::is_host_address(*n, hop)) {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid format for routes: {{'destination': '{}', 'nexthop': '{}'}}, the nexthop is not connected with router",
-                    route.destination, route.nexthop
-                )));
-            }
-            let gateway_of_attached = interfaces(state, id)
-                .iter()
-                .flat_map(|p| p.fixed_ips.iter())
-                .any(|f| f.ip_address == route.nexthop);
-            if gateway_of_attached {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid format for routes: nexthop {} is the router's own address",
-                    route.nexthop
-                )));
-            }
+pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<Router> {
+    let Edit { id, body, if_match } = e;
+    const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "status"];
+    let mut r = writable(auth, || get(state, auth, id), if_match)?.clone();
+    let gateway = update_attrs(body, "router", READ_ONLY, |a| {
+        a.rename(&mut r.meta)?;
+        if let Some(v) = a.boolean("admin_state_up")? {
+            r.admin_state_up = v;
         }
-        r.routes = routes;
-    }
-    a.finish()?;
-    let mut changes = match gateway {
+        let gateway = parse_gateway(a)?;
+        if let Some(v) = a.list("routes")? {
+            r.routes = parse_routes(state, id, v)?;
+        }
+        Ok(gateway)
+    })?;
+    let changes = match gateway {
         Some(spec) => apply_gateway(state, auth, &mut r, spec)?,
         None => vec![],
     };
-    touch(&mut r.meta);
-    changes.push(Change::Put(Object::Router(r.clone())));
-    Ok((changes, r))
+    Ok(updated(r, changes))
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let r = get(state, auth, id)?;
-    check_if_match(if_match, &r.meta)?;
-    if !interfaces(state, id).is_empty() {
-        return Err(ApiError::conflict(
-            "RouterInUse",
-            format!("Router {id} still has ports"),
-        ));
+/// A router's new static routes: each next hop in an attached subnet and
+/// not one of the router's own addresses.
+fn parse_routes(state: &State, id: &str, v: &[Value]) -> Result<Vec<HostRoute>, ApiError> {
+    let routes = subnets::parse_routes("routes", v, 30)?;
+    let attached: Vec<ipnetwork::Ipv4Network> = interfaces(state, id)
+        .iter()
+        .flat_map(|p| p.fixed_ips.iter())
+        .filter_map(|f| state.subnets.get(&f.subnet_id))
+        .map(subnets::cidr)
+        .collect();
+    for route in &routes {
+        let hop = ipam::parse_ip("routes", &route.nexthop)?;
+        if !attached.iter().any(|n| ipam::is_host_address(*n, hop)) {
+            return Err(ApiError::bad_request(format!(
+                "Invalid format for routes: {{'destination': '{}', 'nexthop': '{}'}}, the nexthop is not connected with router",
+                route.destination, route.nexthop
+            )));
+        }
+        let gateway_of_attached = interfaces(state, id)
+            .iter()
+            .flat_map(|p| p.fixed_ips.iter())
+            .any(|f| f.ip_address == route.nexthop);
+        if gateway_of_attached {
+            return Err(ApiError::bad_request(format!(
+                "Invalid format for routes: nexthop {} is the router's own address",
+                route.nexthop
+            )));
+        }
     }
+    Ok(routes)
+}
+
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    let r = writable(auth, || get(state, auth, id), if_match)?;
+    refuse_in_use(!interfaces(state, id).is_empty(), "RouterInUse", || {
+        format!("Router {id} still has ports")
+    })?;
     let mut changes = Vec::new();
     if let Some(g) = &r.gateway {
         changes.push(Change::Delete(Kind::Port, g.port_id.clone()));
@@ -352,12 +330,7 @@ fn interface_info(router: &Router, port: &Port, network_id: &str) -> Value {
     })
 }
 
-pub fn add_interface(
-    state: &State,
-    auth: &Auth,
-    router_id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Value), ApiError> {
+pub fn add_interface(state: &State, auth: &Auth, router_id: &str, body: &Value) -> Made<Value> {
     require_write(auth)?;
     let router = get(state, auth, router_id)?;
     let (subnet_id, port_id) = interface_target(body)?;
@@ -469,12 +442,7 @@ pub fn add_interface(
     ))
 }
 
-pub fn remove_interface(
-    state: &State,
-    auth: &Auth,
-    router_id: &str,
-    body: &Value,
-) -> Result<(Vec<Change>, Value), ApiError> {
+pub fn remove_interface(state: &State, auth: &Auth, router_id: &str, body: &Value) -> Made<Value> {
     require_write(auth)?;
     let router = get(state, auth, router_id)?;
     let (subnet_id, port_id) = interface_target(body)?;

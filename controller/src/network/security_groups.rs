@@ -10,7 +10,10 @@ use std::collections::{HashMap, HashSet};
 use ipnetwork::IpNetwork;
 use serde_json::{Map, Value};
 
-use super::{check_if_match, new_meta, owner, quotas, render_meta, require_write, touch, Attrs};
+use super::{
+    creating, find, find_own, new_meta, owner, quotas, render_meta, require_write, update_attrs,
+    updated, writable, Attrs, Edit, Made,
+};
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -68,11 +71,7 @@ pub fn visible(auth: &Auth, g: &SecurityGroup) -> bool {
 }
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s SecurityGroup, ApiError> {
-    state
-        .security_groups
-        .get(id)
-        .filter(|g| visible(auth, g))
-        .ok_or_else(|| group_not_found(id))
+    find(state, id, |g| visible(auth, g), || group_not_found(id))
 }
 
 pub fn get_rule<'s>(
@@ -80,11 +79,7 @@ pub fn get_rule<'s>(
     auth: &Auth,
     id: &str,
 ) -> Result<&'s SecurityGroupRule, ApiError> {
-    state
-        .security_group_rules
-        .get(id)
-        .filter(|r| auth.can_see(&r.meta.project_id))
-        .ok_or_else(|| rule_not_found(id))
+    find_own(state, auth, id, || rule_not_found(id))
 }
 
 pub fn is_default(g: &SecurityGroup) -> bool {
@@ -190,16 +185,9 @@ fn in_use_error(id: &str) -> ApiError {
     ApiError::conflict("SecurityGroupInUse", format!("Security Group {id} in use."))
 }
 
-pub fn create(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, SecurityGroup), ApiError> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "security_group")?;
-    let project = owner(auth, &mut a, state)?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<SecurityGroup> {
+    let (mut a, project) = creating(state, auth, body, "security_group")?;
+    let (name, description) = a.names()?;
     let stateful = a.boolean("stateful")?.unwrap_or(true);
     a.finish()?;
     check_name(&name)?;
@@ -225,42 +213,29 @@ pub fn create(
     Ok((changes, g))
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, SecurityGroup), ApiError> {
-    require_write(auth)?;
-    let mut g = get(state, auth, id)?.clone();
-    check_if_match(if_match, &g.meta)?;
-    let mut a = Attrs::from_body(body, "security_group")?;
-    a.reject_read_only(&["id", "project_id", "tenant_id", "security_group_rules"])?;
-    if is_default(&g) && a.has("name") {
-        return Err(ApiError::conflict(
-            "SecurityGroupCannotUpdateDefault",
-            "Updating default security group not allowed.",
-        ));
-    }
-    let name = a.string("name", 255)?;
-    check_name(&name)?;
-    if let Some(v) = name {
-        g.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        g.meta.description = v;
-    }
-    if let Some(v) = a.boolean("stateful")? {
-        // Ports' connection tracking cannot switch under them.
-        if v != g.stateful && in_use(state, id) {
-            return Err(in_use_error(id));
+pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<SecurityGroup> {
+    let Edit { id, body, if_match } = e;
+    const READ_ONLY: &[&str] = &["id", "project_id", "tenant_id", "security_group_rules"];
+    let mut g = writable(auth, || get(state, auth, id), if_match)?.clone();
+    update_attrs(body, "security_group", READ_ONLY, |a| {
+        if is_default(&g) && a.has("name") {
+            return Err(ApiError::conflict(
+                "SecurityGroupCannotUpdateDefault",
+                "Updating default security group not allowed.",
+            ));
         }
-        g.stateful = v;
-    }
-    a.finish()?;
-    touch(&mut g.meta);
-    Ok((vec![Change::Put(Object::SecurityGroup(g.clone()))], g))
+        check_name(&a.string("name", 255)?)?;
+        a.rename(&mut g.meta)?;
+        if let Some(v) = a.boolean("stateful")? {
+            // Ports' connection tracking cannot switch under them.
+            if v != g.stateful && in_use(state, id) {
+                return Err(in_use_error(id));
+            }
+            g.stateful = v;
+        }
+        Ok(())
+    })?;
+    Ok(updated(g, vec![]))
 }
 
 /// Deleting a group: its rules, the rules of other groups that name it as
@@ -281,15 +256,8 @@ pub fn removal(state: &State, id: &str) -> Vec<Change> {
     changes
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let g = get(state, auth, id)?;
-    check_if_match(if_match, &g.meta)?;
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    let g = writable(auth, || get(state, auth, id), if_match)?;
     if in_use(state, id) {
         return Err(in_use_error(id));
     }
@@ -635,11 +603,7 @@ fn parse_rule(
 /// all rules or none, in one commit. Duplicates (of existing rules, or
 /// within the request) are found with one fingerprint set per group, built
 /// once per request.
-pub fn create_rules(
-    state: &State,
-    auth: &Auth,
-    body: &Value,
-) -> Result<(Vec<Change>, Vec<SecurityGroupRule>), ApiError> {
+pub fn create_rules(state: &State, auth: &Auth, body: &Value) -> Made<Vec<SecurityGroupRule>> {
     require_write(auth)?;
     let top = body.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
         ApiError::bad_request(
@@ -722,50 +686,42 @@ pub fn create_rules(
     Ok((changes, rules))
 }
 
+/// Attributes a rule renders besides `STANDARD_ATTRS` (what filters and
+/// sort keys may name): those given at creation, then the last
+/// [`DERIVED_RULE_ATTRS`], derived from them.
+pub const RULE_ATTRS: &[&str] = &[
+    "security_group_id",
+    "direction",
+    "ethertype",
+    "protocol",
+    "port_range_min",
+    "port_range_max",
+    "remote_ip_prefix",
+    "remote_group_id",
+    "remote_address_group_id",
+    "normalized_cidr",
+    "belongs_to_default_sg",
+];
+pub const DERIVED_RULE_ATTRS: usize = 2;
+
 /// Only the description of a rule may change (Neutron: every other
 /// attribute is create-only).
-pub fn update_rule(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, SecurityGroupRule), ApiError> {
-    require_write(auth)?;
-    let mut r = get_rule(state, auth, id)?.clone();
-    check_if_match(if_match, &r.meta)?;
-    let mut a = Attrs::from_body(body, "security_group_rule")?;
-    a.reject_read_only(&[
-        "id",
-        "project_id",
-        "tenant_id",
-        "security_group_id",
-        "direction",
-        "ethertype",
-        "protocol",
-        "port_range_min",
-        "port_range_max",
-        "remote_ip_prefix",
-        "remote_group_id",
-        "remote_address_group_id",
-    ])?;
-    if let Some(v) = a.string("description", 255)? {
-        r.meta.description = v;
-    }
-    a.finish()?;
-    touch(&mut r.meta);
-    Ok((vec![Change::Put(Object::SecurityGroupRule(r.clone()))], r))
+pub fn update_rule(state: &State, auth: &Auth, e: Edit) -> Made<SecurityGroupRule> {
+    let Edit { id, body, if_match } = e;
+    let given = &RULE_ATTRS[..RULE_ATTRS.len() - DERIVED_RULE_ATTRS];
+    let read_only = [&["id", "project_id", "tenant_id"][..], given].concat();
+    let mut r = writable(auth, || get_rule(state, auth, id), if_match)?.clone();
+    update_attrs(body, "security_group_rule", &read_only, |a| {
+        if let Some(v) = a.string("description", 255)? {
+            r.meta.description = v;
+        }
+        Ok(())
+    })?;
+    Ok(updated(r, vec![]))
 }
 
-pub fn delete_rule(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let r = get_rule(state, auth, id)?;
-    check_if_match(if_match, &r.meta)?;
+pub fn delete_rule(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    let r = writable(auth, || get_rule(state, auth, id), if_match)?;
     tracing::info!(rule = id, group = %r.security_group_id, "security group rule deleted");
     Ok((
         vec![Change::Delete(Kind::SecurityGroupRule, id.to_owned())],

@@ -7,8 +7,8 @@ use ipnetwork::Ipv4Network;
 use serde_json::{Map, Value};
 
 use super::{
-    check_if_match, dict, ipam, networks, new_meta, owner, quotas, render_meta, require_write,
-    touch, Attrs, OWNER_ROUTER_INTERFACE,
+    creating, dict, find, ipam, networks, new_meta, quotas, refuse_in_use, render_meta,
+    update_attrs, updated, writable, Edit, Made, OWNER_ROUTER_INTERFACE,
 };
 use crate::{
     auth::Auth,
@@ -18,14 +18,28 @@ use crate::{
 };
 
 pub fn get<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Subnet, ApiError> {
-    state
-        .subnets
-        .get(id)
-        .filter(|s| {
+    find(
+        state,
+        id,
+        |s: &Subnet| {
             auth.can_see(&s.meta.project_id)
                 || state.networks.get(&s.network_id).is_some_and(|n| n.shared)
-        })
-        .ok_or_else(|| ApiError::not_found("subnet", id))
+        },
+        || ApiError::not_found("subnet", id),
+    )
+}
+
+/// [`get`], for its owner only (a shared network's subnets are its
+/// owner's): 403 saying it may not `what` it otherwise.
+fn get_owned<'s>(
+    state: &'s State,
+    auth: &Auth,
+    id: &str,
+    what: &str,
+) -> Result<&'s Subnet, ApiError> {
+    super::owned(get(state, auth, id)?, auth, || {
+        format!("Only the owner of subnet {id} may {what} it.")
+    })
 }
 
 pub fn cidr(s: &Subnet) -> Ipv4Network {
@@ -131,10 +145,8 @@ fn parse_gateway(net: Ipv4Network, v: Option<String>) -> Result<Option<Ipv4Addr>
     }
 }
 
-pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, Subnet), ApiError> {
-    require_write(auth)?;
-    let mut a = Attrs::from_body(body, "subnet")?;
-    let project = owner(auth, &mut a, state)?;
+pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Subnet> {
+    let (mut a, project) = creating(state, auth, body, "subnet")?;
     let network_id = a
         .string("network_id", 36)?
         .ok_or_else(|| ApiError::bad_request("Invalid input: 'network_id' is required."))?;
@@ -145,8 +157,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Result<(Vec<Change>, 
     let cidr_s = a.string("cidr", 64)?.ok_or_else(|| {
         ApiError::bad_request("Invalid input: 'cidr' is required (subnet pools are not supported).")
     })?;
-    let name = a.string("name", 255)?;
-    let description = a.string("description", 255)?;
+    let (name, description) = a.names()?;
     let gateway_in = a.nullable_string("gateway_ip", 64)?;
     let pools_in = a.list("allocation_pools")?.cloned();
     let enable_dhcp = a.boolean("enable_dhcp")?.unwrap_or(true);
@@ -219,23 +230,9 @@ pub fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    body: &Value,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, Subnet), ApiError> {
-    require_write(auth)?;
-    let mut s = get(state, auth, id)?.clone();
-    if !auth.can_see(&s.meta.project_id) {
-        return Err(ApiError::forbidden(format!(
-            "Only the owner of subnet {id} may change it."
-        )));
-    }
-    check_if_match(if_match, &s.meta)?;
-    let mut a = Attrs::from_body(body, "subnet")?;
-    a.reject_read_only(&[
+pub fn update(state: &State, auth: &Auth, e: Edit) -> Made<Subnet> {
+    let Edit { id, body, if_match } = e;
+    const READ_ONLY: &[&str] = &[
         "id",
         "cidr",
         "network_id",
@@ -243,26 +240,24 @@ pub fn update(
         "project_id",
         "tenant_id",
         "subnetpool_id",
-    ])?;
+    ];
+    let mut s = writable(auth, || get_owned(state, auth, id, "change"), if_match)?.clone();
+    let (gateway_in, pools_in) = update_attrs(body, "subnet", READ_ONLY, |a| {
+        a.rename(&mut s.meta)?;
+        let gateway_in = a.nullable_string("gateway_ip", 64)?;
+        let pools_in = a.list("allocation_pools")?;
+        if let Some(v) = a.boolean("enable_dhcp")? {
+            s.enable_dhcp = v;
+        }
+        if let Some(v) = a.strings("dns_nameservers")? {
+            s.dns_nameservers = parse_dns(v)?;
+        }
+        if let Some(v) = a.list("host_routes")? {
+            s.host_routes = parse_routes("host_routes", v, 20)?;
+        }
+        Ok((gateway_in, pools_in))
+    })?;
     let net = cidr(&s);
-    if let Some(v) = a.string("name", 255)? {
-        s.meta.name = v;
-    }
-    if let Some(v) = a.string("description", 255)? {
-        s.meta.description = v;
-    }
-    let gateway_in = a.nullable_string("gateway_ip", 64)?;
-    let pools_in = a.list("allocation_pools")?.cloned();
-    if let Some(v) = a.boolean("enable_dhcp")? {
-        s.enable_dhcp = v;
-    }
-    if let Some(v) = a.strings("dns_nameservers")? {
-        s.dns_nameservers = parse_dns(v)?;
-    }
-    if let Some(v) = a.list("host_routes")? {
-        s.host_routes = parse_routes("host_routes", v, 20)?;
-    }
-    a.finish()?;
     if let Some(g) = gateway_in {
         let g = parse_gateway(net, g)?.map(|g| g.to_string());
         if g != s.gateway_ip {
@@ -270,9 +265,9 @@ pub fn update(
                 p.device_owner == OWNER_ROUTER_INTERFACE
                     && p.fixed_ips.iter().any(|f| f.subnet_id == s.meta.id)
             });
-            if in_use {
-                return Err(ApiError::conflict("GatewayIpInUse", format!("Gateway ip of subnet {id} is in use by a router interface; remove the interface first.")));
-            }
+            refuse_in_use(in_use, "GatewayIpInUse", || {
+                format!("Gateway ip of subnet {id} is in use by a router interface; remove the interface first.")
+            })?;
             if let Some(ip) = &g {
                 if allocated(state, id).contains(&ip.parse().expect("validated")) {
                     return Err(ApiError::conflict(
@@ -285,41 +280,25 @@ pub fn update(
         }
     }
     if let Some(p) = pools_in {
-        s.allocation_pools = parse_pools("allocation_pools", &p)?;
+        s.allocation_pools = parse_pools("allocation_pools", p)?;
     }
     ipam::check_pools(
         net,
         s.gateway_ip.as_deref().and_then(|g| g.parse().ok()),
         &s.allocation_pools,
     )?;
-    touch(&mut s.meta);
-    Ok((vec![Change::Put(Object::Subnet(s.clone()))], s))
+    Ok(updated(s, vec![]))
 }
 
-pub fn delete(
-    state: &State,
-    auth: &Auth,
-    id: &str,
-    if_match: Option<&str>,
-) -> Result<(Vec<Change>, ()), ApiError> {
-    require_write(auth)?;
-    let s = get(state, auth, id)?;
-    if !auth.can_see(&s.meta.project_id) {
-        return Err(ApiError::forbidden(format!(
-            "Only the owner of subnet {id} may delete it."
-        )));
-    }
-    check_if_match(if_match, &s.meta)?;
-    if state
+pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
+    writable(auth, || get_owned(state, auth, id, "delete"), if_match)?;
+    let in_use = state
         .ports
         .values()
-        .any(|p| p.fixed_ips.iter().any(|f| f.subnet_id == id))
-    {
-        return Err(ApiError::conflict(
-            "SubnetInUse",
-            format!("Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."),
-        ));
-    }
+        .any(|p| p.fixed_ips.iter().any(|f| f.subnet_id == id));
+    refuse_in_use(in_use, "SubnetInUse", || {
+        format!("Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet.")
+    })?;
     check_no_members(state, id)?;
     tracing::info!(subnet = id, "subnet deleted");
     Ok((vec![Change::Delete(Kind::Subnet, id.to_owned())], ()))
