@@ -871,57 +871,6 @@ impl Object {
     }
 }
 
-/// A resource with Neutron's or Octavia's bookkeeping ([`Meta`]), stored
-/// as one [`Object`] kind in one table of the desired state: what the
-/// generic lookups, updates, deletes and quota counts of `network` and
-/// `lbaas` need to know of it.
-pub trait Resource: Clone + 'static {
-    /// Its stored kind.
-    const KIND: Kind;
-    fn meta(&self) -> &Meta;
-    fn meta_mut(&mut self) -> &mut Meta;
-    /// The change that stores it.
-    fn put(self) -> Change;
-    /// Its table, by id.
-    fn table(state: &crate::state::State) -> &std::collections::BTreeMap<String, Self>;
-}
-
-macro_rules! resources {
-    ($($ty:ident => $table:ident),* $(,)?) => {$(
-        impl Resource for $ty {
-            const KIND: Kind = Kind::$ty;
-            fn meta(&self) -> &Meta {
-                &self.meta
-            }
-            fn meta_mut(&mut self) -> &mut Meta {
-                &mut self.meta
-            }
-            fn put(self) -> Change {
-                Change::Put(Object::$ty(self))
-            }
-            fn table(state: &crate::state::State) -> &std::collections::BTreeMap<String, Self> {
-                &state.$table
-            }
-        }
-    )*};
-}
-
-resources! {
-    Network => networks,
-    Subnet => subnets,
-    Port => ports,
-    Router => routers,
-    SecurityGroup => security_groups,
-    SecurityGroupRule => security_group_rules,
-    FloatingIp => floating_ips,
-    QosPolicy => qos_policies,
-    LoadBalancer => load_balancers,
-    Listener => listeners,
-    Pool => pools,
-    Member => members,
-    HealthMonitor => health_monitors,
-}
-
 /// One step of a commit. Short-lived (a request's handful of changes), so
 /// the size of `Put` does not matter.
 #[allow(clippy::large_enum_variant)]

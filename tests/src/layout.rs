@@ -304,7 +304,11 @@ pub fn module_graph(
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
         for w in lines.windows(2) {
             if w[0] == "#[cfg(test)]" {
-                if let Some(m) = w[1].strip_prefix("mod ").and_then(|m| m.strip_suffix(';')) {
+                let decl = w[1]
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub(super) ")
+                    .trim_start_matches("pub ");
+                if let Some(m) = decl.strip_prefix("mod ").and_then(|m| m.strip_suffix(';')) {
                     let dir = f.parent().expect("a file has a parent");
                     let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or("");
                     let base = if matches!(stem, "mod" | "lib" | "main") {

@@ -30,8 +30,8 @@ use crate::{
     app::App,
     auth::Auth,
     error::ApiError,
-    model::Resource,
     network::{self, Edit},
+    state::Resource,
     state::State as Desired,
 };
 

@@ -13,8 +13,9 @@ use super::{
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, Kind, LbProtocol, Listener, Pool, ProvisioningStatus, Resource as _},
+    model::{Change, Kind, LbProtocol, Listener, Pool, ProvisioningStatus},
     network::{new_meta, require_write, touch, update_attrs, Attrs, Made},
+    state::Resource as _,
     state::State,
 };
 

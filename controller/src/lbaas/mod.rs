@@ -37,9 +37,9 @@ use crate::{
     error::ApiError,
     model::{
         Change, HealthMonitor, Listener, LoadBalancer, Member, Object, Pool, ProvisioningStatus,
-        Resource,
     },
     network::{find, find_own, require_write, touch, Attrs, Made},
+    state::Resource,
     state::State,
 };
 

@@ -16,12 +16,12 @@ use super::{
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::Resource as _,
     model::{
         Change, Kind, LbAlgorithm, LbProtocol, Object, PersistenceType, Pool, ProvisioningStatus,
         SessionPersistence,
     },
     network::{dict, new_meta, require_write, touch, update_attrs, Attrs, Made},
+    state::Resource as _,
     state::State,
 };
 

@@ -32,7 +32,8 @@ use serde_json::{Map, Value};
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{now_unix, timestamp, Change, Meta, Resource},
+    model::{now_unix, timestamp, Change, Meta},
+    state::Resource,
     state::State,
 };
 

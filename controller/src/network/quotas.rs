@@ -9,9 +9,10 @@ use crate::{
     auth::Auth,
     error::ApiError,
     model::{
-        Change, FloatingIp, Kind, Network, Object, Port, Quota, Resource, Router, SecurityGroup,
+        Change, FloatingIp, Kind, Network, Object, Port, Quota, Router, SecurityGroup,
         SecurityGroupRule, Subnet,
     },
+    state::Resource,
     state::State,
 };
 
