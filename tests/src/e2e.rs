@@ -322,14 +322,10 @@ impl Cloud {
     /// the gateway hosts); its id.
     pub fn external_network(admin: &Api) -> String {
         use serde_json::json;
-        let ext = id_of(
-            &admin.expect(
-                201,
-                "POST",
-                "/v2.0/networks",
-                Some(json!({"network": {"name": "internet", "router:external": true}})),
-            ),
+        let ext = admin.create(
+            "/v2.0/networks",
             "network",
+            json!({"name": "internet", "router:external": true}),
         );
         admin.expect(
             201,
@@ -554,7 +550,8 @@ impl Cloud {
 /// A controller process on its own, without a region or agents: the public
 /// API on a free loopback port, the agents' Unix socket, its database and
 /// log in a temporary directory (`strato-e2e-<tag>-<pid>-<port>`). The
-/// process and the directory go when it is dropped.
+/// process and the directory go when it is dropped (the directory stays,
+/// with the log, when the test panics).
 pub struct LocalController {
     child: Child,
     /// `127.0.0.1:<port>` of the public API.
@@ -564,12 +561,20 @@ pub struct LocalController {
     /// The agents' socket.
     pub socket: PathBuf,
     pub dir: PathBuf,
+    /// Environment given to the process on every start.
+    env: Vec<(String, String)>,
 }
 
 impl LocalController {
     /// Starts it and waits until both listeners answer (panics with the
     /// log if the process exits or does not listen within 30 s).
     pub fn start(tag: &str) -> LocalController {
+        LocalController::start_with_env(tag, &[])
+    }
+
+    /// [`LocalController::start`] with extra environment variables for the
+    /// process (`RUST_LOG`, ...), kept for restarts.
+    pub fn start_with_env(tag: &str, env: &[(&str, &str)]) -> LocalController {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let dir =
@@ -577,40 +582,75 @@ impl LocalController {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let socket = dir.join("controller.sock");
-        let log = std::fs::File::create(dir.join("controller.log")).expect("log file");
-        let child = Command::new(bin("strato-controller"))
-            .args(["--listen", &addr, "--db"])
-            .arg(dir.join("strato.db"))
-            .arg("--socket")
-            .arg(&socket)
-            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start controller");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = LocalController::spawn(&addr, &dir, &socket, &env);
         let mut c = LocalController {
             child,
             api: Endpoint::Tcp(addr.clone()),
             addr,
             socket,
             dir,
+            env,
         };
+        c.wait_listening();
+        c
+    }
+
+    /// The process on `addr` with its database, socket and log (appended
+    /// to) in `dir`.
+    fn spawn(
+        addr: &str,
+        dir: &std::path::Path,
+        socket: &PathBuf,
+        env: &[(String, String)],
+    ) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("controller.log"))
+            .expect("log file");
+        Command::new(bin("strato-controller"))
+            .args(["--listen", addr, "--db"])
+            .arg(dir.join("strato.db"))
+            .arg("--socket")
+            .arg(socket)
+            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start controller")
+    }
+
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&c.addr).is_err()
-            || std::os::unix::net::UnixStream::connect(&c.socket).is_err()
+        while std::net::TcpStream::connect(&self.addr).is_err()
+            || std::os::unix::net::UnixStream::connect(&self.socket).is_err()
         {
-            if let Some(status) = c.child.try_wait().expect("try_wait") {
-                panic!("controller exited with {status}:\n{}", c.log());
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("controller exited with {status}:\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
                 "controller did not listen on {}:\n{}",
-                c.addr,
-                c.log()
+                self.addr,
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        c
+    }
+
+    /// SIGKILL (no chance to flush anything), then start again on the same
+    /// port, database and socket, and wait until it listens.
+    pub fn kill9_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = LocalController::spawn(&self.addr, &self.dir, &self.socket, &self.env);
+        self.wait_listening();
     }
 
     /// The agents' socket as an endpoint.
@@ -625,9 +665,14 @@ impl LocalController {
         v["revision"].as_u64().expect("revision")
     }
 
+    /// Its whole log, over restarts.
+    pub fn full_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default()
+    }
+
     /// The last 40 lines of its log.
     pub fn log(&self) -> String {
-        let all = std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default();
+        let all = self.full_log();
         let tail: Vec<&str> = all.lines().rev().take(40).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
@@ -637,7 +682,11 @@ impl Drop for LocalController {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            eprintln!("controller log kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -698,49 +747,59 @@ pub struct Vm {
     pub port: String,
 }
 
-fn id_of(v: &serde_json::Value, kind: &str) -> String {
-    v[kind]["id"].as_str().expect("id").to_owned()
+/// The id of the `kind` object in an API answer (`{"<kind>": {"id": ...}}`).
+pub fn id(v: &serde_json::Value, kind: &str) -> String {
+    v[kind]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{kind} id in {v}"))
+        .to_owned()
+}
+
+impl Api {
+    /// POST `{"<kind>": body}` to `path`, which must answer 201 Created;
+    /// the new object's id.
+    pub fn create(&self, path: &str, kind: &str, body: serde_json::Value) -> String {
+        let v = self.expect(201, "POST", path, Some(serde_json::json!({ kind: body })));
+        id(&v, kind)
+    }
+
+    /// A new security group `name` (201 Created); its id.
+    pub fn security_group(&self, name: &str) -> String {
+        self.create(
+            "/v2.0/security-groups",
+            "security_group",
+            serde_json::json!({ "name": name }),
+        )
+    }
+
+    /// A new rule `r` in `group` (201 Created); its id.
+    pub fn security_group_rule(&self, group: &str, mut r: serde_json::Value) -> String {
+        r["security_group_id"] = serde_json::json!(group);
+        self.create("/v2.0/security-group-rules", "security_group_rule", r)
+    }
 }
 
 impl Cloud {
     /// A router with a network and subnet per CIDR (subnets get `dns`).
     pub fn vpc(api: &Api, cidrs: &[&str], dns: &[&str]) -> Vpc {
         use serde_json::json;
-        let r = id_of(
-            &api.expect(
-                201,
-                "POST",
-                "/v2.0/routers",
-                Some(json!({"router": {"name": "vpc"}})),
-            ),
-            "router",
-        );
+        let r = api.create("/v2.0/routers", "router", json!({"name": "vpc"}));
         let mut out = Vpc {
             router: r.clone(),
             nets: vec![],
             subnets: vec![],
         };
         for (i, cidr) in cidrs.iter().enumerate() {
-            let n = id_of(
-                &api.expect(
-                    201,
-                    "POST",
-                    "/v2.0/networks",
-                    Some(json!({"network": {"name": format!("net{i}")}})),
-                ),
+            let n = api.create(
+                "/v2.0/networks",
                 "network",
+                json!({"name": format!("net{i}")}),
             );
-            let s = id_of(
-                &api.expect(
-                    201,
-                    "POST",
-                    "/v2.0/subnets",
-                    Some(
-                        json!({"subnet": {"network_id": n, "cidr": cidr, "ip_version": 4,
-                        "dns_nameservers": dns}}),
-                    ),
-                ),
+            let s = api.create(
+                "/v2.0/subnets",
                 "subnet",
+                json!({"network_id": n, "cidr": cidr, "ip_version": 4,
+                        "dns_nameservers": dns}),
             );
             api.expect(
                 200,

@@ -1488,6 +1488,34 @@ impl ProgramTester {
         }
     }
 
+    /// Runs every row of a table ([`ProgramTester::check`] each, in order).
+    pub fn check_rows(&mut self, rows: Vec<Fixture>) {
+        eprintln!("{} rows", rows.len());
+        for f in rows {
+            self.check(&f);
+        }
+    }
+
+    /// A row on the port program, arriving on the tap `from`.
+    pub fn port_row(
+        &self,
+        description: &str,
+        from: &str,
+        input: Vec<u8>,
+        expect: Expect,
+    ) -> Fixture {
+        Fixture::new(description, input, expect)
+            .on(Attach::Port)
+            .at(self.ifindex(from))
+    }
+
+    /// A row on the uplink program, arriving on the uplink ([`UPLINK`]).
+    pub fn uplink_row(&self, description: &str, input: Vec<u8>, expect: Expect) -> Fixture {
+        Fixture::new(description, input, expect)
+            .on(Attach::Uplink)
+            .at(self.ifindex(UPLINK))
+    }
+
     /// Runs a row and panics with the row's description and every mismatch.
     ///
     /// Frames shorter than an Ethernet header cannot reach an XDP program:
@@ -1764,6 +1792,37 @@ impl Default for ProgramTester {
     fn default() -> Self {
         ProgramTester::new()
     }
+}
+
+/// `inner` in VXLAN `vni` to the host at `underlay`, as this host sends it:
+/// outer MACs from the uplink to its permanent neighbour, IPv4
+/// [`UNDERLAY_IP`] -> `underlay` (TTL 64, DF set, id 0), UDP -> 4789
+/// without checksum, VXLAN with the I flag. The outer UDP source port
+/// (bytes 34..36) is a flow hash: any value.
+pub fn encapsulated_frame(inner: &[u8], vni: u32, underlay: [u8; 4]) -> Expected {
+    let udp_len = 8 + 8 + inner.len();
+    let mut ip = etherparse::Ipv4Header::new(
+        udp_len as u16,
+        64,
+        etherparse::IpNumber::UDP,
+        UNDERLAY_IP,
+        underlay,
+    )
+    .expect("small");
+    // DF: the underlay must not fragment tunnelled frames.
+    ip.dont_fragment = true;
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = UNDERLAY_NEXTHOP_MAC.to_vec();
+    out.extend_from_slice(&UPLINK_MAC);
+    out.extend_from_slice(&[0x08, 0x00]);
+    out.extend_from_slice(&ip.to_bytes());
+    out.extend_from_slice(&[0, 0]); // source port: see `any` below
+    out.extend_from_slice(&4789u16.to_be_bytes());
+    out.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&crate::packets::vxlan_header(0x08, vni));
+    out.extend_from_slice(inner);
+    Expected::from(out).any(34..36)
 }
 
 pub fn hex(b: &[u8]) -> String {

@@ -36,10 +36,6 @@ fn keep(c: std::process::Child) {
     SERVERS.keep(c);
 }
 
-fn id(v: &Value, kind: &str) -> String {
-    v[kind]["id"].as_str().expect("id").to_owned()
-}
-
 fn exec(cloud: &Cloud, node: &str, argv: &[&str]) -> (bool, String) {
     let o = cloud.region.exec(node, argv).expect("exec");
     (
@@ -89,24 +85,12 @@ fn run(cloud: &Cloud) {
     // The tenant's VPC, its way out, and a group open on TCP 7000 only.
     let vpc = Cloud::vpc(&api, &["10.0.1.0/24", "10.0.2.0/24"], &[]);
     Cloud::router_gateway(&api, &vpc.router, &ext);
-    let web = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/security-groups",
-            Some(json!({"security_group": {"name": "web"}})),
-        ),
-        "security_group",
-    );
-    api.expect(
-        201,
-        "POST",
-        "/v2.0/security-group-rules",
-        Some(
-            json!({"security_group_rule": {"security_group_id": web, "direction": "ingress",
+    let web = api.security_group("web");
+    api.security_group_rule(
+        &web,
+        json!({"direction": "ingress",
             "protocol": "tcp", "port_range_min": 7000, "port_range_max": 7000,
-            "remote_ip_prefix": "0.0.0.0/0"}}),
-        ),
+            "remote_ip_prefix": "0.0.0.0/0"}),
     );
     let vm1 = cloud.boot(&admin, &api, &vpc.nets[0], "vm1", "az1-c1", Some(&[&web]));
     let vm2 = cloud.boot(&admin, &api, &vpc.nets[1], "vm2", "az2-c1", None);
@@ -375,15 +359,11 @@ fn run(cloud: &Cloud) {
     // Rebinding ends the old flows cleanly: a connection to the EIP held
     // while the EIP moves to another VM (whose group admits the port but
     // which has no such socket) is reset by that VM, not left hanging.
-    api.expect(
-        201,
-        "POST",
-        "/v2.0/security-group-rules",
-        Some(
-            json!({"security_group_rule": {"security_group_id": web, "direction": "ingress",
+    api.security_group_rule(
+        &web,
+        json!({"direction": "ingress",
             "protocol": "tcp", "port_range_min": 7100, "port_range_max": 7100,
-            "remote_ip_prefix": "0.0.0.0/0"}}),
-        ),
+            "remote_ip_prefix": "0.0.0.0/0"}),
     );
     keep(
         cloud
@@ -523,34 +503,18 @@ fn elastic_ip_bandwidth_limits() {
     let ext = Cloud::external_network(&admin);
     let vpc = Cloud::vpc(&api, &["10.0.1.0/24"], &[]);
     Cloud::router_gateway(&api, &vpc.router, &ext);
-    let open = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/security-groups",
-            Some(json!({"security_group": {"name": "open"}})),
-        ),
-        "security_group",
-    );
-    api.expect(
-        201,
-        "POST",
-        "/v2.0/security-group-rules",
-        Some(
-            json!({"security_group_rule": {"security_group_id": open, "direction": "ingress",
-            "remote_ip_prefix": "0.0.0.0/0"}}),
-        ),
+    let open = api.security_group("open");
+    api.security_group_rule(
+        &open,
+        json!({"direction": "ingress",
+            "remote_ip_prefix": "0.0.0.0/0"}),
     );
     let vm = cloud.boot(&admin, &api, &vpc.nets[0], "vq", "az2-c1", Some(&[&open]));
     cloud.wait_until_active(&api, &[&vm]);
-    let policy = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/qos/policies",
-            Some(json!({"policy": {"name": "eip-bandwidth"}})),
-        ),
+    let policy = api.create(
+        "/v2.0/qos/policies",
         "policy",
+        json!({"name": "eip-bandwidth"}),
     );
     let rule = |dir: &str| {
         api.expect(

@@ -25,7 +25,7 @@ use std::{
 
 use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud, Servers, Vm};
+use strato_tests::e2e::{id, Api, Cloud, Servers, Vm};
 
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/lbserver.py");
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/lbclient.py");
@@ -37,10 +37,6 @@ const DELAY_S: u64 = 1;
 const RETRIES_DOWN: u64 = 2;
 
 static SERVERS: Servers = Servers::new();
-
-fn id(v: &Value, kind: &str) -> String {
-    v[kind]["id"].as_str().expect("id").to_owned()
-}
 
 #[test]
 fn load_balancer_end_to_end() {

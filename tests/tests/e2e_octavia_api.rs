@@ -11,7 +11,7 @@
 //! endpoint.
 
 use serde_json::{json, Value};
-use strato_tests::e2e::{call, new_tenant, Api, ADMIN_PASSWORD};
+use strato_tests::e2e::{call, id, new_tenant, Api, ADMIN_PASSWORD};
 
 /// The controller under test.
 use strato_tests::e2e::LocalController as Controller;
@@ -52,32 +52,13 @@ fn refused(
     );
 }
 
-fn id(v: &Value, kind: &str) -> String {
-    v[kind]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{kind} id in {v}"))
-        .to_owned()
-}
-
 /// A network with one subnet: (network, subnet).
 fn network(api: &Api, cidr: &str) -> (String, String) {
-    let n = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/networks",
-            Some(json!({"network": {"name": cidr}})),
-        ),
-        "network",
-    );
-    let s = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/subnets",
-            Some(json!({"subnet": {"network_id": n, "cidr": cidr, "ip_version": 4}})),
-        ),
+    let n = api.create("/v2.0/networks", "network", json!({"name": cidr}));
+    let s = api.create(
+        "/v2.0/subnets",
         "subnet",
+        json!({"network_id": n, "cidr": cidr, "ip_version": 4}),
     );
     (n, s)
 }
@@ -120,15 +101,7 @@ fn octavia_over_http() {
     let (n1, s1) = network(&t, "10.20.1.0/24");
     let (_, s2) = network(&t, "10.20.2.0/24");
     let (_, s3) = network(&t, "10.20.3.0/24");
-    let router = id(
-        &t.expect(
-            201,
-            "POST",
-            "/v2.0/routers",
-            Some(json!({"router": {"name": "r"}})),
-        ),
-        "router",
-    );
+    let router = t.create("/v2.0/routers", "router", json!({"name": "r"}));
     for s in [&s1, &s2] {
         t.expect(
             200,

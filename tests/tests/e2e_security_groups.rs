@@ -30,10 +30,6 @@ fn keep(c: std::process::Child) {
     SERVERS.keep(c);
 }
 
-fn id(v: &Value, kind: &str) -> String {
-    v[kind]["id"].as_str().expect("id").to_owned()
-}
-
 /// Plays Nova (see `Cloud::boot`), and starts the TCP service on 7000.
 fn boot(
     cloud: &Cloud,
@@ -47,31 +43,6 @@ fn boot(
     let vm = cloud.boot(admin, api, net, name, host, groups);
     keep(cloud.hello_server(name));
     vm
-}
-
-fn group(api: &Api, name: &str) -> String {
-    id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/security-groups",
-            Some(json!({"security_group": {"name": name}})),
-        ),
-        "security_group",
-    )
-}
-
-fn rule(api: &Api, group: &str, mut r: Value) -> String {
-    r["security_group_id"] = json!(group);
-    id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/security-group-rules",
-            Some(json!({ "security_group_rule": r })),
-        ),
-        "security_group_rule",
-    )
 }
 
 fn banner(cloud: &Cloud, from: &Vm, to: &Vm) -> String {
@@ -111,16 +82,14 @@ fn security_groups_end_to_end() {
     let admin = cloud.admin();
     let api = cloud.tenant("sgt");
     let nets = Cloud::vpc(&api, &CIDRS, &[]).nets;
-    let web = group(&api, "web");
-    let db = group(&api, "db");
-    rule(
-        &api,
+    let web = api.security_group("web");
+    let db = api.security_group("db");
+    api.security_group_rule(
         &web,
         json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7000,
                "port_range_max": 7000, "remote_ip_prefix": "10.0.1.0/24"}),
     );
-    rule(
-        &api,
+    api.security_group_rule(
         &db,
         json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7000,
                "port_range_max": 7000, "remote_group_id": web}),
@@ -295,14 +264,12 @@ fn security_groups_end_to_end() {
     // Long-lived connections cl1 -> web1 on 7100 and 7200: removing the
     // 7100 rule cuts that one; the 7200 one carries on, also through a rule
     // addition.
-    let r7100 = rule(
-        &api,
+    let r7100 = api.security_group_rule(
         &web,
         json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7100,
                "port_range_max": 7100, "remote_ip_prefix": "10.0.1.0/24"}),
     );
-    rule(
-        &api,
+    api.security_group_rule(
         &web,
         json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7200,
                "port_range_max": 7200, "remote_ip_prefix": "10.0.1.0/24"}),
@@ -376,8 +343,7 @@ fn security_groups_end_to_end() {
     );
     let cut_7100 = echoes(7100);
     // A rule addition in between changes nothing for either.
-    rule(
-        &api,
+    api.security_group_rule(
         &web,
         json!({"direction": "ingress", "protocol": "udp", "port_range_min": 9000,
                "port_range_max": 9100}),

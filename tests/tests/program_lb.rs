@@ -191,12 +191,6 @@ fn reset(port: u16, client_port: u16, syn: bool) -> Vec<u8> {
     v
 }
 
-fn port(t: &ProgramTester, d: &str, from: &str, input: Vec<u8>, expect: Expect) -> Fixture {
-    Fixture::new(d, input, expect)
-        .on(Attach::Port)
-        .at(t.ifindex(from))
-}
-
 /// The inner frame of a VXLAN frame to `host` on `vni` (outer headers
 /// not fixed here: the VPC tests cover them).
 fn tunnelled(inner: Vec<u8>, vni: u32) -> Expected {
@@ -225,8 +219,7 @@ fn vip_translation_reply_and_refusals() {
     let tp2 = t.ifindex("tp2");
     let up = t.ifindex(UPLINK);
     let rows = vec![
-        port(
-            &t,
+        t.port_row(
             "SYN to VIP:80 -> local member m1:8080, routed (TTL, MACs)",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 40000), (VIP, 80), 64, true),
@@ -234,8 +227,7 @@ fn vip_translation_reply_and_refusals() {
         )
         .to(tp2)
         .output(tcp((GW_B_MAC, M1_MAC), (C1, 40000), (M1, 8080), 63, true)),
-        port(
-            &t,
+        t.port_row(
             "the connection's next segment goes to the same member",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 40000), (VIP, 80), 64, false),
@@ -243,8 +235,7 @@ fn vip_translation_reply_and_refusals() {
         )
         .to(tp2)
         .output(tcp((GW_B_MAC, M1_MAC), (C1, 40000), (M1, 8080), 63, false)),
-        port(
-            &t,
+        t.port_row(
             "m1's reply is translated back to VIP:80 on its way to c1",
             "tp2",
             tcp((M1_MAC, GW_B_MAC), (M1, 8080), (C1, 40000), 64, false),
@@ -252,8 +243,7 @@ fn vip_translation_reply_and_refusals() {
         )
         .to(tp1)
         .output(tcp((GW_A_MAC, C1_MAC), (VIP, 80), (C1, 40000), 63, false)),
-        port(
-            &t,
+        t.port_row(
             "SYN to VIP:90 -> remote member m2:8080, tunnelled on net b's VNI",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 40001), (VIP, 90), 64, true),
@@ -282,8 +272,7 @@ fn vip_translation_reply_and_refusals() {
         .at(up)
         .to(tp1)
         .output(tcp((GW_A_MAC, C1_MAC), (VIP, 90), (C1, 40001), 63, false)),
-        port(
-            &t,
+        t.port_row(
             "UDP to VIP:53 -> m1:5353",
             "tp1",
             udp((C1_MAC, VIP_MAC), (C1, 40002), (VIP, 53), 64),
@@ -291,24 +280,21 @@ fn vip_translation_reply_and_refusals() {
         )
         .to(tp2)
         .output(udp((GW_B_MAC, M1_MAC), (C1, 40002), (M1, 5353), 63)),
-        port(
-            &t,
+        t.port_row(
             "SYN to a listener without members: reset",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 40003), (VIP, 81), 64, true),
             Expect::AnswerError(LbNoBackend),
         )
         .output(reset(81, 40003, true)),
-        port(
-            &t,
+        t.port_row(
             "SYN to a port without a listener: reset",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 40003), (VIP, 82), 64, true),
             Expect::AnswerError(LbNoListener),
         )
         .output(reset(82, 40003, true)),
-        port(
-            &t,
+        t.port_row(
             "UDP to a listener without members: ICMP port unreachable",
             "tp1",
             udp((C1_MAC, VIP_MAC), (C1, 40004), (VIP, 81), 64),
@@ -320,8 +306,7 @@ fn vip_translation_reply_and_refusals() {
             (VIP, 81),
             64,
         ))),
-        port(
-            &t,
+        t.port_row(
             "ICMP to the VIP: not balanced",
             "tp1",
             strato_tests::packets::ping4(C1_MAC, VIP_MAC, C1, VIP, 64, 7, 1, PAYLOAD),
@@ -351,8 +336,7 @@ fn listeners_are_balanced_in_front_of_the_pipeline() {
         .clear_tail(dataplane_common::maps::TAIL_LB)
         .expect("empty the load balancer's tail slot");
     let rows = vec![
-        port(
-            &t,
+        t.port_row(
             "SYN to VIP:80 -> m1:8080 without the tail",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, true),
@@ -360,8 +344,7 @@ fn listeners_are_balanced_in_front_of_the_pipeline() {
         )
         .to(tp2)
         .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, true)),
-        port(
-            &t,
+        t.port_row(
             "its next segment, a known connection",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, false),
@@ -369,8 +352,7 @@ fn listeners_are_balanced_in_front_of_the_pipeline() {
         )
         .to(tp2)
         .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, false)),
-        port(
-            &t,
+        t.port_row(
             "UDP to VIP:53 -> m1:5353 without the tail",
             "tp1",
             udp((C1_MAC, VIP_MAC), (C1, 41001), (VIP, 53), 64),
@@ -378,15 +360,13 @@ fn listeners_are_balanced_in_front_of_the_pipeline() {
         )
         .to(tp2)
         .output(udp((GW_B_MAC, M1_MAC), (C1, 41001), (M1, 5353), 63)),
-        port(
-            &t,
+        t.port_row(
             "a refusal (listener without members) is the tail's",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 41002), (VIP, 81), 64, true),
             Expect::Drop(NoTailCall),
         ),
-        port(
-            &t,
+        t.port_row(
             "a VIP addressed to another port's MAC is not balanced in front",
             "tp1",
             tcp((C1_MAC, C1_MAC), (C1, 41003), (VIP, 80), 64, true),
@@ -422,8 +402,7 @@ fn draining_and_down_members() {
     let mut t = tester();
     let tp2 = t.ifindex("tp2");
     t.check(
-        &port(
-            &t,
+        &t.port_row(
             "SYN to VIP:80 -> m1",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, true),
@@ -435,8 +414,7 @@ fn draining_and_down_members() {
     // m1 disabled: it drains (its connection goes on), no new connection.
     t.install(&world("draining"));
     t.check(
-        &port(
-            &t,
+        &t.port_row(
             "a draining member keeps its connection",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, false),
@@ -446,8 +424,7 @@ fn draining_and_down_members() {
         .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, false)),
     );
     t.check(
-        &port(
-            &t,
+        &t.port_row(
             "a draining member takes no new connection",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 41001), (VIP, 80), 64, true),
@@ -458,8 +435,7 @@ fn draining_and_down_members() {
     // m1 fails its health check: its connection is reset.
     t.install(&world("down"));
     t.check(
-        &port(
-            &t,
+        &t.port_row(
             "a connection on a member that went down is reset",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, false),
@@ -511,8 +487,7 @@ fn connections_are_reset_after_the_drain_timeout() {
     let mut t = tester();
     let tp2 = t.ifindex("tp2");
     t.check(
-        &port(
-            &t,
+        &t.port_row(
             "SYN to VIP:80 -> m1",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 42000), (VIP, 80), 64, true),
@@ -523,8 +498,7 @@ fn connections_are_reset_after_the_drain_timeout() {
     );
     t.install(&world("drain-expired"));
     t.check(
-        &port(
-            &t,
+        &t.port_row(
             "past the drain timeout the connection is reset",
             "tp1",
             tcp((C1_MAC, VIP_MAC), (C1, 42000), (VIP, 80), 64, false),

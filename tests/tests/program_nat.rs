@@ -17,9 +17,9 @@ use strato::dataplane::Attach;
 use strato::tables::Diff;
 use strato_tests::packets::{self, L3};
 use strato_tests::progtest::{
-    Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict, World, OTHER_LINK,
-    OTHER_LINK_NEXTHOP_MAC, OTHER_LINK_UNDERLAY, UNDERLAY_IP, UNDERLAY_NEXTHOP_MAC, UPLINK,
-    UPLINK_MAC,
+    encapsulated_frame, Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict,
+    World, OTHER_LINK, OTHER_LINK_NEXTHOP_MAC, OTHER_LINK_UNDERLAY, UNDERLAY_IP,
+    UNDERLAY_NEXTHOP_MAC, UPLINK, UPLINK_MAC,
 };
 
 const fn mac(tail: [u8; 3]) -> [u8; 6] {
@@ -66,25 +66,6 @@ fn tester(gateway: bool) -> ProgramTester {
     let mut t = ProgramTester::in_test_net();
     t.install(&world(gateway));
     t
-}
-
-fn run_rows(t: &mut ProgramTester, rows: Vec<Fixture>) {
-    eprintln!("{} rows", rows.len());
-    for f in rows {
-        t.check(&f);
-    }
-}
-
-fn port(t: &ProgramTester, d: &str, from: &str, input: Vec<u8>, expect: Expect) -> Fixture {
-    Fixture::new(d, input, expect)
-        .on(Attach::Port)
-        .at(t.ifindex(from))
-}
-
-fn uplink(t: &ProgramTester, d: &str, input: Vec<u8>, expect: Expect) -> Fixture {
-    Fixture::new(d, input, expect)
-        .on(Attach::Uplink)
-        .at(t.ifindex(UPLINK))
 }
 
 fn udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
@@ -140,33 +121,6 @@ fn later_fragment(
     f
 }
 
-/// `inner` tunnelled on `vni` to `underlay` by this host (see
-/// program_vpc.rs for the outer header's rules).
-fn encapsulated(inner: &[u8], vni: u32, underlay: [u8; 4]) -> Expected {
-    let udp_len = 8 + 8 + inner.len();
-    let mut ip = etherparse::Ipv4Header::new(
-        udp_len as u16,
-        64,
-        etherparse::IpNumber::UDP,
-        UNDERLAY_IP,
-        underlay,
-    )
-    .expect("small");
-    ip.dont_fragment = true;
-    ip.header_checksum = ip.calc_header_checksum();
-    let mut out = UNDERLAY_NEXTHOP_MAC.to_vec();
-    out.extend_from_slice(&UPLINK_MAC);
-    out.extend_from_slice(&[0x08, 0x00]);
-    out.extend_from_slice(&ip.to_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&4789u16.to_be_bytes());
-    out.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&packets::vxlan_header(0x08, vni));
-    out.extend_from_slice(inner);
-    Expected::from(out).any(34..36)
-}
-
 /// A VXLAN frame from another host to this one.
 fn vxlan_in(vni: u32, inner: &[u8]) -> Vec<u8> {
     packets::vxlan(
@@ -185,28 +139,28 @@ fn vxlan_in(vni: u32, inner: &[u8]) -> Vec<u8> {
 fn outbound_source_becomes_the_elastic_ip() {
     let mut t = tester(false);
     let up = t.ifindex(UPLINK);
-    let out = |inner: Vec<u8>| encapsulated(&inner, EXT_VNI, GATEWAY_HOST);
+    let out = |inner: Vec<u8>| encapsulated_frame(&inner, EXT_VNI, GATEWAY_HOST);
     let rows = vec![
-        port(&t, "a1 -> internet UDP: source 198.51.100.10, TTL-1, tunnelled on VNI 900 to the gateway host", "tp1",
+        t.port_row("a1 -> internet UDP: source 198.51.100.10, TTL-1, tunnelled on VNI 900 to the gateway host", "tp1",
             udp(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
             .output(out(udp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        port(&t, "a1 -> internet TCP: TCP checksum follows the pseudo-header", "tp1",
+        t.port_row("a1 -> internet TCP: TCP checksum follows the pseudo-header", "tp1",
             tcp(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
             .output(out(tcp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        port(&t, "a1 -> internet ICMP echo: only the IPv4 header changes", "tp1",
+        t.port_row("a1 -> internet ICMP echo: only the IPv4 header changes", "tp1",
             ping(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
             .output(out(ping(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        port(&t, "a1's ICMP error about a datagram the client sent to its EIP: outer source and quoted destination become the EIP", "tp1",
+        t.port_row("a1's ICMP error about a datagram the client sent to its EIP: outer source and quoted destination become the EIP", "tp1",
             port_unreachable(A1_MAC, GW_A_MAC, A1, CLIENT, 64, CLIENT, A1), Expect::Forward)
             .output(out(port_unreachable(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63, CLIENT, EIP))).to(up),
-        port(&t, "a1 -> internet, a later fragment (no L4 header): translated, IPv4 checksum only", "tp1",
+        t.port_row("a1 -> internet, a later fragment (no L4 header): translated, IPv4 checksum only", "tp1",
             later_fragment(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
             .output(out(later_fragment(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        port(&t, "a2 (no elastic IP) -> internet: to the router's SNAT gateway untranslated, on net a's VNI, MACs kept", "tp2",
+        t.port_row("a2 (no elastic IP) -> internet: to the router's SNAT gateway untranslated, on net a's VNI, MACs kept", "tp2",
             udp(A2_MAC, GW_A_MAC, A2, CLIENT, 64), Expect::Forward)
-            .output(encapsulated(&udp(A2_MAC, GW_A_MAC, A2, CLIENT, 63), 100, GATEWAY_HOST)).to(up),
+            .output(encapsulated_frame(&udp(A2_MAC, GW_A_MAC, A2, CLIENT, 63), 100, GATEWAY_HOST)).to(up),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -215,29 +169,29 @@ fn inbound_destination_becomes_the_fixed_ip() {
     let tp1 = t.ifindex("tp1");
     let routed = |f: Vec<u8>| Expected::from(f);
     let rows = vec![
-        uplink(&t, "VNI 900 UDP to a1's EIP: destination 10.1.0.5, TTL-1, a1's MACs, to tp1",
+        t.uplink_row("VNI 900 UDP to a1's EIP: destination 10.1.0.5, TTL-1, a1's MACs, to tp1",
             vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
             .output(routed(udp(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        uplink(&t, "VNI 900 TCP to a1's EIP",
+        t.uplink_row("VNI 900 TCP to a1's EIP",
             vxlan_in(EXT_VNI, &tcp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
             .output(routed(tcp(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        uplink(&t, "VNI 900 ICMP echo to a1's EIP",
+        t.uplink_row("VNI 900 ICMP echo to a1's EIP",
             vxlan_in(EXT_VNI, &ping(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
             .output(routed(ping(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        uplink(&t, "VNI 900 ICMP error about a1's datagram (quoted source the EIP): both addresses back to 10.1.0.5",
+        t.uplink_row("VNI 900 ICMP error about a1's datagram (quoted source the EIP): both addresses back to 10.1.0.5",
             vxlan_in(EXT_VNI, &port_unreachable(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64, EIP, CLIENT)), Expect::Forward)
             .output(routed(port_unreachable(GW_A_MAC, A1_MAC, CLIENT, A1, 63, A1, CLIENT))).to(tp1),
-        uplink(&t, "VNI 900 later fragment to a1's EIP",
+        t.uplink_row("VNI 900 later fragment to a1's EIP",
             vxlan_in(EXT_VNI, &later_fragment(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
             .output(routed(later_fragment(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        uplink(&t, "VNI 900 to a1's EIP with TTL 1: dropped",
+        t.uplink_row("VNI 900 to a1's EIP with TTL 1: dropped",
             vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 1)), Expect::Drop(TtlExceeded)),
-        uplink(&t, "VNI 900 to an EIP bound on another host, on a host that is no gateway: dropped",
+        t.uplink_row("VNI 900 to an EIP bound on another host, on a host that is no gateway: dropped",
             vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP_REMOTE, 64)), Expect::Drop(UnknownElasticIp)),
-        uplink(&t, "VNI 900 to an address that is no EIP, on a host that is no gateway: dropped",
+        t.uplink_row("VNI 900 to an address that is no EIP, on a host that is no gateway: dropped",
             vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, EIP, CLIENT, 64)), Expect::Drop(UnknownElasticIp)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -269,16 +223,16 @@ fn gateway_steers_and_forwards() {
     let rows = vec![
         ext_row("internet -> EIP bound on another host: tunnelled unchanged on VNI 900 to that host",
             from_internet.clone(), Expect::Forward)
-            .output(encapsulated(&from_internet, EXT_VNI, HOST_REMOTE)).to(up),
+            .output(encapsulated_frame(&from_internet, EXT_VNI, HOST_REMOTE)).to(up),
         ext_row("ARP for an EIP on the external network: answered with the external interface's MAC",
             ext_arp, Expect::Answer).output(ext_arp_reply),
         ext_row("internet -> an address that is no EIP: to the gateway's own stack",
             udp(ROUTER_MAC, ext_mac, CLIENT, [198, 51, 100, 99], 64), Expect::Pass(strato_tests::progtest::Class::Ipv4)),
-        uplink(&t, "VNI 900 from a VM's host (source already its EIP): out of the external interface to the FIB's next hop",
+        t.uplink_row("VNI 900 from a VM's host (source already its EIP): out of the external interface to the FIB's next hop",
             vxlan_in(EXT_VNI, &outbound), Expect::Forward)
             .output(Expected::from(sent).any(6..12)).to(ext),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 // ---------------------------------------------------------------------------
@@ -458,17 +412,17 @@ fn router_snat_on_the_gateway() {
         Fixture::new("reply to the SNAT address: back to a1's address and port, tunnelled on VNI 100 to a1's host", reply.clone(), Expect::Forward)
             .on(Attach::External)
             .at(ext)
-            .output(encapsulated(&inner, 100, GATEWAY_HOST))
+            .output(encapsulated_frame(&inner, 100, GATEWAY_HOST))
             .to(up),
         Fixture::new("a datagram to the SNAT address that no flow expects: dropped",
             packets::udp4(ROUTER_MAC, SNAT_EXT_MAC, remote, SNAT_IP, 64, 5000, 1, PAYLOAD),
             Expect::Drop(SnatNoFlow))
             .on(Attach::External)
             .at(ext),
-        uplink(&t, "a VM's later fragment: SNAT cannot translate it",
+        t.uplink_row("a VM's later fragment: SNAT cannot translate it",
             vxlan_in(100, &later_fragment(A1_MAC, GW_A_MAC, A1, remote, 63)), Expect::Drop(SnatFragment)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
     // A VM's TCP segment: translated. The external port is the allocator's
     // choice: read it from SNAT_OUT, then every byte of the frame is fixed
     // (etherparse computes the checksums over the translated segment).
@@ -674,28 +628,26 @@ fn without_snat_a_vm_without_an_elastic_ip_stays_in() {
     t.install(&w);
     let up = t.ifindex(UPLINK);
     let rows = vec![
-        port(
-            &t,
+        t.port_row(
             "enable_snat false: a2 (no elastic IP) -> internet: dropped",
             "tp2",
             udp(A2_MAC, GW_A_MAC, A2, CLIENT, 64),
             Expect::Drop(NoElasticIp),
         ),
-        port(
-            &t,
+        t.port_row(
             "enable_snat false: a1 still leaves by its elastic IP",
             "tp1",
             udp(A1_MAC, GW_A_MAC, A1, CLIENT, 64),
             Expect::Forward,
         )
-        .output(encapsulated(
+        .output(encapsulated_frame(
             &udp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63),
             EXT_VNI,
             GATEWAY_HOST,
         ))
         .to(up),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -721,13 +673,12 @@ fn router_snat_exhaustion_is_counted() {
     t.dataplane()
         .snat_occupy(SNAT_IP, remote, 5000, 17, 1024..=65535)
         .expect("occupy the ports");
-    let rows = vec![uplink(
-        &t,
+    let rows = vec![t.uplink_row(
         "a new flow to remote:5000 with every port taken: dropped, counted as snat_exhausted",
         vxlan_in(100, &udp_from(A1_MAC, A1, 40000, remote, 5000)),
         Expect::Drop(SnatExhausted),
     )];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
     // Mappings depend on the remote end: another remote port still gets one.
     let o = through(
         &mut t,
@@ -808,7 +759,7 @@ fn router_snat_translates_icmp_errors_back() {
         Fixture::new("port unreachable for a translated datagram: back to a1, quoting a1's address and port (checksums right)", error, Expect::Forward)
             .on(Attach::External)
             .at(ext)
-            .output(encapsulated(&want, 100, GATEWAY_HOST))
+            .output(encapsulated_frame(&want, 100, GATEWAY_HOST))
             .to(up),
         Fixture::new("an ICMP error quoting a flow nobody has: dropped",
             unreachable_quoting(ROUTER_MAC, SNAT_EXT_MAC, remote, SNAT_IP, 64,
@@ -817,5 +768,5 @@ fn router_snat_translates_icmp_errors_back() {
             .on(Attach::External)
             .at(ext),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
