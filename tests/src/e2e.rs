@@ -316,6 +316,21 @@ impl Cloud {
         }
     }
 
+    /// Runs the Python script `script` on `node`, which must succeed (else
+    /// panics with `what` and its stderr); its output.
+    pub fn python(&self, node: &str, script: &str, what: &str) -> std::process::Output {
+        let o = self
+            .region
+            .exec(node, &["/usr/bin/python3", "-c", script])
+            .expect("exec python3");
+        assert!(
+            o.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
     /// One ping from a node to an address, 1 s timeout.
     /// The operator's external network with the elastic IP pool
     /// 198.51.100.10-250 (the harness's internet routes 198.51.100.0/24 to
@@ -747,6 +762,16 @@ pub struct Vm {
     pub port: String,
 }
 
+/// The JSON lines of a log written so far (an event log of a tool in a
+/// VM); lines that are not JSON, or a log not there yet, give nothing.
+pub fn json_lines(log: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// The id of the `kind` object in an API answer (`{"<kind>": {"id": ...}}`).
 pub fn id(v: &serde_json::Value, kind: &str) -> String {
     v[kind]["id"]
@@ -776,6 +801,26 @@ impl Api {
     pub fn security_group_rule(&self, group: &str, mut r: serde_json::Value) -> String {
         r["security_group_id"] = serde_json::json!(group);
         self.create("/v2.0/security-group-rules", "security_group_rule", r)
+    }
+
+    /// A new rule in `group` admitting TCP `port` from the addresses in
+    /// `cidr` (201 Created); its id.
+    pub fn allow_tcp_from_cidr(&self, group: &str, port: u16, cidr: &str) -> String {
+        self.security_group_rule(
+            group,
+            serde_json::json!({"direction": "ingress", "protocol": "tcp", "port_range_min": port,
+                "port_range_max": port, "remote_ip_prefix": cidr}),
+        )
+    }
+
+    /// A new rule in `group` admitting TCP `port` from the members of
+    /// `remote_group` (201 Created); its id.
+    pub fn allow_tcp_from_group(&self, group: &str, port: u16, remote_group: &str) -> String {
+        self.security_group_rule(
+            group,
+            serde_json::json!({"direction": "ingress", "protocol": "tcp", "port_range_min": port,
+                "port_range_max": port, "remote_group_id": remote_group}),
+        )
     }
 }
 

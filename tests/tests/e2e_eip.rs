@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud, Servers};
+use strato_tests::e2e::{json_lines, Api, Cloud, Servers};
 
 const CLIENT: &str = "inet-client1";
 const CLIENT_IP: &str = "203.0.113.5";
@@ -86,12 +86,7 @@ fn run(cloud: &Cloud) {
     let vpc = Cloud::vpc(&api, &["10.0.1.0/24", "10.0.2.0/24"], &[]);
     Cloud::router_gateway(&api, &vpc.router, &ext);
     let web = api.security_group("web");
-    api.security_group_rule(
-        &web,
-        json!({"direction": "ingress",
-            "protocol": "tcp", "port_range_min": 7000, "port_range_max": 7000,
-            "remote_ip_prefix": "0.0.0.0/0"}),
-    );
+    api.allow_tcp_from_cidr(&web, 7000, "0.0.0.0/0");
     let vm1 = cloud.boot(&admin, &api, &vpc.nets[0], "vm1", "az1-c1", Some(&[&web]));
     let vm2 = cloud.boot(&admin, &api, &vpc.nets[1], "vm2", "az2-c1", None);
     for vm in [&vm1, &vm2] {
@@ -359,12 +354,7 @@ fn run(cloud: &Cloud) {
     // Rebinding ends the old flows cleanly: a connection to the EIP held
     // while the EIP moves to another VM (whose group admits the port but
     // which has no such socket) is reset by that VM, not left hanging.
-    api.security_group_rule(
-        &web,
-        json!({"direction": "ingress",
-            "protocol": "tcp", "port_range_min": 7100, "port_range_max": 7100,
-            "remote_ip_prefix": "0.0.0.0/0"}),
-    );
+    api.allow_tcp_from_cidr(&web, 7100, "0.0.0.0/0");
     keep(
         cloud
             .region
@@ -400,13 +390,7 @@ fn run(cloud: &Cloud) {
         .spawn("sgconn-eip", Some(CLIENT), follow)
         .expect("spawn follow");
     let log = cloud.region.state_dir().join("logs/sgconn-eip.log");
-    let events = || -> Vec<Value> {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let events = || json_lines(&log);
     cloud.wait_until(
         "the held connection works before the move",
         Duration::from_secs(60),

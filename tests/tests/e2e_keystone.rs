@@ -35,30 +35,31 @@ use strato_tests::e2e::{call_raw, LocalController, ADMIN_PASSWORD};
 
 type Reply = (u16, strato::client::HeaderMap, Value);
 
-/// Keystone calls on a [`LocalController`]'s public API.
-trait Keystone {
-    fn url(&self) -> String;
-    fn http(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<Vec<u8>>,
-    ) -> Reply;
-    fn call(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value);
-    fn expect(
-        &self,
-        token: &str,
-        want: u16,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Value;
-    fn login(&self, user: &str, password: &str, project: &str) -> (String, Value);
-    fn on_token(&self, method: &str, token: &str, subject: &str) -> Reply;
+/// A [`LocalController`] (logging at debug level: the no-secrets-in-logs
+/// check sees everything) with Keystone calls on its public API.
+struct Keystone(LocalController);
+
+impl std::ops::Deref for Keystone {
+    type Target = LocalController;
+    fn deref(&self) -> &LocalController {
+        &self.0
+    }
 }
 
-impl Keystone for LocalController {
+impl std::ops::DerefMut for Keystone {
+    fn deref_mut(&mut self) -> &mut LocalController {
+        &mut self.0
+    }
+}
+
+impl Keystone {
+    fn start(tag: &str) -> Keystone {
+        Keystone(LocalController::start_with_env(
+            &format!("keystone-{tag}"),
+            &[("RUST_LOG", "debug")],
+        ))
+    }
+
     fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -126,12 +127,6 @@ impl Keystone for LocalController {
     }
 }
 
-/// A controller for one test, logging at debug level: the
-/// no-secrets-in-logs check sees everything.
-fn controller(tag: &str) -> LocalController {
-    LocalController::start_with_env(&format!("keystone-{tag}"), &[("RUST_LOG", "debug")])
-}
-
 fn auth_body(user: &str, password: &str, project: &str) -> Value {
     json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}}},
@@ -154,13 +149,13 @@ fn assert_keystone_error(what: &str, status: u16, v: &Value) {
     );
 }
 
-fn role_id(c: &LocalController, token: &str, name: &str) -> String {
+fn role_id(c: &Keystone, token: &str, name: &str) -> String {
     let v = c.expect(token, 200, "GET", &format!("/v3/roles?name={name}"), None);
     assert_eq!(v["roles"].as_array().map(Vec::len), Some(1), "{v}");
     v["roles"][0]["id"].as_str().expect("role id").to_owned()
 }
 
-fn create_project(c: &LocalController, token: &str, name: &str) -> String {
+fn create_project(c: &Keystone, token: &str, name: &str) -> String {
     let v = c.expect(
         token,
         201,
@@ -173,7 +168,7 @@ fn create_project(c: &LocalController, token: &str, name: &str) -> String {
 }
 
 fn create_user(
-    c: &LocalController,
+    c: &Keystone,
     token: &str,
     name: &str,
     password: &str,
@@ -218,7 +213,7 @@ fn endpoints_of<'a>(token: &'a Value, kind: &str) -> Vec<&'a Value> {
 
 #[test]
 fn tokens_projects_users_roles_and_durability() {
-    let mut c = controller("flow");
+    let mut c = Keystone::start("flow");
     let base = c.url();
 
     // Version document.
@@ -534,7 +529,7 @@ type Case<'a> = (
 
 #[test]
 fn bad_inputs_get_keystone_errors_and_change_nothing() {
-    let c = controller("bad");
+    let c = Keystone::start("bad");
     let (admin, _) = c.login("admin", ADMIN_PASSWORD, "admin");
     let demo = create_project(&c, &admin, "demo");
     let u1 = create_user(&c, &admin, "u1", "u1-password", None);
@@ -570,7 +565,7 @@ fn bad_inputs_get_keystone_errors_and_change_nothing() {
         Some(json!({"network": {"name": "busy"}})),
     );
 
-    let snapshot = |c: &LocalController| {
+    let snapshot = |c: &Keystone| {
         ["/v3/projects", "/v3/users", "/v3/role_assignments"]
             .map(|p| c.expect(&admin, 200, "GET", p, None))
     };

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud, Servers, Vm};
+use strato_tests::e2e::{json_lines, Api, Cloud, Servers, Vm};
 
 const CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 const SGCONN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/sgconn.py");
@@ -84,16 +84,8 @@ fn security_groups_end_to_end() {
     let nets = Cloud::vpc(&api, &CIDRS, &[]).nets;
     let web = api.security_group("web");
     let db = api.security_group("db");
-    api.security_group_rule(
-        &web,
-        json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7000,
-               "port_range_max": 7000, "remote_ip_prefix": "10.0.1.0/24"}),
-    );
-    api.security_group_rule(
-        &db,
-        json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7000,
-               "port_range_max": 7000, "remote_group_id": web}),
-    );
+    api.allow_tcp_from_cidr(&web, 7000, "10.0.1.0/24");
+    api.allow_tcp_from_group(&db, 7000, &web);
     let web1 = boot(
         &cloud,
         &admin,
@@ -264,16 +256,8 @@ fn security_groups_end_to_end() {
     // Long-lived connections cl1 -> web1 on 7100 and 7200: removing the
     // 7100 rule cuts that one; the 7200 one carries on, also through a rule
     // addition.
-    let r7100 = api.security_group_rule(
-        &web,
-        json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7100,
-               "port_range_max": 7100, "remote_ip_prefix": "10.0.1.0/24"}),
-    );
-    api.security_group_rule(
-        &web,
-        json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7200,
-               "port_range_max": 7200, "remote_ip_prefix": "10.0.1.0/24"}),
-    );
+    let r7100 = api.allow_tcp_from_cidr(&web, 7100, "10.0.1.0/24");
+    api.allow_tcp_from_cidr(&web, 7200, "10.0.1.0/24");
     let server = cloud
         .region
         .command(
@@ -301,13 +285,7 @@ fn security_groups_end_to_end() {
         .spawn("sgconn-follow", Some(&cl1.name), follow)
         .expect("spawn client");
     let log = cloud.region.state_dir().join("logs/sgconn-follow.log");
-    let events = || -> Vec<Value> {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let events = || json_lines(&log);
     let of = |port: u64| move |e: &&Value| e["port"].as_u64() == Some(port);
     let echoes = |port: u64| {
         events()

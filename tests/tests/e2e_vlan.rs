@@ -267,15 +267,7 @@ print(len(tagged))
         qinq = QINQ_PORT,
         untagged = UNTAGGED_PORT,
     );
-    let o = cloud
-        .region
-        .exec(&from.name, &["/usr/bin/python3", "-c", &script])
-        .expect("scapy");
-    assert!(
-        o.status.success(),
-        "scapy: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = cloud.python(&from.name, &script, "scapy");
     let n: u64 = String::from_utf8_lossy(&o.stdout)
         .trim()
         .parse()

@@ -435,15 +435,7 @@ print(len(f))
     );
     let blue_before: Vec<u64> = vms[1].iter().map(|v| rx_packets(cloud, &v.name)).collect();
     let before = drops(cloud);
-    let o = cloud
-        .region
-        .exec(&r1.name, &["/usr/bin/python3", "-c", &script])
-        .expect("scapy");
-    assert!(
-        o.status.success(),
-        "scapy: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    cloud.python(&r1.name, &script, "scapy");
     std::thread::sleep(Duration::from_millis(300));
     let after = drops(cloud);
     let blue_after: Vec<u64> = vms[1].iter().map(|v| rx_packets(cloud, &v.name)).collect();
@@ -504,14 +496,10 @@ fn path_mtu(cloud: &Cloud, red: &[Vm]) {
          s.sendall(b'\\0' * 4000000); s.shutdown(socket.SHUT_WR); s.recv(1)\n",
         b.ip
     );
-    let o = cloud
-        .region
-        .exec(&a.name, &["/usr/bin/python3", "-c", &client_py])
-        .expect("exec");
-    assert!(
-        o.status.success(),
-        "transfer across AZs with a 1500-byte MTU failed: {}",
-        String::from_utf8_lossy(&o.stderr)
+    cloud.python(
+        &a.name,
+        &client_py,
+        "transfer across AZs with a 1500-byte MTU failed",
     );
     cloud.wait_until(
         "the receiver counted the bytes",

@@ -18,8 +18,8 @@ use strato::tables::Diff;
 use strato_tests::packets::{self, L3};
 use strato_tests::progtest::{
     encapsulated_frame, Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict,
-    World, OTHER_LINK, OTHER_LINK_NEXTHOP_MAC, OTHER_LINK_UNDERLAY, UNDERLAY_IP,
-    UNDERLAY_NEXTHOP_MAC, UPLINK, UPLINK_MAC,
+    World, OTHER_LINK, OTHER_LINK_NEXTHOP_MAC, OTHER_LINK_UNDERLAY, UNDERLAY_IP, UPLINK,
+    UPLINK_MAC,
 };
 
 const fn mac(tail: [u8; 3]) -> [u8; 6] {

@@ -33,9 +33,8 @@ use etherparse::{
 use strato::dataplane::Attach;
 use strato_tests::packets::{self, IP_TTL, L3, L4};
 use strato_tests::progtest::{
-    encapsulated_frame, Class, Expect, Expected, Fixture, Net, Port, ProgramTester, Router, World,
-    OTHER_LINK_UNDERLAY, UNDERLAY_IP, UNDERLAY_NEXTHOP_MAC, UNRESOLVED_UNDERLAY, UNROUTED_UNDERLAY,
-    UPLINK, UPLINK_MAC,
+    encapsulated_frame, Class, Expect, Expected, Net, Port, ProgramTester, Router, World,
+    OTHER_LINK_UNDERLAY, UNDERLAY_IP, UNRESOLVED_UNDERLAY, UNROUTED_UNDERLAY, UPLINK, UPLINK_MAC,
 };
 
 /// A VM as the rows see it.
