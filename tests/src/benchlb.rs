@@ -799,10 +799,8 @@ fn netns_world() -> World {
 fn strato_up(
     net: &Netns,
 ) -> anyhow::Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
-    use std::sync::mpsc;
     use strato::dataplane::Dataplane;
     use strato::tables;
-    let path = std::path::Path::new("/run/netns").join(net.ns("h"));
     let mut ifindex = std::collections::BTreeMap::new();
     for tap in ["lbc", "lbm1", "lbm2"] {
         let v: serde_json::Value =
@@ -812,62 +810,44 @@ fn strato_up(
             v[0]["ifindex"].as_u64().context("ifindex")? as u32,
         );
     }
-    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let h = std::thread::spawn(move || {
-        let r = (|| -> anyhow::Result<Dataplane> {
-            let file = std::fs::File::open(&path).context("netns")?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
-            let mut dp = Dataplane::load(None)?;
-            let entries = netns_world().entries();
-            let mut policies = strato::policy::Policies::default();
-            policies.start_after(0, 0);
-            for ops in &policies.plan(&entries, true).ops {
-                dp.policy_apply(ops)?;
-            }
-            let pols = policies.port_policies(&entries);
-            let slots: std::collections::BTreeMap<u32, u32> = ifindex
-                .values()
-                .enumerate()
-                .map(|(i, &x)| (x, i as u32 + 1))
-                .collect();
-            let want = tables::build(
-                &entries,
-                &|tap| ifindex.get(tap).copied(),
-                &mut |i| slots.get(&i).copied().unwrap_or(0),
-                &|id| pols.get(id).copied().unwrap_or_default(),
-            );
-            let lbs = entries.values().filter_map(|e| match e {
-                Entry::LoadBalancer(l) => Some(l),
-                _ => None,
-            });
-            let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries), &want.endpoints);
-            let mut lb = strato::lbmaps::LbState::default();
-            dp.lb_apply(&lb.sync(&specs, strato::dataplane::coarse_now_ns()))?;
-            let have = dp.tables()?;
-            dp.apply(&want.diff(&have))?;
-            dp.set_host(dataplane_common::HostInfo {
-                flags: HOST_F_LB,
-                ..Default::default()
-            })?;
-            for tap in ["lbc", "lbm1", "lbm2"] {
-                dp.attach(Attach::PortTc, tap)?;
-            }
-            Ok(dp)
-        })();
-        match r {
-            Ok(dp) => {
-                let _ = ready_tx.send(Ok(()));
-                let _ = done_rx.recv();
-                drop(dp);
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-            }
+    crate::benchkit::hold_in_netns(&net.ns("h"), move || {
+        let mut dp = Dataplane::load(None)?;
+        let entries = netns_world().entries();
+        let mut policies = strato::policy::Policies::default();
+        policies.start_after(0, 0);
+        for ops in &policies.plan(&entries, true).ops {
+            dp.policy_apply(ops)?;
         }
-    });
-    ready_rx.recv().context("Strato thread")??;
-    Ok((done_tx, h))
+        let pols = policies.port_policies(&entries);
+        let slots: std::collections::BTreeMap<u32, u32> = ifindex
+            .values()
+            .enumerate()
+            .map(|(i, &x)| (x, i as u32 + 1))
+            .collect();
+        let want = tables::build(
+            &entries,
+            &|tap| ifindex.get(tap).copied(),
+            &mut |i| slots.get(&i).copied().unwrap_or(0),
+            &|id| pols.get(id).copied().unwrap_or_default(),
+        );
+        let lbs = entries.values().filter_map(|e| match e {
+            Entry::LoadBalancer(l) => Some(l),
+            _ => None,
+        });
+        let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries), &want.endpoints);
+        let mut lb = strato::lbmaps::LbState::default();
+        dp.lb_apply(&lb.sync(&specs, strato::dataplane::coarse_now_ns()))?;
+        let have = dp.tables()?;
+        dp.apply(&want.diff(&have))?;
+        dp.set_host(dataplane_common::HostInfo {
+            flags: HOST_F_LB,
+            ..Default::default()
+        })?;
+        for tap in ["lbc", "lbm1", "lbm2"] {
+            dp.attach(Attach::PortTc, tap)?;
+        }
+        Ok(dp)
+    })
 }
 
 /// One row: a balancing step's keep-alive requests/s and new

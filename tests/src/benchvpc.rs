@@ -15,7 +15,7 @@
 //! those offloads off; VMs have them on by default (Strato attaches its
 //! port program at TC); Linux and TC are measured both ways.
 
-use std::{fmt::Write as _, net::Ipv4Addr, sync::mpsc, time::Duration};
+use std::{fmt::Write as _, net::Ipv4Addr, time::Duration};
 
 use anyhow::{bail, ensure, Context as _};
 use dataplane_common::{BareTarget, BARE_F_MACS};
@@ -316,37 +316,6 @@ pub fn vm(
         .vm_create(&spec)
         .with_context(|| format!("vm {name}"))?;
     Ok(())
-}
-
-/// Runs `f` on a thread inside network namespace `ns`, keeping what it
-/// returns alive until `done` is signalled (programs attached without pins
-/// live as long as their `Dataplane`).
-fn hold_in_netns(
-    ns: &str,
-    f: impl FnOnce() -> anyhow::Result<Dataplane> + Send + 'static,
-) -> anyhow::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
-    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let path = std::path::Path::new("/run/netns").join(ns);
-    let h = std::thread::spawn(move || {
-        let r = (|| -> anyhow::Result<Dataplane> {
-            let file = std::fs::File::open(&path).context("netns")?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
-            f()
-        })();
-        match r {
-            Ok(dp) => {
-                let _ = ready_tx.send(Ok(()));
-                let _ = done_rx.recv();
-                drop(dp);
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-            }
-        }
-    });
-    ready_rx.recv().context("bench thread")??;
-    Ok((done_tx, h))
 }
 
 fn vpc(api: &Api) -> (Vec<String>, String) {
@@ -833,7 +802,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
                     let pin = std::path::Path::new(strato::dataplane::PIN_ROOT)
                         .join(Cloud::host_id(&host));
                     let taps = [tap(&port_a), tap(&port_b)];
-                    let (done, h) = hold_in_netns(&host.netns, move || {
+                    let (done, h) = benchkit::hold_in_netns(&host.netns, move || {
                         let mut dp = Dataplane::load(Some(&pin))?;
                         for t in &taps {
                             dp.attach_transient(Attach::Port, t)?;
@@ -915,7 +884,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
                 Config::BareXdp | Config::BareTcOn | Config::BareTcOff => {
                     let tc = c != Config::BareXdp;
                     let t = targets;
-                    let (done, h) = hold_in_netns(&c1_ns, move || {
+                    let (done, h) = benchkit::hold_in_netns(&c1_ns, move || {
                         let mut dp = Dataplane::load(None)?;
                         for (i, target) in t {
                             dp.set_bare(i, target)?;

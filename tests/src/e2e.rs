@@ -229,32 +229,34 @@ impl Cloud {
         self.region.state_dir().join("agents").join(&h.name)
     }
 
-    /// SIGKILLs a spawned process and reaps it.
-    pub fn kill(&self, name: &str) {
+    /// Takes the spawned process `name` out of this run's children (it is
+    /// no longer reaped at teardown) and forgets its pid file.
+    fn take_child(&self, name: &str) -> Child {
         let mut children = self.children.lock().expect("children");
         let i = children
             .iter()
             .position(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("no process {name} in this run"));
-        let (_, mut child) = children.remove(i);
-        let _ = child.kill();
-        let _ = child.wait();
+        let (_, child) = children.remove(i);
         let _ = std::fs::remove_file(
             self.region
                 .state_dir()
                 .join("pids")
                 .join(format!("{name}.pid")),
         );
+        child
+    }
+
+    /// SIGKILLs a spawned process and reaps it.
+    pub fn kill(&self, name: &str) {
+        let mut child = self.take_child(name);
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Stops a spawned process with SIGTERM and waits (up to 5 s) for it to exit.
     pub fn stop(&self, name: &str) {
-        let mut children = self.children.lock().expect("children");
-        let i = children
-            .iter()
-            .position(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no process {name} in this run"));
-        let (_, mut child) = children.remove(i);
+        let mut child = self.take_child(name);
         // SAFETY: plain kill(2) on a child this test started and has not reaped.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -266,12 +268,6 @@ impl Cloud {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::fs::remove_file(
-            self.region
-                .state_dir()
-                .join("pids")
-                .join(format!("{name}.pid")),
-        );
     }
 
     /// The agents' (and operators') API on the controller's Unix socket.
@@ -314,6 +310,15 @@ impl Cloud {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The region's host `name` (panics if there is none).
+    pub fn host_named(&self, name: &str) -> Host {
+        self.region
+            .hosts()
+            .into_iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name} in the region"))
     }
 
     /// Runs the Python script `script` on `node`, which must succeed (else
@@ -882,12 +887,7 @@ impl Cloud {
             .expect("ip")
             .to_owned();
         let mac = p["mac_address"].as_str().expect("mac").to_owned();
-        let h = self
-            .region
-            .hosts()
-            .into_iter()
-            .find(|h| h.name == host)
-            .expect("host");
+        let h = self.host_named(host);
         let mut spec =
             netns_harness::VmSpec::new(name, host, &strato::network::ports::tap_name(&pid));
         spec.mac = Some(mac.parse().expect("mac"));
@@ -1021,12 +1021,7 @@ impl Cloud {
     /// Host `host`'s (by harness name) drop counter for `reason` (a label),
     /// summed over its interfaces, read from its pinned maps now.
     pub fn host_drops(&self, host: &str, reason: &str) -> u64 {
-        let h = self
-            .region
-            .hosts()
-            .into_iter()
-            .find(|h| h.name == host)
-            .unwrap_or_else(|| panic!("no host {host} in the region"));
+        let h = self.host_named(host);
         let dir = std::path::Path::new(strato::dataplane::PIN_ROOT).join(Cloud::host_id(&h));
         let c = strato::dataplane::Counters::read_pinned(&dir)
             .unwrap_or_else(|e| panic!("counters of {host}: {e}"));
@@ -1041,12 +1036,7 @@ impl Cloud {
     /// controller's current configuration revision: for a change that
     /// touches that host, its tables now hold it.
     pub fn wait_realised(&self, host: &str) {
-        let h = self
-            .region
-            .hosts()
-            .into_iter()
-            .find(|h| h.name == host)
-            .unwrap_or_else(|| panic!("no host {host} in the region"));
+        let h = self.host_named(host);
         let id = Cloud::host_id(&h);
         let r = self
             .get("/internal/v1/compiled")

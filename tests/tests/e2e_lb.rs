@@ -443,12 +443,7 @@ fn run(cloud: &Cloud) {
     eprintln!("held connection on {holder}: {held}");
     // Its start and end in the access log of the client's host, through
     // stratoctl; the host's metrics file counts the listener's connections.
-    let c1_host = cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == "az1-c1")
-        .expect("az1-c1");
+    let c1_host = cloud.host_named("az1-c1");
     let dir = cloud.agent_dir(&c1_host);
     let c1_client = format!("{}:", c1.ip);
     let mut logged: Option<(Vec<Value>, usize)> = None;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{json_lines, Api, Cloud, Servers, Vm};
+use strato_tests::e2e::{json_lines, Cloud, Servers, Vm};
 
 const CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 const SGCONN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/sgconn.py");
@@ -28,21 +28,6 @@ static SERVERS: Servers = Servers::new();
 
 fn keep(c: std::process::Child) {
     SERVERS.keep(c);
-}
-
-/// Plays Nova (see `Cloud::boot`), and starts the TCP service on 7000.
-fn boot(
-    cloud: &Cloud,
-    admin: &Api,
-    api: &Api,
-    net: &str,
-    name: &str,
-    host: &str,
-    groups: Option<&[&str]>,
-) -> Vm {
-    let vm = cloud.boot(admin, api, net, name, host, groups);
-    keep(cloud.hello_server(name));
-    vm
 }
 
 fn banner(cloud: &Cloud, from: &Vm, to: &Vm) -> String {
@@ -86,30 +71,20 @@ fn security_groups_end_to_end() {
     let db = api.security_group("db");
     api.allow_tcp_from_cidr(&web, 7000, "10.0.1.0/24");
     api.allow_tcp_from_group(&db, 7000, &web);
-    let web1 = boot(
-        &cloud,
-        &admin,
-        &api,
-        &nets[0],
-        "web1",
-        "az1-c1",
-        Some(&[&web]),
-    );
-    let db1 = boot(
-        &cloud,
-        &admin,
-        &api,
-        &nets[1],
-        "db1",
-        "az2-c2",
-        Some(&[&db]),
-    );
+    // Plays Nova (see `Cloud::boot`), and starts the TCP service on 7000.
+    let boot = |net: &str, name: &str, host: &str, groups: Option<&[&str]>| {
+        let vm = cloud.boot(&admin, &api, net, name, host, groups);
+        keep(cloud.hello_server(name));
+        vm
+    };
+    let web1 = boot(&nets[0], "web1", "az1-c1", Some(&[&web]));
+    let db1 = boot(&nets[1], "db1", "az2-c2", Some(&[&db]));
     // Clients in the default group: net0 on web1's host, another az1 host
     // and az2; net1 in az2.
-    let cl1 = boot(&cloud, &admin, &api, &nets[0], "cl1", "az1-c2", None);
-    let cl2 = boot(&cloud, &admin, &api, &nets[1], "cl2", "az2-c1", None);
-    let cl3 = boot(&cloud, &admin, &api, &nets[0], "cl3", "az1-c1", None);
-    let cl4 = boot(&cloud, &admin, &api, &nets[0], "cl4", "az2-c1", None);
+    let cl1 = boot(&nets[0], "cl1", "az1-c2", None);
+    let cl2 = boot(&nets[1], "cl2", "az2-c1", None);
+    let cl3 = boot(&nets[0], "cl3", "az1-c1", None);
+    let cl4 = boot(&nets[0], "cl4", "az2-c1", None);
     let all = [&web1, &db1, &cl1, &cl2, &cl3, &cl4];
     for vm in all {
         cloud.wait_until(

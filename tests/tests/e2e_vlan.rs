@@ -130,15 +130,6 @@ fn vlan_drops(host: &netns_harness::Host, ifindex: u32) -> u64 {
         .sum()
 }
 
-fn host(cloud: &Cloud, name: &str) -> netns_harness::Host {
-    cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == name)
-        .expect("host")
-}
-
 #[test]
 fn tagged_frames_from_a_vm_are_dropped_and_counted() {
     let cloud = Cloud::up("vln", &Topology::default_region());
@@ -161,7 +152,7 @@ fn tagged_frames_from_a_vm_are_dropped_and_counted() {
         );
     }
 
-    let h1 = host(&cloud, "az1-c1");
+    let h1 = cloud.host_named("az1-c1");
     let ifindex = {
         let mut ifindex = None;
         cloud.wait_until(

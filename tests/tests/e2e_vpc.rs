@@ -245,12 +245,7 @@ fn vpc_end_to_end() {
 /// `stratoctl trace` runs synthetic packets from r1's port through
 /// az1-c1's live program and names the path each takes.
 fn trace(cloud: &Cloud, red: &[Vm]) {
-    let host = cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == "az1-c1")
-        .expect("host");
+    let host = cloud.host_named("az1-c1");
     let hid = Cloud::host_id(&host);
     let run = |to: &str| -> Value {
         let o = std::process::Command::new(strato_tests::e2e::bin("stratoctl"))
@@ -561,12 +556,7 @@ fn spine_failure(cloud: &Cloud, red: &[Vm]) {
 /// after the new agent has reported.
 fn agent_restart(cloud: &Cloud, red: &[Vm]) {
     let (a, b) = (&red[0], &red[3]);
-    let host = cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == "az1-c1")
-        .expect("host");
+    let host = cloud.host_named("az1-c1");
     assert!(ping_ok(cloud, &a.name, &b.ip), "no path before the restart");
     let old = cloud.host(&host).report;
     let pinger = cloud.pinger("ping-agent-restart", &a.name, &b.ip);
