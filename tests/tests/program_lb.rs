@@ -218,100 +218,18 @@ fn vip_translation_reply_and_refusals() {
     let tp1 = t.ifindex("tp1");
     let tp2 = t.ifindex("tp2");
     let up = t.ifindex(UPLINK);
+    #[rustfmt::skip]
     let rows = vec![
-        t.port_row(
-            "SYN to VIP:80 -> local member m1:8080, routed (TTL, MACs)",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 40000), (VIP, 80), 64, true),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 40000), (M1, 8080), 63, true)),
-        t.port_row(
-            "the connection's next segment goes to the same member",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 40000), (VIP, 80), 64, false),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 40000), (M1, 8080), 63, false)),
-        t.port_row(
-            "m1's reply is translated back to VIP:80 on its way to c1",
-            "tp2",
-            tcp((M1_MAC, GW_B_MAC), (M1, 8080), (C1, 40000), 64, false),
-            Expect::Forward,
-        )
-        .to(tp1)
-        .output(tcp((GW_A_MAC, C1_MAC), (VIP, 80), (C1, 40000), 63, false)),
-        t.port_row(
-            "SYN to VIP:90 -> remote member m2:8080, tunnelled on net b's VNI",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 40001), (VIP, 90), 64, true),
-            Expect::Forward,
-        )
-        .to(up)
-        .output(tunnelled(
-            tcp((GW_B_MAC, M2_MAC), (C1, 40001), (M2, 8080), 63, true),
-            200,
-        )),
-        Fixture::new(
-            "m2's reply arrives tunnelled and is translated back to VIP:90",
-            strato_tests::packets::vxlan(
-                PEER_HOST_MAC,
-                UPLINK_MAC,
-                HOST_M2,
-                UNDERLAY_IP,
-                51234,
-                0x08,
-                100,
-                &tcp((GW_A_MAC, C1_MAC), (M2, 8080), (C1, 40001), 63, false),
-            ),
-            Expect::Forward,
-        )
-        .on(Attach::Uplink)
-        .at(up)
-        .to(tp1)
-        .output(tcp((GW_A_MAC, C1_MAC), (VIP, 90), (C1, 40001), 63, false)),
-        t.port_row(
-            "UDP to VIP:53 -> m1:5353",
-            "tp1",
-            udp((C1_MAC, VIP_MAC), (C1, 40002), (VIP, 53), 64),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(udp((GW_B_MAC, M1_MAC), (C1, 40002), (M1, 5353), 63)),
-        t.port_row(
-            "SYN to a listener without members: reset",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 40003), (VIP, 81), 64, true),
-            Expect::AnswerError(LbNoBackend),
-        )
-        .output(reset(81, 40003, true)),
-        t.port_row(
-            "SYN to a port without a listener: reset",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 40003), (VIP, 82), 64, true),
-            Expect::AnswerError(LbNoListener),
-        )
-        .output(reset(82, 40003, true)),
-        t.port_row(
-            "UDP to a listener without members: ICMP port unreachable",
-            "tp1",
-            udp((C1_MAC, VIP_MAC), (C1, 40004), (VIP, 81), 64),
-            Expect::AnswerError(LbNoBackend),
-        )
-        .output(port_unreachable(udp(
-            (C1_MAC, VIP_MAC),
-            (C1, 40004),
-            (VIP, 81),
-            64,
-        ))),
-        t.port_row(
-            "ICMP to the VIP: not balanced",
-            "tp1",
-            strato_tests::packets::ping4(C1_MAC, VIP_MAC, C1, VIP, 64, 7, 1, PAYLOAD),
-            Expect::Drop(LbUnsupported),
-        ),
+        t.port_row("SYN to VIP:80 -> local member m1:8080, routed (TTL, MACs)", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 40000), (VIP, 80), 64, true), Expect::Forward).to(tp2).output(tcp((GW_B_MAC, M1_MAC), (C1, 40000), (M1, 8080), 63, true)),
+        t.port_row("the connection's next segment goes to the same member", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 40000), (VIP, 80), 64, false), Expect::Forward).to(tp2).output(tcp((GW_B_MAC, M1_MAC), (C1, 40000), (M1, 8080), 63, false)),
+        t.port_row("m1's reply is translated back to VIP:80 on its way to c1", "tp2", tcp((M1_MAC, GW_B_MAC), (M1, 8080), (C1, 40000), 64, false), Expect::Forward).to(tp1).output(tcp((GW_A_MAC, C1_MAC), (VIP, 80), (C1, 40000), 63, false)),
+        t.port_row("SYN to VIP:90 -> remote member m2:8080, tunnelled on net b's VNI", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 40001), (VIP, 90), 64, true), Expect::Forward).to(up).output(tunnelled(tcp((GW_B_MAC, M2_MAC), (C1, 40001), (M2, 8080), 63, true), 200)),
+        Fixture::new("m2's reply arrives tunnelled and is translated back to VIP:90", strato_tests::packets::vxlan(PEER_HOST_MAC, UPLINK_MAC, HOST_M2, UNDERLAY_IP, 51234, 0x08, 100, &tcp((GW_A_MAC, C1_MAC), (M2, 8080), (C1, 40001), 63, false)), Expect::Forward).on(Attach::Uplink).at(up).to(tp1).output(tcp((GW_A_MAC, C1_MAC), (VIP, 90), (C1, 40001), 63, false)),
+        t.port_row("UDP to VIP:53 -> m1:5353", "tp1", udp((C1_MAC, VIP_MAC), (C1, 40002), (VIP, 53), 64), Expect::Forward).to(tp2).output(udp((GW_B_MAC, M1_MAC), (C1, 40002), (M1, 5353), 63)),
+        t.port_row("SYN to a listener without members: reset", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 40003), (VIP, 81), 64, true), Expect::AnswerError(LbNoBackend)).output(reset(81, 40003, true)),
+        t.port_row("SYN to a port without a listener: reset", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 40003), (VIP, 82), 64, true), Expect::AnswerError(LbNoListener)).output(reset(82, 40003, true)),
+        t.port_row("UDP to a listener without members: ICMP port unreachable", "tp1", udp((C1_MAC, VIP_MAC), (C1, 40004), (VIP, 81), 64), Expect::AnswerError(LbNoBackend)).output(port_unreachable(udp((C1_MAC, VIP_MAC), (C1, 40004), (VIP, 81), 64))),
+        t.port_row("ICMP to the VIP: not balanced", "tp1", strato_tests::packets::ping4(C1_MAC, VIP_MAC, C1, VIP, 64, 7, 1, PAYLOAD), Expect::Drop(LbUnsupported)),
     ];
     for f in rows {
         t.check(&f);
@@ -335,43 +253,13 @@ fn listeners_are_balanced_in_front_of_the_pipeline() {
     t.dataplane()
         .clear_tail(dataplane_common::maps::TAIL_LB)
         .expect("empty the load balancer's tail slot");
+    #[rustfmt::skip]
     let rows = vec![
-        t.port_row(
-            "SYN to VIP:80 -> m1:8080 without the tail",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, true),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, true)),
-        t.port_row(
-            "its next segment, a known connection",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, false),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, false)),
-        t.port_row(
-            "UDP to VIP:53 -> m1:5353 without the tail",
-            "tp1",
-            udp((C1_MAC, VIP_MAC), (C1, 41001), (VIP, 53), 64),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(udp((GW_B_MAC, M1_MAC), (C1, 41001), (M1, 5353), 63)),
-        t.port_row(
-            "a refusal (listener without members) is the tail's",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 41002), (VIP, 81), 64, true),
-            Expect::Drop(NoTailCall),
-        ),
-        t.port_row(
-            "a VIP addressed to another port's MAC is not balanced in front",
-            "tp1",
-            tcp((C1_MAC, C1_MAC), (C1, 41003), (VIP, 80), 64, true),
-            Expect::Drop(UnknownDestination),
-        ),
+        t.port_row("SYN to VIP:80 -> m1:8080 without the tail", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, true), Expect::Forward).to(tp2).output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, true)),
+        t.port_row("its next segment, a known connection", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, false), Expect::Forward).to(tp2).output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, false)),
+        t.port_row("UDP to VIP:53 -> m1:5353 without the tail", "tp1", udp((C1_MAC, VIP_MAC), (C1, 41001), (VIP, 53), 64), Expect::Forward).to(tp2).output(udp((GW_B_MAC, M1_MAC), (C1, 41001), (M1, 5353), 63)),
+        t.port_row("a refusal (listener without members) is the tail's", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 41002), (VIP, 81), 64, true), Expect::Drop(NoTailCall)),
+        t.port_row("a VIP addressed to another port's MAC is not balanced in front", "tp1", tcp((C1_MAC, C1_MAC), (C1, 41003), (VIP, 80), 64, true), Expect::Drop(UnknownDestination)),
     ];
     for f in rows {
         t.check(&f);

@@ -140,25 +140,14 @@ fn outbound_source_becomes_the_elastic_ip() {
     let mut t = tester(false);
     let up = t.ifindex(UPLINK);
     let out = |inner: Vec<u8>| encapsulated_frame(&inner, EXT_VNI, GATEWAY_HOST);
+    #[rustfmt::skip]
     let rows = vec![
-        t.port_row("a1 -> internet UDP: source 198.51.100.10, TTL-1, tunnelled on VNI 900 to the gateway host", "tp1",
-            udp(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
-            .output(out(udp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        t.port_row("a1 -> internet TCP: TCP checksum follows the pseudo-header", "tp1",
-            tcp(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
-            .output(out(tcp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        t.port_row("a1 -> internet ICMP echo: only the IPv4 header changes", "tp1",
-            ping(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
-            .output(out(ping(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        t.port_row("a1's ICMP error about a datagram the client sent to its EIP: outer source and quoted destination become the EIP", "tp1",
-            port_unreachable(A1_MAC, GW_A_MAC, A1, CLIENT, 64, CLIENT, A1), Expect::Forward)
-            .output(out(port_unreachable(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63, CLIENT, EIP))).to(up),
-        t.port_row("a1 -> internet, a later fragment (no L4 header): translated, IPv4 checksum only", "tp1",
-            later_fragment(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
-            .output(out(later_fragment(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        t.port_row("a2 (no elastic IP) -> internet: to the router's SNAT gateway untranslated, on net a's VNI, MACs kept", "tp2",
-            udp(A2_MAC, GW_A_MAC, A2, CLIENT, 64), Expect::Forward)
-            .output(encapsulated_frame(&udp(A2_MAC, GW_A_MAC, A2, CLIENT, 63), 100, GATEWAY_HOST)).to(up),
+        t.port_row("a1 -> internet UDP: source 198.51.100.10, TTL-1, tunnelled on VNI 900 to the gateway host", "tp1", udp(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward).output(out(udp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
+        t.port_row("a1 -> internet TCP: TCP checksum follows the pseudo-header", "tp1", tcp(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward).output(out(tcp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
+        t.port_row("a1 -> internet ICMP echo: only the IPv4 header changes", "tp1", ping(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward).output(out(ping(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
+        t.port_row("a1's ICMP error about a datagram the client sent to its EIP: outer source and quoted destination become the EIP", "tp1", port_unreachable(A1_MAC, GW_A_MAC, A1, CLIENT, 64, CLIENT, A1), Expect::Forward).output(out(port_unreachable(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63, CLIENT, EIP))).to(up),
+        t.port_row("a1 -> internet, a later fragment (no L4 header): translated, IPv4 checksum only", "tp1", later_fragment(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward).output(out(later_fragment(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
+        t.port_row("a2 (no elastic IP) -> internet: to the router's SNAT gateway untranslated, on net a's VNI, MACs kept", "tp2", udp(A2_MAC, GW_A_MAC, A2, CLIENT, 64), Expect::Forward).output(encapsulated_frame(&udp(A2_MAC, GW_A_MAC, A2, CLIENT, 63), 100, GATEWAY_HOST)).to(up),
     ];
     t.check_rows(rows);
 }
@@ -168,28 +157,16 @@ fn inbound_destination_becomes_the_fixed_ip() {
     let mut t = tester(false);
     let tp1 = t.ifindex("tp1");
     let routed = |f: Vec<u8>| Expected::from(f);
+    #[rustfmt::skip]
     let rows = vec![
-        t.uplink_row("VNI 900 UDP to a1's EIP: destination 10.1.0.5, TTL-1, a1's MACs, to tp1",
-            vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
-            .output(routed(udp(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        t.uplink_row("VNI 900 TCP to a1's EIP",
-            vxlan_in(EXT_VNI, &tcp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
-            .output(routed(tcp(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        t.uplink_row("VNI 900 ICMP echo to a1's EIP",
-            vxlan_in(EXT_VNI, &ping(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
-            .output(routed(ping(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        t.uplink_row("VNI 900 ICMP error about a1's datagram (quoted source the EIP): both addresses back to 10.1.0.5",
-            vxlan_in(EXT_VNI, &port_unreachable(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64, EIP, CLIENT)), Expect::Forward)
-            .output(routed(port_unreachable(GW_A_MAC, A1_MAC, CLIENT, A1, 63, A1, CLIENT))).to(tp1),
-        t.uplink_row("VNI 900 later fragment to a1's EIP",
-            vxlan_in(EXT_VNI, &later_fragment(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
-            .output(routed(later_fragment(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        t.uplink_row("VNI 900 to a1's EIP with TTL 1: dropped",
-            vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 1)), Expect::Drop(TtlExceeded)),
-        t.uplink_row("VNI 900 to an EIP bound on another host, on a host that is no gateway: dropped",
-            vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP_REMOTE, 64)), Expect::Drop(UnknownElasticIp)),
-        t.uplink_row("VNI 900 to an address that is no EIP, on a host that is no gateway: dropped",
-            vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, EIP, CLIENT, 64)), Expect::Drop(UnknownElasticIp)),
+        t.uplink_row("VNI 900 UDP to a1's EIP: destination 10.1.0.5, TTL-1, a1's MACs, to tp1", vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward).output(routed(udp(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
+        t.uplink_row("VNI 900 TCP to a1's EIP", vxlan_in(EXT_VNI, &tcp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward).output(routed(tcp(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
+        t.uplink_row("VNI 900 ICMP echo to a1's EIP", vxlan_in(EXT_VNI, &ping(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward).output(routed(ping(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
+        t.uplink_row("VNI 900 ICMP error about a1's datagram (quoted source the EIP): both addresses back to 10.1.0.5", vxlan_in(EXT_VNI, &port_unreachable(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64, EIP, CLIENT)), Expect::Forward).output(routed(port_unreachable(GW_A_MAC, A1_MAC, CLIENT, A1, 63, A1, CLIENT))).to(tp1),
+        t.uplink_row("VNI 900 later fragment to a1's EIP", vxlan_in(EXT_VNI, &later_fragment(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward).output(routed(later_fragment(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
+        t.uplink_row("VNI 900 to a1's EIP with TTL 1: dropped", vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 1)), Expect::Drop(TtlExceeded)),
+        t.uplink_row("VNI 900 to an EIP bound on another host, on a host that is no gateway: dropped", vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP_REMOTE, 64)), Expect::Drop(UnknownElasticIp)),
+        t.uplink_row("VNI 900 to an address that is no EIP, on a host that is no gateway: dropped", vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, EIP, CLIENT, 64)), Expect::Drop(UnknownElasticIp)),
     ];
     t.check_rows(rows);
 }
@@ -220,17 +197,12 @@ fn gateway_steers_and_forwards() {
     let ext_row = |d: &str, input: Vec<u8>, expect: Expect| {
         Fixture::new(d, input, expect).on(Attach::External).at(ext)
     };
+    #[rustfmt::skip]
     let rows = vec![
-        ext_row("internet -> EIP bound on another host: tunnelled unchanged on VNI 900 to that host",
-            from_internet.clone(), Expect::Forward)
-            .output(encapsulated_frame(&from_internet, EXT_VNI, HOST_REMOTE)).to(up),
-        ext_row("ARP for an EIP on the external network: answered with the external interface's MAC",
-            ext_arp, Expect::Answer).output(ext_arp_reply),
-        ext_row("internet -> an address that is no EIP: to the gateway's own stack",
-            udp(ROUTER_MAC, ext_mac, CLIENT, [198, 51, 100, 99], 64), Expect::Pass(strato_tests::progtest::Class::Ipv4)),
-        t.uplink_row("VNI 900 from a VM's host (source already its EIP): out of the external interface to the FIB's next hop",
-            vxlan_in(EXT_VNI, &outbound), Expect::Forward)
-            .output(Expected::from(sent).any(6..12)).to(ext),
+        ext_row("internet -> EIP bound on another host: tunnelled unchanged on VNI 900 to that host", from_internet.clone(), Expect::Forward).output(encapsulated_frame(&from_internet, EXT_VNI, HOST_REMOTE)).to(up),
+        ext_row("ARP for an EIP on the external network: answered with the external interface's MAC", ext_arp, Expect::Answer).output(ext_arp_reply),
+        ext_row("internet -> an address that is no EIP: to the gateway's own stack", udp(ROUTER_MAC, ext_mac, CLIENT, [198, 51, 100, 99], 64), Expect::Pass(strato_tests::progtest::Class::Ipv4)),
+        t.uplink_row("VNI 900 from a VM's host (source already its EIP): out of the external interface to the FIB's next hop", vxlan_in(EXT_VNI, &outbound), Expect::Forward).output(Expected::from(sent).any(6..12)).to(ext),
     ];
     t.check_rows(rows);
 }
@@ -408,19 +380,11 @@ fn router_snat_on_the_gateway() {
         PAYLOAD,
     );
     let inner = packets::udp4(GW_A_MAC, A1_MAC, remote, A1, 63, 5000, 40000, PAYLOAD);
+    #[rustfmt::skip]
     let rows = vec![
-        Fixture::new("reply to the SNAT address: back to a1's address and port, tunnelled on VNI 100 to a1's host", reply.clone(), Expect::Forward)
-            .on(Attach::External)
-            .at(ext)
-            .output(encapsulated_frame(&inner, 100, GATEWAY_HOST))
-            .to(up),
-        Fixture::new("a datagram to the SNAT address that no flow expects: dropped",
-            packets::udp4(ROUTER_MAC, SNAT_EXT_MAC, remote, SNAT_IP, 64, 5000, 1, PAYLOAD),
-            Expect::Drop(SnatNoFlow))
-            .on(Attach::External)
-            .at(ext),
-        t.uplink_row("a VM's later fragment: SNAT cannot translate it",
-            vxlan_in(100, &later_fragment(A1_MAC, GW_A_MAC, A1, remote, 63)), Expect::Drop(SnatFragment)),
+        Fixture::new("reply to the SNAT address: back to a1's address and port, tunnelled on VNI 100 to a1's host", reply.clone(), Expect::Forward).on(Attach::External).at(ext).output(encapsulated_frame(&inner, 100, GATEWAY_HOST)).to(up),
+        Fixture::new("a datagram to the SNAT address that no flow expects: dropped", packets::udp4(ROUTER_MAC, SNAT_EXT_MAC, remote, SNAT_IP, 64, 5000, 1, PAYLOAD), Expect::Drop(SnatNoFlow)).on(Attach::External).at(ext),
+        t.uplink_row("a VM's later fragment: SNAT cannot translate it", vxlan_in(100, &later_fragment(A1_MAC, GW_A_MAC, A1, remote, 63)), Expect::Drop(SnatFragment)),
     ];
     t.check_rows(rows);
     // A VM's TCP segment: translated. The external port is the allocator's
@@ -673,12 +637,11 @@ fn router_snat_exhaustion_is_counted() {
     t.dataplane()
         .snat_occupy(SNAT_IP, remote, 5000, 17, 1024..=65535)
         .expect("occupy the ports");
-    let rows = vec![t.uplink_row(
+    t.check(&t.uplink_row(
         "a new flow to remote:5000 with every port taken: dropped, counted as snat_exhausted",
         vxlan_in(100, &udp_from(A1_MAC, A1, 40000, remote, 5000)),
         Expect::Drop(SnatExhausted),
-    )];
-    t.check_rows(rows);
+    ));
     // Mappings depend on the remote end: another remote port still gets one.
     let o = through(
         &mut t,
