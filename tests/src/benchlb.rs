@@ -92,12 +92,7 @@ fn world(backends: u32, vips: u32) -> World {
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("b", 200).subnet("sb", "10.2.0.0/16", "10.2.0.1"))
         .net(Net::new("v", 300).subnet("sv", "10.128.0.0/16", "10.128.0.1"))
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A)
-                .interface("sb", GW_B)
-                .interface("sv", mac(0xc0, 0, 1)),
-        )
+        .router(Router::on("r1", &[("sa", GW_A), ("sb", GW_B)]).interface("sv", mac(0xc0, 0, 1)))
         .port(Port::local("c1", "a", "tp1", C1.0, C1.1).no_security());
     let mut members = vec![];
     for i in 0..backends {
@@ -769,12 +764,10 @@ fn netns_world() -> World {
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("b", 200).subnet("sb", "10.2.0.0/24", "10.2.0.1"))
         .net(Net::new("c", 300).subnet("sc", "10.3.0.0/24", "10.3.0.1"))
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A)
-                .interface("sb", GW_B)
-                .interface("sc", GW_C),
-        )
+        .router(Router::on(
+            "r1",
+            &[("sa", GW_A), ("sb", GW_B), ("sc", GW_C)],
+        ))
         .port(Port::local("c1", "a", "lbc", C1.0, C1.1).no_security())
         .port(Port::local("m1", "b", "lbm1", M1.0, M1.1).no_security())
         .port(Port::local("m2", "c", "lbm2", M2.0, M2.1).no_security())

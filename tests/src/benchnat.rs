@@ -126,12 +126,12 @@ fn compute_world(n: u32) -> World {
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("b", 101).subnet("sb", "10.1.1.0/24", "10.1.1.1"))
         .group(open_stateful())
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A)
-                .interface("sb", GW_B)
-                .external(EXT_VNI, SNAT_IP, EXT_MAC, GATEWAY_HOST),
-        )
+        .router(Router::on("r1", &[("sa", GW_A), ("sb", GW_B)]).external(
+            EXT_VNI,
+            SNAT_IP,
+            EXT_MAC,
+            GATEWAY_HOST,
+        ))
         .port(Port::local("a1", "a", "tp1", A1.0, A1.1).groups(&["open-stateful"]))
         .port(Port::remote("b3", "b", [198, 18, 2, 3], B3.0, B3.1))
         .floating_ip(EIP, EXT_VNI, "a1", A1.1, [198, 18, 1, 1], false);

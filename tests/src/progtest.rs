@@ -542,6 +542,29 @@ impl Net {
     }
 }
 
+/// A VM as rows see it: its MAC, address and tap ("" for a port of
+/// another host).
+#[derive(Clone, Copy, Debug)]
+pub struct Vm {
+    pub mac: [u8; 6],
+    pub ip: [u8; 4],
+    pub tap: &'static str,
+}
+
+/// The MAC fa:16:3e:`tail` (Neutron's prefix).
+pub const fn mac(tail: [u8; 3]) -> [u8; 6] {
+    [0xfa, 0x16, 0x3e, tail[0], tail[1], tail[2]]
+}
+
+/// A VM with the MAC fa:16:3e:`mac_tail`.
+pub const fn vm(mac_tail: [u8; 3], ip: [u8; 4], tap: &'static str) -> Vm {
+    Vm {
+        mac: mac(mac_tail),
+        ip,
+        tap,
+    }
+}
+
 /// A router: interfaces on subnets (holding their gateway addresses) and
 /// static routes.
 #[derive(Clone, Debug)]
@@ -595,7 +618,6 @@ impl Router {
         self
     }
 
-    /// An interface on `subnet` with `mac`, holding the subnet's gateway address.
     /// The external gateway without SNAT (`enable_snat: false`).
     pub fn no_snat(mut self) -> Router {
         if let Some(x) = self.external.as_mut() {
@@ -605,6 +627,14 @@ impl Router {
         self
     }
 
+    /// Router `id` with an interface on each of `interfaces` (subnet, MAC).
+    pub fn on(id: &str, interfaces: &[(&str, [u8; 6])]) -> Router {
+        interfaces.iter().fold(Router::new(id), |r, (subnet, mac)| {
+            r.interface(subnet, *mac)
+        })
+    }
+
+    /// An interface on `subnet` with `mac`, holding the subnet's gateway address.
     pub fn interface(mut self, subnet: &str, mac: [u8; 6]) -> Router {
         self.interfaces.push((subnet.into(), mac_str(&mac)));
         self

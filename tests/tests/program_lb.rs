@@ -19,13 +19,9 @@ use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type, PacketBuilder};
 use strato::compile::{Entry, ListenerEntry, LoadBalancerEntry, MemberEntry};
 use strato::dataplane::Attach;
 use strato_tests::progtest::{
-    Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict, World, UNDERLAY_IP,
+    mac, Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict, World, UNDERLAY_IP,
     UPLINK, UPLINK_MAC,
 };
-
-const fn mac(tail: [u8; 3]) -> [u8; 6] {
-    [0xfa, 0x16, 0x3e, tail[0], tail[1], tail[2]]
-}
 
 const GW_A_MAC: [u8; 6] = mac([0xa0, 0, 1]);
 const GW_B_MAC: [u8; 6] = mac([0xb0, 0, 1]);
@@ -114,11 +110,7 @@ fn world(m1_state: &str) -> World {
     let mut w = World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("b", 200).subnet("sb", "10.2.0.0/24", "10.2.0.1"))
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A_MAC)
-                .interface("sb", GW_B_MAC),
-        )
+        .router(Router::on("r1", &[("sa", GW_A_MAC), ("sb", GW_B_MAC)]))
         .port(Port::local("c1", "a", "tp1", C1_MAC, C1))
         .port(Port::local("m1", "b", "tp2", M1_MAC, M1))
         .port(Port::remote("m2", "b", HOST_M2, M2_MAC, M2));

@@ -17,14 +17,10 @@ use strato::dataplane::Attach;
 use strato::tables::Diff;
 use strato_tests::packets::{self, L3};
 use strato_tests::progtest::{
-    encapsulated_frame, Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict,
+    encapsulated_frame, mac, Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict,
     World, OTHER_LINK, OTHER_LINK_NEXTHOP_MAC, OTHER_LINK_UNDERLAY, UNDERLAY_IP, UPLINK,
     UPLINK_MAC,
 };
-
-const fn mac(tail: [u8; 3]) -> [u8; 6] {
-    [0xfa, 0x16, 0x3e, tail[0], tail[1], tail[2]]
-}
 
 const GW_A_MAC: [u8; 6] = mac([0xa0, 0, 1]);
 const A1_MAC: [u8; 6] = mac([0, 1, 5]);

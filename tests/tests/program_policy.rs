@@ -24,53 +24,18 @@ use etherparse::PacketBuilder;
 use strato::dataplane::Attach;
 use strato_tests::packets;
 use strato_tests::progtest::{
-    Expect, Fixture, Net, Port, ProgramTester, Router, SecurityGroupEntry, SgRuleEntry, World,
-    UNDERLAY_IP, UPLINK, UPLINK_MAC,
+    mac, vm, Expect, Fixture, Net, Port, ProgramTester, Router, SecurityGroupEntry, SgRuleEntry,
+    Vm, World, UNDERLAY_IP, UPLINK, UPLINK_MAC,
 };
-
-#[derive(Clone, Copy)]
-struct Vm {
-    mac: [u8; 6],
-    ip: [u8; 4],
-    tap: &'static str,
-}
-
-const fn mac(tail: [u8; 3]) -> [u8; 6] {
-    [0xfa, 0x16, 0x3e, tail[0], tail[1], tail[2]]
-}
 
 const GW_A_MAC: [u8; 6] = mac([0xa0, 0, 1]);
 const GW_B_MAC: [u8; 6] = mac([0xb0, 0, 1]);
-const W1: Vm = Vm {
-    mac: mac([0, 1, 5]),
-    ip: [10, 1, 0, 5],
-    tap: "tp1",
-};
-const C1: Vm = Vm {
-    mac: mac([0, 1, 6]),
-    ip: [10, 1, 0, 6],
-    tap: "tp2",
-};
-const D1: Vm = Vm {
-    mac: mac([0, 2, 5]),
-    ip: [10, 1, 1, 5],
-    tap: "tp3",
-};
-const S1: Vm = Vm {
-    mac: mac([0, 1, 7]),
-    ip: [10, 1, 0, 7],
-    tap: "tp4",
-};
-const N1: Vm = Vm {
-    mac: mac([0, 1, 8]),
-    ip: [10, 1, 0, 8],
-    tap: "tp5",
-};
-const R3: Vm = Vm {
-    mac: mac([0, 1, 0x20]),
-    ip: [10, 1, 0, 20],
-    tap: "",
-};
+const W1: Vm = vm([0, 1, 5], [10, 1, 0, 5], "tp1");
+const C1: Vm = vm([0, 1, 6], [10, 1, 0, 6], "tp2");
+const D1: Vm = vm([0, 2, 5], [10, 1, 1, 5], "tp3");
+const S1: Vm = vm([0, 1, 7], [10, 1, 0, 7], "tp4");
+const N1: Vm = vm([0, 1, 8], [10, 1, 0, 8], "tp5");
+const R3: Vm = vm([0, 1, 0x20], [10, 1, 0, 20], "");
 const HOST_R3: [u8; 4] = [198, 18, 2, 2];
 const PEER_HOST_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x02, 0x02, 0x02];
 
@@ -108,11 +73,7 @@ fn world(allow_80: bool) -> World {
     World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("b", 101).subnet("sb", "10.1.1.0/24", "10.1.1.1"))
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A_MAC)
-                .interface("sb", GW_B_MAC),
-        )
+        .router(Router::on("r1", &[("sa", GW_A_MAC), ("sb", GW_B_MAC)]))
         .group(web(allow_80))
         .group(SecurityGroupEntry {
             id: "client".into(),

@@ -33,29 +33,10 @@ use etherparse::{
 use strato::dataplane::Attach;
 use strato_tests::packets::{self, IP_TTL, L3, L4};
 use strato_tests::progtest::{
-    encapsulated_frame, Class, Expect, Expected, Net, Port, ProgramTester, Router, World,
-    OTHER_LINK_UNDERLAY, UNDERLAY_IP, UNRESOLVED_UNDERLAY, UNROUTED_UNDERLAY, UPLINK, UPLINK_MAC,
+    encapsulated_frame, mac, vm, Class, Expect, Expected, Net, Port, ProgramTester, Router, Vm,
+    World, OTHER_LINK_UNDERLAY, UNDERLAY_IP, UNRESOLVED_UNDERLAY, UNROUTED_UNDERLAY, UPLINK,
+    UPLINK_MAC,
 };
-
-/// A VM as the rows see it.
-#[derive(Clone, Copy)]
-struct Vm {
-    mac: [u8; 6],
-    ip: [u8; 4],
-    tap: &'static str,
-}
-
-const fn vm(mac_tail: [u8; 3], ip: [u8; 4], tap: &'static str) -> Vm {
-    Vm {
-        mac: [0xfa, 0x16, 0x3e, mac_tail[0], mac_tail[1], mac_tail[2]],
-        ip,
-        tap,
-    }
-}
-
-const fn mac(tail: [u8; 3]) -> [u8; 6] {
-    [0xfa, 0x16, 0x3e, tail[0], tail[1], tail[2]]
-}
 
 // VPC blue.
 const GW_A: [u8; 4] = [10, 1, 0, 1];
@@ -103,9 +84,7 @@ fn world() -> World {
         )
         .net(Net::new("b", 101).subnet("sb", "10.1.1.0/24", "10.1.1.1"))
         .router(
-            Router::new("r1")
-                .interface("sa", GW_A_MAC)
-                .interface("sb", GW_B_MAC)
+            Router::on("r1", &[("sa", GW_A_MAC), ("sb", GW_B_MAC)])
                 .route("192.168.0.0/16", "10.1.1.5")
                 .route("172.16.0.0/12", "10.1.1.99"),
         )
@@ -128,11 +107,7 @@ fn world() -> World {
         .port(Port::remote("a10", "a", HOST_A3, A10.mac, A10.ip))
         .net(Net::new("x", 200).subnet("sx", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("y", 201).subnet("sy", "10.1.1.0/24", "10.1.1.1"))
-        .router(
-            Router::new("r2")
-                .interface("sx", GW_X_MAC)
-                .interface("sy", GW_Y_MAC),
-        )
+        .router(Router::on("r2", &[("sx", GW_X_MAC), ("sy", GW_Y_MAC)]))
         .port(Port::local("x1", "x", X1.tap, X1.mac, X1.ip))
         .port(Port::local("x2", "x", X2.tap, X2.mac, X2.ip))
         .port(Port::remote("x3", "x", HOST_Y3, X3.mac, X3.ip))

@@ -360,12 +360,10 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
             .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
             .net(Net::new("b", 101).subnet("sb", "10.1.1.0/24", "10.1.1.1"))
             .net(Net::new("c", 102).subnet("sc", "10.64.0.0/12", "10.64.0.1"))
-            .router(
-                Router::new("r1")
-                    .interface("sa", gw_a)
-                    .interface("sb", gw_b)
-                    .interface("sc", MAC(0xc0, 1)),
-            )
+            .router(Router::on(
+                "r1",
+                &[("sa", gw_a), ("sb", gw_b), ("sc", MAC(0xc0, 1))],
+            ))
             // Port security off: the pipeline alone (security groups have
             // their own rows).
             .port(Port::local("a1", "a", "tp1", a1.0, a1.1).no_security())
