@@ -515,52 +515,42 @@ fn bandwidth_limit_honours_the_burst() {
         }
         (passed, monotonic_ns() - since)
     };
+    // `n` datagrams from `since`: `want` pass, plus one per second the run
+    // took (refilled meanwhile).
+    let expect_passed = |t: &mut ProgramTester, n: usize, since: u64, want: u64, when: &str| {
+        let (passed, took) = send(t, n, since);
+        let slack = took / COST_NS;
+        assert!(
+            (want..=want + slack).contains(&passed),
+            "{passed} of {n} passed {when}, want {want} (+{slack} refilled in {took} ns)"
+        );
+    };
+    // The bucket with its virtual clock `secs` before now; now.
+    let clock_back = |t: &mut ProgramTester, secs: u64| -> u64 {
+        let now = monotonic_ns();
+        let b = QosBucket {
+            clock_ns: now - secs * COST_NS,
+            ..bucket
+        };
+        t.dataplane()
+            .apply(&Diff {
+                eip_qos: (vec![(key, b)], vec![]),
+                ..Diff::default()
+            })
+            .expect("write the bucket");
+        now
+    };
     // A fresh bucket is full: ten pass, plus one per second of the run.
     let start = monotonic_ns();
-    let (passed, took) = send(&mut t, 20, start);
-    let slack = took / COST_NS;
-    assert!(
-        (10..=10 + slack).contains(&passed),
-        "{passed} of 20 passed in {took} ns, want the 10 the burst holds (+{slack} refilled)"
-    );
+    expect_passed(&mut t, 20, start, 10, "from a fresh bucket (its burst)");
     // Refill, with the clock driven through the bucket: its virtual clock
     // set 3 s before now is a drained bucket after 3 s of refill: three
     // pass, the rest drop.
-    let now = monotonic_ns();
-    let refilled = QosBucket {
-        clock_ns: now - 3 * COST_NS,
-        ..bucket
-    };
-    t.dataplane()
-        .apply(&Diff {
-            eip_qos: (vec![(key, refilled)], vec![]),
-            ..Diff::default()
-        })
-        .expect("write the bucket");
-    let (passed, took) = send(&mut t, 10, now);
-    let slack = took / COST_NS;
-    assert!(
-        (3..=3 + slack).contains(&passed),
-        "{passed} of 10 passed after 3 s of refill, want 3 (+{slack} refilled in {took} ns)"
-    );
+    let now = clock_back(&mut t, 3);
+    expect_passed(&mut t, 10, now, 3, "after 3 s of refill");
     // A bucket drained long ago is full again, never fuller than its depth.
-    let now = monotonic_ns();
-    let idle = QosBucket {
-        clock_ns: now - 100 * COST_NS,
-        ..bucket
-    };
-    t.dataplane()
-        .apply(&Diff {
-            eip_qos: (vec![(key, idle)], vec![]),
-            ..Diff::default()
-        })
-        .expect("write the bucket");
-    let (passed, took) = send(&mut t, 20, now);
-    let slack = took / COST_NS;
-    assert!(
-        (10..=10 + slack).contains(&passed),
-        "{passed} of 20 passed after 100 s idle, want the 10 the burst holds (+{slack})"
-    );
+    let now = clock_back(&mut t, 100);
+    expect_passed(&mut t, 20, now, 10, "after 100 s idle (the burst)");
     // Without a limit all pass.
     fip.limits.clear();
     let w = w.entry(strato::compile::Entry::FloatingIp(fip));
