@@ -43,15 +43,20 @@ const PEER_HOST_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x02, 0x02, 0x02];
 
 const PAYLOAD: &[u8] = b"strato elastic ip payload";
 
+/// r1 on net a with its external gateway (through the gateway host).
+fn router() -> Router {
+    Router::new("r1").interface("sa", GW_A_MAC).external(
+        EXT_VNI,
+        EXT_PORT_IP,
+        EXT_PORT_MAC,
+        GATEWAY_HOST,
+    )
+}
+
 fn world(gateway: bool) -> World {
     World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
-        .router(Router::new("r1").interface("sa", GW_A_MAC).external(
-            EXT_VNI,
-            EXT_PORT_IP,
-            EXT_PORT_MAC,
-            GATEWAY_HOST,
-        ))
+        .router(router())
         .port(Port::local("a1", "a", "tp1", A1_MAC, A1))
         .port(Port::local("a2", "a", "tp2", A2_MAC, A2))
         .floating_ip(EIP, EXT_VNI, "a1", A1, UNDERLAY_IP, gateway)
@@ -88,15 +93,7 @@ fn port_unreachable(
     quoted_dst: [u8; 4],
 ) -> Vec<u8> {
     let quoted = udp(ROUTER_MAC, ROUTER_MAC, quoted_src, quoted_dst, 60);
-    let quote = &quoted[L3..L3 + 28];
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src, dst, ttl)
-        .icmpv4(Icmpv4Type::DestinationUnreachable(
-            DestUnreachableHeader::Port,
-        ));
-    let mut out = Vec::new();
-    b.write(&mut out, quote).expect("icmp error");
-    out
+    unreachable_quoting(src_mac, dst_mac, src, dst, ttl, &quoted)
 }
 
 /// A non-first fragment (offset 8 units, no L4 header: its data is the same
@@ -249,32 +246,32 @@ fn checksums_ok(f: &[u8]) -> Result<(), String> {
     if h.header_checksum != h.calc_header_checksum() {
         return Err("IPv4 header checksum".into());
     }
-    match &p.transport {
-        Some(etherparse::TransportSlice::Udp(u)) => {
-            let want = u
-                .to_header()
+    let (what, got, want) = match &p.transport {
+        Some(etherparse::TransportSlice::Udp(u)) => (
+            "UDP",
+            u.checksum(),
+            u.to_header()
                 .calc_checksum_ipv4(&h, u.payload())
-                .map_err(|e| e.to_string())?;
-            (u.checksum() == want)
-                .then_some(())
-                .ok_or_else(|| format!("UDP checksum {:#x} want {want:#x}", u.checksum()))
-        }
-        Some(etherparse::TransportSlice::Tcp(t)) => {
-            let want = t
-                .to_header()
+                .map_err(|e| e.to_string())?,
+        ),
+        Some(etherparse::TransportSlice::Tcp(t)) => (
+            "TCP",
+            t.checksum(),
+            t.to_header()
                 .calc_checksum_ipv4(&h, t.payload())
-                .map_err(|e| e.to_string())?;
-            (t.checksum() == want)
-                .then_some(())
-                .ok_or_else(|| format!("TCP checksum {:#x} want {want:#x}", t.checksum()))
-        }
-        Some(etherparse::TransportSlice::Icmpv4(i)) => {
-            let want = i.icmp_type().calc_checksum(i.payload());
-            (i.checksum() == want)
-                .then_some(())
-                .ok_or_else(|| "ICMP checksum".to_string())
-        }
-        _ => Ok(()),
+                .map_err(|e| e.to_string())?,
+        ),
+        Some(etherparse::TransportSlice::Icmpv4(i)) => (
+            "ICMP",
+            i.checksum(),
+            i.icmp_type().calc_checksum(i.payload()),
+        ),
+        _ => return Ok(()),
+    };
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what} checksum {got:#x} want {want:#x}"))
     }
 }
 
@@ -474,12 +471,7 @@ fn bandwidth_limit_honours_the_burst() {
     const COST_NS: u64 = 1_000_000_000;
     let w = World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
-        .router(Router::new("r1").interface("sa", GW_A_MAC).external(
-            EXT_VNI,
-            EXT_PORT_IP,
-            EXT_PORT_MAC,
-            GATEWAY_HOST,
-        ))
+        .router(router())
         .port(Port::local("a1", "a", "tp1", A1_MAC, A1))
         .entry(strato::compile::Entry::FloatingIp(fip.clone()));
     let mut t = ProgramTester::in_test_net();
@@ -565,12 +557,7 @@ fn bandwidth_limit_honours_the_burst() {
 fn without_snat_a_vm_without_an_elastic_ip_stays_in() {
     let w = World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A_MAC)
-                .external(EXT_VNI, EXT_PORT_IP, EXT_PORT_MAC, GATEWAY_HOST)
-                .no_snat(),
-        )
+        .router(router().no_snat())
         .port(Port::local("a1", "a", "tp1", A1_MAC, A1))
         .port(Port::local("a2", "a", "tp2", A2_MAC, A2))
         .floating_ip(EIP, EXT_VNI, "a1", A1, UNDERLAY_IP, false);
