@@ -294,64 +294,32 @@ fn tcp_states_and_policy_dimensions() {
         port(&t, "UDP c1 -> n1 (no group)", C1, udp(C1, N1, 5353, 53), Expect::Drop(PolicyDeniedIngress)),
         port(&t, "UDP n1 -> c1 (no group)", N1, udp(N1, C1, 5353, 53), Expect::Drop(PolicyDeniedEgress)),
     ];
-    for f in &rows {
-        t.check(f);
-    }
+    t.check_rows(rows);
     assert_eq!(
         state_of(&t, C1.ip, W1.ip, 40000, 80),
         vec![CT_TCP_ESTABLISHED],
         "one entry for the connection on this host (c1's egress and w1's ingress side)"
     );
     // Teardown by FIN from both sides.
-    for f in [
-        fwd(
-            &t,
-            "FIN c1 -> w1",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, FIN | ACK, 1003, 5006, b""),
-        ),
-        fwd(
-            &t,
-            "FIN w1 -> c1",
-            W1,
-            C1,
-            tcp(W1, C1, 80, 40000, FIN | ACK, 5006, 1004, b""),
-        ),
-        fwd(
-            &t,
-            "last ACK c1 -> w1",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, ACK, 1004, 5007, b""),
-        ),
-    ] {
-        t.check(&f);
-    }
+    #[rustfmt::skip]
+    let rows = vec![
+        fwd(&t, "FIN c1 -> w1", C1, W1, tcp(C1, W1, 40000, 80, FIN | ACK, 1003, 5006, b"")),
+        fwd(&t, "FIN w1 -> c1", W1, C1, tcp(W1, C1, 80, 40000, FIN | ACK, 5006, 1004, b"")),
+        fwd(&t, "last ACK c1 -> w1", C1, W1, tcp(C1, W1, 40000, 80, ACK, 1004, 5007, b"")),
+    ];
+    t.check_rows(rows);
     assert_eq!(
         state_of(&t, C1.ip, W1.ip, 40000, 80),
         vec![CT_TCP_TIME_WAIT],
         "the entry saw the close"
     );
     // Reset, then a new SYN on the same ports reopens (checked again).
-    for f in [
-        fwd(
-            &t,
-            "SYN c1 -> w1:80 again (reopens)",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, SYN, 9000, 0, b""),
-        ),
-        fwd(
-            &t,
-            "RST w1 -> c1",
-            W1,
-            C1,
-            tcp(W1, C1, 80, 40000, RST | ACK, 0, 9001, b""),
-        ),
-    ] {
-        t.check(&f);
-    }
+    #[rustfmt::skip]
+    let rows = vec![
+        fwd(&t, "SYN c1 -> w1:80 again (reopens)", C1, W1, tcp(C1, W1, 40000, 80, SYN, 9000, 0, b"")),
+        fwd(&t, "RST w1 -> c1", W1, C1, tcp(W1, C1, 80, 40000, RST | ACK, 0, 9001, b"")),
+    ];
+    t.check_rows(rows);
     assert!(state_of(&t, C1.ip, W1.ip, 40000, 80)
         .iter()
         .all(|s| *s == CT_TCP_CLOSE));
@@ -407,15 +375,12 @@ fn window_scale_from_the_syn_options() {
         fwd(&t, "c1 -> w1 200,000 bytes ahead: inside the scaled window", C1, W1, tcp(C1, W1, 40100, 80, ACK, 1001 + 200_000, 5001, b"x")),
         port(&t, "c1 -> w1 300,000 bytes ahead: beyond it", C1, tcp(C1, W1, 40100, 80, ACK, 1001 + 300_000, 5001, b"x"), Expect::Drop(CtOutOfWindow)),
     ];
-    for f in &rows {
-        t.check(f);
-    }
+    t.check_rows(rows);
 }
 
 #[test]
 fn ingress_rules_at_the_uplink() {
     let mut t = tester();
-    let up = t.ifindex(UPLINK);
     let vx = |inner: &[u8]| {
         packets::vxlan(
             PEER_HOST_MAC,
@@ -431,56 +396,32 @@ fn ingress_rules_at_the_uplink() {
     let syn80 = tcp(R3, W1, 41000, 80, SYN, 1, 0, b"");
     let syn81 = tcp(R3, W1, 41000, 81, SYN, 1, 0, b"");
     t.check(
-        &Fixture::new(
+        &t.uplink_row(
             "VXLAN: SYN r3 -> w1:80 decapsulated and delivered",
             vx(&syn80),
             Expect::Forward,
         )
-        .on(Attach::Uplink)
-        .at(up)
         .to(t.ifindex(W1.tap))
         .output(syn80.clone()),
     );
-    t.check(
-        &Fixture::new(
-            "VXLAN: SYN r3 -> w1:81 dropped by w1's rules",
-            vx(&syn81),
-            Expect::Drop(PolicyDeniedIngress),
-        )
-        .on(Attach::Uplink)
-        .at(up),
-    );
+    t.check(&t.uplink_row(
+        "VXLAN: SYN r3 -> w1:81 dropped by w1's rules",
+        vx(&syn81),
+        Expect::Drop(PolicyDeniedIngress),
+    ));
 }
 
 #[test]
 fn rule_changes_cut_what_they_no_longer_allow_and_nothing_else() {
     let mut t = tester();
-    for f in [
-        fwd(
-            &t,
-            "SYN c1 -> w1:80",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, SYN, 1000, 0, b""),
-        ),
-        fwd(
-            &t,
-            "SYN-ACK",
-            W1,
-            C1,
-            tcp(W1, C1, 80, 40000, SYN | ACK, 5000, 1001, b""),
-        ),
-        fwd(
-            &t,
-            "ACK",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, ACK, 1001, 5001, b""),
-        ),
+    #[rustfmt::skip]
+    let rows = vec![
+        fwd(&t, "SYN c1 -> w1:80", C1, W1, tcp(C1, W1, 40000, 80, SYN, 1000, 0, b"")),
+        fwd(&t, "SYN-ACK", W1, C1, tcp(W1, C1, 80, 40000, SYN | ACK, 5000, 1001, b"")),
+        fwd(&t, "ACK", C1, W1, tcp(C1, W1, 40000, 80, ACK, 1001, 5001, b"")),
         fwd(&t, "ping c1 -> w1", C1, W1, ping(C1, W1, 9)),
-    ] {
-        t.check(&f);
-    }
+    ];
+    t.check_rows(rows);
     // web loses its port 80 rule: a new policy id for w1.
     t.install(&world(false));
     t.check(&port(
