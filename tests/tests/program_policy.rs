@@ -25,7 +25,7 @@ use strato::dataplane::Attach;
 use strato_tests::packets;
 use strato_tests::progtest::{
     mac, vm, Expect, Fixture, Net, Port, ProgramTester, Router, SecurityGroupEntry, SgRuleEntry,
-    Vm, World, UNDERLAY_IP, UPLINK, UPLINK_MAC,
+    Vm, World, UNDERLAY_IP, UPLINK_MAC,
 };
 
 const GW_A_MAC: [u8; 6] = mac([0xa0, 0, 1]);
