@@ -139,7 +139,13 @@ fn ping(from: Vm, dst_mac: [u8; 6], dst: [u8; 4]) -> Vec<u8> {
 
 /// who-has `target` tell `from` (broadcast).
 fn who_has(from: Vm, target: [u8; 4]) -> Vec<u8> {
-    packets::arp([0xff; 6], from.mac, 1, from.mac, from.ip, [0; 6], target)
+    who_has_from(from.mac, from.ip, target)
+}
+
+/// who-has `target` tell `sender` from `mac` (broadcast; the sender MAC
+/// the Ethernet source).
+fn who_has_from(mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    packets::arp([0xff; 6], mac, 1, mac, sender, [0; 6], target)
 }
 
 /// The ARP reply `owner_mac` owes the asker of `request`.
@@ -289,8 +295,9 @@ fn icmp_checksums_ok(f: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn routed_ok(f: &[u8]) -> Result<(), String> {
-    ipv4_checksum_ok(f)
+/// `input` routed ([`routed`]), its IPv4 header checksum verified too.
+fn routed_checked(input: &[u8], dst_mac: [u8; 6], src_mac: [u8; 6]) -> Expected {
+    Expected::from(routed(input, dst_mac, src_mac)).check("IPv4 checksum", ipv4_checksum_ok)
 }
 
 /// A VXLAN frame from another host's VTEP to this host.
@@ -332,11 +339,11 @@ fn local_switching_and_routing() {
         t.port_row("L2 a1 -> a2 TCP", "tp1", packets::tcp4(A1.mac, A2.mac, A1.ip, A2.ip, 64, 443, PAYLOAD), Expect::Forward).to(tp2),
         t.port_row("L2 a1 -> a2 with TTL 1: switching leaves the TTL alone", "tp1", udp(A1, A2.mac, A2.ip, 1), Expect::Forward).to(tp2),
         t.port_row("L2 a1 -> a2, 1500 bytes of IP (net a MTU 1500)", "tp1", udp_sized(A1, A2.mac, A2.ip, 1500), Expect::Forward).to(tp2),
-        t.port_row("L3 a1 -> b1 (other subnet of the router, same host): TTL-1, MACs rewritten", "tp1", l3.clone(), Expect::Forward).output(Expected::from(routed(&l3, B1.mac, GW_B_MAC)).check("IPv4 checksum", routed_ok)).to(tp3),
-        t.port_row("L3 b1 -> a1 (the other way)", "tp3", l3_back.clone(), Expect::Forward).output(Expected::from(routed(&l3_back, A1.mac, GW_A_MAC)).check("IPv4 checksum", routed_ok)).to(tp1),
-        t.port_row("L3 a1 -> b1 with TTL 2: leaves with TTL 1", "tp1", l3_ttl2.clone(), Expect::Forward).output(Expected::from(routed(&l3_ttl2, B1.mac, GW_B_MAC)).check("IPv4 checksum", routed_ok)).to(tp3),
+        t.port_row("L3 a1 -> b1 (other subnet of the router, same host): TTL-1, MACs rewritten", "tp1", l3.clone(), Expect::Forward).output(routed_checked(&l3, B1.mac, GW_B_MAC)).to(tp3),
+        t.port_row("L3 b1 -> a1 (the other way)", "tp3", l3_back.clone(), Expect::Forward).output(routed_checked(&l3_back, A1.mac, GW_A_MAC)).to(tp1),
+        t.port_row("L3 a1 -> b1 with TTL 2: leaves with TTL 1", "tp1", l3_ttl2.clone(), Expect::Forward).output(routed_checked(&l3_ttl2, B1.mac, GW_B_MAC)).to(tp3),
         t.port_row("L3 a1 -> b1 at exactly b's MTU (1450)", "tp1", at_mtu.clone(), Expect::Forward).output(routed(&at_mtu, B1.mac, GW_B_MAC)).to(tp3),
-        t.port_row("static route 192.168.0.0/16 via b1: forwarded to b1's MAC", "tp1", via_static.clone(), Expect::Forward).output(Expected::from(routed(&via_static, B1.mac, GW_B_MAC)).check("IPv4 checksum", routed_ok)).to(tp3),
+        t.port_row("static route 192.168.0.0/16 via b1: forwarded to b1's MAC", "tp1", via_static.clone(), Expect::Forward).output(routed_checked(&via_static, B1.mac, GW_B_MAC)).to(tp3),
         t.port_row("L2 to the /32 allowed address pair of a1 (its own MAC): a /32 pair is reachable", "tp2", udp(A2, PAIR_MAC_1, [10, 1, 0, 200], 64), Expect::Forward).to(tp1),
         t.port_row("L2 to an address inside a1's /28 pair: a prefix pair is a source, not a destination", "tp2", udp(A2, A1.mac, [10, 1, 0, 70], 64), Expect::Drop(UnknownDestination)),
         t.port_row("L2 a1 -> 10.1.0.99 (nobody)", "tp1", udp(A1, STRANGER, [10, 1, 0, 99], 64), Expect::Drop(UnknownDestination)),
@@ -496,7 +503,7 @@ fn decapsulation_on_the_uplink() {
         t.uplink_row("VXLAN for another underlay address: to the stack", packets::vxlan(PEER_HOST_MAC, UPLINK_MAC, HOST_A3, [198, 18, 1, 5], 51234, 0x08, 100, &to_a1), Expect::Pass(Class::Ipv4)),
         t.uplink_row("underlay UDP to this host, not VXLAN (DNS): to the stack", packets::udp4(PEER_HOST_MAC, UPLINK_MAC, HOST_A3, UNDERLAY_IP, 64, 40000, 53, PAYLOAD), Expect::Pass(Class::Ipv4)),
         t.uplink_row("underlay TCP to this host: to the stack", packets::tcp4(PEER_HOST_MAC, UPLINK_MAC, HOST_A3, UNDERLAY_IP, 64, 4789, PAYLOAD), Expect::Pass(Class::Ipv4)),
-        t.uplink_row("underlay ARP: to the stack", packets::arp([0xff; 6], PEER_HOST_MAC, 1, PEER_HOST_MAC, [198, 18, 1, 0], [0; 6], UNDERLAY_IP), Expect::Pass(Class::Arp)),
+        t.uplink_row("underlay ARP: to the stack", who_has_from(PEER_HOST_MAC, [198, 18, 1, 0], UNDERLAY_IP), Expect::Pass(Class::Arp)),
         t.uplink_row("underlay IPv6: to the stack", packets::ipv6_udp(PAYLOAD), Expect::Pass(Class::Ipv6)),
     ];
     t.check_rows(rows);
@@ -605,29 +612,13 @@ fn arp_responder() {
     let q_a2 = who_has(A1, A2.ip);
     let q_a3 = who_has(A1, A3.ip);
     let q_pair = who_has(A2, [10, 1, 0, 200]);
-    let probe = packets::arp([0xff; 6], A1.mac, 1, A1.mac, [0; 4], [0; 6], A2.ip);
+    let probe = who_has_from(A1.mac, [0; 4], A2.ip);
     let mut padded = who_has(A1, A2.ip);
     padded.resize(60, 0);
     let unicast = packets::arp(A2.mac, A1.mac, 1, A1.mac, A1.ip, A2.mac, A2.ip);
-    let from_pair = packets::arp(
-        [0xff; 6],
-        PAIR_MAC_1,
-        1,
-        PAIR_MAC_1,
-        [10, 1, 0, 200],
-        [0; 6],
-        A2.ip,
-    );
-    let from_cidr_pair = packets::arp([0xff; 6], A1.mac, 1, A1.mac, [10, 1, 0, 70], [0; 6], A2.ip);
-    let unsecured = packets::arp(
-        [0xff; 6],
-        STRANGER,
-        1,
-        STRANGER,
-        [10, 77, 0, 1],
-        [0; 6],
-        A2.ip,
-    );
+    let from_pair = who_has_from(PAIR_MAC_1, [10, 1, 0, 200], A2.ip);
+    let from_cidr_pair = who_has_from(A1.mac, [10, 1, 0, 70], A2.ip);
+    let unsecured = who_has_from(STRANGER, [10, 77, 0, 1], A2.ip);
     let x_q = who_has(X1, X2.ip);
     #[rustfmt::skip]
     let rows = vec![
@@ -646,15 +637,15 @@ fn arp_responder() {
         t.port_row("who-has 10.1.1.1 (gateway of another network of the VPC)", "tp1", who_has(A1, GW_B), Expect::Drop(ArpUnknownTarget)),
         t.port_row("who-has 10.1.0.20 (x3, another VPC)", "tp1", who_has(A1, X3.ip), Expect::Drop(ArpUnknownTarget)),
         t.port_row("who-has 10.1.0.99 (nobody)", "tp1", who_has(A1, [10, 1, 0, 99]), Expect::Drop(ArpUnknownTarget)),
-        t.port_row("ARP claiming another port's address (a2's)", "tp1", packets::arp([0xff; 6], A1.mac, 1, A1.mac, A2.ip, [0; 6], B1.ip), Expect::Drop(SpoofedIp)),
-        t.port_row("ARP probe for the asker's own address (DAD sees silence)", "tp1", packets::arp([0xff; 6], A1.mac, 1, A1.mac, [0; 4], [0; 6], A1.ip), Expect::Drop(ArpUnknownTarget)),
+        t.port_row("ARP claiming another port's address (a2's)", "tp1", who_has_from(A1.mac, A2.ip, B1.ip), Expect::Drop(SpoofedIp)),
+        t.port_row("ARP probe for the asker's own address (DAD sees silence)", "tp1", who_has_from(A1.mac, [0; 4], A1.ip), Expect::Drop(ArpUnknownTarget)),
         t.port_row("ARP reply from a VM", "tp1", packets::arp(A2.mac, A1.mac, 2, A1.mac, A1.ip, A2.mac, A2.ip), Expect::Drop(ArpNotRequest)),
-        t.port_row("gratuitous ARP (sender = target address)", "tp1", packets::arp([0xff; 6], A1.mac, 1, A1.mac, A1.ip, [0; 6], A1.ip), Expect::Drop(ArpNotRequest)),
+        t.port_row("gratuitous ARP (sender = target address)", "tp1", who_has_from(A1.mac, A1.ip, A1.ip), Expect::Drop(ArpNotRequest)),
         t.port_row("ARP sender MAC differs from the Ethernet source", "tp1", packets::arp([0xff; 6], A1.mac, 1, STRANGER, A1.ip, [0; 6], A2.ip), Expect::Drop(SpoofedMac)),
-        t.port_row("ARP from a foreign MAC", "tp1", packets::arp([0xff; 6], STRANGER, 1, STRANGER, A1.ip, [0; 6], A2.ip), Expect::Drop(SpoofedMac)),
-        t.port_row("ARP from a foreign address", "tp1", packets::arp([0xff; 6], A1.mac, 1, A1.mac, [10, 1, 0, 99], [0; 6], A2.ip), Expect::Drop(SpoofedIp)),
-        t.port_row("ARP probe from a foreign MAC", "tp1", packets::arp([0xff; 6], STRANGER, 1, STRANGER, [0; 4], [0; 6], A2.ip), Expect::Drop(SpoofedMac)),
-        t.port_row("ARP from the /32 pair's address with the port's MAC (the pair has its own)", "tp1", packets::arp([0xff; 6], A1.mac, 1, A1.mac, [10, 1, 0, 200], [0; 6], A2.ip), Expect::Drop(SpoofedIp)),
+        t.port_row("ARP from a foreign MAC", "tp1", who_has_from(STRANGER, A1.ip, A2.ip), Expect::Drop(SpoofedMac)),
+        t.port_row("ARP from a foreign address", "tp1", who_has_from(A1.mac, [10, 1, 0, 99], A2.ip), Expect::Drop(SpoofedIp)),
+        t.port_row("ARP probe from a foreign MAC", "tp1", who_has_from(STRANGER, [0; 4], A2.ip), Expect::Drop(SpoofedMac)),
+        t.port_row("ARP from the /32 pair's address with the port's MAC (the pair has its own)", "tp1", who_has_from(A1.mac, [10, 1, 0, 200], A2.ip), Expect::Drop(SpoofedIp)),
     ];
     t.check_rows(rows);
 }
@@ -675,7 +666,7 @@ fn a_port_with_two_fixed_addresses() {
         t.port_row(
             "who-has 10.1.0.13 from 10.1.0.12, both addresses of the asker",
             "tp8",
-            packets::arp([0xff; 6], m, 1, m, [10, 1, 0, 12], [0; 6], [10, 1, 0, 13]),
+            who_has_from(m, [10, 1, 0, 12], [10, 1, 0, 13]),
             Expect::Drop(ArpUnknownTarget),
         ),
         t.port_row(
