@@ -52,6 +52,54 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Sends `signal` (called `signal_name`) to `child` and waits up to
+/// `within` for it to exit; else kills it and panics, naming it `name`.
+pub fn signal_and_wait(
+    child: &mut Child,
+    signal: libc::c_int,
+    signal_name: &str,
+    within: Duration,
+    name: &str,
+) {
+    // SAFETY: plain kill(2) on a child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = Instant::now() + within;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{name} did not exit within {} s of {signal_name}",
+                within.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The token an identity call answered with (`X-Subject-Token`).
+pub fn subject_token(headers: &strato::client::HeaderMap) -> String {
+    headers
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .expect("X-Subject-Token")
+        .to_owned()
+}
+
+/// The OpenStack clients' virtualenv the bootstrap installs.
+pub const OPENSTACK_VENV: &str = "/opt/strato/venv";
+
+/// Its Python (panics, saying so, when it is missing).
+pub fn openstack_python() -> PathBuf {
+    let python = std::path::Path::new(OPENSTACK_VENV).join("bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/bootstrap (make test does)",
+        python.display()
+    );
+    python
+}
+
 /// Processes a test starts in VMs and nodes (servers, listeners) for its
 /// whole length: `reap` kills and waits for them (the region's teardown
 /// would kill them anyway; reaping leaves no zombies). A test keeps one in
@@ -65,6 +113,17 @@ impl Servers {
 
     pub fn keep(&self, c: Child) {
         self.0.lock().expect("servers").push(c);
+    }
+
+    /// Runs `f`, then reaps the servers, also when `f` panics; then
+    /// `on_panic` runs (logs, ...) and the panic goes on.
+    pub fn run_then_reap(&self, f: impl FnOnce(), on_panic: impl FnOnce()) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        self.reap();
+        if let Err(e) = result {
+            on_panic();
+            std::panic::resume_unwind(e);
+        }
     }
 
     pub fn reap(&self) {
@@ -257,17 +316,13 @@ impl Cloud {
     /// Stops a spawned process with SIGTERM and waits (up to 5 s) for it to exit.
     pub fn stop(&self, name: &str) {
         let mut child = self.take_child(name);
-        // SAFETY: plain kill(2) on a child this test started and has not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while child.try_wait().expect("try_wait").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{name} did not exit within 5 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        signal_and_wait(
+            &mut child,
+            libc::SIGTERM,
+            "SIGTERM",
+            Duration::from_secs(5),
+            name,
+        );
     }
 
     /// The agents' (and operators') API on the controller's Unix socket.
@@ -519,11 +574,7 @@ impl Api {
             Some(&password_auth(user, password, project)),
         );
         assert_eq!(status, 201, "login {user}@{project}: {body}");
-        let token = headers
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .expect("X-Subject-Token")
-            .to_owned();
+        let token = subject_token(&headers);
         Api {
             endpoint: endpoint.clone(),
             token,
@@ -955,6 +1006,22 @@ pub struct PingSummary {
     pub unanswered: Vec<u64>,
     /// ping's own output.
     pub output: String,
+}
+
+impl PingSummary {
+    /// Asserts every probe was answered `during` something ("across an
+    /// agent restart").
+    #[track_caller]
+    pub fn assert_all_answered(&self, during: &str) {
+        assert!(
+            self.unanswered.is_empty(),
+            "{} of {} probes unanswered {during} ({:?}):\n{}",
+            self.unanswered.len(),
+            self.transmitted,
+            self.unanswered,
+            self.output
+        );
+    }
 }
 
 impl Cloud {

@@ -70,11 +70,7 @@ fn fip_status(api: &Api, fip: &str) -> Value {
 #[test]
 fn elastic_ips_end_to_end() {
     let cloud = Cloud::up("eip", &Topology::default_region());
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cloud)));
-    SERVERS.reap();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    SERVERS.run_then_reap(|| run(&cloud), || {});
 }
 
 fn run(cloud: &Cloud) {

@@ -233,14 +233,7 @@ fn region_traffic_counters_faults_and_cleanup() {
     );
     thread::sleep(Duration::from_millis(500));
     let ping = pinger.stop();
-    assert!(
-        ping.unanswered.is_empty(),
-        "{} of {} probes unanswered across an agent restart ({:?}):\n{}",
-        ping.unanswered.len(),
-        ping.transmitted,
-        ping.unanswered,
-        ping.output
-    );
+    ping.assert_all_answered("across an agent restart");
 
     // The AZ's spine link fails: cross-AZ traffic stops, intra-AZ goes on.
     cloud

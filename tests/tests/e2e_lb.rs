@@ -41,15 +41,15 @@ static SERVERS: Servers = Servers::new();
 #[test]
 fn load_balancer_end_to_end() {
     let cloud = Cloud::up("lb", &Topology::default_region());
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cloud)));
-    SERVERS.reap();
-    if let Err(e) = result {
-        eprintln!("{}", cloud.log_tail("controller", 30));
-        for h in cloud.region.hosts() {
-            eprintln!("{}", cloud.log_tail(&format!("agent-{}", h.name), 15));
-        }
-        std::panic::resume_unwind(e);
-    }
+    SERVERS.run_then_reap(
+        || run(&cloud),
+        || {
+            eprintln!("{}", cloud.log_tail("controller", 30));
+            for h in cloud.region.hosts() {
+                eprintln!("{}", cloud.log_tail(&format!("agent-{}", h.name), 15));
+            }
+        },
+    );
 }
 
 /// What `lbclient.py count` saw.

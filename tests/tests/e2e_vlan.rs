@@ -15,14 +15,10 @@
 //!   at both peers and are seen in VXLAN on the uplink (so the test cannot
 //!   pass on a broken network or a capture that sees nothing).
 
-use std::{
-    path::PathBuf,
-    process::Child,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, process::Child, time::Duration};
 
 use netns_harness::Topology;
-use strato_tests::e2e::{Cloud, Vm};
+use strato_tests::e2e::{signal_and_wait, Cloud, Vm};
 
 /// UDP destination ports that mark the frames in the captures.
 const DOT1Q_PORT: u16 = 4241;
@@ -75,17 +71,8 @@ impl Capture {
     /// Stops tcpdump (SIGINT: it flushes) and returns everything it printed.
     fn stop(mut self) -> String {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: plain kill(2) on a child this test started and has not reaped.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().expect("try_wait").is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("{} did not exit within 10 s of SIGINT", self.name);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let within = Duration::from_secs(10);
+            signal_and_wait(&mut child, libc::SIGINT, "SIGINT", within, &self.name);
         }
         self.text()
     }

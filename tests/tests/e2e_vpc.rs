@@ -590,12 +590,5 @@ fn agent_restart(cloud: &Cloud, red: &[Vm]) {
         .filter(|l| l.contains("strato_port_tc"))
         .count();
     assert_eq!(filters, 1, "{}", String::from_utf8_lossy(&o.stdout));
-    assert!(
-        ping.unanswered.is_empty(),
-        "{} of {} probes unanswered across an agent restart ({:?}): {}",
-        ping.unanswered.len(),
-        ping.transmitted,
-        ping.unanswered,
-        ping.output
-    );
+    ping.assert_all_answered("across an agent restart");
 }
