@@ -63,6 +63,16 @@ fn udp_source(cloud: &Cloud, node: &str) -> String {
     exec(cloud, node, &[PYTHON, "-c", &script]).1
 }
 
+/// Binds the elastic IP `fip` to `port` (unbinds it with `None`): 200.
+fn bind(api: &Api, fip: &str, port: Option<&str>) {
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/floatingips/{fip}"),
+        Some(json!({"floatingip": {"port_id": port}})),
+    );
+}
+
 fn fip_status(api: &Api, fip: &str) -> Value {
     api.expect(200, "GET", &format!("/v2.0/floatingips/{fip}"), None)["floatingip"].clone()
 }
@@ -132,12 +142,7 @@ fn run(cloud: &Cloud) {
         .expect("address")
         .to_owned();
     assert_eq!(f["status"], "DOWN", "unbound: {f}");
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/floatingips/{fip}"),
-        Some(json!({"floatingip": {"port_id": vm1.port}})),
-    );
+    bind(&api, &fip, Some(&vm1.port));
     cloud.wait_until("the EIP is ACTIVE", Duration::from_secs(10), || {
         fip_status(&api, &fip)["status"] == "ACTIVE"
     });
@@ -303,12 +308,7 @@ fn run(cloud: &Cloud) {
     eprintln!("gateway {failed} failed and healed; SNAT moved away from {az}");
 
     // Unbind: inbound stops.
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/floatingips/{fip}"),
-        Some(json!({"floatingip": {"port_id": null}})),
-    );
+    bind(&api, &fip, None);
     cloud.wait_until(
         "unbound: the client no longer reaches vm1",
         Duration::from_secs(10),
@@ -317,12 +317,7 @@ fn run(cloud: &Cloud) {
     assert_eq!(fip_status(&api, &fip)["status"], "DOWN");
 
     // Rebind, delete the port: the EIP stays allocated; bind it to vm3 in the other AZ.
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/floatingips/{fip}"),
-        Some(json!({"floatingip": {"port_id": vm1.port}})),
-    );
+    bind(&api, &fip, Some(&vm1.port));
     cloud.wait_until("rebound to vm1", Duration::from_secs(10), || {
         banner(cloud, CLIENT, &eip, 7000) == "hello-from-vm1"
     });
@@ -334,12 +329,7 @@ fn run(cloud: &Cloud) {
     let vm3 = cloud.boot(&admin, &api, &vpc.nets[0], "vm3", "az2-c2", Some(&[&web]));
     keep(cloud.hello_server(&vm3.name));
     cloud.wait_until_active(&api, &[&vm3]);
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/floatingips/{fip}"),
-        Some(json!({"floatingip": {"port_id": vm3.port}})),
-    );
+    bind(&api, &fip, Some(&vm3.port));
     cloud.wait_until(
         "the client reaches vm3 by the same EIP",
         Duration::from_secs(10),
@@ -392,12 +382,7 @@ fn run(cloud: &Cloud) {
         Duration::from_secs(60),
         || events().iter().filter(|e| e["echo"].is_u64()).count() >= 5,
     );
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/floatingips/{fip}"),
-        Some(json!({"floatingip": {"port_id": vm2.port}})),
-    );
+    bind(&api, &fip, Some(&vm2.port));
     cloud.wait_until(
         "the old flow ends after the move",
         Duration::from_secs(60),
