@@ -15,6 +15,15 @@ use strato_tests::e2e::{call, call_raw, Api, ADMIN_PASSWORD};
 /// The controller under test.
 use strato_tests::e2e::LocalController as Controller;
 
+/// Each listed object's `field`.
+fn each<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|o| o[field].as_str().expect("a string"))
+        .collect()
+}
+
 /// `api`'s calls that must be refused: with `status`, a NeutronError (of
 /// type `kind` where given), and no change to the compiled revision.
 struct Refusals<'a> {
@@ -235,12 +244,7 @@ fn neutron_errors_over_http_change_nothing() {
         "/v2.0/networks?name=page1&name=page2&fields=name&fields=id",
         None,
     );
-    let names: Vec<&str> = v["networks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let names = each(&v["networks"], "name");
     assert_eq!(names.len(), 2);
     assert!(v["networks"][0].as_object().unwrap().len() == 2);
     let v = admin.expect(200, "GET", "/v2.0/networks?limit=2", None);
@@ -367,12 +371,7 @@ fn neutron_errors_over_http_change_nothing() {
     );
     // The extensions list names what is implemented.
     let ext = admin.expect(200, "GET", "/v2.0/extensions", None);
-    let aliases: Vec<&str> = ext["extensions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["alias"].as_str().unwrap())
-        .collect();
+    let aliases = each(&ext["extensions"], "alias");
     for a in [
         "router",
         "extraroute",
