@@ -793,7 +793,6 @@ fn strato_up(
     net: &Netns,
 ) -> anyhow::Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     use strato::dataplane::Dataplane;
-    use strato::tables;
     let mut ifindex = std::collections::BTreeMap::new();
     for tap in ["lbc", "lbm1", "lbm2"] {
         let v: serde_json::Value =
@@ -808,30 +807,20 @@ fn strato_up(
         let entries = netns_world().entries();
         let mut policies = strato::policy::Policies::default();
         policies.start_after(0, 0);
-        for ops in &policies.plan(&entries, true).ops {
-            dp.policy_apply(ops)?;
-        }
-        let pols = policies.port_policies(&entries);
         let slots: std::collections::BTreeMap<u32, u32> = ifindex
             .values()
             .enumerate()
             .map(|(i, &x)| (x, i as u32 + 1))
             .collect();
-        let want = tables::build(
-            &entries,
-            &|tap| ifindex.get(tap).copied(),
-            &mut |i| slots.get(&i).copied().unwrap_or(0),
-            &|id| pols.get(id).copied().unwrap_or_default(),
-        );
-        let lbs = entries.values().filter_map(|e| match e {
-            Entry::LoadBalancer(l) => Some(l),
-            _ => None,
-        });
-        let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries), &want.endpoints);
         let mut lb = strato::lbmaps::LbState::default();
-        dp.lb_apply(&lb.sync(&specs, strato::dataplane::coarse_now_ns()))?;
-        let have = dp.tables()?;
-        dp.apply(&want.diff(&have))?;
+        crate::progtest::write_as_the_agent(
+            &mut dp,
+            &entries,
+            &mut policies,
+            &mut lb,
+            &ifindex,
+            &slots,
+        )?;
         dp.set_host(dataplane_common::HostInfo {
             flags: HOST_F_LB,
             ..Default::default()

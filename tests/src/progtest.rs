@@ -1363,30 +1363,15 @@ impl ProgramTester {
         }
         let slots = self.slots.clone();
         let entries = world.entries();
-        // Policies with the agent's code: plan, write, point the ports.
-        let plan = self.policies.plan(&entries, true);
-        for ops in &plan.ops {
-            self.dp.policy_apply(ops).expect("write a policy");
-        }
-        let pols = self.policies.port_policies(&entries);
-        let want = tables::build(
+        let want = write_as_the_agent(
+            &mut self.dp,
             &entries,
-            &|tap| taps.get(tap).copied(),
-            &mut |i| slots.get(&i).copied().unwrap_or(0),
-            &|id| pols.get(id).copied().unwrap_or_default(),
-        );
-        // Load balancers with the agent's code, before their VIPs appear.
-        let lbs = entries.values().filter_map(|e| match e {
-            Entry::LoadBalancer(l) => Some(l),
-            _ => None,
-        });
-        let specs = strato::lbmaps::specs(lbs, &tables::domains(&entries), &want.endpoints);
-        let ops = self.lb.sync(&specs, strato::dataplane::coarse_now_ns());
-        self.dp
-            .lb_apply(&ops)
-            .expect("write the load balancer tables");
-        let have = self.dp.tables().expect("read the tables");
-        self.dp.apply(&want.diff(&have)).expect("write the tables");
+            &mut self.policies,
+            &mut self.lb,
+            &taps,
+            &slots,
+        )
+        .expect("write the world's tables");
         for ops in std::mem::take(&mut self.policies.retired) {
             self.dp.policy_apply(&ops).expect("remove an unused policy");
         }
@@ -1822,6 +1807,40 @@ impl Default for ProgramTester {
     fn default() -> Self {
         ProgramTester::new()
     }
+}
+
+/// Writes `entries` into `dp` with the agent's code: policies planned and
+/// written (`policies`, the ports pointed at them), `tables::build` (taps
+/// resolved by `taps`, counter slots from `slots`), the load balancers'
+/// tables (`lb`) before their VIPs appear, then the diff against the maps
+/// (`Dataplane::apply`). Returns what it wrote.
+pub fn write_as_the_agent(
+    dp: &mut Dataplane,
+    entries: &BTreeMap<String, Entry>,
+    policies: &mut strato::policy::Policies,
+    lb: &mut strato::lbmaps::LbState,
+    taps: &BTreeMap<String, u32>,
+    slots: &BTreeMap<u32, u32>,
+) -> anyhow::Result<Tables> {
+    for ops in &policies.plan(entries, true).ops {
+        dp.policy_apply(ops)?;
+    }
+    let pols = policies.port_policies(entries);
+    let want = tables::build(
+        entries,
+        &|tap| taps.get(tap).copied(),
+        &mut |i| slots.get(&i).copied().unwrap_or(0),
+        &|id| pols.get(id).copied().unwrap_or_default(),
+    );
+    let lbs = entries.values().filter_map(|e| match e {
+        Entry::LoadBalancer(l) => Some(l),
+        _ => None,
+    });
+    let specs = strato::lbmaps::specs(lbs, &tables::domains(entries), &want.endpoints);
+    dp.lb_apply(&lb.sync(&specs, strato::dataplane::coarse_now_ns()))?;
+    let have = dp.tables()?;
+    dp.apply(&want.diff(&have))?;
+    Ok(want)
 }
 
 /// `inner` in VXLAN `vni` to the host at `underlay`, as this host sends it:
