@@ -319,35 +319,19 @@ pub fn vm(
 }
 
 fn vpc(api: &Api) -> (Vec<String>, String) {
-    let r = api.expect(
-        201,
-        "POST",
-        "/v2.0/routers",
-        Some(json!({"router": {"name": "bench"}})),
-    )["router"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let r = api.create("/v2.0/routers", "router", json!({"name": "bench"}));
     let mut nets = vec![];
     for (i, cidr) in ["10.30.1.0/24", "10.30.2.0/24"].iter().enumerate() {
-        let n = api.expect(
-            201,
-            "POST",
+        let n = api.create(
             "/v2.0/networks",
-            Some(json!({"network": {"name": format!("bench{i}")}})),
-        )["network"]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
-        let s = api.expect(
-            201,
-            "POST",
+            "network",
+            json!({"name": format!("bench{i}")}),
+        );
+        let s = api.create(
             "/v2.0/subnets",
-            Some(json!({"subnet": {"network_id": n, "cidr": cidr, "ip_version": 4}})),
-        )["subnet"]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
+            "subnet",
+            json!({"network_id": n, "cidr": cidr, "ip_version": 4}),
+        );
         api.expect(
             200,
             "PUT",
