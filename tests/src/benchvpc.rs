@@ -723,25 +723,18 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         )?;
     }
     sink(region, "bb")?;
+    // Each veth redirects to the other, rewriting the MACs on the way.
+    let to = |ifindex: u32, dmac: &str, smac: &str| -> anyhow::Result<BareTarget> {
+        Ok(BareTarget {
+            ifindex,
+            flags: BARE_F_MACS,
+            dmac: parse_mac(dmac)?,
+            smac: parse_mac(smac)?,
+        })
+    };
     let targets = [
-        (
-            bra,
-            BareTarget {
-                ifindex: brb,
-                flags: BARE_F_MACS,
-                dmac: parse_mac(&bb_mac)?,
-                smac: parse_mac(&brb_mac)?,
-            },
-        ),
-        (
-            brb,
-            BareTarget {
-                ifindex: bra,
-                flags: BARE_F_MACS,
-                dmac: parse_mac(&ba_mac)?,
-                smac: parse_mac(&bra_mac)?,
-            },
-        ),
+        (bra, to(brb, &bb_mac, &brb_mac)?),
+        (brb, to(bra, &ba_mac, &bra_mac)?),
     ];
     let c1_ns = hosts_named(region, "az1-c1")?.netns;
     let c1_exec = in_host(region, "az1-c1")?;
