@@ -377,6 +377,18 @@ pub fn xdp_native_prog(ip_prefix: &[&str], dev: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("{dev}: XDP program without an id: {xdp}"))
 }
 
+/// How a program bench (BPF_PROG_TEST_RUN) runs.
+pub struct ProgramRuns {
+    /// Rounds per pass, every row once per round (interleaved).
+    pub rounds: usize,
+    /// Packets per timed run.
+    pub repeat: u32,
+    /// Passes over the sizes or configurations (they alternate).
+    pub passes: usize,
+    /// Tiny sizes, no figures.
+    pub smoke: bool,
+}
+
 /// Runs `f` on a thread inside network namespace `ns`, keeping what it
 /// returns alive until `done` is signalled (programs attached without pins
 /// live as long as their `Dataplane`).

@@ -25,14 +25,8 @@ use strato::dataplane::Attach;
 
 use crate::progtest::{Net, Port, ProgramTester, Router, World};
 
-pub struct Options {
-    pub rounds: usize,
-    pub repeat: u32,
-    /// Passes over the configurations (every other one reversed).
-    pub passes: usize,
-    /// Two small configurations and a few single runs, no figures.
-    pub smoke: bool,
-}
+/// How the bench runs (with `smoke`: tiny sizes, no figures).
+pub use crate::benchkit::ProgramRuns as Options;
 
 const fn mac(a: u8, b: u8, c: u8) -> [u8; 6] {
     [0xfa, 0x16, 0x3e, a, b, c]

@@ -28,14 +28,8 @@ use crate::progtest::{
     UPLINK_MAC,
 };
 
-pub struct Options {
-    pub rounds: usize,
-    pub repeat: u32,
-    /// Passes over the sizes (they alternate).
-    pub passes: usize,
-    /// Tiny sizes, no figures.
-    pub smoke: bool,
-}
+/// How the bench runs (with `smoke`: tiny sizes, no figures).
+pub use crate::benchkit::ProgramRuns as Options;
 
 const fn mac(a: u8, b: u8) -> [u8; 6] {
     [0xfa, 0x16, 0x3e, 0, a, b]

@@ -560,34 +560,26 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the program benches run.
+fn program_runs(args: &Args) -> benchkit::ProgramRuns {
+    benchkit::ProgramRuns {
+        rounds: args.rounds,
+        repeat: args.repeat,
+        passes: args.passes,
+        smoke: args.smoke,
+    }
+}
+
 /// Elastic IP and SNAT paths (see `strato_tests::benchnat`).
 fn nat_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let mut t = ProgramTester::in_test_net();
-    strato_tests::benchnat::run(
-        &mut t,
-        &strato_tests::benchnat::Options {
-            rounds: args.rounds,
-            repeat: args.repeat,
-            passes: args.passes,
-            smoke: args.smoke,
-        },
-        out,
-    )
+    strato_tests::benchnat::run(&mut t, &program_runs(args), out)
 }
 
 /// The L4 load balancer (see `strato_tests::benchlb`).
 fn lb_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let mut t = ProgramTester::in_test_net();
-    strato_tests::benchlb::run(
-        &mut t,
-        &strato_tests::benchlb::Options {
-            rounds: args.rounds,
-            repeat: args.repeat,
-            passes: args.passes,
-            smoke: args.smoke,
-        },
-        out,
-    )
+    strato_tests::benchlb::run(&mut t, &program_runs(args), out)
 }
 
 /// Security groups through BPF_PROG_TEST_RUN: a first packet (connection
