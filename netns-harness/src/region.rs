@@ -1053,7 +1053,7 @@ impl Region {
             };
             match target {
                 FailTarget::Host(name) => {
-                    let h = planned_host(&self.plan, &name)?;
+                    let h = planned_host(&self.plan, name)?;
                     fail_host(h, &mut names);
                 }
                 FailTarget::Link(name) => {

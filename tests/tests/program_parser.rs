@@ -237,10 +237,14 @@ fn ipv4_truncation_reason(n: usize) -> DropReason {
     }
 }
 
+/// A frame to cut (what it is, its bytes) and the reason a cut to each
+/// length is dropped for.
+type Truncated = (&'static str, Vec<u8>, fn(usize) -> DropReason);
+
 fn truncations() -> Vec<Fixture> {
     // Each frame cut at every length short of whole, with the reason for
     // each length.
-    let cases: [(&str, Vec<u8>, fn(usize) -> DropReason); 4] = [
+    let cases: [Truncated; 4] = [
         (
             "eth+ipv4+tcp",
             packets::ipv4_tcp(b"0123456789"),
