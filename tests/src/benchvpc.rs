@@ -318,31 +318,6 @@ pub fn vm(
     Ok(())
 }
 
-fn vpc(api: &Api) -> (Vec<String>, String) {
-    let r = api.create("/v2.0/routers", "router", json!({"name": "bench"}));
-    let mut nets = vec![];
-    for (i, cidr) in ["10.30.1.0/24", "10.30.2.0/24"].iter().enumerate() {
-        let n = api.create(
-            "/v2.0/networks",
-            "network",
-            json!({"name": format!("bench{i}")}),
-        );
-        let s = api.create(
-            "/v2.0/subnets",
-            "subnet",
-            json!({"network_id": n, "cidr": cidr, "ip_version": 4}),
-        );
-        api.expect(
-            200,
-            "PUT",
-            &format!("/v2.0/routers/{r}/add_router_interface"),
-            Some(json!({"subnet_id": s})),
-        );
-        nets.push(n);
-    }
-    (nets, r)
-}
-
 /// A Strato VM: port through the API, VM with the port's address, binding.
 fn strato_vm(
     cloud: &Cloud,
@@ -543,7 +518,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     // --- Strato: a VPC through the API.
     let admin = cloud.admin();
     let api = cloud.tenant("bench");
-    let (nets, _router) = vpc(&api);
+    let nets = Cloud::vpc(&api, &["10.30.1.0/24", "10.30.2.0/24"], &[]).nets;
     let (ip_a, port_a) = strato_vm(&cloud, &admin, &api, &nets[0], "sa", "az1-c1")?;
     let (ip_b, port_b) = strato_vm(&cloud, &admin, &api, &nets[1], "sb", "az1-c1")?;
     let (ip_c, port_c) = strato_vm(&cloud, &admin, &api, &nets[1], "sc", "az1-c2")?;
