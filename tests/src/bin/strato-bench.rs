@@ -152,17 +152,12 @@ fn parse_args() -> anyhow::Result<Args> {
 /// A timed row: name, entry point, ingress, frame, the verdict of its path.
 type Row = (&'static str, Attach, u32, Vec<u8>, Verdict);
 
-/// Times `rows` interleaved: every round runs each row once (`repeat`
-/// packets), so a slow stretch of the machine weighs on all of them
+/// Times `rows` interleaved, `args.rounds` rounds: every round runs each
+/// row once (`args.repeat` packets), so a slow stretch of the machine weighs on all of them
 /// alike. Checks the verdict of every timed run (the caller checks each
 /// path once, un-timed, with its output, before). Returns the ns/packet
 /// samples of each row, one per round.
-fn interleaved(
-    t: &mut ProgramTester,
-    rows: &[Row],
-    rounds: usize,
-    repeat: u32,
-) -> anyhow::Result<Vec<Vec<f64>>> {
+fn interleaved(t: &mut ProgramTester, rows: &[Row], args: &Args) -> anyhow::Result<Vec<Vec<f64>>> {
     for (name, attach, ingress, frame, want) in rows {
         if is_harness(*attach) {
             t.bench_frame(frame);
@@ -171,13 +166,19 @@ fn interleaved(
         time_checked(t, *attach, *ingress, frame, 1000, *want, name)?;
     }
     let mut samples = vec![vec![]; rows.len()];
-    for _ in 0..rounds {
+    for _ in 0..args.rounds {
         for (i, (name, attach, ingress, frame, want)) in rows.iter().enumerate() {
             if is_harness(*attach) {
                 t.bench_frame(frame);
             }
             samples[i].push(time_checked(
-                t, *attach, *ingress, frame, repeat, *want, name,
+                t,
+                *attach,
+                *ingress,
+                frame,
+                args.repeat,
+                *want,
+                name,
             )?);
         }
     }
@@ -186,7 +187,7 @@ fn interleaved(
 
 /// One row timed on its own (see [`interleaved`]): its samples.
 fn timed_alone(t: &mut ProgramTester, row: Row, args: &Args) -> anyhow::Result<Vec<f64>> {
-    Ok(interleaved(t, &[row], args.rounds, args.repeat)?.remove(0))
+    Ok(interleaved(t, &[row], args)?.remove(0))
 }
 
 /// Runs `row`'s frame once, un-timed, through `attach` (the entry point
@@ -300,7 +301,7 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         "port: switching changed the frame or did not count it forwarded: {:?}",
         o.counters
     );
-    let samples = interleaved(&mut t, &rows, args.rounds, args.repeat)?;
+    let samples = interleaved(&mut t, &rows, args)?;
     t.install(&World::new());
     if args.smoke {
         return Ok(());
@@ -492,7 +493,7 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
                 .into_iter()
                 .chain(rows.iter().cloned())
                 .collect();
-            let s = interleaved(&mut t, &all, args.rounds, args.repeat)?;
+            let s = interleaved(&mut t, &all, args)?;
             let after = t.outcomes();
             // Every run of the rows (not the references, which count
             // nothing) was forwarded or answered, nothing dropped.
@@ -787,7 +788,7 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
                 to_w1("established UDP", udp.clone()),
                 to_w1("established TCP", est_tcp.clone()),
             ];
-            let s = interleaved(&mut t, &rows, args.rounds, args.repeat)?;
+            let s = interleaved(&mut t, &rows, args)?;
             let after = t.ct_stats();
             // Every timed run did what its one run did.
             let n = runs(1) + 1000;
