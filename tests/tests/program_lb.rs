@@ -307,19 +307,12 @@ fn draining_and_down_members() {
     t.check(&to_m1(&t, "SYN to VIP:80 -> m1", 41000, true));
     // m1 disabled: it drains (its connection goes on), no new connection.
     t.install(&world("draining"));
-    t.check(&to_m1(
-        &t,
-        "a draining member keeps its connection",
-        41000,
-        false,
-    ));
-    t.check(&reset_by_lb(
-        &t,
-        "a draining member takes no new connection",
-        41001,
-        true,
-        LbNoBackend,
-    ));
+    #[rustfmt::skip]
+    let rows = vec![
+        to_m1(&t, "a draining member keeps its connection", 41000, false),
+        reset_by_lb(&t, "a draining member takes no new connection", 41001, true, LbNoBackend),
+    ];
+    t.check_rows(rows);
     // m1 fails its health check: its connection is reset.
     t.install(&world("down"));
     t.check(&reset_by_lb(
