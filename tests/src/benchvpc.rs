@@ -350,21 +350,7 @@ fn strato_vm(
         &gw,
         Some(&mac),
     )?;
-    let h = cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == host)
-        .context("host")?;
-    admin.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/ports/{pid}"),
-        Some(
-            json!({"port": {"binding:host_id": Cloud::host_id(&h), "device_id": name,
-            "device_owner": format!("compute:{}", h.az)}}),
-        ),
-    );
+    Cloud::bind_port(admin, &pid, name, &hosts_named(&cloud.region, host)?);
     let _ = cloud
         .region
         .exec(name, &["ip", "link", "set", "eth0", "mtu", "1450"]);

@@ -914,6 +914,20 @@ impl Cloud {
         out
     }
 
+    /// Binds port `pid` to `host` for the VM `name`, as Nova does
+    /// (`binding:host_id`, `device_id`, `device_owner` compute:<AZ>): 200.
+    pub fn bind_port(admin: &Api, pid: &str, name: &str, host: &Host) {
+        admin.expect(
+            200,
+            "PUT",
+            &format!("/v2.0/ports/{pid}"),
+            Some(
+                serde_json::json!({"port": {"binding:host_id": Cloud::host_id(host), "device_id": name,
+                "device_owner": format!("compute:{}", host.az)}}),
+            ),
+        );
+    }
+
     /// Plays Nova: a port on `net` (in `groups`, or the project's default
     /// group), a VM namespace with its tap (the VM runs udhcpc), then the
     /// binding to `host`.
@@ -943,15 +957,7 @@ impl Cloud {
             netns_harness::VmSpec::new(name, host, &strato::network::ports::tap_name(&pid));
         spec.mac = Some(mac.parse().expect("mac"));
         self.region.vm_create(&spec).expect("vm create");
-        admin.expect(
-            200,
-            "PUT",
-            &format!("/v2.0/ports/{pid}"),
-            Some(
-                json!({"port": {"binding:host_id": Cloud::host_id(&h), "device_id": name,
-                "device_owner": format!("compute:{}", h.az)}}),
-            ),
-        );
+        Cloud::bind_port(admin, &pid, name, &h);
         Vm {
             name: name.to_owned(),
             ip,
