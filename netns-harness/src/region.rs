@@ -723,22 +723,7 @@ impl Region {
     /// failure is only a warning.
     pub fn vm_create(&self, spec: &VmSpec) -> Result<Vm, HarnessError> {
         spec.validate()?;
-        let host = self
-            .plan
-            .hosts
-            .iter()
-            .find(|h| h.name == spec.host)
-            .ok_or_else(|| HarnessError::UnknownTarget {
-                kind: "host",
-                name: spec.host.clone(),
-                known: self
-                    .plan
-                    .hosts
-                    .iter()
-                    .map(|h| h.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let host = planned_host(&self.plan, &spec.host)?;
         if self.plan.node(&spec.name).is_some() {
             return Err(HarnessError::invalid(
                 "VM name",
@@ -1045,22 +1030,7 @@ impl Region {
             };
             match target {
                 FailTarget::Host(name) => {
-                    let h = self
-                        .plan
-                        .hosts
-                        .iter()
-                        .find(|h| h.name == *name)
-                        .ok_or_else(|| HarnessError::UnknownTarget {
-                            kind: "host",
-                            name: name.clone(),
-                            known: self
-                                .plan
-                                .hosts
-                                .iter()
-                                .map(|h| h.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        })?;
+                    let h = planned_host(&self.plan, name)?;
                     fail_host(h, &mut names);
                 }
                 FailTarget::Link(name) => {
@@ -1283,6 +1253,23 @@ impl Region {
         );
         Ok(child)
     }
+}
+
+/// The planned host called `name`, or an error that lists the hosts.
+fn planned_host<'a>(plan: &'a Plan, name: &str) -> Result<&'a Host, HarnessError> {
+    plan.hosts
+        .iter()
+        .find(|h| h.name == name)
+        .ok_or_else(|| HarnessError::UnknownTarget {
+            kind: "host",
+            name: name.to_string(),
+            known: plan
+                .hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 #[cfg(test)]

@@ -373,26 +373,11 @@ impl Cx<'_> {
                 ));
             }
             let mut seen = HashMap::new();
-            let mut hosts_of = |list: &[Spanned<String>],
-                                field: &str|
-             -> Result<Vec<String>, TopologyError> {
-                let mut out = Vec::new();
-                for (i, h) in list.iter().enumerate() {
-                    let f = format!("{path}.{field}[{}]", i + 1);
-                    let n = self.name(h, &f)?;
-                    if let Some(first) = seen.insert(n.clone(), self.line_of(h.span().start)) {
-                        return Err(self.invalid(
-                            h.span(),
-                            f,
-                            format!("duplicate host name {n:?} in AZ {az_name:?} (first at line {first})"),
-                        ));
-                    }
-                    out.push(n);
-                }
-                Ok(out)
-            };
-            let compute = hosts_of(&az.compute, "compute")?;
-            let gateway = hosts_of(&az.gateway, "gateway")?;
+            let place = format!("AZ {az_name:?}");
+            let compute =
+                self.unique_hosts(&az.compute, &format!("{path}.compute"), &mut seen, &place)?;
+            let gateway =
+                self.unique_hosts(&az.gateway, &format!("{path}.gateway"), &mut seen, &place)?;
             if compute.len() + gateway.len() > MAX_HOSTS_PER_AZ {
                 let last = az.gateway.last().or(az.compute.last()).expect("non-empty");
                 return Err(self.invalid(
@@ -432,20 +417,12 @@ impl Cx<'_> {
             let site_name = self.name(&site.name, &format!("{path}.name"))?;
             names.zone(self, &site.name, &format!("{path}.name"), "AZ/site/client")?;
             let lan = self.cidr(&site.lan, &format!("{path}.lan"))?;
-            let mut seen = HashMap::new();
-            let mut hosts = Vec::new();
-            for (j, h) in site.hosts.iter().enumerate() {
-                let f = format!("{path}.hosts[{}]", j + 1);
-                let n = self.name(h, &f)?;
-                if let Some(first) = seen.insert(n.clone(), self.line_of(h.span().start)) {
-                    return Err(self.invalid(
-                        h.span(),
-                        f,
-                        format!("duplicate host name {n:?} in site {site_name:?} (first at line {first})"),
-                    ));
-                }
-                hosts.push(n);
-            }
+            let hosts = self.unique_hosts(
+                &site.hosts,
+                &format!("{path}.hosts"),
+                &mut HashMap::new(),
+                &format!("site {site_name:?}"),
+            )?;
             // network, gateway (.1), hosts, broadcast
             let room = if lan.prefix() >= 31 {
                 0
@@ -543,6 +520,31 @@ impl Cx<'_> {
     }
 
     /// A node name: `[a-z][a-z0-9]{0,5}`, not reserved.
+    /// The host names in `list` (fields `{path}[1]`, ...), each one new to
+    /// `seen` (name -> line): a repeated name is an error in `place`.
+    fn unique_hosts(
+        &self,
+        list: &[Spanned<String>],
+        path: &str,
+        seen: &mut HashMap<String, usize>,
+        place: &str,
+    ) -> Result<Vec<String>, TopologyError> {
+        let mut out = Vec::new();
+        for (i, h) in list.iter().enumerate() {
+            let f = format!("{path}[{}]", i + 1);
+            let n = self.name(h, &f)?;
+            if let Some(first) = seen.insert(n.clone(), self.line_of(h.span().start)) {
+                return Err(self.invalid(
+                    h.span(),
+                    f,
+                    format!("duplicate host name {n:?} in {place} (first at line {first})"),
+                ));
+            }
+            out.push(n);
+        }
+        Ok(out)
+    }
+
     fn name(&self, value: &Spanned<String>, field: &str) -> Result<String, TopologyError> {
         self.name_max(value, field, 6)
     }

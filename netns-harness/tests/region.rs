@@ -41,28 +41,27 @@ impl Drop for Guard {
     }
 }
 
+/// The names in `dir` that start with `start` (none if it cannot be read).
+fn entries_starting(dir: &str, start: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(start))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Asserts nothing of `prefix` is left on the machine.
 fn assert_gone(prefix: &str) {
     let start = format!("{prefix}-");
-    let left: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&start))
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = entries_starting("/run/netns", &start);
     assert!(left.is_empty(), "namespaces left for {prefix}: {left:?}");
     assert!(
         !Path::new("/run/strato").join(prefix).exists(),
         "/run/strato/{prefix} left"
     );
-    let pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf/strato")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&start))
-                .collect()
-        })
-        .unwrap_or_default();
+    let pins = entries_starting("/sys/fs/bpf/strato", &start);
     assert!(pins.is_empty(), "pin dirs left for {prefix}: {pins:?}");
     let procs = run_processes(prefix);
     assert!(procs.is_empty(), "processes left for {prefix}: {procs:?}");

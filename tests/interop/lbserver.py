@@ -6,9 +6,10 @@ every datagram is answered with NAME. The host's python; no packages.
   lbserver.py NAME PORT
 """
 
-import socket
 import sys
 import threading
+
+from serving import tcp_listener, udp_bound
 
 
 def serve(c, name):
@@ -23,18 +24,14 @@ def serve(c, name):
 
 
 def tcp(name, port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(512)
+    s = tcp_listener(port, 512)
     while True:
         c, _ = s.accept()
         threading.Thread(target=serve, args=(c, name), daemon=True).start()
 
 
 def udp(name, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
+    s = udp_bound(port)
     while True:
         _, addr = s.recvfrom(2048)
         s.sendto((name + "\n").encode(), addr)

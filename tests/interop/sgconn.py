@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+from serving import tcp_listener
+
 
 def serve(ports):
     def conn(c):
@@ -33,10 +35,7 @@ def serve(ports):
                 f.write(line)
 
     def listen(p):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", p))
-        s.listen(64)
+        s = tcp_listener(p, 64)
         while True:
             c, _ = s.accept()
             threading.Thread(target=conn, args=(c,), daemon=True).start()

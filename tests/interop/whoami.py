@@ -6,16 +6,14 @@ with). The host's python; no packages.
   whoami.py PORT
 """
 
-import socket
 import sys
 import threading
 
+from serving import tcp_listener, udp_bound
+
 
 def tcp(port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(64)
+    s = tcp_listener(port, 64)
     while True:
         c, addr = s.accept()
         with c:
@@ -23,8 +21,7 @@ def tcp(port):
 
 
 def udp(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
+    s = udp_bound(port)
     while True:
         _, addr = s.recvfrom(2048)
         s.sendto((addr[0] + "\n").encode(), addr)

@@ -377,6 +377,49 @@ pub fn xdp_native_prog(ip_prefix: &[&str], dev: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("{dev}: XDP program without an id: {xdp}"))
 }
 
+/// How a program bench (BPF_PROG_TEST_RUN) runs.
+pub struct ProgramRuns {
+    /// Rounds per pass, every row once per round (interleaved).
+    pub rounds: usize,
+    /// Packets per timed run.
+    pub repeat: u32,
+    /// Passes over the sizes or configurations (they alternate).
+    pub passes: usize,
+    /// Tiny sizes, no figures.
+    pub smoke: bool,
+}
+
+/// Runs `f` on a thread inside network namespace `ns`, keeping what it
+/// returns alive until `done` is signalled (programs attached without pins
+/// live as long as their `Dataplane`).
+pub fn hold_in_netns(
+    ns: &str,
+    f: impl FnOnce() -> anyhow::Result<strato_dataplane::Dataplane> + Send + 'static,
+) -> anyhow::Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let path = std::path::Path::new("/run/netns").join(ns);
+    let h = std::thread::spawn(move || {
+        let r = (|| -> anyhow::Result<strato_dataplane::Dataplane> {
+            let file = std::fs::File::open(&path).context("netns")?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+            f()
+        })();
+        match r {
+            Ok(dp) => {
+                let _ = ready_tx.send(Ok(()));
+                let _ = done_rx.recv();
+                drop(dp);
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        }
+    });
+    ready_rx.recv().context("the thread in the namespace")??;
+    Ok((done_tx, h))
+}
+
 /// The BPF program on `dev`'s TC ingress: a netlink filter (as agents
 /// attach) or a TCX link.
 pub fn tc_ingress_prog(ip_prefix: &[&str], dev: &str) -> anyhow::Result<u64> {

@@ -25,14 +25,8 @@ use strato_proto::config::{Entry, ListenerEntry, LoadBalancerEntry, MemberEntry}
 
 use crate::progtest::{Net, Port, ProgramTester, Router, World};
 
-pub struct Options {
-    pub rounds: usize,
-    pub repeat: u32,
-    /// Passes over the configurations (every other one reversed).
-    pub passes: usize,
-    /// Two small configurations and a few single runs, no figures.
-    pub smoke: bool,
-}
+/// How the bench runs (with `smoke`: tiny sizes, no figures).
+pub use crate::benchkit::ProgramRuns as Options;
 
 const fn mac(a: u8, b: u8, c: u8) -> [u8; 6] {
     [0xfa, 0x16, 0x3e, a, b, c]
@@ -92,12 +86,7 @@ fn world(backends: u32, vips: u32) -> World {
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("b", 200).subnet("sb", "10.2.0.0/16", "10.2.0.1"))
         .net(Net::new("v", 300).subnet("sv", "10.128.0.0/16", "10.128.0.1"))
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A)
-                .interface("sb", GW_B)
-                .interface("sv", mac(0xc0, 0, 1)),
-        )
+        .router(Router::on("r1", &[("sa", GW_A), ("sb", GW_B)]).interface("sv", mac(0xc0, 0, 1)))
         .port(Port::local("c1", "a", "tp1", C1.0, C1.1).no_security());
     let mut members = vec![];
     for i in 0..backends {
@@ -769,12 +758,10 @@ fn netns_world() -> World {
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("b", 200).subnet("sb", "10.2.0.0/24", "10.2.0.1"))
         .net(Net::new("c", 300).subnet("sc", "10.3.0.0/24", "10.3.0.1"))
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A)
-                .interface("sb", GW_B)
-                .interface("sc", GW_C),
-        )
+        .router(Router::on(
+            "r1",
+            &[("sa", GW_A), ("sb", GW_B), ("sc", GW_C)],
+        ))
         .port(Port::local("c1", "a", "lbc", C1.0, C1.1).no_security())
         .port(Port::local("m1", "b", "lbm1", M1.0, M1.1).no_security())
         .port(Port::local("m2", "c", "lbm2", M2.0, M2.1).no_security())
@@ -799,10 +786,7 @@ fn netns_world() -> World {
 fn strato_up(
     net: &Netns,
 ) -> anyhow::Result<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
-    use std::sync::mpsc;
-    use strato_agent::vpc as tables;
     use strato_dataplane::Dataplane;
-    let path = std::path::Path::new("/run/netns").join(net.ns("h"));
     let mut ifindex = std::collections::BTreeMap::new();
     for tap in ["lbc", "lbm1", "lbm2"] {
         let v: serde_json::Value =
@@ -812,62 +796,34 @@ fn strato_up(
             v[0]["ifindex"].as_u64().context("ifindex")? as u32,
         );
     }
-    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let h = std::thread::spawn(move || {
-        let r = (|| -> anyhow::Result<Dataplane> {
-            let file = std::fs::File::open(&path).context("netns")?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
-            let mut dp = Dataplane::load(None)?;
-            let entries = netns_world().entries();
-            let mut policies = strato_agent::security_groups::Policies::default();
-            policies.start_after(0, 0);
-            for ops in &policies.plan(&entries, true).ops {
-                dp.policy_apply(ops)?;
-            }
-            let pols = policies.port_policies(&entries);
-            let slots: std::collections::BTreeMap<u32, u32> = ifindex
-                .values()
-                .enumerate()
-                .map(|(i, &x)| (x, i as u32 + 1))
-                .collect();
-            let want = tables::build(
-                &entries,
-                &|tap| ifindex.get(tap).copied(),
-                &mut |i| slots.get(&i).copied().unwrap_or(0),
-                &|id| pols.get(id).copied().unwrap_or_default(),
-            );
-            let lbs = entries.values().filter_map(|e| match e {
-                Entry::LoadBalancer(l) => Some(l),
-                _ => None,
-            });
-            let specs = strato_agent::lb::specs(lbs, &tables::domains(&entries), &want.endpoints);
-            let mut lb = strato_agent::lb::LbState::default();
-            dp.lb_apply(&lb.sync(&specs, strato_dataplane::coarse_now_ns()))?;
-            let have = dp.tables()?;
-            dp.apply(&want.diff(&have))?;
-            dp.set_host(dataplane_common::HostInfo {
-                flags: HOST_F_LB,
-                ..Default::default()
-            })?;
-            for tap in ["lbc", "lbm1", "lbm2"] {
-                dp.attach(Attach::PortTc, tap)?;
-            }
-            Ok(dp)
-        })();
-        match r {
-            Ok(dp) => {
-                let _ = ready_tx.send(Ok(()));
-                let _ = done_rx.recv();
-                drop(dp);
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-            }
+    crate::benchkit::hold_in_netns(&net.ns("h"), move || {
+        let mut dp = Dataplane::load(None)?;
+        let entries = netns_world().entries();
+        let mut policies = strato_agent::security_groups::Policies::default();
+        policies.start_after(0, 0);
+        let slots: std::collections::BTreeMap<u32, u32> = ifindex
+            .values()
+            .enumerate()
+            .map(|(i, &x)| (x, i as u32 + 1))
+            .collect();
+        let mut lb = strato_agent::lb::LbState::default();
+        crate::progtest::write_as_the_agent(
+            &mut dp,
+            &entries,
+            &mut policies,
+            &mut lb,
+            &ifindex,
+            &slots,
+        )?;
+        dp.set_host(dataplane_common::HostInfo {
+            flags: HOST_F_LB,
+            ..Default::default()
+        })?;
+        for tap in ["lbc", "lbm1", "lbm2"] {
+            dp.attach(Attach::PortTc, tap)?;
         }
-    });
-    ready_rx.recv().context("Strato thread")??;
-    Ok((done_tx, h))
+        Ok(dp)
+    })
 }
 
 /// One row: a balancing step's keep-alive requests/s and new

@@ -28,14 +28,8 @@ use crate::progtest::{
     UPLINK_MAC,
 };
 
-pub struct Options {
-    pub rounds: usize,
-    pub repeat: u32,
-    /// Passes over the sizes (they alternate).
-    pub passes: usize,
-    /// Tiny sizes, no figures.
-    pub smoke: bool,
-}
+/// How the bench runs (with `smoke`: tiny sizes, no figures).
+pub use crate::benchkit::ProgramRuns as Options;
 
 const fn mac(a: u8, b: u8) -> [u8; 6] {
     [0xfa, 0x16, 0x3e, 0, a, b]
@@ -56,21 +50,9 @@ const B3_HOST: [u8; 4] = [198, 18, 2, 3];
 const PEER: [u8; 6] = [2, 0, 0x5e, 2, 2, 2];
 const EXT_IF_MAC: [u8; 6] = [2, 0, 0x5e, 0x0e, 0x0e, 0x0e];
 
-fn udp(
-    smac: [u8; 6],
-    dmac: [u8; 6],
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-) -> Vec<u8> {
-    let mut f = Vec::new();
-    etherparse::PacketBuilder::ethernet2(smac, dmac)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut f, &[0; 18])
-        .expect("frame");
-    f
+/// A 64-byte UDP frame (18 bytes of payload, TTL 64).
+fn udp(macs: ([u8; 6], [u8; 6]), src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    crate::packets::udp4(macs.0, macs.1, src, dst, 64, sport, dport, &[0; 18])
 }
 
 fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
@@ -126,12 +108,12 @@ fn compute_world(n: u32) -> World {
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("b", 101).subnet("sb", "10.1.1.0/24", "10.1.1.1"))
         .group(open_stateful())
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A)
-                .interface("sb", GW_B)
-                .external(EXT_VNI, SNAT_IP, EXT_MAC, GATEWAY_HOST),
-        )
+        .router(Router::on("r1", &[("sa", GW_A), ("sb", GW_B)]).external(
+            EXT_VNI,
+            SNAT_IP,
+            EXT_MAC,
+            GATEWAY_HOST,
+        ))
         .port(Port::local("a1", "a", "tp1", A1.0, A1.1).groups(&["open-stateful"]))
         .port(Port::remote("b3", "b", [198, 18, 2, 3], B3.0, B3.1))
         .floating_ip(EIP, EXT_VNI, "a1", A1.1, [198, 18, 1, 1], false);
@@ -165,25 +147,25 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
             "host of the port: out, routed + VXLAN to a remote port (no NAT)",
             Attach::BenchPort,
             tp1,
-            udp(A1.0, GW_A, A1.1, B3.1, 4000, 9),
+            udp((A1.0, GW_A), A1.1, B3.1, 4000, 9),
         ),
         (
             "host of the port: out by the EIP (SNAT in the tail program) + VXLAN to the gateway",
             Attach::BenchPort,
             tp1,
-            udp(A1.0, GW_A, A1.1, CLIENT, 4000, 9),
+            udp((A1.0, GW_A), A1.1, CLIENT, 4000, 9),
         ),
         (
             "host of the port: in, VXLAN decapsulation to the port (no NAT)",
             Attach::BenchUplink,
             up,
-            vxlan(100, &udp(GW_A, A1.0, B3.1, A1.1, 9, 4000)),
+            vxlan(100, &udp((GW_A, A1.0), B3.1, A1.1, 9, 4000)),
         ),
         (
             "host of the port: in to the EIP (DNAT), decapsulated, delivered",
             Attach::BenchUplink,
             up,
-            vxlan(EXT_VNI, &udp(PEER, EXT_IF_MAC, CLIENT, EIP, 9, 4000)),
+            vxlan(EXT_VNI, &udp((PEER, EXT_IF_MAC), CLIENT, EIP, 9, 4000)),
         ),
     ];
     let gateway_rows: Vec<Row> = vec![
@@ -191,13 +173,13 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
             "gateway: internet -> EIP, steered over VXLAN to the port's host",
             Attach::BenchExternal,
             ext,
-            udp(PEER, EXT_IF_MAC, CLIENT, [100, 64, 0, 5], 9, 4000),
+            udp((PEER, EXT_IF_MAC), CLIENT, [100, 64, 0, 5], 9, 4000),
         ),
         (
             "gateway: router SNAT of an established flow, out of the external interface",
             Attach::BenchUplink,
             up,
-            vxlan(100, &udp(A1.0, GW_A, A1.1, CLIENT, 4000, 9)),
+            vxlan(100, &udp((A1.0, GW_A), A1.1, CLIENT, 4000, 9)),
         ),
     ];
     let reply_name = "gateway: the reply to that flow, translated back, VXLAN to the VM's host";
@@ -206,6 +188,11 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
         Attach::BenchUplink => Attach::Uplink,
         Attach::BenchExternal => Attach::External,
         other => other,
+    };
+    // A row's path once, un-timed, through the entry point its harness
+    // row wraps; checked forwarded.
+    let run_row = |t: &mut ProgramTester, (name, attach, ingress, frame): &Row| {
+        run_checked(t, direct(*attach), *ingress, frame, Verdict::Redirect, name)
     };
     // Times rows interleaved, `rounds` rounds, the harness's own cost
     // (restore) in each round taken off; checks the verdict of every run
@@ -264,11 +251,8 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
             t.ct_clear();
             // Each path once, un-timed, with its output.
             let mut outs = vec![];
-            for (name, attach, ingress, frame) in &compute_rows {
-                outs.push(
-                    run_checked(t, direct(*attach), *ingress, frame, Verdict::Redirect, name)?
-                        .output,
-                );
+            for row in &compute_rows {
+                outs.push(run_row(t, row)?.output);
             }
             let (o0, i0) = vxlan_parts(compute_rows[0].0, &outs[0])?;
             anyhow::ensure!(
@@ -294,7 +278,7 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
                 compute_rows[3].0,
                 crate::progtest::hex(&outs[3])
             );
-            let f = udp(A1.0, GW_A, A1.1, B3.1, 4000, 9);
+            let f = udp((A1.0, GW_A), A1.1, B3.1, 4000, 9);
             let s = timed(t, &compute_rows, &f)?;
             for (i, v) in s[..compute_rows.len()].iter().enumerate() {
                 samples[i][si].extend(v);
@@ -310,14 +294,7 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
             };
             t.set_host(host);
             let base = compute_rows.len();
-            let o = run_checked(
-                t,
-                Attach::External,
-                ext,
-                &gateway_rows[0].3,
-                Verdict::Redirect,
-                gateway_rows[0].0,
-            )?;
+            let o = run_row(t, &gateway_rows[0])?;
             let (outer, inner) = vxlan_parts(gateway_rows[0].0, &o.output)?;
             anyhow::ensure!(
                 outer == [198, 18, 3, 5] && inner[30..34] == [100, 64, 0, 5],
@@ -327,14 +304,7 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
             );
             // The SNAT flow: translated out of the external interface; the
             // reply needs its port: take it from the translated copy.
-            let o = run_checked(
-                t,
-                Attach::Uplink,
-                up,
-                &gateway_rows[1].3,
-                Verdict::Redirect,
-                gateway_rows[1].0,
-            )?;
+            let o = run_row(t, &gateway_rows[1])?;
             anyhow::ensure!(
                 o.output[26..30] == SNAT_IP && o.output[30..34] == CLIENT,
                 "{}: not translated to the router's address: {}",
@@ -342,7 +312,7 @@ pub fn run(t: &mut ProgramTester, opts: &Options, out: &mut String) -> anyhow::R
                 crate::progtest::hex(&o.output)
             );
             let port = u16::from_be_bytes([o.output[34], o.output[35]]);
-            let reply = udp(PEER, EXT_IF_MAC, CLIENT, SNAT_IP, 9, port);
+            let reply = udp((PEER, EXT_IF_MAC), CLIENT, SNAT_IP, 9, port);
             let o = run_checked(
                 t,
                 Attach::External,

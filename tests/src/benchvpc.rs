@@ -15,7 +15,7 @@
 //! those offloads off; VMs have them on by default (Strato attaches its
 //! port program at TC); Linux and TC are measured both ways.
 
-use std::{fmt::Write as _, net::Ipv4Addr, sync::mpsc, time::Duration};
+use std::{fmt::Write as _, net::Ipv4Addr, time::Duration};
 
 use anyhow::{bail, ensure, Context as _};
 use dataplane_common::{BareTarget, BARE_F_MACS};
@@ -318,78 +318,6 @@ pub fn vm(
     Ok(())
 }
 
-/// Runs `f` on a thread inside network namespace `ns`, keeping what it
-/// returns alive until `done` is signalled (programs attached without pins
-/// live as long as their `Dataplane`).
-fn hold_in_netns(
-    ns: &str,
-    f: impl FnOnce() -> anyhow::Result<Dataplane> + Send + 'static,
-) -> anyhow::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
-    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let path = std::path::Path::new("/run/netns").join(ns);
-    let h = std::thread::spawn(move || {
-        let r = (|| -> anyhow::Result<Dataplane> {
-            let file = std::fs::File::open(&path).context("netns")?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
-            f()
-        })();
-        match r {
-            Ok(dp) => {
-                let _ = ready_tx.send(Ok(()));
-                let _ = done_rx.recv();
-                drop(dp);
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-            }
-        }
-    });
-    ready_rx.recv().context("bench thread")??;
-    Ok((done_tx, h))
-}
-
-fn vpc(api: &Api) -> (Vec<String>, String) {
-    let r = api.expect(
-        201,
-        "POST",
-        "/v2.0/routers",
-        Some(json!({"router": {"name": "bench"}})),
-    )["router"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let mut nets = vec![];
-    for (i, cidr) in ["10.30.1.0/24", "10.30.2.0/24"].iter().enumerate() {
-        let n = api.expect(
-            201,
-            "POST",
-            "/v2.0/networks",
-            Some(json!({"network": {"name": format!("bench{i}")}})),
-        )["network"]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
-        let s = api.expect(
-            201,
-            "POST",
-            "/v2.0/subnets",
-            Some(json!({"subnet": {"network_id": n, "cidr": cidr, "ip_version": 4}})),
-        )["subnet"]["id"]
-            .as_str()
-            .expect("id")
-            .to_owned();
-        api.expect(
-            200,
-            "PUT",
-            &format!("/v2.0/routers/{r}/add_router_interface"),
-            Some(json!({"subnet_id": s})),
-        );
-        nets.push(n);
-    }
-    (nets, r)
-}
-
 /// A Strato VM: port through the API, VM with the port's address, binding.
 fn strato_vm(
     cloud: &Cloud,
@@ -422,21 +350,7 @@ fn strato_vm(
         &gw,
         Some(&mac),
     )?;
-    let h = cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == host)
-        .context("host")?;
-    admin.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/ports/{pid}"),
-        Some(
-            json!({"port": {"binding:host_id": Cloud::host_id(&h), "device_id": name,
-            "device_owner": format!("compute:{}", h.az)}}),
-        ),
-    );
+    Cloud::bind_port(admin, &pid, name, &hosts_named(&cloud.region, host)?);
     let _ = cloud
         .region
         .exec(name, &["ip", "link", "set", "eth0", "mtu", "1450"]);
@@ -590,7 +504,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     // --- Strato: a VPC through the API.
     let admin = cloud.admin();
     let api = cloud.tenant("bench");
-    let (nets, _router) = vpc(&api);
+    let nets = Cloud::vpc(&api, &["10.30.1.0/24", "10.30.2.0/24"], &[]).nets;
     let (ip_a, port_a) = strato_vm(&cloud, &admin, &api, &nets[0], "sa", "az1-c1")?;
     let (ip_b, port_b) = strato_vm(&cloud, &admin, &api, &nets[1], "sb", "az1-c1")?;
     let (ip_c, port_c) = strato_vm(&cloud, &admin, &api, &nets[1], "sc", "az1-c2")?;
@@ -770,25 +684,18 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
         )?;
     }
     sink(region, "bb")?;
+    // Each veth redirects to the other, rewriting the MACs on the way.
+    let to = |ifindex: u32, dmac: &str, smac: &str| -> anyhow::Result<BareTarget> {
+        Ok(BareTarget {
+            ifindex,
+            flags: BARE_F_MACS,
+            dmac: parse_mac(dmac)?,
+            smac: parse_mac(smac)?,
+        })
+    };
     let targets = [
-        (
-            bra,
-            BareTarget {
-                ifindex: brb,
-                flags: BARE_F_MACS,
-                dmac: parse_mac(&bb_mac)?,
-                smac: parse_mac(&brb_mac)?,
-            },
-        ),
-        (
-            brb,
-            BareTarget {
-                ifindex: bra,
-                flags: BARE_F_MACS,
-                dmac: parse_mac(&ba_mac)?,
-                smac: parse_mac(&bra_mac)?,
-            },
-        ),
+        (bra, to(brb, &bb_mac, &brb_mac)?),
+        (brb, to(bra, &ba_mac, &bra_mac)?),
     ];
     let c1_ns = hosts_named(region, "az1-c1")?.netns;
     let c1_exec = in_host(region, "az1-c1")?;
@@ -833,7 +740,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
                     let pin = std::path::Path::new(strato_proto::naming::PIN_ROOT)
                         .join(Cloud::host_id(&host));
                     let taps = [tap(&port_a), tap(&port_b)];
-                    let (done, h) = hold_in_netns(&host.netns, move || {
+                    let (done, h) = benchkit::hold_in_netns(&host.netns, move || {
                         let mut dp = Dataplane::load(Some(&pin))?;
                         for t in &taps {
                             dp.attach_transient(Attach::Port, t)?;
@@ -915,7 +822,7 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
                 Config::BareXdp | Config::BareTcOn | Config::BareTcOff => {
                     let tc = c != Config::BareXdp;
                     let t = targets;
-                    let (done, h) = hold_in_netns(&c1_ns, move || {
+                    let (done, h) = benchkit::hold_in_netns(&c1_ns, move || {
                         let mut dp = Dataplane::load_bench(None)?;
                         for (i, target) in t {
                             dp.set_bare(i, target)?;

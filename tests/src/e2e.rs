@@ -52,6 +52,54 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Sends `signal` (called `signal_name`) to `child` and waits up to
+/// `within` for it to exit; else kills it and panics, naming it `name`.
+pub fn signal_and_wait(
+    child: &mut Child,
+    signal: libc::c_int,
+    signal_name: &str,
+    within: Duration,
+    name: &str,
+) {
+    // SAFETY: plain kill(2) on a child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let deadline = Instant::now() + within;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{name} did not exit within {} s of {signal_name}",
+                within.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The token an identity call answered with (`X-Subject-Token`).
+pub fn subject_token(headers: &strato_proto::client::HeaderMap) -> String {
+    headers
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .expect("X-Subject-Token")
+        .to_owned()
+}
+
+/// The OpenStack clients' virtualenv the bootstrap installs.
+pub const OPENSTACK_VENV: &str = "/opt/strato/venv";
+
+/// Its Python (panics, saying so, when it is missing).
+pub fn openstack_python() -> PathBuf {
+    let python = std::path::Path::new(OPENSTACK_VENV).join("bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/bootstrap (make test does)",
+        python.display()
+    );
+    python
+}
+
 /// Processes a test starts in VMs and nodes (servers, listeners) for its
 /// whole length: `reap` kills and waits for them (the region's teardown
 /// would kill them anyway; reaping leaves no zombies). A test keeps one in
@@ -65,6 +113,17 @@ impl Servers {
 
     pub fn keep(&self, c: Child) {
         self.0.lock().expect("servers").push(c);
+    }
+
+    /// Runs `f`, then reaps the servers, also when `f` panics; then
+    /// `on_panic` runs (logs, ...) and the panic goes on.
+    pub fn run_then_reap(&self, f: impl FnOnce(), on_panic: impl FnOnce()) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        self.reap();
+        if let Err(e) = result {
+            on_panic();
+            std::panic::resume_unwind(e);
+        }
     }
 
     pub fn reap(&self) {
@@ -229,48 +288,40 @@ impl Cloud {
         self.region.state_dir().join("agents").join(&h.name)
     }
 
-    /// SIGKILLs a spawned process and reaps it.
-    pub fn kill(&self, name: &str) {
+    /// Takes the spawned process `name` out of this run's children (it is
+    /// no longer reaped at teardown) and forgets its pid file.
+    fn take_child(&self, name: &str) -> Child {
         let mut children = self.children.lock().expect("children");
         let i = children
             .iter()
             .position(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("no process {name} in this run"));
-        let (_, mut child) = children.remove(i);
-        let _ = child.kill();
-        let _ = child.wait();
+        let (_, child) = children.remove(i);
         let _ = std::fs::remove_file(
             self.region
                 .state_dir()
                 .join("pids")
                 .join(format!("{name}.pid")),
         );
+        child
+    }
+
+    /// SIGKILLs a spawned process and reaps it.
+    pub fn kill(&self, name: &str) {
+        let mut child = self.take_child(name);
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Stops a spawned process with SIGTERM and waits (up to 5 s) for it to exit.
     pub fn stop(&self, name: &str) {
-        let mut children = self.children.lock().expect("children");
-        let i = children
-            .iter()
-            .position(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no process {name} in this run"));
-        let (_, mut child) = children.remove(i);
-        // SAFETY: plain kill(2) on a child this test started and has not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while child.try_wait().expect("try_wait").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{name} did not exit within 5 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = std::fs::remove_file(
-            self.region
-                .state_dir()
-                .join("pids")
-                .join(format!("{name}.pid")),
+        let mut child = self.take_child(name);
+        signal_and_wait(
+            &mut child,
+            libc::SIGTERM,
+            "SIGTERM",
+            Duration::from_secs(5),
+            name,
         );
     }
 
@@ -316,20 +367,40 @@ impl Cloud {
         }
     }
 
+    /// The region's host `name` (panics if there is none).
+    pub fn host_named(&self, name: &str) -> Host {
+        self.region
+            .hosts()
+            .into_iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name} in the region"))
+    }
+
+    /// Runs the Python script `script` on `node`, which must succeed (else
+    /// panics with `what` and its stderr); its output.
+    pub fn python(&self, node: &str, script: &str, what: &str) -> std::process::Output {
+        let o = self
+            .region
+            .exec(node, &["/usr/bin/python3", "-c", script])
+            .expect("exec python3");
+        assert!(
+            o.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
     /// One ping from a node to an address, 1 s timeout.
     /// The operator's external network with the elastic IP pool
     /// 198.51.100.10-250 (the harness's internet routes 198.51.100.0/24 to
     /// the gateway hosts); its id.
     pub fn external_network(admin: &Api) -> String {
         use serde_json::json;
-        let ext = id_of(
-            &admin.expect(
-                201,
-                "POST",
-                "/v2.0/networks",
-                Some(json!({"network": {"name": "internet", "router:external": true}})),
-            ),
+        let ext = admin.create(
+            "/v2.0/networks",
             "network",
+            json!({"name": "internet", "router:external": true}),
         );
         admin.expect(
             201,
@@ -503,11 +574,7 @@ impl Api {
             Some(&password_auth(user, password, project)),
         );
         assert_eq!(status, 201, "login {user}@{project}: {body}");
-        let token = headers
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .expect("X-Subject-Token")
-            .to_owned();
+        let token = subject_token(&headers);
         Api {
             endpoint: endpoint.clone(),
             token,
@@ -554,7 +621,8 @@ impl Cloud {
 /// A controller process on its own, without a region or agents: the public
 /// API on a free loopback port, the agents' Unix socket, its database and
 /// log in a temporary directory (`strato-e2e-<tag>-<pid>-<port>`). The
-/// process and the directory go when it is dropped.
+/// process and the directory go when it is dropped (the directory stays,
+/// with the log, when the test panics).
 pub struct LocalController {
     child: Child,
     /// `127.0.0.1:<port>` of the public API.
@@ -564,12 +632,20 @@ pub struct LocalController {
     /// The agents' socket.
     pub socket: PathBuf,
     pub dir: PathBuf,
+    /// Environment given to the process on every start.
+    env: Vec<(String, String)>,
 }
 
 impl LocalController {
     /// Starts it and waits until both listeners answer (panics with the
     /// log if the process exits or does not listen within 30 s).
     pub fn start(tag: &str) -> LocalController {
+        LocalController::start_with_env(tag, &[])
+    }
+
+    /// [`LocalController::start`] with extra environment variables for the
+    /// process (`RUST_LOG`, ...), kept for restarts.
+    pub fn start_with_env(tag: &str, env: &[(&str, &str)]) -> LocalController {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let dir =
@@ -577,40 +653,75 @@ impl LocalController {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let socket = dir.join("controller.sock");
-        let log = std::fs::File::create(dir.join("controller.log")).expect("log file");
-        let child = Command::new(bin("strato-controller"))
-            .args(["--listen", &addr, "--db"])
-            .arg(dir.join("strato.db"))
-            .arg("--socket")
-            .arg(&socket)
-            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start controller");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = LocalController::spawn(&addr, &dir, &socket, &env);
         let mut c = LocalController {
             child,
             api: Endpoint::Tcp(addr.clone()),
             addr,
             socket,
             dir,
+            env,
         };
+        c.wait_listening();
+        c
+    }
+
+    /// The process on `addr` with its database, socket and log (appended
+    /// to) in `dir`.
+    fn spawn(
+        addr: &str,
+        dir: &std::path::Path,
+        socket: &PathBuf,
+        env: &[(String, String)],
+    ) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("controller.log"))
+            .expect("log file");
+        Command::new(bin("strato-controller"))
+            .args(["--listen", addr, "--db"])
+            .arg(dir.join("strato.db"))
+            .arg("--socket")
+            .arg(socket)
+            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start controller")
+    }
+
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&c.addr).is_err()
-            || std::os::unix::net::UnixStream::connect(&c.socket).is_err()
+        while std::net::TcpStream::connect(&self.addr).is_err()
+            || std::os::unix::net::UnixStream::connect(&self.socket).is_err()
         {
-            if let Some(status) = c.child.try_wait().expect("try_wait") {
-                panic!("controller exited with {status}:\n{}", c.log());
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("controller exited with {status}:\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
                 "controller did not listen on {}:\n{}",
-                c.addr,
-                c.log()
+                self.addr,
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        c
+    }
+
+    /// SIGKILL (no chance to flush anything), then start again on the same
+    /// port, database and socket, and wait until it listens.
+    pub fn kill9_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = LocalController::spawn(&self.addr, &self.dir, &self.socket, &self.env);
+        self.wait_listening();
     }
 
     /// The agents' socket as an endpoint.
@@ -625,9 +736,14 @@ impl LocalController {
         v["revision"].as_u64().expect("revision")
     }
 
+    /// Its whole log, over restarts.
+    pub fn full_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default()
+    }
+
     /// The last 40 lines of its log.
     pub fn log(&self) -> String {
-        let all = std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default();
+        let all = self.full_log();
         let tail: Vec<&str> = all.lines().rev().take(40).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
@@ -637,7 +753,11 @@ impl Drop for LocalController {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            eprintln!("controller log kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -698,49 +818,89 @@ pub struct Vm {
     pub port: String,
 }
 
-fn id_of(v: &serde_json::Value, kind: &str) -> String {
-    v[kind]["id"].as_str().expect("id").to_owned()
+/// The JSON lines of a log written so far (an event log of a tool in a
+/// VM); lines that are not JSON, or a log not there yet, give nothing.
+pub fn json_lines(log: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The id of the `kind` object in an API answer (`{"<kind>": {"id": ...}}`).
+pub fn id(v: &serde_json::Value, kind: &str) -> String {
+    v[kind]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{kind} id in {v}"))
+        .to_owned()
+}
+
+impl Api {
+    /// POST `{"<kind>": body}` to `path`, which must answer 201 Created;
+    /// the new object's id.
+    pub fn create(&self, path: &str, kind: &str, body: serde_json::Value) -> String {
+        let v = self.expect(201, "POST", path, Some(serde_json::json!({ kind: body })));
+        id(&v, kind)
+    }
+
+    /// A new security group `name` (201 Created); its id.
+    pub fn security_group(&self, name: &str) -> String {
+        self.create(
+            "/v2.0/security-groups",
+            "security_group",
+            serde_json::json!({ "name": name }),
+        )
+    }
+
+    /// A new rule `r` in `group` (201 Created); its id.
+    pub fn security_group_rule(&self, group: &str, mut r: serde_json::Value) -> String {
+        r["security_group_id"] = serde_json::json!(group);
+        self.create("/v2.0/security-group-rules", "security_group_rule", r)
+    }
+
+    /// A new rule in `group` admitting TCP `port` from the addresses in
+    /// `cidr` (201 Created); its id.
+    pub fn allow_tcp_from_cidr(&self, group: &str, port: u16, cidr: &str) -> String {
+        self.security_group_rule(
+            group,
+            serde_json::json!({"direction": "ingress", "protocol": "tcp", "port_range_min": port,
+                "port_range_max": port, "remote_ip_prefix": cidr}),
+        )
+    }
+
+    /// A new rule in `group` admitting TCP `port` from the members of
+    /// `remote_group` (201 Created); its id.
+    pub fn allow_tcp_from_group(&self, group: &str, port: u16, remote_group: &str) -> String {
+        self.security_group_rule(
+            group,
+            serde_json::json!({"direction": "ingress", "protocol": "tcp", "port_range_min": port,
+                "port_range_max": port, "remote_group_id": remote_group}),
+        )
+    }
 }
 
 impl Cloud {
     /// A router with a network and subnet per CIDR (subnets get `dns`).
     pub fn vpc(api: &Api, cidrs: &[&str], dns: &[&str]) -> Vpc {
         use serde_json::json;
-        let r = id_of(
-            &api.expect(
-                201,
-                "POST",
-                "/v2.0/routers",
-                Some(json!({"router": {"name": "vpc"}})),
-            ),
-            "router",
-        );
+        let r = api.create("/v2.0/routers", "router", json!({"name": "vpc"}));
         let mut out = Vpc {
             router: r.clone(),
             nets: vec![],
             subnets: vec![],
         };
         for (i, cidr) in cidrs.iter().enumerate() {
-            let n = id_of(
-                &api.expect(
-                    201,
-                    "POST",
-                    "/v2.0/networks",
-                    Some(json!({"network": {"name": format!("net{i}")}})),
-                ),
+            let n = api.create(
+                "/v2.0/networks",
                 "network",
+                json!({"name": format!("net{i}")}),
             );
-            let s = id_of(
-                &api.expect(
-                    201,
-                    "POST",
-                    "/v2.0/subnets",
-                    Some(
-                        json!({"subnet": {"network_id": n, "cidr": cidr, "ip_version": 4,
-                        "dns_nameservers": dns}}),
-                    ),
-                ),
+            let s = api.create(
+                "/v2.0/subnets",
                 "subnet",
+                json!({"network_id": n, "cidr": cidr, "ip_version": 4,
+                        "dns_nameservers": dns}),
             );
             api.expect(
                 200,
@@ -752,6 +912,20 @@ impl Cloud {
             out.subnets.push(s);
         }
         out
+    }
+
+    /// Binds port `pid` to `host` for the VM `name`, as Nova does
+    /// (`binding:host_id`, `device_id`, `device_owner` compute:<AZ>): 200.
+    pub fn bind_port(admin: &Api, pid: &str, name: &str, host: &Host) {
+        admin.expect(
+            200,
+            "PUT",
+            &format!("/v2.0/ports/{pid}"),
+            Some(
+                serde_json::json!({"port": {"binding:host_id": Cloud::host_id(host), "device_id": name,
+                "device_owner": format!("compute:{}", host.az)}}),
+            ),
+        );
     }
 
     /// Plays Nova: a port on `net` (in `groups`, or the project's default
@@ -778,25 +952,12 @@ impl Cloud {
             .expect("ip")
             .to_owned();
         let mac = p["mac_address"].as_str().expect("mac").to_owned();
-        let h = self
-            .region
-            .hosts()
-            .into_iter()
-            .find(|h| h.name == host)
-            .expect("host");
+        let h = self.host_named(host);
         let mut spec =
             netns_harness::VmSpec::new(name, host, &strato_proto::naming::tap_name(&pid));
         spec.mac = Some(mac.parse().expect("mac"));
         self.region.vm_create(&spec).expect("vm create");
-        admin.expect(
-            200,
-            "PUT",
-            &format!("/v2.0/ports/{pid}"),
-            Some(
-                json!({"port": {"binding:host_id": Cloud::host_id(&h), "device_id": name,
-                "device_owner": format!("compute:{}", h.az)}}),
-            ),
-        );
+        Cloud::bind_port(admin, &pid, name, &h);
         Vm {
             name: name.to_owned(),
             ip,
@@ -851,6 +1012,22 @@ pub struct PingSummary {
     pub unanswered: Vec<u64>,
     /// ping's own output.
     pub output: String,
+}
+
+impl PingSummary {
+    /// Asserts every probe was answered `during` something ("across an
+    /// agent restart").
+    #[track_caller]
+    pub fn assert_all_answered(&self, during: &str) {
+        assert!(
+            self.unanswered.is_empty(),
+            "{} of {} probes unanswered {during} ({:?}):\n{}",
+            self.unanswered.len(),
+            self.transmitted,
+            self.unanswered,
+            self.output
+        );
+    }
 }
 
 impl Cloud {
@@ -917,12 +1094,7 @@ impl Cloud {
     /// Host `host`'s (by harness name) drop counter for `reason` (a label),
     /// summed over its interfaces, read from its pinned maps now.
     pub fn host_drops(&self, host: &str, reason: &str) -> u64 {
-        let h = self
-            .region
-            .hosts()
-            .into_iter()
-            .find(|h| h.name == host)
-            .unwrap_or_else(|| panic!("no host {host} in the region"));
+        let h = self.host_named(host);
         let dir = std::path::Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(&h));
         let c = strato_dataplane::Counters::read_pinned(&dir)
             .unwrap_or_else(|e| panic!("counters of {host}: {e}"));
@@ -937,12 +1109,7 @@ impl Cloud {
     /// controller's current configuration revision: for a change that
     /// touches that host, its tables now hold it.
     pub fn wait_realised(&self, host: &str) {
-        let h = self
-            .region
-            .hosts()
-            .into_iter()
-            .find(|h| h.name == host)
-            .unwrap_or_else(|| panic!("no host {host} in the region"));
+        let h = self.host_named(host);
         let id = Cloud::host_id(&h);
         let r = self
             .get("/internal/v1/compiled")

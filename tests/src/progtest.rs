@@ -543,6 +543,29 @@ impl Net {
     }
 }
 
+/// A VM as rows see it: its MAC, address and tap ("" for a port of
+/// another host).
+#[derive(Clone, Copy, Debug)]
+pub struct Vm {
+    pub mac: [u8; 6],
+    pub ip: [u8; 4],
+    pub tap: &'static str,
+}
+
+/// The MAC fa:16:3e:`tail` (Neutron's prefix).
+pub const fn mac(tail: [u8; 3]) -> [u8; 6] {
+    [0xfa, 0x16, 0x3e, tail[0], tail[1], tail[2]]
+}
+
+/// A VM with the MAC fa:16:3e:`mac_tail`.
+pub const fn vm(mac_tail: [u8; 3], ip: [u8; 4], tap: &'static str) -> Vm {
+    Vm {
+        mac: mac(mac_tail),
+        ip,
+        tap,
+    }
+}
+
 /// A router: interfaces on subnets (holding their gateway addresses) and
 /// static routes.
 #[derive(Clone, Debug)]
@@ -596,7 +619,6 @@ impl Router {
         self
     }
 
-    /// An interface on `subnet` with `mac`, holding the subnet's gateway address.
     /// The external gateway without SNAT (`enable_snat: false`).
     pub fn no_snat(mut self) -> Router {
         if let Some(x) = self.external.as_mut() {
@@ -606,6 +628,14 @@ impl Router {
         self
     }
 
+    /// Router `id` with an interface on each of `interfaces` (subnet, MAC).
+    pub fn on(id: &str, interfaces: &[(&str, [u8; 6])]) -> Router {
+        interfaces.iter().fold(Router::new(id), |r, (subnet, mac)| {
+            r.interface(subnet, *mac)
+        })
+    }
+
+    /// An interface on `subnet` with `mac`, holding the subnet's gateway address.
     pub fn interface(mut self, subnet: &str, mac: [u8; 6]) -> Router {
         self.interfaces.push((subnet.into(), mac_str(&mac)));
         self
@@ -1376,30 +1406,15 @@ impl ProgramTester {
         }
         let slots = self.slots.clone();
         let entries = world.entries();
-        // Policies with the agent's code: plan, write, point the ports.
-        let plan = self.policies.plan(&entries, true);
-        for ops in &plan.ops {
-            self.dp.policy_apply(ops).expect("write a policy");
-        }
-        let pols = self.policies.port_policies(&entries);
-        let want = tables::build(
+        let want = write_as_the_agent(
+            &mut self.dp,
             &entries,
-            &|tap| taps.get(tap).copied(),
-            &mut |i| slots.get(&i).copied().unwrap_or(0),
-            &|id| pols.get(id).copied().unwrap_or_default(),
-        );
-        // Load balancers with the agent's code, before their VIPs appear.
-        let lbs = entries.values().filter_map(|e| match e {
-            Entry::LoadBalancer(l) => Some(l),
-            _ => None,
-        });
-        let specs = strato_agent::lb::specs(lbs, &tables::domains(&entries), &want.endpoints);
-        let ops = self.lb.sync(&specs, strato_dataplane::coarse_now_ns());
-        self.dp
-            .lb_apply(&ops)
-            .expect("write the load balancer tables");
-        let have = self.dp.tables().expect("read the tables");
-        self.dp.apply(&want.diff(&have)).expect("write the tables");
+            &mut self.policies,
+            &mut self.lb,
+            &taps,
+            &slots,
+        )
+        .expect("write the world's tables");
         for ops in std::mem::take(&mut self.policies.retired) {
             self.dp.policy_apply(&ops).expect("remove an unused policy");
         }
@@ -1534,6 +1549,34 @@ impl ProgramTester {
             // The reference programs count nothing.
             _ => 0,
         }
+    }
+
+    /// Runs every row of a table ([`ProgramTester::check`] each, in order).
+    pub fn check_rows(&mut self, rows: Vec<Fixture>) {
+        eprintln!("{} rows", rows.len());
+        for f in rows {
+            self.check(&f);
+        }
+    }
+
+    /// A row on the port program, arriving on the tap `from`.
+    pub fn port_row(
+        &self,
+        description: &str,
+        from: &str,
+        input: Vec<u8>,
+        expect: Expect,
+    ) -> Fixture {
+        Fixture::new(description, input, expect)
+            .on(Attach::Port)
+            .at(self.ifindex(from))
+    }
+
+    /// A row on the uplink program, arriving on the uplink ([`UPLINK`]).
+    pub fn uplink_row(&self, description: &str, input: Vec<u8>, expect: Expect) -> Fixture {
+        Fixture::new(description, input, expect)
+            .on(Attach::Uplink)
+            .at(self.ifindex(UPLINK))
     }
 
     /// Runs a row and panics with the row's description and every mismatch.
@@ -1812,6 +1855,71 @@ impl Default for ProgramTester {
     fn default() -> Self {
         ProgramTester::new()
     }
+}
+
+/// Writes `entries` into `dp` with the agent's code: policies planned and
+/// written (`policies`, the ports pointed at them), `tables::build` (taps
+/// resolved by `taps`, counter slots from `slots`), the load balancers'
+/// tables (`lb`) before their VIPs appear, then the diff against the maps
+/// (`Dataplane::apply`). Returns what it wrote.
+pub fn write_as_the_agent(
+    dp: &mut Dataplane,
+    entries: &BTreeMap<String, Entry>,
+    policies: &mut strato_agent::security_groups::Policies,
+    lb: &mut strato_agent::lb::LbState,
+    taps: &BTreeMap<String, u32>,
+    slots: &BTreeMap<u32, u32>,
+) -> anyhow::Result<Tables> {
+    for ops in &policies.plan(entries, true).ops {
+        dp.policy_apply(ops)?;
+    }
+    let pols = policies.port_policies(entries);
+    let want = tables::build(
+        entries,
+        &|tap| taps.get(tap).copied(),
+        &mut |i| slots.get(&i).copied().unwrap_or(0),
+        &|id| pols.get(id).copied().unwrap_or_default(),
+    );
+    let lbs = entries.values().filter_map(|e| match e {
+        Entry::LoadBalancer(l) => Some(l),
+        _ => None,
+    });
+    let specs = strato_agent::lb::specs(lbs, &tables::domains(entries), &want.endpoints);
+    dp.lb_apply(&lb.sync(&specs, strato_dataplane::coarse_now_ns()))?;
+    let have = dp.tables()?;
+    dp.apply(&want.diff(&have))?;
+    Ok(want)
+}
+
+/// `inner` in VXLAN `vni` to the host at `underlay`, as this host sends it:
+/// outer MACs from the uplink to its permanent neighbour, IPv4
+/// [`UNDERLAY_IP`] -> `underlay` (TTL 64, DF set, id 0), UDP -> 4789
+/// without checksum, VXLAN with the I flag. The outer UDP source port
+/// (bytes 34..36) is a flow hash: any value.
+pub fn encapsulated_frame(inner: &[u8], vni: u32, underlay: [u8; 4]) -> Expected {
+    let udp_len = 8 + 8 + inner.len();
+    let mut ip = etherparse::Ipv4Header::new(
+        udp_len as u16,
+        64,
+        etherparse::IpNumber::UDP,
+        UNDERLAY_IP,
+        underlay,
+    )
+    .expect("small");
+    // DF: the underlay must not fragment tunnelled frames.
+    ip.dont_fragment = true;
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = UNDERLAY_NEXTHOP_MAC.to_vec();
+    out.extend_from_slice(&UPLINK_MAC);
+    out.extend_from_slice(&[0x08, 0x00]);
+    out.extend_from_slice(&ip.to_bytes());
+    out.extend_from_slice(&[0, 0]); // source port: see `any` below
+    out.extend_from_slice(&4789u16.to_be_bytes());
+    out.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&crate::packets::vxlan_header(0x08, vni));
+    out.extend_from_slice(inner);
+    Expected::from(out).any(34..36)
 }
 
 pub fn hex(b: &[u8]) -> String {

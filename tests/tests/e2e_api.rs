@@ -11,59 +11,25 @@
 use std::{
     net::{TcpListener, TcpStream},
     os::unix::net::UnixStream,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
+    time::Duration,
 };
 
-use strato_tests::e2e::bin;
+use strato_tests::e2e::{bin, LocalController};
 
-struct Controller {
-    child: Child,
-    addr: String,
-    dir: std::path::PathBuf,
-    socket: std::path::PathBuf,
+/// Raw HTTP/1.1 on a [`LocalController`]'s two listeners.
+trait RawHttp {
+    fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, String);
+    fn http_tcp(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> (u16, Vec<(String, String)>, String);
+    fn hosts(&self) -> serde_json::Value;
 }
 
-impl Controller {
-    fn start() -> Controller {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let dir =
-            std::env::temp_dir().join(format!("strato-e2e-api-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let socket = dir.join("controller.sock");
-        let child = Command::new(bin("strato-controller"))
-            .args(["--listen", &addr, "--db"])
-            .arg(dir.join("strato.db"))
-            .arg("--socket")
-            .arg(&socket)
-            .env("STRATO_ADMIN_PASSWORD", strato_tests::e2e::ADMIN_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start controller");
-        let c = Controller {
-            child,
-            addr,
-            dir,
-            socket,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(&c.addr).is_err() || UnixStream::connect(&c.socket).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "controller did not listen on {}",
-                c.addr
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        c
-    }
-
+impl RawHttp for LocalController {
     /// One raw HTTP/1.1 exchange on the agents' socket: (status, lowercase headers, body).
     fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, String) {
         let s = UnixStream::connect(&self.socket).expect("connect");
@@ -83,6 +49,12 @@ impl Controller {
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         exchange(s, &self.addr, method, path, body)
+    }
+
+    fn hosts(&self) -> serde_json::Value {
+        let (status, _, body) = self.http("GET", "/internal/v1/hosts", b"");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("hosts JSON")
     }
 }
 
@@ -121,22 +93,6 @@ fn exchange(
     (status, headers, body.to_owned())
 }
 
-impl Controller {
-    fn hosts(&self) -> serde_json::Value {
-        let (status, _, body) = self.http("GET", "/internal/v1/hosts", b"");
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).expect("hosts JSON")
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn report(host: &str) -> String {
     serde_json::json!({
         "host": host, "agent_version": "t", "pid": 1, "started_at_ms": 0, "pin_dir": "/x",
@@ -147,7 +103,7 @@ fn report(host: &str) -> String {
 
 #[test]
 fn bad_requests_get_clear_errors_and_change_nothing() {
-    let c = Controller::start();
+    let c = LocalController::start("api");
     let too_big = format!("{{\"host\":\"{}\"}}", "a".repeat(1 << 20));
     let long_name = "a".repeat(64);
     let cases: Vec<(&str, String, String, u16, &str)> = vec![

@@ -75,16 +75,12 @@ fn openapi_document_and_controller_agree() {
         let admin = Api::login(&endpoint, "admin", ADMIN_PASSWORD, "admin");
         // Realistic data for what needs it: an external network with a
         // subnet (floating IPs, router gateways).
-        let ext = admin.expect(
-            201,
-            "POST",
+        let ext = admin.create(
             "/v2.0/networks",
-            Some(json!({"network": {"name": format!("contract-public-{who}"),
-                "router:external": true}})),
-        )["network"]["id"]
-            .as_str()
-            .expect("network id")
-            .to_owned();
+            "network",
+            json!({"name": format!("contract-public-{who}"),
+                "router:external": true}),
+        );
         admin.expect(
             201,
             "POST",

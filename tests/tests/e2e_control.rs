@@ -31,14 +31,17 @@ fn network(api: &Api, cidr: &str) -> (String, String) {
 }
 
 /// An unbound port on `net`, as the API returned it.
-fn new_port(api: &Api, net: &str) -> Value {
-    api.expect(
+/// A new port on `net` (201): the port and its id.
+fn new_port(api: &Api, net: &str) -> (Value, String) {
+    let port = api.expect(
         201,
         "POST",
         "/v2.0/ports",
         Some(json!({"port": {"network_id": net}})),
     )["port"]
-        .clone()
+        .clone();
+    let id = port["id"].as_str().expect("port id").to_owned();
+    (port, id)
 }
 
 fn port_status(api: &Api, id: &str) -> String {
@@ -86,8 +89,7 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
     let hosts = cloud.region.hosts();
     let host = &hosts[0];
     let (net, _) = network(&admin, "10.0.1.0/24");
-    let port = new_port(&admin, &net);
-    let id = port["id"].as_str().unwrap().to_owned();
+    let (port, id) = new_port(&admin, &net);
     assert_eq!(port["status"], "DOWN", "an unbound port is DOWN");
     boot(&cloud, &admin, &port, "v1", host);
     wait_status(&cloud, &admin, &id, "ACTIVE");
@@ -247,8 +249,7 @@ fn ports_turn_active_when_realised_and_down_when_unplugged() {
     );
 
     // A host that goes away takes its ports DOWN.
-    let port2 = new_port(&admin, &net);
-    let id2 = port2["id"].as_str().unwrap().to_owned();
+    let (port2, id2) = new_port(&admin, &net);
     boot(&cloud, &admin, &port2, "v2", host);
     wait_status(&cloud, &admin, &id2, "ACTIVE");
     cloud
@@ -348,8 +349,7 @@ fn agent_restart_adopts_and_controller_outage_is_survived() {
     let hosts = cloud.region.hosts();
     let host = &hosts[1];
     let (net, _) = network(&admin, "10.0.1.0/24");
-    let port = new_port(&admin, &net);
-    let id = port["id"].as_str().unwrap().to_owned();
+    let (port, id) = new_port(&admin, &net);
     boot(&cloud, &admin, &port, "v1", host);
     wait_status(&cloud, &admin, &id, "ACTIVE");
     let pin = Path::new(strato_proto::naming::PIN_ROOT).join(Cloud::host_id(host));
@@ -401,7 +401,7 @@ fn agent_restart_adopts_and_controller_outage_is_survived() {
     // Back: agents resync, and new configuration reaches them.
     cloud.start_controller();
     let admin = cloud.admin();
-    let port2 = new_port(&admin, &net);
+    let (port2, _) = new_port(&admin, &net);
     boot(&cloud, &admin, &port2, "v2", host);
     wait_status(&cloud, &admin, port2["id"].as_str().unwrap(), "ACTIVE");
     assert_eq!(port_status(&admin, &id), "ACTIVE");

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud, Servers};
+use strato_tests::e2e::{json_lines, Api, Cloud, Servers};
 
 const CLIENT: &str = "inet-client1";
 const CLIENT_IP: &str = "203.0.113.5";
@@ -34,10 +34,6 @@ static SERVERS: Servers = Servers::new();
 
 fn keep(c: std::process::Child) {
     SERVERS.keep(c);
-}
-
-fn id(v: &Value, kind: &str) -> String {
-    v[kind]["id"].as_str().expect("id").to_owned()
 }
 
 fn exec(cloud: &Cloud, node: &str, argv: &[&str]) -> (bool, String) {
@@ -67,6 +63,16 @@ fn udp_source(cloud: &Cloud, node: &str) -> String {
     exec(cloud, node, &[PYTHON, "-c", &script]).1
 }
 
+/// Binds the elastic IP `fip` to `port` (unbinds it with `None`): 200.
+fn bind(api: &Api, fip: &str, port: Option<&str>) {
+    api.expect(
+        200,
+        "PUT",
+        &format!("/v2.0/floatingips/{fip}"),
+        Some(json!({"floatingip": {"port_id": port}})),
+    );
+}
+
 fn fip_status(api: &Api, fip: &str) -> Value {
     api.expect(200, "GET", &format!("/v2.0/floatingips/{fip}"), None)["floatingip"].clone()
 }
@@ -74,11 +80,7 @@ fn fip_status(api: &Api, fip: &str) -> Value {
 #[test]
 fn elastic_ips_end_to_end() {
     let cloud = Cloud::up("eip", &Topology::default_region());
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cloud)));
-    SERVERS.reap();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
+    SERVERS.run_then_reap(|| run(&cloud), || {});
 }
 
 fn run(cloud: &Cloud) {
@@ -89,25 +91,8 @@ fn run(cloud: &Cloud) {
     // The tenant's VPC, its way out, and a group open on TCP 7000 only.
     let vpc = Cloud::vpc(&api, &["10.0.1.0/24", "10.0.2.0/24"], &[]);
     Cloud::router_gateway(&api, &vpc.router, &ext);
-    let web = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/security-groups",
-            Some(json!({"security_group": {"name": "web"}})),
-        ),
-        "security_group",
-    );
-    api.expect(
-        201,
-        "POST",
-        "/v2.0/security-group-rules",
-        Some(
-            json!({"security_group_rule": {"security_group_id": web, "direction": "ingress",
-            "protocol": "tcp", "port_range_min": 7000, "port_range_max": 7000,
-            "remote_ip_prefix": "0.0.0.0/0"}}),
-        ),
-    );
+    let web = api.security_group("web");
+    api.allow_tcp_from_cidr(&web, 7000, "0.0.0.0/0");
     let vm1 = cloud.boot(&admin, &api, &vpc.nets[0], "vm1", "az1-c1", Some(&[&web]));
     let vm2 = cloud.boot(&admin, &api, &vpc.nets[1], "vm2", "az2-c1", None);
     for vm in [&vm1, &vm2] {
@@ -157,12 +142,7 @@ fn run(cloud: &Cloud) {
         .expect("address")
         .to_owned();
     assert_eq!(f["status"], "DOWN", "unbound: {f}");
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/floatingips/{fip}"),
-        Some(json!({"floatingip": {"port_id": vm1.port}})),
-    );
+    bind(&api, &fip, Some(&vm1.port));
     cloud.wait_until("the EIP is ACTIVE", Duration::from_secs(10), || {
         fip_status(&api, &fip)["status"] == "ACTIVE"
     });
@@ -328,12 +308,7 @@ fn run(cloud: &Cloud) {
     eprintln!("gateway {failed} failed and healed; SNAT moved away from {az}");
 
     // Unbind: inbound stops.
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/floatingips/{fip}"),
-        Some(json!({"floatingip": {"port_id": null}})),
-    );
+    bind(&api, &fip, None);
     cloud.wait_until(
         "unbound: the client no longer reaches vm1",
         Duration::from_secs(10),
@@ -342,12 +317,7 @@ fn run(cloud: &Cloud) {
     assert_eq!(fip_status(&api, &fip)["status"], "DOWN");
 
     // Rebind, delete the port: the EIP stays allocated; bind it to vm3 in the other AZ.
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/floatingips/{fip}"),
-        Some(json!({"floatingip": {"port_id": vm1.port}})),
-    );
+    bind(&api, &fip, Some(&vm1.port));
     cloud.wait_until("rebound to vm1", Duration::from_secs(10), || {
         banner(cloud, CLIENT, &eip, 7000) == "hello-from-vm1"
     });
@@ -359,12 +329,7 @@ fn run(cloud: &Cloud) {
     let vm3 = cloud.boot(&admin, &api, &vpc.nets[0], "vm3", "az2-c2", Some(&[&web]));
     keep(cloud.hello_server(&vm3.name));
     cloud.wait_until_active(&api, &[&vm3]);
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/floatingips/{fip}"),
-        Some(json!({"floatingip": {"port_id": vm3.port}})),
-    );
+    bind(&api, &fip, Some(&vm3.port));
     cloud.wait_until(
         "the client reaches vm3 by the same EIP",
         Duration::from_secs(10),
@@ -375,16 +340,7 @@ fn run(cloud: &Cloud) {
     // Rebinding ends the old flows cleanly: a connection to the EIP held
     // while the EIP moves to another VM (whose group admits the port but
     // which has no such socket) is reset by that VM, not left hanging.
-    api.expect(
-        201,
-        "POST",
-        "/v2.0/security-group-rules",
-        Some(
-            json!({"security_group_rule": {"security_group_id": web, "direction": "ingress",
-            "protocol": "tcp", "port_range_min": 7100, "port_range_max": 7100,
-            "remote_ip_prefix": "0.0.0.0/0"}}),
-        ),
-    );
+    api.allow_tcp_from_cidr(&web, 7100, "0.0.0.0/0");
     keep(
         cloud
             .region
@@ -420,24 +376,13 @@ fn run(cloud: &Cloud) {
         .spawn("sgconn-eip", Some(CLIENT), follow)
         .expect("spawn follow");
     let log = cloud.region.state_dir().join("logs/sgconn-eip.log");
-    let events = || -> Vec<Value> {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let events = || json_lines(&log);
     cloud.wait_until(
         "the held connection works before the move",
         Duration::from_secs(60),
         || events().iter().filter(|e| e["echo"].is_u64()).count() >= 5,
     );
-    api.expect(
-        200,
-        "PUT",
-        &format!("/v2.0/floatingips/{fip}"),
-        Some(json!({"floatingip": {"port_id": vm2.port}})),
-    );
+    bind(&api, &fip, Some(&vm2.port));
     cloud.wait_until(
         "the old flow ends after the move",
         Duration::from_secs(60),
@@ -523,34 +468,18 @@ fn elastic_ip_bandwidth_limits() {
     let ext = Cloud::external_network(&admin);
     let vpc = Cloud::vpc(&api, &["10.0.1.0/24"], &[]);
     Cloud::router_gateway(&api, &vpc.router, &ext);
-    let open = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/security-groups",
-            Some(json!({"security_group": {"name": "open"}})),
-        ),
-        "security_group",
-    );
-    api.expect(
-        201,
-        "POST",
-        "/v2.0/security-group-rules",
-        Some(
-            json!({"security_group_rule": {"security_group_id": open, "direction": "ingress",
-            "remote_ip_prefix": "0.0.0.0/0"}}),
-        ),
+    let open = api.security_group("open");
+    api.security_group_rule(
+        &open,
+        json!({"direction": "ingress",
+            "remote_ip_prefix": "0.0.0.0/0"}),
     );
     let vm = cloud.boot(&admin, &api, &vpc.nets[0], "vq", "az2-c1", Some(&[&open]));
     cloud.wait_until_active(&api, &[&vm]);
-    let policy = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/qos/policies",
-            Some(json!({"policy": {"name": "eip-bandwidth"}})),
-        ),
+    let policy = api.create(
+        "/v2.0/qos/policies",
         "policy",
+        json!({"name": "eip-bandwidth"}),
     );
     let rule = |dir: &str| {
         api.expect(

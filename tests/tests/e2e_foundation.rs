@@ -40,6 +40,24 @@ fn send_raw(cloud: &Cloud, node: &str, iface: &str, frame: &[u8]) {
 
 /// Processes whose command line mentions the run prefix (agents carry
 /// `--host <prefix>-...`, the controller its socket path).
+/// Waits (5 s at most, `what`) until `host` reports at least `min` drops
+/// for `reason` on `interface`.
+fn wait_for_drops(
+    cloud: &Cloud,
+    host: &netns_harness::Host,
+    what: &str,
+    (interface, reason, min): (&str, &str, u64),
+) {
+    cloud.wait_until(what, Duration::from_secs(5), || {
+        cloud
+            .host(host)
+            .report
+            .drops
+            .iter()
+            .any(|d| d.interface == interface && d.reason == reason && d.packets >= min)
+    });
+}
+
 fn processes_of(prefix: &str) -> Vec<String> {
     let needle = format!("{prefix}-");
     let sock = format!("/run/strato/{prefix}/");
@@ -143,14 +161,11 @@ fn region_traffic_counters_faults_and_cleanup() {
     for _ in 0..3 {
         send_raw(&cloud, "az1-fab", "c1", &bad);
     }
-    cloud.wait_until(
+    wait_for_drops(
+        &cloud,
+        c1,
         "az1-c1 counts bad_ipv4_total_length drops",
-        Duration::from_secs(5),
-        || {
-            cloud.host(c1).report.drops.iter().any(|d| {
-                d.interface == "eth0" && d.reason == "bad_ipv4_total_length" && d.packets >= 3
-            })
-        },
+        ("eth0", "bad_ipv4_total_length", 3),
     );
 
     // A VM port appears: the agent attaches the port program and counts its traffic.
@@ -175,14 +190,11 @@ fn region_traffic_counters_faults_and_cleanup() {
     let _ = cloud
         .region
         .exec("vm-v1", &["ping", "-c2", "-W1", "-q", "10.0.0.1"]);
-    cloud.wait_until(
+    wait_for_drops(
+        &cloud,
+        c1,
         "the port program dropped the unconfigured VM's frames",
-        Duration::from_secs(5),
-        || {
-            cloud.host(c1).report.drops.iter().any(|d| {
-                d.interface == "tapfnd0001-aa" && d.reason == "port_unknown" && d.packets >= 1
-            })
-        },
+        ("tapfnd0001-aa", "port_unknown", 1),
     );
     cloud.region.vm_delete("v1").expect("vm delete");
     cloud.wait_until(
@@ -235,14 +247,7 @@ fn region_traffic_counters_faults_and_cleanup() {
     );
     thread::sleep(Duration::from_millis(500));
     let ping = pinger.stop();
-    assert!(
-        ping.unanswered.is_empty(),
-        "{} of {} probes unanswered across an agent restart ({:?}):\n{}",
-        ping.unanswered.len(),
-        ping.transmitted,
-        ping.unanswered,
-        ping.output
-    );
+    ping.assert_all_answered("across an agent restart");
 
     // The AZ's spine link fails: cross-AZ traffic stops, intra-AZ goes on.
     cloud

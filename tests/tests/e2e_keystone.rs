@@ -30,109 +30,38 @@
 //!   the bootstrap admin's admin role (403); POST /v3/roles (403).
 //! - An unknown path under /v3 (404), a wrong method on a known one (405).
 
-use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
-
 use serde_json::{json, Value};
-use strato_proto::client::Endpoint;
-use strato_tests::e2e::bin;
+use strato_tests::e2e::{call_raw, subject_token, LocalController, ADMIN_PASSWORD};
 
-const ADMIN_PASSWORD: &str = "keystone-admin-pass";
+type Reply = (u16, strato_proto::client::HeaderMap, Value);
 
-/// A controller process with its own database directory.
-struct Controller {
-    child: Option<Child>,
-    addr: String,
-    dir: PathBuf,
+/// A [`LocalController`] (logging at debug level: the no-secrets-in-logs
+/// check sees everything) with Keystone calls on its public API.
+struct Keystone(LocalController);
+
+impl std::ops::Deref for Keystone {
+    type Target = LocalController;
+    fn deref(&self) -> &LocalController {
+        &self.0
+    }
 }
 
-impl Controller {
-    fn start(tag: &str) -> Controller {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("strato-e2e-keystone-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut c = Controller {
-            child: None,
-            addr: format!("127.0.0.1:{port}"),
-            dir,
-        };
-        c.spawn();
-        c
+impl std::ops::DerefMut for Keystone {
+    fn deref_mut(&mut self) -> &mut LocalController {
+        &mut self.0
     }
+}
 
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("log file");
-        let child = Command::new(bin("strato-controller"))
-            .args(["--listen", &self.addr, "--db"])
-            .arg(self.dir.join("strato.db"))
-            .env("STRATO_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            // Debug level: the no-secrets-in-logs check sees everything.
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start controller");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _, _)) = try_http(&self.endpoint(), "GET", "/v3", &[], None) {
-                return;
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().expect("try_wait"))
-            {
-                panic!("controller exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "controller did not answer on {}:\n{}",
-                self.addr,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL (no chance to flush anything) and start again on the same
-    /// port and database.
-    fn kill9_and_restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("SIGKILL");
-            c.wait().expect("reap");
-        }
-        self.spawn();
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        Endpoint::Tcp(self.addr.clone())
+impl Keystone {
+    fn start(tag: &str) -> Keystone {
+        Keystone(LocalController::start_with_env(
+            &format!("keystone-{tag}"),
+            &[("RUST_LOG", "debug")],
+        ))
     }
 
     fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("controller.log")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     fn http(
@@ -142,8 +71,7 @@ impl Controller {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Reply {
-        try_http(&self.endpoint(), method, path, headers, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        call_raw(&self.api, headers, method, path, body)
     }
 
     /// A call with a token and an optional JSON body.
@@ -180,58 +108,18 @@ impl Controller {
             Some(auth_body(user, password, project).to_string().into_bytes()),
         );
         assert_eq!(s, 201, "login {user}@{project}: {v}");
-        let token = h
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .expect("X-Subject-Token")
-            .to_owned();
-        (token, v)
+        (subject_token(&h), v)
     }
-}
 
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("controller log kept in {}", self.dir.display());
-        }
+    /// `method` on /v3/auth/tokens with `token` about the token `subject`.
+    fn on_token(&self, method: &str, token: &str, subject: &str) -> Reply {
+        self.http(
+            method,
+            "/v3/auth/tokens",
+            &[("x-auth-token", token), ("x-subject-token", subject)],
+            None,
+        )
     }
-}
-
-type Reply = (u16, strato_proto::client::HeaderMap, Value);
-
-fn try_http(
-    endpoint: &Endpoint,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> Result<Reply, strato_proto::client::ClientError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let m: strato_proto::client::Method = method.parse().expect("method");
-    let (status, headers, bytes) = rt.block_on(strato_proto::client::call(
-        endpoint,
-        m,
-        path,
-        headers,
-        body,
-        Duration::from_secs(30),
-    ))?;
-    let v = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    Ok((status.as_u16(), headers, v))
 }
 
 fn auth_body(user: &str, password: &str, project: &str) -> Value {
@@ -256,13 +144,13 @@ fn assert_keystone_error(what: &str, status: u16, v: &Value) {
     );
 }
 
-fn role_id(c: &Controller, token: &str, name: &str) -> String {
+fn role_id(c: &Keystone, token: &str, name: &str) -> String {
     let v = c.expect(token, 200, "GET", &format!("/v3/roles?name={name}"), None);
     assert_eq!(v["roles"].as_array().map(Vec::len), Some(1), "{v}");
     v["roles"][0]["id"].as_str().expect("role id").to_owned()
 }
 
-fn create_project(c: &Controller, token: &str, name: &str) -> String {
+fn create_project(c: &Keystone, token: &str, name: &str) -> String {
     let v = c.expect(
         token,
         201,
@@ -275,7 +163,7 @@ fn create_project(c: &Controller, token: &str, name: &str) -> String {
 }
 
 fn create_user(
-    c: &Controller,
+    c: &Keystone,
     token: &str,
     name: &str,
     password: &str,
@@ -300,6 +188,11 @@ fn create_user(
     u["id"].as_str().expect("user id").to_owned()
 }
 
+/// The path of `user`'s assignment of `role` on `project`.
+fn assignment(project: &str, user: &str, role: &str) -> String {
+    format!("/v3/projects/{project}/users/{user}/roles/{role}")
+}
+
 fn endpoints_of<'a>(token: &'a Value, kind: &str) -> Vec<&'a Value> {
     let catalog = token["token"]["catalog"].as_array().expect("catalog");
     let service = catalog
@@ -315,7 +208,7 @@ fn endpoints_of<'a>(token: &'a Value, kind: &str) -> Vec<&'a Value> {
 
 #[test]
 fn tokens_projects_users_roles_and_durability() {
-    let mut c = Controller::start("flow");
+    let mut c = Keystone::start("flow");
     let base = c.url();
 
     // Version document.
@@ -354,12 +247,7 @@ fn tokens_projects_users_roles_and_durability() {
         }
     }
     // The admin validates its own token.
-    let (s, h, v) = c.http(
-        "GET",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &admin), ("x-subject-token", &admin)],
-        None,
-    );
+    let (s, h, v) = c.on_token("GET", &admin, &admin);
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         h.get("x-subject-token").and_then(|v| v.to_str().ok()),
@@ -372,41 +260,19 @@ fn tokens_projects_users_roles_and_durability() {
     let u2 = create_user(&c, &admin, "u2", "u2-password", None);
     let member = role_id(&c, &admin, "member");
     let reader = role_id(&c, &admin, "reader");
-    c.expect(
-        &admin,
-        204,
-        "PUT",
-        &format!("/v3/projects/{demo}/users/{u1}/roles/{member}"),
-        None,
+    c.expect(&admin, 204, "PUT", &assignment(&demo, &u1, &member), None);
+    c.expect(&admin, 204, "PUT", &assignment(&demo, &u1, &member), None);
+    c.expect(&admin, 204, "PUT", &assignment(&demo, &u2, &reader), None);
+    assert_eq!(
+        c.call(&admin, "HEAD", &assignment(&demo, &u1, &member), None)
+            .0,
+        204
     );
-    c.expect(
-        &admin,
-        204,
-        "PUT",
-        &format!("/v3/projects/{demo}/users/{u1}/roles/{member}"),
-        None,
+    assert_eq!(
+        c.call(&admin, "HEAD", &assignment(&demo, &u1, &reader), None)
+            .0,
+        404
     );
-    c.expect(
-        &admin,
-        204,
-        "PUT",
-        &format!("/v3/projects/{demo}/users/{u2}/roles/{reader}"),
-        None,
-    );
-    let (s, _, _) = c.http(
-        "HEAD",
-        &format!("/v3/projects/{demo}/users/{u1}/roles/{member}"),
-        &[("x-auth-token", &admin)],
-        None,
-    );
-    assert_eq!(s, 204);
-    let (s, _, _) = c.http(
-        "HEAD",
-        &format!("/v3/projects/{demo}/users/{u1}/roles/{reader}"),
-        &[("x-auth-token", &admin)],
-        None,
-    );
-    assert_eq!(s, 404);
     let v = c.expect(
         &admin,
         200,
@@ -456,36 +322,16 @@ fn tokens_projects_users_roles_and_durability() {
         .filter_map(|r| r["name"].as_str())
         .collect();
     assert_eq!(roles, ["member"]);
-    let (s, _, v) = c.http(
-        "GET",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &t1), ("x-subject-token", &t1)],
-        None,
-    );
+    let (s, _, v) = c.on_token("GET", &t1, &t1);
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["token"]["user"]["id"], u1.as_str());
-    let (s, _, v) = c.http(
-        "HEAD",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &t1), ("x-subject-token", &t1)],
-        None,
-    );
+    let (s, _, v) = c.on_token("HEAD", &t1, &t1);
     assert_eq!((s, v), (200, Value::Null));
     // ...not the admin's; the admin validates anyone's.
-    let (s, _, v) = c.http(
-        "GET",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &t1), ("x-subject-token", &admin)],
-        None,
-    );
+    let (s, _, v) = c.on_token("GET", &t1, &admin);
     assert_eq!(s, 403, "{v}");
     assert_keystone_error("validate another's token", 403, &v);
-    let (s, _, _) = c.http(
-        "GET",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &admin), ("x-subject-token", &t1)],
-        None,
-    );
+    let (s, _, _) = c.on_token("GET", &admin, &t1);
     assert_eq!(s, 200);
     // An unscoped request uses the default project.
     let unscoped = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {"id": u1, "password": "u1-password"}}}}});
@@ -543,37 +389,17 @@ fn tokens_projects_users_roles_and_durability() {
 
     // Revocation: the user revokes a second token of theirs; it is gone.
     let (t2b, _) = c.login("u2", "u2-password", "demo");
-    let (s, _, v) = c.http(
-        "DELETE",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &t1), ("x-subject-token", &t2b)],
-        None,
-    );
+    let (s, _, v) = c.on_token("DELETE", &t1, &t2b);
     assert_eq!(s, 403, "another user's token: {v}");
-    let (s, _, v) = c.http(
-        "DELETE",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &t2), ("x-subject-token", &t2b)],
-        None,
-    );
+    let (s, _, v) = c.on_token("DELETE", &t2, &t2b);
     assert_eq!(s, 204, "{v}");
-    let (s, _, v) = c.http(
-        "GET",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &admin), ("x-subject-token", &t2b)],
-        None,
-    );
+    let (s, _, v) = c.on_token("GET", &admin, &t2b);
     assert_eq!(s, 404, "{v}");
     assert_keystone_error("validate a revoked token", 404, &v);
     let (s, v) = c.call(&t2b, "GET", "/v3/auth/projects", None);
     assert_eq!(s, 401, "{v}");
     assert_keystone_error("use a revoked token", 401, &v);
-    let (s, _, _) = c.http(
-        "DELETE",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &admin), ("x-subject-token", &t2b)],
-        None,
-    );
+    let (s, _, _) = c.on_token("DELETE", &admin, &t2b);
     assert_eq!(s, 404, "revoked twice");
 
     // Removing the reader's only role ends its token at once.
@@ -581,7 +407,7 @@ fn tokens_projects_users_roles_and_durability() {
         &admin,
         204,
         "DELETE",
-        &format!("/v3/projects/{demo}/users/{u2}/roles/{reader}"),
+        &assignment(&demo, &u2, &reader),
         None,
     );
     assert_eq!(c.call(&t2, "GET", "/v3/auth/projects", None).0, 401);
@@ -594,12 +420,7 @@ fn tokens_projects_users_roles_and_durability() {
         demo.as_str(),
         "the member's token after restart"
     );
-    let (s, _, v) = c.http(
-        "GET",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &admin), ("x-subject-token", &t1)],
-        None,
-    );
+    let (s, _, v) = c.on_token("GET", &admin, &t1);
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         c.call(&t2b, "GET", "/v3/auth/projects", None).0,
@@ -610,13 +431,7 @@ fn tokens_projects_users_roles_and_durability() {
     assert_eq!(v["users"][0]["id"], u2.as_str());
 
     // Deleting a user deletes its assignments and tokens.
-    c.expect(
-        &admin,
-        204,
-        "PUT",
-        &format!("/v3/projects/{demo}/users/{u2}/roles/{reader}"),
-        None,
-    );
+    c.expect(&admin, 204, "PUT", &assignment(&demo, &u2, &reader), None);
     let (t2c, _) = c.login("u2", "u2-password", "demo");
     c.expect(&admin, 204, "DELETE", &format!("/v3/users/{u2}"), None);
     c.expect(&admin, 404, "GET", &format!("/v3/users/{u2}"), None);
@@ -671,7 +486,7 @@ fn tokens_projects_users_roles_and_durability() {
     );
 
     // Nothing secret reached the log.
-    let log = c.log();
+    let log = c.full_log();
     assert!(log.contains("token issued"), "no token log lines?");
     for secret in [
         ADMIN_PASSWORD,
@@ -705,7 +520,7 @@ type Case<'a> = (
 
 #[test]
 fn bad_inputs_get_keystone_errors_and_change_nothing() {
-    let c = Controller::start("bad");
+    let c = Keystone::start("bad");
     let (admin, _) = c.login("admin", ADMIN_PASSWORD, "admin");
     let demo = create_project(&c, &admin, "demo");
     let u1 = create_user(&c, &admin, "u1", "u1-password", None);
@@ -713,20 +528,8 @@ fn bad_inputs_get_keystone_errors_and_change_nothing() {
     let off = create_user(&c, &admin, "off", "off-password", Some(&demo));
     let member = role_id(&c, &admin, "member");
     let admin_role = role_id(&c, &admin, "admin");
-    c.expect(
-        &admin,
-        204,
-        "PUT",
-        &format!("/v3/projects/{demo}/users/{u1}/roles/{member}"),
-        None,
-    );
-    c.expect(
-        &admin,
-        204,
-        "PUT",
-        &format!("/v3/projects/{demo}/users/{off}/roles/{member}"),
-        None,
-    );
+    c.expect(&admin, 204, "PUT", &assignment(&demo, &u1, &member), None);
+    c.expect(&admin, 204, "PUT", &assignment(&demo, &off, &member), None);
     c.expect(
         &admin,
         200,
@@ -753,7 +556,7 @@ fn bad_inputs_get_keystone_errors_and_change_nothing() {
         Some(json!({"network": {"name": "busy"}})),
     );
 
-    let snapshot = |c: &Controller| {
+    let snapshot = |c: &Keystone| {
         ["/v3/projects", "/v3/users", "/v3/role_assignments"]
             .map(|p| c.expect(&admin, 200, "GET", p, None))
     };
@@ -848,12 +651,7 @@ fn bad_inputs_get_keystone_errors_and_change_nothing() {
             );
         }
     }
-    let (s, _, v) = c.http(
-        "GET",
-        "/v3/auth/tokens",
-        &[("x-auth-token", &admin), ("x-subject-token", "st1nope")],
-        None,
-    );
+    let (s, _, v) = c.on_token("GET", &admin, "st1nope");
     assert_eq!(s, 404, "unknown subject: {v}");
     assert_keystone_error("unknown subject", 404, &v);
 

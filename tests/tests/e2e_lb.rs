@@ -25,7 +25,7 @@ use std::{
 
 use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud, Servers, Vm};
+use strato_tests::e2e::{id, Api, Cloud, Servers, Vm};
 
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/lbserver.py");
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/lbclient.py");
@@ -38,22 +38,18 @@ const RETRIES_DOWN: u64 = 2;
 
 static SERVERS: Servers = Servers::new();
 
-fn id(v: &Value, kind: &str) -> String {
-    v[kind]["id"].as_str().expect("id").to_owned()
-}
-
 #[test]
 fn load_balancer_end_to_end() {
     let cloud = Cloud::up("lb", &Topology::default_region());
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&cloud)));
-    SERVERS.reap();
-    if let Err(e) = result {
-        eprintln!("{}", cloud.log_tail("controller", 30));
-        for h in cloud.region.hosts() {
-            eprintln!("{}", cloud.log_tail(&format!("agent-{}", h.name), 15));
-        }
-        std::panic::resume_unwind(e);
-    }
+    SERVERS.run_then_reap(
+        || run(&cloud),
+        || {
+            eprintln!("{}", cloud.log_tail("controller", 30));
+            for h in cloud.region.hosts() {
+                eprintln!("{}", cloud.log_tail(&format!("agent-{}", h.name), 15));
+            }
+        },
+    );
 }
 
 /// What `lbclient.py count` saw.
@@ -447,12 +443,7 @@ fn run(cloud: &Cloud) {
     eprintln!("held connection on {holder}: {held}");
     // Its start and end in the access log of the client's host, through
     // stratoctl; the host's metrics file counts the listener's connections.
-    let c1_host = cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == "az1-c1")
-        .expect("az1-c1");
+    let c1_host = cloud.host_named("az1-c1");
     let dir = cloud.agent_dir(&c1_host);
     let c1_client = format!("{}:", c1.ip);
     let mut logged: Option<(Vec<Value>, usize)> = None;

@@ -15,33 +15,50 @@ use strato_tests::e2e::{call, call_raw, Api, ADMIN_PASSWORD};
 /// The controller under test.
 use strato_tests::e2e::LocalController as Controller;
 
-/// Asserts a Neutron error of `status` and `kind` (if given) that changed nothing.
-fn refused(
-    c: &Controller,
-    api: &Api,
-    status: u16,
-    kind: Option<&str>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) {
-    let before = c.revision();
-    let (s, v) = api.call(method, path, body);
-    assert_eq!(s, status, "{method} {path}: {v}");
-    assert!(
-        v["NeutronError"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{method} {path}: not a NeutronError: {v}"
-    );
-    if let Some(k) = kind {
-        assert_eq!(v["NeutronError"]["type"], k, "{method} {path}: {v}");
+/// Each listed object's `field`.
+fn each<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|o| o[field].as_str().expect("a string"))
+        .collect()
+}
+
+/// `api`'s calls that must be refused: with `status`, a NeutronError (of
+/// type `kind` where given), and no change to the compiled revision.
+struct Refusals<'a> {
+    c: &'a Controller,
+    api: &'a Api,
+}
+
+impl Refusals<'_> {
+    fn refused(
+        &self,
+        status: u16,
+        kind: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) {
+        let (c, api) = (self.c, self.api);
+        let before = c.revision();
+        let (s, v) = api.call(method, path, body);
+        assert_eq!(s, status, "{method} {path}: {v}");
+        assert!(
+            v["NeutronError"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{method} {path}: not a NeutronError: {v}"
+        );
+        if let Some(k) = kind {
+            assert_eq!(v["NeutronError"]["type"], k, "{method} {path}: {v}");
+        }
+        assert_eq!(
+            c.revision(),
+            before,
+            "{method} {path} was refused but changed the state"
+        );
     }
-    assert_eq!(
-        c.revision(),
-        before,
-        "{method} {path} was refused but changed the state"
-    );
 }
 
 #[test]
@@ -118,117 +135,74 @@ fn neutron_errors_over_http_change_nothing() {
     }
     assert_eq!(c.revision(), before);
 
-    refused(
-        &c,
-        &admin,
-        400,
-        None,
-        "POST",
-        "/v2.0/networks",
-        Some(json!([])),
-    );
-    refused(
-        &c,
-        &admin,
+    let as_admin = Refusals { c: &c, api: &admin };
+    as_admin.refused(400, None, "POST", "/v2.0/networks", Some(json!([])));
+    as_admin.refused(
         400,
         None,
         "POST",
         "/v2.0/networks",
         Some(json!({"net": {}})),
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         400,
         None,
         "POST",
         "/v2.0/networks",
         Some(json!({"network": {"colour": "red"}})),
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         400,
         Some("InvalidInput"),
         "POST",
         "/v2.0/networks",
         Some(json!({"network": {"admin_state_up": 3}})),
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         400,
         None,
         "POST",
         "/v2.0/networks",
         Some(json!({"networks": [{"name": "bulk"}]})),
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         400,
         Some("InvalidInput"),
         "POST",
         "/v2.0/subnets",
         Some(json!({"subnet": {"network_id": nid, "cidr": "100.64.0.0/24", "ip_version": 4}})),
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         400,
         None,
         "POST",
         "/v2.0/subnets",
         Some(json!({"subnet": {"network_id": nid, "cidr": "10.1.0.128/25", "ip_version": 4}})),
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         409,
         Some("IpAddressAlreadyAllocated"),
         "POST",
         "/v2.0/ports",
         Some(json!({"port": {"network_id": nid, "fixed_ips": [{"ip_address": "10.1.0.10"}]}})),
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         404,
         Some("NetworkNotFound"),
         "GET",
         "/v2.0/networks/00000000-0000-0000-0000-000000000000",
         None,
     );
-    refused(
-        &c,
-        &admin,
-        400,
-        None,
-        "GET",
-        "/v2.0/networks?colour=red",
-        None,
-    );
-    refused(
-        &c,
-        &admin,
-        400,
-        None,
-        "GET",
-        "/v2.0/networks?limit=many",
-        None,
-    );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(400, None, "GET", "/v2.0/networks?colour=red", None);
+    as_admin.refused(400, None, "GET", "/v2.0/networks?limit=many", None);
+    as_admin.refused(
         409,
         Some("NetworkInUse"),
         "DELETE",
         &format!("/v2.0/networks/{nid}"),
         None,
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         409,
         Some("SubnetInUse"),
         "DELETE",
@@ -270,12 +244,7 @@ fn neutron_errors_over_http_change_nothing() {
         "/v2.0/networks?name=page1&name=page2&fields=name&fields=id",
         None,
     );
-    let names: Vec<&str> = v["networks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["name"].as_str().unwrap())
-        .collect();
+    let names = each(&v["networks"], "name");
     assert_eq!(names.len(), 2);
     assert!(v["networks"][0].as_object().unwrap().len() == 2);
     let v = admin.expect(200, "GET", "/v2.0/networks?limit=2", None);
@@ -329,27 +298,16 @@ fn neutron_errors_over_http_change_nothing() {
         None,
     );
     let o = Api::login(&c.api, "olga", "olga-pass-1", "other");
-    refused(
-        &c,
-        &o,
+    let as_o = Refusals { c: &c, api: &o };
+    as_o.refused(
         404,
         Some("NetworkNotFound"),
         "GET",
         &format!("/v2.0/networks/{nid}"),
         None,
     );
-    refused(
-        &c,
-        &o,
-        404,
-        None,
-        "DELETE",
-        &format!("/v2.0/ports/{pid}"),
-        None,
-    );
-    refused(
-        &c,
-        &o,
+    as_o.refused(404, None, "DELETE", &format!("/v2.0/ports/{pid}"), None);
+    as_o.refused(
         403,
         None,
         "PUT",
@@ -368,9 +326,7 @@ fn neutron_errors_over_http_change_nothing() {
         "/v2.0/networks",
         Some(json!({"network": {"name": "only-one"}})),
     );
-    refused(
-        &c,
-        &o,
+    as_o.refused(
         409,
         Some("OverQuota"),
         "POST",
@@ -384,15 +340,7 @@ fn neutron_errors_over_http_change_nothing() {
         None,
     );
     assert_eq!(q["quota"]["network"]["used"], 1);
-    refused(
-        &c,
-        &o,
-        403,
-        None,
-        "GET",
-        &format!("/v2.0/quotas/{admin_pid}"),
-        None,
-    );
+    as_o.refused(403, None, "GET", &format!("/v2.0/quotas/{admin_pid}"), None);
     admin.expect(
         204,
         "DELETE",
@@ -413,9 +361,8 @@ fn neutron_errors_over_http_change_nothing() {
             .len(),
         1
     );
-    refused(
-        &c,
-        &r,
+    let as_r = Refusals { c: &c, api: &r };
+    as_r.refused(
         403,
         None,
         "POST",
@@ -424,12 +371,7 @@ fn neutron_errors_over_http_change_nothing() {
     );
     // The extensions list names what is implemented.
     let ext = admin.expect(200, "GET", "/v2.0/extensions", None);
-    let aliases: Vec<&str> = ext["extensions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["alias"].as_str().unwrap())
-        .collect();
+    let aliases = each(&ext["extensions"], "alias");
     for a in [
         "router",
         "extraroute",
@@ -449,15 +391,8 @@ fn security_groups_over_http() {
     let admin = Api::login(&c.api, "admin", ADMIN_PASSWORD, "admin");
     // A list refused for its filters creates nothing; the first good list
     // gives the project its default group, once.
-    refused(
-        &c,
-        &admin,
-        400,
-        None,
-        "GET",
-        "/v2.0/security-groups?colour=red",
-        None,
-    );
+    let as_admin = Refusals { c: &c, api: &admin };
+    as_admin.refused(400, None, "GET", "/v2.0/security-groups?colour=red", None);
     let groups = admin.expect(200, "GET", "/v2.0/security-groups", None);
     let rev = c.revision();
     let groups = groups["security_groups"].as_array().unwrap().clone();
@@ -506,10 +441,7 @@ fn security_groups_over_http() {
     assert_eq!(bulk["security_group_rules"].as_array().unwrap().len(), 2);
 
     let rules = "/v2.0/security-group-rules";
-    refused(
-        &c,
-        &admin,
-        409,
+    as_admin.refused(409,
         Some("SecurityGroupRuleExists"),
         "POST",
         rules,
@@ -517,10 +449,7 @@ fn security_groups_over_http() {
             json!({"security_group_rule": {"security_group_id": gid, "direction": "ingress", "protocol": "6", "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "10.1.0.0/24"}}),
         ),
     );
-    refused(
-        &c,
-        &admin,
-        409,
+    as_admin.refused(409,
         Some("DuplicateSecurityGroupRuleInPost"),
         "POST",
         rules,
@@ -529,10 +458,7 @@ fn security_groups_over_http() {
             {"security_group_id": gid, "direction": "egress", "protocol": "udp", "port_range_min": 53, "port_range_max": 53},
         ]})),
     );
-    refused(
-        &c,
-        &admin,
-        400,
+    as_admin.refused(400,
         Some("SecurityGroupRuleInvalidProtocol"),
         "POST",
         rules,
@@ -540,10 +466,7 @@ fn security_groups_over_http() {
             json!({"security_group_rule": {"security_group_id": gid, "direction": "ingress", "protocol": "tcpp"}}),
         ),
     );
-    refused(
-        &c,
-        &admin,
-        400,
+    as_admin.refused(400,
         Some("SecurityGroupRemoteGroupAndRemoteIpPrefix"),
         "POST",
         rules,
@@ -551,10 +474,7 @@ fn security_groups_over_http() {
             json!({"security_group_rule": {"security_group_id": gid, "direction": "ingress", "remote_group_id": gid, "remote_ip_prefix": "10.0.0.0/8"}}),
         ),
     );
-    refused(
-        &c,
-        &admin,
-        404,
+    as_admin.refused(404,
         Some("SecurityGroupNotFound"),
         "POST",
         rules,
@@ -562,27 +482,21 @@ fn security_groups_over_http() {
             json!({"security_group_rule": {"security_group_id": "3b0c1bd6-1c42-4b4e-a6e2-4e4f6fe2c0c1", "direction": "ingress"}}),
         ),
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         409,
         Some("SecurityGroupCannotUpdateDefault"),
         "PUT",
         &format!("/v2.0/security-groups/{default_id}"),
         Some(json!({"security_group": {"name": "x"}})),
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         409,
         Some("SecurityGroupDefaultAlreadyExists"),
         "POST",
         "/v2.0/security-groups",
         Some(json!({"security_group": {"name": "default"}})),
     );
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         400,
         None,
         "PUT",
@@ -663,9 +577,7 @@ fn security_groups_over_http() {
     // Deleting the group takes its rules.
     let (s, _) = admin.call("DELETE", &format!("/v2.0/security-groups/{gid}"), None);
     assert_eq!(s, 204);
-    refused(
-        &c,
-        &admin,
+    as_admin.refused(
         404,
         Some("SecurityGroupRuleNotFound"),
         "GET",

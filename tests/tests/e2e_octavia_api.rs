@@ -11,73 +11,55 @@
 //! endpoint.
 
 use serde_json::{json, Value};
-use strato_tests::e2e::{call, new_tenant, Api, ADMIN_PASSWORD};
+use strato_tests::e2e::{call, id, new_tenant, Api, ADMIN_PASSWORD};
 
 /// The controller under test.
 use strato_tests::e2e::LocalController as Controller;
 
-/// Asserts an Octavia fault of `status` (whose faultstring contains
-/// `text`) that changed nothing.
-#[track_caller]
-fn refused(
-    c: &Controller,
-    api: &Api,
-    status: u16,
-    text: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) {
-    assert!(
-        !text.is_empty(),
-        "{method} {path}: an empty expected message would match any"
-    );
-    let before = c.revision();
-    let (s, v) = api.call(method, path, body);
-    assert_eq!(s, status, "{method} {path}: {v}");
-    assert_eq!(
-        v["faultcode"], "Client",
-        "{method} {path}: not an Octavia fault: {v}"
-    );
-    assert!(v.get("debuginfo").is_some(), "{v}");
-    let msg = v["faultstring"].as_str().unwrap_or_default();
-    assert!(
-        msg.contains(text),
-        "{method} {path}: {msg:?} lacks {text:?}"
-    );
-    assert_eq!(
-        c.revision(),
-        before,
-        "{method} {path} was refused but changed the state"
-    );
+/// `api`'s calls that must be refused: with `status`, an Octavia fault
+/// whose faultstring contains `text`, and no change to the compiled
+/// revision.
+struct Refusals<'a> {
+    c: &'a Controller,
+    api: &'a Api,
 }
 
-fn id(v: &Value, kind: &str) -> String {
-    v[kind]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{kind} id in {v}"))
-        .to_owned()
+impl Refusals<'_> {
+    #[track_caller]
+    fn refused(&self, status: u16, text: &str, method: &str, path: &str, body: Option<Value>) {
+        let (c, api) = (self.c, self.api);
+        assert!(
+            !text.is_empty(),
+            "{method} {path}: an empty expected message would match any"
+        );
+        let before = c.revision();
+        let (s, v) = api.call(method, path, body);
+        assert_eq!(s, status, "{method} {path}: {v}");
+        assert_eq!(
+            v["faultcode"], "Client",
+            "{method} {path}: not an Octavia fault: {v}"
+        );
+        assert!(v.get("debuginfo").is_some(), "{v}");
+        let msg = v["faultstring"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(text),
+            "{method} {path}: {msg:?} lacks {text:?}"
+        );
+        assert_eq!(
+            c.revision(),
+            before,
+            "{method} {path} was refused but changed the state"
+        );
+    }
 }
 
 /// A network with one subnet: (network, subnet).
 fn network(api: &Api, cidr: &str) -> (String, String) {
-    let n = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/networks",
-            Some(json!({"network": {"name": cidr}})),
-        ),
-        "network",
-    );
-    let s = id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/subnets",
-            Some(json!({"subnet": {"network_id": n, "cidr": cidr, "ip_version": 4}})),
-        ),
+    let n = api.create("/v2.0/networks", "network", json!({"name": cidr}));
+    let s = api.create(
+        "/v2.0/subnets",
         "subnet",
+        json!({"network_id": n, "cidr": cidr, "ip_version": 4}),
     );
     (n, s)
 }
@@ -120,15 +102,7 @@ fn octavia_over_http() {
     let (n1, s1) = network(&t, "10.20.1.0/24");
     let (_, s2) = network(&t, "10.20.2.0/24");
     let (_, s3) = network(&t, "10.20.3.0/24");
-    let router = id(
-        &t.expect(
-            201,
-            "POST",
-            "/v2.0/routers",
-            Some(json!({"router": {"name": "r"}})),
-        ),
-        "router",
-    );
+    let router = t.create("/v2.0/routers", "router", json!({"name": "r"}));
     for s in [&s1, &s2] {
         t.expect(
             200,
@@ -169,9 +143,8 @@ fn octavia_over_http() {
     assert_eq!(udp_l["timeout_client_data"], 50000);
     assert_eq!(udp_l["connection_drain_timeout"], 60000);
     assert_eq!(udp_l["loadbalancers"], json!([{"id": lbid}]));
-    refused(
-        &c,
-        &t,
+    let as_t = Refusals { c: &c, api: &t };
+    as_t.refused(
         409,
         "Another Listener on this Load Balancer is already using protocol_port 80",
         "POST",
@@ -180,10 +153,7 @@ fn octavia_over_http() {
             json!({"listener": {"loadbalancer_id": lbid, "protocol": "TCP", "protocol_port": 80}}),
         ),
     );
-    refused(
-        &c,
-        &t,
-        400,
+    as_t.refused(400,
         "not supported yet",
         "POST",
         "/v2/lbaas/listeners",
@@ -191,9 +161,7 @@ fn octavia_over_http() {
             json!({"listener": {"loadbalancer_id": lbid, "protocol": "HTTP", "protocol_port": 8080}}),
         ),
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         400,
         "read-only",
         "PUT",
@@ -208,9 +176,7 @@ fn octavia_over_http() {
     assert_eq!(pool["session_persistence"]["persistence_timeout"], 360);
     let l = t.expect(200, "GET", &format!("/v2/lbaas/listeners/{tcp}"), None);
     assert_eq!(l["listener"]["default_pool_id"], pool_id.as_str());
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         409,
         "already has default pool",
         "POST",
@@ -219,9 +185,7 @@ fn octavia_over_http() {
             json!({"pool": {"listener_id": tcp, "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}}),
         ),
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         400,
         "invalid while the listener protocol is 'UDP'",
         "POST",
@@ -247,45 +211,35 @@ fn octavia_over_http() {
     let m2 = m2v["id"].as_str().expect("id").to_owned();
     assert_eq!(m2v["weight"], 3);
     assert_eq!(m2v["operating_status"], "NO_MONITOR");
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         409,
         "already using ip 10.20.1.10 on protocol_port 8080",
         "POST",
         &members,
         Some(json!({"member": {"address": "10.20.1.10", "protocol_port": 8080}})),
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         409,
         "not routable from the VIP",
         "POST",
         &members,
         Some(json!({"member": {"address": "10.20.3.10", "protocol_port": 8080, "subnet_id": s3}})),
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         400,
         "not a host address",
         "POST",
         &members,
         Some(json!({"member": {"address": "10.20.9.10", "protocol_port": 8080, "subnet_id": s2}})),
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         400,
         "range",
         "POST",
         &members,
         Some(json!({"member": {"address": "10.20.1.11", "protocol_port": 8080, "weight": 257}})),
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         400,
         "read-only",
         "PUT",
@@ -304,10 +258,7 @@ fn octavia_over_http() {
     assert_eq!(hm["expected_codes"], "200");
     assert_eq!(hm["max_retries_down"], 3);
     assert_eq!(hm["pools"], json!([{"id": pool_id}]));
-    refused(
-        &c,
-        &t,
-        409,
+    as_t.refused(409,
         "already has a health monitor",
         "POST",
         "/v2/lbaas/healthmonitors",
@@ -315,10 +266,7 @@ fn octavia_over_http() {
             json!({"healthmonitor": {"pool_id": pool_id, "type": "TCP", "delay": 5, "timeout": 3, "max_retries": 2}}),
         ),
     );
-    refused(
-        &c,
-        &t,
-        400,
+    as_t.refused(400,
         "larger than the request timeout",
         "POST",
         "/v2/lbaas/healthmonitors",
@@ -328,45 +276,35 @@ fn octavia_over_http() {
     );
 
     // Generic refusals.
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         400,
         "colour",
         "POST",
         "/v2/lbaas/loadbalancers",
         Some(json!({"loadbalancer": {"vip_subnet_id": s1, "colour": "red"}})),
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         400,
         "must be a JSON object with a 'loadbalancer' key",
         "POST",
         "/v2/lbaas/loadbalancers",
         Some(json!([])),
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         404,
         "not found",
         "GET",
         "/v2/lbaas/loadbalancers/00000000-0000-0000-0000-000000000000",
         None,
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         400,
         "invalid attribute for filtering",
         "GET",
         "/v2/lbaas/loadbalancers?colour=red",
         None,
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         409,
         "it has children",
         "DELETE",
@@ -412,18 +350,15 @@ fn octavia_over_http() {
 
     // Another project and a reader.
     let (other, _) = new_tenant(&admin, "other", "member");
-    refused(
-        &c,
-        &other,
+    let as_other = Refusals { c: &c, api: &other };
+    as_other.refused(
         404,
         "not found",
         "GET",
         &format!("/v2/lbaas/loadbalancers/{lbid}"),
         None,
     );
-    refused(
-        &c,
-        &other,
+    as_other.refused(
         404,
         "not found",
         "POST",
@@ -432,9 +367,7 @@ fn octavia_over_http() {
             json!({"listener": {"loadbalancer_id": lbid, "protocol": "TCP", "protocol_port": 81}}),
         ),
     );
-    refused(
-        &c,
-        &other,
+    as_other.refused(
         404,
         "Subnet",
         "POST",
@@ -448,9 +381,11 @@ fn octavia_over_http() {
     let (reader, _) = new_tenant(&admin, "peek", "reader");
     let (rn, rs) = network(&admin, "10.30.0.0/24");
     let _ = rn;
-    refused(
-        &c,
-        &reader,
+    let as_reader = Refusals {
+        c: &c,
+        api: &reader,
+    };
+    as_reader.refused(
         403,
         "reader",
         "POST",
@@ -467,18 +402,14 @@ fn octavia_over_http() {
     );
     let q = t.expect(200, "GET", &format!("/v2/lbaas/quotas/{pid}"), None);
     assert_eq!(q["quota"]["load_balancer"], 1);
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         403,
         "Quota has been met for resources: Load Balancer",
         "POST",
         "/v2/lbaas/loadbalancers",
         Some(json!({"loadbalancer": {"vip_subnet_id": s2}})),
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         403,
         "administrator",
         "PUT",
@@ -613,18 +544,14 @@ fn octavia_over_http() {
         &format!("/v2/lbaas/loadbalancers/{lbid}?cascade=true"),
         None,
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         404,
         "not found",
         "GET",
         &format!("/v2/lbaas/pools/{pool_id}"),
         None,
     );
-    refused(
-        &c,
-        &t,
+    as_t.refused(
         404,
         "not found",
         "GET",

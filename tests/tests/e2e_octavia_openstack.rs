@@ -9,18 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use strato_tests::e2e::{bin, ADMIN_PASSWORD};
-
-const VENV: &str = "/opt/strato/venv";
+use strato_tests::e2e::{bin, openstack_python, ADMIN_PASSWORD, OPENSTACK_VENV};
 
 #[test]
 fn openstack_cli_and_sdk_drive_load_balancers() {
-    let python = Path::new(VENV).join("bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/bootstrap (make test does)",
-        python.display()
-    );
+    let python = openstack_python();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -56,7 +49,7 @@ fn openstack_cli_and_sdk_drive_load_balancers() {
         .env("OS_CLIENT_CONFIG_FILE", &clouds)
         .env(
             "STRATO_OPENSTACK_CLI",
-            Path::new(VENV).join("bin/openstack"),
+            Path::new(OPENSTACK_VENV).join("bin/openstack"),
         )
         .output()
         .expect("run the scenario");

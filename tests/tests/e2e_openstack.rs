@@ -5,18 +5,11 @@
 use std::{path::Path, process::Command};
 
 use netns_harness::Topology;
-use strato_tests::e2e::{bin, Cloud, ADMIN_PASSWORD};
-
-const VENV: &str = "/opt/strato/venv";
+use strato_tests::e2e::{bin, openstack_python, Cloud, ADMIN_PASSWORD, OPENSTACK_VENV};
 
 #[test]
 fn openstacksdk_and_cli_drive_a_region() {
-    let python = Path::new(VENV).join("bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/bootstrap (make test does)",
-        python.display()
-    );
+    let python = openstack_python();
     let cloud = Cloud::up("osk", &Topology::default_region());
     let strato_proto::client::Endpoint::Tcp(addr) = &cloud.api else {
         unreachable!()
@@ -61,7 +54,7 @@ fn openstacksdk_and_cli_drive_a_region() {
         .env("STRATO_HOSTS", hosts.join(","))
         .env(
             "STRATO_OPENSTACK_CLI",
-            Path::new(VENV).join("bin/openstack"),
+            Path::new(OPENSTACK_VENV).join("bin/openstack"),
         )
         .output()
         .expect("run the scenario");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use netns_harness::Topology;
 use serde_json::{json, Value};
-use strato_tests::e2e::{Api, Cloud, Servers, Vm};
+use strato_tests::e2e::{json_lines, Cloud, Servers, Vm};
 
 const CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
 const SGCONN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/sgconn.py");
@@ -28,50 +28,6 @@ static SERVERS: Servers = Servers::new();
 
 fn keep(c: std::process::Child) {
     SERVERS.keep(c);
-}
-
-fn id(v: &Value, kind: &str) -> String {
-    v[kind]["id"].as_str().expect("id").to_owned()
-}
-
-/// Plays Nova (see `Cloud::boot`), and starts the TCP service on 7000.
-fn boot(
-    cloud: &Cloud,
-    admin: &Api,
-    api: &Api,
-    net: &str,
-    name: &str,
-    host: &str,
-    groups: Option<&[&str]>,
-) -> Vm {
-    let vm = cloud.boot(admin, api, net, name, host, groups);
-    keep(cloud.hello_server(name));
-    vm
-}
-
-fn group(api: &Api, name: &str) -> String {
-    id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/security-groups",
-            Some(json!({"security_group": {"name": name}})),
-        ),
-        "security_group",
-    )
-}
-
-fn rule(api: &Api, group: &str, mut r: Value) -> String {
-    r["security_group_id"] = json!(group);
-    id(
-        &api.expect(
-            201,
-            "POST",
-            "/v2.0/security-group-rules",
-            Some(json!({ "security_group_rule": r })),
-        ),
-        "security_group_rule",
-    )
 }
 
 fn banner(cloud: &Cloud, from: &Vm, to: &Vm) -> String {
@@ -111,44 +67,24 @@ fn security_groups_end_to_end() {
     let admin = cloud.admin();
     let api = cloud.tenant("sgt");
     let nets = Cloud::vpc(&api, &CIDRS, &[]).nets;
-    let web = group(&api, "web");
-    let db = group(&api, "db");
-    rule(
-        &api,
-        &web,
-        json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7000,
-               "port_range_max": 7000, "remote_ip_prefix": "10.0.1.0/24"}),
-    );
-    rule(
-        &api,
-        &db,
-        json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7000,
-               "port_range_max": 7000, "remote_group_id": web}),
-    );
-    let web1 = boot(
-        &cloud,
-        &admin,
-        &api,
-        &nets[0],
-        "web1",
-        "az1-c1",
-        Some(&[&web]),
-    );
-    let db1 = boot(
-        &cloud,
-        &admin,
-        &api,
-        &nets[1],
-        "db1",
-        "az2-c2",
-        Some(&[&db]),
-    );
+    let web = api.security_group("web");
+    let db = api.security_group("db");
+    api.allow_tcp_from_cidr(&web, 7000, "10.0.1.0/24");
+    api.allow_tcp_from_group(&db, 7000, &web);
+    // Plays Nova (see `Cloud::boot`), and starts the TCP service on 7000.
+    let boot = |net: &str, name: &str, host: &str, groups: Option<&[&str]>| {
+        let vm = cloud.boot(&admin, &api, net, name, host, groups);
+        keep(cloud.hello_server(name));
+        vm
+    };
+    let web1 = boot(&nets[0], "web1", "az1-c1", Some(&[&web]));
+    let db1 = boot(&nets[1], "db1", "az2-c2", Some(&[&db]));
     // Clients in the default group: net0 on web1's host, another az1 host
     // and az2; net1 in az2.
-    let cl1 = boot(&cloud, &admin, &api, &nets[0], "cl1", "az1-c2", None);
-    let cl2 = boot(&cloud, &admin, &api, &nets[1], "cl2", "az2-c1", None);
-    let cl3 = boot(&cloud, &admin, &api, &nets[0], "cl3", "az1-c1", None);
-    let cl4 = boot(&cloud, &admin, &api, &nets[0], "cl4", "az2-c1", None);
+    let cl1 = boot(&nets[0], "cl1", "az1-c2", None);
+    let cl2 = boot(&nets[1], "cl2", "az2-c1", None);
+    let cl3 = boot(&nets[0], "cl3", "az1-c1", None);
+    let cl4 = boot(&nets[0], "cl4", "az2-c1", None);
     let all = [&web1, &db1, &cl1, &cl2, &cl3, &cl4];
     for vm in all {
         cloud.wait_until(
@@ -295,18 +231,8 @@ fn security_groups_end_to_end() {
     // Long-lived connections cl1 -> web1 on 7100 and 7200: removing the
     // 7100 rule cuts that one; the 7200 one carries on, also through a rule
     // addition.
-    let r7100 = rule(
-        &api,
-        &web,
-        json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7100,
-               "port_range_max": 7100, "remote_ip_prefix": "10.0.1.0/24"}),
-    );
-    rule(
-        &api,
-        &web,
-        json!({"direction": "ingress", "protocol": "tcp", "port_range_min": 7200,
-               "port_range_max": 7200, "remote_ip_prefix": "10.0.1.0/24"}),
-    );
+    let r7100 = api.allow_tcp_from_cidr(&web, 7100, "10.0.1.0/24");
+    api.allow_tcp_from_cidr(&web, 7200, "10.0.1.0/24");
     let server = cloud
         .region
         .command(
@@ -334,13 +260,7 @@ fn security_groups_end_to_end() {
         .spawn("sgconn-follow", Some(&cl1.name), follow)
         .expect("spawn client");
     let log = cloud.region.state_dir().join("logs/sgconn-follow.log");
-    let events = || -> Vec<Value> {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let events = || json_lines(&log);
     let of = |port: u64| move |e: &&Value| e["port"].as_u64() == Some(port);
     let echoes = |port: u64| {
         events()
@@ -376,8 +296,7 @@ fn security_groups_end_to_end() {
     );
     let cut_7100 = echoes(7100);
     // A rule addition in between changes nothing for either.
-    rule(
-        &api,
+    api.security_group_rule(
         &web,
         json!({"direction": "ingress", "protocol": "udp", "port_range_min": 9000,
                "port_range_max": 9100}),

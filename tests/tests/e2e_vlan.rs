@@ -15,14 +15,10 @@
 //!   at both peers and are seen in VXLAN on the uplink (so the test cannot
 //!   pass on a broken network or a capture that sees nothing).
 
-use std::{
-    path::PathBuf,
-    process::Child,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, process::Child, time::Duration};
 
 use netns_harness::Topology;
-use strato_tests::e2e::{Cloud, Vm};
+use strato_tests::e2e::{signal_and_wait, Cloud, Vm};
 
 /// UDP destination ports that mark the frames in the captures.
 const DOT1Q_PORT: u16 = 4241;
@@ -75,17 +71,8 @@ impl Capture {
     /// Stops tcpdump (SIGINT: it flushes) and returns everything it printed.
     fn stop(mut self) -> String {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: plain kill(2) on a child this test started and has not reaped.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().expect("try_wait").is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("{} did not exit within 10 s of SIGINT", self.name);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let within = Duration::from_secs(10);
+            signal_and_wait(&mut child, libc::SIGINT, "SIGINT", within, &self.name);
         }
         self.text()
     }
@@ -130,15 +117,6 @@ fn vlan_drops(host: &netns_harness::Host, ifindex: u32) -> u64 {
         .sum()
 }
 
-fn host(cloud: &Cloud, name: &str) -> netns_harness::Host {
-    cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == name)
-        .expect("host")
-}
-
 #[test]
 fn tagged_frames_from_a_vm_are_dropped_and_counted() {
     let cloud = Cloud::up("vln", &Topology::default_region());
@@ -161,7 +139,7 @@ fn tagged_frames_from_a_vm_are_dropped_and_counted() {
         );
     }
 
-    let h1 = host(&cloud, "az1-c1");
+    let h1 = cloud.host_named("az1-c1");
     let ifindex = {
         let mut ifindex = None;
         cloud.wait_until(
@@ -267,15 +245,7 @@ print(len(tagged))
         qinq = QINQ_PORT,
         untagged = UNTAGGED_PORT,
     );
-    let o = cloud
-        .region
-        .exec(&from.name, &["/usr/bin/python3", "-c", &script])
-        .expect("scapy");
-    assert!(
-        o.status.success(),
-        "scapy: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = cloud.python(&from.name, &script, "scapy");
     let n: u64 = String::from_utf8_lossy(&o.stdout)
         .trim()
         .parse()

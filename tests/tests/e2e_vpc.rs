@@ -245,12 +245,7 @@ fn vpc_end_to_end() {
 /// `stratoctl trace` runs synthetic packets from r1's port through
 /// az1-c1's live program and names the path each takes.
 fn trace(cloud: &Cloud, red: &[Vm]) {
-    let host = cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == "az1-c1")
-        .expect("host");
+    let host = cloud.host_named("az1-c1");
     let hid = Cloud::host_id(&host);
     let run = |to: &str| -> Value {
         let o = std::process::Command::new(strato_tests::e2e::bin("stratoctl"))
@@ -435,15 +430,7 @@ print(len(f))
     );
     let blue_before: Vec<u64> = vms[1].iter().map(|v| rx_packets(cloud, &v.name)).collect();
     let before = drops(cloud);
-    let o = cloud
-        .region
-        .exec(&r1.name, &["/usr/bin/python3", "-c", &script])
-        .expect("scapy");
-    assert!(
-        o.status.success(),
-        "scapy: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    cloud.python(&r1.name, &script, "scapy");
     std::thread::sleep(Duration::from_millis(300));
     let after = drops(cloud);
     let blue_after: Vec<u64> = vms[1].iter().map(|v| rx_packets(cloud, &v.name)).collect();
@@ -504,14 +491,10 @@ fn path_mtu(cloud: &Cloud, red: &[Vm]) {
          s.sendall(b'\\0' * 4000000); s.shutdown(socket.SHUT_WR); s.recv(1)\n",
         b.ip
     );
-    let o = cloud
-        .region
-        .exec(&a.name, &["/usr/bin/python3", "-c", &client_py])
-        .expect("exec");
-    assert!(
-        o.status.success(),
-        "transfer across AZs with a 1500-byte MTU failed: {}",
-        String::from_utf8_lossy(&o.stderr)
+    cloud.python(
+        &a.name,
+        &client_py,
+        "transfer across AZs with a 1500-byte MTU failed",
     );
     cloud.wait_until(
         "the receiver counted the bytes",
@@ -573,12 +556,7 @@ fn spine_failure(cloud: &Cloud, red: &[Vm]) {
 /// after the new agent has reported.
 fn agent_restart(cloud: &Cloud, red: &[Vm]) {
     let (a, b) = (&red[0], &red[3]);
-    let host = cloud
-        .region
-        .hosts()
-        .into_iter()
-        .find(|h| h.name == "az1-c1")
-        .expect("host");
+    let host = cloud.host_named("az1-c1");
     assert!(ping_ok(cloud, &a.name, &b.ip), "no path before the restart");
     let old = cloud.host(&host).report;
     let pinger = cloud.pinger("ping-agent-restart", &a.name, &b.ip);
@@ -612,12 +590,5 @@ fn agent_restart(cloud: &Cloud, red: &[Vm]) {
         .filter(|l| l.contains("strato_port_tc"))
         .count();
     assert_eq!(filters, 1, "{}", String::from_utf8_lossy(&o.stdout));
-    assert!(
-        ping.unanswered.is_empty(),
-        "{} of {} probes unanswered across an agent restart ({:?}): {}",
-        ping.unanswered.len(),
-        ping.transmitted,
-        ping.unanswered,
-        ping.output
-    );
+    ping.assert_all_answered("across an agent restart");
 }

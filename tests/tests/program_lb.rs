@@ -19,13 +19,9 @@ use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type, PacketBuilder};
 use strato_dataplane::Attach;
 use strato_proto::config::{Entry, ListenerEntry, LoadBalancerEntry, MemberEntry};
 use strato_tests::progtest::{
-    Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict, World, UNDERLAY_IP,
+    mac, Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict, World, UNDERLAY_IP,
     UPLINK, UPLINK_MAC,
 };
-
-const fn mac(tail: [u8; 3]) -> [u8; 6] {
-    [0xfa, 0x16, 0x3e, tail[0], tail[1], tail[2]]
-}
 
 const GW_A_MAC: [u8; 6] = mac([0xa0, 0, 1]);
 const GW_B_MAC: [u8; 6] = mac([0xb0, 0, 1]);
@@ -114,11 +110,7 @@ fn world(m1_state: &str) -> World {
     let mut w = World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("b", 200).subnet("sb", "10.2.0.0/24", "10.2.0.1"))
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A_MAC)
-                .interface("sb", GW_B_MAC),
-        )
+        .router(Router::on("r1", &[("sa", GW_A_MAC), ("sb", GW_B_MAC)]))
         .port(Port::local("c1", "a", "tp1", C1_MAC, C1))
         .port(Port::local("m1", "b", "tp2", M1_MAC, M1))
         .port(Port::remote("m2", "b", HOST_M2, M2_MAC, M2));
@@ -191,12 +183,6 @@ fn reset(port: u16, client_port: u16, syn: bool) -> Vec<u8> {
     v
 }
 
-fn port(t: &ProgramTester, d: &str, from: &str, input: Vec<u8>, expect: Expect) -> Fixture {
-    Fixture::new(d, input, expect)
-        .on(Attach::Port)
-        .at(t.ifindex(from))
-}
-
 /// The inner frame of a VXLAN frame to `host` on `vni` (outer headers
 /// not fixed here: the VPC tests cover them).
 fn tunnelled(inner: Vec<u8>, vni: u32) -> Expected {
@@ -218,115 +204,48 @@ fn dataplane_common_vxlan(vni: u32) -> [u8; 8] {
     strato_tests::packets::vxlan_header(0x08, vni)
 }
 
+/// A row: c1's TCP segment from `sport` to VIP:80 (a SYN if `syn`),
+/// forwarded to m1 on tp2 as m1 receives it: routed onto net b (TTL 63,
+/// MACs), VIP:80 translated to m1:8080.
+fn to_m1(t: &ProgramTester, d: &str, sport: u16, syn: bool) -> Fixture {
+    let segment = tcp((C1_MAC, VIP_MAC), (C1, sport), (VIP, 80), 64, syn);
+    t.port_row(d, "tp1", segment, Expect::Forward)
+        .to(t.ifindex("tp2"))
+        .output(tcp((GW_B_MAC, M1_MAC), (C1, sport), (M1, 8080), 63, syn))
+}
+
+/// A row: c1's TCP segment from `sport` to VIP:80 (a SYN if `syn`),
+/// answered by the load balancer with a reset, counted as `reason`.
+fn reset_by_lb(
+    t: &ProgramTester,
+    d: &str,
+    sport: u16,
+    syn: bool,
+    reason: dataplane_common::DropReason,
+) -> Fixture {
+    let segment = tcp((C1_MAC, VIP_MAC), (C1, sport), (VIP, 80), 64, syn);
+    t.port_row(d, "tp1", segment, Expect::AnswerError(reason))
+        .output(reset(80, sport, syn))
+}
+
 #[test]
 fn vip_translation_reply_and_refusals() {
     let mut t = tester();
     let tp1 = t.ifindex("tp1");
     let tp2 = t.ifindex("tp2");
     let up = t.ifindex(UPLINK);
+    #[rustfmt::skip]
     let rows = vec![
-        port(
-            &t,
-            "SYN to VIP:80 -> local member m1:8080, routed (TTL, MACs)",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 40000), (VIP, 80), 64, true),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 40000), (M1, 8080), 63, true)),
-        port(
-            &t,
-            "the connection's next segment goes to the same member",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 40000), (VIP, 80), 64, false),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 40000), (M1, 8080), 63, false)),
-        port(
-            &t,
-            "m1's reply is translated back to VIP:80 on its way to c1",
-            "tp2",
-            tcp((M1_MAC, GW_B_MAC), (M1, 8080), (C1, 40000), 64, false),
-            Expect::Forward,
-        )
-        .to(tp1)
-        .output(tcp((GW_A_MAC, C1_MAC), (VIP, 80), (C1, 40000), 63, false)),
-        port(
-            &t,
-            "SYN to VIP:90 -> remote member m2:8080, tunnelled on net b's VNI",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 40001), (VIP, 90), 64, true),
-            Expect::Forward,
-        )
-        .to(up)
-        .output(tunnelled(
-            tcp((GW_B_MAC, M2_MAC), (C1, 40001), (M2, 8080), 63, true),
-            200,
-        )),
-        Fixture::new(
-            "m2's reply arrives tunnelled and is translated back to VIP:90",
-            strato_tests::packets::vxlan(
-                PEER_HOST_MAC,
-                UPLINK_MAC,
-                HOST_M2,
-                UNDERLAY_IP,
-                51234,
-                0x08,
-                100,
-                &tcp((GW_A_MAC, C1_MAC), (M2, 8080), (C1, 40001), 63, false),
-            ),
-            Expect::Forward,
-        )
-        .on(Attach::Uplink)
-        .at(up)
-        .to(tp1)
-        .output(tcp((GW_A_MAC, C1_MAC), (VIP, 90), (C1, 40001), 63, false)),
-        port(
-            &t,
-            "UDP to VIP:53 -> m1:5353",
-            "tp1",
-            udp((C1_MAC, VIP_MAC), (C1, 40002), (VIP, 53), 64),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(udp((GW_B_MAC, M1_MAC), (C1, 40002), (M1, 5353), 63)),
-        port(
-            &t,
-            "SYN to a listener without members: reset",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 40003), (VIP, 81), 64, true),
-            Expect::AnswerError(LbNoBackend),
-        )
-        .output(reset(81, 40003, true)),
-        port(
-            &t,
-            "SYN to a port without a listener: reset",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 40003), (VIP, 82), 64, true),
-            Expect::AnswerError(LbNoListener),
-        )
-        .output(reset(82, 40003, true)),
-        port(
-            &t,
-            "UDP to a listener without members: ICMP port unreachable",
-            "tp1",
-            udp((C1_MAC, VIP_MAC), (C1, 40004), (VIP, 81), 64),
-            Expect::AnswerError(LbNoBackend),
-        )
-        .output(port_unreachable(udp(
-            (C1_MAC, VIP_MAC),
-            (C1, 40004),
-            (VIP, 81),
-            64,
-        ))),
-        port(
-            &t,
-            "ICMP to the VIP: not balanced",
-            "tp1",
-            strato_tests::packets::ping4(C1_MAC, VIP_MAC, C1, VIP, 64, 7, 1, PAYLOAD),
-            Expect::Drop(LbUnsupported),
-        ),
+        to_m1(&t, "SYN to VIP:80 -> local member m1:8080, routed (TTL, MACs)", 40000, true),
+        to_m1(&t, "the connection's next segment goes to the same member", 40000, false),
+        t.port_row("m1's reply is translated back to VIP:80 on its way to c1", "tp2", tcp((M1_MAC, GW_B_MAC), (M1, 8080), (C1, 40000), 64, false), Expect::Forward).to(tp1).output(tcp((GW_A_MAC, C1_MAC), (VIP, 80), (C1, 40000), 63, false)),
+        t.port_row("SYN to VIP:90 -> remote member m2:8080, tunnelled on net b's VNI", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 40001), (VIP, 90), 64, true), Expect::Forward).to(up).output(tunnelled(tcp((GW_B_MAC, M2_MAC), (C1, 40001), (M2, 8080), 63, true), 200)),
+        Fixture::new("m2's reply arrives tunnelled and is translated back to VIP:90", strato_tests::packets::vxlan(PEER_HOST_MAC, UPLINK_MAC, HOST_M2, UNDERLAY_IP, 51234, 0x08, 100, &tcp((GW_A_MAC, C1_MAC), (M2, 8080), (C1, 40001), 63, false)), Expect::Forward).on(Attach::Uplink).at(up).to(tp1).output(tcp((GW_A_MAC, C1_MAC), (VIP, 90), (C1, 40001), 63, false)),
+        t.port_row("UDP to VIP:53 -> m1:5353", "tp1", udp((C1_MAC, VIP_MAC), (C1, 40002), (VIP, 53), 64), Expect::Forward).to(tp2).output(udp((GW_B_MAC, M1_MAC), (C1, 40002), (M1, 5353), 63)),
+        t.port_row("SYN to a listener without members: reset", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 40003), (VIP, 81), 64, true), Expect::AnswerError(LbNoBackend)).output(reset(81, 40003, true)),
+        t.port_row("SYN to a port without a listener: reset", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 40003), (VIP, 82), 64, true), Expect::AnswerError(LbNoListener)).output(reset(82, 40003, true)),
+        t.port_row("UDP to a listener without members: ICMP port unreachable", "tp1", udp((C1_MAC, VIP_MAC), (C1, 40004), (VIP, 81), 64), Expect::AnswerError(LbNoBackend)).output(port_unreachable(udp((C1_MAC, VIP_MAC), (C1, 40004), (VIP, 81), 64))),
+        t.port_row("ICMP to the VIP: not balanced", "tp1", strato_tests::packets::ping4(C1_MAC, VIP_MAC, C1, VIP, 64, 7, 1, PAYLOAD), Expect::Drop(LbUnsupported)),
     ];
     for f in rows {
         t.check(&f);
@@ -350,48 +269,13 @@ fn listeners_are_balanced_in_front_of_the_pipeline() {
     t.dataplane()
         .clear_tail(dataplane_common::maps::TAIL_LB)
         .expect("empty the load balancer's tail slot");
+    #[rustfmt::skip]
     let rows = vec![
-        port(
-            &t,
-            "SYN to VIP:80 -> m1:8080 without the tail",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, true),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, true)),
-        port(
-            &t,
-            "its next segment, a known connection",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, false),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, false)),
-        port(
-            &t,
-            "UDP to VIP:53 -> m1:5353 without the tail",
-            "tp1",
-            udp((C1_MAC, VIP_MAC), (C1, 41001), (VIP, 53), 64),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(udp((GW_B_MAC, M1_MAC), (C1, 41001), (M1, 5353), 63)),
-        port(
-            &t,
-            "a refusal (listener without members) is the tail's",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 41002), (VIP, 81), 64, true),
-            Expect::Drop(NoTailCall),
-        ),
-        port(
-            &t,
-            "a VIP addressed to another port's MAC is not balanced in front",
-            "tp1",
-            tcp((C1_MAC, C1_MAC), (C1, 41003), (VIP, 80), 64, true),
-            Expect::Drop(UnknownDestination),
-        ),
+        to_m1(&t, "SYN to VIP:80 -> m1:8080 without the tail", 41000, true),
+        to_m1(&t, "its next segment, a known connection", 41000, false),
+        t.port_row("UDP to VIP:53 -> m1:5353 without the tail", "tp1", udp((C1_MAC, VIP_MAC), (C1, 41001), (VIP, 53), 64), Expect::Forward).to(tp2).output(udp((GW_B_MAC, M1_MAC), (C1, 41001), (M1, 5353), 63)),
+        t.port_row("a refusal (listener without members) is the tail's", "tp1", tcp((C1_MAC, VIP_MAC), (C1, 41002), (VIP, 81), 64, true), Expect::Drop(NoTailCall)),
+        t.port_row("a VIP addressed to another port's MAC is not balanced in front", "tp1", tcp((C1_MAC, C1_MAC), (C1, 41003), (VIP, 80), 64, true), Expect::Drop(UnknownDestination)),
     ];
     for f in rows {
         t.check(&f);
@@ -420,53 +304,24 @@ fn port_unreachable(original: Vec<u8>) -> Vec<u8> {
 #[test]
 fn draining_and_down_members() {
     let mut t = tester();
-    let tp2 = t.ifindex("tp2");
-    t.check(
-        &port(
-            &t,
-            "SYN to VIP:80 -> m1",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, true),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, true)),
-    );
+    t.check(&to_m1(&t, "SYN to VIP:80 -> m1", 41000, true));
     // m1 disabled: it drains (its connection goes on), no new connection.
     t.install(&world("draining"));
-    t.check(
-        &port(
-            &t,
-            "a draining member keeps its connection",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, false),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 41000), (M1, 8080), 63, false)),
-    );
-    t.check(
-        &port(
-            &t,
-            "a draining member takes no new connection",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 41001), (VIP, 80), 64, true),
-            Expect::AnswerError(LbNoBackend),
-        )
-        .output(reset(80, 41001, true)),
-    );
+    #[rustfmt::skip]
+    let rows = vec![
+        to_m1(&t, "a draining member keeps its connection", 41000, false),
+        reset_by_lb(&t, "a draining member takes no new connection", 41001, true, LbNoBackend),
+    ];
+    t.check_rows(rows);
     // m1 fails its health check: its connection is reset.
     t.install(&world("down"));
-    t.check(
-        &port(
-            &t,
-            "a connection on a member that went down is reset",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 41000), (VIP, 80), 64, false),
-            Expect::AnswerError(LbDrained),
-        )
-        .output(reset(80, 41000, false)),
-    );
+    t.check(&reset_by_lb(
+        &t,
+        "a connection on a member that went down is reset",
+        41000,
+        false,
+        LbDrained,
+    ));
 }
 
 /// 1,000 new connections to listener 70 spread over its five members by
@@ -509,27 +364,13 @@ fn new_connections_spread_by_weight() {
 #[test]
 fn connections_are_reset_after_the_drain_timeout() {
     let mut t = tester();
-    let tp2 = t.ifindex("tp2");
-    t.check(
-        &port(
-            &t,
-            "SYN to VIP:80 -> m1",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 42000), (VIP, 80), 64, true),
-            Expect::Forward,
-        )
-        .to(tp2)
-        .output(tcp((GW_B_MAC, M1_MAC), (C1, 42000), (M1, 8080), 63, true)),
-    );
+    t.check(&to_m1(&t, "SYN to VIP:80 -> m1", 42000, true));
     t.install(&world("drain-expired"));
-    t.check(
-        &port(
-            &t,
-            "past the drain timeout the connection is reset",
-            "tp1",
-            tcp((C1_MAC, VIP_MAC), (C1, 42000), (VIP, 80), 64, false),
-            Expect::AnswerError(LbDrained),
-        )
-        .output(reset(80, 42000, false)),
-    );
+    t.check(&reset_by_lb(
+        &t,
+        "past the drain timeout the connection is reset",
+        42000,
+        false,
+        LbDrained,
+    ));
 }

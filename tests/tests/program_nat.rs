@@ -17,14 +17,10 @@ use strato_dataplane::tables::Diff;
 use strato_dataplane::Attach;
 use strato_tests::packets::{self, L3};
 use strato_tests::progtest::{
-    Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict, World, OTHER_LINK,
-    OTHER_LINK_NEXTHOP_MAC, OTHER_LINK_UNDERLAY, UNDERLAY_IP, UNDERLAY_NEXTHOP_MAC, UPLINK,
+    encapsulated_frame, mac, Expect, Expected, Fixture, Net, Port, ProgramTester, Router, Verdict,
+    World, OTHER_LINK, OTHER_LINK_NEXTHOP_MAC, OTHER_LINK_UNDERLAY, UNDERLAY_IP, UPLINK,
     UPLINK_MAC,
 };
-
-const fn mac(tail: [u8; 3]) -> [u8; 6] {
-    [0xfa, 0x16, 0x3e, tail[0], tail[1], tail[2]]
-}
 
 const GW_A_MAC: [u8; 6] = mac([0xa0, 0, 1]);
 const A1_MAC: [u8; 6] = mac([0, 1, 5]);
@@ -47,15 +43,20 @@ const PEER_HOST_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x02, 0x02, 0x02];
 
 const PAYLOAD: &[u8] = b"strato elastic ip payload";
 
+/// r1 on net a with its external gateway (through the gateway host).
+fn router() -> Router {
+    Router::new("r1").interface("sa", GW_A_MAC).external(
+        EXT_VNI,
+        EXT_PORT_IP,
+        EXT_PORT_MAC,
+        GATEWAY_HOST,
+    )
+}
+
 fn world(gateway: bool) -> World {
     World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
-        .router(Router::new("r1").interface("sa", GW_A_MAC).external(
-            EXT_VNI,
-            EXT_PORT_IP,
-            EXT_PORT_MAC,
-            GATEWAY_HOST,
-        ))
+        .router(router())
         .port(Port::local("a1", "a", "tp1", A1_MAC, A1))
         .port(Port::local("a2", "a", "tp2", A2_MAC, A2))
         .floating_ip(EIP, EXT_VNI, "a1", A1, UNDERLAY_IP, gateway)
@@ -66,25 +67,6 @@ fn tester(gateway: bool) -> ProgramTester {
     let mut t = ProgramTester::in_test_net();
     t.install(&world(gateway));
     t
-}
-
-fn run_rows(t: &mut ProgramTester, rows: Vec<Fixture>) {
-    eprintln!("{} rows", rows.len());
-    for f in rows {
-        t.check(&f);
-    }
-}
-
-fn port(t: &ProgramTester, d: &str, from: &str, input: Vec<u8>, expect: Expect) -> Fixture {
-    Fixture::new(d, input, expect)
-        .on(Attach::Port)
-        .at(t.ifindex(from))
-}
-
-fn uplink(t: &ProgramTester, d: &str, input: Vec<u8>, expect: Expect) -> Fixture {
-    Fixture::new(d, input, expect)
-        .on(Attach::Uplink)
-        .at(t.ifindex(UPLINK))
 }
 
 fn udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
@@ -111,15 +93,7 @@ fn port_unreachable(
     quoted_dst: [u8; 4],
 ) -> Vec<u8> {
     let quoted = udp(ROUTER_MAC, ROUTER_MAC, quoted_src, quoted_dst, 60);
-    let quote = &quoted[L3..L3 + 28];
-    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src, dst, ttl)
-        .icmpv4(Icmpv4Type::DestinationUnreachable(
-            DestUnreachableHeader::Port,
-        ));
-    let mut out = Vec::new();
-    b.write(&mut out, quote).expect("icmp error");
-    out
+    unreachable_quoting(src_mac, dst_mac, src, dst, ttl, &quoted)
 }
 
 /// A non-first fragment (offset 8 units, no L4 header: its data is the same
@@ -140,33 +114,6 @@ fn later_fragment(
     f
 }
 
-/// `inner` tunnelled on `vni` to `underlay` by this host (see
-/// program_vpc.rs for the outer header's rules).
-fn encapsulated(inner: &[u8], vni: u32, underlay: [u8; 4]) -> Expected {
-    let udp_len = 8 + 8 + inner.len();
-    let mut ip = etherparse::Ipv4Header::new(
-        udp_len as u16,
-        64,
-        etherparse::IpNumber::UDP,
-        UNDERLAY_IP,
-        underlay,
-    )
-    .expect("small");
-    ip.dont_fragment = true;
-    ip.header_checksum = ip.calc_header_checksum();
-    let mut out = UNDERLAY_NEXTHOP_MAC.to_vec();
-    out.extend_from_slice(&UPLINK_MAC);
-    out.extend_from_slice(&[0x08, 0x00]);
-    out.extend_from_slice(&ip.to_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&4789u16.to_be_bytes());
-    out.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&packets::vxlan_header(0x08, vni));
-    out.extend_from_slice(inner);
-    Expected::from(out).any(34..36)
-}
-
 /// A VXLAN frame from another host to this one.
 fn vxlan_in(vni: u32, inner: &[u8]) -> Vec<u8> {
     packets::vxlan(
@@ -185,28 +132,17 @@ fn vxlan_in(vni: u32, inner: &[u8]) -> Vec<u8> {
 fn outbound_source_becomes_the_elastic_ip() {
     let mut t = tester(false);
     let up = t.ifindex(UPLINK);
-    let out = |inner: Vec<u8>| encapsulated(&inner, EXT_VNI, GATEWAY_HOST);
+    let out = |inner: Vec<u8>| encapsulated_frame(&inner, EXT_VNI, GATEWAY_HOST);
+    #[rustfmt::skip]
     let rows = vec![
-        port(&t, "a1 -> internet UDP: source 198.51.100.10, TTL-1, tunnelled on VNI 900 to the gateway host", "tp1",
-            udp(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
-            .output(out(udp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        port(&t, "a1 -> internet TCP: TCP checksum follows the pseudo-header", "tp1",
-            tcp(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
-            .output(out(tcp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        port(&t, "a1 -> internet ICMP echo: only the IPv4 header changes", "tp1",
-            ping(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
-            .output(out(ping(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        port(&t, "a1's ICMP error about a datagram the client sent to its EIP: outer source and quoted destination become the EIP", "tp1",
-            port_unreachable(A1_MAC, GW_A_MAC, A1, CLIENT, 64, CLIENT, A1), Expect::Forward)
-            .output(out(port_unreachable(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63, CLIENT, EIP))).to(up),
-        port(&t, "a1 -> internet, a later fragment (no L4 header): translated, IPv4 checksum only", "tp1",
-            later_fragment(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward)
-            .output(out(later_fragment(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
-        port(&t, "a2 (no elastic IP) -> internet: to the router's SNAT gateway untranslated, on net a's VNI, MACs kept", "tp2",
-            udp(A2_MAC, GW_A_MAC, A2, CLIENT, 64), Expect::Forward)
-            .output(encapsulated(&udp(A2_MAC, GW_A_MAC, A2, CLIENT, 63), 100, GATEWAY_HOST)).to(up),
+        t.port_row("a1 -> internet UDP: source 198.51.100.10, TTL-1, tunnelled on VNI 900 to the gateway host", "tp1", udp(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward).output(out(udp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
+        t.port_row("a1 -> internet TCP: TCP checksum follows the pseudo-header", "tp1", tcp(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward).output(out(tcp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
+        t.port_row("a1 -> internet ICMP echo: only the IPv4 header changes", "tp1", ping(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward).output(out(ping(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
+        t.port_row("a1's ICMP error about a datagram the client sent to its EIP: outer source and quoted destination become the EIP", "tp1", port_unreachable(A1_MAC, GW_A_MAC, A1, CLIENT, 64, CLIENT, A1), Expect::Forward).output(out(port_unreachable(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63, CLIENT, EIP))).to(up),
+        t.port_row("a1 -> internet, a later fragment (no L4 header): translated, IPv4 checksum only", "tp1", later_fragment(A1_MAC, GW_A_MAC, A1, CLIENT, 64), Expect::Forward).output(out(later_fragment(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63))).to(up),
+        t.port_row("a2 (no elastic IP) -> internet: to the router's SNAT gateway untranslated, on net a's VNI, MACs kept", "tp2", udp(A2_MAC, GW_A_MAC, A2, CLIENT, 64), Expect::Forward).output(encapsulated_frame(&udp(A2_MAC, GW_A_MAC, A2, CLIENT, 63), 100, GATEWAY_HOST)).to(up),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -214,30 +150,18 @@ fn inbound_destination_becomes_the_fixed_ip() {
     let mut t = tester(false);
     let tp1 = t.ifindex("tp1");
     let routed = |f: Vec<u8>| Expected::from(f);
+    #[rustfmt::skip]
     let rows = vec![
-        uplink(&t, "VNI 900 UDP to a1's EIP: destination 10.1.0.5, TTL-1, a1's MACs, to tp1",
-            vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
-            .output(routed(udp(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        uplink(&t, "VNI 900 TCP to a1's EIP",
-            vxlan_in(EXT_VNI, &tcp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
-            .output(routed(tcp(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        uplink(&t, "VNI 900 ICMP echo to a1's EIP",
-            vxlan_in(EXT_VNI, &ping(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
-            .output(routed(ping(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        uplink(&t, "VNI 900 ICMP error about a1's datagram (quoted source the EIP): both addresses back to 10.1.0.5",
-            vxlan_in(EXT_VNI, &port_unreachable(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64, EIP, CLIENT)), Expect::Forward)
-            .output(routed(port_unreachable(GW_A_MAC, A1_MAC, CLIENT, A1, 63, A1, CLIENT))).to(tp1),
-        uplink(&t, "VNI 900 later fragment to a1's EIP",
-            vxlan_in(EXT_VNI, &later_fragment(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward)
-            .output(routed(later_fragment(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
-        uplink(&t, "VNI 900 to a1's EIP with TTL 1: dropped",
-            vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 1)), Expect::Drop(TtlExceeded)),
-        uplink(&t, "VNI 900 to an EIP bound on another host, on a host that is no gateway: dropped",
-            vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP_REMOTE, 64)), Expect::Drop(UnknownElasticIp)),
-        uplink(&t, "VNI 900 to an address that is no EIP, on a host that is no gateway: dropped",
-            vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, EIP, CLIENT, 64)), Expect::Drop(UnknownElasticIp)),
+        t.uplink_row("VNI 900 UDP to a1's EIP: destination 10.1.0.5, TTL-1, a1's MACs, to tp1", vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward).output(routed(udp(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
+        t.uplink_row("VNI 900 TCP to a1's EIP", vxlan_in(EXT_VNI, &tcp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward).output(routed(tcp(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
+        t.uplink_row("VNI 900 ICMP echo to a1's EIP", vxlan_in(EXT_VNI, &ping(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward).output(routed(ping(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
+        t.uplink_row("VNI 900 ICMP error about a1's datagram (quoted source the EIP): both addresses back to 10.1.0.5", vxlan_in(EXT_VNI, &port_unreachable(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64, EIP, CLIENT)), Expect::Forward).output(routed(port_unreachable(GW_A_MAC, A1_MAC, CLIENT, A1, 63, A1, CLIENT))).to(tp1),
+        t.uplink_row("VNI 900 later fragment to a1's EIP", vxlan_in(EXT_VNI, &later_fragment(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 64)), Expect::Forward).output(routed(later_fragment(GW_A_MAC, A1_MAC, CLIENT, A1, 63))).to(tp1),
+        t.uplink_row("VNI 900 to a1's EIP with TTL 1: dropped", vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP, 1)), Expect::Drop(TtlExceeded)),
+        t.uplink_row("VNI 900 to an EIP bound on another host, on a host that is no gateway: dropped", vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, CLIENT, EIP_REMOTE, 64)), Expect::Drop(UnknownElasticIp)),
+        t.uplink_row("VNI 900 to an address that is no EIP, on a host that is no gateway: dropped", vxlan_in(EXT_VNI, &udp(ROUTER_MAC, EXT_PORT_MAC, EIP, CLIENT, 64)), Expect::Drop(UnknownElasticIp)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -266,19 +190,14 @@ fn gateway_steers_and_forwards() {
     let ext_row = |d: &str, input: Vec<u8>, expect: Expect| {
         Fixture::new(d, input, expect).on(Attach::External).at(ext)
     };
+    #[rustfmt::skip]
     let rows = vec![
-        ext_row("internet -> EIP bound on another host: tunnelled unchanged on VNI 900 to that host",
-            from_internet.clone(), Expect::Forward)
-            .output(encapsulated(&from_internet, EXT_VNI, HOST_REMOTE)).to(up),
-        ext_row("ARP for an EIP on the external network: answered with the external interface's MAC",
-            ext_arp, Expect::Answer).output(ext_arp_reply),
-        ext_row("internet -> an address that is no EIP: to the gateway's own stack",
-            udp(ROUTER_MAC, ext_mac, CLIENT, [198, 51, 100, 99], 64), Expect::Pass(strato_tests::progtest::Class::Ipv4)),
-        uplink(&t, "VNI 900 from a VM's host (source already its EIP): out of the external interface to the FIB's next hop",
-            vxlan_in(EXT_VNI, &outbound), Expect::Forward)
-            .output(Expected::from(sent).any(6..12)).to(ext),
+        ext_row("internet -> EIP bound on another host: tunnelled unchanged on VNI 900 to that host", from_internet.clone(), Expect::Forward).output(encapsulated_frame(&from_internet, EXT_VNI, HOST_REMOTE)).to(up),
+        ext_row("ARP for an EIP on the external network: answered with the external interface's MAC", ext_arp, Expect::Answer).output(ext_arp_reply),
+        ext_row("internet -> an address that is no EIP: to the gateway's own stack", udp(ROUTER_MAC, ext_mac, CLIENT, [198, 51, 100, 99], 64), Expect::Pass(strato_tests::progtest::Class::Ipv4)),
+        t.uplink_row("VNI 900 from a VM's host (source already its EIP): out of the external interface to the FIB's next hop", vxlan_in(EXT_VNI, &outbound), Expect::Forward).output(Expected::from(sent).any(6..12)).to(ext),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 // ---------------------------------------------------------------------------
@@ -329,32 +248,32 @@ fn checksums_ok(f: &[u8]) -> Result<(), String> {
     if h.header_checksum != h.calc_header_checksum() {
         return Err("IPv4 header checksum".into());
     }
-    match &p.transport {
-        Some(etherparse::TransportSlice::Udp(u)) => {
-            let want = u
-                .to_header()
+    let (what, got, want) = match &p.transport {
+        Some(etherparse::TransportSlice::Udp(u)) => (
+            "UDP",
+            u.checksum(),
+            u.to_header()
                 .calc_checksum_ipv4(&h, u.payload())
-                .map_err(|e| e.to_string())?;
-            (u.checksum() == want)
-                .then_some(())
-                .ok_or_else(|| format!("UDP checksum {:#x} want {want:#x}", u.checksum()))
-        }
-        Some(etherparse::TransportSlice::Tcp(t)) => {
-            let want = t
-                .to_header()
+                .map_err(|e| e.to_string())?,
+        ),
+        Some(etherparse::TransportSlice::Tcp(t)) => (
+            "TCP",
+            t.checksum(),
+            t.to_header()
                 .calc_checksum_ipv4(&h, t.payload())
-                .map_err(|e| e.to_string())?;
-            (t.checksum() == want)
-                .then_some(())
-                .ok_or_else(|| format!("TCP checksum {:#x} want {want:#x}", t.checksum()))
-        }
-        Some(etherparse::TransportSlice::Icmpv4(i)) => {
-            let want = i.icmp_type().calc_checksum(i.payload());
-            (i.checksum() == want)
-                .then_some(())
-                .ok_or_else(|| "ICMP checksum".to_string())
-        }
-        _ => Ok(()),
+                .map_err(|e| e.to_string())?,
+        ),
+        Some(etherparse::TransportSlice::Icmpv4(i)) => (
+            "ICMP",
+            i.checksum(),
+            i.icmp_type().calc_checksum(i.payload()),
+        ),
+        _ => return Ok(()),
+    };
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what} checksum {got:#x} want {want:#x}"))
     }
 }
 
@@ -456,21 +375,13 @@ fn router_snat_on_the_gateway() {
         PAYLOAD,
     );
     let inner = packets::udp4(GW_A_MAC, A1_MAC, remote, A1, 63, 5000, 40000, PAYLOAD);
+    #[rustfmt::skip]
     let rows = vec![
-        Fixture::new("reply to the SNAT address: back to a1's address and port, tunnelled on VNI 100 to a1's host", reply.clone(), Expect::Forward)
-            .on(Attach::External)
-            .at(ext)
-            .output(encapsulated(&inner, 100, GATEWAY_HOST))
-            .to(up),
-        Fixture::new("a datagram to the SNAT address that no flow expects: dropped",
-            packets::udp4(ROUTER_MAC, SNAT_EXT_MAC, remote, SNAT_IP, 64, 5000, 1, PAYLOAD),
-            Expect::Drop(SnatNoFlow))
-            .on(Attach::External)
-            .at(ext),
-        uplink(&t, "a VM's later fragment: SNAT cannot translate it",
-            vxlan_in(100, &later_fragment(A1_MAC, GW_A_MAC, A1, remote, 63)), Expect::Drop(SnatFragment)),
+        Fixture::new("reply to the SNAT address: back to a1's address and port, tunnelled on VNI 100 to a1's host", reply.clone(), Expect::Forward).on(Attach::External).at(ext).output(encapsulated_frame(&inner, 100, GATEWAY_HOST)).to(up),
+        Fixture::new("a datagram to the SNAT address that no flow expects: dropped", packets::udp4(ROUTER_MAC, SNAT_EXT_MAC, remote, SNAT_IP, 64, 5000, 1, PAYLOAD), Expect::Drop(SnatNoFlow)).on(Attach::External).at(ext),
+        t.uplink_row("a VM's later fragment: SNAT cannot translate it", vxlan_in(100, &later_fragment(A1_MAC, GW_A_MAC, A1, remote, 63)), Expect::Drop(SnatFragment)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
     // A VM's TCP segment: translated. The external port is the allocator's
     // choice: read it from SNAT_OUT, then every byte of the frame is fixed
     // (etherparse computes the checksums over the translated segment).
@@ -562,12 +473,7 @@ fn bandwidth_limit_honours_the_burst() {
     const COST_NS: u64 = 1_000_000_000;
     let w = World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
-        .router(Router::new("r1").interface("sa", GW_A_MAC).external(
-            EXT_VNI,
-            EXT_PORT_IP,
-            EXT_PORT_MAC,
-            GATEWAY_HOST,
-        ))
+        .router(router())
         .port(Port::local("a1", "a", "tp1", A1_MAC, A1))
         .entry(strato_proto::config::Entry::FloatingIp(fip.clone()));
     let mut t = ProgramTester::in_test_net();
@@ -603,52 +509,42 @@ fn bandwidth_limit_honours_the_burst() {
         }
         (passed, monotonic_ns() - since)
     };
+    // `n` datagrams from `since`: `want` pass, plus one per second the run
+    // took (refilled meanwhile).
+    let expect_passed = |t: &mut ProgramTester, n: usize, since: u64, want: u64, when: &str| {
+        let (passed, took) = send(t, n, since);
+        let slack = took / COST_NS;
+        assert!(
+            (want..=want + slack).contains(&passed),
+            "{passed} of {n} passed {when}, want {want} (+{slack} refilled in {took} ns)"
+        );
+    };
+    // The bucket with its virtual clock `secs` before now; now.
+    let clock_back = |t: &mut ProgramTester, secs: u64| -> u64 {
+        let now = monotonic_ns();
+        let b = QosBucket {
+            clock_ns: now - secs * COST_NS,
+            ..bucket
+        };
+        t.dataplane()
+            .apply(&Diff {
+                eip_qos: (vec![(key, b)], vec![]),
+                ..Diff::default()
+            })
+            .expect("write the bucket");
+        now
+    };
     // A fresh bucket is full: ten pass, plus one per second of the run.
     let start = monotonic_ns();
-    let (passed, took) = send(&mut t, 20, start);
-    let slack = took / COST_NS;
-    assert!(
-        (10..=10 + slack).contains(&passed),
-        "{passed} of 20 passed in {took} ns, want the 10 the burst holds (+{slack} refilled)"
-    );
+    expect_passed(&mut t, 20, start, 10, "from a fresh bucket (its burst)");
     // Refill, with the clock driven through the bucket: its virtual clock
     // set 3 s before now is a drained bucket after 3 s of refill: three
     // pass, the rest drop.
-    let now = monotonic_ns();
-    let refilled = QosBucket {
-        clock_ns: now - 3 * COST_NS,
-        ..bucket
-    };
-    t.dataplane()
-        .apply(&Diff {
-            eip_qos: (vec![(key, refilled)], vec![]),
-            ..Diff::default()
-        })
-        .expect("write the bucket");
-    let (passed, took) = send(&mut t, 10, now);
-    let slack = took / COST_NS;
-    assert!(
-        (3..=3 + slack).contains(&passed),
-        "{passed} of 10 passed after 3 s of refill, want 3 (+{slack} refilled in {took} ns)"
-    );
+    let now = clock_back(&mut t, 3);
+    expect_passed(&mut t, 10, now, 3, "after 3 s of refill");
     // A bucket drained long ago is full again, never fuller than its depth.
-    let now = monotonic_ns();
-    let idle = QosBucket {
-        clock_ns: now - 100 * COST_NS,
-        ..bucket
-    };
-    t.dataplane()
-        .apply(&Diff {
-            eip_qos: (vec![(key, idle)], vec![]),
-            ..Diff::default()
-        })
-        .expect("write the bucket");
-    let (passed, took) = send(&mut t, 20, now);
-    let slack = took / COST_NS;
-    assert!(
-        (10..=10 + slack).contains(&passed),
-        "{passed} of 20 passed after 100 s idle, want the 10 the burst holds (+{slack})"
-    );
+    let now = clock_back(&mut t, 100);
+    expect_passed(&mut t, 20, now, 10, "after 100 s idle (the burst)");
     // Without a limit all pass.
     fip.limits.clear();
     let w = w.entry(strato_proto::config::Entry::FloatingIp(fip));
@@ -663,12 +559,7 @@ fn bandwidth_limit_honours_the_burst() {
 fn without_snat_a_vm_without_an_elastic_ip_stays_in() {
     let w = World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A_MAC)
-                .external(EXT_VNI, EXT_PORT_IP, EXT_PORT_MAC, GATEWAY_HOST)
-                .no_snat(),
-        )
+        .router(router().no_snat())
         .port(Port::local("a1", "a", "tp1", A1_MAC, A1))
         .port(Port::local("a2", "a", "tp2", A2_MAC, A2))
         .floating_ip(EIP, EXT_VNI, "a1", A1, UNDERLAY_IP, false);
@@ -676,28 +567,26 @@ fn without_snat_a_vm_without_an_elastic_ip_stays_in() {
     t.install(&w);
     let up = t.ifindex(UPLINK);
     let rows = vec![
-        port(
-            &t,
+        t.port_row(
             "enable_snat false: a2 (no elastic IP) -> internet: dropped",
             "tp2",
             udp(A2_MAC, GW_A_MAC, A2, CLIENT, 64),
             Expect::Drop(NoElasticIp),
         ),
-        port(
-            &t,
+        t.port_row(
             "enable_snat false: a1 still leaves by its elastic IP",
             "tp1",
             udp(A1_MAC, GW_A_MAC, A1, CLIENT, 64),
             Expect::Forward,
         )
-        .output(encapsulated(
+        .output(encapsulated_frame(
             &udp(EXT_PORT_MAC, EXT_PORT_MAC, EIP, CLIENT, 63),
             EXT_VNI,
             GATEWAY_HOST,
         ))
         .to(up),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -723,13 +612,11 @@ fn router_snat_exhaustion_is_counted() {
     t.dataplane()
         .snat_occupy(SNAT_IP, remote, 5000, 17, 1024..=65535)
         .expect("occupy the ports");
-    let rows = vec![uplink(
-        &t,
+    t.check(&t.uplink_row(
         "a new flow to remote:5000 with every port taken: dropped, counted as snat_exhausted",
         vxlan_in(100, &udp_from(A1_MAC, A1, 40000, remote, 5000)),
         Expect::Drop(SnatExhausted),
-    )];
-    run_rows(&mut t, rows);
+    ));
     // Mappings depend on the remote end: another remote port still gets one.
     let o = through(
         &mut t,
@@ -810,7 +697,7 @@ fn router_snat_translates_icmp_errors_back() {
         Fixture::new("port unreachable for a translated datagram: back to a1, quoting a1's address and port (checksums right)", error, Expect::Forward)
             .on(Attach::External)
             .at(ext)
-            .output(encapsulated(&want, 100, GATEWAY_HOST))
+            .output(encapsulated_frame(&want, 100, GATEWAY_HOST))
             .to(up),
         Fixture::new("an ICMP error quoting a flow nobody has: dropped",
             unreachable_quoting(ROUTER_MAC, SNAT_EXT_MAC, remote, SNAT_IP, 64,
@@ -819,5 +706,5 @@ fn router_snat_translates_icmp_errors_back() {
             .on(Attach::External)
             .at(ext),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }

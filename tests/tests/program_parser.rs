@@ -92,10 +92,17 @@ fn edited(mut f: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     f
 }
 
+/// `f` with zeros after it up to `len` bytes (Ethernet padding).
+fn padded(mut f: Vec<u8>, len: usize) -> Vec<u8> {
+    f.resize(len, 0);
+    f
+}
+
 fn set16(f: &mut [u8], off: usize, v: u16) {
     f[off..off + 2].copy_from_slice(&v.to_be_bytes());
 }
 
+#[rustfmt::skip]
 fn well_formed() -> Vec<Fixture> {
     let p = b"0123456789";
     vec![
@@ -107,35 +114,11 @@ fn well_formed() -> Vec<Fixture> {
         pass("ipv6 udp", packets::ipv6_udp(p), Class::Ipv6),
         pass("ipv6 icmpv6 echo", packets::ipv6_icmp_echo(p), Class::Ipv6),
         pass("arp request", packets::arp_request(), Class::Arp),
-        pass(
-            "arp request padded to 60 bytes",
-            {
-                let mut f = packets::arp_request();
-                f.resize(60, 0);
-                f
-            },
-            Class::Arp,
-        ),
+        pass("arp request padded to 60 bytes", padded(packets::arp_request(), 60), Class::Arp),
         pass("lldp (other ethertype)", packets::lldp(), Class::Other),
-        pass(
-            "802.1Q ipv4 udp",
-            packets::vlan_ipv4_udp(100, p),
-            Class::Ipv4,
-        ),
-        pass(
-            "802.1ad+802.1Q ipv4 udp",
-            packets::qinq_ipv4_udp(10, 20, p),
-            Class::Ipv4,
-        ),
-        pass(
-            "ipv4 udp with Ethernet padding after the datagram",
-            {
-                let mut f = packets::ipv4_udp(b"x");
-                f.resize(60, 0);
-                f
-            },
-            Class::Ipv4,
-        ),
+        pass("802.1Q ipv4 udp", packets::vlan_ipv4_udp(100, p), Class::Ipv4),
+        pass("802.1ad+802.1Q ipv4 udp", packets::qinq_ipv4_udp(10, 20, p), Class::Ipv4),
+        pass("ipv4 udp with Ethernet padding after the datagram", padded(packets::ipv4_udp(b"x"), 60), Class::Ipv4),
         pass(
             "ipv4 with 4 bytes of options (IHL 6)",
             {
@@ -175,37 +158,15 @@ fn well_formed() -> Vec<Fixture> {
             }),
             Class::Ipv4,
         ),
-        pass(
-            "ipv6 hop-by-hop + destination options + udp",
-            packets::ipv6_with_ext(
-                &[(0, packets::ext_header(0)), (60, packets::ext_header(1))],
-                p,
-            ),
-            Class::Ipv6,
-        ),
-        pass(
-            "ipv6 routing header + udp",
-            packets::ipv6_with_ext(&[(43, packets::ext_header(2))], p),
-            Class::Ipv6,
-        ),
-        pass(
-            "ipv6 first fragment",
-            packets::ipv6_with_ext(&[(44, packets::frag_header(0, true))], p),
-            Class::Ipv6,
-        ),
-        pass(
-            "ipv6 later fragment",
-            packets::ipv6_with_ext(&[(44, packets::frag_header(100, false))], p),
-            Class::Ipv6,
-        ),
-        pass(
-            "ipv6 with 8 extension headers (the limit)",
-            packets::ipv6_with_ext(&vec![(60, packets::ext_header(0)); 8], p),
-            Class::Ipv6,
-        ),
+        pass("ipv6 hop-by-hop + destination options + udp", packets::ipv6_with_ext(&[(0, packets::ext_header(0)), (60, packets::ext_header(1))], p), Class::Ipv6),
+        pass("ipv6 routing header + udp", packets::ipv6_with_ext(&[(43, packets::ext_header(2))], p), Class::Ipv6),
+        pass("ipv6 first fragment", packets::ipv6_with_ext(&[(44, packets::frag_header(0, true))], p), Class::Ipv6),
+        pass("ipv6 later fragment", packets::ipv6_with_ext(&[(44, packets::frag_header(100, false))], p), Class::Ipv6),
+        pass("ipv6 with 8 extension headers (the limit)", packets::ipv6_with_ext(&vec![(60, packets::ext_header(0)); 8], p), Class::Ipv6),
     ]
 }
 
+#[rustfmt::skip]
 fn malformed() -> Vec<Fixture> {
     let p = b"0123456789";
     vec![
@@ -220,26 +181,10 @@ fn malformed() -> Vec<Fixture> {
             },
             TooManyVlanTags,
         ),
-        drop(
-            "ipv4 IHL 4",
-            edited(packets::ipv4_tcp(p), |f| f[L3] = 0x44),
-            BadIpv4HeaderLength,
-        ),
-        drop(
-            "ipv4 IHL 0",
-            edited(packets::ipv4_tcp(p), |f| f[L3] = 0x40),
-            BadIpv4HeaderLength,
-        ),
-        drop(
-            "ipv4 version 5",
-            edited(packets::ipv4_tcp(p), |f| f[L3] = 0x55),
-            BadIpv4Version,
-        ),
-        drop(
-            "ipv4 version 6 under ethertype ipv4",
-            edited(packets::ipv4_tcp(p), |f| f[L3] = 0x65),
-            BadIpv4Version,
-        ),
+        drop("ipv4 IHL 4", edited(packets::ipv4_tcp(p), |f| f[L3] = 0x44), BadIpv4HeaderLength),
+        drop("ipv4 IHL 0", edited(packets::ipv4_tcp(p), |f| f[L3] = 0x40), BadIpv4HeaderLength),
+        drop("ipv4 version 5", edited(packets::ipv4_tcp(p), |f| f[L3] = 0x55), BadIpv4Version),
+        drop("ipv4 version 6 under ethertype ipv4", edited(packets::ipv4_tcp(p), |f| f[L3] = 0x65), BadIpv4Version),
         drop(
             "ipv4 IHL 15 but total length 40",
             edited(packets::ipv4_tcp(p), |f| {
@@ -248,86 +193,22 @@ fn malformed() -> Vec<Fixture> {
             }),
             BadIpv4TotalLength,
         ),
-        drop(
-            "ipv4 total length 10 (< header)",
-            edited(packets::ipv4_tcp(p), |f| set16(f, L3 + 2, 10)),
-            BadIpv4TotalLength,
-        ),
-        drop(
-            "ipv4 total length past the frame",
-            edited(packets::ipv4_tcp(p), |f| set16(f, L3 + 2, 1500)),
-            BadIpv4TotalLength,
-        ),
-        drop(
-            "ipv4 total length 0xffff",
-            edited(packets::ipv4_udp(p), |f| set16(f, L3 + 2, 0xffff)),
-            BadIpv4TotalLength,
-        ),
-        drop(
-            "tcp data offset 0",
-            edited(packets::ipv4_tcp(p), |f| f[L4 + 12] = 0x00),
-            BadTcpDataOffset,
-        ),
-        drop(
-            "tcp data offset 4",
-            edited(packets::ipv4_tcp(p), |f| f[L4 + 12] = 0x40),
-            BadTcpDataOffset,
-        ),
-        drop(
-            "tcp data offset 15 past a 30-byte segment",
-            edited(packets::ipv4_tcp(p), |f| f[L4 + 12] = 0xf0),
-            BadTcpDataOffset,
-        ),
-        drop(
-            "tcp with 10 bytes by the IP total length",
-            edited(packets::ipv4_tcp(p), |f| set16(f, L3 + 2, 30)),
-            TruncatedTcp,
-        ),
-        drop(
-            "udp length 0",
-            edited(packets::ipv4_udp(p), |f| set16(f, L4 + 4, 0)),
-            BadUdpLength,
-        ),
-        drop(
-            "udp length 4",
-            edited(packets::ipv4_udp(p), |f| set16(f, L4 + 4, 4)),
-            BadUdpLength,
-        ),
-        drop(
-            "udp length past the IP payload",
-            edited(packets::ipv4_udp(p), |f| set16(f, L4 + 4, 200)),
-            BadUdpLength,
-        ),
-        drop(
-            "udp with 4 bytes by the IP total length",
-            edited(packets::ipv4_udp(p), |f| set16(f, L3 + 2, 24)),
-            TruncatedUdp,
-        ),
-        drop(
-            "icmp with 4 bytes by the IP total length",
-            edited(packets::ipv4_icmp_echo(p), |f| set16(f, L3 + 2, 24)),
-            TruncatedIcmp,
-        ),
-        drop(
-            "ipv6 udp length past the payload",
-            edited(packets::ipv6_udp(p), |f| set16(f, 14 + 40 + 4, 100)),
-            BadUdpLength,
-        ),
-        drop(
-            "ipv6 version 4 under ethertype ipv6",
-            edited(packets::ipv6_udp(p), |f| f[L3] = 0x40),
-            BadIpv6Version,
-        ),
-        drop(
-            "ipv6 payload length past the frame",
-            edited(packets::ipv6_udp(p), |f| set16(f, L3 + 4, 1000)),
-            BadIpv6PayloadLength,
-        ),
-        drop(
-            "ipv6 tcp data offset 3",
-            edited(packets::ipv6_tcp(p), |f| f[14 + 40 + 12] = 0x30),
-            BadTcpDataOffset,
-        ),
+        drop("ipv4 total length 10 (< header)", edited(packets::ipv4_tcp(p), |f| set16(f, L3 + 2, 10)), BadIpv4TotalLength),
+        drop("ipv4 total length past the frame", edited(packets::ipv4_tcp(p), |f| set16(f, L3 + 2, 1500)), BadIpv4TotalLength),
+        drop("ipv4 total length 0xffff", edited(packets::ipv4_udp(p), |f| set16(f, L3 + 2, 0xffff)), BadIpv4TotalLength),
+        drop("tcp data offset 0", edited(packets::ipv4_tcp(p), |f| f[L4 + 12] = 0x00), BadTcpDataOffset),
+        drop("tcp data offset 4", edited(packets::ipv4_tcp(p), |f| f[L4 + 12] = 0x40), BadTcpDataOffset),
+        drop("tcp data offset 15 past a 30-byte segment", edited(packets::ipv4_tcp(p), |f| f[L4 + 12] = 0xf0), BadTcpDataOffset),
+        drop("tcp with 10 bytes by the IP total length", edited(packets::ipv4_tcp(p), |f| set16(f, L3 + 2, 30)), TruncatedTcp),
+        drop("udp length 0", edited(packets::ipv4_udp(p), |f| set16(f, L4 + 4, 0)), BadUdpLength),
+        drop("udp length 4", edited(packets::ipv4_udp(p), |f| set16(f, L4 + 4, 4)), BadUdpLength),
+        drop("udp length past the IP payload", edited(packets::ipv4_udp(p), |f| set16(f, L4 + 4, 200)), BadUdpLength),
+        drop("udp with 4 bytes by the IP total length", edited(packets::ipv4_udp(p), |f| set16(f, L3 + 2, 24)), TruncatedUdp),
+        drop("icmp with 4 bytes by the IP total length", edited(packets::ipv4_icmp_echo(p), |f| set16(f, L3 + 2, 24)), TruncatedIcmp),
+        drop("ipv6 udp length past the payload", edited(packets::ipv6_udp(p), |f| set16(f, 14 + 40 + 4, 100)), BadUdpLength),
+        drop("ipv6 version 4 under ethertype ipv6", edited(packets::ipv6_udp(p), |f| f[L3] = 0x40), BadIpv6Version),
+        drop("ipv6 payload length past the frame", edited(packets::ipv6_udp(p), |f| set16(f, L3 + 4, 1000)), BadIpv6PayloadLength),
+        drop("ipv6 tcp data offset 3", edited(packets::ipv6_tcp(p), |f| f[14 + 40 + 12] = 0x30), BadTcpDataOffset),
         drop(
             "ipv6 icmpv6 with 4 bytes by payload length",
             edited(packets::ipv6_icmp_echo(p), |f| {
@@ -336,34 +217,11 @@ fn malformed() -> Vec<Fixture> {
             }),
             TruncatedIcmp,
         ),
-        drop(
-            "ipv6 extension header longer than the payload",
-            edited(
-                packets::ipv6_with_ext(&[(0, packets::ext_header(0))], p),
-                |f| f[14 + 40 + 1] = 20,
-            ),
-            TruncatedIpv6ExtHeader,
-        ),
-        drop(
-            "ipv6 with 9 extension headers",
-            packets::ipv6_with_ext(&vec![(60, packets::ext_header(0)); 9], p),
-            TooManyIpv6ExtHeaders,
-        ),
-        drop(
-            "arp hardware length 8",
-            edited(packets::arp_request(), |f| f[14 + 4] = 8),
-            BadArp,
-        ),
-        drop(
-            "arp protocol type ipv6",
-            edited(packets::arp_request(), |f| set16(f, 14 + 2, 0x86dd)),
-            BadArp,
-        ),
-        drop(
-            "arp hardware type 6 (IEEE 802)",
-            edited(packets::arp_request(), |f| set16(f, 14, 6)),
-            BadArp,
-        ),
+        drop("ipv6 extension header longer than the payload", edited(packets::ipv6_with_ext(&[(0, packets::ext_header(0))], p), |f| f[14 + 40 + 1] = 20), TruncatedIpv6ExtHeader),
+        drop("ipv6 with 9 extension headers", packets::ipv6_with_ext(&vec![(60, packets::ext_header(0)); 9], p), TooManyIpv6ExtHeaders),
+        drop("arp hardware length 8", edited(packets::arp_request(), |f| f[14 + 4] = 8), BadArp),
+        drop("arp protocol type ipv6", edited(packets::arp_request(), |f| set16(f, 14 + 2, 0x86dd)), BadArp),
+        drop("arp hardware type 6 (IEEE 802)", edited(packets::arp_request(), |f| set16(f, 14, 6)), BadArp),
     ]
 }
 
@@ -379,57 +237,55 @@ fn ipv4_truncation_reason(n: usize) -> DropReason {
     }
 }
 
+/// A frame to cut (what it is, its bytes) and the reason a cut to each
+/// length is dropped for.
+type Truncated = (&'static str, Vec<u8>, fn(usize) -> DropReason);
+
 fn truncations() -> Vec<Fixture> {
+    // Each frame cut at every length short of whole, with the reason for
+    // each length.
+    let cases: [Truncated; 4] = [
+        (
+            "eth+ipv4+tcp",
+            packets::ipv4_tcp(b"0123456789"),
+            ipv4_truncation_reason,
+        ),
+        ("eth+ipv6+udp", packets::ipv6_udp(b"0123456789"), |n| {
+            if n < 14 {
+                TruncatedEthernet
+            } else if n < 54 {
+                TruncatedIpv6
+            } else {
+                BadIpv6PayloadLength
+            }
+        }),
+        ("arp", packets::arp_request(), |n| {
+            if n < 14 {
+                TruncatedEthernet
+            } else {
+                TruncatedArp
+            }
+        }),
+        (
+            "802.1Q frame",
+            packets::vlan_ipv4_udp(100, b"01234"),
+            |n| match n {
+                0..14 => TruncatedEthernet,
+                14..18 => TruncatedVlan,
+                18..38 => TruncatedIpv4,
+                _ => BadIpv4TotalLength,
+            },
+        ),
+    ];
     let mut rows = Vec::new();
-    let tcp = packets::ipv4_tcp(b"0123456789");
-    for n in 0..tcp.len() {
-        rows.push(drop(
-            &format!("eth+ipv4+tcp cut to {n} of {}", tcp.len()),
-            tcp[..n].to_vec(),
-            ipv4_truncation_reason(n),
-        ));
-    }
-    let udp6 = packets::ipv6_udp(b"0123456789");
-    for n in 0..udp6.len() {
-        let r = if n < 14 {
-            TruncatedEthernet
-        } else if n < 54 {
-            TruncatedIpv6
-        } else {
-            BadIpv6PayloadLength
-        };
-        rows.push(drop(
-            &format!("eth+ipv6+udp cut to {n} of {}", udp6.len()),
-            udp6[..n].to_vec(),
-            r,
-        ));
-    }
-    let arp = packets::arp_request();
-    for n in 0..arp.len() {
-        let r = if n < 14 {
-            TruncatedEthernet
-        } else {
-            TruncatedArp
-        };
-        rows.push(drop(
-            &format!("arp cut to {n} of {}", arp.len()),
-            arp[..n].to_vec(),
-            r,
-        ));
-    }
-    let vlan = packets::vlan_ipv4_udp(100, b"01234");
-    for n in 0..vlan.len() {
-        let r = match n {
-            0..14 => TruncatedEthernet,
-            14..18 => TruncatedVlan,
-            18..38 => TruncatedIpv4,
-            _ => BadIpv4TotalLength,
-        };
-        rows.push(drop(
-            &format!("802.1Q frame cut to {n} of {}", vlan.len()),
-            vlan[..n].to_vec(),
-            r,
-        ));
+    for (what, frame, reason) in cases {
+        for n in 0..frame.len() {
+            rows.push(drop(
+                &format!("{what} cut to {n} of {}", frame.len()),
+                frame[..n].to_vec(),
+                reason(n),
+            ));
+        }
     }
     rows
 }

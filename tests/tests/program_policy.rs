@@ -24,53 +24,18 @@ use etherparse::PacketBuilder;
 use strato_dataplane::Attach;
 use strato_tests::packets;
 use strato_tests::progtest::{
-    Expect, Fixture, Net, Port, ProgramTester, Router, SecurityGroupEntry, SgRuleEntry, World,
-    UNDERLAY_IP, UPLINK, UPLINK_MAC,
+    mac, vm, Expect, Fixture, Net, Port, ProgramTester, Router, SecurityGroupEntry, SgRuleEntry,
+    Vm, World, UNDERLAY_IP, UPLINK_MAC,
 };
-
-#[derive(Clone, Copy)]
-struct Vm {
-    mac: [u8; 6],
-    ip: [u8; 4],
-    tap: &'static str,
-}
-
-const fn mac(tail: [u8; 3]) -> [u8; 6] {
-    [0xfa, 0x16, 0x3e, tail[0], tail[1], tail[2]]
-}
 
 const GW_A_MAC: [u8; 6] = mac([0xa0, 0, 1]);
 const GW_B_MAC: [u8; 6] = mac([0xb0, 0, 1]);
-const W1: Vm = Vm {
-    mac: mac([0, 1, 5]),
-    ip: [10, 1, 0, 5],
-    tap: "tp1",
-};
-const C1: Vm = Vm {
-    mac: mac([0, 1, 6]),
-    ip: [10, 1, 0, 6],
-    tap: "tp2",
-};
-const D1: Vm = Vm {
-    mac: mac([0, 2, 5]),
-    ip: [10, 1, 1, 5],
-    tap: "tp3",
-};
-const S1: Vm = Vm {
-    mac: mac([0, 1, 7]),
-    ip: [10, 1, 0, 7],
-    tap: "tp4",
-};
-const N1: Vm = Vm {
-    mac: mac([0, 1, 8]),
-    ip: [10, 1, 0, 8],
-    tap: "tp5",
-};
-const R3: Vm = Vm {
-    mac: mac([0, 1, 0x20]),
-    ip: [10, 1, 0, 20],
-    tap: "",
-};
+const W1: Vm = vm([0, 1, 5], [10, 1, 0, 5], "tp1");
+const C1: Vm = vm([0, 1, 6], [10, 1, 0, 6], "tp2");
+const D1: Vm = vm([0, 2, 5], [10, 1, 1, 5], "tp3");
+const S1: Vm = vm([0, 1, 7], [10, 1, 0, 7], "tp4");
+const N1: Vm = vm([0, 1, 8], [10, 1, 0, 8], "tp5");
+const R3: Vm = vm([0, 1, 0x20], [10, 1, 0, 20], "");
 const HOST_R3: [u8; 4] = [198, 18, 2, 2];
 const PEER_HOST_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x02, 0x02, 0x02];
 
@@ -108,11 +73,7 @@ fn world(allow_80: bool) -> World {
     World::new()
         .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("b", 101).subnet("sb", "10.1.1.0/24", "10.1.1.1"))
-        .router(
-            Router::new("r1")
-                .interface("sa", GW_A_MAC)
-                .interface("sb", GW_B_MAC),
-        )
+        .router(Router::on("r1", &[("sa", GW_A_MAC), ("sb", GW_B_MAC)]))
         .group(web(allow_80))
         .group(SecurityGroupEntry {
             id: "client".into(),
@@ -292,305 +253,73 @@ fn state_of(t: &ProgramTester, a: [u8; 4], b: [u8; 4], port_a: u16, port_b: u16)
 #[test]
 fn tcp_states_and_policy_dimensions() {
     let mut t = tester();
+    #[rustfmt::skip]
     let rows = vec![
         // A full connection c1 -> w1:80 (allowed by web from 10.1.0.0/24).
-        fwd(
-            &t,
-            "SYN c1 -> w1:80 (allowed)",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, SYN, 1000, 0, b""),
-        ),
+        fwd(&t, "SYN c1 -> w1:80 (allowed)", C1, W1, tcp(C1, W1, 40000, 80, SYN, 1000, 0, b"")),
         // c1 has no ingress rule: its SYN-ACK passes only as a reply.
-        fwd(
-            &t,
-            "SYN-ACK w1 -> c1 (tracked reply)",
-            W1,
-            C1,
-            tcp(W1, C1, 80, 40000, SYN | ACK, 5000, 1001, b""),
-        ),
-        fwd(
-            &t,
-            "ACK c1 -> w1",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, ACK, 1001, 5001, b""),
-        ),
-        fwd(
-            &t,
-            "data w1 -> c1",
-            W1,
-            C1,
-            tcp(W1, C1, 80, 40000, ACK | PSH, 5001, 1001, b"hello"),
-        ),
-        fwd(
-            &t,
-            "data c1 -> w1",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, ACK | PSH, 1001, 5006, b"hi"),
-        ),
-        port(
-            &t,
-            "segment a gigabyte beyond the window",
-            C1,
-            tcp(
-                C1,
-                W1,
-                40000,
-                80,
-                ACK,
-                1001u32.wrapping_add(1 << 30),
-                5006,
-                b"x",
-            ),
-            Expect::Drop(CtOutOfWindow),
-        ),
-        port(
-            &t,
-            "acknowledges data w1 never sent",
-            C1,
-            tcp(C1, W1, 40000, 80, ACK, 1003, 5006 + 100_000, b""),
-            Expect::Drop(CtOutOfWindow),
-        ),
-        port(
-            &t,
-            "SYN+FIN",
-            C1,
-            tcp(C1, W1, 40001, 80, SYN | FIN, 1, 0, b""),
-            Expect::Drop(CtInvalid),
-        ),
-        port(
-            &t,
-            "SYN+RST",
-            C1,
-            tcp(C1, W1, 40001, 80, SYN | RST, 1, 0, b""),
-            Expect::Drop(CtInvalid),
-        ),
-        port(
-            &t,
-            "FIN without ACK",
-            C1,
-            tcp(C1, W1, 40001, 80, FIN, 1, 0, b""),
-            Expect::Drop(CtInvalid),
-        ),
-        port(
-            &t,
-            "no flags",
-            C1,
-            tcp(C1, W1, 40001, 80, 0, 1, 0, b""),
-            Expect::Drop(CtInvalid),
-        ),
+        fwd(&t, "SYN-ACK w1 -> c1 (tracked reply)", W1, C1, tcp(W1, C1, 80, 40000, SYN | ACK, 5000, 1001, b"")),
+        fwd(&t, "ACK c1 -> w1", C1, W1, tcp(C1, W1, 40000, 80, ACK, 1001, 5001, b"")),
+        fwd(&t, "data w1 -> c1", W1, C1, tcp(W1, C1, 80, 40000, ACK | PSH, 5001, 1001, b"hello")),
+        fwd(&t, "data c1 -> w1", C1, W1, tcp(C1, W1, 40000, 80, ACK | PSH, 1001, 5006, b"hi")),
+        port(&t, "segment a gigabyte beyond the window", C1, tcp(C1, W1, 40000, 80, ACK, 1001u32.wrapping_add(1 << 30), 5006, b"x"), Expect::Drop(CtOutOfWindow)),
+        port(&t, "acknowledges data w1 never sent", C1, tcp(C1, W1, 40000, 80, ACK, 1003, 5006 + 100_000, b""), Expect::Drop(CtOutOfWindow)),
+        port(&t, "SYN+FIN", C1, tcp(C1, W1, 40001, 80, SYN | FIN, 1, 0, b""), Expect::Drop(CtInvalid)),
+        port(&t, "SYN+RST", C1, tcp(C1, W1, 40001, 80, SYN | RST, 1, 0, b""), Expect::Drop(CtInvalid)),
+        port(&t, "FIN without ACK", C1, tcp(C1, W1, 40001, 80, FIN, 1, 0, b""), Expect::Drop(CtInvalid)),
+        port(&t, "no flags", C1, tcp(C1, W1, 40001, 80, 0, 1, 0, b""), Expect::Drop(CtInvalid)),
         // Ports and prefixes.
-        port(
-            &t,
-            "SYN c1 -> w1:81 (no rule)",
-            C1,
-            tcp(C1, W1, 40002, 81, SYN, 1, 0, b""),
-            Expect::Drop(PolicyDeniedIngress),
-        ),
-        port(
-            &t,
-            "ACK c1 -> w1:22 without a connection",
-            C1,
-            tcp(C1, W1, 40002, 22, ACK, 1, 1, b""),
-            Expect::Drop(PolicyDeniedIngress),
-        ),
-        port(
-            &t,
-            "SYN w1 -> c1:22 (client allows no ingress)",
-            W1,
-            tcp(W1, C1, 40003, 22, SYN, 1, 0, b""),
-            Expect::Drop(PolicyDeniedIngress),
-        ),
-        port(
-            &t,
-            "SYN d1 -> w1:80 routed (80 only from net a)",
-            D1,
-            tcp_to(D1, GW_B_MAC, W1.ip, 40004, 80, SYN, 1, 0, b""),
-            Expect::Drop(PolicyDeniedIngress),
-        ),
-        port(
-            &t,
-            "SYN d1 -> w1:8050 routed (8000-8100 from net b)",
-            D1,
-            tcp_to(D1, GW_B_MAC, W1.ip, 40004, 8050, SYN, 1, 0, b""),
-            Expect::Forward,
-        )
-        .to(t.ifindex(W1.tap))
-        .output(routed(
-            tcp_to(D1, GW_B_MAC, W1.ip, 40004, 8050, SYN, 1, 0, b""),
-            W1.mac,
-            GW_A_MAC,
-        )),
-        port(
-            &t,
-            "SYN d1 -> w1:8101 (just outside the range)",
-            D1,
-            tcp_to(D1, GW_B_MAC, W1.ip, 40004, 8101, SYN, 1, 0, b""),
-            Expect::Drop(PolicyDeniedIngress),
-        ),
+        port(&t, "SYN c1 -> w1:81 (no rule)", C1, tcp(C1, W1, 40002, 81, SYN, 1, 0, b""), Expect::Drop(PolicyDeniedIngress)),
+        port(&t, "ACK c1 -> w1:22 without a connection", C1, tcp(C1, W1, 40002, 22, ACK, 1, 1, b""), Expect::Drop(PolicyDeniedIngress)),
+        port(&t, "SYN w1 -> c1:22 (client allows no ingress)", W1, tcp(W1, C1, 40003, 22, SYN, 1, 0, b""), Expect::Drop(PolicyDeniedIngress)),
+        port(&t, "SYN d1 -> w1:80 routed (80 only from net a)", D1, tcp_to(D1, GW_B_MAC, W1.ip, 40004, 80, SYN, 1, 0, b""), Expect::Drop(PolicyDeniedIngress)),
+        port(&t, "SYN d1 -> w1:8050 routed (8000-8100 from net b)", D1, tcp_to(D1, GW_B_MAC, W1.ip, 40004, 8050, SYN, 1, 0, b""), Expect::Forward).to(t.ifindex(W1.tap)).output(routed(tcp_to(D1, GW_B_MAC, W1.ip, 40004, 8050, SYN, 1, 0, b""), W1.mac, GW_A_MAC)),
+        port(&t, "SYN d1 -> w1:8101 (just outside the range)", D1, tcp_to(D1, GW_B_MAC, W1.ip, 40004, 8101, SYN, 1, 0, b""), Expect::Drop(PolicyDeniedIngress)),
         // Remote group: db allows 5432 from members of web only.
-        port(
-            &t,
-            "SYN w1 -> d1:5432 (w1 is in web)",
-            W1,
-            tcp_to(W1, GW_A_MAC, D1.ip, 40005, 5432, SYN, 1, 0, b""),
-            Expect::Forward,
-        )
-        .to(t.ifindex(D1.tap))
-        .output(routed(
-            tcp_to(W1, GW_A_MAC, D1.ip, 40005, 5432, SYN, 1, 0, b""),
-            D1.mac,
-            GW_B_MAC,
-        )),
-        port(
-            &t,
-            "SYN c1 -> d1:5432 (c1 is not)",
-            C1,
-            tcp_to(C1, GW_A_MAC, D1.ip, 40006, 5432, SYN, 1, 0, b""),
-            Expect::Drop(PolicyDeniedIngress),
-        ),
+        port(&t, "SYN w1 -> d1:5432 (w1 is in web)", W1, tcp_to(W1, GW_A_MAC, D1.ip, 40005, 5432, SYN, 1, 0, b""), Expect::Forward).to(t.ifindex(D1.tap)).output(routed(tcp_to(W1, GW_A_MAC, D1.ip, 40005, 5432, SYN, 1, 0, b""), D1.mac, GW_B_MAC)),
+        port(&t, "SYN c1 -> d1:5432 (c1 is not)", C1, tcp_to(C1, GW_A_MAC, D1.ip, 40006, 5432, SYN, 1, 0, b""), Expect::Drop(PolicyDeniedIngress)),
         // ICMP by type, and echo pseudo-connections.
-        fwd(
-            &t,
-            "ping c1 -> w1 (type 8 allowed)",
-            C1,
-            W1,
-            ping(C1, W1, 77),
-        ),
-        fwd(
-            &t,
-            "echo reply w1 -> c1 (tracked)",
-            W1,
-            C1,
-            echo_reply(W1, C1, 77),
-        ),
-        port(
-            &t,
-            "ping w1 -> c1 (no ingress)",
-            W1,
-            ping(W1, C1, 78),
-            Expect::Drop(PolicyDeniedIngress),
-        ),
+        fwd(&t, "ping c1 -> w1 (type 8 allowed)", C1, W1, ping(C1, W1, 77)),
+        fwd(&t, "echo reply w1 -> c1 (tracked)", W1, C1, echo_reply(W1, C1, 77)),
+        port(&t, "ping w1 -> c1 (no ingress)", W1, ping(W1, C1, 78), Expect::Drop(PolicyDeniedIngress)),
         // Related ICMP errors.
-        fwd(
-            &t,
-            "port unreachable about the tracked c1 -> w1:80",
-            W1,
-            C1,
-            port_unreachable(W1, C1, &tcp(C1, W1, 40000, 80, ACK, 1003, 5006, b"")),
-        ),
-        port(
-            &t,
-            "port unreachable about no flow",
-            W1,
-            port_unreachable(W1, C1, &tcp(C1, W1, 45000, 80, ACK, 1, 1, b"")),
-            Expect::Drop(PolicyDeniedIngress),
-        ),
+        fwd(&t, "port unreachable about the tracked c1 -> w1:80", W1, C1, port_unreachable(W1, C1, &tcp(C1, W1, 40000, 80, ACK, 1003, 5006, b""))),
+        port(&t, "port unreachable about no flow", W1, port_unreachable(W1, C1, &tcp(C1, W1, 45000, 80, ACK, 1, 1, b"")), Expect::Drop(PolicyDeniedIngress)),
         // Stateless: every packet against the rules, both ways.
-        fwd(
-            &t,
-            "UDP c1 -> s1:53 (stateless ingress rule)",
-            C1,
-            S1,
-            udp(C1, S1, 5353, 53),
-        ),
-        fwd(
-            &t,
-            "UDP s1 -> c1 reply (s1 egress UDP; c1 tracked)",
-            S1,
-            C1,
-            udp(S1, C1, 53, 5353),
-        ),
-        port(
-            &t,
-            "UDP c1 -> s1:54",
-            C1,
-            udp(C1, S1, 5353, 54),
-            Expect::Drop(PolicyDeniedIngress),
-        ),
-        port(
-            &t,
-            "TCP from s1 (stateless egress is UDP only)",
-            S1,
-            tcp(S1, C1, 40007, 80, SYN, 1, 0, b""),
-            Expect::Drop(PolicyDeniedEgress),
-        ),
+        fwd(&t, "UDP c1 -> s1:53 (stateless ingress rule)", C1, S1, udp(C1, S1, 5353, 53)),
+        fwd(&t, "UDP s1 -> c1 reply (s1 egress UDP; c1 tracked)", S1, C1, udp(S1, C1, 53, 5353)),
+        port(&t, "UDP c1 -> s1:54", C1, udp(C1, S1, 5353, 54), Expect::Drop(PolicyDeniedIngress)),
+        port(&t, "TCP from s1 (stateless egress is UDP only)", S1, tcp(S1, C1, 40007, 80, SYN, 1, 0, b""), Expect::Drop(PolicyDeniedEgress)),
         // Port security on and no group: nothing in or out.
-        port(
-            &t,
-            "UDP c1 -> n1 (no group)",
-            C1,
-            udp(C1, N1, 5353, 53),
-            Expect::Drop(PolicyDeniedIngress),
-        ),
-        port(
-            &t,
-            "UDP n1 -> c1 (no group)",
-            N1,
-            udp(N1, C1, 5353, 53),
-            Expect::Drop(PolicyDeniedEgress),
-        ),
+        port(&t, "UDP c1 -> n1 (no group)", C1, udp(C1, N1, 5353, 53), Expect::Drop(PolicyDeniedIngress)),
+        port(&t, "UDP n1 -> c1 (no group)", N1, udp(N1, C1, 5353, 53), Expect::Drop(PolicyDeniedEgress)),
     ];
-    for f in &rows {
-        t.check(f);
-    }
+    t.check_rows(rows);
     assert_eq!(
         state_of(&t, C1.ip, W1.ip, 40000, 80),
         vec![CT_TCP_ESTABLISHED],
         "one entry for the connection on this host (c1's egress and w1's ingress side)"
     );
     // Teardown by FIN from both sides.
-    for f in [
-        fwd(
-            &t,
-            "FIN c1 -> w1",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, FIN | ACK, 1003, 5006, b""),
-        ),
-        fwd(
-            &t,
-            "FIN w1 -> c1",
-            W1,
-            C1,
-            tcp(W1, C1, 80, 40000, FIN | ACK, 5006, 1004, b""),
-        ),
-        fwd(
-            &t,
-            "last ACK c1 -> w1",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, ACK, 1004, 5007, b""),
-        ),
-    ] {
-        t.check(&f);
-    }
+    #[rustfmt::skip]
+    let rows = vec![
+        fwd(&t, "FIN c1 -> w1", C1, W1, tcp(C1, W1, 40000, 80, FIN | ACK, 1003, 5006, b"")),
+        fwd(&t, "FIN w1 -> c1", W1, C1, tcp(W1, C1, 80, 40000, FIN | ACK, 5006, 1004, b"")),
+        fwd(&t, "last ACK c1 -> w1", C1, W1, tcp(C1, W1, 40000, 80, ACK, 1004, 5007, b"")),
+    ];
+    t.check_rows(rows);
     assert_eq!(
         state_of(&t, C1.ip, W1.ip, 40000, 80),
         vec![CT_TCP_TIME_WAIT],
         "the entry saw the close"
     );
     // Reset, then a new SYN on the same ports reopens (checked again).
-    for f in [
-        fwd(
-            &t,
-            "SYN c1 -> w1:80 again (reopens)",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, SYN, 9000, 0, b""),
-        ),
-        fwd(
-            &t,
-            "RST w1 -> c1",
-            W1,
-            C1,
-            tcp(W1, C1, 80, 40000, RST | ACK, 0, 9001, b""),
-        ),
-    ] {
-        t.check(&f);
-    }
+    #[rustfmt::skip]
+    let rows = vec![
+        fwd(&t, "SYN c1 -> w1:80 again (reopens)", C1, W1, tcp(C1, W1, 40000, 80, SYN, 9000, 0, b"")),
+        fwd(&t, "RST w1 -> c1", W1, C1, tcp(W1, C1, 80, 40000, RST | ACK, 0, 9001, b"")),
+    ];
+    t.check_rows(rows);
     assert!(state_of(&t, C1.ip, W1.ip, 40000, 80)
         .iter()
         .all(|s| *s == CT_TCP_CLOSE));
@@ -637,59 +366,21 @@ fn syn_scaled(from: Vm, to: Vm, sport: u16, dport: u16, flags: u8, seq: u32, ack
 #[test]
 fn window_scale_from_the_syn_options() {
     let mut t = tester();
+    #[rustfmt::skip]
     let rows = vec![
-        fwd(
-            &t,
-            "SYN c1 -> w1:80 offering window scale 2",
-            C1,
-            W1,
-            syn_scaled(C1, W1, 40100, 80, SYN, 1000, 0),
-        ),
-        fwd(
-            &t,
-            "SYN-ACK w1 -> c1 offering window scale 2",
-            W1,
-            C1,
-            syn_scaled(W1, C1, 80, 40100, SYN | ACK, 5000, 1001),
-        ),
-        fwd(
-            &t,
-            "ACK c1 -> w1",
-            C1,
-            W1,
-            tcp(C1, W1, 40100, 80, ACK, 1001, 5001, b""),
-        ),
-        fwd(
-            &t,
-            "ACK w1 -> c1: window 65535 << 2",
-            W1,
-            C1,
-            tcp(W1, C1, 80, 40100, ACK, 5001, 1001, b""),
-        ),
-        fwd(
-            &t,
-            "c1 -> w1 200,000 bytes ahead: inside the scaled window",
-            C1,
-            W1,
-            tcp(C1, W1, 40100, 80, ACK, 1001 + 200_000, 5001, b"x"),
-        ),
-        port(
-            &t,
-            "c1 -> w1 300,000 bytes ahead: beyond it",
-            C1,
-            tcp(C1, W1, 40100, 80, ACK, 1001 + 300_000, 5001, b"x"),
-            Expect::Drop(CtOutOfWindow),
-        ),
+        fwd(&t, "SYN c1 -> w1:80 offering window scale 2", C1, W1, syn_scaled(C1, W1, 40100, 80, SYN, 1000, 0)),
+        fwd(&t, "SYN-ACK w1 -> c1 offering window scale 2", W1, C1, syn_scaled(W1, C1, 80, 40100, SYN | ACK, 5000, 1001)),
+        fwd(&t, "ACK c1 -> w1", C1, W1, tcp(C1, W1, 40100, 80, ACK, 1001, 5001, b"")),
+        fwd(&t, "ACK w1 -> c1: window 65535 << 2", W1, C1, tcp(W1, C1, 80, 40100, ACK, 5001, 1001, b"")),
+        fwd(&t, "c1 -> w1 200,000 bytes ahead: inside the scaled window", C1, W1, tcp(C1, W1, 40100, 80, ACK, 1001 + 200_000, 5001, b"x")),
+        port(&t, "c1 -> w1 300,000 bytes ahead: beyond it", C1, tcp(C1, W1, 40100, 80, ACK, 1001 + 300_000, 5001, b"x"), Expect::Drop(CtOutOfWindow)),
     ];
-    for f in &rows {
-        t.check(f);
-    }
+    t.check_rows(rows);
 }
 
 #[test]
 fn ingress_rules_at_the_uplink() {
     let mut t = tester();
-    let up = t.ifindex(UPLINK);
     let vx = |inner: &[u8]| {
         packets::vxlan(
             PEER_HOST_MAC,
@@ -705,56 +396,32 @@ fn ingress_rules_at_the_uplink() {
     let syn80 = tcp(R3, W1, 41000, 80, SYN, 1, 0, b"");
     let syn81 = tcp(R3, W1, 41000, 81, SYN, 1, 0, b"");
     t.check(
-        &Fixture::new(
+        &t.uplink_row(
             "VXLAN: SYN r3 -> w1:80 decapsulated and delivered",
             vx(&syn80),
             Expect::Forward,
         )
-        .on(Attach::Uplink)
-        .at(up)
         .to(t.ifindex(W1.tap))
         .output(syn80.clone()),
     );
-    t.check(
-        &Fixture::new(
-            "VXLAN: SYN r3 -> w1:81 dropped by w1's rules",
-            vx(&syn81),
-            Expect::Drop(PolicyDeniedIngress),
-        )
-        .on(Attach::Uplink)
-        .at(up),
-    );
+    t.check(&t.uplink_row(
+        "VXLAN: SYN r3 -> w1:81 dropped by w1's rules",
+        vx(&syn81),
+        Expect::Drop(PolicyDeniedIngress),
+    ));
 }
 
 #[test]
 fn rule_changes_cut_what_they_no_longer_allow_and_nothing_else() {
     let mut t = tester();
-    for f in [
-        fwd(
-            &t,
-            "SYN c1 -> w1:80",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, SYN, 1000, 0, b""),
-        ),
-        fwd(
-            &t,
-            "SYN-ACK",
-            W1,
-            C1,
-            tcp(W1, C1, 80, 40000, SYN | ACK, 5000, 1001, b""),
-        ),
-        fwd(
-            &t,
-            "ACK",
-            C1,
-            W1,
-            tcp(C1, W1, 40000, 80, ACK, 1001, 5001, b""),
-        ),
+    #[rustfmt::skip]
+    let rows = vec![
+        fwd(&t, "SYN c1 -> w1:80", C1, W1, tcp(C1, W1, 40000, 80, SYN, 1000, 0, b"")),
+        fwd(&t, "SYN-ACK", W1, C1, tcp(W1, C1, 80, 40000, SYN | ACK, 5000, 1001, b"")),
+        fwd(&t, "ACK", C1, W1, tcp(C1, W1, 40000, 80, ACK, 1001, 5001, b"")),
         fwd(&t, "ping c1 -> w1", C1, W1, ping(C1, W1, 9)),
-    ] {
-        t.check(&f);
-    }
+    ];
+    t.check_rows(rows);
     // web loses its port 80 rule: a new policy id for w1.
     t.install(&world(false));
     t.check(&port(

@@ -33,29 +33,10 @@ use etherparse::{
 use strato_dataplane::Attach;
 use strato_tests::packets::{self, IP_TTL, L3, L4};
 use strato_tests::progtest::{
-    Class, Expect, Expected, Fixture, Net, Port, ProgramTester, Router, World, OTHER_LINK_UNDERLAY,
-    UNDERLAY_IP, UNDERLAY_NEXTHOP_MAC, UNRESOLVED_UNDERLAY, UNROUTED_UNDERLAY, UPLINK, UPLINK_MAC,
+    encapsulated_frame, mac, vm, Class, Expect, Expected, Net, Port, ProgramTester, Router, Vm,
+    World, OTHER_LINK_UNDERLAY, UNDERLAY_IP, UNRESOLVED_UNDERLAY, UNROUTED_UNDERLAY, UPLINK,
+    UPLINK_MAC,
 };
-
-/// A VM as the rows see it.
-#[derive(Clone, Copy)]
-struct Vm {
-    mac: [u8; 6],
-    ip: [u8; 4],
-    tap: &'static str,
-}
-
-const fn vm(mac_tail: [u8; 3], ip: [u8; 4], tap: &'static str) -> Vm {
-    Vm {
-        mac: [0xfa, 0x16, 0x3e, mac_tail[0], mac_tail[1], mac_tail[2]],
-        ip,
-        tap,
-    }
-}
-
-const fn mac(tail: [u8; 3]) -> [u8; 6] {
-    [0xfa, 0x16, 0x3e, tail[0], tail[1], tail[2]]
-}
 
 // VPC blue.
 const GW_A: [u8; 4] = [10, 1, 0, 1];
@@ -103,9 +84,7 @@ fn world() -> World {
         )
         .net(Net::new("b", 101).subnet("sb", "10.1.1.0/24", "10.1.1.1"))
         .router(
-            Router::new("r1")
-                .interface("sa", GW_A_MAC)
-                .interface("sb", GW_B_MAC)
+            Router::on("r1", &[("sa", GW_A_MAC), ("sb", GW_B_MAC)])
                 .route("192.168.0.0/16", "10.1.1.5")
                 .route("172.16.0.0/12", "10.1.1.99"),
         )
@@ -128,11 +107,7 @@ fn world() -> World {
         .port(Port::remote("a10", "a", HOST_A3, A10.mac, A10.ip))
         .net(Net::new("x", 200).subnet("sx", "10.1.0.0/24", "10.1.0.1"))
         .net(Net::new("y", 201).subnet("sy", "10.1.1.0/24", "10.1.1.1"))
-        .router(
-            Router::new("r2")
-                .interface("sx", GW_X_MAC)
-                .interface("sy", GW_Y_MAC),
-        )
+        .router(Router::on("r2", &[("sx", GW_X_MAC), ("sy", GW_Y_MAC)]))
         .port(Port::local("x1", "x", X1.tap, X1.mac, X1.ip))
         .port(Port::local("x2", "x", X2.tap, X2.mac, X2.ip))
         .port(Port::remote("x3", "x", HOST_Y3, X3.mac, X3.ip))
@@ -143,27 +118,6 @@ fn tester() -> ProgramTester {
     let mut t = ProgramTester::in_test_net();
     t.install(&world());
     t
-}
-
-fn run_rows(t: &mut ProgramTester, rows: Vec<Fixture>) {
-    eprintln!("{} rows", rows.len());
-    for f in rows {
-        t.check(&f);
-    }
-}
-
-/// A row on the port program, arriving on `from`'s tap.
-fn port(t: &ProgramTester, d: &str, from: &str, input: Vec<u8>, expect: Expect) -> Fixture {
-    Fixture::new(d, input, expect)
-        .on(Attach::Port)
-        .at(t.ifindex(from))
-}
-
-/// A row on the uplink program, arriving on up0.
-fn uplink(t: &ProgramTester, d: &str, input: Vec<u8>, expect: Expect) -> Fixture {
-    Fixture::new(d, input, expect)
-        .on(Attach::Uplink)
-        .at(t.ifindex(UPLINK))
 }
 
 // ---------------------------------------------------------------------------
@@ -185,7 +139,13 @@ fn ping(from: Vm, dst_mac: [u8; 6], dst: [u8; 4]) -> Vec<u8> {
 
 /// who-has `target` tell `from` (broadcast).
 fn who_has(from: Vm, target: [u8; 4]) -> Vec<u8> {
-    packets::arp([0xff; 6], from.mac, 1, from.mac, from.ip, [0; 6], target)
+    who_has_from(from.mac, from.ip, target)
+}
+
+/// who-has `target` tell `sender` from `mac` (broadcast; the sender MAC
+/// the Ethernet source).
+fn who_has_from(mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    packets::arp([0xff; 6], mac, 1, mac, sender, [0; 6], target)
 }
 
 /// The ARP reply `owner_mac` owes the asker of `request`.
@@ -284,31 +244,11 @@ fn unreachable(h: DestUnreachableHeader) -> Icmpv4Type {
     Icmpv4Type::DestinationUnreachable(h)
 }
 
-/// Byte range of the outer UDP source port of an encapsulated frame.
-const OUTER_SPORT: std::ops::Range<usize> = 34..36;
-
-/// `inner` in VXLAN `vni` to the host at `underlay`, as this host sends it:
-/// outer MACs from up0 to its permanent neighbour, IPv4 198.18.1.1 ->
-/// `underlay` (TTL 64, DF set, id 0), UDP -> 4789 without checksum, VXLAN
-/// with the I flag. The UDP source port is a flow hash: any value in the
-/// dynamic range (RFC 7348 section 5).
+/// `inner` in VXLAN `vni` to the host at `underlay`, as this host sends it
+/// ([`encapsulated_frame`]), whose outer UDP source port is in the dynamic
+/// range (RFC 7348 section 5) and whose IPv4 header checksums hold.
 fn encapsulated(inner: &[u8], vni: u32, underlay: [u8; 4]) -> Expected {
-    let udp_len = 8 + 8 + inner.len();
-    let mut ip =
-        Ipv4Header::new(udp_len as u16, 64, IpNumber::UDP, UNDERLAY_IP, underlay).expect("small");
-    // DF: the underlay must not fragment tunnelled frames.
-    ip.dont_fragment = true;
-    ip.header_checksum = ip.calc_header_checksum();
-    let mut out = eth(UNDERLAY_NEXTHOP_MAC, UPLINK_MAC).to_vec();
-    out.extend_from_slice(&ip.to_bytes());
-    out.extend_from_slice(&[0, 0]); // source port: see `any` below
-    out.extend_from_slice(&4789u16.to_be_bytes());
-    out.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&packets::vxlan_header(0x08, vni));
-    out.extend_from_slice(inner);
-    Expected::from(out)
-        .any(OUTER_SPORT)
+    encapsulated_frame(inner, vni, underlay)
         .check("outer UDP source port in 49152..=65535", |f| {
             let p = u16::from_be_bytes([f[34], f[35]]);
             if p >= 49152 {
@@ -355,8 +295,9 @@ fn icmp_checksums_ok(f: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn routed_ok(f: &[u8]) -> Result<(), String> {
-    ipv4_checksum_ok(f)
+/// `input` routed ([`routed`]), its IPv4 header checksum verified too.
+fn routed_checked(input: &[u8], dst_mac: [u8; 6], src_mac: [u8; 6]) -> Expected {
+    Expected::from(routed(input, dst_mac, src_mac)).check("IPv4 checksum", ipv4_checksum_ok)
 }
 
 /// A VXLAN frame from another host's VTEP to this host.
@@ -391,150 +332,27 @@ fn local_switching_and_routing() {
     let via_static = udp(A1, GW_A_MAC, [192, 168, 5, 5], 64);
     let l3_ttl2 = udp(A1, GW_A_MAC, B1.ip, 2);
     let at_mtu = udp_sized(A1, GW_A_MAC, B1.ip, 1450);
+    #[rustfmt::skip]
     let rows = vec![
-        port(
-            &t,
-            "L2 a1 -> a2 (same network, same host): forwarded unchanged",
-            "tp1",
-            udp(A1, A2.mac, A2.ip, 64),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "L2 a2 -> a1",
-            "tp2",
-            udp(A2, A1.mac, A1.ip, 64),
-            Expect::Forward,
-        )
-        .to(tp1),
-        port(
-            &t,
-            "L2 a1 -> a2 TCP",
-            "tp1",
-            packets::tcp4(A1.mac, A2.mac, A1.ip, A2.ip, 64, 443, PAYLOAD),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "L2 a1 -> a2 with TTL 1: switching leaves the TTL alone",
-            "tp1",
-            udp(A1, A2.mac, A2.ip, 1),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "L2 a1 -> a2, 1500 bytes of IP (net a MTU 1500)",
-            "tp1",
-            udp_sized(A1, A2.mac, A2.ip, 1500),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "L3 a1 -> b1 (other subnet of the router, same host): TTL-1, MACs rewritten",
-            "tp1",
-            l3.clone(),
-            Expect::Forward,
-        )
-        .output(Expected::from(routed(&l3, B1.mac, GW_B_MAC)).check("IPv4 checksum", routed_ok))
-        .to(tp3),
-        port(
-            &t,
-            "L3 b1 -> a1 (the other way)",
-            "tp3",
-            l3_back.clone(),
-            Expect::Forward,
-        )
-        .output(
-            Expected::from(routed(&l3_back, A1.mac, GW_A_MAC)).check("IPv4 checksum", routed_ok),
-        )
-        .to(tp1),
-        port(
-            &t,
-            "L3 a1 -> b1 with TTL 2: leaves with TTL 1",
-            "tp1",
-            l3_ttl2.clone(),
-            Expect::Forward,
-        )
-        .output(
-            Expected::from(routed(&l3_ttl2, B1.mac, GW_B_MAC)).check("IPv4 checksum", routed_ok),
-        )
-        .to(tp3),
-        port(
-            &t,
-            "L3 a1 -> b1 at exactly b's MTU (1450)",
-            "tp1",
-            at_mtu.clone(),
-            Expect::Forward,
-        )
-        .output(routed(&at_mtu, B1.mac, GW_B_MAC))
-        .to(tp3),
-        port(
-            &t,
-            "static route 192.168.0.0/16 via b1: forwarded to b1's MAC",
-            "tp1",
-            via_static.clone(),
-            Expect::Forward,
-        )
-        .output(
-            Expected::from(routed(&via_static, B1.mac, GW_B_MAC)).check("IPv4 checksum", routed_ok),
-        )
-        .to(tp3),
-        port(
-            &t,
-            "L2 to the /32 allowed address pair of a1 (its own MAC): a /32 pair is reachable",
-            "tp2",
-            udp(A2, PAIR_MAC_1, [10, 1, 0, 200], 64),
-            Expect::Forward,
-        )
-        .to(tp1),
-        port(
-            &t,
-            "L2 to an address inside a1's /28 pair: a prefix pair is a source, not a destination",
-            "tp2",
-            udp(A2, A1.mac, [10, 1, 0, 70], 64),
-            Expect::Drop(UnknownDestination),
-        ),
-        port(
-            &t,
-            "L2 a1 -> 10.1.0.99 (nobody)",
-            "tp1",
-            udp(A1, STRANGER, [10, 1, 0, 99], 64),
-            Expect::Drop(UnknownDestination),
-        ),
-        port(
-            &t,
-            "L2 a1 -> a2's address with another MAC",
-            "tp1",
-            udp(A1, A6.mac, A2.ip, 64),
-            Expect::Drop(UnknownDestination),
-        ),
-        port(
-            &t,
-            "L2 a1 -> b1 (other network, not through the router)",
-            "tp1",
-            udp(A1, B1.mac, B1.ip, 64),
-            Expect::Drop(UnknownDestination),
-        ),
-        port(
-            &t,
-            "L2 a1 -> the gateway address with a MAC that is not the router's",
-            "tp1",
-            udp(A1, A2.mac, GW_A, 64),
-            Expect::Drop(UnknownDestination),
-        ),
-        port(
-            &t,
-            "L2 a1 -> a2, 1501 bytes of IP without DF (over net a MTU 1500)",
-            "tp1",
-            packets::with_df(udp_sized(A1, A2.mac, A2.ip, 1501), false),
-            Expect::Drop(TooBig),
-        ),
+        t.port_row("L2 a1 -> a2 (same network, same host): forwarded unchanged", "tp1", udp(A1, A2.mac, A2.ip, 64), Expect::Forward).to(tp2),
+        t.port_row("L2 a2 -> a1", "tp2", udp(A2, A1.mac, A1.ip, 64), Expect::Forward).to(tp1),
+        t.port_row("L2 a1 -> a2 TCP", "tp1", packets::tcp4(A1.mac, A2.mac, A1.ip, A2.ip, 64, 443, PAYLOAD), Expect::Forward).to(tp2),
+        t.port_row("L2 a1 -> a2 with TTL 1: switching leaves the TTL alone", "tp1", udp(A1, A2.mac, A2.ip, 1), Expect::Forward).to(tp2),
+        t.port_row("L2 a1 -> a2, 1500 bytes of IP (net a MTU 1500)", "tp1", udp_sized(A1, A2.mac, A2.ip, 1500), Expect::Forward).to(tp2),
+        t.port_row("L3 a1 -> b1 (other subnet of the router, same host): TTL-1, MACs rewritten", "tp1", l3.clone(), Expect::Forward).output(routed_checked(&l3, B1.mac, GW_B_MAC)).to(tp3),
+        t.port_row("L3 b1 -> a1 (the other way)", "tp3", l3_back.clone(), Expect::Forward).output(routed_checked(&l3_back, A1.mac, GW_A_MAC)).to(tp1),
+        t.port_row("L3 a1 -> b1 with TTL 2: leaves with TTL 1", "tp1", l3_ttl2.clone(), Expect::Forward).output(routed_checked(&l3_ttl2, B1.mac, GW_B_MAC)).to(tp3),
+        t.port_row("L3 a1 -> b1 at exactly b's MTU (1450)", "tp1", at_mtu.clone(), Expect::Forward).output(routed(&at_mtu, B1.mac, GW_B_MAC)).to(tp3),
+        t.port_row("static route 192.168.0.0/16 via b1: forwarded to b1's MAC", "tp1", via_static.clone(), Expect::Forward).output(routed_checked(&via_static, B1.mac, GW_B_MAC)).to(tp3),
+        t.port_row("L2 to the /32 allowed address pair of a1 (its own MAC): a /32 pair is reachable", "tp2", udp(A2, PAIR_MAC_1, [10, 1, 0, 200], 64), Expect::Forward).to(tp1),
+        t.port_row("L2 to an address inside a1's /28 pair: a prefix pair is a source, not a destination", "tp2", udp(A2, A1.mac, [10, 1, 0, 70], 64), Expect::Drop(UnknownDestination)),
+        t.port_row("L2 a1 -> 10.1.0.99 (nobody)", "tp1", udp(A1, STRANGER, [10, 1, 0, 99], 64), Expect::Drop(UnknownDestination)),
+        t.port_row("L2 a1 -> a2's address with another MAC", "tp1", udp(A1, A6.mac, A2.ip, 64), Expect::Drop(UnknownDestination)),
+        t.port_row("L2 a1 -> b1 (other network, not through the router)", "tp1", udp(A1, B1.mac, B1.ip, 64), Expect::Drop(UnknownDestination)),
+        t.port_row("L2 a1 -> the gateway address with a MAC that is not the router's", "tp1", udp(A1, A2.mac, GW_A, 64), Expect::Drop(UnknownDestination)),
+        t.port_row("L2 a1 -> a2, 1501 bytes of IP without DF (over net a MTU 1500)", "tp1", packets::with_df(udp_sized(A1, A2.mac, A2.ip, 1501), false), Expect::Drop(TooBig)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -548,30 +366,19 @@ fn encapsulation_to_remote_ports() {
     let l3_at_mtu = udp_sized(A1, GW_A_MAC, B3.ip, 1450);
     let to_a4 = udp(A1, A4.mac, A4.ip, 64);
     let to_a9 = udp(A1, A9.mac, A9.ip, 64);
+    #[rustfmt::skip]
     let rows = vec![
-        port(&t, "L2 a1 -> a3 (remote, net a): VXLAN 100 to 198.18.2.2", "tp1", l2.clone(), Expect::Forward)
-            .output(encapsulated(&l2, 100, HOST_A3))
-            .to(up0),
-        port(&t, "L2 a1 -> a3 TCP", "tp1", l2_tcp.clone(), Expect::Forward)
-            .output(encapsulated(&l2_tcp, 100, HOST_A3))
-            .to(up0),
-        port(&t, "L3 a1 -> b3 (remote, routed): inner TTL-1 and MACs rewritten, VXLAN 101 to 198.18.2.3", "tp1", l3.clone(), Expect::Forward)
-            .output(encapsulated(&routed(&l3, B3.mac, GW_B_MAC), 101, HOST_B3))
-            .to(up0),
-        port(&t, "L3 b1 -> a3 (remote, routed the other way): VXLAN 100", "tp3", b_to_a.clone(), Expect::Forward)
-            .output(encapsulated(&routed(&b_to_a, A3.mac, GW_A_MAC), 100, HOST_A3))
-            .to(up0),
-        port(&t, "L3 a1 -> b3 at b's MTU: 1500-byte outer packet fits the underlay", "tp1", l3_at_mtu.clone(), Expect::Forward)
-            .output(encapsulated(&routed(&l3_at_mtu, B3.mac, GW_B_MAC), 101, HOST_B3))
-            .to(up0),
-        port(&t, "L2 a1 -> a9, whose host is routed through up1: the lookup is pinned to the uplink, out of up0 by 198.18.0.0/16", "tp1", to_a9.clone(), Expect::Forward)
-            .output(encapsulated(&to_a9, 100, OTHER_LINK_UNDERLAY))
-            .to(up0),
-        port(&t, "L2 a1 -> a4, whose host's underlay next hop is unresolved: frame unchanged", "tp1", to_a4, Expect::Drop(UnderlayNoNeighbour)),
-        port(&t, "L2 a1 -> a5, whose host has no underlay route", "tp1", udp(A1, A5.mac, A5.ip, 64), Expect::Drop(UnderlayUnreachable)),
-        port(&t, "L2 a1 -> a3 with 1500 bytes of IP: 1550 outer bytes exceed the underlay MTU", "tp1", udp_sized(A1, A3.mac, A3.ip, 1500), Expect::Drop(TooBig)),
+        t.port_row("L2 a1 -> a3 (remote, net a): VXLAN 100 to 198.18.2.2", "tp1", l2.clone(), Expect::Forward).output(encapsulated(&l2, 100, HOST_A3)).to(up0),
+        t.port_row("L2 a1 -> a3 TCP", "tp1", l2_tcp.clone(), Expect::Forward).output(encapsulated(&l2_tcp, 100, HOST_A3)).to(up0),
+        t.port_row("L3 a1 -> b3 (remote, routed): inner TTL-1 and MACs rewritten, VXLAN 101 to 198.18.2.3", "tp1", l3.clone(), Expect::Forward).output(encapsulated(&routed(&l3, B3.mac, GW_B_MAC), 101, HOST_B3)).to(up0),
+        t.port_row("L3 b1 -> a3 (remote, routed the other way): VXLAN 100", "tp3", b_to_a.clone(), Expect::Forward).output(encapsulated(&routed(&b_to_a, A3.mac, GW_A_MAC), 100, HOST_A3)).to(up0),
+        t.port_row("L3 a1 -> b3 at b's MTU: 1500-byte outer packet fits the underlay", "tp1", l3_at_mtu.clone(), Expect::Forward).output(encapsulated(&routed(&l3_at_mtu, B3.mac, GW_B_MAC), 101, HOST_B3)).to(up0),
+        t.port_row("L2 a1 -> a9, whose host is routed through up1: the lookup is pinned to the uplink, out of up0 by 198.18.0.0/16", "tp1", to_a9.clone(), Expect::Forward).output(encapsulated(&to_a9, 100, OTHER_LINK_UNDERLAY)).to(up0),
+        t.port_row("L2 a1 -> a4, whose host's underlay next hop is unresolved: frame unchanged", "tp1", to_a4, Expect::Drop(UnderlayNoNeighbour)),
+        t.port_row("L2 a1 -> a5, whose host has no underlay route", "tp1", udp(A1, A5.mac, A5.ip, 64), Expect::Drop(UnderlayUnreachable)),
+        t.port_row("L2 a1 -> a3 with 1500 bytes of IP: 1550 outer bytes exceed the underlay MTU", "tp1", udp_sized(A1, A3.mac, A3.ip, 1500), Expect::Drop(TooBig)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 /// The outer UDP source port carries the inner flow's entropy (RFC 7348
@@ -612,14 +419,12 @@ fn no_underlay_configured() {
         ..t.default_host()
     };
     t.set_host(host);
-    let rows = vec![port(
-        &t,
+    t.check(&t.port_row(
         "L2 a1 -> a3 before the host's underlay address is known",
         "tp1",
         udp(A1, A3.mac, A3.ip, 64),
         Expect::Drop(NoUnderlay),
-    )];
-    run_rows(&mut t, rows);
+    ));
 }
 
 #[test]
@@ -675,196 +480,33 @@ fn decapsulation_on_the_uplink() {
         packets::fix_ipv4_checksum(&mut f);
         f
     };
+    #[rustfmt::skip]
     let rows = vec![
-        uplink(
-            &t,
-            "VXLAN 100 for a1: the inner frame to tp1",
-            vxlan_in(100, &to_a1),
-            Expect::Forward,
-        )
-        .output(to_a1.clone())
-        .to(tp1),
-        uplink(
-            &t,
-            "VXLAN 101 for b1, routed on the sender's host",
-            vxlan_in(101, &to_b1),
-            Expect::Forward,
-        )
-        .output(to_b1.clone())
-        .to(tp3),
-        uplink(
-            &t,
-            "VXLAN 200 (VPC red) for x1, whose address a1 also has in blue",
-            vxlan_in(200, &to_x1),
-            Expect::Forward,
-        )
-        .output(to_x1.clone())
-        .to(tp4),
-        uplink(
-            &t,
-            "VXLAN with an unknown VNI",
-            vxlan_in(999, &to_a1),
-            Expect::Drop(UnknownVni),
-        ),
-        uplink(
-            &t,
-            "VXLAN 100 for a3 (a port of another host)",
-            vxlan_in(100, &inner_to(A3, A1.mac, A1.ip, 64)),
-            Expect::Drop(NotLocal),
-        ),
-        uplink(
-            &t,
-            "VXLAN 100 for an address nobody has",
-            vxlan_in(
-                100,
-                &packets::udp4(A3.mac, STRANGER, A3.ip, [10, 1, 0, 99], 64, 1, 2, PAYLOAD),
-            ),
-            Expect::Drop(NotLocal),
-        ),
-        uplink(
-            &t,
-            "VXLAN 100 with a2's MAC and a1's address: delivered by MAC (the sender chose the hop)",
-            vxlan_in(100, &by_mac),
-            Expect::Forward,
-        )
-        .output(by_mac.clone())
-        .to(tp2),
-        uplink(
-            &t,
-            "VXLAN 100 for the MAC of a1's /32 pair",
-            vxlan_in(100, &to_pair),
-            Expect::Forward,
-        )
-        .output(to_pair.clone())
-        .to(tp1),
-        uplink(
-            &t,
-            "VXLAN 100 for the MAC of a1's /28 pair (a static route's next hop)",
-            vxlan_in(100, &to_cidr_pair),
-            Expect::Forward,
-        )
-        .output(to_cidr_pair.clone())
-        .to(tp1),
-        uplink(
-            &t,
-            "VXLAN 101 for a1's MAC (a1 is on VNI 100)",
-            vxlan_in(101, &inner_to(A1, GW_B_MAC, B3.ip, 63)),
-            Expect::Drop(NotLocal),
-        ),
-        uplink(
-            &t,
-            "VXLAN 100 for b1 (a local port of VNI 101)",
-            vxlan_in(100, &inner_to(B1, A3.mac, A3.ip, 64)),
-            Expect::Drop(NotLocal),
-        ),
-        uplink(
-            &t,
-            "VXLAN 200 (red) for a2's address and MAC (blue)",
-            vxlan_in(200, &inner_to(A2, X2.mac, X2.ip, 64)),
-            Expect::Drop(NotLocal),
-        ),
-        uplink(
-            &t,
-            "VXLAN without the I flag",
-            no_i_flag,
-            Expect::Drop(BadVxlan),
-        ),
-        uplink(
-            &t,
-            "VXLAN whose inner frame is 20 bytes",
-            vxlan_in(100, &to_a1[..20]),
-            Expect::Drop(BadVxlan),
-        ),
-        uplink(
-            &t,
-            "VXLAN with an 802.1Q-tagged outer frame",
-            tagged,
-            Expect::Drop(BadVxlan),
-        ),
-        uplink(
-            &t,
-            "VXLAN with outer IP options",
-            with_options,
-            Expect::Drop(BadVxlan),
-        ),
-        uplink(
-            &t,
-            "VXLAN inner ARP (hosts answer ARP locally, never tunnel it)",
-            vxlan_in(100, &who_has(A3, A1.ip)),
-            Expect::Drop(UnsupportedEthertype),
-        ),
-        uplink(
-            &t,
-            "VXLAN later fragment: no UDP header, to the stack",
-            later_fragment,
-            Expect::Pass(Class::Ipv4),
-        ),
-        uplink(
-            &t,
-            "VXLAN for another underlay address: to the stack",
-            packets::vxlan(
-                PEER_HOST_MAC,
-                UPLINK_MAC,
-                HOST_A3,
-                [198, 18, 1, 5],
-                51234,
-                0x08,
-                100,
-                &to_a1,
-            ),
-            Expect::Pass(Class::Ipv4),
-        ),
-        uplink(
-            &t,
-            "underlay UDP to this host, not VXLAN (DNS): to the stack",
-            packets::udp4(
-                PEER_HOST_MAC,
-                UPLINK_MAC,
-                HOST_A3,
-                UNDERLAY_IP,
-                64,
-                40000,
-                53,
-                PAYLOAD,
-            ),
-            Expect::Pass(Class::Ipv4),
-        ),
-        uplink(
-            &t,
-            "underlay TCP to this host: to the stack",
-            packets::tcp4(
-                PEER_HOST_MAC,
-                UPLINK_MAC,
-                HOST_A3,
-                UNDERLAY_IP,
-                64,
-                4789,
-                PAYLOAD,
-            ),
-            Expect::Pass(Class::Ipv4),
-        ),
-        uplink(
-            &t,
-            "underlay ARP: to the stack",
-            packets::arp(
-                [0xff; 6],
-                PEER_HOST_MAC,
-                1,
-                PEER_HOST_MAC,
-                [198, 18, 1, 0],
-                [0; 6],
-                UNDERLAY_IP,
-            ),
-            Expect::Pass(Class::Arp),
-        ),
-        uplink(
-            &t,
-            "underlay IPv6: to the stack",
-            packets::ipv6_udp(PAYLOAD),
-            Expect::Pass(Class::Ipv6),
-        ),
+        t.uplink_row("VXLAN 100 for a1: the inner frame to tp1", vxlan_in(100, &to_a1), Expect::Forward).output(to_a1.clone()).to(tp1),
+        t.uplink_row("VXLAN 101 for b1, routed on the sender's host", vxlan_in(101, &to_b1), Expect::Forward).output(to_b1.clone()).to(tp3),
+        t.uplink_row("VXLAN 200 (VPC red) for x1, whose address a1 also has in blue", vxlan_in(200, &to_x1), Expect::Forward).output(to_x1.clone()).to(tp4),
+        t.uplink_row("VXLAN with an unknown VNI", vxlan_in(999, &to_a1), Expect::Drop(UnknownVni)),
+        t.uplink_row("VXLAN 100 for a3 (a port of another host)", vxlan_in(100, &inner_to(A3, A1.mac, A1.ip, 64)), Expect::Drop(NotLocal)),
+        t.uplink_row("VXLAN 100 for an address nobody has", vxlan_in(100, &packets::udp4(A3.mac, STRANGER, A3.ip, [10, 1, 0, 99], 64, 1, 2, PAYLOAD)), Expect::Drop(NotLocal)),
+        t.uplink_row("VXLAN 100 with a2's MAC and a1's address: delivered by MAC (the sender chose the hop)", vxlan_in(100, &by_mac), Expect::Forward).output(by_mac.clone()).to(tp2),
+        t.uplink_row("VXLAN 100 for the MAC of a1's /32 pair", vxlan_in(100, &to_pair), Expect::Forward).output(to_pair.clone()).to(tp1),
+        t.uplink_row("VXLAN 100 for the MAC of a1's /28 pair (a static route's next hop)", vxlan_in(100, &to_cidr_pair), Expect::Forward).output(to_cidr_pair.clone()).to(tp1),
+        t.uplink_row("VXLAN 101 for a1's MAC (a1 is on VNI 100)", vxlan_in(101, &inner_to(A1, GW_B_MAC, B3.ip, 63)), Expect::Drop(NotLocal)),
+        t.uplink_row("VXLAN 100 for b1 (a local port of VNI 101)", vxlan_in(100, &inner_to(B1, A3.mac, A3.ip, 64)), Expect::Drop(NotLocal)),
+        t.uplink_row("VXLAN 200 (red) for a2's address and MAC (blue)", vxlan_in(200, &inner_to(A2, X2.mac, X2.ip, 64)), Expect::Drop(NotLocal)),
+        t.uplink_row("VXLAN without the I flag", no_i_flag, Expect::Drop(BadVxlan)),
+        t.uplink_row("VXLAN whose inner frame is 20 bytes", vxlan_in(100, &to_a1[..20]), Expect::Drop(BadVxlan)),
+        t.uplink_row("VXLAN with an 802.1Q-tagged outer frame", tagged, Expect::Drop(BadVxlan)),
+        t.uplink_row("VXLAN with outer IP options", with_options, Expect::Drop(BadVxlan)),
+        t.uplink_row("VXLAN inner ARP (hosts answer ARP locally, never tunnel it)", vxlan_in(100, &who_has(A3, A1.ip)), Expect::Drop(UnsupportedEthertype)),
+        t.uplink_row("VXLAN later fragment: no UDP header, to the stack", later_fragment, Expect::Pass(Class::Ipv4)),
+        t.uplink_row("VXLAN for another underlay address: to the stack", packets::vxlan(PEER_HOST_MAC, UPLINK_MAC, HOST_A3, [198, 18, 1, 5], 51234, 0x08, 100, &to_a1), Expect::Pass(Class::Ipv4)),
+        t.uplink_row("underlay UDP to this host, not VXLAN (DNS): to the stack", packets::udp4(PEER_HOST_MAC, UPLINK_MAC, HOST_A3, UNDERLAY_IP, 64, 40000, 53, PAYLOAD), Expect::Pass(Class::Ipv4)),
+        t.uplink_row("underlay TCP to this host: to the stack", packets::tcp4(PEER_HOST_MAC, UPLINK_MAC, HOST_A3, UNDERLAY_IP, 64, 4789, PAYLOAD), Expect::Pass(Class::Ipv4)),
+        t.uplink_row("underlay ARP: to the stack", who_has_from(PEER_HOST_MAC, [198, 18, 1, 0], UNDERLAY_IP), Expect::Pass(Class::Arp)),
+        t.uplink_row("underlay IPv6: to the stack", packets::ipv6_udp(PAYLOAD), Expect::Pass(Class::Ipv6)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 /// A fragmented outer packet is not decapsulated piecewise: the first
@@ -881,13 +523,11 @@ fn decapsulation_refuses_outer_first_fragments() {
     f[L3 + 2..L3 + 4].copy_from_slice(&(20u16 + 56).to_be_bytes());
     f[packets::IP_FLAGS] = 0x20;
     packets::fix_ipv4_checksum(&mut f);
-    let rows = vec![uplink(
-        &t,
+    t.check(&t.uplink_row(
         "VXLAN first fragment (MF, 40 of 69 inner bytes): not decapsulated",
         f,
         Expect::Drop(BadVxlan),
-    )];
-    run_rows(&mut t, rows);
+    ));
 }
 
 /// The DHCP exemption from source-address checks (a VM without an address
@@ -896,14 +536,12 @@ fn decapsulation_refuses_outer_first_fragments() {
 #[test]
 fn unaddressed_dhcp_goes_to_the_agent_only() {
     let mut t = tester();
-    let rows = vec![port(
-        &t,
+    t.check(&t.port_row(
         "UDP 0.0.0.0:68 -> a2:67 unicast to a2",
         "tp1",
         packets::dhcp(A1.mac, A2.mac, [0; 4], A2.ip, 1),
         Expect::Drop(SpoofedIp),
-    )];
-    run_rows(&mut t, rows);
+    ));
 }
 
 /// `Endpoint::gw_mac` is zero for an address on a subnet no router
@@ -913,20 +551,20 @@ fn unaddressed_dhcp_goes_to_the_agent_only() {
 fn routing_stops_at_subnets_without_a_router_interface() {
     let mut t = tester();
     let f = udp(A1, GW_A_MAC, A10.ip, 64);
-    let rows = vec![port(
-        &t,
-        "routed a1 -> 10.1.2.5 (net a's subnet without a router interface)",
-        "tp1",
-        f.clone(),
-        Expect::AnswerError(NoRoute),
-    )
-    .output(icmp_error(
-        &f,
-        unreachable(DestUnreachableHeader::Network),
-        GW_A,
-        GW_A_MAC,
-    ))];
-    run_rows(&mut t, rows);
+    t.check(
+        &t.port_row(
+            "routed a1 -> 10.1.2.5 (net a's subnet without a router interface)",
+            "tp1",
+            f.clone(),
+            Expect::AnswerError(NoRoute),
+        )
+        .output(icmp_error(
+            &f,
+            unreachable(DestUnreachableHeader::Network),
+            GW_A,
+            GW_A_MAC,
+        )),
+    );
 }
 
 /// An administratively down port passes no traffic (Neutron), in either
@@ -935,21 +573,19 @@ fn routing_stops_at_subnets_without_a_router_interface() {
 fn admin_down_ports_receive_nothing() {
     let mut t = tester();
     let rows = vec![
-        port(
-            &t,
+        t.port_row(
             "L2 a1 -> a7 (admin down)",
             "tp1",
             udp(A1, A7.mac, A7.ip, 64),
             Expect::Drop(PortDown),
         ),
-        uplink(
-            &t,
+        t.uplink_row(
             "VXLAN 100 for a7 (admin down)",
             vxlan_in(100, &inner_to(A7, A3.mac, A3.ip, 64)),
             Expect::Drop(PortDown),
         ),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 /// The gateway cannot reassemble: a fragmented echo request is not answered
@@ -961,14 +597,12 @@ fn fragmented_ping_to_the_gateway_is_not_answered() {
     let mut f = ping(A1, GW_A_MAC, GW_A);
     f[packets::IP_FLAGS] |= 0x20;
     packets::fix_ipv4_checksum(&mut f);
-    let rows = vec![port(
-        &t,
+    t.check(&t.port_row(
         "first fragment of an echo request to 10.1.0.1",
         "tp1",
         f,
         Expect::Drop(NotForGateway),
-    )];
-    run_rows(&mut t, rows);
+    ));
 }
 
 #[test]
@@ -978,212 +612,42 @@ fn arp_responder() {
     let q_a2 = who_has(A1, A2.ip);
     let q_a3 = who_has(A1, A3.ip);
     let q_pair = who_has(A2, [10, 1, 0, 200]);
-    let probe = packets::arp([0xff; 6], A1.mac, 1, A1.mac, [0; 4], [0; 6], A2.ip);
+    let probe = who_has_from(A1.mac, [0; 4], A2.ip);
     let mut padded = who_has(A1, A2.ip);
     padded.resize(60, 0);
     let unicast = packets::arp(A2.mac, A1.mac, 1, A1.mac, A1.ip, A2.mac, A2.ip);
-    let from_pair = packets::arp(
-        [0xff; 6],
-        PAIR_MAC_1,
-        1,
-        PAIR_MAC_1,
-        [10, 1, 0, 200],
-        [0; 6],
-        A2.ip,
-    );
-    let from_cidr_pair = packets::arp([0xff; 6], A1.mac, 1, A1.mac, [10, 1, 0, 70], [0; 6], A2.ip);
-    let unsecured = packets::arp(
-        [0xff; 6],
-        STRANGER,
-        1,
-        STRANGER,
-        [10, 77, 0, 1],
-        [0; 6],
-        A2.ip,
-    );
+    let from_pair = who_has_from(PAIR_MAC_1, [10, 1, 0, 200], A2.ip);
+    let from_cidr_pair = who_has_from(A1.mac, [10, 1, 0, 70], A2.ip);
+    let unsecured = who_has_from(STRANGER, [10, 77, 0, 1], A2.ip);
     let x_q = who_has(X1, X2.ip);
+    #[rustfmt::skip]
     let rows = vec![
-        port(
-            &t,
-            "who-has the gateway 10.1.0.1: the router interface's MAC",
-            "tp1",
-            q_gw.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&q_gw, GW_A_MAC)),
-        port(
-            &t,
-            "who-has a2 (local, same network)",
-            "tp1",
-            q_a2.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&q_a2, A2.mac)),
-        port(
-            &t,
-            "who-has a3 (remote, same network)",
-            "tp1",
-            q_a3.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&q_a3, A3.mac)),
-        port(
-            &t,
-            "who-has 10.1.0.200, a1's /32 pair with its own MAC",
-            "tp2",
-            q_pair.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&q_pair, PAIR_MAC_1)),
-        port(
-            &t,
-            "who-has a2, padded to 60 bytes: the padding stays",
-            "tp1",
-            padded.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&padded, A2.mac)),
-        port(
-            &t,
-            "unicast who-has a2 (ARP cache refresh)",
-            "tp1",
-            unicast.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&unicast, A2.mac)),
-        port(
-            &t,
-            "ARP probe (sender 0.0.0.0) for a2's address: answered, the address is taken",
-            "tp1",
-            probe.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&probe, A2.mac)),
-        port(
-            &t,
-            "who-has from a1's /32 pair (its MAC and address)",
-            "tp1",
-            from_pair.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&from_pair, A2.mac)),
-        port(
-            &t,
-            "who-has from an address of a1's /28 pair",
-            "tp1",
-            from_cidr_pair.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&from_cidr_pair, A2.mac)),
-        port(
-            &t,
-            "who-has from a6 (port security off) with a foreign MAC and address",
-            "tp6",
-            unsecured.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&unsecured, A2.mac)),
-        port(
-            &t,
-            "red: who-has 10.1.0.6 from x1 is x2, not blue's a2",
-            "tp4",
-            x_q.clone(),
-            Expect::Answer,
-        )
-        .output(arp_reply(&x_q, X2.mac)),
-        port(
-            &t,
-            "who-has b1 (another network of the VPC)",
-            "tp1",
-            who_has(A1, B1.ip),
-            Expect::Drop(ArpUnknownTarget),
-        ),
-        port(
-            &t,
-            "who-has 10.1.1.1 (gateway of another network of the VPC)",
-            "tp1",
-            who_has(A1, GW_B),
-            Expect::Drop(ArpUnknownTarget),
-        ),
-        port(
-            &t,
-            "who-has 10.1.0.20 (x3, another VPC)",
-            "tp1",
-            who_has(A1, X3.ip),
-            Expect::Drop(ArpUnknownTarget),
-        ),
-        port(
-            &t,
-            "who-has 10.1.0.99 (nobody)",
-            "tp1",
-            who_has(A1, [10, 1, 0, 99]),
-            Expect::Drop(ArpUnknownTarget),
-        ),
-        port(
-            &t,
-            "ARP claiming another port's address (a2's)",
-            "tp1",
-            packets::arp([0xff; 6], A1.mac, 1, A1.mac, A2.ip, [0; 6], B1.ip),
-            Expect::Drop(SpoofedIp),
-        ),
-        port(
-            &t,
-            "ARP probe for the asker's own address (DAD sees silence)",
-            "tp1",
-            packets::arp([0xff; 6], A1.mac, 1, A1.mac, [0; 4], [0; 6], A1.ip),
-            Expect::Drop(ArpUnknownTarget),
-        ),
-        port(
-            &t,
-            "ARP reply from a VM",
-            "tp1",
-            packets::arp(A2.mac, A1.mac, 2, A1.mac, A1.ip, A2.mac, A2.ip),
-            Expect::Drop(ArpNotRequest),
-        ),
-        port(
-            &t,
-            "gratuitous ARP (sender = target address)",
-            "tp1",
-            packets::arp([0xff; 6], A1.mac, 1, A1.mac, A1.ip, [0; 6], A1.ip),
-            Expect::Drop(ArpNotRequest),
-        ),
-        port(
-            &t,
-            "ARP sender MAC differs from the Ethernet source",
-            "tp1",
-            packets::arp([0xff; 6], A1.mac, 1, STRANGER, A1.ip, [0; 6], A2.ip),
-            Expect::Drop(SpoofedMac),
-        ),
-        port(
-            &t,
-            "ARP from a foreign MAC",
-            "tp1",
-            packets::arp([0xff; 6], STRANGER, 1, STRANGER, A1.ip, [0; 6], A2.ip),
-            Expect::Drop(SpoofedMac),
-        ),
-        port(
-            &t,
-            "ARP from a foreign address",
-            "tp1",
-            packets::arp([0xff; 6], A1.mac, 1, A1.mac, [10, 1, 0, 99], [0; 6], A2.ip),
-            Expect::Drop(SpoofedIp),
-        ),
-        port(
-            &t,
-            "ARP probe from a foreign MAC",
-            "tp1",
-            packets::arp([0xff; 6], STRANGER, 1, STRANGER, [0; 4], [0; 6], A2.ip),
-            Expect::Drop(SpoofedMac),
-        ),
-        port(
-            &t,
-            "ARP from the /32 pair's address with the port's MAC (the pair has its own)",
-            "tp1",
-            packets::arp([0xff; 6], A1.mac, 1, A1.mac, [10, 1, 0, 200], [0; 6], A2.ip),
-            Expect::Drop(SpoofedIp),
-        ),
+        t.port_row("who-has the gateway 10.1.0.1: the router interface's MAC", "tp1", q_gw.clone(), Expect::Answer).output(arp_reply(&q_gw, GW_A_MAC)),
+        t.port_row("who-has a2 (local, same network)", "tp1", q_a2.clone(), Expect::Answer).output(arp_reply(&q_a2, A2.mac)),
+        t.port_row("who-has a3 (remote, same network)", "tp1", q_a3.clone(), Expect::Answer).output(arp_reply(&q_a3, A3.mac)),
+        t.port_row("who-has 10.1.0.200, a1's /32 pair with its own MAC", "tp2", q_pair.clone(), Expect::Answer).output(arp_reply(&q_pair, PAIR_MAC_1)),
+        t.port_row("who-has a2, padded to 60 bytes: the padding stays", "tp1", padded.clone(), Expect::Answer).output(arp_reply(&padded, A2.mac)),
+        t.port_row("unicast who-has a2 (ARP cache refresh)", "tp1", unicast.clone(), Expect::Answer).output(arp_reply(&unicast, A2.mac)),
+        t.port_row("ARP probe (sender 0.0.0.0) for a2's address: answered, the address is taken", "tp1", probe.clone(), Expect::Answer).output(arp_reply(&probe, A2.mac)),
+        t.port_row("who-has from a1's /32 pair (its MAC and address)", "tp1", from_pair.clone(), Expect::Answer).output(arp_reply(&from_pair, A2.mac)),
+        t.port_row("who-has from an address of a1's /28 pair", "tp1", from_cidr_pair.clone(), Expect::Answer).output(arp_reply(&from_cidr_pair, A2.mac)),
+        t.port_row("who-has from a6 (port security off) with a foreign MAC and address", "tp6", unsecured.clone(), Expect::Answer).output(arp_reply(&unsecured, A2.mac)),
+        t.port_row("red: who-has 10.1.0.6 from x1 is x2, not blue's a2", "tp4", x_q.clone(), Expect::Answer).output(arp_reply(&x_q, X2.mac)),
+        t.port_row("who-has b1 (another network of the VPC)", "tp1", who_has(A1, B1.ip), Expect::Drop(ArpUnknownTarget)),
+        t.port_row("who-has 10.1.1.1 (gateway of another network of the VPC)", "tp1", who_has(A1, GW_B), Expect::Drop(ArpUnknownTarget)),
+        t.port_row("who-has 10.1.0.20 (x3, another VPC)", "tp1", who_has(A1, X3.ip), Expect::Drop(ArpUnknownTarget)),
+        t.port_row("who-has 10.1.0.99 (nobody)", "tp1", who_has(A1, [10, 1, 0, 99]), Expect::Drop(ArpUnknownTarget)),
+        t.port_row("ARP claiming another port's address (a2's)", "tp1", who_has_from(A1.mac, A2.ip, B1.ip), Expect::Drop(SpoofedIp)),
+        t.port_row("ARP probe for the asker's own address (DAD sees silence)", "tp1", who_has_from(A1.mac, [0; 4], A1.ip), Expect::Drop(ArpUnknownTarget)),
+        t.port_row("ARP reply from a VM", "tp1", packets::arp(A2.mac, A1.mac, 2, A1.mac, A1.ip, A2.mac, A2.ip), Expect::Drop(ArpNotRequest)),
+        t.port_row("gratuitous ARP (sender = target address)", "tp1", who_has_from(A1.mac, A1.ip, A1.ip), Expect::Drop(ArpNotRequest)),
+        t.port_row("ARP sender MAC differs from the Ethernet source", "tp1", packets::arp([0xff; 6], A1.mac, 1, STRANGER, A1.ip, [0; 6], A2.ip), Expect::Drop(SpoofedMac)),
+        t.port_row("ARP from a foreign MAC", "tp1", who_has_from(STRANGER, A1.ip, A2.ip), Expect::Drop(SpoofedMac)),
+        t.port_row("ARP from a foreign address", "tp1", who_has_from(A1.mac, [10, 1, 0, 99], A2.ip), Expect::Drop(SpoofedIp)),
+        t.port_row("ARP probe from a foreign MAC", "tp1", who_has_from(STRANGER, [0; 4], A2.ip), Expect::Drop(SpoofedMac)),
+        t.port_row("ARP from the /32 pair's address with the port's MAC (the pair has its own)", "tp1", who_has_from(A1.mac, [10, 1, 0, 200], A2.ip), Expect::Drop(SpoofedIp)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 /// Who-has for one of the asker's own addresses is never answered (a
@@ -1199,15 +663,13 @@ fn a_port_with_two_fixed_addresses() {
     let m = mac([0, 1, 0x0c]);
     let tp2 = t.ifindex("tp2");
     let rows = vec![
-        port(
-            &t,
+        t.port_row(
             "who-has 10.1.0.13 from 10.1.0.12, both addresses of the asker",
             "tp8",
-            packets::arp([0xff; 6], m, 1, m, [10, 1, 0, 12], [0; 6], [10, 1, 0, 13]),
+            who_has_from(m, [10, 1, 0, 12], [10, 1, 0, 13]),
             Expect::Drop(ArpUnknownTarget),
         ),
-        port(
-            &t,
+        t.port_row(
             "IPv4 from the port's second fixed address",
             "tp8",
             packets::udp4(m, A2.mac, [10, 1, 0, 13], A2.ip, 64, 1, 2, PAYLOAD),
@@ -1215,7 +677,7 @@ fn a_port_with_two_fixed_addresses() {
         )
         .to(tp2),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -1234,125 +696,26 @@ fn gateway_and_broadcasts() {
         f[L4 + 2..L4 + 4].copy_from_slice(&sum.to_be_bytes());
         f
     };
+    #[rustfmt::skip]
     let rows = vec![
-        port(
-            &t,
-            "ping the gateway: echo reply from it (addresses swapped, type 0, TTL 64)",
-            "tp1",
-            ping_gw.clone(),
-            Expect::Answer,
-        )
-        .output(reply_check(echo_reply(&ping_gw).into())),
-        port(
-            &t,
-            "ping the other subnet's gateway 10.1.1.1 through 10.1.0.1",
-            "tp1",
-            ping_far_gw.clone(),
-            Expect::Answer,
-        )
-        .output(reply_check(echo_reply(&ping_far_gw).into())),
-        port(
-            &t,
-            "b1 pings its gateway 10.1.1.1",
-            "tp3",
-            ping_gw_b1.clone(),
-            Expect::Answer,
-        )
-        .output(reply_check(echo_reply(&ping_gw_b1).into())),
-        port(
-            &t,
-            "red: x1 pings 10.1.0.1, red's router answers with its MAC",
-            "tp4",
-            ping_x.clone(),
-            Expect::Answer,
-        )
-        .output(reply_check(echo_reply(&ping_x).into())),
-        port(
-            &t,
-            "UDP to the gateway",
-            "tp1",
-            udp(A1, GW_A_MAC, GW_A, 64),
-            Expect::Drop(NotForGateway),
-        ),
-        port(
-            &t,
-            "TCP to the gateway",
-            "tp1",
-            packets::tcp4(A1.mac, GW_A_MAC, A1.ip, GW_A, 64, 22, PAYLOAD),
-            Expect::Drop(NotForGateway),
-        ),
-        port(
-            &t,
-            "ICMP echo reply to the gateway: an answer to a PING health check",
-            "tp1",
-            echo_reply_to_gw,
-            Expect::Drop(LbHealthAnswer),
-        ),
-        port(
-            &t,
-            "TCP to the gateway on a health check port: an answer to a check",
-            "tp1",
-            packets::tcp4(A1.mac, GW_A_MAC, A1.ip, GW_A, 64, 61_000, PAYLOAD),
-            Expect::Drop(LbHealthAnswer),
-        ),
-        port(
-            &t,
-            "DHCP DISCOVER (0.0.0.0 -> 255.255.255.255, 68 -> 67): to the agent",
-            "tp1",
-            packets::dhcp(A1.mac, [0xff; 6], [0; 4], [255; 4], 1),
-            Expect::Pass(Class::Ipv4),
-        ),
-        port(
-            &t,
-            "DHCP REQUEST broadcast from the VM's address",
-            "tp1",
-            packets::dhcp(A1.mac, [0xff; 6], A1.ip, [255; 4], 3),
-            Expect::Pass(Class::Ipv4),
-        ),
-        port(
-            &t,
-            "DHCP REQUEST unicast to the gateway (renewal)",
-            "tp1",
-            packets::dhcp(A1.mac, GW_A_MAC, A1.ip, GW_A, 3),
-            Expect::Pass(Class::Ipv4),
-        ),
-        port(
-            &t,
-            "DHCP DISCOVER from a foreign MAC",
-            "tp1",
-            packets::dhcp(STRANGER, [0xff; 6], [0; 4], [255; 4], 1),
-            Expect::Drop(SpoofedMac),
-        ),
-        port(
-            &t,
-            "DHCP OFFER from a VM (a rogue server)",
-            "tp1",
-            packets::udp4(A1.mac, [0xff; 6], A1.ip, [255; 4], 64, 67, 68, PAYLOAD),
-            Expect::Drop(FloodSuppressed),
-        ),
-        port(
-            &t,
-            "UDP broadcast 255.255.255.255:53",
-            "tp1",
-            udp(A1, [0xff; 6], [255; 4], 64),
-            Expect::Drop(FloodSuppressed),
-        ),
-        port(
-            &t,
-            "UDP to the subnet broadcast 10.1.0.255",
-            "tp1",
-            udp(A1, [0xff; 6], [10, 1, 0, 255], 64),
-            Expect::Drop(FloodSuppressed),
-        ),
-        port(
-            &t,
-            "mDNS multicast 224.0.0.251",
-            "tp1",
-            udp(A1, [0x01, 0x00, 0x5e, 0, 0, 0xfb], [224, 0, 0, 251], 1),
-            Expect::Drop(FloodSuppressed),
-        ),
+        t.port_row("ping the gateway: echo reply from it (addresses swapped, type 0, TTL 64)", "tp1", ping_gw.clone(), Expect::Answer).output(reply_check(echo_reply(&ping_gw).into())),
+        t.port_row("ping the other subnet's gateway 10.1.1.1 through 10.1.0.1", "tp1", ping_far_gw.clone(), Expect::Answer).output(reply_check(echo_reply(&ping_far_gw).into())),
+        t.port_row("b1 pings its gateway 10.1.1.1", "tp3", ping_gw_b1.clone(), Expect::Answer).output(reply_check(echo_reply(&ping_gw_b1).into())),
+        t.port_row("red: x1 pings 10.1.0.1, red's router answers with its MAC", "tp4", ping_x.clone(), Expect::Answer).output(reply_check(echo_reply(&ping_x).into())),
+        t.port_row("UDP to the gateway", "tp1", udp(A1, GW_A_MAC, GW_A, 64), Expect::Drop(NotForGateway)),
+        t.port_row("TCP to the gateway", "tp1", packets::tcp4(A1.mac, GW_A_MAC, A1.ip, GW_A, 64, 22, PAYLOAD), Expect::Drop(NotForGateway)),
+        t.port_row("ICMP echo reply to the gateway: an answer to a PING health check", "tp1", echo_reply_to_gw, Expect::Drop(LbHealthAnswer)),
+        t.port_row("TCP to the gateway on a health check port: an answer to a check", "tp1", packets::tcp4(A1.mac, GW_A_MAC, A1.ip, GW_A, 64, 61_000, PAYLOAD), Expect::Drop(LbHealthAnswer)),
+        t.port_row("DHCP DISCOVER (0.0.0.0 -> 255.255.255.255, 68 -> 67): to the agent", "tp1", packets::dhcp(A1.mac, [0xff; 6], [0; 4], [255; 4], 1), Expect::Pass(Class::Ipv4)),
+        t.port_row("DHCP REQUEST broadcast from the VM's address", "tp1", packets::dhcp(A1.mac, [0xff; 6], A1.ip, [255; 4], 3), Expect::Pass(Class::Ipv4)),
+        t.port_row("DHCP REQUEST unicast to the gateway (renewal)", "tp1", packets::dhcp(A1.mac, GW_A_MAC, A1.ip, GW_A, 3), Expect::Pass(Class::Ipv4)),
+        t.port_row("DHCP DISCOVER from a foreign MAC", "tp1", packets::dhcp(STRANGER, [0xff; 6], [0; 4], [255; 4], 1), Expect::Drop(SpoofedMac)),
+        t.port_row("DHCP OFFER from a VM (a rogue server)", "tp1", packets::udp4(A1.mac, [0xff; 6], A1.ip, [255; 4], 64, 67, 68, PAYLOAD), Expect::Drop(FloodSuppressed)),
+        t.port_row("UDP broadcast 255.255.255.255:53", "tp1", udp(A1, [0xff; 6], [255; 4], 64), Expect::Drop(FloodSuppressed)),
+        t.port_row("UDP to the subnet broadcast 10.1.0.255", "tp1", udp(A1, [0xff; 6], [10, 1, 0, 255], 64), Expect::Drop(FloodSuppressed)),
+        t.port_row("mDNS multicast 224.0.0.251", "tp1", udp(A1, [0x01, 0x00, 0x5e, 0, 0, 0xfb], [224, 0, 0, 251], 1), Expect::Drop(FloodSuppressed)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -1361,169 +724,32 @@ fn anti_spoofing_and_port_state() {
     let tp2 = t.ifindex("tp2");
     let from =
         |mac: [u8; 6], ip: [u8; 4]| packets::udp4(mac, A2.mac, ip, A2.ip, 64, 40000, 5000, PAYLOAD);
+    #[rustfmt::skip]
     let rows = vec![
-        port(
-            &t,
-            "foreign source MAC",
-            "tp1",
-            from(STRANGER, A1.ip),
-            Expect::Drop(SpoofedMac),
-        ),
-        port(
-            &t,
-            "foreign source address",
-            "tp1",
-            from(A1.mac, [10, 1, 0, 99]),
-            Expect::Drop(SpoofedIp),
-        ),
-        port(
-            &t,
-            "another port's address (a2's) from a1",
-            "tp1",
-            from(A1.mac, A2.ip),
-            Expect::Drop(SpoofedIp),
-        ),
-        port(
-            &t,
-            "foreign MAC and address",
-            "tp1",
-            from(STRANGER, [10, 1, 0, 99]),
-            Expect::Drop(SpoofedMac),
-        ),
-        port(
-            &t,
-            "pair 10.1.0.64/28 (port MAC): from 10.1.0.70",
-            "tp1",
-            from(A1.mac, [10, 1, 0, 70]),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "pair 10.1.0.64/28: from 10.1.0.80, outside it",
-            "tp1",
-            from(A1.mac, [10, 1, 0, 80]),
-            Expect::Drop(SpoofedIp),
-        ),
-        port(
-            &t,
-            "pair 10.1.0.200/32 with its own MAC: from it",
-            "tp1",
-            from(PAIR_MAC_1, [10, 1, 0, 200]),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "pair 10.1.0.200/32: its address with the port's MAC",
-            "tp1",
-            from(A1.mac, [10, 1, 0, 200]),
-            Expect::Drop(SpoofedIp),
-        ),
-        port(
-            &t,
-            "pair 10.1.0.200/32: its MAC with the port's address",
-            "tp1",
-            from(PAIR_MAC_1, A1.ip),
-            Expect::Drop(SpoofedMac),
-        ),
-        port(
-            &t,
-            "pair 10.1.0.201 (no prefix, port MAC)",
-            "tp1",
-            from(A1.mac, [10, 1, 0, 201]),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "pair 10.1.0.128/28 with its own MAC: from 10.1.0.130",
-            "tp1",
-            from(PAIR_MAC_2, [10, 1, 0, 130]),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "pair 10.1.0.128/28: with the port's MAC",
-            "tp1",
-            from(A1.mac, [10, 1, 0, 130]),
-            Expect::Drop(SpoofedIp),
-        ),
-        port(
-            &t,
-            "port security off: any MAC and address",
-            "tp6",
-            from(STRANGER, [10, 77, 0, 1]),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "port security off: its own",
-            "tp6",
-            from(A6.mac, A6.ip),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "admin-down port: IPv4",
-            "tp7",
-            from(A7.mac, A7.ip),
-            Expect::Drop(PortDown),
-        ),
-        port(
-            &t,
-            "admin-down port: ARP",
-            "tp7",
-            who_has(A7, A2.ip),
-            Expect::Drop(PortDown),
-        ),
-        port(
-            &t,
-            "admin-down port: garbage",
-            "tp7",
-            vec![0; 20],
-            Expect::Drop(PortDown),
-        ),
-        port(
-            &t,
-            "frame on an interface that is no port (tp8)",
-            "tp8",
-            udp(A1, A2.mac, A2.ip, 64),
-            Expect::Drop(PortUnknown),
-        ),
-        port(
-            &t,
-            "frame on the uplink through the port program",
-            UPLINK,
-            udp(A1, A2.mac, A2.ip, 64),
-            Expect::Drop(PortUnknown),
-        ),
-        port(
-            &t,
-            "IPv6 from a VM",
-            "tp1",
-            packets::ipv6_udp(PAYLOAD),
-            Expect::Drop(Ipv6Unsupported),
-        ),
-        port(
-            &t,
-            "802.1Q-tagged from a VM",
-            "tp1",
-            packets::vlan_ipv4_udp(5, PAYLOAD),
-            Expect::Drop(VlanOnPort),
-        ),
-        port(
-            &t,
-            "LLDP from a VM",
-            "tp1",
-            packets::lldp(),
-            Expect::Drop(UnsupportedEthertype),
-        ),
+        t.port_row("foreign source MAC", "tp1", from(STRANGER, A1.ip), Expect::Drop(SpoofedMac)),
+        t.port_row("foreign source address", "tp1", from(A1.mac, [10, 1, 0, 99]), Expect::Drop(SpoofedIp)),
+        t.port_row("another port's address (a2's) from a1", "tp1", from(A1.mac, A2.ip), Expect::Drop(SpoofedIp)),
+        t.port_row("foreign MAC and address", "tp1", from(STRANGER, [10, 1, 0, 99]), Expect::Drop(SpoofedMac)),
+        t.port_row("pair 10.1.0.64/28 (port MAC): from 10.1.0.70", "tp1", from(A1.mac, [10, 1, 0, 70]), Expect::Forward).to(tp2),
+        t.port_row("pair 10.1.0.64/28: from 10.1.0.80, outside it", "tp1", from(A1.mac, [10, 1, 0, 80]), Expect::Drop(SpoofedIp)),
+        t.port_row("pair 10.1.0.200/32 with its own MAC: from it", "tp1", from(PAIR_MAC_1, [10, 1, 0, 200]), Expect::Forward).to(tp2),
+        t.port_row("pair 10.1.0.200/32: its address with the port's MAC", "tp1", from(A1.mac, [10, 1, 0, 200]), Expect::Drop(SpoofedIp)),
+        t.port_row("pair 10.1.0.200/32: its MAC with the port's address", "tp1", from(PAIR_MAC_1, A1.ip), Expect::Drop(SpoofedMac)),
+        t.port_row("pair 10.1.0.201 (no prefix, port MAC)", "tp1", from(A1.mac, [10, 1, 0, 201]), Expect::Forward).to(tp2),
+        t.port_row("pair 10.1.0.128/28 with its own MAC: from 10.1.0.130", "tp1", from(PAIR_MAC_2, [10, 1, 0, 130]), Expect::Forward).to(tp2),
+        t.port_row("pair 10.1.0.128/28: with the port's MAC", "tp1", from(A1.mac, [10, 1, 0, 130]), Expect::Drop(SpoofedIp)),
+        t.port_row("port security off: any MAC and address", "tp6", from(STRANGER, [10, 77, 0, 1]), Expect::Forward).to(tp2),
+        t.port_row("port security off: its own", "tp6", from(A6.mac, A6.ip), Expect::Forward).to(tp2),
+        t.port_row("admin-down port: IPv4", "tp7", from(A7.mac, A7.ip), Expect::Drop(PortDown)),
+        t.port_row("admin-down port: ARP", "tp7", who_has(A7, A2.ip), Expect::Drop(PortDown)),
+        t.port_row("admin-down port: garbage", "tp7", vec![0; 20], Expect::Drop(PortDown)),
+        t.port_row("frame on an interface that is no port (tp8)", "tp8", udp(A1, A2.mac, A2.ip, 64), Expect::Drop(PortUnknown)),
+        t.port_row("frame on the uplink through the port program", UPLINK, udp(A1, A2.mac, A2.ip, 64), Expect::Drop(PortUnknown)),
+        t.port_row("IPv6 from a VM", "tp1", packets::ipv6_udp(PAYLOAD), Expect::Drop(Ipv6Unsupported)),
+        t.port_row("802.1Q-tagged from a VM", "tp1", packets::vlan_ipv4_udp(5, PAYLOAD), Expect::Drop(VlanOnPort)),
+        t.port_row("LLDP from a VM", "tp1", packets::lldp(), Expect::Drop(UnsupportedEthertype)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -1538,8 +764,7 @@ fn admin_down_network() {
         .port(Port::local("d1", "d", "tp8", mac([0, 4, 5]), [10, 4, 0, 5]));
     t.install(&w);
     let m = mac([0, 4, 5]);
-    let rows = vec![port(
-        &t,
+    t.check(&t.port_row(
         "port on an administratively down network",
         "tp8",
         packets::udp4(
@@ -1553,8 +778,7 @@ fn admin_down_network() {
             PAYLOAD,
         ),
         Expect::Drop(PortDown),
-    )];
-    run_rows(&mut t, rows);
+    ));
 }
 
 #[test]
@@ -1610,37 +834,26 @@ fn icmp_errors() {
     };
     let frag_needed =
         |mtu| unreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu });
+    #[rustfmt::skip]
     let rows = vec![
-        port(&t, "routed a1 -> b1 with TTL 1: time exceeded from 10.1.0.1", "tp1", ttl1.clone(), Expect::AnswerError(TtlExceeded))
-            .output(err(icmp_error(&ttl1, time_exceeded(), GW_A, GW_A_MAC))),
-        port(&t, "routed with TTL 0", "tp1", ttl0.clone(), Expect::AnswerError(TtlExceeded))
-            .output(err(icmp_error(&ttl0, time_exceeded(), GW_A, GW_A_MAC))),
-        port(&t, "routed to a remote port (b3) with TTL 1", "tp1", ttl1_remote.clone(), Expect::AnswerError(TtlExceeded))
-            .output(err(icmp_error(&ttl1_remote, time_exceeded(), GW_A, GW_A_MAC))),
-        port(&t, "routed echo request with TTL 1 (traceroute): an echo request is no error, answered", "tp1", ttl1_ping.clone(), Expect::AnswerError(TtlExceeded))
-            .output(err(icmp_error(&ttl1_ping, time_exceeded(), GW_A, GW_A_MAC))),
-        port(&t, "b1 -> a1 with TTL 1: from b's gateway 10.1.1.1 and its MAC", "tp3", ttl1_from_b.clone(), Expect::AnswerError(TtlExceeded))
-            .output(err(icmp_error(&ttl1_from_b, time_exceeded(), GW_B, GW_B_MAC))),
-        port(&t, "routed a1 -> b1, 1451 bytes with DF: fragmentation needed, next-hop MTU 1450", "tp1", big_df.clone(), Expect::AnswerError(FragmentationNeeded))
-            .output(err(icmp_error(&big_df, frag_needed(1450), GW_A, GW_A_MAC))),
-        port(&t, "routed a1 -> b3 (remote), 1500 bytes with DF: fragmentation needed, 1450", "tp1", big_df_remote.clone(), Expect::AnswerError(FragmentationNeeded))
-            .output(err(icmp_error(&big_df_remote, frag_needed(1450), GW_A, GW_A_MAC))),
-        port(&t, "routed a1 -> b1, 1451 bytes without DF: dropped (no fragmentation in the overlay)", "tp1", big, Expect::Drop(TooBig)),
-        port(&t, "L2 a1 -> a2, 1501 bytes with DF (net a MTU 1500): fragmentation needed from the network's gateway, 1500", "tp1", big_l2.clone(), Expect::AnswerError(FragmentationNeeded))
-            .output(err(icmp_error(&big_l2, frag_needed(1500), GW_A, GW_A_MAC))),
-        port(&t, "no route (8.8.8.8): network unreachable", "tp1", no_route.clone(), Expect::AnswerError(NoRoute))
-            .output(err(icmp_error(&no_route, unreachable(DestUnreachableHeader::Network), GW_A, GW_A_MAC))),
-        port(&t, "connected subnet, nobody at 10.1.1.99: host unreachable", "tp1", no_host.clone(), Expect::AnswerError(HostUnreachable))
-            .output(err(icmp_error(&no_host, unreachable(DestUnreachableHeader::Host), GW_A, GW_A_MAC))),
-        port(&t, "static route 172.16.0.0/12 via 10.1.1.99 (nobody): host unreachable", "tp1", via_nobody.clone(), Expect::AnswerError(HostUnreachable))
-            .output(err(icmp_error(&via_nobody, unreachable(DestUnreachableHeader::Host), GW_A, GW_A_MAC))),
-        port(&t, "red: x1 -> 10.1.1.5 (b1's address in blue, nobody in red): host unreachable from red", "tp4", x_no_host.clone(), Expect::AnswerError(HostUnreachable))
-            .output(err(icmp_error(&x_no_host, unreachable(DestUnreachableHeader::Host), GW_A, GW_X_MAC))),
-        port(&t, "routed ICMP error with TTL 1: no error about an error", "tp1", ttl1_icmp_error, Expect::Drop(TtlExceeded)),
-        port(&t, "routed later fragment with TTL 1: no error", "tp1", ttl1_later_fragment, Expect::Drop(TtlExceeded)),
-        port(&t, "routed with IP options and TTL 1: dropped without an error", "tp1", ttl1_options, Expect::Drop(TtlExceeded)),
+        t.port_row("routed a1 -> b1 with TTL 1: time exceeded from 10.1.0.1", "tp1", ttl1.clone(), Expect::AnswerError(TtlExceeded)).output(err(icmp_error(&ttl1, time_exceeded(), GW_A, GW_A_MAC))),
+        t.port_row("routed with TTL 0", "tp1", ttl0.clone(), Expect::AnswerError(TtlExceeded)).output(err(icmp_error(&ttl0, time_exceeded(), GW_A, GW_A_MAC))),
+        t.port_row("routed to a remote port (b3) with TTL 1", "tp1", ttl1_remote.clone(), Expect::AnswerError(TtlExceeded)).output(err(icmp_error(&ttl1_remote, time_exceeded(), GW_A, GW_A_MAC))),
+        t.port_row("routed echo request with TTL 1 (traceroute): an echo request is no error, answered", "tp1", ttl1_ping.clone(), Expect::AnswerError(TtlExceeded)).output(err(icmp_error(&ttl1_ping, time_exceeded(), GW_A, GW_A_MAC))),
+        t.port_row("b1 -> a1 with TTL 1: from b's gateway 10.1.1.1 and its MAC", "tp3", ttl1_from_b.clone(), Expect::AnswerError(TtlExceeded)).output(err(icmp_error(&ttl1_from_b, time_exceeded(), GW_B, GW_B_MAC))),
+        t.port_row("routed a1 -> b1, 1451 bytes with DF: fragmentation needed, next-hop MTU 1450", "tp1", big_df.clone(), Expect::AnswerError(FragmentationNeeded)).output(err(icmp_error(&big_df, frag_needed(1450), GW_A, GW_A_MAC))),
+        t.port_row("routed a1 -> b3 (remote), 1500 bytes with DF: fragmentation needed, 1450", "tp1", big_df_remote.clone(), Expect::AnswerError(FragmentationNeeded)).output(err(icmp_error(&big_df_remote, frag_needed(1450), GW_A, GW_A_MAC))),
+        t.port_row("routed a1 -> b1, 1451 bytes without DF: dropped (no fragmentation in the overlay)", "tp1", big, Expect::Drop(TooBig)),
+        t.port_row("L2 a1 -> a2, 1501 bytes with DF (net a MTU 1500): fragmentation needed from the network's gateway, 1500", "tp1", big_l2.clone(), Expect::AnswerError(FragmentationNeeded)).output(err(icmp_error(&big_l2, frag_needed(1500), GW_A, GW_A_MAC))),
+        t.port_row("no route (8.8.8.8): network unreachable", "tp1", no_route.clone(), Expect::AnswerError(NoRoute)).output(err(icmp_error(&no_route, unreachable(DestUnreachableHeader::Network), GW_A, GW_A_MAC))),
+        t.port_row("connected subnet, nobody at 10.1.1.99: host unreachable", "tp1", no_host.clone(), Expect::AnswerError(HostUnreachable)).output(err(icmp_error(&no_host, unreachable(DestUnreachableHeader::Host), GW_A, GW_A_MAC))),
+        t.port_row("static route 172.16.0.0/12 via 10.1.1.99 (nobody): host unreachable", "tp1", via_nobody.clone(), Expect::AnswerError(HostUnreachable)).output(err(icmp_error(&via_nobody, unreachable(DestUnreachableHeader::Host), GW_A, GW_A_MAC))),
+        t.port_row("red: x1 -> 10.1.1.5 (b1's address in blue, nobody in red): host unreachable from red", "tp4", x_no_host.clone(), Expect::AnswerError(HostUnreachable)).output(err(icmp_error(&x_no_host, unreachable(DestUnreachableHeader::Host), GW_A, GW_X_MAC))),
+        t.port_row("routed ICMP error with TTL 1: no error about an error", "tp1", ttl1_icmp_error, Expect::Drop(TtlExceeded)),
+        t.port_row("routed later fragment with TTL 1: no error", "tp1", ttl1_later_fragment, Expect::Drop(TtlExceeded)),
+        t.port_row("routed with IP options and TTL 1: dropped without an error", "tp1", ttl1_options, Expect::Drop(TtlExceeded)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }
 
 #[test]
@@ -1649,64 +862,15 @@ fn identical_cidrs_in_two_vpcs() {
     let (tp2, tp5, up0) = (t.ifindex("tp2"), t.ifindex("tp5"), t.ifindex(UPLINK));
     let blue = udp(A1, GW_A_MAC, B3.ip, 64);
     let red = udp(X1, GW_X_MAC, Y3.ip, 64);
+    #[rustfmt::skip]
     let rows = vec![
-        port(
-            &t,
-            "blue a1 -> 10.1.0.6: a2 on tp2",
-            "tp1",
-            udp(A1, A2.mac, A2.ip, 64),
-            Expect::Forward,
-        )
-        .to(tp2),
-        port(
-            &t,
-            "red x1 -> 10.1.0.6: x2 on tp5",
-            "tp4",
-            udp(X1, X2.mac, X2.ip, 64),
-            Expect::Forward,
-        )
-        .to(tp5),
-        port(
-            &t,
-            "red x1 -> 10.1.0.6 with blue a2's MAC: not reachable across VPCs",
-            "tp4",
-            udp(X1, A2.mac, A2.ip, 64),
-            Expect::Drop(UnknownDestination),
-        ),
-        port(
-            &t,
-            "blue a1 -> 10.1.1.7: b3, VNI 101 to 198.18.2.3",
-            "tp1",
-            blue.clone(),
-            Expect::Forward,
-        )
-        .output(encapsulated(&routed(&blue, B3.mac, GW_B_MAC), 101, HOST_B3))
-        .to(up0),
-        port(
-            &t,
-            "red x1 -> 10.1.1.7: y3, VNI 201 to 198.18.2.4",
-            "tp4",
-            red.clone(),
-            Expect::Forward,
-        )
-        .output(encapsulated(&routed(&red, Y3.mac, GW_Y_MAC), 201, HOST_Y3))
-        .to(up0),
-        port(
-            &t,
-            "red x1 -> 10.1.0.20 (x3, remote in red only)",
-            "tp4",
-            udp(X1, X3.mac, X3.ip, 64),
-            Expect::Forward,
-        )
-        .output(encapsulated(&udp(X1, X3.mac, X3.ip, 64), 200, HOST_Y3))
-        .to(up0),
-        port(
-            &t,
-            "blue a1 -> 10.1.0.20 (only red has it)",
-            "tp1",
-            udp(A1, X3.mac, X3.ip, 64),
-            Expect::Drop(UnknownDestination),
-        ),
+        t.port_row("blue a1 -> 10.1.0.6: a2 on tp2", "tp1", udp(A1, A2.mac, A2.ip, 64), Expect::Forward).to(tp2),
+        t.port_row("red x1 -> 10.1.0.6: x2 on tp5", "tp4", udp(X1, X2.mac, X2.ip, 64), Expect::Forward).to(tp5),
+        t.port_row("red x1 -> 10.1.0.6 with blue a2's MAC: not reachable across VPCs", "tp4", udp(X1, A2.mac, A2.ip, 64), Expect::Drop(UnknownDestination)),
+        t.port_row("blue a1 -> 10.1.1.7: b3, VNI 101 to 198.18.2.3", "tp1", blue.clone(), Expect::Forward).output(encapsulated(&routed(&blue, B3.mac, GW_B_MAC), 101, HOST_B3)).to(up0),
+        t.port_row("red x1 -> 10.1.1.7: y3, VNI 201 to 198.18.2.4", "tp4", red.clone(), Expect::Forward).output(encapsulated(&routed(&red, Y3.mac, GW_Y_MAC), 201, HOST_Y3)).to(up0),
+        t.port_row("red x1 -> 10.1.0.20 (x3, remote in red only)", "tp4", udp(X1, X3.mac, X3.ip, 64), Expect::Forward).output(encapsulated(&udp(X1, X3.mac, X3.ip, 64), 200, HOST_Y3)).to(up0),
+        t.port_row("blue a1 -> 10.1.0.20 (only red has it)", "tp1", udp(A1, X3.mac, X3.ip, 64), Expect::Drop(UnknownDestination)),
     ];
-    run_rows(&mut t, rows);
+    t.check_rows(rows);
 }

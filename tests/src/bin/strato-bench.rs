@@ -26,7 +26,7 @@ use strato_dataplane::Attach;
 use strato_tests::{
     benchkit::{self, ratios, run_checked, time_checked, vxlan_parts, Bound, Stat},
     packets,
-    progtest::{ProgramTester, Verdict},
+    progtest::{Outcome, ProgramTester, Verdict},
 };
 
 struct Args {
@@ -152,17 +152,12 @@ fn parse_args() -> anyhow::Result<Args> {
 /// A timed row: name, entry point, ingress, frame, the verdict of its path.
 type Row = (&'static str, Attach, u32, Vec<u8>, Verdict);
 
-/// Times `rows` interleaved: every round runs each row once (`repeat`
-/// packets), so a slow stretch of the machine weighs on all of them
+/// Times `rows` interleaved, `args.rounds` rounds: every round runs each
+/// row once (`args.repeat` packets), so a slow stretch of the machine weighs on all of them
 /// alike. Checks the verdict of every timed run (the caller checks each
 /// path once, un-timed, with its output, before). Returns the ns/packet
 /// samples of each row, one per round.
-fn interleaved(
-    t: &mut ProgramTester,
-    rows: &[Row],
-    rounds: usize,
-    repeat: u32,
-) -> anyhow::Result<Vec<Vec<f64>>> {
+fn interleaved(t: &mut ProgramTester, rows: &[Row], args: &Args) -> anyhow::Result<Vec<Vec<f64>>> {
     for (name, attach, ingress, frame, want) in rows {
         if is_harness(*attach) {
             t.bench_frame(frame);
@@ -171,17 +166,35 @@ fn interleaved(
         time_checked(t, *attach, *ingress, frame, 1000, *want, name)?;
     }
     let mut samples = vec![vec![]; rows.len()];
-    for _ in 0..rounds {
+    for _ in 0..args.rounds {
         for (i, (name, attach, ingress, frame, want)) in rows.iter().enumerate() {
             if is_harness(*attach) {
                 t.bench_frame(frame);
             }
             samples[i].push(time_checked(
-                t, *attach, *ingress, frame, repeat, *want, name,
+                t,
+                *attach,
+                *ingress,
+                frame,
+                args.repeat,
+                *want,
+                name,
             )?);
         }
     }
     Ok(samples)
+}
+
+/// One row timed on its own (see [`interleaved`]): its samples.
+fn timed_alone(t: &mut ProgramTester, row: Row, args: &Args) -> anyhow::Result<Vec<f64>> {
+    Ok(interleaved(t, &[row], args)?.remove(0))
+}
+
+/// Runs `row`'s frame once, un-timed, through `attach` (the entry point
+/// its harness row wraps) at its ingress, checking its verdict.
+fn run_row_on(t: &mut ProgramTester, attach: Attach, row: &Row) -> anyhow::Result<Outcome> {
+    let (name, _, ingress, frame, want) = row;
+    run_checked(t, attach, *ingress, frame, *want, name)
 }
 
 /// Harness rows put their frame back before each run: the frame to put
@@ -221,7 +234,13 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     truncated[16..18].copy_from_slice(&1500u16.to_be_bytes());
     packets::fix_ipv4_checksum(&mut truncated);
     let switched = udp_frame(p1.0, p2.0, p1.1, p2.1);
-    let rows: Vec<Row> = vec![
+    // Uplink rows: traffic for the host's stack, passed.
+    let uplink = |name: &'static str, frame: Vec<u8>| -> Row {
+        (name, Attach::Uplink, 0, frame, Verdict::Pass)
+    };
+    let ext_headers = [(0, packets::ext_header(0)), (60, packets::ext_header(0))];
+    let rows: Vec<Row> =
+        vec![
         (
             "floor: XDP_PASS only (reference)",
             Attach::Floor,
@@ -229,51 +248,12 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
             packets::ipv4_udp(&[0; 18]),
             Verdict::Pass,
         ),
-        (
-            "uplink: IPv4/UDP 64 B, parse + count, pass",
-            Attach::Uplink,
-            0,
-            packets::ipv4_udp(&[0; 18]),
-            Verdict::Pass,
-        ),
-        (
-            "uplink: IPv4/TCP 74 B",
-            Attach::Uplink,
-            0,
-            packets::ipv4_tcp(&[0; 20]),
-            Verdict::Pass,
-        ),
-        (
-            "uplink: 802.1Q IPv4/UDP",
-            Attach::Uplink,
-            0,
-            packets::vlan_ipv4_udp(7, &[0; 18]),
-            Verdict::Pass,
-        ),
-        (
-            "uplink: IPv6/TCP",
-            Attach::Uplink,
-            0,
-            packets::ipv6_tcp(&[0; 20]),
-            Verdict::Pass,
-        ),
-        (
-            "uplink: IPv6 + 2 ext headers/UDP",
-            Attach::Uplink,
-            0,
-            packets::ipv6_with_ext(
-                &[(0, packets::ext_header(0)), (60, packets::ext_header(0))],
-                &[0; 10],
-            ),
-            Verdict::Pass,
-        ),
-        (
-            "uplink: ARP",
-            Attach::Uplink,
-            0,
-            packets::arp_request(),
-            Verdict::Pass,
-        ),
+        uplink("uplink: IPv4/UDP 64 B, parse + count, pass", packets::ipv4_udp(&[0; 18])),
+        uplink("uplink: IPv4/TCP 74 B", packets::ipv4_tcp(&[0; 20])),
+        uplink("uplink: 802.1Q IPv4/UDP", packets::vlan_ipv4_udp(7, &[0; 18])),
+        uplink("uplink: IPv6/TCP", packets::ipv6_tcp(&[0; 20])),
+        uplink("uplink: IPv6 + 2 ext headers/UDP", packets::ipv6_with_ext(&ext_headers, &[0; 10])),
+        uplink("uplink: ARP", packets::arp_request()),
         (
             "uplink: malformed IPv4, drop + reason",
             Attach::Uplink,
@@ -321,7 +301,7 @@ fn program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
         "port: switching changed the frame or did not count it forwarded: {:?}",
         o.counters
     );
-    let samples = interleaved(&mut t, &rows, args.rounds, args.repeat)?;
+    let samples = interleaved(&mut t, &rows, args)?;
     t.install(&World::new());
     if args.smoke {
         return Ok(());
@@ -381,12 +361,10 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
             .net(Net::new("a", 100).subnet("sa", "10.1.0.0/24", "10.1.0.1"))
             .net(Net::new("b", 101).subnet("sb", "10.1.1.0/24", "10.1.1.1"))
             .net(Net::new("c", 102).subnet("sc", "10.64.0.0/12", "10.64.0.1"))
-            .router(
-                Router::new("r1")
-                    .interface("sa", gw_a)
-                    .interface("sb", gw_b)
-                    .interface("sc", MAC(0xc0, 1)),
-            )
+            .router(Router::on(
+                "r1",
+                &[("sa", gw_a), ("sb", gw_b), ("sc", MAC(0xc0, 1))],
+            ))
             // Port security off: the pipeline alone (security groups have
             // their own rows).
             .port(Port::local("a1", "a", "tp1", a1.0, a1.1).no_security())
@@ -425,27 +403,21 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     // Every row runs through the harness, which puts the frame back before
     // each run (these paths rewrite it: a repeated test reuses one buffer);
     // its own cost is the "restore" row, taken off the others.
+    let from_a1 = |name: &'static str, frame: Vec<u8>| -> Row {
+        (name, Attach::BenchPort, tp1, frame, Verdict::Redirect)
+    };
     let rows: Vec<Row> = vec![
-        (
+        from_a1(
             "port: switched to a local port",
-            Attach::BenchPort,
-            tp1,
             udp_frame(a1.0, a2.0, a1.1, a2.1),
-            Verdict::Redirect,
         ),
-        (
+        from_a1(
             "port: routed to a local port",
-            Attach::BenchPort,
-            tp1,
             udp_frame(a1.0, gw_a, a1.1, b1.1),
-            Verdict::Redirect,
         ),
-        (
+        from_a1(
             "port: routed + VXLAN encapsulation",
-            Attach::BenchPort,
-            tp1,
             udp_frame(a1.0, gw_a, a1.1, b3.1),
-            Verdict::Redirect,
         ),
         (
             "uplink: VXLAN decapsulation to a local port",
@@ -454,12 +426,9 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
             vxlan,
             Verdict::Redirect,
         ),
-        (
+        from_a1(
             "port: ARP reply for the gateway",
-            Attach::BenchPort,
-            tp1,
             packets::arp_request_from(a1.0, a1.1, [10, 1, 0, 1]),
-            Verdict::Redirect,
         ),
     ];
     let sizes: [u32; 2] = if args.smoke { [10, 100] } else { [10, 100_000] };
@@ -488,51 +457,23 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
             );
             t.install(&world(n));
             // Each path checked once, with its output, before timing.
-            let o = run_checked(
-                &mut t,
-                Attach::Port,
-                tp1,
-                &rows[0].3,
-                Verdict::Redirect,
-                rows[0].0,
-            )?;
+            let o = run_row_on(&mut t, Attach::Port, &rows[0])?;
             ensure!(o.output == rows[0].3, "{}: the frame changed", rows[0].0);
-            let o = run_checked(
-                &mut t,
-                Attach::Port,
-                tp1,
-                &rows[1].3,
-                Verdict::Redirect,
-                rows[1].0,
-            )?;
+            let o = run_row_on(&mut t, Attach::Port, &rows[1])?;
             ensure!(
                 o.output[0..6] == b1.0 && o.output[6..12] == gw_b && o.output[22] == 63,
                 "{}: not routed to b1 (MACs, TTL): {}",
                 rows[1].0,
                 strato_tests::progtest::hex(&o.output)
             );
-            let o = run_checked(
-                &mut t,
-                Attach::Port,
-                tp1,
-                &rows[2].3,
-                Verdict::Redirect,
-                rows[2].0,
-            )?;
+            let o = run_row_on(&mut t, Attach::Port, &rows[2])?;
             let (outer, inner) = vxlan_parts(rows[2].0, &o.output)?;
             ensure!(
                 outer == [198, 18, 2, 3] && inner[0..6] == b3.0,
                 "{}: not tunnelled to b3's host",
                 rows[2].0
             );
-            let o = run_checked(
-                &mut t,
-                Attach::Uplink,
-                up,
-                &rows[3].3,
-                Verdict::Redirect,
-                rows[3].0,
-            )?;
+            let o = run_row_on(&mut t, Attach::Uplink, &rows[3])?;
             ensure!(
                 o.output[0..6] == b1.0
                     && o.counters.interfaces.get(&up).map(|s| s.forwarded) == Some(1),
@@ -540,14 +481,7 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
                 rows[3].0,
                 o.counters
             );
-            let o = run_checked(
-                &mut t,
-                Attach::Port,
-                tp1,
-                &rows[4].3,
-                Verdict::Redirect,
-                rows[4].0,
-            )?;
+            let o = run_row_on(&mut t, Attach::Port, &rows[4])?;
             ensure!(
                 o.output[12..14] == [0x08, 0x06] && o.output[20..22] == [0, 2],
                 "{}: no ARP reply",
@@ -559,7 +493,7 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
                 .into_iter()
                 .chain(rows.iter().cloned())
                 .collect();
-            let s = interleaved(&mut t, &all, args.rounds, args.repeat)?;
+            let s = interleaved(&mut t, &all, args)?;
             let after = t.outcomes();
             // Every run of the rows (not the references, which count
             // nothing) was forwarded or answered, nothing dropped.
@@ -627,34 +561,26 @@ fn vpc_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the program benches run.
+fn program_runs(args: &Args) -> benchkit::ProgramRuns {
+    benchkit::ProgramRuns {
+        rounds: args.rounds,
+        repeat: args.repeat,
+        passes: args.passes,
+        smoke: args.smoke,
+    }
+}
+
 /// Elastic IP and SNAT paths (see `strato_tests::benchnat`).
 fn nat_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let mut t = ProgramTester::bench_in_test_net();
-    strato_tests::benchnat::run(
-        &mut t,
-        &strato_tests::benchnat::Options {
-            rounds: args.rounds,
-            repeat: args.repeat,
-            passes: args.passes,
-            smoke: args.smoke,
-        },
-        out,
-    )
+    strato_tests::benchnat::run(&mut t, &program_runs(args), out)
 }
 
 /// The L4 load balancer (see `strato_tests::benchlb`).
 fn lb_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let mut t = ProgramTester::bench_in_test_net();
-    strato_tests::benchlb::run(
-        &mut t,
-        &strato_tests::benchlb::Options {
-            rounds: args.rounds,
-            repeat: args.repeat,
-            passes: args.passes,
-            smoke: args.smoke,
-        },
-        out,
-    )
+    strato_tests::benchlb::run(&mut t, &program_runs(args), out)
 }
 
 /// Security groups through BPF_PROG_TEST_RUN: a first packet (connection
@@ -775,6 +701,10 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
         );
         Ok(())
     };
+    // A row of c1's frames to w1, forwarded.
+    let to_w1 = |name: &'static str, frame: Vec<u8>| -> Row {
+        (name, Attach::Port, tp2, frame, Verdict::Redirect)
+    };
     let runs = |n: usize| (n * args.rounds) as u64 * args.repeat as u64;
     let sizes: [u32; 3] = if args.smoke {
         [10, 100, 1_000]
@@ -798,19 +728,7 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
         );
         t.install(&world(0, false));
         delivered(&mut t, &udp, "no group: UDP")?;
-        let s = interleaved(
-            &mut t,
-            &[(
-                "no group",
-                Attach::Port,
-                tp2,
-                udp.clone(),
-                Verdict::Redirect,
-            )],
-            args.rounds,
-            args.repeat,
-        )?;
-        none.extend(&s[0]);
+        none.extend(timed_alone(&mut t, to_w1("no group", udp.clone()), args)?);
         for (si, &n) in sizes.iter().enumerate() {
             eprintln!("bench: security groups with {n} rules on the receiver's group");
             let started = Instant::now();
@@ -866,29 +784,11 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
             }
             let before = t.ct_stats();
             let rows: Vec<Row> = vec![
-                (
-                    "first packet",
-                    Attach::Port,
-                    tp2,
-                    rst.clone(),
-                    Verdict::Redirect,
-                ),
-                (
-                    "established UDP",
-                    Attach::Port,
-                    tp2,
-                    udp.clone(),
-                    Verdict::Redirect,
-                ),
-                (
-                    "established TCP",
-                    Attach::Port,
-                    tp2,
-                    est_tcp.clone(),
-                    Verdict::Redirect,
-                ),
+                to_w1("first packet", rst.clone()),
+                to_w1("established UDP", udp.clone()),
+                to_w1("established TCP", est_tcp.clone()),
             ];
-            let s = interleaved(&mut t, &rows, args.rounds, args.repeat)?;
+            let s = interleaved(&mut t, &rows, args)?;
             let after = t.ct_stats();
             // Every timed run did what its one run did.
             let n = runs(1) + 1000;
@@ -943,19 +843,11 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
         flows as u64 + 1
     );
     delivered(&mut t, &udp, "established UDP")?;
-    let est_empty = interleaved(
+    let est_empty = timed_alone(
         &mut t,
-        &[(
-            "established UDP, table nearly empty",
-            Attach::Port,
-            tp2,
-            udp.clone(),
-            Verdict::Redirect,
-        )],
-        args.rounds,
-        args.repeat,
-    )?
-    .remove(0);
+        to_w1("established UDP, table nearly empty", udp.clone()),
+        args,
+    )?;
     eprintln!("bench: security groups: filling the connection table");
     let capacity = dataplane_common::maps::CT_MAX_DEFAULT;
     t.ct_fill(999, capacity);
@@ -967,19 +859,11 @@ fn policy_program_benchmarks(args: &Args, out: &mut String) -> anyhow::Result<()
     let new_full = new_flows(&mut t, 20_000)?;
     let after = t.ct_stats();
     delivered(&mut t, &udp, "established UDP, table full")?;
-    let est_full = interleaved(
+    let est_full = timed_alone(
         &mut t,
-        &[(
-            "established UDP, table full",
-            Attach::Port,
-            tp2,
-            udp.clone(),
-            Verdict::Redirect,
-        )],
-        args.rounds,
-        args.repeat,
-    )?
-    .remove(0);
+        to_w1("established UDP, table full", udp.clone()),
+        args,
+    )?;
     t.install(&world(0, false));
     if args.smoke {
         return Ok(());
