@@ -11,7 +11,7 @@
 use std::io;
 use std::mem::size_of;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use smoltcp::phy::ChecksumCapabilities;
@@ -22,7 +22,7 @@ use smoltcp::wire::{
     IPV4_HEADER_LEN, UDP_HEADER_LEN,
 };
 
-use crate::sys::{link_addr, setsockopt};
+use crate::sys::{link_addr, packet_socket, setsockopt};
 
 /// The one address a port may have, and everything its DHCP replies carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -476,20 +476,7 @@ impl Server {
     /// Opens an AF_PACKET socket on all interfaces of the current network namespace that sees
     /// only IPv4 UDP to port 67. Call it in the namespace the agent serves.
     pub fn open() -> io::Result<Server> {
-        // Protocol 0 receives nothing until bind, so no frame slips in before the filter.
-        // SAFETY: plain syscall without pointers.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a freshly opened descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut filter = udp_dst_port_67_filter();
-        let prog = libc::sock_fprog {
-            len: filter.len() as u16,
-            filter: filter.as_mut_ptr(),
-        };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
+        let fd = packet_socket(&mut udp_dst_port_67_filter())?;
         let timeout = libc::timeval {
             tv_sec: 0,
             tv_usec: RECV_TIMEOUT_USEC,

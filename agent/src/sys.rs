@@ -13,7 +13,7 @@ use std::{
     io,
     mem::size_of,
     net::Ipv4Addr,
-    os::fd::{AsRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::Path,
 };
 
@@ -226,6 +226,25 @@ pub(crate) fn link_addr(ifindex: i32, mac: Option<[u8; 6]>) -> libc::sockaddr_ll
         addr.sll_addr[..6].copy_from_slice(&mac);
     }
     addr
+}
+
+/// An `AF_PACKET` raw socket that receives only what `filter` (classic
+/// BPF) accepts. It is opened with protocol 0, which receives nothing until
+/// the caller binds it, so no frame slips in before the filter is on.
+pub(crate) fn packet_socket(filter: &mut [libc::sock_filter]) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall without pointers.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a freshly opened descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
+    Ok(fd)
 }
 
 #[cfg(test)]

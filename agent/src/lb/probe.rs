@@ -26,7 +26,7 @@ use std::{
     collections::BTreeMap,
     io,
     mem::size_of,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -37,7 +37,7 @@ use std::{
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use strato_lb::health::RiseFall;
 
-use crate::sys::{link_addr, setsockopt};
+use crate::sys::{link_addr, packet_socket};
 
 /// Source ports of checks (and so destination ports of the answers).
 pub const PROBE_PORTS: std::ops::RangeInclusive<u16> =
@@ -485,19 +485,7 @@ fn sock_filter() -> [libc::sock_filter; 14] {
 
 impl Socket {
     fn open(ifindex: u32) -> io::Result<Socket> {
-        // SAFETY: plain syscall without pointers.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut prog = sock_filter();
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_mut_ptr(),
-        };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)?;
+        let fd = packet_socket(&mut sock_filter())?;
         let mut addr = link_addr(ifindex as i32, None);
         addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: a valid sockaddr_ll and its size.
