@@ -388,7 +388,18 @@ pub fn port_part(
     })
 }
 
-/// As [`build`], also returning who provides each endpoint.
+/// What every step of [`build_parts`] reads: the entries, the routing
+/// domain of every network, and the networks by id.
+struct Known<'e> {
+    desired: &'e BTreeMap<String, Entry>,
+    doms: BTreeMap<String, u32>,
+    nets: BTreeMap<&'e str, &'e NetworkEntry>,
+}
+
+/// As [`build`], also returning who provides each endpoint. The steps run
+/// in this order, which decides who wins a key two of them write: remote
+/// ports only fill what routers left, local ports overwrite remote claims,
+/// VIPs overwrite both.
 pub fn build_parts(
     desired: &BTreeMap<String, Entry>,
     tap_ifindex: &dyn Fn(&str) -> Option<u32>,
@@ -397,14 +408,30 @@ pub fn build_parts(
 ) -> (Tables, Providers) {
     let mut prov = Providers::default();
     let mut t = Tables::default();
-    let doms = domains(desired);
-    let nets: BTreeMap<&str, &NetworkEntry> = desired
-        .values()
-        .filter_map(|e| match e {
-            Entry::Network(n) => Some((n.id.as_str(), n)),
-            _ => None,
-        })
-        .collect();
+    let k = Known {
+        desired,
+        doms: domains(desired),
+        nets: desired
+            .values()
+            .filter_map(|e| match e {
+                Entry::Network(n) => Some((n.id.as_str(), n)),
+                _ => None,
+            })
+            .collect(),
+    };
+    networks(&mut t, &k);
+    routers_and_remotes(&mut t, &mut prov, &k);
+    local_ports(&mut t, &mut prov, &k, tap_ifindex, slot, policy_of);
+    load_balancers(&mut t, &k);
+    elastic_ips(&mut t, &k);
+    router_snat(&mut t, &k);
+    count_providers(&t, &mut prov);
+    (t, prov)
+}
+
+/// Each network's VNI and the connected routes of its routed subnets.
+fn networks(t: &mut Tables, k: &Known<'_>) {
+    let (doms, nets) = (&k.doms, &k.nets);
     for n in nets.values() {
         let domain = doms[&n.id];
         t.vnis.insert(n.vni, VniInfo { domain, flags: 0 });
@@ -425,6 +452,16 @@ pub fn build_parts(
             }
         }
     }
+}
+
+/// Routers' interfaces (gateway endpoints), static routes and way out;
+/// the ports on other hosts, counted as providers of their keys.
+fn routers_and_remotes(t: &mut Tables, prov: &mut Providers, k: &Known<'_>) {
+    let Known {
+        desired,
+        doms,
+        nets,
+    } = k;
     let mut routers_seen = BTreeSet::new();
     for e in desired.values() {
         match e {
@@ -475,11 +512,11 @@ pub fn build_parts(
                     });
                 }
                 if let Some(x) = &r.external {
-                    external_exit(&mut t, domain, x);
+                    external_exit(t, domain, x);
                 }
             }
             Entry::Remote(r) => {
-                let eps = remote_endpoints(&doms, &nets, r);
+                let eps = remote_endpoints(doms, nets, r);
                 let mut keys = Vec::with_capacity(eps.len());
                 for (k, v) in eps {
                     *prov.count.entry(k).or_default() += 1;
@@ -491,13 +528,29 @@ pub fn build_parts(
             _ => {}
         }
     }
+}
+
+/// This host's ports whose taps exist: their port record, MACs, allowed
+/// sources and endpoints (over any remote claim of the same address).
+fn local_ports(
+    t: &mut Tables,
+    prov: &mut Providers,
+    k: &Known<'_>,
+    tap_ifindex: &dyn Fn(&str) -> Option<u32>,
+    slot: &mut dyn FnMut(u32) -> u32,
+    policy_of: PolicyOf<'_>,
+) {
+    let Known {
+        desired,
+        doms,
+        nets,
+    } = k;
     for e in desired.values() {
         let Entry::Port(p) = e else { continue };
         let Some(ifindex) = tap_ifindex(&p.tap) else {
             continue;
         };
-        let Some(part) = port_part(&doms, &nets, p, ifindex, slot(ifindex), policy_of(&p.id))
-        else {
+        let Some(part) = port_part(doms, nets, p, ifindex, slot(ifindex), policy_of(&p.id)) else {
             continue;
         };
         t.ports.insert(part.ifindex, part.info);
@@ -507,9 +560,18 @@ pub fn build_parts(
         t.endpoints.extend(part.endpoints.iter().copied());
         prov.ports.insert(e.key(), part);
     }
+}
+
+/// Local ports that are load balancer members, and the VIPs.
+fn load_balancers(t: &mut Tables, k: &Known<'_>) {
+    let Known {
+        desired,
+        doms,
+        nets,
+    } = k;
     // Load balancers: their VIPs, and the local ports that are members
     // (their packets to local ports may be replies to translate back).
-    let members = lb_members(desired, &doms);
+    let members = lb_members(desired, doms);
     for info in t.ports.values_mut() {
         if members.contains(&EpKey {
             domain: info.domain,
@@ -521,7 +583,7 @@ pub fn build_parts(
     for e in desired.values() {
         let Entry::LoadBalancer(l) = e else { continue };
         if l.gateway {
-            public_load_balancer(&mut t, l);
+            public_load_balancer(t, l);
         }
         let (Some(&domain), Some(n), Some(vip), Some(mac)) = (
             doms.get(&l.vip_network_id),
@@ -555,6 +617,11 @@ pub fn build_parts(
             },
         );
     }
+}
+
+/// Elastic IPs: translated here (with their bandwidth buckets) or steered.
+fn elastic_ips(t: &mut Tables, k: &Known<'_>) {
+    let Known { desired, doms, .. } = k;
     // Elastic IPs.
     for e in desired.values() {
         let Entry::FloatingIp(f) = e else { continue };
@@ -629,6 +696,11 @@ pub fn build_parts(
             },
         );
     }
+}
+
+/// Routers' SNAT on gateway hosts: done here, or steered to the host doing it.
+fn router_snat(t: &mut Tables, k: &Known<'_>) {
+    let Known { desired, .. } = k;
     // Routers' SNAT (gateway hosts).
     for e in desired.values() {
         let Entry::Snat(n) = e else { continue };
@@ -678,7 +750,10 @@ pub fn build_parts(
             );
         }
     }
-    // Gateways and local ports provide their keys too.
+}
+
+/// Gateways and local ports provide their keys too.
+fn count_providers(t: &Tables, prov: &mut Providers) {
     for (k, v) in &t.endpoints {
         if v.kind == EP_GATEWAY {
             *prov.count.entry(*k).or_default() += 1;
@@ -689,7 +764,6 @@ pub fn build_parts(
             *prov.count.entry(*k).or_default() += 1;
         }
     }
-    (t, prov)
 }
 
 /// Bucket depth when a rule gives none (`max_burst_kbps` 0): 500 ms at
