@@ -231,11 +231,28 @@ fn member_key(id: &str) -> u64 {
 
 impl LbState {
     /// The writes that make the maps serve `desired` (at `now_ns`, the
-    /// dataplane's clock: CLOCK_MONOTONIC).
+    /// dataplane's clock: CLOCK_MONOTONIC), in the order the maps must see
+    /// them: backends, members gone, services (new tables before the
+    /// services point at them), public listeners' members, the VIP filter.
     pub fn sync(&mut self, desired: &[ServiceSpec], now_ns: u64) -> LbOps {
         let mut ops = LbOps::default();
-        let mut freed_ranges = Vec::new();
-        // Backends first: every member of every desired listener.
+        let wanted = self.sync_backends(desired, now_ns, &mut ops);
+        self.retire_members(desired, &wanted, now_ns, &mut ops);
+        self.sync_services(desired, &mut ops);
+        self.sync_public(desired, &mut ops);
+        self.sync_filter(&mut ops);
+        ops
+    }
+
+    /// Backends first: every member of every desired listener, numbered
+    /// once; a drain starts once and keeps its deadline. Returns the
+    /// (listener, member) pairs wanted.
+    fn sync_backends(
+        &mut self,
+        desired: &[ServiceSpec],
+        now_ns: u64,
+        ops: &mut LbOps,
+    ) -> BTreeSet<(String, String)> {
         let mut wanted = BTreeSet::new();
         for s in desired {
             for m in &s.members {
@@ -296,9 +313,19 @@ impl LbState {
                 }
             }
         }
-        // Members gone: drained for their listener's timeout, then released
-        // by `tick`; those of a listener that is gone too are reset at once
-        // (nothing listens any more).
+        wanted
+    }
+
+    /// Members gone: drained for their listener's timeout, then released
+    /// by `tick`; those of a listener that is gone too are reset at once
+    /// (nothing listens any more).
+    fn retire_members(
+        &mut self,
+        desired: &[ServiceSpec],
+        wanted: &BTreeSet<(String, String)>,
+        now_ns: u64,
+        ops: &mut LbOps,
+    ) {
         let listening: BTreeSet<&str> = desired.iter().map(|s| s.listener_id.as_str()).collect();
         let gone: Vec<_> = self
             .backends
@@ -325,6 +352,12 @@ impl LbState {
             ops.backends.push((b.id, value));
             self.retired.push((b.id, until, k));
         }
+    }
+
+    /// Services: a number per listener, a Maglev table in a free range when
+    /// its members changed; ranges and numbers of what went away given back.
+    fn sync_services(&mut self, desired: &[ServiceSpec], ops: &mut LbOps) {
+        let mut freed_ranges = Vec::new();
         // Services.
         let mut want_services = BTreeSet::new();
         for s in desired {
@@ -421,8 +454,11 @@ impl LbState {
         for (off, size) in freed_ranges {
             self.ranges.give(off, size);
         }
-        // Members of public listeners answer as the floating IP (by member
-        // and listener port: one member port may serve several listeners).
+    }
+
+    /// Members of public listeners answer as the floating IP (by member
+    /// and listener port: one member port may serve several listeners).
+    fn sync_public(&mut self, desired: &[ServiceSpec], ops: &mut LbOps) {
         let mut public = BTreeMap::new();
         for s in desired {
             let (Some(eip), Some(svc)) = (s.public, self.services.get(&s.listener_id)) else {
@@ -456,7 +492,10 @@ impl LbState {
             }
         }
         self.public_out = public;
-        // The VIP filter: a bit per listener's (domain, VIP).
+    }
+
+    /// The VIP filter: a bit per listener's (domain, VIP).
+    fn sync_filter(&mut self, ops: &mut LbOps) {
         let mut filter: BTreeMap<u32, u64> = BTreeMap::new();
         for s in self.services.values() {
             let (word, bit) = lb_vip_bit(s.key.domain, s.key.vip);
@@ -473,7 +512,6 @@ impl LbState {
             }
         }
         self.filter = filter;
-        ops
     }
 
     /// The backends whose drain ended by `now_ns`: their entries are
