@@ -22,7 +22,7 @@ use smoltcp::wire::{
     IPV4_HEADER_LEN, UDP_HEADER_LEN,
 };
 
-use crate::sys::{link_addr, packet_socket, setsockopt};
+use crate::sys::{bind_link, link_addr, packet_socket, setsockopt};
 
 /// The one address a port may have, and everything its DHCP replies carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,17 +483,7 @@ impl Server {
         };
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
         let addr = link_addr(0, None);
-        // SAFETY: `addr` is a valid sockaddr_ll and the length passed is its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        bind_link(&fd, &addr)?;
         Ok(Server {
             fd,
             received: AtomicU64::new(0),

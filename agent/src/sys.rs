@@ -247,6 +247,23 @@ pub(crate) fn packet_socket(filter: &mut [libc::sock_filter]) -> std::io::Result
     Ok(fd)
 }
 
+/// Binds a packet socket to `addr` (an interface, or 0 for all, and a
+/// protocol).
+pub(crate) fn bind_link(fd: &OwnedFd, addr: &libc::sockaddr_ll) -> std::io::Result<()> {
+    // SAFETY: `addr` is a valid sockaddr_ll and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (addr as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

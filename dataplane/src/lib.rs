@@ -19,7 +19,6 @@
 use std::path::PathBuf;
 
 use aya::{maps::MapError, Ebpf};
-use dataplane_common::maps;
 
 mod attach;
 mod counters;
@@ -46,19 +45,16 @@ use thiserror::Error;
 
 /// The production object (`strato-dataplane`), built by build.rs from
 /// `dataplane-ebpf`: what agents and `stratoctl` load. Its programs are
-/// [`dataplane_common::programs::PRODUCTION`], its maps [`maps::PRODUCTION`].
+/// [`dataplane_common::programs::PRODUCTION`], its maps [`dataplane_common::maps::PRODUCTION`].
 pub static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/strato-dataplane"));
 
 /// The benchmark object (`strato-dataplane-bench`), from the same source:
 /// the production programs and maps plus [`dataplane_common::programs::BENCH`] and
-/// [`maps::BENCH`] (floor, ceilings, harness). Benchmarks and the program
+/// [`dataplane_common::maps::BENCH`] (floor, ceilings, harness). Benchmarks and the program
 /// tests' harness only; never an agent.
 pub static BENCH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/strato-dataplane-bench"));
-
-/// Every map the agent pins (the others are private to each load).
-pub const MAP_NAMES: &[&str] = maps::PINNED;
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
     move |e| DataplaneError::Map {
@@ -198,7 +194,7 @@ mod objects {
     #[test]
     fn the_agent_pins_only_production_maps() {
         let production = set([maps::PRODUCTION]);
-        for name in super::MAP_NAMES {
+        for name in maps::PINNED {
             assert!(
                 production.contains(*name),
                 "{name} pinned but not in the object"

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use aya::{maps::MapData, programs::Xdp, Ebpf, EbpfLoader};
 use dataplane_common::{maps, programs};
 
-use crate::{map_err, Attach, Dataplane, DataplaneError, BENCH_OBJECT, MAP_NAMES, OBJECT};
+use crate::{map_err, Attach, Dataplane, DataplaneError, BENCH_OBJECT, OBJECT};
 
 pub(crate) fn pin_note(p: &Option<PathBuf>) -> String {
     p.as_ref()
@@ -123,7 +123,7 @@ impl Dataplane {
                     path: dir.to_owned(),
                     source,
                 })?;
-                MAP_NAMES.iter().map(|m| (*m, dir.join(m))).collect()
+                maps::PINNED.iter().map(|m| (*m, dir.join(m))).collect()
             }
             None => Vec::new(),
         };

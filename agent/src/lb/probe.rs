@@ -37,7 +37,7 @@ use std::{
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use strato_lb::health::RiseFall;
 
-use crate::sys::{link_addr, packet_socket};
+use crate::sys::{bind_link, link_addr, packet_socket};
 
 /// Source ports of checks (and so destination ports of the answers).
 pub const PROBE_PORTS: std::ops::RangeInclusive<u16> =
@@ -175,16 +175,8 @@ fn run(targets: Arc<Mutex<Vec<Target>>>, stop: Arc<AtomicBool>, report: Report) 
                 } else {
                     next_port + 1
                 };
-                checks.insert(
-                    t.member_id.clone(),
-                    Check {
-                        next: now + Duration::from_millis(50 * (i as u64 % 20)),
-                        target: t,
-                        sport,
-                        flight: None,
-                        health: RiseFall::default(),
-                    },
-                );
+                let next = now + Duration::from_millis(50 * (i as u64 % 20));
+                checks.insert(t.member_id.clone(), Check::new(t, sport, next));
             }
         }
         // A socket per member tap (a vanished tap's goes).
@@ -265,12 +257,20 @@ fn run(targets: Arc<Mutex<Vec<Target>>>, stop: Arc<AtomicBool>, report: Report) 
 }
 
 impl Check {
+    /// A target's check, first sent at `next`: unknown until its first
+    /// result, then up or down by the target's rise and fall thresholds.
+    fn new(target: Target, sport: u16, next: Instant) -> Check {
+        Check {
+            health: RiseFall::new(target.max_retries, target.max_retries_down),
+            target,
+            sport,
+            next,
+            flight: None,
+        }
+    }
+
     /// Counts a result; true when the member's state changed.
     fn result(&mut self, ok: bool) -> bool {
-        // The thresholds are the target's as of now (a monitor update
-        // changes them in place).
-        self.health.rise = self.target.max_retries;
-        self.health.fall = self.target.max_retries_down;
         let changed = self.health.record(ok);
         if changed {
             tracing::info!(
@@ -488,17 +488,7 @@ impl Socket {
         let fd = packet_socket(&mut sock_filter())?;
         let mut addr = link_addr(ifindex as i32, None);
         addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: a valid sockaddr_ll and its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        bind_link(&fd, &addr)?;
         Ok(Socket { fd, ifindex })
     }
 
@@ -581,30 +571,27 @@ mod tests {
     }
 
     fn check(retries: u8, down: u8) -> Check {
-        Check {
-            target: Target {
-                member_id: "m".into(),
-                ifindex: 1,
-                src_ip: [10, 0, 0, 1],
-                src_mac: [2; 6],
-                dst_ip: [10, 0, 0, 5],
-                dst_mac: [4; 6],
-                port: 80,
-                kind: Kind::Tcp,
-                delay: Duration::from_secs(1),
-                timeout: Duration::from_secs(1),
-                max_retries: retries,
-                max_retries_down: down,
-            },
-            sport: 61_000,
-            next: Instant::now(),
-            flight: None,
-            health: RiseFall::default(),
-        }
+        let target = Target {
+            member_id: "m".into(),
+            ifindex: 1,
+            src_ip: [10, 0, 0, 1],
+            src_mac: [2; 6],
+            dst_ip: [10, 0, 0, 5],
+            dst_mac: [4; 6],
+            port: 80,
+            kind: Kind::Tcp,
+            delay: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            max_retries: retries,
+            max_retries_down: down,
+        };
+        Check::new(target, 61_000, Instant::now())
     }
 
+    /// The target's `max_retries` and `max_retries_down` decide (the
+    /// counting itself is `strato_lb::health`'s, tested there).
     #[test]
-    fn retries_decide_up_and_down() {
+    fn the_target_s_retries_decide_up_and_down() {
         let mut c = check(2, 3);
         assert!(c.result(true), "a first success counts at once");
         assert_eq!(c.health.up(), Some(true));
