@@ -1,6 +1,6 @@
 //! The contract between Strato's processes, and nothing else: what the
 //! controller compiles for a host ([`config`]), what an agent reports back
-//! ([`report`], [`lb`]), the names both derive the same way ([`naming`]), the
+//! ([`report`], [`lb`]), what an L7 instance runs ([`l7`]), the names both derive the same way ([`naming`]), the
 //! HTTP client every process uses to reach the controller ([`client`]), and
 //! the processes' shared logging setup ([`telemetry`]) and time formats ([`time`]).
 //!
@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod config;
+pub mod l7;
 pub mod lb;
 pub mod naming;
 pub mod report;
