@@ -270,7 +270,7 @@ pub struct L7MemberStats {
 }
 
 /// One request in an instance's access log (a JSON object per line).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct L7AccessLine {
     /// When the request arrived, RFC 3339 UTC with milliseconds.
     pub time: String,
