@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use strato_proto::{
     config::{
-        BandwidthLimit, Entry, FloatingIpEntry, GatewayHost, ListenerEntry, LoadBalancerEntry,
-        MemberEntry, MemberLocation, MonitorEntry, NetworkEntry, PortEntry, RemoteEntry,
-        RouterEntry, RouterExternal, RouterInterface, SecurityGroupEntry, SgMemberEntry,
-        SgRuleEntry, SnatEntry, SubnetEntry, Update, UpdateKind,
+        BandwidthLimit, Entry, FloatingIpEntry, GatewayHost, L7InstanceEntry, ListenerEntry,
+        LoadBalancerEntry, MemberEntry, MemberLocation, MonitorEntry, NetworkEntry, PortEntry,
+        RemoteEntry, RouterEntry, RouterExternal, RouterInterface, SecurityGroupEntry,
+        SgMemberEntry, SgRuleEntry, SnatEntry, SubnetEntry, Update, UpdateKind,
     },
     naming::tap_name,
 };
@@ -363,6 +363,12 @@ pub fn compile_host(state: &State, ix: &Index<'_>, host: &str) -> BTreeMap<Strin
             }
         }
     }
+    // L7 instances that run here.
+    for a in state.amphorae.values().filter(|a| a.host == host) {
+        if let Some(e) = l7_instance_entry(state, a) {
+            entries.insert(e.key(), e);
+        }
+    }
     // Elastic IPs: those of local ports (translated here), and on a
     // gateway host every bound one (steered to its port's host); a load
     // balancer's is its entry's.
@@ -563,8 +569,11 @@ fn load_balancer_entry(
         .values()
         .filter(|l| l.loadbalancer_id == lb.meta.id && l.admin_state_up)
         .filter_map(|l| {
+            if crate::lbaas::amphorae::is_l7(l.protocol) {
+                return Some(l7_listener_entry(state, ix, lb, l, &domain_nets, gateway));
+            }
             let protocol = match l.protocol {
-                LbProtocol::Tcp => "TCP",
+                LbProtocol::Tcp | LbProtocol::Https => "TCP",
                 LbProtocol::Udp => "UDP",
                 _ => return None,
             };
@@ -582,14 +591,7 @@ fn load_balancer_entry(
                             protocol_port: m.protocol_port,
                             weight: m.weight,
                             backup: m.backup,
-                            state: if !m.admin_state_up || m.weight == 0 {
-                                "draining"
-                            } else if monitor.is_some() && m.health_down {
-                                "down"
-                            } else {
-                                "active"
-                            }
-                            .to_owned(),
+                            state: member_state(m, monitor.is_some()).to_owned(),
                             monitor_address: m.monitor_address.clone(),
                             monitor_port: m.monitor_port,
                             location: if gateway {
@@ -645,6 +647,167 @@ fn load_balancer_entry(
     }))
 }
 
+/// A member's state for the dataplanes: `draining` (admin down or weight
+/// 0), `down` (its monitor finds it down), else `active`.
+fn member_state(m: &crate::model::Member, monitored: bool) -> &'static str {
+    if !m.admin_state_up || m.weight == 0 {
+        "draining"
+    } else if monitored && m.health_down {
+        "down"
+    } else {
+        "active"
+    }
+}
+
+/// An HTTP or TERMINATED_HTTPS listener as the L4 tier balances it: over
+/// the load balancer's L7 instances (`READY` ones take connections, one
+/// being removed drains), each checked by a TCP connect from its host's
+/// agent. A pool with persistence or `SOURCE_IP` balancing keeps a client
+/// on one instance (its stickiness table is per instance).
+fn l7_listener_entry(
+    state: &State,
+    ix: &Index<'_>,
+    lb: &crate::model::LoadBalancer,
+    l: &crate::model::Listener,
+    domain_nets: &BTreeSet<String>,
+    gateway: bool,
+) -> ListenerEntry {
+    use crate::model::{AmphoraStatus, LbAlgorithm};
+    let pool = l.default_pool_id.as_ref().and_then(|p| state.pools.get(p));
+    let mut members: Vec<MemberEntry> = crate::lbaas::amphorae::of_lb(state, &lb.meta.id)
+        .map(|a| MemberEntry {
+            id: a.meta.id.clone(),
+            address: a.address.clone(),
+            protocol_port: l.protocol_port,
+            weight: 1,
+            backup: false,
+            state: match a.status {
+                AmphoraStatus::Ready => "active",
+                AmphoraStatus::PendingDelete => "draining",
+                AmphoraStatus::Booting | AmphoraStatus::Error => "down",
+            }
+            .to_owned(),
+            monitor_address: None,
+            monitor_port: None,
+            location: if gateway {
+                member_location(state, ix, domain_nets, &a.address)
+            } else {
+                None
+            },
+        })
+        .collect();
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    ListenerEntry {
+        id: l.meta.id.clone(),
+        protocol: "TCP".to_owned(),
+        protocol_port: l.protocol_port,
+        idle_timeout_s: (l.timeout_client_data / 1000).max(1),
+        drain_timeout_s: crate::lbaas::amphorae::DRAIN_S as u32,
+        source_ip: pool.is_some_and(|p| {
+            p.lb_algorithm == LbAlgorithm::SourceIp || p.session_persistence.is_some()
+        }),
+        pool_id: None,
+        monitor: Some(MonitorEntry {
+            id: format!("l7-{}", l.meta.id),
+            kind: "TCP".to_owned(),
+            delay: 1,
+            timeout: 1,
+            max_retries: 1,
+            max_retries_down: 2,
+            http_method: String::new(),
+            url_path: String::new(),
+            expected_codes: String::new(),
+        }),
+        members,
+    }
+}
+
+/// What an instance of `lb_id` serves: its HTTP listeners, their default
+/// pools and members. (Interim: policies, TLS and headers come with the
+/// L7 API.)
+fn l7_config_basic(state: &State, lb_id: &str) -> strato_proto::l7::L7Config {
+    use strato_proto::l7::{L7Config, L7Listener, L7Member, L7Pool};
+    let mut pools = BTreeMap::new();
+    let mut listeners = Vec::new();
+    for l in state
+        .listeners
+        .values()
+        .filter(|l| l.loadbalancer_id == lb_id && l.admin_state_up)
+        .filter(|l| crate::lbaas::amphorae::is_l7(l.protocol))
+    {
+        let pool = l.default_pool_id.as_ref().and_then(|p| state.pools.get(p));
+        if let Some(p) = pool {
+            let monitored =
+                crate::lbaas::pool_monitor(state, &p.meta.id).is_some_and(|m| m.admin_state_up);
+            let members = crate::lbaas::pool_members(state, &p.meta.id)
+                .map(|m| L7Member {
+                    id: m.meta.id.clone(),
+                    address: m.address.clone(),
+                    protocol_port: m.protocol_port,
+                    weight: m.weight,
+                    backup: m.backup,
+                    state: if p.admin_state_up {
+                        member_state(m, monitored)
+                    } else {
+                        "draining"
+                    }
+                    .to_owned(),
+                })
+                .collect();
+            pools.insert(
+                p.meta.id.clone(),
+                L7Pool {
+                    id: p.meta.id.clone(),
+                    lb_algorithm: p.lb_algorithm.as_str().to_owned(),
+                    session_persistence: None,
+                    members,
+                },
+            );
+        }
+        listeners.push(L7Listener {
+            id: l.meta.id.clone(),
+            protocol: l.protocol.as_str().to_owned(),
+            protocol_port: l.protocol_port,
+            connection_limit: l.connection_limit,
+            timeout_client_data_ms: l.timeout_client_data,
+            timeout_member_connect_ms: l.timeout_member_connect,
+            timeout_member_data_ms: l.timeout_member_data,
+            default_pool_id: pool.map(|p| p.meta.id.clone()),
+            ..Default::default()
+        });
+    }
+    L7Config {
+        loadbalancer_id: lb_id.to_owned(),
+        listeners,
+        pools: pools.into_values().collect(),
+        ..Default::default()
+    }
+}
+
+/// An L7 instance as its host runs it.
+fn l7_instance_entry(state: &State, a: &crate::model::Amphora) -> Option<Entry> {
+    let port = state.ports.get(&a.port_id)?;
+    let f = port.fixed_ips.first()?;
+    let subnet = state.subnets.get(&f.subnet_id)?;
+    let network = state.networks.get(&port.network_id)?;
+    let prefix_len = subnet.cidr.split('/').nth(1)?.parse().ok()?;
+    let mut config = l7_config_basic(state, &a.loadbalancer_id);
+    config.instance_id = a.meta.id.clone();
+    config.address = f.ip_address.clone();
+    Some(Entry::L7Instance(L7InstanceEntry {
+        id: a.meta.id.clone(),
+        loadbalancer_id: a.loadbalancer_id.clone(),
+        port_id: port.meta.id.clone(),
+        mac: port.mac_address.clone(),
+        address: f.ip_address.clone(),
+        prefix_len,
+        gateway_ip: subnet.gateway_ip.clone(),
+        mtu: network.mtu,
+        draining: a.status == crate::model::AmphoraStatus::PendingDelete,
+        config,
+    }))
+}
+
 /// The load balancer a load balancing object belongs to.
 fn lb_of(state: &State, c: &Change) -> Option<String> {
     use crate::model::Object;
@@ -655,6 +818,7 @@ fn lb_of(state: &State, c: &Change) -> Option<String> {
         Change::Put(Object::Pool(p)) => Some(p.loadbalancer_id.clone()),
         Change::Put(Object::Member(m)) => pool_lb(&m.pool_id),
         Change::Put(Object::HealthMonitor(m)) => pool_lb(&m.pool_id),
+        Change::Put(Object::Amphora(a)) => Some(a.loadbalancer_id.clone()),
         _ => None,
     }
 }
@@ -716,6 +880,27 @@ fn mentions(e: &Entry) -> Vec<&str> {
                     v.push(m.port_id.as_str());
                     v.push(m.host.as_str());
                 }
+            }
+            v
+        }
+        Entry::L7Instance(i) => {
+            let mut v = vec![
+                i.id.as_str(),
+                i.loadbalancer_id.as_str(),
+                i.port_id.as_str(),
+            ];
+            for l in &i.config.listeners {
+                v.push(l.id.as_str());
+                v.extend(l.policies.iter().map(|p| p.id.as_str()));
+                v.extend(
+                    l.policies
+                        .iter()
+                        .flat_map(|p| p.rules.iter().map(|r| r.id.as_str())),
+                );
+            }
+            for p in &i.config.pools {
+                v.push(p.id.as_str());
+                v.extend(p.members.iter().map(|m| m.id.as_str()));
             }
             v
         }

@@ -34,10 +34,11 @@ pub enum Kind {
     Pool,
     Member,
     HealthMonitor,
+    Amphora,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Project,
         Kind::User,
         Kind::Role,
@@ -58,6 +59,7 @@ impl Kind {
         Kind::Pool,
         Kind::Member,
         Kind::HealthMonitor,
+        Kind::Amphora,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +84,7 @@ impl Kind {
             Kind::Pool => "pool",
             Kind::Member => "member",
             Kind::HealthMonitor => "health_monitor",
+            Kind::Amphora => "amphora",
         }
     }
 
@@ -659,6 +662,47 @@ pub struct HealthMonitor {
     pub provisioning_status: ProvisioningStatus,
 }
 
+wire_enum! {
+    /// The life of an L7 instance (Octavia's amphora statuses).
+    AmphoraStatus {
+        /// Placed: its port exists and its host's agent starts it; not
+        /// taking connections until its first successful check.
+        Booting = "BOOTING",
+        /// Passes its checks: the L4 tier sends it connections.
+        Ready = "READY",
+        /// Failed its checks, or its host stopped reporting: no new
+        /// connections; replaced after [`crate::lbaas::amphorae::REPLACE_AFTER_S`].
+        Error = "ERROR",
+        /// Being removed (scaled in, or its load balancer no longer has L7
+        /// listeners): no new connections, the process drains, then it
+        /// and its port are deleted.
+        PendingDelete = "PENDING_DELETE",
+    }
+}
+
+/// An L7 instance (Octavia's amphora): a `strato-l7` process on a compute
+/// host, with a port of its own in the VIP's subnet (owned by the load
+/// balancing service's project, so tenants do not see it), serving its
+/// load balancer's HTTP and TERMINATED_HTTPS listeners. The L4 tier
+/// balances those listeners over the instances. Made and removed by the
+/// controller (`reconcile::l7_instances`), never by an API call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amphora {
+    /// `project_id` is the load balancer's (for visibility rules); the port
+    /// is the service project's.
+    pub meta: Meta,
+    pub loadbalancer_id: String,
+    pub port_id: String,
+    /// The port's address.
+    pub address: String,
+    /// The compute host it runs on, and that host's zone.
+    pub host: String,
+    pub availability_zone: String,
+    pub status: AmphoraStatus,
+    /// Unix seconds of the last status change.
+    pub status_since: u64,
+}
+
 /// Per-project limits; absent projects use [`Quota::default_for`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
@@ -817,6 +861,7 @@ pub enum Object {
     Pool(Pool),
     Member(Member),
     HealthMonitor(HealthMonitor),
+    Amphora(Amphora),
 }
 
 impl Object {
@@ -842,6 +887,7 @@ impl Object {
             Object::Pool(_) => Kind::Pool,
             Object::Member(_) => Kind::Member,
             Object::HealthMonitor(_) => Kind::HealthMonitor,
+            Object::Amphora(_) => Kind::Amphora,
         }
     }
 
@@ -867,6 +913,7 @@ impl Object {
             Object::Pool(o) => o.meta.id.clone(),
             Object::Member(o) => o.meta.id.clone(),
             Object::HealthMonitor(o) => o.meta.id.clone(),
+            Object::Amphora(o) => o.meta.id.clone(),
         }
     }
 }

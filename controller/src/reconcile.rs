@@ -7,6 +7,9 @@
 //!   unavailable, so its routers' SNAT and the VMs' way out move.
 //! - [`lb_provisioning`]: load-balancing resources become `ACTIVE` once
 //!   every reporting host has realised them.
+//! - [`l7_instances`]: L7 load balancers' instances are placed, replaced
+//!   when they fail and drained when no longer wanted
+//!   (`lbaas::amphorae::plan`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -84,6 +87,29 @@ pub async fn lb_provisioning(app: Arc<App>) {
         });
         if let Err(e) = r {
             tracing::warn!(error = %e.message, "cannot mark load balancers active");
+        }
+    }
+}
+
+/// Keeps the L7 instances where the load balancers need them (see
+/// `lbaas::amphorae`), once a second. It starts after the hosts had time
+/// to report to a freshly started controller (before that every host looks
+/// down, and every instance would be failed).
+pub async fn l7_instances(app: Arc<App>) {
+    tokio::time::sleep(crate::hosts::HOST_LIVENESS * 2).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let r = app.core.mutate(|s| {
+            let now = crate::model::now_unix();
+            Ok((
+                crate::lbaas::amphorae::plan(s, &|h| app.hosts.is_up(h), now),
+                (),
+            ))
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e.message, "cannot reconcile the L7 instances");
         }
     }
 }

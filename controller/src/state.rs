@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{
-    Assignment, Change, FloatingIp, HealthMonitor, HostRecord, Kind, Listener, LoadBalancer,
-    Member, Meta, Network, Object, Pool, Port, Project, QosPolicy, Quota, Role, Router,
-    SecurityGroup, SecurityGroupRule, Subnet, Token, User,
+    Amphora, Assignment, Change, FloatingIp, HealthMonitor, HostRecord, Kind, Listener,
+    LoadBalancer, Member, Meta, Network, Object, Pool, Port, Project, QosPolicy, Quota, Role,
+    Router, SecurityGroup, SecurityGroupRule, Subnet, Token, User,
 };
 
 /// Everything the controller knows, as of `revision`.
@@ -39,6 +39,8 @@ pub struct State {
     pub pools: BTreeMap<String, Pool>,
     pub members: BTreeMap<String, Member>,
     pub health_monitors: BTreeMap<String, HealthMonitor>,
+    /// L7 instances, by id.
+    pub amphorae: BTreeMap<String, Amphora>,
     /// Group id -> ids of its rules (maintained by `apply`).
     pub rules_by_group: HashMap<String, BTreeSet<String>>,
 }
@@ -66,6 +68,7 @@ impl State {
                 Object::Pool(x) => drop(self.pools.insert(x.meta.id.clone(), x)),
                 Object::Member(x) => drop(self.members.insert(x.meta.id.clone(), x)),
                 Object::HealthMonitor(x) => drop(self.health_monitors.insert(x.meta.id.clone(), x)),
+                Object::Amphora(x) => drop(self.amphorae.insert(x.meta.id.clone(), x)),
                 Object::SecurityGroupRule(x) => {
                     self.rules_by_group
                         .entry(x.security_group_id.clone())
@@ -96,6 +99,7 @@ impl State {
                 Kind::Pool => drop(self.pools.remove(id)),
                 Kind::Member => drop(self.members.remove(id)),
                 Kind::HealthMonitor => drop(self.health_monitors.remove(id)),
+                Kind::Amphora => drop(self.amphorae.remove(id)),
                 Kind::SecurityGroupRule => {
                     if let Some(old) = self.security_group_rules.remove(id) {
                         self.unindex_rule(&old);
@@ -196,4 +200,5 @@ resources! {
     Pool => pools,
     Member => members,
     HealthMonitor => health_monitors,
+    Amphora => amphorae,
 }

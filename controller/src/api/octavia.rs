@@ -279,6 +279,60 @@ async fn listener_stats(
     })
 }
 
+// ------------------------------------------------------------ amphorae
+
+/// `GET .../octavia/amphorae` (admin only, as Octavia): the L7 instances,
+/// filtered by `loadbalancer_id`, `status` or `compute_id` if asked.
+async fn amphora_list(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    read(API, &app, &h, |s, auth| {
+        require_amphora_admin(auth)?;
+        let list: Vec<Value> = s
+            .amphorae
+            .values()
+            .map(|a| lbaas::amphorae::render(s, a))
+            .filter(|o| {
+                ["loadbalancer_id", "status", "compute_id", "id"]
+                    .iter()
+                    .all(|k| {
+                        q.get(*k)
+                            .is_none_or(|v| o.get(*k).and_then(Value::as_str) == Some(v))
+                    })
+            })
+            .map(Value::Object)
+            .collect();
+        Ok(json!({"amphorae": list, "amphorae_links": []}))
+    })
+}
+
+async fn amphora_show(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    read(API, &app, &h, |s, auth| {
+        require_amphora_admin(auth)?;
+        let a = s
+            .amphorae
+            .get(&id)
+            .ok_or_else(|| lbaas::not_found("Amphora", &id))?;
+        Ok(json!({"amphora": lbaas::amphorae::render(s, a)}))
+    })
+}
+
+fn require_amphora_admin(auth: &crate::auth::Auth) -> Result<(), ApiError> {
+    if auth.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "Policy does not allow this request to be performed.",
+        ))
+    }
+}
+
 // ------------------------------------------------- quotas, providers, versions
 
 async fn quota_defaults(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
@@ -356,24 +410,30 @@ pub async fn report_health(
             let now = std::time::Instant::now();
             let (mut accepted, mut unknown) = (0, 0);
             for m in &report.members {
-                if s.members.contains_key(&m.id) {
+                if s.members.contains_key(&m.id) || s.amphorae.contains_key(&m.id) {
                     app.lb_health.report(&host, &m.id, m.up, now);
                     accepted += 1;
                 } else {
                     unknown += 1;
                 }
             }
-            app.lb_health.retain(|id| s.members.contains_key(id));
+            app.lb_health
+                .retain(|id| s.members.contains_key(id) || s.amphorae.contains_key(id));
             (accepted, unknown)
         };
         // A member whose health flipped is stored so, which recompiles the
         // hosts of its VPC: they stop (or start again) sending it new
         // connections.
         app.core.mutate(|s| {
-            let changes = report
-                .members
-                .iter()
-                .filter_map(|r| {
+            let now = crate::model::now_unix();
+            let instances = report.members.iter().filter_map(|r| {
+                let up = app.lb_health.latest(&r.id)?;
+                crate::lbaas::amphorae::on_health(s, &r.id, up, now)
+            });
+            let changes = instances
+                .collect::<Vec<_>>()
+                .into_iter()
+                .chain(report.members.iter().filter_map(|r| {
                     let m = s.members.get(&r.id)?;
                     let down = app.lb_health.latest(&r.id) == Some(false);
                     (m.health_down != down).then(|| {
@@ -381,7 +441,7 @@ pub async fn report_health(
                         m.health_down = down;
                         Change::Put(Object::Member(m))
                     })
-                })
+                }))
                 .collect();
             Ok((changes, ()))
         })?;
@@ -444,6 +504,14 @@ pub fn routes() -> Router<Arc<App>> {
                 get(member_show).put(member_update).delete(member_delete),
             )
             .route(&format!("{p}/quotas/defaults"), get(quota_defaults))
+            .route(
+                &format!("{}/octavia/amphorae", p.trim_end_matches("/lbaas")),
+                get(amphora_list),
+            )
+            .route(
+                &format!("{}/octavia/amphorae/{{id}}", p.trim_end_matches("/lbaas")),
+                get(amphora_show),
+            )
             .route(&format!("{p}/providers"), get(providers));
     }
     r

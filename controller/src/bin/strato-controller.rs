@@ -117,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
     }
     tokio::spawn(strato_controller::reconcile::gateway_failover(app.clone()));
     tokio::spawn(strato_controller::reconcile::lb_provisioning(app.clone()));
+    tokio::spawn(strato_controller::reconcile::l7_instances(app.clone()));
     let agent_app = api::agent_router(app.clone());
     let app = api::router(app);
 

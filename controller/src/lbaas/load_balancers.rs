@@ -325,6 +325,7 @@ pub fn delete(state: &State, auth: &Auth, id: &str, cascade: bool) -> Made<()> {
             changes.push(Change::Delete(Kind::Port, p.meta.id.clone()));
         }
     }
+    changes.extend(super::amphorae::remove_all(state, id));
     changes.push(Change::Delete(Kind::LoadBalancer, id.to_owned()));
     tracing::info!(
         loadbalancer = id,

@@ -19,6 +19,7 @@
 //! programmed the revision. Deletes are synchronous (204, the objects are
 //! gone): there is no `PENDING_DELETE` phase to observe.
 
+pub mod amphorae;
 pub mod health;
 pub mod health_monitors;
 pub mod listeners;

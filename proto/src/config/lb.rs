@@ -105,3 +105,25 @@ pub struct MonitorEntry {
     pub url_path: String,
     pub expected_codes: String,
 }
+
+/// An L7 instance (Octavia's amphora) on the host it runs on: the agent
+/// plugs a namespace into its port like a VM (`port_id`'s tap, the port's
+/// MAC and address, the subnet's gateway as its default route) and runs
+/// `strato-l7` there with `config` (see `crate::l7`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L7InstanceEntry {
+    pub id: String,
+    pub loadbalancer_id: String,
+    pub port_id: String,
+    pub mac: String,
+    /// The instance's address and its subnet's prefix length.
+    pub address: String,
+    pub prefix_len: u8,
+    pub gateway_ip: Option<String>,
+    pub mtu: u32,
+    /// Being removed: the agent stops the process gracefully (it finishes
+    /// what is in flight) and removes its namespace once it exited.
+    #[serde(default)]
+    pub draining: bool,
+    pub config: crate::l7::L7Config,
+}

@@ -26,6 +26,7 @@ pub enum Entry {
     FloatingIp(FloatingIpEntry),
     Snat(SnatEntry),
     LoadBalancer(LoadBalancerEntry),
+    L7Instance(L7InstanceEntry),
 }
 
 impl Entry {
@@ -41,6 +42,7 @@ impl Entry {
             Entry::FloatingIp(f) => format!("fip/{}", f.id),
             Entry::Snat(n) => format!("snat/{}", n.router_id),
             Entry::LoadBalancer(l) => format!("lb/{}", l.id),
+            Entry::L7Instance(i) => format!("l7/{}", i.id),
         }
     }
 }
