@@ -67,6 +67,10 @@ pub struct Agent {
     sg: SgRealiser,
     lb: LbRealiser,
     reporter: Reporter,
+    /// The L7 instances' supervisor (with a state directory), and the set
+    /// it was last given.
+    l7: Option<crate::lb::l7::Supervisor>,
+    l7_sent: Vec<strato_proto::config::L7InstanceEntry>,
 }
 
 /// Loads the dataplane, adopting what a previous agent pinned: its policies
@@ -105,6 +109,8 @@ impl Agent {
             sg,
             lb: LbRealiser::default(),
             reporter: Reporter::new(now_ms()),
+            l7: None,
+            l7_sent: Vec::new(),
         };
         agent.open_access_log();
         // The load balancer's numbering is this agent's: what a previous
@@ -122,6 +128,15 @@ impl Agent {
         let Some(dir) = &self.cfg.state_dir else {
             return;
         };
+        let settings = crate::lb::l7::Settings {
+            host: self.cfg.host.clone(),
+            root: dir.join("l7"),
+            binary: self.cfg.l7_binary.clone(),
+        };
+        match crate::lb::l7::Supervisor::spawn(settings) {
+            Ok(s) => self.l7 = Some(s),
+            Err(e) => tracing::error!(error = %e, "cannot start the L7 instance supervisor"),
+        }
         match std::fs::create_dir_all(dir) {
             Ok(()) => self.lb.access_log = Some(crate::lb::access_log::AccessLog::new(dir)),
             Err(e) => {
@@ -170,11 +185,30 @@ impl Agent {
     /// remove ports. Cost: proportional to the host's ports, not to every
     /// interface's details.
     pub fn realise(&mut self) -> anyhow::Result<()> {
+        self.hand_l7_instances();
         self.attach_new_taps();
         if !self.tables_dirty() {
             return Ok(());
         }
         self.reconcile_ports()
+    }
+
+    /// Gives the L7 supervisor this host's instances when they changed.
+    fn hand_l7_instances(&mut self) {
+        let Some(sup) = &self.l7 else { return };
+        let now: Vec<strato_proto::config::L7InstanceEntry> = self
+            .desired
+            .entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::L7Instance(i) => Some(i.clone()),
+                _ => None,
+            })
+            .collect();
+        if now != self.l7_sent {
+            sup.set(now.clone());
+            self.l7_sent = now;
+        }
     }
 
     /// Attaches the port program to taps of configured ports that appeared

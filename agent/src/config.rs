@@ -29,6 +29,8 @@ pub struct AgentConfig {
     /// Where the agent writes what it observes for operators: the load
     /// balancer access log and metrics (`lb::access_log`). `None`: nothing written.
     pub state_dir: Option<PathBuf>,
+    /// The `strato-l7` executable the host's L7 instances run.
+    pub l7_binary: PathBuf,
 }
 
 impl AgentConfig {

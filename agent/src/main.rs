@@ -64,6 +64,10 @@ struct Args {
     /// `/run/strato/agent-<host>`.
     #[arg(long)]
     state_dir: Option<std::path::PathBuf>,
+    /// The L7 load balancer instance executable (default: `strato-l7`
+    /// next to this one).
+    #[arg(long, env = "STRATO_L7_BINARY")]
+    l7_binary: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,6 +111,12 @@ fn main() -> anyhow::Result<()> {
         az: args.az,
         external: args.external,
         state_dir: Some(state_dir),
+        l7_binary: args.l7_binary.unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("strato-l7")))
+                .unwrap_or_else(|| PathBuf::from("strato-l7"))
+        }),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

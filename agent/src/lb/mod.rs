@@ -12,6 +12,7 @@
 //! at the new range; the old range is reused only by a later sync.
 
 pub mod access_log;
+pub mod l7;
 pub mod probe;
 
 use std::collections::{BTreeMap, BTreeSet};
