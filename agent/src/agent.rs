@@ -128,15 +128,7 @@ impl Agent {
         let Some(dir) = &self.cfg.state_dir else {
             return;
         };
-        let settings = crate::lb::l7::Settings {
-            host: self.cfg.host.clone(),
-            root: dir.join("l7"),
-            binary: self.cfg.l7_binary.clone(),
-        };
-        match crate::lb::l7::Supervisor::spawn(settings) {
-            Ok(s) => self.l7 = Some(s),
-            Err(e) => tracing::error!(error = %e, "cannot start the L7 instance supervisor"),
-        }
+
         match std::fs::create_dir_all(dir) {
             Ok(()) => self.lb.access_log = Some(crate::lb::access_log::AccessLog::new(dir)),
             Err(e) => {
@@ -605,6 +597,7 @@ impl Agent {
         let resync = Arc::new(AtomicU64::new(0));
         self.start_sender();
         self.start_prober();
+        self.start_l7();
         spawn_counters(&self.cfg, self.reporter.counters.clone())?;
         let dhcp_stop = Arc::new(AtomicBool::new(false));
         spawn_dhcp(self.host.leases.clone(), dhcp_stop.clone())?;
@@ -670,6 +663,37 @@ impl Agent {
             Err(e) => {
                 tracing::error!(error = %e, "cannot start health checks; members are not checked")
             }
+        }
+    }
+
+    /// The L7 instances' supervisor (with a state directory and a
+    /// controller to report their health to).
+    fn start_l7(&mut self) {
+        let (Some(dir), Some(out)) = (&self.cfg.state_dir, self.reporter.outbox.clone()) else {
+            return;
+        };
+        let settings = crate::lb::l7::Settings {
+            host: self.cfg.host.clone(),
+            root: dir.join("l7"),
+            binary: self.cfg.l7_binary.clone(),
+        };
+        let health = move |states: Vec<(String, bool)>| {
+            let members = states
+                .into_iter()
+                .map(|(id, up)| strato_proto::lb::MemberHealth { id, up })
+                .collect();
+            let _ = out.send(Outgoing::LbHealth(strato_proto::lb::HealthReport {
+                members,
+            }));
+        };
+        match crate::lb::l7::Supervisor::spawn(settings, Box::new(health)) {
+            Ok(s) => {
+                self.l7 = Some(s);
+                // What arrived before it existed.
+                self.l7_sent.clear();
+                self.hand_l7_instances();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the L7 instance supervisor"),
         }
     }
 

@@ -324,3 +324,68 @@ eth1\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         assert_eq!(link_addr(0, None).sll_halen, 0);
     }
 }
+
+/// Runs `f` with this thread in network namespace `netns` (by name, as
+/// `ip netns` keeps them), then returns the thread to its own namespace.
+/// Sockets made by `f` stay in `netns`.
+pub(crate) fn in_netns<T>(netns: &str, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    use nix::sched::{setns, CloneFlags};
+    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
+    let target = std::fs::File::open(std::path::Path::new("/run/netns").join(netns))?;
+    setns(&target, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+    let r = f();
+    if let Err(e) = setns(&own, CloneFlags::CLONE_NEWNET) {
+        // A thread stuck in another namespace would make everything after
+        // it wrong: nothing sensible can go on.
+        panic!("cannot return to the agent's network namespace: {e}");
+    }
+    Ok(r)
+}
+
+/// A TCP socket listening on every address at `port` (close-on-exec;
+/// `SO_REUSEADDR` and `SO_REUSEPORT`, so a replacement can bind beside it).
+pub(crate) fn tcp_listener(port: u16, backlog: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{
+        bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+        SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(0, 0, 0, 0, port),
+    )?;
+    listen(&fd, Backlog::new(backlog).map_err(std::io::Error::from)?)?;
+    Ok(fd)
+}
+
+/// A duplicate of descriptor `fd` of process `pid` (`pidfd_getfd`: the
+/// same open socket, close-on-exec here).
+pub(crate) fn fd_of_process(pid: i32, fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscalls with integer arguments; a returned descriptor
+    // is owned by the OwnedFd made from it.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if pidfd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        let dup = libc::syscall(
+            libc::SYS_pidfd_getfd,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            fd,
+            0,
+        );
+        if dup < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(std::os::fd::OwnedFd::from_raw_fd(dup as i32))
+    }
+}

@@ -661,8 +661,7 @@ fn member_state(m: &crate::model::Member, monitored: bool) -> &'static str {
 
 /// An HTTP or TERMINATED_HTTPS listener as the L4 tier balances it: over
 /// the load balancer's L7 instances (`READY` ones take connections, one
-/// being removed drains), each checked by a TCP connect from its host's
-/// agent. A pool with persistence or `SOURCE_IP` balancing keeps a client
+/// being removed drains; their health comes from their agents). A pool with persistence or `SOURCE_IP` balancing keeps a client
 /// on one instance (its stickiness table is per instance).
 fn l7_listener_entry(
     state: &State,
@@ -707,17 +706,10 @@ fn l7_listener_entry(
             p.lb_algorithm == LbAlgorithm::SourceIp || p.session_persistence.is_some()
         }),
         pool_id: None,
-        monitor: Some(MonitorEntry {
-            id: format!("l7-{}", l.meta.id),
-            kind: "TCP".to_owned(),
-            delay: 1,
-            timeout: 1,
-            max_retries: 1,
-            max_retries_down: 2,
-            http_method: String::new(),
-            url_path: String::new(),
-            expected_codes: String::new(),
-        }),
+        // The instances' agents report whether each serves (see
+        // `agent::lb::l7`): a TCP check would be answered by the socket
+        // the agent holds for a dead process.
+        monitor: None,
         members,
     }
 }

@@ -11,12 +11,23 @@
 //!   program to, as for a VM) and whose other end is `eth0` with the port's
 //!   MAC, MTU and address, and a default route through the subnet's
 //!   gateway;
+//! - **holds its listening sockets**: made here in the namespace (one per
+//!   listener port) and handed to the process (inherited descriptors, named
+//!   in `STRATO_L7_LISTEN_FDS=<port>:<fd>,...`). A process that dies
+//!   leaves them open: connections that arrive meanwhile wait in their
+//!   backlog for the restarted process instead of being refused, so only
+//!   what was in flight on the dead process is lost;
 //! - **writes** its configuration to `<state dir>/l7/<id>/l7.json`
 //!   (atomically) and **starts** `strato-l7 --state-dir <that dir>` in the
 //!   namespace; a changed configuration is rewritten and the process gets
-//!   `SIGHUP`;
-//! - **restarts** a process that exited (after 1 s, doubling to 30 s while
-//!   it keeps failing);
+//!   `SIGHUP`, except when its listener ports changed: then a new process
+//!   starts with the new set of sockets and the old one is drained
+//!   (`SIGTERM`: it stops accepting, finishes what is in flight), the way
+//!   a seamless proxy reload works;
+//! - **restarts** a process that exited (at once the first time, then
+//!   after 1 s doubling to 30 s while it keeps failing), and reports an
+//!   instance down while its process is not serving (no answer on its
+//!   control socket), up when it serves again;
 //! - **drains** one marked `draining` or no longer desired: `SIGTERM` (the
 //!   process stops accepting and finishes what is in flight), then, once it
 //!   exited or after [`STOP_GRACE`], `SIGKILL` and the namespace and tap
@@ -30,6 +41,7 @@
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
+    os::fd::OwnedFd,
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -64,6 +76,9 @@ pub struct Settings {
     pub binary: PathBuf,
 }
 
+/// Told when instances start or stop serving: (instance id, serving).
+pub type HealthSink = Box<dyn Fn(Vec<(String, bool)>) + Send>;
+
 /// The handle the agent keeps.
 pub struct Supervisor {
     tx: mpsc::Sender<Vec<L7InstanceEntry>>,
@@ -72,13 +87,13 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn spawn(settings: Settings) -> std::io::Result<Supervisor> {
+    pub fn spawn(settings: Settings, health: HealthSink) -> std::io::Result<Supervisor> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Mutex::new(BTreeMap::new()));
         let out = stats.clone();
         std::thread::Builder::new()
             .name("l7".into())
-            .spawn(move || run(settings, rx, out))?;
+            .spawn(move || run(settings, rx, out, health))?;
         Ok(Supervisor { tx, stats })
     }
 
@@ -121,11 +136,25 @@ struct Instance {
     netns: String,
     dir: PathBuf,
     plumbed: bool,
+    /// The listening sockets, by port.
+    listeners: BTreeMap<u16, OwnedFd>,
     proc: Option<Proc>,
+    /// When `proc` started.
+    started: Instant,
+    /// Processes replaced by a newer one, draining.
+    retired: Vec<(Proc, Instant)>,
+    /// Serving, as last reported.
+    up: Option<bool>,
     failures: u32,
     next_start: Instant,
     /// When SIGTERM was sent.
     stopping: Option<Instant>,
+}
+
+impl Instance {
+    fn ports(e: &L7InstanceEntry) -> std::collections::BTreeSet<u16> {
+        e.config.listeners.iter().map(|l| l.protocol_port).collect()
+    }
 }
 
 fn netns_of(host: &str, id: &str) -> String {
@@ -136,11 +165,12 @@ fn run(
     s: Settings,
     rx: mpsc::Receiver<Vec<L7InstanceEntry>>,
     stats: Arc<Mutex<BTreeMap<String, L7Stats>>>,
+    health: HealthSink,
 ) {
     let mut instances: BTreeMap<String, Instance> = BTreeMap::new();
     let mut last_stats = Instant::now();
     loop {
-        match rx.recv_timeout(Duration::from_millis(250)) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(mut desired) => {
                 while let Ok(more) = rx.try_recv() {
                     desired = more;
@@ -151,14 +181,41 @@ fn run(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         supervise(&s, &mut instances);
-        if last_stats.elapsed() >= Duration::from_secs(2) {
+        // Who serves: stats answer. Read every pass while something is not
+        // known up (a start, a restart), else every two seconds.
+        let pending = instances
+            .values()
+            .any(|i| i.stopping.is_none() && i.up != Some(true));
+        if pending || last_stats.elapsed() >= Duration::from_secs(2) {
             last_stats = Instant::now();
-            let now: BTreeMap<String, L7Stats> = instances
-                .iter()
-                .filter(|(_, i)| i.proc.is_some())
-                .filter_map(|(id, i)| read_stats(&i.dir).map(|st| (id.clone(), st)))
-                .collect();
+            let mut now = BTreeMap::new();
+            let mut changed = Vec::new();
+            for (id, i) in instances.iter_mut().filter(|(_, i)| i.stopping.is_none()) {
+                let st = i.proc.as_ref().and_then(|_| read_stats(&i.dir));
+                // A process that just started is given two seconds before
+                // it counts as not serving.
+                let serving = match st {
+                    Some(_) => Some(true),
+                    None if i.proc.is_some() && i.started.elapsed() < Duration::from_secs(2) => {
+                        None
+                    }
+                    None => Some(false),
+                };
+                if let Some(up) = serving {
+                    if i.up != Some(up) {
+                        i.up = Some(up);
+                        changed.push((id.clone(), up));
+                        tracing::info!(instance = %id, serving = up, "L7 instance health");
+                    }
+                }
+                if let Some(st) = st {
+                    now.insert(id.clone(), st);
+                }
+            }
             *stats.lock().expect("l7 stats lock") = now;
+            if !changed.is_empty() {
+                health(changed);
+            }
         }
     }
 }
@@ -173,17 +230,26 @@ fn reconcile(
         desired.into_iter().map(|e| (e.id.clone(), e)).collect();
     for (id, i) in instances.iter_mut() {
         match wanted.remove(id) {
-            Some(e) if !e.draining => {
+            Some(e) if !e.draining && i.stopping.is_none() => {
+                if plumbing(&e) != plumbing(&i.entry) {
+                    i.plumbed = false;
+                }
+                let ports_changed = Instance::ports(&e) != Instance::ports(&i.entry);
                 if e.config != i.entry.config {
                     if let Err(err) = write_config(&i.dir, &e) {
                         tracing::warn!(instance = %id, error = %err, "cannot write an L7 instance's configuration");
+                    } else if ports_changed {
+                        // New sockets, a new process; the old one drains.
+                        if let Some(p) = i.proc.take() {
+                            p.signal(Signal::SIGTERM);
+                            i.retired.push((p, Instant::now()));
+                        }
+                        i.next_start = Instant::now();
+                        tracing::info!(instance = %id, "L7 instance's listeners changed: replacing its process");
                     } else if let Some(p) = &i.proc {
                         p.signal(Signal::SIGHUP);
                         tracing::info!(instance = %id, "L7 instance reconfigured");
                     }
-                }
-                if plumbing(&e) != plumbing(&i.entry) {
-                    i.plumbed = false;
                 }
                 i.entry = e;
             }
@@ -208,7 +274,11 @@ fn reconcile(
             netns: netns_of(&s.host, &id),
             dir,
             plumbed: false,
+            listeners: BTreeMap::new(),
             proc: None,
+            started: Instant::now(),
+            retired: Vec::new(),
+            up: None,
             failures: 0,
             next_start: Instant::now(),
             stopping: None,
@@ -219,18 +289,34 @@ fn reconcile(
         {
             tracing::warn!(instance = %id, error = %err, "cannot prepare an L7 instance's directory");
         }
-        i.proc = adopt(&i.dir).map(Proc::Adopted);
-        if let Some(p) = &i.proc {
-            // A previous agent's process: it may have an older
-            // configuration.
-            p.signal(Signal::SIGHUP);
-            i.plumbed = true;
-            tracing::info!(instance = %id, pid = p.pid(), "L7 instance adopted");
+        if let Some(pid) = adopt(&i.dir) {
+            // A previous agent's process: take its sockets back (so they
+            // outlive it again) and keep it; one that cannot be taken
+            // over is replaced and drains.
+            let p = Proc::Adopted(pid);
+            match take_listeners(pid) {
+                Ok(l)
+                    if l.keys().copied().collect::<std::collections::BTreeSet<_>>()
+                        == Instance::ports(&i.entry) =>
+                {
+                    i.listeners = l;
+                    i.plumbed = true;
+                    p.signal(Signal::SIGHUP);
+                    i.proc = Some(p);
+                    tracing::info!(instance = %id, pid, "L7 instance of a previous agent adopted");
+                }
+                r => {
+                    if let Err(e) = r {
+                        tracing::warn!(instance = %id, pid, error = %e, "cannot take over an L7 instance's sockets: replacing it");
+                    }
+                    p.signal(Signal::SIGTERM);
+                    i.retired.push((p, Instant::now()));
+                }
+            }
         }
         instances.insert(id, i);
     }
 }
-
 /// What the namespace's plumbing depends on.
 fn plumbing(e: &L7InstanceEntry) -> (&str, &str, &str, u8, Option<&str>, u32) {
     (
@@ -247,6 +333,17 @@ fn plumbing(e: &L7InstanceEntry) -> (&str, &str, &str, u8, Option<&str>, u32) {
 fn supervise(s: &Settings, instances: &mut BTreeMap<String, Instance>) {
     let mut gone = Vec::new();
     for (id, i) in instances.iter_mut() {
+        // Replaced processes: reaped once they drained, killed after the
+        // grace.
+        i.retired.retain_mut(|(p, since)| {
+            if !p.alive() {
+                return false;
+            }
+            if since.elapsed() >= STOP_GRACE {
+                p.signal(Signal::SIGKILL);
+            }
+            true
+        });
         let alive = i.proc.as_mut().is_some_and(Proc::alive);
         if let Some(since) = i.stopping {
             if alive && since.elapsed() < STOP_GRACE {
@@ -261,6 +358,10 @@ fn supervise(s: &Settings, instances: &mut BTreeMap<String, Instance>) {
             if let Some(Proc::Child(c)) = &mut i.proc {
                 let _ = c.wait();
             }
+            for (p, _) in &i.retired {
+                p.signal(Signal::SIGKILL);
+            }
+            i.listeners.clear();
             unplumb(i);
             let _ = std::fs::remove_dir_all(&i.dir);
             tracing::info!(instance = %id, "L7 instance removed");
@@ -271,9 +372,17 @@ fn supervise(s: &Settings, instances: &mut BTreeMap<String, Instance>) {
             continue;
         }
         if i.proc.take().is_some() {
+            // A process that served a while failed once; one that keeps
+            // failing waits longer each time.
+            if i.started.elapsed() > Duration::from_secs(60) {
+                i.failures = 0;
+            }
             i.failures += 1;
-            let backoff =
-                (Duration::from_secs(1) * 2u32.saturating_pow(i.failures - 1)).min(MAX_BACKOFF);
+            let backoff = if i.failures == 1 {
+                Duration::ZERO
+            } else {
+                (Duration::from_secs(1) * 2u32.saturating_pow(i.failures - 2)).min(MAX_BACKOFF)
+            };
             i.next_start = Instant::now() + backoff;
             tracing::warn!(instance = %id, failures = i.failures, backoff_ms = backoff.as_millis() as u64, "L7 instance exited; restarting");
         }
@@ -290,11 +399,17 @@ fn supervise(s: &Settings, instances: &mut BTreeMap<String, Instance>) {
                 }
             }
         }
+        if let Err(e) = ensure_listeners(i) {
+            tracing::warn!(instance = %id, netns = %i.netns, error = %e, "cannot open an L7 instance's listening sockets");
+            i.next_start = Instant::now() + Duration::from_secs(2);
+            continue;
+        }
         match start(s, i) {
             Ok(c) => {
                 tracing::info!(instance = %id, pid = c.id(), netns = %i.netns, "L7 instance started");
                 let _ = std::fs::write(i.dir.join(PID_FILE), c.id().to_string());
                 i.proc = Some(Proc::Child(c));
+                i.started = Instant::now();
             }
             Err(e) => {
                 tracing::warn!(instance = %id, error = %e, "cannot start an L7 instance");
@@ -306,6 +421,63 @@ fn supervise(s: &Settings, instances: &mut BTreeMap<String, Instance>) {
     for id in gone {
         instances.remove(&id);
     }
+}
+
+/// Opens the listening sockets of ports that lack one, in the instance's
+/// namespace, and closes those of ports no longer listened on.
+fn ensure_listeners(i: &mut Instance) -> std::io::Result<()> {
+    let want = Instance::ports(&i.entry);
+    i.listeners.retain(|p, _| want.contains(p));
+    let missing: Vec<u16> = want
+        .into_iter()
+        .filter(|p| !i.listeners.contains_key(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let made = crate::sys::in_netns(&i.netns, || {
+        missing
+            .iter()
+            .map(|&p| crate::sys::tcp_listener(p, 4096).map(|fd| (p, fd)))
+            .collect::<std::io::Result<Vec<_>>>()
+    })??;
+    i.listeners.extend(made);
+    Ok(())
+}
+
+/// The listening sockets of a running instance (as a previous agent gave
+/// them: `STRATO_L7_LISTEN_FDS` in its environment), duplicated here.
+fn take_listeners(pid: i32) -> std::io::Result<BTreeMap<u16, OwnedFd>> {
+    let env = std::fs::read(format!("/proc/{pid}/environ"))?;
+    let spec = env
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(format!("{LISTEN_FDS_ENV}=").as_bytes()))
+        .ok_or_else(|| std::io::Error::other("no listening sockets in its environment"))?;
+    let spec = String::from_utf8_lossy(spec).into_owned();
+    let mut out = BTreeMap::new();
+    for (port, fd) in parse_listen_fds(&spec).map_err(std::io::Error::other)? {
+        out.insert(port, crate::sys::fd_of_process(pid, fd)?);
+    }
+    Ok(out)
+}
+
+/// The environment variable naming the inherited listening sockets:
+/// `<port>:<fd>,...`.
+pub const LISTEN_FDS_ENV: &str = "STRATO_L7_LISTEN_FDS";
+
+fn parse_listen_fds(s: &str) -> Result<Vec<(u16, i32)>, String> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            let (p, f) = x
+                .split_once(':')
+                .ok_or_else(|| format!("{x:?}: not port:fd"))?;
+            Ok((
+                p.parse().map_err(|_| format!("{p:?}: not a port"))?,
+                f.parse().map_err(|_| format!("{f:?}: not a descriptor"))?,
+            ))
+        })
+        .collect()
 }
 
 fn write_config(dir: &Path, e: &L7InstanceEntry) -> std::io::Result<()> {
@@ -385,21 +557,42 @@ fn unplumb(i: &Instance) {
 }
 
 fn start(s: &Settings, i: &Instance) -> std::io::Result<Child> {
+    use std::os::{fd::AsRawFd, unix::process::CommandExt};
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(i.dir.join("l7.log"))?;
-    Command::new("ip")
-        .arg("netns")
+    let fds: Vec<(u16, i32)> = i
+        .listeners
+        .iter()
+        .map(|(p, fd)| (*p, fd.as_raw_fd()))
+        .collect();
+    let spec: Vec<String> = fds.iter().map(|(p, fd)| format!("{p}:{fd}")).collect();
+    let mut cmd = Command::new("ip");
+    cmd.arg("netns")
         .arg("exec")
         .arg(&i.netns)
         .arg(&s.binary)
         .arg("--state-dir")
         .arg(&i.dir)
+        .env(LISTEN_FDS_ENV, spec.join(","))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
+        .stderr(log);
+    let raw: Vec<i32> = fds.iter().map(|(_, fd)| *fd).collect();
+    // SAFETY: between fork and exec only async-signal-safe calls (fcntl)
+    // on descriptors this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &raw {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
 }
 
 /// A live `strato-l7` whose pid `dir`'s pid file names.
@@ -443,6 +636,16 @@ mod tests {
             "p-az1-c1-l7-01234567"
         );
         assert_eq!(netns_of("h", "ab"), "h-l7-ab");
+    }
+
+    #[test]
+    fn listen_fds_parse_and_refuse_garbage() {
+        assert_eq!(parse_listen_fds("80:3,443:4"), Ok(vec![(80, 3), (443, 4)]));
+        assert_eq!(parse_listen_fds(""), Ok(vec![]));
+        // Bad inputs: no colon, a port out of range, a non-number.
+        assert!(parse_listen_fds("80").is_err());
+        assert!(parse_listen_fds("70000:3").is_err());
+        assert!(parse_listen_fds("80:x").is_err());
     }
 
     #[test]
