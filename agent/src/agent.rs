@@ -506,7 +506,14 @@ impl Agent {
     fn send_lb_stats(&mut self) {
         let reporting = self.reporter.outbox.is_some();
         let dir = self.cfg.state_dir.as_deref();
-        if let Some(stats) = self.lb.observe(&self.dp, &self.cfg.host, dir, reporting) {
+        let mut stats = self.lb.observe(&self.dp, &self.cfg.host, dir, reporting);
+        if let Some(sup) = self.l7.as_ref().filter(|_| reporting) {
+            let l7 = sup.stats.lock().expect("l7 stats lock").clone();
+            if !l7.is_empty() {
+                crate::lb::l7::add_to_report(stats.get_or_insert_with(Default::default), &l7);
+            }
+        }
+        if let Some(stats) = stats {
             self.reporter.queue(Outgoing::LbStats(stats));
         }
     }

@@ -132,6 +132,7 @@ mod tests {
             az: String::new(),
             external: Some("ext0".into()),
             state_dir: None,
+            l7_binary: "strato-l7".into(),
         }
     }
 

@@ -56,6 +56,7 @@ use nix::{
 use strato_proto::{
     config::L7InstanceEntry,
     l7::{L7Stats, CONFIG_FILE, CONTROL_SOCKET},
+    lb::{CountersOf, StatsReport},
     naming::tap_name,
 };
 
@@ -625,9 +626,102 @@ fn read_stats(dir: &Path) -> Option<L7Stats> {
     serde_json::from_slice(&buf[at + 4..]).ok()
 }
 
+/// Adds the instances' counters to this host's load balancer report: per
+/// member of their pools (requests as connections: an instance's member
+/// connections are pooled), and per listener the requests the instances
+/// answered with an error themselves.
+pub fn add_to_report(r: &mut StatsReport, stats: &BTreeMap<String, L7Stats>) {
+    let mut members: BTreeMap<&str, CountersOf> = BTreeMap::new();
+    for st in stats.values() {
+        for m in &st.members {
+            let c = members.entry(&m.id).or_insert_with(|| CountersOf {
+                id: m.id.clone(),
+                bytes_in: 0,
+                bytes_out: 0,
+                active_connections: 0,
+                total_connections: 0,
+                request_errors: 0,
+            });
+            c.bytes_in += m.bytes_in;
+            c.bytes_out += m.bytes_out;
+            c.active_connections += m.active_requests;
+            c.total_connections += m.total_requests;
+            c.request_errors += m.request_errors;
+        }
+        for l in &st.listeners {
+            match r.listeners.iter_mut().find(|x| x.id == l.id) {
+                Some(x) => x.request_errors += l.request_errors,
+                None => r.listeners.push(CountersOf {
+                    id: l.id.clone(),
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    active_connections: 0,
+                    total_connections: 0,
+                    request_errors: l.request_errors,
+                }),
+            }
+        }
+    }
+    r.members.extend(members.into_values());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_counters_join_the_report() {
+        use strato_proto::l7::{L7ListenerStats, L7MemberStats};
+        let st = |errors: u64, requests: u64| L7Stats {
+            listeners: vec![L7ListenerStats {
+                id: "l1".into(),
+                request_errors: errors,
+                ..Default::default()
+            }],
+            members: vec![L7MemberStats {
+                id: "m1".into(),
+                pool_id: "p1".into(),
+                bytes_in: 10,
+                bytes_out: 20,
+                active_requests: 1,
+                total_requests: requests,
+                request_errors: 0,
+            }],
+            cpu_us: 0,
+        };
+        let stats = BTreeMap::from([("a1".to_string(), st(2, 5)), ("a2".to_string(), st(1, 7))]);
+        let mut r = StatsReport {
+            listeners: vec![CountersOf {
+                id: "l1".into(),
+                bytes_in: 100,
+                bytes_out: 200,
+                active_connections: 3,
+                total_connections: 9,
+                request_errors: 0,
+            }],
+            members: vec![],
+        };
+        add_to_report(&mut r, &stats);
+        assert_eq!(r.listeners.len(), 1);
+        assert_eq!(
+            (
+                r.listeners[0].total_connections,
+                r.listeners[0].request_errors
+            ),
+            (9, 3)
+        );
+        assert_eq!(r.members.len(), 1);
+        let m = &r.members[0];
+        assert_eq!(
+            (
+                m.bytes_in,
+                m.bytes_out,
+                m.active_connections,
+                m.total_connections
+            ),
+            (20, 40, 2, 12)
+        );
+    }
 
     #[test]
     fn namespace_names_start_with_the_host() {
