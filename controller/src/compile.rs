@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use strato_proto::{
     config::{
-        BandwidthLimit, Entry, FloatingIpEntry, GatewayHost, L7InstanceEntry, ListenerEntry,
-        LoadBalancerEntry, MemberEntry, MemberLocation, MonitorEntry, NetworkEntry, PortEntry,
-        RemoteEntry, RouterEntry, RouterExternal, RouterInterface, SecurityGroupEntry,
+        BandwidthLimit, CheckedPool, Entry, FloatingIpEntry, GatewayHost, L7InstanceEntry,
+        ListenerEntry, LoadBalancerEntry, MemberEntry, MemberLocation, MonitorEntry, NetworkEntry,
+        PortEntry, RemoteEntry, RouterEntry, RouterExternal, RouterInterface, SecurityGroupEntry,
         SgMemberEntry, SgRuleEntry, SnatEntry, SubnetEntry, Update, UpdateKind,
     },
     naming::tap_name,
@@ -618,22 +618,46 @@ fn load_balancer_entry(
                 drain_timeout_s: l.connection_drain_timeout / 1000,
                 source_ip,
                 pool_id: pool.map(|p| p.meta.id.clone()),
-                monitor: monitor.map(|m| MonitorEntry {
-                    id: m.meta.id.clone(),
-                    kind: m.kind.as_str().to_owned(),
-                    delay: m.delay,
-                    timeout: m.timeout,
-                    max_retries: m.max_retries,
-                    max_retries_down: m.max_retries_down,
-                    http_method: m.http_method.clone(),
-                    url_path: m.url_path.clone(),
-                    expected_codes: m.expected_codes.clone(),
-                }),
+                monitor: monitor.map(monitor_entry),
                 members,
             })
         })
         .collect();
     listeners.sort_by(|a, b| a.id.cmp(&b.id));
+    // Pools only the L7 instances balance: their members are checked here
+    // all the same (by the agent of each member's host).
+    let l4_pools: BTreeSet<&str> = listeners
+        .iter()
+        .filter_map(|l| l.pool_id.as_deref())
+        .collect();
+    let checked_pools: Vec<CheckedPool> = state
+        .pools
+        .values()
+        .filter(|p| p.loadbalancer_id == lb.meta.id && p.admin_state_up)
+        .filter(|p| !l4_pools.contains(p.meta.id.as_str()))
+        .filter_map(|p| {
+            let m = crate::lbaas::pool_monitor(state, &p.meta.id).filter(|m| m.admin_state_up)?;
+            let mut members: Vec<MemberEntry> = crate::lbaas::pool_members(state, &p.meta.id)
+                .map(|x| MemberEntry {
+                    id: x.meta.id.clone(),
+                    address: x.address.clone(),
+                    protocol_port: x.protocol_port,
+                    weight: x.weight,
+                    backup: x.backup,
+                    state: member_state(x, true).to_owned(),
+                    monitor_address: x.monitor_address.clone(),
+                    monitor_port: x.monitor_port,
+                    location: None,
+                })
+                .collect();
+            members.sort_by(|a, b| a.id.cmp(&b.id));
+            Some(CheckedPool {
+                id: p.meta.id.clone(),
+                monitor: monitor_entry(m),
+                members,
+            })
+        })
+        .collect();
     Some(Entry::LoadBalancer(LoadBalancerEntry {
         id: lb.meta.id.clone(),
         vip_network_id: lb.vip_network_id.clone(),
@@ -644,7 +668,22 @@ fn load_balancer_entry(
         domain,
         floating_ip: lb_floating_ip(state, lb),
         gateway,
+        checked_pools,
     }))
+}
+
+fn monitor_entry(m: &crate::model::HealthMonitor) -> MonitorEntry {
+    MonitorEntry {
+        id: m.meta.id.clone(),
+        kind: m.kind.as_str().to_owned(),
+        delay: m.delay,
+        timeout: m.timeout,
+        max_retries: m.max_retries,
+        max_retries_down: m.max_retries_down,
+        http_method: m.http_method.clone(),
+        url_path: m.url_path.clone(),
+        expected_codes: m.expected_codes.clone(),
+    }
 }
 
 /// A member's state for the dataplanes: `draining` (admin down or weight
@@ -872,6 +911,11 @@ fn mentions(e: &Entry) -> Vec<&str> {
                     v.push(m.port_id.as_str());
                     v.push(m.host.as_str());
                 }
+            }
+            for p in &l.checked_pools {
+                v.push(p.id.as_str());
+                v.push(p.monitor.id.as_str());
+                v.extend(p.members.iter().map(|m| m.id.as_str()));
             }
             v
         }

@@ -113,6 +113,7 @@ fn world(backends: u32, vips: u32) -> World {
         domain: 0,
         floating_ip: None,
         gateway: false,
+        checked_pools: vec![],
     }));
     for i in 1..vips {
         w = w.entry(Entry::LoadBalancer(LoadBalancerEntry {
@@ -131,6 +132,7 @@ fn world(backends: u32, vips: u32) -> World {
             domain: 0,
             floating_ip: None,
             gateway: false,
+            checked_pools: vec![],
         }));
     }
     w
@@ -775,6 +777,7 @@ fn netns_world() -> World {
             domain: 0,
             floating_ip: None,
             gateway: false,
+            checked_pools: vec![],
         }))
 }
 

@@ -103,6 +103,7 @@ fn load_balancer(m1_state: &str) -> LoadBalancerEntry {
         domain: 0,
         floating_ip: None,
         gateway: false,
+        checked_pools: vec![],
     }
 }
 

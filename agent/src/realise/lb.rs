@@ -323,12 +323,17 @@ pub(crate) fn probe_targets(
         let Some(&domain) = doms.get(&lb.vip_network_id) else {
             continue;
         };
-        for l in &lb.listeners {
-            let Some(mon) = &l.monitor else { continue };
+        // Listeners' pools, and the pools only L7 instances balance.
+        let checked = lb
+            .listeners
+            .iter()
+            .filter_map(|l| l.monitor.as_ref().map(|m| (m, &l.members)))
+            .chain(lb.checked_pools.iter().map(|p| (&p.monitor, &p.members)));
+        for (mon, members) in checked {
             let Some(kind) = monitor_kind(mon) else {
                 continue;
             };
-            for m in &l.members {
+            for m in members {
                 let addr = m.monitor_address.as_deref().unwrap_or(&m.address);
                 let Ok(ip) = addr.parse::<Ipv4Addr>() else {
                     continue;
@@ -456,6 +461,7 @@ mod tests {
             domain: 0,
             floating_ip: None,
             gateway: false,
+            checked_pools: vec![],
         })
     }
 
@@ -507,6 +513,33 @@ mod tests {
             (t[1].member_id.as_str(), t[1].ifindex),
             ("m2", 0),
             "tap gone: ifindex 0"
+        );
+    }
+
+    #[test]
+    fn members_of_pools_only_l7_instances_balance_are_probed_too() {
+        // An L7 listener: its L4 members are instances, without a monitor;
+        // the pool's own members are in `checked_pools`.
+        let mut e = lb(None, vec![member("amphora1", "10.0.0.9")]);
+        if let Entry::LoadBalancer(l) = &mut e {
+            l.checked_pools.push(strato_proto::config::CheckedPool {
+                id: "pool2".into(),
+                monitor: monitor("TCP"),
+                members: vec![member("m1", "10.0.0.5")],
+            });
+        }
+        let t = targets(
+            vec![
+                network("n1", "10.0.0.0/24", true),
+                port("p1", "n1", "tap1", "fa:16:3e:00:00:01", "10.0.0.5"),
+                e,
+            ],
+            &[("tap1", 7)],
+        );
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(
+            (t[0].member_id.as_str(), t[0].kind.clone()),
+            ("m1", Kind::Tcp)
         );
     }
 

@@ -29,6 +29,22 @@ pub struct LoadBalancerEntry {
     /// floating IP and tunnels it to members (`MemberEntry::location`).
     #[serde(default)]
     pub gateway: bool,
+    /// Pools the L4 tier does not balance (the L7 instances do) that have
+    /// a health monitor: their members are checked by their hosts' agents
+    /// all the same, and the results reach the instances through the
+    /// controller. Sorted by id.
+    #[serde(default)]
+    pub checked_pools: Vec<CheckedPool>,
+}
+
+/// A pool whose members are checked although no listener entry carries
+/// them (see [`LoadBalancerEntry::checked_pools`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckedPool {
+    pub id: String,
+    pub monitor: MonitorEntry,
+    /// Sorted by id.
+    pub members: Vec<MemberEntry>,
 }
 
 /// Where a member's port is, for gateway hosts: the tunnel to its host and
