@@ -24,9 +24,16 @@ pub enum Algorithm {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Persistence {
-    SourceIp { timeout: Option<Duration> },
-    HttpCookie { max_age_s: u32 },
-    AppCookie { name: String, timeout: Option<Duration> },
+    SourceIp {
+        timeout: Option<Duration>,
+    },
+    HttpCookie {
+        max_age_s: u32,
+    },
+    AppCookie {
+        name: String,
+        timeout: Option<Duration>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -102,7 +109,8 @@ impl PoolConfig {
                             .clone()
                             .filter(|n| {
                                 !n.is_empty()
-                                    && n.bytes().all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b))
+                                    && n.bytes()
+                                        .all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b))
                             })
                             .ok_or_else(|| {
                                 invalid(
@@ -126,10 +134,16 @@ impl PoolConfig {
         for (i, m) in p.members.iter().enumerate() {
             let mf = format!("{field}.members[{i}]");
             if !seen.insert(m.id.as_str()) || m.id.is_empty() {
-                return Err(invalid(format!("{mf}.id"), format!("{:?} empty or twice", m.id)));
+                return Err(invalid(
+                    format!("{mf}.id"),
+                    format!("{:?} empty or twice", m.id),
+                ));
             }
             let ip: IpAddr = m.address.parse().map_err(|_| {
-                invalid(format!("{mf}.address"), format!("{:?} is not an IP address", m.address))
+                invalid(
+                    format!("{mf}.address"),
+                    format!("{:?} is not an IP address", m.address),
+                )
             })?;
             if m.protocol_port == 0 {
                 return Err(invalid(format!("{mf}.protocol_port"), "0"));
@@ -185,7 +199,10 @@ impl PoolConfig {
     }
 
     fn candidate_by(&self, f: impl Fn(&MemberConfig) -> bool) -> Option<usize> {
-        self.candidates.iter().copied().find(|&i| f(&self.members[i]))
+        self.candidates
+            .iter()
+            .copied()
+            .find(|&i| f(&self.members[i]))
     }
 }
 
@@ -240,16 +257,25 @@ impl PoolState {
             Some(Persistence::SourceIp { timeout }) => {
                 let key = req.client.to_string();
                 if let Some(i) = self.sticky_lookup(pool, &key, *timeout, now, &usable) {
-                    return Some(Choice { member: i, set_cookie: None });
+                    return Some(Choice {
+                        member: i,
+                        set_cookie: None,
+                    });
                 }
                 let i = self.balance(pool, req, in_flight, &usable)?;
                 self.remember(key, &pool.members[i].id, *timeout, now);
-                Some(Choice { member: i, set_cookie: None })
+                Some(Choice {
+                    member: i,
+                    set_cookie: None,
+                })
             }
             Some(Persistence::HttpCookie { .. }) => {
                 if let Some(t) = req.lb_cookie {
                     if let Some(i) = pool.candidate_by(|m| m.token == t && usable(m)) {
-                        return Some(Choice { member: i, set_cookie: None });
+                        return Some(Choice {
+                            member: i,
+                            set_cookie: None,
+                        });
                     }
                 }
                 let i = self.balance(pool, req, in_flight, &usable)?;
@@ -261,11 +287,17 @@ impl PoolState {
             Some(Persistence::AppCookie { timeout, .. }) => {
                 if let Some(v) = req.app_cookie {
                     if let Some(i) = self.sticky_lookup(pool, v, *timeout, now, &usable) {
-                        return Some(Choice { member: i, set_cookie: None });
+                        return Some(Choice {
+                            member: i,
+                            set_cookie: None,
+                        });
                     }
                 }
                 let i = self.balance(pool, req, in_flight, &usable)?;
-                Some(Choice { member: i, set_cookie: None })
+                Some(Choice {
+                    member: i,
+                    set_cookie: None,
+                })
             }
             None => Some(Choice {
                 member: self.balance(pool, req, in_flight, &usable)?,
@@ -366,7 +398,10 @@ impl PoolState {
         if current.len() > pool.members.len() * 2 + 16 {
             current.retain(|id, _| pool.member(id).is_some());
         }
-        let total: i64 = cands.iter().map(|&i| i64::from(pool.members[i].weight)).sum();
+        let total: i64 = cands
+            .iter()
+            .map(|&i| i64::from(pool.members[i].weight))
+            .sum();
         let mut best = cands[0];
         let mut best_cw = i64::MIN;
         for &i in cands {

@@ -437,7 +437,12 @@ fn compile_listener(
                 &need(&p.redirect_pool_id, "redirect_pool_id")?,
                 format!("{pf}.redirect_pool_id"),
             )?),
-            other => return Err(invalid(format!("{pf}.action"), format!("{other:?} unknown"))),
+            other => {
+                return Err(invalid(
+                    format!("{pf}.action"),
+                    format!("{other:?} unknown"),
+                ))
+            }
         };
         let rules = p
             .rules
@@ -457,7 +462,10 @@ fn compile_listener(
         .enumerate()
         .map(|(i, c)| {
             Cidr::parse(c).ok_or_else(|| {
-                invalid(format!("{field}.allowed_cidrs[{i}]"), format!("{c:?} is not a CIDR"))
+                invalid(
+                    format!("{field}.allowed_cidrs[{i}]"),
+                    format!("{c:?} is not a CIDR"),
+                )
             })
         })
         .collect::<Result<_, _>>()?;
@@ -498,12 +506,21 @@ fn compile_rule(r: &L7Rule, field: &str) -> Result<Rule, ConfigError> {
         "HEADER" => {
             let k = key()?;
             Subject::Header(
-                hyper::header::HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|_| invalid(format!("{field}.key"), format!("{k:?} is not a header name")))?,
+                hyper::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                    invalid(
+                        format!("{field}.key"),
+                        format!("{k:?} is not a header name"),
+                    )
+                })?,
             )
         }
         "COOKIE" => Subject::Cookie(key()?),
-        other => return Err(invalid(format!("{field}.type"), format!("{other:?} unknown"))),
+        other => {
+            return Err(invalid(
+                format!("{field}.type"),
+                format!("{other:?} unknown"),
+            ))
+        }
     };
     let value = if matches!(subject, Subject::Host) && r.compare_type != "REGEX" {
         r.value.to_ascii_lowercase()

@@ -178,9 +178,14 @@ impl Instance {
                 let _ = h.await;
             }
         };
-        let drained = tokio::time::timeout(self.opts.drain_timeout, all).await.is_ok();
+        let drained = tokio::time::timeout(self.opts.drain_timeout, all)
+            .await
+            .is_ok();
         if !drained {
-            tracing::warn!(bound_s = self.opts.drain_timeout.as_secs(), "drain bound reached");
+            tracing::warn!(
+                bound_s = self.opts.drain_timeout.as_secs(),
+                "drain bound reached"
+            );
         }
         self.control.abort();
         let _ = std::fs::remove_file(self.opts.state_dir.join(CONTROL_SOCKET));

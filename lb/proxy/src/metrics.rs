@@ -124,10 +124,26 @@ impl Metrics {
             members: Mutex::default(),
             registry: Registry::default(),
         };
-        registry.register("listener_bytes_in", "Bytes received from clients", m.l_bytes_in.clone());
-        registry.register("listener_bytes_out", "Bytes sent to clients", m.l_bytes_out.clone());
-        registry.register("listener_active_connections", "Client connections open", m.l_active.clone());
-        registry.register("listener_connections", "Client connections accepted", m.l_total.clone());
+        registry.register(
+            "listener_bytes_in",
+            "Bytes received from clients",
+            m.l_bytes_in.clone(),
+        );
+        registry.register(
+            "listener_bytes_out",
+            "Bytes sent to clients",
+            m.l_bytes_out.clone(),
+        );
+        registry.register(
+            "listener_active_connections",
+            "Client connections open",
+            m.l_active.clone(),
+        );
+        registry.register(
+            "listener_connections",
+            "Client connections accepted",
+            m.l_total.clone(),
+        );
         registry.register(
             "listener_rejected_connections",
             "Client connections closed at once (connection limit, allowed CIDRs)",
@@ -138,24 +154,52 @@ impl Metrics {
             "Requests answered with an error by the instance itself",
             m.l_errors.clone(),
         );
-        registry.register("listener_requests", "Requests received", m.l_requests.clone());
-        registry.register("listener_responses", "Responses by status class", m.l_responses.clone());
+        registry.register(
+            "listener_requests",
+            "Requests received",
+            m.l_requests.clone(),
+        );
+        registry.register(
+            "listener_responses",
+            "Responses by status class",
+            m.l_responses.clone(),
+        );
         registry.register(
             "listener_request_duration_seconds",
             "Arrival of a request to its response head sent",
             m.l_latency.clone(),
         );
-        registry.register("member_bytes_in", "Bytes received from the member", m.m_bytes_in.clone());
-        registry.register("member_bytes_out", "Bytes sent to the member", m.m_bytes_out.clone());
-        registry.register("member_active_requests", "Requests in flight to the member", m.m_active.clone());
-        registry.register("member_requests", "Requests sent to the member", m.m_total.clone());
+        registry.register(
+            "member_bytes_in",
+            "Bytes received from the member",
+            m.m_bytes_in.clone(),
+        );
+        registry.register(
+            "member_bytes_out",
+            "Bytes sent to the member",
+            m.m_bytes_out.clone(),
+        );
+        registry.register(
+            "member_active_requests",
+            "Requests in flight to the member",
+            m.m_active.clone(),
+        );
+        registry.register(
+            "member_requests",
+            "Requests sent to the member",
+            m.m_total.clone(),
+        );
         registry.register(
             "member_request_errors",
             "Requests to the member that failed (connect, timeout, reset)",
             m.m_errors.clone(),
         );
         registry.register("reloads", "Configurations loaded", m.reloads.clone());
-        registry.register("reload_errors", "Configurations refused", m.reload_errors.clone());
+        registry.register(
+            "reload_errors",
+            "Configurations refused",
+            m.reload_errors.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -183,7 +227,13 @@ impl Metrics {
                     rejected_connections: self.l_rejected.get_or_create(&l).clone(),
                     request_errors: self.l_errors.get_or_create(&l).clone(),
                     requests: self.l_requests.get_or_create(&l).clone(),
-                    responses: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+                    responses: [
+                        class("1xx"),
+                        class("2xx"),
+                        class("3xx"),
+                        class("4xx"),
+                        class("5xx"),
+                    ],
                     latency: self.l_latency.get_or_create(&l).clone(),
                 })
             })

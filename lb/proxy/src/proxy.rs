@@ -203,14 +203,21 @@ fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION).iter().any(|v| {
             v.to_str()
-                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+                .map(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
                 .unwrap_or(false)
         })
 }
 
 fn head_size(h: &HeaderMap, first_line: usize) -> u64 {
-    (first_line + 2 + h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() + 2)
-        as u64
+    (first_line
+        + 2
+        + h.iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+        + 2) as u64
 }
 
 fn version_text(v: Version) -> &'static str {
@@ -376,7 +383,12 @@ async fn forward(
     };
     let upgrade = req.version() != Version::HTTP_2 && is_upgrade(req.headers());
     let in_flight = |m: &crate::balance::MemberConfig| {
-        state.metrics.member(&pool.id, &m.id).active_requests.get().max(0) as u64
+        state
+            .metrics
+            .member(&pool.id, &m.id)
+            .active_requests
+            .get()
+            .max(0) as u64
     };
 
     // Choose and connect; a member that cannot be connected to is
@@ -457,7 +469,11 @@ async fn forward(
             .insert("x-forwarded-port", HeaderValue::from(listener.bind.port()));
     }
     if ins.x_forwarded_proto {
-        let proto = if listener.tls.is_some() { "https" } else { "http" };
+        let proto = if listener.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         parts
             .headers
             .insert("x-forwarded-proto", HeaderValue::from_static(proto));
@@ -473,7 +489,12 @@ async fn forward(
     if parts.method == hyper::Method::CONNECT {
         return local(stats, text(StatusCode::BAD_REQUEST, "Bad Request\n"), true);
     }
-    let mut body = Metered::new(body, listener.client_timeout, "request body", p.bytes_in.clone());
+    let mut body = Metered::new(
+        body,
+        listener.client_timeout,
+        "request body",
+        p.bytes_in.clone(),
+    );
     body.counters = vec![mstats.bytes_out.clone()];
     let upstream_req = Request::from_parts(parts, boxed(body));
 
@@ -538,7 +559,11 @@ async fn forward(
     // Persistence on the way back.
     if let Some(name) = &app_cookie_name {
         for v in resp.headers().get_all(header::SET_COOKIE) {
-            if let Some((k, val)) = v.to_str().ok().and_then(|s| s.split(';').next()?.split_once('=')) {
+            if let Some((k, val)) = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.split(';').next()?.split_once('='))
+            {
                 if k.trim() == name {
                     pool_state.learn(pool, val.trim().trim_matches('"'), &member.id);
                 }
@@ -558,7 +583,12 @@ async fn forward(
             parts.headers.append(header::SET_COOKIE, v);
         }
     }
-    let mut body = Metered::new(body, listener.member_timeout, "member response", Arc::new(AtomicU64::new(0)));
+    let mut body = Metered::new(
+        body,
+        listener.member_timeout,
+        "member response",
+        Arc::new(AtomicU64::new(0)),
+    );
     body.counters = vec![mstats.bytes_in.clone()];
     let errors = mstats.clone();
     body.done = Some(Box::new(move || {

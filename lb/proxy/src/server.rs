@@ -115,8 +115,21 @@ async fn accept_loop(
         stats.active_connections.inc();
         let _ = stream.set_nodelay(true);
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let io = Idle::new(stream, stats.clone(), current.client_timeout, in_flight.clone());
-        serve(state.clone(), current, stats.clone(), io, peer, in_flight, &graceful);
+        let io = Idle::new(
+            stream,
+            stats.clone(),
+            current.client_timeout,
+            in_flight.clone(),
+        );
+        serve(
+            state.clone(),
+            current,
+            stats.clone(),
+            io,
+            peer,
+            in_flight,
+            &graceful,
+        );
     };
     drop(tcp);
     if let Some(closed) = closed {
@@ -373,7 +386,11 @@ pub async fn control(state: Arc<State>, listener: tokio::net::UnixListener) {
                             "application/json",
                             serde_json::to_string(&state.metrics.stats()).unwrap_or_default(),
                         ),
-                        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+                        _ => (
+                            StatusCode::NOT_FOUND,
+                            "text/plain",
+                            "not found\n".to_string(),
+                        ),
                     };
                     let mut r = Response::new(Full::new(Bytes::from(body)));
                     *r.status_mut() = status;

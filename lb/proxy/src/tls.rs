@@ -23,9 +23,10 @@ pub struct NamedCert {
 
 /// Loads one certificate: chain, key, names.
 pub fn load_cert(c: &L7Certificate, field: &str) -> Result<NamedCert, ConfigError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(c.chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| invalid(format!("{field}.chain_pem"), format!("bad PEM: {e}")))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(c.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(format!("{field}.chain_pem"), format!("bad PEM: {e}")))?;
     let Some(leaf) = chain.first() else {
         return Err(invalid(format!("{field}.chain_pem"), "no certificate"));
     };
@@ -33,11 +34,18 @@ pub fn load_cert(c: &L7Certificate, field: &str) -> Result<NamedCert, ConfigErro
         .map_err(|e| invalid(format!("{field}.key_pem"), format!("bad PEM key: {e}")))?;
     let signer = ring::sign::any_supported_type(&key)
         .map_err(|e| invalid(format!("{field}.key_pem"), format!("unusable key: {e}")))?;
-    let names = cert_names(leaf.as_ref())
-        .map_err(|e| invalid(format!("{field}.chain_pem"), format!("bad certificate: {e}")))?;
+    let names = cert_names(leaf.as_ref()).map_err(|e| {
+        invalid(
+            format!("{field}.chain_pem"),
+            format!("bad certificate: {e}"),
+        )
+    })?;
     let key = CertifiedKey::new(chain, signer);
     if let Err(e) = key.keys_match() {
-        if !matches!(e, rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) {
+        if !matches!(
+            e,
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)
+        ) {
             return Err(invalid(
                 format!("{field}.key_pem"),
                 format!("does not match the certificate: {e}"),
@@ -123,7 +131,10 @@ impl ResolvesServerCert for SniResolver {
 
 /// The rustls configuration of a listener.
 pub fn server_config(t: &L7Tls, field: &str) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
-    let default = load_cert(&t.default_certificate, &format!("{field}.default_certificate"))?;
+    let default = load_cert(
+        &t.default_certificate,
+        &format!("{field}.default_certificate"),
+    )?;
     let sni = t
         .sni_certificates
         .iter()

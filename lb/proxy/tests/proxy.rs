@@ -70,20 +70,32 @@ async fn routing_redirects_headers_log_and_stats() {
             rules: vec![rule("PATH", "EQUAL_TO", None, "/moved")],
             ..L7Policy::default()
         },
-        to_pool("host", 4, rule("HOST_NAME", "EQUAL_TO", None, "api.example.test")),
+        to_pool(
+            "host",
+            4,
+            rule("HOST_NAME", "EQUAL_TO", None, "api.example.test"),
+        ),
         to_pool("path", 5, rule("PATH", "REGEX", None, "^/v[0-9]+/")),
-        to_pool("header", 6, rule("HEADER", "EQUAL_TO", Some("X-Env"), "canary")),
+        to_pool(
+            "header",
+            6,
+            rule("HEADER", "EQUAL_TO", Some("X-Env"), "canary"),
+        ),
         to_pool("cookie", 7, rule("COOKIE", "EQUAL_TO", Some("beta"), "1")),
         to_pool("ftype", 8, rule("FILE_TYPE", "EQUAL_TO", None, "png")),
     ];
     let l2 = listener("l2", p2, None);
     let cfg = config(
         vec![l1, l2],
-        vec![l7pool("pa", vec![l7member("ma", a)]), l7pool("pb", vec![l7member("mb", b)])],
+        vec![
+            l7pool("pa", vec![l7member("ma", a)]),
+            l7pool("pb", vec![l7member("mb", b)]),
+        ],
     );
     let (inst, dir) = start("routing", &cfg).await;
 
-    let rows: Vec<(&str, Vec<(&str, &str)>, u16, &str)> = vec![
+    type Row<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let rows: Vec<Row> = vec![
         ("/", vec![], 200, "member=a"),
         ("/", vec![("host", "API.example.test:80")], 200, "member=b"),
         ("/v2/items", vec![], 200, "member=b"),
@@ -102,7 +114,10 @@ async fn routing_redirects_headers_log_and_stats() {
     }
     let r = get(p1, "/old/page?x=1", &[]).await;
     assert_eq!(r.status, 301);
-    assert_eq!(r.headers["location"], "https://new.example.test/old/page?x=1");
+    assert_eq!(
+        r.headers["location"],
+        "https://new.example.test/old/page?x=1"
+    );
     let r = get(p1, "/moved", &[]).await;
     assert_eq!(r.status, 308);
     assert_eq!(r.headers["location"], "https://elsewhere.example.test/");
@@ -128,40 +143,87 @@ async fn routing_redirects_headers_log_and_stats() {
     assert!(r.body.contains("host=www.example.test"), "{}", r.body);
 
     // Not HTTP at all: 400 from hyper, connection closed.
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p1)).await.expect("connect");
-    s.write_all(b"\x16\x03\x01 garbage\r\n\r\n").await.expect("write");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p1))
+        .await
+        .expect("connect");
+    s.write_all(b"\x16\x03\x01 garbage\r\n\r\n")
+        .await
+        .expect("write");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"),
+        "{out:?}"
+    );
 
     // Access log.
     inst.flush_access_log().await;
     let lines = access_lines(&dir);
     assert_eq!(lines.len(), 14, "{lines:#?}");
-    let deny = lines.iter().find(|l| l.path == "/admin/users").expect("logged");
-    assert_eq!((deny.status, deny.policy.as_str(), deny.pool.as_str()), (403, "deny", ""));
-    let to_b = lines.iter().find(|l| l.path == "/v2/items").expect("logged");
+    let deny = lines
+        .iter()
+        .find(|l| l.path == "/admin/users")
+        .expect("logged");
     assert_eq!(
-        (to_b.pool.as_str(), to_b.member.as_str(), to_b.policy.as_str(), to_b.listener.as_str()),
+        (deny.status, deny.policy.as_str(), deny.pool.as_str()),
+        (403, "deny", "")
+    );
+    let to_b = lines
+        .iter()
+        .find(|l| l.path == "/v2/items")
+        .expect("logged");
+    assert_eq!(
+        (
+            to_b.pool.as_str(),
+            to_b.member.as_str(),
+            to_b.policy.as_str(),
+            to_b.listener.as_str()
+        ),
         ("pb", "mb", "path", "l1")
     );
-    assert_eq!((to_b.instance.as_str(), to_b.method.as_str(), to_b.version.as_str()), ("inst-1", "GET", "HTTP/1.1"));
+    assert_eq!(
+        (
+            to_b.instance.as_str(),
+            to_b.method.as_str(),
+            to_b.version.as_str()
+        ),
+        ("inst-1", "GET", "HTTP/1.1")
+    );
     assert!(to_b.client.starts_with("127.0.0.1:"));
     assert!(to_b.bytes_out > 20 && to_b.bytes_in > 20, "{to_b:?}");
-    assert!(to_b.time.ends_with('Z') && to_b.time.len() == 24, "{}", to_b.time);
+    assert!(
+        to_b.time.ends_with('Z') && to_b.time.len() == 24,
+        "{}",
+        to_b.time
+    );
     assert!(to_b.response_ms >= to_b.request_ms);
 
     // Stats and metrics.
     let stats: L7Stats = serde_json::from_str(&control(&dir, "/stats").await).expect("stats JSON");
-    let l1s = stats.listeners.iter().find(|l| l.id == "l1").expect("l1 stats");
+    let l1s = stats
+        .listeners
+        .iter()
+        .find(|l| l.id == "l1")
+        .expect("l1 stats");
     assert_eq!(l1s.requests, 13);
     assert_eq!(l1s.responses, [0, 10, 2, 1, 0]);
     assert_eq!(l1s.total_connections, 14);
     assert!(l1s.bytes_in > 0 && l1s.bytes_out > 0);
-    let l2s = stats.listeners.iter().find(|l| l.id == "l2").expect("l2 stats");
+    let l2s = stats
+        .listeners
+        .iter()
+        .find(|l| l.id == "l2")
+        .expect("l2 stats");
     assert_eq!((l2s.request_errors, l2s.responses[4]), (1, 1));
-    let mb = stats.members.iter().find(|m| m.id == "mb").expect("mb stats");
-    assert_eq!((mb.pool_id.as_str(), mb.total_requests, mb.active_requests), ("pb", 5, 0));
+    let mb = stats
+        .members
+        .iter()
+        .find(|m| m.id == "mb")
+        .expect("mb stats");
+    assert_eq!(
+        (mb.pool_id.as_str(), mb.total_requests, mb.active_requests),
+        ("pb", 5, 0)
+    );
     assert!(mb.bytes_in > 0);
     assert!(stats.cpu_us > 0);
     let metrics = control(&dir, "/metrics").await;
@@ -221,8 +283,14 @@ async fn cookie_persistence_and_failover() {
 
     // Without the cookie: round robin, and the cookie is set.
     let first = get(p, "/", &[]).await;
-    let set = first.headers["set-cookie"].to_str().expect("ascii").to_string();
-    assert!(set.starts_with("STRATO_LB=") && set.contains("Max-Age=300"), "{set}");
+    let set = first.headers["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        set.starts_with("STRATO_LB=") && set.contains("Max-Age=300"),
+        "{set}"
+    );
     let second = get(p, "/", &[]).await;
     assert_ne!(members_of(&[first]), members_of(&[second]));
     // With it: always the same member, no new cookie.
@@ -240,8 +308,19 @@ async fn cookie_persistence_and_failover() {
 
     // APP_COOKIE: learnt from the member's Set-Cookie.
     let r = get(p, "/app/setcookie", &[]).await;
-    let sess = r.headers["set-cookie"].to_str().expect("ascii").split(';').next().expect("c").to_string();
-    let owner = r.body.split_whitespace().next().expect("member").to_string();
+    let sess = r.headers["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("c")
+        .to_string();
+    let owner = r
+        .body
+        .split_whitespace()
+        .next()
+        .expect("member")
+        .to_string();
     for _ in 0..4 {
         let r = get(p, "/app/x", &[("cookie", &sess)]).await;
         assert!(r.body.starts_with(&owner), "{} vs {owner}", r.body);
@@ -254,7 +333,11 @@ async fn cookie_persistence_and_failover() {
         assert!(r.body.starts_with("member=b"));
     }
     let stats = inst.stats();
-    let dead_stats = stats.members.iter().find(|m| m.id == "dead").expect("dead stats");
+    let dead_stats = stats
+        .members
+        .iter()
+        .find(|m| m.id == "dead")
+        .expect("dead stats");
     assert!(dead_stats.request_errors >= 1);
     assert!(inst.shutdown().await);
 }
@@ -263,15 +346,27 @@ async fn cookie_persistence_and_failover() {
 async fn websocket_upgrade_is_tunnelled() {
     let a = member("a").await;
     let p = free_port();
-    let (inst, _dir) = start("ws", &config(vec![listener("l", p, Some("p"))], vec![l7pool("p", vec![l7member("ma", a)])])).await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p)).await.expect("connect");
+    let (inst, _dir) = start(
+        "ws",
+        &config(
+            vec![listener("l", p, Some("p"))],
+            vec![l7pool("p", vec![l7member("ma", a)])],
+        ),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .expect("connect");
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         .await
         .expect("write");
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await.expect("head in time").expect("read");
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("head in time")
+            .expect("read");
         assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
         head.push(byte[0]);
     }
@@ -281,7 +376,10 @@ async fn websocket_upgrade_is_tunnelled() {
     for msg in [&b"hello"[..], b"\x81\x05world"] {
         s.write_all(msg).await.expect("write");
         let mut buf = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.expect("echo in time").expect("read");
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .expect("echo in time")
+            .expect("read");
         assert_eq!(buf, msg);
     }
     drop(s);
@@ -294,7 +392,10 @@ async fn reload_drains_removed_member_and_listener() {
     let b = member("b").await;
     let (p, p_old, p_new) = (free_port(), free_port(), free_port());
     let before = config(
-        vec![listener("l", p, Some("p")), listener("old", p_old, Some("p"))],
+        vec![
+            listener("l", p, Some("p")),
+            listener("old", p_old, Some("p")),
+        ],
         vec![l7pool("p", vec![l7member("ma", a)])],
     );
     let (inst, dir) = start("reload", &before).await;
@@ -310,7 +411,10 @@ async fn reload_drains_removed_member_and_listener() {
 
     // a leaves (b joins), listener `old` leaves, `new` arrives.
     let mut after = config(
-        vec![listener("l", p, Some("p")), listener("new", p_new, Some("p"))],
+        vec![
+            listener("l", p, Some("p")),
+            listener("new", p_new, Some("p")),
+        ],
         vec![l7pool("p", vec![l7member("mb", b)])],
     );
     write_config(&dir, &after);
@@ -319,7 +423,12 @@ async fn reload_drains_removed_member_and_listener() {
         assert!(get(p, "/", &[]).await.body.starts_with("member=b"));
     }
     assert!(get(p_new, "/", &[]).await.body.starts_with("member=b"));
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", p_old)).await.is_err(), "old listener still accepts");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", p_old))
+            .await
+            .is_err(),
+        "old listener still accepts"
+    );
     let r = slow.await.expect("slow request");
     assert_eq!(r.status, 200);
     assert!(r.body.starts_with("member=a path=/slow"), "{}", r.body);
@@ -330,8 +439,13 @@ async fn reload_drains_removed_member_and_listener() {
     inst.reload().await.expect("reload");
     assert_eq!(get(p, "/", &[]).await.status, 503);
     let stats: L7Stats = serde_json::from_str(&control(&dir, "/stats").await).expect("stats");
-    assert!(stats.members.iter().any(|m| m.id == "ma" && m.total_requests == 3 && m.active_requests == 0));
-    assert!(control(&dir, "/metrics").await.contains("strato_l7_reload_errors_total 1"));
+    assert!(stats
+        .members
+        .iter()
+        .any(|m| m.id == "ma" && m.total_requests == 3 && m.active_requests == 0));
+    assert!(control(&dir, "/metrics")
+        .await
+        .contains("strato_l7_reload_errors_total 1"));
     assert!(inst.shutdown().await);
 }
 
@@ -341,18 +455,34 @@ async fn shutdown_drains_in_flight_and_connection_limit() {
     let p = free_port();
     let mut l = listener("l", p, Some("p"));
     l.connection_limit = 1;
-    let (inst, _dir) = start("drain", &config(vec![l], vec![l7pool("p", vec![l7member("ma", a)])])).await;
+    let (inst, _dir) = start(
+        "drain",
+        &config(vec![l], vec![l7pool("p", vec![l7member("ma", a)])]),
+    )
+    .await;
     // One connection, kept alive.
-    let s = tokio::net::TcpStream::connect(("127.0.0.1", p)).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.expect("handshake");
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .expect("handshake");
     let conn = tokio::spawn(conn);
     assert_eq!(request(&mut send, "/", &[]).await.status, 200);
     // A second one is over the limit: closed at once.
-    let mut s2 = tokio::net::TcpStream::connect(("127.0.0.1", p)).await.expect("connect");
+    let mut s2 = tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .expect("connect");
     let _ = s2.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut buf = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(5), s2.read_to_end(&mut buf)).await.expect("closed in time");
-    assert!(n.is_err() || buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    let n = tokio::time::timeout(Duration::from_secs(5), s2.read_to_end(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(
+        n.is_err() || buf.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
     assert_eq!(inst.stats().listeners[0].active_connections, 1);
 
     // A slow request in flight when the drain starts finishes; the
@@ -365,6 +495,12 @@ async fn shutdown_drains_in_flight_and_connection_limit() {
     let r = slow.await.expect("slow");
     assert_eq!(r.status, 200);
     assert!(r.body.starts_with("member=a path=/slow"));
-    tokio::time::timeout(Duration::from_secs(2), conn).await.expect("keep-alive connection closed").expect("join").ok();
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_err());
+    tokio::time::timeout(Duration::from_secs(2), conn)
+        .await
+        .expect("keep-alive connection closed")
+        .expect("join")
+        .ok();
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .is_err());
 }

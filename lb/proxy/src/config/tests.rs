@@ -94,29 +94,135 @@ fn route_of(cfg: &L7Config, uri: &str, headers: &[(&str, &str)]) -> (Option<Stri
 #[test]
 fn rules_route_requests() {
     // (rule, uri, headers, expected action)
-    let rows: Vec<(L7Rule, &str, Vec<(&str, &str)>, &str)> = vec![
-        (rule("HOST_NAME", "EQUAL_TO", None, "API.example.test", false), "/", vec![("host", "api.EXAMPLE.test:8000")], "pool p2"),
-        (rule("HOST_NAME", "EQUAL_TO", None, "api.example.test", false), "/", vec![("host", "www.example.test")], "pool p1"),
-        (rule("HOST_NAME", "ENDS_WITH", None, ".example.test", false), "/", vec![("host", "a.example.test")], "pool p2"),
-        (rule("PATH", "STARTS_WITH", None, "/api", false), "/api/v1?x=1", vec![], "pool p2"),
-        (rule("PATH", "STARTS_WITH", None, "/api", true), "/api/v1", vec![], "pool p1"),
-        (rule("PATH", "STARTS_WITH", None, "/api", true), "/web", vec![], "pool p2"),
-        (rule("PATH", "EQUAL_TO", None, "/a", false), "/a?q=/b", vec![], "pool p2"),
-        (rule("PATH", "CONTAINS", None, "mid", false), "/x/middle/y", vec![], "pool p2"),
-        (rule("PATH", "REGEX", None, "^/v[0-9]+/", false), "/v12/x", vec![], "pool p2"),
-        (rule("PATH", "REGEX", None, "v[0-9]+", false), "/api/v3", vec![], "pool p2"),
-        (rule("PATH", "REGEX", None, "^/v[0-9]+/", false), "/vx/x", vec![], "pool p1"),
-        (rule("FILE_TYPE", "EQUAL_TO", None, "jpg", false), "/img/a.b.jpg", vec![], "pool p2"),
-        (rule("FILE_TYPE", "EQUAL_TO", None, "jpg", false), "/img.jpg/a", vec![], "pool p1"),
-        (rule("FILE_TYPE", "EQUAL_TO", None, "jpg", false), "/a.JPG", vec![], "pool p1"),
-        (rule("HEADER", "EQUAL_TO", Some("X-Env"), "canary", false), "/", vec![("x-env", "canary")], "pool p2"),
-        (rule("HEADER", "EQUAL_TO", Some("X-Env"), "canary", false), "/", vec![("x-env", "Canary")], "pool p1"),
+    type Row<'a> = (L7Rule, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let rows: Vec<Row> = vec![
+        (
+            rule("HOST_NAME", "EQUAL_TO", None, "API.example.test", false),
+            "/",
+            vec![("host", "api.EXAMPLE.test:8000")],
+            "pool p2",
+        ),
+        (
+            rule("HOST_NAME", "EQUAL_TO", None, "api.example.test", false),
+            "/",
+            vec![("host", "www.example.test")],
+            "pool p1",
+        ),
+        (
+            rule("HOST_NAME", "ENDS_WITH", None, ".example.test", false),
+            "/",
+            vec![("host", "a.example.test")],
+            "pool p2",
+        ),
+        (
+            rule("PATH", "STARTS_WITH", None, "/api", false),
+            "/api/v1?x=1",
+            vec![],
+            "pool p2",
+        ),
+        (
+            rule("PATH", "STARTS_WITH", None, "/api", true),
+            "/api/v1",
+            vec![],
+            "pool p1",
+        ),
+        (
+            rule("PATH", "STARTS_WITH", None, "/api", true),
+            "/web",
+            vec![],
+            "pool p2",
+        ),
+        (
+            rule("PATH", "EQUAL_TO", None, "/a", false),
+            "/a?q=/b",
+            vec![],
+            "pool p2",
+        ),
+        (
+            rule("PATH", "CONTAINS", None, "mid", false),
+            "/x/middle/y",
+            vec![],
+            "pool p2",
+        ),
+        (
+            rule("PATH", "REGEX", None, "^/v[0-9]+/", false),
+            "/v12/x",
+            vec![],
+            "pool p2",
+        ),
+        (
+            rule("PATH", "REGEX", None, "v[0-9]+", false),
+            "/api/v3",
+            vec![],
+            "pool p2",
+        ),
+        (
+            rule("PATH", "REGEX", None, "^/v[0-9]+/", false),
+            "/vx/x",
+            vec![],
+            "pool p1",
+        ),
+        (
+            rule("FILE_TYPE", "EQUAL_TO", None, "jpg", false),
+            "/img/a.b.jpg",
+            vec![],
+            "pool p2",
+        ),
+        (
+            rule("FILE_TYPE", "EQUAL_TO", None, "jpg", false),
+            "/img.jpg/a",
+            vec![],
+            "pool p1",
+        ),
+        (
+            rule("FILE_TYPE", "EQUAL_TO", None, "jpg", false),
+            "/a.JPG",
+            vec![],
+            "pool p1",
+        ),
+        (
+            rule("HEADER", "EQUAL_TO", Some("X-Env"), "canary", false),
+            "/",
+            vec![("x-env", "canary")],
+            "pool p2",
+        ),
+        (
+            rule("HEADER", "EQUAL_TO", Some("X-Env"), "canary", false),
+            "/",
+            vec![("x-env", "Canary")],
+            "pool p1",
+        ),
         // A missing header matches nothing, and so its inverse matches.
-        (rule("HEADER", "CONTAINS", Some("X-Env"), "", false), "/", vec![], "pool p1"),
-        (rule("HEADER", "CONTAINS", Some("X-Env"), "", true), "/", vec![], "pool p2"),
-        (rule("COOKIE", "EQUAL_TO", Some("beta"), "1", false), "/", vec![("cookie", "a=b; beta=1")], "pool p2"),
-        (rule("COOKIE", "EQUAL_TO", Some("beta"), "1", false), "/", vec![("cookie", "a=b"), ("cookie", "beta=1")], "pool p2"),
-        (rule("COOKIE", "EQUAL_TO", Some("beta"), "1", false), "/", vec![("cookie", "xbeta=1")], "pool p1"),
+        (
+            rule("HEADER", "CONTAINS", Some("X-Env"), "", false),
+            "/",
+            vec![],
+            "pool p1",
+        ),
+        (
+            rule("HEADER", "CONTAINS", Some("X-Env"), "", true),
+            "/",
+            vec![],
+            "pool p2",
+        ),
+        (
+            rule("COOKIE", "EQUAL_TO", Some("beta"), "1", false),
+            "/",
+            vec![("cookie", "a=b; beta=1")],
+            "pool p2",
+        ),
+        (
+            rule("COOKIE", "EQUAL_TO", Some("beta"), "1", false),
+            "/",
+            vec![("cookie", "a=b"), ("cookie", "beta=1")],
+            "pool p2",
+        ),
+        (
+            rule("COOKIE", "EQUAL_TO", Some("beta"), "1", false),
+            "/",
+            vec![("cookie", "xbeta=1")],
+            "pool p1",
+        ),
     ];
     for (i, (r, uri, headers, want)) in rows.into_iter().enumerate() {
         let cfg = base(vec![policy("pol", "REDIRECT_TO_POOL", vec![r])]);
@@ -128,18 +234,36 @@ fn rules_route_requests() {
 #[test]
 fn policies_first_match_wins_and_actions() {
     let mut cfg = base(vec![
-        policy("deny", "REJECT", vec![rule("PATH", "STARTS_WITH", None, "/admin", false)]),
-        policy("moved", "REDIRECT_PREFIX", vec![rule("PATH", "STARTS_WITH", None, "/old", false)]),
-        policy("url", "REDIRECT_TO_URL", vec![rule("PATH", "STARTS_WITH", None, "/", false)]),
+        policy(
+            "deny",
+            "REJECT",
+            vec![rule("PATH", "STARTS_WITH", None, "/admin", false)],
+        ),
+        policy(
+            "moved",
+            "REDIRECT_PREFIX",
+            vec![rule("PATH", "STARTS_WITH", None, "/old", false)],
+        ),
+        policy(
+            "url",
+            "REDIRECT_TO_URL",
+            vec![rule("PATH", "STARTS_WITH", None, "/", false)],
+        ),
     ]);
     cfg.listeners[0].policies[1].redirect_http_code = Some(301);
     for (i, p) in cfg.listeners[0].policies.iter_mut().enumerate() {
         p.position = i as u32 + 1;
     }
-    assert_eq!(route_of(&cfg, "/admin/x", &[]), (Some("deny".into()), "reject".into()));
+    assert_eq!(
+        route_of(&cfg, "/admin/x", &[]),
+        (Some("deny".into()), "reject".into())
+    );
     assert_eq!(
         route_of(&cfg, "/old/a?b=c", &[]),
-        (Some("moved".into()), "301 https://example.test/old/a?b=c".into())
+        (
+            Some("moved".into()),
+            "301 https://example.test/old/a?b=c".into()
+        )
     );
     assert_eq!(
         route_of(&cfg, "/x", &[]),
@@ -159,47 +283,159 @@ fn policies_first_match_wins_and_actions() {
 
 #[test]
 fn bad_configurations_name_their_field() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut L7Config)>)> = vec![
-        ("listeners[0].protocol", Box::new(|c| c.listeners[0].protocol = "TCP".into())),
-        ("listeners[0].protocol_port", Box::new(|c| c.listeners[0].protocol_port = 0)),
-        ("listeners[0].connection_limit", Box::new(|c| c.listeners[0].connection_limit = -2)),
-        ("listeners[0].default_pool_id", Box::new(|c| c.listeners[0].default_pool_id = Some("nope".into()))),
-        ("listeners[0].tls", Box::new(|c| c.listeners[0].protocol = "TERMINATED_HTTPS".into())),
-        ("listeners[0].tls", Box::new(|c| c.listeners[0].tls = Some(Default::default()))),
-        ("listeners[0].allowed_cidrs[0]", Box::new(|c| c.listeners[0].allowed_cidrs = vec!["10.0.0.0/33".into()])),
-        ("listeners[0].policies[0].action", Box::new(|c| c.listeners[0].policies = vec![policy("p", "DROP", vec![])])),
-        ("listeners[0].policies[0].redirect_http_code", Box::new(|c| {
-            let mut p = policy("p", "REDIRECT_TO_URL", vec![]);
-            p.redirect_http_code = Some(200);
-            c.listeners[0].policies = vec![p];
-        })),
-        ("listeners[0].policies[0].redirect_url", Box::new(|c| {
-            let mut p = policy("p", "REDIRECT_TO_URL", vec![]);
-            p.redirect_url = None;
-            c.listeners[0].policies = vec![p];
-        })),
-        ("listeners[0].policies[0].redirect_pool_id", Box::new(|c| {
-            let mut p = policy("p", "REDIRECT_TO_POOL", vec![]);
-            p.redirect_pool_id = Some("nope".into());
-            c.listeners[0].policies = vec![p];
-        })),
-        ("listeners[0].policies[0].rules[0].type", Box::new(|c| c.listeners[0].policies = vec![policy("p", "REJECT", vec![rule("SSL_CONN_HAS_CERT", "EQUAL_TO", None, "x", false)])])),
-        ("listeners[0].policies[0].rules[0].compare_type", Box::new(|c| c.listeners[0].policies = vec![policy("p", "REJECT", vec![rule("PATH", "LIKE", None, "x", false)])])),
-        ("listeners[0].policies[0].rules[0].value", Box::new(|c| c.listeners[0].policies = vec![policy("p", "REJECT", vec![rule("PATH", "REGEX", None, "(unclosed", false)])])),
-        ("listeners[0].policies[0].rules[0].key", Box::new(|c| c.listeners[0].policies = vec![policy("p", "REJECT", vec![rule("HEADER", "EQUAL_TO", None, "x", false)])])),
-        ("listeners[0].policies[0].rules[0].key", Box::new(|c| c.listeners[0].policies = vec![policy("p", "REJECT", vec![rule("HEADER", "EQUAL_TO", Some("bad header"), "x", false)])])),
-        ("listeners[1].protocol_port", Box::new(|c| {
-            let mut l = c.listeners[0].clone();
-            l.id = "l2".into();
-            c.listeners.push(l);
-        })),
+    type Case = (&'static str, Box<dyn Fn(&mut L7Config)>);
+    let cases: Vec<Case> = vec![
+        (
+            "listeners[0].protocol",
+            Box::new(|c| c.listeners[0].protocol = "TCP".into()),
+        ),
+        (
+            "listeners[0].protocol_port",
+            Box::new(|c| c.listeners[0].protocol_port = 0),
+        ),
+        (
+            "listeners[0].connection_limit",
+            Box::new(|c| c.listeners[0].connection_limit = -2),
+        ),
+        (
+            "listeners[0].default_pool_id",
+            Box::new(|c| c.listeners[0].default_pool_id = Some("nope".into())),
+        ),
+        (
+            "listeners[0].tls",
+            Box::new(|c| c.listeners[0].protocol = "TERMINATED_HTTPS".into()),
+        ),
+        (
+            "listeners[0].tls",
+            Box::new(|c| c.listeners[0].tls = Some(Default::default())),
+        ),
+        (
+            "listeners[0].allowed_cidrs[0]",
+            Box::new(|c| c.listeners[0].allowed_cidrs = vec!["10.0.0.0/33".into()]),
+        ),
+        (
+            "listeners[0].policies[0].action",
+            Box::new(|c| c.listeners[0].policies = vec![policy("p", "DROP", vec![])]),
+        ),
+        (
+            "listeners[0].policies[0].redirect_http_code",
+            Box::new(|c| {
+                let mut p = policy("p", "REDIRECT_TO_URL", vec![]);
+                p.redirect_http_code = Some(200);
+                c.listeners[0].policies = vec![p];
+            }),
+        ),
+        (
+            "listeners[0].policies[0].redirect_url",
+            Box::new(|c| {
+                let mut p = policy("p", "REDIRECT_TO_URL", vec![]);
+                p.redirect_url = None;
+                c.listeners[0].policies = vec![p];
+            }),
+        ),
+        (
+            "listeners[0].policies[0].redirect_pool_id",
+            Box::new(|c| {
+                let mut p = policy("p", "REDIRECT_TO_POOL", vec![]);
+                p.redirect_pool_id = Some("nope".into());
+                c.listeners[0].policies = vec![p];
+            }),
+        ),
+        (
+            "listeners[0].policies[0].rules[0].type",
+            Box::new(|c| {
+                c.listeners[0].policies = vec![policy(
+                    "p",
+                    "REJECT",
+                    vec![rule("SSL_CONN_HAS_CERT", "EQUAL_TO", None, "x", false)],
+                )]
+            }),
+        ),
+        (
+            "listeners[0].policies[0].rules[0].compare_type",
+            Box::new(|c| {
+                c.listeners[0].policies = vec![policy(
+                    "p",
+                    "REJECT",
+                    vec![rule("PATH", "LIKE", None, "x", false)],
+                )]
+            }),
+        ),
+        (
+            "listeners[0].policies[0].rules[0].value",
+            Box::new(|c| {
+                c.listeners[0].policies = vec![policy(
+                    "p",
+                    "REJECT",
+                    vec![rule("PATH", "REGEX", None, "(unclosed", false)],
+                )]
+            }),
+        ),
+        (
+            "listeners[0].policies[0].rules[0].key",
+            Box::new(|c| {
+                c.listeners[0].policies = vec![policy(
+                    "p",
+                    "REJECT",
+                    vec![rule("HEADER", "EQUAL_TO", None, "x", false)],
+                )]
+            }),
+        ),
+        (
+            "listeners[0].policies[0].rules[0].key",
+            Box::new(|c| {
+                c.listeners[0].policies = vec![policy(
+                    "p",
+                    "REJECT",
+                    vec![rule("HEADER", "EQUAL_TO", Some("bad header"), "x", false)],
+                )]
+            }),
+        ),
+        (
+            "listeners[1].protocol_port",
+            Box::new(|c| {
+                let mut l = c.listeners[0].clone();
+                l.id = "l2".into();
+                c.listeners.push(l);
+            }),
+        ),
         ("pools[1].id", Box::new(|c| c.pools[1].id = "p1".into())),
-        ("pools[0].lb_algorithm", Box::new(|c| c.pools[0].lb_algorithm = "RANDOM".into())),
-        ("pools[0].members[0].address", Box::new(|c| c.pools[0].members[0].address = "host.example".into())),
-        ("pools[0].members[0].state", Box::new(|c| c.pools[0].members[0].state = "up".into())),
-        ("pools[0].members[0].protocol_port", Box::new(|c| c.pools[0].members[0].protocol_port = 0)),
-        ("pools[0].session_persistence.type", Box::new(|c| c.pools[0].session_persistence = Some(strato_proto::l7::L7Persistence { kind: "URL".into(), cookie_name: None, timeout_s: 1 }))),
-        ("pools[0].session_persistence.cookie_name", Box::new(|c| c.pools[0].session_persistence = Some(strato_proto::l7::L7Persistence { kind: "APP_COOKIE".into(), cookie_name: None, timeout_s: 1 }))),
+        (
+            "pools[0].lb_algorithm",
+            Box::new(|c| c.pools[0].lb_algorithm = "RANDOM".into()),
+        ),
+        (
+            "pools[0].members[0].address",
+            Box::new(|c| c.pools[0].members[0].address = "host.example".into()),
+        ),
+        (
+            "pools[0].members[0].state",
+            Box::new(|c| c.pools[0].members[0].state = "up".into()),
+        ),
+        (
+            "pools[0].members[0].protocol_port",
+            Box::new(|c| c.pools[0].members[0].protocol_port = 0),
+        ),
+        (
+            "pools[0].session_persistence.type",
+            Box::new(|c| {
+                c.pools[0].session_persistence = Some(strato_proto::l7::L7Persistence {
+                    kind: "URL".into(),
+                    cookie_name: None,
+                    timeout_s: 1,
+                })
+            }),
+        ),
+        (
+            "pools[0].session_persistence.cookie_name",
+            Box::new(|c| {
+                c.pools[0].session_persistence = Some(strato_proto::l7::L7Persistence {
+                    kind: "APP_COOKIE".into(),
+                    cookie_name: None,
+                    timeout_s: 1,
+                })
+            }),
+        ),
         ("address", Box::new(|c| c.address = "".into())),
     ];
     for (field, mutate) in cases {
@@ -221,11 +457,23 @@ fn malformed_json_is_refused() {
     let dir = std::env::temp_dir().join(format!("strato-l7-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("l7.json");
-    for text in ["", "{", "[]", r#"{"instance_id": 1}"#, r#"{"instance_id":"i","loadbalancer_id":"l","address":"127.0.0.1","listeners":[],"pools":[],"extra":1}"#] {
+    for text in [
+        "",
+        "{",
+        "[]",
+        r#"{"instance_id": 1}"#,
+        r#"{"instance_id":"i","loadbalancer_id":"l","address":"127.0.0.1","listeners":[],"pools":[],"extra":1}"#,
+    ] {
         std::fs::write(&path, text).expect("write");
-        assert!(matches!(Compiled::load(&path), Err(ConfigError::Parse { .. })), "{text:?}");
+        assert!(
+            matches!(Compiled::load(&path), Err(ConfigError::Parse { .. })),
+            "{text:?}"
+        );
     }
-    assert!(matches!(Compiled::load(&dir.join("absent.json")), Err(ConfigError::Read { .. })));
+    assert!(matches!(
+        Compiled::load(&dir.join("absent.json")),
+        Err(ConfigError::Read { .. })
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -235,9 +483,15 @@ fn cidrs_and_hosts() {
     assert!(c.contains("10.1.200.3".parse().expect("ip")));
     assert!(!c.contains("10.2.0.1".parse().expect("ip")));
     assert!(c.contains("::ffff:10.1.0.9".parse().expect("ip")));
-    assert!(Cidr::parse("0.0.0.0/0").expect("cidr").contains("1.2.3.4".parse().expect("ip")));
-    assert!(Cidr::parse("fd00::/8").expect("cidr").contains("fd12::1".parse().expect("ip")));
-    assert!(Cidr::parse("127.0.0.1").expect("cidr").contains("127.0.0.1".parse().expect("ip")));
+    assert!(Cidr::parse("0.0.0.0/0")
+        .expect("cidr")
+        .contains("1.2.3.4".parse().expect("ip")));
+    assert!(Cidr::parse("fd00::/8")
+        .expect("cidr")
+        .contains("fd12::1".parse().expect("ip")));
+    assert!(Cidr::parse("127.0.0.1")
+        .expect("cidr")
+        .contains("127.0.0.1".parse().expect("ip")));
     for bad in ["", "10.0.0.0/", "10.0.0.0/x", "fd00::/129", "300.0.0.0/8"] {
         assert!(Cidr::parse(bad).is_none(), "{bad}");
     }

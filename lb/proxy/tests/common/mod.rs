@@ -20,7 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// answers after 1.5 s; `/setcookie` sets `JSESSIONID=NAME-s`; an
 /// `Upgrade` request gets 101 and an echo of the tunnel's bytes.
 pub async fn member(name: &'static str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind member");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind member");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
@@ -65,7 +67,12 @@ pub async fn member(name: &'static str) -> SocketAddr {
                                 .expect("response"),
                         );
                     }
-                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
                     let text = format!("{text} body={}", body.len());
                     let mut r = Response::builder();
                     if text.contains("path=/slow") {
@@ -146,7 +153,11 @@ pub fn state_dir(name: &str) -> PathBuf {
 }
 
 pub fn write_config(dir: &std::path::Path, c: &L7Config) {
-    std::fs::write(dir.join(CONFIG_FILE), serde_json::to_vec_pretty(c).expect("json")).expect("write config");
+    std::fs::write(
+        dir.join(CONFIG_FILE),
+        serde_json::to_vec_pretty(c).expect("json"),
+    )
+    .expect("write config");
 }
 
 pub async fn start(name: &str, c: &L7Config) -> (Instance, PathBuf) {
@@ -169,8 +180,12 @@ pub struct Reply {
 
 /// One request on a new connection.
 pub async fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect to proxy");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.expect("handshake");
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to proxy");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     request(&mut send, path, headers).await
 }
@@ -205,8 +220,12 @@ pub async fn request(
 
 /// `GET path` on the control socket.
 pub async fn control(dir: &std::path::Path, path: &str) -> String {
-    let s = tokio::net::UnixStream::connect(dir.join(CONTROL_SOCKET)).await.expect("control socket");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.expect("handshake");
+    let s = tokio::net::UnixStream::connect(dir.join(CONTROL_SOCKET))
+        .await
+        .expect("control socket");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     let r = request(&mut send, path, &[]).await;
     assert_eq!(r.status, 200, "{path}");
