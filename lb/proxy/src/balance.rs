@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use strato_lb::maglev;
 use strato_proto::l7::L7Pool;
 
-use crate::config::{invalid, ConfigError};
+use crate::error::{invalid, ConfigError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {

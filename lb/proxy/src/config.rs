@@ -12,31 +12,9 @@ use hyper::HeaderMap;
 use strato_proto::l7::{L7Config, L7Listener, L7Pool, L7Rule};
 
 use crate::balance::{Algorithm, PoolConfig};
+use crate::error::invalid;
+pub use crate::error::ConfigError;
 use crate::tls;
-
-/// A configuration that cannot be served; the message names the field.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("parsing {path}: {source}")]
-    Parse {
-        path: String,
-        source: serde_json::Error,
-    },
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-}
-
-pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
 
 /// Which protocol a listener speaks to clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

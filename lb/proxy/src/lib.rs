@@ -11,8 +11,8 @@
 //! (the controller does), never touches namespaces, BPF or the
 //! controller's store, and never logs per request above `debug`.
 //!
-//! Modules, lowest first: [`config`] (validation, policy match), [`tls`],
-//! [`balance`] (member choice, persistence), [`metrics`], [`access_log`],
+//! Modules, lowest first: [`error`], [`tls`], [`balance`] (member choice,
+//! persistence), [`config`] (validation, policy match), [`metrics`], [`access_log`],
 //! [`upstream`] (member connections), [`state`], [`proxy`] (one request),
 //! [`server`] (listeners, control socket); [`Instance`] ties them together.
 #![deny(unsafe_code)]
@@ -20,6 +20,7 @@
 pub mod access_log;
 pub mod balance;
 pub mod config;
+pub mod error;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -24,7 +24,7 @@ use crate::balance::{ChoiceInput, Persistence, PoolConfig};
 use crate::config::{cookie, Decision, ListenerConfig, RequestView};
 use crate::metrics::{ListenerStats, MemberStats};
 use crate::state::State;
-use crate::upstream::{BoxError, ConnectError, ProxyBody};
+use crate::upstream::{BoxError, ProxyBody};
 
 /// What a connection knows about itself.
 pub struct ConnInfo {
@@ -418,11 +418,12 @@ async fn forward(
                 tracing::debug!(pool = %pool.id, member = %member.id, error = %e, "member connect failed");
                 attempt += 1;
                 if attempt >= 2 {
-                    let status = match e {
-                        ConnectError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-                        _ => StatusCode::SERVICE_UNAVAILABLE,
-                    };
-                    return local(stats, text(status, "Service Unavailable\n"), true);
+                    // Connect failures (refused, timeout) on both tries: 503.
+                    return local(
+                        stats,
+                        text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n"),
+                        true,
+                    );
                 }
                 exclude = Some(choice.member);
             }
@@ -590,10 +591,7 @@ async fn forward(
         Arc::new(AtomicU64::new(0)),
     );
     body.counters = vec![mstats.bytes_in.clone()];
-    let errors = mstats.clone();
-    body.done = Some(Box::new(move || {
-        drop(member_guard);
-        let _ = &errors;
-    }));
+    // The member's request is in flight until its response body ends.
+    body.done = Some(Box::new(move || drop(member_guard)));
     Response::from_parts(parts, boxed(body))
 }

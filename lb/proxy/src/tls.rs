@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use strato_proto::l7::{L7Certificate, L7Tls};
 
-use crate::config::{invalid, ConfigError};
+use crate::error::{invalid, ConfigError};
 
 /// A certificate with its key and the names it is served for (lower
 /// case; `*.example.com` wildcards kept as written).
