@@ -28,6 +28,7 @@ pub const CRATE_RULES: &[(&str, &[&str])] = &[
     ("strato-proto", &["dataplane-common"]),
     ("strato-dataplane", &["dataplane-common", "strato-proto"]),
     ("strato-lb", &[]),
+    ("strato-l7", &["strato-proto", "strato-lb"]),
     ("strato-vpn", &[]),
     (
         "strato-agent",

@@ -1,0 +1,45 @@
+//! `strato-l7 --state-dir DIR`: one L7 load-balancer instance. `SIGHUP`
+//! re-reads `DIR/l7.json`; `SIGTERM` (or `SIGINT`) drains and exits 0.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser, Debug)]
+#[command(name = "strato-l7", about = "Strato L7 load-balancer instance")]
+struct Args {
+    /// Holds l7.json; gets l7.sock and l7-access.log.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Bound on the drain at SIGTERM, seconds.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout_s: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    strato_proto::telemetry::init("strato-l7");
+    let args = Args::parse();
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let instance = strato_l7::Instance::start(strato_l7::Options {
+        state_dir: args.state_dir,
+        drain_timeout: Duration::from_secs(args.drain_timeout_s),
+    })
+    .await?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let _ = instance.reload().await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let drained = instance.shutdown().await;
+    tracing::info!(drained, "exiting");
+    Ok(())
+}

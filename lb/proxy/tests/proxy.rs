@@ -1,0 +1,506 @@
+//! The proxy end to end on 127.0.0.1: real members, a real instance.
+//! Bad inputs tried here: a request that is not HTTP (400), a reload with
+//! a malformed l7.json (refused, old configuration kept), a connection
+//! over the limit, a member that refuses connections.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use strato_proto::l7::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn rule(kind: &str, cmp: &str, key: Option<&str>, value: &str) -> L7Rule {
+    L7Rule {
+        id: format!("r-{value}"),
+        kind: kind.into(),
+        compare_type: cmp.into(),
+        key: key.map(Into::into),
+        value: value.into(),
+        invert: false,
+    }
+}
+
+fn to_pool(id: &str, pos: u32, r: L7Rule) -> L7Policy {
+    L7Policy {
+        id: id.into(),
+        position: pos,
+        action: "REDIRECT_TO_POOL".into(),
+        redirect_pool_id: Some("pb".into()),
+        rules: vec![r],
+        ..L7Policy::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_redirects_headers_log_and_stats() {
+    let a = member("a").await;
+    let b = member("b").await;
+    let (p1, p2) = (free_port(), free_port());
+    let mut l1 = listener("l1", p1, Some("pa"));
+    l1.insert_headers = InsertHeaders {
+        x_forwarded_for: true,
+        x_forwarded_port: true,
+        x_forwarded_proto: true,
+    };
+    l1.policies = vec![
+        L7Policy {
+            id: "deny".into(),
+            position: 1,
+            action: "REJECT".into(),
+            rules: vec![rule("PATH", "STARTS_WITH", None, "/admin")],
+            ..L7Policy::default()
+        },
+        L7Policy {
+            id: "prefix".into(),
+            position: 2,
+            action: "REDIRECT_PREFIX".into(),
+            redirect_prefix: Some("https://new.example.test".into()),
+            redirect_http_code: Some(301),
+            rules: vec![rule("PATH", "STARTS_WITH", None, "/old")],
+            ..L7Policy::default()
+        },
+        L7Policy {
+            id: "url".into(),
+            position: 3,
+            action: "REDIRECT_TO_URL".into(),
+            redirect_url: Some("https://elsewhere.example.test/".into()),
+            redirect_http_code: Some(308),
+            rules: vec![rule("PATH", "EQUAL_TO", None, "/moved")],
+            ..L7Policy::default()
+        },
+        to_pool(
+            "host",
+            4,
+            rule("HOST_NAME", "EQUAL_TO", None, "api.example.test"),
+        ),
+        to_pool("path", 5, rule("PATH", "REGEX", None, "^/v[0-9]+/")),
+        to_pool(
+            "header",
+            6,
+            rule("HEADER", "EQUAL_TO", Some("X-Env"), "canary"),
+        ),
+        to_pool("cookie", 7, rule("COOKIE", "EQUAL_TO", Some("beta"), "1")),
+        to_pool("ftype", 8, rule("FILE_TYPE", "EQUAL_TO", None, "png")),
+    ];
+    let l2 = listener("l2", p2, None);
+    let cfg = config(
+        vec![l1, l2],
+        vec![
+            l7pool("pa", vec![l7member("ma", a)]),
+            l7pool("pb", vec![l7member("mb", b)]),
+        ],
+    );
+    let (inst, dir) = start("routing", &cfg).await;
+
+    type Row<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let rows: Vec<Row> = vec![
+        ("/", vec![], 200, "member=a"),
+        ("/", vec![("host", "API.example.test:80")], 200, "member=b"),
+        ("/v2/items", vec![], 200, "member=b"),
+        ("/v/items", vec![], 200, "member=a"),
+        ("/", vec![("x-env", "canary")], 200, "member=b"),
+        ("/", vec![("x-env", "prod")], 200, "member=a"),
+        ("/", vec![("cookie", "x=y; beta=1")], 200, "member=b"),
+        ("/img/logo.png", vec![], 200, "member=b"),
+        ("/img/logo.jpg", vec![], 200, "member=a"),
+        ("/admin/users", vec![], 403, ""),
+    ];
+    for (path, headers, status, want) in rows {
+        let r = get(p1, path, &headers).await;
+        assert_eq!(r.status, status, "{path} {headers:?}: {}", r.body);
+        assert!(r.body.starts_with(want), "{path} {headers:?}: {}", r.body);
+    }
+    let r = get(p1, "/old/page?x=1", &[]).await;
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.headers["location"],
+        "https://new.example.test/old/page?x=1"
+    );
+    let r = get(p1, "/moved", &[]).await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], "https://elsewhere.example.test/");
+    // No default pool: 503.
+    assert_eq!(get(p2, "/", &[]).await.status, 503);
+
+    // X-Forwarded-*: the client's values are replaced; hop-by-hop
+    // headers do not reach the member.
+    let r = get(
+        p1,
+        "/xff",
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+        ],
+    )
+    .await;
+    assert!(r.body.contains("xff=127.0.0.1 "), "{}", r.body);
+    assert!(r.body.contains(&format!("xfport={p1} ")), "{}", r.body);
+    assert!(r.body.contains("xfproto=http "), "{}", r.body);
+    assert!(r.body.contains("host=www.example.test"), "{}", r.body);
+
+    // Not HTTP at all: 400 from hyper, connection closed.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p1))
+        .await
+        .expect("connect");
+    s.write_all(b"\x16\x03\x01 garbage\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"),
+        "{out:?}"
+    );
+
+    // Access log.
+    inst.flush_access_log().await;
+    let lines = access_lines(&dir);
+    assert_eq!(lines.len(), 14, "{lines:#?}");
+    let deny = lines
+        .iter()
+        .find(|l| l.path == "/admin/users")
+        .expect("logged");
+    assert_eq!(
+        (deny.status, deny.policy.as_str(), deny.pool.as_str()),
+        (403, "deny", "")
+    );
+    let to_b = lines
+        .iter()
+        .find(|l| l.path == "/v2/items")
+        .expect("logged");
+    assert_eq!(
+        (
+            to_b.pool.as_str(),
+            to_b.member.as_str(),
+            to_b.policy.as_str(),
+            to_b.listener.as_str()
+        ),
+        ("pb", "mb", "path", "l1")
+    );
+    assert_eq!(
+        (
+            to_b.instance.as_str(),
+            to_b.method.as_str(),
+            to_b.version.as_str()
+        ),
+        ("inst-1", "GET", "HTTP/1.1")
+    );
+    assert!(to_b.client.starts_with("127.0.0.1:"));
+    assert!(to_b.bytes_out > 20 && to_b.bytes_in > 20, "{to_b:?}");
+    assert!(
+        to_b.time.ends_with('Z') && to_b.time.len() == 24,
+        "{}",
+        to_b.time
+    );
+    assert!(to_b.response_ms >= to_b.request_ms);
+
+    // Stats and metrics.
+    let stats: L7Stats = serde_json::from_str(&control(&dir, "/stats").await).expect("stats JSON");
+    let l1s = stats
+        .listeners
+        .iter()
+        .find(|l| l.id == "l1")
+        .expect("l1 stats");
+    assert_eq!(l1s.requests, 13);
+    assert_eq!(l1s.responses, [0, 10, 2, 1, 0]);
+    assert_eq!(l1s.total_connections, 14);
+    assert!(l1s.bytes_in > 0 && l1s.bytes_out > 0);
+    let l2s = stats
+        .listeners
+        .iter()
+        .find(|l| l.id == "l2")
+        .expect("l2 stats");
+    assert_eq!((l2s.request_errors, l2s.responses[4]), (1, 1));
+    let mb = stats
+        .members
+        .iter()
+        .find(|m| m.id == "mb")
+        .expect("mb stats");
+    assert_eq!(
+        (mb.pool_id.as_str(), mb.total_requests, mb.active_requests),
+        ("pb", 5, 0)
+    );
+    assert!(mb.bytes_in > 0);
+    assert!(stats.cpu_us > 0);
+    let metrics = control(&dir, "/metrics").await;
+    for want in [
+        "strato_l7_listener_requests_total{listener=\"l1\"} 13",
+        "strato_l7_listener_responses_total{listener=\"l1\",class=\"4xx\"} 1",
+        "strato_l7_member_requests_total{pool=\"pb\",member=\"mb\"} 5",
+        "strato_l7_listener_request_duration_seconds_count{listener=\"l1\"} 13",
+        "strato_l7_listener_active_connections{listener=\"l1\"}",
+        "strato_l7_member_active_requests{pool=\"pa\",member=\"ma\"} 0",
+    ] {
+        assert!(metrics.contains(want), "{want} not in\n{metrics}");
+    }
+    assert!(inst.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_persistence_and_failover() {
+    let a = member("a").await;
+    let b = member("b").await;
+    // A member that refuses connections: requests are retried on another.
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let p = free_port();
+    let mut pool = l7pool("p", vec![l7member("ma", a), l7member("mb", b)]);
+    pool.session_persistence = Some(L7Persistence {
+        kind: "HTTP_COOKIE".into(),
+        cookie_name: None,
+        timeout_s: 300,
+    });
+    let mut app = l7pool("app", vec![l7member("ma", a), l7member("mb", b)]);
+    app.session_persistence = Some(L7Persistence {
+        kind: "APP_COOKIE".into(),
+        cookie_name: Some("JSESSIONID".into()),
+        timeout_s: 300,
+    });
+    let retry = l7pool("retry", vec![l7member("dead", dead), l7member("mb", b)]);
+    let mut l = listener("l", p, Some("p"));
+    l.policies = vec![
+        L7Policy {
+            id: "app".into(),
+            position: 1,
+            action: "REDIRECT_TO_POOL".into(),
+            redirect_pool_id: Some("app".into()),
+            rules: vec![rule("PATH", "STARTS_WITH", None, "/app")],
+            ..L7Policy::default()
+        },
+        L7Policy {
+            id: "retry".into(),
+            position: 2,
+            action: "REDIRECT_TO_POOL".into(),
+            redirect_pool_id: Some("retry".into()),
+            rules: vec![rule("PATH", "STARTS_WITH", None, "/retry")],
+            ..L7Policy::default()
+        },
+    ];
+    let (inst, _dir) = start("cookie", &config(vec![l], vec![pool, app, retry])).await;
+
+    // Without the cookie: round robin, and the cookie is set.
+    let first = get(p, "/", &[]).await;
+    let set = first.headers["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        set.starts_with("STRATO_LB=") && set.contains("Max-Age=300"),
+        "{set}"
+    );
+    let second = get(p, "/", &[]).await;
+    assert_ne!(members_of(&[first]), members_of(&[second]));
+    // With it: always the same member, no new cookie.
+    let cookie = set.split(';').next().expect("cookie").to_string();
+    let mut replies = Vec::new();
+    for _ in 0..6 {
+        let r = get(p, "/", &[("cookie", &cookie)]).await;
+        assert!(!r.headers.contains_key("set-cookie"));
+        replies.push(r);
+    }
+    assert_eq!(members_of(&replies).len(), 1, "{:?}", members_of(&replies));
+    // A stale cookie: a member is chosen and the cookie set again.
+    let r = get(p, "/", &[("cookie", "STRATO_LB=ffffffffffffffff")]).await;
+    assert!(r.headers.contains_key("set-cookie"));
+
+    // APP_COOKIE: learnt from the member's Set-Cookie.
+    let r = get(p, "/app/setcookie", &[]).await;
+    let sess = r.headers["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("c")
+        .to_string();
+    let owner = r
+        .body
+        .split_whitespace()
+        .next()
+        .expect("member")
+        .to_string();
+    for _ in 0..4 {
+        let r = get(p, "/app/x", &[("cookie", &sess)]).await;
+        assert!(r.body.starts_with(&owner), "{} vs {owner}", r.body);
+    }
+
+    // The dead member is skipped (one retry per request).
+    for _ in 0..4 {
+        let r = get(p, "/retry", &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.starts_with("member=b"));
+    }
+    let stats = inst.stats();
+    let dead_stats = stats
+        .members
+        .iter()
+        .find(|m| m.id == "dead")
+        .expect("dead stats");
+    assert!(dead_stats.request_errors >= 1);
+    assert!(inst.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_is_tunnelled() {
+    let a = member("a").await;
+    let p = free_port();
+    let (inst, _dir) = start(
+        "ws",
+        &config(
+            vec![listener("l", p, Some("p"))],
+            vec![l7pool("p", vec![l7member("ma", a)])],
+        ),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .expect("connect");
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("head in time")
+            .expect("read");
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [&b"hello"[..], b"\x81\x05world"] {
+        s.write_all(msg).await.expect("write");
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .expect("echo in time")
+            .expect("read");
+        assert_eq!(buf, msg);
+    }
+    drop(s);
+    assert!(inst.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_drains_removed_member_and_listener() {
+    let a = member("a").await;
+    let b = member("b").await;
+    let (p, p_old, p_new) = (free_port(), free_port(), free_port());
+    let before = config(
+        vec![
+            listener("l", p, Some("p")),
+            listener("old", p_old, Some("p")),
+        ],
+        vec![l7pool("p", vec![l7member("ma", a)])],
+    );
+    let (inst, dir) = start("reload", &before).await;
+    assert!(get(p, "/", &[]).await.body.starts_with("member=a"));
+    // A slow request to a, in flight across the reload.
+    let slow = tokio::spawn(get(p, "/slow", &[]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A malformed file is refused and changes nothing.
+    std::fs::write(dir.join(CONFIG_FILE), b"{\"listeners\": [").expect("write");
+    assert!(inst.reload().await.is_err());
+    assert!(get(p, "/", &[]).await.body.starts_with("member=a"));
+
+    // a leaves (b joins), listener `old` leaves, `new` arrives.
+    let mut after = config(
+        vec![
+            listener("l", p, Some("p")),
+            listener("new", p_new, Some("p")),
+        ],
+        vec![l7pool("p", vec![l7member("mb", b)])],
+    );
+    write_config(&dir, &after);
+    inst.reload().await.expect("reload");
+    for _ in 0..4 {
+        assert!(get(p, "/", &[]).await.body.starts_with("member=b"));
+    }
+    assert!(get(p_new, "/", &[]).await.body.starts_with("member=b"));
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", p_old))
+            .await
+            .is_err(),
+        "old listener still accepts"
+    );
+    let r = slow.await.expect("slow request");
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("member=a path=/slow"), "{}", r.body);
+
+    // b turns draining: no member takes requests.
+    after.pools[0].members[0].state = "draining".into();
+    write_config(&dir, &after);
+    inst.reload().await.expect("reload");
+    assert_eq!(get(p, "/", &[]).await.status, 503);
+    let stats: L7Stats = serde_json::from_str(&control(&dir, "/stats").await).expect("stats");
+    assert!(stats
+        .members
+        .iter()
+        .any(|m| m.id == "ma" && m.total_requests == 3 && m.active_requests == 0));
+    assert!(control(&dir, "/metrics")
+        .await
+        .contains("strato_l7_reload_errors_total 1"));
+    assert!(inst.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_and_connection_limit() {
+    let a = member("a").await;
+    let p = free_port();
+    let mut l = listener("l", p, Some("p"));
+    l.connection_limit = 1;
+    let (inst, _dir) = start(
+        "drain",
+        &config(vec![l], vec![l7pool("p", vec![l7member("ma", a)])]),
+    )
+    .await;
+    // One connection, kept alive.
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .expect("handshake");
+    let conn = tokio::spawn(conn);
+    assert_eq!(request(&mut send, "/", &[]).await.status, 200);
+    // A second one is over the limit: closed at once.
+    let mut s2 = tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .expect("connect");
+    let _ = s2.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s2.read_to_end(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(
+        n.is_err() || buf.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert_eq!(inst.stats().listeners[0].active_connections, 1);
+
+    // A slow request in flight when the drain starts finishes; the
+    // keep-alive connection is closed after it; nothing new is accepted.
+    let slow = tokio::spawn(async move { request(&mut send, "/slow", &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    assert!(inst.shutdown().await);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let r = slow.await.expect("slow");
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("member=a path=/slow"));
+    tokio::time::timeout(Duration::from_secs(2), conn)
+        .await
+        .expect("keep-alive connection closed")
+        .expect("join")
+        .ok();
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .is_err());
+}
