@@ -22,6 +22,77 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Bound on a drain (shutdown) before connections are dropped.
     pub drain_timeout: Duration,
+    /// Listening sockets handed over by the agent, by port (see
+    /// [`inherited_listeners`]): a listener on one of these ports uses it
+    /// instead of binding its own, so connections outlive this process.
+    pub inherited: std::sync::Arc<BTreeMap<u16, std::os::fd::OwnedFd>>,
+}
+
+/// The environment variable naming inherited listening sockets:
+/// `<port>:<fd>,...` (the agent's `STRATO_L7_LISTEN_FDS`).
+pub const LISTEN_FDS_ENV: &str = "STRATO_L7_LISTEN_FDS";
+
+/// Takes the listening sockets `LISTEN_FDS_ENV` names (once: the variable
+/// is read, each descriptor checked to be an open socket and made
+/// close-on-exec). A malformed value or a descriptor that is not a socket
+/// is an error naming it. (The one place this crate needs `unsafe`: a
+/// descriptor number from the environment becomes an owned socket.)
+#[allow(unsafe_code)]
+pub fn inherited_listeners(
+    value: Option<&str>,
+) -> Result<BTreeMap<u16, std::os::fd::OwnedFd>, String> {
+    use std::os::fd::FromRawFd;
+    let mut out = BTreeMap::new();
+    for item in value.unwrap_or("").split(',').filter(|x| !x.is_empty()) {
+        let (p, f) = item
+            .split_once(':')
+            .ok_or_else(|| format!("{LISTEN_FDS_ENV}: {item:?} is not <port>:<fd>"))?;
+        let port: u16 = p
+            .parse()
+            .map_err(|_| format!("{LISTEN_FDS_ENV}: {p:?} is not a port"))?;
+        let fd: i32 = f
+            .parse()
+            .ok()
+            .filter(|fd| *fd > 2)
+            .ok_or_else(|| format!("{LISTEN_FDS_ENV}: {f:?} is not a descriptor above 2"))?;
+        // SAFETY: fcntl and getsockopt on an integer descriptor: they only
+        // answer whether it is an open socket.
+        let is_socket = unsafe {
+            let mut ty: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            libc::fcntl(fd, libc::F_GETFD) >= 0
+                && libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_TYPE,
+                    (&mut ty as *mut libc::c_int).cast(),
+                    &mut len,
+                ) == 0
+                && ty == libc::SOCK_STREAM
+        };
+        if !is_socket {
+            return Err(format!(
+                "{LISTEN_FDS_ENV}: descriptor {fd} is not a stream socket"
+            ));
+        }
+        if out.contains_key(&port) {
+            return Err(format!("{LISTEN_FDS_ENV}: port {port} given twice"));
+        }
+        // SAFETY: an open socket nothing else in this process owns (it
+        // was inherited for this purpose and is taken once).
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        out.insert(port, owned);
+    }
+    Ok(out)
+}
+
+/// A listening socket for `port` from the inherited ones, if there is one
+/// (a duplicate: the inherited one stays for later listeners on the port).
+fn inherited_for(opts: &Options, port: u16) -> Option<std::net::TcpListener> {
+    let fd = opts.inherited.get(&port)?.try_clone().ok()?;
+    Some(std::net::TcpListener::from(fd))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,13 +143,17 @@ impl Instance {
         state.metrics.reloads.inc();
         let mut listeners = BTreeMap::new();
         for l in listeners_cfg {
-            let task = ListenerTask::start(state.clone(), l.clone())
-                .await
-                .map_err(|source| StartError::Bind {
-                    id: l.id.clone(),
-                    bind: l.bind,
-                    source,
-                })?;
+            let task = ListenerTask::start(
+                state.clone(),
+                l.clone(),
+                inherited_for(&opts, l.bind.port()),
+            )
+            .await
+            .map_err(|source| StartError::Bind {
+                id: l.id.clone(),
+                bind: l.bind,
+                source,
+            })?;
             listeners.insert(l.id.clone(), task);
         }
         let sock = opts.state_dir.join(CONTROL_SOCKET);
@@ -145,7 +220,8 @@ impl Instance {
             if listeners.contains_key(&id) {
                 continue;
             }
-            match ListenerTask::start(self.state.clone(), l.clone()).await {
+            let inherited = inherited_for(&self.opts, l.bind.port());
+            match ListenerTask::start(self.state.clone(), l.clone(), inherited).await {
                 Ok(t) => {
                     listeners.insert(id, t);
                 }

@@ -31,4 +31,4 @@ pub mod upstream;
 mod instance;
 
 pub use config::ConfigError;
-pub use instance::{Instance, Options, StartError};
+pub use instance::{inherited_listeners, Instance, Options, StartError, LISTEN_FDS_ENV};

@@ -22,12 +22,16 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     strato_proto::telemetry::init("strato-l7");
     let args = Args::parse();
+    let inherited =
+        strato_l7::inherited_listeners(std::env::var(strato_l7::LISTEN_FDS_ENV).ok().as_deref())
+            .map_err(anyhow::Error::msg)?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let instance = strato_l7::Instance::start(strato_l7::Options {
         state_dir: args.state_dir,
         drain_timeout: Duration::from_secs(args.drain_timeout_s),
+        inherited: std::sync::Arc::new(inherited),
     })
     .await?;
     loop {

@@ -37,16 +37,29 @@ pub struct ListenerTask {
 }
 
 impl ListenerTask {
-    /// Binds and starts accepting.
-    pub async fn start(state: Arc<State>, cfg: Arc<ListenerConfig>) -> io::Result<ListenerTask> {
-        let socket = if cfg.bind.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
+    /// Binds (or takes `inherited`, a socket already listening on the
+    /// port) and starts accepting.
+    pub async fn start(
+        state: Arc<State>,
+        cfg: Arc<ListenerConfig>,
+        inherited: Option<std::net::TcpListener>,
+    ) -> io::Result<ListenerTask> {
+        let tcp = match inherited {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)?
+            }
+            None => {
+                let socket = if cfg.bind.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                socket.set_reuseaddr(true)?;
+                socket.bind(cfg.bind)?;
+                socket.listen(1024)?
+            }
         };
-        socket.set_reuseaddr(true)?;
-        socket.bind(cfg.bind)?;
-        let tcp = socket.listen(1024)?;
         let (stop, stopped) = oneshot::channel();
         let bind = cfg.bind;
         let tls = cfg.tls.is_some();

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use strato_l7::{inherited_listeners, Instance, Options, LISTEN_FDS_ENV};
 use strato_proto::l7::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -503,4 +504,66 @@ async fn shutdown_drains_in_flight_and_connection_limit() {
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", p))
         .await
         .is_err());
+}
+
+/// The agent's way of keeping connections across a process's death: a
+/// listening socket it made and hands over. A connection that arrives
+/// while no instance runs waits in the socket's backlog and is served by
+/// the next instance given the same socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inherited_socket_keeps_connections_across_instances() {
+    let a = member("a").await;
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let p = held.local_addr().expect("addr").port();
+    let c = config(
+        vec![listener("l", p, Some("p"))],
+        vec![l7pool("p", vec![l7member("ma", a)])],
+    );
+    let dir = state_dir("inherit");
+    write_config(&dir, &c);
+    let opts = |held: &std::net::TcpListener| Options {
+        state_dir: dir.clone(),
+        drain_timeout: Duration::from_secs(5),
+        inherited: std::sync::Arc::new(std::collections::BTreeMap::from([(
+            p,
+            std::os::fd::OwnedFd::from(held.try_clone().expect("dup")),
+        )])),
+    };
+    let first = Instance::start(opts(&held)).await.expect("first instance");
+    assert_eq!(
+        get(p, "/x", &[]).await.status,
+        200,
+        "served through the held socket"
+    );
+    assert!(first.shutdown().await, "drained");
+    // No instance now: the connection is accepted by the kernel and waits.
+    let waiting = tokio::spawn(async move { get(p, "/queued", &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "nothing answers while no instance runs"
+    );
+    let second = Instance::start(opts(&held)).await.expect("second instance");
+    let r = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered once an instance runs")
+        .expect("task");
+    assert_eq!(r.status, 200, "{}", r.body);
+    second.shutdown().await;
+}
+
+#[test]
+fn inherited_socket_descriptions_are_checked() {
+    // Bad inputs: not port:fd, a port out of range, stdin/stdout/stderr,
+    // a descriptor that is not open, a file that is not a socket.
+    assert!(inherited_listeners(None).expect("none").is_empty());
+    assert!(inherited_listeners(Some("")).expect("empty").is_empty());
+    for bad in ["80", "70000:5", "80:x", "80:1", "80:987654"] {
+        let e = inherited_listeners(Some(bad)).expect_err(bad);
+        assert!(e.contains(LISTEN_FDS_ENV), "{e}");
+    }
+    let f = std::fs::File::open("/proc/self/stat").expect("a file");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let e = inherited_listeners(Some(&format!("80:{fd}"))).expect_err("a file");
+    assert!(e.contains("not a stream socket"), "{e}");
 }

@@ -166,6 +166,7 @@ pub async fn start(name: &str, c: &L7Config) -> (Instance, PathBuf) {
     let i = Instance::start(Options {
         state_dir: dir.clone(),
         drain_timeout: Duration::from_secs(10),
+        inherited: Default::default(),
     })
     .await
     .expect("instance starts");
