@@ -91,20 +91,31 @@ pub async fn lb_provisioning(app: Arc<App>) {
     }
 }
 
-/// Keeps the L7 instances where the load balancers need them (see
-/// `lbaas::amphorae`), once a second. It starts after the hosts had time
+/// Keeps the L7 instances where the load balancers need them, as many as
+/// their load asks for (see `lbaas::amphorae`), once a second. It starts after the hosts had time
 /// to report to a freshly started controller (before that every host looks
 /// down, and every instance would be failed).
 pub async fn l7_instances(app: Arc<App>) {
     tokio::time::sleep(crate::hosts::HOST_LIVENESS * 2).await;
+    let mut scaler = crate::lbaas::amphorae::Scaler::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let now = crate::model::now_unix();
+        {
+            let s = app.core.read();
+            app.lb_stats.retain_loads(|id| s.amphorae.contains_key(id));
+            scaler.update(&s, &|id| app.lb_stats.utilisation(id), now);
+        }
         let r = app.core.mutate(|s| {
-            let now = crate::model::now_unix();
             Ok((
-                crate::lbaas::amphorae::plan(s, &|h| app.hosts.is_up(h), now),
+                crate::lbaas::amphorae::plan(
+                    s,
+                    &|h| app.hosts.is_up(h),
+                    &|lb, zone| scaler.want(lb, zone),
+                    now,
+                ),
                 (),
             ))
         });

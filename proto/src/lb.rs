@@ -72,6 +72,18 @@ pub struct StatsReport {
     pub listeners: Vec<CountersOf>,
     #[serde(default)]
     pub members: Vec<CountersOf>,
+    /// The L7 instances this host runs: the CPU time each used since it
+    /// started (the controller's scaling signal).
+    #[serde(default)]
+    pub instances: Vec<InstanceLoad>,
+}
+
+/// An L7 instance's CPU time so far, µs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceLoad {
+    pub id: String,
+    pub cpu_us: u64,
 }
 
 /// One entry of a health report.

@@ -56,7 +56,7 @@ use nix::{
 use strato_proto::{
     config::L7InstanceEntry,
     l7::{L7Stats, CONFIG_FILE, CONTROL_SOCKET},
-    lb::{CountersOf, StatsReport},
+    lb::{CountersOf, InstanceLoad, StatsReport},
     naming::tap_name,
 };
 
@@ -628,11 +628,15 @@ fn read_stats(dir: &Path) -> Option<L7Stats> {
 
 /// Adds the instances' counters to this host's load balancer report: per
 /// member of their pools (requests as connections: an instance's member
-/// connections are pooled), and per listener the requests the instances
-/// answered with an error themselves.
+/// connections are pooled), per listener the requests the instances
+/// answered with an error themselves, and each instance's CPU time.
 pub fn add_to_report(r: &mut StatsReport, stats: &BTreeMap<String, L7Stats>) {
     let mut members: BTreeMap<&str, CountersOf> = BTreeMap::new();
-    for st in stats.values() {
+    for (id, st) in stats {
+        r.instances.push(InstanceLoad {
+            id: id.clone(),
+            cpu_us: st.cpu_us,
+        });
         for m in &st.members {
             let c = members.entry(&m.id).or_insert_with(|| CountersOf {
                 id: m.id.clone(),
@@ -700,8 +704,10 @@ mod tests {
                 request_errors: 0,
             }],
             members: vec![],
+            instances: vec![],
         };
         add_to_report(&mut r, &stats);
+        assert_eq!(r.instances.len(), 2, "each instance's CPU time");
         assert_eq!(r.listeners.len(), 1);
         assert_eq!(
             (

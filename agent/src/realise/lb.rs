@@ -298,6 +298,7 @@ pub(crate) fn stats_report(s: &Stats, flows: &[(LbFlowKey, LbFlow)], now: u64) -
     StatsReport {
         listeners,
         members: members.into_values().collect(),
+        instances: Vec::new(),
     }
 }
 

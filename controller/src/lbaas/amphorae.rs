@@ -227,7 +227,12 @@ fn place(
 /// hosts report (`up`) and the time (`now`, Unix seconds). At most one
 /// instance is placed per load balancer and step (so a failure costs one
 /// port, and placements see each other's load).
-pub fn plan(state: &State, up: &dyn Fn(&str) -> bool, now: u64) -> Vec<Change> {
+pub fn plan(
+    state: &State,
+    up: &dyn Fn(&str) -> bool,
+    want: &dyn Fn(&str, &str) -> usize,
+    now: u64,
+) -> Vec<Change> {
     let mut changes = Vec::new();
     if !state.quotas.contains_key(SERVICE_PROJECT)
         && state
@@ -264,25 +269,34 @@ pub fn plan(state: &State, up: &dyn Fn(&str) -> bool, now: u64) -> Vec<Change> {
         } else {
             BTreeSet::new()
         };
-        let mut live_zones: BTreeSet<&str> = BTreeSet::new();
+        // Live instances per zone, oldest first: the first `want` stay.
+        let mut live: BTreeMap<&str, usize> = BTreeMap::new();
         let mut failed_hosts: BTreeSet<&str> = BTreeSet::new();
-        for a in of_lb(state, &lb.meta.id) {
+        let mut lb_hosts: BTreeSet<&str> = BTreeSet::new();
+        let mut mine: Vec<&Amphora> = of_lb(state, &lb.meta.id).collect();
+        mine.sort_by(|a, b| {
+            (&a.meta.created_at, &a.meta.id).cmp(&(&b.meta.created_at, &b.meta.id))
+        });
+        for a in mine {
             let since = now.saturating_sub(a.status_since);
+            let zone = a.availability_zone.as_str();
             match a.status {
                 AmphoraStatus::Booting | AmphoraStatus::Ready if !up(&a.host) => {
                     tracing::warn!(amphora = %a.meta.id, host = %a.host, "L7 instance's host stopped reporting");
                     changes.push(with_status(a, AmphoraStatus::Error, now));
                 }
                 AmphoraStatus::Booting | AmphoraStatus::Ready
-                    if !zones.contains(&a.availability_zone)
-                        || live_zones.contains(a.availability_zone.as_str()) =>
+                    if !zones.contains(zone)
+                        || live.get(zone).copied().unwrap_or(0) >= want(&lb.meta.id, zone) =>
                 {
-                    // Not wanted (any more), or a second one in its zone
-                    // (the older one stays): drain it.
+                    // Not wanted (any more), or more than its zone needs
+                    // (the older ones stay): drain it.
+                    tracing::info!(amphora = %a.meta.id, host = %a.host, zone, "L7 instance not needed: draining");
                     changes.push(with_status(a, AmphoraStatus::PendingDelete, now));
                 }
                 AmphoraStatus::Booting | AmphoraStatus::Ready => {
-                    live_zones.insert(a.availability_zone.as_str());
+                    *live.entry(zone).or_default() += 1;
+                    lb_hosts.insert(a.host.as_str());
                 }
                 AmphoraStatus::Error => {
                     failed_hosts.insert(a.host.as_str());
@@ -299,16 +313,23 @@ pub fn plan(state: &State, up: &dyn Fn(&str) -> bool, now: u64) -> Vec<Change> {
                 }
             }
         }
-        // One placement per step: the first zone without a live instance.
-        let Some(zone) = zones.iter().find(|z| !live_zones.contains(z.as_str())) else {
+        // One placement per step: the first zone with fewer live instances
+        // than it needs.
+        let Some(zone) = zones
+            .iter()
+            .find(|z| live.get(z.as_str()).copied().unwrap_or(0) < want(&lb.meta.id, z))
+        else {
             continue;
         };
         let candidates = hosts.get(zone.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        // A host that failed this load balancer's instance last, or already
+        // runs one of them, only when there is no other.
         let host = candidates
             .iter()
             .min_by_key(|h| {
                 (
                     failed_hosts.contains(**h),
+                    lb_hosts.contains(**h),
                     load.get(**h).copied().unwrap_or(0),
                 )
             })
@@ -331,6 +352,101 @@ pub fn plan(state: &State, up: &dyn Fn(&str) -> bool, now: u64) -> Vec<Change> {
         }
     }
     changes
+}
+
+/// Scaling: an instance's CPU use (cores, smoothed over its reports) is
+/// the signal. It measures what limits an instance whatever the traffic
+/// is made of (a TLS handshake costs far more than a keep-alive request,
+/// an idle connection nearly nothing), which requests/s or connections
+/// would not. A zone whose ready instances average above
+/// [`SCALE_OUT_ABOVE`] for [`SCALE_OUT_AFTER_S`] gets one more (up to
+/// [`MAX_PER_ZONE`]); below [`SCALE_IN_BELOW`] for [`SCALE_IN_AFTER_S`],
+/// one fewer (never under one), drained like any removed instance. The
+/// gap between the thresholds and the longer wait to scale in keep it
+/// from flapping; one step at a time, and not while an instance of the
+/// zone is still booting (its load is not in the average yet).
+pub const SCALE_OUT_ABOVE: f64 = 0.6;
+pub const SCALE_IN_BELOW: f64 = 0.15;
+pub const SCALE_OUT_AFTER_S: u64 = 15;
+pub const SCALE_IN_AFTER_S: u64 = 60;
+pub const MAX_PER_ZONE: usize = 4;
+
+/// How many instances each (load balancer, zone) needs, from their load.
+#[derive(Debug, Default)]
+pub struct Scaler {
+    zones: BTreeMap<(String, String), ZoneScale>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ZoneScale {
+    target: usize,
+    above_since: Option<u64>,
+    below_since: Option<u64>,
+}
+
+impl Scaler {
+    /// The instances `zone` of `lb` needs now (1 unless load said more).
+    pub fn want(&self, lb: &str, zone: &str) -> usize {
+        self.zones
+            .get(&(lb.to_owned(), zone.to_owned()))
+            .map_or(1, |z| z.target)
+    }
+
+    /// Follows the load of the ready instances (`load`: an instance's CPU
+    /// use in cores, when known) at `now` (Unix seconds).
+    pub fn update(&mut self, state: &State, load: &dyn Fn(&str) -> Option<f64>, now: u64) {
+        let mut seen = BTreeSet::new();
+        let mut groups: BTreeMap<(String, String), (usize, bool, Vec<f64>)> = BTreeMap::new();
+        for a in state.amphorae.values() {
+            let g = groups
+                .entry((a.loadbalancer_id.clone(), a.availability_zone.clone()))
+                .or_default();
+            match a.status {
+                AmphoraStatus::Ready => {
+                    g.0 += 1;
+                    g.2.extend(load(&a.meta.id));
+                }
+                AmphoraStatus::Booting => g.1 = true,
+                _ => {}
+            }
+        }
+        for (key, (ready, booting, loads)) in groups {
+            seen.insert(key.clone());
+            let z = self.zones.entry(key.clone()).or_insert(ZoneScale {
+                target: 1,
+                above_since: None,
+                below_since: None,
+            });
+            if booting || loads.is_empty() || loads.len() < ready {
+                z.above_since = None;
+                z.below_since = None;
+                continue;
+            }
+            let avg = loads.iter().sum::<f64>() / loads.len() as f64;
+            if avg > SCALE_OUT_ABOVE && z.target < MAX_PER_ZONE {
+                z.below_since = None;
+                let since = *z.above_since.get_or_insert(now);
+                if now.saturating_sub(since) >= SCALE_OUT_AFTER_S && ready >= z.target {
+                    z.target += 1;
+                    z.above_since = None;
+                    tracing::info!(loadbalancer = %key.0, zone = %key.1, cpu = avg, target = z.target, "L7 instances scale out");
+                }
+            } else if avg < SCALE_IN_BELOW && z.target > 1 {
+                z.above_since = None;
+                let since = *z.below_since.get_or_insert(now);
+                if now.saturating_sub(since) >= SCALE_IN_AFTER_S {
+                    z.target -= 1;
+                    z.below_since = None;
+                    tracing::info!(loadbalancer = %key.0, zone = %key.1, cpu = avg, target = z.target, "L7 instances scale in");
+                }
+            } else {
+                z.above_since = None;
+                z.below_since = None;
+            }
+        }
+        // Zones without instances any more start over at one.
+        self.zones.retain(|k, _| seen.contains(k));
+    }
 }
 
 /// The change an agent's check of instance `id` makes, if any.
@@ -480,7 +596,7 @@ mod tests {
 
     fn step(c: &Core, up: &dyn Fn(&str) -> bool, now: u64) -> usize {
         c.mutate(|s| {
-            let ch = plan(s, up, now);
+            let ch = plan(s, up, &|_, _| 1, now);
             let n = ch.len();
             Ok((ch, n))
         })
@@ -576,5 +692,83 @@ mod tests {
         assert_eq!(amphorae(&c).len(), 1, "still draining");
         step(&c, &all, 120 + DRAIN_S);
         assert!(amphorae(&c).is_empty());
+    }
+
+    fn ready_all(c: &Core, now: u64) {
+        c.mutate(|s| {
+            let ids: Vec<String> = s.amphorae.keys().cloned().collect();
+            Ok((
+                ids.iter()
+                    .filter_map(|id| on_health(s, id, true, now))
+                    .collect(),
+                (),
+            ))
+        })
+        .expect("ready");
+    }
+
+    #[test]
+    fn load_scales_a_zone_out_and_back_in() {
+        let (c, lb) = setup();
+        let all = |_: &str| true;
+        let mut scaler = Scaler::default();
+        step(&c, &all, 100);
+        step(&c, &all, 100);
+        ready_all(&c, 101);
+        let busy = |_: &str| Some(0.9);
+        let idle = |_: &str| Some(0.05);
+        let step_with = |c: &Core, scaler: &Scaler, now: u64| {
+            c.mutate(|s| {
+                let ch = plan(s, &all, &|l, z| scaler.want(l, z), now);
+                Ok((ch, ()))
+            })
+            .expect("plan")
+        };
+        // Busy, but not for long enough yet: one.
+        scaler.update(&c.read(), &busy, 110);
+        scaler.update(&c.read(), &busy, 110 + SCALE_OUT_AFTER_S - 1);
+        assert_eq!(scaler.want(&lb, "az2"), 1);
+        // Busy for the whole window: two, the second on the zone's only
+        // host (az2 has one compute host).
+        scaler.update(&c.read(), &busy, 110 + SCALE_OUT_AFTER_S);
+        assert_eq!(scaler.want(&lb, "az2"), 2);
+        step_with(&c, &scaler, 130);
+        let a = amphorae(&c);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert!(a.iter().all(|a| a.availability_zone == "az2"));
+        // While one boots, load does not move the target.
+        scaler.update(&c.read(), &busy, 200);
+        scaler.update(&c.read(), &busy, 300);
+        assert_eq!(scaler.want(&lb, "az2"), 2);
+        ready_all(&c, 301);
+        // Idle for a minute: back to one; the newer instance drains.
+        scaler.update(&c.read(), &idle, 400);
+        scaler.update(&c.read(), &idle, 400 + SCALE_IN_AFTER_S);
+        assert_eq!(scaler.want(&lb, "az2"), 1);
+        step_with(&c, &scaler, 470);
+        let mut a = amphorae(&c);
+        a.sort_by(|x, y| (&x.meta.created_at, &x.meta.id).cmp(&(&y.meta.created_at, &y.meta.id)));
+        let statuses: Vec<AmphoraStatus> = a.iter().map(|a| a.status).collect();
+        assert_eq!(
+            statuses
+                .iter()
+                .filter(|s| **s == AmphoraStatus::PendingDelete)
+                .count(),
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses
+                .iter()
+                .filter(|s| **s == AmphoraStatus::Ready)
+                .count(),
+            1,
+            "{statuses:?}"
+        );
+        // Never below one, however idle.
+        for t in 0..5 {
+            scaler.update(&c.read(), &idle, 600 + t * SCALE_IN_AFTER_S);
+        }
+        assert_eq!(scaler.want(&lb, "az2"), 1);
     }
 }

@@ -153,7 +153,22 @@ pub fn aggregate(children: impl IntoIterator<Item = &'static str>) -> &'static s
 #[derive(Default)]
 pub struct LbStats {
     hosts: Mutex<HashMap<String, StatsReport>>,
+    /// L7 instances' CPU use, from their CPU time in the reports.
+    loads: Mutex<HashMap<String, Load>>,
 }
+
+/// An instance's CPU use: its last sample and the smoothed utilisation
+/// (cores).
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    cpu_us: u64,
+    at: Instant,
+    utilisation: Option<f64>,
+}
+
+/// Samples closer than this are not compared (an agent refreshes its
+/// instances' stats every two seconds and reports more often).
+const LOAD_WINDOW: std::time::Duration = std::time::Duration::from_secs(4);
 
 impl LbStats {
     pub fn new() -> LbStats {
@@ -162,10 +177,59 @@ impl LbStats {
 
     /// Replaces `host`'s report.
     pub fn report(&self, host: &str, r: StatsReport) {
+        self.sample_loads(&r, Instant::now());
         self.hosts
             .lock()
             .expect("stats lock poisoned")
             .insert(host.to_owned(), r);
+    }
+
+    /// Folds the instances' CPU times into their utilisation: over at
+    /// least [`LOAD_WINDOW`], CPU time used / wall time, smoothed (half
+    /// the new window, half the past). A process that restarted (its CPU
+    /// time went down) starts over.
+    fn sample_loads(&self, r: &StatsReport, now: Instant) {
+        let mut loads = self.loads.lock().expect("loads lock poisoned");
+        for i in &r.instances {
+            match loads.get_mut(&i.id) {
+                Some(l) if i.cpu_us >= l.cpu_us => {
+                    let dt = now.saturating_duration_since(l.at);
+                    if dt >= LOAD_WINDOW {
+                        let u = (i.cpu_us - l.cpu_us) as f64 / dt.as_micros() as f64;
+                        l.utilisation = Some(l.utilisation.map_or(u, |old| (old + u) / 2.0));
+                        l.cpu_us = i.cpu_us;
+                        l.at = now;
+                    }
+                }
+                _ => {
+                    loads.insert(
+                        i.id.clone(),
+                        Load {
+                            cpu_us: i.cpu_us,
+                            at: now,
+                            utilisation: None,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// An L7 instance's CPU use in cores (smoothed), once known.
+    pub fn utilisation(&self, instance: &str) -> Option<f64> {
+        self.loads
+            .lock()
+            .expect("loads lock poisoned")
+            .get(instance)
+            .and_then(|l| l.utilisation)
+    }
+
+    /// Forgets instances for which `keep` is false.
+    pub fn retain_loads(&self, keep: impl Fn(&str) -> bool) {
+        self.loads
+            .lock()
+            .expect("loads lock poisoned")
+            .retain(|id, _| keep(id));
     }
 
     /// A listener's counters, summed over hosts.

@@ -1182,6 +1182,7 @@ fn stats_are_summed_over_hosts() {
         StatsReport {
             listeners: vec![entry(&l, 100), entry(&l2, 5)],
             members: vec![],
+            instances: vec![],
         },
     );
     st.report(
@@ -1189,6 +1190,7 @@ fn stats_are_summed_over_hosts() {
         StatsReport {
             listeners: vec![entry(&l, 10)],
             members: vec![],
+            instances: vec![],
         },
     );
     let c = st.listener(&l);
@@ -1207,6 +1209,7 @@ fn stats_are_summed_over_hosts() {
         StatsReport {
             listeners: vec![entry(&l, 1)],
             members: vec![],
+            instances: vec![],
         },
     );
     assert_eq!(st.listener(&l).bytes_in, 101);
