@@ -618,6 +618,7 @@ fn load_balancer_entry(
                 drain_timeout_s: l.connection_drain_timeout / 1000,
                 source_ip,
                 pool_id: pool.map(|p| p.meta.id.clone()),
+                at_limit: l.at_limit,
                 monitor: monitor.map(monitor_entry),
                 members,
             })
@@ -745,6 +746,7 @@ fn l7_listener_entry(
             p.lb_algorithm == LbAlgorithm::SourceIp || p.session_persistence.is_some()
         }),
         pool_id: None,
+        at_limit: l.at_limit,
         // The instances' agents report whether each serves (see
         // `agent::lb::l7`): a TCP check would be answered by the socket
         // the agent holds for a dead process.

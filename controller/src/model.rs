@@ -558,6 +558,11 @@ pub struct Listener {
     pub connection_drain_timeout: u32,
     /// See [`LoadBalancer::provisioning_status`].
     pub provisioning_status: ProvisioningStatus,
+    /// Its open connections, summed over the hosts' reports, reached
+    /// `connection_limit` (kept by the controller, not an API attribute):
+    /// new connections are refused until they fall below 90% of it.
+    #[serde(default)]
+    pub at_limit: bool,
 }
 
 /// Session persistence of a pool: connections from one client stick to one

@@ -43,6 +43,10 @@ pub struct LbService {
 /// `LbService::flags`: session persistence by source address: the backend
 /// is chosen from a hash of the client address alone.
 pub const LB_SVC_F_SOURCE_IP: u32 = 1;
+/// `LbService::flags`: the listener is at its connection limit: new
+/// connections are refused ([`crate::DropReason::LbConnectionLimit`]),
+/// established ones go on.
+pub const LB_SVC_F_FULL: u32 = 2;
 
 /// Value of `LB_BACKENDS` (indexed by backend id, the values of
 /// `LB_MAGLEV`).

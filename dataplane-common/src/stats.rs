@@ -160,11 +160,16 @@ pub enum DropReason {
     /// gateway, from a check port, or an echo reply): read by the agent's
     /// socket before this program, not forwarded.
     LbHealthAnswer = 66,
+    /// A new connection to a listener at its `connection_limit` (the
+    /// region-wide count of its open connections, as the controller sums
+    /// the hosts' reports): TCP is answered with a reset, UDP with an
+    /// ICMP port unreachable. Established connections are not affected.
+    LbConnectionLimit = 67,
 }
 
 impl DropReason {
     /// Every reason, in numeric order.
-    pub const ALL: [DropReason; 66] = [
+    pub const ALL: [DropReason; 67] = [
         DropReason::TruncatedEthernet,
         DropReason::TruncatedVlan,
         DropReason::TooManyVlanTags,
@@ -231,6 +236,7 @@ impl DropReason {
         DropReason::LbUnsupported,
         DropReason::LbDrained,
         DropReason::LbHealthAnswer,
+        DropReason::LbConnectionLimit,
     ];
 
     /// Stable snake_case label, used as a metric label and in `stratoctl`.
@@ -302,6 +308,7 @@ impl DropReason {
             DropReason::LbUnsupported => "lb_unsupported",
             DropReason::LbDrained => "lb_drained",
             DropReason::LbHealthAnswer => "lb_health_answer",
+            DropReason::LbConnectionLimit => "lb_connection_limit",
         }
     }
 

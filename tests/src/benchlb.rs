@@ -72,6 +72,7 @@ fn listener(id: String, members: Vec<MemberEntry>) -> ListenerEntry {
         drain_timeout_s: 30,
         source_ip: false,
         pool_id: Some(format!("pool-{id}")),
+        at_limit: false,
         monitor: None,
         members,
     }

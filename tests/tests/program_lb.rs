@@ -69,6 +69,7 @@ fn listener(id: &str, protocol: &str, port: u16, members: Vec<MemberEntry>) -> L
         drain_timeout_s: 30,
         source_ip: false,
         pool_id: Some(format!("pool-{id}")),
+        at_limit: false,
         monitor: None,
         members,
     }

@@ -78,6 +78,18 @@ impl AccessLog {
         }
     }
 
+    /// The connections open as of the last tick (started, not yet ended:
+    /// closed, idle past the timeout, or gone), per service and per
+    /// backend number.
+    pub fn open_counts(&self) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
+        let (mut s, mut b) = (BTreeMap::new(), BTreeMap::new());
+        for o in self.open.values() {
+            *s.entry(o.flow.service).or_default() += 1;
+            *b.entry(o.flow.backend).or_default() += 1;
+        }
+        (s, b)
+    }
+
     /// Compares the tables with the last tick and appends a line per
     /// connection that started or ended. `names`: listener and member of a
     /// (service, backend) number; `closed`: whether the translated flow's

@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 
 use dataplane_common::{
     lb_vip_bit, maps, Endpoint, EpKey, LbBackend, LbPublic, LbPublicKey, LbService, LbServiceKey,
-    EP_LOCAL, EP_REMOTE, EP_VIP, LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_SOURCE_IP,
+    EP_LOCAL, EP_REMOTE, EP_VIP, LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_FULL, LB_SVC_F_SOURCE_IP,
 };
 use strato_dataplane::LbOps;
 use strato_lb::{
@@ -159,7 +159,8 @@ pub fn specs<'e>(
                     proto,
                     _pad: 0,
                 },
-                flags: if l.source_ip { LB_SVC_F_SOURCE_IP } else { 0 },
+                flags: if l.source_ip { LB_SVC_F_SOURCE_IP } else { 0 }
+                    | if l.at_limit { LB_SVC_F_FULL } else { 0 },
                 idle_timeout_s: l.idle_timeout_s.max(1),
                 drain_timeout_s: l.drain_timeout_s,
                 members,

@@ -130,7 +130,11 @@ impl LbRealiser {
             sstats: &sstats,
             bstats: &bstats,
         };
-        Some(stats_report(&stats, &flows, now))
+        // Open connections as the access log follows them (ends seen
+        // through connection tracking) when it runs, else those with a
+        // packet in the last minute.
+        let open = self.access_log.as_ref().map(|l| l.open_counts());
+        Some(stats_report(&stats, &flows, open.as_ref(), now))
     }
 
     /// The access log's new lines and the metrics file.
@@ -252,17 +256,29 @@ fn metrics_text(host: &str, s: &Stats, flows: &[(LbFlowKey, LbFlow)], now: u64) 
 }
 
 /// The counters report: per listener, and per member summed over the
-/// listeners it serves; active connections are those with a packet in the
-/// last minute before `now`.
-pub(crate) fn stats_report(s: &Stats, flows: &[(LbFlowKey, LbFlow)], now: u64) -> StatsReport {
-    let mut active_s: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut active_b: BTreeMap<u32, u64> = BTreeMap::new();
-    for (_, f) in flows {
-        if now.saturating_sub(f.last_seen_ns) < ACTIVE_NS {
-            *active_s.entry(f.service).or_default() += 1;
-            *active_b.entry(f.backend).or_default() += 1;
+/// listeners it serves; active connections are `open`'s (per service and
+/// backend number), or without it those with a packet in the last minute
+/// before `now`.
+pub(crate) fn stats_report(
+    s: &Stats,
+    flows: &[(LbFlowKey, LbFlow)],
+    open: Option<&(BTreeMap<u32, u64>, BTreeMap<u32, u64>)>,
+    now: u64,
+) -> StatsReport {
+    let (active_s, active_b) = match open {
+        Some((s, b)) => (s.clone(), b.clone()),
+        None => {
+            let mut active_s: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut active_b: BTreeMap<u32, u64> = BTreeMap::new();
+            for (_, f) in flows {
+                if now.saturating_sub(f.last_seen_ns) < ACTIVE_NS {
+                    *active_s.entry(f.service).or_default() += 1;
+                    *active_b.entry(f.backend).or_default() += 1;
+                }
+            }
+            (active_s, active_b)
         }
-    }
+    };
     let of = |id: String, s: &LbStats, active: u64| CountersOf {
         id,
         bytes_in: s.bytes_in,
@@ -456,6 +472,7 @@ mod tests {
                 drain_timeout_s: 0,
                 source_ip: false,
                 pool_id: Some("pool1".into()),
+                at_limit: false,
                 monitor: mon,
                 members,
             }],
@@ -611,7 +628,7 @@ mod tests {
             sstats: &sstats,
             bstats: &bstats,
         };
-        let r = stats_report(&s, &flows, now);
+        let r = stats_report(&s, &flows, None, now);
         assert_eq!(
             r.listeners.len(),
             1,

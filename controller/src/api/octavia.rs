@@ -470,6 +470,10 @@ pub async fn report_stats(
         report.members.retain(|m| s.members.contains_key(&m.id));
         let accepted = report.listeners.len() + report.members.len();
         app.lb_stats.report(&host, report);
+        drop(s);
+        // Listeners reaching (or leaving) their connection limit.
+        app.core
+            .mutate(|s| Ok((lbaas::health::limit_changes(s, &app.lb_stats), ())))?;
         Ok::<_, ApiError>(json!({"accepted": accepted, "unknown": before - accepted}))
     })();
     match r {

@@ -265,3 +265,33 @@ impl LbStats {
         c
     }
 }
+
+/// Listeners whose connection limit state flips with the latest counts:
+/// at the limit when their open connections (summed over the hosts'
+/// reports) reach `connection_limit`; no longer when they fall below 90%
+/// of it (so a listener at the edge does not flip at every report), or
+/// when the limit is gone. Each flip is a stored change: the hosts'
+/// dataplanes refuse (or accept again) new connections.
+pub fn limit_changes(state: &State, stats: &LbStats) -> Vec<crate::model::Change> {
+    state
+        .listeners
+        .values()
+        .filter_map(|l| {
+            let open = stats.listener(&l.meta.id).active_connections as i64;
+            let at = if l.connection_limit <= 0 {
+                // -1: unlimited (0 is refused by the API).
+                false
+            } else if l.at_limit {
+                open * 10 >= l.connection_limit * 9
+            } else {
+                open >= l.connection_limit
+            };
+            (at != l.at_limit).then(|| {
+                tracing::info!(listener = %l.meta.id, open, limit = l.connection_limit, at_limit = at, "listener connection limit");
+                let mut l = l.clone();
+                l.at_limit = at;
+                crate::model::Change::Put(crate::model::Object::Listener(l))
+            })
+        })
+        .collect()
+}

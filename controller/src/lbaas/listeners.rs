@@ -193,6 +193,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Listener> {
         timeout_tcp_inspect: DEFAULT_TIMEOUT_TCP_INSPECT,
         connection_drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         provisioning_status: ProvisioningStatus::PendingCreate,
+        at_limit: false,
     };
     timeouts(&mut a, &mut l)?;
     reject_l7(&mut a)?;

@@ -29,7 +29,8 @@ use aya_ebpf::{
 use dataplane_common::{
     lb_hash, lb_vip_bit, maps, DropReason, EipEntry, LbBackend, LbFlow, LbFlowKey, LbPublic,
     LbPublicKey, LbRev, LbService, LbServiceKey, LbStats, PortInfo, EP_LOCAL, EP_REMOTE,
-    LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_SOURCE_IP, PORT_F_ADMIN_UP, PORT_F_SECURITY, VXLAN_F_LB,
+    LB_B_ACTIVE, LB_B_DRAINING, LB_SVC_F_FULL, LB_SVC_F_SOURCE_IP, PORT_F_ADMIN_UP,
+    PORT_F_SECURITY, VXLAN_F_LB,
 };
 
 use crate::{
@@ -411,6 +412,9 @@ fn open(
     now: u64,
     s: &mut LbScratch,
 ) -> Result<&'static LbBackend, DropReason> {
+    if svc.flags & LB_SVC_F_FULL != 0 {
+        return Err(DropReason::LbConnectionLimit);
+    }
     let Some((id, b)) = choose(svc, t) else {
         return Err(DropReason::LbNoBackend);
     };

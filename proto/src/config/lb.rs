@@ -76,6 +76,11 @@ pub struct ListenerEntry {
     pub source_ip: bool,
     /// The default pool.
     pub pool_id: Option<String>,
+    /// The listener is at its `connection_limit` (region-wide, as the
+    /// controller counts the hosts' open connections): new connections
+    /// are refused, established ones go on.
+    #[serde(default)]
+    pub at_limit: bool,
     /// The pool's health monitor, when it has one that is up: the agents
     /// of the members' hosts run it.
     #[serde(default)]
