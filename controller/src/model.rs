@@ -34,10 +34,13 @@ pub enum Kind {
     Pool,
     Member,
     HealthMonitor,
+    // Key Manager (Barbican).
+    Secret,
+    SecretContainer,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Project,
         Kind::User,
         Kind::Role,
@@ -58,6 +61,8 @@ impl Kind {
         Kind::Pool,
         Kind::Member,
         Kind::HealthMonitor,
+        Kind::Secret,
+        Kind::SecretContainer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +87,8 @@ impl Kind {
             Kind::Pool => "pool",
             Kind::Member => "member",
             Kind::HealthMonitor => "health_monitor",
+            Kind::Secret => "secret",
+            Kind::SecretContainer => "secret_container",
         }
     }
 
@@ -794,6 +801,64 @@ fn available_default() -> bool {
     true
 }
 
+// --------------------------------------------------------------- key manager
+
+/// A Barbican secret. Its payload is only ever held sealed (AES-256-GCM
+/// under the controller's key-encryption key, `kek`), in
+/// memory as in the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    pub id: String,
+    pub project_id: String,
+    /// The user who stored it.
+    pub creator_id: String,
+    pub name: Option<String>,
+    /// `opaque`, `symmetric`, `public`, `private`, `passphrase`, `certificate`.
+    pub secret_type: String,
+    pub algorithm: Option<String>,
+    pub bit_length: Option<u64>,
+    pub mode: Option<String>,
+    /// RFC 3339 as given; after it the secret is gone (not found).
+    pub expiration: Option<String>,
+    #[serde(default)]
+    pub expiration_unix: Option<u64>,
+    pub created: String,
+    pub updated: String,
+    /// The payload's (normalized) content type; None until it has one.
+    pub content_type: Option<String>,
+    pub sealed: Option<Sealed>,
+}
+
+/// A sealed payload: AES-256-GCM, 96-bit random nonce, the secret's id and
+/// project as associated data (a ciphertext moved to another row does not
+/// open). Base64.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub nonce: String,
+    pub ciphertext: String,
+}
+
+/// A Barbican container: named references to secrets of its project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretContainer {
+    pub id: String,
+    pub project_id: String,
+    pub creator_id: String,
+    pub name: Option<String>,
+    /// `generic`, `rsa` or `certificate`.
+    #[serde(rename = "type")]
+    pub container_type: String,
+    pub secret_refs: Vec<ContainerSecretRef>,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSecretRef {
+    pub name: Option<String>,
+    pub secret_id: String,
+}
+
 /// One stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Object {
@@ -817,6 +882,9 @@ pub enum Object {
     Pool(Pool),
     Member(Member),
     HealthMonitor(HealthMonitor),
+    // Key Manager (Barbican).
+    Secret(Secret),
+    SecretContainer(SecretContainer),
 }
 
 impl Object {
@@ -842,6 +910,8 @@ impl Object {
             Object::Pool(_) => Kind::Pool,
             Object::Member(_) => Kind::Member,
             Object::HealthMonitor(_) => Kind::HealthMonitor,
+            Object::Secret(_) => Kind::Secret,
+            Object::SecretContainer(_) => Kind::SecretContainer,
         }
     }
 
@@ -867,6 +937,8 @@ impl Object {
             Object::Pool(o) => o.meta.id.clone(),
             Object::Member(o) => o.meta.id.clone(),
             Object::HealthMonitor(o) => o.meta.id.clone(),
+            Object::Secret(o) => o.id.clone(),
+            Object::SecretContainer(o) => o.id.clone(),
         }
     }
 }
