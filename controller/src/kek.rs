@@ -159,14 +159,10 @@ pub fn load_or_create<'a>(
                     mode,
                 });
             }
-            let key: [u8; KEY_LEN] =
-                bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| KekError::Length {
-                        path: path.to_owned(),
-                        len: bytes.len(),
-                    })?;
+            let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| KekError::Length {
+                path: path.to_owned(),
+                len: bytes.len(),
+            })?;
             Kek::from_bytes(&key, path.to_owned())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -236,7 +232,10 @@ mod tests {
         // Another key: refused, naming the secret.
         std::fs::write(&path, [7u8; KEY_LEN]).expect("overwrite");
         let e = load_or_create(&path, [("s1", "a".to_owned(), &s)]).expect_err("wrong key");
-        assert!(matches!(e, KekError::WrongKey { ref secret, .. } if secret == "s1"), "{e}");
+        assert!(
+            matches!(e, KekError::WrongKey { ref secret, .. } if secret == "s1"),
+            "{e}"
+        );
         // Missing with secrets: refused, nothing created.
         std::fs::remove_file(&path).expect("rm");
         let e = load_or_create(&path, [("s1", "a".to_owned(), &s)]).expect_err("missing");
@@ -245,10 +244,16 @@ mod tests {
         // Bad length, open mode.
         std::fs::write(&path, b"short").expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert!(matches!(load_or_create(&path, []), Err(KekError::Length { len: 5, .. })));
+        assert!(matches!(
+            load_or_create(&path, []),
+            Err(KekError::Length { len: 5, .. })
+        ));
         std::fs::write(&path, [1u8; KEY_LEN]).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(matches!(load_or_create(&path, []), Err(KekError::Mode { .. })));
+        assert!(matches!(
+            load_or_create(&path, []),
+            Err(KekError::Mode { .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -164,7 +164,10 @@ async fn secret_show(
     Path(id): Path<String>,
 ) -> Response {
     respond((|| {
-        let json_accept = matches!(accept(&h).map(str::trim), None | Some("application/json" | "*/*" | ""));
+        let json_accept = matches!(
+            accept(&h).map(str::trim),
+            None | Some("application/json" | "*/*" | "")
+        );
         if !json_accept {
             return payload_response(&app, &h, &id);
         }
@@ -224,7 +227,10 @@ async fn container_create(State(app): State<Arc<App>>, h: HeaderMap, body: Bytes
         let c = app
             .core
             .mutate(|s| keymanager::create_container(s, &auth, &b, &body))?;
-        Ok(created(format!("{b}/v1/containers/{}", c.id), "container_ref"))
+        Ok(created(
+            format!("{b}/v1/containers/{}", c.id),
+            "container_ref",
+        ))
     })())
 }
 

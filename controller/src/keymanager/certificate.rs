@@ -114,7 +114,8 @@ fn owned_secret<'s>(state: &'s State, project_id: &str, id: &str) -> Result<&'s 
 fn open(state: &State, s: &Secret) -> Result<Vec<u8>, CertError> {
     let sealed = s.sealed.as_ref().ok_or(CertError::NoPayload)?;
     let kek = state.secret_key.as_ref().ok_or(CertError::Sealed)?;
-    kek.open(sealed, &super::aad(s)).map_err(|_| CertError::Sealed)
+    kek.open(sealed, &super::aad(s))
+        .map_err(|_| CertError::Sealed)
 }
 
 fn from_container(
@@ -132,9 +133,16 @@ fn from_container(
         return Err(CertError::NotCertificateContainer(c.container_type.clone()));
     }
     let payload = |name: &'static str| -> Result<Option<Vec<u8>>, CertError> {
-        match c.secret_refs.iter().find(|r| r.name.as_deref() == Some(name)) {
+        match c
+            .secret_refs
+            .iter()
+            .find(|r| r.name.as_deref() == Some(name))
+        {
             None => Ok(None),
-            Some(r) => Ok(Some(open(state, owned_secret(state, project_id, &r.secret_id)?)?)),
+            Some(r) => Ok(Some(open(
+                state,
+                owned_secret(state, project_id, &r.secret_id)?,
+            )?)),
         }
     };
     let cert = payload("certificate")?.ok_or(CertError::Missing("certificate"))?;
@@ -166,12 +174,9 @@ fn from_container(
 
 fn from_pkcs12(reference: &str, bundle: &[u8]) -> Result<L7Certificate, CertError> {
     let unreadable = || CertError::UnreadablePkcs12("Could not deserialize PKCS12 data".into());
-    let ks = p12_keystore::KeyStore::from_pkcs12(
-        bundle,
-        "",
-        p12_keystore::Pkcs12ImportPolicy::Strict,
-    )
-    .map_err(|_| unreadable())?;
+    let ks =
+        p12_keystore::KeyStore::from_pkcs12(bundle, "", p12_keystore::Pkcs12ImportPolicy::Strict)
+            .map_err(|_| unreadable())?;
     let (_, kc) = ks.private_key_chain().ok_or_else(unreadable)?;
     let chain: Vec<Vec<u8>> = kc.certs().iter().map(|c| c.as_der().to_vec()).collect();
     if chain.is_empty() {
@@ -260,8 +265,14 @@ fn read_key(pem_text: &[u8], passphrase: Option<&[u8]>) -> Result<(String, Vec<u
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 

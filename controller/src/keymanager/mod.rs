@@ -75,7 +75,11 @@ fn invalid(schema: &str, reason: &str, property: &str) -> ApiError {
 }
 
 pub fn too_large() -> ApiError {
-    ApiError::new(413, "LimitExceeded", "Provided information too large to process")
+    ApiError::new(
+        413,
+        "LimitExceeded",
+        "Provided information too large to process",
+    )
 }
 
 /// Barbican's policy refusal of a write by a reader.
@@ -498,7 +502,9 @@ pub fn payload(
     })?;
     let plaintext = kek.open(sealed, &aad(s)).map_err(|e| {
         tracing::error!(secret = %s.id, error = %e, "a stored secret does not open");
-        ApiError::internal("Secret payload retrieval failure seen - please contact site administrator.")
+        ApiError::internal(
+            "Secret payload retrieval failure seen - please contact site administrator.",
+        )
     })?;
     if PLAIN_TEXT.contains(&accept) && std::str::from_utf8(&plaintext).is_err() {
         return Err(wrong());
@@ -533,7 +539,9 @@ pub fn list_secrets<'s>(state: &'s State, auth: &Auth, q: &[(String, String)]) -
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
     };
-    let bits = get("bits").and_then(|b| b.parse::<u64>().ok()).filter(|b| *b != 0);
+    let bits = get("bits")
+        .and_then(|b| b.parse::<u64>().ok())
+        .filter(|b| *b != 0);
     let now = now_unix();
     let mut out: Vec<&Secret> = state
         .secrets
@@ -634,9 +642,9 @@ pub fn create_container(
     };
     let mut secret_refs = Vec::new();
     for r in &refs {
-        let o = r.as_object().ok_or_else(|| {
-            invalid(S, &format!("{r} is not of type 'object'"), "secret_refs")
-        })?;
+        let o = r
+            .as_object()
+            .ok_or_else(|| invalid(S, &format!("{r} is not of type 'object'"), "secret_refs"))?;
         let name = string_attr(o, S, "name", 255, true)
             .map_err(|_| invalid(S, "name is not a string", "secret_refs"))?;
         let reference = match o.get("secret_ref") {
@@ -675,10 +683,16 @@ pub fn create_container(
     let ids: std::collections::BTreeSet<&str> =
         secret_refs.iter().map(|(_, r)| id_of_ref(r)).collect();
     if ids.len() != secret_refs.len() {
-        return Err(invalid(S, "Duplicate secret ids are not allowed", "secret_refs"));
+        return Err(invalid(
+            S,
+            "Duplicate secret ids are not allowed",
+            "secret_refs",
+        ));
     }
     if secret_refs.iter().any(|(_, r)| !r.starts_with(base)) {
-        return Err(ApiError::bad_request("Provided field value is not supported"));
+        return Err(ApiError::bad_request(
+            "Provided field value is not supported",
+        ));
     }
     let unsupported = |allowed: &[&str]| names.iter().any(|n| !allowed.contains(n));
     match container_type.as_str() {
@@ -756,7 +770,10 @@ pub fn delete_container(state: &State, auth: &Auth, id: &str) -> Made<()> {
     if !auth.can_write() {
         return Err(not_allowed("Container deletion"));
     }
-    Ok((vec![Change::Delete(Kind::SecretContainer, c.id.clone())], ()))
+    Ok((
+        vec![Change::Delete(Kind::SecretContainer, c.id.clone())],
+        (),
+    ))
 }
 
 /// The containers of the caller's project matching `name` and `type`,
@@ -787,7 +804,9 @@ pub fn render_container(base: &str, c: &SecretContainer) -> Value {
     let refs: Vec<Value> = c
         .secret_refs
         .iter()
-        .map(|r| json!({"name": r.name, "secret_ref": format!("{base}/v1/secrets/{}", r.secret_id)}))
+        .map(
+            |r| json!({"name": r.name, "secret_ref": format!("{base}/v1/secrets/{}", r.secret_id)}),
+        )
         .collect();
     json!({
         "container_ref": format!("{base}/v1/containers/{}", c.id),
