@@ -45,7 +45,9 @@ fn openstack_cli_drives_the_key_manager() {
     }
     let key = dir.join("secret.key");
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&key).expect("key file created").permissions(),
+        &std::fs::metadata(&key)
+            .expect("key file created")
+            .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/keymanager_scenario.py");
@@ -72,11 +74,22 @@ fn openstack_cli_drives_the_key_manager() {
     // A secret stays; the controller restarted with another key refuses to
     // start rather than serve secrets it cannot open.
     let store = Command::new(Path::new(OPENSTACK_VENV).join("bin/openstack"))
-        .args(["--os-cloud", "strato-admin", "secret", "store", "--payload", "kept"])
+        .args([
+            "--os-cloud",
+            "strato-admin",
+            "secret",
+            "store",
+            "--payload",
+            "kept",
+        ])
         .env("OS_CLIENT_CONFIG_FILE", &clouds)
         .output()
         .expect("secret store");
-    assert!(store.status.success(), "{}", String::from_utf8_lossy(&store.stderr));
+    assert!(
+        store.status.success(),
+        "{}",
+        String::from_utf8_lossy(&store.stderr)
+    );
     let _ = child.kill();
     let _ = child.wait();
     std::fs::write(&key, [9u8; 32]).expect("replace the key");

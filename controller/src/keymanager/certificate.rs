@@ -218,7 +218,7 @@ fn pem_blocks(text: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
             .ok_or_else(|| format!("no {end_marker}"))?
             + end_marker.len();
         if this == label {
-            let (l, der) = pem::decode_vec(block[..end].as_bytes()).map_err(|e| e.to_string())?;
+            let (l, der) = pem::decode_vec(&block.as_bytes()[..end]).map_err(|e| e.to_string())?;
             debug_assert_eq!(l, label);
             out.push(der);
         }
@@ -232,7 +232,7 @@ fn pem_blocks(text: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
 
 fn parse_cert(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, CertError> {
     match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, c)) if rest.is_empty() => Ok(c),
+        Ok((&[], c)) => Ok(c),
         Ok(_) => Err(CertError::UnreadableCert("trailing data".into())),
         Err(e) => Err(CertError::UnreadableCert(e.to_string())),
     }
