@@ -60,6 +60,12 @@ impl Core {
         })
     }
 
+    /// Installs the Key Manager's key-encryption key (runtime only: never
+    /// stored, not a revision); see `kek::load_or_create`.
+    pub fn install_secret_key(&self, key: std::sync::Arc<crate::kek::Kek>) {
+        self.state.write().expect("state lock poisoned").secret_key = Some(key);
+    }
+
     /// A consistent read view (held briefly: writers wait for it).
     pub fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().expect("state lock poisoned")

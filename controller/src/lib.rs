@@ -11,9 +11,12 @@
 //! - `commit`: `Core`, the only writer: validate, store, apply, compile.
 //! - `compile`: desired state -> each host's configuration (the
 //!   `strato_proto::config` entries) and deltas.
+//! - `keymanager`: Barbican secrets and containers (sealed at rest) and
+//!   the certificates Octavia's TLS listeners name; never sees HTTP.
 //! - `lbaas`, then `network`: Octavia and Neutron logic; validate a
 //!   command against the state and return the changes; never see HTTP.
-//! - `state` (the desired state in memory), `store` (SQLite durability),
+//! - `state` (the desired state in memory), `kek` (the Key Manager's
+//!   key-encryption key, sealing payloads), `store` (SQLite durability),
 //!   `model` (the stored objects), `auth`, `error`.
 //!
 //! Nothing here loads BPF or runs in the packet path: the agents
@@ -29,6 +32,8 @@ pub mod compile;
 pub mod error;
 pub mod hosts;
 pub mod identity;
+pub mod kek;
+pub mod keymanager;
 pub mod lbaas;
 pub mod model;
 pub mod network;

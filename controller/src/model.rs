@@ -35,10 +35,13 @@ pub enum Kind {
     Member,
     HealthMonitor,
     Amphora,
+    // Key Manager (Barbican).
+    Secret,
+    SecretContainer,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 21] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Project,
         Kind::User,
         Kind::Role,
@@ -60,6 +63,8 @@ impl Kind {
         Kind::Member,
         Kind::HealthMonitor,
         Kind::Amphora,
+        Kind::Secret,
+        Kind::SecretContainer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +90,8 @@ impl Kind {
             Kind::Member => "member",
             Kind::HealthMonitor => "health_monitor",
             Kind::Amphora => "amphora",
+            Kind::Secret => "secret",
+            Kind::SecretContainer => "secret_container",
         }
     }
 
@@ -843,6 +850,64 @@ fn available_default() -> bool {
     true
 }
 
+// --------------------------------------------------------------- key manager
+
+/// A Barbican secret. Its payload is only ever held sealed (AES-256-GCM
+/// under the controller's key-encryption key, `kek`), in
+/// memory as in the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    pub id: String,
+    pub project_id: String,
+    /// The user who stored it.
+    pub creator_id: String,
+    pub name: Option<String>,
+    /// `opaque`, `symmetric`, `public`, `private`, `passphrase`, `certificate`.
+    pub secret_type: String,
+    pub algorithm: Option<String>,
+    pub bit_length: Option<u64>,
+    pub mode: Option<String>,
+    /// RFC 3339 as given; after it the secret is gone (not found).
+    pub expiration: Option<String>,
+    #[serde(default)]
+    pub expiration_unix: Option<u64>,
+    pub created: String,
+    pub updated: String,
+    /// The payload's (normalized) content type; None until it has one.
+    pub content_type: Option<String>,
+    pub sealed: Option<Sealed>,
+}
+
+/// A sealed payload: AES-256-GCM, 96-bit random nonce, the secret's id and
+/// project as associated data (a ciphertext moved to another row does not
+/// open). Base64.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub nonce: String,
+    pub ciphertext: String,
+}
+
+/// A Barbican container: named references to secrets of its project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretContainer {
+    pub id: String,
+    pub project_id: String,
+    pub creator_id: String,
+    pub name: Option<String>,
+    /// `generic`, `rsa` or `certificate`.
+    #[serde(rename = "type")]
+    pub container_type: String,
+    pub secret_refs: Vec<ContainerSecretRef>,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSecretRef {
+    pub name: Option<String>,
+    pub secret_id: String,
+}
+
 /// One stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Object {
@@ -867,6 +932,9 @@ pub enum Object {
     Member(Member),
     HealthMonitor(HealthMonitor),
     Amphora(Amphora),
+    // Key Manager (Barbican).
+    Secret(Secret),
+    SecretContainer(SecretContainer),
 }
 
 impl Object {
@@ -893,6 +961,8 @@ impl Object {
             Object::Member(_) => Kind::Member,
             Object::HealthMonitor(_) => Kind::HealthMonitor,
             Object::Amphora(_) => Kind::Amphora,
+            Object::Secret(_) => Kind::Secret,
+            Object::SecretContainer(_) => Kind::SecretContainer,
         }
     }
 
@@ -919,6 +989,8 @@ impl Object {
             Object::Member(o) => o.meta.id.clone(),
             Object::HealthMonitor(o) => o.meta.id.clone(),
             Object::Amphora(o) => o.meta.id.clone(),
+            Object::Secret(o) => o.id.clone(),
+            Object::SecretContainer(o) => o.id.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::model::{
     LoadBalancer, Member, Meta, Network, Object, Pool, Port, Project, QosPolicy, Quota, Role,
     Router, SecurityGroup, SecurityGroupRule, Subnet, Token, User,
 };
+use crate::model::{Secret, SecretContainer};
 
 /// Everything the controller knows, as of `revision`.
 #[derive(Clone, Debug, Default)]
@@ -43,6 +44,13 @@ pub struct State {
     pub amphorae: BTreeMap<String, Amphora>,
     /// Group id -> ids of its rules (maintained by `apply`).
     pub rules_by_group: HashMap<String, BTreeSet<String>>,
+    /// Key Manager: secrets (payloads sealed) and containers, by id.
+    pub secrets: BTreeMap<String, Secret>,
+    pub secret_containers: BTreeMap<String, SecretContainer>,
+    /// The key-encryption key that opens the secrets' payloads: runtime
+    /// only, never stored (`kek`; installed at start-up by
+    /// `Core::install_secret_key`). None: secrets cannot be stored or read.
+    pub secret_key: Option<std::sync::Arc<crate::kek::Kek>>,
 }
 
 impl State {
@@ -69,6 +77,8 @@ impl State {
                 Object::Member(x) => drop(self.members.insert(x.meta.id.clone(), x)),
                 Object::HealthMonitor(x) => drop(self.health_monitors.insert(x.meta.id.clone(), x)),
                 Object::Amphora(x) => drop(self.amphorae.insert(x.meta.id.clone(), x)),
+                Object::Secret(x) => drop(self.secrets.insert(x.id.clone(), x)),
+                Object::SecretContainer(x) => drop(self.secret_containers.insert(x.id.clone(), x)),
                 Object::SecurityGroupRule(x) => {
                     self.rules_by_group
                         .entry(x.security_group_id.clone())
@@ -100,6 +110,8 @@ impl State {
                 Kind::Member => drop(self.members.remove(id)),
                 Kind::HealthMonitor => drop(self.health_monitors.remove(id)),
                 Kind::Amphora => drop(self.amphorae.remove(id)),
+                Kind::Secret => drop(self.secrets.remove(id)),
+                Kind::SecretContainer => drop(self.secret_containers.remove(id)),
                 Kind::SecurityGroupRule => {
                     if let Some(old) = self.security_group_rules.remove(id) {
                         self.unindex_rule(&old);

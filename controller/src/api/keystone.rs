@@ -397,7 +397,8 @@ fn catalog_id(seed: &str) -> String {
 
 /// The service catalog: identity (`<public_url>/v3`), network
 /// (`<public_url>`, where Neutron's version document is served) and
-/// load-balancer (`<public_url>/load-balancer`, where Octavia's is).
+/// load-balancer (`<public_url>/load-balancer`, where Octavia's is),
+/// key-manager (`<public_url>/key-manager`, Barbican's).
 fn catalog(app: &App) -> Value {
     let region = &app.config.region;
     let services = [
@@ -407,6 +408,11 @@ fn catalog(app: &App) -> Value {
             "load-balancer",
             "octavia",
             url(app, super::octavia::ENDPOINT_PATH),
+        ),
+        (
+            "key-manager",
+            "barbican",
+            url(app, super::barbican::ENDPOINT_PATH),
         ),
     ];
     services

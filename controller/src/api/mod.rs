@@ -8,6 +8,7 @@
 //! collections are descriptors served by the one generic path of [`crud`];
 //! `neutron` and `octavia` declare them and hold what is not CRUD.
 
+pub mod barbican;
 pub mod crud;
 pub mod keystone;
 pub mod neutron;
@@ -76,6 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
             .merge(keystone::routes())
             .merge(neutron::routes())
             .merge(octavia::routes())
+            .merge(barbican::routes())
             .merge(internal),
         app,
     )
@@ -98,6 +100,7 @@ pub fn agent_router(app: Arc<App>) -> Router {
             .merge(neutron::routes())
             .merge(octavia::routes())
             .merge(octavia::agent_routes())
+            .merge(barbican::routes())
             .merge(r),
         app,
     )

@@ -50,6 +50,11 @@ struct Args {
     /// for the stock openstack CLI and openstacksdk.
     #[arg(long, env = "STRATO_CLOUDS_YAML")]
     write_clouds_yaml: Option<PathBuf>,
+    /// The Key Manager's key-encryption key: 32 bytes, mode 0600, created on
+    /// first start (default: secret.key beside the database). Keep it out
+    /// of database backups; without it stored secrets cannot be read.
+    #[arg(long, env = "STRATO_SECRET_KEY")]
+    secret_key: Option<PathBuf>,
     /// Bootstrap administrator's project.
     #[arg(long, env = "STRATO_ADMIN_PROJECT", default_value = "admin")]
     admin_project: String,
@@ -84,6 +89,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let core = Core::open(&config.db)
         .with_context(|| format!("opening the store {}", config.db.display()))?;
+    let key_path = args
+        .secret_key
+        .clone()
+        .unwrap_or_else(|| strato_controller::kek::default_path(&config.db));
+    let kek = {
+        let state = core.read();
+        strato_controller::kek::load_or_create(
+            &key_path,
+            strato_controller::keymanager::sealed_payloads(&state),
+        )
+        .context("loading the key manager's key-encryption key")?
+    };
+    core.install_secret_key(Arc::new(kek));
     strato_controller::identity::bootstrap(&core, &config)
         .context("bootstrapping identity (roles, admin)")?;
     if let Some(path) = &args.write_clouds_yaml {
