@@ -123,6 +123,81 @@ enum Cmd {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// The access log of a host's L7 instances: one line per request
+    /// (client, listener, pool, member, method, host, path, status, bytes,
+    /// times, TLS), oldest first.
+    L7Log {
+        /// The agent's state directory (its --state-dir).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Only this instance (amphora id).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Only lines of this listener id.
+        #[arg(long)]
+        listener: Option<String>,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// The metrics of a host's L7 instances (Prometheus text, read from
+    /// each instance's control socket).
+    L7Metrics {
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Only this instance (amphora id).
+        #[arg(long)]
+        instance: Option<String>,
+    },
+}
+
+/// The instance directories under an agent's state directory (`l7/<id>`),
+/// by id; only `only` if given.
+fn l7_instances(
+    state_dir: &std::path::Path,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let root = state_dir.join("l7");
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", root.display())),
+    };
+    for e in rd.flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if only.is_none_or(|o| o == id) && e.path().is_dir() {
+            out.push((id, e.path()));
+        }
+    }
+    out.sort();
+    if let (Some(o), true) = (only, out.is_empty()) {
+        anyhow::bail!("no L7 instance {o} under {}", root.display());
+    }
+    Ok(out)
+}
+
+/// `GET <path>` on an instance's control socket; the body.
+fn l7_get(dir: &std::path::Path, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let sock = dir.join(strato_proto::l7::CONTROL_SOCKET);
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).with_context(|| {
+        format!(
+            "connecting to {} (is the instance running?)",
+            sock.display()
+        )
+    })?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: l7\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let (head, body) = buf
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("{}: not an HTTP answer", sock.display()))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        anyhow::bail!("{}: {}", sock.display(), head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_owned())
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -896,6 +971,72 @@ fn run(args: Args) -> anyhow::Result<()> {
                     l.bytes_out,
                     l.duration_ms
                 );
+            }
+        }
+        Cmd::L7Log {
+            state_dir,
+            instance,
+            listener,
+            tail,
+        } => {
+            let mut lines: Vec<strato_proto::l7::L7AccessLine> = Vec::new();
+            for (_, dir) in l7_instances(&state_dir, instance.as_deref())? {
+                let path = dir.join(strato_proto::l7::ACCESS_LOG);
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                lines.extend(
+                    text.lines()
+                        .filter_map(|l| serde_json::from_str(l).ok())
+                        .filter(|l: &strato_proto::l7::L7AccessLine| {
+                            listener.as_deref().is_none_or(|x| l.listener == x)
+                        }),
+                );
+            }
+            lines.sort_by(|a, b| a.time.cmp(&b.time));
+            let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&lines[skip..])?);
+                return Ok(());
+            }
+            println!(
+                "{:<24} {:<21} {:<6} {:<20} {:<24} {:>4} {:>9} {:>9} {:>8} {:<8}",
+                "TIME",
+                "CLIENT",
+                "METHOD",
+                "HOST",
+                "PATH",
+                "CODE",
+                "BYTES IN",
+                "BYTES OUT",
+                "MS",
+                "MEMBER"
+            );
+            for l in &lines[skip..] {
+                println!(
+                    "{:<24} {:<21} {:<6} {:<20} {:<24} {:>4} {:>9} {:>9} {:>8.1} {:<8}",
+                    l.time,
+                    l.client,
+                    l.method,
+                    l.host,
+                    l.path,
+                    l.status,
+                    l.bytes_in,
+                    l.bytes_out,
+                    l.response_ms,
+                    l.member.get(..8).unwrap_or(&l.member)
+                );
+            }
+        }
+        Cmd::L7Metrics {
+            state_dir,
+            instance,
+        } => {
+            let all = l7_instances(&state_dir, instance.as_deref())?;
+            if all.is_empty() {
+                anyhow::bail!("no L7 instance under {}", state_dir.join("l7").display());
+            }
+            for (id, dir) in all {
+                println!("# instance {id}");
+                print!("{}", l7_get(&dir, "/metrics")?);
             }
         }
         Cmd::LbMetrics { state_dir } => {
