@@ -543,6 +543,20 @@ fn member_location(
     })
 }
 
+/// A member's state as the balancers see it: `draining` when disabled or
+/// at weight 0 (no new connections, established ones continue), `down`
+/// when its pool is monitored (`monitored`: a monitor that is up) and the
+/// checks find it down, else `active`.
+pub fn member_state(m: &crate::model::Member, monitored: bool) -> &'static str {
+    if !m.admin_state_up || m.weight == 0 {
+        "draining"
+    } else if monitored && m.health_down {
+        "down"
+    } else {
+        "active"
+    }
+}
+
 /// A load balancer as every host of its VPC balances it (`gateway`: as a
 /// gateway host balances its floating IP's traffic).
 fn load_balancer_entry(
@@ -564,7 +578,8 @@ fn load_balancer_entry(
         .filter(|l| l.loadbalancer_id == lb.meta.id && l.admin_state_up)
         .filter_map(|l| {
             let protocol = match l.protocol {
-                LbProtocol::Tcp => "TCP",
+                // HTTPS listeners pass TLS through: balanced like TCP.
+                LbProtocol::Tcp | LbProtocol::Https => "TCP",
                 LbProtocol::Udp => "UDP",
                 _ => return None,
             };
@@ -582,14 +597,7 @@ fn load_balancer_entry(
                             protocol_port: m.protocol_port,
                             weight: m.weight,
                             backup: m.backup,
-                            state: if !m.admin_state_up || m.weight == 0 {
-                                "draining"
-                            } else if monitor.is_some() && m.health_down {
-                                "down"
-                            } else {
-                                "active"
-                            }
-                            .to_owned(),
+                            state: member_state(m, monitor.is_some()).to_owned(),
                             monitor_address: m.monitor_address.clone(),
                             monitor_port: m.monitor_port,
                             location: if gateway {

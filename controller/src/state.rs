@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{
-    Assignment, Change, FloatingIp, HealthMonitor, HostRecord, Kind, Listener, LoadBalancer,
+    Assignment, Change, FloatingIp, HealthMonitor, HostRecord, Kind, L7Policy, L7Rule, Listener,
+    LoadBalancer,
     Member, Meta, Network, Object, Pool, Port, Project, QosPolicy, Quota, Role, Router,
     SecurityGroup, SecurityGroupRule, Subnet, Token, User,
 };
@@ -39,6 +40,9 @@ pub struct State {
     pub pools: BTreeMap<String, Pool>,
     pub members: BTreeMap<String, Member>,
     pub health_monitors: BTreeMap<String, HealthMonitor>,
+    /// Octavia L7: listeners' policies and their rules, by id.
+    pub l7policies: BTreeMap<String, L7Policy>,
+    pub l7rules: BTreeMap<String, L7Rule>,
     /// Group id -> ids of its rules (maintained by `apply`).
     pub rules_by_group: HashMap<String, BTreeSet<String>>,
 }
@@ -66,6 +70,8 @@ impl State {
                 Object::Pool(x) => drop(self.pools.insert(x.meta.id.clone(), x)),
                 Object::Member(x) => drop(self.members.insert(x.meta.id.clone(), x)),
                 Object::HealthMonitor(x) => drop(self.health_monitors.insert(x.meta.id.clone(), x)),
+                Object::L7Policy(x) => drop(self.l7policies.insert(x.meta.id.clone(), x)),
+                Object::L7Rule(x) => drop(self.l7rules.insert(x.meta.id.clone(), x)),
                 Object::SecurityGroupRule(x) => {
                     self.rules_by_group
                         .entry(x.security_group_id.clone())
@@ -96,6 +102,8 @@ impl State {
                 Kind::Pool => drop(self.pools.remove(id)),
                 Kind::Member => drop(self.members.remove(id)),
                 Kind::HealthMonitor => drop(self.health_monitors.remove(id)),
+                Kind::L7Policy => drop(self.l7policies.remove(id)),
+                Kind::L7Rule => drop(self.l7rules.remove(id)),
                 Kind::SecurityGroupRule => {
                     if let Some(old) = self.security_group_rules.remove(id) {
                         self.unindex_rule(&old);
@@ -196,4 +204,6 @@ resources! {
     Pool => pools,
     Member => members,
     HealthMonitor => health_monitors,
+    L7Policy => l7policies,
+    L7Rule => l7rules,
 }
