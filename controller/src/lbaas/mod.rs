@@ -32,6 +32,8 @@ pub mod pools;
 pub mod quotas;
 
 #[cfg(test)]
+mod l7tests;
+#[cfg(test)]
 mod tests;
 
 use serde_json::{json, Map, Value};
