@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{
     Assignment, Change, FloatingIp, HealthMonitor, HostRecord, Kind, L7Policy, L7Rule, Listener,
-    LoadBalancer,
-    Member, Meta, Network, Object, Pool, Port, Project, QosPolicy, Quota, Role, Router,
-    SecurityGroup, SecurityGroupRule, Subnet, Token, User,
+    LoadBalancer, Member, Meta, Network, Object, Pool, Port, Project, QosPolicy, Quota, Role,
+    Router, SecurityGroup, SecurityGroupRule, Subnet, Token, User,
 };
 
 /// Everything the controller knows, as of `revision`.

@@ -276,7 +276,15 @@ async fn rule_list(
         let items = lbaas::policy_rules(s, &policy_id)
             .map(l7rules::render)
             .collect();
-        API.list_body(&app, "rules", "rules", l7rules::ATTRS, items, &q, uri.path())
+        API.list_body(
+            &app,
+            "rules",
+            "rules",
+            l7rules::ATTRS,
+            items,
+            &q,
+            uri.path(),
+        )
     })
 }
 

@@ -108,7 +108,13 @@ fn http_attrs(a: &mut Attrs<'_>, m: &mut HealthMonitor) -> Result<(), ApiError> 
         Some(v) => match v.as_f64() {
             Some(f) if f == 1.0 => Some(Some("1.0".to_owned())),
             Some(f) if f == 1.1 => Some(Some("1.1".to_owned())),
-            _ => return Err(bad("http_version", &v.to_string(), "Value should be one of: 1.0, 1.1")),
+            _ => {
+                return Err(bad(
+                    "http_version",
+                    &v.to_string(),
+                    "Value should be one of: 1.0, 1.1",
+                ))
+            }
         },
     };
     let domain = a.nullable_string("domain_name", 255)?;
@@ -318,7 +324,10 @@ pub fn render(m: &HealthMonitor) -> Map<String, Value> {
     o.insert("expected_codes".into(), s(&m.expected_codes));
     o.insert(
         "http_version".into(),
-        json!(m.http_version.as_deref().and_then(|v| v.parse::<f64>().ok())),
+        json!(m
+            .http_version
+            .as_deref()
+            .and_then(|v| v.parse::<f64>().ok())),
     );
     o.insert("domain_name".into(), json!(m.domain_name));
     o.insert("pools".into(), id_refs([m.pool_id.as_str()]));

@@ -20,9 +20,8 @@ pub fn header_name(s: &str) -> bool {
 /// (again with `,` from the `+-.` range; no space, `"`, `;` or `\`).
 pub fn cookie_value(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'()*+,-./:<=>?@[]^_`{|}~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'()*+,-./:<=>?@[]^_`{|}~".contains(&b))
 }
 
 /// `HTTP_HEADER_VALUE_REGEX` (visible ASCII, `!` to `~`, at least one) or
@@ -60,7 +59,9 @@ pub fn regex(s: &str) -> Result<(), String> {
 /// (`[\x00-\x20\x7f-\x9f]`), scheme `http` or `https`, a host, and an
 /// authority and path made of RFC 3986 characters.
 pub fn url(s: &str) -> bool {
-    if s.chars().any(|c| matches!(c as u32, 0x00..=0x20 | 0x7f..=0x9f)) {
+    if s.chars()
+        .any(|c| matches!(c as u32, 0x00..=0x20 | 0x7f..=0x9f))
+    {
         return false;
     }
     let Some((scheme, rest)) = s.split_once("://") else {

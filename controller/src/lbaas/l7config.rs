@@ -20,15 +20,15 @@
 use std::collections::BTreeSet;
 
 use strato_proto::l7::{
-    InsertHeaders, L7Certificate, L7Config, L7Listener, L7Member, L7Persistence, L7Policy,
-    L7Pool, L7Rule, L7Tls,
+    InsertHeaders, L7Certificate, L7Config, L7Listener, L7Member, L7Persistence, L7Policy, L7Pool,
+    L7Rule, L7Tls,
 };
 
 use super::{listener_policies, members::monitored, policy_rules, pool_members, pool_monitor};
 use crate::{
     compile::member_state,
     error::ApiError,
-    model::{L7Action, LbProtocol, Listener, Pool, PersistenceType},
+    model::{L7Action, LbProtocol, Listener, PersistenceType, Pool},
     state::State,
 };
 
@@ -41,7 +41,11 @@ pub type Certs<'a> = &'a dyn Fn(&str, &str) -> Result<L7Certificate, ApiError>;
 /// TERMINATED_HTTPS listener (it needs no instance). An error of `certs`
 /// is returned as is (the caller decides what a listener whose
 /// certificate cannot be read does: nothing is half-compiled).
-pub fn l7_config(state: &State, lb_id: &str, certs: Certs<'_>) -> Result<Option<L7Config>, ApiError> {
+pub fn l7_config(
+    state: &State,
+    lb_id: &str,
+    certs: Certs<'_>,
+) -> Result<Option<L7Config>, ApiError> {
     let Some(lb) = state.load_balancers.get(lb_id) else {
         return Ok(None);
     };
@@ -56,7 +60,10 @@ pub fn l7_config(state: &State, lb_id: &str, certs: Certs<'_>) -> Result<Option<
     }
     let mut pools = BTreeSet::new();
     let mut listeners = Vec::new();
-    for l in l7.into_iter().filter(|l| l.admin_state_up && lb.admin_state_up) {
+    for l in l7
+        .into_iter()
+        .filter(|l| l.admin_state_up && lb.admin_state_up)
+    {
         let c = listener(state, l, certs)?;
         pools.extend(c.default_pool_id.clone());
         pools.extend(c.policies.iter().filter_map(|p| p.redirect_pool_id.clone()));
@@ -79,7 +86,8 @@ pub fn l7_config(state: &State, lb_id: &str, certs: Certs<'_>) -> Result<Option<
 
 /// A pool that takes requests (exists and is administratively up).
 fn usable<'s>(state: &'s State, id: Option<&str>) -> Option<&'s Pool> {
-    id.and_then(|id| state.pools.get(id)).filter(|p| p.admin_state_up)
+    id.and_then(|id| state.pools.get(id))
+        .filter(|p| p.admin_state_up)
 }
 
 fn listener(state: &State, l: &Listener, certs: Certs<'_>) -> Result<L7Listener, ApiError> {
@@ -90,7 +98,11 @@ fn listener(state: &State, l: &Listener, certs: Certs<'_>) -> Result<L7Listener,
     };
     let tls = if l.protocol == LbProtocol::TerminatedHttps {
         let project = &l.meta.project_id;
-        let mut refs: Vec<&str> = l.l7.default_tls_container_ref.iter().map(String::as_str).collect();
+        let mut refs: Vec<&str> =
+            l.l7.default_tls_container_ref
+                .iter()
+                .map(String::as_str)
+                .collect();
         refs.extend(l.l7.sni_container_refs.iter().map(String::as_str));
         let mut resolved = refs
             .iter()
@@ -104,7 +116,9 @@ fn listener(state: &State, l: &Listener, certs: Certs<'_>) -> Result<L7Listener,
             resolved.collect()
         } else {
             // The first SNI certificate also serves by default.
-            std::iter::once(default_certificate.clone()).chain(resolved).collect()
+            std::iter::once(default_certificate.clone())
+                .chain(resolved)
+                .collect()
         };
         Some(L7Tls {
             default_certificate,
@@ -190,7 +204,10 @@ fn pool(state: &State, p: &Pool) -> L7Pool {
         lb_algorithm: p.lb_algorithm.as_str().to_owned(),
         session_persistence: p.session_persistence.as_ref().map(|s| L7Persistence {
             kind: s.kind.as_str().to_owned(),
-            cookie_name: s.cookie_name.clone().filter(|_| s.kind == PersistenceType::AppCookie),
+            cookie_name: s
+                .cookie_name
+                .clone()
+                .filter(|_| s.kind == PersistenceType::AppCookie),
             timeout_s: s.persistence_timeout,
         }),
         members,

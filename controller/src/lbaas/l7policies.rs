@@ -172,7 +172,10 @@ fn sanitize(t: &mut Target, create: bool) -> Result<(), ApiError> {
         t.prefix = Some(None);
         t.code = Some(None);
     }
-    for (is_url, action) in [(true, L7Action::RedirectToUrl), (false, L7Action::RedirectPrefix)] {
+    for (is_url, action) in [
+        (true, L7Action::RedirectToUrl),
+        (false, L7Action::RedirectPrefix),
+    ] {
         let given = if is_url { &t.url } else { &t.prefix };
         if present(given) {
             t.action = Some(action);
@@ -319,7 +322,9 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<L7Policy> {
     let name = a.nullable_string("name", 255)?.flatten();
     let description = a.nullable_string("description", 255)?.flatten();
     let admin_state_up = a.boolean("admin_state_up")?.unwrap_or(true);
-    let position = a.integer("position", 1, MAX_POSITION)?.unwrap_or(MAX_POSITION);
+    let position = a
+        .integer("position", 1, MAX_POSITION)?
+        .unwrap_or(MAX_POSITION);
     let tags = tags(&mut a)?.unwrap_or_default();
     let rules = a.list("rules")?.cloned().unwrap_or_default();
     let l = listener(state, auth, &listener_id)?;

@@ -13,9 +13,9 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, created, l7check, l7policies, l7policy, l7rule, listener,
-    load_balancer, mandatory, parent_pending, policy_rules, quotas, read_only, render_base,
-    updated, wire, writable,
+    check_mutable, created, l7check, l7policies, l7policy, l7rule, listener, load_balancer,
+    mandatory, parent_pending, policy_rules, quotas, read_only, render_base, updated, wire,
+    writable,
 };
 use crate::{
     auth::Auth,
@@ -74,7 +74,10 @@ fn text(a: &mut Attrs<'_>, key: &str) -> Result<Option<Option<String>>, ApiError
 pub fn check(r: &L7Rule) -> Result<(), ApiError> {
     use L7CompareType as C;
     use L7RuleType as T;
-    if matches!(r.kind, T::SslConnHasCert | T::SslVerifyResult | T::SslDnField) {
+    if matches!(
+        r.kind,
+        T::SslConnHasCert | T::SslVerifyResult | T::SslDnField
+    ) {
         return Err(ApiError::bad_request(format!(
             "Invalid input for field/attribute type. Value: '{t}'. L7 rule type {t} is not supported: Strato listeners do not authenticate clients by certificate (HOST_NAME, PATH, FILE_TYPE, HEADER, COOKIE are supported).",
             t = r.kind.as_str()
@@ -102,9 +105,7 @@ pub fn check(r: &L7Rule) -> Result<(), ApiError> {
             chars(l7check::header_name(key), "key")?;
             match r.compare_type {
                 C::Regex => regex(&r.value),
-                _ if r.kind == T::Header => {
-                    chars(l7check::header_value(&r.value), "header value")
-                }
+                _ if r.kind == T::Header => chars(l7check::header_value(&r.value), "header value"),
                 _ => chars(l7check::cookie_value(&r.value), "cookie value"),
             }
         }
@@ -183,24 +184,13 @@ pub fn create(state: &State, auth: &Auth, policy_id: &str, body: &Value) -> Made
     created(state, r, vec![])
 }
 
-pub fn update(
-    state: &State,
-    auth: &Auth,
-    policy_id: &str,
-    id: &str,
-    body: &Value,
-) -> Made<L7Rule> {
+pub fn update(state: &State, auth: &Auth, policy_id: &str, id: &str, body: &Value) -> Made<L7Rule> {
     let mut r = writable(state, auth, || l7rule(state, auth, policy_id, id))?;
     update_attrs(body, "rule", &read_only(&["l7policy_id"]), |a| {
         if let Some(v) = wire(a, "type", L7RuleType::ALL, L7RuleType::as_str)? {
             r.kind = v;
         }
-        if let Some(v) = wire(
-            a,
-            "compare_type",
-            L7CompareType::ALL,
-            L7CompareType::as_str,
-        )? {
+        if let Some(v) = wire(a, "compare_type", L7CompareType::ALL, L7CompareType::as_str)? {
             r.compare_type = v;
         }
         if let Some(v) = text(a, "key")? {

@@ -82,7 +82,9 @@ impl F {
         for (k, v) in body.as_object().expect("object") {
             b[k] = v.clone();
         }
-        run(&self.c, |s| pools::create(s, &self.a, &json!({ "pool": b })))
+        run(&self.c, |s| {
+            pools::create(s, &self.a, &json!({ "pool": b }))
+        })
     }
     fn policy(&self, body: Value) -> Result<L7Policy, ApiError> {
         run(&self.c, |s| {
@@ -130,7 +132,10 @@ fn l7_listeners_validate_like_octavia() {
             "allowed_cidrs": ["10.0.0.0/8", "192.168.1.0/24"]}))
         .expect("HTTP");
     assert_eq!(http.l7.insert_headers.len(), 2);
-    assert_eq!(http.l7.tls_versions, None, "TLS versions only for TERMINATED_HTTPS");
+    assert_eq!(
+        http.l7.tls_versions, None,
+        "TLS versions only for TERMINATED_HTTPS"
+    );
     let tls = f
         .listener(json!({"protocol": "TERMINATED_HTTPS", "protocol_port": 443,
             "default_tls_container_ref": "https://barbican/v1/containers/c1",
@@ -143,13 +148,21 @@ fn l7_listeners_validate_like_octavia() {
     );
     assert_eq!(
         tls.l7.alpn_protocols.as_deref(),
-        Some(&["h2".to_owned(), "http/1.1".to_owned(), "http/1.0".to_owned()][..])
+        Some(
+            &[
+                "h2".to_owned(),
+                "http/1.1".to_owned(),
+                "http/1.0".to_owned()
+            ][..]
+        )
     );
     f.listener(json!({"protocol": "HTTPS", "protocol_port": 8443}))
         .expect("HTTPS (passthrough)");
-    f.listener(json!({"protocol": "TERMINATED_HTTPS", "protocol_port": 9443,
-        "sni_container_refs": ["sni-only"], "tls_versions": ["TLSv1.3"], "alpn_protocols": ["h2"]}))
-        .expect("SNI only, as Octavia");
+    f.listener(
+        json!({"protocol": "TERMINATED_HTTPS", "protocol_port": 9443,
+        "sni_container_refs": ["sni-only"], "tls_versions": ["TLSv1.3"], "alpn_protocols": ["h2"]}),
+    )
+    .expect("SNI only, as Octavia");
     // Bad inputs: each refused with Octavia's status and message, nothing changed.
     for (body, status, text) in [
         // A port of the same L4 protocol.
@@ -211,9 +224,15 @@ fn l7_listeners_validate_like_octavia() {
     }
     // Updates: validated against the listener's protocol.
     let u = f
-        .update_listener(&http.meta.id, json!({"insert_headers": {"X-Forwarded-Port": "true"}, "allowed_cidrs": null}))
+        .update_listener(
+            &http.meta.id,
+            json!({"insert_headers": {"X-Forwarded-Port": "true"}, "allowed_cidrs": null}),
+        )
         .expect("update");
-    assert_eq!(u.l7.insert_headers.keys().collect::<Vec<_>>(), ["X-Forwarded-Port"]);
+    assert_eq!(
+        u.l7.insert_headers.keys().collect::<Vec<_>>(),
+        ["X-Forwarded-Port"]
+    );
     assert!(u.l7.allowed_cidrs.is_empty());
     refused(
         f.update_listener(&http.meta.id, json!({"default_tls_container_ref": "x"})),
@@ -221,7 +240,10 @@ fn l7_listeners_validate_like_octavia() {
         "not allowed on HTTP protocol listeners",
     );
     refused(
-        f.update_listener(&tls.meta.id, json!({"default_tls_container_ref": null, "sni_container_refs": []})),
+        f.update_listener(
+            &tls.meta.id,
+            json!({"default_tls_container_ref": null, "sni_container_refs": []}),
+        ),
         400,
         "An SNI or default certificate container reference must be provided",
     );
@@ -231,14 +253,20 @@ fn l7_listeners_validate_like_octavia() {
         "less than the minimum: TLSv1 < TLSv1.2",
     );
     let u = f
-        .update_listener(&tls.meta.id, json!({"tls_versions": null, "sni_container_refs": []}))
+        .update_listener(
+            &tls.meta.id,
+            json!({"tls_versions": null, "sni_container_refs": []}),
+        )
         .expect("reset to the defaults");
     assert_eq!(u.l7.tls_versions.as_ref().map(Vec::len), Some(2));
     assert!(u.l7.sni_container_refs.is_empty());
     // Rendering.
     let s = f.c.read();
     let r = listeners::render(&s, &health::LbHealth::new(), &s.listeners[&tls.meta.id]);
-    assert_eq!(r["default_tls_container_ref"], "https://barbican/v1/containers/c1");
+    assert_eq!(
+        r["default_tls_container_ref"],
+        "https://barbican/v1/containers/c1"
+    );
     assert_eq!(r["tls_versions"], json!(["TLSv1.2", "TLSv1.3"]));
     assert_eq!(r["l7policies"], json!([]));
     let r = listeners::render(&s, &health::LbHealth::new(), &s.listeners[&http.meta.id]);
@@ -250,10 +278,22 @@ fn l7_listeners_validate_like_octavia() {
 #[test]
 fn listener_pool_protocol_compatibility_is_octavias_map() {
     let f = fixture();
-    let tcp = f.listener(json!({"protocol": "TCP", "protocol_port": 1})).expect("tcp").meta.id;
-    let udp = f.listener(json!({"protocol": "UDP", "protocol_port": 1})).expect("udp").meta.id;
+    let tcp = f
+        .listener(json!({"protocol": "TCP", "protocol_port": 1}))
+        .expect("tcp")
+        .meta
+        .id;
+    let udp = f
+        .listener(json!({"protocol": "UDP", "protocol_port": 1}))
+        .expect("udp")
+        .meta
+        .id;
     let http = f.http(2);
-    let https = f.listener(json!({"protocol": "HTTPS", "protocol_port": 3})).expect("https").meta.id;
+    let https = f
+        .listener(json!({"protocol": "HTTPS", "protocol_port": 3}))
+        .expect("https")
+        .meta
+        .id;
     let term = f
         .listener(json!({"protocol": "TERMINATED_HTTPS", "protocol_port": 4, "default_tls_container_ref": "c"}))
         .expect("terminated")
@@ -285,29 +325,48 @@ fn listener_pool_protocol_compatibility_is_octavias_map() {
             // ... freed again for the next row.
             run(&f.c, |s| pools::delete(s, &f.a, &p.meta.id)).expect("delete");
         } else {
-            refused(r, 400, &format!("The pool protocol '{proto}' is invalid while the listener protocol is"));
+            refused(
+                r,
+                400,
+                &format!("The pool protocol '{proto}' is invalid while the listener protocol is"),
+            );
         }
         // ... and through default_pool_id on the listener.
         let p = f.pool(json!({"protocol": proto})).expect("loose pool");
         let r = f.update_listener(l, json!({"default_pool_id": p.meta.id}));
         if ok {
             r.expect("compatible default pool");
-            f.update_listener(l, json!({"default_pool_id": null})).expect("clear");
+            f.update_listener(l, json!({"default_pool_id": null}))
+                .expect("clear");
         } else {
             refused(r, 400, "is invalid while the listener protocol is");
         }
     }
-    refused(f.pool(json!({"protocol": "TERMINATED_HTTPS"})), 400, "should be one of");
-    refused(f.pool(json!({"protocol": "PROXYV2"})), 400, "Protocol PROXYV2 is not supported");
-    refused(f.pool(json!({"protocol": "SCTP"})), 400, "Protocol SCTP is not supported");
+    refused(
+        f.pool(json!({"protocol": "TERMINATED_HTTPS"})),
+        400,
+        "should be one of",
+    );
+    refused(
+        f.pool(json!({"protocol": "PROXYV2"})),
+        400,
+        "Protocol PROXYV2 is not supported",
+    );
+    refused(
+        f.pool(json!({"protocol": "SCTP"})),
+        400,
+        "Protocol SCTP is not supported",
+    );
 }
 
 #[test]
 fn cookie_persistence_and_http_monitors() {
     let f = fixture();
     let p = f
-        .pool(json!({"protocol": "HTTP", "lb_algorithm": "LEAST_CONNECTIONS",
-            "session_persistence": {"type": "APP_COOKIE", "cookie_name": "JSESSIONID"}}))
+        .pool(
+            json!({"protocol": "HTTP", "lb_algorithm": "LEAST_CONNECTIONS",
+            "session_persistence": {"type": "APP_COOKIE", "cookie_name": "JSESSIONID"}}),
+        )
         .expect("APP_COOKIE");
     let sp = p.session_persistence.clone().expect("persistence");
     assert_eq!(sp.cookie_name.as_deref(), Some("JSESSIONID"));
@@ -337,7 +396,12 @@ fn cookie_persistence_and_http_monitors() {
     // Update keeps the rules.
     refused(
         run(&f.c, |s| {
-            pools::update(s, &f.a, &p.meta.id, &json!({"pool": {"session_persistence": {"type": "APP_COOKIE"}}}))
+            pools::update(
+                s,
+                &f.a,
+                &p.meta.id,
+                &json!({"pool": {"session_persistence": {"type": "APP_COOKIE"}}}),
+            )
         }),
         400,
         "must be specified",
@@ -353,22 +417,50 @@ fn cookie_persistence_and_http_monitors() {
         for (k, v) in body.as_object().expect("object") {
             b[k] = v.clone();
         }
-        run(&f.c, |s| health_monitors::create(s, &f.a, &json!({ "healthmonitor": b })))
+        run(&f.c, |s| {
+            health_monitors::create(s, &f.a, &json!({ "healthmonitor": b }))
+        })
     };
     for (body, status, text) in [
-        (json!({"type": "UDP-CONNECT"}), 400, "only a PING, TCP, HTTP, HTTPS health monitor"),
+        (
+            json!({"type": "UDP-CONNECT"}),
+            400,
+            "only a PING, TCP, HTTP, HTTPS health monitor",
+        ),
         (json!({"type": "TLS-HELLO"}), 400, "not supported yet"),
-        (json!({"type": "HTTP", "http_version": 2.0}), 400, "Value should be one of: 1.0, 1.1"),
-        (json!({"type": "HTTP", "domain_name": "example.com"}), 400, "'http_version' must be specified when 'domain_name' is provided."),
-        (json!({"type": "HTTP", "http_version": 1.0, "domain_name": "example.com"}), 400, "HTTP 1.1 domain name health check"),
-        (json!({"type": "HTTP", "http_version": 1.1, "domain_name": "-bad.com"}), 400, "should match the pattern"),
-        (json!({"type": "TCP", "http_version": 1.1}), 400, "for HTTP and HTTPS health monitors"),
+        (
+            json!({"type": "HTTP", "http_version": 2.0}),
+            400,
+            "Value should be one of: 1.0, 1.1",
+        ),
+        (
+            json!({"type": "HTTP", "domain_name": "example.com"}),
+            400,
+            "'http_version' must be specified when 'domain_name' is provided.",
+        ),
+        (
+            json!({"type": "HTTP", "http_version": 1.0, "domain_name": "example.com"}),
+            400,
+            "HTTP 1.1 domain name health check",
+        ),
+        (
+            json!({"type": "HTTP", "http_version": 1.1, "domain_name": "-bad.com"}),
+            400,
+            "should match the pattern",
+        ),
+        (
+            json!({"type": "TCP", "http_version": 1.1}),
+            400,
+            "for HTTP and HTTPS health monitors",
+        ),
         (json!({"type": "HTTPS", "url_path": "x"}), 400, "url_path"),
     ] {
         refused(mon(body.clone()), status, text);
     }
-    let m = mon(json!({"type": "HTTPS", "http_method": "HEAD", "url_path": "/health",
-        "expected_codes": "200-204", "http_version": 1.1, "domain_name": "app.example.com"}))
+    let m = mon(
+        json!({"type": "HTTPS", "http_method": "HEAD", "url_path": "/health",
+        "expected_codes": "200-204", "http_version": 1.1, "domain_name": "app.example.com"}),
+    )
     .expect("HTTPS monitor");
     let r = health_monitors::render(&m);
     assert_eq!(r["http_version"], json!(1.1));
@@ -380,9 +472,17 @@ fn cookie_persistence_and_http_monitors() {
 fn l7_policies_validate_like_octavia() {
     let f = fixture();
     let l = f.http(80);
-    let tcp = f.listener(json!({"protocol": "TCP", "protocol_port": 81})).expect("tcp").meta.id;
+    let tcp = f
+        .listener(json!({"protocol": "TCP", "protocol_port": 81}))
+        .expect("tcp")
+        .meta
+        .id;
     let pool = f.pool(json!({"protocol": "HTTP"})).expect("pool").meta.id;
-    let tcp_pool = f.pool(json!({"protocol": "TCP"})).expect("tcp pool").meta.id;
+    let tcp_pool = f
+        .pool(json!({"protocol": "TCP"}))
+        .expect("tcp pool")
+        .meta
+        .id;
     let url = f
         .policy(json!({"listener_id": l, "action": "REDIRECT_TO_URL", "redirect_url": "https://example.com/x"}))
         .expect("redirect");
@@ -396,16 +496,28 @@ fn l7_policies_validate_like_octavia() {
     let to_pool = f
         .policy(json!({"listener_id": l, "action": "REDIRECT_TO_POOL", "redirect_pool_id": pool, "redirect_http_code": 301}))
         .expect("to pool");
-    assert_eq!(to_pool.redirect_http_code, None, "dropped for REDIRECT_TO_POOL, as Octavia");
+    assert_eq!(
+        to_pool.redirect_http_code, None,
+        "dropped for REDIRECT_TO_POOL, as Octavia"
+    );
     // The target implies the action (Octavia's sanitize).
     let implied = f
-        .policy(json!({"listener_id": l, "action": "REJECT", "redirect_prefix": "http://a.example"}))
+        .policy(
+            json!({"listener_id": l, "action": "REJECT", "redirect_prefix": "http://a.example"}),
+        )
         .expect("prefix wins over REJECT, as Octavia");
     assert_eq!(implied.action, L7Action::RedirectPrefix);
     let reject = f
         .policy(json!({"listener_id": l, "action": "REJECT", "redirect_url": "http://a.example", "redirect_http_code": 303}))
         .expect("REJECT drops the URL");
-    assert_eq!((reject.action, reject.redirect_url.clone(), reject.redirect_http_code), (L7Action::Reject, None, None));
+    assert_eq!(
+        (
+            reject.action,
+            reject.redirect_url.clone(),
+            reject.redirect_http_code
+        ),
+        (L7Action::Reject, None, None)
+    );
     for (body, status, text) in [
         (json!({"listener_id": l}), 400, "action"),
         (json!({"action": "REJECT"}), 400, "listener_id"),
@@ -439,25 +551,62 @@ fn l7_policies_validate_like_octavia() {
     // Another project sees no listener.
     refused(
         run(&f.c, |s| {
-            l7policies::create(s, &member_of("p2"), &json!({"l7policy": {"listener_id": l, "action": "REJECT"}}))
+            l7policies::create(
+                s,
+                &member_of("p2"),
+                &json!({"l7policy": {"listener_id": l, "action": "REJECT"}}),
+            )
         }),
         404,
         "not found",
     );
     // Updates: the action follows the targets; clearing as Octavia.
-    let u = f.update_policy(&url.meta.id, json!({"redirect_pool_id": pool})).expect("to pool");
-    assert_eq!((u.action, u.redirect_url.clone(), u.redirect_http_code), (L7Action::RedirectToPool, None, None));
-    let u = f.update_policy(&u.meta.id, json!({"action": "REJECT"})).expect("reject");
-    assert_eq!((u.action, u.redirect_pool_id.clone()), (L7Action::Reject, None));
+    let u = f
+        .update_policy(&url.meta.id, json!({"redirect_pool_id": pool}))
+        .expect("to pool");
+    assert_eq!(
+        (u.action, u.redirect_url.clone(), u.redirect_http_code),
+        (L7Action::RedirectToPool, None, None)
+    );
+    let u = f
+        .update_policy(&u.meta.id, json!({"action": "REJECT"}))
+        .expect("reject");
+    assert_eq!(
+        (u.action, u.redirect_pool_id.clone()),
+        (L7Action::Reject, None)
+    );
     let u = f
         .update_policy(&u.meta.id, json!({"action": "REDIRECT_TO_URL", "redirect_url": "https://b.example/", "redirect_http_code": 307}))
         .expect("url");
-    assert_eq!((u.action, u.redirect_http_code), (L7Action::RedirectToUrl, Some(307)));
-    refused(f.update_policy(&u.meta.id, json!({"action": "REDIRECT_TO_POOL"})), 400, "must not be None");
-    refused(f.update_policy(&u.meta.id, json!({"redirect_url": null})), 400, "redirect_url must not be None");
-    refused(f.update_policy(&u.meta.id, json!({"listener_id": tcp})), 400, "read-only");
-    refused(f.update_policy(&u.meta.id, json!({"rules": []})), 400, "read-only");
-    refused(f.update_policy(&u.meta.id, json!({"redirect_pool_id": tcp_pool})), 400, "is invalid while");
+    assert_eq!(
+        (u.action, u.redirect_http_code),
+        (L7Action::RedirectToUrl, Some(307))
+    );
+    refused(
+        f.update_policy(&u.meta.id, json!({"action": "REDIRECT_TO_POOL"})),
+        400,
+        "must not be None",
+    );
+    refused(
+        f.update_policy(&u.meta.id, json!({"redirect_url": null})),
+        400,
+        "redirect_url must not be None",
+    );
+    refused(
+        f.update_policy(&u.meta.id, json!({"listener_id": tcp})),
+        400,
+        "read-only",
+    );
+    refused(
+        f.update_policy(&u.meta.id, json!({"rules": []})),
+        400,
+        "read-only",
+    );
+    refused(
+        f.update_policy(&u.meta.id, json!({"redirect_pool_id": tcp_pool})),
+        400,
+        "is invalid while",
+    );
     // The pool a policy redirects to stays while it does.
     refused(
         run(&f.c, |s| pools::delete(s, &f.a, &pool)),
@@ -473,7 +622,10 @@ fn l7_policies_validate_like_octavia() {
     assert_eq!(r["rules"], json!([]));
     assert_eq!(r["listener_id"], l.as_str());
     let lr = listeners::render(&s, &health::LbHealth::new(), &s.listeners[&l]);
-    let ids: Vec<&str> = listener_policies(&s, &l).iter().map(|p| p.meta.id.as_str()).collect();
+    let ids: Vec<&str> = listener_policies(&s, &l)
+        .iter()
+        .map(|p| p.meta.id.as_str())
+        .collect();
     assert_eq!(lr["l7policies"], id_refs(ids));
 }
 
@@ -484,32 +636,67 @@ fn policy_positions_renumber_as_octavia() {
     let a = f.reject(&l, "a", None);
     f.reject(&l, "b", None);
     f.reject(&l, "c", Some(1));
-    assert_eq!(f.order(&l), [("c".into(), 1), ("a".into(), 2), ("b".into(), 3)]);
+    assert_eq!(
+        f.order(&l),
+        [("c".into(), 1), ("a".into(), 2), ("b".into(), 3)]
+    );
     f.reject(&l, "d", Some(2));
     assert_eq!(
         f.order(&l),
-        [("c".into(), 1), ("d".into(), 2), ("a".into(), 3), ("b".into(), 4)]
+        [
+            ("c".into(), 1),
+            ("d".into(), 2),
+            ("a".into(), 3),
+            ("b".into(), 4)
+        ]
     );
     // Past the end: last.
     f.reject(&l, "e", Some(99));
     assert_eq!(f.order(&l).last(), Some(&("e".into(), 5)));
     // Moving one shifts the others.
-    f.update_policy(&a, json!({"position": 1})).expect("move a first");
+    f.update_policy(&a, json!({"position": 1}))
+        .expect("move a first");
     assert_eq!(
         f.order(&l),
-        [("a".into(), 1), ("c".into(), 2), ("d".into(), 3), ("b".into(), 4), ("e".into(), 5)]
+        [
+            ("a".into(), 1),
+            ("c".into(), 2),
+            ("d".into(), 3),
+            ("b".into(), 4),
+            ("e".into(), 5)
+        ]
     );
-    f.update_policy(&a, json!({"position": 1000})).expect("move a last");
+    f.update_policy(&a, json!({"position": 1000}))
+        .expect("move a last");
     assert_eq!(
         f.order(&l),
-        [("c".into(), 1), ("d".into(), 2), ("b".into(), 3), ("e".into(), 4), ("a".into(), 5)]
+        [
+            ("c".into(), 1),
+            ("d".into(), 2),
+            ("b".into(), 3),
+            ("e".into(), 4),
+            ("a".into(), 5)
+        ]
     );
     // Deleting closes the gap.
-    let d = f.c.read().l7policies.values().find(|p| p.meta.name == "d").expect("d").meta.id.clone();
+    let d =
+        f.c.read()
+            .l7policies
+            .values()
+            .find(|p| p.meta.name == "d")
+            .expect("d")
+            .meta
+            .id
+            .clone();
     run(&f.c, |s| l7policies::delete(s, &f.a, &d)).expect("delete");
     assert_eq!(
         f.order(&l),
-        [("c".into(), 1), ("b".into(), 2), ("e".into(), 3), ("a".into(), 4)]
+        [
+            ("c".into(), 1),
+            ("b".into(), 2),
+            ("e".into(), 3),
+            ("a".into(), 4)
+        ]
     );
     // Policies of another listener are numbered apart.
     let l2 = f.http(81);
@@ -537,51 +724,168 @@ fn l7_rules_validate_like_octavia() {
         // A key on other types is accepted and ignored, as Octavia.
         json!({"type": "PATH", "compare_type": "CONTAINS", "key": "ignored", "value": "x", "invert": true}),
     ] {
-        f.rule(&p, body.clone()).unwrap_or_else(|e| panic!("{body}: {e}"));
+        f.rule(&p, body.clone())
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
     }
     for (body, status, text) in [
-        (json!({"type": "HEADER", "compare_type": "EQUAL_TO", "value": "v"}), 400,
-            "Error parsing L7Rule: Invalid L7 Rule: L7 rule type requires a key"),
-        (json!({"type": "COOKIE", "compare_type": "EQUAL_TO", "key": "", "value": "v"}), 400, "requires a key"),
-        (json!({"type": "HEADER", "compare_type": "EQUAL_TO", "key": "X Env", "value": "v"}), 400,
-            "Error parsing L7Rule: Invalid characters in key"),
-        (json!({"type": "COOKIE", "compare_type": "EQUAL_TO", "key": "a:b", "value": "v"}), 400, "Invalid characters in key"),
-        (json!({"type": "HEADER", "compare_type": "EQUAL_TO", "key": "X", "value": "two words"}), 400,
-            "Invalid characters in header value"),
-        (json!({"type": "COOKIE", "compare_type": "EQUAL_TO", "key": "c", "value": "a;b"}), 400, "Invalid characters in cookie value"),
-        (json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/a b"}), 400, "Invalid characters in comparison value"),
-        (json!({"type": "HOST_NAME", "compare_type": "EQUAL_TO", "value": "é.example"}), 400, "comparison value"),
-        (json!({"type": "FILE_TYPE", "compare_type": "STARTS_WITH", "value": "jp"}), 400,
-            "Invalid L7 Rule: invalid comparison type for rule type"),
-        (json!({"type": "FILE_TYPE", "compare_type": "CONTAINS", "value": "jp"}), 400, "invalid comparison type"),
-        (json!({"type": "PATH", "compare_type": "REGEX", "value": "(unclosed"}), 400,
-            "Error parsing L7Rule: Unable to parse regular expression:"),
+        (
+            json!({"type": "HEADER", "compare_type": "EQUAL_TO", "value": "v"}),
+            400,
+            "Error parsing L7Rule: Invalid L7 Rule: L7 rule type requires a key",
+        ),
+        (
+            json!({"type": "COOKIE", "compare_type": "EQUAL_TO", "key": "", "value": "v"}),
+            400,
+            "requires a key",
+        ),
+        (
+            json!({"type": "HEADER", "compare_type": "EQUAL_TO", "key": "X Env", "value": "v"}),
+            400,
+            "Error parsing L7Rule: Invalid characters in key",
+        ),
+        (
+            json!({"type": "COOKIE", "compare_type": "EQUAL_TO", "key": "a:b", "value": "v"}),
+            400,
+            "Invalid characters in key",
+        ),
+        (
+            json!({"type": "HEADER", "compare_type": "EQUAL_TO", "key": "X", "value": "two words"}),
+            400,
+            "Invalid characters in header value",
+        ),
+        (
+            json!({"type": "COOKIE", "compare_type": "EQUAL_TO", "key": "c", "value": "a;b"}),
+            400,
+            "Invalid characters in cookie value",
+        ),
+        (
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/a b"}),
+            400,
+            "Invalid characters in comparison value",
+        ),
+        (
+            json!({"type": "HOST_NAME", "compare_type": "EQUAL_TO", "value": "é.example"}),
+            400,
+            "comparison value",
+        ),
+        (
+            json!({"type": "FILE_TYPE", "compare_type": "STARTS_WITH", "value": "jp"}),
+            400,
+            "Invalid L7 Rule: invalid comparison type for rule type",
+        ),
+        (
+            json!({"type": "FILE_TYPE", "compare_type": "CONTAINS", "value": "jp"}),
+            400,
+            "invalid comparison type",
+        ),
+        (
+            json!({"type": "PATH", "compare_type": "REGEX", "value": "(unclosed"}),
+            400,
+            "Error parsing L7Rule: Unable to parse regular expression:",
+        ),
         // Valid in Python's re, not in Rust's regex (look-ahead).
-        (json!({"type": "PATH", "compare_type": "REGEX", "value": "^/(?!admin)"}), 400, "Unable to parse regular expression"),
-        (json!({"type": "HEADER", "compare_type": "REGEX", "key": "X", "value": "a{2,1}"}), 400, "Unable to parse"),
-        (json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/a\r\nX-Injected: 1"}), 400,
-            "Value should match the pattern ^[^\\r\\n]*$"),
-        (json!({"type": "HEADER", "compare_type": "EQUAL_TO", "key": "X\nY", "value": "v"}), 400, "pattern"),
-        (json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "x".repeat(256)}), 400, "maximum length"),
-        (json!({"type": "SSL_CONN_HAS_CERT", "compare_type": "EQUAL_TO", "value": "True"}), 400,
-            "L7 rule type SSL_CONN_HAS_CERT is not supported"),
-        (json!({"type": "SSL_DN_FIELD", "compare_type": "EQUAL_TO", "key": "CN", "value": "x"}), 400, "not supported"),
-        (json!({"type": "SSL_VERIFY_RESULT", "compare_type": "EQUAL_TO", "value": "0"}), 400, "not supported"),
-        (json!({"type": "QUERY", "compare_type": "EQUAL_TO", "value": "x"}), 400, "should be one of"),
-        (json!({"type": "PATH", "compare_type": "LIKE", "value": "x"}), 400, "should be one of"),
+        (
+            json!({"type": "PATH", "compare_type": "REGEX", "value": "^/(?!admin)"}),
+            400,
+            "Unable to parse regular expression",
+        ),
+        (
+            json!({"type": "HEADER", "compare_type": "REGEX", "key": "X", "value": "a{2,1}"}),
+            400,
+            "Unable to parse",
+        ),
+        (
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/a\r\nX-Injected: 1"}),
+            400,
+            "Value should match the pattern ^[^\\r\\n]*$",
+        ),
+        (
+            json!({"type": "HEADER", "compare_type": "EQUAL_TO", "key": "X\nY", "value": "v"}),
+            400,
+            "pattern",
+        ),
+        (
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "x".repeat(256)}),
+            400,
+            "maximum length",
+        ),
+        (
+            json!({"type": "SSL_CONN_HAS_CERT", "compare_type": "EQUAL_TO", "value": "True"}),
+            400,
+            "L7 rule type SSL_CONN_HAS_CERT is not supported",
+        ),
+        (
+            json!({"type": "SSL_DN_FIELD", "compare_type": "EQUAL_TO", "key": "CN", "value": "x"}),
+            400,
+            "not supported",
+        ),
+        (
+            json!({"type": "SSL_VERIFY_RESULT", "compare_type": "EQUAL_TO", "value": "0"}),
+            400,
+            "not supported",
+        ),
+        (
+            json!({"type": "QUERY", "compare_type": "EQUAL_TO", "value": "x"}),
+            400,
+            "should be one of",
+        ),
+        (
+            json!({"type": "PATH", "compare_type": "LIKE", "value": "x"}),
+            400,
+            "should be one of",
+        ),
         (json!({"type": "PATH", "value": "x"}), 400, "compare_type"),
-        (json!({"type": "PATH", "compare_type": "EQUAL_TO"}), 400, "value"),
-        (json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "x", "invert": "perhaps"}), 400, "boolean"),
-        (json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "x", "project_id": "p2"}), 400, "project"),
+        (
+            json!({"type": "PATH", "compare_type": "EQUAL_TO"}),
+            400,
+            "value",
+        ),
+        (
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "x", "invert": "perhaps"}),
+            400,
+            "boolean",
+        ),
+        (
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "x", "project_id": "p2"}),
+            400,
+            "project",
+        ),
     ] {
         refused(f.rule(&p, body.clone()), status, text);
     }
-    refused(f.rule("nope", json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "x"})), 404, "L7Policy nope not found.");
+    refused(
+        f.rule(
+            "nope",
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "x"}),
+        ),
+        404,
+        "L7Policy nope not found.",
+    );
     // Updates merge, then validate the whole rule (Octavia).
-    refused(f.update_rule(&p, &r.meta.id, json!({"key": null})), 400, "requires a key");
-    refused(f.update_rule(&p, &r.meta.id, json!({"type": "FILE_TYPE", "compare_type": "ENDS_WITH"})), 400, "invalid comparison type");
-    refused(f.update_rule(&p, &r.meta.id, json!({"value": "a\nb"})), 400, "pattern");
-    refused(f.update_rule(&p, &r.meta.id, json!({"l7policy_id": p})), 400, "read-only");
+    refused(
+        f.update_rule(&p, &r.meta.id, json!({"key": null})),
+        400,
+        "requires a key",
+    );
+    refused(
+        f.update_rule(
+            &p,
+            &r.meta.id,
+            json!({"type": "FILE_TYPE", "compare_type": "ENDS_WITH"}),
+        ),
+        400,
+        "invalid comparison type",
+    );
+    refused(
+        f.update_rule(&p, &r.meta.id, json!({"value": "a\nb"})),
+        400,
+        "pattern",
+    );
+    refused(
+        f.update_rule(&p, &r.meta.id, json!({"l7policy_id": p})),
+        400,
+        "read-only",
+    );
     let u = f
         .update_rule(&p, &r.meta.id, json!({"compare_type": "REGEX", "value": "^stag", "invert": null, "admin_state_up": false}))
         .expect("update");
@@ -592,15 +896,25 @@ fn l7_rules_validate_like_octavia() {
     assert!(rendered.get("name").is_none());
     // A rule of another policy is not found under this one.
     let p2 = f.reject(&l, "p2", None);
-    refused(f.update_rule(&p2, &r.meta.id, json!({"invert": true})), 404, "not found");
+    refused(
+        f.update_rule(&p2, &r.meta.id, json!({"invert": true})),
+        404,
+        "not found",
+    );
     // At most 50 rules per policy (409, as Octavia).
     let many = f.reject(&l, "many", None);
     for i in 0..l7rules::MAX_PER_POLICY {
-        f.rule(&many, json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": format!("/{i}")}))
-            .expect("rule");
+        f.rule(
+            &many,
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": format!("/{i}")}),
+        )
+        .expect("rule");
     }
     refused(
-        f.rule(&many, json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/x"})),
+        f.rule(
+            &many,
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/x"}),
+        ),
         409,
         &format!("Too many rules on L7 policy {many}"),
     );
@@ -613,14 +927,27 @@ fn deletes_take_policies_and_rules_along() {
     let keep = f.http(81);
     let pool = f.pool(json!({"protocol": "HTTP"})).expect("pool").meta.id;
     let p = f
-        .policy(json!({"listener_id": l, "action": "REDIRECT_TO_POOL", "redirect_pool_id": pool,
+        .policy(
+            json!({"listener_id": l, "action": "REDIRECT_TO_POOL", "redirect_pool_id": pool,
             "rules": [{"type": "PATH", "compare_type": "STARTS_WITH", "value": "/a"},
-                      {"type": "HOST_NAME", "compare_type": "EQUAL_TO", "value": "a.example"}]}))
+                      {"type": "HOST_NAME", "compare_type": "EQUAL_TO", "value": "a.example"}]}),
+        )
         .expect("policy with inline rules");
     let q = f.reject(&keep, "q", None);
-    f.rule(&q, json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/q"})).expect("rule");
+    f.rule(
+        &q,
+        json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/q"}),
+    )
+    .expect("rule");
     assert_eq!(f.c.read().l7rules.len(), 3);
-    assert_eq!(f.c.read().l7rules.values().filter(|r| r.l7policy_id == p.meta.id).count(), 2);
+    assert_eq!(
+        f.c.read()
+            .l7rules
+            .values()
+            .filter(|r| r.l7policy_id == p.meta.id)
+            .count(),
+        2
+    );
     // Deleting the listener takes its policies and their rules, not the pool.
     run(&f.c, |s| listeners::delete(s, &f.a, &l)).expect("listener delete");
     {
@@ -633,7 +960,11 @@ fn deletes_take_policies_and_rules_along() {
     run(&f.c, |s| pools::delete(s, &f.a, &pool)).expect("pool delete");
     // A policy delete takes its rules.
     let r = f.reject(&keep, "r", None);
-    f.rule(&r, json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/r"})).expect("rule");
+    f.rule(
+        &r,
+        json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/r"}),
+    )
+    .expect("rule");
     run(&f.c, |s| l7policies::delete(s, &f.a, &r)).expect("policy delete");
     assert_eq!(f.c.read().l7rules.len(), 1);
     // Cascade delete of the load balancer takes everything.
@@ -649,11 +980,19 @@ fn l7_quotas_and_provisioning() {
     {
         let s = f.c.read();
         let q = quotas::render(&s.quota("p1"));
-        assert_eq!((q["l7policy"].clone(), q["l7rule"].clone()), (json!(50), json!(500)));
+        assert_eq!(
+            (q["l7policy"].clone(), q["l7rule"].clone()),
+            (json!(50), json!(500))
+        );
     }
     let admin = crate::network::testkit::auth("p1", "admin");
     run(&f.c, |s| {
-        quotas::update(s, &admin, "p1", &json!({"quota": {"l7policy": 1, "l7rule": 2}}))
+        quotas::update(
+            s,
+            &admin,
+            "p1",
+            &json!({"quota": {"l7policy": 1, "l7rule": 2}}),
+        )
     })
     .expect("set quotas");
     let p = f.reject(&l, "one", None);
@@ -663,15 +1002,24 @@ fn l7_quotas_and_provisioning() {
         "Quota has been met for resources: L7 Policy",
     );
     for v in ["/a", "/b"] {
-        f.rule(&p, json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": v})).expect("rule");
+        f.rule(
+            &p,
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": v}),
+        )
+        .expect("rule");
     }
     refused(
-        f.rule(&p, json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/c"})),
+        f.rule(
+            &p,
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/c"}),
+        ),
         403,
         "Quota has been met for resources: L7 Rule",
     );
     refused(
-        run(&f.c, |s| quotas::update(s, &admin, "p1", &json!({"quota": {"l7rule": -2}}))),
+        run(&f.c, |s| {
+            quotas::update(s, &admin, "p1", &json!({"quota": {"l7rule": -2}}))
+        }),
         400,
         "range",
     );
@@ -685,14 +1033,30 @@ fn l7_quotas_and_provisioning() {
     f.c.mutate(|s| Ok((mark_active(s, pending.iter().map(String::as_str)), ())))
         .expect("mark active");
     let s = f.c.read();
-    assert_eq!(s.l7policies[&p].provisioning_status, ProvisioningStatus::Active);
-    assert_eq!(s.l7rules[&rule].provisioning_status, ProvisioningStatus::Active);
-    assert_eq!(s.load_balancers[&f.lb].provisioning_status, ProvisioningStatus::Active);
+    assert_eq!(
+        s.l7policies[&p].provisioning_status,
+        ProvisioningStatus::Active
+    );
+    assert_eq!(
+        s.l7rules[&rule].provisioning_status,
+        ProvisioningStatus::Active
+    );
+    assert_eq!(
+        s.load_balancers[&f.lb].provisioning_status,
+        ProvisioningStatus::Active
+    );
     drop(s);
-    f.update_rule(&p, &rule, json!({"invert": true})).expect("update");
+    f.update_rule(&p, &rule, json!({"invert": true}))
+        .expect("update");
     let s = f.c.read();
-    assert_eq!(s.l7rules[&rule].provisioning_status, ProvisioningStatus::PendingUpdate);
-    assert_eq!(s.load_balancers[&f.lb].provisioning_status, ProvisioningStatus::PendingUpdate);
+    assert_eq!(
+        s.l7rules[&rule].provisioning_status,
+        ProvisioningStatus::PendingUpdate
+    );
+    assert_eq!(
+        s.load_balancers[&f.lb].provisioning_status,
+        ProvisioningStatus::PendingUpdate
+    );
     // Stored like every other kind (the store round-trips them).
     let _: &Quota = &s.quota("p1");
     assert_eq!(Kind::parse("l7policy"), Some(Kind::L7Policy));
@@ -708,27 +1072,55 @@ fn certs(project: &str, r: &str) -> Result<L7Certificate, ApiError> {
             key_pem: format!("KEY {r}"),
         })
     } else {
-        Err(ApiError::bad_request(format!("Could not retrieve certificate: {r}")))
+        Err(ApiError::bad_request(format!(
+            "Could not retrieve certificate: {r}"
+        )))
     }
 }
 
 #[test]
 fn l7_config_compiles_listeners_policies_pools_and_tls() {
     let f = fixture();
-    assert_eq!(l7config::l7_config(&f.c.read(), &f.lb, &certs).expect("ok"), None, "no L7 listener");
-    f.listener(json!({"protocol": "TCP", "protocol_port": 22})).expect("tcp");
-    assert_eq!(l7config::l7_config(&f.c.read(), &f.lb, &certs).expect("ok"), None, "L4 only");
-    let web = f.pool(json!({"protocol": "HTTP", "lb_algorithm": "LEAST_CONNECTIONS",
-        "session_persistence": {"type": "APP_COOKIE", "cookie_name": "SID"}})).expect("web").meta.id;
-    let api = f.pool(json!({"protocol": "HTTP", "session_persistence": {"type": "HTTP_COOKIE"}})).expect("api").meta.id;
-    let off = f.pool(json!({"protocol": "HTTP", "admin_state_up": false})).expect("off").meta.id;
+    assert_eq!(
+        l7config::l7_config(&f.c.read(), &f.lb, &certs).expect("ok"),
+        None,
+        "no L7 listener"
+    );
+    f.listener(json!({"protocol": "TCP", "protocol_port": 22}))
+        .expect("tcp");
+    assert_eq!(
+        l7config::l7_config(&f.c.read(), &f.lb, &certs).expect("ok"),
+        None,
+        "L4 only"
+    );
+    let web = f
+        .pool(
+            json!({"protocol": "HTTP", "lb_algorithm": "LEAST_CONNECTIONS",
+        "session_persistence": {"type": "APP_COOKIE", "cookie_name": "SID"}}),
+        )
+        .expect("web")
+        .meta
+        .id;
+    let api = f
+        .pool(json!({"protocol": "HTTP", "session_persistence": {"type": "HTTP_COOKIE"}}))
+        .expect("api")
+        .meta
+        .id;
+    let off = f
+        .pool(json!({"protocol": "HTTP", "admin_state_up": false}))
+        .expect("off")
+        .meta
+        .id;
     let unused = f.pool(json!({"protocol": "HTTP"})).expect("unused").meta.id;
     let member = |pool: &str, address: &str, extra: Value| {
         let mut b = json!({"address": address, "protocol_port": 8080});
         for (k, v) in extra.as_object().expect("object") {
             b[k] = v.clone();
         }
-        run(&f.c, |s| members::create(s, &f.a, pool, &json!({ "member": b }))).expect("member")
+        run(&f.c, |s| {
+            members::create(s, &f.a, pool, &json!({ "member": b }))
+        })
+        .expect("member")
     };
     let m1 = member(&web, "10.0.1.11", json!({"weight": 3}));
     let m2 = member(&web, "10.0.1.12", json!({"admin_state_up": false}));
@@ -738,11 +1130,20 @@ fn l7_config_compiles_listeners_policies_pools_and_tls() {
     f.c.mutate(|s| {
         let mut m = s.members[&m3.meta.id].clone();
         m.health_down = true;
-        Ok((vec![crate::model::Change::Put(crate::model::Object::Member(m))], ()))
+        Ok((
+            vec![crate::model::Change::Put(crate::model::Object::Member(m))],
+            (),
+        ))
     })
     .expect("health");
-    run(&f.c, |s| health_monitors::create(s, &f.a, &json!({"healthmonitor":
-        {"pool_id": web, "type": "HTTP", "delay": 5, "timeout": 3, "max_retries": 2}})))
+    run(&f.c, |s| {
+        health_monitors::create(
+            s,
+            &f.a,
+            &json!({"healthmonitor":
+        {"pool_id": web, "type": "HTTP", "delay": 5, "timeout": 3, "max_retries": 2}}),
+        )
+    })
     .expect("monitor");
     let http = f
         .listener(json!({"protocol": "HTTP", "protocol_port": 80, "default_pool_id": web, "connection_limit": 1000,
@@ -758,46 +1159,125 @@ fn l7_config_compiles_listeners_policies_pools_and_tls() {
         .expect("tls")
         .meta
         .id;
-    f.listener(json!({"protocol": "HTTP", "protocol_port": 8080, "admin_state_up": false})).expect("disabled listener");
+    f.listener(json!({"protocol": "HTTP", "protocol_port": 8080, "admin_state_up": false}))
+        .expect("disabled listener");
     // Policies: p2 (position 1) to api, p1 redirect, a disabled one, one without enabled rules, one to a disabled pool.
     let p1 = f.policy(json!({"listener_id": http, "action": "REDIRECT_PREFIX", "redirect_prefix": "https://secure.example"})).expect("p1").meta.id;
     let p2 = f.policy(json!({"listener_id": http, "action": "REDIRECT_TO_POOL", "redirect_pool_id": api, "position": 1})).expect("p2").meta.id;
-    let disabled = f.policy(json!({"listener_id": http, "action": "REJECT", "admin_state_up": false})).expect("disabled").meta.id;
-    let ruleless = f.policy(json!({"listener_id": http, "action": "REJECT"})).expect("ruleless").meta.id;
-    let to_off = f.policy(json!({"listener_id": http, "action": "REDIRECT_TO_POOL", "redirect_pool_id": off})).expect("to off").meta.id;
-    let r1 = f.rule(&p2, json!({"type": "PATH", "compare_type": "STARTS_WITH", "value": "/api"})).expect("r1").meta.id;
+    let disabled = f
+        .policy(json!({"listener_id": http, "action": "REJECT", "admin_state_up": false}))
+        .expect("disabled")
+        .meta
+        .id;
+    let ruleless = f
+        .policy(json!({"listener_id": http, "action": "REJECT"}))
+        .expect("ruleless")
+        .meta
+        .id;
+    let to_off = f
+        .policy(json!({"listener_id": http, "action": "REDIRECT_TO_POOL", "redirect_pool_id": off}))
+        .expect("to off")
+        .meta
+        .id;
+    let r1 = f
+        .rule(
+            &p2,
+            json!({"type": "PATH", "compare_type": "STARTS_WITH", "value": "/api"}),
+        )
+        .expect("r1")
+        .meta
+        .id;
     let r2 = f.rule(&p2, json!({"type": "HEADER", "compare_type": "EQUAL_TO", "key": "X-V", "value": "2", "invert": true})).expect("r2").meta.id;
     f.rule(&p2, json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/off", "admin_state_up": false})).expect("disabled rule");
     f.rule(&p1, json!({"type": "HOST_NAME", "compare_type": "EQUAL_TO", "key": "dropped", "value": "old.example"})).expect("p1 rule");
-    f.rule(&ruleless, json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/x", "admin_state_up": false})).expect("disabled");
+    f.rule(
+        &ruleless,
+        json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/x", "admin_state_up": false}),
+    )
+    .expect("disabled");
     for p in [&disabled, &to_off] {
-        f.rule(p, json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/y"})).expect("rule");
+        f.rule(
+            p,
+            json!({"type": "PATH", "compare_type": "EQUAL_TO", "value": "/y"}),
+        )
+        .expect("rule");
     }
-    let c = l7config::l7_config(&f.c.read(), &f.lb, &certs).expect("compiles").expect("an L7 config");
-    assert_eq!((c.loadbalancer_id.as_str(), c.instance_id.as_str(), c.address.as_str()), (f.lb.as_str(), "", ""));
+    let c = l7config::l7_config(&f.c.read(), &f.lb, &certs)
+        .expect("compiles")
+        .expect("an L7 config");
+    assert_eq!(
+        (
+            c.loadbalancer_id.as_str(),
+            c.instance_id.as_str(),
+            c.address.as_str()
+        ),
+        (f.lb.as_str(), "", "")
+    );
     let ids: Vec<&str> = c.listeners.iter().map(|l| l.id.as_str()).collect();
     let mut want = vec![http.as_str(), tls.as_str()];
     want.sort();
-    assert_eq!(ids, want, "enabled HTTP and TERMINATED_HTTPS listeners, by id");
+    assert_eq!(
+        ids, want,
+        "enabled HTTP and TERMINATED_HTTPS listeners, by id"
+    );
     let h = c.listeners.iter().find(|l| l.id == http).expect("http");
-    assert_eq!((h.protocol.as_str(), h.protocol_port, h.connection_limit), ("HTTP", 80, 1000));
-    assert_eq!((h.timeout_client_data_ms, h.timeout_member_connect_ms, h.timeout_member_data_ms), (10_000, 5_000, 50_000));
-    assert!(h.insert_headers.x_forwarded_for && !h.insert_headers.x_forwarded_port && !h.insert_headers.x_forwarded_proto);
+    assert_eq!(
+        (h.protocol.as_str(), h.protocol_port, h.connection_limit),
+        ("HTTP", 80, 1000)
+    );
+    assert_eq!(
+        (
+            h.timeout_client_data_ms,
+            h.timeout_member_connect_ms,
+            h.timeout_member_data_ms
+        ),
+        (10_000, 5_000, 50_000)
+    );
+    assert!(
+        h.insert_headers.x_forwarded_for
+            && !h.insert_headers.x_forwarded_port
+            && !h.insert_headers.x_forwarded_proto
+    );
     assert_eq!(h.allowed_cidrs, ["10.0.0.0/8"]);
     assert_eq!(h.tls, None);
     assert_eq!(h.default_pool_id.as_deref(), Some(web.as_str()));
-    let pol: Vec<(&str, u32)> = h.policies.iter().map(|p| (p.id.as_str(), p.position)).collect();
-    assert_eq!(pol, [(p2.as_str(), 1), (p1.as_str(), 2)], "enabled, with enabled rules, by position");
+    let pol: Vec<(&str, u32)> = h
+        .policies
+        .iter()
+        .map(|p| (p.id.as_str(), p.position))
+        .collect();
+    assert_eq!(
+        pol,
+        [(p2.as_str(), 1), (p1.as_str(), 2)],
+        "enabled, with enabled rules, by position"
+    );
     let first = &h.policies[0];
-    assert_eq!((first.action.as_str(), first.redirect_pool_id.as_deref()), ("REDIRECT_TO_POOL", Some(api.as_str())));
+    assert_eq!(
+        (first.action.as_str(), first.redirect_pool_id.as_deref()),
+        ("REDIRECT_TO_POOL", Some(api.as_str()))
+    );
     let mut want_rules = vec![r1.as_str(), r2.as_str()];
     want_rules.sort();
-    assert_eq!(first.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), want_rules);
+    assert_eq!(
+        first
+            .rules
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        want_rules
+    );
     let header = first.rules.iter().find(|r| r.id == r2).expect("r2");
-    assert_eq!((header.kind.as_str(), header.key.as_deref(), header.invert), ("HEADER", Some("X-V"), true));
+    assert_eq!(
+        (header.kind.as_str(), header.key.as_deref(), header.invert),
+        ("HEADER", Some("X-V"), true)
+    );
     let second = &h.policies[1];
     assert_eq!(
-        (second.redirect_prefix.as_deref(), second.redirect_http_code, second.rules[0].key.as_deref()),
+        (
+            second.redirect_prefix.as_deref(),
+            second.redirect_http_code,
+            second.rules[0].key.as_deref()
+        ),
         (Some("https://secure.example"), Some(302), None),
         "a key only for HEADER and COOKIE"
     );
@@ -805,8 +1285,18 @@ fn l7_config_compiles_listeners_policies_pools_and_tls() {
     let tls_cfg = t.tls.as_ref().expect("TLS");
     assert_eq!(tls_cfg.default_certificate.reference, "c1");
     assert_eq!(tls_cfg.default_certificate.key_pem, "KEY c1");
-    assert_eq!(tls_cfg.sni_certificates.iter().map(|c| c.reference.as_str()).collect::<Vec<_>>(), ["c2", "c3"]);
-    assert_eq!((tls_cfg.versions.clone(), tls_cfg.alpn_protocols.clone()), (vec!["TLSv1.3".to_owned()], vec!["http/1.1".to_owned()]));
+    assert_eq!(
+        tls_cfg
+            .sni_certificates
+            .iter()
+            .map(|c| c.reference.as_str())
+            .collect::<Vec<_>>(),
+        ["c2", "c3"]
+    );
+    assert_eq!(
+        (tls_cfg.versions.clone(), tls_cfg.alpn_protocols.clone()),
+        (vec!["TLSv1.3".to_owned()], vec!["http/1.1".to_owned()])
+    );
     assert_eq!(t.default_pool_id, None, "a disabled default pool: 503");
     // Pools: the default and redirect pools in use, by id, with members and states.
     let pids: Vec<&str> = c.pools.iter().map(|p| p.id.as_str()).collect();
@@ -816,7 +1306,10 @@ fn l7_config_compiles_listeners_policies_pools_and_tls() {
     let w = c.pools.iter().find(|p| p.id == web).expect("web");
     assert_eq!(w.lb_algorithm, "LEAST_CONNECTIONS");
     let sp = w.session_persistence.as_ref().expect("persistence");
-    assert_eq!((sp.kind.as_str(), sp.cookie_name.as_deref(), sp.timeout_s), ("APP_COOKIE", Some("SID"), 360));
+    assert_eq!(
+        (sp.kind.as_str(), sp.cookie_name.as_deref(), sp.timeout_s),
+        ("APP_COOKIE", Some("SID"), 360)
+    );
     let states: Vec<(&str, &str, u16, bool)> = w
         .members
         .iter()
@@ -828,19 +1321,34 @@ fn l7_config_compiles_listeners_policies_pools_and_tls() {
         (m3.address.as_str(), "down", 1, true),
     ];
     want.sort_by_key(|(a, ..)| {
-        [&m1, &m2, &m3].iter().find(|m| m.address == *a).map(|m| m.meta.id.clone())
+        [&m1, &m2, &m3]
+            .iter()
+            .find(|m| m.address == *a)
+            .map(|m| m.meta.id.clone())
     });
     assert_eq!(states, want);
     let a = c.pools.iter().find(|p| p.id == api).expect("api");
-    assert_eq!(a.session_persistence.as_ref().map(|s| (s.kind.as_str(), s.cookie_name.clone())), Some(("HTTP_COOKIE", None)));
+    assert_eq!(
+        a.session_persistence
+            .as_ref()
+            .map(|s| (s.kind.as_str(), s.cookie_name.clone())),
+        Some(("HTTP_COOKIE", None))
+    );
     // Only SNI certificates: the first serves by default too.
     let sni = f
         .listener(json!({"protocol": "TERMINATED_HTTPS", "protocol_port": 8443, "sni_container_refs": ["c2", "c3"]}))
         .expect("sni only")
         .meta
         .id;
-    let c = l7config::l7_config(&f.c.read(), &f.lb, &certs).expect("compiles").expect("config");
-    let s = c.listeners.iter().find(|l| l.id == sni).and_then(|l| l.tls.clone()).expect("tls");
+    let c = l7config::l7_config(&f.c.read(), &f.lb, &certs)
+        .expect("compiles")
+        .expect("config");
+    let s = c
+        .listeners
+        .iter()
+        .find(|l| l.id == sni)
+        .and_then(|l| l.tls.clone())
+        .expect("tls");
     assert_eq!(s.default_certificate.reference, "c2");
     assert_eq!(s.sni_certificates.len(), 2);
     // A certificate that does not resolve fails the compilation.
@@ -849,10 +1357,22 @@ fn l7_config_compiles_listeners_policies_pools_and_tls() {
     let e = l7config::l7_config(&f.c.read(), &f.lb, &certs).expect_err("unresolvable");
     assert!(e.message.contains("gone"), "{e}");
     // A load balancer that is down serves nothing; one that is gone has no config.
-    run(&f.c, |s| load_balancers::update(s, &f.a, &f.lb, &json!({"loadbalancer": {"admin_state_up": false}})))
-        .expect("down");
-    let c = l7config::l7_config(&f.c.read(), &f.lb, &certs).expect("compiles").expect("config");
+    run(&f.c, |s| {
+        load_balancers::update(
+            s,
+            &f.a,
+            &f.lb,
+            &json!({"loadbalancer": {"admin_state_up": false}}),
+        )
+    })
+    .expect("down");
+    let c = l7config::l7_config(&f.c.read(), &f.lb, &certs)
+        .expect("compiles")
+        .expect("config");
     assert!(c.listeners.is_empty() && c.pools.is_empty());
-    assert_eq!(l7config::l7_config(&f.c.read(), "nope", &certs).expect("ok"), None);
+    assert_eq!(
+        l7config::l7_config(&f.c.read(), "nope", &certs).expect("ok"),
+        None
+    );
     let _: Option<&LoadBalancer> = None;
 }

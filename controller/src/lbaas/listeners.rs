@@ -12,14 +12,16 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, l7check, l7policies, child_owner, created, health::LbHealth, id_refs, listener, load_balancer,
-    mandatory, not_found, parent_pending, port_number, quotas, read_only, render_base, updated,
-    wire, writable,
+    check_mutable, child_owner, created, health::LbHealth, id_refs, l7check, l7policies, listener,
+    load_balancer, mandatory, not_found, parent_pending, port_number, quotas, read_only,
+    render_base, updated, wire, writable,
 };
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, Kind, LbProtocol, Listener, ListenerL7, LoadBalancer, Pool, ProvisioningStatus},
+    model::{
+        Change, Kind, LbProtocol, Listener, ListenerL7, LoadBalancer, Pool, ProvisioningStatus,
+    },
     network::{new_meta, require_write, touch, update_attrs, Attrs, Made},
     state::Resource as _,
     state::State,
@@ -240,7 +242,10 @@ impl GivenL7 {
         self.default_tls_container_ref
             .as_ref()
             .is_some_and(|r| r.is_some())
-            || self.sni_container_refs.as_ref().is_some_and(|v| !v.is_empty())
+            || self
+                .sni_container_refs
+                .as_ref()
+                .is_some_and(|v| !v.is_empty())
     }
 }
 
@@ -253,7 +258,11 @@ fn string_list(a: &mut Attrs<'_>, key: &str, max: usize) -> Result<Option<Vec<St
         return Ok(None);
     };
     if let Some(s) = v.iter().find(|s| s.chars().count() > max) {
-        return Err(invalid(key, s, &format!("Value should have a maximum character requirement of {max}")));
+        return Err(invalid(
+            key,
+            s,
+            &format!("Value should have a maximum character requirement of {max}"),
+        ));
     }
     Ok(Some(v))
 }
@@ -358,7 +367,11 @@ fn check_l7(
                 python_list(&keys)
             )));
         }
-        let ssl: Vec<&str> = keys.iter().copied().filter(|k| SSL_HEADERS.contains(k)).collect();
+        let ssl: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| SSL_HEADERS.contains(k))
+            .collect();
         if !ssl.is_empty() {
             if !terminated {
                 return Err(ApiError::bad_request(format!(
@@ -373,8 +386,12 @@ fn check_l7(
             )));
         }
     }
-    if protocol == LbProtocol::Udp && (g.certificates() || g.insert_headers.as_ref().is_some_and(|h| !h.is_empty())) {
-        return Err(validation(format!("{p} protocol listener does not support TLS.")));
+    if protocol == LbProtocol::Udp
+        && (g.certificates() || g.insert_headers.as_ref().is_some_and(|h| !h.is_empty()))
+    {
+        return Err(validation(format!(
+            "{p} protocol listener does not support TLS."
+        )));
     }
     if !terminated && g.certificates() {
         return Err(validation(format!(
@@ -411,7 +428,10 @@ fn check_l7(
         cidrs.dedup();
         l7.allowed_cidrs = cidrs;
     }
-    for (key, given) in [("tls_versions", &g.tls_versions), ("alpn_protocols", &g.alpn_protocols)] {
+    for (key, given) in [
+        ("tls_versions", &g.tls_versions),
+        ("alpn_protocols", &g.alpn_protocols),
+    ] {
         if !terminated && matches!(given, Some(Some(v)) if !v.is_empty()) {
             return Err(validation(format!(
                 "{key} is only for TERMINATED_HTTPS listeners, not {p}."
@@ -476,11 +496,7 @@ fn check_l7(
 /// not store anything: the references are stored as given, and resolved
 /// again when the listener is compiled (`l7config::l7_config`'s `certs`).
 /// Today it accepts every reference (the key manager lands in parallel).
-pub fn check_certificates(
-    state: &State,
-    project: &str,
-    l7: &ListenerL7,
-) -> Result<(), ApiError> {
+pub fn check_certificates(state: &State, project: &str, l7: &ListenerL7) -> Result<(), ApiError> {
     let _ = (state, project, l7);
     Ok(())
 }
@@ -522,13 +538,11 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Listener> {
         match a.raw(k) {
             None | Some(Value::Null) => {}
             Some(Value::Array(v)) if v.is_empty() => {}
-            Some(v) => {
-                return Err(invalid(
-                    k,
-                    v,
-                    "Creating children with their listener is not supported: create them one by one.",
-                ))
-            }
+            Some(v) => return Err(invalid(
+                k,
+                v,
+                "Creating children with their listener is not supported: create them one by one.",
+            )),
         }
     }
     a.finish()?;

@@ -14,9 +14,9 @@ use serde_json::{json, Map, Value};
 
 use super::{
     check_mutable, child_owner, health::LbHealth, id_refs, l7check, l7policies, listener,
-    listeners::protocol_attr,
-    load_balancer, mandatory, parent_pending, pending_update, pool, pool_members, pool_monitor,
-    quotas, read_only, render_base, updated, wire, writable, Provisioned,
+    listeners::protocol_attr, load_balancer, mandatory, parent_pending, pending_update, pool,
+    pool_members, pool_monitor, quotas, read_only, render_base, updated, wire, writable,
+    Provisioned,
 };
 use crate::{
     auth::Auth,

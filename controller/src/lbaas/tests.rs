@@ -751,7 +751,11 @@ fn health_monitors_validate_like_octavia() {
     };
     for (extra, status, text) in [
         (json!({"type": "UDP-CONNECT"}), 400, "pool protocol is TCP"),
-        (json!({"type": "HTTPS"}), 400, "only a PING, TCP, HTTP health monitor"),
+        (
+            json!({"type": "HTTPS"}),
+            400,
+            "only a PING, TCP, HTTP health monitor",
+        ),
         (json!({"type": "TLS-HELLO"}), 400, "not supported yet"),
         (json!({"type": "BOGUS"}), 400, "should be one of"),
         (
