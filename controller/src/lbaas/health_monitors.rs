@@ -106,8 +106,8 @@ fn http_attrs(a: &mut Attrs<'_>, m: &mut HealthMonitor) -> Result<(), ApiError> 
         None => None,
         Some(Value::Null) => Some(None),
         Some(v) => match v.as_f64() {
-            Some(f) if f == 1.0 => Some(Some("1.0".to_owned())),
-            Some(f) if f == 1.1 => Some(Some("1.1".to_owned())),
+            Some(1.0) => Some(Some("1.0".to_owned())),
+            Some(1.1) => Some(Some("1.1".to_owned())),
             _ => {
                 return Err(bad(
                     "http_version",

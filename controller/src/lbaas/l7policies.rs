@@ -154,12 +154,10 @@ fn sanitize(t: &mut Target, create: bool) -> Result<(), ApiError> {
             }
             t.url = Some(None);
         }
-        Some(L7Action::RedirectPrefix) => {
-            if !present(&t.prefix) {
-                return Err(args("redirect_prefix must not be None"));
-            }
+        Some(L7Action::RedirectPrefix) if !present(&t.prefix) => {
+            return Err(args("redirect_prefix must not be None"));
         }
-        None => {}
+        Some(L7Action::RedirectPrefix) | None => {}
     }
     if present(&t.pool) && (present(&t.url) || present(&t.prefix)) {
         return Err(args(

@@ -1,13 +1,17 @@
-//! Octavia v2 logic for L4 load balancers: load balancers (a VIP port in a
-//! tenant subnet), listeners (TCP/UDP ports on the VIP), pools, members and
-//! health monitors, and the quotas on them. As in `network`, each command
+//! Octavia v2 logic: load balancers (a VIP port in a tenant subnet),
+//! listeners (TCP, UDP, HTTPS passthrough, HTTP and TERMINATED_HTTPS ports
+//! on the VIP), pools, members, health monitors, L7 policies and L7 rules
+//! ([`l7policies`], [`l7rules`], their character-level checks in
+//! [`l7check`]), and the quotas on them. As in `network`, each command
 //! validates its input against the current `State` (Octavia's rules:
 //! hierarchy, protocol compatibility, duplicates, immutable attributes,
 //! tenancy) and returns the `Change`s of the whole request, which
 //! `commit::Core::mutate` commits in one revision; a rejected request changes
 //! nothing. Operating status and statistics are not stored: they come from
 //! the agents' reports ([`health`]). The dataplane (Maglev tables, health
-//! checks) compiles from the stored objects and never calls into here; the
+//! checks) compiles from the stored objects and never calls into here
+//! ([`l7config`] is the pure compilation of what an L7 proxy instance
+//! runs, for the instance plumbing to call); the
 //! only writer outside the API is `app::watch_lb_provisioning`, through
 //! [`mark_active`]. Like `network`, this module never renders an HTTP
 //! response and never commits: it returns changes.

@@ -332,6 +332,11 @@ pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
 pub fn render_persistence(sp: &Option<SessionPersistence>) -> Value {
     match sp {
         None => Value::Null,
+        // The cookie types have no timeout or granularity (Octavia: null).
+        Some(s) if s.kind != PersistenceType::SourceIp => json!({
+            "type": s.kind.as_str(), "cookie_name": s.cookie_name,
+            "persistence_timeout": null, "persistence_granularity": null,
+        }),
         Some(s) => json!({
             "type": s.kind.as_str(), "cookie_name": s.cookie_name,
             "persistence_timeout": s.persistence_timeout,
