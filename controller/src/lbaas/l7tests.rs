@@ -1376,3 +1376,61 @@ fn l7_config_compiles_listeners_policies_pools_and_tls() {
     );
     let _: Option<&LoadBalancer> = None;
 }
+
+#[test]
+fn stored_objects_round_trip_and_old_listeners_load() {
+    let f = fixture();
+    let l = f
+        .listener(json!({"protocol": "TERMINATED_HTTPS", "protocol_port": 443, "default_tls_container_ref": "c1",
+            "insert_headers": {"X-Forwarded-For": "true"}, "allowed_cidrs": ["10.0.0.0/8"]}))
+        .expect("listener");
+    let p = f.reject(&l.meta.id, "p", None);
+    let r = f
+        .rule(
+            &p,
+            json!({"type": "COOKIE", "compare_type": "EQUAL_TO", "key": "k", "value": "v"}),
+        )
+        .expect("rule");
+    let s = f.c.read();
+    for o in [
+        crate::model::Object::Listener(s.listeners[&l.meta.id].clone()),
+        crate::model::Object::L7Policy(s.l7policies[&p].clone()),
+        crate::model::Object::L7Rule(s.l7rules[&r.meta.id].clone()),
+    ] {
+        let text = serde_json::to_string(&o).expect("serialize");
+        let back: crate::model::Object = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back, o);
+    }
+    // A listener stored before L7 (no L7 fields) loads with empty ones.
+    let mut old = serde_json::to_value(crate::model::Object::Listener(
+        s.listeners[&l.meta.id].clone(),
+    ))
+    .expect("value");
+    for k in [
+        "insert_headers",
+        "default_tls_container_ref",
+        "sni_container_refs",
+        "tls_versions",
+        "alpn_protocols",
+        "allowed_cidrs",
+    ] {
+        old["Listener"]
+            .as_object_mut()
+            .expect("object")
+            .remove(k)
+            .expect("stored flat");
+    }
+    let back: crate::model::Object = serde_json::from_value(old).expect("old listener");
+    let crate::model::Object::Listener(back) = back else {
+        panic!("a listener")
+    };
+    assert_eq!(back.l7, crate::model::ListenerL7::default());
+    // Deletes apply to the new tables.
+    let mut copy = s.clone();
+    copy.apply(&crate::model::Change::Delete(
+        Kind::L7Rule,
+        r.meta.id.clone(),
+    ));
+    copy.apply(&crate::model::Change::Delete(Kind::L7Policy, p.clone()));
+    assert!(copy.l7rules.is_empty() && copy.l7policies.is_empty());
+}
