@@ -272,7 +272,7 @@ async fn rule_list(
     Query(q): Query<Pairs>,
 ) -> Response {
     read(API, &app, &h, |s, auth| {
-        lbaas::l7policy(s, auth, &policy_id)?;
+        lbaas::rules_policy(s, auth, &policy_id)?;
         let items = lbaas::policy_rules(s, &policy_id)
             .map(l7rules::render)
             .collect();

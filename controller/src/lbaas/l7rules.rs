@@ -13,9 +13,8 @@
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, created, l7check, l7policies, l7policy, l7rule, listener, load_balancer,
-    mandatory, parent_pending, policy_rules, quotas, read_only, render_base, updated, wire,
-    writable,
+    check_mutable, created, l7check, l7policies, l7rule, listener, load_balancer, mandatory,
+    parent_pending, policy_rules, quotas, read_only, render_base, updated, wire, writable,
 };
 use crate::{
     auth::Auth,
@@ -171,7 +170,7 @@ pub fn parse_new(mut a: Attrs<'_>, p: &L7Policy, own_body: bool) -> Result<L7Rul
 
 pub fn create(state: &State, auth: &Auth, policy_id: &str, body: &Value) -> Made<L7Rule> {
     require_write(auth)?;
-    let p = l7policy(state, auth, policy_id)?;
+    let p = super::rules_policy(state, auth, policy_id)?;
     let l = listener(state, auth, &p.listener_id)?;
     let lb = load_balancer(state, auth, &l.loadbalancer_id)?;
     let r = parse_new(Attrs::from_body(body, "rule")?, p, true)?;

@@ -560,6 +560,11 @@ fn l7_policies_validate_like_octavia() {
         404,
         "not found",
     );
+    refused(
+        f.update_policy("nope", json!({"name": "x"})),
+        404,
+        "L7 Policy nope not found.",
+    );
     // Updates: the action follows the targets; clearing as Octavia.
     let u = f
         .update_policy(&url.meta.id, json!({"redirect_pool_id": pool}))
@@ -894,6 +899,11 @@ fn l7_rules_validate_like_octavia() {
     assert_eq!(rendered["operating_status"], "OFFLINE");
     assert_eq!(rendered["key"], "X-Env");
     assert!(rendered.get("name").is_none());
+    refused(
+        f.update_rule(&p, "nope", json!({"invert": true})),
+        404,
+        "L7 Rule nope not found.",
+    );
     // A rule of another policy is not found under this one.
     let p2 = f.reject(&l, "p2", None);
     refused(

@@ -130,6 +130,12 @@ pub fn health_monitor<'s>(
 }
 
 pub fn l7policy<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s L7Policy, ApiError> {
+    find_own(state, auth, id, || not_found("L7 Policy", id))
+}
+
+/// The policy of a `.../l7policies/{id}/rules` route: Octavia's routing
+/// answers "L7Policy <id> not found." (no space) there.
+pub fn rules_policy<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s L7Policy, ApiError> {
     find_own(state, auth, id, || not_found("L7Policy", id))
 }
 
@@ -140,12 +146,12 @@ pub fn l7rule<'s>(
     policy_id: &str,
     id: &str,
 ) -> Result<&'s L7Rule, ApiError> {
-    l7policy(state, auth, policy_id)?;
+    rules_policy(state, auth, policy_id)?;
     find(
         state,
         id,
         |x: &L7Rule| x.l7policy_id == policy_id && auth.can_see(&x.meta.project_id),
-        || not_found("L7Rule", id),
+        || not_found("L7 Rule", id),
     )
 }
 
