@@ -549,6 +549,20 @@ fn member_location(
     })
 }
 
+/// A member's state as the balancers see it: `draining` when disabled or
+/// at weight 0 (no new connections, established ones continue), `down`
+/// when its pool is monitored (`monitored`: a monitor that is up) and the
+/// checks find it down, else `active`.
+pub fn member_state(m: &crate::model::Member, monitored: bool) -> &'static str {
+    if !m.admin_state_up || m.weight == 0 {
+        "draining"
+    } else if monitored && m.health_down {
+        "down"
+    } else {
+        "active"
+    }
+}
+
 /// A load balancer as every host of its VPC balances it (`gateway`: as a
 /// gateway host balances its floating IP's traffic).
 fn load_balancer_entry(
@@ -573,6 +587,7 @@ fn load_balancer_entry(
                 return Some(l7_listener_entry(state, ix, lb, l, &domain_nets, gateway));
             }
             let protocol = match l.protocol {
+                // HTTPS listeners pass TLS through: balanced like TCP.
                 LbProtocol::Tcp | LbProtocol::Https => "TCP",
                 LbProtocol::Udp => "UDP",
                 _ => return None,
@@ -687,18 +702,6 @@ fn monitor_entry(m: &crate::model::HealthMonitor) -> MonitorEntry {
     }
 }
 
-/// A member's state for the dataplanes: `draining` (admin down or weight
-/// 0), `down` (its monitor finds it down), else `active`.
-fn member_state(m: &crate::model::Member, monitored: bool) -> &'static str {
-    if !m.admin_state_up || m.weight == 0 {
-        "draining"
-    } else if monitored && m.health_down {
-        "down"
-    } else {
-        "active"
-    }
-}
-
 /// An HTTP or TERMINATED_HTTPS listener as the L4 tier balances it: over
 /// the load balancer's L7 instances (`READY` ones take connections, one
 /// being removed drains; their health comes from their agents). A pool with persistence or `SOURCE_IP` balancing keeps a client
@@ -755,66 +758,52 @@ fn l7_listener_entry(
     }
 }
 
-/// What an instance of `lb_id` serves: its HTTP listeners, their default
-/// pools and members. (Interim: policies, TLS and headers come with the
-/// L7 API.)
-fn l7_config_basic(state: &State, lb_id: &str) -> strato_proto::l7::L7Config {
-    use strato_proto::l7::{L7Config, L7Listener, L7Member, L7Pool};
-    let mut pools = BTreeMap::new();
-    let mut listeners = Vec::new();
-    for l in state
-        .listeners
-        .values()
-        .filter(|l| l.loadbalancer_id == lb_id && l.admin_state_up)
-        .filter(|l| crate::lbaas::amphorae::is_l7(l.protocol))
-    {
-        let pool = l.default_pool_id.as_ref().and_then(|p| state.pools.get(p));
-        if let Some(p) = pool {
-            let monitored =
-                crate::lbaas::pool_monitor(state, &p.meta.id).is_some_and(|m| m.admin_state_up);
-            let members = crate::lbaas::pool_members(state, &p.meta.id)
-                .map(|m| L7Member {
-                    id: m.meta.id.clone(),
-                    address: m.address.clone(),
-                    protocol_port: m.protocol_port,
-                    weight: m.weight,
-                    backup: m.backup,
-                    state: if p.admin_state_up {
-                        member_state(m, monitored)
-                    } else {
-                        "draining"
-                    }
-                    .to_owned(),
+/// What an instance of `lb_id` serves (`lbaas::l7config`), with its
+/// certificates from the Key Manager. A listener whose certificate cannot
+/// be read any more (its secret deleted since) is left out, with a
+/// warning; the others are served.
+fn l7_config_of(state: &State, lb_id: &str) -> strato_proto::l7::L7Config {
+    use strato_proto::l7::{L7Certificate, L7Config};
+    let certs = |project: &str, r: &str| crate::keymanager::certificate(state, project, r);
+    let config = match crate::lbaas::l7config::l7_config(state, lb_id, &certs) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(loadbalancer = lb_id, error = %e.message, "a listener's certificate cannot be read: the listener is not served");
+            let lenient = |project: &str, r: &str| {
+                Ok(
+                    crate::keymanager::certificate(state, project, r).unwrap_or_else(|_| {
+                        L7Certificate {
+                            reference: r.to_owned(),
+                            ..Default::default()
+                        }
+                    }),
+                )
+            };
+            crate::lbaas::l7config::l7_config(state, lb_id, &lenient)
+                .ok()
+                .flatten()
+                .map(|mut c| {
+                    c.listeners.retain(|l| {
+                        l.tls.as_ref().is_none_or(|t| {
+                            std::iter::once(&t.default_certificate)
+                                .chain(&t.sni_certificates)
+                                .all(|c| !c.chain_pem.is_empty())
+                        })
+                    });
+                    c
                 })
-                .collect();
-            pools.insert(
-                p.meta.id.clone(),
-                L7Pool {
-                    id: p.meta.id.clone(),
-                    lb_algorithm: p.lb_algorithm.as_str().to_owned(),
-                    session_persistence: None,
-                    members,
-                },
-            );
         }
-        listeners.push(L7Listener {
-            id: l.meta.id.clone(),
-            protocol: l.protocol.as_str().to_owned(),
-            protocol_port: l.protocol_port,
-            connection_limit: l.connection_limit,
-            timeout_client_data_ms: l.timeout_client_data,
-            timeout_member_connect_ms: l.timeout_member_connect,
-            timeout_member_data_ms: l.timeout_member_data,
-            default_pool_id: pool.map(|p| p.meta.id.clone()),
-            ..Default::default()
-        });
-    }
-    L7Config {
+    };
+    config.unwrap_or_else(|| L7Config {
         loadbalancer_id: lb_id.to_owned(),
-        listeners,
-        pools: pools.into_values().collect(),
         ..Default::default()
-    }
+    })
+}
+
+/// The id at the end of a Key Manager reference (a secret's or
+/// container's), which compiled entries mention.
+fn reference_id(r: &str) -> &str {
+    r.trim_end_matches('/').rsplit('/').next().unwrap_or(r)
 }
 
 /// An L7 instance as its host runs it.
@@ -824,7 +813,7 @@ fn l7_instance_entry(state: &State, a: &crate::model::Amphora) -> Option<Entry> 
     let subnet = state.subnets.get(&f.subnet_id)?;
     let network = state.networks.get(&port.network_id)?;
     let prefix_len = subnet.cidr.split('/').nth(1)?.parse().ok()?;
-    let mut config = l7_config_basic(state, &a.loadbalancer_id);
+    let mut config = l7_config_of(state, &a.loadbalancer_id);
     config.instance_id = a.meta.id.clone();
     config.address = f.ip_address.clone();
     Some(Entry::L7Instance(L7InstanceEntry {
@@ -852,6 +841,15 @@ fn lb_of(state: &State, c: &Change) -> Option<String> {
         Change::Put(Object::Member(m)) => pool_lb(&m.pool_id),
         Change::Put(Object::HealthMonitor(m)) => pool_lb(&m.pool_id),
         Change::Put(Object::Amphora(a)) => Some(a.loadbalancer_id.clone()),
+        Change::Put(Object::L7Policy(p)) => state
+            .listeners
+            .get(&p.listener_id)
+            .map(|l| l.loadbalancer_id.clone()),
+        Change::Put(Object::L7Rule(r)) => state
+            .l7policies
+            .get(&r.l7policy_id)
+            .and_then(|p| state.listeners.get(&p.listener_id))
+            .map(|l| l.loadbalancer_id.clone()),
         _ => None,
     }
 }
@@ -929,6 +927,13 @@ fn mentions(e: &Entry) -> Vec<&str> {
             ];
             for l in &i.config.listeners {
                 v.push(l.id.as_str());
+                if let Some(t) = &l.tls {
+                    v.extend(
+                        std::iter::once(&t.default_certificate)
+                            .chain(&t.sni_certificates)
+                            .map(|c| reference_id(&c.reference)),
+                    );
+                }
                 v.extend(l.policies.iter().map(|p| p.id.as_str()));
                 v.extend(
                     l.policies

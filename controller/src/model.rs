@@ -38,10 +38,13 @@ pub enum Kind {
     // Key Manager (Barbican).
     Secret,
     SecretContainer,
+    // L7 load balancing (lbaas::l7policies, lbaas::l7rules).
+    L7Policy,
+    L7Rule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 25] = [
         Kind::Project,
         Kind::User,
         Kind::Role,
@@ -65,6 +68,8 @@ impl Kind {
         Kind::Amphora,
         Kind::Secret,
         Kind::SecretContainer,
+        Kind::L7Policy,
+        Kind::L7Rule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +97,8 @@ impl Kind {
             Kind::Amphora => "amphora",
             Kind::Secret => "secret",
             Kind::SecretContainer => "secret_container",
+            Kind::L7Policy => "l7policy",
+            Kind::L7Rule => "l7rule",
         }
     }
 
@@ -570,13 +577,43 @@ pub struct Listener {
     /// new connections are refused until they fall below 90% of it.
     #[serde(default)]
     pub at_limit: bool,
+    /// HTTP and TERMINATED_HTTPS listeners, and their TLS (`lbaas::listeners`).
+    #[serde(flatten)]
+    pub l7: ListenerL7,
+}
+
+/// What HTTP and TERMINATED_HTTPS listeners add (all empty for the others).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerL7 {
+    /// Octavia's `insert_headers`, as given (`{"X-Forwarded-For": "true"}`):
+    /// a header is inserted when its value is `true` in any case.
+    #[serde(default)]
+    pub insert_headers: std::collections::BTreeMap<String, String>,
+    /// TERMINATED_HTTPS: the certificate served by default (a Barbican
+    /// reference, stored as given; resolved when compiled).
+    #[serde(default)]
+    pub default_tls_container_ref: Option<String>,
+    /// TERMINATED_HTTPS: certificates chosen by the client's SNI.
+    #[serde(default)]
+    pub sni_container_refs: Vec<String>,
+    /// TERMINATED_HTTPS: `TLSv1.2`, `TLSv1.3` (default both); `None` for
+    /// the other protocols.
+    #[serde(default)]
+    pub tls_versions: Option<Vec<String>>,
+    /// TERMINATED_HTTPS: `h2`, `http/1.1`, `http/1.0` (default all three).
+    #[serde(default)]
+    pub alpn_protocols: Option<Vec<String>>,
+    /// HTTP and TERMINATED_HTTPS: clients allowed (IPv4 CIDRs); empty:
+    /// everyone.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
 }
 
 /// Session persistence of a pool: connections from one client stick to one
 /// member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionPersistence {
-    /// Only `SOURCE_IP`.
+    /// `SOURCE_IP` (any pool); `HTTP_COOKIE`, `APP_COOKIE` (HTTP pools).
     #[serde(rename = "type")]
     pub kind: PersistenceType,
     /// How long a client's stickiness outlives its last connection, s
@@ -585,6 +622,9 @@ pub struct SessionPersistence {
     /// Netmask applied to the client address before sticking (e.g.
     /// `255.255.255.0`: a /24 sticks together); `None`: the whole address.
     pub persistence_granularity: Option<String>,
+    /// `APP_COOKIE`: the member's cookie that sticks a client.
+    #[serde(default)]
+    pub cookie_name: Option<String>,
 }
 
 /// A pool of members that connections are balanced over.
@@ -668,6 +708,13 @@ pub struct HealthMonitor {
     /// HTTP monitors: the statuses that mean healthy, as Octavia writes
     /// them: `200`, `200,202`, `200-204` (default `200`).
     pub expected_codes: String,
+    /// HTTP(S) monitors: `1.0` or `1.1` (Octavia's float, kept as text);
+    /// `None`: 1.0.
+    #[serde(default)]
+    pub http_version: Option<String>,
+    /// HTTP(S) monitors, with `http_version` 1.1: the `Host` header sent.
+    #[serde(default)]
+    pub domain_name: Option<String>,
     /// False: members are not checked (they show NO_MONITOR).
     pub admin_state_up: bool,
     /// See [`LoadBalancer::provisioning_status`].
@@ -715,6 +762,89 @@ pub struct Amphora {
     pub status_since: u64,
 }
 
+// ------------------------------------------------- L7 policies and rules
+
+wire_enum! {
+    /// What an L7 policy does with a request all its rules match.
+    L7Action {
+        Reject = "REJECT",
+        RedirectToUrl = "REDIRECT_TO_URL",
+        RedirectToPool = "REDIRECT_TO_POOL",
+        RedirectPrefix = "REDIRECT_PREFIX",
+    }
+}
+
+wire_enum! {
+    /// What an L7 rule looks at. The `SSL_*` types (client certificates)
+    /// are known so the API can say "not supported", and refused.
+    L7RuleType {
+        HostName = "HOST_NAME",
+        Path = "PATH",
+        FileType = "FILE_TYPE",
+        Header = "HEADER",
+        Cookie = "COOKIE",
+        SslConnHasCert = "SSL_CONN_HAS_CERT",
+        SslVerifyResult = "SSL_VERIFY_RESULT",
+        SslDnField = "SSL_DN_FIELD",
+    }
+}
+
+wire_enum! {
+    /// How an L7 rule compares.
+    L7CompareType {
+        Regex = "REGEX",
+        StartsWith = "STARTS_WITH",
+        EndsWith = "ENDS_WITH",
+        Contains = "CONTAINS",
+        EqualTo = "EQUAL_TO",
+    }
+}
+
+/// An L7 policy of an HTTP or TERMINATED_HTTPS listener: when all its
+/// rules match a request, its action is taken (policies in `position`
+/// order, first match wins).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L7Policy {
+    pub meta: Meta,
+    /// Its listener (immutable).
+    pub listener_id: String,
+    pub action: L7Action,
+    /// 1-based, contiguous per listener (`lbaas::l7policies` renumbers).
+    pub position: u32,
+    /// `REDIRECT_TO_POOL`: a pool of the same load balancer.
+    pub redirect_pool_id: Option<String>,
+    /// `REDIRECT_TO_URL`: where to.
+    pub redirect_url: Option<String>,
+    /// `REDIRECT_PREFIX`: prepended to the request's path and query.
+    pub redirect_prefix: Option<String>,
+    /// The redirects' status: 301, 302, 303, 307 or 308 (default 302).
+    pub redirect_http_code: Option<u16>,
+    pub admin_state_up: bool,
+    pub tags: Vec<String>,
+    /// See [`LoadBalancer::provisioning_status`].
+    pub provisioning_status: ProvisioningStatus,
+}
+
+/// One condition of an L7 policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L7Rule {
+    pub meta: Meta,
+    /// Its policy (immutable).
+    pub l7policy_id: String,
+    #[serde(rename = "type")]
+    pub kind: L7RuleType,
+    pub compare_type: L7CompareType,
+    /// `HEADER` and `COOKIE`: the header or cookie name.
+    pub key: Option<String>,
+    pub value: String,
+    /// The rule matches when the comparison does not.
+    pub invert: bool,
+    pub admin_state_up: bool,
+    pub tags: Vec<String>,
+    /// See [`LoadBalancer::provisioning_status`].
+    pub provisioning_status: ProvisioningStatus,
+}
+
 /// Per-project limits; absent projects use [`Quota::default_for`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
@@ -741,6 +871,10 @@ pub struct Quota {
     pub member: i64,
     #[serde(default = "default_healthmonitor_quota")]
     pub healthmonitor: i64,
+    #[serde(default = "default_l7policy_quota")]
+    pub l7policy: i64,
+    #[serde(default = "default_l7rule_quota")]
+    pub l7rule: i64,
 }
 
 // Octavia's own defaults are -1 (unlimited); a public cloud bounds what one
@@ -764,6 +898,14 @@ fn default_member_quota() -> i64 {
 
 fn default_healthmonitor_quota() -> i64 {
     50
+}
+
+fn default_l7policy_quota() -> i64 {
+    50
+}
+
+fn default_l7rule_quota() -> i64 {
+    500
 }
 
 fn default_floatingip_quota() -> i64 {
@@ -794,6 +936,8 @@ impl Quota {
             pool: default_pool_quota(),
             member: default_member_quota(),
             healthmonitor: default_healthmonitor_quota(),
+            l7policy: default_l7policy_quota(),
+            l7rule: default_l7rule_quota(),
         }
     }
 }
@@ -820,6 +964,8 @@ impl Quota {
             Kind::Pool => &mut self.pool,
             Kind::Member => &mut self.member,
             Kind::HealthMonitor => &mut self.healthmonitor,
+            Kind::L7Policy => &mut self.l7policy,
+            Kind::L7Rule => &mut self.l7rule,
             _ => return None,
         })
     }
@@ -935,6 +1081,8 @@ pub enum Object {
     // Key Manager (Barbican).
     Secret(Secret),
     SecretContainer(SecretContainer),
+    L7Policy(L7Policy),
+    L7Rule(L7Rule),
 }
 
 impl Object {
@@ -963,6 +1111,8 @@ impl Object {
             Object::Amphora(_) => Kind::Amphora,
             Object::Secret(_) => Kind::Secret,
             Object::SecretContainer(_) => Kind::SecretContainer,
+            Object::L7Policy(_) => Kind::L7Policy,
+            Object::L7Rule(_) => Kind::L7Rule,
         }
     }
 
@@ -991,6 +1141,8 @@ impl Object {
             Object::Amphora(o) => o.meta.id.clone(),
             Object::Secret(o) => o.id.clone(),
             Object::SecretContainer(o) => o.id.clone(),
+            Object::L7Policy(o) => o.meta.id.clone(),
+            Object::L7Rule(o) => o.meta.id.clone(),
         }
     }
 }

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{
-    Amphora, Assignment, Change, FloatingIp, HealthMonitor, HostRecord, Kind, Listener,
-    LoadBalancer, Member, Meta, Network, Object, Pool, Port, Project, QosPolicy, Quota, Role,
-    Router, SecurityGroup, SecurityGroupRule, Subnet, Token, User,
+    Amphora, Assignment, Change, FloatingIp, HealthMonitor, HostRecord, Kind, L7Policy, L7Rule,
+    Listener, LoadBalancer, Member, Meta, Network, Object, Pool, Port, Project, QosPolicy, Quota,
+    Role, Router, SecurityGroup, SecurityGroupRule, Subnet, Token, User,
 };
 use crate::model::{Secret, SecretContainer};
 
@@ -42,6 +42,9 @@ pub struct State {
     pub health_monitors: BTreeMap<String, HealthMonitor>,
     /// L7 instances, by id.
     pub amphorae: BTreeMap<String, Amphora>,
+    /// Octavia L7: listeners' policies and their rules, by id.
+    pub l7policies: BTreeMap<String, L7Policy>,
+    pub l7rules: BTreeMap<String, L7Rule>,
     /// Group id -> ids of its rules (maintained by `apply`).
     pub rules_by_group: HashMap<String, BTreeSet<String>>,
     /// Key Manager: secrets (payloads sealed) and containers, by id.
@@ -79,6 +82,8 @@ impl State {
                 Object::Amphora(x) => drop(self.amphorae.insert(x.meta.id.clone(), x)),
                 Object::Secret(x) => drop(self.secrets.insert(x.id.clone(), x)),
                 Object::SecretContainer(x) => drop(self.secret_containers.insert(x.id.clone(), x)),
+                Object::L7Policy(x) => drop(self.l7policies.insert(x.meta.id.clone(), x)),
+                Object::L7Rule(x) => drop(self.l7rules.insert(x.meta.id.clone(), x)),
                 Object::SecurityGroupRule(x) => {
                     self.rules_by_group
                         .entry(x.security_group_id.clone())
@@ -112,6 +117,8 @@ impl State {
                 Kind::Amphora => drop(self.amphorae.remove(id)),
                 Kind::Secret => drop(self.secrets.remove(id)),
                 Kind::SecretContainer => drop(self.secret_containers.remove(id)),
+                Kind::L7Policy => drop(self.l7policies.remove(id)),
+                Kind::L7Rule => drop(self.l7rules.remove(id)),
                 Kind::SecurityGroupRule => {
                     if let Some(old) = self.security_group_rules.remove(id) {
                         self.unindex_rule(&old);
@@ -213,4 +220,6 @@ resources! {
     Member => members,
     HealthMonitor => health_monitors,
     Amphora => amphorae,
+    L7Policy => l7policies,
+    L7Rule => l7rules,
 }

@@ -8,7 +8,7 @@ the CLI it creates a load balancer, TCP and UDP listeners, pools, members in
 both subnets and a health monitor, reads the status tree and the stats,
 sets quotas (admin); refusals come back as the CLI's errors with Octavia's
 status codes; with openstacksdk it lists and changes the same objects, and
-is refused an HTTP listener; a cascade delete removes everything and the
+is refused an SCTP listener; a cascade delete removes everything and the
 VIP port.
 
 Run by tests/tests/e2e_octavia_openstack.rs with:
@@ -68,8 +68,8 @@ assert vip.device_owner == "Octavia" and vip.device_id == f"lb-{lb['id']}", vip
 tcp = osj("loadbalancer", "listener", "create", "--name", "tcp80", "--protocol", "TCP", "--protocol-port", "80", "web")
 udp = osj("loadbalancer", "listener", "create", "--name", "udp80", "--protocol", "UDP", "--protocol-port", "80", "web")
 assert tcp["timeout_client_data"] == 50000, tcp
-refused(409, "already using protocol_port 80", "loadbalancer", "listener", "create", "--protocol", "TCP", "--protocol-port", "80", "web")
-refused(400, "not supported yet", "loadbalancer", "listener", "create", "--protocol", "HTTP", "--protocol-port", "8080", "web")
+refused(409, "already using protocol TCP and protocol_port 80", "loadbalancer", "listener", "create", "--protocol", "TCP", "--protocol-port", "80", "web")
+refused(400, "Protocol SCTP is not supported", "loadbalancer", "listener", "create", "--protocol", "SCTP", "--protocol-port", "8080", "web")
 pool = osj("loadbalancer", "pool", "create", "--name", "p-tcp", "--listener", "tcp80", "--protocol", "TCP",
            "--lb-algorithm", "LEAST_CONNECTIONS", "--session-persistence", "type=SOURCE_IP")
 assert pool["session_persistence"]["type"] == "SOURCE_IP", pool
@@ -117,10 +117,10 @@ assert pools["p-tcp"].lb_algorithm == "LEAST_CONNECTIONS", pools
 assert len(list(conn.load_balancer.members(pools["p-tcp"]))) == 2
 e = None
 try:
-    conn.load_balancer.create_listener(loadbalancer_id=lbs[0].id, protocol="HTTPS", protocol_port=443)
+    conn.load_balancer.create_listener(loadbalancer_id=lbs[0].id, protocol="SCTP", protocol_port=443)
 except exc.BadRequestException as err:
     e = err
-assert e is not None and "not supported yet" in str(e), e
+assert e is not None and "not supported" in str(e), e
 stats = conn.load_balancer.get_load_balancer_statistics(lbs[0].id)
 assert stats.total_connections == 0, stats
 

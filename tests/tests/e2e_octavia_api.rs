@@ -146,19 +146,20 @@ fn octavia_over_http() {
     let as_t = Refusals { c: &c, api: &t };
     as_t.refused(
         409,
-        "Another Listener on this Load Balancer is already using protocol_port 80",
+        "Another Listener on this Load Balancer is already using protocol TCP and protocol_port 80",
         "POST",
         "/v2/lbaas/listeners",
         Some(
             json!({"listener": {"loadbalancer_id": lbid, "protocol": "TCP", "protocol_port": 80}}),
         ),
     );
-    as_t.refused(400,
-        "not supported yet",
+    as_t.refused(
+        400,
+        "Protocol SCTP is not supported",
         "POST",
         "/v2/lbaas/listeners",
         Some(
-            json!({"listener": {"loadbalancer_id": lbid, "protocol": "HTTP", "protocol_port": 8080}}),
+            json!({"listener": {"loadbalancer_id": lbid, "protocol": "SCTP", "protocol_port": 8080}}),
         ),
     );
     as_t.refused(

@@ -1,7 +1,9 @@
 //! Interop: the stock `openstack` CLI with python-octaviaclient and
 //! openstacksdk's load_balancer proxy (installed by the bootstrap into
 //! /opt/strato/venv) drive the Octavia API of a real controller process
-//! (no namespaces needed); see tests/interop/octavia_scenario.py.
+//! (no namespaces needed); see tests/interop/octavia_scenario.py (L4) and
+//! tests/interop/octavia_l7_scenario.py (L7: HTTP and TLS listeners, cookie
+//! persistence, HTTP monitors, L7 policies and rules).
 
 use std::{
     path::Path,
@@ -13,6 +15,16 @@ use strato_tests::e2e::{bin, openstack_python, ADMIN_PASSWORD, OPENSTACK_VENV};
 
 #[test]
 fn openstack_cli_and_sdk_drive_load_balancers() {
+    scenario("octavia_scenario.py");
+}
+
+#[test]
+fn openstack_cli_drives_l7_policies_and_rules() {
+    scenario("octavia_l7_scenario.py");
+}
+
+/// Runs `tests/interop/<script>` against a controller of its own.
+fn scenario(script: &str) {
     let python = openstack_python();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -43,7 +55,9 @@ fn openstack_cli_and_sdk_drive_load_balancers() {
         assert!(Instant::now() < deadline, "controller did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/octavia_scenario.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("interop")
+        .join(script);
     let out = Command::new(&python)
         .arg(&script)
         .env("OS_CLIENT_CONFIG_FILE", &clouds)

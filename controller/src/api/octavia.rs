@@ -1,6 +1,7 @@
-//! Octavia v2 routes (L4 load balancers): loadbalancers (with `status` and
-//! `stats`), listeners (with `stats`), pools, pools/{id}/members (and the
-//! batch member update), healthmonitors, quotas and providers, under
+//! Octavia v2 routes: loadbalancers (with `status` and `stats`), listeners
+//! (with `stats`), pools, pools/{id}/members (and the batch member
+//! update), healthmonitors, l7policies, l7policies/{id}/rules, quotas and
+//! providers, under
 //! `/v2/lbaas` and `/v2.0/lbaas`, and under `/load-balancer/...`, the
 //! catalog's `load-balancer` endpoint (whose version document points
 //! openstacksdk at `/load-balancer/v2`; python-octaviaclient appends
@@ -36,8 +37,11 @@ use crate::{
     app::App,
     auth::Auth,
     error::ApiError,
-    lbaas::{self, health_monitors, listeners, load_balancers, members, pools, quotas},
-    model::{Change, HealthMonitor, Listener, LoadBalancer, Object, Pool},
+    lbaas::{
+        self, health_monitors, l7policies, l7rules, listeners, load_balancers, members, pools,
+        quotas,
+    },
+    model::{Change, HealthMonitor, L7Policy, Listener, LoadBalancer, Object, Pool},
     network,
 };
 
@@ -123,6 +127,21 @@ static HEALTH_MONITORS: Collection<HealthMonitor> = Collection {
     create: Some(health_monitors::create),
     update: Update::Plain(health_monitors::update),
     delete: Delete::Plain(health_monitors::delete),
+    prepare_list: None,
+};
+
+static L7POLICIES: Collection<L7Policy> = Collection {
+    api: API,
+    one: "l7policy",
+    many: "l7policies",
+    path: "l7policies",
+    attrs: l7policies::ATTRS,
+    visible: project_scoped,
+    get: lbaas::l7policy,
+    render: |_, s, _, x| l7policies::render(s, x),
+    create: Some(l7policies::create),
+    update: Update::Plain(l7policies::update),
+    delete: Delete::Plain(l7policies::delete),
     prepare_list: None,
 };
 
@@ -243,6 +262,95 @@ async fn member_delete(
     })
 }
 
+// ------------------------------------------------------------- L7 rules
+
+async fn rule_list(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    uri: Uri,
+    Path(policy_id): Path<String>,
+    Query(q): Query<Pairs>,
+) -> Response {
+    read(API, &app, &h, |s, auth| {
+        lbaas::rules_policy(s, auth, &policy_id)?;
+        let items = lbaas::policy_rules(s, &policy_id)
+            .map(l7rules::render)
+            .collect();
+        API.list_body(
+            &app,
+            "rules",
+            "rules",
+            l7rules::ATTRS,
+            items,
+            &q,
+            uri.path(),
+        )
+    })
+}
+
+/// A rule of the policy, rendered, as the state now holds it.
+fn rule_reply(app: &App, auth: &Auth, policy_id: &str, id: &str) -> Result<Value, ApiError> {
+    let s = app.core.read();
+    Ok(json!({"rule": l7rules::render(lbaas::l7rule(&s, auth, policy_id, id)?)}))
+}
+
+async fn rule_create(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path(policy_id): Path<String>,
+    body: Body,
+) -> Response {
+    API.respond((|| {
+        let auth = authenticate(&app, &h)?;
+        let body = json_body(body)?;
+        let r = app
+            .core
+            .mutate(|s| l7rules::create(s, &auth, &policy_id, &body))?;
+        Ok((
+            StatusCode::CREATED,
+            rule_reply(&app, &auth, &policy_id, &r.meta.id)?,
+        ))
+    })())
+}
+
+async fn rule_show(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path((policy_id, id)): Path<(String, String)>,
+    Query(q): Query<Pairs>,
+) -> Response {
+    read(API, &app, &h, |s, auth| {
+        let r = lbaas::l7rule(s, auth, &policy_id, &id)?;
+        Ok(json!({ "rule": network::select_fields(l7rules::render(r), &q) }))
+    })
+}
+
+async fn rule_update(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path((policy_id, id)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    API.respond((|| {
+        let auth = authenticate(&app, &h)?;
+        let body = json_body(body)?;
+        app.core
+            .mutate(|s| l7rules::update(s, &auth, &policy_id, &id, &body))?;
+        Ok((StatusCode::OK, rule_reply(&app, &auth, &policy_id, &id)?))
+    })())
+}
+
+async fn rule_delete(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Path((policy_id, id)): Path<(String, String)>,
+) -> Response {
+    write(API, &app, &h, StatusCode::NO_CONTENT, |s, auth| {
+        let (c, ()) = l7rules::delete(s, auth, &policy_id, &id)?;
+        Ok((c, Value::Null))
+    })
+}
+
 // ------------------------------------------------------- status and stats
 
 async fn lb_status(State(app): State<Arc<App>>, h: HeaderMap, Path(id): Path<String>) -> Response {
@@ -342,7 +450,7 @@ async fn quota_defaults(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
 async fn providers(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     read(API, &app, &h, |_, _| {
         Ok(
-            json!({"providers": [{"name": lbaas::PROVIDER, "description": "Strato: eBPF L4 load balancing (Maglev) on every host"}]}),
+            json!({"providers": [{"name": lbaas::PROVIDER, "description": "Strato: eBPF L4 load balancing (Maglev) on every host, L7 proxy instances for HTTP"}]}),
         )
     })
 }
@@ -369,6 +477,7 @@ async fn root(State(app): State<Arc<App>>, uri: Uri) -> Response {
         "listeners",
         "pools",
         "healthmonitors",
+        "l7policies",
         "quotas",
         "providers",
     ]
@@ -494,6 +603,16 @@ pub fn routes() -> Router<Arc<App>> {
         r = crud::route(r, p, &LISTENERS);
         r = crud::route(r, p, &POOLS);
         r = crud::route(r, p, &HEALTH_MONITORS);
+        r = crud::route(r, p, &L7POLICIES);
+        r = r
+            .route(
+                &format!("{p}/l7policies/{{id}}/rules"),
+                get(rule_list).post(rule_create),
+            )
+            .route(
+                &format!("{p}/l7policies/{{id}}/rules/{{rule}}"),
+                get(rule_show).put(rule_update).delete(rule_delete),
+            );
         r = crud::route_quotas(r, p, &QUOTAS);
         r = r
             .route(&format!("{p}/loadbalancers/{{id}}/status"), get(lb_status))

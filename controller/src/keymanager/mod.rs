@@ -878,3 +878,69 @@ fn encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// For other modules' tests: a certificate container of `project` holding
+/// a self-signed P-256 certificate for `cn` and its key, made with
+/// `openssl` (the core gets an in-memory secret key if it has none); its
+/// reference.
+#[cfg(test)]
+pub(crate) fn test_certificate(c: &crate::commit::Core, project: &str, cn: &str) -> String {
+    use serde_json::json;
+    if c.read().secret_key.is_none() {
+        c.install_secret_key(std::sync::Arc::new(crate::kek::Kek::ephemeral()));
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "strato-test-cert-{}-{}-{}",
+        std::process::id(),
+        cn,
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let o = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+        ])
+        .arg(format!("/CN={cn}"))
+        .current_dir(&dir)
+        .output()
+        .expect("openssl (the bootstrap installs it)");
+    assert!(
+        o.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("material");
+    let (cert, key) = (read("cert.pem"), read("key.pem"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let auth = crate::network::testkit::member(project);
+    let mut secret = |payload: &str| {
+        let b = json!({"payload": payload, "payload_content_type": "text/plain"});
+        c.mutate(|s| create_secret(s, &auth, &b))
+            .expect("secret")
+            .id
+    };
+    let (cid, kid) = (secret(&cert), secret(&key));
+    const BASE: &str = "http://km.test/key-manager";
+    let b = json!({"type": "certificate", "name": cn, "secret_refs": [
+        {"name": "certificate", "secret_ref": format!("{BASE}/v1/secrets/{cid}")},
+        {"name": "private_key", "secret_ref": format!("{BASE}/v1/secrets/{kid}")},
+    ]});
+    let id = c
+        .mutate(|s| create_container(s, &auth, BASE, &b))
+        .expect("container")
+        .id;
+    format!("{BASE}/v1/containers/{id}")
+}

@@ -1,8 +1,10 @@
 //! Health monitors: how the agents check a pool's members (one monitor
 //! per pool). `PING`, `TCP` and `HTTP` for TCP pools; `UDP-CONNECT`, `TCP`
-//! and `HTTP` for UDP pools (Octavia's combinations). The HTTP attributes
-//! (`http_method`, `url_path`, `expected_codes`) belong to HTTP monitors
-//! only.
+//! and `HTTP` for UDP pools; `PING`, `TCP`, `HTTP` and `HTTPS` for HTTP
+//! and HTTPS pools (Octavia's combinations; `TLS-HELLO` and `SCTP` are
+//! refused). The HTTP attributes (`http_method`, `url_path`,
+//! `expected_codes`, `http_version` 1.0 or 1.1, `domain_name` with 1.1)
+//! belong to HTTP and HTTPS monitors only.
 
 use serde_json::{json, Map, Value};
 
@@ -100,17 +102,59 @@ fn http_attrs(a: &mut Attrs<'_>, m: &mut HealthMonitor) -> Result<(), ApiError> 
     let method = a.nullable_string("http_method", 16)?.flatten();
     let path = a.nullable_string("url_path", 255)?.flatten();
     let codes = a.nullable_string("expected_codes", 64)?.flatten();
-    for k in ["http_version", "domain_name"] {
-        if a.has(k) && !a.is_null(k) {
-            return Err(bad(k, "", "It is not supported yet."));
+    let version = match a.raw("http_version") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(v) => match v.as_f64() {
+            Some(1.0) => Some(Some("1.0".to_owned())),
+            Some(1.1) => Some(Some("1.1".to_owned())),
+            _ => {
+                return Err(bad(
+                    "http_version",
+                    &v.to_string(),
+                    "Value should be one of: 1.0, 1.1",
+                ))
+            }
+        },
+    };
+    let domain = a.nullable_string("domain_name", 255)?;
+    if let Some(Some(d)) = &domain {
+        if !super::l7check::domain_name(d) {
+            return Err(bad(
+                "domain_name",
+                d,
+                "Value should match the pattern ^(?=.{1,253}\\.?$)(?:(?!-|[^.]+_)[A-Za-z0-9-_]{1,63}(?<!-)(?:\\.|$))+$",
+            ));
         }
-        a.raw(k);
     }
-    if m.kind != MonitorType::Http && (method.is_some() || path.is_some() || codes.is_some()) {
+    let http = matches!(m.kind, MonitorType::Http | MonitorType::Https);
+    if !http
+        && (method.is_some()
+            || path.is_some()
+            || codes.is_some()
+            || matches!(version, Some(Some(_)))
+            || matches!(domain, Some(Some(_))))
+    {
         return Err(ApiError::bad_request(format!(
-            "http_method, url_path and expected_codes are for HTTP health monitors, not {}.",
+            "http_method, url_path, expected_codes, http_version and domain_name are for HTTP and HTTPS health monitors, not {}.",
             m.kind.as_str()
         )));
+    }
+    if let Some(v) = version {
+        m.http_version = v;
+    }
+    if let Some(d) = domain {
+        m.domain_name = d;
+    }
+    if m.domain_name.is_some() && m.http_version.is_none() {
+        return Err(ApiError::bad_request(
+            "Validation failure: 'http_version' must be specified when 'domain_name' is provided.",
+        ));
+    }
+    if m.domain_name.is_some() && m.http_version.as_deref() == Some("1.0") {
+        return Err(ApiError::bad_request(
+            "http_version 1.0 is not a valid option for health monitors HTTP 1.1 domain name health check",
+        ));
     }
     if let Some(v) = method {
         if !HTTP_METHODS.contains(&v.as_str()) {
@@ -186,6 +230,8 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<HealthMonitor> {
         http_method: "GET".into(),
         url_path: "/".into(),
         expected_codes: "200".into(),
+        http_version: None,
+        domain_name: None,
         admin_state_up,
         provisioning_status: ProvisioningStatus::PendingCreate,
     };
@@ -194,16 +240,19 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<HealthMonitor> {
     a.finish()?;
     let allowed: &[MonitorType] = match p.protocol {
         LbProtocol::Udp => &[MonitorType::UdpConnect, MonitorType::Tcp, MonitorType::Http],
+        LbProtocol::Http | LbProtocol::Https => &[
+            MonitorType::Ping,
+            MonitorType::Tcp,
+            MonitorType::Http,
+            MonitorType::Https,
+        ],
         _ => &[MonitorType::Ping, MonitorType::Tcp, MonitorType::Http],
     };
-    if matches!(
-        kind,
-        MonitorType::Https | MonitorType::TlsHello | MonitorType::Sctp
-    ) {
+    if matches!(kind, MonitorType::TlsHello | MonitorType::Sctp) {
         return Err(bad(
             "type",
             kind.as_str(),
-            "It is not supported yet (PING, TCP, UDP-CONNECT, HTTP are).",
+            "It is not supported yet (PING, TCP, UDP-CONNECT, HTTP, HTTPS are).",
         ));
     }
     if !allowed.contains(&kind) {
@@ -268,13 +317,19 @@ pub fn render(m: &HealthMonitor) -> Map<String, Value> {
     o.insert("timeout".into(), m.timeout.into());
     o.insert("max_retries".into(), m.max_retries.into());
     o.insert("max_retries_down".into(), m.max_retries_down.into());
-    let http = m.kind == MonitorType::Http;
+    let http = matches!(m.kind, MonitorType::Http | MonitorType::Https);
     let s = |v: &str| if http { json!(v) } else { Value::Null };
     o.insert("http_method".into(), s(&m.http_method));
     o.insert("url_path".into(), s(&m.url_path));
     o.insert("expected_codes".into(), s(&m.expected_codes));
-    o.insert("http_version".into(), Value::Null);
-    o.insert("domain_name".into(), Value::Null);
+    o.insert(
+        "http_version".into(),
+        json!(m
+            .http_version
+            .as_deref()
+            .and_then(|v| v.parse::<f64>().ok())),
+    );
+    o.insert("domain_name".into(), json!(m.domain_name));
     o.insert("pools".into(), id_refs([m.pool_id.as_str()]));
     o
 }

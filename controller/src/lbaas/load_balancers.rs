@@ -283,7 +283,8 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<LoadBa
 }
 
 /// Deletes a load balancer: 409 while it has listeners or pools, unless
-/// `cascade` (then they go too, with their members and health monitors).
+/// `cascade` (then they go too, with their members, health monitors, L7
+/// policies and L7 rules).
 /// Its own VIP port goes with it; a port the user supplied stays.
 pub fn delete(state: &State, auth: &Auth, id: &str, cascade: bool) -> Made<()> {
     require_write(auth)?;
@@ -318,6 +319,7 @@ pub fn delete(state: &State, auth: &Auth, id: &str, cascade: bool) -> Made<()> {
         changes.push(Change::Delete(Kind::Pool, (*p).to_owned()));
     }
     for l in &lst {
+        changes.extend(super::l7policies::removal_of_listener(state, l));
         changes.push(Change::Delete(Kind::Listener, (*l).to_owned()));
     }
     if let Some(p) = state.ports.get(&lb.vip_port_id) {

@@ -1,13 +1,17 @@
-//! Octavia v2 logic for L4 load balancers: load balancers (a VIP port in a
-//! tenant subnet), listeners (TCP/UDP ports on the VIP), pools, members and
-//! health monitors, and the quotas on them. As in `network`, each command
+//! Octavia v2 logic: load balancers (a VIP port in a tenant subnet),
+//! listeners (TCP, UDP, HTTPS passthrough, HTTP and TERMINATED_HTTPS ports
+//! on the VIP), pools, members, health monitors, L7 policies and L7 rules
+//! ([`l7policies`], [`l7rules`], their character-level checks in
+//! [`l7check`]), and the quotas on them. As in `network`, each command
 //! validates its input against the current `State` (Octavia's rules:
 //! hierarchy, protocol compatibility, duplicates, immutable attributes,
 //! tenancy) and returns the `Change`s of the whole request, which
 //! `commit::Core::mutate` commits in one revision; a rejected request changes
 //! nothing. Operating status and statistics are not stored: they come from
 //! the agents' reports ([`health`]). The dataplane (Maglev tables, health
-//! checks) compiles from the stored objects and never calls into here; the
+//! checks) compiles from the stored objects and never calls into here
+//! ([`l7config`] is the pure compilation of what an L7 proxy instance
+//! runs, for the instance plumbing to call); the
 //! only writer outside the API is `app::watch_lb_provisioning`, through
 //! [`mark_active`]. Like `network`, this module never renders an HTTP
 //! response and never commits: it returns changes.
@@ -22,12 +26,18 @@
 pub mod amphorae;
 pub mod health;
 pub mod health_monitors;
+pub mod l7check;
+pub mod l7config;
+pub mod l7policies;
+pub mod l7rules;
 pub mod listeners;
 pub mod load_balancers;
 pub mod members;
 pub mod pools;
 pub mod quotas;
 
+#[cfg(test)]
+mod l7tests;
 #[cfg(test)]
 mod tests;
 
@@ -37,7 +47,8 @@ use crate::{
     auth::Auth,
     error::ApiError,
     model::{
-        Change, HealthMonitor, Listener, LoadBalancer, Member, Object, Pool, ProvisioningStatus,
+        Change, HealthMonitor, L7Policy, L7Rule, Listener, LoadBalancer, Member, Object, Pool,
+        ProvisioningStatus,
     },
     network::{find, find_own, require_write, touch, Attrs, Made},
     state::Resource,
@@ -119,6 +130,52 @@ pub fn health_monitor<'s>(
     find_own(state, auth, id, || not_found("Health Monitor", id))
 }
 
+pub fn l7policy<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s L7Policy, ApiError> {
+    find_own(state, auth, id, || not_found("L7 Policy", id))
+}
+
+/// The policy of a `.../l7policies/{id}/rules` route: Octavia's routing
+/// answers "L7Policy <id> not found." (no space) there.
+pub fn rules_policy<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s L7Policy, ApiError> {
+    find_own(state, auth, id, || not_found("L7Policy", id))
+}
+
+/// A rule of `policy_id` (a rule of another policy is not found).
+pub fn l7rule<'s>(
+    state: &'s State,
+    auth: &Auth,
+    policy_id: &str,
+    id: &str,
+) -> Result<&'s L7Rule, ApiError> {
+    rules_policy(state, auth, policy_id)?;
+    find(
+        state,
+        id,
+        |x: &L7Rule| x.l7policy_id == policy_id && auth.can_see(&x.meta.project_id),
+        || not_found("L7 Rule", id),
+    )
+}
+
+/// A listener's policies, in `position` order.
+pub fn listener_policies<'s>(state: &'s State, listener_id: &str) -> Vec<&'s L7Policy> {
+    let mut v: Vec<&L7Policy> = state
+        .l7policies
+        .values()
+        .filter(|p| p.listener_id == listener_id)
+        .collect();
+    v.sort_by(|a, b| (a.position, &a.meta.id).cmp(&(b.position, &b.meta.id)));
+    v
+}
+
+/// A policy's rules, in id order.
+pub fn policy_rules<'s>(state: &'s State, policy_id: &str) -> impl Iterator<Item = &'s L7Rule> {
+    let policy_id = policy_id.to_owned();
+    state
+        .l7rules
+        .values()
+        .filter(move |r| r.l7policy_id == policy_id)
+}
+
 /// The health monitor of a pool, if it has one.
 pub fn pool_monitor<'s>(state: &'s State, pool_id: &str) -> Option<&'s HealthMonitor> {
     state
@@ -185,6 +242,8 @@ pub enum Under<'a> {
     Nothing,
     LoadBalancer(&'a str),
     Pool(&'a str),
+    Listener(&'a str),
+    L7Policy(&'a str),
 }
 
 /// A load-balancing resource: it has a provisioning status, and hangs
@@ -205,6 +264,13 @@ pub trait Provisioned: Resource {
             Under::Nothing => load_balancer(state, auth, &self.meta().id),
             Under::LoadBalancer(id) => load_balancer(state, auth, id),
             Under::Pool(id) => load_balancer(state, auth, &pool(state, auth, id)?.loadbalancer_id),
+            Under::Listener(id) => {
+                load_balancer(state, auth, &listener(state, auth, id)?.loadbalancer_id)
+            }
+            Under::L7Policy(id) => {
+                let l = &l7policy(state, auth, id)?.listener_id;
+                load_balancer(state, auth, &listener(state, auth, l)?.loadbalancer_id)
+            }
         }
     }
 
@@ -215,6 +281,12 @@ pub trait Provisioned: Resource {
             Under::Nothing => None,
             Under::LoadBalancer(id) => Some(id.to_owned()),
             Under::Pool(id) => state.pools.get(id).map(|p| p.loadbalancer_id.clone()),
+            Under::Listener(id) => state.listeners.get(id).map(|l| l.loadbalancer_id.clone()),
+            Under::L7Policy(id) => state
+                .l7policies
+                .get(id)
+                .and_then(|p| state.listeners.get(&p.listener_id))
+                .map(|l| l.loadbalancer_id.clone()),
         }
     }
 }
@@ -242,6 +314,8 @@ provisioned! {
     Pool => |x| Under::LoadBalancer(&x.loadbalancer_id),
     Member => |x| Under::Pool(&x.pool_id),
     HealthMonitor => |x| Under::Pool(&x.pool_id),
+    L7Policy => |x| Under::Listener(&x.listener_id),
+    L7Rule => |x| Under::L7Policy(&x.l7policy_id),
 }
 
 /// The course every update opens with: the caller may write, `found`
@@ -300,8 +374,8 @@ fn activated<T: Provisioned>(state: &State, id: &str) -> Option<T> {
     Some(x)
 }
 
-/// Marks the named load balancers, listeners, pools, members and health
-/// monitors `ACTIVE` if they are `PENDING_CREATE` or `PENDING_UPDATE` (and
+/// Marks the named load balancers, listeners, pools, members, health
+/// monitors, L7 policies and L7 rules `ACTIVE` if they are `PENDING_CREATE` or `PENDING_UPDATE` (and
 /// clears a load balancer's `error_reason`): `app::watch_lb_provisioning`
 /// calls it (inside `Core::mutate`) once every host that reports has
 /// programmed the latest revision. Unknown ids and resources in other
@@ -318,6 +392,8 @@ pub fn mark_active<'a>(state: &State, ids: impl IntoIterator<Item = &'a str>) ->
                 .or_else(|| activated::<Pool>(state, id).map(Resource::put))
                 .or_else(|| activated::<Member>(state, id).map(Resource::put))
                 .or_else(|| activated::<HealthMonitor>(state, id).map(Resource::put))
+                .or_else(|| activated::<L7Policy>(state, id).map(Resource::put))
+                .or_else(|| activated::<L7Rule>(state, id).map(Resource::put))
         })
         .collect()
 }
@@ -338,6 +414,8 @@ pub fn pending_ids(state: &State) -> Vec<String> {
         .chain(pending_of::<Pool>(state))
         .chain(pending_of::<Member>(state))
         .chain(pending_of::<HealthMonitor>(state))
+        .chain(pending_of::<L7Policy>(state))
+        .chain(pending_of::<L7Rule>(state))
         .collect()
 }
 

@@ -1,17 +1,22 @@
 //! Pools: the members a listener's connections are balanced over, with the
 //! algorithm and session persistence. A pool belongs to one load balancer;
 //! created with `listener_id`, it becomes that listener's default pool in
-//! the same commit. Deleting a pool deletes its members and health monitor
-//! (as Octavia does) and leaves its listener without a default pool.
+//! the same commit (its protocol one the listener's may use, Octavia's
+//! `VALID_LISTENER_POOL_PROTOCOL_MAP`). Session persistence: `SOURCE_IP`
+//! on any pool, `HTTP_COOKIE` and `APP_COOKIE` (with its `cookie_name`)
+//! on HTTP pools. Deleting a pool deletes its members and health monitor
+//! (as Octavia does) and leaves its listener without a default pool; a
+//! pool an L7 policy redirects to cannot be deleted (409, as Octavia).
 
 use std::net::Ipv4Addr;
 
 use serde_json::{json, Map, Value};
 
 use super::{
-    check_mutable, child_owner, health::LbHealth, id_refs, listener, listeners::check_l4,
-    load_balancer, mandatory, parent_pending, pending_update, pool, pool_members, pool_monitor,
-    quotas, read_only, render_base, updated, wire, writable, Provisioned,
+    check_mutable, child_owner, health::LbHealth, id_refs, l7check, l7policies, listener,
+    listeners::protocol_attr, load_balancer, mandatory, parent_pending, pending_update, pool,
+    pool_members, pool_monitor, quotas, read_only, render_base, updated, wire, writable,
+    Provisioned,
 };
 use crate::{
     auth::Auth,
@@ -46,9 +51,14 @@ pub const ATTRS: &[&str] = &[
     "tls_enabled",
 ];
 
-/// `session_persistence`: null (none) or `{"type": "SOURCE_IP",
-/// "persistence_timeout": s, "persistence_granularity": "<netmask>"}`.
-fn parse_persistence(v: &Value) -> Result<Option<SessionPersistence>, ApiError> {
+/// `session_persistence`: null (none), `{"type": "SOURCE_IP",
+/// "persistence_timeout": s, "persistence_granularity": "<netmask>"}`, or
+/// on HTTP pools `{"type": "HTTP_COOKIE"}` or `{"type": "APP_COOKIE",
+/// "cookie_name": "..."}` (Octavia's `check_session_persistence`).
+fn parse_persistence(
+    protocol: LbProtocol,
+    v: &Value,
+) -> Result<Option<SessionPersistence>, ApiError> {
     if v.is_null() {
         return Ok(None);
     }
@@ -76,13 +86,42 @@ fn parse_persistence(v: &Value) -> Result<Option<SessionPersistence>, ApiError> 
             "'type' must be one of SOURCE_IP, HTTP_COOKIE, APP_COOKIE, not '{t}'."
         ))
     })?;
-    if kind != PersistenceType::SourceIp {
-        return Err(bad(format!(
-            "Session persistence type {t} needs an HTTP pool; TCP and UDP pools support SOURCE_IP only."
+    let validation = |d: &str| ApiError::bad_request(format!("Validation failure: {d}"));
+    if kind != PersistenceType::SourceIp && protocol != LbProtocol::Http {
+        return Err(validation(&format!(
+            "Session persistence of type {t} is not supported for {} protocol pools (cookies need an HTTP pool).",
+            protocol.as_str()
         )));
     }
-    if o.get("cookie_name").is_some_and(|c| !c.is_null()) {
-        return Err(bad("cookie_name must be null for SOURCE_IP.".into()));
+    let cookie = match o.get("cookie_name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) if !c.is_empty() => Some(c.clone()),
+        Some(Value::String(_)) => None,
+        Some(_) => return Err(bad("cookie_name must be a string.".into())),
+    };
+    if let Some(c) = &cookie {
+        if kind != PersistenceType::AppCookie {
+            return Err(validation(
+                "Field \"cookie_name\" can only be specified with session persistence of type \"APP_COOKIE\".",
+            ));
+        }
+        if !l7check::cookie_name(c) {
+            return Err(validation("Supplied \"cookie_name\" is invalid."));
+        }
+    }
+    if kind == PersistenceType::AppCookie && cookie.is_none() {
+        return Err(validation(
+            "Field \"cookie_name\" must be specified when using the \"APP_COOKIE\" session persistence type.",
+        ));
+    }
+    if kind != PersistenceType::SourceIp
+        && ["persistence_timeout", "persistence_granularity"]
+            .iter()
+            .any(|k| o.get(*k).is_some_and(|v| !v.is_null()))
+    {
+        return Err(validation(
+            "persistence_timeout and persistence_granularity is only for UDP and SCTP protocol pools.",
+        ));
     }
     let timeout = match o.get("persistence_timeout") {
         None | Some(Value::Null) => DEFAULT_PERSISTENCE_TIMEOUT,
@@ -115,6 +154,7 @@ fn parse_persistence(v: &Value) -> Result<Option<SessionPersistence>, ApiError> 
         kind,
         persistence_timeout: timeout,
         persistence_granularity: granularity,
+        cookie_name: cookie,
     }))
 }
 
@@ -147,8 +187,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Pool> {
     let mut a = Attrs::from_body(body, "pool")?;
     let lb_in = a.nullable_string("loadbalancer_id", 36)?.flatten();
     let listener_in = a.nullable_string("listener_id", 36)?.flatten();
-    let protocol = wire(&mut a, "protocol", LbProtocol::ALL, LbProtocol::as_str)?
-        .ok_or_else(|| mandatory("protocol"))?;
+    let protocol = protocol_attr(&mut a, true)?.ok_or_else(|| mandatory("protocol"))?;
     let algorithm = wire(
         &mut a,
         "lb_algorithm",
@@ -158,7 +197,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Pool> {
     .ok_or_else(|| mandatory("lb_algorithm"))?;
     let persistence = match a.raw("session_persistence") {
         None => None,
-        Some(v) => parse_persistence(v)?,
+        Some(v) => parse_persistence(protocol, v)?,
     };
     let name = a.nullable_string("name", 255)?.flatten();
     let description = a.nullable_string("description", 255)?.flatten();
@@ -186,15 +225,10 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<Pool> {
     let lb = load_balancer(state, auth, &lb_id)?;
     let project = child_owner(&mut a, lb)?;
     a.finish()?;
-    check_l4("protocol", protocol)?;
     check_mutable(lb)?;
     if let Some(l) = l {
-        if l.protocol != protocol {
-            return Err(ApiError::bad_request(format!(
-                "The pool protocol '{}' is invalid while the listener protocol is '{}'.",
-                protocol.as_str(),
-                l.protocol.as_str()
-            )));
+        if !l7check::pool_protocol_allowed(l.protocol, protocol) {
+            return Err(l7check::protocol_mismatch(protocol, l.protocol));
         }
         if let Some(p) = &l.default_pool_id {
             return Err(ApiError::conflict(
@@ -249,7 +283,7 @@ pub fn update(state: &State, auth: &Auth, id: &str, body: &Value) -> Made<Pool> 
             p.lb_algorithm = v;
         }
         if let Some(v) = a.raw("session_persistence") {
-            p.session_persistence = parse_persistence(v)?;
+            p.session_persistence = parse_persistence(p.protocol, v)?;
         }
         reject_tls(a)
     })?;
@@ -283,6 +317,12 @@ pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
     require_write(auth)?;
     let p = pool(state, auth, id)?;
     check_mutable(p.load_balancer(state, auth)?)?;
+    if let Some(policy) = l7policies::redirecting_to(state, id) {
+        return Err(ApiError::conflict(
+            "PoolInUseByL7Policy",
+            format!("Pool {id} is in use by L7 policy {}", policy.meta.id),
+        ));
+    }
     let mut changes = removal(state, p);
     changes.extend(parent_pending(state, &p.loadbalancer_id));
     tracing::info!(pool = id, "pool deleted");
@@ -292,8 +332,13 @@ pub fn delete(state: &State, auth: &Auth, id: &str) -> Made<()> {
 pub fn render_persistence(sp: &Option<SessionPersistence>) -> Value {
     match sp {
         None => Value::Null,
+        // The cookie types have no timeout or granularity (Octavia: null).
+        Some(s) if s.kind != PersistenceType::SourceIp => json!({
+            "type": s.kind.as_str(), "cookie_name": s.cookie_name,
+            "persistence_timeout": null, "persistence_granularity": null,
+        }),
         Some(s) => json!({
-            "type": s.kind.as_str(), "cookie_name": null,
+            "type": s.kind.as_str(), "cookie_name": s.cookie_name,
             "persistence_timeout": s.persistence_timeout,
             "persistence_granularity": s.persistence_granularity,
         }),

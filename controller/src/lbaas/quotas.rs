@@ -1,7 +1,8 @@
-//! Octavia quotas: load balancers, listeners, pools, members and health
-//! monitors per project, stored in the project's `Quota` record beside the
-//! Neutron ones. Defaults (Octavia's are unlimited): 10 load balancers,
-//! 50 listeners, 50 pools, 500 members, 50 health monitors. A create that
+//! Octavia quotas: load balancers, listeners, pools, members, health
+//! monitors, L7 policies and L7 rules per project, stored in the project's
+//! `Quota` record beside the Neutron ones. Defaults (Octavia's are
+//! unlimited): 10 load balancers, 50 listeners, 50 pools, 500 members, 50
+//! health monitors, 50 L7 policies, 500 L7 rules. A create that
 //! would exceed one is refused as Octavia refuses it: 403 "Quota has been
 //! met for resources: Load Balancer".
 
@@ -10,7 +11,10 @@ use serde_json::{json, Value};
 use crate::{
     auth::Auth,
     error::ApiError,
-    model::{Change, HealthMonitor, Kind, Listener, LoadBalancer, Member, Object, Pool, Quota},
+    model::{
+        Change, HealthMonitor, Kind, L7Policy, L7Rule, Listener, LoadBalancer, Member, Object,
+        Pool, Quota,
+    },
     network::{
         quotas::{exceeded, held, require_admin},
         Attrs, Made,
@@ -21,7 +25,7 @@ use crate::{
 /// The kinds Octavia quotas count, with the names the API uses for them
 /// (the first is the current one, the second the deprecated spelling) and
 /// the one its error message uses.
-pub const KINDS: [(Kind, &str, &str, &str); 5] = [
+pub const KINDS: [(Kind, &str, &str, &str); 7] = [
     (
         Kind::LoadBalancer,
         "load_balancer",
@@ -37,6 +41,8 @@ pub const KINDS: [(Kind, &str, &str, &str); 5] = [
         "healthmonitor",
         "Health Monitor",
     ),
+    (Kind::L7Policy, "l7policy", "l7policy", "L7 Policy"),
+    (Kind::L7Rule, "l7rule", "l7rule", "L7 Rule"),
 ];
 
 /// Resources of `kind` that `project` holds.
@@ -47,6 +53,8 @@ pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
         Kind::Pool => held::<Pool>(state, project),
         Kind::Member => held::<Member>(state, project),
         Kind::HealthMonitor => held::<HealthMonitor>(state, project),
+        Kind::L7Policy => held::<L7Policy>(state, project),
+        Kind::L7Rule => held::<L7Rule>(state, project),
         _ => 0,
     }
 }
@@ -69,7 +77,7 @@ pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), Api
 }
 
 /// Octavia's quota body (both spellings of the renamed keys, as Octavia
-/// renders them; L7 quotas unlimited until L7 lands).
+/// renders them).
 pub fn render(q: &Quota) -> Value {
     let mut o = serde_json::Map::new();
     for (kind, name, old, _) in KINDS {
@@ -77,8 +85,6 @@ pub fn render(q: &Quota) -> Value {
         o.insert(name.into(), v.into());
         o.insert(old.into(), v.into());
     }
-    o.insert("l7policy".into(), (-1).into());
-    o.insert("l7rule".into(), (-1).into());
     Value::Object(o)
 }
 
@@ -122,11 +128,6 @@ pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Made<V
             if let Some(v) = a.integer(key, -1, i32::MAX as i64)? {
                 *q.slot(kind).expect("an Octavia kind") = v;
             }
-        }
-    }
-    for key in ["l7policy", "l7rule"] {
-        if a.integer(key, -1, -1)?.is_some() {
-            // Only "unlimited" until L7 lands.
         }
     }
     a.finish()?;

@@ -286,23 +286,29 @@ fn listeners_validate_like_octavia() {
     refused(
         f.listener(json!({"loadbalancer_id": lb, "protocol": "TCP", "protocol_port": 80})),
         409,
-        "Another Listener on this Load Balancer is already using protocol_port 80",
+        "Another Listener on this Load Balancer is already using protocol TCP and protocol_port 80",
     );
     f.listener(json!({"loadbalancer_id": lb, "protocol": "UDP", "protocol_port": 80}))
         .expect("UDP on the same port");
     for (body, status, text) in [
+        // HTTP shares TCP's ports: 409 as Octavia.
         (
-            json!({"loadbalancer_id": lb, "protocol": "HTTP", "protocol_port": 81}),
-            400,
-            "not supported yet",
+            json!({"loadbalancer_id": lb, "protocol": "HTTP", "protocol_port": 80}),
+            409,
+            "already using protocol TCP and protocol_port 80",
         ),
         (
             json!({"loadbalancer_id": lb, "protocol": "TERMINATED_HTTPS", "protocol_port": 81}),
             400,
-            "not supported yet",
+            "An SNI or default certificate container reference must be provided",
         ),
         (
             json!({"loadbalancer_id": lb, "protocol": "SCTP", "protocol_port": 81}),
+            400,
+            "Protocol SCTP is not supported",
+        ),
+        (
+            json!({"loadbalancer_id": lb, "protocol": "BOGUS", "protocol_port": 81}),
             400,
             "should be one of",
         ),
@@ -349,7 +355,7 @@ fn listeners_validate_like_octavia() {
         (
             json!({"loadbalancer_id": lb, "protocol": "TCP", "protocol_port": 81, "sni_container_refs": ["x"]}),
             400,
-            "not supported",
+            "Certificate container references are not allowed on TCP protocol listeners",
         ),
         (
             json!({"loadbalancer_id": lb, "protocol": "TCP", "protocol_port": 81, "colour": 1}),
@@ -438,12 +444,12 @@ fn pools_join_their_listener_in_one_commit() {
         (
             json!({"loadbalancer_id": lb, "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN", "session_persistence": {"type": "APP_COOKIE", "cookie_name": "c"}}),
             400,
-            "SOURCE_IP only",
+            "not supported for TCP protocol pools",
         ),
         (
             json!({"loadbalancer_id": lb, "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN", "session_persistence": {"type": "HTTP_COOKIE"}}),
             400,
-            "SOURCE_IP only",
+            "not supported for TCP protocol pools",
         ),
         (
             json!({"loadbalancer_id": lb, "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN", "session_persistence": {"type": "SOURCE_IP", "persistence_granularity": "255.0.255.0"}}),
@@ -461,9 +467,9 @@ fn pools_join_their_listener_in_one_commit() {
             "lb_algorithm",
         ),
         (
-            json!({"loadbalancer_id": lb, "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}),
+            json!({"loadbalancer_id": lb, "protocol": "PROXY", "lb_algorithm": "ROUND_ROBIN"}),
             400,
-            "not supported yet",
+            "Protocol PROXY is not supported",
         ),
         (
             json!({"protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}),
@@ -745,7 +751,11 @@ fn health_monitors_validate_like_octavia() {
     };
     for (extra, status, text) in [
         (json!({"type": "UDP-CONNECT"}), 400, "pool protocol is TCP"),
-        (json!({"type": "HTTPS"}), 400, "not supported yet"),
+        (
+            json!({"type": "HTTPS"}),
+            400,
+            "only a PING, TCP, HTTP health monitor",
+        ),
         (json!({"type": "TLS-HELLO"}), 400, "not supported yet"),
         (json!({"type": "BOGUS"}), 400, "should be one of"),
         (
@@ -759,7 +769,7 @@ fn health_monitors_validate_like_octavia() {
         (
             json!({"http_method": "GET"}),
             400,
-            "for HTTP health monitors",
+            "for HTTP and HTTPS health monitors",
         ),
         (
             json!({"type": "HTTP", "http_method": "FETCH"}),
