@@ -926,7 +926,7 @@ pub(crate) fn test_certificate(c: &crate::commit::Core, project: &str, cn: &str)
     let (cert, key) = (read("cert.pem"), read("key.pem"));
     let _ = std::fs::remove_dir_all(&dir);
     let auth = crate::network::testkit::member(project);
-    let mut secret = |payload: &str| {
+    let secret = |payload: &str| {
         let b = json!({"payload": payload, "payload_content_type": "text/plain"});
         c.mutate(|s| create_secret(s, &auth, &b))
             .expect("secret")
