@@ -31,7 +31,7 @@ static SERVERS: Servers = Servers::new();
 
 #[test]
 fn l7_load_balancer_end_to_end() {
-    let cloud = Cloud::up("l7", &Topology::default_region());
+    let cloud = Cloud::up("sev", &Topology::default_region());
     SERVERS.run_then_reap(
         || run(&cloud),
         || {
