@@ -10,6 +10,18 @@
 //! - an instance's process killed under load: new connections wait for its
 //!   restart in the backlog of the socket the agent holds, so no request
 //!   fails beyond those in flight on it;
+//! - L7 policies through `openstack loadbalancer l7policy/l7rule`: host,
+//!   path, header, cookie and file-type routing to a second pool, a
+//!   redirect (301 with its Location) and a reject (403), first match by
+//!   position;
+//! - HTTP_COOKIE persistence: a client with the cookie stays on one member;
+//! - TERMINATED_HTTPS with two certificates made by openssl and stored with
+//!   `openstack secret store` / `secret container create`: the default one
+//!   and the one SNI picks; HTTP/2 by ALPN (`curl --http2`);
+//! - a WebSocket upgrade passed through;
+//! - a slow request survives its member being disabled (draining), and new
+//!   requests avoid the member;
+//! - the access log has the requests (`stratoctl l7-log`);
 //! - listener stats count the requests' connections.
 
 use std::{
@@ -125,6 +137,74 @@ fn curl(cloud: &Cloud, from: &str, args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
+/// A certificate container (P-256, CN `cn`, made by openssl) stored
+/// through `openstack secret store` and `secret container create`; its
+/// reference.
+fn certificate(cli: &Cli, cn: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("strato-e2e-l7-{}-{cn}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+        ])
+        .arg(format!("/CN={cn}"))
+        .current_dir(&dir)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut refs = Vec::new();
+    for (name, f) in [("certificate", "cert.pem"), ("private_key", "key.pem")] {
+        let payload = std::fs::read_to_string(dir.join(f)).expect("pem");
+        let v = cli.json(&[
+            "secret",
+            "store",
+            "--name",
+            &format!("{cn}-{name}"),
+            "--payload",
+            &payload,
+            "--payload-content-type",
+            "text/plain",
+        ]);
+        refs.push(format!(
+            "{name}={}",
+            v["Secret href"].as_str().expect("href")
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let o = cli.run(&[
+        "secret",
+        "container",
+        "create",
+        "--name",
+        cn,
+        "--type",
+        "certificate",
+        "--secret",
+        &refs[0],
+        "--secret",
+        &refs[1],
+        "-f",
+        "value",
+        "-c",
+        "Container href",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
 fn member_of(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
@@ -148,10 +228,11 @@ fn run(cloud: &Cloud) {
     api.allow_tcp_from_cidr(&default_sg, 8080, "10.0.0.0/16");
     let m1 = cloud.boot(&admin, &api, &vpc.nets[0], "m1", "az1-c1", None);
     let m2 = cloud.boot(&admin, &api, &vpc.nets[1], "m2", "az2-c1", None);
+    let m3 = cloud.boot(&admin, &api, &vpc.nets[0], "m3", "az1-c2", None);
     let c1 = cloud.boot(&admin, &api, &vpc.nets[0], "c1", "az1-c2", None);
-    let vms: Vec<&Vm> = vec![&m1, &m2, &c1];
+    let vms: Vec<&Vm> = vec![&m1, &m2, &m3, &c1];
     cloud.wait_until_active(&api, &vms);
-    for m in [&m1, &m2] {
+    for m in [&m1, &m2, &m3] {
         SERVERS.keep(
             cloud
                 .region
@@ -293,6 +374,395 @@ fn run(cloud: &Cloud) {
         "the killed instance READY again",
         Duration::from_secs(20),
         || admin_cli.json(&["loadbalancer", "amphora", "show", &victim])["status"] == "READY",
+    );
+
+    // L7 policies: a second pool (m3) for images and the API.
+    let images = cli.id(&[
+        "loadbalancer",
+        "pool",
+        "create",
+        "--name",
+        "images",
+        "--lb-algorithm",
+        "ROUND_ROBIN",
+        "--loadbalancer",
+        &lb_id,
+        "--protocol",
+        "HTTP",
+    ]);
+    cli.id(&[
+        "loadbalancer",
+        "member",
+        "create",
+        "--name",
+        "m3",
+        "--address",
+        &m3.ip,
+        "--protocol-port",
+        "8080",
+        "--subnet-id",
+        &vpc.subnets[0],
+        &images,
+    ]);
+    let policy = |name: &str, extra: &[&str]| -> String {
+        let mut a = vec!["loadbalancer", "l7policy", "create", "--name", name];
+        a.extend(extra);
+        a.push(&listener);
+        cli.id(&a)
+    };
+    let rule = |policy: &str, args: &[&str]| {
+        let mut a = vec!["loadbalancer", "l7rule", "create"];
+        a.extend(args);
+        a.push(policy);
+        cli.id(&a);
+    };
+    let p_reject = policy("reject-admin", &["--action", "REJECT", "--position", "1"]);
+    rule(
+        &p_reject,
+        &[
+            "--type",
+            "PATH",
+            "--compare-type",
+            "STARTS_WITH",
+            "--value",
+            "/admin",
+        ],
+    );
+    let p_redirect = policy(
+        "redirect-old",
+        &[
+            "--action",
+            "REDIRECT_TO_URL",
+            "--redirect-url",
+            "https://new.example/",
+            "--redirect-http-code",
+            "301",
+        ],
+    );
+    rule(
+        &p_redirect,
+        &[
+            "--type",
+            "HOST_NAME",
+            "--compare-type",
+            "EQUAL_TO",
+            "--value",
+            "old.example",
+        ],
+    );
+    let p_img = policy(
+        "images",
+        &["--action", "REDIRECT_TO_POOL", "--redirect-pool", &images],
+    );
+    rule(
+        &p_img,
+        &[
+            "--type",
+            "FILE_TYPE",
+            "--compare-type",
+            "EQUAL_TO",
+            "--value",
+            "jpg",
+        ],
+    );
+    let p_hdr = policy(
+        "beta",
+        &["--action", "REDIRECT_TO_POOL", "--redirect-pool", &images],
+    );
+    rule(
+        &p_hdr,
+        &[
+            "--type",
+            "HEADER",
+            "--compare-type",
+            "EQUAL_TO",
+            "--key",
+            "X-Beta",
+            "--value",
+            "yes",
+        ],
+    );
+    let p_cookie = policy(
+        "cookie",
+        &["--action", "REDIRECT_TO_POOL", "--redirect-pool", &images],
+    );
+    rule(
+        &p_cookie,
+        &[
+            "--type",
+            "COOKIE",
+            "--compare-type",
+            "REGEX",
+            "--key",
+            "tier",
+            "--value",
+            "^gold",
+        ],
+    );
+    let p_path = policy(
+        "api",
+        &["--action", "REDIRECT_TO_POOL", "--redirect-pool", &images],
+    );
+    rule(
+        &p_path,
+        &[
+            "--type",
+            "PATH",
+            "--compare-type",
+            "STARTS_WITH",
+            "--value",
+            "/api/",
+        ],
+    );
+    // Two rules ANDed: host shop.example and not path /cart.
+    let p_and = policy(
+        "shop",
+        &["--action", "REDIRECT_TO_POOL", "--redirect-pool", &images],
+    );
+    rule(
+        &p_and,
+        &[
+            "--type",
+            "HOST_NAME",
+            "--compare-type",
+            "ENDS_WITH",
+            "--value",
+            "shop.example",
+        ],
+    );
+    rule(
+        &p_and,
+        &[
+            "--type",
+            "PATH",
+            "--compare-type",
+            "STARTS_WITH",
+            "--value",
+            "/cart",
+            "--invert",
+        ],
+    );
+    let vip80 = format!("http://{vip}");
+    cloud.wait_until("the policies are served", Duration::from_secs(20), || {
+        curl(cloud, "c1", &[&format!("{vip80}/admin/x")]).0 == 403
+    });
+    let cases: &[(&str, &[&str], u16, &str)] = &[
+        ("/admin/users", &[], 403, ""),
+        ("/", &["-H", "Host: old.example"], 301, ""),
+        ("/photos/cat.jpg", &[], 200, "m3"),
+        ("/photos/cat.png", &[], 200, "main"),
+        ("/x", &["-H", "X-Beta: yes"], 200, "m3"),
+        ("/x", &["-H", "X-Beta: no"], 200, "main"),
+        ("/x", &["-b", "tier=golden"], 200, "m3"),
+        ("/x", &["-b", "tier=silver"], 200, "main"),
+        ("/api/v1", &[], 200, "m3"),
+        ("/apis", &[], 200, "main"),
+        ("/", &["-H", "Host: www.shop.example"], 200, "m3"),
+        ("/cart", &["-H", "Host: www.shop.example"], 200, "main"),
+    ];
+    for (path, extra, want, member) in cases {
+        let url = format!("{vip80}{path}");
+        let mut args: Vec<&str> = extra.to_vec();
+        args.push(&url);
+        let (status, body) = curl(cloud, "c1", &args);
+        assert_eq!(status, *want, "{path} {extra:?}: {body}");
+        match *member {
+            "" => {}
+            "main" => assert!(
+                ["m1", "m2"].contains(&member_of(&body).as_str()),
+                "{path} {extra:?}: {body}"
+            ),
+            m => assert_eq!(member_of(&body), m, "{path} {extra:?}: {body}"),
+        }
+    }
+    let (_, loc) = {
+        let o = cloud
+            .region
+            .exec(
+                "c1",
+                &[
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{redirect_url}",
+                    "-H",
+                    "Host: old.example",
+                    &vip80,
+                ],
+            )
+            .expect("curl");
+        (0, String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    assert_eq!(loc, "https://new.example/", "the redirect's Location");
+
+    // Cookie persistence: with the cookie, one member; the cookie is set
+    // by the load balancer.
+    cli.run(&[
+        "loadbalancer",
+        "pool",
+        "set",
+        "--session-persistence",
+        "type=HTTP_COOKIE",
+        &pool,
+    ]);
+    let jar = "/tmp/strato-e2e-l7-jar";
+    cloud.wait_until(
+        "a persistence cookie is set",
+        Duration::from_secs(20),
+        || {
+            let _ = std::fs::remove_file(jar);
+            let (s, _) = curl(cloud, "c1", &["-c", jar, &format!("{vip80}/p")]);
+            s == 200
+                && std::fs::read_to_string(jar)
+                    .unwrap_or_default()
+                    .contains(strato_proto::l7::PERSISTENCE_COOKIE)
+        },
+    );
+    let mut sticky = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let (s, body) = curl(cloud, "c1", &["-b", jar, &format!("{vip80}/p")]);
+        assert_eq!(s, 200);
+        sticky.insert(member_of(&body));
+    }
+    let _ = std::fs::remove_file(jar);
+    assert_eq!(sticky.len(), 1, "one member with the cookie: {sticky:?}");
+
+    // A WebSocket upgrade passes through.
+    let o = cloud
+        .region
+        .exec("c1", &[PYTHON, CLIENT, "ws", &vip, "80"])
+        .expect("ws client");
+    let ws: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("ws client: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(ws, serde_json::json!({"status": 101, "echoed": true}));
+
+    // TERMINATED_HTTPS: two certificates in the Key Manager.
+    let default_ref = certificate(&cli, "www.example");
+    let sni_ref = certificate(&cli, "api.example");
+    let tls = cli.id(&[
+        "loadbalancer",
+        "listener",
+        "create",
+        "--name",
+        "https",
+        "--protocol",
+        "TERMINATED_HTTPS",
+        "--protocol-port",
+        "443",
+        "--default-tls-container-ref",
+        &default_ref,
+        "--sni-container-refs",
+        &sni_ref,
+        "--default-pool",
+        &images,
+        &lb_id,
+    ]);
+    let https = |host: &str, extra: &[&str]| -> Output {
+        let resolve = format!("{host}:443:{vip}");
+        let url = format!("https://{host}/tls");
+        let mut a = vec!["curl", "-sk", "-m", "10", "-v", "--resolve", &resolve];
+        a.extend(extra);
+        a.push(&url);
+        cloud.region.exec("c1", &a).expect("curl https")
+    };
+    cloud.wait_until("TERMINATED_HTTPS answers", Duration::from_secs(30), || {
+        https("www.example", &[]).status.success()
+    });
+    let o = https("api.example", &["--http2"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains("CN=api.example"),
+        "SNI picks its certificate: {err}"
+    );
+    assert!(err.contains("HTTP/2 200"), "HTTP/2 by ALPN: {err}");
+    let v: Value = serde_json::from_slice(&o.stdout).expect("member JSON");
+    assert_eq!(v["member"], "m3");
+    let o = https("other.example", &["--http1.1"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains("CN=www.example"),
+        "the default certificate: {err}"
+    );
+    let _ = tls;
+
+    // Draining: a slow request to m3 survives m3 being disabled; new
+    // requests avoid it (the images pool has m3 only: 503).
+    let slow = cloud
+        .region
+        .command(
+            "c1",
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "20",
+                "-w",
+                "\n%{http_code}",
+                &format!("{vip80}/slow.jpg?ms=4000"),
+            ],
+        )
+        .expect("command")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("slow request");
+    std::thread::sleep(Duration::from_millis(800));
+    let m3_id = cli.json(&["loadbalancer", "member", "show", &images, "m3"])["id"]
+        .as_str()
+        .expect("m3 id")
+        .to_owned();
+    cli.run(&[
+        "loadbalancer",
+        "member",
+        "set",
+        "--disable",
+        &images,
+        &m3_id,
+    ]);
+    cloud.wait_until(
+        "no new request to a disabled member",
+        Duration::from_secs(20),
+        || curl(cloud, "c1", &[&format!("{vip80}/x.jpg")]).0 == 503,
+    );
+    let out = slow.wait_with_output().expect("slow result");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.trim_end().ends_with("200"),
+        "the slow request finished: {text}"
+    );
+    assert_eq!(member_of(text.lines().next().unwrap_or("")), "m3", "{text}");
+
+    // The access log, through stratoctl on the instances' hosts.
+    let mut lines = Vec::new();
+    for h in cloud.region.hosts() {
+        let o = Command::new(strato_tests::e2e::bin("stratoctl"))
+            .args(["--json", "l7-log", "--state-dir"])
+            .arg(cloud.agent_dir(&h))
+            .output()
+            .expect("stratoctl l7-log");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Vec<Value> = serde_json::from_slice(&o.stdout).expect("l7-log JSON");
+        lines.extend(v);
+    }
+    let admin_line = lines
+        .iter()
+        .find(|l| l["path"] == "/admin/users")
+        .unwrap_or_else(|| panic!("the rejected request is logged: {} lines", lines.len()));
+    assert_eq!(admin_line["status"], 403);
+    assert_eq!(
+        admin_line["client"]
+            .as_str()
+            .unwrap_or("")
+            .split(':')
+            .next(),
+        Some(c1.ip.as_str())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["sni"] == "api.example" && l["tls_version"] == "TLSv1.3"),
+        "TLS requests are logged with SNI and version"
     );
 
     // Stats count the connections.

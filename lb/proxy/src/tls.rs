@@ -160,11 +160,11 @@ pub fn server_config(t: &L7Tls, field: &str) -> Result<Arc<rustls::ServerConfig>
     let mut alpn = Vec::new();
     for (i, p) in t.alpn_protocols.iter().enumerate() {
         match p.as_str() {
-            "h2" | "http/1.1" => alpn.push(p.as_bytes().to_vec()),
+            "h2" | "http/1.1" | "http/1.0" => alpn.push(p.as_bytes().to_vec()),
             other => {
                 return Err(invalid(
                     format!("{field}.alpn_protocols[{i}]"),
-                    format!("{other:?} (h2 or http/1.1)"),
+                    format!("{other:?} (h2, http/1.1 or http/1.0)"),
                 ))
             }
         }
