@@ -22,6 +22,8 @@
 //! - a slow request survives its member being disabled (draining), and new
 //!   requests avoid the member;
 //! - the access log has the requests (`stratoctl l7-log`);
+//! - public: a floating IP on the VIP; the internet client's requests reach
+//!   the members with its own address in X-Forwarded-For;
 //! - listener stats count the requests' connections.
 
 use std::{
@@ -38,6 +40,8 @@ use strato_tests::e2e::{Cloud, Servers, Vm, OPENSTACK_VENV};
 const MEMBER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/httpmember.py");
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/httpclient.py");
 const PYTHON: &str = "/usr/bin/python3";
+/// The internet namespace's client.
+const INTERNET: &str = "inet-client1";
 
 static SERVERS: Servers = Servers::new();
 
@@ -764,6 +768,50 @@ fn run(cloud: &Cloud) {
             .any(|l| l["sni"] == "api.example" && l["tls_version"] == "TLSv1.3"),
         "TLS requests are logged with SNI and version"
     );
+
+    // Public: a floating IP on the VIP port; the internet client's
+    // requests are balanced by the gateway hosts to the instances, which
+    // see (and pass on) the client's own address.
+    let ext = Cloud::external_network(&admin);
+    Cloud::router_gateway(&api, &vpc.router, &ext);
+    let vip_port = cli.json(&["loadbalancer", "show", &lb_id])["vip_port_id"]
+        .as_str()
+        .expect("vip port")
+        .to_owned();
+    let fip = api.expect(
+        201,
+        "POST",
+        "/v2.0/floatingips",
+        Some(serde_json::json!({"floatingip": {"floating_network_id": ext, "port_id": vip_port}})),
+    )["floatingip"]["floating_ip_address"]
+        .as_str()
+        .expect("floating ip")
+        .to_owned();
+    let public = format!("http://{fip}/public");
+    cloud.wait_until(
+        "the public VIP answers HTTP",
+        Duration::from_secs(30),
+        || curl(cloud, INTERNET, &[&public]).0 == 200,
+    );
+    let inet_ip = {
+        let o = cloud
+            .region
+            .exec(INTERNET, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+            .expect("ip addr");
+        let t = String::from_utf8_lossy(&o.stdout).into_owned();
+        t.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .expect("the internet client's address")
+            .to_owned()
+    };
+    for _ in 0..5 {
+        let (status, body) = curl(cloud, INTERNET, &[&public]);
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("member JSON");
+        assert_eq!(v["headers"]["x-forwarded-for"], inet_ip.as_str(), "{body}");
+    }
 
     // Stats count the connections.
     let stats = cli.json(&["loadbalancer", "listener", "stats", "show", &listener]);
