@@ -113,6 +113,10 @@ pub async fn l7_instances(app: Arc<App>) {
                 crate::lbaas::amphorae::plan(
                     s,
                     &|h| app.hosts.is_up(h),
+                    &|a| {
+                        app.lb_health.latest(&a.meta.id) == Some(true)
+                            && app.hosts.port_active(&a.host, &a.port_id)
+                    },
                     &|lb, zone| scaler.want(lb, zone),
                     now,
                 ),

@@ -24,6 +24,9 @@
 //! - the access log has the requests (`stratoctl l7-log`);
 //! - public: a floating IP on the VIP; the internet client's requests reach
 //!   the members with its own address in X-Forwarded-For;
+//! - the instances' metrics through `stratoctl l7-metrics`;
+//! - a host fails (agent killed, instance frozen): its instance goes ERROR
+//!   and requests are served by the other;
 //! - listener stats count the requests' connections.
 
 use std::{
@@ -812,6 +815,92 @@ fn run(cloud: &Cloud) {
         let v: Value = serde_json::from_str(&body).expect("member JSON");
         assert_eq!(v["headers"]["x-forwarded-for"], inet_ip.as_str(), "{body}");
     }
+
+    // Metrics of the instances, through stratoctl on their hosts.
+    let metrics: String = cloud
+        .region
+        .hosts()
+        .iter()
+        .filter_map(|h| {
+            let o = Command::new(strato_tests::e2e::bin("stratoctl"))
+                .args(["l7-metrics", "--state-dir"])
+                .arg(cloud.agent_dir(h))
+                .output()
+                .ok()?;
+            o.status
+                .success()
+                .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+        })
+        .collect();
+    assert!(
+        metrics.contains(&listener) && metrics.contains("2xx"),
+        "per-listener request metrics: {}",
+        &metrics[..metrics.len().min(2000)]
+    );
+
+    // A host fails (its agent killed, its instance frozen): its instance
+    // goes ERROR once the host stops reporting, and new requests go to
+    // the other instance only. (Not the client's own host: a client whose
+    // host failed is gone with it.)
+    let client_host = Cloud::host_id(&cloud.host_named("az1-c2"));
+    let (victim_id, compute) = admin_cli
+        .json(&["loadbalancer", "amphora", "list", "--loadbalancer", &lb_id])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["status"] == "READY")
+        .filter_map(|a| {
+            let id = a["id"].as_str()?.to_owned();
+            let full = admin_cli.json(&["loadbalancer", "amphora", "show", &id]);
+            let compute = full["compute_id"].as_str()?.to_owned();
+            (compute != client_host).then_some((id, compute))
+        })
+        .next()
+        .expect("a READY instance away from the client");
+    let host = cloud
+        .region
+        .hosts()
+        .into_iter()
+        .find(|h| Cloud::host_id(h) == compute)
+        .expect("the instance's host");
+    let pid: i32 = std::fs::read_to_string(
+        cloud
+            .agent_dir(&host)
+            .join("l7")
+            .join(&victim_id)
+            .join("l7.pid"),
+    )
+    .expect("pid file")
+    .trim()
+    .parse()
+    .expect("pid");
+    let pid = nix::unistd::Pid::from_raw(pid);
+    cloud.kill(&format!("agent-{}", host.name));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("freeze the instance");
+    cloud.wait_until(
+        "the failed host's instance ERROR",
+        Duration::from_secs(20),
+        || admin_cli.json(&["loadbalancer", "amphora", "show", &victim_id])["status"] != "READY",
+    );
+    // The hosts have the change once the load balancer is ACTIVE again.
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 0..20 {
+        let (status, body) = curl(cloud, "c1", &["-m", "5", &url]);
+        if status != 200 {
+            let o = cloud
+                .region
+                .exec("c1", &["curl", "-v", "-m", "5", &url])
+                .expect("curl");
+            panic!(
+                "request {i} after the host failed ({compute} down): {status} {body}\n{}\n{}",
+                String::from_utf8_lossy(&o.stderr),
+                admin_cli.json(&["loadbalancer", "amphora", "list", "--loadbalancer", &lb_id])
+            );
+        }
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("thaw");
+    cloud.start_agent(&host);
 
     // Stats count the connections.
     let stats = cli.json(&["loadbalancer", "listener", "stats", "show", &listener]);

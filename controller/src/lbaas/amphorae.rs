@@ -15,9 +15,9 @@
 //! second): it places missing instances, marks those whose host stopped
 //! reporting `ERROR`, replaces `ERROR` ones after [`REPLACE_AFTER_S`], and
 //! drains (`PENDING_DELETE`, then deletes after [`DRAIN_S`]) those no
-//! longer wanted. [`on_health`] follows the agents' checks of the
-//! instances (`BOOTING`/`ERROR` -> `READY` on success, `READY` -> `ERROR`
-//! on failure).
+//! longer wanted, and makes `READY` those that serve with their port
+//! realised. [`on_health`] takes a `READY` instance whose agent says it
+//! stopped serving to `ERROR` at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -230,6 +230,7 @@ fn place(
 pub fn plan(
     state: &State,
     up: &dyn Fn(&str) -> bool,
+    serving: &dyn Fn(&Amphora) -> bool,
     want: &dyn Fn(&str, &str) -> usize,
     now: u64,
 ) -> Vec<Change> {
@@ -295,6 +296,17 @@ pub fn plan(
                     changes.push(with_status(a, AmphoraStatus::PendingDelete, now));
                 }
                 AmphoraStatus::Booting | AmphoraStatus::Ready => {
+                    *live.entry(zone).or_default() += 1;
+                    lb_hosts.insert(a.host.as_str());
+                    if a.status == AmphoraStatus::Booting && serving(a) {
+                        tracing::info!(amphora = %a.meta.id, host = %a.host, "L7 instance READY");
+                        changes.push(with_status(a, AmphoraStatus::Ready, now));
+                    }
+                }
+                AmphoraStatus::Error if up(&a.host) && serving(a) && since < REPLACE_AFTER_S => {
+                    // Back (its process restarted, its host reports again).
+                    tracing::info!(amphora = %a.meta.id, host = %a.host, "L7 instance READY again");
+                    changes.push(with_status(a, AmphoraStatus::Ready, now));
                     *live.entry(zone).or_default() += 1;
                     lb_hosts.insert(a.host.as_str());
                 }
@@ -449,11 +461,14 @@ impl Scaler {
     }
 }
 
-/// The change an agent's check of instance `id` makes, if any.
+/// The change an agent's report that instance `id` stopped serving makes,
+/// if any: `READY` -> `ERROR` at once (the L4 tier stops sending it new
+/// connections). Coming back is [`plan`]'s: an instance is `READY` once it
+/// serves *and* its port is realised on its host (`serving`), so the L4
+/// tier never sends connections to a port the dataplane does not have yet.
 pub fn on_health(state: &State, id: &str, up: bool, now: u64) -> Option<Change> {
     let a = state.amphorae.get(id)?;
     let to = match (a.status, up) {
-        (AmphoraStatus::Booting | AmphoraStatus::Error, true) => AmphoraStatus::Ready,
         (AmphoraStatus::Ready, false) => AmphoraStatus::Error,
         _ => return None,
     };
@@ -596,7 +611,7 @@ mod tests {
 
     fn step(c: &Core, up: &dyn Fn(&str) -> bool, now: u64) -> usize {
         c.mutate(|s| {
-            let ch = plan(s, up, &|_, _| 1, now);
+            let ch = plan(s, up, &|_| true, &|_, _| 1, now);
             let n = ch.len();
             Ok((ch, n))
         })
@@ -630,16 +645,29 @@ mod tests {
         assert_eq!(port.binding_host_id, "az2-c1");
         assert_eq!(port.meta.project_id, SERVICE_PROJECT);
         assert!(port.fixed_ips[0].ip_address.starts_with("10.0.0."));
-        // Stable: nothing more to do.
-        assert_eq!(step(&c, &all, 101), 0);
-        // Healthy.
+        // Not serving yet (or its port not realised): it stays BOOTING,
+        // nothing more to do.
+        let none = c
+            .mutate(|s| Ok((plan(s, &all, &|_| false, &|_, _| 1, 101), ())))
+            .map(|()| 0);
+        assert_eq!(none.ok(), Some(0));
+        assert_eq!(amphorae(&c)[0].status, AmphoraStatus::Booting);
+        // Serving with its port realised: READY.
+        step(&c, &all, 102);
+        assert_eq!(amphorae(&c)[0].status, AmphoraStatus::Ready);
+        // Its agent says it stopped serving: ERROR at once.
         c.mutate(|s| {
             Ok((
-                on_health(s, &a[0].meta.id, true, 102).into_iter().collect(),
+                on_health(s, &a[0].meta.id, false, 103)
+                    .into_iter()
+                    .collect(),
                 (),
             ))
         })
         .expect("health");
+        assert_eq!(amphorae(&c)[0].status, AmphoraStatus::Error);
+        // Serving again within the replacement time: READY again.
+        step(&c, &all, 104);
         assert_eq!(amphorae(&c)[0].status, AmphoraStatus::Ready);
         // Its host stops reporting: ERROR; a replacement needs another
         // host of az2, and there is none: the failed one stays until
@@ -694,12 +722,14 @@ mod tests {
         assert!(amphorae(&c).is_empty());
     }
 
+    /// Every BOOTING instance serves, its port realised: READY.
     fn ready_all(c: &Core, now: u64) {
         c.mutate(|s| {
-            let ids: Vec<String> = s.amphorae.keys().cloned().collect();
             Ok((
-                ids.iter()
-                    .filter_map(|id| on_health(s, id, true, now))
+                s.amphorae
+                    .values()
+                    .filter(|a| a.status == AmphoraStatus::Booting)
+                    .map(|a| with_status(a, AmphoraStatus::Ready, now))
                     .collect(),
                 (),
             ))
@@ -719,7 +749,7 @@ mod tests {
         let idle = |_: &str| Some(0.05);
         let step_with = |c: &Core, scaler: &Scaler, now: u64| {
             c.mutate(|s| {
-                let ch = plan(s, &all, &|l, z| scaler.want(l, z), now);
+                let ch = plan(s, &all, &|_| false, &|l, z| scaler.want(l, z), now);
                 Ok((ch, ()))
             })
             .expect("plan")
