@@ -57,6 +57,12 @@ pub enum Kind {
         /// Inclusive ranges of healthy statuses.
         expected: Vec<(u16, u16)>,
     },
+    /// The handshake, then a TLS ClientHello; up when the member answers
+    /// with a ServerHello (TLS 1.2, or TLS 1.3's, a HelloRetryRequest
+    /// included), down on an alert, a reset or silence. `HTTPS` monitors
+    /// are this check: the prober has no TLS stack to send the HTTP
+    /// request inside the session.
+    TlsHello,
 }
 
 /// Octavia's `expected_codes` (`200`, `200,202`, `200-204`) as ranges;
@@ -291,7 +297,7 @@ impl Check {
         let t = self.target.clone();
         let mut frame = Vec::new();
         let flight = match &t.kind {
-            Kind::Tcp | Kind::Http { .. } => {
+            Kind::Tcp | Kind::Http { .. } | Kind::TlsHello => {
                 let seq: u32 = rand_u32();
                 self.builder()
                     .tcp(self.sport, t.port, seq, 64240)
@@ -344,19 +350,26 @@ impl Check {
                     return None;
                 }
                 let (ours, theirs) = (seq.wrapping_add(1), tcp.sequence_number().wrapping_add(1));
-                match self.target.kind.clone() {
-                    Kind::Http { method, path, .. } => {
-                        let req = format!(
+                let req = match self.target.kind.clone() {
+                    Kind::Http { method, path, .. } => Some(
+                        format!(
                             "{method} {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: strato-health-check\r\n\r\n",
                             std::net::Ipv4Addr::from(self.target.dst_ip)
-                        );
+                        )
+                        .into_bytes(),
+                    ),
+                    Kind::TlsHello => Some(client_hello(rand_u32())),
+                    _ => None,
+                };
+                match req {
+                    Some(req) => {
                         let mut f = Vec::new();
                         let ok = self
                             .builder()
                             .tcp(self.sport, self.target.port, ours, 64240)
                             .ack(theirs)
                             .psh()
-                            .write(&mut f, req.as_bytes())
+                            .write(&mut f, &req)
                             .is_ok()
                             && sock.send(self.target.ifindex, &f).is_ok();
                         if !ok {
@@ -367,7 +380,7 @@ impl Check {
                         }
                         None
                     }
-                    _ => {
+                    None => {
                         self.reset(sock, ours);
                         Some(true)
                     }
@@ -385,13 +398,14 @@ impl Check {
                     return None;
                 }
                 self.reset(sock, tcp.acknowledgment_number());
-                let Kind::Http { expected, .. } = &self.target.kind else {
-                    return Some(false);
-                };
-                Some(
-                    http_status(body)
-                        .is_some_and(|c| expected.iter().any(|(a, b)| (*a..=*b).contains(&c))),
-                )
+                match &self.target.kind {
+                    Kind::Http { expected, .. } => Some(
+                        http_status(body)
+                            .is_some_and(|c| expected.iter().any(|(a, b)| (*a..=*b).contains(&c))),
+                    ),
+                    Kind::TlsHello => Some(is_server_hello(body)),
+                    _ => Some(false),
+                }
             }
             (Some(TransportSlice::Icmpv4(icmp)), Flight::Echo { seq }) if from_member => {
                 match icmp.icmp_type() {
@@ -430,6 +444,59 @@ impl Check {
             let _ = sock.send(self.target.ifindex, &f);
         }
     }
+}
+
+/// A TLS ClientHello record (offering TLS 1.3 and 1.2, AES-GCM and
+/// ChaCha20 suites, P-256 and X25519, ECDSA and RSA signatures; no key
+/// share, so a TLS 1.3 server answers with a HelloRetryRequest, which is a
+/// ServerHello too). `seed` fills its random.
+fn client_hello(seed: u32) -> Vec<u8> {
+    let mut random = [0u8; 32];
+    for (i, b) in random.iter_mut().enumerate() {
+        *b = (seed.rotate_left(i as u32 * 5) >> (i % 4 * 8)) as u8;
+    }
+    let suites: [u16; 7] = [0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030];
+    let mut ext = Vec::new();
+    let mut put_ext = |ty: u16, body: &[u8]| {
+        ext.extend(ty.to_be_bytes());
+        ext.extend((body.len() as u16).to_be_bytes());
+        ext.extend(body);
+    };
+    // supported_versions: TLS 1.3, 1.2.
+    put_ext(0x002b, &[4, 0x03, 0x04, 0x03, 0x03]);
+    // supported_groups: x25519, secp256r1.
+    put_ext(0x000a, &[0, 4, 0x00, 0x1d, 0x00, 0x17]);
+    // signature_algorithms: ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256,
+    // rsa_pkcs1_sha256.
+    put_ext(0x000d, &[0, 6, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01]);
+    // ec_point_formats: uncompressed (TLS 1.2 ECDHE).
+    put_ext(0x000b, &[1, 0]);
+    // key_share: none offered (RFC 8446 4.2.8: the server asks for one
+    // with a HelloRetryRequest).
+    put_ext(0x0033, &[0, 0]);
+    let mut hello = vec![0x03, 0x03];
+    hello.extend(random);
+    hello.push(0); // no session id
+    hello.extend(((suites.len() * 2) as u16).to_be_bytes());
+    for s in suites {
+        hello.extend(s.to_be_bytes());
+    }
+    hello.extend([1, 0]); // compression: null
+    hello.extend((ext.len() as u16).to_be_bytes());
+    hello.extend(ext);
+    let mut hs = vec![1u8]; // ClientHello
+    hs.extend(&(hello.len() as u32).to_be_bytes()[1..]);
+    hs.extend(hello);
+    let mut rec = vec![0x16, 0x03, 0x01];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
+
+/// Whether a member's first bytes are a TLS handshake record holding a
+/// ServerHello.
+fn is_server_hello(b: &[u8]) -> bool {
+    b.len() >= 6 && b[0] == 0x16 && b[1] == 0x03 && b[5] == 2
 }
 
 /// The status code of an HTTP response's first line.
@@ -560,6 +627,80 @@ mod tests {
         assert_eq!(parse_expected("200-204"), Some(vec![(200, 204)]));
         assert_eq!(parse_expected("20x"), None);
         assert_eq!(parse_expected(""), None);
+    }
+
+    /// The ClientHello is one a real TLS server answers (openssl s_server
+    /// on loopback), with a ServerHello; an alert or plain text is not one.
+    #[test]
+    fn tls_hello_is_answered_by_a_real_server() {
+        assert!(!is_server_hello(b"HTTP/1.1 400 Bad Request"));
+        assert!(
+            !is_server_hello(&[0x15, 0x03, 0x03, 0, 2, 2, 40]),
+            "an alert"
+        );
+        assert!(!is_server_hello(&[0x16, 0x03]), "truncated");
+        let dir = std::env::temp_dir().join(format!("strato-probe-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .args([
+                "-keyout",
+                "k.pem",
+                "-out",
+                "c.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=probe.test",
+            ])
+            .current_dir(&dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("openssl missing: the live half of this test is skipped");
+            return;
+        }
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let mut server = std::process::Command::new("openssl")
+            .args([
+                "s_server", "-quiet", "-cert", "c.pem", "-key", "k.pem", "-accept",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let mut answer = Vec::new();
+        for _ in 0..50 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                s.set_read_timeout(Some(Duration::from_secs(3)))
+                    .expect("timeout");
+                s.write_all(&client_hello(0x1234_5678)).expect("hello");
+                let mut buf = [0u8; 64];
+                let n = s.read(&mut buf).unwrap_or(0);
+                answer = buf[..n].to_vec();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(is_server_hello(&answer), "answered with {answer:02x?}");
     }
 
     #[test]

@@ -397,6 +397,7 @@ fn monitor_kind(mon: &strato_proto::config::MonitorEntry) -> Option<Kind> {
         "PING" => Kind::Ping,
         "TCP" => Kind::Tcp,
         "UDP-CONNECT" => Kind::UdpConnect,
+        "HTTPS" | "TLS-HELLO" => Kind::TlsHello,
         "HTTP" => Kind::Http {
             method: mon.http_method.clone(),
             path: mon.url_path.clone(),
