@@ -264,67 +264,6 @@ pub(crate) fn bind_link(fd: &OwnedFd, addr: &libc::sockaddr_ll) -> std::io::Resu
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ROUTE: &str =
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-eth0\t0000000A\t0100000A\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-eth0\t00000000\t FE00000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-eth0\t00000000\tFE00000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-eth1\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
-
-    #[test]
-    fn the_default_route_gateway_comes_first() {
-        let gws = route_gateways(ROUTE, "eth0");
-        assert_eq!(
-            gws,
-            vec![Ipv4Addr::new(10, 0, 0, 254), Ipv4Addr::new(10, 0, 0, 1)],
-            "default route first, direct routes (gateway 0) skipped, duplicates once"
-        );
-        assert_eq!(
-            route_gateways(ROUTE, "eth1"),
-            vec![Ipv4Addr::new(192, 168, 1, 1)]
-        );
-        assert!(route_gateways(ROUTE, "eth2").is_empty());
-        assert!(route_gateways("", "eth0").is_empty());
-    }
-
-    #[test]
-    fn a_neighbour_is_resolved_only_with_a_complete_entry_on_its_interface() {
-        let arp =
-            "IP address       HW type     Flags       HW address            Mask     Device\n\
-10.0.0.254       0x1         0x2         52:54:00:12:34:56     *        eth0\n\
-10.0.0.9         0x1         0x0         00:00:00:00:00:00     *        eth0\n";
-        assert!(arp_resolved(arp, "eth0", Ipv4Addr::new(10, 0, 0, 254)));
-        assert!(
-            !arp_resolved(arp, "eth1", Ipv4Addr::new(10, 0, 0, 254)),
-            "other interface"
-        );
-        assert!(
-            !arp_resolved(arp, "eth0", Ipv4Addr::new(10, 0, 0, 9)),
-            "incomplete entry"
-        );
-        assert!(
-            !arp_resolved(arp, "eth0", Ipv4Addr::new(10, 0, 0, 25)),
-            "prefix of an address"
-        );
-    }
-
-    #[test]
-    fn link_addr_is_an_ipv4_packet_address() {
-        let a = link_addr(7, Some([1, 2, 3, 4, 5, 6]));
-        assert_eq!(a.sll_family, libc::AF_PACKET as u16);
-        assert_eq!(u16::from_be(a.sll_protocol), libc::ETH_P_IP as u16);
-        assert_eq!(a.sll_ifindex, 7);
-        assert_eq!(a.sll_halen, 6);
-        assert_eq!(&a.sll_addr[..6], &[1, 2, 3, 4, 5, 6]);
-        assert_eq!(link_addr(0, None).sll_halen, 0);
-    }
-}
-
 /// Runs `f` with this thread in network namespace `netns` (by name, as
 /// `ip netns` keeps them), then returns the thread to its own namespace.
 /// Sockets made by `f` stay in `netns`.
@@ -387,5 +326,66 @@ pub(crate) fn fd_of_process(pid: i32, fd: i32) -> std::io::Result<std::os::fd::O
             return Err(std::io::Error::last_os_error());
         }
         Ok(std::os::fd::OwnedFd::from_raw_fd(dup as i32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTE: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t0000000A\t0100000A\t0003\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+eth0\t00000000\t FE00000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth0\t00000000\tFE00000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+eth1\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+
+    #[test]
+    fn the_default_route_gateway_comes_first() {
+        let gws = route_gateways(ROUTE, "eth0");
+        assert_eq!(
+            gws,
+            vec![Ipv4Addr::new(10, 0, 0, 254), Ipv4Addr::new(10, 0, 0, 1)],
+            "default route first, direct routes (gateway 0) skipped, duplicates once"
+        );
+        assert_eq!(
+            route_gateways(ROUTE, "eth1"),
+            vec![Ipv4Addr::new(192, 168, 1, 1)]
+        );
+        assert!(route_gateways(ROUTE, "eth2").is_empty());
+        assert!(route_gateways("", "eth0").is_empty());
+    }
+
+    #[test]
+    fn a_neighbour_is_resolved_only_with_a_complete_entry_on_its_interface() {
+        let arp =
+            "IP address       HW type     Flags       HW address            Mask     Device\n\
+10.0.0.254       0x1         0x2         52:54:00:12:34:56     *        eth0\n\
+10.0.0.9         0x1         0x0         00:00:00:00:00:00     *        eth0\n";
+        assert!(arp_resolved(arp, "eth0", Ipv4Addr::new(10, 0, 0, 254)));
+        assert!(
+            !arp_resolved(arp, "eth1", Ipv4Addr::new(10, 0, 0, 254)),
+            "other interface"
+        );
+        assert!(
+            !arp_resolved(arp, "eth0", Ipv4Addr::new(10, 0, 0, 9)),
+            "incomplete entry"
+        );
+        assert!(
+            !arp_resolved(arp, "eth0", Ipv4Addr::new(10, 0, 0, 25)),
+            "prefix of an address"
+        );
+    }
+
+    #[test]
+    fn link_addr_is_an_ipv4_packet_address() {
+        let a = link_addr(7, Some([1, 2, 3, 4, 5, 6]));
+        assert_eq!(a.sll_family, libc::AF_PACKET as u16);
+        assert_eq!(u16::from_be(a.sll_protocol), libc::ETH_P_IP as u16);
+        assert_eq!(a.sll_ifindex, 7);
+        assert_eq!(a.sll_halen, 6);
+        assert_eq!(&a.sll_addr[..6], &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(link_addr(0, None).sll_halen, 0);
     }
 }

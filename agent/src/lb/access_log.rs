@@ -29,6 +29,9 @@ use strato_proto::{
     naming::{ACCESS_LOG, METRICS},
 };
 
+/// Open connections per service number and per backend number.
+pub type OpenCounts = (BTreeMap<u32, u64>, BTreeMap<u32, u64>);
+
 /// (domain, client, client port, protocol, backend number): a
 /// connection's reply side.
 type ClientSide = (u32, [u8; 4], u16, u8, u32);
@@ -81,7 +84,7 @@ impl AccessLog {
     /// The connections open as of the last tick (started, not yet ended:
     /// closed, idle past the timeout, or gone), per service and per
     /// backend number.
-    pub fn open_counts(&self) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
+    pub fn open_counts(&self) -> OpenCounts {
         let (mut s, mut b) = (BTreeMap::new(), BTreeMap::new());
         for o in self.open.values() {
             *s.entry(o.flow.service).or_default() += 1;

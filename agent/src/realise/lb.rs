@@ -262,7 +262,7 @@ fn metrics_text(host: &str, s: &Stats, flows: &[(LbFlowKey, LbFlow)], now: u64) 
 pub(crate) fn stats_report(
     s: &Stats,
     flows: &[(LbFlowKey, LbFlow)],
-    open: Option<&(BTreeMap<u32, u64>, BTreeMap<u32, u64>)>,
+    open: Option<&crate::lb::access_log::OpenCounts>,
     now: u64,
 ) -> StatsReport {
     let (active_s, active_b) = match open {
