@@ -549,20 +549,6 @@ fn member_location(
     })
 }
 
-/// A member's state as the balancers see it: `draining` when disabled or
-/// at weight 0 (no new connections, established ones continue), `down`
-/// when its pool is monitored (`monitored`: a monitor that is up) and the
-/// checks find it down, else `active`.
-pub fn member_state(m: &crate::model::Member, monitored: bool) -> &'static str {
-    if !m.admin_state_up || m.weight == 0 {
-        "draining"
-    } else if monitored && m.health_down {
-        "down"
-    } else {
-        "active"
-    }
-}
-
 /// A load balancer as every host of its VPC balances it (`gateway`: as a
 /// gateway host balances its floating IP's traffic).
 fn load_balancer_entry(
@@ -606,7 +592,7 @@ fn load_balancer_entry(
                             protocol_port: m.protocol_port,
                             weight: m.weight,
                             backup: m.backup,
-                            state: member_state(m, monitor.is_some()).to_owned(),
+                            state: crate::lbaas::member_state(m, monitor.is_some()).to_owned(),
                             monitor_address: m.monitor_address.clone(),
                             monitor_port: m.monitor_port,
                             location: if gateway {
@@ -660,7 +646,7 @@ fn load_balancer_entry(
                     protocol_port: x.protocol_port,
                     weight: x.weight,
                     backup: x.backup,
-                    state: member_state(x, true).to_owned(),
+                    state: crate::lbaas::member_state(x, true).to_owned(),
                     monitor_address: x.monitor_address.clone(),
                     monitor_port: x.monitor_port,
                     location: None,

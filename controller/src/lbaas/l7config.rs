@@ -11,7 +11,7 @@
 //! each with its enabled rules, leaving out policies with no enabled rule
 //! and `REDIRECT_TO_POOL` policies whose pool is down; the default pools
 //! and redirect pools they name, with every member in its state (as the
-//! L4 compiler derives it: `compile::member_state`), session persistence,
+//! L4 compiler derives it: `lbaas::member_state`), session persistence,
 //! the listener's timeouts, inserted headers (a header whose value is
 //! `true` in any case), allowed CIDRs, and for TERMINATED_HTTPS its TLS
 //! (certificates resolved through `certs`; without a default certificate
@@ -24,9 +24,10 @@ use strato_proto::l7::{
     L7Rule, L7Tls,
 };
 
-use super::{listener_policies, members::monitored, policy_rules, pool_members, pool_monitor};
+use super::{
+    listener_policies, member_state, members::monitored, policy_rules, pool_members, pool_monitor,
+};
 use crate::{
-    compile::member_state,
     error::ApiError,
     model::{L7Action, LbProtocol, Listener, PersistenceType, Pool},
     state::State,

@@ -66,6 +66,20 @@ use crate::{
 /// an API change. So the check exists ([`check_mutable`]) but is off.
 pub const STRICT_PENDING: bool = false;
 
+/// A member's state as the balancers see it: `draining` when disabled or
+/// at weight 0 (no new connections, established ones continue), `down`
+/// when its pool is monitored (`monitored`: a monitor that is up) and the
+/// checks find it down, else `active`.
+pub fn member_state(m: &crate::model::Member, monitored: bool) -> &'static str {
+    if !m.admin_state_up || m.weight == 0 {
+        "draining"
+    } else if monitored && m.health_down {
+        "down"
+    } else {
+        "active"
+    }
+}
+
 /// The only provider.
 pub const PROVIDER: &str = "strato";
 
