@@ -11,7 +11,8 @@
 //! keep-alive requests/s with p50/p99 latency, `Connection: close`
 //! requests/s, TLS handshakes/s (TLS 1.3, ECDHE P-256, an ECDSA P-256
 //! certificate made at run time; a new connection, so a full handshake, per
-//! request), and the proxy process's CPU per 1,000 requests in each.
+//! request, from the bench's own rustls client: wrk resumes its sessions),
+//! and the proxy process's CPU per 1,000 requests in each.
 //!
 //! Every run checks its own path and fails the bench otherwise: wrk counted
 //! no socket error and no non-2xx answer; both members served (their
@@ -20,8 +21,9 @@
 //! its control socket, HAProxy's stats socket, nginx's `stub_status`), and
 //! a new connection per request where that is the point; the idle
 //! connections are open at the proxy when its memory is read; `openssl
-//! s_client` negotiates TLS 1.3 with P-256 against every TLS listener, and
-//! the nginx proxy's log shows that wrk's own handshakes did, none resumed.
+//! s_client` negotiates TLS 1.3 with P-256 against every TLS listener, the
+//! TLS client checks every handshake (full, TLS 1.3, P-256), and the nginx
+//! proxy's log shows them so too, none resumed.
 //! Everything started (processes, the namespace, the temp dir) is removed
 //! when the bench ends, also on an error.
 
@@ -110,10 +112,7 @@ impl Lab {
         let o = Command::new("ip").args(["netns", "add", &ns]).output()?;
         if !o.status.success() {
             let _ = std::fs::remove_dir_all(&dir);
-            bail!(
-                "ip netns add {ns}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
+            bail!("ip netns add {ns}: {}", String::from_utf8_lossy(&o.stderr));
         }
         // From here on, dropping it removes the namespace.
         let lab = Lab {
@@ -235,7 +234,12 @@ fn make_cert(lab: &Lab) -> anyhow::Result<(PathBuf, PathBuf)> {
         .arg(&key)
         .arg("-out")
         .arg(&crt)
-        .args(["-subj", "/CN=l7.bench", "-addext", "subjectAltName=DNS:l7.bench"])
+        .args([
+            "-subj",
+            "/CN=l7.bench",
+            "-addext",
+            "subjectAltName=DNS:l7.bench",
+        ])
         .output()
         .context("openssl req")?;
     ensure!(
@@ -250,7 +254,7 @@ fn make_cert(lab: &Lab) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((crt, key))
 }
 
-/// The OpenSSL configuration wrk and s_client run with: TLS 1.3 only, the
+/// The OpenSSL configuration s_client runs with: TLS 1.3 only, the
 /// P-256 group only (OpenSSL's default would offer X25519 first).
 fn client_openssl_conf(lab: &Lab) -> anyhow::Result<PathBuf> {
     let p = lab.path("client-openssl.cnf");
@@ -306,7 +310,10 @@ fn start_members(lab: &Lab, crt: &Path, key: &Path) -> anyhow::Result<Vec<u32>> 
 fn wait_ready(lab: &Lab, port: u16) -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{port}/");
     benchkit::wait_for(&format!("{url} answers"), Duration::from_secs(10), || {
-        Ok(lab.sh(&["curl", "-sf", "-o", "/dev/null", &url]).ok().map(|_| ()))
+        Ok(lab
+            .sh(&["curl", "-sf", "-o", "/dev/null", &url])
+            .ok()
+            .map(|_| ()))
     })
 }
 
@@ -318,10 +325,11 @@ fn stub_status(lab: &Lab, port: u16) -> anyhow::Result<(u64, u64, u64)> {
         .lines()
         .find_map(|l| l.strip_prefix("Active connections:"))
         .and_then(|v| v.trim().parse().ok());
-    let nums: Option<Vec<u64>> = t
-        .lines()
-        .nth(2)
-        .map(|l| l.split_whitespace().filter_map(|x| x.parse().ok()).collect());
+    let nums: Option<Vec<u64>> = t.lines().nth(2).map(|l| {
+        l.split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect()
+    });
     match (active, nums) {
         (Some(a), Some(n)) if n.len() == 3 => Ok((a, n[0], n[2])),
         _ => bail!("stub_status on {port}: cannot read {t:?}"),
@@ -382,7 +390,12 @@ fn start_row(lab: &Lab, row: Row, members: &[u32]) -> anyhow::Result<Up> {
             };
             let listener = |id: &str, port: u16, tls: Option<L7Tls>| L7Listener {
                 id: id.into(),
-                protocol: if tls.is_some() { "TERMINATED_HTTPS" } else { "HTTP" }.into(),
+                protocol: if tls.is_some() {
+                    "TERMINATED_HTTPS"
+                } else {
+                    "HTTP"
+                }
+                .into(),
                 protocol_port: port,
                 connection_limit: -1,
                 timeout_client_data_ms: 120_000,
@@ -438,7 +451,15 @@ fn start_row(lab: &Lab, row: Row, members: &[u32]) -> anyhow::Result<Up> {
             let log = "strato-l7.log".to_string();
             let pid = lab.spawn(
                 PROXY_CPU,
-                &[&b, "--state-dir", &d, "--threads", "1", "--drain-timeout-s", "1"],
+                &[
+                    &b,
+                    "--state-dir",
+                    &d,
+                    "--threads",
+                    "1",
+                    "--drain-timeout-s",
+                    "1",
+                ],
                 &log,
             )?;
             Up {
@@ -544,8 +565,8 @@ fn own(lab: &Lab, row: Row, up: &Up) -> anyhow::Result<Own> {
         Row::Strato => {
             let sock = up.control.join(CONTROL_SOCKET);
             let body = http_unix(&sock, "/stats")?;
-            let s: L7Stats = serde_json::from_str(&body)
-                .with_context(|| format!("strato-l7 /stats: {body}"))?;
+            let s: L7Stats =
+                serde_json::from_str(&body).with_context(|| format!("strato-l7 /stats: {body}"))?;
             let mut o = Own::default();
             for l in &s.listeners {
                 o.requests += l.requests;
@@ -639,7 +660,9 @@ fn http_unix(sock: &Path, path: &str) -> anyhow::Result<String> {
         sock.display()
     );
     ensure!(
-        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
         "{} {path}: chunked answer",
         sock.display()
     );
@@ -997,7 +1020,15 @@ fn measure(c: &Client<'_>, row: Row, up: &Up, mode: Mode) -> anyhow::Result<Run>
     let d = format!("{}s", c.seconds);
     let conns = format!("-c{}", c.connections);
     let mut argv = vec![
-        "taskset", "-c", CLIENT_CPU, "wrk", "-t1", &conns, "-d", &d, "--latency",
+        "taskset",
+        "-c",
+        CLIENT_CPU,
+        "wrk",
+        "-t1",
+        &conns,
+        "-d",
+        &d,
+        "--latency",
     ];
     if mode != Mode::KeepAlive {
         argv.extend(["-H", "Connection: close"]);
@@ -1007,9 +1038,7 @@ fn measure(c: &Client<'_>, row: Row, up: &Up, mode: Mode) -> anyhow::Result<Run>
     let w = if mode == Mode::Tls {
         tls_load(c, https)
     } else {
-        c.lab
-            .sh_env(&argv, &[("OPENSSL_CONF", c.conf)])
-            .and_then(|o| parse_wrk(&o))
+        c.lab.sh(&argv).and_then(|o| parse_wrk(&o))
     };
     let (cpu1, wall) = (process_cpu(up.pid)?, t0.elapsed().as_secs_f64());
     let w = w.with_context(|| what.clone())?;
@@ -1077,7 +1106,7 @@ fn measure(c: &Client<'_>, row: Row, up: &Up, mode: Mode) -> anyhow::Result<Run>
 }
 
 /// `openssl s_client` against the row's TLS port, with `-groups P-256
-/// -tls1_3` and with wrk's configuration alone: both must negotiate TLS
+/// -tls1_3` and with the client configuration alone: both must negotiate TLS
 /// 1.3 with P-256 and our certificate.
 fn check_tls(c: &Client<'_>, row: Row) -> anyhow::Result<()> {
     let (_, https) = row.ports();
@@ -1103,10 +1132,9 @@ fn check_tls(c: &Client<'_>, row: Row) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The nginx proxy's access log: the TLS requests wrk made were TLS 1.3
-/// with P-256, none resumed (its client configuration works, and every
-/// request is a full handshake).
-fn check_wrk_tls(lab: &Lab) -> anyhow::Result<()> {
+/// The nginx proxy's access log: the TLS client's requests were TLS 1.3
+/// with P-256, none resumed (the server's view of the client's own check).
+fn check_client_tls(lab: &Lab) -> anyhow::Result<()> {
     // The log is flushed every 200 ms.
     std::thread::sleep(Duration::from_millis(600));
     let log = std::fs::read_to_string(lab.path("nginx-proxy/access.log"))?;
@@ -1125,7 +1153,7 @@ fn check_wrk_tls(lab: &Lab) -> anyhow::Result<()> {
         .collect();
     ensure!(
         bad.is_empty(),
-        "nginx proxy: {} of {} TLS requests from wrk were not full TLS 1.3 P-256 handshakes, e.g. {:?}",
+        "nginx proxy: {} of {} TLS requests were not full TLS 1.3 P-256 handshakes, e.g. {:?}",
         bad.len(),
         tls.len(),
         bad.first()
@@ -1200,12 +1228,7 @@ struct Figures {
     busy: [f64; 3],
 }
 
-fn measure_row(
-    c: &Client<'_>,
-    row: Row,
-    members: &[u32],
-    idle: usize,
-) -> anyhow::Result<Figures> {
+fn measure_row(c: &Client<'_>, row: Row, members: &[u32], idle: usize) -> anyhow::Result<Figures> {
     let lab = c.lab;
     let up = start_row(lab, row, members)?;
     let r = (|| {
@@ -1220,7 +1243,7 @@ fn measure_row(
         let close = measure(c, row, &up, Mode::Close)?;
         let tls = measure(c, row, &up, Mode::Tls)?;
         if row == Row::Nginx {
-            check_wrk_tls(lab)?;
+            check_client_tls(lab)?;
         }
         lab.alive(up.pid, &up.log)?;
         Ok(Figures {
@@ -1334,9 +1357,13 @@ fn write_results(
     samples: &[Vec<Figures>],
     out: &mut String,
 ) -> anyhow::Result<()> {
-    let col = |i: usize, f: &dyn Fn(&Figures) -> f64| samples[i].iter().map(f).collect::<Vec<f64>>();
+    let col =
+        |i: usize, f: &dyn Fn(&Figures) -> f64| samples[i].iter().map(f).collect::<Vec<f64>>();
     let (strato, hap) = (1, 2);
-    debug_assert_eq!((Row::ALL[strato], Row::ALL[hap]), (Row::Strato, Row::Haproxy));
+    debug_assert_eq!(
+        (Row::ALL[strato], Row::ALL[hap]),
+        (Row::Strato, Row::Haproxy)
+    );
     let keep = |i| col(i, &|f| f.keep.0);
     let p99 = |i| col(i, &|f| f.keep.2);
     let cpu_keep = |i| col(i, &|f| f.keep.3);
@@ -1378,13 +1405,10 @@ fn write_results(
     );
     let (s, p) = (opts.seconds, opts.passes);
     let bin = crate::e2e::bin_dir().join("strato-l7");
-    let bin = bin
-        .strip_prefix(concat!(env!("CARGO_MANIFEST_DIR"), "/../"))
-        .unwrap_or(&bin)
-        .display()
-        .to_string();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let bin = bin.strip_prefix(&cwd).unwrap_or(&bin).display().to_string();
     writeln!(out, "### L7 proxies: requests/s, TLS handshakes/s, latency, CPU and memory ({s} s runs, {p} passes, wrk 1 thread {connections} connections, 2 nginx members)\n")?;
-    writeln!(out, "One network namespace, loopback only. Each proxy alone on CPU 1 with one worker (`{bin} --threads 1`, HAProxy `nbthread 1`, nginx `worker_processes 1`), balancing round robin over two nginx members (one process each, a 3-byte answer) that share CPU 0 with wrk; direct: wrk straight at member m1 (its own TLS listener for the TLS column). Per pass each proxy is started fresh, {idle} idle keep-alive connections are opened (one request each) and closed, then wrk runs keep-alive, `Connection: close`, and TLS 1.3 with ECDHE P-256 and an ECDSA P-256 certificate (`Connection: close`: a full handshake per request; wrk's OpenSSL limited to TLS 1.3 and P-256). Rows in turn, the order reversed every other pass; every figure is the median (min-max) of the passes, ratios per pass. CPU: the server process's user + system time (/proc/<pid>/stat) over the run per 1,000 requests; busy: that time over the run's wall time (1.00: its CPU saturated). Memory: the server's RSS with the idle connections open minus before, per connection. strato-l7 writes its access log (one JSON line per request, buffered); the nginx proxy logs too (buffered), HAProxy does not. The bench fails on any wrk error (socket errors, non-2xx answers), unless both members served at least the requests wrk completed and the proxy counted them itself (strato-l7 `/stats`, HAProxy's stats socket, nginx `stub_status`; a connection per request in the close and TLS runs), unless the idle connections were open at the server when its memory was read, and unless `openssl s_client` negotiated TLS 1.3 with P-256 on every TLS listener and the nginx proxy logged wrk's handshakes as TLS 1.3, P-256, not resumed.\n")?;
+    writeln!(out, "One network namespace, loopback only. Each proxy alone on CPU 1 with one worker (`{bin} --threads 1`, HAProxy `nbthread 1`, nginx `worker_processes 1`), balancing round robin over two nginx members (one process each, a 3-byte answer) that share CPU 0 with wrk; direct: wrk straight at member m1 (its own TLS listener for the TLS column). Per pass each proxy is started fresh, {idle} idle keep-alive connections are opened (one request each) and closed, then wrk runs keep-alive and `Connection: close`, then the TLS run: TLS 1.3 with ECDHE P-256 and an ECDSA P-256 certificate, a new connection, a full handshake and one `Connection: close` request each, {connections} at once, from the bench's own client (rustls, resumption off, on CPU 0: wrk keeps its OpenSSL session across reconnections and would resume); TLS p50/p99 are not shown. Rows in turn, the order reversed every other pass; every figure is the median (min-max) of the passes, ratios per pass. CPU: the server process's user + system time (/proc/<pid>/stat) over the run per 1,000 requests; busy: that time over the run's wall time (1.00: its CPU saturated). Memory: the server's RSS with the idle connections open minus before, per connection. strato-l7 writes its access log (one JSON line per request, buffered); the nginx proxy logs too (buffered), HAProxy does not. The bench fails on any wrk error (socket errors, non-2xx answers), unless both members served at least the requests wrk completed and the proxy counted them itself (strato-l7 `/stats`, HAProxy's stats socket, nginx `stub_status`; a connection per request in the close and TLS runs), unless the idle connections were open at the server when its memory was read, unless `openssl s_client` negotiated TLS 1.3 with P-256 on every TLS listener, and unless every handshake of the TLS client was a full TLS 1.3 one with P-256 (the client's own check, and the nginx proxy's log: none resumed). A proxy busy well under 1.00 was not the bound: the client side (wrk and both members on CPU 0) was; compare CPU per request then.\n")?;
     writeln!(out, "| row | keep-alive req/s | x HAProxy | p50 ms | p99 ms | CPU ms / 1k req | close req/s | x HAProxy | CPU ms / 1k req | TLS handshakes/s | x HAProxy | CPU ms / 1k handshakes | busy (keep-alive, close, TLS) | KiB / idle conn |")?;
     writeln!(
         out,
