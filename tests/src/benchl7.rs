@@ -1350,6 +1350,10 @@ pub fn run(opts: &Options, out: &mut String) -> anyhow::Result<()> {
     write_results(opts, connections, idle, &samples, out)
 }
 
+/// A figure of the Strato / HAProxy table: its name, how it is read from
+/// a pass, its decimals.
+type Figure<'a> = (&'a str, &'a dyn Fn(&Figures) -> f64, usize);
+
 fn write_results(
     opts: &Options,
     connections: usize,
@@ -1441,7 +1445,7 @@ fn write_results(
     writeln!(out, "Strato / HAProxy, per pass (median (min-max)):\n")?;
     writeln!(out, "| figure | Strato | HAProxy | Strato / HAProxy |")?;
     writeln!(out, "| --- | ---: | ---: | ---: |")?;
-    let figs: [(&str, &dyn Fn(&Figures) -> f64, usize); 8] = [
+    let figs: [Figure<'_>; 8] = [
         ("keep-alive requests/s", &|f| f.keep.0, 0),
         ("keep-alive p50 latency, ms", &|f| f.keep.1, 2),
         ("keep-alive p99 latency, ms", &|f| f.keep.2, 2),
