@@ -9,6 +9,7 @@
 
 pub mod benchcp;
 pub mod benchkit;
+pub mod benchl7;
 pub mod benchlb;
 pub mod benchnat;
 pub mod benchsg;

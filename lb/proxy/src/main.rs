@@ -1,5 +1,7 @@
-//! `strato-l7 --state-dir DIR`: one L7 load-balancer instance. `SIGHUP`
-//! re-reads `DIR/l7.json`; `SIGTERM` (or `SIGINT`) drains and exits 0.
+//! `strato-l7 --state-dir DIR [--threads N]`: one L7 load-balancer
+//! instance. `SIGHUP` re-reads `DIR/l7.json`; `SIGTERM` (or `SIGINT`)
+//! drains and exits 0. `--threads`: the runtime's worker threads (default:
+//! one per available CPU).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,12 +18,26 @@ struct Args {
     /// Bound on the drain at SIGTERM, seconds.
     #[arg(long, default_value_t = 60)]
     drain_timeout_s: u64,
+    /// Worker threads of the runtime (default: the available parallelism).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    strato_proto::telemetry::init("strato-l7");
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let threads = match args.threads {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    strato_proto::telemetry::init("strato-l7");
     let inherited =
         strato_l7::inherited_listeners(std::env::var(strato_l7::LISTEN_FDS_ENV).ok().as_deref())
             .map_err(anyhow::Error::msg)?;

@@ -5,6 +5,7 @@
 //!    the do-nothing floor program;
 //! 2. VM-to-VM, internet-to-VM and load balancing between namespaces:
 //!    Strato against the Linux alternatives and bare redirect programs;
+//!    the L7 proxy against HAProxy and nginx (one namespace, loopback);
 //! 3. the control plane: binding to ACTIVE, rule POST to enforcement.
 //!
 //! Every row checks its own path (the verdict of the runs it times, the
@@ -50,6 +51,8 @@ struct Args {
     only_lb: bool,
     /// Only connections/s through load balancers (namespaces).
     only_lb_netns: bool,
+    /// Only the L7 proxies (a namespace, loopback).
+    only_l7: bool,
     /// Only VM to VM (namespaces).
     only_vpc_netns: bool,
     /// Only the program tables.
@@ -60,7 +63,7 @@ struct Args {
     cp_sample: usize,
 }
 
-const USAGE: &str = "usage: strato-bench [--smoke] [--seconds N] [--repeat N] [--rounds N] [--passes N] [--skip-netns] [--skip-control-plane] [--only-programs] [--only-policy] [--only-nat] [--only-lb] [--only-vpc-netns] [--only-eip-netns] [--only-lb-netns] [--only-cp] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]";
+const USAGE: &str = "usage: strato-bench [--smoke] [--seconds N] [--repeat N] [--rounds N] [--passes N] [--skip-netns] [--skip-control-plane] [--only-programs] [--only-policy] [--only-nat] [--only-lb] [--only-vpc-netns] [--only-eip-netns] [--only-lb-netns] [--only-l7] [--only-cp] [--cp-ports N] [--cp-sample N] [--write docs/benchmarks.md]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
@@ -77,6 +80,7 @@ fn parse_args() -> anyhow::Result<Args> {
         only_eip_netns: false,
         only_lb: false,
         only_lb_netns: false,
+        only_l7: false,
         only_vpc_netns: false,
         only_programs: false,
         only_cp: false,
@@ -105,6 +109,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--only-eip-netns" => a.only_eip_netns = true,
             "--only-lb" => a.only_lb = true,
             "--only-lb-netns" => a.only_lb_netns = true,
+            "--only-l7" => a.only_l7 = true,
             "--only-vpc-netns" => a.only_vpc_netns = true,
             "--only-cp" => a.only_cp = true,
             "--cp-ports" => a.cp_ports = num("--cp-ports", val("--cp-ports")?)? as usize,
@@ -957,6 +962,7 @@ fn main() -> anyhow::Result<()> {
         || args.only_vpc_netns
         || args.only_eip_netns
         || args.only_lb_netns
+        || args.only_l7
         || args.only_cp;
     if args.write.is_some() && (only || args.skip_netns || args.skip_cp) {
         bail!("--write replaces the whole results block: it needs every table (no --only-* or --skip-*)");
@@ -1017,6 +1023,16 @@ fn main() -> anyhow::Result<()> {
     }
     if netns || args.only_lb_netns {
         strato_tests::benchlb::run_netns(args.seconds, args.passes, args.smoke, &mut out)?;
+    }
+    if netns || args.only_l7 {
+        strato_tests::benchl7::run(
+            &strato_tests::benchl7::Options {
+                seconds: args.seconds,
+                passes: args.passes,
+                smoke: args.smoke,
+            },
+            &mut out,
+        )?;
     }
     if (!only && !args.skip_cp) || args.only_cp {
         strato_tests::benchcp::run(
