@@ -876,6 +876,14 @@ fn run(cloud: &Cloud) {
     .parse()
     .expect("pid");
     let pid = nix::unistd::Pid::from_raw(pid);
+    // The requests go to m3 (images), on the client's own host: a failed
+    // host's members fail with it, and their checks run on their host, so
+    // only the instance's failover is measured here.
+    cli.run(&["loadbalancer", "member", "set", "--enable", &images, &m3_id]);
+    let images_url = format!("{vip80}/photos/after.jpg");
+    cloud.wait_until("m3 takes requests again", Duration::from_secs(20), || {
+        curl(cloud, "c1", &[&images_url]).0 == 200
+    });
     cloud.kill(&format!("agent-{}", host.name));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("freeze the instance");
     cloud.wait_until(
