@@ -894,11 +894,11 @@ fn run(cloud: &Cloud) {
     // The hosts have the change once the load balancer is ACTIVE again.
     std::thread::sleep(Duration::from_secs(2));
     for i in 0..20 {
-        let (status, body) = curl(cloud, "c1", &["-m", "5", &url]);
+        let (status, body) = curl(cloud, "c1", &["-m", "5", &images_url]);
         if status != 200 {
             let o = cloud
                 .region
-                .exec("c1", &["curl", "-v", "-m", "5", &url])
+                .exec("c1", &["curl", "-v", "-m", "5", &images_url])
                 .expect("curl");
             panic!(
                 "request {i} after the host failed ({compute} down): {status} {body}\n{}\n{}",
