@@ -70,11 +70,6 @@ pub fn of_lb<'s>(state: &'s State, lb_id: &'s str) -> impl Iterator<Item = &'s A
         .filter(move |a| a.loadbalancer_id == lb_id)
 }
 
-/// Whether the L4 tier may send an instance new connections.
-pub fn takes_connections(a: &Amphora) -> bool {
-    a.status == AmphoraStatus::Ready
-}
-
 /// The zones of a load balancer's members (their ports' hosts' zones).
 fn member_zones(state: &State, lb: &LoadBalancer) -> BTreeSet<String> {
     let pools: BTreeSet<&str> = state
