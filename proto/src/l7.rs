@@ -20,6 +20,8 @@
 //! ([`L7Stats`], JSON), and appends one [`L7AccessLine`] per request to its
 //! access log ([`ACCESS_LOG`]).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// File names in an instance's state directory.
@@ -270,22 +272,25 @@ pub struct L7MemberStats {
 }
 
 /// One request in an instance's access log (a JSON object per line).
+/// Text fields borrow where they can (the proxy writes a line per request
+/// without copying its configuration's names); read back, they are owned
+/// (`L7AccessLine<'static>`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct L7AccessLine {
+pub struct L7AccessLine<'a> {
     /// When the request arrived, RFC 3339 UTC with milliseconds.
-    pub time: String,
-    pub instance: String,
-    pub listener: String,
+    pub time: Cow<'a, str>,
+    pub instance: Cow<'a, str>,
+    pub listener: Cow<'a, str>,
     /// Empty when no pool took the request (reject, redirect, 503).
-    pub pool: String,
-    pub member: String,
+    pub pool: Cow<'a, str>,
+    pub member: Cow<'a, str>,
     /// `address:port`.
-    pub client: String,
-    pub method: String,
-    pub host: String,
-    pub path: String,
+    pub client: Cow<'a, str>,
+    pub method: Cow<'a, str>,
+    pub host: Cow<'a, str>,
+    pub path: Cow<'a, str>,
     /// `HTTP/1.1`, `HTTP/2.0`.
-    pub version: String,
+    pub version: Cow<'a, str>,
     pub status: u16,
     /// Request and response bytes (head and body) on the client side.
     pub bytes_in: u64,
@@ -295,11 +300,11 @@ pub struct L7AccessLine {
     /// Arrival to the last response byte sent, ms.
     pub response_ms: f64,
     /// TERMINATED_HTTPS: `TLSv1.3`, ... and the client's SNI.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub tls_version: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub sni: String,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub tls_version: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub sni: Cow<'a, str>,
     /// Which policy decided, if one did.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub policy: String,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub policy: Cow<'a, str>,
 }

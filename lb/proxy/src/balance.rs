@@ -242,19 +242,20 @@ pub struct Choice {
 
 impl PoolState {
     /// Chooses a member for a request, or `None` when no member is active.
-    /// `in_flight(i)`: requests in flight to member `i`. `exclude`: a member
-    /// not to choose (a retry after its connection failed).
+    /// `in_flight(i)`: requests in flight to member `i` (an index into
+    /// `pool.members`). `exclude`: a member not to choose (a retry after
+    /// its connection failed).
     pub fn choose(
         &self,
         pool: &PoolConfig,
         req: &ChoiceInput<'_>,
-        in_flight: &dyn Fn(&MemberConfig) -> u64,
+        in_flight: &dyn Fn(usize) -> u64,
         exclude: Option<usize>,
     ) -> Option<Choice> {
         let usable = |m: &MemberConfig| exclude.is_none_or(|x| pool.members[x].id != m.id);
-        let now = Instant::now();
         match &pool.persistence {
             Some(Persistence::SourceIp { timeout }) => {
+                let now = Instant::now();
                 let key = req.client.to_string();
                 if let Some(i) = self.sticky_lookup(pool, &key, *timeout, now, &usable) {
                     return Some(Choice {
@@ -285,6 +286,7 @@ impl PoolState {
                 })
             }
             Some(Persistence::AppCookie { timeout, .. }) => {
+                let now = Instant::now();
                 if let Some(v) = req.app_cookie {
                     if let Some(i) = self.sticky_lookup(pool, v, *timeout, now, &usable) {
                         return Some(Choice {
@@ -348,20 +350,27 @@ impl PoolState {
         &self,
         pool: &PoolConfig,
         req: &ChoiceInput<'_>,
-        in_flight: &dyn Fn(&MemberConfig) -> u64,
+        in_flight: &dyn Fn(usize) -> u64,
         usable: &dyn Fn(&MemberConfig) -> bool,
     ) -> Option<usize> {
-        let cands: Vec<usize> = pool
-            .candidates
-            .iter()
-            .copied()
-            .filter(|&i| usable(&pool.members[i]))
-            .collect();
+        // Every candidate unless a retry excludes one.
+        let filtered: Vec<usize>;
+        let cands: &[usize] = if pool.candidates.iter().all(|&i| usable(&pool.members[i])) {
+            &pool.candidates
+        } else {
+            filtered = pool
+                .candidates
+                .iter()
+                .copied()
+                .filter(|&i| usable(&pool.members[i]))
+                .collect();
+            &filtered
+        };
         if cands.is_empty() {
             return None;
         }
         match pool.algorithm {
-            Algorithm::RoundRobin => Some(self.smooth_round_robin(pool, &cands)),
+            Algorithm::RoundRobin => Some(self.smooth_round_robin(pool, cands)),
             Algorithm::LeastConnections => {
                 let n = cands.len();
                 let start = self.turn.fetch_add(1, Ordering::Relaxed) % n;
@@ -370,8 +379,8 @@ impl PoolState {
                     let i = cands[(start + k) % n];
                     let (a, b) = (&pool.members[i], &pool.members[best]);
                     // in_flight(a)/w(a) < in_flight(b)/w(b)
-                    if u128::from(in_flight(a)) * u128::from(b.weight)
-                        < u128::from(in_flight(b)) * u128::from(a.weight)
+                    if u128::from(in_flight(i)) * u128::from(b.weight)
+                        < u128::from(in_flight(best)) * u128::from(a.weight)
                     {
                         best = i;
                     }
@@ -406,7 +415,10 @@ impl PoolState {
         let mut best_cw = i64::MIN;
         for &i in cands {
             let m = &pool.members[i];
-            let cw = current.entry(m.id.clone()).or_insert(0);
+            let cw = match current.get_mut(m.id.as_str()) {
+                Some(cw) => cw,
+                None => current.entry(m.id.clone()).or_insert(0),
+            };
             *cw += i64::from(m.weight);
             if *cw > best_cw {
                 best_cw = *cw;

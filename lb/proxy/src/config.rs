@@ -261,6 +261,7 @@ impl Cidr {
 }
 
 /// A loaded configuration.
+#[derive(Default)]
 pub struct Compiled {
     pub instance_id: String,
     pub listeners: BTreeMap<String, Arc<ListenerConfig>>,

@@ -175,25 +175,27 @@ fn serve(
         }
         let _active = Active(stats.clone());
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // No header read timer per request: `Idle` bounds reading a head.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(cfg.client_timeout)
+            .header_read_timeout(None)
+            .writev(false)
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
-        let info = |tls_version: String, sni: String| {
-            Arc::new(ConnInfo {
-                listener: cfg.clone(),
-                stats: stats.clone(),
-                client: peer,
+        let info = |tls_version: &'static str, sni: String| {
+            Arc::new(ConnInfo::new(
+                cfg.clone(),
+                stats.clone(),
+                peer,
                 tls_version,
                 sni,
-                in_flight: in_flight.clone(),
-            })
+                in_flight.clone(),
+            ))
         };
         match cfg.tls.clone() {
             None => {
-                let info = info(String::new(), String::new());
+                let info = info("", String::new());
                 let svc = service_fn(move |req| handle(state.clone(), info.clone(), req));
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -219,7 +221,7 @@ fn serve(
                     _ => "",
                 };
                 let sni = session.server_name().unwrap_or("").to_string();
-                let info = info(version.to_string(), sni);
+                let info = info(version, sni);
                 let svc = service_fn(move |req| handle(state.clone(), info.clone(), req));
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -231,13 +233,21 @@ fn serve(
 }
 
 /// A client connection's socket: counts bytes, and fails after the idle
-/// timeout without traffic while no request is in flight (or while a
-/// write to the client is stalled).
+/// timeout without progress: a response byte written, or a request body
+/// byte read while a request is in flight. Bytes of a request head do not
+/// count (a head sent a byte at a time does not keep the connection), so
+/// the timeout also bounds reading the next request's head. A write to
+/// the client blocked that long fails too.
+///
+/// The timer is lazy: traffic only records when it happened, and the
+/// timer, when it fires, moves to the deadline that follows (no timer
+/// operation per read or write).
 pub struct Idle<IO> {
     io: IO,
     stats: Arc<ListenerStats>,
     idle: Option<Duration>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    last: tokio::time::Instant,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -252,30 +262,41 @@ impl<IO> Idle<IO> {
             io,
             stats,
             idle,
-            sleep: idle.map(|d| Box::pin(tokio::time::sleep(d))),
+            sleep: None,
+            last: tokio::time::Instant::now(),
             in_flight,
         }
     }
 
     fn progress(&mut self) {
-        if let (Some(s), Some(d)) = (self.sleep.as_mut(), self.idle) {
-            s.as_mut().reset(tokio::time::Instant::now() + d);
+        if self.idle.is_some() {
+            self.last = tokio::time::Instant::now();
         }
     }
 
     /// Whether the idle time is up; `writing`: a write is blocked.
     fn expired(&mut self, cx: &mut Context<'_>, writing: bool) -> bool {
         let Some(d) = self.idle else { return false };
-        let Some(s) = self.sleep.as_mut() else {
-            return false;
-        };
+        let due = self.last + d;
+        let s = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
         if s.as_mut().poll(cx).is_pending() {
             return false;
+        }
+        let now = tokio::time::Instant::now();
+        if due > now {
+            // Traffic since the timer was set: wait for the new deadline.
+            s.as_mut().reset(due);
+            return s.as_mut().poll(cx).is_ready();
         }
         if writing || self.in_flight.load(Ordering::Acquire) == 0 {
             return true;
         }
-        s.as_mut().reset(tokio::time::Instant::now() + d);
+        // A request in flight (its member is slow to answer: the member
+        // timeout bounds that) keeps the connection.
+        self.last = now;
+        s.as_mut().reset(now + d);
         let _ = s.as_mut().poll(cx);
         false
     }
@@ -297,7 +318,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Idle<IO> {
                 let n = (buf.filled().len() - before) as u64;
                 if n > 0 {
                     self.stats.bytes_in.inc_by(n);
-                    self.progress();
+                    if self.in_flight.load(Ordering::Relaxed) > 0 {
+                        self.progress();
+                    }
                 }
                 Poll::Ready(Ok(()))
             }

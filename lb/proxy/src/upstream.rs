@@ -54,6 +54,15 @@ impl MemberConns {
         }
     }
 
+    /// Connections to a member that takes no new request (none kept).
+    pub fn closed(addr: SocketAddr) -> MemberConns {
+        MemberConns {
+            addr,
+            accepting: AtomicBool::new(false),
+            idle: Mutex::default(),
+        }
+    }
+
     /// An idle keep-alive connection, if one is still usable.
     pub fn take_idle(&self) -> Option<SendRequest<ProxyBody>> {
         let mut idle = self.idle.lock().expect("member pool poisoned");
@@ -77,7 +86,9 @@ impl MemberConns {
                 .await
                 .map_err(|source| ConnectError::Io { addr, source })?;
             let _ = tcp.set_nodelay(true);
-            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            let (send, conn) = hyper::client::conn::http1::Builder::new()
+                .writev(false)
+                .handshake(TokioIo::new(tcp))
                 .await
                 .map_err(|source| ConnectError::Handshake { addr, source })?;
             if upgrades {
@@ -104,18 +115,31 @@ impl MemberConns {
     }
 
     /// Keeps a connection for the next request once its response is
-    /// complete, if the member still takes requests.
+    /// complete (called when the response body has ended), if the member
+    /// still takes requests.
     pub fn give_back(self: &Arc<Self>, mut send: SendRequest<ProxyBody>) {
+        if !self.accepting.load(Ordering::Acquire) || send.is_closed() {
+            return;
+        }
+        if send.is_ready() {
+            // The usual case: the connection's task has already read the
+            // whole response and waits for the next request.
+            self.keep(send);
+            return;
+        }
         let me = self.clone();
         tokio::spawn(async move {
-            if send.ready().await.is_err() {
-                return;
-            }
-            let mut idle = me.idle.lock().expect("member pool poisoned");
-            if me.accepting.load(Ordering::Acquire) && idle.len() < IDLE_MAX {
-                idle.push(send);
+            if send.ready().await.is_ok() {
+                me.keep(send);
             }
         });
+    }
+
+    fn keep(&self, send: SendRequest<ProxyBody>) {
+        let mut idle = self.idle.lock().expect("member pool poisoned");
+        if self.accepting.load(Ordering::Acquire) && idle.len() < IDLE_MAX {
+            idle.push(send);
+        }
     }
 
     /// Stops keeping connections and closes the idle ones.

@@ -165,29 +165,17 @@ async fn routing_redirects_headers_log_and_stats() {
         .iter()
         .find(|l| l.path == "/admin/users")
         .expect("logged");
-    assert_eq!(
-        (deny.status, deny.policy.as_str(), deny.pool.as_str()),
-        (403, "deny", "")
-    );
+    assert_eq!((deny.status, &*deny.policy, &*deny.pool), (403, "deny", ""));
     let to_b = lines
         .iter()
         .find(|l| l.path == "/v2/items")
         .expect("logged");
     assert_eq!(
-        (
-            to_b.pool.as_str(),
-            to_b.member.as_str(),
-            to_b.policy.as_str(),
-            to_b.listener.as_str()
-        ),
+        (&*to_b.pool, &*to_b.member, &*to_b.policy, &*to_b.listener),
         ("pb", "mb", "path", "l1")
     );
     assert_eq!(
-        (
-            to_b.instance.as_str(),
-            to_b.method.as_str(),
-            to_b.version.as_str()
-        ),
+        (&*to_b.instance, &*to_b.method, &*to_b.version),
         ("inst-1", "GET", "HTTP/1.1")
     );
     assert!(to_b.client.starts_with("127.0.0.1:"));
@@ -566,4 +554,82 @@ fn inherited_socket_descriptions_are_checked() {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     let e = inherited_listeners(Some(&format!("80:{fd}"))).expect_err("a file");
     assert!(e.contains("not a stream socket"), "{e}");
+}
+
+/// The client timeout (`timeout_client_data`) bounds an idle keep-alive
+/// connection and the time to send a request head (a head sent a byte at
+/// a time does not keep its connection), never a request in flight to a
+/// slow member (the member's own timeout does that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_timeout_bounds_idle_connections_and_slow_heads() {
+    let a = member("a").await;
+    let p = free_port();
+    let mut l = listener("l", p, Some("p"));
+    l.timeout_client_data_ms = 600;
+    let (inst, _dir) = start(
+        "client-timeout",
+        &config(vec![l], vec![l7pool("p", vec![l7member("ma", a)])]),
+    )
+    .await;
+    let closed_within = |mut s: tokio::net::TcpStream, bound: Duration| async move {
+        let started = std::time::Instant::now();
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(bound, s.read_to_end(&mut buf)).await;
+        (
+            r.is_ok(),
+            started.elapsed(),
+            String::from_utf8_lossy(&buf).to_string(),
+        )
+    };
+
+    // Idle after one request: closed after about the timeout.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).await.expect("answer");
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let (closed, took, _) = closed_within(s, Duration::from_secs(5)).await;
+    assert!(closed, "an idle connection stays open");
+    assert!(took >= Duration::from_millis(400), "closed after {took:?}");
+
+    // A head dribbled a byte every 100 ms (each byte well within the
+    // timeout): cut before it is complete, never answered.
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = s.into_split();
+    let dribble = tokio::spawn(async move {
+        for b in b"GET / HTTP/1.1\r\nHost: a-rather-long-host-name.example\r\n\r\n" {
+            if wr.write_all(&[*b]).await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    });
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut buf)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a dribbled head kept the connection {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    dribble.abort();
+
+    // A request to a slow member (about a second, past the client
+    // timeout) is answered.
+    let r = get(p, "/slow", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("member=a path=/slow"), "{}", r.body);
+    drop(inst);
 }

@@ -129,7 +129,7 @@ async fn terminated_https_sni_and_h2() {
     let lines = access_lines(&dir);
     assert_eq!(lines.len(), 5);
     assert_eq!(
-        (lines[0].sni.as_str(), lines[0].tls_version.as_str()),
+        (&*lines[0].sni, &*lines[0].tls_version),
         ("b.test", "TLSv1.3")
     );
     assert!(lines

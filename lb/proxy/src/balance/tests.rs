@@ -129,7 +129,7 @@ fn least_connections_divides_by_weight() {
     );
     let st = PoolState::default();
     // a: 2 in flight (2/1), b: 5 in flight (5/4 < 2): b.
-    let load = |m: &MemberConfig| if m.id == "a" { 2 } else { 5 };
+    let load = |i: usize| if p.members[i].id == "a" { 2 } else { 5 };
     for _ in 0..4 {
         assert_eq!(
             p.members[st
@@ -141,7 +141,7 @@ fn least_connections_divides_by_weight() {
         );
     }
     // a: 1 (1/1 < 9/4): a.
-    let load = |m: &MemberConfig| if m.id == "a" { 1 } else { 9 };
+    let load = |i: usize| if p.members[i].id == "a" { 1 } else { 9 };
     assert_eq!(
         p.members[st
             .choose(&p, &input("10.0.0.1"), &load, None)

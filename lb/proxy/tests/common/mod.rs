@@ -233,7 +233,7 @@ pub async fn control(dir: &std::path::Path, path: &str) -> String {
     r.body
 }
 
-pub fn access_lines(dir: &std::path::Path) -> Vec<L7AccessLine> {
+pub fn access_lines(dir: &std::path::Path) -> Vec<L7AccessLine<'static>> {
     std::fs::read_to_string(dir.join(ACCESS_LOG))
         .unwrap_or_default()
         .lines()
