@@ -126,5 +126,23 @@ pub async fn l7_instances(app: Arc<App>) {
         if let Err(e) = r {
             tracing::warn!(error = %e.message, "cannot reconcile the L7 instances");
         }
+        // Members whose checks ran on hosts that are down: nothing vouches
+        // for them, so they take no new requests until a host reports
+        // them up again.
+        let unchecked = app.lb_health.forget_hosts(|h| !app.hosts.is_up(h));
+        if !unchecked.is_empty() {
+            let r = app.core.mutate(|s| {
+                let changes = crate::lbaas::health::unchecked_down(s, &unchecked);
+                for c in &changes {
+                    if let crate::model::Change::Put(crate::model::Object::Member(m)) = c {
+                        tracing::warn!(member = %m.meta.id, "no live host checks the member: down");
+                    }
+                }
+                Ok((changes, ()))
+            });
+            if let Err(e) = r {
+                tracing::warn!(error = %e.message, "cannot mark unchecked members down");
+            }
+        }
     }
 }

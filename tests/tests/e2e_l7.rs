@@ -347,6 +347,19 @@ fn run(cloud: &Cloud) {
 
     // An instance killed under load: only what was in flight on it may
     // fail (sequential requests: at most one).
+    let victim = amphorae[0]["id"].as_str().expect("id").to_owned();
+    let victim_dir = cloud
+        .region
+        .hosts()
+        .iter()
+        .map(|h| cloud.agent_dir(h).join("l7").join(&victim))
+        .find(|d| d.join("l7.pid").exists())
+        .expect("the instance's directory");
+    let served = || {
+        std::fs::read_to_string(victim_dir.join(strato_proto::l7::ACCESS_LOG))
+            .map_or(0, |t| t.lines().count())
+    };
+    let before = served();
     let load = cloud
         .region
         .command("c1", &[PYTHON, CLIENT, "load", &vip, "80", "8"])
@@ -354,16 +367,11 @@ fn run(cloud: &Cloud) {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("load");
-    std::thread::sleep(Duration::from_secs(2));
-    let victim = amphorae[0]["id"].as_str().expect("id").to_owned();
-    let pid = cloud
-        .region
-        .hosts()
-        .iter()
-        .find_map(|h| {
-            std::fs::read_to_string(cloud.agent_dir(h).join("l7").join(&victim).join("l7.pid")).ok()
-        })
-        .expect("the instance's pid file");
+    // The instance is serving the load (its log is written every second).
+    cloud.wait_until("the instance serves the load", Duration::from_secs(6), || {
+        served() > before
+    });
+    let pid = std::fs::read_to_string(victim_dir.join("l7.pid")).expect("the instance's pid file");
     let pid: i32 = pid.trim().parse().expect("pid");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -891,8 +899,12 @@ fn run(cloud: &Cloud) {
         Duration::from_secs(20),
         || admin_cli.json(&["loadbalancer", "amphora", "show", &victim_id])["status"] != "READY",
     );
-    // The hosts have the change once the load balancer is ACTIVE again.
-    std::thread::sleep(Duration::from_secs(2));
+    // Once the hosts have the change, every request is served.
+    cloud.wait_until(
+        "requests reach the surviving instance",
+        Duration::from_secs(20),
+        || curl(cloud, "c1", &["-m", "2", &images_url]).0 == 200,
+    );
     for i in 0..20 {
         let (status, body) = curl(cloud, "c1", &["-m", "5", &images_url]);
         if status != 200 {

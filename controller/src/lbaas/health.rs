@@ -11,6 +11,9 @@
 //! - `NO_MONITOR`: its pool has no health monitor, or the monitor is
 //!   administratively down (nothing checks it; traffic goes to it);
 //! - `ONLINE` / `ERROR`: the latest report from any host says up / down;
+//! - `ERROR` too when the hosts that checked it are down (their reports
+//!   are dropped and the member is stored down: it takes no new
+//!   connection until a live host reports it up);
 //! - `OFFLINE` before any host reported on it: a monitored member is not
 //!   known healthy yet (Octavia shows a new member of a monitored pool
 //!   `OFFLINE` until its first health message, not `ONLINE`, and not
@@ -65,6 +68,24 @@ impl LbHealth {
             .retain(|id, _| keep(id));
     }
 
+    /// Drops the reports of hosts for which `gone` is true (a host that is
+    /// down checks nothing: what it said last is no longer known). Returns
+    /// the members that are left with no report at all: nothing checks
+    /// them any more.
+    pub fn forget_hosts(&self, gone: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut reports = self.reports.lock().expect("health lock poisoned");
+        let mut unchecked = Vec::new();
+        for (member, by_host) in reports.iter_mut() {
+            let before = by_host.len();
+            by_host.retain(|host, _| !gone(host));
+            if before > 0 && by_host.is_empty() {
+                unchecked.push(member.clone());
+            }
+        }
+        reports.retain(|_, by_host| !by_host.is_empty());
+        unchecked
+    }
+
     /// The latest report on a member, from any host.
     pub fn latest(&self, member_id: &str) -> Option<bool> {
         self.reports
@@ -89,6 +110,8 @@ impl LbHealth {
         match self.latest(&m.meta.id) {
             Some(true) => "ONLINE",
             Some(false) => "ERROR",
+            // Known down, and no host checks it now (its checker failed).
+            None if m.health_down => "ERROR",
             None => "OFFLINE",
         }
     }
@@ -129,6 +152,20 @@ impl LbHealth {
 
 /// Children's statuses to their parent's (OFFLINE and DRAINING children
 /// do not count).
+/// The members of `ids` (left unchecked: see [`LbHealth::forget_hosts`])
+/// stored down, those not down already.
+pub fn unchecked_down(state: &State, ids: &[String]) -> Vec<crate::model::Change> {
+    ids.iter()
+        .filter_map(|id| state.members.get(id))
+        .filter(|m| !m.health_down)
+        .map(|m| {
+            let mut m = m.clone();
+            m.health_down = true;
+            crate::model::Change::Put(crate::model::Object::Member(m))
+        })
+        .collect()
+}
+
 pub fn aggregate(children: impl IntoIterator<Item = &'static str>) -> &'static str {
     let (mut counted, mut error, mut degraded) = (0, 0, 0);
     for s in children {

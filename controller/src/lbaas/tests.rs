@@ -1291,3 +1291,48 @@ fn a_member_subnet_stays_while_members_are_in_it() {
     run(&f.c, |s| members::delete(s, &f.a, &p, &m)).expect("member deleted");
     run(&f.c, |s| subnets::delete(s, &f.a, &s5, None)).expect("then the subnet goes");
 }
+
+/// A member checked only from a host that fails: its report is dropped,
+/// it is stored down (no new connections: `member_state` "down") and shows
+/// ERROR; a report from a live host brings it back. A member also checked
+/// from a live host keeps that host's word.
+#[test]
+fn members_checked_only_by_a_failed_host_go_down() {
+    let f = fixture();
+    let (_lb, _l, p) = f.stack();
+    f.monitor(json!({"pool_id": p, "type": "TCP", "delay": 5, "timeout": 3, "max_retries": 3}))
+        .expect("monitor");
+    let m1 = f
+        .member(&p, json!({"address": "10.0.1.10", "protocol_port": 80}))
+        .expect("m1")
+        .meta
+        .id;
+    let m2 = f
+        .member(&p, json!({"address": "10.0.1.11", "protocol_port": 80}))
+        .expect("m2")
+        .meta
+        .id;
+    let h = LbHealth::new();
+    let t0 = Instant::now();
+    h.report("h1", &m1, true, t0);
+    h.report("h1", &m2, true, t0);
+    h.report("h2", &m2, true, t0);
+    // Nothing is down: nothing changes.
+    assert!(h.forget_hosts(|_| false).is_empty());
+    // h1 fails: m1 is left unchecked, m2 still has h2's report.
+    let unchecked = h.forget_hosts(|host| host == "h1");
+    assert_eq!(unchecked, vec![m1.clone()]);
+    run(&f.c, |s| Ok(health::unchecked_down(s, &unchecked))).expect("store");
+    let s = f.c.read();
+    let (a, b) = (&s.members[&m1], &s.members[&m2]);
+    assert!(a.health_down && !b.health_down);
+    assert_eq!(h.member_status(a, true), "ERROR");
+    assert_eq!(h.member_status(b, true), "ONLINE");
+    assert_eq!(super::member_state(a, true), "down");
+    // Asked again: already down, no change.
+    assert!(health::unchecked_down(&s, &unchecked).is_empty());
+    drop(s);
+    // A live host reports it up again.
+    h.report("h2", &m1, true, t0 + Duration::from_millis(1));
+    assert_eq!(h.member_status(&f.c.read().members[&m1], true), "ONLINE");
+}

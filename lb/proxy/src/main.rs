@@ -23,11 +23,6 @@ struct Args {
     threads: Option<u16>,
 }
 
-// Every request allocates (hyper's heads and bodies, the access line):
-// mimalloc's per-thread free lists cost less than glibc's malloc there.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let threads = match args.threads {
