@@ -683,18 +683,20 @@ fn haproxy_cmd(sock: &Path, cmd: &str) -> anyhow::Result<String> {
 // ---------------------------------------------------------------------------
 // Measuring.
 
-/// User + system CPU seconds of a process so far (every thread).
-fn process_cpu(pid: u32) -> anyhow::Result<f64> {
+/// CPU seconds of a process so far (every thread): user + system, and
+/// system (the kernel's work on its behalf: its socket calls, and on
+/// loopback the receiving side's TCP processing its sends run).
+fn process_cpu(pid: u32) -> anyhow::Result<(f64, f64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("/proc/{pid}/stat"))?;
     let rest = s.rsplit_once(')').context("stat")?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 and 15 (utime, stime); `rest` starts at field 3.
-    let t: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    let (user, sys) = (f[11].parse::<f64>()?, f[12].parse::<f64>()?);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ensure!(hz > 0.0, "sysconf(_SC_CLK_TCK) = {hz}");
-    Ok(t / hz)
+    Ok(((user + sys) / hz, sys / hz))
 }
 
 /// VmRSS of a process, KiB.
@@ -995,6 +997,8 @@ struct Run {
     wrk: Wrk,
     /// The proxy process's CPU per 1,000 requests, ms.
     cpu_ms_per_k: f64,
+    /// Of which system time.
+    sys_ms_per_k: f64,
     /// Its CPU time over the run's wall time (1.0: one CPU busy).
     busy: f64,
 }
@@ -1096,11 +1100,12 @@ fn measure(c: &Client<'_>, row: Row, up: &Up, mode: Mode) -> anyhow::Result<Run>
             c.connections
         );
     }
-    let cpu = cpu1 - cpu0;
+    let (cpu, sys) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
     ensure!(cpu > 0.0, "{what}: the server's CPU time did not move");
     Ok(Run {
         wrk: w,
         cpu_ms_per_k: cpu * 1000.0 / (w.requests as f64 / 1000.0),
+        sys_ms_per_k: sys * 1000.0 / (w.requests as f64 / 1000.0),
         busy: cpu / wall,
     })
 }
@@ -1221,6 +1226,8 @@ fn idle_memory(lab: &Lab, row: Row, up: &Up, k: usize) -> anyhow::Result<f64> {
 #[derive(Clone, Copy, Debug)]
 struct Figures {
     keep: (f64, f64, f64, f64),
+    /// Keep-alive: system CPU per 1,000 requests, ms.
+    keep_sys: f64,
     close: (f64, f64),
     tls: (f64, f64),
     /// KiB per idle connection.
@@ -1253,6 +1260,7 @@ fn measure_row(c: &Client<'_>, row: Row, members: &[u32], idle: usize) -> anyhow
                 keep.wrk.p99_ms,
                 keep.cpu_ms_per_k,
             ),
+            keep_sys: keep.sys_ms_per_k,
             close: (close.wrk.rps, close.cpu_ms_per_k),
             tls: (tls.wrk.rps, tls.cpu_ms_per_k),
             mem,
@@ -1412,23 +1420,24 @@ fn write_results(
     let cwd = std::env::current_dir().unwrap_or_default();
     let bin = bin.strip_prefix(&cwd).unwrap_or(&bin).display().to_string();
     writeln!(out, "### L7 proxies: requests/s, TLS handshakes/s, latency, CPU and memory ({s} s runs, {p} passes, wrk 1 thread {connections} connections, 2 nginx members)\n")?;
-    writeln!(out, "One network namespace, loopback only. Each proxy alone on CPU 1 with one worker (`{bin} --threads 1`, HAProxy `nbthread 1`, nginx `worker_processes 1`), balancing round robin over two nginx members (one process each, a 3-byte answer) that share CPU 0 with wrk; direct: wrk straight at member m1 (its own TLS listener for the TLS column). Per pass each proxy is started fresh, {idle} idle keep-alive connections are opened (one request each) and closed, then wrk runs keep-alive and `Connection: close`, then the TLS run: TLS 1.3 with ECDHE P-256 and an ECDSA P-256 certificate, a new connection, a full handshake and one `Connection: close` request each, {connections} at once, from the bench's own client (rustls, resumption off, on CPU 0: wrk keeps its OpenSSL session across reconnections and would resume); TLS p50/p99 are not shown. Rows in turn, the order reversed every other pass; every figure is the median (min-max) of the passes, ratios per pass. CPU: the server process's user + system time (/proc/<pid>/stat) over the run per 1,000 requests; busy: that time over the run's wall time (1.00: its CPU saturated). Memory: the server's RSS with the idle connections open minus before, per connection. strato-l7 writes its access log (one JSON line per request, buffered); the nginx proxy logs too (buffered), HAProxy does not. The bench fails on any wrk error (socket errors, non-2xx answers), unless both members served at least the requests wrk completed and the proxy counted them itself (strato-l7 `/stats`, HAProxy's stats socket, nginx `stub_status`; a connection per request in the close and TLS runs), unless the idle connections were open at the server when its memory was read, unless `openssl s_client` negotiated TLS 1.3 with P-256 on every TLS listener, and unless every handshake of the TLS client was a full TLS 1.3 one with P-256 (the client's own check, and the nginx proxy's log: none resumed). A proxy busy well under 1.00 was not the bound: the client side (wrk and both members on CPU 0) was; compare CPU per request then.\n")?;
-    writeln!(out, "| row | keep-alive req/s | x HAProxy | p50 ms | p99 ms | CPU ms / 1k req | close req/s | x HAProxy | CPU ms / 1k req | TLS handshakes/s | x HAProxy | CPU ms / 1k handshakes | busy (keep-alive, close, TLS) | KiB / idle conn |")?;
+    writeln!(out, "One network namespace, loopback only. Each proxy alone on CPU 1 with one worker (`{bin} --threads 1`, HAProxy `nbthread 1`, nginx `worker_processes 1`), balancing round robin over two nginx members (one process each, a 3-byte answer) that share CPU 0 with wrk; direct: wrk straight at member m1 (its own TLS listener for the TLS column). Per pass each proxy is started fresh, {idle} idle keep-alive connections are opened (one request each) and closed, then wrk runs keep-alive and `Connection: close`, then the TLS run: TLS 1.3 with ECDHE P-256 and an ECDSA P-256 certificate, a new connection, a full handshake and one `Connection: close` request each, {connections} at once, from the bench's own client (rustls, resumption off, on CPU 0: wrk keeps its OpenSSL session across reconnections and would resume); TLS p50/p99 are not shown. Rows in turn, the order reversed every other pass; every figure is the median (min-max) of the passes, ratios per pass. CPU: the server process's user + system time (/proc/<pid>/stat) over the run per 1,000 requests, and the system (kernel) part of it for keep-alive: its socket calls, where on loopback each send also runs the receiver's TCP processing; busy: that time over the run's wall time (1.00: its CPU saturated). Memory: the server's RSS with the idle connections open minus before, per connection. strato-l7 writes its access log (one JSON line per request, buffered); the nginx proxy logs too (buffered), HAProxy does not. The bench fails on any wrk error (socket errors, non-2xx answers), unless both members served at least the requests wrk completed and the proxy counted them itself (strato-l7 `/stats`, HAProxy's stats socket, nginx `stub_status`; a connection per request in the close and TLS runs), unless the idle connections were open at the server when its memory was read, unless `openssl s_client` negotiated TLS 1.3 with P-256 on every TLS listener, and unless every handshake of the TLS client was a full TLS 1.3 one with P-256 (the client's own check, and the nginx proxy's log: none resumed). A proxy busy well under 1.00 was not the bound: the client side (wrk and both members on CPU 0) was; compare CPU per request then.\n")?;
+    writeln!(out, "| row | keep-alive req/s | x HAProxy | p50 ms | p99 ms | CPU ms / 1k req | of which kernel | close req/s | x HAProxy | CPU ms / 1k req | TLS handshakes/s | x HAProxy | CPU ms / 1k handshakes | busy (keep-alive, close, TLS) | KiB / idle conn |")?;
     writeln!(
         out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )?;
     for (i, row) in Row::ALL.iter().enumerate() {
         let med = |f: &dyn Fn(&Figures) -> f64| Stat::of(&col(i, f)).median;
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2}, {:.2}, {:.2} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2}, {:.2}, {:.2} | {} |",
             row.name(),
             Stat::of(&keep(i)).fmt(0),
             benchkit::ratio_text(&keep(i), &keep(hap)),
             Stat::of(&col(i, &|f| f.keep.1)).fmt(2),
             Stat::of(&p99(i)).fmt(2),
             Stat::of(&cpu_keep(i)).fmt(1),
+            Stat::of(&col(i, &|f| f.keep_sys)).fmt(1),
             Stat::of(&close(i)).fmt(0),
             benchkit::ratio_text(&close(i), &close(hap)),
             Stat::of(&col(i, &|f| f.close.1)).fmt(1),
@@ -1445,11 +1454,13 @@ fn write_results(
     writeln!(out, "Strato / HAProxy, per pass (median (min-max)):\n")?;
     writeln!(out, "| figure | Strato | HAProxy | Strato / HAProxy |")?;
     writeln!(out, "| --- | ---: | ---: | ---: |")?;
-    let figs: [Figure<'_>; 8] = [
+    let figs: [Figure<'_>; 10] = [
         ("keep-alive requests/s", &|f| f.keep.0, 0),
         ("keep-alive p50 latency, ms", &|f| f.keep.1, 2),
         ("keep-alive p99 latency, ms", &|f| f.keep.2, 2),
         ("CPU per 1,000 keep-alive requests, ms", &|f| f.keep.3, 1),
+        ("of which user space, ms", &|f| f.keep.3 - f.keep_sys, 1),
+        ("of which kernel (system time), ms", &|f| f.keep_sys, 1),
         ("`Connection: close` requests/s", &|f| f.close.0, 0),
         ("TLS handshakes/s", &|f| f.tls.0, 0),
         ("CPU per 1,000 TLS handshakes, ms", &|f| f.tls.1, 1),

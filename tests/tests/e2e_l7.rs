@@ -368,9 +368,11 @@ fn run(cloud: &Cloud) {
         .spawn()
         .expect("load");
     // The instance is serving the load (its log is written every second).
-    cloud.wait_until("the instance serves the load", Duration::from_secs(6), || {
-        served() > before
-    });
+    cloud.wait_until(
+        "the instance serves the load",
+        Duration::from_secs(6),
+        || served() > before,
+    );
     let pid = std::fs::read_to_string(victim_dir.join("l7.pid")).expect("the instance's pid file");
     let pid: i32 = pid.trim().parse().expect("pid");
     nix::sys::signal::kill(

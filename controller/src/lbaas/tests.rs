@@ -1322,7 +1322,7 @@ fn members_checked_only_by_a_failed_host_go_down() {
     // h1 fails: m1 is left unchecked, m2 still has h2's report.
     let unchecked = h.forget_hosts(|host| host == "h1");
     assert_eq!(unchecked, vec![m1.clone()]);
-    run(&f.c, |s| Ok(health::unchecked_down(s, &unchecked))).expect("store");
+    run(&f.c, |s| Ok((health::unchecked_down(s, &unchecked), ()))).expect("store");
     let s = f.c.read();
     let (a, b) = (&s.members[&m1], &s.members[&m2]);
     assert!(a.health_down && !b.health_down);
