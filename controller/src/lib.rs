@@ -13,7 +13,8 @@
 //!   `strato_proto::config` entries) and deltas.
 //! - `keymanager`: Barbican secrets and containers (sealed at rest) and
 //!   the certificates Octavia's TLS listeners name; never sees HTTP.
-//! - `lbaas`, then `network`: Octavia and Neutron logic; validate a
+//! - `vpnaas` (Neutron VPNaaS), `lbaas`, then `network`: VPN, Octavia
+//!   and Neutron logic; validate a
 //!   command against the state and return the changes; never see HTTP.
 //! - `state` (the desired state in memory), `kek` (the Key Manager's
 //!   key-encryption key, sealing payloads), `store` (SQLite durability),
@@ -40,3 +41,4 @@ pub mod network;
 pub mod reconcile;
 pub mod state;
 pub mod store;
+pub mod vpnaas;

@@ -41,10 +41,16 @@ pub enum Kind {
     // L7 load balancing (lbaas::l7policies, lbaas::l7rules).
     L7Policy,
     L7Rule,
+    // VPNaaS (vpnaas).
+    IkePolicy,
+    IpsecPolicy,
+    VpnService,
+    EndpointGroup,
+    IpsecSiteConnection,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 25] = [
+    pub const ALL: [Kind; 30] = [
         Kind::Project,
         Kind::User,
         Kind::Role,
@@ -70,6 +76,11 @@ impl Kind {
         Kind::SecretContainer,
         Kind::L7Policy,
         Kind::L7Rule,
+        Kind::IkePolicy,
+        Kind::IpsecPolicy,
+        Kind::VpnService,
+        Kind::EndpointGroup,
+        Kind::IpsecSiteConnection,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +110,11 @@ impl Kind {
             Kind::SecretContainer => "secret_container",
             Kind::L7Policy => "l7policy",
             Kind::L7Rule => "l7rule",
+            Kind::IkePolicy => "ikepolicy",
+            Kind::IpsecPolicy => "ipsecpolicy",
+            Kind::VpnService => "vpnservice",
+            Kind::EndpointGroup => "endpoint_group",
+            Kind::IpsecSiteConnection => "ipsec_site_connection",
         }
     }
 
@@ -845,6 +861,124 @@ pub struct L7Rule {
     pub provisioning_status: ProvisioningStatus,
 }
 
+// ------------------------------------------------------------------ VPNaaS
+
+/// An IKE policy (Neutron VPNaaS `ikepolicies`): how the IKE SA is
+/// negotiated. Values are Neutron's spellings; only what Strato's IKEv2
+/// speaks is ever stored (`vpnaas::policy`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IkePolicy {
+    pub meta: Meta,
+    /// Integrity and PRF: `sha256`, `sha384`, `sha512`.
+    pub auth_algorithm: String,
+    /// `aes-128`, `aes-192`, `aes-256` (CBC) or `aes-*-gcm-16`.
+    pub encryption_algorithm: String,
+    /// `main` (IKEv2 has no phase 1 modes; Neutron's attribute is kept).
+    pub phase1_negotiation_mode: String,
+    /// `v2`.
+    pub ike_version: String,
+    /// Seconds (the API's only unit), at least 60.
+    pub lifetime_s: u64,
+    /// The Diffie-Hellman group: `group14`, `group19`, `group31`.
+    pub pfs: String,
+}
+
+/// An IPsec policy (`ipsecpolicies`): how Child SAs protect traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpsecPolicy {
+    pub meta: Meta,
+    /// `esp`.
+    pub transform_protocol: String,
+    pub auth_algorithm: String,
+    pub encryption_algorithm: String,
+    /// `tunnel`.
+    pub encapsulation_mode: String,
+    pub lifetime_s: u64,
+    /// PFS group of CREATE_CHILD_SA rekeys.
+    pub pfs: String,
+}
+
+/// Status of a VPN service or IPsec site connection, as Neutron reports
+/// them: PENDING_CREATE until the gateway reports on it, then ACTIVE or
+/// DOWN (ERROR when it cannot be set up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VpnStatus {
+    PendingCreate,
+    Active,
+    Down,
+    Error,
+}
+
+impl VpnStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VpnStatus::PendingCreate => "PENDING_CREATE",
+            VpnStatus::Active => "ACTIVE",
+            VpnStatus::Down => "DOWN",
+            VpnStatus::Error => "ERROR",
+        }
+    }
+}
+
+/// A VPN service (`vpnservices`): a router's VPN gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnService {
+    pub meta: Meta,
+    /// The router (with an external gateway); immutable.
+    pub router_id: String,
+    /// Neutron's legacy form: the one local subnet (connections then name
+    /// `peer_cidrs`, not endpoint groups); immutable.
+    pub subnet_id: Option<String>,
+    pub admin_state_up: bool,
+    pub status: VpnStatus,
+}
+
+/// An endpoint group (`endpoint-groups`): local subnets or peer CIDRs of
+/// IPsec site connections. Endpoints are immutable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointGroup {
+    pub meta: Meta,
+    /// `subnet`, `cidr`, `network`, `router` or `vlan` (connections use
+    /// `subnet` locally and `cidr` for the peer).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub endpoints: Vec<String>,
+}
+
+/// An IPsec site connection (`ipsec-site-connections`): a tunnel from a
+/// VPN service to a peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpsecSiteConnection {
+    pub meta: Meta,
+    /// Immutable, as in Neutron.
+    pub vpnservice_id: String,
+    pub ikepolicy_id: String,
+    pub ipsecpolicy_id: String,
+    /// The peer's IPv4 address.
+    pub peer_address: String,
+    /// The peer's IKE identity.
+    pub peer_id: String,
+    /// Our IKE identity (empty: the gateway's external address).
+    pub local_id: String,
+    /// Legacy form (a service with a subnet): the peer's CIDRs.
+    pub peer_cidrs: Vec<String>,
+    /// Endpoint-group form: local subnets and peer CIDRs.
+    pub local_ep_group_id: Option<String>,
+    pub peer_ep_group_id: Option<String>,
+    pub mtu: u32,
+    /// `bi-directional` or `response-only`.
+    pub initiator: String,
+    pub psk: String,
+    /// Dead peer detection: `hold`, `clear`, `disabled`, `restart`,
+    /// `restart-by-peer`; seconds.
+    pub dpd_action: String,
+    pub dpd_interval: u32,
+    pub dpd_timeout: u32,
+    pub admin_state_up: bool,
+    pub status: VpnStatus,
+}
+
 /// Per-project limits; absent projects use [`Quota::default_for`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
@@ -875,6 +1009,21 @@ pub struct Quota {
     pub l7policy: i64,
     #[serde(default = "default_l7rule_quota")]
     pub l7rule: i64,
+    /// VPNaaS quotas (Neutron's resource names).
+    #[serde(default = "default_vpn_quota")]
+    pub ikepolicy: i64,
+    #[serde(default = "default_vpn_quota")]
+    pub ipsecpolicy: i64,
+    #[serde(default = "default_vpnservice_quota")]
+    pub vpnservice: i64,
+    #[serde(default = "default_vpn_quota")]
+    pub endpoint_group: i64,
+    #[serde(default = "default_vpn_quota")]
+    pub ipsec_site_connection: i64,
+    /// VPN subnets: the local subnets and peer CIDRs of all of a project's
+    /// IPsec site connections (the seeds' limit: 1,000 per tenant).
+    #[serde(default = "default_vpn_subnet_quota")]
+    pub vpn_subnet: i64,
 }
 
 // Octavia's own defaults are -1 (unlimited); a public cloud bounds what one
@@ -908,6 +1057,19 @@ fn default_l7rule_quota() -> i64 {
     500
 }
 
+fn default_vpn_quota() -> i64 {
+    100
+}
+
+fn default_vpnservice_quota() -> i64 {
+    10
+}
+
+/// The seeds: "up to 1,000 VPN subnets" per tenant.
+fn default_vpn_subnet_quota() -> i64 {
+    1000
+}
+
 fn default_floatingip_quota() -> i64 {
     50
 }
@@ -938,6 +1100,12 @@ impl Quota {
             healthmonitor: default_healthmonitor_quota(),
             l7policy: default_l7policy_quota(),
             l7rule: default_l7rule_quota(),
+            ikepolicy: default_vpn_quota(),
+            ipsecpolicy: default_vpn_quota(),
+            vpnservice: default_vpnservice_quota(),
+            endpoint_group: default_vpn_quota(),
+            ipsec_site_connection: default_vpn_quota(),
+            vpn_subnet: default_vpn_subnet_quota(),
         }
     }
 }
@@ -966,6 +1134,11 @@ impl Quota {
             Kind::HealthMonitor => &mut self.healthmonitor,
             Kind::L7Policy => &mut self.l7policy,
             Kind::L7Rule => &mut self.l7rule,
+            Kind::IkePolicy => &mut self.ikepolicy,
+            Kind::IpsecPolicy => &mut self.ipsecpolicy,
+            Kind::VpnService => &mut self.vpnservice,
+            Kind::EndpointGroup => &mut self.endpoint_group,
+            Kind::IpsecSiteConnection => &mut self.ipsec_site_connection,
             _ => return None,
         })
     }
@@ -1083,6 +1256,11 @@ pub enum Object {
     SecretContainer(SecretContainer),
     L7Policy(L7Policy),
     L7Rule(L7Rule),
+    IkePolicy(IkePolicy),
+    IpsecPolicy(IpsecPolicy),
+    VpnService(VpnService),
+    EndpointGroup(EndpointGroup),
+    IpsecSiteConnection(IpsecSiteConnection),
 }
 
 impl Object {
@@ -1113,6 +1291,11 @@ impl Object {
             Object::SecretContainer(_) => Kind::SecretContainer,
             Object::L7Policy(_) => Kind::L7Policy,
             Object::L7Rule(_) => Kind::L7Rule,
+            Object::IkePolicy(_) => Kind::IkePolicy,
+            Object::IpsecPolicy(_) => Kind::IpsecPolicy,
+            Object::VpnService(_) => Kind::VpnService,
+            Object::EndpointGroup(_) => Kind::EndpointGroup,
+            Object::IpsecSiteConnection(_) => Kind::IpsecSiteConnection,
         }
     }
 
@@ -1143,6 +1326,11 @@ impl Object {
             Object::SecretContainer(o) => o.id.clone(),
             Object::L7Policy(o) => o.meta.id.clone(),
             Object::L7Rule(o) => o.meta.id.clone(),
+            Object::IkePolicy(o) => o.meta.id.clone(),
+            Object::IpsecPolicy(o) => o.meta.id.clone(),
+            Object::VpnService(o) => o.meta.id.clone(),
+            Object::EndpointGroup(o) => o.meta.id.clone(),
+            Object::IpsecSiteConnection(o) => o.meta.id.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::model::{
     Listener, LoadBalancer, Member, Meta, Network, Object, Pool, Port, Project, QosPolicy, Quota,
     Role, Router, SecurityGroup, SecurityGroupRule, Subnet, Token, User,
 };
+use crate::model::{EndpointGroup, IkePolicy, IpsecPolicy, IpsecSiteConnection, VpnService};
 use crate::model::{Secret, SecretContainer};
 
 /// Everything the controller knows, as of `revision`.
@@ -50,6 +51,12 @@ pub struct State {
     /// Key Manager: secrets (payloads sealed) and containers, by id.
     pub secrets: BTreeMap<String, Secret>,
     pub secret_containers: BTreeMap<String, SecretContainer>,
+    /// VPNaaS: policies, services, endpoint groups and connections, by id.
+    pub ikepolicies: BTreeMap<String, IkePolicy>,
+    pub ipsecpolicies: BTreeMap<String, IpsecPolicy>,
+    pub vpnservices: BTreeMap<String, VpnService>,
+    pub endpoint_groups: BTreeMap<String, EndpointGroup>,
+    pub ipsec_site_connections: BTreeMap<String, IpsecSiteConnection>,
     /// The key-encryption key that opens the secrets' payloads: runtime
     /// only, never stored (`kek`; installed at start-up by
     /// `Core::install_secret_key`). None: secrets cannot be stored or read.
@@ -84,6 +91,13 @@ impl State {
                 Object::SecretContainer(x) => drop(self.secret_containers.insert(x.id.clone(), x)),
                 Object::L7Policy(x) => drop(self.l7policies.insert(x.meta.id.clone(), x)),
                 Object::L7Rule(x) => drop(self.l7rules.insert(x.meta.id.clone(), x)),
+                Object::IkePolicy(x) => drop(self.ikepolicies.insert(x.meta.id.clone(), x)),
+                Object::IpsecPolicy(x) => drop(self.ipsecpolicies.insert(x.meta.id.clone(), x)),
+                Object::VpnService(x) => drop(self.vpnservices.insert(x.meta.id.clone(), x)),
+                Object::EndpointGroup(x) => drop(self.endpoint_groups.insert(x.meta.id.clone(), x)),
+                Object::IpsecSiteConnection(x) => {
+                    drop(self.ipsec_site_connections.insert(x.meta.id.clone(), x))
+                }
                 Object::SecurityGroupRule(x) => {
                     self.rules_by_group
                         .entry(x.security_group_id.clone())
@@ -119,6 +133,11 @@ impl State {
                 Kind::SecretContainer => drop(self.secret_containers.remove(id)),
                 Kind::L7Policy => drop(self.l7policies.remove(id)),
                 Kind::L7Rule => drop(self.l7rules.remove(id)),
+                Kind::IkePolicy => drop(self.ikepolicies.remove(id)),
+                Kind::IpsecPolicy => drop(self.ipsecpolicies.remove(id)),
+                Kind::VpnService => drop(self.vpnservices.remove(id)),
+                Kind::EndpointGroup => drop(self.endpoint_groups.remove(id)),
+                Kind::IpsecSiteConnection => drop(self.ipsec_site_connections.remove(id)),
                 Kind::SecurityGroupRule => {
                     if let Some(old) = self.security_group_rules.remove(id) {
                         self.unindex_rule(&old);
@@ -222,4 +241,9 @@ resources! {
     Amphora => amphorae,
     L7Policy => l7policies,
     L7Rule => l7rules,
+    IkePolicy => ikepolicies,
+    IpsecPolicy => ipsecpolicies,
+    VpnService => vpnservices,
+    EndpointGroup => endpoint_groups,
+    IpsecSiteConnection => ipsec_site_connections,
 }

@@ -13,6 +13,7 @@ pub mod crud;
 pub mod keystone;
 pub mod neutron;
 pub mod octavia;
+pub mod vpnaas;
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -76,6 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
         Router::new()
             .merge(keystone::routes())
             .merge(neutron::routes())
+            .merge(vpnaas::routes())
             .merge(octavia::routes())
             .merge(barbican::routes())
             .merge(internal),
@@ -98,6 +100,7 @@ pub fn agent_router(app: Arc<App>) -> Router {
         Router::new()
             .merge(keystone::routes())
             .merge(neutron::routes())
+            .merge(vpnaas::routes())
             .merge(octavia::routes())
             .merge(octavia::agent_routes())
             .merge(barbican::routes())

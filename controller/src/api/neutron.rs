@@ -512,6 +512,16 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
         "Floating IP QoS",
         "qos_policy_id on floating IPs",
     ),
+    (
+        "vpnaas",
+        "VPN service",
+        "IKE and IPsec policies, VPN services and IPsec site connections (IKEv2, ESP tunnel mode)",
+    ),
+    (
+        "vpn-endpoint-groups",
+        "VPN Endpoint Groups",
+        "endpoint groups of local subnets and peer CIDRs for IPsec site connections",
+    ),
 ];
 
 fn extension(alias: &str, name: &str, description: &str) -> Value {
@@ -563,6 +573,15 @@ async fn resources(State(app): State<Arc<App>>) -> Response {
         ),
         ("floatingip", "floatingips", "floatingips"),
         ("policy", "policies", "qos/policies"),
+        ("ikepolicy", "ikepolicies", "vpn/ikepolicies"),
+        ("ipsecpolicy", "ipsecpolicies", "vpn/ipsecpolicies"),
+        ("vpnservice", "vpnservices", "vpn/vpnservices"),
+        ("endpoint_group", "endpoint_groups", "vpn/endpoint-groups"),
+        (
+            "ipsec_site_connection",
+            "ipsec_site_connections",
+            "vpn/ipsec-site-connections",
+        ),
     ]
     .iter()
     .map(|(n, c, p)| json!({"name": n, "collection": c, "links": [{"href": format!("{base}/v2.0/{p}"), "rel": "self"}]}))

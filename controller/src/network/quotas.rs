@@ -9,8 +9,8 @@ use crate::{
     auth::Auth,
     error::ApiError,
     model::{
-        Change, FloatingIp, Kind, Network, Object, Port, Quota, Router, SecurityGroup,
-        SecurityGroupRule, Subnet,
+        Change, EndpointGroup, FloatingIp, IkePolicy, IpsecPolicy, IpsecSiteConnection, Kind,
+        Network, Object, Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, VpnService,
     },
     state::Resource,
     state::State,
@@ -41,6 +41,11 @@ pub fn used(state: &State, project: &str, kind: Kind) -> i64 {
         Kind::SecurityGroup => held::<SecurityGroup>(state, project),
         Kind::SecurityGroupRule => held::<SecurityGroupRule>(state, project),
         Kind::FloatingIp => held::<FloatingIp>(state, project),
+        Kind::IkePolicy => held::<IkePolicy>(state, project),
+        Kind::IpsecPolicy => held::<IpsecPolicy>(state, project),
+        Kind::VpnService => held::<VpnService>(state, project),
+        Kind::EndpointGroup => held::<EndpointGroup>(state, project),
+        Kind::IpsecSiteConnection => held::<IpsecSiteConnection>(state, project),
         _ => 0,
     }
 }
@@ -74,7 +79,46 @@ pub fn check(state: &State, project: &str, kind: Kind, n: i64) -> Result<(), Api
 fn render(q: &Quota) -> Value {
     json!({"network": q.network, "subnet": q.subnet, "port": q.port, "router": q.router,
            "security_group": q.security_group, "security_group_rule": q.security_group_rule,
-           "floatingip": q.floatingip})
+           "floatingip": q.floatingip, "ikepolicy": q.ikepolicy, "ipsecpolicy": q.ipsecpolicy,
+           "vpnservice": q.vpnservice, "endpoint_group": q.endpoint_group,
+           "ipsec_site_connection": q.ipsec_site_connection, "vpn_subnet": q.vpn_subnet})
+}
+
+/// The VPN subnets of one IPsec site connection: its local subnets (its
+/// local endpoint group's, or its service's one subnet) and peer CIDRs
+/// (its peer endpoint group's, or its own).
+pub fn connection_vpn_subnets(state: &State, c: &IpsecSiteConnection) -> i64 {
+    let group = |g: &String| {
+        state
+            .endpoint_groups
+            .get(g)
+            .map_or(0, |g| g.endpoints.len())
+    };
+    let local = match &c.local_ep_group_id {
+        Some(g) => group(g),
+        None => usize::from(
+            state
+                .vpnservices
+                .get(&c.vpnservice_id)
+                .is_some_and(|v| v.subnet_id.is_some()),
+        ),
+    };
+    let peer = match &c.peer_ep_group_id {
+        Some(g) => group(g),
+        None => c.peer_cidrs.len(),
+    };
+    (local + peer) as i64
+}
+
+/// The VPN subnets of `project`'s IPsec site connections: what the
+/// `vpn_subnet` quota counts.
+pub fn vpn_subnets(state: &State, project: &str) -> i64 {
+    state
+        .ipsec_site_connections
+        .values()
+        .filter(|c| c.meta.project_id == project)
+        .map(|c| connection_vpn_subnets(state, c))
+        .sum()
 }
 
 /// 403 unless an administrator asks (both quota APIs: quotas change only
@@ -116,12 +160,21 @@ pub fn details(state: &State, auth: &Auth, project: &str) -> Result<Value, ApiEr
         Kind::SecurityGroup,
         Kind::SecurityGroupRule,
         Kind::FloatingIp,
+        Kind::IkePolicy,
+        Kind::IpsecPolicy,
+        Kind::VpnService,
+        Kind::EndpointGroup,
+        Kind::IpsecSiteConnection,
     ] {
         o.insert(
             key(k).into(),
             json!({"used": used(state, project, k), "limit": q.limit(k), "reserved": 0}),
         );
     }
+    o.insert(
+        "vpn_subnet".into(),
+        json!({"used": vpn_subnets(state, project), "limit": q.vpn_subnet, "reserved": 0}),
+    );
     Ok(json!({"quota": o}))
 }
 
@@ -163,6 +216,12 @@ pub fn update(state: &State, auth: &Auth, project: &str, body: &Value) -> Made<V
         ("security_group", &mut q.security_group),
         ("security_group_rule", &mut q.security_group_rule),
         ("floatingip", &mut q.floatingip),
+        ("ikepolicy", &mut q.ikepolicy),
+        ("ipsecpolicy", &mut q.ipsecpolicy),
+        ("vpnservice", &mut q.vpnservice),
+        ("endpoint_group", &mut q.endpoint_group),
+        ("ipsec_site_connection", &mut q.ipsec_site_connection),
+        ("vpn_subnet", &mut q.vpn_subnet),
     ] {
         if let Some(v) = a.integer(key, -1, i32::MAX as i64)? {
             *slot = v;

@@ -112,6 +112,7 @@ fn apply_gateway(
             if !floating_ips_via(state, &r.meta.id).is_empty() {
                 return Err(in_use());
             }
+            refuse_vpn_services(state, &r.meta.id)?;
             changes.push(Change::Delete(Kind::Port, g.port_id.clone()));
         }
         r.gateway = None;
@@ -269,8 +270,27 @@ fn parse_routes(state: &State, id: &str, v: &[Value]) -> Result<Vec<HostRoute>, 
     Ok(routes)
 }
 
+/// 409 while VPN services run on the router (VPNaaS's `RouterInUse`):
+/// their tunnels' local end is the router's gateway.
+fn refuse_vpn_services(state: &State, id: &str) -> Result<(), ApiError> {
+    let services: Vec<&str> = state
+        .vpnservices
+        .values()
+        .filter(|v| v.router_id == id)
+        .map(|v| v.meta.id.as_str())
+        .collect();
+    refuse_in_use(!services.is_empty(), "RouterInUse", || {
+        format!(
+            "Router {id} is currently used by VPN service{} ({})",
+            if services.len() > 1 { "s" } else { "" },
+            services.join(",")
+        )
+    })
+}
+
 pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
     let r = writable(auth, || get(state, auth, id), if_match)?;
+    refuse_vpn_services(state, id)?;
     refuse_in_use(!interfaces(state, id).is_empty(), "RouterInUse", || {
         format!("Router {id} still has ports")
     })?;
@@ -480,6 +500,39 @@ pub fn remove_interface(state: &State, auth: &Auth, router_id: &str, body: &Valu
             return Err(ApiError::conflict(
                 "RouterInterfaceInUseByFloatingIP",
                 format!("Router interface for subnet {} on router {router_id} cannot be deleted, as it is required by one or more floating IPs ({}).", f.subnet_id, fip.meta.id),
+            ));
+        }
+    }
+    // Subnets a VPN service or an IPsec site connection on this router
+    // uses (VPNaaS's checks).
+    for f in &port.fixed_ips {
+        if let Some(v) = state
+            .vpnservices
+            .values()
+            .find(|v| v.router_id == router_id && v.subnet_id.as_deref() == Some(&f.subnet_id))
+        {
+            return Err(ApiError::conflict(
+                "SubnetInUseByVPNService",
+                format!("Subnet {} is used by VPNService {}", f.subnet_id, v.meta.id),
+            ));
+        }
+        let by_connection = state.ipsec_site_connections.values().find(|c| {
+            state
+                .vpnservices
+                .get(&c.vpnservice_id)
+                .is_some_and(|v| v.router_id == router_id)
+                && c.local_ep_group_id
+                    .as_ref()
+                    .and_then(|g| state.endpoint_groups.get(g))
+                    .is_some_and(|g| g.endpoints.contains(&f.subnet_id))
+        });
+        if let Some(c) = by_connection {
+            return Err(ApiError::conflict(
+                "SubnetInUseByIPsecSiteConnection",
+                format!(
+                    "Subnet {} is used by ipsec site connection {}",
+                    f.subnet_id, c.meta.id
+                ),
             ));
         }
     }

@@ -300,6 +300,16 @@ pub fn delete(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> M
         format!("Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet.")
     })?;
     check_no_members(state, id)?;
+    if let Some(g) = state
+        .endpoint_groups
+        .values()
+        .find(|g| g.kind == "subnet" && g.endpoints.iter().any(|e| e == id))
+    {
+        return Err(ApiError::conflict(
+            "SubnetInUseByEndpointGroup",
+            format!("Subnet {id} is used by endpoint group {}", g.meta.id),
+        ));
+    }
     tracing::info!(subnet = id, "subnet deleted");
     Ok((vec![Change::Delete(Kind::Subnet, id.to_owned())], ()))
 }
