@@ -143,6 +143,11 @@ fn apply_gateway(
     if !same_net && old.is_some() && !floating_ips_via(state, &r.meta.id).is_empty() {
         return Err(in_use());
     }
+    // A new gateway network or address would move the tunnels' local end
+    // under their peers.
+    if old.is_some() {
+        refuse_vpn_services(state, &r.meta.id)?;
+    }
     let own: Vec<FixedIp> = old
         .filter(|_| same_net)
         .map(|p| p.fixed_ips.clone())

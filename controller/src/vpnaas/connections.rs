@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::{json, Map, Value};
 
-use super::{endpoint_groups, policies, services, updatable};
+use super::{endpoint_groups, integral, policies, services, updatable};
 use crate::{
     auth::Auth,
     error::ApiError,
@@ -132,14 +132,11 @@ fn dpd(
         action = s.to_owned();
     }
     let seconds = |x: &Value| -> Result<u32, ApiError> {
-        let n = x
-            .as_i64()
-            .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "Invalid input for dpd. Reason: '{x}' is not an integer."
-                ))
-            })?;
+        let n = integral(x).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Invalid input for dpd. Reason: '{x}' is not an integer."
+            ))
+        })?;
         u32::try_from(n).map_err(|_| {
             ApiError::invalid(format!(
                 "Invalid input for dpd. Reason: '{x}' should be non-negative."
@@ -199,10 +196,11 @@ fn fields(a: &mut Attrs<'_>, current_dpd: (String, u32, u32)) -> Result<Fields, 
     let mtu = match a.raw("mtu") {
         None => None,
         Some(v) => {
-            let n = v
-                .as_i64()
-                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-                .ok_or_else(|| ApiError::invalid(format!("'{v}' is not an integer")))?;
+            let n = integral(v).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "Invalid input for mtu. Reason: '{v}' is not an integer."
+                ))
+            })?;
             if n < 0 {
                 return Err(ApiError::invalid(format!(
                     "Invalid input for mtu. Reason: '{n}' should be non-negative."

@@ -78,6 +78,21 @@ fn neutron_pfs(v: &str) -> bool {
 pub const DEFAULT_LIFETIME_S: u64 = 3600;
 /// Neutron's minimum lifetime, seconds.
 pub const MIN_LIFETIME_S: u64 = 60;
+/// The longest lifetime taken (a signed 32-bit count of seconds, about 68
+/// years: SA lifetimes are timers, not counters).
+pub const MAX_LIFETIME_S: u64 = i32::MAX as u64;
+
+/// An integer as Neutron's converters take one: a JSON integer, a number
+/// written with a zero fraction (`3600.0`), or a decimal string.
+pub fn integral(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0)
+                .map(|f| f as i64)
+        })
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
 
 /// 400 for a Neutron value Strato does not implement.
 fn unsupported(attr: &str, value: &str, supported: &[&str]) -> ApiError {
@@ -178,21 +193,25 @@ fn lifetime(a: &mut Attrs<'_>, current: u64) -> Result<Option<u64>, ApiError> {
     match o.get("value") {
         None => Ok(Some(current)),
         Some(v) => {
-            let n = v
-                .as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                .or_else(|| v.as_i64().map(|_| 0))
+            // A JSON number (Neutron's range validator takes no string).
+            let n = if v.is_number() { v.as_f64() } else { None }
+                .filter(|f| f.fract() == 0.0)
                 .ok_or_else(|| {
                     ApiError::invalid(format!(
                         "Invalid input for lifetime. Reason: '{v}' is not an integer."
                     ))
                 })?;
-            if n < MIN_LIFETIME_S {
+            if n < MIN_LIFETIME_S as f64 {
                 return Err(ApiError::invalid(format!(
                     "Invalid input for lifetime. Reason: '{v}' is too small - must be at least '{MIN_LIFETIME_S}'."
                 )));
             }
-            Ok(Some(n))
+            if n > MAX_LIFETIME_S as f64 {
+                return Err(ApiError::invalid(format!(
+                    "Invalid input for lifetime. Reason: '{v}' is too large - must be no more than '{MAX_LIFETIME_S}'."
+                )));
+            }
+            Ok(Some(n as u64))
         }
     }
 }

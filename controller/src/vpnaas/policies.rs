@@ -46,7 +46,8 @@ pub fn get_ipsec<'s>(state: &'s State, auth: &Auth, id: &str) -> Result<&'s Ipse
     })
 }
 
-/// 409 when a connection uses the IKE policy (checked first, as Neutron).
+/// 409 when a connection uses the IKE policy (after the caller is found
+/// to see and may change it: another project's policy stays a 404).
 fn ike_in_use(state: &State, id: &str) -> Result<(), ApiError> {
     if state
         .ipsec_site_connections
@@ -154,8 +155,8 @@ pub fn create_ike(state: &State, auth: &Auth, body: &Value) -> Made<IkePolicy> {
 
 pub fn update_ike(state: &State, auth: &Auth, e: Edit) -> Made<IkePolicy> {
     let Edit { id, body, if_match } = e;
-    ike_in_use(state, id)?;
     let mut p = writable(auth, || get_ike(state, auth, id), if_match)?.clone();
+    ike_in_use(state, id)?;
     update_attrs(body, "ikepolicy", &["id", "project_id", "tenant_id"], |a| {
         a.rename(&mut p.meta)?;
         common(
@@ -171,8 +172,8 @@ pub fn update_ike(state: &State, auth: &Auth, e: Edit) -> Made<IkePolicy> {
 }
 
 pub fn delete_ike(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
-    ike_in_use(state, id)?;
     writable(auth, || get_ike(state, auth, id), if_match)?;
+    ike_in_use(state, id)?;
     tracing::info!(ikepolicy = id, "IKE policy deleted");
     Ok((vec![Change::Delete(Kind::IkePolicy, id.to_owned())], ()))
 }
@@ -246,8 +247,8 @@ pub fn create_ipsec(state: &State, auth: &Auth, body: &Value) -> Made<IpsecPolic
 
 pub fn update_ipsec(state: &State, auth: &Auth, e: Edit) -> Made<IpsecPolicy> {
     let Edit { id, body, if_match } = e;
-    ipsec_in_use(state, id)?;
     let mut p = writable(auth, || get_ipsec(state, auth, id), if_match)?.clone();
+    ipsec_in_use(state, id)?;
     update_attrs(
         body,
         "ipsecpolicy",
@@ -268,8 +269,8 @@ pub fn update_ipsec(state: &State, auth: &Auth, e: Edit) -> Made<IpsecPolicy> {
 }
 
 pub fn delete_ipsec(state: &State, auth: &Auth, id: &str, if_match: Option<&str>) -> Made<()> {
-    ipsec_in_use(state, id)?;
     writable(auth, || get_ipsec(state, auth, id), if_match)?;
+    ipsec_in_use(state, id)?;
     tracing::info!(ipsecpolicy = id, "IPsec policy deleted");
     Ok((vec![Change::Delete(Kind::IpsecPolicy, id.to_owned())], ()))
 }

@@ -247,6 +247,12 @@ fn ike_policies_keep_neutron_defaults_strato_speaks_and_refuse_the_rest() {
             "too small - must be at least '60'",
         ),
         ("lifetime", json!({"value": "soon"}), "is not an integer"),
+        ("lifetime", json!({"value": "3600"}), "is not an integer"),
+        (
+            "lifetime",
+            json!({"value": 18_446_744_073_709_551_614u64}),
+            "too large - must be no more than '2147483647'",
+        ),
         (
             "lifetime",
             json!({"seconds": 600}),
@@ -263,6 +269,11 @@ fn ike_policies_keep_neutron_defaults_strato_speaks_and_refuse_the_rest() {
         body[k] = bad;
         refused(v.ike(body), 400, text);
     }
+    // A lifetime written with a zero fraction is an integer (as Neutron's
+    // converters and JSON Schema take it).
+    let mut body: Value = serde_json::from_str(IKE).expect("json");
+    body["lifetime"] = json!({"units": "seconds", "value": 7200.0});
+    assert_eq!(v.ike(body).expect("7200.0").lifetime_s, 7200);
     // Every supported choice, and a lifetime in range.
     for (k, good) in [
         ("encryption_algorithm", "aes-256-gcm-16"),
@@ -431,6 +442,33 @@ fn vpn_services_need_a_router_with_a_gateway() {
         run(&v.c, |st| routers::delete(st, &v.a, &v.router, None)),
         409,
         "",
+    );
+    // Nor another address on it (the tunnels' local end would move).
+    refused(
+        run(&v.c, |st| {
+            routers::update(
+                st,
+                &v.a,
+                Edit::new(
+                    &v.router,
+                    &json!({"router": {"external_gateway_info": {"network_id": st.routers[&v.router].gateway.as_ref().map(|g| g.network_id.clone()), "external_fixed_ips": [{"ip_address": "198.51.100.77"}]}}}),
+                ),
+            )
+        }),
+        409,
+        "is currently used by VPN service",
+    );
+    // Another project's policy in use is still a 404, never a 409.
+    let ike = v
+        .ike(serde_json::from_str(IKE).expect("json"))
+        .expect("ike")
+        .meta
+        .id;
+    let other = member("p2");
+    refused(
+        run(&v.c, |st| policies::delete_ike(st, &other, &ike, None)),
+        404,
+        "could not be found",
     );
 }
 
@@ -661,7 +699,12 @@ fn connections_follow_neutrons_checks() {
         ),
         (with("mtu", json!(67)), 400, "MTU 67 is too small for ipv4"),
         (with("mtu", json!(9217)), 400, "larger than 9216"),
-        (with("mtu", json!("big")), 400, "is not an integer"),
+        (
+            with("mtu", json!("big")),
+            400,
+            "Invalid input for mtu. Reason: '\"big\"' is not an integer",
+        ),
+        (with("mtu", json!(1400.5)), 400, "is not an integer"),
         (
             with("initiator", json!("sometimes")),
             400,
