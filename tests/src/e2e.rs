@@ -529,6 +529,42 @@ pub fn call(
     )
 }
 
+/// [`call_raw`] that returns a transport failure instead of panicking: a
+/// server that refuses a body from its `Content-Length` (413) and closes
+/// may do so while the body is still being written, and the client then
+/// sees a write error rather than the answer.
+pub fn try_call_raw(
+    endpoint: &Endpoint,
+    headers: &[(&str, &str)],
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, strato_proto::client::HeaderMap, serde_json::Value), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let method: strato_proto::client::Method = method.parse().expect("method");
+    let (status, headers, bytes) = rt
+        .block_on(strato_proto::client::call(
+            endpoint,
+            method,
+            path,
+            headers,
+            body,
+            Duration::from_secs(30),
+        ))
+        .map_err(|e| e.to_string())?;
+    let v = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        })
+    };
+    Ok((status.as_u16(), headers, v))
+}
+
 /// [`call`] with any request headers and a raw body (malformed JSON,
 /// `If-Match`, ...).
 pub fn call_raw(
@@ -538,29 +574,8 @@ pub fn call_raw(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> (u16, strato_proto::client::HeaderMap, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let method: strato_proto::client::Method = method.parse().expect("method");
-    let (status, headers, bytes) = rt
-        .block_on(strato_proto::client::call(
-            endpoint,
-            method.clone(),
-            path,
-            headers,
-            body,
-            Duration::from_secs(30),
-        ))
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let v = if bytes.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        })
-    };
-    (status.as_u16(), headers, v)
+    try_call_raw(endpoint, headers, method, path, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 impl Api {

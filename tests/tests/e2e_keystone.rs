@@ -632,17 +632,31 @@ fn bad_inputs_get_keystone_errors_and_change_nothing() {
     for (what, method, path, token, body, want, message) in cases {
         let headers: Vec<(&str, &str)> =
             token.map(|t| vec![("x-auth-token", t)]).unwrap_or_default();
+        if want == 413 {
+            // Refused from Content-Length before Keystone sees it; the
+            // server may close while the body is still being written
+            // (the client then sees the write fail, not the 413): refused
+            // either way, and the snapshot below shows nothing changed.
+            let body = body.map(String::into_bytes);
+            match strato_tests::e2e::try_call_raw(&c.api, &headers, method, &path, body) {
+                Ok((s, h, v)) => {
+                    assert_eq!(s, want, "{what}: {method} {path}: {v}");
+                    assert!(
+                        h.contains_key("x-openstack-request-id"),
+                        "{what}: no request id"
+                    );
+                    assert!(v.to_string().contains("exceeds"), "{what}: {v}");
+                }
+                Err(e) => assert!(e.contains("writing a body"), "{what}: {e}"),
+            }
+            continue;
+        }
         let (s, h, v) = c.http(method, &path, &headers, body.map(String::into_bytes));
         assert_eq!(s, want, "{what}: {method} {path}: {v}");
         assert!(
             h.contains_key("x-openstack-request-id"),
             "{what}: no request id"
         );
-        if want == 413 {
-            // Refused from Content-Length before Keystone sees it.
-            assert!(v.to_string().contains("exceeds"), "{what}: {v}");
-            continue;
-        }
         assert_keystone_error(what, want, &v);
         if let Some(m) = message {
             assert_eq!(

@@ -61,25 +61,8 @@ fn uuid_or_none(a: &mut Attrs<'_>, attr: &str) -> Result<Option<Option<String>>,
 
 /// `peer_cidrs`: a list (or one string) of IPv4 CIDRs, no duplicates.
 fn peer_cidrs(a: &mut Attrs<'_>) -> Result<Option<Vec<String>>, ApiError> {
-    let items: Vec<String> = match a.raw("peer_cidrs") {
-        None => return Ok(None),
-        Some(Value::Null) => vec![],
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_owned).ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "Invalid input for peer_cidrs. Reason: '{v}' is not a valid IP subnet."
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "Invalid input for peer_cidrs. Reason: '{other}' is not a list."
-            )))
-        }
+    let Some(items) = super::string_list(a, "peer_cidrs")? else {
+        return Ok(None);
     };
     let mut seen = std::collections::BTreeSet::new();
     for c in &items {

@@ -75,25 +75,7 @@ pub fn create(state: &State, auth: &Auth, body: &Value) -> Made<EndpointGroup> {
         )));
     }
     // Neutron converts a single value to a list.
-    let endpoints: Vec<String> = match a.raw("endpoints") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_owned).ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "Invalid input for endpoints. Reason: '{v}' is not a valid string."
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "Invalid input for endpoints. Reason: '{other}' is not a list."
-            )))
-        }
-    };
+    let endpoints = super::string_list(&mut a, "endpoints")?.unwrap_or_default();
     a.finish()?;
     if endpoints.is_empty() {
         return Err(ApiError::bad_request(format!(

@@ -94,6 +94,30 @@ pub fn integral(v: &Value) -> Option<i64> {
         .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
+/// A list of strings that Neutron's `convert_to_list` also takes as one
+/// string: `None` when absent, empty when null.
+pub fn string_list(a: &mut Attrs<'_>, attr: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match a.raw(attr) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(vec![])),
+        Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_owned).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "Invalid input for {attr}. Reason: '{v}' is not a valid string."
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(other) => Err(ApiError::invalid(format!(
+            "Invalid input for {attr}. Reason: '{other}' is not a list."
+        ))),
+    }
+}
+
 /// 400 for a Neutron value Strato does not implement.
 fn unsupported(attr: &str, value: &str, supported: &[&str]) -> ApiError {
     ApiError::invalid(format!(
