@@ -637,16 +637,21 @@ pub fn list_response(
         Value::Array(out.into_iter().map(Value::Object).collect()),
     );
     if let (Some(next), Some(l)) = (next, limit) {
-        let mut q: Vec<String> = query
-            .iter()
-            .filter(|(k, _)| k != "marker" && k != "limit")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        q.push(format!("limit={l}"));
-        q.push(format!("marker={next}"));
+        // The query again, percent-encoded (values are the client's, any
+        // text), with the next page's limit and marker.
+        let q = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                query
+                    .iter()
+                    .filter(|(k, _)| k != "marker" && k != "limit")
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .append_pair("limit", &l.to_string())
+            .append_pair("marker", &next)
+            .finish();
         body.insert(
             format!("{collection}_links"),
-            serde_json::json!([{"rel": "next", "href": format!("{base_url}/v2.0/{collection}?{}", q.join("&"))}]),
+            serde_json::json!([{"rel": "next", "href": format!("{base_url}/v2.0/{collection}?{q}")}]),
         );
     }
     Ok(Value::Object(body))
@@ -733,6 +738,14 @@ mod tests {
             .as_str()
             .unwrap()
             .ends_with("limit=2&marker=b"));
+        // The next link carries the query percent-encoded (any text a
+        // client sent stays a valid URI).
+        let r = list(None, &[("limit", "2"), ("fields", "é &x=1\u{1f}")]).unwrap();
+        let href = r["ports_links"][0]["href"].as_str().unwrap();
+        assert!(
+            href.ends_with("?fields=%C3%A9+%26x%3D1%1F&limit=2&marker=b"),
+            "{href}"
+        );
         let r = list(None, &[("limit", "2"), ("marker", "b")]).unwrap();
         assert_eq!(r["ports"][0]["id"], "c");
         assert!(r.get("ports_links").is_none());
