@@ -366,23 +366,6 @@ pub fn peer_networks(state: &State, c: &IpsecSiteConnection) -> Vec<ipnetwork::I
     texts.iter().filter_map(|t| t.parse().ok()).collect()
 }
 
-/// The local subnet ids of a connection (either form).
-pub fn local_subnets(state: &State, c: &IpsecSiteConnection) -> Vec<String> {
-    match &c.local_ep_group_id {
-        Some(g) => state
-            .endpoint_groups
-            .get(g)
-            .map(|g| g.endpoints.clone())
-            .unwrap_or_default(),
-        None => state
-            .vpnservices
-            .get(&c.vpnservice_id)
-            .and_then(|v| v.subnet_id.clone())
-            .into_iter()
-            .collect(),
-    }
-}
-
 /// 409 `OverQuota` when `c` (replacing `replaced`, if an update) takes the
 /// project over its VPN subnets.
 fn check_vpn_subnets(
